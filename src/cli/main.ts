@@ -1,0 +1,45 @@
+// `instill <command> ...`: the command-line front end over the public API.
+//
+// Each command lives in its own module under src/cli/ and exports
+// `run(argv: string[]): Promise<number>` (the exit code). Modules are imported
+// lazily so that `instill --help` does not load the native addon.
+import { InstillError } from '../errors.js';
+
+interface Command {
+  summary: string;
+  load: () => Promise<{ run: (argv: string[]) => Promise<number> }>;
+}
+
+const commands: Record<string, Command> = {
+  bench: { summary: 'benchmarks: `instill bench kernels [--json]`', load: () => import('./bench.js') },
+};
+
+function usage(): string {
+  const lines = ['usage: instill <command> [options]', '', 'commands:'];
+  for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(10)} ${c.summary}`);
+  lines.push('', 'Run `instill <command> --help` for the options of a command.');
+  return lines.join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    console.log(usage());
+    return name ? 0 : 1;
+  }
+  const cmd = commands[name];
+  if (!cmd) {
+    console.error(`instill: unknown command '${name}'\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    const mod = await cmd.load();
+    return await mod.run(rest);
+  } catch (err) {
+    if (err instanceof InstillError) {
+      console.error(`instill ${name}: ${err.message} [${err.code}]`);
+      return 1;
+    }
+    throw err;
+  }
+}
