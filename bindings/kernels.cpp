@@ -1,0 +1,165 @@
+// Bindings of the public kernels (src/kernels.ts validates options first and
+// calls these positionally). Kernels run synchronously on the calling thread
+// plus the engine's pool: they are building blocks for people who time them,
+// and a Promise per call would only add overhead to what they measure.
+#include <cmath>
+
+#include "common.h"
+#include "ops/cross_entropy.h"
+#include "ops/lora_linear.h"
+#include "ops/matmul.h"
+
+namespace instill {
+namespace binding {
+namespace {
+
+int32_t need_int32(const Napi::Value& v, const char* name) {
+  double x = need_number(v, name);
+  if (x != std::floor(x) || x < -2147483648.0 || x > 2147483647.0) {
+    fail(ErrorCode::Arg, "'", name, "' must be a 32-bit integer, got ", x);
+  }
+  return static_cast<int32_t>(x);
+}
+
+void need_args(const Napi::CallbackInfo& info, size_t n, const char* what) {
+  if (info.Length() < n) fail(ErrorCode::Arg, what, " expects ", n, " arguments, got ", info.Length());
+}
+
+// matmul(a, b, transA, transB) -> c
+Napi::Value matmul(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 4, "matmul");
+    const Tensor* a = unwrap_tensor(env, info[0], "a");
+    const Tensor* b = unwrap_tensor(env, info[1], "b");
+    const bool ta = need_bool(info[2], "transA"), tb = need_bool(info[3], "transB");
+    Tensor c = Tensor::empty(matmul_output_shape(*a, *b, ta, tb), DType::F32, a->device());
+    instill::matmul(MatmulArgs{a, b, ta, tb, &c});
+    return wrap_tensor(env, std::move(c));
+  });
+}
+
+// loraLinear(x, w, bias | null, a, b, scale) -> { y, u }
+Napi::Value lora_linear(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 6, "loraLinear");
+    const Tensor* x = unwrap_tensor(env, info[0], "x");
+    const Tensor* w = unwrap_tensor(env, info[1], "w");
+    const Tensor* bias = unwrap_tensor(env, info[2], "bias", true);
+    const Tensor* a = unwrap_tensor(env, info[3], "a");
+    const Tensor* b = unwrap_tensor(env, info[4], "b");
+    const float scale = static_cast<float>(need_number(info[5], "scale"));
+    if (x->ndim() != 2 || w->ndim() != 2 || a->ndim() != 2) {
+      // Let the op's checks produce the message (they name the argument and its expected shape).
+      Tensor none;
+      lora_linear_forward(LoraLinearForwardArgs{x, w, bias, a, b, scale, &none, &none});
+    }
+    Tensor y = Tensor::empty({x->dim(0), w->dim(0)}, DType::F32, x->device());
+    Tensor u = Tensor::empty({x->dim(0), a->dim(0)}, DType::F32, x->device());
+    lora_linear_forward(LoraLinearForwardArgs{x, w, bias, a, b, scale, &y, &u});
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("y", wrap_tensor(env, std::move(y)));
+    out.Set("u", wrap_tensor(env, std::move(u)));
+    return out;
+  });
+}
+
+// loraLinearBackward(dy, x, w, a, b, u, scale, needDx) -> { dx | null, da, db }
+Napi::Value lora_linear_backward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 8, "loraLinearBackward");
+    const Tensor* dy = unwrap_tensor(env, info[0], "dy");
+    const Tensor* x = unwrap_tensor(env, info[1], "x");
+    const Tensor* w = unwrap_tensor(env, info[2], "w");
+    const Tensor* a = unwrap_tensor(env, info[3], "a");
+    const Tensor* b = unwrap_tensor(env, info[4], "b");
+    const Tensor* u = unwrap_tensor(env, info[5], "u");
+    const float scale = static_cast<float>(need_number(info[6], "scale"));
+    const bool need_dx = need_bool(info[7], "needDx");
+    if (x->ndim() != 2 || w->ndim() != 2 || a->ndim() != 2) {
+      Tensor none;
+      lora_linear_backward(LoraLinearBackwardArgs{dy, x, w, a, b, u, scale, nullptr, &none, &none, false});
+    }
+    Tensor dx = need_dx ? Tensor::empty({x->dim(0), x->dim(1)}, DType::F32, x->device()) : Tensor();
+    Tensor da = Tensor::empty({a->dim(0), a->dim(1)}, DType::F32, x->device());
+    Tensor db = Tensor::empty({w->dim(0), a->dim(0)}, DType::F32, x->device());
+    lora_linear_backward(
+        LoraLinearBackwardArgs{dy, x, w, a, b, u, scale, need_dx ? &dx : nullptr, &da, &db, false});
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("dx", need_dx ? Napi::Value(wrap_tensor(env, std::move(dx))) : env.Null());
+    out.Set("da", wrap_tensor(env, std::move(da)));
+    out.Set("db", wrap_tensor(env, std::move(db)));
+    return out;
+  });
+}
+
+// maskedCrossEntropy(logits, targets, ignoreIndex, normalizer, needGrad) -> { loss, count, dlogits | null }
+Napi::Value masked_cross_entropy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 5, "maskedCrossEntropy");
+    const Tensor* logits = unwrap_tensor(env, info[0], "logits");
+    const Tensor* targets = unwrap_tensor(env, info[1], "targets");
+    const int32_t ignore = need_int32(info[2], "ignoreIndex");
+    const double normalizer = need_number(info[3], "normalizer");
+    const bool need_grad = need_bool(info[4], "needGrad");
+    Tensor dlogits;
+    if (need_grad) {
+      if (logits->ndim() != 2) {
+        instill::masked_cross_entropy(MaskedCrossEntropyArgs{logits, targets, ignore, normalizer, nullptr});
+      }
+      dlogits = Tensor::empty(logits->shape(), DType::F32, logits->device());
+    }
+    CrossEntropyResult r = instill::masked_cross_entropy(
+        MaskedCrossEntropyArgs{logits, targets, ignore, normalizer, need_grad ? &dlogits : nullptr});
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("loss", Napi::Number::New(env, r.loss));
+    out.Set("count", Napi::Number::New(env, static_cast<double>(r.count)));
+    out.Set("dlogits", need_grad ? Napi::Value(wrap_tensor(env, std::move(dlogits))) : env.Null());
+    return out;
+  });
+}
+
+// linearCrossEntropy(h, w, targets, ignoreIndex, normalizer, needInputGrad, needWeightGrad)
+//   -> { loss, count, dh | null, dw | null }
+Napi::Value linear_cross_entropy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 7, "linearCrossEntropy");
+    const Tensor* h = unwrap_tensor(env, info[0], "h");
+    const Tensor* w = unwrap_tensor(env, info[1], "w");
+    const Tensor* targets = unwrap_tensor(env, info[2], "targets");
+    const int32_t ignore = need_int32(info[3], "ignoreIndex");
+    const double normalizer = need_number(info[4], "normalizer");
+    const bool need_dh = need_bool(info[5], "needInputGrad");
+    const bool need_dw = need_bool(info[6], "needWeightGrad");
+    LinearCrossEntropyArgs args{h, w, targets, ignore, normalizer, nullptr, nullptr, false};
+    if (h->ndim() != 2 || w->ndim() != 2) instill::linear_cross_entropy(args);  // reports the shape error
+    Tensor dh = need_dh ? Tensor::empty(h->shape(), DType::F32, h->device()) : Tensor();
+    Tensor dw = need_dw ? Tensor::empty(w->shape(), DType::F32, h->device()) : Tensor();
+    args.dh = need_dh ? &dh : nullptr;
+    args.dw = need_dw ? &dw : nullptr;
+    CrossEntropyResult r = instill::linear_cross_entropy(args);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("loss", Napi::Number::New(env, r.loss));
+    out.Set("count", Napi::Number::New(env, static_cast<double>(r.count)));
+    out.Set("dh", need_dh ? Napi::Value(wrap_tensor(env, std::move(dh))) : env.Null());
+    out.Set("dw", need_dw ? Napi::Value(wrap_tensor(env, std::move(dw))) : env.Null());
+    return out;
+  });
+}
+
+}  // namespace
+
+void register_kernels(Napi::Env env, Napi::Object exports) {
+  exports.Set("matmul", Napi::Function::New(env, matmul, "matmul"));
+  exports.Set("loraLinear", Napi::Function::New(env, lora_linear, "loraLinear"));
+  exports.Set("loraLinearBackward", Napi::Function::New(env, lora_linear_backward, "loraLinearBackward"));
+  exports.Set("maskedCrossEntropy", Napi::Function::New(env, masked_cross_entropy, "maskedCrossEntropy"));
+  exports.Set("linearCrossEntropy", Napi::Function::New(env, linear_cross_entropy, "linearCrossEntropy"));
+}
+
+}  // namespace binding
+}  // namespace instill

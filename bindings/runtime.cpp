@@ -1,0 +1,77 @@
+// Runtime introspection and knobs: threads, CPU features, the active ISA.
+#include "common.h"
+#include "runtime/cpu_features.h"
+#include "runtime/tensor.h"
+#include "runtime/thread_pool.h"
+
+namespace instill {
+namespace binding {
+namespace {
+
+Napi::Value runtime_info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("threads", Napi::Number::New(env, num_threads()));
+    out.Set("isa", Napi::String::New(env, isa_name(active_isa())));
+    std::vector<Isa> isas = supported_isas();
+    Napi::Array arr = Napi::Array::New(env, isas.size());
+    for (size_t i = 0; i < isas.size(); ++i) arr.Set(static_cast<uint32_t>(i), Napi::String::New(env, isa_name(isas[i])));
+    out.Set("isas", arr);
+    const CpuFeatures& f = cpu_features();
+    Napi::Object feats = Napi::Object::New(env);
+    feats.Set("avx2", f.avx2);
+    feats.Set("fma", f.fma);
+    feats.Set("f16c", f.f16c);
+    feats.Set("avx512f", f.avx512f);
+    feats.Set("avx512bw", f.avx512bw);
+    feats.Set("avx512dq", f.avx512dq);
+    feats.Set("avx512vl", f.avx512vl);
+    feats.Set("avx512bf16", f.avx512bf16);
+    out.Set("features", feats);
+    Napi::Array devices = Napi::Array::New(env, 1);
+    devices.Set(0u, Napi::String::New(env, "cpu"));
+    out.Set("devices", devices);
+    out.Set("poison", Napi::Boolean::New(env, poison_new_tensors()));
+    return out;
+  });
+}
+
+Napi::Value set_threads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    double n = info.Length() > 0 ? need_number(info[0], "threads") : 0;
+    if (n != static_cast<int>(n)) fail(ErrorCode::Arg, "threads must be an integer between 1 and 1024, got ", n);
+    set_num_threads(static_cast<int>(n));
+    return env.Undefined();
+  });
+}
+
+Napi::Value set_isa(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    if (info.Length() < 1 || !info[0].IsString()) fail(ErrorCode::Arg, "setIsa(name) expects a string");
+    set_active_isa(parse_isa(info[0].As<Napi::String>().Utf8Value()));
+    return env.Undefined();
+  });
+}
+
+Napi::Value set_poison(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    set_poison_new_tensors(info.Length() > 0 && need_bool(info[0], "on"));
+    return env.Undefined();
+  });
+}
+
+}  // namespace
+
+void register_runtime(Napi::Env env, Napi::Object exports) {
+  exports.Set("runtimeInfo", Napi::Function::New(env, runtime_info, "runtimeInfo"));
+  exports.Set("setThreads", Napi::Function::New(env, set_threads, "setThreads"));
+  exports.Set("setIsa", Napi::Function::New(env, set_isa, "setIsa"));
+  exports.Set("setPoison", Napi::Function::New(env, set_poison, "setPoison"));
+}
+
+}  // namespace binding
+}  // namespace instill

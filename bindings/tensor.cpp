@@ -1,0 +1,209 @@
+// TensorHandle: the JS object that owns a native Tensor. src/tensor.ts wraps it
+// in the public Tensor class; conversions between typed arrays and dtypes
+// happen here, in one pass, off the JS heap.
+#include <cmath>
+#include <cstring>
+
+#include "common.h"
+
+namespace instill {
+namespace binding {
+namespace {
+
+class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "TensorHandle",
+                       {
+                           InstanceAccessor<&TensorHandle::shape>("shape"),
+                           InstanceAccessor<&TensorHandle::dtype>("dtype"),
+                           InstanceAccessor<&TensorHandle::device>("device"),
+                           InstanceAccessor<&TensorHandle::nbytes>("nbytes"),
+                           InstanceMethod<&TensorHandle::to_array>("toArray"),
+                       });
+  }
+
+  explicit TensorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorHandle>(info) {}
+  ~TensorHandle() override {
+    if (accounted_ > 0) Napi::MemoryManagement::AdjustExternalMemory(Env(), -accounted_);
+  }
+
+  void set(Napi::Env env, Tensor t) {
+    tensor_ = std::move(t);
+    accounted_ = static_cast<int64_t>(tensor_.nbytes());
+    if (accounted_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, accounted_);
+  }
+  const Tensor& tensor() const { return tensor_; }
+
+ private:
+  Napi::Value shape(const Napi::CallbackInfo& info) {
+    Napi::Array arr = Napi::Array::New(info.Env(), tensor_.shape().size());
+    for (size_t i = 0; i < tensor_.shape().size(); ++i) {
+      arr.Set(static_cast<uint32_t>(i), Napi::Number::New(info.Env(), static_cast<double>(tensor_.shape()[i])));
+    }
+    return arr;
+  }
+  Napi::Value dtype(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dtype_name(tensor_.dtype())); }
+  Napi::Value device(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), device_name(tensor_.device()));
+  }
+  Napi::Value nbytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(tensor_.nbytes()));
+  }
+
+  // f32/bf16/f16 -> Float32Array (converted), i32 -> Int32Array.
+  Napi::Value to_array(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      if (tensor_.device() != Device::CPU) {
+        fail(ErrorCode::Device, "toArray() needs a CPU tensor; move it with .to('cpu') first");
+      }
+      const size_t n = static_cast<size_t>(tensor_.numel());
+      if (tensor_.dtype() == DType::I32) {
+        Napi::Int32Array out = Napi::Int32Array::New(env, n);
+        if (n) std::memcpy(out.Data(), tensor_.data(), n * 4);
+        return out;
+      }
+      Napi::Float32Array out = Napi::Float32Array::New(env, n);
+      float* dst = out.Data();
+      const uint16_t* half = tensor_.data_as<uint16_t>();
+      switch (tensor_.dtype()) {
+        case DType::F32:
+          if (n) std::memcpy(dst, tensor_.data(), n * 4);
+          break;
+        case DType::BF16:
+          for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(half[i]);
+          break;
+        case DType::F16:
+          for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(half[i]);
+          break;
+        default: break;
+      }
+      return out;
+    });
+  }
+
+  Tensor tensor_;
+  int64_t accounted_ = 0;
+};
+
+Shape read_shape(Napi::Env env, const Napi::Value& v) {
+  if (!v.IsArray()) throw make_error(env, "E_ARG", "'shape' must be an array of non-negative integers");
+  Napi::Array arr = v.As<Napi::Array>();
+  Shape shape;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    Napi::Value d = arr.Get(i);
+    double x = d.IsNumber() ? d.As<Napi::Number>().DoubleValue() : -1;
+    if (!(x >= 0) || x != std::floor(x) || x > 9007199254740991.0) {
+      throw make_error(env, "E_SHAPE", "'shape' must be an array of non-negative integers");
+    }
+    shape.push_back(static_cast<int64_t>(x));
+  }
+  return shape;
+}
+
+template <typename Src>
+void convert(const Src* src, size_t n, const Tensor& t) {
+  switch (t.dtype()) {
+    case DType::F32: {
+      float* d = t.data_as<float>();
+      for (size_t i = 0; i < n; ++i) d[i] = static_cast<float>(src[i]);
+      break;
+    }
+    case DType::BF16: {
+      uint16_t* d = t.data_as<uint16_t>();
+      for (size_t i = 0; i < n; ++i) d[i] = f32_to_bf16(static_cast<float>(src[i]));
+      break;
+    }
+    case DType::F16: {
+      uint16_t* d = t.data_as<uint16_t>();
+      for (size_t i = 0; i < n; ++i) d[i] = f32_to_f16(static_cast<float>(src[i]));
+      break;
+    }
+    case DType::I32: {
+      int32_t* d = t.data_as<int32_t>();
+      for (size_t i = 0; i < n; ++i) {
+        const double x = static_cast<double>(src[i]);
+        if (x != std::floor(x) || x < -2147483648.0 || x > 2147483647.0) {
+          fail(ErrorCode::Arg, "element ", i, " (", x, ") is not a 32-bit integer; an i32 tensor needs integers");
+        }
+        d[i] = static_cast<int32_t>(x);
+      }
+      break;
+    }
+  }
+}
+
+// fromArray(typedArray, shape, dtype): copies (and converts) into a new CPU tensor.
+// Float32Array / Float64Array / Int32Array convert to any dtype; a Uint16Array
+// holds raw bf16 or f16 bits and needs that dtype.
+Napi::Value from_array(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    if (info.Length() < 3 || !info[0].IsTypedArray() || !info[2].IsString()) {
+      fail(ErrorCode::Arg, "fromArray(typedArray, shape, dtype) expects a typed array, a shape and a dtype name");
+    }
+    Napi::TypedArray arr = info[0].As<Napi::TypedArray>();
+    Shape shape = read_shape(env, info[1]);
+    DType dtype = parse_dtype(info[2].As<Napi::String>().Utf8Value());
+    const int64_t numel = shape_numel(shape);
+    const size_t n = arr.ElementLength();
+    if (static_cast<int64_t>(n) != numel) {
+      fail(ErrorCode::Shape, "the array has ", n, " elements but shape ", shape_str(shape), " needs ", numel);
+    }
+    Tensor t = Tensor::empty(shape, dtype);
+    const uint8_t* base = static_cast<const uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset();
+    switch (arr.TypedArrayType()) {
+      case napi_float32_array: convert(reinterpret_cast<const float*>(base), n, t); break;
+      case napi_float64_array: convert(reinterpret_cast<const double*>(base), n, t); break;
+      case napi_int32_array: convert(reinterpret_cast<const int32_t*>(base), n, t); break;
+      case napi_uint16_array:
+        if (dtype != DType::BF16 && dtype != DType::F16) {
+          fail(ErrorCode::DType, "a Uint16Array holds raw bf16 or f16 bits: pass dtype 'bf16' or 'f16', not '",
+               dtype_name(dtype), "'");
+        }
+        if (n) std::memcpy(t.data(), base, n * 2);
+        break;
+      default:
+        fail(ErrorCode::Arg, "unsupported typed array: use Float32Array, Float64Array, Int32Array or Uint16Array");
+    }
+    return wrap_tensor(env, std::move(t));
+  });
+}
+
+// zeros(shape, dtype)
+Napi::Value zeros(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    if (info.Length() < 2 || !info[1].IsString()) fail(ErrorCode::Arg, "zeros(shape, dtype) expects a shape and a dtype");
+    Shape shape = read_shape(env, info[0]);
+    return wrap_tensor(env, Tensor::zeros(shape, parse_dtype(info[1].As<Napi::String>().Utf8Value())));
+  });
+}
+
+}  // namespace
+
+const Tensor* unwrap_tensor(Napi::Env env, const Napi::Value& v, const char* name, bool optional) {
+  if (optional && (v.IsUndefined() || v.IsNull())) return nullptr;
+  if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data(env).tensor_ctor.Value())) {
+    return &TensorHandle::Unwrap(v.As<Napi::Object>())->tensor();
+  }
+  throw make_error(env, "E_ARG", std::string("'") + name + "' must be a Tensor (make one with Tensor.from)");
+}
+
+Napi::Object wrap_tensor(Napi::Env env, Tensor t) {
+  Napi::Object obj = data(env).tensor_ctor.New({});
+  TensorHandle::Unwrap(obj)->set(env, std::move(t));
+  return obj;
+}
+
+void register_tensor(Napi::Env env, Napi::Object exports) {
+  Napi::Function ctor = TensorHandle::define(env);
+  data(env).tensor_ctor = Napi::Persistent(ctor);
+  exports.Set("TensorHandle", ctor);
+  exports.Set("tensorFromArray", Napi::Function::New(env, from_array, "tensorFromArray"));
+  exports.Set("tensorZeros", Napi::Function::New(env, zeros, "tensorZeros"));
+}
+
+}  // namespace binding
+}  // namespace instill

@@ -1,0 +1,214 @@
+#include "cpu/gemm.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <type_traits>
+
+#include "cpu/gemm_kernels.h"
+#include "runtime/cpu_features.h"
+#include "runtime/error.h"
+#include "runtime/thread_pool.h"
+
+namespace instill {
+namespace cpu {
+namespace {
+
+constexpr int64_t kKC = 256;
+
+const GemmKernelInfo& kernel_for(Isa isa) {
+#if defined(__x86_64__)
+  switch (isa) {
+    case Isa::Avx512:
+    case Isa::Avx512Bf16: return gemm_kernel_avx512;
+    case Isa::Avx2: return gemm_kernel_avx2;
+    case Isa::Portable: break;
+  }
+#else
+  (void)isa;
+#endif
+  return gemm_kernel_portable;
+}
+
+struct AlignedFloats {
+  explicit AlignedFloats(size_t n) {
+    size_t bytes = std::max<size_t>(64, (n * sizeof(float) + 63) / 64 * 64);
+    p = static_cast<float*>(std::aligned_alloc(64, bytes));
+    if (!p) fail(ErrorCode::Alloc, "out of memory for GEMM packing buffers (", bytes, " bytes)");
+  }
+  ~AlignedFloats() { std::free(p); }
+  AlignedFloats(const AlignedFloats&) = delete;
+  AlignedFloats& operator=(const AlignedFloats&) = delete;
+  float* p;
+};
+
+template <DType T>
+inline float load(const void* p, int64_t idx) {
+  if constexpr (T == DType::F32) {
+    return static_cast<const float*>(p)[idx];
+  } else if constexpr (T == DType::BF16) {
+    return bf16_to_f32(static_cast<const uint16_t*>(p)[idx]);
+  } else {
+    return f16_to_f32(static_cast<const uint16_t*>(p)[idx]);
+  }
+}
+
+// Writes rows [i0, i0+mr) x k [k0, k0+kc) of term-local op(A) into dst (kc x MR, k-major),
+// scaled by alpha. Rows >= m are left as they are (the caller zero-fills).
+template <DType T>
+void pack_a_part(const GemmOperand& a, float alpha, int64_t i0, int64_t rows, int64_t k0, int64_t kc, int mr,
+                 float* dst) {
+  if (!a.trans) {
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t base = (i0 + i) * a.ld + k0;
+      for (int64_t k = 0; k < kc; ++k) dst[k * mr + i] = alpha * load<T>(a.data, base + k);
+    }
+  } else {
+    for (int64_t k = 0; k < kc; ++k) {
+      const int64_t base = (k0 + k) * a.ld + i0;
+      for (int64_t i = 0; i < rows; ++i) dst[k * mr + i] = alpha * load<T>(a.data, base + i);
+    }
+  }
+}
+
+template <DType T>
+void pack_b_part(const GemmOperand& b, int64_t j0, int64_t cols, int64_t k0, int64_t kc, int nr, float* dst) {
+  if (!b.trans) {
+    for (int64_t k = 0; k < kc; ++k) {
+      const int64_t base = (k0 + k) * b.ld + j0;
+      for (int64_t j = 0; j < cols; ++j) dst[k * nr + j] = load<T>(b.data, base + j);
+    }
+  } else {
+    for (int64_t j = 0; j < cols; ++j) {
+      const int64_t base = (j0 + j) * b.ld + k0;
+      for (int64_t k = 0; k < kc; ++k) dst[k * nr + j] = load<T>(b.data, base + k);
+    }
+  }
+}
+
+template <typename Fn>
+void by_dtype(DType t, Fn&& fn) {
+  switch (t) {
+    case DType::F32: fn(std::integral_constant<DType, DType::F32>{}); return;
+    case DType::BF16: fn(std::integral_constant<DType, DType::BF16>{}); return;
+    case DType::F16: fn(std::integral_constant<DType, DType::F16>{}); return;
+    default: fail(ErrorCode::DType, "GEMM operands must be f32, bf16 or f16, got ", dtype_name(t));
+  }
+}
+
+// The K range [k0, k0+kc) of the concatenated terms, as (term, local k0, count, dst offset) pieces.
+struct Piece {
+  const GemmTerm* term;
+  int64_t local_k0;
+  int64_t count;
+  int64_t offset;
+};
+
+int pieces_of(const GemmTerm* terms, int nterms, int64_t k0, int64_t kc, Piece* out) {
+  int np = 0;
+  int64_t start = 0;
+  for (int t = 0; t < nterms; ++t) {
+    const int64_t end = start + terms[t].k;
+    const int64_t lo = std::max(start, k0), hi = std::min(end, k0 + kc);
+    if (lo < hi) out[np++] = Piece{&terms[t], lo - start, hi - lo, lo - k0};
+    start = end;
+  }
+  return np;
+}
+
+}  // namespace
+
+void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, float* c, int64_t ldc,
+          const float* bias) {
+  if (m <= 0 || n <= 0) return;
+  int64_t ktotal = 0;
+  for (int t = 0; t < nterms; ++t) ktotal += terms[t].k;
+  if (ktotal == 0) {  // C = beta*C + bias
+    parallel_range(m, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+          float v = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+          c[i * ldc + j] = v + (bias ? bias[j] : 0.0f);
+        }
+    });
+    return;
+  }
+
+  const GemmKernelInfo& kern = kernel_for(active_isa());
+  const int mr = kern.mr, nr = kern.nr;
+  const int64_t mc = static_cast<int64_t>(mr) * std::max(1, 96 / mr);
+  const int64_t nc = static_cast<int64_t>(nr) * 64;
+  const int64_t m_slivers = (m + mr - 1) / mr;
+  const int64_t n_panel = std::min(n, nc);
+  const int64_t n_slivers_max = (n_panel + nr - 1) / nr;
+
+  AlignedFloats apack(static_cast<size_t>(m_slivers * mr * kKC));
+  AlignedFloats bpack(static_cast<size_t>(n_slivers_max * nr * kKC));
+  Piece pieces[8];
+  if (nterms > 8) fail(ErrorCode::Internal, "gemm: at most 8 terms");
+
+  for (int64_t pc = 0; pc < ktotal; pc += kKC) {
+    const int64_t kc = std::min(kKC, ktotal - pc);
+    const int np = pieces_of(terms, nterms, pc, kc, pieces);
+    const bool first = pc == 0;
+    const bool last = pc + kc == ktotal;
+
+    parallel_range(m_slivers, [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0; s < s1; ++s) {
+        float* dst = apack.p + s * mr * kc;
+        const int64_t i0 = s * mr, rows = std::min<int64_t>(mr, m - i0);
+        if (rows < mr) std::fill(dst, dst + mr * kc, 0.0f);
+        for (int p = 0; p < np; ++p) {
+          const Piece& pc_ = pieces[p];
+          by_dtype(pc_.term->a.dtype, [&](auto tag) {
+            pack_a_part<decltype(tag)::value>(pc_.term->a, pc_.term->alpha, i0, rows, pc_.local_k0, pc_.count, mr,
+                                              dst + pc_.offset * mr);
+          });
+        }
+      }
+    });
+
+    for (int64_t jc = 0; jc < n; jc += nc) {
+      const int64_t ncur = std::min(nc, n - jc);
+      const int64_t n_slivers = (ncur + nr - 1) / nr;
+      parallel_range(n_slivers, [&](int64_t s0, int64_t s1) {
+        for (int64_t s = s0; s < s1; ++s) {
+          float* dst = bpack.p + s * nr * kc;
+          const int64_t j0 = jc + s * nr, cols = std::min<int64_t>(nr, n - j0);
+          if (cols < nr) std::fill(dst, dst + nr * kc, 0.0f);
+          for (int p = 0; p < np; ++p) {
+            const Piece& pc_ = pieces[p];
+            by_dtype(pc_.term->b.dtype, [&](auto tag) {
+              pack_b_part<decltype(tag)::value>(pc_.term->b, j0, cols, pc_.local_k0, pc_.count, nr,
+                                                dst + pc_.offset * nr);
+            });
+          }
+        }
+      });
+
+      // Tasks: MC row blocks x groups of column slivers, enough of them to keep every thread busy.
+      const int64_t m_blocks = (m + mc - 1) / mc;
+      const int64_t want = std::max<int64_t>(1, 4 * num_threads() / std::max<int64_t>(1, m_blocks));
+      const int64_t group = std::max<int64_t>(1, (n_slivers + want - 1) / want);
+      const int64_t n_groups = (n_slivers + group - 1) / group;
+      parallel_for(m_blocks * n_groups, [&](int64_t task) {
+        const int64_t ib = task / n_groups, g = task % n_groups;
+        const int64_t i_end = std::min(m, (ib + 1) * mc);
+        const int64_t s_end = std::min(n_slivers, (g + 1) * group);
+        for (int64_t s = g * group; s < s_end; ++s) {
+          const int64_t j0 = jc + s * nr;
+          const int ncols = static_cast<int>(std::min<int64_t>(nr, n - j0));
+          GemmEpilogue ep{first ? 1 : 0, beta, (last && bias) ? bias + j0 : nullptr};
+          for (int64_t i0 = ib * mc; i0 < i_end; i0 += mr) {
+            const int mrows = static_cast<int>(std::min<int64_t>(mr, m - i0));
+            kern.run(kc, apack.p + (i0 / mr) * mr * kc, bpack.p + s * nr * kc, c + i0 * ldc + j0, ldc, mrows, ncols,
+                     &ep);
+          }
+        }
+      });
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace instill

@@ -1,0 +1,8 @@
+// Portable micro-kernel: 4-float vectors (SSE2 on x86-64, NEON on arm64), 4 x 16 tile.
+#include "cpu/gemm_kernels.h"
+
+#define INSTILL_MR 4
+#define INSTILL_NR 16
+#define INSTILL_VL 4
+#define INSTILL_KERNEL_NAME gemm_kernel_portable
+#include "cpu/gemm_microkernel.inc"

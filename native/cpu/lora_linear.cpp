@@ -1,0 +1,47 @@
+// CPU fused LoRA linear (see ops/lora_linear.h for the math).
+//
+// Forward is two GEMMs: u = x·Aᵀ, then one GEMM whose K range is x's columns
+// followed by u's, against W's columns followed by B's, with s applied while u
+// is packed; bias is added in the same output tile. Backward is four: g = dy·B,
+// dx = [dy | s·g]·[W ; A] as one GEMM, dA = s·gᵀ·x, dB = s·dyᵀ·u.
+#include "cpu/gemm.h"
+#include "cpu/ops.h"
+
+namespace instill {
+namespace cpu {
+
+namespace {
+GemmOperand op(const Tensor& t, bool trans) { return GemmOperand{t.data(), t.dtype(), t.dim(1), trans}; }
+}  // namespace
+
+void lora_linear_forward(const LoraLinearForwardArgs& p) {
+  const Tensor &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b;
+  const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0), r = a.dim(0);
+  float* u = p.u->data_as<float>();
+  gemm(n, r, in, 1.0f, op(x, false), op(a, true), 0.0f, u, r);
+  GemmTerm terms[2] = {
+      {op(x, false), op(w, true), in, 1.0f},
+      {op(*p.u, false), op(b, true), r, p.scale},
+  };
+  gemm(n, out, terms, 2, 0.0f, p.y->data_as<float>(), out, p.bias ? p.bias->data_as<float>() : nullptr);
+}
+
+void lora_linear_backward(const LoraLinearBackwardArgs& p) {
+  const Tensor &dy = *p.dy, &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b, &u = *p.u;
+  const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0), r = a.dim(0);
+  Tensor g = Tensor::empty({n, r}, DType::F32);
+  gemm(n, r, out, 1.0f, op(dy, false), op(b, false), 0.0f, g.data_as<float>(), r);
+  if (p.dx) {
+    GemmTerm terms[2] = {
+        {op(dy, false), op(w, false), out, 1.0f},
+        {op(g, false), op(a, false), r, p.scale},
+    };
+    gemm(n, in, terms, 2, 0.0f, p.dx->data_as<float>(), in);
+  }
+  const float beta = p.accumulate ? 1.0f : 0.0f;
+  gemm(r, in, n, p.scale, op(g, true), op(x, false), beta, p.da->data_as<float>(), in);
+  gemm(out, r, n, p.scale, op(dy, true), op(u, false), beta, p.db->data_as<float>(), r);
+}
+
+}  // namespace cpu
+}  // namespace instill

@@ -1,0 +1,52 @@
+#include "ops/check.h"
+
+#include <string>
+
+namespace instill {
+
+const Tensor& need(const Tensor* t, const char* name) {
+  if (t == nullptr || !t->defined()) fail(ErrorCode::Arg, "missing tensor '", name, "'");
+  return *t;
+}
+
+void need_dtype(const Tensor& t, const char* name, std::initializer_list<DType> allowed) {
+  for (DType d : allowed)
+    if (t.dtype() == d) return;
+  std::string list;
+  for (DType d : allowed) list += std::string(list.empty() ? "" : " or ") + dtype_name(d);
+  fail(ErrorCode::DType, "'", name, "' must be ", list, ", got ", dtype_name(t.dtype()));
+}
+
+void need_ndim(const Tensor& t, const char* name, int ndim) {
+  if (t.ndim() != ndim) {
+    fail(ErrorCode::Shape, "'", name, "' must have ", ndim, " dimension", ndim == 1 ? "" : "s", ", got shape ",
+         shape_str(t.shape()));
+  }
+}
+
+void need_shape(const Tensor& t, const char* name, std::initializer_list<int64_t> expected, const char* meaning) {
+  bool ok = t.ndim() == static_cast<int>(expected.size());
+  int i = 0;
+  for (int64_t e : expected) {
+    if (ok && e >= 0 && t.dim(i) != e) ok = false;
+    ++i;
+  }
+  if (ok) return;
+  std::string want = "(";
+  i = 0;
+  for (int64_t e : expected) {
+    if (i++) want += ", ";
+    want += e < 0 ? std::string("*") : std::to_string(e);
+  }
+  want += expected.size() == 1 ? ",)" : ")";
+  fail(ErrorCode::Shape, "'", name, "' must have shape ", want, " ", meaning, ", got ", shape_str(t.shape()));
+}
+
+void need_same_device(const Tensor& t, const char* name, Device device) {
+  if (t.device() != device) {
+    fail(ErrorCode::Device, "'", name, "' is on ", device_name(t.device()), " but the other tensors are on ",
+         device_name(device));
+  }
+}
+
+}  // namespace instill

@@ -1,0 +1,58 @@
+// Masked cross-entropy, alone (masked_cross_entropy) and fused with the LM head
+// (linear_cross_entropy).
+//
+// Rows whose target equals ignore_index carry no loss and get a zero gradient.
+// Over the `count` other rows:
+//   loss     = sum_rows (logsumexp(logits_row) - logits_row[target]) / normalizer
+//   dlogits  = (softmax(logits_row) - onehot(target)) / normalizer
+// where normalizer = count by default (the mean), or a caller's denominator (the
+// target-token count of a whole gradient-accumulation window). With count == 0
+// the loss is 0 and every gradient is 0 (a sum over nothing), not NaN.
+// logsumexp subtracts the row max first, so logits of magnitude 1e4 are exact to
+// f32 rounding; row sums and the loss are accumulated in double.
+//
+// linear_cross_entropy computes logits = h·Wᵀ on the fly: ignored rows are
+// dropped before the head, the rest go through in row chunks of at most
+// kLinearCrossEntropyChunkBytes of logits, and each chunk's softmax gradient is
+// turned into dh (and dW when asked) at once. Peak extra memory is
+// O(chunk·V + chunk·C), never O(N·V).
+//
+// A target outside [0, V) other than ignore_index is E_RANGE.
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/tensor.h"
+
+namespace instill {
+
+struct CrossEntropyResult {
+  double loss;
+  int64_t count;  // rows whose target is not ignore_index
+};
+
+struct MaskedCrossEntropyArgs {
+  const Tensor* logits;  // (N, V) f32
+  const Tensor* targets; // (N) i32
+  int32_t ignore_index;
+  double normalizer;     // <= 0: use count
+  Tensor* dlogits;       // (N, V) f32 out, or null
+};
+
+struct LinearCrossEntropyArgs {
+  const Tensor* h;       // (N, C) f32
+  const Tensor* w;       // (V, C) f32 | bf16 | f16, the LM head
+  const Tensor* targets; // (N) i32
+  int32_t ignore_index;
+  double normalizer;     // <= 0: use count
+  Tensor* dh;            // (N, C) f32 out (=), or null
+  Tensor* dw;            // (V, C) f32 out, or null (frozen head)
+  bool accumulate_dw;    // dw += instead of =
+};
+
+constexpr int64_t kLinearCrossEntropyChunkBytes = 32ll << 20;
+
+CrossEntropyResult masked_cross_entropy(const MaskedCrossEntropyArgs& args);
+CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& args);
+
+}  // namespace instill

@@ -1,0 +1,97 @@
+#include "ops/lora_linear.h"
+
+#include <cmath>
+
+#include "ops/backend.h"
+#include "ops/check.h"
+
+namespace instill {
+
+namespace {
+
+void need_finite_scale(float scale) {
+  if (!std::isfinite(scale)) fail(ErrorCode::Arg, "'scale' must be a finite number, got ", scale);
+}
+
+}  // namespace
+
+void lora_linear_forward(const LoraLinearForwardArgs& p) {
+  const Tensor& x = need(p.x, "x");
+  const Tensor& w = need(p.w, "w");
+  const Tensor& a = need(p.a, "a");
+  const Tensor& b = need(p.b, "b");
+  need_finite_scale(p.scale);
+  need_dtype(x, "x", {DType::F32});
+  need_dtype(w, "w", {DType::F32, DType::BF16, DType::F16});
+  need_dtype(a, "a", {DType::F32});
+  need_dtype(b, "b", {DType::F32});
+  need_ndim(x, "x", 2);
+  need_ndim(w, "w", 2);
+  const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0);
+  need_shape(w, "w", {out, in}, "(out, in) with in = x's columns");
+  need_ndim(a, "a", 2);
+  const int64_t r = a.dim(0);
+  need_shape(a, "a", {r, in}, "(r, in) with in = x's columns");
+  need_shape(b, "b", {out, r}, "(out, r) with out = w's rows and r = a's rows");
+  if (p.bias) {
+    need_dtype(*p.bias, "bias", {DType::F32});
+    need_shape(*p.bias, "bias", {out}, "(out,) with out = w's rows");
+    need_same_device(*p.bias, "bias", x.device());
+  }
+  const Tensor& y = need(p.y, "y");
+  const Tensor& u = need(p.u, "u");
+  need_dtype(y, "y", {DType::F32});
+  need_dtype(u, "u", {DType::F32});
+  need_shape(y, "y", {n, out}, "(N, out)");
+  need_shape(u, "u", {n, r}, "(N, r)");
+  for (auto [t, name] : {std::pair{&w, "w"}, {&a, "a"}, {&b, "b"}, {&y, "y"}, {&u, "u"}}) {
+    need_same_device(*t, name, x.device());
+  }
+  const Backend& be = backend_for(x.device());
+  if (!be.lora_linear_forward) fail(ErrorCode::Unsupported, "lora_linear forward is not implemented on ", be.name);
+  be.lora_linear_forward(p);
+}
+
+void lora_linear_backward(const LoraLinearBackwardArgs& p) {
+  const Tensor& dy = need(p.dy, "dy");
+  const Tensor& x = need(p.x, "x");
+  const Tensor& w = need(p.w, "w");
+  const Tensor& a = need(p.a, "a");
+  const Tensor& b = need(p.b, "b");
+  const Tensor& u = need(p.u, "u");
+  need_finite_scale(p.scale);
+  need_dtype(dy, "dy", {DType::F32});
+  need_dtype(x, "x", {DType::F32});
+  need_dtype(w, "w", {DType::F32, DType::BF16, DType::F16});
+  need_dtype(a, "a", {DType::F32});
+  need_dtype(b, "b", {DType::F32});
+  need_dtype(u, "u", {DType::F32});
+  need_ndim(x, "x", 2);
+  need_ndim(w, "w", 2);
+  need_ndim(a, "a", 2);
+  const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0), r = a.dim(0);
+  need_shape(w, "w", {out, in}, "(out, in) with in = x's columns");
+  need_shape(a, "a", {r, in}, "(r, in) with in = x's columns");
+  need_shape(b, "b", {out, r}, "(out, r) with out = w's rows and r = a's rows");
+  need_shape(dy, "dy", {n, out}, "(N, out): the gradient of y");
+  need_shape(u, "u", {n, r}, "(N, r): the u that the forward returned");
+  const Tensor& da = need(p.da, "da");
+  const Tensor& db = need(p.db, "db");
+  need_dtype(da, "da", {DType::F32});
+  need_dtype(db, "db", {DType::F32});
+  need_shape(da, "da", {r, in}, "(r, in)");
+  need_shape(db, "db", {out, r}, "(out, r)");
+  if (p.dx) {
+    need_dtype(*p.dx, "dx", {DType::F32});
+    need_shape(*p.dx, "dx", {n, in}, "(N, in)");
+    need_same_device(*p.dx, "dx", x.device());
+  }
+  for (auto [t, name] : {std::pair{&dy, "dy"}, {&w, "w"}, {&a, "a"}, {&b, "b"}, {&u, "u"}, {&da, "da"}, {&db, "db"}}) {
+    need_same_device(*t, name, x.device());
+  }
+  const Backend& be = backend_for(x.device());
+  if (!be.lora_linear_backward) fail(ErrorCode::Unsupported, "lora_linear backward is not implemented on ", be.name);
+  be.lora_linear_backward(p);
+}
+
+}  // namespace instill

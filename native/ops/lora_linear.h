@@ -1,0 +1,51 @@
+// lora_linear: a frozen linear layer with a LoRA adapter, fused.
+//
+// Forward   u = x·Aᵀ                          (N, R)   kept for backward
+//           y = x·Wᵀ + bias + s·u·Bᵀ           (N, OUT)
+// The low-rank term is accumulated inside y's output tile (the GEMM's K range is
+// [x | s·u] against [W | B]), never in a second pass over y.
+//
+// Backward  g  = dy·B                         (N, R)   computed once
+//           dx = dy·W + s·g·A                  (N, IN)  one GEMM over [dy | s·g] and [W ; A]
+//           dA = s·gᵀ·x                        (R, IN)
+//           dB = s·dyᵀ·u                       (OUT, R)
+// W never gets a gradient. dA and dB are written (=), or added to (+=) when
+// `accumulate` is set, so micro-batches can sum into one gradient buffer.
+//
+// dtypes: x, a, b, bias, u, dy and every output f32; w f32, bf16 or f16.
+#pragma once
+
+#include "runtime/tensor.h"
+
+namespace instill {
+
+struct LoraLinearForwardArgs {
+  const Tensor* x;     // (N, IN)
+  const Tensor* w;     // (OUT, IN)
+  const Tensor* bias;  // (OUT) or null
+  const Tensor* a;     // (R, IN)
+  const Tensor* b;     // (OUT, R)
+  float scale;         // s = alpha / r (rsLoRA: alpha / sqrt(r))
+  Tensor* y;           // (N, OUT) out
+  Tensor* u;           // (N, R) out
+};
+
+struct LoraLinearBackwardArgs {
+  const Tensor* dy;  // (N, OUT)
+  const Tensor* x;   // (N, IN)
+  const Tensor* w;   // (OUT, IN)
+  const Tensor* a;   // (R, IN)
+  const Tensor* b;   // (OUT, R)
+  const Tensor* u;   // (N, R) from forward
+  float scale;
+  Tensor* dx;        // (N, IN) out, or null when not needed
+  Tensor* da;        // (R, IN) out
+  Tensor* db;        // (OUT, R) out
+  bool accumulate;   // da/db += instead of =
+};
+
+// Validate shapes and dtypes (E_SHAPE / E_DTYPE naming the argument), then run on the tensors' device.
+void lora_linear_forward(const LoraLinearForwardArgs& args);
+void lora_linear_backward(const LoraLinearBackwardArgs& args);
+
+}  // namespace instill

@@ -1,0 +1,108 @@
+// The one place that loads the native addon and types its surface.
+//
+// Looks for a prebuilt binary (prebuilds/<platform>-<arch>/) and then the local
+// build (build/Release/instill.node) through node-gyp-build; on failure, the
+// error lists what was tried and how to build.
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { ErrorCode, InstillError } from './errors.js';
+
+/** Opaque native tensor (bindings/tensor.cpp). */
+export interface TensorHandle {
+  readonly shape: number[];
+  readonly dtype: string;
+  readonly device: string;
+  readonly nbytes: number;
+  toArray(): Float32Array | Int32Array;
+}
+
+export interface RuntimeInfo {
+  threads: number;
+  isa: string;
+  isas: string[];
+  features: Record<string, boolean>;
+  devices: string[];
+  /** Whether new tensors are filled with NaN (a debug aid for kernel tests). */
+  poison: boolean;
+}
+
+export interface NativeAddon {
+  init(errorClass: typeof InstillError): void;
+  TensorHandle: new () => TensorHandle;
+  tensorFromArray(data: Float32Array | Float64Array | Int32Array | Uint16Array, shape: number[], dtype: string): TensorHandle;
+  tensorZeros(shape: number[], dtype: string): TensorHandle;
+
+  matmul(a: TensorHandle, b: TensorHandle, transA: boolean, transB: boolean): TensorHandle;
+  loraLinear(
+    x: TensorHandle,
+    w: TensorHandle,
+    bias: TensorHandle | null,
+    a: TensorHandle,
+    b: TensorHandle,
+    scale: number,
+  ): { y: TensorHandle; u: TensorHandle };
+  loraLinearBackward(
+    dy: TensorHandle,
+    x: TensorHandle,
+    w: TensorHandle,
+    a: TensorHandle,
+    b: TensorHandle,
+    u: TensorHandle,
+    scale: number,
+    needDx: boolean,
+  ): { dx: TensorHandle | null; da: TensorHandle; db: TensorHandle };
+  maskedCrossEntropy(
+    logits: TensorHandle,
+    targets: TensorHandle,
+    ignoreIndex: number,
+    normalizer: number,
+    needGrad: boolean,
+  ): { loss: number; count: number; dlogits: TensorHandle | null };
+  linearCrossEntropy(
+    h: TensorHandle,
+    w: TensorHandle,
+    targets: TensorHandle,
+    ignoreIndex: number,
+    normalizer: number,
+    needInputGrad: boolean,
+    needWeightGrad: boolean,
+  ): { loss: number; count: number; dh: TensorHandle | null; dw: TensorHandle | null };
+
+  runtimeInfo(): RuntimeInfo;
+  setThreads(n: number): void;
+  setIsa(name: string): void;
+  setPoison(on: boolean): void;
+}
+
+/** Repository (or installed package) root: src/ and dist/src/ both resolve to it. */
+export const packageRoot: string = (() => {
+  const here = dirname(fileURLToPath(import.meta.url));
+  return here.endsWith(join('dist', 'src')) ? join(here, '..', '..') : join(here, '..');
+})();
+
+let addon: NativeAddon | undefined;
+
+export function native(): NativeAddon {
+  if (addon) return addon;
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  let loaded: NativeAddon | undefined;
+  try {
+    const load = require('node-gyp-build') as (dir: string) => unknown;
+    loaded = load(packageRoot) as NativeAddon;
+  } catch (err) {
+    tried.push(`node-gyp-build(${packageRoot}): ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (!loaded) {
+    throw new InstillError(
+      ErrorCode.LOAD,
+      `could not load the instill native addon.\nTried:\n  ${tried.join('\n  ')}\n` +
+        `Build it with \`npm run build:native\` in ${packageRoot} (needs cmake and a C++17 compiler).`,
+    );
+  }
+  loaded.init(InstillError);
+  addon = loaded;
+  return loaded;
+}

@@ -1,0 +1,39 @@
+// The engine's runtime: threads, CPU features and the instruction set in use.
+import { ErrorCode, InstillError, describe } from './errors.js';
+import { native, type RuntimeInfo } from './native.js';
+
+export type { RuntimeInfo };
+
+export const runtime = {
+  /** Threads, the active ISA, every ISA this CPU runs, CPU features, devices. */
+  info(): RuntimeInfo {
+    return native().runtimeInfo();
+  },
+
+  /** Resizes the engine's thread pool (default: the CPUs this process may use, or INSTILL_THREADS). */
+  setThreads(n: number): void {
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 1024) {
+      throw new InstillError(ErrorCode.ARG, `Expected integer between 1 and 1024 for threads but received ${describe(n)}`);
+    }
+    native().setThreads(n);
+  },
+
+  /** Chooses the kernels' instruction set: 'portable' | 'avx2' | 'avx512' | 'avx512bf16' (must be supported). */
+  setIsa(name: string): void {
+    if (typeof name !== 'string') {
+      throw new InstillError(ErrorCode.ARG, `Expected an ISA name for setIsa but received ${describe(name)}`);
+    }
+    native().setIsa(name);
+  },
+
+  /**
+   * Debug aid: fill every new tensor (outputs and kernel scratch) with NaN, so a
+   * kernel that reads memory it did not write, or leaves output unwritten, shows it.
+   */
+  setPoison(on: boolean): void {
+    if (typeof on !== 'boolean') {
+      throw new InstillError(ErrorCode.ARG, `Expected a boolean for setPoison but received ${describe(on)}`);
+    }
+    native().setPoison(on);
+  },
+};
