@@ -12,7 +12,7 @@ import { ErrorCode, InstillError } from '../errors.js';
 import { resolveChatTemplate, type ChatTemplate } from './chat_template.js';
 import { detectFormat, toExample, RecordError, DATASET_FORMATS, type DatasetFormat } from './formats.js';
 import { maskExample, type TrainOn } from './masking.js';
-import { detectFileKind, formatLocation, readRecords, type FileKind } from './readers.js';
+import { detectFileKind, formatLocation, readRecords, type FileKind, type RawRecord } from './readers.js';
 import type { Tokenizer } from './tokenizer.js';
 import { applyMaxLength, countTargets, type Truncation } from './truncation.js';
 
@@ -20,7 +20,7 @@ export interface DatasetOptions {
   tokenizer: Tokenizer;
   /** Default: the model's own template (resolveChatTemplate(tokenizer)). */
   template?: ChatTemplate | null;
-  /** Default: detected from the first record of each file. */
+  /** Default: detected per file, the format most of its first 64 records have. */
   format?: DatasetFormat;
   /** Default 'assistant'. */
   trainOn?: TrainOn;
@@ -174,6 +174,20 @@ class GrowingStore {
   }
 }
 
+const FORMAT_LOOKAHEAD = 64;
+
+/** The format most records of `head` have (the earliest wins a tie); null when none has one. */
+function majorityFormat(head: RawRecord[]): DatasetFormat | null {
+  const votes = new Map<DatasetFormat, number>();
+  for (const r of head) {
+    const f = r.error === undefined ? detectFormat(r.value) : null;
+    if (f !== null) votes.set(f, (votes.get(f) ?? 0) + 1);
+  }
+  let best: DatasetFormat | null = null;
+  for (const [f, n] of votes) if (best === null || n > (votes.get(best) ?? 0)) best = f;
+  return best;
+}
+
 /** Reads, templates, tokenizes and masks every record of `files`. */
 export async function loadDataset(files: string | string[], options: DatasetOptions): Promise<TokenizedDataset> {
   const list = Array.isArray(files) ? files : [files];
@@ -218,18 +232,34 @@ export async function loadDataset(files: string | string[], options: DatasetOpti
       if (report.issues.length < maxIssues) report.issues.push({ file, line, location, message });
     };
 
-    for await (const rec of readRecords(file, kind)) {
+    const records = readRecords(file, kind)[Symbol.asyncIterator]();
+    // The format is the one most of the first FORMAT_LOOKAHEAD records have (one stray record at the top
+    // must not decide how the whole file is read).
+    const head: RawRecord[] = [];
+    if (report.format === null) {
+      while (head.length < FORMAT_LOOKAHEAD) {
+        const next = await records.next();
+        if (next.done === true) break;
+        head.push(next.value);
+      }
+      report.format = majorityFormat(head);
+    }
+    for (let k = 0; ; k++) {
+      let rec: RawRecord;
+      if (k < head.length) rec = head[k];
+      else {
+        const next = await records.next();
+        if (next.done === true) break;
+        rec = next.value;
+      }
       report.records++;
       if (rec.error !== undefined) {
         fail(rec.line, rec.error);
         continue;
       }
       if (report.format === null) {
-        report.format = detectFormat(rec.value);
-        if (report.format === null) {
-          fail(rec.line, `cannot tell the dataset format from this record: expected a 'messages' or 'conversations' list, 'instruction'+'output', 'prompt'+'completion', or 'text' (or pass the format: ${DATASET_FORMATS.join(', ')})`);
-          continue;
-        }
+        fail(rec.line, `cannot tell the dataset format from this record: expected a 'messages' or 'conversations' list, 'instruction'+'output', 'prompt'+'completion', or 'text' (or pass the format: ${DATASET_FORMATS.join(', ')})`);
+        continue;
       }
       let example;
       try {
