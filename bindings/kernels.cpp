@@ -122,12 +122,12 @@ Napi::Value masked_cross_entropy(const Napi::CallbackInfo& info) {
   });
 }
 
-// linearCrossEntropy(h, w, targets, ignoreIndex, normalizer, needInputGrad, needWeightGrad)
+// linearCrossEntropy(h, w, targets, ignoreIndex, normalizer, needInputGrad, needWeightGrad, chunkRows)
 //   -> { loss, count, dh | null, dw | null }
 Napi::Value linear_cross_entropy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    need_args(info, 7, "linearCrossEntropy");
+    need_args(info, 8, "linearCrossEntropy");
     const Tensor* h = unwrap_tensor(env, info[0], "h");
     const Tensor* w = unwrap_tensor(env, info[1], "w");
     const Tensor* targets = unwrap_tensor(env, info[2], "targets");
@@ -135,7 +135,12 @@ Napi::Value linear_cross_entropy(const Napi::CallbackInfo& info) {
     const double normalizer = need_number(info[4], "normalizer");
     const bool need_dh = need_bool(info[5], "needInputGrad");
     const bool need_dw = need_bool(info[6], "needWeightGrad");
-    LinearCrossEntropyArgs args{h, w, targets, ignore, normalizer, nullptr, nullptr, false};
+    const double chunk_rows = need_number(info[7], "chunkRows");
+    if (chunk_rows != std::floor(chunk_rows) || chunk_rows < 0 || chunk_rows > 1e15) {
+      fail(ErrorCode::Arg, "'chunkRows' must be a non-negative integer (0 picks it from memory), got ", chunk_rows);
+    }
+    LinearCrossEntropyArgs args{h,       w,       targets, ignore, normalizer, nullptr, nullptr, false,
+                                static_cast<int64_t>(chunk_rows)};
     if (h->ndim() != 2 || w->ndim() != 2) instill::linear_cross_entropy(args);  // reports the shape error
     Tensor dh = need_dh ? Tensor::empty(h->shape(), DType::F32, h->device()) : Tensor();
     Tensor dw = need_dw ? Tensor::empty(w->shape(), DType::F32, h->device()) : Tensor();

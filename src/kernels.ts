@@ -67,6 +67,14 @@ function normalizer(opts: Record<string, unknown>, fn: string): number {
   return v;
 }
 
+function chunkRows(opts: Record<string, unknown>, fn: string): number {
+  const v = opts.chunkRows ?? 0;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+    throw new InstillError(ErrorCode.ARG, `kernels.${fn}: expected a non-negative integer for chunkRows but received ${describe(opts.chunkRows)}`);
+  }
+  return v;
+}
+
 const wrap = (h: TensorHandle): Tensor => Tensor.fromHandle(h);
 const wrapOrNull = (h: TensorHandle | null): Tensor | null => (h ? Tensor.fromHandle(h) : null);
 
@@ -133,6 +141,8 @@ export interface LinearCrossEntropyOptions {
   needInputGrad?: boolean;
   /** Compute dw (default false: the head is frozen under LoRA). */
   needWeightGrad?: boolean;
+  /** Rows per chunk (default: as many as fit in 32 MiB of logits). Peak extra memory is about chunkRows·V·4 bytes. */
+  chunkRows?: number;
 }
 
 export interface CrossEntropyResult {
@@ -217,6 +227,7 @@ export const kernels = {
       normalizer(o, fn),
       bool(o, 'needInputGrad', fn, true),
       bool(o, 'needWeightGrad', fn, false),
+      chunkRows(o, fn),
     );
     return { loss: r.loss, count: r.count, dh: wrapOrNull(r.dh), dw: wrapOrNull(r.dw) };
   },

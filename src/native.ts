@@ -68,6 +68,7 @@ export interface NativeAddon {
     normalizer: number,
     needInputGrad: boolean,
     needWeightGrad: boolean,
+    chunkRows: number,
   ): { loss: number; count: number; dh: TensorHandle | null; dw: TensorHandle | null };
 
   runtimeInfo(): RuntimeInfo;

@@ -78,6 +78,7 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
     need_same_device(*p.dw, "dw", h.device());
   }
   need_normalizer(p.normalizer);
+  if (p.chunk_rows < 0) fail(ErrorCode::Arg, "'chunkRows' must be >= 0 (0 picks it from memory), got ", p.chunk_rows);
   need_targets_in_range(targets, v, p.ignore_index);
   const Backend& be = backend_for(h.device());
   if (!be.linear_cross_entropy) fail(ErrorCode::Unsupported, "linear_cross_entropy is not implemented on ", be.name);

@@ -48,6 +48,7 @@ struct LinearCrossEntropyArgs {
   Tensor* dh;            // (N, C) f32 out (=), or null
   Tensor* dw;            // (V, C) f32 out, or null (frozen head)
   bool accumulate_dw;    // dw += instead of =
+  int64_t chunk_rows;    // rows per chunk; 0: as many as fit in kLinearCrossEntropyChunkBytes of logits
 };
 
 constexpr int64_t kLinearCrossEntropyChunkBytes = 32ll << 20;

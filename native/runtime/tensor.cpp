@@ -30,7 +30,7 @@ int64_t shape_numel(const Shape& shape) {
   for (int64_t d : shape) {
     if (d < 0) fail(ErrorCode::Shape, "shape ", shape_str(shape), " has a negative dimension");
     if (d != 0 && n > std::numeric_limits<int64_t>::max() / 8 / d) {
-      fail(ErrorCode::Alloc, "shape ", shape_str(shape), " has too many elements for this machine");
+      fail(ErrorCode::Alloc, "shape ", shape_str(shape), " has too many elements to fit in memory");
     }
     n *= d;
   }

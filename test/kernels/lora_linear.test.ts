@@ -1,0 +1,160 @@
+// kernels.loraLinear / loraLinearBackward against a float64 reference, on every
+// ISA this CPU runs, with fresh random inputs of awkward sizes and poisoned
+// (NaN-filled) outputs and scratch.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { Tensor, kernels, runtime } from '../../src/index.js';
+import {
+  allFinite, loraLinear64, loraLinearBackward64, randn, relError, rng, roundBf16, seed,
+} from '../helpers/reference.js';
+
+const isas = runtime.info().isas;
+const bestIsa = runtime.info().isa;
+
+beforeAll(() => runtime.setPoison(true));
+afterAll(() => {
+  runtime.setPoison(false);
+  runtime.setIsa(bestIsa);
+});
+
+interface Case { n: number; inF: number; outF: number; r: number; bias: boolean }
+
+const cases: Case[] = [
+  { n: 37, inF: 123, outF: 77, r: 5, bias: false },
+  { n: 37, inF: 123, outF: 77, r: 5, bias: true },
+  { n: 1, inF: 1, outF: 1, r: 1, bias: true },
+  // in + r crosses the 256-wide K block, so the last block mixes x·Wᵀ and s·u·Bᵀ
+  { n: 9, inF: 250, outF: 41, r: 16, bias: false },
+  // several row blocks and a ragged column panel
+  { n: 130, inF: 67, outF: 2100, r: 3, bias: true },
+];
+
+function makeInputs(c: Case, s: number) {
+  const rand = rng(s);
+  return {
+    x: randn(rand, c.n * c.inF),
+    w: randn(rand, c.outF * c.inF, 0.5),
+    bias: c.bias ? randn(rand, c.outF) : null,
+    a: randn(rand, c.r * c.inF, 0.5),
+    b: randn(rand, c.outF * c.r, 0.5),
+    dy: randn(rand, c.n * c.outF),
+    scale: 0.25 + rand() * 2,
+  };
+}
+
+describe.each(isas)('lora_linear on %s', (isa) => {
+  beforeAll(() => runtime.setIsa(isa));
+
+  it.each(cases)('f32 forward and backward match float64 (N=$n in=$inF out=$outF r=$r bias=$bias)', (c) => {
+    const s = seed + c.n + c.inF;
+    const d = makeInputs(c, s);
+    const x = Tensor.from(d.x, [c.n, c.inF]);
+    const w = Tensor.from(d.w, [c.outF, c.inF]);
+    const a = Tensor.from(d.a, [c.r, c.inF]);
+    const b = Tensor.from(d.b, [c.outF, c.r]);
+    const bias = d.bias ? Tensor.from(d.bias, [c.outF]) : undefined;
+    const { y, u } = kernels.loraLinear({ x, w, a, b, bias, scale: d.scale });
+    expect(y.shape).toEqual([c.n, c.outF]);
+    expect(u.shape).toEqual([c.n, c.r]);
+    const ref = loraLinear64(d.x, d.w, d.bias, d.a, d.b, d.scale, c.n, c.inF, c.outF, c.r);
+    const msg = `seed ${s}`;
+    expect(allFinite(y.toArray()), msg).toBe(true);
+    expect(relError(y.toArray(), ref.y), msg).toBeLessThanOrEqual(1e-5);
+    expect(relError(u.toArray(), ref.u), msg).toBeLessThanOrEqual(1e-5);
+
+    const dy = Tensor.from(d.dy, [c.n, c.outF]);
+    const g = kernels.loraLinearBackward({ dy, x, w, a, b, u, scale: d.scale });
+    const gref = loraLinearBackward64(d.dy, d.x, d.w, d.a, d.b, d.scale, c.n, c.inF, c.outF, c.r);
+    expect(g.dx).not.toBeNull();
+    expect(relError(g.dx!.toArray(), gref.dx), msg).toBeLessThanOrEqual(1e-5);
+    expect(relError(g.da.toArray(), gref.da), msg).toBeLessThanOrEqual(1e-5);
+    expect(relError(g.db.toArray(), gref.db), msg).toBeLessThanOrEqual(1e-5);
+  });
+
+  it.each(['bf16', 'f16'] as const)('%s weights stay within 1e-2 of the float64 result', (dtype) => {
+    const c = cases[0];
+    const s = seed + 7;
+    const d = makeInputs(c, s);
+    const x = Tensor.from(d.x, [c.n, c.inF]);
+    const w = Tensor.from(d.w, [c.outF, c.inF], { dtype });
+    expect(w.dtype).toBe(dtype);
+    const a = Tensor.from(d.a, [c.r, c.inF]);
+    const b = Tensor.from(d.b, [c.outF, c.r]);
+    const { y, u } = kernels.loraLinear({ x, w, a, b, scale: d.scale });
+    const ref = loraLinear64(d.x, d.w, null, d.a, d.b, d.scale, c.n, c.inF, c.outF, c.r);
+    expect(relError(y.toArray(), ref.y), `seed ${s}`).toBeLessThanOrEqual(1e-2);
+    // and exactly the f32 math on the rounded weights, so the only error is the rounding of w
+    if (dtype === 'bf16') {
+      const ref16 = loraLinear64(d.x, roundBf16(d.w), null, d.a, d.b, d.scale, c.n, c.inF, c.outF, c.r);
+      expect(relError(y.toArray(), ref16.y), `seed ${s}`).toBeLessThanOrEqual(1e-5);
+    }
+    const dy = Tensor.from(d.dy, [c.n, c.outF]);
+    const g = kernels.loraLinearBackward({ dy, x, w, a, b, u, scale: d.scale });
+    const gref = loraLinearBackward64(d.dy, d.x, d.w, d.a, d.b, d.scale, c.n, c.inF, c.outF, c.r);
+    expect(relError(g.dx!.toArray(), gref.dx), `seed ${s}`).toBeLessThanOrEqual(1e-2);
+    expect(relError(g.da.toArray(), gref.da), `seed ${s}`).toBeLessThanOrEqual(1e-2);
+    expect(relError(g.db.toArray(), gref.db), `seed ${s}`).toBeLessThanOrEqual(1e-2);
+  });
+});
+
+describe('lora_linear gradients agree with finite differences', () => {
+  // L = Σ y ⊙ R. y is linear in each of x, a and b on its own, so a central
+  // difference is exact up to float32 rounding of y, and must match the
+  // analytic gradient from loraLinearBackward with dy = R.
+  const c: Case = { n: 13, inF: 29, outF: 17, r: 4, bias: true };
+  const s = seed + 99;
+  const d = makeInputs(c, s);
+  const rand = rng(s + 1);
+  const w = Tensor.from(d.w, [c.outF, c.inF]);
+  const bias = Tensor.from(d.bias!, [c.outF]);
+  const dyT = Tensor.from(d.dy, [c.n, c.outF]);
+
+  function loss(x: Float32Array, a: Float32Array, b: Float32Array): number {
+    const { y } = kernels.loraLinear({
+      x: Tensor.from(x, [c.n, c.inF]), w, bias, a: Tensor.from(a, [c.r, c.inF]), b: Tensor.from(b, [c.outF, c.r]),
+      scale: d.scale,
+    });
+    const yv = y.toArray();
+    let sum = 0;
+    for (let i = 0; i < yv.length; i++) sum += yv[i] * d.dy[i];
+    return sum;
+  }
+
+  it('for x, a and b', () => {
+    const { u } = kernels.loraLinear({
+      x: Tensor.from(d.x, [c.n, c.inF]), w, bias, a: Tensor.from(d.a, [c.r, c.inF]), b: Tensor.from(d.b, [c.outF, c.r]),
+      scale: d.scale,
+    });
+    const g = kernels.loraLinearBackward({
+      dy: dyT, x: Tensor.from(d.x, [c.n, c.inF]), w, a: Tensor.from(d.a, [c.r, c.inF]),
+      b: Tensor.from(d.b, [c.outF, c.r]), u, scale: d.scale,
+    });
+    const grads = { x: g.dx!.toArray(), a: g.da.toArray(), b: g.db.toArray() };
+    const h = 0.125;
+    for (const name of ['x', 'a', 'b'] as const) {
+      const analytic = grads[name];
+      let maxG = 0;
+      for (const v of analytic) maxG = Math.max(maxG, Math.abs(v));
+      for (let trial = 0; trial < 6; trial++) {
+        const idx = Math.floor(rand() * analytic.length);
+        const plus = { x: d.x.slice(), a: d.a.slice(), b: d.b.slice() };
+        const minus = { x: d.x.slice(), a: d.a.slice(), b: d.b.slice() };
+        plus[name][idx] += h;
+        minus[name][idx] -= h;
+        const fd = (loss(plus.x, plus.a, plus.b) - loss(minus.x, minus.a, minus.b)) / (2 * h);
+        expect(Math.abs(fd - analytic[idx]), `${name}[${idx}] seed ${s}`).toBeLessThanOrEqual(1e-3 * maxG);
+      }
+    }
+  });
+
+  it('without dx when not asked', () => {
+    const x = Tensor.from(d.x, [c.n, c.inF]);
+    const a = Tensor.from(d.a, [c.r, c.inF]);
+    const b = Tensor.from(d.b, [c.outF, c.r]);
+    const { u } = kernels.loraLinear({ x, w, a, b, scale: d.scale });
+    const g = kernels.loraLinearBackward({ dy: dyT, x, w, a, b, u, scale: d.scale, needInputGrad: false });
+    expect(g.dx).toBeNull();
+    const gref = loraLinearBackward64(d.dy, d.x, d.w, d.a, d.b, d.scale, c.n, c.inF, c.outF, c.r);
+    expect(relError(g.da.toArray(), gref.da)).toBeLessThanOrEqual(1e-5);
+  });
+});

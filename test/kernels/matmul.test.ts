@@ -1,0 +1,80 @@
+// kernels.matmul (the GEMM every CPU kernel uses) against float64, for all four
+// transpose layouts, every operand dtype and every ISA this CPU runs.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { Tensor, kernels, runtime } from '../../src/index.js';
+import { allFinite, matmul64, randn, relError, rng, seed } from '../helpers/reference.js';
+
+const isas = runtime.info().isas;
+const bestIsa = runtime.info().isa;
+
+beforeAll(() => runtime.setPoison(true));
+afterAll(() => {
+  runtime.setPoison(false);
+  runtime.setIsa(bestIsa);
+});
+
+const shapes = [
+  { m: 37, n: 77, k: 123 },
+  { m: 1, n: 1, k: 1 },
+  { m: 97, n: 33, k: 513 }, // three K blocks, the last ragged; MC + 1 rows
+  { m: 5, n: 2049, k: 7 }, // crosses the widest N panel
+  { m: 3, n: 4, k: 0 }, // empty inner dimension: zeros
+];
+
+describe.each(isas)('matmul on %s', (isa) => {
+  beforeAll(() => runtime.setIsa(isa));
+
+  for (const transA of [false, true])
+    for (const transB of [false, true])
+      it.each(shapes)(`f32 transA=${transA} transB=${transB} M=$m N=$n K=$k`, ({ m, n, k }) => {
+        const s = seed + m * 7 + n * 3 + k + (transA ? 1 : 0) + (transB ? 2 : 0);
+        const rand = rng(s);
+        const a = randn(rand, m * k);
+        const b = randn(rand, k * n);
+        const at = Tensor.from(a, transA ? [k, m] : [m, k]);
+        const bt = Tensor.from(b, transB ? [n, k] : [k, n]);
+        const c = kernels.matmul({ a: at, b: bt, transA, transB });
+        expect(c.shape).toEqual([m, n]);
+        const ref = matmul64(
+          m, n, k,
+          (i, kk) => (transA ? a[kk * m + i] : a[i * k + kk]),
+          (kk, j) => (transB ? b[j * k + kk] : b[kk * n + j]),
+        );
+        const got = c.toArray();
+        expect(allFinite(got), `seed ${s}`).toBe(true);
+        expect(relError(got, ref), `seed ${s}`).toBeLessThanOrEqual(1e-5);
+      });
+
+  it.each(['bf16', 'f16'] as const)('%s operands are converted exactly', (dtype) => {
+    const m = 19, n = 45, k = 300;
+    const s = seed + 11;
+    const rand = rng(s);
+    const a = Tensor.from(randn(rand, m * k), [m, k], { dtype });
+    const b = Tensor.from(randn(rand, n * k), [n, k], { dtype });
+    const av = a.toArray(), bv = b.toArray(); // the rounded values the kernel sees
+    const c = kernels.matmul({ a, b, transB: true }).toArray();
+    const ref = matmul64(m, n, k, (i, kk) => av[i * k + kk], (kk, j) => bv[j * k + kk]);
+    expect(relError(c, ref), `seed ${s}`).toBeLessThanOrEqual(1e-5);
+  });
+});
+
+describe('threads', () => {
+  it('gives the same result on 1 thread and on several', () => {
+    const before = runtime.info().threads;
+    const m = 64, n = 200, k = 100;
+    const rand = rng(seed + 2);
+    const a = Tensor.from(randn(rand, m * k), [m, k]);
+    const b = Tensor.from(randn(rand, k * n), [k, n]);
+    try {
+      runtime.setThreads(1);
+      const one = kernels.matmul({ a, b }).toArray();
+      runtime.setThreads(3);
+      expect(runtime.info().threads).toBe(3);
+      const three = kernels.matmul({ a, b }).toArray();
+      expect(three).toEqual(one); // the K order per element does not depend on the split
+    } finally {
+      runtime.setThreads(before);
+    }
+  });
+});
