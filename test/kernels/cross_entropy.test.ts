@@ -3,7 +3,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Tensor, kernels, runtime } from '../../src/index.js';
-import { allFinite, crossEntropy64, matmul64, randn, relError, rng, seed } from '../helpers/reference.js';
+import {
+  allFinite, crossEntropy64, linearCrossEntropy64, randn, relError, rng, seed,
+} from '../../bench/kernels/reference.js';
 
 const isas = runtime.info().isas;
 const bestIsa = runtime.info().isa;
@@ -104,15 +106,6 @@ describe('masked_cross_entropy semantics', () => {
     }
   });
 });
-
-/** loss, dh, dw of the unfused computation in float64: logits = h·wᵀ, then masked CE. */
-function linearCrossEntropy64(h: ArrayLike<number>, w: ArrayLike<number>, targets: Int32Array, n: number, c: number, v: number) {
-  const logits = matmul64(n, v, c, (i, k) => h[i * c + k], (k, j) => w[j * c + k]);
-  const ce = crossEntropy64(logits, targets, n, v);
-  const dh = matmul64(n, c, v, (i, k) => ce.dlogits[i * v + k], (k, j) => w[k * c + j]);
-  const dw = matmul64(v, c, n, (i, k) => ce.dlogits[k * v + i], (k, j) => h[k * c + j]);
-  return { loss: ce.loss, count: ce.count, dh, dw };
-}
 
 describe.each(isas)('linear_cross_entropy on %s', (isa) => {
   beforeAll(() => runtime.setIsa(isa));

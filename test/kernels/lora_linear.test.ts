@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Tensor, kernels, runtime } from '../../src/index.js';
 import {
   allFinite, loraLinear64, loraLinearBackward64, randn, relError, rng, roundBf16, seed,
-} from '../helpers/reference.js';
+} from '../../bench/kernels/reference.js';
 
 const isas = runtime.info().isas;
 const bestIsa = runtime.info().isa;

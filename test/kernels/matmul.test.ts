@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Tensor, kernels, runtime } from '../../src/index.js';
-import { allFinite, matmul64, randn, relError, rng, seed } from '../helpers/reference.js';
+import { allFinite, matmul64, randn, relError, rng, seed } from '../../bench/kernels/reference.js';
 
 const isas = runtime.info().isas;
 const bestIsa = runtime.info().isa;

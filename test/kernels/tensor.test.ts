@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { InstillError, Tensor } from '../../src/index.js';
-import { roundBf16 } from '../helpers/reference.js';
+import { roundBf16 } from '../../bench/kernels/reference.js';
 
 /** IEEE binary16 -> number, written independently of the native code. */
 function f16ToNumber(h: number): number {

@@ -1,7 +1,8 @@
-// Float64 references and comparison helpers for kernel tests.
+// Float64 references for the kernels, and the comparison helpers shared by the
+// kernel tests (test/kernels/) and the self-check of `instill bench kernels`.
 //
-// Inputs are fresh random numbers every run; the seed is printed in every
-// failure message and can be fixed with INSTILL_TEST_SEED to replay a run.
+// Inputs are fresh random numbers every run; the seed is printed with every
+// failure and can be fixed with INSTILL_TEST_SEED to replay a run.
 
 export const seed: number = process.env.INSTILL_TEST_SEED
   ? Number(process.env.INSTILL_TEST_SEED)
@@ -115,6 +116,17 @@ export function crossEntropy64(
     d[i * v + t] -= 1 / norm;
   }
   return { loss: count ? total / norm : 0, count, dlogits: d };
+}
+
+/** loss, dh, dw of the unfused computation in float64: logits = h·wᵀ, then masked CE. */
+export function linearCrossEntropy64(
+  h: ArrayLike<number>, w: ArrayLike<number>, targets: Int32Array, n: number, c: number, v: number,
+): { loss: number; count: number; dh: Float64Array; dw: Float64Array } {
+  const logits = matmul64(n, v, c, (i, k) => h[i * c + k], (k, j) => w[j * c + k]);
+  const ce = crossEntropy64(logits, targets, n, v);
+  const dh = matmul64(n, c, v, (i, k) => ce.dlogits[i * v + k], (k, j) => w[k * c + j]);
+  const dw = matmul64(v, c, n, (i, k) => ce.dlogits[k * v + i], (k, j) => h[k * c + j]);
+  return { loss: ce.loss, count: ce.count, dh, dw };
 }
 
 /** max |got - ref| / max |ref|: the normwise relative error used throughout the kernel tests. */

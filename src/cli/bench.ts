@@ -1,0 +1,102 @@
+// `instill bench kernels [--json] [--quick] [--repeats N] [--threads N] [--isa NAME]`
+import { parseArgs } from 'node:util';
+
+import { table } from '../../bench/harness.js';
+import { runKernelsBench, type KernelsBenchReport } from '../../bench/kernels/index.js';
+import { ErrorCode, InstillError } from '../errors.js';
+import { runtime } from '../runtime.js';
+
+const USAGE = `usage: instill bench kernels [options]
+
+Self-checks every kernel against a float64 reference on every instruction set
+this CPU runs, then times them at SmolLM2-135M training shapes (GFLOP/s,
+median of several repeats) and measures the peak memory of the fused LM head.
+
+options:
+  --json          print one JSON report on stdout (progress goes to stderr)
+  --quick         smaller shapes (N=512), no 2048³ GEMM, no memory measurement
+  --repeats N     timed repeats per shape (default 5)
+  --threads N     engine threads (default: all CPUs this process may use)
+  --isa NAME      portable | avx2 | avx512 | avx512bf16 (default: the best this CPU runs)`;
+
+function mb(bytes: number | null): string {
+  return bytes === null ? 'n/a' : `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+}
+
+function printReport(r: KernelsBenchReport): void {
+  const rt = r.runtime;
+  console.log(`instill kernels — ${rt.threads} threads, ISA ${rt.isa} (CPU runs: ${rt.isas.join(', ')})\n`);
+  console.log('self-check against float64 (normwise relative error):');
+  console.log(
+    table(
+      ['isa', 'kernel', 'error', 'tolerance', ''],
+      r.selfCheck.map((c) => [c.isa, c.kernel, c.error.toExponential(2), c.tolerance.toExponential(0), c.ok ? 'ok' : 'FAIL']),
+    ),
+  );
+  console.log('\nspeed (median of repeats):');
+  console.log(
+    table(
+      ['kernel', 'shape', 'dtype', 'ms', 'GFLOP/s'],
+      r.rows.map((row) => [row.kernel, row.shape, row.dtype, (row.timing.median * 1e3).toFixed(1), row.gflops.toFixed(1)]),
+    ),
+  );
+  if (r.memory) {
+    const m = r.memory;
+    console.log(`\nlinearCrossEntropy peak extra memory (${m.shape}):`);
+    console.log(
+      table(
+        ['path', 'peak extra', 'seconds'],
+        [
+          ['fused (kernels.linearCrossEntropy)', mb(m.fusedPeakBytes), m.fusedSeconds.toFixed(2)],
+          ['materialised logits + maskedCrossEntropy', mb(m.materialisedPeakBytes), m.materialisedSeconds.toFixed(2)],
+          ['one (N, V) f32 logits matrix', mb(m.logitsBytes), ''],
+        ],
+      ),
+    );
+  }
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      json: { type: 'boolean', default: false },
+      quick: { type: 'boolean', default: false },
+      repeats: { type: 'string' },
+      threads: { type: 'string' },
+      isa: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (positionals[0] !== 'kernels') {
+    console.error(`instill bench: expected 'kernels', got ${positionals[0] === undefined ? 'nothing' : `'${positionals[0]}'`}\n\n${USAGE}`);
+    return 2;
+  }
+  const repeats = values.repeats === undefined ? 5 : Number(values.repeats);
+  if (!Number.isInteger(repeats) || repeats < 1 || repeats > 1000) {
+    throw new InstillError(ErrorCode.ARG, `Expected integer between 1 and 1000 for --repeats but received '${values.repeats}'`);
+  }
+  if (values.threads !== undefined) runtime.setThreads(Number(values.threads));
+  if (values.isa !== undefined) runtime.setIsa(values.isa);
+
+  const report = runKernelsBench({
+    quick: values.quick,
+    repeats,
+    progress: (line) => {
+      if (!values.json) process.stderr.write(`  … ${line}\n`);
+    },
+  });
+  if (values.json) console.log(JSON.stringify(report, null, 2));
+  else printReport(report);
+  const failed = report.selfCheck.filter((c) => !c.ok);
+  if (failed.length) {
+    console.error(`\nself-check FAILED for ${failed.map((f) => `${f.kernel} on ${f.isa}`).join(', ')}`);
+    return 1;
+  }
+  return 0;
+}
