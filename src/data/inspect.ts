@@ -104,9 +104,31 @@ export async function inspectData(options: InspectOptions): Promise<InspectResul
     strict: options.strict,
     appendEos: options.appendEos,
     keepTokens: false,
-    sample: options.examples ?? 3,
+    // At least 3 per file are kept to check how answers end, even when fewer are shown.
+    sample: Math.max(options.examples ?? 3, 3),
+  });
+  const shown = options.examples ?? 3;
+  const perFile = new Map<string, number>();
+  const samples = ds.samples.filter((s) => {
+    const k = perFile.get(s.file) ?? 0;
+    perFile.set(s.file, k + 1);
+    return k < shown;
   });
   const usesChat = ds.reports.some((r) => r.format !== 'text');
+  const warnings = template !== null && usesChat ? templateWarnings(template, tokenizer) : [];
+  const trainOnAnswers = trainOn !== 'all';
+  for (const s of ds.samples) {
+    const report = ds.reports.find((r) => r.file === s.file);
+    if (!trainOnAnswers || report === undefined || report.format === 'text' || s.truncated) continue;
+    const last = lastTrained(s.mask);
+    if (last >= 0 && !tokenizer.specialIds.has(s.ids[last])) {
+      warnings.push(
+        `${s.file}:${s.line}: the trained answer ends with ${JSON.stringify(tokenizer.decode([s.ids[last]]))}, not with an end-of-turn/EOS special token: ` +
+          `a model trained on it may not learn to stop (check the chat template)`,
+      );
+      break;
+    }
+  }
   return {
     model: options.modelDir,
     settings: {
@@ -119,10 +141,10 @@ export async function inspectData(options: InspectOptions): Promise<InspectResul
       appendEos: options.appendEos === true,
       alpacaInputSeparator: ALPACA_INPUT_SEPARATOR,
     },
-    warnings: template !== null && usesChat ? templateWarnings(template, tokenizer) : [],
+    warnings,
     datasets: ds.reports,
     total: ds.totals(),
-    examples: ds.samples.map((s) => ({
+    examples: samples.map((s) => ({
       file: s.file,
       line: s.line,
       tokens: s.ids.length,
@@ -134,6 +156,11 @@ export async function inspectData(options: InspectOptions): Promise<InspectResul
       segments: segments(tokenizer, Array.from(s.ids), Uint8Array.from(s.mask, (m, t) => (t === 0 ? 0 : m))),
     })),
   };
+}
+
+function lastTrained(mask: Uint8Array): number {
+  for (let t = mask.length - 1; t > 0; t--) if (mask[t] === 1) return t;
+  return -1;
 }
 
 /** Runs of trained / untrained tokens, decoded. */

@@ -9,6 +9,7 @@ import { ErrorCode, InstillError } from '../errors.js';
 import { assembleBatch, type Batch, type ExampleSource } from './batch.js';
 import { groupByLength, packRows } from './packing.js';
 import { seededPermutation, seededRandom } from './shuffle.js';
+import { splitIndices } from './split.js';
 
 export interface LoaderOptions {
   /** Rows per batch. */
@@ -154,4 +155,27 @@ export class BatchLoader {
       position = 0;
     }
   }
+}
+
+export interface DataLoadersOptions extends LoaderOptions {
+  /** Held-out examples: a fraction in [0, 1) or a count; 0 or absent = no validation loader. */
+  validation?: number;
+}
+
+/**
+ * The train loader and, with `validation`, a validation loader over a seeded held-out split
+ * (see split.ts). The validation loader never shuffles, so every evaluation sees the same batches.
+ */
+export function createDataLoaders(
+  source: ExampleSource & { size: number },
+  padId: number,
+  options: DataLoadersOptions,
+): { train: BatchLoader; validation: BatchLoader | null } {
+  const { validation, ...loaderOptions } = options;
+  if (validation === undefined || validation === 0) return { train: new BatchLoader(source, null, padId, loaderOptions), validation: null };
+  const split = splitIndices(source.size, { validation, seed: options.seed });
+  return {
+    train: new BatchLoader(source, split.train, padId, loaderOptions),
+    validation: new BatchLoader(source, split.validation, padId, { ...loaderOptions, shuffle: false }),
+  };
 }

@@ -111,6 +111,22 @@ describe.skipIf(!haveFixture('stories260K/tokenizer.json'))('instill data inspec
     expect(colored.out).toContain('\x1b[30;42m Hi!</s>\x1b[0m');
   });
 
+  it('warns when a fallback template overrides the model and its markers are not tokens, and when answers do not end with EOS', async () => {
+    const file = join(dir, 'w.jsonl');
+    writeFileSync(file, JSON.stringify({ messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello.' }] }) + '\n');
+    const chatml = JSON.parse((await capture(['inspect', '--model', model, '--data', file, '--template', 'chatml', '--json'])).out) as InspectResult;
+    expect(chatml.warnings.join('\n')).toMatch(/overrides the model's own chat_template/);
+    expect(chatml.warnings.join('\n')).toMatch(/<\|im_start\|>, <\|im_end\|>, which are not tokens/);
+    expect(chatml.warnings.join('\n')).toMatch(/not with an end-of-turn\/EOS special token/);
+    const tpl = join(dir, 'noeos.jinja');
+    writeFileSync(tpl, "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}");
+    const noEos = JSON.parse((await capture(['inspect', '--model', model, '--data', file, '--template', tpl, '--json'])).out) as InspectResult;
+    expect(noEos.settings.template).toBe(tpl);
+    expect(noEos.warnings.join('\n')).toMatch(/not with an end-of-turn\/EOS special token/);
+    const ok = JSON.parse((await capture(['inspect', '--model', model, '--data', file, '--json'])).out) as InspectResult;
+    expect(ok.warnings).toEqual([]);
+  });
+
   it('--strict throws at the bad record; argument errors name the flag', async () => {
     const file = join(dir, 'bad.jsonl');
     writeFileSync(file, JSON.stringify({ messages: [{ role: 'user', content: 'q' }, { role: 'assistant', content: 'a' }] }) + '\n' + JSON.stringify({ messages: [{ role: 'user', content: 'q' }, { role: 'assistant', content: '' }] }));

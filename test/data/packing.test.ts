@@ -188,3 +188,22 @@ describe('batches', () => {
     expect(() => new BatchLoader(src, null, 0, { ...opts, maxSeqLen: 16 })).toThrow(/more than maxSeqLen/);
   });
 });
+
+describe('createDataLoaders', () => {
+  it('splits once, reproducibly; validation is unshuffled and disjoint from train', async () => {
+    const { createDataLoaders } = await import('../../src/data/loader.js');
+    const src = synthetic(120);
+    const a = createDataLoaders(src, 0, { batchSize: 2, maxSeqLen: 64, seed: 5, validation: 0.25 });
+    const b = createDataLoaders(src, 0, { batchSize: 2, maxSeqLen: 64, seed: 5, validation: 0.25 });
+    const ids = (l: BatchLoader, epoch: number): number[] => [...l.iterate({ epoch, position: 0 }, epoch + 1)].flatMap((x) => Array.from(x.batch.exampleIds));
+    expect(ids(a.train, 0)).toEqual(ids(b.train, 0));
+    expect(ids(a.validation!, 0)).toEqual(ids(a.validation!, 1 - 1));
+    expect(ids(a.validation!, 1)).toEqual(ids(a.validation!, 0)); // no reshuffle per epoch
+    const tr = new Set(ids(a.train, 0));
+    const va = ids(a.validation!, 0);
+    expect(va.length).toBe(30);
+    expect(tr.size).toBe(90);
+    expect(va.some((e) => tr.has(e))).toBe(false);
+    expect(createDataLoaders(src, 0, { batchSize: 2, maxSeqLen: 64 }).validation).toBe(null);
+  });
+});

@@ -4,6 +4,8 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { fixturePath, haveFixture } from '../helpers/fixtures.js';
 import { loadTokenizer, Tokenizer } from '../../src/data/tokenizer.js';
+import { resolveChatTemplate, templateWarnings } from '../../src/data/chat_template.js';
+import { maskExample } from '../../src/data/masking.js';
 
 interface Case {
   text: string;
@@ -50,7 +52,7 @@ describe.skipIf(!haveFixture('stories260K/tokenizer.json'))('stories260K tokeniz
 // regex Split, no normalizer, added special tokens), small enough to write by hand. Byte-level maps
 // each byte to a printable char: ' ' -> 'Ġ', '\n' -> 'Ċ'.
 function byteLevelTokenizerJson(): object {
-  const chars = ['H', 'e', 'l', 'o', 'w', 'r', 'd', 'Ġ', 'Ċ', '!', 'i'];
+  const chars = ['H', 'e', 'l', 'o', 'w', 'r', 'd', 'Ġ', 'Ċ', '!', 'i', 'Ã', '©']; // 'Ã©' = bytes C3 A9 = 'é'
   const vocab: Record<string, number> = {};
   chars.forEach((c, i) => (vocab[c] = i));
   const merges = [
@@ -73,6 +75,10 @@ function byteLevelTokenizerJson(): object {
     added_tokens: [
       { id: n, content: '<|begin_of_text|>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
       { id: n + 1, content: '<|eot_id|>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
+      { id: n + 2, content: '<|start_header_id|>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
+      { id: n + 3, content: '<|end_header_id|>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
+      { id: n + 4, content: '<|im_start|>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
+      { id: n + 5, content: '<|im_end|>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
     ],
     normalizer: null,
     pre_tokenizer: {
@@ -90,11 +96,18 @@ function byteLevelTokenizerJson(): object {
         { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
       ],
     },
+    // As in Llama-3's tokenizer.json: ByteLevel then TemplateProcessing adding <|begin_of_text|>.
     post_processor: {
-      type: 'TemplateProcessing',
-      single: [{ SpecialToken: { id: '<|begin_of_text|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-      pair: [{ Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
-      special_tokens: { '<|begin_of_text|>': { id: '<|begin_of_text|>', ids: [n], tokens: ['<|begin_of_text|>'] } },
+      type: 'Sequence',
+      processors: [
+        { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true },
+        {
+          type: 'TemplateProcessing',
+          single: [{ SpecialToken: { id: '<|begin_of_text|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+          pair: [{ Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
+          special_tokens: { '<|begin_of_text|>': { id: '<|begin_of_text|>', ids: [n], tokens: ['<|begin_of_text|>'] } },
+        },
+      ],
     },
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
     model: {
@@ -132,9 +145,38 @@ describe('byte-level BPE (Llama-3 / Qwen2 style)', () => {
   });
 
   it('adds nothing without a post-processor and without BOS in the config (Qwen2)', () => {
-    const qwen = { ...(byteLevelTokenizerJson() as Record<string, unknown>), post_processor: null };
+    // As in Qwen2's tokenizer.json: NFC normalizer, ByteLevel post-processor (adds nothing), no BOS.
+    const qwen = {
+      ...(byteLevelTokenizerJson() as Record<string, unknown>),
+      normalizer: { type: 'NFC' },
+      post_processor: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
+    };
     const q = new Tokenizer(qwen, { bos_token: null, eos_token: '<|eot_id|>', add_bos_token: false });
     expect(q.bosId).toBe(null);
     expect(q.encode('Hello world!', { addSpecialTokens: true })).toEqual([v['Hello'], v['Ġworld'], v['!']]);
+    // A decomposed é (e + U+0301) is composed by NFC before the byte-level mapping.
+    expect(q.encode('e\u0301')).toEqual([v['Ã'], v['©']]);
+    expect(q.decode([v['Ã'], v['©']])).toBe('\u00e9');
+  });
+
+  it('llama3 and chatml templates: answer + end-of-turn token trained, headers and the newline after <|im_end|> not', () => {
+    const id = (t: string): number => tok.tokenToId(t)!;
+    const messages = [
+      { role: 'user', content: 'Hello' },
+      { role: 'assistant', content: 'Hello world!' },
+      { role: 'user', content: 'Hi' },
+      { role: 'assistant', content: 'Hello' },
+    ];
+    const llama3 = resolveChatTemplate(tok, 'llama3')!;
+    expect(templateWarnings(llama3, tok)).toEqual([]);
+    const a = maskExample({ kind: 'chat', messages }, { tokenizer: tok, template: llama3 });
+    expect(a.ids.filter((_, t) => a.mask[t] === 1)).toEqual([v['Hello'], v['Ġworld'], v['!'], id('<|eot_id|>'), v['Hello'], id('<|eot_id|>')]);
+    expect(a.ids[0]).toBe(id('<|begin_of_text|>'));
+    const chatml = resolveChatTemplate(tok, 'chatml')!;
+    const b = maskExample({ kind: 'chat', messages }, { tokenizer: tok, template: chatml });
+    expect(b.ids.filter((_, t) => b.mask[t] === 1)).toEqual([v['Hello'], v['Ġworld'], v['!'], id('<|im_end|>'), v['Hello'], id('<|im_end|>')]);
+    // The "\n" after each <|im_end|> is in the input but not in the loss.
+    const ends = b.ids.flatMap((x, t) => (x === id('<|im_end|>') ? [t] : []));
+    expect(ends.map((t) => b.ids[t + 1])).toEqual([v['Ċ'], v['Ċ'], v['Ċ'], v['Ċ']]);
   });
 });
