@@ -14,3 +14,27 @@ export type {
 } from './kernels.js';
 export { runtime } from './runtime.js';
 export type { RuntimeInfo } from './runtime.js';
+
+// Instruction data: tokenizers, chat templates, dataset formats, masking, packing.
+export { loadTokenizer, Tokenizer } from './data/tokenizer.js';
+export type { TokenizerConfig, EncodeOptions } from './data/tokenizer.js';
+export { ChatTemplate, resolveChatTemplate, templateWarnings, NAMED_CHAT_TEMPLATES } from './data/chat_template.js';
+export type { ChatMessage, RenderOptions } from './data/chat_template.js';
+export { detectFormat, toExample, DATASET_FORMATS, ALPACA_INPUT_SEPARATOR } from './data/formats.js';
+export type { DatasetFormat, Example } from './data/formats.js';
+export { readRecords } from './data/readers.js';
+export type { RawRecord, FileKind } from './data/readers.js';
+export { maskExample, TRAIN_ON } from './data/masking.js';
+export type { TrainOn, MaskedExample, MaskingOptions } from './data/masking.js';
+export { TRUNCATIONS } from './data/truncation.js';
+export type { Truncation } from './data/truncation.js';
+export { loadDataset, TokenizedDataset } from './data/dataset.js';
+export type { DatasetOptions, FileReport, RecordIssue } from './data/dataset.js';
+export { assembleBatch, targetsFromLabels, IGNORE_INDEX } from './data/batch.js';
+export type { Batch, ExampleSource } from './data/batch.js';
+export { BatchLoader, createDataLoaders } from './data/loader.js';
+export type { LoaderOptions, DataLoadersOptions, DataCursor, LoadedBatch } from './data/loader.js';
+export { splitIndices } from './data/split.js';
+export type { SplitOptions } from './data/split.js';
+export { inspectData, formatInspect, defaultMaxSeqLen } from './data/inspect.js';
+export type { InspectResult, InspectOptions } from './data/inspect.js';
