@@ -238,14 +238,13 @@ export function f16ToF32(src: Uint16Array): Float32Array {
   return out;
 }
 
-export interface TensorToWrite {
-  dtype: 'F32';
-  shape: number[];
-  data: Float32Array;
-}
+export type TensorToWrite =
+  | { dtype: 'F32'; shape: number[]; data: Float32Array }
+  /** Raw bits. */
+  | { dtype: 'BF16' | 'F16'; shape: number[]; data: Uint16Array };
 
 /**
- * Writes a safetensors file of F32 tensors (sorted by name), to `path + '.tmp'` first and
+ * Writes a safetensors file of F32 (or raw BF16/F16) tensors (sorted by name), to `path + '.tmp'` first and
  * then renamed into place, so a crash mid-write leaves any previous file whole.
  */
 export function writeSafetensors(path: string, tensors: Record<string, TensorToWrite>, metadata: Record<string, string> = {}): void {
@@ -256,11 +255,13 @@ export function writeSafetensors(path: string, tensors: Record<string, TensorToW
   for (const name of names) {
     const t = tensors[name];
     const numel = t.shape.reduce((a, b) => a * b, 1);
-    if (t.dtype !== 'F32' || !(t.data instanceof Float32Array) || t.data.length !== numel) {
-      throw new InstillError(ErrorCode.SHAPE, `tensor '${name}': expected F32 data of ${numel} elements for shape [${t.shape.join(', ')}]`);
+    const bytes = t.dtype === 'F32' ? 4 : 2;
+    const okType = t.dtype === 'F32' ? t.data instanceof Float32Array : t.data instanceof Uint16Array;
+    if (!okType || t.data.length !== numel || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      throw new InstillError(ErrorCode.SHAPE, `tensor '${name}': expected ${t.dtype} data of ${numel} elements for shape [${t.shape.join(', ')}]`);
     }
-    header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + numel * 4] };
-    offset += numel * 4;
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + numel * bytes] };
+    offset += numel * bytes;
   }
   let json = JSON.stringify(header);
   const pad = (8 - (Buffer.byteLength(json) % 8)) % 8;
