@@ -14,8 +14,6 @@ namespace instill {
 namespace cpu {
 namespace {
 
-constexpr int64_t kKC = 256;
-
 const GemmKernelInfo& kernel_for(Isa isa) {
 #if defined(__x86_64__)
   switch (isa) {
@@ -136,6 +134,7 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
 
   const GemmKernelInfo& kern = kernel_for(active_isa());
   const int mr = kern.mr, nr = kern.nr;
+  const int64_t kKC = kern.kc;
   const int64_t mc = static_cast<int64_t>(mr) * std::max(1, 96 / mr);
   const int64_t nc = static_cast<int64_t>(nr) * 64;
   const int64_t m_slivers = (m + mr - 1) / mr;
@@ -160,6 +159,13 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
         if (rows < mr) std::fill(dst, dst + mr * kc, 0.0f);
         for (int p = 0; p < np; ++p) {
           const Piece& pc_ = pieces[p];
+          const GemmOperand& a = pc_.term->a;
+          if (!a.trans && kern.pack_rows && rows == mr && mr % 8 == 0) {
+            const int64_t off = i0 * a.ld + pc_.local_k0;
+            kern.pack_rows(static_cast<const char*>(a.data) + off * static_cast<int64_t>(dtype_size(a.dtype)),
+                           static_cast<int32_t>(a.dtype), a.ld, pc_.count, pc_.term->alpha, mr, dst + pc_.offset * mr);
+            continue;
+          }
           by_dtype(pc_.term->a.dtype, [&](auto tag) {
             pack_a_part<decltype(tag)::value>(pc_.term->a, pc_.term->alpha, i0, rows, pc_.local_k0, pc_.count, mr,
                                               dst + pc_.offset * mr);
@@ -178,6 +184,13 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
           if (cols < nr) std::fill(dst, dst + nr * kc, 0.0f);
           for (int p = 0; p < np; ++p) {
             const Piece& pc_ = pieces[p];
+            const GemmOperand& b = pc_.term->b;
+            if (b.trans && kern.pack_rows && cols == nr && nr % 8 == 0) {
+              const int64_t off = j0 * b.ld + pc_.local_k0;
+              kern.pack_rows(static_cast<const char*>(b.data) + off * static_cast<int64_t>(dtype_size(b.dtype)),
+                             static_cast<int32_t>(b.dtype), b.ld, pc_.count, 1.0f, nr, dst + pc_.offset * nr);
+              continue;
+            }
             by_dtype(pc_.term->b.dtype, [&](auto tag) {
               pack_b_part<decltype(tag)::value>(pc_.term->b, j0, cols, pc_.local_k0, pc_.count, nr,
                                                 dst + pc_.offset * nr);

@@ -28,10 +28,18 @@ struct GemmEpilogue {
 using GemmMicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int m, int n,
                                  const GemmEpilogue* ep);
 
+// Packs `width` (a multiple of 8) consecutive source rows, each read along k for
+// kc elements (row-major, stride ld, dtype 0 f32 | 1 bf16 | 2 f16), transposed into
+// dst[k*width + r] * alpha: op(A) = A into MR slivers, op(B) = Wᵀ into NR slivers.
+using GemmPackRows = void (*)(const void* src, int32_t dtype, int64_t ld, int64_t kc, float alpha, int width,
+                              float* dst);
+
 struct GemmKernelInfo {
   int mr;
   int nr;
+  int kc;  // K block: kc x nr floats of packed B should stay in L1 while a row block streams by
   GemmMicroKernel run;
+  GemmPackRows pack_rows;  // null: the driver's portable packing
 };
 
 extern const GemmKernelInfo gemm_kernel_portable;
