@@ -208,12 +208,13 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
         const int64_t ib = task / n_groups, g = task % n_groups;
         const int64_t i_end = std::min(m, (ib + 1) * mc);
         const int64_t s_end = std::min(n_slivers, (g + 1) * group);
-        for (int64_t s = g * group; s < s_end; ++s) {
-          const int64_t j0 = jc + s * nr;
-          const int ncols = static_cast<int>(std::min<int64_t>(nr, n - j0));
-          GemmEpilogue ep{first ? 1 : 0, beta, (last && bias) ? bias + j0 : nullptr};
-          for (int64_t i0 = ib * mc; i0 < i_end; i0 += mr) {
-            const int mrows = static_cast<int>(std::min<int64_t>(mr, m - i0));
+        // An A sliver (MR x kc) stays in L1 while the B slivers of the group stream from L2.
+        for (int64_t i0 = ib * mc; i0 < i_end; i0 += mr) {
+          const int mrows = static_cast<int>(std::min<int64_t>(mr, m - i0));
+          for (int64_t s = g * group; s < s_end; ++s) {
+            const int64_t j0 = jc + s * nr;
+            const int ncols = static_cast<int>(std::min<int64_t>(nr, n - j0));
+            GemmEpilogue ep{first ? 1 : 0, beta, (last && bias) ? bias + j0 : nullptr};
             kern.run(kc, apack.p + (i0 / mr) * mr * kc, bpack.p + s * nr * kc, c + i0 * ldc + j0, ldc, mrows, ncols,
                      &ep);
           }
