@@ -14,18 +14,24 @@ namespace instill {
 namespace cpu {
 namespace {
 
-constexpr int64_t kKC = 256;
-
-const GemmKernelInfo& kernel_for(Isa isa) {
+// The micro-kernel for this ISA. With AVX512-BF16 and a bf16 operand (frozen bf16
+// weights) the pair kernel runs: both operands in bf16, twice the multiply rate.
+const GemmKernelInfo& kernel_for(Isa isa, const GemmTerm* terms, int nterms) {
 #if defined(__x86_64__)
+  bool any_bf16 = false;
+  for (int t = 0; t < nterms; ++t) any_bf16 = any_bf16 || terms[t].a.dtype == DType::BF16 || terms[t].b.dtype == DType::BF16;
   switch (isa) {
-    case Isa::Avx512:
-    case Isa::Avx512Bf16: return gemm_kernel_avx512;
+    case Isa::Avx512Bf16:
+      if (any_bf16) return gemm_kernel_avx512bf16;
+      return gemm_kernel_avx512;
+    case Isa::Avx512: return gemm_kernel_avx512;
     case Isa::Avx2: return gemm_kernel_avx2;
     case Isa::Portable: break;
   }
 #else
   (void)isa;
+  (void)terms;
+  (void)nterms;
 #endif
   return gemm_kernel_portable;
 }
@@ -134,8 +140,9 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
     return;
   }
 
-  const GemmKernelInfo& kern = kernel_for(active_isa());
+  const GemmKernelInfo& kern = kernel_for(active_isa(), terms, nterms);
   const int mr = kern.mr, nr = kern.nr;
+  const int64_t kKC = kern.kc;
   const int64_t mc = static_cast<int64_t>(mr) * std::max(1, 96 / mr);
   const int64_t nc = static_cast<int64_t>(nr) * 64;
   const int64_t m_slivers = (m + mr - 1) / mr;
@@ -157,9 +164,27 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
       for (int64_t s = s0; s < s1; ++s) {
         float* dst = apack.p + s * mr * kc;
         const int64_t i0 = s * mr, rows = std::min<int64_t>(mr, m - i0);
+        if (kern.pack_pairs) {
+          uint16_t* d16 = reinterpret_cast<uint16_t*>(dst);
+          std::fill(d16, d16 + (kc + 1) / 2 * mr * 2, uint16_t{0});
+          for (int p = 0; p < np; ++p) {
+            const Piece& pc_ = pieces[p];
+            const GemmOperand& a = pc_.term->a;
+            kern.pack_pairs(a.data, static_cast<int32_t>(a.dtype), a.ld, a.trans ? 0 : 1, pc_.term->alpha, i0, rows,
+                            pc_.local_k0, pc_.count, pc_.offset, mr, d16);
+          }
+          continue;
+        }
         if (rows < mr) std::fill(dst, dst + mr * kc, 0.0f);
         for (int p = 0; p < np; ++p) {
           const Piece& pc_ = pieces[p];
+          const GemmOperand& a = pc_.term->a;
+          if (!a.trans && kern.pack_rows && rows == mr && mr % 8 == 0) {
+            const int64_t off = i0 * a.ld + pc_.local_k0;
+            kern.pack_rows(static_cast<const char*>(a.data) + off * static_cast<int64_t>(dtype_size(a.dtype)),
+                           static_cast<int32_t>(a.dtype), a.ld, pc_.count, pc_.term->alpha, mr, dst + pc_.offset * mr);
+            continue;
+          }
           by_dtype(pc_.term->a.dtype, [&](auto tag) {
             pack_a_part<decltype(tag)::value>(pc_.term->a, pc_.term->alpha, i0, rows, pc_.local_k0, pc_.count, mr,
                                               dst + pc_.offset * mr);
@@ -175,9 +200,27 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
         for (int64_t s = s0; s < s1; ++s) {
           float* dst = bpack.p + s * nr * kc;
           const int64_t j0 = jc + s * nr, cols = std::min<int64_t>(nr, n - j0);
+          if (kern.pack_pairs) {
+            uint16_t* d16 = reinterpret_cast<uint16_t*>(dst);
+            std::fill(d16, d16 + (kc + 1) / 2 * nr * 2, uint16_t{0});
+            for (int p = 0; p < np; ++p) {
+              const Piece& pc_ = pieces[p];
+              const GemmOperand& b = pc_.term->b;
+              kern.pack_pairs(b.data, static_cast<int32_t>(b.dtype), b.ld, b.trans ? 1 : 0, 1.0f, j0, cols,
+                              pc_.local_k0, pc_.count, pc_.offset, nr, d16);
+            }
+            continue;
+          }
           if (cols < nr) std::fill(dst, dst + nr * kc, 0.0f);
           for (int p = 0; p < np; ++p) {
             const Piece& pc_ = pieces[p];
+            const GemmOperand& b = pc_.term->b;
+            if (b.trans && kern.pack_rows && cols == nr && nr % 8 == 0) {
+              const int64_t off = j0 * b.ld + pc_.local_k0;
+              kern.pack_rows(static_cast<const char*>(b.data) + off * static_cast<int64_t>(dtype_size(b.dtype)),
+                             static_cast<int32_t>(b.dtype), b.ld, pc_.count, 1.0f, nr, dst + pc_.offset * nr);
+              continue;
+            }
             by_dtype(pc_.term->b.dtype, [&](auto tag) {
               pack_b_part<decltype(tag)::value>(pc_.term->b, j0, cols, pc_.local_k0, pc_.count, nr,
                                                 dst + pc_.offset * nr);
@@ -195,12 +238,13 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
         const int64_t ib = task / n_groups, g = task % n_groups;
         const int64_t i_end = std::min(m, (ib + 1) * mc);
         const int64_t s_end = std::min(n_slivers, (g + 1) * group);
-        for (int64_t s = g * group; s < s_end; ++s) {
-          const int64_t j0 = jc + s * nr;
-          const int ncols = static_cast<int>(std::min<int64_t>(nr, n - j0));
-          GemmEpilogue ep{first ? 1 : 0, beta, (last && bias) ? bias + j0 : nullptr};
-          for (int64_t i0 = ib * mc; i0 < i_end; i0 += mr) {
-            const int mrows = static_cast<int>(std::min<int64_t>(mr, m - i0));
+        // An A sliver (MR x kc) stays in L1 while the B slivers of the group stream from L2.
+        for (int64_t i0 = ib * mc; i0 < i_end; i0 += mr) {
+          const int mrows = static_cast<int>(std::min<int64_t>(mr, m - i0));
+          for (int64_t s = g * group; s < s_end; ++s) {
+            const int64_t j0 = jc + s * nr;
+            const int ncols = static_cast<int>(std::min<int64_t>(nr, n - j0));
+            GemmEpilogue ep{first ? 1 : 0, beta, (last && bias) ? bias + j0 : nullptr};
             kern.run(kc, apack.p + (i0 / mr) * mr * kc, bpack.p + s * nr * kc, c + i0 * ldc + j0, ldc, mrows, ncols,
                      &ep);
           }

@@ -4,5 +4,7 @@
 #define INSTILL_MR 4
 #define INSTILL_NR 16
 #define INSTILL_VL 4
+#define INSTILL_KC 256
 #define INSTILL_KERNEL_NAME gemm_kernel_portable
+#define INSTILL_PACK_ROWS nullptr
 #include "cpu/gemm_microkernel.inc"

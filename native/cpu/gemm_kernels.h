@@ -28,16 +28,37 @@ struct GemmEpilogue {
 using GemmMicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int m, int n,
                                  const GemmEpilogue* ep);
 
+// Packs `width` (a multiple of 8) consecutive source rows, each read along k for
+// kc elements (row-major, stride ld, dtype 0 f32 | 1 bf16 | 2 f16), transposed into
+// dst[k*width + r] * alpha: op(A) = A into MR slivers, op(B) = Wᵀ into NR slivers.
+using GemmPackRows = void (*)(const void* src, int32_t dtype, int64_t ld, int64_t kc, float alpha, int width,
+                              float* dst);
+
+// Pair kernels (AVX512-BF16) take panels of bf16 pairs along k instead of floats:
+//   a: ceil(kc/2) x MR pairs (a[kp*MR + i] = A(i, 2kp), A(i, 2kp+1)),
+//   b: ceil(kc/2) x NR pairs, the odd tail padded with zeros,
+// and compute acc += a_lo*b_lo + a_hi*b_hi (vdpbf16ps) in f32. Both operands are
+// rounded to bf16 (nearest even) while packing. pack_pairs writes op(src)'s
+// elements x in [x0, x0+nx) (rows of A, columns of B) and k in [k0, k0+kc) into
+// dst at k offset koff; `x_major` means element (x, k) is src[x*ld + k], else
+// src[k*ld + x]. The caller zero-fills dst first.
+using GemmPackPairs = void (*)(const void* src, int32_t dtype, int64_t ld, int32_t x_major, float alpha, int64_t x0,
+                               int64_t nx, int64_t k0, int64_t kc, int64_t koff, int width, uint16_t* dst);
+
 struct GemmKernelInfo {
   int mr;
   int nr;
+  int kc;  // K block: kc x nr floats of packed B should stay in L1 while a row block streams by
   GemmMicroKernel run;
+  GemmPackRows pack_rows;    // null: the driver's portable packing
+  GemmPackPairs pack_pairs;  // non-null: a pair kernel (see above)
 };
 
 extern const GemmKernelInfo gemm_kernel_portable;
 #if defined(__x86_64__)
 extern const GemmKernelInfo gemm_kernel_avx2;
 extern const GemmKernelInfo gemm_kernel_avx512;
+extern const GemmKernelInfo gemm_kernel_avx512bf16;
 #endif
 
 }  // namespace cpu

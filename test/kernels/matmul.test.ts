@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Tensor, kernels, runtime } from '../../src/index.js';
-import { allFinite, matmul64, randn, relError, rng, seed } from '../../bench/kernels/reference.js';
+import { allFinite, matmul64, randn, relError, rng, roundBf16, seed } from '../../bench/kernels/reference.js';
 
 const isas = runtime.info().isas;
 const bestIsa = runtime.info().isa;
@@ -57,6 +57,33 @@ describe.each(isas)('matmul on %s', (isa) => {
     const ref = matmul64(m, n, k, (i, kk) => av[i * k + kk], (kk, j) => bv[j * k + kk]);
     expect(relError(c, ref), `seed ${s}`).toBeLessThanOrEqual(1e-5);
   });
+});
+
+describe.skipIf(!isas.includes('avx512bf16'))('matmul with the AVX512-BF16 pair kernel', () => {
+  beforeAll(() => runtime.setIsa('avx512bf16'));
+
+  it.each([
+    { m: 37, n: 77, k: 123, transA: false, transB: true },
+    { m: 19, n: 45, k: 301, transA: false, transB: false },
+    { m: 8, n: 32, k: 16, transA: true, transB: true },
+    { m: 64, n: 96, k: 520, transA: true, transB: false },
+  ])('f32 x bf16 equals the f32 product of both operands rounded to bf16 (M=$m N=$n K=$k transA=$transA transB=$transB)',
+    ({ m, n, k, transA, transB }) => {
+      const s = seed + 303 + m + n + k;
+      const rand = rng(s);
+      const a = randn(rand, m * k);
+      const bt = Tensor.from(randn(rand, k * n), transB ? [n, k] : [k, n], { dtype: 'bf16' });
+      const b = bt.toArray();
+      const ar = roundBf16(a);
+      const c = kernels.matmul({ a: Tensor.from(a, transA ? [k, m] : [m, k]), b: bt, transA, transB }).toArray();
+      const ref = matmul64(
+        m, n, k,
+        (i, kk) => (transA ? ar[kk * m + i] : ar[i * k + kk]),
+        (kk, j) => (transB ? b[j * k + kk] : b[kk * n + j]),
+      );
+      expect(allFinite(c), `seed ${s}`).toBe(true);
+      expect(relError(c, ref), `seed ${s}`).toBeLessThanOrEqual(1e-5);
+    });
 });
 
 describe('threads', () => {
