@@ -324,7 +324,10 @@ Napi::Value model_create(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+void register_model_ops(Napi::Env env, Napi::Object exports);  // bindings/model_ops.cpp
+
 void register_model(Napi::Env env, Napi::Object exports) {
+  register_model_ops(env, exports);
   Napi::Function ctor = ModelHandle::define(env);
   data(env).model_ctor = Napi::Persistent(ctor);
   exports.Set("ModelHandle", ctor);

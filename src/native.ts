@@ -110,6 +110,37 @@ export interface NativeAddon {
   ): { loss: number; count: number; dh: TensorHandle | null; dw: TensorHandle | null };
 
   modelCreate(config: NativeModelConfig, invFreq: TensorHandle): ModelHandle;
+  // The model's ops one at a time (bindings/model_ops.cpp), for op tests and benchmarks.
+  opEmbedding(ids: TensorHandle, w: TensorHandle): TensorHandle;
+  opEmbeddingBackward(dout: TensorHandle, ids: TensorHandle, V: number): TensorHandle;
+  opRmsnorm(x: TensorHandle, w: TensorHandle, eps: number): { y: TensorHandle; rstd: TensorHandle };
+  opRmsnormBackward(dy: TensorHandle, x: TensorHandle, w: TensorHandle, rstd: TensorHandle): { dx: TensorHandle; dw: TensorHandle };
+  opRope(x: TensorHandle, positions: TensorHandle, invFreq: TensorHandle, backward: boolean): TensorHandle;
+  opAttention(q: TensorHandle, k: TensorHandle, v: TensorHandle, cuSeqlens: TensorHandle, scale: number): { out: TensorHandle; lse: TensorHandle };
+  opAttentionBackward(
+    dout: TensorHandle,
+    q: TensorHandle,
+    k: TensorHandle,
+    v: TensorHandle,
+    out: TensorHandle,
+    lse: TensorHandle,
+    cuSeqlens: TensorHandle,
+    scale: number,
+  ): { dq: TensorHandle; dk: TensorHandle; dv: TensorHandle };
+  opSwiglu(gate: TensorHandle, up: TensorHandle): TensorHandle;
+  opSwigluBackward(dout: TensorHandle, gate: TensorHandle, up: TensorHandle): { dgate: TensorHandle; dup: TensorHandle };
+  opAdamw(
+    param: TensorHandle,
+    grad: TensorHandle,
+    m: TensorHandle,
+    v: TensorHandle,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+    step: number,
+  ): void;
 
   runtimeInfo(): RuntimeInfo;
   setThreads(n: number): void;
