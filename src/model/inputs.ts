@@ -18,8 +18,17 @@ export interface BatchInput {
   inputIds: TokenRows;
   /** Hugging Face labels (unshifted). Either labels or targets. */
   labels?: TokenRows;
-  /** Already shifted targets (targets[t] = the token position t predicts), as src/data's Batch has them. */
+  /**
+   * Already shifted targets (targets[t] = the token position t predicts), as src/data's Batch has them.
+   * When both are given (a Batch carries both), targets are used and labels are ignored.
+   */
   targets?: TokenRows;
+  /**
+   * Hugging Face attention_mask (1 = token, 0 = padding), used when segmentIds is absent: padding
+   * becomes segment 0 (attends only within itself, predicts nothing). RoPE is relative, so left
+   * padding gives the same results as Hugging Face's masked attention.
+   */
+  attentionMask?: TokenRows;
   /** Packed rows: 1, 2, ... per example, 0 on padding. Default: one example per row. */
   segmentIds?: TokenRows;
   /** Positions per token. Default: restart at 0 per segment. */
@@ -68,13 +77,13 @@ function checkInt(v: number, what: string): number {
   return v;
 }
 
-/** Shifts Hugging Face labels into targets, never across a segment boundary. */
+/** Shifts Hugging Face labels into targets, never across a segment boundary; padding (segment 0) predicts nothing. */
 export function targetsFromLabels(labels: Int32Array, segmentIds: Int32Array, B: number, T: number): Int32Array {
   const out = new Int32Array(B * T).fill(IGNORE_INDEX);
   for (let b = 0; b < B; b++) {
     for (let t = 0; t + 1 < T; t++) {
       const i = b * T + t;
-      if (segmentIds[i] === segmentIds[i + 1]) out[i] = labels[i + 1];
+      if (segmentIds[i] !== 0 && segmentIds[i] === segmentIds[i + 1]) out[i] = labels[i + 1];
     }
   }
   return out;
@@ -94,6 +103,8 @@ export function prepareInputs(input: BatchInput, needTargets: boolean, vocabSize
     return f.data;
   };
   let seg = same(input.segmentIds, 'segmentIds');
+  const mask = seg ? null : same(input.attentionMask, 'attentionMask');
+  if (mask) seg = mask.map((m) => (m === 0 ? 0 : 1));
   if (!seg) seg = new Int32Array(B * T).fill(1);
   let positions = same(input.positions, 'positions');
   if (!positions) {
@@ -115,7 +126,6 @@ export function prepareInputs(input: BatchInput, needTargets: boolean, vocabSize
   let targets: Int32Array | null = null;
   const labels = same(input.labels, 'labels');
   const tg = same(input.targets, 'targets');
-  if (labels && tg) throw new InstillError(ErrorCode.ARG, 'pass labels (Hugging Face, unshifted) or targets (shifted), not both');
   if (tg) targets = tg;
   else if (labels) targets = targetsFromLabels(labels, seg, B, T);
   if (needTargets && !targets) throw new InstillError(ErrorCode.ARG, 'lossAndGrads needs labels (Hugging Face convention, same shape as inputIds)');

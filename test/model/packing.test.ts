@@ -109,3 +109,42 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('packed batches',
     for (const n of Object.keys(batch.grads)) expect(relToMax(rb.grads[n], batch.grads[n]), n).toBeLessThan(1e-5);
   });
 });
+
+describe.skipIf(!haveFixture('stories260K/model.safetensors'))('batches from the data layer and attention masks', () => {
+  it('a src/data Batch (packed, with targets and labels) is taken as it is', async () => {
+    const { assembleBatch } = await import('../../src/data/batch.js');
+    const model = await loadModel(fixturePath('stories260K'));
+    model.addLora({ r: 2, alpha: 4, targetModules: ['v_proj', 'up_proj'], seed: 4 });
+    const w = model.adapterWeights();
+    for (const n of Object.keys(w)) if (n.includes('lora_B')) w[n] = w[n].map((_, i) => 0.03 * Math.sin(i));
+    model.setAdapterWeights(w);
+    const source = {
+      ids: (i: number) => Int32Array.from(examples[i].ids),
+      mask: (i: number) => Uint8Array.from(examples[i].labels, (l) => (l === -100 ? 0 : 1)),
+      length: (i: number) => examples[i].ids.length,
+    };
+    const batch = assembleBatch(source, [[0, 1], [2]], 24, 0);
+    const viaBatch = await model.lossAndGrads(batch);
+    expect(viaBatch.tokens).toBe(batch.numTargets);
+    // the same rows through Hugging Face labels + segment ids
+    const viaLabels = await model.lossAndGrads({ inputIds: batch.inputIds, labels: batch.labels, segmentIds: batch.segmentIds, batchSize: 2, seqLen: 24 });
+    expect(viaLabels.tokens).toBe(viaBatch.tokens);
+    expect(Math.abs(viaLabels.loss - viaBatch.loss)).toBeLessThan(1e-7);
+    for (const n of Object.keys(viaBatch.grads)) expect(relToMax(viaLabels.grads[n], viaBatch.grads[n])).toBeLessThan(1e-7);
+  });
+
+  it('left padding with an attention mask equals the unpadded sequence', async () => {
+    const model = await loadModel(fixturePath('stories260K'));
+    const e = examples[1];
+    const pad = 5;
+    const ids = [...Array(pad).fill(0), ...e.ids];
+    const labels = [...Array(pad).fill(-100), ...e.labels];
+    const mask = [...Array(pad).fill(0), ...e.ids.map(() => 1)];
+    const padded = await model.lossAndGrads({ inputIds: [ids], labels: [labels], attentionMask: [mask] });
+    const plain = await model.lossAndGrads({ inputIds: [e.ids], labels: [e.labels] });
+    expect(padded.tokens).toBe(plain.tokens);
+    expect(Math.abs(padded.loss - plain.loss)).toBeLessThan(1e-5);
+    const noMask = await model.lossAndGrads({ inputIds: [ids], labels: [labels] });
+    expect(Math.abs(noMask.loss - plain.loss)).toBeGreaterThan(1e-4);
+  });
+});
