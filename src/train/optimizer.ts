@@ -39,8 +39,11 @@ export class AdamW {
     return this.t;
   }
 
-  /** Updates `params` in place from `grads` (same names and lengths). */
-  update(params: Record<string, Float32Array>, grads: Record<string, Float32Array>, h: AdamwHyper): void {
+  /**
+   * Updates `params` in place from `grads` (same names and lengths). Yields to the event loop between
+   * tensors once 4 ms have passed, so a large adapter never blocks a server's timers.
+   */
+  async update(params: Record<string, Float32Array>, grads: Record<string, Float32Array>, h: AdamwHyper): Promise<void> {
     this.t++;
     const bc1 = 1 - Math.pow(h.beta1, this.t);
     const bc2 = 1 - Math.pow(h.beta2, this.t);
@@ -48,6 +51,7 @@ export class AdamW {
     const sqrtBc2 = Math.sqrt(bc2);
     const decay = 1 - h.lr * h.weightDecay;
     const b1 = h.beta1, b2 = h.beta2, eps = h.eps;
+    let since = performance.now();
     for (const name of Object.keys(params)) {
       const w = params[name];
       const g = grads[name];
@@ -67,6 +71,10 @@ export class AdamW {
         m[i] = mi;
         v[i] = vi;
         w[i] = w[i] * decay - (stepSize * mi) / (Math.sqrt(vi) / sqrtBc2 + eps);
+      }
+      if (performance.now() - since > 4) {
+        await new Promise((r) => setImmediate(r));
+        since = performance.now();
       }
     }
   }

@@ -322,6 +322,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       lastEvalLoss = ck.state.lastEvalLoss;
       lastSaveStep = step;
       lastCheckpoint = ck.dir;
+      if (step >= this.totalSteps) lastEvalStep = step; // a finished run: its final evaluation is in metrics.jsonl
     }
     const params = model.adapterWeights();
     const sizes: Record<string, number> = {};
@@ -421,7 +422,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
               (lastCheckpoint ? `, and resume from ${lastCheckpoint}` : ''),
           );
         }
-        optimizer.update(params, grads, { lr, beta1: this.hyper.beta1, beta2: this.hyper.beta2, eps: this.hyper.eps, weightDecay: this.hyper.weightDecay });
+        await optimizer.update(params, grads, { lr, beta1: this.hyper.beta1, beta2: this.hyper.beta2, eps: this.hyper.eps, weightDecay: this.hyper.weightDecay });
         model.setAdapterWeights(params);
       }
       // A window without target tokens (possible only with hand-made loaders) is consumed without an update.

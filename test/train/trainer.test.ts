@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { SafetensorsFile } from '../../src/model/safetensors.js';
 import { engineBatch, type StepEvent, type EvalEvent } from '../../src/train/trainer.js';
 import { readMetrics } from '../../src/train/metrics.js';
+import { AdamW, clipGradNorm } from '../../src/train/optimizer.js';
 import { haveFixture } from '../helpers/fixtures.js';
 import { setup, tmp, trainer } from './helpers/setup.js';
 
@@ -70,5 +71,35 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('Trainer', () => 
     }
     expect(maxAbs).toBeGreaterThan(0);
     expect(maxDiff).toBeLessThan(1e-5 * maxAbs + 1e-7);
+  });
+});
+
+describe.skipIf(!haveFixture('stories260K/model.safetensors'))('AdamW', () => {
+  it("the trainer's AdamW (saveable moments) equals the engine's fused adamwStep bit for bit over 15 steps", async () => {
+    const a = await setup({ r: 4 });
+    const b = await setup({ r: 4 });
+    const batch = engineBatch([...a.loaders.train.iterate({ epoch: 0, position: 0 }, 1)][0].batch);
+    const opt = new AdamW();
+    const params = a.model.adapterWeights();
+    const h = { lr: 3e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
+    for (let i = 0; i < 15; i++) {
+      await a.model.lossAndGrads(batch, { returnGrads: false });
+      await opt.update(params, a.model.adapterGrads(), h);
+      a.model.setAdapterWeights(params);
+      await b.model.lossAndGrads(batch, { returnGrads: false });
+      b.model.adamwStep(h);
+    }
+    const wa = a.model.adapterWeights(), wb = b.model.adapterWeights();
+    for (const k of Object.keys(wa)) expect(Buffer.from(wa[k].buffer).equals(Buffer.from(wb[k].buffer)), k).toBe(true);
+    expect(wa['base_model.model.model.layers.1.mlp.up_proj.lora_B.weight'].some((x) => x !== 0)).toBe(true);
+  });
+
+  it('clipGradNorm: global L2 norm, scaled to maxNorm only above it', () => {
+    const g = { a: Float32Array.from([3, 0]), b: Float32Array.from([0, 4]) };
+    expect(clipGradNorm(g, 10)).toBe(5);
+    expect([...g.a, ...g.b]).toEqual([3, 0, 0, 4]);
+    expect(clipGradNorm(g, 1)).toBe(5);
+    expect(g.a[0]).toBeCloseTo(0.6, 6);
+    expect(g.b[1]).toBeCloseTo(0.8, 6);
   });
 });
