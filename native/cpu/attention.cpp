@@ -1,18 +1,22 @@
 // CPU causal GQA attention over packed segments (see ops/attention.h).
 //
-// Forward: one task per (segment, query head, block of 32 query rows). Each query
-// row walks its keys in tiles of 64 with an online softmax: scores of the tile,
-// new running max m, rescale of the running sum l and accumulator by exp(m_old − m),
-// then accumulate. Extra memory per task: one tile of scores and one D-vector.
+// Forward: one task per (segment, query head, block of 64 query rows). The block walks
+// its keys in tiles of 64 with an online softmax: scores of the tile (a GEMM), new
+// running max m per row, rescale of the running sum l and accumulator by exp(m_old − m),
+// then acc += P·V (a GEMM). Extra memory per task: a 64 x 64 score tile and a 64 x D
+// accumulator. Decode (KV cache) uses the same online softmax one query row at a time.
 // Backward: one task per (segment, KV head); the task owns dk/dv rows of that KV head
 // in that segment and the dq rows of its query heads, so no two tasks write the same
-// memory. Probabilities are recomputed from the saved lse. Dot products in f32.
+// memory. Probabilities are recomputed from the saved lse, in blocks of 64 queries x
+// 64 keys whose products run on the CPU GEMM (flash-attention-2 style); extra memory
+// per task is two 64 x 64 tiles. 483 -> see bench/RESULTS.md for the step time.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
 
+#include "cpu/gemm.h"
 #include "cpu/model_ops.h"
 #include "runtime/thread_pool.h"
 
@@ -21,7 +25,7 @@ namespace cpu {
 
 namespace {
 
-constexpr int64_t kQueryBlock = 32;
+constexpr int64_t kQueryBlock = 64;
 constexpr int64_t kKeyTile = 64;
 
 // Eight independent partial sums: the compiler turns them into vector lanes
@@ -97,13 +101,51 @@ void attention_forward(const AttentionForwardArgs& p) {
       }
     }
   }
+  const int64_t ldq = h * d, ldk = kvh * d;
   parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t ti) {
     const Task& t = tasks[static_cast<size_t>(ti)];
-    const int64_t kh = t.head / group;
-    std::vector<float> sc(kKeyTile), acc(static_cast<size_t>(d));
-    for (int64_t i = t.q0; i < t.q1; ++i) {
-      lse[i * h + t.head] = attend_row(q + (i * h + t.head) * d, k, v, kvh, kh, d, t.begin, i + 1, scale, sc.data(),
-                                       acc.data(), out + (i * h + t.head) * d);
+    const int64_t kh = t.head / group, bq = t.q1 - t.q0;
+    std::vector<float> sc(static_cast<size_t>(kQueryBlock * kKeyTile)), acc(static_cast<size_t>(kQueryBlock * d), 0.0f);
+    std::vector<float> m(static_cast<size_t>(kQueryBlock), -std::numeric_limits<float>::infinity());
+    std::vector<float> l(static_cast<size_t>(kQueryBlock), 0.0f);
+    const float* qb = q + (t.q0 * h + t.head) * d;
+    auto F = [](const float* ptr, int64_t ld, bool trans) { return GemmOperand{ptr, DType::F32, ld, trans}; };
+    for (int64_t j0 = t.begin; j0 < t.q1; j0 += kKeyTile) {
+      const int64_t bk = std::min<int64_t>(kKeyTile, t.q1 - j0);
+      // S = scale · Q Kᵀ for this tile
+      gemm(bq, bk, d, scale, F(qb, ldq, false), F(k + (j0 * kvh + kh) * d, ldk, true), 0.0f, sc.data(), bk);
+      for (int64_t i = 0; i < bq; ++i) {
+        float* sr = sc.data() + i * bk;
+        const int64_t jmax = std::min<int64_t>(bk, t.q0 + i - j0 + 1);  // causal: keys j <= query i
+        float tmax = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < jmax; ++j) tmax = std::max(tmax, sr[j]);
+        const size_t is = static_cast<size_t>(i);
+        if (jmax <= 0) {
+          for (int64_t j = 0; j < bk; ++j) sr[j] = 0.0f;
+          continue;
+        }
+        const float mnew = std::max(m[is], tmax);
+        const float corr = std::exp(m[is] - mnew);  // 0 on the first tile (m = -inf)
+        float sum = 0;
+        for (int64_t j = 0; j < bk; ++j) {
+          const float pj = j < jmax ? std::exp(sr[j] - mnew) : 0.0f;
+          sr[j] = pj;
+          sum += pj;
+        }
+        l[is] = l[is] * corr + sum;
+        m[is] = mnew;
+        float* ar = acc.data() + i * d;
+        for (int64_t c = 0; c < d; ++c) ar[c] *= corr;
+      }
+      // acc += P V
+      gemm(bq, d, bk, 1.0f, F(sc.data(), bk, false), F(v + (j0 * kvh + kh) * d, ldk, false), 1.0f, acc.data(), d);
+    }
+    for (int64_t i = 0; i < bq; ++i) {
+      const size_t is = static_cast<size_t>(i);
+      float* oi = out + ((t.q0 + i) * h + t.head) * d;
+      const float inv = 1.0f / l[is];
+      for (int64_t c = 0; c < d; ++c) oi[c] = acc[is * static_cast<size_t>(d) + static_cast<size_t>(c)] * inv;
+      lse[(t.q0 + i) * h + t.head] = m[is] + std::log(l[is]);
     }
   });
 }
@@ -145,28 +187,44 @@ void attention_backward(const AttentionBackwardArgs& p) {
   std::memset(dq, 0, static_cast<size_t>(n * h * d) * sizeof(float));
   std::memset(dk, 0, static_cast<size_t>(n * kvh * d) * sizeof(float));
   std::memset(dv, 0, static_cast<size_t>(n * kvh * d) * sizeof(float));
+  const int64_t ldq = h * d, ldk = kvh * d;
+  // Blocks of kBlock queries x kBlock keys; the five products of a block are GEMMs
+  // (calls from inside a pool task run on the calling thread).
+  constexpr int64_t kBlock = 64;
   parallel_for(s * kvh, [&](int64_t ti) {
     const int64_t si = ti / kvh, kh = ti % kvh;
     const int64_t b = cu[si], e = cu[si + 1];
+    if (e == b) return;
+    std::vector<float> pm(kBlock * kBlock), dpm(kBlock * kBlock), delta(kBlock);
+    auto F = [](const float* ptr, int64_t ld, bool trans) { return GemmOperand{ptr, DType::F32, ld, trans}; };
     for (int64_t hh = kh * group; hh < (kh + 1) * group; ++hh) {
-      for (int64_t i = b; i < e; ++i) {
-        const float* qi = q + (i * h + hh) * d;
-        const float* doi = dout + (i * h + hh) * d;
-        float* dqi = dq + (i * h + hh) * d;
-        const float delta = dot(doi, out + (i * h + hh) * d, d);
-        const float li = lse[i * h + hh];
-        for (int64_t j = b; j <= i; ++j) {
-          const float* kj = k + (j * kvh + kh) * d;
-          const float* vj = v + (j * kvh + kh) * d;
-          const float pij = std::exp(scale * dot(qi, kj, d) - li);
-          const float ds = pij * (dot(doi, vj, d) - delta) * scale;
-          float* dkj = dk + (j * kvh + kh) * d;
-          float* dvj = dv + (j * kvh + kh) * d;
-          for (int64_t c = 0; c < d; ++c) {
-            dqi[c] += ds * kj[c];
-            dkj[c] += ds * qi[c];
-            dvj[c] += pij * doi[c];
+      for (int64_t i0 = b; i0 < e; i0 += kBlock) {
+        const int64_t bq = std::min<int64_t>(kBlock, e - i0);
+        const float* qb = q + (i0 * h + hh) * d;
+        const float* dob = dout + (i0 * h + hh) * d;
+        for (int64_t i = 0; i < bq; ++i) delta[static_cast<size_t>(i)] = dot(dob + i * ldq, out + ((i0 + i) * h + hh) * d, d);
+        for (int64_t j0 = b; j0 < i0 + bq; j0 += kBlock) {
+          const int64_t bk = std::min<int64_t>(kBlock, e - j0);
+          const float* kb = k + (j0 * kvh + kh) * d;
+          const float* vb = v + (j0 * kvh + kh) * d;
+          // S = scale · Q Kᵀ  ->  P = exp(S − lse), causal
+          gemm(bq, bk, d, scale, F(qb, ldq, false), F(kb, ldk, true), 0.0f, pm.data(), bk);
+          // dP = dO Vᵀ
+          gemm(bq, bk, d, 1.0f, F(dob, ldq, false), F(vb, ldk, true), 0.0f, dpm.data(), bk);
+          for (int64_t i = 0; i < bq; ++i) {
+            const float li = lse[(i0 + i) * h + hh];
+            float* pr = pm.data() + i * bk;
+            float* dr = dpm.data() + i * bk;
+            for (int64_t j = 0; j < bk; ++j) {
+              const float pij = (j0 + j <= i0 + i) ? std::exp(pr[j] - li) : 0.0f;
+              pr[j] = pij;
+              dr[j] = pij * (dr[j] - delta[static_cast<size_t>(i)]) * scale;  // dS
+            }
           }
+          // dV += Pᵀ dO,  dK += dSᵀ Q,  dQ += dS K
+          gemm(bk, d, bq, 1.0f, F(pm.data(), bk, true), F(dob, ldq, false), 1.0f, dv + (j0 * kvh + kh) * d, ldk);
+          gemm(bk, d, bq, 1.0f, F(dpm.data(), bk, true), F(qb, ldq, false), 1.0f, dk + (j0 * kvh + kh) * d, ldk);
+          gemm(bq, d, bk, 1.0f, F(dpm.data(), bk, false), F(kb, ldk, false), 1.0f, dq + (i0 * h + hh) * d, ldq);
         }
       }
     }
