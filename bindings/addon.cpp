@@ -44,6 +44,7 @@ Napi::Object module_init(Napi::Env env, Napi::Object exports) {
   register_tensor(env, exports);
   register_kernels(env, exports);
   register_runtime(env, exports);
+  register_model(env, exports);
   return exports;
 }
 

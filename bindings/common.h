@@ -16,6 +16,7 @@ namespace binding {
 struct AddonData {
   Napi::FunctionReference error_ctor;   // InstillError from src/errors.ts (set by init())
   Napi::FunctionReference tensor_ctor;  // TensorHandle
+  Napi::FunctionReference model_ctor;   // ModelHandle (bindings/model.cpp)
 };
 
 AddonData& data(Napi::Env env);
@@ -51,6 +52,7 @@ bool need_bool(const Napi::Value& v, const char* name);
 void register_tensor(Napi::Env env, Napi::Object exports);
 void register_kernels(Napi::Env env, Napi::Object exports);
 void register_runtime(Napi::Env env, Napi::Object exports);
+void register_model(Napi::Env env, Napi::Object exports);
 
 }  // namespace binding
 }  // namespace instill

@@ -38,3 +38,18 @@ export { splitIndices } from './data/split.js';
 export type { SplitOptions } from './data/split.js';
 export { inspectData, formatInspect, defaultMaxSeqLen } from './data/inspect.js';
 export type { InspectResult, InspectOptions } from './data/inspect.js';
+export { loadModel, randomModel, Model, LORA_TARGETS } from './model/model.js';
+export type {
+  LoadModelOptions,
+  LoraOptions,
+  LoraConfig,
+  LoraTarget,
+  GenerationConfig,
+  LossAndGradsOptions,
+  LossAndGradsResult,
+  GenerateOptions,
+  GenerateResult,
+  AdamwOptions,
+} from './model/model.js';
+export type { BatchInput, TokenRows } from './model/inputs.js';
+export type { ModelSpec, RopeScaling } from './model/config.js';

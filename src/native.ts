@@ -29,6 +29,44 @@ export interface RuntimeInfo {
   poison: boolean;
 }
 
+/** A native Llama-family model (bindings/model.cpp); src/model/model.ts wraps it. */
+export interface ModelHandle {
+  setWeight(name: string, tensor: TensorHandle): void;
+  checkComplete(): void;
+  /** mask: bit i = LoRA target i (q, k, v, o, gate, up, down). */
+  addLora(mask: number, r: number, scale: number): void;
+  /** which: 0 A, 1 B, 2 dA, 3 dB. The handle aliases the model's tensor. */
+  loraTensor(layer: number, target: number, which: number): TensorHandle;
+  setLoraTensor(layer: number, target: number, which: number, values: Float32Array): void;
+  setCheckpointing(on: boolean): void;
+  zeroGrads(): void;
+  adamwStep(lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
+  lossAndGrads(
+    ids: TensorHandle,
+    positions: TensorHandle,
+    cuSeqlens: TensorHandle,
+    targets: TensorHandle,
+    normalizer: number,
+    accumulate: boolean,
+  ): Promise<{ loss: number; count: number }>;
+  /** (N, V); (rows, N / rows, V) when rows > 0 and not lastOnly; (segments, V) when lastOnly. */
+  logits(ids: TensorHandle, positions: TensorHandle, cuSeqlens: TensorHandle, lastOnly: boolean, rows: number): Promise<TensorHandle>;
+}
+
+export interface NativeModelConfig {
+  hidden: number;
+  intermediate: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  vocab: number;
+  eps: number;
+  qkvBias: boolean;
+  qkNorm: boolean;
+  tied: boolean;
+}
+
 export interface NativeAddon {
   init(errorClass: typeof InstillError): void;
   TensorHandle: new () => TensorHandle;
@@ -71,6 +109,39 @@ export interface NativeAddon {
     needWeightGrad: boolean,
     chunkRows: number,
   ): { loss: number; count: number; dh: TensorHandle | null; dw: TensorHandle | null };
+
+  modelCreate(config: NativeModelConfig, invFreq: TensorHandle): ModelHandle;
+  // The model's ops one at a time (bindings/model_ops.cpp), for op tests and benchmarks.
+  opEmbedding(ids: TensorHandle, w: TensorHandle): TensorHandle;
+  opEmbeddingBackward(dout: TensorHandle, ids: TensorHandle, V: number): TensorHandle;
+  opRmsnorm(x: TensorHandle, w: TensorHandle, eps: number): { y: TensorHandle; rstd: TensorHandle };
+  opRmsnormBackward(dy: TensorHandle, x: TensorHandle, w: TensorHandle, rstd: TensorHandle): { dx: TensorHandle; dw: TensorHandle };
+  opRope(x: TensorHandle, positions: TensorHandle, invFreq: TensorHandle, backward: boolean): TensorHandle;
+  opAttention(q: TensorHandle, k: TensorHandle, v: TensorHandle, cuSeqlens: TensorHandle, scale: number): { out: TensorHandle; lse: TensorHandle };
+  opAttentionBackward(
+    dout: TensorHandle,
+    q: TensorHandle,
+    k: TensorHandle,
+    v: TensorHandle,
+    out: TensorHandle,
+    lse: TensorHandle,
+    cuSeqlens: TensorHandle,
+    scale: number,
+  ): { dq: TensorHandle; dk: TensorHandle; dv: TensorHandle };
+  opSwiglu(gate: TensorHandle, up: TensorHandle): TensorHandle;
+  opSwigluBackward(dout: TensorHandle, gate: TensorHandle, up: TensorHandle): { dgate: TensorHandle; dup: TensorHandle };
+  opAdamw(
+    param: TensorHandle,
+    grad: TensorHandle,
+    m: TensorHandle,
+    v: TensorHandle,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+    step: number,
+  ): void;
 
   runtimeInfo(): RuntimeInfo;
   setThreads(n: number): void;

@@ -1,3 +1,4 @@
+#include "cpu/model_ops.h"
 #include "cpu/ops.h"
 
 namespace instill {
@@ -12,6 +13,19 @@ const Backend& backend() {
       &cpu::lora_linear_backward,
       &cpu::masked_cross_entropy,
       &cpu::linear_cross_entropy,
+      &cpu::embedding_forward,
+      &cpu::embedding_backward,
+      &cpu::rmsnorm_forward,
+      &cpu::rmsnorm_backward,
+      &cpu::rope_forward,
+      &cpu::rope_backward,
+      &cpu::attention_forward,
+      &cpu::attention_backward,
+      &cpu::swiglu_forward,
+      &cpu::swiglu_backward,
+      &cpu::adamw_step,
+      &cpu::add,
+      &cpu::bias_add,
   };
   return b;
 }

@@ -7,9 +7,16 @@
 // native/ops/backend.cpp, the only place that knows which ones were built.
 #pragma once
 
+#include "ops/add.h"
+#include "ops/adamw.h"
+#include "ops/attention.h"
 #include "ops/cross_entropy.h"
+#include "ops/embedding.h"
 #include "ops/lora_linear.h"
 #include "ops/matmul.h"
+#include "ops/rmsnorm.h"
+#include "ops/rope.h"
+#include "ops/swiglu.h"
 #include "runtime/device.h"
 
 namespace instill {
@@ -22,6 +29,20 @@ struct Backend {
   void (*lora_linear_backward)(const LoraLinearBackwardArgs&);
   CrossEntropyResult (*masked_cross_entropy)(const MaskedCrossEntropyArgs&);
   CrossEntropyResult (*linear_cross_entropy)(const LinearCrossEntropyArgs&);
+  // The model's ops (native/model).
+  void (*embedding_forward)(const EmbeddingForwardArgs&);
+  void (*embedding_backward)(const EmbeddingBackwardArgs&);
+  void (*rmsnorm_forward)(const RmsnormForwardArgs&);
+  void (*rmsnorm_backward)(const RmsnormBackwardArgs&);
+  void (*rope_forward)(const RopeArgs&);
+  void (*rope_backward)(const RopeArgs&);
+  void (*attention_forward)(const AttentionForwardArgs&);
+  void (*attention_backward)(const AttentionBackwardArgs&);
+  void (*swiglu_forward)(const SwigluForwardArgs&);
+  void (*swiglu_backward)(const SwigluBackwardArgs&);
+  void (*adamw_step)(const AdamwArgs&);
+  void (*add)(const AddArgs&);
+  void (*bias_add)(const BiasAddArgs&);
 };
 
 // The backend for a device; throws E_DEVICE if none was built for it.

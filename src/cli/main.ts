@@ -12,7 +12,10 @@ interface Command {
 
 const commands: Record<string, Command> = {
   bench: { summary: 'benchmarks: `instill bench kernels [--json]`', load: () => import('./bench.js') },
+  generate: { summary: 'continue a prompt: `instill generate --model DIR --prompt TEXT [--adapter DIR]`', load: () => import('./generate.js') },
   data: { summary: 'instruction data: `instill data inspect --model DIR --data FILE [--json]`', load: () => import('./data.js') },
+  train: { summary: 'LoRA instruction tuning: `instill train [--config FILE.yaml] --model DIR --data FILE --output DIR`', load: () => import('./train.js') },
+  merge: { summary: 'merge a LoRA adapter into its base: `instill merge --model DIR --adapter DIR --out DIR`', load: () => import('./merge.js') },
 };
 
 function usage(): string {

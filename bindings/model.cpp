@@ -1,0 +1,338 @@
+// ModelHandle: the JS object that owns a native LlamaModel (src/model/model.ts wraps it).
+//
+// lossAndGrads and logits run on a libuv worker thread (Napi::AsyncWorker) and return a
+// Promise; the event loop stays free. A model runs one call at a time: a call made while
+// another is in flight is rejected with E_ARG (await the first). Short calls (setWeight,
+// addLora, adamwStep on LoRA-sized tensors) are synchronous.
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <memory>
+
+#include "common.h"
+#include "model/llama.h"
+
+namespace instill {
+namespace binding {
+namespace {
+
+int64_t need_int(const Napi::Value& v, const char* name, int64_t lo, int64_t hi) {
+  const double x = need_number(v, name);
+  if (x != std::floor(x) || x < static_cast<double>(lo) || x > static_cast<double>(hi)) {
+    fail(ErrorCode::Arg, "'", name, "' must be an integer in [", lo, ", ", hi, "], got ", x);
+  }
+  return static_cast<int64_t>(x);
+}
+
+void need_args(const Napi::CallbackInfo& info, size_t n, const char* what) {
+  if (info.Length() < n) fail(ErrorCode::Arg, what, " expects ", n, " arguments, got ", info.Length());
+}
+
+struct Shared {
+  std::shared_ptr<LlamaModel> model;
+  std::atomic<bool> busy{false};
+};
+
+// Runs `work` off the JS thread; resolves with `done(env)` or rejects with an InstillError.
+class ModelWorker : public Napi::AsyncWorker {
+ public:
+  ModelWorker(Napi::Env env, std::shared_ptr<Shared> shared, std::function<void()> work,
+              std::function<Napi::Value(Napi::Env)> done)
+      : Napi::AsyncWorker(env, "instill.model"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        shared_(std::move(shared)),
+        work_(std::move(work)),
+        done_(std::move(done)) {}
+
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      work_();
+    } catch (const Error& e) {
+      code_ = error_code_name(e.code());
+      message_ = e.what();
+    } catch (const std::bad_alloc&) {
+      code_ = "E_ALLOC";
+      message_ = "out of memory";
+    } catch (const std::exception& e) {
+      code_ = "E_INTERNAL";
+      message_ = std::string("internal error: ") + e.what();
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    shared_->busy = false;
+    Napi::HandleScope scope(env);
+    if (!code_.empty()) {
+      deferred_.Reject(make_error(env, code_.c_str(), message_).Value());
+      return;
+    }
+    try {
+      deferred_.Resolve(done_(env));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    } catch (const std::exception& e) {
+      deferred_.Reject(make_error(env, "E_INTERNAL", e.what()).Value());
+    }
+  }
+
+  void OnError(const Napi::Error& e) override {
+    shared_->busy = false;
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<Shared> shared_;
+  std::function<void()> work_;
+  std::function<Napi::Value(Napi::Env)> done_;
+  std::string code_, message_;
+};
+
+class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "ModelHandle",
+                       {
+                           InstanceMethod<&ModelHandle::set_weight>("setWeight"),
+                           InstanceMethod<&ModelHandle::check_complete>("checkComplete"),
+                           InstanceMethod<&ModelHandle::add_lora>("addLora"),
+                           InstanceMethod<&ModelHandle::lora_tensor>("loraTensor"),
+                           InstanceMethod<&ModelHandle::set_lora_tensor>("setLoraTensor"),
+                           InstanceMethod<&ModelHandle::set_checkpointing>("setCheckpointing"),
+                           InstanceMethod<&ModelHandle::zero_grads>("zeroGrads"),
+                           InstanceMethod<&ModelHandle::adamw_step>("adamwStep"),
+                           InstanceMethod<&ModelHandle::loss_and_grads>("lossAndGrads"),
+                           InstanceMethod<&ModelHandle::logits>("logits"),
+                       });
+  }
+
+  explicit ModelHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelHandle>(info) {}
+  void set(std::shared_ptr<LlamaModel> m) { shared_->model = std::move(m); }
+
+ private:
+  LlamaModel& model(Napi::Env env) {
+    if (!shared_->model) throw make_error(env, "E_ARG", "model handle is not initialised");
+    if (shared_->busy) {
+      fail(ErrorCode::Arg, "another call on this model is still running (lossAndGrads/logits): await it first");
+    }
+    return *shared_->model;
+  }
+
+  Napi::Value set_weight(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      need_args(info, 2, "setWeight");
+      if (!info[0].IsString()) fail(ErrorCode::Arg, "'name' must be a string");
+      const Tensor* t = unwrap_tensor(env, info[1], "tensor");
+      model(env).set_weight(info[0].As<Napi::String>().Utf8Value(), *t);
+      return env.Undefined();
+    });
+  }
+
+  Napi::Value check_complete(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      model(env).check_complete();
+      return env.Undefined();
+    });
+  }
+
+  // addLora(mask, r, scale)
+  Napi::Value add_lora(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      need_args(info, 3, "addLora");
+      const int64_t mask = need_int(info[0], "mask", 1, (1 << kNumTargets) - 1);
+      const int64_t r = need_int(info[1], "r", 1, 1 << 16);
+      const float scale = static_cast<float>(need_number(info[2], "scale"));
+      model(env).add_lora(static_cast<uint32_t>(mask), r, scale);
+      return env.Undefined();
+    });
+  }
+
+  static Tensor& pick(LoraParam& p, int64_t which) {
+    switch (which) {
+      case 0: return p.a;
+      case 1: return p.b;
+      case 2: return p.da;
+      case 3: return p.db;
+      default: fail(ErrorCode::Arg, "'which' must be 0 (A), 1 (B), 2 (dA) or 3 (dB), got ", which);
+    }
+  }
+
+  // loraTensor(layer, target, which) -> TensorHandle (aliases the model's tensor)
+  Napi::Value lora_tensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      need_args(info, 3, "loraTensor");
+      LlamaModel& m = model(env);
+      LoraParam& p = m.lora(need_int(info[0], "layer", 0, m.config().L - 1), static_cast<int>(need_int(info[1], "target", 0, kNumTargets - 1)));
+      return wrap_tensor(env, pick(p, need_int(info[2], "which", 0, 3)));
+    });
+  }
+
+  // setLoraTensor(layer, target, which, Float32Array): copies the values in.
+  Napi::Value set_lora_tensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      need_args(info, 4, "setLoraTensor");
+      LlamaModel& m = model(env);
+      LoraParam& p = m.lora(need_int(info[0], "layer", 0, m.config().L - 1), static_cast<int>(need_int(info[1], "target", 0, kNumTargets - 1)));
+      Tensor& t = pick(p, need_int(info[2], "which", 0, 3));
+      if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+        fail(ErrorCode::Arg, "'values' must be a Float32Array");
+      }
+      Napi::Float32Array arr = info[3].As<Napi::Float32Array>();
+      if (static_cast<int64_t>(arr.ElementLength()) != t.numel()) {
+        fail(ErrorCode::Shape, "'values' has ", arr.ElementLength(), " elements, the tensor ", shape_str(t.shape()), " has ",
+             t.numel());
+      }
+      if (t.numel()) std::memcpy(t.data(), arr.Data(), t.nbytes());
+      return env.Undefined();
+    });
+  }
+
+  Napi::Value set_checkpointing(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      need_args(info, 1, "setCheckpointing");
+      model(env).set_checkpointing(need_bool(info[0], "on"));
+      return env.Undefined();
+    });
+  }
+
+  Napi::Value zero_grads(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      model(env).zero_grads();
+      return env.Undefined();
+    });
+  }
+
+  // adamwStep(lr, beta1, beta2, eps, weightDecay, step)
+  Napi::Value adamw_step(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      need_args(info, 6, "adamwStep");
+      model(env).adamw_step(need_number(info[0], "lr"), need_number(info[1], "beta1"), need_number(info[2], "beta2"),
+                            need_number(info[3], "eps"), need_number(info[4], "weightDecay"),
+                            need_int(info[5], "step", 1, int64_t(1) << 52));
+      return env.Undefined();
+    });
+  }
+
+  // lossAndGrads(ids, positions, cuSeqlens, targets, normalizer, accumulate) -> Promise<{ loss, count }>
+  Napi::Value loss_and_grads(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      need_args(info, 6, "lossAndGrads");
+      model(env);
+      Tensor ids = *unwrap_tensor(env, info[0], "ids"), pos = *unwrap_tensor(env, info[1], "positions");
+      Tensor cu = *unwrap_tensor(env, info[2], "cuSeqlens"), tg = *unwrap_tensor(env, info[3], "targets");
+      const double normalizer = need_number(info[4], "normalizer");
+      const bool accumulate = need_bool(info[5], "accumulate");
+      auto shared = shared_;
+      auto result = std::make_shared<CrossEntropyResult>();
+      auto* w = new ModelWorker(
+          env, shared,
+          [=]() {
+            ModelInputs in{&ids, &pos, &cu, &tg};
+            *result = shared->model->loss_and_grads(in, normalizer, accumulate);
+          },
+          [=](Napi::Env e) -> Napi::Value {
+            Napi::Object o = Napi::Object::New(e);
+            o.Set("loss", Napi::Number::New(e, result->loss));
+            o.Set("count", Napi::Number::New(e, static_cast<double>(result->count)));
+            return o;
+          });
+      Napi::Promise p = w->promise();
+      shared_->busy = true;
+      w->Queue();
+      return p;
+    });
+  }
+
+  // logits(ids, positions, cuSeqlens, lastOnly, rows) -> Promise<TensorHandle>
+  // (N, V), or (rows, N / rows, V) when rows > 0 and not lastOnly.
+  Napi::Value logits(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      need_args(info, 5, "logits");
+      model(env);
+      Tensor ids = *unwrap_tensor(env, info[0], "ids"), pos = *unwrap_tensor(env, info[1], "positions");
+      Tensor cu = *unwrap_tensor(env, info[2], "cuSeqlens");
+      const bool last_only = need_bool(info[3], "lastOnly");
+      const int64_t rows = need_int(info[4], "rows", 0, int64_t(1) << 40);
+      if (rows > 0 && ids.numel() % rows != 0) fail(ErrorCode::Shape, "rows (", rows, ") does not divide the ", ids.numel(), " tokens");
+      auto shared = shared_;
+      auto result = std::make_shared<Tensor>();
+      auto* w = new ModelWorker(
+          env, shared,
+          [=]() {
+            ModelInputs in{&ids, &pos, &cu, nullptr};
+            *result = shared->model->logits(in, last_only);
+          },
+          [=](Napi::Env e) -> Napi::Value {
+            if (rows > 0 && !last_only) {
+              const int64_t n = result->dim(0), v = result->dim(1);
+              return wrap_tensor(e, result->reshape({rows, n / rows, v}));
+            }
+            return wrap_tensor(e, *result);
+          });
+      Napi::Promise p = w->promise();
+      shared_->busy = true;
+      w->Queue();
+      return p;
+    });
+  }
+
+  std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
+};
+
+// modelCreate(config, invFreq) -> ModelHandle
+// config: { hidden, intermediate, layers, heads, kvHeads, headDim, vocab, eps, qkvBias, qkNorm, tied }
+Napi::Value model_create(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 2, "modelCreate");
+    if (!info[0].IsObject()) fail(ErrorCode::Arg, "'config' must be an object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    const int64_t big = int64_t(1) << 40;
+    LlamaConfig c;
+    c.C = need_int(o.Get("hidden"), "hidden", 1, big);
+    c.F = need_int(o.Get("intermediate"), "intermediate", 1, big);
+    c.L = need_int(o.Get("layers"), "layers", 1, 1 << 16);
+    c.H = need_int(o.Get("heads"), "heads", 1, 1 << 16);
+    c.KVH = need_int(o.Get("kvHeads"), "kvHeads", 1, 1 << 16);
+    c.D = need_int(o.Get("headDim"), "headDim", 2, 1 << 16);
+    c.V = need_int(o.Get("vocab"), "vocab", 1, 1 << 30);
+    c.eps = static_cast<float>(need_number(o.Get("eps"), "eps"));
+    c.qkv_bias = need_bool(o.Get("qkvBias"), "qkvBias");
+    c.qk_norm = need_bool(o.Get("qkNorm"), "qkNorm");
+    c.tied = need_bool(o.Get("tied"), "tied");
+    const Tensor* inv = unwrap_tensor(env, info[1], "invFreq");
+    auto m = std::make_shared<LlamaModel>(c, *inv);
+    Napi::Object h = data(env).model_ctor.New({});
+    ModelHandle::Unwrap(h)->set(std::move(m));
+    return h;
+  });
+}
+
+}  // namespace
+
+void register_model_ops(Napi::Env env, Napi::Object exports);  // bindings/model_ops.cpp
+
+void register_model(Napi::Env env, Napi::Object exports) {
+  register_model_ops(env, exports);
+  Napi::Function ctor = ModelHandle::define(env);
+  data(env).model_ctor = Napi::Persistent(ctor);
+  exports.Set("ModelHandle", ctor);
+  exports.Set("modelCreate", Napi::Function::New(env, model_create, "modelCreate"));
+}
+
+}  // namespace binding
+}  // namespace instill

@@ -1,0 +1,212 @@
+// Bindings of the model's ops, one call each, for the op tests (test/model/ops/) and for people
+// who benchmark them. Synchronous like bindings/kernels.cpp: they are building blocks.
+// Outputs are allocated here; the ops' front functions validate everything else.
+#include <cmath>
+
+#include "common.h"
+#include "ops/adamw.h"
+#include "ops/attention.h"
+#include "ops/embedding.h"
+#include "ops/rmsnorm.h"
+#include "ops/rope.h"
+#include "ops/swiglu.h"
+
+namespace instill {
+namespace binding {
+namespace {
+
+void need_args(const Napi::CallbackInfo& info, size_t n, const char* what) {
+  if (info.Length() < n) fail(ErrorCode::Arg, what, " expects ", n, " arguments, got ", info.Length());
+}
+
+Tensor like(const Tensor& t) { return Tensor::empty(t.shape(), DType::F32, t.device()); }
+
+// opEmbedding(ids, w) -> out
+Napi::Value op_embedding(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 2, "opEmbedding");
+    const Tensor* ids = unwrap_tensor(env, info[0], "ids");
+    const Tensor* w = unwrap_tensor(env, info[1], "w");
+    if (ids->ndim() != 1 || w->ndim() != 2) fail(ErrorCode::Shape, "opEmbedding needs ids (N) and w (V, C)");
+    Tensor out = Tensor::empty({ids->dim(0), w->dim(1)}, DType::F32, ids->device());
+    embedding_forward(EmbeddingForwardArgs{ids, w, &out});
+    return wrap_tensor(env, out);
+  });
+}
+
+// opEmbeddingBackward(dout, ids, V) -> dw
+Napi::Value op_embedding_backward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 3, "opEmbeddingBackward");
+    const Tensor* dout = unwrap_tensor(env, info[0], "dout");
+    const Tensor* ids = unwrap_tensor(env, info[1], "ids");
+    const double v = need_number(info[2], "V");
+    if (dout->ndim() != 2 || !(v >= 1) || v != std::floor(v)) fail(ErrorCode::Shape, "opEmbeddingBackward needs dout (N, C) and V >= 1");
+    Tensor dw = Tensor::zeros({static_cast<int64_t>(v), dout->dim(1)}, DType::F32, dout->device());
+    embedding_backward(EmbeddingBackwardArgs{dout, ids, &dw});
+    return wrap_tensor(env, dw);
+  });
+}
+
+// opRmsnorm(x, w, eps) -> { y, rstd }
+Napi::Value op_rmsnorm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 3, "opRmsnorm");
+    const Tensor* x = unwrap_tensor(env, info[0], "x");
+    const Tensor* w = unwrap_tensor(env, info[1], "w");
+    const float eps = static_cast<float>(need_number(info[2], "eps"));
+    if (x->ndim() != 2) fail(ErrorCode::Shape, "'x' must have 2 dimensions (N, C), got ", shape_str(x->shape()));
+    Tensor y = like(*x), rstd = Tensor::empty({x->dim(0)}, DType::F32, x->device());
+    rmsnorm_forward(RmsnormForwardArgs{x, w, eps, &y, &rstd});
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("y", wrap_tensor(env, y));
+    o.Set("rstd", wrap_tensor(env, rstd));
+    return o;
+  });
+}
+
+// opRmsnormBackward(dy, x, w, rstd) -> { dx, dw }
+Napi::Value op_rmsnorm_backward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 4, "opRmsnormBackward");
+    const Tensor* dy = unwrap_tensor(env, info[0], "dy");
+    const Tensor* x = unwrap_tensor(env, info[1], "x");
+    const Tensor* w = unwrap_tensor(env, info[2], "w");
+    const Tensor* rstd = unwrap_tensor(env, info[3], "rstd");
+    Tensor dx = like(*x), dw = Tensor::zeros(w->shape(), DType::F32, w->device());
+    rmsnorm_backward(RmsnormBackwardArgs{dy, x, w, rstd, &dx, false, &dw});
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("dx", wrap_tensor(env, dx));
+    o.Set("dw", wrap_tensor(env, dw));
+    return o;
+  });
+}
+
+// opRope(x, positions, invFreq, backward) -> out
+Napi::Value op_rope(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 4, "opRope");
+    const Tensor* x = unwrap_tensor(env, info[0], "x");
+    const Tensor* pos = unwrap_tensor(env, info[1], "positions");
+    const Tensor* f = unwrap_tensor(env, info[2], "invFreq");
+    const bool backward = need_bool(info[3], "backward");
+    Tensor out = like(*x);
+    RopeArgs a{x, pos, f, &out};
+    if (backward) rope_backward(a);
+    else rope_forward(a);
+    return wrap_tensor(env, out);
+  });
+}
+
+// opAttention(q, k, v, cuSeqlens, scale) -> { out, lse }
+Napi::Value op_attention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 5, "opAttention");
+    const Tensor* q = unwrap_tensor(env, info[0], "q");
+    const Tensor* k = unwrap_tensor(env, info[1], "k");
+    const Tensor* v = unwrap_tensor(env, info[2], "v");
+    const Tensor* cu = unwrap_tensor(env, info[3], "cuSeqlens");
+    const float scale = static_cast<float>(need_number(info[4], "scale"));
+    if (q->ndim() != 3) fail(ErrorCode::Shape, "'q' must have 3 dimensions (N, H, D), got ", shape_str(q->shape()));
+    Tensor out = like(*q), lse = Tensor::empty({q->dim(0), q->dim(1)}, DType::F32, q->device());
+    attention_forward(AttentionForwardArgs{q, k, v, cu, scale, &out, &lse});
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("out", wrap_tensor(env, out));
+    o.Set("lse", wrap_tensor(env, lse));
+    return o;
+  });
+}
+
+// opAttentionBackward(dout, q, k, v, out, lse, cuSeqlens, scale) -> { dq, dk, dv }
+Napi::Value op_attention_backward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 8, "opAttentionBackward");
+    const Tensor* dout = unwrap_tensor(env, info[0], "dout");
+    const Tensor* q = unwrap_tensor(env, info[1], "q");
+    const Tensor* k = unwrap_tensor(env, info[2], "k");
+    const Tensor* v = unwrap_tensor(env, info[3], "v");
+    const Tensor* out = unwrap_tensor(env, info[4], "out");
+    const Tensor* lse = unwrap_tensor(env, info[5], "lse");
+    const Tensor* cu = unwrap_tensor(env, info[6], "cuSeqlens");
+    const float scale = static_cast<float>(need_number(info[7], "scale"));
+    Tensor dq = like(*q), dk = like(*k), dv = like(*v);
+    attention_backward(AttentionBackwardArgs{dout, q, k, v, out, lse, cu, scale, &dq, &dk, &dv});
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("dq", wrap_tensor(env, dq));
+    o.Set("dk", wrap_tensor(env, dk));
+    o.Set("dv", wrap_tensor(env, dv));
+    return o;
+  });
+}
+
+// opSwiglu(gate, up) -> out
+Napi::Value op_swiglu(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 2, "opSwiglu");
+    const Tensor* g = unwrap_tensor(env, info[0], "gate");
+    const Tensor* u = unwrap_tensor(env, info[1], "up");
+    Tensor out = like(*g);
+    swiglu_forward(SwigluForwardArgs{g, u, &out});
+    return wrap_tensor(env, out);
+  });
+}
+
+// opSwigluBackward(dout, gate, up) -> { dgate, dup }
+Napi::Value op_swiglu_backward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 3, "opSwigluBackward");
+    const Tensor* d = unwrap_tensor(env, info[0], "dout");
+    const Tensor* g = unwrap_tensor(env, info[1], "gate");
+    const Tensor* u = unwrap_tensor(env, info[2], "up");
+    Tensor dg = like(*g), du = like(*g);
+    swiglu_backward(SwigluBackwardArgs{d, g, u, &dg, &du});
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("dgate", wrap_tensor(env, dg));
+    o.Set("dup", wrap_tensor(env, du));
+    return o;
+  });
+}
+
+// opAdamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step): updates param, m, v in place.
+Napi::Value op_adamw(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 10, "opAdamw");
+    Tensor p = *unwrap_tensor(env, info[0], "param");
+    const Tensor* g = unwrap_tensor(env, info[1], "grad");
+    Tensor m = *unwrap_tensor(env, info[2], "m");
+    Tensor v = *unwrap_tensor(env, info[3], "v");
+    const double step = need_number(info[9], "step");
+    if (step != std::floor(step)) fail(ErrorCode::Arg, "'step' must be an integer");
+    adamw_step(AdamwArgs{&p, g, &m, &v, need_number(info[4], "lr"), need_number(info[5], "beta1"), need_number(info[6], "beta2"),
+                         need_number(info[7], "eps"), need_number(info[8], "weightDecay"), static_cast<int64_t>(step)});
+    return env.Undefined();
+  });
+}
+
+}  // namespace
+
+void register_model_ops(Napi::Env env, Napi::Object exports) {
+  exports.Set("opEmbedding", Napi::Function::New(env, op_embedding, "opEmbedding"));
+  exports.Set("opEmbeddingBackward", Napi::Function::New(env, op_embedding_backward, "opEmbeddingBackward"));
+  exports.Set("opRmsnorm", Napi::Function::New(env, op_rmsnorm, "opRmsnorm"));
+  exports.Set("opRmsnormBackward", Napi::Function::New(env, op_rmsnorm_backward, "opRmsnormBackward"));
+  exports.Set("opRope", Napi::Function::New(env, op_rope, "opRope"));
+  exports.Set("opAttention", Napi::Function::New(env, op_attention, "opAttention"));
+  exports.Set("opAttentionBackward", Napi::Function::New(env, op_attention_backward, "opAttentionBackward"));
+  exports.Set("opSwiglu", Napi::Function::New(env, op_swiglu, "opSwiglu"));
+  exports.Set("opSwigluBackward", Napi::Function::New(env, op_swiglu_backward, "opSwigluBackward"));
+  exports.Set("opAdamw", Napi::Function::New(env, op_adamw, "opAdamw"));
+}
+
+}  // namespace binding
+}  // namespace instill

@@ -1,0 +1,69 @@
+// CPU rmsnorm (see ops/rmsnorm.h). Row sums in double; rows split over the pool.
+// dw is reduced per thread range into a private buffer, then summed serially.
+#include <cmath>
+#include <mutex>
+#include <vector>
+
+#include "cpu/model_ops.h"
+#include "runtime/thread_pool.h"
+
+namespace instill {
+namespace cpu {
+
+void rmsnorm_forward(const RmsnormForwardArgs& p) {
+  const int64_t n = p.x->dim(0), c = p.x->dim(1);
+  const float* x = p.x->data_as<float>();
+  const float* w = p.w->data_as<float>();
+  float* y = p.y->data_as<float>();
+  float* rstd = p.rstd->data_as<float>();
+  const double eps = p.eps;
+  parallel_range(n, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const float* xr = x + i * c;
+      double ss = 0;
+      for (int64_t j = 0; j < c; ++j) ss += static_cast<double>(xr[j]) * xr[j];
+      const float r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(c) + eps));
+      rstd[i] = r;
+      float* yr = y + i * c;
+      for (int64_t j = 0; j < c; ++j) yr[j] = w[j] * (xr[j] * r);
+    }
+  });
+}
+
+void rmsnorm_backward(const RmsnormBackwardArgs& p) {
+  const int64_t n = p.x->dim(0), c = p.x->dim(1);
+  const float* dy = p.dy->data_as<float>();
+  const float* x = p.x->data_as<float>();
+  const float* w = p.w->data_as<float>();
+  const float* rstd = p.rstd->data_as<float>();
+  float* dx = p.dx->data_as<float>();
+  float* dw = p.dw ? p.dw->data_as<float>() : nullptr;
+  std::mutex mu;
+  const bool acc = p.accumulate_dx;
+  parallel_range(n, [&](int64_t b, int64_t e) {
+    std::vector<double> dwl(dw ? static_cast<size_t>(c) : 0, 0.0);
+    for (int64_t i = b; i < e; ++i) {
+      const float* dyr = dy + i * c;
+      const float* xr = x + i * c;
+      const double r = rstd[i];
+      double dot = 0;
+      for (int64_t j = 0; j < c; ++j) dot += static_cast<double>(w[j]) * dyr[j] * xr[j];
+      const double k = r * r * r * dot / static_cast<double>(c);
+      if (dw) {
+        for (int64_t j = 0; j < c; ++j) dwl[static_cast<size_t>(j)] += static_cast<double>(dyr[j]) * xr[j] * r;
+      }
+      float* dxr = dx + i * c;
+      for (int64_t j = 0; j < c; ++j) {
+        const float g = static_cast<float>(r * w[j] * dyr[j] - xr[j] * k);
+        dxr[j] = acc ? dxr[j] + g : g;
+      }
+    }
+    if (dw) {
+      std::lock_guard<std::mutex> lock(mu);
+      for (int64_t j = 0; j < c; ++j) dw[j] += static_cast<float>(dwl[static_cast<size_t>(j)]);
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace instill

@@ -1,0 +1,48 @@
+// CPU rope (see ops/rope.h): θ = p·inv_freq[i] in f32 as Hugging Face computes it,
+// cos/sin in f32; tokens split over the pool. In place is safe: each pair (i, i+D/2)
+// is read before it is written.
+#include <cmath>
+#include <vector>
+
+#include "cpu/model_ops.h"
+#include "runtime/thread_pool.h"
+
+namespace instill {
+namespace cpu {
+
+namespace {
+void rope(const RopeArgs& p, float sign) {
+  const int64_t n = p.x->dim(0), h = p.x->dim(1), d = p.x->dim(2), half = d / 2;
+  const float* x = p.x->data_as<float>();
+  float* out = p.out->data_as<float>();
+  const int32_t* pos = p.positions->data_as<int32_t>();
+  const float* f = p.inv_freq->data_as<float>();
+  parallel_range(n, [&](int64_t b, int64_t e) {
+    std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
+    for (int64_t t = b; t < e; ++t) {
+      const float pf = static_cast<float>(pos[t]);
+      for (int64_t i = 0; i < half; ++i) {
+        const float th = pf * f[i];
+        cs[static_cast<size_t>(i)] = std::cos(th);
+        sn[static_cast<size_t>(i)] = sign * std::sin(th);
+      }
+      for (int64_t hh = 0; hh < h; ++hh) {
+        const float* xr = x + (t * h + hh) * d;
+        float* o = out + (t * h + hh) * d;
+        for (int64_t i = 0; i < half; ++i) {
+          const float x1 = xr[i], x2 = xr[i + half];
+          const float c = cs[static_cast<size_t>(i)], s = sn[static_cast<size_t>(i)];
+          o[i] = x1 * c - x2 * s;
+          o[i + half] = x2 * c + x1 * s;
+        }
+      }
+    }
+  });
+}
+}  // namespace
+
+void rope_forward(const RopeArgs& p) { rope(p, 1.0f); }
+void rope_backward(const RopeArgs& p) { rope(p, -1.0f); }
+
+}  // namespace cpu
+}  // namespace instill

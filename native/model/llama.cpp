@@ -1,0 +1,425 @@
+#include "model/llama.h"
+
+#include <cmath>
+#include <cstdlib>
+
+#include "ops/adamw.h"
+#include "ops/add.h"
+#include "ops/attention.h"
+#include "ops/check.h"
+#include "ops/embedding.h"
+#include "ops/lora_linear.h"
+#include "ops/matmul.h"
+#include "ops/rmsnorm.h"
+#include "ops/rope.h"
+#include "ops/swiglu.h"
+#include "runtime/error.h"
+
+namespace instill {
+
+namespace {
+constexpr int32_t kIgnoreIndex = -100;
+const char* const kTargetNames[kNumTargets] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+}  // namespace
+
+const char* lora_target_name(int target) {
+  if (target < 0 || target >= kNumTargets) fail(ErrorCode::Arg, "LoRA target index ", target, " out of range");
+  return kTargetNames[target];
+}
+
+// Saved activations of one layer (shapes for N tokens).
+struct LlamaModel::Acts {
+  Tensor xn1, rstd1;              // (N, C), (N)
+  Tensor q, k, v;                 // (N, H·D), (N, KVH·D), (N, KVH·D); q, k after norm and rope
+  Tensor q_pre, k_pre;            // Qwen3: q, k before the per-head norm
+  Tensor q_rstd, k_rstd;          // Qwen3: (N·H), (N·KVH)
+  Tensor att, lse;                // (N, H·D), (N, H)
+  Tensor x2;                      // (N, C) residual after attention
+  Tensor xn2, rstd2;              // (N, C), (N)
+  Tensor gate, up, h;             // (N, F)
+  std::array<Tensor, kNumTargets> u;  // (N, R) per adapted linear
+};
+
+// Backward scratch, shared by all layers.
+struct Scratch {
+  Tensor dxn, tmp;      // (N, C)
+  Tensor dh, dgate, dup;  // (N, F)
+  Tensor datt, dq;      // (N, H·D)
+  Tensor dk, dv;        // (N, KVH·D)
+};
+
+LlamaModel::LlamaModel(const LlamaConfig& c, Tensor inv_freq) : cfg_(c), inv_freq_(std::move(inv_freq)) {
+  if (c.C <= 0 || c.F <= 0 || c.L <= 0 || c.H <= 0 || c.KVH <= 0 || c.D <= 0 || c.V <= 0) {
+    fail(ErrorCode::Arg, "model dimensions must be positive (hidden ", c.C, ", intermediate ", c.F, ", layers ", c.L,
+         ", heads ", c.H, ", kv heads ", c.KVH, ", head dim ", c.D, ", vocab ", c.V, ")");
+  }
+  if (c.H % c.KVH != 0) fail(ErrorCode::Arg, "attention heads (", c.H, ") must be a multiple of KV heads (", c.KVH, ")");
+  if (c.D % 2 != 0) fail(ErrorCode::Arg, "head dim must be even for RoPE, got ", c.D);
+  if (!(c.eps > 0)) fail(ErrorCode::Arg, "rms_norm_eps must be positive");
+  need(&inv_freq_, "inv_freq");
+  need_dtype(inv_freq_, "inv_freq", {DType::F32});
+  need_shape(inv_freq_, "inv_freq", {c.D / 2}, "(head_dim / 2,)");
+  layers_.resize(static_cast<size_t>(c.L));
+  for (auto& lw : layers_) {
+    const int64_t ins[kNumTargets] = {c.C, c.C, c.C, c.H * c.D, c.C, c.C, c.F};
+    const int64_t outs[kNumTargets] = {c.H * c.D, c.KVH * c.D, c.KVH * c.D, c.C, c.F, c.F, c.C};
+    for (int t = 0; t < kNumTargets; ++t) {
+      lw.lin[static_cast<size_t>(t)].in = ins[t];
+      lw.lin[static_cast<size_t>(t)].out = outs[t];
+    }
+  }
+}
+
+void LlamaModel::set_weight(const std::string& name, const Tensor& t) {
+  need(&t, name.c_str());
+  const char* n = name.c_str();
+  auto linear_w = [&](Tensor& dst, int64_t out, int64_t in) {
+    need_dtype(t, n, {DType::F32, DType::BF16, DType::F16});
+    need_shape(t, n, {out, in}, "(out, in) from config.json");
+    dst = t;
+  };
+  auto vec = [&](Tensor& dst, int64_t len) {
+    need_dtype(t, n, {DType::F32});
+    need_shape(t, n, {len}, "from config.json");
+    dst = t;
+  };
+  if (name == "model.embed_tokens.weight") return linear_w(embed_, cfg_.V, cfg_.C);
+  if (name == "lm_head.weight") {
+    if (cfg_.tied) fail(ErrorCode::Arg, "lm_head.weight given to a model with tied embeddings");
+    return linear_w(lm_head_, cfg_.V, cfg_.C);
+  }
+  if (name == "model.norm.weight") return vec(norm_, cfg_.C);
+  const std::string pre = "model.layers.";
+  if (starts_with(name, pre)) {
+    size_t pos = pre.size();
+    char* end = nullptr;
+    const long l = std::strtol(name.c_str() + pos, &end, 10);
+    if (end != name.c_str() + pos && *end == '.' && l >= 0 && l < cfg_.L) {
+      const std::string rest(end + 1);
+      LayerWeights& lw = layers_[static_cast<size_t>(l)];
+      if (rest == "input_layernorm.weight") return vec(lw.ln1, cfg_.C);
+      if (rest == "post_attention_layernorm.weight") return vec(lw.ln2, cfg_.C);
+      if (cfg_.qk_norm && rest == "self_attn.q_norm.weight") return vec(lw.q_norm, cfg_.D);
+      if (cfg_.qk_norm && rest == "self_attn.k_norm.weight") return vec(lw.k_norm, cfg_.D);
+      for (int ti = 0; ti < kNumTargets; ++ti) {
+        Linear& lin = lw.lin[static_cast<size_t>(ti)];
+        const std::string mod = std::string(ti <= kO ? "self_attn." : "mlp.") + kTargetNames[ti];
+        if (rest == mod + ".weight") return linear_w(lin.w, lin.out, lin.in);
+        if (cfg_.qkv_bias && ti <= kV && rest == mod + ".bias") return vec(lin.bias, lin.out);
+      }
+    }
+  }
+  fail(ErrorCode::Arg, "unexpected weight '", name, "' for this model (", cfg_.L, " layers",
+       cfg_.qkv_bias ? ", q/k/v bias" : "", cfg_.qk_norm ? ", q/k norm" : "", cfg_.tied ? ", tied embeddings" : "", ")");
+}
+
+void LlamaModel::check_complete() const {
+  auto need_w = [](const Tensor& t, const std::string& name) {
+    if (!t.defined()) fail(ErrorCode::Data, "weight '", name, "' is missing from the checkpoint");
+  };
+  need_w(embed_, "model.embed_tokens.weight");
+  need_w(norm_, "model.norm.weight");
+  if (!cfg_.tied) need_w(lm_head_, "lm_head.weight");
+  for (int64_t l = 0; l < cfg_.L; ++l) {
+    const LayerWeights& lw = layers_[static_cast<size_t>(l)];
+    const std::string p = cat("model.layers.", l, ".");
+    need_w(lw.ln1, p + "input_layernorm.weight");
+    need_w(lw.ln2, p + "post_attention_layernorm.weight");
+    if (cfg_.qk_norm) {
+      need_w(lw.q_norm, p + "self_attn.q_norm.weight");
+      need_w(lw.k_norm, p + "self_attn.k_norm.weight");
+    }
+    for (int ti = 0; ti < kNumTargets; ++ti) {
+      const std::string mod = p + (ti <= kO ? "self_attn." : "mlp.") + kTargetNames[ti];
+      need_w(lw.lin[static_cast<size_t>(ti)].w, mod + ".weight");
+      if (cfg_.qkv_bias && ti <= kV) need_w(lw.lin[static_cast<size_t>(ti)].bias, mod + ".bias");
+    }
+  }
+}
+
+void LlamaModel::add_lora(uint32_t mask, int64_t r, float scale) {
+  if (r < 1) fail(ErrorCode::Arg, "LoRA rank must be >= 1, got ", r);
+  if (mask == 0 || mask >= (1u << kNumTargets)) fail(ErrorCode::Arg, "LoRA target mask ", mask, " selects no valid module");
+  if (!std::isfinite(scale)) fail(ErrorCode::Arg, "LoRA scale must be finite");
+  for (auto& lw : layers_) {
+    for (int ti = 0; ti < kNumTargets; ++ti) {
+      Linear& lin = lw.lin[static_cast<size_t>(ti)];
+      lin.has_lora = (mask >> ti) & 1u;
+      lin.lora = LoraParam{};
+      if (!lin.has_lora) continue;
+      lin.lora.a = Tensor::zeros({r, lin.in}, DType::F32);
+      lin.lora.b = Tensor::zeros({lin.out, r}, DType::F32);
+      lin.lora.da = Tensor::zeros({r, lin.in}, DType::F32);
+      lin.lora.db = Tensor::zeros({lin.out, r}, DType::F32);
+    }
+  }
+  lora_r_ = r;
+  lora_mask_ = mask;
+  lora_scale_ = scale;
+}
+
+LoraParam& LlamaModel::lora(int64_t layer, int target) {
+  if (layer < 0 || layer >= cfg_.L) fail(ErrorCode::Arg, "layer ", layer, " out of range [0, ", cfg_.L, ")");
+  if (target < 0 || target >= kNumTargets) fail(ErrorCode::Arg, "LoRA target ", target, " out of range");
+  Linear& lin = layers_[static_cast<size_t>(layer)].lin[static_cast<size_t>(target)];
+  if (!lin.has_lora) fail(ErrorCode::Arg, "layer ", layer, " ", kTargetNames[target], " has no LoRA adapter");
+  return lin.lora;
+}
+
+LlamaModel::Acts LlamaModel::make_acts(int64_t n, bool /*for_backward*/) const {
+  const LlamaConfig& c = cfg_;
+  auto e = [](Shape s) { return Tensor::empty(s, DType::F32); };
+  Acts a;
+  a.xn1 = e({n, c.C});
+  a.rstd1 = e({n});
+  a.q = e({n, c.H * c.D});
+  a.k = e({n, c.KVH * c.D});
+  a.v = e({n, c.KVH * c.D});
+  if (c.qk_norm) {
+    a.q_pre = e({n, c.H * c.D});
+    a.k_pre = e({n, c.KVH * c.D});
+    a.q_rstd = e({n * c.H});
+    a.k_rstd = e({n * c.KVH});
+  }
+  a.att = e({n, c.H * c.D});
+  a.lse = e({n, c.H});
+  a.x2 = e({n, c.C});
+  a.xn2 = e({n, c.C});
+  a.rstd2 = e({n});
+  a.gate = e({n, c.F});
+  a.up = e({n, c.F});
+  a.h = e({n, c.F});
+  for (int ti = 0; ti < kNumTargets; ++ti) {
+    if (layers_[0].lin[static_cast<size_t>(ti)].has_lora) a.u[static_cast<size_t>(ti)] = e({n, lora_r_});
+  }
+  return a;
+}
+
+void LlamaModel::linear_forward(const Linear& lin, const Tensor& x, Tensor& y, Tensor& u) {
+  if (lin.has_lora) {
+    lora_linear_forward(LoraLinearForwardArgs{&x, &lin.w, lin.bias.defined() ? &lin.bias : nullptr, &lin.lora.a,
+                                              &lin.lora.b, lora_scale_, &y, &u});
+    return;
+  }
+  matmul(MatmulArgs{&x, &lin.w, false, true, &y});
+  if (lin.bias.defined()) bias_add(BiasAddArgs{&y, &lin.bias});
+}
+
+void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx,
+                                 bool accumulate_dx, bool accumulate_grads, Tensor& tmp) {
+  Tensor& dst = accumulate_dx ? tmp : dx;
+  if (lin.has_lora) {
+    lora_linear_backward(LoraLinearBackwardArgs{&dy, &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, &dst,
+                                                &lin.lora.da, &lin.lora.db, accumulate_grads});
+  } else {
+    matmul(MatmulArgs{&dy, &lin.w, false, false, &dst});
+  }
+  if (accumulate_dx) add(AddArgs{&dx, &tmp, &dx});
+}
+
+void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_out, const ModelInputs& in) {
+  const LlamaConfig& c = cfg_;
+  LayerWeights& lw = layers_[static_cast<size_t>(l)];
+  auto& lin = lw.lin;
+  const int64_t n = x.dim(0);
+  rmsnorm_forward(RmsnormForwardArgs{&x, &lw.ln1, c.eps, &a.xn1, &a.rstd1});
+  linear_forward(lin[kQ], a.xn1, c.qk_norm ? a.q_pre : a.q, a.u[kQ]);
+  linear_forward(lin[kK], a.xn1, c.qk_norm ? a.k_pre : a.k, a.u[kK]);
+  linear_forward(lin[kV], a.xn1, a.v, a.u[kV]);
+  if (c.qk_norm) {
+    Tensor qp = a.q_pre.reshape({n * c.H, c.D}), qo = a.q.reshape({n * c.H, c.D});
+    Tensor kp = a.k_pre.reshape({n * c.KVH, c.D}), ko = a.k.reshape({n * c.KVH, c.D});
+    rmsnorm_forward(RmsnormForwardArgs{&qp, &lw.q_norm, c.eps, &qo, &a.q_rstd});
+    rmsnorm_forward(RmsnormForwardArgs{&kp, &lw.k_norm, c.eps, &ko, &a.k_rstd});
+  }
+  Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
+  Tensor att3 = a.att.reshape({n, c.H, c.D});
+  rope_forward(RopeArgs{&q3, in.positions, &inv_freq_, &q3});
+  rope_forward(RopeArgs{&k3, in.positions, &inv_freq_, &k3});
+  attention_forward(AttentionForwardArgs{&q3, &k3, &v3, in.cu_seqlens, attn_scale(), &att3, &a.lse});
+  linear_forward(lin[kO], a.att, a.x2, a.u[kO]);
+  add(AddArgs{&a.x2, &x, &a.x2});
+  rmsnorm_forward(RmsnormForwardArgs{&a.x2, &lw.ln2, c.eps, &a.xn2, &a.rstd2});
+  linear_forward(lin[kGate], a.xn2, a.gate, a.u[kGate]);
+  linear_forward(lin[kUp], a.xn2, a.up, a.u[kUp]);
+  swiglu_forward(SwigluForwardArgs{&a.gate, &a.up, &a.h});
+  linear_forward(lin[kDown], a.h, x_out, a.u[kDown]);
+  add(AddArgs{&x_out, &a.x2, &x_out});
+}
+
+void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dres, const ModelInputs& in,
+                                bool accumulate, Scratch& s) {
+  const LlamaConfig& c = cfg_;
+  LayerWeights& lw = layers_[static_cast<size_t>(l)];
+  auto& lin = lw.lin;
+  const int64_t n = x.dim(0);
+  // MLP: dres is d(x_out); the residual passes it through to x2 unchanged.
+  linear_backward(lin[kDown], dres, a.h, a.u[kDown], s.dh, false, accumulate, s.tmp);
+  swiglu_backward(SwigluBackwardArgs{&s.dh, &a.gate, &a.up, &s.dgate, &s.dup});
+  linear_backward(lin[kGate], s.dgate, a.xn2, a.u[kGate], s.dxn, false, accumulate, s.tmp);
+  linear_backward(lin[kUp], s.dup, a.xn2, a.u[kUp], s.dxn, true, accumulate, s.tmp);
+  rmsnorm_backward(RmsnormBackwardArgs{&s.dxn, &a.x2, &lw.ln2, &a.rstd2, &dres, true, nullptr});
+  // Attention: dres is now d(x2).
+  linear_backward(lin[kO], dres, a.att, a.u[kO], s.datt, false, accumulate, s.tmp);
+  Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
+  Tensor att3 = a.att.reshape({n, c.H, c.D}), datt3 = s.datt.reshape({n, c.H, c.D});
+  Tensor dq3 = s.dq.reshape({n, c.H, c.D}), dk3 = s.dk.reshape({n, c.KVH, c.D}), dv3 = s.dv.reshape({n, c.KVH, c.D});
+  attention_backward(AttentionBackwardArgs{&datt3, &q3, &k3, &v3, &att3, &a.lse, in.cu_seqlens, attn_scale(), &dq3,
+                                           &dk3, &dv3});
+  rope_backward(RopeArgs{&dq3, in.positions, &inv_freq_, &dq3});
+  rope_backward(RopeArgs{&dk3, in.positions, &inv_freq_, &dk3});
+  if (c.qk_norm) {
+    Tensor qp = a.q_pre.reshape({n * c.H, c.D}), dq2 = s.dq.reshape({n * c.H, c.D});
+    Tensor kp = a.k_pre.reshape({n * c.KVH, c.D}), dk2 = s.dk.reshape({n * c.KVH, c.D});
+    rmsnorm_backward(RmsnormBackwardArgs{&dq2, &qp, &lw.q_norm, &a.q_rstd, &dq2, false, nullptr});
+    rmsnorm_backward(RmsnormBackwardArgs{&dk2, &kp, &lw.k_norm, &a.k_rstd, &dk2, false, nullptr});
+  }
+  linear_backward(lin[kQ], s.dq, a.xn1, a.u[kQ], s.dxn, false, accumulate, s.tmp);
+  linear_backward(lin[kK], s.dk, a.xn1, a.u[kK], s.dxn, true, accumulate, s.tmp);
+  linear_backward(lin[kV], s.dv, a.xn1, a.u[kV], s.dxn, true, accumulate, s.tmp);
+  rmsnorm_backward(RmsnormBackwardArgs{&s.dxn, &x, &lw.ln1, &a.rstd1, &dres, true, nullptr});
+}
+
+namespace {
+void check_inputs(const ModelInputs& in, bool need_targets, int64_t vocab) {
+  const Tensor& ids = need(in.ids, "ids");
+  need_dtype(ids, "ids", {DType::I32});
+  need_ndim(ids, "ids", 1);
+  const int64_t n = ids.dim(0);
+  if (n == 0) fail(ErrorCode::Shape, "a batch needs at least one token");
+  const Tensor& pos = need(in.positions, "positions");
+  need_dtype(pos, "positions", {DType::I32});
+  need_shape(pos, "positions", {n}, "(N,) like ids");
+  const Tensor& cu = need(in.cu_seqlens, "cu_seqlens");
+  need_dtype(cu, "cu_seqlens", {DType::I32});
+  need_ndim(cu, "cu_seqlens", 1);
+  if (need_targets) {
+    const Tensor& t = need(in.targets, "targets");
+    need_dtype(t, "targets", {DType::I32});
+    need_shape(t, "targets", {n}, "(N,) like ids");
+    const int32_t* tp = t.data_as<int32_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      if (tp[i] != kIgnoreIndex && (tp[i] < 0 || tp[i] >= vocab)) {
+        fail(ErrorCode::Range, "target ", tp[i], " at index ", i, " is outside [0, ", vocab, ") and is not -100");
+      }
+    }
+  }
+}
+}  // namespace
+
+CrossEntropyResult LlamaModel::loss_and_grads(const ModelInputs& in, double normalizer, bool accumulate) {
+  check_complete();
+  check_inputs(in, true, cfg_.V);
+  const LlamaConfig& c = cfg_;
+  const int64_t n = in.ids->dim(0);
+  std::vector<Tensor> xs(static_cast<size_t>(c.L + 1));
+  for (auto& t : xs) t = Tensor::empty({n, c.C}, DType::F32);
+  embedding_forward(EmbeddingForwardArgs{in.ids, &embed_, &xs[0]});
+  std::vector<Acts> acts(checkpointing_ ? 1 : static_cast<size_t>(c.L));
+  for (auto& a : acts) a = make_acts(n, true);
+  for (int64_t l = 0; l < c.L; ++l) {
+    layer_forward(l, xs[static_cast<size_t>(l)], acts[checkpointing_ ? 0 : static_cast<size_t>(l)],
+                  xs[static_cast<size_t>(l + 1)], in);
+  }
+  Tensor xf = Tensor::empty({n, c.C}, DType::F32), rstdf = Tensor::empty({n}, DType::F32);
+  rmsnorm_forward(RmsnormForwardArgs{&xs[static_cast<size_t>(c.L)], &norm_, c.eps, &xf, &rstdf});
+  const bool backward = has_lora();
+  Tensor dxf = backward ? Tensor::empty({n, c.C}, DType::F32) : Tensor();
+  LinearCrossEntropyArgs ce{};
+  ce.h = &xf;
+  ce.w = &head();
+  ce.targets = in.targets;
+  ce.ignore_index = kIgnoreIndex;
+  ce.normalizer = normalizer;
+  ce.dh = backward ? &dxf : nullptr;
+  ce.dw = nullptr;
+  ce.accumulate_dw = false;
+  CrossEntropyResult res = linear_cross_entropy(ce);
+  if (!backward) return res;
+  xf = Tensor();
+  Tensor dres = Tensor::empty({n, c.C}, DType::F32);
+  rmsnorm_backward(RmsnormBackwardArgs{&dxf, &xs[static_cast<size_t>(c.L)], &norm_, &rstdf, &dres, false, nullptr});
+  dxf = Tensor();
+  Scratch s;
+  s.dxn = Tensor::empty({n, c.C}, DType::F32);
+  s.tmp = Tensor::empty({n, c.C}, DType::F32);
+  s.dh = Tensor::empty({n, c.F}, DType::F32);
+  s.dgate = Tensor::empty({n, c.F}, DType::F32);
+  s.dup = Tensor::empty({n, c.F}, DType::F32);
+  s.datt = Tensor::empty({n, c.H * c.D}, DType::F32);
+  s.dq = Tensor::empty({n, c.H * c.D}, DType::F32);
+  s.dk = Tensor::empty({n, c.KVH * c.D}, DType::F32);
+  s.dv = Tensor::empty({n, c.KVH * c.D}, DType::F32);
+  for (int64_t l = c.L - 1; l >= 0; --l) {
+    Acts& a = acts[checkpointing_ ? 0 : static_cast<size_t>(l)];
+    if (checkpointing_) layer_forward(l, xs[static_cast<size_t>(l)], a, s.tmp, in);
+    layer_backward(l, xs[static_cast<size_t>(l)], a, dres, in, accumulate, s);
+  }
+  return res;
+}
+
+Tensor LlamaModel::logits(const ModelInputs& in, bool last_only) {
+  check_complete();
+  check_inputs(in, false, cfg_.V);
+  const LlamaConfig& c = cfg_;
+  const int64_t n = in.ids->dim(0);
+  Tensor x = Tensor::empty({n, c.C}, DType::F32), y = Tensor::empty({n, c.C}, DType::F32);
+  embedding_forward(EmbeddingForwardArgs{in.ids, &embed_, &x});
+  Acts a = make_acts(n, false);
+  for (int64_t l = 0; l < c.L; ++l) {
+    layer_forward(l, x, a, y, in);
+    std::swap(x, y);
+  }
+  Tensor rstd = Tensor::empty({n}, DType::F32);
+  rmsnorm_forward(RmsnormForwardArgs{&x, &norm_, c.eps, &y, &rstd});
+  Tensor rows = y;
+  if (last_only) {
+    const int32_t* cu = in.cu_seqlens->data_as<int32_t>();
+    const int64_t s = in.cu_seqlens->dim(0) - 1;
+    std::vector<int32_t> last;
+    for (int64_t i = 0; i < s; ++i)
+      if (cu[i + 1] > cu[i]) last.push_back(cu[i + 1] - 1);
+    Tensor idx = Tensor::empty({static_cast<int64_t>(last.size())}, DType::I32);
+    for (size_t i = 0; i < last.size(); ++i) idx.data_as<int32_t>()[i] = last[i];
+    rows = Tensor::empty({idx.dim(0), c.C}, DType::F32);
+    embedding_forward(EmbeddingForwardArgs{&idx, &y, &rows});  // a row gather
+  }
+  Tensor out = Tensor::empty({rows.dim(0), c.V}, DType::F32);
+  matmul(MatmulArgs{&rows, &head(), false, true, &out});
+  return out;
+}
+
+void LlamaModel::zero_grads() {
+  for (auto& lw : layers_)
+    for (auto& lin : lw.lin)
+      if (lin.has_lora) {
+        lin.lora.da = Tensor::zeros(lin.lora.a.shape(), DType::F32);
+        lin.lora.db = Tensor::zeros(lin.lora.b.shape(), DType::F32);
+      }
+}
+
+void LlamaModel::adamw_step_op(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double lr, double b1, double b2,
+                               double eps, double wd, int64_t step) {
+  instill::adamw_step(AdamwArgs{&p, &g, &m, &v, lr, b1, b2, eps, wd, step});
+}
+
+void LlamaModel::adamw_step(double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step) {
+  if (!has_lora()) fail(ErrorCode::Arg, "adamw step: the model has no LoRA parameters (call addLora first)");
+  for (auto& lw : layers_)
+    for (auto& lin : lw.lin) {
+      if (!lin.has_lora) continue;
+      LoraParam& p = lin.lora;
+      if (!p.ma.defined()) {
+        p.ma = Tensor::zeros(p.a.shape(), DType::F32);
+        p.va = Tensor::zeros(p.a.shape(), DType::F32);
+        p.mb = Tensor::zeros(p.b.shape(), DType::F32);
+        p.vb = Tensor::zeros(p.b.shape(), DType::F32);
+      }
+      adamw_step_op(p.a, p.da, p.ma, p.va, lr, beta1, beta2, eps, weight_decay, step);
+      adamw_step_op(p.b, p.db, p.mb, p.vb, lr, beta1, beta2, eps, weight_decay, step);
+    }
+}
+
+}  // namespace instill

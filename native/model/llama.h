@@ -1,0 +1,143 @@
+// The Llama-family decoder (Llama 1/2/3, Mistral without sliding window, Qwen2,
+// Qwen3), forward and backward written once over the op interface (native/ops).
+//
+// One block, flags for the differences: q/k/v bias (Qwen2), per-head q/k RMSNorm
+// (Qwen3), tied LM head, GQA. RoPE scaling lives in inv_freq, computed by the caller.
+//
+// Layer l (N tokens, residual stream x of (N, C)):
+//   xn1 = rmsnorm(x, ln1)
+//   q, k, v = linear(xn1)              [+ bias] [q/k rmsnorm per head] then rope
+//   att = attention(q, k, v)           causal, per packed segment (cu_seqlens)
+//   x2  = x + linear_o(att)
+//   xn2 = rmsnorm(x2, ln2)
+//   x'  = x2 + linear_down(silu(linear_gate(xn2)) · linear_up(xn2))
+// Loss: linear_cross_entropy(rmsnorm(x_L, norm), head, targets), targets already
+// shifted (position t predicts targets[t]; -100 = ignored).
+//
+// Rules kept here:
+// - Frozen weights (everything but LoRA A/B) get no gradient buffer. LoRA gradients
+//   use += when `accumulate` is set (micro-batches of one optimizer step), = otherwise.
+// - Activations are allocated once per call, before the pass, as one struct per layer
+//   (or, with checkpointing, one shared struct plus each layer's input; the backward
+//   recomputes a layer's forward from its input right before that layer's backward).
+// - The model is not re-entrant: one call at a time (the binding enforces it).
+#pragma once
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ops/cross_entropy.h"
+#include "runtime/tensor.h"
+
+namespace instill {
+
+struct LlamaConfig {
+  int64_t C = 0;    // hidden size
+  int64_t F = 0;    // MLP intermediate size
+  int64_t L = 0;    // layers
+  int64_t H = 0;    // query heads
+  int64_t KVH = 0;  // key/value heads
+  int64_t D = 0;    // head dim
+  int64_t V = 0;    // vocabulary
+  float eps = 1e-5f;
+  bool qkv_bias = false;
+  bool qk_norm = false;
+  bool tied = false;
+};
+
+// LoRA targets, in PEFT's usual order.
+enum LoraTarget : int { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumTargets };
+const char* lora_target_name(int target);  // "q_proj", ...
+
+struct LoraParam {
+  Tensor a, b;          // (R, IN), (OUT, R)
+  Tensor da, db;        // gradients, same shapes
+  Tensor ma, va, mb, vb;  // AdamW moments (allocated at the first step)
+};
+
+struct Linear {
+  Tensor w;     // (OUT, IN) f32 | bf16 | f16, frozen
+  Tensor bias;  // (OUT) f32 or undefined
+  int64_t in = 0, out = 0;
+  bool has_lora = false;
+  LoraParam lora;
+};
+
+struct LayerWeights {
+  Tensor ln1, ln2;         // (C)
+  Tensor q_norm, k_norm;   // (D), Qwen3 only
+  std::array<Linear, kNumTargets> lin;
+};
+
+// Token-level inputs of one pass, flattened over rows: N = B·T.
+struct ModelInputs {
+  const Tensor* ids;         // (N) i32
+  const Tensor* positions;   // (N) i32, restart at 0 per example
+  const Tensor* cu_seqlens;  // (S+1) i32, segment boundaries (attention never crosses them)
+  const Tensor* targets;     // (N) i32, -100 = ignored (training only)
+};
+
+struct Scratch;
+
+class LlamaModel {
+ public:
+  LlamaModel(const LlamaConfig& cfg, Tensor inv_freq);
+
+  const LlamaConfig& config() const { return cfg_; }
+
+  // Sets a frozen weight by its Hugging Face name; E_ARG for an unknown name,
+  // E_SHAPE / E_DTYPE for a tensor that does not fit the config.
+  void set_weight(const std::string& name, const Tensor& t);
+  // E_DATA naming the first missing weight.
+  void check_complete() const;
+
+  // Adds zero-initialised LoRA adapters (A and B) to the targets in `mask` (bit i =
+  // LoraTarget i) of every layer. Replaces any previous adapters.
+  void add_lora(uint32_t mask, int64_t r, float scale);
+  bool has_lora() const { return lora_r_ > 0; }
+  int64_t lora_rank() const { return lora_r_; }
+  uint32_t lora_mask() const { return lora_mask_; }
+  LoraParam& lora(int64_t layer, int target);
+
+  void set_checkpointing(bool on) { checkpointing_ = on; }
+  bool checkpointing() const { return checkpointing_; }
+
+  // Forward + backward. Returns the summed-then-normalised loss and the target count.
+  // normalizer <= 0: divide by the count of this call. LoRA grads: += if accumulate, else =.
+  CrossEntropyResult loss_and_grads(const ModelInputs& in, double normalizer, bool accumulate);
+  // Forward only: logits (N, V), or (S, V) for the last token of every non-empty segment
+  // when last_only is set.
+  Tensor logits(const ModelInputs& in, bool last_only);
+
+  void zero_grads();
+  // One AdamW step over every LoRA parameter; step >= 1 is the optimizer's step count.
+  void adamw_step(double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step);
+
+ private:
+  struct Acts;
+  void layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_out, const ModelInputs& in);
+  void layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dres, const ModelInputs& in, bool accumulate,
+                      Scratch& s);
+  void linear_forward(const Linear& lin, const Tensor& x, Tensor& y, Tensor& u);
+  void linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx, bool accumulate_dx,
+                       bool accumulate_grads, Tensor& tmp);
+  Acts make_acts(int64_t n, bool for_backward) const;
+  const Tensor& head() const { return cfg_.tied ? embed_ : lm_head_; }
+  float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(cfg_.D)); }
+  static void adamw_step_op(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double lr, double b1, double b2,
+                            double eps, double wd, int64_t step);
+
+  LlamaConfig cfg_;
+  Tensor inv_freq_;  // (D/2)
+  Tensor embed_, norm_, lm_head_;
+  std::vector<LayerWeights> layers_;
+  int64_t lora_r_ = 0;
+  uint32_t lora_mask_ = 0;
+  float lora_scale_ = 1.0f;
+  bool checkpointing_ = false;
+};
+
+}  // namespace instill

@@ -1,0 +1,71 @@
+#include "ops/attention.h"
+
+#include <cmath>
+
+#include "ops/backend.h"
+#include "ops/check.h"
+
+namespace instill {
+
+namespace {
+void check_common(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu, float scale) {
+  for (auto [t, name] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}}) {
+    need_dtype(*t, name, {DType::F32});
+    need_ndim(*t, name, 3);
+    need_same_device(*t, name, q.device());
+  }
+  const int64_t n = q.dim(0), h = q.dim(1), d = q.dim(2), kvh = k.dim(1);
+  need_shape(k, "k", {n, -1, d}, "(N, KVH, D)");
+  need_shape(v, "v", {n, kvh, d}, "(N, KVH, D) like k");
+  if (kvh <= 0 || h % kvh != 0) fail(ErrorCode::Shape, "query heads (", h, ") must be a multiple of KV heads (", kvh, ")");
+  need_dtype(cu, "cu_seqlens", {DType::I32});
+  need_ndim(cu, "cu_seqlens", 1);
+  need_same_device(cu, "cu_seqlens", q.device());
+  const int32_t* c = cu.data_as<int32_t>();
+  const int64_t s1 = cu.dim(0);
+  if (s1 < 1 || c[0] != 0 || c[s1 - 1] != n) {
+    fail(ErrorCode::Arg, "'cu_seqlens' must start at 0 and end at N = ", n);
+  }
+  for (int64_t i = 1; i < s1; ++i) {
+    if (c[i] < c[i - 1]) fail(ErrorCode::Arg, "'cu_seqlens' must not decrease (index ", i, ")");
+  }
+  if (!std::isfinite(scale)) fail(ErrorCode::Arg, "'scale' must be finite");
+}
+}  // namespace
+
+void attention_forward(const AttentionForwardArgs& p) {
+  const Tensor& q = need(p.q, "q");
+  check_common(q, need(p.k, "k"), need(p.v, "v"), need(p.cu_seqlens, "cu_seqlens"), p.scale);
+  const Tensor& out = need(p.out, "out");
+  const Tensor& lse = need(p.lse, "lse");
+  need_dtype(out, "out", {DType::F32});
+  need_dtype(lse, "lse", {DType::F32});
+  need_shape(out, "out", {q.dim(0), q.dim(1), q.dim(2)}, "(N, H, D) like q");
+  need_shape(lse, "lse", {q.dim(0), q.dim(1)}, "(N, H)");
+  need_same_device(out, "out", q.device());
+  need_same_device(lse, "lse", q.device());
+  const Backend& be = backend_for(q.device());
+  if (!be.attention_forward) fail(ErrorCode::Unsupported, "attention forward is not implemented on ", be.name);
+  be.attention_forward(p);
+}
+
+void attention_backward(const AttentionBackwardArgs& p) {
+  const Tensor& q = need(p.q, "q");
+  const Tensor& k = need(p.k, "k");
+  check_common(q, k, need(p.v, "v"), need(p.cu_seqlens, "cu_seqlens"), p.scale);
+  const Shape qs = q.shape(), ks = k.shape();
+  for (auto [t, name, s] : {std::tuple{p.dout, "dout", qs}, {p.out, "out", qs}, {p.dq, "dq", qs}, {p.dk, "dk", ks}, {p.dv, "dv", ks}}) {
+    const Tensor& tt = need(t, name);
+    need_dtype(tt, name, {DType::F32});
+    need_same_device(tt, name, q.device());
+    if (tt.shape() != s) fail(ErrorCode::Shape, "'", name, "' must have shape ", shape_str(s), ", got ", shape_str(tt.shape()));
+  }
+  const Tensor& lse = need(p.lse, "lse");
+  need_dtype(lse, "lse", {DType::F32});
+  need_shape(lse, "lse", {q.dim(0), q.dim(1)}, "(N, H)");
+  const Backend& be = backend_for(q.device());
+  if (!be.attention_backward) fail(ErrorCode::Unsupported, "attention backward is not implemented on ", be.name);
+  be.attention_backward(p);
+}
+
+}  // namespace instill

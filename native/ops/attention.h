@@ -1,0 +1,49 @@
+// attention: causal grouped-query attention over packed sequences.
+//
+// The N tokens are cut into S segments by cu_seqlens (S+1, flash-attention varlen
+// style): token i of segment [b, e) attends to tokens j with b <= j <= i only, so
+// attention never crosses an example boundary in a packed row. Query head h reads
+// KV head h / (H / KVH).
+//
+// Forward   out_i = Σ_j softmax_j(scale · q_i·k_j) v_j,   lse_i = log Σ_j exp(scale · q_i·k_j)
+//           computed per query row over key tiles with an online softmax (running
+//           max and sum), so memory is O(N) — no (T, T) score matrix is ever held.
+// Backward  recomputes p_ij = exp(scale · q_i·k_j − lse_i) from the saved lse:
+//             Δ_i = dout_i·out_i,  ds_ij = p_ij (dout_i·v_j − Δ_i)
+//             dq_i = scale Σ_j ds_ij k_j,  dk_j = scale Σ_i ds_ij q_i,  dv_j = Σ_i p_ij dout_i
+//           dq, dk, dv are written (=).
+// Everything f32. cu_seqlens must start at 0, end at N and never decrease (E_ARG).
+#pragma once
+
+#include "runtime/tensor.h"
+
+namespace instill {
+
+struct AttentionForwardArgs {
+  const Tensor* q;           // (N, H, D)
+  const Tensor* k;           // (N, KVH, D)
+  const Tensor* v;           // (N, KVH, D)
+  const Tensor* cu_seqlens;  // (S+1) i32
+  float scale;               // usually 1/sqrt(D)
+  Tensor* out;               // (N, H, D) out
+  Tensor* lse;               // (N, H) out
+};
+
+struct AttentionBackwardArgs {
+  const Tensor* dout;        // (N, H, D)
+  const Tensor* q;           // (N, H, D)
+  const Tensor* k;           // (N, KVH, D)
+  const Tensor* v;           // (N, KVH, D)
+  const Tensor* out;         // (N, H, D) from forward
+  const Tensor* lse;         // (N, H) from forward
+  const Tensor* cu_seqlens;  // (S+1) i32
+  float scale;
+  Tensor* dq;                // (N, H, D) out
+  Tensor* dk;                // (N, KVH, D) out
+  Tensor* dv;                // (N, KVH, D) out
+};
+
+void attention_forward(const AttentionForwardArgs& args);
+void attention_backward(const AttentionBackwardArgs& args);
+
+}  // namespace instill

@@ -1,0 +1,53 @@
+#include "ops/embedding.h"
+
+#include "ops/backend.h"
+#include "ops/check.h"
+
+namespace instill {
+
+namespace {
+void need_ids_in_range(const Tensor& ids, int64_t v) {
+  const int32_t* p = ids.data_as<int32_t>();
+  for (int64_t i = 0; i < ids.numel(); ++i) {
+    if (p[i] < 0 || p[i] >= v) fail(ErrorCode::Range, "token id ", p[i], " at index ", i, " is outside [0, ", v, ")");
+  }
+}
+}  // namespace
+
+void embedding_forward(const EmbeddingForwardArgs& p) {
+  const Tensor& ids = need(p.ids, "ids");
+  const Tensor& w = need(p.w, "w");
+  const Tensor& out = need(p.out, "out");
+  need_dtype(ids, "ids", {DType::I32});
+  need_dtype(w, "w", {DType::F32, DType::BF16, DType::F16});
+  need_dtype(out, "out", {DType::F32});
+  need_ndim(ids, "ids", 1);
+  need_ndim(w, "w", 2);
+  need_shape(out, "out", {ids.dim(0), w.dim(1)}, "(N, C)");
+  need_same_device(w, "w", ids.device());
+  need_same_device(out, "out", ids.device());
+  need_ids_in_range(ids, w.dim(0));
+  const Backend& be = backend_for(ids.device());
+  if (!be.embedding_forward) fail(ErrorCode::Unsupported, "embedding forward is not implemented on ", be.name);
+  be.embedding_forward(p);
+}
+
+void embedding_backward(const EmbeddingBackwardArgs& p) {
+  const Tensor& dout = need(p.dout, "dout");
+  const Tensor& ids = need(p.ids, "ids");
+  const Tensor& dw = need(p.dw, "dw");
+  need_dtype(ids, "ids", {DType::I32});
+  need_dtype(dout, "dout", {DType::F32});
+  need_dtype(dw, "dw", {DType::F32});
+  need_ndim(ids, "ids", 1);
+  need_ndim(dw, "dw", 2);
+  need_shape(dout, "dout", {ids.dim(0), dw.dim(1)}, "(N, C)");
+  need_same_device(dw, "dw", ids.device());
+  need_same_device(dout, "dout", ids.device());
+  need_ids_in_range(ids, dw.dim(0));
+  const Backend& be = backend_for(ids.device());
+  if (!be.embedding_backward) fail(ErrorCode::Unsupported, "embedding backward is not implemented on ", be.name);
+  be.embedding_backward(p);
+}
+
+}  // namespace instill

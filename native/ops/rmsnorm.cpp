@@ -1,0 +1,56 @@
+#include "ops/rmsnorm.h"
+
+#include <cmath>
+
+#include "ops/backend.h"
+#include "ops/check.h"
+
+namespace instill {
+
+void rmsnorm_forward(const RmsnormForwardArgs& p) {
+  const Tensor& x = need(p.x, "x");
+  const Tensor& w = need(p.w, "w");
+  const Tensor& y = need(p.y, "y");
+  const Tensor& rstd = need(p.rstd, "rstd");
+  for (auto [t, name] : {std::pair{&x, "x"}, {&w, "w"}, {&y, "y"}, {&rstd, "rstd"}}) {
+    need_dtype(*t, name, {DType::F32});
+    need_same_device(*t, name, x.device());
+  }
+  need_ndim(x, "x", 2);
+  const int64_t n = x.dim(0), c = x.dim(1);
+  need_shape(w, "w", {c}, "(C,)");
+  need_shape(y, "y", {n, c}, "(N, C)");
+  need_shape(rstd, "rstd", {n}, "(N,)");
+  if (!(p.eps > 0) || !std::isfinite(p.eps)) fail(ErrorCode::Arg, "'eps' must be a positive finite number, got ", p.eps);
+  const Backend& be = backend_for(x.device());
+  if (!be.rmsnorm_forward) fail(ErrorCode::Unsupported, "rmsnorm forward is not implemented on ", be.name);
+  be.rmsnorm_forward(p);
+}
+
+void rmsnorm_backward(const RmsnormBackwardArgs& p) {
+  const Tensor& dy = need(p.dy, "dy");
+  const Tensor& x = need(p.x, "x");
+  const Tensor& w = need(p.w, "w");
+  const Tensor& rstd = need(p.rstd, "rstd");
+  const Tensor& dx = need(p.dx, "dx");
+  for (auto [t, name] : {std::pair{&dy, "dy"}, {&x, "x"}, {&w, "w"}, {&rstd, "rstd"}, {&dx, "dx"}}) {
+    need_dtype(*t, name, {DType::F32});
+    need_same_device(*t, name, x.device());
+  }
+  need_ndim(x, "x", 2);
+  const int64_t n = x.dim(0), c = x.dim(1);
+  need_shape(dy, "dy", {n, c}, "(N, C)");
+  need_shape(w, "w", {c}, "(C,)");
+  need_shape(rstd, "rstd", {n}, "(N,)");
+  need_shape(dx, "dx", {n, c}, "(N, C)");
+  if (p.dw) {
+    need_dtype(*p.dw, "dw", {DType::F32});
+    need_shape(*p.dw, "dw", {c}, "(C,)");
+    need_same_device(*p.dw, "dw", x.device());
+  }
+  const Backend& be = backend_for(x.device());
+  if (!be.rmsnorm_backward) fail(ErrorCode::Unsupported, "rmsnorm backward is not implemented on ", be.name);
+  be.rmsnorm_backward(p);
+}
+
+}  // namespace instill

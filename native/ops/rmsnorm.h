@@ -1,0 +1,39 @@
+// rmsnorm: y = x · rstd · w,  rstd = 1 / sqrt(mean(x²) + eps), over the last dimension (C).
+//
+// Forward   y (N, C) written (=); rstd (N) saved for backward.
+// Backward  with g = w·dy (per row):
+//             dx = rstd·g − x · rstd³ · mean(g·x)
+//             dw += Σ_rows dy · x · rstd                      parameter gradients use +=
+//           dx is written (=), or added to (+=) when accumulate_dx is set, so the
+//           residual stream's gradient is summed in place. dx may alias dy (each row
+//           is read completely before it is written).
+// Row sums are accumulated in double. Everything is f32. Qwen3's per-head q/k norm
+// is this op over (N·H, D).
+#pragma once
+
+#include "runtime/tensor.h"
+
+namespace instill {
+
+struct RmsnormForwardArgs {
+  const Tensor* x;  // (N, C)
+  const Tensor* w;  // (C)
+  float eps;
+  Tensor* y;        // (N, C) out, may alias x
+  Tensor* rstd;     // (N) out
+};
+
+struct RmsnormBackwardArgs {
+  const Tensor* dy;    // (N, C)
+  const Tensor* x;     // (N, C) the forward's input
+  const Tensor* w;     // (C)
+  const Tensor* rstd;  // (N) from forward
+  Tensor* dx;          // (N, C) out
+  bool accumulate_dx;  // dx += instead of =
+  Tensor* dw;          // (C) +=, or null (frozen norm)
+};
+
+void rmsnorm_forward(const RmsnormForwardArgs& args);
+void rmsnorm_backward(const RmsnormBackwardArgs& args);
+
+}  // namespace instill

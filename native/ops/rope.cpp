@@ -1,0 +1,46 @@
+#include "ops/rope.h"
+
+#include "ops/backend.h"
+#include "ops/check.h"
+
+namespace instill {
+
+namespace {
+void check(const RopeArgs& p) {
+  const Tensor& x = need(p.x, "x");
+  const Tensor& pos = need(p.positions, "positions");
+  const Tensor& f = need(p.inv_freq, "inv_freq");
+  const Tensor& out = need(p.out, "out");
+  need_dtype(x, "x", {DType::F32});
+  need_dtype(out, "out", {DType::F32});
+  need_dtype(f, "inv_freq", {DType::F32});
+  need_dtype(pos, "positions", {DType::I32});
+  need_ndim(x, "x", 3);
+  const int64_t n = x.dim(0), h = x.dim(1), d = x.dim(2);
+  if (d % 2 != 0) fail(ErrorCode::Shape, "rope needs an even head dimension, got ", d);
+  need_shape(out, "out", {n, h, d}, "(N, H, D) like x");
+  need_shape(pos, "positions", {n}, "(N,)");
+  need_shape(f, "inv_freq", {d / 2}, "(D/2,)");
+  for (auto [t, name] : {std::pair{&pos, "positions"}, {&f, "inv_freq"}, {&out, "out"}}) need_same_device(*t, name, x.device());
+  const int32_t* pp = pos.data_as<int32_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    if (pp[i] < 0) fail(ErrorCode::Range, "position ", pp[i], " at index ", i, " is negative");
+  }
+}
+}  // namespace
+
+void rope_forward(const RopeArgs& p) {
+  check(p);
+  const Backend& be = backend_for(p.x->device());
+  if (!be.rope_forward) fail(ErrorCode::Unsupported, "rope forward is not implemented on ", be.name);
+  be.rope_forward(p);
+}
+
+void rope_backward(const RopeArgs& p) {
+  check(p);
+  const Backend& be = backend_for(p.x->device());
+  if (!be.rope_backward) fail(ErrorCode::Unsupported, "rope backward is not implemented on ", be.name);
+  be.rope_backward(p);
+}
+
+}  // namespace instill

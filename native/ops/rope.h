@@ -1,0 +1,26 @@
+// rope: rotary position embedding, Hugging Face "rotate half" layout.
+//
+// For token n at position p = positions[n], every head h and i < D/2, with
+// θ = p · inv_freq[i] (f32 product, as HF computes it) and c = cos θ, s = sin θ:
+//   Forward   y[i] = x[i]·c − x[i+D/2]·s        y[i+D/2] = x[i+D/2]·c + x[i]·s
+//   Backward  the transposed rotation (θ → −θ) applied to dy.
+// inv_freq carries any RoPE scaling (llama3, linear) already: the caller computes it.
+// Positions restart per packed example, so rotation is always relative to the example.
+// out may alias x (in place). A negative position is E_RANGE.
+#pragma once
+
+#include "runtime/tensor.h"
+
+namespace instill {
+
+struct RopeArgs {
+  const Tensor* x;          // (N, H, D) f32 (dy for backward)
+  const Tensor* positions;  // (N) i32
+  const Tensor* inv_freq;   // (D/2) f32
+  Tensor* out;              // (N, H, D) f32 out (dx for backward), may alias x
+};
+
+void rope_forward(const RopeArgs& args);
+void rope_backward(const RopeArgs& args);
+
+}  // namespace instill

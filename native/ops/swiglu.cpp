@@ -1,0 +1,41 @@
+#include "ops/swiglu.h"
+
+#include "ops/backend.h"
+#include "ops/check.h"
+
+namespace instill {
+
+namespace {
+void need_like(const Tensor* t, const char* name, const Tensor& ref) {
+  const Tensor& tt = need(t, name);
+  need_dtype(tt, name, {DType::F32});
+  need_same_device(tt, name, ref.device());
+  if (tt.shape() != ref.shape()) {
+    fail(ErrorCode::Shape, "'", name, "' must have shape ", shape_str(ref.shape()), " like gate, got ", shape_str(tt.shape()));
+  }
+}
+}  // namespace
+
+void swiglu_forward(const SwigluForwardArgs& p) {
+  const Tensor& g = need(p.gate, "gate");
+  need_dtype(g, "gate", {DType::F32});
+  need_like(p.up, "up", g);
+  need_like(p.out, "out", g);
+  const Backend& be = backend_for(g.device());
+  if (!be.swiglu_forward) fail(ErrorCode::Unsupported, "swiglu forward is not implemented on ", be.name);
+  be.swiglu_forward(p);
+}
+
+void swiglu_backward(const SwigluBackwardArgs& p) {
+  const Tensor& g = need(p.gate, "gate");
+  need_dtype(g, "gate", {DType::F32});
+  need_like(p.up, "up", g);
+  need_like(p.dout, "dout", g);
+  need_like(p.dgate, "dgate", g);
+  need_like(p.dup, "dup", g);
+  const Backend& be = backend_for(g.device());
+  if (!be.swiglu_backward) fail(ErrorCode::Unsupported, "swiglu backward is not implemented on ", be.name);
+  be.swiglu_backward(p);
+}
+
+}  // namespace instill

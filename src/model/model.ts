@@ -1,0 +1,604 @@
+// loadModel and Model: a Hugging Face Llama-family checkpoint running on the native engine,
+// with LoRA adapters addressed by PEFT names.
+//
+// Loading reads config.json (-> ModelSpec), then the weights one tensor at a time from
+// model.safetensors or the shards named by model.safetensors.index.json, handing each to the
+// engine before reading the next (never two copies of the model in memory).
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ErrorCode, InstillError, describe } from '../errors.js';
+import { native, type ModelHandle } from '../native.js';
+import { Tensor, handleOf } from '../tensor.js';
+import { ropeInvFreq, specFromConfig, type ModelSpec } from './config.js';
+import { resolveModelDir } from './hub.js';
+import { prepareInputs, type BatchInput, type EngineInputs, type TokenRows } from './inputs.js';
+import { SafetensorsFile, writeSafetensors, type TensorToWrite } from './safetensors.js';
+
+export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+export type LoraTarget = (typeof LORA_TARGETS)[number];
+
+export interface LoadModelOptions {
+  device?: 'cpu';
+  /** dtype of the frozen linear/embedding weights in memory. Default 'f32'. Norms are always f32. */
+  dtype?: 'f32' | 'bf16' | 'f16';
+}
+
+export interface LoraOptions {
+  r: number;
+  alpha?: number;
+  targetModules?: readonly LoraTarget[];
+  rsLora?: boolean;
+  dropout?: number;
+  /** Seed of A's Kaiming-uniform init (B starts at zero, as in PEFT). */
+  seed?: number;
+}
+
+export interface LoraConfig {
+  r: number;
+  alpha: number;
+  targetModules: LoraTarget[];
+  rsLora: boolean;
+  dropout: number;
+  scale: number;
+}
+
+export interface GenerationConfig {
+  bosTokenId: number | null;
+  eosTokenIds: number[];
+}
+
+export interface LossAndGradsOptions {
+  /** Divide the summed loss by this (the target count of a whole accumulation window). Default: this batch's count. */
+  normalizer?: number;
+  /** Add gradients to the current ones (+=) instead of replacing them. Default false. */
+  accumulate?: boolean;
+  /** Copy gradients out (Float32Array per PEFT name). Default true. */
+  returnGrads?: boolean;
+}
+
+export interface LossAndGradsResult {
+  /** Mean cross-entropy over the target tokens (or sum / normalizer). */
+  loss: number;
+  /** Target tokens in this batch. */
+  tokens: number;
+  grads: Record<string, Float32Array>;
+}
+
+export interface GenerateOptions {
+  maxNewTokens?: number;
+  /** 0 (default) = greedy. */
+  temperature?: number;
+  topP?: number;
+  seed?: number;
+  /** Stop after producing one of these ids (default: the generation config's EOS ids). Pass [] to never stop early. */
+  stopTokenIds?: readonly number[];
+}
+
+export interface GenerateResult {
+  /** The new token ids (the prompt is not repeated). */
+  ids: number[];
+  /** Decoded new tokens, when the model folder has a tokenizer. */
+  text: string | null;
+}
+
+export interface AdamwOptions {
+  lr: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+}
+
+function readJson(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new InstillError(ErrorCode.IO, `cannot read ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new InstillError(ErrorCode.DATA, `${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** name -> file of every weight (single file or sharded index). */
+function weightFiles(dir: string): Map<string, string> {
+  const single = join(dir, 'model.safetensors');
+  const index = join(dir, 'model.safetensors.index.json');
+  const map = new Map<string, string>();
+  if (existsSync(index)) {
+    const j = readJson(index) as { weight_map?: Record<string, unknown> };
+    if (!j || typeof j.weight_map !== 'object' || j.weight_map === null) throw new InstillError(ErrorCode.DATA, `${index} has no weight_map`);
+    for (const [name, file] of Object.entries(j.weight_map)) {
+      if (typeof file !== 'string' || file.includes('/') || file.includes('\\')) {
+        throw new InstillError(ErrorCode.DATA, `${index}: weight_map['${name}'] must be a file name in the folder, got ${describe(file)}`);
+      }
+      map.set(name, join(dir, file));
+    }
+    return map;
+  }
+  if (existsSync(single)) {
+    const f = SafetensorsFile.open(single);
+    try {
+      for (const n of f.names()) map.set(n, single);
+    } finally {
+      f.close();
+    }
+    return map;
+  }
+  const bin = existsSync(join(dir, 'pytorch_model.bin')) ? ' (only pytorch_model.bin was found: convert it to safetensors)' : '';
+  throw new InstillError(ErrorCode.IO, `${dir} has neither model.safetensors nor model.safetensors.index.json${bin}`);
+}
+
+const IGNORED_WEIGHTS = /(^|\.)rotary_emb\.inv_freq$/;
+
+/** Loads a model folder or Hub id. */
+export async function loadModel(pathOrHubId: string, options: LoadModelOptions = {}): Promise<Model> {
+  if (options === null || typeof options !== 'object') throw new InstillError(ErrorCode.ARG, `Expected an options object but received ${describe(options)}`);
+  if (options.device !== undefined && options.device !== 'cpu') {
+    throw new InstillError(ErrorCode.DEVICE, `Expected 'cpu' for device but received ${describe(options.device)} (this build is CPU only)`);
+  }
+  const dtype = options.dtype ?? 'f32';
+  if (!['f32', 'bf16', 'f16'].includes(dtype)) throw new InstillError(ErrorCode.DTYPE, `Expected 'f32', 'bf16' or 'f16' for dtype but received ${describe(dtype)}`);
+  const dir = await resolveModelDir(pathOrHubId);
+  const cfgPath = join(dir, 'config.json');
+  if (!existsSync(cfgPath)) throw new InstillError(ErrorCode.IO, `${dir} has no config.json: is it a Hugging Face model folder?`);
+  const spec = specFromConfig(readJson(cfgPath));
+  const gen: GenerationConfig = { bosTokenId: spec.bosTokenId, eosTokenIds: spec.eosTokenIds };
+  const genPath = join(dir, 'generation_config.json');
+  if (existsSync(genPath)) {
+    const g = readJson(genPath) as Record<string, unknown>;
+    if (typeof g.bos_token_id === 'number') gen.bosTokenId = g.bos_token_id;
+    if (typeof g.eos_token_id === 'number') gen.eosTokenIds = [g.eos_token_id];
+    else if (Array.isArray(g.eos_token_id)) gen.eosTokenIds = g.eos_token_id.filter((x): x is number => typeof x === 'number');
+  }
+  const files = weightFiles(dir);
+  const handle = createHandle(spec);
+  const byFile = new Map<string, string[]>();
+  for (const [name, file] of files) {
+    if (IGNORED_WEIGHTS.test(name)) continue;
+    if (spec.tieWordEmbeddings && name === 'lm_head.weight') continue;
+    if (!byFile.has(file)) byFile.set(file, []);
+    byFile.get(file)!.push(name);
+  }
+  for (const [file, names] of byFile) {
+    const f = SafetensorsFile.open(file);
+    try {
+      for (const name of names) {
+        const isVector = f.info(name).shape.length === 1;
+        const t = f.readTensor(name, isVector ? 'f32' : dtype);
+        try {
+          handle.setWeight(name, handleOf(t));
+        } catch (err) {
+          if (err instanceof InstillError) throw new InstillError(err.code, `${file}: ${err.message}`, { cause: err });
+          throw err;
+        }
+      }
+    } finally {
+      f.close();
+    }
+  }
+  handle.checkComplete();
+  return new Model(handle, spec, dir, gen, dtype);
+}
+
+function createHandle(spec: ModelSpec): ModelHandle {
+  const inv = Tensor.from(ropeInvFreq(spec), [spec.headDim / 2]);
+  return native().modelCreate(
+    {
+      hidden: spec.hiddenSize,
+      intermediate: spec.intermediateSize,
+      layers: spec.numLayers,
+      heads: spec.numHeads,
+      kvHeads: spec.numKvHeads,
+      headDim: spec.headDim,
+      vocab: spec.vocabSize,
+      eps: spec.rmsNormEps,
+      qkvBias: spec.qkvBias,
+      qkNorm: spec.qkNorm,
+      tied: spec.tieWordEmbeddings,
+    },
+    handleOf(inv),
+  );
+}
+
+/**
+ * A model with random weights of a config's shapes (normal, std 0.02; norms 1): for benchmarks
+ * at real shapes without downloading weights. Weights are made one tensor at a time.
+ */
+export function randomModel(config: unknown, options: LoadModelOptions & { seed?: number } = {}): Model {
+  const spec = specFromConfig(config);
+  const dtype = options.dtype ?? 'f32';
+  const handle = createHandle(spec);
+  const rng = new Rng(options.seed ?? 0);
+  const set = (name: string, shape: number[], fill: 'normal' | 'ones' | 'zeros') => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    if (fill === 'ones') data.fill(1);
+    else if (fill === 'normal') for (let i = 0; i < n; i++) data[i] = 0.02 * rng.normal();
+    handle.setWeight(name, handleOf(Tensor.from(data, shape, { dtype: shape.length === 1 ? 'f32' : dtype })));
+  };
+  const C = spec.hiddenSize, F = spec.intermediateSize, D = spec.headDim;
+  set('model.embed_tokens.weight', [spec.vocabSize, C], 'normal');
+  set('model.norm.weight', [C], 'ones');
+  if (!spec.tieWordEmbeddings) set('lm_head.weight', [spec.vocabSize, C], 'normal');
+  for (let l = 0; l < spec.numLayers; l++) {
+    const p = `model.layers.${l}.`;
+    set(p + 'input_layernorm.weight', [C], 'ones');
+    set(p + 'post_attention_layernorm.weight', [C], 'ones');
+    set(p + 'self_attn.q_proj.weight', [spec.numHeads * D, C], 'normal');
+    set(p + 'self_attn.k_proj.weight', [spec.numKvHeads * D, C], 'normal');
+    set(p + 'self_attn.v_proj.weight', [spec.numKvHeads * D, C], 'normal');
+    set(p + 'self_attn.o_proj.weight', [C, spec.numHeads * D], 'normal');
+    if (spec.qkvBias) {
+      set(p + 'self_attn.q_proj.bias', [spec.numHeads * D], 'zeros');
+      set(p + 'self_attn.k_proj.bias', [spec.numKvHeads * D], 'zeros');
+      set(p + 'self_attn.v_proj.bias', [spec.numKvHeads * D], 'zeros');
+    }
+    if (spec.qkNorm) {
+      set(p + 'self_attn.q_norm.weight', [D], 'ones');
+      set(p + 'self_attn.k_norm.weight', [D], 'ones');
+    }
+    set(p + 'mlp.gate_proj.weight', [F, C], 'normal');
+    set(p + 'mlp.up_proj.weight', [F, C], 'normal');
+    set(p + 'mlp.down_proj.weight', [C, F], 'normal');
+  }
+  handle.checkComplete();
+  return new Model(handle, spec, null, { bosTokenId: spec.bosTokenId, eosTokenIds: spec.eosTokenIds }, dtype);
+}
+
+/** splitmix32-style seeded generator: uniform [0, 1) and standard normal (Box–Muller). */
+export class Rng {
+  private s: number;
+  constructor(seed: number) {
+    this.s = (seed >>> 0) ^ 0x9e3779b9;
+  }
+  next(): number {
+    this.s = (this.s + 0x9e3779b9) | 0;
+    let z = this.s;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    z ^= z >>> 16;
+    return (z >>> 0) / 4294967296;
+  }
+  normal(): number {
+    const u = 1 - this.next();
+    const v = this.next();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  }
+}
+
+function peftName(layer: number, target: number, which: 'A' | 'B'): string {
+  const t = LORA_TARGETS[target];
+  const block = target <= 3 ? 'self_attn' : 'mlp';
+  return `base_model.model.model.layers.${layer}.${block}.${t}.lora_${which}.weight`;
+}
+
+const PEFT_RE = /^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)\.lora_(A|B)(?:\.default)?\.weight$/;
+
+export class Model {
+  readonly spec: ModelSpec;
+  /** The model folder (null for randomModel). */
+  readonly dir: string | null;
+  readonly generationConfig: GenerationConfig;
+  readonly dtype: string;
+  private readonly handle: ModelHandle;
+  private lora: LoraConfig | null = null;
+  private optimizerStep = 0;
+  private tokenizerPromise: Promise<import('../data/tokenizer.js').Tokenizer> | null = null;
+
+  /** @internal use loadModel */
+  constructor(handle: ModelHandle, spec: ModelSpec, dir: string | null, gen: GenerationConfig, dtype: string) {
+    this.handle = handle;
+    this.spec = spec;
+    this.dir = dir;
+    this.generationConfig = gen;
+    this.dtype = dtype;
+  }
+
+  get loraConfig(): LoraConfig | null {
+    return this.lora ? { ...this.lora, targetModules: [...this.lora.targetModules] } : null;
+  }
+
+  /** Adds LoRA adapters (PEFT init: A Kaiming-uniform, B zero). Replaces existing adapters. */
+  addLora(opts: LoraOptions): void {
+    if (opts === null || typeof opts !== 'object') throw new InstillError(ErrorCode.ARG, `Expected LoRA options { r, alpha, targetModules } but received ${describe(opts)}`);
+    const r = opts.r;
+    if (typeof r !== 'number' || !Number.isInteger(r) || r < 1 || r > 65536) {
+      throw new InstillError(ErrorCode.ARG, `Expected integer between 1 and 65536 for r but received ${describe(r)}`);
+    }
+    const alpha = opts.alpha ?? r;
+    if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha <= 0) throw new InstillError(ErrorCode.ARG, `Expected a positive number for alpha but received ${describe(alpha)}`);
+    const targets = opts.targetModules ?? ['q_proj', 'v_proj'];
+    if (!Array.isArray(targets) || targets.length === 0) throw new InstillError(ErrorCode.ARG, `Expected a non-empty array of ${LORA_TARGETS.join(', ')} for targetModules but received ${describe(targets)}`);
+    let mask = 0;
+    for (const t of targets) {
+      const i = (LORA_TARGETS as readonly string[]).indexOf(t);
+      if (i < 0) throw new InstillError(ErrorCode.ARG, `Expected one of ${LORA_TARGETS.join(', ')} in targetModules but received ${describe(t)}`);
+      mask |= 1 << i;
+    }
+    const dropout = opts.dropout ?? 0;
+    if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) throw new InstillError(ErrorCode.ARG, `Expected a number in [0, 1) for dropout but received ${describe(dropout)}`);
+    if (dropout > 0) {
+      throw new InstillError(ErrorCode.UNSUPPORTED, `LoRA dropout ${dropout} is not implemented yet in the engine; use dropout 0`);
+    }
+    const rsLora = opts.rsLora === true;
+    const scale = rsLora ? alpha / Math.sqrt(r) : alpha / r;
+    this.handle.addLora(mask, r, scale);
+    const targetModules = LORA_TARGETS.filter((_, i) => (mask >> i) & 1);
+    this.lora = { r, alpha, targetModules, rsLora, dropout, scale };
+    this.optimizerStep = 0;
+    // PEFT default: A ~ kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)); B = 0.
+    const rng = new Rng(opts.seed ?? 0);
+    for (let l = 0; l < this.spec.numLayers; l++) {
+      for (let t = 0; t < LORA_TARGETS.length; t++) {
+        if (!((mask >> t) & 1)) continue;
+        const a = this.handle.loraTensor(l, t, 0);
+        const [rr, inF] = a.shape;
+        const bound = 1 / Math.sqrt(inF);
+        const vals = new Float32Array(rr * inF);
+        for (let i = 0; i < vals.length; i++) vals[i] = (2 * rng.next() - 1) * bound;
+        this.handle.setLoraTensor(l, t, 0, vals);
+      }
+    }
+  }
+
+  private needLora(): LoraConfig {
+    if (!this.lora) throw new InstillError(ErrorCode.ARG, 'the model has no LoRA adapters: call model.addLora({ r, alpha, targetModules }) first');
+    return this.lora;
+  }
+
+  private forEachAdapter(fn: (layer: number, target: number) => void): void {
+    const lora = this.needLora();
+    for (let l = 0; l < this.spec.numLayers; l++) {
+      for (let t = 0; t < LORA_TARGETS.length; t++) if (lora.targetModules.includes(LORA_TARGETS[t])) fn(l, t);
+    }
+  }
+
+  /** Current LoRA weights, keyed by PEFT names. */
+  adapterWeights(): Record<string, Float32Array> {
+    const out: Record<string, Float32Array> = {};
+    this.forEachAdapter((l, t) => {
+      out[peftName(l, t, 'A')] = this.handle.loraTensor(l, t, 0).toArray() as Float32Array;
+      out[peftName(l, t, 'B')] = this.handle.loraTensor(l, t, 1).toArray() as Float32Array;
+    });
+    return out;
+  }
+
+  /** Gradients of the last lossAndGrads, keyed by PEFT names. */
+  adapterGrads(): Record<string, Float32Array> {
+    const out: Record<string, Float32Array> = {};
+    this.forEachAdapter((l, t) => {
+      out[peftName(l, t, 'A')] = this.handle.loraTensor(l, t, 2).toArray() as Float32Array;
+      out[peftName(l, t, 'B')] = this.handle.loraTensor(l, t, 3).toArray() as Float32Array;
+    });
+    return out;
+  }
+
+  /**
+   * Sets LoRA weights by PEFT name (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`;
+   * a `.default` adapter segment is accepted). Every name must belong to an existing adapter.
+   * With `strict` (default true) every adapter tensor must be given.
+   */
+  setAdapterWeights(record: Record<string, Float32Array | ArrayLike<number>>, options: { strict?: boolean } = {}): void {
+    const lora = this.needLora();
+    if (record === null || typeof record !== 'object') throw new InstillError(ErrorCode.ARG, `Expected a record of PEFT names to Float32Array but received ${describe(record)}`);
+    const seen = new Set<string>();
+    for (const [name, values] of Object.entries(record)) {
+      const m = PEFT_RE.exec(name);
+      if (!m) throw new InstillError(ErrorCode.ARG, `'${name}' is not a PEFT LoRA weight name (base_model.model.model.layers.<i>.<self_attn|mlp>.<module>.lora_<A|B>.weight)`);
+      const layer = Number(m[1]);
+      const target = (LORA_TARGETS as readonly string[]).indexOf(m[3]);
+      if (layer >= this.spec.numLayers) throw new InstillError(ErrorCode.ARG, `'${name}': the model has ${this.spec.numLayers} layers`);
+      if (!lora.targetModules.includes(m[3] as LoraTarget)) throw new InstillError(ErrorCode.ARG, `'${name}': ${m[3]} has no adapter (targets: ${lora.targetModules.join(', ')})`);
+      const which = m[4] === 'A' ? 0 : 1;
+      const arr = values instanceof Float32Array ? values : Float32Array.from(values as ArrayLike<number>);
+      const shape = this.handle.loraTensor(layer, target, which).shape;
+      if (arr.length !== shape[0] * shape[1]) {
+        throw new InstillError(ErrorCode.SHAPE, `'${name}' has ${arr.length} values but the adapter tensor is [${shape.join(', ')}] (r = ${lora.r})`);
+      }
+      this.handle.setLoraTensor(layer, target, which, arr);
+      seen.add(`${layer}.${target}.${which}`);
+    }
+    if (options.strict !== false) {
+      this.forEachAdapter((l, t) => {
+        for (const w of [0, 1]) {
+          if (!seen.has(`${l}.${t}.${w}`)) throw new InstillError(ErrorCode.ARG, `setAdapterWeights: '${peftName(l, t, w ? 'B' : 'A')}' is missing (pass { strict: false } to set a subset)`);
+        }
+      });
+    }
+  }
+
+  /** Recompute each layer's activations in the backward pass instead of keeping them (less memory, ~1.3x time). */
+  setGradientCheckpointing(on: boolean): void {
+    this.handle.setCheckpointing(on === true);
+  }
+
+  private engineTensors(inp: EngineInputs) {
+    return {
+      ids: handleOf(Tensor.from(inp.ids, [inp.ids.length], { dtype: 'i32' })),
+      positions: handleOf(Tensor.from(inp.positions, [inp.positions.length], { dtype: 'i32' })),
+      cu: handleOf(Tensor.from(inp.cuSeqlens, [inp.cuSeqlens.length], { dtype: 'i32' })),
+    };
+  }
+
+  /** Loss (mean CE over target tokens) and LoRA gradients of one batch. Runs off the JS thread. */
+  async lossAndGrads(batch: BatchInput, options: LossAndGradsOptions = {}): Promise<LossAndGradsResult> {
+    const inp = prepareInputs(batch, true, this.spec.vocabSize);
+    const normalizer = options.normalizer ?? 0;
+    if (typeof normalizer !== 'number' || !Number.isFinite(normalizer) || normalizer < 0) {
+      throw new InstillError(ErrorCode.ARG, `Expected a positive number for normalizer but received ${describe(normalizer)}`);
+    }
+    const t = this.engineTensors(inp);
+    const targets = handleOf(Tensor.from(inp.targets!, [inp.targets!.length], { dtype: 'i32' }));
+    const r = await this.handle.lossAndGrads(t.ids, t.positions, t.cu, targets, normalizer, options.accumulate === true);
+    const grads = this.lora && options.returnGrads !== false ? this.adapterGrads() : {};
+    return { loss: r.loss, tokens: r.count, grads };
+  }
+
+  /** Logits [B, T, V] of every position (a Tensor, f32). */
+  async logits(inputIds: TokenRows, extra: Omit<BatchInput, 'inputIds' | 'labels' | 'targets'> = {}): Promise<Tensor> {
+    const inp = prepareInputs({ ...extra, inputIds }, false, this.spec.vocabSize);
+    const t = this.engineTensors(inp);
+    const h = await this.handle.logits(t.ids, t.positions, t.cu, false, inp.batchSize);
+    return Tensor.fromHandle(h);
+  }
+
+  /** One AdamW step over the LoRA parameters using the current gradients. */
+  adamwStep(opts: AdamwOptions): void {
+    this.needLora();
+    if (opts === null || typeof opts !== 'object' || typeof opts.lr !== 'number') throw new InstillError(ErrorCode.ARG, `Expected { lr } for adamwStep but received ${describe(opts)}`);
+    this.optimizerStep++;
+    this.handle.adamwStep(opts.lr, opts.beta1 ?? 0.9, opts.beta2 ?? 0.999, opts.eps ?? 1e-8, opts.weightDecay ?? 0, this.optimizerStep);
+  }
+
+  zeroGrads(): void {
+    this.needLora();
+    this.handle.zeroGrads();
+  }
+
+  /** The model folder's tokenizer (tokenizer.json), loaded once. */
+  async tokenizer(): Promise<import('../data/tokenizer.js').Tokenizer> {
+    if (!this.dir) throw new InstillError(ErrorCode.ARG, 'this model has no folder, so no tokenizer: pass token ids');
+    if (!this.tokenizerPromise) {
+      const dir = this.dir;
+      this.tokenizerPromise = import('../data/tokenizer.js').then((m) => m.loadTokenizer(dir));
+    }
+    return this.tokenizerPromise;
+  }
+
+  /**
+   * Continues a prompt (token ids, or text encoded with the folder's tokenizer, BOS added as its config says).
+   * Greedy at temperature 0 (default); otherwise samples from softmax(logits / temperature) restricted to
+   * the top-p nucleus, with a seeded generator (same seed, same text).
+   * Each step runs the whole sequence again (no KV cache yet).
+   */
+  async generate(prompt: string | readonly number[] | Int32Array, opts: GenerateOptions = {}): Promise<GenerateResult> {
+    const maxNew = opts.maxNewTokens ?? 100;
+    if (!Number.isInteger(maxNew) || maxNew < 0) throw new InstillError(ErrorCode.ARG, `Expected a non-negative integer for maxNewTokens but received ${describe(maxNew)}`);
+    const temperature = opts.temperature ?? 0;
+    if (typeof temperature !== 'number' || !(temperature >= 0) || !Number.isFinite(temperature)) throw new InstillError(ErrorCode.ARG, `Expected a number >= 0 for temperature but received ${describe(temperature)}`);
+    const topP = opts.topP ?? 1;
+    if (typeof topP !== 'number' || !(topP > 0 && topP <= 1)) throw new InstillError(ErrorCode.ARG, `Expected a number in (0, 1] for topP but received ${describe(topP)}`);
+    const stop = new Set(opts.stopTokenIds ?? this.generationConfig.eosTokenIds);
+    let ids: number[];
+    const tok = typeof prompt === 'string' ? await this.tokenizer() : null;
+    if (typeof prompt === 'string') ids = tok!.encode(prompt, { addSpecialTokens: true });
+    else ids = Array.from(prompt);
+    if (ids.length === 0) throw new InstillError(ErrorCode.ARG, 'generate needs a non-empty prompt');
+    const rng = new Rng(opts.seed ?? 0);
+    const out: number[] = [];
+    const V = this.spec.vocabSize;
+    for (let step = 0; step < maxNew; step++) {
+      const seq = Int32Array.from(ids);
+      const inp = prepareInputs({ inputIds: seq }, false, V);
+      const t = this.engineTensors(inp);
+      const logits = (Tensor.fromHandle(await this.handle.logits(t.ids, t.positions, t.cu, true, 0)).toArray() as Float32Array).subarray(0, V);
+      const next = temperature === 0 ? argmax(logits) : sample(logits, temperature, topP, rng);
+      out.push(next);
+      ids.push(next);
+      if (stop.has(next)) break;
+    }
+    let text: string | null = null;
+    if (tok) text = tok.decode(out);
+    else if (this.dir && existsSync(join(this.dir, 'tokenizer.json'))) text = (await this.tokenizer()).decode(out);
+    return { ids: out, text };
+  }
+
+  /** Writes the adapter in PEFT layout: adapter_model.safetensors + adapter_config.json (tmp + rename). */
+  saveAdapter(dir: string, options: { baseModelNameOrPath?: string } = {}): void {
+    const lora = this.needLora();
+    const tensors: Record<string, TensorToWrite> = {};
+    this.forEachAdapter((l, t) => {
+      for (const [w, k] of [[0, 'A'], [1, 'B']] as const) {
+        const h = this.handle.loraTensor(l, t, w);
+        tensors[peftName(l, t, k)] = { dtype: 'F32', shape: h.shape, data: h.toArray() as Float32Array };
+      }
+    });
+    writeAdapterFolder(dir, tensors, {
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      base_model_name_or_path: options.baseModelNameOrPath ?? this.dir ?? null,
+      r: lora.r,
+      lora_alpha: lora.alpha,
+      lora_dropout: lora.dropout,
+      use_rslora: lora.rsLora,
+      target_modules: lora.targetModules,
+      bias: 'none',
+      fan_in_fan_out: false,
+      inference_mode: true,
+      init_lora_weights: true,
+      modules_to_save: null,
+    });
+  }
+
+  /** Loads a PEFT adapter folder (adapter_config.json + adapter_model.safetensors), replacing any adapters. */
+  loadAdapter(dir: string): void {
+    const cfg = readJson(join(dir, 'adapter_config.json')) as Record<string, unknown>;
+    const targets = cfg.target_modules;
+    if (!Array.isArray(targets)) throw new InstillError(ErrorCode.DATA, `${dir}/adapter_config.json: target_modules must be a list`);
+    this.addLora({
+      r: cfg.r as number,
+      alpha: (cfg.lora_alpha as number) ?? (cfg.r as number),
+      targetModules: targets as LoraTarget[],
+      rsLora: cfg.use_rslora === true,
+    });
+    const f = SafetensorsFile.open(join(dir, 'adapter_model.safetensors'));
+    try {
+      const rec: Record<string, Float32Array> = {};
+      for (const n of f.names()) rec[n] = f.readArray(n) as Float32Array;
+      this.setAdapterWeights(rec);
+    } finally {
+      f.close();
+    }
+  }
+}
+
+function writeAdapterFolder(dir: string, tensors: Record<string, TensorToWrite>, config: Record<string, unknown>): void {
+  mkdirSync(dir, { recursive: true });
+  writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
+  const tmp = join(dir, 'adapter_config.json.tmp');
+  writeFileSync(tmp, JSON.stringify(config, null, 2) + '\n');
+  renameSync(tmp, join(dir, 'adapter_config.json'));
+}
+
+export function argmax(x: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
+
+/** Samples from softmax(logits / temperature) restricted to the smallest top-p nucleus. */
+export function sample(logits: ArrayLike<number>, temperature: number, topP: number, rng: Rng): number {
+  const n = logits.length;
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) max = Math.max(max, logits[i]);
+  const p = new Float64Array(n);
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    p[i] = Math.exp((logits[i] - max) / temperature);
+    sum += p[i];
+  }
+  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => p[b] - p[a] || a - b);
+  let keep = n;
+  if (topP < 1) {
+    let c = 0;
+    for (let k = 0; k < n; k++) {
+      c += p[order[k]] / sum;
+      if (c >= topP) {
+        keep = k + 1;
+        break;
+      }
+    }
+  }
+  let total = 0;
+  for (let k = 0; k < keep; k++) total += p[order[k]];
+  let u = rng.next() * total;
+  for (let k = 0; k < keep; k++) {
+    u -= p[order[k]];
+    if (u <= 0) return order[k];
+  }
+  return order[keep - 1];
+}

@@ -1,0 +1,220 @@
+// Tiny random models of every supported architecture, written to a temporary folder as a
+// Hugging Face checkpoint (sharded, BF16 / F32 mixes), loaded by loadModel and compared with an
+// independent float64 reference (helpers/reference_model.ts): logits, loss, and LoRA gradients by
+// central finite differences of the float64 reference.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ropeInvFreq, specFromConfig, type ModelSpec } from '../../src/model/config.js';
+import { loadModel, Rng } from '../../src/model/model.js';
+import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../../src/model/safetensors.js';
+import { referenceLogits, referenceLoss, type Weights } from './helpers/reference_model.js';
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function f32ToBf16Bits(x: Float32Array): Uint16Array {
+  const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
+  const out = new Uint16Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = (u[i] + 0x7fff + ((u[i] >> 16) & 1)) >>> 16;
+  return out;
+}
+
+/** Writes config + 2 shards + index; returns the dir and the float64 weights as stored. */
+function writeModel(config: Record<string, unknown>, seed: number, bf16: boolean): { dir: string; spec: ModelSpec; w: Weights } {
+  const spec = specFromConfig(config);
+  const rng = new Rng(seed);
+  const shapes: Record<string, number[]> = {};
+  const C = spec.hiddenSize, D = spec.headDim, F = spec.intermediateSize;
+  shapes['model.embed_tokens.weight'] = [spec.vocabSize, C];
+  shapes['model.norm.weight'] = [C];
+  if (!spec.tieWordEmbeddings) shapes['lm_head.weight'] = [spec.vocabSize, C];
+  for (let l = 0; l < spec.numLayers; l++) {
+    const p = `model.layers.${l}.`;
+    shapes[p + 'input_layernorm.weight'] = [C];
+    shapes[p + 'post_attention_layernorm.weight'] = [C];
+    shapes[p + 'self_attn.q_proj.weight'] = [spec.numHeads * D, C];
+    shapes[p + 'self_attn.k_proj.weight'] = [spec.numKvHeads * D, C];
+    shapes[p + 'self_attn.v_proj.weight'] = [spec.numKvHeads * D, C];
+    shapes[p + 'self_attn.o_proj.weight'] = [C, spec.numHeads * D];
+    if (spec.qkvBias) {
+      shapes[p + 'self_attn.q_proj.bias'] = [spec.numHeads * D];
+      shapes[p + 'self_attn.k_proj.bias'] = [spec.numKvHeads * D];
+      shapes[p + 'self_attn.v_proj.bias'] = [spec.numKvHeads * D];
+    }
+    if (spec.qkNorm) {
+      shapes[p + 'self_attn.q_norm.weight'] = [D];
+      shapes[p + 'self_attn.k_norm.weight'] = [D];
+    }
+    shapes[p + 'mlp.gate_proj.weight'] = [F, C];
+    shapes[p + 'mlp.up_proj.weight'] = [F, C];
+    shapes[p + 'mlp.down_proj.weight'] = [C, F];
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'instill-arch-'));
+  dirs.push(dir);
+  const shards: Array<Record<string, TensorToWrite>> = [{}, {}];
+  const weightMap: Record<string, string> = {};
+  const w: Weights = {};
+  Object.entries(shapes).forEach(([name, shape], idx) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const isNorm = shape.length === 1 && !name.endsWith('.bias');
+    const data = new Float32Array(n);
+    for (let i = 0; i < n; i++) data[i] = isNorm ? 1 + 0.2 * rng.normal() : (name.includes('embed') || name.includes('lm_head') ? 0.5 : 0.15) * rng.normal();
+    const shard = idx % 2;
+    const file = `model-0000${shard + 1}-of-00002.safetensors`;
+    weightMap[name] = file;
+    if (bf16 && shape.length === 2) {
+      const bits = f32ToBf16Bits(data);
+      shards[shard][name] = { dtype: 'BF16', shape, data: bits };
+      w[name] = Float64Array.from(bits, (b) => new Float32Array(new Uint32Array([b << 16]).buffer)[0]);
+    } else {
+      shards[shard][name] = { dtype: 'F32', shape, data };
+      w[name] = Float64Array.from(data);
+    }
+  });
+  shards.forEach((s, i) => writeSafetensors(join(dir, `model-0000${i + 1}-of-00002.safetensors`), s));
+  writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+  return { dir, spec, w };
+}
+
+const base = {
+  hidden_size: 32, intermediate_size: 40, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2,
+  vocab_size: 64, max_position_embeddings: 128, rms_norm_eps: 1e-6, rope_theta: 10000, hidden_act: 'silu',
+};
+
+const cases: Array<{ name: string; config: Record<string, unknown>; bf16: boolean }> = [
+  { name: 'qwen2 (q/k/v bias, tied, GQA)', config: { ...base, model_type: 'qwen2', tie_word_embeddings: true, use_sliding_window: false, sliding_window: 32 }, bf16: false },
+  { name: 'qwen3 (q/k norm, head_dim 16 != hidden/heads, untied)', config: { ...base, model_type: 'qwen3', head_dim: 16, tie_word_embeddings: false, attention_bias: false }, bf16: false },
+  {
+    name: 'llama 3 (llama3 rope scaling, bf16 shards, untied)',
+    config: { ...base, model_type: 'llama', tie_word_embeddings: false, rope_theta: 500000, rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 } },
+    bf16: true,
+  },
+  { name: 'mistral (linear rope scaling, MHA)', config: { ...base, model_type: 'mistral', num_key_value_heads: 4, tie_word_embeddings: false, sliding_window: null, rope_scaling: { type: 'linear', factor: 2 } }, bf16: false },
+];
+
+const ids = [3, 17, 42, 5, 63, 0, 9, 28, 28, 11, 50, 7];
+const labels = [-100, -100, 42, 5, 63, 0, 9, -100, 28, 11, 50, 7];
+
+describe('architectures against a float64 reference', () => {
+  for (const c of cases) {
+    it(c.name, async () => {
+      const { dir, spec, w } = writeModel(c.config, 11, c.bf16);
+      const model = await loadModel(dir);
+      const inv = Array.from(ropeInvFreq(spec));
+      const refLogits = referenceLogits(spec, w, ids, inv);
+      const got = (await model.logits([ids])).toArray() as Float32Array;
+      let maxAbs = 0, maxDiff = 0;
+      refLogits.forEach((row, t) => row.forEach((v, j) => {
+        maxAbs = Math.max(maxAbs, Math.abs(v));
+        maxDiff = Math.max(maxDiff, Math.abs(got[t * spec.vocabSize + j] - v));
+      }));
+      expect(maxAbs).toBeGreaterThan(0.5);
+      expect(maxDiff / maxAbs).toBeLessThan(2e-5);
+
+      // LoRA on all targets with non-zero B; compare gradients to central differences of the f64 reference.
+      const targets = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+      model.addLora({ r: 2, alpha: 4, targetModules: targets as never, seed: 5 });
+      const aw = model.adapterWeights();
+      const rng = new Rng(99);
+      for (const n of Object.keys(aw)) if (n.includes('lora_B')) aw[n] = aw[n].map(() => 0.1 * rng.normal());
+      model.setAdapterWeights(aw);
+      const lw: Weights = {};
+      for (const [n, v] of Object.entries(aw)) lw[n] = Float64Array.from(v);
+      const lora = { scale: 2, targets, w: lw };
+      const res = await model.lossAndGrads({ inputIds: [ids], labels: [labels] });
+      const lossRef = referenceLoss(referenceLogits(spec, w, ids, inv, lora), labels);
+      expect(Math.abs(res.loss - lossRef) / lossRef).toBeLessThan(1e-5);
+      const h = 1e-5;
+      const pick = [
+        'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight',
+        'base_model.model.model.layers.0.self_attn.k_proj.lora_B.weight',
+        'base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight',
+        'base_model.model.model.layers.0.self_attn.o_proj.lora_B.weight',
+        'base_model.model.model.layers.1.mlp.gate_proj.lora_A.weight',
+        'base_model.model.model.layers.0.mlp.up_proj.lora_B.weight',
+        'base_model.model.model.layers.1.mlp.down_proj.lora_A.weight',
+      ];
+      for (const name of pick) {
+        const g = res.grads[name];
+        let gmax = 0;
+        for (const v of g) gmax = Math.max(gmax, Math.abs(v));
+        expect(gmax, name).toBeGreaterThan(0);
+        for (const i of [0, 3, g.length - 1]) {
+          const orig = lw[name][i];
+          lw[name][i] = orig + h;
+          const lp = referenceLoss(referenceLogits(spec, w, ids, inv, lora), labels);
+          lw[name][i] = orig - h;
+          const lm = referenceLoss(referenceLogits(spec, w, ids, inv, lora), labels);
+          lw[name][i] = orig;
+          const fd = (lp - lm) / (2 * h);
+          expect(Math.abs(g[i] - fd) / gmax, `${name}[${i}] engine ${g[i]} fd ${fd}`).toBeLessThan(1e-3);
+        }
+      }
+    });
+  }
+
+  it('llama3 rope scaling keeps high frequencies, divides low ones by the factor, smooths between', () => {
+    const cfg = { ...base, model_type: 'llama', hidden_size: 2048, num_attention_heads: 32, num_key_value_heads: 8, rope_theta: 500000, rope_scaling: { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 } };
+    const spec = specFromConfig(cfg);
+    const scaled = ropeInvFreq(spec);
+    const plain = ropeInvFreq({ ...spec, ropeScaling: { type: 'none' } });
+    let high = 0, low = 0, mid = 0;
+    for (let i = 0; i < scaled.length; i++) {
+      const wl = (2 * Math.PI) / plain[i];
+      if (wl < 8192 / 4) {
+        expect(scaled[i]).toBe(plain[i]);
+        high++;
+      } else if (wl > 8192) {
+        expect(scaled[i]).toBeCloseTo(plain[i] / 32, 12);
+        low++;
+      } else {
+        expect(scaled[i]).toBeLessThan(plain[i]);
+        expect(scaled[i]).toBeGreaterThan(plain[i] / 32);
+        mid++;
+      }
+    }
+    expect(high > 0 && low > 0 && mid > 0).toBe(true);
+    expect(plain[1]).toBeCloseTo(Math.pow(500000, -2 / 64), 7);
+  });
+
+  it('long sequence (several key tiles and query blocks) matches the reference', async () => {
+    const { dir, spec, w } = writeModel({ ...base, model_type: 'qwen2', tie_word_embeddings: true }, 21, false);
+    const model = await loadModel(dir);
+    const rng = new Rng(1);
+    const long = Array.from({ length: 150 }, () => Math.floor(rng.next() * 64));
+    const ref = referenceLogits(spec, w, long, Array.from(ropeInvFreq(spec)));
+    const got = (await model.logits([long])).toArray() as Float32Array;
+    let maxAbs = 0, maxDiff = 0;
+    ref.forEach((row, t) => row.forEach((v, j) => {
+      maxAbs = Math.max(maxAbs, Math.abs(v));
+      maxDiff = Math.max(maxDiff, Math.abs(got[t * 64 + j] - v));
+    }));
+    expect(maxDiff / maxAbs).toBeLessThan(2e-5);
+    const labelsLong = long.map((x, i) => (i % 3 === 0 ? -100 : x));
+    const r = await model.lossAndGrads({ inputIds: [long], labels: [labelsLong] });
+    expect(Math.abs(r.loss - referenceLoss(ref, labelsLong)) / r.loss).toBeLessThan(1e-5);
+  });
+
+  it('loads f32 weights into bf16 memory on request and stays close', async () => {
+    const { dir } = writeModel({ ...base, model_type: 'llama', tie_word_embeddings: true }, 3, false);
+    const m32 = await loadModel(dir);
+    const m16 = await loadModel(dir, { dtype: 'bf16' });
+    const a = (await m32.logits([ids])).toArray() as Float32Array;
+    const b = (await m16.logits([ids])).toArray() as Float32Array;
+    let d = 0, m = 0;
+    for (let i = 0; i < a.length; i++) {
+      d = Math.max(d, Math.abs(a[i] - b[i]));
+      m = Math.max(m, Math.abs(a[i]));
+    }
+    expect(d).toBeGreaterThan(0);
+    expect(d / m).toBeLessThan(3e-2);
+    const f = SafetensorsFile.open(join(dir, 'model-00001-of-00002.safetensors'));
+    expect(f.names().length).toBeGreaterThan(3);
+    f.close();
+  });
+});

@@ -1,0 +1,42 @@
+// `instill generate` end to end on stories260K (in-process, through the CLI's main()).
+import { readFileSync } from 'node:fs';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { main } from '../../src/cli/main.js';
+import { fixturePath, haveFixture } from '../helpers/fixtures.js';
+
+describe.skipIf(!haveFixture('stories260K/model.safetensors'))('instill generate', () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it('prints the greedy continuation as JSON', async () => {
+    const out: string[] = [];
+    vi.spyOn(console, 'log').mockImplementation((s: string) => void out.push(s));
+    const ref = JSON.parse(readFileSync(fixturePath('stories260K/reference.json'), 'utf8'));
+    const code = await main(['generate', '--model', fixturePath('stories260K'), '--prompt', 'Once upon a time', '--max-new-tokens', '12', '--json']);
+    expect(code).toBe(0);
+    const r = JSON.parse(out[0]);
+    expect(r.ids).toEqual(ref.greedy_ids.slice(0, 12));
+    expect(r.text.startsWith(', there was a little girl')).toBe(true);
+  });
+
+  it('sampling is reproducible with a seed and differs across seeds', async () => {
+    const run = async (seed: string) => {
+      const out: string[] = [];
+      const spy = vi.spyOn(console, 'log').mockImplementation((s: string) => void out.push(s));
+      await main(['generate', '--model', fixturePath('stories260K'), '--prompt', 'Once upon a time', '--max-new-tokens', '30', '--temperature', '1.2', '--top-p', '0.95', '--seed', seed, '--json']);
+      spy.mockRestore();
+      return JSON.parse(out[0]).ids as number[];
+    };
+    const a = await run('1');
+    expect(await run('1')).toEqual(a);
+    expect(await run('2')).not.toEqual(a);
+  });
+
+  it('bad arguments exit non-zero with a message', async () => {
+    const err: string[] = [];
+    vi.spyOn(console, 'error').mockImplementation((s: string) => void err.push(s));
+    expect(await main(['generate', '--prompt', 'x'])).toBe(2);
+    expect(err[0]).toMatch(/--model and --prompt are required/);
+    expect(await main(['generate', '--model', fixturePath('stories260K'), '--prompt', 'x', '--top-p', '2'])).toBe(1);
+    expect(err[1]).toMatch(/top-p/);
+  });
+});

@@ -1,0 +1,132 @@
+// attention: causal GQA over packed segments against a float64 reference (forward and an
+// analytic float64 backward, itself spot-checked by finite differences), on awkward sizes:
+// an empty segment, segments longer than the query block (32) and key tile (64), D = 10.
+import { describe, expect, it } from 'vitest';
+import { addon, arr, errCode, f32, i32, randn, relErr } from './helpers.js';
+
+interface Sizes { N: number; H: number; KVH: number; D: number; cu: number[] }
+
+function refForward(q: Float64Array, k: Float64Array, v: Float64Array, s: Sizes, scale: number) {
+  const { H, KVH, D, cu } = s;
+  const out = new Float64Array(s.N * H * D), lse = new Float64Array(s.N * H), P: Map<string, Float64Array> = new Map();
+  for (let g = 0; g + 1 < cu.length; g++) {
+    for (let i = cu[g]; i < cu[g + 1]; i++) {
+      for (let h = 0; h < H; h++) {
+        const kh = Math.floor(h / (H / KVH));
+        const sc = new Float64Array(i - cu[g] + 1);
+        for (let j = cu[g]; j <= i; j++) {
+          let d = 0;
+          for (let c = 0; c < D; c++) d += q[(i * H + h) * D + c] * k[(j * KVH + kh) * D + c];
+          sc[j - cu[g]] = d * scale;
+        }
+        const m = Math.max(...sc);
+        let z = 0;
+        for (const x of sc) z += Math.exp(x - m);
+        lse[i * H + h] = m + Math.log(z);
+        const p = sc.map((x) => Math.exp(x - m) / z);
+        P.set(`${i},${h}`, p);
+        for (let j = cu[g]; j <= i; j++) for (let c = 0; c < D; c++) out[(i * H + h) * D + c] += p[j - cu[g]] * v[(j * KVH + kh) * D + c];
+      }
+    }
+  }
+  return { out, lse, P };
+}
+
+function refBackward(dout: Float64Array, q: Float64Array, k: Float64Array, v: Float64Array, s: Sizes, scale: number) {
+  const { H, KVH, D, cu } = s;
+  const { P } = refForward(q, k, v, s, scale);
+  const dq = new Float64Array(q.length), dk = new Float64Array(k.length), dv = new Float64Array(v.length);
+  for (let g = 0; g + 1 < cu.length; g++) {
+    for (let i = cu[g]; i < cu[g + 1]; i++) {
+      for (let h = 0; h < H; h++) {
+        const kh = Math.floor(h / (H / KVH));
+        const p = P.get(`${i},${h}`)!;
+        const dp = new Float64Array(p.length);
+        for (let j = cu[g]; j <= i; j++) {
+          let d = 0;
+          for (let c = 0; c < D; c++) {
+            d += dout[(i * H + h) * D + c] * v[(j * KVH + kh) * D + c];
+            dv[(j * KVH + kh) * D + c] += p[j - cu[g]] * dout[(i * H + h) * D + c];
+          }
+          dp[j - cu[g]] = d;
+        }
+        let pdp = 0;
+        for (let t = 0; t < p.length; t++) pdp += p[t] * dp[t];
+        for (let j = cu[g]; j <= i; j++) {
+          const ds = p[j - cu[g]] * (dp[j - cu[g]] - pdp) * scale;
+          for (let c = 0; c < D; c++) {
+            dq[(i * H + h) * D + c] += ds * k[(j * KVH + kh) * D + c];
+            dk[(j * KVH + kh) * D + c] += ds * q[(i * H + h) * D + c];
+          }
+        }
+      }
+    }
+  }
+  return { dq, dk, dv };
+}
+
+const cases: Array<[string, Sizes]> = [
+  ['one short segment, MHA', { N: 5, H: 3, KVH: 3, D: 8, cu: [0, 5] }],
+  ['packed with an empty segment, GQA 6/2, D=10, long segments', { N: 150, H: 6, KVH: 2, D: 10, cu: [0, 3, 3, 80, 150] }],
+  ['MQA (one KV head), single-token segments', { N: 9, H: 4, KVH: 1, D: 6, cu: [0, 1, 2, 3, 9] }],
+];
+
+describe('attention op vs float64', () => {
+  for (const [name, s] of cases) {
+    it(name, () => {
+      const q = randn(s.N * s.H * s.D, 1, 1.5), k = randn(s.N * s.KVH * s.D, 2, 1.5), v = randn(s.N * s.KVH * s.D, 3);
+      const dout = randn(s.N * s.H * s.D, 4);
+      const scale = 1 / Math.sqrt(s.D);
+      const A = addon();
+      const qh = f32(q, [s.N, s.H, s.D]), kh = f32(k, [s.N, s.KVH, s.D]), vh = f32(v, [s.N, s.KVH, s.D]), cu = i32(s.cu);
+      const fw = A.opAttention(qh, kh, vh, cu, scale);
+      const ref = refForward(Float64Array.from(q), Float64Array.from(k), Float64Array.from(v), s, scale);
+      expect(relErr(arr(fw.out), ref.out)).toBeLessThan(1e-5);
+      expect(relErr(arr(fw.lse), ref.lse)).toBeLessThan(1e-5);
+      const bw = A.opAttentionBackward(f32(dout, [s.N, s.H, s.D]), qh, kh, vh, fw.out, fw.lse, cu, scale);
+      const rb = refBackward(Float64Array.from(dout), Float64Array.from(q), Float64Array.from(k), Float64Array.from(v), s, scale);
+      expect(relErr(arr(bw.dq), rb.dq)).toBeLessThan(1e-5);
+      expect(relErr(arr(bw.dk), rb.dk)).toBeLessThan(1e-5);
+      expect(relErr(arr(bw.dv), rb.dv)).toBeLessThan(1e-5);
+      // attention never crosses a segment: the first token of a segment attends to itself only
+      for (let g = 0; g + 1 < s.cu.length; g++) {
+        if (s.cu[g + 1] === s.cu[g]) continue;
+        const i = s.cu[g];
+        const out = arr(fw.out);
+        for (let h = 0; h < s.H; h++) {
+          const kvh = Math.floor(h / (s.H / s.KVH));
+          for (let c = 0; c < s.D; c++) expect(out[(i * s.H + h) * s.D + c]).toBeCloseTo(v[(i * s.KVH + kvh) * s.D + c], 5);
+        }
+      }
+    });
+  }
+
+  it('the float64 backward reference agrees with finite differences', () => {
+    const s: Sizes = { N: 6, H: 2, KVH: 1, D: 4, cu: [0, 2, 6] };
+    const q = Float64Array.from(randn(48, 5)), k = Float64Array.from(randn(24, 6)), v = Float64Array.from(randn(24, 7)), dout = Float64Array.from(randn(48, 8));
+    const loss = () => refForward(q, k, v, s, 0.5).out.reduce((a, x, i) => a + x * dout[i], 0);
+    const rb = refBackward(dout, q, k, v, s, 0.5);
+    for (const [t, g] of [[q, rb.dq], [k, rb.dk], [v, rb.dv]] as const) {
+      for (const i of [0, 7, t.length - 1]) {
+        const o = t[i];
+        t[i] = o + 1e-6;
+        const lp = loss();
+        t[i] = o - 1e-6;
+        const lm = loss();
+        t[i] = o;
+        expect(Math.abs((lp - lm) / 2e-6 - g[i])).toBeLessThan(1e-6);
+      }
+    }
+  });
+
+  it('bad arguments are errors, not crashes', () => {
+    const A = addon();
+    const q = f32(new Float32Array(4 * 3 * 2), [4, 3, 2]), k = f32(new Float32Array(4 * 2 * 2), [4, 2, 2]);
+    const k1 = f32(new Float32Array(4 * 1 * 2), [4, 1, 2]);
+    expect(errCode(() => A.opAttention(q, k, k, i32([0, 4]), 1))).toMatch(/^E_SHAPE.*multiple of KV heads/);
+    expect(errCode(() => A.opAttention(q, k1, k1, i32([0, 3]), 1))).toMatch(/^E_ARG.*end at N = 4/);
+    expect(errCode(() => A.opAttention(q, k1, k1, i32([0, 3, 2, 4]), 1))).toMatch(/^E_ARG.*not decrease/);
+    expect(errCode(() => A.opAttention(q, k1, f32(new Float32Array(6), [3, 1, 2]), i32([0, 4]), 1))).toMatch(/^E_SHAPE.*'v'/);
+    expect(errCode(() => A.opAttention(q, k1, k1, i32([0, 4]), NaN))).toMatch(/^E_ARG.*scale/);
+  });
+});

@@ -1,0 +1,48 @@
+// Shared pieces of the op tests: seeded inputs, native handles, error measures.
+import { expect } from 'vitest';
+import { InstillError } from '../../../src/errors.js';
+import { native, type NativeAddon, type TensorHandle } from '../../../src/native.js';
+import { Tensor, handleOf } from '../../../src/tensor.js';
+import { Rng } from '../../../src/model/model.js';
+
+export const addon = (): NativeAddon => native();
+
+export function randn(n: number, seed: number, scale = 1): Float32Array {
+  const r = new Rng(seed);
+  return Float32Array.from({ length: n }, () => scale * r.normal());
+}
+
+export function f32(data: ArrayLike<number>, shape: number[]): TensorHandle {
+  return handleOf(Tensor.from(Float32Array.from(data), shape));
+}
+
+export function i32(data: ArrayLike<number>): TensorHandle {
+  return handleOf(Tensor.from(Int32Array.from(data), [data.length], { dtype: 'i32' }));
+}
+
+export function arr(h: TensorHandle): Float32Array {
+  return h.toArray() as Float32Array;
+}
+
+/** max |a - b| / max |b|, with max |b| asserted non-trivial so the comparison means something. */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  expect(a.length).toBe(b.length);
+  let d = 0, m = 0;
+  for (let i = 0; i < b.length; i++) {
+    if (!Number.isFinite(a[i])) return Infinity;
+    d = Math.max(d, Math.abs(a[i] - b[i]));
+    m = Math.max(m, Math.abs(b[i]));
+  }
+  expect(m).toBeGreaterThan(0);
+  return d / m;
+}
+
+export function errCode(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(InstillError);
+    return `${(e as InstillError).code}: ${(e as Error).message}`;
+  }
+  return 'no error';
+}
