@@ -107,6 +107,8 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
                            InstanceMethod<&ModelHandle::adamw_step>("adamwStep"),
                            InstanceMethod<&ModelHandle::loss_and_grads>("lossAndGrads"),
                            InstanceMethod<&ModelHandle::logits>("logits"),
+                           InstanceMethod<&ModelHandle::decode_reset>("decodeReset"),
+                           InstanceMethod<&ModelHandle::decode>("decode"),
                        });
   }
 
@@ -283,6 +285,35 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
             }
             return wrap_tensor(e, *result);
           });
+      Napi::Promise p = w->promise();
+      shared_->busy = true;
+      w->Queue();
+      return p;
+    });
+  }
+
+  // decodeReset(maxLen): allocates and empties the KV cache.
+  Napi::Value decode_reset(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      need_args(info, 1, "decodeReset");
+      model(env).decode_reset(need_int(info[0], "maxLen", 1, int64_t(1) << 31));
+      return env.Undefined();
+    });
+  }
+
+  // decode(ids) -> Promise<TensorHandle (1, V)>: appends ids to the cached sequence.
+  Napi::Value decode(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      need_args(info, 1, "decode");
+      model(env);
+      Tensor ids = *unwrap_tensor(env, info[0], "ids");
+      auto shared = shared_;
+      auto result = std::make_shared<Tensor>();
+      auto* w = new ModelWorker(
+          env, shared, [=]() { *result = shared->model->decode(ids); },
+          [=](Napi::Env e) -> Napi::Value { return wrap_tensor(e, *result); });
       Napi::Promise p = w->promise();
       shared_->busy = true;
       w->Queue();

@@ -146,6 +146,25 @@ Napi::Value op_attention_backward(const Napi::CallbackInfo& info) {
   });
 }
 
+// opAttentionDecode(q, k, v, kCache, vCache, start, scale) -> out; the caches are updated in place.
+Napi::Value op_attention_decode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 7, "opAttentionDecode");
+    const Tensor* q = unwrap_tensor(env, info[0], "q");
+    const Tensor* k = unwrap_tensor(env, info[1], "k");
+    const Tensor* v = unwrap_tensor(env, info[2], "v");
+    Tensor kc = *unwrap_tensor(env, info[3], "kCache");
+    Tensor vc = *unwrap_tensor(env, info[4], "vCache");
+    const double start = need_number(info[5], "start");
+    if (start != std::floor(start)) fail(ErrorCode::Arg, "'start' must be an integer");
+    const float scale = static_cast<float>(need_number(info[6], "scale"));
+    Tensor out = like(*q);
+    attention_decode(AttentionDecodeArgs{q, k, v, &kc, &vc, static_cast<int64_t>(start), scale, &out});
+    return wrap_tensor(env, out);
+  });
+}
+
 // opSwiglu(gate, up) -> out
 Napi::Value op_swiglu(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -203,6 +222,7 @@ void register_model_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("opRope", Napi::Function::New(env, op_rope, "opRope"));
   exports.Set("opAttention", Napi::Function::New(env, op_attention, "opAttention"));
   exports.Set("opAttentionBackward", Napi::Function::New(env, op_attention_backward, "opAttentionBackward"));
+  exports.Set("opAttentionDecode", Napi::Function::New(env, op_attention_decode, "opAttentionDecode"));
   exports.Set("opSwiglu", Napi::Function::New(env, op_swiglu, "opSwiglu"));
   exports.Set("opSwigluBackward", Napi::Function::New(env, op_swiglu_backward, "opSwigluBackward"));
   exports.Set("opAdamw", Napi::Function::New(env, op_adamw, "opAdamw"));

@@ -51,6 +51,10 @@ export interface ModelHandle {
   ): Promise<{ loss: number; count: number }>;
   /** (N, V); (rows, N / rows, V) when rows > 0 and not lastOnly; (segments, V) when lastOnly. */
   logits(ids: TensorHandle, positions: TensorHandle, cuSeqlens: TensorHandle, lastOnly: boolean, rows: number): Promise<TensorHandle>;
+  /** Allocates and empties the KV cache of one sequence (generation). */
+  decodeReset(maxLen: number): void;
+  /** Appends ids to the cached sequence; logits (1, V) of the last one. */
+  decode(ids: TensorHandle): Promise<TensorHandle>;
 }
 
 export interface NativeModelConfig {
@@ -128,6 +132,15 @@ export interface NativeAddon {
     cuSeqlens: TensorHandle,
     scale: number,
   ): { dq: TensorHandle; dk: TensorHandle; dv: TensorHandle };
+  opAttentionDecode(
+    q: TensorHandle,
+    k: TensorHandle,
+    v: TensorHandle,
+    kCache: TensorHandle,
+    vCache: TensorHandle,
+    start: number,
+    scale: number,
+  ): TensorHandle;
   opSwiglu(gate: TensorHandle, up: TensorHandle): TensorHandle;
   opSwigluBackward(dout: TensorHandle, gate: TensorHandle, up: TensorHandle): { dgate: TensorHandle; dup: TensorHandle };
   opAdamw(

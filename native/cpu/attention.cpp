@@ -43,6 +43,38 @@ struct Task {
   int64_t q0, q1;      // query rows [q0, q1), inside the segment
 };
 
+// One query row against keys/values rows [j_begin, j_end) (row stride kvh·D, head kh), online
+// softmax over tiles of kKeyTile; writes out_row (D) and returns the log-sum-exp.
+float attend_row(const float* qi, const float* k, const float* v, int64_t kvh, int64_t kh, int64_t d, int64_t j_begin,
+                 int64_t j_end, float scale, float* sc, float* acc, float* out_row) {
+  float m = -std::numeric_limits<float>::infinity();
+  float l = 0;
+  std::fill(acc, acc + d, 0.0f);
+  for (int64_t j0 = j_begin; j0 < j_end; j0 += kKeyTile) {
+    const int64_t j1 = std::min<int64_t>(j0 + kKeyTile, j_end);
+    float tmax = -std::numeric_limits<float>::infinity();
+    for (int64_t j = j0; j < j1; ++j) {
+      const float x = scale * dot(qi, k + (j * kvh + kh) * d, d);
+      sc[j - j0] = x;
+      tmax = std::max(tmax, x);
+    }
+    const float mnew = std::max(m, tmax);
+    const float corr = std::exp(m - mnew);  // 0 on the first tile (m = -inf)
+    l *= corr;
+    for (int64_t c = 0; c < d; ++c) acc[c] *= corr;
+    for (int64_t j = j0; j < j1; ++j) {
+      const float pj = std::exp(sc[j - j0] - mnew);
+      l += pj;
+      const float* vj = v + (j * kvh + kh) * d;
+      for (int64_t c = 0; c < d; ++c) acc[c] += pj * vj[c];
+    }
+    m = mnew;
+  }
+  const float inv = 1.0f / l;
+  for (int64_t c = 0; c < d; ++c) out_row[c] = acc[c] * inv;
+  return m + std::log(l);
+}
+
 }  // namespace
 
 void attention_forward(const AttentionForwardArgs& p) {
@@ -70,35 +102,28 @@ void attention_forward(const AttentionForwardArgs& p) {
     const int64_t kh = t.head / group;
     std::vector<float> sc(kKeyTile), acc(static_cast<size_t>(d));
     for (int64_t i = t.q0; i < t.q1; ++i) {
-      const float* qi = q + (i * h + t.head) * d;
-      float m = -std::numeric_limits<float>::infinity();
-      float l = 0;
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t j0 = t.begin; j0 <= i; j0 += kKeyTile) {
-        const int64_t j1 = std::min<int64_t>(j0 + kKeyTile, i + 1);
-        float tmax = -std::numeric_limits<float>::infinity();
-        for (int64_t j = j0; j < j1; ++j) {
-          const float x = scale * dot(qi, k + (j * kvh + kh) * d, d);
-          sc[static_cast<size_t>(j - j0)] = x;
-          tmax = std::max(tmax, x);
-        }
-        const float mnew = std::max(m, tmax);
-        const float corr = std::exp(m - mnew);  // 0 on the first tile (m = -inf)
-        l *= corr;
-        for (int64_t c = 0; c < d; ++c) acc[static_cast<size_t>(c)] *= corr;
-        for (int64_t j = j0; j < j1; ++j) {
-          const float pj = std::exp(sc[static_cast<size_t>(j - j0)] - mnew);
-          l += pj;
-          const float* vj = v + (j * kvh + kh) * d;
-          for (int64_t c = 0; c < d; ++c) acc[static_cast<size_t>(c)] += pj * vj[c];
-        }
-        m = mnew;
-      }
-      float* oi = out + (i * h + t.head) * d;
-      const float inv = 1.0f / l;
-      for (int64_t c = 0; c < d; ++c) oi[c] = acc[static_cast<size_t>(c)] * inv;
-      lse[i * h + t.head] = m + std::log(l);
+      lse[i * h + t.head] = attend_row(q + (i * h + t.head) * d, k, v, kvh, kh, d, t.begin, i + 1, scale, sc.data(),
+                                       acc.data(), out + (i * h + t.head) * d);
     }
+  });
+}
+
+void attention_decode(const AttentionDecodeArgs& p) {
+  const int64_t n = p.q->dim(0), h = p.q->dim(1), d = p.q->dim(2), kvh = p.k->dim(1);
+  const int64_t group = h / kvh;
+  float* kc = p.k_cache->data_as<float>();
+  float* vc = p.v_cache->data_as<float>();
+  const size_t row = static_cast<size_t>(kvh * d);
+  std::memcpy(kc + p.start * kvh * d, p.k->data(), static_cast<size_t>(n) * row * sizeof(float));
+  std::memcpy(vc + p.start * kvh * d, p.v->data(), static_cast<size_t>(n) * row * sizeof(float));
+  const float* q = p.q->data_as<float>();
+  float* out = p.out->data_as<float>();
+  const float scale = p.scale;
+  parallel_for(n * h, [&](int64_t ti) {
+    const int64_t i = ti / h, hh = ti % h;
+    std::vector<float> sc(kKeyTile), acc(static_cast<size_t>(d));
+    attend_row(q + (i * h + hh) * d, kc, vc, kvh, hh / group, d, 0, p.start + i + 1, scale, sc.data(), acc.data(),
+               out + (i * h + hh) * d);
   });
 }
 

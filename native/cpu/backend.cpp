@@ -21,6 +21,7 @@ const Backend& backend() {
       &cpu::rope_backward,
       &cpu::attention_forward,
       &cpu::attention_backward,
+      &cpu::attention_decode,
       &cpu::swiglu_forward,
       &cpu::swiglu_backward,
       &cpu::adamw_step,

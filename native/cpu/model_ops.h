@@ -16,6 +16,7 @@ void rope_forward(const RopeArgs& args);
 void rope_backward(const RopeArgs& args);
 void attention_forward(const AttentionForwardArgs& args);
 void attention_backward(const AttentionBackwardArgs& args);
+void attention_decode(const AttentionDecodeArgs& args);
 void swiglu_forward(const SwigluForwardArgs& args);
 void swiglu_backward(const SwigluBackwardArgs& args);
 void adamw_step(const AdamwArgs& args);

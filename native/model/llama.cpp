@@ -219,7 +219,8 @@ void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x,
   if (accumulate_dx) add(AddArgs{&dx, &tmp, &dx});
 }
 
-void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_out, const ModelInputs& in) {
+void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_out, const ModelInputs& in,
+                               int64_t cache_start) {
   const LlamaConfig& c = cfg_;
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   auto& lin = lw.lin;
@@ -238,7 +239,12 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   Tensor att3 = a.att.reshape({n, c.H, c.D});
   rope_forward(RopeArgs{&q3, in.positions, &inv_freq_, &q3});
   rope_forward(RopeArgs{&k3, in.positions, &inv_freq_, &k3});
-  attention_forward(AttentionForwardArgs{&q3, &k3, &v3, in.cu_seqlens, attn_scale(), &att3, &a.lse});
+  if (cache_start >= 0) {
+    attention_decode(AttentionDecodeArgs{&q3, &k3, &v3, &k_cache_[static_cast<size_t>(l)], &v_cache_[static_cast<size_t>(l)],
+                                         cache_start, attn_scale(), &att3});
+  } else {
+    attention_forward(AttentionForwardArgs{&q3, &k3, &v3, in.cu_seqlens, attn_scale(), &att3, &a.lse});
+  }
   linear_forward(lin[kO], a.att, a.x2, a.u[kO]);
   add(AddArgs{&a.x2, &x, &a.x2});
   rmsnorm_forward(RmsnormForwardArgs{&a.x2, &lw.ln2, c.eps, &a.xn2, &a.rstd2});
@@ -388,6 +394,51 @@ Tensor LlamaModel::logits(const ModelInputs& in, bool last_only) {
   }
   Tensor out = Tensor::empty({rows.dim(0), c.V}, DType::F32);
   matmul(MatmulArgs{&rows, &head(), false, true, &out});
+  return out;
+}
+
+void LlamaModel::decode_reset(int64_t max_len) {
+  if (max_len < 1) fail(ErrorCode::Arg, "KV cache length must be >= 1, got ", max_len);
+  const LlamaConfig& c = cfg_;
+  k_cache_.assign(static_cast<size_t>(c.L), Tensor());
+  v_cache_.assign(static_cast<size_t>(c.L), Tensor());
+  for (int64_t l = 0; l < c.L; ++l) {
+    k_cache_[static_cast<size_t>(l)] = Tensor::empty({max_len, c.KVH, c.D}, DType::F32);
+    v_cache_[static_cast<size_t>(l)] = Tensor::empty({max_len, c.KVH, c.D}, DType::F32);
+  }
+  cache_len_ = 0;
+}
+
+Tensor LlamaModel::decode(const Tensor& ids) {
+  check_complete();
+  if (k_cache_.empty()) fail(ErrorCode::Arg, "decode: no KV cache (call decode_reset first)");
+  need_dtype(ids, "ids", {DType::I32});
+  need_ndim(ids, "ids", 1);
+  const LlamaConfig& c = cfg_;
+  const int64_t n = ids.dim(0), start = cache_len_;
+  if (n == 0) fail(ErrorCode::Shape, "decode needs at least one token");
+  if (start + n > k_cache_[0].dim(0)) {
+    fail(ErrorCode::Range, "KV cache holds ", k_cache_[0].dim(0), " tokens; cannot add ", n, " after ", start);
+  }
+  Tensor pos = Tensor::empty({n}, DType::I32);
+  for (int64_t i = 0; i < n; ++i) pos.data_as<int32_t>()[i] = static_cast<int32_t>(start + i);
+  ModelInputs in{&ids, &pos, nullptr, nullptr};
+  Tensor x = Tensor::empty({n, c.C}, DType::F32), y = Tensor::empty({n, c.C}, DType::F32);
+  embedding_forward(EmbeddingForwardArgs{&ids, &embed_, &x});
+  Acts a = make_acts(n, false);
+  for (int64_t l = 0; l < c.L; ++l) {
+    layer_forward(l, x, a, y, in, start);
+    std::swap(x, y);
+  }
+  cache_len_ = start + n;
+  Tensor last = Tensor::empty({1}, DType::I32);
+  last.data_as<int32_t>()[0] = static_cast<int32_t>(n - 1);
+  Tensor row = Tensor::empty({1, c.C}, DType::F32), rowf = Tensor::empty({1, c.C}, DType::F32);
+  embedding_forward(EmbeddingForwardArgs{&last, &x, &row});  // a row gather
+  Tensor rstd = Tensor::empty({1}, DType::F32);
+  rmsnorm_forward(RmsnormForwardArgs{&row, &norm_, c.eps, &rowf, &rstd});
+  Tensor out = Tensor::empty({1, c.V}, DType::F32);
+  matmul(MatmulArgs{&rowf, &head(), false, true, &out});
   return out;
 }
 

@@ -112,13 +112,21 @@ class LlamaModel {
   // when last_only is set.
   Tensor logits(const ModelInputs& in, bool last_only);
 
+  // Incremental decoding of one sequence with a KV cache (generation). decode_reset
+  // allocates the cache for max_len tokens and empties it; decode appends ids (n) at
+  // positions cache_len .. cache_len+n-1 and returns the logits (1, V) of the last one.
+  void decode_reset(int64_t max_len);
+  Tensor decode(const Tensor& ids);
+  int64_t cache_len() const { return cache_len_; }
+
   void zero_grads();
   // One AdamW step over every LoRA parameter; step >= 1 is the optimizer's step count.
   void adamw_step(double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step);
 
  private:
   struct Acts;
-  void layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_out, const ModelInputs& in);
+  // cache_start >= 0: attend through the KV cache (decode) instead of over cu_seqlens.
+  void layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_out, const ModelInputs& in, int64_t cache_start = -1);
   void layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dres, const ModelInputs& in, bool accumulate,
                       Scratch& s);
   void linear_forward(const Linear& lin, const Tensor& x, Tensor& y, Tensor& u);
@@ -138,6 +146,8 @@ class LlamaModel {
   uint32_t lora_mask_ = 0;
   float lora_scale_ = 1.0f;
   bool checkpointing_ = false;
+  std::vector<Tensor> k_cache_, v_cache_;  // per layer (T_max, KVH, D)
+  int64_t cache_len_ = 0;
 };
 
 }  // namespace instill

@@ -49,6 +49,34 @@ void attention_forward(const AttentionForwardArgs& p) {
   be.attention_forward(p);
 }
 
+void attention_decode(const AttentionDecodeArgs& p) {
+  const Tensor& q = need(p.q, "q");
+  const Tensor& k = need(p.k, "k");
+  const Tensor& v = need(p.v, "v");
+  const Tensor& kc = need(p.k_cache, "k_cache");
+  const Tensor& vc = need(p.v_cache, "v_cache");
+  const Tensor& out = need(p.out, "out");
+  for (auto [t, name] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}, {&kc, "k_cache"}, {&vc, "v_cache"}, {&out, "out"}}) {
+    need_dtype(*t, name, {DType::F32});
+    need_ndim(*t, name, 3);
+    need_same_device(*t, name, q.device());
+  }
+  const int64_t n = q.dim(0), h = q.dim(1), d = q.dim(2), kvh = k.dim(1), tmax = kc.dim(0);
+  need_shape(k, "k", {n, kvh, d}, "(n, KVH, D)");
+  need_shape(v, "v", {n, kvh, d}, "(n, KVH, D)");
+  need_shape(kc, "k_cache", {tmax, kvh, d}, "(T_max, KVH, D)");
+  need_shape(vc, "v_cache", {tmax, kvh, d}, "(T_max, KVH, D)");
+  need_shape(out, "out", {n, h, d}, "(n, H, D) like q");
+  if (h % kvh != 0) fail(ErrorCode::Shape, "query heads (", h, ") must be a multiple of KV heads (", kvh, ")");
+  if (p.start < 0 || p.start + n > tmax) {
+    fail(ErrorCode::Range, "KV cache holds ", tmax, " tokens; cannot add ", n, " after ", p.start);
+  }
+  if (!std::isfinite(p.scale)) fail(ErrorCode::Arg, "'scale' must be finite");
+  const Backend& be = backend_for(q.device());
+  if (!be.attention_decode) fail(ErrorCode::Unsupported, "attention decode is not implemented on ", be.name);
+  be.attention_decode(p);
+}
+
 void attention_backward(const AttentionBackwardArgs& p) {
   const Tensor& q = need(p.q, "q");
   const Tensor& k = need(p.k, "k");

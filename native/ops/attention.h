@@ -43,7 +43,23 @@ struct AttentionBackwardArgs {
   Tensor* dv;                // (N, KVH, D) out
 };
 
+// Incremental decoding with a KV cache (one sequence). The n new tokens sit at absolute
+// positions start .. start+n-1: their k/v rows are first written into the cache at
+// rows [start, start+n), then new token i attends to cache rows [0, start+i], with the
+// same online softmax as attention_forward. start + n must not exceed the cache length.
+struct AttentionDecodeArgs {
+  const Tensor* q;      // (n, H, D)
+  const Tensor* k;      // (n, KVH, D) new keys
+  const Tensor* v;      // (n, KVH, D) new values
+  Tensor* k_cache;      // (T_max, KVH, D) in/out
+  Tensor* v_cache;      // (T_max, KVH, D) in/out
+  int64_t start;        // tokens already in the cache
+  float scale;
+  Tensor* out;          // (n, H, D) out
+};
+
 void attention_forward(const AttentionForwardArgs& args);
+void attention_decode(const AttentionDecodeArgs& args);
 void attention_backward(const AttentionBackwardArgs& args);
 
 }  // namespace instill

@@ -38,6 +38,7 @@ struct Backend {
   void (*rope_backward)(const RopeArgs&);
   void (*attention_forward)(const AttentionForwardArgs&);
   void (*attention_backward)(const AttentionBackwardArgs&);
+  void (*attention_decode)(const AttentionDecodeArgs&);
   void (*swiglu_forward)(const SwigluForwardArgs&);
   void (*swiglu_backward)(const SwigluBackwardArgs&);
   void (*adamw_step)(const AdamwArgs&);

@@ -473,7 +473,7 @@ export class Model {
    * Continues a prompt (token ids, or text encoded with the folder's tokenizer, BOS added as its config says).
    * Greedy at temperature 0 (default); otherwise samples from softmax(logits / temperature) restricted to
    * the top-p nucleus, with a seeded generator (same seed, same text).
-   * Each step runs the whole sequence again (no KV cache yet).
+   * The prompt runs once through the model, then each new token alone against a KV cache.
    */
   async generate(prompt: string | readonly number[] | Int32Array, opts: GenerateOptions = {}): Promise<GenerateResult> {
     const maxNew = opts.maxNewTokens ?? 100;
@@ -491,15 +491,20 @@ export class Model {
     const rng = new Rng(opts.seed ?? 0);
     const out: number[] = [];
     const V = this.spec.vocabSize;
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= V) throw new InstillError(ErrorCode.RANGE, `prompt token id ${describe(id)} is outside [0, ${V})`);
+    }
+    // KV cache: the prompt once, then one token per step.
+    this.handle.decodeReset(ids.length + maxNew);
+    let next: Int32Array = Int32Array.from(ids);
     for (let step = 0; step < maxNew; step++) {
-      const seq = Int32Array.from(ids);
-      const inp = prepareInputs({ inputIds: seq }, false, V);
-      const t = this.engineTensors(inp);
-      const logits = (Tensor.fromHandle(await this.handle.logits(t.ids, t.positions, t.cu, true, 0)).toArray() as Float32Array).subarray(0, V);
-      const next = temperature === 0 ? argmax(logits) : sample(logits, temperature, topP, rng);
-      out.push(next);
-      ids.push(next);
-      if (stop.has(next)) break;
+      const h = await this.handle.decode(handleOf(Tensor.from(next, [next.length], { dtype: 'i32' })));
+      const logits = Tensor.fromHandle(h).toArray() as Float32Array;
+      const tok = temperature === 0 ? argmax(logits) : sample(logits, temperature, topP, rng);
+      out.push(tok);
+      ids.push(tok);
+      if (stop.has(tok)) break;
+      next = Int32Array.of(tok);
     }
     let text: string | null = null;
     if (tok) text = tok.decode(out);

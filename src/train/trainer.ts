@@ -33,6 +33,7 @@ import {
   ADAPTER_CONFIG_FILE,
   ADAPTER_FILE,
   loadCheckpoint,
+  listCheckpoints,
   loadLatestCheckpoint,
   saveCheckpoint,
   type LoadedCheckpoint,
@@ -303,6 +304,9 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     let lastCheckpoint: string | null = null;
 
     const ck = await this.resolveResume();
+    if (!ck && out && (await listCheckpoints(out)).length > 0) {
+      throw new InstillError(ErrorCode.ARG, `${out} already holds checkpoints of another run: pass resumeFrom: 'latest' to continue it, or choose another outputDir`);
+    }
     if (ck) {
       this.checkResumable(ck);
       const f = SafetensorsFile.open(join(ck.dir, ADAPTER_FILE));

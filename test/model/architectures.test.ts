@@ -126,6 +126,17 @@ describe('architectures against a float64 reference', () => {
       const lw: Weights = {};
       for (const [n, v] of Object.entries(aw)) lw[n] = Float64Array.from(v);
       const lora = { scale: 2, targets, w: lw };
+      // generate (KV cache, one token per step) equals greedy over full forwards, with the adapters on.
+      const gen = await model.generate(ids.slice(0, 5), { maxNewTokens: 12, stopTokenIds: [] });
+      const seq = ids.slice(0, 5);
+      for (let s = 0; s < 12; s++) {
+        const lg = (await model.logits([seq])).toArray() as Float32Array;
+        const last = lg.subarray((seq.length - 1) * spec.vocabSize, seq.length * spec.vocabSize);
+        let best = 0;
+        for (let j = 1; j < last.length; j++) if (last[j] > last[best]) best = j;
+        seq.push(best);
+      }
+      expect(gen.ids).toEqual(seq.slice(5));
       const res = await model.lossAndGrads({ inputIds: [ids], labels: [labels] });
       const lossRef = referenceLoss(referenceLogits(spec, w, ids, inv, lora), labels);
       expect(Math.abs(res.loss - lossRef) / lossRef).toBeLessThan(1e-5);

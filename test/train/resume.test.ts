@@ -73,5 +73,6 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('checkpoints and 
     expect(readdirSync(out)).toContain('checkpoint-4.tmp-999999');
     const s2 = await setup();
     await expect(trainer(s2, { maxSteps: 3, lr: 1e-3, outputDir: out, resumeFrom: 'latest' }).train()).rejects.toThrow(/settings differ \(lr: checkpoint 0.003, now 0.001/);
+    await expect(trainer(s2, { maxSteps: 3, outputDir: out }).train()).rejects.toThrow(/already holds checkpoints of another run/);
   });
 });

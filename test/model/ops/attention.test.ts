@@ -119,6 +119,22 @@ describe('attention op vs float64', () => {
     }
   });
 
+  it('decode with a KV cache (chunks 7, 1, 1, 70) equals attention over the whole sequence', () => {
+    const N = 79, H = 6, KVH = 2, D = 10, scale = 0.3;
+    const q = randn(N * H * D, 11), k = randn(N * KVH * D, 12), v = randn(N * KVH * D, 13);
+    const A = addon();
+    const full = arr(A.opAttention(f32(q, [N, H, D]), f32(k, [N, KVH, D]), f32(v, [N, KVH, D]), i32([0, N]), scale).out);
+    const kc = f32(new Float32Array(90 * KVH * D), [90, KVH, D]), vc = f32(new Float32Array(90 * KVH * D), [90, KVH, D]);
+    let start = 0;
+    for (const n of [7, 1, 1, 70]) {
+      const sl = (x: Float32Array, w: number) => x.subarray(start * w * D, (start + n) * w * D);
+      const out = arr(A.opAttentionDecode(f32(sl(q, H), [n, H, D]), f32(sl(k, KVH), [n, KVH, D]), f32(sl(v, KVH), [n, KVH, D]), kc, vc, start, scale));
+      expect(relErr(out, full.subarray(start * H * D, (start + n) * H * D))).toBeLessThan(1e-6);
+      start += n;
+    }
+    expect(errCode(() => A.opAttentionDecode(f32(q.subarray(0, 2 * H * D), [2, H, D]), f32(k.subarray(0, 2 * KVH * D), [2, KVH, D]), f32(v.subarray(0, 2 * KVH * D), [2, KVH, D]), kc, vc, 89, scale))).toMatch(/^E_RANGE.*KV cache/);
+  });
+
   it('bad arguments are errors, not crashes', () => {
     const A = addon();
     const q = f32(new Float32Array(4 * 3 * 2), [4, 3, 2]), k = f32(new Float32Array(4 * 2 * 2), [4, 2, 2]);
