@@ -53,3 +53,17 @@ export type {
 } from './model/model.js';
 export type { BatchInput, TokenRows } from './model/inputs.js';
 export type { ModelSpec, RopeScaling } from './model/config.js';
+
+// Training: the Trainer, schedules, checkpoints, adapter merge.
+export { Trainer, engineBatch } from './train/trainer.js';
+export type { TrainerOptions, StepEvent, EvalEvent, CheckpointEvent, TrainResult } from './train/trainer.js';
+export { createSchedule, SCHEDULES } from './train/schedule.js';
+export type { ScheduleName, ScheduleOptions } from './train/schedule.js';
+export { loadCheckpoint, loadLatestCheckpoint, listCheckpoints } from './train/checkpoint.js';
+export type { TrainerState } from './train/checkpoint.js';
+export { exactMatch, readPromptAnswers } from './train/exact_match.js';
+export type { ExactMatchResult } from './train/exact_match.js';
+export { resolveTrainConfig, settingsFromYaml } from './train/config.js';
+export type { TrainConfig } from './train/config.js';
+export { prepareTraining } from './train/session.js';
+export { mergeAdapter, readAdapterConfig } from './adapter/merge.js';

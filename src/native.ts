@@ -1,8 +1,9 @@
 // The one place that loads the native addon and types its surface.
 //
-// Looks for a prebuilt binary (prebuilds/<platform>-<arch>/) and then the local
-// build (build/Release/instill.node) through node-gyp-build; on failure, the
-// error lists what was tried and how to build.
+// Looks for the local build (build/Release/instill.node, then build/Debug) and
+// then a prebuilt binary (prebuilds/<platform>-<arch>/, through node-gyp-build);
+// on failure, the error lists what was tried and how to build.
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -169,16 +170,31 @@ export const packageRoot: string = (() => {
 
 let addon: NativeAddon | undefined;
 
+/** Where a local build of the addon may be, in the order they are tried. */
+export function addonPaths(): string[] {
+  return ['Release', 'Debug'].map((d) => join(packageRoot, 'build', d, 'instill.node')).filter((p) => existsSync(p));
+}
+
 export function native(): NativeAddon {
   if (addon) return addon;
   const require = createRequire(import.meta.url);
   const tried: string[] = [];
   let loaded: NativeAddon | undefined;
-  try {
-    const load = require('node-gyp-build') as (dir: string) => unknown;
-    loaded = load(packageRoot) as NativeAddon;
-  } catch (err) {
-    tried.push(`node-gyp-build(${packageRoot}): ${(err as Error).message.split('\n')[0]}`);
+  for (const candidate of addonPaths()) {
+    try {
+      loaded = require(candidate) as NativeAddon;
+      break;
+    } catch (err) {
+      tried.push(`${candidate}: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }
+  if (!loaded) {
+    try {
+      const load = require('node-gyp-build') as (dir: string) => unknown;
+      loaded = load(packageRoot) as NativeAddon;
+    } catch (err) {
+      tried.push(`prebuilds via node-gyp-build(${packageRoot}): ${(err as Error).message.split('\n')[0]}`);
+    }
   }
   if (!loaded) {
     throw new InstillError(

@@ -10,11 +10,14 @@ const USAGE = `usage: instill bench kernels [options]
 
 Self-checks every kernel against a float64 reference on every instruction set
 this CPU runs, then times them at SmolLM2-135M training shapes (GFLOP/s,
-median of several repeats) and measures the peak memory of the fused LM head.
+median of several repeats) beside OpenBLAS (when libopenblas is installed)
+and PyTorch (--torch), alternating in one run, and measures the peak memory
+of the fused LM head.
 
 options:
   --json          print one JSON report on stdout (progress goes to stderr)
   --quick         smaller shapes (N=512), no 2048³ GEMM, no memory measurement
+  --torch         also time PyTorch (CPU, eager; Debian's python3-torch) on the same shapes
   --repeats N     timed repeats per shape (default 5)
   --threads N     engine threads (default: all CPUs this process may use)
   --isa NAME      portable | avx2 | avx512 | avx512bf16 (default: the best this CPU runs)`;
@@ -33,11 +36,17 @@ function printReport(r: KernelsBenchReport): void {
       r.selfCheck.map((c) => [c.isa, c.kernel, c.error.toExponential(2), c.tolerance.toExponential(0), c.ok ? 'ok' : 'FAIL']),
     ),
   );
-  console.log('\nspeed (median of repeats):');
+  console.log(`\nspeed (median of repeats; ratio = reference time / instill time, > 1: instill faster)`);
+  console.log(`references: OpenBLAS ${r.references.openblas}; PyTorch: ${r.references.torch}`);
+  const ratio = (x: number | null) => (x === null ? '' : `${x.toFixed(2)}x`);
+  const gf = (row: { gflop: number }, s: number | null) => (s === null ? '' : (row.gflop / s).toFixed(1));
   console.log(
     table(
-      ['kernel', 'shape', 'dtype', 'ms', 'GFLOP/s'],
-      r.rows.map((row) => [row.kernel, row.shape, row.dtype, (row.timing.median * 1e3).toFixed(1), row.gflops.toFixed(1)]),
+      ['kernel', 'shape', 'dtype', 'ms', 'GFLOP/s', 'OpenBLAS', 'vs OpenBLAS', 'PyTorch', 'vs PyTorch'],
+      r.rows.map((row) => [
+        row.kernel, row.shape, row.dtype, (row.ours * 1e3).toFixed(1), row.oursGflops.toFixed(1),
+        gf(row, row.openblas), ratio(row.vsOpenblas), gf(row, row.torch), ratio(row.vsTorch),
+      ]),
     ),
   );
   if (r.memory) {
@@ -45,11 +54,11 @@ function printReport(r: KernelsBenchReport): void {
     console.log(`\nlinearCrossEntropy peak extra memory (${m.shape}):`);
     console.log(
       table(
-        ['path', 'peak extra', 'seconds'],
+        ['path', 'peak extra'],
         [
-          ['fused (kernels.linearCrossEntropy)', mb(m.fusedPeakBytes), m.fusedSeconds.toFixed(2)],
-          ['materialised logits + maskedCrossEntropy', mb(m.materialisedPeakBytes), m.materialisedSeconds.toFixed(2)],
-          ['one (N, V) f32 logits matrix', mb(m.logitsBytes), ''],
+          ['fused (kernels.linearCrossEntropy)', mb(m.fusedPeakBytes)],
+          ['materialised logits + maskedCrossEntropy', mb(m.materialisedPeakBytes)],
+          ['one (N, V) f32 logits matrix', mb(m.logitsBytes)],
         ],
       ),
     );
@@ -63,6 +72,7 @@ export async function run(argv: string[]): Promise<number> {
     options: {
       json: { type: 'boolean', default: false },
       quick: { type: 'boolean', default: false },
+      torch: { type: 'boolean', default: false },
       repeats: { type: 'string' },
       threads: { type: 'string' },
       isa: { type: 'string' },
@@ -84,8 +94,9 @@ export async function run(argv: string[]): Promise<number> {
   if (values.threads !== undefined) runtime.setThreads(Number(values.threads));
   if (values.isa !== undefined) runtime.setIsa(values.isa);
 
-  const report = runKernelsBench({
+  const report = await runKernelsBench({
     quick: values.quick,
+    torch: values.torch,
     repeats,
     progress: (line) => {
       if (!values.json) process.stderr.write(`  … ${line}\n`);

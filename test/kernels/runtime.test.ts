@@ -4,11 +4,11 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 
 import { Tensor, kernels, runtime } from '../../src/index.js';
-import { packageRoot } from '../../src/native.js';
+import { addonPaths, packageRoot } from '../../src/native.js';
 
 /** runtimeInfo() of a fresh process with the given environment. */
 function infoWith(env: Record<string, string>): { threads: number; isa: string } {
-  const script = `const a = require('node-gyp-build')(${JSON.stringify(packageRoot)}); console.log(JSON.stringify(a.runtimeInfo()))`;
+  const script = `const a = require(${JSON.stringify(addonPaths()[0])}); console.log(JSON.stringify(a.runtimeInfo()))`;
   const out = execFileSync(process.execPath, ['-e', script], { env: { ...process.env, ...env }, cwd: packageRoot });
   return JSON.parse(out.toString()) as { threads: number; isa: string };
 }
@@ -36,7 +36,7 @@ describe('runtime', () => {
   it('works in a worker thread and keeps working after the worker ends', async () => {
     const code = `
       const { parentPort } = require('node:worker_threads');
-      const a = require('node-gyp-build')(${JSON.stringify(packageRoot)});
+      const a = require(${JSON.stringify(addonPaths()[0])});
       a.init(class extends Error { constructor(code, m) { super(m); this.code = code; } });
       const x = a.tensorFromArray(new Float32Array([1, 2, 3, 4]), [2, 2], 'f32');
       const c = a.matmul(x, x, false, false);
