@@ -44,6 +44,9 @@ int main(int argc, char** argv) {
   const bool bf16 = argc > 8 && std::string(argv[8]) == "bf16";
   set_num_threads(threads);
 
+  // OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s) after each call, taking the
+  // cores from whatever is timed next; the shortest timeout makes alternation fair.
+  setenv("OPENBLAS_THREAD_TIMEOUT", "4", 0);
   void* lib = dlopen("libopenblas.so.0", RTLD_NOW);
   sgemm_fn sgemm = lib ? reinterpret_cast<sgemm_fn>(dlsym(lib, "cblas_sgemm")) : nullptr;
   if (lib) {

@@ -23,6 +23,10 @@ interface RefModule {
 export function loadOpenBlas(threads: number): OpenBlas | { unavailable: string } {
   const path = join(packageRoot, 'build', 'Release', 'instill_bench_ref.node');
   if (!existsSync(path)) return { unavailable: `${path} is not built (npm run build:native)` };
+  // OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s) after every call, taking the
+  // cores from whatever is timed next; with the shortest timeout the alternation is fair.
+  // Read once when the library is loaded, so it is set before.
+  process.env.OPENBLAS_THREAD_TIMEOUT ??= '4';
   const mod = createRequire(import.meta.url)(path) as RefModule;
   const library = mod.available();
   if (!library) return { unavailable: 'libopenblas.so.0 not found (Debian: apt-get install libopenblas0-pthread)' };

@@ -32,7 +32,12 @@ export class TorchReference {
   /** Starts the server with INSTILL_PYTHON (default /usr/bin/python3); null when PyTorch is not importable. */
   static async start(threads: number): Promise<TorchReference | { unavailable: string }> {
     const python = process.env.INSTILL_PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
-    const proc = spawn(python, [script], { stdio: ['pipe', 'pipe', 'pipe'] });
+    // PyTorch's fp32 matmul goes through OpenBLAS here, whose idle threads would spin ~0.1 s
+    // after each call and slow down instill's next timed run; see openblas.ts.
+    const proc = spawn(python, [script], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, OPENBLAS_THREAD_TIMEOUT: process.env.OPENBLAS_THREAD_TIMEOUT ?? '4' },
+    });
     let stderr = '';
     proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const lines = createInterface({ input: proc.stdout });

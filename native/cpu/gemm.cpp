@@ -142,7 +142,10 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
 
   const GemmKernelInfo& kern = kernel_for(active_isa(), terms, nterms);
   const int mr = kern.mr, nr = kern.nr;
-  const int64_t kKC = kern.kc;
+  // K blocks of equal depth (576 = 3 x 192, not 256 + 256 + 64): a shallow last block
+  // would pay a whole pass over C for little work. Multiples of 8 keep the packs vectorised.
+  const int64_t k_blocks = (ktotal + kern.kc - 1) / kern.kc;
+  const int64_t kKC = std::min<int64_t>(kern.kc, ((ktotal + k_blocks - 1) / k_blocks + 7) / 8 * 8);
   const int64_t mc = static_cast<int64_t>(mr) * std::max(1, 96 / mr);
   const int64_t nc = static_cast<int64_t>(nr) * 64;
   const int64_t m_slivers = (m + mr - 1) / mr;
