@@ -143,15 +143,16 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     });
   }
 
-  // addLora(mask, r, scale)
+  // addLora(mask, r, scale, dropout)
   Napi::Value add_lora(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
-      need_args(info, 3, "addLora");
+      need_args(info, 4, "addLora");
       const int64_t mask = need_int(info[0], "mask", 1, (1 << kNumTargets) - 1);
       const int64_t r = need_int(info[1], "r", 1, 1 << 16);
       const float scale = static_cast<float>(need_number(info[2], "scale"));
-      model(env).add_lora(static_cast<uint32_t>(mask), r, scale);
+      const float dropout = static_cast<float>(need_number(info[3], "dropout"));
+      model(env).add_lora(static_cast<uint32_t>(mask), r, scale, dropout);
       return env.Undefined();
     });
   }
@@ -227,23 +228,24 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     });
   }
 
-  // lossAndGrads(ids, positions, cuSeqlens, targets, normalizer, accumulate) -> Promise<{ loss, count }>
+  // lossAndGrads(ids, positions, cuSeqlens, targets, normalizer, accumulate, dropoutSeed) -> Promise<{ loss, count }>
   Napi::Value loss_and_grads(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
-      need_args(info, 6, "lossAndGrads");
+      need_args(info, 7, "lossAndGrads");
       model(env);
       Tensor ids = *unwrap_tensor(env, info[0], "ids"), pos = *unwrap_tensor(env, info[1], "positions");
       Tensor cu = *unwrap_tensor(env, info[2], "cuSeqlens"), tg = *unwrap_tensor(env, info[3], "targets");
       const double normalizer = need_number(info[4], "normalizer");
       const bool accumulate = need_bool(info[5], "accumulate");
+      const uint32_t seed = static_cast<uint32_t>(need_int(info[6], "dropoutSeed", 0, 4294967295ll));
       auto shared = shared_;
       auto result = std::make_shared<CrossEntropyResult>();
       auto* w = new ModelWorker(
           env, shared,
           [=]() {
             ModelInputs in{&ids, &pos, &cu, &tg};
-            *result = shared->model->loss_and_grads(in, normalizer, accumulate);
+            *result = shared->model->loss_and_grads(in, normalizer, accumulate, seed);
           },
           [=](Napi::Env e) -> Napi::Value {
             Napi::Object o = Napi::Object::New(e);

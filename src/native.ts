@@ -34,7 +34,7 @@ export interface ModelHandle {
   setWeight(name: string, tensor: TensorHandle): void;
   checkComplete(): void;
   /** mask: bit i = LoRA target i (q, k, v, o, gate, up, down). */
-  addLora(mask: number, r: number, scale: number): void;
+  addLora(mask: number, r: number, scale: number, dropout: number): void;
   /** which: 0 A, 1 B, 2 dA, 3 dB. The handle aliases the model's tensor. */
   loraTensor(layer: number, target: number, which: number): TensorHandle;
   setLoraTensor(layer: number, target: number, which: number, values: Float32Array): void;
@@ -48,6 +48,8 @@ export interface ModelHandle {
     targets: TensorHandle,
     normalizer: number,
     accumulate: boolean,
+    /** uint32; LoRA dropout masks of this call derive from it (ops/lora_dropout.h). */
+    dropoutSeed: number,
   ): Promise<{ loss: number; count: number }>;
   /** (N, V); (rows, N / rows, V) when rows > 0 and not lastOnly; (segments, V) when lastOnly. */
   logits(ids: TensorHandle, positions: TensorHandle, cuSeqlens: TensorHandle, lastOnly: boolean, rows: number): Promise<TensorHandle>;

@@ -27,6 +27,8 @@ const Backend& backend() {
       &cpu::adamw_step,
       &cpu::add,
       &cpu::bias_add,
+      &cpu::lora_dropout_forward,
+      &cpu::lora_dropout_backward,
   };
   return b;
 }

@@ -22,6 +22,8 @@ void swiglu_backward(const SwigluBackwardArgs& args);
 void adamw_step(const AdamwArgs& args);
 void add(const AddArgs& args);
 void bias_add(const BiasAddArgs& args);
+void lora_dropout_forward(const LoraDropoutForwardArgs& args);
+void lora_dropout_backward(const LoraDropoutBackwardArgs& args);
 
 }  // namespace cpu
 }  // namespace instill

@@ -8,6 +8,7 @@
 #include "ops/attention.h"
 #include "ops/check.h"
 #include "ops/embedding.h"
+#include "ops/lora_dropout.h"
 #include "ops/lora_linear.h"
 #include "ops/matmul.h"
 #include "ops/rmsnorm.h"
@@ -139,7 +140,8 @@ void LlamaModel::check_complete() const {
   }
 }
 
-void LlamaModel::add_lora(uint32_t mask, int64_t r, float scale) {
+void LlamaModel::add_lora(uint32_t mask, int64_t r, float scale, float dropout) {
+  if (!(dropout >= 0.0f && dropout < 1.0f)) fail(ErrorCode::Arg, "LoRA dropout must be in [0, 1), got ", dropout);
   if (r < 1) fail(ErrorCode::Arg, "LoRA rank must be >= 1, got ", r);
   if (mask == 0 || mask >= (1u << kNumTargets)) fail(ErrorCode::Arg, "LoRA target mask ", mask, " selects no valid module");
   if (!std::isfinite(scale)) fail(ErrorCode::Arg, "LoRA scale must be finite");
@@ -158,6 +160,11 @@ void LlamaModel::add_lora(uint32_t mask, int64_t r, float scale) {
   lora_r_ = r;
   lora_mask_ = mask;
   lora_scale_ = scale;
+  lora_dropout_ = dropout;
+}
+
+uint32_t LlamaModel::dropout_seed(int64_t l, int target) const {
+  return dropout_fmix32(step_seed_ ^ (static_cast<uint32_t>(l * kNumTargets + target + 1) * 0x85ebca6bu));
 }
 
 LoraParam& LlamaModel::lora(int64_t layer, int target) {
@@ -197,7 +204,12 @@ LlamaModel::Acts LlamaModel::make_acts(int64_t n, bool /*for_backward*/) const {
   return a;
 }
 
-void LlamaModel::linear_forward(const Linear& lin, const Tensor& x, Tensor& y, Tensor& u) {
+void LlamaModel::linear_forward(const Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed) {
+  if (lin.has_lora && dropout_active_) {
+    lora_dropout_forward(LoraDropoutForwardArgs{&x, &lin.w, lin.bias.defined() ? &lin.bias : nullptr, &lin.lora.a,
+                                                &lin.lora.b, lora_scale_, lora_dropout_, seed, &y, &u});
+    return;
+  }
   if (lin.has_lora) {
     lora_linear_forward(LoraLinearForwardArgs{&x, &lin.w, lin.bias.defined() ? &lin.bias : nullptr, &lin.lora.a,
                                               &lin.lora.b, lora_scale_, &y, &u});
@@ -208,9 +220,12 @@ void LlamaModel::linear_forward(const Linear& lin, const Tensor& x, Tensor& y, T
 }
 
 void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx,
-                                 bool accumulate_dx, bool accumulate_grads, Tensor& tmp) {
+                                 bool accumulate_dx, bool accumulate_grads, Tensor& tmp, uint32_t seed) {
   Tensor& dst = accumulate_dx ? tmp : dx;
-  if (lin.has_lora) {
+  if (lin.has_lora && dropout_active_) {
+    lora_dropout_backward(LoraDropoutBackwardArgs{&dy, &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, lora_dropout_,
+                                                  seed, &dst, &lin.lora.da, &lin.lora.db, accumulate_grads});
+  } else if (lin.has_lora) {
     lora_linear_backward(LoraLinearBackwardArgs{&dy, &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, &dst,
                                                 &lin.lora.da, &lin.lora.db, accumulate_grads});
   } else {
@@ -226,9 +241,9 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   auto& lin = lw.lin;
   const int64_t n = x.dim(0);
   rmsnorm_forward(RmsnormForwardArgs{&x, &lw.ln1, c.eps, &a.xn1, &a.rstd1});
-  linear_forward(lin[kQ], a.xn1, c.qk_norm ? a.q_pre : a.q, a.u[kQ]);
-  linear_forward(lin[kK], a.xn1, c.qk_norm ? a.k_pre : a.k, a.u[kK]);
-  linear_forward(lin[kV], a.xn1, a.v, a.u[kV]);
+  linear_forward(lin[kQ], a.xn1, c.qk_norm ? a.q_pre : a.q, a.u[kQ], dropout_seed(l, kQ));
+  linear_forward(lin[kK], a.xn1, c.qk_norm ? a.k_pre : a.k, a.u[kK], dropout_seed(l, kK));
+  linear_forward(lin[kV], a.xn1, a.v, a.u[kV], dropout_seed(l, kV));
   if (c.qk_norm) {
     Tensor qp = a.q_pre.reshape({n * c.H, c.D}), qo = a.q.reshape({n * c.H, c.D});
     Tensor kp = a.k_pre.reshape({n * c.KVH, c.D}), ko = a.k.reshape({n * c.KVH, c.D});
@@ -245,13 +260,13 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   } else {
     attention_forward(AttentionForwardArgs{&q3, &k3, &v3, in.cu_seqlens, attn_scale(), &att3, &a.lse});
   }
-  linear_forward(lin[kO], a.att, a.x2, a.u[kO]);
+  linear_forward(lin[kO], a.att, a.x2, a.u[kO], dropout_seed(l, kO));
   add(AddArgs{&a.x2, &x, &a.x2});
   rmsnorm_forward(RmsnormForwardArgs{&a.x2, &lw.ln2, c.eps, &a.xn2, &a.rstd2});
-  linear_forward(lin[kGate], a.xn2, a.gate, a.u[kGate]);
-  linear_forward(lin[kUp], a.xn2, a.up, a.u[kUp]);
+  linear_forward(lin[kGate], a.xn2, a.gate, a.u[kGate], dropout_seed(l, kGate));
+  linear_forward(lin[kUp], a.xn2, a.up, a.u[kUp], dropout_seed(l, kUp));
   swiglu_forward(SwigluForwardArgs{&a.gate, &a.up, &a.h});
-  linear_forward(lin[kDown], a.h, x_out, a.u[kDown]);
+  linear_forward(lin[kDown], a.h, x_out, a.u[kDown], dropout_seed(l, kDown));
   add(AddArgs{&x_out, &a.x2, &x_out});
 }
 
@@ -262,13 +277,13 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   auto& lin = lw.lin;
   const int64_t n = x.dim(0);
   // MLP: dres is d(x_out); the residual passes it through to x2 unchanged.
-  linear_backward(lin[kDown], dres, a.h, a.u[kDown], s.dh, false, accumulate, s.tmp);
+  linear_backward(lin[kDown], dres, a.h, a.u[kDown], s.dh, false, accumulate, s.tmp, dropout_seed(l, kDown));
   swiglu_backward(SwigluBackwardArgs{&s.dh, &a.gate, &a.up, &s.dgate, &s.dup});
-  linear_backward(lin[kGate], s.dgate, a.xn2, a.u[kGate], s.dxn, false, accumulate, s.tmp);
-  linear_backward(lin[kUp], s.dup, a.xn2, a.u[kUp], s.dxn, true, accumulate, s.tmp);
+  linear_backward(lin[kGate], s.dgate, a.xn2, a.u[kGate], s.dxn, false, accumulate, s.tmp, dropout_seed(l, kGate));
+  linear_backward(lin[kUp], s.dup, a.xn2, a.u[kUp], s.dxn, true, accumulate, s.tmp, dropout_seed(l, kUp));
   rmsnorm_backward(RmsnormBackwardArgs{&s.dxn, &a.x2, &lw.ln2, &a.rstd2, &dres, true, nullptr});
   // Attention: dres is now d(x2).
-  linear_backward(lin[kO], dres, a.att, a.u[kO], s.datt, false, accumulate, s.tmp);
+  linear_backward(lin[kO], dres, a.att, a.u[kO], s.datt, false, accumulate, s.tmp, dropout_seed(l, kO));
   Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
   Tensor att3 = a.att.reshape({n, c.H, c.D}), datt3 = s.datt.reshape({n, c.H, c.D});
   Tensor dq3 = s.dq.reshape({n, c.H, c.D}), dk3 = s.dk.reshape({n, c.KVH, c.D}), dv3 = s.dv.reshape({n, c.KVH, c.D});
@@ -282,9 +297,9 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     rmsnorm_backward(RmsnormBackwardArgs{&dq2, &qp, &lw.q_norm, &a.q_rstd, &dq2, false, nullptr});
     rmsnorm_backward(RmsnormBackwardArgs{&dk2, &kp, &lw.k_norm, &a.k_rstd, &dk2, false, nullptr});
   }
-  linear_backward(lin[kQ], s.dq, a.xn1, a.u[kQ], s.dxn, false, accumulate, s.tmp);
-  linear_backward(lin[kK], s.dk, a.xn1, a.u[kK], s.dxn, true, accumulate, s.tmp);
-  linear_backward(lin[kV], s.dv, a.xn1, a.u[kV], s.dxn, true, accumulate, s.tmp);
+  linear_backward(lin[kQ], s.dq, a.xn1, a.u[kQ], s.dxn, false, accumulate, s.tmp, dropout_seed(l, kQ));
+  linear_backward(lin[kK], s.dk, a.xn1, a.u[kK], s.dxn, true, accumulate, s.tmp, dropout_seed(l, kK));
+  linear_backward(lin[kV], s.dv, a.xn1, a.u[kV], s.dxn, true, accumulate, s.tmp, dropout_seed(l, kV));
   rmsnorm_backward(RmsnormBackwardArgs{&s.dxn, &x, &lw.ln1, &a.rstd1, &dres, true, nullptr});
 }
 
@@ -315,9 +330,19 @@ void check_inputs(const ModelInputs& in, bool need_targets, int64_t vocab) {
 }
 }  // namespace
 
-CrossEntropyResult LlamaModel::loss_and_grads(const ModelInputs& in, double normalizer, bool accumulate) {
+CrossEntropyResult LlamaModel::loss_and_grads(const ModelInputs& in, double normalizer, bool accumulate,
+                                              uint32_t step_seed) {
   check_complete();
   check_inputs(in, true, cfg_.V);
+  // Dropout is on for this call only (also if it throws).
+  struct DropoutScope {
+    LlamaModel& m;
+    DropoutScope(LlamaModel& mm, uint32_t seed) : m(mm) {
+      m.dropout_active_ = m.lora_dropout_ > 0.0f && m.has_lora();
+      m.step_seed_ = seed;
+    }
+    ~DropoutScope() { m.dropout_active_ = false; }
+  } scope(*this, step_seed);
   const LlamaConfig& c = cfg_;
   const int64_t n = in.ids->dim(0);
   std::vector<Tensor> xs(static_cast<size_t>(c.L + 1));

@@ -96,7 +96,7 @@ class LlamaModel {
 
   // Adds zero-initialised LoRA adapters (A and B) to the targets in `mask` (bit i =
   // LoraTarget i) of every layer. Replaces any previous adapters.
-  void add_lora(uint32_t mask, int64_t r, float scale);
+  void add_lora(uint32_t mask, int64_t r, float scale, float dropout = 0.0f);
   bool has_lora() const { return lora_r_ > 0; }
   int64_t lora_rank() const { return lora_r_; }
   uint32_t lora_mask() const { return lora_mask_; }
@@ -107,7 +107,9 @@ class LlamaModel {
 
   // Forward + backward. Returns the summed-then-normalised loss and the target count.
   // normalizer <= 0: divide by the count of this call. LoRA grads: += if accumulate, else =.
-  CrossEntropyResult loss_and_grads(const ModelInputs& in, double normalizer, bool accumulate);
+  // LoRA dropout (when the adapters have one) applies here only, with masks derived from
+  // dropout_seed (one seed per step; see ops/lora_dropout.h), never in logits/decode.
+  CrossEntropyResult loss_and_grads(const ModelInputs& in, double normalizer, bool accumulate, uint32_t step_seed = 0);
   // Forward only: logits (N, V), or (S, V) for the last token of every non-empty segment
   // when last_only is set.
   Tensor logits(const ModelInputs& in, bool last_only);
@@ -129,9 +131,10 @@ class LlamaModel {
   void layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_out, const ModelInputs& in, int64_t cache_start = -1);
   void layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dres, const ModelInputs& in, bool accumulate,
                       Scratch& s);
-  void linear_forward(const Linear& lin, const Tensor& x, Tensor& y, Tensor& u);
+  void linear_forward(const Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed);
   void linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx, bool accumulate_dx,
-                       bool accumulate_grads, Tensor& tmp);
+                       bool accumulate_grads, Tensor& tmp, uint32_t seed);
+  uint32_t dropout_seed(int64_t l, int target) const;
   Acts make_acts(int64_t n, bool for_backward) const;
   const Tensor& head() const { return cfg_.tied ? embed_ : lm_head_; }
   float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(cfg_.D)); }
@@ -145,6 +148,9 @@ class LlamaModel {
   int64_t lora_r_ = 0;
   uint32_t lora_mask_ = 0;
   float lora_scale_ = 1.0f;
+  float lora_dropout_ = 0.0f;
+  bool dropout_active_ = false;  // inside loss_and_grads with lora_dropout_ > 0
+  uint32_t step_seed_ = 0;
   bool checkpointing_ = false;
   std::vector<Tensor> k_cache_, v_cache_;  // per layer (T_max, KVH, D)
   int64_t cache_len_ = 0;

@@ -12,6 +12,7 @@
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
+#include "ops/lora_dropout.h"
 #include "ops/lora_linear.h"
 #include "ops/matmul.h"
 #include "ops/rmsnorm.h"
@@ -44,6 +45,8 @@ struct Backend {
   void (*adamw_step)(const AdamwArgs&);
   void (*add)(const AddArgs&);
   void (*bias_add)(const BiasAddArgs&);
+  void (*lora_dropout_forward)(const LoraDropoutForwardArgs&);
+  void (*lora_dropout_backward)(const LoraDropoutBackwardArgs&);
 };
 
 // The backend for a device; throws E_DEVICE if none was built for it.

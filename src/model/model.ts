@@ -52,6 +52,11 @@ export interface LossAndGradsOptions {
   normalizer?: number;
   /** Add gradients to the current ones (+=) instead of replacing them. Default false. */
   accumulate?: boolean;
+  /**
+   * Seed of this call's LoRA dropout masks (uint32). Default: a new one per call, derived from
+   * addLora's seed and a call counter, so runs are reproducible. Ignored without dropout.
+   */
+  dropoutSeed?: number;
   /** Copy gradients out (Float32Array per PEFT name). Default true. */
   returnGrads?: boolean;
 }
@@ -287,6 +292,8 @@ export class Model {
   private readonly handle: ModelHandle;
   private lora: LoraConfig | null = null;
   private optimizerStep = 0;
+  private dropoutCalls = 0;
+  private dropoutBaseSeed = 0;
   private tokenizerPromise: Promise<import('../data/tokenizer.js').Tokenizer> | null = null;
 
   /** @internal use loadModel */
@@ -321,15 +328,14 @@ export class Model {
     }
     const dropout = opts.dropout ?? 0;
     if (typeof dropout !== 'number' || !(dropout >= 0 && dropout < 1)) throw new InstillError(ErrorCode.ARG, `Expected a number in [0, 1) for dropout but received ${describe(dropout)}`);
-    if (dropout > 0) {
-      throw new InstillError(ErrorCode.UNSUPPORTED, `LoRA dropout ${dropout} is not implemented yet in the engine; use dropout 0`);
-    }
     const rsLora = opts.rsLora === true;
     const scale = rsLora ? alpha / Math.sqrt(r) : alpha / r;
-    this.handle.addLora(mask, r, scale);
+    this.handle.addLora(mask, r, scale, dropout);
     const targetModules = LORA_TARGETS.filter((_, i) => (mask >> i) & 1);
     this.lora = { r, alpha, targetModules, rsLora, dropout, scale };
     this.optimizerStep = 0;
+    this.dropoutCalls = 0;
+    this.dropoutBaseSeed = (opts.seed ?? 0) >>> 0;
     // PEFT default: A ~ kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)); B = 0.
     const rng = new Rng(opts.seed ?? 0);
     for (let l = 0; l < this.spec.numLayers; l++) {
@@ -433,7 +439,10 @@ export class Model {
     }
     const t = this.engineTensors(inp);
     const targets = handleOf(Tensor.from(inp.targets!, [inp.targets!.length], { dtype: 'i32' }));
-    const r = await this.handle.lossAndGrads(t.ids, t.positions, t.cu, targets, normalizer, options.accumulate === true);
+    let seed = options.dropoutSeed;
+    if (seed === undefined) seed = (Math.imul(this.dropoutBaseSeed ^ 0x5bd1e995, 0x9e3779b1) + Math.imul(++this.dropoutCalls, 0x85ebca6b)) >>> 0;
+    else if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new InstillError(ErrorCode.ARG, `Expected an integer in [0, 2^32) for dropoutSeed but received ${describe(seed)}`);
+    const r = await this.handle.lossAndGrads(t.ids, t.positions, t.cu, targets, normalizer, options.accumulate === true, seed);
     const grads = this.lora && options.returnGrads !== false ? this.adapterGrads() : {};
     return { loss: r.loss, tokens: r.count, grads };
   }

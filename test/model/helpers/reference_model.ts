@@ -10,7 +10,11 @@ export interface RefLora {
   targets: string[];
   /** PEFT names -> values */
   w: Weights;
+  /** LoRA dropout on the low-rank branch's input: multiplier of element (layer, target, token, i). */
+  dropout?: (layer: number, target: number, flatIndex: number) => number;
 }
+
+const TARGET_INDEX: Record<string, number> = { q_proj: 0, k_proj: 1, v_proj: 2, o_proj: 3, gate_proj: 4, up_proj: 5, down_proj: 6 };
 
 const MODS: Record<string, string> = {
   q_proj: 'self_attn', k_proj: 'self_attn', v_proj: 'self_attn', o_proj: 'self_attn',
@@ -40,14 +44,16 @@ export function referenceLogits(spec: ModelSpec, w: Weights, ids: number[], invF
   const { hiddenSize: C, numHeads: H, numKvHeads: KVH, headDim: D, intermediateSize: F, vocabSize: V, rmsNormEps: eps } = spec;
   const T = ids.length;
   let x: Float64Array[] = ids.map((id) => w['model.embed_tokens.weight'].slice(id * C, (id + 1) * C));
-  const lin = (l: number, mod: string, inp: Float64Array, out: number) => {
+  const lin = (l: number, mod: string, inp: Float64Array, out: number, tok: number) => {
     const p = `model.layers.${l}.${MODS[mod]}.${mod}`;
     const y = linear(inp, w[`${p}.weight`], out, w[`${p}.bias`]);
     if (lora && lora.targets.includes(mod)) {
       const A = lora.w[`base_model.model.${p}.lora_A.weight`];
       const B = lora.w[`base_model.model.${p}.lora_B.weight`];
       const r = A.length / inp.length;
-      const u = linear(inp, A, r);
+      const drop = lora.dropout;
+      const xin = drop ? inp.map((v, i) => v * drop(l, TARGET_INDEX[mod], tok * inp.length + i)) : inp;
+      const u = linear(xin, A, r);
       const z = linear(u, B, out);
       for (let o = 0; o < out; o++) y[o] += lora.scale * z[o];
     }
@@ -71,9 +77,9 @@ export function referenceLogits(spec: ModelSpec, w: Weights, ids: number[], invF
   for (let l = 0; l < spec.numLayers; l++) {
     const p = `model.layers.${l}.`;
     const xn = x.map((r) => rmsnorm(r, w[p + 'input_layernorm.weight'], eps));
-    const q = xn.map((r) => lin(l, 'q_proj', r, H * D));
-    const k = xn.map((r) => lin(l, 'k_proj', r, KVH * D));
-    const v = xn.map((r) => lin(l, 'v_proj', r, KVH * D));
+    const q = xn.map((r, t) => lin(l, 'q_proj', r, H * D, t));
+    const k = xn.map((r, t) => lin(l, 'k_proj', r, KVH * D, t));
+    const v = xn.map((r, t) => lin(l, 'v_proj', r, KVH * D, t));
     for (let t = 0; t < T; t++) {
       if (spec.qkNorm) {
         headNorm(q[t], H, w[p + 'self_attn.q_norm.weight']);
@@ -99,15 +105,15 @@ export function referenceLogits(spec: ModelSpec, w: Weights, ids: number[], invF
       }
     }
     const x2 = x.map((r, t) => {
-      const o = lin(l, 'o_proj', att[t], C);
+      const o = lin(l, 'o_proj', att[t], C, t);
       return r.map((a, i) => a + o[i]);
     });
-    x = x2.map((r) => {
+    x = x2.map((r, t) => {
       const xn2 = rmsnorm(r, w[p + 'post_attention_layernorm.weight'], eps);
-      const g = lin(l, 'gate_proj', xn2, F);
-      const u = lin(l, 'up_proj', xn2, F);
+      const g = lin(l, 'gate_proj', xn2, F, t);
+      const u = lin(l, 'up_proj', xn2, F, t);
       const hcur = g.map((gv, i) => (gv / (1 + Math.exp(-gv))) * u[i]);
-      const dn = lin(l, 'down_proj', hcur, C);
+      const dn = lin(l, 'down_proj', hcur, C, t);
       return r.map((a, i) => a + dn[i]);
     });
   }

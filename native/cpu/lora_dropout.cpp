@@ -1,0 +1,59 @@
+// CPU lora_dropout (see ops/lora_dropout.h): lora_linear's GEMMs with the low-rank
+// branch fed by a regenerated dropout mask. Forward: xd (scratch), u = xd·Aᵀ, then one
+// two-term GEMM [x | s·u]·[W | B]ᵀ + bias. Backward: g = dy·B, dx = dy·W then
+// dx += s·(g·A) ⊙ mask/(1−p), dA = s·gᵀ·xd, dB = s·dyᵀ·u.
+#include "cpu/gemm.h"
+#include "cpu/model_ops.h"
+#include "runtime/thread_pool.h"
+
+namespace instill {
+namespace cpu {
+
+namespace {
+GemmOperand op(const Tensor& t, bool trans) { return GemmOperand{t.data(), t.dtype(), t.dim(1), trans}; }
+
+// out = x ⊙ mask / (1 − p)  (or, with accumulate_into, out += y ⊙ mask · s / (1 − p))
+void apply_mask(const float* src, float* dst, int64_t count, float p, uint32_t seed, float mul, bool add) {
+  const uint64_t threshold = static_cast<uint64_t>(static_cast<double>(p) * 4294967296.0);
+  const float keep = mul / (1.0f - p);
+  parallel_range(count, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const float m = dropout_hash(seed, static_cast<uint64_t>(i)) >= threshold ? keep : 0.0f;
+      dst[i] = add ? dst[i] + src[i] * m : src[i] * m;
+    }
+  });
+}
+}  // namespace
+
+void lora_dropout_forward(const LoraDropoutForwardArgs& p) {
+  const Tensor &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b;
+  const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0), r = a.dim(0);
+  Tensor xd = Tensor::empty({n, in}, DType::F32);
+  apply_mask(x.data_as<float>(), xd.data_as<float>(), n * in, p.p, p.seed, 1.0f, false);
+  gemm(n, r, in, 1.0f, op(xd, false), op(a, true), 0.0f, p.u->data_as<float>(), r);
+  GemmTerm terms[2] = {
+      {op(x, false), op(w, true), in, 1.0f},
+      {op(*p.u, false), op(b, true), r, p.scale},
+  };
+  gemm(n, out, terms, 2, 0.0f, p.y->data_as<float>(), out, p.bias ? p.bias->data_as<float>() : nullptr);
+}
+
+void lora_dropout_backward(const LoraDropoutBackwardArgs& p) {
+  const Tensor &dy = *p.dy, &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b, &u = *p.u;
+  const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0), r = a.dim(0);
+  Tensor g = Tensor::empty({n, r}, DType::F32);
+  gemm(n, r, out, 1.0f, op(dy, false), op(b, false), 0.0f, g.data_as<float>(), r);
+  Tensor scratch = Tensor::empty({n, in}, DType::F32);
+  if (p.dx) {
+    gemm(n, in, out, 1.0f, op(dy, false), op(w, false), 0.0f, p.dx->data_as<float>(), in);
+    gemm(n, in, r, 1.0f, op(g, false), op(a, false), 0.0f, scratch.data_as<float>(), in);
+    apply_mask(scratch.data_as<float>(), p.dx->data_as<float>(), n * in, p.p, p.seed, p.scale, true);
+  }
+  apply_mask(x.data_as<float>(), scratch.data_as<float>(), n * in, p.p, p.seed, 1.0f, false);  // xd
+  const float beta = p.accumulate ? 1.0f : 0.0f;
+  gemm(r, in, n, p.scale, op(g, true), op(scratch, false), beta, p.da->data_as<float>(), in);
+  gemm(out, r, n, p.scale, op(dy, true), op(u, false), beta, p.db->data_as<float>(), r);
+}
+
+}  // namespace cpu
+}  // namespace instill

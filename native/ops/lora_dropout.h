@@ -1,0 +1,70 @@
+// lora_dropout: a frozen linear layer with a LoRA adapter whose low-rank branch sees
+// dropout(x), as PEFT's LoRA layer computes it in training:
+//
+// Forward   xd = x ⊙ mask / (1 − p)                 (N, IN)  regenerated, never stored
+//           u  = xd·Aᵀ                              (N, R)   kept for backward
+//           y  = x·Wᵀ + bias + s·u·Bᵀ                (N, OUT)
+// Backward  g  = dy·B                               (N, R)
+//           dx = dy·W + s·(g·A) ⊙ mask / (1 − p)    (N, IN)  written (=), or null
+//           dA = s·gᵀ·xd    dB = s·dyᵀ·u            = or += (accumulate)
+//
+// The mask is a pure function of (seed, element index): element i of x is kept iff
+// dropout_hash(seed, i) >= p · 2³², so the backward (and a checkpointed forward)
+// regenerates exactly the forward's mask. 0 <= p < 1; p = 0 is lora_linear.
+// dtypes as lora_linear: everything f32 except w (f32 | bf16 | f16).
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/tensor.h"
+
+namespace instill {
+
+// murmur3's 32-bit finaliser over (seed, index); the same function is in
+// src/model/dropout.ts so tests can rebuild a mask.
+inline uint32_t dropout_fmix32(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+inline uint32_t dropout_hash(uint32_t seed, uint64_t index) {
+  const uint32_t lo = static_cast<uint32_t>(index), hi = static_cast<uint32_t>(index >> 32);
+  return dropout_fmix32(dropout_fmix32(lo * 0x9e3779b1u + seed) ^ dropout_fmix32(hi + 0x7f4a7c15u) ^ seed);
+}
+
+struct LoraDropoutForwardArgs {
+  const Tensor* x;     // (N, IN)
+  const Tensor* w;     // (OUT, IN)
+  const Tensor* bias;  // (OUT) or null
+  const Tensor* a;     // (R, IN)
+  const Tensor* b;     // (OUT, R)
+  float scale;
+  float p;             // dropout probability
+  uint32_t seed;
+  Tensor* y;           // (N, OUT) out
+  Tensor* u;           // (N, R) out
+};
+
+struct LoraDropoutBackwardArgs {
+  const Tensor* dy;  // (N, OUT)
+  const Tensor* x;   // (N, IN)
+  const Tensor* w;   // (OUT, IN)
+  const Tensor* a;   // (R, IN)
+  const Tensor* b;   // (OUT, R)
+  const Tensor* u;   // (N, R) from forward
+  float scale;
+  float p;
+  uint32_t seed;     // the forward's
+  Tensor* dx;        // (N, IN) out, or null
+  Tensor* da;        // (R, IN)
+  Tensor* db;        // (OUT, R)
+  bool accumulate;
+};
+
+void lora_dropout_forward(const LoraDropoutForwardArgs& args);
+void lora_dropout_backward(const LoraDropoutBackwardArgs& args);
+
+}  // namespace instill
