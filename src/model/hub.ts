@@ -4,11 +4,13 @@
 //   <cache>/models--<org>--<name>/snapshots/<commit>/  (the files)
 // <cache> is HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub.
 // A cached snapshot is used without touching the network. A missing one is
-// downloaded with @huggingface/hub (snapshotDownload) unless HF_HUB_OFFLINE is set;
-// without a network, the error says what was looked for and where.
+// downloaded with @huggingface/hub into that same layout unless HF_HUB_OFFLINE is set:
+// only the files instill reads (config, safetensors weights, tokenizer, generation
+// config; see wantedHubFile), not other formats of the same weights. Without a
+// network, the error says what was looked for and where.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { ErrorCode, InstillError } from '../errors.js';
 
 export function hubCacheDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -42,6 +44,17 @@ export function resolveFromCache(hubId: string, revision = 'main', cacheDir = hu
   return existsSync(join(snap, 'config.json')) ? snap : null;
 }
 
+/** Whether a file of a Hub model repository is one instill needs (top level only). */
+export function wantedHubFile(path: string): boolean {
+  if (path.includes('/')) return false;
+  return (
+    /^(config|generation_config|tokenizer|tokenizer_config|special_tokens_map|model\.safetensors\.index)\.json$/.test(path) ||
+    /^model(-\d+-of-\d+)?\.safetensors$/.test(path) ||
+    path === 'chat_template.jinja' ||
+    path === 'tokenizer.model'
+  );
+}
+
 /** A local model folder for `pathOrHubId`: the folder itself, a cached snapshot, or a fresh download. */
 export async function resolveModelDir(pathOrHubId: string): Promise<string> {
   if (typeof pathOrHubId !== 'string' || pathOrHubId.length === 0) {
@@ -63,10 +76,20 @@ export async function resolveModelDir(pathOrHubId: string): Promise<string> {
   const notFound = `'${pathOrHubId}' is neither a local folder nor a model in the Hugging Face cache (${cacheDir})`;
   if (offline) throw new InstillError(ErrorCode.IO, `${notFound}, and HF_HUB_OFFLINE is set so it was not downloaded`);
   try {
-    const { snapshotDownload } = await import('@huggingface/hub');
+    const { listFiles, downloadFileToCacheDir } = await import('@huggingface/hub');
     const accessToken = process.env.HF_TOKEN || process.env.HUGGING_FACE_HUB_TOKEN || undefined;
-    const dir = await snapshotDownload({ repo: { type: 'model', name: hub.id }, revision: hub.revision, cacheDir, accessToken });
-    return dir;
+    const repo = { type: 'model' as const, name: hub.id };
+    const files: string[] = [];
+    for await (const f of listFiles({ repo, revision: hub.revision, accessToken })) {
+      if (f.type === 'file' && wantedHubFile(f.path)) files.push(f.path);
+    }
+    if (!files.includes('config.json')) throw new Error(`${hub.id} has no config.json at revision ${hub.revision}`);
+    let snapshot: string | null = null;
+    for (const path of files) {
+      const local = await downloadFileToCacheDir({ repo, path, revision: hub.revision, cacheDir, accessToken });
+      snapshot = dirname(local);
+    }
+    return snapshot!;
   } catch (err) {
     throw new InstillError(ErrorCode.IO, `${notFound}, and downloading it failed: ${(err as Error).message}`, { cause: err });
   }

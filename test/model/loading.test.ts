@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { InstillError } from '../../src/errors.js';
 import { specFromConfig } from '../../src/model/config.js';
-import { hubCacheDir, resolveModelDir } from '../../src/model/hub.js';
+import { hubCacheDir, resolveModelDir, wantedHubFile } from '../../src/model/hub.js';
 import { loadModel, type Model } from '../../src/model/model.js';
 import { SafetensorsFile, writeSafetensors } from '../../src/model/safetensors.js';
 import { fixturePath, haveFixture } from '../helpers/fixtures.js';
@@ -153,6 +153,13 @@ describe('Hub ids through the Hugging Face cache layout', () => {
     }
     return snap;
   }
+
+  it('downloads only the files instill reads', () => {
+    for (const f of ['config.json', 'model.safetensors', 'model-00001-of-00004.safetensors', 'model.safetensors.index.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'special_tokens_map.json']) {
+      expect(wantedHubFile(f), f).toBe(true);
+    }
+    for (const f of ['pytorch_model.bin', 'onnx/model.onnx', 'README.md', 'model.gguf', 'original/consolidated.00.pth', 'x/config.json']) expect(wantedHubFile(f), f).toBe(false);
+  });
 
   it('HF_HUB_CACHE, then HF_HOME/hub', () => {
     process.env.HF_HUB_CACHE = '/x/cache';
