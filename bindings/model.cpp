@@ -109,6 +109,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
                            InstanceMethod<&ModelHandle::logits>("logits"),
                            InstanceMethod<&ModelHandle::decode_reset>("decodeReset"),
                            InstanceMethod<&ModelHandle::decode>("decode"),
+                           InstanceMethod<&ModelHandle::dispose>("dispose"),
                        });
   }
 
@@ -117,7 +118,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
 
  private:
   LlamaModel& model(Napi::Env env) {
-    if (!shared_->model) throw make_error(env, "E_ARG", "model handle is not initialised");
+    if (!shared_->model) throw make_error(env, "E_ARG", "the model was disposed (model.dispose()); load it again");
     if (shared_->busy) {
       fail(ErrorCode::Arg, "another call on this model is still running (lossAndGrads/logits): await it first");
     }
@@ -291,6 +292,16 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
       shared_->busy = true;
       w->Queue();
       return p;
+    });
+  }
+
+  // dispose(): drops the model (weights, adapters, caches) now instead of at garbage collection.
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      if (shared_->busy) fail(ErrorCode::Arg, "cannot dispose a model while lossAndGrads/logits/decode runs: await it first");
+      shared_->model.reset();
+      return env.Undefined();
     });
   }
 

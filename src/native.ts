@@ -53,6 +53,8 @@ export interface ModelHandle {
   ): Promise<{ loss: number; count: number }>;
   /** (N, V); (rows, N / rows, V) when rows > 0 and not lastOnly; (segments, V) when lastOnly. */
   logits(ids: TensorHandle, positions: TensorHandle, cuSeqlens: TensorHandle, lastOnly: boolean, rows: number): Promise<TensorHandle>;
+  /** Frees the native model now; later calls throw E_ARG. */
+  dispose(): void;
   /** Allocates and empties the KV cache of one sequence (generation). */
   decodeReset(maxLen: number): void;
   /** Appends ids to the cached sequence; logits (1, V) of the last one. */

@@ -521,6 +521,12 @@ export class Model {
     return { ids: out, text };
   }
 
+  /** Frees the model's native memory (weights, adapters, activations' caches) now rather than at GC. */
+  dispose(): void {
+    this.handle.dispose();
+    this.lora = null;
+  }
+
   /** Writes the adapter in PEFT layout: adapter_model.safetensors + adapter_config.json (tmp + rename). */
   saveAdapter(dir: string, options: { baseModelNameOrPath?: string } = {}): void {
     const lora = this.needLora();

@@ -259,6 +259,12 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('Model API checks
     for (const g of Object.values(r.grads)) expect(g.every((x) => x === 0)).toBe(true);
   });
 
+  it('dispose frees the model; later calls say so', async () => {
+    const m = await loadModel(fixturePath('stories260K'));
+    m.dispose();
+    expect(await codeAsync(() => m.logits([[1, 2]]))).toMatch(/^E_ARG.*disposed/);
+  });
+
   it('saves a PEFT adapter folder and loads it back', async () => {
     model.addLora({ r: 2, alpha: 4, targetModules: ['q_proj', 'up_proj'], seed: 9 });
     const dir = join(tmp, 'adapter');
