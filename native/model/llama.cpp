@@ -44,7 +44,7 @@ struct LlamaModel::Acts {
 };
 
 // Backward scratch, shared by all layers.
-struct Scratch {
+struct LlamaScratch {
   Tensor dxn, tmp;      // (N, C)
   Tensor dh, dgate, dup;  // (N, F)
   Tensor datt, dq;      // (N, H·D)
@@ -271,7 +271,7 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
 }
 
 void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dres, const ModelInputs& in,
-                                bool accumulate, Scratch& s) {
+                                bool accumulate, LlamaScratch& s) {
   const LlamaConfig& c = cfg_;
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   auto& lin = lw.lin;
@@ -373,7 +373,7 @@ CrossEntropyResult LlamaModel::loss_and_grads(const ModelInputs& in, double norm
   Tensor dres = Tensor::empty({n, c.C}, DType::F32);
   rmsnorm_backward(RmsnormBackwardArgs{&dxf, &xs[static_cast<size_t>(c.L)], &norm_, &rstdf, &dres, false, nullptr});
   dxf = Tensor();
-  Scratch s;
+  LlamaScratch s;
   s.dxn = Tensor::empty({n, c.C}, DType::F32);
   s.tmp = Tensor::empty({n, c.C}, DType::F32);
   s.dh = Tensor::empty({n, c.F}, DType::F32);

@@ -80,7 +80,7 @@ struct ModelInputs {
   const Tensor* targets;     // (N) i32, -100 = ignored (training only)
 };
 
-struct Scratch;
+struct LlamaScratch;
 
 class LlamaModel {
  public:
@@ -130,7 +130,7 @@ class LlamaModel {
   // cache_start >= 0: attend through the KV cache (decode) instead of over cu_seqlens.
   void layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_out, const ModelInputs& in, int64_t cache_start = -1);
   void layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dres, const ModelInputs& in, bool accumulate,
-                      Scratch& s);
+                      LlamaScratch& s);
   void linear_forward(const Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed);
   void linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx, bool accumulate_dx,
                        bool accumulate_grads, Tensor& tmp, uint32_t seed);
