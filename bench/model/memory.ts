@@ -30,10 +30,12 @@ export function expectedTerms(spec: ModelSpec, N: number, r: number, targets: re
   const embedParams = V * C * (spec.tieWordEmbeddings ? 1 : 2);
   const normParams = (2 * L + 1) * C + (spec.qkNorm ? 2 * L * D : 0);
   const loraParams = L * targets.reduce((a, t) => a + r * (ins[t] + outs[t]), 0);
-  // Saved per layer and token (floats): xn1, q, k, v, att, x2, xn2 (+ q/k pre-norm for Qwen3), gate, up, h, u per target, rstd1/2, lse.
-  const perTokenLayer = C + H * D + 2 * KVH * D + H * D + 2 * C + 3 * F + targets.length * r + 2 + H + (spec.qkNorm ? (H + KVH) * (D + 1) : 0);
+  // Saved per layer and token (floats): q, k, v, att, x2 (+ q/k pre-norm for Qwen3), gate, up, u per target, rstd1/2, lse.
+  const perTokenLayer = H * D + 2 * KVH * D + H * D + C + 2 * F + targets.length * r + 2 + H + (spec.qkNorm ? (H + KVH) * (D + 1) : 0);
+  // Shared by all layers, recomputed in the backward: xn1, xn2 (C each), h (F).
+  const sharedPerToken = 2 * C + F;
   const layerInputs = (L + 1) * N * C * f; // xs[0..L]: each layer's input, kept in both modes
-  const acts = (checkpointing ? 1 : L) * N * perTokenLayer * f;
+  const acts = ((checkpointing ? 1 : L) * perTokenLayer + sharedPerToken) * N * f;
   const scratch = N * (2 * C + 3 * F + 2 * H * D + 2 * KVH * D) * f + 3 * N * C * f; // backward scratch + dres, xf, dxf
   const ceChunk = Math.min(32 * 2 ** 20, N * V * f) * 2; // logits chunk and its gradient (linear_cross_entropy)
   return {

@@ -30,16 +30,18 @@ const char* lora_target_name(int target) {
   return kTargetNames[target];
 }
 
-// Saved activations of one layer (shapes for N tokens).
+// Activations of one layer (shapes for N tokens). xn1, xn2 and h are cheap to recompute
+// (a norm, an elementwise product), so every layer's Acts shares one buffer for each and
+// the backward recomputes them from x, x2 and gate/up; the rest is saved per layer.
 struct LlamaModel::Acts {
-  Tensor xn1, rstd1;              // (N, C), (N)
+  Tensor xn1, rstd1;              // (N, C) shared, (N)
   Tensor q, k, v;                 // (N, H·D), (N, KVH·D), (N, KVH·D); q, k after norm and rope
   Tensor q_pre, k_pre;            // Qwen3: q, k before the per-head norm
   Tensor q_rstd, k_rstd;          // Qwen3: (N·H), (N·KVH)
   Tensor att, lse;                // (N, H·D), (N, H)
   Tensor x2;                      // (N, C) residual after attention
-  Tensor xn2, rstd2;              // (N, C), (N)
-  Tensor gate, up, h;             // (N, F)
+  Tensor xn2, rstd2;              // (N, C) shared, (N)
+  Tensor gate, up, h;             // (N, F), h shared
   std::array<Tensor, kNumTargets> u;  // (N, R) per adapted linear
 };
 
@@ -175,11 +177,11 @@ LoraParam& LlamaModel::lora(int64_t layer, int target) {
   return lin.lora;
 }
 
-LlamaModel::Acts LlamaModel::make_acts(int64_t n, bool /*for_backward*/) const {
+LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share) const {
   const LlamaConfig& c = cfg_;
   auto e = [](Shape s) { return Tensor::empty(s, DType::F32); };
   Acts a;
-  a.xn1 = e({n, c.C});
+  a.xn1 = share ? share->xn1 : e({n, c.C});
   a.rstd1 = e({n});
   a.q = e({n, c.H * c.D});
   a.k = e({n, c.KVH * c.D});
@@ -193,11 +195,11 @@ LlamaModel::Acts LlamaModel::make_acts(int64_t n, bool /*for_backward*/) const {
   a.att = e({n, c.H * c.D});
   a.lse = e({n, c.H});
   a.x2 = e({n, c.C});
-  a.xn2 = e({n, c.C});
+  a.xn2 = share ? share->xn2 : e({n, c.C});
   a.rstd2 = e({n});
   a.gate = e({n, c.F});
   a.up = e({n, c.F});
-  a.h = e({n, c.F});
+  a.h = share ? share->h : e({n, c.F});
   for (int ti = 0; ti < kNumTargets; ++ti) {
     if (layers_[0].lin[static_cast<size_t>(ti)].has_lora) a.u[static_cast<size_t>(ti)] = e({n, lora_r_});
   }
@@ -276,6 +278,9 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   auto& lin = lw.lin;
   const int64_t n = x.dim(0);
+  // Recompute the shared activations of this layer (xn2 and h now, xn1 below).
+  rmsnorm_forward(RmsnormForwardArgs{&a.x2, &lw.ln2, c.eps, &a.xn2, &a.rstd2});
+  swiglu_forward(SwigluForwardArgs{&a.gate, &a.up, &a.h});
   // MLP: dres is d(x_out); the residual passes it through to x2 unchanged.
   linear_backward(lin[kDown], dres, a.h, a.u[kDown], s.dh, false, accumulate, s.tmp, dropout_seed(l, kDown));
   swiglu_backward(SwigluBackwardArgs{&s.dh, &a.gate, &a.up, &s.dgate, &s.dup});
@@ -297,6 +302,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     rmsnorm_backward(RmsnormBackwardArgs{&dq2, &qp, &lw.q_norm, &a.q_rstd, &dq2, false, nullptr});
     rmsnorm_backward(RmsnormBackwardArgs{&dk2, &kp, &lw.k_norm, &a.k_rstd, &dk2, false, nullptr});
   }
+  rmsnorm_forward(RmsnormForwardArgs{&x, &lw.ln1, c.eps, &a.xn1, &a.rstd1});
   linear_backward(lin[kQ], s.dq, a.xn1, a.u[kQ], s.dxn, false, accumulate, s.tmp, dropout_seed(l, kQ));
   linear_backward(lin[kK], s.dk, a.xn1, a.u[kK], s.dxn, true, accumulate, s.tmp, dropout_seed(l, kK));
   linear_backward(lin[kV], s.dv, a.xn1, a.u[kV], s.dxn, true, accumulate, s.tmp, dropout_seed(l, kV));
@@ -349,7 +355,7 @@ CrossEntropyResult LlamaModel::loss_and_grads(const ModelInputs& in, double norm
   for (auto& t : xs) t = Tensor::empty({n, c.C}, DType::F32);
   embedding_forward(EmbeddingForwardArgs{in.ids, &embed_, &xs[0]});
   std::vector<Acts> acts(checkpointing_ ? 1 : static_cast<size_t>(c.L));
-  for (auto& a : acts) a = make_acts(n, true);
+  for (size_t i = 0; i < acts.size(); ++i) acts[i] = make_acts(n, i ? &acts[0] : nullptr);
   for (int64_t l = 0; l < c.L; ++l) {
     layer_forward(l, xs[static_cast<size_t>(l)], acts[checkpointing_ ? 0 : static_cast<size_t>(l)],
                   xs[static_cast<size_t>(l + 1)], in);
@@ -398,7 +404,7 @@ Tensor LlamaModel::logits(const ModelInputs& in, bool last_only) {
   const int64_t n = in.ids->dim(0);
   Tensor x = Tensor::empty({n, c.C}, DType::F32), y = Tensor::empty({n, c.C}, DType::F32);
   embedding_forward(EmbeddingForwardArgs{in.ids, &embed_, &x});
-  Acts a = make_acts(n, false);
+  Acts a = make_acts(n, nullptr);
   for (int64_t l = 0; l < c.L; ++l) {
     layer_forward(l, x, a, y, in);
     std::swap(x, y);
@@ -450,7 +456,7 @@ Tensor LlamaModel::decode(const Tensor& ids) {
   ModelInputs in{&ids, &pos, nullptr, nullptr};
   Tensor x = Tensor::empty({n, c.C}, DType::F32), y = Tensor::empty({n, c.C}, DType::F32);
   embedding_forward(EmbeddingForwardArgs{&ids, &embed_, &x});
-  Acts a = make_acts(n, false);
+  Acts a = make_acts(n, nullptr);
   for (int64_t l = 0; l < c.L; ++l) {
     layer_forward(l, x, a, y, in, start);
     std::swap(x, y);

@@ -20,6 +20,8 @@
 // - Activations are allocated once per call, before the pass, as one struct per layer
 //   (or, with checkpointing, one shared struct plus each layer's input; the backward
 //   recomputes a layer's forward from its input right before that layer's backward).
+//   The two norms' outputs and the SwiGLU product are never saved per layer: the
+//   backward recomputes them (elementwise work) into one shared buffer each.
 // - The model is not re-entrant: one call at a time (the binding enforces it).
 #pragma once
 
@@ -135,7 +137,8 @@ class LlamaModel {
   void linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx, bool accumulate_dx,
                        bool accumulate_grads, Tensor& tmp, uint32_t seed);
   uint32_t dropout_seed(int64_t l, int target) const;
-  Acts make_acts(int64_t n, bool for_backward) const;
+  // share: take xn1, xn2, h from another layer's Acts (one buffer for all layers).
+  Acts make_acts(int64_t n, const Acts* share) const;
   const Tensor& head() const { return cfg_.tied ? embed_ : lm_head_; }
   float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(cfg_.D)); }
   static void adamw_step_op(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double lr, double b1, double b2,
