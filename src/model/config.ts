@@ -111,7 +111,8 @@ export function specFromConfig(config: unknown): ModelSpec {
   if (headDim % 2 !== 0) throw err(`head_dim must be even for RoPE, got ${headDim}`);
   const maxPositionEmbeddings = c.max_position_embeddings === undefined ? 2048 : int(c, 'max_position_embeddings');
   // Sliding-window attention is not implemented: refuse configs where it would change results.
-  const sw = c.sliding_window;
+  // MistralConfig's default sliding_window is 4096 when the key is absent; the others default to none.
+  const sw = mt === 'mistral' && !('sliding_window' in c) ? 4096 : c.sliding_window;
   const swOn = mt === 'mistral' ? c.use_sliding_window !== false : c.use_sliding_window === true;
   if (swOn && typeof sw === 'number' && sw < maxPositionEmbeddings) {
     throw err(
@@ -139,8 +140,8 @@ export function specFromConfig(config: unknown): ModelSpec {
     ropeTheta,
     ropeScaling: parseRopeScaling(c),
     maxPositionEmbeddings,
-    // HF's PretrainedConfig default is true; Llama/Mistral/Qwen configs state it.
-    tieWordEmbeddings: tie === undefined ? true : tie === true,
+    // LlamaConfig, MistralConfig, Qwen2Config and Qwen3Config all default to untied when the key is absent.
+    tieWordEmbeddings: tie === true,
     qkvBias: mt === 'qwen2' ? true : c.attention_bias === true,
     qkNorm: mt === 'qwen3',
     bosTokenId: typeof c.bos_token_id === 'number' ? c.bos_token_id : null,

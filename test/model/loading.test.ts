@@ -102,7 +102,9 @@ describe('config.json -> ModelSpec', () => {
     expect(code(() => specFromConfig({ ...ok, hidden_size: undefined }))).toMatch(/^E_DATA.*hidden_size/);
     expect(code(() => specFromConfig({ ...ok, num_key_value_heads: 3 }))).toMatch(/^E_DATA.*multiple/);
     expect(code(() => specFromConfig('x'))).toMatch(/^E_DATA/);
-    expect(specFromConfig({ ...ok, num_key_value_heads: 2 })).toMatchObject({ headDim: 16, numKvHeads: 2, tieWordEmbeddings: true, qkvBias: false });
+    expect(specFromConfig({ ...ok, num_key_value_heads: 2 })).toMatchObject({ headDim: 16, numKvHeads: 2, tieWordEmbeddings: false, qkvBias: false });
+    expect(specFromConfig({ ...ok, tie_word_embeddings: true }).tieWordEmbeddings).toBe(true);
+    expect(code(() => specFromConfig({ ...ok, model_type: 'mistral', max_position_embeddings: 32768 }))).toMatch(/^E_UNSUPPORTED.*sliding_window 4096/);
     expect(specFromConfig({ ...ok, rope_scaling: { type: 'linear', factor: 2 } }).ropeScaling).toEqual({ type: 'linear', factor: 2 });
   });
 });
