@@ -516,8 +516,16 @@ export class Model {
       next = Int32Array.of(tok);
     }
     let text: string | null = null;
-    if (tok) text = tok.decode(out);
-    else if (this.dir && existsSync(join(this.dir, 'tokenizer.json'))) text = (await this.tokenizer()).decode(out);
+    const decoder = tok ?? (this.dir && existsSync(join(this.dir, 'tokenizer.json')) ? await this.tokenizer() : null);
+    if (decoder) {
+      // Decode prompt + continuation and cut the prompt's text off, so that word-boundary markers
+      // (SentencePiece's leading '▁', stripped at the start of a decode) come out as spaces.
+      const promptIds = ids.slice(0, ids.length - out.length);
+      const opts = { skipSpecialTokens: true };
+      const whole = decoder.decode([...promptIds, ...out], opts);
+      const head = decoder.decode(promptIds, opts);
+      text = whole.startsWith(head) ? whole.slice(head.length) : decoder.decode(out, opts);
+    }
     return { ids: out, text };
   }
 

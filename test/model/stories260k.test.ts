@@ -80,5 +80,7 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('stories260K refe
     const r = await model.generate(ref.prompt_text, { maxNewTokens: 20, stopTokenIds: [] });
     expect(r.ids).toEqual(ref.greedy_ids.slice(0, 20));
     expect(r.text).toMatch(/^, there was a little girl named Lily/);
+    const words = await model.generate([1, 403, 407], { maxNewTokens: 3, stopTokenIds: [] }); // "Once upon" -> " a time,"
+    expect(words.text).toMatch(/^ a time/);
   });
 });
