@@ -150,6 +150,24 @@ describe('architectures against a float64 reference', () => {
     }
     expect(d).toBeGreaterThan(0);
     expect(d / m).toBeLessThan(3e-2);
+    // training through bf16 frozen weights stays close to f32
+    for (const mm of [m32, m16]) {
+      mm.addLora({ r: 2, alpha: 4, targetModules: ['q_proj', 'v_proj', 'down_proj'], seed: 1 });
+      const aw = mm.adapterWeights();
+      for (const n of Object.keys(aw)) if (n.includes('lora_B')) aw[n] = aw[n].map((_, i) => 0.1 * Math.cos(i));
+      mm.setAdapterWeights(aw);
+    }
+    const g32 = await m32.lossAndGrads({ inputIds: [ids], labels: [labels] });
+    const g16 = await m16.lossAndGrads({ inputIds: [ids], labels: [labels] });
+    expect(Math.abs(g16.loss - g32.loss) / g32.loss).toBeLessThan(2e-2);
+    for (const n of Object.keys(g32.grads)) {
+      let dd = 0, mx = 0;
+      g32.grads[n].forEach((v, i) => {
+        dd = Math.max(dd, Math.abs(v - g16.grads[n][i]));
+        mx = Math.max(mx, Math.abs(v));
+      });
+      expect(dd / mx, n).toBeLessThan(5e-2);
+    }
     const f = SafetensorsFile.open(join(dir, 'model-00001-of-00002.safetensors'));
     expect(f.names().length).toBeGreaterThan(3);
     f.close();

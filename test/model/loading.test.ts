@@ -248,7 +248,11 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('Model API checks
     const ids = Array.from({ length: 256 }, (_, i) => (i * 7) % 512);
     const first = model.lossAndGrads({ inputIds: [ids], labels: [ids] });
     expect(await codeAsync(() => model.logits([[1, 2]]))).toMatch(/^E_ARG.*still running/);
+    // the step runs off the JS thread: the event loop turns while it runs
+    let turned = false;
+    setImmediate(() => (turned = true));
     const r = await first;
+    expect(turned).toBe(true);
     expect(r.tokens).toBe(255);
     expect(Number.isFinite(r.loss)).toBe(true);
   });
