@@ -338,7 +338,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
 };
 
 // modelCreate(config, invFreq) -> ModelHandle
-// config: { hidden, intermediate, layers, heads, kvHeads, headDim, vocab, eps, qkvBias, qkNorm, tied }
+// config: { hidden, intermediate, layers, heads, kvHeads, headDim, vocab, eps, qkvBias, qkNorm, tied, slidingWindow }
 Napi::Value model_create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -358,6 +358,7 @@ Napi::Value model_create(const Napi::CallbackInfo& info) {
     c.qkv_bias = need_bool(o.Get("qkvBias"), "qkvBias");
     c.qk_norm = need_bool(o.Get("qkNorm"), "qkNorm");
     c.tied = need_bool(o.Get("tied"), "tied");
+    c.sliding_window = need_int(o.Get("slidingWindow"), "slidingWindow", 0, big);
     const Tensor* inv = unwrap_tensor(env, info[1], "invFreq");
     auto m = std::make_shared<LlamaModel>(c, *inv);
     Napi::Object h = data(env).model_ctor.New({});

@@ -103,7 +103,14 @@ Napi::Value op_rope(const Napi::CallbackInfo& info) {
   });
 }
 
-// opAttention(q, k, v, cuSeqlens, scale) -> { out, lse }
+int64_t window_arg(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || info[i].IsUndefined()) return 0;
+  const double w = need_number(info[i], "window");
+  if (w != std::floor(w) || w < 0) fail(ErrorCode::Arg, "'window' must be an integer >= 0, got ", w);
+  return static_cast<int64_t>(w);
+}
+
+// opAttention(q, k, v, cuSeqlens, scale, window?) -> { out, lse }
 Napi::Value op_attention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -115,7 +122,7 @@ Napi::Value op_attention(const Napi::CallbackInfo& info) {
     const float scale = static_cast<float>(need_number(info[4], "scale"));
     if (q->ndim() != 3) fail(ErrorCode::Shape, "'q' must have 3 dimensions (N, H, D), got ", shape_str(q->shape()));
     Tensor out = like(*q), lse = Tensor::empty({q->dim(0), q->dim(1)}, DType::F32, q->device());
-    attention_forward(AttentionForwardArgs{q, k, v, cu, scale, &out, &lse});
+    attention_forward(AttentionForwardArgs{q, k, v, cu, scale, &out, &lse, window_arg(info, 5)});
     Napi::Object o = Napi::Object::New(env);
     o.Set("out", wrap_tensor(env, out));
     o.Set("lse", wrap_tensor(env, lse));
@@ -123,7 +130,7 @@ Napi::Value op_attention(const Napi::CallbackInfo& info) {
   });
 }
 
-// opAttentionBackward(dout, q, k, v, out, lse, cuSeqlens, scale) -> { dq, dk, dv }
+// opAttentionBackward(dout, q, k, v, out, lse, cuSeqlens, scale, window?) -> { dq, dk, dv }
 Napi::Value op_attention_backward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -137,7 +144,7 @@ Napi::Value op_attention_backward(const Napi::CallbackInfo& info) {
     const Tensor* cu = unwrap_tensor(env, info[6], "cuSeqlens");
     const float scale = static_cast<float>(need_number(info[7], "scale"));
     Tensor dq = like(*q), dk = like(*k), dv = like(*v);
-    attention_backward(AttentionBackwardArgs{dout, q, k, v, out, lse, cu, scale, &dq, &dk, &dv});
+    attention_backward(AttentionBackwardArgs{dout, q, k, v, out, lse, cu, scale, &dq, &dk, &dv, window_arg(info, 8)});
     Napi::Object o = Napi::Object::New(env);
     o.Set("dq", wrap_tensor(env, dq));
     o.Set("dk", wrap_tensor(env, dk));
@@ -146,7 +153,7 @@ Napi::Value op_attention_backward(const Napi::CallbackInfo& info) {
   });
 }
 
-// opAttentionDecode(q, k, v, kCache, vCache, start, scale) -> out; the caches are updated in place.
+// opAttentionDecode(q, k, v, kCache, vCache, start, scale, window?) -> out; the caches are updated in place.
 Napi::Value op_attention_decode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -160,7 +167,7 @@ Napi::Value op_attention_decode(const Napi::CallbackInfo& info) {
     if (start != std::floor(start)) fail(ErrorCode::Arg, "'start' must be an integer");
     const float scale = static_cast<float>(need_number(info[6], "scale"));
     Tensor out = like(*q);
-    attention_decode(AttentionDecodeArgs{q, k, v, &kc, &vc, static_cast<int64_t>(start), scale, &out});
+    attention_decode(AttentionDecodeArgs{q, k, v, &kc, &vc, static_cast<int64_t>(start), scale, &out, window_arg(info, 7)});
     return wrap_tensor(env, out);
   });
 }

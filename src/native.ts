@@ -73,6 +73,8 @@ export interface NativeModelConfig {
   qkvBias: boolean;
   qkNorm: boolean;
   tied: boolean;
+  /** 0: full causal attention; W > 0: each token sees itself and the W - 1 tokens before it. */
+  slidingWindow: number;
 }
 
 export interface NativeAddon {
@@ -125,7 +127,7 @@ export interface NativeAddon {
   opRmsnorm(x: TensorHandle, w: TensorHandle, eps: number): { y: TensorHandle; rstd: TensorHandle };
   opRmsnormBackward(dy: TensorHandle, x: TensorHandle, w: TensorHandle, rstd: TensorHandle): { dx: TensorHandle; dw: TensorHandle };
   opRope(x: TensorHandle, positions: TensorHandle, invFreq: TensorHandle, backward: boolean): TensorHandle;
-  opAttention(q: TensorHandle, k: TensorHandle, v: TensorHandle, cuSeqlens: TensorHandle, scale: number): { out: TensorHandle; lse: TensorHandle };
+  opAttention(q: TensorHandle, k: TensorHandle, v: TensorHandle, cuSeqlens: TensorHandle, scale: number, window?: number): { out: TensorHandle; lse: TensorHandle };
   opAttentionBackward(
     dout: TensorHandle,
     q: TensorHandle,
@@ -135,6 +137,7 @@ export interface NativeAddon {
     lse: TensorHandle,
     cuSeqlens: TensorHandle,
     scale: number,
+    window?: number,
   ): { dq: TensorHandle; dk: TensorHandle; dv: TensorHandle };
   opAttentionDecode(
     q: TensorHandle,
@@ -144,6 +147,7 @@ export interface NativeAddon {
     vCache: TensorHandle,
     start: number,
     scale: number,
+    window?: number,
   ): TensorHandle;
   opSwiglu(gate: TensorHandle, up: TensorHandle): TensorHandle;
   opSwigluBackward(dout: TensorHandle, gate: TensorHandle, up: TensorHandle): { dgate: TensorHandle; dup: TensorHandle };

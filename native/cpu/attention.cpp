@@ -102,25 +102,30 @@ void attention_forward(const AttentionForwardArgs& p) {
     }
   }
   const int64_t ldq = h * d, ldk = kvh * d;
+  const int64_t window = p.window;
   parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t ti) {
     const Task& t = tasks[static_cast<size_t>(ti)];
     const int64_t kh = t.head / group, bq = t.q1 - t.q0;
+    // First key any row of this block may see (tiles stay aligned to the segment start).
+    int64_t kfirst = t.begin;
+    if (window > 0 && t.q0 - window + 1 > t.begin) kfirst = t.begin + ((t.q0 - window + 1 - t.begin) / kKeyTile) * kKeyTile;
     std::vector<float> sc(static_cast<size_t>(kQueryBlock * kKeyTile)), acc(static_cast<size_t>(kQueryBlock * d), 0.0f);
     std::vector<float> m(static_cast<size_t>(kQueryBlock), -std::numeric_limits<float>::infinity());
     std::vector<float> l(static_cast<size_t>(kQueryBlock), 0.0f);
     const float* qb = q + (t.q0 * h + t.head) * d;
     auto F = [](const float* ptr, int64_t ld, bool trans) { return GemmOperand{ptr, DType::F32, ld, trans}; };
-    for (int64_t j0 = t.begin; j0 < t.q1; j0 += kKeyTile) {
+    for (int64_t j0 = kfirst; j0 < t.q1; j0 += kKeyTile) {
       const int64_t bk = std::min<int64_t>(kKeyTile, t.q1 - j0);
       // S = scale · Q Kᵀ for this tile
       gemm(bq, bk, d, scale, F(qb, ldq, false), F(k + (j0 * kvh + kh) * d, ldk, true), 0.0f, sc.data(), bk);
       for (int64_t i = 0; i < bq; ++i) {
         float* sr = sc.data() + i * bk;
         const int64_t jmax = std::min<int64_t>(bk, t.q0 + i - j0 + 1);  // causal: keys j <= query i
+        const int64_t jmin = window > 0 ? std::max<int64_t>(0, t.q0 + i - window + 1 - j0) : 0;  // i - j < W
         float tmax = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j < jmax; ++j) tmax = std::max(tmax, sr[j]);
+        for (int64_t j = jmin; j < jmax; ++j) tmax = std::max(tmax, sr[j]);
         const size_t is = static_cast<size_t>(i);
-        if (jmax <= 0) {
+        if (jmax <= jmin) {
           for (int64_t j = 0; j < bk; ++j) sr[j] = 0.0f;
           continue;
         }
@@ -128,7 +133,7 @@ void attention_forward(const AttentionForwardArgs& p) {
         const float corr = std::exp(m[is] - mnew);  // 0 on the first tile (m = -inf)
         float sum = 0;
         for (int64_t j = 0; j < bk; ++j) {
-          const float pj = j < jmax ? std::exp(sr[j] - mnew) : 0.0f;
+          const float pj = (j >= jmin && j < jmax) ? std::exp(sr[j] - mnew) : 0.0f;
           sr[j] = pj;
           sum += pj;
         }
@@ -164,7 +169,9 @@ void attention_decode(const AttentionDecodeArgs& p) {
   parallel_for(n * h, [&](int64_t ti) {
     const int64_t i = ti / h, hh = ti % h;
     std::vector<float> sc(kKeyTile), acc(static_cast<size_t>(d));
-    attend_row(q + (i * h + hh) * d, kc, vc, kvh, hh / group, d, 0, p.start + i + 1, scale, sc.data(), acc.data(),
+    const int64_t pos = p.start + i;
+    const int64_t first = p.window > 0 ? std::max<int64_t>(0, pos - p.window + 1) : 0;
+    attend_row(q + (i * h + hh) * d, kc, vc, kvh, hh / group, d, first, pos + 1, scale, sc.data(), acc.data(),
                out + (i * h + hh) * d);
   });
 }
@@ -188,6 +195,7 @@ void attention_backward(const AttentionBackwardArgs& p) {
   std::memset(dk, 0, static_cast<size_t>(n * kvh * d) * sizeof(float));
   std::memset(dv, 0, static_cast<size_t>(n * kvh * d) * sizeof(float));
   const int64_t ldq = h * d, ldk = kvh * d;
+  const int64_t window = p.window;
   // Blocks of kBlock queries x kBlock keys; the five products of a block are GEMMs
   // (calls from inside a pool task run on the calling thread).
   constexpr int64_t kBlock = 64;
@@ -205,6 +213,7 @@ void attention_backward(const AttentionBackwardArgs& p) {
         for (int64_t i = 0; i < bq; ++i) delta[static_cast<size_t>(i)] = dot(dob + i * ldq, out + ((i0 + i) * h + hh) * d, d);
         for (int64_t j0 = b; j0 < i0 + bq; j0 += kBlock) {
           const int64_t bk = std::min<int64_t>(kBlock, e - j0);
+          if (window > 0 && j0 + bk - 1 <= i0 - window) continue;  // every key of the block is out of every row's window
           const float* kb = k + (j0 * kvh + kh) * d;
           const float* vb = v + (j0 * kvh + kh) * d;
           // S = scale · Q Kᵀ  ->  P = exp(S − lse), causal
@@ -216,7 +225,8 @@ void attention_backward(const AttentionBackwardArgs& p) {
             float* pr = pm.data() + i * bk;
             float* dr = dpm.data() + i * bk;
             for (int64_t j = 0; j < bk; ++j) {
-              const float pij = (j0 + j <= i0 + i) ? std::exp(pr[j] - li) : 0.0f;
+              const int64_t dist = (i0 + i) - (j0 + j);
+              const float pij = (dist >= 0 && (window == 0 || dist < window)) ? std::exp(pr[j] - li) : 0.0f;
               pr[j] = pij;
               dr[j] = pij * (dr[j] - delta[static_cast<size_t>(i)]) * scale;  // dS
             }

@@ -61,6 +61,7 @@ LlamaModel::LlamaModel(const LlamaConfig& c, Tensor inv_freq) : cfg_(c), inv_fre
   if (c.H % c.KVH != 0) fail(ErrorCode::Arg, "attention heads (", c.H, ") must be a multiple of KV heads (", c.KVH, ")");
   if (c.D % 2 != 0) fail(ErrorCode::Arg, "head dim must be even for RoPE, got ", c.D);
   if (!(c.eps > 0)) fail(ErrorCode::Arg, "rms_norm_eps must be positive");
+  if (c.sliding_window < 0) fail(ErrorCode::Arg, "sliding window must be >= 0, got ", c.sliding_window);
   need(&inv_freq_, "inv_freq");
   need_dtype(inv_freq_, "inv_freq", {DType::F32});
   need_shape(inv_freq_, "inv_freq", {c.D / 2}, "(head_dim / 2,)");
@@ -258,9 +259,9 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   rope_forward(RopeArgs{&k3, in.positions, &inv_freq_, &k3});
   if (cache_start >= 0) {
     attention_decode(AttentionDecodeArgs{&q3, &k3, &v3, &k_cache_[static_cast<size_t>(l)], &v_cache_[static_cast<size_t>(l)],
-                                         cache_start, attn_scale(), &att3});
+                                         cache_start, attn_scale(), &att3, c.sliding_window});
   } else {
-    attention_forward(AttentionForwardArgs{&q3, &k3, &v3, in.cu_seqlens, attn_scale(), &att3, &a.lse});
+    attention_forward(AttentionForwardArgs{&q3, &k3, &v3, in.cu_seqlens, attn_scale(), &att3, &a.lse, c.sliding_window});
   }
   linear_forward(lin[kO], a.att, a.x2, a.u[kO], dropout_seed(l, kO));
   add(AddArgs{&a.x2, &x, &a.x2});
@@ -293,7 +294,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   Tensor att3 = a.att.reshape({n, c.H, c.D}), datt3 = s.datt.reshape({n, c.H, c.D});
   Tensor dq3 = s.dq.reshape({n, c.H, c.D}), dk3 = s.dk.reshape({n, c.KVH, c.D}), dv3 = s.dv.reshape({n, c.KVH, c.D});
   attention_backward(AttentionBackwardArgs{&datt3, &q3, &k3, &v3, &att3, &a.lse, in.cu_seqlens, attn_scale(), &dq3,
-                                           &dk3, &dv3});
+                                           &dk3, &dv3, c.sliding_window});
   rope_backward(RopeArgs{&dq3, in.positions, &inv_freq_, &dq3});
   rope_backward(RopeArgs{&dk3, in.positions, &inv_freq_, &dk3});
   if (c.qk_norm) {

@@ -48,6 +48,7 @@ struct LlamaConfig {
   bool qkv_bias = false;
   bool qk_norm = false;
   bool tied = false;
+  int64_t sliding_window = 0;  // 0: full causal attention (Mistral: W tokens)
 };
 
 // LoRA targets, in PEFT's usual order.

@@ -44,6 +44,7 @@ void attention_forward(const AttentionForwardArgs& p) {
   need_shape(lse, "lse", {q.dim(0), q.dim(1)}, "(N, H)");
   need_same_device(out, "out", q.device());
   need_same_device(lse, "lse", q.device());
+  if (p.window < 0) fail(ErrorCode::Arg, "'window' must be >= 0 (0 = no sliding window), got ", p.window);
   const Backend& be = backend_for(q.device());
   if (!be.attention_forward) fail(ErrorCode::Unsupported, "attention forward is not implemented on ", be.name);
   be.attention_forward(p);
@@ -72,6 +73,7 @@ void attention_decode(const AttentionDecodeArgs& p) {
     fail(ErrorCode::Range, "KV cache holds ", tmax, " tokens; cannot add ", n, " after ", p.start);
   }
   if (!std::isfinite(p.scale)) fail(ErrorCode::Arg, "'scale' must be finite");
+  if (p.window < 0) fail(ErrorCode::Arg, "'window' must be >= 0 (0 = no sliding window), got ", p.window);
   const Backend& be = backend_for(q.device());
   if (!be.attention_decode) fail(ErrorCode::Unsupported, "attention decode is not implemented on ", be.name);
   be.attention_decode(p);
@@ -91,6 +93,7 @@ void attention_backward(const AttentionBackwardArgs& p) {
   const Tensor& lse = need(p.lse, "lse");
   need_dtype(lse, "lse", {DType::F32});
   need_shape(lse, "lse", {q.dim(0), q.dim(1)}, "(N, H)");
+  if (p.window < 0) fail(ErrorCode::Arg, "'window' must be >= 0 (0 = no sliding window), got ", p.window);
   const Backend& be = backend_for(q.device());
   if (!be.attention_backward) fail(ErrorCode::Unsupported, "attention backward is not implemented on ", be.name);
   be.attention_backward(p);

@@ -12,6 +12,8 @@
 //             Δ_i = dout_i·out_i,  ds_ij = p_ij (dout_i·v_j − Δ_i)
 //             dq_i = scale Σ_j ds_ij k_j,  dk_j = scale Σ_i ds_ij q_i,  dv_j = Σ_i p_ij dout_i
 //           dq, dk, dv are written (=).
+// Sliding window (Mistral): with window W > 0, token i attends only to j with i − j < W
+// (itself and the W − 1 before it, inside its segment); W = 0 is full causal attention.
 // Everything f32. cu_seqlens must start at 0, end at N and never decrease (E_ARG).
 #pragma once
 
@@ -27,6 +29,7 @@ struct AttentionForwardArgs {
   float scale;               // usually 1/sqrt(D)
   Tensor* out;               // (N, H, D) out
   Tensor* lse;               // (N, H) out
+  int64_t window;            // 0: full causal; W > 0: sliding window of W tokens
 };
 
 struct AttentionBackwardArgs {
@@ -41,6 +44,7 @@ struct AttentionBackwardArgs {
   Tensor* dq;                // (N, H, D) out
   Tensor* dk;                // (N, KVH, D) out
   Tensor* dv;                // (N, KVH, D) out
+  int64_t window;            // as in the forward
 };
 
 // Incremental decoding with a KV cache (one sequence). The n new tokens sit at absolute
@@ -56,6 +60,7 @@ struct AttentionDecodeArgs {
   int64_t start;        // tokens already in the cache
   float scale;
   Tensor* out;          // (n, H, D) out
+  int64_t window;       // 0: full causal; W > 0: sliding window of W tokens
 };
 
 void attention_forward(const AttentionForwardArgs& args);

@@ -29,6 +29,8 @@ export interface ModelSpec {
   qkvBias: boolean;
   /** Per-head RMSNorm on q and k before RoPE (Qwen3). */
   qkNorm: boolean;
+  /** Mistral's sliding-window attention: each token sees itself and the W - 1 before it; null = full causal. */
+  slidingWindow: number | null;
   bosTokenId: number | null;
   eosTokenIds: number[];
   /** config.json's torch_dtype / dtype ('float32', 'bfloat16', ...), if stated. */
@@ -110,14 +112,17 @@ export function specFromConfig(config: unknown): ModelSpec {
   }
   if (headDim % 2 !== 0) throw err(`head_dim must be even for RoPE, got ${headDim}`);
   const maxPositionEmbeddings = c.max_position_embeddings === undefined ? 2048 : int(c, 'max_position_embeddings');
-  // Sliding-window attention is not implemented: refuse configs where it would change results.
-  // MistralConfig's default sliding_window is 4096 when the key is absent; the others default to none.
+  // Sliding-window attention: Mistral applies it in every layer (MistralConfig's default is 4096 when
+  // the key is absent). Qwen2/Qwen3 apply it only above max_window_layers, which is not implemented.
+  let slidingWindow: number | null = null;
   const sw = mt === 'mistral' && !('sliding_window' in c) ? 4096 : c.sliding_window;
-  const swOn = mt === 'mistral' ? c.use_sliding_window !== false : c.use_sliding_window === true;
-  if (swOn && typeof sw === 'number' && sw < maxPositionEmbeddings) {
+  if (mt === 'mistral' && sw !== null && sw !== undefined) {
+    if (typeof sw !== 'number' || !Number.isSafeInteger(sw) || sw < 1) throw err(`expected a positive integer or null for sliding_window but received ${describe(sw)}`);
+    if (sw < maxPositionEmbeddings) slidingWindow = sw;
+  } else if (mt !== 'mistral' && c.use_sliding_window === true && typeof sw === 'number' && sw < maxPositionEmbeddings) {
     throw err(
-      `sliding_window ${sw} (< max_position_embeddings ${maxPositionEmbeddings}) needs sliding-window attention, which instill does not implement yet; ` +
-        'supported: full causal attention (sliding_window null or >= max_position_embeddings)',
+      `use_sliding_window with sliding_window ${sw} applies to some layers only (max_window_layers), which instill does not implement; ` +
+        'supported: full causal attention, and Mistral\'s every-layer sliding window',
       ErrorCode.UNSUPPORTED,
     );
   }
@@ -144,6 +149,7 @@ export function specFromConfig(config: unknown): ModelSpec {
     tieWordEmbeddings: tie === true,
     qkvBias: mt === 'qwen2' ? true : c.attention_bias === true,
     qkNorm: mt === 'qwen3',
+    slidingWindow,
     bosTokenId: typeof c.bos_token_id === 'number' ? c.bos_token_id : null,
     eosTokenIds: ids(c.eos_token_id),
     torchDtype: typeof c.torch_dtype === 'string' ? c.torch_dtype : typeof c.dtype === 'string' ? c.dtype : null,

@@ -204,6 +204,7 @@ function createHandle(spec: ModelSpec): ModelHandle {
       qkvBias: spec.qkvBias,
       qkNorm: spec.qkNorm,
       tied: spec.tieWordEmbeddings,
+      slidingWindow: spec.slidingWindow ?? 0,
     },
     handleOf(inv),
   );

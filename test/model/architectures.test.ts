@@ -20,6 +20,7 @@ const cases: Array<{ name: string; config: Record<string, unknown>; bf16: boolea
     config: { ...base, model_type: 'llama', tie_word_embeddings: false, rope_theta: 500000, rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 } },
     bf16: true,
   },
+  { name: 'mistral with a sliding window of 5 tokens', config: { ...base, model_type: 'mistral', tie_word_embeddings: false, sliding_window: 5, max_position_embeddings: 128 }, bf16: false },
   { name: 'mistral (linear rope scaling, MHA)', config: { ...base, model_type: 'mistral', num_key_value_heads: 4, tie_word_embeddings: false, sliding_window: null, rope_scaling: { type: 'linear', factor: 2 } }, bf16: false },
 ];
 

@@ -94,7 +94,9 @@ describe('config.json -> ModelSpec', () => {
   const ok = { model_type: 'llama', hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 100 };
   it('refuses what the engine cannot run, naming what is supported', () => {
     expect(code(() => specFromConfig({ ...ok, model_type: 'gpt2' }))).toMatch(/^E_UNSUPPORTED.*'gpt2'.*llama, mistral, qwen2, qwen3/);
-    expect(code(() => specFromConfig({ ...ok, model_type: 'mistral', sliding_window: 4096, max_position_embeddings: 32768 }))).toMatch(/^E_UNSUPPORTED.*sliding/);
+    expect(specFromConfig({ ...ok, model_type: 'mistral', sliding_window: 4096, max_position_embeddings: 32768 }).slidingWindow).toBe(4096);
+    expect(specFromConfig({ ...ok, model_type: 'mistral', sliding_window: 4096, max_position_embeddings: 4096 }).slidingWindow).toBe(null);
+    expect(code(() => specFromConfig({ ...ok, model_type: 'qwen2', use_sliding_window: true, sliding_window: 4096, max_position_embeddings: 32768 }))).toMatch(/^E_UNSUPPORTED.*max_window_layers/);
     expect(specFromConfig({ ...ok, model_type: 'mistral', sliding_window: null }).modelType).toBe('mistral');
     expect(specFromConfig({ ...ok, model_type: 'qwen2', use_sliding_window: false, sliding_window: 4096, max_position_embeddings: 32768 }).qkvBias).toBe(true);
     expect(code(() => specFromConfig({ ...ok, rope_scaling: { rope_type: 'yarn', factor: 4 } }))).toMatch(/^E_UNSUPPORTED.*yarn.*linear, llama3/);
@@ -104,7 +106,7 @@ describe('config.json -> ModelSpec', () => {
     expect(code(() => specFromConfig('x'))).toMatch(/^E_DATA/);
     expect(specFromConfig({ ...ok, num_key_value_heads: 2 })).toMatchObject({ headDim: 16, numKvHeads: 2, tieWordEmbeddings: false, qkvBias: false });
     expect(specFromConfig({ ...ok, tie_word_embeddings: true }).tieWordEmbeddings).toBe(true);
-    expect(code(() => specFromConfig({ ...ok, model_type: 'mistral', max_position_embeddings: 32768 }))).toMatch(/^E_UNSUPPORTED.*sliding_window 4096/);
+    expect(specFromConfig({ ...ok, model_type: 'mistral', max_position_embeddings: 32768 }).slidingWindow).toBe(4096); // MistralConfig's default
     expect(specFromConfig({ ...ok, rope_scaling: { type: 'linear', factor: 2 } }).ropeScaling).toEqual({ type: 'linear', factor: 2 });
   });
 });

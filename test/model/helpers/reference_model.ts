@@ -93,7 +93,12 @@ export function referenceLogits(spec: ModelSpec, w: Weights, ids: number[], invF
       for (let h = 0; h < H; h++) {
         const kh = Math.floor(h / (H / KVH));
         const sc: number[] = [];
+        const first = spec.slidingWindow ? Math.max(0, t - spec.slidingWindow + 1) : 0;
         for (let j = 0; j <= t; j++) {
+          if (j < first) {
+            sc.push(-Infinity);
+            continue;
+          }
           let s = 0;
           for (let d = 0; d < D; d++) s += q[t][h * D + d] * k[j][kh * D + d];
           sc.push(s / Math.sqrt(D));

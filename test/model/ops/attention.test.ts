@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { addon, arr, errCode, f32, i32, randn, relErr } from './helpers.js';
 
-interface Sizes { N: number; H: number; KVH: number; D: number; cu: number[] }
+interface Sizes { N: number; H: number; KVH: number; D: number; cu: number[]; window?: number }
 
 function refForward(q: Float64Array, k: Float64Array, v: Float64Array, s: Sizes, scale: number) {
   const { H, KVH, D, cu } = s;
@@ -17,7 +17,7 @@ function refForward(q: Float64Array, k: Float64Array, v: Float64Array, s: Sizes,
         for (let j = cu[g]; j <= i; j++) {
           let d = 0;
           for (let c = 0; c < D; c++) d += q[(i * H + h) * D + c] * k[(j * KVH + kh) * D + c];
-          sc[j - cu[g]] = d * scale;
+          sc[j - cu[g]] = s.window && i - j >= s.window ? -Infinity : d * scale;
         }
         const m = Math.max(...sc);
         let z = 0;
@@ -69,6 +69,9 @@ const cases: Array<[string, Sizes]> = [
   ['one short segment, MHA', { N: 5, H: 3, KVH: 3, D: 8, cu: [0, 5] }],
   ['packed with an empty segment, GQA 6/2, D=10, long segments', { N: 150, H: 6, KVH: 2, D: 10, cu: [0, 3, 3, 80, 150] }],
   ['MQA (one KV head), single-token segments', { N: 9, H: 4, KVH: 1, D: 6, cu: [0, 1, 2, 3, 9] }],
+  ['sliding window 37 over packed long segments (window inside and across tiles)', { N: 230, H: 4, KVH: 2, D: 8, cu: [0, 20, 230], window: 37 }],
+  ['sliding window 1 (each token sees itself only)', { N: 10, H: 2, KVH: 1, D: 4, cu: [0, 10], window: 1 }],
+  ['sliding window 100 over a 150-token segment', { N: 150, H: 2, KVH: 2, D: 16, cu: [0, 150], window: 100 }],
 ];
 
 describe('attention op vs float64', () => {
@@ -79,15 +82,28 @@ describe('attention op vs float64', () => {
       const scale = 1 / Math.sqrt(s.D);
       const A = addon();
       const qh = f32(q, [s.N, s.H, s.D]), kh = f32(k, [s.N, s.KVH, s.D]), vh = f32(v, [s.N, s.KVH, s.D]), cu = i32(s.cu);
-      const fw = A.opAttention(qh, kh, vh, cu, scale);
+      const fw = A.opAttention(qh, kh, vh, cu, scale, s.window ?? 0);
       const ref = refForward(Float64Array.from(q), Float64Array.from(k), Float64Array.from(v), s, scale);
       expect(relErr(arr(fw.out), ref.out)).toBeLessThan(1e-5);
       expect(relErr(arr(fw.lse), ref.lse)).toBeLessThan(1e-5);
-      const bw = A.opAttentionBackward(f32(dout, [s.N, s.H, s.D]), qh, kh, vh, fw.out, fw.lse, cu, scale);
+      const bw = A.opAttentionBackward(f32(dout, [s.N, s.H, s.D]), qh, kh, vh, fw.out, fw.lse, cu, scale, s.window ?? 0);
       const rb = refBackward(Float64Array.from(dout), Float64Array.from(q), Float64Array.from(k), Float64Array.from(v), s, scale);
-      expect(relErr(arr(bw.dq), rb.dq)).toBeLessThan(1e-5);
-      expect(relErr(arr(bw.dk), rb.dk)).toBeLessThan(1e-5);
+      if (s.window === 1) {
+        // softmax over a single key: no gradient reaches q or k
+        expect(Math.max(...Array.from(arr(bw.dq), Math.abs), ...Array.from(arr(bw.dk), Math.abs))).toBeLessThan(1e-6);
+      } else {
+        expect(relErr(arr(bw.dq), rb.dq)).toBeLessThan(1e-5);
+        expect(relErr(arr(bw.dk), rb.dk)).toBeLessThan(1e-5);
+      }
       expect(relErr(arr(bw.dv), rb.dv)).toBeLessThan(1e-5);
+      if (s.window) {
+        // decode through a KV cache with the same window gives the same outputs (single-segment cases)
+        if (s.cu.length === 2) {
+          const kc = f32(new Float32Array(s.N * s.KVH * s.D), [s.N, s.KVH, s.D]), vc = f32(new Float32Array(s.N * s.KVH * s.D), [s.N, s.KVH, s.D]);
+          const dec = arr(A.opAttentionDecode(qh, kh, vh, kc, vc, 0, scale, s.window));
+          expect(relErr(dec, ref.out)).toBeLessThan(1e-5);
+        }
+      }
       // attention never crosses a segment: the first token of a segment attends to itself only
       for (let g = 0; g + 1 < s.cu.length; g++) {
         if (s.cu[g + 1] === s.cu[g]) continue;
