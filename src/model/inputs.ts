@@ -11,8 +11,28 @@ import { ErrorCode, InstillError, describe } from '../errors.js';
 
 export const IGNORE_INDEX = -100;
 
-/** Rows of token ids: one row (number[] / Int32Array), several rows (number[][]), or flat with batchSize/seqLen. */
-export type TokenRows = ReadonlyArray<number> | ReadonlyArray<ReadonlyArray<number>> | Int32Array;
+/** Integer typed arrays accepted for ids (int64 from a safetensors/numpy file included). */
+export type IntArray = Int32Array | Uint32Array | Int16Array | Uint16Array | Int8Array | Uint8Array | BigInt64Array;
+
+/**
+ * Rows of token ids: one row (number[] or an integer typed array), several rows (an array of those),
+ * or flat with batchSize/seqLen.
+ */
+export type TokenRows = ReadonlyArray<number> | IntArray | ReadonlyArray<ReadonlyArray<number> | IntArray>;
+
+function isIntArray(v: unknown): v is IntArray {
+  return (
+    v instanceof Int32Array || v instanceof Uint32Array || v instanceof Int16Array || v instanceof Uint16Array ||
+    v instanceof Int8Array || v instanceof Uint8Array || v instanceof BigInt64Array
+  );
+}
+
+function toInt32(src: IntArray | ReadonlyArray<number>, what: string): Int32Array {
+  if (src instanceof Int32Array) return src;
+  const out = new Int32Array(src.length);
+  for (let i = 0; i < src.length; i++) out[i] = checkInt(Number(src[i]), what);
+  return out;
+}
 
 export interface BatchInput {
   inputIds: TokenRows;
@@ -48,9 +68,8 @@ export interface EngineInputs {
 }
 
 function flatten(rows: TokenRows, what: string, bs?: number, sl?: number): { data: Int32Array; B: number; T: number } {
-  if (rows instanceof Int32Array || (Array.isArray(rows) && (rows.length === 0 || typeof rows[0] === 'number'))) {
-    const data = rows instanceof Int32Array ? rows : Int32Array.from(rows as number[]);
-    for (let i = 0; i < data.length; i++) checkInt((rows as ArrayLike<number>)[i], what);
+  if (isIntArray(rows) || (Array.isArray(rows) && (rows.length === 0 || typeof rows[0] === 'number'))) {
+    const data = toInt32(rows as IntArray | number[], what);
     const B = bs ?? 1;
     const T = sl ?? data.length / B;
     if (!Number.isInteger(T) || B * T !== data.length) {
@@ -60,18 +79,24 @@ function flatten(rows: TokenRows, what: string, bs?: number, sl?: number): { dat
   }
   if (!Array.isArray(rows)) throw new InstillError(ErrorCode.ARG, `Expected an array of token ids or an array of rows for ${what} but received ${describe(rows)}`);
   const B = rows.length;
-  const T = (rows[0] as ArrayLike<number>).length;
+  const first = rows[0] as unknown;
+  if (!Array.isArray(first) && !isIntArray(first)) {
+    throw new InstillError(ErrorCode.ARG, `Expected rows of token ids (arrays or integer typed arrays) for ${what} but row 0 is ${describe(first)}`);
+  }
+  const T = first.length;
   const data = new Int32Array(B * T);
   for (let b = 0; b < B; b++) {
-    const r = rows[b] as ArrayLike<number>;
-    if (!r || r.length !== T) throw new InstillError(ErrorCode.SHAPE, `${what}: row ${b} has ${r?.length} tokens but row 0 has ${T}; pad rows to one length`);
-    for (let t = 0; t < T; t++) data[b * T + t] = checkInt(r[t], what);
+    const r = rows[b] as unknown;
+    if (!(Array.isArray(r) || isIntArray(r)) || r.length !== T) {
+      throw new InstillError(ErrorCode.SHAPE, `${what}: row ${b} has ${(r as { length?: number })?.length} tokens but row 0 has ${T}; pad rows to one length`);
+    }
+    data.set(toInt32(r as IntArray | number[], what), b * T);
   }
   return { data, B, T };
 }
 
 function checkInt(v: number, what: string): number {
-  if (!Number.isInteger(v) || v < -2147483648 || v > 2147483647) {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < -2147483648 || v > 2147483647) {
     throw new InstillError(ErrorCode.ARG, `Expected 32-bit integers in ${what} but found ${describe(v)}`);
   }
   return v;

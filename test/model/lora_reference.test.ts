@@ -97,6 +97,18 @@ describe.skipIf(!haveFixture(REF))('LoRA reference (stories260K, r=4, alpha=8, a
     expect(r.grads).toEqual({});
   });
 
+  it('int64 rows straight from the file (BigInt64Array) are accepted', async () => {
+    const [B, T] = ref.info('input_ids').shape;
+    const ids64 = ref.readArray('input_ids') as BigInt64Array;
+    const lab64 = ref.readArray('labels') as BigInt64Array;
+    const flat = await model.lossAndGrads({ inputIds: ids64, labels: lab64, batchSize: B, seqLen: T }, { returnGrads: false });
+    const rowsOf = (a: BigInt64Array) => Array.from({ length: B }, (_, b) => a.subarray(b * T, (b + 1) * T));
+    const rows = await model.lossAndGrads({ inputIds: rowsOf(ids64), labels: rowsOf(lab64) }, { returnGrads: false });
+    const plain = await model.lossAndGrads({ inputIds, labels }, { returnGrads: false });
+    expect(flat.loss).toBe(plain.loss);
+    expect(rows.loss).toBe(plain.loss);
+  });
+
   it('accumulate: two calls with accumulate add up to twice the gradient', async () => {
     const m = await loadModel(fixturePath('stories260K'));
     m.addLora({ r: 4, alpha: 8, targetModules: ['q_proj', 'down_proj'], seed: 3 });
