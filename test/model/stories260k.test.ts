@@ -70,8 +70,10 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('stories260K refe
   });
 
   it('greedy continuation of "Once upon a time" (100 tokens) is exact', async () => {
-    const r = await model.generate(ref.prompt_ids, { maxNewTokens: 100, stopTokenIds: [] });
+    const r = await model.generate(ref.prompt_ids, { maxNewTokens: 100 }); // defaults: greedy, stop at EOS (never produced here)
     expect(r.ids).toEqual(ref.greedy_ids);
+    const fromText = await model.generate(ref.prompt_text, { maxNewTokens: 100 });
+    expect(fromText.ids).toEqual(ref.greedy_ids);
     const fromBos = await model.generate(ref.bos_prompt_ids, { maxNewTokens: ref.bos_greedy_ids.length, stopTokenIds: [] });
     expect(fromBos.ids).toEqual(ref.bos_greedy_ids);
   });
