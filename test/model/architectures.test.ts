@@ -169,6 +169,11 @@ describe('architectures against a float64 reference', () => {
       });
       expect(dd / mx, n).toBeLessThan(5e-2);
     }
+    const m16h = await loadModel(dir, { dtype: 'f16' });
+    const c = (await m16h.logits([ids])).toArray() as Float32Array;
+    let dh = 0;
+    for (let i = 0; i < a.length; i++) dh = Math.max(dh, Math.abs(a[i] - c[i]));
+    expect(dh / m).toBeLessThan(5e-3); // f16 keeps 3 more mantissa bits than bf16
     const f = SafetensorsFile.open(join(dir, 'model-00001-of-00002.safetensors'));
     expect(f.names().length).toBeGreaterThan(3);
     f.close();
