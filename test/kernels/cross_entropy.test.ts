@@ -1,20 +1,14 @@
 // kernels.maskedCrossEntropy and kernels.linearCrossEntropy against float64
 // references, on every ISA this CPU runs, with poisoned outputs and scratch.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 import { Tensor, kernels, runtime } from '../../src/index.js';
 import {
   allFinite, crossEntropy64, linearCrossEntropy64, randn, relError, rng, seed,
 } from '../../bench/kernels/reference.js';
+import { isas, poisonAndRestoreIsa } from '../helpers/kernels.js';
 
-const isas = runtime.info().isas;
-const bestIsa = runtime.info().isa;
-
-beforeAll(() => runtime.setPoison(true));
-afterAll(() => {
-  runtime.setPoison(false);
-  runtime.setIsa(bestIsa);
-});
+poisonAndRestoreIsa();
 
 /** Targets in [0, v) with every `ignoreEvery`-th row (and row 3, if present) ignored. */
 function makeTargets(rand: () => number, n: number, v: number, ignoreEvery = 4, ignore = -100): Int32Array {

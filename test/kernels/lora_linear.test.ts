@@ -1,21 +1,15 @@
 // kernels.loraLinear / loraLinearBackward against a float64 reference, on every
 // ISA this CPU runs, with fresh random inputs of awkward sizes and poisoned
 // (NaN-filled) outputs and scratch.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 import { Tensor, kernels, runtime } from '../../src/index.js';
 import {
   allFinite, loraLinear64, loraLinearBackward64, randn, relError, rng, roundBf16, seed,
 } from '../../bench/kernels/reference.js';
+import { isas, poisonAndRestoreIsa } from '../helpers/kernels.js';
 
-const isas = runtime.info().isas;
-const bestIsa = runtime.info().isa;
-
-beforeAll(() => runtime.setPoison(true));
-afterAll(() => {
-  runtime.setPoison(false);
-  runtime.setIsa(bestIsa);
-});
+poisonAndRestoreIsa();
 
 interface Case { n: number; inF: number; outF: number; r: number; bias: boolean }
 

@@ -1,18 +1,12 @@
 // kernels.matmul (the GEMM every CPU kernel uses) against float64, for all four
 // transpose layouts, every operand dtype and every ISA this CPU runs.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 import { Tensor, kernels, runtime } from '../../src/index.js';
 import { allFinite, matmul64, randn, relError, rng, roundBf16, seed } from '../../bench/kernels/reference.js';
+import { isas, poisonAndRestoreIsa } from '../helpers/kernels.js';
 
-const isas = runtime.info().isas;
-const bestIsa = runtime.info().isa;
-
-beforeAll(() => runtime.setPoison(true));
-afterAll(() => {
-  runtime.setPoison(false);
-  runtime.setIsa(bestIsa);
-});
+poisonAndRestoreIsa();
 
 const shapes = [
   { m: 37, n: 77, k: 123 },
