@@ -1,5 +1,8 @@
 // `instill generate` end to end on stories260K (in-process, through the CLI's main()).
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadModel } from '../../src/model/model.js';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { main } from '../../src/cli/main.js';
 import { fixturePath, haveFixture } from '../helpers/fixtures.js';
@@ -29,6 +32,29 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('instill generate
     const a = await run('1');
     expect(await run('1')).toEqual(a);
     expect(await run('2')).not.toEqual(a);
+  });
+
+  it('--adapter applies a PEFT adapter folder', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'instill-cli-adapter-'));
+    try {
+      const m = await loadModel(fixturePath('stories260K'));
+      m.addLora({ r: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'down_proj'], seed: 2 });
+      const w = m.adapterWeights();
+      for (const n of Object.keys(w)) if (n.includes('lora_B')) w[n] = w[n].map((_, i) => 0.5 * Math.sin(i + 1));
+      m.setAdapterWeights(w);
+      m.saveAdapter(dir);
+      const expected = await m.generate('Once upon a time', { maxNewTokens: 12 });
+      const out: string[] = [];
+      vi.spyOn(console, 'log').mockImplementation((s: string) => void out.push(s));
+      const code = await main(['generate', '--model', fixturePath('stories260K'), '--adapter', dir, '--prompt', 'Once upon a time', '--max-new-tokens', '12', '--json']);
+      expect(code).toBe(0);
+      const ref = JSON.parse(readFileSync(fixturePath('stories260K/reference.json'), 'utf8'));
+      const ids = JSON.parse(out[0]).ids;
+      expect(ids).toEqual(expected.ids);
+      expect(ids).not.toEqual(ref.greedy_ids.slice(0, 12));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('bad arguments exit non-zero with a message', async () => {
