@@ -6,12 +6,12 @@
 // KV head h / (H / KVH).
 //
 // Forward   out_i = Σ_j softmax_j(scale · q_i·k_j) v_j,   lse_i = log Σ_j exp(scale · q_i·k_j)
-//           computed per query row over key tiles with an online softmax (running
-//           max and sum), so memory is O(N) — no (T, T) score matrix is ever held.
+//           computed over tiles of keys with an online softmax (running max and sum
+//           per query row), so memory is O(N) — no (T, T) score matrix is ever held.
 // Backward  recomputes p_ij = exp(scale · q_i·k_j − lse_i) from the saved lse:
 //             Δ_i = dout_i·out_i,  ds_ij = p_ij (dout_i·v_j − Δ_i)
 //             dq_i = scale Σ_j ds_ij k_j,  dk_j = scale Σ_i ds_ij q_i,  dv_j = Σ_i p_ij dout_i
-//           dq, dk, dv are written (=).
+//           tile by tile, from the saved lse and Δ; dq, dk, dv are written (=).
 // Sliding window (Mistral): with window W > 0, token i attends only to j with i − j < W
 // (itself and the W − 1 before it, inside its segment); W = 0 is full causal attention.
 // Everything f32. cu_seqlens must start at 0, end at N and never decrease (E_ARG).
