@@ -89,7 +89,11 @@ export interface NativeAddon {
   init(errorClass: typeof InstillError): void;
   TensorHandle: new () => TensorHandle;
   tensorFromArray(data: Float32Array | Float64Array | Int32Array | Uint16Array, shape: number[], dtype: string): TensorHandle;
-  tensorZeros(shape: number[], dtype: string): TensorHandle;
+  tensorZeros(shape: number[], dtype: string, device?: string): TensorHandle;
+  /** The same handle when already on `device`, else a copy there. */
+  tensorTo(tensor: TensorHandle, device: string): TensorHandle;
+  /** '' when tensors can live on `device` in this build on this machine, else why not. */
+  deviceUnavailableReason(device: string): string;
 
   matmul(a: TensorHandle, b: TensorHandle, transA: boolean, transB: boolean): TensorHandle;
   loraLinear(
