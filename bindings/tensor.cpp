@@ -209,6 +209,27 @@ Napi::Value device_unavailable(const Napi::CallbackInfo& info) {
   });
 }
 
+// deviceMemoryStats(device, resetPeak): { inUse, peak, reserved } bytes of a GPU's
+// memory through instill (benchmarks' peak memory); all 0 for the CPU.
+Napi::Value device_memory_stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const Device d = read_device(info, 0);
+    const bool reset = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+    uint64_t in_use = 0, peak = 0, reserved = 0;
+    if (d != Device::CPU) {
+      const DeviceMemoryHooks* h = device_memory_hooks(d);
+      if (h == nullptr || !h->available()) fail(ErrorCode::Device, "device '", device_name(d), "' is not available: ", device_unavailable_reason(d));
+      h->stats(&in_use, &peak, &reserved, reset);
+    }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("inUse", static_cast<double>(in_use));
+    o.Set("peak", static_cast<double>(peak));
+    o.Set("reserved", static_cast<double>(reserved));
+    return o;
+  });
+}
+
 }  // namespace
 
 const Tensor* unwrap_tensor(Napi::Env env, const Napi::Value& v, const char* name, bool optional) {
@@ -232,6 +253,7 @@ void register_tensor(Napi::Env env, Napi::Object exports) {
   exports.Set("tensorFromArray", Napi::Function::New(env, from_array, "tensorFromArray"));
   exports.Set("tensorZeros", Napi::Function::New(env, zeros, "tensorZeros"));
   exports.Set("tensorTo", Napi::Function::New(env, tensor_to, "tensorTo"));
+  exports.Set("deviceMemoryStats", Napi::Function::New(env, device_memory_stats, "deviceMemoryStats"));
   exports.Set("deviceUnavailableReason", Napi::Function::New(env, device_unavailable, "deviceUnavailableReason"));
 }
 

@@ -94,6 +94,8 @@ export interface NativeAddon {
   tensorTo(tensor: TensorHandle, device: string): TensorHandle;
   /** '' when tensors can live on `device` in this build on this machine, else why not. */
   deviceUnavailableReason(device: string): string;
+  /** Bytes of GPU memory through instill: live, peak since the last reset, held from the driver. */
+  deviceMemoryStats(device: string, resetPeak?: boolean): { inUse: number; peak: number; reserved: number };
 
   matmul(a: TensorHandle, b: TensorHandle, transA: boolean, transB: boolean): TensorHandle;
   loraLinear(

@@ -3,11 +3,23 @@
 //
 // Device 0 only. available() is false (never an error) where the driver or a
 // GPU is missing, so a CUDA build loads and runs CPU work on a machine with no
-// GPU; unavailable_reason() says which. Memory is plain cudaMalloc (no managed
-// memory: see .library/device notes), freed with cudaFree; a caching allocator
-// is future work (a training step allocates its scratch once per step).
+// GPU; unavailable_reason() says which.
+//
+// Memory: plain cudaMalloc (never managed memory), behind a caching allocator
+// as PyTorch's: a freed block goes to a free list keyed by its rounded size
+// (512 B steps below 1 MiB, 2 MiB steps above) and is handed out again for the
+// same rounded size without a cudaMalloc/cudaFree (each of which costs tens of
+// microseconds and cudaFree synchronises the device). Reuse is safe without any
+// event because every kernel runs on the one stream: work queued with the old
+// owner finishes before work queued with the new one. When cudaMalloc fails, the
+// cache is released (after a stream sync) and the allocation retried once.
+// Stats (bytes in use, their peak, bytes held from the driver) serve the
+// benchmarks' peak-memory numbers (like torch.cuda.max_memory_allocated).
+#include <map>
 #include <mutex>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "cuda/common.cuh"
 #include "runtime/device.h"
@@ -66,26 +78,84 @@ State& state() {
 bool hook_available() { return state().ok; }
 std::string hook_reason() { return state().ok ? std::string() : state().reason; }
 
-void* hook_alloc(size_t bytes) {
-  void* p = nullptr;
-  cudaError_t err = cudaMalloc(&p, bytes);
-  if (err != cudaSuccess) {
-    cudaGetLastError();
-    size_t free_b = 0, total_b = 0;
-    cudaMemGetInfo(&free_b, &total_b);
-    fail(ErrorCode::Alloc, "cannot allocate ", bytes, " bytes on the GPU (", free_b, " of ", total_b,
-         " bytes free): ", cudaGetErrorString(err));
+struct Cache {
+  std::mutex mu;
+  std::map<size_t, std::vector<void*>> free_blocks;  // rounded size -> blocks
+  std::unordered_map<void*, size_t> live;           // block -> rounded size
+  size_t in_use = 0, peak = 0, reserved = 0;
+};
+
+Cache& cache() {
+  static Cache* c = new Cache();  // never destroyed: blocks may be freed during process exit
+  return *c;
+}
+
+size_t round_size(size_t bytes) {
+  const size_t step = bytes < (1u << 20) ? 512 : (2u << 20);
+  return (bytes + step - 1) / step * step;
+}
+
+// Gives every cached block back to the driver. Caller holds the lock.
+void release_cache(Cache& c) {
+  if (state().ok) cudaStreamSynchronize(state().stream);
+  for (auto& [size, blocks] : c.free_blocks) {
+    for (void* p : blocks) {
+      cudaFree(p);
+      c.reserved -= size;
+    }
   }
+  c.free_blocks.clear();
+}
+
+void* hook_alloc(size_t bytes) {
+  const size_t size = round_size(bytes);
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  void* p = nullptr;
+  auto it = c.free_blocks.find(size);
+  if (it != c.free_blocks.end() && !it->second.empty()) {
+    p = it->second.back();
+    it->second.pop_back();
+  } else {
+    cudaError_t err = cudaMalloc(&p, size);
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      release_cache(c);
+      err = cudaMalloc(&p, size);
+    }
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      size_t free_b = 0, total_b = 0;
+      cudaMemGetInfo(&free_b, &total_b);
+      fail(ErrorCode::Alloc, "cannot allocate ", bytes, " bytes on the GPU (", free_b, " of ", total_b,
+           " bytes free): ", cudaGetErrorString(err));
+    }
+    c.reserved += size;
+  }
+  c.live[p] = size;
+  c.in_use += size;
+  if (c.in_use > c.peak) c.peak = c.in_use;
   return p;
 }
 
 void hook_free(void* p) {
   if (!p) return;
-  // Kernels queued on the stream may still read this memory: wait for them
-  // first (cudaFree's own implicit synchronisation is not relied on). Never
-  // throws; an error here is left for the next checked call.
-  if (state().ok) cudaStreamSynchronize(state().stream);
-  cudaFree(p);
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  auto it = c.live.find(p);
+  if (it == c.live.end()) return;  // not ours: never happens; ignore rather than crash
+  c.in_use -= it->second;
+  c.free_blocks[it->second].push_back(p);
+  c.live.erase(it);
+}
+
+void hook_stats(uint64_t* in_use, uint64_t* peak, uint64_t* reserved, bool reset_peak) {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  if (reset_peak) c.peak = c.in_use;
+  *in_use = c.in_use;
+  *peak = c.peak;
+  *reserved = c.reserved;
 }
 
 void hook_fill(void* p, int byte, size_t bytes) {
@@ -103,7 +173,8 @@ void hook_copy(void* dst, bool dst_dev, const void* src, bool src_dev, size_t by
 }  // namespace
 
 const DeviceMemoryHooks& memory_hooks() {
-  static const DeviceMemoryHooks hooks = {hook_available, hook_reason, hook_alloc, hook_free, hook_fill, hook_copy};
+  static const DeviceMemoryHooks hooks = {hook_available, hook_reason, hook_alloc, hook_free,
+                                         hook_fill,      hook_copy,   hook_stats};
   return hooks;
 }
 

@@ -50,6 +50,9 @@ struct DeviceMemoryHooks {
   void (*fill)(void* p, int byte, size_t bytes);  // memset, synchronous
   // Copies between this device and the host (or within the device), synchronous.
   void (*copy)(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes);
+  // Bytes held by live buffers, their peak since the last reset, bytes held from
+  // the driver (live + cached); reset_peak first sets the peak to what is in use.
+  void (*stats)(uint64_t* in_use, uint64_t* peak, uint64_t* reserved, bool reset_peak);
 };
 
 // The hooks of a device, or null when this build has none for it (CPU: always null).

@@ -1,0 +1,88 @@
+// instill's side of bench/gpu-check.sh (GPU machine only; imports the compiled
+// dist/, so run `npx tsc -p tsconfig.json` first). Same shapes as torch_bench.py.
+//
+//   node bench/gpu/instill_bench.mjs lora|ce --out results.jsonl
+//
+// Timing: wall clock around each call, ended by a device→host copy of a small
+// output (which waits for the stream), warm-up first, median of the repeats.
+// Activations are f32 in instill's op interface (bf16 in the PyTorch runs),
+// frozen weights bf16, LoRA parameters f32 in both. Peak memory: the CUDA
+// caching allocator's peak of bytes in use during one call, minus what was in
+// use before it (the inputs), like torch.cuda.max_memory_allocated.
+import { appendFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+
+import { Tensor, kernels } from '../../dist/src/index.js';
+import { native } from '../../dist/src/native.js';
+
+const LORA = { N: 8192, IN: 2048, OUT: 8192, R: 16, scale: 2.0 };
+const CE = { N: 8192, C: 2048, V: 128256, ignored: 0.25 };
+
+const args = process.argv.slice(2);
+const what = args[0];
+const out = args[args.indexOf('--out') + 1];
+
+let state = 12345;
+function rand() {  // xorshift32 in [-1, 1)
+  state ^= state << 13; state ^= state >>> 17; state ^= state << 5;
+  return ((state >>> 0) / 4294967296) * 2 - 1;
+}
+function randn(n, scale = 1) {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = rand() * scale;
+  return a;
+}
+const gpu = (data, shape, dtype = 'f32') => Tensor.from(data, shape, { dtype, device: 'cuda' });
+
+function emit(rec) {
+  const line = JSON.stringify(rec);
+  console.log(line);
+  appendFileSync(out, line + '\n');
+}
+
+function timeMs(fn, warmup = 3, repeats = 20) {
+  for (let i = 0; i < warmup; i++) fn();
+  const t = [];
+  for (let i = 0; i < repeats; i++) {
+    const a = performance.now();
+    fn();
+    t.push(performance.now() - a);
+  }
+  t.sort((x, y) => x - y);
+  return { ms: t[Math.floor(t.length / 2)], min_ms: t[0], max_ms: t[t.length - 1] };
+}
+
+if (what === 'lora') {
+  const { N, IN, OUT, R, scale } = LORA;
+  const x = gpu(randn(N * IN), [N, IN]);
+  const w = gpu(randn(OUT * IN, 0.02), [OUT, IN], 'bf16');
+  const a = gpu(randn(R * IN, 0.02), [R, IN]);
+  const b = gpu(randn(OUT * R, 0.02), [OUT, R]);
+  const dy = gpu(randn(N * OUT), [N, OUT]);
+  const step = () => {
+    const { u } = kernels.loraLinear({ x, w, a, b, scale });
+    const { da } = kernels.loraLinearBackward({ dy, x, w, a, b, u, scale });
+    da.to('cpu');  // waits for the stream
+  };
+  const flops = 2 * N * IN * OUT * 2 + 2 * N * R * (IN + OUT) * 3;
+  const t = timeMs(step);
+  emit({ bench: 'lora_linear fwd+bwd', impl: 'instill cuda', ...t, tflops: flops / t.ms / 1e9, shape: LORA });
+} else if (what === 'ce') {
+  const { N, C, V, ignored } = CE;
+  const h = gpu(randn(N * C), [N, C]);
+  const w = gpu(randn(V * C, 0.02), [V, C], 'bf16');
+  const tg = new Int32Array(N);
+  for (let i = 0; i < N; i++) tg[i] = (rand() + 1) / 2 < ignored ? -100 : Math.floor(((rand() + 1) / 2) * V) % V;
+  const targets = Tensor.from(tg, [N], { device: 'cuda' });
+  const step = () => kernels.linearCrossEntropy({ h, w, targets });  // returns the loss: synchronous
+  step();
+  const before = native().deviceMemoryStats('cuda', true);
+  step();
+  const after = native().deviceMemoryStats('cuda');
+  const t = timeMs(step, 2, 10);
+  emit({ bench: 'linear CE fwd+bwd V=128256', impl: 'instill cuda (chunked)', ...t,
+    peak_mib: (after.peak - before.inUse) / 2 ** 20, shape: CE });
+} else {
+  console.error('usage: node bench/gpu/instill_bench.mjs lora|ce --out results.jsonl');
+  process.exit(2);
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""The closing table of bench/gpu-check.sh: reads results.jsonl (one JSON object
+per measurement) and status.txt (one 'step: result' per line), prints a markdown
+block ready to paste into bench/RESULTS.md, and checks the issue's targets."""
+import json
+import sys
+from datetime import date
+
+res_path, status_path = sys.argv[1], sys.argv[2]
+rows = []
+try:
+    with open(res_path) as f:
+        rows = [json.loads(l) for l in f if l.strip()]
+except FileNotFoundError:
+    pass
+status = open(status_path).read().strip().splitlines() if status_path else []
+card = next((r["device"] for r in rows if "device" in r), "unknown card")
+
+
+def get(bench, impl_prefix):
+    return next((r for r in rows if r["bench"] == bench and r["impl"].startswith(impl_prefix)), None)
+
+
+def fmt(v, nd=2):
+    return "" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
+
+
+print(f"\n### GPU check {date.today().isoformat()}, {card}\n")
+for s in status:
+    print(f"- {s}")
+print("\n| bench | impl | median ms | peak MiB | tokens/s | MFU |")
+print("|---|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r['bench']} | {r['impl']} | {fmt(r.get('ms'))} | {fmt(r.get('peak_mib'), 0)} | "
+          f"{fmt(r.get('tokens_per_s'), 0)} | {fmt(r.get('mfu') and 100 * r['mfu'], 1)}{'%' if r.get('mfu') else ''} |")
+
+print("\ntargets:")
+lb, le = "lora_linear fwd+bwd", get("lora_linear fwd+bwd", "torch eager")
+li = get(lb, "instill")
+if li and le:
+    sp = le["ms"] / li["ms"]
+    print(f"- fused LoRA linear vs torch eager: {sp:.2f}x (target >= 1.3x): {'MET' if sp >= 1.3 else 'NOT MET'}")
+else:
+    print("- fused LoRA linear vs torch eager: not measured")
+cb = "linear CE fwd+bwd V=128256"
+ci, ct = get(cb, "instill"), get(cb, "torch")
+if ci and ct:
+    mem, tm = ci["peak_mib"] / ct["peak_mib"], ci["ms"] / ct["ms"]
+    ok = mem <= 1 / 8 and tm <= 1.0
+    print(f"- linear CE: peak memory {mem:.3f} of torch (target <= 0.125), time {tm:.2f}x torch (target <= 1): {'MET' if ok else 'NOT MET'}")
+else:
+    print("- linear CE: not measured")
+tt = get("train step llama-3.2-1b seq2048 r16", "transformers")
+ti = get("train step llama-3.2-1b seq2048 r16", "instill")
+if tt and ti:
+    sp = ti["tokens_per_s"] / tt["tokens_per_s"]
+    print(f"- training step: {sp:.2f}x transformers+peft tokens/s at {100 * ti['mfu']:.1f}% MFU (target >= 2x at >= 45%)")
+elif tt:
+    print(f"- training step: instill not measured (model on CUDA not implemented); transformers+peft "
+          f"{tt['tokens_per_s']:.0f} tok/s, {100 * tt['mfu']:.1f}% MFU")
+else:
+    print("- training step: not measured")
