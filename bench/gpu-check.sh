@@ -67,13 +67,33 @@ else
 fi
 node -e "import('./dist/src/index.js').then(m => { const i = m.runtime.info(); console.log('devices', i.devices) })" 2>&1 | tee -a "$OUT/gpu.txt"
 
+# cuBLASLt: the one torch loads (pip nvidia-cublas layout), else the toolkit's; native/cuda/cublaslt.cu dlopens it.
+INSTILL_CUBLASLT=$(python3 - <<'PY' 2>/dev/null
+import glob, os, site
+pats = []
+for d in site.getsitepackages() + [site.getusersitepackages()]:
+    pats += [os.path.join(d, "nvidia", "*", "lib", "libcublasLt.so.*"), os.path.join(d, "torch", "lib", "libcublasLt.so.*")]
+pats += ["/usr/local/cuda/lib64/libcublasLt.so.*"]
+hits = sorted(h for p in pats for h in glob.glob(p))
+print(hits[-1] if hits else "")
+PY
+)
+export INSTILL_CUBLASLT INSTILL_CUBLASLT_VERBOSE=1
+note "cuBLASLt: ${INSTILL_CUBLASLT:-not found (WMMA GEMM only)}"
+
 echo "== GPU tests $(elapsed)"
 export INSTILL_FIXTURES="$ROOT/.fixtures"
-timeout 240 npx vitest run test/cuda > "$OUT/tests.log" 2>&1
-rc=$?
-tail -40 "$OUT/tests.log"
-summary=$(grep -E "Tests +[0-9]" "$OUT/tests.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g' | tr -s ' ')
-note "GPU tests (test/cuda): $([[ $rc == 0 ]] && echo PASS || echo "FAIL rc=$rc") -${summary:- no summary} ($(elapsed))"
+gpu_tests() {  # label, then env assignments for the run
+  local label=$1 log="$OUT/tests-$2.log"; shift 2
+  env "$@" timeout 200 npx vitest run test/cuda > "$log" 2>&1
+  local rc=$?
+  tail -25 "$log"
+  local summary
+  summary=$(grep -E "Tests +[0-9]" "$log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g' | tr -s ' ')
+  note "GPU tests (test/cuda, $label): $([[ $rc == 0 ]] && echo PASS || echo "FAIL rc=$rc") -${summary:- no summary} ($(elapsed))"
+}
+gpu_tests "GEMMs through cuBLASLt" cublaslt INSTILL_CUBLASLT="$INSTILL_CUBLASLT"
+gpu_tests "GEMMs through the WMMA kernel" wmma INSTILL_CUBLASLT=off
 
 echo "== benchmarks $(elapsed)"
 bench() {  # name timeout command...
@@ -83,6 +103,7 @@ bench() {  # name timeout command...
 }
 bench "torch lora" 150 python3 bench/gpu/torch_bench.py lora --out "$RES"
 bench "instill lora" 60 node bench/gpu/instill_bench.mjs lora --out "$RES"
+bench "instill lora (wmma)" 60 env INSTILL_CUBLASLT=off node bench/gpu/instill_bench.mjs lora --out "$RES"
 bench "torch ce" 60 python3 bench/gpu/torch_bench.py ce --out "$RES"
 bench "instill ce" 90 node bench/gpu/instill_bench.mjs ce --out "$RES"
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"

@@ -32,6 +32,7 @@ function randn(n, scale = 1) {
   for (let i = 0; i < n; i++) a[i] = rand() * scale;
   return a;
 }
+const gemm = process.env.INSTILL_CUBLASLT === 'off' ? 'wmma' : 'cuBLASLt';
 const gpu = (data, shape, dtype = 'f32') => Tensor.from(data, shape, { dtype, device: 'cuda' });
 
 function emit(rec) {
@@ -66,7 +67,7 @@ if (what === 'lora') {
   };
   const flops = 2 * N * IN * OUT * 2 + 2 * N * R * (IN + OUT) * 3;
   const t = timeMs(step);
-  emit({ bench: 'lora_linear fwd+bwd', impl: 'instill cuda', ...t, tflops: flops / t.ms / 1e9, shape: LORA });
+  emit({ bench: 'lora_linear fwd+bwd', impl: `instill cuda (${gemm})`, ...t, tflops: flops / t.ms / 1e9, shape: LORA });
 } else if (what === 'ce') {
   const { N, C, V, ignored } = CE;
   const h = gpu(randn(N * C), [N, C]);
@@ -80,7 +81,7 @@ if (what === 'lora') {
   step();
   const after = native().deviceMemoryStats('cuda');
   const t = timeMs(step, 2, 10);
-  emit({ bench: 'linear CE fwd+bwd V=128256', impl: 'instill cuda (chunked)', ...t,
+  emit({ bench: 'linear CE fwd+bwd V=128256', impl: `instill cuda (chunked, ${gemm})`, ...t,
     peak_mib: (after.peak - before.inUse) / 2 ** 20, shape: CE });
 } else {
   console.error('usage: node bench/gpu/instill_bench.mjs lora|ce --out results.jsonl');

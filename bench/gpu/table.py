@@ -36,7 +36,7 @@ for r in rows:
 
 print("\ntargets:")
 lb, le = "lora_linear fwd+bwd", get("lora_linear fwd+bwd", "torch eager")
-li = get(lb, "instill")
+li = get(lb, "instill cuda (cuBLASLt") or get(lb, "instill")
 if li and le:
     sp = le["ms"] / li["ms"]
     print(f"- fused LoRA linear vs torch eager: {sp:.2f}x (target >= 1.3x): {'MET' if sp >= 1.3 else 'NOT MET'}")
