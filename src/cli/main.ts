@@ -11,6 +11,7 @@ interface Command {
 }
 
 const commands: Record<string, Command> = {
+  demo: { summary: 'instruction-tune the bundled tiny model and compare base vs tuned (offline, ~1 min): `instill demo`', load: () => import('./demo.js') },
   bench: { summary: 'benchmarks: `instill bench kernels [--json]`', load: () => import('./bench.js') },
   generate: { summary: 'continue a prompt: `instill generate --model DIR --prompt TEXT [--adapter DIR]`', load: () => import('./generate.js') },
   data: { summary: 'instruction data: `instill data inspect --model DIR --data FILE [--json]`', load: () => import('./data.js') },

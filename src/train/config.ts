@@ -53,7 +53,7 @@ export const OPTIONS = {
   'max-grad-norm': { kind: 'number', min: 0, help: 'clip the global gradient norm (default 1; 0 = off)' },
   'lora-r': { kind: 'int', min: 1, help: 'LoRA rank (default 8)' },
   'lora-alpha': { kind: 'number', min: 1e-9, help: 'LoRA alpha (default 2 × r)' },
-  'lora-dropout': { kind: 'number', min: 0, max: 0.999, help: 'LoRA dropout (default 0; the engine supports only 0 for now)' },
+  'lora-dropout': { kind: 'number', min: 0, max: 0.999, help: 'LoRA dropout on the adapters\' input (default 0; masks seeded per micro-batch, so resumes match)' },
   'target-modules': { kind: 'strings', values: LORA_TARGETS, help: `LoRA targets, comma-separated: ${LORA_TARGETS.join(',')} (default all)` },
   rslora: { kind: 'bool', help: 'rank-stabilised LoRA scale alpha/sqrt(r)' },
   full: { kind: 'bool', help: 'full fine-tuning (every weight trainable) instead of LoRA' },
