@@ -7,7 +7,7 @@ import { loadModel } from '../../src/model/model.js';
 import { listCheckpoints } from '../../src/train/checkpoint.js';
 import { dropoutSeedOf } from '../../src/train/trainer.js';
 import { haveFixture } from '../helpers/fixtures.js';
-import { setup, tmp, trainer } from './helpers/setup.js';
+import { MODEL_DIR, setup, tmp, trainer } from './helpers/setup.js';
 
 describe.skipIf(!haveFixture('stories260K/model.safetensors'))('trainer: full fine-tuning, dropout seeds, eval', () => {
   it('full fine-tuning lowers the loss; checkpoints and the output hold the whole model; abort + resume is bit-identical', async () => {
@@ -62,6 +62,21 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('trainer: full fi
     const outE = tmp('drop-none');
     await trainer(e, { ...opts, outputDir: outE }).train();
     expect(readFileSync(join(outE, 'adapter_model.safetensors'))).not.toEqual(readFileSync(join(outA, 'adapter_model.safetensors')));
+  });
+
+  it('instill train --full writes the whole model (HF layout) and its summary; --full with --dtype bf16 is refused', async () => {
+    const { run } = await import('../../src/cli/train.js');
+    const s = await setup();
+    const out = tmp('full-cli');
+    const args = ['--model', MODEL_DIR, '--data', s.files.train, '--output', out, '--full', '--max-steps', '6', '--lr', '1e-3', '--batch-size', '4', '--max-seq-len', '64', '--quiet'];
+    expect(await run(args)).toBe(0);
+    const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
+    expect(summary.model).toBe(out);
+    expect(summary.adapter).toBe(null);
+    expect(summary.trainLossLast).toBeLessThan(summary.trainLossFirst);
+    const m = await loadModel(out);
+    expect(m.weightNames()).toContain('model.layers.4.mlp.down_proj.weight');
+    await expect(run([...args.slice(0, 5), tmp('x'), '--full', '--dtype', 'bf16', '--max-steps', '1', '--quiet'])).rejects.toThrow(/--full trains every weight in f32/);
   });
 
   it('dropout seeds are a pure function of (seed, micro-batch index)', () => {
