@@ -110,6 +110,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
                            InstanceMethod<&ModelHandle::set_full>("setFull"),
                            InstanceMethod<&ModelHandle::weight_names>("weightNames"),
                            InstanceMethod<&ModelHandle::weight_tensor>("weightTensor"),
+                           InstanceMethod<&ModelHandle::write_weight>("writeWeight"),
                            InstanceMethod<&ModelHandle::logits>("logits"),
                            InstanceMethod<&ModelHandle::decode_reset>("decodeReset"),
                            InstanceMethod<&ModelHandle::decode>("decode"),
@@ -232,6 +233,27 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
       need_args(info, 2, "weightTensor");
       if (!info[0].IsString()) fail(ErrorCode::Arg, "'name' must be a string");
       return wrap_tensor(env, model(env).weight(info[0].As<Napi::String>().Utf8Value(), need_bool(info[1], "grad")));
+    });
+  }
+
+  // writeWeight(name, grad, Float32Array): copies the values into an f32 weight (or, full mode, its gradient) in place.
+  Napi::Value write_weight(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      need_args(info, 3, "writeWeight");
+      if (!info[0].IsString()) fail(ErrorCode::Arg, "'name' must be a string");
+      const std::string name = info[0].As<Napi::String>().Utf8Value();
+      Tensor& t = model(env).weight(name, need_bool(info[1], "grad"));
+      if (t.dtype() != DType::F32) fail(ErrorCode::DType, "'", name, "' is ", dtype_name(t.dtype()), ", not f32: set it with setWeight");
+      if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+        fail(ErrorCode::Arg, "'values' must be a Float32Array");
+      }
+      Napi::Float32Array arr = info[2].As<Napi::Float32Array>();
+      if (static_cast<int64_t>(arr.ElementLength()) != t.numel()) {
+        fail(ErrorCode::Shape, "'values' has ", arr.ElementLength(), " elements, '", name, "' ", shape_str(t.shape()), " has ", t.numel());
+      }
+      if (t.numel()) std::memcpy(t.data(), arr.Data(), t.nbytes());
+      return env.Undefined();
     });
   }
 

@@ -59,6 +59,8 @@ export interface ModelHandle {
   weightNames(): string[];
   /** The weight, or (grad, full mode) its gradient, by HF name; the handle aliases the model's tensor. */
   weightTensor(name: string, grad: boolean): TensorHandle;
+  /** Copies values into an f32 weight (or, full mode, its gradient) in place. */
+  writeWeight(name: string, grad: boolean, values: Float32Array): void;
   /** (N, V); (rows, N / rows, V) when rows > 0 and not lastOnly; (segments, V) when lastOnly. */
   logits(ids: TensorHandle, positions: TensorHandle, cuSeqlens: TensorHandle, lastOnly: boolean, rows: number): Promise<TensorHandle>;
   /** Frees the native model now; later calls throw E_ARG. */

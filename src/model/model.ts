@@ -363,22 +363,36 @@ export class Model {
    * (default true) every weight must be given. Gradients are kept.
    */
   setWeights(record: Record<string, Float32Array | ArrayLike<number>>, options: { strict?: boolean } = {}): void {
+    this.writeRecord(record, false, options.strict !== false, 'setWeights');
+  }
+
+  /** Full mode: overwrites gradients by Hugging Face name (e.g. after clipping them yourself). Same rules as setWeights. */
+  setGrads(record: Record<string, Float32Array | ArrayLike<number>>, options: { strict?: boolean } = {}): void {
+    if (!this.full) throw new InstillError(ErrorCode.ARG, "base weights have no gradients: call model.setTrainable('all') for full fine-tuning");
+    this.writeRecord(record, true, options.strict !== false, 'setGrads');
+  }
+
+  /** Validates every entry first, then writes (f32 tensors in place; bf16/f16 weights as new tensors of their dtype). */
+  private writeRecord(record: Record<string, Float32Array | ArrayLike<number>>, grad: boolean, strict: boolean, what: string): void {
     if (record === null || typeof record !== 'object') throw new InstillError(ErrorCode.ARG, `Expected a record of weight names to Float32Array but received ${describe(record)}`);
     const names = this.handle.weightNames();
     const known = new Set(names);
-    const prepared: [string, Tensor][] = [];
+    const prepared: { name: string; arr: Float32Array; shape: number[]; dtype: string }[] = [];
     for (const [name, values] of Object.entries(record)) {
       if (!known.has(name)) throw new InstillError(ErrorCode.ARG, `'${name}' is not a weight of this model (e.g. ${names[0]}, ${names[1]})`);
-      const cur = this.handle.weightTensor(name, false);
+      const cur = this.handle.weightTensor(name, grad);
       const arr = values instanceof Float32Array ? values : Float32Array.from(values as ArrayLike<number>);
       const n = cur.shape.reduce((a, b) => a * b, 1);
-      if (arr.length !== n) throw new InstillError(ErrorCode.SHAPE, `'${name}' has ${arr.length} values but the weight is [${cur.shape.join(', ')}]`);
-      prepared.push([name, Tensor.from(arr, cur.shape, { dtype: cur.dtype as 'f32' | 'bf16' | 'f16' })]);
+      if (arr.length !== n) throw new InstillError(ErrorCode.SHAPE, `'${name}' has ${arr.length} values but the ${grad ? 'gradient' : 'weight'} is [${cur.shape.join(', ')}]`);
+      prepared.push({ name, arr, shape: cur.shape, dtype: cur.dtype });
     }
-    if (options.strict !== false) {
-      for (const n of names) if (!(n in record)) throw new InstillError(ErrorCode.ARG, `setWeights: '${n}' is missing (pass { strict: false } to set a subset)`);
+    if (strict) {
+      for (const n of names) if (!(n in record)) throw new InstillError(ErrorCode.ARG, `${what}: '${n}' is missing (pass { strict: false } to set a subset)`);
     }
-    for (const [name, t] of prepared) this.handle.setWeight(name, handleOf(t));
+    for (const p of prepared) {
+      if (p.dtype === 'f32') this.handle.writeWeight(p.name, grad, p.arr);
+      else this.handle.setWeight(p.name, handleOf(Tensor.from(p.arr, p.shape, { dtype: p.dtype as 'bf16' | 'f16' })));
+    }
   }
 
   /**
@@ -549,8 +563,8 @@ export class Model {
   }
 
   /**
-   * Loss (mean CE over target tokens) and gradients of one batch: LoRA's (returned as `grads` by PEFT
-   * name) or, in full mode, every weight's (read them with grads(); `grads` here is empty). Runs off the JS thread.
+   * Loss (mean CE over target tokens) and gradients of one batch: LoRA's (`grads` by PEFT name) or, in full
+   * mode, every weight's (`grads` by Hugging Face name, as model.grads()). Runs off the JS thread.
    */
   async lossAndGrads(batch: BatchInput, options: LossAndGradsOptions = {}): Promise<LossAndGradsResult> {
     const inp = prepareInputs(batch, true, this.spec.vocabSize);
@@ -564,7 +578,7 @@ export class Model {
     if (seed === undefined) seed = (Math.imul(this.dropoutBaseSeed ^ 0x5bd1e995, 0x9e3779b1) + Math.imul(++this.dropoutCalls, 0x85ebca6b)) >>> 0;
     else if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new InstillError(ErrorCode.ARG, `Expected an integer in [0, 2^32) for dropoutSeed but received ${describe(seed)}`);
     const r = await this.handle.lossAndGrads(t.ids, t.positions, t.cu, targets, normalizer, options.accumulate === true, seed);
-    const grads = this.lora && options.returnGrads !== false ? this.adapterGrads() : {};
+    const grads = options.returnGrads === false ? {} : this.full ? this.grads() : this.lora ? this.adapterGrads() : {};
     return { loss: r.loss, tokens: r.count, grads };
   }
 

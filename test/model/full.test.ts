@@ -136,6 +136,26 @@ describe('full fine-tuning', () => {
     expect(model.grads()).toEqual(before);
     model.zeroGrads();
     expect(Object.values(model.grads()).every((g) => g.every((v) => v === 0))).toBe(true);
+    // lossAndGrads returns the full gradients by HF name (unless returnGrads: false).
+    const r = await model.lossAndGrads(b1);
+    expect(Object.keys(r.grads).sort()).toEqual(model.weightNames().sort());
+    expect(r.grads['model.norm.weight']).toEqual(model.grads()['model.norm.weight']);
+    expect((await model.lossAndGrads(b1, { returnGrads: false })).grads).toEqual({});
+    // setGrads writes gradients back (e.g. after clipping elsewhere).
+    const half = Object.fromEntries(Object.entries(model.grads()).map(([n, g]) => [n, g.map((v) => v / 2)]));
+    model.setGrads(half);
+    expect(model.grads()).toEqual(half);
+    expect(() => model.setGrads({ 'model.norm.weight': new Float32Array(2) }, { strict: false })).toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
+  });
+
+  it('setWeights on a bf16 model stores bf16-rounded values (a new tensor of the weight dtype)', () => {
+    const model = randomModel({ ...base, model_type: 'llama', tie_word_embeddings: true }, { seed: 2, dtype: 'bf16' });
+    const name = 'model.layers.0.mlp.up_proj.weight';
+    const v = model.weights()[name].map((x, i) => x + (i % 2 ? 1e-3 : -1e-3));
+    model.setWeights({ [name]: v }, { strict: false });
+    const back = model.weights()[name];
+    for (let i = 0; i < v.length; i += 13) expect(Math.abs(back[i] - v[i])).toBeLessThanOrEqual(Math.abs(v[i]) / 128 + 1e-30);
+    expect(() => model.setGrads({})).toThrow(/setTrainable/);
   });
 
   it('a few AdamW steps over every weight lower the loss; weights/setWeights round-trip', async () => {
