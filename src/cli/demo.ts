@@ -109,6 +109,7 @@ export async function run(argv: string[]): Promise<number> {
     const s = JSON.parse(readFileSync(summaryPath, 'utf8')) as {
       exactMatchBefore: { score: number; answerScore: number; total: number } | null;
       exactMatchAfter: { score: number; answerScore: number; total: number } | null;
+      exactMatchItems: { prompt: string; ok: boolean }[] | null;
       elapsedSeconds: number;
     };
     if (s.exactMatchBefore && s.exactMatchAfter) {
@@ -116,6 +117,7 @@ export async function run(argv: string[]): Promise<number> {
       process.stderr.write(
         `\nresult: on ${s.exactMatchAfter.total} held-out instructions, exact match ${p(s.exactMatchBefore.score)} (base) -> ${p(s.exactMatchAfter.score)} (tuned with LoRA), ` +
           `answer match ${p(s.exactMatchBefore.answerScore)} -> ${p(s.exactMatchAfter.answerScore)}.\n` +
+          (s.exactMatchItems ? `tuned, by task: ${perTask(s.exactMatchItems)}\n` : '') +
           `Try it: npx instill generate --model ${modelDir} --adapter ${output} --max-new-tokens 8 --prompt $'Q: ${firstQuestion(heldout)}\\nA:'\n`,
       );
     }
@@ -130,4 +132,18 @@ function firstQuestion(file: string): string {
   } catch {
     return 'What is the capital of ...?';
   }
+}
+
+const TASKS: [string, string][] = [
+  ['What is the capital of', 'capital of a country'],
+  ['Which country has the capital', 'country of a capital'],
+  ['What number comes after', 'next number'],
+];
+
+/** "capital of a country 12/16, ..." over the tuned model's exact-match items. */
+function perTask(items: { prompt: string; ok: boolean }[]): string {
+  return TASKS.map(([prefix, label]) => {
+    const mine = items.filter((i) => i.prompt.startsWith(prefix));
+    return `${label} ${mine.filter((i) => i.ok).length}/${mine.length}`;
+  }).join(', ');
 }
