@@ -85,12 +85,15 @@ echo "== GPU tests $(elapsed)"
 export INSTILL_FIXTURES="$ROOT/.fixtures"
 gpu_tests() {  # label, then env assignments for the run
   local label=$1 log="$OUT/tests-$2.log"; shift 2
-  env "$@" timeout 200 npx vitest run test/cuda > "$log" 2>&1
+  env NO_COLOR=1 FORCE_COLOR=0 "$@" timeout 200 npx vitest run test/cuda > "$log" 2>&1
   local rc=$?
   tail -25 "$log"
-  local summary
-  summary=$(grep -E "Tests +[0-9]" "$log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g' | tr -s ' ')
-  note "GPU tests (test/cuda, $label): $([[ $rc == 0 ]] && echo PASS || echo "FAIL rc=$rc") -${summary:- no summary} ($(elapsed))"
+  local summary verdict
+  summary=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E "^ *Tests +[0-9]" | tail -1 | tr -s ' ')
+  if [[ $rc != 0 ]]; then verdict="FAIL rc=$rc"
+  elif [[ "$summary" != *passed* ]]; then verdict="NOTHING RAN (all skipped: no GPU seen?)"
+  else verdict=PASS; fi
+  note "GPU tests (test/cuda, $label): $verdict -${summary:- no summary} ($(elapsed))"
 }
 gpu_tests "GEMMs through cuBLASLt" cublaslt INSTILL_CUBLASLT="$INSTILL_CUBLASLT"
 gpu_tests "GEMMs through the WMMA kernel" wmma INSTILL_CUBLASLT=off
