@@ -11,7 +11,7 @@ interface Command {
 }
 
 const commands: Record<string, Command> = {
-  bench: { summary: 'benchmarks: `instill bench kernels [--json]`', load: () => import('./bench.js') },
+  bench: { summary: 'benchmarks: `instill bench kernels`, `instill bench train --config C.json`', load: () => import('./bench.js') },
   generate: { summary: 'continue a prompt: `instill generate --model DIR --prompt TEXT [--adapter DIR]`', load: () => import('./generate.js') },
   data: { summary: 'instruction data: `instill data inspect --model DIR --data FILE [--json]`', load: () => import('./data.js') },
   train: { summary: 'LoRA instruction tuning: `instill train [--config FILE.yaml] --model DIR --data FILE --output DIR`', load: () => import('./train.js') },
