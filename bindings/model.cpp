@@ -106,6 +106,10 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
                            InstanceMethod<&ModelHandle::zero_grads>("zeroGrads"),
                            InstanceMethod<&ModelHandle::adamw_step>("adamwStep"),
                            InstanceMethod<&ModelHandle::loss_and_grads>("lossAndGrads"),
+                           InstanceMethod<&ModelHandle::loss>("loss"),
+                           InstanceMethod<&ModelHandle::set_full>("setFull"),
+                           InstanceMethod<&ModelHandle::weight_names>("weightNames"),
+                           InstanceMethod<&ModelHandle::weight_tensor>("weightTensor"),
                            InstanceMethod<&ModelHandle::logits>("logits"),
                            InstanceMethod<&ModelHandle::decode_reset>("decodeReset"),
                            InstanceMethod<&ModelHandle::decode>("decode"),
@@ -197,6 +201,67 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
       }
       if (t.numel()) std::memcpy(t.data(), arr.Data(), t.nbytes());
       return env.Undefined();
+    });
+  }
+
+  // setFull(on): full fine-tuning mode (every weight trainable, f32, with a gradient).
+  Napi::Value set_full(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      need_args(info, 1, "setFull");
+      model(env).set_full(need_bool(info[0], "on"));
+      return env.Undefined();
+    });
+  }
+
+  // weightNames() -> string[] (HF names, checkpoint order)
+  Napi::Value weight_names(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      const std::vector<std::string> names = model(env).weight_names();
+      Napi::Array a = Napi::Array::New(env, names.size());
+      for (size_t i = 0; i < names.size(); ++i) a.Set(static_cast<uint32_t>(i), Napi::String::New(env, names[i]));
+      return a;
+    });
+  }
+
+  // weightTensor(name, grad) -> TensorHandle (aliases the model's weight or, in full mode, its gradient)
+  Napi::Value weight_tensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      need_args(info, 2, "weightTensor");
+      if (!info[0].IsString()) fail(ErrorCode::Arg, "'name' must be a string");
+      return wrap_tensor(env, model(env).weight(info[0].As<Napi::String>().Utf8Value(), need_bool(info[1], "grad")));
+    });
+  }
+
+  // loss(ids, positions, cuSeqlens, targets, normalizer) -> Promise<{ loss, count }>: forward only.
+  Napi::Value loss(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      need_args(info, 5, "loss");
+      model(env);
+      Tensor ids = *unwrap_tensor(env, info[0], "ids"), pos = *unwrap_tensor(env, info[1], "positions");
+      Tensor cu = *unwrap_tensor(env, info[2], "cuSeqlens"), tg = *unwrap_tensor(env, info[3], "targets");
+      const double normalizer = need_number(info[4], "normalizer");
+      auto shared = shared_;
+      auto result = std::make_shared<CrossEntropyResult>();
+      auto* w = new ModelWorker(
+          env, shared,
+          [=]() {
+            ModelInputs in{&ids, &pos, &cu, &tg};
+            *result = shared->model->loss(in, normalizer);
+          },
+          [=](Napi::Env e) -> Napi::Value {
+            Napi::Object o = Napi::Object::New(e);
+            o.Set("loss", Napi::Number::New(e, result->loss));
+            o.Set("count", Napi::Number::New(e, static_cast<double>(result->count)));
+            return o;
+          });
+      Napi::Promise p = w->promise();
+      shared_->busy = true;
+      w->Queue();
+      return p;
     });
   }
 

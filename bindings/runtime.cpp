@@ -29,8 +29,9 @@ Napi::Value runtime_info(const Napi::CallbackInfo& info) {
     feats.Set("avx512vl", f.avx512vl);
     feats.Set("avx512bf16", f.avx512bf16);
     out.Set("features", feats);
-    Napi::Array devices = Napi::Array::New(env, 1);
+    Napi::Array devices = Napi::Array::New(env);
     devices.Set(0u, Napi::String::New(env, "cpu"));
+    if (device_available(Device::CUDA)) devices.Set(1u, Napi::String::New(env, "cuda"));
     out.Set("devices", devices);
     out.Set("poison", Napi::Boolean::New(env, poison_new_tensors()));
     return out;

@@ -171,13 +171,41 @@ Napi::Value from_array(const Napi::CallbackInfo& info) {
   });
 }
 
-// zeros(shape, dtype)
+Device read_device(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || info[i].IsUndefined()) return Device::CPU;
+  if (!info[i].IsString()) fail(ErrorCode::Device, "device must be 'cpu' or 'cuda'");
+  return parse_device(info[i].As<Napi::String>().Utf8Value());
+}
+
+// zeros(shape, dtype, device?)
 Napi::Value zeros(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     if (info.Length() < 2 || !info[1].IsString()) fail(ErrorCode::Arg, "zeros(shape, dtype) expects a shape and a dtype");
     Shape shape = read_shape(env, info[0]);
-    return wrap_tensor(env, Tensor::zeros(shape, parse_dtype(info[1].As<Napi::String>().Utf8Value())));
+    return wrap_tensor(env, Tensor::zeros(shape, parse_dtype(info[1].As<Napi::String>().Utf8Value()), read_device(info, 2)));
+  });
+}
+
+// tensorTo(tensor, device): the same tensor when it is already there, else a copy on `device`.
+Napi::Value tensor_to(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const Tensor* t = unwrap_tensor(env, info.Length() > 0 ? info[0] : env.Undefined(), "tensor", false);
+    const Device dst = read_device(info, 1);
+    if (info.Length() < 2) fail(ErrorCode::Arg, "tensorTo(tensor, device) expects a device");
+    if (t->device() == dst) return wrap_tensor(env, *t);
+    Tensor out = Tensor::empty(t->shape(), t->dtype(), dst);
+    copy_bytes(out.data(), dst, t->data(), t->device(), t->nbytes());
+    return wrap_tensor(env, std::move(out));
+  });
+}
+
+// deviceUnavailableReason(device): '' when tensors can live there, else why not.
+Napi::Value device_unavailable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    return Napi::String::New(env, device_unavailable_reason(read_device(info, 0)));
   });
 }
 
@@ -203,6 +231,8 @@ void register_tensor(Napi::Env env, Napi::Object exports) {
   exports.Set("TensorHandle", ctor);
   exports.Set("tensorFromArray", Napi::Function::New(env, from_array, "tensorFromArray"));
   exports.Set("tensorZeros", Napi::Function::New(env, zeros, "tensorZeros"));
+  exports.Set("tensorTo", Napi::Function::New(env, tensor_to, "tensorTo"));
+  exports.Set("deviceUnavailableReason", Napi::Function::New(env, device_unavailable, "deviceUnavailableReason"));
 }
 
 }  // namespace binding

@@ -5,6 +5,7 @@
 //   node scripts/build-native.mjs --if-missing skip when a prebuilt binary for this
 //                                              platform ships in prebuilds/ (npm install)
 //   node scripts/build-native.mjs --debug      Debug build
+//   INSTILL_CUDA=on node scripts/build-native.mjs   with the CUDA backend (auto|on|off; default auto)
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -32,6 +33,13 @@ try {
 }
 const cmakeArgs = [cmakeJs, 'compile', '--directory', root];
 if (args.includes('--debug')) cmakeArgs.push('--debug');
+// INSTILL_CUDA=auto|on|off (default auto): see the CUDA section of CMakeLists.txt.
+const cudaMode = process.env.INSTILL_CUDA ?? 'auto';
+if (!['auto', 'on', 'off'].includes(cudaMode)) {
+  console.error(`instill: INSTILL_CUDA must be auto, on or off, got '${cudaMode}'`);
+  process.exit(1);
+}
+cmakeArgs.push(`--CDINSTILL_CUDA=${cudaMode}`);
 const parallel = process.env.CMAKE_BUILD_PARALLEL_LEVEL ?? String(Math.max(1, (await import('node:os')).availableParallelism()));
 const result = spawnSync(process.execPath, cmakeArgs, {
   cwd: root,

@@ -51,6 +51,14 @@ export interface ModelHandle {
     /** uint32; LoRA dropout masks of this call derive from it (ops/lora_dropout.h). */
     dropoutSeed: number,
   ): Promise<{ loss: number; count: number }>;
+  /** Forward only: the loss lossAndGrads would return; no gradient is touched, no dropout. */
+  loss(ids: TensorHandle, positions: TensorHandle, cuSeqlens: TensorHandle, targets: TensorHandle, normalizer: number): Promise<{ loss: number; count: number }>;
+  /** Full fine-tuning mode: every weight trainable (f32) with a gradient buffer. */
+  setFull(on: boolean): void;
+  /** Every weight's Hugging Face name. */
+  weightNames(): string[];
+  /** The weight, or (grad, full mode) its gradient, by HF name; the handle aliases the model's tensor. */
+  weightTensor(name: string, grad: boolean): TensorHandle;
   /** (N, V); (rows, N / rows, V) when rows > 0 and not lastOnly; (segments, V) when lastOnly. */
   logits(ids: TensorHandle, positions: TensorHandle, cuSeqlens: TensorHandle, lastOnly: boolean, rows: number): Promise<TensorHandle>;
   /** Frees the native model now; later calls throw E_ARG. */
@@ -81,7 +89,11 @@ export interface NativeAddon {
   init(errorClass: typeof InstillError): void;
   TensorHandle: new () => TensorHandle;
   tensorFromArray(data: Float32Array | Float64Array | Int32Array | Uint16Array, shape: number[], dtype: string): TensorHandle;
-  tensorZeros(shape: number[], dtype: string): TensorHandle;
+  tensorZeros(shape: number[], dtype: string, device?: string): TensorHandle;
+  /** The same handle when already on `device`, else a copy there. */
+  tensorTo(tensor: TensorHandle, device: string): TensorHandle;
+  /** '' when tensors can live on `device` in this build on this machine, else why not. */
+  deviceUnavailableReason(device: string): string;
 
   matmul(a: TensorHandle, b: TensorHandle, transA: boolean, transB: boolean): TensorHandle;
   loraLinear(

@@ -14,7 +14,7 @@ export type TensorData = Float32Array | Float64Array | Int32Array | Uint16Array 
 export interface TensorOptions {
   /** Element type. Default: 'i32' for an Int32Array, 'f32' otherwise (a Uint16Array needs 'bf16' or 'f16'). */
   dtype?: DType;
-  /** Only 'cpu' in this build. */
+  /** 'cpu' (default) or 'cuda' (a build with the CUDA backend, on a machine with a GPU). */
   device?: Device;
 }
 
@@ -49,10 +49,13 @@ function checkDType(dtype: unknown): DType {
   return dtype as DType;
 }
 
-function checkDevice(device: unknown): Device {
+export function checkDevice(device: unknown): Device {
   if (device === undefined || device === 'cpu') return 'cpu';
   if (device === 'cuda') {
-    throw new InstillError(ErrorCode.DEVICE, "device 'cuda' is not available in this build of instill (CPU only)");
+    // Says which: a CPU-only build, or a CUDA build on a machine without a usable GPU/driver.
+    const reason = native().deviceUnavailableReason('cuda');
+    if (reason !== '') throw new InstillError(ErrorCode.DEVICE, `device 'cuda' is not available: ${reason}`);
+    return 'cuda';
   }
   throw new InstillError(ErrorCode.DEVICE, `Expected 'cpu' or 'cuda' for device but received ${describe(device)}`);
 }
@@ -98,7 +101,7 @@ export class Tensor {
     if (dtype === undefined) {
       throw new InstillError(ErrorCode.DTYPE, "a Uint16Array holds raw bf16 or f16 bits: pass { dtype: 'bf16' } or { dtype: 'f16' }");
     }
-    checkDevice(options.device);
+    const device = checkDevice(options.device);
     const numel = dims.reduce((a, b) => a * b, 1);
     if (numel !== array.length) {
       throw new InstillError(
@@ -106,15 +109,16 @@ export class Tensor {
         `data has ${array.length} elements but shape [${dims.join(', ')}] needs ${numel}`,
       );
     }
-    return new Tensor(native().tensorFromArray(array, dims, dtype));
+    const host = native().tensorFromArray(array, dims, dtype);
+    return new Tensor(device === 'cpu' ? host : native().tensorTo(host, device));
   }
 
   /** A tensor of zeros. */
   static zeros(shape: readonly number[], options: TensorOptions = {}): Tensor {
     const dims = checkShape(shape);
     const dtype = options.dtype === undefined ? 'f32' : checkDType(options.dtype);
-    checkDevice(options.device);
-    return new Tensor(native().tensorZeros(dims, dtype));
+    const device = checkDevice(options.device);
+    return new Tensor(native().tensorZeros(dims, dtype, device));
   }
 
   get shape(): number[] {
@@ -139,7 +143,14 @@ export class Tensor {
     return handleOf(this).nbytes;
   }
 
-  /** A copy of the data: Float32Array for f32/bf16/f16 (converted), Int32Array for i32. */
+  /** This tensor on `device`: itself when already there, else a copy (synchronous). */
+  to(device: Device): Tensor {
+    const d = checkDevice(device);
+    if (d === this.device) return this;
+    return new Tensor(native().tensorTo(handleOf(this), d));
+  }
+
+  /** A copy of the data: Float32Array for f32/bf16/f16 (converted), Int32Array for i32. CPU tensors only: `.to('cpu')` first. */
   toArray(): Float32Array | Int32Array {
     return handleOf(this).toArray();
   }

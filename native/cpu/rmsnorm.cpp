@@ -1,6 +1,7 @@
 // CPU rmsnorm (see ops/rmsnorm.h). Row sums in double; rows split over the pool.
-// dw is reduced per thread range into a private buffer, then summed serially.
+// dw is reduced per thread range into a private buffer, then the buffers are summed serially in range order.
 #include <cmath>
+#include <algorithm>
 #include <mutex>
 #include <vector>
 
@@ -39,6 +40,7 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
   float* dx = p.dx->data_as<float>();
   float* dw = p.dw ? p.dw->data_as<float>() : nullptr;
   std::mutex mu;
+  std::vector<std::pair<int64_t, std::vector<double>>> parts;  // (range start, dw partial)
   const bool acc = p.accumulate_dx;
   parallel_range(n, [&](int64_t b, int64_t e) {
     std::vector<double> dwl(dw ? static_cast<size_t>(c) : 0, 0.0);
@@ -60,9 +62,19 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
     }
     if (dw) {
       std::lock_guard<std::mutex> lock(mu);
-      for (int64_t j = 0; j < c; ++j) dw[j] += static_cast<float>(dwl[static_cast<size_t>(j)]);
+      parts.emplace_back(b, std::move(dwl));
     }
   });
+  if (dw) {
+    // Sum the ranges' partials in range order, not in the order threads finished: the same bits
+    // every run (a resumed full fine-tuning run must match a straight one).
+    std::sort(parts.begin(), parts.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+    for (int64_t j = 0; j < c; ++j) {
+      double s = 0;
+      for (const auto& pr : parts) s += pr.second[static_cast<size_t>(j)];
+      dw[j] += static_cast<float>(s);
+    }
+  }
 }
 
 }  // namespace cpu

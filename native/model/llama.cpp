@@ -1,7 +1,9 @@
 #include "model/llama.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 
 #include "ops/adamw.h"
 #include "ops/add.h"
@@ -79,6 +81,7 @@ LlamaModel::LlamaModel(const LlamaConfig& c, Tensor inv_freq) : cfg_(c), inv_fre
 void LlamaModel::set_weight(const std::string& name, const Tensor& t) {
   need(&t, name.c_str());
   const char* n = name.c_str();
+  if (full_) need_dtype(t, n, {DType::F32});  // full fine-tuning trains every weight in f32
   auto linear_w = [&](Tensor& dst, int64_t out, int64_t in) {
     need_dtype(t, n, {DType::F32, DType::BF16, DType::F16});
     need_shape(t, n, {out, in}, "(out, in) from config.json");
@@ -144,6 +147,7 @@ void LlamaModel::check_complete() const {
 }
 
 void LlamaModel::add_lora(uint32_t mask, int64_t r, float scale, float dropout) {
+  if (full_) fail(ErrorCode::Arg, "the model is in full fine-tuning mode (every weight trainable): LoRA adapters cannot be added");
   if (!(dropout >= 0.0f && dropout < 1.0f)) fail(ErrorCode::Arg, "LoRA dropout must be in [0, 1), got ", dropout);
   if (r < 1) fail(ErrorCode::Arg, "LoRA rank must be >= 1, got ", r);
   if (mask == 0 || mask >= (1u << kNumTargets)) fail(ErrorCode::Arg, "LoRA target mask ", mask, " selects no valid module");
@@ -164,6 +168,68 @@ void LlamaModel::add_lora(uint32_t mask, int64_t r, float scale, float dropout) 
   lora_mask_ = mask;
   lora_scale_ = scale;
   lora_dropout_ = dropout;
+}
+
+std::vector<LlamaModel::WeightRef> LlamaModel::weight_refs() {
+  std::vector<WeightRef> out;
+  out.push_back({"model.embed_tokens.weight", &embed_, &dembed_});
+  for (int64_t l = 0; l < cfg_.L; ++l) {
+    LayerWeights& lw = layers_[static_cast<size_t>(l)];
+    const std::string p = cat("model.layers.", l, ".");
+    out.push_back({p + "input_layernorm.weight", &lw.ln1, &lw.dln1});
+    for (int ti = 0; ti < kNumTargets; ++ti) {
+      Linear& lin = lw.lin[static_cast<size_t>(ti)];
+      const std::string mod = p + (ti <= kO ? "self_attn." : "mlp.") + kTargetNames[ti];
+      out.push_back({mod + ".weight", &lin.w, &lin.dw});
+      if (cfg_.qkv_bias && ti <= kV) out.push_back({mod + ".bias", &lin.bias, &lin.dbias});
+      if (cfg_.qk_norm && ti == kK) {
+        out.push_back({p + "self_attn.q_norm.weight", &lw.q_norm, &lw.dq_norm});
+        out.push_back({p + "self_attn.k_norm.weight", &lw.k_norm, &lw.dk_norm});
+      }
+    }
+    out.push_back({p + "post_attention_layernorm.weight", &lw.ln2, &lw.dln2});
+  }
+  out.push_back({"model.norm.weight", &norm_, &dnorm_});
+  if (!cfg_.tied) out.push_back({"lm_head.weight", &lm_head_, &dlm_head_});
+  return out;
+}
+
+std::vector<std::string> LlamaModel::weight_names() const {
+  std::vector<std::string> names;
+  for (const WeightRef& r : const_cast<LlamaModel*>(this)->weight_refs()) names.push_back(r.name);
+  return names;
+}
+
+Tensor& LlamaModel::weight(const std::string& name, bool grad) {
+  for (const WeightRef& r : weight_refs()) {
+    if (r.name != name) continue;
+    if (!grad) {
+      if (!r.w->defined()) fail(ErrorCode::Arg, "weight '", name, "' has not been set");
+      return *r.w;
+    }
+    if (!full_) fail(ErrorCode::Arg, "weight '", name, "' has no gradient: base weights are frozen outside full fine-tuning mode");
+    return *r.g;
+  }
+  fail(ErrorCode::Arg, "unknown weight '", name, "' for this model (", cfg_.L, " layers",
+       cfg_.qkv_bias ? ", q/k/v bias" : "", cfg_.qk_norm ? ", q/k norm" : "", cfg_.tied ? ", tied embeddings" : "", ")");
+}
+
+void LlamaModel::set_full(bool on) {
+  if (!on) {
+    for (const WeightRef& r : weight_refs()) *r.g = Tensor();
+    full_ = false;
+    return;
+  }
+  if (has_lora()) fail(ErrorCode::Arg, "full fine-tuning: the model has LoRA adapters (full mode trains the base weights instead)");
+  check_complete();
+  for (const WeightRef& r : weight_refs()) {
+    if (r.w->dtype() != DType::F32) {
+      fail(ErrorCode::DType, "full fine-tuning needs every weight in f32, '", r.name, "' is ", dtype_name(r.w->dtype()),
+           " (load the model with dtype 'f32')");
+    }
+  }
+  for (const WeightRef& r : weight_refs()) *r.g = Tensor::zeros(r.w->shape(), DType::F32);
+  full_ = true;
 }
 
 uint32_t LlamaModel::dropout_seed(int64_t l, int target) const {
@@ -235,6 +301,20 @@ void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x,
     matmul(MatmulArgs{&dy, &lin.w, false, false, &dst});
   }
   if (accumulate_dx) add(AddArgs{&dx, &tmp, &dx});
+  if (!full_) return;
+  // Full mode: dW += dyᵀ·x ((OUT, N)·(N, IN)); dbias += Σ_rows dy as 1ᵀ·dy.
+  Tensor gw = Tensor::empty(lin.dw.shape(), DType::F32);
+  matmul(MatmulArgs{&dy, &x, true, false, &gw});
+  add(AddArgs{&lin.dw, &gw, &lin.dw});
+  if (lin.bias.defined()) {
+    const int64_t n = dy.dim(0);
+    Tensor ones = Tensor::empty({n, 1}, DType::F32);
+    std::fill(ones.data_as<float>(), ones.data_as<float>() + n, 1.0f);
+    Tensor gb = Tensor::empty({1, lin.out}, DType::F32);
+    matmul(MatmulArgs{&ones, &dy, true, false, &gb});
+    Tensor gbv = gb.reshape({lin.out});
+    add(AddArgs{&lin.dbias, &gbv, &lin.dbias});
+  }
 }
 
 void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_out, const ModelInputs& in,
@@ -287,7 +367,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   swiglu_backward(SwigluBackwardArgs{&s.dh, &a.gate, &a.up, &s.dgate, &s.dup});
   linear_backward(lin[kGate], s.dgate, a.xn2, a.u[kGate], s.dxn, false, accumulate, s.tmp, dropout_seed(l, kGate));
   linear_backward(lin[kUp], s.dup, a.xn2, a.u[kUp], s.dxn, true, accumulate, s.tmp, dropout_seed(l, kUp));
-  rmsnorm_backward(RmsnormBackwardArgs{&s.dxn, &a.x2, &lw.ln2, &a.rstd2, &dres, true, nullptr});
+  rmsnorm_backward(RmsnormBackwardArgs{&s.dxn, &a.x2, &lw.ln2, &a.rstd2, &dres, true, full_ ? &lw.dln2 : nullptr});
   // Attention: dres is now d(x2).
   linear_backward(lin[kO], dres, a.att, a.u[kO], s.datt, false, accumulate, s.tmp, dropout_seed(l, kO));
   Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
@@ -300,14 +380,14 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   if (c.qk_norm) {
     Tensor qp = a.q_pre.reshape({n * c.H, c.D}), dq2 = s.dq.reshape({n * c.H, c.D});
     Tensor kp = a.k_pre.reshape({n * c.KVH, c.D}), dk2 = s.dk.reshape({n * c.KVH, c.D});
-    rmsnorm_backward(RmsnormBackwardArgs{&dq2, &qp, &lw.q_norm, &a.q_rstd, &dq2, false, nullptr});
-    rmsnorm_backward(RmsnormBackwardArgs{&dk2, &kp, &lw.k_norm, &a.k_rstd, &dk2, false, nullptr});
+    rmsnorm_backward(RmsnormBackwardArgs{&dq2, &qp, &lw.q_norm, &a.q_rstd, &dq2, false, full_ ? &lw.dq_norm : nullptr});
+    rmsnorm_backward(RmsnormBackwardArgs{&dk2, &kp, &lw.k_norm, &a.k_rstd, &dk2, false, full_ ? &lw.dk_norm : nullptr});
   }
   rmsnorm_forward(RmsnormForwardArgs{&x, &lw.ln1, c.eps, &a.xn1, &a.rstd1});
   linear_backward(lin[kQ], s.dq, a.xn1, a.u[kQ], s.dxn, false, accumulate, s.tmp, dropout_seed(l, kQ));
   linear_backward(lin[kK], s.dk, a.xn1, a.u[kK], s.dxn, true, accumulate, s.tmp, dropout_seed(l, kK));
   linear_backward(lin[kV], s.dv, a.xn1, a.u[kV], s.dxn, true, accumulate, s.tmp, dropout_seed(l, kV));
-  rmsnorm_backward(RmsnormBackwardArgs{&s.dxn, &x, &lw.ln1, &a.rstd1, &dres, true, nullptr});
+  rmsnorm_backward(RmsnormBackwardArgs{&s.dxn, &x, &lw.ln1, &a.rstd1, &dres, true, full_ ? &lw.dln1 : nullptr});
 }
 
 namespace {
@@ -339,17 +419,26 @@ void check_inputs(const ModelInputs& in, bool need_targets, int64_t vocab) {
 
 CrossEntropyResult LlamaModel::loss_and_grads(const ModelInputs& in, double normalizer, bool accumulate,
                                               uint32_t step_seed) {
+  return run(in, normalizer, accumulate, step_seed, true);
+}
+
+CrossEntropyResult LlamaModel::loss(const ModelInputs& in, double normalizer) {
+  return run(in, normalizer, false, 0, false);
+}
+
+CrossEntropyResult LlamaModel::run(const ModelInputs& in, double normalizer, bool accumulate, uint32_t step_seed,
+                                   bool want_grads) {
   check_complete();
   check_inputs(in, true, cfg_.V);
-  // Dropout is on for this call only (also if it throws).
+  // Dropout is on for this call only (also if it throws), and only when gradients are computed.
   struct DropoutScope {
     LlamaModel& m;
-    DropoutScope(LlamaModel& mm, uint32_t seed) : m(mm) {
-      m.dropout_active_ = m.lora_dropout_ > 0.0f && m.has_lora();
+    DropoutScope(LlamaModel& mm, uint32_t seed, bool on) : m(mm) {
+      m.dropout_active_ = on && m.lora_dropout_ > 0.0f && m.has_lora();
       m.step_seed_ = seed;
     }
     ~DropoutScope() { m.dropout_active_ = false; }
-  } scope(*this, step_seed);
+  } scope(*this, step_seed, want_grads);
   const LlamaConfig& c = cfg_;
   const int64_t n = in.ids->dim(0);
   std::vector<Tensor> xs(static_cast<size_t>(c.L + 1));
@@ -363,7 +452,8 @@ CrossEntropyResult LlamaModel::loss_and_grads(const ModelInputs& in, double norm
   }
   Tensor xf = Tensor::empty({n, c.C}, DType::F32), rstdf = Tensor::empty({n}, DType::F32);
   rmsnorm_forward(RmsnormForwardArgs{&xs[static_cast<size_t>(c.L)], &norm_, c.eps, &xf, &rstdf});
-  const bool backward = has_lora();
+  const bool backward = want_grads && (has_lora() || full_);
+  if (backward && full_ && !accumulate) zero_grads();
   Tensor dxf = backward ? Tensor::empty({n, c.C}, DType::F32) : Tensor();
   LinearCrossEntropyArgs ce{};
   ce.h = &xf;
@@ -372,13 +462,13 @@ CrossEntropyResult LlamaModel::loss_and_grads(const ModelInputs& in, double norm
   ce.ignore_index = kIgnoreIndex;
   ce.normalizer = normalizer;
   ce.dh = backward ? &dxf : nullptr;
-  ce.dw = nullptr;
-  ce.accumulate_dw = false;
+  ce.dw = backward && full_ ? (cfg_.tied ? &dembed_ : &dlm_head_) : nullptr;  // tied: the head's grad adds into the embedding's
+  ce.accumulate_dw = true;
   CrossEntropyResult res = linear_cross_entropy(ce);
   if (!backward) return res;
   xf = Tensor();
   Tensor dres = Tensor::empty({n, c.C}, DType::F32);
-  rmsnorm_backward(RmsnormBackwardArgs{&dxf, &xs[static_cast<size_t>(c.L)], &norm_, &rstdf, &dres, false, nullptr});
+  rmsnorm_backward(RmsnormBackwardArgs{&dxf, &xs[static_cast<size_t>(c.L)], &norm_, &rstdf, &dres, false, full_ ? &dnorm_ : nullptr});
   dxf = Tensor();
   LlamaScratch s;
   s.dxn = Tensor::empty({n, c.C}, DType::F32);
@@ -395,6 +485,7 @@ CrossEntropyResult LlamaModel::loss_and_grads(const ModelInputs& in, double norm
     if (checkpointing_) layer_forward(l, xs[static_cast<size_t>(l)], a, s.tmp, in);
     layer_backward(l, xs[static_cast<size_t>(l)], a, dres, in, accumulate, s);
   }
+  if (full_) embedding_backward(EmbeddingBackwardArgs{&dres, in.ids, &dembed_});
   return res;
 }
 
@@ -475,6 +566,11 @@ Tensor LlamaModel::decode(const Tensor& ids) {
 }
 
 void LlamaModel::zero_grads() {
+  if (full_) {
+    for (const WeightRef& r : weight_refs())
+      if (r.g->defined() && r.g->numel()) std::memset(r.g->data(), 0, r.g->nbytes());
+    return;
+  }
   for (auto& lw : layers_)
     for (auto& lin : lw.lin)
       if (lin.has_lora) {
@@ -489,6 +585,7 @@ void LlamaModel::adamw_step_op(Tensor& p, const Tensor& g, Tensor& m, Tensor& v,
 }
 
 void LlamaModel::adamw_step(double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step) {
+  if (full_) fail(ErrorCode::Unsupported, "adamw step: the engine's fused AdamW covers LoRA parameters only; in full mode update weights() from grads() (the Trainer does)");
   if (!has_lora()) fail(ErrorCode::Arg, "adamw step: the model has no LoRA parameters (call addLora first)");
   for (auto& lw : layers_)
     for (auto& lin : lw.lin) {

@@ -14,9 +14,14 @@
 // Loss: linear_cross_entropy(rmsnorm(x_L, norm), head, targets), targets already
 // shifted (position t predicts targets[t]; -100 = ignored).
 //
-// Rules kept here:
-// - Frozen weights (everything but LoRA A/B) get no gradient buffer. LoRA gradients
+// Two training modes:
+// - LoRA (add_lora): base weights are frozen and get no gradient buffer. LoRA gradients
 //   use += when `accumulate` is set (micro-batches of one optimizer step), = otherwise.
+// - Full fine-tuning (set_full(true)): every weight is trainable, must be f32, and owns a
+//   gradient buffer of its shape: linears dW = dyᵀ·x (and dbias = Σ_rows dy), norms' dw,
+//   the embedding (token rows of dx0) and the LM head (when tied, the head's gradient
+//   adds into the embedding's). Parameter gradients always use +=; a call without
+//   `accumulate` first zeroes them. LoRA and full mode exclude each other.
 // - Activations are allocated once per call, before the pass, as one struct per layer
 //   (or, with checkpointing, one shared struct plus each layer's input; the backward
 //   recomputes a layer's forward from its input right before that layer's backward).
@@ -62,8 +67,9 @@ struct LoraParam {
 };
 
 struct Linear {
-  Tensor w;     // (OUT, IN) f32 | bf16 | f16, frozen
+  Tensor w;     // (OUT, IN) f32 | bf16 | f16 (frozen), f32 in full mode
   Tensor bias;  // (OUT) f32 or undefined
+  Tensor dw, dbias;  // full mode only: gradients, same shapes
   int64_t in = 0, out = 0;
   bool has_lora = false;
   LoraParam lora;
@@ -72,6 +78,7 @@ struct Linear {
 struct LayerWeights {
   Tensor ln1, ln2;         // (C)
   Tensor q_norm, k_norm;   // (D), Qwen3 only
+  Tensor dln1, dln2, dq_norm, dk_norm;  // full mode only: gradients
   std::array<Linear, kNumTargets> lin;
 };
 
@@ -108,11 +115,22 @@ class LlamaModel {
   void set_checkpointing(bool on) { checkpointing_ = on; }
   bool checkpointing() const { return checkpointing_; }
 
+  // Full fine-tuning on/off. On: every weight must be set and f32 (E_DTYPE naming the first
+  // that is not), the model must have no LoRA adapters; allocates zeroed gradients. Off: frees them.
+  void set_full(bool on);
+  bool full() const { return full_; }
+  // Every weight's Hugging Face name, in checkpoint order (embedding, layers, norm, head).
+  std::vector<std::string> weight_names() const;
+  // The weight (grad = false) or its gradient (grad = true, full mode only) by HF name; E_ARG otherwise.
+  Tensor& weight(const std::string& name, bool grad);
+
   // Forward + backward. Returns the summed-then-normalised loss and the target count.
   // normalizer <= 0: divide by the count of this call. LoRA grads: += if accumulate, else =.
   // LoRA dropout (when the adapters have one) applies here only, with masks derived from
   // dropout_seed (one seed per step; see ops/lora_dropout.h), never in logits/decode.
   CrossEntropyResult loss_and_grads(const ModelInputs& in, double normalizer, bool accumulate, uint32_t step_seed = 0);
+  // Forward only (no dropout, no gradient touched): the loss loss_and_grads would return.
+  CrossEntropyResult loss(const ModelInputs& in, double normalizer);
   // Forward only: logits (N, V), or (S, V) for the last token of every non-empty segment
   // when last_only is set.
   Tensor logits(const ModelInputs& in, bool last_only);
@@ -124,12 +142,20 @@ class LlamaModel {
   Tensor decode(const Tensor& ids);
   int64_t cache_len() const { return cache_len_; }
 
+  // Zeroes every gradient (LoRA's, or every weight's in full mode).
   void zero_grads();
   // One AdamW step over every LoRA parameter; step >= 1 is the optimizer's step count.
   void adamw_step(double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step);
 
  private:
   struct Acts;
+  struct WeightRef {
+    std::string name;
+    Tensor* w;
+    Tensor* g;
+  };
+  std::vector<WeightRef> weight_refs();
+  CrossEntropyResult run(const ModelInputs& in, double normalizer, bool accumulate, uint32_t step_seed, bool backward);
   // cache_start >= 0: attend through the KV cache (decode) instead of over cu_seqlens.
   void layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_out, const ModelInputs& in, int64_t cache_start = -1);
   void layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dres, const ModelInputs& in, bool accumulate,
@@ -148,6 +174,8 @@ class LlamaModel {
   LlamaConfig cfg_;
   Tensor inv_freq_;  // (D/2)
   Tensor embed_, norm_, lm_head_;
+  Tensor dembed_, dnorm_, dlm_head_;  // full mode only
+  bool full_ = false;
   std::vector<LayerWeights> layers_;
   int64_t lora_r_ = 0;
   uint32_t lora_mask_ = 0;

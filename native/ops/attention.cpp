@@ -21,7 +21,8 @@ void check_common(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   need_dtype(cu, "cu_seqlens", {DType::I32});
   need_ndim(cu, "cu_seqlens", 1);
   need_same_device(cu, "cu_seqlens", q.device());
-  const int32_t* c = cu.data_as<int32_t>();
+  std::vector<int32_t> host;
+  const int32_t* c = host_i32(cu, host);
   const int64_t s1 = cu.dim(0);
   if (s1 < 1 || c[0] != 0 || c[s1 - 1] != n) {
     fail(ErrorCode::Arg, "'cu_seqlens' must start at 0 and end at N = ", n);

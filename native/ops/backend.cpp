@@ -4,10 +4,21 @@
 
 namespace instill {
 
+#ifdef INSTILL_CUDA
+namespace cuda {
+const Backend& backend();
+}
+#endif
+
 const Backend& backend_for(Device device) {
   switch (device) {
     case Device::CPU: return cpu::backend();
-    case Device::CUDA: break;
+    case Device::CUDA:
+#ifdef INSTILL_CUDA
+      if (device_available(device)) return cuda::backend();
+      fail(ErrorCode::Device, "device 'cuda' is not available: ", device_unavailable_reason(device));
+#endif
+      break;
   }
   fail(ErrorCode::Device, "no backend for device '", device_name(device), "' in this build of instill");
 }

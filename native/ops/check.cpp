@@ -42,6 +42,13 @@ void need_shape(const Tensor& t, const char* name, std::initializer_list<int64_t
   fail(ErrorCode::Shape, "'", name, "' must have shape ", want, " ", meaning, ", got ", shape_str(t.shape()));
 }
 
+const int32_t* host_i32(const Tensor& t, std::vector<int32_t>& storage) {
+  if (t.device() == Device::CPU) return t.data_as<int32_t>();
+  storage.resize(static_cast<size_t>(t.numel()));
+  copy_bytes(storage.data(), Device::CPU, t.data(), t.device(), storage.size() * sizeof(int32_t));
+  return storage.data();
+}
+
 void need_same_device(const Tensor& t, const char* name, Device device) {
   if (t.device() != device) {
     fail(ErrorCode::Device, "'", name, "' is on ", device_name(t.device()), " but the other tensors are on ",

@@ -7,7 +7,8 @@ namespace instill {
 
 namespace {
 void need_ids_in_range(const Tensor& ids, int64_t v) {
-  const int32_t* p = ids.data_as<int32_t>();
+  std::vector<int32_t> host;
+  const int32_t* p = host_i32(ids, host);
   for (int64_t i = 0; i < ids.numel(); ++i) {
     if (p[i] < 0 || p[i] >= v) fail(ErrorCode::Range, "token id ", p[i], " at index ", i, " is outside [0, ", v, ")");
   }

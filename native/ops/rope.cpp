@@ -22,7 +22,8 @@ void check(const RopeArgs& p) {
   need_shape(pos, "positions", {n}, "(N,)");
   need_shape(f, "inv_freq", {d / 2}, "(D/2,)");
   for (auto [t, name] : {std::pair{&pos, "positions"}, {&f, "inv_freq"}, {&out, "out"}}) need_same_device(*t, name, x.device());
-  const int32_t* pp = pos.data_as<int32_t>();
+  std::vector<int32_t> host;
+  const int32_t* pp = host_i32(pos, host);
   for (int64_t i = 0; i < n; ++i) {
     if (pp[i] < 0) fail(ErrorCode::Range, "position ", pp[i], " at index ", i, " is negative");
   }

@@ -1,6 +1,7 @@
 #include "runtime/device.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -34,9 +35,69 @@ uint64_t physical_memory_bytes() {
   return 0;
 }
 
+// The one place (besides ops/backend.cpp's backend registry) that knows which
+// device backends were built: a declaration only, no GPU headers.
+#ifdef INSTILL_CUDA
+namespace cuda {
+const DeviceMemoryHooks& memory_hooks();
+}
+#endif
+
+const DeviceMemoryHooks* device_memory_hooks(Device d) {
+#ifdef INSTILL_CUDA
+  if (d == Device::CUDA) return &cuda::memory_hooks();
+#endif
+  (void)d;
+  return nullptr;
+}
+
+bool device_available(Device d) {
+  if (d == Device::CPU) return true;
+  const DeviceMemoryHooks* h = device_memory_hooks(d);
+  return h != nullptr && h->available();
+}
+
+std::string device_unavailable_reason(Device d) {
+  if (d == Device::CPU) return "";
+  const DeviceMemoryHooks* h = device_memory_hooks(d);
+  if (h == nullptr) return cat("this build of instill has no ", device_name(d), " backend (rebuild with INSTILL_CUDA=on)");
+  return h->available() ? std::string() : h->unavailable_reason();
+}
+
+static const DeviceMemoryHooks& need_hooks(Device d) {
+  const DeviceMemoryHooks* h = device_memory_hooks(d);
+  if (h == nullptr || !h->available()) {
+    fail(ErrorCode::Device, "device '", device_name(d), "' is not available: ", device_unavailable_reason(d));
+  }
+  return *h;
+}
+
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  if (bytes == 0) return;
+  if (dst_device == Device::CPU && src_device == Device::CPU) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  const Device gpu = dst_device != Device::CPU ? dst_device : src_device;
+  if (dst_device != Device::CPU && src_device != Device::CPU && dst_device != src_device) {
+    fail(ErrorCode::Device, "copies between two different GPU devices are not supported");
+  }
+  need_hooks(gpu).copy(dst, dst_device != Device::CPU, src, src_device != Device::CPU, bytes);
+}
+
+void fill_bytes(void* p, Device device, int byte, size_t bytes) {
+  if (bytes == 0) return;
+  if (device == Device::CPU) {
+    std::memset(p, byte, bytes);
+    return;
+  }
+  need_hooks(device).fill(p, byte, bytes);
+}
+
 Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   if (device != Device::CPU) {
-    fail(ErrorCode::Device, "device '", device_name(device), "' is not available in this build of instill");
+    data_ = need_hooks(device).alloc(bytes == 0 ? 256 : bytes);
+    return;
   }
   uint64_t phys = physical_memory_bytes();
   if (phys != 0 && bytes > phys) {
@@ -49,6 +110,12 @@ Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   if (!data_) fail(ErrorCode::Alloc, "out of memory allocating ", bytes, " bytes");
 }
 
-Buffer::~Buffer() { std::free(data_); }
+Buffer::~Buffer() {
+  if (device_ == Device::CPU) {
+    std::free(data_);
+  } else if (const DeviceMemoryHooks* h = device_memory_hooks(device_)) {
+    h->free(data_);
+  }
+}
 
 }  // namespace instill

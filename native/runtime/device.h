@@ -38,4 +38,28 @@ class Buffer {
 // Physical memory of this machine in bytes (0 if unknown).
 uint64_t physical_memory_bytes();
 
+// Memory of a non-CPU device, as a function table the device's backend fills
+// (native/cuda/runtime.cu for CUDA), so that native/runtime never includes a
+// GPU toolkit's headers. Every function throws instill::Error (E_DEVICE /
+// E_ALLOC) instead of aborting; free never throws.
+struct DeviceMemoryHooks {
+  bool (*available)();                  // a usable device is present (driver + GPU)
+  std::string (*unavailable_reason)();  // why not, when available() is false
+  void* (*alloc)(size_t bytes);
+  void (*free)(void* p);
+  void (*fill)(void* p, int byte, size_t bytes);  // memset, synchronous
+  // Copies between this device and the host (or within the device), synchronous.
+  void (*copy)(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes);
+};
+
+// The hooks of a device, or null when this build has none for it (CPU: always null).
+const DeviceMemoryHooks* device_memory_hooks(Device d);
+// Whether tensors can live on d in this build, on this machine.
+bool device_available(Device d);
+// Why not (empty when available).
+std::string device_unavailable_reason(Device d);
+// memcpy between any two devices (synchronous); fill_bytes: memset on any device.
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
+void fill_bytes(void* p, Device device, int byte, size_t bytes);
+
 }  // namespace instill

@@ -43,14 +43,13 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   t.shape_ = shape;
   t.dtype_ = dtype;
   t.buffer_ = std::make_shared<Buffer>(static_cast<size_t>(t.numel_) * dtype_size(dtype), device);
-  if (device == Device::CPU && g_poison.load(std::memory_order_relaxed)) std::memset(t.data(), 0xff, t.nbytes());
+  if (g_poison.load(std::memory_order_relaxed)) fill_bytes(t.data(), device, 0xff, t.nbytes());
   return t;
 }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
-  if (device != Device::CPU) fail(ErrorCode::Device, "zeros on ", device_name(device), " is not implemented");
-  std::memset(t.data(), 0, t.nbytes());
+  fill_bytes(t.data(), device, 0, t.nbytes());
   return t;
 }
 

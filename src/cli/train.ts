@@ -19,7 +19,8 @@ import type { StepEvent, TrainResult } from '../train/trainer.js';
 const USAGE = `usage: instill train [--config FILE.yaml] --model DIR --data FILE --output DIR [options]
 
 Trains a LoRA adapter on instruction data and writes it in PEFT layout (adapter_model.safetensors +
-adapter_config.json) to --output, with checkpoints (checkpoint-<step>/), metrics.jsonl, loss.svg and
+adapter_config.json) to --output (--full: trains every weight and writes the whole model, config.json +
+model.safetensors + tokenizer files), with checkpoints (checkpoint-<step>/), metrics.jsonl, loss.svg and
 summary.json. Every option can also be a key of the YAML file (same name; flags win).
 Ctrl-C stops after the current step and saves a checkpoint; --resume continues it exactly.
 
@@ -113,7 +114,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     const p = await prepareTraining(cfg, { signal: ac.signal, log: say });
     const t = p.trainer;
-    say(`model ${cfg.model}: LoRA r=${cfg.loraR} alpha=${cfg.loraAlpha} on ${cfg.targetModules.join(',')}; ${t.totalSteps} steps of ${cfg.batchSize}×${cfg.gradAccum} rows`);
+    say(`model ${cfg.model}: ${cfg.full ? 'full fine-tuning (every weight)' : `LoRA r=${cfg.loraR} alpha=${cfg.loraAlpha} on ${cfg.targetModules.join(',')}`}; ${t.totalSteps} steps of ${cfg.batchSize}×${cfg.gradAccum} rows`);
     emit('start', { totalSteps: t.totalSteps, output: cfg.output, trainExamples: p.train.size, validationExamples: p.validation?.size ?? null });
 
     let before: ExactMatchResult | null = null;
@@ -163,7 +164,8 @@ export async function run(argv: string[]): Promise<number> {
       exactMatchBefore: before ? { correct: before.correct, answered: before.answered, total: before.total, score: before.score, answerScore: before.answerScore } : null,
       exactMatchAfter: after ? { correct: after.correct, answered: after.answered, total: after.total, score: after.score, answerScore: after.answerScore } : null,
       checkpoint: result.checkpoint,
-      adapter: result.reason === 'completed' ? cfg.output : null,
+      adapter: result.reason === 'completed' && !cfg.full ? cfg.output : null,
+      model: result.reason === 'completed' && cfg.full ? cfg.output : null,
     };
     if (existsSync(cfg.output)) await writeFile(join(cfg.output, 'summary.json'), JSON.stringify({ ...summary, exactMatchItems: after?.items ?? null }, null, 2) + '\n');
     emit('done', summary);
@@ -177,7 +179,7 @@ export async function run(argv: string[]): Promise<number> {
         `train loss ${f(summary.trainLossFirst)} -> ${f(summary.trainLossLast)}` + (evalLosses.length ? `   validation loss ${f(summary.evalLossFirst)} -> ${f(summary.evalLossLast)}` : ''),
       ];
       if (before && after) lines.push(emTable(before, after));
-      if (result.reason === 'completed') lines.push(`adapter: ${join(cfg.output, 'adapter_model.safetensors')} (+ adapter_config.json)`, `metrics: ${join(cfg.output, 'metrics.jsonl')}   curve: ${join(cfg.output, 'loss.svg')}`);
+      if (result.reason === 'completed') lines.push(cfg.full ? `model: ${cfg.output} (config.json + model.safetensors, Hugging Face layout)` : `adapter: ${join(cfg.output, 'adapter_model.safetensors')} (+ adapter_config.json)`, `metrics: ${join(cfg.output, 'metrics.jsonl')}   curve: ${join(cfg.output, 'loss.svg')}`);
       say(lines.join('\n'));
     }
     if (result.reason === 'aborted') return ac.signal.reason === 'SIGTERM' ? 143 : 130;

@@ -1,10 +1,11 @@
 // loadModel and Model: a Hugging Face Llama-family checkpoint running on the native engine,
-// with LoRA adapters addressed by PEFT names.
+// with LoRA adapters addressed by PEFT names, or (full fine-tuning, `loadModel(dir, { full: true })`
+// or `model.setTrainable('all')`) every weight trainable, read and written by Hugging Face names.
 //
 // Loading reads config.json (-> ModelSpec), then the weights one tensor at a time from
 // model.safetensors or the shards named by model.safetensors.index.json, handing each to the
 // engine before reading the next (never two copies of the model in memory).
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, InstillError, describe } from '../errors.js';
 import { native, type ModelHandle } from '../native.js';
@@ -21,7 +22,12 @@ export interface LoadModelOptions {
   device?: 'cpu';
   /** dtype of the frozen linear/embedding weights in memory. Default 'f32'. Norms are always f32. */
   dtype?: 'f32' | 'bf16' | 'f16';
+  /** Full fine-tuning: every weight trainable (f32 only), as `model.setTrainable('all')`. Default false. */
+  full?: boolean;
 }
+
+/** Files of a model folder that saveModel copies along (tokenizer, generation settings). */
+const MODEL_SIDE_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'generation_config.json'];
 
 export interface LoraOptions {
   r: number;
@@ -147,10 +153,13 @@ export async function loadModel(pathOrHubId: string, options: LoadModelOptions =
   }
   const dtype = options.dtype ?? 'f32';
   if (!['f32', 'bf16', 'f16'].includes(dtype)) throw new InstillError(ErrorCode.DTYPE, `Expected 'f32', 'bf16' or 'f16' for dtype but received ${describe(dtype)}`);
+  if (options.full !== undefined && typeof options.full !== 'boolean') throw new InstillError(ErrorCode.ARG, `Expected a boolean for full but received ${describe(options.full)}`);
+  if (options.full && dtype !== 'f32') throw new InstillError(ErrorCode.DTYPE, `full fine-tuning trains every weight in f32: drop dtype '${dtype}' (or train a LoRA adapter)`);
   const dir = await resolveModelDir(pathOrHubId);
   const cfgPath = join(dir, 'config.json');
   if (!existsSync(cfgPath)) throw new InstillError(ErrorCode.IO, `${dir} has no config.json: is it a Hugging Face model folder?`);
-  const spec = specFromConfig(readJson(cfgPath));
+  const rawConfig = readJson(cfgPath) as Record<string, unknown>;
+  const spec = specFromConfig(rawConfig);
   const gen: GenerationConfig = { bosTokenId: spec.bosTokenId, eosTokenIds: spec.eosTokenIds };
   const genPath = join(dir, 'generation_config.json');
   if (existsSync(genPath)) {
@@ -186,7 +195,9 @@ export async function loadModel(pathOrHubId: string, options: LoadModelOptions =
     }
   }
   handle.checkComplete();
-  return new Model(handle, spec, dir, gen, dtype);
+  const model = new Model(handle, spec, dir, gen, dtype, rawConfig);
+  if (options.full) model.setTrainable('all');
+  return model;
 }
 
 function createHandle(spec: ModelSpec): ModelHandle {
@@ -252,7 +263,9 @@ export function randomModel(config: unknown, options: LoadModelOptions & { seed?
     set(p + 'mlp.down_proj.weight', [C, F], 'normal');
   }
   handle.checkComplete();
-  return new Model(handle, spec, null, { bosTokenId: spec.bosTokenId, eosTokenIds: spec.eosTokenIds }, dtype);
+  const model = new Model(handle, spec, null, { bosTokenId: spec.bosTokenId, eosTokenIds: spec.eosTokenIds }, dtype, config as Record<string, unknown>);
+  if (options.full) model.setTrainable('all');
+  return model;
 }
 
 /** splitmix32-style seeded generator: uniform [0, 1) and standard normal (Box–Muller). */
@@ -296,14 +309,118 @@ export class Model {
   private dropoutCalls = 0;
   private dropoutBaseSeed = 0;
   private tokenizerPromise: Promise<import('../data/tokenizer.js').Tokenizer> | null = null;
+  private full = false;
+  private readonly rawConfig: Record<string, unknown>;
 
   /** @internal use loadModel */
-  constructor(handle: ModelHandle, spec: ModelSpec, dir: string | null, gen: GenerationConfig, dtype: string) {
+  constructor(handle: ModelHandle, spec: ModelSpec, dir: string | null, gen: GenerationConfig, dtype: string, rawConfig: Record<string, unknown>) {
     this.handle = handle;
     this.spec = spec;
     this.dir = dir;
     this.generationConfig = gen;
     this.dtype = dtype;
+    this.rawConfig = rawConfig;
+  }
+
+  /** True in full fine-tuning mode (every weight trainable). */
+  get fullTraining(): boolean {
+    return this.full;
+  }
+
+  /**
+   * 'all': full fine-tuning — every weight (linears, biases, norms, embedding, LM head) gets a gradient
+   * from lossAndGrads (read with grads(), by Hugging Face name). Needs f32 weights and no LoRA adapters.
+   * 'none': base weights frozen again (the default; LoRA adapters, if added, are what trains).
+   */
+  setTrainable(which: 'all' | 'none'): void {
+    if (which !== 'all' && which !== 'none') throw new InstillError(ErrorCode.ARG, `Expected 'all' or 'none' for setTrainable but received ${describe(which)}`);
+    this.handle.setFull(which === 'all');
+    this.full = which === 'all';
+  }
+
+  /** Every weight's Hugging Face name (embedding, layers in order, final norm, untied head). */
+  weightNames(): string[] {
+    return this.handle.weightNames();
+  }
+
+  /** Every weight as f32 (bf16/f16 weights are widened), keyed by Hugging Face name. Copies. */
+  weights(): Record<string, Float32Array> {
+    const out: Record<string, Float32Array> = {};
+    for (const n of this.handle.weightNames()) out[n] = this.handle.weightTensor(n, false).toArray() as Float32Array;
+    return out;
+  }
+
+  /** Full mode: the gradient of every weight from the last lossAndGrads, keyed by Hugging Face name. Copies. */
+  grads(): Record<string, Float32Array> {
+    if (!this.full) throw new InstillError(ErrorCode.ARG, "base weights have no gradients: call model.setTrainable('all') (or loadModel(dir, { full: true })) for full fine-tuning");
+    const out: Record<string, Float32Array> = {};
+    for (const n of this.handle.weightNames()) out[n] = this.handle.weightTensor(n, true).toArray() as Float32Array;
+    return out;
+  }
+
+  /**
+   * Sets weights by Hugging Face name (values as f32; stored in the model's dtype, norms f32). With `strict`
+   * (default true) every weight must be given. Gradients are kept.
+   */
+  setWeights(record: Record<string, Float32Array | ArrayLike<number>>, options: { strict?: boolean } = {}): void {
+    if (record === null || typeof record !== 'object') throw new InstillError(ErrorCode.ARG, `Expected a record of weight names to Float32Array but received ${describe(record)}`);
+    const names = this.handle.weightNames();
+    const known = new Set(names);
+    const prepared: [string, Tensor][] = [];
+    for (const [name, values] of Object.entries(record)) {
+      if (!known.has(name)) throw new InstillError(ErrorCode.ARG, `'${name}' is not a weight of this model (e.g. ${names[0]}, ${names[1]})`);
+      const cur = this.handle.weightTensor(name, false);
+      const arr = values instanceof Float32Array ? values : Float32Array.from(values as ArrayLike<number>);
+      const n = cur.shape.reduce((a, b) => a * b, 1);
+      if (arr.length !== n) throw new InstillError(ErrorCode.SHAPE, `'${name}' has ${arr.length} values but the weight is [${cur.shape.join(', ')}]`);
+      prepared.push([name, Tensor.from(arr, cur.shape, { dtype: cur.dtype as 'f32' | 'bf16' | 'f16' })]);
+    }
+    if (options.strict !== false) {
+      for (const n of names) if (!(n in record)) throw new InstillError(ErrorCode.ARG, `setWeights: '${n}' is missing (pass { strict: false } to set a subset)`);
+    }
+    for (const [name, t] of prepared) this.handle.setWeight(name, handleOf(t));
+  }
+
+  /**
+   * Writes the whole model in Hugging Face layout — config.json, model.safetensors (every weight F32;
+   * no lm_head.weight when tied) and the source folder's tokenizer and generation files — into a
+   * temporary folder renamed to `dir` when complete (an existing `dir` is replaced only then).
+   */
+  saveModel(dir: string): void {
+    if (typeof dir !== 'string' || dir === '') throw new InstillError(ErrorCode.ARG, `Expected a folder path for saveModel but received ${describe(dir)}`);
+    const tmp = `${dir.replace(/[\/]+$/, '')}.tmp-${process.pid}`;
+    rmSync(tmp, { recursive: true, force: true });
+    try {
+      mkdirSync(tmp, { recursive: true });
+      this.writeModelFiles(tmp);
+      if (existsSync(dir)) {
+        const old = `${dir.replace(/[\/]+$/, '')}.old-${process.pid}`;
+        rmSync(old, { recursive: true, force: true });
+        renameSync(dir, old);
+        renameSync(tmp, dir);
+        rmSync(old, { recursive: true, force: true });
+      } else renameSync(tmp, dir);
+    } catch (err) {
+      rmSync(tmp, { recursive: true, force: true });
+      if (err instanceof InstillError) throw err;
+      throw new InstillError(ErrorCode.IO, `saving the model to ${dir}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** @internal saveModel's files, written into an existing folder (the trainer's checkpoints use it). */
+  writeModelFiles(dir: string): void {
+    const tensors: Record<string, TensorToWrite> = {};
+    for (const n of this.handle.weightNames()) {
+      const h = this.handle.weightTensor(n, false);
+      tensors[n] = { dtype: 'F32', shape: h.shape, data: h.toArray() as Float32Array };
+    }
+    writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
+    if (this.dir) for (const f of MODEL_SIDE_FILES) if (existsSync(join(this.dir, f))) copyFileSync(join(this.dir, f), join(dir, f));
+    const config: Record<string, unknown> = { ...this.rawConfig, torch_dtype: 'float32' };
+    if ('dtype' in config) config.dtype = 'float32';
+    const tmp = join(dir, 'config.json.tmp');
+    writeFileSync(tmp, JSON.stringify(config, null, 2) + '\n');
+    renameSync(tmp, join(dir, 'config.json'));
   }
 
   get loraConfig(): LoraConfig | null {
@@ -431,7 +548,10 @@ export class Model {
     };
   }
 
-  /** Loss (mean CE over target tokens) and LoRA gradients of one batch. Runs off the JS thread. */
+  /**
+   * Loss (mean CE over target tokens) and gradients of one batch: LoRA's (returned as `grads` by PEFT
+   * name) or, in full mode, every weight's (read them with grads(); `grads` here is empty). Runs off the JS thread.
+   */
   async lossAndGrads(batch: BatchInput, options: LossAndGradsOptions = {}): Promise<LossAndGradsResult> {
     const inp = prepareInputs(batch, true, this.spec.vocabSize);
     const normalizer = options.normalizer ?? 0;
@@ -446,6 +566,22 @@ export class Model {
     const r = await this.handle.lossAndGrads(t.ids, t.positions, t.cu, targets, normalizer, options.accumulate === true, seed);
     const grads = this.lora && options.returnGrads !== false ? this.adapterGrads() : {};
     return { loss: r.loss, tokens: r.count, grads };
+  }
+
+  /**
+   * Forward only: the mean cross-entropy over the batch's target tokens (or sum / normalizer), exactly
+   * what lossAndGrads returns, without a backward pass, dropout, or touching any gradient.
+   */
+  async loss(batch: BatchInput, options: { normalizer?: number } = {}): Promise<{ loss: number; tokens: number }> {
+    const inp = prepareInputs(batch, true, this.spec.vocabSize);
+    const normalizer = options.normalizer ?? 0;
+    if (typeof normalizer !== 'number' || !Number.isFinite(normalizer) || normalizer < 0) {
+      throw new InstillError(ErrorCode.ARG, `Expected a positive number for normalizer but received ${describe(normalizer)}`);
+    }
+    const t = this.engineTensors(inp);
+    const targets = handleOf(Tensor.from(inp.targets!, [inp.targets!.length], { dtype: 'i32' }));
+    const r = await this.handle.loss(t.ids, t.positions, t.cu, targets, normalizer);
+    return { loss: r.loss, tokens: r.count };
   }
 
   /** Logits [B, T, V] of every position (a Tensor, f32). */
@@ -465,7 +601,7 @@ export class Model {
   }
 
   zeroGrads(): void {
-    this.needLora();
+    if (!this.full) this.needLora();
     this.handle.zeroGrads();
   }
 
@@ -534,6 +670,7 @@ export class Model {
   dispose(): void {
     this.handle.dispose();
     this.lora = null;
+    this.full = false;
   }
 
   /** Writes the adapter in PEFT layout: adapter_model.safetensors + adapter_config.json (tmp + rename). */

@@ -2,6 +2,7 @@
 //
 //   <out>/checkpoint-<step>/
 //     adapter_model.safetensors, adapter_config.json   PEFT layout (peft.PeftModel.from_pretrained loads it)
+//       or, full fine-tuning: config.json, model.safetensors (+ tokenizer files): the whole model in HF layout
 //     optimizer.safetensors                            AdamW moments: `m.<name>`, `v.<name>` (f32)
 //     trainer_state.json                               step, data cursor, seeds, schedule, config (written last)
 //
@@ -25,6 +26,8 @@ export const TRAINER_STATE_FILE = 'trainer_state.json';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export const ADAPTER_FILE = 'adapter_model.safetensors';
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
+export const MODEL_FILE = 'model.safetensors';
+export const MODEL_CONFIG_FILE = 'config.json';
 
 const CHECKPOINT_RE = /^checkpoint-(\d+)$/;
 const TMP_RE = /^checkpoint-(\d+)\.tmp-(\d+)$/;
@@ -43,8 +46,8 @@ export interface TrainerState {
   targetTokens: number;
   /**
    * Randomness: every random choice of a run is a pure function of these seeds and the step or epoch
-   * (data order: seed + epoch; LoRA init: loraSeed). No generator state advances during training
-   * (LoRA dropout, the only consumer that would, is not in the engine yet), so the seeds are the whole RNG state.
+   * (data order: seed + epoch; LoRA init: loraSeed; LoRA dropout masks: seed + the global micro-batch index,
+   * see trainer.ts dropoutSeedOf). No generator state advances during training, so the seeds are the whole RNG state.
    */
   rng: { seed: number; dataSeed: number; loraSeed: number };
   /** The options that decide the trajectory; a resume with different ones is refused. */
@@ -114,7 +117,7 @@ export async function saveCheckpoint(outputDir: string, c: CheckpointContents, k
   };
   try {
     await c.writeWeights(tmp);
-    await after(ADAPTER_FILE, ADAPTER_CONFIG_FILE);
+    await after(...(await readdir(tmp)));
     const moments: Record<string, TensorToWrite> = {};
     for (const [name, m] of Object.entries(c.optimizer.m)) moments[`m.${name}`] = { dtype: 'F32', shape: [m.length], data: m };
     for (const [name, v] of Object.entries(c.optimizer.v)) moments[`v.${name}`] = { dtype: 'F32', shape: [v.length], data: v };
@@ -178,7 +181,8 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
   if (state?.format !== 'instill-trainer-state' || state.version !== 1 || !Number.isInteger(state.step)) {
     throw new InstillError(ErrorCode.DATA, `${join(dir, TRAINER_STATE_FILE)} is not an instill trainer state (version 1)`);
   }
-  for (const f of [ADAPTER_FILE, ADAPTER_CONFIG_FILE, OPTIMIZER_FILE]) {
+  const full = existsSync(join(dir, MODEL_FILE)) && !existsSync(join(dir, ADAPTER_FILE));
+  for (const f of full ? [MODEL_FILE, MODEL_CONFIG_FILE, OPTIMIZER_FILE] : [ADAPTER_FILE, ADAPTER_CONFIG_FILE, OPTIMIZER_FILE]) {
     if (!existsSync(join(dir, f))) throw new InstillError(ErrorCode.IO, `${dir} is not a complete checkpoint: ${f} is missing`);
   }
   const f = SafetensorsFile.open(join(dir, OPTIMIZER_FILE));

@@ -27,14 +27,9 @@ export interface PreparedTraining {
   maxSeqLen: number;
 }
 
-/** Why --full is refused, stated once for the CLI and the API. */
-export const FULL_FINE_TUNING_MISSING =
-  'full fine-tuning is not available yet: the engine computes gradients only for LoRA adapters (the model layer has no gradients, ' +
-  'optimizer state or weight read-back for base weights). Train a LoRA adapter instead (drop --full)';
-
 export async function prepareTraining(cfg: TrainConfig, options: { signal?: AbortSignal; log?: (line: string) => void } = {}): Promise<PreparedTraining> {
   const log = options.log ?? (() => undefined);
-  if (cfg.full) throw new InstillError(ErrorCode.UNSUPPORTED, FULL_FINE_TUNING_MISSING);
+  if (cfg.full && cfg.dtype !== 'f32') throw new InstillError(ErrorCode.ARG, `--full trains every weight in f32: drop --dtype ${cfg.dtype}`);
   if (cfg.exactMatch > 0 && !cfg.evalData) throw new InstillError(ErrorCode.ARG, '--exact-match N needs --eval-data FILE (held-out records to answer)');
   if (cfg.threads !== null) runtime.setThreads(cfg.threads);
   const modelDir = await resolveModelDir(cfg.model);
@@ -58,9 +53,9 @@ export async function prepareTraining(cfg: TrainConfig, options: { signal?: Abor
   }
   log(`data: ${train.size} training examples${validation ? `, ${validation.size} held-out` : valLoader ? ' (part held out for validation)' : ''}; rows of ${maxSeqLen} tokens`);
 
-  const model = await loadModel(modelDir, { dtype: cfg.dtype });
+  const model = await loadModel(modelDir, { dtype: cfg.dtype, full: cfg.full });
   if (cfg.gradientCheckpointing) model.setGradientCheckpointing(true);
-  model.addLora({ r: cfg.loraR, alpha: cfg.loraAlpha, targetModules: cfg.targetModules, rsLora: cfg.rsLora, dropout: cfg.loraDropout, seed: cfg.seed });
+  if (!cfg.full) model.addLora({ r: cfg.loraR, alpha: cfg.loraAlpha, targetModules: cfg.targetModules, rsLora: cfg.rsLora, dropout: cfg.loraDropout, seed: cfg.seed });
 
   let totalSteps = cfg.maxSteps;
   if (totalSteps === null) {

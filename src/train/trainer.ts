@@ -1,4 +1,5 @@
-// Trainer: the supervised fine-tuning loop over a Model with LoRA adapters and BatchLoaders.
+// Trainer: the supervised fine-tuning loop over a Model with LoRA adapters — or, for small models, in
+// full fine-tuning mode (model.setTrainable('all'): every weight trainable) — and BatchLoaders.
 //
 // One optimizer step = one window of `gradAccum` micro-batches, read in order from the train loader
 // (windows run on across epoch boundaries; the last window of a run may be shorter). The loss of a step
@@ -8,8 +9,14 @@
 // is the sum of the micro-batch losses = Σ token losses / N.
 //
 // Then, in TypeScript over the Float32Array gradients: the global L2 norm and clipping
-// (optimizer.ts: clipGradNorm), the AdamW update of the trainer's master copy of the adapter with fp32
-// moments (optimizer.ts: why not the engine's fused step), and setAdapterWeights.
+// (optimizer.ts: clipGradNorm), the AdamW update of the trainer's master copy of the trainable tensors
+// with fp32 moments (optimizer.ts: why not the engine's fused step), and setAdapterWeights (full mode:
+// the same over every weight by HF name — model.weights()/grads()/setWeights(); checkpoints then hold
+// the whole model in HF layout, config.json + model.safetensors, instead of an adapter).
+//
+// LoRA dropout masks come from lossAndGrads' dropoutSeed, derived here from the run's seed and the
+// global micro-batch index (saved in checkpoints), so a resumed run draws the same masks.
+// Evaluation runs forward only (model.loss).
 //
 // Everything a step depends on is in a checkpoint: adapter weights, moments, step count (schedule and
 // bias correction), the data cursor, and the seeds (the data order is a pure function of seed and epoch;
@@ -21,7 +28,7 @@
 // after the step in progress; the trainer then saves a checkpoint and resolves with reason 'aborted'.
 import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, rename, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, InstillError, describe } from '../errors.js';
 import type { Batch } from '../data/batch.js';
@@ -32,6 +39,9 @@ import { SafetensorsFile } from '../model/safetensors.js';
 import {
   ADAPTER_CONFIG_FILE,
   ADAPTER_FILE,
+  MODEL_FILE,
+  OPTIMIZER_FILE,
+  TRAINER_STATE_FILE,
   loadCheckpoint,
   listCheckpoints,
   loadLatestCheckpoint,
@@ -45,7 +55,7 @@ import { lossCurveSvg } from './plot.js';
 import { SCHEDULES, createSchedule, warmupStepsOf, type Schedule, type ScheduleName } from './schedule.js';
 
 export interface TrainerOptions {
-  /** A model with LoRA adapters (model.addLora) — the trainable parameters. */
+  /** A model with LoRA adapters (model.addLora), or in full fine-tuning mode (model.setTrainable('all')). */
   model: Model;
   train: BatchLoader;
   validation?: BatchLoader | null;
@@ -137,6 +147,14 @@ export interface TrainerEvents {
   done: [TrainResult];
 }
 
+/** LoRA dropout seed (uint32) of the run's micro-batch `index` (0-based over the whole run): a pure function, so resumes match. */
+export function dropoutSeedOf(seed: number, index: number): number {
+  let h = Math.imul((seed >>> 0) ^ 0x27d4eb2f, 0x9e3779b1) ^ Math.imul(index >>> 0, 0x85ebca6b) ^ Math.imul(Math.floor(index / 4294967296), 0xc2b2ae35);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
 /** What the engine takes of a data-layer Batch: the shifted targets (not the labels too: lossAndGrads takes one of them). */
 export function engineBatch(b: Batch): BatchInput {
   return { inputIds: b.inputIds, targets: b.targets, segmentIds: b.segmentIds, positions: b.positions, batchSize: b.batchSize, seqLen: b.seqLen };
@@ -175,7 +193,9 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     super();
     if (opts === null || typeof opts !== 'object') throw new InstillError(ErrorCode.ARG, `Expected trainer options { model, train, ... } but received ${describe(opts)}`);
     if (!opts.model || typeof opts.model.lossAndGrads !== 'function') throw new InstillError(ErrorCode.ARG, `Expected a Model for model but received ${describe(opts.model)}`);
-    if (!opts.model.loraConfig) throw new InstillError(ErrorCode.ARG, 'the model has no LoRA adapters: call model.addLora({ r, alpha, targetModules }) before creating the Trainer');
+    if (!opts.model.loraConfig && !opts.model.fullTraining) {
+      throw new InstillError(ErrorCode.ARG, "the model has nothing to train: call model.addLora({ r, alpha, targetModules }) (or model.setTrainable('all') for full fine-tuning) before creating the Trainer");
+    }
     if (!opts.train || typeof opts.train.iterate !== 'function') throw new InstillError(ErrorCode.ARG, `Expected a BatchLoader for train but received ${describe(opts.train)}`);
     this.opts = opts;
     this.model = opts.model;
@@ -220,13 +240,13 @@ export class Trainer extends EventEmitter<TrainerEvents> {
 
   /** The settings that decide the trajectory (a resume must use the same). */
   private fingerprint(): Record<string, unknown> {
-    const lora = this.model.loraConfig!;
+    const lora = this.model.loraConfig;
     return {
       totalSteps: this.totalSteps,
       epochs: Number.isFinite(this.epochs) ? this.epochs : null,
       gradAccum: this.gradAccum,
       ...this.hyper,
-      lora: { r: lora.r, alpha: lora.alpha, targetModules: lora.targetModules, rsLora: lora.rsLora },
+      lora: lora ? { r: lora.r, alpha: lora.alpha, targetModules: lora.targetModules, rsLora: lora.rsLora, dropout: lora.dropout } : 'full',
       trainBatchesEpoch0: this.opts.train.batchesInEpoch(0),
       seeds: this.seeds(),
     };
@@ -249,7 +269,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       if (this.evalBatches && k >= this.evalBatches) break;
       k++;
       if (batch.numTargets === 0) continue;
-      const r = await this.model.lossAndGrads(engineBatch(batch), { returnGrads: false });
+      const r = await this.model.loss(engineBatch(batch));
       sum += r.loss * r.tokens;
       tokens += r.tokens;
     }
@@ -307,13 +327,15 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     if (!ck && out && (await listCheckpoints(out)).length > 0) {
       throw new InstillError(ErrorCode.ARG, `${out} already holds checkpoints of another run: pass resumeFrom: 'latest' to continue it, or choose another outputDir`);
     }
+    const full = model.fullTraining;
     if (ck) {
       this.checkResumable(ck);
-      const f = SafetensorsFile.open(join(ck.dir, ADAPTER_FILE));
+      const f = SafetensorsFile.open(join(ck.dir, full ? MODEL_FILE : ADAPTER_FILE));
       try {
         const rec: Record<string, Float32Array> = {};
         for (const n of f.names()) rec[n] = f.readArray(n) as Float32Array;
-        model.setAdapterWeights(rec);
+        if (full) model.setWeights(rec);
+        else model.setAdapterWeights(rec);
       } finally {
         f.close();
       }
@@ -328,7 +350,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       lastCheckpoint = ck.dir;
       if (step >= this.totalSteps) lastEvalStep = step; // a finished run: its final evaluation is in metrics.jsonl
     }
-    const params = model.adapterWeights();
+    const params = full ? model.weights() : model.adapterWeights();
     const sizes: Record<string, number> = {};
     for (const [n, p] of Object.entries(params)) sizes[n] = p.length;
     if (ck) optimizer.load(ck.optimizer, sizes);
@@ -375,7 +397,11 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       const base = this.opts.baseModelNameOrPath;
       const dir = await saveCheckpoint(
         out,
-        { state, optimizer: optimizer.state(), writeWeights: (d) => model.saveAdapter(d, base !== undefined ? { baseModelNameOrPath: base } : {}) },
+        {
+          state,
+          optimizer: optimizer.state(),
+          writeWeights: (d) => (full ? model.writeModelFiles(d) : model.saveAdapter(d, base !== undefined ? { baseModelNameOrPath: base } : {})),
+        },
         this.keepLast,
       );
       lastSaveStep = step;
@@ -411,13 +437,15 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       let gradNorm = 0;
       if (N > 0) {
         let first = true;
-        for (const w of window) {
+        for (let k = 0; k < window.length; k++) {
+          const w = window[k];
           if (w.batch.numTargets === 0) continue;
-          const r = await model.lossAndGrads(engineBatch(w.batch), { normalizer: N, accumulate: !first, returnGrads: false });
+          const dropoutSeed = dropoutSeedOf(this.seeds().seed, microBatches + k);
+          const r = await model.lossAndGrads(engineBatch(w.batch), { normalizer: N, accumulate: !first, returnGrads: false, dropoutSeed });
           first = false;
           loss += r.loss;
         }
-        const grads = model.adapterGrads();
+        const grads = full ? model.grads() : model.adapterGrads();
         gradNorm = clipGradNorm(grads, this.hyper.maxGradNorm);
         if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
           throw new InstillError(
@@ -427,7 +455,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
           );
         }
         await optimizer.update(params, grads, { lr, beta1: this.hyper.beta1, beta2: this.hyper.beta2, eps: this.hyper.eps, weightDecay: this.hyper.weightDecay });
-        model.setAdapterWeights(params);
+        if (full) model.setWeights(params);
+        else model.setAdapterWeights(params);
       }
       // A window without target tokens (possible only with hand-made loaders) is consumed without an update.
       step++;
@@ -485,9 +514,10 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     return result;
   }
 
-  /** Copies the final adapter to the output folder itself (each file via a temporary name + rename). */
+  /** Copies the final adapter (full mode: model) files to the output folder itself (each via a temporary name + rename). */
   private async publishFinal(checkpoint: string, out: string): Promise<void> {
-    for (const f of [ADAPTER_FILE, ADAPTER_CONFIG_FILE]) {
+    const files = this.model.fullTraining ? (await readdir(checkpoint)).filter((f) => f !== OPTIMIZER_FILE && f !== TRAINER_STATE_FILE) : [ADAPTER_FILE, ADAPTER_CONFIG_FILE];
+    for (const f of files) {
       const tmp = join(out, `${f}.tmp-${process.pid}`);
       await copyFile(join(checkpoint, f), tmp);
       await rename(tmp, join(out, f));

@@ -16,15 +16,15 @@ export function tmp(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `instill-${prefix}-`));
 }
 
-export async function setup(opts: { r?: number; seed?: number; batchSize?: number; maxSeqLen?: number; validation?: number } = {}) {
+export async function setup(opts: { r?: number; seed?: number; batchSize?: number; maxSeqLen?: number; validation?: number; full?: boolean; dropout?: number } = {}) {
   const dir = tmp('qa');
   const files = writeQaDataset(dir);
   const tokenizer = await loadTokenizer(MODEL_DIR);
   const ds = await loadDataset(files.train, { tokenizer, maxSeqLen: opts.maxSeqLen ?? 64 });
   const seed = opts.seed ?? 1;
   const loaders = createDataLoaders(ds, tokenizer.padId, { batchSize: opts.batchSize ?? 2, maxSeqLen: opts.maxSeqLen ?? 64, seed, validation: opts.validation ?? 0.15 });
-  const model = await loadModel(MODEL_DIR);
-  model.addLora({ r: opts.r ?? 4, alpha: 8, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], seed });
+  const model = await loadModel(MODEL_DIR, { full: opts.full === true });
+  if (!opts.full) model.addLora({ r: opts.r ?? 4, alpha: 8, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], seed, dropout: opts.dropout ?? 0 });
   return { dir, files, tokenizer, ds, loaders, model, seed };
 }
 

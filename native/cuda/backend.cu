@@ -1,0 +1,63 @@
+// The CUDA backend's table (ops/backend.h), registered in ops/backend.cpp under
+// INSTILL_CUDA. Filled by member assignment so entries added to Backend later
+// stay null (= E_UNSUPPORTED on CUDA) until a kernel exists.
+// Not on CUDA yet (null): attention_decode (generation with a KV cache) and
+// lora_dropout_forward/backward (LoRA dropout > 0).
+#include "ops/backend.h"
+
+namespace instill {
+namespace cuda {
+
+void matmul(const MatmulArgs&);
+void lora_linear_forward(const LoraLinearForwardArgs&);
+void lora_linear_backward(const LoraLinearBackwardArgs&);
+CrossEntropyResult masked_cross_entropy(const MaskedCrossEntropyArgs&);
+CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs&);
+void embedding_forward(const EmbeddingForwardArgs&);
+void embedding_backward(const EmbeddingBackwardArgs&);
+void rmsnorm_forward(const RmsnormForwardArgs&);
+void rmsnorm_backward(const RmsnormBackwardArgs&);
+void rope_forward(const RopeArgs&);
+void rope_backward(const RopeArgs&);
+void attention_forward(const AttentionForwardArgs&);
+void attention_backward(const AttentionBackwardArgs&);
+void swiglu_forward(const SwigluForwardArgs&);
+void swiglu_backward(const SwigluBackwardArgs&);
+void adamw_step(const AdamwArgs&);
+void add(const AddArgs&);
+void bias_add(const BiasAddArgs&);
+
+namespace {
+Backend make_backend() {
+  Backend b{};
+  b.name = "cuda";
+  b.device = Device::CUDA;
+  b.matmul = matmul;
+  b.lora_linear_forward = lora_linear_forward;
+  b.lora_linear_backward = lora_linear_backward;
+  b.masked_cross_entropy = masked_cross_entropy;
+  b.linear_cross_entropy = linear_cross_entropy;
+  b.embedding_forward = embedding_forward;
+  b.embedding_backward = embedding_backward;
+  b.rmsnorm_forward = rmsnorm_forward;
+  b.rmsnorm_backward = rmsnorm_backward;
+  b.rope_forward = rope_forward;
+  b.rope_backward = rope_backward;
+  b.attention_forward = attention_forward;
+  b.attention_backward = attention_backward;
+  b.swiglu_forward = swiglu_forward;
+  b.swiglu_backward = swiglu_backward;
+  b.adamw_step = adamw_step;
+  b.add = add;
+  b.bias_add = bias_add;
+  return b;
+}
+}  // namespace
+
+const Backend& backend() {
+  static const Backend b = make_backend();
+  return b;
+}
+
+}  // namespace cuda
+}  // namespace instill

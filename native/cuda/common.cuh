@@ -1,0 +1,99 @@
+// Shared helpers of the CUDA backend (native/cuda/*.cu only).
+//
+// Rules every kernel file keeps:
+// - One device (ordinal 0) and one stream (cuda::stream()): ops are ordered on it,
+//   so no op synchronises unless it hands a value back to the host (a loss) or
+//   reads index data (ids, targets, cu_seqlens) that it validates on the host.
+// - Every CUDA call goes through INSTILL_CUDA_CHECK and every launch is followed by
+//   check_launch(): an error becomes instill::Error(E_DEVICE) naming the call,
+//   never an abort. (An illegal address inside a kernel is sticky: the context is
+//   unusable afterwards, which the message says.)
+// - Scratch memory is a Tensor on Device::CUDA (RAII, E_ALLOC when it fails).
+// - Activations are f32 (the op interface), frozen weights f32 | bf16 | f16;
+//   load_f32() converts any of them.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/error.h"
+#include "runtime/tensor.h"
+
+namespace instill {
+namespace cuda {
+
+[[noreturn]] void throw_cuda_error(cudaError_t err, const char* what, const char* file, int line);
+
+#define INSTILL_CUDA_CHECK(call)                                                         \
+  do {                                                                                   \
+    cudaError_t instill_err_ = (call);                                                   \
+    if (instill_err_ != cudaSuccess) ::instill::cuda::throw_cuda_error(instill_err_, #call, __FILE__, __LINE__); \
+  } while (0)
+
+// The backend's stream (created on first use).
+cudaStream_t stream();
+// After a launch: turns a launch error into instill::Error.
+void check_launch(const char* kernel);
+// Waits for the stream; errors become instill::Error.
+void sync(const char* what);
+
+// Copies an i32 tensor (CPU or CUDA) to the host.
+std::vector<int32_t> to_host_i32(const Tensor& t);
+// A device copy of host ints (a scratch tensor).
+Tensor to_device_i32(const std::vector<int32_t>& v);
+
+inline unsigned grid_1d(int64_t n, int threads) {
+  int64_t blocks = (n + threads - 1) / threads;
+  if (blocks < 1) blocks = 1;
+  if (blocks > 65535ll * 32) blocks = 65535ll * 32;  // grid-stride loops cover the rest
+  return static_cast<unsigned>(blocks);
+}
+
+// dtype codes as kernels see them (DType's own values are not assumed).
+enum class Elem : int { F32 = 0, BF16 = 1, F16 = 2 };
+Elem elem_of(const Tensor& t);  // throws E_DTYPE for i32
+
+__device__ __forceinline__ float load_f32(const void* p, Elem e, int64_t i) {
+  switch (e) {
+    case Elem::BF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    case Elem::F16: return __half2float(static_cast<const __half*>(p)[i]);
+    default: return static_cast<const float*>(p)[i];
+  }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Block-wide sum of one float per thread; blockDim.x a multiple of 32, <= 1024.
+// `shared` holds 32 floats. Every thread gets the result.
+__device__ __forceinline__ float block_sum(float v, float* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // shared may still be read from a previous call
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  float r = lane < warps ? shared[lane] : 0.f;
+  return warp_sum(r);
+}
+__device__ __forceinline__ float block_max(float v, float* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  float r = lane < warps ? shared[lane] : -INFINITY;
+  return warp_max(r);
+}
+
+}  // namespace cuda
+}  // namespace instill

@@ -1,0 +1,143 @@
+// Tiled bf16 tensor-core GEMM over mixed-dtype operands (see gemm.h).
+//
+// The portable sm_80 baseline: 64×64 output tile per block of 4 warps, each
+// warp a 32×32 quadrant as 2×2 WMMA 16×16×16 bf16 fragments with f32
+// accumulators; K advances 32 at a time through shared memory. Each thread
+// loads elements one by one, converting (and scaling) to bf16 on the way into
+// shared memory, with the thread→element map chosen per operand so that
+// consecutive threads read consecutive addresses (coalesced) whichever way the
+// operand is stored. No double buffering, no cp.async: simple and clearly
+// correct first; the frozen-weight products that dominate a step go through
+// cuBLASLt when it can be loaded (cublaslt.cpp) and this kernel is the fallback.
+// Bounds: every load and store is checked, so any M, N, K (including 0) works.
+#include <mma.h>
+
+#include "cuda/gemm.h"
+
+namespace instill {
+namespace cuda {
+
+namespace {
+
+constexpr int BM = 64, BN = 64, BK = 32;
+constexpr int LDA_S = BK + 8;   // 40 bf16: ldm multiple of 8, 32-byte aligned fragment rows
+constexpr int LDB_S = BN + 8;   // 72 bf16
+constexpr int LDC_S = BN + 4;   // 68 f32
+constexpr int THREADS = 128;
+
+struct KernelArgs {
+  int64_t M, N, K0, K1;
+  GemmOperand a0, a1, b0, b1;
+  float alpha, beta;
+  const float* bias;
+  float* c;
+  int64_t ldc;
+};
+
+__device__ __forceinline__ float a_elem(const KernelArgs& g, int64_t m, int64_t k) {
+  const GemmOperand& o = k < g.K0 ? g.a0 : g.a1;
+  if (k >= g.K0) k -= g.K0;
+  const int64_t i = o.trans ? k * o.ld + m : m * o.ld + k;
+  return load_f32(o.p, o.e, i) * o.scale;
+}
+
+__device__ __forceinline__ float b_elem(const KernelArgs& g, int64_t k, int64_t n) {
+  const GemmOperand& o = k < g.K0 ? g.b0 : g.b1;
+  if (k >= g.K0) k -= g.K0;
+  const int64_t i = o.trans ? n * o.ld + k : k * o.ld + n;
+  return load_f32(o.p, o.e, i) * o.scale;
+}
+
+__global__ void __launch_bounds__(THREADS) gemm_wmma_kernel(const KernelArgs g) {
+  using namespace nvcuda;
+  __shared__ __align__(32) __nv_bfloat16 As[BM][LDA_S];  // (m, k) of the current K tile
+  __shared__ __align__(32) __nv_bfloat16 Bs[BK][LDB_S];  // (k, n)
+  __shared__ __align__(32) float Cs[BM][LDC_S];
+
+  const int tid = threadIdx.x, warp = tid >> 5;
+  const int wm = warp >> 1, wn = warp & 1;  // warp quadrant (32×32)
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * BM, n0 = static_cast<int64_t>(blockIdx.x) * BN;
+  const int64_t K = g.K0 + g.K1;
+
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
+
+  for (int64_t k0 = 0; k0 < K; k0 += BK) {
+    // Which operand is read in this K tile decides the coalesced map; a tile that
+    // straddles the segment boundary uses segment 0's (correct either way).
+    const bool a_kmajor = !(k0 < g.K0 ? g.a0 : g.a1).trans;  // k contiguous in memory
+    const bool b_nmajor = !(k0 < g.K0 ? g.b0 : g.b1).trans;  // n contiguous in memory
+    for (int idx = tid; idx < BM * BK; idx += THREADS) {
+      const int r = a_kmajor ? idx / BK : idx % BM;
+      const int kk = a_kmajor ? idx % BK : idx / BM;
+      const int64_t m = m0 + r, k = k0 + kk;
+      As[r][kk] = __float2bfloat16(m < g.M && k < K ? a_elem(g, m, k) : 0.f);
+    }
+    for (int idx = tid; idx < BK * BN; idx += THREADS) {
+      const int kk = b_nmajor ? idx / BN : idx % BK;
+      const int cc = b_nmajor ? idx % BN : idx / BK;
+      const int64_t k = k0 + kk, n = n0 + cc;
+      Bs[kk][cc] = __float2bfloat16(k < K && n < g.N ? b_elem(g, k, n) : 0.f);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int ks = 0; ks < BK; ks += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &As[wm * 32 + i * 16][ks], LDA_S);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &Bs[ks][wn * 32 + j * 16], LDB_S);
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(&Cs[wm * 32 + i * 16][wn * 32 + j * 16], acc[i][j], LDC_S, wmma::mem_row_major);
+  __syncthreads();
+
+  for (int idx = tid; idx < BM * BN; idx += THREADS) {
+    const int r = idx / BN, cc = idx % BN;
+    const int64_t m = m0 + r, n = n0 + cc;
+    if (m >= g.M || n >= g.N) continue;
+    float v = g.alpha * Cs[r][cc];
+    if (g.bias) v += g.bias[n];
+    float* out = g.c + m * g.ldc + n;
+    if (g.beta != 0.f) v += g.beta * *out;
+    *out = v;
+  }
+}
+
+}  // namespace
+
+bool gemm_cublaslt(const GemmArgs& g);  // cublaslt.cpp: true when it ran the product
+
+void gemm(const GemmArgs& g) {
+  if (g.M <= 0 || g.N <= 0) return;
+  if (g.M < 0 || g.N < 0 || g.K[0] < 0 || g.K[1] < 0) fail(ErrorCode::Internal, "gemm: negative size");
+  const int64_t grid_y = (g.M + BM - 1) / BM, grid_x = (g.N + BN - 1) / BN;
+  if (grid_y > 65535 || grid_x > 0x7fffffffll) {
+    fail(ErrorCode::Unsupported, "CUDA gemm: ", g.M, " rows is more than this kernel's grid covers (", 65535ll * BM, ")");
+  }
+  if (gemm_cublaslt(g)) return;
+  KernelArgs k{g.M, g.N, g.K[0], g.K[1], g.a[0], g.a[1], g.b[0], g.b[1], g.alpha, g.beta, g.bias, g.c, g.ldc};
+  if (k.K1 == 0) {
+    k.a1 = k.a0;
+    k.b1 = k.b0;
+  }
+  gemm_wmma_kernel<<<dim3(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y)), THREADS, 0, stream()>>>(k);
+  check_launch("gemm_wmma_kernel");
+}
+
+}  // namespace cuda
+}  // namespace instill

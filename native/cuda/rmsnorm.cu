@@ -1,0 +1,94 @@
+// rmsnorm on CUDA (ops/rmsnorm.h).
+//
+// Forward: one block (256 threads) per row; Σx² in f32 per thread then a block
+// reduction (the CPU sums in double; f32 over C ≤ 16k terms of one sign stays
+// within ~1e-6 relative). y may alias x: the row is fully reduced before any
+// thread writes, and each element is read and written by the same thread.
+// Backward: dw first (one thread per column, rows split across blocks, f32
+// atomics to combine the blocks' partial sums), then dx, one block per row;
+// so dx may alias dy (dw has read dy before dx overwrites it).
+#include "cuda/common.cuh"
+#include "ops/rmsnorm.h"
+
+namespace instill {
+namespace cuda {
+
+namespace {
+constexpr int kThreads = 256;
+
+__global__ void rmsnorm_forward_kernel(const float* x, const float* w, float eps, int64_t C, float* y,
+                                       float* rstd) {  // x, y (N, C); w (C); rstd (N)
+  __shared__ float red[32];
+  const int64_t row = blockIdx.x;
+  const float* xr = x + row * C;
+  float ss = 0.f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
+  ss = block_sum(ss, red);
+  const float r = rsqrtf(ss / static_cast<float>(C) + eps);
+  if (threadIdx.x == 0) rstd[row] = r;
+  float* yr = y + row * C;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) yr[c] = xr[c] * r * w[c];
+}
+
+__global__ void rmsnorm_dw_kernel(const float* dy, const float* x, const float* rstd, int64_t N, int64_t C,
+                                  int64_t rows_per_block, float* dw) {  // dw (C) +=
+  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  const int64_t r0 = blockIdx.y * rows_per_block;
+  const int64_t r1 = min(N, r0 + rows_per_block);
+  float acc = 0.f;
+  for (int64_t r = r0; r < r1; ++r) acc += dy[r * C + c] * x[r * C + c] * rstd[r];
+  atomicAdd(dw + c, acc);
+}
+
+__global__ void rmsnorm_dx_kernel(const float* dy, const float* x, const float* w, const float* rstd, int64_t C,
+                                  bool accumulate, float* dx) {
+  __shared__ float red[32];
+  const int64_t row = blockIdx.x;
+  const float* dyr = dy + row * C;
+  const float* xr = x + row * C;
+  float s = 0.f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += w[c] * dyr[c] * xr[c];
+  s = block_sum(s, red);
+  const float r = rstd[row];
+  const float mean_gx = s / static_cast<float>(C);
+  const float r3 = r * r * r;
+  float* dxr = dx + row * C;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float v = r * w[c] * dyr[c] - xr[c] * r3 * mean_gx;
+    dxr[c] = accumulate ? dxr[c] + v : v;
+  }
+}
+}  // namespace
+
+void rmsnorm_forward(const RmsnormForwardArgs& p) {
+  const int64_t N = p.x->dim(0), C = p.x->dim(1);
+  if (N == 0) return;
+  if (N > 0x7fffffffll) fail(ErrorCode::Unsupported, "rmsnorm on CUDA: too many rows (", N, ")");
+  rmsnorm_forward_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream()>>>(
+      p.x->data_as<float>(), p.w->data_as<float>(), p.eps, C, p.y->data_as<float>(), p.rstd->data_as<float>());
+  check_launch("rmsnorm_forward_kernel");
+}
+
+void rmsnorm_backward(const RmsnormBackwardArgs& p) {
+  const int64_t N = p.x->dim(0), C = p.x->dim(1);
+  if (N == 0) return;
+  if (N > 0x7fffffffll) fail(ErrorCode::Unsupported, "rmsnorm on CUDA: too many rows (", N, ")");
+  if (p.dw && C > 0) {
+    const int64_t rows_per_block = 64;
+    const int64_t gy = (N + rows_per_block - 1) / rows_per_block;
+    if (gy > 65535) fail(ErrorCode::Unsupported, "rmsnorm backward on CUDA: too many rows (", N, ")");
+    dim3 grid(static_cast<unsigned>((C + kThreads - 1) / kThreads), static_cast<unsigned>(gy));
+    rmsnorm_dw_kernel<<<grid, kThreads, 0, stream()>>>(p.dy->data_as<float>(), p.x->data_as<float>(),
+                                                       p.rstd->data_as<float>(), N, C, rows_per_block,
+                                                       p.dw->data_as<float>());
+    check_launch("rmsnorm_dw_kernel");
+  }
+  rmsnorm_dx_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream()>>>(
+      p.dy->data_as<float>(), p.x->data_as<float>(), p.w->data_as<float>(), p.rstd->data_as<float>(), C,
+      p.accumulate_dx, p.dx->data_as<float>());
+  check_launch("rmsnorm_dx_kernel");
+}
+
+}  // namespace cuda
+}  // namespace instill

@@ -1,0 +1,148 @@
+// The CUDA backend's runtime: device memory hooks for native/runtime's Buffer,
+// the backend's one stream, error translation and small host<->device helpers.
+//
+// Device 0 only. available() is false (never an error) where the driver or a
+// GPU is missing, so a CUDA build loads and runs CPU work on a machine with no
+// GPU; unavailable_reason() says which. Memory is plain cudaMalloc (no managed
+// memory: see .library/device notes), freed with cudaFree; a caching allocator
+// is future work (a training step allocates its scratch once per step).
+#include <mutex>
+#include <string>
+
+#include "cuda/common.cuh"
+#include "runtime/device.h"
+
+namespace instill {
+namespace cuda {
+
+void throw_cuda_error(cudaError_t err, const char* what, const char* file, int line) {
+  const bool sticky = err == cudaErrorIllegalAddress || err == cudaErrorLaunchFailure ||
+                      err == cudaErrorMisalignedAddress || err == cudaErrorIllegalInstruction ||
+                      err == cudaErrorHardwareStackError || err == cudaErrorAssert;
+  const ErrorCode code = err == cudaErrorMemoryAllocation ? ErrorCode::Alloc : ErrorCode::Device;
+  fail(code, "CUDA error ", cudaGetErrorName(err), " (", cudaGetErrorString(err), ") in ", what, " at ", file, ":",
+       line, sticky ? "; the GPU context is no longer usable: restart the process" : "");
+}
+
+namespace {
+
+struct State {
+  std::once_flag once;
+  bool ok = false;
+  std::string reason;
+  cudaStream_t stream = nullptr;
+};
+
+State& state() {
+  static State s;  // process-wide: the CUDA context is per process anyway
+  std::call_once(s.once, [] {
+    int count = 0;
+    cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess) {
+      s.reason = std::string("no usable CUDA driver or GPU (") + cudaGetErrorName(err) + ": " + cudaGetErrorString(err) + ")";
+      cudaGetLastError();
+      return;
+    }
+    if (count == 0) {
+      s.reason = "no CUDA GPU is present";
+      return;
+    }
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess || prop.major < 8) {
+      s.reason = std::string("GPU 0 (") + prop.name + ") has compute capability " + std::to_string(prop.major) + "." +
+                 std::to_string(prop.minor) + "; instill's CUDA kernels need 8.0 (A100) or newer";
+      cudaGetLastError();
+      return;
+    }
+    if (cudaSetDevice(0) != cudaSuccess || cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking) != cudaSuccess) {
+      s.reason = std::string("could not create a CUDA stream: ") + cudaGetErrorString(cudaGetLastError());
+      return;
+    }
+    s.ok = true;
+  });
+  return s;
+}
+
+bool hook_available() { return state().ok; }
+std::string hook_reason() { return state().ok ? std::string() : state().reason; }
+
+void* hook_alloc(size_t bytes) {
+  void* p = nullptr;
+  cudaError_t err = cudaMalloc(&p, bytes);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    fail(ErrorCode::Alloc, "cannot allocate ", bytes, " bytes on the GPU (", free_b, " of ", total_b,
+         " bytes free): ", cudaGetErrorString(err));
+  }
+  return p;
+}
+
+void hook_free(void* p) {
+  if (!p) return;
+  // Kernels queued on the stream may still read this memory: wait for them
+  // first (cudaFree's own implicit synchronisation is not relied on). Never
+  // throws; an error here is left for the next checked call.
+  if (state().ok) cudaStreamSynchronize(state().stream);
+  cudaFree(p);
+}
+
+void hook_fill(void* p, int byte, size_t bytes) {
+  INSTILL_CUDA_CHECK(cudaMemsetAsync(p, byte, bytes, stream()));
+  sync("fill");
+}
+
+void hook_copy(void* dst, bool dst_dev, const void* src, bool src_dev, size_t bytes) {
+  cudaMemcpyKind kind = dst_dev ? (src_dev ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                                : (src_dev ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+  INSTILL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream()));
+  sync("copy");
+}
+
+}  // namespace
+
+const DeviceMemoryHooks& memory_hooks() {
+  static const DeviceMemoryHooks hooks = {hook_available, hook_reason, hook_alloc, hook_free, hook_fill, hook_copy};
+  return hooks;
+}
+
+cudaStream_t stream() {
+  State& s = state();
+  if (!s.ok) fail(ErrorCode::Device, "device 'cuda' is not available: ", s.reason);
+  return s.stream;
+}
+
+void check_launch(const char* kernel) {
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw_cuda_error(err, kernel, "launch", 0);
+}
+
+void sync(const char* what) {
+  cudaError_t err = cudaStreamSynchronize(stream());
+  if (err != cudaSuccess) throw_cuda_error(err, what, "cudaStreamSynchronize", 0);
+}
+
+std::vector<int32_t> to_host_i32(const Tensor& t) {
+  std::vector<int32_t> v(static_cast<size_t>(t.numel()));
+  copy_bytes(v.data(), Device::CPU, t.data(), t.device(), v.size() * sizeof(int32_t));
+  return v;
+}
+
+Tensor to_device_i32(const std::vector<int32_t>& v) {
+  Tensor t = Tensor::empty({static_cast<int64_t>(v.size())}, DType::I32, Device::CUDA);
+  copy_bytes(t.data(), Device::CUDA, v.data(), Device::CPU, v.size() * sizeof(int32_t));
+  return t;
+}
+
+Elem elem_of(const Tensor& t) {
+  switch (t.dtype()) {
+    case DType::F32: return Elem::F32;
+    case DType::BF16: return Elem::BF16;
+    case DType::F16: return Elem::F16;
+    default: fail(ErrorCode::DType, "CUDA kernels read f32, bf16 or f16 here, got ", dtype_name(t.dtype()));
+  }
+}
+
+}  // namespace cuda
+}  // namespace instill

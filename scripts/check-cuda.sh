@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Compile-only check of the CUDA backend: every native/cuda/*.cu through nvcc
+# for sm_80 (the portable mma.sync/WMMA path) and sm_90a (Hopper), object files
+# only, into a temporary folder. Needs nvcc and the CUDA runtime headers, no GPU
+# and no cuBLAS (cuBLASLt is loaded at run time). Skips, saying so, when nvcc is
+# absent. Used by .ci/run; run it by hand after touching native/cuda.
+#   NVCC=/path/to/nvcc bash scripts/check-cuda.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NVCC="${NVCC:-}"
+if [[ -z "$NVCC" ]]; then
+  if command -v nvcc >/dev/null 2>&1; then NVCC=$(command -v nvcc)
+  elif [[ -x /usr/local/cuda/bin/nvcc ]]; then NVCC=/usr/local/cuda/bin/nvcc
+  fi
+fi
+if [[ -z "$NVCC" ]]; then
+  echo "check-cuda: skipped (no nvcc on PATH or in /usr/local/cuda/bin)"
+  exit 0
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+jobs="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
+echo "check-cuda: $("$NVCC" --version | tail -1), sm_80 + sm_90a, $jobs jobs"
+shopt -s nullglob
+files=(native/cuda/*.cu)
+if (( ${#files[@]} == 0 )); then echo "check-cuda: no .cu files"; exit 1; fi
+printf '%s\n' "${files[@]}" | xargs -P "$jobs" -I{} sh -c '
+  f="$1"; o="$2/$(basename "$f" .cu).o"
+  if "$3" -std=c++17 -O3 -Inative --expt-relaxed-constexpr -Werror all-warnings \
+       -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90a,code=sm_90a \
+       -c "$f" -o "$o" 2>"$o.log"; then
+    echo "  ok   $f"
+  else
+    echo "  FAIL $f"; cat "$o.log"; exit 255
+  fi' _ {} "$tmp" "$NVCC"
+echo "check-cuda: ${#files[@]} files compiled"

@@ -1,0 +1,245 @@
+// Every CUDA op against the CPU backend on the same random inputs (awkward
+// sizes, poisoned outputs), run only where runtime.info().devices has 'cuda'
+// (a build with INSTILL_CUDA=on on a machine with a GPU: bench/gpu-check.sh).
+// Elsewhere the whole file is skipped with the reason.
+//
+// Tolerances: ops whose CUDA kernels are f32 arithmetic (rmsnorm, rope, swiglu,
+// adamw, embedding, attention, masked CE) 1e-4 of the output's largest value;
+// ops that go through the tensor-core GEMM (matmul, lora_linear, linear CE) round
+// operands to bf16: 2e-2.
+import { describe, expect, it } from 'vitest';
+
+import { Tensor, kernels, runtime } from '../../src/index.js';
+import { native, type TensorHandle } from '../../src/native.js';
+import { handleOf } from '../../src/tensor.js';
+import { randn, rng, seed } from '../../bench/kernels/reference.js';
+import { poisonAndRestoreIsa } from '../helpers/kernels.js';
+
+const hasCuda = runtime.info().devices.includes('cuda');
+if (!hasCuda) console.warn(`skipping test/cuda: ${native().deviceUnavailableReason('cuda')}`);
+
+const F32_TOL = 1e-4;
+const BF16_TOL = 2e-2;
+
+/** max |got − ref| / max |ref|; NaN/Inf anywhere is Infinity. */
+function relErr(got: ArrayLike<number>, ref: ArrayLike<number>): number {
+  expect(got.length).toBe(ref.length);
+  let d = 0, m = 0;
+  for (let i = 0; i < ref.length; i++) {
+    if (!Number.isFinite(got[i])) return Infinity;
+    d = Math.max(d, Math.abs(got[i] - ref[i]));
+    m = Math.max(m, Math.abs(ref[i]));
+  }
+  expect(m).toBeGreaterThan(0);
+  return d / m;
+}
+
+const host = (t: Tensor | TensorHandle | null | undefined): Float32Array | Int32Array => {
+  if (!t) throw new Error('missing tensor');
+  return t instanceof Tensor ? t.to('cpu').toArray() : native().tensorTo(t, 'cpu').toArray();
+};
+
+/** The same data as a CPU tensor and a CUDA tensor. */
+function pair(data: Float32Array | Int32Array, shape: number[], dtype: 'f32' | 'bf16' | 'i32' = data instanceof Int32Array ? 'i32' : 'f32') {
+  const cpu = Tensor.from(data, shape, { dtype });
+  return { cpu, gpu: cpu.to('cuda') };
+}
+
+function close(got: ArrayLike<number>, ref: ArrayLike<number>, tol: number, what: string): void {
+  const e = relErr(got, ref);
+  expect(e, `${what}: relative error ${e} (seed ${seed})`).toBeLessThan(tol);
+}
+
+describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
+  poisonAndRestoreIsa();
+  const r = rng(seed);
+
+  it('tensors move to the GPU and back unchanged (f32, bf16, i32); zeros', () => {
+    const x = randn(r, 1000);
+    for (const dtype of ['f32', 'bf16'] as const) {
+      const t = Tensor.from(x, [10, 100], { dtype });
+      const g = t.to('cuda');
+      expect(g.device).toBe('cuda');
+      expect(g.shape).toEqual([10, 100]);
+      expect(g.to('cuda')).toBe(g);
+      expect(Array.from(g.to('cpu').toArray())).toEqual(Array.from(t.toArray()));
+    }
+    const ids = Int32Array.from({ length: 77 }, (_, i) => i * 7 - 100);
+    expect(Array.from(Tensor.from(ids, [77], { device: 'cuda' }).to('cpu').toArray())).toEqual(Array.from(ids));
+    expect(Array.from(Tensor.zeros([3, 5], { device: 'cuda' }).to('cpu').toArray())).toEqual(new Array(15).fill(0));
+  });
+
+  it('errors: toArray on a GPU tensor, mixed devices, out-of-range targets and ids', () => {
+    const g = Tensor.from(new Float32Array(6), [2, 3], { device: 'cuda' });
+    expect(() => g.toArray()).toThrow(expect.objectContaining({ code: 'E_DEVICE' }));
+    const c = Tensor.from(new Float32Array(12), [3, 4]);
+    expect(() => kernels.matmul({ a: g, b: c })).toThrow(expect.objectContaining({ code: 'E_DEVICE' }));
+    const logits = Tensor.from(randn(r, 4 * 9), [4, 9], { device: 'cuda' });
+    const bad = Tensor.from(Int32Array.from([1, 9, -100, 2]), [4], { device: 'cuda' });
+    expect(() => kernels.maskedCrossEntropy({ logits, targets: bad })).toThrow(expect.objectContaining({ code: 'E_RANGE' }));
+    const w = Tensor.from(randn(r, 9 * 5), [9, 5], { device: 'cuda' });
+    expect(() => native().opEmbedding(handleOf(bad), handleOf(w))).toThrow(expect.objectContaining({ code: 'E_RANGE' }));
+  });
+
+  it.each([
+    { m: 37, k: 123, n: 77, ta: false, tb: false },
+    { m: 37, k: 123, n: 77, ta: true, tb: false },
+    { m: 130, k: 5, n: 65, ta: false, tb: true },
+    { m: 1, k: 1, n: 1, ta: true, tb: true },
+    { m: 257, k: 300, n: 129, ta: false, tb: true },
+  ])('matmul $m×$k×$n transA=$ta transB=$tb (b f32 and bf16)', ({ m, k, n, ta, tb }) => {
+    const a = pair(randn(r, m * k), ta ? [k, m] : [m, k]);
+    for (const dt of ['f32', 'bf16'] as const) {
+      const b = pair(randn(r, k * n), tb ? [n, k] : [k, n], dt);
+      const ref = kernels.matmul({ a: a.cpu, b: b.cpu, transA: ta, transB: tb });
+      const got = kernels.matmul({ a: a.gpu, b: b.gpu, transA: ta, transB: tb });
+      expect(got.device).toBe('cuda');
+      close(host(got), ref.toArray(), BF16_TOL, `matmul ${dt}`);
+    }
+  });
+
+  it.each([
+    { n: 37, inF: 123, outF: 77, rank: 5, bias: true },
+    { n: 1, inF: 1, outF: 1, rank: 1, bias: false },
+    { n: 300, inF: 130, outF: 515, rank: 16, bias: false },
+  ])('loraLinear forward + backward N=$n $inF→$outF r=$rank bias=$bias (w bf16)', ({ n, inF, outF, rank, bias }) => {
+    const x = pair(randn(r, n * inF), [n, inF]);
+    const w = pair(randn(r, outF * inF, 0.1), [outF, inF], 'bf16');
+    const a = pair(randn(r, rank * inF, 0.1), [rank, inF]);
+    const b = pair(randn(r, outF * rank, 0.1), [outF, rank]);
+    const bs = bias ? pair(randn(r, outF), [outF]) : undefined;
+    const scale = 2;
+    const ref = kernels.loraLinear({ x: x.cpu, w: w.cpu, a: a.cpu, b: b.cpu, bias: bs?.cpu, scale });
+    const got = kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale });
+    close(host(got.y), ref.y.toArray(), BF16_TOL, 'y');
+    close(host(got.u), ref.u.toArray(), BF16_TOL, 'u');
+    const dy = pair(randn(r, n * outF), [n, outF]);
+    const refB = kernels.loraLinearBackward({ dy: dy.cpu, x: x.cpu, w: w.cpu, a: a.cpu, b: b.cpu, u: ref.u, scale });
+    const gotB = kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale });
+    close(host(gotB.dx), refB.dx!.toArray(), BF16_TOL, 'dx');
+    close(host(gotB.da), refB.da.toArray(), BF16_TOL, 'da');
+    close(host(gotB.db), refB.db.toArray(), BF16_TOL, 'db');
+  });
+
+  it('maskedCrossEntropy: loss and dlogits, ignored rows, logits of magnitude 1e4, all ignored', () => {
+    const n = 37, v = 1001;
+    const logits = randn(r, n * v, 5);
+    logits[3 * v + 7] = 1e4;
+    const t = Int32Array.from({ length: n }, (_, i) => (i % 4 === 1 ? -100 : Math.floor(r() * v)));
+    const L = pair(logits, [n, v]), T = pair(t, [n]);
+    const ref = kernels.maskedCrossEntropy({ logits: L.cpu, targets: T.cpu });
+    const got = kernels.maskedCrossEntropy({ logits: L.gpu, targets: T.gpu });
+    expect(got.count).toBe(ref.count);
+    expect(Math.abs(got.loss - ref.loss) / Math.abs(ref.loss)).toBeLessThan(1e-5);
+    close(host(got.dlogits), ref.dlogits!.toArray(), F32_TOL, 'dlogits');
+    const none = pair(new Int32Array(n).fill(-100), [n]);
+    const z = kernels.maskedCrossEntropy({ logits: L.gpu, targets: none.gpu });
+    expect(z.loss).toBe(0);
+    expect(z.count).toBe(0);
+    expect(Math.max(...Array.from(host(z.dlogits)).map(Math.abs))).toBe(0);
+  });
+
+  it.each([{ chunkRows: 7 }, { chunkRows: 0 }])('linearCrossEntropy (w bf16, dW too, chunkRows $chunkRows)', ({ chunkRows }) => {
+    const n = 45, c = 67, v = 1003;
+    const h = pair(randn(r, n * c), [n, c]);
+    const w = pair(randn(r, v * c, 0.2), [v, c], 'bf16');
+    const t = Int32Array.from({ length: n }, (_, i) => (i % 3 === 0 ? -100 : Math.floor(r() * v)));
+    const T = pair(t, [n]);
+    const ref = kernels.linearCrossEntropy({ h: h.cpu, w: w.cpu, targets: T.cpu, needWeightGrad: true, normalizer: 50 });
+    const got = kernels.linearCrossEntropy({ h: h.gpu, w: w.gpu, targets: T.gpu, needWeightGrad: true, normalizer: 50, chunkRows });
+    expect(got.count).toBe(ref.count);
+    expect(Math.abs(got.loss - ref.loss) / Math.abs(ref.loss)).toBeLessThan(BF16_TOL);
+    close(host(got.dh), ref.dh!.toArray(), BF16_TOL, 'dh');
+    close(host(got.dw), ref.dw!.toArray(), BF16_TOL, 'dw');
+  });
+
+  it('embedding forward + backward (bf16 table, repeated ids)', () => {
+    const n = 53, c = 37, v = 19;
+    const ids = pair(Int32Array.from({ length: n }, () => Math.floor(r() * v)), [n]);
+    const w = pair(randn(r, v * c), [v, c], 'bf16');
+    const A = native();
+    close(host(A.opEmbedding(handleOf(ids.gpu), handleOf(w.gpu))), A.opEmbedding(handleOf(ids.cpu), handleOf(w.cpu)).toArray(), F32_TOL, 'out');
+    const dout = pair(randn(r, n * c), [n, c]);
+    close(host(A.opEmbeddingBackward(handleOf(dout.gpu), handleOf(ids.gpu), v)),
+      A.opEmbeddingBackward(handleOf(dout.cpu), handleOf(ids.cpu), v).toArray(), F32_TOL, 'dw');
+  });
+
+  it.each([{ n: 37, c: 123 }, { n: 3, c: 4099 }])('rmsnorm forward + backward $n×$c', ({ n, c }) => {
+    const A = native();
+    const x = pair(randn(r, n * c, 3), [n, c]), w = pair(randn(r, c), [c]), dy = pair(randn(r, n * c), [n, c]);
+    const ref = A.opRmsnorm(handleOf(x.cpu), handleOf(w.cpu), 1e-5), got = A.opRmsnorm(handleOf(x.gpu), handleOf(w.gpu), 1e-5);
+    close(host(got.y), ref.y.toArray(), F32_TOL, 'y');
+    close(host(got.rstd), ref.rstd.toArray(), F32_TOL, 'rstd');
+    const refB = A.opRmsnormBackward(handleOf(dy.cpu), handleOf(x.cpu), handleOf(w.cpu), ref.rstd);
+    const gotB = A.opRmsnormBackward(handleOf(dy.gpu), handleOf(x.gpu), handleOf(w.gpu), got.rstd);
+    close(host(gotB.dx), refB.dx.toArray(), F32_TOL, 'dx');
+    close(host(gotB.dw), refB.dw.toArray(), F32_TOL, 'dw');
+  });
+
+  it('rope forward + backward (positions restarting per example, large positions)', () => {
+    const A = native();
+    const n = 29, h = 3, d = 10;
+    const x = pair(randn(r, n * h * d), [n, h, d]);
+    const pos = pair(Int32Array.from({ length: n }, (_, i) => (i < 11 ? i : i < 20 ? i - 11 : 5000 + i)), [n]);
+    const inv = pair(Float32Array.from({ length: d / 2 }, (_, i) => 10000 ** (-(2 * i) / d)), [d / 2]);
+    for (const backward of [false, true]) {
+      close(host(A.opRope(handleOf(x.gpu), handleOf(pos.gpu), handleOf(inv.gpu), backward)),
+        A.opRope(handleOf(x.cpu), handleOf(pos.cpu), handleOf(inv.cpu), backward).toArray(), F32_TOL, `rope backward=${backward}`);
+    }
+  });
+
+  it('swiglu forward + backward (gates up to ±100)', () => {
+    const A = native();
+    const n = 31, f = 77;
+    const g = pair(randn(r, n * f, 100), [n, f]), u = pair(randn(r, n * f), [n, f]), d = pair(randn(r, n * f), [n, f]);
+    close(host(A.opSwiglu(handleOf(g.gpu), handleOf(u.gpu))), A.opSwiglu(handleOf(g.cpu), handleOf(u.cpu)).toArray(), F32_TOL, 'out');
+    const refB = A.opSwigluBackward(handleOf(d.cpu), handleOf(g.cpu), handleOf(u.cpu));
+    const gotB = A.opSwigluBackward(handleOf(d.gpu), handleOf(g.gpu), handleOf(u.gpu));
+    close(host(gotB.dgate), refB.dgate.toArray(), F32_TOL, 'dgate');
+    close(host(gotB.dup), refB.dup.toArray(), F32_TOL, 'dup');
+  });
+
+  it('adamw: three steps with weight decay', () => {
+    const A = native();
+    const n = 1037;
+    const p = pair(randn(r, n), [n]), m = pair(new Float32Array(n), [n]), v = pair(new Float32Array(n), [n]);
+    for (let t = 1; t <= 3; t++) {
+      const g = pair(randn(r, n), [n]);
+      for (const s of [{ p: p.cpu, g: g.cpu, m: m.cpu, v: v.cpu }, { p: p.gpu, g: g.gpu, m: m.gpu, v: v.gpu }]) {
+        A.opAdamw(handleOf(s.p), handleOf(s.g), handleOf(s.m), handleOf(s.v), 1e-2, 0.9, 0.95, 1e-8, 0.1, t);
+      }
+    }
+    close(host(p.gpu), p.cpu.toArray(), 1e-6, 'param');
+    close(host(m.gpu), m.cpu.toArray(), 1e-6, 'm');
+    close(host(v.gpu), v.cpu.toArray(), 1e-6, 'v');
+  });
+
+  it.each([
+    { segs: [0, 13, 50, 51, 90], h: 4, kvh: 2, d: 64, window: 0 },
+    { segs: [0, 70], h: 6, kvh: 1, d: 37, window: 0 },
+    { segs: [0, 33, 99], h: 2, kvh: 2, d: 128, window: 5 },
+  ])('attention forward + backward: packed $segs, H=$h KVH=$kvh D=$d window=$window', ({ segs, h, kvh, d, window }) => {
+    const A = native();
+    const n = segs[segs.length - 1];
+    const q = pair(randn(r, n * h * d), [n, h, d]), k = pair(randn(r, n * kvh * d), [n, kvh, d]);
+    const v = pair(randn(r, n * kvh * d), [n, kvh, d]), dout = pair(randn(r, n * h * d), [n, h, d]);
+    const cu = pair(Int32Array.from(segs), [segs.length]);
+    const scale = 1 / Math.sqrt(d);
+    const ref = A.opAttention(handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), handleOf(cu.cpu), scale, window);
+    const got = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.gpu), scale, window);
+    close(host(got.out), ref.out.toArray(), F32_TOL, 'out');
+    close(host(got.lse), ref.lse.toArray(), F32_TOL, 'lse');
+    const refB = A.opAttentionBackward(handleOf(dout.cpu), handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), ref.out, ref.lse, handleOf(cu.cpu), scale, window);
+    const gotB = A.opAttentionBackward(handleOf(dout.gpu), handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), got.out, got.lse, handleOf(cu.gpu), scale, window);
+    close(host(gotB.dq), refB.dq.toArray(), F32_TOL, 'dq');
+    close(host(gotB.dk), refB.dk.toArray(), F32_TOL, 'dk');
+    close(host(gotB.dv), refB.dv.toArray(), F32_TOL, 'dv');
+  });
+
+  it('attention with head dimension > 128 is E_UNSUPPORTED, not a crash', () => {
+    const A = native();
+    const q = Tensor.from(randn(r, 4 * 256), [4, 1, 256], { device: 'cuda' });
+    const cu = Tensor.from(Int32Array.from([0, 4]), [2], { device: 'cuda' });
+    expect(() => A.opAttention(handleOf(q), handleOf(q), handleOf(q), handleOf(cu), 0.1)).toThrow(expect.objectContaining({ code: 'E_UNSUPPORTED' }));
+  });
+});
