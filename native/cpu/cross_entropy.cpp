@@ -7,34 +7,13 @@
 
 #include "cpu/gemm.h"
 #include "cpu/ops.h"
+#include "cpu/xent_row.h"
 #include "runtime/thread_pool.h"
 
 namespace instill {
 namespace cpu {
 
 namespace {
-
-// Loss of one row, and (when out != null) its gradient (softmax - onehot) * inv_norm
-// written to out, which may alias in.
-double xent_row(const float* in, float* out, int64_t v, int32_t target, double inv_norm) {
-  float mx = in[0];
-  for (int64_t j = 1; j < v; ++j) mx = std::max(mx, in[j]);
-  const float target_logit = in[target];
-  double sum = 0.0;
-  if (out) {
-    for (int64_t j = 0; j < v; ++j) {
-      const float e = std::exp(in[j] - mx);
-      out[j] = e;
-      sum += e;
-    }
-    const float k = static_cast<float>(inv_norm / sum);
-    for (int64_t j = 0; j < v; ++j) out[j] *= k;
-    out[target] -= static_cast<float>(inv_norm);
-  } else {
-    for (int64_t j = 0; j < v; ++j) sum += std::exp(in[j] - mx);
-  }
-  return static_cast<double>(mx) + std::log(sum) - static_cast<double>(target_logit);
-}
 
 int64_t count_targets(const int32_t* t, int64_t n, int32_t ignore) {
   int64_t c = 0;
@@ -53,6 +32,7 @@ CrossEntropyResult masked_cross_entropy(const MaskedCrossEntropyArgs& p) {
   const double norm = p.normalizer > 0 ? p.normalizer : static_cast<double>(count);
   const double inv_norm = count > 0 ? 1.0 / norm : 0.0;
   std::vector<double> row_loss(static_cast<size_t>(n), 0.0);
+  const XentRowFn xent_row = xent_row_for_active_isa();
   parallel_range(n, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       float* out = dlogits ? dlogits + i * v : nullptr;
@@ -97,6 +77,7 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
   const GemmOperand wop_t{p.w->data(), p.w->dtype(), c, true};
   const GemmOperand wop{p.w->data(), p.w->dtype(), c, false};
   const bool want_grad = dh || dw;
+  const XentRowFn xent_row = xent_row_for_active_isa();
   double total = 0.0;
 
   for (int64_t r0 = 0; r0 < count; r0 += chunk) {

@@ -1,12 +1,14 @@
-// `instill bench kernels [--json] [--quick] [--repeats N] [--threads N] [--isa NAME]`
+// `instill bench kernels [...]` and `instill bench train --config C.json [...]`
 import { parseArgs } from 'node:util';
 
 import { table } from '../../bench/harness.js';
 import { runKernelsBench, type KernelsBenchReport } from '../../bench/kernels/index.js';
+import { runTrainBench, type TrainBenchReport } from '../../bench/train/index.js';
 import { ErrorCode, InstillError } from '../errors.js';
 import { runtime } from '../runtime.js';
 
 const USAGE = `usage: instill bench kernels [options]
+       instill bench train --config CONFIG.json [options]
 
 Self-checks every kernel against a float64 reference on every instruction set
 this CPU runs, then times them at SmolLM2-135M training shapes (GFLOP/s,
@@ -20,7 +22,40 @@ options:
   --torch         also time PyTorch (CPU, eager; Debian's python3-torch) on the same shapes
   --repeats N     timed repeats per shape (default 5)
   --threads N     engine threads (default: all CPUs this process may use)
-  --isa NAME      portable | avx2 | avx512 | avx512bf16 (default: the best this CPU runs)`;
+  --isa NAME      portable | avx2 | avx512 | avx512bf16 (default: the best this CPU runs)
+
+bench train: one LoRA training step (lossAndGrads + AdamW) at a Hugging Face
+config's shapes with random weights; half of each row's targets masked as
+prompts would be; LoRA on all seven projections.
+  --config FILE   config.json of the model (required)
+  --layers L      keep only the first L layers
+  --batch B       rows (default 8)     --seq T    tokens per row (default 512)
+  --rank R        LoRA rank (default 16)
+  --dtype D       f32 | bf16 frozen weights (default f32)
+  --steps N       timed steps after one warm-up (default 3)
+  --torch         also run the same step in PyTorch eager (bench/train/torch_step.py)`;
+
+function gib(bytes: number | null): string {
+  return bytes === null ? 'n/a' : `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+}
+
+function printTrain(r: TrainBenchReport): void {
+  console.log(`LoRA training step: ${r.config} (${r.layers} layers), batch ${r.batch} x ${r.seq}, r=${r.rank}, ${r.dtype} base, ${r.threads} threads, ISA ${r.isa}`);
+  const rows = [['instill', r.instill.tokensPerSec.toFixed(0), r.instill.stepSeconds.toFixed(2), gib(r.instill.peakBytes), r.instill.loss.toFixed(4)]];
+  if (r.torch && 'stepSeconds' in r.torch) {
+    rows.push([`PyTorch ${r.torch.version} eager`, r.torch.tokensPerSec.toFixed(0), r.torch.stepSeconds.toFixed(2), gib(r.torch.peakBytes), r.torch.loss.toFixed(4)]);
+  }
+  console.log(table(['', 'tokens/s', 's/step', 'peak RSS', 'loss'], rows));
+  if (r.torch && 'unavailable' in r.torch) console.log(`PyTorch: ${r.torch.unavailable}`);
+  if (r.ratio !== null) console.log(`instill / PyTorch tokens/s: ${r.ratio.toFixed(2)}x`);
+}
+
+function positiveInt(name: string, v: string | undefined, fallback: number): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InstillError(ErrorCode.ARG, `Expected a positive integer for --${name} but received '${v}'`);
+  return n;
+}
 
 function mb(bytes: number | null): string {
   return bytes === null ? 'n/a' : `${(bytes / 2 ** 20).toFixed(0)} MiB`;
@@ -76,6 +111,13 @@ export async function run(argv: string[]): Promise<number> {
       repeats: { type: 'string' },
       threads: { type: 'string' },
       isa: { type: 'string' },
+      config: { type: 'string' },
+      layers: { type: 'string' },
+      batch: { type: 'string' },
+      seq: { type: 'string' },
+      rank: { type: 'string' },
+      dtype: { type: 'string' },
+      steps: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -83,8 +125,31 @@ export async function run(argv: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
+  if (positionals[0] === 'train') {
+    if (values.threads !== undefined) runtime.setThreads(Number(values.threads));
+    if (values.isa !== undefined) runtime.setIsa(values.isa);
+    if (!values.config) throw new InstillError(ErrorCode.ARG, 'bench train needs --config FILE (a Hugging Face config.json)');
+    const dtype = values.dtype ?? 'f32';
+    if (dtype !== 'f32' && dtype !== 'bf16') throw new InstillError(ErrorCode.ARG, `Expected f32 or bf16 for --dtype but received '${dtype}'`);
+    const report = await runTrainBench({
+      config: values.config,
+      layers: values.layers === undefined ? undefined : positiveInt('layers', values.layers, 1),
+      batch: positiveInt('batch', values.batch, 8),
+      seq: positiveInt('seq', values.seq, 512),
+      rank: positiveInt('rank', values.rank, 16),
+      dtype,
+      steps: positiveInt('steps', values.steps, 3),
+      torch: values.torch,
+      progress: (line) => {
+        if (!values.json) process.stderr.write(`  … ${line}\n`);
+      },
+    });
+    if (values.json) console.log(JSON.stringify(report, null, 2));
+    else printTrain(report);
+    return 0;
+  }
   if (positionals[0] !== 'kernels') {
-    console.error(`instill bench: expected 'kernels', got ${positionals[0] === undefined ? 'nothing' : `'${positionals[0]}'`}\n\n${USAGE}`);
+    console.error(`instill bench: expected 'kernels' or 'train', got ${positionals[0] === undefined ? 'nothing' : `'${positionals[0]}'`}\n\n${USAGE}`);
     return 2;
   }
   const repeats = values.repeats === undefined ? 5 : Number(values.repeats);

@@ -12,7 +12,7 @@ interface Command {
 
 const commands: Record<string, Command> = {
   demo: { summary: 'instruction-tune the bundled tiny model and compare base vs tuned (offline, ~1 min): `instill demo`', load: () => import('./demo.js') },
-  bench: { summary: 'benchmarks: `instill bench kernels [--json]`', load: () => import('./bench.js') },
+  bench: { summary: 'benchmarks: `instill bench kernels`, `instill bench train --config C.json`', load: () => import('./bench.js') },
   generate: { summary: 'continue a prompt: `instill generate --model DIR --prompt TEXT [--adapter DIR]`', load: () => import('./generate.js') },
   data: { summary: 'instruction data: `instill data inspect --model DIR --data FILE [--json]`', load: () => import('./data.js') },
   train: { summary: 'LoRA instruction tuning: `instill train [--config FILE.yaml] --model DIR --data FILE --output DIR`', load: () => import('./train.js') },

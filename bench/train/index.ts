@@ -1,0 +1,173 @@
+// `instill bench train`: one whole LoRA training step on the CPU at a real model's
+// shapes (random weights): tokens/s and peak memory, and with --torch the same
+// step written plainly in PyTorch eager (bench/train/torch_step.py), run after
+// ours in a separate process on the same cores.
+//
+// The batch is B rows of T random token ids; the first half of every row is
+// masked (-100) as a prompt would be. LoRA r on all seven projections, alpha 2r,
+// frozen base, AdamW on the adapters. A step = lossAndGrads + adamwStep.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { ErrorCode, InstillError } from '../../src/errors.js';
+import { randomModel } from '../../src/model/model.js';
+import { runtime } from '../../src/runtime.js';
+import { median } from '../harness.js';
+
+export interface TrainBenchOptions {
+  config: string;
+  layers?: number;
+  batch: number;
+  seq: number;
+  rank: number;
+  dtype: 'f32' | 'bf16';
+  steps: number;
+  torch: boolean;
+  progress: (line: string) => void;
+}
+
+export interface StepResult {
+  tokensPerSec: number;
+  stepSeconds: number;
+  peakBytes: number | null;
+  loss: number;
+}
+
+export interface TrainBenchReport {
+  date: string;
+  config: string;
+  layers: number;
+  batch: number;
+  seq: number;
+  rank: number;
+  dtype: string;
+  threads: number;
+  isa: string;
+  instill: StepResult;
+  torch: (StepResult & { version: string }) | { unavailable: string } | null;
+  /** PyTorch step time / instill step time: > 1 means instill is faster */
+  ratio: number | null;
+}
+
+const script = (() => {
+  const here = dirname(fileURLToPath(import.meta.url));
+  for (const p of [join(here, 'torch_step.py'), join(here, '..', '..', '..', 'bench', 'train', 'torch_step.py')]) {
+    if (existsSync(p)) return p;
+  }
+  return join(here, 'torch_step.py');
+})();
+
+function readConfig(path: string, layers?: number): Record<string, unknown> {
+  let cfg: Record<string, unknown>;
+  try {
+    cfg = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+  } catch (err) {
+    throw new InstillError(ErrorCode.IO, `cannot read config ${path}: ${(err as Error).message}`);
+  }
+  if (layers !== undefined) cfg.num_hidden_layers = layers;
+  return cfg;
+}
+
+/** Row-major (B, T) ids and labels: random ids, the first half of each row masked. */
+export function benchBatch(b: number, t: number, vocab: number, seed = 1): { inputIds: number[][]; labels: number[][] } {
+  let s = seed >>> 0;
+  const next = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let x = s;
+    x = Math.imul(x ^ (x >>> 15), x | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+  const inputIds: number[][] = [], labels: number[][] = [];
+  for (let r = 0; r < b; r++) {
+    const ids = Array.from({ length: t }, () => Math.floor(next() * vocab));
+    inputIds.push(ids);
+    labels.push(ids.map((id, i) => (i < t / 2 ? -100 : id)));
+  }
+  return { inputIds, labels };
+}
+
+export async function runTrainBench(opts: TrainBenchOptions): Promise<TrainBenchReport> {
+  const cfg = readConfig(opts.config, opts.layers);
+  const layers = Number(cfg.num_hidden_layers);
+  const vocab = Number(cfg.vocab_size);
+  opts.progress(`random ${opts.dtype} model: ${layers} layers of ${opts.config}`);
+  const model = randomModel(cfg, { dtype: opts.dtype, seed: 1 });
+  model.addLora({ r: opts.rank, alpha: 2 * opts.rank, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], seed: 1 });
+  // PEFT would start B at zero; a non-zero B makes every gradient flow as in a real run.
+  const weights = model.adapterWeights();
+  for (const [k, v] of Object.entries(weights)) if (k.includes('lora_B')) v.fill(0.01);
+  model.setAdapterWeights(weights);
+  const batch = benchBatch(opts.batch, opts.seq, vocab);
+
+  let loss = 0;
+  const step = async () => {
+    loss = (await model.lossAndGrads(batch, { returnGrads: false })).loss;
+    model.adamwStep({ lr: 1e-4 });
+  };
+  opts.progress('warm-up step');
+  await step();
+  const times: number[] = [];
+  for (let i = 0; i < opts.steps; i++) {
+    opts.progress(`step ${i + 1}/${opts.steps}`);
+    const t0 = process.hrtime.bigint();
+    await step();
+    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  // Peak resident memory of the process during one more step (model, adapters, moments, activations).
+  const peak = await measureAsyncPeak(step);
+  model.dispose();
+  const stepSeconds = median(times);
+  const instill: StepResult = { tokensPerSec: (opts.batch * opts.seq) / stepSeconds, stepSeconds, peakBytes: peak, loss };
+
+  let torch: TrainBenchReport['torch'] = null;
+  if (opts.torch) {
+    opts.progress('PyTorch eager, same step');
+    torch = runTorch(opts);
+  }
+  const info = runtime.info();
+  return {
+    date: new Date().toISOString(),
+    config: opts.config,
+    layers,
+    batch: opts.batch,
+    seq: opts.seq,
+    rank: opts.rank,
+    dtype: opts.dtype,
+    threads: info.threads,
+    isa: info.isa,
+    instill,
+    torch,
+    ratio: torch && 'stepSeconds' in torch ? torch.stepSeconds / stepSeconds : null,
+  };
+}
+
+/** Peak resident bytes of the whole process (VmHWM) while `fn` runs, after resetting the mark. */
+async function measureAsyncPeak(fn: () => Promise<void>): Promise<number | null> {
+  const { readFileSync: read, writeFileSync } = await import('node:fs');
+  try {
+    writeFileSync('/proc/self/clear_refs', '5');
+  } catch {
+    return null;
+  }
+  await fn();
+  const m = read('/proc/self/status', 'utf8').match(/^VmHWM:\s+(\d+) kB/m);
+  return m ? Number(m[1]) * 1024 : null;
+}
+
+function runTorch(opts: TrainBenchOptions): TrainBenchReport['torch'] {
+  const python = process.env.INSTILL_PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
+  const args = [
+    script, '--config', opts.config, '--batch', String(opts.batch), '--seq', String(opts.seq), '--rank', String(opts.rank),
+    '--dtype', opts.dtype, '--steps', String(opts.steps), '--threads', String(runtime.info().threads),
+  ];
+  if (opts.layers !== undefined) args.push('--layers', String(opts.layers));
+  const r = spawnSync(python, args, { encoding: 'utf8', maxBuffer: 16 << 20 });
+  if (r.status !== 0) return { unavailable: `${python} ${script} failed: ${(r.stderr || r.error?.message || '').trim().split('\n').pop()}` };
+  const out = JSON.parse(r.stdout.trim().split('\n').pop() as string) as {
+    tokens_per_sec: number; step_seconds: number; peak_bytes: number; loss: number; torch: string;
+  };
+  return { tokensPerSec: out.tokens_per_sec, stepSeconds: out.step_seconds, peakBytes: out.peak_bytes, loss: out.loss, version: out.torch };
+}
