@@ -41,7 +41,7 @@ export function demoRoot(): string {
 export const DEMO_TRAIN_FLAGS = [
   '--lora-r', '16',
   '--lora-alpha', '32',
-  '--lr', '5e-3',
+  '--lr', '3e-3',
   '--schedule', 'cosine',
   '--warmup-steps', '10',
   '--batch-size', '8',
