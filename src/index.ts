@@ -67,3 +67,8 @@ export { resolveTrainConfig, settingsFromYaml } from './train/config.js';
 export type { TrainConfig } from './train/config.js';
 export { prepareTraining } from './train/session.js';
 export { mergeAdapter, readAdapterConfig } from './adapter/merge.js';
+export { dropoutSeedOf } from './train/trainer.js';
+
+// The bundled demo: the tiny base model instill makes for itself (scripts/make-demo-model.mjs).
+export { makeDemoModel, DEMO_SEED } from './demo/make_model.js';
+export type { MakeDemoOptions, MakeDemoResult } from './demo/make_model.js';
