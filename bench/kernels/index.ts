@@ -11,7 +11,12 @@
 // linear composed from separate sgemm calls plus the element-wise passes the
 // fusion removes), and with --torch the same computations in PyTorch eager.
 import { Tensor, kernels, runtime } from '../../src/index.js';
-import { median, peakMemoryOf } from '../harness.js';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+import { median } from '../harness.js';
+import { MEMORY_SHAPE } from './memory.js';
 import { loadOpenBlas, type OpenBlas } from '../reference/openblas.js';
 import { TorchReference } from '../reference/torch.js';
 import { randn, rng } from './reference.js';
@@ -199,7 +204,7 @@ export async function runKernelsBench(opts: KernelsBenchOptions): Promise<Kernel
     torch?.close();
   }
 
-  const memory = opts.quick ? null : measureLinearCrossEntropyMemory(rand, opts);
+  const memory = opts.quick ? null : measureLinearCrossEntropyMemory(opts);
   return {
     date: new Date().toISOString(),
     runtime: runtime.info(),
@@ -213,22 +218,23 @@ export async function runKernelsBench(opts: KernelsBenchOptions): Promise<Kernel
 
 /**
  * Peak extra memory of the fused LM head + loss at N=4096, C=576, V=49152 (half
- * the rows ignored), against the same loss through materialised logits.
+ * the rows ignored), against the same loss through materialised logits, each in a
+ * fresh process (bench/kernels/memory.ts).
  */
-function measureLinearCrossEntropyMemory(rand: () => number, opts: KernelsBenchOptions): MemoryResult {
-  const n = 4096, c = 576, v = 49152;
-  opts.progress(`peak memory of linearCrossEntropy N=${n} C=${c} V=${v}`);
-  const h = tensor(rand, [n, c]), w = tensor(rand, [v, c], 0.05), targets = halfIgnored(rand, n, v);
-  const pf = peakMemoryOf(() => void kernels.linearCrossEntropy({ h, w, targets }));
-  const pm = peakMemoryOf(() => {
-    const logits = kernels.matmul({ a: h, b: w, transB: true });
-    const ce = kernels.maskedCrossEntropy({ logits, targets });
-    kernels.matmul({ a: ce.dlogits!, b: w });
-  });
+function measureLinearCrossEntropyMemory(opts: KernelsBenchOptions): MemoryResult {
+  const { n, c, v } = MEMORY_SHAPE;
+  opts.progress(`peak memory of linearCrossEntropy N=${n} C=${c} V=${v} (fresh processes)`);
+  const script = fileURLToPath(new URL('./memory.js', import.meta.url));
+  const peak = (path: string): number | null => {
+    if (!existsSync(script)) return null; // running from sources: the compiled script is needed
+    const r = spawnSync(process.execPath, [script, path], { encoding: 'utf8' });
+    if (r.status !== 0) return null;
+    return (JSON.parse(r.stdout.trim().split('\n').pop() as string) as { peakExtraBytes: number | null }).peakExtraBytes;
+  };
   return {
     shape: `N=${n} C=${c} V=${v}, half the rows ignored`,
-    fusedPeakBytes: pf?.peakBytes ?? null,
-    materialisedPeakBytes: pm?.peakBytes ?? null,
+    fusedPeakBytes: peak('fused'),
+    materialisedPeakBytes: peak('materialised'),
     logitsBytes: n * v * 4,
   };
 }
