@@ -168,6 +168,6 @@ void micro_kernel(int64_t kc, const float* a_, const float* b_, float* c, int64_
 
 namespace instill {
 namespace cpu {
-extern const GemmKernelInfo gemm_kernel_avx512bf16 = {kMR, kNR, 256, &micro_kernel, nullptr, &pack_pairs};
+extern const GemmKernelInfo gemm_kernel_avx512bf16 = {kMR, kNR, 512, &micro_kernel, nullptr, &pack_pairs};
 }  // namespace cpu
 }  // namespace instill
