@@ -48,7 +48,7 @@ using GemmPackPairs = void (*)(const void* src, int32_t dtype, int64_t ld, int32
 struct GemmKernelInfo {
   int mr;
   int nr;
-  int kc;  // K block: kc x nr floats of packed B should stay in L1 while a row block streams by
+  int kc;  // K block (elements): an MR x kc A sliver stays in L1 while the B slivers of a task stream from L2
   GemmMicroKernel run;
   GemmPackRows pack_rows;    // null: the driver's portable packing
   GemmPackPairs pack_pairs;  // non-null: a pair kernel (see above)
