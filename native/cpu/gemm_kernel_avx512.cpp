@@ -5,7 +5,7 @@
 #define INSTILL_MR 8
 #define INSTILL_NR 32
 #define INSTILL_VL 16
-#define INSTILL_KC 256
+#define INSTILL_KC 640
 #define INSTILL_KERNEL_NAME gemm_kernel_avx512
 #define INSTILL_PACK_ROWS &pack_a_rows
 #include "cpu/gemm_microkernel.inc"

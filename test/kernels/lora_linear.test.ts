@@ -19,6 +19,8 @@ const cases: Case[] = [
   { n: 1, inF: 1, outF: 1, r: 1, bias: true },
   // in + r crosses the 256-wide K block, so the last block mixes x·Wᵀ and s·u·Bᵀ
   { n: 9, inF: 250, outF: 41, r: 16, bias: false },
+  // in + r = 657: two K blocks on every ISA, the second mixing x·Wᵀ and s·u·Bᵀ, bias on the last
+  { n: 5, inF: 650, outF: 33, r: 7, bias: true },
   // several row blocks and a ragged column panel
   { n: 130, inF: 67, outF: 2100, r: 3, bias: true },
 ];

@@ -14,6 +14,7 @@ const shapes = [
   { m: 97, n: 33, k: 513 }, // three K blocks, the last ragged; MC + 1 rows
   { m: 5, n: 2049, k: 7 }, // crosses the widest N panel
   { m: 3, n: 4, k: 0 }, // empty inner dimension: zeros
+  { m: 9, n: 40, k: 1400 }, // several K blocks on every ISA (the AVX-512 kernel's are up to 640 deep)
 ];
 
 describe.each(isas)('matmul on %s', (isa) => {
