@@ -173,8 +173,8 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
           for (int p = 0; p < np; ++p) {
             const Piece& pc_ = pieces[p];
             const GemmOperand& a = pc_.term->a;
-            kern.pack_pairs(a.data, static_cast<int32_t>(a.dtype), a.ld, a.trans ? 0 : 1, pc_.term->alpha, i0, rows,
-                            pc_.local_k0, pc_.count, pc_.offset, mr, d16);
+            kern.pack_pairs_rows(a.data, static_cast<int32_t>(a.dtype), a.ld, a.trans ? 0 : 1, pc_.term->alpha, i0,
+                                 rows, pc_.local_k0, pc_.count, pc_.offset, static_cast<int>((kc + 1) / 2 * 2), d16);
           }
           continue;
         }

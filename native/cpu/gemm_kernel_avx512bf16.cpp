@@ -108,6 +108,38 @@ void pack_pairs(const void* src, int32_t dtype, int64_t ld, int32_t x_major, flo
   }
 }
 
+// A rows for the pair kernel: dst[x*width + kk] (bf16, kk = koff + k), converting and scaling.
+void pack_pairs_rows(const void* src, int32_t dtype, int64_t ld, int32_t x_major, float alpha, int64_t x0, int64_t nx,
+                     int64_t k0, int64_t kc, int64_t koff, int width, uint16_t* dst) {
+  const __m512 va = _mm512_set1_ps(alpha);
+  for (int64_t x = 0; x < nx; ++x) {
+    uint16_t* d = dst + x * width + koff;
+    int64_t k = 0;
+    if (x_major) {
+      const int64_t base = (x0 + x) * ld + k0;
+      if (dtype == 1 && alpha == 1.0f) {
+        __builtin_memcpy(d, static_cast<const uint16_t*>(src) + base, static_cast<size_t>(kc) * 2);
+        continue;
+      }
+      for (; k + 16 <= kc; k += 16) {
+        __m512 v;
+        if (dtype == 0) {
+          v = _mm512_loadu_ps(static_cast<const float*>(src) + base + k);
+        } else if (dtype == 1) {
+          v = _mm512_castsi512_ps(_mm512_slli_epi32(
+              _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(src) + base + k))), 16));
+        } else {
+          v = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(src) + base + k)));
+        }
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + k), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_mul_ps(v, va))));
+      }
+      for (; k < kc; ++k) d[k] = to_bf16(alpha * load_scalar(src, dtype, base + k));
+    } else {
+      for (; k < kc; ++k) d[k] = to_bf16(alpha * load_scalar(src, dtype, (k0 + k) * ld + x0 + x));
+    }
+  }
+}
+
 void micro_kernel(int64_t kc, const float* a_, const float* b_, float* c, int64_t ldc, int m, int n,
                   const instill::cpu::GemmEpilogue* ep) {
   const uint32_t* a = reinterpret_cast<const uint32_t*>(a_);
@@ -115,12 +147,14 @@ void micro_kernel(int64_t kc, const float* a_, const float* b_, float* c, int64_
   __m512 acc[kMR][2];
   for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   const int64_t pairs = (kc + 1) / 2;
+  const uint32_t* arow[kMR];
+  for (int i = 0; i < kMR; ++i) arow[i] = a + i * pairs;
   for (int64_t p = 0; p < pairs; ++p) {
     const __m512bh b0 = reinterpret_cast<__m512bh>(_mm512_load_si512(b + 2 * p));
     const __m512bh b1 = reinterpret_cast<__m512bh>(_mm512_load_si512(b + 2 * p + 1));
 #pragma GCC unroll 8
     for (int i = 0; i < kMR; ++i) {
-      const __m512bh av = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(a[p * kMR + i])));
+      const __m512bh av = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(arow[i][p])));
       acc[i][0] = _mm512_dpbf16_ps(acc[i][0], av, b0);
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], av, b1);
     }
@@ -168,6 +202,6 @@ void micro_kernel(int64_t kc, const float* a_, const float* b_, float* c, int64_
 
 namespace instill {
 namespace cpu {
-extern const GemmKernelInfo gemm_kernel_avx512bf16 = {kMR, kNR, 512, &micro_kernel, nullptr, &pack_pairs};
+extern const GemmKernelInfo gemm_kernel_avx512bf16 = {kMR, kNR, 512, &micro_kernel, nullptr, &pack_pairs, &pack_pairs_rows};
 }  // namespace cpu
 }  // namespace instill

@@ -35,13 +35,15 @@ using GemmPackRows = void (*)(const void* src, int32_t dtype, int64_t ld, int64_
                               float* dst);
 
 // Pair kernels (AVX512-BF16) take panels of bf16 pairs along k instead of floats:
-//   a: ceil(kc/2) x MR pairs (a[kp*MR + i] = A(i, 2kp), A(i, 2kp+1)),
-//   b: ceil(kc/2) x NR pairs, the odd tail padded with zeros,
+//   a: MR rows of ceil(kc/2) pairs, row-major (a[i*P + kp] = A(i, 2kp), A(i, 2kp+1), P = ceil(kc/2)):
+//      a row of A is already pairs along k, so packing A only converts, never transposes,
+//   b: ceil(kc/2) x NR pairs (b[kp*NR + j]), the odd tail padded with zeros,
 // and compute acc += a_lo*b_lo + a_hi*b_hi (vdpbf16ps) in f32. Both operands are
 // rounded to bf16 (nearest even) while packing. pack_pairs writes op(src)'s
-// elements x in [x0, x0+nx) (rows of A, columns of B) and k in [k0, k0+kc) into
-// dst at k offset koff; `x_major` means element (x, k) is src[x*ld + k], else
-// src[k*ld + x]. The caller zero-fills dst first.
+// elements x in [x0, x0+nx) (columns of B) and k in [k0, k0+kc) into dst at k
+// offset koff, in the b layout with NR = width; pack_pairs_rows writes rows of A
+// in the a layout with `width` = 2P bf16 per row. `x_major` means element (x, k)
+// is src[x*ld + k], else src[k*ld + x]. The caller zero-fills dst first.
 using GemmPackPairs = void (*)(const void* src, int32_t dtype, int64_t ld, int32_t x_major, float alpha, int64_t x0,
                                int64_t nx, int64_t k0, int64_t kc, int64_t koff, int width, uint16_t* dst);
 
@@ -51,7 +53,8 @@ struct GemmKernelInfo {
   int kc;  // K block (elements): an MR x kc A sliver stays in L1 while the B slivers of a task stream from L2
   GemmMicroKernel run;
   GemmPackRows pack_rows;    // null: the driver's portable packing
-  GemmPackPairs pack_pairs;  // non-null: a pair kernel (see above)
+  GemmPackPairs pack_pairs;       // non-null: a pair kernel (see above); packs B
+  GemmPackPairs pack_pairs_rows;  // the pair kernel's A packing
 };
 
 extern const GemmKernelInfo gemm_kernel_portable;
