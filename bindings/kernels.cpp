@@ -25,7 +25,7 @@ void need_args(const Napi::CallbackInfo& info, size_t n, const char* what) {
   if (info.Length() < n) fail(ErrorCode::Arg, what, " expects ", n, " arguments, got ", info.Length());
 }
 
-// matmul(a, b, transA, transB) -> c
+// matmul(a, b, transA, transB, out | null) -> c (out itself when given)
 Napi::Value matmul(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -33,6 +33,11 @@ Napi::Value matmul(const Napi::CallbackInfo& info) {
     const Tensor* a = unwrap_tensor(env, info[0], "a");
     const Tensor* b = unwrap_tensor(env, info[1], "b");
     const bool ta = need_bool(info[2], "transA"), tb = need_bool(info[3], "transB");
+    const Tensor* out = info.Length() > 4 ? unwrap_tensor(env, info[4], "out", true) : nullptr;
+    if (out) {
+      instill::matmul(MatmulArgs{a, b, ta, tb, const_cast<Tensor*>(out)});
+      return info[4];
+    }
     Tensor c = Tensor::empty(matmul_output_shape(*a, *b, ta, tb), DType::F32, a->device());
     instill::matmul(MatmulArgs{a, b, ta, tb, &c});
     return wrap_tensor(env, std::move(c));

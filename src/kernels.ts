@@ -85,6 +85,8 @@ export interface MatmulOptions {
   b: Tensor;
   transA?: boolean;
   transB?: boolean;
+  /** Write the result into this f32 (M, N) tensor (on a's device) instead of a new one; it is returned. */
+  out?: Tensor;
 }
 
 export interface LoraLinearOptions {
@@ -156,14 +158,15 @@ export const kernels = {
   /** C = op(A)·op(B) in f32 (bf16/f16 operands are converted, accumulation is f32). */
   matmul(opts: MatmulOptions): Tensor {
     const o = options(opts, 'matmul');
-    return wrap(
-      native().matmul(
-        tensor(o, 'a', 'matmul'),
-        tensor(o, 'b', 'matmul'),
-        bool(o, 'transA', 'matmul', false),
-        bool(o, 'transB', 'matmul', false),
-      ),
+    const out = optionalTensor(o, 'out', 'matmul');
+    const c = native().matmul(
+      tensor(o, 'a', 'matmul'),
+      tensor(o, 'b', 'matmul'),
+      bool(o, 'transA', 'matmul', false),
+      bool(o, 'transB', 'matmul', false),
+      out,
     );
+    return out ? (o.out as Tensor) : wrap(c);
   },
 
   /** u = x·aᵀ; y = x·wᵀ + bias + scale·u·bᵀ, the low-rank term fused into y's output tile. */

@@ -99,7 +99,7 @@ export interface NativeAddon {
   /** Bytes of GPU memory through instill: live, peak since the last reset, held from the driver. */
   deviceMemoryStats(device: string, resetPeak?: boolean): { inUse: number; peak: number; reserved: number };
 
-  matmul(a: TensorHandle, b: TensorHandle, transA: boolean, transB: boolean): TensorHandle;
+  matmul(a: TensorHandle, b: TensorHandle, transA: boolean, transB: boolean, out: TensorHandle | null): TensorHandle;
   loraLinear(
     x: TensorHandle,
     w: TensorHandle,

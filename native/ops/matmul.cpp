@@ -22,12 +22,12 @@ Shape matmul_output_shape(const Tensor& a, const Tensor& b, bool trans_a, bool t
 void matmul(const MatmulArgs& args) {
   const Tensor& a = need(args.a, "a");
   const Tensor& b = need(args.b, "b");
-  Tensor& c = const_cast<Tensor&>(need(args.c, "c"));
+  Tensor& c = const_cast<Tensor&>(need(args.c, "out"));
   Shape out = matmul_output_shape(a, b, args.trans_a, args.trans_b);
-  need_dtype(c, "c", {DType::F32});
-  need_shape(c, "c", {out[0], out[1]}, "(rows of op(a), columns of op(b))");
+  need_dtype(c, "out", {DType::F32});
+  need_shape(c, "out", {out[0], out[1]}, "(rows of op(a), columns of op(b))");
   need_same_device(b, "b", a.device());
-  need_same_device(c, "c", a.device());
+  need_same_device(c, "out", a.device());
   const Backend& be = backend_for(a.device());
   if (!be.matmul) fail(ErrorCode::Unsupported, "matmul is not implemented on ", be.name);
   be.matmul(args);

@@ -46,6 +46,8 @@ const cases: Case[] = [
   ["needWeightGrad: 'yes'", () => kernels.linearCrossEntropy({ h, w: head, targets: i32([0, 1, 2]), needWeightGrad: 'yes' as never }), 'E_ARG', /needWeightGrad/],
   ['negative chunkRows', () => kernels.linearCrossEntropy({ h, w: head, targets: i32([0, 1, 2]), chunkRows: -1 }), 'E_ARG', /chunkRows/],
   ['matmul with mismatched inner dimensions', () => kernels.matmul({ a: x, b: w }), 'E_SHAPE', /inner dimensions/],
+  ['matmul into an out of the wrong shape', () => kernels.matmul({ a: x, b: w, transB: true, out: f32([4, 4]) }), 'E_SHAPE', /'out' must have shape \(4, 5\)/],
+  ['matmul into an integer out', () => kernels.matmul({ a: x, b: w, transB: true, out: Tensor.from(new Int32Array(20), [4, 5]) }), 'E_DTYPE', /'out' must be f32/],
   ['an absurd tensor', () => Tensor.zeros([1 << 30, 1 << 30]), 'E_ALLOC', /memory/],
   ['an output too large for the machine', () => kernels.loraLinear({
     x: f32([1_000_000, 1]), w: f32([1_000_000, 1]), a: f32([1, 1]), b: f32([1_000_000, 1]), scale: 1,

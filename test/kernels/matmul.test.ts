@@ -81,6 +81,18 @@ describe.skipIf(!isas.includes('avx512bf16'))('matmul with the AVX512-BF16 pair 
     });
 });
 
+describe('matmul into a given output', () => {
+  it('writes into out and returns it, overwriting what was there', () => {
+    const rand = rng(seed + 404);
+    const a = randn(rand, 13 * 29), b = randn(rand, 29 * 17);
+    const out = Tensor.from(new Float32Array(13 * 17).fill(NaN), [13, 17]);
+    const c = kernels.matmul({ a: Tensor.from(a, [13, 29]), b: Tensor.from(b, [29, 17]), out });
+    expect(c).toBe(out);
+    const ref = matmul64(13, 17, 29, (i, k) => a[i * 29 + k], (k, j) => b[k * 17 + j]);
+    expect(relError(out.toArray(), ref)).toBeLessThanOrEqual(1e-5);
+  });
+});
+
 describe('threads', () => {
   it('gives the same result on 1 thread and on several', () => {
     const before = runtime.info().threads;
