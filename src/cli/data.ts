@@ -1,10 +1,10 @@
 // `instill data inspect --model DIR --data FILE [...]`: counts and highlighted examples of a dataset.
-import { parseArgs } from 'node:util';
 import { ErrorCode, InstillError } from '../errors.js';
 import { DATASET_FORMATS, parseFormat } from '../data/formats.js';
 import { TRAIN_ON, type TrainOn } from '../data/masking.js';
 import { TRUNCATIONS, type Truncation } from '../data/truncation.js';
 import { formatInspect, inspectData } from '../data/inspect.js';
+import { parseCommandArgs } from './args.js';
 
 const USAGE = `usage: instill data inspect --model DIR --data FILE [--data FILE ...] [options]
 
@@ -49,32 +49,26 @@ export async function run(argv: string[]): Promise<number> {
     console.error(`instill data: unknown subcommand '${sub}'\n\n${USAGE}`);
     return 2;
   }
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: rest,
-      options: {
-        model: { type: 'string' },
-        data: { type: 'string', multiple: true },
-        format: { type: 'string' },
-        template: { type: 'string' },
-        'train-on': { type: 'string' },
-        'max-seq-len': { type: 'string' },
-        truncation: { type: 'string' },
-        'append-eos': { type: 'boolean' },
-        strict: { type: 'boolean' },
-        examples: { type: 'string' },
-        json: { type: 'boolean' },
-        color: { type: 'boolean' },
-        'no-color': { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    throw new InstillError(ErrorCode.ARG, `${(err as Error).message}\n\n${USAGE}`);
-  }
+  const values = parseCommandArgs(
+    rest,
+    {
+      model: { type: 'string' },
+      data: { type: 'string', multiple: true },
+      format: { type: 'string' },
+      template: { type: 'string' },
+      'train-on': { type: 'string' },
+      'max-seq-len': { type: 'string' },
+      truncation: { type: 'string' },
+      'append-eos': { type: 'boolean' },
+      strict: { type: 'boolean' },
+      examples: { type: 'string' },
+      json: { type: 'boolean' },
+      color: { type: 'boolean' },
+      'no-color': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    USAGE,
+  );
   if (values.help) {
     console.log(USAGE);
     return 0;

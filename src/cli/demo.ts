@@ -12,9 +12,9 @@ import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { ErrorCode, InstillError } from '../errors.js';
 import { run as runTrain } from './train.js';
+import { parseCommandArgs } from './args.js';
 
 const USAGE = `usage: instill demo [--output DIR] [--epochs N] [--threads N] [--quiet | --jsonl]
 
@@ -52,24 +52,18 @@ export const DEMO_TRAIN_FLAGS = [
 ];
 
 export async function run(argv: string[]): Promise<number> {
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        output: { type: 'string' },
-        epochs: { type: 'string' },
-        threads: { type: 'string' },
-        quiet: { type: 'boolean' },
-        jsonl: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    throw new InstillError(ErrorCode.ARG, `${(err as Error).message}\n\n${USAGE}`);
-  }
+  const values = parseCommandArgs(
+    argv,
+    {
+      output: { type: 'string' },
+      epochs: { type: 'string' },
+      threads: { type: 'string' },
+      quiet: { type: 'boolean' },
+      jsonl: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    USAGE,
+  );
   if (values.help) {
     console.log(USAGE);
     return 0;

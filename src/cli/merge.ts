@@ -1,9 +1,9 @@
 // `instill merge --model DIR --adapter DIR --out DIR`: the base model with a LoRA adapter merged in,
 // as a plain Hugging Face folder (same single-file or sharded layout as the base).
-import { parseArgs } from 'node:util';
 import { ErrorCode, InstillError } from '../errors.js';
 import { mergeAdapter } from '../adapter/merge.js';
 import { resolveModelDir } from '../model/hub.js';
+import { parseCommandArgs } from './args.js';
 
 const USAGE = `usage: instill merge --model DIR --adapter DIR --out DIR
 
@@ -17,17 +17,11 @@ options:
   --quiet          print only the output folder`;
 
 export async function run(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: { model: { type: 'string' }, adapter: { type: 'string' }, out: { type: 'string' }, quiet: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    throw new InstillError(ErrorCode.ARG, `${(err as Error).message}\n\n${USAGE}`);
-  }
+  const values = parseCommandArgs(
+    argv,
+    { model: { type: 'string' }, adapter: { type: 'string' }, out: { type: 'string' }, quiet: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    USAGE,
+  );
   if (values.help) {
     console.log(USAGE);
     return 0;
