@@ -274,16 +274,8 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
             ModelInputs in{&ids, &pos, &cu, &tg};
             *result = shared->model->loss(in, normalizer);
           },
-          [=](Napi::Env e) -> Napi::Value {
-            Napi::Object o = Napi::Object::New(e);
-            o.Set("loss", Napi::Number::New(e, result->loss));
-            o.Set("count", Napi::Number::New(e, static_cast<double>(result->count)));
-            return o;
-          });
-      Napi::Promise p = w->promise();
-      shared_->busy = true;
-      w->Queue();
-      return p;
+          [=](Napi::Env e) -> Napi::Value { return loss_object(e, *result); });
+      return queue(w);
     });
   }
 
@@ -335,16 +327,8 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
             ModelInputs in{&ids, &pos, &cu, &tg};
             *result = shared->model->loss_and_grads(in, normalizer, accumulate, seed);
           },
-          [=](Napi::Env e) -> Napi::Value {
-            Napi::Object o = Napi::Object::New(e);
-            o.Set("loss", Napi::Number::New(e, result->loss));
-            o.Set("count", Napi::Number::New(e, static_cast<double>(result->count)));
-            return o;
-          });
-      Napi::Promise p = w->promise();
-      shared_->busy = true;
-      w->Queue();
-      return p;
+          [=](Napi::Env e) -> Napi::Value { return loss_object(e, *result); });
+      return queue(w);
     });
   }
 
@@ -375,10 +359,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
             }
             return wrap_tensor(e, *result);
           });
-      Napi::Promise p = w->promise();
-      shared_->busy = true;
-      w->Queue();
-      return p;
+      return queue(w);
     });
   }
 
@@ -414,11 +395,23 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
       auto* w = new ModelWorker(
           env, shared, [=]() { *result = shared->model->decode(ids); },
           [=](Napi::Env e) -> Napi::Value { return wrap_tensor(e, *result); });
-      Napi::Promise p = w->promise();
-      shared_->busy = true;
-      w->Queue();
-      return p;
+      return queue(w);
     });
+  }
+
+  // Marks the model busy (one engine call at a time) and runs the worker off the JS thread.
+  Napi::Promise queue(ModelWorker* w) {
+    Napi::Promise p = w->promise();
+    shared_->busy = true;
+    w->Queue();
+    return p;
+  }
+
+  static Napi::Value loss_object(Napi::Env e, const CrossEntropyResult& r) {
+    Napi::Object o = Napi::Object::New(e);
+    o.Set("loss", Napi::Number::New(e, r.loss));
+    o.Set("count", Napi::Number::New(e, static_cast<double>(r.count)));
+    return o;
   }
 
   std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();

@@ -15,7 +15,7 @@ void need_finite_scale(float scale) {
 
 }  // namespace
 
-void lora_linear_forward(const LoraLinearForwardArgs& p) {
+void check_lora_linear_forward(const LoraLinearForwardArgs& p) {
   const Tensor& x = need(p.x, "x");
   const Tensor& w = need(p.w, "w");
   const Tensor& a = need(p.a, "a");
@@ -47,12 +47,16 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   for (auto [t, name] : {std::pair{&w, "w"}, {&a, "a"}, {&b, "b"}, {&y, "y"}, {&u, "u"}}) {
     need_same_device(*t, name, x.device());
   }
-  const Backend& be = backend_for(x.device());
+}
+
+void lora_linear_forward(const LoraLinearForwardArgs& p) {
+  check_lora_linear_forward(p);
+  const Backend& be = backend_for(p.x->device());
   if (!be.lora_linear_forward) fail(ErrorCode::Unsupported, "lora_linear forward is not implemented on ", be.name);
   be.lora_linear_forward(p);
 }
 
-void lora_linear_backward(const LoraLinearBackwardArgs& p) {
+void check_lora_linear_backward(const LoraLinearBackwardArgs& p) {
   const Tensor& dy = need(p.dy, "dy");
   const Tensor& x = need(p.x, "x");
   const Tensor& w = need(p.w, "w");
@@ -89,7 +93,11 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   for (auto [t, name] : {std::pair{&dy, "dy"}, {&w, "w"}, {&a, "a"}, {&b, "b"}, {&u, "u"}, {&da, "da"}, {&db, "db"}}) {
     need_same_device(*t, name, x.device());
   }
-  const Backend& be = backend_for(x.device());
+}
+
+void lora_linear_backward(const LoraLinearBackwardArgs& p) {
+  check_lora_linear_backward(p);
+  const Backend& be = backend_for(p.x->device());
   if (!be.lora_linear_backward) fail(ErrorCode::Unsupported, "lora_linear backward is not implemented on ", be.name);
   be.lora_linear_backward(p);
 }

@@ -48,4 +48,8 @@ struct LoraLinearBackwardArgs {
 void lora_linear_forward(const LoraLinearForwardArgs& args);
 void lora_linear_backward(const LoraLinearBackwardArgs& args);
 
+// The checks alone, for ops that take the same tensors (lora_dropout).
+void check_lora_linear_forward(const LoraLinearForwardArgs& args);
+void check_lora_linear_backward(const LoraLinearBackwardArgs& args);
+
 }  // namespace instill
