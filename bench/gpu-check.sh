@@ -117,7 +117,7 @@ bench "instill lora (wmma)" 60 env INSTILL_CUBLASLT=off node bench/gpu/instill_b
 bench "torch ce" 60 python3 bench/gpu/torch_bench.py ce --out "$RES"
 bench "instill ce" 90 node bench/gpu/instill_bench.mjs ce --out "$RES"
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-note "instill training step on CUDA: not run (loadModel(..., { device: 'cuda' }) is not implemented yet)"
+bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 tail -20 "$OUT/bench.log"
 note "total $(elapsed)"
 

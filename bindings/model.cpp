@@ -200,7 +200,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
         fail(ErrorCode::Shape, "'values' has ", arr.ElementLength(), " elements, the tensor ", shape_str(t.shape()), " has ",
              t.numel());
       }
-      if (t.numel()) std::memcpy(t.data(), arr.Data(), t.nbytes());
+      if (t.numel()) copy_bytes(t.data(), t.device(), arr.Data(), Device::CPU, t.nbytes());
       return env.Undefined();
     });
   }
@@ -252,7 +252,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
       if (static_cast<int64_t>(arr.ElementLength()) != t.numel()) {
         fail(ErrorCode::Shape, "'values' has ", arr.ElementLength(), " elements, '", name, "' ", shape_str(t.shape()), " has ", t.numel());
       }
-      if (t.numel()) std::memcpy(t.data(), arr.Data(), t.nbytes());
+      if (t.numel()) copy_bytes(t.data(), t.device(), arr.Data(), Device::CPU, t.nbytes());
       return env.Undefined();
     });
   }
@@ -418,7 +418,8 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
 };
 
 // modelCreate(config, invFreq) -> ModelHandle
-// config: { hidden, intermediate, layers, heads, kvHeads, headDim, vocab, eps, qkvBias, qkNorm, tied, slidingWindow }
+// config: { hidden, intermediate, layers, heads, kvHeads, headDim, vocab, eps, qkvBias, qkNorm, tied, slidingWindow,
+//          device? ('cpu' | 'cuda', default 'cpu') }
 Napi::Value model_create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -440,7 +441,13 @@ Napi::Value model_create(const Napi::CallbackInfo& info) {
     c.tied = need_bool(o.Get("tied"), "tied");
     c.sliding_window = need_int(o.Get("slidingWindow"), "slidingWindow", 0, big);
     const Tensor* inv = unwrap_tensor(env, info[1], "invFreq");
-    auto m = std::make_shared<LlamaModel>(c, *inv);
+    Device device = Device::CPU;
+    const Napi::Value dv = o.Get("device");
+    if (!dv.IsUndefined()) {
+      if (!dv.IsString()) fail(ErrorCode::Arg, "'device' must be 'cpu' or 'cuda'");
+      device = parse_device(dv.As<Napi::String>().Utf8Value());
+    }
+    auto m = std::make_shared<LlamaModel>(c, *inv, device);
     Napi::Object h = data(env).model_ctor.New({});
     ModelHandle::Unwrap(h)->set(std::move(m));
     return h;

@@ -85,6 +85,8 @@ export interface NativeModelConfig {
   tied: boolean;
   /** 0: full causal attention; W > 0: each token sees itself and the W - 1 tokens before it. */
   slidingWindow: number;
+  /** 'cpu' (default) or 'cuda' */
+  device?: string;
 }
 
 export interface NativeAddon {

@@ -2,6 +2,7 @@
 // dist/, so run `npx tsc -p tsconfig.json` first). Same shapes as torch_bench.py.
 //
 //   node bench/gpu/instill_bench.mjs lora|ce --out results.jsonl
+//   node bench/gpu/instill_bench.mjs train --config llama-3.2-1b.json --out results.jsonl
 //
 // Timing: wall clock around each call, ended by a device→host copy of a small
 // output (which waits for the stream), warm-up first, median of the repeats.
@@ -9,10 +10,10 @@
 // frozen weights bf16, LoRA parameters f32 in both. Peak memory: the CUDA
 // caching allocator's peak of bytes in use during one call, minus what was in
 // use before it (the inputs), like torch.cuda.max_memory_allocated.
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
-import { Tensor, kernels } from '../../dist/src/index.js';
+import { Tensor, kernels, randomModel } from '../../dist/src/index.js';
 import { native } from '../../dist/src/native.js';
 
 const LORA = { N: 8192, IN: 2048, OUT: 8192, R: 16, scale: 2.0 };
@@ -77,13 +78,54 @@ if (what === 'lora') {
   const targets = Tensor.from(tg, [N], { device: 'cuda' });
   const step = () => kernels.linearCrossEntropy({ h, w, targets });  // returns the loss: synchronous
   step();
-  const before = native().deviceMemoryStats('cuda', true);
+  const before = native().deviceMemoryStats(device, true);
   step();
-  const after = native().deviceMemoryStats('cuda');
+  const after = native().deviceMemoryStats(device);
   const t = timeMs(step, 2, 10);
   emit({ bench: 'linear CE fwd+bwd V=128256', impl: `instill cuda (chunked, ${gemm})`, ...t,
     peak_mib: (after.peak - before.inUse) / 2 ** 20, shape: CE });
+} else if (what === 'train') {
+  // One LoRA training step (forward, backward, the engine's fused AdamW) of a config with random
+  // weights: bf16 frozen weights, f32 LoRA (r 16, alpha 32, all linear layers), B 1 × T 2048 — the
+  // same step as torch_bench.py train. FLOPs counted the same way there (MFU vs 989 TFLOP/s dense bf16).
+  const cfg = JSON.parse(readFileSync(args[args.indexOf('--config') + 1], 'utf8'));
+  const T = 2048, R = 16;
+  const t0 = performance.now();
+  const device = args.includes('--device') ? args[args.indexOf('--device') + 1] : 'cuda';  // 'cpu': a smoke test
+  const model = randomModel(cfg, { dtype: 'bf16', device, seed: 3, init: 'tiled' });
+  model.addLora({ r: R, alpha: 32, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] });
+  const loadS = (performance.now() - t0) / 1e3;
+  const s = model.spec;
+  const ids = Array.from({ length: T }, () => Math.floor(((rand() + 1) / 2) * s.vocabSize) % s.vocabSize);
+  const sync = () => Tensor.zeros([1], { device }).to('cpu');  // one stream: waits for all queued work
+  const step = async () => {
+    await model.lossAndGrads({ inputIds: [ids], labels: [ids] }, { returnGrads: false });
+    model.adamwStep({ lr: 1e-4 });
+    sync();
+  };
+  await step();
+  const before = native().deviceMemoryStats(device, true);
+  const times = [];
+  for (let i = 0; i < 5; i++) {
+    const a = performance.now();
+    await step();
+    times.push(performance.now() - a);
+  }
+  const after = native().deviceMemoryStats(device);
+  times.sort((x, y) => x - y);
+  const ms = times[2];
+  const C = s.hiddenSize, F = s.intermediateSize, D = s.headDim, L = s.numLayers;
+  const qo = s.numHeads * D, kv = s.numKvHeads * D;
+  const perLayer = C * qo * 2 + C * kv * 2 + C * F * 3;
+  const nBase = L * (perLayer + 2 * C) + s.vocabSize * C * (s.tieWordEmbeddings ? 1 : 2) + C;
+  const nLora = L * R * ((C + qo) * 2 + (C + kv) * 2 + (C + F) * 3);
+  const flopsTok = 4 * nBase + 6 * nLora + 6 * L * T * C;
+  const tokS = T / (ms / 1e3);
+  emit({ bench: 'train step llama-3.2-1b seq2048 r16', impl: `instill ${device} (f32 activations, bf16 weights)`, ms,
+    min_ms: times[0], max_ms: times[4], tokens_per_s: tokS, peak_mib: after.peak / 2 ** 20,
+    step_peak_mib: (after.peak - before.inUse) / 2 ** 20, mfu: (tokS * flopsTok) / 989e12, params_frozen: nBase,
+    params_lora: nLora, setup_s: loadS });
 } else {
-  console.error('usage: node bench/gpu/instill_bench.mjs lora|ce --out results.jsonl');
+  console.error('usage: node bench/gpu/instill_bench.mjs lora|ce|train [--config FILE] --out results.jsonl');
   process.exit(2);
 }

@@ -55,7 +55,10 @@ struct LlamaScratch {
   Tensor dk, dv;        // (N, KVH·D)
 };
 
-LlamaModel::LlamaModel(const LlamaConfig& c, Tensor inv_freq) : cfg_(c), inv_freq_(std::move(inv_freq)) {
+LlamaModel::LlamaModel(const LlamaConfig& c, Tensor inv_freq, Device device) : cfg_(c), device_(device) {
+  if (!device_available(device)) {
+    fail(ErrorCode::Device, "device '", device_name(device), "' is not available: ", device_unavailable_reason(device));
+  }
   if (c.C <= 0 || c.F <= 0 || c.L <= 0 || c.H <= 0 || c.KVH <= 0 || c.D <= 0 || c.V <= 0) {
     fail(ErrorCode::Arg, "model dimensions must be positive (hidden ", c.C, ", intermediate ", c.F, ", layers ", c.L,
          ", heads ", c.H, ", kv heads ", c.KVH, ", head dim ", c.D, ", vocab ", c.V, ")");
@@ -64,9 +67,10 @@ LlamaModel::LlamaModel(const LlamaConfig& c, Tensor inv_freq) : cfg_(c), inv_fre
   if (c.D % 2 != 0) fail(ErrorCode::Arg, "head dim must be even for RoPE, got ", c.D);
   if (!(c.eps > 0)) fail(ErrorCode::Arg, "rms_norm_eps must be positive");
   if (c.sliding_window < 0) fail(ErrorCode::Arg, "sliding window must be >= 0, got ", c.sliding_window);
-  need(&inv_freq_, "inv_freq");
-  need_dtype(inv_freq_, "inv_freq", {DType::F32});
-  need_shape(inv_freq_, "inv_freq", {c.D / 2}, "(head_dim / 2,)");
+  need(&inv_freq, "inv_freq");
+  need_dtype(inv_freq, "inv_freq", {DType::F32});
+  need_shape(inv_freq, "inv_freq", {c.D / 2}, "(head_dim / 2,)");
+  inv_freq_ = on_device(inv_freq);
   layers_.resize(static_cast<size_t>(c.L));
   for (auto& lw : layers_) {
     const int64_t ins[kNumTargets] = {c.C, c.C, c.C, c.H * c.D, c.C, c.C, c.F};
@@ -78,6 +82,13 @@ LlamaModel::LlamaModel(const LlamaConfig& c, Tensor inv_freq) : cfg_(c), inv_fre
   }
 }
 
+Tensor LlamaModel::on_device(const Tensor& t) const {
+  if (!t.defined() || t.device() == device_) return t;
+  Tensor out = Tensor::empty(t.shape(), t.dtype(), device_);
+  copy_bytes(out.data(), device_, t.data(), t.device(), t.nbytes());
+  return out;
+}
+
 void LlamaModel::set_weight(const std::string& name, const Tensor& t) {
   need(&t, name.c_str());
   const char* n = name.c_str();
@@ -85,12 +96,12 @@ void LlamaModel::set_weight(const std::string& name, const Tensor& t) {
   auto linear_w = [&](Tensor& dst, int64_t out, int64_t in) {
     need_dtype(t, n, {DType::F32, DType::BF16, DType::F16});
     need_shape(t, n, {out, in}, "(out, in) from config.json");
-    dst = t;
+    dst = on_device(t);
   };
   auto vec = [&](Tensor& dst, int64_t len) {
     need_dtype(t, n, {DType::F32});
     need_shape(t, n, {len}, "from config.json");
-    dst = t;
+    dst = on_device(t);
   };
   if (name == "model.embed_tokens.weight") return linear_w(embed_, cfg_.V, cfg_.C);
   if (name == "lm_head.weight") {
@@ -152,16 +163,19 @@ void LlamaModel::add_lora(uint32_t mask, int64_t r, float scale, float dropout) 
   if (r < 1) fail(ErrorCode::Arg, "LoRA rank must be >= 1, got ", r);
   if (mask == 0 || mask >= (1u << kNumTargets)) fail(ErrorCode::Arg, "LoRA target mask ", mask, " selects no valid module");
   if (!std::isfinite(scale)) fail(ErrorCode::Arg, "LoRA scale must be finite");
+  if (dropout > 0.0f && device_ != Device::CPU) {
+    fail(ErrorCode::Unsupported, "LoRA dropout has no ", device_name(device_), " kernel yet: use dropout 0 on this device (or train on the CPU)");
+  }
   for (auto& lw : layers_) {
     for (int ti = 0; ti < kNumTargets; ++ti) {
       Linear& lin = lw.lin[static_cast<size_t>(ti)];
       lin.has_lora = (mask >> ti) & 1u;
       lin.lora = LoraParam{};
       if (!lin.has_lora) continue;
-      lin.lora.a = Tensor::zeros({r, lin.in}, DType::F32);
-      lin.lora.b = Tensor::zeros({lin.out, r}, DType::F32);
-      lin.lora.da = Tensor::zeros({r, lin.in}, DType::F32);
-      lin.lora.db = Tensor::zeros({lin.out, r}, DType::F32);
+      lin.lora.a = zeros({r, lin.in});
+      lin.lora.b = zeros({lin.out, r});
+      lin.lora.da = zeros({r, lin.in});
+      lin.lora.db = zeros({lin.out, r});
     }
   }
   lora_r_ = r;
@@ -228,7 +242,7 @@ void LlamaModel::set_full(bool on) {
            " (load the model with dtype 'f32')");
     }
   }
-  for (const WeightRef& r : weight_refs()) *r.g = Tensor::zeros(r.w->shape(), DType::F32);
+  for (const WeightRef& r : weight_refs()) *r.g = zeros(r.w->shape());
   full_ = true;
 }
 
@@ -246,7 +260,7 @@ LoraParam& LlamaModel::lora(int64_t layer, int target) {
 
 LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share) const {
   const LlamaConfig& c = cfg_;
-  auto e = [](Shape s) { return Tensor::empty(s, DType::F32); };
+  auto e = [this](Shape s) { return empty(s); };
   Acts a;
   a.xn1 = share ? share->xn1 : e({n, c.C});
   a.rstd1 = e({n});
@@ -303,14 +317,15 @@ void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x,
   if (accumulate_dx) add(AddArgs{&dx, &tmp, &dx});
   if (!full_) return;
   // Full mode: dW += dyᵀ·x ((OUT, N)·(N, IN)); dbias += Σ_rows dy as 1ᵀ·dy.
-  Tensor gw = Tensor::empty(lin.dw.shape(), DType::F32);
+  Tensor gw = empty(lin.dw.shape());
   matmul(MatmulArgs{&dy, &x, true, false, &gw});
   add(AddArgs{&lin.dw, &gw, &lin.dw});
   if (lin.bias.defined()) {
     const int64_t n = dy.dim(0);
-    Tensor ones = Tensor::empty({n, 1}, DType::F32);
-    std::fill(ones.data_as<float>(), ones.data_as<float>() + n, 1.0f);
-    Tensor gb = Tensor::empty({1, lin.out}, DType::F32);
+    Tensor ones_host = Tensor::empty({n, 1}, DType::F32);
+    std::fill(ones_host.data_as<float>(), ones_host.data_as<float>() + n, 1.0f);
+    Tensor ones = on_device(ones_host);
+    Tensor gb = empty({1, lin.out});
     matmul(MatmulArgs{&ones, &dy, true, false, &gb});
     Tensor gbv = gb.reshape({lin.out});
     add(AddArgs{&lin.dbias, &gbv, &lin.dbias});
@@ -393,6 +408,8 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
 namespace {
 void check_inputs(const ModelInputs& in, bool need_targets, int64_t vocab) {
   const Tensor& ids = need(in.ids, "ids");
+  for (const Tensor* t : {in.ids, in.positions, in.cu_seqlens, in.targets})
+    if (t && t->defined()) need_same_device(*t, "model inputs (ids, positions, cu_seqlens, targets)", Device::CPU);
   need_dtype(ids, "ids", {DType::I32});
   need_ndim(ids, "ids", 1);
   const int64_t n = ids.dim(0);
@@ -417,6 +434,14 @@ void check_inputs(const ModelInputs& in, bool need_targets, int64_t vocab) {
 }
 }  // namespace
 
+// The token inputs (validated on the host) on the model's device; `keep` owns the copies.
+ModelInputs LlamaModel::inputs_on_device(const ModelInputs& in, std::array<Tensor, 4>& keep) const {
+  const Tensor* src[4] = {in.ids, in.positions, in.cu_seqlens, in.targets};
+  for (size_t i = 0; i < 4; ++i)
+    if (src[i]) keep[i] = on_device(*src[i]);
+  return ModelInputs{&keep[0], &keep[1], &keep[2], in.targets ? &keep[3] : nullptr};
+}
+
 CrossEntropyResult LlamaModel::loss_and_grads(const ModelInputs& in, double normalizer, bool accumulate,
                                               uint32_t step_seed) {
   return run(in, normalizer, accumulate, step_seed, true);
@@ -426,10 +451,12 @@ CrossEntropyResult LlamaModel::loss(const ModelInputs& in, double normalizer) {
   return run(in, normalizer, false, 0, false);
 }
 
-CrossEntropyResult LlamaModel::run(const ModelInputs& in, double normalizer, bool accumulate, uint32_t step_seed,
+CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer, bool accumulate, uint32_t step_seed,
                                    bool want_grads) {
   check_complete();
-  check_inputs(in, true, cfg_.V);
+  check_inputs(host_in, true, cfg_.V);
+  std::array<Tensor, 4> keep;
+  const ModelInputs in = inputs_on_device(host_in, keep);
   // Dropout is on for this call only (also if it throws), and only when gradients are computed.
   struct DropoutScope {
     LlamaModel& m;
@@ -442,7 +469,7 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& in, double normalizer, boo
   const LlamaConfig& c = cfg_;
   const int64_t n = in.ids->dim(0);
   std::vector<Tensor> xs(static_cast<size_t>(c.L + 1));
-  for (auto& t : xs) t = Tensor::empty({n, c.C}, DType::F32);
+  for (auto& t : xs) t = empty({n, c.C});
   embedding_forward(EmbeddingForwardArgs{in.ids, &embed_, &xs[0]});
   std::vector<Acts> acts(checkpointing_ ? 1 : static_cast<size_t>(c.L));
   for (size_t i = 0; i < acts.size(); ++i) acts[i] = make_acts(n, i ? &acts[0] : nullptr);
@@ -450,11 +477,11 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& in, double normalizer, boo
     layer_forward(l, xs[static_cast<size_t>(l)], acts[checkpointing_ ? 0 : static_cast<size_t>(l)],
                   xs[static_cast<size_t>(l + 1)], in);
   }
-  Tensor xf = Tensor::empty({n, c.C}, DType::F32), rstdf = Tensor::empty({n}, DType::F32);
+  Tensor xf = empty({n, c.C}), rstdf = empty({n});
   rmsnorm_forward(RmsnormForwardArgs{&xs[static_cast<size_t>(c.L)], &norm_, c.eps, &xf, &rstdf});
   const bool backward = want_grads && (has_lora() || full_);
   if (backward && full_ && !accumulate) zero_grads();
-  Tensor dxf = backward ? Tensor::empty({n, c.C}, DType::F32) : Tensor();
+  Tensor dxf = backward ? empty({n, c.C}) : Tensor();
   LinearCrossEntropyArgs ce{};
   ce.h = &xf;
   ce.w = &head();
@@ -467,19 +494,19 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& in, double normalizer, boo
   CrossEntropyResult res = linear_cross_entropy(ce);
   if (!backward) return res;
   xf = Tensor();
-  Tensor dres = Tensor::empty({n, c.C}, DType::F32);
+  Tensor dres = empty({n, c.C});
   rmsnorm_backward(RmsnormBackwardArgs{&dxf, &xs[static_cast<size_t>(c.L)], &norm_, &rstdf, &dres, false, full_ ? &dnorm_ : nullptr});
   dxf = Tensor();
   LlamaScratch s;
-  s.dxn = Tensor::empty({n, c.C}, DType::F32);
-  s.tmp = Tensor::empty({n, c.C}, DType::F32);
-  s.dh = Tensor::empty({n, c.F}, DType::F32);
-  s.dgate = Tensor::empty({n, c.F}, DType::F32);
-  s.dup = Tensor::empty({n, c.F}, DType::F32);
-  s.datt = Tensor::empty({n, c.H * c.D}, DType::F32);
-  s.dq = Tensor::empty({n, c.H * c.D}, DType::F32);
-  s.dk = Tensor::empty({n, c.KVH * c.D}, DType::F32);
-  s.dv = Tensor::empty({n, c.KVH * c.D}, DType::F32);
+  s.dxn = empty({n, c.C});
+  s.tmp = empty({n, c.C});
+  s.dh = empty({n, c.F});
+  s.dgate = empty({n, c.F});
+  s.dup = empty({n, c.F});
+  s.datt = empty({n, c.H * c.D});
+  s.dq = empty({n, c.H * c.D});
+  s.dk = empty({n, c.KVH * c.D});
+  s.dv = empty({n, c.KVH * c.D});
   for (int64_t l = c.L - 1; l >= 0; --l) {
     Acts& a = acts[checkpointing_ ? 0 : static_cast<size_t>(l)];
     if (checkpointing_) layer_forward(l, xs[static_cast<size_t>(l)], a, s.tmp, in);
@@ -489,38 +516,48 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& in, double normalizer, boo
   return res;
 }
 
-Tensor LlamaModel::logits(const ModelInputs& in, bool last_only) {
+Tensor LlamaModel::logits(const ModelInputs& host_in, bool last_only) {
   check_complete();
-  check_inputs(in, false, cfg_.V);
+  check_inputs(host_in, false, cfg_.V);
+  std::array<Tensor, 4> keep;
+  const ModelInputs in = inputs_on_device(host_in, keep);
   const LlamaConfig& c = cfg_;
   const int64_t n = in.ids->dim(0);
-  Tensor x = Tensor::empty({n, c.C}, DType::F32), y = Tensor::empty({n, c.C}, DType::F32);
+  Tensor x = empty({n, c.C}), y = empty({n, c.C});
   embedding_forward(EmbeddingForwardArgs{in.ids, &embed_, &x});
   Acts a = make_acts(n, nullptr);
   for (int64_t l = 0; l < c.L; ++l) {
     layer_forward(l, x, a, y, in);
     std::swap(x, y);
   }
-  Tensor rstd = Tensor::empty({n}, DType::F32);
+  Tensor rstd = empty({n});
   rmsnorm_forward(RmsnormForwardArgs{&x, &norm_, c.eps, &y, &rstd});
   Tensor rows = y;
   if (last_only) {
-    const int32_t* cu = in.cu_seqlens->data_as<int32_t>();
-    const int64_t s = in.cu_seqlens->dim(0) - 1;
+    const int32_t* cu = host_in.cu_seqlens->data_as<int32_t>();
+    const int64_t s = host_in.cu_seqlens->dim(0) - 1;
     std::vector<int32_t> last;
     for (int64_t i = 0; i < s; ++i)
       if (cu[i + 1] > cu[i]) last.push_back(cu[i + 1] - 1);
-    Tensor idx = Tensor::empty({static_cast<int64_t>(last.size())}, DType::I32);
-    for (size_t i = 0; i < last.size(); ++i) idx.data_as<int32_t>()[i] = last[i];
-    rows = Tensor::empty({idx.dim(0), c.C}, DType::F32);
+    Tensor idx_host = Tensor::empty({static_cast<int64_t>(last.size())}, DType::I32);
+    for (size_t i = 0; i < last.size(); ++i) idx_host.data_as<int32_t>()[i] = last[i];
+    Tensor idx = on_device(idx_host);
+    rows = empty({idx.dim(0), c.C});
     embedding_forward(EmbeddingForwardArgs{&idx, &y, &rows});  // a row gather
   }
-  Tensor out = Tensor::empty({rows.dim(0), c.V}, DType::F32);
+  Tensor out = empty({rows.dim(0), c.V});
   matmul(MatmulArgs{&rows, &head(), false, true, &out});
-  return out;
+  if (device_ == Device::CPU) return out;
+  Tensor host = Tensor::empty(out.shape(), DType::F32);  // logits are read on the host (eval, sampling)
+  copy_bytes(host.data(), Device::CPU, out.data(), device_, out.nbytes());
+  return host;
 }
 
 void LlamaModel::decode_reset(int64_t max_len) {
+  if (device_ != Device::CPU) {
+    fail(ErrorCode::Unsupported, "generation with a KV cache has no ", device_name(device_),
+         " kernel yet: load the model with device 'cpu' to generate");
+  }
   if (max_len < 1) fail(ErrorCode::Arg, "KV cache length must be >= 1, got ", max_len);
   const LlamaConfig& c = cfg_;
   k_cache_.assign(static_cast<size_t>(c.L), Tensor());
@@ -568,14 +605,14 @@ Tensor LlamaModel::decode(const Tensor& ids) {
 void LlamaModel::zero_grads() {
   if (full_) {
     for (const WeightRef& r : weight_refs())
-      if (r.g->defined() && r.g->numel()) std::memset(r.g->data(), 0, r.g->nbytes());
+      if (r.g->defined() && r.g->numel()) fill_bytes(r.g->data(), device_, 0, r.g->nbytes());
     return;
   }
   for (auto& lw : layers_)
     for (auto& lin : lw.lin)
       if (lin.has_lora) {
-        lin.lora.da = Tensor::zeros(lin.lora.a.shape(), DType::F32);
-        lin.lora.db = Tensor::zeros(lin.lora.b.shape(), DType::F32);
+        lin.lora.da = zeros(lin.lora.a.shape());
+        lin.lora.db = zeros(lin.lora.b.shape());
       }
 }
 
@@ -592,10 +629,10 @@ void LlamaModel::adamw_step(double lr, double beta1, double beta2, double eps, d
       if (!lin.has_lora) continue;
       LoraParam& p = lin.lora;
       if (!p.ma.defined()) {
-        p.ma = Tensor::zeros(p.a.shape(), DType::F32);
-        p.va = Tensor::zeros(p.a.shape(), DType::F32);
-        p.mb = Tensor::zeros(p.b.shape(), DType::F32);
-        p.vb = Tensor::zeros(p.b.shape(), DType::F32);
+        p.ma = zeros(p.a.shape());
+        p.va = zeros(p.a.shape());
+        p.mb = zeros(p.b.shape());
+        p.vb = zeros(p.b.shape());
       }
       adamw_step_op(p.a, p.da, p.ma, p.va, lr, beta1, beta2, eps, weight_decay, step);
       adamw_step_op(p.b, p.db, p.mb, p.vb, lr, beta1, beta2, eps, weight_decay, step);

@@ -28,6 +28,10 @@
 //   The two norms' outputs and the SwiGLU product are never saved per layer: the
 //   backward recomputes them (elementwise work) into one shared buffer each.
 // - The model is not re-entrant: one call at a time (the binding enforces it).
+// - Device: every weight, adapter, gradient, moment and activation lives on the device
+//   given at construction (CPU or CUDA). Weights and token inputs may be handed in on the
+//   host; they are copied over (inputs are validated on the host first). logits() returns a
+//   host tensor. On CUDA, KV-cache decoding and LoRA dropout have no kernels yet (E_UNSUPPORTED).
 #pragma once
 
 #include <array>
@@ -94,9 +98,11 @@ struct LlamaScratch;
 
 class LlamaModel {
  public:
-  LlamaModel(const LlamaConfig& cfg, Tensor inv_freq);
+  // E_DEVICE when `device` is not available in this build / on this machine.
+  LlamaModel(const LlamaConfig& cfg, Tensor inv_freq, Device device = Device::CPU);
 
   const LlamaConfig& config() const { return cfg_; }
+  Device device() const { return device_; }
 
   // Sets a frozen weight by its Hugging Face name; E_ARG for an unknown name,
   // E_SHAPE / E_DTYPE for a tensor that does not fit the config.
@@ -168,10 +174,16 @@ class LlamaModel {
   Acts make_acts(int64_t n, const Acts* share) const;
   const Tensor& head() const { return cfg_.tied ? embed_ : lm_head_; }
   float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(cfg_.D)); }
+  // t on the model's device (t itself when it is already there, else a copy).
+  Tensor on_device(const Tensor& t) const;
+  ModelInputs inputs_on_device(const ModelInputs& in, std::array<Tensor, 4>& keep) const;
+  Tensor empty(const Shape& s) const { return Tensor::empty(s, DType::F32, device_); }
+  Tensor zeros(const Shape& s) const { return Tensor::zeros(s, DType::F32, device_); }
   static void adamw_step_op(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double lr, double b1, double b2,
                             double eps, double wd, int64_t step);
 
   LlamaConfig cfg_;
+  Device device_ = Device::CPU;
   Tensor inv_freq_;  // (D/2)
   Tensor embed_, norm_, lm_head_;
   Tensor dembed_, dnorm_, dlm_head_;  // full mode only

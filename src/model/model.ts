@@ -8,7 +8,7 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, InstillError, describe } from '../errors.js';
-import { native, type ModelHandle } from '../native.js';
+import { native, type ModelHandle, type TensorHandle } from '../native.js';
 import { Tensor, handleOf } from '../tensor.js';
 import { ropeInvFreq, specFromConfig, type ModelSpec } from './config.js';
 import { resolveModelDir } from './hub.js';
@@ -19,7 +19,12 @@ export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj'
 export type LoraTarget = (typeof LORA_TARGETS)[number];
 
 export interface LoadModelOptions {
-  device?: 'cpu';
+  /**
+   * Where weights, adapters, gradients and activations live. Default 'cpu'. 'cuda' needs a build with
+   * the CUDA backend and a GPU (runtime.info().devices); there, generation (KV cache) and LoRA dropout
+   * have no kernels yet (E_UNSUPPORTED).
+   */
+  device?: 'cpu' | 'cuda';
   /** dtype of the frozen linear/embedding weights in memory. Default 'f32'. Norms are always f32. */
   dtype?: 'f32' | 'bf16' | 'f16';
   /** Full fine-tuning: every weight trainable (f32 only), as `model.setTrainable('all')`. Default false. */
@@ -148,9 +153,7 @@ const IGNORED_WEIGHTS = /(^|\.)rotary_emb\.inv_freq$/;
 /** Loads a model folder or Hub id. */
 export async function loadModel(pathOrHubId: string, options: LoadModelOptions = {}): Promise<Model> {
   if (options === null || typeof options !== 'object') throw new InstillError(ErrorCode.ARG, `Expected an options object but received ${describe(options)}`);
-  if (options.device !== undefined && options.device !== 'cpu') {
-    throw new InstillError(ErrorCode.DEVICE, `Expected 'cpu' for device but received ${describe(options.device)} (this build is CPU only)`);
-  }
+  const device = checkDevice(options.device);
   const dtype = options.dtype ?? 'f32';
   if (!['f32', 'bf16', 'f16'].includes(dtype)) throw new InstillError(ErrorCode.DTYPE, `Expected 'f32', 'bf16' or 'f16' for dtype but received ${describe(dtype)}`);
   if (options.full !== undefined && typeof options.full !== 'boolean') throw new InstillError(ErrorCode.ARG, `Expected a boolean for full but received ${describe(options.full)}`);
@@ -169,7 +172,7 @@ export async function loadModel(pathOrHubId: string, options: LoadModelOptions =
     else if (Array.isArray(g.eos_token_id)) gen.eosTokenIds = g.eos_token_id.filter((x): x is number => typeof x === 'number');
   }
   const files = weightFiles(dir);
-  const handle = createHandle(spec);
+  const handle = createHandle(spec, device);
   const byFile = new Map<string, string[]>();
   for (const [name, file] of files) {
     if (IGNORED_WEIGHTS.test(name)) continue;
@@ -200,7 +203,15 @@ export async function loadModel(pathOrHubId: string, options: LoadModelOptions =
   return model;
 }
 
-function createHandle(spec: ModelSpec): ModelHandle {
+function checkDevice(device: unknown): 'cpu' | 'cuda' {
+  if (device === undefined || device === 'cpu') return 'cpu';
+  if (device !== 'cuda') throw new InstillError(ErrorCode.DEVICE, `Expected 'cpu' or 'cuda' for device but received ${describe(device)}`);
+  const why = native().deviceUnavailableReason('cuda');
+  if (why) throw new InstillError(ErrorCode.DEVICE, `device 'cuda' is not available: ${why}`);
+  return 'cuda';
+}
+
+function createHandle(spec: ModelSpec, device: 'cpu' | 'cuda'): ModelHandle {
   const inv = Tensor.from(ropeInvFreq(spec), [spec.headDim / 2]);
   return native().modelCreate(
     {
@@ -216,25 +227,47 @@ function createHandle(spec: ModelSpec): ModelHandle {
       qkNorm: spec.qkNorm,
       tied: spec.tieWordEmbeddings,
       slidingWindow: spec.slidingWindow ?? 0,
+      device,
     },
     handleOf(inv),
   );
+}
+
+export interface RandomModelOptions extends LoadModelOptions {
+  seed?: number;
+  /**
+   * 'normal' (default): every weight drawn from N(0, 0.02²) with the seeded generator. 'tiled': a pool of
+   * 2^20 such draws copied from a random offset per 2^20 values — the same statistics at memcpy speed,
+   * for benchmarks of billion-parameter shapes where drawing each value would take tens of seconds.
+   */
+  init?: 'normal' | 'tiled';
 }
 
 /**
  * A model with random weights of a config's shapes (normal, std 0.02; norms 1): for benchmarks
  * at real shapes without downloading weights. Weights are made one tensor at a time.
  */
-export function randomModel(config: unknown, options: LoadModelOptions & { seed?: number } = {}): Model {
+export function randomModel(config: unknown, options: RandomModelOptions = {}): Model {
   const spec = specFromConfig(config);
   const dtype = options.dtype ?? 'f32';
-  const handle = createHandle(spec);
+  const device = checkDevice(options.device);
+  const init = options.init ?? 'normal';
+  if (init !== 'normal' && init !== 'tiled') throw new InstillError(ErrorCode.ARG, `Expected 'normal' or 'tiled' for init but received ${describe(init)}`);
+  const handle = createHandle(spec, device);
   const rng = new Rng(options.seed ?? 0);
+  // 'tiled': one pool of seeded normals, copied from a random offset per tensor (memcpy speed).
+  const POOL = 1 << 20;
+  const pool = init === 'tiled' ? Float32Array.from({ length: 2 * POOL }, () => 0.02 * rng.normal()) : null;
   const set = (name: string, shape: number[], fill: 'normal' | 'ones' | 'zeros') => {
     const n = shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
     if (fill === 'ones') data.fill(1);
-    else if (fill === 'normal') for (let i = 0; i < n; i++) data[i] = 0.02 * rng.normal();
+    else if (fill === 'normal' && pool) {
+      for (let i = 0; i < n; i += POOL) {
+        const off = Math.floor(rng.next() * POOL);
+        data.set(pool.subarray(off, off + Math.min(POOL, n - i)), i);
+      }
+    } else if (fill === 'normal') for (let i = 0; i < n; i++) data[i] = 0.02 * rng.normal();
     handle.setWeight(name, handleOf(Tensor.from(data, shape, { dtype: shape.length === 1 ? 'f32' : dtype })));
   };
   const C = spec.hiddenSize, F = spec.intermediateSize, D = spec.headDim;
@@ -289,6 +322,11 @@ export class Rng {
   }
 }
 
+/** A model tensor's values on the host (a copy from the GPU when it lives there). */
+function hostArray(h: TensorHandle): Float32Array {
+  return (h.device === 'cpu' ? h : native().tensorTo(h, 'cpu')).toArray() as Float32Array;
+}
+
 function peftName(layer: number, target: number, which: 'A' | 'B'): string {
   const t = LORA_TARGETS[target];
   const block = target <= 3 ? 'self_attn' : 'mlp';
@@ -322,6 +360,11 @@ export class Model {
     this.rawConfig = rawConfig;
   }
 
+  /** Where the model's weights, adapters and activations live ('cpu' or 'cuda'). */
+  get device(): 'cpu' | 'cuda' {
+    return this.handle.weightTensor('model.norm.weight', false).device as 'cpu' | 'cuda';
+  }
+
   /** True in full fine-tuning mode (every weight trainable). */
   get fullTraining(): boolean {
     return this.full;
@@ -346,7 +389,7 @@ export class Model {
   /** Every weight as f32 (bf16/f16 weights are widened), keyed by Hugging Face name. Copies. */
   weights(): Record<string, Float32Array> {
     const out: Record<string, Float32Array> = {};
-    for (const n of this.handle.weightNames()) out[n] = this.handle.weightTensor(n, false).toArray() as Float32Array;
+    for (const n of this.handle.weightNames()) out[n] = hostArray(this.handle.weightTensor(n, false));
     return out;
   }
 
@@ -354,7 +397,7 @@ export class Model {
   grads(): Record<string, Float32Array> {
     if (!this.full) throw new InstillError(ErrorCode.ARG, "base weights have no gradients: call model.setTrainable('all') (or loadModel(dir, { full: true })) for full fine-tuning");
     const out: Record<string, Float32Array> = {};
-    for (const n of this.handle.weightNames()) out[n] = this.handle.weightTensor(n, true).toArray() as Float32Array;
+    for (const n of this.handle.weightNames()) out[n] = hostArray(this.handle.weightTensor(n, true));
     return out;
   }
 
@@ -426,7 +469,7 @@ export class Model {
     const tensors: Record<string, TensorToWrite> = {};
     for (const n of this.handle.weightNames()) {
       const h = this.handle.weightTensor(n, false);
-      tensors[n] = { dtype: 'F32', shape: h.shape, data: h.toArray() as Float32Array };
+      tensors[n] = { dtype: 'F32', shape: h.shape, data: hostArray(h) };
     }
     writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
     if (this.dir) for (const f of MODEL_SIDE_FILES) if (existsSync(join(this.dir, f))) copyFileSync(join(this.dir, f), join(dir, f));
@@ -499,8 +542,8 @@ export class Model {
   adapterWeights(): Record<string, Float32Array> {
     const out: Record<string, Float32Array> = {};
     this.forEachAdapter((l, t) => {
-      out[peftName(l, t, 'A')] = this.handle.loraTensor(l, t, 0).toArray() as Float32Array;
-      out[peftName(l, t, 'B')] = this.handle.loraTensor(l, t, 1).toArray() as Float32Array;
+      out[peftName(l, t, 'A')] = hostArray(this.handle.loraTensor(l, t, 0));
+      out[peftName(l, t, 'B')] = hostArray(this.handle.loraTensor(l, t, 1));
     });
     return out;
   }
@@ -509,8 +552,8 @@ export class Model {
   adapterGrads(): Record<string, Float32Array> {
     const out: Record<string, Float32Array> = {};
     this.forEachAdapter((l, t) => {
-      out[peftName(l, t, 'A')] = this.handle.loraTensor(l, t, 2).toArray() as Float32Array;
-      out[peftName(l, t, 'B')] = this.handle.loraTensor(l, t, 3).toArray() as Float32Array;
+      out[peftName(l, t, 'A')] = hostArray(this.handle.loraTensor(l, t, 2));
+      out[peftName(l, t, 'B')] = hostArray(this.handle.loraTensor(l, t, 3));
     });
     return out;
   }
@@ -694,7 +737,7 @@ export class Model {
     this.forEachAdapter((l, t) => {
       for (const [w, k] of [[0, 'A'], [1, 'B']] as const) {
         const h = this.handle.loraTensor(l, t, w);
-        tensors[peftName(l, t, k)] = { dtype: 'F32', shape: h.shape, data: h.toArray() as Float32Array };
+        tensors[peftName(l, t, k)] = { dtype: 'F32', shape: h.shape, data: hostArray(h) };
       }
     });
     writeAdapterFolder(dir, tensors, {

@@ -58,6 +58,7 @@ export const OPTIONS = {
   rslora: { kind: 'bool', help: 'rank-stabilised LoRA scale alpha/sqrt(r)' },
   full: { kind: 'bool', help: 'full fine-tuning (every weight trainable) instead of LoRA' },
   dtype: { kind: 'enum', values: ['f32', 'bf16', 'f16'], help: 'frozen weights in memory: f32 | bf16 | f16 (default f32)' },
+  device: { kind: 'enum', values: ['cpu', 'cuda'], help: 'where the model trains: cpu | cuda (default cpu; cuda needs a CUDA build and a GPU)' },
   'gradient-checkpointing': { kind: 'bool', help: 'recompute activations in backward (less memory, ~1.3x time)' },
   seed: { kind: 'int', min: 0, help: 'seed of data order, split and LoRA init (default 0)' },
   'eval-every': { kind: 'int', min: 0, help: 'validation loss every N steps (default: 10 evaluations per run; 0 = only at the end)' },
@@ -109,6 +110,7 @@ export interface TrainConfig {
   rsLora: boolean;
   full: boolean;
   dtype: 'f32' | 'bf16' | 'f16';
+  device: 'cpu' | 'cuda';
   gradientCheckpointing: boolean;
   seed: number;
   evalEvery: number | null;
@@ -243,6 +245,7 @@ export function resolveTrainConfig(file: RawSettings, flags: RawSettings): Train
     rsLora: g('rslora', false),
     full: g('full', false),
     dtype: g<TrainConfig['dtype']>('dtype', 'f32'),
+    device: g<TrainConfig['device']>('device', 'cpu'),
     gradientCheckpointing: g('gradient-checkpointing', false),
     seed: g('seed', 0),
     evalEvery: g<number | null>('eval-every', null),

@@ -53,7 +53,7 @@ export async function prepareTraining(cfg: TrainConfig, options: { signal?: Abor
   }
   log(`data: ${train.size} training examples${validation ? `, ${validation.size} held-out` : valLoader ? ' (part held out for validation)' : ''}; rows of ${maxSeqLen} tokens`);
 
-  const model = await loadModel(modelDir, { dtype: cfg.dtype, full: cfg.full });
+  const model = await loadModel(modelDir, { dtype: cfg.dtype, full: cfg.full, device: cfg.device });
   if (cfg.gradientCheckpointing) model.setGradientCheckpointing(true);
   if (!cfg.full) model.addLora({ r: cfg.loraR, alpha: cfg.loraAlpha, targetModules: cfg.targetModules, rsLora: cfg.rsLora, dropout: cfg.loraDropout, seed: cfg.seed });
 
@@ -64,7 +64,7 @@ export async function prepareTraining(cfg: TrainConfig, options: { signal?: Abor
     totalSteps = Math.ceil(micro / cfg.gradAccum);
   }
   const evalEvery = cfg.evalEvery ?? (valLoader ? Math.max(1, Math.floor(totalSteps / 10)) : 0);
-  const { quiet: _q, jsonl: _j, resume: _r, resumeFrom: _rf, threads: _t, ...recorded } = cfg;
+  const { quiet: _q, jsonl: _j, resume: _r, resumeFrom: _rf, threads: _t, device: _d, ...recorded } = cfg;  // a run may resume on another device
   const trainer = new Trainer({
     model,
     train: trainLoader,

@@ -1,10 +1,9 @@
 // The model's LoRA loss and gradients on device 'cuda' against
-// stories260K/lora_reference.safetensors (float64 PyTorch): within 1e-2 of the
-// largest |grad| of each tensor (bf16 tolerance: the CUDA GEMMs round operands
-// to bf16). Runs only where runtime.info().devices has 'cuda'. Until the model
-// itself runs on CUDA (loadModel(..., { device: 'cuda' }) is refused with
-// E_DEVICE today: native/model reads host memory), the test says so and skips,
-// so bench/gpu-check.sh's table shows the gap instead of a pass.
+// stories260K/lora_reference.safetensors (float64 PyTorch): loss within 1e-2
+// relative, every gradient within 1e-2 of the largest |grad| of its tensor (bf16
+// tolerance: the CUDA GEMMs round operands to bf16), one AdamW step on the GPU,
+// and the GPU model against the CPU model (LoRA and full fine-tuning). Runs only where
+// runtime.info().devices has 'cuda' (bench/gpu-check.sh); skipped elsewhere.
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { runtime } from '../../src/index.js';
@@ -18,6 +17,7 @@ const hasCuda = runtime.info().devices.includes('cuda');
 if (!hasCuda) console.warn(`skipping test/cuda/lora_reference: ${native().deviceUnavailableReason('cuda')}`);
 
 function relToMax(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length);
   let d = 0, m = 0;
   for (let i = 0; i < b.length; i++) {
     if (!Number.isFinite(a[i])) return Infinity;
@@ -27,44 +27,107 @@ function relToMax(a: Float32Array, b: Float32Array): number {
   return m === 0 ? d : d / m;
 }
 
+function rows(a: BigInt64Array, B: number, T: number): number[][] {
+  return Array.from({ length: B }, (_, b) => Array.from(a.subarray(b * T, (b + 1) * T), Number));
+}
+
 describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
-  let model: Model | undefined;
-  let refusal = '';
+  let gpu: Model, cpu: Model;
   let ref: SafetensorsFile;
+  let names: string[];
+  let inputIds: number[][], labels: number[][];
 
   beforeAll(async () => {
     ref = SafetensorsFile.open(fixturePath(REF));
-    try {
-      // eslint-disable-next-line @typescript-eslint/no-explicit-any -- 'cuda' is not in the model's option type yet
-      model = await loadModel(fixturePath('stories260K'), { device: 'cuda' } as any);
-    } catch (e) {
-      refusal = `${(e as { code?: string }).code}: ${(e as Error).message}`;
-    }
-  });
-
-  it('loss and every LoRA gradient within 1e-2 of the float64 reference', async (ctx) => {
-    if (!model) {
-      console.warn(`SKIPPED on a GPU: the model does not run on CUDA yet (${refusal})`);
-      ctx.skip();
-      return;
-    }
     const md = ref.metadata;
     const [B, T] = ref.info('input_ids').shape;
-    const ids = ref.readArray('input_ids') as BigInt64Array;
-    const labels = ref.readArray('labels') as BigInt64Array;
+    inputIds = rows(ref.readArray('input_ids') as BigInt64Array, B, T);
+    labels = rows(ref.readArray('labels') as BigInt64Array, B, T);
     const r = Number(md.lora_r), alpha = Number(md.lora_alpha);
     const scale = md.lora_scale !== undefined ? Number(md.lora_scale) : alpha / r;
     const rsLora = Math.abs(scale - alpha / Math.sqrt(r)) < 1e-9 && Math.abs(scale - alpha / r) > 1e-9;
-    model.addLora({ r, alpha, rsLora, targetModules: md.target_modules.split(',').map((t) => t.trim()) as (typeof LORA_TARGETS)[number][] });
-    const names = ref.names().filter((n) => n.endsWith('.weight') && n.startsWith('base_model.'));
+    const targetModules = md.target_modules.split(',').map((t) => t.trim()) as (typeof LORA_TARGETS)[number][];
+    names = ref.names().filter((n) => n.endsWith('.weight') && n.startsWith('base_model.'));
     const init: Record<string, Float32Array> = {};
     for (const n of names) init[n] = ref.readArray(n) as Float32Array;
-    model.setAdapterWeights(init);
-    const out = await model.lossAndGrads({ inputIds: ids, labels, batchSize: B, seqLen: T });
-    expect(Math.abs(out.loss - Number(md.loss_float64)) / Number(md.loss_float64)).toBeLessThan(1e-2);
+    gpu = await loadModel(fixturePath('stories260K'), { device: 'cuda' });
+    cpu = await loadModel(fixturePath('stories260K'));
+    for (const m of [gpu, cpu]) {
+      m.addLora({ r, alpha, rsLora, targetModules });
+      m.setAdapterWeights(init);
+    }
+  });
+
+  it('the model lives on the GPU', () => {
+    expect(gpu.device).toBe('cuda');
+    expect(cpu.device).toBe('cpu');
+  });
+
+  it('loss and every LoRA gradient within 1e-2 of the float64 reference; then one AdamW step', async () => {
+    const out = await gpu.lossAndGrads({ inputIds, labels });
+    const lossRef = Number(ref.metadata.loss_float64);
+    expect(Math.abs(out.loss - lossRef) / lossRef).toBeLessThan(1e-2);
+    let worst = 0;
     for (const n of names) {
       const e = relToMax(out.grads[n], ref.readArray(`${n}.grad`) as Float32Array);
+      worst = Math.max(worst, e);
       expect(e, n).toBeLessThan(1e-2);
     }
+    console.log(`LoRA reference on CUDA: loss rel err ${(Math.abs(out.loss - lossRef) / lossRef).toExponential(2)}, worst grad ${worst.toExponential(2)}`);
+    // One AdamW step on the GPU against the closed form of AdamW's first step,
+    // p·(1 − lr·wd) − lr·g/(|g| + eps), from the gradients the GPU returned.
+    const before = gpu.adapterWeights();
+    const opt = { lr: 1e-3, weightDecay: 0.01, eps: 1e-8 };
+    gpu.adamwStep(opt);
+    const after = gpu.adapterWeights();
+    for (const n of names) {
+      const g = out.grads[n], p = before[n], q = after[n];
+      const want = new Float32Array(p.length);
+      for (let i = 0; i < p.length; i++) want[i] = p[i] * (1 - opt.lr * opt.weightDecay) - (opt.lr * g[i]) / (Math.abs(g[i]) + opt.eps);
+      expect(relToMax(q, want), n).toBeLessThan(1e-5);
+    }
+  });
+
+  it('the same loss, gradients and logits as the CPU model (bf16 tolerance)', async () => {
+    const init: Record<string, Float32Array> = {};
+    for (const n of names) init[n] = ref.readArray(n) as Float32Array;
+    gpu.setAdapterWeights(init);
+    const g = await gpu.lossAndGrads({ inputIds, labels });
+    const c = await cpu.lossAndGrads({ inputIds, labels });
+    expect(g.tokens).toBe(c.tokens);
+    expect(Math.abs(g.loss - c.loss) / c.loss).toBeLessThan(1e-2);
+    for (const n of names) expect(relToMax(g.grads[n], c.grads[n]), n).toBeLessThan(2e-2);
+    // accumulate: a second call with accumulate doubles the gradients
+    const g2 = await gpu.lossAndGrads({ inputIds, labels }, { accumulate: true });
+    for (const n of names) expect(relToMax(g2.grads[n], g.grads[n].map((x) => 2 * x)), n).toBeLessThan(1e-5);
+    const fl = (await gpu.loss({ inputIds, labels })).loss;
+    expect(Math.abs(fl - g.loss) / g.loss).toBeLessThan(1e-5);
+    const lg = await gpu.logits(inputIds);
+    const lc = await cpu.logits(inputIds);
+    expect(lg.device).toBe('cpu');
+    expect(lg.shape).toEqual(lc.shape);
+    expect(relToMax(lg.toArray() as Float32Array, lc.toArray() as Float32Array)).toBeLessThan(2e-2);
+  });
+
+  it('full fine-tuning on the GPU: every weight gradient within bf16 tolerance of the CPU', async () => {
+    const fg = await loadModel(fixturePath('stories260K'), { device: 'cuda', full: true });
+    const fc = await loadModel(fixturePath('stories260K'), { full: true });
+    const g = await fg.lossAndGrads({ inputIds, labels });
+    const c = await fc.lossAndGrads({ inputIds, labels });
+    expect(Math.abs(g.loss - c.loss) / c.loss).toBeLessThan(1e-2);
+    const names = Object.keys(c.grads);
+    expect(names.length).toBeGreaterThan(10);
+    for (const n of names) expect(relToMax(g.grads[n], c.grads[n]), n).toBeLessThan(3e-2);
+    fg.dispose();
+    fc.dispose();
+  });
+
+  it('what has no CUDA kernel yet is refused with E_UNSUPPORTED, and the model still works after', async () => {
+    await expect(gpu.generate([1, 2, 3], { maxNewTokens: 2 })).rejects.toMatchObject({ code: 'E_UNSUPPORTED' });
+    const m = await loadModel(fixturePath('stories260K'), { device: 'cuda' });
+    expect(() => m.addLora({ r: 4, dropout: 0.1 })).toThrow(expect.objectContaining({ code: 'E_UNSUPPORTED' }));
+    m.dispose();
+    const out = await gpu.loss({ inputIds, labels });
+    expect(Number.isFinite(out.loss)).toBe(true);
   });
 });

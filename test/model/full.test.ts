@@ -218,4 +218,20 @@ describe('full fine-tuning', () => {
     expect(() => full.grads()).toThrow();
     await expect(loadModel('/nonexistent', { full: 'yes' as never })).rejects.toThrow(/boolean for full/);
   });
+
+  it("randomModel init 'tiled': seeded N(0, 0.02²) values at copy speed, deterministic, norms 1", () => {
+    const cfg = { ...base, model_type: 'llama', tie_word_embeddings: true };
+    const a = randomModel(cfg, { seed: 5, init: 'tiled' }).weights();
+    const b = randomModel(cfg, { seed: 5, init: 'tiled' }).weights();
+    const c = randomModel(cfg, { seed: 6, init: 'tiled' }).weights();
+    const w = a['model.layers.1.mlp.down_proj.weight'];
+    expect(Array.from(w)).toEqual(Array.from(b['model.layers.1.mlp.down_proj.weight']));
+    expect(Array.from(w)).not.toEqual(Array.from(c['model.layers.1.mlp.down_proj.weight']));
+    const mean = w.reduce((s, x) => s + x, 0) / w.length;
+    const std = Math.sqrt(w.reduce((s, x) => s + (x - mean) ** 2, 0) / w.length);
+    expect(std).toBeGreaterThan(0.015);
+    expect(std).toBeLessThan(0.025);
+    expect(Array.from(a['model.norm.weight']).every((x) => x === 1)).toBe(true);
+    expect(() => randomModel(cfg, { init: 'uniform' as never })).toThrow(expect.objectContaining({ code: 'E_ARG' }));
+  });
 });
