@@ -125,7 +125,35 @@ if (what === 'lora') {
     min_ms: times[0], max_ms: times[4], tokens_per_s: tokS, peak_mib: after.peak / 2 ** 20,
     step_peak_mib: (after.peak - before.inUse) / 2 ** 20, mfu: (tokS * flopsTok) / 989e12, params_frozen: nBase,
     params_lora: nLora, setup_s: loadS });
+} else if (what === 'ops') {
+  // Where a llama-3.2-1b step's time goes: each op alone at the step's shapes (T 2048 tokens,
+  // C 2048, 32 heads / 8 KV heads of 64, F 8192, r 16, V 128256), fwd+bwd, median of 10.
+  const T = 2048, C = 2048, H = 32, KVH = 8, D = 64, F = 8192, R = 16, V = 128256;
+  const sync = () => Tensor.zeros([1], { device: 'cuda' }).to('cpu');
+  const timed = (name, fn, flops = 0) => {
+    const t = timeMs(() => { fn(); sync(); }, 2, 10);
+    emit({ bench: `op ${name}`, impl: `instill cuda (${gemm})`, ...t, ...(flops ? { tflops: flops / t.ms / 1e9 } : {}) });
+  };
+  const q = gpu(randn(T * H * D), [T, H, D]), k = gpu(randn(T * KVH * D), [T, KVH, D]), v = gpu(randn(T * KVH * D), [T, KVH, D]);
+  const cu = Tensor.from(Int32Array.of(0, T), [2], { dtype: 'i32', device: 'cuda' });
+  const { handleOf } = await import('../../dist/src/tensor.js');
+  const n = native();
+  const fwd = n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), 1 / Math.sqrt(D));
+  const dout = gpu(randn(T * H * D), [T, H, D]);
+  timed('attention fwd (T 2048, 32/8 heads, D 64)', () => n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), 1 / Math.sqrt(D)));
+  timed('attention bwd', () => n.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), fwd.out, fwd.lse, handleOf(cu), 1 / Math.sqrt(D)));
+  for (const [nm, IN, OUT] of [['q/o 2048->2048', C, C], ['k/v 2048->512', C, KVH * D], ['gate/up 2048->8192', C, F], ['down 8192->2048', F, C]]) {
+    const x = gpu(randn(T * IN), [T, IN]), w = gpu(randn(OUT * IN, 0.02), [OUT, IN], 'bf16');
+    const a = gpu(randn(R * IN, 0.02), [R, IN]), b = gpu(randn(OUT * R, 0.02), [OUT, R]), dy = gpu(randn(T * OUT), [T, OUT]);
+    timed(`lora_linear fwd+bwd ${nm}`, () => {
+      const { u } = kernels.loraLinear({ x, w, a, b, scale: 2 });
+      kernels.loraLinearBackward({ dy, x, w, a, b, u, scale: 2 });
+    }, 6 * T * IN * OUT);
+  }
+  const h = gpu(randn(T * C), [T, C]), wv = gpu(randn(V * C, 0.02), [V, C], 'bf16');
+  const tg = Tensor.from(Int32Array.from({ length: T }, (_, i) => (i * 7919) % V), [T], { device: 'cuda' });
+  timed('linear CE fwd+bwd (T 2048, V 128256)', () => kernels.linearCrossEntropy({ h, w: wv, targets: tg }));
 } else {
-  console.error('usage: node bench/gpu/instill_bench.mjs lora|ce|train [--config FILE] --out results.jsonl');
+  console.error('usage: node bench/gpu/instill_bench.mjs lora|ce|train|ops [--config FILE] --out results.jsonl');
   process.exit(2);
 }

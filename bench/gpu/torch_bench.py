@@ -149,15 +149,59 @@ def bench_train(out, config_path):
          versions=dict(torch=torch.__version__, transformers=transformers.__version__))
 
 
+def bench_ops(out):
+    """The same per-op shapes as instill_bench.mjs ops (a llama-3.2-1b step at T 2048), bf16 activations."""
+    T, C, H, KVH, D, Fi, R, V = 2048, 2048, 32, 8, 64, 8192, 16, 128256
+    g = torch.Generator(device="cuda").manual_seed(4)
+    rn = lambda *s, dt=torch.bfloat16, sc=1.0: (torch.randn(*s, device="cuda", generator=g) * sc).to(dt)
+    q = rn(1, H, T, D).requires_grad_(True)
+    k = rn(1, KVH, T, D).requires_grad_(True)
+    v = rn(1, KVH, T, D).requires_grad_(True)
+    dout = rn(1, H, T, D)
+
+    def att():
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        o.backward(dout)
+        q.grad = k.grad = v.grad = None
+
+    med, lo, hi = time_ms(att, repeats=10)
+    emit(out, bench="op attention fwd+bwd (T 2048, 32/8 heads, D 64)", impl="torch sdpa (bf16)", ms=med, min_ms=lo, max_ms=hi)
+    for nm, IN, OUT in (("q/o 2048->2048", C, C), ("k/v 2048->512", C, KVH * D), ("gate/up 2048->8192", C, Fi), ("down 8192->2048", Fi, C)):
+        x = rn(T, IN).requires_grad_(True)
+        W = rn(OUT, IN, sc=0.02)
+        A = rn(R, IN, dt=torch.float32, sc=0.02).requires_grad_(True)
+        B = rn(OUT, R, dt=torch.float32, sc=0.02).requires_grad_(True)
+        dy = rn(T, OUT)
+
+        def lora():
+            y = F.linear(x, W) + (F.linear(F.linear(x.to(A.dtype), A), B) * 2.0).to(x.dtype)
+            y.backward(dy)
+            x.grad = A.grad = B.grad = None
+
+        med, lo, hi = time_ms(lora, repeats=10)
+        emit(out, bench=f"op lora_linear fwd+bwd {nm}", impl="torch eager (bf16)", ms=med, min_ms=lo, max_ms=hi,
+             tflops=6 * T * IN * OUT / med / 1e9)
+    h = rn(T, C).requires_grad_(True)
+    W = rn(V, C, sc=0.02)
+    t = torch.randint(0, V, (T,), device="cuda", generator=g)
+
+    def ce():
+        F.cross_entropy((h @ W.t()).float(), t).backward()
+        h.grad = None
+
+    med, lo, hi = time_ms(ce, repeats=10)
+    emit(out, bench="op linear CE fwd+bwd (T 2048, V 128256)", impl="torch logits+cross_entropy (bf16)", ms=med, min_ms=lo, max_ms=hi)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["lora", "ce", "train"])
+    ap.add_argument("what", choices=["lora", "ce", "train", "ops"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--config")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("torch sees no GPU")
-    {"lora": lambda: bench_lora(a.out), "ce": lambda: bench_ce(a.out), "train": lambda: bench_train(a.out, a.config)}[a.what]()
+    {"lora": lambda: bench_lora(a.out), "ce": lambda: bench_ce(a.out), "train": lambda: bench_train(a.out, a.config), "ops": lambda: bench_ops(a.out)}[a.what]()
 
 
 if __name__ == "__main__":
