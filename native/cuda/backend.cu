@@ -1,8 +1,7 @@
 // The CUDA backend's table (ops/backend.h), registered in ops/backend.cpp under
 // INSTILL_CUDA. Filled by member assignment so entries added to Backend later
 // stay null (= E_UNSUPPORTED on CUDA) until a kernel exists.
-// Not on CUDA yet (null): attention_decode (generation with a KV cache) and
-// lora_dropout_forward/backward (LoRA dropout > 0).
+// Every entry of the table has a CUDA kernel.
 #include "ops/backend.h"
 
 namespace instill {
@@ -21,11 +20,14 @@ void rope_forward(const RopeArgs&);
 void rope_backward(const RopeArgs&);
 void attention_forward(const AttentionForwardArgs&);
 void attention_backward(const AttentionBackwardArgs&);
+void attention_decode(const AttentionDecodeArgs&);
 void swiglu_forward(const SwigluForwardArgs&);
 void swiglu_backward(const SwigluBackwardArgs&);
 void adamw_step(const AdamwArgs&);
 void add(const AddArgs&);
 void bias_add(const BiasAddArgs&);
+void lora_dropout_forward(const LoraDropoutForwardArgs&);
+void lora_dropout_backward(const LoraDropoutBackwardArgs&);
 
 namespace {
 Backend make_backend() {
@@ -45,11 +47,14 @@ Backend make_backend() {
   b.rope_backward = rope_backward;
   b.attention_forward = attention_forward;
   b.attention_backward = attention_backward;
+  b.attention_decode = attention_decode;
   b.swiglu_forward = swiglu_forward;
   b.swiglu_backward = swiglu_backward;
   b.adamw_step = adamw_step;
   b.add = add;
   b.bias_add = bias_add;
+  b.lora_dropout_forward = lora_dropout_forward;
+  b.lora_dropout_backward = lora_dropout_backward;
   return b;
 }
 }  // namespace

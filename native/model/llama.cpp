@@ -163,9 +163,6 @@ void LlamaModel::add_lora(uint32_t mask, int64_t r, float scale, float dropout) 
   if (r < 1) fail(ErrorCode::Arg, "LoRA rank must be >= 1, got ", r);
   if (mask == 0 || mask >= (1u << kNumTargets)) fail(ErrorCode::Arg, "LoRA target mask ", mask, " selects no valid module");
   if (!std::isfinite(scale)) fail(ErrorCode::Arg, "LoRA scale must be finite");
-  if (dropout > 0.0f && device_ != Device::CPU) {
-    fail(ErrorCode::Unsupported, "LoRA dropout has no ", device_name(device_), " kernel yet: use dropout 0 on this device (or train on the CPU)");
-  }
   for (auto& lw : layers_) {
     for (int ti = 0; ti < kNumTargets; ++ti) {
       Linear& lin = lw.lin[static_cast<size_t>(ti)];
@@ -554,24 +551,22 @@ Tensor LlamaModel::logits(const ModelInputs& host_in, bool last_only) {
 }
 
 void LlamaModel::decode_reset(int64_t max_len) {
-  if (device_ != Device::CPU) {
-    fail(ErrorCode::Unsupported, "generation with a KV cache has no ", device_name(device_),
-         " kernel yet: load the model with device 'cpu' to generate");
-  }
   if (max_len < 1) fail(ErrorCode::Arg, "KV cache length must be >= 1, got ", max_len);
   const LlamaConfig& c = cfg_;
   k_cache_.assign(static_cast<size_t>(c.L), Tensor());
   v_cache_.assign(static_cast<size_t>(c.L), Tensor());
   for (int64_t l = 0; l < c.L; ++l) {
-    k_cache_[static_cast<size_t>(l)] = Tensor::empty({max_len, c.KVH, c.D}, DType::F32);
-    v_cache_[static_cast<size_t>(l)] = Tensor::empty({max_len, c.KVH, c.D}, DType::F32);
+    k_cache_[static_cast<size_t>(l)] = empty({max_len, c.KVH, c.D});
+    v_cache_[static_cast<size_t>(l)] = empty({max_len, c.KVH, c.D});
   }
   cache_len_ = 0;
 }
 
-Tensor LlamaModel::decode(const Tensor& ids) {
+Tensor LlamaModel::decode(const Tensor& host_ids) {
   check_complete();
   if (k_cache_.empty()) fail(ErrorCode::Arg, "decode: no KV cache (call decode_reset first)");
+  need_same_device(host_ids, "ids", Device::CPU);
+  const Tensor ids = on_device(host_ids);
   need_dtype(ids, "ids", {DType::I32});
   need_ndim(ids, "ids", 1);
   const LlamaConfig& c = cfg_;
@@ -580,10 +575,11 @@ Tensor LlamaModel::decode(const Tensor& ids) {
   if (start + n > k_cache_[0].dim(0)) {
     fail(ErrorCode::Range, "KV cache holds ", k_cache_[0].dim(0), " tokens; cannot add ", n, " after ", start);
   }
-  Tensor pos = Tensor::empty({n}, DType::I32);
-  for (int64_t i = 0; i < n; ++i) pos.data_as<int32_t>()[i] = static_cast<int32_t>(start + i);
+  Tensor pos_host = Tensor::empty({n}, DType::I32);
+  for (int64_t i = 0; i < n; ++i) pos_host.data_as<int32_t>()[i] = static_cast<int32_t>(start + i);
+  const Tensor pos = on_device(pos_host);
   ModelInputs in{&ids, &pos, nullptr, nullptr};
-  Tensor x = Tensor::empty({n, c.C}, DType::F32), y = Tensor::empty({n, c.C}, DType::F32);
+  Tensor x = empty({n, c.C}), y = empty({n, c.C});
   embedding_forward(EmbeddingForwardArgs{&ids, &embed_, &x});
   Acts a = make_acts(n, nullptr);
   for (int64_t l = 0; l < c.L; ++l) {
@@ -591,15 +587,19 @@ Tensor LlamaModel::decode(const Tensor& ids) {
     std::swap(x, y);
   }
   cache_len_ = start + n;
-  Tensor last = Tensor::empty({1}, DType::I32);
-  last.data_as<int32_t>()[0] = static_cast<int32_t>(n - 1);
-  Tensor row = Tensor::empty({1, c.C}, DType::F32), rowf = Tensor::empty({1, c.C}, DType::F32);
+  Tensor last_host = Tensor::empty({1}, DType::I32);
+  last_host.data_as<int32_t>()[0] = static_cast<int32_t>(n - 1);
+  const Tensor last = on_device(last_host);
+  Tensor row = empty({1, c.C}), rowf = empty({1, c.C});
   embedding_forward(EmbeddingForwardArgs{&last, &x, &row});  // a row gather
-  Tensor rstd = Tensor::empty({1}, DType::F32);
+  Tensor rstd = empty({1});
   rmsnorm_forward(RmsnormForwardArgs{&row, &norm_, c.eps, &rowf, &rstd});
-  Tensor out = Tensor::empty({1, c.V}, DType::F32);
+  Tensor out = empty({1, c.V});
   matmul(MatmulArgs{&rowf, &head(), false, true, &out});
-  return out;
+  if (device_ == Device::CPU) return out;
+  Tensor host = Tensor::empty(out.shape(), DType::F32);  // sampling runs on the host
+  copy_bytes(host.data(), Device::CPU, out.data(), device_, out.nbytes());
+  return host;
 }
 
 void LlamaModel::zero_grads() {

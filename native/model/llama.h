@@ -31,7 +31,7 @@
 // - Device: every weight, adapter, gradient, moment and activation lives on the device
 //   given at construction (CPU or CUDA). Weights and token inputs may be handed in on the
 //   host; they are copied over (inputs are validated on the host first). logits() returns a
-//   host tensor. On CUDA, KV-cache decoding and LoRA dropout have no kernels yet (E_UNSUPPORTED).
+//   host tensor, as does decode().
 #pragma once
 
 #include <array>
@@ -145,7 +145,7 @@ class LlamaModel {
   // allocates the cache for max_len tokens and empties it; decode appends ids (n) at
   // positions cache_len .. cache_len+n-1 and returns the logits (1, V) of the last one.
   void decode_reset(int64_t max_len);
-  Tensor decode(const Tensor& ids);
+  Tensor decode(const Tensor& host_ids);
   int64_t cache_len() const { return cache_len_; }
 
   // Zeroes every gradient (LoRA's, or every weight's in full mode).

@@ -20,9 +20,16 @@
 
 namespace instill {
 
+// Host and device (native/cuda/lora_dropout.cu draws the same masks on the GPU).
+#ifdef __CUDACC__
+#define INSTILL_HOST_DEVICE __host__ __device__
+#else
+#define INSTILL_HOST_DEVICE
+#endif
+
 // murmur3's 32-bit finaliser over (seed, index); the same function is in
 // src/model/dropout.ts so tests can rebuild a mask.
-inline uint32_t dropout_fmix32(uint32_t h) {
+INSTILL_HOST_DEVICE inline uint32_t dropout_fmix32(uint32_t h) {
   h ^= h >> 16;
   h *= 0x85ebca6bu;
   h ^= h >> 13;
@@ -30,7 +37,7 @@ inline uint32_t dropout_fmix32(uint32_t h) {
   h ^= h >> 16;
   return h;
 }
-inline uint32_t dropout_hash(uint32_t seed, uint64_t index) {
+INSTILL_HOST_DEVICE inline uint32_t dropout_hash(uint32_t seed, uint64_t index) {
   const uint32_t lo = static_cast<uint32_t>(index), hi = static_cast<uint32_t>(index >> 32);
   return dropout_fmix32(dropout_fmix32(lo * 0x9e3779b1u + seed) ^ dropout_fmix32(hi + 0x7f4a7c15u) ^ seed);
 }

@@ -20,9 +20,9 @@ export type LoraTarget = (typeof LORA_TARGETS)[number];
 
 export interface LoadModelOptions {
   /**
-   * Where weights, adapters, gradients and activations live. Default 'cpu'. 'cuda' needs a build with
-   * the CUDA backend and a GPU (runtime.info().devices); there, generation (KV cache) and LoRA dropout
-   * have no kernels yet (E_UNSUPPORTED).
+   * Where weights, adapters, gradients, optimizer moments and activations live. Default 'cpu'. 'cuda'
+   * needs a build with the CUDA backend and a GPU (runtime.info().devices); its products round operands
+   * to bf16 (f32 accumulation), so results agree with the CPU's within bf16 tolerance.
    */
   device?: 'cpu' | 'cuda';
   /** dtype of the frozen linear/embedding weights in memory. Default 'f32'. Norms are always f32. */

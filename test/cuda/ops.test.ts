@@ -236,6 +236,26 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     close(host(gotB.dv), refB.dv.toArray(), F32_TOL, 'dv');
   });
 
+  it.each([
+    { start: 37, n: 5, h: 4, kvh: 2, d: 80, window: 0 },
+    { start: 0, n: 23, h: 3, kvh: 1, d: 64, window: 0 },
+    { start: 50, n: 1, h: 8, kvh: 2, d: 128, window: 16 },
+  ])('attention decode against a KV cache: start $start, n $n, H=$h KVH=$kvh D=$d window $window', ({ start, n, h, kvh, d, window }) => {
+    const A = native();
+    const tmax = start + n + 3;
+    const q = pair(randn(r, n * h * d), [n, h, d]), k = pair(randn(r, n * kvh * d), [n, kvh, d]), v = pair(randn(r, n * kvh * d), [n, kvh, d]);
+    const kc = pair(randn(r, tmax * kvh * d), [tmax, kvh, d]), vc = pair(randn(r, tmax * kvh * d), [tmax, kvh, d]);
+    const scale = 1 / Math.sqrt(d);
+    const ref = A.opAttentionDecode(handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), handleOf(kc.cpu), handleOf(vc.cpu), start, scale, window);
+    const got = A.opAttentionDecode(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(kc.gpu), handleOf(vc.gpu), start, scale, window);
+    close(host(got), ref.toArray(), F32_TOL, 'out');
+    // the new rows landed in the caches, the rest is untouched: compare the whole caches
+    expect(Array.from(host(kc.gpu))).toEqual(Array.from(kc.cpu.toArray()));
+    expect(Array.from(host(vc.gpu))).toEqual(Array.from(vc.cpu.toArray()));
+    expect(() => A.opAttentionDecode(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(kc.gpu), handleOf(vc.gpu), tmax - n + 1, scale, window))
+      .toThrow(expect.objectContaining({ code: 'E_RANGE' }));
+  });
+
   it('attention with head dimension > 128 is E_UNSUPPORTED, not a crash', () => {
     const A = native();
     const q = Tensor.from(randn(r, 4 * 256), [4, 1, 256], { device: 'cuda' });

@@ -1,0 +1,91 @@
+// lora_dropout on CUDA (ops/lora_dropout.h): lora_linear's products with the
+// low-rank branch fed by dropout(x). The mask is the CPU's, bit for bit: element
+// i of x (row-major flat index) is kept iff dropout_hash(seed, i) >= p·2³², so a
+// model trained on either device regenerates the same masks from the same seeds.
+//
+// Forward   xd = x ⊙ mask/(1−p) (scratch), u = xd·Aᵀ, y = [x | s·u]·[W | B]ᵀ + bias
+// Backward  g = dy·B;  dx = dy·W, then dx += s·(g·A) ⊙ mask/(1−p);
+//           dA = s·gᵀ·xd (xd regenerated), dB = s·dyᵀ·u   (= or += by accumulate)
+// The products go through gemm.h (cuBLASLt or the WMMA kernel): operands rounded
+// to bf16, f32 accumulation, as lora_linear on CUDA.
+#include "cuda/gemm.h"
+#include "ops/lora_dropout.h"
+
+namespace instill {
+namespace cuda {
+
+namespace {
+
+// dst = src ⊙ mask·mul/(1−p), or dst += that with add. One thread per element
+// (grid-stride); the hash is a handful of integer multiplies, cheap next to the load.
+__global__ void apply_mask_kernel(const float* src, float* dst, int64_t count, uint64_t threshold, float keep,
+                                  uint32_t seed, bool add) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float m = dropout_hash(seed, static_cast<uint64_t>(i)) >= threshold ? keep : 0.0f;
+    dst[i] = add ? dst[i] + src[i] * m : src[i] * m;
+  }
+}
+
+void apply_mask(const Tensor& src, Tensor& dst, float p, uint32_t seed, float mul, bool add) {
+  const int64_t count = src.numel();
+  if (count == 0) return;
+  // Same threshold and keep factor as the CPU (cpu/lora_dropout.cpp), computed on the host.
+  const uint64_t threshold = static_cast<uint64_t>(static_cast<double>(p) * 4294967296.0);
+  const float keep = mul / (1.0f - p);
+  apply_mask_kernel<<<grid_1d(count, 256), 256, 0, stream()>>>(src.data_as<float>(), dst.data_as<float>(), count,
+                                                             threshold, keep, seed, add);
+  check_launch("apply_mask_kernel");
+}
+
+GemmArgs product(int64_t M, int64_t N, int64_t K, GemmOperand a, GemmOperand b, float* c, int64_t ldc) {
+  GemmArgs g;
+  g.M = M; g.N = N; g.K[0] = K;
+  g.a[0] = a; g.b[0] = b;
+  g.c = c; g.ldc = ldc;
+  return g;
+}
+
+}  // namespace
+
+void lora_dropout_forward(const LoraDropoutForwardArgs& p) {
+  const Tensor &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b;
+  const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0), R = a.dim(0);
+  Tensor xd = Tensor::empty({N, IN}, DType::F32, Device::CUDA);
+  apply_mask(x, xd, p.p, p.seed, 1.0f, false);
+  gemm(product(N, R, IN, operand(xd, false), operand(a, true), p.u->data_as<float>(), R));  // u = xd·Aᵀ
+  GemmArgs g;  // y = x·Wᵀ + s·u·Bᵀ + bias: the low-rank term as a second K segment of y's product
+  g.M = N; g.N = OUT; g.K[0] = IN; g.K[1] = R;
+  g.a[0] = operand(x, false);
+  g.a[1] = operand(*p.u, false, p.scale);
+  g.b[0] = operand(w, true);
+  g.b[1] = operand(b, true);
+  g.bias = p.bias ? p.bias->data_as<float>() : nullptr;
+  g.c = p.y->data_as<float>(); g.ldc = OUT;
+  gemm(g);
+}
+
+void lora_dropout_backward(const LoraDropoutBackwardArgs& p) {
+  const Tensor &dy = *p.dy, &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b, &u = *p.u;
+  const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0), R = a.dim(0);
+  Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);
+  gemm(product(N, R, OUT, operand(dy, false), operand(b, false), gt.data_as<float>(), R));  // g = dy·B
+  Tensor scratch = Tensor::empty({N, IN}, DType::F32, Device::CUDA);
+  if (p.dx) {
+    gemm(product(N, IN, OUT, operand(dy, false), operand(w, false), p.dx->data_as<float>(), IN));     // dx = dy·W
+    gemm(product(N, IN, R, operand(gt, false), operand(a, false), scratch.data_as<float>(), IN));     // g·A
+    apply_mask(scratch, *p.dx, p.p, p.seed, p.scale, true);                                           // dx += s·(g·A)⊙mask
+  }
+  apply_mask(x, scratch, p.p, p.seed, 1.0f, false);  // xd, regenerated
+  GemmArgs da = product(R, IN, N, operand(gt, true), operand(scratch, false), p.da->data_as<float>(), IN);
+  da.alpha = p.scale;
+  da.beta = p.accumulate ? 1.f : 0.f;
+  gemm(da);
+  GemmArgs db = product(OUT, R, N, operand(dy, true), operand(u, false), p.db->data_as<float>(), R);
+  db.alpha = p.scale;
+  db.beta = p.accumulate ? 1.f : 0.f;
+  gemm(db);
+}
+
+}  // namespace cuda
+}  // namespace instill
