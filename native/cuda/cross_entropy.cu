@@ -3,16 +3,28 @@
 // Targets are copied to the host once per call (N int32s): there they are
 // range-checked (E_RANGE, as on the CPU), counted (the default normalizer), and,
 // for the fused op, turned into the list of rows that reach the LM head.
-// ce_rows_kernel: one block per row: max, Σexp(x − max) in f32 (then the row's
-// loss added in double to one accumulator), and dlogits = (softmax − onehot) /
-// normalizer written in place when asked (every thread reads the target's logit
-// before the first reduction, and writes only after it).
-// linear_cross_entropy: ignored rows never reach the head; kept rows go through
-// in chunks of `chunk_rows` (default: as many as fit in kCudaChunkBytes of f32
-// logits — 256 MiB, larger than the CPU's 32 MiB because a GPU needs wide
-// products to be fast; ~520 rows at V = 128256): gather h rows, logits = hc·Wᵀ,
-// softmax gradient in place, dh rows = dlogits·W scattered back, dW +=
-// dlogitsᵀ·hc. Peak scratch: chunk·(V + 2C) f32, never N·V.
+// ce_rows_kernel: one block per row, two passes over it: (1) a running max and
+// Σexp(x − max) per thread (rescaled when the max grows; one read instead of a
+// max pass and a sum pass), combined across the block in f32, the row's loss
+// added in double to one accumulator; (2) dlogits = (softmax − onehot) /
+// normalizer, written as f32 (in place for masked_cross_entropy: each thread
+// writes only what it has just read, and the target's logit is read before the
+// first reduction) or straight as bf16 (linear CE: the dh/dW products read
+// bf16 anyway, so the f32 copy and its pack are skipped). float4 loads when rows
+// are 16-byte aligned.
+// linear_cross_entropy: ignored rows never reach the head. Kept rows go through
+// in chunks; per chunk their h rows are gathered and converted to bf16 once,
+// the f32 logits are computed in sub-chunks (logits = hc·Wᵀ, then the softmax
+// kernel writes that sub-chunk's bf16 dlogits into the chunk's buffer), and
+// then dh rows = dlogits·W (scattered back) and dW += dlogitsᵀ·hc run once per
+// chunk. Why two levels: the dh product has a small output (rows × C) and a
+// huge K (V), so it needs many rows to fill an H100/H200 (thousands, not the
+// ~520 that 256 MiB of f32 logits allow at V = 128256), while the f32 logits
+// need 4 bytes per element and the bf16 gradient 2. Defaults: a chunk is up to
+// 1 GiB of bf16 dlogits (4186 rows at V = 128256; chunks balanced, rows a
+// multiple of 64), a sub-chunk up to 256 MiB of f32 logits (512 rows). Peak
+// scratch at N = 8192 (6144 kept), C = 2048, V = 128256: ~1.07 GB, never N·V.
+// A caller's chunk_rows sets both (about chunk_rows·V·6 bytes).
 #include <algorithm>
 #include <cmath>
 
@@ -24,45 +36,112 @@ namespace cuda {
 
 namespace {
 
-constexpr int64_t kCudaChunkBytes = 256ll << 20;
-constexpr int kThreads = 256;
+constexpr int64_t kCudaDlogitsBytes = 1ll << 30;   // bf16 softmax gradient of one chunk
+constexpr int64_t kCudaLogitsBytes = 256ll << 20;  // f32 logits of one sub-chunk
+constexpr int kThreads = 512;
 
-__global__ void ce_rows_kernel(const float* logits, const int32_t* targets, int64_t V, int32_t ignore_index,
-                               float inv_norm, float* dlogits, double* loss_sum) {
-  // logits, dlogits (M, V) (may alias); targets (M)
+__device__ __forceinline__ void store1(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store1(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
+__device__ __forceinline__ void store4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ __forceinline__ void store4(__nv_bfloat16* p, float4 v) {
+  const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+  uint2 raw;
+  raw.x = *reinterpret_cast<const uint32_t*>(&lo);
+  raw.y = *reinterpret_cast<const uint32_t*>(&hi);
+  *reinterpret_cast<uint2*>(p) = raw;
+}
+
+// Folds x into a thread's running (max m, Σexp(· − m) s).
+__device__ __forceinline__ void online_add(float& m, float& s, float x) {
+  if (x > m) {
+    s *= expf(m - x);
+    m = x;
+  }
+  s += expf(x - m);
+}
+
+// logits (M, ldl) f32, dlogits (M, ldd) OutT or null (may alias logits when OutT
+// is float and ldd == ldl), targets (M). kVec: every row of both is 16-byte
+// (logits) and 4-element (dlogits) aligned, checked on the host.
+template <typename OutT, bool kVec>
+__global__ void __launch_bounds__(kThreads) ce_rows_kernel(const float* logits, int64_t ldl, const int32_t* targets,
+                                                           int64_t V, int32_t ignore_index, float inv_norm,
+                                                           OutT* dlogits, int64_t ldd, double* loss_sum) {
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
-  const float* x = logits + row * V;
+  const float* x = logits + row * ldl;
   const int32_t t = targets[row];
   const bool ignored = t == ignore_index || t < 0 || t >= V;
-  const float xt = ignored ? 0.f : x[t];
-  float mx = -INFINITY;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, x[j]);
-  mx = block_max(mx, red);
-  float s = 0.f;
-  for (int64_t j = threadIdx.x; j < V; j += blockDim.x) s += expf(x[j] - mx);
+  const float xt = (!ignored && threadIdx.x == 0) ? x[t] : 0.f;  // before any write (in place)
+  const int64_t V4 = kVec ? (V & ~int64_t{3}) : 0;
+  float m = -INFINITY, s = 0.f;
+  if (kVec) {
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+#pragma unroll 4
+    for (int64_t j = threadIdx.x; j < V4 / 4; j += blockDim.x) {
+      const float4 v = x4[j];
+      const float mv = fmaxf(fmaxf(v.x, v.y), fmaxf(v.z, v.w));
+      if (mv > m) {
+        s *= expf(m - mv);
+        m = mv;
+      }
+      s += expf(v.x - m) + expf(v.y - m) + expf(v.z - m) + expf(v.w - m);
+    }
+  }
+  for (int64_t j = V4 + threadIdx.x; j < V; j += blockDim.x) online_add(m, s, x[j]);
+  const float mx = block_max(m, red);
+  s = m == -INFINITY ? 0.f : s * expf(m - mx);  // a thread that saw nothing adds 0, not 0·exp(NaN)
   s = block_sum(s, red);
   const float lse = mx + logf(s);
   if (threadIdx.x == 0 && !ignored) atomicAdd(loss_sum, static_cast<double>(lse) - static_cast<double>(xt));
-  if (dlogits) {
-    float* d = dlogits + row * V;
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
-      const float v = ignored ? 0.f : (expf(x[j] - lse) - (j == t ? 1.f : 0.f)) * inv_norm;
-      d[j] = v;
+  if (!dlogits) return;
+  OutT* d = dlogits + row * ldd;
+  if (kVec) {
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+#pragma unroll 4
+    for (int64_t j = threadIdx.x; j < V4 / 4; j += blockDim.x) {
+      const int64_t c = 4 * j;
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (!ignored) {
+        v = x4[j];
+        v.x = (expf(v.x - lse) - (c == t ? 1.f : 0.f)) * inv_norm;
+        v.y = (expf(v.y - lse) - (c + 1 == t ? 1.f : 0.f)) * inv_norm;
+        v.z = (expf(v.z - lse) - (c + 2 == t ? 1.f : 0.f)) * inv_norm;
+        v.w = (expf(v.w - lse) - (c + 3 == t ? 1.f : 0.f)) * inv_norm;
+      }
+      store4(d + c, v);
     }
   }
+  for (int64_t j = V4 + threadIdx.x; j < V; j += blockDim.x)
+    store1(d + j, ignored ? 0.f : (expf(x[j] - lse) - (j == t ? 1.f : 0.f)) * inv_norm);
 }
 
-__global__ void gather_rows_kernel(const float* src, const int32_t* rows, int64_t M, int64_t C, float* dst) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < M * C;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    dst[i] = src[static_cast<int64_t>(rows[i / C]) * C + i % C];
+bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+template <typename OutT>
+void launch_ce_rows(int64_t M, const float* logits, int64_t ldl, const int32_t* targets, int64_t V,
+                    int32_t ignore_index, float inv_norm, OutT* dlogits, int64_t ldd, double* loss_sum) {
+  if (M <= 0) return;
+  const bool vec = aligned(logits, 16) && ldl % 4 == 0 && (!dlogits || (aligned(dlogits, 4 * sizeof(OutT)) && ldd % 4 == 0));
+  if (vec) {
+    ce_rows_kernel<OutT, true><<<static_cast<unsigned>(M), kThreads, 0, stream()>>>(logits, ldl, targets, V, ignore_index,
+                                                                                  inv_norm, dlogits, ldd, loss_sum);
+  } else {
+    ce_rows_kernel<OutT, false><<<static_cast<unsigned>(M), kThreads, 0, stream()>>>(
+        logits, ldl, targets, V, ignore_index, inv_norm, dlogits, ldd, loss_sum);
+  }
+  check_launch("ce_rows_kernel");
 }
 
+// dst[rows[r]·C + c] = src[r·C + c]: rows on grid.y, columns on threads.
 __global__ void scatter_rows_kernel(const float* src, const int32_t* rows, int64_t M, int64_t C, float* dst) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < M * C;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    dst[static_cast<int64_t>(rows[i / C]) * C + i % C] = src[i];
+  for (int64_t r = blockIdx.y; r < M; r += gridDim.y) {
+    const float* s = src + r * C;
+    float* d = dst + static_cast<int64_t>(rows[r]) * C;
+    for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < C;
+         c += static_cast<int64_t>(gridDim.x) * blockDim.x)
+      d[c] = s[c];
+  }
 }
 
 void check_targets(const std::vector<int32_t>& t, int64_t V, int32_t ignore_index) {
@@ -94,10 +173,9 @@ CrossEntropyResult masked_cross_entropy(const MaskedCrossEntropyArgs& p) {
   }
   const double norm = p.normalizer > 0 ? p.normalizer : static_cast<double>(count);
   Tensor acc64 = Tensor::zeros({2}, DType::F32, Device::CUDA);  // 8 bytes: one double
-  ce_rows_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream()>>>(
-      p.logits->data_as<float>(), p.targets->data_as<int32_t>(), V, p.ignore_index, static_cast<float>(1.0 / norm),
-      p.dlogits ? p.dlogits->data_as<float>() : nullptr, static_cast<double*>(acc64.data()));
-  check_launch("ce_rows_kernel");
+  launch_ce_rows<float>(N, p.logits->data_as<float>(), V, p.targets->data_as<int32_t>(), V, p.ignore_index,
+                        static_cast<float>(1.0 / norm), p.dlogits ? p.dlogits->data_as<float>() : nullptr, V,
+                        static_cast<double*>(acc64.data()));
   return {read_loss(acc64) / norm, count};
 }
 
@@ -118,47 +196,82 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
   if (count == 0) return {0.0, 0};
   const double norm = p.normalizer > 0 ? p.normalizer : static_cast<double>(count);
 
-  int64_t chunk = p.chunk_rows > 0 ? p.chunk_rows : std::max<int64_t>(1, kCudaChunkBytes / (4 * std::max<int64_t>(V, 1)));
-  chunk = std::min(chunk, count);
+  const bool grads = p.dh || p.dw;
+  const int64_t ldv = round_up(V, 8), ldh = round_up(C, 8);  // 16-byte rows for cuBLASLt and float4
+  int64_t chunk = 0, sub = 0;  // rows per chunk (dh/dW products), per sub-chunk (f32 logits)
+  if (p.chunk_rows > 0) {
+    chunk = sub = std::min(p.chunk_rows, count);
+  } else {
+    int64_t sub_max = std::max<int64_t>(1, kCudaLogitsBytes / (4 * std::max<int64_t>(ldv, 1)));
+    if (sub_max >= 128) sub_max = sub_max / 64 * 64;
+    const int64_t chunk_max =
+        grads ? std::max<int64_t>(sub_max, kCudaDlogitsBytes / (2 * std::max<int64_t>(ldv, 1))) : sub_max;
+    const int64_t chunks = (count + chunk_max - 1) / chunk_max;  // balanced: no small last chunk
+    chunk = std::min({round_up((count + chunks - 1) / chunks, 64), chunk_max, count});
+    const int64_t subs = (chunk + sub_max - 1) / sub_max;
+    sub = std::min({round_up((chunk + subs - 1) / subs, 64), sub_max, chunk});
+  }
   Tensor rows_d = to_device_i32(rows), targets_d = to_device_i32(kept_targets);
-  Tensor hc = Tensor::empty({chunk, C}, DType::F32, Device::CUDA);
-  Tensor logits = Tensor::empty({chunk, V}, DType::F32, Device::CUDA);
+  // The head as bf16 once per call when it is stored otherwise (each product would pack it again).
+  Tensor w16;
+  const __nv_bfloat16* wp = nullptr;
+  if (elem_of(w) == Elem::BF16) {
+    wp = w.data_as<__nv_bfloat16>();
+  } else {
+    w16 = Tensor::empty({V, ldh}, DType::BF16, Device::CUDA);
+    pack_bf16(w.data(), elem_of(w), C, 1.f, V, C, w16.data_as<__nv_bfloat16>(), ldh);
+    wp = w16.data_as<__nv_bfloat16>();
+  }
+  const int64_t ldw = elem_of(w) == Elem::BF16 ? C : ldh;
+  Tensor hb = Tensor::empty({chunk, ldh}, DType::BF16, Device::CUDA);               // kept h rows, bf16
+  Tensor logits = Tensor::empty({sub, ldv}, DType::F32, Device::CUDA);              // one sub-chunk
+  Tensor dl = grads ? Tensor::empty({chunk, ldv}, DType::BF16, Device::CUDA) : Tensor();  // softmax gradient
   Tensor dhc = p.dh ? Tensor::empty({chunk, C}, DType::F32, Device::CUDA) : Tensor();
   Tensor acc64 = Tensor::zeros({2}, DType::F32, Device::CUDA);  // one double
+  auto* hbp = hb.data_as<__nv_bfloat16>();
+  auto* dlp = grads ? dl.data_as<__nv_bfloat16>() : nullptr;
+  const float inv_norm = static_cast<float>(1.0 / norm);
 
   for (int64_t r0 = 0; r0 < count; r0 += chunk) {
     const int64_t m = std::min(chunk, count - r0);
     const int32_t* rows_c = rows_d.data_as<int32_t>() + r0;
-    gather_rows_kernel<<<grid_1d(m * C, 256), 256, 0, stream()>>>(h.data_as<float>(), rows_c, m, C, hc.data_as<float>());
-    check_launch("gather_rows_kernel");
-    {  // logits (m, V) = hc (m, C) · Wᵀ,  W stored (V, C)
-      GemmArgs g;
-      g.M = m; g.N = V; g.K[0] = C;
-      g.a[0] = operand(hc, false);
-      g.b[0] = operand(w, true);
-      g.c = logits.data_as<float>(); g.ldc = V;
-      gemm(g);
+    gather_bf16(h.data(), Elem::F32, C, 1.f, rows_c, m, C, hbp, ldh);
+    for (int64_t s0 = 0; s0 < m; s0 += sub) {
+      const int64_t ms = std::min(sub, m - s0);
+      {  // logits (ms, V) = hc (ms, C) · Wᵀ,  W stored (V, C)
+        GemmArgs g;
+        g.M = ms; g.N = V; g.K[0] = C;
+        g.a[0] = bf16_operand(hbp + s0 * ldh, ldh, false);
+        g.b[0] = bf16_operand(wp, ldw, true);
+        g.c = logits.data_as<float>(); g.ldc = ldv;
+        if (C == 0) {
+          fill_bytes(g.c, Device::CUDA, 0, static_cast<size_t>(ms * ldv) * sizeof(float));
+        } else {
+          gemm(g);
+        }
+      }
+      launch_ce_rows<__nv_bfloat16>(ms, logits.data_as<float>(), ldv, targets_d.data_as<int32_t>() + r0 + s0, V,
+                                    p.ignore_index, inv_norm, grads ? dlp + s0 * ldv : nullptr, ldv,
+                                    static_cast<double*>(acc64.data()));
     }
-    ce_rows_kernel<<<static_cast<unsigned>(m), kThreads, 0, stream()>>>(
-        logits.data_as<float>(), targets_d.data_as<int32_t>() + r0, V, p.ignore_index, static_cast<float>(1.0 / norm),
-        (p.dh || p.dw) ? logits.data_as<float>() : nullptr, static_cast<double*>(acc64.data()));
-    check_launch("ce_rows_kernel");
-    if (p.dh) {  // dh rows (m, C) = dlogits (m, V) · W (V, C)
+    if (p.dh && C > 0) {  // dh rows (m, C) = dlogits (m, V) · W (V, C)
       GemmArgs g;
       g.M = m; g.N = C; g.K[0] = V;
-      g.a[0] = operand(logits, false);
-      g.b[0] = operand(w, false);
+      g.a[0] = bf16_operand(dlp, ldv, false);
+      g.b[0] = bf16_operand(wp, ldw, false);
       g.c = dhc.data_as<float>(); g.ldc = C;
       gemm(g);
-      scatter_rows_kernel<<<grid_1d(m * C, 256), 256, 0, stream()>>>(dhc.data_as<float>(), rows_c, m, C,
-                                                                      p.dh->data_as<float>());
+      const unsigned gx = static_cast<unsigned>(std::min<int64_t>((C + 255) / 256, 64));
+      const unsigned gy = static_cast<unsigned>(std::min<int64_t>(m, 65535));
+      scatter_rows_kernel<<<dim3(gx, gy), 256, 0, stream()>>>(dhc.data_as<float>(), rows_c, m, C,
+                                                              p.dh->data_as<float>());
       check_launch("scatter_rows_kernel");
     }
-    if (p.dw) {  // dW (V, C) += dlogitsᵀ (V, m) · hc (m, C)
+    if (p.dw && C > 0) {  // dW (V, C) += dlogitsᵀ (V, m) · hc (m, C)
       GemmArgs g;
       g.M = V; g.N = C; g.K[0] = m;
-      g.a[0] = operand(logits, true);  // stored (m, V) = (K, M)
-      g.b[0] = operand(hc, false);
+      g.a[0] = bf16_operand(dlp, ldv, true);  // stored (m, V) = (K, M)
+      g.b[0] = bf16_operand(hbp, ldh, false);
       g.beta = 1.f;
       g.c = p.dw->data_as<float>(); g.ldc = C;
       gemm(g);

@@ -6,32 +6,43 @@
 // (/usr/local/cuda/lib64) and the pip nvidia-cublas layouts
 // (…/site-packages/nvidia/{cu13,cublas}/lib). INSTILL_CUBLASLT_VERBOSE=1 prints
 // where it was found (or what was tried) to stderr. The entry points and enum
-// values are declared here by hand from cublasLt.h (CUDA 12/13), as checked
-// against the header: TRANSA = 3, TRANSB = 4, PREF_MAX_WORKSPACE_BYTES = 1,
-// CUBLAS_COMPUTE_32F = 68, CUBLAS_OP_N/T = 0/1; cudaDataType comes from the
-// toolkit's library_types.h; cublasLtMatmulHeuristicResult_t is 96 bytes.
+// values are declared here by hand from cublasLt.h (CUDA 12/13; the epilogue,
+// bias-type and alignment values as listed in public copies of that header):
+// TRANSA = 3, TRANSB = 4, EPILOGUE = 7, BIAS_POINTER = 8,
+// EPILOGUE_BIAS = 4, BIAS_DATA_TYPE = 26, PREF_MAX_WORKSPACE_BYTES = 1, PREF_MIN_ALIGNMENT_{A,B,C,D}
+// _BYTES = 5..8 (uint32), CUBLAS_COMPUTE_32F = 68, CUBLAS_OP_N/T = 0/1;
+// cudaDataType comes from the toolkit's library_types.h;
+// cublasLtMatmulHeuristicResult_t is 96 bytes.
 //
 // What it takes: every product gemm.h describes. Operands that are bf16, single-
 // segment and unscaled are passed as they are; the others (f32 activations,
 // f16, the two-segment LoRA products, scaled operands) are first packed into
-// one bf16 buffer per side, in their stored orientation, with the scale applied
-// (the same rounding the WMMA kernel does) and the two K segments stacked along
-// K, so LoRA's low-rank term still lands in the same product as the frozen one. Row-major
-// C (M, N) is computed as the column-major Cᵀ = op(B)ᵀ·op(A)ᵀ. bf16 × bf16 →
-// f32 with f32 compute (CUBLAS_COMPUTE_32F). Bias is added by a separate pass.
-// Assumption to confirm on a GPU: with beta = 0 cuBLASLt does not read C (test
-// outputs are NaN-poisoned, so the GPU tests would show it).
+// one bf16 buffer per side by pack_bf16 (bf16_pack.cu), in their stored
+// orientation, with the scale applied (the same rounding the WMMA kernel does)
+// and the two K segments stacked along K, so LoRA's low-rank term still lands in
+// the same product as the frozen one. lora_linear and linear_cross_entropy
+// convert their activations once per call themselves, so their large products
+// arrive here already bf16 and are not packed again. Row-major C (M, N) is
+// computed as the column-major Cᵀ = op(B)ᵀ·op(A)ᵀ. bf16 × bf16 → f32 with f32
+// compute (CUBLAS_COMPUTE_32F). Bias goes through the BIAS epilogue (a separate
+// pass when no algorithm offers it). With beta = 0 cuBLASLt does not read C
+// (the GPU tests NaN-poison outputs; they passed on an H200).
+// Descriptors, layouts and the heuristic's algorithm are cached per product key
+// (shape, transpositions, leading dimensions, alpha != 1, beta != 0, bias,
+// pointer alignment), so a repeated shape costs one cublasLtMatmul call.
 // Any cuBLASLt failure (no algorithm, bad status) returns false and gemm.cu's
 // WMMA kernel runs the product instead.
 #include <dlfcn.h>
 #include <glob.h>
 #include <library_types.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "cuda/gemm.h"
 
@@ -58,7 +69,9 @@ struct Heuristic {
 static_assert(sizeof(Heuristic) == 96, "cublasLtMatmulHeuristicResult_t is 96 bytes");
 
 constexpr int kComputeF32 = 68;  // CUBLAS_COMPUTE_32F
-constexpr int kDescTransA = 3, kDescTransB = 4, kPrefMaxWorkspace = 1;
+constexpr int kDescTransA = 3, kDescTransB = 4, kDescEpilogue = 7, kDescBiasPointer = 8, kDescBiasDataType = 26;
+constexpr uint32_t kEpilogueBias = 4;  // CUBLASLT_EPILOGUE_BIAS
+constexpr int kPrefMaxWorkspace = 1, kPrefMinAlignA = 5, kPrefMinAlignB = 6, kPrefMinAlignC = 7, kPrefMinAlignD = 8;
 constexpr int kOpN = 0, kOpT = 1;
 constexpr size_t kWorkspaceBytes = 32u << 20;
 
@@ -158,71 +171,189 @@ Api& api() {
   return a;
 }
 
-// Packs one side's segments into a bf16 matrix in the SAME orientation as the
-// operands are stored (so reads and writes are both coalesced; cuBLASLt's
-// transposition flags absorb the orientation), the two K segments stacked
-// along K, the scale applied. With r the side's row index (m for A, n for B):
+// Each side of a product reaches cuBLASLt as one bf16 matrix. An unscaled
+// single-segment bf16 operand is passed as it is (lora_linear and
+// linear_cross_entropy lay their activations out so that almost every product
+// is of this kind). Anything else is packed by pack_bf16 into a fresh bf16
+// matrix in the operand's STORED orientation (reads and writes stay coalesced;
+// cuBLASLt's transposition flags absorb the orientation), the two K segments
+// stacked along K, the scale applied. With r the side's row index (m for A, n
+// for B):
 //   k_contig:  dst[r·ld + k]   (rows × K, ld = K rounded up to 8: 16-byte rows)
 //   otherwise: dst[k·ld + r]   (K × rows, ld = rows rounded up to 8)
 // Padding is never read (the product's K, M, N are exact).
-struct PackArgs {
-  GemmOperand s0, s1;
-  int64_t K0, K1, rows, ld;
-  bool k_contig;
-};
-
-__global__ void pack_bf16_kernel(const PackArgs p, __nv_bfloat16* dst) {
-  const int64_t K = p.K0 + p.K1, total = p.rows * K;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    // the fastest-moving index is the contiguous one in both source and destination
-    const int64_t r = p.k_contig ? idx / K : idx % p.rows;
-    const int64_t kk = p.k_contig ? idx % K : idx / p.rows;
-    const GemmOperand& o = kk < p.K0 ? p.s0 : p.s1;
-    const int64_t k = kk < p.K0 ? kk : kk - p.K0;
-    const int64_t src = p.k_contig ? r * o.ld + k : k * o.ld + r;
-    const int64_t out = p.k_contig ? r * p.ld + kk : kk * p.ld + r;
-    dst[out] = __float2bfloat16(load_f32(o.p, o.e, src) * o.scale);
-  }
-}
-
-__global__ void add_bias_kernel(float* c, int64_t ldc, const float* bias, int64_t M, int64_t N) {
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < M * N;
-       idx += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    c[(idx / N) * ldc + idx % N] += bias[idx % N];
-}
-
 struct Side {
-  const void* p;
-  int64_t ld;
-  bool k_contig;  // each row of the stored matrix runs along K
-  Tensor packed;  // owns the packed copy, if any
+  const void* p = nullptr;  // what cuBLASLt reads: the operand itself, or the packed copy once made
+  int64_t ld = 0;
+  bool k_contig = false;    // each row of the stored matrix runs along K
+  bool pack = false;
+  int64_t pack_rows = 0;    // rows of the packed buffer (ld columns each)
 };
 
 // A: k_contig = !trans (p[m·ld + k]);  B: k_contig = trans (p[n·ld + k]).
 bool k_contig_of(const GemmOperand& o, bool b_side) { return b_side ? o.trans : !o.trans; }
 
-// False when the two segments of a side are stored in different orientations
-// (never the case in lora_linear; the WMMA kernel takes such products).
-bool prepare(const GemmArgs& g, bool b_side, Side& side) {
+// Decides how a side reaches cuBLASLt, without touching the GPU. False when the
+// two segments are stored in different orientations (never the case in this
+// backend; the WMMA kernel takes such products).
+bool plan_side(const GemmArgs& g, bool b_side, Side& side) {
   const GemmOperand* s = b_side ? g.b : g.a;
   const int64_t rows = b_side ? g.N : g.M;
-  const bool kc = k_contig_of(s[0], b_side);
+  side.k_contig = k_contig_of(s[0], b_side);
   if (g.K[1] == 0 && s[0].e == Elem::BF16 && s[0].scale == 1.f) {
-    side = {s[0].p, s[0].ld, kc, Tensor()};
+    side.p = s[0].p;
+    side.ld = s[0].ld;
     return true;
   }
-  if (g.K[1] > 0 && k_contig_of(s[1], b_side) != kc) return false;
+  if (g.K[1] > 0 && k_contig_of(s[1], b_side) != side.k_contig) return false;
   const int64_t K = g.K[0] + g.K[1];
-  const int64_t ld = ((kc ? K : rows) + 7) / 8 * 8;  // 16-byte rows
-  side.packed = Tensor::empty({kc ? rows : K, ld}, DType::BF16, Device::CUDA);
-  side.ld = ld;
-  side.k_contig = kc;
-  PackArgs pa{s[0], g.K[1] > 0 ? s[1] : s[0], g.K[0], g.K[1], rows, ld, kc};
-  pack_bf16_kernel<<<grid_1d(rows * K, 256), 256, 0, stream()>>>(pa, side.packed.data_as<__nv_bfloat16>());
-  check_launch("pack_bf16_kernel");
-  side.p = side.packed.data();
+  side.pack = true;
+  side.ld = round_up(side.k_contig ? K : rows, 8);
+  side.pack_rows = side.k_contig ? rows : K;
   return true;
+}
+
+// Queues the packing of a side planned with pack = true; the returned tensor owns the copy.
+Tensor pack_side(const GemmArgs& g, bool b_side, Side& side) {
+  Tensor t = Tensor::empty({side.pack_rows, side.ld}, DType::BF16, Device::CUDA);
+  auto* dst = t.data_as<__nv_bfloat16>();
+  const GemmOperand* s = b_side ? g.b : g.a;
+  const int64_t rows = b_side ? g.N : g.M;
+  for (int i = 0; i < 2; ++i) {
+    if (g.K[i] == 0) continue;
+    const int64_t k0 = i == 0 ? 0 : g.K[0];
+    if (side.k_contig) {  // stored (rows, K_i): a column block at k0
+      pack_bf16(s[i].p, s[i].e, s[i].ld, s[i].scale, rows, g.K[i], dst + k0, side.ld);
+    } else {              // stored (K_i, rows): a row block at k0
+      pack_bf16(s[i].p, s[i].e, s[i].ld, s[i].scale, g.K[i], rows, dst + k0 * side.ld, side.ld);
+    }
+  }
+  side.p = dst;
+  return t;
+}
+
+// Largest power of two (at most 256) dividing the address: the heuristic
+// assumes 256-byte aligned matrices unless told otherwise, and a row offset
+// into a packed buffer may be less aligned than a fresh allocation.
+uint32_t alignment_of(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  uint32_t v = 1;
+  while (v < 256 && a % (2 * v) == 0) v *= 2;
+  return v;
+}
+int log2_of(uint32_t v) {
+  int l = 0;
+  while ((1u << l) < v) ++l;
+  return l;
+}
+
+// ---- plan cache ----
+// Creating a matmul descriptor, three layouts and a preference and running the
+// heuristic costs tens of microseconds of host time per call, repeated for the
+// same few shapes every step. A plan holds all of that per product key; the
+// descriptors are host objects, only read by cublasLtMatmul while it queues
+// work, so one plan serves every later call of the same key.
+struct PlanKey {
+  int64_t m, n, k, lda, ldb, ldc;
+  uint32_t flags;  // bit 0/1: A/B k_contig, 2: alpha != 1, 3: beta != 0, 4: bias; bytes 1..3: log2 alignment A, B, C
+  bool operator==(const PlanKey& o) const {
+    return m == o.m && n == o.n && k == o.k && lda == o.lda && ldb == o.ldb && ldc == o.ldc && flags == o.flags;
+  }
+};
+struct PlanKeyHash {
+  size_t operator()(const PlanKey& key) const {
+    uint64_t h = 1469598103934665603ull;
+    for (uint64_t v : {static_cast<uint64_t>(key.m), static_cast<uint64_t>(key.n), static_cast<uint64_t>(key.k),
+                       static_cast<uint64_t>(key.lda), static_cast<uint64_t>(key.ldb), static_cast<uint64_t>(key.ldc),
+                       static_cast<uint64_t>(key.flags)}) {
+      h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    }
+    return static_cast<size_t>(h);
+  }
+};
+
+struct Plan {
+  Desc desc = nullptr;
+  Layout la = nullptr, lb = nullptr, lc = nullptr;
+  Algo algo{};
+  bool ok = false;             // false: no algorithm (cached too, so the WMMA kernel is chosen at once)
+  bool bias_epilogue = false;  // bias added by cuBLASLt's epilogue, else by add_bias_kernel
+};
+
+constexpr size_t kMaxPlans = 512;  // distinct shapes of a run are a few dozen; past this the cache starts over
+
+struct PlanCache {
+  std::mutex mu;  // held from lookup to the queueing of the matmul (the bias pointer is set on a shared desc)
+  std::unordered_map<PlanKey, Plan, PlanKeyHash> plans;
+};
+PlanCache& plan_cache() {
+  static PlanCache* c = new PlanCache;  // never destroyed: no cuBLASLt calls from static destructors at exit
+  return *c;
+}
+
+void destroy_plan(Api& a, Plan& p) {
+  if (p.lc) a.layout_destroy(p.lc);
+  if (p.lb) a.layout_destroy(p.lb);
+  if (p.la) a.layout_destroy(p.la);
+  if (p.desc) a.desc_destroy(p.desc);
+  p = Plan{};
+}
+
+// Column-major view: D (N × M, ld = ldc) = opA(cuA) · opB(cuB) with cuA = our B side, cuB = our A side.
+//   cuA: B side stored k-contiguous → (N rows of K) = col-major (K × N), needs T; else col-major (N × K), N.
+//   cuB: A side stored k-contiguous → (M rows of K) = col-major (K × M), N;   else col-major (M × K), T.
+// bias (per column n of our C) is per row of D: what CUBLASLT_EPILOGUE_BIAS adds.
+Plan make_plan(Api& a, const GemmArgs& g, const Side& A, const Side& B, const uint32_t align[3], bool bias_epilogue) {
+  const int64_t K = g.K[0] + g.K[1];
+  const int opA = B.k_contig ? kOpT : kOpN, opB = A.k_contig ? kOpN : kOpT;
+  const uint64_t a_rows = B.k_contig ? K : g.N, a_cols = B.k_contig ? g.N : K;
+  const uint64_t b_rows = A.k_contig ? K : g.M, b_cols = A.k_contig ? g.M : K;
+  Plan p;
+  p.bias_epilogue = bias_epilogue;
+  bool ok = a.desc_create(&p.desc, kComputeF32, CUDA_R_32F) == 0;
+  ok = ok && a.desc_set(p.desc, kDescTransA, &opA, sizeof(opA)) == 0;
+  ok = ok && a.desc_set(p.desc, kDescTransB, &opB, sizeof(opB)) == 0;
+  if (bias_epilogue) {
+    const uint32_t epilogue = kEpilogueBias;
+    const void* bias = g.bias;  // set again on every call
+    ok = ok && a.desc_set(p.desc, kDescEpilogue, &epilogue, sizeof(epilogue)) == 0;
+    ok = ok && a.desc_set(p.desc, kDescBiasPointer, &bias, sizeof(bias)) == 0;
+    const int32_t bias_type = CUDA_R_32F;  // said, not left to the default (which follows D's type)
+    ok = ok && a.desc_set(p.desc, kDescBiasDataType, &bias_type, sizeof(bias_type)) == 0;
+  }
+  ok = ok && a.layout_create(&p.la, CUDA_R_16BF, a_rows, a_cols, B.ld) == 0;
+  ok = ok && a.layout_create(&p.lb, CUDA_R_16BF, b_rows, b_cols, A.ld) == 0;
+  ok = ok && a.layout_create(&p.lc, CUDA_R_32F, static_cast<uint64_t>(g.N), static_cast<uint64_t>(g.M), g.ldc) == 0;
+  Pref pref = nullptr;
+  ok = ok && a.pref_create(&pref) == 0;
+  const uint64_t ws = kWorkspaceBytes;
+  ok = ok && a.pref_set(pref, kPrefMaxWorkspace, &ws, sizeof(ws)) == 0;
+  // cuA is our B side, cuB our A side; C and D are the same buffer.
+  ok = ok && a.pref_set(pref, kPrefMinAlignA, &align[1], sizeof(uint32_t)) == 0;
+  ok = ok && a.pref_set(pref, kPrefMinAlignB, &align[0], sizeof(uint32_t)) == 0;
+  ok = ok && a.pref_set(pref, kPrefMinAlignC, &align[2], sizeof(uint32_t)) == 0;
+  ok = ok && a.pref_set(pref, kPrefMinAlignD, &align[2], sizeof(uint32_t)) == 0;
+  Heuristic h{};
+  int found = 0;
+  ok = ok && a.heuristic(a.handle, p.desc, p.la, p.lb, p.lc, p.lc, pref, 1, &h, &found) == 0 && found > 0;
+  if (pref) a.pref_destroy(pref);
+  if (!ok) {
+    destroy_plan(a, p);
+    return p;
+  }
+  p.algo = h.algo;
+  p.ok = true;
+  return p;
+}
+
+// C[m·ldc + n] += bias[n]: rows on grid.y, columns on threads (no per-element division).
+__global__ void add_bias_kernel(float* c, int64_t ldc, const float* bias, int64_t M, int64_t N) {
+  for (int64_t m = blockIdx.y; m < M; m += gridDim.y) {
+    float* row = c + m * ldc;
+    for (int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; n < N;
+         n += static_cast<int64_t>(gridDim.x) * blockDim.x)
+      row[n] += bias[n];
+  }
 }
 
 }  // namespace
@@ -232,46 +363,47 @@ bool gemm_cublaslt(const GemmArgs& g) {
   if (K == 0) return false;
   Api& a = api();
   if (!a.ok) return false;
-  // A scaled or f32/f16 operand is packed (prepare() passes only unscaled single-segment bf16 as it is).
   Side A{}, B{};
-  if (!prepare(g, false, A) || !prepare(g, true, B)) return false;
+  if (!plan_side(g, false, A) || !plan_side(g, true, B)) return false;
+  // Packed copies are fresh allocations (256-byte aligned); operands passed as they are may be views.
+  const uint32_t align[3] = {A.pack ? 256u : alignment_of(A.p), B.pack ? 256u : alignment_of(B.p), alignment_of(g.c)};
+  PlanKey key{g.M, g.N, K, A.ld, B.ld, g.ldc,
+              (A.k_contig ? 1u : 0u) | (B.k_contig ? 2u : 0u) | (g.alpha != 1.f ? 4u : 0u) | (g.beta != 0.f ? 8u : 0u) |
+                  (g.bias ? 16u : 0u) | static_cast<uint32_t>(log2_of(align[0])) << 8 |
+                  static_cast<uint32_t>(log2_of(align[1])) << 16 | static_cast<uint32_t>(log2_of(align[2])) << 24};
 
-  // Column-major view: D (N × M, ld = ldc) = opA(cuA) · opB(cuB) with cuA = our B side, cuB = our A side.
-  //   cuA: B side stored k-contiguous → (N rows of K) = col-major (K × N), needs T; else col-major (N × K), N.
-  //   cuB: A side stored k-contiguous → (M rows of K) = col-major (K × M), N;   else col-major (M × K), T.
-  const int opA = B.k_contig ? kOpT : kOpN, opB = A.k_contig ? kOpN : kOpT;
-  const uint64_t a_rows = B.k_contig ? K : g.N, a_cols = B.k_contig ? g.N : K;
-  const uint64_t b_rows = A.k_contig ? K : g.M, b_cols = A.k_contig ? g.M : K;
-
-  Desc desc = nullptr;
-  Layout la = nullptr, lb = nullptr, lc = nullptr;
-  Pref pref = nullptr;
-  bool ok = a.desc_create(&desc, kComputeF32, CUDA_R_32F) == 0;
-  ok = ok && a.desc_set(desc, kDescTransA, &opA, sizeof(opA)) == 0;
-  ok = ok && a.desc_set(desc, kDescTransB, &opB, sizeof(opB)) == 0;
-  ok = ok && a.layout_create(&la, CUDA_R_16BF, a_rows, a_cols, B.ld) == 0;
-  ok = ok && a.layout_create(&lb, CUDA_R_16BF, b_rows, b_cols, A.ld) == 0;
-  ok = ok && a.layout_create(&lc, CUDA_R_32F, static_cast<uint64_t>(g.N), static_cast<uint64_t>(g.M), g.ldc) == 0;
-  ok = ok && a.pref_create(&pref) == 0;
-  const uint64_t ws = kWorkspaceBytes;
-  ok = ok && a.pref_set(pref, kPrefMaxWorkspace, &ws, sizeof(ws)) == 0;
-  Heuristic h{};
-  int found = 0;
-  ok = ok && a.heuristic(a.handle, desc, la, lb, lc, lc, pref, 1, &h, &found) == 0 && found > 0;
-  if (ok) {
-    const float alpha = g.alpha, beta = g.beta;
-    ok = a.matmul(a.handle, desc, &alpha, B.p, la, A.p, lb, &beta, g.c, lc, g.c, lc, &h.algo, a.workspace,
-                  kWorkspaceBytes, stream()) == 0;
+  PlanCache& cache = plan_cache();
+  std::lock_guard<std::mutex> lock(cache.mu);
+  auto it = cache.plans.find(key);
+  if (it == cache.plans.end()) {
+    if (cache.plans.size() >= kMaxPlans) {
+      for (auto& kv : cache.plans) destroy_plan(a, kv.second);
+      cache.plans.clear();
+    }
+    Plan p;
+    if (g.bias) p = make_plan(a, g, A, B, align, true);
+    if (!p.ok) p = make_plan(a, g, A, B, align, false);  // no bias, or no algorithm with the bias epilogue
+    it = cache.plans.emplace(key, p).first;
   }
-  if (pref) a.pref_destroy(pref);
-  if (lc) a.layout_destroy(lc);
-  if (lb) a.layout_destroy(lb);
-  if (la) a.layout_destroy(la);
-  if (desc) a.desc_destroy(desc);
-  if (!ok) return false;  // WMMA runs it (the packed copies are simply dropped)
+  const Plan& plan = it->second;
+  if (!plan.ok) return false;  // WMMA runs it
+
+  Tensor packed_a = A.pack ? pack_side(g, false, A) : Tensor();
+  Tensor packed_b = B.pack ? pack_side(g, true, B) : Tensor();
+  if (plan.bias_epilogue) {
+    const void* bias = g.bias;
+    if (a.desc_set(plan.desc, kDescBiasPointer, &bias, sizeof(bias)) != 0) return false;
+  }
+  const float alpha = g.alpha, beta = g.beta;
+  if (a.matmul(a.handle, plan.desc, &alpha, B.p, plan.la, A.p, plan.lb, &beta, g.c, plan.lc, g.c, plan.lc, &plan.algo,
+               a.workspace, kWorkspaceBytes, stream()) != 0) {
+    return false;  // WMMA runs it (the packed copies are simply dropped)
+  }
   check_launch("cublasLtMatmul");
-  if (g.bias) {
-    add_bias_kernel<<<grid_1d(g.M * g.N, 256), 256, 0, stream()>>>(g.c, g.ldc, g.bias, g.M, g.N);
+  if (g.bias && !plan.bias_epilogue) {
+    const unsigned gx = static_cast<unsigned>(std::min<int64_t>((g.N + 255) / 256, 64));
+    const unsigned gy = static_cast<unsigned>(std::min<int64_t>(g.M, 65535));
+    add_bias_kernel<<<dim3(gx, gy), 256, 0, stream()>>>(g.c, g.ldc, g.bias, g.M, g.N);
     check_launch("add_bias_kernel");
   }
   return true;

@@ -8,8 +8,11 @@
 // consecutive threads read consecutive addresses (coalesced) whichever way the
 // operand is stored. No double buffering, no cp.async: simple and clearly
 // correct first; the frozen-weight products that dominate a step go through
-// cuBLASLt when it can be loaded (cublaslt.cpp) and this kernel is the fallback.
+// cuBLASLt when it can be loaded (cublaslt.cu) and this kernel is the fallback.
 // Bounds: every load and store is checked, so any M, N, K (including 0) works.
+// Operands are read element by element through their own ld (no vector loads),
+// so the bf16 buffers lora_linear and linear_cross_entropy pack once per call
+// (wide leading dimensions, column offsets into them) need no alignment here.
 #include <mma.h>
 
 #include "cuda/gemm.h"
@@ -120,7 +123,7 @@ __global__ void __launch_bounds__(THREADS) gemm_wmma_kernel(const KernelArgs g) 
 
 }  // namespace
 
-bool gemm_cublaslt(const GemmArgs& g);  // cublaslt.cpp: true when it ran the product
+bool gemm_cublaslt(const GemmArgs& g);  // cublaslt.cu: true when it ran the product
 
 void gemm(const GemmArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;

@@ -44,6 +44,23 @@ struct GemmArgs {
 
 void gemm(const GemmArgs& g);
 
+// Converts a row-major block to bf16 with the scale applied before rounding (the
+// same rounding the GEMM does to its operands), into a destination with its own
+// row stride, so one buffer (rows, ld) can hold several operands side by side
+// ([x | s·u] for lora_linear) and later be passed to gemm() as an unscaled
+// single-segment bf16 operand, which cuBLASLt takes without another pack:
+//   dst[r·ldd + c] = bf16(scale · src[r·lds + c]),  r < rows, c < cols
+// src f32 | bf16 | f16. Vector loads and stores (4 elements a thread) when both
+// sides' bases and strides are 4-element aligned, scalar otherwise. Queued on
+// the backend stream; rows or cols 0 queue nothing.
+void pack_bf16(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, __nv_bfloat16* dst,
+               int64_t ldd);
+// The same with destination row r read from source row row_index[r] (device int32s, each < the source's rows).
+void gather_bf16(const void* src, Elem e, int64_t lds, float scale, const int32_t* row_index, int64_t rows,
+                 int64_t cols, __nv_bfloat16* dst, int64_t ldd);
+
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
 // Operand views of a 2-D tensor (rows, cols) as stored, optionally transposed.
 inline GemmOperand operand(const Tensor& t, bool trans, float scale = 1.f) {
   GemmOperand o;
@@ -52,6 +69,15 @@ inline GemmOperand operand(const Tensor& t, bool trans, float scale = 1.f) {
   o.ld = t.dim(1);
   o.trans = trans;
   o.scale = scale;
+  return o;
+}
+// A bf16 matrix of `cols` columns stored with row stride ld (a view into a packed buffer).
+inline GemmOperand bf16_operand(const __nv_bfloat16* p, int64_t ld, bool trans) {
+  GemmOperand o;
+  o.p = p;
+  o.e = Elem::BF16;
+  o.ld = ld;
+  o.trans = trans;
   return o;
 }
 

@@ -1,37 +1,73 @@
-// lora_linear on CUDA (ops/lora_linear.h), over the two-segment GEMM (gemm.h).
+// lora_linear on CUDA (ops/lora_linear.h), over the backend's GEMM (gemm.h).
 //
-// Forward   u = x·Aᵀ                       one product (N, R)
+// Forward   u = x·Aᵀ                          (N, R)
 //           y = [x | s·u] · [W | B]ᵀ + bias   one product: the low-rank term is
-//                                            K columns IN..IN+R of y's own tile
-// Backward  g  = dy·B                       (N, R) scratch, once
-//           dx = [dy | s·g] · [W ; A]        one product
-//           dA = s·gᵀ·x,  dB = s·dyᵀ·u       (= or += by beta)
-// All operands are rounded to bf16 inside the GEMM (f32 accumulation), so the
-// results are within bf16 tolerance of the CPU's f32 kernel, not f32 tolerance.
+//                                             K columns IN..IN+R of y's own tile
+// Backward  g  = dy·B                          (N, R) scratch, once
+//           dx = [dy | s·g] · [W ; A]           one product
+//           dA = s·gᵀ·x,  dB = s·dyᵀ·u          (= or += by beta)
+// All operands are rounded to bf16 (f32 accumulation), so the results are
+// within bf16 tolerance of the CPU's f32 kernel, not f32 tolerance.
+//
+// Layout, and why: the activations arrive as f32 and every product rounds its
+// operands to bf16. Each f32 activation is converted ONCE per call (pack_bf16)
+// into a bf16 buffer laid out so that every later product reads it as a plain
+// unscaled bf16 operand with a wide leading dimension — cuBLASLt then takes it
+// without another pack (earlier, dy (256 MB f32 at N = 8192, OUT = 8192) was
+// packed three times per backward and x twice per forward):
+//   forward   Px (N, round8(IN+R)) bf16:  [:, :IN] = x,  [:, IN:IN+R] = s·u
+//             WB (OUT, round8(IN+R)) bf16: [W | B]  (a copy of W per call:
+//             ~32 MB at 8192×2048, microseconds, and the whole y is then one
+//             product with the bias in its epilogue)
+//   backward  Pd (N, round8(OUT+R)) bf16: [:, :OUT] = dy, [:, OUT:OUT+R] = s·g
+//             WA (OUT+R, round8(IN)) bf16: [W ; A]
+//             Xb (N, round8(IN)) bf16: x
+// The rounding is exactly the earlier one (scale applied in f32, then rounded
+// once), only done once. Leading dimensions are multiples of 8 elements, so
+// every row starts 16-byte aligned (what cuBLASLt and the vector pack need).
+// The WMMA fallback (INSTILL_CUBLASLT=off) reads the same buffers: it takes any
+// operand with its own dtype and leading dimension, element by element.
+// The small operands (A, B, u, g in f32) are packed by the GEMM itself.
 #include "cuda/gemm.h"
 #include "ops/lora_linear.h"
 
 namespace instill {
 namespace cuda {
 
+namespace {
+
+__nv_bfloat16* bf16_ptr(const Tensor& t) { return t.data_as<__nv_bfloat16>(); }
+
+}  // namespace
+
 void lora_linear_forward(const LoraLinearForwardArgs& p) {
   const Tensor &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b;
   const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0), R = a.dim(0);
+  if (N == 0) return;
+  const int64_t ldx = round_up(IN + R, 8);
+  Tensor px = Tensor::empty({N, ldx}, DType::BF16, Device::CUDA);  // [x | s·u]
+  Tensor wb = Tensor::empty({OUT, ldx}, DType::BF16, Device::CUDA);  // [W | B]
+  pack_bf16(x.data(), Elem::F32, IN, 1.f, N, IN, bf16_ptr(px), ldx);
+  pack_bf16(w.data(), elem_of(w), IN, 1.f, OUT, IN, bf16_ptr(wb), ldx);
+  pack_bf16(b.data(), Elem::F32, R, 1.f, OUT, R, bf16_ptr(wb) + IN, ldx);
   {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN)
     GemmArgs g;
     g.M = N; g.N = R; g.K[0] = IN;
-    g.a[0] = operand(x, false);
+    g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
     g.b[0] = operand(a, true);
     g.c = p.u->data_as<float>(); g.ldc = R;
-    gemm(g);
+    if (IN == 0) {
+      fill_bytes(g.c, Device::CUDA, 0, p.u->nbytes());
+    } else {
+      gemm(g);
+    }
   }
-  {  // y (N, OUT) = x·Wᵀ + s·u·Bᵀ + bias,  W stored (OUT, IN), B stored (OUT, R)
+  pack_bf16(p.u->data(), Elem::F32, R, p.scale, N, R, bf16_ptr(px) + IN, ldx);
+  {  // y (N, OUT) = [x | s·u] · [W | B]ᵀ + bias
     GemmArgs g;
-    g.M = N; g.N = OUT; g.K[0] = IN; g.K[1] = R;
-    g.a[0] = operand(x, false);
-    g.a[1] = operand(*p.u, false, p.scale);
-    g.b[0] = operand(w, true);
-    g.b[1] = operand(b, true);
+    g.M = N; g.N = OUT; g.K[0] = IN + R;
+    g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
+    g.b[0] = bf16_operand(bf16_ptr(wb), ldx, true);  // stored (OUT, IN+R) = (N, K)
     g.bias = p.bias ? p.bias->data_as<float>() : nullptr;
     g.c = p.y->data_as<float>(); g.ldc = OUT;
     gemm(g);
@@ -41,40 +77,61 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
 void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   const Tensor &dy = *p.dy, &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b, &u = *p.u;
   const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0), R = a.dim(0);
+  const float beta = p.accumulate ? 1.f : 0.f;
+  if (N == 0) {  // empty sums: dA, dB unchanged (+=) or zero (=); dx has no rows
+    if (!p.accumulate) {
+      fill_bytes(p.da->data(), Device::CUDA, 0, p.da->nbytes());
+      fill_bytes(p.db->data(), Device::CUDA, 0, p.db->nbytes());
+    }
+    return;
+  }
+  const int64_t ldd = round_up(OUT + R, 8);
+  Tensor pd = Tensor::empty({N, ldd}, DType::BF16, Device::CUDA);  // [dy | s·g]
+  pack_bf16(dy.data(), Elem::F32, OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
   Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);  // g = dy·B
   {
     GemmArgs g;
     g.M = N; g.N = R; g.K[0] = OUT;
-    g.a[0] = operand(dy, false);
+    g.a[0] = bf16_operand(bf16_ptr(pd), ldd, false);
     g.b[0] = operand(b, false);  // B stored (OUT, R) = (K, N)
     g.c = gt.data_as<float>(); g.ldc = R;
-    gemm(g);
+    if (OUT == 0) {
+      fill_bytes(g.c, Device::CUDA, 0, gt.nbytes());
+    } else {
+      gemm(g);
+    }
   }
-  if (p.dx) {  // dx (N, IN) = dy·W + s·g·A,  W stored (OUT, IN), A stored (R, IN)
+  if (p.dx) {  // dx (N, IN) = [dy | s·g] · [W ; A],  W stored (OUT, IN), A stored (R, IN)
+    pack_bf16(gt.data(), Elem::F32, R, p.scale, N, R, bf16_ptr(pd) + OUT, ldd);
+    const int64_t ldw = round_up(IN, 8);
+    Tensor wa = Tensor::empty({OUT + R, ldw}, DType::BF16, Device::CUDA);
+    pack_bf16(w.data(), elem_of(w), IN, 1.f, OUT, IN, bf16_ptr(wa), ldw);
+    pack_bf16(a.data(), Elem::F32, IN, 1.f, R, IN, bf16_ptr(wa) + OUT * ldw, ldw);
     GemmArgs g;
-    g.M = N; g.N = IN; g.K[0] = OUT; g.K[1] = R;
-    g.a[0] = operand(dy, false);
-    g.a[1] = operand(gt, false, p.scale);
-    g.b[0] = operand(w, false);
-    g.b[1] = operand(a, false);
+    g.M = N; g.N = IN; g.K[0] = OUT + R;
+    g.a[0] = bf16_operand(bf16_ptr(pd), ldd, false);
+    g.b[0] = bf16_operand(bf16_ptr(wa), ldw, false);  // stored (OUT+R, IN) = (K, N)
     g.c = p.dx->data_as<float>(); g.ldc = IN;
     gemm(g);
   }
   {  // dA (R, IN) = s·gᵀ·x
+    const int64_t ldx = round_up(IN, 8);
+    Tensor xb = Tensor::empty({N, ldx}, DType::BF16, Device::CUDA);
+    pack_bf16(x.data(), Elem::F32, IN, 1.f, N, IN, bf16_ptr(xb), ldx);
     GemmArgs g;
     g.M = R; g.N = IN; g.K[0] = N;
     g.a[0] = operand(gt, true);  // g stored (N, R) = (K, M)
-    g.b[0] = operand(x, false);
-    g.alpha = p.scale; g.beta = p.accumulate ? 1.f : 0.f;
+    g.b[0] = bf16_operand(bf16_ptr(xb), ldx, false);  // stored (N, IN) = (K, N)
+    g.alpha = p.scale; g.beta = beta;
     g.c = p.da->data_as<float>(); g.ldc = IN;
     gemm(g);
   }
   {  // dB (OUT, R) = s·dyᵀ·u
     GemmArgs g;
     g.M = OUT; g.N = R; g.K[0] = N;
-    g.a[0] = operand(dy, true);  // dy stored (N, OUT) = (K, M)
+    g.a[0] = bf16_operand(bf16_ptr(pd), ldd, true);  // dy stored (N, OUT) = (K, M)
     g.b[0] = operand(u, false);
-    g.alpha = p.scale; g.beta = p.accumulate ? 1.f : 0.f;
+    g.alpha = p.scale; g.beta = beta;
     g.c = p.db->data_as<float>(); g.ldc = R;
     gemm(g);
   }

@@ -1,0 +1,133 @@
+// pack_bf16 (gemm.h): f32 | bf16 | f16 row-major block → bf16 block with its own
+// row stride, scale applied before rounding (round to nearest even, as
+// __float2bfloat16 and the WMMA kernel round).
+//
+// Why a kernel of its own: the GEMM operands of lora_linear and
+// linear_cross_entropy are f32 activations of hundreds of MB (dy in the LoRA
+// benchmark is 256 MB), so this pass runs at memory speed or the op is slow.
+// The earlier flat-index pack did an int64 division and modulo per element and
+// a dtype switch per load. Here the launch is 2-D: blockIdx.y/threadIdx.y walk
+// rows (one multiply per row, none per element), threadIdx.x walks columns 4 at
+// a time with one 16-byte load (f32) or 8-byte load (bf16/f16) and one 8-byte
+// store, and the dtype is a template parameter. Narrow blocks (the (N, 16) LoRA
+// factors) put several rows in one block so threads are not left idle.
+// gather_bf16 is the same pass over a list of source rows (linear CE's kept rows).
+#include <algorithm>
+
+#include "cuda/gemm.h"
+
+namespace instill {
+namespace cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 load4(const __nv_bfloat16* p) {
+  const uint2 raw = *reinterpret_cast<const uint2*>(p);
+  const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
+  const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.y));
+  return make_float4(lo.x, lo.y, hi.x, hi.y);
+}
+__device__ __forceinline__ float4 load4(const __half* p) {
+  const uint2 raw = *reinterpret_cast<const uint2*>(p);
+  const float2 lo = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
+  const float2 hi = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
+  return make_float4(lo.x, lo.y, hi.x, hi.y);
+}
+
+__device__ __forceinline__ void store4(__nv_bfloat16* p, float4 v) {
+  const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y);
+  const __nv_bfloat162 hi = __floats2bfloat162_rn(v.z, v.w);
+  uint2 raw;
+  raw.x = *reinterpret_cast<const uint32_t*>(&lo);
+  raw.y = *reinterpret_cast<const uint32_t*>(&hi);
+  *reinterpret_cast<uint2*>(p) = raw;
+}
+
+// kVec: src + r·lds and dst + r·ldd are 4-element aligned for every row (checked
+// on the host), so columns 0, 4, 8, … are vector-aligned; the cols % 4 tail is
+// scalar.
+// row_index: destination row r reads source row row_index[r] (null: row r).
+template <typename T, bool kVec>
+__global__ void __launch_bounds__(kThreads) pack_bf16_kernel(const T* __restrict__ src, int64_t lds, float scale,
+                                                             const int32_t* __restrict__ row_index, int64_t rows,
+                                                             int64_t cols, __nv_bfloat16* __restrict__ dst,
+                                                             int64_t ldd) {
+  const int64_t col_threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t c_first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (int64_t r = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y; r < rows;
+       r += static_cast<int64_t>(gridDim.y) * blockDim.y) {
+    const T* s = src + (row_index ? static_cast<int64_t>(row_index[r]) : r) * lds;
+    __nv_bfloat16* d = dst + r * ldd;
+    if (kVec) {
+      const int64_t c4 = cols & ~int64_t{3};
+      for (int64_t c = c_first * 4; c < c4; c += col_threads * 4) {
+        float4 v = load4(s + c);
+        v.x *= scale;
+        v.y *= scale;
+        v.z *= scale;
+        v.w *= scale;
+        store4(d + c, v);
+      }
+      for (int64_t c = c4 + c_first; c < cols; c += col_threads) d[c] = __float2bfloat16(to_f32(s[c]) * scale);
+    } else {
+      for (int64_t c = c_first; c < cols; c += col_threads) d[c] = __float2bfloat16(to_f32(s[c]) * scale);
+    }
+  }
+}
+
+bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+template <typename T>
+void launch(const T* src, int64_t lds, float scale, const int32_t* row_index, int64_t rows, int64_t cols,
+            __nv_bfloat16* dst, int64_t ldd) {
+  const bool vec = aligned(src, 4 * sizeof(T)) && lds % 4 == 0 && aligned(dst, 4 * sizeof(__nv_bfloat16)) &&
+                   ldd % 4 == 0 && cols >= 4;
+  const int64_t per_thread = vec ? 4 : 1;
+  const int64_t col_work = (cols + per_thread - 1) / per_thread;  // threads one row could use
+  int tx = 32;
+  while (tx < kThreads && tx < col_work) tx *= 2;
+  const int ty = kThreads / tx;
+  const int64_t gx = std::min<int64_t>((col_work + tx - 1) / tx, 1024);  // the column loop covers the rest
+  const int64_t gy = std::min<int64_t>((rows + ty - 1) / ty, 65535);     // the row loop covers the rest
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), block(static_cast<unsigned>(tx),
+                                                                                 static_cast<unsigned>(ty));
+  if (vec) {
+    pack_bf16_kernel<T, true><<<grid, block, 0, stream()>>>(src, lds, scale, row_index, rows, cols, dst, ldd);
+  } else {
+    pack_bf16_kernel<T, false><<<grid, block, 0, stream()>>>(src, lds, scale, row_index, rows, cols, dst, ldd);
+  }
+  check_launch("pack_bf16_kernel");
+}
+
+}  // namespace
+
+void gather_bf16(const void* src, Elem e, int64_t lds, float scale, const int32_t* row_index, int64_t rows,
+                 int64_t cols, __nv_bfloat16* dst, int64_t ldd) {
+  if (rows <= 0 || cols <= 0) return;
+  switch (e) {
+    case Elem::BF16:
+      launch(static_cast<const __nv_bfloat16*>(src), lds, scale, row_index, rows, cols, dst, ldd);
+      break;
+    case Elem::F16:
+      launch(static_cast<const __half*>(src), lds, scale, row_index, rows, cols, dst, ldd);
+      break;
+    default:
+      launch(static_cast<const float*>(src), lds, scale, row_index, rows, cols, dst, ldd);
+      break;
+  }
+}
+
+void pack_bf16(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, __nv_bfloat16* dst,
+               int64_t ldd) {
+  gather_bf16(src, e, lds, scale, nullptr, rows, cols, dst, ldd);
+}
+
+}  // namespace cuda
+}  // namespace instill
