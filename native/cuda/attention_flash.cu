@@ -1,0 +1,668 @@
+// attention on CUDA, the tensor-core kernels (flash-attention-2 style), for head dims
+// 64 and 128. Same semantics as attention_simple.cu (ops/attention.h): packed causal
+// GQA, optional sliding window; token i sees key j iff lo_i <= j <= i with
+// lo_i = max(seg_begin[i], i − W + 1) (W > 0), query head h reads KV head h / (H / KVH).
+//
+// Precision: q, k, v, dout are f32 in memory and rounded to bf16 when a tile is copied
+// into shared memory; P (forward, backward) and dS (backward) are rounded to bf16 as
+// the A operand of the second product. Every product accumulates in f32 and softmax
+// statistics (max, sum, lse, Δ) are f32, so results carry bf16 operand error: about
+// 1e-2 relative to the largest output, like the GEMM-backed ops (tolerance 2e-2).
+//
+// Kernels (128 threads = 4 warps, 16 rows per warp, 64 rows per CTA):
+//   flash_fwd_kernel<D>      CTA = 64 queries of head h; loops over key tiles of 64 from
+//                            the block's first visible key to its last query: S = Q·Kᵀ
+//                            (Q fragments kept in registers), mask, online softmax in
+//                            registers (running max / sum per row, exp2 with scale·log2 e
+//                            folded in), O += P·V with P re-used from the S registers as
+//                            the A operand. Writes out = O / l and lse = ln Σ exp.
+//   flash_dq_kernel<D,BN>    CTA = 64 queries of head h; key tiles of BN (64 for D=64,
+//                            32 for D=128: fewer live registers): S = Q·Kᵀ, dP = dO·Vᵀ,
+//                            P = exp(scale·S − lse), dS = P∘(dP − Δ), dQ += dS·K;
+//                            writes dq = scale·dQ.
+//   flash_dkv_kernel<D,BQ>   CTA = 64 keys of KV head g; for each query head of the group
+//                            (or of its share of the group, see split below) and each
+//                            query tile of BQ (64 for D=64, 32 for D=128) that can see
+//                            them: Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ (keys are the M rows),
+//                            Pᵀ, dSᵀ as above, dV += Pᵀ·dO, dK += dSᵀ·Q;
+//                            writes dk = scale·dK, dv.
+//   flash_dkv_reduce_kernel  split mode only: dk[j, g] = Σ_r dk_part[j, g·rep + r] in a
+//                            fixed order (and dv).
+// No atomics anywhere and every output element is written by one thread: results are
+// deterministic. Split mode (short rows, few KV heads: fewer key blocks × KV heads than
+// 4 × SMs) gives each query head its own CTA and writes per-head partials to scratch,
+// then sums them; otherwise one CTA loops over the rep = H/KVH heads of its group.
+//
+// Tiles that no row of a warp can see are skipped by that warp (for a causal row that is
+// about half of them); tiles that every (row, column) pair of a warp can see skip the
+// per-element mask; others mask element by element, so segments of any length (1
+// included), segments starting inside a tile and N not a multiple of 64 all work.
+// Fully masked rows of a tile keep the running max at −inf; exp2 then uses 0 as the
+// reference so that −inf − (−inf) never makes a NaN.
+//
+// Fragment layouts of mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32 (PTX ISA), with
+// lane = 4·gid + tig (gid = lane / 4 in 0..7, tig = lane % 4 in 0..3); each .b32
+// register holds two bf16, the lower column (or k) index in the low half:
+//   A (16×16, row-major, 4 regs): a0 = (gid, 2tig..2tig+1), a1 = (gid+8, 2tig..),
+//                                 a2 = (gid, 2tig+8..),     a3 = (gid+8, 2tig+8..)
+//   B (16×8, k × n, 2 regs):      b0 = (k 2tig..2tig+1, n gid), b1 = (k 2tig+8.., n gid)
+//   C (16×8 f32, 4 regs):         c0, c1 = (gid, 2tig), (gid, 2tig+1)
+//                                 c2, c3 = (gid+8, 2tig), (gid+8, 2tig+1)
+// So the C fragments of two adjacent n-tiles (columns 0..7 and 8..15), packed pairwise
+// to bf16, ARE the A fragment of those 16 columns as a k-slice:
+//   a0 = pack(C_lo.c0, C_lo.c1), a1 = pack(C_lo.c2, C_lo.c3),
+//   a2 = pack(C_hi.c0, C_hi.c1), a3 = pack(C_hi.c2, C_hi.c3)
+// which is how P (and dS) go from the first product to the second without shared memory.
+//
+// Fragments come from shared memory by ldmatrix.x4 (four 8×8 b16 matrices; lanes 8m..8m+7
+// give the row addresses of matrix m; without .trans, lane receives (row gid, cols
+// 2tig, 2tig+1) of each matrix in register m; with .trans, (rows 2tig, 2tig+1, col gid)):
+//   A from a row-major tile (rows = M, cols = k):        row = lane % 16, col = (lane / 16)·8
+//   B when the tile is stored n-major (rows = n, k contiguous, e.g. K for Q·Kᵀ), two
+//   n-tiles at once (regs 0,1 = n-tile 0; regs 2,3 = n-tile 1):
+//                                           row = lane % 8 + (lane / 16)·8, col = ((lane / 8) % 2)·8
+//   B when the tile is stored k-major (rows = k, n contiguous, e.g. V for P·V), .trans,
+//   two n-tiles at once:                    row = lane % 8 + ((lane / 8) % 2)·8, col = (lane / 16)·8
+// Shared-memory rows are D + 8 bf16 long (16 bytes of padding): the eight 16-byte rows
+// one ldmatrix matrix reads then fall in eight different bank groups (no conflicts).
+//
+// Global loads: f32 rows as float4 (16 bytes; attention_flash_supported requires 16-byte
+// aligned tensors and D % 4 == 0), converted and stored as 4 bf16. Loads are synchronous
+// (load, __syncthreads, compute); several CTAs per SM hide their latency.
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "cuda/attention_kernels.cuh"
+#include "cuda/common.cuh"
+
+namespace instill {
+namespace cuda {
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+constexpr int kThreads = 128;  // 4 warps
+constexpr int kRows = 64;      // queries (fwd, dq) or keys (dkv) per CTA, 16 per warp
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// c += a · b (16×8 += 16×16 · 16×8), bf16 operands, f32 accumulate.
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats as bf16x2, lo in the low half (the lower column index).
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// Lane offsets (in bf16 elements, row stride S) of the three ldmatrix patterns above.
+template <int S>
+__device__ __forceinline__ int lds_a(int lane) { return (lane & 15) * S + (lane >> 4) * 8; }
+template <int S>
+__device__ __forceinline__ int lds_b_nmajor(int lane) { return ((lane & 7) + ((lane >> 4) << 3)) * S + ((lane >> 3) & 1) * 8; }
+template <int S>
+__device__ __forceinline__ int lds_b_kmajor(int lane) { return ((lane & 7) + (((lane >> 3) & 1) << 3)) * S + (lane >> 4) * 8; }
+
+// Rows [r0, r0 + R) of head `head` of a (N, heads, D) f32 tensor into a bf16 tile of
+// R rows of stride D + 8; rows >= N become zeros. r0 >= 0.
+template <int D, int R>
+__device__ __forceinline__ void load_rows(bf16* dst, const float* src, int64_t r0, int64_t N, int64_t heads,
+                                          int64_t head) {
+  constexpr int kVec = D / 4;  // float4 per row
+  static_assert((R * kVec) % kThreads == 0, "tile not a multiple of the block");
+#pragma unroll
+  for (int it = 0; it < R * kVec / kThreads; ++it) {
+    const int idx = it * kThreads + static_cast<int>(threadIdx.x);
+    const int r = idx / kVec, c = (idx % kVec) * 4;
+    const int64_t row = r0 + r;
+    float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (row < N) x = __ldg(reinterpret_cast<const float4*>(src + (row * heads + head) * D + c));
+    uint2 packed;
+    packed.x = pack_bf16(x.x, x.y);
+    packed.y = pack_bf16(x.z, x.w);
+    *reinterpret_cast<uint2*>(dst + r * (D + 8) + c) = packed;
+  }
+}
+
+// First key visible from query i (i < N).
+__device__ __forceinline__ int64_t key_lo(const int32_t* seg_begin, int64_t i, int64_t window) {
+  int64_t lo = seg_begin[i];
+  if (window > 0) lo = max(lo, i - window + 1);
+  return lo;
+}
+// Last query that sees key j (j < N).
+__device__ __forceinline__ int64_t query_hi(const int32_t* seg_end, int64_t j, int64_t window) {
+  int64_t hi = static_cast<int64_t>(seg_end[j]) - 1;
+  if (window > 0) hi = min(hi, j + window - 1);
+  return hi;
+}
+// Both are nondecreasing in their argument (segments are contiguous and ordered), so
+// the smallest lo / largest hi of a run of rows is that of its first / last row.
+
+__device__ __forceinline__ float quad_max(float v) {  // over the 4 lanes sharing a row (same gid)
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// ---------------------------------------------------------------- forward
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p) {
+  constexpr int S = D + 8;
+  constexpr int KS = D / 16;  // k-steps over the head dim
+  constexpr int BN = 64;      // keys per tile
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* Ks = reinterpret_cast<bf16*>(smem_raw);  // (64, S); holds the Q tile first
+  bf16* Vs = Ks + kRows * S;                     // (64, S)
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+  const int64_t N = p.N, H = p.H;
+  const int64_t h = blockIdx.y, g = h / (H / p.KVH);
+  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kRows;  // the longest rows first
+  const int64_t last_i = min(i0 + kRows - 1, N - 1);
+  const int64_t blo = key_lo(p.seg_begin, i0, p.window);
+
+  const int64_t wi0 = i0 + warp * 16;  // this warp's rows wi0 .. wi0 + 15
+  const bool warp_live = wi0 < N;
+  const int64_t wlast = min(wi0 + 15, N - 1);
+  const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
+  const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
+  const int64_t ia = wi0 + gid, ib = ia + 8;  // this thread's two rows (C rows gid, gid + 8)
+  // Rows past N see nothing (they are computed on zeros and never written).
+  const int64_t lo_a = ia < N ? key_lo(p.seg_begin, ia, p.window) : INT64_MAX;
+  const int64_t lo_b = ib < N ? key_lo(p.seg_begin, ib, p.window) : INT64_MAX;
+
+  // Q fragments for the whole loop: KS k-steps × 4 regs.
+  load_rows<D, kRows>(Ks, p.q, i0, N, H, h);
+  __syncthreads();
+  uint32_t qf[KS][4];
+#pragma unroll
+  for (int kk = 0; kk < KS; ++kk) ldsm_x4(smem_addr(Ks + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m_a = -INFINITY, m_b = -INFINITY;  // running max of scale·log2(e)·s
+  float l_a = 0.f, l_b = 0.f;              // this lane's share of the running sums
+  const float sl2 = p.scale * kLog2e;
+
+  for (int64_t ts = blo; ts <= last_i; ts += BN) {
+    __syncthreads();  // every warp is done with the previous tile (and the Q tile)
+    load_rows<D, BN>(Ks, p.k, ts, N, p.KVH, g);
+    load_rows<D, BN>(Vs, p.v, ts, N, p.KVH, g);
+    __syncthreads();
+    if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;  // nothing here for this warp
+    const bool full = ts + BN - 1 <= wi0 && ts >= wlo_max;        // every pair visible
+
+    float s[BN / 8][4];
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk) {
+#pragma unroll
+      for (int nn = 0; nn < BN / 16; ++nn) {
+        uint32_t b[4];
+        ldsm_x4(smem_addr(Ks + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
+        mma_bf16(s[2 * nn], qf[kk], b[0], b[1]);
+        mma_bf16(s[2 * nn + 1], qf[kk], b[2], b[3]);
+      }
+    }
+    // s[n][0..1]: row ia, keys ts + 8n + 2tig + {0, 1}; s[n][2..3]: row ib, same keys.
+    float ta = -INFINITY, tb = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float x = s[n][e] * sl2;
+        if (!full) {
+          const int64_t j = ts + 8 * n + 2 * tig + (e & 1);
+          const int64_t i = e < 2 ? ia : ib;
+          const int64_t lo = e < 2 ? lo_a : lo_b;
+          if (j < lo || j > i) x = -INFINITY;
+        }
+        s[n][e] = x;
+      }
+      ta = fmaxf(ta, fmaxf(s[n][0], s[n][1]));
+      tb = fmaxf(tb, fmaxf(s[n][2], s[n][3]));
+    }
+    const float na = fmaxf(m_a, quad_max(ta)), nb = fmaxf(m_b, quad_max(tb));
+    const float ra = na == -INFINITY ? 0.f : na, rb = nb == -INFINITY ? 0.f : nb;
+    const float ca = exp2f(m_a - ra), cb = exp2f(m_b - rb);  // 0 while a row has seen nothing
+    m_a = na;
+    m_b = nb;
+    l_a *= ca;
+    l_b *= cb;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      o[n][0] *= ca; o[n][1] *= ca;
+      o[n][2] *= cb; o[n][3] *= cb;
+    }
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) {
+      s[n][0] = exp2f(s[n][0] - ra); s[n][1] = exp2f(s[n][1] - ra);
+      s[n][2] = exp2f(s[n][2] - rb); s[n][3] = exp2f(s[n][3] - rb);
+      l_a += s[n][0] + s[n][1];
+      l_b += s[n][2] + s[n][3];
+    }
+    // O += P·V: P's C fragments are the A fragments (keys 16kk .. 16kk + 15 as k).
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      const uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                             pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                             pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int dn = 0; dn < D / 16; ++dn) {
+        uint32_t b[4];
+        ldsm_x4_trans(smem_addr(Vs + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
+        mma_bf16(o[2 * dn], a, b[0], b[1]);
+        mma_bf16(o[2 * dn + 1], a, b[2], b[3]);
+      }
+    }
+  }
+  if (!warp_live) return;
+  l_a = quad_sum(l_a);
+  l_b = quad_sum(l_b);
+  // l >= 1 for every real row: query i always sees itself.
+  const float inv_a = 1.f / l_a, inv_b = 1.f / l_b;
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) {
+    const int d = 8 * n + 2 * tig;
+    if (ia < N) *reinterpret_cast<float2*>(p.out + (ia * H + h) * D + d) = make_float2(o[n][0] * inv_a, o[n][1] * inv_a);
+    if (ib < N) *reinterpret_cast<float2*>(p.out + (ib * H + h) * D + d) = make_float2(o[n][2] * inv_b, o[n][3] * inv_b);
+  }
+  if (tig == 0) {
+    if (ia < N) p.lse[ia * H + h] = (m_a + log2f(l_a)) * kLn2;
+    if (ib < N) p.lse[ib * H + h] = (m_b + log2f(l_b)) * kLn2;
+  }
+}
+
+// ---------------------------------------------------------------- dQ
+
+template <int D, int BN>
+__global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) {
+  constexpr int S = D + 8;
+  constexpr int KS = D / 16;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* Ks = reinterpret_cast<bf16*>(smem_raw);  // (64, S): the Q tile first, then key tiles of BN
+  bf16* Vs = Ks + kRows * S;                     // (64, S): the dO tile first, then value tiles
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+  const int64_t N = p.N, H = p.H;
+  const int64_t h = blockIdx.y, g = h / (H / p.KVH);
+  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kRows;
+  const int64_t last_i = min(i0 + kRows - 1, N - 1);
+  const int64_t blo = key_lo(p.seg_begin, i0, p.window);
+
+  const int64_t wi0 = i0 + warp * 16;
+  const bool warp_live = wi0 < N;
+  const int64_t wlast = min(wi0 + 15, N - 1);
+  const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
+  const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
+  const int64_t ia = wi0 + gid, ib = ia + 8;
+  const int64_t lo_a = ia < N ? key_lo(p.seg_begin, ia, p.window) : INT64_MAX;
+  const int64_t lo_b = ib < N ? key_lo(p.seg_begin, ib, p.window) : INT64_MAX;
+  const float sl2 = p.scale * kLog2e;
+  // lse in log2 units; Δ. Rows past N: any finite value (their P is masked to 0).
+  const float lse_a = ia < N ? p.lse_in[ia * H + h] * kLog2e : 0.f;
+  const float lse_b = ib < N ? p.lse_in[ib * H + h] * kLog2e : 0.f;
+  const float dl_a = ia < N ? p.delta[ia * H + h] : 0.f;
+  const float dl_b = ib < N ? p.delta[ib * H + h] : 0.f;
+
+  load_rows<D, kRows>(Ks, p.q, i0, N, H, h);
+  load_rows<D, kRows>(Vs, p.dout, i0, N, H, h);
+  __syncthreads();
+  uint32_t qf[KS][4], dof[KS][4];
+#pragma unroll
+  for (int kk = 0; kk < KS; ++kk) {
+    ldsm_x4(smem_addr(Ks + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
+    ldsm_x4(smem_addr(Vs + warp * 16 * S + kk * 16 + lds_a<S>(lane)), dof[kk]);
+  }
+
+  float acc[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+
+  for (int64_t ts = blo; ts <= last_i; ts += BN) {
+    __syncthreads();
+    load_rows<D, BN>(Ks, p.k, ts, N, p.KVH, g);
+    load_rows<D, BN>(Vs, p.v, ts, N, p.KVH, g);
+    __syncthreads();
+    if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;
+    const bool full = ts + BN - 1 <= wi0 && ts >= wlo_max;
+
+    float s[BN / 8][4], dp[BN / 8][4];
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) {
+      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+      dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
+    }
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk) {
+#pragma unroll
+      for (int nn = 0; nn < BN / 16; ++nn) {
+        uint32_t b[4];
+        ldsm_x4(smem_addr(Ks + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
+        mma_bf16(s[2 * nn], qf[kk], b[0], b[1]);
+        mma_bf16(s[2 * nn + 1], qf[kk], b[2], b[3]);
+        ldsm_x4(smem_addr(Vs + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
+        mma_bf16(dp[2 * nn], dof[kk], b[0], b[1]);
+        mma_bf16(dp[2 * nn + 1], dof[kk], b[2], b[3]);
+      }
+    }
+    // dS = P ∘ (dP − Δ), P = 2^(sl2·s − lse·log2 e), masked to 0; kept in s.
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float pr = exp2f(fmaf(s[n][e], sl2, e < 2 ? -lse_a : -lse_b));
+        if (!full) {
+          const int64_t j = ts + 8 * n + 2 * tig + (e & 1);
+          const int64_t i = e < 2 ? ia : ib;
+          const int64_t lo = e < 2 ? lo_a : lo_b;
+          if (j < lo || j > i) pr = 0.f;
+        }
+        s[n][e] = pr * (dp[n][e] - (e < 2 ? dl_a : dl_b));
+      }
+    }
+    // dQ += dS·K: dS as A (keys as k), K k-major (rows = keys) through ldmatrix.trans.
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      const uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                             pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                             pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int dn = 0; dn < D / 16; ++dn) {
+        uint32_t b[4];
+        ldsm_x4_trans(smem_addr(Ks + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
+        mma_bf16(acc[2 * dn], a, b[0], b[1]);
+        mma_bf16(acc[2 * dn + 1], a, b[2], b[3]);
+      }
+    }
+  }
+  if (!warp_live) return;
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) {
+    const int d = 8 * n + 2 * tig;
+    if (ia < N) *reinterpret_cast<float2*>(p.dq + (ia * H + h) * D + d) = make_float2(acc[n][0] * p.scale, acc[n][1] * p.scale);
+    if (ib < N) *reinterpret_cast<float2*>(p.dq + (ib * H + h) * D + d) = make_float2(acc[n][2] * p.scale, acc[n][3] * p.scale);
+  }
+}
+
+// ---------------------------------------------------------------- dK, dV
+
+// blockIdx.y = unit u: heads [u·hpc, (u+1)·hpc) where hpc = heads per CTA (rep, or 1 in
+// split mode); results go to row stride out_heads at head u of dk_out / dv_out.
+struct DkvTarget {
+  float* dk_out;
+  float* dv_out;
+  int64_t out_heads;
+  int64_t hpc;
+};
+
+template <int D, int BQ>
+__global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p, const DkvTarget t) {
+  constexpr int S = D + 8;
+  constexpr int KS = D / 16;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* Ks = reinterpret_cast<bf16*>(smem_raw);  // (64, S) this CTA's keys
+  bf16* Vs = Ks + kRows * S;                     // (64, S) its values
+  bf16* Qs = Vs + kRows * S;                     // (BQ, S) query tile
+  bf16* Os = Qs + BQ * S;                        // (BQ, S) dout tile
+  float* Ls = reinterpret_cast<float*>(Os + BQ * S);  // (BQ) lse·log2 e of the tile's rows
+  float* Ds = Ls + BQ;                                // (BQ) Δ
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+  const int64_t N = p.N, H = p.H, rep = H / p.KVH;
+  const int64_t u = blockIdx.y, h_begin = u * t.hpc, g = h_begin / rep;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kRows;  // the longest key blocks come first already
+  const int64_t last_j = min(j0 + kRows - 1, N - 1);
+  const int64_t qhi = query_hi(p.seg_end, last_j, p.window);  // last query of the block
+
+  const int64_t wj0 = j0 + warp * 16;
+  const bool warp_live = wj0 < N;
+  const int64_t wlast = min(wj0 + 15, N - 1);
+  const int64_t whi_min = warp_live ? query_hi(p.seg_end, wj0, p.window) : -1;
+  const int64_t whi = warp_live ? query_hi(p.seg_end, wlast, p.window) : -1;
+  const int64_t ja = wj0 + gid, jb = ja + 8;  // this thread's two keys
+  const int64_t hi_a = ja < N ? query_hi(p.seg_end, ja, p.window) : -1;  // keys past N: seen by none
+  const int64_t hi_b = jb < N ? query_hi(p.seg_end, jb, p.window) : -1;
+  const float sl2 = p.scale * kLog2e;
+
+  load_rows<D, kRows>(Ks, p.k, j0, N, p.KVH, g);
+  load_rows<D, kRows>(Vs, p.v, j0, N, p.KVH, g);
+
+  float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) {
+    dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = 0.f;
+    dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
+  }
+
+  for (int64_t h = h_begin; h < h_begin + t.hpc; ++h) {
+    for (int64_t ts = j0; ts <= qhi; ts += BQ) {
+      __syncthreads();  // the previous tile is consumed (and K, V are stored, first time)
+      load_rows<D, BQ>(Qs, p.q, ts, N, H, h);
+      load_rows<D, BQ>(Os, p.dout, ts, N, H, h);
+      for (int r = threadIdx.x; r < BQ; r += kThreads) {
+        const int64_t i = ts + r;
+        Ls[r] = i < N ? p.lse_in[i * H + h] * kLog2e : 0.f;
+        Ds[r] = i < N ? p.delta[i * H + h] : 0.f;
+      }
+      __syncthreads();
+      if (!warp_live || ts > whi || ts + BQ - 1 < wj0) continue;
+      const bool full = ts >= wj0 + 15 && ts + BQ - 1 <= whi_min;  // every (key, query) pair visible
+
+      // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ: rows = this warp's 16 keys, columns = BQ queries.
+      float s[BQ / 8][4], dp[BQ / 8][4];
+#pragma unroll
+      for (int n = 0; n < BQ / 8; ++n) {
+        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+        dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
+      }
+#pragma unroll
+      for (int kk = 0; kk < KS; ++kk) {
+        uint32_t ka[4], va[4];
+        ldsm_x4(smem_addr(Ks + warp * 16 * S + kk * 16 + lds_a<S>(lane)), ka);
+        ldsm_x4(smem_addr(Vs + warp * 16 * S + kk * 16 + lds_a<S>(lane)), va);
+#pragma unroll
+        for (int nn = 0; nn < BQ / 16; ++nn) {
+          uint32_t b[4];
+          ldsm_x4(smem_addr(Qs + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
+          mma_bf16(s[2 * nn], ka, b[0], b[1]);
+          mma_bf16(s[2 * nn + 1], ka, b[2], b[3]);
+          ldsm_x4(smem_addr(Os + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
+          mma_bf16(dp[2 * nn], va, b[0], b[1]);
+          mma_bf16(dp[2 * nn + 1], va, b[2], b[3]);
+        }
+      }
+      // s[n][0..1]: key ja, queries ts + 8n + 2tig + {0, 1}; s[n][2..3]: key jb.
+      // Pᵀ into s, dSᵀ into dp.
+#pragma unroll
+      for (int n = 0; n < BQ / 8; ++n) {
+        const int c = 8 * n + 2 * tig;
+        const float2 l2 = *reinterpret_cast<const float2*>(Ls + c);
+        const float2 d2 = *reinterpret_cast<const float2*>(Ds + c);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float pr = exp2f(fmaf(s[n][e], sl2, -((e & 1) ? l2.y : l2.x)));
+          if (!full) {
+            const int64_t i = ts + c + (e & 1);
+            const int64_t j = e < 2 ? ja : jb;
+            const int64_t hi = e < 2 ? hi_a : hi_b;
+            if (i < j || i > hi) pr = 0.f;
+          }
+          s[n][e] = pr;
+          dp[n][e] = pr * (dp[n][e] - ((e & 1) ? d2.y : d2.x));
+        }
+      }
+      // dV += Pᵀ·dO and dK += dSᵀ·Q: queries as k; dO and Q k-major through .trans.
+#pragma unroll
+      for (int kk = 0; kk < BQ / 16; ++kk) {
+        const uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                                pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+        const uint32_t da[4] = {pack_bf16(dp[2 * kk][0], dp[2 * kk][1]), pack_bf16(dp[2 * kk][2], dp[2 * kk][3]),
+                                pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
+                                pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+#pragma unroll
+        for (int dn = 0; dn < D / 16; ++dn) {
+          uint32_t b[4];
+          ldsm_x4_trans(smem_addr(Os + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
+          mma_bf16(dv[2 * dn], pa, b[0], b[1]);
+          mma_bf16(dv[2 * dn + 1], pa, b[2], b[3]);
+          ldsm_x4_trans(smem_addr(Qs + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
+          mma_bf16(dk[2 * dn], da, b[0], b[1]);
+          mma_bf16(dk[2 * dn + 1], da, b[2], b[3]);
+        }
+      }
+    }
+  }
+  if (!warp_live) return;
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) {
+    const int d = 8 * n + 2 * tig;
+    if (ja < N) {
+      *reinterpret_cast<float2*>(t.dk_out + (ja * t.out_heads + u) * D + d) = make_float2(dk[n][0] * p.scale, dk[n][1] * p.scale);
+      *reinterpret_cast<float2*>(t.dv_out + (ja * t.out_heads + u) * D + d) = make_float2(dv[n][0], dv[n][1]);
+    }
+    if (jb < N) {
+      *reinterpret_cast<float2*>(t.dk_out + (jb * t.out_heads + u) * D + d) = make_float2(dk[n][2] * p.scale, dk[n][3] * p.scale);
+      *reinterpret_cast<float2*>(t.dv_out + (jb * t.out_heads + u) * D + d) = make_float2(dv[n][2], dv[n][3]);
+    }
+  }
+}
+
+// dk[j, g, :] = Σ_{r < rep} dk_part[j, g·rep + r, :] (and dv), r in order: deterministic.
+// One thread per 4 floats (D % 4 == 0, 16-byte aligned).
+__global__ void flash_dkv_reduce_kernel(const float* dk_part, const float* dv_part, int64_t N, int64_t KVH,
+                                        int64_t rep, int64_t D, float* dk, float* dv) {
+  const int64_t quads = N * KVH * (D / 4);
+  for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < quads;
+       x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t row = x / (D / 4), c = (x % (D / 4)) * 4;  // row = j·KVH + g
+    const int64_t base = row * rep * D + c;                  // (j, g·rep, c) in (N, H, D)
+    float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
+    for (int64_t r = 0; r < rep; ++r) {
+      const float4 x1 = *reinterpret_cast<const float4*>(dk_part + base + r * D);
+      const float4 x2 = *reinterpret_cast<const float4*>(dv_part + base + r * D);
+      a.x += x1.x; a.y += x1.y; a.z += x1.z; a.w += x1.w;
+      b.x += x2.x; b.y += x2.y; b.z += x2.z; b.w += x2.w;
+    }
+    *reinterpret_cast<float4*>(dk + row * D + c) = a;
+    *reinterpret_cast<float4*>(dv + row * D + c) = b;
+  }
+}
+
+constexpr size_t tile_bytes(int D, int rows) { return sizeof(bf16) * static_cast<size_t>(rows) * (D + 8); }
+
+// Dynamic shared memory above the default 48 KB must be opted into per kernel.
+template <typename Kernel>
+void allow_smem(Kernel kernel, size_t bytes, const char* name) {
+  if (bytes <= 48 * 1024) return;
+  const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (err != cudaSuccess) throw_cuda_error(err, name, "cudaFuncSetAttribute", 0);
+}
+
+dim3 grid_of(int64_t rows, int64_t units) {
+  if (units > 65535) fail(ErrorCode::Unsupported, "attention on CUDA: more than 65535 heads");
+  return dim3(static_cast<unsigned>((rows + kRows - 1) / kRows), static_cast<unsigned>(units));
+}
+
+template <int D>
+void forward_d(const AttnParams& p, cudaStream_t s) {
+  const size_t smem = 2 * tile_bytes(D, kRows);
+  allow_smem(flash_fwd_kernel<D>, smem, "flash_fwd_kernel");
+  flash_fwd_kernel<D><<<grid_of(p.N, p.H), kThreads, smem, s>>>(p);
+  check_launch("flash_fwd_kernel");
+}
+
+template <int D>
+void backward_d(const AttnParams& p, cudaStream_t s) {
+  constexpr int BN = D <= 64 ? 64 : 32;  // dq: key tile
+  constexpr int BQ = D <= 64 ? 64 : 32;  // dkv: query tile
+  const size_t smem_dq = 2 * tile_bytes(D, kRows);
+  allow_smem(flash_dq_kernel<D, BN>, smem_dq, "flash_dq_kernel");
+  flash_dq_kernel<D, BN><<<grid_of(p.N, p.H), kThreads, smem_dq, s>>>(p);
+  check_launch("flash_dq_kernel");
+
+  const bool split = p.dk_part != nullptr && p.dv_part != nullptr;
+  const int64_t rep = p.H / p.KVH;
+  DkvTarget t{};
+  if (split) {
+    t.dk_out = p.dk_part; t.dv_out = p.dv_part; t.out_heads = p.H; t.hpc = 1;
+  } else {
+    t.dk_out = p.dk; t.dv_out = p.dv; t.out_heads = p.KVH; t.hpc = rep;
+  }
+  const size_t smem_dkv = 2 * tile_bytes(D, kRows) + 2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ;
+  allow_smem(flash_dkv_kernel<D, BQ>, smem_dkv, "flash_dkv_kernel");
+  flash_dkv_kernel<D, BQ><<<grid_of(p.N, split ? p.H : p.KVH), kThreads, smem_dkv, s>>>(p, t);
+  check_launch("flash_dkv_kernel");
+  if (split) {
+    flash_dkv_reduce_kernel<<<grid_1d(p.N * p.KVH * (D / 4), 256), 256, 0, s>>>(p.dk_part, p.dv_part, p.N, p.KVH,
+                                                                               rep, D, p.dk, p.dv);
+    check_launch("flash_dkv_reduce_kernel");
+  }
+}
+
+bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
+
+}  // namespace
+
+bool attention_flash_supported(const AttnParams& p) {
+  if (p.D != 64 && p.D != 128) return false;
+  if (p.KVH <= 0 || p.H % p.KVH != 0) return false;
+  for (const void* ptr : {static_cast<const void*>(p.q), static_cast<const void*>(p.k), static_cast<const void*>(p.v),
+                          static_cast<const void*>(p.out), static_cast<const void*>(p.dout),
+                          static_cast<const void*>(p.out_in), static_cast<const void*>(p.dq),
+                          static_cast<const void*>(p.dk), static_cast<const void*>(p.dv)})
+    if (!aligned16(ptr)) return false;  // null (not used by this call) is aligned
+  return true;
+}
+
+bool attention_flash_dkv_split(const AttnParams& p, int sm_count) {
+  if (p.KVH <= 0 || p.H == p.KVH) return false;
+  const int64_t ctas = (p.N + kRows - 1) / kRows * p.KVH;
+  return ctas < 4 * static_cast<int64_t>(sm_count);
+}
+
+void attention_flash_forward(const AttnParams& p, cudaStream_t s) {
+  if (p.D == 64) forward_d<64>(p, s);
+  else if (p.D == 128) forward_d<128>(p, s);
+  else fail(ErrorCode::Internal, "attention_flash_forward: head dim ", p.D, " not instantiated");
+}
+
+void attention_flash_backward(const AttnParams& p, cudaStream_t s) {
+  if (p.D == 64) backward_d<64>(p, s);
+  else if (p.D == 128) backward_d<128>(p, s);
+  else fail(ErrorCode::Internal, "attention_flash_backward: head dim ", p.D, " not instantiated");
+}
+
+}  // namespace cuda
+}  // namespace instill

@@ -1,0 +1,59 @@
+// The attention kernels' launchers (native/cuda/attention*.cu only), on raw device
+// pointers so that attention.cu (the op: argument checks, segments, scratch, the
+// choice of path) and the two kernel families stay apart:
+//   attention_simple.cu  f32 on the CUDA cores, any D <= 128 (the fallback and the
+//                        exact reference on the GPU)
+//   attention_flash.cu   bf16 tensor cores (mma.sync m16n8k16), f32 accumulation,
+//                        D in {64, 128}, 16-byte aligned tensors
+// Both compute the same thing (ops/attention.h) and write every output (=).
+// Every launcher checks its launches (check_launch) and throws instill::Error.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace instill {
+namespace cuda {
+
+struct AttnParams {
+  const float* q;              // (N, H, D)
+  const float* k;              // (N, KVH, D)
+  const float* v;              // (N, KVH, D)
+  const int32_t* seg_begin;    // (N) first token of token i's segment
+  const int32_t* seg_end;      // (N) one past its last token
+  int64_t N, H, KVH, D, window;
+  float scale;
+  // forward outputs
+  float* out;                  // (N, H, D)
+  float* lse;                  // (N, H) natural log of Σ_j exp(scale · q_i·k_j)
+  // backward inputs (out and lse of the forward) and outputs
+  const float* dout;           // (N, H, D)
+  const float* out_in;         // (N, H, D)
+  const float* lse_in;         // (N, H)
+  float* delta;                // (N, H) scratch: Δ_i = dout_i · out_i
+  float* dq;                   // (N, H, D)
+  float* dk;                   // (N, KVH, D)
+  float* dv;                   // (N, KVH, D)
+  // flash backward only: per-query-head dK/dV partials (N, H, D) each, or null
+  // (attention_flash_dkv_split says when they are needed)
+  float* dk_part;
+  float* dv_part;
+};
+
+// Δ_i = dout_i · out_i for every (i, h): the first step of both backwards.
+void attention_delta(const AttnParams& p, cudaStream_t s);
+
+void attention_simple_forward(const AttnParams& p, cudaStream_t s);
+void attention_simple_backward(const AttnParams& p, cudaStream_t s);  // after attention_delta
+
+// Whether the tensor-core path takes this problem (head dim, pointer alignment).
+bool attention_flash_supported(const AttnParams& p);
+// Whether the flash dK/dV kernel should split the query heads of a group over CTAs
+// (more parallelism for short rows; needs dk_part / dv_part), given the SM count.
+bool attention_flash_dkv_split(const AttnParams& p, int sm_count);
+void attention_flash_forward(const AttnParams& p, cudaStream_t s);
+void attention_flash_backward(const AttnParams& p, cudaStream_t s);  // after attention_delta
+
+}  // namespace cuda
+}  // namespace instill

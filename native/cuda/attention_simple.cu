@@ -1,0 +1,322 @@
+// attention on CUDA, the f32 CUDA-core kernels: the fallback of attention.cu for
+// what the tensor-core path (attention_flash.cu) does not take (head dims other than
+// 64 and 128, unaligned tensors) and, with INSTILL_CUDA_ATTENTION=simple, the exact
+// f32 reference on the GPU.
+//
+// Kernels (8 warps per block, one query row — or one key row — per warp, tiles
+// of 32 rows through shared memory with rows padded to D+1 floats so lane l
+// reading row l hits distinct banks):
+//   attention_forward_kernel   warp = query i of head h; lane l scores key
+//                              tile_start + l; running max / sum per warp; lane
+//                              owns output dims lane, lane+32, ... (D <= 128)
+//   attention_delta_kernel     Δ_i = dout_i · out_i per (i, h)
+//   attention_dq_kernel        as forward: p = exp(s − lse_i), ds = p (dout_i·v_j − Δ_i),
+//                              dq_i = scale Σ ds k_j
+//   attention_dkv_kernel       warp = key j of KV head g; loops over the H/KVH query
+//                              heads of the group and the query tiles that can see j;
+//                              dv_j = Σ p dout_i, dk_j = scale Σ ds q_i.
+// Every output is written (=), each element by exactly one lane: deterministic,
+// no atomics.
+#include <algorithm>
+
+#include "cuda/attention_kernels.cuh"
+#include "cuda/common.cuh"
+
+namespace instill {
+namespace cuda {
+
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kTile = 32;
+constexpr int kMaxD = 128;
+constexpr int kPerLane = kMaxD / 32;
+
+// First key visible from query i.
+__device__ __forceinline__ int64_t key_lo(const int32_t* seg_begin, int64_t i, int64_t window) {
+  int64_t lo = seg_begin[i];
+  if (window > 0) lo = max(lo, i - window + 1);
+  return lo;
+}
+// Last query that sees key j.
+__device__ __forceinline__ int64_t query_hi(const int32_t* seg_end, int64_t j, int64_t window) {
+  int64_t hi = static_cast<int64_t>(seg_end[j]) - 1;
+  if (window > 0) hi = min(hi, j + window - 1);
+  return hi;
+}
+
+struct FwdArgs {
+  const float *q, *k, *v;
+  const int32_t *seg_begin;
+  int64_t N, H, KVH, D, window;
+  float scale;
+  float *out, *lse;
+  // backward only
+  const float *dout, *lse_in, *delta;
+  float* dq;
+};
+
+// Loads rows [ts, ts+32) of a (N, KVH, D) tensor's head g into smem (rows padded to D+1); zeros past `last`.
+__device__ __forceinline__ void load_tile(float* dst, const float* src, int64_t ts, int64_t last, int64_t heads,
+                                          int64_t g, int64_t D) {
+  for (int idx = threadIdx.x; idx < kTile * D; idx += blockDim.x) {
+    const int r = idx / static_cast<int>(D), d = idx % static_cast<int>(D);
+    const int64_t j = ts + r;
+    dst[r * (D + 1) + d] = j <= last ? src[(j * heads + g) * D + d] : 0.f;
+  }
+}
+
+// Forward (backward = false) or dq (backward = true): one warp per query row.
+template <bool kBackward>
+__global__ void __launch_bounds__(kWarps * 32) attention_query_kernel(const FwdArgs a) {
+  extern __shared__ float smem[];
+  const int64_t D = a.D;
+  float* Ks = smem;                              // (32, D+1)
+  float* Vs = Ks + kTile * (D + 1);              // (32, D+1)
+  float* Qs = Vs + kTile * (D + 1);              // (8, D)  this block's query rows
+  float* Os = Qs + kWarps * D;                   // (8, D)  dout rows (backward)
+  __shared__ int64_t range[2];
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t h = blockIdx.y, g = h / (a.H / a.KVH);
+  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kWarps;
+  const int64_t i = i0 + warp;
+  const bool valid = i < a.N;
+  if (threadIdx.x == 0) {
+    int64_t lo = INT64_MAX, hi = -1;
+    for (int w = 0; w < kWarps && i0 + w < a.N; ++w) {
+      lo = min(lo, key_lo(a.seg_begin, i0 + w, a.window));
+      hi = i0 + w;
+    }
+    range[0] = lo;
+    range[1] = hi;
+  }
+  const int64_t lo_i = valid ? key_lo(a.seg_begin, i, a.window) : 0;
+  if (valid) {
+    for (int64_t d = lane; d < D; d += 32) {
+      Qs[warp * D + d] = a.q[(i * a.H + h) * D + d];
+      if (kBackward) Os[warp * D + d] = a.dout[(i * a.H + h) * D + d];
+    }
+  }
+  __syncthreads();
+  const int64_t blo = range[0], bhi = range[1];
+
+  float acc[kPerLane];
+#pragma unroll
+  for (int t = 0; t < kPerLane; ++t) acc[t] = 0.f;
+  float m = -INFINITY, l = 0.f;
+  const float lse_i = (kBackward && valid) ? a.lse_in[i * a.H + h] : 0.f;
+  const float delta_i = (kBackward && valid) ? a.delta[i * a.H + h] : 0.f;
+
+  for (int64_t ts = blo; ts <= bhi; ts += kTile) {
+    load_tile(Ks, a.k, ts, bhi, a.KVH, g, D);
+    load_tile(Vs, a.v, ts, bhi, a.KVH, g, D);
+    __syncthreads();
+    if (valid && ts <= i && ts + kTile > lo_i) {
+      const int64_t j = ts + lane;
+      const bool vis = j >= lo_i && j <= i;
+      float s = 0.f;
+      const float* kr = Ks + lane * (D + 1);
+      const float* qr = Qs + warp * D;
+      for (int64_t d = 0; d < D; ++d) s += qr[d] * kr[d];
+      s *= a.scale;
+      if (!kBackward) {
+        const float sv = vis ? s : -INFINITY;
+        const float m_new = fmaxf(m, warp_max(sv));  // finite: the tile holds a visible key
+        const float corr = expf(m - m_new);           // m = -inf on the first tile: 0
+        const float pj = vis ? expf(sv - m_new) : 0.f;
+        l = l * corr + warp_sum(pj);
+#pragma unroll
+        for (int t = 0; t < kPerLane; ++t) acc[t] *= corr;
+        for (int jj = 0; jj < kTile; ++jj) {
+          const float pb = __shfl_sync(0xffffffffu, pj, jj);
+          const float* vr = Vs + jj * (D + 1);
+#pragma unroll
+          for (int t = 0; t < kPerLane; ++t)
+            if (lane + 32 * t < D) acc[t] += pb * vr[lane + 32 * t];
+        }
+        m = m_new;
+      } else {
+        float dp = 0.f;
+        const float* vr = Vs + lane * (D + 1);
+        const float* orow = Os + warp * D;
+        for (int64_t d = 0; d < D; ++d) dp += orow[d] * vr[d];
+        const float pj = vis ? expf(s - lse_i) : 0.f;
+        const float ds = pj * (dp - delta_i);
+        for (int jj = 0; jj < kTile; ++jj) {
+          const float db = __shfl_sync(0xffffffffu, ds, jj);
+          const float* kr2 = Ks + jj * (D + 1);
+#pragma unroll
+          for (int t = 0; t < kPerLane; ++t)
+            if (lane + 32 * t < D) acc[t] += db * kr2[lane + 32 * t];
+        }
+      }
+    }
+    __syncthreads();
+  }
+  if (!valid) return;
+  if (!kBackward) {
+    const float inv = 1.f / l;  // l >= 1: query i always sees itself
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t)
+      if (lane + 32 * t < D) a.out[(i * a.H + h) * D + lane + 32 * t] = acc[t] * inv;
+    if (lane == 0) a.lse[i * a.H + h] = m + logf(l);
+  } else {
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t)
+      if (lane + 32 * t < D) a.dq[(i * a.H + h) * D + lane + 32 * t] = acc[t] * a.scale;
+  }
+}
+
+__global__ void attention_delta_kernel(const float* dout, const float* out, int64_t rows, int64_t D,
+                                       float* delta) {  // dout, out (rows = N·H, D); delta (N·H)
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  float s = 0.f;
+  for (int64_t d = lane; d < D; d += 32) s += dout[r * D + d] * out[r * D + d];
+  s = warp_sum(s);
+  if (lane == 0) delta[r] = s;
+}
+
+struct DkvArgs {
+  const float *q, *k, *v, *dout, *lse, *delta;
+  const int32_t* seg_end;
+  int64_t N, H, KVH, D, window;
+  float scale;
+  float *dk, *dv;
+};
+
+__global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(const DkvArgs a) {
+  extern __shared__ float smem[];
+  const int64_t D = a.D;
+  float* Qs = smem;                     // (32, D+1) query rows of the tile
+  float* Os = Qs + kTile * (D + 1);     // (32, D+1) dout rows
+  float* Kw = Os + kTile * (D + 1);     // (8, D) this block's key rows
+  float* Vw = Kw + kWarps * D;          // (8, D)
+  float* Ls = Vw + kWarps * D;          // (32) lse
+  float* Ds = Ls + kTile;               // (32) delta
+  __shared__ int64_t range[2];
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t g = blockIdx.y, rep = a.H / a.KVH;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kWarps;
+  const int64_t j = j0 + warp;
+  const bool valid = j < a.N;
+  if (threadIdx.x == 0) {
+    int64_t hi = -1;
+    for (int w = 0; w < kWarps && j0 + w < a.N; ++w) hi = max(hi, query_hi(a.seg_end, j0 + w, a.window));
+    range[0] = j0;
+    range[1] = hi;
+  }
+  const int64_t hi_j = valid ? query_hi(a.seg_end, j, a.window) : -1;
+  if (valid) {
+    for (int64_t d = lane; d < D; d += 32) {
+      Kw[warp * D + d] = a.k[(j * a.KVH + g) * D + d];
+      Vw[warp * D + d] = a.v[(j * a.KVH + g) * D + d];
+    }
+  }
+  __syncthreads();
+  const int64_t blo = range[0], bhi = range[1];
+
+  float dk[kPerLane], dv[kPerLane];
+#pragma unroll
+  for (int t = 0; t < kPerLane; ++t) dk[t] = dv[t] = 0.f;
+
+  for (int64_t h = g * rep; h < (g + 1) * rep; ++h) {
+    for (int64_t ts = blo; ts <= bhi; ts += kTile) {
+      load_tile(Qs, a.q, ts, bhi, a.H, h, D);
+      load_tile(Os, a.dout, ts, bhi, a.H, h, D);
+      if (threadIdx.x < kTile) {
+        const int64_t i = ts + threadIdx.x;
+        Ls[threadIdx.x] = i <= bhi ? a.lse[i * a.H + h] : 0.f;
+        Ds[threadIdx.x] = i <= bhi ? a.delta[i * a.H + h] : 0.f;
+      }
+      __syncthreads();
+      if (valid && ts <= hi_j && ts + kTile > j) {
+        const int64_t i = ts + lane;
+        const bool vis = i >= j && i <= hi_j;
+        const float* qr = Qs + lane * (D + 1);
+        const float* orow = Os + lane * (D + 1);
+        const float* kr = Kw + warp * D;
+        const float* vr = Vw + warp * D;
+        float s = 0.f, dp = 0.f;
+        for (int64_t d = 0; d < D; ++d) {
+          s += qr[d] * kr[d];
+          dp += orow[d] * vr[d];
+        }
+        const float p = vis ? expf(s * a.scale - Ls[lane]) : 0.f;
+        const float ds = p * (dp - Ds[lane]);
+        for (int ii = 0; ii < kTile; ++ii) {
+          const float pb = __shfl_sync(0xffffffffu, p, ii);
+          const float db = __shfl_sync(0xffffffffu, ds, ii);
+          const float* qrow = Qs + ii * (D + 1);
+          const float* drow = Os + ii * (D + 1);
+#pragma unroll
+          for (int t = 0; t < kPerLane; ++t) {
+            if (lane + 32 * t < D) {
+              dv[t] += pb * drow[lane + 32 * t];
+              dk[t] += db * qrow[lane + 32 * t];
+            }
+          }
+        }
+      }
+      __syncthreads();
+    }
+  }
+  if (!valid) return;
+#pragma unroll
+  for (int t = 0; t < kPerLane; ++t) {
+    if (lane + 32 * t < D) {
+      a.dk[(j * a.KVH + g) * D + lane + 32 * t] = dk[t] * a.scale;
+      a.dv[(j * a.KVH + g) * D + lane + 32 * t] = dv[t];
+    }
+  }
+}
+
+size_t query_smem(int64_t D) { return sizeof(float) * static_cast<size_t>(2 * kTile * (D + 1) + 2 * kWarps * D); }
+size_t dkv_smem(int64_t D) { return sizeof(float) * static_cast<size_t>(2 * kTile * (D + 1) + 2 * kWarps * D + 2 * kTile); }
+
+dim3 grid_rows(int64_t N, int64_t heads) {
+  return dim3(static_cast<unsigned>((N + kWarps - 1) / kWarps), static_cast<unsigned>(heads));
+}
+
+}  // namespace
+
+void attention_delta(const AttnParams& p, cudaStream_t s) {
+  attention_delta_kernel<<<static_cast<unsigned>((p.N * p.H + kWarps - 1) / kWarps), kWarps * 32, 0, s>>>(
+      p.dout, p.out_in, p.N * p.H, p.D, p.delta);
+  check_launch("attention_delta_kernel");
+}
+
+void attention_simple_forward(const AttnParams& p, cudaStream_t s) {
+  FwdArgs a{};
+  a.q = p.q; a.k = p.k; a.v = p.v;
+  a.seg_begin = p.seg_begin;
+  a.N = p.N; a.H = p.H; a.KVH = p.KVH; a.D = p.D; a.window = p.window; a.scale = p.scale;
+  a.out = p.out; a.lse = p.lse;
+  attention_query_kernel<false><<<grid_rows(p.N, p.H), kWarps * 32, query_smem(p.D), s>>>(a);
+  check_launch("attention_forward_kernel");
+}
+
+void attention_simple_backward(const AttnParams& p, cudaStream_t s) {
+  FwdArgs a{};
+  a.q = p.q; a.k = p.k; a.v = p.v;
+  a.seg_begin = p.seg_begin;
+  a.N = p.N; a.H = p.H; a.KVH = p.KVH; a.D = p.D; a.window = p.window; a.scale = p.scale;
+  a.dout = p.dout; a.lse_in = p.lse_in; a.delta = p.delta;
+  a.dq = p.dq;
+  attention_query_kernel<true><<<grid_rows(p.N, p.H), kWarps * 32, query_smem(p.D), s>>>(a);
+  check_launch("attention_dq_kernel");
+
+  DkvArgs b{};
+  b.q = p.q; b.k = p.k; b.v = p.v; b.dout = p.dout; b.lse = p.lse_in; b.delta = p.delta;
+  b.seg_end = p.seg_end;
+  b.N = p.N; b.H = p.H; b.KVH = p.KVH; b.D = p.D; b.window = p.window; b.scale = p.scale;
+  b.dk = p.dk; b.dv = p.dv;
+  attention_dkv_kernel<<<grid_rows(p.N, p.KVH), kWarps * 32, dkv_smem(p.D), s>>>(b);
+  check_launch("attention_dkv_kernel");
+}
+
+}  // namespace cuda
+}  // namespace instill
