@@ -102,7 +102,7 @@ gpu_tests() {  # label, then env assignments for the run
   note "GPU tests (test/cuda, $label): $verdict -${summary:- no summary} ($(elapsed))"
 }
 gpu_tests "GEMMs through cuBLASLt" cublaslt INSTILL_CUBLASLT="$INSTILL_CUBLASLT"
-gpu_tests "GEMMs through the WMMA kernel" wmma INSTILL_CUBLASLT=off
+gpu_tests "GEMMs through the WMMA kernel, f32 attention kernels" wmma INSTILL_CUBLASLT=off INSTILL_CUDA_ATTENTION=simple
 
 [[ "${SKIP_BENCH:-0}" == 1 ]] && { note "benchmarks: skipped (SKIP_BENCH=1)"; python3 bench/gpu/table.py "$RES" "$STATUS"; exit 0; }
 echo "== benchmarks $(elapsed)"

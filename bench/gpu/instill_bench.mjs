@@ -78,9 +78,9 @@ if (what === 'lora') {
   const targets = Tensor.from(tg, [N], { device: 'cuda' });
   const step = () => kernels.linearCrossEntropy({ h, w, targets });  // returns the loss: synchronous
   step();
-  const before = native().deviceMemoryStats(device, true);
+  const before = native().deviceMemoryStats('cuda', true);
   step();
-  const after = native().deviceMemoryStats(device);
+  const after = native().deviceMemoryStats('cuda');
   const t = timeMs(step, 2, 10);
   emit({ bench: 'linear CE fwd+bwd V=128256', impl: `instill cuda (chunked, ${gemm})`, ...t,
     peak_mib: (after.peak - before.inUse) / 2 ** 20, shape: CE });
@@ -114,6 +114,13 @@ if (what === 'lora') {
   const after = native().deviceMemoryStats(device);
   times.sort((x, y) => x - y);
   const ms = times[2];
+  const fwd = [];  // forward only (model.loss): the rest of the step is backward + AdamW
+  for (let i = 0; i < 3; i++) {
+    const a = performance.now();
+    await model.loss({ inputIds: [ids], labels: [ids] });
+    fwd.push(performance.now() - a);
+  }
+  fwd.sort((x, y) => x - y);
   const C = s.hiddenSize, F = s.intermediateSize, D = s.headDim, L = s.numLayers;
   const qo = s.numHeads * D, kv = s.numKvHeads * D;
   const perLayer = C * qo * 2 + C * kv * 2 + C * F * 3;
@@ -124,7 +131,7 @@ if (what === 'lora') {
   emit({ bench: 'train step llama-3.2-1b seq2048 r16', impl: `instill ${device} (f32 activations, bf16 weights)`, ms,
     min_ms: times[0], max_ms: times[4], tokens_per_s: tokS, peak_mib: after.peak / 2 ** 20,
     step_peak_mib: (after.peak - before.inUse) / 2 ** 20, mfu: (tokS * flopsTok) / 989e12, params_frozen: nBase,
-    params_lora: nLora, setup_s: loadS });
+    params_lora: nLora, setup_s: loadS, forward_only_ms: fwd[1] });
 } else if (what === 'ops') {
   // Where a llama-3.2-1b step's time goes: each op alone at the step's shapes (T 2048 tokens,
   // C 2048, 32 heads / 8 KV heads of 64, F 8192, r 16, V 128256), fwd+bwd, median of 10.

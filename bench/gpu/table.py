@@ -54,7 +54,8 @@ tt = get("train step llama-3.2-1b seq2048 r16", "transformers")
 ti = get("train step llama-3.2-1b seq2048 r16", "instill")
 if tt and ti:
     sp = ti["tokens_per_s"] / tt["tokens_per_s"]
-    print(f"- training step: {sp:.2f}x transformers+peft tokens/s at {100 * ti['mfu']:.1f}% MFU (target >= 2x at >= 45%)")
+    print(f"- training step: {sp:.2f}x transformers+peft tokens/s at {100 * ti['mfu']:.1f}% MFU (target >= 2x at >= 45%); "
+          f"instill forward only {fmt(ti.get('forward_only_ms'))} ms of {ti['ms']:.2f} ms")
 elif tt:
     print(f"- training step: instill not measured (model on CUDA not implemented); transformers+peft "
           f"{tt['tokens_per_s']:.0f} tok/s, {100 * tt['mfu']:.1f}% MFU")

@@ -1,7 +1,8 @@
 // The model's LoRA loss and gradients on device 'cuda' against
 // stories260K/lora_reference.safetensors (float64 PyTorch): loss within 1e-2
-// relative, every gradient within 1e-2 of the largest |grad| of its tensor (bf16
-// tolerance: the CUDA GEMMs round operands to bf16), one AdamW step on the GPU,
+// relative, every gradient tensor within 1e-2 in ‖g − ref‖ / ‖ref‖ (bf16
+// tolerance: the CUDA products round operands to bf16; the element-wise worst
+// case, max |g − ref| / max |ref|, is printed and held under 5e-2), one AdamW step on the GPU,
 // and the GPU model against the CPU model (LoRA and full fine-tuning). Runs only where
 // runtime.info().devices has 'cuda' (bench/gpu-check.sh); skipped elsewhere.
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -25,6 +26,18 @@ function relToMax(a: Float32Array, b: Float32Array): number {
     m = Math.max(m, Math.abs(b[i]));
   }
   return m === 0 ? d : d / m;
+}
+
+/** ‖a − b‖₂ / ‖b‖₂ (METHOD.md's measure for bf16 results). */
+function relNorm(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length);
+  let d = 0, m = 0;
+  for (let i = 0; i < b.length; i++) {
+    if (!Number.isFinite(a[i])) return Infinity;
+    d += (a[i] - b[i]) ** 2;
+    m += b[i] ** 2;
+  }
+  return m === 0 ? Math.sqrt(d) : Math.sqrt(d / m);
 }
 
 function rows(a: BigInt64Array, B: number, T: number): number[][] {
@@ -67,13 +80,17 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     const out = await gpu.lossAndGrads({ inputIds, labels });
     const lossRef = Number(ref.metadata.loss_float64);
     expect(Math.abs(out.loss - lossRef) / lossRef).toBeLessThan(1e-2);
-    let worst = 0;
+    let worst = 0, worstMax = 0;
     for (const n of names) {
-      const e = relToMax(out.grads[n], ref.readArray(`${n}.grad`) as Float32Array);
+      const want = ref.readArray(`${n}.grad`) as Float32Array;
+      const e = relNorm(out.grads[n], want), em = relToMax(out.grads[n], want);
       worst = Math.max(worst, e);
+      worstMax = Math.max(worstMax, em);
       expect(e, n).toBeLessThan(1e-2);
+      expect(em, n).toBeLessThan(5e-2);
     }
-    console.log(`LoRA reference on CUDA: loss rel err ${(Math.abs(out.loss - lossRef) / lossRef).toExponential(2)}, worst grad ${worst.toExponential(2)}`);
+    console.log(`LoRA reference on CUDA: loss rel err ${(Math.abs(out.loss - lossRef) / lossRef).toExponential(2)}, ` +
+      `worst grad ‖g − ref‖/‖ref‖ ${worst.toExponential(2)}, worst max|g − ref|/max|ref| ${worstMax.toExponential(2)}`);
     // One AdamW step on the GPU against the closed form of AdamW's first step,
     // p·(1 − lr·wd) − lr·g/(|g| + eps), from the gradients the GPU returned.
     const before = gpu.adapterWeights();
@@ -96,7 +113,10 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     const c = await cpu.lossAndGrads({ inputIds, labels });
     expect(g.tokens).toBe(c.tokens);
     expect(Math.abs(g.loss - c.loss) / c.loss).toBeLessThan(1e-2);
-    for (const n of names) expect(relToMax(g.grads[n], c.grads[n]), n).toBeLessThan(2e-2);
+    for (const n of names) {
+      expect(relNorm(g.grads[n], c.grads[n]), n).toBeLessThan(1e-2);
+      expect(relToMax(g.grads[n], c.grads[n]), n).toBeLessThan(5e-2);
+    }
     // accumulate: a second call with accumulate doubles the gradients
     const g2 = await gpu.lossAndGrads({ inputIds, labels }, { accumulate: true });
     for (const n of names) expect(relToMax(g2.grads[n], g.grads[n].map((x) => 2 * x)), n).toBeLessThan(1e-5);
@@ -117,7 +137,10 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     expect(Math.abs(g.loss - c.loss) / c.loss).toBeLessThan(1e-2);
     const names = Object.keys(c.grads);
     expect(names.length).toBeGreaterThan(10);
-    for (const n of names) expect(relToMax(g.grads[n], c.grads[n]), n).toBeLessThan(3e-2);
+    for (const n of names) {
+      expect(relNorm(g.grads[n], c.grads[n]), n).toBeLessThan(2e-2);
+      expect(relToMax(g.grads[n], c.grads[n]), n).toBeLessThan(5e-2);
+    }
     fg.dispose();
     fc.dispose();
   });
@@ -139,10 +162,10 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     expect(Math.abs(g.loss - c.loss) / c.loss).toBeLessThan(1e-2);
     let worst = 0, other = 0;
     for (const n of names) {
-      worst = Math.max(worst, relToMax(g.grads[n], c.grads[n]));
-      other = Math.max(other, relToMax(c2.grads[n], c.grads[n]));
+      worst = Math.max(worst, relNorm(g.grads[n], c.grads[n]));
+      other = Math.max(other, relNorm(c2.grads[n], c.grads[n]));
     }
-    expect(worst).toBeLessThan(2e-2);
+    expect(worst).toBeLessThan(1e-2);
     expect(other).toBeGreaterThan(0.1);  // another seed really gives other masks: the comparison is sharp
     dg.dispose();
     dc.dispose();
