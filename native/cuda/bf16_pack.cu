@@ -12,6 +12,8 @@
 // store, and the dtype is a template parameter. Narrow blocks (the (N, 16) LoRA
 // factors) put several rows in one block so threads are not left idle.
 // gather_bf16 is the same pass over a list of source rows (linear CE's kept rows).
+// pack_f32 / gather_f32 are the same passes into an f32 destination (the exact
+// path: products whose operands are all f32 run in TF32 and are stacked in f32).
 #include <algorithm>
 
 #include "cuda/gemm.h"
@@ -41,6 +43,9 @@ __device__ __forceinline__ float4 load4(const __half* p) {
   return make_float4(lo.x, lo.y, hi.x, hi.y);
 }
 
+__device__ __forceinline__ void store4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ __forceinline__ void store1(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store1(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
 __device__ __forceinline__ void store4(__nv_bfloat16* p, float4 v) {
   const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y);
   const __nv_bfloat162 hi = __floats2bfloat162_rn(v.z, v.w);
@@ -54,17 +59,16 @@ __device__ __forceinline__ void store4(__nv_bfloat16* p, float4 v) {
 // on the host), so columns 0, 4, 8, … are vector-aligned; the cols % 4 tail is
 // scalar.
 // row_index: destination row r reads source row row_index[r] (null: row r).
-template <typename T, bool kVec>
-__global__ void __launch_bounds__(kThreads) pack_bf16_kernel(const T* __restrict__ src, int64_t lds, float scale,
-                                                             const int32_t* __restrict__ row_index, int64_t rows,
-                                                             int64_t cols, __nv_bfloat16* __restrict__ dst,
-                                                             int64_t ldd) {
+template <typename T, typename D, bool kVec>
+__global__ void __launch_bounds__(kThreads) pack_kernel(const T* __restrict__ src, int64_t lds, float scale,
+                                                        const int32_t* __restrict__ row_index, int64_t rows,
+                                                        int64_t cols, D* __restrict__ dst, int64_t ldd) {
   const int64_t col_threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t c_first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   for (int64_t r = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y; r < rows;
        r += static_cast<int64_t>(gridDim.y) * blockDim.y) {
     const T* s = src + (row_index ? static_cast<int64_t>(row_index[r]) : r) * lds;
-    __nv_bfloat16* d = dst + r * ldd;
+    D* d = dst + r * ldd;
     if (kVec) {
       const int64_t c4 = cols & ~int64_t{3};
       for (int64_t c = c_first * 4; c < c4; c += col_threads * 4) {
@@ -75,19 +79,19 @@ __global__ void __launch_bounds__(kThreads) pack_bf16_kernel(const T* __restrict
         v.w *= scale;
         store4(d + c, v);
       }
-      for (int64_t c = c4 + c_first; c < cols; c += col_threads) d[c] = __float2bfloat16(to_f32(s[c]) * scale);
+      for (int64_t c = c4 + c_first; c < cols; c += col_threads) store1(d + c, to_f32(s[c]) * scale);
     } else {
-      for (int64_t c = c_first; c < cols; c += col_threads) d[c] = __float2bfloat16(to_f32(s[c]) * scale);
+      for (int64_t c = c_first; c < cols; c += col_threads) store1(d + c, to_f32(s[c]) * scale);
     }
   }
 }
 
 bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
-template <typename T>
+template <typename T, typename D>
 void launch(const T* src, int64_t lds, float scale, const int32_t* row_index, int64_t rows, int64_t cols,
-            __nv_bfloat16* dst, int64_t ldd) {
-  const bool vec = aligned(src, 4 * sizeof(T)) && lds % 4 == 0 && aligned(dst, 4 * sizeof(__nv_bfloat16)) &&
+            D* dst, int64_t ldd) {
+  const bool vec = aligned(src, 4 * sizeof(T)) && lds % 4 == 0 && aligned(dst, 4 * sizeof(D)) &&
                    ldd % 4 == 0 && cols >= 4;
   const int64_t per_thread = vec ? 4 : 1;
   const int64_t col_work = (cols + per_thread - 1) / per_thread;  // threads one row could use
@@ -99,17 +103,18 @@ void launch(const T* src, int64_t lds, float scale, const int32_t* row_index, in
   const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), block(static_cast<unsigned>(tx),
                                                                                  static_cast<unsigned>(ty));
   if (vec) {
-    pack_bf16_kernel<T, true><<<grid, block, 0, stream()>>>(src, lds, scale, row_index, rows, cols, dst, ldd);
+    pack_kernel<T, D, true><<<grid, block, 0, stream()>>>(src, lds, scale, row_index, rows, cols, dst, ldd);
   } else {
-    pack_bf16_kernel<T, false><<<grid, block, 0, stream()>>>(src, lds, scale, row_index, rows, cols, dst, ldd);
+    pack_kernel<T, D, false><<<grid, block, 0, stream()>>>(src, lds, scale, row_index, rows, cols, dst, ldd);
   }
-  check_launch("pack_bf16_kernel");
+  check_launch("pack_kernel");
 }
 
 }  // namespace
 
-void gather_bf16(const void* src, Elem e, int64_t lds, float scale, const int32_t* row_index, int64_t rows,
-                 int64_t cols, __nv_bfloat16* dst, int64_t ldd) {
+template <typename D>
+void gather_to(const void* src, Elem e, int64_t lds, float scale, const int32_t* row_index, int64_t rows, int64_t cols,
+               D* dst, int64_t ldd) {
   if (rows <= 0 || cols <= 0) return;
   switch (e) {
     case Elem::BF16:
@@ -124,9 +129,23 @@ void gather_bf16(const void* src, Elem e, int64_t lds, float scale, const int32_
   }
 }
 
+void gather_bf16(const void* src, Elem e, int64_t lds, float scale, const int32_t* row_index, int64_t rows,
+                 int64_t cols, __nv_bfloat16* dst, int64_t ldd) {
+  gather_to(src, e, lds, scale, row_index, rows, cols, dst, ldd);
+}
+
 void pack_bf16(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, __nv_bfloat16* dst,
                int64_t ldd) {
-  gather_bf16(src, e, lds, scale, nullptr, rows, cols, dst, ldd);
+  gather_to(src, e, lds, scale, nullptr, rows, cols, dst, ldd);
+}
+
+void gather_f32(const void* src, Elem e, int64_t lds, float scale, const int32_t* row_index, int64_t rows,
+                int64_t cols, float* dst, int64_t ldd) {
+  gather_to(src, e, lds, scale, row_index, rows, cols, dst, ldd);
+}
+
+void pack_f32(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
+  gather_to(src, e, lds, scale, nullptr, rows, cols, dst, ldd);
 }
 
 }  // namespace cuda

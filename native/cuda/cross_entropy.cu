@@ -36,7 +36,7 @@ namespace cuda {
 
 namespace {
 
-constexpr int64_t kCudaDlogitsBytes = 1ll << 30;   // bf16 softmax gradient of one chunk
+constexpr int64_t kCudaDlogitsBytes = 1ll << 30;   // softmax gradient of one chunk (bf16; f32 for an f32 head)
 constexpr int64_t kCudaLogitsBytes = 256ll << 20;  // f32 logits of one sub-chunk
 constexpr int kThreads = 512;
 
@@ -197,6 +197,11 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
   const double norm = p.normalizer > 0 ? p.normalizer : static_cast<double>(count);
 
   const bool grads = p.dh || p.dw;
+  // Precision follows the head's dtype (gemm.h): an f32 head (an f32 model) keeps h,
+  // the dlogits and the products in f32 (TF32 tensor cores); otherwise bf16.
+  const bool exact = elem_of(w) == Elem::F32;
+  const Elem ce = exact ? Elem::F32 : Elem::BF16;  // dtype of the packed h rows and dlogits
+  const int64_t esz = exact ? 4 : 2;
   const int64_t ldv = round_up(V, 8), ldh = round_up(C, 8);  // 16-byte rows for cuBLASLt and float4
   int64_t chunk = 0, sub = 0;  // rows per chunk (dh/dW products), per sub-chunk (f32 logits)
   if (p.chunk_rows > 0) {
@@ -205,44 +210,55 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
     int64_t sub_max = std::max<int64_t>(1, kCudaLogitsBytes / (4 * std::max<int64_t>(ldv, 1)));
     if (sub_max >= 128) sub_max = sub_max / 64 * 64;
     const int64_t chunk_max =
-        grads ? std::max<int64_t>(sub_max, kCudaDlogitsBytes / (2 * std::max<int64_t>(ldv, 1))) : sub_max;
+        grads ? std::max<int64_t>(sub_max, kCudaDlogitsBytes / (esz * std::max<int64_t>(ldv, 1))) : sub_max;
     const int64_t chunks = (count + chunk_max - 1) / chunk_max;  // balanced: no small last chunk
     chunk = std::min({round_up((count + chunks - 1) / chunks, 64), chunk_max, count});
     const int64_t subs = (chunk + sub_max - 1) / sub_max;
     sub = std::min({round_up((chunk + subs - 1) / subs, 64), sub_max, chunk});
   }
   Tensor rows_d = to_device_i32(rows), targets_d = to_device_i32(kept_targets);
-  // The head as bf16 once per call when it is stored otherwise (each product would pack it again).
+  // The head as bf16 once per call when it is stored as f16 (each product would pack it again);
+  // bf16 and f32 heads are read as they are.
   Tensor w16;
-  const __nv_bfloat16* wp = nullptr;
-  if (elem_of(w) == Elem::BF16) {
-    wp = w.data_as<__nv_bfloat16>();
-  } else {
+  const void* wp = w.data();
+  int64_t ldw = C;
+  if (elem_of(w) == Elem::F16) {
     w16 = Tensor::empty({V, ldh}, DType::BF16, Device::CUDA);
     pack_bf16(w.data(), elem_of(w), C, 1.f, V, C, w16.data_as<__nv_bfloat16>(), ldh);
-    wp = w16.data_as<__nv_bfloat16>();
+    wp = w16.data();
+    ldw = ldh;
   }
-  const int64_t ldw = elem_of(w) == Elem::BF16 ? C : ldh;
-  Tensor hb = Tensor::empty({chunk, ldh}, DType::BF16, Device::CUDA);               // kept h rows, bf16
-  Tensor logits = Tensor::empty({sub, ldv}, DType::F32, Device::CUDA);              // one sub-chunk
-  Tensor dl = grads ? Tensor::empty({chunk, ldv}, DType::BF16, Device::CUDA) : Tensor();  // softmax gradient
+  const Elem we = exact ? Elem::F32 : Elem::BF16;
+  const DType cdt = exact ? DType::F32 : DType::BF16;
+  Tensor hb = Tensor::empty({chunk, ldh}, cdt, Device::CUDA);                // kept h rows
+  Tensor logits = Tensor::empty({sub, ldv}, DType::F32, Device::CUDA);       // one sub-chunk
+  Tensor dl = grads ? Tensor::empty({chunk, ldv}, cdt, Device::CUDA) : Tensor();  // softmax gradient
   Tensor dhc = p.dh ? Tensor::empty({chunk, C}, DType::F32, Device::CUDA) : Tensor();
   Tensor acc64 = Tensor::zeros({2}, DType::F32, Device::CUDA);  // one double
-  auto* hbp = hb.data_as<__nv_bfloat16>();
-  auto* dlp = grads ? dl.data_as<__nv_bfloat16>() : nullptr;
+  auto view = [](const void* ptr, Elem e, int64_t ld, bool trans) {
+    GemmOperand o;
+    o.p = ptr;
+    o.e = e;
+    o.ld = ld;
+    o.trans = trans;
+    return o;
+  };
+  // Element offsets into the packed buffers, whichever their dtype.
+  auto at = [esz](const Tensor& t, int64_t elems) { return static_cast<const char*>(t.data()) + elems * esz; };
   const float inv_norm = static_cast<float>(1.0 / norm);
 
   for (int64_t r0 = 0; r0 < count; r0 += chunk) {
     const int64_t m = std::min(chunk, count - r0);
     const int32_t* rows_c = rows_d.data_as<int32_t>() + r0;
-    gather_bf16(h.data(), Elem::F32, C, 1.f, rows_c, m, C, hbp, ldh);
+    if (exact) gather_f32(h.data(), Elem::F32, C, 1.f, rows_c, m, C, hb.data_as<float>(), ldh);
+    else gather_bf16(h.data(), Elem::F32, C, 1.f, rows_c, m, C, hb.data_as<__nv_bfloat16>(), ldh);
     for (int64_t s0 = 0; s0 < m; s0 += sub) {
       const int64_t ms = std::min(sub, m - s0);
       {  // logits (ms, V) = hc (ms, C) · Wᵀ,  W stored (V, C)
         GemmArgs g;
         g.M = ms; g.N = V; g.K[0] = C;
-        g.a[0] = bf16_operand(hbp + s0 * ldh, ldh, false);
-        g.b[0] = bf16_operand(wp, ldw, true);
+        g.a[0] = view(at(hb, s0 * ldh), ce, ldh, false);
+        g.b[0] = view(wp, we, ldw, true);
         g.c = logits.data_as<float>(); g.ldc = ldv;
         if (C == 0) {
           fill_bytes(g.c, Device::CUDA, 0, static_cast<size_t>(ms * ldv) * sizeof(float));
@@ -250,15 +266,21 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
           gemm(g);
         }
       }
-      launch_ce_rows<__nv_bfloat16>(ms, logits.data_as<float>(), ldv, targets_d.data_as<int32_t>() + r0 + s0, V,
-                                    p.ignore_index, inv_norm, grads ? dlp + s0 * ldv : nullptr, ldv,
-                                    static_cast<double*>(acc64.data()));
+      const int32_t* tg = targets_d.data_as<int32_t>() + r0 + s0;
+      double* acc = static_cast<double*>(acc64.data());
+      if (exact) {
+        launch_ce_rows<float>(ms, logits.data_as<float>(), ldv, tg, V, p.ignore_index, inv_norm,
+                              grads ? dl.data_as<float>() + s0 * ldv : nullptr, ldv, acc);
+      } else {
+        launch_ce_rows<__nv_bfloat16>(ms, logits.data_as<float>(), ldv, tg, V, p.ignore_index, inv_norm,
+                                      grads ? dl.data_as<__nv_bfloat16>() + s0 * ldv : nullptr, ldv, acc);
+      }
     }
     if (p.dh && C > 0) {  // dh rows (m, C) = dlogits (m, V) · W (V, C)
       GemmArgs g;
       g.M = m; g.N = C; g.K[0] = V;
-      g.a[0] = bf16_operand(dlp, ldv, false);
-      g.b[0] = bf16_operand(wp, ldw, false);
+      g.a[0] = view(dl.data(), ce, ldv, false);
+      g.b[0] = view(wp, we, ldw, false);
       g.c = dhc.data_as<float>(); g.ldc = C;
       gemm(g);
       const unsigned gx = static_cast<unsigned>(std::min<int64_t>((C + 255) / 256, 64));
@@ -270,8 +292,8 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
     if (p.dw && C > 0) {  // dW (V, C) += dlogitsᵀ (V, m) · hc (m, C)
       GemmArgs g;
       g.M = V; g.N = C; g.K[0] = m;
-      g.a[0] = bf16_operand(dlp, ldv, true);  // stored (m, V) = (K, M)
-      g.b[0] = bf16_operand(hbp, ldh, false);
+      g.a[0] = view(dl.data(), ce, ldv, true);  // stored (m, V) = (K, M)
+      g.b[0] = view(hb.data(), ce, ldh, false);
       g.beta = 1.f;
       g.c = p.dw->data_as<float>(); g.ldc = C;
       gemm(g);

@@ -24,7 +24,10 @@
 // convert their activations once per call themselves, so their large products
 // arrive here already bf16 and are not packed again. Row-major C (M, N) is
 // computed as the column-major Cᵀ = op(B)ᵀ·op(A)ᵀ. bf16 × bf16 → f32 with f32
-// compute (CUBLAS_COMPUTE_32F). Bias goes through the BIAS epilogue (a separate
+// compute (CUBLAS_COMPUTE_32F). A product whose operands are ALL f32 (gemm.h's
+// all_f32: an f32 model) is instead f32 × f32 → f32 on the TF32 tensor cores
+// (CUBLAS_COMPUTE_32F_FAST_TF32), its packs f32: precision follows the stored
+// dtypes, as on the CPU. Bias goes through the BIAS epilogue (a separate
 // pass when no algorithm offers it). With beta = 0 cuBLASLt does not read C
 // (the GPU tests NaN-poison outputs; they passed on an H200).
 // Descriptors, layouts and the heuristic's algorithm are cached per product key
@@ -68,7 +71,8 @@ struct Heuristic {
 };
 static_assert(sizeof(Heuristic) == 96, "cublasLtMatmulHeuristicResult_t is 96 bytes");
 
-constexpr int kComputeF32 = 68;  // CUBLAS_COMPUTE_32F
+constexpr int kComputeF32 = 68;      // CUBLAS_COMPUTE_32F: bf16 inputs, f32 accumulate
+constexpr int kComputeTf32 = 77;     // CUBLAS_COMPUTE_32F_FAST_TF32: f32 inputs on the TF32 tensor cores
 constexpr int kDescTransA = 3, kDescTransB = 4, kDescEpilogue = 7, kDescBiasPointer = 8, kDescBiasDataType = 26;
 constexpr uint32_t kEpilogueBias = 4;  // CUBLASLT_EPILOGUE_BIAS
 constexpr int kPrefMaxWorkspace = 1, kPrefMinAlignA = 5, kPrefMinAlignB = 6, kPrefMinAlignC = 7, kPrefMinAlignD = 8;
@@ -171,8 +175,8 @@ Api& api() {
   return a;
 }
 
-// Each side of a product reaches cuBLASLt as one bf16 matrix. An unscaled
-// single-segment bf16 operand is passed as it is (lora_linear and
+// Each side of a product reaches cuBLASLt as one bf16 matrix (one f32 matrix
+// for an all-f32 product). An unscaled single-segment operand of that type is passed as it is (lora_linear and
 // linear_cross_entropy lay their activations out so that almost every product
 // is of this kind). Anything else is packed by pack_bf16 into a fresh bf16
 // matrix in the operand's STORED orientation (reads and writes stay coalesced;
@@ -183,6 +187,7 @@ Api& api() {
 //   otherwise: dst[k·ld + r]   (K × rows, ld = rows rounded up to 8)
 // Padding is never read (the product's K, M, N are exact).
 struct Side {
+  bool f32 = false;         // the whole product is f32 (TF32): packs are f32, else bf16
   const void* p = nullptr;  // what cuBLASLt reads: the operand itself, or the packed copy once made
   int64_t ld = 0;
   bool k_contig = false;    // each row of the stored matrix runs along K
@@ -200,7 +205,8 @@ bool plan_side(const GemmArgs& g, bool b_side, Side& side) {
   const GemmOperand* s = b_side ? g.b : g.a;
   const int64_t rows = b_side ? g.N : g.M;
   side.k_contig = k_contig_of(s[0], b_side);
-  if (g.K[1] == 0 && s[0].e == Elem::BF16 && s[0].scale == 1.f) {
+  side.f32 = all_f32(g);
+  if (g.K[1] == 0 && s[0].e == (side.f32 ? Elem::F32 : Elem::BF16) && s[0].scale == 1.f) {
     side.p = s[0].p;
     side.ld = s[0].ld;
     return true;
@@ -215,20 +221,22 @@ bool plan_side(const GemmArgs& g, bool b_side, Side& side) {
 
 // Queues the packing of a side planned with pack = true; the returned tensor owns the copy.
 Tensor pack_side(const GemmArgs& g, bool b_side, Side& side) {
-  Tensor t = Tensor::empty({side.pack_rows, side.ld}, DType::BF16, Device::CUDA);
-  auto* dst = t.data_as<__nv_bfloat16>();
+  Tensor t = Tensor::empty({side.pack_rows, side.ld}, side.f32 ? DType::F32 : DType::BF16, Device::CUDA);
   const GemmOperand* s = b_side ? g.b : g.a;
   const int64_t rows = b_side ? g.N : g.M;
   for (int i = 0; i < 2; ++i) {
     if (g.K[i] == 0) continue;
     const int64_t k0 = i == 0 ? 0 : g.K[0];
-    if (side.k_contig) {  // stored (rows, K_i): a column block at k0
-      pack_bf16(s[i].p, s[i].e, s[i].ld, s[i].scale, rows, g.K[i], dst + k0, side.ld);
-    } else {              // stored (K_i, rows): a row block at k0
-      pack_bf16(s[i].p, s[i].e, s[i].ld, s[i].scale, g.K[i], rows, dst + k0 * side.ld, side.ld);
+    // stored (rows, K_i): a column block at k0; stored (K_i, rows): a row block at k0
+    const int64_t off = side.k_contig ? k0 : k0 * side.ld;
+    const int64_t pr = side.k_contig ? rows : g.K[i], pc = side.k_contig ? g.K[i] : rows;
+    if (side.f32) {
+      pack_f32(s[i].p, s[i].e, s[i].ld, s[i].scale, pr, pc, t.data_as<float>() + off, side.ld);
+    } else {
+      pack_bf16(s[i].p, s[i].e, s[i].ld, s[i].scale, pr, pc, t.data_as<__nv_bfloat16>() + off, side.ld);
     }
   }
-  side.p = dst;
+  side.p = t.data();
   return t;
 }
 
@@ -255,7 +263,7 @@ int log2_of(uint32_t v) {
 // work, so one plan serves every later call of the same key.
 struct PlanKey {
   int64_t m, n, k, lda, ldb, ldc;
-  uint32_t flags;  // bit 0/1: A/B k_contig, 2: alpha != 1, 3: beta != 0, 4: bias; bytes 1..3: log2 alignment A, B, C
+  uint32_t flags;  // bit 0/1: A/B k_contig, 2: alpha != 1, 3: beta != 0, 4: bias, 5: TF32; bytes 1..3: log2 alignment A, B, C
   bool operator==(const PlanKey& o) const {
     return m == o.m && n == o.n && k == o.k && lda == o.lda && ldb == o.ldb && ldc == o.ldc && flags == o.flags;
   }
@@ -310,7 +318,7 @@ Plan make_plan(Api& a, const GemmArgs& g, const Side& A, const Side& B, const ui
   const uint64_t b_rows = A.k_contig ? K : g.M, b_cols = A.k_contig ? g.M : K;
   Plan p;
   p.bias_epilogue = bias_epilogue;
-  bool ok = a.desc_create(&p.desc, kComputeF32, CUDA_R_32F) == 0;
+  bool ok = a.desc_create(&p.desc, A.f32 ? kComputeTf32 : kComputeF32, CUDA_R_32F) == 0;
   ok = ok && a.desc_set(p.desc, kDescTransA, &opA, sizeof(opA)) == 0;
   ok = ok && a.desc_set(p.desc, kDescTransB, &opB, sizeof(opB)) == 0;
   if (bias_epilogue) {
@@ -321,8 +329,9 @@ Plan make_plan(Api& a, const GemmArgs& g, const Side& A, const Side& B, const ui
     const int32_t bias_type = CUDA_R_32F;  // said, not left to the default (which follows D's type)
     ok = ok && a.desc_set(p.desc, kDescBiasDataType, &bias_type, sizeof(bias_type)) == 0;
   }
-  ok = ok && a.layout_create(&p.la, CUDA_R_16BF, a_rows, a_cols, B.ld) == 0;
-  ok = ok && a.layout_create(&p.lb, CUDA_R_16BF, b_rows, b_cols, A.ld) == 0;
+  const cudaDataType_t in_type = A.f32 ? CUDA_R_32F : CUDA_R_16BF;
+  ok = ok && a.layout_create(&p.la, in_type, a_rows, a_cols, B.ld) == 0;
+  ok = ok && a.layout_create(&p.lb, in_type, b_rows, b_cols, A.ld) == 0;
   ok = ok && a.layout_create(&p.lc, CUDA_R_32F, static_cast<uint64_t>(g.N), static_cast<uint64_t>(g.M), g.ldc) == 0;
   Pref pref = nullptr;
   ok = ok && a.pref_create(&pref) == 0;
@@ -369,7 +378,7 @@ bool gemm_cublaslt(const GemmArgs& g) {
   const uint32_t align[3] = {A.pack ? 256u : alignment_of(A.p), B.pack ? 256u : alignment_of(B.p), alignment_of(g.c)};
   PlanKey key{g.M, g.N, K, A.ld, B.ld, g.ldc,
               (A.k_contig ? 1u : 0u) | (B.k_contig ? 2u : 0u) | (g.alpha != 1.f ? 4u : 0u) | (g.beta != 0.f ? 8u : 0u) |
-                  (g.bias ? 16u : 0u) | static_cast<uint32_t>(log2_of(align[0])) << 8 |
+                  (g.bias ? 16u : 0u) | (A.f32 ? 32u : 0u) | static_cast<uint32_t>(log2_of(align[0])) << 8 |
                   static_cast<uint32_t>(log2_of(align[1])) << 16 | static_cast<uint32_t>(log2_of(align[2])) << 24};
 
   PlanCache& cache = plan_cache();

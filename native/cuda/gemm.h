@@ -10,10 +10,15 @@
 // rounding), so f32 activations meet bf16 weights without a conversion pass.
 //   A_s element (m, k) = trans ? p[k·ld + m] : p[m·ld + k]      logical (M, K_s)
 //   B_s element (k, n) = trans ? p[n·ld + k] : p[k·ld + n]      logical (K_s, N)
-// Arithmetic: operands rounded to bf16, products accumulated in f32 on the
-// tensor cores (WMMA 16×16×16, sm_80+): bf16 tolerance (~1e-2 relative worst
-// case, ~3e-3 typical) against an f32 reference. beta = 0 never reads C (it may
-// hold NaN poison). bias (N) f32 or null.
+// Arithmetic follows the stored dtypes, as the CPU backend's does (it rounds to
+// bf16 only where an operand is bf16):
+// - some operand bf16 or f16 (frozen weights of a bf16 model, packed buffers):
+//   operands rounded to bf16, products accumulated in f32 on the tensor cores
+//   (cuBLASLt, else WMMA 16×16×16): bf16 tolerance (~1e-2 relative worst case).
+// - every operand f32 (an f32 model; LoRA's own products when their inputs are
+//   f32): TF32 tensor cores through cuBLASLt (10-bit mantissa, ~8x less rounding
+//   error than bf16), else an f32 CUDA-core kernel. all_f32() says which.
+// beta = 0 never reads C (it may hold NaN poison). bias (N) f32 or null.
 #pragma once
 
 #include <cstdint>
@@ -44,6 +49,13 @@ struct GemmArgs {
 
 void gemm(const GemmArgs& g);
 
+// Every operand the product reads (both K segments when K[1] > 0) is f32.
+inline bool all_f32(const GemmArgs& g) {
+  for (int s = 0; s < (g.K[1] > 0 ? 2 : 1); ++s)
+    if (g.a[s].e != Elem::F32 || g.b[s].e != Elem::F32) return false;
+  return true;
+}
+
 // Converts a row-major block to bf16 with the scale applied before rounding (the
 // same rounding the GEMM does to its operands), into a destination with its own
 // row stride, so one buffer (rows, ld) can hold several operands side by side
@@ -58,6 +70,11 @@ void pack_bf16(const void* src, Elem e, int64_t lds, float scale, int64_t rows, 
 // The same with destination row r read from source row row_index[r] (device int32s, each < the source's rows).
 void gather_bf16(const void* src, Elem e, int64_t lds, float scale, const int32_t* row_index, int64_t rows,
                  int64_t cols, __nv_bfloat16* dst, int64_t ldd);
+
+// The same passes into an f32 destination (the stacked operands of all-f32 products).
+void pack_f32(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, float* dst, int64_t ldd);
+void gather_f32(const void* src, Elem e, int64_t lds, float scale, const int32_t* row_index, int64_t rows,
+                int64_t cols, float* dst, int64_t ldd);
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 

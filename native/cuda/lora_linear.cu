@@ -6,8 +6,9 @@
 // Backward  g  = dy·B                          (N, R) scratch, once
 //           dx = [dy | s·g] · [W ; A]           one product
 //           dA = s·gᵀ·x,  dB = s·dyᵀ·u          (= or += by beta)
-// All operands are rounded to bf16 (f32 accumulation), so the results are
-// within bf16 tolerance of the CPU's f32 kernel, not f32 tolerance.
+// With a bf16/f16 frozen weight, all operands are rounded to bf16 (f32
+// accumulation): bf16 tolerance of the CPU's f32 kernel. With an f32 weight (an
+// f32 model) the products stay f32 (TF32 tensor cores): *_f32 below.
 //
 // Layout, and why: the activations arrive as f32 and every product rounds its
 // operands to bf16. Each f32 activation is converted ONCE per call (pack_bf16)
@@ -38,12 +39,84 @@ namespace {
 
 __nv_bfloat16* bf16_ptr(const Tensor& t) { return t.data_as<__nv_bfloat16>(); }
 
+// An f32 frozen weight (an f32 model): every operand is f32, so the products are
+// the plain two-segment ones, which gemm() runs in TF32 (cuBLASLt) or f32 (its
+// fallback), stacking [x | s·u] and [W | B] in f32 itself. No bf16 rounding:
+// the precision an f32 model asks for, as the CPU gives it.
+void lora_linear_forward_f32(const LoraLinearForwardArgs& p) {
+  const Tensor &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b;
+  const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0), R = a.dim(0);
+  {  // u (N, R) = x·Aᵀ
+    GemmArgs g;
+    g.M = N; g.N = R; g.K[0] = IN;
+    g.a[0] = operand(x, false);
+    g.b[0] = operand(a, true);
+    g.c = p.u->data_as<float>(); g.ldc = R;
+    if (IN == 0) fill_bytes(g.c, Device::CUDA, 0, p.u->nbytes());
+    else gemm(g);
+  }
+  GemmArgs g;  // y (N, OUT) = x·Wᵀ + s·u·Bᵀ + bias
+  g.M = N; g.N = OUT; g.K[0] = IN; g.K[1] = R;
+  g.a[0] = operand(x, false);
+  g.a[1] = operand(*p.u, false, p.scale);
+  g.b[0] = operand(w, true);
+  g.b[1] = operand(b, true);
+  g.bias = p.bias ? p.bias->data_as<float>() : nullptr;
+  g.c = p.y->data_as<float>(); g.ldc = OUT;
+  gemm(g);
+}
+
+void lora_linear_backward_f32(const LoraLinearBackwardArgs& p) {
+  const Tensor &dy = *p.dy, &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b, &u = *p.u;
+  const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0), R = a.dim(0);
+  const float beta = p.accumulate ? 1.f : 0.f;
+  Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);
+  {  // g = dy·B
+    GemmArgs g;
+    g.M = N; g.N = R; g.K[0] = OUT;
+    g.a[0] = operand(dy, false);
+    g.b[0] = operand(b, false);
+    g.c = gt.data_as<float>(); g.ldc = R;
+    if (OUT == 0) fill_bytes(g.c, Device::CUDA, 0, gt.nbytes());
+    else gemm(g);
+  }
+  if (p.dx) {  // dx = [dy | s·g]·[W ; A]
+    GemmArgs g;
+    g.M = N; g.N = IN; g.K[0] = OUT; g.K[1] = R;
+    g.a[0] = operand(dy, false);
+    g.a[1] = operand(gt, false, p.scale);
+    g.b[0] = operand(w, false);
+    g.b[1] = operand(a, false);
+    g.c = p.dx->data_as<float>(); g.ldc = IN;
+    gemm(g);
+  }
+  {  // dA = s·gᵀ·x
+    GemmArgs g;
+    g.M = R; g.N = IN; g.K[0] = N;
+    g.a[0] = operand(gt, true);
+    g.b[0] = operand(x, false);
+    g.alpha = p.scale; g.beta = beta;
+    g.c = p.da->data_as<float>(); g.ldc = IN;
+    gemm(g);
+  }
+  {  // dB = s·dyᵀ·u
+    GemmArgs g;
+    g.M = OUT; g.N = R; g.K[0] = N;
+    g.a[0] = operand(dy, true);
+    g.b[0] = operand(u, false);
+    g.alpha = p.scale; g.beta = beta;
+    g.c = p.db->data_as<float>(); g.ldc = R;
+    gemm(g);
+  }
+}
+
 }  // namespace
 
 void lora_linear_forward(const LoraLinearForwardArgs& p) {
   const Tensor &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b;
   const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0), R = a.dim(0);
   if (N == 0) return;
+  if (elem_of(w) == Elem::F32) return lora_linear_forward_f32(p);
   const int64_t ldx = round_up(IN + R, 8);
   Tensor px = Tensor::empty({N, ldx}, DType::BF16, Device::CUDA);  // [x | s·u]
   Tensor wb = Tensor::empty({OUT, ldx}, DType::BF16, Device::CUDA);  // [W | B]
@@ -85,6 +158,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     }
     return;
   }
+  if (elem_of(w) == Elem::F32) return lora_linear_backward_f32(p);
   const int64_t ldd = round_up(OUT + R, 8);
   Tensor pd = Tensor::empty({N, ldd}, DType::BF16, Device::CUDA);  // [dy | s·g]
   pack_bf16(dy.data(), Elem::F32, OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
