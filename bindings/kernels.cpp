@@ -25,6 +25,14 @@ void need_args(const Napi::CallbackInfo& info, size_t n, const char* what) {
   if (info.Length() < n) fail(ErrorCode::Arg, what, " expects ", n, " arguments, got ", info.Length());
 }
 
+// An output given by the caller must not share memory with an input (the kernels read
+// inputs while writing outputs): E_ARG naming both.
+void need_no_alias(const Tensor* out, const char* out_name, std::initializer_list<std::pair<const Tensor*, const char*>> ins) {
+  if (!out) return;
+  for (auto [t, name] : ins)
+    if (t && t->defined() && t->data() == out->data()) fail(ErrorCode::Arg, "'", out_name, "' shares memory with input '", name, "'");
+}
+
 // matmul(a, b, transA, transB, out | null) -> c (out itself when given)
 Napi::Value matmul(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -44,7 +52,7 @@ Napi::Value matmul(const Napi::CallbackInfo& info) {
   });
 }
 
-// loraLinear(x, w, bias | null, a, b, scale) -> { y, u }
+// loraLinear(x, w, bias | null, a, b, scale, yOut?, uOut?) -> { y, u } (the given tensors when passed)
 Napi::Value lora_linear(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -60,17 +68,23 @@ Napi::Value lora_linear(const Napi::CallbackInfo& info) {
       Tensor none;
       lora_linear_forward(LoraLinearForwardArgs{x, w, bias, a, b, scale, &none, &none});
     }
-    Tensor y = Tensor::empty({x->dim(0), w->dim(0)}, DType::F32, x->device());
-    Tensor u = Tensor::empty({x->dim(0), a->dim(0)}, DType::F32, x->device());
+    // Outputs: the given tensors (yOut, uOut: checked by the op like any output), else new ones.
+    const Tensor* y_out = info.Length() > 6 ? unwrap_tensor(env, info[6], "out.y", true) : nullptr;
+    const Tensor* u_out = info.Length() > 7 ? unwrap_tensor(env, info[7], "out.u", true) : nullptr;
+    for (const auto& [o, on] : {std::pair{y_out, "out.y"}, {u_out, "out.u"}})
+      need_no_alias(o, on, {{x, "x"}, {w, "w"}, {bias, "bias"}, {a, "a"}, {b, "b"}});
+    if (y_out && u_out && y_out->data() == u_out->data()) fail(ErrorCode::Arg, "'out.y' and 'out.u' share memory");
+    Tensor y = y_out ? *y_out : Tensor::empty({x->dim(0), w->dim(0)}, DType::F32, x->device());
+    Tensor u = u_out ? *u_out : Tensor::empty({x->dim(0), a->dim(0)}, DType::F32, x->device());
     lora_linear_forward(LoraLinearForwardArgs{x, w, bias, a, b, scale, &y, &u});
     Napi::Object out = Napi::Object::New(env);
-    out.Set("y", wrap_tensor(env, std::move(y)));
-    out.Set("u", wrap_tensor(env, std::move(u)));
+    out.Set("y", y_out ? info[6] : Napi::Value(wrap_tensor(env, std::move(y))));
+    out.Set("u", u_out ? info[7] : Napi::Value(wrap_tensor(env, std::move(u))));
     return out;
   });
 }
 
-// loraLinearBackward(dy, x, w, a, b, u, scale, needDx) -> { dx | null, da, db }
+// loraLinearBackward(dy, x, w, a, b, u, scale, needDx, dxOut?, daOut?, dbOut?, accumulate?) -> { dx | null, da, db }
 Napi::Value lora_linear_backward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -87,15 +101,23 @@ Napi::Value lora_linear_backward(const Napi::CallbackInfo& info) {
       Tensor none;
       lora_linear_backward(LoraLinearBackwardArgs{dy, x, w, a, b, u, scale, nullptr, &none, &none, false});
     }
-    Tensor dx = need_dx ? Tensor::empty({x->dim(0), x->dim(1)}, DType::F32, x->device()) : Tensor();
-    Tensor da = Tensor::empty({a->dim(0), a->dim(1)}, DType::F32, x->device());
-    Tensor db = Tensor::empty({w->dim(0), a->dim(0)}, DType::F32, x->device());
+    const Tensor* dx_out = info.Length() > 8 ? unwrap_tensor(env, info[8], "out.dx", true) : nullptr;
+    const Tensor* da_out = info.Length() > 9 ? unwrap_tensor(env, info[9], "out.da", true) : nullptr;
+    const Tensor* db_out = info.Length() > 10 ? unwrap_tensor(env, info[10], "out.db", true) : nullptr;
+    const bool accumulate = info.Length() > 11 && need_bool(info[11], "accumulate");
+    if (accumulate && (!da_out || !db_out)) fail(ErrorCode::Arg, "accumulate adds into out.da and out.db: pass both");
+    if (dx_out && !need_dx) fail(ErrorCode::Arg, "out.dx given with needInputGrad false");
+    for (const auto& [o, on] : {std::pair{dx_out, "out.dx"}, {da_out, "out.da"}, {db_out, "out.db"}})
+      need_no_alias(o, on, {{dy, "dy"}, {x, "x"}, {w, "w"}, {a, "a"}, {b, "b"}, {u, "u"}});
+    Tensor dx = need_dx ? (dx_out ? *dx_out : Tensor::empty({x->dim(0), x->dim(1)}, DType::F32, x->device())) : Tensor();
+    Tensor da = da_out ? *da_out : Tensor::empty({a->dim(0), a->dim(1)}, DType::F32, x->device());
+    Tensor db = db_out ? *db_out : Tensor::empty({w->dim(0), a->dim(0)}, DType::F32, x->device());
     lora_linear_backward(
-        LoraLinearBackwardArgs{dy, x, w, a, b, u, scale, need_dx ? &dx : nullptr, &da, &db, false});
+        LoraLinearBackwardArgs{dy, x, w, a, b, u, scale, need_dx ? &dx : nullptr, &da, &db, accumulate});
     Napi::Object out = Napi::Object::New(env);
-    out.Set("dx", need_dx ? Napi::Value(wrap_tensor(env, std::move(dx))) : env.Null());
-    out.Set("da", wrap_tensor(env, std::move(da)));
-    out.Set("db", wrap_tensor(env, std::move(db)));
+    out.Set("dx", !need_dx ? env.Null() : dx_out ? info[8] : Napi::Value(wrap_tensor(env, std::move(dx))));
+    out.Set("da", da_out ? info[9] : Napi::Value(wrap_tensor(env, std::move(da))));
+    out.Set("db", db_out ? info[10] : Napi::Value(wrap_tensor(env, std::move(db))));
     return out;
   });
 }

@@ -1,6 +1,7 @@
 // Runtime introspection and knobs: threads, CPU features, the active ISA.
 #include "common.h"
 #include "runtime/cpu_features.h"
+#include "runtime/host_cache.h"
 #include "runtime/tensor.h"
 #include "runtime/thread_pool.h"
 
@@ -34,6 +35,10 @@ Napi::Value runtime_info(const Napi::CallbackInfo& info) {
     if (device_available(Device::CUDA)) devices.Set(1u, Napi::String::New(env, "cuda"));
     out.Set("devices", devices);
     out.Set("poison", Napi::Boolean::New(env, poison_new_tensors()));
+    Napi::Object cache = Napi::Object::New(env);
+    cache.Set("bytes", Napi::Number::New(env, static_cast<double>(host_cache_bytes())));
+    cache.Set("limit", Napi::Number::New(env, static_cast<double>(host_cache_limit())));
+    out.Set("hostCache", cache);
     return out;
   });
 }
@@ -65,6 +70,12 @@ Napi::Value set_poison(const Napi::CallbackInfo& info) {
   });
 }
 
+// releaseHostMemory() -> bytes: frees the host blocks the engine keeps for reuse.
+Napi::Value release_host_memory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value { return Napi::Number::New(env, static_cast<double>(host_cache_release())); });
+}
+
 }  // namespace
 
 void register_runtime(Napi::Env env, Napi::Object exports) {
@@ -72,6 +83,7 @@ void register_runtime(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, set_threads, "setThreads"));
   exports.Set("setIsa", Napi::Function::New(env, set_isa, "setIsa"));
   exports.Set("setPoison", Napi::Function::New(env, set_poison, "setPoison"));
+  exports.Set("releaseHostMemory", Napi::Function::New(env, release_host_memory, "releaseHostMemory"));
 }
 
 }  // namespace binding

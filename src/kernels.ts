@@ -34,6 +34,14 @@ function optionalTensor(opts: Record<string, unknown>, name: string, fn: string)
   return opts[name] === undefined || opts[name] === null ? null : tensor(opts, name, fn);
 }
 
+/** opts.out[name] as a tensor handle, or null; opts.out must be an object when given. */
+function outTensor(opts: Record<string, unknown>, name: string, fn: string): TensorHandle | null {
+  const out = opts.out;
+  if (out === undefined || out === null) return null;
+  if (typeof out !== 'object') throw new InstillError(ErrorCode.ARG, `kernels.${fn}: expected an object of output tensors for out but received ${describe(out)}`);
+  return optionalTensor(out as Record<string, unknown>, name, fn);
+}
+
 function finite(opts: Record<string, unknown>, name: string, fn: string, fallback?: number): number {
   const v = opts[name] ?? fallback;
   if (typeof v !== 'number' || !Number.isFinite(v)) {
@@ -102,6 +110,8 @@ export interface LoraLinearOptions {
   b: Tensor;
   /** alpha / r (rsLoRA: alpha / sqrt(r)) */
   scale: number;
+  /** Write into these f32 tensors ((N, out) and (N, r), on x's device, not sharing memory with an input) instead of new ones. */
+  out?: { y?: Tensor; u?: Tensor };
 }
 
 export interface LoraLinearBackwardOptions {
@@ -116,6 +126,10 @@ export interface LoraLinearBackwardOptions {
   scale: number;
   /** Compute dx (default true). */
   needInputGrad?: boolean;
+  /** Write into these f32 tensors instead of new ones (not sharing memory with an input). */
+  out?: { dx?: Tensor; da?: Tensor; db?: Tensor };
+  /** Add the gradients into out.da and out.db (+=, gradient accumulation) instead of overwriting them. Default false. */
+  accumulate?: boolean;
 }
 
 export interface MaskedCrossEntropyOptions {
@@ -180,8 +194,11 @@ export const kernels = {
       tensor(o, 'a', fn),
       tensor(o, 'b', fn),
       finite(o, 'scale', fn),
+      outTensor(o, 'y', fn),
+      outTensor(o, 'u', fn),
     );
-    return { y: wrap(r.y), u: wrap(r.u) };
+    const given = (o.out ?? {}) as { y?: Tensor; u?: Tensor };
+    return { y: given.y ?? wrap(r.y), u: given.u ?? wrap(r.u) };
   },
 
   /** g = dy·b once; dx = dy·w + scale·g·a; da = scale·gᵀ·x; db = scale·dyᵀ·u. */
@@ -197,8 +214,13 @@ export const kernels = {
       tensor(o, 'u', fn),
       finite(o, 'scale', fn),
       bool(o, 'needInputGrad', fn, true),
+      outTensor(o, 'dx', fn),
+      outTensor(o, 'da', fn),
+      outTensor(o, 'db', fn),
+      bool(o, 'accumulate', fn, false),
     );
-    return { dx: wrapOrNull(r.dx), da: wrap(r.da), db: wrap(r.db) };
+    const given = (o.out ?? {}) as { dx?: Tensor; da?: Tensor; db?: Tensor };
+    return { dx: r.dx === null ? null : given.dx ?? wrap(r.dx), da: given.da ?? wrap(r.da), db: given.db ?? wrap(r.db) };
   },
 
   /** Mean cross-entropy over rows whose target ≠ ignoreIndex (default -100), and its gradient. */

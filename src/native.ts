@@ -27,6 +27,11 @@ export interface RuntimeInfo {
   devices: string[];
   /** Whether new tensors are filled with NaN (a debug aid for kernel tests). */
   poison: boolean;
+  /**
+   * Freed host blocks of 1 MiB and more kept for reuse (no page faults when a step allocates the same
+   * buffers again): bytes held now and the limit (min(RAM / 8, 2 GiB), or INSTILL_HOST_CACHE_MB).
+   */
+  hostCache: { bytes: number; limit: number };
 }
 
 /** A native Llama-family model (bindings/model.cpp); src/model/model.ts wraps it. */
@@ -109,6 +114,8 @@ export interface NativeAddon {
     a: TensorHandle,
     b: TensorHandle,
     scale: number,
+    yOut?: TensorHandle | null,
+    uOut?: TensorHandle | null,
   ): { y: TensorHandle; u: TensorHandle };
   loraLinearBackward(
     dy: TensorHandle,
@@ -119,6 +126,10 @@ export interface NativeAddon {
     u: TensorHandle,
     scale: number,
     needDx: boolean,
+    dxOut?: TensorHandle | null,
+    daOut?: TensorHandle | null,
+    dbOut?: TensorHandle | null,
+    accumulate?: boolean,
   ): { dx: TensorHandle | null; da: TensorHandle; db: TensorHandle };
   maskedCrossEntropy(
     logits: TensorHandle,
@@ -186,6 +197,7 @@ export interface NativeAddon {
   setThreads(n: number): void;
   setIsa(name: string): void;
   setPoison(on: boolean): void;
+  releaseHostMemory(): number;
 }
 
 /** Repository (or installed package) root: src/ and dist/src/ both resolve to it. */

@@ -36,4 +36,12 @@ export const runtime = {
     }
     native().setPoison(on);
   },
+
+  /**
+   * Frees the host blocks the engine keeps for reuse (see RuntimeInfo.hostCache), e.g. after a training
+   * job in a long-running service. Returns the bytes released. Tensors in use are not affected.
+   */
+  releaseHostMemory(): number {
+    return native().releaseHostMemory();
+  },
 };

@@ -124,14 +124,18 @@ function workloads(rand: () => number, quick: boolean, blas: OpenBlas | null): W
     const y = scratch(n * outF), u = scratch(n * r), t = scratch(n * outF), g = scratch(n * r);
     const dx = scratch(n * inF), dx2 = scratch(n * inF), da = scratch(r * inF), db = scratch(outF * r);
     const flop = 2 * n * (inF * outF + inF * r + r * outF) + 2 * n * (outF * r + outF * inF + r * inF + r * inF + outF * r);
+    // Outputs preallocated on every side (the composed OpenBLAS version writes into its own
+    // buffers too): the timing is the arithmetic, not first-touch page faults of fresh outputs.
+    const yt = Tensor.zeros([n, outF]), ut = Tensor.zeros([n, r]), dxt = Tensor.zeros([n, inF]);
+    const dat = Tensor.zeros([r, inF]), dbt = Tensor.zeros([outF, r]);
     for (const dtype of ['f32', 'bf16'] as const) {
       const x = Tensor.from(xa, [n, inF]), w = Tensor.from(wa, [outF, inF], { dtype });
       const a = Tensor.from(aa, [r, inF]), b = Tensor.from(ba, [outF, r]), dy = Tensor.from(dya, [n, outF]);
       out.push({
         kernel: 'loraLinear fwd+bwd', shape: `N=${n} ${inF}->${outF} r=${r}`, dtype, gflop: flop / 1e9,
         ours: () => {
-          const f = kernels.loraLinear({ x, w, a, b, scale: 2 });
-          kernels.loraLinearBackward({ dy, x, w, a, b, u: f.u, scale: 2 });
+          kernels.loraLinear({ x, w, a, b, scale: 2, out: { y: yt, u: ut } });
+          kernels.loraLinearBackward({ dy, x, w, a, b, u: ut, scale: 2, out: { dx: dxt, da: dat, db: dbt } });
         },
         openblas: dtype === 'f32' && blas
           ? () => blas.loraComposed(xa, wa, aa, ba, dya, y, u, t, g, dx, dx2, da, db, n, inF, outF, r, 2)

@@ -9,6 +9,7 @@
 #endif
 
 #include "runtime/error.h"
+#include "runtime/host_cache.h"
 
 namespace instill {
 
@@ -104,15 +105,13 @@ Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
     fail(ErrorCode::Alloc, "cannot allocate ", bytes, " bytes: larger than this machine's memory (", phys,
          " bytes)");
   }
-  size_t rounded = (bytes + 63) / 64 * 64;
-  if (rounded == 0) rounded = 64;
-  data_ = std::aligned_alloc(64, rounded);
+  data_ = host_alloc(bytes);  // large blocks come from (and go back to) a cache: no page faults per step
   if (!data_) fail(ErrorCode::Alloc, "out of memory allocating ", bytes, " bytes");
 }
 
 Buffer::~Buffer() {
   if (device_ == Device::CPU) {
-    std::free(data_);
+    host_free(data_, bytes_);
   } else if (const DeviceMemoryHooks* h = device_memory_hooks(device_)) {
     h->free(data_);
   }

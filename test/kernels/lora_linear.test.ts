@@ -155,3 +155,50 @@ describe('lora_linear gradients agree with finite differences', () => {
     expect(relError(g.da.toArray(), gref.da)).toBeLessThanOrEqual(1e-5);
   });
 });
+
+describe('lora_linear into given outputs', () => {
+  it('writes y, u, dx, da, db into the given tensors; accumulate adds into da and db', () => {
+    const c: Case = { n: 29, inF: 70, outF: 45, r: 6, bias: true };
+    const s = seed + 101;
+    const d = makeInputs(c, s);
+    const x = Tensor.from(d.x, [c.n, c.inF]), w = Tensor.from(d.w, [c.outF, c.inF]);
+    const a = Tensor.from(d.a, [c.r, c.inF]), b = Tensor.from(d.b, [c.outF, c.r]);
+    const bias = Tensor.from(d.bias!, [c.outF]), dy = Tensor.from(d.dy, [c.n, c.outF]);
+    const nan = (shape: number[]) => Tensor.from(new Float32Array(shape[0] * shape[1]).fill(NaN), shape);
+    const y = nan([c.n, c.outF]), u = nan([c.n, c.r]);
+    const f = kernels.loraLinear({ x, w, a, b, bias, scale: d.scale, out: { y, u } });
+    expect(f.y).toBe(y);
+    expect(f.u).toBe(u);
+    const ref = loraLinear64(d.x, d.w, d.bias, d.a, d.b, d.scale, c.n, c.inF, c.outF, c.r);
+    expect(relError(y.toArray(), ref.y), `seed ${s}`).toBeLessThanOrEqual(1e-5);
+    expect(relError(u.toArray(), ref.u), `seed ${s}`).toBeLessThanOrEqual(1e-5);
+
+    const gref = loraLinearBackward64(d.dy, d.x, d.w, d.a, d.b, d.scale, c.n, c.inF, c.outF, c.r);
+    const dx = nan([c.n, c.inF]);
+    const da = Tensor.from(new Float32Array(c.r * c.inF).fill(0.5), [c.r, c.inF]);
+    const db = Tensor.from(new Float32Array(c.outF * c.r).fill(-1), [c.outF, c.r]);
+    const g = kernels.loraLinearBackward({ dy, x, w, a, b, u, scale: d.scale, out: { dx, da, db }, accumulate: true });
+    expect(g.dx).toBe(dx);
+    expect(g.da).toBe(da);
+    expect(g.db).toBe(db);
+    expect(relError(dx.toArray(), gref.dx), `seed ${s}`).toBeLessThanOrEqual(1e-5);
+    expect(relError(da.toArray(), gref.da.map((v) => v + 0.5)), `seed ${s}`).toBeLessThanOrEqual(1e-5);
+    expect(relError(db.toArray(), gref.db.map((v) => v - 1)), `seed ${s}`).toBeLessThanOrEqual(1e-5);
+    // without accumulate the given da/db are overwritten
+    kernels.loraLinearBackward({ dy, x, w, a, b, u, scale: d.scale, out: { da, db } });
+    expect(relError(da.toArray(), gref.da), `seed ${s}`).toBeLessThanOrEqual(1e-5);
+  });
+
+  it('refuses outputs of the wrong shape, outputs that alias inputs, and accumulate without both gradients', () => {
+    const x = Tensor.from(new Float32Array(12).fill(1), [3, 4]), w = Tensor.from(new Float32Array(20).fill(1), [5, 4]);
+    const a = Tensor.from(new Float32Array(8).fill(1), [2, 4]), b = Tensor.from(new Float32Array(10).fill(1), [5, 2]);
+    const code = (fn: () => unknown) => { try { fn(); return 'none'; } catch (e) { return (e as { code?: string }).code; } };
+    expect(code(() => kernels.loraLinear({ x, w, a, b, scale: 1, out: { y: Tensor.zeros([3, 4]) } }))).toBe('E_SHAPE');
+    expect(code(() => kernels.loraLinear({ x, w, a, b, scale: 1, out: { y: Tensor.zeros([3, 5], { dtype: 'bf16' }) } }))).toBe('E_DTYPE');
+    const { u } = kernels.loraLinear({ x, w, a, b, scale: 1 });
+    const dy = Tensor.from(new Float32Array(15).fill(1), [3, 5]);
+    expect(code(() => kernels.loraLinearBackward({ dy, x, w, a, b, u, scale: 1, out: { dx: x } }))).toBe('E_ARG');
+    expect(code(() => kernels.loraLinearBackward({ dy, x, w, a, b, u, scale: 1, out: { da: Tensor.zeros([2, 4]) }, accumulate: true }))).toBe('E_ARG');
+    expect(code(() => kernels.loraLinear({ x, w, a, b, scale: 1, out: 'y' as never }))).toBe('E_ARG');
+  });
+});

@@ -7,13 +7,33 @@ import { Tensor, kernels, runtime } from '../../src/index.js';
 import { addonPaths, packageRoot } from '../../src/native.js';
 
 /** runtimeInfo() of a fresh process with the given environment. */
-function infoWith(env: Record<string, string>): { threads: number; isa: string } {
+function infoWith(env: Record<string, string>): { threads: number; isa: string; hostCache: { bytes: number; limit: number } } {
   const script = `const a = require(${JSON.stringify(addonPaths()[0])}); console.log(JSON.stringify(a.runtimeInfo()))`;
   const out = execFileSync(process.execPath, ['-e', script], { env: { ...process.env, ...env }, cwd: packageRoot });
-  return JSON.parse(out.toString()) as { threads: number; isa: string };
+  return JSON.parse(out.toString()) as { threads: number; isa: string; hostCache: { bytes: number; limit: number } };
 }
 
 describe('runtime', () => {
+  it('keeps freed host blocks of 1 MiB and more for reuse, up to its limit; releaseHostMemory frees them', () => {
+    expect(infoWith({ INSTILL_HOST_CACHE_MB: '64' }).hostCache.limit).toBe(64 * 2 ** 20);
+    expect(infoWith({ INSTILL_HOST_CACHE_MB: '0' }).hostCache.limit).toBe(0);
+    runtime.releaseHostMemory();
+    expect(runtime.info().hostCache.bytes).toBe(0);
+    // linearCrossEntropy's chunk of logits (256 × 5000 f32, 5 MB) is allocated and freed inside the call
+    const n = 256, c = 64, v = 5000;
+    const h = Tensor.from(Float32Array.from({ length: n * c }, (_, i) => Math.sin(i)), [n, c]);
+    const w = Tensor.from(Float32Array.from({ length: v * c }, (_, i) => Math.cos(i) * 0.1), [v, c]);
+    const targets = Tensor.from(Int32Array.from({ length: n }, (_, i) => (i * 7) % v), [n]);
+    const first = kernels.linearCrossEntropy({ h, w, targets });
+    const held = runtime.info().hostCache.bytes;
+    expect(held).toBeGreaterThan(0);
+    expect(held).toBeLessThanOrEqual(runtime.info().hostCache.limit);
+    // a reused block gives the same result (the kernels never read what they did not write)
+    expect(kernels.linearCrossEntropy({ h, w, targets })).toEqual(first);
+    expect(runtime.releaseHostMemory()).toBeGreaterThan(0);
+    expect(runtime.info().hostCache.bytes).toBe(0);
+  });
+
   it('sizes the pool from INSTILL_THREADS', () => {
     expect(infoWith({ INSTILL_THREADS: '3' }).threads).toBe(3);
     expect(infoWith({ INSTILL_THREADS: '1' }).threads).toBe(1);
