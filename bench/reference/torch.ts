@@ -32,11 +32,20 @@ export class TorchReference {
   /** Starts the server with INSTILL_PYTHON (default /usr/bin/python3); null when PyTorch is not importable. */
   static async start(threads: number): Promise<TorchReference | { unavailable: string }> {
     const python = process.env.INSTILL_PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
-    // PyTorch's fp32 matmul goes through OpenBLAS here, whose idle threads would spin ~0.1 s
-    // after each call and slow down instill's next timed run; see openblas.ts.
+    // The server's idle threads must not spin while instill's next timed run uses the cores (timings
+    // alternate): PyTorch's fp32 matmul goes through OpenBLAS here, whose idle threads would spin
+    // ~0.1 s after each call (see openblas.ts), and its other ops (oneDNN bf16 matmul included) run on
+    // OpenMP threads that spin after each parallel region unless told to wait passively. With the
+    // default policy instill's bf16 GEMM measured 0.49–0.83x PyTorch at the small shapes, 0.83–0.97x
+    // with PASSIVE; PyTorch's own times did not get worse (bench/RESULTS.md, run 5). Instill's own
+    // pool sleeps after a 100 µs spin.
     const proc = spawn(python, [script], {
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, OPENBLAS_THREAD_TIMEOUT: process.env.OPENBLAS_THREAD_TIMEOUT ?? '4' },
+      env: {
+        ...process.env,
+        OPENBLAS_THREAD_TIMEOUT: process.env.OPENBLAS_THREAD_TIMEOUT ?? '4',
+        OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'PASSIVE',
+      },
     });
     let stderr = '';
     proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
