@@ -147,18 +147,6 @@ __device__ __forceinline__ void load_rows(bf16* dst, const float* src, int64_t r
   }
 }
 
-// First key visible from query i (i < N).
-__device__ __forceinline__ int64_t key_lo(const int32_t* seg_begin, int64_t i, int64_t window) {
-  int64_t lo = seg_begin[i];
-  if (window > 0) lo = max(lo, i - window + 1);
-  return lo;
-}
-// Last query that sees key j (j < N).
-__device__ __forceinline__ int64_t query_hi(const int32_t* seg_end, int64_t j, int64_t window) {
-  int64_t hi = static_cast<int64_t>(seg_end[j]) - 1;
-  if (window > 0) hi = min(hi, j + window - 1);
-  return hi;
-}
 // Both are nondecreasing in their argument (segments are contiguous and ordered), so
 // the smallest lo / largest hi of a run of rows is that of its first / last row.
 

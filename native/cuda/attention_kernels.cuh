@@ -16,6 +16,21 @@
 namespace instill {
 namespace cuda {
 
+// The visibility rule both kernel families apply (ops/attention.h): key j is seen
+// from query i iff seg_begin[i] <= j <= i and, with a window, i − j < window.
+// First key visible from query i (i < N).
+__device__ __forceinline__ int64_t key_lo(const int32_t* seg_begin, int64_t i, int64_t window) {
+  int64_t lo = seg_begin[i];
+  if (window > 0) lo = max(lo, i - window + 1);
+  return lo;
+}
+// Last query that sees key j (j < N).
+__device__ __forceinline__ int64_t query_hi(const int32_t* seg_end, int64_t j, int64_t window) {
+  int64_t hi = static_cast<int64_t>(seg_end[j]) - 1;
+  if (window > 0) hi = min(hi, j + window - 1);
+  return hi;
+}
+
 struct AttnParams {
   const float* q;              // (N, H, D)
   const float* k;              // (N, KVH, D)

@@ -32,18 +32,6 @@ constexpr int kTile = 32;
 constexpr int kMaxD = 128;
 constexpr int kPerLane = kMaxD / 32;
 
-// First key visible from query i.
-__device__ __forceinline__ int64_t key_lo(const int32_t* seg_begin, int64_t i, int64_t window) {
-  int64_t lo = seg_begin[i];
-  if (window > 0) lo = max(lo, i - window + 1);
-  return lo;
-}
-// Last query that sees key j.
-__device__ __forceinline__ int64_t query_hi(const int32_t* seg_end, int64_t j, int64_t window) {
-  int64_t hi = static_cast<int64_t>(seg_end[j]) - 1;
-  if (window > 0) hi = min(hi, j + window - 1);
-  return hi;
-}
 
 struct FwdArgs {
   const float *q, *k, *v;

@@ -98,5 +98,20 @@ inline GemmOperand bf16_operand(const __nv_bfloat16* p, int64_t ld, bool trans) 
   return o;
 }
 
+// The LoRA output as one product, y (N, OUT) = x·Wᵀ + s·u·Bᵀ + bias: the low-rank term is a
+// second K segment of y's own tile (lora_linear with f32 weights, lora_dropout).
+inline GemmArgs lora_output_product(const Tensor& x, const Tensor& w, const Tensor& u, const Tensor& b, float scale,
+                                    const Tensor* bias, Tensor& y) {
+  GemmArgs g;
+  g.M = x.dim(0); g.N = w.dim(0); g.K[0] = x.dim(1); g.K[1] = u.dim(1);
+  g.a[0] = operand(x, false);
+  g.a[1] = operand(u, false, scale);
+  g.b[0] = operand(w, true);
+  g.b[1] = operand(b, true);
+  g.bias = bias ? bias->data_as<float>() : nullptr;
+  g.c = y.data_as<float>(); g.ldc = w.dim(0);
+  return g;
+}
+
 }  // namespace cuda
 }  // namespace instill

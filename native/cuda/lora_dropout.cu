@@ -50,19 +50,11 @@ GemmArgs product(int64_t M, int64_t N, int64_t K, GemmOperand a, GemmOperand b, 
 
 void lora_dropout_forward(const LoraDropoutForwardArgs& p) {
   const Tensor &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b;
-  const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0), R = a.dim(0);
+  const int64_t N = x.dim(0), IN = x.dim(1), R = a.dim(0);
   Tensor xd = Tensor::empty({N, IN}, DType::F32, Device::CUDA);
   apply_mask(x, xd, p.p, p.seed, 1.0f, false);
   gemm(product(N, R, IN, operand(xd, false), operand(a, true), p.u->data_as<float>(), R));  // u = xd·Aᵀ
-  GemmArgs g;  // y = x·Wᵀ + s·u·Bᵀ + bias: the low-rank term as a second K segment of y's product
-  g.M = N; g.N = OUT; g.K[0] = IN; g.K[1] = R;
-  g.a[0] = operand(x, false);
-  g.a[1] = operand(*p.u, false, p.scale);
-  g.b[0] = operand(w, true);
-  g.b[1] = operand(b, true);
-  g.bias = p.bias ? p.bias->data_as<float>() : nullptr;
-  g.c = p.y->data_as<float>(); g.ldc = OUT;
-  gemm(g);
+  gemm(lora_output_product(x, w, *p.u, b, p.scale, p.bias, *p.y));  // y = x·Wᵀ + s·u·Bᵀ + bias
 }
 
 void lora_dropout_backward(const LoraDropoutBackwardArgs& p) {

@@ -45,7 +45,7 @@ __nv_bfloat16* bf16_ptr(const Tensor& t) { return t.data_as<__nv_bfloat16>(); }
 // the precision an f32 model asks for, as the CPU gives it.
 void lora_linear_forward_f32(const LoraLinearForwardArgs& p) {
   const Tensor &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b;
-  const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0), R = a.dim(0);
+  const int64_t N = x.dim(0), IN = x.dim(1), R = a.dim(0);
   {  // u (N, R) = x·Aᵀ
     GemmArgs g;
     g.M = N; g.N = R; g.K[0] = IN;
@@ -55,15 +55,7 @@ void lora_linear_forward_f32(const LoraLinearForwardArgs& p) {
     if (IN == 0) fill_bytes(g.c, Device::CUDA, 0, p.u->nbytes());
     else gemm(g);
   }
-  GemmArgs g;  // y (N, OUT) = x·Wᵀ + s·u·Bᵀ + bias
-  g.M = N; g.N = OUT; g.K[0] = IN; g.K[1] = R;
-  g.a[0] = operand(x, false);
-  g.a[1] = operand(*p.u, false, p.scale);
-  g.b[0] = operand(w, true);
-  g.b[1] = operand(b, true);
-  g.bias = p.bias ? p.bias->data_as<float>() : nullptr;
-  g.c = p.y->data_as<float>(); g.ldc = OUT;
-  gemm(g);
+  gemm(lora_output_product(x, w, *p.u, b, p.scale, p.bias, *p.y));  // y = x·Wᵀ + s·u·Bᵀ + bias
 }
 
 void lora_linear_backward_f32(const LoraLinearBackwardArgs& p) {
