@@ -202,6 +202,9 @@ void micro_kernel(int64_t kc, const float* a_, const float* b_, float* c, int64_
 
 namespace instill {
 namespace cpu {
-extern const GemmKernelInfo gemm_kernel_avx512bf16 = {kMR, kNR, 512, &micro_kernel, nullptr, &pack_pairs, &pack_pairs_rows};
+// K blocks up to 768 deep: the A sliver (8 rows x 384 pairs, 12 KiB) still sits in L1, and the 576-deep
+// products of the SmolLM2 shapes run as one block (C written once); whole-process A/B of five bf16
+// GEMM shapes against 512: 1.4% faster.
+extern const GemmKernelInfo gemm_kernel_avx512bf16 = {kMR, kNR, 768, &micro_kernel, nullptr, &pack_pairs, &pack_pairs_rows};
 }  // namespace cpu
 }  // namespace instill

@@ -62,6 +62,7 @@ describe.skipIf(!isas.includes('avx512bf16'))('matmul with the AVX512-BF16 pair 
     { m: 19, n: 45, k: 301, transA: false, transB: false },
     { m: 8, n: 32, k: 16, transA: true, transB: true },
     { m: 64, n: 96, k: 520, transA: true, transB: false },
+    { m: 21, n: 70, k: 1701, transA: false, transB: true }, // three K blocks of the pair kernel (up to 768 deep), odd K
   ])('f32 x bf16 equals the f32 product of both operands rounded to bf16 (M=$m N=$n K=$k transA=$transA transB=$transB)',
     ({ m, n, k, transA, transB }) => {
       const s = seed + 303 + m + n + k;
