@@ -157,7 +157,11 @@ export interface LinearCrossEntropyOptions {
   needInputGrad?: boolean;
   /** Compute dw (default false: the head is frozen under LoRA). */
   needWeightGrad?: boolean;
-  /** Rows per chunk (default: as many as fit in 32 MiB of logits). Peak extra memory is about chunkRows·V·4 bytes. */
+  /**
+   * Rows per chunk. Default: on the CPU as many as fit in 32 MiB of logits (peak extra memory about
+   * chunkRows·V·4 bytes); on CUDA sized by the backend (f32 logits in sub-chunks of ≤ 256 MiB, the softmax
+   * gradient of a chunk in ≤ 1 GiB: about chunkRows·V·6 bytes with a bf16 head, ·8 with an f32 one).
+   */
   chunkRows?: number;
 }
 
