@@ -34,7 +34,9 @@ function randn(n, scale = 1) {
   return a;
 }
 const gemm = process.env.INSTILL_CUBLASLT === 'off' ? 'wmma' : 'cuBLASLt';
-const gpu = (data, shape, dtype = 'f32') => Tensor.from(data, shape, { dtype, device: 'cuda' });
+// --device cpu runs the same script on the CPU (a smoke test of the script itself, not a benchmark).
+const device = args.includes('--device') ? args[args.indexOf('--device') + 1] : 'cuda';
+const gpu = (data, shape, dtype = 'f32') => Tensor.from(data, shape, { dtype, device });
 
 function emit(rec) {
   const line = JSON.stringify(rec);
@@ -54,6 +56,38 @@ function timeMs(fn, warmup = 3, repeats = 20) {
   return { ms: t[Math.floor(t.length / 2)], min_ms: t[0], max_ms: t[t.length - 1] };
 }
 
+// GPU throughput of fn: `inner` calls queued back to back, then one wait for the stream (a tiny
+// device→host copy on the same stream), per call; median of `repeats` such rounds. Like CUDA events
+// around each call (torch_bench.py), this is the device's time, without a host round trip per call.
+function timeQueuedMs(fn, sync, warmup = 3, repeats = 10, inner = 10) {
+  for (let i = 0; i < warmup; i++) fn();
+  sync();
+  const t = [];
+  for (let r = 0; r < repeats; r++) {
+    const a = performance.now();
+    for (let i = 0; i < inner; i++) fn();
+    sync();
+    t.push((performance.now() - a) / inner);
+  }
+  t.sort((x, y) => x - y);
+  return { ms: t[Math.floor(t.length / 2)], min_ms: t[0], max_ms: t[t.length - 1] };
+}
+
+// The LoRA linear's forward + backward into preallocated outputs (PyTorch's caching allocator
+// reuses its outputs' memory the same way; fresh 256 MB outputs per call would wait for the JS
+// garbage collector to hand memory back to instill's allocator).
+function loraStep(x, w, a, b, dy, scale) {
+  const [N, IN] = x.shape, OUT = w.shape[0], R = a.shape[0];
+  const z = (shape) => Tensor.zeros(shape, { device: x.device });
+  const y = z([N, OUT]), u = z([N, R]), dx = z([N, IN]), da = z([R, IN]), db = z([OUT, R]);
+  return () => {
+    kernels.loraLinear({ x, w, a, b, scale, out: { y, u } });
+    kernels.loraLinearBackward({ dy, x, w, a, b, u, scale, out: { dx, da, db } });
+  };
+}
+
+const syncDevice = (device) => () => Tensor.zeros([1], { device }).to('cpu');
+
 if (what === 'lora') {
   const { N, IN, OUT, R, scale } = LORA;
   const x = gpu(randn(N * IN), [N, IN]);
@@ -61,28 +95,23 @@ if (what === 'lora') {
   const a = gpu(randn(R * IN, 0.02), [R, IN]);
   const b = gpu(randn(OUT * R, 0.02), [OUT, R]);
   const dy = gpu(randn(N * OUT), [N, OUT]);
-  const step = () => {
-    const { u } = kernels.loraLinear({ x, w, a, b, scale });
-    const { da } = kernels.loraLinearBackward({ dy, x, w, a, b, u, scale });
-    da.to('cpu');  // waits for the stream
-  };
   const flops = 2 * N * IN * OUT * 2 + 2 * N * R * (IN + OUT) * 3;
-  const t = timeMs(step);
-  emit({ bench: 'lora_linear fwd+bwd', impl: `instill cuda (${gemm})`, ...t, tflops: flops / t.ms / 1e9, shape: LORA });
+  const t = timeQueuedMs(loraStep(x, w, a, b, dy, scale), syncDevice(device));
+  emit({ bench: 'lora_linear fwd+bwd', impl: `instill ${device} (${gemm})`, ...t, tflops: flops / t.ms / 1e9, shape: LORA });
 } else if (what === 'ce') {
   const { N, C, V, ignored } = CE;
   const h = gpu(randn(N * C), [N, C]);
   const w = gpu(randn(V * C, 0.02), [V, C], 'bf16');
   const tg = new Int32Array(N);
   for (let i = 0; i < N; i++) tg[i] = (rand() + 1) / 2 < ignored ? -100 : Math.floor(((rand() + 1) / 2) * V) % V;
-  const targets = Tensor.from(tg, [N], { device: 'cuda' });
+  const targets = Tensor.from(tg, [N], { device });
   const step = () => kernels.linearCrossEntropy({ h, w, targets });  // returns the loss: synchronous
   step();
-  const before = native().deviceMemoryStats('cuda', true);
+  const before = native().deviceMemoryStats(device, true);
   step();
-  const after = native().deviceMemoryStats('cuda');
+  const after = native().deviceMemoryStats(device);
   const t = timeMs(step, 2, 10);
-  emit({ bench: 'linear CE fwd+bwd V=128256', impl: `instill cuda (chunked, ${gemm})`, ...t,
+  emit({ bench: 'linear CE fwd+bwd V=128256', impl: `instill ${device} (chunked, ${gemm})`, ...t,
     peak_mib: (after.peak - before.inUse) / 2 ** 20, shape: CE });
 } else if (what === 'train') {
   // One LoRA training step (forward, backward, the engine's fused AdamW) of a config with random
@@ -91,7 +120,6 @@ if (what === 'lora') {
   const cfg = JSON.parse(readFileSync(args[args.indexOf('--config') + 1], 'utf8'));
   const T = 2048, R = 16;
   const t0 = performance.now();
-  const device = args.includes('--device') ? args[args.indexOf('--device') + 1] : 'cuda';  // 'cpu': a smoke test
   const model = randomModel(cfg, { dtype: 'bf16', device, seed: 3, init: 'tiled' });
   model.addLora({ r: R, alpha: 32, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] });
   const loadS = (performance.now() - t0) / 1e3;
@@ -136,13 +164,13 @@ if (what === 'lora') {
   // Where a llama-3.2-1b step's time goes: each op alone at the step's shapes (T 2048 tokens,
   // C 2048, 32 heads / 8 KV heads of 64, F 8192, r 16, V 128256), fwd+bwd, median of 10.
   const T = 2048, C = 2048, H = 32, KVH = 8, D = 64, F = 8192, R = 16, V = 128256;
-  const sync = () => Tensor.zeros([1], { device: 'cuda' }).to('cpu');
+  const sync = syncDevice(device);
   const timed = (name, fn, flops = 0) => {
-    const t = timeMs(() => { fn(); sync(); }, 2, 10);
-    emit({ bench: `op ${name}`, impl: `instill cuda (${gemm})`, ...t, ...(flops ? { tflops: flops / t.ms / 1e9 } : {}) });
+    const t = timeQueuedMs(fn, sync);
+    emit({ bench: `op ${name}`, impl: `instill ${device} (${gemm})`, ...t, ...(flops ? { tflops: flops / t.ms / 1e9 } : {}) });
   };
   const q = gpu(randn(T * H * D), [T, H, D]), k = gpu(randn(T * KVH * D), [T, KVH, D]), v = gpu(randn(T * KVH * D), [T, KVH, D]);
-  const cu = Tensor.from(Int32Array.of(0, T), [2], { dtype: 'i32', device: 'cuda' });
+  const cu = Tensor.from(Int32Array.of(0, T), [2], { dtype: 'i32', device });
   const { handleOf } = await import('../../dist/src/tensor.js');
   const n = native();
   const fwd = n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), 1 / Math.sqrt(D));
@@ -152,13 +180,12 @@ if (what === 'lora') {
   for (const [nm, IN, OUT] of [['q/o 2048->2048', C, C], ['k/v 2048->512', C, KVH * D], ['gate/up 2048->8192', C, F], ['down 8192->2048', F, C]]) {
     const x = gpu(randn(T * IN), [T, IN]), w = gpu(randn(OUT * IN, 0.02), [OUT, IN], 'bf16');
     const a = gpu(randn(R * IN, 0.02), [R, IN]), b = gpu(randn(OUT * R, 0.02), [OUT, R]), dy = gpu(randn(T * OUT), [T, OUT]);
-    timed(`lora_linear fwd+bwd ${nm}`, () => {
-      const { u } = kernels.loraLinear({ x, w, a, b, scale: 2 });
-      kernels.loraLinearBackward({ dy, x, w, a, b, u, scale: 2 });
-    }, 6 * T * IN * OUT);
+    const step = loraStep(x, w, a, b, dy, 2);
+    const t = timeQueuedMs(step, sync);
+    emit({ bench: `op lora_linear fwd+bwd ${nm}`, impl: `instill ${device} (${gemm})`, ...t, tflops: (6 * T * IN * OUT) / t.ms / 1e9 });
   }
   const h = gpu(randn(T * C), [T, C]), wv = gpu(randn(V * C, 0.02), [V, C], 'bf16');
-  const tg = Tensor.from(Int32Array.from({ length: T }, (_, i) => (i * 7919) % V), [T], { device: 'cuda' });
+  const tg = Tensor.from(Int32Array.from({ length: T }, (_, i) => (i * 7919) % V), [T], { device });
   timed('linear CE fwd+bwd (T 2048, V 128256)', () => kernels.linearCrossEntropy({ h, w: wv, targets: tg }));
 } else {
   console.error('usage: node bench/gpu/instill_bench.mjs lora|ce|train|ops [--config FILE] --out results.jsonl');
