@@ -26,33 +26,35 @@ void apply_mask(const float* src, float* dst, int64_t count, float p, uint32_t s
 }  // namespace
 
 void lora_dropout_forward(const LoraDropoutForwardArgs& p) {
-  const Tensor &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b;
+  const auto& l = p.linear;
+  const Tensor &x = *l.x, &w = *l.w, &a = *l.a, &b = *l.b;
   const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0), r = a.dim(0);
   Tensor xd = Tensor::empty({n, in}, DType::F32);
   apply_mask(x.data_as<float>(), xd.data_as<float>(), n * in, p.p, p.seed, 1.0f, false);
-  gemm(n, r, in, 1.0f, op(xd, false), op(a, true), 0.0f, p.u->data_as<float>(), r);
+  gemm(n, r, in, 1.0f, op(xd, false), op(a, true), 0.0f, l.u->data_as<float>(), r);
   GemmTerm terms[2] = {
       {op(x, false), op(w, true), in, 1.0f},
-      {op(*p.u, false), op(b, true), r, p.scale},
+      {op(*l.u, false), op(b, true), r, l.scale},
   };
-  gemm(n, out, terms, 2, 0.0f, p.y->data_as<float>(), out, p.bias ? p.bias->data_as<float>() : nullptr);
+  gemm(n, out, terms, 2, 0.0f, l.y->data_as<float>(), out, l.bias ? l.bias->data_as<float>() : nullptr);
 }
 
 void lora_dropout_backward(const LoraDropoutBackwardArgs& p) {
-  const Tensor &dy = *p.dy, &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b, &u = *p.u;
+  const auto& l = p.linear;
+  const Tensor &dy = *l.dy, &x = *l.x, &w = *l.w, &a = *l.a, &b = *l.b, &u = *l.u;
   const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0), r = a.dim(0);
   Tensor g = Tensor::empty({n, r}, DType::F32);
   gemm(n, r, out, 1.0f, op(dy, false), op(b, false), 0.0f, g.data_as<float>(), r);
   Tensor scratch = Tensor::empty({n, in}, DType::F32);
-  if (p.dx) {
-    gemm(n, in, out, 1.0f, op(dy, false), op(w, false), 0.0f, p.dx->data_as<float>(), in);
+  if (l.dx) {
+    gemm(n, in, out, 1.0f, op(dy, false), op(w, false), 0.0f, l.dx->data_as<float>(), in);
     gemm(n, in, r, 1.0f, op(g, false), op(a, false), 0.0f, scratch.data_as<float>(), in);
-    apply_mask(scratch.data_as<float>(), p.dx->data_as<float>(), n * in, p.p, p.seed, p.scale, true);
+    apply_mask(scratch.data_as<float>(), l.dx->data_as<float>(), n * in, p.p, p.seed, l.scale, true);
   }
   apply_mask(x.data_as<float>(), scratch.data_as<float>(), n * in, p.p, p.seed, 1.0f, false);  // xd
-  const float beta = p.accumulate ? 1.0f : 0.0f;
-  gemm(r, in, n, p.scale, op(g, true), op(scratch, false), beta, p.da->data_as<float>(), in);
-  gemm(out, r, n, p.scale, op(dy, true), op(u, false), beta, p.db->data_as<float>(), r);
+  const float beta = l.accumulate ? 1.0f : 0.0f;
+  gemm(r, in, n, l.scale, op(g, true), op(scratch, false), beta, l.da->data_as<float>(), in);
+  gemm(out, r, n, l.scale, op(dy, true), op(u, false), beta, l.db->data_as<float>(), r);
 }
 
 }  // namespace cpu

@@ -49,33 +49,35 @@ GemmArgs product(int64_t M, int64_t N, int64_t K, GemmOperand a, GemmOperand b, 
 }  // namespace
 
 void lora_dropout_forward(const LoraDropoutForwardArgs& p) {
-  const Tensor &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b;
+  const auto& l = p.linear;
+  const Tensor &x = *l.x, &w = *l.w, &a = *l.a, &b = *l.b;
   const int64_t N = x.dim(0), IN = x.dim(1), R = a.dim(0);
   Tensor xd = Tensor::empty({N, IN}, DType::F32, Device::CUDA);
   apply_mask(x, xd, p.p, p.seed, 1.0f, false);
-  gemm(product(N, R, IN, operand(xd, false), operand(a, true), p.u->data_as<float>(), R));  // u = xd·Aᵀ
-  gemm(lora_output_product(x, w, *p.u, b, p.scale, p.bias, *p.y));  // y = x·Wᵀ + s·u·Bᵀ + bias
+  gemm(product(N, R, IN, operand(xd, false), operand(a, true), l.u->data_as<float>(), R));  // u = xd·Aᵀ
+  gemm(lora_output_product(x, w, *l.u, b, l.scale, l.bias, *l.y));  // y = x·Wᵀ + s·u·Bᵀ + bias
 }
 
 void lora_dropout_backward(const LoraDropoutBackwardArgs& p) {
-  const Tensor &dy = *p.dy, &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b, &u = *p.u;
+  const auto& l = p.linear;
+  const Tensor &dy = *l.dy, &x = *l.x, &w = *l.w, &a = *l.a, &b = *l.b, &u = *l.u;
   const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0), R = a.dim(0);
   Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);
   gemm(product(N, R, OUT, operand(dy, false), operand(b, false), gt.data_as<float>(), R));  // g = dy·B
   Tensor scratch = Tensor::empty({N, IN}, DType::F32, Device::CUDA);
-  if (p.dx) {
-    gemm(product(N, IN, OUT, operand(dy, false), operand(w, false), p.dx->data_as<float>(), IN));     // dx = dy·W
+  if (l.dx) {
+    gemm(product(N, IN, OUT, operand(dy, false), operand(w, false), l.dx->data_as<float>(), IN));     // dx = dy·W
     gemm(product(N, IN, R, operand(gt, false), operand(a, false), scratch.data_as<float>(), IN));     // g·A
-    apply_mask(scratch, *p.dx, p.p, p.seed, p.scale, true);                                           // dx += s·(g·A)⊙mask
+    apply_mask(scratch, *l.dx, p.p, p.seed, l.scale, true);                                           // dx += s·(g·A)⊙mask
   }
   apply_mask(x, scratch, p.p, p.seed, 1.0f, false);  // xd, regenerated
-  GemmArgs da = product(R, IN, N, operand(gt, true), operand(scratch, false), p.da->data_as<float>(), IN);
-  da.alpha = p.scale;
-  da.beta = p.accumulate ? 1.f : 0.f;
+  GemmArgs da = product(R, IN, N, operand(gt, true), operand(scratch, false), l.da->data_as<float>(), IN);
+  da.alpha = l.scale;
+  da.beta = l.accumulate ? 1.f : 0.f;
   gemm(da);
-  GemmArgs db = product(OUT, R, N, operand(dy, true), operand(u, false), p.db->data_as<float>(), R);
-  db.alpha = p.scale;
-  db.beta = p.accumulate ? 1.f : 0.f;
+  GemmArgs db = product(OUT, R, N, operand(dy, true), operand(u, false), l.db->data_as<float>(), R);
+  db.alpha = l.scale;
+  db.beta = l.accumulate ? 1.f : 0.f;
   gemm(db);
 }
 

@@ -285,14 +285,11 @@ LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share) const {
 }
 
 void LlamaModel::linear_forward(const Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed) {
-  if (lin.has_lora && dropout_active_) {
-    lora_dropout_forward(LoraDropoutForwardArgs{&x, &lin.w, lin.bias.defined() ? &lin.bias : nullptr, &lin.lora.a,
-                                                &lin.lora.b, lora_scale_, lora_dropout_, seed, &y, &u});
-    return;
-  }
   if (lin.has_lora) {
-    lora_linear_forward(LoraLinearForwardArgs{&x, &lin.w, lin.bias.defined() ? &lin.bias : nullptr, &lin.lora.a,
-                                              &lin.lora.b, lora_scale_, &y, &u});
+    const LoraLinearForwardArgs args{&x, &lin.w, lin.bias.defined() ? &lin.bias : nullptr, &lin.lora.a, &lin.lora.b,
+                                     lora_scale_, &y, &u};
+    if (dropout_active_) lora_dropout_forward(LoraDropoutForwardArgs{args, lora_dropout_, seed});
+    else lora_linear_forward(args);
     return;
   }
   matmul(MatmulArgs{&x, &lin.w, false, true, &y});
@@ -302,12 +299,11 @@ void LlamaModel::linear_forward(const Linear& lin, const Tensor& x, Tensor& y, T
 void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx,
                                  bool accumulate_dx, bool accumulate_grads, Tensor& tmp, uint32_t seed) {
   Tensor& dst = accumulate_dx ? tmp : dx;
-  if (lin.has_lora && dropout_active_) {
-    lora_dropout_backward(LoraDropoutBackwardArgs{&dy, &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, lora_dropout_,
-                                                  seed, &dst, &lin.lora.da, &lin.lora.db, accumulate_grads});
-  } else if (lin.has_lora) {
-    lora_linear_backward(LoraLinearBackwardArgs{&dy, &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, &dst,
-                                                &lin.lora.da, &lin.lora.db, accumulate_grads});
+  if (lin.has_lora) {
+    const LoraLinearBackwardArgs args{&dy, &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, &dst,
+                                      &lin.lora.da, &lin.lora.db, accumulate_grads};
+    if (dropout_active_) lora_dropout_backward(LoraDropoutBackwardArgs{args, lora_dropout_, seed});
+    else lora_linear_backward(args);
   } else {
     matmul(MatmulArgs{&dy, &lin.w, false, false, &dst});
   }

@@ -14,17 +14,16 @@ void need_p(float p) {
 
 void lora_dropout_forward(const LoraDropoutForwardArgs& p) {
   need_p(p.p);
-  check_lora_linear_forward(LoraLinearForwardArgs{p.x, p.w, p.bias, p.a, p.b, p.scale, p.y, p.u});
-  const Backend& be = backend_for(p.x->device());
+  check_lora_linear_forward(p.linear);
+  const Backend& be = backend_for(p.linear.x->device());
   if (!be.lora_dropout_forward) fail(ErrorCode::Unsupported, "lora_dropout forward is not implemented on ", be.name);
   be.lora_dropout_forward(p);
 }
 
 void lora_dropout_backward(const LoraDropoutBackwardArgs& p) {
   need_p(p.p);
-  check_lora_linear_backward(
-      LoraLinearBackwardArgs{p.dy, p.x, p.w, p.a, p.b, p.u, p.scale, p.dx, p.da, p.db, p.accumulate});
-  const Backend& be = backend_for(p.x->device());
+  check_lora_linear_backward(p.linear);
+  const Backend& be = backend_for(p.linear.x->device());
   if (!be.lora_dropout_backward) fail(ErrorCode::Unsupported, "lora_dropout backward is not implemented on ", be.name);
   be.lora_dropout_backward(p);
 }

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 
+#include "ops/lora_linear.h"
 #include "runtime/tensor.h"
 
 namespace instill {
@@ -42,33 +43,17 @@ INSTILL_HOST_DEVICE inline uint32_t dropout_hash(uint32_t seed, uint64_t index) 
   return dropout_fmix32(dropout_fmix32(lo * 0x9e3779b1u + seed) ^ dropout_fmix32(hi + 0x7f4a7c15u) ^ seed);
 }
 
+// lora_linear's arguments (the same shapes, dtypes and checks) plus the dropout.
 struct LoraDropoutForwardArgs {
-  const Tensor* x;     // (N, IN)
-  const Tensor* w;     // (OUT, IN)
-  const Tensor* bias;  // (OUT) or null
-  const Tensor* a;     // (R, IN)
-  const Tensor* b;     // (OUT, R)
-  float scale;
-  float p;             // dropout probability
-  uint32_t seed;
-  Tensor* y;           // (N, OUT) out
-  Tensor* u;           // (N, R) out
+  LoraLinearForwardArgs linear;
+  float p;        // dropout probability
+  uint32_t seed;  // of this call's masks
 };
 
 struct LoraDropoutBackwardArgs {
-  const Tensor* dy;  // (N, OUT)
-  const Tensor* x;   // (N, IN)
-  const Tensor* w;   // (OUT, IN)
-  const Tensor* a;   // (R, IN)
-  const Tensor* b;   // (OUT, R)
-  const Tensor* u;   // (N, R) from forward
-  float scale;
+  LoraLinearBackwardArgs linear;  // u from the forward
   float p;
-  uint32_t seed;     // the forward's
-  Tensor* dx;        // (N, IN) out, or null
-  Tensor* da;        // (R, IN)
-  Tensor* db;        // (OUT, R)
-  bool accumulate;
+  uint32_t seed;  // the forward's
 };
 
 void lora_dropout_forward(const LoraDropoutForwardArgs& args);
