@@ -540,20 +540,20 @@ export class Model {
 
   /** Current LoRA weights, keyed by PEFT names. */
   adapterWeights(): Record<string, Float32Array> {
-    const out: Record<string, Float32Array> = {};
-    this.forEachAdapter((l, t) => {
-      out[peftName(l, t, 'A')] = hostArray(this.handle.loraTensor(l, t, 0));
-      out[peftName(l, t, 'B')] = hostArray(this.handle.loraTensor(l, t, 1));
-    });
-    return out;
+    return this.adapterRecord(0);
   }
 
   /** Gradients of the last lossAndGrads, keyed by PEFT names. */
   adapterGrads(): Record<string, Float32Array> {
+    return this.adapterRecord(2);
+  }
+
+  /** Host copies of every adapter's A and B (first = 0) or dA and dB (first = 2), by PEFT name. */
+  private adapterRecord(first: 0 | 2): Record<string, Float32Array> {
     const out: Record<string, Float32Array> = {};
     this.forEachAdapter((l, t) => {
-      out[peftName(l, t, 'A')] = hostArray(this.handle.loraTensor(l, t, 2));
-      out[peftName(l, t, 'B')] = hostArray(this.handle.loraTensor(l, t, 3));
+      out[peftName(l, t, 'A')] = hostArray(this.handle.loraTensor(l, t, first));
+      out[peftName(l, t, 'B')] = hostArray(this.handle.loraTensor(l, t, first + 1));
     });
     return out;
   }
