@@ -12,21 +12,11 @@ import { LORA_TARGETS, loadModel, randomModel, type Model } from '../../src/mode
 import { SafetensorsFile } from '../../src/model/safetensors.js';
 import { native } from '../../src/native.js';
 import { fixturePath, haveFixture } from '../helpers/fixtures.js';
+import { relError, tokenRows } from '../helpers/compare.js';
 
 const REF = 'stories260K/lora_reference.safetensors';
 const hasCuda = runtime.info().devices.includes('cuda');
 if (!hasCuda) console.warn(`skipping test/cuda/lora_reference: ${native().deviceUnavailableReason('cuda')}`);
-
-function relToMax(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let d = 0, m = 0;
-  for (let i = 0; i < b.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity;
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-    m = Math.max(m, Math.abs(b[i]));
-  }
-  return m === 0 ? d : d / m;
-}
 
 /** ‖a − b‖₂ / ‖b‖₂ (METHOD.md's measure for bf16 results). */
 function relNorm(a: Float32Array, b: Float32Array): number {
@@ -40,10 +30,6 @@ function relNorm(a: Float32Array, b: Float32Array): number {
   return m === 0 ? Math.sqrt(d) : Math.sqrt(d / m);
 }
 
-function rows(a: BigInt64Array, B: number, T: number): number[][] {
-  return Array.from({ length: B }, (_, b) => Array.from(a.subarray(b * T, (b + 1) * T), Number));
-}
-
 describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
   let gpu: Model, cpu: Model;
   let ref: SafetensorsFile;
@@ -54,8 +40,8 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     ref = SafetensorsFile.open(fixturePath(REF));
     const md = ref.metadata;
     const [B, T] = ref.info('input_ids').shape;
-    inputIds = rows(ref.readArray('input_ids') as BigInt64Array, B, T);
-    labels = rows(ref.readArray('labels') as BigInt64Array, B, T);
+    inputIds = tokenRows(ref.readArray('input_ids') as BigInt64Array, B, T);
+    labels = tokenRows(ref.readArray('labels') as BigInt64Array, B, T);
     const r = Number(md.lora_r), alpha = Number(md.lora_alpha);
     const scale = md.lora_scale !== undefined ? Number(md.lora_scale) : alpha / r;
     const rsLora = Math.abs(scale - alpha / Math.sqrt(r)) < 1e-9 && Math.abs(scale - alpha / r) > 1e-9;
@@ -83,7 +69,7 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     let worst = 0, worstMax = 0;
     for (const n of names) {
       const want = ref.readArray(`${n}.grad`) as Float32Array;
-      const e = relNorm(out.grads[n], want), em = relToMax(out.grads[n], want);
+      const e = relNorm(out.grads[n], want), em = relError(out.grads[n], want);
       worst = Math.max(worst, e);
       worstMax = Math.max(worstMax, em);
       expect(e, n).toBeLessThan(1e-2);
@@ -101,7 +87,7 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
       const g = out.grads[n], p = before[n], q = after[n];
       const want = new Float32Array(p.length);
       for (let i = 0; i < p.length; i++) want[i] = p[i] * (1 - opt.lr * opt.weightDecay) - (opt.lr * g[i]) / (Math.abs(g[i]) + opt.eps);
-      expect(relToMax(q, want), n).toBeLessThan(1e-5);
+      expect(relError(q, want), n).toBeLessThan(1e-5);
     }
   });
 
@@ -115,18 +101,18 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     expect(Math.abs(g.loss - c.loss) / c.loss).toBeLessThan(1e-2);
     for (const n of names) {
       expect(relNorm(g.grads[n], c.grads[n]), n).toBeLessThan(1e-2);
-      expect(relToMax(g.grads[n], c.grads[n]), n).toBeLessThan(5e-2);
+      expect(relError(g.grads[n], c.grads[n]), n).toBeLessThan(5e-2);
     }
     // accumulate: a second call with accumulate doubles the gradients
     const g2 = await gpu.lossAndGrads({ inputIds, labels }, { accumulate: true });
-    for (const n of names) expect(relToMax(g2.grads[n], g.grads[n].map((x) => 2 * x)), n).toBeLessThan(1e-5);
+    for (const n of names) expect(relError(g2.grads[n], g.grads[n].map((x) => 2 * x)), n).toBeLessThan(1e-5);
     const fl = (await gpu.loss({ inputIds, labels })).loss;
     expect(Math.abs(fl - g.loss) / g.loss).toBeLessThan(1e-5);
     const lg = await gpu.logits(inputIds);
     const lc = await cpu.logits(inputIds);
     expect(lg.device).toBe('cpu');
     expect(lg.shape).toEqual(lc.shape);
-    expect(relToMax(lg.toArray() as Float32Array, lc.toArray() as Float32Array)).toBeLessThan(2e-2);
+    expect(relError(lg.toArray() as Float32Array, lc.toArray() as Float32Array)).toBeLessThan(2e-2);
   });
 
   it('full fine-tuning on the GPU: every weight gradient within bf16 tolerance of the CPU', async () => {
@@ -139,7 +125,7 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     expect(names.length).toBeGreaterThan(10);
     for (const n of names) {
       expect(relNorm(g.grads[n], c.grads[n]), n).toBeLessThan(2e-2);
-      expect(relToMax(g.grads[n], c.grads[n]), n).toBeLessThan(5e-2);
+      expect(relError(g.grads[n], c.grads[n]), n).toBeLessThan(5e-2);
     }
     fg.dispose();
     fc.dispose();

@@ -15,25 +15,13 @@ import { native, type TensorHandle } from '../../src/native.js';
 import { handleOf } from '../../src/tensor.js';
 import { randn, rng, seed } from '../../bench/kernels/reference.js';
 import { poisonAndRestoreIsa } from '../helpers/kernels.js';
+import { relErr } from '../helpers/compare.js';
 
 const hasCuda = runtime.info().devices.includes('cuda');
 if (!hasCuda) console.warn(`skipping test/cuda: ${native().deviceUnavailableReason('cuda')}`);
 
 const F32_TOL = 1e-4;
 const BF16_TOL = 2e-2;
-
-/** max |got − ref| / max |ref|; NaN/Inf anywhere is Infinity. */
-function relErr(got: ArrayLike<number>, ref: ArrayLike<number>): number {
-  expect(got.length).toBe(ref.length);
-  let d = 0, m = 0;
-  for (let i = 0; i < ref.length; i++) {
-    if (!Number.isFinite(got[i])) return Infinity;
-    d = Math.max(d, Math.abs(got[i] - ref[i]));
-    m = Math.max(m, Math.abs(ref[i]));
-  }
-  expect(m).toBeGreaterThan(0);
-  return d / m;
-}
 
 const host = (t: Tensor | TensorHandle | null | undefined): Float32Array | Int32Array => {
   if (!t) throw new Error('missing tensor');

@@ -15,6 +15,7 @@ import { Tensor, kernels, runtime } from '../../src/index.js';
 import { native, type TensorHandle } from '../../src/native.js';
 import { handleOf } from '../../src/tensor.js';
 import { randn, rng, roundBf16, seed } from '../../bench/kernels/reference.js';
+import { relErr } from '../helpers/compare.js';
 
 const hasCuda = runtime.info().devices.includes('cuda');
 const torchOk = hasCuda && spawnSync('python3', ['-c', 'import torch, numpy'], { encoding: 'utf8' }).status === 0;
@@ -26,18 +27,6 @@ const BF16_TOL = 2e-2;
 
 type Arr = Float32Array | Int32Array;
 interface Case { name: string; op: string; params: Record<string, number | boolean>; inputs: Record<string, { data: Arr; shape: number[] }> }
-
-function relErr(got: ArrayLike<number>, ref: ArrayLike<number>): number {
-  expect(got.length).toBe(ref.length);
-  let d = 0, m = 0;
-  for (let i = 0; i < ref.length; i++) {
-    if (!Number.isFinite(got[i])) return Infinity;
-    d = Math.max(d, Math.abs(got[i] - ref[i]));
-    m = Math.max(m, Math.abs(ref[i]));
-  }
-  expect(m).toBeGreaterThan(0);
-  return d / m;
-}
 
 describe.skipIf(!torchOk)('CUDA backend vs PyTorch (float64)', () => {
   const r = rng(seed + 7);

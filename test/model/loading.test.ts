@@ -12,19 +12,10 @@ import { hubCacheDir, resolveModelDir, wantedHubFile } from '../../src/model/hub
 import { loadModel, type Model } from '../../src/model/model.js';
 import { SafetensorsFile, writeSafetensors } from '../../src/model/safetensors.js';
 import { fixturePath, haveFixture } from '../helpers/fixtures.js';
+import { errCode } from './ops/helpers.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'instill-load-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(InstillError);
-    return `${(e as InstillError).code}: ${(e as Error).message}`;
-  }
-  return 'no error';
-}
 
 async function codeAsync(fn: () => Promise<unknown>): Promise<string> {
   try {
@@ -65,21 +56,21 @@ describe('safetensors', () => {
   });
 
   it('bad files are E_IO / E_DATA with a reason', () => {
-    expect(code(() => SafetensorsFile.open(join(tmp, 'nope.safetensors')))).toMatch(/^E_IO/);
+    expect(errCode(() => SafetensorsFile.open(join(tmp, 'nope.safetensors')))).toMatch(/^E_IO/);
     writeFileSync(join(tmp, 'short.safetensors'), Buffer.from([1, 2, 3]));
-    expect(code(() => SafetensorsFile.open(join(tmp, 'short.safetensors')))).toMatch(/^E_DATA.*fewer than the 8-byte/);
-    expect(code(() => SafetensorsFile.open(stFile('huge.safetensors', {}, 0, undefined, 1n << 60n)))).toMatch(/^E_DATA.*header length/);
-    expect(code(() => SafetensorsFile.open(stFile('past.safetensors', {}, 0, undefined, 1000n)))).toMatch(/^E_DATA.*past the end/);
-    expect(code(() => SafetensorsFile.open(stFile('json.safetensors', null, 0, '{"a": [1,')))).toMatch(/^E_DATA.*not JSON/);
-    expect(code(() => SafetensorsFile.open(stFile('arr.safetensors', [1, 2])))).toMatch(/^E_DATA.*not a JSON object/);
-    expect(code(() => SafetensorsFile.open(stFile('dt.safetensors', { a: { dtype: 'F8', shape: [1], data_offsets: [0, 1] } }, 1)))).toMatch(/^E_DATA.*dtype/);
-    expect(code(() => SafetensorsFile.open(stFile('shape.safetensors', { a: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, 4)))).toMatch(/^E_DATA.*shape/);
-    expect(code(() => SafetensorsFile.open(stFile('size.safetensors', { a: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, 8)))).toMatch(/^E_DATA.*needs 8 bytes/);
-    expect(code(() => SafetensorsFile.open(stFile('trunc.safetensors', { a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, 8)))).toMatch(/^E_DATA.*truncated/);
-    expect(code(() => SafetensorsFile.open(stFile('overlap.safetensors', { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, 12)))).toMatch(/^E_DATA.*overlap/);
+    expect(errCode(() => SafetensorsFile.open(join(tmp, 'short.safetensors')))).toMatch(/^E_DATA.*fewer than the 8-byte/);
+    expect(errCode(() => SafetensorsFile.open(stFile('huge.safetensors', {}, 0, undefined, 1n << 60n)))).toMatch(/^E_DATA.*header length/);
+    expect(errCode(() => SafetensorsFile.open(stFile('past.safetensors', {}, 0, undefined, 1000n)))).toMatch(/^E_DATA.*past the end/);
+    expect(errCode(() => SafetensorsFile.open(stFile('json.safetensors', null, 0, '{"a": [1,')))).toMatch(/^E_DATA.*not JSON/);
+    expect(errCode(() => SafetensorsFile.open(stFile('arr.safetensors', [1, 2])))).toMatch(/^E_DATA.*not a JSON object/);
+    expect(errCode(() => SafetensorsFile.open(stFile('dt.safetensors', { a: { dtype: 'F8', shape: [1], data_offsets: [0, 1] } }, 1)))).toMatch(/^E_DATA.*dtype/);
+    expect(errCode(() => SafetensorsFile.open(stFile('shape.safetensors', { a: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, 4)))).toMatch(/^E_DATA.*shape/);
+    expect(errCode(() => SafetensorsFile.open(stFile('size.safetensors', { a: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, 8)))).toMatch(/^E_DATA.*needs 8 bytes/);
+    expect(errCode(() => SafetensorsFile.open(stFile('trunc.safetensors', { a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, 8)))).toMatch(/^E_DATA.*truncated/);
+    expect(errCode(() => SafetensorsFile.open(stFile('overlap.safetensors', { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, 12)))).toMatch(/^E_DATA.*overlap/);
     const ok = SafetensorsFile.open(stFile('i8.safetensors', { a: { dtype: 'I8', shape: [2], data_offsets: [0, 2] } }, 2));
-    expect(code(() => ok.readTensor('a'))).toMatch(/^E_DTYPE/);
-    expect(code(() => ok.readTensor('missing'))).toMatch(/^E_DATA.*not found/);
+    expect(errCode(() => ok.readTensor('a'))).toMatch(/^E_DTYPE/);
+    expect(errCode(() => ok.readTensor('missing'))).toMatch(/^E_DATA.*not found/);
     ok.close();
   });
 });
@@ -94,17 +85,17 @@ describe('config.json -> ModelSpec', () => {
 
   const ok = { model_type: 'llama', hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 100 };
   it('refuses what the engine cannot run, naming what is supported', () => {
-    expect(code(() => specFromConfig({ ...ok, model_type: 'gpt2' }))).toMatch(/^E_UNSUPPORTED.*'gpt2'.*llama, mistral, qwen2, qwen3/);
+    expect(errCode(() => specFromConfig({ ...ok, model_type: 'gpt2' }))).toMatch(/^E_UNSUPPORTED.*'gpt2'.*llama, mistral, qwen2, qwen3/);
     expect(specFromConfig({ ...ok, model_type: 'mistral', sliding_window: 4096, max_position_embeddings: 32768 }).slidingWindow).toBe(4096);
     expect(specFromConfig({ ...ok, model_type: 'mistral', sliding_window: 4096, max_position_embeddings: 4096 }).slidingWindow).toBe(null);
-    expect(code(() => specFromConfig({ ...ok, model_type: 'qwen2', use_sliding_window: true, sliding_window: 4096, max_position_embeddings: 32768 }))).toMatch(/^E_UNSUPPORTED.*max_window_layers/);
+    expect(errCode(() => specFromConfig({ ...ok, model_type: 'qwen2', use_sliding_window: true, sliding_window: 4096, max_position_embeddings: 32768 }))).toMatch(/^E_UNSUPPORTED.*max_window_layers/);
     expect(specFromConfig({ ...ok, model_type: 'mistral', sliding_window: null }).modelType).toBe('mistral');
     expect(specFromConfig({ ...ok, model_type: 'qwen2', use_sliding_window: false, sliding_window: 4096, max_position_embeddings: 32768 }).qkvBias).toBe(true);
-    expect(code(() => specFromConfig({ ...ok, rope_scaling: { rope_type: 'yarn', factor: 4 } }))).toMatch(/^E_UNSUPPORTED.*yarn.*linear, llama3/);
-    expect(code(() => specFromConfig({ ...ok, hidden_act: 'gelu' }))).toMatch(/^E_UNSUPPORTED.*silu/);
-    expect(code(() => specFromConfig({ ...ok, hidden_size: undefined }))).toMatch(/^E_DATA.*hidden_size/);
-    expect(code(() => specFromConfig({ ...ok, num_key_value_heads: 3 }))).toMatch(/^E_DATA.*multiple/);
-    expect(code(() => specFromConfig('x'))).toMatch(/^E_DATA/);
+    expect(errCode(() => specFromConfig({ ...ok, rope_scaling: { rope_type: 'yarn', factor: 4 } }))).toMatch(/^E_UNSUPPORTED.*yarn.*linear, llama3/);
+    expect(errCode(() => specFromConfig({ ...ok, hidden_act: 'gelu' }))).toMatch(/^E_UNSUPPORTED.*silu/);
+    expect(errCode(() => specFromConfig({ ...ok, hidden_size: undefined }))).toMatch(/^E_DATA.*hidden_size/);
+    expect(errCode(() => specFromConfig({ ...ok, num_key_value_heads: 3 }))).toMatch(/^E_DATA.*multiple/);
+    expect(errCode(() => specFromConfig('x'))).toMatch(/^E_DATA/);
     expect(specFromConfig({ ...ok, num_key_value_heads: 2 })).toMatchObject({ headDim: 16, numKvHeads: 2, tieWordEmbeddings: false, qkvBias: false });
     expect(specFromConfig({ ...ok, tie_word_embeddings: true }).tieWordEmbeddings).toBe(true);
     expect(specFromConfig({ ...ok, model_type: 'mistral', max_position_embeddings: 32768 }).slidingWindow).toBe(4096); // MistralConfig's default
@@ -211,11 +202,11 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('Model API checks
   });
 
   it('LoRA options are validated with messages that say what to fix', () => {
-    expect(code(() => model.addLora({ r: 0 }))).toMatch(/^E_ARG: Expected integer between 1 and 65536 for r but received 0 of type number/);
-    expect(code(() => model.addLora({ r: 4, targetModules: ['qkv'] as never }))).toMatch(/^E_ARG.*q_proj.*'qkv'/);
-    expect(code(() => model.addLora({ r: 4, alpha: -1 }))).toMatch(/^E_ARG.*alpha/);
-    expect(code(() => model.addLora({ r: 4, dropout: 1 }))).toMatch(/^E_ARG.*\[0, 1\) for dropout/);
-    expect(code(() => model.adapterWeights())).toMatch(/^E_ARG.*addLora/);
+    expect(errCode(() => model.addLora({ r: 0 }))).toMatch(/^E_ARG: Expected integer between 1 and 65536 for r but received 0 of type number/);
+    expect(errCode(() => model.addLora({ r: 4, targetModules: ['qkv'] as never }))).toMatch(/^E_ARG.*q_proj.*'qkv'/);
+    expect(errCode(() => model.addLora({ r: 4, alpha: -1 }))).toMatch(/^E_ARG.*alpha/);
+    expect(errCode(() => model.addLora({ r: 4, dropout: 1 }))).toMatch(/^E_ARG.*\[0, 1\) for dropout/);
+    expect(errCode(() => model.adapterWeights())).toMatch(/^E_ARG.*addLora/);
   });
 
   it('PEFT init: A uniform in ±1/sqrt(in), B zero; rsLoRA scale; adapter names', () => {
@@ -234,11 +225,11 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('Model API checks
 
   it('setAdapterWeights checks names and sizes', () => {
     model.addLora({ r: 2, targetModules: ['q_proj'] });
-    expect(code(() => model.setAdapterWeights({ 'model.layers.0.q_proj.weight': new Float32Array(2) }))).toMatch(/^E_ARG.*not a PEFT LoRA weight name/);
-    expect(code(() => model.setAdapterWeights({ 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight': new Float32Array(3) }, { strict: false }))).toMatch(/^E_SHAPE.*3 values/);
-    expect(code(() => model.setAdapterWeights({ 'base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight': new Float32Array(128) }, { strict: false }))).toMatch(/^E_ARG.*v_proj has no adapter/);
-    expect(code(() => model.setAdapterWeights({ 'base_model.model.model.layers.9.self_attn.q_proj.lora_A.weight': new Float32Array(128) }, { strict: false }))).toMatch(/^E_ARG.*5 layers/);
-    expect(code(() => model.setAdapterWeights({}))).toMatch(/^E_ARG.*missing/);
+    expect(errCode(() => model.setAdapterWeights({ 'model.layers.0.q_proj.weight': new Float32Array(2) }))).toMatch(/^E_ARG.*not a PEFT LoRA weight name/);
+    expect(errCode(() => model.setAdapterWeights({ 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight': new Float32Array(3) }, { strict: false }))).toMatch(/^E_SHAPE.*3 values/);
+    expect(errCode(() => model.setAdapterWeights({ 'base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight': new Float32Array(128) }, { strict: false }))).toMatch(/^E_ARG.*v_proj has no adapter/);
+    expect(errCode(() => model.setAdapterWeights({ 'base_model.model.model.layers.9.self_attn.q_proj.lora_A.weight': new Float32Array(128) }, { strict: false }))).toMatch(/^E_ARG.*5 layers/);
+    expect(errCode(() => model.setAdapterWeights({}))).toMatch(/^E_ARG.*missing/);
   });
 
   it('bad batches are refused before the engine runs', async () => {

@@ -5,21 +5,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { LORA_TARGETS, loadModel, type Model } from '../../src/model/model.js';
 import { SafetensorsFile } from '../../src/model/safetensors.js';
 import { fixturePath, haveFixture } from '../helpers/fixtures.js';
-
-function rows(a: BigInt64Array, B: number, T: number): number[][] {
-  return Array.from({ length: B }, (_, b) => Array.from(a.subarray(b * T, (b + 1) * T), Number));
-}
-
-/** max |a - b| / max |b| (0 when b is all zero and a equals it). */
-function relToMax(a: Float32Array, b: Float32Array): number {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < b.length; i++) {
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-    m = Math.max(m, Math.abs(b[i]));
-  }
-  return m === 0 ? d : d / m;
-}
+import { relError, tokenRows } from '../helpers/compare.js';
 
 // Any reference of this kind can be checked by pointing INSTILL_LORA_REFERENCE at it (a path relative
 // to the fixtures folder); its metadata gives r, alpha, the targets, the scale (rsLoRA when it is
@@ -54,8 +40,8 @@ describe.skipIf(!haveFixture(REF))(`LoRA reference (${REF})`, () => {
   beforeAll(async () => {
     ref = SafetensorsFile.open(fixturePath(REF));
     const [B, T] = ref.info('input_ids').shape;
-    inputIds = rows(ref.readArray('input_ids') as BigInt64Array, B, T);
-    labels = rows(ref.readArray('labels') as BigInt64Array, B, T);
+    inputIds = tokenRows(ref.readArray('input_ids') as BigInt64Array, B, T);
+    labels = tokenRows(ref.readArray('labels') as BigInt64Array, B, T);
     const md = ref.metadata;
     model = await loadModel(fixturePath(MODEL_DIR));
     const r = Number(md.lora_r), alpha = Number(md.lora_alpha);
@@ -85,7 +71,7 @@ describe.skipIf(!haveFixture(REF))(`LoRA reference (${REF})`, () => {
       const g = r.grads[n];
       const gRef = ref.readArray(`${n}.grad`) as Float32Array;
       expect(g.length, n).toBe(gRef.length);
-      const e = relToMax(g, gRef);
+      const e = relError(g, gRef);
       worst = Math.max(worst, e);
       expect(e, n).toBeLessThan(1e-4);
     }
@@ -147,7 +133,7 @@ describe.skipIf(!haveFixture(REF))(`LoRA reference (${REF})`, () => {
     const two = await m.lossAndGrads({ inputIds, labels }, { accumulate: true });
     for (const n of Object.keys(one.grads)) {
       const a = one.grads[n], b = two.grads[n];
-      expect(relToMax(b, a.map((x) => 2 * x)), n).toBeLessThan(1e-6);
+      expect(relError(b, a.map((x) => 2 * x)), n).toBeLessThan(1e-6);
     }
   });
 });

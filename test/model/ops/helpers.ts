@@ -24,18 +24,7 @@ export function arr(h: TensorHandle): Float32Array {
   return h.toArray() as Float32Array;
 }
 
-/** max |a - b| / max |b|, with max |b| asserted non-trivial so the comparison means something. */
-export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let d = 0, m = 0;
-  for (let i = 0; i < b.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity;
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-    m = Math.max(m, Math.abs(b[i]));
-  }
-  expect(m).toBeGreaterThan(0);
-  return d / m;
-}
+export { relErr } from '../../helpers/compare.js';
 
 export function errCode(fn: () => unknown): string {
   try {
