@@ -98,6 +98,15 @@ inline GemmOperand bf16_operand(const __nv_bfloat16* p, int64_t ld, bool trans) 
   return o;
 }
 
+// A single-segment product C (M, N) = op(A)·op(B), alpha 1, beta 0, no bias.
+inline GemmArgs product(int64_t M, int64_t N, int64_t K, GemmOperand a, GemmOperand b, float* c, int64_t ldc) {
+  GemmArgs g;
+  g.M = M; g.N = N; g.K[0] = K;
+  g.a[0] = a; g.b[0] = b;
+  g.c = c; g.ldc = ldc;
+  return g;
+}
+
 // The LoRA output as one product, y (N, OUT) = x·Wᵀ + s·u·Bᵀ + bias: the low-rank term is a
 // second K segment of y's own tile (lora_linear with f32 weights, lora_dropout).
 inline GemmArgs lora_output_product(const Tensor& x, const Tensor& w, const Tensor& u, const Tensor& b, float scale,
@@ -111,6 +120,20 @@ inline GemmArgs lora_output_product(const Tensor& x, const Tensor& w, const Tens
   g.bias = bias ? bias->data_as<float>() : nullptr;
   g.c = y.data_as<float>(); g.ldc = w.dim(0);
   return g;
+}
+
+// LoRA's weight gradients from g = dy·B (N, R): dA (R, IN) = s·gᵀ·x and dB (OUT, R) = s·dyᵀ·u,
+// = or += by accumulate (lora_linear with f32 weights; lora_dropout, with x the dropped input).
+inline void lora_weight_grads(const Tensor& g, const Tensor& x, const Tensor& dy, const Tensor& u, float scale,
+                              bool accumulate, Tensor& da, Tensor& db) {
+  const int64_t N = x.dim(0), IN = x.dim(1), OUT = dy.dim(1), R = g.dim(1);
+  GemmArgs a = product(R, IN, N, operand(g, true), operand(x, false), da.data_as<float>(), IN);
+  GemmArgs b = product(OUT, R, N, operand(dy, true), operand(u, false), db.data_as<float>(), R);
+  for (GemmArgs* p : {&a, &b}) {
+    p->alpha = scale;
+    p->beta = accumulate ? 1.f : 0.f;
+    gemm(*p);
+  }
 }
 
 }  // namespace cuda

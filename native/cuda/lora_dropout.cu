@@ -38,14 +38,6 @@ void apply_mask(const Tensor& src, Tensor& dst, float p, uint32_t seed, float mu
   check_launch("apply_mask_kernel");
 }
 
-GemmArgs product(int64_t M, int64_t N, int64_t K, GemmOperand a, GemmOperand b, float* c, int64_t ldc) {
-  GemmArgs g;
-  g.M = M; g.N = N; g.K[0] = K;
-  g.a[0] = a; g.b[0] = b;
-  g.c = c; g.ldc = ldc;
-  return g;
-}
-
 }  // namespace
 
 void lora_dropout_forward(const LoraDropoutForwardArgs& p) {
@@ -71,14 +63,7 @@ void lora_dropout_backward(const LoraDropoutBackwardArgs& p) {
     apply_mask(scratch, *l.dx, p.p, p.seed, l.scale, true);                                           // dx += s·(g·A)⊙mask
   }
   apply_mask(x, scratch, p.p, p.seed, 1.0f, false);  // xd, regenerated
-  GemmArgs da = product(R, IN, N, operand(gt, true), operand(scratch, false), l.da->data_as<float>(), IN);
-  da.alpha = l.scale;
-  da.beta = l.accumulate ? 1.f : 0.f;
-  gemm(da);
-  GemmArgs db = product(OUT, R, N, operand(dy, true), operand(u, false), l.db->data_as<float>(), R);
-  db.alpha = l.scale;
-  db.beta = l.accumulate ? 1.f : 0.f;
-  gemm(db);
+  lora_weight_grads(gt, scratch, dy, u, l.scale, l.accumulate, *l.da, *l.db);
 }
 
 }  // namespace cuda

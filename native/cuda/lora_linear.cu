@@ -46,32 +46,17 @@ __nv_bfloat16* bf16_ptr(const Tensor& t) { return t.data_as<__nv_bfloat16>(); }
 void lora_linear_forward_f32(const LoraLinearForwardArgs& p) {
   const Tensor &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b;
   const int64_t N = x.dim(0), IN = x.dim(1), R = a.dim(0);
-  {  // u (N, R) = x·Aᵀ
-    GemmArgs g;
-    g.M = N; g.N = R; g.K[0] = IN;
-    g.a[0] = operand(x, false);
-    g.b[0] = operand(a, true);
-    g.c = p.u->data_as<float>(); g.ldc = R;
-    if (IN == 0) fill_bytes(g.c, Device::CUDA, 0, p.u->nbytes());
-    else gemm(g);
-  }
+  if (IN == 0) fill_bytes(p.u->data(), Device::CUDA, 0, p.u->nbytes());
+  else gemm(product(N, R, IN, operand(x, false), operand(a, true), p.u->data_as<float>(), R));  // u = x·Aᵀ
   gemm(lora_output_product(x, w, *p.u, b, p.scale, p.bias, *p.y));  // y = x·Wᵀ + s·u·Bᵀ + bias
 }
 
 void lora_linear_backward_f32(const LoraLinearBackwardArgs& p) {
   const Tensor &dy = *p.dy, &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b, &u = *p.u;
   const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0), R = a.dim(0);
-  const float beta = p.accumulate ? 1.f : 0.f;
   Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);
-  {  // g = dy·B
-    GemmArgs g;
-    g.M = N; g.N = R; g.K[0] = OUT;
-    g.a[0] = operand(dy, false);
-    g.b[0] = operand(b, false);
-    g.c = gt.data_as<float>(); g.ldc = R;
-    if (OUT == 0) fill_bytes(g.c, Device::CUDA, 0, gt.nbytes());
-    else gemm(g);
-  }
+  if (OUT == 0) fill_bytes(gt.data(), Device::CUDA, 0, gt.nbytes());
+  else gemm(product(N, R, OUT, operand(dy, false), operand(b, false), gt.data_as<float>(), R));  // g = dy·B
   if (p.dx) {  // dx = [dy | s·g]·[W ; A]
     GemmArgs g;
     g.M = N; g.N = IN; g.K[0] = OUT; g.K[1] = R;
@@ -82,24 +67,7 @@ void lora_linear_backward_f32(const LoraLinearBackwardArgs& p) {
     g.c = p.dx->data_as<float>(); g.ldc = IN;
     gemm(g);
   }
-  {  // dA = s·gᵀ·x
-    GemmArgs g;
-    g.M = R; g.N = IN; g.K[0] = N;
-    g.a[0] = operand(gt, true);
-    g.b[0] = operand(x, false);
-    g.alpha = p.scale; g.beta = beta;
-    g.c = p.da->data_as<float>(); g.ldc = IN;
-    gemm(g);
-  }
-  {  // dB = s·dyᵀ·u
-    GemmArgs g;
-    g.M = OUT; g.N = R; g.K[0] = N;
-    g.a[0] = operand(dy, true);
-    g.b[0] = operand(u, false);
-    g.alpha = p.scale; g.beta = beta;
-    g.c = p.db->data_as<float>(); g.ldc = R;
-    gemm(g);
-  }
+  lora_weight_grads(gt, x, dy, u, p.scale, p.accumulate, *p.da, *p.db);  // dA = s·gᵀ·x, dB = s·dyᵀ·u
 }
 
 }  // namespace
