@@ -153,7 +153,6 @@ const IGNORED_WEIGHTS = /(^|\.)rotary_emb\.inv_freq$/;
 /** Loads a model folder or Hub id. */
 export async function loadModel(pathOrHubId: string, options: LoadModelOptions = {}): Promise<Model> {
   if (options === null || typeof options !== 'object') throw new InstillError(ErrorCode.ARG, `Expected an options object but received ${describe(options)}`);
-  const device = checkDevice(options.device);
   const dtype = options.dtype ?? 'f32';
   if (!['f32', 'bf16', 'f16'].includes(dtype)) throw new InstillError(ErrorCode.DTYPE, `Expected 'f32', 'bf16' or 'f16' for dtype but received ${describe(dtype)}`);
   if (options.full !== undefined && typeof options.full !== 'boolean') throw new InstillError(ErrorCode.ARG, `Expected a boolean for full but received ${describe(options.full)}`);
@@ -172,7 +171,7 @@ export async function loadModel(pathOrHubId: string, options: LoadModelOptions =
     else if (Array.isArray(g.eos_token_id)) gen.eosTokenIds = g.eos_token_id.filter((x): x is number => typeof x === 'number');
   }
   const files = weightFiles(dir);
-  const handle = createHandle(spec, device);
+  const handle = createHandle(spec, options.device);
   const byFile = new Map<string, string[]>();
   for (const [name, file] of files) {
     if (IGNORED_WEIGHTS.test(name)) continue;
@@ -203,15 +202,9 @@ export async function loadModel(pathOrHubId: string, options: LoadModelOptions =
   return model;
 }
 
-function checkDevice(device: unknown): 'cpu' | 'cuda' {
-  if (device === undefined || device === 'cpu') return 'cpu';
-  if (device !== 'cuda') throw new InstillError(ErrorCode.DEVICE, `Expected 'cpu' or 'cuda' for device but received ${describe(device)}`);
-  const why = native().deviceUnavailableReason('cuda');
-  if (why) throw new InstillError(ErrorCode.DEVICE, `device 'cuda' is not available: ${why}`);
-  return 'cuda';
-}
-
-function createHandle(spec: ModelSpec, device: 'cpu' | 'cuda'): ModelHandle {
+// The engine checks the device: a name other than 'cpu' or 'cuda', or a device this build or
+// machine lacks, is E_DEVICE saying why (default 'cpu').
+function createHandle(spec: ModelSpec, device: string | undefined): ModelHandle {
   const inv = Tensor.from(ropeInvFreq(spec), [spec.headDim / 2]);
   return native().modelCreate(
     {
@@ -250,10 +243,9 @@ export interface RandomModelOptions extends LoadModelOptions {
 export function randomModel(config: unknown, options: RandomModelOptions = {}): Model {
   const spec = specFromConfig(config);
   const dtype = options.dtype ?? 'f32';
-  const device = checkDevice(options.device);
   const init = options.init ?? 'normal';
   if (init !== 'normal' && init !== 'tiled') throw new InstillError(ErrorCode.ARG, `Expected 'normal' or 'tiled' for init but received ${describe(init)}`);
-  const handle = createHandle(spec, device);
+  const handle = createHandle(spec, options.device);
   const rng = new Rng(options.seed ?? 0);
   // 'tiled': one pool of seeded normals, copied from a random offset per tensor (memcpy speed).
   const POOL = 1 << 20;
