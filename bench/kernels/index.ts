@@ -10,7 +10,7 @@
 // PyTorch, instill, ...), medians of the repeats: OpenBLAS sgemm (and the LoRA
 // linear composed from separate sgemm calls plus the element-wise passes the
 // fusion removes), and with --torch the same computations in PyTorch eager.
-import { Tensor, kernels, runtime } from '../../src/index.js';
+import { ErrorCode, InstillError, Tensor, kernels, runtime } from '../../src/index.js';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +26,8 @@ export interface KernelsBenchOptions {
   quick: boolean;
   repeats: number;
   torch: boolean;
+  /** time only the rows whose "kernel shape dtype" contains this text; no memory measurement */
+  only?: string;
   /** print progress lines */
   progress: (line: string) => void;
 }
@@ -188,7 +190,10 @@ export async function runKernelsBench(opts: KernelsBenchOptions): Promise<Kernel
 
   const rows: BenchRow[] = [];
   try {
-    for (const wl of workloads(rand, opts.quick, blas)) {
+    const only = opts.only;
+    const chosen = workloads(rand, opts.quick, blas).filter((wl) => !only || `${wl.kernel} ${wl.shape} ${wl.dtype}`.includes(only));
+    if (chosen.length === 0) throw new InstillError(ErrorCode.ARG, `No benchmark row matches --only '${only}'`);
+    for (const wl of chosen) {
       opts.progress(`${wl.kernel} ${wl.shape} ${wl.dtype}`);
       const torchId = torch && wl.torch ? await torch.setup(wl.torch) : null;
       wl.ours();
@@ -212,7 +217,7 @@ export async function runKernelsBench(opts: KernelsBenchOptions): Promise<Kernel
     torch?.close();
   }
 
-  const memory = opts.quick ? null : measureLinearCrossEntropyMemory(opts);
+  const memory = opts.quick || opts.only ? null : measureLinearCrossEntropyMemory(opts);
   return {
     date: new Date().toISOString(),
     runtime: runtime.info(),

@@ -122,6 +122,48 @@ int pieces_of(const GemmTerm* terms, int nterms, int64_t k0, int64_t kc, Piece* 
   return np;
 }
 
+// Narrow products: n, or m (then Cᵀ = op(B)ᵀ·op(A)ᵀ is computed), at most two vectors
+// wide, with one f32 term and no bias: LoRA's rank-r products (x·Aᵀ, dy·B, dyᵀ·u, gᵀ·x).
+// Packing the wide operand would cost more than multiplying it, so the narrow kernel
+// reads it where it lies and only the narrow one (k x n) is packed. False: not narrow.
+bool narrow_gemm(const GemmKernelInfo& kern, int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta,
+                 float* c, int64_t ldc, const float* bias) {
+  if (!kern.narrow || nterms != 1 || bias) return false;
+  const GemmTerm& t = terms[0];
+  if (t.a.dtype != DType::F32 || t.b.dtype != DType::F32) return false;
+  const int64_t vl = kern.narrow_vl;
+  // wide: the operand read in place, as op(wide) (rows x k); thin: the packed one, as op(thin) (k x cols).
+  GemmOperand wide = t.a, thin = t.b;
+  int64_t rows = m, cols = n;
+  const bool c_trans = n > 2 * vl;
+  if (c_trans) {
+    if (m > 2 * vl) return false;
+    wide = GemmOperand{t.b.data, DType::F32, t.b.ld, !t.b.trans};
+    thin = GemmOperand{t.a.data, DType::F32, t.a.ld, !t.a.trans};
+    rows = n;
+    cols = m;
+  }
+  const int64_t k = t.k, w = cols <= vl ? vl : 2 * vl;
+  AlignedFloats packed(static_cast<size_t>(k * w));
+  const float* src = static_cast<const float*>(thin.data);
+  parallel_range(k, [&](int64_t k0, int64_t k1) {
+    for (int64_t kk = k0; kk < k1; ++kk)
+      for (int64_t j = 0; j < w; ++j)
+        packed.p[kk * w + j] = j < cols ? t.alpha * (thin.trans ? src[j * thin.ld + kk] : src[kk * thin.ld + j]) : 0.0f;
+  });
+  // Row chunks that are whole blocks of every ISA's kernel (6, 8, 12 or 16 rows), about four per thread.
+  const int64_t chunk = std::max<int64_t>(48, (rows / (4 * num_threads()) + 47) / 48 * 48);
+  const float* a = static_cast<const float*>(wide.data);
+  parallel_for((rows + chunk - 1) / chunk, [&](int64_t task) {
+    const int64_t i0 = task * chunk, count = std::min(chunk, rows - i0);
+    const float* ai = wide.trans ? a + i0 : a + i0 * wide.ld;
+    float* ci = c_trans ? c + i0 : c + i0 * ldc;
+    kern.narrow(k, ai, wide.ld, wide.trans ? 1 : 0, packed.p, ci, ldc, c_trans ? 1 : 0, count, static_cast<int>(cols),
+                beta);
+  });
+  return true;
+}
+
 }  // namespace
 
 void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, float* c, int64_t ldc,
@@ -141,6 +183,7 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
   }
 
   const GemmKernelInfo& kern = kernel_for(active_isa(), terms, nterms);
+  if (narrow_gemm(kern, m, n, terms, nterms, beta, c, ldc, bias)) return;
   const int mr = kern.mr, nr = kern.nr;
   // K blocks of equal depth (576 = 3 x 192, not 256 + 256 + 64): a shallow last block
   // would pay a whole pass over C for little work. Multiples of 8 keep the packs vectorised.

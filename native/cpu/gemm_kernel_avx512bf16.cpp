@@ -205,6 +205,7 @@ namespace cpu {
 // K blocks up to 768 deep: the A sliver (8 rows x 384 pairs, 12 KiB) still sits in L1, and the 576-deep
 // products of the SmolLM2 shapes run as one block (C written once); whole-process A/B of five bf16
 // GEMM shapes against 512: 1.4% faster.
-extern const GemmKernelInfo gemm_kernel_avx512bf16 = {kMR, kNR, 768, &micro_kernel, nullptr, &pack_pairs, &pack_pairs_rows};
+extern const GemmKernelInfo gemm_kernel_avx512bf16 = {kMR, kNR, 768, &micro_kernel, nullptr, &pack_pairs, &pack_pairs_rows,
+                                                    0,   nullptr};  // all-f32 narrow products run on gemm_kernel_avx512
 }  // namespace cpu
 }  // namespace instill

@@ -47,6 +47,16 @@ using GemmPackRows = void (*)(const void* src, int32_t dtype, int64_t ld, int64_
 using GemmPackPairs = void (*)(const void* src, int32_t dtype, int64_t ld, int32_t x_major, float alpha, int64_t x0,
                                int64_t nx, int64_t k0, int64_t kc, int64_t koff, int width, uint16_t* dst);
 
+// Narrow kernels: C (m x n) = op(A) (m x kdim) · B (kdim x n) for n <= 2*VL (LoRA's
+// rank-r products: x·Aᵀ, dy·B, dyᵀ·u, and gᵀ·x transposed), f32 only. op(A) is read
+// where it lies, never packed: element (i, k) at a[i*lda + k], or a[k*lda + i] when
+// a_trans. b is packed k-major with rows of w = VL (n <= VL) or 2*VL floats, zero-
+// padded past n. Element (i, j) of C is written at c[i*ldc + j], or c[j*ldc + i]
+// when c_trans; C = beta*C + product, and beta == 0 never reads C. Every element's
+// sum runs over k in order, so the result does not depend on how rows are split.
+using GemmNarrowKernel = void (*)(int64_t kdim, const float* a, int64_t lda, int32_t a_trans, const float* b, float* c,
+                                  int64_t ldc, int32_t c_trans, int64_t m, int n, float beta);
+
 struct GemmKernelInfo {
   int mr;
   int nr;
@@ -55,6 +65,8 @@ struct GemmKernelInfo {
   GemmPackRows pack_rows;    // null: the driver's portable packing
   GemmPackPairs pack_pairs;       // non-null: a pair kernel (see above); packs B
   GemmPackPairs pack_pairs_rows;  // the pair kernel's A packing
+  int narrow_vl;                  // floats per vector of the narrow kernel (0: none)
+  GemmNarrowKernel narrow;
 };
 
 extern const GemmKernelInfo gemm_kernel_portable;

@@ -21,6 +21,8 @@ options:
   --quick         smaller shapes (N=512), no 2048³ GEMM, no memory measurement
   --torch         also time PyTorch (CPU, eager; Debian's python3-torch) on the same shapes
   --repeats N     timed repeats per shape (default 5)
+  --only TEXT     time only the rows whose kernel, shape or dtype contains TEXT
+                  (e.g. loraLinear, 'N=4096 576->192', bf16); no memory measurement
   --threads N     engine threads (default: all CPUs this process may use)
   --isa NAME      portable | avx2 | avx512 | avx512bf16 (default: the best this CPU runs)
 
@@ -109,6 +111,7 @@ export async function run(argv: string[]): Promise<number> {
       quick: { type: 'boolean', default: false },
       torch: { type: 'boolean', default: false },
       repeats: { type: 'string' },
+      only: { type: 'string' },
       threads: { type: 'string' },
       isa: { type: 'string' },
       config: { type: 'string' },
@@ -162,6 +165,7 @@ export async function run(argv: string[]): Promise<number> {
   const report = await runKernelsBench({
     quick: values.quick,
     torch: values.torch,
+    only: values.only,
     repeats,
     progress: (line) => {
       if (!values.json) process.stderr.write(`  … ${line}\n`);

@@ -15,6 +15,12 @@ const shapes = [
   { m: 5, n: 2049, k: 7 }, // crosses the widest N panel
   { m: 3, n: 4, k: 0 }, // empty inner dimension: zeros
   { m: 9, n: 40, k: 1400 }, // several K blocks on every ISA (the AVX-512 kernel's are up to 640 deep)
+  // Narrow products (n, or m, at most two vectors: LoRA's rank-r ones) run on their own kernel:
+  { m: 301, n: 16, k: 577 }, // one vector wide on AVX-512, two on AVX2; a last block of fewer rows
+  { m: 203, n: 13, k: 1031 }, // columns that fill no vector
+  { m: 77, n: 29, k: 611 }, // two vectors wide on AVX-512, the second partial
+  { m: 11, n: 531, k: 1029 }, // narrow m: Cᵀ is computed; K in several blocks of the transposed kernel
+  { m: 16, n: 1000, k: 3 },
 ];
 
 describe.each(isas)('matmul on %s', (isa) => {
