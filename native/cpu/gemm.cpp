@@ -8,6 +8,7 @@
 #include "cpu/gemm_kernels.h"
 #include "runtime/cpu_features.h"
 #include "runtime/error.h"
+#include "runtime/host_cache.h"
 #include "runtime/thread_pool.h"
 
 namespace instill {
@@ -36,15 +37,17 @@ const GemmKernelInfo& kernel_for(Isa isa, const GemmTerm* terms, int nterms) {
   return gemm_kernel_portable;
 }
 
+// Packing buffers come from the host block cache: a fresh mapping of a 9 MiB A panel
+// costs more in first-touch page faults than packing it (see runtime/host_cache.h).
 struct AlignedFloats {
-  explicit AlignedFloats(size_t n) {
-    size_t bytes = std::max<size_t>(64, (n * sizeof(float) + 63) / 64 * 64);
-    p = static_cast<float*>(std::aligned_alloc(64, bytes));
+  explicit AlignedFloats(size_t n) : bytes(std::max<size_t>(64, (n * sizeof(float) + 63) / 64 * 64)) {
+    p = static_cast<float*>(host_alloc(bytes));
     if (!p) fail(ErrorCode::Alloc, "out of memory for GEMM packing buffers (", bytes, " bytes)");
   }
-  ~AlignedFloats() { std::free(p); }
+  ~AlignedFloats() { host_free(p, bytes); }
   AlignedFloats(const AlignedFloats&) = delete;
   AlignedFloats& operator=(const AlignedFloats&) = delete;
+  size_t bytes;
   float* p;
 };
 
@@ -212,7 +215,8 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
         const int64_t i0 = s * mr, rows = std::min<int64_t>(mr, m - i0);
         if (kern.pack_pairs) {
           uint16_t* d16 = reinterpret_cast<uint16_t*>(dst);
-          std::fill(d16, d16 + (kc + 1) / 2 * mr * 2, uint16_t{0});
+          // The pieces cover k in [0, kc): only missing rows and an odd kc's padding need zeros.
+          if (rows < mr || (kc & 1)) std::fill(d16, d16 + (kc + 1) / 2 * mr * 2, uint16_t{0});
           for (int p = 0; p < np; ++p) {
             const Piece& pc_ = pieces[p];
             const GemmOperand& a = pc_.term->a;
@@ -248,7 +252,7 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
           const int64_t j0 = jc + s * nr, cols = std::min<int64_t>(nr, n - j0);
           if (kern.pack_pairs) {
             uint16_t* d16 = reinterpret_cast<uint16_t*>(dst);
-            std::fill(d16, d16 + (kc + 1) / 2 * nr * 2, uint16_t{0});
+            if (cols < nr || (kc & 1)) std::fill(d16, d16 + (kc + 1) / 2 * nr * 2, uint16_t{0});
             for (int p = 0; p < np; ++p) {
               const Piece& pc_ = pieces[p];
               const GemmOperand& b = pc_.term->b;

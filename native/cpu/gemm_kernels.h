@@ -43,7 +43,8 @@ using GemmPackRows = void (*)(const void* src, int32_t dtype, int64_t ld, int64_
 // elements x in [x0, x0+nx) (columns of B) and k in [k0, k0+kc) into dst at k
 // offset koff, in the b layout with NR = width; pack_pairs_rows writes rows of A
 // in the a layout with `width` = 2P bf16 per row. `x_major` means element (x, k)
-// is src[x*ld + k], else src[k*ld + x]. The caller zero-fills dst first.
+// is src[x*ld + k], else src[k*ld + x]. Every element in range is written; the
+// caller zero-fills the rest (x past the edge, the half pair after an odd kc).
 using GemmPackPairs = void (*)(const void* src, int32_t dtype, int64_t ld, int32_t x_major, float alpha, int64_t x0,
                                int64_t nx, int64_t k0, int64_t kc, int64_t koff, int width, uint16_t* dst);
 
