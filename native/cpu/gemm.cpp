@@ -208,11 +208,18 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
     const int np = pieces_of(terms, nterms, pc, kc, pieces);
     const bool first = pc == 0;
     const bool last = pc + kc == ktotal;
+    // A bf16 op(A) = A (rows along k) is already the pair kernel's A layout: its whole slivers
+    // are read in place, not copied, when one unscaled term covers the block at an even k.
+    const GemmOperand& a0 = pieces[0].term->a;
+    const bool a_in_place = kern.pack_pairs && np == 1 && a0.dtype == DType::BF16 && !a0.trans &&
+                            pieces[0].term->alpha == 1.0f && kc % 2 == 0 && pieces[0].local_k0 % 2 == 0 &&
+                            a0.ld % 2 == 0 && reinterpret_cast<uintptr_t>(a0.data) % 4 == 0;
 
     parallel_range(m_slivers, [&](int64_t s0, int64_t s1) {
       for (int64_t s = s0; s < s1; ++s) {
         float* dst = apack.p + s * mr * kc;
         const int64_t i0 = s * mr, rows = std::min<int64_t>(mr, m - i0);
+        if (a_in_place && rows == mr) continue;
         if (kern.pack_pairs) {
           uint16_t* d16 = reinterpret_cast<uint16_t*>(dst);
           // The pieces cover k in [0, kc): only missing rows and an odd kc's padding need zeros.
@@ -303,9 +310,13 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
           for (int64_t s = g * group; s < s_end; ++s) {
             const int64_t j0 = jc + s * nr;
             const int ncols = static_cast<int>(std::min<int64_t>(nr, n - j0));
-            GemmEpilogue ep{first ? 1 : 0, beta, (last && bias) ? bias + j0 : nullptr};
-            kern.run(kc, apack.p + (i0 / mr) * mr * kc, bpack.p + s * nr * kc, c + i0 * ldc + j0, ldc, mrows, ncols,
-                     &ep);
+            GemmEpilogue ep{first ? 1 : 0, beta, (last && bias) ? bias + j0 : nullptr, 0};
+            const float* ap = apack.p + (i0 / mr) * mr * kc;
+            if (a_in_place && mrows == mr) {
+              ap = reinterpret_cast<const float*>(static_cast<const uint16_t*>(a0.data) + i0 * a0.ld + pieces[0].local_k0);
+              ep.a_pairs_ld = a0.ld / 2;
+            }
+            kern.run(kc, ap, bpack.p + s * nr * kc, c + i0 * ldc + j0, ldc, mrows, ncols, &ep);
           }
         }
       });

@@ -148,7 +148,8 @@ void micro_kernel(int64_t kc, const float* a_, const float* b_, float* c, int64_
   for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   const int64_t pairs = (kc + 1) / 2;
   const uint32_t* arow[kMR];
-  for (int i = 0; i < kMR; ++i) arow[i] = a + i * pairs;
+  const int64_t lda = ep->a_pairs_ld ? ep->a_pairs_ld : pairs;
+  for (int i = 0; i < kMR; ++i) arow[i] = a + i * lda;
   for (int64_t p = 0; p < pairs; ++p) {
     const __m512bh b0 = reinterpret_cast<__m512bh>(_mm512_load_si512(b + 2 * p));
     const __m512bh b1 = reinterpret_cast<__m512bh>(_mm512_load_si512(b + 2 * p + 1));

@@ -23,6 +23,7 @@ struct GemmEpilogue {
   int32_t first;       // first K block of this tile
   float beta;          // scales C on the first block
   const float* bias;   // per column, offset to the tile; given only on the last K block, else null
+  int64_t a_pairs_ld;  // pair kernels: A's rows lie this many pairs apart (bf16 A read in place); 0: packed
 };
 
 using GemmMicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int m, int n,
