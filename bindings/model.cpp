@@ -3,7 +3,8 @@
 // lossAndGrads and logits run on a libuv worker thread (Napi::AsyncWorker) and return a
 // Promise; the event loop stays free. A model runs one call at a time: a call made while
 // another is in flight is rejected with E_ARG (await the first). Short calls (setWeight,
-// addLora, adamwStep on LoRA-sized tensors) are synchronous.
+// addLora, adamwStep on LoRA-sized tensors) are synchronous; optimizerStep is adamwStep
+// on the worker thread.
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -27,6 +28,38 @@ int64_t need_int(const Napi::Value& v, const char* name, int64_t lo, int64_t hi)
 
 void need_args(const Napi::CallbackInfo& info, size_t n, const char* what) {
   if (info.Length() < n) fail(ErrorCode::Arg, what, " expects ", n, " arguments, got ", info.Length());
+}
+
+// Copies a Float32Array of t's element count into t (on any device).
+void copy_in(Tensor& t, const Napi::Value& v, const std::string& what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    fail(ErrorCode::Arg, "'values' must be a Float32Array");
+  }
+  Napi::Float32Array arr = v.As<Napi::Float32Array>();
+  if (static_cast<int64_t>(arr.ElementLength()) != t.numel()) {
+    fail(ErrorCode::Shape, "'values' has ", arr.ElementLength(), " elements, ", what, " ", shape_str(t.shape()), " has ",
+         t.numel());
+  }
+  if (t.numel()) copy_bytes(t.data(), t.device(), arr.Data(), Device::CPU, t.nbytes());
+}
+
+// The optimizer's hyper-parameters as adamwStep / optimizerStep take them:
+// (lr, beta1, beta2, eps, weightDecay, maxGradNorm, step).
+struct OptimizerArgs {
+  double lr, beta1, beta2, eps, weight_decay, max_grad_norm;
+  int64_t step;
+};
+
+OptimizerArgs optimizer_args(const Napi::CallbackInfo& info, const char* what) {
+  need_args(info, 7, what);
+  return OptimizerArgs{need_number(info[0], "lr"),          need_number(info[1], "beta1"),
+                       need_number(info[2], "beta2"),       need_number(info[3], "eps"),
+                       need_number(info[4], "weightDecay"), need_number(info[5], "maxGradNorm"),
+                       need_int(info[6], "step", 1, int64_t(1) << 52)};
+}
+
+double run_optimizer(LlamaModel& m, const OptimizerArgs& a) {
+  return m.optimizer_step(a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, a.max_grad_norm, a.step);
 }
 
 struct Shared {
@@ -105,6 +138,10 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
                            InstanceMethod<&ModelHandle::set_checkpointing>("setCheckpointing"),
                            InstanceMethod<&ModelHandle::zero_grads>("zeroGrads"),
                            InstanceMethod<&ModelHandle::adamw_step>("adamwStep"),
+                           InstanceMethod<&ModelHandle::optimizer_step>("optimizerStep"),
+                           InstanceMethod<&ModelHandle::trainable_count>("trainableCount"),
+                           InstanceMethod<&ModelHandle::moment_tensor>("momentTensor"),
+                           InstanceMethod<&ModelHandle::write_moment>("writeMoment"),
                            InstanceMethod<&ModelHandle::loss_and_grads>("lossAndGrads"),
                            InstanceMethod<&ModelHandle::loss>("loss"),
                            InstanceMethod<&ModelHandle::set_full>("setFull"),
@@ -191,16 +228,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
       need_args(info, 4, "setLoraTensor");
       LlamaModel& m = model(env);
       LoraParam& p = m.lora(need_int(info[0], "layer", 0, m.config().L - 1), static_cast<int>(need_int(info[1], "target", 0, kNumTargets - 1)));
-      Tensor& t = pick(p, need_int(info[2], "which", 0, 3));
-      if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-        fail(ErrorCode::Arg, "'values' must be a Float32Array");
-      }
-      Napi::Float32Array arr = info[3].As<Napi::Float32Array>();
-      if (static_cast<int64_t>(arr.ElementLength()) != t.numel()) {
-        fail(ErrorCode::Shape, "'values' has ", arr.ElementLength(), " elements, the tensor ", shape_str(t.shape()), " has ",
-             t.numel());
-      }
-      if (t.numel()) copy_bytes(t.data(), t.device(), arr.Data(), Device::CPU, t.nbytes());
+      copy_in(pick(p, need_int(info[2], "which", 0, 3)), info[3], "the tensor");
       return env.Undefined();
     });
   }
@@ -245,14 +273,7 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
       const std::string name = info[0].As<Napi::String>().Utf8Value();
       Tensor& t = model(env).weight(name, need_bool(info[1], "grad"));
       if (t.dtype() != DType::F32) fail(ErrorCode::DType, "'", name, "' is ", dtype_name(t.dtype()), ", not f32: set it with setWeight");
-      if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-        fail(ErrorCode::Arg, "'values' must be a Float32Array");
-      }
-      Napi::Float32Array arr = info[2].As<Napi::Float32Array>();
-      if (static_cast<int64_t>(arr.ElementLength()) != t.numel()) {
-        fail(ErrorCode::Shape, "'values' has ", arr.ElementLength(), " elements, '", name, "' ", shape_str(t.shape()), " has ", t.numel());
-      }
-      if (t.numel()) copy_bytes(t.data(), t.device(), arr.Data(), Device::CPU, t.nbytes());
+      copy_in(t, info[2], "'" + name + "'");
       return env.Undefined();
     });
   }
@@ -296,14 +317,57 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     });
   }
 
-  // adamwStep(lr, beta1, beta2, eps, weightDecay, step)
+  // adamwStep(lr, beta1, beta2, eps, weightDecay, maxGradNorm, step) -> gradient norm (before clipping)
   Napi::Value adamw_step(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
-      need_args(info, 6, "adamwStep");
-      model(env).adamw_step(need_number(info[0], "lr"), need_number(info[1], "beta1"), need_number(info[2], "beta2"),
-                            need_number(info[3], "eps"), need_number(info[4], "weightDecay"),
-                            need_int(info[5], "step", 1, int64_t(1) << 52));
+      const OptimizerArgs a = optimizer_args(info, "adamwStep");
+      return Napi::Number::New(env, run_optimizer(model(env), a));
+    });
+  }
+
+  // optimizerStep(...the same) -> Promise<gradient norm>: adamwStep off the JS thread (full fine-tuning
+  // updates every weight: too long to block the event loop).
+  Napi::Value optimizer_step(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      const OptimizerArgs a = optimizer_args(info, "optimizerStep");
+      model(env);
+      auto shared = shared_;
+      auto norm = std::make_shared<double>(0.0);
+      auto* w = new ModelWorker(
+          env, shared, [=]() { *norm = run_optimizer(*shared->model, a); },
+          [=](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *norm); });
+      return queue(w);
+    });
+  }
+
+  // trainableCount() -> number of trainable tensors (the optimizer's order; see LlamaModel::trainables)
+  Napi::Value trainable_count(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      return Napi::Number::New(env, static_cast<double>(model(env).trainable_count()));
+    });
+  }
+
+  // momentTensor(index, which) -> TensorHandle: AdamW's m (0) or v (1) of trainable `index` (aliases it)
+  Napi::Value moment_tensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      need_args(info, 2, "momentTensor");
+      return wrap_tensor(env, model(env).moment(need_int(info[0], "index", 0, int64_t(1) << 40),
+                                                static_cast<int>(need_int(info[1], "which", 0, 1))));
+    });
+  }
+
+  // writeMoment(index, which, Float32Array): copies the values into that moment.
+  Napi::Value write_moment(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      need_args(info, 3, "writeMoment");
+      Tensor& t = model(env).moment(need_int(info[0], "index", 0, int64_t(1) << 40),
+                                    static_cast<int>(need_int(info[1], "which", 0, 1)));
+      copy_in(t, info[2], "the moment");
       return env.Undefined();
     });
   }

@@ -202,11 +202,12 @@ Napi::Value op_swiglu_backward(const Napi::CallbackInfo& info) {
   });
 }
 
-// opAdamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step): updates param, m, v in place.
+// opAdamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step[, gradScale]): updates param, m, v in place.
 Napi::Value op_adamw(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     need_args(info, 10, "opAdamw");
+    const double grad_scale = info.Length() > 10 && !info[10].IsUndefined() ? need_number(info[10], "gradScale") : 1.0;
     Tensor p = *unwrap_tensor(env, info[0], "param");
     const Tensor* g = unwrap_tensor(env, info[1], "grad");
     Tensor m = *unwrap_tensor(env, info[2], "m");
@@ -214,8 +215,22 @@ Napi::Value op_adamw(const Napi::CallbackInfo& info) {
     const double step = need_number(info[9], "step");
     if (step != std::floor(step)) fail(ErrorCode::Arg, "'step' must be an integer");
     adamw_step(AdamwArgs{&p, g, &m, &v, need_number(info[4], "lr"), need_number(info[5], "beta1"), need_number(info[6], "beta2"),
-                         need_number(info[7], "eps"), need_number(info[8], "weightDecay"), static_cast<int64_t>(step)});
+                         need_number(info[7], "eps"), need_number(info[8], "weightDecay"), static_cast<int64_t>(step),
+                         grad_scale});
     return env.Undefined();
+  });
+}
+
+// opSumSquares([tensor, ...]) -> number: Σ x² over every element, in double (ops/adamw.h).
+Napi::Value op_sum_squares(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 1, "opSumSquares");
+    if (!info[0].IsArray()) fail(ErrorCode::Arg, "opSumSquares expects an array of tensors");
+    Napi::Array arr = info[0].As<Napi::Array>();
+    std::vector<const Tensor*> ts;
+    for (uint32_t i = 0; i < arr.Length(); ++i) ts.push_back(unwrap_tensor(env, arr.Get(i), "tensors[i]"));
+    return Napi::Number::New(env, sum_squares(SumSquaresArgs{ts.data(), static_cast<int64_t>(ts.size())}));
   });
 }
 
@@ -233,6 +248,7 @@ void register_model_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("opSwiglu", Napi::Function::New(env, op_swiglu, "opSwiglu"));
   exports.Set("opSwigluBackward", Napi::Function::New(env, op_swiglu_backward, "opSwigluBackward"));
   exports.Set("opAdamw", Napi::Function::New(env, op_adamw, "opAdamw"));
+  exports.Set("opSumSquares", Napi::Function::New(env, op_sum_squares, "opSumSquares"));
 }
 
 }  // namespace binding

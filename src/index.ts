@@ -50,6 +50,7 @@ export type {
   GenerateOptions,
   GenerateResult,
   AdamwOptions,
+  AdamwState,
 } from './model/model.js';
 export type { BatchInput, TokenRows } from './model/inputs.js';
 export type { ModelSpec, RopeScaling } from './model/config.js';

@@ -45,7 +45,18 @@ export interface ModelHandle {
   setLoraTensor(layer: number, target: number, which: number, values: Float32Array): void;
   setCheckpointing(on: boolean): void;
   zeroGrads(): void;
-  adamwStep(lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
+  /**
+   * One optimizer step over every trainable tensor (LoRA's, or every weight in full mode): global gradient
+   * norm, clipping to maxGradNorm (0: none), AdamW. Returns the norm before clipping; a norm that is not
+   * finite updates nothing. optimizerStep: the same on the worker thread.
+   */
+  adamwStep(lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, maxGradNorm: number, step: number): number;
+  optimizerStep(lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, maxGradNorm: number, step: number): Promise<number>;
+  /** Trainable tensors, in the optimizer's order: LoRA, every adapter's A then B; full mode, weightNames() order. */
+  trainableCount(): number;
+  /** AdamW's m (which 0) or v (1) of a trainable tensor (zeros before the first step); aliases it. */
+  momentTensor(index: number, which: number): TensorHandle;
+  writeMoment(index: number, which: number, values: Float32Array): void;
   lossAndGrads(
     ids: TensorHandle,
     positions: TensorHandle,
@@ -191,7 +202,9 @@ export interface NativeAddon {
     eps: number,
     weightDecay: number,
     step: number,
+    gradScale?: number,
   ): void;
+  opSumSquares(tensors: TensorHandle[]): number;
 
   runtimeInfo(): RuntimeInfo;
   setThreads(n: number): void;

@@ -25,6 +25,7 @@ const Backend& backend() {
       &cpu::swiglu_forward,
       &cpu::swiglu_backward,
       &cpu::adamw_step,
+      &cpu::sum_squares,
       &cpu::add,
       &cpu::bias_add,
       &cpu::lora_dropout_forward,

@@ -20,6 +20,7 @@ void attention_decode(const AttentionDecodeArgs& args);
 void swiglu_forward(const SwigluForwardArgs& args);
 void swiglu_backward(const SwigluBackwardArgs& args);
 void adamw_step(const AdamwArgs& args);
+double sum_squares(const SumSquaresArgs& args);
 void add(const AddArgs& args);
 void bias_add(const BiasAddArgs& args);
 void lora_dropout_forward(const LoraDropoutForwardArgs& args);

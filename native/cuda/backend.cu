@@ -24,6 +24,7 @@ void attention_decode(const AttentionDecodeArgs&);
 void swiglu_forward(const SwigluForwardArgs&);
 void swiglu_backward(const SwigluBackwardArgs&);
 void adamw_step(const AdamwArgs&);
+double sum_squares(const SumSquaresArgs&);
 void add(const AddArgs&);
 void bias_add(const BiasAddArgs&);
 void lora_dropout_forward(const LoraDropoutForwardArgs&);
@@ -51,6 +52,7 @@ Backend make_backend() {
   b.swiglu_forward = swiglu_forward;
   b.swiglu_backward = swiglu_backward;
   b.adamw_step = adamw_step;
+  b.sum_squares = sum_squares;
   b.add = add;
   b.bias_add = bias_add;
   b.lora_dropout_forward = lora_dropout_forward;

@@ -226,6 +226,8 @@ Tensor& LlamaModel::weight(const std::string& name, bool grad) {
 }
 
 void LlamaModel::set_full(bool on) {
+  full_m_.clear();
+  full_v_.clear();
   if (!on) {
     for (const WeightRef& r : weight_refs()) *r.g = Tensor();
     full_ = false;
@@ -612,27 +614,55 @@ void LlamaModel::zero_grads() {
       }
 }
 
-void LlamaModel::adamw_step_op(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double lr, double b1, double b2,
-                               double eps, double wd, int64_t step) {
-  instill::adamw_step(AdamwArgs{&p, &g, &m, &v, lr, b1, b2, eps, wd, step});
-}
-
-void LlamaModel::adamw_step(double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step) {
-  if (full_) fail(ErrorCode::Unsupported, "adamw step: the engine's fused AdamW covers LoRA parameters only; in full mode update weights() from grads() (the Trainer does)");
-  if (!has_lora()) fail(ErrorCode::Arg, "adamw step: the model has no LoRA parameters (call addLora first)");
+std::vector<LlamaModel::TrainableRef> LlamaModel::trainables() {
+  std::vector<TrainableRef> out;
+  if (full_) {
+    const std::vector<WeightRef> refs = weight_refs();
+    full_m_.resize(refs.size());
+    full_v_.resize(refs.size());
+    for (size_t i = 0; i < refs.size(); ++i) out.push_back({refs[i].w, refs[i].g, &full_m_[i], &full_v_[i]});
+    return out;
+  }
+  if (!has_lora()) fail(ErrorCode::Arg, "the model trains nothing: add LoRA adapters (addLora) or turn on full fine-tuning");
   for (auto& lw : layers_)
     for (auto& lin : lw.lin) {
       if (!lin.has_lora) continue;
       LoraParam& p = lin.lora;
-      if (!p.ma.defined()) {
-        p.ma = zeros(p.a.shape());
-        p.va = zeros(p.a.shape());
-        p.mb = zeros(p.b.shape());
-        p.vb = zeros(p.b.shape());
-      }
-      adamw_step_op(p.a, p.da, p.ma, p.va, lr, beta1, beta2, eps, weight_decay, step);
-      adamw_step_op(p.b, p.db, p.mb, p.vb, lr, beta1, beta2, eps, weight_decay, step);
+      out.push_back({&p.a, &p.da, &p.ma, &p.va});
+      out.push_back({&p.b, &p.db, &p.mb, &p.vb});
     }
+  return out;
+}
+
+int64_t LlamaModel::trainable_count() { return static_cast<int64_t>(trainables().size()); }
+
+Tensor& LlamaModel::moment(int64_t index, int which) {
+  std::vector<TrainableRef> ts = trainables();
+  if (index < 0 || index >= static_cast<int64_t>(ts.size()))
+    fail(ErrorCode::Arg, "trainable tensor ", index, " out of range [0, ", ts.size(), ")");
+  if (which != 0 && which != 1) fail(ErrorCode::Arg, "moment must be 0 (m) or 1 (v), got ", which);
+  const TrainableRef& t = ts[static_cast<size_t>(index)];
+  Tensor& mom = which == 0 ? *t.m : *t.v;
+  if (!mom.defined()) mom = zeros(t.p->shape());
+  return mom;
+}
+
+double LlamaModel::optimizer_step(double lr, double beta1, double beta2, double eps, double weight_decay,
+                                  double max_grad_norm, int64_t step) {
+  if (!(max_grad_norm >= 0) || !std::isfinite(max_grad_norm))
+    fail(ErrorCode::Arg, "'maxGradNorm' must be a finite number >= 0 (0: no clipping), got ", max_grad_norm);
+  std::vector<TrainableRef> ts = trainables();
+  std::vector<const Tensor*> grads;
+  for (const TrainableRef& t : ts) grads.push_back(t.g);
+  const double norm = std::sqrt(instill::sum_squares(SumSquaresArgs{grads.data(), static_cast<int64_t>(grads.size())}));
+  if (!std::isfinite(norm)) return norm;
+  const double scale = max_grad_norm > 0 && norm > max_grad_norm ? max_grad_norm / (norm + 1e-6) : 1.0;
+  for (const TrainableRef& t : ts) {
+    if (!t.m->defined()) *t.m = zeros(t.p->shape());
+    if (!t.v->defined()) *t.v = zeros(t.p->shape());
+    instill::adamw_step(AdamwArgs{t.p, t.g, t.m, t.v, lr, beta1, beta2, eps, weight_decay, step, scale});
+  }
+  return norm;
 }
 
 }  // namespace instill

@@ -150,8 +150,22 @@ class LlamaModel {
 
   // Zeroes every gradient (LoRA's, or every weight's in full mode).
   void zero_grads();
-  // One AdamW step over every LoRA parameter; step >= 1 is the optimizer's step count.
-  void adamw_step(double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step);
+
+  // The optimizer, on the model's device (no parameter or gradient leaves it).
+  // Trainable tensors, in a fixed order: LoRA mode, every adapter's A then B (layers in
+  // order, targets in LoraTarget order); full mode, weight_refs()' order. E_ARG when the
+  // model trains nothing (no adapters, not full).
+  int64_t trainable_count();
+  // One step: the global L2 norm of every trainable gradient (ops/adamw.h sum_squares),
+  // then AdamW over every trainable tensor with the gradients scaled by
+  // max_grad_norm / (norm + 1e-6) when max_grad_norm > 0 and the norm exceeds it
+  // (torch.nn.utils.clip_grad_norm_). A norm that is not finite updates nothing.
+  // step >= 1 is the optimizer's step count. Returns the norm before clipping.
+  double optimizer_step(double lr, double beta1, double beta2, double eps, double weight_decay, double max_grad_norm,
+                        int64_t step);
+  // AdamW's first (which = 0) or second (1) moment of trainable `index`, allocated as
+  // zeros when the optimizer has not run yet (so a checkpoint can be written into it).
+  Tensor& moment(int64_t index, int which);
 
  private:
   struct Acts;
@@ -161,6 +175,13 @@ class LlamaModel {
     Tensor* g;
   };
   std::vector<WeightRef> weight_refs();
+  struct TrainableRef {
+    Tensor* p;
+    Tensor* g;
+    Tensor* m;  // moments: undefined until the first step (or moment())
+    Tensor* v;
+  };
+  std::vector<TrainableRef> trainables();
   CrossEntropyResult run(const ModelInputs& in, double normalizer, bool accumulate, uint32_t step_seed, bool backward);
   // cache_start >= 0: attend through the KV cache (decode) instead of over cu_seqlens.
   void layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_out, const ModelInputs& in, int64_t cache_start = -1);
@@ -179,14 +200,13 @@ class LlamaModel {
   ModelInputs inputs_on_device(const ModelInputs& in, std::array<Tensor, 4>& keep) const;
   Tensor empty(const Shape& s) const { return Tensor::empty(s, DType::F32, device_); }
   Tensor zeros(const Shape& s) const { return Tensor::zeros(s, DType::F32, device_); }
-  static void adamw_step_op(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double lr, double b1, double b2,
-                            double eps, double wd, int64_t step);
 
   LlamaConfig cfg_;
   Device device_ = Device::CPU;
   Tensor inv_freq_;  // (D/2)
   Tensor embed_, norm_, lm_head_;
   Tensor dembed_, dnorm_, dlm_head_;  // full mode only
+  std::vector<Tensor> full_m_, full_v_;  // full mode: AdamW moments, in weight_refs()' order
   bool full_ = false;
   std::vector<LayerWeights> layers_;
   int64_t lora_r_ = 0;

@@ -21,9 +21,23 @@ void adamw_step(const AdamwArgs& p) {
   if (!(p.eps >= 0) || !std::isfinite(p.eps)) fail(ErrorCode::Arg, "'eps' must be a finite number >= 0, got ", p.eps);
   if (!(p.weight_decay >= 0) || !std::isfinite(p.weight_decay)) fail(ErrorCode::Arg, "'weightDecay' must be a finite number >= 0");
   if (p.step < 1) fail(ErrorCode::Arg, "'step' must be >= 1, got ", p.step);
+  if (!(p.grad_scale > 0) || !std::isfinite(p.grad_scale)) fail(ErrorCode::Arg, "'gradScale' must be a finite number > 0, got ", p.grad_scale);
   const Backend& be = backend_for(param.device());
   if (!be.adamw_step) fail(ErrorCode::Unsupported, "adamw is not implemented on ", be.name);
   be.adamw_step(p);
+}
+
+double sum_squares(const SumSquaresArgs& p) {
+  if (p.count < 1 || !p.tensors) fail(ErrorCode::Arg, "sum_squares needs at least one tensor");
+  const Tensor& first = need(p.tensors[0], "tensors[0]");
+  for (int64_t i = 0; i < p.count; ++i) {
+    const Tensor& t = need(p.tensors[i], "tensors[i]");
+    need_dtype(t, "tensors[i]", {DType::F32});
+    need_same_device(t, "tensors[i]", first.device());
+  }
+  const Backend& be = backend_for(first.device());
+  if (!be.sum_squares) fail(ErrorCode::Unsupported, "sum_squares is not implemented on ", be.name);
+  return be.sum_squares(p);
 }
 
 }  // namespace instill

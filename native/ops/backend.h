@@ -43,6 +43,7 @@ struct Backend {
   void (*swiglu_forward)(const SwigluForwardArgs&);
   void (*swiglu_backward)(const SwigluBackwardArgs&);
   void (*adamw_step)(const AdamwArgs&);
+  double (*sum_squares)(const SumSquaresArgs&);
   void (*add)(const AddArgs&);
   void (*bias_add)(const BiasAddArgs&);
   void (*lora_dropout_forward)(const LoraDropoutForwardArgs&);

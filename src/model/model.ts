@@ -103,6 +103,20 @@ export interface AdamwOptions {
   beta2?: number;
   eps?: number;
   weightDecay?: number;
+  /**
+   * Clip the global L2 norm of every trainable gradient to this (torch.nn.utils.clip_grad_norm_: the
+   * gradients are scaled by maxGradNorm / (norm + 1e-6) when the norm exceeds it). 0 (default): no clipping.
+   */
+  maxGradNorm?: number;
+}
+
+/** The optimizer's state, by trainable tensor name (PEFT names for LoRA, Hugging Face names in full mode). */
+export interface AdamwState {
+  /** Optimizer steps taken. */
+  step: number;
+  /** First and second moments (fp32); empty before the first step. */
+  m: Record<string, Float32Array>;
+  v: Record<string, Float32Array>;
 }
 
 function readJson(path: string): unknown {
@@ -335,7 +349,7 @@ export class Model {
   readonly dtype: string;
   private readonly handle: ModelHandle;
   private lora: LoraConfig | null = null;
-  private optimizerStep = 0;
+  private optimizerSteps = 0;
   private dropoutCalls = 0;
   private dropoutBaseSeed = 0;
   private tokenizerPromise: Promise<import('../data/tokenizer.js').Tokenizer> | null = null;
@@ -371,6 +385,7 @@ export class Model {
     if (which !== 'all' && which !== 'none') throw new InstillError(ErrorCode.ARG, `Expected 'all' or 'none' for setTrainable but received ${describe(which)}`);
     this.handle.setFull(which === 'all');
     this.full = which === 'all';
+    this.optimizerSteps = 0; // the engine dropped the moments
   }
 
   /** Every weight's Hugging Face name (embedding, layers in order, final norm, untied head). */
@@ -500,7 +515,7 @@ export class Model {
     this.handle.addLora(mask, r, scale, dropout);
     const targetModules = LORA_TARGETS.filter((_, i) => (mask >> i) & 1);
     this.lora = { r, alpha, targetModules, rsLora, dropout, scale };
-    this.optimizerStep = 0;
+    this.optimizerSteps = 0;
     this.dropoutCalls = 0;
     this.dropoutBaseSeed = (opts.seed ?? 0) >>> 0;
     // PEFT default: A ~ kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)); B = 0.
@@ -641,12 +656,71 @@ export class Model {
     return Tensor.fromHandle(h);
   }
 
-  /** One AdamW step over the LoRA parameters using the current gradients. */
-  adamwStep(opts: AdamwOptions): void {
-    this.needLora();
+  /**
+   * One optimizer step over what trains (the LoRA adapters, or every weight in full mode) from the current
+   * gradients, on the model's device: the global gradient norm, clipping (maxGradNorm), AdamW with fp32 moments
+   * kept in the engine (optimizerState() reads them). Returns the norm before clipping. A norm that is not finite
+   * updates nothing (and counts no step). Synchronous; optimizerStep is the same off the JS thread.
+   */
+  adamwStep(opts: AdamwOptions): number {
+    const h = this.adamwArgs(opts);
+    const norm = this.handle.adamwStep(h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, h.maxGradNorm, this.optimizerSteps + 1);
+    if (Number.isFinite(norm)) this.optimizerSteps++;
+    return norm;
+  }
+
+  /** adamwStep on the engine's worker thread: the event loop stays free while a large model updates. */
+  async optimizerStep(opts: AdamwOptions): Promise<{ gradNorm: number }> {
+    const h = this.adamwArgs(opts);
+    const norm = await this.handle.optimizerStep(h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, h.maxGradNorm, this.optimizerSteps + 1);
+    if (Number.isFinite(norm)) this.optimizerSteps++;
+    return { gradNorm: norm };
+  }
+
+  private adamwArgs(opts: AdamwOptions): Required<AdamwOptions> {
+    if (!this.full) this.needLora();
     if (opts === null || typeof opts !== 'object' || typeof opts.lr !== 'number') throw new InstillError(ErrorCode.ARG, `Expected { lr } for adamwStep but received ${describe(opts)}`);
-    this.optimizerStep++;
-    this.handle.adamwStep(opts.lr, opts.beta1 ?? 0.9, opts.beta2 ?? 0.999, opts.eps ?? 1e-8, opts.weightDecay ?? 0, this.optimizerStep);
+    return { lr: opts.lr, beta1: opts.beta1 ?? 0.9, beta2: opts.beta2 ?? 0.999, eps: opts.eps ?? 1e-8, weightDecay: opts.weightDecay ?? 0, maxGradNorm: opts.maxGradNorm ?? 0 };
+  }
+
+  /** Names of the trainable tensors in the engine's order (its trainables()). */
+  private trainableNames(): string[] {
+    if (this.full) return this.handle.weightNames();
+    const names: string[] = [];
+    this.forEachAdapter((l, t) => names.push(peftName(l, t, 'A'), peftName(l, t, 'B')));
+    return names;
+  }
+
+  /** The optimizer's step count and moments (host copies), e.g. for a checkpoint. */
+  optimizerState(): AdamwState {
+    const state: AdamwState = { step: this.optimizerSteps, m: {}, v: {} };
+    if (this.optimizerSteps === 0) return state;
+    this.trainableNames().forEach((name, i) => {
+      state.m[name] = hostArray(this.handle.momentTensor(i, 0));
+      state.v[name] = hostArray(this.handle.momentTensor(i, 1));
+    });
+    return state;
+  }
+
+  /** Restores optimizerState(): every trainable tensor needs its moments (E_DATA otherwise); step 0 resets them. */
+  setOptimizerState(state: AdamwState): void {
+    if (state === null || typeof state !== 'object' || !Number.isInteger(state.step) || state.step < 0) {
+      throw new InstillError(ErrorCode.DATA, `optimizer state: step must be an integer >= 0, got ${describe(state?.step)}`);
+    }
+    const names = this.trainableNames();
+    const values: [Float32Array, Float32Array][] = names.map((name, i) => {
+      const n = this.handle.momentTensor(i, 0).shape.reduce((a, b) => a * b, 1);
+      if (state.step === 0) return [new Float32Array(n), new Float32Array(n)];
+      const m = state.m?.[name], v = state.v?.[name];
+      if (!m || !v) throw new InstillError(ErrorCode.DATA, `optimizer state has no moments for '${name}': the checkpoint belongs to another adapter configuration`);
+      if (m.length !== n || v.length !== n) throw new InstillError(ErrorCode.DATA, `optimizer state: the moments of '${name}' have ${m.length} (m) and ${v.length} (v) values, the tensor has ${n}`);
+      return [Float32Array.from(m), Float32Array.from(v)];
+    });
+    values.forEach(([m, v], i) => {
+      this.handle.writeMoment(i, 0, m);
+      this.handle.writeMoment(i, 1, v);
+    });
+    this.optimizerSteps = state.step;
   }
 
   zeroGrads(): void {

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { ErrorCode, InstillError } from '../errors.js';
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../model/safetensors.js';
 import type { DataCursor } from '../data/loader.js';
-import type { AdamwState } from './optimizer.js';
+import type { AdamwState } from '../model/model.js';
 
 export const TRAINER_STATE_FILE = 'trainer_state.json';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';

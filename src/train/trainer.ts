@@ -8,11 +8,12 @@
 // the engine's gradients and the rest adding to them (the engine accumulates with +=). The step's loss
 // is the sum of the micro-batch losses = Σ token losses / N.
 //
-// Then, in TypeScript over the Float32Array gradients: the global L2 norm and clipping
-// (optimizer.ts: clipGradNorm), the AdamW update of the trainer's master copy of the trainable tensors
-// with fp32 moments (optimizer.ts: why not the engine's fused step), and setAdapterWeights (full mode:
-// the same over every weight by HF name — model.weights()/grads()/setWeights(); checkpoints then hold
-// the whole model in HF layout, config.json + model.safetensors, instead of an adapter).
+// Then one engine call, model.optimizerStep, on the model's device and off the JS thread: the global
+// L2 norm of every trainable gradient, clipping to maxGradNorm (torch.nn.utils.clip_grad_norm_), and
+// AdamW with fp32 moments kept in the engine — no parameter or gradient crosses to the host, which on
+// a GPU would cost more than the step. Checkpoints read the moments (model.optimizerState()) and a
+// resumed run writes them back. Full mode: the same over every weight; checkpoints then hold the whole
+// model in HF layout, config.json + model.safetensors, instead of an adapter.
 //
 // LoRA dropout masks come from lossAndGrads' dropoutSeed, derived here from the run's seed and the
 // global micro-batch index (saved in checkpoints), so a resumed run draws the same masks.
@@ -23,8 +24,8 @@
 // see data/loader.ts). So a run resumed from checkpoint k takes exactly the steps k+1.. of a run that
 // never stopped, and ends with the same bits.
 //
-// The forward/backward runs off the JS thread (lossAndGrads is an async worker); between awaits the
-// trainer does only O(adapter size) work, so the event loop stays free. An AbortSignal stops the run
+// The forward/backward and the optimizer run off the JS thread (async workers); between awaits the
+// trainer does only O(1) work per step, so the event loop stays free. An AbortSignal stops the run
 // after the step in progress; the trainer then saves a checkpoint and resolves with reason 'aborted'.
 import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
@@ -50,7 +51,6 @@ import {
   type TrainerState,
 } from './checkpoint.js';
 import { MetricsLog, readMetrics } from './metrics.js';
-import { AdamW, clipGradNorm } from './optimizer.js';
 import { lossCurveSvg } from './plot.js';
 import { SCHEDULES, createSchedule, warmupStepsOf, type Schedule, type ScheduleName } from './schedule.js';
 
@@ -310,7 +310,6 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     const model = this.model;
     const out = this.outputDir;
     const signal = this.opts.signal;
-    const optimizer = new AdamW();
     let step = 0;
     let cursor: DataCursor = { epoch: 0, position: 0 };
     let microBatches = 0;
@@ -350,10 +349,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       lastCheckpoint = ck.dir;
       if (step >= this.totalSteps) lastEvalStep = step; // a finished run: its final evaluation is in metrics.jsonl
     }
-    const params = full ? model.weights() : model.adapterWeights();
-    const sizes: Record<string, number> = {};
-    for (const [n, p] of Object.entries(params)) sizes[n] = p.length;
-    if (ck) optimizer.load(ck.optimizer, sizes);
+    // Moments of the checkpoint, or none: a fresh run starts from zero moments even on a model trained before.
+    model.setOptimizerState(ck ? ck.optimizer : { step: 0, m: {}, v: {} });
 
     let metrics: MetricsLog | null = null;
     if (out) {
@@ -399,7 +396,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         out,
         {
           state,
-          optimizer: optimizer.state(),
+          optimizer: model.optimizerState(),
           writeWeights: (d) => (full ? model.writeModelFiles(d) : model.saveAdapter(d, base !== undefined ? { baseModelNameOrPath: base } : {})),
         },
         this.keepLast,
@@ -445,8 +442,10 @@ export class Trainer extends EventEmitter<TrainerEvents> {
           first = false;
           loss += r.loss;
         }
-        const grads = full ? model.grads() : model.adapterGrads();
-        gradNorm = clipGradNorm(grads, this.hyper.maxGradNorm);
+        // A loss or norm that is not finite updates nothing (the engine checks the norm itself).
+        if (Number.isFinite(loss)) {
+          gradNorm = (await model.optimizerStep({ lr, beta1: this.hyper.beta1, beta2: this.hyper.beta2, eps: this.hyper.eps, weightDecay: this.hyper.weightDecay, maxGradNorm: this.hyper.maxGradNorm })).gradNorm;
+        }
         if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
           throw new InstillError(
             ErrorCode.RANGE,
@@ -454,9 +453,6 @@ export class Trainer extends EventEmitter<TrainerEvents> {
               (lastCheckpoint ? `, and resume from ${lastCheckpoint}` : ''),
           );
         }
-        await optimizer.update(params, grads, { lr, beta1: this.hyper.beta1, beta2: this.hyper.beta2, eps: this.hyper.eps, weightDecay: this.hyper.weightDecay });
-        if (full) model.setWeights(params);
-        else model.setAdapterWeights(params);
       }
       // A window without target tokens (possible only with hand-made loaders) is consumed without an update.
       step++;

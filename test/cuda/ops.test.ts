@@ -188,19 +188,29 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     close(host(gotB.dup), refB.dup.toArray(), F32_TOL, 'dup');
   });
 
-  it('adamw: three steps with weight decay', () => {
+  it('adamw: three steps with weight decay, the third with a gradient scale (clipping)', () => {
     const A = native();
     const n = 1037;
     const p = pair(randn(r, n), [n]), m = pair(new Float32Array(n), [n]), v = pair(new Float32Array(n), [n]);
     for (let t = 1; t <= 3; t++) {
       const g = pair(randn(r, n), [n]);
       for (const s of [{ p: p.cpu, g: g.cpu, m: m.cpu, v: v.cpu }, { p: p.gpu, g: g.gpu, m: m.gpu, v: v.gpu }]) {
-        A.opAdamw(handleOf(s.p), handleOf(s.g), handleOf(s.m), handleOf(s.v), 1e-2, 0.9, 0.95, 1e-8, 0.1, t);
+        A.opAdamw(handleOf(s.p), handleOf(s.g), handleOf(s.m), handleOf(s.v), 1e-2, 0.9, 0.95, 1e-8, 0.1, t, t === 3 ? 0.3 : 1);
       }
     }
     close(host(p.gpu), p.cpu.toArray(), 1e-6, 'param');
     close(host(m.gpu), m.cpu.toArray(), 1e-6, 'm');
     close(host(v.gpu), v.cpu.toArray(), 1e-6, 'v');
+  });
+
+  it('sum_squares: several tensors over several chunks, deterministic', () => {
+    const A = native();
+    const sizes = [70001, 0, 131077, 37];
+    const ts = sizes.map((n) => pair(randn(r, n), [n]));
+    const cpu = A.opSumSquares(ts.map((t) => handleOf(t.cpu)));
+    const gpu = A.opSumSquares(ts.map((t) => handleOf(t.gpu)));
+    expect(Math.abs(gpu - cpu) / cpu).toBeLessThan(1e-12);
+    expect(A.opSumSquares(ts.map((t) => handleOf(t.gpu)))).toBe(gpu);
   });
 
   it.each([

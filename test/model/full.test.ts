@@ -155,22 +155,31 @@ describe('full fine-tuning', () => {
     expect(() => model.setGrads({})).toThrow(/setTrainable/);
   });
 
-  it('a few AdamW steps over every weight lower the loss; weights/setWeights round-trip', async () => {
-    const model = randomModel({ ...base, model_type: 'llama', tie_word_embeddings: true }, { seed: 8, full: true });
+  it("a few of the engine's AdamW steps over every weight equal the reference and lower the loss; weights/setWeights round-trip", async () => {
+    const cfg = { ...base, model_type: 'llama', tie_word_embeddings: true };
+    const model = randomModel(cfg, { seed: 8, full: true });
+    const twin = randomModel(cfg, { seed: 8, full: true });
     const batch = { inputIds: [[1, 5, 9, 13, 17, 21, 25, 29, 33, 37]], labels: [[-100, 5, 9, 13, 17, 21, 25, 29, 33, 37]] };
-    const { AdamW } = await import('../../src/train/optimizer.js');
-    const opt = new AdamW();
+    const { ReferenceAdamW } = await import('../train/helpers/reference_optimizer.js');
+    const ref = new ReferenceAdamW();
+    const h = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 };
     const first = (await model.loss(batch)).loss;
-    const params = model.weights();
+    const params = twin.weights();
     for (let s = 0; s < 8; s++) {
       await model.lossAndGrads(batch);
-      await opt.update(params, model.grads(), { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
-      model.setWeights(params);
+      await model.optimizerStep(h);
+      await twin.lossAndGrads(batch);
+      ref.update(params, twin.grads(), h);
+      twin.setWeights(params);
     }
     const last = (await model.loss(batch)).loss;
     expect(last).toBeLessThan(first * 0.5);
+    const w = model.weights();
+    for (const n of Object.keys(params)) expect(w[n], n).toEqual(params[n]);
+    expect(Object.keys(model.optimizerState().m).sort()).toEqual(model.weightNames().sort());
+    model.setWeights(w);
     const back = model.weights();
-    for (const n of Object.keys(params)) expect(back[n]).toEqual(params[n]);
+    for (const n of Object.keys(w)) expect(back[n]).toEqual(w[n]);
   });
 
   it.skipIf(!haveFixture(STORIES))('saveModel writes an HF folder that reloads with identical logits', async () => {
@@ -213,7 +222,7 @@ describe('full fine-tuning', () => {
     expect(() => full.setWeights({ 'model.norm.weight': new Float32Array(3) }, { strict: false })).toThrow(expect.objectContaining({ code: 'E_SHAPE' }));
     expect(() => full.setWeights({ 'model.norm.weight': new Float32Array(32) })).toThrow(/missing/);
     expect(() => full.setTrainable('some' as never)).toThrow(/'all' or 'none'/);
-    expect(() => full.adamwStep({ lr: 1 })).toThrow();
+    expect(() => full.adamwStep({ lr: -1 })).toThrow(expect.objectContaining({ code: 'E_ARG' }));
     full.setTrainable('none');
     expect(() => full.grads()).toThrow();
     await expect(loadModel('/nonexistent', { full: 'yes' as never })).rejects.toThrow(/boolean for full/);

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { SafetensorsFile } from '../../src/model/safetensors.js';
 import { engineBatch, type StepEvent, type EvalEvent } from '../../src/train/trainer.js';
 import { readMetrics } from '../../src/train/metrics.js';
-import { AdamW, clipGradNorm } from '../../src/train/optimizer.js';
+import { ReferenceAdamW, clipGradNorm } from './helpers/reference_optimizer.js';
 import { haveFixture } from '../helpers/fixtures.js';
 import { setup, tmp, trainer } from './helpers/setup.js';
 
@@ -74,32 +74,102 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('Trainer', () => 
   });
 });
 
-describe.skipIf(!haveFixture('stories260K/model.safetensors'))('AdamW', () => {
-  it("the trainer's AdamW (saveable moments) equals the engine's fused adamwStep bit for bit over 15 steps", async () => {
+describe.skipIf(!haveFixture('stories260K/model.safetensors'))("the engine's optimizer (model.optimizerStep)", () => {
+  const h = { lr: 3e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
+
+  /** The reference next to the engine over 15 steps on one batch; returns both models' adapters and norms. */
+  async function sideBySide(maxGradNorm: number) {
     const a = await setup({ r: 4 });
     const b = await setup({ r: 4 });
     const batch = engineBatch([...a.loaders.train.iterate({ epoch: 0, position: 0 }, 1)][0].batch);
-    const opt = new AdamW();
+    const ref = new ReferenceAdamW();
     const params = a.model.adapterWeights();
-    const h = { lr: 3e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
+    const norms: [number, number][] = [];
     for (let i = 0; i < 15; i++) {
       await a.model.lossAndGrads(batch, { returnGrads: false });
-      await opt.update(params, a.model.adapterGrads(), h);
+      const grads = a.model.adapterGrads();
+      const refNorm = clipGradNorm(grads, maxGradNorm);
+      ref.update(params, grads, h);
       a.model.setAdapterWeights(params);
       await b.model.lossAndGrads(batch, { returnGrads: false });
-      b.model.adamwStep(h);
+      norms.push([refNorm, (await b.model.optimizerStep({ ...h, maxGradNorm })).gradNorm]);
     }
-    const wa = a.model.adapterWeights(), wb = b.model.adapterWeights();
+    return { wa: a.model.adapterWeights(), wb: b.model.adapterWeights(), norms, ref, engine: b.model };
+  }
+
+  it('without clipping: AdamW equals the reference bit for bit over 15 steps, moments included', async () => {
+    const { wa, wb, norms, ref, engine } = await sideBySide(0);
     for (const k of Object.keys(wa)) expect(Buffer.from(wa[k].buffer).equals(Buffer.from(wb[k].buffer)), k).toBe(true);
     expect(wa['base_model.model.model.layers.1.mlp.up_proj.lora_B.weight'].some((x) => x !== 0)).toBe(true);
+    for (const [r, e] of norms) expect(Math.abs(e - r) / r).toBeLessThan(1e-12);
+    const state = engine.optimizerState();
+    expect(state.step).toBe(15);
+    for (const [name, m] of ref.m) {
+      expect(state.m[name], name).toEqual(m);
+      expect(state.v[name], name).toEqual(ref.v.get(name));
+    }
   });
 
-  it('clipGradNorm: global L2 norm, scaled to maxNorm only above it', () => {
-    const g = { a: Float32Array.from([3, 0]), b: Float32Array.from([0, 4]) };
-    expect(clipGradNorm(g, 10)).toBe(5);
-    expect([...g.a, ...g.b]).toEqual([3, 0, 0, 4]);
-    expect(clipGradNorm(g, 1)).toBe(5);
-    expect(g.a[0]).toBeCloseTo(0.6, 6);
-    expect(g.b[1]).toBeCloseTo(0.8, 6);
+  it('with clipping: the same norms, and weights within rounding of the reference', async () => {
+    const { wa, wb, norms } = await sideBySide(0.05);
+    expect(norms.filter(([r]) => r > 0.05).length).toBeGreaterThan(5); // clipping did happen
+    for (const [r, e] of norms) expect(Math.abs(e - r) / r).toBeLessThan(1e-9);
+    let num = 0, den = 0;
+    for (const k of Object.keys(wa)) {
+      for (let i = 0; i < wa[k].length; i++) {
+        num += (wa[k][i] - wb[k][i]) ** 2;
+        den += wa[k][i] ** 2;
+      }
+    }
+    expect(Math.sqrt(num / den)).toBeLessThan(1e-6);
+  });
+
+  it('optimizerState / setOptimizerState carry a run on: the next step is the same bits', async () => {
+    const a = await setup({ r: 4 });
+    const b = await setup({ r: 4 });
+    const batches = [...a.loaders.train.iterate({ epoch: 0, position: 0 }, 1)].slice(0, 4).map((x) => engineBatch(x.batch));
+    for (const batch of batches.slice(0, 3)) {
+      await a.model.lossAndGrads(batch, { returnGrads: false });
+      await a.model.optimizerStep({ ...h, maxGradNorm: 1 });
+    }
+    b.model.setAdapterWeights(a.model.adapterWeights());
+    b.model.setOptimizerState(a.model.optimizerState());
+    for (const m of [a.model, b.model]) {
+      await m.lossAndGrads(batches[3], { returnGrads: false });
+      await m.optimizerStep({ ...h, maxGradNorm: 1 });
+    }
+    const wa = a.model.adapterWeights(), wb = b.model.adapterWeights();
+    for (const k of Object.keys(wa)) expect(wb[k], k).toEqual(wa[k]);
+    expect(b.model.optimizerState().step).toBe(4);
+    // step 0 resets the moments: the next step is a first step again
+    b.model.setOptimizerState({ step: 0, m: {}, v: {} });
+    expect(b.model.optimizerState()).toEqual({ step: 0, m: {}, v: {} });
+  });
+
+  it('refuses a state of another configuration, and a non-finite gradient updates nothing', async () => {
+    const a = await setup({ r: 4 });
+    const state = { step: 3, m: {}, v: {} };
+    expect(() => a.model.setOptimizerState(state)).toThrow(expect.objectContaining({ code: 'E_DATA' }));
+    const name = 'base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight';
+    const before = a.model.adapterWeights();
+    const grads = a.model.adapterGrads();
+    const m = Object.fromEntries(Object.entries(grads).map(([k, g]) => [k, new Float32Array(g.length)]));
+    expect(() => a.model.setOptimizerState({ step: 2, m, v: { ...m, [name]: new Float32Array(3) } })).toThrow(/256 \(m\) and 3 \(v\) values/);
+    expect(() => a.model.setOptimizerState({ step: 1.5, m, v: m })).toThrow(expect.objectContaining({ code: 'E_DATA' }));
+    expect(() => a.model.adamwStep({ ...h, maxGradNorm: -1 })).toThrow(/maxGradNorm/);
+    expect(before).toEqual(a.model.adapterWeights());
+
+    // Full mode: a NaN in one gradient gives a NaN norm and no update.
+    const { randomModel } = await import('../../src/index.js');
+    const cfg = { model_type: 'llama', vocab_size: 64, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, tie_word_embeddings: true };
+    const full = randomModel(cfg, { seed: 3, full: true });
+    await full.lossAndGrads({ inputIds: [[1, 2, 3, 4]], labels: [[-100, 2, 3, 4]] });
+    const g = full.grads()['model.norm.weight'];
+    g[5] = NaN;
+    full.setGrads({ 'model.norm.weight': g }, { strict: false });
+    const w0 = full.weights();
+    expect(full.adamwStep({ lr: 1e-2, maxGradNorm: 1 })).toBeNaN();
+    expect(full.weights()).toEqual(w0);
+    expect(full.optimizerState().step).toBe(0);
   });
 });
