@@ -3,9 +3,12 @@
 // (T, T) matrix; the backward recomputes probabilities from the saved lse).
 //
 // Layout: q, out, dout, dq (N, H, D); k, v, dk, dv (N, KVH, D); lse (N, H); all f32.
-// The host turns cu_seqlens into seg_begin / seg_end per token (N int32 each),
+// Kernels read seg_begin / seg_end per token (cu_seqlens expanded, N int32 each),
 // so a kernel tests "j is visible from i" as seg_begin[i] <= j <= i (and
-// i − j < W with a window) without searching.
+// i − j < W with a window) without searching. The model hands them in once per
+// pass (seg_bounds); a direct call has them built on the host and uploaded. No
+// call waits for the GPU: scratch is freed into the stream-ordered block cache
+// (runtime.cu), where only work queued after it can reuse it.
 //
 // Two kernel families (attention_kernels.cuh):
 //   attention_flash.cu   bf16 tensor cores (mma.sync), f32 accumulation, for D = 64
@@ -31,21 +34,27 @@ namespace {
 constexpr int64_t kMaxD = 128;
 
 struct Segs {
-  Tensor begin, end;  // (N) i32 on the device
+  Tensor owned;  // the bounds built here, when the caller gave none
+  const int32_t* begin;  // (N) on the device
+  const int32_t* end;
 };
 
-Segs segments(const Tensor& cu_seqlens, int64_t N) {
-  const std::vector<int32_t> cu = to_host_i32(cu_seqlens);
-  if (cu.empty() || cu.front() != 0 || cu.back() != N) fail(ErrorCode::Arg, "'cu_seqlens' must start at 0 and end at N = ", N);
-  std::vector<int32_t> b(static_cast<size_t>(N)), e(static_cast<size_t>(N));
-  for (size_t s = 0; s + 1 < cu.size(); ++s) {
-    if (cu[s + 1] < cu[s]) fail(ErrorCode::Arg, "'cu_seqlens' must not decrease (index ", s + 1, ")");
-    for (int32_t i = cu[s]; i < cu[s + 1]; ++i) {
-      b[static_cast<size_t>(i)] = cu[s];
-      e[static_cast<size_t>(i)] = cu[s + 1];
-    }
+Segs segments(const Tensor& cu_seqlens, const Tensor* seg_bounds, int64_t N) {
+  if (seg_bounds) {
+    const int32_t* b = seg_bounds->data_as<int32_t>();
+    return {Tensor(), b, b + N};
   }
-  return {to_device_i32(b), to_device_i32(e)};
+  const std::vector<int32_t> cu = to_host_i32(cu_seqlens);  // validated by the op's front
+  std::vector<int32_t> bounds(static_cast<size_t>(2 * N));
+  for (size_t s = 0; s + 1 < cu.size(); ++s)
+    for (int32_t i = cu[s]; i < cu[s + 1]; ++i) {
+      bounds[static_cast<size_t>(i)] = cu[s];
+      bounds[static_cast<size_t>(N + i)] = cu[s + 1];
+    }
+  Segs segs{to_device_i32(bounds), nullptr, nullptr};
+  segs.begin = segs.owned.data_as<int32_t>();
+  segs.end = segs.begin + N;
+  return segs;
 }
 
 void need_d(int64_t D) {
@@ -80,15 +89,14 @@ void attention_forward(const AttentionForwardArgs& p) {
   need_d(D);
   if (N == 0 || H == 0 || D == 0) return;
   need_heads(H, KVH);
-  Segs segs = segments(*p.cu_seqlens, N);
+  const Segs segs = segments(*p.cu_seqlens, p.seg_bounds, N);
   AttnParams a{};
   a.q = p.q->data_as<float>(); a.k = p.k->data_as<float>(); a.v = p.v->data_as<float>();
-  a.seg_begin = segs.begin.data_as<int32_t>(); a.seg_end = segs.end.data_as<int32_t>();
+  a.seg_begin = segs.begin; a.seg_end = segs.end;
   a.N = N; a.H = H; a.KVH = KVH; a.D = D; a.window = p.window; a.scale = p.scale;
   a.out = p.out->data_as<float>(); a.lse = p.lse->data_as<float>();
   if (!force_simple() && attention_flash_supported(a)) attention_flash_forward(a, stream());
   else attention_simple_forward(a, stream());
-  sync("attention_forward");  // segs' scratch is freed when this returns
 }
 
 void attention_backward(const AttentionBackwardArgs& p) {
@@ -96,11 +104,11 @@ void attention_backward(const AttentionBackwardArgs& p) {
   need_d(D);
   if (N == 0 || H == 0 || D == 0) return;
   need_heads(H, KVH);
-  Segs segs = segments(*p.cu_seqlens, N);
+  const Segs segs = segments(*p.cu_seqlens, p.seg_bounds, N);
   Tensor delta = Tensor::empty({N, H}, DType::F32, Device::CUDA);
   AttnParams a{};
   a.q = p.q->data_as<float>(); a.k = p.k->data_as<float>(); a.v = p.v->data_as<float>();
-  a.seg_begin = segs.begin.data_as<int32_t>(); a.seg_end = segs.end.data_as<int32_t>();
+  a.seg_begin = segs.begin; a.seg_end = segs.end;
   a.N = N; a.H = H; a.KVH = KVH; a.D = D; a.window = p.window; a.scale = p.scale;
   a.dout = p.dout->data_as<float>(); a.out_in = p.out->data_as<float>(); a.lse_in = p.lse->data_as<float>();
   a.delta = delta.data_as<float>();
@@ -115,10 +123,8 @@ void attention_backward(const AttentionBackwardArgs& p) {
       a.dv_part = dv_part.data_as<float>();
     }
     attention_flash_backward(a, stream());
-    sync("attention_backward");  // scratch (segs, delta, partials) is freed when this returns
   } else {
     attention_simple_backward(a, stream());
-    sync("attention_backward");
   }
 }
 

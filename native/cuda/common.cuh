@@ -8,7 +8,10 @@
 //   check_launch(): an error becomes instill::Error(E_DEVICE) naming the call,
 //   never an abort. (An illegal address inside a kernel is sticky: the context is
 //   unusable afterwards, which the message says.)
-// - Scratch memory is a Tensor on Device::CUDA (RAII, E_ALLOC when it fails).
+// - Scratch memory is a Tensor on Device::CUDA (RAII, E_ALLOC when it fails). Freed
+//   blocks go back to a cache (runtime.cu) that hands them out again only to work
+//   queued after the free on the same stream: scratch may be freed while the
+//   kernels that use it are still queued, without waiting for them.
 // - Activations are f32 (the op interface), frozen weights f32 | bf16 | f16;
 //   load_f32() converts any of them.
 #pragma once

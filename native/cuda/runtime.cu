@@ -158,9 +158,10 @@ void hook_stats(uint64_t* in_use, uint64_t* peak, uint64_t* reserved, bool reset
   *reserved = c.reserved;
 }
 
+// Queued on the stream like a kernel: later work on the stream sees the bytes, and the
+// host reads device memory only through hook_copy, which waits.
 void hook_fill(void* p, int byte, size_t bytes) {
   INSTILL_CUDA_CHECK(cudaMemsetAsync(p, byte, bytes, stream()));
-  sync("fill");
 }
 
 void hook_copy(void* dst, bool dst_dev, const void* src, bool src_dev, size_t bytes) {

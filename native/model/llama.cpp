@@ -351,7 +351,8 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
     attention_decode(AttentionDecodeArgs{&q3, &k3, &v3, &k_cache_[static_cast<size_t>(l)], &v_cache_[static_cast<size_t>(l)],
                                          cache_start, attn_scale(), &att3, c.sliding_window});
   } else {
-    attention_forward(AttentionForwardArgs{&q3, &k3, &v3, in.cu_seqlens, attn_scale(), &att3, &a.lse, c.sliding_window});
+    attention_forward(
+        AttentionForwardArgs{&q3, &k3, &v3, in.cu_seqlens, attn_scale(), &att3, &a.lse, c.sliding_window, in.seg_bounds});
   }
   linear_forward(lin[kO], a.att, a.x2, a.u[kO], dropout_seed(l, kO));
   add(AddArgs{&a.x2, &x, &a.x2});
@@ -384,7 +385,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   Tensor att3 = a.att.reshape({n, c.H, c.D}), datt3 = s.datt.reshape({n, c.H, c.D});
   Tensor dq3 = s.dq.reshape({n, c.H, c.D}), dk3 = s.dk.reshape({n, c.KVH, c.D}), dv3 = s.dv.reshape({n, c.KVH, c.D});
   attention_backward(AttentionBackwardArgs{&datt3, &q3, &k3, &v3, &att3, &a.lse, in.cu_seqlens, attn_scale(), &dq3,
-                                           &dk3, &dv3, c.sliding_window});
+                                           &dk3, &dv3, c.sliding_window, in.seg_bounds});
   rope_backward(RopeArgs{&dq3, in.positions, &inv_freq_, &dq3});
   rope_backward(RopeArgs{&dk3, in.positions, &inv_freq_, &dk3});
   if (c.qk_norm) {
@@ -415,6 +416,11 @@ void check_inputs(const ModelInputs& in, bool need_targets, int64_t vocab) {
   const Tensor& cu = need(in.cu_seqlens, "cu_seqlens");
   need_dtype(cu, "cu_seqlens", {DType::I32});
   need_ndim(cu, "cu_seqlens", 1);
+  const int32_t* cp = cu.data_as<int32_t>();
+  const int64_t s1 = cu.dim(0);
+  if (s1 < 1 || cp[0] != 0 || cp[s1 - 1] != n) fail(ErrorCode::Arg, "'cu_seqlens' must start at 0 and end at N = ", n);
+  for (int64_t i = 1; i < s1; ++i)
+    if (cp[i] < cp[i - 1]) fail(ErrorCode::Arg, "'cu_seqlens' must not decrease (index ", i, ")");
   if (need_targets) {
     const Tensor& t = need(in.targets, "targets");
     need_dtype(t, "targets", {DType::I32});
@@ -430,11 +436,29 @@ void check_inputs(const ModelInputs& in, bool need_targets, int64_t vocab) {
 }  // namespace
 
 // The token inputs (validated on the host) on the model's device; `keep` owns the copies.
-ModelInputs LlamaModel::inputs_on_device(const ModelInputs& in, std::array<Tensor, 4>& keep) const {
-  const Tensor* src[4] = {in.ids, in.positions, in.cu_seqlens, in.targets};
-  for (size_t i = 0; i < 4; ++i)
-    if (src[i]) keep[i] = on_device(*src[i]);
-  return ModelInputs{&keep[0], &keep[1], &keep[2], in.targets ? &keep[3] : nullptr};
+// cu_seqlens stays on the host, where attention validates it; on a GPU the attention's
+// per-token segment bounds are built here once per pass (seg_bounds, ops/attention.h)
+// instead of in each of its 2·L calls.
+ModelInputs LlamaModel::inputs_on_device(const ModelInputs& in, std::array<Tensor, 5>& keep) const {
+  keep[0] = on_device(*in.ids);
+  keep[1] = on_device(*in.positions);
+  keep[2] = *in.cu_seqlens;
+  if (in.targets) keep[3] = on_device(*in.targets);
+  ModelInputs out{&keep[0], &keep[1], &keep[2], in.targets ? &keep[3] : nullptr};
+  if (device_ != Device::CPU) {
+    const int64_t n = in.ids->dim(0), s = in.cu_seqlens->dim(0) - 1;
+    const int32_t* cu = in.cu_seqlens->data_as<int32_t>();
+    Tensor bounds = Tensor::empty({2, n}, DType::I32);
+    int32_t* b = bounds.data_as<int32_t>();
+    for (int64_t si = 0; si < s; ++si)
+      for (int32_t i = cu[si]; i < cu[si + 1]; ++i) {
+        b[i] = cu[si];
+        b[n + i] = cu[si + 1];
+      }
+    keep[4] = on_device(bounds);
+    out.seg_bounds = &keep[4];
+  }
+  return out;
 }
 
 CrossEntropyResult LlamaModel::loss_and_grads(const ModelInputs& in, double normalizer, bool accumulate,
@@ -450,7 +474,7 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
                                    bool want_grads) {
   check_complete();
   check_inputs(host_in, true, cfg_.V);
-  std::array<Tensor, 4> keep;
+  std::array<Tensor, 5> keep;
   const ModelInputs in = inputs_on_device(host_in, keep);
   // Dropout is on for this call only (also if it throws), and only when gradients are computed.
   struct DropoutScope {
@@ -514,7 +538,7 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
 Tensor LlamaModel::logits(const ModelInputs& host_in, bool last_only) {
   check_complete();
   check_inputs(host_in, false, cfg_.V);
-  std::array<Tensor, 4> keep;
+  std::array<Tensor, 5> keep;
   const ModelInputs in = inputs_on_device(host_in, keep);
   const LlamaConfig& c = cfg_;
   const int64_t n = in.ids->dim(0);

@@ -92,6 +92,7 @@ struct ModelInputs {
   const Tensor* positions;   // (N) i32, restart at 0 per example
   const Tensor* cu_seqlens;  // (S+1) i32, segment boundaries (attention never crosses them)
   const Tensor* targets;     // (N) i32, -100 = ignored (training only)
+  const Tensor* seg_bounds = nullptr;  // on a GPU: cu_seqlens expanded per token (ops/attention.h)
 };
 
 struct LlamaScratch;
@@ -197,7 +198,7 @@ class LlamaModel {
   float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(cfg_.D)); }
   // t on the model's device (t itself when it is already there, else a copy).
   Tensor on_device(const Tensor& t) const;
-  ModelInputs inputs_on_device(const ModelInputs& in, std::array<Tensor, 4>& keep) const;
+  ModelInputs inputs_on_device(const ModelInputs& in, std::array<Tensor, 5>& keep) const;
   Tensor empty(const Shape& s) const { return Tensor::empty(s, DType::F32, device_); }
   Tensor zeros(const Shape& s) const { return Tensor::zeros(s, DType::F32, device_); }
 

@@ -8,7 +8,8 @@
 namespace instill {
 
 namespace {
-void check_common(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu, float scale) {
+void check_common(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu, const Tensor* seg_bounds,
+                  float scale) {
   for (auto [t, name] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}}) {
     need_dtype(*t, name, {DType::F32});
     need_ndim(*t, name, 3);
@@ -20,7 +21,12 @@ void check_common(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   if (kvh <= 0 || h % kvh != 0) fail(ErrorCode::Shape, "query heads (", h, ") must be a multiple of KV heads (", kvh, ")");
   need_dtype(cu, "cu_seqlens", {DType::I32});
   need_ndim(cu, "cu_seqlens", 1);
-  need_same_device(cu, "cu_seqlens", q.device());
+  if (cu.device() != Device::CPU) need_same_device(cu, "cu_seqlens", q.device());
+  if (seg_bounds) {
+    need_dtype(*seg_bounds, "seg_bounds", {DType::I32});
+    need_shape(*seg_bounds, "seg_bounds", {2, n}, "(2, N)");
+    need_same_device(*seg_bounds, "seg_bounds", q.device());
+  }
   std::vector<int32_t> host;
   const int32_t* c = host_i32(cu, host);
   const int64_t s1 = cu.dim(0);
@@ -36,7 +42,7 @@ void check_common(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
 
 void attention_forward(const AttentionForwardArgs& p) {
   const Tensor& q = need(p.q, "q");
-  check_common(q, need(p.k, "k"), need(p.v, "v"), need(p.cu_seqlens, "cu_seqlens"), p.scale);
+  check_common(q, need(p.k, "k"), need(p.v, "v"), need(p.cu_seqlens, "cu_seqlens"), p.seg_bounds, p.scale);
   const Tensor& out = need(p.out, "out");
   const Tensor& lse = need(p.lse, "lse");
   need_dtype(out, "out", {DType::F32});
@@ -83,7 +89,7 @@ void attention_decode(const AttentionDecodeArgs& p) {
 void attention_backward(const AttentionBackwardArgs& p) {
   const Tensor& q = need(p.q, "q");
   const Tensor& k = need(p.k, "k");
-  check_common(q, k, need(p.v, "v"), need(p.cu_seqlens, "cu_seqlens"), p.scale);
+  check_common(q, k, need(p.v, "v"), need(p.cu_seqlens, "cu_seqlens"), p.seg_bounds, p.scale);
   const Shape qs = q.shape(), ks = k.shape();
   for (auto [t, name, s] : {std::tuple{p.dout, "dout", qs}, {p.out, "out", qs}, {p.dq, "dq", qs}, {p.dk, "dk", ks}, {p.dv, "dv", ks}}) {
     const Tensor& tt = need(t, name);

@@ -14,7 +14,13 @@
 //           tile by tile, from the saved lse and Δ; dq, dk, dv are written (=).
 // Sliding window (Mistral): with window W > 0, token i attends only to j with i − j < W
 // (itself and the W − 1 before it, inside its segment); W = 0 is full causal attention.
-// Everything f32. cu_seqlens must start at 0, end at N and never decrease (E_ARG).
+// Everything f32. cu_seqlens must start at 0, end at N and never decrease (E_ARG); it may
+// live on the host or on the op's device (it is validated on the host either way, so a
+// host copy spares a device backend the read back).
+// seg_bounds (optional, internal): cu_seqlens expanded per token, (2, N) i32 on the op's
+// device, row 0 the start and row 1 the end of each token's segment. Not checked against
+// cu_seqlens: the model builds it once per pass so that the CUDA backend does not build
+// and upload it on every call.
 #pragma once
 
 #include "runtime/tensor.h"
@@ -30,6 +36,7 @@ struct AttentionForwardArgs {
   Tensor* out;               // (N, H, D) out
   Tensor* lse;               // (N, H) out
   int64_t window;            // 0: full causal; W > 0: sliding window of W tokens
+  const Tensor* seg_bounds = nullptr;  // optional (2, N) i32, see above
 };
 
 struct AttentionBackwardArgs {
@@ -45,6 +52,7 @@ struct AttentionBackwardArgs {
   Tensor* dk;                // (N, KVH, D) out
   Tensor* dv;                // (N, KVH, D) out
   int64_t window;            // as in the forward
+  const Tensor* seg_bounds = nullptr;  // optional (2, N) i32, see above
 };
 
 // Incremental decoding with a KV cache (one sequence). The n new tokens sit at absolute

@@ -61,7 +61,8 @@ const DeviceMemoryHooks* device_memory_hooks(Device d);
 bool device_available(Device d);
 // Why not (empty when available).
 std::string device_unavailable_reason(Device d);
-// memcpy between any two devices (synchronous); fill_bytes: memset on any device.
+// memcpy between any two devices (synchronous); fill_bytes: memset on any device (on a
+// GPU queued on the backend's stream, like a kernel: copy_bytes waits for it).
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void fill_bytes(void* p, Device device, int byte, size_t bytes);
 

@@ -140,3 +140,19 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('batches from the
     expect(Math.abs(noMask.loss - plain.loss)).toBeGreaterThan(1e-4);
   });
 });
+
+describe('segment boundaries handed to the engine directly', () => {
+  it('a cu_seqlens that does not cut [0, N) into segments is E_ARG before any work', async () => {
+    const { randomModel } = await import('../../src/index.js');
+    const { Tensor, handleOf } = await import('../../src/tensor.js');
+    const model = randomModel({ model_type: 'llama', vocab_size: 64, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1 }, { seed: 1 });
+    model.addLora({ r: 2 });
+    const handle = (model as unknown as { handle: import('../../src/native.js').ModelHandle }).handle;
+    const i32 = (v: number[]) => handleOf(Tensor.from(Int32Array.from(v), [v.length], { dtype: 'i32' }));
+    const ids = i32([1, 2, 3, 4]), pos = i32([0, 1, 0, 1]), targets = i32([2, -100, 4, -100]);
+    for (const [cu, why] of [[[0, 2, 9], /end at N = 4/], [[1, 4], /start at 0/], [[0, 3, 2, 4], /must not decrease/]] as const) {
+      await expect(handle.lossAndGrads(ids, pos, i32([...cu]), targets, 0, false, 0)).rejects.toThrow(why);
+    }
+    expect((await handle.lossAndGrads(ids, pos, i32([0, 2, 4]), targets, 0, false, 0)).count).toBe(2);
+  });
+});
