@@ -2,6 +2,7 @@
 #include "common.h"
 #include "runtime/cpu_features.h"
 #include "runtime/host_cache.h"
+#include "runtime/op_profile.h"
 #include "runtime/tensor.h"
 #include "runtime/thread_pool.h"
 
@@ -76,6 +77,34 @@ Napi::Value release_host_memory(const Napi::CallbackInfo& info) {
   return guarded(env, [&]() -> Napi::Value { return Napi::Number::New(env, static_cast<double>(host_cache_release())); });
 }
 
+// setOpProfile(on): starts (or stops) timing every op; either way the profile starts empty.
+Napi::Value set_op_profile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    if (info.Length() < 1) fail(ErrorCode::Arg, "setOpProfile(on) expects a boolean");
+    instill::set_op_profile(need_bool(info[0], "on"));
+    return env.Undefined();
+  });
+}
+
+// takeOpProfile() -> [{ op, device, calls, ms }], largest first; waits for queued device work; restarts.
+Napi::Value take_op_profile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const std::vector<OpProfileRow> rows = instill::take_op_profile();
+    Napi::Array out = Napi::Array::New(env, rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("op", rows[i].op);
+      o.Set("device", device_name(rows[i].device));
+      o.Set("calls", static_cast<double>(rows[i].calls));
+      o.Set("ms", rows[i].ms);
+      out.Set(static_cast<uint32_t>(i), o);
+    }
+    return out;
+  });
+}
+
 }  // namespace
 
 void register_runtime(Napi::Env env, Napi::Object exports) {
@@ -84,6 +113,8 @@ void register_runtime(Napi::Env env, Napi::Object exports) {
   exports.Set("setIsa", Napi::Function::New(env, set_isa, "setIsa"));
   exports.Set("setPoison", Napi::Function::New(env, set_poison, "setPoison"));
   exports.Set("releaseHostMemory", Napi::Function::New(env, release_host_memory, "releaseHostMemory"));
+  exports.Set("setOpProfile", Napi::Function::New(env, set_op_profile, "setOpProfile"));
+  exports.Set("takeOpProfile", Napi::Function::New(env, take_op_profile, "takeOpProfile"));
 }
 
 }  // namespace binding

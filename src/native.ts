@@ -35,6 +35,16 @@ export interface RuntimeInfo {
 }
 
 /** A native Llama-family model (bindings/model.cpp); src/model/model.ts wraps it. */
+/** One op's total in the op profile (runtime.opProfile()). */
+export interface OpProfileRow {
+  /** The op (e.g. 'lora_linear_backward', 'attention_forward'). */
+  op: string;
+  device: 'cpu' | 'cuda';
+  calls: number;
+  /** Milliseconds in all: host time on the CPU, device time on a GPU. */
+  ms: number;
+}
+
 export interface ModelHandle {
   setWeight(name: string, tensor: TensorHandle): void;
   checkComplete(): void;
@@ -211,6 +221,8 @@ export interface NativeAddon {
   setIsa(name: string): void;
   setPoison(on: boolean): void;
   releaseHostMemory(): number;
+  setOpProfile(on: boolean): void;
+  takeOpProfile(): OpProfileRow[];
 }
 
 /** Repository (or installed package) root: src/ and dist/src/ both resolve to it. */

@@ -1,8 +1,8 @@
 // The engine's runtime: threads, CPU features and the instruction set in use.
 import { ErrorCode, InstillError, describe } from './errors.js';
-import { native, type RuntimeInfo } from './native.js';
+import { native, type OpProfileRow, type RuntimeInfo } from './native.js';
 
-export type { RuntimeInfo };
+export type { OpProfileRow, RuntimeInfo };
 
 export const runtime = {
   /** Threads, the active ISA, every ISA this CPU runs, CPU features, devices. */
@@ -43,5 +43,24 @@ export const runtime = {
    */
   releaseHostMemory(): number {
     return native().releaseHostMemory();
+  },
+
+  /**
+   * Times every op from now on (true) or stops (false); either way the profile starts empty. On the CPU an op
+   * is timed on the host; on a GPU between two events queued around it, so nothing waits while it runs.
+   */
+  setOpProfile(on: boolean): void {
+    if (typeof on !== 'boolean') {
+      throw new InstillError(ErrorCode.ARG, `Expected a boolean for setOpProfile but received ${describe(on)}`);
+    }
+    native().setOpProfile(on);
+  },
+
+  /**
+   * The time per op since the profile started or was last read, largest first (an op called inside another
+   * counts in the outer one); waits for the GPU's queued work, then starts the profile over.
+   */
+  opProfile(): OpProfileRow[] {
+    return native().takeOpProfile();
   },
 };

@@ -13,7 +13,7 @@
 import { appendFileSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
-import { Tensor, kernels, randomModel } from '../../dist/src/index.js';
+import { Tensor, kernels, randomModel, runtime } from '../../dist/src/index.js';
 import { native } from '../../dist/src/native.js';
 
 const LORA = { N: 8192, IN: 2048, OUT: 8192, R: 16, scale: 2.0 };
@@ -149,6 +149,20 @@ if (what === 'lora') {
     fwd.push(performance.now() - a);
   }
   fwd.sort((x, y) => x - y);
+  // One more step with the op profiler on: device time per op (CUDA events around each op, nothing
+  // waits in between); what the ops do not cover is host work, launches and gaps.
+  runtime.setOpProfile(true);
+  const pa = performance.now();
+  await step();
+  const profiledMs = performance.now() - pa;
+  const ops = runtime.opProfile();
+  runtime.setOpProfile(false);
+  let opsMs = 0;
+  for (const o of ops) {
+    opsMs += o.ms;
+    emit({ bench: `train step op ${o.op}`, impl: `instill ${device} x${o.calls}`, ms: o.ms, share: o.ms / profiledMs });
+  }
+  emit({ bench: 'train step op (none: host, launches, gaps)', impl: `instill ${device}`, ms: profiledMs - opsMs, share: 1 - opsMs / profiledMs });
   const C = s.hiddenSize, F = s.intermediateSize, D = s.headDim, L = s.numLayers;
   const qo = s.numHeads * D, kv = s.numKvHeads * D;
   const perLayer = C * qo * 2 + C * kv * 2 + C * F * 3;

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 
 import { ErrorCode, InstillError } from '../../src/errors.js';
 import { randomModel } from '../../src/model/model.js';
-import { runtime } from '../../src/runtime.js';
+import { runtime, type OpProfileRow } from '../../src/runtime.js';
 import { median } from '../harness.js';
 
 export interface TrainBenchOptions {
@@ -25,6 +25,8 @@ export interface TrainBenchOptions {
   dtype: 'f32' | 'bf16';
   steps: number;
   torch: boolean;
+  /** one more step with the op profiler on (runtime.opProfile): time per op */
+  profile?: boolean;
   progress: (line: string) => void;
 }
 
@@ -49,6 +51,8 @@ export interface TrainBenchReport {
   torch: (StepResult & { version: string }) | { unavailable: string } | null;
   /** PyTorch step time / instill step time: > 1 means instill is faster */
   ratio: number | null;
+  /** with --profile: one more step's time per op (ms), and that step's wall time */
+  profile: { stepMs: number; ops: OpProfileRow[] } | null;
 }
 
 const script = (() => {
@@ -118,6 +122,16 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<TrainBench
   }
   // Peak resident memory of the process during one more step (model, adapters, moments, activations).
   const peak = await measureAsyncPeak(step);
+  let profile: TrainBenchReport['profile'] = null;
+  if (opts.profile) {
+    opts.progress('one more step with the op profiler on');
+    runtime.setOpProfile(true);
+    const t0 = process.hrtime.bigint();
+    await step();
+    const stepMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    profile = { stepMs, ops: runtime.opProfile() };
+    runtime.setOpProfile(false);
+  }
   model.dispose();
   const stepSeconds = median(times);
   const instill: StepResult = { tokensPerSec: (opts.batch * opts.seq) / stepSeconds, stepSeconds, peakBytes: peak, loss };
@@ -141,6 +155,7 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<TrainBench
     instill,
     torch,
     ratio: torch && 'stepSeconds' in torch ? torch.stepSeconds / stepSeconds : null,
+    profile,
   };
 }
 

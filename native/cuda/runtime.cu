@@ -171,11 +171,52 @@ void hook_copy(void* dst, bool dst_dev, const void* src, bool src_dev, size_t by
   sync("copy");
 }
 
+// Op profiler marks: CUDA events from a pool, recorded on the stream.
+struct EventPool {
+  std::mutex mu;
+  std::vector<cudaEvent_t> free;
+};
+
+EventPool& event_pool() {
+  static EventPool* p = new EventPool();
+  return *p;
+}
+
+void* hook_mark() {
+  cudaEvent_t ev = nullptr;
+  {
+    EventPool& p = event_pool();
+    std::lock_guard<std::mutex> lock(p.mu);
+    if (!p.free.empty()) {
+      ev = p.free.back();
+      p.free.pop_back();
+    }
+  }
+  if (!ev) INSTILL_CUDA_CHECK(cudaEventCreate(&ev));
+  INSTILL_CUDA_CHECK(cudaEventRecord(ev, stream()));
+  return ev;
+}
+
+double hook_elapsed_ms(void* a, void* b) {
+  INSTILL_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(b)));
+  float ms = 0;
+  INSTILL_CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(a), static_cast<cudaEvent_t>(b)));
+  return ms;
+}
+
+void hook_release_mark(void* m) {
+  if (!m) return;
+  EventPool& p = event_pool();
+  std::lock_guard<std::mutex> lock(p.mu);
+  p.free.push_back(static_cast<cudaEvent_t>(m));
+}
+
 }  // namespace
 
 const DeviceMemoryHooks& memory_hooks() {
-  static const DeviceMemoryHooks hooks = {hook_available, hook_reason, hook_alloc, hook_free,
-                                         hook_fill,      hook_copy,   hook_stats};
+  static const DeviceMemoryHooks hooks = {hook_available, hook_reason,   hook_alloc,       hook_free,
+                                         hook_fill,      hook_copy,     hook_stats,       hook_mark,
+                                         hook_elapsed_ms, hook_release_mark};
   return hooks;
 }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "ops/backend.h"
+#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -24,6 +25,7 @@ void adamw_step(const AdamwArgs& p) {
   if (!(p.grad_scale > 0) || !std::isfinite(p.grad_scale)) fail(ErrorCode::Arg, "'gradScale' must be a finite number > 0, got ", p.grad_scale);
   const Backend& be = backend_for(param.device());
   if (!be.adamw_step) fail(ErrorCode::Unsupported, "adamw is not implemented on ", be.name);
+  const OpScope scope("adamw_step", be.device);
   be.adamw_step(p);
 }
 
@@ -37,6 +39,7 @@ double sum_squares(const SumSquaresArgs& p) {
   }
   const Backend& be = backend_for(first.device());
   if (!be.sum_squares) fail(ErrorCode::Unsupported, "sum_squares is not implemented on ", be.name);
+  const OpScope scope("sum_squares", be.device);
   return be.sum_squares(p);
 }
 

@@ -1,6 +1,7 @@
 #include "ops/add.h"
 
 #include "ops/backend.h"
+#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -15,6 +16,7 @@ void add(const AddArgs& p) {
   }
   const Backend& be = backend_for(a.device());
   if (!be.add) fail(ErrorCode::Unsupported, "add is not implemented on ", be.name);
+  const OpScope scope("add", be.device);
   be.add(p);
 }
 
@@ -28,6 +30,7 @@ void bias_add(const BiasAddArgs& p) {
   need_same_device(b, "bias", y.device());
   const Backend& be = backend_for(y.device());
   if (!be.bias_add) fail(ErrorCode::Unsupported, "bias_add is not implemented on ", be.name);
+  const OpScope scope("bias_add", be.device);
   be.bias_add(p);
 }
 

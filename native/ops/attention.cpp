@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "ops/backend.h"
+#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -54,6 +55,7 @@ void attention_forward(const AttentionForwardArgs& p) {
   if (p.window < 0) fail(ErrorCode::Arg, "'window' must be >= 0 (0 = no sliding window), got ", p.window);
   const Backend& be = backend_for(q.device());
   if (!be.attention_forward) fail(ErrorCode::Unsupported, "attention forward is not implemented on ", be.name);
+  const OpScope scope("attention_forward", be.device);
   be.attention_forward(p);
 }
 
@@ -83,6 +85,7 @@ void attention_decode(const AttentionDecodeArgs& p) {
   if (p.window < 0) fail(ErrorCode::Arg, "'window' must be >= 0 (0 = no sliding window), got ", p.window);
   const Backend& be = backend_for(q.device());
   if (!be.attention_decode) fail(ErrorCode::Unsupported, "attention decode is not implemented on ", be.name);
+  const OpScope scope("attention_decode", be.device);
   be.attention_decode(p);
 }
 
@@ -103,6 +106,7 @@ void attention_backward(const AttentionBackwardArgs& p) {
   if (p.window < 0) fail(ErrorCode::Arg, "'window' must be >= 0 (0 = no sliding window), got ", p.window);
   const Backend& be = backend_for(q.device());
   if (!be.attention_backward) fail(ErrorCode::Unsupported, "attention backward is not implemented on ", be.name);
+  const OpScope scope("attention_backward", be.device);
   be.attention_backward(p);
 }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "ops/backend.h"
+#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -49,6 +50,7 @@ CrossEntropyResult masked_cross_entropy(const MaskedCrossEntropyArgs& p) {
   need_targets_in_range(targets, v, p.ignore_index);
   const Backend& be = backend_for(logits.device());
   if (!be.masked_cross_entropy) fail(ErrorCode::Unsupported, "masked_cross_entropy is not implemented on ", be.name);
+  const OpScope scope("masked_cross_entropy", be.device);
   return be.masked_cross_entropy(p);
 }
 
@@ -82,6 +84,7 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
   need_targets_in_range(targets, v, p.ignore_index);
   const Backend& be = backend_for(h.device());
   if (!be.linear_cross_entropy) fail(ErrorCode::Unsupported, "linear_cross_entropy is not implemented on ", be.name);
+  const OpScope scope("linear_cross_entropy", be.device);
   return be.linear_cross_entropy(p);
 }
 

@@ -1,6 +1,7 @@
 #include "ops/embedding.h"
 
 #include "ops/backend.h"
+#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -30,6 +31,7 @@ void embedding_forward(const EmbeddingForwardArgs& p) {
   need_ids_in_range(ids, w.dim(0));
   const Backend& be = backend_for(ids.device());
   if (!be.embedding_forward) fail(ErrorCode::Unsupported, "embedding forward is not implemented on ", be.name);
+  const OpScope scope("embedding_forward", be.device);
   be.embedding_forward(p);
 }
 
@@ -48,6 +50,7 @@ void embedding_backward(const EmbeddingBackwardArgs& p) {
   need_ids_in_range(ids, dw.dim(0));
   const Backend& be = backend_for(ids.device());
   if (!be.embedding_backward) fail(ErrorCode::Unsupported, "embedding backward is not implemented on ", be.name);
+  const OpScope scope("embedding_backward", be.device);
   be.embedding_backward(p);
 }
 

@@ -1,6 +1,7 @@
 #include "ops/lora_dropout.h"
 
 #include "ops/backend.h"
+#include "runtime/op_profile.h"
 #include "ops/check.h"
 #include "ops/lora_linear.h"
 
@@ -17,6 +18,7 @@ void lora_dropout_forward(const LoraDropoutForwardArgs& p) {
   check_lora_linear_forward(p.linear);
   const Backend& be = backend_for(p.linear.x->device());
   if (!be.lora_dropout_forward) fail(ErrorCode::Unsupported, "lora_dropout forward is not implemented on ", be.name);
+  const OpScope scope("lora_dropout_forward", be.device);
   be.lora_dropout_forward(p);
 }
 
@@ -25,6 +27,7 @@ void lora_dropout_backward(const LoraDropoutBackwardArgs& p) {
   check_lora_linear_backward(p.linear);
   const Backend& be = backend_for(p.linear.x->device());
   if (!be.lora_dropout_backward) fail(ErrorCode::Unsupported, "lora_dropout backward is not implemented on ", be.name);
+  const OpScope scope("lora_dropout_backward", be.device);
   be.lora_dropout_backward(p);
 }
 

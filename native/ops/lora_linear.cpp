@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "ops/backend.h"
+#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -53,6 +54,7 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   check_lora_linear_forward(p);
   const Backend& be = backend_for(p.x->device());
   if (!be.lora_linear_forward) fail(ErrorCode::Unsupported, "lora_linear forward is not implemented on ", be.name);
+  const OpScope scope("lora_linear_forward", be.device);
   be.lora_linear_forward(p);
 }
 
@@ -99,6 +101,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   check_lora_linear_backward(p);
   const Backend& be = backend_for(p.x->device());
   if (!be.lora_linear_backward) fail(ErrorCode::Unsupported, "lora_linear backward is not implemented on ", be.name);
+  const OpScope scope("lora_linear_backward", be.device);
   be.lora_linear_backward(p);
 }
 

@@ -1,6 +1,7 @@
 #include "ops/matmul.h"
 
 #include "ops/backend.h"
+#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -30,6 +31,7 @@ void matmul(const MatmulArgs& args) {
   need_same_device(c, "out", a.device());
   const Backend& be = backend_for(a.device());
   if (!be.matmul) fail(ErrorCode::Unsupported, "matmul is not implemented on ", be.name);
+  const OpScope scope("matmul", be.device);
   be.matmul(args);
 }
 

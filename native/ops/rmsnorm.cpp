@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "ops/backend.h"
+#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -24,6 +25,7 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
   if (!(p.eps > 0) || !std::isfinite(p.eps)) fail(ErrorCode::Arg, "'eps' must be a positive finite number, got ", p.eps);
   const Backend& be = backend_for(x.device());
   if (!be.rmsnorm_forward) fail(ErrorCode::Unsupported, "rmsnorm forward is not implemented on ", be.name);
+  const OpScope scope("rmsnorm_forward", be.device);
   be.rmsnorm_forward(p);
 }
 
@@ -50,6 +52,7 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
   }
   const Backend& be = backend_for(x.device());
   if (!be.rmsnorm_backward) fail(ErrorCode::Unsupported, "rmsnorm backward is not implemented on ", be.name);
+  const OpScope scope("rmsnorm_backward", be.device);
   be.rmsnorm_backward(p);
 }
 

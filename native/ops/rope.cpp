@@ -1,6 +1,7 @@
 #include "ops/rope.h"
 
 #include "ops/backend.h"
+#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -34,6 +35,7 @@ void rope_forward(const RopeArgs& p) {
   check(p);
   const Backend& be = backend_for(p.x->device());
   if (!be.rope_forward) fail(ErrorCode::Unsupported, "rope forward is not implemented on ", be.name);
+  const OpScope scope("rope_forward", be.device);
   be.rope_forward(p);
 }
 
@@ -41,6 +43,7 @@ void rope_backward(const RopeArgs& p) {
   check(p);
   const Backend& be = backend_for(p.x->device());
   if (!be.rope_backward) fail(ErrorCode::Unsupported, "rope backward is not implemented on ", be.name);
+  const OpScope scope("rope_backward", be.device);
   be.rope_backward(p);
 }
 

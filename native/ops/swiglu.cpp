@@ -1,6 +1,7 @@
 #include "ops/swiglu.h"
 
 #include "ops/backend.h"
+#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -23,6 +24,7 @@ void swiglu_forward(const SwigluForwardArgs& p) {
   need_like(p.out, "out", g);
   const Backend& be = backend_for(g.device());
   if (!be.swiglu_forward) fail(ErrorCode::Unsupported, "swiglu forward is not implemented on ", be.name);
+  const OpScope scope("swiglu_forward", be.device);
   be.swiglu_forward(p);
 }
 
@@ -35,6 +37,7 @@ void swiglu_backward(const SwigluBackwardArgs& p) {
   need_like(p.dup, "dup", g);
   const Backend& be = backend_for(g.device());
   if (!be.swiglu_backward) fail(ErrorCode::Unsupported, "swiglu backward is not implemented on ", be.name);
+  const OpScope scope("swiglu_backward", be.device);
   be.swiglu_backward(p);
 }
 

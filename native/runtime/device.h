@@ -47,12 +47,18 @@ struct DeviceMemoryHooks {
   std::string (*unavailable_reason)();  // why not, when available() is false
   void* (*alloc)(size_t bytes);
   void (*free)(void* p);
-  void (*fill)(void* p, int byte, size_t bytes);  // memset, synchronous
+  void (*fill)(void* p, int byte, size_t bytes);  // memset, queued (later work and copies see it)
   // Copies between this device and the host (or within the device), synchronous.
   void (*copy)(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes);
   // Bytes held by live buffers, their peak since the last reset, bytes held from
   // the driver (live + cached); reset_peak first sets the peak to what is in use.
   void (*stats)(uint64_t* in_use, uint64_t* peak, uint64_t* reserved, bool reset_peak);
+  // Timing marks for the op profiler (runtime/op_profile.h): mark() queues a point in
+  // the device's work; elapsed_ms(a, b) waits for b and returns the device time from a
+  // to b; release_mark() gives a mark back (it may be reused).
+  void* (*mark)();
+  double (*elapsed_ms)(void* a, void* b);
+  void (*release_mark)(void* m);
 };
 
 // The hooks of a device, or null when this build has none for it (CPU: always null).

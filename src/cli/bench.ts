@@ -35,7 +35,8 @@ prompts would be; LoRA on all seven projections.
   --rank R        LoRA rank (default 16)
   --dtype D       f32 | bf16 frozen weights (default f32)
   --steps N       timed steps after one warm-up (default 3)
-  --torch         also run the same step in PyTorch eager (bench/train/torch_step.py)`;
+  --torch         also run the same step in PyTorch eager (bench/train/torch_step.py)
+  --profile       one more step with the op profiler on: time per op (runtime.opProfile())`;
 
 function gib(bytes: number | null): string {
   return bytes === null ? 'n/a' : `${(bytes / 2 ** 30).toFixed(2)} GiB`;
@@ -50,6 +51,16 @@ function printTrain(r: TrainBenchReport): void {
   console.log(table(['', 'tokens/s', 's/step', 'peak RSS', 'loss'], rows));
   if (r.torch && 'unavailable' in r.torch) console.log(`PyTorch: ${r.torch.unavailable}`);
   if (r.ratio !== null) console.log(`instill / PyTorch tokens/s: ${r.ratio.toFixed(2)}x`);
+  if (r.profile) {
+    const { stepMs, ops } = r.profile;
+    const covered = ops.reduce((a, o) => a + o.ms, 0);
+    const share = (ms: number) => `${((100 * ms) / stepMs).toFixed(1)}%`;
+    console.log(`\nop profile of one more step (${stepMs.toFixed(0)} ms):`);
+    console.log(table(['op', 'calls', 'ms', 'of the step'], [
+      ...ops.map((o) => [o.op, String(o.calls), o.ms.toFixed(1), share(o.ms)]),
+      ['(outside ops)', '', (stepMs - covered).toFixed(1), share(stepMs - covered)],
+    ]));
+  }
 }
 
 function positiveInt(name: string, v: string | undefined, fallback: number): number {
@@ -121,6 +132,7 @@ export async function run(argv: string[]): Promise<number> {
       rank: { type: 'string' },
       dtype: { type: 'string' },
       steps: { type: 'string' },
+      profile: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -143,6 +155,7 @@ export async function run(argv: string[]): Promise<number> {
       dtype,
       steps: positiveInt('steps', values.steps, 3),
       torch: values.torch,
+      profile: values.profile,
       progress: (line) => {
         if (!values.json) process.stderr.write(`  … ${line}\n`);
       },
