@@ -67,7 +67,8 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
   if (dw && !p.accumulate_dw) std::memset(dw, 0, static_cast<size_t>(v * c) * sizeof(float));
   if (count == 0) return CrossEntropyResult{0.0, 0};
 
-  const int64_t auto_rows = kLinearCrossEntropyChunkBytes / (v * static_cast<int64_t>(sizeof(float)));
+  const int64_t auto_rows =
+      std::max(kLinearCrossEntropyMinRows, kLinearCrossEntropyChunkBytes / (v * static_cast<int64_t>(sizeof(float))));
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(count, p.chunk_rows > 0 ? p.chunk_rows : auto_rows));
   Tensor hc = Tensor::empty({chunk, c}, DType::F32);       // gathered rows of h
   Tensor logits = Tensor::empty({chunk, v}, DType::F32);   // logits, then their gradient
