@@ -19,6 +19,7 @@
 
 #include "cpu/gemm.h"
 #include "cpu/model_ops.h"
+#include "cpu/xent_row.h"
 #include "runtime/thread_pool.h"
 
 namespace instill {
@@ -104,6 +105,7 @@ void attention_forward(const AttentionForwardArgs& p) {
   }
   const int64_t ldq = h * d, ldk = kvh * d;
   const int64_t window = p.window;
+  const RowKernels& rows = row_kernels_for_active_isa();
   parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t ti) {
     const Task& t = tasks[static_cast<size_t>(ti)];
     const int64_t kh = t.head / group, bq = t.q1 - t.q0;
@@ -123,21 +125,16 @@ void attention_forward(const AttentionForwardArgs& p) {
         float* sr = sc.data() + i * bk;
         const int64_t jmax = std::min<int64_t>(bk, t.q0 + i - j0 + 1);  // causal: keys j <= query i
         const int64_t jmin = window > 0 ? std::max<int64_t>(0, t.q0 + i - window + 1 - j0) : 0;  // i - j < W
-        float tmax = -std::numeric_limits<float>::infinity();
-        for (int64_t j = jmin; j < jmax; ++j) tmax = std::max(tmax, sr[j]);
         const size_t is = static_cast<size_t>(i);
         if (jmax <= jmin) {
           for (int64_t j = 0; j < bk; ++j) sr[j] = 0.0f;
           continue;
         }
-        const float mnew = std::max(m[is], tmax);
+        const float mnew = std::max(m[is], rows.max(sr + jmin, jmax - jmin));
         const float corr = std::exp(m[is] - mnew);  // 0 on the first tile (m = -inf)
-        float sum = 0;
-        for (int64_t j = 0; j < bk; ++j) {
-          const float pj = (j >= jmin && j < jmax) ? std::exp(sr[j] - mnew) : 0.0f;
-          sr[j] = pj;
-          sum += pj;
-        }
+        for (int64_t j = 0; j < jmin; ++j) sr[j] = 0.0f;
+        const float sum = rows.exp(sr + jmin, sr + jmin, jmax - jmin, mnew);
+        for (int64_t j = jmax; j < bk; ++j) sr[j] = 0.0f;
         l[is] = l[is] * corr + sum;
         m[is] = mnew;
         float* ar = acc.data() + i * d;
@@ -197,6 +194,7 @@ void attention_backward(const AttentionBackwardArgs& p) {
   std::memset(dv, 0, static_cast<size_t>(n * kvh * d) * sizeof(float));
   const int64_t ldq = h * d, ldk = kvh * d;
   const int64_t window = p.window;
+  const RowKernels& rows = row_kernels_for_active_isa();
   // Blocks of kBlock queries x kBlock keys; the five products of a block are GEMMs
   // (calls from inside a pool task run on the calling thread).
   constexpr int64_t kBlock = 64;
@@ -222,15 +220,16 @@ void attention_backward(const AttentionBackwardArgs& p) {
           // dP = dO Vᵀ
           gemm(bq, bk, d, 1.0f, F(dob, ldq, false), F(vb, ldk, true), 0.0f, dpm.data(), bk);
           for (int64_t i = 0; i < bq; ++i) {
-            const float li = lse[(i0 + i) * h + hh];
             float* pr = pm.data() + i * bk;
             float* dr = dpm.data() + i * bk;
-            for (int64_t j = 0; j < bk; ++j) {
-              const int64_t dist = (i0 + i) - (j0 + j);
-              const float pij = (dist >= 0 && (window == 0 || dist < window)) ? std::exp(pr[j] - li) : 0.0f;
-              pr[j] = pij;
-              dr[j] = pij * (dr[j] - delta[static_cast<size_t>(i)]) * scale;  // dS
-            }
+            // keys j of this row: causal (j <= i) and inside the window (i - j < W)
+            const int64_t jmax = std::min<int64_t>(bk, i0 + i - j0 + 1);
+            const int64_t jmin = window > 0 ? std::min<int64_t>(jmax, std::max<int64_t>(0, i0 + i - window + 1 - j0)) : 0;
+            for (int64_t j = 0; j < jmin; ++j) pr[j] = 0.0f;
+            if (jmax > jmin) rows.exp(pr + jmin, pr + jmin, jmax - jmin, lse[(i0 + i) * h + hh]);
+            for (int64_t j = std::max<int64_t>(jmax, 0); j < bk; ++j) pr[j] = 0.0f;
+            const float di = delta[static_cast<size_t>(i)];
+            for (int64_t j = 0; j < bk; ++j) dr[j] = pr[j] * (dr[j] - di) * scale;  // dS
           }
           // dV += Pᵀ dO,  dK += dSᵀ Q,  dQ += dS K
           gemm(bk, d, bq, 1.0f, F(pm.data(), bk, true), F(dob, ldq, false), 1.0f, dv + (j0 * kvh + kh) * d, ldk);

@@ -32,7 +32,7 @@ CrossEntropyResult masked_cross_entropy(const MaskedCrossEntropyArgs& p) {
   const double norm = p.normalizer > 0 ? p.normalizer : static_cast<double>(count);
   const double inv_norm = count > 0 ? 1.0 / norm : 0.0;
   std::vector<double> row_loss(static_cast<size_t>(n), 0.0);
-  const XentRowFn xent_row = xent_row_for_active_isa();
+  const XentRowFn xent_row = row_kernels_for_active_isa().xent;
   parallel_range(n, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       float* out = dlogits ? dlogits + i * v : nullptr;
@@ -78,7 +78,7 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
   const GemmOperand wop_t{p.w->data(), p.w->dtype(), c, true};
   const GemmOperand wop{p.w->data(), p.w->dtype(), c, false};
   const bool want_grad = dh || dw;
-  const XentRowFn xent_row = xent_row_for_active_isa();
+  const XentRowFn xent_row = row_kernels_for_active_isa().xent;
   double total = 0.0;
 
   for (int64_t r0 = 0; r0 < count; r0 += chunk) {

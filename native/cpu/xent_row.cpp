@@ -5,16 +5,16 @@
 namespace instill {
 namespace cpu {
 
-XentRowFn xent_row_for_active_isa() {
+const RowKernels& row_kernels_for_active_isa() {
 #if defined(__x86_64__)
   switch (active_isa()) {
     case Isa::Avx512:
-    case Isa::Avx512Bf16: return xent_row_avx512;
-    case Isa::Avx2: return xent_row_avx2;
+    case Isa::Avx512Bf16: return row_kernels_avx512;
+    case Isa::Avx2: return row_kernels_avx2;
     case Isa::Portable: break;
   }
 #endif
-  return xent_row_portable;
+  return row_kernels_portable;
 }
 
 }  // namespace cpu

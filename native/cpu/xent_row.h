@@ -1,6 +1,7 @@
-// One row of the masked cross-entropy, vectorised per ISA (xent_row_<isa>.cpp,
-// written once in xent_row.inc with vector extensions; see gemm_kernels.h for
-// why those files include nothing inline from shared headers).
+// Row kernels, vectorised per ISA: one row of the masked cross-entropy, the
+// exponentials and the max of a softmax row (xent_row_<isa>.cpp, written once in xent_row.inc with vector
+// extensions; see gemm_kernels.h for why those files include nothing inline from
+// shared headers).
 //
 //   returns logsumexp(in) - in[target]                       (as double)
 //   out (when not null, may alias in) = (softmax(in) - onehot(target)) * inv_norm
@@ -17,14 +18,24 @@ namespace cpu {
 
 using XentRowFn = double (*)(const float* in, float* out, int64_t v, int32_t target, double inv_norm);
 
-extern const XentRowFn xent_row_portable;
+struct RowKernels {
+  XentRowFn xent;
+  //   out[j] = exp(in[j] - shift) for j in [0, n), returns their sum (f32), for a
+  //   softmax row whose shift is its max or its log-sum-exp (in[j] - shift <= ~0;
+  //   below -87 gives 0); the same polynomial. out may alias in. (Attention.)
+  float (*exp)(const float* in, float* out, int64_t n, float shift);
+  // max of in[0, n), n >= 1
+  float (*max)(const float* in, int64_t n);
+};
+
+extern const RowKernels row_kernels_portable;
 #if defined(__x86_64__)
-extern const XentRowFn xent_row_avx2;
-extern const XentRowFn xent_row_avx512;
+extern const RowKernels row_kernels_avx2;
+extern const RowKernels row_kernels_avx512;
 #endif
 
-// The function for the active ISA.
-XentRowFn xent_row_for_active_isa();
+// The row kernels of the active ISA.
+const RowKernels& row_kernels_for_active_isa();
 
 }  // namespace cpu
 }  // namespace instill

@@ -1,7 +1,9 @@
 // attention: causal GQA over packed segments against a float64 reference (forward and an
 // analytic float64 backward, itself spot-checked by finite differences), on awkward sizes:
 // an empty segment, segments longer than the query block (32) and key tile (64), D = 10.
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { runtime } from '../../../src/index.js';
+import { isas, poisonAndRestoreIsa } from '../../helpers/kernels.js';
 import { addon, arr, errCode, f32, i32, randn, relErr } from './helpers.js';
 
 interface Sizes { N: number; H: number; KVH: number; D: number; cu: number[]; window?: number }
@@ -74,7 +76,11 @@ const cases: Array<[string, Sizes]> = [
   ['sliding window 100 over a 150-token segment', { N: 150, H: 2, KVH: 2, D: 16, cu: [0, 150], window: 100 }],
 ];
 
-describe('attention op vs float64', () => {
+poisonAndRestoreIsa();
+
+// The softmax rows' exponentials run on each ISA's vector code (cpu/xent_row.inc).
+describe.each(isas)('attention op vs float64 on %s', (isa) => {
+  beforeAll(() => runtime.setIsa(isa));
   for (const [name, s] of cases) {
     it(name, () => {
       const q = randn(s.N * s.H * s.D, 1, 1.5), k = randn(s.N * s.KVH * s.D, 2, 1.5), v = randn(s.N * s.KVH * s.D, 3);
@@ -116,7 +122,9 @@ describe('attention op vs float64', () => {
       }
     });
   }
+});
 
+describe('attention op', () => {
   it('the float64 backward reference agrees with finite differences', () => {
     const s: Sizes = { N: 6, H: 2, KVH: 1, D: 4, cu: [0, 2, 6] };
     const q = Float64Array.from(randn(48, 5)), k = Float64Array.from(randn(24, 6)), v = Float64Array.from(randn(24, 7)), dout = Float64Array.from(randn(48, 8));
