@@ -19,7 +19,7 @@
 
 #include "cpu/gemm.h"
 #include "cpu/model_ops.h"
-#include "cpu/xent_row.h"
+#include "cpu/row_kernels.h"
 #include "runtime/thread_pool.h"
 
 namespace instill {

@@ -7,7 +7,7 @@
 
 #include "cpu/gemm.h"
 #include "cpu/ops.h"
-#include "cpu/xent_row.h"
+#include "cpu/row_kernels.h"
 #include "runtime/thread_pool.h"
 
 namespace instill {

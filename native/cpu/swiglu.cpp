@@ -1,7 +1,7 @@
-// CPU swiglu (see ops/swiglu.h); elements split over the pool.
-#include <cmath>
-
+// CPU swiglu (see ops/swiglu.h): each ISA's vector code (row_kernels.inc) over
+// ranges of elements split over the pool.
 #include "cpu/model_ops.h"
+#include "cpu/row_kernels.h"
 #include "runtime/thread_pool.h"
 
 namespace instill {
@@ -11,12 +11,8 @@ void swiglu_forward(const SwigluForwardArgs& p) {
   const float* g = p.gate->data_as<float>();
   const float* u = p.up->data_as<float>();
   float* o = p.out->data_as<float>();
-  parallel_range(p.gate->numel(), [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const float s = 1.0f / (1.0f + std::exp(-g[i]));
-      o[i] = g[i] * s * u[i];
-    }
-  });
+  const RowKernels& k = row_kernels_for_active_isa();
+  parallel_range(p.gate->numel(), [&](int64_t b, int64_t e) { k.swiglu(g + b, u + b, o + b, e - b); });
 }
 
 void swiglu_backward(const SwigluBackwardArgs& p) {
@@ -25,15 +21,8 @@ void swiglu_backward(const SwigluBackwardArgs& p) {
   const float* u = p.up->data_as<float>();
   float* dg = p.dgate->data_as<float>();
   float* du = p.dup->data_as<float>();
-  parallel_range(p.gate->numel(), [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const float s = 1.0f / (1.0f + std::exp(-g[i]));
-      const float silu = g[i] * s;
-      const float di = d[i];
-      dg[i] = di * u[i] * s * (1.0f + g[i] * (1.0f - s));
-      du[i] = di * silu;
-    }
-  });
+  const RowKernels& k = row_kernels_for_active_isa();
+  parallel_range(p.gate->numel(), [&](int64_t b, int64_t e) { k.swiglu_backward(d + b, g + b, u + b, dg + b, du + b, e - b); });
 }
 
 }  // namespace cpu

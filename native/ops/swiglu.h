@@ -1,8 +1,8 @@
 // swiglu: the gated MLP activation, out = silu(gate) · up, silu(g) = g · σ(g).
 //
 // Backward  dgate = dout · up · σ(g) · (1 + g·(1 − σ(g)))     dup = dout · silu(g)
-// Outputs are written (=). Everything f32. σ is evaluated as 1/(1+exp(−g)),
-// which is exact to f32 rounding for |g| up to f32's range (exp overflow gives σ = 0).
+// Outputs are written (=). Everything f32. σ(g) = 1/(1+exp(−g)) saturates to 0 or 1
+// for large |g| and never gives NaN (the CPU evaluates it from exp(−|g|)).
 #pragma once
 
 #include "runtime/tensor.h"

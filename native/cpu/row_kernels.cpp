@@ -1,4 +1,4 @@
-#include "cpu/xent_row.h"
+#include "cpu/row_kernels.h"
 
 #include "runtime/cpu_features.h"
 
