@@ -115,6 +115,59 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     expect(relError(lg.toArray() as Float32Array, lc.toArray() as Float32Array)).toBeLessThan(2e-2);
   });
 
+  it("the Trainer's optimizer step on the GPU (norm, clipping, AdamW, moments) follows the CPU's", async () => {
+    const init: Record<string, Float32Array> = {};
+    for (const n of names) init[n] = ref.readArray(n) as Float32Array;
+    const h = { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.01, maxGradNorm: 0.5 };
+    for (const m of [gpu, cpu]) {
+      m.setAdapterWeights(init);
+      m.setOptimizerState({ step: 0, m: {}, v: {} });
+    }
+    for (let s = 0; s < 3; s++) {
+      await gpu.lossAndGrads({ inputIds, labels }, { returnGrads: false });
+      await cpu.lossAndGrads({ inputIds, labels }, { returnGrads: false });
+      const ng = (await gpu.optimizerStep(h)).gradNorm, nc = (await cpu.optimizerStep(h)).gradNorm;
+      expect(Math.abs(ng - nc) / nc).toBeLessThan(1e-2);
+    }
+    const wg = gpu.adapterWeights(), wc = cpu.adapterWeights();
+    for (const n of names) expect(relNorm(wg[n], wc[n]), n).toBeLessThan(1e-2);
+    const sg = gpu.optimizerState(), sc = cpu.optimizerState();
+    expect(sg.step).toBe(3);
+    for (const n of names) expect(relNorm(sg.v[n], sc.v[n]), n).toBeLessThan(5e-2);
+    // the moments go back in: the same next step from a restored state
+    const other = await loadModel(fixturePath('stories260K'), { device: 'cuda' });
+    other.addLora({ r: Number(ref.metadata.lora_r), alpha: Number(ref.metadata.lora_alpha), targetModules: gpu.loraConfig!.targetModules, rsLora: gpu.loraConfig!.rsLora });
+    other.setAdapterWeights(wg);
+    other.setOptimizerState(sg);
+    for (const m of [gpu, other]) {
+      await m.lossAndGrads({ inputIds, labels }, { returnGrads: false });
+      await m.optimizerStep(h);
+    }
+    const a = gpu.adapterWeights(), b = other.adapterWeights();
+    for (const n of names) expect(b[n], n).toEqual(a[n]);
+    other.dispose();
+  });
+
+  it('the op profile times GPU ops with queued events: every op of a step, its calls, device time', async () => {
+    runtime.setOpProfile(true);
+    try {
+      await gpu.lossAndGrads({ inputIds, labels }, { returnGrads: false });
+      const rows = runtime.opProfile();
+      const by = Object.fromEntries(rows.map((r) => [r.op, r]));
+      const L = gpu.spec.numLayers;
+      expect(by.attention_forward?.calls).toBe(L);
+      expect(by.attention_backward?.calls).toBe(L);
+      expect(by.linear_cross_entropy?.calls).toBe(1);
+      for (const r of rows) {
+        expect(r.device).toBe('cuda');
+        expect(r.ms).toBeGreaterThan(0);
+      }
+      expect(runtime.opProfile()).toEqual([]); // read once: it starts over
+    } finally {
+      runtime.setOpProfile(false);
+    }
+  });
+
   it('full fine-tuning on the GPU: every weight gradient within bf16 tolerance of the CPU', async () => {
     const fg = await loadModel(fixturePath('stories260K'), { device: 'cuda', full: true });
     const fc = await loadModel(fixturePath('stories260K'), { full: true });
