@@ -34,6 +34,30 @@ describe('runtime', () => {
     expect(runtime.info().hostCache.bytes).toBe(0);
   });
 
+  it('op profile: calls and host time per op while on, nothing while off; reading it starts it over', () => {
+    const a = Tensor.from(Float32Array.from({ length: 96 * 80 }, (_, i) => Math.sin(i)), [96, 80]);
+    const x = Tensor.from(Float32Array.from({ length: 33 * 80 }, (_, i) => Math.cos(i)), [33, 80]);
+    const la = Tensor.from(new Float32Array(4 * 80).fill(0.01), [4, 80]), lb = Tensor.from(new Float32Array(96 * 4).fill(0.02), [96, 4]);
+    runtime.setOpProfile(true);
+    try {
+      kernels.matmul({ a, b: a, transB: true });
+      kernels.matmul({ a: x, b: a, transB: true });
+      kernels.loraLinear({ x, w: a, a: la, b: lb, scale: 2 });
+      const rows = runtime.opProfile();
+      expect(rows.map((r) => r.op).sort()).toEqual(['lora_linear_forward', 'matmul']);
+      expect(rows.find((r) => r.op === 'matmul')).toMatchObject({ device: 'cpu', calls: 2 });
+      expect(rows.find((r) => r.op === 'lora_linear_forward')).toMatchObject({ device: 'cpu', calls: 1 });
+      for (const r of rows) expect(r.ms).toBeGreaterThan(0);
+      for (let i = 1; i < rows.length; i++) expect(rows[i].ms).toBeLessThanOrEqual(rows[i - 1].ms);
+      expect(runtime.opProfile()).toEqual([]);
+    } finally {
+      runtime.setOpProfile(false);
+    }
+    kernels.matmul({ a, b: a, transB: true });
+    expect(runtime.opProfile()).toEqual([]);
+    expect(() => runtime.setOpProfile('yes' as never)).toThrow(expect.objectContaining({ code: 'E_ARG' }));
+  });
+
   it('sizes the pool from INSTILL_THREADS', () => {
     expect(infoWith({ INSTILL_THREADS: '3' }).threads).toBe(3);
     expect(infoWith({ INSTILL_THREADS: '1' }).threads).toBe(1);
