@@ -31,6 +31,8 @@ for s in status:
 print("\n| bench | impl | median ms | peak MiB | tokens/s | MFU |")
 print("|---|---|---|---|---|---|")
 for r in rows:
+    if r.get("share") is not None:  # an op of the profiled train step: its share of that step
+        r = {**r, "impl": f"{r['impl']} ({100 * r['share']:.1f}% of the step)"}
     print(f"| {r['bench']} | {r['impl']} | {fmt(r.get('ms'))} | {fmt(r.get('peak_mib'), 0)} | "
           f"{fmt(r.get('tokens_per_s'), 0)} | {fmt(r.get('mfu') and 100 * r['mfu'], 1)}{'%' if r.get('mfu') else ''} |")
 
