@@ -53,12 +53,17 @@ OpScope::OpScope(const char* op, Device device) {
   if (!g_enabled.load(std::memory_order_relaxed)) return;
   counted_ = true;
   if (t_depth++ > 0) return;  // inside another op: counted there
-  op_ = op;
   device_ = device;
   if (device == Device::CPU) {
     t0_ = now_ms();
+    op_ = op;
   } else if (const DeviceMemoryHooks* h = device_memory_hooks(device)) {
-    mark_ = h->mark();
+    try {
+      mark_ = h->mark();
+      op_ = op;
+    } catch (...) {
+      // the device is failing: the op itself will say so; this one goes untimed
+    }
   }
 }
 
