@@ -45,7 +45,7 @@ inline float dot(const float* a, const float* b, int64_t d) {
 
 struct Task {
   int64_t begin, end;  // segment
-  int64_t head;
+  int64_t head;        // the KV head: its group of query heads runs together
   int64_t q0, q1;      // query rows [q0, q1), inside the segment
 };
 
@@ -84,7 +84,7 @@ float attend_row(const float* qi, const float* k, const float* v, int64_t kvh, i
 }  // namespace
 
 void attention_forward(const AttentionForwardArgs& p) {
-  const int64_t n = p.q->dim(0), h = p.q->dim(1), d = p.q->dim(2), kvh = p.k->dim(1);
+  const int64_t h = p.q->dim(1), d = p.q->dim(2), kvh = p.k->dim(1);
   const int64_t group = h / kvh;
   const float* q = p.q->data_as<float>();
   const float* k = p.k->data_as<float>();
@@ -94,12 +94,11 @@ void attention_forward(const AttentionForwardArgs& p) {
   const int32_t* cu = p.cu_seqlens->data_as<int32_t>();
   const int64_t s = p.cu_seqlens->dim(0) - 1;
   const float scale = p.scale;
-  (void)n;
-  std::vector<Task> tasks;
+  std::vector<Task> tasks;  // Task::head is the KV head: its group of query heads share each K and V tile
   for (int64_t si = 0; si < s; ++si) {
-    for (int64_t hh = 0; hh < h; ++hh) {
+    for (int64_t kh = 0; kh < kvh; ++kh) {
       for (int64_t r = cu[si]; r < cu[si + 1]; r += kQueryBlock) {
-        tasks.push_back(Task{cu[si], cu[si + 1], hh, r, std::min<int64_t>(r + kQueryBlock, cu[si + 1])});
+        tasks.push_back(Task{cu[si], cu[si + 1], kh, r, std::min<int64_t>(r + kQueryBlock, cu[si + 1])});
       }
     }
   }
@@ -108,47 +107,62 @@ void attention_forward(const AttentionForwardArgs& p) {
   const RowKernels& rows = row_kernels_for_active_isa();
   parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t ti) {
     const Task& t = tasks[static_cast<size_t>(ti)];
-    const int64_t kh = t.head / group, bq = t.q1 - t.q0;
+    const int64_t kh = t.head, bq = t.q1 - t.q0;
     // First key any row of this block may see (tiles stay aligned to the segment start).
     int64_t kfirst = t.begin;
     if (window > 0 && t.q0 - window + 1 > t.begin) kfirst = t.begin + ((t.q0 - window + 1 - t.begin) / kKeyTile) * kKeyTile;
-    std::vector<float> sc(static_cast<size_t>(kQueryBlock * kKeyTile)), acc(static_cast<size_t>(kQueryBlock * d), 0.0f);
-    std::vector<float> m(static_cast<size_t>(kQueryBlock), -std::numeric_limits<float>::infinity());
-    std::vector<float> l(static_cast<size_t>(kQueryBlock), 0.0f);
-    const float* qb = q + (t.q0 * h + t.head) * d;
     auto F = [](const float* ptr, int64_t ld, bool trans) { return GemmOperand{ptr, DType::F32, ld, trans}; };
+    // Per query head of the group: its Q block (packed once, scale folded in), the running max m
+    // and sum l per row, and the output accumulator.
+    std::vector<GemmPacked> qp(static_cast<size_t>(group));
+    std::vector<float> acc(static_cast<size_t>(group * kQueryBlock * d), 0.0f);
+    std::vector<float> m(static_cast<size_t>(group * kQueryBlock), -std::numeric_limits<float>::infinity());
+    std::vector<float> l(static_cast<size_t>(group * kQueryBlock), 0.0f);
+    for (int64_t g = 0; g < group; ++g)
+      qp[static_cast<size_t>(g)].pack_a(bq, d, F(q + (t.q0 * h + kh * group + g) * d, ldq, false), scale);
+    std::vector<float> sc(static_cast<size_t>(kQueryBlock * kKeyTile));
+    GemmPacked kp, vp, pp;
     for (int64_t j0 = kfirst; j0 < t.q1; j0 += kKeyTile) {
       const int64_t bk = std::min<int64_t>(kKeyTile, t.q1 - j0);
-      // S = scale · Q Kᵀ for this tile
-      gemm(bq, bk, d, scale, F(qb, ldq, false), F(k + (j0 * kvh + kh) * d, ldk, true), 0.0f, sc.data(), bk);
-      for (int64_t i = 0; i < bq; ++i) {
-        float* sr = sc.data() + i * bk;
-        const int64_t jmax = std::min<int64_t>(bk, t.q0 + i - j0 + 1);  // causal: keys j <= query i
-        const int64_t jmin = window > 0 ? std::max<int64_t>(0, t.q0 + i - window + 1 - j0) : 0;  // i - j < W
-        const size_t is = static_cast<size_t>(i);
-        if (jmax <= jmin) {
-          for (int64_t j = 0; j < bk; ++j) sr[j] = 0.0f;
-          continue;
+      kp.pack_b(d, bk, F(k + (j0 * kvh + kh) * d, ldk, true));   // Kᵀ of the tile
+      vp.pack_b(bk, d, F(v + (j0 * kvh + kh) * d, ldk, false));  // V of the tile
+      for (int64_t g = 0; g < group; ++g) {
+        float* mg = m.data() + g * kQueryBlock;
+        float* lg = l.data() + g * kQueryBlock;
+        float* ag = acc.data() + g * kQueryBlock * d;
+        gemm_packed(qp[static_cast<size_t>(g)], kp, 0.0f, sc.data(), bk);  // S = scale · Q Kᵀ
+        for (int64_t i = 0; i < bq; ++i) {
+          float* sr = sc.data() + i * bk;
+          const int64_t jmax = std::min<int64_t>(bk, t.q0 + i - j0 + 1);  // causal: keys j <= query i
+          const int64_t jmin = window > 0 ? std::max<int64_t>(0, t.q0 + i - window + 1 - j0) : 0;  // i - j < W
+          if (jmax <= jmin) {
+            for (int64_t j = 0; j < bk; ++j) sr[j] = 0.0f;
+            continue;
+          }
+          const float mnew = std::max(mg[i], rows.max(sr + jmin, jmax - jmin));
+          const float corr = std::exp(mg[i] - mnew);  // 0 on the first tile (m = -inf)
+          for (int64_t j = 0; j < jmin; ++j) sr[j] = 0.0f;
+          const float sum = rows.exp(sr + jmin, sr + jmin, jmax - jmin, mnew);
+          for (int64_t j = jmax; j < bk; ++j) sr[j] = 0.0f;
+          lg[i] = lg[i] * corr + sum;
+          mg[i] = mnew;
+          float* ar = ag + i * d;
+          for (int64_t c = 0; c < d; ++c) ar[c] *= corr;
         }
-        const float mnew = std::max(m[is], rows.max(sr + jmin, jmax - jmin));
-        const float corr = std::exp(m[is] - mnew);  // 0 on the first tile (m = -inf)
-        for (int64_t j = 0; j < jmin; ++j) sr[j] = 0.0f;
-        const float sum = rows.exp(sr + jmin, sr + jmin, jmax - jmin, mnew);
-        for (int64_t j = jmax; j < bk; ++j) sr[j] = 0.0f;
-        l[is] = l[is] * corr + sum;
-        m[is] = mnew;
-        float* ar = acc.data() + i * d;
-        for (int64_t c = 0; c < d; ++c) ar[c] *= corr;
+        pp.pack_a(bq, bk, F(sc.data(), bk, false));
+        gemm_packed(pp, vp, 1.0f, ag, d);  // acc += P V
       }
-      // acc += P V
-      gemm(bq, d, bk, 1.0f, F(sc.data(), bk, false), F(v + (j0 * kvh + kh) * d, ldk, false), 1.0f, acc.data(), d);
     }
-    for (int64_t i = 0; i < bq; ++i) {
-      const size_t is = static_cast<size_t>(i);
-      float* oi = out + ((t.q0 + i) * h + t.head) * d;
-      const float inv = 1.0f / l[is];
-      for (int64_t c = 0; c < d; ++c) oi[c] = acc[is * static_cast<size_t>(d) + static_cast<size_t>(c)] * inv;
-      lse[(t.q0 + i) * h + t.head] = m[is] + std::log(l[is]);
+    for (int64_t g = 0; g < group; ++g) {
+      const int64_t head = kh * group + g;
+      for (int64_t i = 0; i < bq; ++i) {
+        const size_t is = static_cast<size_t>(g * kQueryBlock + i);
+        float* oi = out + ((t.q0 + i) * h + head) * d;
+        const float inv = 1.0f / l[is];
+        const float* ar = acc.data() + is * static_cast<size_t>(d);
+        for (int64_t c = 0; c < d; ++c) oi[c] = ar[c] * inv;
+        lse[(t.q0 + i) * h + head] = m[is] + std::log(l[is]);
+      }
     }
   });
 }
@@ -204,21 +218,34 @@ void attention_backward(const AttentionBackwardArgs& p) {
     if (e == b) return;
     std::vector<float> pm(kBlock * kBlock), dpm(kBlock * kBlock), delta(kBlock);
     auto F = [](const float* ptr, int64_t ld, bool trans) { return GemmOperand{ptr, DType::F32, ld, trans}; };
+    // Every key block of the segment packed once for all query heads and query blocks:
+    // Kᵀ (for S = Q Kᵀ), Vᵀ (for dP = dO Vᵀ) and K (for dQ += dS K).
+    const int64_t nblocks = (e - b + kBlock - 1) / kBlock;
+    std::vector<GemmPacked> kt(static_cast<size_t>(nblocks)), vt(static_cast<size_t>(nblocks)), kn(static_cast<size_t>(nblocks));
+    for (int64_t jb = 0; jb < nblocks; ++jb) {
+      const int64_t j0 = b + jb * kBlock, bk = std::min<int64_t>(kBlock, e - j0);
+      const float* kb = k + (j0 * kvh + kh) * d;
+      kt[static_cast<size_t>(jb)].pack_b(d, bk, F(kb, ldk, true));
+      vt[static_cast<size_t>(jb)].pack_b(d, bk, F(v + (j0 * kvh + kh) * d, ldk, true));
+      kn[static_cast<size_t>(jb)].pack_b(bk, d, F(kb, ldk, false));
+    }
+    GemmPacked qa, doa, qb_, dob_, pt, dst, ds;  // per query block: Q, dO (left and right); per pair: Pᵀ, dSᵀ, dS
     for (int64_t hh = kh * group; hh < (kh + 1) * group; ++hh) {
       for (int64_t i0 = b; i0 < e; i0 += kBlock) {
         const int64_t bq = std::min<int64_t>(kBlock, e - i0);
         const float* qb = q + (i0 * h + hh) * d;
         const float* dob = dout + (i0 * h + hh) * d;
         for (int64_t i = 0; i < bq; ++i) delta[static_cast<size_t>(i)] = dot(dob + i * ldq, out + ((i0 + i) * h + hh) * d, d);
+        qa.pack_a(bq, d, F(qb, ldq, false), scale);
+        doa.pack_a(bq, d, F(dob, ldq, false));
+        qb_.pack_b(bq, d, F(qb, ldq, false));
+        dob_.pack_b(bq, d, F(dob, ldq, false));
         for (int64_t j0 = b; j0 < i0 + bq; j0 += kBlock) {
           const int64_t bk = std::min<int64_t>(kBlock, e - j0);
+          const size_t jb = static_cast<size_t>((j0 - b) / kBlock);
           if (window > 0 && j0 + bk - 1 <= i0 - window) continue;  // every key of the block is out of every row's window
-          const float* kb = k + (j0 * kvh + kh) * d;
-          const float* vb = v + (j0 * kvh + kh) * d;
-          // S = scale · Q Kᵀ  ->  P = exp(S − lse), causal
-          gemm(bq, bk, d, scale, F(qb, ldq, false), F(kb, ldk, true), 0.0f, pm.data(), bk);
-          // dP = dO Vᵀ
-          gemm(bq, bk, d, 1.0f, F(dob, ldq, false), F(vb, ldk, true), 0.0f, dpm.data(), bk);
+          gemm_packed(qa, kt[jb], 0.0f, pm.data(), bk);    // S = scale · Q Kᵀ  ->  P = exp(S − lse), causal
+          gemm_packed(doa, vt[jb], 0.0f, dpm.data(), bk);  // dP = dO Vᵀ
           for (int64_t i = 0; i < bq; ++i) {
             float* pr = pm.data() + i * bk;
             float* dr = dpm.data() + i * bk;
@@ -232,9 +259,12 @@ void attention_backward(const AttentionBackwardArgs& p) {
             for (int64_t j = 0; j < bk; ++j) dr[j] = pr[j] * (dr[j] - di) * scale;  // dS
           }
           // dV += Pᵀ dO,  dK += dSᵀ Q,  dQ += dS K
-          gemm(bk, d, bq, 1.0f, F(pm.data(), bk, true), F(dob, ldq, false), 1.0f, dv + (j0 * kvh + kh) * d, ldk);
-          gemm(bk, d, bq, 1.0f, F(dpm.data(), bk, true), F(qb, ldq, false), 1.0f, dk + (j0 * kvh + kh) * d, ldk);
-          gemm(bq, d, bk, 1.0f, F(dpm.data(), bk, false), F(kb, ldk, false), 1.0f, dq + (i0 * h + hh) * d, ldq);
+          pt.pack_a(bk, bq, F(pm.data(), bk, true));
+          gemm_packed(pt, dob_, 1.0f, dv + (j0 * kvh + kh) * d, ldk);
+          dst.pack_a(bk, bq, F(dpm.data(), bk, true));
+          gemm_packed(dst, qb_, 1.0f, dk + (j0 * kvh + kh) * d, ldk);
+          ds.pack_a(bq, bk, F(dpm.data(), bk, false));
+          gemm_packed(ds, kn[jb], 1.0f, dq + (i0 * h + hh) * d, ldq);
         }
       }
     }

@@ -125,6 +125,70 @@ int pieces_of(const GemmTerm* terms, int nterms, int64_t k0, int64_t kc, Piece* 
   return np;
 }
 
+// Packs rows [i0, i0+rows) of the pieces' op(A) over the K block [0, kc) into one MR sliver
+// (the kernel's A layout; rows past the edge are zeros).
+void pack_a_sliver(const GemmKernelInfo& kern, const Piece* pieces, int np, int64_t i0, int64_t rows, int64_t kc,
+                   float* dst) {
+  const int mr = kern.mr;
+  if (kern.pack_pairs) {
+    uint16_t* d16 = reinterpret_cast<uint16_t*>(dst);
+    // The pieces cover k in [0, kc): only missing rows and an odd kc's padding need zeros.
+    if (rows < mr || (kc & 1)) std::fill(d16, d16 + (kc + 1) / 2 * mr * 2, uint16_t{0});
+    for (int p = 0; p < np; ++p) {
+      const Piece& pc_ = pieces[p];
+      const GemmOperand& a = pc_.term->a;
+      kern.pack_pairs_rows(a.data, static_cast<int32_t>(a.dtype), a.ld, a.trans ? 0 : 1, pc_.term->alpha, i0, rows,
+                           pc_.local_k0, pc_.count, pc_.offset, static_cast<int>((kc + 1) / 2 * 2), d16);
+    }
+    return;
+  }
+  if (rows < mr) std::fill(dst, dst + mr * kc, 0.0f);
+  for (int p = 0; p < np; ++p) {
+    const Piece& pc_ = pieces[p];
+    const GemmOperand& a = pc_.term->a;
+    if (!a.trans && kern.pack_rows && rows == mr && mr % 8 == 0) {
+      const int64_t off = i0 * a.ld + pc_.local_k0;
+      kern.pack_rows(static_cast<const char*>(a.data) + off * static_cast<int64_t>(dtype_size(a.dtype)),
+                     static_cast<int32_t>(a.dtype), a.ld, pc_.count, pc_.term->alpha, mr, dst + pc_.offset * mr);
+      continue;
+    }
+    by_dtype(a.dtype, [&](auto tag) {
+      pack_a_part<decltype(tag)::value>(a, pc_.term->alpha, i0, rows, pc_.local_k0, pc_.count, mr, dst + pc_.offset * mr);
+    });
+  }
+}
+
+// Packs columns [j0, j0+cols) of the pieces' op(B) over the K block [0, kc) into one NR sliver.
+void pack_b_sliver(const GemmKernelInfo& kern, const Piece* pieces, int np, int64_t j0, int64_t cols, int64_t kc,
+                   float* dst) {
+  const int nr = kern.nr;
+  if (kern.pack_pairs) {
+    uint16_t* d16 = reinterpret_cast<uint16_t*>(dst);
+    if (cols < nr || (kc & 1)) std::fill(d16, d16 + (kc + 1) / 2 * nr * 2, uint16_t{0});
+    for (int p = 0; p < np; ++p) {
+      const Piece& pc_ = pieces[p];
+      const GemmOperand& b = pc_.term->b;
+      kern.pack_pairs(b.data, static_cast<int32_t>(b.dtype), b.ld, b.trans ? 1 : 0, 1.0f, j0, cols, pc_.local_k0,
+                      pc_.count, pc_.offset, nr, d16);
+    }
+    return;
+  }
+  if (cols < nr) std::fill(dst, dst + nr * kc, 0.0f);
+  for (int p = 0; p < np; ++p) {
+    const Piece& pc_ = pieces[p];
+    const GemmOperand& b = pc_.term->b;
+    if (b.trans && kern.pack_rows && cols == nr && nr % 8 == 0) {
+      const int64_t off = j0 * b.ld + pc_.local_k0;
+      kern.pack_rows(static_cast<const char*>(b.data) + off * static_cast<int64_t>(dtype_size(b.dtype)),
+                     static_cast<int32_t>(b.dtype), b.ld, pc_.count, 1.0f, nr, dst + pc_.offset * nr);
+      continue;
+    }
+    by_dtype(b.dtype, [&](auto tag) {
+      pack_b_part<decltype(tag)::value>(b, j0, cols, pc_.local_k0, pc_.count, nr, dst + pc_.offset * nr);
+    });
+  }
+}
+
 // Narrow products: n, or m (then Cᵀ = op(B)ᵀ·op(A)ᵀ is computed), at most two vectors
 // wide, with one f32 term and no bias: LoRA's rank-r products (x·Aᵀ, dy·B, dyᵀ·u, gᵀ·x).
 // Packing the wide operand would cost more than multiplying it, so the narrow kernel
@@ -220,33 +284,7 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
         float* dst = apack.p + s * mr * kc;
         const int64_t i0 = s * mr, rows = std::min<int64_t>(mr, m - i0);
         if (a_in_place && rows == mr) continue;
-        if (kern.pack_pairs) {
-          uint16_t* d16 = reinterpret_cast<uint16_t*>(dst);
-          // The pieces cover k in [0, kc): only missing rows and an odd kc's padding need zeros.
-          if (rows < mr || (kc & 1)) std::fill(d16, d16 + (kc + 1) / 2 * mr * 2, uint16_t{0});
-          for (int p = 0; p < np; ++p) {
-            const Piece& pc_ = pieces[p];
-            const GemmOperand& a = pc_.term->a;
-            kern.pack_pairs_rows(a.data, static_cast<int32_t>(a.dtype), a.ld, a.trans ? 0 : 1, pc_.term->alpha, i0,
-                                 rows, pc_.local_k0, pc_.count, pc_.offset, static_cast<int>((kc + 1) / 2 * 2), d16);
-          }
-          continue;
-        }
-        if (rows < mr) std::fill(dst, dst + mr * kc, 0.0f);
-        for (int p = 0; p < np; ++p) {
-          const Piece& pc_ = pieces[p];
-          const GemmOperand& a = pc_.term->a;
-          if (!a.trans && kern.pack_rows && rows == mr && mr % 8 == 0) {
-            const int64_t off = i0 * a.ld + pc_.local_k0;
-            kern.pack_rows(static_cast<const char*>(a.data) + off * static_cast<int64_t>(dtype_size(a.dtype)),
-                           static_cast<int32_t>(a.dtype), a.ld, pc_.count, pc_.term->alpha, mr, dst + pc_.offset * mr);
-            continue;
-          }
-          by_dtype(pc_.term->a.dtype, [&](auto tag) {
-            pack_a_part<decltype(tag)::value>(pc_.term->a, pc_.term->alpha, i0, rows, pc_.local_k0, pc_.count, mr,
-                                              dst + pc_.offset * mr);
-          });
-        }
+        pack_a_sliver(kern, pieces, np, i0, rows, kc, dst);
       }
     });
 
@@ -257,32 +295,7 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
         for (int64_t s = s0; s < s1; ++s) {
           float* dst = bpack.p + s * nr * kc;
           const int64_t j0 = jc + s * nr, cols = std::min<int64_t>(nr, n - j0);
-          if (kern.pack_pairs) {
-            uint16_t* d16 = reinterpret_cast<uint16_t*>(dst);
-            if (cols < nr || (kc & 1)) std::fill(d16, d16 + (kc + 1) / 2 * nr * 2, uint16_t{0});
-            for (int p = 0; p < np; ++p) {
-              const Piece& pc_ = pieces[p];
-              const GemmOperand& b = pc_.term->b;
-              kern.pack_pairs(b.data, static_cast<int32_t>(b.dtype), b.ld, b.trans ? 1 : 0, 1.0f, j0, cols,
-                              pc_.local_k0, pc_.count, pc_.offset, nr, d16);
-            }
-            continue;
-          }
-          if (cols < nr) std::fill(dst, dst + nr * kc, 0.0f);
-          for (int p = 0; p < np; ++p) {
-            const Piece& pc_ = pieces[p];
-            const GemmOperand& b = pc_.term->b;
-            if (b.trans && kern.pack_rows && cols == nr && nr % 8 == 0) {
-              const int64_t off = j0 * b.ld + pc_.local_k0;
-              kern.pack_rows(static_cast<const char*>(b.data) + off * static_cast<int64_t>(dtype_size(b.dtype)),
-                             static_cast<int32_t>(b.dtype), b.ld, pc_.count, 1.0f, nr, dst + pc_.offset * nr);
-              continue;
-            }
-            by_dtype(pc_.term->b.dtype, [&](auto tag) {
-              pack_b_part<decltype(tag)::value>(pc_.term->b, j0, cols, pc_.local_k0, pc_.count, nr,
-                                                dst + pc_.offset * nr);
-            });
-          }
+          pack_b_sliver(kern, pieces, np, j0, cols, kc, dst);
         }
       });
 
@@ -321,6 +334,92 @@ void gemm(int64_t m, int64_t n, const GemmTerm* terms, int nterms, float beta, f
         }
       });
     }
+  }
+}
+
+// Packed layout of GemmPacked: K in blocks of the kernel's kc (the last one shorter);
+// block k0 starts at k0 · (slivers · width) and holds one sliver after another, each
+// kc x width as the kernel reads it (width = MR for a left operand, NR for a right one).
+namespace {
+const GemmKernelInfo& f32_kernel() {
+  GemmTerm t{GemmOperand{nullptr, DType::F32, 0, false}, GemmOperand{nullptr, DType::F32, 0, false}, 0, 1.0f};
+  return kernel_for(active_isa(), &t, 1);
+}
+}  // namespace
+
+GemmPacked::~GemmPacked() {
+  if (data_) host_free(data_, bytes_);
+}
+
+float* GemmPacked::reserve(size_t floats) {
+  const size_t need = std::max<size_t>(64, (floats * sizeof(float) + 63) / 64 * 64);
+  if (need > bytes_) {
+    if (data_) host_free(data_, bytes_);
+    data_ = static_cast<float*>(host_alloc(need));
+    bytes_ = data_ ? need : 0;
+    if (!data_) fail(ErrorCode::Alloc, "out of memory for a packed GEMM operand (", need, " bytes)");
+  }
+  return data_;
+}
+
+void GemmPacked::pack_a(int64_t m, int64_t k, GemmOperand a, float alpha) {
+  if (a.dtype != DType::F32) fail(ErrorCode::Internal, "GemmPacked: f32 operands only");
+  const GemmKernelInfo& kern = f32_kernel();
+  const int64_t slivers = (m + kern.mr - 1) / kern.mr, width = slivers * kern.mr;
+  float* dst = reserve(static_cast<size_t>(width * std::max<int64_t>(k, 1)));
+  const GemmTerm term{a, a, k, alpha};
+  for (int64_t k0 = 0; k0 < k; k0 += kern.kc) {
+    const int64_t kc = std::min<int64_t>(kern.kc, k - k0);
+    const Piece piece{&term, k0, kc, 0};
+    for (int64_t s = 0; s < slivers; ++s)
+      pack_a_sliver(kern, &piece, 1, s * kern.mr, std::min<int64_t>(kern.mr, m - s * kern.mr), kc,
+                    dst + k0 * width + s * kern.mr * kc);
+  }
+  outer_ = m;
+  k_ = k;
+  kernel_ = &kern;
+  left_ = true;
+}
+
+void GemmPacked::pack_b(int64_t k, int64_t n, GemmOperand b) {
+  if (b.dtype != DType::F32) fail(ErrorCode::Internal, "GemmPacked: f32 operands only");
+  const GemmKernelInfo& kern = f32_kernel();
+  const int64_t slivers = (n + kern.nr - 1) / kern.nr, width = slivers * kern.nr;
+  float* dst = reserve(static_cast<size_t>(width * std::max<int64_t>(k, 1)));
+  const GemmTerm term{b, b, k, 1.0f};
+  for (int64_t k0 = 0; k0 < k; k0 += kern.kc) {
+    const int64_t kc = std::min<int64_t>(kern.kc, k - k0);
+    const Piece piece{&term, k0, kc, 0};
+    for (int64_t s = 0; s < slivers; ++s)
+      pack_b_sliver(kern, &piece, 1, s * kern.nr, std::min<int64_t>(kern.nr, n - s * kern.nr), kc,
+                    dst + k0 * width + s * kern.nr * kc);
+  }
+  outer_ = n;
+  k_ = k;
+  kernel_ = &kern;
+  left_ = false;
+}
+
+void gemm_packed(const GemmPacked& a, const GemmPacked& b, float beta, float* c, int64_t ldc) {
+  if (!a.left_ || b.left_ || a.kernel_ != b.kernel_ || a.k_ != b.k_ || !a.kernel_) {
+    fail(ErrorCode::Internal, "gemm_packed: needs a left and a right operand of the same depth and kernel");
+  }
+  const GemmKernelInfo& kern = *static_cast<const GemmKernelInfo*>(a.kernel_);
+  const int64_t m = a.outer_, n = b.outer_, k = a.k_;
+  const int mr = kern.mr, nr = kern.nr;
+  const int64_t a_width = (m + mr - 1) / mr * mr, b_width = (n + nr - 1) / nr * nr;
+  if (k == 0) {
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    return;
+  }
+  for (int64_t k0 = 0; k0 < k; k0 += kern.kc) {
+    const int64_t kc = std::min<int64_t>(kern.kc, k - k0);
+    const GemmEpilogue ep{k0 == 0 ? 1 : 0, beta, nullptr, 0};
+    for (int64_t i0 = 0; i0 < m; i0 += mr)
+      for (int64_t j0 = 0; j0 < n; j0 += nr)
+        kern.run(kc, a.data_ + k0 * a_width + i0 * kc, b.data_ + k0 * b_width + j0 * kc, c + i0 * ldc + j0, ldc,
+                 static_cast<int>(std::min<int64_t>(mr, m - i0)), static_cast<int>(std::min<int64_t>(nr, n - j0)), &ep);
   }
 }
 

@@ -48,5 +48,36 @@ inline void gemm(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, Ge
   gemm(m, n, &t, 1, beta, c, ldc, bias);
 }
 
+// Small products on the calling thread, from operands packed once and reused: for code
+// that already runs inside a pool task (CPU attention packs its Q block once for every
+// key tile, and each K and V tile once for all the query heads that share it). The
+// general gemm() packs both operands on every call and splits the work over the pool,
+// which for a 64 x 64 x 64 tile costs about as much as the product. f32 operands only.
+class GemmPacked {
+ public:
+  GemmPacked() = default;
+  ~GemmPacked();
+  GemmPacked(const GemmPacked&) = delete;
+  GemmPacked& operator=(const GemmPacked&) = delete;
+
+  // As the left operand: alpha · op(a), m x k.
+  void pack_a(int64_t m, int64_t k, GemmOperand a, float alpha = 1.0f);
+  // As the right operand: op(b), k x n.
+  void pack_b(int64_t k, int64_t n, GemmOperand b);
+
+ private:
+  friend void gemm_packed(const GemmPacked& a, const GemmPacked& b, float beta, float* c, int64_t ldc);
+  float* reserve(size_t floats);
+  float* data_ = nullptr;
+  size_t bytes_ = 0;
+  int64_t outer_ = 0, k_ = 0;     // m (left) or n (right), and k
+  const void* kernel_ = nullptr;  // the micro-kernel it was packed for
+  bool left_ = false;
+};
+
+// C (m x n) = beta·C + A·B for A packed with pack_a and B with pack_b (the same k); beta == 0
+// never reads C. Runs on the calling thread.
+void gemm_packed(const GemmPacked& a, const GemmPacked& b, float beta, float* c, int64_t ldc);
+
 }  // namespace cpu
 }  // namespace instill
