@@ -74,6 +74,8 @@ const cases: Array<[string, Sizes]> = [
   ['sliding window 37 over packed long segments (window inside and across tiles)', { N: 230, H: 4, KVH: 2, D: 8, cu: [0, 20, 230], window: 37 }],
   ['sliding window 1 (each token sees itself only)', { N: 10, H: 2, KVH: 1, D: 4, cu: [0, 10], window: 1 }],
   ['sliding window 100 over a 150-token segment', { N: 150, H: 2, KVH: 2, D: 16, cu: [0, 150], window: 100 }],
+  // head dim deeper than a K block of the portable and AVX2 kernels (256): the packed tiles run in two
+  ['head dim 300, GQA 4/2, two segments', { N: 90, H: 4, KVH: 2, D: 300, cu: [0, 70, 90] }],
 ];
 
 poisonAndRestoreIsa();
