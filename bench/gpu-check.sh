@@ -15,7 +15,8 @@
 #   tar --exclude=node_modules/typescript --exclude='node_modules/@types' -cJf .gpu/node_modules.tar.xz node_modules
 #   npx tsc -p tsconfig.json                                     # dist/ for bench/gpu/instill_bench.mjs
 #   INSTILL_CUDA=on node node_modules/cmake-js/bin/cmake-js compile --directory . --out /tmp/build-cuda \
-#     --CDINSTILL_CUDA=on && cp /tmp/build-cuda/Release/instill.node .gpu/   # fallback if the build there fails
+#     --CDINSTILL_CUDA=on && cp /tmp/build-cuda/Release/instill.node .gpu/ \
+#     && bash bench/gpu-check.sh --source-hash > .gpu/instill.node.src   # which sources it was built from
 #
 # then ONE device call (nothing else needs a GPU):
 #
@@ -27,6 +28,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+
+# The native sources a carried binary must have been built from (bindings, native, CMakeLists.txt).
+source_hash() { find bindings native CMakeLists.txt -type f | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16; }
+if [[ "${1:-}" == --source-hash ]]; then source_hash; exit 0; fi
 OUT="${OUT:-/tmp/gpu-check}"
 mkdir -p "$OUT"
 RES="$OUT/results.jsonl"; STATUS="$OUT/status.txt"
@@ -59,6 +64,10 @@ echo "== build (INSTILL_CUDA=on) $(elapsed)"
 export INSTILL_CUDA=on CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
 # A binary built on the CPU machine with the same nvcc (.gpu/instill.node) saves a
 # minute or two of GPU time; INSTILL_GPU_BUILD=1 builds here instead.
+if [[ -f .gpu/instill.node && "$(cat .gpu/instill.node.src 2>/dev/null)" != "$(source_hash)" ]]; then
+  note "carried .gpu/instill.node: built from other sources than these (or unmarked), so building here"
+  INSTILL_GPU_BUILD=1
+fi
 if [[ -f .gpu/instill.node && "${INSTILL_GPU_BUILD:-0}" != 1 ]]; then
   rm -rf build && mkdir -p build/Release && cp .gpu/instill.node build/Release/
   note "build with CUDA: carried .gpu/instill.node (built on the CPU machine, $(nvcc --version 2>/dev/null | tail -1 | cut -c1-40))"
