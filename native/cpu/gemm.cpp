@@ -362,43 +362,32 @@ float* GemmPacked::reserve(size_t floats) {
   return data_;
 }
 
-void GemmPacked::pack_a(int64_t m, int64_t k, GemmOperand a, float alpha) {
-  if (a.dtype != DType::F32) fail(ErrorCode::Internal, "GemmPacked: f32 operands only");
+void GemmPacked::pack(bool left, int64_t outer, int64_t k, GemmOperand op, float alpha) {
+  if (op.dtype != DType::F32) fail(ErrorCode::Internal, "GemmPacked: f32 operands only");
   const GemmKernelInfo& kern = f32_kernel();
-  const int64_t slivers = (m + kern.mr - 1) / kern.mr, width = slivers * kern.mr;
+  const int64_t w = left ? kern.mr : kern.nr;  // sliver width
+  const int64_t slivers = (outer + w - 1) / w, width = slivers * w;
   float* dst = reserve(static_cast<size_t>(width * std::max<int64_t>(k, 1)));
-  const GemmTerm term{a, a, k, alpha};
+  const GemmTerm term{op, op, k, alpha};
   for (int64_t k0 = 0; k0 < k; k0 += kern.kc) {
     const int64_t kc = std::min<int64_t>(kern.kc, k - k0);
     const Piece piece{&term, k0, kc, 0};
-    for (int64_t s = 0; s < slivers; ++s)
-      pack_a_sliver(kern, &piece, 1, s * kern.mr, std::min<int64_t>(kern.mr, m - s * kern.mr), kc,
-                    dst + k0 * width + s * kern.mr * kc);
+    for (int64_t s = 0; s < slivers; ++s) {
+      float* sliver = dst + k0 * width + s * w * kc;
+      const int64_t count = std::min<int64_t>(w, outer - s * w);
+      if (left) pack_a_sliver(kern, &piece, 1, s * w, count, kc, sliver);
+      else pack_b_sliver(kern, &piece, 1, s * w, count, kc, sliver);
+    }
   }
-  outer_ = m;
+  outer_ = outer;
   k_ = k;
   kernel_ = &kern;
-  left_ = true;
+  left_ = left;
 }
 
-void GemmPacked::pack_b(int64_t k, int64_t n, GemmOperand b) {
-  if (b.dtype != DType::F32) fail(ErrorCode::Internal, "GemmPacked: f32 operands only");
-  const GemmKernelInfo& kern = f32_kernel();
-  const int64_t slivers = (n + kern.nr - 1) / kern.nr, width = slivers * kern.nr;
-  float* dst = reserve(static_cast<size_t>(width * std::max<int64_t>(k, 1)));
-  const GemmTerm term{b, b, k, 1.0f};
-  for (int64_t k0 = 0; k0 < k; k0 += kern.kc) {
-    const int64_t kc = std::min<int64_t>(kern.kc, k - k0);
-    const Piece piece{&term, k0, kc, 0};
-    for (int64_t s = 0; s < slivers; ++s)
-      pack_b_sliver(kern, &piece, 1, s * kern.nr, std::min<int64_t>(kern.nr, n - s * kern.nr), kc,
-                    dst + k0 * width + s * kern.nr * kc);
-  }
-  outer_ = n;
-  k_ = k;
-  kernel_ = &kern;
-  left_ = false;
-}
+void GemmPacked::pack_a(int64_t m, int64_t k, GemmOperand a, float alpha) { pack(true, m, k, a, alpha); }
+
+void GemmPacked::pack_b(int64_t k, int64_t n, GemmOperand b) { pack(false, n, k, b, 1.0f); }
 
 void gemm_packed(const GemmPacked& a, const GemmPacked& b, float beta, float* c, int64_t ldc) {
   if (!a.left_ || b.left_ || a.kernel_ != b.kernel_ || a.k_ != b.k_ || !a.kernel_) {

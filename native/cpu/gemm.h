@@ -67,6 +67,7 @@ class GemmPacked {
 
  private:
   friend void gemm_packed(const GemmPacked& a, const GemmPacked& b, float beta, float* c, int64_t ldc);
+  void pack(bool left, int64_t outer, int64_t k, GemmOperand op, float alpha);
   float* reserve(size_t floats);
   float* data_ = nullptr;
   size_t bytes_ = 0;
