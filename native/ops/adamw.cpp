@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include "ops/backend.h"
-#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -23,10 +22,7 @@ void adamw_step(const AdamwArgs& p) {
   if (!(p.weight_decay >= 0) || !std::isfinite(p.weight_decay)) fail(ErrorCode::Arg, "'weightDecay' must be a finite number >= 0");
   if (p.step < 1) fail(ErrorCode::Arg, "'step' must be >= 1, got ", p.step);
   if (!(p.grad_scale > 0) || !std::isfinite(p.grad_scale)) fail(ErrorCode::Arg, "'gradScale' must be a finite number > 0, got ", p.grad_scale);
-  const Backend& be = backend_for(param.device());
-  if (!be.adamw_step) fail(ErrorCode::Unsupported, "adamw is not implemented on ", be.name);
-  const OpScope scope("adamw_step", be.device);
-  be.adamw_step(p);
+  run_op(param.device(), &Backend::adamw_step, "adamw_step", p);
 }
 
 double sum_squares(const SumSquaresArgs& p) {
@@ -37,10 +33,7 @@ double sum_squares(const SumSquaresArgs& p) {
     need_dtype(t, "tensors[i]", {DType::F32});
     need_same_device(t, "tensors[i]", first.device());
   }
-  const Backend& be = backend_for(first.device());
-  if (!be.sum_squares) fail(ErrorCode::Unsupported, "sum_squares is not implemented on ", be.name);
-  const OpScope scope("sum_squares", be.device);
-  return be.sum_squares(p);
+  return run_op(first.device(), &Backend::sum_squares, "sum_squares", p);
 }
 
 }  // namespace instill

@@ -1,7 +1,6 @@
 #include "ops/add.h"
 
 #include "ops/backend.h"
-#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -14,10 +13,7 @@ void add(const AddArgs& p) {
     need_same_device(tt, name, a.device());
     if (tt.shape() != a.shape()) fail(ErrorCode::Shape, "'", name, "' must have shape ", shape_str(a.shape()), ", got ", shape_str(tt.shape()));
   }
-  const Backend& be = backend_for(a.device());
-  if (!be.add) fail(ErrorCode::Unsupported, "add is not implemented on ", be.name);
-  const OpScope scope("add", be.device);
-  be.add(p);
+  run_op(a.device(), &Backend::add, "add", p);
 }
 
 void bias_add(const BiasAddArgs& p) {
@@ -28,10 +24,7 @@ void bias_add(const BiasAddArgs& p) {
   need_ndim(y, "y", 2);
   need_shape(b, "bias", {y.dim(1)}, "(OUT,) with OUT = y's columns");
   need_same_device(b, "bias", y.device());
-  const Backend& be = backend_for(y.device());
-  if (!be.bias_add) fail(ErrorCode::Unsupported, "bias_add is not implemented on ", be.name);
-  const OpScope scope("bias_add", be.device);
-  be.bias_add(p);
+  run_op(y.device(), &Backend::bias_add, "bias_add", p);
 }
 
 }  // namespace instill

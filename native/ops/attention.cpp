@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include "ops/backend.h"
-#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -53,10 +52,7 @@ void attention_forward(const AttentionForwardArgs& p) {
   need_same_device(out, "out", q.device());
   need_same_device(lse, "lse", q.device());
   if (p.window < 0) fail(ErrorCode::Arg, "'window' must be >= 0 (0 = no sliding window), got ", p.window);
-  const Backend& be = backend_for(q.device());
-  if (!be.attention_forward) fail(ErrorCode::Unsupported, "attention forward is not implemented on ", be.name);
-  const OpScope scope("attention_forward", be.device);
-  be.attention_forward(p);
+  run_op(q.device(), &Backend::attention_forward, "attention_forward", p);
 }
 
 void attention_decode(const AttentionDecodeArgs& p) {
@@ -83,10 +79,7 @@ void attention_decode(const AttentionDecodeArgs& p) {
   }
   if (!std::isfinite(p.scale)) fail(ErrorCode::Arg, "'scale' must be finite");
   if (p.window < 0) fail(ErrorCode::Arg, "'window' must be >= 0 (0 = no sliding window), got ", p.window);
-  const Backend& be = backend_for(q.device());
-  if (!be.attention_decode) fail(ErrorCode::Unsupported, "attention decode is not implemented on ", be.name);
-  const OpScope scope("attention_decode", be.device);
-  be.attention_decode(p);
+  run_op(q.device(), &Backend::attention_decode, "attention_decode", p);
 }
 
 void attention_backward(const AttentionBackwardArgs& p) {
@@ -104,10 +97,7 @@ void attention_backward(const AttentionBackwardArgs& p) {
   need_dtype(lse, "lse", {DType::F32});
   need_shape(lse, "lse", {q.dim(0), q.dim(1)}, "(N, H)");
   if (p.window < 0) fail(ErrorCode::Arg, "'window' must be >= 0 (0 = no sliding window), got ", p.window);
-  const Backend& be = backend_for(q.device());
-  if (!be.attention_backward) fail(ErrorCode::Unsupported, "attention backward is not implemented on ", be.name);
-  const OpScope scope("attention_backward", be.device);
-  be.attention_backward(p);
+  run_op(q.device(), &Backend::attention_backward, "attention_backward", p);
 }
 
 }  // namespace instill

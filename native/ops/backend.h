@@ -19,6 +19,8 @@
 #include "ops/rope.h"
 #include "ops/swiglu.h"
 #include "runtime/device.h"
+#include "runtime/error.h"
+#include "runtime/op_profile.h"
 
 namespace instill {
 
@@ -52,6 +54,17 @@ struct Backend {
 
 // The backend for a device; throws E_DEVICE if none was built for it.
 const Backend& backend_for(Device device);
+
+// Runs `device`'s backend entry for an op (the ops' front functions call it after validating):
+// E_UNSUPPORTED naming the op when the backend has none, and timed under `op` by the op
+// profiler (runtime/op_profile.h).
+template <typename Entry, typename Args>
+auto run_op(Device device, Entry Backend::*entry, const char* op, const Args& args) {
+  const Backend& be = backend_for(device);
+  if (!(be.*entry)) fail(ErrorCode::Unsupported, op, " is not implemented on ", be.name);
+  const OpScope scope(op, be.device);
+  return (be.*entry)(args);
+}
 
 namespace cpu {
 const Backend& backend();

@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include "ops/backend.h"
-#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -48,10 +47,7 @@ CrossEntropyResult masked_cross_entropy(const MaskedCrossEntropyArgs& p) {
   }
   need_normalizer(p.normalizer);
   need_targets_in_range(targets, v, p.ignore_index);
-  const Backend& be = backend_for(logits.device());
-  if (!be.masked_cross_entropy) fail(ErrorCode::Unsupported, "masked_cross_entropy is not implemented on ", be.name);
-  const OpScope scope("masked_cross_entropy", be.device);
-  return be.masked_cross_entropy(p);
+  return run_op(logits.device(), &Backend::masked_cross_entropy, "masked_cross_entropy", p);
 }
 
 CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
@@ -82,10 +78,7 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
   need_normalizer(p.normalizer);
   if (p.chunk_rows < 0) fail(ErrorCode::Arg, "'chunkRows' must be >= 0 (0 picks it from memory), got ", p.chunk_rows);
   need_targets_in_range(targets, v, p.ignore_index);
-  const Backend& be = backend_for(h.device());
-  if (!be.linear_cross_entropy) fail(ErrorCode::Unsupported, "linear_cross_entropy is not implemented on ", be.name);
-  const OpScope scope("linear_cross_entropy", be.device);
-  return be.linear_cross_entropy(p);
+  return run_op(h.device(), &Backend::linear_cross_entropy, "linear_cross_entropy", p);
 }
 
 }  // namespace instill

@@ -1,7 +1,6 @@
 #include "ops/embedding.h"
 
 #include "ops/backend.h"
-#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -29,10 +28,7 @@ void embedding_forward(const EmbeddingForwardArgs& p) {
   need_same_device(w, "w", ids.device());
   need_same_device(out, "out", ids.device());
   need_ids_in_range(ids, w.dim(0));
-  const Backend& be = backend_for(ids.device());
-  if (!be.embedding_forward) fail(ErrorCode::Unsupported, "embedding forward is not implemented on ", be.name);
-  const OpScope scope("embedding_forward", be.device);
-  be.embedding_forward(p);
+  run_op(ids.device(), &Backend::embedding_forward, "embedding_forward", p);
 }
 
 void embedding_backward(const EmbeddingBackwardArgs& p) {
@@ -48,10 +44,7 @@ void embedding_backward(const EmbeddingBackwardArgs& p) {
   need_same_device(dw, "dw", ids.device());
   need_same_device(dout, "dout", ids.device());
   need_ids_in_range(ids, dw.dim(0));
-  const Backend& be = backend_for(ids.device());
-  if (!be.embedding_backward) fail(ErrorCode::Unsupported, "embedding backward is not implemented on ", be.name);
-  const OpScope scope("embedding_backward", be.device);
-  be.embedding_backward(p);
+  run_op(ids.device(), &Backend::embedding_backward, "embedding_backward", p);
 }
 
 }  // namespace instill

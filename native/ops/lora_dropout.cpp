@@ -1,7 +1,6 @@
 #include "ops/lora_dropout.h"
 
 #include "ops/backend.h"
-#include "runtime/op_profile.h"
 #include "ops/check.h"
 #include "ops/lora_linear.h"
 
@@ -16,19 +15,13 @@ void need_p(float p) {
 void lora_dropout_forward(const LoraDropoutForwardArgs& p) {
   need_p(p.p);
   check_lora_linear_forward(p.linear);
-  const Backend& be = backend_for(p.linear.x->device());
-  if (!be.lora_dropout_forward) fail(ErrorCode::Unsupported, "lora_dropout forward is not implemented on ", be.name);
-  const OpScope scope("lora_dropout_forward", be.device);
-  be.lora_dropout_forward(p);
+  run_op(p.linear.x->device(), &Backend::lora_dropout_forward, "lora_dropout_forward", p);
 }
 
 void lora_dropout_backward(const LoraDropoutBackwardArgs& p) {
   need_p(p.p);
   check_lora_linear_backward(p.linear);
-  const Backend& be = backend_for(p.linear.x->device());
-  if (!be.lora_dropout_backward) fail(ErrorCode::Unsupported, "lora_dropout backward is not implemented on ", be.name);
-  const OpScope scope("lora_dropout_backward", be.device);
-  be.lora_dropout_backward(p);
+  run_op(p.linear.x->device(), &Backend::lora_dropout_backward, "lora_dropout_backward", p);
 }
 
 }  // namespace instill

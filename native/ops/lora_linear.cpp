@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include "ops/backend.h"
-#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -52,10 +51,7 @@ void check_lora_linear_forward(const LoraLinearForwardArgs& p) {
 
 void lora_linear_forward(const LoraLinearForwardArgs& p) {
   check_lora_linear_forward(p);
-  const Backend& be = backend_for(p.x->device());
-  if (!be.lora_linear_forward) fail(ErrorCode::Unsupported, "lora_linear forward is not implemented on ", be.name);
-  const OpScope scope("lora_linear_forward", be.device);
-  be.lora_linear_forward(p);
+  run_op(p.x->device(), &Backend::lora_linear_forward, "lora_linear_forward", p);
 }
 
 void check_lora_linear_backward(const LoraLinearBackwardArgs& p) {
@@ -99,10 +95,7 @@ void check_lora_linear_backward(const LoraLinearBackwardArgs& p) {
 
 void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   check_lora_linear_backward(p);
-  const Backend& be = backend_for(p.x->device());
-  if (!be.lora_linear_backward) fail(ErrorCode::Unsupported, "lora_linear backward is not implemented on ", be.name);
-  const OpScope scope("lora_linear_backward", be.device);
-  be.lora_linear_backward(p);
+  run_op(p.x->device(), &Backend::lora_linear_backward, "lora_linear_backward", p);
 }
 
 }  // namespace instill

@@ -1,7 +1,6 @@
 #include "ops/matmul.h"
 
 #include "ops/backend.h"
-#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -29,10 +28,7 @@ void matmul(const MatmulArgs& args) {
   need_shape(c, "out", {out[0], out[1]}, "(rows of op(a), columns of op(b))");
   need_same_device(b, "b", a.device());
   need_same_device(c, "out", a.device());
-  const Backend& be = backend_for(a.device());
-  if (!be.matmul) fail(ErrorCode::Unsupported, "matmul is not implemented on ", be.name);
-  const OpScope scope("matmul", be.device);
-  be.matmul(args);
+  run_op(a.device(), &Backend::matmul, "matmul", args);
 }
 
 }  // namespace instill

@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include "ops/backend.h"
-#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -23,10 +22,7 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
   need_shape(y, "y", {n, c}, "(N, C)");
   need_shape(rstd, "rstd", {n}, "(N,)");
   if (!(p.eps > 0) || !std::isfinite(p.eps)) fail(ErrorCode::Arg, "'eps' must be a positive finite number, got ", p.eps);
-  const Backend& be = backend_for(x.device());
-  if (!be.rmsnorm_forward) fail(ErrorCode::Unsupported, "rmsnorm forward is not implemented on ", be.name);
-  const OpScope scope("rmsnorm_forward", be.device);
-  be.rmsnorm_forward(p);
+  run_op(x.device(), &Backend::rmsnorm_forward, "rmsnorm_forward", p);
 }
 
 void rmsnorm_backward(const RmsnormBackwardArgs& p) {
@@ -50,10 +46,7 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
     need_shape(*p.dw, "dw", {c}, "(C,)");
     need_same_device(*p.dw, "dw", x.device());
   }
-  const Backend& be = backend_for(x.device());
-  if (!be.rmsnorm_backward) fail(ErrorCode::Unsupported, "rmsnorm backward is not implemented on ", be.name);
-  const OpScope scope("rmsnorm_backward", be.device);
-  be.rmsnorm_backward(p);
+  run_op(x.device(), &Backend::rmsnorm_backward, "rmsnorm_backward", p);
 }
 
 }  // namespace instill

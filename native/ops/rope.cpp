@@ -1,7 +1,6 @@
 #include "ops/rope.h"
 
 #include "ops/backend.h"
-#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -33,18 +32,12 @@ void check(const RopeArgs& p) {
 
 void rope_forward(const RopeArgs& p) {
   check(p);
-  const Backend& be = backend_for(p.x->device());
-  if (!be.rope_forward) fail(ErrorCode::Unsupported, "rope forward is not implemented on ", be.name);
-  const OpScope scope("rope_forward", be.device);
-  be.rope_forward(p);
+  run_op(p.x->device(), &Backend::rope_forward, "rope_forward", p);
 }
 
 void rope_backward(const RopeArgs& p) {
   check(p);
-  const Backend& be = backend_for(p.x->device());
-  if (!be.rope_backward) fail(ErrorCode::Unsupported, "rope backward is not implemented on ", be.name);
-  const OpScope scope("rope_backward", be.device);
-  be.rope_backward(p);
+  run_op(p.x->device(), &Backend::rope_backward, "rope_backward", p);
 }
 
 }  // namespace instill

@@ -1,7 +1,6 @@
 #include "ops/swiglu.h"
 
 #include "ops/backend.h"
-#include "runtime/op_profile.h"
 #include "ops/check.h"
 
 namespace instill {
@@ -22,10 +21,7 @@ void swiglu_forward(const SwigluForwardArgs& p) {
   need_dtype(g, "gate", {DType::F32});
   need_like(p.up, "up", g);
   need_like(p.out, "out", g);
-  const Backend& be = backend_for(g.device());
-  if (!be.swiglu_forward) fail(ErrorCode::Unsupported, "swiglu forward is not implemented on ", be.name);
-  const OpScope scope("swiglu_forward", be.device);
-  be.swiglu_forward(p);
+  run_op(g.device(), &Backend::swiglu_forward, "swiglu_forward", p);
 }
 
 void swiglu_backward(const SwigluBackwardArgs& p) {
@@ -35,10 +31,7 @@ void swiglu_backward(const SwigluBackwardArgs& p) {
   need_like(p.dout, "dout", g);
   need_like(p.dgate, "dgate", g);
   need_like(p.dup, "dup", g);
-  const Backend& be = backend_for(g.device());
-  if (!be.swiglu_backward) fail(ErrorCode::Unsupported, "swiglu backward is not implemented on ", be.name);
-  const OpScope scope("swiglu_backward", be.device);
-  be.swiglu_backward(p);
+  run_op(g.device(), &Backend::swiglu_backward, "swiglu_backward", p);
 }
 
 }  // namespace instill
