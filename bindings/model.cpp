@@ -284,19 +284,8 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     return guarded(env, [&]() -> Napi::Value {
       need_args(info, 5, "loss");
       model(env);
-      Tensor ids = *unwrap_tensor(env, info[0], "ids"), pos = *unwrap_tensor(env, info[1], "positions");
-      Tensor cu = *unwrap_tensor(env, info[2], "cuSeqlens"), tg = *unwrap_tensor(env, info[3], "targets");
       const double normalizer = need_number(info[4], "normalizer");
-      auto shared = shared_;
-      auto result = std::make_shared<CrossEntropyResult>();
-      auto* w = new ModelWorker(
-          env, shared,
-          [=]() {
-            ModelInputs in{&ids, &pos, &cu, &tg};
-            *result = shared->model->loss(in, normalizer);
-          },
-          [=](Napi::Env e) -> Napi::Value { return loss_object(e, *result); });
-      return queue(w);
+      return queue_loss(env, info, [=](LlamaModel& m, const ModelInputs& in) { return m.loss(in, normalizer); });
     });
   }
 
@@ -378,21 +367,12 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     return guarded(env, [&]() -> Napi::Value {
       need_args(info, 7, "lossAndGrads");
       model(env);
-      Tensor ids = *unwrap_tensor(env, info[0], "ids"), pos = *unwrap_tensor(env, info[1], "positions");
-      Tensor cu = *unwrap_tensor(env, info[2], "cuSeqlens"), tg = *unwrap_tensor(env, info[3], "targets");
       const double normalizer = need_number(info[4], "normalizer");
       const bool accumulate = need_bool(info[5], "accumulate");
       const uint32_t seed = static_cast<uint32_t>(need_int(info[6], "dropoutSeed", 0, 4294967295ll));
-      auto shared = shared_;
-      auto result = std::make_shared<CrossEntropyResult>();
-      auto* w = new ModelWorker(
-          env, shared,
-          [=]() {
-            ModelInputs in{&ids, &pos, &cu, &tg};
-            *result = shared->model->loss_and_grads(in, normalizer, accumulate, seed);
-          },
-          [=](Napi::Env e) -> Napi::Value { return loss_object(e, *result); });
-      return queue(w);
+      return queue_loss(env, info, [=](LlamaModel& m, const ModelInputs& in) {
+        return m.loss_and_grads(in, normalizer, accumulate, seed);
+      });
     });
   }
 
@@ -469,6 +449,24 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
     shared_->busy = true;
     w->Queue();
     return p;
+  }
+
+  // Queues fn(model, batch) on the worker thread, the batch being (ids, positions, cuSeqlens,
+  // targets) in info[0..3]; the promise resolves with { loss, count }.
+  Napi::Value queue_loss(Napi::Env env, const Napi::CallbackInfo& info,
+                         std::function<CrossEntropyResult(LlamaModel&, const ModelInputs&)> fn) {
+    Tensor ids = *unwrap_tensor(env, info[0], "ids"), pos = *unwrap_tensor(env, info[1], "positions");
+    Tensor cu = *unwrap_tensor(env, info[2], "cuSeqlens"), tg = *unwrap_tensor(env, info[3], "targets");
+    auto shared = shared_;
+    auto result = std::make_shared<CrossEntropyResult>();
+    auto* w = new ModelWorker(
+        env, shared,
+        [=]() {
+          ModelInputs in{&ids, &pos, &cu, &tg};
+          *result = fn(*shared->model, in);
+        },
+        [=](Napi::Env e) -> Napi::Value { return loss_object(e, *result); });
+    return queue(w);
   }
 
   static Napi::Value loss_object(Napi::Env e, const CrossEntropyResult& r) {

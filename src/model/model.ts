@@ -617,13 +617,7 @@ export class Model {
    * mode, every weight's (`grads` by Hugging Face name, as model.grads()). Runs off the JS thread.
    */
   async lossAndGrads(batch: BatchInput, options: LossAndGradsOptions = {}): Promise<LossAndGradsResult> {
-    const inp = prepareInputs(batch, true, this.spec.vocabSize);
-    const normalizer = options.normalizer ?? 0;
-    if (typeof normalizer !== 'number' || !Number.isFinite(normalizer) || normalizer < 0) {
-      throw new InstillError(ErrorCode.ARG, `Expected a positive number for normalizer but received ${describe(normalizer)}`);
-    }
-    const t = this.engineTensors(inp);
-    const targets = handleOf(Tensor.from(inp.targets!, [inp.targets!.length], { dtype: 'i32' }));
+    const { t, targets, normalizer } = this.lossInputs(batch, options.normalizer);
     let seed = options.dropoutSeed;
     if (seed === undefined) seed = (Math.imul(this.dropoutBaseSeed ^ 0x5bd1e995, 0x9e3779b1) + Math.imul(++this.dropoutCalls, 0x85ebca6b)) >>> 0;
     else if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new InstillError(ErrorCode.ARG, `Expected an integer in [0, 2^32) for dropoutSeed but received ${describe(seed)}`);
@@ -637,15 +631,19 @@ export class Model {
    * what lossAndGrads returns, without a backward pass, dropout, or touching any gradient.
    */
   async loss(batch: BatchInput, options: { normalizer?: number } = {}): Promise<{ loss: number; tokens: number }> {
+    const { t, targets, normalizer } = this.lossInputs(batch, options.normalizer);
+    const r = await this.handle.loss(t.ids, t.positions, t.cu, targets, normalizer);
+    return { loss: r.loss, tokens: r.count };
+  }
+
+  /** A batch with labels as the engine's tensors, and the checked normalizer (0: the batch's target count). */
+  private lossInputs(batch: BatchInput, normalizer: number | undefined = 0) {
     const inp = prepareInputs(batch, true, this.spec.vocabSize);
-    const normalizer = options.normalizer ?? 0;
     if (typeof normalizer !== 'number' || !Number.isFinite(normalizer) || normalizer < 0) {
       throw new InstillError(ErrorCode.ARG, `Expected a positive number for normalizer but received ${describe(normalizer)}`);
     }
-    const t = this.engineTensors(inp);
     const targets = handleOf(Tensor.from(inp.targets!, [inp.targets!.length], { dtype: 'i32' }));
-    const r = await this.handle.loss(t.ids, t.positions, t.cu, targets, normalizer);
-    return { loss: r.loss, tokens: r.count };
+    return { t: this.engineTensors(inp), targets, normalizer };
   }
 
   /** Logits [B, T, V] of every position (a Tensor, f32). */
