@@ -13,6 +13,7 @@ import { SafetensorsFile } from '../../src/model/safetensors.js';
 import { native } from '../../src/native.js';
 import { fixturePath, haveFixture } from '../helpers/fixtures.js';
 import { relError, tokenRows } from '../helpers/compare.js';
+import { clipGradNorm, ReferenceAdamW } from '../train/helpers/reference_optimizer.js';
 
 const REF = 'stories260K/lora_reference.safetensors';
 const hasCuda = runtime.info().devices.includes('cuda');
@@ -115,25 +116,36 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     expect(relError(lg.toArray() as Float32Array, lc.toArray() as Float32Array)).toBeLessThan(2e-2);
   });
 
-  it("the Trainer's optimizer step on the GPU (norm, clipping, AdamW, moments) follows the CPU's", async () => {
+  it("the Trainer's optimizer step on the GPU (norm, clipping, AdamW, moments) follows the reference", async () => {
+    // The optimizer alone is compared: each step's GPU gradients go through the TypeScript reference
+    // (clip_grad_norm_, then AdamW in double). Comparing against the CPU model's own steps instead
+    // compares two gradient paths as well (TF32 vs f32 products), and AdamW's first steps are
+    // sign-like: an element whose gradient is near 0 on both may still move ±lr apart.
     const init: Record<string, Float32Array> = {};
     for (const n of names) init[n] = ref.readArray(n) as Float32Array;
     const h = { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.01, maxGradNorm: 0.5 };
-    for (const m of [gpu, cpu]) {
-      m.setAdapterWeights(init);
-      m.setOptimizerState({ step: 0, m: {}, v: {} });
-    }
+    gpu.setAdapterWeights(init);
+    gpu.setOptimizerState({ step: 0, m: {}, v: {} });
+    const want: Record<string, Float32Array> = {};
+    for (const n of names) want[n] = init[n].slice();
+    const reference = new ReferenceAdamW();
     for (let s = 0; s < 3; s++) {
-      await gpu.lossAndGrads({ inputIds, labels }, { returnGrads: false });
-      await cpu.lossAndGrads({ inputIds, labels }, { returnGrads: false });
-      const ng = (await gpu.optimizerStep(h)).gradNorm, nc = (await cpu.optimizerStep(h)).gradNorm;
-      expect(Math.abs(ng - nc) / nc).toBeLessThan(1e-2);
+      const grads = (await gpu.lossAndGrads({ inputIds, labels })).grads;
+      const host: Record<string, Float32Array> = {};
+      for (const n of names) host[n] = grads[n].slice();
+      const wantNorm = clipGradNorm(host, h.maxGradNorm);
+      const ng = (await gpu.optimizerStep(h)).gradNorm;
+      expect(Math.abs(ng - wantNorm) / wantNorm).toBeLessThan(1e-5);
+      reference.update(want, host, h);
     }
-    const wg = gpu.adapterWeights(), wc = cpu.adapterWeights();
-    for (const n of names) expect(relNorm(wg[n], wc[n]), n).toBeLessThan(1e-2);
-    const sg = gpu.optimizerState(), sc = cpu.optimizerState();
+    const wg = gpu.adapterWeights();
+    for (const n of names) expect(relNorm(wg[n], want[n]), n).toBeLessThan(1e-5);
+    const sg = gpu.optimizerState();
     expect(sg.step).toBe(3);
-    for (const n of names) expect(relNorm(sg.v[n], sc.v[n]), n).toBeLessThan(5e-2);
+    for (const n of names) {
+      expect(relNorm(sg.m[n], reference.m.get(n)!), n).toBeLessThan(1e-5);
+      expect(relNorm(sg.v[n], reference.v.get(n)!), n).toBeLessThan(1e-5);
+    }
     // the moments go back in: the same next step from a restored state
     const other = await loadModel(fixturePath('stories260K'), { device: 'cuda' });
     other.addLora({ r: Number(ref.metadata.lora_r), alpha: Number(ref.metadata.lora_alpha), targetModules: gpu.loraConfig!.targetModules, rsLora: gpu.loraConfig!.rsLora });
