@@ -214,7 +214,8 @@ Napi::Value op_adamw(const Napi::CallbackInfo& info) {
     Tensor v = *unwrap_tensor(env, info[3], "v");
     const double step = need_number(info[9], "step");
     if (step != std::floor(step)) fail(ErrorCode::Arg, "'step' must be an integer");
-    adamw_step(AdamwArgs{&p, g, &m, &v, need_number(info[4], "lr"), need_number(info[5], "beta1"), need_number(info[6], "beta2"),
+    const AdamwTensors one{&p, g, &m, &v};
+    adamw_step(AdamwArgs{&one, 1, need_number(info[4], "lr"), need_number(info[5], "beta1"), need_number(info[6], "beta2"),
                          need_number(info[7], "eps"), need_number(info[8], "weightDecay"), static_cast<int64_t>(step),
                          grad_scale});
     return env.Undefined();

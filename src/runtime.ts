@@ -58,9 +58,17 @@ export const runtime = {
 
   /**
    * The time per op since the profile started or was last read, largest first (an op called inside another
-   * counts in the outer one); waits for the GPU's queued work, then starts the profile over.
+   * counts in the outer one); waits for the GPU's queued work, then starts the profile over. Rows named
+   * "op/part" time a part of an op (lora_linear's products, attention's kernels): each op's parts follow
+   * it, largest first, and are already inside the op's own row, so leave them out of a sum.
    */
   opProfile(): OpProfileRow[] {
-    return native().takeOpProfile();
+    const rows = native().takeOpProfile();  // largest first
+    const ops = rows.filter((r) => !r.op.includes('/'));
+    const parts = rows.filter((r) => r.op.includes('/'));
+    const out: OpProfileRow[] = [];
+    for (const o of ops) out.push(o, ...parts.filter((p) => p.op.startsWith(`${o.op}/`) && p.device === o.device));
+    for (const p of parts) if (!out.includes(p)) out.push(p);  // an op's parts without the op: not expected
+    return out;
   },
 };

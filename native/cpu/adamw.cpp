@@ -10,25 +10,28 @@ namespace instill {
 namespace cpu {
 
 void adamw_step(const AdamwArgs& p) {
-  float* w = p.param->data_as<float>();
-  const float* g = p.grad->data_as<float>();
-  float* m = p.m->data_as<float>();
-  float* v = p.v->data_as<float>();
   const double bc1 = 1.0 - std::pow(p.beta1, static_cast<double>(p.step));
   const double bc2 = 1.0 - std::pow(p.beta2, static_cast<double>(p.step));
   const double step_size = p.lr / bc1, sqrt_bc2 = std::sqrt(bc2), decay = 1.0 - p.lr * p.weight_decay;
   const double b1 = p.beta1, b2 = p.beta2, eps = p.eps, scale = p.grad_scale;
-  parallel_range(p.param->numel(), [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const double gi = scale == 1.0 ? g[i] : static_cast<double>(static_cast<float>(g[i] * scale));
-      const double mi = b1 * m[i] + (1.0 - b1) * gi;
-      const double vi = b2 * v[i] + (1.0 - b2) * gi * gi;
-      m[i] = static_cast<float>(mi);
-      v[i] = static_cast<float>(vi);
-      const double denom = std::sqrt(vi) / sqrt_bc2 + eps;
-      w[i] = static_cast<float>(static_cast<double>(w[i]) * decay - step_size * mi / denom);
-    }
-  });
+  for (int64_t t = 0; t < p.count; ++t) {
+    const AdamwTensors& e = p.tensors[t];
+    float* w = e.param->data_as<float>();
+    const float* g = e.grad->data_as<float>();
+    float* m = e.m->data_as<float>();
+    float* v = e.v->data_as<float>();
+    parallel_range(e.param->numel(), [&](int64_t b, int64_t end) {
+      for (int64_t i = b; i < end; ++i) {
+        const double gi = scale == 1.0 ? g[i] : static_cast<double>(static_cast<float>(g[i] * scale));
+        const double mi = b1 * m[i] + (1.0 - b1) * gi;
+        const double vi = b2 * v[i] + (1.0 - b2) * gi * gi;
+        m[i] = static_cast<float>(mi);
+        v[i] = static_cast<float>(vi);
+        const double denom = std::sqrt(vi) / sqrt_bc2 + eps;
+        w[i] = static_cast<float>(static_cast<double>(w[i]) * decay - step_size * mi / denom);
+      }
+    });
+  }
 }
 
 double sum_squares(const SumSquaresArgs& p) {

@@ -6,6 +6,7 @@
 // dx = [dy | s·g]·[W ; A] as one GEMM, dA = s·gᵀ·x, dB = s·dyᵀ·u.
 #include "cpu/gemm.h"
 #include "cpu/ops.h"
+#include "runtime/op_profile.h"
 
 namespace instill {
 namespace cpu {
@@ -18,7 +19,11 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   const Tensor &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b;
   const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0), r = a.dim(0);
   float* u = p.u->data_as<float>();
-  gemm(n, r, in, 1.0f, op(x, false), op(a, true), 0.0f, u, r);
+  {
+    const OpPart part("u = x A^T", Device::CPU);
+    gemm(n, r, in, 1.0f, op(x, false), op(a, true), 0.0f, u, r);
+  }
+  const OpPart part("y = [x | s u] [W | B]^T", Device::CPU);
   GemmTerm terms[2] = {
       {op(x, false), op(w, true), in, 1.0f},
       {op(*p.u, false), op(b, true), r, p.scale},
@@ -30,8 +35,12 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   const Tensor &dy = *p.dy, &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b, &u = *p.u;
   const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0), r = a.dim(0);
   Tensor g = Tensor::empty({n, r}, DType::F32);
-  gemm(n, r, out, 1.0f, op(dy, false), op(b, false), 0.0f, g.data_as<float>(), r);
+  {
+    const OpPart part("g = dy B", Device::CPU);
+    gemm(n, r, out, 1.0f, op(dy, false), op(b, false), 0.0f, g.data_as<float>(), r);
+  }
   if (p.dx) {
+    const OpPart part("dx = [dy | s g] [W ; A]", Device::CPU);
     GemmTerm terms[2] = {
         {op(dy, false), op(w, false), out, 1.0f},
         {op(g, false), op(a, false), r, p.scale},
@@ -39,7 +48,11 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     gemm(n, in, terms, 2, 0.0f, p.dx->data_as<float>(), in);
   }
   const float beta = p.accumulate ? 1.0f : 0.0f;
-  gemm(r, in, n, p.scale, op(g, true), op(x, false), beta, p.da->data_as<float>(), in);
+  {
+    const OpPart part("dA = s g^T x", Device::CPU);
+    gemm(r, in, n, p.scale, op(g, true), op(x, false), beta, p.da->data_as<float>(), in);
+  }
+  const OpPart part("dB = s dy^T u", Device::CPU);
   gemm(out, r, n, p.scale, op(dy, true), op(u, false), beta, p.db->data_as<float>(), r);
 }
 

@@ -113,7 +113,10 @@ void attention_backward(const AttentionBackwardArgs& p) {
   a.dout = p.dout->data_as<float>(); a.out_in = p.out->data_as<float>(); a.lse_in = p.lse->data_as<float>();
   a.delta = delta.data_as<float>();
   a.dq = p.dq->data_as<float>(); a.dk = p.dk->data_as<float>(); a.dv = p.dv->data_as<float>();
-  attention_delta(a, stream());
+  {
+    const OpPart part("delta = rowsum(dO * O)", Device::CUDA);
+    attention_delta(a, stream());
+  }
   if (!force_simple() && attention_flash_supported(a)) {
     Tensor dk_part, dv_part;  // per-query-head partials when the dK/dV kernel splits groups
     if (attention_flash_dkv_split(a, sm_count())) {

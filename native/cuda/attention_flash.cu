@@ -597,8 +597,11 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   constexpr int BQ = D <= 64 ? 64 : 32;  // dkv: query tile
   const size_t smem_dq = 2 * tile_bytes(D, kRows);
   allow_smem(flash_dq_kernel<D, BN>, smem_dq, "flash_dq_kernel");
-  flash_dq_kernel<D, BN><<<grid_of(p.N, p.H), kThreads, smem_dq, s>>>(p);
-  check_launch("flash_dq_kernel");
+  {
+    const OpPart part("dq kernel", Device::CUDA);
+    flash_dq_kernel<D, BN><<<grid_of(p.N, p.H), kThreads, smem_dq, s>>>(p);
+    check_launch("flash_dq_kernel");
+  }
 
   const bool split = p.dk_part != nullptr && p.dv_part != nullptr;
   const int64_t rep = p.H / p.KVH;
@@ -610,9 +613,13 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   }
   const size_t smem_dkv = 2 * tile_bytes(D, kRows) + 2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ;
   allow_smem(flash_dkv_kernel<D, BQ>, smem_dkv, "flash_dkv_kernel");
-  flash_dkv_kernel<D, BQ><<<grid_of(p.N, split ? p.H : p.KVH), kThreads, smem_dkv, s>>>(p, t);
-  check_launch("flash_dkv_kernel");
+  {
+    const OpPart part(split ? "dk dv kernel (per query head)" : "dk dv kernel", Device::CUDA);
+    flash_dkv_kernel<D, BQ><<<grid_of(p.N, split ? p.H : p.KVH), kThreads, smem_dkv, s>>>(p, t);
+    check_launch("flash_dkv_kernel");
+  }
   if (split) {
+    const OpPart part("dk dv sum over query heads", Device::CUDA);
     flash_dkv_reduce_kernel<<<grid_1d(p.N * p.KVH * (D / 4), 256), 256, 0, s>>>(p.dk_part, p.dv_part, p.N, p.KVH,
                                                                                rep, D, p.dk, p.dv);
     check_launch("flash_dkv_reduce_kernel");

@@ -136,6 +136,13 @@ void gather_bf16(const void* src, Elem e, int64_t lds, float scale, const int32_
 
 void pack_bf16(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, __nv_bfloat16* dst,
                int64_t ldd) {
+  if (e == Elem::BF16 && scale == 1.f && rows > 0 && cols > 0) {  // a plain strided copy (a frozen bf16 weight)
+    constexpr size_t kB = sizeof(__nv_bfloat16);
+    INSTILL_CUDA_CHECK(cudaMemcpy2DAsync(dst, static_cast<size_t>(ldd) * kB, src, static_cast<size_t>(lds) * kB,
+                                         static_cast<size_t>(cols) * kB, static_cast<size_t>(rows),
+                                         cudaMemcpyDeviceToDevice, stream()));
+    return;
+  }
   gather_to(src, e, lds, scale, nullptr, rows, cols, dst, ldd);
 }
 

@@ -12,6 +12,8 @@
 //   blocks go back to a cache (runtime.cu) that hands them out again only to work
 //   queued after the free on the same stream: scratch may be freed while the
 //   kernels that use it are still queued, without waiting for them.
+// - The parts of an op worth timing apart (its packs, products, kernels) are
+//   scoped with an OpPart (runtime/op_profile.h): free while the profile is off.
 // - Activations are f32 (the op interface), frozen weights f32 | bf16 | f16;
 //   load_f32() converts any of them.
 #pragma once
@@ -24,6 +26,7 @@
 #include <vector>
 
 #include "runtime/error.h"
+#include "runtime/op_profile.h"
 #include "runtime/tensor.h"
 
 namespace instill {

@@ -21,14 +21,20 @@
 //             ~32 MB at 8192×2048, microseconds, and the whole y is then one
 //             product with the bias in its epilogue)
 //   backward  Pd (N, round8(OUT+R)) bf16: [:, :OUT] = dy, [:, OUT:OUT+R] = s·g
-//             WA (OUT+R, round8(IN)) bf16: [W ; A]
-//             Xb (N, round8(IN)) bf16: x
+//             WA (OUT+R, round8(IN)) bf16: [W ; A] — or W itself with A in the R
+//             spare rows the model allocates after a bf16 W (reserve_lora_rows):
+//             no copy of W (a copy of every frozen weight per step was 2 ms
+//             of a 1B model's 52 ms step)
+//             (dA = s·gᵀ·x reads x itself: both f32, a TF32 product)
 // The rounding is exactly the earlier one (scale applied in f32, then rounded
 // once), only done once. Leading dimensions are multiples of 8 elements, so
 // every row starts 16-byte aligned (what cuBLASLt and the vector pack need).
 // The WMMA fallback (INSTILL_CUBLASLT=off) reads the same buffers: it takes any
 // operand with its own dtype and leading dimension, element by element.
 // The small operands (A, B, u, g in f32) are packed by the GEMM itself.
+// Where the widths allow (pack_lowrank_supported), the packs of x and dy also
+// compute u = x·Aᵀ and g = dy·B and write s·u, s·g beside them (lora_pack.cu):
+// one pass over the activation instead of a pack, a narrow product and a pack.
 #include "cuda/gemm.h"
 #include "ops/lora_linear.h"
 
@@ -80,10 +86,16 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   const int64_t ldx = round_up(IN + R, 8);
   Tensor px = Tensor::empty({N, ldx}, DType::BF16, Device::CUDA);  // [x | s·u]
   Tensor wb = Tensor::empty({OUT, ldx}, DType::BF16, Device::CUDA);  // [W | B]
-  pack_bf16(x.data(), Elem::F32, IN, 1.f, N, IN, bf16_ptr(px), ldx);
-  pack_bf16(w.data(), elem_of(w), IN, 1.f, OUT, IN, bf16_ptr(wb), ldx);
-  pack_bf16(b.data(), Elem::F32, R, 1.f, OUT, R, bf16_ptr(wb) + IN, ldx);
-  {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN)
+  if (pack_lowrank_supported(x.data_as<float>(), IN, R, bf16_ptr(px), ldx)) {  // px and u in one pass over x
+    const OpPart part("pack x, u = x A^T, pack s u", Device::CUDA);
+    pack_lowrank_bf16(x.data_as<float>(), N, IN, a.data_as<float>(), false, R, p.scale, bf16_ptr(px), ldx,
+                      p.u->data_as<float>());
+  } else {
+    {
+      const OpPart part("pack x", Device::CUDA);
+      pack_bf16(x.data(), Elem::F32, IN, 1.f, N, IN, bf16_ptr(px), ldx);
+    }
+    const OpPart part("u = x A^T, pack s u", Device::CUDA);  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN)
     GemmArgs g;
     g.M = N; g.N = R; g.K[0] = IN;
     g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
@@ -94,9 +106,15 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
     } else {
       gemm(g);
     }
+    pack_bf16(p.u->data(), Elem::F32, R, p.scale, N, R, bf16_ptr(px) + IN, ldx);
   }
-  pack_bf16(p.u->data(), Elem::F32, R, p.scale, N, R, bf16_ptr(px) + IN, ldx);
+  {
+    const OpPart part("pack [W | B]", Device::CUDA);
+    pack_bf16(w.data(), elem_of(w), IN, 1.f, OUT, IN, bf16_ptr(wb), ldx);
+    pack_bf16(b.data(), Elem::F32, R, 1.f, OUT, R, bf16_ptr(wb) + IN, ldx);
+  }
   {  // y (N, OUT) = [x | s·u] · [W | B]ᵀ + bias
+    const OpPart part("y = [x | s u] [W | B]^T", Device::CUDA);
     GemmArgs g;
     g.M = N; g.N = OUT; g.K[0] = IN + R;
     g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
@@ -121,9 +139,18 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   if (elem_of(w) == Elem::F32) return lora_linear_backward_f32(p);
   const int64_t ldd = round_up(OUT + R, 8);
   Tensor pd = Tensor::empty({N, ldd}, DType::BF16, Device::CUDA);  // [dy | s·g]
-  pack_bf16(dy.data(), Elem::F32, OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
   Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);  // g = dy·B
-  {
+  const bool fused = pack_lowrank_supported(dy.data_as<float>(), OUT, R, bf16_ptr(pd), ldd);
+  if (fused) {  // pd and g (and s·g into pd) in one pass over dy
+    const OpPart part("pack dy, g = dy B, pack s g", Device::CUDA);
+    pack_lowrank_bf16(dy.data_as<float>(), N, OUT, b.data_as<float>(), true, R, p.scale, bf16_ptr(pd), ldd,
+                      gt.data_as<float>());
+  } else {
+    {
+      const OpPart part("pack dy", Device::CUDA);
+      pack_bf16(dy.data(), Elem::F32, OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
+    }
+    const OpPart part("g = dy B", Device::CUDA);
     GemmArgs g;
     g.M = N; g.N = R; g.K[0] = OUT;
     g.a[0] = bf16_operand(bf16_ptr(pd), ldd, false);
@@ -136,31 +163,45 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     }
   }
   if (p.dx) {  // dx (N, IN) = [dy | s·g] · [W ; A],  W stored (OUT, IN), A stored (R, IN)
-    pack_bf16(gt.data(), Elem::F32, R, p.scale, N, R, bf16_ptr(pd) + OUT, ldd);
-    const int64_t ldw = round_up(IN, 8);
-    Tensor wa = Tensor::empty({OUT + R, ldw}, DType::BF16, Device::CUDA);
-    pack_bf16(w.data(), elem_of(w), IN, 1.f, OUT, IN, bf16_ptr(wa), ldw);
-    pack_bf16(a.data(), Elem::F32, IN, 1.f, R, IN, bf16_ptr(wa) + OUT * ldw, ldw);
+    if (!fused) {
+      const OpPart part("pack s g", Device::CUDA);
+      pack_bf16(gt.data(), Elem::F32, R, p.scale, N, R, bf16_ptr(pd) + OUT, ldd);
+    }
+    // [W ; A] as one (OUT+R, IN) bf16 operand: in place where the model left R spare rows after a bf16 W
+    // (LlamaModel::reserve_lora_rows; A is written there), else a copy of W with A below it.
+    const bool in_place = elem_of(w) == Elem::BF16 && IN % 8 == 0 &&
+                          w.capacity_bytes() >= static_cast<size_t>((OUT + R) * IN) * sizeof(__nv_bfloat16);
+    const int64_t ldw = in_place ? IN : round_up(IN, 8);
+    Tensor wa;
+    __nv_bfloat16* wap = nullptr;
+    if (in_place) {
+      wap = static_cast<__nv_bfloat16*>(w.data());
+      const OpPart part("pack A below W", Device::CUDA);
+      pack_bf16(a.data(), Elem::F32, IN, 1.f, R, IN, wap + OUT * ldw, ldw);
+    } else {
+      wa = Tensor::empty({OUT + R, ldw}, DType::BF16, Device::CUDA);
+      wap = bf16_ptr(wa);
+      const OpPart part("pack [W ; A]", Device::CUDA);
+      pack_bf16(w.data(), elem_of(w), IN, 1.f, OUT, IN, wap, ldw);
+      pack_bf16(a.data(), Elem::F32, IN, 1.f, R, IN, wap + OUT * ldw, ldw);
+    }
+    const OpPart part("dx = [dy | s g] [W ; A]", Device::CUDA);
     GemmArgs g;
     g.M = N; g.N = IN; g.K[0] = OUT + R;
     g.a[0] = bf16_operand(bf16_ptr(pd), ldd, false);
-    g.b[0] = bf16_operand(bf16_ptr(wa), ldw, false);  // stored (OUT+R, IN) = (K, N)
+    g.b[0] = bf16_operand(wap, ldw, false);  // stored (OUT+R, IN) = (K, N)
     g.c = p.dx->data_as<float>(); g.ldc = IN;
     gemm(g);
   }
-  {  // dA (R, IN) = s·gᵀ·x
-    const int64_t ldx = round_up(IN, 8);
-    Tensor xb = Tensor::empty({N, ldx}, DType::BF16, Device::CUDA);
-    pack_bf16(x.data(), Elem::F32, IN, 1.f, N, IN, bf16_ptr(xb), ldx);
-    GemmArgs g;
-    g.M = R; g.N = IN; g.K[0] = N;
-    g.a[0] = operand(gt, true);  // g stored (N, R) = (K, M)
-    g.b[0] = bf16_operand(bf16_ptr(xb), ldx, false);  // stored (N, IN) = (K, N)
+  {  // dA (R, IN) = s·gᵀ·x: both operands f32, so TF32 on x as it lies (gemm.h) — a bf16 copy of x
+     // made for this one product cost more (1.6 ms a 1B step) than the wider reads
+    const OpPart part("dA = s g^T x", Device::CUDA);
+    GemmArgs g = product(R, IN, N, operand(gt, true), operand(x, false), p.da->data_as<float>(), IN);
     g.alpha = p.scale; g.beta = beta;
-    g.c = p.da->data_as<float>(); g.ldc = IN;
     gemm(g);
   }
   {  // dB (OUT, R) = s·dyᵀ·u
+    const OpPart part("dB = s dy^T u", Device::CUDA);
     GemmArgs g;
     g.M = OUT; g.N = R; g.K[0] = N;
     g.a[0] = bf16_operand(bf16_ptr(pd), ldd, true);  // dy stored (N, OUT) = (K, M)

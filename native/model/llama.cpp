@@ -157,6 +157,20 @@ void LlamaModel::check_complete() const {
   }
 }
 
+// A bf16 frozen weight on a GPU gets r spare rows after its own (the same buffer, outside the
+// tensor): the CUDA backward stacks A there and multiplies by [W ; A] in place, instead of
+// copying W next to A on every call (ops/lora_linear.h; a copy of every frozen weight per
+// step). Done once, when the adapter is added; a weight set later goes back to the copy.
+void LlamaModel::reserve_lora_rows(Tensor& w, int64_t r) const {
+  if (device_ == Device::CPU || w.dtype() != DType::BF16 || w.ndim() != 2) return;
+  const int64_t out = w.dim(0), in = w.dim(1);
+  const size_t need = static_cast<size_t>((out + r) * in) * dtype_size(DType::BF16);
+  if (w.capacity_bytes() >= need) return;
+  Tensor big = Tensor::empty({out + r, in}, DType::BF16, device_);
+  copy_bytes(big.data(), device_, w.data(), w.device(), w.nbytes());
+  w = big.leading_rows(out);
+}
+
 void LlamaModel::add_lora(uint32_t mask, int64_t r, float scale, float dropout) {
   if (full_) fail(ErrorCode::Arg, "the model is in full fine-tuning mode (every weight trainable): LoRA adapters cannot be added");
   if (!(dropout >= 0.0f && dropout < 1.0f)) fail(ErrorCode::Arg, "LoRA dropout must be in [0, 1), got ", dropout);
@@ -173,6 +187,7 @@ void LlamaModel::add_lora(uint32_t mask, int64_t r, float scale, float dropout) 
       lin.lora.b = zeros({lin.out, r});
       lin.lora.da = zeros({r, lin.in});
       lin.lora.db = zeros({lin.out, r});
+      reserve_lora_rows(lin.w, r);
     }
   }
   lora_r_ = r;
@@ -681,11 +696,15 @@ double LlamaModel::optimizer_step(double lr, double beta1, double beta2, double 
   const double norm = std::sqrt(instill::sum_squares(SumSquaresArgs{grads.data(), static_cast<int64_t>(grads.size())}));
   if (!std::isfinite(norm)) return norm;
   const double scale = max_grad_norm > 0 && norm > max_grad_norm ? max_grad_norm / (norm + 1e-6) : 1.0;
+  std::vector<AdamwTensors> list;
   for (const TrainableRef& t : ts) {
     if (!t.m->defined()) *t.m = zeros(t.p->shape());
     if (!t.v->defined()) *t.v = zeros(t.p->shape());
-    instill::adamw_step(AdamwArgs{t.p, t.g, t.m, t.v, lr, beta1, beta2, eps, weight_decay, step, scale});
+    list.push_back({t.p, t.g, t.m, t.v});
   }
+  if (!list.empty())
+    instill::adamw_step(AdamwArgs{list.data(), static_cast<int64_t>(list.size()), lr, beta1, beta2, eps, weight_decay,
+                                  step, scale});
   return norm;
 }
 

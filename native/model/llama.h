@@ -198,6 +198,7 @@ class LlamaModel {
   float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(cfg_.D)); }
   // t on the model's device (t itself when it is already there, else a copy).
   Tensor on_device(const Tensor& t) const;
+  void reserve_lora_rows(Tensor& w, int64_t r) const;
   ModelInputs inputs_on_device(const ModelInputs& in, std::array<Tensor, 5>& keep) const;
   Tensor empty(const Shape& s) const { return Tensor::empty(s, DType::F32, device_); }
   Tensor zeros(const Shape& s) const { return Tensor::zeros(s, DType::F32, device_); }

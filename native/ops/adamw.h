@@ -1,6 +1,8 @@
 // The optimizer's ops.
 //
-// adamw: one decoupled-weight-decay Adam step (torch.optim.AdamW semantics), fp32 state.
+// adamw: one decoupled-weight-decay Adam step (torch.optim.AdamW semantics), fp32 state, over a
+// list of parameters that share the hyperparameters (one call per optimizer step: a backend
+// may run the whole list as one launch; the GPU did 224 launches a step before).
 //
 //   g ← f32(g · grad_scale)       (only when grad_scale != 1: gradient clipping, as if the
 //                                  gradient had been scaled in place and stored first)
@@ -22,11 +24,16 @@
 
 namespace instill {
 
-struct AdamwArgs {
+struct AdamwTensors {
   Tensor* param;        // (n) f32, in place
   const Tensor* grad;   // (n) f32
   Tensor* m;            // (n) f32, in place
   Tensor* v;            // (n) f32, in place
+};
+
+struct AdamwArgs {
+  const AdamwTensors* tensors;  // one device; distinct params; empty tensors allowed
+  int64_t count;                // >= 1
   double lr, beta1, beta2, eps, weight_decay;
   int64_t step;         // >= 1
   double grad_scale = 1.0;  // finite, > 0

@@ -13,9 +13,10 @@ namespace {
 
 std::atomic<bool> g_enabled{false};
 thread_local int t_depth = 0;
+thread_local const char* t_op = nullptr;  // the op being timed on this thread (depth 1)
 
 struct Pending {
-  const char* op;
+  std::string op;
   Device device;
   void* a;
   void* b;
@@ -54,6 +55,7 @@ OpScope::OpScope(const char* op, Device device) {
   counted_ = true;
   if (t_depth++ > 0) return;  // inside another op: counted there
   device_ = device;
+  t_op = op;
   if (device == Device::CPU) {
     t0_ = now_ms();
     op_ = op;
@@ -68,7 +70,7 @@ OpScope::OpScope(const char* op, Device device) {
 }
 
 OpScope::~OpScope() {
-  if (counted_) --t_depth;
+  if (counted_ && --t_depth == 0) t_op = nullptr;
   if (!op_) return;
   Profile& p = profile();
   if (device_ == Device::CPU) {
@@ -90,6 +92,46 @@ OpScope::~OpScope() {
   }
   std::lock_guard<std::mutex> lock(p.mu);
   p.pending.push_back({op_, device_, mark_, end});
+}
+
+OpPart::OpPart(const char* part, Device device) {
+  if (!g_enabled.load(std::memory_order_relaxed) || t_depth != 1 || !t_op) return;
+  device_ = device;
+  if (device == Device::CPU) {
+    t0_ = now_ms();
+  } else if (const DeviceMemoryHooks* h = device_memory_hooks(device)) {
+    try {
+      mark_ = h->mark();
+    } catch (...) {
+      return;
+    }
+  } else {
+    return;
+  }
+  name_ = std::string(t_op) + "/" + part;
+}
+
+OpPart::~OpPart() {
+  if (name_.empty()) return;
+  Profile& p = profile();
+  if (device_ == Device::CPU) {
+    const double ms = now_ms() - t0_;
+    std::lock_guard<std::mutex> lock(p.mu);
+    auto& t = p.totals[{name_, device_}];
+    t.first += 1;
+    t.second += ms;
+    return;
+  }
+  const DeviceMemoryHooks* h = device_memory_hooks(device_);
+  void* end = nullptr;
+  try {
+    end = h->mark();
+  } catch (...) {
+    h->release_mark(mark_);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(p.mu);
+  p.pending.push_back({std::move(name_), device_, mark_, end});
 }
 
 void set_op_profile(bool on) {

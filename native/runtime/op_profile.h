@@ -6,6 +6,11 @@
 // there return when done), device time between two marks queued on the stream on
 // a GPU (nothing waits for the GPU until the profile is read). An op called from
 // inside another op counts once, in the outer one.
+//
+// A backend may also time the parts of an op (OpPart: its packs, products and
+// kernels), reported as extra rows named "op/part" (for example
+// "lora_linear_forward/pack x"). They are inside the op's own row, so a sum over
+// ops skips the rows with a '/'.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +31,21 @@ class OpScope {
  private:
   bool counted_ = false;      // this scope raised the nesting depth
   const char* op_ = nullptr;  // null: not timing (off, or inside another op)
+  Device device_ = Device::CPU;
+  double t0_ = 0;
+  void* mark_ = nullptr;
+};
+
+// One part of the op running on this thread (inside an OpScope); timed like an op.
+class OpPart {
+ public:
+  OpPart(const char* part, Device device);
+  ~OpPart();
+  OpPart(const OpPart&) = delete;
+  OpPart& operator=(const OpPart&) = delete;
+
+ private:
+  std::string name_;  // empty: not timing
   Device device_ = Device::CPU;
   double t0_ = 0;
   void* mark_ = nullptr;

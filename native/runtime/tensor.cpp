@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstring>
 #include <limits>
+#include <utility>
 
 #include "runtime/error.h"
 
@@ -50,6 +51,16 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
   fill_bytes(t.data(), device, 0, t.nbytes());
+  return t;
+}
+
+Tensor Tensor::leading_rows(int64_t n) const {
+  if (ndim() < 1 || n < 0 || n > dim(0)) fail(ErrorCode::Shape, "cannot take ", n, " leading rows of ", shape_str(shape_));
+  Shape s = shape_;
+  s[0] = n;
+  Tensor t = *this;
+  t.numel_ = shape_numel(s);
+  t.shape_ = std::move(s);
   return t;
 }
 

@@ -41,6 +41,11 @@ class Tensor {
 
   // The same data seen with another shape of the same element count.
   Tensor reshape(const Shape& shape) const;
+  // The first n rows (n <= dim(0)) of the same data: a shorter tensor over the same buffer, whose
+  // remaining rows stay allocated (capacity_bytes) but outside it.
+  Tensor leading_rows(int64_t n) const;
+  // Bytes of the buffer from data() on: nbytes(), or more for a leading_rows view.
+  size_t capacity_bytes() const { return buffer_ ? buffer_->bytes() : 0; }
 
  private:
   std::shared_ptr<Buffer> buffer_;

@@ -91,6 +91,10 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     { n: 37, inF: 123, outF: 77, rank: 5, bias: true },
     { n: 1, inF: 1, outF: 1, rank: 1, bias: false },
     { n: 300, inF: 130, outF: 515, rank: 16, bias: false },
+    // widths that are multiples of 4: the fused pack + low-rank kernel (RP 8, 16, 64)
+    { n: 45, inF: 1028, outF: 200, rank: 5, bias: false },
+    { n: 203, inF: 132, outF: 516, rank: 16, bias: true },
+    { n: 61, inF: 260, outF: 36, rank: 37, bias: false },
   ])('loraLinear forward + backward N=$n $inF→$outF r=$rank bias=$bias (w bf16)', ({ n, inF, outF, rank, bias }) => {
     const x = pair(randn(r, n * inF), [n, inF]);
     const w = pair(randn(r, outF * inF, 0.1), [outF, inF], 'bf16');
@@ -190,7 +194,7 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
 
   it('adamw: three steps with weight decay, the third with a gradient scale (clipping)', () => {
     const A = native();
-    const n = 1037;
+    const n = 70001;  // three of the kernel's 32768-element chunks, the last partial
     const p = pair(randn(r, n), [n]), m = pair(new Float32Array(n), [n]), v = pair(new Float32Array(n), [n]);
     for (let t = 1; t <= 3; t++) {
       const g = pair(randn(r, n), [n]);

@@ -43,12 +43,21 @@ describe('runtime', () => {
       kernels.matmul({ a, b: a, transB: true });
       kernels.matmul({ a: x, b: a, transB: true });
       kernels.loraLinear({ x, w: a, a: la, b: lb, scale: 2 });
-      const rows = runtime.opProfile();
+      const all = runtime.opProfile();
+      // an op's parts are rows of their own, "op/part", inside the op's time
+      const parts = all.filter((r) => r.op.includes('/'));
+      expect(parts.map((r) => r.op).sort()).toEqual(['lora_linear_forward/u = x A^T', 'lora_linear_forward/y = [x | s u] [W | B]^T']);
+      const rows = all.filter((r) => !r.op.includes('/'));
       expect(rows.map((r) => r.op).sort()).toEqual(['lora_linear_forward', 'matmul']);
       expect(rows.find((r) => r.op === 'matmul')).toMatchObject({ device: 'cpu', calls: 2 });
-      expect(rows.find((r) => r.op === 'lora_linear_forward')).toMatchObject({ device: 'cpu', calls: 1 });
+      const lora = rows.find((r) => r.op === 'lora_linear_forward')!;
+      expect(lora).toMatchObject({ device: 'cpu', calls: 1 });
+      for (const p of parts) expect(p.calls).toBe(1);
+      expect(parts.reduce((s, p) => s + p.ms, 0)).toBeLessThanOrEqual(lora.ms);
       for (const r of rows) expect(r.ms).toBeGreaterThan(0);
       for (let i = 1; i < rows.length; i++) expect(rows[i].ms).toBeLessThanOrEqual(rows[i - 1].ms);
+      const at = all.indexOf(lora);  // its parts follow it, largest first
+      expect(all.slice(at + 1, at + 3)).toEqual([...parts].sort((p, q) => q.ms - p.ms));
       expect(runtime.opProfile()).toEqual([]);
     } finally {
       runtime.setOpProfile(false);
