@@ -88,6 +88,16 @@ __global__ void __launch_bounds__(kThreads) pack_kernel(const T* __restrict__ sr
 
 bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
+// dst[r·ldd + c] = src[r·lds + c] in 16-byte units (a bf16 block whose widths are multiples of 8).
+__global__ void __launch_bounds__(kThreads) copy16_kernel(const uint4* __restrict__ src, int64_t lds, int64_t rows,
+                                                          int64_t cols, uint4* __restrict__ dst, int64_t ldd) {
+  for (int64_t r = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y; r < rows;
+       r += static_cast<int64_t>(gridDim.y) * blockDim.y)
+    for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < cols;
+         c += static_cast<int64_t>(gridDim.x) * blockDim.x)
+      dst[r * ldd + c] = __ldcs(src + r * lds + c);
+}
+
 template <typename T, typename D>
 void launch(const T* src, int64_t lds, float scale, const int32_t* row_index, int64_t rows, int64_t cols,
             D* dst, int64_t ldd) {
@@ -136,11 +146,18 @@ void gather_bf16(const void* src, Elem e, int64_t lds, float scale, const int32_
 
 void pack_bf16(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, __nv_bfloat16* dst,
                int64_t ldd) {
-  if (e == Elem::BF16 && scale == 1.f && rows > 0 && cols > 0) {  // a plain strided copy (a frozen bf16 weight)
-    constexpr size_t kB = sizeof(__nv_bfloat16);
-    INSTILL_CUDA_CHECK(cudaMemcpy2DAsync(dst, static_cast<size_t>(ldd) * kB, src, static_cast<size_t>(lds) * kB,
-                                         static_cast<size_t>(cols) * kB, static_cast<size_t>(rows),
-                                         cudaMemcpyDeviceToDevice, stream()));
+  if (e == Elem::BF16 && scale == 1.f && rows > 0 && cols > 0 && cols % 8 == 0 && lds % 8 == 0 && ldd % 8 == 0 &&
+      aligned(src, 16) && aligned(dst, 16)) {  // a plain copy of a frozen bf16 weight: 16 bytes a thread
+    // (cudaMemcpy2DAsync did the same copies 1.5x slower in a 1B step: 3.1 vs 2.1 ms)
+    const int64_t per_row = cols / 8;
+    int tx = 32;
+    while (tx < kThreads && tx < per_row) tx *= 2;
+    const int ty = kThreads / tx;
+    const dim3 grid(static_cast<unsigned>(std::min<int64_t>((per_row + tx - 1) / tx, 1024)),
+                    static_cast<unsigned>(std::min<int64_t>((rows + ty - 1) / ty, 65535)));
+    copy16_kernel<<<grid, dim3(static_cast<unsigned>(tx), static_cast<unsigned>(ty)), 0, stream()>>>(
+        static_cast<const uint4*>(src), lds / 8, rows, per_row, reinterpret_cast<uint4*>(dst), ldd / 8);
+    check_launch("copy16_kernel");
     return;
   }
   gather_to(src, e, lds, scale, nullptr, rows, cols, dst, ldd);

@@ -76,15 +76,6 @@ void pack_f32(const void* src, Elem e, int64_t lds, float scale, int64_t rows, i
 void gather_f32(const void* src, Elem e, int64_t lds, float scale, const int32_t* row_index, int64_t rows,
                 int64_t cols, float* dst, int64_t ldd);
 
-// lora_linear's activation pack fused with its low-rank product (lora_pack.cu): for n < N,
-//   dst[n, c] = bf16(src[n, c]) (c < K),  out[n, r] = Σ_c bf16(src[n, c])·bf16(F[r, c]),
-//   dst[n, K + r] = bf16(scale · out[n, r])  (r < R)
-// with F (R, K) = factor as stored (R, K), or its transpose when factor_trans (stored (K, R)).
-// src (N, K) f32 contiguous, out (N, R) f32. Only where pack_lowrank_supported() says so.
-bool pack_lowrank_supported(const float* src, int64_t K, int64_t R, const __nv_bfloat16* dst, int64_t ldd);
-void pack_lowrank_bf16(const float* src, int64_t N, int64_t K, const float* factor, bool factor_trans, int64_t R,
-                       float scale, __nv_bfloat16* dst, int64_t ldd, float* out);
-
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 // Operand views of a 2-D tensor (rows, cols) as stored, optionally transposed.

@@ -32,9 +32,9 @@
 // The WMMA fallback (INSTILL_CUBLASLT=off) reads the same buffers: it takes any
 // operand with its own dtype and leading dimension, element by element.
 // The small operands (A, B, u, g in f32) are packed by the GEMM itself.
-// Where the widths allow (pack_lowrank_supported), the packs of x and dy also
-// compute u = x·Aᵀ and g = dy·B and write s·u, s·g beside them (lora_pack.cu):
-// one pass over the activation instead of a pack, a narrow product and a pack.
+// (Tried: the packs of x and dy fused with u = x·Aᵀ and g = dy·B in one kernel.
+// In a 1B step it was no faster than the three passes — 47.1 vs 46.6 ms; a first
+// version that read the factor per warp from L2 was 3x slower — so it went.)
 #include "cuda/gemm.h"
 #include "ops/lora_linear.h"
 
@@ -44,6 +44,7 @@ namespace cuda {
 namespace {
 
 __nv_bfloat16* bf16_ptr(const Tensor& t) { return t.data_as<__nv_bfloat16>(); }
+
 
 // An f32 frozen weight (an f32 model): every operand is f32, so the products are
 // the plain two-segment ones, which gemm() runs in TF32 (cuBLASLt) or f32 (its
@@ -86,16 +87,12 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   const int64_t ldx = round_up(IN + R, 8);
   Tensor px = Tensor::empty({N, ldx}, DType::BF16, Device::CUDA);  // [x | s·u]
   Tensor wb = Tensor::empty({OUT, ldx}, DType::BF16, Device::CUDA);  // [W | B]
-  if (pack_lowrank_supported(x.data_as<float>(), IN, R, bf16_ptr(px), ldx)) {  // px and u in one pass over x
-    const OpPart part("pack x, u = x A^T, pack s u", Device::CUDA);
-    pack_lowrank_bf16(x.data_as<float>(), N, IN, a.data_as<float>(), false, R, p.scale, bf16_ptr(px), ldx,
-                      p.u->data_as<float>());
-  } else {
-    {
-      const OpPart part("pack x", Device::CUDA);
-      pack_bf16(x.data(), Elem::F32, IN, 1.f, N, IN, bf16_ptr(px), ldx);
-    }
-    const OpPart part("u = x A^T, pack s u", Device::CUDA);  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN)
+  {
+    const OpPart part("pack x", Device::CUDA);
+    pack_bf16(x.data(), Elem::F32, IN, 1.f, N, IN, bf16_ptr(px), ldx);
+  }
+  {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN)
+    const OpPart part("u = x A^T, pack s u", Device::CUDA);
     GemmArgs g;
     g.M = N; g.N = R; g.K[0] = IN;
     g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
@@ -139,17 +136,12 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   if (elem_of(w) == Elem::F32) return lora_linear_backward_f32(p);
   const int64_t ldd = round_up(OUT + R, 8);
   Tensor pd = Tensor::empty({N, ldd}, DType::BF16, Device::CUDA);  // [dy | s·g]
+  {
+    const OpPart part("pack dy", Device::CUDA);
+    pack_bf16(dy.data(), Elem::F32, OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
+  }
   Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);  // g = dy·B
-  const bool fused = pack_lowrank_supported(dy.data_as<float>(), OUT, R, bf16_ptr(pd), ldd);
-  if (fused) {  // pd and g (and s·g into pd) in one pass over dy
-    const OpPart part("pack dy, g = dy B, pack s g", Device::CUDA);
-    pack_lowrank_bf16(dy.data_as<float>(), N, OUT, b.data_as<float>(), true, R, p.scale, bf16_ptr(pd), ldd,
-                      gt.data_as<float>());
-  } else {
-    {
-      const OpPart part("pack dy", Device::CUDA);
-      pack_bf16(dy.data(), Elem::F32, OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
-    }
+  {
     const OpPart part("g = dy B", Device::CUDA);
     GemmArgs g;
     g.M = N; g.N = R; g.K[0] = OUT;
@@ -163,7 +155,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     }
   }
   if (p.dx) {  // dx (N, IN) = [dy | s·g] · [W ; A],  W stored (OUT, IN), A stored (R, IN)
-    if (!fused) {
+    {
       const OpPart part("pack s g", Device::CUDA);
       pack_bf16(gt.data(), Elem::F32, R, p.scale, N, R, bf16_ptr(pd) + OUT, ldd);
     }
