@@ -1,7 +1,8 @@
-// `instill bench train`: one whole LoRA training step on the CPU at a real model's
-// shapes (random weights): tokens/s and peak memory, and with --torch the same
-// step written plainly in PyTorch eager (bench/train/torch_step.py), run after
-// ours in a separate process on the same cores.
+// `instill bench train`: one whole LoRA training step at a real model's shapes
+// (random weights), on the CPU or a GPU (--device cuda): tokens/s and peak memory
+// (resident memory of the process on the CPU, device memory on a GPU), and with
+// --torch the same step written plainly in PyTorch eager (bench/train/torch_step.py)
+// on the same device, run after ours in a separate process.
 //
 // The batch is B rows of T random token ids; the first half of every row is
 // masked (-100) as a prompt would be. LoRA r on all seven projections, alpha 2r,
@@ -13,7 +14,9 @@ import { fileURLToPath } from 'node:url';
 
 import { ErrorCode, InstillError } from '../../src/errors.js';
 import { randomModel } from '../../src/model/model.js';
+import { native } from '../../src/native.js';
 import { runtime, type OpProfileRow } from '../../src/runtime.js';
+import { Tensor, type Device } from '../../src/tensor.js';
 import { median } from '../harness.js';
 
 export interface TrainBenchOptions {
@@ -23,6 +26,8 @@ export interface TrainBenchOptions {
   seq: number;
   rank: number;
   dtype: 'f32' | 'bf16';
+  /** where the model and the step run (default 'cpu') */
+  device?: Device;
   steps: number;
   torch: boolean;
   /** one more step with the op profiler on (runtime.opProfile): time per op */
@@ -33,6 +38,7 @@ export interface TrainBenchOptions {
 export interface StepResult {
   tokensPerSec: number;
   stepSeconds: number;
+  /** peak resident memory of the process (CPU) or peak device memory in use (GPU) during one step */
   peakBytes: number | null;
   loss: number;
 }
@@ -45,6 +51,7 @@ export interface TrainBenchReport {
   seq: number;
   rank: number;
   dtype: string;
+  device: Device;
   threads: number;
   isa: string;
   instill: StepResult;
@@ -97,8 +104,10 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<TrainBench
   const cfg = readConfig(opts.config, opts.layers);
   const layers = Number(cfg.num_hidden_layers);
   const vocab = Number(cfg.vocab_size);
-  opts.progress(`random ${opts.dtype} model: ${layers} layers of ${opts.config}`);
-  const model = randomModel(cfg, { dtype: opts.dtype, seed: 1 });
+  const device = opts.device ?? 'cpu';
+  opts.progress(`random ${opts.dtype} model on ${device}: ${layers} layers of ${opts.config}`);
+  // On a GPU the model is large enough that drawing every weight takes minutes: 'tiled' copies one pool.
+  const model = randomModel(cfg, { dtype: opts.dtype, seed: 1, device, init: device === 'cpu' ? 'normal' : 'tiled' });
   model.addLora({ r: opts.rank, alpha: 2 * opts.rank, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], seed: 1 });
   // PEFT would start B at zero; a non-zero B makes every gradient flow as in a real run.
   const weights = model.adapterWeights();
@@ -107,9 +116,12 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<TrainBench
   const batch = benchBatch(opts.batch, opts.seq, vocab);
 
   let loss = 0;
+  // A step ends when the device is done: on a GPU the optimizer's launches are waited for (one stream).
+  const sync = device === 'cpu' ? () => {} : () => void Tensor.zeros([1], { device }).to('cpu');
   const step = async () => {
     loss = (await model.lossAndGrads(batch, { returnGrads: false })).loss;
     model.adamwStep({ lr: 1e-4 });
+    sync();
   };
   opts.progress('warm-up step');
   await step();
@@ -120,8 +132,9 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<TrainBench
     await step();
     times.push(Number(process.hrtime.bigint() - t0) / 1e9);
   }
-  // Peak resident memory of the process during one more step (model, adapters, moments, activations).
-  const peak = await measureAsyncPeak(step);
+  // Peak memory during one more step (model, adapters, moments, activations): the process's resident
+  // memory on the CPU, the device memory in use on a GPU.
+  const peak = device === 'cpu' ? await measureAsyncPeak(step) : await measureDevicePeak(device, step);
   let profile: TrainBenchReport['profile'] = null;
   if (opts.profile) {
     opts.progress('one more step with the op profiler on');
@@ -150,6 +163,7 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<TrainBench
     seq: opts.seq,
     rank: opts.rank,
     dtype: opts.dtype,
+    device,
     threads: info.threads,
     isa: info.isa,
     instill,
@@ -157,6 +171,13 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<TrainBench
     ratio: torch && 'stepSeconds' in torch ? torch.stepSeconds / stepSeconds : null,
     profile,
   };
+}
+
+/** Peak device memory in use (the engine's allocator: tensors and scratch) while `fn` runs. */
+async function measureDevicePeak(device: Device, fn: () => Promise<void>): Promise<number> {
+  native().deviceMemoryStats(device, true);
+  await fn();
+  return native().deviceMemoryStats(device).peak;
 }
 
 /** Peak resident bytes of the whole process (VmHWM) while `fn` runs, after resetting the mark. */
@@ -177,6 +198,7 @@ function runTorch(opts: TrainBenchOptions): TrainBenchReport['torch'] {
   const args = [
     script, '--config', opts.config, '--batch', String(opts.batch), '--seq', String(opts.seq), '--rank', String(opts.rank),
     '--dtype', opts.dtype, '--steps', String(opts.steps), '--threads', String(runtime.info().threads),
+    '--device', opts.device ?? 'cpu',
   ];
   if (opts.layers !== undefined) args.push('--layers', String(opts.layers));
   const r = spawnSync(python, args, { encoding: 'utf8', maxBuffer: 16 << 20 });

@@ -1,16 +1,17 @@
-"""The LoRA training step of `instill bench train`, written plainly in PyTorch eager (CPU).
+"""The LoRA training step of `instill bench train`, written plainly in PyTorch eager (CPU, or --device cuda).
 
 A Llama-family decoder from a Hugging Face config.json with random weights (std 0.02):
 embedding, RMSNorm, rotate-half RoPE, causal GQA attention (matmul + softmax: PyTorch
 1.13 has no scaled_dot_product_attention), SwiGLU MLP, tied or untied LM head, mean
 cross-entropy over non-ignored targets. LoRA (r, alpha = 2r, B = 0.01) on all seven
 projections; the base is frozen; AdamW (lr 1e-4) on the adapters. With --dtype bf16 the
-frozen weights are stored in bf16 and the step runs under CPU autocast(bfloat16).
+frozen weights are stored in bf16 and the step runs under autocast(bfloat16) on the device.
 
 The batch matches bench/train/index.ts: B rows of T random ids, the first half of each
-row's labels masked (-100). Prints one JSON line: tokens/s, median step seconds, peak RSS.
+row's labels masked (-100). Prints one JSON line: tokens/s, median step seconds, peak memory (RSS on the
+CPU; torch.cuda.max_memory_allocated on a GPU, the same step as instill's device peak).
 
-  /usr/bin/python3 bench/train/torch_step.py --config C.json [--layers L] --batch B --seq T --rank R [--dtype bf16]
+  /usr/bin/python3 bench/train/torch_step.py --config C.json [--layers L] --batch B --seq T --rank R [--dtype bf16] [--device cuda]
 """
 import argparse
 import json
@@ -89,7 +90,9 @@ def main():
     p.add_argument("--dtype", default="f32")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
     a = p.parse_args()
+    dev = torch.device(a.device)
     torch.set_num_threads(a.threads)
     cfg = json.load(open(a.config))
     if a.layers is not None:
@@ -102,6 +105,10 @@ def main():
     head = emb if cfg.get("tie_word_embeddings", False) else (torch.randn(vocab, c, generator=g) * 0.02).to(wdt)
     blocks = torch.nn.ModuleList([Block(cfg, a.rank, wdt, g) for _ in range(cfg["num_hidden_layers"])])
     norm = torch.ones(c)
+    emb, head, norm = emb.to(dev), head.to(dev), norm.to(dev)
+    blocks = blocks.to(dev)
+    for blk in blocks:
+        blk.n1, blk.n2 = blk.n1.to(dev), blk.n2.to(dev)
     params = [q for q in blocks.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
 
@@ -110,16 +117,17 @@ def main():
     inv = 1.0 / (theta ** (torch.arange(0, d, 2).float() / d))
     pos = torch.arange(a.seq).float()
     fr = torch.outer(pos, inv)
-    cos, sin = torch.cat((fr, fr), -1).cos(), torch.cat((fr, fr), -1).sin()
-    mask = torch.full((a.seq, a.seq), float("-inf")).triu(1)
+    cos, sin = torch.cat((fr, fr), -1).cos().to(dev), torch.cat((fr, fr), -1).sin().to(dev)
+    mask = torch.full((a.seq, a.seq), float("-inf")).triu(1).to(dev)
 
     ids = torch.randint(0, vocab, (a.batch, a.seq), generator=g)
     labels = ids.clone()
     labels[:, : a.seq // 2] = -100
+    ids, labels = ids.to(dev), labels.to(dev)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             x = emb[ids].float()
             for blk in blocks:
                 x = blk(x, cos, sin, mask)
@@ -130,7 +138,9 @@ def main():
         opt.step()
         return loss.item()
 
-    loss = step()  # warm-up
+    loss = step()  # warm-up (loss.item() waits for the device: each step is timed to its end)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(a.steps):
         t0 = time.perf_counter()
@@ -142,7 +152,8 @@ def main():
         "torch": torch.__version__,
         "tokens_per_sec": a.batch * a.seq / med,
         "step_seconds": med,
-        "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_bytes": torch.cuda.max_memory_allocated() if dev.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "loss": loss,
     }))
 

@@ -5,6 +5,7 @@ import { table } from '../../bench/harness.js';
 import { runKernelsBench, type KernelsBenchReport } from '../../bench/kernels/index.js';
 import { runTrainBench, type TrainBenchReport } from '../../bench/train/index.js';
 import { ErrorCode, InstillError } from '../errors.js';
+import { native } from '../native.js';
 import { runtime } from '../runtime.js';
 
 const USAGE = `usage: instill bench kernels [options]
@@ -34,6 +35,7 @@ prompts would be; LoRA on all seven projections.
   --batch B       rows (default 8)     --seq T    tokens per row (default 512)
   --rank R        LoRA rank (default 16)
   --dtype D       f32 | bf16 frozen weights (default f32)
+  --device D      cpu | cuda (default cpu); on a GPU, --torch runs the same step there
   --steps N       timed steps after one warm-up (default 3)
   --torch         also run the same step in PyTorch eager (bench/train/torch_step.py)
   --profile       one more step with the op profiler on: time per op (runtime.opProfile())`;
@@ -43,12 +45,13 @@ function gib(bytes: number | null): string {
 }
 
 function printTrain(r: TrainBenchReport): void {
-  console.log(`LoRA training step: ${r.config} (${r.layers} layers), batch ${r.batch} x ${r.seq}, r=${r.rank}, ${r.dtype} base, ${r.threads} threads, ISA ${r.isa}`);
+  const where = r.device === 'cpu' ? `${r.threads} threads, ISA ${r.isa}` : r.device;
+  console.log(`LoRA training step: ${r.config} (${r.layers} layers), batch ${r.batch} x ${r.seq}, r=${r.rank}, ${r.dtype} base, ${where}`);
   const rows = [['instill', r.instill.tokensPerSec.toFixed(0), r.instill.stepSeconds.toFixed(2), gib(r.instill.peakBytes), r.instill.loss.toFixed(4)]];
   if (r.torch && 'stepSeconds' in r.torch) {
     rows.push([`PyTorch ${r.torch.version} eager`, r.torch.tokensPerSec.toFixed(0), r.torch.stepSeconds.toFixed(2), gib(r.torch.peakBytes), r.torch.loss.toFixed(4)]);
   }
-  console.log(table(['', 'tokens/s', 's/step', 'peak RSS', 'loss'], rows));
+  console.log(table(['', 'tokens/s', 's/step', r.device === 'cpu' ? 'peak RSS' : 'peak GPU memory', 'loss'], rows));
   if (r.torch && 'unavailable' in r.torch) console.log(`PyTorch: ${r.torch.unavailable}`);
   if (r.ratio !== null) console.log(`instill / PyTorch tokens/s: ${r.ratio.toFixed(2)}x`);
   if (r.profile) {
@@ -131,6 +134,7 @@ export async function run(argv: string[]): Promise<number> {
       seq: { type: 'string' },
       rank: { type: 'string' },
       dtype: { type: 'string' },
+      device: { type: 'string' },
       steps: { type: 'string' },
       profile: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -146,6 +150,11 @@ export async function run(argv: string[]): Promise<number> {
     if (!values.config) throw new InstillError(ErrorCode.ARG, 'bench train needs --config FILE (a Hugging Face config.json)');
     const dtype = values.dtype ?? 'f32';
     if (dtype !== 'f32' && dtype !== 'bf16') throw new InstillError(ErrorCode.ARG, `Expected f32 or bf16 for --dtype but received '${dtype}'`);
+    const device = values.device ?? 'cpu';
+    if (device !== 'cpu' && device !== 'cuda') throw new InstillError(ErrorCode.ARG, `Expected cpu or cuda for --device but received '${device}'`);
+    if (!runtime.info().devices.includes(device)) {
+      throw new InstillError(ErrorCode.DEVICE, `device '${device}' is not available: ${native().deviceUnavailableReason(device)}`);
+    }
     const report = await runTrainBench({
       config: values.config,
       layers: values.layers === undefined ? undefined : positiveInt('layers', values.layers, 1),
@@ -153,6 +162,7 @@ export async function run(argv: string[]): Promise<number> {
       seq: positiveInt('seq', values.seq, 512),
       rank: positiveInt('rank', values.rank, 16),
       dtype,
+      device,
       steps: positiveInt('steps', values.steps, 3),
       torch: values.torch,
       profile: values.profile,
