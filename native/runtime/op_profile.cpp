@@ -48,6 +48,47 @@ void release_pending(Profile& p) {
   p.pending.clear();
 }
 
+// The start of a timed interval: host time on the CPU, a mark queued on a device's stream. False when
+// the device cannot be timed (no hooks, or it is failing: the op itself will say so).
+bool start(Device device, double* t0, void** mark) {
+  if (device == Device::CPU) {
+    *t0 = now_ms();
+    return true;
+  }
+  const DeviceMemoryHooks* h = device_memory_hooks(device);
+  if (!h) return false;
+  try {
+    *mark = h->mark();
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+// The end of an interval begun by start(): added to the CPU totals now, or kept as a pair of device
+// marks that take_op_profile() reads (nothing waits for the device here).
+void record(std::string name, Device device, double t0, void* mark) {
+  Profile& p = profile();
+  if (device == Device::CPU) {
+    const double ms = now_ms() - t0;
+    std::lock_guard<std::mutex> lock(p.mu);
+    auto& t = p.totals[{std::move(name), device}];
+    t.first += 1;
+    t.second += ms;
+    return;
+  }
+  const DeviceMemoryHooks* h = device_memory_hooks(device);  // there since start() used it
+  void* end = nullptr;
+  try {
+    end = h->mark();
+  } catch (...) {
+    h->release_mark(mark);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(p.mu);
+  p.pending.push_back({std::move(name), device, mark, end});
+}
+
 }  // namespace
 
 OpScope::OpScope(const char* op, Device device) {
@@ -56,82 +97,22 @@ OpScope::OpScope(const char* op, Device device) {
   if (t_depth++ > 0) return;  // inside another op: counted there
   device_ = device;
   t_op = op;
-  if (device == Device::CPU) {
-    t0_ = now_ms();
-    op_ = op;
-  } else if (const DeviceMemoryHooks* h = device_memory_hooks(device)) {
-    try {
-      mark_ = h->mark();
-      op_ = op;
-    } catch (...) {
-      // the device is failing: the op itself will say so; this one goes untimed
-    }
-  }
+  if (start(device, &t0_, &mark_)) op_ = op;
 }
 
 OpScope::~OpScope() {
   if (counted_ && --t_depth == 0) t_op = nullptr;
-  if (!op_) return;
-  Profile& p = profile();
-  if (device_ == Device::CPU) {
-    const double ms = now_ms() - t0_;
-    std::lock_guard<std::mutex> lock(p.mu);
-    auto& t = p.totals[{op_, device_}];
-    t.first += 1;
-    t.second += ms;
-    return;
-  }
-  const DeviceMemoryHooks* h = device_memory_hooks(device_);
-  if (!h || !mark_) return;
-  void* end = nullptr;
-  try {
-    end = h->mark();
-  } catch (...) {
-    h->release_mark(mark_);
-    return;
-  }
-  std::lock_guard<std::mutex> lock(p.mu);
-  p.pending.push_back({op_, device_, mark_, end});
+  if (op_) record(op_, device_, t0_, mark_);
 }
 
 OpPart::OpPart(const char* part, Device device) {
   if (!g_enabled.load(std::memory_order_relaxed) || t_depth != 1 || !t_op) return;
   device_ = device;
-  if (device == Device::CPU) {
-    t0_ = now_ms();
-  } else if (const DeviceMemoryHooks* h = device_memory_hooks(device)) {
-    try {
-      mark_ = h->mark();
-    } catch (...) {
-      return;
-    }
-  } else {
-    return;
-  }
-  name_ = std::string(t_op) + "/" + part;
+  if (start(device, &t0_, &mark_)) name_ = std::string(t_op) + "/" + part;
 }
 
 OpPart::~OpPart() {
-  if (name_.empty()) return;
-  Profile& p = profile();
-  if (device_ == Device::CPU) {
-    const double ms = now_ms() - t0_;
-    std::lock_guard<std::mutex> lock(p.mu);
-    auto& t = p.totals[{name_, device_}];
-    t.first += 1;
-    t.second += ms;
-    return;
-  }
-  const DeviceMemoryHooks* h = device_memory_hooks(device_);
-  void* end = nullptr;
-  try {
-    end = h->mark();
-  } catch (...) {
-    h->release_mark(mark_);
-    return;
-  }
-  std::lock_guard<std::mutex> lock(p.mu);
-  p.pending.push_back({std::move(name_), device_, mark_, end});
+  if (!name_.empty()) record(std::move(name_), device_, t0_, mark_);
 }
 
 void set_op_profile(bool on) {
