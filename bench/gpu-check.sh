@@ -127,8 +127,13 @@ bench "torch ce" 60 python3 bench/gpu/torch_bench.py ce --out "$RES"
 bench "instill ce" 90 node bench/gpu/instill_bench.mjs ce --out "$RES"
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+# A/B of an opt-in path, same machine, same call: the attention kernels with cp.async tiles
+bench "instill train step (attention pipelined)" 150 env INSTILL_CUDA_ATTENTION=pipelined INSTILL_BENCH_VARIANT="attention pipelined" \
+  node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 bench "instill ops" 90 node bench/gpu/instill_bench.mjs ops --out "$RES"
+bench "instill ops (attention pipelined)" 90 env INSTILL_CUDA_ATTENTION=pipelined INSTILL_BENCH_VARIANT="attention pipelined" \
+  node bench/gpu/instill_bench.mjs ops --out "$RES"
 tail -20 "$OUT/bench.log"
 note "total $(elapsed)"
 

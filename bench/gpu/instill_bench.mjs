@@ -33,7 +33,10 @@ function randn(n, scale = 1) {
   for (let i = 0; i < n; i++) a[i] = rand() * scale;
   return a;
 }
-const gemm = process.env.INSTILL_CUBLASLT === 'off' ? 'wmma' : 'cuBLASLt';
+// INSTILL_BENCH_VARIANT names an A/B variant that gpu-check.sh selects through the engine's environment
+// (e.g. INSTILL_CUDA_ATTENTION=pipelined); it is appended to every impl label.
+const variant = process.env.INSTILL_BENCH_VARIANT ? `, ${process.env.INSTILL_BENCH_VARIANT}` : '';
+const gemm = (process.env.INSTILL_CUBLASLT === 'off' ? 'wmma' : 'cuBLASLt') + variant;
 // --device cpu runs the same script on the CPU (a smoke test of the script itself, not a benchmark).
 const device = args.includes('--device') ? args[args.indexOf('--device') + 1] : 'cuda';
 const gpu = (data, shape, dtype = 'f32') => Tensor.from(data, shape, { dtype, device });
@@ -160,9 +163,9 @@ if (what === 'lora') {
   let opsMs = 0;
   for (const o of ops) {
     if (!o.op.includes('/')) opsMs += o.ms;  // "op/part" rows are inside their op's row
-    emit({ bench: `train step op ${o.op}`, impl: `instill ${device} x${o.calls}`, ms: o.ms, share: o.ms / profiledMs });
+    emit({ bench: `train step op ${o.op}`, impl: `instill ${device}${variant} x${o.calls}`, ms: o.ms, share: o.ms / profiledMs });
   }
-  emit({ bench: 'train step op (none: host, launches, gaps)', impl: `instill ${device}`, ms: profiledMs - opsMs, share: 1 - opsMs / profiledMs });
+  emit({ bench: 'train step op (none: host, launches, gaps)', impl: `instill ${device}${variant}`, ms: profiledMs - opsMs, share: 1 - opsMs / profiledMs });
   const C = s.hiddenSize, F = s.intermediateSize, D = s.headDim, L = s.numLayers;
   const qo = s.numHeads * D, kv = s.numKvHeads * D;
   const perLayer = C * qo * 2 + C * kv * 2 + C * F * 3;
@@ -170,7 +173,7 @@ if (what === 'lora') {
   const nLora = L * R * ((C + qo) * 2 + (C + kv) * 2 + (C + F) * 3);
   const flopsTok = 4 * nBase + 6 * nLora + 6 * L * T * C;
   const tokS = T / (ms / 1e3);
-  emit({ bench: 'train step llama-3.2-1b seq2048 r16', impl: `instill ${device} (f32 activations, bf16 weights)`, ms,
+  emit({ bench: 'train step llama-3.2-1b seq2048 r16', impl: `instill ${device} (f32 activations, bf16 weights${variant})`, ms,
     min_ms: times[0], max_ms: times[8], tokens_per_s: tokS, peak_mib: after.peak / 2 ** 20,
     step_peak_mib: (after.peak - before.inUse) / 2 ** 20, mfu: (tokS * flopsTok) / 989e12, params_frozen: nBase,
     params_lora: nLora, setup_s: loadS, forward_only_ms: fwd[1] });

@@ -15,8 +15,11 @@
 //                        and 128 with 16-byte aligned tensors: the default there.
 //                        Results carry bf16 operand rounding (~1e-2 relative).
 //   attention_simple.cu  f32 CUDA cores, any D <= 128: everything else, and every
-//                        problem when INSTILL_CUDA_ATTENTION=simple (read once per
-//                        process) — the exact f32 path, for tests and comparisons.
+//                        problem when INSTILL_CUDA_ATTENTION=simple — the exact f32
+//                        path, for tests and comparisons.
+// INSTILL_CUDA_ATTENTION=pipelined: the flash kernels stream bf16 copies of their
+// inputs (made here, once per call) through cp.async double buffers; same results
+// bit for bit. Opt-in until a GPU run has timed it (bench/gpu-check.sh A/B).
 // Both write every output (=), deterministically (no atomics). D > 128 is E_UNSUPPORTED.
 #include <algorithm>
 #include <cstdlib>
@@ -24,6 +27,7 @@
 
 #include "cuda/attention_kernels.cuh"
 #include "cuda/common.cuh"
+#include "cuda/gemm.h"
 #include "ops/attention.h"
 
 namespace instill {
@@ -61,13 +65,22 @@ void need_d(int64_t D) {
   if (D > kMaxD) fail(ErrorCode::Unsupported, "attention on CUDA supports head dimensions up to ", kMaxD, ", got ", D);
 }
 
-// INSTILL_CUDA_ATTENTION=simple forces the f32 kernels (read once per process).
-bool force_simple() {
-  static const bool simple = [] {
-    const char* e = std::getenv("INSTILL_CUDA_ATTENTION");
-    return e != nullptr && std::strcmp(e, "simple") == 0;
-  }();
-  return simple;
+// INSTILL_CUDA_ATTENTION: 'simple' forces the f32 kernels; 'pipelined' runs the flash kernels on bf16
+// copies of their streamed inputs with cp.async double buffering (attention_flash.cu; opt-in until a GPU
+// run has timed it). Read on every call, so a test can compare the paths in one process.
+enum class Path { Flash, Pipelined, Simple };
+Path path_choice() {
+  const char* e = std::getenv("INSTILL_CUDA_ATTENTION");
+  if (e && std::strcmp(e, "simple") == 0) return Path::Simple;
+  if (e && std::strcmp(e, "pipelined") == 0) return Path::Pipelined;
+  return Path::Flash;
+}
+
+// A bf16 copy of an (rows, D) f32 tensor, rounded as the flash kernels round their f32 tiles.
+Tensor bf16_copy(const float* src, int64_t rows, int64_t D) {
+  Tensor t = Tensor::empty({rows, D}, DType::BF16, Device::CUDA);
+  pack_bf16(src, Elem::F32, D, 1.f, rows, D, t.data_as<__nv_bfloat16>(), D);
+  return t;
 }
 
 int sm_count() {
@@ -95,8 +108,17 @@ void attention_forward(const AttentionForwardArgs& p) {
   a.seg_begin = segs.begin; a.seg_end = segs.end;
   a.N = N; a.H = H; a.KVH = KVH; a.D = D; a.window = p.window; a.scale = p.scale;
   a.out = p.out->data_as<float>(); a.lse = p.lse->data_as<float>();
-  if (!force_simple() && attention_flash_supported(a)) attention_flash_forward(a, stream());
-  else attention_simple_forward(a, stream());
+  const Path path = path_choice();
+  if (path == Path::Simple || !attention_flash_supported(a)) return attention_simple_forward(a, stream());
+  Tensor k16, v16;
+  if (path == Path::Pipelined) {
+    const OpPart part("bf16 copies of k, v", Device::CUDA);
+    k16 = bf16_copy(a.k, N * KVH, D);
+    v16 = bf16_copy(a.v, N * KVH, D);
+    a.k16 = k16.data_as<__nv_bfloat16>();
+    a.v16 = v16.data_as<__nv_bfloat16>();
+  }
+  attention_flash_forward(a, stream(), path == Path::Pipelined);
 }
 
 void attention_backward(const AttentionBackwardArgs& p) {
@@ -117,18 +139,28 @@ void attention_backward(const AttentionBackwardArgs& p) {
     const OpPart part("delta = rowsum(dO * O)", Device::CUDA);
     attention_delta(a, stream());
   }
-  if (!force_simple() && attention_flash_supported(a)) {
-    Tensor dk_part, dv_part;  // per-query-head partials when the dK/dV kernel splits groups
-    if (attention_flash_dkv_split(a, sm_count())) {
-      dk_part = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
-      dv_part = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
-      a.dk_part = dk_part.data_as<float>();
-      a.dv_part = dv_part.data_as<float>();
-    }
-    attention_flash_backward(a, stream());
-  } else {
-    attention_simple_backward(a, stream());
+  const Path path = path_choice();
+  if (path == Path::Simple || !attention_flash_supported(a)) return attention_simple_backward(a, stream());
+  Tensor dk_part, dv_part;  // per-query-head partials when the dK/dV kernel splits groups
+  if (attention_flash_dkv_split(a, sm_count())) {
+    dk_part = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
+    dv_part = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
+    a.dk_part = dk_part.data_as<float>();
+    a.dv_part = dv_part.data_as<float>();
   }
+  Tensor q16, k16, v16, do16;
+  if (path == Path::Pipelined) {
+    const OpPart part("bf16 copies of q, k, v, dO", Device::CUDA);
+    q16 = bf16_copy(a.q, N * H, D);
+    k16 = bf16_copy(a.k, N * KVH, D);
+    v16 = bf16_copy(a.v, N * KVH, D);
+    do16 = bf16_copy(a.dout, N * H, D);
+    a.q16 = q16.data_as<__nv_bfloat16>();
+    a.k16 = k16.data_as<__nv_bfloat16>();
+    a.v16 = v16.data_as<__nv_bfloat16>();
+    a.do16 = do16.data_as<__nv_bfloat16>();
+  }
+  attention_flash_backward(a, stream(), path == Path::Pipelined);
 }
 
 }  // namespace cuda

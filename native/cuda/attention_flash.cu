@@ -69,6 +69,11 @@
 // Global loads: f32 rows as float4 (16 bytes; attention_flash_supported requires 16-byte
 // aligned tensors and D % 4 == 0), converted and stored as 4 bf16. Loads are synchronous
 // (load, __syncthreads, compute); several CTAs per SM hide their latency.
+// Pipelined (kPipe; INSTILL_CUDA_ATTENTION=pipelined, opt-in until a GPU run has timed it): the
+// streamed tiles (K/V in the forward and dQ kernels; Q, dO, lse, Δ in dK/dV) come from bf16 copies
+// made once per call (attention.cu) through cp.async into two buffers: tile t + 1 loads while tile t
+// computes, one __syncthreads per tile. The copies round as load_rows does, so the results are the
+// synchronous path's bit for bit. The tiles loaded once per CTA stay synchronous f32 loads.
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -147,6 +152,44 @@ __device__ __forceinline__ void load_rows(bf16* dst, const float* src, int64_t r
   }
 }
 
+// The pipelined kernels' loads: cp.async copies global → shared without registers and without
+// waiting; a group is committed per tile and waited for (wait_group 0) just before the tile is used.
+// src_size 0 zero-fills the destination (rows past N); the address is then only a valid dummy.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async4(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// load_rows from a bf16 copy of the tensor, asynchronously: 16-byte chunks (8 bf16), rows >= N zeros.
+// The same tile as load_rows (which rounds the f32 rows the same way as the copy was made).
+template <int D, int R>
+__device__ __forceinline__ void load_rows_async(bf16* dst, const bf16* src, int64_t r0, int64_t N, int64_t heads,
+                                                int64_t head) {
+  constexpr int kChunks = D / 8;
+  static_assert((R * kChunks) % kThreads == 0, "tile not a multiple of the block");
+#pragma unroll
+  for (int it = 0; it < R * kChunks / kThreads; ++it) {
+    const int idx = it * kThreads + static_cast<int>(threadIdx.x);
+    const int r = idx / kChunks, c = (idx % kChunks) * 8;
+    const int64_t row = r0 + r;
+    const bool valid = row < N;
+    cp_async16(dst + r * (D + 8) + c, valid ? src + (row * heads + head) * D + c : src, valid);
+  }
+}
+
+// A tile of rows [r0, r0 + R) of one head: f32 rows converted synchronously, or (kPipe) the bf16
+// copy's rows through cp.async (the caller commits and waits).
+template <int D, int R, bool kPipe>
+__device__ __forceinline__ void load_tile(bf16* dst, const float* f32, const bf16* b16, int64_t r0, int64_t N,
+                                          int64_t heads, int64_t head) {
+  if constexpr (kPipe) load_rows_async<D, R>(dst, b16, r0, N, heads, head);
+  else load_rows<D, R>(dst, f32, r0, N, heads, head);
+}
+
 // Both are nondecreasing in their argument (segments are contiguous and ordered), so
 // the smallest lo / largest hi of a run of rows is that of its first / last row.
 
@@ -161,14 +204,18 @@ __device__ __forceinline__ float quad_sum(float v) {
 
 // ---------------------------------------------------------------- forward
 
-template <int D>
+template <int D, bool kPipe>
 __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p) {
   constexpr int S = D + 8;
   constexpr int KS = D / 16;  // k-steps over the head dim
   constexpr int BN = 64;      // keys per tile
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* Ks = reinterpret_cast<bf16*>(smem_raw);  // (64, S); holds the Q tile first
-  bf16* Vs = Ks + kRows * S;                     // (64, S)
+  // (64, S) tiles: K then V, twice when pipelined (tile t in buffer t % 2); the Q tile first in K's.
+  // Buffer b's K tile at K0 + b·kBuf, its V tile at V0 + b·kBuf (pointer arithmetic, not arrays: an
+  // array indexed at run time would live in local memory).
+  bf16* const K0 = reinterpret_cast<bf16*>(smem_raw);
+  bf16* const V0 = K0 + BN * S;
+  constexpr int kBuf = kPipe ? 2 * BN * S : 0;
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   const int64_t N = p.N, H = p.H;
@@ -188,11 +235,17 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
   const int64_t lo_b = ib < N ? key_lo(p.seg_begin, ib, p.window) : INT64_MAX;
 
   // Q fragments for the whole loop: KS k-steps × 4 regs.
-  load_rows<D, kRows>(Ks, p.q, i0, N, H, h);
+  load_rows<D, kRows>(K0, p.q, i0, N, H, h);
   __syncthreads();
   uint32_t qf[KS][4];
 #pragma unroll
-  for (int kk = 0; kk < KS; ++kk) ldsm_x4(smem_addr(Ks + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
+  for (int kk = 0; kk < KS; ++kk) ldsm_x4(smem_addr(K0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
+  if constexpr (kPipe) {  // the first K/V tile, once every warp has its Q fragments
+    __syncthreads();
+    load_rows_async<D, BN>(K0, p.k16, blo, N, p.KVH, g);
+    load_rows_async<D, BN>(V0, p.v16, blo, N, p.KVH, g);
+    cp_async_commit();
+  }
 
   float o[D / 8][4];
 #pragma unroll
@@ -201,11 +254,24 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
   float l_a = 0.f, l_b = 0.f;              // this lane's share of the running sums
   const float sl2 = p.scale * kLog2e;
 
-  for (int64_t ts = blo; ts <= last_i; ts += BN) {
-    __syncthreads();  // every warp is done with the previous tile (and the Q tile)
-    load_rows<D, BN>(Ks, p.k, ts, N, p.KVH, g);
-    load_rows<D, BN>(Vs, p.v, ts, N, p.KVH, g);
-    __syncthreads();
+  int buf = 0;
+  for (int64_t ts = blo; ts <= last_i; ts += BN, buf ^= 1) {
+    if constexpr (kPipe) {
+      cp_async_wait_all();
+      __syncthreads();  // tile ts is in buffer buf for every thread; buffer buf ^ 1 is free
+      if (ts + BN <= last_i) {
+        load_rows_async<D, BN>(K0 + (buf ^ 1) * kBuf, p.k16, ts + BN, N, p.KVH, g);
+        load_rows_async<D, BN>(V0 + (buf ^ 1) * kBuf, p.v16, ts + BN, N, p.KVH, g);
+        cp_async_commit();
+      }
+    } else {
+      __syncthreads();  // every warp is done with the previous tile (and the Q tile)
+      load_rows<D, BN>(K0, p.k, ts, N, p.KVH, g);
+      load_rows<D, BN>(V0, p.v, ts, N, p.KVH, g);
+      __syncthreads();
+    }
+    const bf16* const Ks = K0 + buf * kBuf;
+    const bf16* const Vs = V0 + buf * kBuf;
     if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;  // nothing here for this warp
     const bool full = ts + BN - 1 <= wi0 && ts >= wlo_max;        // every pair visible
 
@@ -293,13 +359,18 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
 
 // ---------------------------------------------------------------- dQ
 
-template <int D, int BN>
+template <int D, int BN, bool kPipe>
 __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) {
   constexpr int S = D + 8;
   constexpr int KS = D / 16;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* Ks = reinterpret_cast<bf16*>(smem_raw);  // (64, S): the Q tile first, then key tiles of BN
-  bf16* Vs = Ks + kRows * S;                     // (64, S): the dO tile first, then value tiles
+  // Key tiles of BN rows, then value tiles (two of each when pipelined: tile t in buffer t % 2). The
+  // Q tile (64 rows) goes first where the key tiles go, the dO tile where the value tiles go.
+  // Buffer b's key tile at K0 + b·kBuf, its value tile at V0 + b·kBuf.
+  bf16* const K0 = reinterpret_cast<bf16*>(smem_raw);
+  bf16* const V0 = K0 + (kPipe ? 2 * BN : kRows) * S;
+  constexpr int kBuf = kPipe ? BN * S : 0;
+  static_assert(!kPipe || 2 * BN >= kRows, "the Q and dO tiles fill two key / value buffers");
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   const int64_t N = p.N, H = p.H;
@@ -323,25 +394,44 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
   const float dl_a = ia < N ? p.delta[ia * H + h] : 0.f;
   const float dl_b = ib < N ? p.delta[ib * H + h] : 0.f;
 
-  load_rows<D, kRows>(Ks, p.q, i0, N, H, h);
-  load_rows<D, kRows>(Vs, p.dout, i0, N, H, h);
+  load_rows<D, kRows>(K0, p.q, i0, N, H, h);
+  load_rows<D, kRows>(V0, p.dout, i0, N, H, h);
   __syncthreads();
   uint32_t qf[KS][4], dof[KS][4];
 #pragma unroll
   for (int kk = 0; kk < KS; ++kk) {
-    ldsm_x4(smem_addr(Ks + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
-    ldsm_x4(smem_addr(Vs + warp * 16 * S + kk * 16 + lds_a<S>(lane)), dof[kk]);
+    ldsm_x4(smem_addr(K0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
+    ldsm_x4(smem_addr(V0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), dof[kk]);
+  }
+  if constexpr (kPipe) {  // the first K/V tile, once every warp has its Q and dO fragments
+    __syncthreads();
+    load_rows_async<D, BN>(K0, p.k16, blo, N, p.KVH, g);
+    load_rows_async<D, BN>(V0, p.v16, blo, N, p.KVH, g);
+    cp_async_commit();
   }
 
   float acc[D / 8][4];
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
 
-  for (int64_t ts = blo; ts <= last_i; ts += BN) {
-    __syncthreads();
-    load_rows<D, BN>(Ks, p.k, ts, N, p.KVH, g);
-    load_rows<D, BN>(Vs, p.v, ts, N, p.KVH, g);
-    __syncthreads();
+  int buf = 0;
+  for (int64_t ts = blo; ts <= last_i; ts += BN, buf ^= 1) {
+    if constexpr (kPipe) {
+      cp_async_wait_all();
+      __syncthreads();  // tile ts is in buffer buf for every thread; buffer buf ^ 1 is free
+      if (ts + BN <= last_i) {
+        load_rows_async<D, BN>(K0 + (buf ^ 1) * kBuf, p.k16, ts + BN, N, p.KVH, g);
+        load_rows_async<D, BN>(V0 + (buf ^ 1) * kBuf, p.v16, ts + BN, N, p.KVH, g);
+        cp_async_commit();
+      }
+    } else {
+      __syncthreads();
+      load_rows<D, BN>(K0, p.k, ts, N, p.KVH, g);
+      load_rows<D, BN>(V0, p.v, ts, N, p.KVH, g);
+      __syncthreads();
+    }
+    const bf16* const Ks = K0 + buf * kBuf;
+    const bf16* const Vs = V0 + buf * kBuf;
     if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;
     const bool full = ts + BN - 1 <= wi0 && ts >= wlo_max;
 
@@ -414,17 +504,22 @@ struct DkvTarget {
   int64_t hpc;
 };
 
-template <int D, int BQ>
+template <int D, int BQ, bool kPipe>
 __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p, const DkvTarget t) {
   constexpr int S = D + 8;
   constexpr int KS = D / 16;
+  constexpr int kBufs = kPipe ? 2 : 1;  // query tile t in buffer t % 2 when pipelined
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* Ks = reinterpret_cast<bf16*>(smem_raw);  // (64, S) this CTA's keys
-  bf16* Vs = Ks + kRows * S;                     // (64, S) its values
-  bf16* Qs = Vs + kRows * S;                     // (BQ, S) query tile
-  bf16* Os = Qs + BQ * S;                        // (BQ, S) dout tile
-  float* Ls = reinterpret_cast<float*>(Os + BQ * S);  // (BQ) lse·log2 e of the tile's rows
-  float* Ds = Ls + BQ;                                // (BQ) Δ
+  bf16* const Ks = reinterpret_cast<bf16*>(smem_raw);  // (64, S) this CTA's keys
+  bf16* const Vs = Ks + kRows * S;                     // (64, S) its values
+  // Buffer b: the query tile at Q0 + b·kBuf, the dout tile at O0 + b·kBuf (BQ, S) each; the tile's
+  // rows' lse (natural log) at L0 + b·kRowBuf, their Δ at D0 + b·kRowBuf (BQ floats each).
+  bf16* const Q0 = Vs + kRows * S;
+  bf16* const O0 = Q0 + BQ * S;
+  constexpr int kBuf = kPipe ? 2 * BQ * S : 0;
+  float* const L0 = reinterpret_cast<float*>(Q0 + 2 * kBufs * BQ * S);
+  float* const D0 = L0 + BQ;
+  constexpr int kRowBuf = kPipe ? 2 * BQ : 0;
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   const int64_t N = p.N, H = p.H, rep = H / p.KVH;
@@ -453,17 +548,46 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p,
     dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
   }
 
-  for (int64_t h = h_begin; h < h_begin + t.hpc; ++h) {
-    for (int64_t ts = j0; ts <= qhi; ts += BQ) {
-      __syncthreads();  // the previous tile is consumed (and K, V are stored, first time)
-      load_rows<D, BQ>(Qs, p.q, ts, N, H, h);
-      load_rows<D, BQ>(Os, p.dout, ts, N, H, h);
-      for (int r = threadIdx.x; r < BQ; r += kThreads) {
-        const int64_t i = ts + r;
-        Ls[r] = i < N ? p.lse_in[i * H + h] * kLog2e : 0.f;
-        Ds[r] = i < N ? p.delta[i * H + h] : 0.f;
+  // The query tiles in order: heads h_begin .. h_end − 1, each from query j0 to qhi in steps of BQ.
+  const int64_t h_end = h_begin + t.hpc;
+  // Tile (hh, ts) into buffer b: the bf16 Q and dO rows, lse and Δ (rows past N: zeros), asynchronously.
+  auto prefetch = [&](int64_t hh, int64_t ts, int b) {
+    load_rows_async<D, BQ>(Q0 + b * kBuf, p.q16, ts, N, H, hh);
+    load_rows_async<D, BQ>(O0 + b * kBuf, p.do16, ts, N, H, hh);
+    for (int r = threadIdx.x; r < BQ; r += kThreads) {
+      const int64_t i = ts + r;
+      const bool valid = i < N;
+      cp_async4(L0 + b * kRowBuf + r, valid ? p.lse_in + i * H + hh : p.lse_in, valid);
+      cp_async4(D0 + b * kRowBuf + r, valid ? p.delta + i * H + hh : p.delta, valid);
+    }
+    cp_async_commit();
+  };
+  if constexpr (kPipe) prefetch(h_begin, j0, 0);  // j0 <= qhi: every key block has a query that sees it
+
+  int buf = 0;
+  for (int64_t h = h_begin; h < h_end; ++h) {
+    for (int64_t ts = j0; ts <= qhi; ts += BQ, buf ^= 1) {
+      if constexpr (kPipe) {
+        cp_async_wait_all();
+        __syncthreads();  // tile (h, ts) is in buffer buf for every thread (K, V too); buf ^ 1 is free
+        const bool last_ts = ts + BQ > qhi;
+        if (!last_ts) prefetch(h, ts + BQ, buf ^ 1);
+        else if (h + 1 < h_end) prefetch(h + 1, j0, buf ^ 1);
+      } else {
+        __syncthreads();  // the previous tile is consumed (and K, V are stored, first time)
+        load_rows<D, BQ>(Q0, p.q, ts, N, H, h);
+        load_rows<D, BQ>(O0, p.dout, ts, N, H, h);
+        for (int r = threadIdx.x; r < BQ; r += kThreads) {
+          const int64_t i = ts + r;
+          L0[r] = i < N ? p.lse_in[i * H + h] : 0.f;
+          D0[r] = i < N ? p.delta[i * H + h] : 0.f;
+        }
+        __syncthreads();
       }
-      __syncthreads();
+      const bf16* const Qs = Q0 + buf * kBuf;
+      const bf16* const Os = O0 + buf * kBuf;
+      const float* const Ls = L0 + buf * kRowBuf;
+      const float* const Ds = D0 + buf * kRowBuf;
       if (!warp_live || ts > whi || ts + BQ - 1 < wj0) continue;
       const bool full = ts >= wj0 + 15 && ts + BQ - 1 <= whi_min;  // every (key, query) pair visible
 
@@ -499,7 +623,7 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p,
         const float2 d2 = *reinterpret_cast<const float2*>(Ds + c);
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          float pr = exp2f(fmaf(s[n][e], sl2, -((e & 1) ? l2.y : l2.x)));
+          float pr = exp2f(fmaf(s[n][e], sl2, -(((e & 1) ? l2.y : l2.x) * kLog2e)));
           if (!full) {
             const int64_t i = ts + c + (e & 1);
             const int64_t j = e < 2 ? ja : jb;
@@ -583,23 +707,23 @@ dim3 grid_of(int64_t rows, int64_t units) {
   return dim3(static_cast<unsigned>((rows + kRows - 1) / kRows), static_cast<unsigned>(units));
 }
 
-template <int D>
+template <int D, bool kPipe>
 void forward_d(const AttnParams& p, cudaStream_t s) {
-  const size_t smem = 2 * tile_bytes(D, kRows);
-  allow_smem(flash_fwd_kernel<D>, smem, "flash_fwd_kernel");
-  flash_fwd_kernel<D><<<grid_of(p.N, p.H), kThreads, smem, s>>>(p);
+  const size_t smem = (kPipe ? 4 : 2) * tile_bytes(D, kRows);
+  allow_smem(flash_fwd_kernel<D, kPipe>, smem, "flash_fwd_kernel");
+  flash_fwd_kernel<D, kPipe><<<grid_of(p.N, p.H), kThreads, smem, s>>>(p);
   check_launch("flash_fwd_kernel");
 }
 
-template <int D>
+template <int D, bool kPipe>
 void backward_d(const AttnParams& p, cudaStream_t s) {
   constexpr int BN = D <= 64 ? 64 : 32;  // dq: key tile
   constexpr int BQ = D <= 64 ? 64 : 32;  // dkv: query tile
-  const size_t smem_dq = 2 * tile_bytes(D, kRows);
-  allow_smem(flash_dq_kernel<D, BN>, smem_dq, "flash_dq_kernel");
+  const size_t smem_dq = kPipe ? 4 * tile_bytes(D, BN) : 2 * tile_bytes(D, kRows);
+  allow_smem(flash_dq_kernel<D, BN, kPipe>, smem_dq, "flash_dq_kernel");
   {
     const OpPart part("dq kernel", Device::CUDA);
-    flash_dq_kernel<D, BN><<<grid_of(p.N, p.H), kThreads, smem_dq, s>>>(p);
+    flash_dq_kernel<D, BN, kPipe><<<grid_of(p.N, p.H), kThreads, smem_dq, s>>>(p);
     check_launch("flash_dq_kernel");
   }
 
@@ -611,11 +735,12 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   } else {
     t.dk_out = p.dk; t.dv_out = p.dv; t.out_heads = p.KVH; t.hpc = rep;
   }
-  const size_t smem_dkv = 2 * tile_bytes(D, kRows) + 2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ;
-  allow_smem(flash_dkv_kernel<D, BQ>, smem_dkv, "flash_dkv_kernel");
+  const int bufs = kPipe ? 2 : 1;
+  const size_t smem_dkv = 2 * tile_bytes(D, kRows) + bufs * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ);
+  allow_smem(flash_dkv_kernel<D, BQ, kPipe>, smem_dkv, "flash_dkv_kernel");
   {
     const OpPart part(split ? "dk dv kernel (per query head)" : "dk dv kernel", Device::CUDA);
-    flash_dkv_kernel<D, BQ><<<grid_of(p.N, split ? p.H : p.KVH), kThreads, smem_dkv, s>>>(p, t);
+    flash_dkv_kernel<D, BQ, kPipe><<<grid_of(p.N, split ? p.H : p.KVH), kThreads, smem_dkv, s>>>(p, t);
     check_launch("flash_dkv_kernel");
   }
   if (split) {
@@ -647,15 +772,18 @@ bool attention_flash_dkv_split(const AttnParams& p, int sm_count) {
   return ctas < 4 * static_cast<int64_t>(sm_count);
 }
 
-void attention_flash_forward(const AttnParams& p, cudaStream_t s) {
-  if (p.D == 64) forward_d<64>(p, s);
-  else if (p.D == 128) forward_d<128>(p, s);
+void attention_flash_forward(const AttnParams& p, cudaStream_t s, bool pipelined) {
+  if (pipelined && (!p.k16 || !p.v16)) fail(ErrorCode::Internal, "attention_flash_forward: pipelined without bf16 K, V");
+  if (p.D == 64) pipelined ? forward_d<64, true>(p, s) : forward_d<64, false>(p, s);
+  else if (p.D == 128) pipelined ? forward_d<128, true>(p, s) : forward_d<128, false>(p, s);
   else fail(ErrorCode::Internal, "attention_flash_forward: head dim ", p.D, " not instantiated");
 }
 
-void attention_flash_backward(const AttnParams& p, cudaStream_t s) {
-  if (p.D == 64) backward_d<64>(p, s);
-  else if (p.D == 128) backward_d<128>(p, s);
+void attention_flash_backward(const AttnParams& p, cudaStream_t s, bool pipelined) {
+  if (pipelined && (!p.q16 || !p.k16 || !p.v16 || !p.do16))
+    fail(ErrorCode::Internal, "attention_flash_backward: pipelined without bf16 Q, K, V, dO");
+  if (p.D == 64) pipelined ? backward_d<64, true>(p, s) : backward_d<64, false>(p, s);
+  else if (p.D == 128) pipelined ? backward_d<128, true>(p, s) : backward_d<128, false>(p, s);
   else fail(ErrorCode::Internal, "attention_flash_backward: head dim ", p.D, " not instantiated");
 }
 

@@ -9,6 +9,7 @@
 // Every launcher checks its launches (check_launch) and throws instill::Error.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -54,6 +55,12 @@ struct AttnParams {
   // (attention_flash_dkv_split says when they are needed)
   float* dk_part;
   float* dv_part;
+  // The pipelined flash kernels only (INSTILL_CUDA_ATTENTION=pipelined): bf16 copies of the inputs
+  // they stream tile by tile (forward: k16, v16; backward: all four), else null.
+  const __nv_bfloat16* q16;
+  const __nv_bfloat16* k16;
+  const __nv_bfloat16* v16;
+  const __nv_bfloat16* do16;
 };
 
 // Δ_i = dout_i · out_i for every (i, h): the first step of both backwards.
@@ -67,8 +74,11 @@ bool attention_flash_supported(const AttnParams& p);
 // Whether the flash dK/dV kernel should split the query heads of a group over CTAs
 // (more parallelism for short rows; needs dk_part / dv_part), given the SM count.
 bool attention_flash_dkv_split(const AttnParams& p, int sm_count);
-void attention_flash_forward(const AttnParams& p, cudaStream_t s);
-void attention_flash_backward(const AttnParams& p, cudaStream_t s);  // after attention_delta
+// pipelined: the kernels stream K/V (forward, dQ) and Q/dO/lse/Δ (dK/dV) tiles from the bf16 copies in
+// p (q16 …) with cp.async into double buffers, the next tile loading while the current one computes;
+// otherwise they load f32 tiles synchronously. Same arithmetic, same results bit for bit.
+void attention_flash_forward(const AttnParams& p, cudaStream_t s, bool pipelined = false);
+void attention_flash_backward(const AttnParams& p, cudaStream_t s, bool pipelined = false);  // after attention_delta
 
 }  // namespace cuda
 }  // namespace instill
