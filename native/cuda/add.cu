@@ -21,7 +21,6 @@ __global__ void add_kernel4(const float4* a, const float4* b, float4* out, int64
     out[i] = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
   }
 }
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 __global__ void bias_add_kernel(float* y, const float* bias, int64_t n, int64_t C) {  // y (N, C) +=, bias (C)
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -35,7 +34,7 @@ void add(const AddArgs& p) {
   const float *a = p.a->data_as<float>(), *b = p.b->data_as<float>();
   float* out = p.out->data_as<float>();
   int64_t begin = 0;
-  if (n >= 4 && aligned16(a) && aligned16(b) && aligned16(out)) {
+  if (n >= 4 && aligned16({a, b, out})) {
     begin = n / 4 * 4;
     add_kernel4<<<grid_1d(n / 4, 256), 256, 0, stream()>>>(reinterpret_cast<const float4*>(a),
                                                           reinterpret_cast<const float4*>(b),

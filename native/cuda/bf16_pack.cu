@@ -86,8 +86,6 @@ __global__ void __launch_bounds__(kThreads) pack_kernel(const T* __restrict__ sr
   }
 }
 
-bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
-
 // dst[r·ldd + c] = src[r·lds + c] in 16-byte units (a bf16 block whose widths are multiples of 8).
 __global__ void __launch_bounds__(kThreads) copy16_kernel(const uint4* __restrict__ src, int64_t lds, int64_t rows,
                                                           int64_t cols, uint4* __restrict__ dst, int64_t ldd) {

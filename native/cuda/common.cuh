@@ -23,6 +23,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include "runtime/error.h"
@@ -51,6 +52,15 @@ void sync(const char* what);
 std::vector<int32_t> to_host_i32(const Tensor& t);
 // A device copy of host ints (a scratch tensor).
 Tensor to_device_i32(const std::vector<int32_t>& v);
+
+// Alignment checks on the host before a vector path: p is `bytes`-aligned; every p is 16-byte aligned
+// (float4 / 16-byte loads and stores). A null pointer counts as aligned.
+inline bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+inline bool aligned16(std::initializer_list<const void*> ps) {
+  for (const void* p : ps)
+    if (!aligned(p, 16)) return false;
+  return true;
+}
 
 inline unsigned grid_1d(int64_t n, int threads) {
   int64_t blocks = (n + threads - 1) / threads;

@@ -116,8 +116,6 @@ __global__ void __launch_bounds__(kThreads) ce_rows_kernel(const float* logits, 
     store1(d + j, ignored ? 0.f : (expf(x[j] - lse) - (j == t ? 1.f : 0.f)) * inv_norm);
 }
 
-bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
-
 template <typename OutT>
 void launch_ce_rows(int64_t M, const float* logits, int64_t ldl, const int32_t* targets, int64_t V,
                     int32_t ignore_index, float inv_norm, OutT* dlogits, int64_t ldd, double* loss_sum) {

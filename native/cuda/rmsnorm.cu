@@ -7,8 +7,6 @@
 // Backward: dw first (one thread per column, rows split across blocks, f32
 // atomics to combine the blocks' partial sums), then dx, one block per row;
 // so dx may alias dy (dw has read dy before dx overwrites it).
-#include <initializer_list>
-
 #include "cuda/common.cuh"
 #include "ops/rmsnorm.h"
 
@@ -101,13 +99,6 @@ __global__ void rmsnorm_dx_kernel(const float* dy, const float* x, const float* 
     }
   }
 }
-
-bool vec4(int64_t C, std::initializer_list<const void*> ps) {
-  if (C % 4 != 0) return false;
-  for (const void* p : ps)
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-  return true;
-}
 }  // namespace
 
 void rmsnorm_forward(const RmsnormForwardArgs& p) {
@@ -116,7 +107,7 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
   if (N > 0x7fffffffll) fail(ErrorCode::Unsupported, "rmsnorm on CUDA: too many rows (", N, ")");
   const float *x = p.x->data_as<float>(), *w = p.w->data_as<float>();
   float *y = p.y->data_as<float>(), *rstd = p.rstd->data_as<float>();
-  if (vec4(C, {x, w, y})) rmsnorm_forward_kernel<true><<<static_cast<unsigned>(N), kThreads, 0, stream()>>>(x, w, p.eps, C, y, rstd);
+  if (C % 4 == 0 && aligned16({x, w, y})) rmsnorm_forward_kernel<true><<<static_cast<unsigned>(N), kThreads, 0, stream()>>>(x, w, p.eps, C, y, rstd);
   else rmsnorm_forward_kernel<false><<<static_cast<unsigned>(N), kThreads, 0, stream()>>>(x, w, p.eps, C, y, rstd);
   check_launch("rmsnorm_forward_kernel");
 }
@@ -139,7 +130,7 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
   const float* rstd = p.rstd->data_as<float>();
   float* dx = p.dx->data_as<float>();
   const unsigned rows = static_cast<unsigned>(N);
-  if (vec4(C, {dy, x, w, dx})) rmsnorm_dx_kernel<true><<<rows, kThreads, 0, stream()>>>(dy, x, w, rstd, C, p.accumulate_dx, dx);
+  if (C % 4 == 0 && aligned16({dy, x, w, dx})) rmsnorm_dx_kernel<true><<<rows, kThreads, 0, stream()>>>(dy, x, w, rstd, C, p.accumulate_dx, dx);
   else rmsnorm_dx_kernel<false><<<rows, kThreads, 0, stream()>>>(dy, x, w, rstd, C, p.accumulate_dx, dx);
   check_launch("rmsnorm_dx_kernel");
 }

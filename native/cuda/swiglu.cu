@@ -1,7 +1,5 @@
 // swiglu on CUDA (ops/swiglu.h): elementwise, f32, σ(g) = 1 / (1 + exp(−g)) with
 // the accurate expf (no fast-math), so it matches the CPU to f32 rounding.
-#include <initializer_list>
-
 #include "cuda/common.cuh"
 #include "ops/swiglu.h"
 
@@ -55,11 +53,6 @@ __global__ void swiglu_backward_kernel(const float* dout, const float* gate, con
     swiglu_grad(dout[i], gate[i], up[i], dgate[i], dup[i]);
 }
 
-bool aligned16(std::initializer_list<const void*> ps) {
-  for (const void* p : ps)
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-  return true;
-}
 }  // namespace
 
 void swiglu_forward(const SwigluForwardArgs& p) {
