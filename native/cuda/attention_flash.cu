@@ -123,6 +123,15 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
+// The A fragment of a 16-column k-slice made of the C fragments of its two n-tiles, columns 0..7 (lo)
+// and 8..15 (hi), as bf16 (the layout note above): how P and dS feed the second product.
+struct AFrag {
+  uint32_t r[4];
+};
+__device__ __forceinline__ AFrag a_from_c(const float (&lo)[4], const float (&hi)[4]) {
+  return {{pack_bf16(lo[0], lo[1]), pack_bf16(lo[2], lo[3]), pack_bf16(hi[0], hi[1]), pack_bf16(hi[2], hi[3])}};
+}
+
 // Lane offsets (in bf16 elements, row stride S) of the three ldmatrix patterns above.
 template <int S>
 __device__ __forceinline__ int lds_a(int lane) { return (lane & 15) * S + (lane >> 4) * 8; }
@@ -181,13 +190,38 @@ __device__ __forceinline__ void load_rows_async(bf16* dst, const bf16* src, int6
   }
 }
 
-// A tile of rows [r0, r0 + R) of one head: f32 rows converted synchronously, or (kPipe) the bf16
-// copy's rows through cp.async (the caller commits and waits).
-template <int D, int R, bool kPipe>
-__device__ __forceinline__ void load_tile(bf16* dst, const float* f32, const bf16* b16, int64_t r0, int64_t N,
-                                          int64_t heads, int64_t head) {
-  if constexpr (kPipe) load_rows_async<D, R>(dst, b16, r0, N, heads, head);
-  else load_rows<D, R>(dst, f32, r0, N, heads, head);
+// The key / value tiles of the forward and dQ kernels: tile t at K0 + b·buf_stride, V0 + b·buf_stride
+// with b = t % 2 when pipelined (buf_stride 0 otherwise). kv_first: once every warp holds its Q (and dO)
+// fragments, where that tile was, the pipelined kernels start loading the first tile into buffer 0.
+template <int D, int BN, bool kPipe>
+__device__ __forceinline__ void kv_first(bf16* K0, bf16* V0, const AttnParams& p, int64_t first, int64_t g) {
+  if constexpr (kPipe) {
+    __syncthreads();
+    load_rows_async<D, BN>(K0, p.k16, first, p.N, p.KVH, g);
+    load_rows_async<D, BN>(V0, p.v16, first, p.N, p.KVH, g);
+    cp_async_commit();
+  }
+}
+// At the top of the iteration for tile ts (in buffer buf): makes it readable by every thread and frees
+// the other buffer. Pipelined: waits for it and starts loading tile ts + BN (if <= last) into the other
+// buffer; otherwise loads it now, once every warp is done with the previous tile.
+template <int D, int BN, bool kPipe>
+__device__ __forceinline__ void kv_tile(bf16* K0, bf16* V0, int buf_stride, int buf, const AttnParams& p, int64_t ts,
+                                        int64_t last, int64_t g) {
+  if constexpr (kPipe) {
+    cp_async_wait_all();
+    __syncthreads();
+    if (ts + BN <= last) {
+      load_rows_async<D, BN>(K0 + (buf ^ 1) * buf_stride, p.k16, ts + BN, p.N, p.KVH, g);
+      load_rows_async<D, BN>(V0 + (buf ^ 1) * buf_stride, p.v16, ts + BN, p.N, p.KVH, g);
+      cp_async_commit();
+    }
+  } else {
+    __syncthreads();
+    load_rows<D, BN>(K0, p.k, ts, p.N, p.KVH, g);
+    load_rows<D, BN>(V0, p.v, ts, p.N, p.KVH, g);
+    __syncthreads();
+  }
 }
 
 // Both are nondecreasing in their argument (segments are contiguous and ordered), so
@@ -240,12 +274,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
   uint32_t qf[KS][4];
 #pragma unroll
   for (int kk = 0; kk < KS; ++kk) ldsm_x4(smem_addr(K0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
-  if constexpr (kPipe) {  // the first K/V tile, once every warp has its Q fragments
-    __syncthreads();
-    load_rows_async<D, BN>(K0, p.k16, blo, N, p.KVH, g);
-    load_rows_async<D, BN>(V0, p.v16, blo, N, p.KVH, g);
-    cp_async_commit();
-  }
+  kv_first<D, BN, kPipe>(K0, V0, p, blo, g);
 
   float o[D / 8][4];
 #pragma unroll
@@ -256,20 +285,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
 
   int buf = 0;
   for (int64_t ts = blo; ts <= last_i; ts += BN, buf ^= 1) {
-    if constexpr (kPipe) {
-      cp_async_wait_all();
-      __syncthreads();  // tile ts is in buffer buf for every thread; buffer buf ^ 1 is free
-      if (ts + BN <= last_i) {
-        load_rows_async<D, BN>(K0 + (buf ^ 1) * kBuf, p.k16, ts + BN, N, p.KVH, g);
-        load_rows_async<D, BN>(V0 + (buf ^ 1) * kBuf, p.v16, ts + BN, N, p.KVH, g);
-        cp_async_commit();
-      }
-    } else {
-      __syncthreads();  // every warp is done with the previous tile (and the Q tile)
-      load_rows<D, BN>(K0, p.k, ts, N, p.KVH, g);
-      load_rows<D, BN>(V0, p.v, ts, N, p.KVH, g);
-      __syncthreads();
-    }
+    kv_tile<D, BN, kPipe>(K0, V0, kBuf, buf, p, ts, last_i, g);
     const bf16* const Ks = K0 + buf * kBuf;
     const bf16* const Vs = V0 + buf * kBuf;
     if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;  // nothing here for this warp
@@ -328,15 +344,13 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
     // O += P·V: P's C fragments are the A fragments (keys 16kk .. 16kk + 15 as k).
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
-      const uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                             pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                             pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      const AFrag a = a_from_c(s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
       for (int dn = 0; dn < D / 16; ++dn) {
         uint32_t b[4];
         ldsm_x4_trans(smem_addr(Vs + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
-        mma_bf16(o[2 * dn], a, b[0], b[1]);
-        mma_bf16(o[2 * dn + 1], a, b[2], b[3]);
+        mma_bf16(o[2 * dn], a.r, b[0], b[1]);
+        mma_bf16(o[2 * dn + 1], a.r, b[2], b[3]);
       }
     }
   }
@@ -403,12 +417,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
     ldsm_x4(smem_addr(K0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
     ldsm_x4(smem_addr(V0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), dof[kk]);
   }
-  if constexpr (kPipe) {  // the first K/V tile, once every warp has its Q and dO fragments
-    __syncthreads();
-    load_rows_async<D, BN>(K0, p.k16, blo, N, p.KVH, g);
-    load_rows_async<D, BN>(V0, p.v16, blo, N, p.KVH, g);
-    cp_async_commit();
-  }
+  kv_first<D, BN, kPipe>(K0, V0, p, blo, g);
 
   float acc[D / 8][4];
 #pragma unroll
@@ -416,20 +425,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
 
   int buf = 0;
   for (int64_t ts = blo; ts <= last_i; ts += BN, buf ^= 1) {
-    if constexpr (kPipe) {
-      cp_async_wait_all();
-      __syncthreads();  // tile ts is in buffer buf for every thread; buffer buf ^ 1 is free
-      if (ts + BN <= last_i) {
-        load_rows_async<D, BN>(K0 + (buf ^ 1) * kBuf, p.k16, ts + BN, N, p.KVH, g);
-        load_rows_async<D, BN>(V0 + (buf ^ 1) * kBuf, p.v16, ts + BN, N, p.KVH, g);
-        cp_async_commit();
-      }
-    } else {
-      __syncthreads();
-      load_rows<D, BN>(K0, p.k, ts, N, p.KVH, g);
-      load_rows<D, BN>(V0, p.v, ts, N, p.KVH, g);
-      __syncthreads();
-    }
+    kv_tile<D, BN, kPipe>(K0, V0, kBuf, buf, p, ts, last_i, g);
     const bf16* const Ks = K0 + buf * kBuf;
     const bf16* const Vs = V0 + buf * kBuf;
     if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;
@@ -472,15 +468,13 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
     // dQ += dS·K: dS as A (keys as k), K k-major (rows = keys) through ldmatrix.trans.
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
-      const uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                             pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                             pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      const AFrag a = a_from_c(s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
       for (int dn = 0; dn < D / 16; ++dn) {
         uint32_t b[4];
         ldsm_x4_trans(smem_addr(Ks + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
-        mma_bf16(acc[2 * dn], a, b[0], b[1]);
-        mma_bf16(acc[2 * dn + 1], a, b[2], b[3]);
+        mma_bf16(acc[2 * dn], a.r, b[0], b[1]);
+        mma_bf16(acc[2 * dn + 1], a.r, b[2], b[3]);
       }
     }
   }
@@ -637,21 +631,17 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p,
       // dV += Pᵀ·dO and dK += dSᵀ·Q: queries as k; dO and Q k-major through .trans.
 #pragma unroll
       for (int kk = 0; kk < BQ / 16; ++kk) {
-        const uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                                pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-        const uint32_t da[4] = {pack_bf16(dp[2 * kk][0], dp[2 * kk][1]), pack_bf16(dp[2 * kk][2], dp[2 * kk][3]),
-                                pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
-                                pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+        const AFrag pa = a_from_c(s[2 * kk], s[2 * kk + 1]);
+        const AFrag da = a_from_c(dp[2 * kk], dp[2 * kk + 1]);
 #pragma unroll
         for (int dn = 0; dn < D / 16; ++dn) {
           uint32_t b[4];
           ldsm_x4_trans(smem_addr(Os + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
-          mma_bf16(dv[2 * dn], pa, b[0], b[1]);
-          mma_bf16(dv[2 * dn + 1], pa, b[2], b[3]);
+          mma_bf16(dv[2 * dn], pa.r, b[0], b[1]);
+          mma_bf16(dv[2 * dn + 1], pa.r, b[2], b[3]);
           ldsm_x4_trans(smem_addr(Qs + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
-          mma_bf16(dk[2 * dn], da, b[0], b[1]);
-          mma_bf16(dk[2 * dn + 1], da, b[2], b[3]);
+          mma_bf16(dk[2 * dn], da.r, b[0], b[1]);
+          mma_bf16(dk[2 * dn + 1], da.r, b[2], b[3]);
         }
       }
     }
@@ -751,8 +741,6 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   }
 }
 
-bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
-
 }  // namespace
 
 bool attention_flash_supported(const AttnParams& p) {
@@ -762,7 +750,7 @@ bool attention_flash_supported(const AttnParams& p) {
                           static_cast<const void*>(p.out), static_cast<const void*>(p.dout),
                           static_cast<const void*>(p.out_in), static_cast<const void*>(p.dq),
                           static_cast<const void*>(p.dk), static_cast<const void*>(p.dv)})
-    if (!aligned16(ptr)) return false;  // null (not used by this call) is aligned
+    if (!aligned(ptr, 16)) return false;  // null (not used by this call) is aligned
   return true;
 }
 

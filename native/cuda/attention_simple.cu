@@ -33,17 +33,6 @@ constexpr int kMaxD = 128;
 constexpr int kPerLane = kMaxD / 32;
 
 
-struct FwdArgs {
-  const float *q, *k, *v;
-  const int32_t *seg_begin;
-  int64_t N, H, KVH, D, window;
-  float scale;
-  float *out, *lse;
-  // backward only
-  const float *dout, *lse_in, *delta;
-  float* dq;
-};
-
 // Loads rows [ts, ts+32) of a (N, KVH, D) tensor's head g into smem (rows padded to D+1); zeros past `last`.
 __device__ __forceinline__ void load_tile(float* dst, const float* src, int64_t ts, int64_t last, int64_t heads,
                                           int64_t g, int64_t D) {
@@ -56,7 +45,7 @@ __device__ __forceinline__ void load_tile(float* dst, const float* src, int64_t 
 
 // Forward (backward = false) or dq (backward = true): one warp per query row.
 template <bool kBackward>
-__global__ void __launch_bounds__(kWarps * 32) attention_query_kernel(const FwdArgs a) {
+__global__ void __launch_bounds__(kWarps * 32) attention_query_kernel(const AttnParams a) {
   extern __shared__ float smem[];
   const int64_t D = a.D;
   float* Ks = smem;                              // (32, D+1)
@@ -167,15 +156,7 @@ __global__ void attention_delta_kernel(const float* dout, const float* out, int6
   if (lane == 0) delta[r] = s;
 }
 
-struct DkvArgs {
-  const float *q, *k, *v, *dout, *lse, *delta;
-  const int32_t* seg_end;
-  int64_t N, H, KVH, D, window;
-  float scale;
-  float *dk, *dv;
-};
-
-__global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(const DkvArgs a) {
+__global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(const AttnParams a) {
   extern __shared__ float smem[];
   const int64_t D = a.D;
   float* Qs = smem;                     // (32, D+1) query rows of the tile
@@ -217,7 +198,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(const DkvArg
       load_tile(Os, a.dout, ts, bhi, a.H, h, D);
       if (threadIdx.x < kTile) {
         const int64_t i = ts + threadIdx.x;
-        Ls[threadIdx.x] = i <= bhi ? a.lse[i * a.H + h] : 0.f;
+        Ls[threadIdx.x] = i <= bhi ? a.lse_in[i * a.H + h] : 0.f;
         Ds[threadIdx.x] = i <= bhi ? a.delta[i * a.H + h] : 0.f;
       }
       __syncthreads();
@@ -278,31 +259,14 @@ void attention_delta(const AttnParams& p, cudaStream_t s) {
 }
 
 void attention_simple_forward(const AttnParams& p, cudaStream_t s) {
-  FwdArgs a{};
-  a.q = p.q; a.k = p.k; a.v = p.v;
-  a.seg_begin = p.seg_begin;
-  a.N = p.N; a.H = p.H; a.KVH = p.KVH; a.D = p.D; a.window = p.window; a.scale = p.scale;
-  a.out = p.out; a.lse = p.lse;
-  attention_query_kernel<false><<<grid_rows(p.N, p.H), kWarps * 32, query_smem(p.D), s>>>(a);
+  attention_query_kernel<false><<<grid_rows(p.N, p.H), kWarps * 32, query_smem(p.D), s>>>(p);
   check_launch("attention_forward_kernel");
 }
 
 void attention_simple_backward(const AttnParams& p, cudaStream_t s) {
-  FwdArgs a{};
-  a.q = p.q; a.k = p.k; a.v = p.v;
-  a.seg_begin = p.seg_begin;
-  a.N = p.N; a.H = p.H; a.KVH = p.KVH; a.D = p.D; a.window = p.window; a.scale = p.scale;
-  a.dout = p.dout; a.lse_in = p.lse_in; a.delta = p.delta;
-  a.dq = p.dq;
-  attention_query_kernel<true><<<grid_rows(p.N, p.H), kWarps * 32, query_smem(p.D), s>>>(a);
+  attention_query_kernel<true><<<grid_rows(p.N, p.H), kWarps * 32, query_smem(p.D), s>>>(p);
   check_launch("attention_dq_kernel");
-
-  DkvArgs b{};
-  b.q = p.q; b.k = p.k; b.v = p.v; b.dout = p.dout; b.lse = p.lse_in; b.delta = p.delta;
-  b.seg_end = p.seg_end;
-  b.N = p.N; b.H = p.H; b.KVH = p.KVH; b.D = p.D; b.window = p.window; b.scale = p.scale;
-  b.dk = p.dk; b.dv = p.dv;
-  attention_dkv_kernel<<<grid_rows(p.N, p.KVH), kWarps * 32, dkv_smem(p.D), s>>>(b);
+  attention_dkv_kernel<<<grid_rows(p.N, p.KVH), kWarps * 32, dkv_smem(p.D), s>>>(p);
   check_launch("attention_dkv_kernel");
 }
 
