@@ -235,6 +235,16 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     expect(A.opSumSquares(ts.map((t) => handleOf(t.gpu)))).toBe(gpu);
   });
 
+  /** Random q, k, v, dout on both devices for packed rows with segment starts `segs` (cu_seqlens). */
+  function attentionInputs(segs: number[], h: number, kvh: number, d: number) {
+    const n = segs[segs.length - 1];
+    return {
+      q: pair(randn(r, n * h * d), [n, h, d]), k: pair(randn(r, n * kvh * d), [n, kvh, d]),
+      v: pair(randn(r, n * kvh * d), [n, kvh, d]), dout: pair(randn(r, n * h * d), [n, h, d]),
+      cu: pair(Int32Array.from(segs), [segs.length]), scale: 1 / Math.sqrt(d),
+    };
+  }
+
   it.each([
     { segs: [0, 13, 50, 51, 90], h: 4, kvh: 2, d: 64, window: 0 },
     { segs: [0, 70], h: 6, kvh: 1, d: 37, window: 0 },
@@ -243,11 +253,7 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 0 },
   ])('attention forward + backward: packed $segs, H=$h KVH=$kvh D=$d window=$window', ({ segs, h, kvh, d, window }) => {
     const A = native();
-    const n = segs[segs.length - 1];
-    const q = pair(randn(r, n * h * d), [n, h, d]), k = pair(randn(r, n * kvh * d), [n, kvh, d]);
-    const v = pair(randn(r, n * kvh * d), [n, kvh, d]), dout = pair(randn(r, n * h * d), [n, h, d]);
-    const cu = pair(Int32Array.from(segs), [segs.length]);
-    const scale = 1 / Math.sqrt(d);
+    const { q, k, v, dout, cu, scale } = attentionInputs(segs, h, kvh, d);
     const ref = A.opAttention(handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), handleOf(cu.cpu), scale, window);
     const got = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.gpu), scale, window);
     // D 64 / 128 run on the tensor cores (bf16 operands) unless INSTILL_CUDA_ATTENTION=simple
@@ -273,11 +279,7 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     { segs: [0, 2500, 4300], h: 16, kvh: 8, d: 64, window: 0, cpu: false },
   ])('pipelined flash attention (cp.async tiles): the synchronous kernels\' bits, $segs H=$h KVH=$kvh D=$d window=$window', ({ segs, h, kvh, d, window, cpu }) => {
     const A = native();
-    const n = segs[segs.length - 1];
-    const q = pair(randn(r, n * h * d), [n, h, d]), k = pair(randn(r, n * kvh * d), [n, kvh, d]);
-    const v = pair(randn(r, n * kvh * d), [n, kvh, d]), dout = pair(randn(r, n * h * d), [n, h, d]);
-    const cu = pair(Int32Array.from(segs), [segs.length]);
-    const scale = 1 / Math.sqrt(d);
+    const { q, k, v, dout, cu, scale } = attentionInputs(segs, h, kvh, d);
     const saved = process.env.INSTILL_CUDA_ATTENTION;  // read by the engine on every attention call
     const run = (mode: string) => {
       process.env.INSTILL_CUDA_ATTENTION = mode;
