@@ -17,9 +17,9 @@
 //   attention_simple.cu  f32 CUDA cores, any D <= 128: everything else, and every
 //                        problem when INSTILL_CUDA_ATTENTION=simple — the exact f32
 //                        path, for tests and comparisons.
-// INSTILL_CUDA_ATTENTION=pipelined: the flash kernels stream bf16 copies of their
-// inputs (made here, once per call) through cp.async double buffers; same results
-// bit for bit. Opt-in until a GPU run has timed it (bench/gpu-check.sh A/B).
+// Pipelined: the flash kernels stream bf16 copies of their inputs (made here, once
+// per call) through cp.async double buffers; same results bit for bit. The
+// backward's default; INSTILL_CUDA_ATTENTION=flash|pipelined picks one for both.
 // Both write every output (=), deterministically (no atomics). D > 128 is E_UNSUPPORTED.
 #include <algorithm>
 #include <cstdlib>
@@ -65,15 +65,19 @@ void need_d(int64_t D) {
   if (D > kMaxD) fail(ErrorCode::Unsupported, "attention on CUDA supports head dimensions up to ", kMaxD, ", got ", D);
 }
 
-// INSTILL_CUDA_ATTENTION: 'simple' forces the f32 kernels; 'pipelined' runs the flash kernels on bf16
-// copies of their streamed inputs with cp.async double buffering (attention_flash.cu; opt-in until a GPU
-// run has timed it). Read on every call, so a test can compare the paths in one process.
+// INSTILL_CUDA_ATTENTION: 'simple' forces the f32 kernels; 'flash' the flash kernels reading the f32
+// inputs per tile (synchronous loads); 'pipelined' the flash kernels on bf16 copies of their streamed
+// inputs with cp.async double buffering (attention_flash.cu). Unset: the forward synchronous, the
+// backward pipelined — what a 1B step measured fastest (bench/RESULTS.md, cuda run 10: backward 8.09
+// against 8.73 ms, forward 2.98 against 2.80). Read on every call, so a test can compare the paths in
+// one process.
 enum class Path { Flash, Pipelined, Simple };
-Path path_choice() {
+Path path_choice(bool backward) {
   const char* e = std::getenv("INSTILL_CUDA_ATTENTION");
   if (e && std::strcmp(e, "simple") == 0) return Path::Simple;
   if (e && std::strcmp(e, "pipelined") == 0) return Path::Pipelined;
-  return Path::Flash;
+  if (e && std::strcmp(e, "flash") == 0) return Path::Flash;
+  return backward ? Path::Pipelined : Path::Flash;
 }
 
 // A bf16 copy of an (rows, D) f32 tensor, rounded as the flash kernels round their f32 tiles.
@@ -108,7 +112,7 @@ void attention_forward(const AttentionForwardArgs& p) {
   a.seg_begin = segs.begin; a.seg_end = segs.end;
   a.N = N; a.H = H; a.KVH = KVH; a.D = D; a.window = p.window; a.scale = p.scale;
   a.out = p.out->data_as<float>(); a.lse = p.lse->data_as<float>();
-  const Path path = path_choice();
+  const Path path = path_choice(false);
   if (path == Path::Simple || !attention_flash_supported(a)) return attention_simple_forward(a, stream());
   Tensor k16, v16;
   if (path == Path::Pipelined) {
@@ -139,7 +143,7 @@ void attention_backward(const AttentionBackwardArgs& p) {
     const OpPart part("delta = rowsum(dO * O)", Device::CUDA);
     attention_delta(a, stream());
   }
-  const Path path = path_choice();
+  const Path path = path_choice(true);
   if (path == Path::Simple || !attention_flash_supported(a)) return attention_simple_backward(a, stream());
   Tensor dk_part, dv_part;  // per-query-head partials when the dK/dV kernel splits groups
   if (attention_flash_dkv_split(a, sm_count())) {

@@ -69,7 +69,7 @@
 // Global loads: f32 rows as float4 (16 bytes; attention_flash_supported requires 16-byte
 // aligned tensors and D % 4 == 0), converted and stored as 4 bf16. Loads are synchronous
 // (load, __syncthreads, compute); several CTAs per SM hide their latency.
-// Pipelined (kPipe; INSTILL_CUDA_ATTENTION=pipelined, opt-in until a GPU run has timed it): the
+// Pipelined (kPipe; the backward's default, INSTILL_CUDA_ATTENTION=pipelined for both): the
 // streamed tiles (K/V in the forward and dQ kernels; Q, dO, lse, Δ in dK/dV) come from bf16 copies
 // made once per call (attention.cu) through cp.async into two buffers: tile t + 1 loads while tile t
 // computes, one __syncthreads per tile. The copies round as load_rows does, so the results are the

@@ -55,7 +55,7 @@ struct AttnParams {
   // (attention_flash_dkv_split says when they are needed)
   float* dk_part;
   float* dv_part;
-  // The pipelined flash kernels only (INSTILL_CUDA_ATTENTION=pipelined): bf16 copies of the inputs
+  // The pipelined flash kernels only (attention.cu's path_choice): bf16 copies of the inputs
   // they stream tile by tile (forward: k16, v16; backward: all four), else null.
   const __nv_bfloat16* q16;
   const __nv_bfloat16* k16;

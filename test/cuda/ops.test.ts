@@ -277,12 +277,13 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 7, cpu: true },
     // 68 key blocks × 8 KV heads: the dK/dV kernel loops over both query heads of a group (no split)
     { segs: [0, 2500, 4300], h: 16, kvh: 8, d: 64, window: 0, cpu: false },
-  ])('pipelined flash attention (cp.async tiles): the synchronous kernels\' bits, $segs H=$h KVH=$kvh D=$d window=$window', ({ segs, h, kvh, d, window, cpu }) => {
+  ])('flash attention, synchronous / pipelined (cp.async tiles) / default (mixed): the same bits, $segs H=$h KVH=$kvh D=$d window=$window', ({ segs, h, kvh, d, window, cpu }) => {
     const A = native();
     const { q, k, v, dout, cu, scale } = attentionInputs(segs, h, kvh, d);
     const saved = process.env.INSTILL_CUDA_ATTENTION;  // read by the engine on every attention call
-    const run = (mode: string) => {
-      process.env.INSTILL_CUDA_ATTENTION = mode;
+    const run = (mode: string | undefined) => {
+      if (mode === undefined) delete process.env.INSTILL_CUDA_ATTENTION;
+      else process.env.INSTILL_CUDA_ATTENTION = mode;
       try {
         const f = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.cpu), scale, window);
         const b = A.opAttentionBackward(handleOf(dout.gpu), handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), f.out, f.lse, handleOf(cu.cpu), scale, window);
@@ -292,28 +293,36 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
         else process.env.INSTILL_CUDA_ATTENTION = saved;
       }
     };
-    const flash = run('flash');
-    runtime.setOpProfile(true);  // its parts show that the pipelined path ran (the bf16 copies it makes)
-    let piped: ReturnType<typeof run>, parts: string[];
-    try {
-      piped = run('pipelined');
-      parts = runtime.opProfile().map((o) => o.op);
-    } finally {
-      runtime.setOpProfile(false);
-    }
-    expect(parts).toContain('attention_forward/bf16 copies of k, v');
-    expect(parts).toContain('attention_backward/bf16 copies of q, k, v, dO');
+    // Each path's op-profile parts show which kernels ran (the pipelined ones make bf16 copies).
+    const profiled = (mode: string | undefined) => {
+      runtime.setOpProfile(true);
+      try {
+        const got = run(mode);
+        return { got, parts: runtime.opProfile().map((o) => o.op) };
+      } finally {
+        runtime.setOpProfile(false);
+      }
+    };
+    const flash = profiled('flash'), piped = profiled('pipelined'), dflt = profiled(undefined);
+    const fwdCopies = 'attention_forward/bf16 copies of k, v', bwdCopies = 'attention_backward/bf16 copies of q, k, v, dO';
+    expect(flash.parts).not.toContain(fwdCopies);
+    expect(flash.parts).not.toContain(bwdCopies);
+    expect(piped.parts).toContain(fwdCopies);
+    expect(piped.parts).toContain(bwdCopies);
+    expect(dflt.parts).not.toContain(fwdCopies);  // the default: forward synchronous, backward pipelined
+    expect(dflt.parts).toContain(bwdCopies);
     for (const key of ['out', 'lse', 'dq', 'dk', 'dv'] as const) {
-      expect(piped[key].every((x) => Number.isFinite(x)), key).toBe(true);
-      expect(Buffer.from(piped[key].buffer).equals(Buffer.from(flash[key].buffer)), key).toBe(true);
+      expect(piped.got[key].every((x) => Number.isFinite(x)), key).toBe(true);
+      expect(Buffer.from(piped.got[key].buffer).equals(Buffer.from(flash.got[key].buffer)), key).toBe(true);
+      expect(Buffer.from(dflt.got[key].buffer).equals(Buffer.from(flash.got[key].buffer)), key).toBe(true);
     }
     if (!cpu) return;
     const ref = A.opAttention(handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), handleOf(cu.cpu), scale, window);
     const refB = A.opAttentionBackward(handleOf(dout.cpu), handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), ref.out, ref.lse, handleOf(cu.cpu), scale, window);
-    close(piped.out, ref.out.toArray(), BF16_TOL, 'out');
-    close(piped.dq, refB.dq.toArray(), BF16_TOL, 'dq');
-    close(piped.dk, refB.dk.toArray(), BF16_TOL, 'dk');
-    close(piped.dv, refB.dv.toArray(), BF16_TOL, 'dv');
+    close(piped.got.out, ref.out.toArray(), BF16_TOL, 'out');
+    close(piped.got.dq, refB.dq.toArray(), BF16_TOL, 'dq');
+    close(piped.got.dk, refB.dk.toArray(), BF16_TOL, 'dk');
+    close(piped.got.dv, refB.dv.toArray(), BF16_TOL, 'dv');
   });
 
   it.each([
