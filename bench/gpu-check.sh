@@ -127,13 +127,18 @@ bench "torch ce" 60 python3 bench/gpu/torch_bench.py ce --out "$RES"
 bench "instill ce" 90 node bench/gpu/instill_bench.mjs ce --out "$RES"
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-# A/B of an opt-in path, same machine, same call: the attention kernels with cp.async tiles
-bench "instill train step (attention pipelined)" 150 env INSTILL_CUDA_ATTENTION=pipelined INSTILL_BENCH_VARIANT="attention pipelined" \
+# A/B, same machine, same call: cuBLASLt's heuristic's first algorithm (no tuning on a key's first call)
+bench "instill train step (cuBLASLt untuned)" 150 env INSTILL_CUBLASLT_TUNE=off INSTILL_BENCH_VARIANT="cuBLASLt untuned" \
   node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 bench "instill ops" 90 node bench/gpu/instill_bench.mjs ops --out "$RES"
-bench "instill ops (attention pipelined)" 90 env INSTILL_CUDA_ATTENTION=pipelined INSTILL_BENCH_VARIANT="attention pipelined" \
-  node bench/gpu/instill_bench.mjs ops --out "$RES"
+# The user's command on a GPU: a 2-layer 1B-shaped step, through the CLI (exit status and its output kept)
+if timeout "$(budget 90)" node bin/instill.js bench train --config .fixtures/configs/llama-3.2-1b.json --layers 2 \
+     --seq 1024 --dtype bf16 --device cuda --profile > "$OUT/cli-bench.log" 2>&1; then
+  note "CLI instill bench train --device cuda --dtype bf16 (2 layers, T 1024): ok - $(grep -m1 -E '^instill ' "$OUT/cli-bench.log" | tr -s ' ' | cut -c1-120)"
+else
+  note "CLI instill bench train --device cuda: FAILED rc=$? (cli-bench.log)"; tail -5 "$OUT/cli-bench.log"
+fi
 tail -20 "$OUT/bench.log"
 note "total $(elapsed)"
 

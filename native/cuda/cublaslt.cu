@@ -33,6 +33,16 @@
 // Descriptors, layouts and the heuristic's algorithm are cached per product key
 // (shape, transpositions, leading dimensions, alpha != 1, beta != 0, bias,
 // pointer alignment), so a repeated shape costs one cublasLtMatmul call.
+// Tuning: the heuristic's first algorithm is often not the fastest for the
+// narrow products of LoRA (N or M = r = 16, K up to 8192: split-K or not). On a
+// key's first call the plan times each of the heuristic's first kTuneCandidates
+// algorithms on the call's own operands, writing into scratch (never C), and
+// keeps the fastest (what PyTorch's TunableOp does for its GEMMs). That first
+// call waits for the GPU once; later calls of the key do not. Which algorithm
+// wins can differ between processes (timing noise), and with it the order of
+// the f32 sums, so results are reproducible bit for bit only within a process;
+// INSTILL_CUBLASLT_TUNE=off keeps the heuristic's first choice (reproducible).
+// INSTILL_CUBLASLT_VERBOSE=1 prints each tuned key's times to stderr.
 // Any cuBLASLt failure (no algorithm, bad status) returns false and gemm.cu's
 // WMMA kernel runs the product instead.
 #include <dlfcn.h>
@@ -46,6 +56,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "cuda/gemm.h"
 
@@ -78,6 +89,8 @@ constexpr uint32_t kEpilogueBias = 4;  // CUBLASLT_EPILOGUE_BIAS
 constexpr int kPrefMaxWorkspace = 1, kPrefMinAlignA = 5, kPrefMinAlignB = 6, kPrefMinAlignC = 7, kPrefMinAlignD = 8;
 constexpr int kOpN = 0, kOpT = 1;
 constexpr size_t kWorkspaceBytes = 32u << 20;
+constexpr int kTuneCandidates = 8;  // heuristic results timed on a key's first call
+constexpr int kTuneReps = 3;        // timed runs per candidate, after one untimed
 
 struct Api {
   Status (*create)(Handle*);
@@ -286,6 +299,7 @@ struct Plan {
   Algo algo{};
   bool ok = false;             // false: no algorithm (cached too, so the WMMA kernel is chosen at once)
   bool bias_epilogue = false;  // bias added by cuBLASLt's epilogue, else by add_bias_kernel
+  std::vector<Algo> candidates;  // the heuristic's first few, best first; emptied once tuned
 };
 
 constexpr size_t kMaxPlans = 512;  // distinct shapes of a run are a few dozen; past this the cache starts over
@@ -305,6 +319,14 @@ void destroy_plan(Api& a, Plan& p) {
   if (p.la) a.layout_destroy(p.la);
   if (p.desc) a.desc_destroy(p.desc);
   p = Plan{};
+}
+
+bool tuning() {
+  static const bool on = [] {
+    const char* e = std::getenv("INSTILL_CUBLASLT_TUNE");
+    return !(e && std::strcmp(e, "off") == 0);
+  }();
+  return on;
 }
 
 // Column-major view: D (N × M, ld = ldc) = opA(cuA) · opB(cuB) with cuA = our B side, cuB = our A side.
@@ -342,17 +364,65 @@ Plan make_plan(Api& a, const GemmArgs& g, const Side& A, const Side& B, const ui
   ok = ok && a.pref_set(pref, kPrefMinAlignB, &align[0], sizeof(uint32_t)) == 0;
   ok = ok && a.pref_set(pref, kPrefMinAlignC, &align[2], sizeof(uint32_t)) == 0;
   ok = ok && a.pref_set(pref, kPrefMinAlignD, &align[2], sizeof(uint32_t)) == 0;
-  Heuristic h{};
+  Heuristic h[kTuneCandidates]{};
   int found = 0;
-  ok = ok && a.heuristic(a.handle, p.desc, p.la, p.lb, p.lc, p.lc, pref, 1, &h, &found) == 0 && found > 0;
+  const int asked = tuning() ? kTuneCandidates : 1;
+  ok = ok && a.heuristic(a.handle, p.desc, p.la, p.lb, p.lc, p.lc, pref, asked, h, &found) == 0 && found > 0;
   if (pref) a.pref_destroy(pref);
   if (!ok) {
     destroy_plan(a, p);
     return p;
   }
-  p.algo = h.algo;
+  p.algo = h[0].algo;
+  if (found > 1)
+    for (int i = 0; i < found; ++i) p.candidates.push_back(h[i].algo);
   p.ok = true;
   return p;
+}
+
+// On a plan's first call: times each candidate on the call's operands into a scratch C
+// (zeroed, so beta != 0 reads numbers) and keeps the fastest as plan.algo. A candidate that
+// fails to run is skipped. Waits for the GPU (once per key).
+void tune(Api& a, Plan& plan, const GemmArgs& g, const void* pa, const void* pb) {
+  std::vector<Algo> cands;
+  cands.swap(plan.candidates);
+  Tensor scratch = Tensor::empty({(g.M - 1) * g.ldc + g.N}, DType::F32, Device::CUDA);
+  fill_bytes(scratch.data(), Device::CUDA, 0, scratch.nbytes());
+  float* c = scratch.data_as<float>();
+  const float alpha = g.alpha, beta = g.beta;
+  cudaEvent_t ev[2];
+  INSTILL_CUDA_CHECK(cudaEventCreate(&ev[0]));
+  INSTILL_CUDA_CHECK(cudaEventCreate(&ev[1]));
+  auto run = [&](const Algo& algo) {
+    return a.matmul(a.handle, plan.desc, &alpha, pb, plan.la, pa, plan.lb, &beta, c, plan.lc, c, plan.lc, &algo,
+                    a.workspace, kWorkspaceBytes, stream()) == 0;
+  };
+  int best = -1;
+  float best_ms = 0.f, first_ms = 0.f;
+  for (size_t i = 0; i < cands.size(); ++i) {
+    if (!run(cands[i])) continue;  // untimed: the first run of an algorithm can be slower
+    bool ok = cudaEventRecord(ev[0], stream()) == cudaSuccess;
+    for (int r = 0; ok && r < kTuneReps; ++r) ok = run(cands[i]);
+    ok = ok && cudaEventRecord(ev[1], stream()) == cudaSuccess && cudaEventSynchronize(ev[1]) == cudaSuccess;
+    float ms = 0.f;
+    if (!ok || cudaEventElapsedTime(&ms, ev[0], ev[1]) != cudaSuccess) {
+      cudaGetLastError();
+      continue;
+    }
+    if (i == 0) first_ms = ms;
+    if (best < 0 || ms < best_ms) {
+      best = static_cast<int>(i);
+      best_ms = ms;
+    }
+  }
+  cudaEventDestroy(ev[0]);
+  cudaEventDestroy(ev[1]);
+  if (best >= 0) plan.algo = cands[static_cast<size_t>(best)];
+  if (std::getenv("INSTILL_CUBLASLT_VERBOSE"))
+    std::fprintf(stderr, "instill: cuBLASLt tuned M %lld N %lld K %lld%s: %zu algorithms, heuristic's first %.1f us, chose #%d %.1f us\n",
+                 static_cast<long long>(g.M), static_cast<long long>(g.N), static_cast<long long>(g.K[0] + g.K[1]),
+                 all_f32(g) ? " (tf32)" : "", cands.size(), 1e3 * first_ms / kTuneReps, best,
+                 1e3 * best_ms / kTuneReps);
 }
 
 // C[m·ldc + n] += bias[n]: rows on grid.y, columns on threads (no per-element division).
@@ -394,7 +464,7 @@ bool gemm_cublaslt(const GemmArgs& g) {
     if (!p.ok) p = make_plan(a, g, A, B, align, false);  // no bias, or no algorithm with the bias epilogue
     it = cache.plans.emplace(key, p).first;
   }
-  const Plan& plan = it->second;
+  Plan& plan = it->second;
   if (!plan.ok) return false;  // WMMA runs it
 
   Tensor packed_a = A.pack ? pack_side(g, false, A) : Tensor();
@@ -403,6 +473,7 @@ bool gemm_cublaslt(const GemmArgs& g) {
     const void* bias = g.bias;
     if (a.desc_set(plan.desc, kDescBiasPointer, &bias, sizeof(bias)) != 0) return false;
   }
+  if (!plan.candidates.empty()) tune(a, plan, g, A.p, B.p);
   const float alpha = g.alpha, beta = g.beta;
   if (a.matmul(a.handle, plan.desc, &alpha, B.p, plan.la, A.p, plan.lb, &beta, g.c, plan.lc, g.c, plan.lc, &plan.algo,
                a.workspace, kWorkspaceBytes, stream()) != 0) {
