@@ -84,7 +84,8 @@ Napi::Value lora_linear(const Napi::CallbackInfo& info) {
   });
 }
 
-// loraLinearBackward(dy, x, w, a, b, u, scale, needDx, dxOut?, daOut?, dbOut?, accumulate?) -> { dx | null, da, db }
+// loraLinearBackward(dy, x, w, a, b, u, scale, needDx, dxOut?, daOut?, dbOut?, accumulate?, accumulateDx?)
+//   -> { dx | null, da, db }
 Napi::Value lora_linear_backward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -106,6 +107,8 @@ Napi::Value lora_linear_backward(const Napi::CallbackInfo& info) {
     const Tensor* db_out = info.Length() > 10 ? unwrap_tensor(env, info[10], "out.db", true) : nullptr;
     const bool accumulate = info.Length() > 11 && need_bool(info[11], "accumulate");
     if (accumulate && (!da_out || !db_out)) fail(ErrorCode::Arg, "accumulate adds into out.da and out.db: pass both");
+    const bool accumulate_dx = info.Length() > 12 && need_bool(info[12], "accumulateInputGrad");
+    if (accumulate_dx && !dx_out) fail(ErrorCode::Arg, "accumulateInputGrad adds into out.dx: pass it");
     if (dx_out && !need_dx) fail(ErrorCode::Arg, "out.dx given with needInputGrad false");
     for (const auto& [o, on] : {std::pair{dx_out, "out.dx"}, {da_out, "out.da"}, {db_out, "out.db"}})
       need_no_alias(o, on, {{dy, "dy"}, {x, "x"}, {w, "w"}, {a, "a"}, {b, "b"}, {u, "u"}});
@@ -113,7 +116,7 @@ Napi::Value lora_linear_backward(const Napi::CallbackInfo& info) {
     Tensor da = da_out ? *da_out : Tensor::empty({a->dim(0), a->dim(1)}, DType::F32, x->device());
     Tensor db = db_out ? *db_out : Tensor::empty({w->dim(0), a->dim(0)}, DType::F32, x->device());
     lora_linear_backward(
-        LoraLinearBackwardArgs{dy, x, w, a, b, u, scale, need_dx ? &dx : nullptr, &da, &db, accumulate});
+        LoraLinearBackwardArgs{dy, x, w, a, b, u, scale, need_dx ? &dx : nullptr, &da, &db, accumulate, accumulate_dx});
     Napi::Object out = Napi::Object::New(env);
     out.Set("dx", !need_dx ? env.Null() : dx_out ? info[8] : Napi::Value(wrap_tensor(env, std::move(dx))));
     out.Set("da", da_out ? info[9] : Napi::Value(wrap_tensor(env, std::move(da))));

@@ -130,6 +130,8 @@ export interface LoraLinearBackwardOptions {
   out?: { dx?: Tensor; da?: Tensor; db?: Tensor };
   /** Add the gradients into out.da and out.db (+=, gradient accumulation) instead of overwriting them. Default false. */
   accumulate?: boolean;
+  /** Add dx into out.dx (+=: layers that share an input, such as q, k and v) instead of overwriting it. Default false. */
+  accumulateInputGrad?: boolean;
 }
 
 export interface MaskedCrossEntropyOptions {
@@ -222,6 +224,7 @@ export const kernels = {
       outTensor(o, 'da', fn),
       outTensor(o, 'db', fn),
       bool(o, 'accumulate', fn, false),
+      bool(o, 'accumulateInputGrad', fn, false),
     );
     const given = (o.out ?? {}) as { dx?: Tensor; da?: Tensor; db?: Tensor };
     return { dx: r.dx === null ? null : given.dx ?? wrap(r.dx), da: given.da ?? wrap(r.da), db: given.db ?? wrap(r.db) };

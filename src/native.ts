@@ -151,6 +151,7 @@ export interface NativeAddon {
     daOut?: TensorHandle | null,
     dbOut?: TensorHandle | null,
     accumulate?: boolean,
+    accumulateDx?: boolean,
   ): { dx: TensorHandle | null; da: TensorHandle; db: TensorHandle };
   maskedCrossEntropy(
     logits: TensorHandle,

@@ -47,7 +47,7 @@ void lora_dropout_backward(const LoraDropoutBackwardArgs& p) {
   gemm(n, r, out, 1.0f, op(dy, false), op(b, false), 0.0f, g.data_as<float>(), r);
   Tensor scratch = Tensor::empty({n, in}, DType::F32);
   if (l.dx) {
-    gemm(n, in, out, 1.0f, op(dy, false), op(w, false), 0.0f, l.dx->data_as<float>(), in);
+    gemm(n, in, out, 1.0f, op(dy, false), op(w, false), l.accumulate_dx ? 1.0f : 0.0f, l.dx->data_as<float>(), in);
     gemm(n, in, r, 1.0f, op(g, false), op(a, false), 0.0f, scratch.data_as<float>(), in);
     apply_mask(scratch.data_as<float>(), l.dx->data_as<float>(), n * in, p.p, p.seed, l.scale, true);
   }

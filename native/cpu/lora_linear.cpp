@@ -45,7 +45,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
         {op(dy, false), op(w, false), out, 1.0f},
         {op(g, false), op(a, false), r, p.scale},
     };
-    gemm(n, in, terms, 2, 0.0f, p.dx->data_as<float>(), in);
+    gemm(n, in, terms, 2, p.accumulate_dx ? 1.0f : 0.0f, p.dx->data_as<float>(), in);
   }
   const float beta = p.accumulate ? 1.0f : 0.0f;
   {

@@ -58,7 +58,9 @@ void lora_dropout_backward(const LoraDropoutBackwardArgs& p) {
   gemm(product(N, R, OUT, operand(dy, false), operand(b, false), gt.data_as<float>(), R));  // g = dy·B
   Tensor scratch = Tensor::empty({N, IN}, DType::F32, Device::CUDA);
   if (l.dx) {
-    gemm(product(N, IN, OUT, operand(dy, false), operand(w, false), l.dx->data_as<float>(), IN));     // dx = dy·W
+    GemmArgs g = product(N, IN, OUT, operand(dy, false), operand(w, false), l.dx->data_as<float>(), IN);
+    g.beta = l.accumulate_dx ? 1.f : 0.f;
+    gemm(g);                                                                                          // dx (+)= dy·W
     gemm(product(N, IN, R, operand(gt, false), operand(a, false), scratch.data_as<float>(), IN));     // g·A
     apply_mask(scratch, *l.dx, p.p, p.seed, l.scale, true);                                           // dx += s·(g·A)⊙mask
   }

@@ -4,7 +4,7 @@
 //           y = [x | s·u] · [W | B]ᵀ + bias   one product: the low-rank term is
 //                                             K columns IN..IN+R of y's own tile
 // Backward  g  = dy·B                          (N, R) scratch, once
-//           dx = [dy | s·g] · [W ; A]           one product
+//           dx = [dy | s·g] · [W ; A]           one product (= or += by accumulate_dx)
 //           dA = s·gᵀ·x,  dB = s·dyᵀ·u          (= or += by beta)
 // With a bf16/f16 frozen weight, all operands are rounded to bf16 (f32
 // accumulation): bf16 tolerance of the CPU's f32 kernel. With an f32 weight (an
@@ -72,6 +72,7 @@ void lora_linear_backward_f32(const LoraLinearBackwardArgs& p) {
     g.b[0] = operand(w, false);
     g.b[1] = operand(a, false);
     g.c = p.dx->data_as<float>(); g.ldc = IN;
+    g.beta = p.accumulate_dx ? 1.f : 0.f;
     gemm(g);
   }
   lora_weight_grads(gt, x, dy, u, p.scale, p.accumulate, *p.da, *p.db);  // dA = s·gᵀ·x, dB = s·dyᵀ·u
@@ -183,6 +184,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     g.a[0] = bf16_operand(bf16_ptr(pd), ldd, false);
     g.b[0] = bf16_operand(wap, ldw, false);  // stored (OUT+R, IN) = (K, N)
     g.c = p.dx->data_as<float>(); g.ldc = IN;
+    g.beta = p.accumulate_dx ? 1.f : 0.f;  // += : the model sums q, k, v's dx (gate and up's) here
     gemm(g);
   }
   {  // dA (R, IN) = s·gᵀ·x: both operands f32, so TF32 on x as it lies (gemm.h) — a bf16 copy of x

@@ -315,16 +315,16 @@ void LlamaModel::linear_forward(const Linear& lin, const Tensor& x, Tensor& y, T
 
 void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx,
                                  bool accumulate_dx, bool accumulate_grads, Tensor& tmp, uint32_t seed) {
-  Tensor& dst = accumulate_dx ? tmp : dx;
-  if (lin.has_lora) {
-    const LoraLinearBackwardArgs args{&dy, &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, &dst,
-                                      &lin.lora.da, &lin.lora.db, accumulate_grads};
+  if (lin.has_lora) {  // dx += inside the product when accumulating (no tmp, no add)
+    const LoraLinearBackwardArgs args{&dy, &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, &dx,
+                                      &lin.lora.da, &lin.lora.db, accumulate_grads, accumulate_dx};
     if (dropout_active_) lora_dropout_backward(LoraDropoutBackwardArgs{args, lora_dropout_, seed});
     else lora_linear_backward(args);
   } else {
+    Tensor& dst = accumulate_dx ? tmp : dx;
     matmul(MatmulArgs{&dy, &lin.w, false, false, &dst});
+    if (accumulate_dx) add(AddArgs{&dx, &tmp, &dx});
   }
-  if (accumulate_dx) add(AddArgs{&dx, &tmp, &dx});
   if (!full_) return;
   // Full mode: dW += dyᵀ·x ((OUT, N)·(N, IN)); dbias += Σ_rows dy as 1ᵀ·dy.
   Tensor gw = empty(lin.dw.shape());

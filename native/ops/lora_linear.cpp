@@ -83,6 +83,7 @@ void check_lora_linear_backward(const LoraLinearBackwardArgs& p) {
   need_dtype(db, "db", {DType::F32});
   need_shape(da, "da", {r, in}, "(r, in)");
   need_shape(db, "db", {out, r}, "(out, r)");
+  if (p.accumulate_dx && !p.dx) fail(ErrorCode::Arg, "lora_linear_backward: accumulate_dx without dx");
   if (p.dx) {
     need_dtype(*p.dx, "dx", {DType::F32});
     need_shape(*p.dx, "dx", {n, in}, "(N, in)");

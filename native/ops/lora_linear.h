@@ -10,7 +10,9 @@
 //           dA = s·gᵀ·x                        (R, IN)
 //           dB = s·dyᵀ·u                       (OUT, R)
 // W never gets a gradient. dA and dB are written (=), or added to (+=) when
-// `accumulate` is set, so micro-batches can sum into one gradient buffer.
+// `accumulate` is set, so micro-batches can sum into one gradient buffer. dx is
+// written, or added to when `accumulate_dx` is set (the model sums q, k, v's
+// input gradients, and gate and up's, inside the product: no separate add).
 //
 // dtypes: x, a, b, bias, u, dy and every output f32; w f32, bf16 or f16.
 #pragma once
@@ -42,6 +44,7 @@ struct LoraLinearBackwardArgs {
   Tensor* da;        // (R, IN) out
   Tensor* db;        // (OUT, R) out
   bool accumulate;   // da/db += instead of =
+  bool accumulate_dx = false;  // dx += instead of = (dx must be given)
 };
 
 // Validate shapes and dtypes (E_SHAPE / E_DTYPE naming the argument), then run on the tensors' device.

@@ -47,11 +47,12 @@ function gib(bytes: number | null): string {
 function printTrain(r: TrainBenchReport): void {
   const where = r.device === 'cpu' ? `${r.threads} threads, ISA ${r.isa}` : r.device;
   console.log(`LoRA training step: ${r.config} (${r.layers} layers), batch ${r.batch} x ${r.seq}, r=${r.rank}, ${r.dtype} base, ${where}`);
-  const rows = [['instill', r.instill.tokensPerSec.toFixed(0), r.instill.stepSeconds.toFixed(2), gib(r.instill.peakBytes), r.instill.loss.toFixed(4)]];
+  const ms = (seconds: number) => (seconds * 1e3).toFixed(seconds < 1 ? 1 : 0);  // a GPU step is tens of ms
+  const rows = [['instill', r.instill.tokensPerSec.toFixed(0), ms(r.instill.stepSeconds), gib(r.instill.peakBytes), r.instill.loss.toFixed(4)]];
   if (r.torch && 'stepSeconds' in r.torch) {
-    rows.push([`PyTorch ${r.torch.version} eager`, r.torch.tokensPerSec.toFixed(0), r.torch.stepSeconds.toFixed(2), gib(r.torch.peakBytes), r.torch.loss.toFixed(4)]);
+    rows.push([`PyTorch ${r.torch.version} eager`, r.torch.tokensPerSec.toFixed(0), ms(r.torch.stepSeconds), gib(r.torch.peakBytes), r.torch.loss.toFixed(4)]);
   }
-  console.log(table(['', 'tokens/s', 's/step', r.device === 'cpu' ? 'peak RSS' : 'peak GPU memory', 'loss'], rows));
+  console.log(table(['', 'tokens/s', 'ms/step', r.device === 'cpu' ? 'peak RSS' : 'peak GPU memory', 'loss'], rows));
   if (r.torch && 'unavailable' in r.torch) console.log(`PyTorch: ${r.torch.unavailable}`);
   if (r.ratio !== null) console.log(`instill / PyTorch tokens/s: ${r.ratio.toFixed(2)}x`);
   if (r.profile) {

@@ -130,6 +130,13 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     closeScaled(host(gotB.dx), refB.dx!.toArray(), magB.dx!.toArray(), BF16_TOL, 'dx');
     closeScaled(host(gotB.da), refB.da.toArray(), magB.da.toArray(), BF16_TOL, 'da');
     closeScaled(host(gotB.db), refB.db.toArray(), magB.db.toArray(), BF16_TOL, 'db');
+    // accumulateInputGrad: dx added into a given tensor (the model sums q, k, v's input gradients so)
+    const dx0 = randn(r, n * inF);
+    const dxAcc = Tensor.from(dx0, [n, inF]).to('cuda');
+    kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale,
+      out: { dx: dxAcc }, accumulateInputGrad: true });
+    const refDx = refB.dx!.toArray(), magDx = magB.dx!.toArray();
+    closeScaled(host(dxAcc), refDx.map((v, i) => v + dx0[i]), magDx.map((v, i) => v + Math.abs(dx0[i])), BF16_TOL, 'dx +=');
   });
 
   it('maskedCrossEntropy: loss and dlogits, ignored rows, logits of magnitude 1e4, all ignored', () => {

@@ -187,6 +187,12 @@ describe('lora_linear into given outputs', () => {
     // without accumulate the given da/db are overwritten
     kernels.loraLinearBackward({ dy, x, w, a, b, u, scale: d.scale, out: { da, db } });
     expect(relError(da.toArray(), gref.da), `seed ${s}`).toBeLessThanOrEqual(1e-5);
+    // accumulateInputGrad adds into out.dx (da/db overwritten, accumulate being off)
+    const dx0 = randn(rng(s + 1), c.n * c.inF);
+    const dxAcc = Tensor.from(Float32Array.from(dx0), [c.n, c.inF]);
+    kernels.loraLinearBackward({ dy, x, w, a, b, u, scale: d.scale, out: { dx: dxAcc, da, db }, accumulateInputGrad: true });
+    expect(relError(dxAcc.toArray(), gref.dx.map((v, i) => v + dx0[i])), `seed ${s}`).toBeLessThanOrEqual(1e-5);
+    expect(relError(da.toArray(), gref.da), `seed ${s}`).toBeLessThanOrEqual(1e-5);
   });
 
   it('refuses outputs of the wrong shape, outputs that alias inputs, and accumulate without both gradients', () => {
@@ -198,6 +204,7 @@ describe('lora_linear into given outputs', () => {
     const { u } = kernels.loraLinear({ x, w, a, b, scale: 1 });
     const dy = Tensor.from(new Float32Array(15).fill(1), [3, 5]);
     expect(code(() => kernels.loraLinearBackward({ dy, x, w, a, b, u, scale: 1, out: { dx: x } }))).toBe('E_ARG');
+    expect(code(() => kernels.loraLinearBackward({ dy, x, w, a, b, u, scale: 1, accumulateInputGrad: true }))).toBe('E_ARG');
     expect(code(() => kernels.loraLinearBackward({ dy, x, w, a, b, u, scale: 1, out: { da: Tensor.zeros([2, 4]) }, accumulate: true }))).toBe('E_ARG');
     expect(code(() => kernels.loraLinear({ x, w, a, b, scale: 1, out: 'y' as never }))).toBe('E_ARG');
   });
