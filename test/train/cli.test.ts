@@ -1,57 +1,16 @@
 // `instill train` in a child process: SIGINT at a random step finishes the step, saves, exits 130, and
 // --resume reaches the adapter of an uninterrupted run bit for bit; kill -9 in the middle of a
 // checkpoint write leaves the previous checkpoint loadable; the adapter files are PEFT's.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../../src/model/model.js';
 import { loadLatestCheckpoint } from '../../src/train/checkpoint.js';
 import { haveFixture } from '../helpers/fixtures.js';
+import { adapterBytes, root, train } from './helpers/child.js';
 import { writeQaDataset } from './helpers/qa.js';
 import { MODEL_DIR, tmp } from './helpers/setup.js';
-
-const root = resolve(import.meta.dirname, '..', '..');
-const bin = join(root, 'bin', 'instill.js');
-
-interface Child {
-  code: number | null;
-  events: Record<string, unknown>[];
-  stderr: string;
-}
-
-/** Runs `instill train ... --jsonl`; `onEvent` may return 'SIGINT' / 'SIGKILL' to signal the child. */
-function train(args: string[], onEvent?: (e: Record<string, unknown>, pid: number) => NodeJS.Signals | void, env: NodeJS.ProcessEnv = {}): Promise<Child> {
-  return new Promise((done, fail) => {
-    const p = spawn(process.execPath, [bin, 'train', ...args, '--jsonl'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    const events: Record<string, unknown>[] = [];
-    let buf = '';
-    let stderr = '';
-    let signalled = false;
-    p.stdout.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        const e = JSON.parse(line) as Record<string, unknown>;
-        events.push(e);
-        const sig = onEvent?.(e, p.pid!);
-        if (sig && !signalled) {
-          signalled = true;
-          p.kill(sig);
-        }
-      }
-    });
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.on('error', fail);
-    p.on('close', (code) => done({ code, events, stderr }));
-  });
-}
-
-function adapterBytes(dir: string): Buffer {
-  return readFileSync(join(dir, 'adapter_model.safetensors'));
-}
 
 describe.skipIf(!haveFixture('stories260K/model.safetensors'))('instill train (child process)', () => {
   let data: ReturnType<typeof writeQaDataset>;
