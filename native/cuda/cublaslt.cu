@@ -35,8 +35,9 @@
 // pointer alignment), so a repeated shape costs one cublasLtMatmul call.
 // Tuning: the heuristic's first algorithm is often not the fastest for the
 // narrow products of LoRA (N or M = r = 16, K up to 8192: split-K or not). On a
-// key's first call the plan times each of the heuristic's first kTuneCandidates
-// algorithms on the call's own operands, writing into scratch (never C), and
+// key's first call the plan times each of the heuristic's first few algorithms
+// (8; INSTILL_CUBLASLT_TUNE=N for N of them, at most 32) on the call's own
+// operands, writing into scratch (never C), and
 // keeps the fastest (what PyTorch's TunableOp does for its GEMMs). That first
 // call waits for the GPU once; later calls of the key do not. Which algorithm
 // wins can differ between processes (timing noise), and with it the order of
@@ -89,7 +90,8 @@ constexpr uint32_t kEpilogueBias = 4;  // CUBLASLT_EPILOGUE_BIAS
 constexpr int kPrefMaxWorkspace = 1, kPrefMinAlignA = 5, kPrefMinAlignB = 6, kPrefMinAlignC = 7, kPrefMinAlignD = 8;
 constexpr int kOpN = 0, kOpT = 1;
 constexpr size_t kWorkspaceBytes = 32u << 20;
-constexpr int kTuneCandidates = 8;  // heuristic results timed on a key's first call
+constexpr int kTuneDefault = 8;  // heuristic results timed on a key's first call
+constexpr int kTuneMax = 32;
 constexpr int kTuneReps = 3;        // timed runs per candidate, after one untimed
 
 struct Api {
@@ -321,12 +323,17 @@ void destroy_plan(Api& a, Plan& p) {
   p = Plan{};
 }
 
-bool tuning() {
-  static const bool on = [] {
+// How many of the heuristic's algorithms a key's first call times: INSTILL_CUBLASLT_TUNE=off → 1 (its
+// first, untimed), =N → N (1..32), else 8.
+int tune_candidates() {
+  static const int n = [] {
     const char* e = std::getenv("INSTILL_CUBLASLT_TUNE");
-    return !(e && std::strcmp(e, "off") == 0);
+    if (!e || !*e) return kTuneDefault;
+    if (std::strcmp(e, "off") == 0) return 1;
+    const int v = std::atoi(e);
+    return v >= 1 ? std::min(v, kTuneMax) : kTuneDefault;
   }();
-  return on;
+  return n;
 }
 
 // Column-major view: D (N × M, ld = ldc) = opA(cuA) · opB(cuB) with cuA = our B side, cuB = our A side.
@@ -364,9 +371,9 @@ Plan make_plan(Api& a, const GemmArgs& g, const Side& A, const Side& B, const ui
   ok = ok && a.pref_set(pref, kPrefMinAlignB, &align[0], sizeof(uint32_t)) == 0;
   ok = ok && a.pref_set(pref, kPrefMinAlignC, &align[2], sizeof(uint32_t)) == 0;
   ok = ok && a.pref_set(pref, kPrefMinAlignD, &align[2], sizeof(uint32_t)) == 0;
-  Heuristic h[kTuneCandidates]{};
+  Heuristic h[kTuneMax]{};
   int found = 0;
-  const int asked = tuning() ? kTuneCandidates : 1;
+  const int asked = tune_candidates();
   ok = ok && a.heuristic(a.handle, p.desc, p.la, p.lb, p.lc, p.lc, pref, asked, h, &found) == 0 && found > 0;
   if (pref) a.pref_destroy(pref);
   if (!ok) {
