@@ -33,17 +33,18 @@
 // Descriptors, layouts and the heuristic's algorithm are cached per product key
 // (shape, transpositions, leading dimensions, alpha != 1, beta != 0, bias,
 // pointer alignment), so a repeated shape costs one cublasLtMatmul call.
-// Tuning: the heuristic's first algorithm is often not the fastest for the
-// narrow products of LoRA (N or M = r = 16, K up to 8192: split-K or not). On a
-// key's first call the plan times each of the heuristic's first few algorithms
-// (8; INSTILL_CUBLASLT_TUNE=N for N of them, at most 32) on the call's own
-// operands, writing into scratch (never C), and
-// keeps the fastest (what PyTorch's TunableOp does for its GEMMs). That first
-// call waits for the GPU once; later calls of the key do not. Which algorithm
-// wins can differ between processes (timing noise), and with it the order of
-// the f32 sums, so results are reproducible bit for bit only within a process;
-// INSTILL_CUBLASLT_TUNE=off keeps the heuristic's first choice (reproducible).
-// INSTILL_CUBLASLT_VERBOSE=1 prints each tuned key's times to stderr.
+// Tuning (opt-in): the heuristic's first algorithm is often not the fastest for
+// the narrow products of LoRA (N or M = r = 16, K up to 8192: split-K or not).
+// With INSTILL_CUBLASLT_TUNE=N (1..32; "on" = 8), a key's first call times each
+// of the heuristic's first N algorithms on the call's own operands, writing into
+// scratch (never C), and keeps the fastest (what PyTorch's TunableOp does for its
+// GEMMs). That first call waits for the GPU once; later calls of the key do not.
+// Off by default, because which algorithm wins differs between processes (timing
+// noise), and with it the order of the f32 sums: a resumed training run then
+// drifts from the uninterrupted one (7% in one LoRA factor after 28 steps of the
+// stories260K CLI run, cuda run 13), where untuned runs are bit-identical across
+// processes (test/cuda/train_cli.test.ts). Tuned, a 1B step was 1-2.5% faster
+// (runs 11-13). INSTILL_CUBLASLT_VERBOSE=1 prints each tuned key's times.
 // Any cuBLASLt failure (no algorithm, bad status) returns false and gemm.cu's
 // WMMA kernel runs the product instead.
 #include <dlfcn.h>
@@ -90,7 +91,7 @@ constexpr uint32_t kEpilogueBias = 4;  // CUBLASLT_EPILOGUE_BIAS
 constexpr int kPrefMaxWorkspace = 1, kPrefMinAlignA = 5, kPrefMinAlignB = 6, kPrefMinAlignC = 7, kPrefMinAlignD = 8;
 constexpr int kOpN = 0, kOpT = 1;
 constexpr size_t kWorkspaceBytes = 32u << 20;
-constexpr int kTuneDefault = 8;  // heuristic results timed on a key's first call
+constexpr int kTuneOn = 8;  // heuristic results timed on a key's first call with INSTILL_CUBLASLT_TUNE=on
 constexpr int kTuneMax = 32;
 constexpr int kTuneReps = 3;        // timed runs per candidate, after one untimed
 
@@ -323,15 +324,15 @@ void destroy_plan(Api& a, Plan& p) {
   p = Plan{};
 }
 
-// How many of the heuristic's algorithms a key's first call times: INSTILL_CUBLASLT_TUNE=off → 1 (its
-// first, untimed), =N → N (1..32), else 8.
+// How many of the heuristic's algorithms a key's first call times: unset, "off" or anything else → 1
+// (its first, untimed: reproducible); "on" → 8; N → N (at most 32).
 int tune_candidates() {
   static const int n = [] {
     const char* e = std::getenv("INSTILL_CUBLASLT_TUNE");
-    if (!e || !*e) return kTuneDefault;
-    if (std::strcmp(e, "off") == 0) return 1;
+    if (!e || !*e || std::strcmp(e, "off") == 0) return 1;
+    if (std::strcmp(e, "on") == 0) return kTuneOn;
     const int v = std::atoi(e);
-    return v >= 1 ? std::min(v, kTuneMax) : kTuneDefault;
+    return v >= 1 ? std::min(v, kTuneMax) : 1;
   }();
   return n;
 }
