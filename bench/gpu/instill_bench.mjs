@@ -42,7 +42,7 @@ const device = args.includes('--device') ? args[args.indexOf('--device') + 1] : 
 const gpu = (data, shape, dtype = 'f32') => Tensor.from(data, shape, { dtype, device });
 
 function emit(rec) {
-  const line = JSON.stringify(rec);
+  const line = JSON.stringify(process.env.INSTILL_BENCH_VARIANT ? { ...rec, variant: process.env.INSTILL_BENCH_VARIANT } : rec);
   console.log(line);
   appendFileSync(out, line + '\n');
 }

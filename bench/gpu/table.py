@@ -65,3 +65,17 @@ elif tt:
           f"{tt['tokens_per_s']:.0f} tok/s, {100 * tt['mfu']:.1f}% MFU")
 else:
     print("- training step: not measured")
+
+# A/B variants (INSTILL_BENCH_VARIANT, recorded as "variant" since stop 12): each against the default
+# instill row of the same bench in the same call
+for r in rows:
+    if not r.get("variant") or not r.get("ms") or r["bench"] not in ("train step llama-3.2-1b seq2048 r16", "lora_linear fwd+bwd"):
+        continue
+    base = next((b for b in rows if b["bench"] == r["bench"] and b["impl"].startswith("instill") and not b.get("variant")
+                 and "wmma" not in b["impl"] and b.get("ms")), None)
+    if base is None:
+        continue
+    med = r["ms"] / base["ms"]
+    mins = r["min_ms"] / base["min_ms"] if r.get("min_ms") and base.get("min_ms") else float("nan")
+    print(f"- A/B {r['bench']}, {r['variant']}: {r['ms']:.2f} ms against {base['ms']:.2f} ms by default "
+          f"({med:.3f}x by medians, {mins:.3f}x by mins)")

@@ -32,10 +32,17 @@
 // The WMMA fallback (INSTILL_CUBLASLT=off) reads the same buffers: it takes any
 // operand with its own dtype and leading dimension, element by element.
 // The small operands (A, B, u, g in f32) are packed by the GEMM itself.
+// INSTILL_CUDA_LORA_NARROW=simt (opt-in until a GPU run times it): u, g, dA and dB on
+// the CUDA-core kernels of lora_narrow.cu instead of cuBLASLt (which runs them far
+// below memory speed), u and g writing s·u and s·g into px and pd in the same pass.
 // (Tried: the packs of x and dy fused with u = x·Aᵀ and g = dy·B in one kernel.
 // In a 1B step it was no faster than the three passes — 47.1 vs 46.6 ms; a first
 // version that read the factor per warp from L2 was 3x slower — so it went.)
+#include <cstdlib>
+#include <cstring>
+
 #include "cuda/gemm.h"
+#include "cuda/lora_narrow.h"
 #include "ops/lora_linear.h"
 
 namespace instill {
@@ -44,6 +51,14 @@ namespace cuda {
 namespace {
 
 __nv_bfloat16* bf16_ptr(const Tensor& t) { return t.data_as<__nv_bfloat16>(); }
+
+// INSTILL_CUDA_LORA_NARROW=simt: the four narrow products (u, g, dA, dB) on the CUDA-core kernels of
+// lora_narrow.cu, which also write s·u and s·g into the packed buffers; else through gemm() (cuBLASLt).
+// Opt-in until a GPU run has timed it (bench/gpu-check.sh A/B). Read on every call, so a test can compare.
+bool narrow_simt() {
+  const char* e = std::getenv("INSTILL_CUDA_LORA_NARROW");
+  return e && std::strcmp(e, "simt") == 0;
+}
 
 
 // An f32 frozen weight (an f32 model): every operand is f32, so the products are
@@ -92,7 +107,11 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
     const OpPart part("pack x", Device::CUDA);
     pack_bf16(x.data(), Elem::F32, IN, 1.f, N, IN, bf16_ptr(px), ldx);
   }
-  {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN)
+  if (narrow_simt()) {  // u = x·Aᵀ and s·u into px, one pass over px
+    const OpPart part("u = x A^T, pack s u (simt)", Device::CUDA);
+    narrow_rows(NarrowRowsArgs{bf16_ptr(px), ldx, N, IN, a.data_as<float>(), IN, true, R, 1.f, p.u->data_as<float>(),
+                               bf16_ptr(px) + IN, ldx, p.scale});
+  } else {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN)
     const OpPart part("u = x A^T, pack s u", Device::CUDA);
     GemmArgs g;
     g.M = N; g.N = R; g.K[0] = IN;
@@ -142,7 +161,12 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     pack_bf16(dy.data(), Elem::F32, OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
   }
   Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);  // g = dy·B
-  {
+  const bool simt = narrow_simt();
+  if (simt) {  // g = dy·B, and s·g into pd when dx is wanted, one pass over pd
+    const OpPart part("g = dy B, pack s g (simt)", Device::CUDA);
+    narrow_rows(NarrowRowsArgs{bf16_ptr(pd), ldd, N, OUT, b.data_as<float>(), R, false, R, 1.f, gt.data_as<float>(),
+                               p.dx ? bf16_ptr(pd) + OUT : nullptr, ldd, p.scale});
+  } else {
     const OpPart part("g = dy B", Device::CUDA);
     GemmArgs g;
     g.M = N; g.N = R; g.K[0] = OUT;
@@ -156,7 +180,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     }
   }
   if (p.dx) {  // dx (N, IN) = [dy | s·g] · [W ; A],  W stored (OUT, IN), A stored (R, IN)
-    {
+    if (!simt) {
       const OpPart part("pack s g", Device::CUDA);
       pack_bf16(gt.data(), Elem::F32, R, p.scale, N, R, bf16_ptr(pd) + OUT, ldd);
     }
@@ -186,6 +210,17 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     g.c = p.dx->data_as<float>(); g.ldc = IN;
     g.beta = p.accumulate_dx ? 1.f : 0.f;  // += : the model sums q, k, v's dx (gate and up's) here
     gemm(g);
+  }
+  if (simt) {  // dA (R, IN) = s·gᵀ·x on f32 x as it lies; dB (OUT, R) = s·dyᵀ·u from pd's dy and f32 u
+    {
+      const OpPart part("dA = s g^T x (simt)", Device::CUDA);
+      narrow_cols(NarrowColsArgs{gt.data_as<float>(), N, R, x.data(), Elem::F32, IN, IN, p.scale, beta,
+                                 p.da->data_as<float>(), false});
+    }
+    const OpPart part("dB = s dy^T u (simt)", Device::CUDA);
+    narrow_cols(NarrowColsArgs{u.data_as<float>(), N, R, pd.data(), Elem::BF16, ldd, OUT, p.scale, beta,
+                               p.db->data_as<float>(), true});
+    return;
   }
   {  // dA (R, IN) = s·gᵀ·x: both operands f32, so TF32 on x as it lies (gemm.h) — a bf16 copy of x
      // made for this one product cost more (1.6 ms a 1B step) than the wider reads

@@ -198,7 +198,19 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     fc.dispose();
   });
 
-  it('a bf16 model on the GPU: loss and gradients near the float64 reference (bf16 products)', async () => {
+  it.each(['gemm', 'simt'])('a bf16 model on the GPU: loss and gradients near the float64 reference (bf16 products; LoRA narrow products: %s)', async (narrow) => {
+    const saved = process.env.INSTILL_CUDA_LORA_NARROW;  // simt: lora_narrow.cu's kernels (read per call)
+    if (narrow === 'simt') process.env.INSTILL_CUDA_LORA_NARROW = 'simt';
+    else delete process.env.INSTILL_CUDA_LORA_NARROW;
+    try {
+      await bf16ModelCase();
+    } finally {
+      if (saved === undefined) delete process.env.INSTILL_CUDA_LORA_NARROW;
+      else process.env.INSTILL_CUDA_LORA_NARROW = saved;
+    }
+  });
+
+  async function bf16ModelCase(): Promise<void> {
     const init: Record<string, Float32Array> = {};
     for (const n of names) init[n] = ref.readArray(n) as Float32Array;
     const lc = gpu.loraConfig!;
@@ -215,7 +227,7 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     console.log(`bf16 model on CUDA: loss rel err ${(Math.abs(out.loss - lossRef) / lossRef).toExponential(2)}, worst grad ‖g − ref‖/‖ref‖ ${worst.toExponential(2)}`);
     expect(worst).toBeLessThan(1e-1);
     m.dispose();
-  });
+  }
 
   it('a model with head dim 64 (tensor-core attention), GQA and packed rows: GPU against CPU', async () => {
     const cfg = { model_type: 'llama', hidden_size: 128, intermediate_size: 200, num_hidden_layers: 2, num_attention_heads: 2,

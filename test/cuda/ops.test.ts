@@ -111,7 +111,32 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     { n: 45, inF: 1028, outF: 200, rank: 5, bias: false },
     { n: 203, inF: 136, outF: 516, rank: 16, bias: true },
     { n: 61, inF: 260, outF: 36, rank: 37, bias: false },
-  ])('loraLinear forward + backward N=$n $inF→$outF r=$rank bias=$bias (w bf16)', ({ n, inF, outF, rank, bias }) => {
+    // K and N long enough that the narrow kernels split them over CTAs (their partial sums added in order)
+    { n: 700, inF: 1100, outF: 2100, rank: 16, bias: false },
+  ].flatMap((c) => [{ ...c, narrow: 'gemm' }, { ...c, narrow: 'simt' }]))(
+    'loraLinear forward + backward N=$n $inF→$outF r=$rank bias=$bias (w bf16, narrow products: $narrow)', ({ n, inF, outF, rank, bias, narrow }) => {
+    // INSTILL_CUDA_LORA_NARROW=simt: u, g, dA, dB on lora_narrow.cu's kernels (read by the engine per call)
+    const saved = process.env.INSTILL_CUDA_LORA_NARROW;
+    if (narrow === 'simt') process.env.INSTILL_CUDA_LORA_NARROW = 'simt';
+    else delete process.env.INSTILL_CUDA_LORA_NARROW;
+    runtime.setOpProfile(true);  // its parts show which kernels ran
+    try {
+      loraCase(n, inF, outF, rank, bias);
+      const parts = runtime.opProfile().map((o) => o.op);
+      for (const part of ['lora_linear_forward/u = x A^T, pack s u', 'lora_linear_backward/g = dy B, pack s g',
+        'lora_linear_backward/dA = s g^T x', 'lora_linear_backward/dB = s dy^T u']) {
+        const simt = `${part} (simt)`;
+        if (narrow === 'simt') expect(parts).toContain(simt);
+        else expect(parts).not.toContain(simt);
+      }
+    } finally {
+      runtime.setOpProfile(false);
+      if (saved === undefined) delete process.env.INSTILL_CUDA_LORA_NARROW;
+      else process.env.INSTILL_CUDA_LORA_NARROW = saved;
+    }
+  });
+
+  function loraCase(n: number, inF: number, outF: number, rank: number, bias: boolean): void {
     const x = pair(randn(r, n * inF), [n, inF]);
     const w = pair(randn(r, outF * inF, 0.1), [outF, inF], 'bf16');
     const a = pair(randn(r, rank * inF, 0.1), [rank, inF]);
@@ -137,7 +162,15 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
       out: { dx: dxAcc }, accumulateInputGrad: true });
     const refDx = refB.dx!.toArray(), magDx = magB.dx!.toArray();
     closeScaled(host(dxAcc), refDx.map((v, i) => v + dx0[i]), magDx.map((v, i) => v + Math.abs(dx0[i])), BF16_TOL, 'dx +=');
-  });
+    // accumulate: dA and dB added into given tensors
+    const da0 = randn(r, rank * inF), db0 = randn(r, outF * rank);
+    const daAcc = Tensor.from(da0, [rank, inF]).to('cuda'), dbAcc = Tensor.from(db0, [outF, rank]).to('cuda');
+    kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale,
+      out: { da: daAcc, db: dbAcc }, accumulate: true, needInputGrad: false });
+    const plus = (ref: Float32Array, add: Float32Array, absAdd: boolean) => ref.map((v, i) => v + (absAdd ? Math.abs(add[i]) : add[i]));
+    closeScaled(host(daAcc), plus(refB.da.toArray() as Float32Array, da0, false), plus(magB.da.toArray() as Float32Array, da0, true), BF16_TOL, 'da +=');
+    closeScaled(host(dbAcc), plus(refB.db.toArray() as Float32Array, db0, false), plus(magB.db.toArray() as Float32Array, db0, true), BF16_TOL, 'db +=');
+  }
 
   it('maskedCrossEntropy: loss and dlogits, ignored rows, logits of magnitude 1e4, all ignored', () => {
     const n = 37, v = 1001;
