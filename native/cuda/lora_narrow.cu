@@ -7,16 +7,16 @@
 // narrow_rows   out (N, R) = alpha · X · F,  X (N, K) bf16, F (K, R) f32
 //               u = x·Aᵀ (F = Aᵀ) and g = dy·B (F = B), with the scaled bf16 copy
 //               (s·u into [x | s·u], s·g into [dy | s·g]) written by the same pass.
-//   CTA: 8 warps × 32 rows; lane = row, warp = a 32-wide k slice of each 256-wide
+//   CTA: 8 warps × 64 rows; lane = rows l and l+32, warp = a 32-wide k slice of each 256-wide
 //   chunk of K. F's chunk (256 × 16 f32) is staged in shared memory and read as a
-//   broadcast (every lane of a warp is at the same k). Each thread keeps 16 sums;
+//   broadcast (every lane of a warp is at the same k). Each thread keeps 2 × 16 sums;
 //   the 8 warps' sums are added in warp order through shared memory. K is split
 //   over gridDim.y when the rows alone give too few CTAs; the splits' partials are
 //   then added in split order by narrow_rows_reduce. Deterministic: no atomics.
 // narrow_cols   out = alpha · Gᵀ·X (+ beta · out),  G (N, R) f32, X (N, C) f32 | bf16
 //               dA = s·gᵀ·x (R, C) and dB = s·dyᵀ·u (written transposed: (C, R)).
-//   CTA: 8 warps × 32 columns; lane = column (coalesced rows of X), warp = an
-//   8-row slice of each 64-row chunk of N; G's chunk (64 × 16) staged as above.
+//   CTA: 8 warps × 64 columns; lane = columns l and l+32 (coalesced rows of X), warp =
+//   a 16-row slice of each 128-row chunk of N; G's chunk (128 × 16) staged as above.
 //   N is split over gridDim.y when the columns give too few CTAs (partials again
 //   added in order by a second kernel).
 // Ranks above 16 take several 16-wide r tiles (gridDim.z), each reading X again.
@@ -35,7 +35,7 @@ constexpr int kWarps = 8, kThreads = 32 * kWarps;
 constexpr int kRT = 16;             // r per tile (accumulators per thread)
 constexpr int kRedStride = 20;      // floats per (warp, lane) row of the reduction buffer: float4-aligned, no bank conflicts
 constexpr int kChunkK = 256;        // narrow_rows: K per staged chunk of F (32 per warp)
-constexpr int kChunkN = 64;         // narrow_cols: N per staged chunk of G (8 per warp)
+constexpr int kChunkN = 128;        // narrow_cols: N per staged chunk of G (16 per warp: 16 rows × 2 columns of loads in flight)
 constexpr int kPer = 2;             // rows (narrow_rows) or columns (narrow_cols) per lane: each staged factor row serves 2
 
 int sm_count() {
