@@ -127,11 +127,11 @@ bench "torch ce" 60 python3 bench/gpu/torch_bench.py ce --out "$RES"
 bench "instill ce" 90 node bench/gpu/instill_bench.mjs ce --out "$RES"
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-# A/B, same machine, same call: LoRA's narrow products (u, g, dA, dB) on lora_narrow.cu's CUDA-core kernels
-# (opt-in until this A/B says they are faster; the GPU tests check them against the CPU either way)
-bench "instill lora (narrow simt)" 60 env INSTILL_CUDA_LORA_NARROW=simt INSTILL_BENCH_VARIANT="narrow simt" \
+# A/B, same machine, same call: INSTILL_CUDA_NEXT=1, the kernels waiting for a GPU run (native/cuda/README.md
+# lists them; opt-in until this A/B says they are faster; the GPU tests check them against the CPU either way)
+bench "instill lora (next kernels)" 60 env INSTILL_CUDA_NEXT=1 INSTILL_BENCH_VARIANT="next kernels" \
   node bench/gpu/instill_bench.mjs lora --out "$RES"
-bench "instill train step (narrow simt)" 150 env INSTILL_CUDA_LORA_NARROW=simt INSTILL_BENCH_VARIANT="narrow simt" \
+bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT=1 INSTILL_BENCH_VARIANT="next kernels" \
   node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 bench "instill ops" 90 node bench/gpu/instill_bench.mjs ops --out "$RES"

@@ -96,6 +96,29 @@ __global__ void __launch_bounds__(kThreads) copy16_kernel(const uint4* __restric
       dst[r * ldd + c] = __ldcs(src + r * lds + c);
 }
 
+// [W | B] for lora_linear's forward in one pass: row o of dst = W's row o (bf16, 16 bytes a thread) then
+// B's row o (f32, rounded). Each thread copies its columns of kWbRows rows, all loads before the stores.
+constexpr int kWbRows = 4;
+__global__ void __launch_bounds__(kThreads) pack_wb_kernel(const uint4* __restrict__ w, int64_t in16, const float* __restrict__ b,
+                                                           int64_t R, int64_t rows, __nv_bfloat16* __restrict__ dst,
+                                                           int64_t ldd) {
+  for (int64_t r0 = static_cast<int64_t>(blockIdx.x) * kWbRows; r0 < rows; r0 += static_cast<int64_t>(gridDim.x) * kWbRows) {
+    for (int64_t c = threadIdx.x; c < in16; c += blockDim.x) {
+      uint4 v[kWbRows];
+#pragma unroll
+      for (int i = 0; i < kWbRows; ++i)
+        if (r0 + i < rows) v[i] = __ldcs(w + (r0 + i) * in16 + c);
+#pragma unroll
+      for (int i = 0; i < kWbRows; ++i)
+        if (r0 + i < rows) reinterpret_cast<uint4*>(dst + (r0 + i) * ldd)[c] = v[i];
+    }
+    for (int64_t i = threadIdx.x; i < kWbRows * R; i += blockDim.x) {
+      const int64_t r = r0 + i / R, j = i % R;
+      if (r < rows) dst[r * ldd + in16 * 8 + j] = __float2bfloat16(b[r * R + j]);
+    }
+  }
+}
+
 template <typename T, typename D>
 void launch(const T* src, int64_t lds, float scale, const int32_t* row_index, int64_t rows, int64_t cols,
             D* dst, int64_t ldd) {
@@ -159,6 +182,19 @@ void pack_bf16(const void* src, Elem e, int64_t lds, float scale, int64_t rows, 
     return;
   }
   gather_to(src, e, lds, scale, nullptr, rows, cols, dst, ldd);
+}
+
+void pack_wb(const void* w, Elem we, int64_t in, const float* b, int64_t R, int64_t out, __nv_bfloat16* dst, int64_t ldd) {
+  if (out <= 0) return;
+  if (we == Elem::BF16 && in % 8 == 0 && ldd % 8 == 0 && aligned(w, 16) && aligned(dst, 16)) {
+    const int64_t blocks = std::min<int64_t>((out + kWbRows - 1) / kWbRows, 65535ll * 16);
+    pack_wb_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream()>>>(static_cast<const uint4*>(w), in / 8, b, R, out,
+                                                                              dst, ldd);
+    check_launch("pack_wb_kernel");
+    return;
+  }
+  pack_bf16(w, we, in, 1.f, out, in, dst, ldd);
+  pack_bf16(b, Elem::F32, R, 1.f, out, R, dst + in, ldd);
 }
 
 void gather_f32(const void* src, Elem e, int64_t lds, float scale, const int32_t* row_index, int64_t rows,

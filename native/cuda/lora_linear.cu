@@ -32,9 +32,10 @@
 // The WMMA fallback (INSTILL_CUBLASLT=off) reads the same buffers: it takes any
 // operand with its own dtype and leading dimension, element by element.
 // The small operands (A, B, u, g in f32) are packed by the GEMM itself.
-// INSTILL_CUDA_LORA_NARROW=simt (opt-in until a GPU run times it): u, g, dA and dB on
-// the CUDA-core kernels of lora_narrow.cu instead of cuBLASLt (which runs them far
-// below memory speed), u and g writing s·u and s·g into px and pd in the same pass.
+// INSTILL_CUDA_NEXT=1 (kernels compiled and reviewed but not yet run on a GPU; opt-in
+// until a GPU run has tested and timed them): u, g, dA and dB on the CUDA-core kernels
+// of lora_narrow.cu instead of cuBLASLt (which runs them far below memory speed), u and
+// g writing s·u and s·g into px and pd in the same pass; [W | B] packed in one pass.
 // (Tried: the packs of x and dy fused with u = x·Aᵀ and g = dy·B in one kernel.
 // In a 1B step it was no faster than the three passes — 47.1 vs 46.6 ms; a first
 // version that read the factor per warp from L2 was 3x slower — so it went.)
@@ -52,12 +53,12 @@ namespace {
 
 __nv_bfloat16* bf16_ptr(const Tensor& t) { return t.data_as<__nv_bfloat16>(); }
 
-// INSTILL_CUDA_LORA_NARROW=simt: the four narrow products (u, g, dA, dB) on the CUDA-core kernels of
-// lora_narrow.cu, which also write s·u and s·g into the packed buffers; else through gemm() (cuBLASLt).
-// Opt-in until a GPU run has timed it (bench/gpu-check.sh A/B). Read on every call, so a test can compare.
-bool narrow_simt() {
-  const char* e = std::getenv("INSTILL_CUDA_LORA_NARROW");
-  return e && std::strcmp(e, "simt") == 0;
+// INSTILL_CUDA_NEXT=1: the kernels waiting for a GPU run (the narrow products of lora_narrow.cu, which
+// also write s·u and s·g into the packed buffers, and the one-pass [W | B] pack); else the verified path
+// (gemm(), two packs). bench/gpu-check.sh A/Bs them. Read on every call, so a test can compare.
+bool next_kernels() {
+  const char* e = std::getenv("INSTILL_CUDA_NEXT");
+  return e && std::strcmp(e, "1") == 0;
 }
 
 
@@ -107,7 +108,8 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
     const OpPart part("pack x", Device::CUDA);
     pack_bf16(x.data(), Elem::F32, IN, 1.f, N, IN, bf16_ptr(px), ldx);
   }
-  if (narrow_simt()) {  // u = x·Aᵀ and s·u into px, one pass over px
+  const bool next = next_kernels();
+  if (next) {  // u = x·Aᵀ and s·u into px, one pass over px
     const OpPart part("u = x A^T, pack s u (simt)", Device::CUDA);
     narrow_rows(NarrowRowsArgs{bf16_ptr(px), ldx, N, IN, a.data_as<float>(), IN, true, R, 1.f, p.u->data_as<float>(),
                                bf16_ptr(px) + IN, ldx, p.scale});
@@ -126,9 +128,14 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
     pack_bf16(p.u->data(), Elem::F32, R, p.scale, N, R, bf16_ptr(px) + IN, ldx);
   }
   {
-    const OpPart part("pack [W | B]", Device::CUDA);
-    pack_bf16(w.data(), elem_of(w), IN, 1.f, OUT, IN, bf16_ptr(wb), ldx);
-    pack_bf16(b.data(), Elem::F32, R, 1.f, OUT, R, bf16_ptr(wb) + IN, ldx);
+    if (next) {
+      const OpPart part("pack [W | B] (one pass)", Device::CUDA);
+      pack_wb(w.data(), elem_of(w), IN, b.data_as<float>(), R, OUT, bf16_ptr(wb), ldx);
+    } else {
+      const OpPart part("pack [W | B]", Device::CUDA);
+      pack_bf16(w.data(), elem_of(w), IN, 1.f, OUT, IN, bf16_ptr(wb), ldx);
+      pack_bf16(b.data(), Elem::F32, R, 1.f, OUT, R, bf16_ptr(wb) + IN, ldx);
+    }
   }
   {  // y (N, OUT) = [x | s·u] · [W | B]ᵀ + bias
     const OpPart part("y = [x | s u] [W | B]^T", Device::CUDA);
@@ -161,7 +168,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     pack_bf16(dy.data(), Elem::F32, OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
   }
   Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);  // g = dy·B
-  const bool simt = narrow_simt();
+  const bool simt = next_kernels();
   if (simt) {  // g = dy·B, and s·g into pd when dx is wanted, one pass over pd
     const OpPart part("g = dy B, pack s g (simt)", Device::CUDA);
     narrow_rows(NarrowRowsArgs{bf16_ptr(pd), ldd, N, OUT, b.data_as<float>(), R, false, R, 1.f, gt.data_as<float>(),

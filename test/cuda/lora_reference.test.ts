@@ -198,15 +198,15 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     fc.dispose();
   });
 
-  it.each(['gemm', 'simt'])('a bf16 model on the GPU: loss and gradients near the float64 reference (bf16 products; LoRA narrow products: %s)', async (narrow) => {
-    const saved = process.env.INSTILL_CUDA_LORA_NARROW;  // simt: lora_narrow.cu's kernels (read per call)
-    if (narrow === 'simt') process.env.INSTILL_CUDA_LORA_NARROW = 'simt';
-    else delete process.env.INSTILL_CUDA_LORA_NARROW;
+  it.each(['verified', 'next'])('a bf16 model on the GPU: loss and gradients near the float64 reference (bf16 products; kernels: %s)', async (path) => {
+    const saved = process.env.INSTILL_CUDA_NEXT;  // next: the kernels waiting for a GPU run (lora_linear.cu; read per call)
+    if (path === 'next') process.env.INSTILL_CUDA_NEXT = '1';
+    else delete process.env.INSTILL_CUDA_NEXT;
     try {
       await bf16ModelCase();
     } finally {
-      if (saved === undefined) delete process.env.INSTILL_CUDA_LORA_NARROW;
-      else process.env.INSTILL_CUDA_LORA_NARROW = saved;
+      if (saved === undefined) delete process.env.INSTILL_CUDA_NEXT;
+      else process.env.INSTILL_CUDA_NEXT = saved;
     }
   });
 

@@ -113,26 +113,26 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     { n: 61, inF: 260, outF: 36, rank: 37, bias: false },
     // K and N long enough that the narrow kernels split them over CTAs (their partial sums added in order)
     { n: 700, inF: 1100, outF: 2100, rank: 16, bias: false },
-  ].flatMap((c) => [{ ...c, narrow: 'gemm' }, { ...c, narrow: 'simt' }]))(
-    'loraLinear forward + backward N=$n $inF→$outF r=$rank bias=$bias (w bf16, narrow products: $narrow)', ({ n, inF, outF, rank, bias, narrow }) => {
-    // INSTILL_CUDA_LORA_NARROW=simt: u, g, dA, dB on lora_narrow.cu's kernels (read by the engine per call)
-    const saved = process.env.INSTILL_CUDA_LORA_NARROW;
-    if (narrow === 'simt') process.env.INSTILL_CUDA_LORA_NARROW = 'simt';
-    else delete process.env.INSTILL_CUDA_LORA_NARROW;
+  ].flatMap((c) => [{ ...c, narrow: 'verified' }, { ...c, narrow: 'next' }]))(
+    'loraLinear forward + backward N=$n $inF→$outF r=$rank bias=$bias (w bf16, kernels: $narrow)', ({ n, inF, outF, rank, bias, narrow }) => {
+    // INSTILL_CUDA_NEXT=1 ('next'): u, g, dA, dB on lora_narrow.cu's kernels, [W | B] in one pass (read per call)
+    const saved = process.env.INSTILL_CUDA_NEXT;
+    if (narrow === 'next') process.env.INSTILL_CUDA_NEXT = '1';
+    else delete process.env.INSTILL_CUDA_NEXT;
     runtime.setOpProfile(true);  // its parts show which kernels ran
     try {
       loraCase(n, inF, outF, rank, bias);
       const parts = runtime.opProfile().map((o) => o.op);
-      for (const part of ['lora_linear_forward/u = x A^T, pack s u', 'lora_linear_backward/g = dy B, pack s g',
-        'lora_linear_backward/dA = s g^T x', 'lora_linear_backward/dB = s dy^T u']) {
-        const simt = `${part} (simt)`;
-        if (narrow === 'simt') expect(parts).toContain(simt);
-        else expect(parts).not.toContain(simt);
+      const next = ['lora_linear_forward/u = x A^T, pack s u (simt)', 'lora_linear_backward/g = dy B, pack s g (simt)',
+        'lora_linear_backward/dA = s g^T x (simt)', 'lora_linear_backward/dB = s dy^T u (simt)', 'lora_linear_forward/pack [W | B] (one pass)'];
+      for (const part of next) {
+        if (narrow === 'next') expect(parts).toContain(part);
+        else expect(parts).not.toContain(part);
       }
     } finally {
       runtime.setOpProfile(false);
-      if (saved === undefined) delete process.env.INSTILL_CUDA_LORA_NARROW;
-      else process.env.INSTILL_CUDA_LORA_NARROW = saved;
+      if (saved === undefined) delete process.env.INSTILL_CUDA_NEXT;
+      else process.env.INSTILL_CUDA_NEXT = saved;
     }
   });
 
