@@ -19,6 +19,7 @@ def narrow_rows(x, ldx, N, K, f, ldf, f_trans, R, alpha, out16=None, ld16=0, sca
     S, cps = splits(row_blocks * rtiles, (K + kChunkK - 1) // kChunkK)
     kps = cps * kChunkK
     part = np.full(S * N * R, np.nan) if S > 1 else None
+    written = np.zeros(len(x), dtype=int)
     for bx in range(row_blocks):
       for by in range(S):
         for bz in range(rtiles):
@@ -40,6 +41,8 @@ def narrow_rows(x, ldx, N, K, f, ldf, f_trans, R, alpha, out16=None, ld16=0, sca
                   n = min(row0 + p * 32 + lane, N - 1)
                   for k in range(k0, k1):
                     acc[warp, lane, p] += x[n * ldx + k] * fs[k - c0]
+                    # the f32-source variant writes X's rounded copy here, from the r tile 0 CTAs, real rows only
+                    if bz == 0 and row0 + p * 32 + lane < N: written[n * ldx + k] += 1
             c0 += kChunkK
           red = {}
           for warp in range(kWarps):
@@ -61,6 +64,8 @@ def narrow_rows(x, ldx, N, K, f, ldf, f_trans, R, alpha, out16=None, ld16=0, sca
         s = sum(part[k * total + i] for k in range(S))
         out[i] = alpha * s
         if out16 is not None: out16[(i // R) * ld16 + i % R] = scale16 * alpha * s
+    cover = written.reshape(N, ldx)
+    assert (cover[:, :K] == 1).all() and (cover[:, K:] == 0).all(), "every X element written once (f32 source)"
     return out, S
 
 def narrow_cols(g, N, R, x, ldx, C, alpha, beta, out, out_cr):

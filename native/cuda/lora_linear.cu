@@ -104,16 +104,16 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   const int64_t ldx = round_up(IN + R, 8);
   Tensor px = Tensor::empty({N, ldx}, DType::BF16, Device::CUDA);  // [x | s·u]
   Tensor wb = Tensor::empty({OUT, ldx}, DType::BF16, Device::CUDA);  // [W | B]
-  {
-    const OpPart part("pack x", Device::CUDA);
-    pack_bf16(x.data(), Elem::F32, IN, 1.f, N, IN, bf16_ptr(px), ldx);
-  }
   const bool next = next_kernels();
-  if (next) {  // u = x·Aᵀ and s·u into px, one pass over px
-    const OpPart part("u = x A^T, pack s u (simt)", Device::CUDA);
+  if (next) {  // x packed into px, u = x·Aᵀ, and s·u into px: one pass over the f32 x
+    const OpPart part("pack x, u = x A^T, pack s u (simt)", Device::CUDA);
     narrow_rows(NarrowRowsArgs{bf16_ptr(px), ldx, N, IN, a.data_as<float>(), IN, true, R, 1.f, p.u->data_as<float>(),
-                               bf16_ptr(px) + IN, ldx, p.scale});
+                               bf16_ptr(px) + IN, ldx, p.scale, x.data_as<float>(), IN});
   } else {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN)
+    {
+      const OpPart part("pack x", Device::CUDA);
+      pack_bf16(x.data(), Elem::F32, IN, 1.f, N, IN, bf16_ptr(px), ldx);
+    }
     const OpPart part("u = x A^T, pack s u", Device::CUDA);
     GemmArgs g;
     g.M = N; g.N = R; g.K[0] = IN;
@@ -163,17 +163,17 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   if (elem_of(w) == Elem::F32) return lora_linear_backward_f32(p);
   const int64_t ldd = round_up(OUT + R, 8);
   Tensor pd = Tensor::empty({N, ldd}, DType::BF16, Device::CUDA);  // [dy | s·g]
-  {
-    const OpPart part("pack dy", Device::CUDA);
-    pack_bf16(dy.data(), Elem::F32, OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
-  }
   Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);  // g = dy·B
   const bool simt = next_kernels();
-  if (simt) {  // g = dy·B, and s·g into pd when dx is wanted, one pass over pd
-    const OpPart part("g = dy B, pack s g (simt)", Device::CUDA);
+  if (simt) {  // dy packed into pd, g = dy·B, and s·g into pd when dx is wanted: one pass over the f32 dy
+    const OpPart part("pack dy, g = dy B, pack s g (simt)", Device::CUDA);
     narrow_rows(NarrowRowsArgs{bf16_ptr(pd), ldd, N, OUT, b.data_as<float>(), R, false, R, 1.f, gt.data_as<float>(),
-                               p.dx ? bf16_ptr(pd) + OUT : nullptr, ldd, p.scale});
+                               p.dx ? bf16_ptr(pd) + OUT : nullptr, ldd, p.scale, dy.data_as<float>(), OUT});
   } else {
+    {
+      const OpPart part("pack dy", Device::CUDA);
+      pack_bf16(dy.data(), Elem::F32, OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
+    }
     const OpPart part("g = dy B", Device::CUDA);
     GemmArgs g;
     g.M = N; g.N = R; g.K[0] = OUT;

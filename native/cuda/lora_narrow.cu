@@ -6,7 +6,8 @@
 //
 // narrow_rows   out (N, R) = alpha · X · F,  X (N, K) bf16, F (K, R) f32
 //               u = x·Aᵀ (F = Aᵀ) and g = dy·B (F = B), with the scaled bf16 copy
-//               (s·u into [x | s·u], s·g into [dy | s·g]) written by the same pass.
+//               (s·u into [x | s·u], s·g into [dy | s·g]) written by the same pass;
+//               given the f32 activation (x32), the pass is also its pack into bf16.
 //   CTA: 8 warps × 64 rows; lane = rows l and l+32, warp = a 32-wide k slice of each 256-wide
 //   chunk of K. F's chunk (256 × 16 f32) is staged in shared memory and read as a
 //   broadcast (every lane of a warp is at the same k). Each thread keeps 2 × 16 sums;
@@ -108,21 +109,33 @@ __device__ __forceinline__ float warps_sum(const float* red, int pos, int j) {
 // Shared memory of narrow_rows_kernel: F's chunk while the chunks run, then the warps' sums.
 constexpr int kRowsSmem = std::max(kChunkK * kRT, kWarps * 32 * kPer * kRedStride);
 
-__global__ void __launch_bounds__(kThreads) narrow_rows_kernel(const __nv_bfloat16* __restrict__ x, int64_t ldx, int64_t N,
+// kF32: X is read from x32 (f32, row stride ld32; vec32: rows 16-byte aligned) and rounded to bf16 as it
+// is read; the rounded X is written into x (by the r tile 0 CTAs) and is what the sums use, so this pass is
+// also the pack of X (one read of the f32 activation instead of a pack and a second read).
+template <bool kF32>
+__global__ void __launch_bounds__(kThreads, 2) narrow_rows_kernel(__nv_bfloat16* __restrict__ x, int64_t ldx, int64_t N,
                                                                int64_t K, int64_t k_per_split, const float* __restrict__ f,
                                                                int64_t ldf, bool f_trans, int64_t R, float alpha,
                                                                float* __restrict__ out, float* __restrict__ part,
                                                                __nv_bfloat16* __restrict__ out16, int64_t ld16,
-                                                               float scale16) {
+                                                               float scale16, const float* __restrict__ x32, int64_t ld32,
+                                                               bool vec32) {
   __shared__ __align__(16) float smem[kRowsSmem];
   float* fs = smem;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * 32 * kPer;
   const int64_t r0 = static_cast<int64_t>(blockIdx.z) * kRT;
   const int64_t kbeg = static_cast<int64_t>(blockIdx.y) * k_per_split, kend = min(K, kbeg + k_per_split);
-  const __nv_bfloat16* xrow[kPer];  // rows past N compute on row N-1 and are never written
+  __nv_bfloat16* xrow[kPer];  // rows past N compute on row N-1 and are never written
+  const float* srow[kPer];     // kF32: the f32 source rows
+  bool store[kPer];            // kF32: this thread writes its rounded row p
 #pragma unroll
-  for (int p = 0; p < kPer; ++p) xrow[p] = x + min(row0 + p * 32 + lane, N - 1) * ldx;
+  for (int p = 0; p < kPer; ++p) {
+    const int64_t n = min(row0 + p * 32 + lane, N - 1);
+    xrow[p] = x + n * ldx;
+    srow[p] = kF32 ? x32 + n * ld32 : nullptr;
+    store[p] = kF32 && blockIdx.z == 0 && row0 + p * 32 + lane < N;
+  }
   float acc[kPer][kRT];
 #pragma unroll
   for (int p = 0; p < kPer; ++p)
@@ -141,7 +154,47 @@ __global__ void __launch_bounds__(kThreads) narrow_rows_kernel(const __nv_bfloat
     }
     __syncthreads();
     const int64_t k0 = c0 + warp * 32, k1 = min(kend, k0 + 32);
-    if (k1 - k0 == 32) {  // 4 × kPer 16-byte loads in flight, then 32 × 16 × kPer FMAs
+    if (kF32 && vec32 && k1 - k0 == 32) {  // two halves of 16 k: 4 × kPer float4 loads in flight, round, store, FMAs
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t kh = k0 + 16 * h;
+        float4 v[kPer][4];
+#pragma unroll
+        for (int p = 0; p < kPer; ++p)
+#pragma unroll
+          for (int q = 0; q < 4; ++q) v[p][q] = __ldcs(reinterpret_cast<const float4*>(srow[p] + kh) + q);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          float xf[kPer][4];
+#pragma unroll
+          for (int p = 0; p < kPer; ++p) {
+            const __nv_bfloat162 lo = __floats2bfloat162_rn(v[p][q].x, v[p][q].y);
+            const __nv_bfloat162 hi = __floats2bfloat162_rn(v[p][q].z, v[p][q].w);
+            if (store[p]) {
+              uint2 raw;
+              raw.x = *reinterpret_cast<const uint32_t*>(&lo);
+              raw.y = *reinterpret_cast<const uint32_t*>(&hi);
+              reinterpret_cast<uint2*>(xrow[p] + kh)[q] = raw;
+            }
+            const float2 a = __bfloat1622float2(lo), b = __bfloat1622float2(hi);
+            xf[p][0] = a.x; xf[p][1] = a.y; xf[p][2] = b.x; xf[p][3] = b.y;
+          }
+#pragma unroll
+          for (int e = 0; e < 4; ++e) fma_rows(acc, xf, e, fs + (kh - c0 + 4 * q + e) * kRT);
+        }
+      }
+    } else if (kF32) {
+      for (int64_t k = k0; k < k1; ++k) {
+        float xf[kPer][1];
+#pragma unroll
+        for (int p = 0; p < kPer; ++p) {
+          const __nv_bfloat16 b = __float2bfloat16(srow[p][k]);
+          if (store[p]) xrow[p][k] = b;
+          xf[p][0] = __bfloat162float(b);
+        }
+        fma_rows(acc, xf, 0, fs + (k - c0) * kRT);
+      }
+    } else if (k1 - k0 == 32) {  // 4 × kPer 16-byte loads in flight, then 32 × 16 × kPer FMAs
       uint4 v[kPer][4];
 #pragma unroll
       for (int p = 0; p < kPer; ++p)
@@ -296,16 +349,22 @@ void narrow_rows(const NarrowRowsArgs& a) {
   if (a.N <= 0 || a.R <= 0) return;
   if (!aligned(a.x, 16) || a.ldx % 8 != 0 || (a.out16 && a.ld16 < a.R))
     fail(ErrorCode::Internal, "narrow_rows: X rows must start 16-byte aligned");
+  const bool vec32 = a.x32 && aligned(a.x32, 16) && a.ld32 % 4 == 0;
   const int64_t rtiles = (a.R + kRT - 1) / kRT, row_blocks = (a.N + 32 * kPer - 1) / (32 * kPer);
   int64_t chunks_per_split = 1;
   const int64_t S = splits(row_blocks * rtiles, (a.K + kChunkK - 1) / kChunkK, chunks_per_split);
   if (row_blocks > 2147483647 || rtiles > 65535) fail(ErrorCode::Unsupported, "narrow_rows: too many rows or ranks");
   Tensor part = S > 1 ? Tensor::empty({S * a.N * a.R}, DType::F32, Device::CUDA) : Tensor();
   const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(S), static_cast<unsigned>(rtiles));
-  narrow_rows_kernel<<<grid, kThreads, 0, stream()>>>(a.x, a.ldx, a.N, a.K, chunks_per_split * kChunkK, a.f, a.ldf,
-                                                       a.f_trans, a.R, a.alpha, a.out,
-                                                       S > 1 ? part.data_as<float>() : nullptr, a.out16, a.ld16,
-                                                       a.scale16);
+  float* pp = S > 1 ? part.data_as<float>() : nullptr;
+  const int64_t kps = chunks_per_split * kChunkK;
+  if (a.x32) {
+    narrow_rows_kernel<true><<<grid, kThreads, 0, stream()>>>(a.x, a.ldx, a.N, a.K, kps, a.f, a.ldf, a.f_trans, a.R, a.alpha,
+                                                              a.out, pp, a.out16, a.ld16, a.scale16, a.x32, a.ld32, vec32);
+  } else {
+    narrow_rows_kernel<false><<<grid, kThreads, 0, stream()>>>(a.x, a.ldx, a.N, a.K, kps, a.f, a.ldf, a.f_trans, a.R, a.alpha,
+                                                               a.out, pp, a.out16, a.ld16, a.scale16, nullptr, 0, false);
+  }
   check_launch("narrow_rows_kernel");
   if (S == 1) return;
   narrow_rows_reduce<<<grid_1d(a.N * a.R, 256), 256, 0, stream()>>>(part.data_as<float>(), S, a.N, a.R, a.alpha, a.out,

@@ -12,9 +12,11 @@ namespace cuda {
 
 // out (N, R) f32 = alpha · X · F, X (N, K) bf16 with row stride ldx (rows 16-byte aligned: x aligned,
 // ldx % 8 == 0), F(k, r) = f_trans ? f[r·ldf + k] : f[k·ldf + r] (f32). With out16, also
-// out16[n·ld16 + r] = bf16(scale16 · out[n][r]) (the scaled copy a later product reads).
+// out16[n·ld16 + r] = bf16(scale16 · out[n][r]) (the scaled copy a later product reads). With x32, X is
+// read from there (f32, row stride ld32) and rounded to bf16, and the rounded X is written into x: the
+// pass is also X's pack.
 struct NarrowRowsArgs {
-  const __nv_bfloat16* x;
+  __nv_bfloat16* x;
   int64_t ldx, N, K;
   const float* f;
   int64_t ldf;
@@ -25,6 +27,8 @@ struct NarrowRowsArgs {
   __nv_bfloat16* out16;  // or null
   int64_t ld16;
   float scale16;
+  const float* x32 = nullptr;  // or the f32 source of X
+  int64_t ld32 = 0;
 };
 void narrow_rows(const NarrowRowsArgs& a);
 

@@ -123,7 +123,7 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     try {
       loraCase(n, inF, outF, rank, bias);
       const parts = runtime.opProfile().map((o) => o.op);
-      const next = ['lora_linear_forward/u = x A^T, pack s u (simt)', 'lora_linear_backward/g = dy B, pack s g (simt)',
+      const next = ['lora_linear_forward/pack x, u = x A^T, pack s u (simt)', 'lora_linear_backward/pack dy, g = dy B, pack s g (simt)',
         'lora_linear_backward/dA = s g^T x (simt)', 'lora_linear_backward/dB = s dy^T u (simt)', 'lora_linear_forward/pack [W | B] (one pass)'];
       for (const part of next) {
         if (narrow === 'next') expect(parts).toContain(part);
