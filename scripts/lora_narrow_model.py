@@ -1,5 +1,5 @@
 # A Python model of native/cuda/lora_narrow.cu's index math (its CTAs, warps, lanes, staged chunks, splits
-# and the fixed-order sums, in float64), checked against numpy on awkward shapes. It runs without a GPU:
+# and the fixed-order sums of the splits, in float64), checked against numpy on awkward shapes. It runs without a GPU:
 # `python3 scripts/lora_narrow_model.py` (a few minutes). Its constants and loops mirror the .cu file's:
 # change them together. It checks the index math only, not the device code itself (test/cuda does that).
 import numpy as np

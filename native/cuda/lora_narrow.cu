@@ -12,14 +12,15 @@
 //   chunk of K. F's chunk (256 × 16 f32) is staged in shared memory and read as a
 //   broadcast (every lane of a warp is at the same k). Each thread keeps 2 × 16 sums;
 //   the 8 warps' sums are added in warp order through shared memory. K is split
-//   over gridDim.y when the rows alone give too few CTAs; the splits' partials are
-//   then added in split order by narrow_rows_reduce. Deterministic: no atomics.
+//   over gridDim.y when the rows alone give too few CTAs; the last CTA of a tile to
+//   finish then adds the splits' partials in split order (last_split). Deterministic:
+//   the only atomic counts CTAs, no sum depends on arrival order.
 // narrow_cols   out = alpha · Gᵀ·X (+ beta · out),  G (N, R) f32, X (N, C) f32 | bf16
 //               dA = s·gᵀ·x (R, C) and dB = s·dyᵀ·u (written transposed: (C, R)).
 //   CTA: 8 warps × 64 columns; lane = columns l and l+32 (coalesced rows of X), warp =
 //   a 16-row slice of each 128-row chunk of N; G's chunk (128 × 16) staged as above.
 //   N is split over gridDim.y when the columns give too few CTAs (partials again
-//   added in order by a second kernel).
+//   added in split order by the tile's last CTA).
 // Ranks above 16 take several 16-wide r tiles (gridDim.z), each reading X again.
 // Precision: bf16 X as stored (the buffers lora_linear already rounded), F and G
 // in f32, f32 sums: closer to f32 than the bf16 × bf16 products they replace.
@@ -104,6 +105,24 @@ __device__ __forceinline__ float warps_sum(const float* red, int pos, int j) {
   return s;
 }
 
+// Split reductions: each of the gridDim.y CTAs of a tile writes its partial sums, then counts itself in
+// the tile's counter; the one that comes last adds all the partials in split order (so the result does
+// not depend on which came last) and resets the counter for the next launch. The counters (tile_counters)
+// start at zero and are left at zero. The fences make each CTA's partials visible before it is counted,
+// and the last CTA reads them through L2 (__ldcg).
+__device__ __forceinline__ bool last_split(int* counter) {
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(counter, 1) == static_cast<int>(gridDim.y) - 1;
+    if (last) *counter = 0;
+  }
+  __syncthreads();
+  if (last) __threadfence();
+  return last;
+}
+
 // ---- narrow_rows ----
 
 // Shared memory of narrow_rows_kernel: F's chunk while the chunks run, then the warps' sums.
@@ -119,7 +138,7 @@ __global__ void __launch_bounds__(kThreads, 2) narrow_rows_kernel(__nv_bfloat16*
                                                                float* __restrict__ out, float* __restrict__ part,
                                                                __nv_bfloat16* __restrict__ out16, int64_t ld16,
                                                                float scale16, const float* __restrict__ x32, int64_t ld32,
-                                                               bool vec32) {
+                                                               bool vec32, int* __restrict__ counters) {
   __shared__ __align__(16) float smem[kRowsSmem];
   float* fs = smem;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -233,18 +252,14 @@ __global__ void __launch_bounds__(kThreads, 2) narrow_rows_kernel(__nv_bfloat16*
       if (out16) out16[n * ld16 + r] = __float2bfloat16(scale16 * alpha * s);
     }
   }
-}
-
-__global__ void narrow_rows_reduce(const float* __restrict__ part, int64_t S, int64_t N, int64_t R, float alpha,
-                                   float* __restrict__ out, __nv_bfloat16* __restrict__ out16, int64_t ld16,
-                                   float scale16) {
-  const int64_t total = N * R;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  if (!part || !last_split(counters + blockIdx.z * gridDim.x + blockIdx.x)) return;
+  for (int o = threadIdx.x; o < 32 * kPer * kRT; o += kThreads) {  // the last split's CTA: the sums, in split order
+    const int64_t n = row0 + o / kRT, r = r0 + o % kRT;
+    if (n >= N || r >= R) continue;
     float s = 0.f;
-    for (int64_t k = 0; k < S; ++k) s += part[k * total + i];
-    out[i] = alpha * s;
-    if (out16) out16[(i / R) * ld16 + i % R] = __float2bfloat16(scale16 * alpha * s);
+    for (unsigned k = 0; k < gridDim.y; ++k) s += __ldcg(part + (static_cast<int64_t>(k) * N + n) * R + r);
+    out[n * R + r] = alpha * s;
+    if (out16) out16[n * ld16 + r] = __float2bfloat16(scale16 * alpha * s);
   }
 }
 
@@ -256,7 +271,8 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads) narrow_cols_kernel(const float* __restrict__ g, int64_t N, int64_t R,
                                                                int64_t n_per_split, const T* __restrict__ x, int64_t ldx,
                                                                int64_t C, float alpha, float beta, float* __restrict__ out,
-                                                               bool out_cr, float* __restrict__ part) {
+                                                               bool out_cr, float* __restrict__ part,
+                                                               int* __restrict__ counters) {
   __shared__ __align__(16) float smem[kColsSmem];
   float* gs = smem;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -321,18 +337,15 @@ __global__ void __launch_bounds__(kThreads) narrow_cols_kernel(const float* __re
       *dst = alpha * s + (beta != 0.f ? beta * *dst : 0.f);
     }
   }
-}
-
-__global__ void narrow_cols_reduce(const float* __restrict__ part, int64_t S, int64_t R, int64_t C, float alpha,
-                                   float beta, float* __restrict__ out, bool out_cr) {
-  const int64_t total = R * C;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    // i walks the output's own layout, so its writes are coalesced
-    const int64_t r = out_cr ? i % R : i / C, cn = out_cr ? i / R : i % C;
+  if (!part || !last_split(counters + blockIdx.z * gridDim.x + blockIdx.x)) return;
+  for (int o = threadIdx.x; o < kCols * kRT; o += kThreads) {  // the last split's CTA: the sums, in split order
+    const int col = out_cr ? o / kRT : o % kCols, j = out_cr ? o % kRT : o / kCols;
+    const int64_t cn = col0 + col, r = r0 + j;
+    if (cn >= C || r >= R) continue;
     float s = 0.f;
-    for (int64_t k = 0; k < S; ++k) s += part[(k * R + r) * C + cn];
-    out[i] = alpha * s + (beta != 0.f ? beta * out[i] : 0.f);
+    for (unsigned k = 0; k < gridDim.y; ++k) s += __ldcg(part + (static_cast<int64_t>(k) * R + r) * C + cn);
+    float* dst = out + (out_cr ? cn * R + r : r * C + cn);
+    *dst = alpha * s + (beta != 0.f ? beta * *dst : 0.f);
   }
 }
 
@@ -343,6 +356,19 @@ struct Bf16 {
 };
 static_assert(sizeof(Bf16) == sizeof(__nv_bfloat16), "Bf16 wraps one bf16");
 
+// One zeroed int per tile (CTA column of a split launch), for last_split; allocated once and held for the
+// process's life (like cuBLASLt's workspace). Launches with more tiles than this do not split.
+constexpr int64_t kMaxTiles = int64_t{1} << 16;
+int* tile_counters() {
+  static int* p = [] {
+    int* q = nullptr;
+    INSTILL_CUDA_CHECK(cudaMalloc(&q, kMaxTiles * sizeof(int)));
+    INSTILL_CUDA_CHECK(cudaMemsetAsync(q, 0, kMaxTiles * sizeof(int), stream()));
+    return q;
+  }();
+  return p;
+}
+
 }  // namespace
 
 void narrow_rows(const NarrowRowsArgs& a) {
@@ -351,52 +377,51 @@ void narrow_rows(const NarrowRowsArgs& a) {
     fail(ErrorCode::Internal, "narrow_rows: X rows must start 16-byte aligned");
   const bool vec32 = a.x32 && aligned(a.x32, 16) && a.ld32 % 4 == 0;
   const int64_t rtiles = (a.R + kRT - 1) / kRT, row_blocks = (a.N + 32 * kPer - 1) / (32 * kPer);
-  int64_t chunks_per_split = 1;
-  const int64_t S = splits(row_blocks * rtiles, (a.K + kChunkK - 1) / kChunkK, chunks_per_split);
+  int64_t chunks_per_split = (a.K + kChunkK - 1) / kChunkK;
+  const int64_t S = row_blocks * rtiles > kMaxTiles ? 1
+                                                     : splits(row_blocks * rtiles, (a.K + kChunkK - 1) / kChunkK, chunks_per_split);
   if (row_blocks > 2147483647 || rtiles > 65535) fail(ErrorCode::Unsupported, "narrow_rows: too many rows or ranks");
   Tensor part = S > 1 ? Tensor::empty({S * a.N * a.R}, DType::F32, Device::CUDA) : Tensor();
   const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(S), static_cast<unsigned>(rtiles));
   float* pp = S > 1 ? part.data_as<float>() : nullptr;
+  int* counters = S > 1 ? tile_counters() : nullptr;
   const int64_t kps = chunks_per_split * kChunkK;
   if (a.x32) {
     narrow_rows_kernel<true><<<grid, kThreads, 0, stream()>>>(a.x, a.ldx, a.N, a.K, kps, a.f, a.ldf, a.f_trans, a.R, a.alpha,
-                                                              a.out, pp, a.out16, a.ld16, a.scale16, a.x32, a.ld32, vec32);
+                                                              a.out, pp, a.out16, a.ld16, a.scale16, a.x32, a.ld32, vec32,
+                                                              counters);
   } else {
     narrow_rows_kernel<false><<<grid, kThreads, 0, stream()>>>(a.x, a.ldx, a.N, a.K, kps, a.f, a.ldf, a.f_trans, a.R, a.alpha,
-                                                               a.out, pp, a.out16, a.ld16, a.scale16, nullptr, 0, false);
+                                                               a.out, pp, a.out16, a.ld16, a.scale16, nullptr, 0, false,
+                                                               counters);
   }
   check_launch("narrow_rows_kernel");
-  if (S == 1) return;
-  narrow_rows_reduce<<<grid_1d(a.N * a.R, 256), 256, 0, stream()>>>(part.data_as<float>(), S, a.N, a.R, a.alpha, a.out,
-                                                                     a.out16, a.ld16, a.scale16);
-  check_launch("narrow_rows_reduce");
 }
 
 void narrow_cols(const NarrowColsArgs& a) {
   if (a.C <= 0 || a.R <= 0) return;
   const int64_t rtiles = (a.R + kRT - 1) / kRT, col_blocks = (a.C + 32 * kPer - 1) / (32 * kPer);
-  int64_t chunks_per_split = 1;
-  const int64_t S = splits(col_blocks * rtiles, (a.N + kChunkN - 1) / kChunkN, chunks_per_split);
+  int64_t chunks_per_split = (a.N + kChunkN - 1) / kChunkN;
+  const int64_t S = col_blocks * rtiles > kMaxTiles ? 1
+                                                     : splits(col_blocks * rtiles, (a.N + kChunkN - 1) / kChunkN, chunks_per_split);
   if (col_blocks > 2147483647 || rtiles > 65535) fail(ErrorCode::Unsupported, "narrow_cols: too many columns or ranks");
   Tensor part = S > 1 ? Tensor::empty({S * a.R * a.C}, DType::F32, Device::CUDA) : Tensor();
   float* p = S > 1 ? part.data_as<float>() : nullptr;
+  int* counters = S > 1 ? tile_counters() : nullptr;
   const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(S), static_cast<unsigned>(rtiles));
   const int64_t n_per_split = chunks_per_split * kChunkN;
   if (a.xe == Elem::BF16) {
     narrow_cols_kernel<Bf16><<<grid, kThreads, 0, stream()>>>(a.g, a.N, a.R, n_per_split,
                                                               static_cast<const Bf16*>(a.x), a.ldx, a.C, a.alpha,
-                                                              a.beta, a.out, a.out_cr, p);
+                                                              a.beta, a.out, a.out_cr, p, counters);
   } else if (a.xe == Elem::F32) {
     narrow_cols_kernel<float><<<grid, kThreads, 0, stream()>>>(a.g, a.N, a.R, n_per_split,
                                                                static_cast<const float*>(a.x), a.ldx, a.C, a.alpha,
-                                                               a.beta, a.out, a.out_cr, p);
+                                                               a.beta, a.out, a.out_cr, p, counters);
   } else {
     fail(ErrorCode::Internal, "narrow_cols: X must be f32 or bf16");
   }
   check_launch("narrow_cols_kernel");
-  if (S == 1) return;
-  narrow_cols_reduce<<<grid_1d(a.R * a.C, 256), 256, 0, stream()>>>(p, S, a.R, a.C, a.alpha, a.beta, a.out, a.out_cr);
-  check_launch("narrow_cols_reduce");
 }
 
 }  // namespace cuda
