@@ -164,8 +164,8 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   const int64_t ldd = round_up(OUT + R, 8);
   Tensor pd = Tensor::empty({N, ldd}, DType::BF16, Device::CUDA);  // [dy | s·g]
   Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);  // g = dy·B
-  const bool simt = next_kernels();
-  if (simt) {  // dy packed into pd, g = dy·B, and s·g into pd when dx is wanted: one pass over the f32 dy
+  const bool next = next_kernels();
+  if (next) {  // dy packed into pd, g = dy·B, and s·g into pd when dx is wanted: one pass over the f32 dy
     const OpPart part("pack dy, g = dy B, pack s g (simt)", Device::CUDA);
     narrow_rows(NarrowRowsArgs{bf16_ptr(pd), ldd, N, OUT, b.data_as<float>(), R, false, R, 1.f, gt.data_as<float>(),
                                p.dx ? bf16_ptr(pd) + OUT : nullptr, ldd, p.scale, dy.data_as<float>(), OUT});
@@ -187,7 +187,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     }
   }
   if (p.dx) {  // dx (N, IN) = [dy | s·g] · [W ; A],  W stored (OUT, IN), A stored (R, IN)
-    if (!simt) {
+    if (!next) {
       const OpPart part("pack s g", Device::CUDA);
       pack_bf16(gt.data(), Elem::F32, R, p.scale, N, R, bf16_ptr(pd) + OUT, ldd);
     }
@@ -218,7 +218,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     g.beta = p.accumulate_dx ? 1.f : 0.f;  // += : the model sums q, k, v's dx (gate and up's) here
     gemm(g);
   }
-  if (simt) {  // dA (R, IN) = s·gᵀ·x on f32 x as it lies; dB (OUT, R) = s·dyᵀ·u from pd's dy and f32 u
+  if (next) {  // dA (R, IN) = s·gᵀ·x on f32 x as it lies; dB (OUT, R) = s·dyᵀ·u from pd's dy and f32 u
     {
       const OpPart part("dA = s g^T x (simt)", Device::CUDA);
       narrow_cols(NarrowColsArgs{gt.data_as<float>(), N, R, x.data(), Elem::F32, IN, IN, p.scale, beta,
