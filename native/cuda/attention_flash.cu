@@ -140,6 +140,20 @@ __device__ __forceinline__ int lds_b_nmajor(int lane) { return ((lane & 7) + ((l
 template <int S>
 __device__ __forceinline__ int lds_b_kmajor(int lane) { return ((lane & 7) + (((lane >> 3) & 1) << 3)) * S + (lane >> 4) * 8; }
 
+// acc (D/8 n-tiles) += a · (the 16 × D k-slice at `tile` of a k-major bf16 tile, rows = k, stride S),
+// the B fragments through ldmatrix.trans: the second product of every kernel (O += P·V, dQ += dS·K,
+// dV += Pᵀ·dO, dK += dSᵀ·Q).
+template <int D, int S>
+__device__ __forceinline__ void mma_kslice_kmajor(float (*acc)[4], const AFrag& a, const bf16* tile, int lane) {
+#pragma unroll
+  for (int dn = 0; dn < D / 16; ++dn) {
+    uint32_t b[4];
+    ldsm_x4_trans(smem_addr(tile + dn * 16 + lds_b_kmajor<S>(lane)), b);
+    mma_bf16(acc[2 * dn], a.r, b[0], b[1]);
+    mma_bf16(acc[2 * dn + 1], a.r, b[2], b[3]);
+  }
+}
+
 // Rows [r0, r0 + R) of head `head` of a (N, heads, D) f32 tensor into a bf16 tile of
 // R rows of stride D + 8; rows >= N become zeros. r0 >= 0.
 template <int D, int R>
@@ -344,14 +358,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
     // O += P·V: P's C fragments are the A fragments (keys 16kk .. 16kk + 15 as k).
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
-      const AFrag a = a_from_c(s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-      for (int dn = 0; dn < D / 16; ++dn) {
-        uint32_t b[4];
-        ldsm_x4_trans(smem_addr(Vs + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
-        mma_bf16(o[2 * dn], a.r, b[0], b[1]);
-        mma_bf16(o[2 * dn + 1], a.r, b[2], b[3]);
-      }
+      mma_kslice_kmajor<D, S>(o, a_from_c(s[2 * kk], s[2 * kk + 1]), Vs + kk * 16 * S, lane);
     }
   }
   if (!warp_live) return;
@@ -468,14 +475,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
     // dQ += dS·K: dS as A (keys as k), K k-major (rows = keys) through ldmatrix.trans.
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
-      const AFrag a = a_from_c(s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-      for (int dn = 0; dn < D / 16; ++dn) {
-        uint32_t b[4];
-        ldsm_x4_trans(smem_addr(Ks + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
-        mma_bf16(acc[2 * dn], a.r, b[0], b[1]);
-        mma_bf16(acc[2 * dn + 1], a.r, b[2], b[3]);
-      }
+      mma_kslice_kmajor<D, S>(acc, a_from_c(s[2 * kk], s[2 * kk + 1]), Ks + kk * 16 * S, lane);
     }
   }
   if (!warp_live) return;
@@ -631,18 +631,8 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p,
       // dV += Pᵀ·dO and dK += dSᵀ·Q: queries as k; dO and Q k-major through .trans.
 #pragma unroll
       for (int kk = 0; kk < BQ / 16; ++kk) {
-        const AFrag pa = a_from_c(s[2 * kk], s[2 * kk + 1]);
-        const AFrag da = a_from_c(dp[2 * kk], dp[2 * kk + 1]);
-#pragma unroll
-        for (int dn = 0; dn < D / 16; ++dn) {
-          uint32_t b[4];
-          ldsm_x4_trans(smem_addr(Os + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
-          mma_bf16(dv[2 * dn], pa.r, b[0], b[1]);
-          mma_bf16(dv[2 * dn + 1], pa.r, b[2], b[3]);
-          ldsm_x4_trans(smem_addr(Qs + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
-          mma_bf16(dk[2 * dn], da.r, b[0], b[1]);
-          mma_bf16(dk[2 * dn + 1], da.r, b[2], b[3]);
-        }
+        mma_kslice_kmajor<D, S>(dv, a_from_c(s[2 * kk], s[2 * kk + 1]), Os + kk * 16 * S, lane);
+        mma_kslice_kmajor<D, S>(dk, a_from_c(dp[2 * kk], dp[2 * kk + 1]), Qs + kk * 16 * S, lane);
       }
     }
   }
@@ -754,10 +744,10 @@ bool attention_flash_supported(const AttnParams& p) {
   return true;
 }
 
-bool attention_flash_dkv_split(const AttnParams& p, int sm_count) {
+bool attention_flash_dkv_split(const AttnParams& p) {
   if (p.KVH <= 0 || p.H == p.KVH) return false;
   const int64_t ctas = (p.N + kRows - 1) / kRows * p.KVH;
-  return ctas < 4 * static_cast<int64_t>(sm_count);
+  return ctas < 4 * static_cast<int64_t>(sm_count());
 }
 
 void attention_flash_forward(const AttnParams& p, cudaStream_t s, bool pipelined) {

@@ -32,6 +32,18 @@ constexpr int kTile = 32;
 constexpr int kMaxD = 128;
 constexpr int kPerLane = kMaxD / 32;
 
+// acc[t] += Σ_jj w_jj · tile[jj][lane + 32t]: each lane's weight w (for its key or query jj = lane) broadcast
+// to the warp, against the kTile rows of a tile padded to D + 1 (O += P·V, dQ += dS·K).
+__device__ __forceinline__ void add_weighted_rows(float (&acc)[kPerLane], float w, const float* tile, int64_t D,
+                                                  int lane) {
+  for (int jj = 0; jj < kTile; ++jj) {
+    const float wb = __shfl_sync(0xffffffffu, w, jj);
+    const float* row = tile + jj * (D + 1);
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t)
+      if (lane + 32 * t < D) acc[t] += wb * row[lane + 32 * t];
+  }
+}
 
 // Loads rows [ts, ts+32) of a (N, KVH, D) tensor's head g into smem (rows padded to D+1); zeros past `last`.
 __device__ __forceinline__ void load_tile(float* dst, const float* src, int64_t ts, int64_t last, int64_t heads,
@@ -105,13 +117,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_query_kernel(const Attn
         l = l * corr + warp_sum(pj);
 #pragma unroll
         for (int t = 0; t < kPerLane; ++t) acc[t] *= corr;
-        for (int jj = 0; jj < kTile; ++jj) {
-          const float pb = __shfl_sync(0xffffffffu, pj, jj);
-          const float* vr = Vs + jj * (D + 1);
-#pragma unroll
-          for (int t = 0; t < kPerLane; ++t)
-            if (lane + 32 * t < D) acc[t] += pb * vr[lane + 32 * t];
-        }
+        add_weighted_rows(acc, pj, Vs, D, lane);
         m = m_new;
       } else {
         float dp = 0.f;
@@ -119,14 +125,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_query_kernel(const Attn
         const float* orow = Os + warp * D;
         for (int64_t d = 0; d < D; ++d) dp += orow[d] * vr[d];
         const float pj = vis ? expf(s - lse_i) : 0.f;
-        const float ds = pj * (dp - delta_i);
-        for (int jj = 0; jj < kTile; ++jj) {
-          const float db = __shfl_sync(0xffffffffu, ds, jj);
-          const float* kr2 = Ks + jj * (D + 1);
-#pragma unroll
-          for (int t = 0; t < kPerLane; ++t)
-            if (lane + 32 * t < D) acc[t] += db * kr2[lane + 32 * t];
-        }
+        add_weighted_rows(acc, pj * (dp - delta_i), Ks, D, lane);  // dS = P∘(dP − Δ)
       }
     }
     __syncthreads();
