@@ -87,13 +87,6 @@ Tensor bf16_copy(const float* src, int64_t rows, int64_t D) {
   return t;
 }
 
-int sm_count() {
-  int dev = 0, sms = 0;
-  INSTILL_CUDA_CHECK(cudaGetDevice(&dev));
-  INSTILL_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  return sms;
-}
-
 void need_heads(int64_t H, int64_t KVH) {
   if (H > 65535) fail(ErrorCode::Unsupported, "attention on CUDA: more than 65535 heads");
   if (KVH <= 0 || H % KVH != 0) fail(ErrorCode::Shape, "attention: H = ", H, " is not a multiple of KVH = ", KVH);
@@ -146,7 +139,7 @@ void attention_backward(const AttentionBackwardArgs& p) {
   const Path path = path_choice(true);
   if (path == Path::Simple || !attention_flash_supported(a)) return attention_simple_backward(a, stream());
   Tensor dk_part, dv_part;  // per-query-head partials when the dK/dV kernel splits groups
-  if (attention_flash_dkv_split(a, sm_count())) {
+  if (attention_flash_dkv_split(a)) {
     dk_part = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
     dv_part = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
     a.dk_part = dk_part.data_as<float>();

@@ -72,8 +72,8 @@ void attention_simple_backward(const AttnParams& p, cudaStream_t s);  // after a
 // Whether the tensor-core path takes this problem (head dim, pointer alignment).
 bool attention_flash_supported(const AttnParams& p);
 // Whether the flash dK/dV kernel should split the query heads of a group over CTAs
-// (more parallelism for short rows; needs dk_part / dv_part), given the SM count.
-bool attention_flash_dkv_split(const AttnParams& p, int sm_count);
+// (more parallelism for short rows; needs dk_part / dv_part): fewer CTAs than 4 per SM without.
+bool attention_flash_dkv_split(const AttnParams& p);
 // pipelined: the kernels stream K/V (forward, dQ) and Q/dO/lse/Δ (dK/dV) tiles from the bf16 copies in
 // p (q16 …) with cp.async into double buffers, the next tile loading while the current one computes;
 // otherwise they load f32 tiles synchronously. Same arithmetic, same results bit for bit.

@@ -47,6 +47,8 @@ cudaStream_t stream();
 void check_launch(const char* kernel);
 // Waits for the stream; errors become instill::Error.
 void sync(const char* what);
+// The device's multiprocessors (queried once): how kernels size their grids.
+int sm_count();
 
 // Copies an i32 tensor (CPU or CUDA) to the host.
 std::vector<int32_t> to_host_i32(const Tensor& t);

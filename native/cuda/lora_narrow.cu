@@ -40,16 +40,6 @@ constexpr int kChunkK = 256;        // narrow_rows: K per staged chunk of F (32 
 constexpr int kChunkN = 128;        // narrow_cols: N per staged chunk of G (16 per warp: 16 rows × 2 columns of loads in flight)
 constexpr int kPer = 2;             // rows (narrow_rows) or columns (narrow_cols) per lane: each staged factor row serves 2
 
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, sms = 0;
-    INSTILL_CUDA_CHECK(cudaGetDevice(&dev));
-    INSTILL_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    return sms;
-  }();
-  return n;
-}
-
 // Splits of the reduced dimension (in chunks): enough CTAs for about two waves, each split at least one chunk.
 int64_t splits(int64_t ctas, int64_t chunks, int64_t& chunks_per_split) {
   const int64_t want = std::max<int64_t>(1, (2 * sm_count() + ctas - 1) / ctas);
@@ -377,9 +367,9 @@ void narrow_rows(const NarrowRowsArgs& a) {
     fail(ErrorCode::Internal, "narrow_rows: X rows must start 16-byte aligned");
   const bool vec32 = a.x32 && aligned(a.x32, 16) && a.ld32 % 4 == 0;
   const int64_t rtiles = (a.R + kRT - 1) / kRT, row_blocks = (a.N + 32 * kPer - 1) / (32 * kPer);
-  int64_t chunks_per_split = (a.K + kChunkK - 1) / kChunkK;
-  const int64_t S = row_blocks * rtiles > kMaxTiles ? 1
-                                                     : splits(row_blocks * rtiles, (a.K + kChunkK - 1) / kChunkK, chunks_per_split);
+  const int64_t chunks = (a.K + kChunkK - 1) / kChunkK;
+  int64_t chunks_per_split = chunks;  // one split unless splits() says more
+  const int64_t S = row_blocks * rtiles > kMaxTiles ? 1 : splits(row_blocks * rtiles, chunks, chunks_per_split);
   if (row_blocks > 2147483647 || rtiles > 65535) fail(ErrorCode::Unsupported, "narrow_rows: too many rows or ranks");
   Tensor part = S > 1 ? Tensor::empty({S * a.N * a.R}, DType::F32, Device::CUDA) : Tensor();
   const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(S), static_cast<unsigned>(rtiles));
@@ -401,9 +391,9 @@ void narrow_rows(const NarrowRowsArgs& a) {
 void narrow_cols(const NarrowColsArgs& a) {
   if (a.C <= 0 || a.R <= 0) return;
   const int64_t rtiles = (a.R + kRT - 1) / kRT, col_blocks = (a.C + 32 * kPer - 1) / (32 * kPer);
-  int64_t chunks_per_split = (a.N + kChunkN - 1) / kChunkN;
-  const int64_t S = col_blocks * rtiles > kMaxTiles ? 1
-                                                     : splits(col_blocks * rtiles, (a.N + kChunkN - 1) / kChunkN, chunks_per_split);
+  const int64_t chunks = (a.N + kChunkN - 1) / kChunkN;
+  int64_t chunks_per_split = chunks;  // one split unless splits() says more
+  const int64_t S = col_blocks * rtiles > kMaxTiles ? 1 : splits(col_blocks * rtiles, chunks, chunks_per_split);
   if (col_blocks > 2147483647 || rtiles > 65535) fail(ErrorCode::Unsupported, "narrow_cols: too many columns or ranks");
   Tensor part = S > 1 ? Tensor::empty({S * a.R * a.C}, DType::F32, Device::CUDA) : Tensor();
   float* p = S > 1 ? part.data_as<float>() : nullptr;

@@ -231,6 +231,16 @@ void check_launch(const char* kernel) {
   if (err != cudaSuccess) throw_cuda_error(err, kernel, "launch", 0);
 }
 
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, sms = 0;
+    INSTILL_CUDA_CHECK(cudaGetDevice(&dev));
+    INSTILL_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    return sms;
+  }();
+  return n;
+}
+
 void sync(const char* what) {
   cudaError_t err = cudaStreamSynchronize(stream());
   if (err != cudaSuccess) throw_cuda_error(err, what, "cudaStreamSynchronize", 0);
