@@ -13,6 +13,7 @@ import { SafetensorsFile } from '../../src/model/safetensors.js';
 import { native } from '../../src/native.js';
 import { fixturePath, haveFixture } from '../helpers/fixtures.js';
 import { relError, tokenRows } from '../helpers/compare.js';
+import { withEnv } from '../helpers/env.js';
 import { clipGradNorm, ReferenceAdamW } from '../train/helpers/reference_optimizer.js';
 
 const REF = 'stories260K/lora_reference.safetensors';
@@ -199,15 +200,8 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
   });
 
   it.each(['verified', 'next'])('a bf16 model on the GPU: loss and gradients near the float64 reference (bf16 products; kernels: %s)', async (path) => {
-    const saved = process.env.INSTILL_CUDA_NEXT;  // next: the kernels waiting for a GPU run (lora_linear.cu; read per call)
-    if (path === 'next') process.env.INSTILL_CUDA_NEXT = '1';
-    else delete process.env.INSTILL_CUDA_NEXT;
-    try {
-      await bf16ModelCase();
-    } finally {
-      if (saved === undefined) delete process.env.INSTILL_CUDA_NEXT;
-      else process.env.INSTILL_CUDA_NEXT = saved;
-    }
+    // next: the kernels waiting for a GPU run (lora_linear.cu; read per call)
+    await withEnv('INSTILL_CUDA_NEXT', path === 'next' ? '1' : undefined, bf16ModelCase);
   });
 
   async function bf16ModelCase(): Promise<void> {

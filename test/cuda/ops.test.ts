@@ -16,6 +16,7 @@ import { handleOf } from '../../src/tensor.js';
 import { randn, rng, seed } from '../../bench/kernels/reference.js';
 import { poisonAndRestoreIsa } from '../helpers/kernels.js';
 import { relErr } from '../helpers/compare.js';
+import { withEnv } from '../helpers/env.js';
 
 const hasCuda = runtime.info().devices.includes('cuda');
 if (!hasCuda) console.warn(`skipping test/cuda: ${native().deviceUnavailableReason('cuda')}`);
@@ -51,6 +52,11 @@ function closeScaled(got: ArrayLike<number>, ref: ArrayLike<number>, mag: ArrayL
   }
   const e = m === 0 ? d : d / m;
   expect(e, `${what}: error ${e} of the terms' magnitude (seed ${seed})`).toBeLessThan(tol);
+}
+
+/** closeScaled for an output added into a tensor that held `init`: ref + init, at the magnitude mag + |init|. */
+function closeAccumulated(got: ArrayLike<number>, ref: ArrayLike<number>, mag: ArrayLike<number>, init: Float32Array, what: string): void {
+  closeScaled(got, Array.from(ref, (v, i) => v + init[i]), Array.from(mag, (v, i) => v + Math.abs(init[i])), BF16_TOL, what);
 }
 
 const abs = (t: Tensor): Tensor => Tensor.from((t.toArray() as Float32Array).map(Math.abs), t.shape, { dtype: t.dtype as 'f32' | 'bf16' });
@@ -116,12 +122,9 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
   ].flatMap((c) => [{ ...c, narrow: 'verified' }, { ...c, narrow: 'next' }]))(
     'loraLinear forward + backward N=$n $inF→$outF r=$rank bias=$bias (w bf16, kernels: $narrow)', ({ n, inF, outF, rank, bias, narrow }) => {
     // INSTILL_CUDA_NEXT=1 ('next'): u, g, dA, dB on lora_narrow.cu's kernels, [W | B] in one pass (read per call)
-    const saved = process.env.INSTILL_CUDA_NEXT;
-    if (narrow === 'next') process.env.INSTILL_CUDA_NEXT = '1';
-    else delete process.env.INSTILL_CUDA_NEXT;
     runtime.setOpProfile(true);  // its parts show which kernels ran
     try {
-      loraCase(n, inF, outF, rank, bias);
+      withEnv('INSTILL_CUDA_NEXT', narrow === 'next' ? '1' : undefined, () => loraCase(n, inF, outF, rank, bias));
       const parts = runtime.opProfile().map((o) => o.op);
       const next = ['lora_linear_forward/pack x, u = x A^T, pack s u (simt)', 'lora_linear_backward/pack dy, g = dy B, pack s g (simt)',
         'lora_linear_backward/dA = s g^T x (simt)', 'lora_linear_backward/dB = s dy^T u (simt)', 'lora_linear_forward/pack [W | B] (one pass)'];
@@ -131,8 +134,6 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
       }
     } finally {
       runtime.setOpProfile(false);
-      if (saved === undefined) delete process.env.INSTILL_CUDA_NEXT;
-      else process.env.INSTILL_CUDA_NEXT = saved;
     }
   });
 
@@ -160,16 +161,14 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     const dxAcc = Tensor.from(dx0, [n, inF]).to('cuda');
     kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale,
       out: { dx: dxAcc }, accumulateInputGrad: true });
-    const refDx = refB.dx!.toArray(), magDx = magB.dx!.toArray();
-    closeScaled(host(dxAcc), refDx.map((v, i) => v + dx0[i]), magDx.map((v, i) => v + Math.abs(dx0[i])), BF16_TOL, 'dx +=');
+    closeAccumulated(host(dxAcc), refB.dx!.toArray(), magB.dx!.toArray(), dx0, 'dx +=');
     // accumulate: dA and dB added into given tensors
     const da0 = randn(r, rank * inF), db0 = randn(r, outF * rank);
     const daAcc = Tensor.from(da0, [rank, inF]).to('cuda'), dbAcc = Tensor.from(db0, [outF, rank]).to('cuda');
     kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale,
       out: { da: daAcc, db: dbAcc }, accumulate: true, needInputGrad: false });
-    const plus = (ref: Float32Array, add: Float32Array, absAdd: boolean) => ref.map((v, i) => v + (absAdd ? Math.abs(add[i]) : add[i]));
-    closeScaled(host(daAcc), plus(refB.da.toArray() as Float32Array, da0, false), plus(magB.da.toArray() as Float32Array, da0, true), BF16_TOL, 'da +=');
-    closeScaled(host(dbAcc), plus(refB.db.toArray() as Float32Array, db0, false), plus(magB.db.toArray() as Float32Array, db0, true), BF16_TOL, 'db +=');
+    closeAccumulated(host(daAcc), refB.da.toArray(), magB.da.toArray(), da0, 'da +=');
+    closeAccumulated(host(dbAcc), refB.db.toArray(), magB.db.toArray(), db0, 'db +=');
   }
 
   it('maskedCrossEntropy: loss and dlogits, ignored rows, logits of magnitude 1e4, all ignored', () => {
@@ -320,19 +319,11 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
   ])('flash attention, synchronous / pipelined (cp.async tiles) / default (mixed): the same bits, $segs H=$h KVH=$kvh D=$d window=$window', ({ segs, h, kvh, d, window, cpu }) => {
     const A = native();
     const { q, k, v, dout, cu, scale } = attentionInputs(segs, h, kvh, d);
-    const saved = process.env.INSTILL_CUDA_ATTENTION;  // read by the engine on every attention call
-    const run = (mode: string | undefined) => {
-      if (mode === undefined) delete process.env.INSTILL_CUDA_ATTENTION;
-      else process.env.INSTILL_CUDA_ATTENTION = mode;
-      try {
-        const f = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.cpu), scale, window);
-        const b = A.opAttentionBackward(handleOf(dout.gpu), handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), f.out, f.lse, handleOf(cu.cpu), scale, window);
-        return { out: host(f.out), lse: host(f.lse), dq: host(b.dq), dk: host(b.dk), dv: host(b.dv) };
-      } finally {
-        if (saved === undefined) delete process.env.INSTILL_CUDA_ATTENTION;
-        else process.env.INSTILL_CUDA_ATTENTION = saved;
-      }
-    };
+    const run = (mode: string | undefined) => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {  // read on every call
+      const f = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.cpu), scale, window);
+      const b = A.opAttentionBackward(handleOf(dout.gpu), handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), f.out, f.lse, handleOf(cu.cpu), scale, window);
+      return { out: host(f.out), lse: host(f.lse), dq: host(b.dq), dk: host(b.dk), dv: host(b.dv) };
+    });
     // Each path's op-profile parts show which kernels ran (the pipelined ones make bf16 copies).
     const profiled = (mode: string | undefined) => {
       runtime.setOpProfile(true);
