@@ -34,7 +34,7 @@ prompts would be; LoRA on all seven projections.
   --layers L      keep only the first L layers
   --batch B       rows (default 8)     --seq T    tokens per row (default 512)
   --rank R        LoRA rank (default 16)
-  --dtype D       f32 | bf16 frozen weights (default f32)
+  --dtype D       f32 | bf16 frozen weights (default bf16 with --device cuda, else f32)
   --device D      cpu | cuda (default cpu); on a GPU, --torch runs the same step there
   --steps N       timed steps after one warm-up (default 3)
   --torch         also run the same step in PyTorch eager (bench/train/torch_step.py)
@@ -149,10 +149,10 @@ export async function run(argv: string[]): Promise<number> {
     if (values.threads !== undefined) runtime.setThreads(Number(values.threads));
     if (values.isa !== undefined) runtime.setIsa(values.isa);
     if (!values.config) throw new InstillError(ErrorCode.ARG, 'bench train needs --config FILE (a Hugging Face config.json)');
-    const dtype = values.dtype ?? 'f32';
-    if (dtype !== 'f32' && dtype !== 'bf16') throw new InstillError(ErrorCode.ARG, `Expected f32 or bf16 for --dtype but received '${dtype}'`);
     const device = values.device ?? 'cpu';
     if (device !== 'cpu' && device !== 'cuda') throw new InstillError(ErrorCode.ARG, `Expected cpu or cuda for --device but received '${device}'`);
+    const dtype = values.dtype ?? (device === 'cuda' ? 'bf16' : 'f32');  // as instill train
+    if (dtype !== 'f32' && dtype !== 'bf16') throw new InstillError(ErrorCode.ARG, `Expected f32 or bf16 for --dtype but received '${dtype}'`);
     if (!runtime.info().devices.includes(device)) {
       throw new InstillError(ErrorCode.DEVICE, `device '${device}' is not available: ${native().deviceUnavailableReason(device)}`);
     }

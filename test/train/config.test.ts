@@ -27,6 +27,15 @@ describe('train config', () => {
     expect(resolveTrainConfig({ model: 'm', data: ['d'], output: 'o', 'lora-r': 4 }, {}).loraAlpha).toBe(8);
     expect(resolveTrainConfig({}, { model: 'm', data: ['d'], output: 'o', 'target-modules': ['q_proj,k_proj'] }).targetModules).toEqual(['q_proj', 'k_proj']);
   });
+  it('frozen weights default to bf16 for LoRA on a GPU, f32 on the CPU and for full fine-tuning; --dtype wins', () => {
+    const base = { model: 'm', data: ['d'], output: 'o' };
+    expect(resolveTrainConfig(base, {}).dtype).toBe('f32');
+    expect(resolveTrainConfig(base, { device: 'cuda' }).dtype).toBe('bf16');
+    expect(resolveTrainConfig({ ...base, device: 'cuda' }, {}).dtype).toBe('bf16');
+    expect(resolveTrainConfig(base, { device: 'cuda', full: true }).dtype).toBe('f32');
+    expect(resolveTrainConfig(base, { device: 'cuda', dtype: 'f32' }).dtype).toBe('f32');
+    expect(resolveTrainConfig(base, { device: 'cpu', dtype: 'bf16' }).dtype).toBe('bf16');
+  });
   it('errors name the key and what it takes', () => {
     expect(() => settingsFromYaml('lora_rank: 8', 'c.yaml')).toThrow(/c.yaml: unknown setting 'lora_rank'/);
     expect(() => settingsFromYaml('lr: fast', 'c.yaml')).toThrow(/Expected a number >= 0 for 'lr' in c.yaml but received 'fast'/);
