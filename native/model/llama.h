@@ -186,8 +186,9 @@ class LlamaModel {
   CrossEntropyResult run(const ModelInputs& in, double normalizer, bool accumulate, uint32_t step_seed, bool backward);
   // cache_start >= 0: attend through the KV cache (decode) instead of over cu_seqlens.
   void layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_out, const ModelInputs& in, int64_t cache_start = -1);
+  // recompute: xn1, xn2 and h are shared with other layers (make_acts), so compute them again first.
   void layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dres, const ModelInputs& in, bool accumulate,
-                      LlamaScratch& s);
+                      bool recompute, LlamaScratch& s);
   void linear_forward(const Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed);
   void linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx, bool accumulate_dx,
                        bool accumulate_grads, Tensor& tmp, uint32_t seed);
