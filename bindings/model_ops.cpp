@@ -179,7 +179,7 @@ Napi::Value op_swiglu(const Napi::CallbackInfo& info) {
     need_args(info, 2, "opSwiglu");
     const Tensor* g = unwrap_tensor(env, info[0], "gate");
     const Tensor* u = unwrap_tensor(env, info[1], "up");
-    Tensor out = like(*g);
+    Tensor out = Tensor::empty(g->shape(), g->dtype(), g->device());  // gate's dtype (f32 or bf16)
     swiglu_forward(SwigluForwardArgs{g, u, &out});
     return wrap_tensor(env, out);
   });
@@ -193,7 +193,7 @@ Napi::Value op_swiglu_backward(const Napi::CallbackInfo& info) {
     const Tensor* d = unwrap_tensor(env, info[0], "dout");
     const Tensor* g = unwrap_tensor(env, info[1], "gate");
     const Tensor* u = unwrap_tensor(env, info[2], "up");
-    Tensor dg = like(*g), du = like(*g);
+    Tensor dg = Tensor::empty(g->shape(), g->dtype(), g->device()), du = Tensor::empty(g->shape(), g->dtype(), g->device());
     swiglu_backward(SwigluBackwardArgs{d, g, u, &dg, &du});
     Napi::Object o = Napi::Object::New(env);
     o.Set("dgate", wrap_tensor(env, dg));

@@ -4,6 +4,9 @@
 // followed by u's, against W's columns followed by B's, with s applied while u
 // is packed; bias is added in the same output tile. Backward is four: g = dy·B,
 // dx = [dy | s·g]·[W ; A] as one GEMM, dA = s·gᵀ·x, dB = s·dyᵀ·u.
+// bf16 activations: x and dy go to the GEMM as they are (it reads bf16 operands); y and dx are
+// computed in f32 and rounded once (cpu/activations.h).
+#include "cpu/activations.h"
 #include "cpu/gemm.h"
 #include "cpu/ops.h"
 #include "runtime/op_profile.h"
@@ -28,7 +31,9 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
       {op(x, false), op(w, true), in, 1.0f},
       {op(*p.u, false), op(b, true), r, p.scale},
   };
-  gemm(n, out, terms, 2, 0.0f, p.y->data_as<float>(), out, p.bias ? p.bias->data_as<float>() : nullptr);
+  Tensor y = f32_out(*p.y, false);
+  gemm(n, out, terms, 2, 0.0f, y.data_as<float>(), out, p.bias ? p.bias->data_as<float>() : nullptr);
+  store_f32(y, *p.y);
 }
 
 void lora_linear_backward(const LoraLinearBackwardArgs& p) {
@@ -45,7 +50,9 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
         {op(dy, false), op(w, false), out, 1.0f},
         {op(g, false), op(a, false), r, p.scale},
     };
-    gemm(n, in, terms, 2, p.accumulate_dx ? 1.0f : 0.0f, p.dx->data_as<float>(), in);
+    Tensor dx = f32_out(*p.dx, p.accumulate_dx);
+    gemm(n, in, terms, 2, p.accumulate_dx ? 1.0f : 0.0f, dx.data_as<float>(), in);
+    store_f32(dx, *p.dx);
   }
   const float beta = p.accumulate ? 1.0f : 0.0f;
   {

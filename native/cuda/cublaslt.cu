@@ -27,7 +27,8 @@
 // compute (CUBLAS_COMPUTE_32F). A product whose operands are ALL f32 (gemm.h's
 // all_f32: an f32 model) is instead f32 × f32 → f32 on the TF32 tensor cores
 // (CUBLAS_COMPUTE_32F_FAST_TF32), its packs f32: precision follows the stored
-// dtypes, as on the CPU. Bias goes through the BIAS epilogue (a separate
+// dtypes, as on the CPU. A bf16 C (gemm.h's c16; beta 0, no bias, bf16 operands)
+// is a bf16 D layout: the f32 accumulators rounded once. Bias goes through the BIAS epilogue (a separate
 // pass when no algorithm offers it). With beta = 0 cuBLASLt does not read C
 // (the GPU tests NaN-poison outputs; they passed on an H200).
 // Descriptors, layouts and the heuristic's algorithm are cached per product key
@@ -279,7 +280,7 @@ int log2_of(uint32_t v) {
 // work, so one plan serves every later call of the same key.
 struct PlanKey {
   int64_t m, n, k, lda, ldb, ldc;
-  uint32_t flags;  // bit 0/1: A/B k_contig, 2: alpha != 1, 3: beta != 0, 4: bias, 5: TF32; bytes 1..3: log2 alignment A, B, C
+  uint32_t flags;  // bit 0/1: A/B k_contig, 2: alpha != 1, 3: beta != 0, 4: bias, 5: TF32, 6: bf16 C; bytes 1..3: log2 alignment A, B, C
   bool operator==(const PlanKey& o) const {
     return m == o.m && n == o.n && k == o.k && lda == o.lda && ldb == o.ldb && ldc == o.ldc && flags == o.flags;
   }
@@ -362,7 +363,8 @@ Plan make_plan(Api& a, const GemmArgs& g, const Side& A, const Side& B, const ui
   const cudaDataType_t in_type = A.f32 ? CUDA_R_32F : CUDA_R_16BF;
   ok = ok && a.layout_create(&p.la, in_type, a_rows, a_cols, B.ld) == 0;
   ok = ok && a.layout_create(&p.lb, in_type, b_rows, b_cols, A.ld) == 0;
-  ok = ok && a.layout_create(&p.lc, CUDA_R_32F, static_cast<uint64_t>(g.N), static_cast<uint64_t>(g.M), g.ldc) == 0;
+  ok = ok && a.layout_create(&p.lc, g.c16 ? CUDA_R_16BF : CUDA_R_32F, static_cast<uint64_t>(g.N), static_cast<uint64_t>(g.M),
+                             g.ldc) == 0;
   Pref pref = nullptr;
   ok = ok && a.pref_create(&pref) == 0;
   const uint64_t ws = kWorkspaceBytes;
@@ -394,9 +396,9 @@ Plan make_plan(Api& a, const GemmArgs& g, const Side& A, const Side& B, const ui
 void tune(Api& a, Plan& plan, const GemmArgs& g, const void* pa, const void* pb) {
   std::vector<Algo> cands;
   cands.swap(plan.candidates);
-  Tensor scratch = Tensor::empty({(g.M - 1) * g.ldc + g.N}, DType::F32, Device::CUDA);
+  Tensor scratch = Tensor::empty({(g.M - 1) * g.ldc + g.N}, g.c16 ? DType::BF16 : DType::F32, Device::CUDA);
   fill_bytes(scratch.data(), Device::CUDA, 0, scratch.nbytes());
-  float* c = scratch.data_as<float>();
+  void* c = scratch.data();
   const float alpha = g.alpha, beta = g.beta;
   cudaEvent_t ev[2];
   INSTILL_CUDA_CHECK(cudaEventCreate(&ev[0]));
@@ -448,15 +450,20 @@ __global__ void add_bias_kernel(float* c, int64_t ldc, const float* bias, int64_
 bool gemm_cublaslt(const GemmArgs& g) {
   const int64_t K = g.K[0] + g.K[1];
   if (K == 0) return false;
+  // bf16 C only without bias and beta (gemm() sends the rest through f32 scratch): its D, C and bias types need
+  // not be worked out here.
+  if (g.c16 && (g.bias || g.beta != 0.f)) return false;
+  void* const c = g.c16 ? static_cast<void*>(g.c16) : static_cast<void*>(g.c);
   Api& a = api();
   if (!a.ok) return false;
   Side A{}, B{};
   if (!plan_side(g, false, A) || !plan_side(g, true, B)) return false;
+  if (g.c16 && A.f32) return false;  // TF32 products write f32 D only (the f32 scratch path does the rest)
   // Packed copies are fresh allocations (256-byte aligned); operands passed as they are may be views.
-  const uint32_t align[3] = {A.pack ? 256u : alignment_of(A.p), B.pack ? 256u : alignment_of(B.p), alignment_of(g.c)};
+  const uint32_t align[3] = {A.pack ? 256u : alignment_of(A.p), B.pack ? 256u : alignment_of(B.p), alignment_of(c)};
   PlanKey key{g.M, g.N, K, A.ld, B.ld, g.ldc,
               (A.k_contig ? 1u : 0u) | (B.k_contig ? 2u : 0u) | (g.alpha != 1.f ? 4u : 0u) | (g.beta != 0.f ? 8u : 0u) |
-                  (g.bias ? 16u : 0u) | (A.f32 ? 32u : 0u) | static_cast<uint32_t>(log2_of(align[0])) << 8 |
+                  (g.bias ? 16u : 0u) | (A.f32 ? 32u : 0u) | (g.c16 ? 64u : 0u) | static_cast<uint32_t>(log2_of(align[0])) << 8 |
                   static_cast<uint32_t>(log2_of(align[1])) << 16 | static_cast<uint32_t>(log2_of(align[2])) << 24};
 
   PlanCache& cache = plan_cache();
@@ -483,7 +490,7 @@ bool gemm_cublaslt(const GemmArgs& g) {
   }
   if (!plan.candidates.empty()) tune(a, plan, g, A.p, B.p);
   const float alpha = g.alpha, beta = g.beta;
-  if (a.matmul(a.handle, plan.desc, &alpha, B.p, plan.la, A.p, plan.lb, &beta, g.c, plan.lc, g.c, plan.lc, &plan.algo,
+  if (a.matmul(a.handle, plan.desc, &alpha, B.p, plan.la, A.p, plan.lb, &beta, c, plan.lc, c, plan.lc, &plan.algo,
                a.workspace, kWorkspaceBytes, stream()) != 0) {
     return false;  // WMMA runs it (the packed copies are simply dropped)
   }

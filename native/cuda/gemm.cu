@@ -191,6 +191,20 @@ void gemm(const GemmArgs& g) {
   if (grid_y > 65535 || grid_x > 0x7fffffffll) {
     fail(ErrorCode::Unsupported, "CUDA gemm: ", g.M, " rows is more than this kernel's grid covers (", 65535ll * BM, ")");
   }
+  if (g.c16) {
+    if (g.c) fail(ErrorCode::Internal, "gemm: both an f32 and a bf16 C");
+    if (g.beta == 0.f && !g.bias && gemm_cublaslt(g)) return;  // bf16 D straight from the tensor cores
+    // Otherwise the f32 result in scratch (the kernels below, beta and bias work on f32), rounded into C once.
+    Tensor scratch = Tensor::empty({g.M, g.N}, DType::F32, Device::CUDA);
+    if (g.beta != 0.f) pack_f32(g.c16, Elem::BF16, g.ldc, 1.f, g.M, g.N, scratch.data_as<float>(), g.N);
+    GemmArgs f = g;
+    f.c16 = nullptr;
+    f.c = scratch.data_as<float>();
+    f.ldc = g.N;
+    gemm(f);
+    pack_bf16(scratch.data(), Elem::F32, g.N, 1.f, g.M, g.N, g.c16, g.ldc);
+    return;
+  }
   if (gemm_cublaslt(g)) return;
   KernelArgs k{g.M, g.N, g.K[0], g.K[1], g.a[0], g.a[1], g.b[0], g.b[1], g.alpha, g.beta, g.bias, g.c, g.ldc};
   if (k.K1 == 0) {

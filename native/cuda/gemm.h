@@ -19,6 +19,8 @@
 //   f32): TF32 tensor cores through cuBLASLt (10-bit mantissa, ~8x less rounding
 //   error than bf16), else an f32 CUDA-core kernel. all_f32() says which.
 // beta = 0 never reads C (it may hold NaN poison). bias (N) f32 or null.
+// C is f32, or bf16 (c16 instead of c: the f32 result rounded once; cuBLASLt writes it directly
+// when beta = 0 and there is no bias, else the product goes through an f32 scratch).
 #pragma once
 
 #include <cstdint>
@@ -44,6 +46,7 @@ struct GemmArgs {
   float alpha = 1.f, beta = 0.f;
   const float* bias = nullptr;  // (N) or null
   float* c = nullptr;           // (M, N) with row stride ldc
+  __nv_bfloat16* c16 = nullptr;  // or this bf16 C (c null)
   int64_t ldc = 0;
 };
 

@@ -32,6 +32,9 @@
 // The WMMA fallback (INSTILL_CUBLASLT=off) reads the same buffers: it takes any
 // operand with its own dtype and leading dimension, element by element.
 // The small operands (A, B, u, g in f32) are packed by the GEMM itself.
+// bf16 activations (ops/lora_linear.h; the model's MLP on a GPU): a bf16 x or dy is copied into
+// its packed buffer as it is (pack_bf16 reads bf16), a bf16 y or dx is the product's D in bf16
+// (gemm.h's c16; dx += goes through f32 scratch there).
 // INSTILL_CUDA_NEXT=1 (kernels compiled and reviewed but not yet run on a GPU; opt-in
 // until a GPU run has tested and timed them): u, g, dA and dB on the CUDA-core kernels
 // of lora_narrow.cu instead of cuBLASLt (which runs them far below memory speed), u and
@@ -52,6 +55,13 @@ namespace cuda {
 namespace {
 
 __nv_bfloat16* bf16_ptr(const Tensor& t) { return t.data_as<__nv_bfloat16>(); }
+
+// The product's C: an f32 or a bf16 output tensor.
+void set_c(GemmArgs& g, Tensor& t, int64_t ldc) {
+  if (t.dtype() == DType::BF16) g.c16 = bf16_ptr(t);
+  else g.c = t.data_as<float>();
+  g.ldc = ldc;
+}
 
 // INSTILL_CUDA_NEXT=1: the kernels waiting for a GPU run (the narrow products of lora_narrow.cu, which
 // also write s·u and s·g into the packed buffers, and the one-pass [W | B] pack); else the verified path
@@ -104,7 +114,7 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   const int64_t ldx = round_up(IN + R, 8);
   Tensor px = Tensor::empty({N, ldx}, DType::BF16, Device::CUDA);  // [x | s·u]
   Tensor wb = Tensor::empty({OUT, ldx}, DType::BF16, Device::CUDA);  // [W | B]
-  const bool next = next_kernels();
+  const bool next = next_kernels() && x.dtype() == DType::F32;  // lora_narrow.cu reads an f32 x
   if (next) {  // x packed into px, u = x·Aᵀ, and s·u into px: one pass over the f32 x
     const OpPart part("pack x, u = x A^T, pack s u (simt)", Device::CUDA);
     narrow_rows(NarrowRowsArgs{bf16_ptr(px), ldx, N, IN, a.data_as<float>(), IN, true, R, 1.f, p.u->data_as<float>(),
@@ -112,7 +122,7 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   } else {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN)
     {
       const OpPart part("pack x", Device::CUDA);
-      pack_bf16(x.data(), Elem::F32, IN, 1.f, N, IN, bf16_ptr(px), ldx);
+      pack_bf16(x.data(), elem_of(x), IN, 1.f, N, IN, bf16_ptr(px), ldx);
     }
     const OpPart part("u = x A^T, pack s u", Device::CUDA);
     GemmArgs g;
@@ -144,7 +154,7 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
     g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
     g.b[0] = bf16_operand(bf16_ptr(wb), ldx, true);  // stored (OUT, IN+R) = (N, K)
     g.bias = p.bias ? p.bias->data_as<float>() : nullptr;
-    g.c = p.y->data_as<float>(); g.ldc = OUT;
+    set_c(g, *p.y, OUT);
     gemm(g);
   }
 }
@@ -164,7 +174,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   const int64_t ldd = round_up(OUT + R, 8);
   Tensor pd = Tensor::empty({N, ldd}, DType::BF16, Device::CUDA);  // [dy | s·g]
   Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);  // g = dy·B
-  const bool next = next_kernels();
+  const bool next = next_kernels() && dy.dtype() == DType::F32 && x.dtype() == DType::F32;  // lora_narrow.cu: f32 dy
   if (next) {  // dy packed into pd, g = dy·B, and s·g into pd when dx is wanted: one pass over the f32 dy
     const OpPart part("pack dy, g = dy B, pack s g (simt)", Device::CUDA);
     narrow_rows(NarrowRowsArgs{bf16_ptr(pd), ldd, N, OUT, b.data_as<float>(), R, false, R, 1.f, gt.data_as<float>(),
@@ -172,7 +182,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   } else {
     {
       const OpPart part("pack dy", Device::CUDA);
-      pack_bf16(dy.data(), Elem::F32, OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
+      pack_bf16(dy.data(), elem_of(dy), OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
     }
     const OpPart part("g = dy B", Device::CUDA);
     GemmArgs g;
@@ -214,7 +224,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     g.M = N; g.N = IN; g.K[0] = OUT + R;
     g.a[0] = bf16_operand(bf16_ptr(pd), ldd, false);
     g.b[0] = bf16_operand(wap, ldw, false);  // stored (OUT+R, IN) = (K, N)
-    g.c = p.dx->data_as<float>(); g.ldc = IN;
+    set_c(g, *p.dx, IN);
     g.beta = p.accumulate_dx ? 1.f : 0.f;  // += : the model sums q, k, v's dx (gate and up's) here
     gemm(g);
   }
@@ -230,7 +240,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     return;
   }
   {  // dA (R, IN) = s·gᵀ·x: both operands f32, so TF32 on x as it lies (gemm.h) — a bf16 copy of x
-     // made for this one product cost more (1.6 ms a 1B step) than the wider reads
+     // made for this one product cost more (1.6 ms a 1B step) than the wider reads; a bf16 x: bf16
     const OpPart part("dA = s g^T x", Device::CUDA);
     GemmArgs g = product(R, IN, N, operand(gt, true), operand(x, false), p.da->data_as<float>(), IN);
     g.alpha = p.scale; g.beta = beta;

@@ -13,6 +13,19 @@ void need_finite_scale(float scale) {
   if (!std::isfinite(scale)) fail(ErrorCode::Arg, "'scale' must be a finite number, got ", scale);
 }
 
+// An activation (x, y, dy, dx): f32, or bf16 beside a bf16/f16 weight (whose products round to bf16
+// anyway, so a bf16 activation loses nothing more there and halves its memory traffic).
+void need_activation(const Tensor& t, const char* name, const Tensor& w) {
+  if (w.dtype() == DType::F32) {
+    if (t.dtype() != DType::F32) {
+      fail(ErrorCode::DType, "'", name, "' must be f32 with an f32 weight (bf16 activations need a bf16 or f16 w), got ",
+           dtype_name(t.dtype()));
+    }
+    return;
+  }
+  need_dtype(t, name, {DType::F32, DType::BF16});
+}
+
 }  // namespace
 
 void check_lora_linear_forward(const LoraLinearForwardArgs& p) {
@@ -21,8 +34,8 @@ void check_lora_linear_forward(const LoraLinearForwardArgs& p) {
   const Tensor& a = need(p.a, "a");
   const Tensor& b = need(p.b, "b");
   need_finite_scale(p.scale);
-  need_dtype(x, "x", {DType::F32});
   need_dtype(w, "w", {DType::F32, DType::BF16, DType::F16});
+  need_activation(x, "x", w);
   need_dtype(a, "a", {DType::F32});
   need_dtype(b, "b", {DType::F32});
   need_ndim(x, "x", 2);
@@ -40,7 +53,7 @@ void check_lora_linear_forward(const LoraLinearForwardArgs& p) {
   }
   const Tensor& y = need(p.y, "y");
   const Tensor& u = need(p.u, "u");
-  need_dtype(y, "y", {DType::F32});
+  need_activation(y, "y", w);
   need_dtype(u, "u", {DType::F32});
   need_shape(y, "y", {n, out}, "(N, out)");
   need_shape(u, "u", {n, r}, "(N, r)");
@@ -62,9 +75,9 @@ void check_lora_linear_backward(const LoraLinearBackwardArgs& p) {
   const Tensor& b = need(p.b, "b");
   const Tensor& u = need(p.u, "u");
   need_finite_scale(p.scale);
-  need_dtype(dy, "dy", {DType::F32});
-  need_dtype(x, "x", {DType::F32});
   need_dtype(w, "w", {DType::F32, DType::BF16, DType::F16});
+  need_activation(dy, "dy", w);
+  need_activation(x, "x", w);
   need_dtype(a, "a", {DType::F32});
   need_dtype(b, "b", {DType::F32});
   need_dtype(u, "u", {DType::F32});
@@ -85,7 +98,7 @@ void check_lora_linear_backward(const LoraLinearBackwardArgs& p) {
   need_shape(db, "db", {out, r}, "(out, r)");
   if (p.accumulate_dx && !p.dx) fail(ErrorCode::Arg, "lora_linear_backward: accumulate_dx without dx");
   if (p.dx) {
-    need_dtype(*p.dx, "dx", {DType::F32});
+    need_activation(*p.dx, "dx", w);
     need_shape(*p.dx, "dx", {n, in}, "(N, in)");
     need_same_device(*p.dx, "dx", x.device());
   }

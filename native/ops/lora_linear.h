@@ -14,7 +14,9 @@
 // written, or added to when `accumulate_dx` is set (the model sums q, k, v's
 // input gradients, and gate and up's, inside the product: no separate add).
 //
-// dtypes: x, a, b, bias, u, dy and every output f32; w f32, bf16 or f16.
+// dtypes: w f32, bf16 or f16; a, b, bias, u, da, db f32. The activations x, y, dy and dx f32, or
+// each of them bf16 when w is bf16/f16 (the products round to bf16 anyway; a bf16 y or dx is the
+// f32 result rounded once). The model keeps its MLP's wide activations in bf16 this way on a GPU.
 #pragma once
 
 #include "runtime/tensor.h"

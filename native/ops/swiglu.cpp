@@ -6,9 +6,12 @@
 namespace instill {
 
 namespace {
+// Every tensor of a call has gate's dtype: all f32, or all bf16.
 void need_like(const Tensor* t, const char* name, const Tensor& ref) {
   const Tensor& tt = need(t, name);
-  need_dtype(tt, name, {DType::F32});
+  if (tt.dtype() != ref.dtype()) {
+    fail(ErrorCode::DType, "'", name, "' must be ", dtype_name(ref.dtype()), " like gate, got ", dtype_name(tt.dtype()));
+  }
   need_same_device(tt, name, ref.device());
   if (tt.shape() != ref.shape()) {
     fail(ErrorCode::Shape, "'", name, "' must have shape ", shape_str(ref.shape()), " like gate, got ", shape_str(tt.shape()));
@@ -18,7 +21,7 @@ void need_like(const Tensor* t, const char* name, const Tensor& ref) {
 
 void swiglu_forward(const SwigluForwardArgs& p) {
   const Tensor& g = need(p.gate, "gate");
-  need_dtype(g, "gate", {DType::F32});
+  need_dtype(g, "gate", {DType::F32, DType::BF16});
   need_like(p.up, "up", g);
   need_like(p.out, "out", g);
   run_op(g.device(), &Backend::swiglu_forward, "swiglu_forward", p);
@@ -26,7 +29,7 @@ void swiglu_forward(const SwigluForwardArgs& p) {
 
 void swiglu_backward(const SwigluBackwardArgs& p) {
   const Tensor& g = need(p.gate, "gate");
-  need_dtype(g, "gate", {DType::F32});
+  need_dtype(g, "gate", {DType::F32, DType::BF16});
   need_like(p.up, "up", g);
   need_like(p.dout, "dout", g);
   need_like(p.dgate, "dgate", g);

@@ -1,7 +1,8 @@
 // swiglu: the gated MLP activation, out = silu(gate) · up, silu(g) = g · σ(g).
 //
 // Backward  dgate = dout · up · σ(g) · (1 + g·(1 − σ(g)))     dup = dout · silu(g)
-// Outputs are written (=). Everything f32. σ(g) = 1/(1+exp(−g)) saturates to 0 or 1
+// Outputs are written (=). Every tensor of a call f32, or every one bf16 (computed in f32, each
+// output rounded once: the model's MLP activations on a GPU). σ(g) = 1/(1+exp(−g)) saturates to 0 or 1
 // for large |g| and never gives NaN (the CPU evaluates it from exp(−|g|)).
 #pragma once
 

@@ -94,6 +94,77 @@ describe.each(isas)('lora_linear on %s', (isa) => {
   });
 });
 
+describe.each(isas)('lora_linear with bf16 activations on %s', (isa) => {
+  beforeAll(() => runtime.setIsa(isa));
+  const bf = (v: Float32Array, shape: number[]) => Tensor.from(v, shape, { dtype: 'bf16' });
+  const nanBf16 = (shape: number[]) => bf(new Float32Array(shape[0] * shape[1]).fill(NaN), shape);
+  // The elements whose bits differ (a count and the first, not a diff of thousands of numbers).
+  const differing = (got: Float32Array, want: Float32Array) => {
+    const g = new Uint32Array(got.buffer, got.byteOffset, got.length), w = new Uint32Array(want.buffer, want.byteOffset, want.length);
+    let count = 0, first = -1;
+    for (let i = 0; i < g.length; i++) if (g[i] !== w[i]) { count++; if (first < 0) first = i; }
+    return count === 0 ? 'none' : `${count} of ${g.length}, first at ${first}: ${got[first]} vs ${want[first]}`;
+  };
+
+  // x, y, dy, dx each bf16 beside a bf16 weight. A bf16 output is the f32 result rounded once: the same
+  // call with an f32 output, rounded, gives its bits. A bf16 input is read as it is: the results match
+  // the call on the same values in f32 up to f32 summation order, and float64 within bf16 tolerance.
+  // (With AVX512-BF16 a product with a bf16 operand rounds its f32 operands to bf16 too, as on a GPU:
+  // u = x·Aᵀ then rounds A, which the all-f32 call does not, so there the two agree to bf16 tolerance.)
+  const sameMath = isa === 'avx512bf16' ? 1e-2 : 1e-5;
+  it.each([cases[0], cases[3], cases[5]])('x, y, dy, dx in bf16 (N=$n in=$inF out=$outF r=$r bias=$bias)', (c) => {
+    const s = seed + 31 + c.n;
+    const d = makeInputs(c, s);
+    const msg = `seed ${s}`;
+    const w = Tensor.from(d.w, [c.outF, c.inF], { dtype: 'bf16' });
+    const a = Tensor.from(d.a, [c.r, c.inF]), b = Tensor.from(d.b, [c.outF, c.r]);
+    const bias = d.bias ? Tensor.from(d.bias, [c.outF]) : undefined;
+    const x16 = bf(d.x, [c.n, c.inF]);
+    const x32 = Tensor.from(x16.toArray(), [c.n, c.inF]);  // the same values in f32
+    const y16 = nanBf16([c.n, c.outF]);
+    const f16 = kernels.loraLinear({ x: x16, w, a, b, bias, scale: d.scale, out: { y: y16, u: Tensor.from(new Float32Array(c.n * c.r), [c.n, c.r]) } });
+    expect(f16.y.dtype).toBe('bf16');
+    const fA = kernels.loraLinear({ x: x16, w, a, b, bias, scale: d.scale });  // bf16 x, f32 y
+    const fB = kernels.loraLinear({ x: x32, w, a, b, bias, scale: d.scale });  // f32 x, f32 y
+    expect(differing(y16.toArray(), roundBf16(fA.y.toArray())), msg).toBe('none');
+    expect(differing(f16.u.toArray(), fA.u.toArray()), msg).toBe('none');
+    expect(relError(fA.y.toArray(), fB.y.toArray()), msg).toBeLessThanOrEqual(sameMath);
+    const ref = loraLinear64(x16.toArray(), roundBf16(d.w), d.bias, d.a, d.b, d.scale, c.n, c.inF, c.outF, c.r);
+    expect(relError(y16.toArray(), ref.y), msg).toBeLessThanOrEqual(1e-2);
+
+    const dy16 = bf(d.dy, [c.n, c.outF]);
+    const dy32 = Tensor.from(dy16.toArray(), [c.n, c.outF]);
+    const dx16 = nanBf16([c.n, c.inF]);
+    const g16 = kernels.loraLinearBackward({ dy: dy16, x: x16, w, a, b, u: fA.u, scale: d.scale, out: { dx: dx16 } });
+    const gA = kernels.loraLinearBackward({ dy: dy16, x: x16, w, a, b, u: fA.u, scale: d.scale });
+    const gB = kernels.loraLinearBackward({ dy: dy32, x: x32, w, a, b, u: fA.u, scale: d.scale });
+    expect(differing(dx16.toArray(), roundBf16(gA.dx!.toArray())), msg).toBe('none');
+    expect(differing(g16.da.toArray(), gA.da.toArray()), msg).toBe('none');  // dA, dB stay f32
+    expect(differing(g16.db.toArray(), gA.db.toArray()), msg).toBe('none');
+    for (const k of ['dx', 'da', 'db'] as const) expect(relError(gA[k]!.toArray(), gB[k]!.toArray()), `${k} ${msg}`).toBeLessThanOrEqual(sameMath);
+    const gref = loraLinearBackward64(dy16.toArray(), x16.toArray(), roundBf16(d.w), d.a, d.b, d.scale, c.n, c.inF, c.outF, c.r);
+    expect(relError(dx16.toArray(), gref.dx), msg).toBeLessThanOrEqual(1e-2);
+    expect(relError(g16.da.toArray(), gref.da), msg).toBeLessThanOrEqual(1e-2);
+
+    // dx += into a bf16 dx: its values widened, the sum rounded once
+    const dx0 = bf(randn(rng(s + 2), c.n * c.inF), [c.n, c.inF]);
+    const acc32 = Tensor.from(dx0.toArray(), [c.n, c.inF]);
+    kernels.loraLinearBackward({ dy: dy16, x: x16, w, a, b, u: fA.u, scale: d.scale, out: { dx: dx0 }, accumulateInputGrad: true });
+    kernels.loraLinearBackward({ dy: dy16, x: x16, w, a, b, u: fA.u, scale: d.scale, out: { dx: acc32 }, accumulateInputGrad: true });
+    expect(differing(dx0.toArray(), roundBf16(acc32.toArray())), msg).toBe('none');
+  });
+
+  it('refuses bf16 activations beside an f32 weight', () => {
+    const w = Tensor.from(new Float32Array(20).fill(1), [5, 4]);
+    const a = Tensor.from(new Float32Array(8).fill(1), [2, 4]), b = Tensor.from(new Float32Array(10).fill(1), [5, 2]);
+    const x16 = bf(new Float32Array(12).fill(1), [3, 4]);
+    expect(() => kernels.loraLinear({ x: x16, w, a, b, scale: 1 })).toThrow(/'x' must be f32 with an f32 weight/);
+    const x = Tensor.from(new Float32Array(12).fill(1), [3, 4]);
+    expect(() => kernels.loraLinear({ x, w, a, b, scale: 1, out: { y: nanBf16([3, 5]), u: Tensor.from(new Float32Array(6), [3, 2]) } }))
+      .toThrow(/'y' must be f32 with an f32 weight/);
+  });
+});
+
 describe('lora_linear gradients agree with finite differences', () => {
   // L = Σ y ⊙ R. y is linear in each of x, a and b on its own, so a central
   // difference is exact up to float32 rounding of y, and must match the

@@ -2,7 +2,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { runtime } from '../../../src/index.js';
 import { isas, poisonAndRestoreIsa } from '../../helpers/kernels.js';
-import { addon, arr, f32, randn, relErr } from './helpers.js';
+import { Tensor, handleOf } from '../../../src/tensor.js';
+import { roundBf16 } from '../../../bench/kernels/reference.js';
+import { addon, arr, errCode, f32, randn, relErr } from './helpers.js';
 
 poisonAndRestoreIsa();
 
@@ -27,5 +29,27 @@ describe.each(isas)('swiglu op vs float64 on %s', (isa) => {
     expect(relErr(arr(bw.dgate), dgRef)).toBeLessThan(1e-6);
     expect(relErr(arr(bw.dup), duRef)).toBeLessThan(1e-6);
     expect(Array.from(arr(bw.dgate)).every(Number.isFinite)).toBe(true);
+  });
+});
+
+describe.each(isas)('swiglu op on bf16 tensors on %s', (isa) => {
+  beforeAll(() => runtime.setIsa(isa));
+  // Every tensor bf16: the f32 math on the (exactly widened) inputs, each output rounded once; so the
+  // f32 op on the same values, rounded, gives the same bits.
+  it('7 x 61: the f32 results rounded once; mixed dtypes refused', () => {
+    const shape = [7, 61], n = 7 * 61;
+    const bf = (v: Float32Array) => handleOf(Tensor.from(v, shape, { dtype: 'bf16' }));
+    const g = bf(randn(n, 11, 3)), u = bf(randn(n, 12)), d = bf(randn(n, 13));
+    const wide = (h: ReturnType<typeof bf>) => f32(arr(h), shape);
+    const round = (v: Float32Array) => Array.from(new Uint32Array(roundBf16(v).buffer));
+    const bits = (h: ReturnType<typeof bf>) => Array.from(new Uint32Array(arr(h).buffer));
+    const A = addon();
+    const out = A.opSwiglu(g, u);
+    expect(out.dtype).toBe('bf16');
+    expect(bits(out)).toEqual(round(arr(A.opSwiglu(wide(g), wide(u)))));
+    const bw = A.opSwigluBackward(d, g, u), bw32 = A.opSwigluBackward(wide(d), wide(g), wide(u));
+    expect(bits(bw.dgate)).toEqual(round(arr(bw32.dgate)));
+    expect(bits(bw.dup)).toEqual(round(arr(bw32.dup)));
+    expect(errCode(() => A.opSwiglu(g, wide(u)))).toMatch(/E_DTYPE: 'up' must be bf16 like gate/);
   });
 });
