@@ -44,7 +44,7 @@ struct LlamaModel::Acts {
   Tensor att, lse;                // (N, H·D), (N, H)
   Tensor x2;                      // (N, C) residual after attention
   Tensor xn2, rstd2;              // (N, C) shared on the CPU, (N)
-  Tensor gate, up, h;             // (N, F), h shared on the CPU
+  Tensor gate, up, h;             // (N, F), h shared on the CPU; bf16 on a GPU (mlp_dtype())
   std::array<Tensor, kNumTargets> u;  // (N, R) per adapted linear
 };
 
@@ -273,9 +273,23 @@ LoraParam& LlamaModel::lora(int64_t layer, int target) {
   return lin.lora;
 }
 
-LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share) const {
+DType LlamaModel::mlp_dtype() const {
+  const char* e = std::getenv("INSTILL_MLP_BF16");
+  const bool want = e && *e ? std::strcmp(e, "1") == 0 : device_ != Device::CPU;
+  if (!want || full_ || dropout_active_) return DType::F32;
+  for (const auto& lw : layers_) {
+    for (int ti : {kGate, kUp, kDown}) {
+      const Linear& lin = lw.lin[static_cast<size_t>(ti)];
+      if (!lin.has_lora || lin.w.dtype() == DType::F32) return DType::F32;
+    }
+  }
+  return DType::BF16;
+}
+
+LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share, DType mlp) const {
   const LlamaConfig& c = cfg_;
   auto e = [this](Shape s) { return empty(s); };
+  auto em = [this, mlp](Shape s) { return Tensor::empty(s, mlp, device_); };
   Acts a;
   a.xn1 = share ? share->xn1 : e({n, c.C});
   a.rstd1 = e({n});
@@ -293,9 +307,9 @@ LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share) const {
   a.x2 = e({n, c.C});
   a.xn2 = share ? share->xn2 : e({n, c.C});
   a.rstd2 = e({n});
-  a.gate = e({n, c.F});
-  a.up = e({n, c.F});
-  a.h = share ? share->h : e({n, c.F});
+  a.gate = em({n, c.F});
+  a.up = em({n, c.F});
+  a.h = share ? share->h : em({n, c.F});
   for (int ti = 0; ti < kNumTargets; ++ti) {
     if (layers_[0].lin[static_cast<size_t>(ti)].has_lora) a.u[static_cast<size_t>(ti)] = e({n, lora_r_});
   }
@@ -514,8 +528,11 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   // 1.2 ms of a 46 ms 1B step on an H200, bench/RESULTS.md run 12; 1.5 GB more at 2048 tokens).
   // Checkpointing recomputes the whole layer just before its backward, so nothing is recomputed twice.
   const bool share = !checkpointing_ && device_ == Device::CPU;
+  // The MLP's (N, F) activations and their gradients in bf16 on a GPU (mlp_dtype()): 6 of the widest tensors
+  // of a layer at half the bytes, which lora_linear reads and writes as they are.
+  const DType mlp = mlp_dtype();
   std::vector<Acts> acts(checkpointing_ ? 1 : static_cast<size_t>(c.L));
-  for (size_t i = 0; i < acts.size(); ++i) acts[i] = make_acts(n, i && share ? &acts[0] : nullptr);
+  for (size_t i = 0; i < acts.size(); ++i) acts[i] = make_acts(n, i && share ? &acts[0] : nullptr, mlp);
   for (int64_t l = 0; l < c.L; ++l) {
     layer_forward(l, xs[static_cast<size_t>(l)], acts[checkpointing_ ? 0 : static_cast<size_t>(l)],
                   xs[static_cast<size_t>(l + 1)], in);
@@ -543,9 +560,9 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   LlamaScratch s;
   s.dxn = empty({n, c.C});
   s.tmp = empty({n, c.C});
-  s.dh = empty({n, c.F});
-  s.dgate = empty({n, c.F});
-  s.dup = empty({n, c.F});
+  s.dh = Tensor::empty({n, c.F}, mlp, device_);
+  s.dgate = Tensor::empty({n, c.F}, mlp, device_);
+  s.dup = Tensor::empty({n, c.F}, mlp, device_);
   s.datt = empty({n, c.H * c.D});
   s.dq = empty({n, c.H * c.D});
   s.dk = empty({n, c.KVH * c.D});

@@ -193,8 +193,13 @@ class LlamaModel {
   void linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx, bool accumulate_dx,
                        bool accumulate_grads, Tensor& tmp, uint32_t seed);
   uint32_t dropout_seed(int64_t l, int target) const;
-  // share: take xn1, xn2, h from another layer's Acts (one buffer for all layers).
-  Acts make_acts(int64_t n, const Acts* share) const;
+  // share: take xn1, xn2, h from another layer's Acts (one buffer for all layers). mlp: the dtype of
+  // gate, up and h (mlp_dtype()).
+  Acts make_acts(int64_t n, const Acts* share, DType mlp = DType::F32) const;
+  // F32, or BF16 when this pass keeps the MLP's wide activations (gate, up, h and their gradients) in
+  // bf16: by default on a GPU, INSTILL_MLP_BF16=0|1 to choose, and only where lora_linear takes bf16
+  // activations (gate, up and down adapted, bf16/f16 weights, no dropout in this pass).
+  DType mlp_dtype() const;
   const Tensor& head() const { return cfg_.tied ? embed_ : lm_head_; }
   float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(cfg_.D)); }
   // t on the model's device (t itself when it is already there, else a copy).

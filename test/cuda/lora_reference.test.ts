@@ -12,25 +12,13 @@ import { LORA_TARGETS, loadModel, randomModel, type Model } from '../../src/mode
 import { SafetensorsFile } from '../../src/model/safetensors.js';
 import { native } from '../../src/native.js';
 import { fixturePath, haveFixture } from '../helpers/fixtures.js';
-import { relError, tokenRows } from '../helpers/compare.js';
+import { relError, relNorm, tokenRows } from '../helpers/compare.js';
 import { withEnv } from '../helpers/env.js';
 import { clipGradNorm, ReferenceAdamW } from '../train/helpers/reference_optimizer.js';
 
 const REF = 'stories260K/lora_reference.safetensors';
 const hasCuda = runtime.info().devices.includes('cuda');
 if (!hasCuda) console.warn(`skipping test/cuda/lora_reference: ${native().deviceUnavailableReason('cuda')}`);
-
-/** ‖a − b‖₂ / ‖b‖₂ (METHOD.md's measure for bf16 results). */
-function relNorm(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let d = 0, m = 0;
-  for (let i = 0; i < b.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity;
-    d += (a[i] - b[i]) ** 2;
-    m += b[i] ** 2;
-  }
-  return m === 0 ? Math.sqrt(d) : Math.sqrt(d / m);
-}
 
 describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
   let gpu: Model, cpu: Model;
@@ -222,6 +210,42 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     expect(worst).toBeLessThan(1e-1);
     m.dispose();
   }
+
+  it('a bf16 model on the GPU keeps its MLP activations in bf16 by default: near its f32-activation pass and the CPU\'s bf16 pass', async () => {
+    // The same measures as test/model/mlp_bf16.test.ts on the CPU (where the switch is forced on).
+    const init: Record<string, Float32Array> = {};
+    for (const n of names) init[n] = ref.readArray(n) as Float32Array;
+    const lc = gpu.loraConfig!;
+    const make = async (device: 'cpu' | 'cuda') => {
+      const m = await loadModel(fixturePath('stories260K'), { device, dtype: 'bf16' });
+      m.addLora({ r: lc.r, alpha: lc.alpha, rsLora: lc.rsLora, targetModules: lc.targetModules });
+      m.setAdapterWeights(init);
+      return m;
+    };
+    const mg = await make('cuda'), mc = await make('cpu');
+    const on = await withEnv('INSTILL_MLP_BF16', undefined, () => mg.lossAndGrads({ inputIds, labels }));
+    const off = await withEnv('INSTILL_MLP_BF16', '0', () => mg.lossAndGrads({ inputIds, labels }));
+    const cpuOn = await withEnv('INSTILL_MLP_BF16', '1', () => mc.lossAndGrads({ inputIds, labels }));
+    expect(Math.abs(on.loss - off.loss) / off.loss).toBeLessThan(1e-3);
+    expect(Math.abs(on.loss - cpuOn.loss) / cpuOn.loss).toBeLessThan(1e-2);
+    let worst = 0, sum = 0, worstCpu = 0, differ = false;
+    for (const n of names) {
+      const e = relNorm(on.grads[n], off.grads[n]);
+      worst = Math.max(worst, e);
+      sum += e;
+      expect(e, n).toBeLessThan(3e-2);
+      const ec = relNorm(on.grads[n], cpuOn.grads[n]);
+      worstCpu = Math.max(worstCpu, ec);
+      expect(ec, n).toBeLessThan(3e-2);
+      differ ||= on.grads[n].some((v, i) => !Object.is(v, off.grads[n][i]));
+    }
+    expect(sum / names.length).toBeLessThan(1.5e-2);
+    expect(differ).toBe(true);  // the default really is another pass than INSTILL_MLP_BF16=0
+    console.log(`bf16 MLP on CUDA: grads ‖g − g(f32 MLP)‖/‖·‖ worst ${worst.toExponential(2)}, mean ${(sum / names.length).toExponential(2)}; ` +
+      `against the CPU's bf16 MLP worst ${worstCpu.toExponential(2)}`);
+    mg.dispose();
+    mc.dispose();
+  });
 
   it('a model with head dim 64 (tensor-core attention), GQA and packed rows: GPU against CPU', async () => {
     const cfg = { model_type: 'llama', hidden_size: 128, intermediate_size: 200, num_hidden_layers: 2, num_attention_heads: 2,

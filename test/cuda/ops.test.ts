@@ -171,6 +171,42 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     closeAccumulated(host(dbAcc), refB.db.toArray(), magB.db.toArray(), db0, 'db +=');
   }
 
+  // bf16 activations (the model's MLP on a GPU): x and dy bf16 in, y and dx bf16 out (the product's bf16 D;
+  // with a bias, or dx +=, through f32 scratch), against the CPU on the same bf16 tensors.
+  it.each([
+    { n: 37, inF: 123, outF: 77, rank: 5, bias: true },
+    { n: 300, inF: 136, outF: 516, rank: 16, bias: false },
+    { n: 700, inF: 1100, outF: 2100, rank: 16, bias: false },
+  ])('loraLinear with bf16 x, y, dy, dx N=$n $inF→$outF r=$rank bias=$bias', ({ n, inF, outF, rank, bias }) => {
+    const x = pair(randn(r, n * inF), [n, inF], 'bf16');
+    const w = pair(randn(r, outF * inF, 0.1), [outF, inF], 'bf16');
+    const a = pair(randn(r, rank * inF, 0.1), [rank, inF]);
+    const b = pair(randn(r, outF * rank, 0.1), [outF, rank]);
+    const bs = bias ? pair(randn(r, outF), [outF]) : undefined;
+    const scale = 2;
+    const nanBf16 = (shape: number[], device: 'cpu' | 'cuda') =>
+      Tensor.from(new Float32Array(shape[0] * shape[1]).fill(NaN), shape, { dtype: 'bf16' }).to(device);
+    const outs = (device: 'cpu' | 'cuda') => ({ y: nanBf16([n, outF], device), u: Tensor.from(new Float32Array(n * rank).fill(NaN), [n, rank]).to(device) });
+    const ref = kernels.loraLinear({ x: x.cpu, w: w.cpu, a: a.cpu, b: b.cpu, bias: bs?.cpu, scale, out: outs('cpu') });
+    const got = kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale, out: outs('cuda') });
+    expect(got.y.dtype).toBe('bf16');
+    const mag = kernels.loraLinear({ x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), bias: bs && abs(bs.cpu), scale });
+    closeScaled(host(got.y), ref.y.toArray(), mag.y.toArray(), BF16_TOL, 'y (bf16)');
+    closeScaled(host(got.u), ref.u.toArray(), mag.u.toArray(), BF16_TOL, 'u');
+    const dy = pair(randn(r, n * outF), [n, outF], 'bf16');
+    const refB = kernels.loraLinearBackward({ dy: dy.cpu, x: x.cpu, w: w.cpu, a: a.cpu, b: b.cpu, u: ref.u, scale, out: { dx: nanBf16([n, inF], 'cpu') } });
+    const gotB = kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale, out: { dx: nanBf16([n, inF], 'cuda') } });
+    const magB = kernels.loraLinearBackward({ dy: abs(dy.cpu), x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), u: mag.u, scale });
+    closeScaled(host(gotB.dx), refB.dx!.toArray(), magB.dx!.toArray(), BF16_TOL, 'dx (bf16)');
+    closeScaled(host(gotB.da), refB.da.toArray(), magB.da.toArray(), BF16_TOL, 'da');
+    closeScaled(host(gotB.db), refB.db.toArray(), magB.db.toArray(), BF16_TOL, 'db');
+    const dx0 = Tensor.from(randn(r, n * inF), [n, inF], { dtype: 'bf16' });
+    const dxAcc = dx0.to('cuda');
+    kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale,
+      out: { dx: dxAcc }, accumulateInputGrad: true });
+    closeAccumulated(host(dxAcc), refB.dx!.toArray(), magB.dx!.toArray(), dx0.toArray() as Float32Array, 'dx += (bf16)');
+  });
+
   it('maskedCrossEntropy: loss and dlogits, ignored rows, logits of magnitude 1e4, all ignored', () => {
     const n = 37, v = 1001;
     const logits = randn(r, n * v, 5);
@@ -247,6 +283,17 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     const gotB = A.opSwigluBackward(handleOf(d.gpu), handleOf(g.gpu), handleOf(u.gpu));
     close(host(gotB.dgate), refB.dgate.toArray(), F32_TOL, 'dgate');
     close(host(gotB.dup), refB.dup.toArray(), F32_TOL, 'dup');
+    // every tensor bf16 (the model's MLP on a GPU): f32 math, each output rounded once, so the two backends
+    // differ by at most one bf16 step of an element (2^-8 of the largest), and the vector kernel (8 a
+    // thread) and the scalar tail both run (31 x 77 is not a multiple of 8)
+    const g16 = pair(randn(r, n * f, 10), [n, f], 'bf16'), u16 = pair(randn(r, n * f), [n, f], 'bf16'), d16 = pair(randn(r, n * f), [n, f], 'bf16');
+    const out16 = A.opSwiglu(handleOf(g16.gpu), handleOf(u16.gpu));
+    expect(out16.dtype).toBe('bf16');
+    close(host(out16), A.opSwiglu(handleOf(g16.cpu), handleOf(u16.cpu)).toArray(), 8e-3, 'out (bf16)');
+    const refB16 = A.opSwigluBackward(handleOf(d16.cpu), handleOf(g16.cpu), handleOf(u16.cpu));
+    const gotB16 = A.opSwigluBackward(handleOf(d16.gpu), handleOf(g16.gpu), handleOf(u16.gpu));
+    close(host(gotB16.dgate), refB16.dgate.toArray(), 8e-3, 'dgate (bf16)');
+    close(host(gotB16.dup), refB16.dup.toArray(), 8e-3, 'dup (bf16)');
   });
 
   it('adamw: three steps with weight decay, the third with a gradient scale (clipping)', () => {

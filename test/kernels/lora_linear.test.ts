@@ -99,7 +99,8 @@ describe.each(isas)('lora_linear with bf16 activations on %s', (isa) => {
   const bf = (v: Float32Array, shape: number[]) => Tensor.from(v, shape, { dtype: 'bf16' });
   const nanBf16 = (shape: number[]) => bf(new Float32Array(shape[0] * shape[1]).fill(NaN), shape);
   // The elements whose bits differ (a count and the first, not a diff of thousands of numbers).
-  const differing = (got: Float32Array, want: Float32Array) => {
+  const differing = (gotT: Tensor | Float32Array, want: Float32Array) => {
+    const got = gotT instanceof Tensor ? (gotT.toArray() as Float32Array) : gotT;
     const g = new Uint32Array(got.buffer, got.byteOffset, got.length), w = new Uint32Array(want.buffer, want.byteOffset, want.length);
     let count = 0, first = -1;
     for (let i = 0; i < g.length; i++) if (g[i] !== w[i]) { count++; if (first < 0) first = i; }
@@ -126,8 +127,8 @@ describe.each(isas)('lora_linear with bf16 activations on %s', (isa) => {
     expect(f16.y.dtype).toBe('bf16');
     const fA = kernels.loraLinear({ x: x16, w, a, b, bias, scale: d.scale });  // bf16 x, f32 y
     const fB = kernels.loraLinear({ x: x32, w, a, b, bias, scale: d.scale });  // f32 x, f32 y
-    expect(differing(y16.toArray(), roundBf16(fA.y.toArray())), msg).toBe('none');
-    expect(differing(f16.u.toArray(), fA.u.toArray()), msg).toBe('none');
+    expect(differing(y16, roundBf16(fA.y.toArray() as Float32Array)), msg).toBe('none');
+    expect(differing(f16.u, fA.u.toArray() as Float32Array), msg).toBe('none');
     expect(relError(fA.y.toArray(), fB.y.toArray()), msg).toBeLessThanOrEqual(sameMath);
     const ref = loraLinear64(x16.toArray(), roundBf16(d.w), d.bias, d.a, d.b, d.scale, c.n, c.inF, c.outF, c.r);
     expect(relError(y16.toArray(), ref.y), msg).toBeLessThanOrEqual(1e-2);
@@ -138,9 +139,9 @@ describe.each(isas)('lora_linear with bf16 activations on %s', (isa) => {
     const g16 = kernels.loraLinearBackward({ dy: dy16, x: x16, w, a, b, u: fA.u, scale: d.scale, out: { dx: dx16 } });
     const gA = kernels.loraLinearBackward({ dy: dy16, x: x16, w, a, b, u: fA.u, scale: d.scale });
     const gB = kernels.loraLinearBackward({ dy: dy32, x: x32, w, a, b, u: fA.u, scale: d.scale });
-    expect(differing(dx16.toArray(), roundBf16(gA.dx!.toArray())), msg).toBe('none');
-    expect(differing(g16.da.toArray(), gA.da.toArray()), msg).toBe('none');  // dA, dB stay f32
-    expect(differing(g16.db.toArray(), gA.db.toArray()), msg).toBe('none');
+    expect(differing(dx16, roundBf16(gA.dx!.toArray() as Float32Array)), msg).toBe('none');
+    expect(differing(g16.da, gA.da.toArray() as Float32Array), msg).toBe('none');  // dA, dB stay f32
+    expect(differing(g16.db, gA.db.toArray() as Float32Array), msg).toBe('none');
     for (const k of ['dx', 'da', 'db'] as const) expect(relError(gA[k]!.toArray(), gB[k]!.toArray()), `${k} ${msg}`).toBeLessThanOrEqual(sameMath);
     const gref = loraLinearBackward64(dy16.toArray(), x16.toArray(), roundBf16(d.w), d.a, d.b, d.scale, c.n, c.inF, c.outF, c.r);
     expect(relError(dx16.toArray(), gref.dx), msg).toBeLessThanOrEqual(1e-2);
@@ -151,7 +152,7 @@ describe.each(isas)('lora_linear with bf16 activations on %s', (isa) => {
     const acc32 = Tensor.from(dx0.toArray(), [c.n, c.inF]);
     kernels.loraLinearBackward({ dy: dy16, x: x16, w, a, b, u: fA.u, scale: d.scale, out: { dx: dx0 }, accumulateInputGrad: true });
     kernels.loraLinearBackward({ dy: dy16, x: x16, w, a, b, u: fA.u, scale: d.scale, out: { dx: acc32 }, accumulateInputGrad: true });
-    expect(differing(dx0.toArray(), roundBf16(acc32.toArray())), msg).toBe('none');
+    expect(differing(dx0, roundBf16(acc32.toArray() as Float32Array)), msg).toBe('none');
   });
 
   it('refuses bf16 activations beside an f32 weight', () => {
