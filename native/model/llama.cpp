@@ -44,7 +44,7 @@ struct LlamaModel::Acts {
   Tensor att, lse;                // (N, H·D), (N, H)
   Tensor x2;                      // (N, C) residual after attention
   Tensor xn2, rstd2;              // (N, C) shared on the CPU, (N)
-  Tensor gate, up, h;             // (N, F), h shared on the CPU; bf16 on a GPU (mlp_dtype())
+  Tensor gate, up, h;             // (N, F), h shared on the CPU; f32, or bf16 (mlp_dtype())
   std::array<Tensor, kNumTargets> u;  // (N, R) per adapted linear
 };
 
@@ -274,8 +274,10 @@ LoraParam& LlamaModel::lora(int64_t layer, int target) {
 }
 
 DType LlamaModel::mlp_dtype() const {
+  // Opt-in (INSTILL_MLP_BF16=1) until a GPU run has tested and timed its CUDA kernels (the INSTILL_CUDA_NEXT
+  // convention, native/cuda/README.md); then the default on a GPU if it is faster there.
   const char* e = std::getenv("INSTILL_MLP_BF16");
-  const bool want = e && *e ? std::strcmp(e, "1") == 0 : device_ != Device::CPU;
+  const bool want = e && std::strcmp(e, "1") == 0;
   if (!want || full_ || dropout_active_) return DType::F32;
   for (const auto& lw : layers_) {
     for (int ti : {kGate, kUp, kDown}) {
@@ -528,8 +530,8 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   // 1.2 ms of a 46 ms 1B step on an H200, bench/RESULTS.md run 12; 1.5 GB more at 2048 tokens).
   // Checkpointing recomputes the whole layer just before its backward, so nothing is recomputed twice.
   const bool share = !checkpointing_ && device_ == Device::CPU;
-  // The MLP's (N, F) activations and their gradients in bf16 on a GPU (mlp_dtype()): 6 of the widest tensors
-  // of a layer at half the bytes, which lora_linear reads and writes as they are.
+  // The MLP's (N, F) activations and their gradients in bf16 with INSTILL_MLP_BF16=1 (mlp_dtype()): 6 of the
+  // widest tensors of a layer at half the bytes, which lora_linear reads and writes as they are.
   const DType mlp = mlp_dtype();
   std::vector<Acts> acts(checkpointing_ ? 1 : static_cast<size_t>(c.L));
   for (size_t i = 0; i < acts.size(); ++i) acts[i] = make_acts(n, i && share ? &acts[0] : nullptr, mlp);

@@ -197,8 +197,8 @@ class LlamaModel {
   // gate, up and h (mlp_dtype()).
   Acts make_acts(int64_t n, const Acts* share, DType mlp = DType::F32) const;
   // F32, or BF16 when this pass keeps the MLP's wide activations (gate, up, h and their gradients) in
-  // bf16: by default on a GPU, INSTILL_MLP_BF16=0|1 to choose, and only where lora_linear takes bf16
-  // activations (gate, up and down adapted, bf16/f16 weights, no dropout in this pass).
+  // bf16: with INSTILL_MLP_BF16=1, and only where lora_linear takes bf16 activations (gate, up and down
+  // adapted, bf16/f16 weights, no dropout in this pass).
   DType mlp_dtype() const;
   const Tensor& head() const { return cfg_.tied ? embed_ : lm_head_; }
   float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(cfg_.D)); }
