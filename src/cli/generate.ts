@@ -16,7 +16,8 @@ options:
   --temperature T        default 0 (greedy)
   --top-p P              default 1
   --seed N               default 0
-  --dtype D              f32 | bf16 | f16 weights in memory (default f32)
+  --device D             cpu | cuda (default cpu; cuda needs a CUDA build and a GPU)
+  --dtype D              f32 | bf16 | f16 weights in memory (default bf16 with --device cuda, else f32)
   --json                 print { ids, text } as JSON`;
 
 function number(name: string, value: string | undefined, check: (n: number) => boolean, want: string): number | undefined {
@@ -43,6 +44,7 @@ export async function run(argv: string[]): Promise<number> {
         temperature: { type: 'string' },
         'top-p': { type: 'string' },
         seed: { type: 'string' },
+        device: { type: 'string' },
         dtype: { type: 'string' },
         json: { type: 'boolean' },
       },
@@ -56,7 +58,9 @@ export async function run(argv: string[]): Promise<number> {
     console.error(`instill generate: --model and --prompt are required\n\n${USAGE}`);
     return 2;
   }
-  const dtype = values.dtype ?? 'f32';
+  const device = values.device ?? 'cpu';
+  if (device !== 'cpu' && device !== 'cuda') throw new InstillError(ErrorCode.ARG, `Expected cpu or cuda for --device but received '${device}'`);
+  const dtype = values.dtype ?? (device === 'cuda' ? 'bf16' : 'f32');  // as instill train
   if (!['f32', 'bf16', 'f16'].includes(dtype)) throw new InstillError(ErrorCode.ARG, `Expected f32, bf16 or f16 for --dtype but received '${dtype}'`);
   const opts = {
     maxNewTokens: number('max-new-tokens', values['max-new-tokens'], (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0'),
@@ -64,7 +68,7 @@ export async function run(argv: string[]): Promise<number> {
     topP: number('top-p', values['top-p'], (n) => n > 0 && n <= 1, 'a number in (0, 1]'),
     seed: number('seed', values.seed, (n) => Number.isInteger(n), 'an integer'),
   };
-  const model = await loadModel(values.model, { dtype: dtype as 'f32' | 'bf16' | 'f16' });
+  const model = await loadModel(values.model, { dtype: dtype as 'f32' | 'bf16' | 'f16', device });
   if (values.adapter) model.loadAdapter(values.adapter);
   const r = await model.generate(values.prompt, opts);
   if (values.json) console.log(JSON.stringify({ ids: r.ids, text: r.text }));

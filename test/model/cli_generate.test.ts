@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadModel } from '../../src/model/model.js';
+import { runtime } from '../../src/index.js';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { main } from '../../src/cli/main.js';
 import { fixturePath, haveFixture } from '../helpers/fixtures.js';
@@ -64,5 +65,21 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('instill generate
     expect(err[0]).toMatch(/--model and --prompt are required/);
     expect(await main(['generate', '--model', fixturePath('stories260K'), '--prompt', 'x', '--top-p', '2'])).toBe(1);
     expect(err[1]).toMatch(/top-p/);
+    expect(await main(['generate', '--model', fixturePath('stories260K'), '--prompt', 'x', '--device', 'tpu'])).toBe(1);
+    expect(err[2]).toMatch(/Expected cpu or cuda for --device but received 'tpu'/);
+  });
+
+  it('--device cpu is the default; --device cuda without a GPU says why', async () => {
+    const out: string[] = [], err: string[] = [];
+    vi.spyOn(console, 'log').mockImplementation((s: string) => void out.push(s));
+    vi.spyOn(console, 'error').mockImplementation((s: string) => void err.push(s));
+    const args = ['generate', '--model', fixturePath('stories260K'), '--prompt', 'Once upon a time', '--max-new-tokens', '5', '--json'];
+    expect(await main([...args, '--device', 'cpu'])).toBe(0);
+    expect(await main(args)).toBe(0);
+    expect(out[0]).toBe(out[1]);
+    if (!runtime.info().devices.includes('cuda')) {
+      expect(await main([...args, '--device', 'cuda'])).toBe(1);
+      expect(err.join('\n')).toMatch(/cuda/i);
+    }
   });
 });
