@@ -16,6 +16,8 @@
 //                            registers (running max / sum per row, exp2 with scale·log2 e
 //                            folded in), O += P·V with P re-used from the S registers as
 //                            the A operand. Writes out = O / l and lse = ln Σ exp.
+//                            INSTILL_CUDA_NEXT=1 at D = 64 (waiting for a GPU run): 32 queries a
+//                            warp, 128 a CTA (MT = 2 m-tiles: each K / V fragment feeds two mma).
 //   flash_dq_kernel<D,BN>    CTA = 64 queries of head h; key tiles of BN (64 for D=64,
 //                            32 for D=128: fewer live registers): S = Q·Kᵀ, dP = dO·Vᵀ,
 //                            P = exp(scale·S − lse), dS = P∘(dP − Δ), dQ += dS·K;
@@ -77,6 +79,7 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/attention_kernels.cuh"
 #include "cuda/common.cuh"
@@ -252,49 +255,74 @@ __device__ __forceinline__ float quad_sum(float v) {
 
 // ---------------------------------------------------------------- forward
 
-template <int D, bool kPipe>
+// MT m-tiles (16 rows each) per warp, so a CTA takes 64·MT queries: MT = 1 is the verified kernel; MT = 2
+// (INSTILL_CUDA_NEXT=1, D = 64) has each K and V fragment a warp reads from shared memory feed two mma.sync
+// instead of one, and each K/V tile loaded into shared memory serve 128 queries instead of 64 (the FA2
+// layout). Every row's arithmetic is the MT = 1 kernel's (the same tiles where they start at the same key,
+// which they do for a segment starting at 0; a tile none of a row's keys are in leaves its sums unchanged:
+// a factor 1 and added zeros), so results match it bit for bit there and to rounding elsewhere.
+template <int D, bool kPipe, int MT = 1>
 __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p) {
   constexpr int S = D + 8;
   constexpr int KS = D / 16;  // k-steps over the head dim
   constexpr int BN = 64;      // keys per tile
+  constexpr int kR = kRows * MT;  // queries per CTA
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  // (64, S) tiles: K then V, twice when pipelined (tile t in buffer t % 2); the Q tile first in K's.
-  // Buffer b's K tile at K0 + b·kBuf, its V tile at V0 + b·kBuf (pointer arithmetic, not arrays: an
+  // (64, S) tiles: K then V, twice when pipelined (tile t in buffer t % 2); the Q tile (kR rows) first where
+  // they go. Buffer b's K tile at K0 + b·kBuf, its V tile at V0 + b·kBuf (pointer arithmetic, not arrays: an
   // array indexed at run time would live in local memory).
   bf16* const K0 = reinterpret_cast<bf16*>(smem_raw);
   bf16* const V0 = K0 + BN * S;
   constexpr int kBuf = kPipe ? 2 * BN * S : 0;
+  static_assert(kR <= 2 * BN, "the Q tile fills the K and V tiles of buffer 0");
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   const int64_t N = p.N, H = p.H;
   const int64_t h = blockIdx.y, g = h / (H / p.KVH);
-  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kRows;  // the longest rows first
-  const int64_t last_i = min(i0 + kRows - 1, N - 1);
+  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kR;  // the longest rows first
+  const int64_t last_i = min(i0 + kR - 1, N - 1);
   const int64_t blo = key_lo(p.seg_begin, i0, p.window);
 
-  const int64_t wi0 = i0 + warp * 16;  // this warp's rows wi0 .. wi0 + 15
+  const int64_t wi0 = i0 + warp * 16 * MT;  // this warp's rows wi0 .. wi0 + 16·MT − 1
   const bool warp_live = wi0 < N;
-  const int64_t wlast = min(wi0 + 15, N - 1);
+  const int64_t wlast = min(wi0 + 16 * MT - 1, N - 1);
   const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
   const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
-  const int64_t ia = wi0 + gid, ib = ia + 8;  // this thread's two rows (C rows gid, gid + 8)
-  // Rows past N see nothing (they are computed on zeros and never written).
-  const int64_t lo_a = ia < N ? key_lo(p.seg_begin, ia, p.window) : INT64_MAX;
-  const int64_t lo_b = ib < N ? key_lo(p.seg_begin, ib, p.window) : INT64_MAX;
-
-  // Q fragments for the whole loop: KS k-steps × 4 regs.
-  load_rows<D, kRows>(K0, p.q, i0, N, H, h);
-  __syncthreads();
-  uint32_t qf[KS][4];
+  // This thread's rows: ia[t] = wi0 + 16t + gid and ib[t] = ia[t] + 8 (C rows gid, gid + 8 of m-tile t).
+  // Rows past N see nothing (they are computed on zeros and never written). Token indices fit in 32 bits
+  // (cu_seqlens is int32); MT = 2 keeps them so (fewer registers), MT = 1 as the verified kernel had them.
+  using Idx = std::conditional_t<MT == 1, int64_t, int32_t>;
+  constexpr Idx kNone = MT == 1 ? static_cast<Idx>(INT64_MAX) : static_cast<Idx>(INT32_MAX);
+  Idx ia[MT], ib[MT], lo_a[MT], lo_b[MT];
 #pragma unroll
-  for (int kk = 0; kk < KS; ++kk) ldsm_x4(smem_addr(K0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
+  for (int t = 0; t < MT; ++t) {
+    ia[t] = static_cast<Idx>(wi0 + 16 * t + gid);
+    ib[t] = ia[t] + 8;
+    lo_a[t] = ia[t] < N ? static_cast<Idx>(key_lo(p.seg_begin, ia[t], p.window)) : kNone;
+    lo_b[t] = ib[t] < N ? static_cast<Idx>(key_lo(p.seg_begin, ib[t], p.window)) : kNone;
+  }
+
+  // Q fragments for the whole loop: MT m-tiles × KS k-steps × 4 regs.
+  load_rows<D, kR>(K0, p.q, i0, N, H, h);
+  __syncthreads();
+  uint32_t qf[MT][KS][4];
+#pragma unroll
+  for (int t = 0; t < MT; ++t)
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk)
+      ldsm_x4(smem_addr(K0 + (warp * MT + t) * 16 * S + kk * 16 + lds_a<S>(lane)), qf[t][kk]);
   kv_first<D, BN, kPipe>(K0, V0, p, blo, g);
 
-  float o[D / 8][4];
+  float o[MT][D / 8][4];
+  float m_a[MT], m_b[MT];  // running max of scale·log2(e)·s
+  float l_a[MT], l_b[MT];  // this lane's share of the running sums
 #pragma unroll
-  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  float m_a = -INFINITY, m_b = -INFINITY;  // running max of scale·log2(e)·s
-  float l_a = 0.f, l_b = 0.f;              // this lane's share of the running sums
+  for (int t = 0; t < MT; ++t) {
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) o[t][n][0] = o[t][n][1] = o[t][n][2] = o[t][n][3] = 0.f;
+    m_a[t] = m_b[t] = -INFINITY;
+    l_a[t] = l_b[t] = 0.f;
+  }
   const float sl2 = p.scale * kLog2e;
 
   int buf = 0;
@@ -305,76 +333,103 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
     if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;  // nothing here for this warp
     const bool full = ts + BN - 1 <= wi0 && ts >= wlo_max;        // every pair visible
 
-    float s[BN / 8][4];
+    float s[MT][BN / 8][4];
 #pragma unroll
-    for (int n = 0; n < BN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    for (int t = 0; t < MT; ++t)
+#pragma unroll
+      for (int n = 0; n < BN / 8; ++n) s[t][n][0] = s[t][n][1] = s[t][n][2] = s[t][n][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < KS; ++kk) {
 #pragma unroll
       for (int nn = 0; nn < BN / 16; ++nn) {
         uint32_t b[4];
         ldsm_x4(smem_addr(Ks + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
-        mma_bf16(s[2 * nn], qf[kk], b[0], b[1]);
-        mma_bf16(s[2 * nn + 1], qf[kk], b[2], b[3]);
-      }
-    }
-    // s[n][0..1]: row ia, keys ts + 8n + 2tig + {0, 1}; s[n][2..3]: row ib, same keys.
-    float ta = -INFINITY, tb = -INFINITY;
 #pragma unroll
-    for (int n = 0; n < BN / 8; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float x = s[n][e] * sl2;
-        if (!full) {
-          const int64_t j = ts + 8 * n + 2 * tig + (e & 1);
-          const int64_t i = e < 2 ? ia : ib;
-          const int64_t lo = e < 2 ? lo_a : lo_b;
-          if (j < lo || j > i) x = -INFINITY;
+        for (int t = 0; t < MT; ++t) {  // one K fragment, MT products
+          mma_bf16(s[t][2 * nn], qf[t][kk], b[0], b[1]);
+          mma_bf16(s[t][2 * nn + 1], qf[t][kk], b[2], b[3]);
         }
-        s[n][e] = x;
       }
-      ta = fmaxf(ta, fmaxf(s[n][0], s[n][1]));
-      tb = fmaxf(tb, fmaxf(s[n][2], s[n][3]));
-    }
-    const float na = fmaxf(m_a, quad_max(ta)), nb = fmaxf(m_b, quad_max(tb));
-    const float ra = na == -INFINITY ? 0.f : na, rb = nb == -INFINITY ? 0.f : nb;
-    const float ca = exp2f(m_a - ra), cb = exp2f(m_b - rb);  // 0 while a row has seen nothing
-    m_a = na;
-    m_b = nb;
-    l_a *= ca;
-    l_b *= cb;
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
-      o[n][0] *= ca; o[n][1] *= ca;
-      o[n][2] *= cb; o[n][3] *= cb;
     }
 #pragma unroll
-    for (int n = 0; n < BN / 8; ++n) {
-      s[n][0] = exp2f(s[n][0] - ra); s[n][1] = exp2f(s[n][1] - ra);
-      s[n][2] = exp2f(s[n][2] - rb); s[n][3] = exp2f(s[n][3] - rb);
-      l_a += s[n][0] + s[n][1];
-      l_b += s[n][2] + s[n][3];
+    for (int t = 0; t < MT; ++t) {
+      // s[t][n][0..1]: row ia[t], keys ts + 8n + 2tig + {0, 1}; s[t][n][2..3]: row ib[t], same keys.
+      float ta = -INFINITY, tb = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float x = s[t][n][e] * sl2;
+          if (!full) {
+            const Idx j = static_cast<Idx>(ts) + 8 * n + 2 * tig + (e & 1);
+            const Idx i = e < 2 ? ia[t] : ib[t];
+            const Idx lo = e < 2 ? lo_a[t] : lo_b[t];
+            if (j < lo || j > i) x = -INFINITY;
+          }
+          s[t][n][e] = x;
+        }
+        ta = fmaxf(ta, fmaxf(s[t][n][0], s[t][n][1]));
+        tb = fmaxf(tb, fmaxf(s[t][n][2], s[t][n][3]));
+      }
+      const float na = fmaxf(m_a[t], quad_max(ta)), nb = fmaxf(m_b[t], quad_max(tb));
+      const float ra = na == -INFINITY ? 0.f : na, rb = nb == -INFINITY ? 0.f : nb;
+      const float ca = exp2f(m_a[t] - ra), cb = exp2f(m_b[t] - rb);  // 0 while a row has seen nothing
+      m_a[t] = na;
+      m_b[t] = nb;
+      l_a[t] *= ca;
+      l_b[t] *= cb;
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n) {
+        o[t][n][0] *= ca; o[t][n][1] *= ca;
+        o[t][n][2] *= cb; o[t][n][3] *= cb;
+      }
+#pragma unroll
+      for (int n = 0; n < BN / 8; ++n) {
+        s[t][n][0] = exp2f(s[t][n][0] - ra); s[t][n][1] = exp2f(s[t][n][1] - ra);
+        s[t][n][2] = exp2f(s[t][n][2] - rb); s[t][n][3] = exp2f(s[t][n][3] - rb);
+        l_a[t] += s[t][n][0] + s[t][n][1];
+        l_b[t] += s[t][n][2] + s[t][n][3];
+      }
     }
-    // O += P·V: P's C fragments are the A fragments (keys 16kk .. 16kk + 15 as k).
+    // O += P·V: P's C fragments are the A fragments (keys 16kk .. 16kk + 15 as k); each V fragment
+    // feeds every m-tile.
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
-      mma_kslice_kmajor<D, S>(o, a_from_c(s[2 * kk], s[2 * kk + 1]), Vs + kk * 16 * S, lane);
+      if constexpr (MT == 1) {
+        mma_kslice_kmajor<D, S>(o[0], a_from_c(s[0][2 * kk], s[0][2 * kk + 1]), Vs + kk * 16 * S, lane);
+      } else {
+        AFrag a[MT];
+#pragma unroll
+        for (int t = 0; t < MT; ++t) a[t] = a_from_c(s[t][2 * kk], s[t][2 * kk + 1]);
+#pragma unroll
+        for (int dn = 0; dn < D / 16; ++dn) {
+          uint32_t b[4];
+          ldsm_x4_trans(smem_addr(Vs + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
+#pragma unroll
+          for (int t = 0; t < MT; ++t) {
+            mma_bf16(o[t][2 * dn], a[t].r, b[0], b[1]);
+            mma_bf16(o[t][2 * dn + 1], a[t].r, b[2], b[3]);
+          }
+        }
+      }
     }
   }
   if (!warp_live) return;
-  l_a = quad_sum(l_a);
-  l_b = quad_sum(l_b);
-  // l >= 1 for every real row: query i always sees itself.
-  const float inv_a = 1.f / l_a, inv_b = 1.f / l_b;
 #pragma unroll
-  for (int n = 0; n < D / 8; ++n) {
-    const int d = 8 * n + 2 * tig;
-    if (ia < N) *reinterpret_cast<float2*>(p.out + (ia * H + h) * D + d) = make_float2(o[n][0] * inv_a, o[n][1] * inv_a);
-    if (ib < N) *reinterpret_cast<float2*>(p.out + (ib * H + h) * D + d) = make_float2(o[n][2] * inv_b, o[n][3] * inv_b);
-  }
-  if (tig == 0) {
-    if (ia < N) p.lse[ia * H + h] = (m_a + log2f(l_a)) * kLn2;
-    if (ib < N) p.lse[ib * H + h] = (m_b + log2f(l_b)) * kLn2;
+  for (int t = 0; t < MT; ++t) {
+    const float la = quad_sum(l_a[t]), lb = quad_sum(l_b[t]);
+    // l >= 1 for every real row: query i always sees itself.
+    const float inv_a = 1.f / la, inv_b = 1.f / lb;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      const int d = 8 * n + 2 * tig;
+      if (ia[t] < N) *reinterpret_cast<float2*>(p.out + (ia[t] * H + h) * D + d) = make_float2(o[t][n][0] * inv_a, o[t][n][1] * inv_a);
+      if (ib[t] < N) *reinterpret_cast<float2*>(p.out + (ib[t] * H + h) * D + d) = make_float2(o[t][n][2] * inv_b, o[t][n][3] * inv_b);
+    }
+    if (tig == 0) {
+      if (ia[t] < N) p.lse[ia[t] * H + h] = (m_a[t] + log2f(la)) * kLn2;
+      if (ib[t] < N) p.lse[ib[t] * H + h] = (m_b[t] + log2f(lb)) * kLn2;
+    }
   }
 }
 
@@ -682,17 +737,31 @@ void allow_smem(Kernel kernel, size_t bytes, const char* name) {
   if (err != cudaSuccess) throw_cuda_error(err, name, "cudaFuncSetAttribute", 0);
 }
 
-dim3 grid_of(int64_t rows, int64_t units) {
+// CTAs of `per_cta` rows (kRows, or 64·MT for the forward) over `rows`, times `units` heads.
+dim3 grid_of(int64_t rows, int64_t units, int64_t per_cta = kRows) {
   if (units > 65535) fail(ErrorCode::Unsupported, "attention on CUDA: more than 65535 heads");
-  return dim3(static_cast<unsigned>((rows + kRows - 1) / kRows), static_cast<unsigned>(units));
+  return dim3(static_cast<unsigned>((rows + per_cta - 1) / per_cta), static_cast<unsigned>(units));
 }
 
+template <int D, bool kPipe, int MT = 1>
+void forward_mt(const AttnParams& p, cudaStream_t s) {
+  const size_t smem = (kPipe ? 4 : 2) * tile_bytes(D, kRows);  // the Q tile (64·MT <= 128 rows) fits in two
+  allow_smem(flash_fwd_kernel<D, kPipe, MT>, smem, "flash_fwd_kernel");
+  flash_fwd_kernel<D, kPipe, MT><<<grid_of(p.N, p.H, kRows * MT), kThreads, smem, s>>>(p);
+  check_launch("flash_fwd_kernel");
+}
+
+// INSTILL_CUDA_NEXT=1 at D = 64: two m-tiles a warp (128 queries a CTA), waiting for a GPU run. D = 128
+// keeps one (its O and S fragments alone are 128 registers a thread per m-tile).
 template <int D, bool kPipe>
 void forward_d(const AttnParams& p, cudaStream_t s) {
-  const size_t smem = (kPipe ? 4 : 2) * tile_bytes(D, kRows);
-  allow_smem(flash_fwd_kernel<D, kPipe>, smem, "flash_fwd_kernel");
-  flash_fwd_kernel<D, kPipe><<<grid_of(p.N, p.H), kThreads, smem, s>>>(p);
-  check_launch("flash_fwd_kernel");
+  if constexpr (D == 64) {
+    if (next_kernels()) {
+      const OpPart part("flash kernel, 32 queries a warp (next)", Device::CUDA);
+      return forward_mt<D, kPipe, 2>(p, s);
+    }
+  }
+  forward_mt<D, kPipe, 1>(p, s);
 }
 
 template <int D, bool kPipe>

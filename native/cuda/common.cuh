@@ -49,6 +49,10 @@ void check_launch(const char* kernel);
 void sync(const char* what);
 // The device's multiprocessors (queried once): how kernels size their grids.
 int sm_count();
+// INSTILL_CUDA_NEXT=1: run the kernels waiting for a GPU run (compiled and reviewed, not yet tested or
+// timed on a GPU; README.md here lists them) instead of the verified ones. Read on every call, so a test
+// can compare both in one process, and bench/gpu-check.sh A/Bs them.
+bool next_kernels();
 
 // Copies an i32 tensor (CPU or CUDA) to the host.
 std::vector<int32_t> to_host_i32(const Tensor& t);

@@ -42,9 +42,6 @@
 // (Tried: the packs of x and dy fused with u = x·Aᵀ and g = dy·B in one kernel.
 // In a 1B step it was no faster than the three passes — 47.1 vs 46.6 ms; a first
 // version that read the factor per warp from L2 was 3x slower — so it went.)
-#include <cstdlib>
-#include <cstring>
-
 #include "cuda/gemm.h"
 #include "cuda/lora_narrow.h"
 #include "ops/lora_linear.h"
@@ -63,13 +60,8 @@ void set_c(GemmArgs& g, Tensor& t, int64_t ldc) {
   g.ldc = ldc;
 }
 
-// INSTILL_CUDA_NEXT=1: the kernels waiting for a GPU run (the narrow products of lora_narrow.cu, which
-// also write s·u and s·g into the packed buffers, and the one-pass [W | B] pack); else the verified path
-// (gemm(), two packs). bench/gpu-check.sh A/Bs them. Read on every call, so a test can compare.
-bool next_kernels() {
-  const char* e = std::getenv("INSTILL_CUDA_NEXT");
-  return e && std::strcmp(e, "1") == 0;
-}
+// next_kernels() (common.cuh): the narrow products of lora_narrow.cu, which also write s·u and s·g into
+// the packed buffers, and the one-pass [W | B] pack; else the verified path (gemm(), two packs).
 
 
 // An f32 frozen weight (an f32 model): every operand is f32, so the products are

@@ -403,6 +403,47 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     close(piped.got.dv, refB.dv.toArray(), BF16_TOL, 'dv');
   });
 
+  // INSTILL_CUDA_NEXT=1: the D = 64 forward with two m-tiles a warp (128 queries a CTA). Each row's arithmetic
+  // is the verified kernel's, over the same key tiles when a CTA's first visible key is the same: one
+  // segment from 0, no window, gives the same bits; packed rows and windows move tile starts (rounding).
+  it.each([
+    { segs: [0, 333], h: 4, kvh: 2, d: 64, window: 0, same: true },
+    { segs: [0, 2048], h: 8, kvh: 2, d: 64, window: 0, same: true },
+    { segs: [0, 13, 50, 51, 90], h: 4, kvh: 2, d: 64, window: 0, same: false },
+    { segs: [0, 1, 200, 333], h: 4, kvh: 2, d: 64, window: 40, same: false },
+    { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 0, same: true },  // D 128: one m-tile either way
+  ])('flash attention forward, 32 queries a warp (INSTILL_CUDA_NEXT=1): $segs H=$h KVH=$kvh D=$d window=$window', ({ segs, h, kvh, d, window, same }) => {
+    const A = native();
+    const { q, k, v, cu, scale } = attentionInputs(segs, h, kvh, d);
+    const run = (next: boolean, mode?: string) => withEnv('INSTILL_CUDA_NEXT', next ? '1' : undefined, () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {
+      runtime.setOpProfile(true);
+      try {
+        const f = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.cpu), scale, window);
+        return { out: host(f.out), lse: host(f.lse), parts: runtime.opProfile().map((o) => o.op) };
+      } finally {
+        runtime.setOpProfile(false);
+      }
+    }));
+    const verified = run(false), next = run(true), nextPiped = run(true, 'pipelined');
+    const part = 'attention_forward/flash kernel, 32 queries a warp (next)';
+    expect(verified.parts).not.toContain(part);
+    if (d === 64) {
+      expect(next.parts).toContain(part);
+      expect(nextPiped.parts).toContain(part);
+    } else {
+      expect(next.parts).not.toContain(part);
+    }
+    const bits = (a: Float32Array | Int32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+    for (const key of ['out', 'lse'] as const) {
+      expect(next[key].every((x) => Number.isFinite(x)), key).toBe(true);
+      expect(bits(nextPiped[key]).equals(bits(next[key])), `${key}: pipelined and synchronous loads`).toBe(true);
+      if (same) expect(bits(next[key]).equals(bits(verified[key])), `${key}: the verified kernel's bits`).toBe(true);
+    }
+    const ref = A.opAttention(handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), handleOf(cu.cpu), scale, window);
+    close(next.out, ref.out.toArray(), BF16_TOL, 'out');
+    close(next.lse, ref.lse.toArray(), BF16_TOL, 'lse');
+  });
+
   it.each([
     { start: 37, n: 5, h: 4, kvh: 2, d: 80, window: 0 },
     { start: 0, n: 23, h: 3, kvh: 1, d: 64, window: 0 },
