@@ -21,7 +21,8 @@
 //   flash_dq_kernel<D,BN>    CTA = 64 queries of head h; key tiles of BN (64 for D=64,
 //                            32 for D=128: fewer live registers): S = Q·Kᵀ, dP = dO·Vᵀ,
 //                            P = exp(scale·S − lse), dS = P∘(dP − Δ), dQ += dS·K;
-//                            writes dq = scale·dQ.
+//                            writes dq = scale·dQ. INSTILL_CUDA_NEXT=1 at D = 64: 32 queries a warp
+//                            with key tiles of 32 (MT = 2, as the forward).
 //   flash_dkv_kernel<D,BQ>   CTA = 64 keys of KV head g; for each query head of the group
 //                            (or of its share of the group, see split below) and each
 //                            query tile of BQ (64 for D=64, 32 for D=128) that can see
@@ -435,55 +436,74 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
 
 // ---------------------------------------------------------------- dQ
 
-template <int D, int BN, bool kPipe>
+// MT m-tiles per warp as in the forward: MT = 1 is the verified kernel; MT = 2 (INSTILL_CUDA_NEXT=1, D = 64,
+// with BN = 32 so that S and dP of two m-tiles fit in registers) has each K and V fragment feed two mma.sync.
+// There is no online softmax here: each dQ element sums the same 16-key slices in the same order whatever
+// the tile size, so where the tiles start at the same key (a segment from 0) the bits are MT = 1's.
+template <int D, int BN, bool kPipe, int MT = 1>
 __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) {
   constexpr int S = D + 8;
   constexpr int KS = D / 16;
+  constexpr int kR = kRows * MT;  // queries per CTA
   extern __shared__ __align__(16) unsigned char smem_raw[];
   // Key tiles of BN rows, then value tiles (two of each when pipelined: tile t in buffer t % 2). The
-  // Q tile (64 rows) goes first where the key tiles go, the dO tile where the value tiles go.
-  // Buffer b's key tile at K0 + b·kBuf, its value tile at V0 + b·kBuf.
+  // Q tile (kR rows) goes first where the key tiles go, the dO tile where the value tiles go: each region
+  // holds kRegion rows. Buffer b's key tile at K0 + b·kBuf, its value tile at V0 + b·kBuf.
+  constexpr int kKv = kPipe ? 2 * BN : BN;
+  constexpr int kRegion = kR > kKv ? kR : kKv;
   bf16* const K0 = reinterpret_cast<bf16*>(smem_raw);
-  bf16* const V0 = K0 + (kPipe ? 2 * BN : kRows) * S;
+  bf16* const V0 = K0 + kRegion * S;
   constexpr int kBuf = kPipe ? BN * S : 0;
-  static_assert(!kPipe || 2 * BN >= kRows, "the Q and dO tiles fill two key / value buffers");
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   const int64_t N = p.N, H = p.H;
   const int64_t h = blockIdx.y, g = h / (H / p.KVH);
-  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kRows;
-  const int64_t last_i = min(i0 + kRows - 1, N - 1);
+  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kR;
+  const int64_t last_i = min(i0 + kR - 1, N - 1);
   const int64_t blo = key_lo(p.seg_begin, i0, p.window);
 
-  const int64_t wi0 = i0 + warp * 16;
+  const int64_t wi0 = i0 + warp * 16 * MT;
   const bool warp_live = wi0 < N;
-  const int64_t wlast = min(wi0 + 15, N - 1);
+  const int64_t wlast = min(wi0 + 16 * MT - 1, N - 1);
   const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
   const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
-  const int64_t ia = wi0 + gid, ib = ia + 8;
-  const int64_t lo_a = ia < N ? key_lo(p.seg_begin, ia, p.window) : INT64_MAX;
-  const int64_t lo_b = ib < N ? key_lo(p.seg_begin, ib, p.window) : INT64_MAX;
+  using Idx = std::conditional_t<MT == 1, int64_t, int32_t>;  // as in the forward
+  constexpr Idx kNone = MT == 1 ? static_cast<Idx>(INT64_MAX) : static_cast<Idx>(INT32_MAX);
   const float sl2 = p.scale * kLog2e;
-  // lse in log2 units; Δ. Rows past N: any finite value (their P is masked to 0).
-  const float lse_a = ia < N ? p.lse_in[ia * H + h] * kLog2e : 0.f;
-  const float lse_b = ib < N ? p.lse_in[ib * H + h] * kLog2e : 0.f;
-  const float dl_a = ia < N ? p.delta[ia * H + h] : 0.f;
-  const float dl_b = ib < N ? p.delta[ib * H + h] : 0.f;
-
-  load_rows<D, kRows>(K0, p.q, i0, N, H, h);
-  load_rows<D, kRows>(V0, p.dout, i0, N, H, h);
-  __syncthreads();
-  uint32_t qf[KS][4], dof[KS][4];
+  // Per m-tile t: rows ia, ib; lse in log2 units; Δ. Rows past N: any finite value (their P is masked to 0).
+  Idx ia[MT], ib[MT], lo_a[MT], lo_b[MT];
+  float lse_a[MT], lse_b[MT], dl_a[MT], dl_b[MT];
 #pragma unroll
-  for (int kk = 0; kk < KS; ++kk) {
-    ldsm_x4(smem_addr(K0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
-    ldsm_x4(smem_addr(V0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), dof[kk]);
+  for (int t = 0; t < MT; ++t) {
+    ia[t] = static_cast<Idx>(wi0 + 16 * t + gid);
+    ib[t] = ia[t] + 8;
+    lo_a[t] = ia[t] < N ? static_cast<Idx>(key_lo(p.seg_begin, ia[t], p.window)) : kNone;
+    lo_b[t] = ib[t] < N ? static_cast<Idx>(key_lo(p.seg_begin, ib[t], p.window)) : kNone;
+    lse_a[t] = ia[t] < N ? p.lse_in[ia[t] * H + h] * kLog2e : 0.f;
+    lse_b[t] = ib[t] < N ? p.lse_in[ib[t] * H + h] * kLog2e : 0.f;
+    dl_a[t] = ia[t] < N ? p.delta[ia[t] * H + h] : 0.f;
+    dl_b[t] = ib[t] < N ? p.delta[ib[t] * H + h] : 0.f;
+  }
+
+  load_rows<D, kR>(K0, p.q, i0, N, H, h);
+  load_rows<D, kR>(V0, p.dout, i0, N, H, h);
+  __syncthreads();
+  uint32_t qf[MT][KS][4], dof[MT][KS][4];
+#pragma unroll
+  for (int t = 0; t < MT; ++t) {
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk) {
+      ldsm_x4(smem_addr(K0 + (warp * MT + t) * 16 * S + kk * 16 + lds_a<S>(lane)), qf[t][kk]);
+      ldsm_x4(smem_addr(V0 + (warp * MT + t) * 16 * S + kk * 16 + lds_a<S>(lane)), dof[t][kk]);
+    }
   }
   kv_first<D, BN, kPipe>(K0, V0, p, blo, g);
 
-  float acc[D / 8][4];
+  float acc[MT][D / 8][4];
 #pragma unroll
-  for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+  for (int t = 0; t < MT; ++t)
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) acc[t][n][0] = acc[t][n][1] = acc[t][n][2] = acc[t][n][3] = 0.f;
 
   int buf = 0;
   for (int64_t ts = blo; ts <= last_i; ts += BN, buf ^= 1) {
@@ -493,11 +513,14 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
     if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;
     const bool full = ts + BN - 1 <= wi0 && ts >= wlo_max;
 
-    float s[BN / 8][4], dp[BN / 8][4];
+    float s[MT][BN / 8][4], dp[MT][BN / 8][4];
 #pragma unroll
-    for (int n = 0; n < BN / 8; ++n) {
-      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-      dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
+    for (int t = 0; t < MT; ++t) {
+#pragma unroll
+      for (int n = 0; n < BN / 8; ++n) {
+        s[t][n][0] = s[t][n][1] = s[t][n][2] = s[t][n][3] = 0.f;
+        dp[t][n][0] = dp[t][n][1] = dp[t][n][2] = dp[t][n][3] = 0.f;
+      }
     }
 #pragma unroll
     for (int kk = 0; kk < KS; ++kk) {
@@ -505,40 +528,69 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
       for (int nn = 0; nn < BN / 16; ++nn) {
         uint32_t b[4];
         ldsm_x4(smem_addr(Ks + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
-        mma_bf16(s[2 * nn], qf[kk], b[0], b[1]);
-        mma_bf16(s[2 * nn + 1], qf[kk], b[2], b[3]);
+#pragma unroll
+        for (int t = 0; t < MT; ++t) {
+          mma_bf16(s[t][2 * nn], qf[t][kk], b[0], b[1]);
+          mma_bf16(s[t][2 * nn + 1], qf[t][kk], b[2], b[3]);
+        }
         ldsm_x4(smem_addr(Vs + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
-        mma_bf16(dp[2 * nn], dof[kk], b[0], b[1]);
-        mma_bf16(dp[2 * nn + 1], dof[kk], b[2], b[3]);
+#pragma unroll
+        for (int t = 0; t < MT; ++t) {
+          mma_bf16(dp[t][2 * nn], dof[t][kk], b[0], b[1]);
+          mma_bf16(dp[t][2 * nn + 1], dof[t][kk], b[2], b[3]);
+        }
       }
     }
     // dS = P ∘ (dP − Δ), P = 2^(sl2·s − lse·log2 e), masked to 0; kept in s.
 #pragma unroll
-    for (int n = 0; n < BN / 8; ++n) {
+    for (int t = 0; t < MT; ++t) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float pr = exp2f(fmaf(s[n][e], sl2, e < 2 ? -lse_a : -lse_b));
-        if (!full) {
-          const int64_t j = ts + 8 * n + 2 * tig + (e & 1);
-          const int64_t i = e < 2 ? ia : ib;
-          const int64_t lo = e < 2 ? lo_a : lo_b;
-          if (j < lo || j > i) pr = 0.f;
+      for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float pr = exp2f(fmaf(s[t][n][e], sl2, e < 2 ? -lse_a[t] : -lse_b[t]));
+          if (!full) {
+            const Idx j = static_cast<Idx>(ts) + 8 * n + 2 * tig + (e & 1);
+            const Idx i = e < 2 ? ia[t] : ib[t];
+            const Idx lo = e < 2 ? lo_a[t] : lo_b[t];
+            if (j < lo || j > i) pr = 0.f;
+          }
+          s[t][n][e] = pr * (dp[t][n][e] - (e < 2 ? dl_a[t] : dl_b[t]));
         }
-        s[n][e] = pr * (dp[n][e] - (e < 2 ? dl_a : dl_b));
       }
     }
-    // dQ += dS·K: dS as A (keys as k), K k-major (rows = keys) through ldmatrix.trans.
+    // dQ += dS·K: dS as A (keys as k), K k-major (rows = keys) through ldmatrix.trans; each K fragment
+    // feeds every m-tile.
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
-      mma_kslice_kmajor<D, S>(acc, a_from_c(s[2 * kk], s[2 * kk + 1]), Ks + kk * 16 * S, lane);
+      if constexpr (MT == 1) {
+        mma_kslice_kmajor<D, S>(acc[0], a_from_c(s[0][2 * kk], s[0][2 * kk + 1]), Ks + kk * 16 * S, lane);
+      } else {
+        AFrag a[MT];
+#pragma unroll
+        for (int t = 0; t < MT; ++t) a[t] = a_from_c(s[t][2 * kk], s[t][2 * kk + 1]);
+#pragma unroll
+        for (int dn = 0; dn < D / 16; ++dn) {
+          uint32_t b[4];
+          ldsm_x4_trans(smem_addr(Ks + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
+#pragma unroll
+          for (int t = 0; t < MT; ++t) {
+            mma_bf16(acc[t][2 * dn], a[t].r, b[0], b[1]);
+            mma_bf16(acc[t][2 * dn + 1], a[t].r, b[2], b[3]);
+          }
+        }
+      }
     }
   }
   if (!warp_live) return;
 #pragma unroll
-  for (int n = 0; n < D / 8; ++n) {
-    const int d = 8 * n + 2 * tig;
-    if (ia < N) *reinterpret_cast<float2*>(p.dq + (ia * H + h) * D + d) = make_float2(acc[n][0] * p.scale, acc[n][1] * p.scale);
-    if (ib < N) *reinterpret_cast<float2*>(p.dq + (ib * H + h) * D + d) = make_float2(acc[n][2] * p.scale, acc[n][3] * p.scale);
+  for (int t = 0; t < MT; ++t) {
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      const int d = 8 * n + 2 * tig;
+      if (ia[t] < N) *reinterpret_cast<float2*>(p.dq + (ia[t] * H + h) * D + d) = make_float2(acc[t][n][0] * p.scale, acc[t][n][1] * p.scale);
+      if (ib[t] < N) *reinterpret_cast<float2*>(p.dq + (ib[t] * H + h) * D + d) = make_float2(acc[t][n][2] * p.scale, acc[t][n][3] * p.scale);
+    }
   }
 }
 
@@ -764,16 +816,31 @@ void forward_d(const AttnParams& p, cudaStream_t s) {
   forward_mt<D, kPipe, 1>(p, s);
 }
 
+// The dQ kernel with MT m-tiles a warp and key tiles of BN (MT = 2: INSTILL_CUDA_NEXT=1 at D = 64).
+template <int D, int BN, bool kPipe, int MT>
+void dq_mt(const AttnParams& p, cudaStream_t s) {
+  constexpr int kKv = kPipe ? 2 * BN : BN, kR = kRows * MT;
+  const size_t smem = 2 * tile_bytes(D, kR > kKv ? kR : kKv);  // the Q / key region, the dO / value region
+  allow_smem(flash_dq_kernel<D, BN, kPipe, MT>, smem, "flash_dq_kernel");
+  flash_dq_kernel<D, BN, kPipe, MT><<<grid_of(p.N, p.H, kR), kThreads, smem, s>>>(p);
+  check_launch("flash_dq_kernel");
+}
+
 template <int D, bool kPipe>
 void backward_d(const AttnParams& p, cudaStream_t s) {
   constexpr int BN = D <= 64 ? 64 : 32;  // dq: key tile
   constexpr int BQ = D <= 64 ? 64 : 32;  // dkv: query tile
-  const size_t smem_dq = kPipe ? 4 * tile_bytes(D, BN) : 2 * tile_bytes(D, kRows);
-  allow_smem(flash_dq_kernel<D, BN, kPipe>, smem_dq, "flash_dq_kernel");
-  {
+  bool dq_done = false;
+  if constexpr (D == 64) {
+    if (next_kernels()) {
+      const OpPart part("dq kernel, 32 queries a warp (next)", Device::CUDA);
+      dq_mt<D, 32, kPipe, 2>(p, s);
+      dq_done = true;
+    }
+  }
+  if (!dq_done) {
     const OpPart part("dq kernel", Device::CUDA);
-    flash_dq_kernel<D, BN, kPipe><<<grid_of(p.N, p.H), kThreads, smem_dq, s>>>(p);
-    check_launch("flash_dq_kernel");
+    dq_mt<D, BN, kPipe, 1>(p, s);
   }
 
   const bool split = p.dk_part != nullptr && p.dv_part != nullptr;

@@ -403,45 +403,54 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     close(piped.got.dv, refB.dv.toArray(), BF16_TOL, 'dv');
   });
 
-  // INSTILL_CUDA_NEXT=1: the D = 64 forward with two m-tiles a warp (128 queries a CTA). Each row's arithmetic
-  // is the verified kernel's, over the same key tiles when a CTA's first visible key is the same: one
-  // segment from 0, no window, gives the same bits; packed rows and windows move tile starts (rounding).
+  // INSTILL_CUDA_NEXT=1: the D = 64 forward and dQ kernels with two m-tiles a warp (128 queries a CTA). Each
+  // row's arithmetic is the verified kernels', over the same key tiles / 16-key slices when a CTA's first
+  // visible key is the same: one segment from 0, no window, gives the same bits; packed rows and windows
+  // move where tiles start (rounding). The dK/dV kernel is the same either way: its bits must not move.
   it.each([
     { segs: [0, 333], h: 4, kvh: 2, d: 64, window: 0, same: true },
     { segs: [0, 2048], h: 8, kvh: 2, d: 64, window: 0, same: true },
     { segs: [0, 13, 50, 51, 90], h: 4, kvh: 2, d: 64, window: 0, same: false },
     { segs: [0, 1, 200, 333], h: 4, kvh: 2, d: 64, window: 40, same: false },
     { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 0, same: true },  // D 128: one m-tile either way
-  ])('flash attention forward, 32 queries a warp (INSTILL_CUDA_NEXT=1): $segs H=$h KVH=$kvh D=$d window=$window', ({ segs, h, kvh, d, window, same }) => {
+  ])('flash attention forward and dQ, 32 queries a warp (INSTILL_CUDA_NEXT=1): $segs H=$h KVH=$kvh D=$d window=$window', ({ segs, h, kvh, d, window, same }) => {
     const A = native();
-    const { q, k, v, cu, scale } = attentionInputs(segs, h, kvh, d);
+    const { q, k, v, dout, cu, scale } = attentionInputs(segs, h, kvh, d);
+    const fwd = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.cpu), scale, window);
     const run = (next: boolean, mode?: string) => withEnv('INSTILL_CUDA_NEXT', next ? '1' : undefined, () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {
       runtime.setOpProfile(true);
       try {
         const f = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.cpu), scale, window);
-        return { out: host(f.out), lse: host(f.lse), parts: runtime.opProfile().map((o) => o.op) };
+        // the backward from the same forward outputs on both paths (fwd: the verified kernel's), so that
+        // only the backward's own kernels can move its bits
+        const b = A.opAttentionBackward(handleOf(dout.gpu), handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), fwd.out, fwd.lse, handleOf(cu.cpu), scale, window);
+        return { out: host(f.out), lse: host(f.lse), dq: host(b.dq), dk: host(b.dk), dv: host(b.dv), parts: runtime.opProfile().map((o) => o.op) };
       } finally {
         runtime.setOpProfile(false);
       }
     }));
     const verified = run(false), next = run(true), nextPiped = run(true, 'pipelined');
-    const part = 'attention_forward/flash kernel, 32 queries a warp (next)';
-    expect(verified.parts).not.toContain(part);
-    if (d === 64) {
-      expect(next.parts).toContain(part);
-      expect(nextPiped.parts).toContain(part);
-    } else {
-      expect(next.parts).not.toContain(part);
+    const parts = ['attention_forward/flash kernel, 32 queries a warp (next)', 'attention_backward/dq kernel, 32 queries a warp (next)'];
+    for (const part of parts) {
+      expect(verified.parts).not.toContain(part);
+      if (d === 64) {
+        expect(next.parts).toContain(part);
+        expect(nextPiped.parts).toContain(part);
+      } else {
+        expect(next.parts).not.toContain(part);
+      }
     }
     const bits = (a: Float32Array | Int32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-    for (const key of ['out', 'lse'] as const) {
+    for (const key of ['out', 'lse', 'dq', 'dk', 'dv'] as const) {
       expect(next[key].every((x) => Number.isFinite(x)), key).toBe(true);
       expect(bits(nextPiped[key]).equals(bits(next[key])), `${key}: pipelined and synchronous loads`).toBe(true);
-      if (same) expect(bits(next[key]).equals(bits(verified[key])), `${key}: the verified kernel's bits`).toBe(true);
+      if (same || key === 'dk' || key === 'dv') expect(bits(next[key]).equals(bits(verified[key])), `${key}: the verified kernels' bits`).toBe(true);
     }
     const ref = A.opAttention(handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), handleOf(cu.cpu), scale, window);
     close(next.out, ref.out.toArray(), BF16_TOL, 'out');
     close(next.lse, ref.lse.toArray(), BF16_TOL, 'lse');
+    const refB = A.opAttentionBackward(handleOf(dout.cpu), handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), ref.out, ref.lse, handleOf(cu.cpu), scale, window);
+    close(next.dq, refB.dq.toArray(), BF16_TOL, 'dq');
   });
 
   it.each([
