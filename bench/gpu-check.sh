@@ -142,6 +142,9 @@ bench "instill train step (next kernels, bf16 MLP)" 150 env INSTILL_CUDA_NEXT=1 
   node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 bench "instill ops" 90 node bench/gpu/instill_bench.mjs ops --out "$RES"
+# the ops one by one with the next kernels (the attention forward / dQ with 32 queries a warp, the narrow LoRA products)
+bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT=1 INSTILL_BENCH_VARIANT="next kernels" \
+  node bench/gpu/instill_bench.mjs ops --out "$RES"
 # The user's command on a GPU: a 2-layer 1B-shaped step, through the CLI (exit status and its output kept)
 if timeout "$(budget 90)" node bin/instill.js bench train --config .fixtures/configs/llama-3.2-1b.json --layers 2 \
      --seq 1024 --dtype bf16 --device cuda --profile > "$OUT/cli-bench.log" 2>&1; then
