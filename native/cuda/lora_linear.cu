@@ -38,7 +38,8 @@
 // INSTILL_CUDA_NEXT=1 (kernels compiled and reviewed but not yet run on a GPU; opt-in
 // until a GPU run has tested and timed them): u, g, dA and dB on the CUDA-core kernels
 // of lora_narrow.cu instead of cuBLASLt (which runs them far below memory speed), u and
-// g writing s·u and s·g into px and pd in the same pass; [W | B] packed in one pass.
+// g writing s·u and s·g into px and pd in the same pass; [W | B] packed in one pass. A bf16 x or dy
+// (bf16 activations) is copied into its pack first and the narrow product reads it there.
 // (Tried: the packs of x and dy fused with u = x·Aᵀ and g = dy·B in one kernel.
 // In a 1B step it was no faster than the three passes — 47.1 vs 46.6 ms; a first
 // version that read the factor per warp from L2 was 3x slower — so it went.)
@@ -106,11 +107,19 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   const int64_t ldx = round_up(IN + R, 8);
   Tensor px = Tensor::empty({N, ldx}, DType::BF16, Device::CUDA);  // [x | s·u]
   Tensor wb = Tensor::empty({OUT, ldx}, DType::BF16, Device::CUDA);  // [W | B]
-  const bool next = next_kernels() && x.dtype() == DType::F32;  // lora_narrow.cu reads an f32 x
-  if (next) {  // x packed into px, u = x·Aᵀ, and s·u into px: one pass over the f32 x
+  const bool next = next_kernels();
+  if (next && x.dtype() == DType::F32) {  // x packed into px, u = x·Aᵀ, and s·u into px: one pass over the f32 x
     const OpPart part("pack x, u = x A^T, pack s u (simt)", Device::CUDA);
     narrow_rows(NarrowRowsArgs{bf16_ptr(px), ldx, N, IN, a.data_as<float>(), IN, true, R, 1.f, p.u->data_as<float>(),
                                bf16_ptr(px) + IN, ldx, p.scale, x.data_as<float>(), IN});
+  } else if (next) {  // a bf16 x: copied into px as it is, then u = x·Aᵀ from px's x and s·u into px
+    {
+      const OpPart part("pack x", Device::CUDA);
+      pack_bf16(x.data(), Elem::BF16, IN, 1.f, N, IN, bf16_ptr(px), ldx);
+    }
+    const OpPart part("u = x A^T, pack s u (simt)", Device::CUDA);
+    narrow_rows(NarrowRowsArgs{bf16_ptr(px), ldx, N, IN, a.data_as<float>(), IN, true, R, 1.f, p.u->data_as<float>(),
+                               bf16_ptr(px) + IN, ldx, p.scale});
   } else {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN)
     {
       const OpPart part("pack x", Device::CUDA);
@@ -166,11 +175,19 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   const int64_t ldd = round_up(OUT + R, 8);
   Tensor pd = Tensor::empty({N, ldd}, DType::BF16, Device::CUDA);  // [dy | s·g]
   Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);  // g = dy·B
-  const bool next = next_kernels() && dy.dtype() == DType::F32 && x.dtype() == DType::F32;  // lora_narrow.cu: f32 dy
-  if (next) {  // dy packed into pd, g = dy·B, and s·g into pd when dx is wanted: one pass over the f32 dy
+  const bool next = next_kernels();
+  if (next && dy.dtype() == DType::F32) {  // dy packed into pd, g = dy·B, and s·g into pd when dx is wanted: one pass
     const OpPart part("pack dy, g = dy B, pack s g (simt)", Device::CUDA);
     narrow_rows(NarrowRowsArgs{bf16_ptr(pd), ldd, N, OUT, b.data_as<float>(), R, false, R, 1.f, gt.data_as<float>(),
                                p.dx ? bf16_ptr(pd) + OUT : nullptr, ldd, p.scale, dy.data_as<float>(), OUT});
+  } else if (next) {  // a bf16 dy: copied into pd as it is, then g = dy·B from pd's dy (and s·g into pd)
+    {
+      const OpPart part("pack dy", Device::CUDA);
+      pack_bf16(dy.data(), Elem::BF16, OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
+    }
+    const OpPart part("g = dy B, pack s g (simt)", Device::CUDA);
+    narrow_rows(NarrowRowsArgs{bf16_ptr(pd), ldd, N, OUT, b.data_as<float>(), R, false, R, 1.f, gt.data_as<float>(),
+                               p.dx ? bf16_ptr(pd) + OUT : nullptr, ldd, p.scale});
   } else {
     {
       const OpPart part("pack dy", Device::CUDA);
@@ -220,10 +237,10 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     g.beta = p.accumulate_dx ? 1.f : 0.f;  // += : the model sums q, k, v's dx (gate and up's) here
     gemm(g);
   }
-  if (next) {  // dA (R, IN) = s·gᵀ·x on f32 x as it lies; dB (OUT, R) = s·dyᵀ·u from pd's dy and f32 u
+  if (next) {  // dA (R, IN) = s·gᵀ·x on x as it lies (f32 or bf16); dB (OUT, R) = s·dyᵀ·u from pd's dy and f32 u
     {
       const OpPart part("dA = s g^T x (simt)", Device::CUDA);
-      narrow_cols(NarrowColsArgs{gt.data_as<float>(), N, R, x.data(), Elem::F32, IN, IN, p.scale, beta,
+      narrow_cols(NarrowColsArgs{gt.data_as<float>(), N, R, x.data(), elem_of(x), IN, IN, p.scale, beta,
                                  p.da->data_as<float>(), false});
     }
     const OpPart part("dB = s dy^T u (simt)", Device::CUDA);

@@ -211,8 +211,12 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     m.dispose();
   }
 
-  it('a bf16 model on the GPU with its MLP activations in bf16 (INSTILL_MLP_BF16=1): near its f32-activation pass and the CPU\'s bf16 pass', async () => {
-    // The same measures as test/model/mlp_bf16.test.ts on the CPU.
+  it.each(['verified', 'next'])('a bf16 model on the GPU with its MLP activations in bf16 (INSTILL_MLP_BF16=1): near its f32-activation pass and the CPU\'s bf16 pass (kernels: %s)', async (path) => {
+    // The same measures as test/model/mlp_bf16.test.ts on the CPU. next: the kernels waiting for a GPU run.
+    await withEnv('INSTILL_CUDA_NEXT', path === 'next' ? '1' : undefined, mlpBf16Case);
+  });
+
+  async function mlpBf16Case(): Promise<void> {
     const init: Record<string, Float32Array> = {};
     for (const n of names) init[n] = ref.readArray(n) as Float32Array;
     const lc = gpu.loraConfig!;
@@ -245,7 +249,7 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
       `against the CPU's bf16 MLP worst ${worstCpu.toExponential(2)}`);
     mg.dispose();
     mc.dispose();
-  });
+  }
 
   it('a model with head dim 64 (tensor-core attention), GQA and packed rows: GPU against CPU', async () => {
     const cfg = { model_type: 'llama', hidden_size: 128, intermediate_size: 200, num_hidden_layers: 2, num_attention_heads: 2,

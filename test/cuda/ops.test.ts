@@ -177,7 +177,23 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     { n: 37, inF: 123, outF: 77, rank: 5, bias: true },
     { n: 300, inF: 136, outF: 516, rank: 16, bias: false },
     { n: 700, inF: 1100, outF: 2100, rank: 16, bias: false },
-  ])('loraLinear with bf16 x, y, dy, dx N=$n $inF→$outF r=$rank bias=$bias', ({ n, inF, outF, rank, bias }) => {
+  ].flatMap((c) => [{ ...c, narrow: 'verified' }, { ...c, narrow: 'next' }]))('loraLinear with bf16 x, y, dy, dx N=$n $inF→$outF r=$rank bias=$bias (kernels: $narrow)', ({ n, inF, outF, rank, bias, narrow }) => {
+    // next: u and g from the bf16 x / dy copied into the packs (lora_narrow.cu reading bf16), dA on the bf16 x
+    runtime.setOpProfile(true);
+    try {
+      withEnv('INSTILL_CUDA_NEXT', narrow === 'next' ? '1' : undefined, () => loraBf16Case(n, inF, outF, rank, bias));
+      const parts = runtime.opProfile().map((o) => o.op);
+      for (const part of ['lora_linear_forward/u = x A^T, pack s u (simt)', 'lora_linear_backward/g = dy B, pack s g (simt)',
+        'lora_linear_backward/dA = s g^T x (simt)']) {
+        if (narrow === 'next') expect(parts).toContain(part);
+        else expect(parts).not.toContain(part);
+      }
+    } finally {
+      runtime.setOpProfile(false);
+    }
+  });
+
+  function loraBf16Case(n: number, inF: number, outF: number, rank: number, bias: boolean): void {
     const x = pair(randn(r, n * inF), [n, inF], 'bf16');
     const w = pair(randn(r, outF * inF, 0.1), [outF, inF], 'bf16');
     const a = pair(randn(r, rank * inF, 0.1), [rank, inF]);
@@ -205,7 +221,7 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale,
       out: { dx: dxAcc }, accumulateInputGrad: true });
     closeAccumulated(host(dxAcc), refB.dx!.toArray(), magB.dx!.toArray(), dx0.toArray() as Float32Array, 'dx += (bf16)');
-  });
+  }
 
   it('maskedCrossEntropy: loss and dlogits, ignored rows, logits of magnitude 1e4, all ignored', () => {
     const n = 37, v = 1001;
