@@ -158,6 +158,30 @@ __device__ __forceinline__ void mma_kslice_kmajor(float (*acc)[4], const AFrag& 
   }
 }
 
+// The same for MT m-tiles a warp (the MT = 2 kernels): acc[t] += (k-slice kk of m-tile t's C fragments s[t],
+// as bf16 A) · (the k-slice at `tile`), each B fragment read once for every m-tile. MT = 1 is the call above.
+template <int D, int S, int MT, int NS>
+__device__ __forceinline__ void mma_kslice_kmajor_mt(float (*acc)[D / 8][4], float (*s)[NS][4], int kk, const bf16* tile,
+                                                     int lane) {
+  if constexpr (MT == 1) {
+    mma_kslice_kmajor<D, S>(acc[0], a_from_c(s[0][2 * kk], s[0][2 * kk + 1]), tile, lane);
+  } else {
+    AFrag a[MT];
+#pragma unroll
+    for (int t = 0; t < MT; ++t) a[t] = a_from_c(s[t][2 * kk], s[t][2 * kk + 1]);
+#pragma unroll
+    for (int dn = 0; dn < D / 16; ++dn) {
+      uint32_t b[4];
+      ldsm_x4_trans(smem_addr(tile + dn * 16 + lds_b_kmajor<S>(lane)), b);
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        mma_bf16(acc[t][2 * dn], a[t].r, b[0], b[1]);
+        mma_bf16(acc[t][2 * dn + 1], a[t].r, b[2], b[3]);
+      }
+    }
+  }
+}
+
 // Rows [r0, r0 + R) of head `head` of a (N, heads, D) f32 tensor into a bf16 tile of
 // R rows of stride D + 8; rows >= N become zeros. r0 >= 0.
 template <int D, int R>
@@ -395,25 +419,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
     // O += P·V: P's C fragments are the A fragments (keys 16kk .. 16kk + 15 as k); each V fragment
     // feeds every m-tile.
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      if constexpr (MT == 1) {
-        mma_kslice_kmajor<D, S>(o[0], a_from_c(s[0][2 * kk], s[0][2 * kk + 1]), Vs + kk * 16 * S, lane);
-      } else {
-        AFrag a[MT];
-#pragma unroll
-        for (int t = 0; t < MT; ++t) a[t] = a_from_c(s[t][2 * kk], s[t][2 * kk + 1]);
-#pragma unroll
-        for (int dn = 0; dn < D / 16; ++dn) {
-          uint32_t b[4];
-          ldsm_x4_trans(smem_addr(Vs + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
-#pragma unroll
-          for (int t = 0; t < MT; ++t) {
-            mma_bf16(o[t][2 * dn], a[t].r, b[0], b[1]);
-            mma_bf16(o[t][2 * dn + 1], a[t].r, b[2], b[3]);
-          }
-        }
-      }
-    }
+    for (int kk = 0; kk < BN / 16; ++kk) mma_kslice_kmajor_mt<D, S, MT>(o, s, kk, Vs + kk * 16 * S, lane);
   }
   if (!warp_live) return;
 #pragma unroll
@@ -562,25 +568,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
     // dQ += dS·K: dS as A (keys as k), K k-major (rows = keys) through ldmatrix.trans; each K fragment
     // feeds every m-tile.
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      if constexpr (MT == 1) {
-        mma_kslice_kmajor<D, S>(acc[0], a_from_c(s[0][2 * kk], s[0][2 * kk + 1]), Ks + kk * 16 * S, lane);
-      } else {
-        AFrag a[MT];
-#pragma unroll
-        for (int t = 0; t < MT; ++t) a[t] = a_from_c(s[t][2 * kk], s[t][2 * kk + 1]);
-#pragma unroll
-        for (int dn = 0; dn < D / 16; ++dn) {
-          uint32_t b[4];
-          ldsm_x4_trans(smem_addr(Ks + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
-#pragma unroll
-          for (int t = 0; t < MT; ++t) {
-            mma_bf16(acc[t][2 * dn], a[t].r, b[0], b[1]);
-            mma_bf16(acc[t][2 * dn + 1], a[t].r, b[2], b[3]);
-          }
-        }
-      }
-    }
+    for (int kk = 0; kk < BN / 16; ++kk) mma_kslice_kmajor_mt<D, S, MT>(acc, s, kk, Ks + kk * 16 * S, lane);
   }
   if (!warp_live) return;
 #pragma unroll
