@@ -278,6 +278,26 @@ __device__ __forceinline__ float quad_sum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+// A thread's query rows in its warp's MT m-tiles (the forward and dQ kernels): ia[t] = wi0 + 16t + gid and
+// ib[t] = ia[t] + 8 (C rows gid, gid + 8 of m-tile t), and the first key each sees. Rows past N see nothing
+// (lo = the type's max; they are computed on zeros and never written). Token indices fit in 32 bits
+// (cu_seqlens is int32): MT = 2 keeps them so (fewer registers), MT = 1 in 64 as the verified kernels had them.
+template <int MT>
+struct ThreadRows {
+  using Idx = std::conditional_t<MT == 1, int64_t, int32_t>;
+  Idx ia[MT], ib[MT], lo_a[MT], lo_b[MT];
+  __device__ __forceinline__ ThreadRows(const int32_t* seg_begin, int64_t window, int64_t N, int64_t wi0, int gid) {
+    constexpr Idx kNone = MT == 1 ? static_cast<Idx>(INT64_MAX) : static_cast<Idx>(INT32_MAX);
+#pragma unroll
+    for (int t = 0; t < MT; ++t) {
+      ia[t] = static_cast<Idx>(wi0 + 16 * t + gid);
+      ib[t] = ia[t] + 8;
+      lo_a[t] = ia[t] < N ? static_cast<Idx>(key_lo(seg_begin, ia[t], window)) : kNone;
+      lo_b[t] = ib[t] < N ? static_cast<Idx>(key_lo(seg_begin, ib[t], window)) : kNone;
+    }
+  }
+};
+
 // ---------------------------------------------------------------- forward
 
 // MT m-tiles (16 rows each) per warp, so a CTA takes 64·MT queries: MT = 1 is the verified kernel; MT = 2
@@ -313,19 +333,9 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
   const int64_t wlast = min(wi0 + 16 * MT - 1, N - 1);
   const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
   const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
-  // This thread's rows: ia[t] = wi0 + 16t + gid and ib[t] = ia[t] + 8 (C rows gid, gid + 8 of m-tile t).
-  // Rows past N see nothing (they are computed on zeros and never written). Token indices fit in 32 bits
-  // (cu_seqlens is int32); MT = 2 keeps them so (fewer registers), MT = 1 as the verified kernel had them.
-  using Idx = std::conditional_t<MT == 1, int64_t, int32_t>;
-  constexpr Idx kNone = MT == 1 ? static_cast<Idx>(INT64_MAX) : static_cast<Idx>(INT32_MAX);
-  Idx ia[MT], ib[MT], lo_a[MT], lo_b[MT];
-#pragma unroll
-  for (int t = 0; t < MT; ++t) {
-    ia[t] = static_cast<Idx>(wi0 + 16 * t + gid);
-    ib[t] = ia[t] + 8;
-    lo_a[t] = ia[t] < N ? static_cast<Idx>(key_lo(p.seg_begin, ia[t], p.window)) : kNone;
-    lo_b[t] = ib[t] < N ? static_cast<Idx>(key_lo(p.seg_begin, ib[t], p.window)) : kNone;
-  }
+  using Idx = typename ThreadRows<MT>::Idx;
+  const ThreadRows<MT> rows(p.seg_begin, p.window, N, wi0, gid);
+  const auto &ia = rows.ia, &ib = rows.ib, &lo_a = rows.lo_a, &lo_b = rows.lo_b;
 
   // Q fragments for the whole loop: MT m-tiles × KS k-steps × 4 regs.
   load_rows<D, kR>(K0, p.q, i0, N, H, h);
@@ -473,18 +483,14 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
   const int64_t wlast = min(wi0 + 16 * MT - 1, N - 1);
   const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
   const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
-  using Idx = std::conditional_t<MT == 1, int64_t, int32_t>;  // as in the forward
-  constexpr Idx kNone = MT == 1 ? static_cast<Idx>(INT64_MAX) : static_cast<Idx>(INT32_MAX);
+  using Idx = typename ThreadRows<MT>::Idx;
+  const ThreadRows<MT> rows(p.seg_begin, p.window, N, wi0, gid);
+  const auto &ia = rows.ia, &ib = rows.ib, &lo_a = rows.lo_a, &lo_b = rows.lo_b;
   const float sl2 = p.scale * kLog2e;
-  // Per m-tile t: rows ia, ib; lse in log2 units; Δ. Rows past N: any finite value (their P is masked to 0).
-  Idx ia[MT], ib[MT], lo_a[MT], lo_b[MT];
+  // Per m-tile t: lse in log2 units; Δ. Rows past N: any finite value (their P is masked to 0).
   float lse_a[MT], lse_b[MT], dl_a[MT], dl_b[MT];
 #pragma unroll
   for (int t = 0; t < MT; ++t) {
-    ia[t] = static_cast<Idx>(wi0 + 16 * t + gid);
-    ib[t] = ia[t] + 8;
-    lo_a[t] = ia[t] < N ? static_cast<Idx>(key_lo(p.seg_begin, ia[t], p.window)) : kNone;
-    lo_b[t] = ib[t] < N ? static_cast<Idx>(key_lo(p.seg_begin, ib[t], p.window)) : kNone;
     lse_a[t] = ia[t] < N ? p.lse_in[ia[t] * H + h] * kLog2e : 0.f;
     lse_b[t] = ib[t] < N ? p.lse_in[ib[t] * H + h] * kLog2e : 0.f;
     dl_a[t] = ia[t] < N ? p.delta[ia[t] * H + h] : 0.f;
