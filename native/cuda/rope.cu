@@ -2,6 +2,12 @@
 // f32 product p·inv_freq[i] as on the CPU, cos/sin with the accurate sincosf
 // (no fast-math), backward = the same rotation with sin negated. In place is
 // safe: each pair (i, i+D/2) is read and written by one thread.
+// INSTILL_CUDA_NEXT=1 (waiting for a GPU run): one CTA per token computes its D/2 angles' cos and sin once
+// into shared memory and rotates all H heads with them (the kernel above computes them H times over, with
+// three 64-bit divisions per pair: compute-bound, ~3x a memory-speed pass in the 1B step). The same θ, the
+// same sincosf, the same products: the same bits.
+#include <algorithm>
+
 #include "cuda/common.cuh"
 #include "ops/rope.h"
 
@@ -27,10 +33,48 @@ __global__ void rope_kernel(const float* x, const int32_t* pos, const float* inv
   }
 }
 
+// Tokens n = blockIdx.x, blockIdx.x + gridDim.x, …: cs[i] = cos θ_i, cs[half + i] = sign·sin θ_i in shared
+// memory, then every (head, i) pair of the token. half <= 128 (D <= 256: ops/rope.cpp checks D is even;
+// the launcher checks the bound).
+__global__ void rope_token_kernel(const float* x, const int32_t* pos, const float* inv_freq, int64_t N, int H, int half,
+                                  float sign, float* out) {
+  __shared__ float cs[2 * 128];
+  const int pairs = H * half;
+  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+    __syncthreads();  // the previous token's reads of cs are done
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+      const float th = static_cast<float>(pos[n]) * inv_freq[i];
+      float sn, c;
+      sincosf(th, &sn, &c);
+      cs[i] = c;
+      cs[half + i] = sn * sign;
+    }
+    __syncthreads();
+    const float* xr = x + n * pairs * 2;
+    float* o = out + n * pairs * 2;
+    for (int k = threadIdx.x; k < pairs; k += blockDim.x) {
+      const int h = k / half, i = k - h * half;
+      const float c = cs[i], sn = cs[half + i];
+      const float x1 = xr[h * 2 * half + i], x2 = xr[h * 2 * half + i + half];
+      o[h * 2 * half + i] = x1 * c - x2 * sn;
+      o[h * 2 * half + i + half] = x2 * c + x1 * sn;
+    }
+  }
+}
+
 void rope(const RopeArgs& p, float sign) {
   const int64_t N = p.x->dim(0), H = p.x->dim(1), half = p.x->dim(2) / 2;
   const int64_t total = N * H * half;
   if (total == 0) return;
+  if (next_kernels() && half <= 128 && H * half <= (int64_t{1} << 30)) {
+    const OpPart part("cos, sin once per token (next)", Device::CUDA);
+    const unsigned grid = static_cast<unsigned>(std::min<int64_t>(N, 65535 * 8));
+    rope_token_kernel<<<grid, 256, 0, stream()>>>(p.x->data_as<float>(), p.positions->data_as<int32_t>(),
+                                                  p.inv_freq->data_as<float>(), N, static_cast<int>(H),
+                                                  static_cast<int>(half), sign, p.out->data_as<float>());
+    check_launch("rope_token_kernel");
+    return;
+  }
   rope_kernel<<<grid_1d(total, 256), 256, 0, stream()>>>(p.x->data_as<float>(), p.positions->data_as<int32_t>(),
                                                           p.inv_freq->data_as<float>(), N, H, half, sign,
                                                           p.out->data_as<float>());

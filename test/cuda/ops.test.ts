@@ -290,6 +290,33 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     }
   });
 
+  it.each([
+    { n: 29, h: 3, d: 10 },
+    { n: 2048, h: 32, d: 64 },  // the 1B model's q
+    { n: 300, h: 5, d: 256 },   // half = 128, the per-token kernel's largest
+  ])('rope with cos, sin once per token (INSTILL_CUDA_NEXT=1): the verified kernel\'s bits, n $n H $h D $d', ({ n, h, d }) => {
+    const A = native();
+    const x = pair(randn(r, n * h * d), [n, h, d]);
+    const pos = pair(Int32Array.from({ length: n }, (_, i) => (i < n / 2 ? i : 3 * i + 1000)), [n]);
+    const inv = pair(Float32Array.from({ length: d / 2 }, (_, i) => 500000 ** (-(2 * i) / d)), [d / 2]);
+    for (const backward of [false, true]) {
+      const run = (next: boolean) => withEnv('INSTILL_CUDA_NEXT', next ? '1' : undefined, () => {
+        runtime.setOpProfile(true);
+        try {
+          const out = host(A.opRope(handleOf(x.gpu), handleOf(pos.gpu), handleOf(inv.gpu), backward));
+          return { out, parts: runtime.opProfile().map((o) => o.op) };
+        } finally {
+          runtime.setOpProfile(false);
+        }
+      });
+      const verified = run(false), next = run(true);
+      const part = `${backward ? 'rope_backward' : 'rope_forward'}/cos, sin once per token (next)`;
+      expect(verified.parts).not.toContain(part);
+      expect(next.parts).toContain(part);
+      expect(Buffer.from(next.out.buffer).equals(Buffer.from(verified.out.buffer)), `backward=${backward}`).toBe(true);
+    }
+  });
+
   it('swiglu forward + backward (gates up to ±100)', () => {
     const A = native();
     const n = 31, f = 77;
