@@ -132,12 +132,15 @@ void attention_backward(const AttentionBackwardArgs& p) {
   a.dout = p.dout->data_as<float>(); a.out_in = p.out->data_as<float>(); a.lse_in = p.lse->data_as<float>();
   a.delta = delta.data_as<float>();
   a.dq = p.dq->data_as<float>(); a.dk = p.dk->data_as<float>(); a.dv = p.dv->data_as<float>();
-  {
+  const Path path = path_choice(true);
+  const bool flash = path != Path::Simple && attention_flash_supported(a);
+  // INSTILL_CUDA_NEXT=1, pipelined: Δ and the four bf16 copies in one pass (attention_pipelined_prep)
+  const bool prep = flash && path == Path::Pipelined && next_kernels();
+  if (!prep) {
     const OpPart part("delta = rowsum(dO * O)", Device::CUDA);
     attention_delta(a, stream());
   }
-  const Path path = path_choice(true);
-  if (path == Path::Simple || !attention_flash_supported(a)) return attention_simple_backward(a, stream());
+  if (!flash) return attention_simple_backward(a, stream());
   Tensor dk_part, dv_part;  // per-query-head partials when the dK/dV kernel splits groups
   if (attention_flash_dkv_split(a)) {
     dk_part = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
@@ -146,7 +149,18 @@ void attention_backward(const AttentionBackwardArgs& p) {
     a.dv_part = dv_part.data_as<float>();
   }
   Tensor q16, k16, v16, do16;
-  if (path == Path::Pipelined) {
+  if (prep) {
+    const OpPart part("delta and bf16 copies of q, k, v, dO in one pass (next)", Device::CUDA);
+    q16 = Tensor::empty({N * H, D}, DType::BF16, Device::CUDA);
+    k16 = Tensor::empty({N * KVH, D}, DType::BF16, Device::CUDA);
+    v16 = Tensor::empty({N * KVH, D}, DType::BF16, Device::CUDA);
+    do16 = Tensor::empty({N * H, D}, DType::BF16, Device::CUDA);
+    a.q16 = q16.data_as<__nv_bfloat16>();
+    a.k16 = k16.data_as<__nv_bfloat16>();
+    a.v16 = v16.data_as<__nv_bfloat16>();
+    a.do16 = do16.data_as<__nv_bfloat16>();
+    attention_pipelined_prep(a, stream());
+  } else if (path == Path::Pipelined) {
     const OpPart part("bf16 copies of q, k, v, dO", Device::CUDA);
     q16 = bf16_copy(a.q, N * H, D);
     k16 = bf16_copy(a.k, N * KVH, D);

@@ -79,6 +79,7 @@
 // synchronous path's bit for bit. The tiles loaded once per CTA stay synchronous f32 loads.
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -862,6 +863,50 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
 }
 
 }  // namespace
+
+namespace {
+// One warp per row: rows [0, rows_q) of (N·H, D) — Δ = dout·out (lane-strided, then warp_sum: attention_delta's
+// order), dout and q copied to bf16 — then rows_kv of (N·KVH, D): k and v copied. Rounding as pack_bf16's.
+__global__ void pipelined_prep_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                                      const float* __restrict__ dout, const float* __restrict__ out, int64_t rows_q,
+                                      int64_t rows_kv, int64_t D, bf16* __restrict__ q16, bf16* __restrict__ k16,
+                                      bf16* __restrict__ v16, bf16* __restrict__ do16, float* __restrict__ delta) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows_q + rows_kv;
+       r += warps) {
+    if (r < rows_q) {
+      float s = 0.f;
+      for (int64_t d = lane; d < D; d += 32) {
+        const int64_t i = r * D + d;
+        const float o = dout[i];
+        s += o * out[i];
+        do16[i] = __float2bfloat16_rn(o);
+        q16[i] = __float2bfloat16_rn(q[i]);
+      }
+      s = warp_sum(s);
+      if (lane == 0) delta[r] = s;
+    } else {
+      const int64_t base = (r - rows_q) * D;
+      for (int64_t d = lane; d < D; d += 32) {
+        k16[base + d] = __float2bfloat16_rn(k[base + d]);
+        v16[base + d] = __float2bfloat16_rn(v[base + d]);
+      }
+    }
+  }
+}
+}  // namespace
+
+void attention_pipelined_prep(const AttnParams& p, cudaStream_t s) {
+  const int64_t rows = p.N * p.H + p.N * p.KVH;
+  if (rows == 0) return;
+  constexpr int kWarpsPerBlock = 8;
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock, 65535 * 16));
+  pipelined_prep_kernel<<<grid, 32 * kWarpsPerBlock, 0, s>>>(p.q, p.k, p.v, p.dout, p.out_in, p.N * p.H, p.N * p.KVH, p.D,
+                                                             const_cast<bf16*>(p.q16), const_cast<bf16*>(p.k16),
+                                                             const_cast<bf16*>(p.v16), const_cast<bf16*>(p.do16), p.delta);
+  check_launch("pipelined_prep_kernel");
+}
 
 bool attention_flash_supported(const AttnParams& p) {
   if (p.D != 64 && p.D != 128) return false;

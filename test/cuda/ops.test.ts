@@ -449,7 +449,8 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
   // INSTILL_CUDA_NEXT=1: the D = 64 forward and dQ kernels with two m-tiles a warp (128 queries a CTA). Each
   // row's arithmetic is the verified kernels', over the same key tiles / 16-key slices when a CTA's first
   // visible key is the same: one segment from 0, no window, gives the same bits; packed rows and windows
-  // move where tiles start (rounding). The dK/dV kernel is the same either way: its bits must not move.
+  // move where tiles start (rounding). The dK/dV kernel is the same either way: its bits must not move (nor Δ's,
+  // which the next kernels compute with the backward's bf16 copies in one pass).
   it.each([
     { segs: [0, 333], h: 4, kvh: 2, d: 64, window: 0, same: true },
     { segs: [0, 2048], h: 8, kvh: 2, d: 64, window: 0, same: true },
@@ -483,6 +484,13 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
         expect(next.parts).not.toContain(part);
       }
     }
+    // the pipelined backward's Δ and bf16 copies in one pass, any D (dK, dV's bits below check Δ's)
+    const prep = 'attention_backward/delta and bf16 copies of q, k, v, dO in one pass (next)';
+    expect(verified.parts).not.toContain(prep);
+    expect(verified.parts).toContain('attention_backward/delta = rowsum(dO * O)');
+    expect(next.parts).toContain(prep);
+    expect(next.parts).not.toContain('attention_backward/delta = rowsum(dO * O)');
+    expect(nextPiped.parts).toContain(prep);
     const bits = (a: Float32Array | Int32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
     for (const key of ['out', 'lse', 'dq', 'dk', 'dv'] as const) {
       expect(next[key].every((x) => Number.isFinite(x)), key).toBe(true);
