@@ -160,6 +160,14 @@ void hook_stats(uint64_t* in_use, uint64_t* peak, uint64_t* reserved, bool reset
   *reserved = c.reserved;
 }
 
+uint64_t hook_available_bytes() {
+  size_t free_b = 0, total_b = 0;
+  INSTILL_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  return static_cast<uint64_t>(free_b) + (c.reserved - c.in_use);  // idle cached blocks come back on demand
+}
+
 // Queued on the stream like a kernel: later work on the stream sees the bytes, and the
 // host reads device memory only through hook_copy, which waits.
 void hook_fill(void* p, int byte, size_t bytes) {
@@ -216,9 +224,9 @@ void hook_release_mark(void* m) {
 }  // namespace
 
 const DeviceMemoryHooks& memory_hooks() {
-  static const DeviceMemoryHooks hooks = {hook_available, hook_reason,   hook_alloc,       hook_free,
-                                         hook_fill,      hook_copy,     hook_stats,       hook_mark,
-                                         hook_elapsed_ms, hook_release_mark};
+  static const DeviceMemoryHooks hooks = {hook_available,  hook_reason,       hook_alloc,           hook_free,
+                                         hook_fill,       hook_copy,         hook_stats,           hook_available_bytes,
+                                         hook_mark,       hook_elapsed_ms,   hook_release_mark};
   return hooks;
 }
 

@@ -273,6 +273,25 @@ LoraParam& LlamaModel::lora(int64_t layer, int target) {
   return lin.lora;
 }
 
+// The layers share one xn1, xn2 and h, recomputed in the backward (2 norms and a SwiGLU per layer, cheap beside
+// its products, for (2C + F)·N values less per layer): always on the CPU; on a GPU only when its memory would
+// not hold every layer's own (the recompute was 1.2 ms of a 46 ms 1B step on an H200, bench/RESULTS.md run 12;
+// keeping them is 1.5 GB more at 2048 tokens of that model, 12 GB at 4096 of an 8B one). The estimate counts
+// what the pass allocates (the layers' activations, the residual stream, the backward's scratch) and keeps
+// 2 GiB for the loss's chunk buffers and slack; the results are the same bits either way.
+bool LlamaModel::share_layer_acts(int64_t n, DType mlp) const {
+  if (device_ == Device::CPU) return true;
+  const LlamaConfig& c = cfg_;
+  const int64_t f = 4, m = static_cast<int64_t>(dtype_size(mlp)), q = c.H * c.D, kv = c.KVH * c.D;
+  const int64_t own = n * (f * (2 + 2 * q + 2 * kv + c.H + c.C + lora_r_ * kNumTargets) + m * 2 * c.F +
+                           (c.qk_norm ? f * (q + kv + c.H + c.KVH) : 0));
+  const int64_t shared = n * (f * 2 * c.C + m * c.F);
+  const int64_t rest = n * (f * ((c.L + 5) * c.C + 2 * q + 2 * kv) + m * 3 * c.F);  // xs, xf, dres, scratch
+  const double need = static_cast<double>(c.L) * static_cast<double>(own + shared) + static_cast<double>(rest) +
+                      2.0 * (1 << 30);
+  return need > static_cast<double>(device_available_bytes(device_));
+}
+
 DType LlamaModel::mlp_dtype() const {
   // Opt-in (INSTILL_MLP_BF16=1) until a GPU run has tested and timed its CUDA kernels (the INSTILL_CUDA_NEXT
   // convention, native/cuda/README.md); then the default on a GPU if it is faster there.
@@ -524,15 +543,13 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   std::vector<Tensor> xs(static_cast<size_t>(c.L + 1));
   for (auto& t : xs) t = empty({n, c.C});
   embedding_forward(EmbeddingForwardArgs{in.ids, &embed_, &xs[0]});
-  // Without checkpointing each layer keeps its activations for the backward. On the CPU the layers share
-  // one xn1, xn2 and h (recomputed in the backward: 2 norms and a SwiGLU per layer, cheap beside its
-  // products, for (2C + F)·N floats less per layer); on a GPU each layer keeps its own (the recompute was
-  // 1.2 ms of a 46 ms 1B step on an H200, bench/RESULTS.md run 12; 1.5 GB more at 2048 tokens).
-  // Checkpointing recomputes the whole layer just before its backward, so nothing is recomputed twice.
-  const bool share = !checkpointing_ && device_ == Device::CPU;
   // The MLP's (N, F) activations and their gradients in bf16 with INSTILL_MLP_BF16=1 (mlp_dtype()): 6 of the
   // widest tensors of a layer at half the bytes, which lora_linear reads and writes as they are.
   const DType mlp = mlp_dtype();
+  // Without checkpointing each layer keeps its activations for the backward, sharing xn1, xn2 and h with the
+  // others or not (share_layer_acts()). Checkpointing recomputes the whole layer just before its backward,
+  // so nothing is recomputed twice.
+  const bool share = !checkpointing_ && share_layer_acts(n, mlp);
   std::vector<Acts> acts(checkpointing_ ? 1 : static_cast<size_t>(c.L));
   for (size_t i = 0; i < acts.size(); ++i) acts[i] = make_acts(n, i && share ? &acts[0] : nullptr, mlp);
   for (int64_t l = 0; l < c.L; ++l) {

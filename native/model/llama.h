@@ -200,6 +200,8 @@ class LlamaModel {
   // bf16: with INSTILL_MLP_BF16=1, and only where lora_linear takes bf16 activations (gate, up and down
   // adapted, bf16/f16 weights, no dropout in this pass).
   DType mlp_dtype() const;
+  // Whether this pass's layers share xn1, xn2 and h (recomputed in the backward) instead of keeping their own.
+  bool share_layer_acts(int64_t n, DType mlp) const;
   const Tensor& head() const { return cfg_.tied ? embed_ : lm_head_; }
   float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(cfg_.D)); }
   // t on the model's device (t itself when it is already there, else a copy).

@@ -73,6 +73,11 @@ static const DeviceMemoryHooks& need_hooks(Device d) {
   return *h;
 }
 
+uint64_t device_available_bytes(Device d) {
+  if (d == Device::CPU) return physical_memory_bytes();
+  return need_hooks(d).available_bytes();
+}
+
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;
   if (dst_device == Device::CPU && src_device == Device::CPU) {

@@ -53,6 +53,8 @@ struct DeviceMemoryHooks {
   // Bytes held by live buffers, their peak since the last reset, bytes held from
   // the driver (live + cached); reset_peak first sets the peak to what is in use.
   void (*stats)(uint64_t* in_use, uint64_t* peak, uint64_t* reserved, bool reset_peak);
+  // Bytes new buffers could still get: the driver's free memory plus this process's cached idle blocks.
+  uint64_t (*available_bytes)();
   // Timing marks for the op profiler (runtime/op_profile.h): mark() queues a point in
   // the device's work; elapsed_ms(a, b) waits for b and returns the device time from a
   // to b; release_mark() gives a mark back (it may be reused).
@@ -71,5 +73,8 @@ std::string device_unavailable_reason(Device d);
 // GPU queued on the backend's stream, like a kernel: copy_bytes waits for it).
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void fill_bytes(void* p, Device device, int byte, size_t bytes);
+// Bytes new tensors on d could still get (DeviceMemoryHooks::available_bytes); the CPU: physical memory
+// (0 if unknown). E_DEVICE when d is not available.
+uint64_t device_available_bytes(Device d);
 
 }  // namespace instill
