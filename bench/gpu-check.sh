@@ -133,12 +133,12 @@ bench "instill lora (next kernels)" 60 env INSTILL_CUDA_NEXT=1 INSTILL_BENCH_VAR
   node bench/gpu/instill_bench.mjs lora --out "$RES"
 bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT=1 INSTILL_BENCH_VARIANT="next kernels" \
   node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-# A/B: the MLP's activations in bf16 (INSTILL_MLP_BF16=1, stop 13; opt-in until this A/B and test/cuda say so)
-bench "instill train step (bf16 MLP activations)" 150 env INSTILL_MLP_BF16=1 INSTILL_BENCH_VARIANT="bf16 MLP activations" \
+# A/B: bf16 activations (INSTILL_BF16_ACTIVATIONS=1, stop 13; opt-in until this A/B and test/cuda say so)
+bench "instill train step (bf16 activations)" 150 env INSTILL_BF16_ACTIVATIONS=1 INSTILL_BENCH_VARIANT="bf16 activations" \
   node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # both: what the default would be if the two A/Bs above win (after them, so a tight deadline drops it first)
-bench "instill train step (next kernels, bf16 MLP)" 150 env INSTILL_CUDA_NEXT=1 INSTILL_MLP_BF16=1 \
-  INSTILL_BENCH_VARIANT="next kernels, bf16 MLP activations" \
+bench "instill train step (next kernels, bf16 activations)" 150 env INSTILL_CUDA_NEXT=1 INSTILL_BF16_ACTIVATIONS=1 \
+  INSTILL_BENCH_VARIANT="next kernels, bf16 activations" \
   node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 bench "instill ops" 90 node bench/gpu/instill_bench.mjs ops --out "$RES"

@@ -50,7 +50,7 @@ Napi::Value op_embedding_backward(const Napi::CallbackInfo& info) {
   });
 }
 
-// opRmsnorm(x, w, eps) -> { y, rstd }
+// opRmsnorm(x, w, eps, yDtype?) -> { y, rstd }   (y f32, or 'bf16')
 Napi::Value op_rmsnorm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -59,7 +59,12 @@ Napi::Value op_rmsnorm(const Napi::CallbackInfo& info) {
     const Tensor* w = unwrap_tensor(env, info[1], "w");
     const float eps = static_cast<float>(need_number(info[2], "eps"));
     if (x->ndim() != 2) fail(ErrorCode::Shape, "'x' must have 2 dimensions (N, C), got ", shape_str(x->shape()));
-    Tensor y = like(*x), rstd = Tensor::empty({x->dim(0)}, DType::F32, x->device());
+    DType yt = DType::F32;
+    if (info.Length() > 3 && !info[3].IsUndefined()) {
+      if (!info[3].IsString()) fail(ErrorCode::Arg, "'yDtype' must be a dtype name");
+      yt = parse_dtype(info[3].As<Napi::String>().Utf8Value());
+    }
+    Tensor y = Tensor::empty(x->shape(), yt, x->device()), rstd = Tensor::empty({x->dim(0)}, DType::F32, x->device());
     rmsnorm_forward(RmsnormForwardArgs{x, w, eps, &y, &rstd});
     Napi::Object o = Napi::Object::New(env);
     o.Set("y", wrap_tensor(env, y));

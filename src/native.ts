@@ -175,7 +175,7 @@ export interface NativeAddon {
   // The model's ops one at a time (bindings/model_ops.cpp), for op tests and benchmarks.
   opEmbedding(ids: TensorHandle, w: TensorHandle): TensorHandle;
   opEmbeddingBackward(dout: TensorHandle, ids: TensorHandle, V: number): TensorHandle;
-  opRmsnorm(x: TensorHandle, w: TensorHandle, eps: number): { y: TensorHandle; rstd: TensorHandle };
+  opRmsnorm(x: TensorHandle, w: TensorHandle, eps: number, yDtype?: string): { y: TensorHandle; rstd: TensorHandle };
   opRmsnormBackward(dy: TensorHandle, x: TensorHandle, w: TensorHandle, rstd: TensorHandle): { dx: TensorHandle; dw: TensorHandle };
   opRope(x: TensorHandle, positions: TensorHandle, invFreq: TensorHandle, backward: boolean): TensorHandle;
   opAttention(q: TensorHandle, k: TensorHandle, v: TensorHandle, cuSeqlens: TensorHandle, scale: number, window?: number): { out: TensorHandle; lse: TensorHandle };

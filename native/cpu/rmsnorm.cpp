@@ -5,6 +5,7 @@
 #include <mutex>
 #include <vector>
 
+#include "cpu/activations.h"
 #include "cpu/model_ops.h"
 #include "runtime/thread_pool.h"
 
@@ -15,7 +16,8 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
   const int64_t n = p.x->dim(0), c = p.x->dim(1);
   const float* x = p.x->data_as<float>();
   const float* w = p.w->data_as<float>();
-  float* y = p.y->data_as<float>();
+  Tensor yt = f32_out(*p.y, false);  // a bf16 y: computed in f32, rounded once below
+  float* y = yt.data_as<float>();
   float* rstd = p.rstd->data_as<float>();
   const double eps = p.eps;
   parallel_range(n, [&](int64_t b, int64_t e) {
@@ -29,6 +31,7 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
       for (int64_t j = 0; j < c; ++j) yr[j] = w[j] * (xr[j] * r);
     }
   });
+  store_f32(yt, *p.y);
 }
 
 void rmsnorm_backward(const RmsnormBackwardArgs& p) {

@@ -16,14 +16,29 @@ namespace cuda {
 namespace {
 constexpr int kThreads = 256;
 
+// y's elements: f32, or bf16 rounded once (to nearest even, as the CPU's store_f32).
+__device__ __forceinline__ void store1(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store1(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void store4(float* p, float a, float b, float c, float d) {
+  *reinterpret_cast<float4*>(p) = make_float4(a, b, c, d);
+}
+__device__ __forceinline__ void store4(__nv_bfloat16* p, float a, float b, float c, float d) {  // 8-byte aligned
+  const __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
+  uint2 v;
+  v.x = *reinterpret_cast<const uint32_t*>(&lo);
+  v.y = *reinterpret_cast<const uint32_t*>(&hi);
+  *reinterpret_cast<uint2*>(p) = v;
+}
+
 // kVec: C % 4 == 0 and x, w, y 16-byte aligned: float4 loads and stores (every row then starts aligned).
-template <bool kVec>
-__global__ void rmsnorm_forward_kernel(const float* x, const float* w, float eps, int64_t C, float* y,
+// Y: float, or __nv_bfloat16 (the same f32 math, each output rounded once).
+template <bool kVec, typename Y = float>
+__global__ void rmsnorm_forward_kernel(const float* x, const float* w, float eps, int64_t C, Y* y,
                                        float* rstd) {  // x, y (N, C); w (C); rstd (N)
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
   const float* xr = x + row * C;
-  float* yr = y + row * C;
+  Y* yr = y + row * C;
   float ss = 0.f;
   if (kVec) {
     for (int64_t c = 4 * threadIdx.x; c < C; c += 4 * blockDim.x) {
@@ -39,10 +54,10 @@ __global__ void rmsnorm_forward_kernel(const float* x, const float* w, float eps
   if (kVec) {
     for (int64_t c = 4 * threadIdx.x; c < C; c += 4 * blockDim.x) {
       const float4 v = *reinterpret_cast<const float4*>(xr + c), g = *reinterpret_cast<const float4*>(w + c);
-      *reinterpret_cast<float4*>(yr + c) = make_float4(v.x * r * g.x, v.y * r * g.y, v.z * r * g.z, v.w * r * g.w);
+      store4(yr + c, v.x * r * g.x, v.y * r * g.y, v.z * r * g.z, v.w * r * g.w);
     }
   } else {
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) yr[c] = xr[c] * r * w[c];
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) store1(yr + c, xr[c] * r * w[c]);
   }
 }
 
@@ -106,9 +121,18 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
   if (N == 0) return;
   if (N > 0x7fffffffll) fail(ErrorCode::Unsupported, "rmsnorm on CUDA: too many rows (", N, ")");
   const float *x = p.x->data_as<float>(), *w = p.w->data_as<float>();
-  float *y = p.y->data_as<float>(), *rstd = p.rstd->data_as<float>();
-  if (C % 4 == 0 && aligned16({x, w, y})) rmsnorm_forward_kernel<true><<<static_cast<unsigned>(N), kThreads, 0, stream()>>>(x, w, p.eps, C, y, rstd);
-  else rmsnorm_forward_kernel<false><<<static_cast<unsigned>(N), kThreads, 0, stream()>>>(x, w, p.eps, C, y, rstd);
+  float* rstd = p.rstd->data_as<float>();
+  const unsigned grid = static_cast<unsigned>(N);
+  if (p.y->dtype() == DType::BF16) {  // the model's norm outputs with bf16 activations (ops/rmsnorm.h)
+    __nv_bfloat16* y = p.y->data_as<__nv_bfloat16>();
+    if (C % 4 == 0 && aligned16({x, w, y})) rmsnorm_forward_kernel<true><<<grid, kThreads, 0, stream()>>>(x, w, p.eps, C, y, rstd);
+    else rmsnorm_forward_kernel<false><<<grid, kThreads, 0, stream()>>>(x, w, p.eps, C, y, rstd);
+    check_launch("rmsnorm_forward_kernel");
+    return;
+  }
+  float* y = p.y->data_as<float>();
+  if (C % 4 == 0 && aligned16({x, w, y})) rmsnorm_forward_kernel<true><<<grid, kThreads, 0, stream()>>>(x, w, p.eps, C, y, rstd);
+  else rmsnorm_forward_kernel<false><<<grid, kThreads, 0, stream()>>>(x, w, p.eps, C, y, rstd);
   check_launch("rmsnorm_forward_kernel");
 }
 

@@ -37,14 +37,14 @@ const char* lora_target_name(int target) {
 // each and the backward recomputes them from x, x2 and gate/up (run()); the rest is saved
 // per layer.
 struct LlamaModel::Acts {
-  Tensor xn1, rstd1;              // (N, C) shared on the CPU, (N)
+  Tensor xn1, rstd1;              // (N, C) shared on the CPU; f32, or bf16 (act_dtype()), (N)
   Tensor q, k, v;                 // (N, H·D), (N, KVH·D), (N, KVH·D); q, k after norm and rope
   Tensor q_pre, k_pre;            // Qwen3: q, k before the per-head norm
   Tensor q_rstd, k_rstd;          // Qwen3: (N·H), (N·KVH)
   Tensor att, lse;                // (N, H·D), (N, H)
   Tensor x2;                      // (N, C) residual after attention
-  Tensor xn2, rstd2;              // (N, C) shared on the CPU, (N)
-  Tensor gate, up, h;             // (N, F), h shared on the CPU; f32, or bf16 (mlp_dtype())
+  Tensor xn2, rstd2;              // (N, C) as xn1, (N)
+  Tensor gate, up, h;             // (N, F), h shared on the CPU; f32, or bf16 (act_dtype())
   std::array<Tensor, kNumTargets> u;  // (N, R) per adapted linear
 };
 
@@ -279,40 +279,39 @@ LoraParam& LlamaModel::lora(int64_t layer, int target) {
 // keeping them is 1.5 GB more at 2048 tokens of that model, 12 GB at 4096 of an 8B one). The estimate counts
 // what the pass allocates (the layers' activations, the residual stream, the backward's scratch) and keeps
 // 2 GiB for the loss's chunk buffers and slack; the results are the same bits either way.
-bool LlamaModel::share_layer_acts(int64_t n, DType mlp) const {
+bool LlamaModel::share_layer_acts(int64_t n, DType act) const {
   if (device_ == Device::CPU) return true;
   const LlamaConfig& c = cfg_;
-  const int64_t f = 4, m = static_cast<int64_t>(dtype_size(mlp)), q = c.H * c.D, kv = c.KVH * c.D;
+  const int64_t f = 4, m = static_cast<int64_t>(dtype_size(act)), q = c.H * c.D, kv = c.KVH * c.D;
   const int64_t own = n * (f * (2 + 2 * q + 2 * kv + c.H + c.C + lora_r_ * kNumTargets) + m * 2 * c.F +
                            (c.qk_norm ? f * (q + kv + c.H + c.KVH) : 0));
-  const int64_t shared = n * (f * 2 * c.C + m * c.F);
+  const int64_t shared = n * m * (2 * c.C + c.F);
   const int64_t rest = n * (f * ((c.L + 5) * c.C + 2 * q + 2 * kv) + m * 3 * c.F);  // xs, xf, dres, scratch
   const double need = static_cast<double>(c.L) * static_cast<double>(own + shared) + static_cast<double>(rest) +
                       2.0 * (1 << 30);
   return need > static_cast<double>(device_available_bytes(device_));
 }
 
-DType LlamaModel::mlp_dtype() const {
-  // Opt-in (INSTILL_MLP_BF16=1) until a GPU run has tested and timed its CUDA kernels (the INSTILL_CUDA_NEXT
-  // convention, native/cuda/README.md); then the default on a GPU if it is faster there.
-  const char* e = std::getenv("INSTILL_MLP_BF16");
+DType LlamaModel::act_dtype() const {
+  // Opt-in (INSTILL_BF16_ACTIVATIONS=1) until a GPU run has tested and timed its CUDA kernels (the
+  // INSTILL_CUDA_NEXT convention, native/cuda/README.md); then the default on a GPU if it is faster there.
+  const char* e = std::getenv("INSTILL_BF16_ACTIVATIONS");
   const bool want = e && std::strcmp(e, "1") == 0;
   if (!want || full_ || dropout_active_) return DType::F32;
   for (const auto& lw : layers_) {
-    for (int ti : {kGate, kUp, kDown}) {
-      const Linear& lin = lw.lin[static_cast<size_t>(ti)];
+    for (const Linear& lin : lw.lin) {
       if (!lin.has_lora || lin.w.dtype() == DType::F32) return DType::F32;
     }
   }
   return DType::BF16;
 }
 
-LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share, DType mlp) const {
+LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share, DType act) const {
   const LlamaConfig& c = cfg_;
   auto e = [this](Shape s) { return empty(s); };
-  auto em = [this, mlp](Shape s) { return Tensor::empty(s, mlp, device_); };
+  auto em = [this, act](Shape s) { return Tensor::empty(s, act, device_); };
   Acts a;
-  a.xn1 = share ? share->xn1 : e({n, c.C});
+  a.xn1 = share ? share->xn1 : em({n, c.C});
   a.rstd1 = e({n});
   a.q = e({n, c.H * c.D});
   a.k = e({n, c.KVH * c.D});
@@ -326,7 +325,7 @@ LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share, DType mlp) 
   a.att = e({n, c.H * c.D});
   a.lse = e({n, c.H});
   a.x2 = e({n, c.C});
-  a.xn2 = share ? share->xn2 : e({n, c.C});
+  a.xn2 = share ? share->xn2 : em({n, c.C});
   a.rstd2 = e({n});
   a.gate = em({n, c.F});
   a.up = em({n, c.F});
@@ -543,15 +542,15 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   std::vector<Tensor> xs(static_cast<size_t>(c.L + 1));
   for (auto& t : xs) t = empty({n, c.C});
   embedding_forward(EmbeddingForwardArgs{in.ids, &embed_, &xs[0]});
-  // The MLP's (N, F) activations and their gradients in bf16 with INSTILL_MLP_BF16=1 (mlp_dtype()): 6 of the
-  // widest tensors of a layer at half the bytes, which lora_linear reads and writes as they are.
-  const DType mlp = mlp_dtype();
+  // With INSTILL_BF16_ACTIVATIONS=1 (act_dtype()) the norm outputs and the MLP's (N, F) activations and
+  // gradients are bf16: what only bf16 products read, at half the bytes (lora_linear takes them as they are).
+  const DType act = act_dtype();
   // Without checkpointing each layer keeps its activations for the backward, sharing xn1, xn2 and h with the
   // others or not (share_layer_acts()). Checkpointing recomputes the whole layer just before its backward,
   // so nothing is recomputed twice.
-  const bool share = !checkpointing_ && share_layer_acts(n, mlp);
+  const bool share = !checkpointing_ && share_layer_acts(n, act);
   std::vector<Acts> acts(checkpointing_ ? 1 : static_cast<size_t>(c.L));
-  for (size_t i = 0; i < acts.size(); ++i) acts[i] = make_acts(n, i && share ? &acts[0] : nullptr, mlp);
+  for (size_t i = 0; i < acts.size(); ++i) acts[i] = make_acts(n, i && share ? &acts[0] : nullptr, act);
   for (int64_t l = 0; l < c.L; ++l) {
     layer_forward(l, xs[static_cast<size_t>(l)], acts[checkpointing_ ? 0 : static_cast<size_t>(l)],
                   xs[static_cast<size_t>(l + 1)], in);
@@ -579,9 +578,9 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   LlamaScratch s;
   s.dxn = empty({n, c.C});
   s.tmp = empty({n, c.C});
-  s.dh = Tensor::empty({n, c.F}, mlp, device_);
-  s.dgate = Tensor::empty({n, c.F}, mlp, device_);
-  s.dup = Tensor::empty({n, c.F}, mlp, device_);
+  s.dh = Tensor::empty({n, c.F}, act, device_);
+  s.dgate = Tensor::empty({n, c.F}, act, device_);
+  s.dup = Tensor::empty({n, c.F}, act, device_);
   s.datt = empty({n, c.H * c.D});
   s.dq = empty({n, c.H * c.D});
   s.dk = empty({n, c.KVH * c.D});

@@ -193,15 +193,15 @@ class LlamaModel {
   void linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx, bool accumulate_dx,
                        bool accumulate_grads, Tensor& tmp, uint32_t seed);
   uint32_t dropout_seed(int64_t l, int target) const;
-  // share: take xn1, xn2, h from another layer's Acts (one buffer for all layers). mlp: the dtype of
-  // gate, up and h (mlp_dtype()).
-  Acts make_acts(int64_t n, const Acts* share, DType mlp = DType::F32) const;
-  // F32, or BF16 when this pass keeps the MLP's wide activations (gate, up, h and their gradients) in
-  // bf16: with INSTILL_MLP_BF16=1, and only where lora_linear takes bf16 activations (gate, up and down
-  // adapted, bf16/f16 weights, no dropout in this pass).
-  DType mlp_dtype() const;
+  // share: take xn1, xn2, h from another layer's Acts (one buffer for all layers). act: the dtype of
+  // xn1, xn2, gate, up and h (act_dtype()).
+  Acts make_acts(int64_t n, const Acts* share, DType act = DType::F32) const;
+  // F32, or BF16 when this pass keeps in bf16 the activations that only feed bf16 products: the norm
+  // outputs xn1 and xn2, and the MLP's gate, up, h and their gradients. With INSTILL_BF16_ACTIVATIONS=1,
+  // and only where lora_linear takes bf16 activations (every linear adapted, bf16/f16 weights, no dropout).
+  DType act_dtype() const;
   // Whether this pass's layers share xn1, xn2 and h (recomputed in the backward) instead of keeping their own.
-  bool share_layer_acts(int64_t n, DType mlp) const;
+  bool share_layer_acts(int64_t n, DType act) const;
   const Tensor& head() const { return cfg_.tied ? embed_ : lm_head_; }
   float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(cfg_.D)); }
   // t on the model's device (t itself when it is already there, else a copy).

@@ -13,7 +13,8 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
   const Tensor& y = need(p.y, "y");
   const Tensor& rstd = need(p.rstd, "rstd");
   for (auto [t, name] : {std::pair{&x, "x"}, {&w, "w"}, {&y, "y"}, {&rstd, "rstd"}}) {
-    need_dtype(*t, name, {DType::F32});
+    need_dtype(*t, name, {DType::F32, DType::BF16});
+    if (t != &y) need_dtype(*t, name, {DType::F32});  // y alone may be bf16
     need_same_device(*t, name, x.device());
   }
   need_ndim(x, "x", 2);

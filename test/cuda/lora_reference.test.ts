@@ -211,12 +211,12 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     m.dispose();
   }
 
-  it.each(['verified', 'next'])('a bf16 model on the GPU with its MLP activations in bf16 (INSTILL_MLP_BF16=1): near its f32-activation pass and the CPU\'s bf16 pass (kernels: %s)', async (path) => {
-    // The same measures as test/model/mlp_bf16.test.ts on the CPU. next: the kernels waiting for a GPU run.
-    await withEnv('INSTILL_CUDA_NEXT', path === 'next' ? '1' : undefined, mlpBf16Case);
+  it.each(['verified', 'next'])('a bf16 model on the GPU with bf16 activations (INSTILL_BF16_ACTIVATIONS=1): near its f32-activation pass and the CPU\'s bf16 pass (kernels: %s)', async (path) => {
+    // The same measures as test/model/bf16_activations.test.ts on the CPU. next: the kernels waiting for a GPU run.
+    await withEnv('INSTILL_CUDA_NEXT', path === 'next' ? '1' : undefined, bf16ActivationsCase);
   });
 
-  async function mlpBf16Case(): Promise<void> {
+  async function bf16ActivationsCase(): Promise<void> {
     const init: Record<string, Float32Array> = {};
     for (const n of names) init[n] = ref.readArray(n) as Float32Array;
     const lc = gpu.loraConfig!;
@@ -227,9 +227,9 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
       return m;
     };
     const mg = await make('cuda'), mc = await make('cpu');
-    const on = await withEnv('INSTILL_MLP_BF16', '1', () => mg.lossAndGrads({ inputIds, labels }));
-    const off = await withEnv('INSTILL_MLP_BF16', undefined, () => mg.lossAndGrads({ inputIds, labels }));
-    const cpuOn = await withEnv('INSTILL_MLP_BF16', '1', () => mc.lossAndGrads({ inputIds, labels }));
+    const on = await withEnv('INSTILL_BF16_ACTIVATIONS', '1', () => mg.lossAndGrads({ inputIds, labels }));
+    const off = await withEnv('INSTILL_BF16_ACTIVATIONS', undefined, () => mg.lossAndGrads({ inputIds, labels }));
+    const cpuOn = await withEnv('INSTILL_BF16_ACTIVATIONS', '1', () => mc.lossAndGrads({ inputIds, labels }));
     expect(Math.abs(on.loss - off.loss) / off.loss).toBeLessThan(1e-3);
     expect(Math.abs(on.loss - cpuOn.loss) / cpuOn.loss).toBeLessThan(1e-2);
     let worst = 0, sum = 0, worstCpu = 0, differ = false;
@@ -245,8 +245,8 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     }
     expect(sum / names.length).toBeLessThan(1.5e-2);
     expect(differ).toBe(true);  // the switch really changes the pass
-    console.log(`bf16 MLP on CUDA: grads ‖g − g(f32 MLP)‖/‖·‖ worst ${worst.toExponential(2)}, mean ${(sum / names.length).toExponential(2)}; ` +
-      `against the CPU's bf16 MLP worst ${worstCpu.toExponential(2)}`);
+    console.log(`bf16 activations on CUDA: grads ‖g − g(f32 activations)‖/‖·‖ worst ${worst.toExponential(2)}, mean ${(sum / names.length).toExponential(2)}; ` +
+      `against the CPU's bf16 activations worst ${worstCpu.toExponential(2)}`);
     mg.dispose();
     mc.dispose();
   }

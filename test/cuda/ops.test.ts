@@ -13,7 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { Tensor, kernels, runtime } from '../../src/index.js';
 import { native, type TensorHandle } from '../../src/native.js';
 import { handleOf } from '../../src/tensor.js';
-import { randn, rng, seed } from '../../bench/kernels/reference.js';
+import { randn, rng, roundBf16, seed } from '../../bench/kernels/reference.js';
 import { poisonAndRestoreIsa } from '../helpers/kernels.js';
 import { relErr } from '../helpers/compare.js';
 import { withEnv } from '../helpers/env.js';
@@ -276,6 +276,13 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     const gotB = A.opRmsnormBackward(handleOf(dy.gpu), handleOf(x.gpu), handleOf(w.gpu), got.rstd);
     close(host(gotB.dx), refB.dx.toArray(), F32_TOL, 'dx');
     close(host(gotB.dw), refB.dw.toArray(), F32_TOL, 'dw');
+    // a bf16 y (bf16 activations): the f32 y rounded once, so within one bf16 step of the CPU's bf16 y, and
+    // the GPU's own f32 y rounded (c = 4099 and 123 take the scalar kernel, 2052 the vector one)
+    const got16 = A.opRmsnorm(handleOf(x.gpu), handleOf(w.gpu), 1e-5, 'bf16');
+    expect(got16.y.dtype).toBe('bf16');
+    close(host(got16.y), A.opRmsnorm(handleOf(x.cpu), handleOf(w.cpu), 1e-5, 'bf16').y.toArray(), 8e-3, 'y (bf16)');
+    const own = roundBf16(host(got.y) as Float32Array);
+    expect(Buffer.from((host(got16.y) as Float32Array).buffer).equals(Buffer.from(own.buffer)), 'y (bf16) = y rounded').toBe(true);
   });
 
   it('rope forward + backward (positions restarting per example, large positions)', () => {

@@ -1,5 +1,7 @@
 // rmsnorm: forward and backward (dx, dw) against float64 finite differences, on an odd shape.
 import { describe, expect, it } from 'vitest';
+import { Tensor, handleOf } from '../../../src/tensor.js';
+import { roundBf16 } from '../../../bench/kernels/reference.js';
 import { addon, arr, errCode, f32, randn, relErr } from './helpers.js';
 
 function ref(x: Float64Array, w: Float64Array, N: number, C: number, eps: number): Float64Array {
@@ -40,6 +42,20 @@ describe('rmsnorm op vs float64', () => {
     const fw = A.opRmsnorm(f32(new Float32Array(8), [2, 4]), f32([1, 1, 1, 1], [4]), 1e-6);
     expect(Array.from(arr(fw.y)).every((v) => v === 0)).toBe(true);
     expect(Array.from(arr(fw.rstd)).every(Number.isFinite)).toBe(true);
+  });
+
+  it('a bf16 y is the f32 y rounded once, bit for bit (rstd unchanged); only y may be bf16', () => {
+    const N = 7, C = 44, eps = 1e-5;
+    const x = randn(N * C, 4, 2), w = randn(C, 5);
+    const A = addon();
+    const f = A.opRmsnorm(f32(x, [N, C]), f32(w, [C]), eps);
+    const b = A.opRmsnorm(f32(x, [N, C]), f32(w, [C]), eps, 'bf16');
+    expect(b.y.dtype).toBe('bf16');
+    const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+    expect(bits(arr(b.y))).toEqual(bits(roundBf16(arr(f.y))));
+    expect(bits(arr(b.rstd))).toEqual(bits(arr(f.rstd)));
+    const x16 = handleOf(Tensor.from(x, [N, C], { dtype: 'bf16' }));
+    expect(errCode(() => A.opRmsnorm(x16, f32(w, [C]), eps))).toMatch(/^E_DTYPE.*'x'/);
   });
 
   it('bad arguments are errors', () => {
