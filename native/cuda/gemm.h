@@ -76,7 +76,9 @@ void gather_bf16(const void* src, Elem e, int64_t lds, float scale, const int32_
 
 // lora_linear's [W | B] (OUT, IN+R) into dst with row stride ldd: W (OUT, IN) f32 | bf16 | f16, B (OUT, R) f32.
 // A bf16 W with IN % 8 == 0 (16-byte rows) takes one kernel for both; anything else two pack_bf16 passes.
-void pack_wb(const void* w, Elem we, int64_t in, const float* b, int64_t R, int64_t out, __nv_bfloat16* dst, int64_t ldd);
+// With a: also A (R, IN) f32 rounded into a16 (R rows of IN: the spare rows after W), in the same launch.
+void pack_wb(const void* w, Elem we, int64_t in, const float* b, int64_t R, int64_t out, __nv_bfloat16* dst, int64_t ldd,
+             const float* a = nullptr, __nv_bfloat16* a16 = nullptr);
 
 // The same passes into an f32 destination (the stacked operands of all-f32 products).
 void pack_f32(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, float* dst, int64_t ldd);

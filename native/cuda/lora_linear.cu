@@ -24,7 +24,10 @@
 //             WA (OUT+R, round8(IN)) bf16: [W ; A] — or W itself with A in the R
 //             spare rows the model allocates after a bf16 W (reserve_lora_rows):
 //             no copy of W (a copy of every frozen weight per step was 2 ms
-//             of a 1B model's 52 ms step)
+//             of a 1B model's 52 ms step); in the model's training pass the
+//             forward writes A there (stack_a) and the backward does not
+//             (a_stacked): with the next kernels in pack_wb's launch, so a
+//             launch less per linear (0.5 ms of 112 launches in run 12)
 //             (dA = s·gᵀ·x reads x itself: both f32, a TF32 product)
 // The rounding is exactly the earlier one (scale applied in f32, then rounded
 // once), only done once. Leading dimensions are multiples of 8 elements, so
@@ -53,6 +56,14 @@ namespace cuda {
 namespace {
 
 __nv_bfloat16* bf16_ptr(const Tensor& t) { return t.data_as<__nv_bfloat16>(); }
+
+// Whether a bf16 W has the R spare rows after it that hold A for the backward's [W ; A] in place
+// (LlamaModel::reserve_lora_rows), with 16-byte rows.
+bool a_fits_below_w(const Tensor& w, int64_t R) {
+  const int64_t OUT = w.dim(0), IN = w.dim(1);
+  return elem_of(w) == Elem::BF16 && IN % 8 == 0 &&
+         w.capacity_bytes() >= static_cast<size_t>((OUT + R) * IN) * sizeof(__nv_bfloat16);
+}
 
 // The product's C: an f32 or a bf16 output tensor.
 void set_c(GemmArgs& g, Tensor& t, int64_t ldc) {
@@ -139,13 +150,17 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
     pack_bf16(p.u->data(), Elem::F32, R, p.scale, N, R, bf16_ptr(px) + IN, ldx);
   }
   {
+    // stack_a (the model's training pass): A below W for the backward too, in the same launch when next
+    __nv_bfloat16* const a16 = p.stack_a && a_fits_below_w(w, R) ? bf16_ptr(w) + OUT * IN : nullptr;
     if (next) {
-      const OpPart part("pack [W | B] (one pass)", Device::CUDA);
-      pack_wb(w.data(), elem_of(w), IN, b.data_as<float>(), R, OUT, bf16_ptr(wb), ldx);
+      const OpPart part(a16 ? "pack [W | B], A below W (one pass)" : "pack [W | B] (one pass)", Device::CUDA);
+      pack_wb(w.data(), elem_of(w), IN, b.data_as<float>(), R, OUT, bf16_ptr(wb), ldx, a16 ? a.data_as<float>() : nullptr,
+              a16);
     } else {
       const OpPart part("pack [W | B]", Device::CUDA);
       pack_bf16(w.data(), elem_of(w), IN, 1.f, OUT, IN, bf16_ptr(wb), ldx);
       pack_bf16(b.data(), Elem::F32, R, 1.f, OUT, R, bf16_ptr(wb) + IN, ldx);
+      if (a16) pack_bf16(a.data(), Elem::F32, IN, 1.f, R, IN, a16, IN);
     }
   }
   {  // y (N, OUT) = [x | s·u] · [W | B]ᵀ + bias
@@ -211,16 +226,18 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
       pack_bf16(gt.data(), Elem::F32, R, p.scale, N, R, bf16_ptr(pd) + OUT, ldd);
     }
     // [W ; A] as one (OUT+R, IN) bf16 operand: in place where the model left R spare rows after a bf16 W
-    // (LlamaModel::reserve_lora_rows; A is written there), else a copy of W with A below it.
-    const bool in_place = elem_of(w) == Elem::BF16 && IN % 8 == 0 &&
-                          w.capacity_bytes() >= static_cast<size_t>((OUT + R) * IN) * sizeof(__nv_bfloat16);
+    // (LlamaModel::reserve_lora_rows; A is written there, or was by this pass's forward: a_stacked), else a
+    // copy of W with A below it.
+    const bool in_place = a_fits_below_w(w, R);
     const int64_t ldw = in_place ? IN : round_up(IN, 8);
     Tensor wa;
     __nv_bfloat16* wap = nullptr;
     if (in_place) {
       wap = static_cast<__nv_bfloat16*>(w.data());
-      const OpPart part("pack A below W", Device::CUDA);
-      pack_bf16(a.data(), Elem::F32, IN, 1.f, R, IN, wap + OUT * ldw, ldw);
+      if (!p.a_stacked) {
+        const OpPart part("pack A below W", Device::CUDA);
+        pack_bf16(a.data(), Elem::F32, IN, 1.f, R, IN, wap + OUT * ldw, ldw);
+      }
     } else {
       wa = Tensor::empty({OUT + R, ldw}, DType::BF16, Device::CUDA);
       wap = bf16_ptr(wa);

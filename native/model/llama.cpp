@@ -338,8 +338,9 @@ LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share, DType act) 
 
 void LlamaModel::linear_forward(const Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed) {
   if (lin.has_lora) {
-    const LoraLinearForwardArgs args{&x, &lin.w, lin.bias.defined() ? &lin.bias : nullptr, &lin.lora.a, &lin.lora.b,
-                                     lora_scale_, &y, &u};
+    LoraLinearForwardArgs args{&x, &lin.w, lin.bias.defined() ? &lin.bias : nullptr, &lin.lora.a, &lin.lora.b,
+                               lora_scale_, &y, &u};
+    args.stack_a = stack_a_;
     if (dropout_active_) lora_dropout_forward(LoraDropoutForwardArgs{args, lora_dropout_, seed});
     else lora_linear_forward(args);
     return;
@@ -351,8 +352,9 @@ void LlamaModel::linear_forward(const Linear& lin, const Tensor& x, Tensor& y, T
 void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx,
                                  bool accumulate_dx, bool accumulate_grads, Tensor& tmp, uint32_t seed) {
   if (lin.has_lora) {  // dx += inside the product when accumulating (no tmp, no add)
-    const LoraLinearBackwardArgs args{&dy, &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, &dx,
-                                      &lin.lora.da, &lin.lora.db, accumulate_grads, accumulate_dx};
+    LoraLinearBackwardArgs args{&dy, &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, &dx,
+                                &lin.lora.da, &lin.lora.db, accumulate_grads, accumulate_dx};
+    args.a_stacked = stack_a_;
     if (dropout_active_) lora_dropout_backward(LoraDropoutBackwardArgs{args, lora_dropout_, seed});
     else lora_linear_backward(args);
   } else {
@@ -529,13 +531,19 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   std::array<Tensor, 5> keep;
   const ModelInputs in = inputs_on_device(host_in, keep);
   // Dropout is on for this call only (also if it throws), and only when gradients are computed.
+  // stack_a_: each adapted linear's forward also leaves A where its backward reads it (ops/lora_linear.h),
+  // since no A changes within the pass.
   struct DropoutScope {
     LlamaModel& m;
     DropoutScope(LlamaModel& mm, uint32_t seed, bool on) : m(mm) {
       m.dropout_active_ = on && m.lora_dropout_ > 0.0f && m.has_lora();
       m.step_seed_ = seed;
+      m.stack_a_ = on && m.has_lora() && !m.dropout_active_;
     }
-    ~DropoutScope() { m.dropout_active_ = false; }
+    ~DropoutScope() {
+      m.dropout_active_ = false;
+      m.stack_a_ = false;
+    }
   } scope(*this, step_seed, want_grads);
   const LlamaConfig& c = cfg_;
   const int64_t n = in.ids->dim(0);

@@ -224,6 +224,7 @@ class LlamaModel {
   float lora_scale_ = 1.0f;
   float lora_dropout_ = 0.0f;
   bool dropout_active_ = false;  // inside loss_and_grads with lora_dropout_ > 0
+  bool stack_a_ = false;         // inside a pass with a backward: lora_linear's stack_a / a_stacked
   uint32_t step_seed_ = 0;
   bool checkpointing_ = false;
   std::vector<Tensor> k_cache_, v_cache_;  // per layer (T_max, KVH, D)

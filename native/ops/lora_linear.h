@@ -32,6 +32,10 @@ struct LoraLinearForwardArgs {
   float scale;         // s = alpha / r (rsLoRA: alpha / sqrt(r))
   Tensor* y;           // (N, OUT) out
   Tensor* u;           // (N, R) out
+  // The model's training pass (ignored by the CPU): also round A into the spare rows a backend keeps after
+  // a bf16 W for the backward's [W ; A] (LlamaModel::reserve_lora_rows), so that the backward told
+  // a_stacked need not; A must not change before that backward.
+  bool stack_a = false;
 };
 
 struct LoraLinearBackwardArgs {
@@ -47,6 +51,7 @@ struct LoraLinearBackwardArgs {
   Tensor* db;        // (OUT, R) out
   bool accumulate;   // da/db += instead of =
   bool accumulate_dx = false;  // dx += instead of = (dx must be given)
+  bool a_stacked = false;      // this pass's forward ran with stack_a, and A is unchanged since
 };
 
 // Validate shapes and dtypes (E_SHAPE / E_DTYPE naming the argument), then run on the tensors' device.

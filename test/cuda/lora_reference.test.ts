@@ -208,6 +208,17 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     for (const n of names) worst = Math.max(worst, relNorm(out.grads[n], ref.readArray(`${n}.grad`) as Float32Array));
     console.log(`bf16 model on CUDA: loss rel err ${(Math.abs(out.loss - lossRef) / lossRef).toExponential(2)}, worst grad ‖g − ref‖/‖ref‖ ${worst.toExponential(2)}`);
     expect(worst).toBeLessThan(1e-1);
+    // A training pass leaves A below each W in the forward (stack_a), so no backward packs it again
+    runtime.setOpProfile(true);
+    try {
+      const again = await m.lossAndGrads({ inputIds, labels });
+      expect(again.loss).toBe(out.loss);
+      const parts = runtime.opProfile().map((o) => o.op);
+      expect(parts).not.toContain('lora_linear_backward/pack A below W');
+      if (process.env.INSTILL_CUDA_NEXT === '1') expect(parts).toContain('lora_linear_forward/pack [W | B], A below W (one pass)');
+    } finally {
+      runtime.setOpProfile(false);
+    }
     m.dispose();
   }
 
