@@ -20,6 +20,8 @@ void need_args(const Napi::CallbackInfo& info, size_t n, const char* what) {
 }
 
 Tensor like(const Tensor& t) { return Tensor::empty(t.shape(), DType::F32, t.device()); }
+// An output of t's shape, dtype and device (the ops that take bf16 activations: bf16 in, bf16 out).
+Tensor same_as(const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); }
 
 // opEmbedding(ids, w) -> out
 Napi::Value op_embedding(const Napi::CallbackInfo& info) {
@@ -100,7 +102,7 @@ Napi::Value op_rope(const Napi::CallbackInfo& info) {
     const Tensor* pos = unwrap_tensor(env, info[1], "positions");
     const Tensor* f = unwrap_tensor(env, info[2], "invFreq");
     const bool backward = need_bool(info[3], "backward");
-    Tensor out = like(*x);
+    Tensor out = same_as(*x);
     RopeArgs a{x, pos, f, &out};
     if (backward) rope_backward(a);
     else rope_forward(a);
@@ -126,7 +128,7 @@ Napi::Value op_attention(const Napi::CallbackInfo& info) {
     const Tensor* cu = unwrap_tensor(env, info[3], "cuSeqlens");
     const float scale = static_cast<float>(need_number(info[4], "scale"));
     if (q->ndim() != 3) fail(ErrorCode::Shape, "'q' must have 3 dimensions (N, H, D), got ", shape_str(q->shape()));
-    Tensor out = like(*q), lse = Tensor::empty({q->dim(0), q->dim(1)}, DType::F32, q->device());
+    Tensor out = same_as(*q), lse = Tensor::empty({q->dim(0), q->dim(1)}, DType::F32, q->device());
     attention_forward(AttentionForwardArgs{q, k, v, cu, scale, &out, &lse, window_arg(info, 5)});
     Napi::Object o = Napi::Object::New(env);
     o.Set("out", wrap_tensor(env, out));
@@ -148,7 +150,7 @@ Napi::Value op_attention_backward(const Napi::CallbackInfo& info) {
     const Tensor* lse = unwrap_tensor(env, info[5], "lse");
     const Tensor* cu = unwrap_tensor(env, info[6], "cuSeqlens");
     const float scale = static_cast<float>(need_number(info[7], "scale"));
-    Tensor dq = like(*q), dk = like(*k), dv = like(*v);
+    Tensor dq = same_as(*q), dk = same_as(*k), dv = same_as(*v);
     attention_backward(AttentionBackwardArgs{dout, q, k, v, out, lse, cu, scale, &dq, &dk, &dv, window_arg(info, 8)});
     Napi::Object o = Napi::Object::New(env);
     o.Set("dq", wrap_tensor(env, dq));
@@ -184,7 +186,7 @@ Napi::Value op_swiglu(const Napi::CallbackInfo& info) {
     need_args(info, 2, "opSwiglu");
     const Tensor* g = unwrap_tensor(env, info[0], "gate");
     const Tensor* u = unwrap_tensor(env, info[1], "up");
-    Tensor out = Tensor::empty(g->shape(), g->dtype(), g->device());  // gate's dtype (f32 or bf16)
+    Tensor out = same_as(*g);  // gate's dtype (f32 or bf16)
     swiglu_forward(SwigluForwardArgs{g, u, &out});
     return wrap_tensor(env, out);
   });
@@ -198,7 +200,7 @@ Napi::Value op_swiglu_backward(const Napi::CallbackInfo& info) {
     const Tensor* d = unwrap_tensor(env, info[0], "dout");
     const Tensor* g = unwrap_tensor(env, info[1], "gate");
     const Tensor* u = unwrap_tensor(env, info[2], "up");
-    Tensor dg = Tensor::empty(g->shape(), g->dtype(), g->device()), du = Tensor::empty(g->shape(), g->dtype(), g->device());
+    Tensor dg = same_as(*g), du = same_as(*g);
     swiglu_backward(SwigluBackwardArgs{d, g, u, &dg, &du});
     Napi::Object o = Napi::Object::New(env);
     o.Set("dgate", wrap_tensor(env, dg));

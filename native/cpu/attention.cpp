@@ -21,6 +21,7 @@
 #include <limits>
 #include <vector>
 
+#include "cpu/activations.h"
 #include "cpu/gemm.h"
 #include "cpu/model_ops.h"
 #include "cpu/row_kernels.h"
@@ -88,6 +89,15 @@ float attend_row(const float* qi, const float* k, const float* v, int64_t kvh, i
 }  // namespace
 
 void attention_forward(const AttentionForwardArgs& p) {
+  if (p.q->dtype() == DType::BF16) {  // bf16 activations: the f32 op on the widened inputs, outputs rounded once
+    const Tensor q = f32_of(*p.q), k = f32_of(*p.k), v = f32_of(*p.v);
+    Tensor out = f32_out(*p.out, false);
+    AttentionForwardArgs a = p;
+    a.q = &q; a.k = &k; a.v = &v; a.out = &out;
+    cpu::attention_forward(a);
+    store_f32(out, *p.out);
+    return;
+  }
   const int64_t h = p.q->dim(1), d = p.q->dim(2), kvh = p.k->dim(1);
   const int64_t group = h / kvh;
   const float* q = p.q->data_as<float>();
@@ -193,6 +203,17 @@ void attention_decode(const AttentionDecodeArgs& p) {
 }
 
 void attention_backward(const AttentionBackwardArgs& p) {
+  if (p.q->dtype() == DType::BF16) {  // as the forward
+    const Tensor dout = f32_of(*p.dout), q = f32_of(*p.q), k = f32_of(*p.k), v = f32_of(*p.v), out = f32_of(*p.out);
+    Tensor dq = f32_out(*p.dq, false), dk = f32_out(*p.dk, false), dv = f32_out(*p.dv, false);
+    AttentionBackwardArgs a = p;
+    a.dout = &dout; a.q = &q; a.k = &k; a.v = &v; a.out = &out; a.dq = &dq; a.dk = &dk; a.dv = &dv;
+    cpu::attention_backward(a);
+    store_f32(dq, *p.dq);
+    store_f32(dk, *p.dk);
+    store_f32(dv, *p.dv);
+    return;
+  }
   const int64_t n = p.q->dim(0), h = p.q->dim(1), d = p.q->dim(2), kvh = p.k->dim(1);
   const int64_t group = h / kvh;
   const float* dout = p.dout->data_as<float>();

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu/activations.h"
 #include "cpu/model_ops.h"
 #include "runtime/thread_pool.h"
 
@@ -12,6 +13,16 @@ namespace cpu {
 
 namespace {
 void rope(const RopeArgs& p, float sign) {
+  if (p.x->dtype() == DType::BF16) {  // bf16 activations: the f32 rotation of the widened x, rounded once
+    const Tensor x = f32_of(*p.x);
+    Tensor out = f32_out(*p.out, false);
+    RopeArgs a = p;
+    a.x = &x;
+    a.out = &out;
+    rope(a, sign);
+    store_f32(out, *p.out);
+    return;
+  }
   const int64_t n = p.x->dim(0), h = p.x->dim(1), d = p.x->dim(2), half = d / 2;
   const float* x = p.x->data_as<float>();
   float* out = p.out->data_as<float>();

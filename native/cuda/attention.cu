@@ -87,6 +87,20 @@ Tensor bf16_copy(const float* src, int64_t rows, int64_t D) {
   return t;
 }
 
+// bf16 activations (ops/attention.h) where the flash kernels do not take them: f32 copies for the f32 path,
+// and the f32 outputs rounded back.
+Tensor widened(const Tensor& t) {
+  Tensor f = Tensor::empty(t.shape(), DType::F32, Device::CUDA);
+  const int64_t D = t.dim(-1), rows = D ? t.numel() / D : 0;
+  pack_f32(t.data(), Elem::BF16, D, 1.f, rows, D, f.data_as<float>(), D);
+  return f;
+}
+void narrow_into(const Tensor& f, Tensor& t) {
+  const int64_t D = t.dim(-1), rows = D ? t.numel() / D : 0;
+  pack_bf16(f.data(), Elem::F32, D, 1.f, rows, D, t.data_as<__nv_bfloat16>(), D);
+}
+const __nv_bfloat16* bf16_of(const Tensor* t) { return t->data_as<__nv_bfloat16>(); }
+
 void need_heads(int64_t H, int64_t KVH) {
   if (H > 65535) fail(ErrorCode::Unsupported, "attention on CUDA: more than 65535 heads");
   if (KVH <= 0 || H % KVH != 0) fail(ErrorCode::Shape, "attention: H = ", H, " is not a multiple of KVH = ", KVH);
@@ -101,10 +115,24 @@ void attention_forward(const AttentionForwardArgs& p) {
   need_heads(H, KVH);
   const Segs segs = segments(*p.cu_seqlens, p.seg_bounds, N);
   AttnParams a{};
-  a.q = p.q->data_as<float>(); a.k = p.k->data_as<float>(); a.v = p.v->data_as<float>();
   a.seg_begin = segs.begin; a.seg_end = segs.end;
   a.N = N; a.H = H; a.KVH = KVH; a.D = D; a.window = p.window; a.scale = p.scale;
-  a.out = p.out->data_as<float>(); a.lse = p.lse->data_as<float>();
+  a.lse = p.lse->data_as<float>();
+  if (p.q->dtype() == DType::BF16) {  // bf16 activations: the pipelined flash kernels on the tensors themselves
+    a.io16 = true;
+    a.q16 = bf16_of(p.q); a.k16 = bf16_of(p.k); a.v16 = bf16_of(p.v);
+    a.out16 = p.out->data_as<__nv_bfloat16>();
+    if (path_choice(false) != Path::Simple && attention_flash_supported(a)) return attention_flash_forward(a, stream(), true);
+    const OpPart part("f32 copies (bf16 activations, f32 kernels)", Device::CUDA);
+    const Tensor q = widened(*p.q), k = widened(*p.k), v = widened(*p.v);
+    Tensor out = Tensor::empty(p.out->shape(), DType::F32, Device::CUDA);
+    AttentionForwardArgs f = p;
+    f.q = &q; f.k = &k; f.v = &v; f.out = &out;
+    cuda::attention_forward(f);
+    return narrow_into(out, *p.out);
+  }
+  a.q = p.q->data_as<float>(); a.k = p.k->data_as<float>(); a.v = p.v->data_as<float>();
+  a.out = p.out->data_as<float>();
   const Path path = path_choice(false);
   if (path == Path::Simple || !attention_flash_supported(a)) return attention_simple_forward(a, stream());
   Tensor k16, v16;
@@ -126,11 +154,42 @@ void attention_backward(const AttentionBackwardArgs& p) {
   const Segs segs = segments(*p.cu_seqlens, p.seg_bounds, N);
   Tensor delta = Tensor::empty({N, H}, DType::F32, Device::CUDA);
   AttnParams a{};
-  a.q = p.q->data_as<float>(); a.k = p.k->data_as<float>(); a.v = p.v->data_as<float>();
   a.seg_begin = segs.begin; a.seg_end = segs.end;
   a.N = N; a.H = H; a.KVH = KVH; a.D = D; a.window = p.window; a.scale = p.scale;
-  a.dout = p.dout->data_as<float>(); a.out_in = p.out->data_as<float>(); a.lse_in = p.lse->data_as<float>();
+  a.lse_in = p.lse->data_as<float>();
   a.delta = delta.data_as<float>();
+  if (p.q->dtype() == DType::BF16) {  // bf16 activations, as the forward
+    a.io16 = true;
+    a.q16 = bf16_of(p.q); a.k16 = bf16_of(p.k); a.v16 = bf16_of(p.v); a.do16 = bf16_of(p.dout);
+    a.out16_in = bf16_of(p.out);
+    a.dq16 = p.dq->data_as<__nv_bfloat16>(); a.dk16 = p.dk->data_as<__nv_bfloat16>(); a.dv16 = p.dv->data_as<__nv_bfloat16>();
+    if (path_choice(true) != Path::Simple && attention_flash_supported(a)) {
+      {
+        const OpPart part("delta = rowsum(dO * O)", Device::CUDA);
+        attention_delta16(a, stream());
+      }
+      Tensor dk_part, dv_part;
+      if (attention_flash_dkv_split(a)) {
+        dk_part = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
+        dv_part = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
+        a.dk_part = dk_part.data_as<float>();
+        a.dv_part = dv_part.data_as<float>();
+      }
+      return attention_flash_backward(a, stream(), true);
+    }
+    const OpPart part("f32 copies (bf16 activations, f32 kernels)", Device::CUDA);
+    const Tensor dout = widened(*p.dout), q = widened(*p.q), k = widened(*p.k), v = widened(*p.v), out = widened(*p.out);
+    Tensor dq = Tensor::empty(p.dq->shape(), DType::F32, Device::CUDA), dk = Tensor::empty(p.dk->shape(), DType::F32, Device::CUDA),
+           dv = Tensor::empty(p.dv->shape(), DType::F32, Device::CUDA);
+    AttentionBackwardArgs f = p;
+    f.dout = &dout; f.q = &q; f.k = &k; f.v = &v; f.out = &out; f.dq = &dq; f.dk = &dk; f.dv = &dv;
+    cuda::attention_backward(f);
+    narrow_into(dq, *p.dq);
+    narrow_into(dk, *p.dk);
+    return narrow_into(dv, *p.dv);
+  }
+  a.q = p.q->data_as<float>(); a.k = p.k->data_as<float>(); a.v = p.v->data_as<float>();
+  a.dout = p.dout->data_as<float>(); a.out_in = p.out->data_as<float>();
   a.dq = p.dq->data_as<float>(); a.dk = p.dk->data_as<float>(); a.dv = p.dv->data_as<float>();
   const Path path = path_choice(true);
   const bool flash = path != Path::Simple && attention_flash_supported(a);

@@ -267,6 +267,22 @@ __device__ __forceinline__ void kv_tile(bf16* K0, bf16* V0, int buf_stride, int 
   }
 }
 
+// bf16 activations (p.io16): a tile loaded once per CTA straight from the bf16 tensor (waited for here; the
+// caller's __syncthreads makes it visible), and the outputs' stores. kIo16 false: the f32 load_rows.
+template <int D, int R, bool kIo16>
+__device__ __forceinline__ void load_rows_once(bf16* dst, const float* src, const bf16* src16, int64_t r0, int64_t N,
+                                               int64_t heads, int64_t head) {
+  if constexpr (kIo16) {
+    load_rows_async<D, R>(dst, src16, r0, N, heads, head);
+    cp_async_commit();
+    cp_async_wait_all();
+  } else {
+    load_rows<D, R>(dst, src, r0, N, heads, head);
+  }
+}
+__device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
+__device__ __forceinline__ void store2(bf16* p, float a, float b) { *reinterpret_cast<uint32_t*>(p) = pack_bf16(a, b); }
+
 // Both are nondecreasing in their argument (segments are contiguous and ordered), so
 // the smallest lo / largest hi of a run of rows is that of its first / last row.
 
@@ -307,8 +323,10 @@ struct ThreadRows {
 // layout). Every row's arithmetic is the MT = 1 kernel's (the same tiles where they start at the same key,
 // which they do for a segment starting at 0; a tile none of a row's keys are in leaves its sums unchanged:
 // a factor 1 and added zeros), so results match it bit for bit there and to rounding elsewhere.
-template <int D, bool kPipe, int MT = 1>
+// kIo16 (bf16 activations; pipelined only): Q from q16, out to out16.
+template <int D, bool kPipe, int MT = 1, bool kIo16 = false>
 __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p) {
+  static_assert(!kIo16 || kPipe, "bf16 activations stream K / V from themselves: pipelined");
   constexpr int S = D + 8;
   constexpr int KS = D / 16;  // k-steps over the head dim
   constexpr int BN = 64;      // keys per tile
@@ -339,7 +357,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
   const auto &ia = rows.ia, &ib = rows.ib, &lo_a = rows.lo_a, &lo_b = rows.lo_b;
 
   // Q fragments for the whole loop: MT m-tiles × KS k-steps × 4 regs.
-  load_rows<D, kR>(K0, p.q, i0, N, H, h);
+  load_rows_once<D, kR, kIo16>(K0, p.q, p.q16, i0, N, H, h);
   __syncthreads();
   uint32_t qf[MT][KS][4];
 #pragma unroll
@@ -441,8 +459,13 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) {
       const int d = 8 * n + 2 * tig;
-      if (ia[t] < N) *reinterpret_cast<float2*>(p.out + (ia[t] * H + h) * D + d) = make_float2(o[t][n][0] * inv_a, o[t][n][1] * inv_a);
-      if (ib[t] < N) *reinterpret_cast<float2*>(p.out + (ib[t] * H + h) * D + d) = make_float2(o[t][n][2] * inv_b, o[t][n][3] * inv_b);
+      if constexpr (kIo16) {
+        if (ia[t] < N) store2(p.out16 + (ia[t] * H + h) * D + d, o[t][n][0] * inv_a, o[t][n][1] * inv_a);
+        if (ib[t] < N) store2(p.out16 + (ib[t] * H + h) * D + d, o[t][n][2] * inv_b, o[t][n][3] * inv_b);
+      } else {
+        if (ia[t] < N) *reinterpret_cast<float2*>(p.out + (ia[t] * H + h) * D + d) = make_float2(o[t][n][0] * inv_a, o[t][n][1] * inv_a);
+        if (ib[t] < N) *reinterpret_cast<float2*>(p.out + (ib[t] * H + h) * D + d) = make_float2(o[t][n][2] * inv_b, o[t][n][3] * inv_b);
+      }
     }
     if (tig == 0) {
       if (ia[t] < N) p.lse[ia[t] * H + h] = (m_a[t] + log2f(la)) * kLn2;
@@ -457,8 +480,10 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
 // with BN = 32 so that S and dP of two m-tiles fit in registers) has each K and V fragment feed two mma.sync.
 // There is no online softmax here: each dQ element sums the same 16-key slices in the same order whatever
 // the tile size, so where the tiles start at the same key (a segment from 0) the bits are MT = 1's.
-template <int D, int BN, bool kPipe, int MT = 1>
+// kIo16 (bf16 activations; pipelined only): Q and dO from q16 / do16, dq to dq16.
+template <int D, int BN, bool kPipe, int MT = 1, bool kIo16 = false>
 __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) {
+  static_assert(!kIo16 || kPipe, "bf16 activations stream K / V from themselves: pipelined");
   constexpr int S = D + 8;
   constexpr int KS = D / 16;
   constexpr int kR = kRows * MT;  // queries per CTA
@@ -498,8 +523,8 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
     dl_b[t] = ib[t] < N ? p.delta[ib[t] * H + h] : 0.f;
   }
 
-  load_rows<D, kR>(K0, p.q, i0, N, H, h);
-  load_rows<D, kR>(V0, p.dout, i0, N, H, h);
+  load_rows_once<D, kR, kIo16>(K0, p.q, p.q16, i0, N, H, h);
+  load_rows_once<D, kR, kIo16>(V0, p.dout, p.do16, i0, N, H, h);
   __syncthreads();
   uint32_t qf[MT][KS][4], dof[MT][KS][4];
 #pragma unroll
@@ -583,8 +608,13 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) {
       const int d = 8 * n + 2 * tig;
-      if (ia[t] < N) *reinterpret_cast<float2*>(p.dq + (ia[t] * H + h) * D + d) = make_float2(acc[t][n][0] * p.scale, acc[t][n][1] * p.scale);
-      if (ib[t] < N) *reinterpret_cast<float2*>(p.dq + (ib[t] * H + h) * D + d) = make_float2(acc[t][n][2] * p.scale, acc[t][n][3] * p.scale);
+      if constexpr (kIo16) {
+        if (ia[t] < N) store2(p.dq16 + (ia[t] * H + h) * D + d, acc[t][n][0] * p.scale, acc[t][n][1] * p.scale);
+        if (ib[t] < N) store2(p.dq16 + (ib[t] * H + h) * D + d, acc[t][n][2] * p.scale, acc[t][n][3] * p.scale);
+      } else {
+        if (ia[t] < N) *reinterpret_cast<float2*>(p.dq + (ia[t] * H + h) * D + d) = make_float2(acc[t][n][0] * p.scale, acc[t][n][1] * p.scale);
+        if (ib[t] < N) *reinterpret_cast<float2*>(p.dq + (ib[t] * H + h) * D + d) = make_float2(acc[t][n][2] * p.scale, acc[t][n][3] * p.scale);
+      }
     }
   }
 }
@@ -593,15 +623,20 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
 
 // blockIdx.y = unit u: heads [u·hpc, (u+1)·hpc) where hpc = heads per CTA (rep, or 1 in
 // split mode); results go to row stride out_heads at head u of dk_out / dv_out.
+// With dk16 / dv16 (bf16 activations, not split), the results go there in bf16 instead.
 struct DkvTarget {
   float* dk_out;
   float* dv_out;
   int64_t out_heads;
   int64_t hpc;
+  bf16* dk16 = nullptr;
+  bf16* dv16 = nullptr;
 };
 
-template <int D, int BQ, bool kPipe>
+// kIo16 (bf16 activations; pipelined only): K, V from k16 / v16 (Q, dO stream from q16 / do16 as pipelined).
+template <int D, int BQ, bool kPipe, bool kIo16 = false>
 __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p, const DkvTarget t) {
+  static_assert(!kIo16 || kPipe, "bf16 activations stream Q / dO from themselves: pipelined");
   constexpr int S = D + 8;
   constexpr int KS = D / 16;
   constexpr int kBufs = kPipe ? 2 : 1;  // query tile t in buffer t % 2 when pipelined
@@ -634,8 +669,8 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p,
   const int64_t hi_b = jb < N ? query_hi(p.seg_end, jb, p.window) : -1;
   const float sl2 = p.scale * kLog2e;
 
-  load_rows<D, kRows>(Ks, p.k, j0, N, p.KVH, g);
-  load_rows<D, kRows>(Vs, p.v, j0, N, p.KVH, g);
+  load_rows_once<D, kRows, kIo16>(Ks, p.k, p.k16, j0, N, p.KVH, g);
+  load_rows_once<D, kRows, kIo16>(Vs, p.v, p.v16, j0, N, p.KVH, g);
 
   float dk[D / 8][4], dv[D / 8][4];
 #pragma unroll
@@ -742,6 +777,17 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p,
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) {
     const int d = 8 * n + 2 * tig;
+    if (kIo16 && t.dk16) {
+      if (ja < N) {
+        store2(t.dk16 + (ja * t.out_heads + u) * D + d, dk[n][0] * p.scale, dk[n][1] * p.scale);
+        store2(t.dv16 + (ja * t.out_heads + u) * D + d, dv[n][0], dv[n][1]);
+      }
+      if (jb < N) {
+        store2(t.dk16 + (jb * t.out_heads + u) * D + d, dk[n][2] * p.scale, dk[n][3] * p.scale);
+        store2(t.dv16 + (jb * t.out_heads + u) * D + d, dv[n][2], dv[n][3]);
+      }
+      continue;
+    }
     if (ja < N) {
       *reinterpret_cast<float2*>(t.dk_out + (ja * t.out_heads + u) * D + d) = make_float2(dk[n][0] * p.scale, dk[n][1] * p.scale);
       *reinterpret_cast<float2*>(t.dv_out + (ja * t.out_heads + u) * D + d) = make_float2(dv[n][0], dv[n][1]);
@@ -754,9 +800,15 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p,
 }
 
 // dk[j, g, :] = Σ_{r < rep} dk_part[j, g·rep + r, :] (and dv), r in order: deterministic.
-// One thread per 4 floats (D % 4 == 0, 16-byte aligned).
+// One thread per 4 floats (D % 4 == 0, 16-byte aligned). Out: float, or bf16 (bf16 activations).
+__device__ __forceinline__ void store4(float* p, const float4& v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ __forceinline__ void store4(bf16* p, const float4& v) {
+  store2(p, v.x, v.y);
+  store2(p + 2, v.z, v.w);
+}
+template <typename Out = float>
 __global__ void flash_dkv_reduce_kernel(const float* dk_part, const float* dv_part, int64_t N, int64_t KVH,
-                                        int64_t rep, int64_t D, float* dk, float* dv) {
+                                        int64_t rep, int64_t D, Out* dk, Out* dv) {
   const int64_t quads = N * KVH * (D / 4);
   for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < quads;
        x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -769,8 +821,8 @@ __global__ void flash_dkv_reduce_kernel(const float* dk_part, const float* dv_pa
       a.x += x1.x; a.y += x1.y; a.z += x1.z; a.w += x1.w;
       b.x += x2.x; b.y += x2.y; b.z += x2.z; b.w += x2.w;
     }
-    *reinterpret_cast<float4*>(dk + row * D + c) = a;
-    *reinterpret_cast<float4*>(dv + row * D + c) = b;
+    store4(dk + row * D + c, a);
+    store4(dv + row * D + c, b);
   }
 }
 
@@ -790,38 +842,38 @@ dim3 grid_of(int64_t rows, int64_t units, int64_t per_cta = kRows) {
   return dim3(static_cast<unsigned>((rows + per_cta - 1) / per_cta), static_cast<unsigned>(units));
 }
 
-template <int D, bool kPipe, int MT = 1>
+template <int D, bool kPipe, int MT = 1, bool kIo16 = false>
 void forward_mt(const AttnParams& p, cudaStream_t s) {
   const size_t smem = (kPipe ? 4 : 2) * tile_bytes(D, kRows);  // the Q tile (64·MT <= 128 rows) fits in two
-  allow_smem(flash_fwd_kernel<D, kPipe, MT>, smem, "flash_fwd_kernel");
-  flash_fwd_kernel<D, kPipe, MT><<<grid_of(p.N, p.H, kRows * MT), kThreads, smem, s>>>(p);
+  allow_smem(flash_fwd_kernel<D, kPipe, MT, kIo16>, smem, "flash_fwd_kernel");
+  flash_fwd_kernel<D, kPipe, MT, kIo16><<<grid_of(p.N, p.H, kRows * MT), kThreads, smem, s>>>(p);
   check_launch("flash_fwd_kernel");
 }
 
 // INSTILL_CUDA_NEXT=1 at D = 64: two m-tiles a warp (128 queries a CTA), waiting for a GPU run. D = 128
 // keeps one (its O and S fragments alone are 128 registers a thread per m-tile).
-template <int D, bool kPipe>
+template <int D, bool kPipe, bool kIo16 = false>
 void forward_d(const AttnParams& p, cudaStream_t s) {
   if constexpr (D == 64) {
     if (next_kernels()) {
       const OpPart part("flash kernel, 32 queries a warp (next)", Device::CUDA);
-      return forward_mt<D, kPipe, 2>(p, s);
+      return forward_mt<D, kPipe, 2, kIo16>(p, s);
     }
   }
-  forward_mt<D, kPipe, 1>(p, s);
+  forward_mt<D, kPipe, 1, kIo16>(p, s);
 }
 
 // The dQ kernel with MT m-tiles a warp and key tiles of BN (MT = 2: INSTILL_CUDA_NEXT=1 at D = 64).
-template <int D, int BN, bool kPipe, int MT>
+template <int D, int BN, bool kPipe, int MT, bool kIo16 = false>
 void dq_mt(const AttnParams& p, cudaStream_t s) {
   constexpr int kKv = kPipe ? 2 * BN : BN, kR = kRows * MT;
   const size_t smem = 2 * tile_bytes(D, kR > kKv ? kR : kKv);  // the Q / key region, the dO / value region
-  allow_smem(flash_dq_kernel<D, BN, kPipe, MT>, smem, "flash_dq_kernel");
-  flash_dq_kernel<D, BN, kPipe, MT><<<grid_of(p.N, p.H, kR), kThreads, smem, s>>>(p);
+  allow_smem(flash_dq_kernel<D, BN, kPipe, MT, kIo16>, smem, "flash_dq_kernel");
+  flash_dq_kernel<D, BN, kPipe, MT, kIo16><<<grid_of(p.N, p.H, kR), kThreads, smem, s>>>(p);
   check_launch("flash_dq_kernel");
 }
 
-template <int D, bool kPipe>
+template <int D, bool kPipe, bool kIo16 = false>
 void backward_d(const AttnParams& p, cudaStream_t s) {
   constexpr int BN = D <= 64 ? 64 : 32;  // dq: key tile
   constexpr int BQ = D <= 64 ? 64 : 32;  // dkv: query tile
@@ -829,13 +881,13 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   if constexpr (D == 64) {
     if (next_kernels()) {
       const OpPart part("dq kernel, 32 queries a warp (next)", Device::CUDA);
-      dq_mt<D, 32, kPipe, 2>(p, s);
+      dq_mt<D, 32, kPipe, 2, kIo16>(p, s);
       dq_done = true;
     }
   }
   if (!dq_done) {
     const OpPart part("dq kernel", Device::CUDA);
-    dq_mt<D, BN, kPipe, 1>(p, s);
+    dq_mt<D, BN, kPipe, 1, kIo16>(p, s);
   }
 
   const bool split = p.dk_part != nullptr && p.dv_part != nullptr;
@@ -845,19 +897,28 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
     t.dk_out = p.dk_part; t.dv_out = p.dv_part; t.out_heads = p.H; t.hpc = 1;
   } else {
     t.dk_out = p.dk; t.dv_out = p.dv; t.out_heads = p.KVH; t.hpc = rep;
+    if (kIo16) {
+      t.dk16 = p.dk16;
+      t.dv16 = p.dv16;
+    }
   }
   const int bufs = kPipe ? 2 : 1;
   const size_t smem_dkv = 2 * tile_bytes(D, kRows) + bufs * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ);
-  allow_smem(flash_dkv_kernel<D, BQ, kPipe>, smem_dkv, "flash_dkv_kernel");
+  allow_smem(flash_dkv_kernel<D, BQ, kPipe, kIo16>, smem_dkv, "flash_dkv_kernel");
   {
     const OpPart part(split ? "dk dv kernel (per query head)" : "dk dv kernel", Device::CUDA);
-    flash_dkv_kernel<D, BQ, kPipe><<<grid_of(p.N, split ? p.H : p.KVH), kThreads, smem_dkv, s>>>(p, t);
+    flash_dkv_kernel<D, BQ, kPipe, kIo16><<<grid_of(p.N, split ? p.H : p.KVH), kThreads, smem_dkv, s>>>(p, t);
     check_launch("flash_dkv_kernel");
   }
   if (split) {
     const OpPart part("dk dv sum over query heads", Device::CUDA);
-    flash_dkv_reduce_kernel<<<grid_1d(p.N * p.KVH * (D / 4), 256), 256, 0, s>>>(p.dk_part, p.dv_part, p.N, p.KVH,
-                                                                               rep, D, p.dk, p.dv);
+    if constexpr (kIo16) {
+      flash_dkv_reduce_kernel<bf16><<<grid_1d(p.N * p.KVH * (D / 4), 256), 256, 0, s>>>(p.dk_part, p.dv_part, p.N, p.KVH,
+                                                                                       rep, D, p.dk16, p.dv16);
+    } else {
+      flash_dkv_reduce_kernel<<<grid_1d(p.N * p.KVH * (D / 4), 256), 256, 0, s>>>(p.dk_part, p.dv_part, p.N, p.KVH,
+                                                                                 rep, D, p.dk, p.dv);
+    }
     check_launch("flash_dkv_reduce_kernel");
   }
 }
@@ -897,6 +958,29 @@ __global__ void pipelined_prep_kernel(const float* __restrict__ q, const float* 
 }
 }  // namespace
 
+namespace {
+// Δ from the bf16 dout and out (bf16 activations): attention_delta_kernel's order on the widened values.
+__global__ void delta16_kernel(const bf16* __restrict__ dout, const bf16* __restrict__ out, int64_t rows, int64_t D,
+                               float* __restrict__ delta) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows; r += warps) {
+    float s = 0.f;
+    for (int64_t d = lane; d < D; d += 32) s += __bfloat162float(dout[r * D + d]) * __bfloat162float(out[r * D + d]);
+    s = warp_sum(s);
+    if (lane == 0) delta[r] = s;
+  }
+}
+}  // namespace
+
+void attention_delta16(const AttnParams& p, cudaStream_t s) {
+  const int64_t rows = p.N * p.H;
+  if (rows == 0) return;
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>((rows + 7) / 8, 65535 * 16));
+  delta16_kernel<<<grid, 256, 0, s>>>(p.do16, p.out16_in, rows, p.D, p.delta);
+  check_launch("delta16_kernel");
+}
+
 void attention_pipelined_prep(const AttnParams& p, cudaStream_t s) {
   const int64_t rows = p.N * p.H + p.N * p.KVH;
   if (rows == 0) return;
@@ -914,7 +998,12 @@ bool attention_flash_supported(const AttnParams& p) {
   for (const void* ptr : {static_cast<const void*>(p.q), static_cast<const void*>(p.k), static_cast<const void*>(p.v),
                           static_cast<const void*>(p.out), static_cast<const void*>(p.dout),
                           static_cast<const void*>(p.out_in), static_cast<const void*>(p.dq),
-                          static_cast<const void*>(p.dk), static_cast<const void*>(p.dv)})
+                          static_cast<const void*>(p.dk), static_cast<const void*>(p.dv),
+                          static_cast<const void*>(p.q16), static_cast<const void*>(p.k16),
+                          static_cast<const void*>(p.v16), static_cast<const void*>(p.do16),
+                          static_cast<const void*>(p.out16_in), static_cast<const void*>(p.out16),
+                          static_cast<const void*>(p.dq16), static_cast<const void*>(p.dk16),
+                          static_cast<const void*>(p.dv16)})
     if (!aligned(ptr, 16)) return false;  // null (not used by this call) is aligned
   return true;
 }
@@ -927,14 +1016,28 @@ bool attention_flash_dkv_split(const AttnParams& p) {
 
 void attention_flash_forward(const AttnParams& p, cudaStream_t s, bool pipelined) {
   if (pipelined && (!p.k16 || !p.v16)) fail(ErrorCode::Internal, "attention_flash_forward: pipelined without bf16 K, V");
+  if (p.io16) {  // bf16 activations: pipelined on the tensors themselves
+    if (!p.q16 || !p.k16 || !p.v16 || !p.out16) fail(ErrorCode::Internal, "attention_flash_forward: io16 without bf16 tensors");
+    if (p.D == 64) forward_d<64, true, true>(p, s);
+    else if (p.D == 128) forward_d<128, true, true>(p, s);
+    else fail(ErrorCode::Internal, "attention_flash_forward: head dim ", p.D, " not instantiated");
+    return;
+  }
   if (p.D == 64) pipelined ? forward_d<64, true>(p, s) : forward_d<64, false>(p, s);
   else if (p.D == 128) pipelined ? forward_d<128, true>(p, s) : forward_d<128, false>(p, s);
   else fail(ErrorCode::Internal, "attention_flash_forward: head dim ", p.D, " not instantiated");
 }
 
 void attention_flash_backward(const AttnParams& p, cudaStream_t s, bool pipelined) {
-  if (pipelined && (!p.q16 || !p.k16 || !p.v16 || !p.do16))
+  if ((pipelined || p.io16) && (!p.q16 || !p.k16 || !p.v16 || !p.do16))
     fail(ErrorCode::Internal, "attention_flash_backward: pipelined without bf16 Q, K, V, dO");
+  if (p.io16) {  // bf16 activations: pipelined on the tensors themselves
+    if (!p.dq16 || !p.dk16 || !p.dv16) fail(ErrorCode::Internal, "attention_flash_backward: io16 without bf16 outputs");
+    if (p.D == 64) backward_d<64, true, true>(p, s);
+    else if (p.D == 128) backward_d<128, true, true>(p, s);
+    else fail(ErrorCode::Internal, "attention_flash_backward: head dim ", p.D, " not instantiated");
+    return;
+  }
   if (p.D == 64) pipelined ? backward_d<64, true>(p, s) : backward_d<64, false>(p, s);
   else if (p.D == 128) pipelined ? backward_d<128, true>(p, s) : backward_d<128, false>(p, s);
   else fail(ErrorCode::Internal, "attention_flash_backward: head dim ", p.D, " not instantiated");

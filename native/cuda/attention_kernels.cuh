@@ -61,10 +61,20 @@ struct AttnParams {
   const __nv_bfloat16* k16;
   const __nv_bfloat16* v16;
   const __nv_bfloat16* do16;
+  // bf16 activations (io16, pipelined flash kernels only): q16, k16, v16 (and do16) ARE the inputs (q, k, v,
+  // dout unused), out16_in the forward's output (for Δ), and the outputs go to out16 / dq16 / dk16 / dv16.
+  bool io16 = false;
+  const __nv_bfloat16* out16_in = nullptr;
+  __nv_bfloat16* out16 = nullptr;
+  __nv_bfloat16* dq16 = nullptr;
+  __nv_bfloat16* dk16 = nullptr;
+  __nv_bfloat16* dv16 = nullptr;
 };
 
 // Δ_i = dout_i · out_i for every (i, h): the first step of both backwards.
 void attention_delta(const AttnParams& p, cudaStream_t s);
+// The same from the bf16 do16 and out16_in (io16), in the same order.
+void attention_delta16(const AttnParams& p, cudaStream_t s);
 
 void attention_simple_forward(const AttnParams& p, cudaStream_t s);
 void attention_simple_backward(const AttnParams& p, cudaStream_t s);  // after attention_delta

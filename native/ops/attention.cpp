@@ -8,10 +8,18 @@
 namespace instill {
 
 namespace {
+// The activations of a call (q, k, v, out, dout, dq, dk, dv) share q's dtype: all f32, or all bf16.
+void need_like_q(const Tensor& t, const char* name, const Tensor& q) {
+  if (t.dtype() != q.dtype()) {
+    fail(ErrorCode::DType, "'", name, "' must be ", dtype_name(q.dtype()), " like q, got ", dtype_name(t.dtype()));
+  }
+}
+
 void check_common(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cu, const Tensor* seg_bounds,
                   float scale) {
+  need_dtype(q, "q", {DType::F32, DType::BF16});
   for (auto [t, name] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}}) {
-    need_dtype(*t, name, {DType::F32});
+    need_like_q(*t, name, q);
     need_ndim(*t, name, 3);
     need_same_device(*t, name, q.device());
   }
@@ -45,7 +53,7 @@ void attention_forward(const AttentionForwardArgs& p) {
   check_common(q, need(p.k, "k"), need(p.v, "v"), need(p.cu_seqlens, "cu_seqlens"), p.seg_bounds, p.scale);
   const Tensor& out = need(p.out, "out");
   const Tensor& lse = need(p.lse, "lse");
-  need_dtype(out, "out", {DType::F32});
+  need_like_q(out, "out", q);
   need_dtype(lse, "lse", {DType::F32});
   need_shape(out, "out", {q.dim(0), q.dim(1), q.dim(2)}, "(N, H, D) like q");
   need_shape(lse, "lse", {q.dim(0), q.dim(1)}, "(N, H)");
@@ -89,7 +97,7 @@ void attention_backward(const AttentionBackwardArgs& p) {
   const Shape qs = q.shape(), ks = k.shape();
   for (auto [t, name, s] : {std::tuple{p.dout, "dout", qs}, {p.out, "out", qs}, {p.dq, "dq", qs}, {p.dk, "dk", ks}, {p.dv, "dv", ks}}) {
     const Tensor& tt = need(t, name);
-    need_dtype(tt, name, {DType::F32});
+    need_like_q(tt, name, q);
     need_same_device(tt, name, q.device());
     if (tt.shape() != s) fail(ErrorCode::Shape, "'", name, "' must have shape ", shape_str(s), ", got ", shape_str(tt.shape()));
   }

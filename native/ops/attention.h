@@ -14,7 +14,10 @@
 //           tile by tile, from the saved lse and Δ; dq, dk, dv are written (=).
 // Sliding window (Mistral): with window W > 0, token i attends only to j with i − j < W
 // (itself and the W − 1 before it, inside its segment); W = 0 is full causal attention.
-// Everything f32. cu_seqlens must start at 0, end at N and never decrease (E_ARG); it may
+// Everything f32, except that a forward / backward's activations (q, k, v, out, dout, dq,
+// dk, dv) may all be bf16 instead (the model's bf16 activations: the same math, inputs read
+// as stored, outputs rounded once; lse stays f32; decode is f32 only).
+// cu_seqlens must start at 0, end at N and never decrease (E_ARG); it may
 // live on the host or on the op's device (it is validated on the host either way, so a
 // host copy spares a device backend the read back).
 // seg_bounds (optional, internal): cu_seqlens expanded per token, (2, N) i32 on the op's

@@ -11,8 +11,8 @@ void check(const RopeArgs& p) {
   const Tensor& pos = need(p.positions, "positions");
   const Tensor& f = need(p.inv_freq, "inv_freq");
   const Tensor& out = need(p.out, "out");
-  need_dtype(x, "x", {DType::F32});
-  need_dtype(out, "out", {DType::F32});
+  need_dtype(x, "x", {DType::F32, DType::BF16});
+  if (out.dtype() != x.dtype()) fail(ErrorCode::DType, "'out' must be ", dtype_name(x.dtype()), " like x, got ", dtype_name(out.dtype()));
   need_dtype(f, "inv_freq", {DType::F32});
   need_dtype(pos, "positions", {DType::I32});
   need_ndim(x, "x", 3);

@@ -6,7 +6,8 @@
 //   Backward  the transposed rotation (θ → −θ) applied to dy.
 // inv_freq carries any RoPE scaling (llama3, linear) already: the caller computes it.
 // Positions restart per packed example, so rotation is always relative to the example.
-// out may alias x (in place). A negative position is E_RANGE.
+// out may alias x (in place). A negative position is E_RANGE. bf16 x / out (the model's bf16
+// activations): the same f32 math on the widened x, each output rounded once.
 #pragma once
 
 #include "runtime/tensor.h"
@@ -14,10 +15,10 @@
 namespace instill {
 
 struct RopeArgs {
-  const Tensor* x;          // (N, H, D) f32 (dy for backward)
+  const Tensor* x;          // (N, H, D) f32 or bf16 (dy for backward)
   const Tensor* positions;  // (N) i32
   const Tensor* inv_freq;   // (D/2) f32
-  Tensor* out;              // (N, H, D) f32 out (dx for backward), may alias x
+  Tensor* out;              // (N, H, D) out, x's dtype (dx for backward), may alias x
 };
 
 void rope_forward(const RopeArgs& args);

@@ -4,6 +4,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { runtime } from '../../../src/index.js';
 import { isas, poisonAndRestoreIsa } from '../../helpers/kernels.js';
+import { Tensor, handleOf } from '../../../src/tensor.js';
+import type { TensorHandle } from '../../../src/native.js';
+import { roundBf16 } from '../../../bench/kernels/reference.js';
 import { addon, arr, errCode, f32, i32, randn, relErr } from './helpers.js';
 
 interface Sizes { N: number; H: number; KVH: number; D: number; cu: number[]; window?: number }
@@ -127,6 +130,29 @@ describe.each(isas)('attention op vs float64 on %s', (isa) => {
 });
 
 describe('attention op', () => {
+  it('bf16 activations: the f32 op on the same (widened) values, each output rounded once; mixed dtypes refused', () => {
+    const s: Sizes = { N: 41, H: 4, KVH: 2, D: 10, cu: [0, 17, 41] };
+    const A = addon();
+    const bf = (v: Float32Array, shape: number[]) => handleOf(Tensor.from(v, shape, { dtype: 'bf16' }));
+    const q = bf(randn(s.N * s.H * s.D, 5), [s.N, s.H, s.D]), k = bf(randn(s.N * s.KVH * s.D, 6), [s.N, s.KVH, s.D]);
+    const v = bf(randn(s.N * s.KVH * s.D, 7), [s.N, s.KVH, s.D]), dout = bf(randn(s.N * s.H * s.D, 8), [s.N, s.H, s.D]);
+    const wide = (h: TensorHandle) => f32(arr(h), h.shape);
+    const round = (x: Float32Array) => Array.from(new Uint32Array(roundBf16(x).buffer));
+    const bits = (h: TensorHandle) => Array.from(new Uint32Array(arr(h).buffer));
+    const cu = i32(s.cu), scale = 0.3;
+    const f16 = A.opAttention(q, k, v, cu, scale, 0), f32r = A.opAttention(wide(q), wide(k), wide(v), cu, scale, 0);
+    expect(f16.out.dtype).toBe('bf16');
+    expect(bits(f16.out)).toEqual(round(arr(f32r.out)));
+    expect(bits(f16.lse)).toEqual(bits(f32r.lse));  // lse stays f32
+    const b16 = A.opAttentionBackward(dout, q, k, v, f16.out, f16.lse, cu, scale, 0);
+    const b32 = A.opAttentionBackward(wide(dout), wide(q), wide(k), wide(v), wide(f16.out), f16.lse, cu, scale, 0);
+    for (const key of ['dq', 'dk', 'dv'] as const) {
+      expect(b16[key].dtype).toBe('bf16');
+      expect(bits(b16[key]), key).toEqual(round(arr(b32[key])));
+    }
+    expect(errCode(() => A.opAttention(q, wide(k), v, cu, scale, 0))).toMatch(/E_DTYPE: 'k' must be bf16 like q/);
+  });
+
   it('the float64 backward reference agrees with finite differences', () => {
     const s: Sizes = { N: 6, H: 2, KVH: 1, D: 4, cu: [0, 2, 6] };
     const q = Float64Array.from(randn(48, 5)), k = Float64Array.from(randn(24, 6)), v = Float64Array.from(randn(24, 7)), dout = Float64Array.from(randn(48, 8));

@@ -2,6 +2,8 @@
 // to 70000, an odd head count; backward is the transpose (⟨rope(x), y⟩ = ⟨x, rope_bwd(y)⟩).
 import { describe, expect, it } from 'vitest';
 import { ropeInvFreq, specFromConfig } from '../../../src/model/config.js';
+import { Tensor, handleOf } from '../../../src/tensor.js';
+import { roundBf16 } from '../../../bench/kernels/reference.js';
 import { addon, arr, errCode, f32, i32, randn, relErr } from './helpers.js';
 
 describe('rope op vs float64', () => {
@@ -22,6 +24,18 @@ describe('rope op vs float64', () => {
     }
     return y;
   }
+
+  it('bf16 x: the f32 rotation of the same values, rounded once', () => {
+    const A = addon();
+    const x16 = handleOf(Tensor.from(randn(N * H * D, 9), [N, H, D], { dtype: 'bf16' }));
+    const x32 = f32(arr(x16), [N, H, D]);
+    for (const backward of [false, true]) {
+      const y16 = A.opRope(x16, i32(pos), f32(inv, [D / 2]), backward);
+      expect(y16.dtype).toBe('bf16');
+      const y32 = arr(A.opRope(x32, i32(pos), f32(inv, [D / 2]), backward));
+      expect(Array.from(new Uint32Array(arr(y16).buffer))).toEqual(Array.from(new Uint32Array(roundBf16(y32).buffer)));
+    }
+  });
 
   it('forward and backward', () => {
     const x = randn(N * H * D, 1), dy = randn(N * H * D, 2);
