@@ -280,7 +280,6 @@ __device__ __forceinline__ void load_rows_once(bf16* dst, const float* src, cons
     load_rows<D, R>(dst, src, r0, N, heads, head);
   }
 }
-__device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
 __device__ __forceinline__ void store2(bf16* p, float a, float b) { *reinterpret_cast<uint32_t*>(p) = pack_bf16(a, b); }
 
 // Both are nondecreasing in their argument (segments are contiguous and ordered), so
@@ -357,7 +356,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
   const auto &ia = rows.ia, &ib = rows.ib, &lo_a = rows.lo_a, &lo_b = rows.lo_b;
 
   // Q fragments for the whole loop: MT m-tiles × KS k-steps × 4 regs.
-  load_rows_once<D, kR, kIo16>(K0, p.q, p.q16, i0, N, H, h);
+  load_rows_once<D, kR, kIo16>(K0, p.q, kIo16 ? p.q16 : nullptr, i0, N, H, h);
   __syncthreads();
   uint32_t qf[MT][KS][4];
 #pragma unroll
@@ -523,8 +522,8 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
     dl_b[t] = ib[t] < N ? p.delta[ib[t] * H + h] : 0.f;
   }
 
-  load_rows_once<D, kR, kIo16>(K0, p.q, p.q16, i0, N, H, h);
-  load_rows_once<D, kR, kIo16>(V0, p.dout, p.do16, i0, N, H, h);
+  load_rows_once<D, kR, kIo16>(K0, p.q, kIo16 ? p.q16 : nullptr, i0, N, H, h);
+  load_rows_once<D, kR, kIo16>(V0, p.dout, kIo16 ? p.do16 : nullptr, i0, N, H, h);
   __syncthreads();
   uint32_t qf[MT][KS][4], dof[MT][KS][4];
 #pragma unroll
@@ -623,14 +622,12 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
 
 // blockIdx.y = unit u: heads [u·hpc, (u+1)·hpc) where hpc = heads per CTA (rep, or 1 in
 // split mode); results go to row stride out_heads at head u of dk_out / dv_out.
-// With dk16 / dv16 (bf16 activations, not split), the results go there in bf16 instead.
+// bf16 activations (kIo16) not split: dk_out / dv_out null, the results go to p.dk16 / p.dv16 in bf16.
 struct DkvTarget {
   float* dk_out;
   float* dv_out;
   int64_t out_heads;
   int64_t hpc;
-  bf16* dk16 = nullptr;
-  bf16* dv16 = nullptr;
 };
 
 // kIo16 (bf16 activations; pipelined only): K, V from k16 / v16 (Q, dO stream from q16 / do16 as pipelined).
@@ -669,8 +666,8 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p,
   const int64_t hi_b = jb < N ? query_hi(p.seg_end, jb, p.window) : -1;
   const float sl2 = p.scale * kLog2e;
 
-  load_rows_once<D, kRows, kIo16>(Ks, p.k, p.k16, j0, N, p.KVH, g);
-  load_rows_once<D, kRows, kIo16>(Vs, p.v, p.v16, j0, N, p.KVH, g);
+  load_rows_once<D, kRows, kIo16>(Ks, p.k, kIo16 ? p.k16 : nullptr, j0, N, p.KVH, g);
+  load_rows_once<D, kRows, kIo16>(Vs, p.v, kIo16 ? p.v16 : nullptr, j0, N, p.KVH, g);
 
   float dk[D / 8][4], dv[D / 8][4];
 #pragma unroll
@@ -777,16 +774,18 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p,
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) {
     const int d = 8 * n + 2 * tig;
-    if (kIo16 && t.dk16) {
-      if (ja < N) {
-        store2(t.dk16 + (ja * t.out_heads + u) * D + d, dk[n][0] * p.scale, dk[n][1] * p.scale);
-        store2(t.dv16 + (ja * t.out_heads + u) * D + d, dv[n][0], dv[n][1]);
+    if constexpr (kIo16) {
+      if (!t.dk_out) {
+        if (ja < N) {
+          store2(p.dk16 + (ja * t.out_heads + u) * D + d, dk[n][0] * p.scale, dk[n][1] * p.scale);
+          store2(p.dv16 + (ja * t.out_heads + u) * D + d, dv[n][0], dv[n][1]);
+        }
+        if (jb < N) {
+          store2(p.dk16 + (jb * t.out_heads + u) * D + d, dk[n][2] * p.scale, dk[n][3] * p.scale);
+          store2(p.dv16 + (jb * t.out_heads + u) * D + d, dv[n][2], dv[n][3]);
+        }
+        continue;
       }
-      if (jb < N) {
-        store2(t.dk16 + (jb * t.out_heads + u) * D + d, dk[n][2] * p.scale, dk[n][3] * p.scale);
-        store2(t.dv16 + (jb * t.out_heads + u) * D + d, dv[n][2], dv[n][3]);
-      }
-      continue;
     }
     if (ja < N) {
       *reinterpret_cast<float2*>(t.dk_out + (ja * t.out_heads + u) * D + d) = make_float2(dk[n][0] * p.scale, dk[n][1] * p.scale);
@@ -896,11 +895,7 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   if (split) {
     t.dk_out = p.dk_part; t.dv_out = p.dv_part; t.out_heads = p.H; t.hpc = 1;
   } else {
-    t.dk_out = p.dk; t.dv_out = p.dv; t.out_heads = p.KVH; t.hpc = rep;
-    if (kIo16) {
-      t.dk16 = p.dk16;
-      t.dv16 = p.dv16;
-    }
+    t.dk_out = p.dk; t.dv_out = p.dv; t.out_heads = p.KVH; t.hpc = rep;  // io16: null, so p.dk16 / p.dv16
   }
   const int bufs = kPipe ? 2 : 1;
   const size_t smem_dkv = 2 * tile_bytes(D, kRows) + bufs * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ);
