@@ -136,6 +136,9 @@ bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT=1 INSTILL_BE
 # A/B: bf16 activations (INSTILL_BF16_ACTIVATIONS=1, stop 13; opt-in until this A/B and test/cuda say so)
 bench "instill train step (bf16 activations)" 150 env INSTILL_BF16_ACTIVATIONS=1 INSTILL_BENCH_VARIANT="bf16 activations" \
   node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+# =mlp (the attention's activations f32): how much of the gain is the attention's
+bench "instill train step (bf16 MLP activations)" 150 env INSTILL_BF16_ACTIVATIONS=mlp INSTILL_BENCH_VARIANT="bf16 norm and MLP activations" \
+  node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # both: what the default would be if the two A/Bs above win (after them, so a tight deadline drops it first)
 bench "instill train step (next kernels, bf16 activations)" 150 env INSTILL_CUDA_NEXT=1 INSTILL_BF16_ACTIVATIONS=1 \
   INSTILL_BENCH_VARIANT="next kernels, bf16 activations" \

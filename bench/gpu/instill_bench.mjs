@@ -173,8 +173,9 @@ if (what === 'lora') {
   const nLora = L * R * ((C + qo) * 2 + (C + kv) * 2 + (C + F) * 3);
   const flopsTok = 4 * nBase + 6 * nLora + 6 * L * T * C;
   const tokS = T / (ms / 1e3);
-  // INSTILL_BF16_ACTIVATIONS=1: the model keeps its norm outputs and the MLP's (N, F) activations in bf16.
-  const acts = process.env.INSTILL_BF16_ACTIVATIONS === '1' ? 'bf16 norm and MLP activations, f32 others' : 'f32 activations';
+  // INSTILL_BF16_ACTIVATIONS=1: the activations only bf16 products read in bf16 (=mlp: not the attention's).
+  const b16 = process.env.INSTILL_BF16_ACTIVATIONS;
+  const acts = b16 === '1' ? 'bf16 activations, f32 residual' : b16 === 'mlp' ? 'bf16 norm and MLP activations, f32 others' : 'f32 activations';
   emit({ bench: 'train step llama-3.2-1b seq2048 r16', impl: `instill ${device} (${acts}, bf16 weights${variant})`, ms,
     min_ms: times[0], max_ms: times[8], tokens_per_s: tokS, peak_mib: after.peak / 2 ** 20,
     step_peak_mib: (after.peak - before.inUse) / 2 ** 20, mfu: (tokS * flopsTok) / 989e12, params_frozen: nBase,

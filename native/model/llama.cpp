@@ -293,10 +293,11 @@ bool LlamaModel::share_layer_acts(int64_t n, DType act) const {
 }
 
 DType LlamaModel::act_dtype() const {
-  // Opt-in (INSTILL_BF16_ACTIVATIONS=1) until a GPU run has tested and timed its CUDA kernels (the
-  // INSTILL_CUDA_NEXT convention, native/cuda/README.md); then the default on a GPU if it is faster there.
+  // Opt-in (INSTILL_BF16_ACTIVATIONS=1, or =mlp without the attention's) until a GPU run has tested and
+  // timed its CUDA kernels (the INSTILL_CUDA_NEXT convention, native/cuda/README.md); then the default on a
+  // GPU if it is faster there.
   const char* e = std::getenv("INSTILL_BF16_ACTIVATIONS");
-  const bool want = e && std::strcmp(e, "1") == 0;
+  const bool want = e && (std::strcmp(e, "1") == 0 || std::strcmp(e, "mlp") == 0);
   if (!want || full_ || dropout_active_) return DType::F32;
   for (const auto& lw : layers_) {
     for (const Linear& lin : lw.lin) {
@@ -306,23 +307,32 @@ DType LlamaModel::act_dtype() const {
   return DType::BF16;
 }
 
+// q, k, v, the attention output and their gradients follow act_dtype(), except with INSTILL_BF16_ACTIVATIONS=mlp
+// and with Qwen3's q/k norm, whose backward (rmsnorm's) takes f32 gradients: there they stay f32.
+DType LlamaModel::attention_dtype(DType act) const {
+  const char* e = std::getenv("INSTILL_BF16_ACTIVATIONS");
+  if (cfg_.qk_norm || (e && std::strcmp(e, "mlp") == 0)) return DType::F32;
+  return act;
+}
+
 LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share, DType act) const {
   const LlamaConfig& c = cfg_;
   auto e = [this](Shape s) { return empty(s); };
   auto em = [this, act](Shape s) { return Tensor::empty(s, act, device_); };
+  auto ea = [this, &c, act](Shape s) { return Tensor::empty(s, attention_dtype(act), device_); };
   Acts a;
   a.xn1 = share ? share->xn1 : em({n, c.C});
   a.rstd1 = e({n});
-  a.q = e({n, c.H * c.D});
-  a.k = e({n, c.KVH * c.D});
-  a.v = e({n, c.KVH * c.D});
+  a.q = ea({n, c.H * c.D});
+  a.k = ea({n, c.KVH * c.D});
+  a.v = ea({n, c.KVH * c.D});
   if (c.qk_norm) {
     a.q_pre = e({n, c.H * c.D});
     a.k_pre = e({n, c.KVH * c.D});
     a.q_rstd = e({n * c.H});
     a.k_rstd = e({n * c.KVH});
   }
-  a.att = e({n, c.H * c.D});
+  a.att = ea({n, c.H * c.D});
   a.lse = e({n, c.H});
   a.x2 = e({n, c.C});
   a.xn2 = share ? share->xn2 : em({n, c.C});
@@ -589,10 +599,11 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   s.dh = Tensor::empty({n, c.F}, act, device_);
   s.dgate = Tensor::empty({n, c.F}, act, device_);
   s.dup = Tensor::empty({n, c.F}, act, device_);
-  s.datt = empty({n, c.H * c.D});
-  s.dq = empty({n, c.H * c.D});
-  s.dk = empty({n, c.KVH * c.D});
-  s.dv = empty({n, c.KVH * c.D});
+  const DType at = attention_dtype(act);
+  s.datt = Tensor::empty({n, c.H * c.D}, at, device_);
+  s.dq = Tensor::empty({n, c.H * c.D}, at, device_);
+  s.dk = Tensor::empty({n, c.KVH * c.D}, at, device_);
+  s.dv = Tensor::empty({n, c.KVH * c.D}, at, device_);
   for (int64_t l = c.L - 1; l >= 0; --l) {
     Acts& a = acts[checkpointing_ ? 0 : static_cast<size_t>(l)];
     if (checkpointing_) layer_forward(l, xs[static_cast<size_t>(l)], a, s.tmp, in);

@@ -197,9 +197,12 @@ class LlamaModel {
   // xn1, xn2, gate, up and h (act_dtype()).
   Acts make_acts(int64_t n, const Acts* share, DType act = DType::F32) const;
   // F32, or BF16 when this pass keeps in bf16 the activations that only feed bf16 products: the norm
-  // outputs xn1 and xn2, and the MLP's gate, up, h and their gradients. With INSTILL_BF16_ACTIVATIONS=1,
+  // outputs xn1 and xn2, the MLP's gate, up, h, the attention's q, k, v and output (attention_dtype()), and
+  // their gradients. With INSTILL_BF16_ACTIVATIONS=1 (=mlp: all but the attention's),
   // and only where lora_linear takes bf16 activations (every linear adapted, bf16/f16 weights, no dropout).
   DType act_dtype() const;
+  // The dtype of q, k, v, the attention output and their gradients for a pass whose act_dtype() is act.
+  DType attention_dtype(DType act) const;
   // Whether this pass's layers share xn1, xn2 and h (recomputed in the backward) instead of keeping their own.
   bool share_layer_acts(int64_t n, DType act) const;
   const Tensor& head() const { return cfg_.tied ? embed_ : lm_head_; }

@@ -511,6 +511,61 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     close(next.dq, refB.dq.toArray(), BF16_TOL, 'dq');
   });
 
+  // bf16 activations: the pipelined flash kernels read q, k, v, dO and write out, dq, dk, dv in bf16 themselves
+  // (kIo16). With bf16-valued inputs the f32 path computes exactly the same (its tiles round to bf16 anyway,
+  // Δ sums in the same order), so each bf16 output must be the f32 path's output rounded once, bit for bit.
+  // D = 80 takes the f32 kernels on f32 copies: the same holds there.
+  it.each([
+    { segs: [0, 13, 50, 51, 90], h: 4, kvh: 2, d: 64, window: 0, next: false },
+    { segs: [0, 1, 200, 333], h: 4, kvh: 2, d: 64, window: 40, next: true },
+    { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 0, next: false },
+    { segs: [0, 2500, 4300], h: 16, kvh: 8, d: 64, window: 0, next: false },  // no split of the dK/dV heads
+    { segs: [0, 2048], h: 8, kvh: 2, d: 64, window: 0, next: true },
+    { segs: [0, 37, 70], h: 4, kvh: 1, d: 80, window: 0, next: false },
+  ])('attention on bf16 tensors: the f32 path\'s outputs rounded once, $segs H=$h KVH=$kvh D=$d window=$window next=$next', ({ segs, h, kvh, d, window, next }) => {
+    const A = native();
+    const n = segs[segs.length - 1];
+    const bf = (len: number, shape: number[]) => Tensor.from(randn(r, len), shape, { dtype: 'bf16' }).to('cuda');
+    const q = bf(n * h * d, [n, h, d]), k = bf(n * kvh * d, [n, kvh, d]), v = bf(n * kvh * d, [n, kvh, d]);
+    const dout = bf(n * h * d, [n, h, d]);
+    const wide = (t: Tensor) => Tensor.from(t.to('cpu').toArray() as Float32Array, t.shape).to('cuda');
+    const cu = Tensor.from(Int32Array.from(segs), [segs.length], { dtype: 'i32' });
+    const scale = 1 / Math.sqrt(d);
+    withEnv('INSTILL_CUDA_NEXT', next ? '1' : undefined, () => {
+      const f16 = A.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), scale, window);
+      const f32r = A.opAttention(handleOf(wide(q)), handleOf(wide(k)), handleOf(wide(v)), handleOf(cu), scale, window);
+      expect(f16.out.dtype).toBe('bf16');
+      const same = (got: TensorHandle, want: TensorHandle, what: string) => {
+        const g = host(got) as Float32Array, w = roundBf16(host(want) as Float32Array);
+        expect(g.every(Number.isFinite), what).toBe(true);
+        expect(Buffer.from(g.buffer).equals(Buffer.from(w.buffer)), what).toBe(true);
+      };
+      same(f16.out, f32r.out, 'out');
+      expect(Buffer.from((host(f16.lse) as Float32Array).buffer).equals(Buffer.from((host(f32r.lse) as Float32Array).buffer))).toBe(true);
+      const b16 = A.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), f16.out, f16.lse, handleOf(cu), scale, window);
+      const outW = Tensor.from(host(f16.out) as Float32Array, [n, h, d]).to('cuda');
+      const b32 = A.opAttentionBackward(handleOf(wide(dout)), handleOf(wide(q)), handleOf(wide(k)), handleOf(wide(v)), handleOf(outW), f16.lse, handleOf(cu), scale, window);
+      for (const key of ['dq', 'dk', 'dv'] as const) same(b16[key], b32[key], key);
+    });
+  });
+
+  it.each([false, true])('rope on bf16 tensors (next=%s): the f32 rotation rounded once, bit for bit', (next) => {
+    const A = native();
+    const n = 301, h = 4, d = 64;
+    const x = Tensor.from(randn(r, n * h * d), [n, h, d], { dtype: 'bf16' }).to('cuda');
+    const xw = Tensor.from(x.to('cpu').toArray() as Float32Array, [n, h, d]).to('cuda');
+    const pos = Tensor.from(Int32Array.from({ length: n }, (_, i) => (i * 7) % 1999), [n], { dtype: 'i32' }).to('cuda');
+    const inv = Tensor.from(Float32Array.from({ length: d / 2 }, (_, i) => 500000 ** (-(2 * i) / d)), [d / 2]).to('cuda');
+    withEnv('INSTILL_CUDA_NEXT', next ? '1' : undefined, () => {
+      for (const backward of [false, true]) {
+        const y16 = A.opRope(handleOf(x), handleOf(pos), handleOf(inv), backward);
+        expect(y16.dtype).toBe('bf16');
+        const y32 = roundBf16(host(A.opRope(handleOf(xw), handleOf(pos), handleOf(inv), backward)) as Float32Array);
+        expect(Buffer.from((host(y16) as Float32Array).buffer).equals(Buffer.from(y32.buffer)), `backward=${backward}`).toBe(true);
+      }
+    });
+  });
+
   it.each([
     { start: 37, n: 5, h: 4, kvh: 2, d: 80, window: 0 },
     { start: 0, n: 23, h: 3, kvh: 1, d: 64, window: 0 },

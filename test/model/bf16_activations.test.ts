@@ -1,5 +1,5 @@
-// bf16 activations (INSTILL_BF16_ACTIVATIONS=1: the norm outputs xn1, xn2 and the MLP's gate, up, h and their
-// gradients in bf16; meant for a GPU, where it is opt-in until a GPU run has timed it; the same model code on
+// bf16 activations (INSTILL_BF16_ACTIVATIONS=1: the norm outputs xn1, xn2, the MLP's gate, up, h, the
+// attention's q, k, v and output, and their gradients in bf16; =mlp: all but the attention's; meant for a GPU, where it is opt-in until a GPU run has timed it; the same model code on
 // the CPU here): the bf16 stories260K model with LoRA on every linear stays within bf16 tolerance of its
 // f32-activation pass, the switch really changes the pass, and it stays off where lora_linear cannot take
 // bf16 activations (a linear left out, dropout). test/cuda/lora_reference.test.ts runs it on CUDA.
@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { LORA_TARGETS, loadModel, type Model } from '../../src/model/model.js';
 import { SafetensorsFile } from '../../src/model/safetensors.js';
-import { relError, relNorm, tokenRows } from '../helpers/compare.js';
+import { relNorm, tokenRows } from '../helpers/compare.js';
 import { withEnv } from '../helpers/env.js';
 import { fixturePath, haveFixture } from '../helpers/fixtures.js';
 
@@ -28,7 +28,7 @@ describe.skipIf(!haveFixture(REF))('bf16 activations (INSTILL_BF16_ACTIVATIONS)'
     return m;
   }
   // A fixed dropout seed: without one each call draws new masks.
-  const grads = (m: Model, mode: '0' | '1') => withEnv('INSTILL_BF16_ACTIVATIONS', mode, () => m.lossAndGrads({ inputIds, labels }, { dropoutSeed: 7 }));
+  const grads = (m: Model, mode: '0' | '1' | 'mlp') => withEnv('INSTILL_BF16_ACTIVATIONS', mode, () => m.lossAndGrads({ inputIds, labels }, { dropoutSeed: 7 }));
   const sameBits = (a: Record<string, Float32Array>, b: Record<string, Float32Array>) =>
     Object.keys(a).every((n) => a[n].every((v, i) => Object.is(v, b[n][i])));
 
@@ -44,29 +44,35 @@ describe.skipIf(!haveFixture(REF))('bf16 activations (INSTILL_BF16_ACTIVATIONS)'
 
   // The bf16-weight model is not the reference's f32 model (its weights are rounded: 2.7e-2 apart in
   // gradients already), so the yardstick is the same model with f32 activations, whose f32 math is within
-  // ~5e-6 of float64 (the f32-weight model against the reference shows that). Rounding xn1, xn2, gate, up,
-  // h, dh, dgate and dup to bf16 (8-bit mantissas, compounding over 5 layers of a model this small, sums
-  // over few tokens) moved each gradient tensor up to 2.4% in ‖g − g32‖/‖g32‖ here, 1.0–1.3% on average
-  // by ISA, as bf16 autocast does; on a GPU less, since its products round those operands to bf16 anyway.
-  it('loss and every LoRA gradient within bf16 tolerance of the f32-activation pass, and not the same pass', async () => {
+  // ~5e-6 of float64 (the f32-weight model against the reference shows that). Each bf16 activation is an
+  // 8-bit mantissa, and the errors compound over 5 layers of a model this small (head dim 8, sums over few
+  // tokens). Measured by ISA, ‖g − g32‖/‖g32‖ of the worst tensor / the mean, loss:
+  //   mlp (xn1, xn2, gate, up, h, dh, dgate, dup):  1.6–2.4% / 1.0–1.3%, ≤ 7e-4
+  //   1 (also q, k, v, the attention output, their gradients):  5.3–5.6% / 2.7–2.8%, ≤ 2.1e-3
+  // as bf16 autocast would; on a GPU less, where the products (and the flash kernels' q, k, v, dO) are
+  // rounded to bf16 with f32 activations too. The bounds below leave ~1.4x of that.
+  it.each([
+    { mode: 'mlp' as const, worst: 3.5e-2, mean: 1.8e-2, loss: 1e-3 },
+    { mode: '1' as const, worst: 8e-2, mean: 4e-2, loss: 3e-3 },
+  ])('INSTILL_BF16_ACTIVATIONS=$mode: every LoRA gradient within bf16 tolerance of the f32-activation pass, and not the same pass', async ({ mode, worst: bound, mean, loss }) => {
     const m = await bf16Model([...LORA_TARGETS]);
-    const on = await grads(m, '1'), off = await grads(m, '0');
-    expect(Math.abs(on.loss - off.loss) / off.loss).toBeLessThan(1e-3);
+    const on = await grads(m, mode), off = await grads(m, '0');
+    expect(Math.abs(on.loss - off.loss) / off.loss).toBeLessThan(loss);
     let worst = 0, sum = 0;
     for (const n of names) {
       const e = relNorm(on.grads[n], off.grads[n]);
       worst = Math.max(worst, e);
       sum += e;
-      expect(e, n).toBeLessThan(3e-2);
-      expect(relError(on.grads[n], off.grads[n]), n).toBeLessThan(5e-2);
+      expect(e, n).toBeLessThan(bound);
     }
-    expect(sum / names.length).toBeLessThan(1.5e-2);
-    console.log(`bf16 activations on the CPU against f32: loss rel ${(Math.abs(on.loss - off.loss) / off.loss).toExponential(2)}, ` +
+    expect(sum / names.length).toBeLessThan(mean);
+    console.log(`bf16 activations (${mode}) on the CPU against f32: loss rel ${(Math.abs(on.loss - off.loss) / off.loss).toExponential(2)}, ` +
       `grads ‖g − g32‖/‖g32‖ worst ${worst.toExponential(2)}, mean ${(sum / names.length).toExponential(2)}`);
     expect(sameBits(on.grads, off.grads)).toBe(false);  // the switch changed the pass
+    if (mode === '1') expect(sameBits(on.grads, (await grads(m, 'mlp')).grads)).toBe(false);  // and the levels differ
     // checkpointing recomputes the same bf16 activations
     m.setGradientCheckpointing(true);
-    const ck = await grads(m, '1');
+    const ck = await grads(m, mode);
     m.setGradientCheckpointing(false);
     expect(ck.loss).toBe(on.loss);
     expect(sameBits(ck.grads, on.grads)).toBe(true);
