@@ -120,29 +120,27 @@ bench() {  # name timeout command...
   if timeout "$(budget "$t")" "$@" >> "$OUT/bench.log" 2>&1; then echo "  $name ok ($(elapsed))"
   else note "bench $name: FAILED or timed out (rc=$?; bench.log)"; fi
 }
-bench "torch lora" 150 python3 bench/gpu/torch_bench.py lora --out "$RES"
-bench "instill lora" 60 node bench/gpu/instill_bench.mjs lora --out "$RES"
-bench "instill lora (wmma)" 60 env INSTILL_CUBLASLT=off node bench/gpu/instill_bench.mjs lora --out "$RES"
-bench "torch ce" 60 python3 bench/gpu/torch_bench.py ce --out "$RES"
-bench "instill ce" 90 node bench/gpu/instill_bench.mjs ce --out "$RES"
+# The training step first (the target still open): PyTorch, instill by default, then the A/Bs of what waits for
+# a GPU run (native/cuda/README.md lists it; opt-in until these A/Bs and test/cuda say so), the likeliest next
+# default first, so that a tight deadline drops the smaller questions.
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-# A/B, same machine, same call: INSTILL_CUDA_NEXT=1, the kernels waiting for a GPU run (native/cuda/README.md
-# lists them; opt-in until this A/B says they are faster; the GPU tests check them against the CPU either way)
-bench "instill lora (next kernels)" 60 env INSTILL_CUDA_NEXT=1 INSTILL_BENCH_VARIANT="next kernels" \
-  node bench/gpu/instill_bench.mjs lora --out "$RES"
-bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT=1 INSTILL_BENCH_VARIANT="next kernels" \
-  node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-# A/B: bf16 activations (INSTILL_BF16_ACTIVATIONS=1, stop 13; opt-in until this A/B and test/cuda say so)
+# INSTILL_CUDA_NEXT=1 (the next kernels) with INSTILL_BF16_ACTIVATIONS=1 (bf16 activations), then each alone
+bench "instill train step (next kernels, bf16 activations)" 150 env INSTILL_CUDA_NEXT=1 INSTILL_BF16_ACTIVATIONS=1 \
+  INSTILL_BENCH_VARIANT="next kernels, bf16 activations" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT=1 INSTILL_BENCH_VARIANT="next kernels" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step (bf16 activations)" 150 env INSTILL_BF16_ACTIVATIONS=1 INSTILL_BENCH_VARIANT="bf16 activations" \
   node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # =mlp (the attention's activations f32): how much of the gain is the attention's
-bench "instill train step (bf16 MLP activations)" 150 env INSTILL_BF16_ACTIVATIONS=mlp INSTILL_BENCH_VARIANT="bf16 norm and MLP activations" \
-  node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-# both: what the default would be if the two A/Bs above win (after them, so a tight deadline drops it first)
-bench "instill train step (next kernels, bf16 activations)" 150 env INSTILL_CUDA_NEXT=1 INSTILL_BF16_ACTIVATIONS=1 \
-  INSTILL_BENCH_VARIANT="next kernels, bf16 activations" \
-  node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+bench "instill train step (bf16 MLP activations)" 150 env INSTILL_BF16_ACTIVATIONS=mlp \
+  INSTILL_BENCH_VARIANT="bf16 norm and MLP activations" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+bench "torch lora" 150 python3 bench/gpu/torch_bench.py lora --out "$RES"
+bench "instill lora" 60 node bench/gpu/instill_bench.mjs lora --out "$RES"
+bench "instill lora (next kernels)" 60 env INSTILL_CUDA_NEXT=1 INSTILL_BENCH_VARIANT="next kernels" \
+  node bench/gpu/instill_bench.mjs lora --out "$RES"
+bench "instill lora (wmma)" 60 env INSTILL_CUBLASLT=off node bench/gpu/instill_bench.mjs lora --out "$RES"
+bench "torch ce" 60 python3 bench/gpu/torch_bench.py ce --out "$RES"
+bench "instill ce" 90 node bench/gpu/instill_bench.mjs ce --out "$RES"
 bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 bench "instill ops" 90 node bench/gpu/instill_bench.mjs ops --out "$RES"
 # the ops one by one with the next kernels (the attention forward / dQ with 32 queries a warp, the narrow LoRA products)
