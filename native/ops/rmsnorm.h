@@ -7,7 +7,8 @@
 //           dx is written (=), or added to (+=) when accumulate_dx is set, so the
 //           residual stream's gradient is summed in place. dx may alias dy (each row
 //           is read completely before it is written).
-// Row sums are accumulated in double. Everything is f32, except that the forward's y may
+// Row sums are accumulated in double on the CPU (in f32, by a block tree, on CUDA). Everything
+// is f32, except that the forward's y may
 // be bf16 (the f32 result rounded once: the model's norm outputs, which only feed bf16
 // products, with bf16 activations on). Qwen3's per-head q/k norm is this op over (N·H, D).
 #pragma once

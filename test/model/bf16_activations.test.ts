@@ -3,15 +3,18 @@
 // the CPU here): the bf16 stories260K model with LoRA on every linear stays within bf16 tolerance of its
 // f32-activation pass, the switch really changes the pass, and it stays off where lora_linear cannot take
 // bf16 activations (a linear left out, dropout). test/cuda/lora_reference.test.ts runs it on CUDA.
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LORA_TARGETS, loadModel, type Model } from '../../src/model/model.js';
 import { SafetensorsFile } from '../../src/model/safetensors.js';
 import { relNorm, tokenRows } from '../helpers/compare.js';
 import { withEnv } from '../helpers/env.js';
+import { base, cleanupTinyModels, writeModel } from './helpers/tiny_model.js';
 import { fixturePath, haveFixture } from '../helpers/fixtures.js';
 
 const REF = 'stories260K/lora_reference.safetensors';
+const sameBits = (a: Record<string, Float32Array>, b: Record<string, Float32Array>) =>
+  Object.keys(a).every((n) => a[n].every((v, i) => Object.is(v, b[n][i])));
 
 describe.skipIf(!haveFixture(REF))('bf16 activations (INSTILL_BF16_ACTIVATIONS)', () => {
   let ref: SafetensorsFile;
@@ -29,8 +32,6 @@ describe.skipIf(!haveFixture(REF))('bf16 activations (INSTILL_BF16_ACTIVATIONS)'
   }
   // A fixed dropout seed: without one each call draws new masks.
   const grads = (m: Model, mode: '0' | '1' | 'mlp') => withEnv('INSTILL_BF16_ACTIVATIONS', mode, () => m.lossAndGrads({ inputIds, labels }, { dropoutSeed: 7 }));
-  const sameBits = (a: Record<string, Float32Array>, b: Record<string, Float32Array>) =>
-    Object.keys(a).every((n) => a[n].every((v, i) => Object.is(v, b[n][i])));
 
   beforeAll(() => {
     ref = SafetensorsFile.open(fixturePath(REF));
@@ -87,5 +88,37 @@ describe.skipIf(!haveFixture(REF))('bf16 activations (INSTILL_BF16_ACTIVATIONS)'
     const c = await grads(dropped, '1'), d = await grads(dropped, '0');
     expect(c.loss).toBe(d.loss);
     expect(sameBits(c.grads, d.grads)).toBe(true);
+  });
+});
+
+// Every architecture the model supports, tiny and random, in bf16 with LoRA on every linear and two packed rows:
+// the bf16-activation passes run (q/k/v bias, Qwen3's q/k norm, sliding windows, GQA and MHA), stay near the
+// f32-activation pass, and Qwen3 keeps its attention's activations f32 (its q/k norm's backward takes f32).
+describe('bf16 activations across architectures', () => {
+  afterAll(() => cleanupTinyModels());
+  const archs: Array<[string, Record<string, unknown>]> = [
+    ['qwen2 (q/k/v bias)', { ...base, model_type: 'qwen2', tie_word_embeddings: true, use_sliding_window: false }],
+    ['qwen3 (q/k norm)', { ...base, model_type: 'qwen3', head_dim: 16, tie_word_embeddings: false, attention_bias: false }],
+    ['mistral (sliding window 5)', { ...base, model_type: 'mistral', tie_word_embeddings: false, sliding_window: 5 }],
+    ['mistral (MHA)', { ...base, model_type: 'mistral', num_key_value_heads: 4, tie_word_embeddings: false, sliding_window: null }],
+  ];
+  it.each(archs)('%s', async (name, config) => {
+    const { dir } = writeModel(config, 21, false);
+    const m = await loadModel(dir, { dtype: 'bf16' });
+    m.addLora({ r: 2, alpha: 4, targetModules: [...LORA_TARGETS], seed: 5 });
+    const aw = m.adapterWeights();
+    for (const n of Object.keys(aw)) if (n.includes('lora_B')) aw[n] = aw[n].map((_, i) => 0.1 * Math.sin(i + n.length));
+    m.setAdapterWeights(aw);
+    const batch = { inputIds: [[3, 17, 42, 5, 63, 0, 9, 28], [28, 11, 50, 7, 1, 2, 3, 4]], labels: [[-100, 17, 42, 5, 63, 0, 9, 28], [-100, -100, 50, 7, 1, 2, 3, 4]] };
+    const run = (mode: '0' | '1' | 'mlp') => withEnv('INSTILL_BF16_ACTIVATIONS', mode, () => m.lossAndGrads(batch));
+    const off = await run('0'), all = await run('1'), mlp = await run('mlp');
+    for (const on of [all, mlp]) {
+      expect(Math.abs(on.loss - off.loss) / off.loss, name).toBeLessThan(1e-2);
+      let sum = 0;
+      for (const n of Object.keys(off.grads)) sum += relNorm(on.grads[n], off.grads[n]);
+      expect(sum / Object.keys(off.grads).length, name).toBeLessThan(6e-2);
+    }
+    expect(sameBits(all.grads, off.grads), name).toBe(false);
+    expect(sameBits(all.grads, mlp.grads), name).toBe(name.startsWith('qwen3'));  // Qwen3: the attention's stay f32 in both
   });
 });
