@@ -2,6 +2,7 @@
 // branch fed by a regenerated dropout mask. Forward: xd (scratch), u = xd·Aᵀ, then one
 // two-term GEMM [x | s·u]·[W | B]ᵀ + bias. Backward: g = dy·B, dx = dy·W then
 // dx += s·(g·A) ⊙ mask/(1−p), dA = s·gᵀ·xd, dB = s·dyᵀ·u.
+#include "cpu/activations.h"
 #include "cpu/gemm.h"
 #include "cpu/model_ops.h"
 #include "runtime/thread_pool.h"
@@ -26,6 +27,16 @@ void apply_mask(const float* src, float* dst, int64_t count, float p, uint32_t s
 }  // namespace
 
 void lora_dropout_forward(const LoraDropoutForwardArgs& p) {
+  if (p.linear.x->dtype() == DType::BF16 || p.linear.y->dtype() == DType::BF16) {  // bf16 activations
+    const Tensor x = f32_of(*p.linear.x);
+    Tensor y = f32_out(*p.linear.y, false);
+    LoraDropoutForwardArgs q = p;
+    q.linear.x = &x;
+    q.linear.y = &y;
+    cpu::lora_dropout_forward(q);
+    store_f32(y, *p.linear.y);
+    return;
+  }
   const auto& l = p.linear;
   const Tensor &x = *l.x, &w = *l.w, &a = *l.a, &b = *l.b;
   const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0), r = a.dim(0);
@@ -40,6 +51,18 @@ void lora_dropout_forward(const LoraDropoutForwardArgs& p) {
 }
 
 void lora_dropout_backward(const LoraDropoutBackwardArgs& p) {
+  const auto& pl = p.linear;
+  if (pl.dy->dtype() == DType::BF16 || pl.x->dtype() == DType::BF16 || (pl.dx && pl.dx->dtype() == DType::BF16)) {
+    const Tensor dy = f32_of(*pl.dy), x = f32_of(*pl.x);
+    Tensor dx = pl.dx ? f32_out(*pl.dx, pl.accumulate_dx) : Tensor();
+    LoraDropoutBackwardArgs q = p;
+    q.linear.dy = &dy;
+    q.linear.x = &x;
+    q.linear.dx = pl.dx ? &dx : nullptr;
+    cpu::lora_dropout_backward(q);
+    if (pl.dx) store_f32(dx, *pl.dx);
+    return;
+  }
   const auto& l = p.linear;
   const Tensor &dy = *l.dy, &x = *l.x, &w = *l.w, &a = *l.a, &b = *l.b, &u = *l.u;
   const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0), r = a.dim(0);

@@ -40,7 +40,35 @@ void apply_mask(const Tensor& src, Tensor& dst, float p, uint32_t seed, float mu
 
 }  // namespace
 
+namespace {
+// bf16 activations (ops/lora_dropout.h): the f32 op on f32 copies, the outputs rounded back once.
+Tensor widened(const Tensor& t) {
+  Tensor f = Tensor::empty(t.shape(), DType::F32, Device::CUDA);
+  if (t.dtype() == DType::F32) {
+    copy_bytes(f.data(), Device::CUDA, t.data(), Device::CUDA, t.nbytes());
+  } else {
+    pack_f32(t.data(), elem_of(t), t.dim(1), 1.f, t.dim(0), t.dim(1), f.data_as<float>(), t.dim(1));
+  }
+  return f;
+}
+void narrow_into(const Tensor& f, const Tensor& t) {
+  pack_bf16(f.data(), Elem::F32, t.dim(1), 1.f, t.dim(0), t.dim(1), t.data_as<__nv_bfloat16>(), t.dim(1));
+}
+bool bf16(const Tensor* t) { return t && t->dtype() == DType::BF16; }
+}  // namespace
+
 void lora_dropout_forward(const LoraDropoutForwardArgs& p) {
+  if (bf16(p.linear.x) || bf16(p.linear.y)) {
+    const OpPart part("f32 copies (bf16 activations)", Device::CUDA);
+    const Tensor x = bf16(p.linear.x) ? widened(*p.linear.x) : *p.linear.x;
+    Tensor y = bf16(p.linear.y) ? Tensor::empty(p.linear.y->shape(), DType::F32, Device::CUDA) : *p.linear.y;
+    LoraDropoutForwardArgs q = p;
+    q.linear.x = &x;
+    q.linear.y = &y;
+    cuda::lora_dropout_forward(q);
+    if (bf16(p.linear.y)) narrow_into(y, *p.linear.y);
+    return;
+  }
   const auto& l = p.linear;
   const Tensor &x = *l.x, &w = *l.w, &a = *l.a, &b = *l.b;
   const int64_t N = x.dim(0), IN = x.dim(1), R = a.dim(0);
@@ -51,6 +79,24 @@ void lora_dropout_forward(const LoraDropoutForwardArgs& p) {
 }
 
 void lora_dropout_backward(const LoraDropoutBackwardArgs& p) {
+  const auto& pl = p.linear;
+  if (bf16(pl.dy) || bf16(pl.x) || bf16(pl.dx)) {
+    const OpPart part("f32 copies (bf16 activations)", Device::CUDA);
+    const Tensor dy = bf16(pl.dy) ? widened(*pl.dy) : *pl.dy, x = bf16(pl.x) ? widened(*pl.x) : *pl.x;
+    Tensor dx;
+    if (pl.dx) {
+      if (!bf16(pl.dx)) dx = *pl.dx;
+      else if (pl.accumulate_dx) dx = widened(*pl.dx);
+      else dx = Tensor::empty(pl.dx->shape(), DType::F32, Device::CUDA);
+    }
+    LoraDropoutBackwardArgs q = p;
+    q.linear.dy = &dy;
+    q.linear.x = &x;
+    q.linear.dx = pl.dx ? &dx : nullptr;
+    cuda::lora_dropout_backward(q);
+    if (bf16(pl.dx)) narrow_into(dx, *pl.dx);
+    return;
+  }
   const auto& l = p.linear;
   const Tensor &dy = *l.dy, &x = *l.x, &w = *l.w, &a = *l.a, &b = *l.b, &u = *l.u;
   const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0), R = a.dim(0);

@@ -298,7 +298,7 @@ DType LlamaModel::act_dtype() const {
   // GPU if it is faster there.
   const char* e = std::getenv("INSTILL_BF16_ACTIVATIONS");
   const bool want = e && (std::strcmp(e, "1") == 0 || std::strcmp(e, "mlp") == 0);
-  if (!want || full_ || dropout_active_) return DType::F32;
+  if (!want || full_) return DType::F32;
   for (const auto& lw : layers_) {
     for (const Linear& lin : lw.lin) {
       if (!lin.has_lora || lin.w.dtype() == DType::F32) return DType::F32;

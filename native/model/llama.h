@@ -199,7 +199,8 @@ class LlamaModel {
   // F32, or BF16 when this pass keeps in bf16 the activations that only feed bf16 products: the norm
   // outputs xn1 and xn2, the MLP's gate, up, h, the attention's q, k, v and output (attention_dtype()), and
   // their gradients. With INSTILL_BF16_ACTIVATIONS=1 (=mlp: all but the attention's),
-  // and only where lora_linear takes bf16 activations (every linear adapted, bf16/f16 weights, no dropout).
+  // and only where lora_linear takes bf16 activations (every linear adapted, bf16/f16 weights; with
+  // dropout, lora_dropout computes on f32 copies of them).
   DType act_dtype() const;
   // The dtype of q, k, v, the attention output and their gradients for a pass whose act_dtype() is act.
   DType attention_dtype(DType act) const;

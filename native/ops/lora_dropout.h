@@ -11,7 +11,8 @@
 // The mask is a pure function of (seed, element index): element i of x is kept iff
 // dropout_hash(seed, i) >= p · 2³², so the backward (and a checkpointed forward)
 // regenerates exactly the forward's mask. 0 <= p < 1; p = 0 is lora_linear.
-// dtypes: everything f32 except w (f32 | bf16 | f16); unlike lora_linear, no bf16 activations.
+// dtypes as lora_linear's: bf16 activations beside a bf16/f16 weight are computed in f32 on f32
+// copies (x, dy; dx when added to), the outputs rounded once.
 #pragma once
 
 #include <cstdint>

@@ -262,6 +262,19 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
       `against the CPU's bf16 activations worst ${worstCpu.toExponential(2)}`);
     mg.dispose();
     mc.dispose();
+    // with dropout (lora_dropout on f32 copies of the bf16 activations): GPU against CPU, the same masks
+    const dg = await loadModel(fixturePath('stories260K'), { device: 'cuda', dtype: 'bf16' });
+    const dc = await loadModel(fixturePath('stories260K'), { dtype: 'bf16' });
+    for (const m of [dg, dc]) {
+      m.addLora({ r: lc.r, alpha: lc.alpha, rsLora: lc.rsLora, targetModules: lc.targetModules, dropout: 0.1 });
+      m.setAdapterWeights(init);
+    }
+    const gd = await withEnv('INSTILL_BF16_ACTIVATIONS', '1', () => dg.lossAndGrads({ inputIds, labels }, { dropoutSeed: 3 }));
+    const cd = await withEnv('INSTILL_BF16_ACTIVATIONS', '1', () => dc.lossAndGrads({ inputIds, labels }, { dropoutSeed: 3 }));
+    expect(Math.abs(gd.loss - cd.loss) / cd.loss).toBeLessThan(1e-2);
+    for (const n of names) expect(relNorm(gd.grads[n], cd.grads[n]), `dropout ${n}`).toBeLessThan(8e-2);
+    dg.dispose();
+    dc.dispose();
   }
 
   it('a model with head dim 64 (tensor-core attention), GQA and packed rows: GPU against CPU', async () => {

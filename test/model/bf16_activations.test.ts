@@ -1,8 +1,8 @@
 // bf16 activations (INSTILL_BF16_ACTIVATIONS=1: the norm outputs xn1, xn2, the MLP's gate, up, h, the
 // attention's q, k, v and output, and their gradients in bf16; =mlp: all but the attention's; meant for a GPU, where it is opt-in until a GPU run has timed it; the same model code on
 // the CPU here): the bf16 stories260K model with LoRA on every linear stays within bf16 tolerance of its
-// f32-activation pass, the switch really changes the pass, and it stays off where lora_linear cannot take
-// bf16 activations (a linear left out, dropout). test/cuda/lora_reference.test.ts runs it on CUDA.
+// f32-activation pass, the switch really changes the pass, it stays off where a linear has no adapter, and it
+// works with dropout. test/cuda/lora_reference.test.ts runs it on CUDA.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LORA_TARGETS, loadModel, type Model } from '../../src/model/model.js';
@@ -79,15 +79,21 @@ describe.skipIf(!haveFixture(REF))('bf16 activations (INSTILL_BF16_ACTIVATIONS)'
     expect(sameBits(ck.grads, on.grads)).toBe(true);
   });
 
-  it('stays f32 where lora_linear cannot take bf16 activations: a linear not adapted, or dropout on', async () => {
+  it('stays f32 where a linear has no adapter; with dropout the adapters compute on f32 copies', async () => {
     const partial = await bf16Model(['q_proj', 'v_proj', 'gate_proj', 'up_proj']);
     const a = await grads(partial, '1'), b = await grads(partial, '0');
     expect(a.loss).toBe(b.loss);
     expect(sameBits(a.grads, b.grads)).toBe(true);
+    // dropout (lora_dropout): the pass is a bf16-activation pass too, as near the f32 one as without dropout
     const dropped = await bf16Model([...LORA_TARGETS], 0.1);
     const c = await grads(dropped, '1'), d = await grads(dropped, '0');
-    expect(c.loss).toBe(d.loss);
-    expect(sameBits(c.grads, d.grads)).toBe(true);
+    expect(Math.abs(c.loss - d.loss) / d.loss).toBeLessThan(3e-3);
+    let sum = 0;
+    for (const n of names) sum += relNorm(c.grads[n], d.grads[n]);
+    expect(sum / names.length).toBeLessThan(4e-2);
+    expect(sameBits(c.grads, d.grads)).toBe(false);
+    const again = await grads(dropped, '1');  // the same seed, the same masks, the same bits
+    expect(sameBits(again.grads, c.grads)).toBe(true);
   });
 });
 
