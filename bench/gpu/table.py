@@ -79,3 +79,17 @@ for r in rows:
     mins = r["min_ms"] / base["min_ms"] if r.get("min_ms") and base.get("min_ms") else float("nan")
     print(f"- A/B {r['bench']}, {r['variant']}: {r['ms']:.2f} ms against {base['ms']:.2f} ms by default "
           f"({med:.3f}x by medians, {mins:.3f}x by mins)")
+
+# Where each A/B's step time went: the profiled step's ops (top level, not "op/part" rows) against the
+# default's, the changes of 0.1 ms or more, largest first.
+ops = {}
+for r in rows:
+    b = r["bench"]
+    if b.startswith("train step op ") and "/" not in b and r.get("ms") is not None:
+        ops.setdefault(r.get("variant"), {})[b[len("train step op "):]] = r["ms"]
+for v, vo in ops.items():
+    if v is None or None not in ops:
+        continue
+    d = sorted(((vo.get(k, 0.0) - ops[None].get(k, 0.0), k) for k in set(vo) | set(ops[None])), key=lambda t: -abs(t[0]))
+    moved = [f"{k} {x:+.2f}" for x, k in d if abs(x) >= 0.1]
+    print(f"- ops, {v} against the default (ms): {', '.join(moved) if moved else 'nothing moved by 0.1 ms'}")
