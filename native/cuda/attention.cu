@@ -87,18 +87,8 @@ Tensor bf16_copy(const float* src, int64_t rows, int64_t D) {
   return t;
 }
 
-// bf16 activations (ops/attention.h) where the flash kernels do not take them: f32 copies for the f32 path,
-// and the f32 outputs rounded back.
-Tensor widened(const Tensor& t) {
-  Tensor f = Tensor::empty(t.shape(), DType::F32, Device::CUDA);
-  const int64_t D = t.dim(-1), rows = D ? t.numel() / D : 0;
-  pack_f32(t.data(), Elem::BF16, D, 1.f, rows, D, f.data_as<float>(), D);
-  return f;
-}
-void narrow_into(const Tensor& f, Tensor& t) {
-  const int64_t D = t.dim(-1), rows = D ? t.numel() / D : 0;
-  pack_bf16(f.data(), Elem::F32, D, 1.f, rows, D, t.data_as<__nv_bfloat16>(), D);
-}
+// bf16 activations (ops/attention.h) where the flash kernels do not take them: f32 copies (gemm.h's widened)
+// for the f32 path, and the f32 outputs rounded back (narrow_into).
 const __nv_bfloat16* bf16_of(const Tensor* t) { return t->data_as<__nv_bfloat16>(); }
 
 void need_heads(int64_t H, int64_t KVH) {

@@ -214,6 +214,18 @@ void pack_wb(const void* w, Elem we, int64_t in, const float* b, int64_t R, int6
   if (a) pack_bf16(a, Elem::F32, in, 1.f, R, in, a16, in);
 }
 
+Tensor widened(const Tensor& t) {
+  Tensor f = Tensor::empty(t.shape(), DType::F32, Device::CUDA);
+  const int64_t D = t.ndim() ? t.dim(-1) : 1, rows = D ? t.numel() / D : 0;
+  pack_f32(t.data(), elem_of(t), D, 1.f, rows, D, f.data_as<float>(), D);
+  return f;
+}
+
+void narrow_into(const Tensor& f, const Tensor& t) {
+  const int64_t D = t.ndim() ? t.dim(-1) : 1, rows = D ? t.numel() / D : 0;
+  pack_bf16(f.data(), Elem::F32, D, 1.f, rows, D, t.data_as<__nv_bfloat16>(), D);
+}
+
 void gather_f32(const void* src, Elem e, int64_t lds, float scale, const int32_t* row_index, int64_t rows,
                 int64_t cols, float* dst, int64_t ldd) {
   gather_to(src, e, lds, scale, row_index, rows, cols, dst, ldd);

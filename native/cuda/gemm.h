@@ -87,6 +87,11 @@ void gather_f32(const void* src, Elem e, int64_t lds, float scale, const int32_t
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+// bf16 activations on the f32 paths (attention's f32 kernels, lora_dropout): an f32 copy of a bf16 tensor,
+// and an f32 tensor rounded into a bf16 tensor of its shape (packs over its last dimension; bf16_pack.cu).
+Tensor widened(const Tensor& bf16);
+void narrow_into(const Tensor& f32, const Tensor& bf16);
+
 // Operand views of a 2-D tensor (rows, cols) as stored, optionally transposed.
 inline GemmOperand operand(const Tensor& t, bool trans, float scale = 1.f) {
   GemmOperand o;

@@ -41,19 +41,8 @@ void apply_mask(const Tensor& src, Tensor& dst, float p, uint32_t seed, float mu
 }  // namespace
 
 namespace {
-// bf16 activations (ops/lora_dropout.h): the f32 op on f32 copies, the outputs rounded back once.
-Tensor widened(const Tensor& t) {
-  Tensor f = Tensor::empty(t.shape(), DType::F32, Device::CUDA);
-  if (t.dtype() == DType::F32) {
-    copy_bytes(f.data(), Device::CUDA, t.data(), Device::CUDA, t.nbytes());
-  } else {
-    pack_f32(t.data(), elem_of(t), t.dim(1), 1.f, t.dim(0), t.dim(1), f.data_as<float>(), t.dim(1));
-  }
-  return f;
-}
-void narrow_into(const Tensor& f, const Tensor& t) {
-  pack_bf16(f.data(), Elem::F32, t.dim(1), 1.f, t.dim(0), t.dim(1), t.data_as<__nv_bfloat16>(), t.dim(1));
-}
+// bf16 activations (ops/lora_dropout.h): the f32 op on f32 copies (gemm.h's widened), the outputs rounded
+// back once (narrow_into).
 bool bf16(const Tensor* t) { return t && t->dtype() == DType::BF16; }
 }  // namespace
 
