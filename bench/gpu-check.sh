@@ -30,7 +30,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 # The native sources a carried binary must have been built from (bindings, native, CMakeLists.txt).
-source_hash() { find bindings native CMakeLists.txt -type f | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16; }
+source_hash() { find bindings native CMakeLists.txt -type f ! -name '*.md' | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16; }  # docs excluded
 if [[ "${1:-}" == --source-hash ]]; then source_hash; exit 0; fi
 OUT="${OUT:-/tmp/gpu-check}"
 mkdir -p "$OUT"
