@@ -180,7 +180,7 @@ CrossEntropyResult masked_cross_entropy(const MaskedCrossEntropyArgs& p) {
 CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
   const Tensor &h = *p.h, &w = *p.w;
   const int64_t N = h.dim(0), C = h.dim(1), V = w.dim(0);
-  const std::vector<int32_t> t = to_host_i32(*p.targets);
+  const std::vector<int32_t> t = to_host_i32(p.targets_host ? *p.targets_host : *p.targets);  // host: no wait
   check_targets(t, V, p.ignore_index);
   std::vector<int32_t> rows, kept_targets;
   for (int64_t i = 0; i < N; ++i) {

@@ -407,8 +407,9 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   }
   Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
   Tensor att3 = a.att.reshape({n, c.H, c.D});
-  rope_forward(RopeArgs{&q3, in.positions, &inv_freq_, &q3});
-  rope_forward(RopeArgs{&k3, in.positions, &inv_freq_, &k3});
+  const Tensor* pos_host = in.host ? in.host->positions : nullptr;
+  rope_forward(RopeArgs{&q3, in.positions, &inv_freq_, &q3, pos_host});
+  rope_forward(RopeArgs{&k3, in.positions, &inv_freq_, &k3, pos_host});
   if (cache_start >= 0) {
     attention_decode(AttentionDecodeArgs{&q3, &k3, &v3, &k_cache_[static_cast<size_t>(l)], &v_cache_[static_cast<size_t>(l)],
                                          cache_start, attn_scale(), &att3, c.sliding_window});
@@ -450,8 +451,9 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   Tensor dq3 = s.dq.reshape({n, c.H, c.D}), dk3 = s.dk.reshape({n, c.KVH, c.D}), dv3 = s.dv.reshape({n, c.KVH, c.D});
   attention_backward(AttentionBackwardArgs{&datt3, &q3, &k3, &v3, &att3, &a.lse, in.cu_seqlens, attn_scale(), &dq3,
                                            &dk3, &dv3, c.sliding_window, in.seg_bounds});
-  rope_backward(RopeArgs{&dq3, in.positions, &inv_freq_, &dq3});
-  rope_backward(RopeArgs{&dk3, in.positions, &inv_freq_, &dk3});
+  const Tensor* pos_host = in.host ? in.host->positions : nullptr;
+  rope_backward(RopeArgs{&dq3, in.positions, &inv_freq_, &dq3, pos_host});
+  rope_backward(RopeArgs{&dk3, in.positions, &inv_freq_, &dk3, pos_host});
   if (c.qk_norm) {
     Tensor qp = a.q_pre.reshape({n * c.H, c.D}), dq2 = s.dq.reshape({n * c.H, c.D});
     Tensor kp = a.k_pre.reshape({n * c.KVH, c.D}), dk2 = s.dk.reshape({n * c.KVH, c.D});
@@ -509,6 +511,7 @@ ModelInputs LlamaModel::inputs_on_device(const ModelInputs& in, std::array<Tenso
   keep[2] = *in.cu_seqlens;
   if (in.targets) keep[3] = on_device(*in.targets);
   ModelInputs out{&keep[0], &keep[1], &keep[2], in.targets ? &keep[3] : nullptr};
+  out.host = &in;  // the caller's host tensors outlive the pass (on the CPU they are the same data)
   if (device_ != Device::CPU) {
     const int64_t n = in.ids->dim(0), s = in.cu_seqlens->dim(0) - 1;
     const int32_t* cu = in.cu_seqlens->data_as<int32_t>();
@@ -559,7 +562,7 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   const int64_t n = in.ids->dim(0);
   std::vector<Tensor> xs(static_cast<size_t>(c.L + 1));
   for (auto& t : xs) t = empty({n, c.C});
-  embedding_forward(EmbeddingForwardArgs{in.ids, &embed_, &xs[0]});
+  embedding_forward(EmbeddingForwardArgs{in.ids, &embed_, &xs[0], in.host ? in.host->ids : nullptr});
   // With INSTILL_BF16_ACTIVATIONS=1 (act_dtype()) the norm outputs and the MLP's (N, F) activations and
   // gradients are bf16: what only bf16 products read, at half the bytes (lora_linear takes them as they are).
   const DType act = act_dtype();
@@ -582,6 +585,7 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   ce.h = &xf;
   ce.w = &head();
   ce.targets = in.targets;
+  ce.targets_host = in.host ? in.host->targets : nullptr;
   ce.ignore_index = kIgnoreIndex;
   ce.normalizer = normalizer;
   ce.dh = backward ? &dxf : nullptr;
@@ -609,7 +613,7 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
     if (checkpointing_) layer_forward(l, xs[static_cast<size_t>(l)], a, s.tmp, in);
     layer_backward(l, xs[static_cast<size_t>(l)], a, dres, in, accumulate, share, s);
   }
-  if (full_) embedding_backward(EmbeddingBackwardArgs{&dres, in.ids, &dembed_});
+  if (full_) embedding_backward(EmbeddingBackwardArgs{&dres, in.ids, &dembed_, in.host ? in.host->ids : nullptr});
   return res;
 }
 
@@ -621,7 +625,7 @@ Tensor LlamaModel::logits(const ModelInputs& host_in, bool last_only) {
   const LlamaConfig& c = cfg_;
   const int64_t n = in.ids->dim(0);
   Tensor x = empty({n, c.C}), y = empty({n, c.C});
-  embedding_forward(EmbeddingForwardArgs{in.ids, &embed_, &x});
+  embedding_forward(EmbeddingForwardArgs{in.ids, &embed_, &x, in.host ? in.host->ids : nullptr});
   Acts a = make_acts(n, nullptr);
   for (int64_t l = 0; l < c.L; ++l) {
     layer_forward(l, x, a, y, in);
@@ -640,7 +644,7 @@ Tensor LlamaModel::logits(const ModelInputs& host_in, bool last_only) {
     for (size_t i = 0; i < last.size(); ++i) idx_host.data_as<int32_t>()[i] = last[i];
     Tensor idx = on_device(idx_host);
     rows = empty({idx.dim(0), c.C});
-    embedding_forward(EmbeddingForwardArgs{&idx, &y, &rows});  // a row gather
+    embedding_forward(EmbeddingForwardArgs{&idx, &y, &rows, &idx_host});  // a row gather
   }
   Tensor out = empty({rows.dim(0), c.V});
   matmul(MatmulArgs{&rows, &head(), false, true, &out});
@@ -678,9 +682,11 @@ Tensor LlamaModel::decode(const Tensor& host_ids) {
   Tensor pos_host = Tensor::empty({n}, DType::I32);
   for (int64_t i = 0; i < n; ++i) pos_host.data_as<int32_t>()[i] = static_cast<int32_t>(start + i);
   const Tensor pos = on_device(pos_host);
+  ModelInputs host_in{&host_ids, &pos_host, nullptr, nullptr};
   ModelInputs in{&ids, &pos, nullptr, nullptr};
+  in.host = &host_in;
   Tensor x = empty({n, c.C}), y = empty({n, c.C});
-  embedding_forward(EmbeddingForwardArgs{&ids, &embed_, &x});
+  embedding_forward(EmbeddingForwardArgs{&ids, &embed_, &x, &host_ids});
   Acts a = make_acts(n, nullptr);
   for (int64_t l = 0; l < c.L; ++l) {
     layer_forward(l, x, a, y, in, start);
@@ -691,7 +697,7 @@ Tensor LlamaModel::decode(const Tensor& host_ids) {
   last_host.data_as<int32_t>()[0] = static_cast<int32_t>(n - 1);
   const Tensor last = on_device(last_host);
   Tensor row = empty({1, c.C}), rowf = empty({1, c.C});
-  embedding_forward(EmbeddingForwardArgs{&last, &x, &row});  // a row gather
+  embedding_forward(EmbeddingForwardArgs{&last, &x, &row, &last_host});  // a row gather
   Tensor rstd = empty({1});
   rmsnorm_forward(RmsnormForwardArgs{&row, &norm_, c.eps, &rowf, &rstd});
   Tensor out = empty({1, c.V});

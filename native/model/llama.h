@@ -93,6 +93,9 @@ struct ModelInputs {
   const Tensor* cu_seqlens;  // (S+1) i32, segment boundaries (attention never crosses them)
   const Tensor* targets;     // (N) i32, -100 = ignored (training only)
   const Tensor* seg_bounds = nullptr;  // on a GPU: cu_seqlens expanded per token (ops/attention.h)
+  // The same inputs on the host, where the ops check ids, positions and targets (ops/rope.h): on a GPU,
+  // reading them back from the device would wait for all queued work, 4 times a layer.
+  const ModelInputs* host = nullptr;
 };
 
 struct LlamaScratch;

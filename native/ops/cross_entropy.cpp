@@ -77,7 +77,12 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
   }
   need_normalizer(p.normalizer);
   if (p.chunk_rows < 0) fail(ErrorCode::Arg, "'chunkRows' must be >= 0 (0 picks it from memory), got ", p.chunk_rows);
-  need_targets_in_range(targets, v, p.ignore_index);
+  if (p.targets_host) {
+    need_dtype(*p.targets_host, "targets_host", {DType::I32});
+    need_shape(*p.targets_host, "targets_host", {n}, "(N,) like targets");
+    need_same_device(*p.targets_host, "targets_host", Device::CPU);
+  }
+  need_targets_in_range(p.targets_host ? *p.targets_host : targets, v, p.ignore_index);
   return run_op(h.device(), &Backend::linear_cross_entropy, "linear_cross_entropy", p);
 }
 

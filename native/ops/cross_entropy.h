@@ -53,6 +53,9 @@ struct LinearCrossEntropyArgs {
   Tensor* dw;            // (V, C) f32 out, or null (frozen head)
   bool accumulate_dw;    // dw += instead of =
   int64_t chunk_rows;    // rows per chunk; 0: the default (above)
+  // The same targets on the host, when the caller has them (the model on a GPU): checked and read there
+  // instead of read back from the device (which waits for all queued GPU work).
+  const Tensor* targets_host = nullptr;
 };
 
 constexpr int64_t kLinearCrossEntropyChunkBytes = 64ll << 20;

@@ -6,9 +6,14 @@
 namespace instill {
 
 namespace {
-void need_ids_in_range(const Tensor& ids, int64_t v) {
+void need_ids_in_range(const Tensor& ids, const Tensor* ids_host, int64_t v) {
   std::vector<int32_t> host;
-  const int32_t* p = host_i32(ids, host);
+  if (ids_host) {
+    need_dtype(*ids_host, "ids_host", {DType::I32});
+    need_shape(*ids_host, "ids_host", {ids.dim(0)}, "(N,) like ids");
+    need_same_device(*ids_host, "ids_host", Device::CPU);
+  }
+  const int32_t* p = ids_host ? ids_host->data_as<int32_t>() : host_i32(ids, host);
   for (int64_t i = 0; i < ids.numel(); ++i) {
     if (p[i] < 0 || p[i] >= v) fail(ErrorCode::Range, "token id ", p[i], " at index ", i, " is outside [0, ", v, ")");
   }
@@ -27,7 +32,7 @@ void embedding_forward(const EmbeddingForwardArgs& p) {
   need_shape(out, "out", {ids.dim(0), w.dim(1)}, "(N, C)");
   need_same_device(w, "w", ids.device());
   need_same_device(out, "out", ids.device());
-  need_ids_in_range(ids, w.dim(0));
+  need_ids_in_range(ids, p.ids_host, w.dim(0));
   run_op(ids.device(), &Backend::embedding_forward, "embedding_forward", p);
 }
 
@@ -43,7 +48,7 @@ void embedding_backward(const EmbeddingBackwardArgs& p) {
   need_shape(dout, "dout", {ids.dim(0), dw.dim(1)}, "(N, C)");
   need_same_device(dw, "dw", ids.device());
   need_same_device(dout, "dout", ids.device());
-  need_ids_in_range(ids, dw.dim(0));
+  need_ids_in_range(ids, p.ids_host, dw.dim(0));
   run_op(ids.device(), &Backend::embedding_backward, "embedding_backward", p);
 }
 

@@ -10,16 +10,20 @@
 
 namespace instill {
 
+// ids_host: the same ids on the host, when the caller has them (the model on a GPU): checked there instead
+// of read back from the device (which waits for all queued GPU work).
 struct EmbeddingForwardArgs {
   const Tensor* ids;  // (N) i32
   const Tensor* w;    // (V, C)
   Tensor* out;        // (N, C) f32 out
+  const Tensor* ids_host = nullptr;
 };
 
 struct EmbeddingBackwardArgs {
   const Tensor* dout;  // (N, C) f32
   const Tensor* ids;   // (N) i32
   Tensor* dw;          // (V, C) f32, +=
+  const Tensor* ids_host = nullptr;
 };
 
 void embedding_forward(const EmbeddingForwardArgs& args);

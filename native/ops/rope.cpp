@@ -23,7 +23,13 @@ void check(const RopeArgs& p) {
   need_shape(f, "inv_freq", {d / 2}, "(D/2,)");
   for (auto [t, name] : {std::pair{&pos, "positions"}, {&f, "inv_freq"}, {&out, "out"}}) need_same_device(*t, name, x.device());
   std::vector<int32_t> host;
-  const int32_t* pp = host_i32(pos, host);
+  const Tensor* ph = p.positions_host;
+  if (ph) {
+    need_dtype(*ph, "positions_host", {DType::I32});
+    need_shape(*ph, "positions_host", {n}, "(N,) like positions");
+    need_same_device(*ph, "positions_host", Device::CPU);
+  }
+  const int32_t* pp = ph ? ph->data_as<int32_t>() : host_i32(pos, host);
   for (int64_t i = 0; i < n; ++i) {
     if (pp[i] < 0) fail(ErrorCode::Range, "position ", pp[i], " at index ", i, " is negative");
   }

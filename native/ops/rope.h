@@ -19,6 +19,9 @@ struct RopeArgs {
   const Tensor* positions;  // (N) i32
   const Tensor* inv_freq;   // (D/2) f32
   Tensor* out;              // (N, H, D) out, x's dtype (dx for backward), may alias x
+  // The same positions on the host, when the caller has them (the model on a GPU): checked there instead of
+  // read back from the device (a read back waits for all queued GPU work: the model calls rope 4 times a layer).
+  const Tensor* positions_host = nullptr;
 };
 
 void rope_forward(const RopeArgs& args);

@@ -37,6 +37,13 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('packed batches',
     return { inputIds: [inputIds], labels: [labels], segmentIds: [segmentIds] };
   }
 
+  it('a negative position is E_RANGE, checked on the host copy of the inputs (no device read back on a GPU)', async () => {
+    const inputIds = [[1, 403, 407, 261]], labels = [[-100, 403, 407, 261]];
+    await expect(model.lossAndGrads({ inputIds, labels, positions: [[0, 1, -2, 3]] }))
+      .rejects.toMatchObject({ code: 'E_RANGE', message: expect.stringMatching(/position -2 at index 2 is negative/) });
+    expect((await model.lossAndGrads({ inputIds, labels, positions: [[0, 1, 2, 3]] })).tokens).toBe(3);
+  });
+
   it('loss and every gradient equal the examples run one by one', async () => {
     const packed = await model.lossAndGrads(packedRow(32));
     const total = examples.reduce((a, e) => a + e.labels.slice(1).filter((l) => l !== -100).length, 0);
