@@ -319,7 +319,7 @@ LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share, DType act) 
   const LlamaConfig& c = cfg_;
   auto e = [this](Shape s) { return empty(s); };
   auto em = [this, act](Shape s) { return Tensor::empty(s, act, device_); };
-  auto ea = [this, &c, act](Shape s) { return Tensor::empty(s, attention_dtype(act), device_); };
+  auto ea = [this, act](Shape s) { return Tensor::empty(s, attention_dtype(act), device_); };
   Acts a;
   a.xn1 = share ? share->xn1 : em({n, c.C});
   a.rstd1 = e({n});
