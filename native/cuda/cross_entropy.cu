@@ -214,7 +214,12 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
     const int64_t subs = (chunk + sub_max - 1) / sub_max;
     sub = std::min({round_up((chunk + subs - 1) / subs, 64), sub_max, chunk});
   }
-  Tensor rows_d = to_device_i32(rows), targets_d = to_device_i32(kept_targets);
+  // The kept rows and their targets in one upload (an upload waits for the queued work: once, not twice).
+  std::vector<int32_t> both(rows);
+  both.insert(both.end(), kept_targets.begin(), kept_targets.end());
+  const Tensor both_d = to_device_i32(both);
+  const int32_t* const rows_dp = both_d.data_as<int32_t>();
+  const int32_t* const targets_dp = rows_dp + count;
   // The head as bf16 once per call when it is stored as f16 (each product would pack it again);
   // bf16 and f32 heads are read as they are.
   Tensor w16;
@@ -247,7 +252,7 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
 
   for (int64_t r0 = 0; r0 < count; r0 += chunk) {
     const int64_t m = std::min(chunk, count - r0);
-    const int32_t* rows_c = rows_d.data_as<int32_t>() + r0;
+    const int32_t* rows_c = rows_dp + r0;
     if (exact) gather_f32(h.data(), Elem::F32, C, 1.f, rows_c, m, C, hb.data_as<float>(), ldh);
     else gather_bf16(h.data(), Elem::F32, C, 1.f, rows_c, m, C, hb.data_as<__nv_bfloat16>(), ldh);
     for (int64_t s0 = 0; s0 < m; s0 += sub) {
@@ -264,7 +269,7 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
           gemm(g);
         }
       }
-      const int32_t* tg = targets_d.data_as<int32_t>() + r0 + s0;
+      const int32_t* tg = targets_dp + r0 + s0;
       double* acc = static_cast<double*>(acc64.data());
       if (exact) {
         launch_ce_rows<float>(ms, logits.data_as<float>(), ldv, tg, V, p.ignore_index, inv_norm,
