@@ -87,8 +87,9 @@ Tensor bf16_copy(const float* src, int64_t rows, int64_t D) {
   return t;
 }
 
-// bf16 activations (ops/attention.h) where the flash kernels do not take them: f32 copies (gemm.h's widened)
-// for the f32 path, and the f32 outputs rounded back (narrow_into).
+// bf16 activations (ops/attention.h): the flash kernels read and write the bf16 tensors themselves (AttnParams'
+// io16); where they do not apply, f32 copies (gemm.h's widened) go through the f32 kernels and the outputs are
+// rounded back (narrow_into).
 const __nv_bfloat16* bf16_of(const Tensor* t) { return t->data_as<__nv_bfloat16>(); }
 
 void need_heads(int64_t H, int64_t KVH) {
@@ -148,43 +149,32 @@ void attention_backward(const AttentionBackwardArgs& p) {
   a.N = N; a.H = H; a.KVH = KVH; a.D = D; a.window = p.window; a.scale = p.scale;
   a.lse_in = p.lse->data_as<float>();
   a.delta = delta.data_as<float>();
+  const Path path = path_choice(true);
   if (p.q->dtype() == DType::BF16) {  // bf16 activations, as the forward
     a.io16 = true;
     a.q16 = bf16_of(p.q); a.k16 = bf16_of(p.k); a.v16 = bf16_of(p.v); a.do16 = bf16_of(p.dout);
     a.out16_in = bf16_of(p.out);
     a.dq16 = p.dq->data_as<__nv_bfloat16>(); a.dk16 = p.dk->data_as<__nv_bfloat16>(); a.dv16 = p.dv->data_as<__nv_bfloat16>();
-    if (path_choice(true) != Path::Simple && attention_flash_supported(a)) {
-      {
-        const OpPart part("delta = rowsum(dO * O)", Device::CUDA);
-        attention_delta16(a, stream());
-      }
-      Tensor dk_part, dv_part;
-      if (attention_flash_dkv_split(a)) {
-        dk_part = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
-        dv_part = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
-        a.dk_part = dk_part.data_as<float>();
-        a.dv_part = dv_part.data_as<float>();
-      }
-      return attention_flash_backward(a, stream(), true);
+    if (path == Path::Simple || !attention_flash_supported(a)) {
+      const OpPart part("f32 copies (bf16 activations, f32 kernels)", Device::CUDA);
+      const Tensor dout = widened(*p.dout), q = widened(*p.q), k = widened(*p.k), v = widened(*p.v), out = widened(*p.out);
+      Tensor dq = Tensor::empty(p.dq->shape(), DType::F32, Device::CUDA), dk = Tensor::empty(p.dk->shape(), DType::F32, Device::CUDA),
+             dv = Tensor::empty(p.dv->shape(), DType::F32, Device::CUDA);
+      AttentionBackwardArgs f = p;
+      f.dout = &dout; f.q = &q; f.k = &k; f.v = &v; f.out = &out; f.dq = &dq; f.dk = &dk; f.dv = &dv;
+      cuda::attention_backward(f);
+      narrow_into(dq, *p.dq);
+      narrow_into(dk, *p.dk);
+      return narrow_into(dv, *p.dv);
     }
-    const OpPart part("f32 copies (bf16 activations, f32 kernels)", Device::CUDA);
-    const Tensor dout = widened(*p.dout), q = widened(*p.q), k = widened(*p.k), v = widened(*p.v), out = widened(*p.out);
-    Tensor dq = Tensor::empty(p.dq->shape(), DType::F32, Device::CUDA), dk = Tensor::empty(p.dk->shape(), DType::F32, Device::CUDA),
-           dv = Tensor::empty(p.dv->shape(), DType::F32, Device::CUDA);
-    AttentionBackwardArgs f = p;
-    f.dout = &dout; f.q = &q; f.k = &k; f.v = &v; f.out = &out; f.dq = &dq; f.dk = &dk; f.dv = &dv;
-    cuda::attention_backward(f);
-    narrow_into(dq, *p.dq);
-    narrow_into(dk, *p.dk);
-    return narrow_into(dv, *p.dv);
+  } else {
+    a.q = p.q->data_as<float>(); a.k = p.k->data_as<float>(); a.v = p.v->data_as<float>();
+    a.dout = p.dout->data_as<float>(); a.out_in = p.out->data_as<float>();
+    a.dq = p.dq->data_as<float>(); a.dk = p.dk->data_as<float>(); a.dv = p.dv->data_as<float>();
   }
-  a.q = p.q->data_as<float>(); a.k = p.k->data_as<float>(); a.v = p.v->data_as<float>();
-  a.dout = p.dout->data_as<float>(); a.out_in = p.out->data_as<float>();
-  a.dq = p.dq->data_as<float>(); a.dk = p.dk->data_as<float>(); a.dv = p.dv->data_as<float>();
-  const Path path = path_choice(true);
-  const bool flash = path != Path::Simple && attention_flash_supported(a);
-  // INSTILL_CUDA_NEXT=1, pipelined: Δ and the four bf16 copies in one pass (attention_pipelined_prep)
-  const bool prep = flash && path == Path::Pipelined && next_kernels();
+  const bool flash = path != Path::Simple && attention_flash_supported(a);  // io16: always, by now
+  // INSTILL_CUDA_NEXT=1, pipelined f32: Δ and the four bf16 copies in one pass (attention_pipelined_prep)
+  const bool prep = !a.io16 && flash && path == Path::Pipelined && next_kernels();
   if (!prep) {
     const OpPart part("delta = rowsum(dO * O)", Device::CUDA);
     attention_delta(a, stream());
@@ -209,7 +199,7 @@ void attention_backward(const AttentionBackwardArgs& p) {
     a.v16 = v16.data_as<__nv_bfloat16>();
     a.do16 = do16.data_as<__nv_bfloat16>();
     attention_pipelined_prep(a, stream());
-  } else if (path == Path::Pipelined) {
+  } else if (!a.io16 && path == Path::Pipelined) {  // bf16 activations are the copies already
     const OpPart part("bf16 copies of q, k, v, dO", Device::CUDA);
     q16 = bf16_copy(a.q, N * H, D);
     k16 = bf16_copy(a.k, N * KVH, D);
@@ -220,7 +210,7 @@ void attention_backward(const AttentionBackwardArgs& p) {
     a.v16 = v16.data_as<__nv_bfloat16>();
     a.do16 = do16.data_as<__nv_bfloat16>();
   }
-  attention_flash_backward(a, stream(), path == Path::Pipelined);
+  attention_flash_backward(a, stream(), a.io16 || path == Path::Pipelined);
 }
 
 }  // namespace cuda

@@ -800,11 +800,6 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p,
 
 // dk[j, g, :] = Σ_{r < rep} dk_part[j, g·rep + r, :] (and dv), r in order: deterministic.
 // One thread per 4 floats (D % 4 == 0, 16-byte aligned). Out: float, or bf16 (bf16 activations).
-__device__ __forceinline__ void store4(float* p, const float4& v) { *reinterpret_cast<float4*>(p) = v; }
-__device__ __forceinline__ void store4(bf16* p, const float4& v) {
-  store2(p, v.x, v.y);
-  store2(p + 2, v.z, v.w);
-}
 template <typename Out = float>
 __global__ void flash_dkv_reduce_kernel(const float* dk_part, const float* dv_part, int64_t N, int64_t KVH,
                                         int64_t rep, int64_t D, Out* dk, Out* dv) {
@@ -953,29 +948,6 @@ __global__ void pipelined_prep_kernel(const float* __restrict__ q, const float* 
 }
 }  // namespace
 
-namespace {
-// Δ from the bf16 dout and out (bf16 activations): attention_delta_kernel's order on the widened values.
-__global__ void delta16_kernel(const bf16* __restrict__ dout, const bf16* __restrict__ out, int64_t rows, int64_t D,
-                               float* __restrict__ delta) {
-  const int lane = threadIdx.x & 31;
-  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows; r += warps) {
-    float s = 0.f;
-    for (int64_t d = lane; d < D; d += 32) s += __bfloat162float(dout[r * D + d]) * __bfloat162float(out[r * D + d]);
-    s = warp_sum(s);
-    if (lane == 0) delta[r] = s;
-  }
-}
-}  // namespace
-
-void attention_delta16(const AttnParams& p, cudaStream_t s) {
-  const int64_t rows = p.N * p.H;
-  if (rows == 0) return;
-  const unsigned grid = static_cast<unsigned>(std::min<int64_t>((rows + 7) / 8, 65535 * 16));
-  delta16_kernel<<<grid, 256, 0, s>>>(p.do16, p.out16_in, rows, p.D, p.delta);
-  check_launch("delta16_kernel");
-}
-
 void attention_pipelined_prep(const AttnParams& p, cudaStream_t s) {
   const int64_t rows = p.N * p.H + p.N * p.KVH;
   if (rows == 0) return;
@@ -1009,32 +981,37 @@ bool attention_flash_dkv_split(const AttnParams& p) {
   return ctas < 4 * static_cast<int64_t>(sm_count());
 }
 
+namespace {
+// The three kinds of kernel at one head dim: synchronous f32 tiles, pipelined bf16 copies, bf16 activations
+// (io16: pipelined on the tensors themselves).
+template <int D>
+void forward_any(const AttnParams& p, cudaStream_t s, bool pipelined) {
+  if (p.io16) forward_d<D, true, true>(p, s);
+  else if (pipelined) forward_d<D, true>(p, s);
+  else forward_d<D, false>(p, s);
+}
+template <int D>
+void backward_any(const AttnParams& p, cudaStream_t s, bool pipelined) {
+  if (p.io16) backward_d<D, true, true>(p, s);
+  else if (pipelined) backward_d<D, true>(p, s);
+  else backward_d<D, false>(p, s);
+}
+}  // namespace
+
 void attention_flash_forward(const AttnParams& p, cudaStream_t s, bool pipelined) {
-  if (pipelined && (!p.k16 || !p.v16)) fail(ErrorCode::Internal, "attention_flash_forward: pipelined without bf16 K, V");
-  if (p.io16) {  // bf16 activations: pipelined on the tensors themselves
-    if (!p.q16 || !p.k16 || !p.v16 || !p.out16) fail(ErrorCode::Internal, "attention_flash_forward: io16 without bf16 tensors");
-    if (p.D == 64) forward_d<64, true, true>(p, s);
-    else if (p.D == 128) forward_d<128, true, true>(p, s);
-    else fail(ErrorCode::Internal, "attention_flash_forward: head dim ", p.D, " not instantiated");
-    return;
-  }
-  if (p.D == 64) pipelined ? forward_d<64, true>(p, s) : forward_d<64, false>(p, s);
-  else if (p.D == 128) pipelined ? forward_d<128, true>(p, s) : forward_d<128, false>(p, s);
+  if ((pipelined || p.io16) && (!p.k16 || !p.v16)) fail(ErrorCode::Internal, "attention_flash_forward: pipelined without bf16 K, V");
+  if (p.io16 && (!p.q16 || !p.out16)) fail(ErrorCode::Internal, "attention_flash_forward: io16 without bf16 tensors");
+  if (p.D == 64) forward_any<64>(p, s, pipelined);
+  else if (p.D == 128) forward_any<128>(p, s, pipelined);
   else fail(ErrorCode::Internal, "attention_flash_forward: head dim ", p.D, " not instantiated");
 }
 
 void attention_flash_backward(const AttnParams& p, cudaStream_t s, bool pipelined) {
   if ((pipelined || p.io16) && (!p.q16 || !p.k16 || !p.v16 || !p.do16))
     fail(ErrorCode::Internal, "attention_flash_backward: pipelined without bf16 Q, K, V, dO");
-  if (p.io16) {  // bf16 activations: pipelined on the tensors themselves
-    if (!p.dq16 || !p.dk16 || !p.dv16) fail(ErrorCode::Internal, "attention_flash_backward: io16 without bf16 outputs");
-    if (p.D == 64) backward_d<64, true, true>(p, s);
-    else if (p.D == 128) backward_d<128, true, true>(p, s);
-    else fail(ErrorCode::Internal, "attention_flash_backward: head dim ", p.D, " not instantiated");
-    return;
-  }
-  if (p.D == 64) pipelined ? backward_d<64, true>(p, s) : backward_d<64, false>(p, s);
-  else if (p.D == 128) pipelined ? backward_d<128, true>(p, s) : backward_d<128, false>(p, s);
+  if (p.io16 && (!p.dq16 || !p.dk16 || !p.dv16)) fail(ErrorCode::Internal, "attention_flash_backward: io16 without bf16 outputs");
+  if (p.D == 64) backward_any<64>(p, s, pipelined);
+  else if (p.D == 128) backward_any<128>(p, s, pipelined);
   else fail(ErrorCode::Internal, "attention_flash_backward: head dim ", p.D, " not instantiated");
 }
 

@@ -71,10 +71,8 @@ struct AttnParams {
   __nv_bfloat16* dv16 = nullptr;
 };
 
-// Δ_i = dout_i · out_i for every (i, h): the first step of both backwards.
+// Δ_i = dout_i · out_i for every (i, h): the first step of both backwards (io16: from do16 and out16_in).
 void attention_delta(const AttnParams& p, cudaStream_t s);
-// The same from the bf16 do16 and out16_in (io16), in the same order.
-void attention_delta16(const AttnParams& p, cudaStream_t s);
 
 void attention_simple_forward(const AttnParams& p, cudaStream_t s);
 void attention_simple_backward(const AttnParams& p, cudaStream_t s);  // after attention_delta

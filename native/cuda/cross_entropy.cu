@@ -40,16 +40,6 @@ constexpr int64_t kCudaDlogitsBytes = 1ll << 30;   // softmax gradient of one ch
 constexpr int64_t kCudaLogitsBytes = 256ll << 20;  // f32 logits of one sub-chunk
 constexpr int kThreads = 512;
 
-__device__ __forceinline__ void store1(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store1(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
-__device__ __forceinline__ void store4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
-__device__ __forceinline__ void store4(__nv_bfloat16* p, float4 v) {
-  const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
-  uint2 raw;
-  raw.x = *reinterpret_cast<const uint32_t*>(&lo);
-  raw.y = *reinterpret_cast<const uint32_t*>(&hi);
-  *reinterpret_cast<uint2*>(p) = raw;
-}
 
 // Folds x into a thread's running (max m, Σexp(· − m) s).
 __device__ __forceinline__ void online_add(float& m, float& s, float x) {

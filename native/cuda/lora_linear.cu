@@ -123,31 +123,29 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
     const OpPart part("pack x, u = x A^T, pack s u (simt)", Device::CUDA);
     narrow_rows(NarrowRowsArgs{bf16_ptr(px), ldx, N, IN, a.data_as<float>(), IN, true, R, 1.f, p.u->data_as<float>(),
                                bf16_ptr(px) + IN, ldx, p.scale, x.data_as<float>(), IN});
-  } else if (next) {  // a bf16 x: copied into px as it is, then u = x·Aᵀ from px's x and s·u into px
-    {
-      const OpPart part("pack x", Device::CUDA);
-      pack_bf16(x.data(), Elem::BF16, IN, 1.f, N, IN, bf16_ptr(px), ldx);
-    }
-    const OpPart part("u = x A^T, pack s u (simt)", Device::CUDA);
-    narrow_rows(NarrowRowsArgs{bf16_ptr(px), ldx, N, IN, a.data_as<float>(), IN, true, R, 1.f, p.u->data_as<float>(),
-                               bf16_ptr(px) + IN, ldx, p.scale});
-  } else {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN)
+  } else {
     {
       const OpPart part("pack x", Device::CUDA);
       pack_bf16(x.data(), elem_of(x), IN, 1.f, N, IN, bf16_ptr(px), ldx);
     }
-    const OpPart part("u = x A^T, pack s u", Device::CUDA);
-    GemmArgs g;
-    g.M = N; g.N = R; g.K[0] = IN;
-    g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
-    g.b[0] = operand(a, true);
-    g.c = p.u->data_as<float>(); g.ldc = R;
-    if (IN == 0) {
-      fill_bytes(g.c, Device::CUDA, 0, p.u->nbytes());
-    } else {
-      gemm(g);
+    if (next) {  // a bf16 x, packed as it is: u = x·Aᵀ from px's x, s·u into px
+      const OpPart part("u = x A^T, pack s u (simt)", Device::CUDA);
+      narrow_rows(NarrowRowsArgs{bf16_ptr(px), ldx, N, IN, a.data_as<float>(), IN, true, R, 1.f, p.u->data_as<float>(),
+                                 bf16_ptr(px) + IN, ldx, p.scale});
+    } else {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN)
+      const OpPart part("u = x A^T, pack s u", Device::CUDA);
+      GemmArgs g;
+      g.M = N; g.N = R; g.K[0] = IN;
+      g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
+      g.b[0] = operand(a, true);
+      g.c = p.u->data_as<float>(); g.ldc = R;
+      if (IN == 0) {
+        fill_bytes(g.c, Device::CUDA, 0, p.u->nbytes());
+      } else {
+        gemm(g);
+      }
+      pack_bf16(p.u->data(), Elem::F32, R, p.scale, N, R, bf16_ptr(px) + IN, ldx);
     }
-    pack_bf16(p.u->data(), Elem::F32, R, p.scale, N, R, bf16_ptr(px) + IN, ldx);
   }
   {
     // stack_a (the model's training pass): A below W for the backward too, in the same launch when next
@@ -195,29 +193,27 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     const OpPart part("pack dy, g = dy B, pack s g (simt)", Device::CUDA);
     narrow_rows(NarrowRowsArgs{bf16_ptr(pd), ldd, N, OUT, b.data_as<float>(), R, false, R, 1.f, gt.data_as<float>(),
                                p.dx ? bf16_ptr(pd) + OUT : nullptr, ldd, p.scale, dy.data_as<float>(), OUT});
-  } else if (next) {  // a bf16 dy: copied into pd as it is, then g = dy·B from pd's dy (and s·g into pd)
-    {
-      const OpPart part("pack dy", Device::CUDA);
-      pack_bf16(dy.data(), Elem::BF16, OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
-    }
-    const OpPart part("g = dy B, pack s g (simt)", Device::CUDA);
-    narrow_rows(NarrowRowsArgs{bf16_ptr(pd), ldd, N, OUT, b.data_as<float>(), R, false, R, 1.f, gt.data_as<float>(),
-                               p.dx ? bf16_ptr(pd) + OUT : nullptr, ldd, p.scale});
   } else {
     {
       const OpPart part("pack dy", Device::CUDA);
       pack_bf16(dy.data(), elem_of(dy), OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
     }
-    const OpPart part("g = dy B", Device::CUDA);
-    GemmArgs g;
-    g.M = N; g.N = R; g.K[0] = OUT;
-    g.a[0] = bf16_operand(bf16_ptr(pd), ldd, false);
-    g.b[0] = operand(b, false);  // B stored (OUT, R) = (K, N)
-    g.c = gt.data_as<float>(); g.ldc = R;
-    if (OUT == 0) {
-      fill_bytes(g.c, Device::CUDA, 0, gt.nbytes());
+    if (next) {  // a bf16 dy, packed as it is: g = dy·B from pd's dy (and s·g into pd)
+      const OpPart part("g = dy B, pack s g (simt)", Device::CUDA);
+      narrow_rows(NarrowRowsArgs{bf16_ptr(pd), ldd, N, OUT, b.data_as<float>(), R, false, R, 1.f, gt.data_as<float>(),
+                                 p.dx ? bf16_ptr(pd) + OUT : nullptr, ldd, p.scale});
     } else {
-      gemm(g);
+      const OpPart part("g = dy B", Device::CUDA);
+      GemmArgs g;
+      g.M = N; g.N = R; g.K[0] = OUT;
+      g.a[0] = bf16_operand(bf16_ptr(pd), ldd, false);
+      g.b[0] = operand(b, false);  // B stored (OUT, R) = (K, N)
+      g.c = gt.data_as<float>(); g.ldc = R;
+      if (OUT == 0) {
+        fill_bytes(g.c, Device::CUDA, 0, gt.nbytes());
+      } else {
+        gemm(g);
+      }
     }
   }
   if (p.dx) {  // dx (N, IN) = [dy | s·g] · [W ; A],  W stored (OUT, IN), A stored (R, IN)

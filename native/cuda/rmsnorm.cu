@@ -16,22 +16,8 @@ namespace cuda {
 namespace {
 constexpr int kThreads = 256;
 
-// y's elements: f32, or bf16 rounded once (to nearest even, as the CPU's store_f32).
-__device__ __forceinline__ void store1(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store1(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
-__device__ __forceinline__ void store4(float* p, float a, float b, float c, float d) {
-  *reinterpret_cast<float4*>(p) = make_float4(a, b, c, d);
-}
-__device__ __forceinline__ void store4(__nv_bfloat16* p, float a, float b, float c, float d) {  // 8-byte aligned
-  const __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
-  uint2 v;
-  v.x = *reinterpret_cast<const uint32_t*>(&lo);
-  v.y = *reinterpret_cast<const uint32_t*>(&hi);
-  *reinterpret_cast<uint2*>(p) = v;
-}
-
 // kVec: C % 4 == 0 and x, w, y 16-byte aligned: float4 loads and stores (every row then starts aligned).
-// Y: float, or __nv_bfloat16 (the same f32 math, each output rounded once).
+// Y: float, or __nv_bfloat16 (the same f32 math, each output rounded once: common.cuh's store1 / store4).
 template <bool kVec, typename Y = float>
 __global__ void rmsnorm_forward_kernel(const float* x, const float* w, float eps, int64_t C, Y* y,
                                        float* rstd) {  // x, y (N, C); w (C); rstd (N)
@@ -54,7 +40,7 @@ __global__ void rmsnorm_forward_kernel(const float* x, const float* w, float eps
   if (kVec) {
     for (int64_t c = 4 * threadIdx.x; c < C; c += 4 * blockDim.x) {
       const float4 v = *reinterpret_cast<const float4*>(xr + c), g = *reinterpret_cast<const float4*>(w + c);
-      store4(yr + c, v.x * r * g.x, v.y * r * g.y, v.z * r * g.z, v.w * r * g.w);
+      store4(yr + c, make_float4(v.x * r * g.x, v.y * r * g.y, v.z * r * g.z, v.w * r * g.w));
     }
   } else {
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) store1(yr + c, xr[c] * r * w[c]);

@@ -36,11 +36,6 @@ __global__ void rope_kernel(const float* x, const int32_t* pos, const float* inv
 // Tokens n = blockIdx.x, blockIdx.x + gridDim.x, …: cs[i] = cos θ_i, cs[half + i] = sign·sin θ_i in shared
 // memory, then every (head, i) pair of the token. half <= 128 (D <= 256: ops/rope.cpp checks D is even;
 // the launcher checks the bound).
-__device__ __forceinline__ float load1(const float* p) { return *p; }
-__device__ __forceinline__ float load1(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-__device__ __forceinline__ void store1(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store1(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
-
 // T: float, or __nv_bfloat16 (bf16 activations: the same f32 math on the widened x, outputs rounded once).
 template <typename T>
 __global__ void rope_token_kernel(const T* x, const int32_t* pos, const float* inv_freq, int64_t N, int H, int half,
@@ -69,27 +64,28 @@ __global__ void rope_token_kernel(const T* x, const int32_t* pos, const float* i
   }
 }
 
+template <typename T>
+void launch_token(const RopeArgs& p, float sign) {
+  const int64_t N = p.x->dim(0), H = p.x->dim(1), half = p.x->dim(2) / 2;
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(N, 65535 * 8));
+  rope_token_kernel<T><<<grid, 256, 0, stream()>>>(p.x->data_as<T>(), p.positions->data_as<int32_t>(),
+                                                   p.inv_freq->data_as<float>(), N, static_cast<int>(H),
+                                                   static_cast<int>(half), sign, p.out->data_as<T>());
+  check_launch("rope_token_kernel");
+}
+
 void rope(const RopeArgs& p, float sign) {
   const int64_t N = p.x->dim(0), H = p.x->dim(1), half = p.x->dim(2) / 2;
   const int64_t total = N * H * half;
   if (total == 0) return;
-  const bool fits = half <= 128 && H * half <= (int64_t{1} << 30);
-  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(N, 65535 * 8));
+  const bool fits = half <= 128 && H * half <= (int64_t{1} << 30);  // the per-token kernel's bounds
   if (p.x->dtype() == DType::BF16) {  // bf16 activations (ops/rope.h): the per-token kernel, new with them
     if (!fits) fail(ErrorCode::Unsupported, "rope on CUDA: bf16 activations need D <= 256 and H·D/2 <= 2^30");
-    rope_token_kernel<__nv_bfloat16><<<grid, 256, 0, stream()>>>(
-        p.x->data_as<__nv_bfloat16>(), p.positions->data_as<int32_t>(), p.inv_freq->data_as<float>(), N,
-        static_cast<int>(H), static_cast<int>(half), sign, p.out->data_as<__nv_bfloat16>());
-    check_launch("rope_token_kernel");
-    return;
+    return launch_token<__nv_bfloat16>(p, sign);
   }
   if (next_kernels() && fits) {
     const OpPart part("cos, sin once per token (next)", Device::CUDA);
-    rope_token_kernel<float><<<grid, 256, 0, stream()>>>(p.x->data_as<float>(), p.positions->data_as<int32_t>(),
-                                                         p.inv_freq->data_as<float>(), N, static_cast<int>(H),
-                                                         static_cast<int>(half), sign, p.out->data_as<float>());
-    check_launch("rope_token_kernel");
-    return;
+    return launch_token<float>(p, sign);
   }
   rope_kernel<<<grid_1d(total, 256), 256, 0, stream()>>>(p.x->data_as<float>(), p.positions->data_as<int32_t>(),
                                                           p.inv_freq->data_as<float>(), N, H, half, sign,

@@ -292,13 +292,21 @@ bool LlamaModel::share_layer_acts(int64_t n, DType act) const {
   return need > static_cast<double>(device_available_bytes(device_));
 }
 
-DType LlamaModel::act_dtype() const {
-  // Opt-in (INSTILL_BF16_ACTIVATIONS=1, or =mlp without the attention's) until a GPU run has tested and
-  // timed its CUDA kernels (the INSTILL_CUDA_NEXT convention, native/cuda/README.md); then the default on a
-  // GPU if it is faster there.
+namespace {
+// INSTILL_BF16_ACTIVATIONS: off (unset, anything else), "mlp" (all but the attention's), "1" (all). Opt-in until
+// a GPU run has tested and timed its CUDA kernels (the INSTILL_CUDA_NEXT convention, native/cuda/README.md); then
+// the default on a GPU if it is faster there. Read on every pass, so a test can compare.
+enum class Bf16Acts { Off, Mlp, All };
+Bf16Acts bf16_activations_switch() {
   const char* e = std::getenv("INSTILL_BF16_ACTIVATIONS");
-  const bool want = e && (std::strcmp(e, "1") == 0 || std::strcmp(e, "mlp") == 0);
-  if (!want || full_) return DType::F32;
+  if (e && std::strcmp(e, "1") == 0) return Bf16Acts::All;
+  if (e && std::strcmp(e, "mlp") == 0) return Bf16Acts::Mlp;
+  return Bf16Acts::Off;
+}
+}  // namespace
+
+DType LlamaModel::act_dtype() const {
+  if (bf16_activations_switch() == Bf16Acts::Off || full_) return DType::F32;
   for (const auto& lw : layers_) {
     for (const Linear& lin : lw.lin) {
       if (!lin.has_lora || lin.w.dtype() == DType::F32) return DType::F32;
@@ -310,8 +318,7 @@ DType LlamaModel::act_dtype() const {
 // q, k, v, the attention output and their gradients follow act_dtype(), except with INSTILL_BF16_ACTIVATIONS=mlp
 // and with Qwen3's q/k norm, whose backward (rmsnorm's) takes f32 gradients: there they stay f32.
 DType LlamaModel::attention_dtype(DType act) const {
-  const char* e = std::getenv("INSTILL_BF16_ACTIVATIONS");
-  if (cfg_.qk_norm || (e && std::strcmp(e, "mlp") == 0)) return DType::F32;
+  if (act == DType::F32 || cfg_.qk_norm || bf16_activations_switch() != Bf16Acts::All) return DType::F32;
   return act;
 }
 
