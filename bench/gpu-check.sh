@@ -109,9 +109,13 @@ gpu_tests() {  # label, then env assignments for the run
   elif [[ "$summary" != *passed* ]]; then verdict="NOTHING RAN (all skipped: no GPU seen?)"
   else verdict=PASS; fi
   note "GPU tests (test/cuda, $label): $verdict -${summary:- no summary} ($(elapsed))"
+  # which tests failed, by name (a next kernel's tests name it: "kernels: narrow", "INSTILL_CUDA_NEXT=rope_token")
+  if [[ $rc != 0 ]]; then
+    sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^ *FAIL +test/' | sed -E 's/^ *FAIL +//' | awk '!seen[$0]++' | head -12 |
+      while IFS= read -r t; do note "  failed: ${t:0:200}"; done
+  fi
 }
 gpu_tests "GEMMs through cuBLASLt" cublaslt INSTILL_CUBLASLT="$INSTILL_CUBLASLT"
-gpu_tests "GEMMs through the WMMA kernel, f32 attention kernels" wmma INSTILL_CUBLASLT=off INSTILL_CUDA_ATTENTION=simple
 
 [[ "${SKIP_BENCH:-0}" == 1 ]] && { note "benchmarks: skipped (SKIP_BENCH=1)"; python3 bench/gpu/table.py "$RES" "$STATUS"; exit 0; }
 echo "== benchmarks $(elapsed)"
@@ -123,12 +127,17 @@ bench() {  # name timeout command...
 # The training step first (the target still open): PyTorch, instill by default, then the A/Bs of what waits for
 # a GPU run (native/cuda/README.md lists it; opt-in until these A/Bs and test/cuda say so), the likeliest next
 # default first, so that a tight deadline drops the smaller questions.
+# NEXT_AB picks the next kernels these A/Bs run (INSTILL_CUDA_NEXT's syntax; default all): a second call can
+# leave out one whose tests failed, e.g. NEXT_AB=all,-flash_mt bash bench/gpu-check.sh (SKIP_WMMA=1 saves the
+# fallback tests' minute), with no rebuild (the value is read at run time).
+NEXT_AB=${NEXT_AB:-all}
+[[ "$NEXT_AB" != all ]] && note "next kernels in the A/Bs: INSTILL_CUDA_NEXT=$NEXT_AB"
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-# INSTILL_CUDA_NEXT=1 (the next kernels) with INSTILL_BF16_ACTIVATIONS=1 (bf16 activations), then each alone
-bench "instill train step (next kernels, bf16 activations)" 150 env INSTILL_CUDA_NEXT=1 INSTILL_BF16_ACTIVATIONS=1 \
+# INSTILL_CUDA_NEXT=$NEXT_AB (the next kernels) with INSTILL_BF16_ACTIVATIONS=1 (bf16 activations), then each alone
+bench "instill train step (next kernels, bf16 activations)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BF16_ACTIVATIONS=1 \
   INSTILL_BENCH_VARIANT="next kernels, bf16 activations" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT=1 INSTILL_BENCH_VARIANT="next kernels" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="next kernels" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step (bf16 activations)" 150 env INSTILL_BF16_ACTIVATIONS=1 INSTILL_BENCH_VARIANT="bf16 activations" \
   node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # =mlp (the attention's activations f32): how much of the gain is the attention's
@@ -136,7 +145,7 @@ bench "instill train step (bf16 MLP activations)" 150 env INSTILL_BF16_ACTIVATIO
   INSTILL_BENCH_VARIANT="bf16 norm and MLP activations" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "torch lora" 150 python3 bench/gpu/torch_bench.py lora --out "$RES"
 bench "instill lora" 60 node bench/gpu/instill_bench.mjs lora --out "$RES"
-bench "instill lora (next kernels)" 60 env INSTILL_CUDA_NEXT=1 INSTILL_BENCH_VARIANT="next kernels" \
+bench "instill lora (next kernels)" 60 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="next kernels" \
   node bench/gpu/instill_bench.mjs lora --out "$RES"
 bench "instill lora (wmma)" 60 env INSTILL_CUBLASLT=off node bench/gpu/instill_bench.mjs lora --out "$RES"
 bench "torch ce" 60 python3 bench/gpu/torch_bench.py ce --out "$RES"
@@ -144,8 +153,11 @@ bench "instill ce" 90 node bench/gpu/instill_bench.mjs ce --out "$RES"
 bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 bench "instill ops" 90 node bench/gpu/instill_bench.mjs ops --out "$RES"
 # the ops one by one with the next kernels (the attention forward / dQ with 32 queries a warp, the narrow LoRA products)
-bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT=1 INSTILL_BENCH_VARIANT="next kernels" \
+bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="next kernels" \
   node bench/gpu/instill_bench.mjs ops --out "$RES"
+# The fallbacks last (they change rarely): test/cuda again with the WMMA GEMM and the f32 attention kernels
+if [[ "${SKIP_WMMA:-0}" == 1 ]]; then note "GPU tests through the WMMA kernel: skipped (SKIP_WMMA=1)"
+else gpu_tests "GEMMs through the WMMA kernel, f32 attention kernels" wmma INSTILL_CUBLASLT=off INSTILL_CUDA_ATTENTION=simple; fi
 # The user's command on a GPU: a 2-layer 1B-shaped step, through the CLI (exit status and its output kept)
 if timeout "$(budget 90)" node bin/instill.js bench train --config .fixtures/configs/llama-3.2-1b.json --layers 2 \
      --seq 1024 --dtype bf16 --device cuda --profile > "$OUT/cli-bench.log" 2>&1; then

@@ -173,8 +173,8 @@ void attention_backward(const AttentionBackwardArgs& p) {
     a.dq = p.dq->data_as<float>(); a.dk = p.dk->data_as<float>(); a.dv = p.dv->data_as<float>();
   }
   const bool flash = path != Path::Simple && attention_flash_supported(a);  // io16: always, by now
-  // INSTILL_CUDA_NEXT=1, pipelined f32: Δ and the four bf16 copies in one pass (attention_pipelined_prep)
-  const bool prep = !a.io16 && flash && path == Path::Pipelined && next_kernels();
+  // INSTILL_CUDA_NEXT `attn_prep`, pipelined f32: Δ and the four bf16 copies in one pass (attention_pipelined_prep)
+  const bool prep = !a.io16 && flash && path == Path::Pipelined && next_kernels(Next::AttnPrep);
   if (!prep) {
     const OpPart part("delta = rowsum(dO * O)", Device::CUDA);
     attention_delta(a, stream());

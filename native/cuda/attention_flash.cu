@@ -16,12 +16,12 @@
 //                            registers (running max / sum per row, exp2 with scale·log2 e
 //                            folded in), O += P·V with P re-used from the S registers as
 //                            the A operand. Writes out = O / l and lse = ln Σ exp.
-//                            INSTILL_CUDA_NEXT=1 at D = 64 (waiting for a GPU run): 32 queries a
+//                            INSTILL_CUDA_NEXT `flash_mt` at D = 64 (waiting for a GPU run): 32 queries a
 //                            warp, 128 a CTA (MT = 2 m-tiles: each K / V fragment feeds two mma).
 //   flash_dq_kernel<D,BN>    CTA = 64 queries of head h; key tiles of BN (64 for D=64,
 //                            32 for D=128: fewer live registers): S = Q·Kᵀ, dP = dO·Vᵀ,
 //                            P = exp(scale·S − lse), dS = P∘(dP − Δ), dQ += dS·K;
-//                            writes dq = scale·dQ. INSTILL_CUDA_NEXT=1 at D = 64: 32 queries a warp
+//                            writes dq = scale·dQ. INSTILL_CUDA_NEXT `flash_mt` at D = 64: 32 queries a warp
 //                            with key tiles of 32 (MT = 2, as the forward).
 //   flash_dkv_kernel<D,BQ>   CTA = 64 keys of KV head g; for each query head of the group
 //                            (or of its share of the group, see split below) and each
@@ -317,7 +317,7 @@ struct ThreadRows {
 // ---------------------------------------------------------------- forward
 
 // MT m-tiles (16 rows each) per warp, so a CTA takes 64·MT queries: MT = 1 is the verified kernel; MT = 2
-// (INSTILL_CUDA_NEXT=1, D = 64) has each K and V fragment a warp reads from shared memory feed two mma.sync
+// (INSTILL_CUDA_NEXT `flash_mt`, D = 64) has each K and V fragment a warp reads from shared memory feed two mma.sync
 // instead of one, and each K/V tile loaded into shared memory serve 128 queries instead of 64 (the FA2
 // layout). Every row's arithmetic is the MT = 1 kernel's (the same tiles where they start at the same key,
 // which they do for a segment starting at 0; a tile none of a row's keys are in leaves its sums unchanged:
@@ -475,7 +475,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
 
 // ---------------------------------------------------------------- dQ
 
-// MT m-tiles per warp as in the forward: MT = 1 is the verified kernel; MT = 2 (INSTILL_CUDA_NEXT=1, D = 64,
+// MT m-tiles per warp as in the forward: MT = 1 is the verified kernel; MT = 2 (INSTILL_CUDA_NEXT `flash_mt`, D = 64,
 // with BN = 32 so that S and dP of two m-tiles fit in registers) has each K and V fragment feed two mma.sync.
 // There is no online softmax here: each dQ element sums the same 16-key slices in the same order whatever
 // the tile size, so where the tiles start at the same key (a segment from 0) the bits are MT = 1's.
@@ -844,12 +844,12 @@ void forward_mt(const AttnParams& p, cudaStream_t s) {
   check_launch("flash_fwd_kernel");
 }
 
-// INSTILL_CUDA_NEXT=1 at D = 64: two m-tiles a warp (128 queries a CTA), waiting for a GPU run. D = 128
+// INSTILL_CUDA_NEXT `flash_mt` at D = 64: two m-tiles a warp (128 queries a CTA), waiting for a GPU run. D = 128
 // keeps one (its O and S fragments alone are 128 registers a thread per m-tile).
 template <int D, bool kPipe, bool kIo16 = false>
 void forward_d(const AttnParams& p, cudaStream_t s) {
   if constexpr (D == 64) {
-    if (next_kernels()) {
+    if (next_kernels(Next::FlashMT)) {
       const OpPart part("flash kernel, 32 queries a warp (next)", Device::CUDA);
       return forward_mt<D, kPipe, 2, kIo16>(p, s);
     }
@@ -857,7 +857,7 @@ void forward_d(const AttnParams& p, cudaStream_t s) {
   forward_mt<D, kPipe, 1, kIo16>(p, s);
 }
 
-// The dQ kernel with MT m-tiles a warp and key tiles of BN (MT = 2: INSTILL_CUDA_NEXT=1 at D = 64).
+// The dQ kernel with MT m-tiles a warp and key tiles of BN (MT = 2: INSTILL_CUDA_NEXT `flash_mt` at D = 64).
 template <int D, int BN, bool kPipe, int MT, bool kIo16 = false>
 void dq_mt(const AttnParams& p, cudaStream_t s) {
   constexpr int kKv = kPipe ? 2 * BN : BN, kR = kRows * MT;
@@ -873,7 +873,7 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   constexpr int BQ = D <= 64 ? 64 : 32;  // dkv: query tile
   bool dq_done = false;
   if constexpr (D == 64) {
-    if (next_kernels()) {
+    if (next_kernels(Next::FlashMT)) {
       const OpPart part("dq kernel, 32 queries a warp (next)", Device::CUDA);
       dq_mt<D, 32, kPipe, 2, kIo16>(p, s);
       dq_done = true;

@@ -86,7 +86,7 @@ bool attention_flash_dkv_split(const AttnParams& p);
 // p (q16 …) with cp.async into double buffers, the next tile loading while the current one computes;
 // otherwise they load f32 tiles synchronously. Same arithmetic, same results bit for bit.
 void attention_flash_forward(const AttnParams& p, cudaStream_t s, bool pipelined = false);
-// The pipelined backward's inputs in one pass (INSTILL_CUDA_NEXT=1, waiting for a GPU run): Δ (attention_delta's
+// The pipelined backward's inputs in one pass (INSTILL_CUDA_NEXT `attn_prep`, waiting for a GPU run): Δ (attention_delta's
 // sums, in its order: the same bits) and the bf16 copies q16, k16, v16, do16 (allocated by the caller, set in
 // p), dO read once for both. Replaces attention_delta and the four copies.
 void attention_pipelined_prep(const AttnParams& p, cudaStream_t s);

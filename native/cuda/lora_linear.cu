@@ -38,7 +38,7 @@
 // bf16 activations (ops/lora_linear.h; the model's MLP on a GPU): a bf16 x or dy is copied into
 // its packed buffer as it is (pack_bf16 reads bf16), a bf16 y or dx is the product's D in bf16
 // (gemm.h's c16; dx += goes through f32 scratch there).
-// INSTILL_CUDA_NEXT=1 (kernels compiled and reviewed but not yet run on a GPU; opt-in
+// INSTILL_CUDA_NEXT `narrow` and `pack_wb` (kernels compiled and reviewed but not yet run on a GPU; opt-in
 // until a GPU run has tested and timed them): u, g, dA and dB on the CUDA-core kernels
 // of lora_narrow.cu instead of cuBLASLt (which runs them far below memory speed), u and
 // g writing s·u and s·g into px and pd in the same pass; [W | B] packed in one pass. A bf16 x or dy
@@ -72,8 +72,9 @@ void set_c(GemmArgs& g, Tensor& t, int64_t ldc) {
   g.ldc = ldc;
 }
 
-// next_kernels() (common.cuh): the narrow products of lora_narrow.cu, which also write s·u and s·g into
-// the packed buffers, and the one-pass [W | B] pack; else the verified path (gemm(), two packs).
+// next_kernels(Next::Narrow) (common.cuh): the narrow products of lora_narrow.cu, which also write s·u and
+// s·g into the packed buffers; next_kernels(Next::PackWB): the one-pass [W | B] pack; else the verified path
+// (gemm(), two packs).
 
 
 // An f32 frozen weight (an f32 model): every operand is f32, so the products are
@@ -118,7 +119,7 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   const int64_t ldx = round_up(IN + R, 8);
   Tensor px = Tensor::empty({N, ldx}, DType::BF16, Device::CUDA);  // [x | s·u]
   Tensor wb = Tensor::empty({OUT, ldx}, DType::BF16, Device::CUDA);  // [W | B]
-  const bool next = next_kernels();
+  const bool next = next_kernels(Next::Narrow);
   if (next && x.dtype() == DType::F32) {  // x packed into px, u = x·Aᵀ, and s·u into px: one pass over the f32 x
     const OpPart part("pack x, u = x A^T, pack s u (simt)", Device::CUDA);
     narrow_rows(NarrowRowsArgs{bf16_ptr(px), ldx, N, IN, a.data_as<float>(), IN, true, R, 1.f, p.u->data_as<float>(),
@@ -150,7 +151,7 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   {
     // stack_a (the model's training pass): A below W for the backward too, in the same launch when next
     __nv_bfloat16* const a16 = p.stack_a && a_fits_below_w(w, R) ? bf16_ptr(w) + OUT * IN : nullptr;
-    if (next) {
+    if (next_kernels(Next::PackWB)) {
       const OpPart part(a16 ? "pack [W | B], A below W (one pass)" : "pack [W | B] (one pass)", Device::CUDA);
       pack_wb(w.data(), elem_of(w), IN, b.data_as<float>(), R, OUT, bf16_ptr(wb), ldx, a16 ? a.data_as<float>() : nullptr,
               a16);
@@ -188,7 +189,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   const int64_t ldd = round_up(OUT + R, 8);
   Tensor pd = Tensor::empty({N, ldd}, DType::BF16, Device::CUDA);  // [dy | s·g]
   Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);  // g = dy·B
-  const bool next = next_kernels();
+  const bool next = next_kernels(Next::Narrow);
   if (next && dy.dtype() == DType::F32) {  // dy packed into pd, g = dy·B, and s·g into pd when dx is wanted: one pass
     const OpPart part("pack dy, g = dy B, pack s g (simt)", Device::CUDA);
     narrow_rows(NarrowRowsArgs{bf16_ptr(pd), ldd, N, OUT, b.data_as<float>(), R, false, R, 1.f, gt.data_as<float>(),

@@ -1,5 +1,5 @@
 // LoRA's narrow products (one side the rank r) on the CUDA cores, for lora_linear's
-// bf16 path when INSTILL_CUDA_NEXT=1 (lora_narrow.cu says how and why).
+// bf16 path when INSTILL_CUDA_NEXT names `narrow` (lora_narrow.cu says how and why).
 // Internal to native/cuda. Both queue on the backend stream and are deterministic.
 #pragma once
 

@@ -2,7 +2,7 @@
 // f32 product p·inv_freq[i] as on the CPU, cos/sin with the accurate sincosf
 // (no fast-math), backward = the same rotation with sin negated. In place is
 // safe: each pair (i, i+D/2) is read and written by one thread.
-// INSTILL_CUDA_NEXT=1 (waiting for a GPU run): one CTA per token computes its D/2 angles' cos and sin once
+// INSTILL_CUDA_NEXT `rope_token` (waiting for a GPU run): one CTA per token computes its D/2 angles' cos and sin once
 // into shared memory and rotates all H heads with them (the kernel above computes them H times over, with
 // three 64-bit divisions per pair: compute-bound, ~3x a memory-speed pass in the 1B step). The same θ, the
 // same sincosf, the same products: the same bits.
@@ -83,7 +83,7 @@ void rope(const RopeArgs& p, float sign) {
     if (!fits) fail(ErrorCode::Unsupported, "rope on CUDA: bf16 activations need D <= 256 and H·D/2 <= 2^30");
     return launch_token<__nv_bfloat16>(p, sign);
   }
-  if (next_kernels() && fits) {
+  if (next_kernels(Next::RopeToken) && fits) {
     const OpPart part("cos, sin once per token (next)", Device::CUDA);
     return launch_token<float>(p, sign);
   }

@@ -119,19 +119,21 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     { n: 61, inF: 260, outF: 36, rank: 37, bias: false },
     // K and N long enough that the narrow kernels split them over CTAs (their partial sums added in order)
     { n: 700, inF: 1100, outF: 2100, rank: 16, bias: false },
-  ].flatMap((c) => [{ ...c, narrow: 'verified' }, { ...c, narrow: 'next' }]))(
-    'loraLinear forward + backward N=$n $inF→$outF r=$rank bias=$bias (w bf16, kernels: $narrow)', ({ n, inF, outF, rank, bias, narrow }) => {
-    // INSTILL_CUDA_NEXT=1 ('next'): u, g, dA, dB on lora_narrow.cu's kernels, [W | B] in one pass (read per call)
+  ].flatMap((c) => [{ ...c, kernels: 'verified' }, { ...c, kernels: 'narrow' }, { ...c, kernels: 'pack_wb' }]))(
+    'loraLinear forward + backward N=$n $inF→$outF r=$rank bias=$bias (w bf16, kernels: $kernels)', ({ n, inF, outF, rank, bias, kernels: which }) => {
+    // INSTILL_CUDA_NEXT=narrow: u, g, dA, dB on lora_narrow.cu's kernels; =pack_wb: [W | B] in one pass (read per call)
     runtime.setOpProfile(true);  // its parts show which kernels ran
     try {
-      withEnv('INSTILL_CUDA_NEXT', narrow === 'next' ? '1' : undefined, () => loraCase(n, inF, outF, rank, bias));
+      withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? undefined : which, () => loraCase(n, inF, outF, rank, bias));
       const parts = runtime.opProfile().map((o) => o.op);
-      const next = ['lora_linear_forward/pack x, u = x A^T, pack s u (simt)', 'lora_linear_backward/pack dy, g = dy B, pack s g (simt)',
-        'lora_linear_backward/dA = s g^T x (simt)', 'lora_linear_backward/dB = s dy^T u (simt)', 'lora_linear_forward/pack [W | B] (one pass)'];
-      for (const part of next) {
-        if (narrow === 'next') expect(parts).toContain(part);
+      const narrow = ['lora_linear_forward/pack x, u = x A^T, pack s u (simt)', 'lora_linear_backward/pack dy, g = dy B, pack s g (simt)',
+        'lora_linear_backward/dA = s g^T x (simt)', 'lora_linear_backward/dB = s dy^T u (simt)'];
+      for (const part of narrow) {
+        if (which === 'narrow') expect(parts).toContain(part);
         else expect(parts).not.toContain(part);
       }
+      if (which === 'pack_wb') expect(parts).toContain('lora_linear_forward/pack [W | B] (one pass)');
+      else expect(parts).not.toContain('lora_linear_forward/pack [W | B] (one pass)');
     } finally {
       runtime.setOpProfile(false);
     }
@@ -177,15 +179,15 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     { n: 37, inF: 123, outF: 77, rank: 5, bias: true },
     { n: 300, inF: 136, outF: 516, rank: 16, bias: false },
     { n: 700, inF: 1100, outF: 2100, rank: 16, bias: false },
-  ].flatMap((c) => [{ ...c, narrow: 'verified' }, { ...c, narrow: 'next' }]))('loraLinear with bf16 x, y, dy, dx N=$n $inF→$outF r=$rank bias=$bias (kernels: $narrow)', ({ n, inF, outF, rank, bias, narrow }) => {
-    // next: u and g from the bf16 x / dy copied into the packs (lora_narrow.cu reading bf16), dA on the bf16 x
+  ].flatMap((c) => [{ ...c, narrow: 'verified' }, { ...c, narrow: 'narrow' }]))('loraLinear with bf16 x, y, dy, dx N=$n $inF→$outF r=$rank bias=$bias (kernels: $narrow)', ({ n, inF, outF, rank, bias, narrow }) => {
+    // INSTILL_CUDA_NEXT=narrow: u and g from the bf16 x / dy copied into the packs (lora_narrow.cu reading bf16), dA on the bf16 x
     runtime.setOpProfile(true);
     try {
-      withEnv('INSTILL_CUDA_NEXT', narrow === 'next' ? '1' : undefined, () => loraBf16Case(n, inF, outF, rank, bias));
+      withEnv('INSTILL_CUDA_NEXT', narrow === 'narrow' ? 'narrow' : undefined, () => loraBf16Case(n, inF, outF, rank, bias));
       const parts = runtime.opProfile().map((o) => o.op);
       for (const part of ['lora_linear_forward/u = x A^T, pack s u (simt)', 'lora_linear_backward/g = dy B, pack s g (simt)',
         'lora_linear_backward/dA = s g^T x (simt)']) {
-        if (narrow === 'next') expect(parts).toContain(part);
+        if (narrow === 'narrow') expect(parts).toContain(part);
         else expect(parts).not.toContain(part);
       }
     } finally {
@@ -301,13 +303,13 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     { n: 29, h: 3, d: 10 },
     { n: 2048, h: 32, d: 64 },  // the 1B model's q
     { n: 300, h: 5, d: 256 },   // half = 128, the per-token kernel's largest
-  ])('rope with cos, sin once per token (INSTILL_CUDA_NEXT=1): the verified kernel\'s bits, n $n H $h D $d', ({ n, h, d }) => {
+  ])('rope with cos, sin once per token (INSTILL_CUDA_NEXT=rope_token): the verified kernel\'s bits, n $n H $h D $d', ({ n, h, d }) => {
     const A = native();
     const x = pair(randn(r, n * h * d), [n, h, d]);
     const pos = pair(Int32Array.from({ length: n }, (_, i) => (i < n / 2 ? i : 3 * i + 1000)), [n]);
     const inv = pair(Float32Array.from({ length: d / 2 }, (_, i) => 500000 ** (-(2 * i) / d)), [d / 2]);
     for (const backward of [false, true]) {
-      const run = (next: boolean) => withEnv('INSTILL_CUDA_NEXT', next ? '1' : undefined, () => {
+      const run = (next: boolean) => withEnv('INSTILL_CUDA_NEXT', next ? 'rope_token' : undefined, () => {
         runtime.setOpProfile(true);
         try {
           const out = host(A.opRope(handleOf(x.gpu), handleOf(pos.gpu), handleOf(inv.gpu), backward));
@@ -322,6 +324,27 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
       expect(next.parts).toContain(part);
       expect(Buffer.from(next.out.buffer).equals(Buffer.from(verified.out.buffer)), `backward=${backward}`).toBe(true);
     }
+  });
+
+  it('INSTILL_CUDA_NEXT picks kernels one by one: all, -name leaves one out, an unknown name is E_ARG', () => {
+    const A = native();
+    const x = Tensor.from(randn(r, 7 * 2 * 8), [7, 2, 8]).to('cuda');
+    const pos = Tensor.from(Int32Array.from({ length: 7 }, (_, i) => i), [7], { dtype: 'i32' }).to('cuda');
+    const inv = Tensor.from(Float32Array.from({ length: 4 }, (_, i) => 10000 ** (-(2 * i) / 8)), [4]).to('cuda');
+    const ranPerToken = (value: string) => withEnv('INSTILL_CUDA_NEXT', value, () => {
+      runtime.setOpProfile(true);
+      try {
+        A.opRope(handleOf(x), handleOf(pos), handleOf(inv), false);
+        return runtime.opProfile().some((o) => o.op === 'rope_forward/cos, sin once per token (next)');
+      } finally {
+        runtime.setOpProfile(false);
+      }
+    });
+    expect(ranPerToken('all')).toBe(true);
+    expect(ranPerToken('narrow,rope_token')).toBe(true);
+    expect(ranPerToken('all,-rope_token')).toBe(false);
+    expect(ranPerToken('narrow')).toBe(false);
+    expect(() => ranPerToken('narow')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'narow'") }));
   });
 
   it('swiglu forward + backward (gates up to ±100)', () => {
@@ -453,7 +476,7 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     close(piped.got.dv, refB.dv.toArray(), BF16_TOL, 'dv');
   });
 
-  // INSTILL_CUDA_NEXT=1: the D = 64 forward and dQ kernels with two m-tiles a warp (128 queries a CTA). Each
+  // INSTILL_CUDA_NEXT=flash_mt,attn_prep: the D = 64 forward and dQ kernels with two m-tiles a warp (128 queries a CTA). Each
   // row's arithmetic is the verified kernels', over the same key tiles / 16-key slices when a CTA's first
   // visible key is the same: one segment from 0, no window, gives the same bits; packed rows and windows
   // move where tiles start (rounding). The dK/dV kernel is the same either way: its bits must not move (nor Δ's,
@@ -464,11 +487,11 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     { segs: [0, 13, 50, 51, 90], h: 4, kvh: 2, d: 64, window: 0, same: false },
     { segs: [0, 1, 200, 333], h: 4, kvh: 2, d: 64, window: 40, same: false },
     { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 0, same: true },  // D 128: one m-tile either way
-  ])('flash attention forward and dQ, 32 queries a warp (INSTILL_CUDA_NEXT=1): $segs H=$h KVH=$kvh D=$d window=$window', ({ segs, h, kvh, d, window, same }) => {
+  ])('flash attention forward and dQ, 32 queries a warp (INSTILL_CUDA_NEXT=flash_mt,attn_prep): $segs H=$h KVH=$kvh D=$d window=$window', ({ segs, h, kvh, d, window, same }) => {
     const A = native();
     const { q, k, v, dout, cu, scale } = attentionInputs(segs, h, kvh, d);
     const fwd = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.cpu), scale, window);
-    const run = (next: boolean, mode?: string) => withEnv('INSTILL_CUDA_NEXT', next ? '1' : undefined, () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {
+    const run = (next: boolean, mode?: string) => withEnv('INSTILL_CUDA_NEXT', next ? 'flash_mt,attn_prep' : undefined, () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {
       runtime.setOpProfile(true);
       try {
         const f = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.cpu), scale, window);
