@@ -166,6 +166,30 @@ def bench_ops(out):
 
     med, lo, hi = time_ms(att, repeats=10)
     emit(out, bench="op attention fwd+bwd (T 2048, 32/8 heads, D 64)", impl="torch sdpa (bf16)", ms=med, min_ms=lo, max_ms=hi)
+
+    def att_fwd():
+        with torch.no_grad():
+            F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+    med, lo, hi = time_ms(att_fwd, repeats=10)
+    emit(out, bench="op attention fwd (T 2048, 32/8 heads, D 64)", impl="torch sdpa (bf16)", ms=med, min_ms=lo, max_ms=hi)
+    # Each of torch's attention kernels alone, where it takes these inputs: what FA2 (mma.sync, as instill's
+    # flash kernels) and cuDNN (Hopper's own instructions) reach on this card, the bar for instill's kernels.
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        for name, be in (("flash (FA2)", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION),
+                         ("mem-efficient", SDPBackend.EFFICIENT_ATTENTION)):
+            try:
+                with sdpa_kernel(be):
+                    med_f, lo_f, _ = time_ms(att_fwd, repeats=10)
+                    med_b, lo_b, _ = time_ms(att, repeats=10)
+            except Exception as e:  # this backend does not take GQA / this dtype / this card
+                print(f"torch sdpa {name}: not run ({type(e).__name__}: {str(e)[:120]})")
+                continue
+            emit(out, bench="op attention fwd (T 2048, 32/8 heads, D 64)", impl=f"torch sdpa {name} (bf16)", ms=med_f, min_ms=lo_f)
+            emit(out, bench="op attention fwd+bwd (T 2048, 32/8 heads, D 64)", impl=f"torch sdpa {name} (bf16)", ms=med_b, min_ms=lo_b)
+    except ImportError as e:
+        print(f"torch.nn.attention: {e}")
     for nm, IN, OUT in (("q/o 2048->2048", C, C), ("k/v 2048->512", C, KVH * D), ("gate/up 2048->8192", C, Fi), ("down 8192->2048", Fi, C)):
         x = rn(T, IN).requires_grad_(True)
         W = rn(OUT, IN, sc=0.02)
