@@ -52,7 +52,7 @@ Napi::Value matmul(const Napi::CallbackInfo& info) {
   });
 }
 
-// loraLinear(x, w, bias | null, a, b, scale, yOut?, uOut?) -> { y, u } (the given tensors when passed)
+// loraLinear(x, w, bias | null, a, b, scale, yOut?, uOut?, residual?) -> { y, u } (the given tensors when passed)
 Napi::Value lora_linear(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -74,9 +74,13 @@ Napi::Value lora_linear(const Napi::CallbackInfo& info) {
     for (const auto& [o, on] : {std::pair{y_out, "out.y"}, {u_out, "out.u"}})
       need_no_alias(o, on, {{x, "x"}, {w, "w"}, {bias, "bias"}, {a, "a"}, {b, "b"}});
     if (y_out && u_out && y_out->data() == u_out->data()) fail(ErrorCode::Arg, "'out.y' and 'out.u' share memory");
+    const Tensor* residual = info.Length() > 8 ? unwrap_tensor(env, info[8], "residual", true) : nullptr;
+    if (residual && u_out && residual->data() == u_out->data()) fail(ErrorCode::Arg, "'residual' and 'out.u' share memory");
     Tensor y = y_out ? *y_out : Tensor::empty({x->dim(0), w->dim(0)}, DType::F32, x->device());
     Tensor u = u_out ? *u_out : Tensor::empty({x->dim(0), a->dim(0)}, DType::F32, x->device());
-    lora_linear_forward(LoraLinearForwardArgs{x, w, bias, a, b, scale, &y, &u});
+    LoraLinearForwardArgs args{x, w, bias, a, b, scale, &y, &u};
+    args.residual = residual;
+    lora_linear_forward(args);
     Napi::Object out = Napi::Object::New(env);
     out.Set("y", y_out ? info[6] : Napi::Value(wrap_tensor(env, std::move(y))));
     out.Set("u", u_out ? info[7] : Napi::Value(wrap_tensor(env, std::move(u))));

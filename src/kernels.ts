@@ -112,6 +112,11 @@ export interface LoraLinearOptions {
   scale: number;
   /** Write into these f32 tensors ((N, out) and (N, r), on x's device, not sharing memory with an input) instead of new ones. */
   out?: { y?: Tensor; u?: Tensor };
+  /**
+   * (N, out) f32, not out.y itself: added to y (y = residual + x·wᵀ + …), so a layer's output joins a residual
+   * stream in the same call (on a GPU inside the product where it can). y is then f32.
+   */
+  residual?: Tensor | null;
 }
 
 export interface LoraLinearBackwardOptions {
@@ -189,7 +194,7 @@ export const kernels = {
     return out ? (o.out as Tensor) : wrap(c);
   },
 
-  /** u = x·aᵀ; y = x·wᵀ + bias + scale·u·bᵀ, the low-rank term fused into y's output tile. */
+  /** u = x·aᵀ; y = x·wᵀ + bias + scale·u·bᵀ (+ residual), the low-rank term fused into y's output tile. */
   loraLinear(opts: LoraLinearOptions): { y: Tensor; u: Tensor } {
     const fn = 'loraLinear';
     const o = options(opts, fn);
@@ -202,6 +207,7 @@ export const kernels = {
       finite(o, 'scale', fn),
       outTensor(o, 'y', fn),
       outTensor(o, 'u', fn),
+      optionalTensor(o, 'residual', fn),
     );
     const given = (o.out ?? {}) as { y?: Tensor; u?: Tensor };
     return { y: given.y ?? wrap(r.y), u: given.u ?? wrap(r.u) };

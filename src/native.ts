@@ -137,6 +137,7 @@ export interface NativeAddon {
     scale: number,
     yOut?: TensorHandle | null,
     uOut?: TensorHandle | null,
+    residual?: TensorHandle | null,
   ): { y: TensorHandle; u: TensorHandle };
   loraLinearBackward(
     dy: TensorHandle,

@@ -5,9 +5,10 @@
 // is packed; bias is added in the same output tile. Backward is four: g = dy·B,
 // dx = [dy | s·g]·[W ; A] as one GEMM, dA = s·gᵀ·x, dB = s·dyᵀ·u.
 // bf16 activations: x and dy go to the GEMM as they are (it reads bf16 operands); y and dx are
-// computed in f32 and rounded once (cpu/activations.h).
+// computed in f32 and rounded once (cpu/activations.h). A residual is added to y after the product.
 #include "cpu/activations.h"
 #include "cpu/gemm.h"
+#include "cpu/model_ops.h"
 #include "cpu/ops.h"
 #include "runtime/op_profile.h"
 
@@ -34,6 +35,7 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   Tensor y = f32_out(*p.y, false);
   gemm(n, out, terms, 2, 0.0f, y.data_as<float>(), out, p.bias ? p.bias->data_as<float>() : nullptr);
   store_f32(y, *p.y);
+  if (p.residual) cpu::add(AddArgs{p.y, p.residual, p.y});  // the same f32 sum as the separate add it replaces
 }
 
 void lora_linear_backward(const LoraLinearBackwardArgs& p) {

@@ -60,6 +60,7 @@ enum class Next {
   FlashMT,    // "flash_mt": the D = 64 flash forward and dQ kernels with two m-tiles a warp
   RopeToken,  // "rope_token": rope's cos, sin once per token (f32 activations; bf16 ones always use it)
   AttnPrep,   // "attn_prep": the pipelined attention backward's Δ and bf16 copies in one pass
+  Residual,   // "residual": lora_linear's residual added inside the product (cuBLASLt's C != D) instead of after
 };
 const char* next_name(Next which);
 bool next_kernels(Next which);

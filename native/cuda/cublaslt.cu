@@ -460,7 +460,10 @@ bool gemm_cublaslt(const GemmArgs& g) {
   if (!plan_side(g, false, A) || !plan_side(g, true, B)) return false;
   if (g.c16 && A.f32) return false;  // TF32 products write f32 D only (the f32 scratch path does the rest)
   // Packed copies are fresh allocations (256-byte aligned); operands passed as they are may be views.
-  const uint32_t align[3] = {A.pack ? 256u : alignment_of(A.p), B.pack ? 256u : alignment_of(B.p), alignment_of(c)};
+  // C as read (beta != 0): c, or the residual in c_in (same layout; its alignment counts too)
+  const void* const c_read = g.c_in && !g.c16 ? static_cast<const void*>(g.c_in) : c;
+  const uint32_t align[3] = {A.pack ? 256u : alignment_of(A.p), B.pack ? 256u : alignment_of(B.p),
+                             std::min(alignment_of(c), alignment_of(c_read))};
   PlanKey key{g.M, g.N, K, A.ld, B.ld, g.ldc,
               (A.k_contig ? 1u : 0u) | (B.k_contig ? 2u : 0u) | (g.alpha != 1.f ? 4u : 0u) | (g.beta != 0.f ? 8u : 0u) |
                   (g.bias ? 16u : 0u) | (A.f32 ? 32u : 0u) | (g.c16 ? 64u : 0u) | static_cast<uint32_t>(log2_of(align[0])) << 8 |
@@ -490,7 +493,7 @@ bool gemm_cublaslt(const GemmArgs& g) {
   }
   if (!plan.candidates.empty()) tune(a, plan, g, A.p, B.p);
   const float alpha = g.alpha, beta = g.beta;
-  if (a.matmul(a.handle, plan.desc, &alpha, B.p, plan.la, A.p, plan.lb, &beta, c, plan.lc, c, plan.lc, &plan.algo,
+  if (a.matmul(a.handle, plan.desc, &alpha, B.p, plan.la, A.p, plan.lb, &beta, c_read, plan.lc, c, plan.lc, &plan.algo,
                a.workspace, kWorkspaceBytes, stream()) != 0) {
     return false;  // WMMA runs it (the packed copies are simply dropped)
   }

@@ -34,6 +34,7 @@ struct KernelArgs {
   float alpha, beta;
   const float* bias;
   float* c;
+  const float* cin;  // C as read when beta != 0: c, or GemmArgs::c_in
   int64_t ldc;
 };
 
@@ -115,9 +116,8 @@ __global__ void __launch_bounds__(THREADS) gemm_wmma_kernel(const KernelArgs g) 
     if (m >= g.M || n >= g.N) continue;
     float v = g.alpha * Cs[r][cc];
     if (g.bias) v += g.bias[n];
-    float* out = g.c + m * g.ldc + n;
-    if (g.beta != 0.f) v += g.beta * *out;
-    *out = v;
+    if (g.beta != 0.f) v += g.beta * g.cin[m * g.ldc + n];
+    g.c[m * g.ldc + n] = v;
   }
 }
 
@@ -176,8 +176,7 @@ __global__ void __launch_bounds__(256) gemm_f32_kernel(const KernelArgs g) {
       if (n >= g.N) continue;
       float v = g.alpha * acc[i][j];
       if (g.bias) v += g.bias[n];
-      float* c = g.c + m * g.ldc + n;
-      *c = g.beta != 0.f ? v + g.beta * *c : v;  // beta = 0 never reads C
+      g.c[m * g.ldc + n] = g.beta != 0.f ? v + g.beta * g.cin[m * g.ldc + n] : v;  // beta = 0 never reads C
     }
   }
 }
@@ -192,7 +191,7 @@ void gemm(const GemmArgs& g) {
     fail(ErrorCode::Unsupported, "CUDA gemm: ", g.M, " rows is more than this kernel's grid covers (", 65535ll * BM, ")");
   }
   if (g.c16) {
-    if (g.c) fail(ErrorCode::Internal, "gemm: both an f32 and a bf16 C");
+    if (g.c || g.c_in) fail(ErrorCode::Internal, "gemm: a bf16 C with an f32 C or C input");
     if (g.beta == 0.f && !g.bias && gemm_cublaslt(g)) return;  // bf16 D straight from the tensor cores
     // Otherwise the f32 result in scratch (the kernels below, beta and bias work on f32), rounded into C once.
     Tensor scratch = Tensor::empty({g.M, g.N}, DType::F32, Device::CUDA);
@@ -206,7 +205,8 @@ void gemm(const GemmArgs& g) {
     return;
   }
   if (gemm_cublaslt(g)) return;
-  KernelArgs k{g.M, g.N, g.K[0], g.K[1], g.a[0], g.a[1], g.b[0], g.b[1], g.alpha, g.beta, g.bias, g.c, g.ldc};
+  KernelArgs k{g.M, g.N, g.K[0], g.K[1], g.a[0], g.a[1], g.b[0], g.b[1], g.alpha, g.beta, g.bias, g.c,
+               g.c_in ? g.c_in : g.c, g.ldc};
   if (k.K1 == 0) {
     k.a1 = k.a0;
     k.b1 = k.b0;

@@ -18,7 +18,8 @@
 // - every operand f32 (an f32 model; LoRA's own products when their inputs are
 //   f32): TF32 tensor cores through cuBLASLt (10-bit mantissa, ~8x less rounding
 //   error than bf16), else an f32 CUDA-core kernel. all_f32() says which.
-// beta = 0 never reads C (it may hold NaN poison). bias (N) f32 or null.
+// beta = 0 never reads C (it may hold NaN poison). bias (N) f32 or null. C may be read from another
+// tensor than the one written (c_in: y = residual + product).
 // C is f32, or bf16 (c16 instead of c: the f32 result rounded once; cuBLASLt writes it directly
 // when beta = 0 and there is no bias, else the product goes through an f32 scratch).
 #pragma once
@@ -48,6 +49,9 @@ struct GemmArgs {
   float* c = nullptr;           // (M, N) with row stride ldc
   __nv_bfloat16* c16 = nullptr;  // or this bf16 C (c null)
   int64_t ldc = 0;
+  // With an f32 c: the C that beta scales is read from here (same row stride) and the result written to c,
+  // D = α·AB + β·C_in + bias: a residual added inside the product (may equal c; null: c itself).
+  const float* c_in = nullptr;
 };
 
 void gemm(const GemmArgs& g);

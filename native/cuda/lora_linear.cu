@@ -48,10 +48,13 @@
 // version that read the factor per warp from L2 was 3x slower — so it went.)
 #include "cuda/gemm.h"
 #include "cuda/lora_narrow.h"
+#include "ops/add.h"
 #include "ops/lora_linear.h"
 
 namespace instill {
 namespace cuda {
+
+void add(const AddArgs& p);  // add.cu
 
 namespace {
 
@@ -115,7 +118,11 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   const Tensor &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b;
   const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0), R = a.dim(0);
   if (N == 0) return;
-  if (elem_of(w) == Elem::F32) return lora_linear_forward_f32(p);
+  if (elem_of(w) == Elem::F32) {
+    lora_linear_forward_f32(p);
+    if (p.residual) cuda::add(AddArgs{p.y, p.residual, p.y});
+    return;
+  }
   const int64_t ldx = round_up(IN + R, 8);
   Tensor px = Tensor::empty({N, ldx}, DType::BF16, Device::CUDA);  // [x | s·u]
   Tensor wb = Tensor::empty({OUT, ldx}, DType::BF16, Device::CUDA);  // [W | B]
@@ -162,15 +169,28 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
       if (a16) pack_bf16(a.data(), Elem::F32, IN, 1.f, R, IN, a16, IN);
     }
   }
-  {  // y (N, OUT) = [x | s·u] · [W | B]ᵀ + bias
-    const OpPart part("y = [x | s u] [W | B]^T", Device::CUDA);
+  // A residual (the model's o_proj and down_proj outputs joining the residual stream): with the next kernels
+  // (`residual`) and no bias, the product's C, read from the residual and written to y (cuBLASLt's C != D:
+  // one pass over y fewer; the sum acc + residual as the add makes it, though a product with beta may run
+  // another algorithm, so equal to f32 rounding); else the add after the product, as before.
+  const bool residual_in_product = p.residual && !p.bias && next_kernels(Next::Residual);
+  {  // y (N, OUT) = [x | s·u] · [W | B]ᵀ + bias (+ residual)
+    const OpPart part(residual_in_product ? "y = residual + [x | s u] [W | B]^T" : "y = [x | s u] [W | B]^T", Device::CUDA);
     GemmArgs g;
     g.M = N; g.N = OUT; g.K[0] = IN + R;
     g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
     g.b[0] = bf16_operand(bf16_ptr(wb), ldx, true);  // stored (OUT, IN+R) = (N, K)
     g.bias = p.bias ? p.bias->data_as<float>() : nullptr;
     set_c(g, *p.y, OUT);
+    if (residual_in_product) {
+      g.c_in = p.residual->data_as<float>();
+      g.beta = 1.f;
+    }
     gemm(g);
+  }
+  if (p.residual && !residual_in_product) {
+    const OpPart part("add residual", Device::CUDA);
+    cuda::add(AddArgs{p.y, p.residual, p.y});
   }
 }
 

@@ -252,7 +252,7 @@ int sm_count() {
 }
 
 namespace {
-constexpr Next kNextAll[] = {Next::Narrow, Next::PackWB, Next::FlashMT, Next::RopeToken, Next::AttnPrep};
+constexpr Next kNextAll[] = {Next::Narrow, Next::PackWB, Next::FlashMT, Next::RopeToken, Next::AttnPrep, Next::Residual};
 }  // namespace
 
 const char* next_name(Next which) {
@@ -262,6 +262,7 @@ const char* next_name(Next which) {
     case Next::FlashMT: return "flash_mt";
     case Next::RopeToken: return "rope_token";
     case Next::AttnPrep: return "attn_prep";
+    case Next::Residual: return "residual";
   }
   return "?";
 }

@@ -353,17 +353,20 @@ LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share, DType act) 
   return a;
 }
 
-void LlamaModel::linear_forward(const Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed) {
+void LlamaModel::linear_forward(const Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed,
+                                const Tensor* residual) {
   if (lin.has_lora) {
     LoraLinearForwardArgs args{&x, &lin.w, lin.bias.defined() ? &lin.bias : nullptr, &lin.lora.a, &lin.lora.b,
                                lora_scale_, &y, &u};
     args.stack_a = stack_a_;
+    args.residual = residual;
     if (dropout_active_) lora_dropout_forward(LoraDropoutForwardArgs{args, lora_dropout_, seed});
     else lora_linear_forward(args);
     return;
   }
   matmul(MatmulArgs{&x, &lin.w, false, true, &y});
   if (lin.bias.defined()) bias_add(BiasAddArgs{&y, &lin.bias});
+  if (residual) add(AddArgs{&y, residual, &y});
 }
 
 void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx,
@@ -424,14 +427,12 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
     attention_forward(
         AttentionForwardArgs{&q3, &k3, &v3, in.cu_seqlens, attn_scale(), &att3, &a.lse, c.sliding_window, in.seg_bounds});
   }
-  linear_forward(lin[kO], a.att, a.x2, a.u[kO], dropout_seed(l, kO));
-  add(AddArgs{&a.x2, &x, &a.x2});
+  linear_forward(lin[kO], a.att, a.x2, a.u[kO], dropout_seed(l, kO), &x);  // x2 = x + o_proj(att)
   rmsnorm_forward(RmsnormForwardArgs{&a.x2, &lw.ln2, c.eps, &a.xn2, &a.rstd2});
   linear_forward(lin[kGate], a.xn2, a.gate, a.u[kGate], dropout_seed(l, kGate));
   linear_forward(lin[kUp], a.xn2, a.up, a.u[kUp], dropout_seed(l, kUp));
   swiglu_forward(SwigluForwardArgs{&a.gate, &a.up, &a.h});
-  linear_forward(lin[kDown], a.h, x_out, a.u[kDown], dropout_seed(l, kDown));
-  add(AddArgs{&x_out, &a.x2, &x_out});
+  linear_forward(lin[kDown], a.h, x_out, a.u[kDown], dropout_seed(l, kDown), &a.x2);  // x_out = x2 + down_proj(h)
 }
 
 void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dres, const ModelInputs& in,

@@ -192,7 +192,10 @@ class LlamaModel {
   // recompute: xn1, xn2 and h are shared with other layers (make_acts), so compute them again first.
   void layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dres, const ModelInputs& in, bool accumulate,
                       bool recompute, LlamaScratch& s);
-  void linear_forward(const Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed);
+  // y = x·Wᵀ (+ bias, + the adapter's term), plus `residual` when given (o_proj and down_proj: the
+  // residual stream's sum inside the op, lora_linear's residual).
+  void linear_forward(const Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed,
+                      const Tensor* residual = nullptr);
   void linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx, bool accumulate_dx,
                        bool accumulate_grads, Tensor& tmp, uint32_t seed);
   uint32_t dropout_seed(int64_t l, int target) const;

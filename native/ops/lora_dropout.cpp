@@ -1,5 +1,6 @@
 #include "ops/lora_dropout.h"
 
+#include "ops/add.h"
 #include "ops/backend.h"
 #include "ops/check.h"
 #include "ops/lora_linear.h"
@@ -15,7 +16,12 @@ void need_p(float p) {
 void lora_dropout_forward(const LoraDropoutForwardArgs& p) {
   need_p(p.p);
   check_lora_linear_forward(p.linear);
-  run_op(p.linear.x->device(), &Backend::lora_dropout_forward, "lora_dropout_forward", p);
+  if (!p.linear.residual) return run_op(p.linear.x->device(), &Backend::lora_dropout_forward, "lora_dropout_forward", p);
+  // The residual (lora_linear's) is added after, by the add op: the backends' dropout kernels never see it.
+  LoraDropoutForwardArgs q = p;
+  q.linear.residual = nullptr;
+  run_op(p.linear.x->device(), &Backend::lora_dropout_forward, "lora_dropout_forward", q);
+  add(AddArgs{p.linear.y, p.linear.residual, p.linear.y});
 }
 
 void lora_dropout_backward(const LoraDropoutBackwardArgs& p) {

@@ -3,7 +3,7 @@
 //
 // Forward   xd = x ⊙ mask / (1 − p)                 (N, IN)  regenerated, never stored
 //           u  = xd·Aᵀ                              (N, R)   kept for backward
-//           y  = x·Wᵀ + bias + s·u·Bᵀ                (N, OUT)
+//           y  = x·Wᵀ + bias + s·u·Bᵀ                (N, OUT)  (+ lora_linear's residual, when given)
 // Backward  g  = dy·B                               (N, R)
 //           dx = dy·W + s·(g·A) ⊙ mask / (1 − p)    (N, IN)  written (=), or null
 //           dA = s·gᵀ·xd    dB = s·dyᵀ·u            = or += (accumulate)

@@ -60,6 +60,14 @@ void check_lora_linear_forward(const LoraLinearForwardArgs& p) {
   for (auto [t, name] : {std::pair{&w, "w"}, {&a, "a"}, {&b, "b"}, {&y, "y"}, {&u, "u"}}) {
     need_same_device(*t, name, x.device());
   }
+  if (p.residual) {
+    const Tensor& res = *p.residual;
+    need_dtype(res, "residual", {DType::F32});
+    if (y.dtype() != DType::F32) fail(ErrorCode::DType, "'residual' is added into an f32 y, got a ", dtype_name(y.dtype()), " y");
+    need_shape(res, "residual", {n, out}, "(N, out): y's shape");
+    need_same_device(res, "residual", x.device());
+    if (res.data() != nullptr && res.data() == y.data()) fail(ErrorCode::Arg, "'residual' must not be y itself");
+  }
 }
 
 void lora_linear_forward(const LoraLinearForwardArgs& p) {

@@ -1,7 +1,7 @@
 // lora_linear: a frozen linear layer with a LoRA adapter, fused.
 //
 // Forward   u = x·Aᵀ                          (N, R)   kept for backward
-//           y = x·Wᵀ + bias + s·u·Bᵀ           (N, OUT)
+//           y = x·Wᵀ + bias + s·u·Bᵀ           (N, OUT)   (+ residual, when given)
 // The low-rank term is accumulated inside y's output tile (the GEMM's K range is
 // [x | s·u] against [W | B]), never in a second pass over y.
 //
@@ -36,6 +36,10 @@ struct LoraLinearForwardArgs {
   // a bf16 W for the backward's [W ; A] (LlamaModel::reserve_lora_rows), so that the backward told
   // a_stacked need not; A must not change before that backward.
   bool stack_a = false;
+  // Or null. (N, OUT) f32 with an f32 y, not y itself: y = residual + x·Wᵀ + bias + s·u·Bᵀ, so a layer's
+  // output joins the residual stream in the same op (the model's o_proj and down_proj; on CUDA inside the
+  // product, as its C, where the backend can).
+  const Tensor* residual = nullptr;
 };
 
 struct LoraLinearBackwardArgs {

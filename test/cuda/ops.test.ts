@@ -195,6 +195,39 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     }
   });
 
+  // The residual (the model's o_proj and down_proj): by default the product, then the add (the bits of
+  // y + residual); INSTILL_CUDA_NEXT=residual without a bias: inside the product as cuBLASLt's C (the same sum,
+  // to f32 rounding: a product with beta may run another algorithm); with a bias, the add either way.
+  it.each([
+    { n: 300, inF: 136, outF: 516, rank: 16, bias: false },
+    { n: 37, inF: 123, outF: 77, rank: 5, bias: true },
+    { n: 2048, inF: 2048, outF: 2048, rank: 16, bias: false },  // the 1B model's o_proj
+  ].flatMap((c) => [{ ...c, kernels: 'verified' }, { ...c, kernels: 'residual' }]))('loraLinear with a residual N=$n $inF→$outF r=$rank bias=$bias (kernels: $kernels)', ({ n, inF, outF, rank, bias, kernels: which }) => {
+    const x = pair(randn(r, n * inF), [n, inF]);
+    const w = pair(randn(r, outF * inF, 0.1), [outF, inF], 'bf16');
+    const a = pair(randn(r, rank * inF, 0.1), [rank, inF]);
+    const b = pair(randn(r, outF * rank, 0.1), [outF, rank]);
+    const bs = bias ? pair(randn(r, outF), [outF]) : undefined;
+    const res = randn(r, n * outF, 4);
+    const residual = Tensor.from(res, [n, outF]).to('cuda');
+    const plain = host(kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale: 2 }).y);
+    const mag = kernels.loraLinear({ x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), bias: bs && abs(bs.cpu), scale: 2 }).y.toArray();
+    runtime.setOpProfile(true);
+    try {
+      const got = withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? undefined : which, () =>
+        host(kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale: 2, residual }).y));
+      const parts = runtime.opProfile().map((o) => o.op);
+      const sum = Float32Array.from(plain, (v, i) => v + res[i]);
+      const inProduct = which === 'residual' && !bias;
+      expect(parts).toContain(inProduct ? 'lora_linear_forward/y = residual + [x | s u] [W | B]^T' : 'lora_linear_forward/add residual');
+      if (inProduct) closeScaled(got, sum, Array.from(mag, (v, i) => v + Math.abs(res[i])), 1e-5, 'y = residual + ...');
+      else expect(Buffer.from(Float32Array.from(got).buffer).equals(Buffer.from(sum.buffer))).toBe(true);
+      expect(Array.from(host(residual))).toEqual(Array.from(Float32Array.from(res)));  // read, not written
+    } finally {
+      runtime.setOpProfile(false);
+    }
+  });
+
   function loraBf16Case(n: number, inF: number, outF: number, rank: number, bias: boolean): void {
     const x = pair(randn(r, n * inF), [n, inF], 'bf16');
     const w = pair(randn(r, outF * inF, 0.1), [outF, inF], 'bf16');

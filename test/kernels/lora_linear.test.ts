@@ -267,6 +267,44 @@ describe('lora_linear into given outputs', () => {
     expect(relError(da.toArray(), gref.da), `seed ${s}`).toBeLessThanOrEqual(1e-5);
   });
 
+  it.each(isas)('adds a residual into y: the bits of y + residual, on %s', (isa) => {
+    runtime.setIsa(isa);
+    for (const c of [cases[1], cases[4], cases[5]]) {
+      const s = seed + 7 + c.n;
+      const d = makeInputs(c, s);
+      const x = Tensor.from(d.x, [c.n, c.inF]), w = Tensor.from(d.w, [c.outF, c.inF]);
+      const a = Tensor.from(d.a, [c.r, c.inF]), b = Tensor.from(d.b, [c.outF, c.r]);
+      const bias = d.bias ? Tensor.from(d.bias, [c.outF]) : undefined;
+      const res = randn(rng(s + 1), c.n * c.outF, 3);
+      const residual = Tensor.from(res, [c.n, c.outF]);
+      const plain = kernels.loraLinear({ x, w, a, b, bias, scale: d.scale }).y.toArray() as Float32Array;
+      const y = Tensor.from(new Float32Array(c.n * c.outF).fill(NaN), [c.n, c.outF]);
+      const got = kernels.loraLinear({ x, w, a, b, bias, scale: d.scale, residual, out: { y } });
+      expect(got.y).toBe(y);
+      const want = Float32Array.from(plain, (v, i) => v + res[i]);  // the f32 sum the model's add made
+      expect(Buffer.from((y.toArray() as Float32Array).buffer).equals(Buffer.from(want.buffer)), `seed ${s}`).toBe(true);
+      expect(Array.from(residual.toArray())).toEqual(Array.from(Float32Array.from(res)));  // read, not written
+      // and the same through a bf16 weight (the model's GPU case, here on the CPU)
+      const w16 = Tensor.from(d.w, [c.outF, c.inF], { dtype: 'bf16' });
+      const plain16 = kernels.loraLinear({ x, w: w16, a, b, bias, scale: d.scale }).y.toArray() as Float32Array;
+      const got16 = kernels.loraLinear({ x, w: w16, a, b, bias, scale: d.scale, residual }).y.toArray() as Float32Array;
+      expect(Array.from(got16)).toEqual(Array.from(plain16, (v, i) => Math.fround(v + res[i])));
+    }
+  });
+
+  it('refuses a residual of the wrong shape or dtype, one that is y itself, and one beside a bf16 y', () => {
+    const x = Tensor.from(new Float32Array(12).fill(1), [3, 4]), w = Tensor.from(new Float32Array(20).fill(1), [5, 4]);
+    const a = Tensor.from(new Float32Array(8).fill(1), [2, 4]), b = Tensor.from(new Float32Array(10).fill(1), [5, 2]);
+    const code = (fn: () => unknown) => { try { fn(); return 'none'; } catch (e) { return (e as { code?: string; message?: string }).code; } };
+    expect(code(() => kernels.loraLinear({ x, w, a, b, scale: 1, residual: Tensor.zeros([3, 4]) }))).toBe('E_SHAPE');
+    expect(code(() => kernels.loraLinear({ x, w, a, b, scale: 1, residual: Tensor.zeros([3, 5], { dtype: 'bf16' }) }))).toBe('E_DTYPE');
+    const y = Tensor.zeros([3, 5]);
+    expect(code(() => kernels.loraLinear({ x, w, a, b, scale: 1, residual: y, out: { y } }))).toBe('E_ARG');
+    const w16 = Tensor.from(new Float32Array(20).fill(1), [5, 4], { dtype: 'bf16' });
+    expect(code(() => kernels.loraLinear({ x, w: w16, a, b, scale: 1, residual: Tensor.zeros([3, 5]), out: { y: Tensor.zeros([3, 5], { dtype: 'bf16' }) } }))).toBe('E_DTYPE');
+    expect(code(() => kernels.loraLinear({ x, w, a, b, scale: 1, residual: 'r' as never }))).toBe('E_ARG');
+  });
+
   it('refuses outputs of the wrong shape, outputs that alias inputs, and accumulate without both gradients', () => {
     const x = Tensor.from(new Float32Array(12).fill(1), [3, 4]), w = Tensor.from(new Float32Array(20).fill(1), [5, 4]);
     const a = Tensor.from(new Float32Array(8).fill(1), [2, 4]), b = Tensor.from(new Float32Array(10).fill(1), [5, 2]);
