@@ -128,8 +128,8 @@ bench() {  # name timeout command...
 # a GPU run (native/cuda/README.md lists it; opt-in until these A/Bs and test/cuda say so), the likeliest next
 # default first, so that a tight deadline drops the smaller questions.
 # NEXT_AB picks the next kernels these A/Bs run (INSTILL_CUDA_NEXT's syntax; default all): a second call can
-# leave out one whose tests failed, e.g. NEXT_AB=all,-flash_mt bash bench/gpu-check.sh (SKIP_WMMA=1 saves the
-# fallback tests' minute), with no rebuild (the value is read at run time).
+# leave out one whose tests failed, e.g. NEXT_AB=all,-flash_mt SKIP_WMMA=1 ONLY_TRAIN=1 bash bench/gpu-check.sh
+# (no fallback tests, no op benchmarks: about half the time), with no rebuild (the value is read at run time).
 NEXT_AB=${NEXT_AB:-all}
 [[ "$NEXT_AB" != all ]] && note "next kernels in the A/Bs: INSTILL_CUDA_NEXT=$NEXT_AB"
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
@@ -143,6 +143,11 @@ bench "instill train step (bf16 activations)" 150 env INSTILL_BF16_ACTIVATIONS=1
 # =mlp (the attention's activations f32): how much of the gain is the attention's
 bench "instill train step (bf16 MLP activations)" 150 env INSTILL_BF16_ACTIVATIONS=mlp \
   INSTILL_BENCH_VARIANT="bf16 norm and MLP activations" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+# ONLY_TRAIN=1 (a second call, after the first measured everything): the step A/Bs alone, then the table
+if [[ "${ONLY_TRAIN:-0}" == 1 ]]; then
+  note "WMMA fallback tests, lora, CE, ops and CLI benchmarks: skipped (ONLY_TRAIN=1)"; note "total $(elapsed)"
+  echo "== table"; python3 bench/gpu/table.py "$RES" "$STATUS" | tee "$OUT/table.md"; exit 0
+fi
 bench "torch lora" 150 python3 bench/gpu/torch_bench.py lora --out "$RES"
 bench "instill lora" 60 node bench/gpu/instill_bench.mjs lora --out "$RES"
 bench "instill lora (next kernels)" 60 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="next kernels" \
