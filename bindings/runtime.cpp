@@ -2,6 +2,7 @@
 #include "common.h"
 #include "runtime/cpu_features.h"
 #include "runtime/host_cache.h"
+#include "runtime/next.h"
 #include "runtime/op_profile.h"
 #include "runtime/tensor.h"
 #include "runtime/thread_pool.h"
@@ -105,9 +106,21 @@ Napi::Value take_op_profile(const Napi::CallbackInfo& info) {
   });
 }
 
+// nextKernels() -> names: what INSTILL_CUDA_NEXT turns on now (runtime/next.h); E_ARG on an unknown name.
+Napi::Value next_kernels(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const std::vector<std::string> names = next_enabled_names();
+    Napi::Array out = Napi::Array::New(env, names.size());
+    for (size_t i = 0; i < names.size(); ++i) out.Set(static_cast<uint32_t>(i), names[i]);
+    return out;
+  });
+}
+
 }  // namespace
 
 void register_runtime(Napi::Env env, Napi::Object exports) {
+  exports.Set("nextKernels", Napi::Function::New(env, next_kernels, "nextKernels"));
   exports.Set("runtimeInfo", Napi::Function::New(env, runtime_info, "runtimeInfo"));
   exports.Set("setThreads", Napi::Function::New(env, set_threads, "setThreads"));
   exports.Set("setIsa", Napi::Function::New(env, set_isa, "setIsa"));

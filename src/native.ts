@@ -223,6 +223,7 @@ export interface NativeAddon {
   setIsa(name: string): void;
   setPoison(on: boolean): void;
   releaseHostMemory(): number;
+  nextKernels(): string[];
   setOpProfile(on: boolean): void;
   takeOpProfile(): OpProfileRow[];
 }

@@ -46,6 +46,15 @@ export const runtime = {
   },
 
   /**
+   * The code waiting for a GPU run that the INSTILL_CUDA_NEXT environment variable turns on now, by name
+   * (native/cuda/README.md lists them: 'narrow', 'pack_wb', 'flash_mt', 'rope_token', 'attn_prep', 'residual',
+   * 'wb_cache'). Throws E_ARG when the variable names an unknown one.
+   */
+  nextKernels(): string[] {
+    return native().nextKernels();
+  },
+
+  /**
    * Times every op from now on (true) or stops (false); either way the profile starts empty. On the CPU an op
    * is timed on the host; on a GPU between two events queued around it, so nothing waits while it runs.
    */

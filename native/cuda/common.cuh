@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "runtime/error.h"
+#include "runtime/next.h"
 #include "runtime/op_profile.h"
 #include "runtime/tensor.h"
 
@@ -49,21 +50,8 @@ void check_launch(const char* kernel);
 void sync(const char* what);
 // The device's multiprocessors (queried once): how kernels size their grids.
 int sm_count();
-// INSTILL_CUDA_NEXT: run kernels waiting for a GPU run (compiled and reviewed, not yet tested or timed on a
-// GPU; README.md here lists them) instead of the verified ones. The value picks them: `1` or `all` for every
-// one, or a comma list of their names (next_name below), and `-name` leaves one out (`all,-flash_mt`), so a
-// GPU session can make default the ones that pass and time well, one by one. An unknown name is E_ARG. Read
-// on every call, so a test can compare both paths in one process, and bench/gpu-check.sh A/Bs them.
-enum class Next {
-  Narrow,     // "narrow": lora_narrow.cu's u, g, dA, dB on the CUDA cores, writing s·u, s·g into the packs
-  PackWB,     // "pack_wb": [W | B] (and A below W) in one pass (bf16_pack.cu)
-  FlashMT,    // "flash_mt": the D = 64 flash forward and dQ kernels with two m-tiles a warp
-  RopeToken,  // "rope_token": rope's cos, sin once per token (f32 activations; bf16 ones always use it)
-  AttnPrep,   // "attn_prep": the pipelined attention backward's Δ and bf16 copies in one pass
-  Residual,   // "residual": lora_linear's residual added inside the product (cuBLASLt's C != D) instead of after
-};
-const char* next_name(Next which);
-bool next_kernels(Next which);
+// INSTILL_CUDA_NEXT (runtime/next.h): whether a kernel waiting for a GPU run replaces the verified one.
+inline bool next_kernels(Next which) { return next_enabled(which); }
 
 // Copies an i32 tensor (CPU or CUDA) to the host.
 std::vector<int32_t> to_host_i32(const Tensor& t);

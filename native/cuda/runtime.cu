@@ -251,62 +251,6 @@ int sm_count() {
   return n;
 }
 
-namespace {
-constexpr Next kNextAll[] = {Next::Narrow, Next::PackWB, Next::FlashMT, Next::RopeToken, Next::AttnPrep, Next::Residual};
-}  // namespace
-
-const char* next_name(Next which) {
-  switch (which) {
-    case Next::Narrow: return "narrow";
-    case Next::PackWB: return "pack_wb";
-    case Next::FlashMT: return "flash_mt";
-    case Next::RopeToken: return "rope_token";
-    case Next::AttnPrep: return "attn_prep";
-    case Next::Residual: return "residual";
-  }
-  return "?";
-}
-
-// The set INSTILL_CUDA_NEXT names, as bits of Next; parsed again only when the variable's value changes.
-bool next_kernels(Next which) {
-  const char* e = std::getenv("INSTILL_CUDA_NEXT");
-  if (!e || !*e) return false;
-  static std::mutex mu;
-  static std::string parsed_from;
-  static unsigned bits = 0;
-  std::lock_guard<std::mutex> lock(mu);
-  if (parsed_from != e) {
-    unsigned set = 0;
-    const std::string v = e;
-    size_t at = 0;
-    while (at <= v.size()) {
-      size_t end = v.find(',', at);
-      if (end == std::string::npos) end = v.size();
-      std::string name = v.substr(at, end - at);
-      at = end + 1;
-      if (name.empty()) continue;
-      const bool drop = name[0] == '-';
-      if (drop) name.erase(0, 1);
-      unsigned mask = 0;
-      if (name == "1" || name == "all") {
-        mask = ~0u;
-      } else {
-        for (Next n : kNextAll)
-          if (name == next_name(n)) mask = 1u << static_cast<unsigned>(n);
-      }
-      if (mask == 0) {
-        std::string known;
-        for (Next n : kNextAll) known += std::string(known.empty() ? "" : ", ") + next_name(n);
-        fail(ErrorCode::Arg, "INSTILL_CUDA_NEXT: unknown kernel '", name, "' (known: 1 or all, ", known,
-             "; -name leaves one out)");
-      }
-      set = drop ? set & ~mask : set | mask;
-    }
-    bits = set;
-    parsed_from = v;
-  }
-  return (bits >> static_cast<unsigned>(which)) & 1u;
-}
 
 void sync(const char* what) {
   cudaError_t err = cudaStreamSynchronize(stream());

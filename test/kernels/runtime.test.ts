@@ -67,6 +67,30 @@ describe('runtime', () => {
     expect(() => runtime.setOpProfile('yes' as never)).toThrow(expect.objectContaining({ code: 'E_ARG' }));
   });
 
+  it('INSTILL_CUDA_NEXT turns on what waits for a GPU run, by name: all, a list, -name leaves one out, unknown is E_ARG', () => {
+    const all = ['narrow', 'pack_wb', 'flash_mt', 'rope_token', 'attn_prep', 'residual', 'wb_cache'];
+    const saved = process.env.INSTILL_CUDA_NEXT;
+    const withNext = (v: string | undefined) => {
+      if (v === undefined) delete process.env.INSTILL_CUDA_NEXT;
+      else process.env.INSTILL_CUDA_NEXT = v;
+      return runtime.nextKernels();
+    };
+    try {
+      expect(withNext(undefined)).toEqual([]);
+      expect(withNext('')).toEqual([]);
+      expect(withNext('1')).toEqual(all);
+      expect(withNext('all')).toEqual(all);
+      expect(withNext('rope_token,narrow')).toEqual(['narrow', 'rope_token']);  // in their fixed order
+      expect(withNext('all,-flash_mt,-wb_cache')).toEqual(all.filter((n) => n !== 'flash_mt' && n !== 'wb_cache'));
+      expect(withNext('narrow,,')).toEqual(['narrow']);
+      expect(() => withNext('narow')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'narow'") }));
+      expect(() => withNext('narow')).toThrow(expect.objectContaining({ code: 'E_ARG' }));  // again: a bad value is not kept
+      expect(withNext('residual')).toEqual(['residual']);
+    } finally {
+      withNext(saved);
+    }
+  });
+
   it('sizes the pool from INSTILL_THREADS', () => {
     expect(infoWith({ INSTILL_THREADS: '3' }).threads).toBe(3);
     expect(infoWith({ INSTILL_THREADS: '1' }).threads).toBe(1);

@@ -1,0 +1,31 @@
+// INSTILL_CUDA_NEXT: code waiting for a GPU run (compiled and reviewed, not yet tested or timed on a GPU;
+// native/cuda/README.md lists it) runs instead of the verified path, each piece by its name. The value is
+// `1` or `all` for every one, or a comma list of names (next_name), and `-name` leaves one out
+// (`all,-flash_mt`), so a GPU session can make default, one by one, those that pass and time well. An unknown
+// name is E_ARG. Read on every call (parsed again only when the value changes), so a test can compare both
+// paths in one process, and bench/gpu-check.sh A/Bs them. Backend-agnostic: the CUDA kernels ask it, and so
+// does the model where what waits is its own (the kept [W | B]).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace instill {
+
+enum class Next {
+  Narrow,     // "narrow": lora_narrow.cu's u, g, dA, dB on the CUDA cores, writing s·u, s·g into the packs
+  PackWB,     // "pack_wb": [W | B] (and A below W) in one pass (bf16_pack.cu)
+  FlashMT,    // "flash_mt": the D = 64 flash forward and dQ kernels with two m-tiles a warp
+  RopeToken,  // "rope_token": rope's cos, sin once per token (f32 activations; bf16 ones always use it)
+  AttnPrep,   // "attn_prep": the pipelined attention backward's Δ and bf16 copies in one pass
+  Residual,   // "residual": lora_linear's residual added inside the product (cuBLASLt's C != D) instead of after
+  WbCache,    // "wb_cache": the model keeps each adapted linear's [W | B] on the GPU (no copy of W per forward)
+};
+
+const char* next_name(Next which);
+// Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).
+bool next_enabled(Next which);
+// The names it turns on, in Next's order (runtime.nextKernels() in JS; E_ARG as above).
+std::vector<std::string> next_enabled_names();
+
+}  // namespace instill
