@@ -19,7 +19,10 @@
 //   forward   Px (N, round8(IN+R)) bf16:  [:, :IN] = x,  [:, IN:IN+R] = s·u
 //             WB (OUT, round8(IN+R)) bf16: [W | B]  (a copy of W per call:
 //             ~32 MB at 8192×2048, microseconds, and the whole y is then one
-//             product with the bias in its epilogue)
+//             product with the bias in its epilogue; 1.8 ms of run 12's 1B
+//             step) — or the caller's kept [W | B] (p.wb: the model keeps one
+//             per adapted linear where the GPU's memory allows,
+//             INSTILL_CUDA_NEXT=wb_cache), into which only B is written
 //   backward  Pd (N, round8(OUT+R)) bf16: [:, :OUT] = dy, [:, OUT:OUT+R] = s·g
 //             WA (OUT+R, round8(IN)) bf16: [W ; A] — or W itself with A in the R
 //             spare rows the model allocates after a bf16 W (reserve_lora_rows):
@@ -125,7 +128,7 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   }
   const int64_t ldx = round_up(IN + R, 8);
   Tensor px = Tensor::empty({N, ldx}, DType::BF16, Device::CUDA);  // [x | s·u]
-  Tensor wb = Tensor::empty({OUT, ldx}, DType::BF16, Device::CUDA);  // [W | B]
+  Tensor wb = p.wb ? Tensor() : Tensor::empty({OUT, ldx}, DType::BF16, Device::CUDA);  // [W | B], unless kept
   const bool next = next_kernels(Next::Narrow);
   if (next && x.dtype() == DType::F32) {  // x packed into px, u = x·Aᵀ, and s·u into px: one pass over the f32 x
     const OpPart part("pack x, u = x A^T, pack s u (simt)", Device::CUDA);
@@ -155,9 +158,21 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
       pack_bf16(p.u->data(), Elem::F32, R, p.scale, N, R, bf16_ptr(px) + IN, ldx);
     }
   }
-  {
-    // stack_a (the model's training pass): A below W for the backward too, in the same launch when next
-    __nv_bfloat16* const a16 = p.stack_a && a_fits_below_w(w, R) ? bf16_ptr(w) + OUT * IN : nullptr;
+  // [W | B]: the caller's kept one (p.wb: W already in it, or copied in now; B written each call), else a copy
+  // of W made here
+  __nv_bfloat16* wbp = p.wb ? bf16_ptr(*p.wb) : bf16_ptr(wb);
+  const int64_t ldw = p.wb ? p.wb->dim(1) : ldx;
+  // stack_a (the model's training pass): A below W for the backward too, in the same launch when next
+  __nv_bfloat16* const a16 = p.stack_a && a_fits_below_w(w, R) ? bf16_ptr(w) + OUT * IN : nullptr;
+  if (p.wb) {
+    if (!p.wb_has_w) {
+      const OpPart part("copy W into the kept [W | B]", Device::CUDA);
+      pack_bf16(w.data(), elem_of(w), IN, 1.f, OUT, IN, wbp, ldw);
+    }
+    const OpPart part(a16 ? "pack B into the kept [W | B], A below W" : "pack B into the kept [W | B]", Device::CUDA);
+    pack_bf16(b.data(), Elem::F32, R, 1.f, OUT, R, wbp + IN, ldw);
+    if (a16) pack_bf16(a.data(), Elem::F32, IN, 1.f, R, IN, a16, IN);
+  } else {
     if (next_kernels(Next::PackWB)) {
       const OpPart part(a16 ? "pack [W | B], A below W (one pass)" : "pack [W | B] (one pass)", Device::CUDA);
       pack_wb(w.data(), elem_of(w), IN, b.data_as<float>(), R, OUT, bf16_ptr(wb), ldx, a16 ? a.data_as<float>() : nullptr,
@@ -179,7 +194,7 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
     GemmArgs g;
     g.M = N; g.N = OUT; g.K[0] = IN + R;
     g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
-    g.b[0] = bf16_operand(bf16_ptr(wb), ldx, true);  // stored (OUT, IN+R) = (N, K)
+    g.b[0] = bf16_operand(wbp, ldw, true);  // stored (OUT, IN+R) = (N, K)
     g.bias = p.bias ? p.bias->data_as<float>() : nullptr;
     set_c(g, *p.y, OUT);
     if (residual_in_product) {

@@ -17,6 +17,7 @@
 #include "ops/rope.h"
 #include "ops/swiglu.h"
 #include "runtime/error.h"
+#include "runtime/next.h"
 
 namespace instill {
 
@@ -91,6 +92,7 @@ Tensor LlamaModel::on_device(const Tensor& t) const {
 }
 
 void LlamaModel::set_weight(const std::string& name, const Tensor& t) {
+  drop_wb();  // a kept [W | B] holds a copy of the old W
   need(&t, name.c_str());
   const char* n = name.c_str();
   if (full_) need_dtype(t, n, {DType::F32});  // full fine-tuning trains every weight in f32
@@ -178,6 +180,7 @@ void LlamaModel::add_lora(uint32_t mask, int64_t r, float scale, float dropout) 
   if (r < 1) fail(ErrorCode::Arg, "LoRA rank must be >= 1, got ", r);
   if (mask == 0 || mask >= (1u << kNumTargets)) fail(ErrorCode::Arg, "LoRA target mask ", mask, " selects no valid module");
   if (!std::isfinite(scale)) fail(ErrorCode::Arg, "LoRA scale must be finite");
+  drop_wb();  // sized for the old rank and targets
   for (auto& lw : layers_) {
     for (int ti = 0; ti < kNumTargets; ++ti) {
       Linear& lin = lw.lin[static_cast<size_t>(ti)];
@@ -242,6 +245,7 @@ Tensor& LlamaModel::weight(const std::string& name, bool grad) {
 }
 
 void LlamaModel::set_full(bool on) {
+  drop_wb();
   full_m_.clear();
   full_v_.clear();
   if (!on) {
@@ -279,17 +283,63 @@ LoraParam& LlamaModel::lora(int64_t layer, int target) {
 // keeping them is 1.5 GB more at 2048 tokens of that model, 12 GB at 4096 of an 8B one). The estimate counts
 // what the pass allocates (the layers' activations, the residual stream, the backward's scratch) and keeps
 // 2 GiB for the loss's chunk buffers and slack; the results are the same bits either way.
-bool LlamaModel::share_layer_acts(int64_t n, DType act) const {
-  if (device_ == Device::CPU) return true;
+double LlamaModel::pass_bytes(int64_t n, DType act, bool shared) const {
   const LlamaConfig& c = cfg_;
   const int64_t f = 4, m = static_cast<int64_t>(dtype_size(act)), q = c.H * c.D, kv = c.KVH * c.D;
   const int64_t own = n * (f * (2 + 2 * q + 2 * kv + c.H + c.C + lora_r_ * kNumTargets) + m * 2 * c.F +
                            (c.qk_norm ? f * (q + kv + c.H + c.KVH) : 0));
-  const int64_t shared = n * m * (2 * c.C + c.F);
+  const int64_t share = n * m * (2 * c.C + c.F);  // xn1, xn2, h: per layer, or once
   const int64_t rest = n * (f * ((c.L + 5) * c.C + 2 * q + 2 * kv) + m * 3 * c.F);  // xs, xf, dres, scratch
-  const double need = static_cast<double>(c.L) * static_cast<double>(own + shared) + static_cast<double>(rest) +
-                      2.0 * (1 << 30);
-  return need > static_cast<double>(device_available_bytes(device_));
+  return static_cast<double>(c.L) * static_cast<double>(own) + static_cast<double>(shared ? 1 : c.L) * share +
+         static_cast<double>(rest);
+}
+
+bool LlamaModel::share_layer_acts(int64_t n, DType act) const {
+  if (device_ == Device::CPU) return true;
+  return pass_bytes(n, act, false) + 2.0 * (1 << 30) > static_cast<double>(device_available_bytes(device_));
+}
+
+// The kept [W | B] (lora_linear's wb): a forward then writes B (OUT·R values) instead of copying W (1.8 ms of
+// run 12's 46 ms 1B step, bench/RESULTS.md), for one more copy of the adapted weights in memory (2 GB for the
+// 1B model, 14 GB for an 8B one). So only where the GPU holds it beside the pass, after the layers' own
+// activations (share_layer_acts: the same estimate and 2 GiB of slack), and freed again when it no longer
+// fits. The results are the same bits either way (the same bf16 copy of W, made once).
+void LlamaModel::prepare_wb(int64_t n, DType act) {
+  // (with LoRA dropout the training forwards take lora_dropout's own path, which has no use for it)
+  if (device_ == Device::CPU || !has_lora() || full_ || lora_dropout_ > 0.0f || !next_enabled(Next::WbCache)) {
+    return drop_wb();
+  }
+  int64_t bytes = 0;
+  for (const LayerWeights& lw : layers_) {
+    for (const Linear& lin : lw.lin) {
+      if (lin.has_lora && lin.w.dtype() != DType::F32) bytes += lin.out * ((lin.in + lora_r_ + 7) / 8 * 8) * 2;
+    }
+  }
+  if (bytes == 0) return drop_wb();
+  const double avail = static_cast<double>(device_available_bytes(device_)) + static_cast<double>(wb_bytes_);
+  const bool own_acts = !checkpointing_ && pass_bytes(n, act, false) + 2.0 * (1 << 30) <= avail;
+  if (pass_bytes(n, act, !own_acts) + static_cast<double>(bytes) + 2.0 * (1 << 30) > avail) return drop_wb();
+  if (wb_bytes_ == bytes) return;  // kept from an earlier pass
+  drop_wb();
+  for (LayerWeights& lw : layers_) {
+    for (Linear& lin : lw.lin) {
+      if (!lin.has_lora || lin.w.dtype() == DType::F32) continue;
+      lin.wb = Tensor::empty({lin.out, (lin.in + lora_r_ + 7) / 8 * 8}, DType::BF16, device_);
+      lin.wb_has_w = false;
+    }
+  }
+  wb_bytes_ = bytes;
+}
+
+void LlamaModel::drop_wb() {
+  if (wb_bytes_ == 0) return;
+  for (LayerWeights& lw : layers_) {
+    for (Linear& lin : lw.lin) {
+      lin.wb = Tensor();
+      lin.wb_has_w = false;
+    }
+  }
+  wb_bytes_ = 0;
 }
 
 namespace {
@@ -353,15 +403,20 @@ LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share, DType act) 
   return a;
 }
 
-void LlamaModel::linear_forward(const Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed,
+void LlamaModel::linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed,
                                 const Tensor* residual) {
   if (lin.has_lora) {
     LoraLinearForwardArgs args{&x, &lin.w, lin.bias.defined() ? &lin.bias : nullptr, &lin.lora.a, &lin.lora.b,
                                lora_scale_, &y, &u};
     args.stack_a = stack_a_;
     args.residual = residual;
-    if (dropout_active_) lora_dropout_forward(LoraDropoutForwardArgs{args, lora_dropout_, seed});
-    else lora_linear_forward(args);
+    if (dropout_active_) return lora_dropout_forward(LoraDropoutForwardArgs{args, lora_dropout_, seed});
+    if (lin.wb.defined()) {  // the kept [W | B] (prepare_wb): W copied into it by its first forward
+      args.wb = &lin.wb;
+      args.wb_has_w = lin.wb_has_w;
+    }
+    lora_linear_forward(args);
+    if (lin.wb.defined()) lin.wb_has_w = true;
     return;
   }
   matmul(MatmulArgs{&x, &lin.w, false, true, &y});
@@ -577,6 +632,7 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   // Without checkpointing each layer keeps its activations for the backward, sharing xn1, xn2 and h with the
   // others or not (share_layer_acts()). Checkpointing recomputes the whole layer just before its backward,
   // so nothing is recomputed twice.
+  prepare_wb(n, act);
   const bool share = !checkpointing_ && share_layer_acts(n, act);
   std::vector<Acts> acts(checkpointing_ ? 1 : static_cast<size_t>(c.L));
   for (size_t i = 0; i < acts.size(); ++i) acts[i] = make_acts(n, i && share ? &acts[0] : nullptr, act);
@@ -632,6 +688,7 @@ Tensor LlamaModel::logits(const ModelInputs& host_in, bool last_only) {
   const ModelInputs in = inputs_on_device(host_in, keep);
   const LlamaConfig& c = cfg_;
   const int64_t n = in.ids->dim(0);
+  prepare_wb(n, DType::F32);
   Tensor x = empty({n, c.C}), y = empty({n, c.C});
   embedding_forward(EmbeddingForwardArgs{in.ids, &embed_, &x, in.host ? in.host->ids : nullptr});
   Acts a = make_acts(n, nullptr);
@@ -693,6 +750,7 @@ Tensor LlamaModel::decode(const Tensor& host_ids) {
   ModelInputs host_in{&host_ids, &pos_host, nullptr, nullptr};
   ModelInputs in{&ids, &pos, nullptr, nullptr};
   in.host = &host_in;
+  prepare_wb(n, DType::F32);
   Tensor x = empty({n, c.C}), y = empty({n, c.C});
   embedding_forward(EmbeddingForwardArgs{&ids, &embed_, &x, &host_ids});
   Acts a = make_acts(n, nullptr);

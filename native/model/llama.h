@@ -77,6 +77,10 @@ struct Linear {
   int64_t in = 0, out = 0;
   bool has_lora = false;
   LoraParam lora;
+  // On a GPU, where its memory allows (LlamaModel::prepare_wb, INSTILL_CUDA_NEXT=wb_cache): [W | B] kept for
+  // lora_linear's forward product (its `wb`), W copied in on the first forward (wb_has_w), B each forward.
+  Tensor wb;
+  bool wb_has_w = false;
 };
 
 struct LayerWeights {
@@ -194,7 +198,7 @@ class LlamaModel {
                       bool recompute, LlamaScratch& s);
   // y = x·Wᵀ (+ bias, + the adapter's term), plus `residual` when given (o_proj and down_proj: the
   // residual stream's sum inside the op, lora_linear's residual).
-  void linear_forward(const Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed,
+  void linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed,
                       const Tensor* residual = nullptr);
   void linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx, bool accumulate_dx,
                        bool accumulate_grads, Tensor& tmp, uint32_t seed);
@@ -212,6 +216,14 @@ class LlamaModel {
   DType attention_dtype(DType act) const;
   // Whether this pass's layers share xn1, xn2 and h (recomputed in the backward) instead of keeping their own.
   bool share_layer_acts(int64_t n, DType act) const;
+  // The device bytes a pass over n tokens allocates (activations, residual stream, backward scratch), with the
+  // layers' own xn1, xn2, h or one shared set: an estimate for the policies above and below.
+  double pass_bytes(int64_t n, DType act, bool shared) const;
+  // Before a pass on a GPU: keep each adapted linear's [W | B] (Linear::wb) when INSTILL_CUDA_NEXT names
+  // wb_cache and the memory holds them beside the pass (the layers' own activations first), else free them.
+  void prepare_wb(int64_t n, DType act);
+  // Frees the kept [W | B]s; whatever changes a W or the adapters calls it.
+  void drop_wb();
   const Tensor& head() const { return cfg_.tied ? embed_ : lm_head_; }
   float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(cfg_.D)); }
   // t on the model's device (t itself when it is already there, else a copy).
@@ -237,6 +249,7 @@ class LlamaModel {
   bool stack_a_ = false;         // inside a pass with a backward: lora_linear's stack_a / a_stacked
   uint32_t step_seed_ = 0;
   bool checkpointing_ = false;
+  int64_t wb_bytes_ = 0;  // held by the Linear::wb tensors
   std::vector<Tensor> k_cache_, v_cache_;  // per layer (T_max, KVH, D)
   int64_t cache_len_ = 0;
 };

@@ -68,6 +68,16 @@ void check_lora_linear_forward(const LoraLinearForwardArgs& p) {
     need_same_device(res, "residual", x.device());
     if (res.data() != nullptr && res.data() == y.data()) fail(ErrorCode::Arg, "'residual' must not be y itself");
   }
+  if (p.wb) {
+    const Tensor& wb = *p.wb;
+    need_dtype(wb, "wb", {DType::BF16});
+    need_ndim(wb, "wb", 2);
+    if (wb.dim(0) != out || wb.dim(1) < in + r || wb.dim(1) % 8 != 0) {
+      fail(ErrorCode::Shape, "'wb' must be (out, ld) with ld >= in + r and a multiple of 8: (", out, ", >= ", in + r,
+           "), got ", shape_str(wb.shape()));
+    }
+    need_same_device(wb, "wb", x.device());
+  }
 }
 
 void lora_linear_forward(const LoraLinearForwardArgs& p) {

@@ -40,6 +40,13 @@ struct LoraLinearForwardArgs {
   // output joins the residual stream in the same op (the model's o_proj and down_proj; on CUDA inside the
   // product, as its C, where the backend can).
   const Tensor* residual = nullptr;
+  // Or null (used by the CUDA backend with a bf16/f16 w; ignored elsewhere): the caller's kept [W | B] for the
+  // forward's product, bf16 (OUT, ld) with ld >= IN + R and ld % 8 == 0. With wb_has_w its first IN columns
+  // already hold W rounded to bf16 (the caller keeps them so while W is unchanged), else the op copies W in
+  // first. Each call writes B into columns IN..IN+R and multiplies by it, instead of copying W into a fresh
+  // [W | B] (LlamaModel's kept [W | B], INSTILL_CUDA_NEXT=wb_cache).
+  Tensor* wb = nullptr;
+  bool wb_has_w = false;
 };
 
 struct LoraLinearBackwardArgs {
