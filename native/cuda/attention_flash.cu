@@ -323,8 +323,8 @@ struct ThreadRows {
 // which they do for a segment starting at 0; a tile none of a row's keys are in leaves its sums unchanged:
 // a factor 1 and added zeros), so results match it bit for bit there and to rounding elsewhere.
 // kIo16 (bf16 activations; pipelined only): Q from q16, out to out16.
-template <int D, bool kPipe, int MT = 1, bool kIo16 = false>
-__global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p) {
+template <int D, bool kPipe, int MT = 1, bool kIo16 = false, int kMinBlocks = 1>
+__global__ void __launch_bounds__(kThreads, kMinBlocks > 1 ? kMinBlocks : 0) flash_fwd_kernel(const AttnParams p) {
   static_assert(!kIo16 || kPipe, "bf16 activations stream K / V from themselves: pipelined");
   constexpr int S = D + 8;
   constexpr int KS = D / 16;  // k-steps over the head dim
@@ -480,8 +480,8 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
 // There is no online softmax here: each dQ element sums the same 16-key slices in the same order whatever
 // the tile size, so where the tiles start at the same key (a segment from 0) the bits are MT = 1's.
 // kIo16 (bf16 activations; pipelined only): Q and dO from q16 / do16, dq to dq16.
-template <int D, int BN, bool kPipe, int MT = 1, bool kIo16 = false>
-__global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) {
+template <int D, int BN, bool kPipe, int MT = 1, bool kIo16 = false, int kMinBlocks = 1>
+__global__ void __launch_bounds__(kThreads, kMinBlocks > 1 ? kMinBlocks : 0) flash_dq_kernel(const AttnParams p) {
   static_assert(!kIo16 || kPipe, "bf16 activations stream K / V from themselves: pipelined");
   constexpr int S = D + 8;
   constexpr int KS = D / 16;
@@ -631,8 +631,8 @@ struct DkvTarget {
 };
 
 // kIo16 (bf16 activations; pipelined only): K, V from k16 / v16 (Q, dO stream from q16 / do16 as pipelined).
-template <int D, int BQ, bool kPipe, bool kIo16 = false>
-__global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p, const DkvTarget t) {
+template <int D, int BQ, bool kPipe, bool kIo16 = false, int kMinBlocks = 1>
+__global__ void __launch_bounds__(kThreads, kMinBlocks > 1 ? kMinBlocks : 0) flash_dkv_kernel(const AttnParams p, const DkvTarget t) {
   static_assert(!kIo16 || kPipe, "bf16 activations stream Q / dO from themselves: pipelined");
   constexpr int S = D + 8;
   constexpr int KS = D / 16;
@@ -824,7 +824,12 @@ constexpr size_t tile_bytes(int D, int rows) { return sizeof(bf16) * static_cast
 
 // Dynamic shared memory above the default 48 KB must be opted into per kernel.
 template <typename Kernel>
-void allow_smem(Kernel kernel, size_t bytes, const char* name) {
+void allow_smem(Kernel kernel, size_t bytes, const char* name, bool max_carveout = false) {
+  if (max_carveout) {  // several CTAs an SM wanted: as much of the unified L1 as shared memory as it takes (a hint)
+    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                                 static_cast<int>(cudaSharedmemCarveoutMaxShared));
+    if (err != cudaSuccess) throw_cuda_error(err, name, "cudaFuncSetAttribute", 0);
+  }
   if (bytes <= 48 * 1024) return;
   const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
   if (err != cudaSuccess) throw_cuda_error(err, name, "cudaFuncSetAttribute", 0);
@@ -836,11 +841,11 @@ dim3 grid_of(int64_t rows, int64_t units, int64_t per_cta = kRows) {
   return dim3(static_cast<unsigned>((rows + per_cta - 1) / per_cta), static_cast<unsigned>(units));
 }
 
-template <int D, bool kPipe, int MT = 1, bool kIo16 = false>
+template <int D, bool kPipe, int MT = 1, bool kIo16 = false, int kMinBlocks = 1>
 void forward_mt(const AttnParams& p, cudaStream_t s) {
   const size_t smem = (kPipe ? 4 : 2) * tile_bytes(D, kRows);  // the Q tile (64·MT <= 128 rows) fits in two
-  allow_smem(flash_fwd_kernel<D, kPipe, MT, kIo16>, smem, "flash_fwd_kernel");
-  flash_fwd_kernel<D, kPipe, MT, kIo16><<<grid_of(p.N, p.H, kRows * MT), kThreads, smem, s>>>(p);
+  allow_smem(flash_fwd_kernel<D, kPipe, MT, kIo16, kMinBlocks>, smem, "flash_fwd_kernel", kMinBlocks > 1);
+  flash_fwd_kernel<D, kPipe, MT, kIo16, kMinBlocks><<<grid_of(p.N, p.H, kRows * MT), kThreads, smem, s>>>(p);
   check_launch("flash_fwd_kernel");
 }
 
@@ -853,17 +858,21 @@ void forward_d(const AttnParams& p, cudaStream_t s) {
       const OpPart part("flash kernel, 32 queries a warp (next)", Device::CUDA);
       return forward_mt<D, kPipe, 2, kIo16>(p, s);
     }
+    if (next_kernels(Next::FlashOcc)) {  // 168 registers (3 CTAs an SM), pipelined 128 (4): no spills
+      const OpPart part("flash kernel, 3-4 CTAs an SM (next)", Device::CUDA);
+      return forward_mt<D, kPipe, 1, kIo16, kPipe ? 4 : 3>(p, s);
+    }
   }
   forward_mt<D, kPipe, 1, kIo16>(p, s);
 }
 
 // The dQ kernel with MT m-tiles a warp and key tiles of BN (MT = 2: INSTILL_CUDA_NEXT `flash_mt` at D = 64).
-template <int D, int BN, bool kPipe, int MT, bool kIo16 = false>
+template <int D, int BN, bool kPipe, int MT, bool kIo16 = false, int kMinBlocks = 1>
 void dq_mt(const AttnParams& p, cudaStream_t s) {
   constexpr int kKv = kPipe ? 2 * BN : BN, kR = kRows * MT;
   const size_t smem = 2 * tile_bytes(D, kR > kKv ? kR : kKv);  // the Q / key region, the dO / value region
-  allow_smem(flash_dq_kernel<D, BN, kPipe, MT, kIo16>, smem, "flash_dq_kernel");
-  flash_dq_kernel<D, BN, kPipe, MT, kIo16><<<grid_of(p.N, p.H, kR), kThreads, smem, s>>>(p);
+  allow_smem(flash_dq_kernel<D, BN, kPipe, MT, kIo16, kMinBlocks>, smem, "flash_dq_kernel", kMinBlocks > 1);
+  flash_dq_kernel<D, BN, kPipe, MT, kIo16, kMinBlocks><<<grid_of(p.N, p.H, kR), kThreads, smem, s>>>(p);
   check_launch("flash_dq_kernel");
 }
 
@@ -879,9 +888,14 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
       dq_done = true;
     }
   }
+  // flash_occ (D = 64): the dQ and dK/dV kernels held to 168 registers, 3 CTAs an SM (0-32 and 60-72 bytes
+  // spilled) instead of 224-246 registers and 2 CTAs. D = 128 keeps its kernels (they would spill far more).
+  constexpr int kOcc = D == 64 ? 3 : 1;
+  const bool occ = D == 64 && next_kernels(Next::FlashOcc);
   if (!dq_done) {
-    const OpPart part("dq kernel", Device::CUDA);
-    dq_mt<D, BN, kPipe, 1, kIo16>(p, s);
+    const OpPart part(occ ? "dq kernel, 3 CTAs an SM (next)" : "dq kernel", Device::CUDA);
+    if (occ) dq_mt<D, BN, kPipe, 1, kIo16, kOcc>(p, s);
+    else dq_mt<D, BN, kPipe, 1, kIo16>(p, s);
   }
 
   const bool split = p.dk_part != nullptr && p.dv_part != nullptr;
@@ -894,10 +908,18 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   }
   const int bufs = kPipe ? 2 : 1;
   const size_t smem_dkv = 2 * tile_bytes(D, kRows) + bufs * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ);
-  allow_smem(flash_dkv_kernel<D, BQ, kPipe, kIo16>, smem_dkv, "flash_dkv_kernel");
   {
-    const OpPart part(split ? "dk dv kernel (per query head)" : "dk dv kernel", Device::CUDA);
-    flash_dkv_kernel<D, BQ, kPipe, kIo16><<<grid_of(p.N, split ? p.H : p.KVH), kThreads, smem_dkv, s>>>(p, t);
+    const OpPart part(split ? (occ ? "dk dv kernel (per query head), 3 CTAs an SM (next)" : "dk dv kernel (per query head)")
+                            : (occ ? "dk dv kernel, 3 CTAs an SM (next)" : "dk dv kernel"),
+                      Device::CUDA);
+    const dim3 grid = grid_of(p.N, split ? p.H : p.KVH);
+    if (occ) {
+      allow_smem(flash_dkv_kernel<D, BQ, kPipe, kIo16, kOcc>, smem_dkv, "flash_dkv_kernel", true);
+      flash_dkv_kernel<D, BQ, kPipe, kIo16, kOcc><<<grid, kThreads, smem_dkv, s>>>(p, t);
+    } else {
+      allow_smem(flash_dkv_kernel<D, BQ, kPipe, kIo16>, smem_dkv, "flash_dkv_kernel");
+      flash_dkv_kernel<D, BQ, kPipe, kIo16><<<grid, kThreads, smem_dkv, s>>>(p, t);
+    }
     check_launch("flash_dkv_kernel");
   }
   if (split) {

@@ -20,6 +20,7 @@ enum class Next {
   AttnPrep,   // "attn_prep": the pipelined attention backward's Δ and bf16 copies in one pass
   Residual,   // "residual": lora_linear's residual added inside the product (cuBLASLt's C != D) instead of after
   WbCache,    // "wb_cache": the model keeps each adapted linear's [W | B] on the GPU (no copy of W per forward)
+  FlashOcc,   // "flash_occ": the D = 64 flash kernels (one m-tile) held to fewer registers, 3-4 CTAs an SM
 };
 
 const char* next_name(Next which);
