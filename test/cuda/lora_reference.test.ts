@@ -192,13 +192,19 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     await withEnv('INSTILL_CUDA_NEXT', path === 'next' ? '1' : undefined, bf16ModelCase);
   });
 
-  async function bf16ModelCase(): Promise<void> {
+  /** stories260K in bf16 on `device` with the reference's adapter (its config and initial weights). */
+  async function bf16LoraModel(device: 'cpu' | 'cuda' = 'cuda', dropout = 0): Promise<Model> {
     const init: Record<string, Float32Array> = {};
     for (const n of names) init[n] = ref.readArray(n) as Float32Array;
     const lc = gpu.loraConfig!;
-    const m = await loadModel(fixturePath('stories260K'), { device: 'cuda', dtype: 'bf16' });
-    m.addLora({ r: lc.r, alpha: lc.alpha, rsLora: lc.rsLora, targetModules: lc.targetModules });
+    const m = await loadModel(fixturePath('stories260K'), { device, dtype: 'bf16' });
+    m.addLora({ r: lc.r, alpha: lc.alpha, rsLora: lc.rsLora, targetModules: lc.targetModules, dropout });
     m.setAdapterWeights(init);
+    return m;
+  }
+
+  async function bf16ModelCase(): Promise<void> {
+    const m = await bf16LoraModel();
     const out = await m.lossAndGrads({ inputIds, labels });
     const lossRef = Number(ref.metadata.loss_float64);
     // The weights themselves are rounded to bf16 here (a different model than the reference's
@@ -215,7 +221,9 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
       expect(again.loss).toBe(out.loss);
       const parts = runtime.opProfile().map((o) => o.op);
       expect(parts).not.toContain('lora_linear_backward/pack A below W');
-      if (process.env.INSTILL_CUDA_NEXT === '1') expect(parts).toContain('lora_linear_forward/pack [W | B], A below W (one pass)');
+      // all the next pieces: the model's kept [W | B] (wb_cache) takes the place of pack_wb's one-pass copy
+      if (process.env.INSTILL_CUDA_NEXT === '1') expect(parts).toContain('lora_linear_forward/pack B into the kept [W | B], A below W');
+      if (process.env.INSTILL_CUDA_NEXT === '1') expect(parts).not.toContain('lora_linear_forward/pack [W | B], A below W (one pass)');
     } finally {
       runtime.setOpProfile(false);
     }
@@ -225,12 +233,7 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
   // INSTILL_CUDA_NEXT=wb_cache: the model keeps each adapted linear's [W | B] (W copied in by the first forward,
   // B written by each), so a forward copies no W. The same bf16 copy of W and the same products: the same bits.
   it('a bf16 model keeping its [W | B] (INSTILL_CUDA_NEXT=wb_cache): the bits of the per-call copy, W copied once, a new W seen', async () => {
-    const init: Record<string, Float32Array> = {};
-    for (const n of names) init[n] = ref.readArray(n) as Float32Array;
-    const lc = gpu.loraConfig!;
-    const m = await loadModel(fixturePath('stories260K'), { device: 'cuda', dtype: 'bf16' });
-    m.addLora({ r: lc.r, alpha: lc.alpha, rsLora: lc.rsLora, targetModules: lc.targetModules });
-    m.setAdapterWeights(init);
+    const m = await bf16LoraModel();
     const adapted = names.filter((n) => n.endsWith('lora_A.weight')).length;
     const pass = (kept: boolean) => withEnv('INSTILL_CUDA_NEXT', kept ? 'wb_cache' : undefined, async () => {
       runtime.setOpProfile(true);
@@ -280,16 +283,7 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
   });
 
   async function bf16ActivationsCase(): Promise<void> {
-    const init: Record<string, Float32Array> = {};
-    for (const n of names) init[n] = ref.readArray(n) as Float32Array;
-    const lc = gpu.loraConfig!;
-    const make = async (device: 'cpu' | 'cuda') => {
-      const m = await loadModel(fixturePath('stories260K'), { device, dtype: 'bf16' });
-      m.addLora({ r: lc.r, alpha: lc.alpha, rsLora: lc.rsLora, targetModules: lc.targetModules });
-      m.setAdapterWeights(init);
-      return m;
-    };
-    const mg = await make('cuda'), mc = await make('cpu');
+    const mg = await bf16LoraModel('cuda'), mc = await bf16LoraModel('cpu');
     const on = await withEnv('INSTILL_BF16_ACTIVATIONS', '1', () => mg.lossAndGrads({ inputIds, labels }));
     const off = await withEnv('INSTILL_BF16_ACTIVATIONS', undefined, () => mg.lossAndGrads({ inputIds, labels }));
     const cpuOn = await withEnv('INSTILL_BF16_ACTIVATIONS', '1', () => mc.lossAndGrads({ inputIds, labels }));
@@ -315,12 +309,7 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     mg.dispose();
     mc.dispose();
     // with dropout (lora_dropout on f32 copies of the bf16 activations): GPU against CPU, the same masks
-    const dg = await loadModel(fixturePath('stories260K'), { device: 'cuda', dtype: 'bf16' });
-    const dc = await loadModel(fixturePath('stories260K'), { dtype: 'bf16' });
-    for (const m of [dg, dc]) {
-      m.addLora({ r: lc.r, alpha: lc.alpha, rsLora: lc.rsLora, targetModules: lc.targetModules, dropout: 0.1 });
-      m.setAdapterWeights(init);
-    }
+    const dg = await bf16LoraModel('cuda', 0.1), dc = await bf16LoraModel('cpu', 0.1);
     const gd = await withEnv('INSTILL_BF16_ACTIVATIONS', '1', () => dg.lossAndGrads({ inputIds, labels }, { dropoutSeed: 3 }));
     const cd = await withEnv('INSTILL_BF16_ACTIVATIONS', '1', () => dc.lossAndGrads({ inputIds, labels }, { dropoutSeed: 3 }));
     expect(Math.abs(gd.loss - cd.loss) / cd.loss).toBeLessThan(1e-2);
