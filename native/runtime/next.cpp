@@ -10,7 +10,7 @@ namespace instill {
 namespace {
 
 constexpr Next kAll[] = {Next::Narrow,   Next::PackWB,   Next::FlashMT, Next::RopeToken,
-                         Next::AttnPrep, Next::Residual, Next::WbCache, Next::FlashOcc};
+                         Next::AttnPrep, Next::Residual, Next::WbCache, Next::FlashOcc, Next::Bf16Beta};
 
 // The set a value names, as bits of Next.
 unsigned parse(const std::string& v) {
@@ -68,6 +68,7 @@ const char* next_name(Next which) {
     case Next::Residual: return "residual";
     case Next::WbCache: return "wb_cache";
     case Next::FlashOcc: return "flash_occ";
+    case Next::Bf16Beta: return "bf16_beta";
   }
   return "?";
 }

@@ -21,6 +21,7 @@ enum class Next {
   Residual,   // "residual": lora_linear's residual added inside the product (cuBLASLt's C != D) instead of after
   WbCache,    // "wb_cache": the model keeps each adapted linear's [W | B] on the GPU (no copy of W per forward)
   FlashOcc,   // "flash_occ": the D = 64 flash kernels (one m-tile) held to fewer registers, 3-4 CTAs an SM
+  Bf16Beta,   // "bf16_beta": a bf16 C added to (beta != 0) by cuBLASLt itself instead of through an f32 copy
 };
 
 const char* next_name(Next which);

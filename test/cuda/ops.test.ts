@@ -179,11 +179,12 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     { n: 37, inF: 123, outF: 77, rank: 5, bias: true },
     { n: 300, inF: 136, outF: 516, rank: 16, bias: false },
     { n: 700, inF: 1100, outF: 2100, rank: 16, bias: false },
-  ].flatMap((c) => [{ ...c, narrow: 'verified' }, { ...c, narrow: 'narrow' }]))('loraLinear with bf16 x, y, dy, dx N=$n $inF→$outF r=$rank bias=$bias (kernels: $narrow)', ({ n, inF, outF, rank, bias, narrow }) => {
-    // INSTILL_CUDA_NEXT=narrow: u and g from the bf16 x / dy copied into the packs (lora_narrow.cu reading bf16), dA on the bf16 x
+  ].flatMap((c) => [{ ...c, narrow: 'verified' }, { ...c, narrow: 'narrow' }, { ...c, narrow: 'bf16_beta' }]))('loraLinear with bf16 x, y, dy, dx N=$n $inF→$outF r=$rank bias=$bias (kernels: $narrow)', ({ n, inF, outF, rank, bias, narrow }) => {
+    // INSTILL_CUDA_NEXT=narrow: u and g from the bf16 x / dy copied into the packs (lora_narrow.cu reading bf16), dA on the bf16 x;
+    // =bf16_beta: dx += into the bf16 dx by cuBLASLt itself (no f32 copy of dx)
     runtime.setOpProfile(true);
     try {
-      withEnv('INSTILL_CUDA_NEXT', narrow === 'narrow' ? 'narrow' : undefined, () => loraBf16Case(n, inF, outF, rank, bias));
+      withEnv('INSTILL_CUDA_NEXT', narrow === 'verified' ? undefined : narrow, () => loraBf16Case(n, inF, outF, rank, bias));
       const parts = runtime.opProfile().map((o) => o.op);
       for (const part of ['lora_linear_forward/u = x A^T, pack s u (simt)', 'lora_linear_backward/g = dy B, pack s g (simt)',
         'lora_linear_backward/dA = s g^T x (simt)']) {
