@@ -120,7 +120,10 @@ void lora_linear_backward_f32(const LoraLinearBackwardArgs& p) {
 void lora_linear_forward(const LoraLinearForwardArgs& p) {
   const Tensor &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b;
   const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0), R = a.dim(0);
-  if (N == 0) return;
+  if (N == 0) {  // no rows; a kept [W | B] still gets its W, as the caller was promised
+    if (p.wb && !p.wb_has_w) pack_bf16(w.data(), elem_of(w), IN, 1.f, OUT, IN, bf16_ptr(*p.wb), p.wb->dim(1));
+    return;
+  }
   if (elem_of(w) == Elem::F32) {
     lora_linear_forward_f32(p);
     if (p.residual) cuda::add(AddArgs{p.y, p.residual, p.y});

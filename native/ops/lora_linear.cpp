@@ -70,6 +70,7 @@ void check_lora_linear_forward(const LoraLinearForwardArgs& p) {
   }
   if (p.wb) {
     const Tensor& wb = *p.wb;
+    if (w.dtype() == DType::F32) fail(ErrorCode::DType, "'wb' (a kept bf16 [W | B]) goes with a bf16 or f16 w, got an f32 w");
     need_dtype(wb, "wb", {DType::BF16});
     need_ndim(wb, "wb", 2);
     if (wb.dim(0) != out || wb.dim(1) < in + r || wb.dim(1) % 8 != 0) {
