@@ -164,6 +164,8 @@ bench "instill ops" 90 node bench/gpu/instill_bench.mjs ops --out "$RES"
 # the ops one by one with the next kernels (the attention forward / dQ with 32 queries a warp, the narrow LoRA products)
 bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
   node bench/gpu/instill_bench.mjs ops --out "$RES"
+bench "instill ops (next kernels, no flash_mt)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_mt" INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_mt" \
+  node bench/gpu/instill_bench.mjs ops --out "$RES"
 # The fallbacks last (they change rarely): test/cuda again with the WMMA GEMM and the f32 attention kernels
 if [[ "${SKIP_WMMA:-0}" == 1 ]]; then note "GPU tests through the WMMA kernel: skipped (SKIP_WMMA=1)"
 else gpu_tests "GEMMs through the WMMA kernel, f32 attention kernels" wmma INSTILL_CUBLASLT=off INSTILL_CUDA_ATTENTION=simple; fi
