@@ -3,7 +3,7 @@
 // Each command lives in its own module under src/cli/ and exports
 // `run(argv: string[]): Promise<number>` (the exit code). Modules are imported
 // lazily so that `instill --help` does not load the native addon.
-import { InstillError } from '../errors.js';
+import { ErrorCode, InstillError } from '../errors.js';
 
 interface Command {
   summary: string;
@@ -26,6 +26,18 @@ function usage(): string {
   return lines.join('\n');
 }
 
+/** What to try next, for errors whose cure is an option of the command (else null). */
+export function hintFor(command: string, err: InstillError): string | null {
+  if (err.code !== ErrorCode.ALLOC) return null;
+  if (command === 'train') {
+    return 'hint: out of memory: fewer tokens per micro-batch (--batch-size, --max-seq-len; --grad-accum keeps the ' +
+      'tokens per step), --gradient-checkpointing (recomputes activations), or bf16 weights (--dtype bf16). ' +
+      'A run saved when it failed resumes (--resume) with the last two, not with another batch shape';
+  }
+  if (command === 'bench') return 'hint: out of memory: a smaller step (--batch, --seq, --layers) or bf16 weights (--dtype bf16)';
+  return null;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
@@ -43,6 +55,8 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof InstillError) {
       console.error(`instill ${name}: ${err.message} [${err.code}]`);
+      const hint = hintFor(name, err);
+      if (hint) console.error(hint);
       return 1;
     }
     throw err;

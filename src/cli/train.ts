@@ -22,7 +22,8 @@ Trains a LoRA adapter on instruction data and writes it in PEFT layout (adapter_
 adapter_config.json) to --output (--full: trains every weight and writes the whole model, config.json +
 model.safetensors + tokenizer files), with checkpoints (checkpoint-<step>/), metrics.jsonl, loss.svg and
 summary.json. Every option can also be a key of the YAML file (same name; flags win).
-Ctrl-C stops after the current step and saves a checkpoint; --resume continues it exactly.
+Ctrl-C stops after the current step and saves a checkpoint; --resume continues it exactly. A step that fails
+(out of GPU memory, say) first saves the run up to the step before it.
 
 options:
 ${optionsHelp()}`;

@@ -434,13 +434,31 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       let gradNorm = 0;
       if (N > 0) {
         let first = true;
-        for (let k = 0; k < window.length; k++) {
-          const w = window[k];
-          if (w.batch.numTargets === 0) continue;
-          const dropoutSeed = dropoutSeedOf(this.seeds().seed, microBatches + k);
-          const r = await model.lossAndGrads(engineBatch(w.batch), { normalizer: N, accumulate: !first, returnGrads: false, dropoutSeed });
-          first = false;
-          loss += r.loss;
+        try {
+          for (let k = 0; k < window.length; k++) {
+            const w = window[k];
+            if (w.batch.numTargets === 0) continue;
+            const dropoutSeed = dropoutSeedOf(this.seeds().seed, microBatches + k);
+            const r = await model.lossAndGrads(engineBatch(w.batch), { normalizer: N, accumulate: !first, returnGrads: false, dropoutSeed });
+            first = false;
+            loss += r.loss;
+          }
+        } catch (err) {
+          // A forward or backward failed (out of GPU memory on a long batch, say): nothing of this step reached the
+          // weights or the optimizer, so the run up to the last finished step is saved first, to resume from.
+          if (out && step > 0 && lastSaveStep !== step) {
+            try {
+              await doSave();
+            } catch {
+              // the original error says more
+            }
+          }
+          if (!(err instanceof InstillError) || !lastCheckpoint || lastSaveStep !== step) throw err;
+          throw new InstillError(
+            err.code,
+            `${err.message} (in step ${step + 1}; the run up to step ${step} is saved in ${lastCheckpoint}: resume it from there)`,
+            { cause: err },
+          );
         }
         // A loss or norm that is not finite updates nothing (the engine checks the norm itself).
         if (Number.isFinite(loss)) {

@@ -108,3 +108,17 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('instill train (c
     expect(readdirSync(out).filter((f) => f.includes('.tmp-'))).toEqual([]); // the dead process's folder is swept
   });
 });
+
+describe('instill CLI hints', () => {
+  it('an out-of-memory error of train or bench says which options cure it; other errors get no hint', async () => {
+    const { hintFor } = await import('../../src/cli/main.js');
+    const { ErrorCode, InstillError } = await import('../../src/errors.js');
+    const oom = new InstillError(ErrorCode.ALLOC, 'cannot allocate 123 bytes on the GPU');
+    const train = hintFor('train', oom)!;
+    for (const opt of ['--batch-size', '--max-seq-len', '--grad-accum', '--gradient-checkpointing', '--dtype bf16']) expect(train).toContain(opt);
+    const bench = hintFor('bench', oom)!;
+    for (const opt of ['--batch', '--seq', '--layers', '--dtype bf16']) expect(bench).toContain(opt);
+    expect(hintFor('train', new InstillError(ErrorCode.ARG, 'bad flag'))).toBeNull();
+    expect(hintFor('generate', oom)).toBeNull();
+  });
+});

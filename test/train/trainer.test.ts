@@ -3,6 +3,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { ErrorCode, InstillError } from '../../src/errors.js';
 import { SafetensorsFile } from '../../src/model/safetensors.js';
 import { engineBatch, type StepEvent, type EvalEvent } from '../../src/train/trainer.js';
 import { readMetrics } from '../../src/train/metrics.js';
@@ -44,6 +45,43 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('Trainer', () => 
     expect(readFileSync(join(out, 'loss.svg'), 'utf8')).toMatch(/^<svg[\s\S]*validation[\s\S]*<\/svg>\n$/);
     for (const f of ['adapter_model.safetensors', 'adapter_config.json']) expect(existsSync(join(out, f))).toBe(true);
     expect(readFileSync(join(out, 'adapter_model.safetensors'))).toEqual(readFileSync(join(out, 'checkpoint-40', 'adapter_model.safetensors')));
+  });
+
+  it('a step whose forward or backward fails (say, out of GPU memory) saves the run up to the last finished step, to resume from', async () => {
+    const s = await setup();
+    const out = tmp('fail');
+    const real = s.model.lossAndGrads.bind(s.model);
+    let calls = 0;
+    s.model.lossAndGrads = async (...args: Parameters<typeof real>) => {
+      if (++calls === 7) throw new InstillError(ErrorCode.ALLOC, 'cannot allocate 1234 bytes on the GPU (a test)');
+      return real(...args);
+    };
+    const steps: number[] = [];
+    const t = trainer(s, { maxSteps: 10, outputDir: out });
+    t.on('step', (e) => steps.push(e.step));
+    const err = await t.train().then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(InstillError);
+    expect((err as InstillError).code).toBe('E_ALLOC');  // the cause's code, for the CLI's hint
+    expect((err as InstillError).message).toContain('cannot allocate 1234 bytes');
+    expect((err as InstillError).message).toContain(`the run up to step 6 is saved in ${join(out, 'checkpoint-6')}`);
+    expect(steps).toEqual([1, 2, 3, 4, 5, 6]);
+    const state = JSON.parse(readFileSync(join(out, 'checkpoint-6', 'trainer_state.json'), 'utf8')) as { step: number };
+    expect(state.step).toBe(6);
+    // resumed (the cause gone), the run goes on from step 7 to its end
+    s.model.lossAndGrads = real;
+    const again: number[] = [];
+    const t2 = trainer(s, { maxSteps: 10, outputDir: out, resumeFrom: 'latest' });
+    t2.on('step', (e) => again.push(e.step));
+    const r = await t2.train();
+    expect(r.reason).toBe('completed');
+    expect(again).toEqual([7, 8, 9, 10]);
+    // a failure in the very first step has nothing to save: the error as it was
+    const s0 = await setup();
+    s0.model.lossAndGrads = async () => { throw new InstillError(ErrorCode.ALLOC, 'no memory at all'); };
+    const out0 = tmp('fail0');
+    const err0 = await trainer(s0, { maxSteps: 3, outputDir: out0 }).train().then(() => null, (e: unknown) => e);
+    expect((err0 as InstillError).message).toBe('no memory at all');
+    expect(existsSync(join(out0, 'checkpoint-0'))).toBe(false);
   });
 
   it('gradient accumulation: a step over 2 micro-batches equals the per-token mean of both', async () => {
