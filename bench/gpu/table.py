@@ -93,3 +93,13 @@ for v, vo in ops.items():
     d = sorted(((vo.get(k, 0.0) - ops[None].get(k, 0.0), k) for k in set(vo) | set(ops[None])), key=lambda t: -abs(t[0]))
     moved = [f"{k} {x:+.2f}" for x, k in d if abs(x) >= 0.1]
     print(f"- ops, {v} against the default (ms): {', '.join(moved) if moved else 'nothing moved by 0.1 ms'}")
+
+# The next pieces (INSTILL_CUDA_NEXT, runtime/next.h) named by failed GPU tests (gpu-check notes "  failed: <test>"):
+# candidates to leave out of the next call's NEXT_AB and out of the defaults; the others are promoted on their A/Bs.
+PIECES = ["narrow", "pack_wb", "flash_mt", "rope_token", "attn_prep", "residual", "wb_cache", "flash_occ", "bf16_beta"]
+failed = [s.split("failed:", 1)[1] for s in status if s.strip().startswith("failed:")]
+if failed:
+    named = sorted({p for t in failed for p in PIECES if p in t})
+    generic = [t.strip() for t in failed if not any(p in t for p in PIECES)]
+    print(f"- failed GPU tests name these next pieces: {', '.join(named) if named else 'none'}"
+          + (f"; {len(generic)} failed test(s) name none (INSTILL_CUDA_NEXT=1 cases, or the default path)" if generic else ""))
