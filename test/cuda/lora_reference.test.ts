@@ -14,6 +14,7 @@ import { native } from '../../src/native.js';
 import { fixturePath, haveFixture } from '../helpers/fixtures.js';
 import { relError, relNorm, tokenRows } from '../helpers/compare.js';
 import { withEnv } from '../helpers/env.js';
+import { withOpProfile } from '../helpers/profile.js';
 import { clipGradNorm, ReferenceAdamW } from '../train/helpers/reference_optimizer.js';
 
 const REF = 'stories260K/lora_reference.safetensors';
@@ -215,18 +216,12 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     console.log(`bf16 model on CUDA: loss rel err ${(Math.abs(out.loss - lossRef) / lossRef).toExponential(2)}, worst grad ‖g − ref‖/‖ref‖ ${worst.toExponential(2)}`);
     expect(worst).toBeLessThan(1e-1);
     // A training pass leaves A below each W in the forward (stack_a), so no backward packs it again
-    runtime.setOpProfile(true);
-    try {
-      const again = await m.lossAndGrads({ inputIds, labels });
-      expect(again.loss).toBe(out.loss);
-      const parts = runtime.opProfile().map((o) => o.op);
-      expect(parts).not.toContain('lora_linear_backward/pack A below W');
-      // all the next pieces: the model's kept [W | B] (wb_cache) takes the place of pack_wb's one-pass copy
-      if (process.env.INSTILL_CUDA_NEXT === '1') expect(parts).toContain('lora_linear_forward/pack B into the kept [W | B], A below W');
-      if (process.env.INSTILL_CUDA_NEXT === '1') expect(parts).not.toContain('lora_linear_forward/pack [W | B], A below W (one pass)');
-    } finally {
-      runtime.setOpProfile(false);
-    }
+    const { value: again, parts } = await withOpProfile(() => m.lossAndGrads({ inputIds, labels }));
+    expect(again.loss).toBe(out.loss);
+    expect(parts).not.toContain('lora_linear_backward/pack A below W');
+    // all the next pieces: the model's kept [W | B] (wb_cache) takes the place of pack_wb's one-pass copy
+    if (process.env.INSTILL_CUDA_NEXT === '1') expect(parts).toContain('lora_linear_forward/pack B into the kept [W | B], A below W');
+    if (process.env.INSTILL_CUDA_NEXT === '1') expect(parts).not.toContain('lora_linear_forward/pack [W | B], A below W (one pass)');
     m.dispose();
   }
 
@@ -236,13 +231,8 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     const m = await bf16LoraModel();
     const adapted = names.filter((n) => n.endsWith('lora_A.weight')).length;
     const pass = (kept: boolean) => withEnv('INSTILL_CUDA_NEXT', kept ? 'wb_cache' : undefined, async () => {
-      runtime.setOpProfile(true);
-      try {
-        const out = await m.lossAndGrads({ inputIds, labels });
-        return { out, parts: Object.fromEntries(runtime.opProfile().map((o) => [o.op, o.calls])) };
-      } finally {
-        runtime.setOpProfile(false);
-      }
+      const { value: out, calls: parts } = await withOpProfile(() => m.lossAndGrads({ inputIds, labels }));
+      return { out, parts };
     });
     const same = (a: Awaited<ReturnType<typeof pass>>['out'], b: Awaited<ReturnType<typeof pass>>['out']) => {
       expect(a.loss).toBe(b.loss);

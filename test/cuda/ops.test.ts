@@ -17,6 +17,7 @@ import { randn, rng, roundBf16, seed } from '../../bench/kernels/reference.js';
 import { poisonAndRestoreIsa } from '../helpers/kernels.js';
 import { relErr } from '../helpers/compare.js';
 import { withEnv } from '../helpers/env.js';
+import { withOpProfile } from '../helpers/profile.js';
 
 const hasCuda = runtime.info().devices.includes('cuda');
 if (!hasCuda) console.warn(`skipping test/cuda: ${native().deviceUnavailableReason('cuda')}`);
@@ -122,21 +123,16 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
   ].flatMap((c) => [{ ...c, kernels: 'verified' }, { ...c, kernels: 'narrow' }, { ...c, kernels: 'pack_wb' }]))(
     'loraLinear forward + backward N=$n $inF→$outF r=$rank bias=$bias (w bf16, kernels: $kernels)', ({ n, inF, outF, rank, bias, kernels: which }) => {
     // INSTILL_CUDA_NEXT=narrow: u, g, dA, dB on lora_narrow.cu's kernels; =pack_wb: [W | B] in one pass (read per call)
-    runtime.setOpProfile(true);  // its parts show which kernels ran
-    try {
-      withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? undefined : which, () => loraCase(n, inF, outF, rank, bias));
-      const parts = runtime.opProfile().map((o) => o.op);
-      const narrow = ['lora_linear_forward/pack x, u = x A^T, pack s u (simt)', 'lora_linear_backward/pack dy, g = dy B, pack s g (simt)',
-        'lora_linear_backward/dA = s g^T x (simt)', 'lora_linear_backward/dB = s dy^T u (simt)'];
-      for (const part of narrow) {
-        if (which === 'narrow') expect(parts).toContain(part);
-        else expect(parts).not.toContain(part);
-      }
-      if (which === 'pack_wb') expect(parts).toContain('lora_linear_forward/pack [W | B] (one pass)');
-      else expect(parts).not.toContain('lora_linear_forward/pack [W | B] (one pass)');
-    } finally {
-      runtime.setOpProfile(false);
+    // the profile's parts show which kernels ran
+    const { parts } = withOpProfile(() => withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? undefined : which, () => loraCase(n, inF, outF, rank, bias)));
+    const narrow = ['lora_linear_forward/pack x, u = x A^T, pack s u (simt)', 'lora_linear_backward/pack dy, g = dy B, pack s g (simt)',
+      'lora_linear_backward/dA = s g^T x (simt)', 'lora_linear_backward/dB = s dy^T u (simt)'];
+    for (const part of narrow) {
+      if (which === 'narrow') expect(parts).toContain(part);
+      else expect(parts).not.toContain(part);
     }
+    if (which === 'pack_wb') expect(parts).toContain('lora_linear_forward/pack [W | B] (one pass)');
+    else expect(parts).not.toContain('lora_linear_forward/pack [W | B] (one pass)');
   });
 
   function loraCase(n: number, inF: number, outF: number, rank: number, bias: boolean): void {
@@ -182,17 +178,11 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
   ].flatMap((c) => [{ ...c, narrow: 'verified' }, { ...c, narrow: 'narrow' }, { ...c, narrow: 'bf16_beta' }]))('loraLinear with bf16 x, y, dy, dx N=$n $inF→$outF r=$rank bias=$bias (kernels: $narrow)', ({ n, inF, outF, rank, bias, narrow }) => {
     // INSTILL_CUDA_NEXT=narrow: u and g from the bf16 x / dy copied into the packs (lora_narrow.cu reading bf16), dA on the bf16 x;
     // =bf16_beta: dx += into the bf16 dx by cuBLASLt itself (no f32 copy of dx)
-    runtime.setOpProfile(true);
-    try {
-      withEnv('INSTILL_CUDA_NEXT', narrow === 'verified' ? undefined : narrow, () => loraBf16Case(n, inF, outF, rank, bias));
-      const parts = runtime.opProfile().map((o) => o.op);
-      for (const part of ['lora_linear_forward/u = x A^T, pack s u (simt)', 'lora_linear_backward/g = dy B, pack s g (simt)',
-        'lora_linear_backward/dA = s g^T x (simt)']) {
-        if (narrow === 'narrow') expect(parts).toContain(part);
-        else expect(parts).not.toContain(part);
-      }
-    } finally {
-      runtime.setOpProfile(false);
+    const { parts } = withOpProfile(() => withEnv('INSTILL_CUDA_NEXT', narrow === 'verified' ? undefined : narrow, () => loraBf16Case(n, inF, outF, rank, bias)));
+    for (const part of ['lora_linear_forward/u = x A^T, pack s u (simt)', 'lora_linear_backward/g = dy B, pack s g (simt)',
+      'lora_linear_backward/dA = s g^T x (simt)']) {
+      if (narrow === 'narrow') expect(parts).toContain(part);
+      else expect(parts).not.toContain(part);
     }
   });
 
@@ -213,20 +203,14 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     const residual = Tensor.from(res, [n, outF]).to('cuda');
     const plain = host(kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale: 2 }).y);
     const mag = kernels.loraLinear({ x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), bias: bs && abs(bs.cpu), scale: 2 }).y.toArray();
-    runtime.setOpProfile(true);
-    try {
-      const got = withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? undefined : which, () =>
-        host(kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale: 2, residual }).y));
-      const parts = runtime.opProfile().map((o) => o.op);
-      const sum = Float32Array.from(plain, (v, i) => v + res[i]);
-      const inProduct = which === 'residual' && !bias;
-      expect(parts).toContain(inProduct ? 'lora_linear_forward/y = residual + [x | s u] [W | B]^T' : 'lora_linear_forward/add residual');
-      if (inProduct) closeScaled(got, sum, Array.from(mag, (v, i) => v + Math.abs(res[i])), 1e-5, 'y = residual + ...');
-      else expect(Buffer.from(Float32Array.from(got).buffer).equals(Buffer.from(sum.buffer))).toBe(true);
-      expect(Array.from(host(residual))).toEqual(Array.from(Float32Array.from(res)));  // read, not written
-    } finally {
-      runtime.setOpProfile(false);
-    }
+    const { value: got, parts } = withOpProfile(() => withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? undefined : which, () =>
+      host(kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale: 2, residual }).y)));
+    const sum = Float32Array.from(plain, (v, i) => v + res[i]);
+    const inProduct = which === 'residual' && !bias;
+    expect(parts).toContain(inProduct ? 'lora_linear_forward/y = residual + [x | s u] [W | B]^T' : 'lora_linear_forward/add residual');
+    if (inProduct) closeScaled(got, sum, Array.from(mag, (v, i) => v + Math.abs(res[i])), 1e-5, 'y = residual + ...');
+    else expect(Buffer.from(Float32Array.from(got).buffer).equals(Buffer.from(sum.buffer))).toBe(true);
+    expect(Array.from(host(residual))).toEqual(Array.from(Float32Array.from(res)));  // read, not written
   });
 
   function loraBf16Case(n: number, inF: number, outF: number, rank: number, bias: boolean): void {
@@ -344,13 +328,8 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     const inv = pair(Float32Array.from({ length: d / 2 }, (_, i) => 500000 ** (-(2 * i) / d)), [d / 2]);
     for (const backward of [false, true]) {
       const run = (next: boolean) => withEnv('INSTILL_CUDA_NEXT', next ? 'rope_token' : undefined, () => {
-        runtime.setOpProfile(true);
-        try {
-          const out = host(A.opRope(handleOf(x.gpu), handleOf(pos.gpu), handleOf(inv.gpu), backward));
-          return { out, parts: runtime.opProfile().map((o) => o.op) };
-        } finally {
-          runtime.setOpProfile(false);
-        }
+        const { value: out, parts } = withOpProfile(() => host(A.opRope(handleOf(x.gpu), handleOf(pos.gpu), handleOf(inv.gpu), backward)));
+        return { out, parts };
       });
       const verified = run(false), next = run(true);
       const part = `${backward ? 'rope_backward' : 'rope_forward'}/cos, sin once per token (next)`;
@@ -365,15 +344,8 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     const x = Tensor.from(randn(r, 7 * 2 * 8), [7, 2, 8]).to('cuda');
     const pos = Tensor.from(Int32Array.from({ length: 7 }, (_, i) => i), [7], { dtype: 'i32' }).to('cuda');
     const inv = Tensor.from(Float32Array.from({ length: 4 }, (_, i) => 10000 ** (-(2 * i) / 8)), [4]).to('cuda');
-    const ranPerToken = (value: string) => withEnv('INSTILL_CUDA_NEXT', value, () => {
-      runtime.setOpProfile(true);
-      try {
-        A.opRope(handleOf(x), handleOf(pos), handleOf(inv), false);
-        return runtime.opProfile().some((o) => o.op === 'rope_forward/cos, sin once per token (next)');
-      } finally {
-        runtime.setOpProfile(false);
-      }
-    });
+    const ranPerToken = (value: string) => withEnv('INSTILL_CUDA_NEXT', value, () =>
+      withOpProfile(() => A.opRope(handleOf(x), handleOf(pos), handleOf(inv), false)).parts.includes('rope_forward/cos, sin once per token (next)'));
     expect(ranPerToken('all')).toBe(true);
     expect(ranPerToken('narrow,rope_token')).toBe(true);
     expect(ranPerToken('all,-rope_token')).toBe(false);
@@ -480,13 +452,8 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     });
     // Each path's op-profile parts show which kernels ran (the pipelined ones make bf16 copies).
     const profiled = (mode: string | undefined) => {
-      runtime.setOpProfile(true);
-      try {
-        const got = run(mode);
-        return { got, parts: runtime.opProfile().map((o) => o.op) };
-      } finally {
-        runtime.setOpProfile(false);
-      }
+      const { value: got, parts } = withOpProfile(() => run(mode));
+      return { got, parts };
     };
     const flash = profiled('flash'), piped = profiled('pipelined'), dflt = profiled(undefined);
     const fwdCopies = 'attention_forward/bf16 copies of k, v', bwdCopies = 'attention_backward/bf16 copies of q, k, v, dO';
@@ -526,16 +493,14 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     const { q, k, v, dout, cu, scale } = attentionInputs(segs, h, kvh, d);
     const fwd = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.cpu), scale, window);
     const run = (next: boolean, mode?: string) => withEnv('INSTILL_CUDA_NEXT', next ? 'flash_mt,attn_prep' : undefined, () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {
-      runtime.setOpProfile(true);
-      try {
+      const { value, parts } = withOpProfile(() => {
         const f = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.cpu), scale, window);
         // the backward from the same forward outputs on both paths (fwd: the verified kernel's), so that
         // only the backward's own kernels can move its bits
         const b = A.opAttentionBackward(handleOf(dout.gpu), handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), fwd.out, fwd.lse, handleOf(cu.cpu), scale, window);
-        return { out: host(f.out), lse: host(f.lse), dq: host(b.dq), dk: host(b.dk), dv: host(b.dv), parts: runtime.opProfile().map((o) => o.op) };
-      } finally {
-        runtime.setOpProfile(false);
-      }
+        return { out: host(f.out), lse: host(f.lse), dq: host(b.dq), dk: host(b.dk), dv: host(b.dv) };
+      });
+      return { ...value, parts };
     }));
     const verified = run(false), next = run(true), nextPiped = run(true, 'pipelined');
     const parts = ['attention_forward/flash kernel, 32 queries a warp (next)', 'attention_backward/dq kernel, 32 queries a warp (next)'];
@@ -584,14 +549,12 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     const dev = (t: { cpu: Tensor }) => (kind === 'bf16' ? Tensor.from(t.cpu.toArray() as Float32Array, t.cpu.shape, { dtype: 'bf16' }).to('cuda') : t.cpu.to('cuda'));
     const [qg, kg, vg, dg] = [dev(q), dev(k), dev(v), dev(dout)];
     const run = (occ: boolean, mode?: string) => withEnv('INSTILL_CUDA_NEXT', occ ? 'flash_occ' : undefined, () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {
-      runtime.setOpProfile(true);
-      try {
+      const { value, parts } = withOpProfile(() => {
         const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu.cpu), scale, w);
         const b = A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu.cpu), scale, w);
-        return { out: host(f.out), lse: host(f.lse), dq: host(b.dq), dk: host(b.dk), dv: host(b.dv), parts: runtime.opProfile().map((o) => o.op) };
-      } finally {
-        runtime.setOpProfile(false);
-      }
+        return { out: host(f.out), lse: host(f.lse), dq: host(b.dq), dk: host(b.dk), dv: host(b.dv) };
+      });
+      return { ...value, parts };
     }));
     for (const mode of kind === 'bf16' ? [undefined] : [undefined, 'pipelined']) {
       const verified = run(false, mode), occ = run(true, mode);
