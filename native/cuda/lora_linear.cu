@@ -71,6 +71,11 @@ bool a_fits_below_w(const Tensor& w, int64_t R) {
          w.capacity_bytes() >= static_cast<size_t>((OUT + R) * IN) * sizeof(__nv_bfloat16);
 }
 
+// W rounded into the first IN columns of the caller's kept [W | B] (lora_linear's wb).
+void copy_w_into_kept(const Tensor& w, const Tensor& wb) {
+  pack_bf16(w.data(), elem_of(w), w.dim(1), 1.f, w.dim(0), w.dim(1), bf16_ptr(wb), wb.dim(1));
+}
+
 // The product's C: an f32 or a bf16 output tensor.
 void set_c(GemmArgs& g, Tensor& t, int64_t ldc) {
   if (t.dtype() == DType::BF16) g.c16 = bf16_ptr(t);
@@ -121,7 +126,7 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   const Tensor &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b;
   const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0), R = a.dim(0);
   if (N == 0) {  // no rows; a kept [W | B] still gets its W, as the caller was promised
-    if (p.wb && !p.wb_has_w) pack_bf16(w.data(), elem_of(w), IN, 1.f, OUT, IN, bf16_ptr(*p.wb), p.wb->dim(1));
+    if (p.wb && !p.wb_has_w) copy_w_into_kept(w, *p.wb);
     return;
   }
   if (elem_of(w) == Elem::F32) {
@@ -170,7 +175,7 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   if (p.wb) {
     if (!p.wb_has_w) {
       const OpPart part("copy W into the kept [W | B]", Device::CUDA);
-      pack_bf16(w.data(), elem_of(w), IN, 1.f, OUT, IN, wbp, ldw);
+      copy_w_into_kept(w, *p.wb);
     }
     const OpPart part(a16 ? "pack B into the kept [W | B], A below W" : "pack B into the kept [W | B]", Device::CUDA);
     pack_bf16(b.data(), Elem::F32, R, 1.f, OUT, R, wbp + IN, ldw);

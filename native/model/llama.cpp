@@ -309,10 +309,13 @@ void LlamaModel::prepare_wb(int64_t n, DType act) {
   if (device_ == Device::CPU || !has_lora() || full_ || lora_dropout_ > 0.0f || !next_enabled(Next::WbCache)) {
     return drop_wb();
   }
+  // which linears keep one (adapted, a bf16/f16 W), and its row: [W | B] with 16-byte rows
+  const auto keeps = [](const Linear& lin) { return lin.has_lora && lin.w.dtype() != DType::F32; };
+  const auto cols = [&](const Linear& lin) { return (lin.in + lora_r_ + 7) / 8 * 8; };
   int64_t bytes = 0;
   for (const LayerWeights& lw : layers_) {
     for (const Linear& lin : lw.lin) {
-      if (lin.has_lora && lin.w.dtype() != DType::F32) bytes += lin.out * ((lin.in + lora_r_ + 7) / 8 * 8) * 2;
+      if (keeps(lin)) bytes += lin.out * cols(lin) * static_cast<int64_t>(dtype_size(DType::BF16));
     }
   }
   if (bytes == 0) return drop_wb();
@@ -323,8 +326,8 @@ void LlamaModel::prepare_wb(int64_t n, DType act) {
   drop_wb();
   for (LayerWeights& lw : layers_) {
     for (Linear& lin : lw.lin) {
-      if (!lin.has_lora || lin.w.dtype() == DType::F32) continue;
-      lin.wb = Tensor::empty({lin.out, (lin.in + lora_r_ + 7) / 8 * 8}, DType::BF16, device_);
+      if (!keeps(lin)) continue;
+      lin.wb = Tensor::empty({lin.out, cols(lin)}, DType::BF16, device_);
       lin.wb_has_w = false;
     }
   }

@@ -9,8 +9,14 @@ namespace instill {
 
 namespace {
 
-constexpr Next kAll[] = {Next::Narrow,   Next::PackWB,   Next::FlashMT, Next::RopeToken,
-                         Next::AttnPrep, Next::Residual, Next::WbCache, Next::FlashOcc, Next::Bf16Beta};
+// Every piece with its name, in Next's order: the one list to extend.
+struct Piece {
+  Next which;
+  const char* name;
+};
+constexpr Piece kAll[] = {{Next::Narrow, "narrow"},       {Next::PackWB, "pack_wb"},     {Next::FlashMT, "flash_mt"},
+                          {Next::RopeToken, "rope_token"}, {Next::AttnPrep, "attn_prep"}, {Next::Residual, "residual"},
+                          {Next::WbCache, "wb_cache"},     {Next::FlashOcc, "flash_occ"}, {Next::Bf16Beta, "bf16_beta"}};
 
 // The set a value names, as bits of Next.
 unsigned parse(const std::string& v) {
@@ -28,12 +34,12 @@ unsigned parse(const std::string& v) {
     if (name == "1" || name == "all") {
       mask = ~0u;
     } else {
-      for (Next n : kAll)
-        if (name == next_name(n)) mask = 1u << static_cast<unsigned>(n);
+      for (const Piece& pc : kAll)
+        if (name == pc.name) mask = 1u << static_cast<unsigned>(pc.which);
     }
     if (mask == 0) {
       std::string known;
-      for (Next n : kAll) known += std::string(known.empty() ? "" : ", ") + next_name(n);
+      for (const Piece& pc : kAll) known += std::string(known.empty() ? "" : ", ") + pc.name;
       fail(ErrorCode::Arg, "INSTILL_CUDA_NEXT: unknown name '", name, "' (known: 1 or all, ", known,
            "; -name leaves one out)");
     }
@@ -58,28 +64,13 @@ unsigned enabled_bits() {
 
 }  // namespace
 
-const char* next_name(Next which) {
-  switch (which) {
-    case Next::Narrow: return "narrow";
-    case Next::PackWB: return "pack_wb";
-    case Next::FlashMT: return "flash_mt";
-    case Next::RopeToken: return "rope_token";
-    case Next::AttnPrep: return "attn_prep";
-    case Next::Residual: return "residual";
-    case Next::WbCache: return "wb_cache";
-    case Next::FlashOcc: return "flash_occ";
-    case Next::Bf16Beta: return "bf16_beta";
-  }
-  return "?";
-}
-
 bool next_enabled(Next which) { return (enabled_bits() >> static_cast<unsigned>(which)) & 1u; }
 
 std::vector<std::string> next_enabled_names() {
   const unsigned bits = enabled_bits();
   std::vector<std::string> out;
-  for (Next n : kAll)
-    if ((bits >> static_cast<unsigned>(n)) & 1u) out.emplace_back(next_name(n));
+  for (const Piece& pc : kAll)
+    if ((bits >> static_cast<unsigned>(pc.which)) & 1u) out.emplace_back(pc.name);
   return out;
 }
 

@@ -1,6 +1,6 @@
 // INSTILL_CUDA_NEXT: code waiting for a GPU run (compiled and reviewed, not yet tested or timed on a GPU;
 // native/cuda/README.md lists it) runs instead of the verified path, each piece by its name. The value is
-// `1` or `all` for every one, or a comma list of names (next_name), and `-name` leaves one out
+// `1` or `all` for every one, or a comma list of names (next.cpp's kAll), and `-name` leaves one out
 // (`all,-flash_mt`), so a GPU session can make default, one by one, those that pass and time well. An unknown
 // name is E_ARG. Read on every call (parsed again only when the value changes), so a test can compare both
 // paths in one process, and bench/gpu-check.sh A/Bs them. Backend-agnostic: the CUDA kernels ask it, and so
@@ -24,7 +24,6 @@ enum class Next {
   Bf16Beta,   // "bf16_beta": a bf16 C added to (beta != 0) by cuBLASLt itself instead of through an f32 copy
 };
 
-const char* next_name(Next which);
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).
 bool next_enabled(Next which);
 // The names it turns on, in Next's order (runtime.nextKernels() in JS; E_ARG as above).
