@@ -3,6 +3,8 @@
 per measurement) and status.txt (one 'step: result' per line), prints a markdown
 block ready to paste into bench/RESULTS.md, and checks the issue's targets."""
 import json
+import os
+import re
 import sys
 from datetime import date
 
@@ -96,7 +98,8 @@ for v, vo in ops.items():
 
 # The next pieces (INSTILL_CUDA_NEXT, runtime/next.h) named by failed GPU tests (gpu-check notes "  failed: <test>"):
 # candidates to leave out of the next call's NEXT_AB and out of the defaults; the others are promoted on their A/Bs.
-PIECES = ["narrow", "pack_wb", "flash_mt", "rope_token", "attn_prep", "residual", "wb_cache", "flash_occ", "bf16_beta"]
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "native", "runtime", "next.cpp")) as f:
+    PIECES = re.findall(r'\{Next::\w+, "(\w+)"\}', f.read())  # next.cpp's kAll, the one list of them
 failed = [s.split("failed:", 1)[1] for s in status if s.strip().startswith("failed:")]
 if failed:
     named = sorted({p for t in failed for p in PIECES if p in t})
