@@ -111,11 +111,14 @@ gpu_tests() {  # label, then env assignments for the run
   note "GPU tests (test/cuda, $label): $verdict -${summary:- no summary} ($(elapsed))"
   # which tests failed, by name (a next kernel's tests name it: "kernels: narrow", "INSTILL_CUDA_NEXT=rope_token")
   if [[ $rc != 0 ]]; then
-    sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^ *FAIL +test/' | sed -E 's/^ *FAIL +//' | awk '!seen[$0]++' | head -12 |
-      while IFS= read -r t; do note "  failed: ${t:0:200}"; done
+    sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^ *FAIL +test/' | sed -E 's/^ *FAIL +//' | awk '!seen[$0]++' | head -24 |
+      while IFS= read -r t; do note "  failed: ${t:0:300}"; done
   fi
 }
 gpu_tests "GEMMs through cuBLASLt" cublaslt INSTILL_CUBLASLT="$INSTILL_CUBLASLT"
+# The next pieces whose tests just failed (bench/gpu/pieces.py reads the names) stay out of the step A/Bs below,
+# unless NEXT_AB was given: so one call times the pieces that passed, together, without a second call.
+FAILED_PIECES=$(python3 bench/gpu/pieces.py "$OUT/tests-cublaslt.log" 2>/dev/null | paste -sd, -)
 
 [[ "${SKIP_BENCH:-0}" == 1 ]] && { note "benchmarks: skipped (SKIP_BENCH=1)"; python3 bench/gpu/table.py "$RES" "$STATUS"; exit 0; }
 echo "== benchmarks $(elapsed)"
@@ -130,9 +133,15 @@ bench() {  # name timeout command...
 # NEXT_AB picks the next kernels these A/Bs run (INSTILL_CUDA_NEXT's syntax; default all): a second call can
 # leave out one whose tests failed, e.g. NEXT_AB=all,-flash_mt SKIP_WMMA=1 ONLY_TRAIN=1 bash bench/gpu-check.sh
 # (no fallback tests, no op benchmarks: about half the time), with no rebuild (the value is read at run time).
+if [[ -z "${NEXT_AB:-}" && -n "$FAILED_PIECES" ]]; then
+  NEXT_AB="all,-${FAILED_PIECES//,/,-}"
+  note "next pieces named by failed tests, left out of the A/Bs: $FAILED_PIECES"
+fi
 NEXT_AB=${NEXT_AB:-all}
 NEXT_LABEL="next kernels"
 [[ "$NEXT_AB" != all ]] && { note "next kernels in the A/Bs: INSTILL_CUDA_NEXT=$NEXT_AB"; NEXT_LABEL="next kernels $NEXT_AB"; }
+# The A/B without flash_mt only where the set has it (else it would time the same set twice)
+NO_MT=1; [[ ",$NEXT_AB," == *",-flash_mt,"* ]] && NO_MT=0
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # INSTILL_CUDA_NEXT=$NEXT_AB (the next kernels) with INSTILL_BF16_ACTIVATIONS=1 (bf16 activations), then each alone
@@ -140,13 +149,19 @@ bench "instill train step (next kernels, bf16 activations)" 150 env INSTILL_CUDA
   INSTILL_BENCH_VARIANT="$NEXT_LABEL, bf16 activations" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # flash_mt (two m-tiles a warp) takes the forward and dQ from flash_occ (more CTAs an SM) when both are on
-bench "instill train step (next kernels, no flash_mt)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_mt" \
+(( NO_MT )) && bench "instill train step (next kernels, no flash_mt)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_mt" \
   INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_mt" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step (bf16 activations)" 150 env INSTILL_BF16_ACTIVATIONS=1 INSTILL_BENCH_VARIANT="bf16 activations" \
   node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # =mlp (the attention's activations f32): how much of the gain is the attention's
 bench "instill train step (bf16 MLP activations)" 150 env INSTILL_BF16_ACTIVATIONS=mlp \
   INSTILL_BENCH_VARIANT="bf16 norm and MLP activations" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+# Batch 4 (4 rows of 2048 a step, both sides): how much of the gap to the MFU target is batch 1's small products
+# (M = 2048) and per-step costs; the default and the next kernels
+bench "torch train step, batch 4" 150 python3 bench/gpu/torch_bench.py train --batch 4 --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+bench "instill train step, batch 4" 150 node bench/gpu/instill_bench.mjs train --batch 4 --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+bench "instill train step, batch 4 (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
+  node bench/gpu/instill_bench.mjs train --batch 4 --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # ONLY_TRAIN=1 (a second call, after the first measured everything): the step A/Bs alone, then the table
 if [[ "${ONLY_TRAIN:-0}" == 1 ]]; then
   note "WMMA fallback tests, lora, CE, ops and CLI benchmarks: skipped (ONLY_TRAIN=1)"; note "total $(elapsed)"
@@ -164,7 +179,7 @@ bench "instill ops" 90 node bench/gpu/instill_bench.mjs ops --out "$RES"
 # the ops one by one with the next kernels (the attention forward / dQ with 32 queries a warp, the narrow LoRA products)
 bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
   node bench/gpu/instill_bench.mjs ops --out "$RES"
-bench "instill ops (next kernels, no flash_mt)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_mt" INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_mt" \
+(( NO_MT )) && bench "instill ops (next kernels, no flash_mt)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_mt" INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_mt" \
   node bench/gpu/instill_bench.mjs ops --out "$RES"
 # The fallbacks last (they change rarely): test/cuda again with the WMMA GEMM and the f32 attention kernels
 if [[ "${SKIP_WMMA:-0}" == 1 ]]; then note "GPU tests through the WMMA kernel: skipped (SKIP_WMMA=1)"

@@ -120,17 +120,21 @@ if (what === 'lora') {
   // One LoRA training step (forward, backward, the engine's fused AdamW) of a config with random
   // weights: bf16 frozen weights, f32 LoRA (r 16, alpha 32, all linear layers), B 1 × T 2048 — the
   // same step as torch_bench.py train. FLOPs counted the same way there (MFU vs 989 TFLOP/s dense bf16).
+  // --batch B: B rows of 2048 a step (packed; each row its own causal segment), as torch_bench's --batch.
   const cfg = JSON.parse(readFileSync(args[args.indexOf('--config') + 1], 'utf8'));
   const T = 2048, R = 16;
+  const B = args.includes('--batch') ? Number(args[args.indexOf('--batch') + 1]) : 1;
+  if (!Number.isInteger(B) || B < 1) throw new Error(`--batch: a positive integer, not ${args[args.indexOf('--batch') + 1]}`);
+  const benchName = B === 1 ? 'train step llama-3.2-1b seq2048 r16' : `train step llama-3.2-1b ${B}x2048 r16`;
   const t0 = performance.now();
   const model = randomModel(cfg, { dtype: 'bf16', device, seed: 3, init: 'tiled' });
   model.addLora({ r: R, alpha: 32, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] });
   const loadS = (performance.now() - t0) / 1e3;
   const s = model.spec;
-  const ids = Array.from({ length: T }, () => Math.floor(((rand() + 1) / 2) * s.vocabSize) % s.vocabSize);
+  const ids = Array.from({ length: B }, () => Array.from({ length: T }, () => Math.floor(((rand() + 1) / 2) * s.vocabSize) % s.vocabSize));
   const sync = () => Tensor.zeros([1], { device }).to('cpu');  // one stream: waits for all queued work
   const step = async () => {
-    await model.lossAndGrads({ inputIds: [ids], labels: [ids] }, { returnGrads: false });
+    await model.lossAndGrads({ inputIds: ids, labels: ids }, { returnGrads: false });
     model.adamwStep({ lr: 1e-4 });
     sync();
   };
@@ -148,35 +152,38 @@ if (what === 'lora') {
   const fwd = [];  // forward only (model.loss): the rest of the step is backward + AdamW
   for (let i = 0; i < 3; i++) {
     const a = performance.now();
-    await model.loss({ inputIds: [ids], labels: [ids] });
+    await model.loss({ inputIds: ids, labels: ids });
     fwd.push(performance.now() - a);
   }
   fwd.sort((x, y) => x - y);
   // One more step with the op profiler on: device time per op (CUDA events around each op, nothing
-  // waits in between); what the ops do not cover is host work, launches and gaps.
-  runtime.setOpProfile(true);
-  const pa = performance.now();
-  await step();
-  const profiledMs = performance.now() - pa;
-  const ops = runtime.opProfile();
-  runtime.setOpProfile(false);
-  let opsMs = 0;
-  for (const o of ops) {
-    if (!o.op.includes('/')) opsMs += o.ms;  // "op/part" rows are inside their op's row
-    emit({ bench: `train step op ${o.op}`, impl: `instill ${device}${variant} x${o.calls}`, ms: o.ms, share: o.ms / profiledMs });
+  // waits in between); what the ops do not cover is host work, launches and gaps. Batch 1 only (the
+  // table compares these rows between the A/Bs of one step).
+  if (B === 1) {
+    runtime.setOpProfile(true);
+    const pa = performance.now();
+    await step();
+    const profiledMs = performance.now() - pa;
+    const ops = runtime.opProfile();
+    runtime.setOpProfile(false);
+    let opsMs = 0;
+    for (const o of ops) {
+      if (!o.op.includes('/')) opsMs += o.ms;  // "op/part" rows are inside their op's row
+      emit({ bench: `train step op ${o.op}`, impl: `instill ${device}${variant} x${o.calls}`, ms: o.ms, share: o.ms / profiledMs });
+    }
+    emit({ bench: 'train step op (none: host, launches, gaps)', impl: `instill ${device}${variant}`, ms: profiledMs - opsMs, share: 1 - opsMs / profiledMs });
   }
-  emit({ bench: 'train step op (none: host, launches, gaps)', impl: `instill ${device}${variant}`, ms: profiledMs - opsMs, share: 1 - opsMs / profiledMs });
   const C = s.hiddenSize, F = s.intermediateSize, D = s.headDim, L = s.numLayers;
   const qo = s.numHeads * D, kv = s.numKvHeads * D;
   const perLayer = C * qo * 2 + C * kv * 2 + C * F * 3;
   const nBase = L * (perLayer + 2 * C) + s.vocabSize * C * (s.tieWordEmbeddings ? 1 : 2) + C;
   const nLora = L * R * ((C + qo) * 2 + (C + kv) * 2 + (C + F) * 3);
   const flopsTok = 4 * nBase + 6 * nLora + 6 * L * T * C;
-  const tokS = T / (ms / 1e3);
+  const tokS = (B * T) / (ms / 1e3);
   // INSTILL_BF16_ACTIVATIONS=1: the activations only bf16 products read in bf16 (=mlp: not the attention's).
   const b16 = process.env.INSTILL_BF16_ACTIVATIONS;
   const acts = b16 === '1' ? 'bf16 activations, f32 residual' : b16 === 'mlp' ? 'bf16 norm and MLP activations, f32 others' : 'f32 activations';
-  emit({ bench: 'train step llama-3.2-1b seq2048 r16', impl: `instill ${device} (${acts}, bf16 weights${variant})`, ms,
+  emit({ bench: benchName, impl: `instill ${device} (${acts}, bf16 weights${variant})`, ms,
     min_ms: times[0], max_ms: times[8], tokens_per_s: tokS, peak_mib: after.peak / 2 ** 20,
     step_peak_mib: (after.peak - before.inUse) / 2 ** 20, mfu: (tokS * flopsTok) / 989e12, params_frozen: nBase,
     params_lora: nLora, setup_s: loadS, forward_only_ms: fwd[1] });

@@ -4,7 +4,6 @@ per measurement) and status.txt (one 'step: result' per line), prints a markdown
 block ready to paste into bench/RESULTS.md, and checks the issue's targets."""
 import json
 import os
-import re
 import sys
 from datetime import date
 
@@ -68,10 +67,18 @@ elif tt:
 else:
     print("- training step: not measured")
 
+tt4 = get("train step llama-3.2-1b 4x2048 r16", "transformers")
+ti4 = next((r for r in rows if r["bench"] == "train step llama-3.2-1b 4x2048 r16" and r["impl"].startswith("instill")
+            and not r.get("variant")), None)
+if ti4:
+    vs = f"{ti4['tokens_per_s'] / tt4['tokens_per_s']:.2f}x transformers+peft tokens/s, " if tt4 else ""
+    print(f"- training step at batch 4 (4 x 2048 tokens a step; the target is judged at batch 1 above): {vs}"
+          f"{100 * ti4['mfu']:.1f}% MFU, {ti4['ms']:.2f} ms" + (f" (transformers+peft {100 * tt4['mfu']:.1f}% MFU)" if tt4 else ""))
+
 # A/B variants (INSTILL_BENCH_VARIANT, recorded as "variant" since stop 12): each against the default
 # instill row of the same bench in the same call
 for r in rows:
-    if not r.get("variant") or not r.get("ms") or r["bench"] not in ("train step llama-3.2-1b seq2048 r16", "lora_linear fwd+bwd"):
+    if not r.get("variant") or not r.get("ms") or not (r["bench"].startswith("train step llama-3.2-1b ") or r["bench"] == "lora_linear fwd+bwd"):
         continue
     base = next((b for b in rows if b["bench"] == r["bench"] and b["impl"].startswith("instill") and not b.get("variant")
                  and "wmma" not in b["impl"] and b.get("ms")), None)
@@ -97,12 +104,13 @@ for v, vo in ops.items():
     print(f"- ops, {v} against the default (ms): {', '.join(moved) if moved else 'nothing moved by 0.1 ms'}")
 
 # The next pieces (INSTILL_CUDA_NEXT, runtime/next.h) named by failed GPU tests (gpu-check notes "  failed: <test>"):
-# candidates to leave out of the next call's NEXT_AB and out of the defaults; the others are promoted on their A/Bs.
-with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "native", "runtime", "next.cpp")) as f:
-    PIECES = re.findall(r'\{Next::\w+, "(\w+)"\}', f.read())  # next.cpp's kAll, the one list of them
-failed = [s.split("failed:", 1)[1] for s in status if s.strip().startswith("failed:")]
+# left out of this call's step A/Bs (gpu-check.sh) and out of the defaults; the others are promoted on their A/Bs.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pieces  # noqa: E402  (bench/gpu/pieces.py: which test names which piece)
+
+failed = [s.split("failed:", 1)[1].strip() for s in status if s.strip().startswith("failed:")]
 if failed:
-    named = sorted({p for t in failed for p in PIECES if p in t})
-    generic = [t.strip() for t in failed if not any(p in t for p in PIECES)]
+    named = sorted({p for t in failed for p in pieces.named(t)})
+    generic = [t for t in failed if not pieces.named(t)]
     print(f"- failed GPU tests name these next pieces: {', '.join(named) if named else 'none'}"
-          + (f"; {len(generic)} failed test(s) name none (INSTILL_CUDA_NEXT=1 cases, or the default path)" if generic else ""))
+          + (f"; {len(generic)} failed test(s) name none (the default path, or every piece at once)" if generic else ""))

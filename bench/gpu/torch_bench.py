@@ -103,7 +103,7 @@ def bench_ce(out):
          peak_mib=peak / 2**20, shape=CE)
 
 
-def bench_train(out, config_path):
+def bench_train(out, config_path, batch=1):
     import transformers
     from peft import LoraConfig, get_peft_model
 
@@ -111,7 +111,7 @@ def bench_train(out, config_path):
         d = json.load(f)
     cfg = transformers.AutoConfig.for_model(d.pop("model_type"), **{k: v for k, v in d.items() if k != "architectures"})
     cfg._attn_implementation = "sdpa"
-    T, B = 2048, 1
+    T, B = 2048, batch  # --batch: rows of 2048 a step (instill_bench's --batch packs the same)
     torch.manual_seed(3)
     with torch.device("cuda"):
         try:
@@ -143,7 +143,8 @@ def bench_train(out, config_path):
     # LoRA 6·P, causal attention 6·L·T·C (QKᵀ and PV, half the square, backward twice the forward).
     flops_tok = 4 * n_base + 6 * n_lora + 6 * cfg.num_hidden_layers * T * cfg.hidden_size
     tok_s = B * T / (med / 1e3)
-    emit(out, bench="train step llama-3.2-1b seq2048 r16", impl="transformers+peft sdpa", ms=med, min_ms=lo, max_ms=hi,
+    name = "train step llama-3.2-1b seq2048 r16" if B == 1 else f"train step llama-3.2-1b {B}x2048 r16"
+    emit(out, bench=name, impl="transformers+peft sdpa", ms=med, min_ms=lo, max_ms=hi,
          tokens_per_s=tok_s, peak_mib=peak / 2**20, mfu=tok_s * flops_tok / (PEAK_BF16_TFLOPS * 1e12),
          params_frozen=n_base, params_lora=n_lora, params_embedding=n_emb,
          versions=dict(torch=torch.__version__, transformers=transformers.__version__))
@@ -222,10 +223,11 @@ def main():
     ap.add_argument("what", choices=["lora", "ce", "train", "ops"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--config")
+    ap.add_argument("--batch", type=int, default=1)
     a = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("torch sees no GPU")
-    {"lora": lambda: bench_lora(a.out), "ce": lambda: bench_ce(a.out), "train": lambda: bench_train(a.out, a.config), "ops": lambda: bench_ops(a.out)}[a.what]()
+    {"lora": lambda: bench_lora(a.out), "ce": lambda: bench_ce(a.out), "train": lambda: bench_train(a.out, a.config, a.batch), "ops": lambda: bench_ops(a.out)}[a.what]()
 
 
 if __name__ == "__main__":
