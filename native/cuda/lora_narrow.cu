@@ -363,8 +363,8 @@ int* tile_counters() {
 
 void narrow_rows(const NarrowRowsArgs& a) {
   if (a.N <= 0 || a.R <= 0) return;
-  if (!aligned(a.x, 16) || a.ldx % 8 != 0 || (a.out16 && a.ld16 < a.R))
-    fail(ErrorCode::Internal, "narrow_rows: X rows must start 16-byte aligned");
+  if (!aligned(a.x, 16) || a.ldx % 8 != 0) fail(ErrorCode::Internal, "narrow_rows: X rows must start 16-byte aligned");
+  if (a.out16 && a.ld16 < a.R) fail(ErrorCode::Internal, "narrow_rows: the bf16 output's row stride is below R");
   const bool vec32 = a.x32 && aligned(a.x32, 16) && a.ld32 % 4 == 0;
   const int64_t rtiles = (a.R + kRT - 1) / kRT, row_blocks = (a.N + 32 * kPer - 1) / (32 * kPer);
   const int64_t chunks = (a.K + kChunkK - 1) / kChunkK;

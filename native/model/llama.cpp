@@ -324,18 +324,23 @@ void LlamaModel::prepare_wb(int64_t n, DType act) {
   if (pass_bytes(n, act, !own_acts) + static_cast<double>(bytes) + 2.0 * (1 << 30) > avail) return drop_wb();
   if (wb_bytes_ == bytes) return;  // kept from an earlier pass
   drop_wb();
-  for (LayerWeights& lw : layers_) {
-    for (Linear& lin : lw.lin) {
-      if (!keeps(lin)) continue;
-      lin.wb = Tensor::empty({lin.out, cols(lin)}, DType::BF16, device_);
-      lin.wb_has_w = false;
+  try {
+    for (LayerWeights& lw : layers_) {
+      for (Linear& lin : lw.lin) {
+        if (!keeps(lin)) continue;
+        lin.wb = Tensor::empty({lin.out, cols(lin)}, DType::BF16, device_);
+        lin.wb_has_w = false;
+      }
     }
+  } catch (...) {
+    drop_wb();  // none kept rather than some (an allocation failed partway)
+    throw;
   }
   wb_bytes_ = bytes;
 }
 
+// Every linear's, whatever wb_bytes_ says (a handful of empty tensors where none is kept).
 void LlamaModel::drop_wb() {
-  if (wb_bytes_ == 0) return;
   for (LayerWeights& lw : layers_) {
     for (Linear& lin : lw.lin) {
       lin.wb = Tensor();

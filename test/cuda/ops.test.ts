@@ -1,66 +1,22 @@
 // Every CUDA op against the CPU backend on the same random inputs (awkward
 // sizes, poisoned outputs), run only where runtime.info().devices has 'cuda'
 // (a build with INSTILL_CUDA=on on a machine with a GPU: bench/gpu-check.sh).
-// Elsewhere the whole file is skipped with the reason.
-//
-// Tolerances: ops whose CUDA kernels are f32 arithmetic (rmsnorm, rope, swiglu,
-// adamw, embedding, masked CE, attention decode, attention at head dims the
-// tensor-core path does not take or with INSTILL_CUDA_ATTENTION=simple) 1e-4 of
-// the output's largest value; ops on the tensor cores (matmul, lora_linear,
-// linear CE, attention at D 64 / 128) round operands to bf16: 2e-2.
+// Elsewhere the whole file is skipped with the reason. The verified kernels here;
+// the next pieces (INSTILL_CUDA_NEXT) in test/cuda/next/, a file each (common.ts says why);
+// tolerances in common.ts.
 import { describe, expect, it } from 'vitest';
 
-import { Tensor, kernels, runtime } from '../../src/index.js';
-import { native, type TensorHandle } from '../../src/native.js';
+import { Tensor, kernels } from '../../src/index.js';
+import { native } from '../../src/native.js';
 import { handleOf } from '../../src/tensor.js';
 import { randn, rng, roundBf16, seed } from '../../bench/kernels/reference.js';
 import { poisonAndRestoreIsa } from '../helpers/kernels.js';
-import { relErr } from '../helpers/compare.js';
 import { withEnv } from '../helpers/env.js';
 import { withOpProfile } from '../helpers/profile.js';
-
-const hasCuda = runtime.info().devices.includes('cuda');
-if (!hasCuda) console.warn(`skipping test/cuda: ${native().deviceUnavailableReason('cuda')}`);
-
-const F32_TOL = 1e-4;
-const BF16_TOL = 2e-2;
-
-const host = (t: Tensor | TensorHandle | null | undefined): Float32Array | Int32Array => {
-  if (!t) throw new Error('missing tensor');
-  return t instanceof Tensor ? t.to('cpu').toArray() : native().tensorTo(t, 'cpu').toArray();
-};
-
-/** The same data as a CPU tensor and a CUDA tensor. */
-function pair(data: Float32Array | Int32Array, shape: number[], dtype: 'f32' | 'bf16' | 'i32' = data instanceof Int32Array ? 'i32' : 'f32') {
-  const cpu = Tensor.from(data, shape, { dtype });
-  return { cpu, gpu: cpu.to('cuda') };
-}
-
-function close(got: ArrayLike<number>, ref: ArrayLike<number>, tol: number, what: string): void {
-  const e = relErr(got, ref);
-  expect(e, `${what}: relative error ${e} (seed ${seed})`).toBeLessThan(tol);
-}
-
-/**
- * max |got − ref| / max |mag|, where mag is the same product on the inputs' absolute values: the scale of a
- * sum's rounding error when its terms cancel (a 1×1 LoRA output x·w + s·u·b near 0 made `close` flaky).
- */
-function closeScaled(got: ArrayLike<number>, ref: ArrayLike<number>, mag: ArrayLike<number>, tol: number, what: string): void {
-  let d = 0, m = 0;
-  for (let i = 0; i < ref.length; i++) {
-    d = Math.max(d, Math.abs(got[i] - ref[i]));
-    m = Math.max(m, Math.abs(mag[i]));
-  }
-  const e = m === 0 ? d : d / m;
-  expect(e, `${what}: error ${e} of the terms' magnitude (seed ${seed})`).toBeLessThan(tol);
-}
-
-/** closeScaled for an output added into a tensor that held `init`: ref + init, at the magnitude mag + |init|. */
-function closeAccumulated(got: ArrayLike<number>, ref: ArrayLike<number>, mag: ArrayLike<number>, init: Float32Array, what: string): void {
-  closeScaled(got, Array.from(ref, (v, i) => v + init[i]), Array.from(mag, (v, i) => v + Math.abs(init[i])), BF16_TOL, what);
-}
-
-const abs = (t: Tensor): Tensor => Tensor.from((t.toArray() as Float32Array).map(Math.abs), t.shape, { dtype: t.dtype as 'f32' | 'bf16' });
+import {
+  ATTENTION_BF16_CASES, BF16_TOL, F32_TOL, LORA_BF16_CASES, LORA_CASES, RESIDUAL_CASES, attentionBf16, attentionInputs, close,
+  hasCuda, host, loraBf16, loraForwardBackward, loraResidual, pair, ropeBf16,
+} from './common.js';
 
 describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
   poisonAndRestoreIsa();
@@ -110,138 +66,11 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     }
   });
 
-  it.each([
-    { n: 37, inF: 123, outF: 77, rank: 5, bias: true },
-    { n: 1, inF: 1, outF: 1, rank: 1, bias: false },
-    { n: 300, inF: 130, outF: 515, rank: 16, bias: false },
-    // widths that are multiples of 4 (the packs' vector path) and of 8 (W copied 16 bytes a thread), rank > 32
-    { n: 45, inF: 1028, outF: 200, rank: 5, bias: false },
-    { n: 203, inF: 136, outF: 516, rank: 16, bias: true },
-    { n: 61, inF: 260, outF: 36, rank: 37, bias: false },
-    // K and N long enough that the narrow kernels split them over CTAs (their partial sums added in order)
-    { n: 700, inF: 1100, outF: 2100, rank: 16, bias: false },
-  ].flatMap((c) => [{ ...c, kernels: 'verified' }, { ...c, kernels: 'narrow' }, { ...c, kernels: 'pack_wb' }]))(
-    'loraLinear forward + backward N=$n $inF→$outF r=$rank bias=$bias (w bf16, kernels: $kernels)', ({ n, inF, outF, rank, bias, kernels: which }) => {
-    // INSTILL_CUDA_NEXT=narrow: u, g, dA, dB on lora_narrow.cu's kernels; =pack_wb: [W | B] in one pass (read per call)
-    // the profile's parts show which kernels ran
-    const { parts } = withOpProfile(() => withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? undefined : which, () => loraCase(n, inF, outF, rank, bias)));
-    const narrow = ['lora_linear_forward/pack x, u = x A^T, pack s u (simt)', 'lora_linear_backward/pack dy, g = dy B, pack s g (simt)',
-      'lora_linear_backward/dA = s g^T x (simt)', 'lora_linear_backward/dB = s dy^T u (simt)'];
-    for (const part of narrow) {
-      if (which === 'narrow') expect(parts).toContain(part);
-      else expect(parts).not.toContain(part);
-    }
-    if (which === 'pack_wb') expect(parts).toContain('lora_linear_forward/pack [W | B] (one pass)');
-    else expect(parts).not.toContain('lora_linear_forward/pack [W | B] (one pass)');
-  });
+  it.each(LORA_CASES)('loraLinear forward + backward N=$n $inF→$outF r=$rank bias=$bias (w bf16, kernels: verified)', (c) => loraForwardBackward(r, c, 'verified'));
 
-  function loraCase(n: number, inF: number, outF: number, rank: number, bias: boolean): void {
-    const x = pair(randn(r, n * inF), [n, inF]);
-    const w = pair(randn(r, outF * inF, 0.1), [outF, inF], 'bf16');
-    const a = pair(randn(r, rank * inF, 0.1), [rank, inF]);
-    const b = pair(randn(r, outF * rank, 0.1), [outF, rank]);
-    const bs = bias ? pair(randn(r, outF), [outF]) : undefined;
-    const scale = 2;
-    const ref = kernels.loraLinear({ x: x.cpu, w: w.cpu, a: a.cpu, b: b.cpu, bias: bs?.cpu, scale });
-    const got = kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale });
-    const mag = kernels.loraLinear({ x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), bias: bs && abs(bs.cpu), scale });
-    closeScaled(host(got.y), ref.y.toArray(), mag.y.toArray(), BF16_TOL, 'y');
-    closeScaled(host(got.u), ref.u.toArray(), mag.u.toArray(), BF16_TOL, 'u');
-    const dy = pair(randn(r, n * outF), [n, outF]);
-    const refB = kernels.loraLinearBackward({ dy: dy.cpu, x: x.cpu, w: w.cpu, a: a.cpu, b: b.cpu, u: ref.u, scale });
-    const gotB = kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale });
-    const magB = kernels.loraLinearBackward({ dy: abs(dy.cpu), x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), u: mag.u, scale });
-    closeScaled(host(gotB.dx), refB.dx!.toArray(), magB.dx!.toArray(), BF16_TOL, 'dx');
-    closeScaled(host(gotB.da), refB.da.toArray(), magB.da.toArray(), BF16_TOL, 'da');
-    closeScaled(host(gotB.db), refB.db.toArray(), magB.db.toArray(), BF16_TOL, 'db');
-    // accumulateInputGrad: dx added into a given tensor (the model sums q, k, v's input gradients so)
-    const dx0 = randn(r, n * inF);
-    const dxAcc = Tensor.from(dx0, [n, inF]).to('cuda');
-    kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale,
-      out: { dx: dxAcc }, accumulateInputGrad: true });
-    closeAccumulated(host(dxAcc), refB.dx!.toArray(), magB.dx!.toArray(), dx0, 'dx +=');
-    // accumulate: dA and dB added into given tensors
-    const da0 = randn(r, rank * inF), db0 = randn(r, outF * rank);
-    const daAcc = Tensor.from(da0, [rank, inF]).to('cuda'), dbAcc = Tensor.from(db0, [outF, rank]).to('cuda');
-    kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale,
-      out: { da: daAcc, db: dbAcc }, accumulate: true, needInputGrad: false });
-    closeAccumulated(host(daAcc), refB.da.toArray(), magB.da.toArray(), da0, 'da +=');
-    closeAccumulated(host(dbAcc), refB.db.toArray(), magB.db.toArray(), db0, 'db +=');
-  }
+  it.each(LORA_BF16_CASES)('loraLinear with bf16 x, y, dy, dx N=$n $inF→$outF r=$rank bias=$bias (kernels: verified)', (c) => loraBf16(r, c, 'verified'));
 
-  // bf16 activations (the model's MLP on a GPU): x and dy bf16 in, y and dx bf16 out (the product's bf16 D;
-  // with a bias, or dx +=, through f32 scratch), against the CPU on the same bf16 tensors.
-  it.each([
-    { n: 37, inF: 123, outF: 77, rank: 5, bias: true },
-    { n: 300, inF: 136, outF: 516, rank: 16, bias: false },
-    { n: 700, inF: 1100, outF: 2100, rank: 16, bias: false },
-  ].flatMap((c) => [{ ...c, narrow: 'verified' }, { ...c, narrow: 'narrow' }, { ...c, narrow: 'bf16_beta' }]))('loraLinear with bf16 x, y, dy, dx N=$n $inF→$outF r=$rank bias=$bias (kernels: $narrow)', ({ n, inF, outF, rank, bias, narrow }) => {
-    // INSTILL_CUDA_NEXT=narrow: u and g from the bf16 x / dy copied into the packs (lora_narrow.cu reading bf16), dA on the bf16 x;
-    // =bf16_beta: dx += into the bf16 dx by cuBLASLt itself (no f32 copy of dx)
-    const { parts } = withOpProfile(() => withEnv('INSTILL_CUDA_NEXT', narrow === 'verified' ? undefined : narrow, () => loraBf16Case(n, inF, outF, rank, bias)));
-    for (const part of ['lora_linear_forward/u = x A^T, pack s u (simt)', 'lora_linear_backward/g = dy B, pack s g (simt)',
-      'lora_linear_backward/dA = s g^T x (simt)']) {
-      if (narrow === 'narrow') expect(parts).toContain(part);
-      else expect(parts).not.toContain(part);
-    }
-  });
-
-  // The residual (the model's o_proj and down_proj): by default the product, then the add (the bits of
-  // y + residual); INSTILL_CUDA_NEXT=residual without a bias: inside the product as cuBLASLt's C (the same sum,
-  // to f32 rounding: a product with beta may run another algorithm); with a bias, the add either way.
-  it.each([
-    { n: 300, inF: 136, outF: 516, rank: 16, bias: false },
-    { n: 37, inF: 123, outF: 77, rank: 5, bias: true },
-    { n: 2048, inF: 2048, outF: 2048, rank: 16, bias: false },  // the 1B model's o_proj
-  ].flatMap((c) => [{ ...c, kernels: 'verified' }, { ...c, kernels: 'residual' }]))('loraLinear with a residual N=$n $inF→$outF r=$rank bias=$bias (kernels: $kernels)', ({ n, inF, outF, rank, bias, kernels: which }) => {
-    const x = pair(randn(r, n * inF), [n, inF]);
-    const w = pair(randn(r, outF * inF, 0.1), [outF, inF], 'bf16');
-    const a = pair(randn(r, rank * inF, 0.1), [rank, inF]);
-    const b = pair(randn(r, outF * rank, 0.1), [outF, rank]);
-    const bs = bias ? pair(randn(r, outF), [outF]) : undefined;
-    const res = randn(r, n * outF, 4);
-    const residual = Tensor.from(res, [n, outF]).to('cuda');
-    const plain = host(kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale: 2 }).y);
-    const mag = kernels.loraLinear({ x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), bias: bs && abs(bs.cpu), scale: 2 }).y.toArray();
-    const { value: got, parts } = withOpProfile(() => withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? undefined : which, () =>
-      host(kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale: 2, residual }).y)));
-    const sum = Float32Array.from(plain, (v, i) => v + res[i]);
-    const inProduct = which === 'residual' && !bias;
-    expect(parts).toContain(inProduct ? 'lora_linear_forward/y = residual + [x | s u] [W | B]^T' : 'lora_linear_forward/add residual');
-    if (inProduct) closeScaled(got, sum, Array.from(mag, (v, i) => v + Math.abs(res[i])), 1e-5, 'y = residual + ...');
-    else expect(Buffer.from(Float32Array.from(got).buffer).equals(Buffer.from(sum.buffer))).toBe(true);
-    expect(Array.from(host(residual))).toEqual(Array.from(Float32Array.from(res)));  // read, not written
-  });
-
-  function loraBf16Case(n: number, inF: number, outF: number, rank: number, bias: boolean): void {
-    const x = pair(randn(r, n * inF), [n, inF], 'bf16');
-    const w = pair(randn(r, outF * inF, 0.1), [outF, inF], 'bf16');
-    const a = pair(randn(r, rank * inF, 0.1), [rank, inF]);
-    const b = pair(randn(r, outF * rank, 0.1), [outF, rank]);
-    const bs = bias ? pair(randn(r, outF), [outF]) : undefined;
-    const scale = 2;
-    const nanBf16 = (shape: number[], device: 'cpu' | 'cuda') =>
-      Tensor.from(new Float32Array(shape[0] * shape[1]).fill(NaN), shape, { dtype: 'bf16' }).to(device);
-    const outs = (device: 'cpu' | 'cuda') => ({ y: nanBf16([n, outF], device), u: Tensor.from(new Float32Array(n * rank).fill(NaN), [n, rank]).to(device) });
-    const ref = kernels.loraLinear({ x: x.cpu, w: w.cpu, a: a.cpu, b: b.cpu, bias: bs?.cpu, scale, out: outs('cpu') });
-    const got = kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale, out: outs('cuda') });
-    expect(got.y.dtype).toBe('bf16');
-    const mag = kernels.loraLinear({ x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), bias: bs && abs(bs.cpu), scale });
-    closeScaled(host(got.y), ref.y.toArray(), mag.y.toArray(), BF16_TOL, 'y (bf16)');
-    closeScaled(host(got.u), ref.u.toArray(), mag.u.toArray(), BF16_TOL, 'u');
-    const dy = pair(randn(r, n * outF), [n, outF], 'bf16');
-    const refB = kernels.loraLinearBackward({ dy: dy.cpu, x: x.cpu, w: w.cpu, a: a.cpu, b: b.cpu, u: ref.u, scale, out: { dx: nanBf16([n, inF], 'cpu') } });
-    const gotB = kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale, out: { dx: nanBf16([n, inF], 'cuda') } });
-    const magB = kernels.loraLinearBackward({ dy: abs(dy.cpu), x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), u: mag.u, scale });
-    closeScaled(host(gotB.dx), refB.dx!.toArray(), magB.dx!.toArray(), BF16_TOL, 'dx (bf16)');
-    closeScaled(host(gotB.da), refB.da.toArray(), magB.da.toArray(), BF16_TOL, 'da');
-    closeScaled(host(gotB.db), refB.db.toArray(), magB.db.toArray(), BF16_TOL, 'db');
-    const dx0 = Tensor.from(randn(r, n * inF), [n, inF], { dtype: 'bf16' });
-    const dxAcc = dx0.to('cuda');
-    kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale,
-      out: { dx: dxAcc }, accumulateInputGrad: true });
-    closeAccumulated(host(dxAcc), refB.dx!.toArray(), magB.dx!.toArray(), dx0.toArray() as Float32Array, 'dx += (bf16)');
-  }
+  it.each(RESIDUAL_CASES)('loraLinear with a residual N=$n $inF→$outF r=$rank bias=$bias (kernels: verified)', (c) => loraResidual(r, c, 'verified'));
 
   it('maskedCrossEntropy: loss and dlogits, ignored rows, logits of magnitude 1e4, all ignored', () => {
     const n = 37, v = 1001;
@@ -317,42 +146,6 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     }
   });
 
-  it.each([
-    { n: 29, h: 3, d: 10 },
-    { n: 2048, h: 32, d: 64 },  // the 1B model's q
-    { n: 300, h: 5, d: 256 },   // half = 128, the per-token kernel's largest
-  ])('rope with cos, sin once per token (INSTILL_CUDA_NEXT=rope_token): the verified kernel\'s bits, n $n H $h D $d', ({ n, h, d }) => {
-    const A = native();
-    const x = pair(randn(r, n * h * d), [n, h, d]);
-    const pos = pair(Int32Array.from({ length: n }, (_, i) => (i < n / 2 ? i : 3 * i + 1000)), [n]);
-    const inv = pair(Float32Array.from({ length: d / 2 }, (_, i) => 500000 ** (-(2 * i) / d)), [d / 2]);
-    for (const backward of [false, true]) {
-      const run = (next: boolean) => withEnv('INSTILL_CUDA_NEXT', next ? 'rope_token' : undefined, () => {
-        const { value: out, parts } = withOpProfile(() => host(A.opRope(handleOf(x.gpu), handleOf(pos.gpu), handleOf(inv.gpu), backward)));
-        return { out, parts };
-      });
-      const verified = run(false), next = run(true);
-      const part = `${backward ? 'rope_backward' : 'rope_forward'}/cos, sin once per token (next)`;
-      expect(verified.parts).not.toContain(part);
-      expect(next.parts).toContain(part);
-      expect(Buffer.from(next.out.buffer).equals(Buffer.from(verified.out.buffer)), `backward=${backward}`).toBe(true);
-    }
-  });
-
-  it('INSTILL_CUDA_NEXT picks kernels one by one: all, -name leaves one out, an unknown name is E_ARG', () => {
-    const A = native();
-    const x = Tensor.from(randn(r, 7 * 2 * 8), [7, 2, 8]).to('cuda');
-    const pos = Tensor.from(Int32Array.from({ length: 7 }, (_, i) => i), [7], { dtype: 'i32' }).to('cuda');
-    const inv = Tensor.from(Float32Array.from({ length: 4 }, (_, i) => 10000 ** (-(2 * i) / 8)), [4]).to('cuda');
-    const ranPerToken = (value: string) => withEnv('INSTILL_CUDA_NEXT', value, () =>
-      withOpProfile(() => A.opRope(handleOf(x), handleOf(pos), handleOf(inv), false)).parts.includes('rope_forward/cos, sin once per token (next)'));
-    expect(ranPerToken('all')).toBe(true);
-    expect(ranPerToken('narrow,rope_token')).toBe(true);
-    expect(ranPerToken('all,-rope_token')).toBe(false);
-    expect(ranPerToken('narrow')).toBe(false);
-    expect(() => ranPerToken('narow')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'narow'") }));
-  });
-
   it('swiglu forward + backward (gates up to ±100)', () => {
     const A = native();
     const n = 31, f = 77;
@@ -400,16 +193,6 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     expect(A.opSumSquares(ts.map((t) => handleOf(t.gpu)))).toBe(gpu);
   });
 
-  /** Random q, k, v, dout on both devices for packed rows with segment starts `segs` (cu_seqlens). */
-  function attentionInputs(segs: number[], h: number, kvh: number, d: number) {
-    const n = segs[segs.length - 1];
-    return {
-      q: pair(randn(r, n * h * d), [n, h, d]), k: pair(randn(r, n * kvh * d), [n, kvh, d]),
-      v: pair(randn(r, n * kvh * d), [n, kvh, d]), dout: pair(randn(r, n * h * d), [n, h, d]),
-      cu: pair(Int32Array.from(segs), [segs.length]), scale: 1 / Math.sqrt(d),
-    };
-  }
-
   it.each([
     { segs: [0, 13, 50, 51, 90], h: 4, kvh: 2, d: 64, window: 0 },
     { segs: [0, 70], h: 6, kvh: 1, d: 37, window: 0 },
@@ -418,7 +201,7 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 0 },
   ])('attention forward + backward: packed $segs, H=$h KVH=$kvh D=$d window=$window', ({ segs, h, kvh, d, window }) => {
     const A = native();
-    const { q, k, v, dout, cu, scale } = attentionInputs(segs, h, kvh, d);
+    const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
     const ref = A.opAttention(handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), handleOf(cu.cpu), scale, window);
     const got = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.gpu), scale, window);
     // D 64 / 128 run on the tensor cores (bf16 operands) unless INSTILL_CUDA_ATTENTION=simple
@@ -444,7 +227,7 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     { segs: [0, 2500, 4300], h: 16, kvh: 8, d: 64, window: 0, cpu: false },
   ])('flash attention, synchronous / pipelined (cp.async tiles) / default (mixed): the same bits, $segs H=$h KVH=$kvh D=$d window=$window', ({ segs, h, kvh, d, window, cpu }) => {
     const A = native();
-    const { q, k, v, dout, cu, scale } = attentionInputs(segs, h, kvh, d);
+    const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
     const run = (mode: string | undefined) => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {  // read on every call
       const f = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.cpu), scale, window);
       const b = A.opAttentionBackward(handleOf(dout.gpu), handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), f.out, f.lse, handleOf(cu.cpu), scale, window);
@@ -477,162 +260,11 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     close(piped.got.dv, refB.dv.toArray(), BF16_TOL, 'dv');
   });
 
-  // INSTILL_CUDA_NEXT=flash_mt,attn_prep: the D = 64 forward and dQ kernels with two m-tiles a warp (128 queries a CTA). Each
-  // row's arithmetic is the verified kernels', over the same key tiles / 16-key slices when a CTA's first
-  // visible key is the same: one segment from 0, no window, gives the same bits; packed rows and windows
-  // move where tiles start (rounding). The dK/dV kernel is the same either way: its bits must not move (nor Δ's,
-  // which the next kernels compute with the backward's bf16 copies in one pass).
-  it.each([
-    { segs: [0, 333], h: 4, kvh: 2, d: 64, window: 0, same: true },
-    { segs: [0, 2048], h: 8, kvh: 2, d: 64, window: 0, same: true },
-    { segs: [0, 13, 50, 51, 90], h: 4, kvh: 2, d: 64, window: 0, same: false },
-    { segs: [0, 1, 200, 333], h: 4, kvh: 2, d: 64, window: 40, same: false },
-    { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 0, same: true },  // D 128: one m-tile either way
-  ])('flash attention forward and dQ, 32 queries a warp (INSTILL_CUDA_NEXT=flash_mt,attn_prep): $segs H=$h KVH=$kvh D=$d window=$window', ({ segs, h, kvh, d, window, same }) => {
-    const A = native();
-    const { q, k, v, dout, cu, scale } = attentionInputs(segs, h, kvh, d);
-    const fwd = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.cpu), scale, window);
-    const run = (next: boolean, mode?: string) => withEnv('INSTILL_CUDA_NEXT', next ? 'flash_mt,attn_prep' : undefined, () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {
-      const { value, parts } = withOpProfile(() => {
-        const f = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.cpu), scale, window);
-        // the backward from the same forward outputs on both paths (fwd: the verified kernel's), so that
-        // only the backward's own kernels can move its bits
-        const b = A.opAttentionBackward(handleOf(dout.gpu), handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), fwd.out, fwd.lse, handleOf(cu.cpu), scale, window);
-        return { out: host(f.out), lse: host(f.lse), dq: host(b.dq), dk: host(b.dk), dv: host(b.dv) };
-      });
-      return { ...value, parts };
-    }));
-    const verified = run(false), next = run(true), nextPiped = run(true, 'pipelined');
-    const parts = ['attention_forward/flash kernel, 32 queries a warp (next)', 'attention_backward/dq kernel, 32 queries a warp (next)'];
-    for (const part of parts) {
-      expect(verified.parts).not.toContain(part);
-      if (d === 64) {
-        expect(next.parts).toContain(part);
-        expect(nextPiped.parts).toContain(part);
-      } else {
-        expect(next.parts).not.toContain(part);
-      }
-    }
-    // the pipelined backward's Δ and bf16 copies in one pass, any D (dK, dV's bits below check Δ's)
-    const prep = 'attention_backward/delta and bf16 copies of q, k, v, dO in one pass (next)';
-    expect(verified.parts).not.toContain(prep);
-    expect(verified.parts).toContain('attention_backward/delta = rowsum(dO * O)');
-    expect(next.parts).toContain(prep);
-    expect(next.parts).not.toContain('attention_backward/delta = rowsum(dO * O)');
-    expect(nextPiped.parts).toContain(prep);
-    const bits = (a: Float32Array | Int32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-    for (const key of ['out', 'lse', 'dq', 'dk', 'dv'] as const) {
-      expect(next[key].every((x) => Number.isFinite(x)), key).toBe(true);
-      expect(bits(nextPiped[key]).equals(bits(next[key])), `${key}: pipelined and synchronous loads`).toBe(true);
-      if (same || key === 'dk' || key === 'dv') expect(bits(next[key]).equals(bits(verified[key])), `${key}: the verified kernels' bits`).toBe(true);
-    }
-    const ref = A.opAttention(handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), handleOf(cu.cpu), scale, window);
-    close(next.out, ref.out.toArray(), BF16_TOL, 'out');
-    close(next.lse, ref.lse.toArray(), BF16_TOL, 'lse');
-    const refB = A.opAttentionBackward(handleOf(dout.cpu), handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), ref.out, ref.lse, handleOf(cu.cpu), scale, window);
-    close(next.dq, refB.dq.toArray(), BF16_TOL, 'dq');
-  });
+  // bf16 activations: the pipelined flash kernels read q, k, v, dO and write out, dq, dk, dv in bf16 themselves (common.ts);
+  // with every next piece on: test/cuda/next/all.test.ts
+  it.each(ATTENTION_BF16_CASES.filter((c) => !c.next))('attention on bf16 tensors: the f32 path\'s outputs rounded once, $segs H=$h KVH=$kvh D=$d window=$window', (c) => attentionBf16(r, c));
 
-  // INSTILL_CUDA_NEXT=flash_occ: the D = 64 kernels (one m-tile) held to 168 registers (128 for the pipelined
-  // forward) so that 3-4 CTAs share an SM. The PTX is the verified kernels' (only the launch bounds differ), so
-  // the results should be their bits; ptxas may still contract a mul and an add differently under another
-  // register budget, so the bound is f32 rounding (1e-5 of the largest value), and the bits are reported.
-  it.each([
-    { segs: [0, 2048], h: 8, kvh: 2, kind: 'f32' },
-    { segs: [0, 13, 50, 51, 90], h: 4, kvh: 2, kind: 'f32' },
-    { segs: [0, 1, 200, 333], h: 4, kvh: 1, kind: 'f32', window: 40 },
-    { segs: [0, 300, 701], h: 4, kvh: 2, kind: 'bf16' },  // bf16 activations (kIo16)
-  ])('flash kernels with 3-4 CTAs an SM (INSTILL_CUDA_NEXT=flash_occ): $segs H=$h KVH=$kvh $kind', ({ segs, h, kvh, kind, window }) => {
-    const A = native();
-    const d = 64, n = segs[segs.length - 1], w = window ?? 0;
-    const { q, k, v, dout, cu, scale } = attentionInputs(segs, h, kvh, d);
-    const dev = (t: { cpu: Tensor }) => (kind === 'bf16' ? Tensor.from(t.cpu.toArray() as Float32Array, t.cpu.shape, { dtype: 'bf16' }).to('cuda') : t.cpu.to('cuda'));
-    const [qg, kg, vg, dg] = [dev(q), dev(k), dev(v), dev(dout)];
-    const run = (occ: boolean, mode?: string) => withEnv('INSTILL_CUDA_NEXT', occ ? 'flash_occ' : undefined, () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {
-      const { value, parts } = withOpProfile(() => {
-        const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu.cpu), scale, w);
-        const b = A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu.cpu), scale, w);
-        return { out: host(f.out), lse: host(f.lse), dq: host(b.dq), dk: host(b.dk), dv: host(b.dv) };
-      });
-      return { ...value, parts };
-    }));
-    for (const mode of kind === 'bf16' ? [undefined] : [undefined, 'pipelined']) {
-      const verified = run(false, mode), occ = run(true, mode);
-      const fwdPart = 'attention_forward/flash kernel, 3-4 CTAs an SM (next)';
-      expect(verified.parts).not.toContain(fwdPart);
-      expect(occ.parts).toContain(fwdPart);
-      expect(occ.parts).toContain('attention_backward/dq kernel, 3 CTAs an SM (next)');
-      expect(occ.parts.some((p) => p.startsWith('attention_backward/dk dv kernel') && p.endsWith('3 CTAs an SM (next)'))).toBe(true);
-      const bitsSame: string[] = [];
-      for (const key of ['out', 'lse', 'dq', 'dk', 'dv'] as const) {
-        const a = occ[key], b = verified[key];
-        expect(a.every((x) => Number.isFinite(x)), key).toBe(true);
-        let diff = 0, mag = 0;
-        for (let i = 0; i < b.length; i++) {
-          diff = Math.max(diff, Math.abs(a[i] - b[i]));
-          mag = Math.max(mag, Math.abs(b[i]));
-        }
-        expect(diff / mag, `${key} (mode ${mode ?? 'default'})`).toBeLessThanOrEqual(1e-5);
-        if (Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))) bitsSame.push(key);
-      }
-      console.log(`flash_occ ${kind} n ${n} mode ${mode ?? 'default'}: the verified kernels' bits for ${bitsSame.join(', ') || 'none'}`);
-    }
-  });
-
-  // bf16 activations: the pipelined flash kernels read q, k, v, dO and write out, dq, dk, dv in bf16 themselves
-  // (kIo16). With bf16-valued inputs the f32 path computes exactly the same (its tiles round to bf16 anyway,
-  // Δ sums in the same order), so each bf16 output must be the f32 path's output rounded once, bit for bit.
-  // D = 80 takes the f32 kernels on f32 copies: the same holds there.
-  it.each([
-    { segs: [0, 13, 50, 51, 90], h: 4, kvh: 2, d: 64, window: 0, next: false },
-    { segs: [0, 1, 200, 333], h: 4, kvh: 2, d: 64, window: 40, next: true },
-    { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 0, next: false },
-    { segs: [0, 2500, 4300], h: 16, kvh: 8, d: 64, window: 0, next: false },  // no split of the dK/dV heads
-    { segs: [0, 2048], h: 8, kvh: 2, d: 64, window: 0, next: true },
-    { segs: [0, 37, 70], h: 4, kvh: 1, d: 80, window: 0, next: false },
-  ])('attention on bf16 tensors: the f32 path\'s outputs rounded once, $segs H=$h KVH=$kvh D=$d window=$window next=$next', ({ segs, h, kvh, d, window, next }) => {
-    const A = native();
-    const n = segs[segs.length - 1];
-    const bf = (len: number, shape: number[]) => Tensor.from(randn(r, len), shape, { dtype: 'bf16' }).to('cuda');
-    const q = bf(n * h * d, [n, h, d]), k = bf(n * kvh * d, [n, kvh, d]), v = bf(n * kvh * d, [n, kvh, d]);
-    const dout = bf(n * h * d, [n, h, d]);
-    const wide = (t: Tensor) => Tensor.from(t.to('cpu').toArray() as Float32Array, t.shape).to('cuda');
-    const cu = Tensor.from(Int32Array.from(segs), [segs.length], { dtype: 'i32' });
-    const scale = 1 / Math.sqrt(d);
-    withEnv('INSTILL_CUDA_NEXT', next ? '1' : undefined, () => {
-      const f16 = A.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), scale, window);
-      const f32r = A.opAttention(handleOf(wide(q)), handleOf(wide(k)), handleOf(wide(v)), handleOf(cu), scale, window);
-      expect(f16.out.dtype).toBe('bf16');
-      const same = (got: TensorHandle, want: TensorHandle, what: string) => {
-        const g = host(got) as Float32Array, w = roundBf16(host(want) as Float32Array);
-        expect(g.every(Number.isFinite), what).toBe(true);
-        expect(Buffer.from(g.buffer).equals(Buffer.from(w.buffer)), what).toBe(true);
-      };
-      same(f16.out, f32r.out, 'out');
-      expect(Buffer.from((host(f16.lse) as Float32Array).buffer).equals(Buffer.from((host(f32r.lse) as Float32Array).buffer))).toBe(true);
-      const b16 = A.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), f16.out, f16.lse, handleOf(cu), scale, window);
-      const outW = Tensor.from(host(f16.out) as Float32Array, [n, h, d]).to('cuda');
-      const b32 = A.opAttentionBackward(handleOf(wide(dout)), handleOf(wide(q)), handleOf(wide(k)), handleOf(wide(v)), handleOf(outW), f16.lse, handleOf(cu), scale, window);
-      for (const key of ['dq', 'dk', 'dv'] as const) same(b16[key], b32[key], key);
-    });
-  });
-
-  it.each([false, true])('rope on bf16 tensors (next=%s): the f32 rotation rounded once, bit for bit', (next) => {
-    const A = native();
-    const n = 301, h = 4, d = 64;
-    const x = Tensor.from(randn(r, n * h * d), [n, h, d], { dtype: 'bf16' }).to('cuda');
-    const xw = Tensor.from(x.to('cpu').toArray() as Float32Array, [n, h, d]).to('cuda');
-    const pos = Tensor.from(Int32Array.from({ length: n }, (_, i) => (i * 7) % 1999), [n], { dtype: 'i32' }).to('cuda');
-    const inv = Tensor.from(Float32Array.from({ length: d / 2 }, (_, i) => 500000 ** (-(2 * i) / d)), [d / 2]).to('cuda');
-    withEnv('INSTILL_CUDA_NEXT', next ? '1' : undefined, () => {
-      for (const backward of [false, true]) {
-        const y16 = A.opRope(handleOf(x), handleOf(pos), handleOf(inv), backward);
-        expect(y16.dtype).toBe('bf16');
-        const y32 = roundBf16(host(A.opRope(handleOf(xw), handleOf(pos), handleOf(inv), backward)) as Float32Array);
-        expect(Buffer.from((host(y16) as Float32Array).buffer).equals(Buffer.from(y32.buffer)), `backward=${backward}`).toBe(true);
-      }
-    });
-  });
+  it('rope on bf16 tensors: the f32 rotation rounded once, bit for bit', () => ropeBf16(r, false));
 
   it.each([
     { start: 37, n: 5, h: 4, kvh: 2, d: 80, window: 0 },

@@ -4,7 +4,6 @@ import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ErrorCode, InstillError } from '../../src/errors.js';
-import { SafetensorsFile } from '../../src/model/safetensors.js';
 import { engineBatch, type StepEvent, type EvalEvent } from '../../src/train/trainer.js';
 import { readMetrics } from '../../src/train/metrics.js';
 import { ReferenceAdamW, clipGradNorm } from './helpers/reference_optimizer.js';

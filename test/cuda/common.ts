@@ -1,0 +1,275 @@
+// What the GPU test files share (test/cuda/*.test.ts, test/cuda/next/*.test.ts): the CPU/CUDA pairs, the
+// tolerances and comparisons, and the cases that run both on the verified kernels (test/cuda/ops.test.ts) and
+// on a next piece (INSTILL_CUDA_NEXT, test/cuda/next/<piece>.test.ts). Each piece's tests live in a file of
+// their own because vitest runs each file in its own process: a piece whose kernel faults (a CUDA error
+// that poisons the process's context) then fails only its own tests, not the verified ones nor the other
+// pieces' (bench/gpu-check.sh leaves the pieces that failed tests name out of its A/Bs: bench/gpu/pieces.py).
+//
+// Tolerances: ops whose CUDA kernels are f32 arithmetic (rmsnorm, rope, swiglu,
+// adamw, embedding, masked CE, attention decode, attention at head dims the
+// tensor-core path does not take or with INSTILL_CUDA_ATTENTION=simple) 1e-4 of
+// the output's largest value; ops on the tensor cores (matmul, lora_linear,
+// linear CE, attention at D 64 / 128) round operands to bf16: 2e-2.
+import { expect } from 'vitest';
+
+import { Tensor, kernels, runtime } from '../../src/index.js';
+import { native, type TensorHandle } from '../../src/native.js';
+import { handleOf } from '../../src/tensor.js';
+import { randn, rng, roundBf16, seed } from '../../bench/kernels/reference.js';
+import { relErr } from '../helpers/compare.js';
+import { withEnv } from '../helpers/env.js';
+import { withOpProfile } from '../helpers/profile.js';
+
+export const hasCuda = runtime.info().devices.includes('cuda');
+if (!hasCuda) console.warn(`skipping test/cuda: ${native().deviceUnavailableReason('cuda')}`);
+
+export const F32_TOL = 1e-4;
+export const BF16_TOL = 2e-2;
+
+export type Rng = ReturnType<typeof rng>;
+
+export const host = (t: Tensor | TensorHandle | null | undefined): Float32Array | Int32Array => {
+  if (!t) throw new Error('missing tensor');
+  return t instanceof Tensor ? t.to('cpu').toArray() : native().tensorTo(t, 'cpu').toArray();
+};
+
+/** The same data as a CPU tensor and a CUDA tensor. */
+export function pair(data: Float32Array | Int32Array, shape: number[], dtype: 'f32' | 'bf16' | 'i32' = data instanceof Int32Array ? 'i32' : 'f32') {
+  const cpu = Tensor.from(data, shape, { dtype });
+  return { cpu, gpu: cpu.to('cuda') };
+}
+
+export function close(got: ArrayLike<number>, ref: ArrayLike<number>, tol: number, what: string): void {
+  const e = relErr(got, ref);
+  expect(e, `${what}: relative error ${e} (seed ${seed})`).toBeLessThan(tol);
+}
+
+/**
+ * max |got − ref| / max |mag|, where mag is the same product on the inputs' absolute values: the scale of a
+ * sum's rounding error when its terms cancel (a 1×1 LoRA output x·w + s·u·b near 0 made `close` flaky).
+ */
+export function closeScaled(got: ArrayLike<number>, ref: ArrayLike<number>, mag: ArrayLike<number>, tol: number, what: string): void {
+  let d = 0, m = 0;
+  for (let i = 0; i < ref.length; i++) {
+    d = Math.max(d, Math.abs(got[i] - ref[i]));
+    m = Math.max(m, Math.abs(mag[i]));
+  }
+  const e = m === 0 ? d : d / m;
+  expect(e, `${what}: error ${e} of the terms' magnitude (seed ${seed})`).toBeLessThan(tol);
+}
+
+/** closeScaled for an output added into a tensor that held `init`: ref + init, at the magnitude mag + |init|. */
+export function closeAccumulated(got: ArrayLike<number>, ref: ArrayLike<number>, mag: ArrayLike<number>, init: Float32Array, what: string): void {
+  closeScaled(got, Array.from(ref, (v, i) => v + init[i]), Array.from(mag, (v, i) => v + Math.abs(init[i])), BF16_TOL, what);
+}
+
+export const abs = (t: Tensor): Tensor => Tensor.from((t.toArray() as Float32Array).map(Math.abs), t.shape, { dtype: t.dtype as 'f32' | 'bf16' });
+
+/** loraLinear forward + backward, w bf16, on the verified kernels or a next piece (narrow, pack_wb). */
+export const LORA_CASES = [
+  { n: 37, inF: 123, outF: 77, rank: 5, bias: true },
+  { n: 1, inF: 1, outF: 1, rank: 1, bias: false },
+  { n: 300, inF: 130, outF: 515, rank: 16, bias: false },
+  // widths that are multiples of 4 (the packs' vector path) and of 8 (W copied 16 bytes a thread), rank > 32
+  { n: 45, inF: 1028, outF: 200, rank: 5, bias: false },
+  { n: 203, inF: 136, outF: 516, rank: 16, bias: true },
+  { n: 61, inF: 260, outF: 36, rank: 37, bias: false },
+  // K and N long enough that the narrow kernels split them over CTAs (their partial sums added in order)
+  { n: 700, inF: 1100, outF: 2100, rank: 16, bias: false },
+];
+
+export function loraForwardBackward(r: Rng, { n, inF, outF, rank, bias }: (typeof LORA_CASES)[number], which: 'verified' | 'narrow' | 'pack_wb'): void {
+  // INSTILL_CUDA_NEXT=narrow: u, g, dA, dB on lora_narrow.cu's kernels; =pack_wb: [W | B] in one pass (read per call)
+  // the profile's parts show which kernels ran
+  const { parts } = withOpProfile(() => withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? undefined : which, () => loraCase(r, n, inF, outF, rank, bias)));
+  const narrow = ['lora_linear_forward/pack x, u = x A^T, pack s u (simt)', 'lora_linear_backward/pack dy, g = dy B, pack s g (simt)',
+    'lora_linear_backward/dA = s g^T x (simt)', 'lora_linear_backward/dB = s dy^T u (simt)'];
+  for (const part of narrow) {
+    if (which === 'narrow') expect(parts).toContain(part);
+    else expect(parts).not.toContain(part);
+  }
+  if (which === 'pack_wb') expect(parts).toContain('lora_linear_forward/pack [W | B] (one pass)');
+  else expect(parts).not.toContain('lora_linear_forward/pack [W | B] (one pass)');
+}
+
+function loraCase(r: Rng, n: number, inF: number, outF: number, rank: number, bias: boolean): void {
+  const x = pair(randn(r, n * inF), [n, inF]);
+  const w = pair(randn(r, outF * inF, 0.1), [outF, inF], 'bf16');
+  const a = pair(randn(r, rank * inF, 0.1), [rank, inF]);
+  const b = pair(randn(r, outF * rank, 0.1), [outF, rank]);
+  const bs = bias ? pair(randn(r, outF), [outF]) : undefined;
+  const scale = 2;
+  const ref = kernels.loraLinear({ x: x.cpu, w: w.cpu, a: a.cpu, b: b.cpu, bias: bs?.cpu, scale });
+  const got = kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale });
+  const mag = kernels.loraLinear({ x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), bias: bs && abs(bs.cpu), scale });
+  closeScaled(host(got.y), ref.y.toArray(), mag.y.toArray(), BF16_TOL, 'y');
+  closeScaled(host(got.u), ref.u.toArray(), mag.u.toArray(), BF16_TOL, 'u');
+  const dy = pair(randn(r, n * outF), [n, outF]);
+  const refB = kernels.loraLinearBackward({ dy: dy.cpu, x: x.cpu, w: w.cpu, a: a.cpu, b: b.cpu, u: ref.u, scale });
+  const gotB = kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale });
+  const magB = kernels.loraLinearBackward({ dy: abs(dy.cpu), x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), u: mag.u, scale });
+  closeScaled(host(gotB.dx), refB.dx!.toArray(), magB.dx!.toArray(), BF16_TOL, 'dx');
+  closeScaled(host(gotB.da), refB.da.toArray(), magB.da.toArray(), BF16_TOL, 'da');
+  closeScaled(host(gotB.db), refB.db.toArray(), magB.db.toArray(), BF16_TOL, 'db');
+  // accumulateInputGrad: dx added into a given tensor (the model sums q, k, v's input gradients so)
+  const dx0 = randn(r, n * inF);
+  const dxAcc = Tensor.from(dx0, [n, inF]).to('cuda');
+  kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale,
+    out: { dx: dxAcc }, accumulateInputGrad: true });
+  closeAccumulated(host(dxAcc), refB.dx!.toArray(), magB.dx!.toArray(), dx0, 'dx +=');
+  // accumulate: dA and dB added into given tensors
+  const da0 = randn(r, rank * inF), db0 = randn(r, outF * rank);
+  const daAcc = Tensor.from(da0, [rank, inF]).to('cuda'), dbAcc = Tensor.from(db0, [outF, rank]).to('cuda');
+  kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale,
+    out: { da: daAcc, db: dbAcc }, accumulate: true, needInputGrad: false });
+  closeAccumulated(host(daAcc), refB.da.toArray(), magB.da.toArray(), da0, 'da +=');
+  closeAccumulated(host(dbAcc), refB.db.toArray(), magB.db.toArray(), db0, 'db +=');
+}
+
+// bf16 activations (the model's MLP on a GPU): x and dy bf16 in, y and dx bf16 out (the product's bf16 D;
+// with a bias, or dx +=, through f32 scratch), against the CPU on the same bf16 tensors.
+export const LORA_BF16_CASES = [
+  { n: 37, inF: 123, outF: 77, rank: 5, bias: true },
+  { n: 300, inF: 136, outF: 516, rank: 16, bias: false },
+  { n: 700, inF: 1100, outF: 2100, rank: 16, bias: false },
+];
+
+export function loraBf16(r: Rng, { n, inF, outF, rank, bias }: (typeof LORA_BF16_CASES)[number], narrow: 'verified' | 'narrow' | 'bf16_beta'): void {
+  // INSTILL_CUDA_NEXT=narrow: u and g from the bf16 x / dy copied into the packs (lora_narrow.cu reading bf16), dA on the bf16 x;
+  // =bf16_beta: dx += into the bf16 dx by cuBLASLt itself (no f32 copy of dx)
+  const { parts } = withOpProfile(() => withEnv('INSTILL_CUDA_NEXT', narrow === 'verified' ? undefined : narrow, () => loraBf16Case(r, n, inF, outF, rank, bias)));
+  for (const part of ['lora_linear_forward/u = x A^T, pack s u (simt)', 'lora_linear_backward/g = dy B, pack s g (simt)',
+    'lora_linear_backward/dA = s g^T x (simt)']) {
+    if (narrow === 'narrow') expect(parts).toContain(part);
+    else expect(parts).not.toContain(part);
+  }
+}
+
+function loraBf16Case(r: Rng, n: number, inF: number, outF: number, rank: number, bias: boolean): void {
+  const x = pair(randn(r, n * inF), [n, inF], 'bf16');
+  const w = pair(randn(r, outF * inF, 0.1), [outF, inF], 'bf16');
+  const a = pair(randn(r, rank * inF, 0.1), [rank, inF]);
+  const b = pair(randn(r, outF * rank, 0.1), [outF, rank]);
+  const bs = bias ? pair(randn(r, outF), [outF]) : undefined;
+  const scale = 2;
+  const nanBf16 = (shape: number[], device: 'cpu' | 'cuda') =>
+    Tensor.from(new Float32Array(shape[0] * shape[1]).fill(NaN), shape, { dtype: 'bf16' }).to(device);
+  const outs = (device: 'cpu' | 'cuda') => ({ y: nanBf16([n, outF], device), u: Tensor.from(new Float32Array(n * rank).fill(NaN), [n, rank]).to(device) });
+  const ref = kernels.loraLinear({ x: x.cpu, w: w.cpu, a: a.cpu, b: b.cpu, bias: bs?.cpu, scale, out: outs('cpu') });
+  const got = kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale, out: outs('cuda') });
+  expect(got.y.dtype).toBe('bf16');
+  const mag = kernels.loraLinear({ x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), bias: bs && abs(bs.cpu), scale });
+  closeScaled(host(got.y), ref.y.toArray(), mag.y.toArray(), BF16_TOL, 'y (bf16)');
+  closeScaled(host(got.u), ref.u.toArray(), mag.u.toArray(), BF16_TOL, 'u');
+  const dy = pair(randn(r, n * outF), [n, outF], 'bf16');
+  const refB = kernels.loraLinearBackward({ dy: dy.cpu, x: x.cpu, w: w.cpu, a: a.cpu, b: b.cpu, u: ref.u, scale, out: { dx: nanBf16([n, inF], 'cpu') } });
+  const gotB = kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale, out: { dx: nanBf16([n, inF], 'cuda') } });
+  const magB = kernels.loraLinearBackward({ dy: abs(dy.cpu), x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), u: mag.u, scale });
+  closeScaled(host(gotB.dx), refB.dx!.toArray(), magB.dx!.toArray(), BF16_TOL, 'dx (bf16)');
+  closeScaled(host(gotB.da), refB.da.toArray(), magB.da.toArray(), BF16_TOL, 'da');
+  closeScaled(host(gotB.db), refB.db.toArray(), magB.db.toArray(), BF16_TOL, 'db');
+  const dx0 = Tensor.from(randn(r, n * inF), [n, inF], { dtype: 'bf16' });
+  const dxAcc = dx0.to('cuda');
+  kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale,
+    out: { dx: dxAcc }, accumulateInputGrad: true });
+  closeAccumulated(host(dxAcc), refB.dx!.toArray(), magB.dx!.toArray(), dx0.toArray() as Float32Array, 'dx += (bf16)');
+}
+
+// The residual (the model's o_proj and down_proj): by default the product, then the add (the bits of
+// y + residual); INSTILL_CUDA_NEXT=residual without a bias: inside the product as cuBLASLt's C (the same sum,
+// to f32 rounding: a product with beta may run another algorithm); with a bias, the add either way.
+export const RESIDUAL_CASES = [
+  { n: 300, inF: 136, outF: 516, rank: 16, bias: false },
+  { n: 37, inF: 123, outF: 77, rank: 5, bias: true },
+  { n: 2048, inF: 2048, outF: 2048, rank: 16, bias: false },  // the 1B model's o_proj
+];
+
+export function loraResidual(r: Rng, { n, inF, outF, rank, bias }: (typeof RESIDUAL_CASES)[number], which: 'verified' | 'residual'): void {
+  const x = pair(randn(r, n * inF), [n, inF]);
+  const w = pair(randn(r, outF * inF, 0.1), [outF, inF], 'bf16');
+  const a = pair(randn(r, rank * inF, 0.1), [rank, inF]);
+  const b = pair(randn(r, outF * rank, 0.1), [outF, rank]);
+  const bs = bias ? pair(randn(r, outF), [outF]) : undefined;
+  const res = randn(r, n * outF, 4);
+  const residual = Tensor.from(res, [n, outF]).to('cuda');
+  // y without the residual, under the same switch (whatever INSTILL_CUDA_NEXT the process has)
+  const plain = withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? undefined : which, () =>
+    host(kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale: 2 }).y));
+  const mag = kernels.loraLinear({ x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), bias: bs && abs(bs.cpu), scale: 2 }).y.toArray();
+  const { value: got, parts } = withOpProfile(() => withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? undefined : which, () =>
+    host(kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale: 2, residual }).y)));
+  const sum = Float32Array.from(plain, (v, i) => v + res[i]);
+  const inProduct = which === 'residual' && !bias;
+  expect(parts).toContain(inProduct ? 'lora_linear_forward/y = residual + [x | s u] [W | B]^T' : 'lora_linear_forward/add residual');
+  if (inProduct) closeScaled(got, sum, Array.from(mag, (v, i) => v + Math.abs(res[i])), 1e-5, 'y = residual + ...');
+  else expect(Buffer.from(Float32Array.from(got).buffer).equals(Buffer.from(sum.buffer))).toBe(true);
+  expect(Array.from(host(residual))).toEqual(Array.from(Float32Array.from(res)));  // read, not written
+}
+
+/** Random q, k, v, dout on both devices for packed rows with segment starts `segs` (cu_seqlens). */
+export function attentionInputs(r: Rng, segs: number[], h: number, kvh: number, d: number) {
+  const n = segs[segs.length - 1];
+  return {
+    q: pair(randn(r, n * h * d), [n, h, d]), k: pair(randn(r, n * kvh * d), [n, kvh, d]),
+    v: pair(randn(r, n * kvh * d), [n, kvh, d]), dout: pair(randn(r, n * h * d), [n, h, d]),
+    cu: pair(Int32Array.from(segs), [segs.length]), scale: 1 / Math.sqrt(d),
+  };
+}
+
+// bf16 activations: the pipelined flash kernels read q, k, v, dO and write out, dq, dk, dv in bf16 themselves
+// (kIo16). With bf16-valued inputs the f32 path computes exactly the same (its tiles round to bf16 anyway,
+// Δ sums in the same order), so each bf16 output must be the f32 path's output rounded once, bit for bit.
+// D = 80 takes the f32 kernels on f32 copies: the same holds there.
+export const ATTENTION_BF16_CASES = [
+  { segs: [0, 13, 50, 51, 90], h: 4, kvh: 2, d: 64, window: 0, next: false },
+  { segs: [0, 1, 200, 333], h: 4, kvh: 2, d: 64, window: 40, next: true },
+  { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 0, next: false },
+  { segs: [0, 2500, 4300], h: 16, kvh: 8, d: 64, window: 0, next: false },  // no split of the dK/dV heads
+  { segs: [0, 2048], h: 8, kvh: 2, d: 64, window: 0, next: true },
+  { segs: [0, 37, 70], h: 4, kvh: 1, d: 80, window: 0, next: false },
+];
+
+export function attentionBf16(r: Rng, { segs, h, kvh, d, window, next }: (typeof ATTENTION_BF16_CASES)[number]): void {
+  const A = native();
+  const n = segs[segs.length - 1];
+  const bf = (len: number, shape: number[]) => Tensor.from(randn(r, len), shape, { dtype: 'bf16' }).to('cuda');
+  const q = bf(n * h * d, [n, h, d]), k = bf(n * kvh * d, [n, kvh, d]), v = bf(n * kvh * d, [n, kvh, d]);
+  const dout = bf(n * h * d, [n, h, d]);
+  const wide = (t: Tensor) => Tensor.from(t.to('cpu').toArray() as Float32Array, t.shape).to('cuda');
+  const cu = Tensor.from(Int32Array.from(segs), [segs.length], { dtype: 'i32' });
+  const scale = 1 / Math.sqrt(d);
+  withEnv('INSTILL_CUDA_NEXT', next ? '1' : undefined, () => {
+    const f16 = A.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), scale, window);
+    const f32r = A.opAttention(handleOf(wide(q)), handleOf(wide(k)), handleOf(wide(v)), handleOf(cu), scale, window);
+    expect(f16.out.dtype).toBe('bf16');
+    const same = (got: TensorHandle, want: TensorHandle, what: string) => {
+      const g = host(got) as Float32Array, w = roundBf16(host(want) as Float32Array);
+      expect(g.every(Number.isFinite), what).toBe(true);
+      expect(Buffer.from(g.buffer).equals(Buffer.from(w.buffer)), what).toBe(true);
+    };
+    same(f16.out, f32r.out, 'out');
+    expect(Buffer.from((host(f16.lse) as Float32Array).buffer).equals(Buffer.from((host(f32r.lse) as Float32Array).buffer))).toBe(true);
+    const b16 = A.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), f16.out, f16.lse, handleOf(cu), scale, window);
+    const outW = Tensor.from(host(f16.out) as Float32Array, [n, h, d]).to('cuda');
+    const b32 = A.opAttentionBackward(handleOf(wide(dout)), handleOf(wide(q)), handleOf(wide(k)), handleOf(wide(v)), handleOf(outW), f16.lse, handleOf(cu), scale, window);
+    for (const key of ['dq', 'dk', 'dv'] as const) same(b16[key], b32[key], key);
+  });
+}
+
+/** rope on bf16 tensors: the f32 rotation rounded once, bit for bit (next: every piece on). */
+export function ropeBf16(r: Rng, next: boolean): void {
+  const A = native();
+  const n = 301, h = 4, d = 64;
+  const x = Tensor.from(randn(r, n * h * d), [n, h, d], { dtype: 'bf16' }).to('cuda');
+  const xw = Tensor.from(x.to('cpu').toArray() as Float32Array, [n, h, d]).to('cuda');
+  const pos = Tensor.from(Int32Array.from({ length: n }, (_, i) => (i * 7) % 1999), [n], { dtype: 'i32' }).to('cuda');
+  const inv = Tensor.from(Float32Array.from({ length: d / 2 }, (_, i) => 500000 ** (-(2 * i) / d)), [d / 2]).to('cuda');
+  withEnv('INSTILL_CUDA_NEXT', next ? '1' : undefined, () => {
+    for (const backward of [false, true]) {
+      const y16 = A.opRope(handleOf(x), handleOf(pos), handleOf(inv), backward);
+      expect(y16.dtype).toBe('bf16');
+      const y32 = roundBf16(host(A.opRope(handleOf(xw), handleOf(pos), handleOf(inv), backward)) as Float32Array);
+      expect(Buffer.from((host(y16) as Float32Array).buffer).equals(Buffer.from(y32.buffer)), `backward=${backward}`).toBe(true);
+    }
+  });
+}
