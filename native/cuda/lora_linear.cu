@@ -306,7 +306,8 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     return;
   }
   {  // dA (R, IN) = s·gᵀ·x: both operands f32, so TF32 on x as it lies (gemm.h) — a bf16 copy of x
-     // made for this one product cost more (1.6 ms a 1B step) than the wider reads; a bf16 x: bf16
+     // made for this one product cost more (1.6 ms a 1B step) than the wider reads. With a bf16 x (bf16
+     // activations) the product is bf16 × bf16, g rounded (the CPU keeps g f32: within bf16 tolerance)
     const OpPart part("dA = s g^T x", Device::CUDA);
     GemmArgs g = product(R, IN, N, operand(gt, true), operand(x, false), p.da->data_as<float>(), IN);
     g.alpha = p.scale; g.beta = beta;

@@ -290,8 +290,10 @@ double LlamaModel::pass_bytes(int64_t n, DType act, bool shared) const {
                            (c.qk_norm ? f * (q + kv + c.H + c.KVH) : 0));
   const int64_t share = n * m * (2 * c.C + c.F);  // xn1, xn2, h: per layer, or once
   const int64_t rest = n * (f * ((c.L + 5) * c.C + 2 * q + 2 * kv) + m * 3 * c.F);  // xs, xf, dres, scratch
+  // an f16 head: the CUDA loss makes a bf16 copy of it per call (cross_entropy.cu), 1 GiB for an 8B model
+  const int64_t head16 = head().dtype() == DType::F16 ? c.V * ((c.C + 7) / 8 * 8) * 2 : 0;
   return static_cast<double>(c.L) * static_cast<double>(own) + static_cast<double>(shared ? 1 : c.L) * share +
-         static_cast<double>(rest);
+         static_cast<double>(rest + head16);
 }
 
 bool LlamaModel::share_layer_acts(int64_t n, DType act) const {
@@ -377,6 +379,7 @@ DType LlamaModel::act_dtype() const {
 // and with Qwen3's q/k norm, whose backward (rmsnorm's) takes f32 gradients: there they stay f32.
 DType LlamaModel::attention_dtype(DType act) const {
   if (act == DType::F32 || cfg_.qk_norm || bf16_activations_switch() != Bf16Acts::All) return DType::F32;
+  if (cfg_.D > 256) return DType::F32;  // CUDA's bf16 rope (its per-token kernel) takes D <= 256
   return act;
 }
 
