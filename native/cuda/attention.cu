@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "cuda/attention_kernels.cuh"
 #include "cuda/common.cuh"
@@ -91,6 +92,24 @@ Tensor bf16_copy(const float* src, int64_t rows, int64_t D) {
 // io16); where they do not apply, f32 copies (gemm.h's widened) go through the f32 kernels and the outputs are
 // rounded back (narrow_into).
 const __nv_bfloat16* bf16_of(const Tensor* t) { return t->data_as<__nv_bfloat16>(); }
+
+// INSTILL_CUDA_NEXT `stored_ds`: the most 64-key blocks a 64-query tile sees (from its first query's first key
+// to its last query; AttnParams' ds_w), from the host's cu_seqlens.
+int64_t ds_blocks(const Tensor& cu_seqlens, int64_t N, int64_t window) {
+  const std::vector<int32_t> cu = to_host_i32(cu_seqlens);  // validated by the op's front: 0 .. N, nondecreasing
+  int64_t w = 0;
+  size_t s = 0;
+  for (int64_t i0 = 0; i0 < N; i0 += 64) {
+    while (s + 2 < cu.size() && cu[s + 1] <= i0) ++s;  // i0's segment: cu[s] <= i0 < cu[s + 1]
+    int64_t lo = cu[s];
+    if (window > 0) lo = std::max<int64_t>(lo, i0 - window + 1);
+    w = std::max<int64_t>(w, std::min<int64_t>(i0 + 63, N - 1) / 64 - lo / 64 + 1);
+  }
+  return w;
+}
+// Its scratch is one layer's at a time (H · query tiles · ds_w tiles of 8 KB: 268 MB for a 1B model's 2048-token
+// row, 1.07 GB for four); above this, or where the GPU has no room for it, the dQ kernel recomputes.
+constexpr double kMaxDsBytes = 1.5 * (1 << 30);
 
 void need_heads(int64_t H, int64_t KVH) {
   if (H > 65535) fail(ErrorCode::Unsupported, "attention on CUDA: more than 65535 heads");
@@ -209,6 +228,20 @@ void attention_backward(const AttentionBackwardArgs& p) {
     a.k16 = k16.data_as<__nv_bfloat16>();
     a.v16 = v16.data_as<__nv_bfloat16>();
     a.do16 = do16.data_as<__nv_bfloat16>();
+  }
+  Tensor ds;  // stored_ds: the dK/dV kernel's dSᵀ for the dQ kernel (D = 64 on bf16 tiles)
+  if (D == 64 && (a.io16 || path == Path::Pipelined) && next_kernels(Next::StoredDs)) {
+    const int64_t qt = (N + 63) / 64, w = ds_blocks(*p.cu_seqlens, N, p.window);
+    if (static_cast<double>(H) * static_cast<double>(qt) * static_cast<double>(w) * 8192.0 <= kMaxDsBytes) {
+      try {
+        ds = Tensor::empty({H * qt * w * 4096}, DType::BF16, Device::CUDA);
+        a.ds = ds.data_as<__nv_bfloat16>();
+        a.ds_qt = qt;
+        a.ds_w = w;
+      } catch (const Error& e) {
+        if (e.code() != ErrorCode::Alloc) throw;  // no room: the dQ kernel recomputes
+      }
+    }
   }
   attention_flash_backward(a, stream(), a.io16 || path == Path::Pipelined);
 }

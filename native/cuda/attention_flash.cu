@@ -618,6 +618,104 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 1 ? kMinBlocks : 0) fla
   }
 }
 
+// ---------------------------------------------------------------- dQ from the stored dS
+
+// INSTILL_CUDA_NEXT `stored_ds` (D = 64, after the dK/dV kernel stored dSᵀ): CTA = query tile qt (64 queries) of
+// head h, 16 queries a warp. For each 64-key block kb the tile sees (aligned as the dK/dV kernel's blocks): its
+// bf16 keys (from k16) and the stored dSᵀ tile, through cp.async double buffers; dQ += dS·K with dS as the A
+// operand straight from the key-major tile (ldmatrix.trans with the B n-major addressing: rows = keys). Pairs
+// a query does not see are masked to 0 here: the dK/dV kernel leaves tiles and warp rows it skips unwritten
+// (whatever the scratch held), and writes every pair a query sees. No S or dP is computed: one product, not three.
+template <int D, bool kIo16>
+__global__ void __launch_bounds__(kThreads) flash_dq_ds_kernel(const AttnParams p) {
+  static_assert(D == 64, "the stored dS tiles are the dK/dV kernel's 64-query tiles: D = 64");
+  constexpr int S = D + 8;    // key tile row stride
+  constexpr int SD = 64 + 8;  // dSᵀ tile row stride (64 queries, then 16 bytes of padding)
+  constexpr int BN = 64;
+  constexpr int kBuf = BN * S + BN * SD;  // a buffer: the key tile, then the dSᵀ tile
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* const B0 = reinterpret_cast<bf16*>(smem_raw);
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+  const int64_t N = p.N, H = p.H;
+  const int64_t h = blockIdx.y, g = h / (H / p.KVH);
+  const int64_t qt = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x);  // the longest rows first
+  const int64_t i0 = qt * kRows;
+  const int64_t last_i = min(i0 + kRows - 1, N - 1);
+  const int64_t kb_first = key_lo(p.seg_begin, i0, p.window) / BN, kb_last = last_i / BN;
+
+  const int64_t wi0 = i0 + warp * 16;
+  const bool warp_live = wi0 < N;
+  const int64_t wlast = min(wi0 + 15, N - 1);
+  const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
+  const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
+  const ThreadRows<1> rows(p.seg_begin, p.window, N, wi0, gid);
+  const int64_t ia = rows.ia[0], ib = rows.ib[0], lo_a = rows.lo_a[0], lo_b = rows.lo_b[0];
+  const bf16* const ds_row = p.ds + (h * p.ds_qt + qt) * p.ds_w * 4096;  // this tile's slots
+
+  // Key block kb into buffer b: keys (rows >= N zeros) and the dSᵀ tile (64 rows of 128 bytes).
+  auto prefetch = [&](int64_t kb, int b) {
+    bf16* const Kb = B0 + b * kBuf;
+    bf16* const Db = Kb + BN * S;
+    load_rows_async<D, BN>(Kb, p.k16, kb * BN, N, p.KVH, g);
+    const bf16* const src = ds_row + (kb - kb_first) * 4096;
+#pragma unroll
+    for (int it = 0; it < BN * 8 / kThreads; ++it) {  // 8 chunks of 16 bytes a row
+      const int idx = it * kThreads + static_cast<int>(threadIdx.x);
+      const int r = idx >> 3, c = (idx & 7) * 8;
+      cp_async16(Db + r * SD + c, src + r * 64 + c, true);
+    }
+    cp_async_commit();
+  };
+
+  float acc[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+
+  prefetch(kb_first, 0);
+  int buf = 0;
+  for (int64_t kb = kb_first; kb <= kb_last; ++kb, buf ^= 1) {
+    cp_async_wait_all();
+    __syncthreads();  // block kb is in buffer buf for every thread; buf ^ 1 is free
+    if (kb < kb_last) prefetch(kb + 1, buf ^ 1);
+    const bf16* const Ks = B0 + buf * kBuf;
+    const bf16* const Ds = Ks + BN * S;
+    const int64_t ts = kb * BN;
+    if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;  // nothing here for this warp
+    const bool full = ts + BN - 1 <= wi0 && ts >= wlo_max;        // every pair visible
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      // a.r[q]: query ia (q even) or ib (q odd), keys ts + 16kk + 2tig (+ 8 for q >= 2), low half, and + 1, high
+      AFrag a;
+      ldsm_x4_trans(smem_addr(Ds + kk * 16 * SD + warp * 16 + lds_b_nmajor<SD>(lane)), a.r);
+      if (!full) {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int64_t i = (q & 1) ? ib : ia, lo = (q & 1) ? lo_b : lo_a;
+          const int64_t j = ts + 16 * kk + ((q & 2) ? 8 : 0) + 2 * tig;
+          uint32_t v = a.r[q];
+          if (j < lo || j > i) v &= 0xffff0000u;
+          if (j + 1 < lo || j + 1 > i) v &= 0x0000ffffu;
+          a.r[q] = v;
+        }
+      }
+      mma_kslice_kmajor<D, S>(acc, a, Ks + kk * 16 * S, lane);
+    }
+  }
+  if (!warp_live) return;
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) {
+    const int d = 8 * n + 2 * tig;
+    if constexpr (kIo16) {
+      if (ia < N) store2(p.dq16 + (ia * H + h) * D + d, acc[n][0] * p.scale, acc[n][1] * p.scale);
+      if (ib < N) store2(p.dq16 + (ib * H + h) * D + d, acc[n][2] * p.scale, acc[n][3] * p.scale);
+    } else {
+      if (ia < N) *reinterpret_cast<float2*>(p.dq + (ia * H + h) * D + d) = make_float2(acc[n][0] * p.scale, acc[n][1] * p.scale);
+      if (ib < N) *reinterpret_cast<float2*>(p.dq + (ib * H + h) * D + d) = make_float2(acc[n][2] * p.scale, acc[n][3] * p.scale);
+    }
+  }
+}
+
 // ---------------------------------------------------------------- dK, dV
 
 // blockIdx.y = unit u: heads [u·hpc, (u+1)·hpc) where hpc = heads per CTA (rep, or 1 in
@@ -630,10 +728,27 @@ struct DkvTarget {
   int64_t hpc;
 };
 
+// stored_ds: a warp's 16 keys (rows 16·warp + gid and + 8 of the tile) × the 64 queries of query tile ts of
+// dSᵀ, as the bf16 pairs the dK product rounds them to (a_from_c), into tile (h, ts / 64, j0 / 64) of p.ds.
+__device__ __forceinline__ void store_ds_tile(const AttnParams& p, int64_t h, int64_t ts, int64_t j0, int warp, int gid,
+                                              int tig, const float (*dp)[4]) {
+  const int64_t slot = j0 / 64 - key_lo(p.seg_begin, ts, p.window) / 64;
+  if (slot < 0 || slot >= p.ds_w) return;  // never (attention.cu's bound): nothing written outside the scratch
+  uint32_t* const tile = reinterpret_cast<uint32_t*>(p.ds + ((h * p.ds_qt + ts / 64) * p.ds_w + slot) * 4096);
+  const int ra = warp * 16 + gid;  // a tile row is 32 words (64 bf16)
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    tile[ra * 32 + 4 * n + tig] = pack_bf16(dp[n][0], dp[n][1]);  // key ja, queries 8n + 2tig, + 1
+    tile[(ra + 8) * 32 + 4 * n + tig] = pack_bf16(dp[n][2], dp[n][3]);
+  }
+}
+
 // kIo16 (bf16 activations; pipelined only): K, V from k16 / v16 (Q, dO stream from q16 / do16 as pipelined).
-template <int D, int BQ, bool kPipe, bool kIo16 = false, int kMinBlocks = 1>
+// kStoreDS (INSTILL_CUDA_NEXT `stored_ds`, BQ = 64): also stores each tile's dSᵀ for flash_dq_ds_kernel.
+template <int D, int BQ, bool kPipe, bool kIo16 = false, int kMinBlocks = 1, bool kStoreDS = false>
 __global__ void __launch_bounds__(kThreads, kMinBlocks > 1 ? kMinBlocks : 0) flash_dkv_kernel(const AttnParams p, const DkvTarget t) {
   static_assert(!kIo16 || kPipe, "bf16 activations stream Q / dO from themselves: pipelined");
+  static_assert(!kStoreDS || BQ == 64, "stored dS tiles are 64 queries wide");
   constexpr int S = D + 8;
   constexpr int KS = D / 16;
   constexpr int kBufs = kPipe ? 2 : 1;  // query tile t in buffer t % 2 when pipelined
@@ -762,6 +877,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 1 ? kMinBlocks : 0) fla
           dp[n][e] = pr * (dp[n][e] - ((e & 1) ? d2.y : d2.x));
         }
       }
+      if constexpr (kStoreDS) store_ds_tile(p, h, ts, j0, warp, gid, tig, dp);
       // dV += Pᵀ·dO and dK += dSᵀ·Q: queries as k; dO and Q k-major through .trans.
 #pragma unroll
       for (int kk = 0; kk < BQ / 16; ++kk) {
@@ -876,13 +992,24 @@ void dq_mt(const AttnParams& p, cudaStream_t s) {
   check_launch("flash_dq_kernel");
 }
 
+// The dK/dV kernel's launch (kOcc CTAs an SM by its launch bounds, 1 = none; kStore: storing dSᵀ).
+template <int D, int BQ, bool kPipe, bool kIo16, int kOcc, bool kStore>
+void dkv_launch(const AttnParams& p, const DkvTarget& t, dim3 grid, size_t smem, cudaStream_t s) {
+  allow_smem(flash_dkv_kernel<D, BQ, kPipe, kIo16, kOcc, kStore>, smem, "flash_dkv_kernel", kOcc > 1);
+  flash_dkv_kernel<D, BQ, kPipe, kIo16, kOcc, kStore><<<grid, kThreads, smem, s>>>(p, t);
+}
+
 template <int D, bool kPipe, bool kIo16 = false>
 void backward_d(const AttnParams& p, cudaStream_t s) {
   constexpr int BN = D <= 64 ? 64 : 32;  // dq: key tile
   constexpr int BQ = D <= 64 ? 64 : 32;  // dkv: query tile
-  bool dq_done = false;
+  // stored_ds (D = 64 on bf16 tiles, scratch given by attention.cu): the dK/dV kernel first, storing dSᵀ, then
+  // dQ = dS·K from it (flash_dq_ds_kernel) instead of the dQ kernel's three products
+  constexpr bool kCanStore = D == 64 && kPipe;
+  const bool stored = kCanStore && p.ds != nullptr;
+  bool dq_done = stored;
   if constexpr (D == 64) {
-    if (next_kernels(Next::FlashMT)) {
+    if (!dq_done && next_kernels(Next::FlashMT)) {
       const OpPart part("dq kernel, 32 queries a warp (next)", Device::CUDA);
       dq_mt<D, 32, kPipe, 2, kIo16>(p, s);
       dq_done = true;
@@ -909,16 +1036,21 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   const int bufs = kPipe ? 2 : 1;
   const size_t smem_dkv = 2 * tile_bytes(D, kRows) + bufs * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ);
   {
-    const OpPart part(split ? (occ ? "dk dv kernel (per query head), 3 CTAs an SM (next)" : "dk dv kernel (per query head)")
-                            : (occ ? "dk dv kernel, 3 CTAs an SM (next)" : "dk dv kernel"),
-                      Device::CUDA);
+    const char* name = split ? (occ ? "dk dv kernel (per query head), 3 CTAs an SM (next)" : "dk dv kernel (per query head)")
+                             : (occ ? "dk dv kernel, 3 CTAs an SM (next)" : "dk dv kernel");
+    if (stored) name = split ? (occ ? "dk dv kernel (per query head), storing dS, 3 CTAs an SM (next)" : "dk dv kernel (per query head), storing dS (next)")
+                             : (occ ? "dk dv kernel, storing dS, 3 CTAs an SM (next)" : "dk dv kernel, storing dS (next)");
+    const OpPart part(name, Device::CUDA);
     const dim3 grid = grid_of(p.N, split ? p.H : p.KVH);
-    if (occ) {
-      allow_smem(flash_dkv_kernel<D, BQ, kPipe, kIo16, kOcc>, smem_dkv, "flash_dkv_kernel", true);
-      flash_dkv_kernel<D, BQ, kPipe, kIo16, kOcc><<<grid, kThreads, smem_dkv, s>>>(p, t);
-    } else {
-      allow_smem(flash_dkv_kernel<D, BQ, kPipe, kIo16>, smem_dkv, "flash_dkv_kernel");
-      flash_dkv_kernel<D, BQ, kPipe, kIo16><<<grid, kThreads, smem_dkv, s>>>(p, t);
+    if constexpr (kCanStore) {
+      if (stored) {
+        if (occ) dkv_launch<D, BQ, kPipe, kIo16, kOcc, true>(p, t, grid, smem_dkv, s);
+        else dkv_launch<D, BQ, kPipe, kIo16, 1, true>(p, t, grid, smem_dkv, s);
+      }
+    }
+    if (!stored) {
+      if (occ) dkv_launch<D, BQ, kPipe, kIo16, kOcc, false>(p, t, grid, smem_dkv, s);
+      else dkv_launch<D, BQ, kPipe, kIo16, 1, false>(p, t, grid, smem_dkv, s);
     }
     check_launch("flash_dkv_kernel");
   }
@@ -932,6 +1064,15 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
                                                                                  rep, D, p.dk, p.dv);
     }
     check_launch("flash_dkv_reduce_kernel");
+  }
+  if constexpr (kCanStore) {
+    if (stored) {
+      const OpPart part("dq from the stored dS (next)", Device::CUDA);
+      const size_t smem = 2 * (tile_bytes(D, 64) + tile_bytes(64, 64));  // two buffers: keys, dSᵀ
+      allow_smem(flash_dq_ds_kernel<D, kIo16>, smem, "flash_dq_ds_kernel");
+      flash_dq_ds_kernel<D, kIo16><<<grid_of(p.N, p.H), kThreads, smem, s>>>(p);
+      check_launch("flash_dq_ds_kernel");
+    }
   }
 }
 
