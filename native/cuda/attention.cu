@@ -108,7 +108,8 @@ int64_t ds_blocks(const Tensor& cu_seqlens, int64_t N, int64_t window) {
   return w;
 }
 // Its scratch is one layer's at a time (H · query tiles · ds_w tiles of 8 KB: 268 MB for a 1B model's 2048-token
-// row, 1.07 GB for four); above this, or where the GPU has no room for it, the dQ kernel recomputes.
+// row, 1.07 GB for four, and for an 8B model's 4096; the causal half of it written); above this, or where the GPU
+// has no room for it, the dQ kernel recomputes.
 constexpr double kMaxDsBytes = 1.5 * (1 << 30);
 
 void need_heads(int64_t H, int64_t KVH) {
@@ -229,8 +230,8 @@ void attention_backward(const AttentionBackwardArgs& p) {
     a.v16 = v16.data_as<__nv_bfloat16>();
     a.do16 = do16.data_as<__nv_bfloat16>();
   }
-  Tensor ds;  // stored_ds: the dK/dV kernel's dSᵀ for the dQ kernel (D = 64 on bf16 tiles)
-  if (D == 64 && (a.io16 || path == Path::Pipelined) && next_kernels(Next::StoredDs)) {
+  Tensor ds;  // stored_ds: the dK/dV kernel's dSᵀ for the dQ kernel (the flash kernels on bf16 tiles)
+  if (flash && (a.io16 || path == Path::Pipelined) && next_kernels(Next::StoredDs)) {
     const int64_t qt = (N + 63) / 64, w = ds_blocks(*p.cu_seqlens, N, p.window);
     if (static_cast<double>(H) * static_cast<double>(qt) * static_cast<double>(w) * 8192.0 <= kMaxDsBytes) {
       try {

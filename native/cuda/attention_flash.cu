@@ -31,6 +31,9 @@
 //                            writes dk = scale·dK, dv.
 //   flash_dkv_reduce_kernel  split mode only: dk[j, g] = Σ_r dk_part[j, g·rep + r] in a
 //                            fixed order (and dv).
+//   flash_dq_ds_kernel<D>    INSTILL_CUDA_NEXT `stored_ds` (waiting for a GPU run): after the dK/dV kernel
+//                            stored each tile's dSᵀ (kStoreDS), dQ = scale·dS·K from those tiles,
+//                            instead of flash_dq_kernel computing S and dP again.
 // No atomics anywhere and every output element is written by one thread: results are
 // deterministic. Split mode (short rows, few KV heads: fewer key blocks × KV heads than
 // 4 × SMs) gives each query head its own CTA and writes per-head partials to scratch,
@@ -620,7 +623,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 1 ? kMinBlocks : 0) fla
 
 // ---------------------------------------------------------------- dQ from the stored dS
 
-// INSTILL_CUDA_NEXT `stored_ds` (D = 64, after the dK/dV kernel stored dSᵀ): CTA = query tile qt (64 queries) of
+// INSTILL_CUDA_NEXT `stored_ds` (after the dK/dV kernel stored dSᵀ): CTA = query tile qt (64 queries) of
 // head h, 16 queries a warp. For each 64-key block kb the tile sees (aligned as the dK/dV kernel's blocks): its
 // bf16 keys (from k16) and the stored dSᵀ tile, through cp.async double buffers; dQ += dS·K with dS as the A
 // operand straight from the key-major tile (ldmatrix.trans with the B n-major addressing: rows = keys). Pairs
@@ -628,7 +631,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 1 ? kMinBlocks : 0) fla
 // (whatever the scratch held), and writes every pair a query sees. No S or dP is computed: one product, not three.
 template <int D, bool kIo16>
 __global__ void __launch_bounds__(kThreads) flash_dq_ds_kernel(const AttnParams p) {
-  static_assert(D == 64, "the stored dS tiles are the dK/dV kernel's 64-query tiles: D = 64");
+  static_assert(D == 64 || D == 128, "the flash kernels' head dims");
   constexpr int S = D + 8;    // key tile row stride
   constexpr int SD = 64 + 8;  // dSᵀ tile row stride (64 queries, then 16 bytes of padding)
   constexpr int BN = 64;
@@ -642,7 +645,8 @@ __global__ void __launch_bounds__(kThreads) flash_dq_ds_kernel(const AttnParams 
   const int64_t qt = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x);  // the longest rows first
   const int64_t i0 = qt * kRows;
   const int64_t last_i = min(i0 + kRows - 1, N - 1);
-  const int64_t kb_first = key_lo(p.seg_begin, i0, p.window) / BN, kb_last = last_i / BN;
+  const int64_t kb_first = key_lo(p.seg_begin, i0, p.window) / BN;
+  const int64_t kb_last = min(last_i / BN, kb_first + p.ds_w - 1);  // the host's bound (never below last_i / BN)
 
   const int64_t wi0 = i0 + warp * 16;
   const bool warp_live = wi0 < N;
@@ -728,27 +732,32 @@ struct DkvTarget {
   int64_t hpc;
 };
 
-// stored_ds: a warp's 16 keys (rows 16·warp + gid and + 8 of the tile) × the 64 queries of query tile ts of
-// dSᵀ, as the bf16 pairs the dK product rounds them to (a_from_c), into tile (h, ts / 64, j0 / 64) of p.ds.
-__device__ __forceinline__ void store_ds_tile(const AttnParams& p, int64_t h, int64_t ts, int64_t j0, int warp, int gid,
-                                              int tig, const float (*dp)[4]) {
-  const int64_t slot = j0 / 64 - key_lo(p.seg_begin, ts, p.window) / 64;
-  if (slot < 0 || slot >= p.ds_w) return;  // never (attention.cu's bound): nothing written outside the scratch
-  uint32_t* const tile = reinterpret_cast<uint32_t*>(p.ds + ((h * p.ds_qt + ts / 64) * p.ds_w + slot) * 4096);
-  const int ra = warp * 16 + gid;  // a tile row is 32 words (64 bf16)
-#pragma unroll
-  for (int n = 0; n < 8; ++n) {
-    tile[ra * 32 + 4 * n + tig] = pack_bf16(dp[n][0], dp[n][1]);  // key ja, queries 8n + 2tig, + 1
-    tile[(ra + 8) * 32 + 4 * n + tig] = pack_bf16(dp[n][2], dp[n][3]);
-  }
+// stored_ds: where query tile ts's dSᵀ goes, the words (two bf16) of p.ds's tile (h, ts / 64, j0 / 64) from
+// column ts % 64 on (BQ = 32 fills half a tile's 64 queries); null where the slot is out of the host's bound
+// (never: attention.cu's ds_blocks), so nothing is written outside the scratch.
+__device__ __forceinline__ uint32_t* ds_tile_words(const AttnParams& p, int64_t h, int64_t ts, int64_t j0) {
+  const int64_t t0 = ts / 64 * 64;
+  const int64_t slot = j0 / 64 - key_lo(p.seg_begin, t0, p.window) / 64;
+  if (slot < 0 || slot >= p.ds_w) return nullptr;
+  return reinterpret_cast<uint32_t*>(p.ds + ((h * p.ds_qt + ts / 64) * p.ds_w + slot) * 4096) + (ts - t0) / 2;
+}
+// The k-slice kk (queries 16kk .. 16kk + 15 of the tile) of a warp's 16 keys of dSᵀ, the A fragment its dK product
+// reads (a_from_c: r[0] key ja, queries 16kk + 2tig, + 1; r[1] key jb; r[2], r[3] the same 8 queries on), into
+// rows 16·warp + gid and + 8 of the tile (32 words a row).
+__device__ __forceinline__ void store_ds_kslice(uint32_t* words, const AFrag& a, int kk, int warp, int gid, int tig) {
+  uint32_t* const ra = words + (warp * 16 + gid) * 32 + 8 * kk + tig;
+  ra[0] = a.r[0];
+  ra[8 * 32] = a.r[1];
+  ra[4] = a.r[2];
+  ra[8 * 32 + 4] = a.r[3];
 }
 
 // kIo16 (bf16 activations; pipelined only): K, V from k16 / v16 (Q, dO stream from q16 / do16 as pipelined).
-// kStoreDS (INSTILL_CUDA_NEXT `stored_ds`, BQ = 64): also stores each tile's dSᵀ for flash_dq_ds_kernel.
+// kStoreDS (INSTILL_CUDA_NEXT `stored_ds`): also stores each tile's dSᵀ for flash_dq_ds_kernel.
 template <int D, int BQ, bool kPipe, bool kIo16 = false, int kMinBlocks = 1, bool kStoreDS = false>
 __global__ void __launch_bounds__(kThreads, kMinBlocks > 1 ? kMinBlocks : 0) flash_dkv_kernel(const AttnParams p, const DkvTarget t) {
   static_assert(!kIo16 || kPipe, "bf16 activations stream Q / dO from themselves: pipelined");
-  static_assert(!kStoreDS || BQ == 64, "stored dS tiles are 64 queries wide");
+  static_assert(!kStoreDS || BQ == 64 || BQ == 32, "stored dS tiles are 64 queries wide: whole or halves");
   constexpr int S = D + 8;
   constexpr int KS = D / 16;
   constexpr int kBufs = kPipe ? 2 : 1;  // query tile t in buffer t % 2 when pipelined
@@ -877,7 +886,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 1 ? kMinBlocks : 0) fla
           dp[n][e] = pr * (dp[n][e] - ((e & 1) ? d2.y : d2.x));
         }
       }
-      if constexpr (kStoreDS) store_ds_tile(p, h, ts, j0, warp, gid, tig, dp);
+      if constexpr (kStoreDS) {  // dSᵀ as the dK product's bf16 A fragments (a_from_c rounds them the same way)
+        uint32_t* const words = ds_tile_words(p, h, ts, j0);
+        if (words) {
+#pragma unroll
+          for (int kk = 0; kk < BQ / 16; ++kk) store_ds_kslice(words, a_from_c(dp[2 * kk], dp[2 * kk + 1]), kk, warp, gid, tig);
+        }
+      }
       // dV += Pᵀ·dO and dK += dSᵀ·Q: queries as k; dO and Q k-major through .trans.
 #pragma unroll
       for (int kk = 0; kk < BQ / 16; ++kk) {
@@ -1003,9 +1018,9 @@ template <int D, bool kPipe, bool kIo16 = false>
 void backward_d(const AttnParams& p, cudaStream_t s) {
   constexpr int BN = D <= 64 ? 64 : 32;  // dq: key tile
   constexpr int BQ = D <= 64 ? 64 : 32;  // dkv: query tile
-  // stored_ds (D = 64 on bf16 tiles, scratch given by attention.cu): the dK/dV kernel first, storing dSᵀ, then
+  // stored_ds (bf16 tiles, scratch given by attention.cu): the dK/dV kernel first, storing dSᵀ, then
   // dQ = dS·K from it (flash_dq_ds_kernel) instead of the dQ kernel's three products
-  constexpr bool kCanStore = D == 64 && kPipe;
+  constexpr bool kCanStore = kPipe;
   const bool stored = kCanStore && p.ds != nullptr;
   bool dq_done = stored;
   if constexpr (D == 64) {

@@ -69,7 +69,7 @@ struct AttnParams {
   __nv_bfloat16* dq16 = nullptr;
   __nv_bfloat16* dk16 = nullptr;
   __nv_bfloat16* dv16 = nullptr;
-  // INSTILL_CUDA_NEXT `stored_ds` (the flash backward at D = 64 on bf16 tiles: pipelined, or bf16 activations):
+  // INSTILL_CUDA_NEXT `stored_ds` (the flash backward on bf16 tiles: pipelined, or bf16 activations):
   // the dK/dV kernel stores dSᵀ here and the dQ kernel reads it back instead of computing S and dP again.
   // Tiles of 64 keys × 64 queries, bf16, key-major; tile (h, qt, kb) of query head h, query tile qt (queries
   // 64·qt ..) and key block kb (keys 64·kb ..) at ((h·ds_qt + qt)·ds_w + kb − key_lo(64·qt) / 64)·4096, where
