@@ -5,7 +5,8 @@ A test of a piece lives in test/cuda/next/NAME.test.ts, or names it as "kernels:
 "INSTILL_CUDA_NEXT=NAME[,NAME]"; "kernels: verified" (the default path), "kernels: next", "=1" and
 test/cuda/next/all.test.ts (every piece at once) name none.
 
-  python3 bench/gpu/pieces.py VITEST_LOG   prints the pieces its FAIL lines name, one a line
+  python3 bench/gpu/pieces.py VITEST_LOG   prints "piece: why" for each piece to leave out of the A/Bs: named by a
+                                           failed test, or whose test file never finished (a run cut short)
 table.py imports named() for the closing table; gpu-check.sh leaves those pieces out of the step's A/Bs."""
 import os
 import re
@@ -35,8 +36,44 @@ def failed_tests(log_text):
     return seen
 
 
+# The file a piece's GPU tests live in: its own (test/cuda/next/NAME.test.ts), or these.
+_OTHER_FILES = {"wb_cache": "test/cuda/lora_reference.test.ts", "attn_prep": "test/cuda/next/flash_mt.test.ts"}
+_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+
+
+def test_file(piece):
+    own = f"test/cuda/next/{piece}.test.ts"
+    return own if os.path.exists(os.path.join(_ROOT, own)) else _OTHER_FILES.get(piece)
+
+
+def completed_files(log_text):
+    """The test files vitest reported as done (passed, failed or skipped) in a log: a run cut short by its
+    timeout leaves out the files it never finished."""
+    done = set()
+    for line in re.sub(r"\x1b\[[0-9;]*m", "", log_text).splitlines():
+        m = re.match(r"^ *[\u2713\u276f\u00d7\u2193] +(test/\S+\.test\.ts) +\(", line)
+        if m:
+            done.add(m.group(1))
+    return done
+
+
+def left_out(log_text):
+    """{piece: why} for the pieces a step A/B must leave out: named by a failed test, or whose test file never
+    finished (or that has none)."""
+    out = {}
+    for t in failed_tests(log_text):
+        for p in named(t):
+            out.setdefault(p, "a failed test names it")
+    done = completed_files(log_text)
+    for p in PIECES:
+        f = test_file(p)
+        if p not in out and (f is None or f not in done):
+            out[p] = f"its tests ({f or 'none'}) did not finish"
+    return out
+
+
 if __name__ == "__main__":
+    # python3 bench/gpu/pieces.py VITEST_LOG: "piece: why" a line, for each piece to leave out of the A/Bs
     with open(sys.argv[1], errors="replace") as f:
-        tests = failed_tests(f.read())
-    for p in sorted({p for t in tests for p in named(t)}):
-        print(p)
+        for p, why in sorted(left_out(f.read()).items()):
+            print(f"{p}: {why}")
