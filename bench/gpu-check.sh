@@ -98,11 +98,12 @@ note "cuBLASLt: ${INSTILL_CUBLASLT:-not found (WMMA GEMM only)}"
 
 echo "== GPU tests $(elapsed)"
 export INSTILL_FIXTURES="$ROOT/.fixtures"
-gpu_tests() {  # label, then env assignments for the run
+gpu_tests() {  # label, log name, then env assignments for the run; the test paths in TEST_PATHS (default test/cuda)
   local label=$1 log="$OUT/tests-$2.log"; shift 2
+  local -a paths=(${TEST_PATHS:-test/cuda})
   # four test files at a time (each in its own process, its own CUDA context): the GPU has room, and the CPU
   # references have 16 cores; vitest.config.ts runs files one by one for the 2-core CI machine
-  env NO_COLOR=1 FORCE_COLOR=0 "$@" timeout "$(budget 200)" node node_modules/vitest/vitest.mjs run test/cuda \
+  env NO_COLOR=1 FORCE_COLOR=0 "$@" timeout "$(budget 200)" node node_modules/vitest/vitest.mjs run "${paths[@]}" \
     --fileParallelism --maxWorkers=4 > "$log" 2>&1
   local rc=$?
   tail -25 "$log"
@@ -188,7 +189,11 @@ bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_B
   node bench/gpu/instill_bench.mjs ops --out "$RES"
 # The fallbacks last (they change rarely): test/cuda again with the WMMA GEMM and the f32 attention kernels
 if [[ "${SKIP_WMMA:-0}" == 1 ]]; then note "GPU tests through the WMMA kernel: skipped (SKIP_WMMA=1)"
-else gpu_tests "GEMMs through the WMMA kernel, f32 attention kernels" wmma INSTILL_CUBLASLT=off INSTILL_CUDA_ATTENTION=simple; fi
+else  # the verified files and the pieces that go through the GEMM (the attention pieces pick their kernels themselves)
+  TEST_PATHS="test/cuda/ops.test.ts test/cuda/lora_reference.test.ts test/cuda/torch.test.ts test/cuda/train_cli.test.ts
+    test/cuda/next/narrow.test.ts test/cuda/next/pack_wb.test.ts test/cuda/next/bf16_beta.test.ts test/cuda/next/residual.test.ts" \
+    gpu_tests "GEMMs through the WMMA kernel, f32 attention kernels" wmma INSTILL_CUBLASLT=off INSTILL_CUDA_ATTENTION=simple
+fi
 # The user's command on a GPU: a 2-layer 1B-shaped step, through the CLI (exit status and its output kept)
 if timeout "$(budget 90)" node bin/instill.js bench train --config .fixtures/configs/llama-3.2-1b.json --layers 2 \
      --seq 1024 --dtype bf16 --device cuda --profile > "$OUT/cli-bench.log" 2>&1; then
