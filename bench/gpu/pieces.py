@@ -26,10 +26,15 @@ def named(test):
     return out
 
 
+def _lines(log_text):
+    """A vitest log's lines, colors stripped."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", log_text).splitlines()
+
+
 def failed_tests(log_text):
-    """The names of the failed tests in a vitest log (its 'FAIL test/...' lines, colors stripped), once each."""
+    """The names of the failed tests in a vitest log (its 'FAIL test/...' lines), once each."""
     seen = []
-    for line in re.sub(r"\x1b\[[0-9;]*m", "", log_text).splitlines():
+    for line in _lines(log_text):
         m = re.match(r"^ *FAIL +(test/.*)$", line)
         if m and m.group(1) not in seen:
             seen.append(m.group(1))
@@ -50,7 +55,7 @@ def completed_files(log_text):
     """The test files vitest reported as done (passed, failed or skipped) in a log: a run cut short by its
     timeout leaves out the files it never finished."""
     done = set()
-    for line in re.sub(r"\x1b\[[0-9;]*m", "", log_text).splitlines():
+    for line in _lines(log_text):
         m = re.match(r"^ *[\u2713\u276f\u00d7\u2193] +(test/\S+\.test\.ts) +\(", line)
         if m:
             done.add(m.group(1))

@@ -84,6 +84,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <type_traits>
 
 #include "cuda/attention_kernels.cuh"
@@ -1051,11 +1052,11 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   const int bufs = kPipe ? 2 : 1;
   const size_t smem_dkv = 2 * tile_bytes(D, kRows) + bufs * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ);
   {
-    const char* name = split ? (occ ? "dk dv kernel (per query head), 3 CTAs an SM (next)" : "dk dv kernel (per query head)")
-                             : (occ ? "dk dv kernel, 3 CTAs an SM (next)" : "dk dv kernel");
-    if (stored) name = split ? (occ ? "dk dv kernel (per query head), storing dS, 3 CTAs an SM (next)" : "dk dv kernel (per query head), storing dS (next)")
-                             : (occ ? "dk dv kernel, storing dS, 3 CTAs an SM (next)" : "dk dv kernel, storing dS (next)");
-    const OpPart part(name, Device::CUDA);
+    std::string name = split ? "dk dv kernel (per query head)" : "dk dv kernel";
+    if (stored) name += ", storing dS";
+    if (occ) name += ", 3 CTAs an SM";
+    if (stored || occ) name += " (next)";
+    const OpPart part(name.c_str(), Device::CUDA);
     const dim3 grid = grid_of(p.N, split ? p.H : p.KVH);
     if constexpr (kCanStore) {
       if (stored) {

@@ -283,6 +283,10 @@ LoraParam& LlamaModel::lora(int64_t layer, int target) {
 // keeping them is 1.5 GB more at 2048 tokens of that model, 12 GB at 4096 of an 8B one). The estimate counts
 // what the pass allocates (the layers' activations, the residual stream, the backward's scratch) and keeps
 // 2 GiB for the loss's chunk buffers and slack; the results are the same bits either way.
+namespace {
+constexpr double kPassSlackBytes = 2.0 * (1 << 30);  // beside pass_bytes: the loss's chunk buffers and slack
+}  // namespace
+
 double LlamaModel::pass_bytes(int64_t n, DType act, bool shared) const {
   const LlamaConfig& c = cfg_;
   const int64_t f = 4, m = static_cast<int64_t>(dtype_size(act)), q = c.H * c.D, kv = c.KVH * c.D;
@@ -298,7 +302,7 @@ double LlamaModel::pass_bytes(int64_t n, DType act, bool shared) const {
 
 bool LlamaModel::share_layer_acts(int64_t n, DType act) const {
   if (device_ == Device::CPU) return true;
-  return pass_bytes(n, act, false) + 2.0 * (1 << 30) > static_cast<double>(device_available_bytes(device_));
+  return pass_bytes(n, act, false) + kPassSlackBytes > static_cast<double>(device_available_bytes(device_));
 }
 
 // The kept [W | B] (lora_linear's wb): a forward then writes B (OUT·R values) instead of copying W (1.8 ms of
@@ -322,8 +326,8 @@ void LlamaModel::prepare_wb(int64_t n, DType act) {
   }
   if (bytes == 0) return drop_wb();
   const double avail = static_cast<double>(device_available_bytes(device_)) + static_cast<double>(wb_bytes_);
-  const bool own_acts = !checkpointing_ && pass_bytes(n, act, false) + 2.0 * (1 << 30) <= avail;
-  if (pass_bytes(n, act, !own_acts) + static_cast<double>(bytes) + 2.0 * (1 << 30) > avail) return drop_wb();
+  const bool own_acts = !checkpointing_ && pass_bytes(n, act, false) + kPassSlackBytes <= avail;
+  if (pass_bytes(n, act, !own_acts) + static_cast<double>(bytes) + kPassSlackBytes > avail) return drop_wb();
   if (wb_bytes_ == bytes) return;  // kept from an earlier pass
   drop_wb();
   try {

@@ -63,6 +63,9 @@ export function closeAccumulated(got: ArrayLike<number>, ref: ArrayLike<number>,
   closeScaled(got, Array.from(ref, (v, i) => v + init[i]), Array.from(mag, (v, i) => v + Math.abs(init[i])), BF16_TOL, what);
 }
 
+/** The bytes of a typed array (its view only): `bits(a).equals(bits(b))` compares results bit for bit. */
+export const bits = (a: Float32Array | Int32Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+
 export const abs = (t: Tensor): Tensor => Tensor.from((t.toArray() as Float32Array).map(Math.abs), t.shape, { dtype: t.dtype as 'f32' | 'bf16' });
 
 /** loraLinear forward + backward, w bf16, on the verified kernels or a next piece (narrow, pack_wb). */

@@ -9,7 +9,7 @@ import { rng, seed } from '../../../bench/kernels/reference.js';
 import { poisonAndRestoreIsa } from '../../helpers/kernels.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { attentionInputs, BF16_TOL, close, hasCuda, host } from '../common.js';
+import { attentionInputs, BF16_TOL, bits, close, hasCuda, host } from '../common.js';
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_mt', () => {
   poisonAndRestoreIsa();
@@ -58,7 +58,6 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_mt', () => {
     expect(next.parts).toContain(prep);
     expect(next.parts).not.toContain('attention_backward/delta = rowsum(dO * O)');
     expect(nextPiped.parts).toContain(prep);
-    const bits = (a: Float32Array | Int32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
     for (const key of ['out', 'lse', 'dq', 'dk', 'dv'] as const) {
       expect(next[key].every((x) => Number.isFinite(x)), key).toBe(true);
       expect(bits(nextPiped[key]).equals(bits(next[key])), `${key}: pipelined and synchronous loads`).toBe(true);

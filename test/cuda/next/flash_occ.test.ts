@@ -9,7 +9,7 @@ import { rng, seed } from '../../../bench/kernels/reference.js';
 import { poisonAndRestoreIsa } from '../../helpers/kernels.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { attentionInputs, hasCuda, host } from '../common.js';
+import { attentionInputs, bits, hasCuda, host } from '../common.js';
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_occ', () => {
   poisonAndRestoreIsa();
@@ -55,7 +55,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_occ', () => {
           mag = Math.max(mag, Math.abs(b[i]));
         }
         expect(diff / mag, `${key} (mode ${mode ?? 'default'})`).toBeLessThanOrEqual(1e-5);
-        if (Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))) bitsSame.push(key);
+        if (bits(a).equals(bits(b))) bitsSame.push(key);
       }
       console.log(`flash_occ ${kind} n ${n} mode ${mode ?? 'default'}: the verified kernels' bits for ${bitsSame.join(', ') || 'none'}`);
     }

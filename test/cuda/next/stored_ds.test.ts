@@ -10,7 +10,7 @@ import { rng, seed } from '../../../bench/kernels/reference.js';
 import { poisonAndRestoreIsa } from '../../helpers/kernels.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { attentionInputs, BF16_TOL, close, hasCuda, host } from '../common.js';
+import { attentionInputs, BF16_TOL, bits, close, hasCuda, host } from '../common.js';
 
 const DQ_PART = 'attention_backward/dq from the stored dS (next)';
 
@@ -52,7 +52,6 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=stored_ds', () => {
     }));
     const verified = run(false), stored = run(true), again = run(true);
     expect(verified.parts).not.toContain(DQ_PART);
-    const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
     if (mode === 'flash') {  // nothing stored: the same kernels, the same bits
       expect(stored.parts).not.toContain(DQ_PART);
       for (const key of ['dq', 'dk', 'dv'] as const) expect(bits(stored[key]).equals(bits(verified[key])), key).toBe(true);
