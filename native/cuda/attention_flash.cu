@@ -87,6 +87,7 @@
 #include <string>
 #include <type_traits>
 
+#include "cuda/attention_flash.cuh"
 #include "cuda/attention_kernels.cuh"
 #include "cuda/common.cuh"
 
@@ -94,229 +95,6 @@ namespace instill {
 namespace cuda {
 
 namespace {
-
-using bf16 = __nv_bfloat16;
-
-constexpr int kThreads = 128;  // 4 warps
-constexpr int kRows = 64;      // queries (fwd, dq) or keys (dkv) per CTA, 16 per warp
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
-// c += a · b (16×8 += 16×16 · 16×8), bf16 operands, f32 accumulate.
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats as bf16x2, lo in the low half (the lower column index).
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-// The A fragment of a 16-column k-slice made of the C fragments of its two n-tiles, columns 0..7 (lo)
-// and 8..15 (hi), as bf16 (the layout note above): how P and dS feed the second product.
-struct AFrag {
-  uint32_t r[4];
-};
-__device__ __forceinline__ AFrag a_from_c(const float (&lo)[4], const float (&hi)[4]) {
-  return {{pack_bf16(lo[0], lo[1]), pack_bf16(lo[2], lo[3]), pack_bf16(hi[0], hi[1]), pack_bf16(hi[2], hi[3])}};
-}
-
-// Lane offsets (in bf16 elements, row stride S) of the three ldmatrix patterns above.
-template <int S>
-__device__ __forceinline__ int lds_a(int lane) { return (lane & 15) * S + (lane >> 4) * 8; }
-template <int S>
-__device__ __forceinline__ int lds_b_nmajor(int lane) { return ((lane & 7) + ((lane >> 4) << 3)) * S + ((lane >> 3) & 1) * 8; }
-template <int S>
-__device__ __forceinline__ int lds_b_kmajor(int lane) { return ((lane & 7) + (((lane >> 3) & 1) << 3)) * S + (lane >> 4) * 8; }
-
-// acc (D/8 n-tiles) += a · (the 16 × D k-slice at `tile` of a k-major bf16 tile, rows = k, stride S),
-// the B fragments through ldmatrix.trans: the second product of every kernel (O += P·V, dQ += dS·K,
-// dV += Pᵀ·dO, dK += dSᵀ·Q).
-template <int D, int S>
-__device__ __forceinline__ void mma_kslice_kmajor(float (*acc)[4], const AFrag& a, const bf16* tile, int lane) {
-#pragma unroll
-  for (int dn = 0; dn < D / 16; ++dn) {
-    uint32_t b[4];
-    ldsm_x4_trans(smem_addr(tile + dn * 16 + lds_b_kmajor<S>(lane)), b);
-    mma_bf16(acc[2 * dn], a.r, b[0], b[1]);
-    mma_bf16(acc[2 * dn + 1], a.r, b[2], b[3]);
-  }
-}
-
-// The same for MT m-tiles a warp (the MT = 2 kernels): acc[t] += (k-slice kk of m-tile t's C fragments s[t],
-// as bf16 A) · (the k-slice at `tile`), each B fragment read once for every m-tile. MT = 1 is the call above.
-template <int D, int S, int MT, int NS>
-__device__ __forceinline__ void mma_kslice_kmajor_mt(float (*acc)[D / 8][4], float (*s)[NS][4], int kk, const bf16* tile,
-                                                     int lane) {
-  if constexpr (MT == 1) {
-    mma_kslice_kmajor<D, S>(acc[0], a_from_c(s[0][2 * kk], s[0][2 * kk + 1]), tile, lane);
-  } else {
-    AFrag a[MT];
-#pragma unroll
-    for (int t = 0; t < MT; ++t) a[t] = a_from_c(s[t][2 * kk], s[t][2 * kk + 1]);
-#pragma unroll
-    for (int dn = 0; dn < D / 16; ++dn) {
-      uint32_t b[4];
-      ldsm_x4_trans(smem_addr(tile + dn * 16 + lds_b_kmajor<S>(lane)), b);
-#pragma unroll
-      for (int t = 0; t < MT; ++t) {
-        mma_bf16(acc[t][2 * dn], a[t].r, b[0], b[1]);
-        mma_bf16(acc[t][2 * dn + 1], a[t].r, b[2], b[3]);
-      }
-    }
-  }
-}
-
-// Rows [r0, r0 + R) of head `head` of a (N, heads, D) f32 tensor into a bf16 tile of
-// R rows of stride D + 8; rows >= N become zeros. r0 >= 0.
-template <int D, int R>
-__device__ __forceinline__ void load_rows(bf16* dst, const float* src, int64_t r0, int64_t N, int64_t heads,
-                                          int64_t head) {
-  constexpr int kVec = D / 4;  // float4 per row
-  static_assert((R * kVec) % kThreads == 0, "tile not a multiple of the block");
-#pragma unroll
-  for (int it = 0; it < R * kVec / kThreads; ++it) {
-    const int idx = it * kThreads + static_cast<int>(threadIdx.x);
-    const int r = idx / kVec, c = (idx % kVec) * 4;
-    const int64_t row = r0 + r;
-    float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (row < N) x = __ldg(reinterpret_cast<const float4*>(src + (row * heads + head) * D + c));
-    uint2 packed;
-    packed.x = pack_bf16(x.x, x.y);
-    packed.y = pack_bf16(x.z, x.w);
-    *reinterpret_cast<uint2*>(dst + r * (D + 8) + c) = packed;
-  }
-}
-
-// The pipelined kernels' loads: cp.async copies global → shared without registers and without
-// waiting; a group is committed per tile and waited for (wait_group 0) just before the tile is used.
-// src_size 0 zero-fills the destination (rows past N); the address is then only a valid dummy.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async4(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 4 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
-// load_rows from a bf16 copy of the tensor, asynchronously: 16-byte chunks (8 bf16), rows >= N zeros.
-// The same tile as load_rows (which rounds the f32 rows the same way as the copy was made).
-template <int D, int R>
-__device__ __forceinline__ void load_rows_async(bf16* dst, const bf16* src, int64_t r0, int64_t N, int64_t heads,
-                                                int64_t head) {
-  constexpr int kChunks = D / 8;
-  static_assert((R * kChunks) % kThreads == 0, "tile not a multiple of the block");
-#pragma unroll
-  for (int it = 0; it < R * kChunks / kThreads; ++it) {
-    const int idx = it * kThreads + static_cast<int>(threadIdx.x);
-    const int r = idx / kChunks, c = (idx % kChunks) * 8;
-    const int64_t row = r0 + r;
-    const bool valid = row < N;
-    cp_async16(dst + r * (D + 8) + c, valid ? src + (row * heads + head) * D + c : src, valid);
-  }
-}
-
-// The key / value tiles of the forward and dQ kernels: tile t at K0 + b·buf_stride, V0 + b·buf_stride
-// with b = t % 2 when pipelined (buf_stride 0 otherwise). kv_first: once every warp holds its Q (and dO)
-// fragments, where that tile was, the pipelined kernels start loading the first tile into buffer 0.
-template <int D, int BN, bool kPipe>
-__device__ __forceinline__ void kv_first(bf16* K0, bf16* V0, const AttnParams& p, int64_t first, int64_t g) {
-  if constexpr (kPipe) {
-    __syncthreads();
-    load_rows_async<D, BN>(K0, p.k16, first, p.N, p.KVH, g);
-    load_rows_async<D, BN>(V0, p.v16, first, p.N, p.KVH, g);
-    cp_async_commit();
-  }
-}
-// At the top of the iteration for tile ts (in buffer buf): makes it readable by every thread and frees
-// the other buffer. Pipelined: waits for it and starts loading tile ts + BN (if <= last) into the other
-// buffer; otherwise loads it now, once every warp is done with the previous tile.
-template <int D, int BN, bool kPipe>
-__device__ __forceinline__ void kv_tile(bf16* K0, bf16* V0, int buf_stride, int buf, const AttnParams& p, int64_t ts,
-                                        int64_t last, int64_t g) {
-  if constexpr (kPipe) {
-    cp_async_wait_all();
-    __syncthreads();
-    if (ts + BN <= last) {
-      load_rows_async<D, BN>(K0 + (buf ^ 1) * buf_stride, p.k16, ts + BN, p.N, p.KVH, g);
-      load_rows_async<D, BN>(V0 + (buf ^ 1) * buf_stride, p.v16, ts + BN, p.N, p.KVH, g);
-      cp_async_commit();
-    }
-  } else {
-    __syncthreads();
-    load_rows<D, BN>(K0, p.k, ts, p.N, p.KVH, g);
-    load_rows<D, BN>(V0, p.v, ts, p.N, p.KVH, g);
-    __syncthreads();
-  }
-}
-
-// bf16 activations (p.io16): a tile loaded once per CTA straight from the bf16 tensor (waited for here; the
-// caller's __syncthreads makes it visible), and the outputs' stores. kIo16 false: the f32 load_rows.
-template <int D, int R, bool kIo16>
-__device__ __forceinline__ void load_rows_once(bf16* dst, const float* src, const bf16* src16, int64_t r0, int64_t N,
-                                               int64_t heads, int64_t head) {
-  if constexpr (kIo16) {
-    load_rows_async<D, R>(dst, src16, r0, N, heads, head);
-    cp_async_commit();
-    cp_async_wait_all();
-  } else {
-    load_rows<D, R>(dst, src, r0, N, heads, head);
-  }
-}
-__device__ __forceinline__ void store2(bf16* p, float a, float b) { *reinterpret_cast<uint32_t*>(p) = pack_bf16(a, b); }
-
-// Both are nondecreasing in their argument (segments are contiguous and ordered), so
-// the smallest lo / largest hi of a run of rows is that of its first / last row.
-
-__device__ __forceinline__ float quad_max(float v) {  // over the 4 lanes sharing a row (same gid)
-  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-__device__ __forceinline__ float quad_sum(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 1);
-  return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
-
-// A thread's query rows in its warp's MT m-tiles (the forward and dQ kernels): ia[t] = wi0 + 16t + gid and
-// ib[t] = ia[t] + 8 (C rows gid, gid + 8 of m-tile t), and the first key each sees. Rows past N see nothing
-// (lo = the type's max; they are computed on zeros and never written). Token indices fit in 32 bits
-// (cu_seqlens is int32): MT = 2 keeps them so (fewer registers), MT = 1 in 64 as the verified kernels had them.
-template <int MT>
-struct ThreadRows {
-  using Idx = std::conditional_t<MT == 1, int64_t, int32_t>;
-  Idx ia[MT], ib[MT], lo_a[MT], lo_b[MT];
-  __device__ __forceinline__ ThreadRows(const int32_t* seg_begin, int64_t window, int64_t N, int64_t wi0, int gid) {
-    constexpr Idx kNone = MT == 1 ? static_cast<Idx>(INT64_MAX) : static_cast<Idx>(INT32_MAX);
-#pragma unroll
-    for (int t = 0; t < MT; ++t) {
-      ia[t] = static_cast<Idx>(wi0 + 16 * t + gid);
-      ib[t] = ia[t] + 8;
-      lo_a[t] = ia[t] < N ? static_cast<Idx>(key_lo(seg_begin, ia[t], window)) : kNone;
-      lo_b[t] = ib[t] < N ? static_cast<Idx>(key_lo(seg_begin, ib[t], window)) : kNone;
-    }
-  }
-};
 
 // ---------------------------------------------------------------- forward
 
@@ -723,36 +501,6 @@ __global__ void __launch_bounds__(kThreads) flash_dq_ds_kernel(const AttnParams 
 
 // ---------------------------------------------------------------- dK, dV
 
-// blockIdx.y = unit u: heads [u·hpc, (u+1)·hpc) where hpc = heads per CTA (rep, or 1 in
-// split mode); results go to row stride out_heads at head u of dk_out / dv_out.
-// bf16 activations (kIo16) not split: dk_out / dv_out null, the results go to p.dk16 / p.dv16 in bf16.
-struct DkvTarget {
-  float* dk_out;
-  float* dv_out;
-  int64_t out_heads;
-  int64_t hpc;
-};
-
-// stored_ds: where query tile ts's dSᵀ goes, the words (two bf16) of p.ds's tile (h, ts / 64, j0 / 64) from
-// column ts % 64 on (BQ = 32 fills half a tile's 64 queries); null where the slot is out of the host's bound
-// (never: attention.cu's ds_blocks), so nothing is written outside the scratch.
-__device__ __forceinline__ uint32_t* ds_tile_words(const AttnParams& p, int64_t h, int64_t ts, int64_t j0) {
-  const int64_t t0 = ts / 64 * 64;
-  const int64_t slot = j0 / 64 - key_lo(p.seg_begin, t0, p.window) / 64;
-  if (slot < 0 || slot >= p.ds_w) return nullptr;
-  return reinterpret_cast<uint32_t*>(p.ds + ((h * p.ds_qt + ts / 64) * p.ds_w + slot) * 4096) + (ts - t0) / 2;
-}
-// The k-slice kk (queries 16kk .. 16kk + 15 of the tile) of a warp's 16 keys of dSᵀ, the A fragment its dK product
-// reads (a_from_c: r[0] key ja, queries 16kk + 2tig, + 1; r[1] key jb; r[2], r[3] the same 8 queries on), into
-// rows 16·warp + gid and + 8 of the tile (32 words a row).
-__device__ __forceinline__ void store_ds_kslice(uint32_t* words, const AFrag& a, int kk, int warp, int gid, int tig) {
-  uint32_t* const ra = words + (warp * 16 + gid) * 32 + 8 * kk + tig;
-  ra[0] = a.r[0];
-  ra[8 * 32] = a.r[1];
-  ra[4] = a.r[2];
-  ra[8 * 32 + 4] = a.r[3];
-}
-
 // kIo16 (bf16 activations; pipelined only): K, V from k16 / v16 (Q, dO stream from q16 / do16 as pipelined).
 // kStoreDS (INSTILL_CUDA_NEXT `stored_ds`): also stores each tile's dSᵀ for flash_dq_ds_kernel.
 template <int D, int BQ, bool kPipe, bool kIo16 = false, int kMinBlocks = 1, bool kStoreDS = false>
@@ -952,26 +700,6 @@ __global__ void flash_dkv_reduce_kernel(const float* dk_part, const float* dv_pa
   }
 }
 
-constexpr size_t tile_bytes(int D, int rows) { return sizeof(bf16) * static_cast<size_t>(rows) * (D + 8); }
-
-// Dynamic shared memory above the default 48 KB must be opted into per kernel.
-template <typename Kernel>
-void allow_smem(Kernel kernel, size_t bytes, const char* name, bool max_carveout = false) {
-  if (max_carveout) {  // several CTAs an SM wanted: as much of the unified L1 as shared memory as it takes (a hint)
-    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                                 static_cast<int>(cudaSharedmemCarveoutMaxShared));
-    if (err != cudaSuccess) throw_cuda_error(err, name, "cudaFuncSetAttribute", 0);
-  }
-  if (bytes <= 48 * 1024) return;
-  const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-  if (err != cudaSuccess) throw_cuda_error(err, name, "cudaFuncSetAttribute", 0);
-}
-
-// CTAs of `per_cta` rows (kRows, or 64·MT for the forward) over `rows`, times `units` heads.
-dim3 grid_of(int64_t rows, int64_t units, int64_t per_cta = kRows) {
-  if (units > 65535) fail(ErrorCode::Unsupported, "attention on CUDA: more than 65535 heads");
-  return dim3(static_cast<unsigned>((rows + per_cta - 1) / per_cta), static_cast<unsigned>(units));
-}
 
 template <int D, bool kPipe, int MT = 1, bool kIo16 = false, int kMinBlocks = 1>
 void forward_mt(const AttnParams& p, cudaStream_t s) {
@@ -1024,6 +752,13 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   constexpr bool kCanStore = kPipe;
   const bool stored = kCanStore && p.ds != nullptr;
   bool dq_done = stored;
+  // flash_lean (attention_lean.cu): in place of the dQ kernels below and of the dK/dV kernel, on bf16 tiles
+  const bool lean = kPipe && next_kernels(Next::FlashLean) && attention_lean_takes(p);
+  if (!dq_done && lean) {
+    const OpPart part("dq kernel, lean (next)", Device::CUDA);
+    attention_lean_dq(p, s);
+    dq_done = true;
+  }
   if constexpr (D == 64) {
     if (!dq_done && next_kernels(Next::FlashMT)) {
       const OpPart part("dq kernel, 32 queries a warp (next)", Device::CUDA);
@@ -1054,17 +789,20 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   {
     std::string name = split ? "dk dv kernel (per query head)" : "dk dv kernel";
     if (stored) name += ", storing dS";
-    if (occ) name += ", 3 CTAs an SM";
-    if (stored || occ) name += " (next)";
+    if (lean) name += ", lean";
+    else if (occ) name += ", 3 CTAs an SM";
+    if (stored || lean || occ) name += " (next)";
     const OpPart part(name.c_str(), Device::CUDA);
     const dim3 grid = grid_of(p.N, split ? p.H : p.KVH);
-    if constexpr (kCanStore) {
+    if (lean) {
+      attention_lean_dkv(p, t.dk_out, t.dv_out, t.out_heads, t.hpc, stored, grid.x, grid.y, s);
+    } else if constexpr (kCanStore) {
       if (stored) {
         if (occ) dkv_launch<D, BQ, kPipe, kIo16, kOcc, true>(p, t, grid, smem_dkv, s);
         else dkv_launch<D, BQ, kPipe, kIo16, 1, true>(p, t, grid, smem_dkv, s);
       }
     }
-    if (!stored) {
+    if (!stored && !lean) {
       if (occ) dkv_launch<D, BQ, kPipe, kIo16, kOcc, false>(p, t, grid, smem_dkv, s);
       else dkv_launch<D, BQ, kPipe, kIo16, 1, false>(p, t, grid, smem_dkv, s);
     }
@@ -1180,6 +918,10 @@ void backward_any(const AttnParams& p, cudaStream_t s, bool pipelined) {
 void attention_flash_forward(const AttnParams& p, cudaStream_t s, bool pipelined) {
   if ((pipelined || p.io16) && (!p.k16 || !p.v16)) fail(ErrorCode::Internal, "attention_flash_forward: pipelined without bf16 K, V");
   if (p.io16 && (!p.q16 || !p.out16)) fail(ErrorCode::Internal, "attention_flash_forward: io16 without bf16 tensors");
+  if (next_kernels(Next::FlashLean) && attention_lean_takes(p)) {  // attention_lean.cu, in place of every kernel below
+    const OpPart part("flash kernel, lean (next)", Device::CUDA);
+    return attention_lean_forward(p, s, pipelined);
+  }
   if (p.D == 64) forward_any<64>(p, s, pipelined);
   else if (p.D == 128) forward_any<128>(p, s, pipelined);
   else fail(ErrorCode::Internal, "attention_flash_forward: head dim ", p.D, " not instantiated");

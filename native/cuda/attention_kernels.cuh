@@ -5,6 +5,7 @@
 //                        exact reference on the GPU)
 //   attention_flash.cu   bf16 tensor cores (mma.sync m16n8k16), f32 accumulation,
 //                        D in {64, 128}, 16-byte aligned tensors
+//   attention_lean.cu    the same with leaner inner loops (INSTILL_CUDA_NEXT `flash_lean`)
 // Both compute the same thing (ops/attention.h) and write every output (=).
 // Every launcher checks its launches (check_launch) and throws instill::Error.
 #pragma once
@@ -98,6 +99,18 @@ void attention_flash_forward(const AttnParams& p, cudaStream_t s, bool pipelined
 // p), dO read once for both. Replaces attention_delta and the four copies.
 void attention_pipelined_prep(const AttnParams& p, cudaStream_t s);
 void attention_flash_backward(const AttnParams& p, cudaStream_t s, bool pipelined = false);  // after attention_delta
+
+// attention_lean.cu (INSTILL_CUDA_NEXT `flash_lean`, waiting for a GPU run): the flash kernels with a leaner inner
+// loop, called by attention_flash.cu in place of its one-m-tile kernels where attention_lean_takes (scale > 0,
+// D 64 or 128). The forward as attention_flash_forward's; dQ and dK/dV for the pipelined backward and bf16
+// activations (p's bf16 tensors set), dK/dV into dk_out / dv_out at row stride out_heads (hpc query heads a
+// CTA, a grid of grid_x key blocks × grid_y units; null outputs with io16: p.dk16 / p.dv16), storing dSᵀ in p.ds
+// when store_ds (`stored_ds`).
+bool attention_lean_takes(const AttnParams& p);
+void attention_lean_forward(const AttnParams& p, cudaStream_t s, bool pipelined);
+void attention_lean_dq(const AttnParams& p, cudaStream_t s);
+void attention_lean_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64_t out_heads, int64_t hpc, bool store_ds,
+                        unsigned grid_x, unsigned grid_y, cudaStream_t s);
 
 }  // namespace cuda
 }  // namespace instill

@@ -17,7 +17,7 @@ struct Piece {
 constexpr Piece kAll[] = {{Next::Narrow, "narrow"},       {Next::PackWB, "pack_wb"},     {Next::FlashMT, "flash_mt"},
                           {Next::RopeToken, "rope_token"}, {Next::AttnPrep, "attn_prep"}, {Next::Residual, "residual"},
                           {Next::WbCache, "wb_cache"},     {Next::FlashOcc, "flash_occ"}, {Next::Bf16Beta, "bf16_beta"},
-                          {Next::StoredDs, "stored_ds"}};
+                          {Next::StoredDs, "stored_ds"},   {Next::FlashLean, "flash_lean"}};
 
 // The set a value names, as bits of Next.
 unsigned parse(const std::string& v) {

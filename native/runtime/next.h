@@ -23,6 +23,7 @@ enum class Next {
   FlashOcc,   // "flash_occ": the D = 64 flash kernels (one m-tile) held to fewer registers, 3-4 CTAs an SM
   Bf16Beta,   // "bf16_beta": a bf16 C added to (beta != 0) by cuBLASLt itself instead of through an f32 copy
   StoredDs,   // "stored_ds": the dK/dV kernel stores dS, and dQ = dS·K reads it (no recompute of S, dP)
+  FlashLean,  // "flash_lean": the flash kernels with leaner inner loops (attention_lean.cu)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

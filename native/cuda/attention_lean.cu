@@ -1,0 +1,571 @@
+// attention on CUDA: the flash kernels with a leaner inner loop (INSTILL_CUDA_NEXT `flash_lean`, waiting for a
+// GPU run). The same tiles, fragments and products as attention_flash.cu's one-m-tile kernels (its header comment
+// has the layouts), with the per-tile instructions the tensor cores wait on cut down. Read from the SASS of
+// attention_flash.cu's D = 64 kernels (scripts/sass.sh): of the forward loop's 937 instructions a tile, 64 are
+// the tile's mma; the rest issue from the same four schedulers, so at two warps a scheduler the loop is bound by
+// issue, not by the tensor cores. What goes:
+//   - The mask on tiles that need none. The verified kernels compute `if (!full) mask` per element, and the
+//     compiler turns that into a select every element of every tile (predicates from a bit mask, 3 instructions
+//     an element). Here the tile's work is a template on kMask and a warp-uniform branch picks one copy: the
+//     tiles every pair of a warp sees (all but the diagonal and a segment's first, for causal rows) run none.
+//   - exp2f's denormal handling: exp2f(x) is ex2.approx.f32, which ptxas wraps in a compare and two
+//     multiplies (results below 2^-126); ex2.approx.ftz.f32 is the one MUFU instruction. A probability
+//     below 2^-126 becomes 0 instead of a denormal: nothing a bf16 P or an f32 sum keeps anyway.
+//   - The forward's separate scale: the row max is taken on the raw scores and scaled once (scale > 0, so
+//     max(s)·c = max(s·c), the same m as the verified kernel), and each P is ex2(fma(s, c, −m)): one FFMA
+//     where the verified kernel multiplies, stores, and subtracts.
+//   - 64-bit index arithmetic in the masks (token indices fit in 32 bits: cu_seqlens is int32), and the
+//     dK/dV kernel's per-tile addressing (each thread's rows of a Q / dO tile are one offset and a fixed
+//     stride; lse and Δ one load each for the first BQ threads, not a loop the compiler unrolls with branches).
+// Results: the verified kernels' to rounding (P from one FFMA instead of a multiply and a subtraction, then
+// rounded to bf16 like theirs), not their bits; test/cuda/next/flash_lean.test.ts compares both, and the f32
+// reference. The forward takes f32 or bf16 copies (pipelined) or bf16 activations; the backward the pipelined
+// path and bf16 activations (the synchronous backward keeps the verified kernels). A scale that is not > 0 keeps
+// the verified kernels (the max-then-scale step needs it).
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "cuda/attention_flash.cuh"
+#include "cuda/attention_kernels.cuh"
+#include "cuda/common.cuh"
+
+namespace instill {
+namespace cuda {
+
+namespace {
+
+// 2^x in one MUFU instruction, denormal results flushed to 0 (ex2(−inf) = 0).
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// The forward and dQ kernels' query rows of one thread (C rows gid and gid + 8 of its warp's m-tile) in 32 bits,
+// with the first key each sees; rows past N see nothing (lo = INT32_MAX).
+struct QueryRows {
+  int32_t ia, ib, lo_a, lo_b;
+  __device__ __forceinline__ QueryRows(const AttnParams& p, int64_t wi0, int gid) {
+    ia = static_cast<int32_t>(wi0 + gid);
+    ib = ia + 8;
+    lo_a = ia < p.N ? static_cast<int32_t>(key_lo(p.seg_begin, ia, p.window)) : INT32_MAX;
+    lo_b = ib < p.N ? static_cast<int32_t>(key_lo(p.seg_begin, ib, p.window)) : INT32_MAX;
+  }
+};
+
+// Element (n, e) of a C fragment row sees column (col0 + 8n + 2·tig + (e & 1)) iff lo <= column <= hi: with
+// base = col0 + 2·tig, that is lo − base <= 8n + (e & 1) <= hi − base, a constant against two per-row values.
+struct Window {
+  int32_t lo, hi;
+  __device__ __forceinline__ bool sees(int off) const { return off >= lo && off <= hi; }
+};
+
+// ---------------------------------------------------------------- forward
+
+// One key tile of the forward for one warp: S = Q·Kᵀ, the mask (kMask), online softmax, O += P·V.
+template <int D, bool kMask>
+__device__ __forceinline__ void fwd_tile(const uint32_t (&qf)[D / 16][4], const bf16* Ks, const bf16* Vs, float (&o)[D / 8][4],
+                                         float& m_a, float& m_b, float& l_a, float& l_b, float sl2, Window wa, Window wb,
+                                         int lane) {
+  constexpr int S = D + 8, BN = 64;
+  float s[BN / 8][4];
+#pragma unroll
+  for (int n = 0; n < BN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+    for (int nn = 0; nn < BN / 16; ++nn) {
+      uint32_t b[4];
+      ldsm_x4(smem_addr(Ks + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
+      mma_bf16(s[2 * nn], qf[kk], b[0], b[1]);
+      mma_bf16(s[2 * nn + 1], qf[kk], b[2], b[3]);
+    }
+  }
+  if constexpr (kMask) {
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        if (!(e < 2 ? wa : wb).sees(8 * n + (e & 1))) s[n][e] = -INFINITY;
+  }
+  float ta = -INFINITY, tb = -INFINITY;  // raw row maxima
+#pragma unroll
+  for (int n = 0; n < BN / 8; ++n) {
+    ta = fmaxf(ta, fmaxf(s[n][0], s[n][1]));
+    tb = fmaxf(tb, fmaxf(s[n][2], s[n][3]));
+  }
+  const float na = fmaxf(m_a, quad_max(ta) * sl2), nb = fmaxf(m_b, quad_max(tb) * sl2);
+  // A row that has seen nothing yet keeps m = −inf; 0 as its reference keeps −inf − (−inf) out. Only a masked
+  // tile can leave a row so (an unmasked one shows every live row a key; rows past N compute on zeros).
+  const float ra = kMask && na == -INFINITY ? 0.f : na, rb = kMask && nb == -INFINITY ? 0.f : nb;
+  const float ca = ex2(m_a - ra), cb = ex2(m_b - rb);
+  m_a = na;
+  m_b = nb;
+  l_a *= ca;
+  l_b *= cb;
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) {
+    o[n][0] *= ca; o[n][1] *= ca;
+    o[n][2] *= cb; o[n][3] *= cb;
+  }
+#pragma unroll
+  for (int n = 0; n < BN / 8; ++n) {
+    s[n][0] = ex2(fmaf(s[n][0], sl2, -ra)); s[n][1] = ex2(fmaf(s[n][1], sl2, -ra));
+    s[n][2] = ex2(fmaf(s[n][2], sl2, -rb)); s[n][3] = ex2(fmaf(s[n][3], sl2, -rb));
+    l_a += s[n][0] + s[n][1];
+    l_b += s[n][2] + s[n][3];
+  }
+#pragma unroll
+  for (int kk = 0; kk < BN / 16; ++kk) mma_kslice_kmajor<D, S>(o, a_from_c(s[2 * kk], s[2 * kk + 1]), Vs + kk * 16 * S, lane);
+}
+
+// CTA = 64 queries of head h, as flash_fwd_kernel<D, kPipe, 1, kIo16>.
+template <int D, bool kPipe, bool kIo16>
+__global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnParams p) {
+  static_assert(!kIo16 || kPipe, "bf16 activations stream K / V from themselves: pipelined");
+  constexpr int S = D + 8, BN = 64;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* const K0 = reinterpret_cast<bf16*>(smem_raw);  // the Q tile first, then K / V tiles (two of each pipelined)
+  bf16* const V0 = K0 + BN * S;
+  constexpr int kBuf = kPipe ? 2 * BN * S : 0;
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+  const int64_t N = p.N, H = p.H;
+  const int64_t h = blockIdx.y, g = h / (H / p.KVH);
+  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kRows;  // the longest rows first
+  const int64_t last_i = min(i0 + kRows - 1, N - 1);
+  const int64_t blo = key_lo(p.seg_begin, i0, p.window);
+  const int64_t wi0 = i0 + warp * 16;
+  const bool warp_live = wi0 < N;
+  const int64_t wlast = min(wi0 + 15, N - 1);
+  const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
+  const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
+  const QueryRows rows(p, wi0, gid);
+
+  load_rows_once<D, kRows, kIo16>(K0, p.q, kIo16 ? p.q16 : nullptr, i0, N, H, h);
+  __syncthreads();
+  uint32_t qf[D / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(smem_addr(K0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
+  kv_first<D, BN, kPipe>(K0, V0, p, blo, g);
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;  // m in scale·log2(e) units
+  const float sl2 = p.scale * kLog2e;
+
+  int buf = 0;
+  for (int64_t ts = blo; ts <= last_i; ts += BN, buf ^= 1) {
+    kv_tile<D, BN, kPipe>(K0, V0, kBuf, buf, p, ts, last_i, g);
+    const bf16* const Ks = K0 + buf * kBuf;
+    const bf16* const Vs = V0 + buf * kBuf;
+    if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;  // nothing here for this warp
+    if (ts + BN - 1 <= wi0 && ts >= wlo_max) {                    // every pair visible
+      fwd_tile<D, false>(qf, Ks, Vs, o, m_a, m_b, l_a, l_b, sl2, Window{0, 0}, Window{0, 0}, lane);
+    } else {
+      const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
+      const Window wa{rows.lo_a - base, rows.ia - base}, wb{rows.lo_b - base, rows.ib - base};
+      fwd_tile<D, true>(qf, Ks, Vs, o, m_a, m_b, l_a, l_b, sl2, wa, wb, lane);
+    }
+  }
+  if (!warp_live) return;
+  const float la = quad_sum(l_a), lb = quad_sum(l_b);  // >= 1 for every real row: query i sees itself
+  const float inv_a = 1.f / la, inv_b = 1.f / lb;
+  const int64_t ia = rows.ia, ib = rows.ib;
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) {
+    const int d = 8 * n + 2 * tig;
+    if constexpr (kIo16) {
+      if (ia < N) store2(p.out16 + (ia * H + h) * D + d, o[n][0] * inv_a, o[n][1] * inv_a);
+      if (ib < N) store2(p.out16 + (ib * H + h) * D + d, o[n][2] * inv_b, o[n][3] * inv_b);
+    } else {
+      if (ia < N) *reinterpret_cast<float2*>(p.out + (ia * H + h) * D + d) = make_float2(o[n][0] * inv_a, o[n][1] * inv_a);
+      if (ib < N) *reinterpret_cast<float2*>(p.out + (ib * H + h) * D + d) = make_float2(o[n][2] * inv_b, o[n][3] * inv_b);
+    }
+  }
+  if (tig == 0) {
+    if (ia < N) p.lse[ia * H + h] = (m_a + log2f(la)) * kLn2;
+    if (ib < N) p.lse[ib * H + h] = (m_b + log2f(lb)) * kLn2;
+  }
+}
+
+// ---------------------------------------------------------------- dQ
+
+// One key tile of the dQ kernel for one warp: S = Q·Kᵀ, dP = dO·Vᵀ, dS = P∘(dP − Δ) with P masked (kMask),
+// dQ += dS·K.
+template <int D, int BN, bool kMask>
+__device__ __forceinline__ void dq_tile(const uint32_t (&qf)[D / 16][4], const uint32_t (&dof)[D / 16][4], const bf16* Ks,
+                                        const bf16* Vs, float (&acc)[D / 8][4], float sl2, float lse_a, float lse_b,
+                                        float dl_a, float dl_b, Window wa, Window wb, int lane) {
+  constexpr int S = D + 8;
+  float s[BN / 8][4], dp[BN / 8][4];
+#pragma unroll
+  for (int n = 0; n < BN / 8; ++n) {
+    s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
+  }
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+    for (int nn = 0; nn < BN / 16; ++nn) {
+      uint32_t b[4];
+      ldsm_x4(smem_addr(Ks + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
+      mma_bf16(s[2 * nn], qf[kk], b[0], b[1]);
+      mma_bf16(s[2 * nn + 1], qf[kk], b[2], b[3]);
+      ldsm_x4(smem_addr(Vs + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
+      mma_bf16(dp[2 * nn], dof[kk], b[0], b[1]);
+      mma_bf16(dp[2 * nn + 1], dof[kk], b[2], b[3]);
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < BN / 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float pr = ex2(fmaf(s[n][e], sl2, e < 2 ? -lse_a : -lse_b));
+      if constexpr (kMask) {
+        if (!(e < 2 ? wa : wb).sees(8 * n + (e & 1))) pr = 0.f;
+      }
+      s[n][e] = pr * (dp[n][e] - (e < 2 ? dl_a : dl_b));
+    }
+  }
+#pragma unroll
+  for (int kk = 0; kk < BN / 16; ++kk) mma_kslice_kmajor<D, S>(acc, a_from_c(s[2 * kk], s[2 * kk + 1]), Ks + kk * 16 * S, lane);
+}
+
+// CTA = 64 queries of head h, key tiles of BN, as flash_dq_kernel<D, BN, true, 1, kIo16> (pipelined only).
+template <int D, int BN, bool kIo16>
+__global__ void __launch_bounds__(kThreads) flash_dq_lean_kernel(const AttnParams p) {
+  constexpr int S = D + 8;
+  constexpr int kRegion = kRows > 2 * BN ? kRows : 2 * BN;  // the Q tile or two key tiles; dO or two value tiles
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* const K0 = reinterpret_cast<bf16*>(smem_raw);
+  bf16* const V0 = K0 + kRegion * S;
+  constexpr int kBuf = BN * S;
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+  const int64_t N = p.N, H = p.H;
+  const int64_t h = blockIdx.y, g = h / (H / p.KVH);
+  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kRows;
+  const int64_t last_i = min(i0 + kRows - 1, N - 1);
+  const int64_t blo = key_lo(p.seg_begin, i0, p.window);
+  const int64_t wi0 = i0 + warp * 16;
+  const bool warp_live = wi0 < N;
+  const int64_t wlast = min(wi0 + 15, N - 1);
+  const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
+  const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
+  const QueryRows rows(p, wi0, gid);
+  const int64_t ia = rows.ia, ib = rows.ib;
+  const float sl2 = p.scale * kLog2e;
+  // lse in log2 units, Δ; rows past N: any finite value (their P is never stored).
+  const float lse_a = ia < N ? p.lse_in[ia * H + h] * kLog2e : 0.f, lse_b = ib < N ? p.lse_in[ib * H + h] * kLog2e : 0.f;
+  const float dl_a = ia < N ? p.delta[ia * H + h] : 0.f, dl_b = ib < N ? p.delta[ib * H + h] : 0.f;
+
+  load_rows_once<D, kRows, kIo16>(K0, p.q, kIo16 ? p.q16 : nullptr, i0, N, H, h);
+  load_rows_once<D, kRows, kIo16>(V0, p.dout, kIo16 ? p.do16 : nullptr, i0, N, H, h);
+  __syncthreads();
+  uint32_t qf[D / 16][4], dof[D / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    ldsm_x4(smem_addr(K0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
+    ldsm_x4(smem_addr(V0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), dof[kk]);
+  }
+  kv_first<D, BN, true>(K0, V0, p, blo, g);
+
+  float acc[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+
+  int buf = 0;
+  for (int64_t ts = blo; ts <= last_i; ts += BN, buf ^= 1) {
+    kv_tile<D, BN, true>(K0, V0, kBuf, buf, p, ts, last_i, g);
+    const bf16* const Ks = K0 + buf * kBuf;
+    const bf16* const Vs = V0 + buf * kBuf;
+    if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;
+    if (ts + BN - 1 <= wi0 && ts >= wlo_max) {
+      dq_tile<D, BN, false>(qf, dof, Ks, Vs, acc, sl2, lse_a, lse_b, dl_a, dl_b, Window{0, 0}, Window{0, 0}, lane);
+    } else {
+      const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
+      const Window wa{rows.lo_a - base, rows.ia - base}, wb{rows.lo_b - base, rows.ib - base};
+      dq_tile<D, BN, true>(qf, dof, Ks, Vs, acc, sl2, lse_a, lse_b, dl_a, dl_b, wa, wb, lane);
+    }
+  }
+  if (!warp_live) return;
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) {
+    const int d = 8 * n + 2 * tig;
+    if constexpr (kIo16) {
+      if (ia < N) store2(p.dq16 + (ia * H + h) * D + d, acc[n][0] * p.scale, acc[n][1] * p.scale);
+      if (ib < N) store2(p.dq16 + (ib * H + h) * D + d, acc[n][2] * p.scale, acc[n][3] * p.scale);
+    } else {
+      if (ia < N) *reinterpret_cast<float2*>(p.dq + (ia * H + h) * D + d) = make_float2(acc[n][0] * p.scale, acc[n][1] * p.scale);
+      if (ib < N) *reinterpret_cast<float2*>(p.dq + (ib * H + h) * D + d) = make_float2(acc[n][2] * p.scale, acc[n][3] * p.scale);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- dK, dV
+
+// One query tile of the dK/dV kernel for one warp: Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, Pᵀ and dSᵀ with the mask (kMask),
+// dSᵀ stored (kStoreDS), dV += Pᵀ·dO, dK += dSᵀ·Q.
+template <int D, int BQ, bool kMask, bool kStoreDS>
+__device__ __forceinline__ void dkv_tile(const bf16* Ks, const bf16* Vs, const bf16* Qs, const bf16* Os, const float* Ls,
+                                         const float* Ds, float (&dk)[D / 8][4], float (&dv)[D / 8][4], float sl2,
+                                         Window wa, Window wb, uint32_t* ds_words, int warp, int lane) {
+  constexpr int S = D + 8;
+  const int gid = lane >> 2, tig = lane & 3;
+  float s[BQ / 8][4], dp[BQ / 8][4];
+#pragma unroll
+  for (int n = 0; n < BQ / 8; ++n) {
+    s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
+  }
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t ka[4], va[4];
+    ldsm_x4(smem_addr(Ks + warp * 16 * S + kk * 16 + lds_a<S>(lane)), ka);
+    ldsm_x4(smem_addr(Vs + warp * 16 * S + kk * 16 + lds_a<S>(lane)), va);
+#pragma unroll
+    for (int nn = 0; nn < BQ / 16; ++nn) {
+      uint32_t b[4];
+      ldsm_x4(smem_addr(Qs + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
+      mma_bf16(s[2 * nn], ka, b[0], b[1]);
+      mma_bf16(s[2 * nn + 1], ka, b[2], b[3]);
+      ldsm_x4(smem_addr(Os + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
+      mma_bf16(dp[2 * nn], va, b[0], b[1]);
+      mma_bf16(dp[2 * nn + 1], va, b[2], b[3]);
+    }
+  }
+  // s[n][0..1]: key ja, queries ts + 8n + 2tig + {0, 1}; s[n][2..3]: key jb. Pᵀ into s, dSᵀ into dp.
+#pragma unroll
+  for (int n = 0; n < BQ / 8; ++n) {
+    const int c = 8 * n + 2 * tig;
+    const float2 l2 = *reinterpret_cast<const float2*>(Ls + c);  // lse · log2(e), from the prefetch
+    const float2 d2 = *reinterpret_cast<const float2*>(Ds + c);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float pr = ex2(fmaf(s[n][e], sl2, -((e & 1) ? l2.y : l2.x) * kLog2e));
+      if constexpr (kMask) {
+        if (!(e < 2 ? wa : wb).sees(8 * n + (e & 1))) pr = 0.f;
+      }
+      s[n][e] = pr;
+      dp[n][e] = pr * (dp[n][e] - ((e & 1) ? d2.y : d2.x));
+    }
+  }
+  if constexpr (kStoreDS) {
+    if (ds_words) {
+#pragma unroll
+      for (int kk = 0; kk < BQ / 16; ++kk) store_ds_kslice(ds_words, a_from_c(dp[2 * kk], dp[2 * kk + 1]), kk, warp, gid, tig);
+    }
+  }
+#pragma unroll
+  for (int kk = 0; kk < BQ / 16; ++kk) {
+    mma_kslice_kmajor<D, S>(dv, a_from_c(s[2 * kk], s[2 * kk + 1]), Os + kk * 16 * S, lane);
+    mma_kslice_kmajor<D, S>(dk, a_from_c(dp[2 * kk], dp[2 * kk + 1]), Qs + kk * 16 * S, lane);
+  }
+}
+
+// CTA = 64 keys of KV head g, as flash_dkv_kernel<D, BQ, true, kIo16, 1, kStoreDS> (pipelined only).
+template <int D, int BQ, bool kIo16, bool kStoreDS>
+__global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnParams p, const DkvTarget t) {
+  static_assert(!kStoreDS || BQ == 64 || BQ == 32, "stored dS tiles are 64 queries wide: whole or halves");
+  static_assert(BQ <= kThreads, "one thread a row loads a tile's lse and Δ");
+  constexpr int S = D + 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* const Ks = reinterpret_cast<bf16*>(smem_raw);  // (64, S) this CTA's keys
+  bf16* const Vs = Ks + kRows * S;                     // (64, S) its values
+  // Buffer b: the query tile at Q0 + b·kBuf, the dout tile at O0 + b·kBuf; lse, Δ at L0 / D0 + b·2BQ.
+  bf16* const Q0 = Vs + kRows * S;
+  bf16* const O0 = Q0 + BQ * S;
+  constexpr int kBuf = 2 * BQ * S;
+  float* const L0 = reinterpret_cast<float*>(Q0 + 4 * BQ * S);
+  float* const D0 = L0 + BQ;
+  constexpr int kRowBuf = 2 * BQ;
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+  const int64_t N = p.N, H = p.H, rep = H / p.KVH;
+  const int64_t u = blockIdx.y, h_begin = u * t.hpc, g = h_begin / rep;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  const int64_t last_j = min(j0 + kRows - 1, N - 1);
+  const int64_t qhi = query_hi(p.seg_end, last_j, p.window);
+
+  const int64_t wj0 = j0 + warp * 16;
+  const bool warp_live = wj0 < N;
+  const int64_t wlast = min(wj0 + 15, N - 1);
+  const int64_t whi_min = warp_live ? query_hi(p.seg_end, wj0, p.window) : -1;
+  const int64_t whi = warp_live ? query_hi(p.seg_end, wlast, p.window) : -1;
+  const int32_t ja = static_cast<int32_t>(wj0 + gid), jb = ja + 8;  // this thread's two keys
+  const int32_t hi_a = ja < N ? static_cast<int32_t>(query_hi(p.seg_end, ja, p.window)) : -1;  // past N: seen by none
+  const int32_t hi_b = jb < N ? static_cast<int32_t>(query_hi(p.seg_end, jb, p.window)) : -1;
+  const float sl2 = p.scale * kLog2e;
+
+  load_rows_once<D, kRows, kIo16>(Ks, p.k, kIo16 ? p.k16 : nullptr, j0, N, p.KVH, g);
+  load_rows_once<D, kRows, kIo16>(Vs, p.v, kIo16 ? p.v16 : nullptr, j0, N, p.KVH, g);
+
+  float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) {
+    dk[n][0] = dk[n][1] = dk[n][2] = dk[n][3] = 0.f;
+    dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
+  }
+
+  // This thread's share of a tile's loads (load_rows_async's split: 16-byte chunks, thread x takes chunk x of
+  // each pass of kThreads): rows pr0 + kPass·it, columns pc .. pc + 7. Q and dO are both (N, H, D), so one
+  // offset serves both. The first BQ threads load one row's lse and Δ each.
+  constexpr int kChunks = D / 8, kPass = kThreads / kChunks, kPasses = BQ / kPass;
+  static_assert(kThreads % kChunks == 0 && BQ % kPass == 0, "a tile is whole passes of the block");
+  const int pr0 = static_cast<int>(threadIdx.x) / kChunks, pc = (static_cast<int>(threadIdx.x) % kChunks) * 8;
+  const int64_t pass_stride = kPass * H * D;
+  const int64_t h_end = h_begin + t.hpc;
+  auto prefetch = [&](int64_t hh, int64_t ts, int b) {
+    const int64_t row0 = ts + pr0;
+    const int64_t off0 = (row0 * H + hh) * D + pc;
+    bf16* const qd = Q0 + b * kBuf + pr0 * S + pc;
+    bf16* const od = O0 + b * kBuf + pr0 * S + pc;
+#pragma unroll
+    for (int it = 0; it < kPasses; ++it) {
+      const bool valid = row0 + it * kPass < N;
+      const int64_t off = off0 + it * pass_stride;
+      cp_async16(qd + it * kPass * S, valid ? p.q16 + off : p.q16, valid);
+      cp_async16(od + it * kPass * S, valid ? p.do16 + off : p.do16, valid);
+    }
+    if (threadIdx.x < BQ) {
+      const int64_t i = ts + threadIdx.x;
+      const bool valid = i < N;
+      cp_async4(L0 + b * kRowBuf + threadIdx.x, valid ? p.lse_in + i * H + hh : p.lse_in, valid);
+      cp_async4(D0 + b * kRowBuf + threadIdx.x, valid ? p.delta + i * H + hh : p.delta, valid);
+    }
+    cp_async_commit();
+  };
+  prefetch(h_begin, j0, 0);  // j0 <= qhi: every key block has a query that sees it
+
+  int buf = 0;
+  for (int64_t h = h_begin; h < h_end; ++h) {
+    for (int64_t ts = j0; ts <= qhi; ts += BQ, buf ^= 1) {
+      cp_async_wait_all();
+      __syncthreads();  // tile (h, ts) is in buffer buf for every thread (K, V too); buf ^ 1 is free
+      if (ts + BQ <= qhi) prefetch(h, ts + BQ, buf ^ 1);
+      else if (h + 1 < h_end) prefetch(h + 1, j0, buf ^ 1);
+      if (!warp_live || ts > whi || ts + BQ - 1 < wj0) continue;
+      uint32_t* words = nullptr;
+      if constexpr (kStoreDS) words = ds_tile_words(p, h, ts, j0);
+      const bf16* const Qs = Q0 + buf * kBuf;
+      const bf16* const Os = O0 + buf * kBuf;
+      const float* const Ls = L0 + buf * kRowBuf;
+      const float* const Ds = D0 + buf * kRowBuf;
+      if (ts >= wj0 + 15 && ts + BQ - 1 <= whi_min) {  // every (key, query) pair visible
+        dkv_tile<D, BQ, false, kStoreDS>(Ks, Vs, Qs, Os, Ls, Ds, dk, dv, sl2, Window{0, 0}, Window{0, 0}, words, warp, lane);
+      } else {  // key j sees query i iff j <= i <= hi(j)
+        const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
+        const Window wa{ja - base, hi_a - base}, wb{jb - base, hi_b - base};
+        dkv_tile<D, BQ, true, kStoreDS>(Ks, Vs, Qs, Os, Ls, Ds, dk, dv, sl2, wa, wb, words, warp, lane);
+      }
+    }
+  }
+  if (!warp_live) return;
+  const int64_t ka = ja, kb = jb;
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) {
+    const int d = 8 * n + 2 * tig;
+    if constexpr (kIo16) {
+      if (!t.dk_out) {
+        if (ka < N) {
+          store2(p.dk16 + (ka * t.out_heads + u) * D + d, dk[n][0] * p.scale, dk[n][1] * p.scale);
+          store2(p.dv16 + (ka * t.out_heads + u) * D + d, dv[n][0], dv[n][1]);
+        }
+        if (kb < N) {
+          store2(p.dk16 + (kb * t.out_heads + u) * D + d, dk[n][2] * p.scale, dk[n][3] * p.scale);
+          store2(p.dv16 + (kb * t.out_heads + u) * D + d, dv[n][2], dv[n][3]);
+        }
+        continue;
+      }
+    }
+    if (ka < N) {
+      *reinterpret_cast<float2*>(t.dk_out + (ka * t.out_heads + u) * D + d) = make_float2(dk[n][0] * p.scale, dk[n][1] * p.scale);
+      *reinterpret_cast<float2*>(t.dv_out + (ka * t.out_heads + u) * D + d) = make_float2(dv[n][0], dv[n][1]);
+    }
+    if (kb < N) {
+      *reinterpret_cast<float2*>(t.dk_out + (kb * t.out_heads + u) * D + d) = make_float2(dk[n][2] * p.scale, dk[n][3] * p.scale);
+      *reinterpret_cast<float2*>(t.dv_out + (kb * t.out_heads + u) * D + d) = make_float2(dv[n][2], dv[n][3]);
+    }
+  }
+}
+
+template <int D, bool kPipe, bool kIo16>
+void forward_lean(const AttnParams& p, cudaStream_t s) {
+  const size_t smem = (kPipe ? 4 : 2) * tile_bytes(D, kRows);
+  allow_smem(flash_fwd_lean_kernel<D, kPipe, kIo16>, smem, "flash_fwd_lean_kernel");
+  flash_fwd_lean_kernel<D, kPipe, kIo16><<<grid_of(p.N, p.H), kThreads, smem, s>>>(p);
+  check_launch("flash_fwd_lean_kernel");
+}
+
+template <int D, bool kIo16>
+void dq_lean(const AttnParams& p, cudaStream_t s) {
+  constexpr int BN = D <= 64 ? 64 : 32;  // the verified dQ kernel's key tiles
+  constexpr int kRegion = kRows > 2 * BN ? kRows : 2 * BN;
+  const size_t smem = 2 * tile_bytes(D, kRegion);
+  allow_smem(flash_dq_lean_kernel<D, BN, kIo16>, smem, "flash_dq_lean_kernel");
+  flash_dq_lean_kernel<D, BN, kIo16><<<grid_of(p.N, p.H), kThreads, smem, s>>>(p);
+  check_launch("flash_dq_lean_kernel");
+}
+
+template <int D, bool kIo16, bool kStore>
+void dkv_lean(const AttnParams& p, const DkvTarget& t, dim3 grid, cudaStream_t s) {
+  constexpr int BQ = D <= 64 ? 64 : 32;  // the verified dK/dV kernel's query tiles
+  const size_t smem = 2 * tile_bytes(D, kRows) + 2 * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ);
+  allow_smem(flash_dkv_lean_kernel<D, BQ, kIo16, kStore>, smem, "flash_dkv_lean_kernel");
+  flash_dkv_lean_kernel<D, BQ, kIo16, kStore><<<grid, kThreads, smem, s>>>(p, t);
+  check_launch("flash_dkv_lean_kernel");
+}
+
+template <int D>
+void dkv_lean_any(const AttnParams& p, const DkvTarget& t, dim3 grid, bool store, cudaStream_t s) {
+  if (p.io16) {
+    if (store) dkv_lean<D, true, true>(p, t, grid, s);
+    else dkv_lean<D, true, false>(p, t, grid, s);
+  } else {
+    if (store) dkv_lean<D, false, true>(p, t, grid, s);
+    else dkv_lean<D, false, false>(p, t, grid, s);
+  }
+}
+
+}  // namespace
+
+bool attention_lean_takes(const AttnParams& p) { return p.scale > 0.f && (p.D == 64 || p.D == 128); }
+
+void attention_lean_forward(const AttnParams& p, cudaStream_t s, bool pipelined) {
+  if (!attention_lean_takes(p)) fail(ErrorCode::Internal, "attention_lean_forward: scale ", p.scale, ", head dim ", p.D);
+  if (p.D == 64) {
+    if (p.io16) forward_lean<64, true, true>(p, s);
+    else if (pipelined) forward_lean<64, true, false>(p, s);
+    else forward_lean<64, false, false>(p, s);
+  } else {
+    if (p.io16) forward_lean<128, true, true>(p, s);
+    else if (pipelined) forward_lean<128, true, false>(p, s);
+    else forward_lean<128, false, false>(p, s);
+  }
+}
+
+void attention_lean_dq(const AttnParams& p, cudaStream_t s) {
+  if (!attention_lean_takes(p)) fail(ErrorCode::Internal, "attention_lean_dq: scale ", p.scale, ", head dim ", p.D);
+  if (p.D == 64) {
+    if (p.io16) dq_lean<64, true>(p, s);
+    else dq_lean<64, false>(p, s);
+  } else {
+    if (p.io16) dq_lean<128, true>(p, s);
+    else dq_lean<128, false>(p, s);
+  }
+}
+
+void attention_lean_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64_t out_heads, int64_t hpc, bool store_ds,
+                        unsigned grid_x, unsigned grid_y, cudaStream_t s) {
+  if (!attention_lean_takes(p)) fail(ErrorCode::Internal, "attention_lean_dkv: scale ", p.scale, ", head dim ", p.D);
+  const DkvTarget t{dk_out, dv_out, out_heads, hpc};
+  const dim3 grid(grid_x, grid_y);
+  if (p.D == 64) dkv_lean_any<64>(p, t, grid, store_ds, s);
+  else dkv_lean_any<128>(p, t, grid, store_ds, s);
+}
+
+}  // namespace cuda
+}  // namespace instill
