@@ -137,7 +137,7 @@ bench() {  # name timeout command...
 # a GPU run (native/cuda/README.md lists it; opt-in until these A/Bs and test/cuda say so), the likeliest next
 # default first, so that a tight deadline drops the smaller questions.
 # NEXT_AB picks the next kernels these A/Bs run (INSTILL_CUDA_NEXT's syntax; default all): a second call can
-# leave out one whose tests failed, e.g. NEXT_AB=all,-flash_mt SKIP_WMMA=1 ONLY_TRAIN=1 bash bench/gpu-check.sh
+# leave out one whose tests failed, e.g. NEXT_AB=all,-flash_lean SKIP_WMMA=1 ONLY_TRAIN=1 bash bench/gpu-check.sh
 # (no fallback tests, no op benchmarks: about half the time), with no rebuild (the value is read at run time).
 if [[ -z "${NEXT_AB:-}" && -n "$FAILED_PIECES" ]]; then
   NEXT_AB="all,-${FAILED_PIECES//,/,-}"
@@ -146,17 +146,17 @@ fi
 NEXT_AB=${NEXT_AB:-all}
 NEXT_LABEL="next kernels"
 [[ "$NEXT_AB" != all ]] && { note "next kernels in the A/Bs: INSTILL_CUDA_NEXT=$NEXT_AB"; NEXT_LABEL="next kernels $NEXT_AB"; }
-# The A/B without flash_mt only where the set has it (else it would time the same set twice)
-NO_MT=1; [[ ",$NEXT_AB," == *",-flash_mt,"* ]] && NO_MT=0
+# The A/B without flash_lean only where the set has it (else it would time the same set twice): flash_lean takes
+# the attention's kernels from flash_mt / flash_occ (and flash_mt the forward and dQ from flash_occ) when on
+NO_LEAN=1; [[ ",$NEXT_AB," == *",-flash_lean,"* ]] && NO_LEAN=0
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # INSTILL_CUDA_NEXT=$NEXT_AB (the next kernels) with INSTILL_BF16_ACTIVATIONS=1 (bf16 activations), then each alone
 bench "instill train step (next kernels, bf16 activations)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BF16_ACTIVATIONS=1 \
   INSTILL_BENCH_VARIANT="$NEXT_LABEL, bf16 activations" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-# flash_mt (two m-tiles a warp) takes the forward and dQ from flash_occ (more CTAs an SM) when both are on
-(( NO_MT )) && bench "instill train step (next kernels, no flash_mt)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_mt" \
-  INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_mt" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+(( NO_LEAN )) && bench "instill train step (next kernels, no flash_lean)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_lean" \
+  INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_lean" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step (bf16 activations)" 150 env INSTILL_BF16_ACTIVATIONS=1 INSTILL_BENCH_VARIANT="bf16 activations" \
   node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # =mlp (the attention's activations f32): how much of the gain is the attention's
@@ -185,7 +185,7 @@ bench "instill ops" 90 node bench/gpu/instill_bench.mjs ops --out "$RES"
 # the ops one by one with the next kernels (the attention forward / dQ with 32 queries a warp, the narrow LoRA products)
 bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
   node bench/gpu/instill_bench.mjs ops --out "$RES"
-(( NO_MT )) && bench "instill ops (next kernels, no flash_mt)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_mt" INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_mt" \
+(( NO_LEAN )) && bench "instill ops (next kernels, no flash_lean)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_lean" INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_lean" \
   node bench/gpu/instill_bench.mjs ops --out "$RES"
 # The fallbacks last (they change rarely): test/cuda again with the WMMA GEMM and the f32 attention kernels
 if [[ "${SKIP_WMMA:-0}" == 1 ]]; then note "GPU tests through the WMMA kernel: skipped (SKIP_WMMA=1)"

@@ -1,0 +1,115 @@
+// INSTILL_CUDA_NEXT=flash_lean on the GPU: the flash kernels with leaner inner loops (attention_lean.cu).
+// A file of its own (test/cuda/common.ts says why); skipped where no GPU is seen, like test/cuda.
+import { describe, expect, it } from 'vitest';
+
+import { Tensor } from '../../../src/index.js';
+import { native } from '../../../src/native.js';
+import { handleOf } from '../../../src/tensor.js';
+import { rng, seed } from '../../../bench/kernels/reference.js';
+import { poisonAndRestoreIsa } from '../../helpers/kernels.js';
+import { withEnv } from '../../helpers/env.js';
+import { withOpProfile } from '../../helpers/profile.js';
+import { attentionInputs, BF16_TOL, bits, close, hasCuda, host } from '../common.js';
+
+const FWD = 'attention_forward/flash kernel, lean (next)';
+const DQ = 'attention_backward/dq kernel, lean (next)';
+const KEYS = ['out', 'lse', 'dq', 'dk', 'dv'] as const;
+
+describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_lean', () => {
+  poisonAndRestoreIsa();
+  const r = rng(seed);
+
+  // The lean kernels compute what the verified ones do with P = 2^(fma(s, c, −m)) in one rounding instead of two
+  // and denormal probabilities flushed to 0, so after P's bf16 rounding an element may land one bf16 step from
+  // the verified kernel's: the outputs are compared with the verified kernels' (1e-2 of the largest, where bf16
+  // steps show) and with the CPU's f64-accumulated reference (BF16_TOL, as every flash test). Every path the
+  // lean kernels take: the synchronous forward (the default), pipelined forward and backward, bf16 activations,
+  // D 64 and 128, segments not a multiple of 64 (masked tiles at a segment's start as well as the diagonal), a
+  // sliding window (masked tiles on the left), GQA, both dK/dV modes (per query head below 4 CTAs an SM, per
+  // group above), with stored_ds. Outputs come from the allocator poisoned (0xff: NaN) — an element left
+  // unwritten fails the finiteness check.
+  it.each([
+    { segs: [0, 2048], h: 8, kvh: 2, d: 64, window: 0, kind: 'f32' },
+    { segs: [0, 13, 50, 51, 90], h: 4, kvh: 2, d: 64, window: 0, kind: 'f32' },
+    { segs: [0, 1, 200, 333], h: 4, kvh: 1, d: 64, window: 40, kind: 'f32' },
+    { segs: [0, 2500, 4300], h: 16, kvh: 8, d: 64, window: 0, kind: 'f32' },  // dK/dV per group (no split)
+    { segs: [0, 300, 701], h: 4, kvh: 2, d: 64, window: 0, kind: 'bf16' },
+    { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 0, kind: 'f32' },
+    { segs: [0, 7, 100, 229], h: 4, kvh: 1, d: 128, window: 50, kind: 'f32' },
+    { segs: [0, 300, 701], h: 4, kvh: 2, d: 128, window: 0, kind: 'bf16' },
+    { segs: [0, 333], h: 4, kvh: 2, d: 64, window: 0, kind: 'f32', also: 'stored_ds' },
+    { segs: [0, 300, 701], h: 4, kvh: 2, d: 128, window: 0, kind: 'bf16', also: 'stored_ds' },
+  ])('lean flash kernels against the verified ones and the CPU: $segs H=$h KVH=$kvh D=$d window=$window $kind $also', ({ segs, h, kvh, d, window, kind, also }) => {
+    const A = native();
+    const n = segs[segs.length - 1];
+    const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
+    const dev = (t: { cpu: Tensor }) => (kind === 'bf16' ? Tensor.from(t.cpu.toArray() as Float32Array, t.cpu.shape, { dtype: 'bf16' }).to('cuda') : t.cpu.to('cuda'));
+    const [qg, kg, vg, dg] = [dev(q), dev(k), dev(v), dev(dout)];
+    const run = (next: string | undefined, mode?: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {
+      const { value, parts } = withOpProfile(() => {
+        const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu.cpu), scale, window);
+        const b = A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu.cpu), scale, window);
+        return { out: host(f.out), lse: host(f.lse), dq: host(b.dq), dk: host(b.dk), dv: host(b.dv) };
+      });
+      return { ...value, parts };
+    }));
+    const ref = kind === 'f32' ? A.opAttention(handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), handleOf(cu.cpu), scale, window) : null;
+    const refB = ref && A.opAttentionBackward(handleOf(dout.cpu), handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), ref.out, ref.lse, handleOf(cu.cpu), scale, window);
+    const lean = also ? `flash_lean,${also}` : 'flash_lean';
+    // default: the forward synchronous, the backward pipelined; 'pipelined': both; 'flash': both synchronous,
+    // where the lean forward runs and the backward keeps the verified kernels (the lean ones stream bf16 tiles)
+    for (const mode of kind === 'bf16' ? [undefined] : [undefined, 'pipelined', 'flash']) {
+      const verified = run(also, mode), got = run(lean, mode), again = run(lean, mode);
+      const label = `${kind} n ${n} D ${d} mode ${mode ?? 'default'}${also ? ` + ${also}` : ''}`;
+      expect(verified.parts).not.toContain(FWD);
+      expect(got.parts).toContain(FWD);
+      const leanBackward = mode !== 'flash';
+      const dkvLean = got.parts.some((p) => p.startsWith('attention_backward/dk dv kernel') && p.endsWith(', lean (next)'));
+      expect(dkvLean, `${label}: the lean dK/dV kernel ran`).toBe(leanBackward);
+      if (also === 'stored_ds') {
+        expect(got.parts).toContain('attention_backward/dq from the stored dS (next)');
+        expect(got.parts.some((p) => p.includes('storing dS, lean (next)'))).toBe(true);
+      } else {
+        expect(got.parts.includes(DQ), `${label}: the lean dQ kernel ran`).toBe(leanBackward);
+      }
+      const rel: string[] = [];
+      for (const key of KEYS) {
+        const a = got[key], b = verified[key];
+        expect(a.every((x) => Number.isFinite(x)), `${label}: ${key} finite`).toBe(true);
+        expect(bits(again[key]).equals(bits(a)), `${label}: ${key} deterministic`).toBe(true);
+        let diff = 0, mag = 0;
+        for (let i = 0; i < b.length; i++) {
+          diff = Math.max(diff, Math.abs(a[i] - b[i]));
+          mag = Math.max(mag, Math.abs(b[i]));
+        }
+        rel.push(`${key} ${(diff / mag).toExponential(1)}`);
+        expect(diff / mag, `${label}: ${key} against the verified kernels`).toBeLessThan(1e-2);
+      }
+      console.log(`flash_lean ${label}: max |lean − verified| / max |verified|: ${rel.join(', ')}`);
+      if (ref && refB) {
+        close(got.out, ref.out.toArray(), BF16_TOL, `${label}: out against the CPU`);
+        close(got.lse, ref.lse.toArray(), BF16_TOL, `${label}: lse against the CPU`);
+        close(got.dq, refB.dq.toArray(), BF16_TOL, `${label}: dq against the CPU`);
+        close(got.dk, refB.dk.toArray(), BF16_TOL, `${label}: dk against the CPU`);
+        close(got.dv, refB.dv.toArray(), BF16_TOL, `${label}: dv against the CPU`);
+      }
+    }
+  });
+
+  // The forward's row max is taken on the raw scores and scaled after, which needs scale > 0: any other scale
+  // keeps the verified kernels (the same bits as without flash_lean).
+  it('a scale that is not > 0 keeps the verified kernels', () => {
+    const A = native();
+    const { q, k, v, dout, cu } = attentionInputs(r, [0, 100, 190], 4, 2, 64);
+    const [qg, kg, vg, dg] = [q, k, v, dout].map((t) => t.cpu.to('cuda'));
+    const run = (next: string | undefined) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() => {
+      const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu.cpu), -0.125, 0);
+      const b = A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu.cpu), -0.125, 0);
+      return { out: host(f.out), dq: host(b.dq), dk: host(b.dk) };
+    }));
+    const verified = run(undefined), got = run('flash_lean');
+    expect(got.parts).not.toContain(FWD);
+    expect(got.parts).not.toContain(DQ);
+    for (const key of ['out', 'dq', 'dk'] as const) expect(bits(got.value[key]).equals(bits(verified.value[key])), key).toBe(true);
+  });
+});
