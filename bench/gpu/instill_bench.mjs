@@ -204,6 +204,14 @@ if (what === 'lora') {
   const dout = gpu(randn(T * H * D), [T, H, D]);
   timed('attention fwd (T 2048, 32/8 heads, D 64)', () => n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), 1 / Math.sqrt(D)));
   timed('attention bwd', () => n.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), fwd.out, fwd.lse, handleOf(cu), 1 / Math.sqrt(D)));
+  if (process.env.INSTILL_CUDA_ATTENTION === undefined) {  // the forward's other kind (synchronous by default): which is faster
+    process.env.INSTILL_CUDA_ATTENTION = 'pipelined';
+    try {
+      timed('attention fwd, pipelined', () => n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), 1 / Math.sqrt(D)));
+    } finally {
+      delete process.env.INSTILL_CUDA_ATTENTION;
+    }
+  }
   for (const [nm, IN, OUT] of [['q/o 2048->2048', C, C], ['k/v 2048->512', C, KVH * D], ['gate/up 2048->8192', C, F], ['down 8192->2048', F, C]]) {
     const x = gpu(randn(T * IN), [T, IN]), w = gpu(randn(OUT * IN, 0.02), [OUT, IN], 'bf16');
     const a = gpu(randn(R * IN, 0.02), [R, IN]), b = gpu(randn(OUT * R, 0.02), [OUT, R]), dy = gpu(randn(T * OUT), [T, OUT]);
