@@ -6,8 +6,9 @@ read without a GPU (scripts/sass.sh makes the listing).
 
 For each kernel whose mangled name contains every SUBSTRING: its instruction count, then each loop that holds
 tensor-core instructions (HMMA), found as a backward branch (BRA to an earlier label) and counted from that
-label to the branch, with its most frequent opcodes. The counts are static: a loop body with branches inside
-counts both sides (the number of BRA in it says so)."""
+label to the branch, with its most frequent opcodes; a kernel without tensor-core loops (CUDA-core code) shows
+its three largest loops instead. The counts are static: a loop body with branches inside counts both sides (the
+number of BRA in it says so; scripts/sass.sh's listing shows the blocks)."""
 import collections
 import re
 import sys
@@ -43,16 +44,15 @@ def main():
             continue
         ins, labels = parse(sec)
         print(f'{name}: {len(ins)} instructions')
+        loops = []
         for i, (op, rest) in enumerate(ins):
             t = re.search(r'(\.L_x_\d+)', rest) if op == 'BRA' else None
-            if not t or labels.get(t.group(1), i + 1) > i:
-                continue
-            body = ins[labels[t.group(1)]:i + 1]
-            c = collections.Counter(o for o, _ in body)
-            if c['HMMA'] == 0:
-                continue
+            if t and labels.get(t.group(1), i + 1) <= i:
+                loops.append(collections.Counter(o for o, _ in ins[labels[t.group(1)]:i + 1]))
+        tensor = [c for c in loops if c['HMMA']]
+        for c in tensor or sorted(loops, key=lambda c: -sum(c.values()))[:3]:
             top = ', '.join(f'{k} {v}' for k, v in c.most_common(14))
-            print(f'  loop of {len(body)} instructions, HMMA {c["HMMA"]}, MUFU {c["MUFU"]}, BRA {c["BRA"]}: {top}')
+            print(f'  loop of {sum(c.values())} instructions, HMMA {c["HMMA"]}, MUFU {c["MUFU"]}, BRA {c["BRA"]}: {top}')
 
 
 if __name__ == '__main__':
