@@ -204,12 +204,14 @@ if (what === 'lora') {
   const dout = gpu(randn(T * H * D), [T, H, D]);
   timed('attention fwd (T 2048, 32/8 heads, D 64)', () => n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), 1 / Math.sqrt(D)));
   timed('attention bwd', () => n.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), fwd.out, fwd.lse, handleOf(cu), 1 / Math.sqrt(D)));
-  if (process.env.INSTILL_CUDA_ATTENTION === undefined) {  // the forward's other kind (synchronous by default): which is faster
-    process.env.INSTILL_CUDA_ATTENTION = 'pipelined';
-    try {
-      timed('attention fwd, pipelined', () => n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), 1 / Math.sqrt(D)));
-    } finally {
-      delete process.env.INSTILL_CUDA_ATTENTION;
+  if (process.env.INSTILL_CUDA_ATTENTION === undefined) {  // the forward's two kinds (the default picks one): which is faster
+    for (const [kind, mode] of [['synchronous', 'flash'], ['pipelined', 'pipelined']]) {
+      process.env.INSTILL_CUDA_ATTENTION = mode;
+      try {
+        timed(`attention fwd, ${kind}`, () => n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), 1 / Math.sqrt(D)));
+      } finally {
+        delete process.env.INSTILL_CUDA_ATTENTION;
+      }
     }
   }
   for (const [nm, IN, OUT] of [['q/o 2048->2048', C, C], ['k/v 2048->512', C, KVH * D], ['gate/up 2048->8192', C, F], ['down 8192->2048', F, C]]) {

@@ -70,7 +70,11 @@ void need_d(int64_t D) {
 // inputs per tile (synchronous loads); 'pipelined' the flash kernels on bf16 copies of their streamed
 // inputs with cp.async double buffering (attention_flash.cu). Unset: the forward synchronous, the
 // backward pipelined — what a 1B step measured fastest (bench/RESULTS.md, cuda run 10: backward 8.09
-// against 8.73 ms, forward 2.98 against 2.80). Read on every call, so a test can compare the paths in
+// against 8.73 ms, forward 2.98 against 2.80). With INSTILL_CUDA_NEXT `flash_lean` the forward is pipelined
+// too: the verified pipelined forward lost by its loop (864 instructions a tile against the synchronous one's
+// 759, attention_lean.cu's SASS counts), and the lean loop is the same either way (305 / 308) while the
+// synchronous one also issues its loads (~200 instructions a tile, against ~140 of cp.async and control);
+// bench/gpu/instill_bench.mjs ops times both kinds. Read on every call, so a test can compare the paths in
 // one process.
 enum class Path { Flash, Pipelined, Simple };
 Path path_choice(bool backward) {
@@ -78,7 +82,7 @@ Path path_choice(bool backward) {
   if (e && std::strcmp(e, "simple") == 0) return Path::Simple;
   if (e && std::strcmp(e, "pipelined") == 0) return Path::Pipelined;
   if (e && std::strcmp(e, "flash") == 0) return Path::Flash;
-  return backward ? Path::Pipelined : Path::Flash;
+  return backward || next_kernels(Next::FlashLean) ? Path::Pipelined : Path::Flash;
 }
 
 // A bf16 copy of an (rows, D) f32 tensor, rounded as the flash kernels round their f32 tiles.

@@ -56,13 +56,14 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_lean', () => {
     const ref = kind === 'f32' ? A.opAttention(handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), handleOf(cu.cpu), scale, window) : null;
     const refB = ref && A.opAttentionBackward(handleOf(dout.cpu), handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), ref.out, ref.lse, handleOf(cu.cpu), scale, window);
     const lean = also ? `flash_lean,${also}` : 'flash_lean';
-    // default: the forward synchronous, the backward pipelined; 'pipelined': both; 'flash': both synchronous,
-    // where the lean forward runs and the backward keeps the verified kernels (the lean ones stream bf16 tiles)
+    // default (with flash_lean): both pipelined, as 'pipelined'; 'flash': both synchronous, where the lean forward
+    // runs and the backward keeps the verified kernels (the lean ones stream bf16 tiles)
     for (const mode of kind === 'bf16' ? [undefined] : [undefined, 'pipelined', 'flash']) {
       const verified = run(also, mode), got = run(lean, mode), again = run(lean, mode);
       const label = `${kind} n ${n} D ${d} mode ${mode ?? 'default'}${also ? ` + ${also}` : ''}`;
       expect(verified.parts).not.toContain(FWD);
       expect(got.parts).toContain(FWD);
+      expect(got.parts.includes('attention_forward/bf16 copies of k, v'), `${label}: the forward pipelined`).toBe(kind === 'f32' && mode !== 'flash');
       const leanBackward = mode !== 'flash';
       const dkvLean = got.parts.some((p) => p.startsWith('attention_backward/dk dv kernel') && p.endsWith(', lean (next)'));
       expect(dkvLean, `${label}: the lean dK/dV kernel ran`).toBe(leanBackward);
