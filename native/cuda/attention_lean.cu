@@ -17,13 +17,16 @@
 //   - 64-bit index arithmetic in the masks (token indices fit in 32 bits: cu_seqlens is int32), and the
 //     dK/dV kernel's per-tile addressing (each thread's rows of a Q / dO tile are one offset and a fixed
 //     stride; lse and Δ one load each for the first BQ threads, not a loop the compiler unrolls with branches).
-// Results: the verified kernels' to rounding (P from one FFMA instead of a multiply and a subtraction, then
-// rounded to bf16 like theirs), not their bits; test/cuda/next/flash_lean.test.ts compares both, and the f32
-// reference. The forward takes f32 or bf16 copies (pipelined) or bf16 activations; the backward the pipelined
+// Results: the forward's are the verified kernel's to rounding (P from one FFMA instead of a multiply and a
+// subtraction, then rounded to bf16 like theirs), not its bits. The backward's arithmetic is the verified
+// kernels' (the same fma before the exponential, the same mask and products), so on the same forward outputs
+// its results are their bits, unless a probability falls below 2^-126 (0 here, a denormal there).
+// test/cuda/next/flash_lean.test.ts checks both, and the CPU's reference. The forward takes f32 or bf16 copies (pipelined) or bf16 activations; the backward the pipelined
 // path and bf16 activations (the synchronous backward keeps the verified kernels). A scale that is not > 0 keeps
 // the verified kernels (the max-then-scale step needs it).
 #include <cuda_bf16.h>
 
+#include <cmath>
 #include <cstdint>
 
 #include "cuda/attention_flash.cuh"
@@ -341,7 +344,7 @@ __device__ __forceinline__ void dkv_tile(const bf16* Ks, const bf16* Vs, const b
 #pragma unroll
   for (int n = 0; n < BQ / 8; ++n) {
     const int c = 8 * n + 2 * tig;
-    const float2 l2 = *reinterpret_cast<const float2*>(Ls + c);  // lse · log2(e), from the prefetch
+    const float2 l2 = *reinterpret_cast<const float2*>(Ls + c);  // lse (natural log), from the prefetch
     const float2 d2 = *reinterpret_cast<const float2*>(Ds + c);
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
@@ -532,7 +535,9 @@ void dkv_lean_any(const AttnParams& p, const DkvTarget& t, dim3 grid, bool store
 
 }  // namespace
 
-bool attention_lean_takes(const AttnParams& p) { return p.scale > 0.f && (p.D == 64 || p.D == 128); }
+bool attention_lean_takes(const AttnParams& p) {
+  return p.scale > 0.f && std::isfinite(p.scale) && (p.D == 64 || p.D == 128);
+}
 
 void attention_lean_forward(const AttnParams& p, cudaStream_t s, bool pipelined) {
   if (!attention_lean_takes(p)) fail(ErrorCode::Internal, "attention_lean_forward: scale ", p.scale, ", head dim ", p.D);
