@@ -72,7 +72,7 @@ void need_d(int64_t D) {
 // backward pipelined — what a 1B step measured fastest (bench/RESULTS.md, cuda run 10: backward 8.09
 // against 8.73 ms, forward 2.98 against 2.80). With INSTILL_CUDA_NEXT `flash_lean` the forward is pipelined
 // too: the verified pipelined forward lost by its loop (864 instructions a tile against the synchronous one's
-// 759, attention_lean.cu's SASS counts), and the lean loop is the same either way (305 / 308) while the
+// 759, attention_lean.cu's SASS counts), and the lean loop is the same either way (305 / 303) while the
 // synchronous one also issues its loads (~200 instructions a tile, against ~140 of cp.async and control);
 // bench/gpu/instill_bench.mjs ops times both kinds. Read on every call, so a test can compare the paths in
 // one process.

@@ -64,6 +64,24 @@ struct Window {
   __device__ __forceinline__ bool sees(int off) const { return off >= lo && off <= hi; }
 };
 
+// The epilogue: a thread's two rows ra and rb (C rows gid, gid + 8) of an (N, heads, D) output at head `head`, each
+// row's values times its factor, as f32 pairs (out32) or bf16 pairs (out16 when out32 is null); rows past N skipped.
+template <int D>
+__device__ __forceinline__ void store_rows(float* out32, bf16* out16, int64_t heads, int64_t head, int64_t N, int64_t ra,
+                                           int64_t rb, const float (&acc)[D / 8][4], float fa, float fb, int tig) {
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) {
+    const int d = 8 * n + 2 * tig;
+    if (out32) {
+      if (ra < N) *reinterpret_cast<float2*>(out32 + (ra * heads + head) * D + d) = make_float2(acc[n][0] * fa, acc[n][1] * fa);
+      if (rb < N) *reinterpret_cast<float2*>(out32 + (rb * heads + head) * D + d) = make_float2(acc[n][2] * fb, acc[n][3] * fb);
+    } else {
+      if (ra < N) store2(out16 + (ra * heads + head) * D + d, acc[n][0] * fa, acc[n][1] * fa);
+      if (rb < N) store2(out16 + (rb * heads + head) * D + d, acc[n][2] * fb, acc[n][3] * fb);
+    }
+  }
+}
+
 // ---------------------------------------------------------------- forward
 
 // One key tile of the forward for one warp: S = Q·Kᵀ, the mask (kMask), online softmax, O += P·V.
@@ -177,17 +195,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
   const float la = quad_sum(l_a), lb = quad_sum(l_b);  // >= 1 for every real row: query i sees itself
   const float inv_a = 1.f / la, inv_b = 1.f / lb;
   const int64_t ia = rows.ia, ib = rows.ib;
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) {
-    const int d = 8 * n + 2 * tig;
-    if constexpr (kIo16) {
-      if (ia < N) store2(p.out16 + (ia * H + h) * D + d, o[n][0] * inv_a, o[n][1] * inv_a);
-      if (ib < N) store2(p.out16 + (ib * H + h) * D + d, o[n][2] * inv_b, o[n][3] * inv_b);
-    } else {
-      if (ia < N) *reinterpret_cast<float2*>(p.out + (ia * H + h) * D + d) = make_float2(o[n][0] * inv_a, o[n][1] * inv_a);
-      if (ib < N) *reinterpret_cast<float2*>(p.out + (ib * H + h) * D + d) = make_float2(o[n][2] * inv_b, o[n][3] * inv_b);
-    }
-  }
+  store_rows<D>(kIo16 ? nullptr : p.out, p.out16, H, h, N, ia, ib, o, inv_a, inv_b, tig);
   if (tig == 0) {
     if (ia < N) p.lse[ia * H + h] = (m_a + log2f(la)) * kLn2;
     if (ib < N) p.lse[ib * H + h] = (m_b + log2f(lb)) * kLn2;
@@ -295,17 +303,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_lean_kernel(const AttnParam
     }
   }
   if (!warp_live) return;
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) {
-    const int d = 8 * n + 2 * tig;
-    if constexpr (kIo16) {
-      if (ia < N) store2(p.dq16 + (ia * H + h) * D + d, acc[n][0] * p.scale, acc[n][1] * p.scale);
-      if (ib < N) store2(p.dq16 + (ib * H + h) * D + d, acc[n][2] * p.scale, acc[n][3] * p.scale);
-    } else {
-      if (ia < N) *reinterpret_cast<float2*>(p.dq + (ia * H + h) * D + d) = make_float2(acc[n][0] * p.scale, acc[n][1] * p.scale);
-      if (ib < N) *reinterpret_cast<float2*>(p.dq + (ib * H + h) * D + d) = make_float2(acc[n][2] * p.scale, acc[n][3] * p.scale);
-    }
-  }
+  store_rows<D>(kIo16 ? nullptr : p.dq, p.dq16, H, h, N, ia, ib, acc, p.scale, p.scale, tig);
 }
 
 // ---------------------------------------------------------------- dK, dV
@@ -467,32 +465,10 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnPara
     }
   }
   if (!warp_live) return;
-  const int64_t ka = ja, kb = jb;
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) {
-    const int d = 8 * n + 2 * tig;
-    if constexpr (kIo16) {
-      if (!t.dk_out) {
-        if (ka < N) {
-          store2(p.dk16 + (ka * t.out_heads + u) * D + d, dk[n][0] * p.scale, dk[n][1] * p.scale);
-          store2(p.dv16 + (ka * t.out_heads + u) * D + d, dv[n][0], dv[n][1]);
-        }
-        if (kb < N) {
-          store2(p.dk16 + (kb * t.out_heads + u) * D + d, dk[n][2] * p.scale, dk[n][3] * p.scale);
-          store2(p.dv16 + (kb * t.out_heads + u) * D + d, dv[n][2], dv[n][3]);
-        }
-        continue;
-      }
-    }
-    if (ka < N) {
-      *reinterpret_cast<float2*>(t.dk_out + (ka * t.out_heads + u) * D + d) = make_float2(dk[n][0] * p.scale, dk[n][1] * p.scale);
-      *reinterpret_cast<float2*>(t.dv_out + (ka * t.out_heads + u) * D + d) = make_float2(dv[n][0], dv[n][1]);
-    }
-    if (kb < N) {
-      *reinterpret_cast<float2*>(t.dk_out + (kb * t.out_heads + u) * D + d) = make_float2(dk[n][2] * p.scale, dk[n][3] * p.scale);
-      *reinterpret_cast<float2*>(t.dv_out + (kb * t.out_heads + u) * D + d) = make_float2(dv[n][2], dv[n][3]);
-    }
-  }
+  // bf16 activations not split: dk_out / dv_out null, the results go to p.dk16 / p.dv16 in bf16
+  const bool to16 = kIo16 && !t.dk_out;
+  store_rows<D>(to16 ? nullptr : t.dk_out, p.dk16, t.out_heads, u, N, ja, jb, dk, p.scale, p.scale, tig);
+  store_rows<D>(to16 ? nullptr : t.dv_out, p.dv16, t.out_heads, u, N, ja, jb, dv, 1.f, 1.f, tig);
 }
 
 template <int D, bool kPipe, bool kIo16>
