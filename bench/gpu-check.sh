@@ -181,7 +181,7 @@ bench "instill lora (wmma)" 60 env INSTILL_CUBLASLT=off node bench/gpu/instill_b
 bench "torch ce" 60 python3 bench/gpu/torch_bench.py ce --out "$RES"
 bench "instill ce" 90 node bench/gpu/instill_bench.mjs ce --out "$RES"
 bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
-bench "instill ops" 90 node bench/gpu/instill_bench.mjs ops --out "$RES"
+bench "instill ops" 90 env INSTILL_BENCH_SKIP_PIECES="$FAILED_PIECES" node bench/gpu/instill_bench.mjs ops --out "$RES"
 # the ops one by one with the next kernels (the attention forward / dQ with 32 queries a warp, the narrow LoRA products)
 bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
   node bench/gpu/instill_bench.mjs ops --out "$RES"

@@ -919,8 +919,9 @@ void attention_flash_forward(const AttnParams& p, cudaStream_t s, bool pipelined
   if ((pipelined || p.io16) && (!p.k16 || !p.v16)) fail(ErrorCode::Internal, "attention_flash_forward: pipelined without bf16 K, V");
   if (p.io16 && (!p.q16 || !p.out16)) fail(ErrorCode::Internal, "attention_flash_forward: io16 without bf16 tensors");
   if (next_kernels(Next::FlashLean) && attention_lean_takes(p)) {  // attention_lean.cu, in place of every kernel below
-    const OpPart part("flash kernel, lean (next)", Device::CUDA);
-    return attention_lean_forward(p, s, pipelined);
+    const bool mt2 = p.D == 64 && next_kernels(Next::FlashMT);  // with flash_mt: 32 queries a warp
+    const OpPart part(mt2 ? "flash kernel, lean, 32 queries a warp (next)" : "flash kernel, lean (next)", Device::CUDA);
+    return attention_lean_forward(p, s, pipelined, mt2 ? 2 : 1);
   }
   if (p.D == 64) forward_any<64>(p, s, pipelined);
   else if (p.D == 128) forward_any<128>(p, s, pipelined);

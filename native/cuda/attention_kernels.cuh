@@ -107,7 +107,8 @@ void attention_flash_backward(const AttnParams& p, cudaStream_t s, bool pipeline
 // CTA, a grid of grid_x key blocks × grid_y units; null outputs with io16: p.dk16 / p.dv16), storing dSᵀ in p.ds
 // when store_ds (`stored_ds`).
 bool attention_lean_takes(const AttnParams& p);
-void attention_lean_forward(const AttnParams& p, cudaStream_t s, bool pipelined);
+// mt: m-tiles a warp, 1, or 2 at D = 64 (128 queries a CTA, FA2's layout: with `flash_mt`).
+void attention_lean_forward(const AttnParams& p, cudaStream_t s, bool pipelined, int mt);
 void attention_lean_dq(const AttnParams& p, cudaStream_t s);
 void attention_lean_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64_t out_heads, int64_t hpc, bool store_ds,
                         unsigned grid_x, unsigned grid_y, cudaStream_t s);

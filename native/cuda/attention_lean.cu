@@ -49,6 +49,7 @@ __device__ __forceinline__ float ex2(float x) {
 // with the first key each sees; rows past N see nothing (lo = INT32_MAX).
 struct QueryRows {
   int32_t ia, ib, lo_a, lo_b;
+  QueryRows() = default;
   __device__ __forceinline__ QueryRows(const AttnParams& p, int64_t wi0, int gid) {
     ia = static_cast<int32_t>(wi0 + gid);
     ib = ia + 8;
@@ -84,68 +85,103 @@ __device__ __forceinline__ void store_rows(float* out32, bf16* out16, int64_t he
 
 // ---------------------------------------------------------------- forward
 
-// One key tile of the forward for one warp: S = Q·Kᵀ, the mask (kMask), online softmax, O += P·V.
-template <int D, bool kMask>
-__device__ __forceinline__ void fwd_tile(const uint32_t (&qf)[D / 16][4], const bf16* Ks, const bf16* Vs, float (&o)[D / 8][4],
-                                         float& m_a, float& m_b, float& l_a, float& l_b, float sl2, Window wa, Window wb,
+// One m-tile's forward state (its rows gid and gid + 8): O, the running max m (in scale·log2(e) units) and this
+// lane's share of the running sum, per row.
+template <int D>
+struct FwdAcc {
+  float o[D / 8][4];
+  float m_a, m_b, l_a, l_b;
+};
+
+// One key tile of the forward for one warp's MT m-tiles: S = Q·Kᵀ, the mask (kMask), online softmax, O += P·V;
+// each K and V fragment read from shared memory feeds the MT m-tiles' mma (MT = 2: FA2's layout, `flash_mt`).
+template <int D, bool kMask, int MT>
+__device__ __forceinline__ void fwd_tile(const uint32_t (&qf)[MT][D / 16][4], const bf16* Ks, const bf16* Vs,
+                                         FwdAcc<D> (&acc)[MT], float sl2, const Window (&wa)[MT], const Window (&wb)[MT],
                                          int lane) {
   constexpr int S = D + 8, BN = 64;
-  float s[BN / 8][4];
+  float s[MT][BN / 8][4];
 #pragma unroll
-  for (int n = 0; n < BN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+  for (int t = 0; t < MT; ++t)
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) s[t][n][0] = s[t][n][1] = s[t][n][2] = s[t][n][3] = 0.f;
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
 #pragma unroll
     for (int nn = 0; nn < BN / 16; ++nn) {
       uint32_t b[4];
       ldsm_x4(smem_addr(Ks + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
-      mma_bf16(s[2 * nn], qf[kk], b[0], b[1]);
-      mma_bf16(s[2 * nn + 1], qf[kk], b[2], b[3]);
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        mma_bf16(s[t][2 * nn], qf[t][kk], b[0], b[1]);
+        mma_bf16(s[t][2 * nn + 1], qf[t][kk], b[2], b[3]);
+      }
     }
   }
-  if constexpr (kMask) {
 #pragma unroll
-    for (int n = 0; n < BN / 8; ++n)
+  for (int t = 0; t < MT; ++t) {
+    FwdAcc<D>& a = acc[t];
+    if constexpr (kMask) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e)
-        if (!(e < 2 ? wa : wb).sees(8 * n + (e & 1))) s[n][e] = -INFINITY;
+      for (int n = 0; n < BN / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          if (!(e < 2 ? wa[t] : wb[t]).sees(8 * n + (e & 1))) s[t][n][e] = -INFINITY;
+    }
+    float ta = -INFINITY, tb = -INFINITY;  // raw row maxima
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) {
+      ta = fmaxf(ta, fmaxf(s[t][n][0], s[t][n][1]));
+      tb = fmaxf(tb, fmaxf(s[t][n][2], s[t][n][3]));
+    }
+    const float na = fmaxf(a.m_a, quad_max(ta) * sl2), nb = fmaxf(a.m_b, quad_max(tb) * sl2);
+    // A row that has seen nothing yet keeps m = −inf; 0 as its reference keeps −inf − (−inf) out. Only a masked
+    // tile can leave a row so (an unmasked one shows every live row a key; rows past N compute on zeros).
+    const float ra = kMask && na == -INFINITY ? 0.f : na, rb = kMask && nb == -INFINITY ? 0.f : nb;
+    const float ca = ex2(a.m_a - ra), cb = ex2(a.m_b - rb);
+    a.m_a = na;
+    a.m_b = nb;
+    a.l_a *= ca;
+    a.l_b *= cb;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      a.o[n][0] *= ca; a.o[n][1] *= ca;
+      a.o[n][2] *= cb; a.o[n][3] *= cb;
+    }
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) {
+      s[t][n][0] = ex2(fmaf(s[t][n][0], sl2, -ra)); s[t][n][1] = ex2(fmaf(s[t][n][1], sl2, -ra));
+      s[t][n][2] = ex2(fmaf(s[t][n][2], sl2, -rb)); s[t][n][3] = ex2(fmaf(s[t][n][3], sl2, -rb));
+      a.l_a += s[t][n][0] + s[t][n][1];
+      a.l_b += s[t][n][2] + s[t][n][3];
+    }
   }
-  float ta = -INFINITY, tb = -INFINITY;  // raw row maxima
+  // O += P·V: P's C fragments are the A fragments (keys 16kk .. 16kk + 15 as k); each V fragment feeds every m-tile
 #pragma unroll
-  for (int n = 0; n < BN / 8; ++n) {
-    ta = fmaxf(ta, fmaxf(s[n][0], s[n][1]));
-    tb = fmaxf(tb, fmaxf(s[n][2], s[n][3]));
+  for (int kk = 0; kk < BN / 16; ++kk) {
+    AFrag pa[MT];
+#pragma unroll
+    for (int t = 0; t < MT; ++t) pa[t] = a_from_c(s[t][2 * kk], s[t][2 * kk + 1]);
+#pragma unroll
+    for (int dn = 0; dn < D / 16; ++dn) {
+      uint32_t b[4];
+      ldsm_x4_trans(smem_addr(Vs + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        mma_bf16(acc[t].o[2 * dn], pa[t].r, b[0], b[1]);
+        mma_bf16(acc[t].o[2 * dn + 1], pa[t].r, b[2], b[3]);
+      }
+    }
   }
-  const float na = fmaxf(m_a, quad_max(ta) * sl2), nb = fmaxf(m_b, quad_max(tb) * sl2);
-  // A row that has seen nothing yet keeps m = −inf; 0 as its reference keeps −inf − (−inf) out. Only a masked
-  // tile can leave a row so (an unmasked one shows every live row a key; rows past N compute on zeros).
-  const float ra = kMask && na == -INFINITY ? 0.f : na, rb = kMask && nb == -INFINITY ? 0.f : nb;
-  const float ca = ex2(m_a - ra), cb = ex2(m_b - rb);
-  m_a = na;
-  m_b = nb;
-  l_a *= ca;
-  l_b *= cb;
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) {
-    o[n][0] *= ca; o[n][1] *= ca;
-    o[n][2] *= cb; o[n][3] *= cb;
-  }
-#pragma unroll
-  for (int n = 0; n < BN / 8; ++n) {
-    s[n][0] = ex2(fmaf(s[n][0], sl2, -ra)); s[n][1] = ex2(fmaf(s[n][1], sl2, -ra));
-    s[n][2] = ex2(fmaf(s[n][2], sl2, -rb)); s[n][3] = ex2(fmaf(s[n][3], sl2, -rb));
-    l_a += s[n][0] + s[n][1];
-    l_b += s[n][2] + s[n][3];
-  }
-#pragma unroll
-  for (int kk = 0; kk < BN / 16; ++kk) mma_kslice_kmajor<D, S>(o, a_from_c(s[2 * kk], s[2 * kk + 1]), Vs + kk * 16 * S, lane);
 }
 
-// CTA = 64 queries of head h, as flash_fwd_kernel<D, kPipe, 1, kIo16>.
-template <int D, bool kPipe, bool kIo16>
+// CTA = 64·MT queries of head h, 16·MT a warp, as flash_fwd_kernel<D, kPipe, MT, kIo16>.
+template <int D, int MT, bool kPipe, bool kIo16>
 __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnParams p) {
   static_assert(!kIo16 || kPipe, "bf16 activations stream K / V from themselves: pipelined");
   constexpr int S = D + 8, BN = 64;
+  constexpr int kR = kRows * MT;  // queries per CTA
+  static_assert(kR <= 2 * BN, "the Q tile fills the K and V tiles of buffer 0");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* const K0 = reinterpret_cast<bf16*>(smem_raw);  // the Q tile first, then K / V tiles (two of each pipelined)
   bf16* const V0 = K0 + BN * S;
@@ -154,27 +190,33 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   const int64_t N = p.N, H = p.H;
   const int64_t h = blockIdx.y, g = h / (H / p.KVH);
-  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kRows;  // the longest rows first
-  const int64_t last_i = min(i0 + kRows - 1, N - 1);
+  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kR;  // the longest rows first
+  const int64_t last_i = min(i0 + kR - 1, N - 1);
   const int64_t blo = key_lo(p.seg_begin, i0, p.window);
-  const int64_t wi0 = i0 + warp * 16;
+  const int64_t wi0 = i0 + warp * 16 * MT;  // this warp's rows wi0 .. wi0 + 16·MT − 1
   const bool warp_live = wi0 < N;
-  const int64_t wlast = min(wi0 + 15, N - 1);
+  const int64_t wlast = min(wi0 + 16 * MT - 1, N - 1);
   const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
   const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
-  const QueryRows rows(p, wi0, gid);
 
-  load_rows_once<D, kRows, kIo16>(K0, p.q, kIo16 ? p.q16 : nullptr, i0, N, H, h);
+  load_rows_once<D, kR, kIo16>(K0, p.q, kIo16 ? p.q16 : nullptr, i0, N, H, h);
   __syncthreads();
-  uint32_t qf[D / 16][4];
+  uint32_t qf[MT][D / 16][4];
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(smem_addr(K0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
+  for (int t = 0; t < MT; ++t)
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      ldsm_x4(smem_addr(K0 + (warp * MT + t) * 16 * S + kk * 16 + lds_a<S>(lane)), qf[t][kk]);
   kv_first<D, BN, kPipe>(K0, V0, p, blo, g);
 
-  float o[D / 8][4];
+  FwdAcc<D> acc[MT];
 #pragma unroll
-  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;  // m in scale·log2(e) units
+  for (int t = 0; t < MT; ++t) {
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) acc[t].o[n][0] = acc[t].o[n][1] = acc[t].o[n][2] = acc[t].o[n][3] = 0.f;
+    acc[t].m_a = acc[t].m_b = -INFINITY;
+    acc[t].l_a = acc[t].l_b = 0.f;
+  }
   const float sl2 = p.scale * kLog2e;
 
   int buf = 0;
@@ -183,22 +225,33 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
     const bf16* const Ks = K0 + buf * kBuf;
     const bf16* const Vs = V0 + buf * kBuf;
     if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;  // nothing here for this warp
-    if (ts + BN - 1 <= wi0 && ts >= wlo_max) {                    // every pair visible
-      fwd_tile<D, false>(qf, Ks, Vs, o, m_a, m_b, l_a, l_b, sl2, Window{0, 0}, Window{0, 0}, lane);
+    Window wa[MT], wb[MT];
+    if (ts + BN - 1 <= wi0 && ts >= wlo_max) {  // every pair visible
+#pragma unroll
+      for (int t = 0; t < MT; ++t) wa[t] = wb[t] = Window{0, 0};
+      fwd_tile<D, false, MT>(qf, Ks, Vs, acc, sl2, wa, wb, lane);
     } else {
       const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
-      const Window wa{rows.lo_a - base, rows.ia - base}, wb{rows.lo_b - base, rows.ib - base};
-      fwd_tile<D, true>(qf, Ks, Vs, o, m_a, m_b, l_a, l_b, sl2, wa, wb, lane);
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {  // computed here, not kept across the loop: fewer live registers
+        const QueryRows rows(p, wi0 + 16 * t, gid);
+        wa[t] = Window{rows.lo_a - base, rows.ia - base};
+        wb[t] = Window{rows.lo_b - base, rows.ib - base};
+      }
+      fwd_tile<D, true, MT>(qf, Ks, Vs, acc, sl2, wa, wb, lane);
     }
   }
   if (!warp_live) return;
-  const float la = quad_sum(l_a), lb = quad_sum(l_b);  // >= 1 for every real row: query i sees itself
-  const float inv_a = 1.f / la, inv_b = 1.f / lb;
-  const int64_t ia = rows.ia, ib = rows.ib;
-  store_rows<D>(kIo16 ? nullptr : p.out, p.out16, H, h, N, ia, ib, o, inv_a, inv_b, tig);
-  if (tig == 0) {
-    if (ia < N) p.lse[ia * H + h] = (m_a + log2f(la)) * kLn2;
-    if (ib < N) p.lse[ib * H + h] = (m_b + log2f(lb)) * kLn2;
+#pragma unroll
+  for (int t = 0; t < MT; ++t) {
+    const float la = quad_sum(acc[t].l_a), lb = quad_sum(acc[t].l_b);  // >= 1 for every real row: query i sees itself
+    const float inv_a = 1.f / la, inv_b = 1.f / lb;
+    const int64_t ia = wi0 + 16 * t + gid, ib = ia + 8;
+    store_rows<D>(kIo16 ? nullptr : p.out, p.out16, H, h, N, ia, ib, acc[t].o, inv_a, inv_b, tig);
+    if (tig == 0) {
+      if (ia < N) p.lse[ia * H + h] = (acc[t].m_a + log2f(la)) * kLn2;
+      if (ib < N) p.lse[ib * H + h] = (acc[t].m_b + log2f(lb)) * kLn2;
+    }
   }
 }
 
@@ -471,12 +524,19 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnPara
   store_rows<D>(to16 ? nullptr : t.dv_out, p.dv16, t.out_heads, u, N, ja, jb, dv, 1.f, 1.f, tig);
 }
 
-template <int D, bool kPipe, bool kIo16>
+template <int D, int MT, bool kPipe, bool kIo16>
 void forward_lean(const AttnParams& p, cudaStream_t s) {
-  const size_t smem = (kPipe ? 4 : 2) * tile_bytes(D, kRows);
-  allow_smem(flash_fwd_lean_kernel<D, kPipe, kIo16>, smem, "flash_fwd_lean_kernel");
-  flash_fwd_lean_kernel<D, kPipe, kIo16><<<grid_of(p.N, p.H), kThreads, smem, s>>>(p);
+  const size_t smem = (kPipe ? 4 : 2) * tile_bytes(D, kRows);  // the Q tile (64·MT <= 128 rows) fits in two
+  allow_smem(flash_fwd_lean_kernel<D, MT, kPipe, kIo16>, smem, "flash_fwd_lean_kernel");
+  flash_fwd_lean_kernel<D, MT, kPipe, kIo16><<<grid_of(p.N, p.H, kRows * MT), kThreads, smem, s>>>(p);
   check_launch("flash_fwd_lean_kernel");
+}
+
+template <int D, int MT>
+void forward_lean_any(const AttnParams& p, cudaStream_t s, bool pipelined) {
+  if (p.io16) forward_lean<D, MT, true, true>(p, s);
+  else if (pipelined) forward_lean<D, MT, true, false>(p, s);
+  else forward_lean<D, MT, false, false>(p, s);
 }
 
 template <int D, bool kIo16>
@@ -515,17 +575,12 @@ bool attention_lean_takes(const AttnParams& p) {
   return p.scale > 0.f && std::isfinite(p.scale) && (p.D == 64 || p.D == 128);
 }
 
-void attention_lean_forward(const AttnParams& p, cudaStream_t s, bool pipelined) {
-  if (!attention_lean_takes(p)) fail(ErrorCode::Internal, "attention_lean_forward: scale ", p.scale, ", head dim ", p.D);
-  if (p.D == 64) {
-    if (p.io16) forward_lean<64, true, true>(p, s);
-    else if (pipelined) forward_lean<64, true, false>(p, s);
-    else forward_lean<64, false, false>(p, s);
-  } else {
-    if (p.io16) forward_lean<128, true, true>(p, s);
-    else if (pipelined) forward_lean<128, true, false>(p, s);
-    else forward_lean<128, false, false>(p, s);
-  }
+void attention_lean_forward(const AttnParams& p, cudaStream_t s, bool pipelined, int mt) {
+  if (!attention_lean_takes(p) || (mt != 1 && (mt != 2 || p.D != 64)))
+    fail(ErrorCode::Internal, "attention_lean_forward: scale ", p.scale, ", head dim ", p.D, ", ", mt, " m-tiles a warp");
+  if (p.D == 64 && mt == 2) forward_lean_any<64, 2>(p, s, pipelined);
+  else if (p.D == 64) forward_lean_any<64, 1>(p, s, pipelined);
+  else forward_lean_any<128, 1>(p, s, pipelined);
 }
 
 void attention_lean_dq(const AttnParams& p, cudaStream_t s) {
