@@ -157,6 +157,9 @@ bench "instill train step (next kernels, bf16 activations)" 150 env INSTILL_CUDA
 bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 (( NO_LEAN )) && bench "instill train step (next kernels, no flash_lean)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_lean" \
   INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_lean" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+# the ops one by one (default kernels), then the attention's kernels under each set of the flash pieces (those whose
+# tests passed): early, before what matters less if the deadline cuts the run short
+bench "instill ops" 90 env INSTILL_BENCH_SKIP_PIECES="$FAILED_PIECES" node bench/gpu/instill_bench.mjs ops --out "$RES"
 bench "instill train step (bf16 activations)" 150 env INSTILL_BF16_ACTIVATIONS=1 INSTILL_BENCH_VARIANT="bf16 activations" \
   node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # =mlp (the attention's activations f32): how much of the gain is the attention's
@@ -181,7 +184,6 @@ bench "instill lora (wmma)" 60 env INSTILL_CUBLASLT=off node bench/gpu/instill_b
 bench "torch ce" 60 python3 bench/gpu/torch_bench.py ce --out "$RES"
 bench "instill ce" 90 node bench/gpu/instill_bench.mjs ce --out "$RES"
 bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
-bench "instill ops" 90 env INSTILL_BENCH_SKIP_PIECES="$FAILED_PIECES" node bench/gpu/instill_bench.mjs ops --out "$RES"
 # the ops one by one with the next kernels (the attention forward / dQ with 32 queries a warp, the narrow LoRA products)
 bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
   node bench/gpu/instill_bench.mjs ops --out "$RES"
