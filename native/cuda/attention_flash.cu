@@ -433,27 +433,57 @@ __global__ void __launch_bounds__(kThreads) flash_dq_ds_kernel(const AttnParams 
   const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
   const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
   const ThreadRows<1> rows(p.seg_begin, p.window, N, wi0, gid);
-  const int64_t ia = rows.ia[0], ib = rows.ib[0], lo_a = rows.lo_a[0], lo_b = rows.lo_b[0];
+  const int64_t ia = rows.ia[0], ib = rows.ib[0];
   const bf16* const ds_row = p.ds + (h * p.ds_qt + qt) * p.ds_w * 4096;  // this tile's slots
 
-  // Key block kb into buffer b: keys (rows >= N zeros) and the dSᵀ tile (64 rows of 128 bytes).
+  // Key block kb into buffer b: keys (rows >= N zeros; load_rows_async's split, its addresses from this thread's
+  // offsets: rows pr0 + kPass·it, columns pc ..) and the dSᵀ tile (64 rows of 128 bytes, 8 chunks a row).
+  constexpr int kChunks = D / 8, kPass = kThreads / kChunks;
+  const int pr0 = static_cast<int>(threadIdx.x) / kChunks, pc = (static_cast<int>(threadIdx.x) % kChunks) * 8;
+  const int64_t key_stride = p.KVH * D;  // elements from one key row to the next
+  const bf16* const k_thread = p.k16 + (pr0 * p.KVH + g) * D + pc;
+  const int dr0 = static_cast<int>(threadIdx.x) >> 3, dc = (static_cast<int>(threadIdx.x) & 7) * 8;
   auto prefetch = [&](int64_t kb, int b) {
     bf16* const Kb = B0 + b * kBuf;
     bf16* const Db = Kb + BN * S;
-    load_rows_async<D, BN>(Kb, p.k16, kb * BN, N, p.KVH, g);
-    const bf16* const src = ds_row + (kb - kb_first) * 4096;
+    const int64_t row0 = kb * BN + pr0;
+    const bf16* const ksrc = k_thread + kb * BN * key_stride;
 #pragma unroll
-    for (int it = 0; it < BN * 8 / kThreads; ++it) {  // 8 chunks of 16 bytes a row
-      const int idx = it * kThreads + static_cast<int>(threadIdx.x);
-      const int r = idx >> 3, c = (idx & 7) * 8;
-      cp_async16(Db + r * SD + c, src + r * 64 + c, true);
+    for (int it = 0; it < BN / kPass; ++it) {
+      const bool valid = row0 + it * kPass < N;
+      cp_async16(Kb + (pr0 + it * kPass) * S + pc, valid ? ksrc + it * kPass * key_stride : p.k16, valid);
     }
+    const bf16* const dsrc = ds_row + (kb - kb_first) * 4096 + dr0 * 64 + dc;
+#pragma unroll
+    for (int it = 0; it < BN * 8 / kThreads; ++it) cp_async16(Db + (dr0 + it * (kThreads / 8)) * SD + dc, dsrc + it * (kThreads / 8) * 64, true);
     cp_async_commit();
   };
-
   float acc[D / 8][4];
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+
+  // dQ += dS·K over one key block, the pairs a query does not see masked to 0 (kMask; the dK/dV kernel leaves
+  // them unwritten) with the rows' windows from key ts + 2·tig on
+  auto block = [&](const bf16* Ks, const bf16* Ds, auto mask, Window wa, Window wb) {
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      // a.r[q]: query ia (q even) or ib (q odd), keys ts + 16kk + 2tig (+ 8 for q >= 2), low half, and + 1, high
+      AFrag a;
+      ldsm_x4_trans(smem_addr(Ds + kk * 16 * SD + warp * 16 + lds_b_nmajor<SD>(lane)), a.r);
+      if constexpr (decltype(mask)::value) {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const Window w = (q & 1) ? wb : wa;
+          const int off = 16 * kk + ((q & 2) ? 8 : 0);
+          uint32_t v = a.r[q];
+          if (!w.sees(off)) v &= 0xffff0000u;
+          if (!w.sees(off + 1)) v &= 0x0000ffffu;
+          a.r[q] = v;
+        }
+      }
+      mma_kslice_kmajor<D, S>(acc, a, Ks + kk * 16 * S, lane);
+    }
+  };
 
   prefetch(kb_first, 0);
   int buf = 0;
@@ -465,24 +495,14 @@ __global__ void __launch_bounds__(kThreads) flash_dq_ds_kernel(const AttnParams 
     const bf16* const Ds = Ks + BN * S;
     const int64_t ts = kb * BN;
     if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;  // nothing here for this warp
-    const bool full = ts + BN - 1 <= wi0 && ts >= wlo_max;        // every pair visible
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      // a.r[q]: query ia (q even) or ib (q odd), keys ts + 16kk + 2tig (+ 8 for q >= 2), low half, and + 1, high
-      AFrag a;
-      ldsm_x4_trans(smem_addr(Ds + kk * 16 * SD + warp * 16 + lds_b_nmajor<SD>(lane)), a.r);
-      if (!full) {
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const int64_t i = (q & 1) ? ib : ia, lo = (q & 1) ? lo_b : lo_a;
-          const int64_t j = ts + 16 * kk + ((q & 2) ? 8 : 0) + 2 * tig;
-          uint32_t v = a.r[q];
-          if (j < lo || j > i) v &= 0xffff0000u;
-          if (j + 1 < lo || j + 1 > i) v &= 0x0000ffffu;
-          a.r[q] = v;
-        }
-      }
-      mma_kslice_kmajor<D, S>(acc, a, Ks + kk * 16 * S, lane);
+    if (ts + BN - 1 <= wi0 && ts >= wlo_max) {                    // every pair visible
+      block(Ks, Ds, std::false_type{}, Window{0, 0}, Window{0, 0});
+    } else {
+      const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
+      const int32_t lo_a = static_cast<int32_t>(std::min<int64_t>(rows.lo_a[0], INT32_MAX));
+      const int32_t lo_b = static_cast<int32_t>(std::min<int64_t>(rows.lo_b[0], INT32_MAX));
+      block(Ks, Ds, std::true_type{}, Window{lo_a - base, static_cast<int32_t>(ia) - base},
+            Window{lo_b - base, static_cast<int32_t>(ib) - base});
     }
   }
   if (!warp_live) return;

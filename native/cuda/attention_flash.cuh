@@ -240,6 +240,14 @@ struct ThreadRows {
   }
 };
 
+// A fragment row's visible columns in a mask (attention_lean.cu, the stored-dS dQ kernel): element (n, e) of a C
+// fragment row sees column col0 + 8n + 2·tig + (e & 1) iff lo <= column <= hi; with base = col0 + 2·tig, that is
+// lo − base <= 8n + (e & 1) <= hi − base, a constant against two per-row values (32-bit: token indices fit).
+struct Window {
+  int32_t lo, hi;
+  __device__ __forceinline__ bool sees(int off) const { return off >= lo && off <= hi; }
+};
+
 // ---------------------------------------------------------------- dK, dV
 
 // blockIdx.y = unit u: heads [u·hpc, (u+1)·hpc) where hpc = heads per CTA (rep, or 1 in

@@ -58,13 +58,6 @@ struct QueryRows {
   }
 };
 
-// Element (n, e) of a C fragment row sees column (col0 + 8n + 2·tig + (e & 1)) iff lo <= column <= hi: with
-// base = col0 + 2·tig, that is lo − base <= 8n + (e & 1) <= hi − base, a constant against two per-row values.
-struct Window {
-  int32_t lo, hi;
-  __device__ __forceinline__ bool sees(int off) const { return off >= lo && off <= hi; }
-};
-
 // The epilogue: a thread's two rows ra and rb (C rows gid, gid + 8) of an (N, heads, D) output at head `head`, each
 // row's values times its factor, as f32 pairs (out32) or bf16 pairs (out16 when out32 is null); rows past N skipped.
 template <int D>
