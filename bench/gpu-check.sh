@@ -148,7 +148,12 @@ NEXT_LABEL="next kernels"
 [[ "$NEXT_AB" != all ]] && { note "next kernels in the A/Bs: INSTILL_CUDA_NEXT=$NEXT_AB"; NEXT_LABEL="next kernels $NEXT_AB"; }
 # The A/B without flash_lean only where the set has it (else it would time the same set twice): flash_lean takes
 # the attention's kernels from flash_mt / flash_occ (and flash_mt the forward and dQ from flash_occ) when on
-NO_LEAN=1; [[ ",$NEXT_AB," == *",-flash_lean,"* ]] && NO_LEAN=0
+NO_LEAN=1
+case ",$NEXT_AB," in
+  *",-flash_lean,"*) NO_LEAN=0 ;;
+  ",all,"* | ",1,"* | *",flash_lean,"*) ;;
+  *) NO_LEAN=0 ;;  # a list without it
+esac
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # INSTILL_CUDA_NEXT=$NEXT_AB (the next kernels) with INSTILL_BF16_ACTIVATIONS=1 (bf16 activations), then each alone
@@ -159,7 +164,7 @@ bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" I
   INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_lean" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # the ops one by one (default kernels), then the attention's kernels under each set of the flash pieces (those whose
 # tests passed): early, before what matters less if the deadline cuts the run short
-bench "instill ops" 90 env INSTILL_BENCH_SKIP_PIECES="$FAILED_PIECES" node bench/gpu/instill_bench.mjs ops --out "$RES"
+[[ "${ONLY_TRAIN:-0}" != 1 ]] && bench "instill ops" 90 env INSTILL_BENCH_SKIP_PIECES="$FAILED_PIECES" node bench/gpu/instill_bench.mjs ops --out "$RES"
 bench "instill train step (bf16 activations)" 150 env INSTILL_BF16_ACTIVATIONS=1 INSTILL_BENCH_VARIANT="bf16 activations" \
   node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # =mlp (the attention's activations f32): how much of the gain is the attention's

@@ -22,15 +22,23 @@ def kernels(text):
 
 
 def parse(sec):
+    """The kernel's instructions as (opcode, operands), and its labels' indices. An instruction slot the
+    disassembler left out (an older nvdisasm skips the sm_90 opcodes it cannot decode, VIADD among them, without a
+    word: the addresses jump) counts as opcode '?', so that counts stay whole."""
     ins, labels = [], {}
+    prev = None
     for line in sec.split('\n'):
         lm = re.match(r'^(\.L_x_\d+):', line)
         if lm:
             labels[lm.group(1)] = len(ins)
             continue
-        m = re.match(r'\s*/\*[0-9a-f]+\*/\s+(@!?U?P\w+\s+)?([A-Z0-9_.]+)(.*)', line)
+        m = re.match(r'\s*/\*([0-9a-f]+)\*/\s+(@!?U?P\w+\s+)?([A-Z0-9_.]+)(.*)', line)
         if m:
-            ins.append((m.group(2).split('.')[0], m.group(3)))
+            addr = int(m.group(1), 16)
+            if prev is not None and addr > prev + 16:
+                ins.extend(('?', '') for _ in range((addr - prev) // 16 - 1))
+            prev = addr
+            ins.append((m.group(3).split('.')[0], m.group(4)))
     return ins, labels
 
 
@@ -43,7 +51,8 @@ def main():
         if not all(w in name for w in want):
             continue
         ins, labels = parse(sec)
-        print(f'{name}: {len(ins)} instructions')
+        missing = sum(1 for o, _ in ins if o == '?')
+        print(f'{name}: {len(ins)} instructions' + (f' ({missing} not decoded by this nvdisasm, counted as ?)' if missing else ''))
         loops = []
         for i, (op, rest) in enumerate(ins):
             t = re.search(r'(\.L_x_\d+)', rest) if op == 'BRA' else None

@@ -72,17 +72,17 @@ void need_d(int64_t D) {
 // backward pipelined — what a 1B step measured fastest (bench/RESULTS.md, cuda run 10: backward 8.09
 // against 8.73 ms, forward 2.98 against 2.80). With INSTILL_CUDA_NEXT `flash_lean` the forward is pipelined
 // too: the verified pipelined forward lost by its loop (864 instructions a tile against the synchronous one's
-// 759, attention_lean.cu's SASS counts), and the lean loop is the same either way (305 / 303) while the
+// 759, attention_lean.cu's SASS counts), and the lean loop is the same either way (305 / 308) while the
 // synchronous one also issues its loads (~200 instructions a tile, against ~140 of cp.async and control);
-// bench/gpu/instill_bench.mjs ops times both kinds. Read on every call, so a test can compare the paths in
-// one process.
+// bench/gpu/instill_bench.mjs ops times both kinds), where the lean kernels take the problem (lean_forward:
+// attention_lean_takes). Read on every call, so a test can compare the paths in one process.
 enum class Path { Flash, Pipelined, Simple };
-Path path_choice(bool backward) {
+Path path_choice(bool backward, bool lean_forward = false) {
   const char* e = std::getenv("INSTILL_CUDA_ATTENTION");
   if (e && std::strcmp(e, "simple") == 0) return Path::Simple;
   if (e && std::strcmp(e, "pipelined") == 0) return Path::Pipelined;
   if (e && std::strcmp(e, "flash") == 0) return Path::Flash;
-  return backward || next_kernels(Next::FlashLean) ? Path::Pipelined : Path::Flash;
+  return backward || (lean_forward && next_kernels(Next::FlashLean)) ? Path::Pipelined : Path::Flash;
 }
 
 // A bf16 copy of an (rows, D) f32 tensor, rounded as the flash kernels round their f32 tiles.
@@ -148,7 +148,7 @@ void attention_forward(const AttentionForwardArgs& p) {
   }
   a.q = p.q->data_as<float>(); a.k = p.k->data_as<float>(); a.v = p.v->data_as<float>();
   a.out = p.out->data_as<float>();
-  const Path path = path_choice(false);
+  const Path path = path_choice(false, attention_lean_takes(a));
   if (path == Path::Simple || !attention_flash_supported(a)) return attention_simple_forward(a, stream());
   Tensor k16, v16;
   if (path == Path::Pipelined) {

@@ -191,6 +191,10 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
   const int64_t wlast = min(wi0 + 16 * MT - 1, N - 1);
   const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
   const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
+  // MT = 1: the thread's rows kept across the loop (4 registers); MT = 2 (255 registers) computes them in the
+  // masked branch instead (two loads of seg_begin a masked tile and m-tile, rare tiles)
+  QueryRows rows1;
+  if constexpr (MT == 1) rows1 = QueryRows(p, wi0, gid);
 
   load_rows_once<D, kR, kIo16>(K0, p.q, kIo16 ? p.q16 : nullptr, i0, N, H, h);
   __syncthreads();
@@ -226,8 +230,8 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
     } else {
       const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
 #pragma unroll
-      for (int t = 0; t < MT; ++t) {  // computed here, not kept across the loop: fewer live registers
-        const QueryRows rows(p, wi0 + 16 * t, gid);
+      for (int t = 0; t < MT; ++t) {
+        const QueryRows rows = MT == 1 ? rows1 : QueryRows(p, wi0 + 16 * t, gid);
         wa[t] = Window{rows.lo_a - base, rows.ia - base};
         wb[t] = Window{rows.lo_b - base, rows.ib - base};
       }

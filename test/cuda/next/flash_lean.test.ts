@@ -102,8 +102,8 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_lean', () => {
       }
       for (const key of ['dq', 'dk', 'dv'] as const) {
         expect(bl.value[key].every((x) => Number.isFinite(x)), `${label}: ${key} finite`).toBe(true);
-        // (the synchronous backward with flash_mt is flash_mt's dQ kernel, checked in flash_mt.test.ts)
-        if (leanBackward || also !== 'flash_mt') expect(bits(bl.value[key]).equals(bits(bv.value[key])), `${label}: ${key}, the verified kernels' bits`).toBe(true);
+        // (the synchronous backward's dQ with flash_mt is flash_mt's kernel, key tiles of 32: flash_mt.test.ts)
+        if (leanBackward || also !== 'flash_mt' || key !== 'dq') expect(bits(bl.value[key]).equals(bits(bv.value[key])), `${label}: ${key}, the verified kernels' bits`).toBe(true);
       }
       // lean all the way, against the CPU
       if (ref && refB) {
