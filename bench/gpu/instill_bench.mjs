@@ -228,7 +228,7 @@ if (what === 'lora') {
     for (const next of sweep) {
       const label = next ? `next ${next}` : 'verified';
       try {
-        if (next) process.env.INSTILL_CUDA_NEXT = next;
+        process.env.INSTILL_CUDA_NEXT = next || 'none';  // 'none': the verified kernels, whatever is promoted
         for (const [kind, mode] of [['synchronous', 'flash'], ['pipelined', 'pipelined']]) {
           process.env.INSTILL_CUDA_ATTENTION = mode;
           timed(`attention fwd, ${kind} [${label}]`, () => n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), scale));

@@ -9,15 +9,26 @@ namespace instill {
 
 namespace {
 
-// Every piece with its name, in Next's order: the one list to extend.
+// Every piece with its name, in Next's order: the one list to extend. `promoted`: on by default (INSTILL_CUDA_NEXT
+// unset, or `default` in it) — a GPU session whose tests and A/B say a piece wins sets it here; `none` still
+// turns it off (the verified kernels, as the pieces' own tests compare).
 struct Piece {
   Next which;
   const char* name;
+  bool promoted;
 };
-constexpr Piece kAll[] = {{Next::Narrow, "narrow"},       {Next::PackWB, "pack_wb"},     {Next::FlashMT, "flash_mt"},
-                          {Next::RopeToken, "rope_token"}, {Next::AttnPrep, "attn_prep"}, {Next::Residual, "residual"},
-                          {Next::WbCache, "wb_cache"},     {Next::FlashOcc, "flash_occ"}, {Next::Bf16Beta, "bf16_beta"},
-                          {Next::StoredDs, "stored_ds"},   {Next::FlashLean, "flash_lean"}};
+constexpr Piece kAll[] = {
+    {Next::Narrow, "narrow", false},        {Next::PackWB, "pack_wb", false},     {Next::FlashMT, "flash_mt", false},
+    {Next::RopeToken, "rope_token", false}, {Next::AttnPrep, "attn_prep", false}, {Next::Residual, "residual", false},
+    {Next::WbCache, "wb_cache", false},     {Next::FlashOcc, "flash_occ", false}, {Next::Bf16Beta, "bf16_beta", false},
+    {Next::StoredDs, "stored_ds", false},   {Next::FlashLean, "flash_lean", false}};
+
+unsigned promoted_bits() {
+  unsigned set = 0;
+  for (const Piece& pc : kAll)
+    if (pc.promoted) set |= 1u << static_cast<unsigned>(pc.which);
+  return set;
+}
 
 // The set a value names, as bits of Next.
 unsigned parse(const std::string& v) {
@@ -34,6 +45,15 @@ unsigned parse(const std::string& v) {
     unsigned mask = 0;
     if (name == "1" || name == "all") {
       mask = ~0u;
+    } else if (name == "default") {
+      mask = promoted_bits();
+      if (drop) fail(ErrorCode::Arg, "INSTILL_CUDA_NEXT: '-default' is not a set to leave out (name the pieces)");
+      set |= mask;
+      continue;
+    } else if (name == "none") {
+      if (drop) fail(ErrorCode::Arg, "INSTILL_CUDA_NEXT: '-none' means nothing");
+      set = 0;
+      continue;
     } else {
       for (const Piece& pc : kAll)
         if (name == pc.name) mask = 1u << static_cast<unsigned>(pc.which);
@@ -41,7 +61,7 @@ unsigned parse(const std::string& v) {
     if (mask == 0) {
       std::string known;
       for (const Piece& pc : kAll) known += std::string(known.empty() ? "" : ", ") + pc.name;
-      fail(ErrorCode::Arg, "INSTILL_CUDA_NEXT: unknown name '", name, "' (known: 1 or all, ", known,
+      fail(ErrorCode::Arg, "INSTILL_CUDA_NEXT: unknown name '", name, "' (known: 1 or all, none, default, ", known,
            "; -name leaves one out)");
     }
     set = drop ? set & ~mask : set | mask;
@@ -51,7 +71,7 @@ unsigned parse(const std::string& v) {
 
 unsigned enabled_bits() {
   const char* e = std::getenv("INSTILL_CUDA_NEXT");
-  if (!e || !*e) return 0;
+  if (!e || !*e) return promoted_bits();
   static std::mutex mu;
   static std::string parsed_from;
   static unsigned bits = 0;

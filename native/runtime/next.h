@@ -1,8 +1,10 @@
 // INSTILL_CUDA_NEXT: code waiting for a GPU run (compiled and reviewed, not yet tested or timed on a GPU;
 // native/cuda/README.md lists it) runs instead of the verified path, each piece by its name. The value is
 // `1` or `all` for every one, or a comma list of names (next.cpp's kAll), and `-name` leaves one out
-// (`all,-flash_mt`), so a GPU session can make default, one by one, those that pass and time well. An unknown
-// name is E_ARG. Read on every call (parsed again only when the value changes), so a test can compare both
+// (`all,-flash_mt`), read left to right; `none` is no piece (the verified kernels), `default` the pieces a GPU
+// run has promoted (kAll's `promoted`: on when the variable is unset; none yet). So a GPU session makes default,
+// one by one, those that pass and time well, by promoting them, and the pieces' tests still compare `none`
+// against each piece. An unknown name is E_ARG. Read on every call (parsed again only when the value changes), so a test can compare both
 // paths in one process, and bench/gpu-check.sh A/Bs them. Backend-agnostic: the CUDA kernels ask it, and so
 // does the model where what waits is its own (the kept [W | B]).
 #pragma once

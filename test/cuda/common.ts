@@ -84,7 +84,7 @@ export const LORA_CASES = [
 export function loraForwardBackward(r: Rng, { n, inF, outF, rank, bias }: (typeof LORA_CASES)[number], which: 'verified' | 'narrow' | 'pack_wb'): void {
   // INSTILL_CUDA_NEXT=narrow: u, g, dA, dB on lora_narrow.cu's kernels; =pack_wb: [W | B] in one pass (read per call)
   // the profile's parts show which kernels ran
-  const { parts } = withOpProfile(() => withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? undefined : which, () => loraCase(r, n, inF, outF, rank, bias)));
+  const { parts } = withOpProfile(() => withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? 'none' : which, () => loraCase(r, n, inF, outF, rank, bias)));
   const narrow = ['lora_linear_forward/pack x, u = x A^T, pack s u (simt)', 'lora_linear_backward/pack dy, g = dy B, pack s g (simt)',
     'lora_linear_backward/dA = s g^T x (simt)', 'lora_linear_backward/dB = s dy^T u (simt)'];
   for (const part of narrow) {
@@ -140,7 +140,7 @@ export const LORA_BF16_CASES = [
 export function loraBf16(r: Rng, { n, inF, outF, rank, bias }: (typeof LORA_BF16_CASES)[number], narrow: 'verified' | 'narrow' | 'bf16_beta'): void {
   // INSTILL_CUDA_NEXT=narrow: u and g from the bf16 x / dy copied into the packs (lora_narrow.cu reading bf16), dA on the bf16 x;
   // =bf16_beta: dx += into the bf16 dx by cuBLASLt itself (no f32 copy of dx)
-  const { parts } = withOpProfile(() => withEnv('INSTILL_CUDA_NEXT', narrow === 'verified' ? undefined : narrow, () => loraBf16Case(r, n, inF, outF, rank, bias)));
+  const { parts } = withOpProfile(() => withEnv('INSTILL_CUDA_NEXT', narrow === 'verified' ? 'none' : narrow, () => loraBf16Case(r, n, inF, outF, rank, bias)));
   for (const part of ['lora_linear_forward/u = x A^T, pack s u (simt)', 'lora_linear_backward/g = dy B, pack s g (simt)',
     'lora_linear_backward/dA = s g^T x (simt)']) {
     if (narrow === 'narrow') expect(parts).toContain(part);
@@ -196,10 +196,10 @@ export function loraResidual(r: Rng, { n, inF, outF, rank, bias }: (typeof RESID
   const res = randn(r, n * outF, 4);
   const residual = Tensor.from(res, [n, outF]).to('cuda');
   // y without the residual, under the same switch (whatever INSTILL_CUDA_NEXT the process has)
-  const plain = withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? undefined : which, () =>
+  const plain = withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? 'none' : which, () =>
     host(kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale: 2 }).y));
   const mag = kernels.loraLinear({ x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), bias: bs && abs(bs.cpu), scale: 2 }).y.toArray();
-  const { value: got, parts } = withOpProfile(() => withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? undefined : which, () =>
+  const { value: got, parts } = withOpProfile(() => withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? 'none' : which, () =>
     host(kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale: 2, residual }).y)));
   const sum = Float32Array.from(plain, (v, i) => v + res[i]);
   const inProduct = which === 'residual' && !bias;

@@ -340,7 +340,7 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
   it('a bf16 model keeping its [W | B] (INSTILL_CUDA_NEXT=wb_cache): the bits of the per-call copy, W copied once, a new W seen', async () => {
     const m = await bf16LoraModel();
     const adapted = names.filter((n) => n.endsWith('lora_A.weight')).length;
-    const pass = (kept: boolean) => withEnv('INSTILL_CUDA_NEXT', kept ? 'wb_cache' : undefined, async () => {
+    const pass = (kept: boolean) => withEnv('INSTILL_CUDA_NEXT', kept ? 'wb_cache' : 'none', async () => {
       const { value: out, calls: parts } = await withOpProfile(() => m.lossAndGrads({ inputIds, labels }));
       return { out, parts };
     });
@@ -371,7 +371,7 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     // generation reads it too: the same tokens
     m.setWeights({ [wName]: w0 }, { strict: false });
     const prompt = inputIds[0].slice(0, 5);
-    const g0 = await withEnv('INSTILL_CUDA_NEXT', undefined, () => m.generate(prompt, { maxNewTokens: 8 }));
+    const g0 = await withEnv('INSTILL_CUDA_NEXT', 'none', () => m.generate(prompt, { maxNewTokens: 8 }));
     const g1 = await withEnv('INSTILL_CUDA_NEXT', 'wb_cache', () => m.generate(prompt, { maxNewTokens: 8 }));
     expect(g1.ids).toEqual(g0.ids);
     m.dispose();

@@ -67,7 +67,7 @@ describe('runtime', () => {
     expect(() => runtime.setOpProfile('yes' as never)).toThrow(expect.objectContaining({ code: 'E_ARG' }));
   });
 
-  it('INSTILL_CUDA_NEXT turns on what waits for a GPU run, by name: all, a list, -name leaves one out, unknown is E_ARG', () => {
+  it('INSTILL_CUDA_NEXT turns on what waits for a GPU run, by name: all, a list, -name leaves one out, none, default (the promoted), unknown is E_ARG', () => {
     const all = ['narrow', 'pack_wb', 'flash_mt', 'rope_token', 'attn_prep', 'residual', 'wb_cache', 'flash_occ', 'bf16_beta', 'stored_ds', 'flash_lean'];
     const saved = process.env.INSTILL_CUDA_NEXT;
     const withNext = (v: string | undefined) => {
@@ -76,8 +76,17 @@ describe('runtime', () => {
       return runtime.nextKernels();
     };
     try {
-      expect(withNext(undefined)).toEqual([]);
-      expect(withNext('')).toEqual([]);
+      // unset: the pieces a GPU run promoted (next.cpp's kAll), the same as `default`; `none`: no piece at all
+      const promoted = withNext(undefined);
+      expect(promoted.every((n) => all.includes(n))).toBe(true);
+      expect(withNext('')).toEqual(promoted);
+      expect(withNext('default')).toEqual(promoted);
+      expect(withNext('none')).toEqual([]);
+      expect(withNext('none,narrow')).toEqual(['narrow']);
+      expect(withNext('narrow,none')).toEqual([]);  // left to right
+      expect(withNext('default,narrow')).toEqual(all.filter((n) => n === 'narrow' || promoted.includes(n)));
+      expect(() => withNext('-default')).toThrow(expect.objectContaining({ code: 'E_ARG' }));
+      expect(() => withNext('-none')).toThrow(expect.objectContaining({ code: 'E_ARG' }));
       expect(withNext('1')).toEqual(all);
       expect(withNext('all')).toEqual(all);
       expect(withNext('rope_token,narrow')).toEqual(['narrow', 'rope_token']);  // in their fixed order

@@ -30,7 +30,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_mt', () => {
     const A = native();
     const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
     const fwd = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.cpu), scale, window);
-    const run = (next: boolean, mode?: string) => withEnv('INSTILL_CUDA_NEXT', next ? 'flash_mt,attn_prep' : undefined, () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {
+    const run = (next: boolean, mode?: string) => withEnv('INSTILL_CUDA_NEXT', next ? 'flash_mt,attn_prep' : 'none', () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {
       const { value, parts } = withOpProfile(() => {
         const f = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.cpu), scale, window);
         // the backward from the same forward outputs on both paths (fwd: the verified kernel's), so that

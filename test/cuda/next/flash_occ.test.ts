@@ -30,7 +30,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_occ', () => {
     const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
     const dev = (t: { cpu: Tensor }) => (kind === 'bf16' ? Tensor.from(t.cpu.toArray() as Float32Array, t.cpu.shape, { dtype: 'bf16' }).to('cuda') : t.cpu.to('cuda'));
     const [qg, kg, vg, dg] = [dev(q), dev(k), dev(v), dev(dout)];
-    const run = (occ: boolean, mode?: string) => withEnv('INSTILL_CUDA_NEXT', occ ? 'flash_occ' : undefined, () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {
+    const run = (occ: boolean, mode?: string) => withEnv('INSTILL_CUDA_NEXT', occ ? 'flash_occ' : 'none', () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {
       const { value, parts } = withOpProfile(() => {
         const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu.cpu), scale, w);
         const b = A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu.cpu), scale, w);

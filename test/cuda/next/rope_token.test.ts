@@ -24,7 +24,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=rope_token', () => {
     const pos = pair(Int32Array.from({ length: n }, (_, i) => (i < n / 2 ? i : 3 * i + 1000)), [n]);
     const inv = pair(Float32Array.from({ length: d / 2 }, (_, i) => 500000 ** (-(2 * i) / d)), [d / 2]);
     for (const backward of [false, true]) {
-      const run = (next: boolean) => withEnv('INSTILL_CUDA_NEXT', next ? 'rope_token' : undefined, () => {
+      const run = (next: boolean) => withEnv('INSTILL_CUDA_NEXT', next ? 'rope_token' : 'none', () => {
         const { value: out, parts } = withOpProfile(() => host(A.opRope(handleOf(x.gpu), handleOf(pos.gpu), handleOf(inv.gpu), backward)));
         return { out, parts };
       });

@@ -43,7 +43,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=stored_ds', () => {
     const dev = (t: { cpu: Tensor }) => (kind === 'bf16' ? Tensor.from(t.cpu.toArray() as Float32Array, t.cpu.shape, { dtype: 'bf16' }).to('cuda') : t.cpu.to('cuda'));
     const [qg, kg, vg, dg] = [dev(q), dev(k), dev(v), dev(dout)];
     const fwd = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu.cpu), scale, window);
-    const run = (stored: boolean) => withEnv('INSTILL_CUDA_NEXT', stored ? 'stored_ds' : undefined, () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {
+    const run = (stored: boolean) => withEnv('INSTILL_CUDA_NEXT', stored ? 'stored_ds' : 'none', () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {
       const { value, parts } = withOpProfile(() => {
         const b = A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), fwd.out, fwd.lse, handleOf(cu.cpu), scale, window);
         return { dq: host(b.dq) as Float32Array, dk: host(b.dk) as Float32Array, dv: host(b.dv) as Float32Array };
