@@ -7,7 +7,9 @@
 # nvidia-cuda-toolkit; dpkg -x it somewhere; NVDISASM=that/usr/bin/nvdisasm). That nvdisasm predates the ELF
 # header CUDA 12.8+ writes (ABI version 8, new e_flags), so a copy of the cubin gets the old header for the
 # same SM (ABI version 7, EF_CUDA_SM<n> | EF_CUDA_VIRTUAL_SM(<n>) | 64-bit | unified texture mode); the code
-# itself is untouched. It decodes sm_80 and sm_90 instructions (mma.sync, ldmatrix, cp.async), not wgmma.
+# itself is untouched. It decodes sm_80 and most sm_90 instructions (mma.sync, ldmatrix, cp.async), not wgmma;
+# the few it cannot (VIADD and a handful more, ~1% of a listing) it leaves out without a word, and
+# sass_loops.py counts those gaps in the addresses as '?'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 file="${1:?usage: bash scripts/sass.sh FILE.cu [SUBSTRING ...]}"
