@@ -21,9 +21,11 @@
 // subtraction, then rounded to bf16 like theirs), not its bits. The backward's arithmetic is the verified
 // kernels' (the same fma before the exponential, the same mask and products), so on the same forward outputs
 // its results are their bits, unless a probability falls below 2^-126 (0 here, a denormal there).
-// test/cuda/next/flash_lean.test.ts checks both, and the CPU's reference. The forward takes f32 or bf16 copies (pipelined) or bf16 activations; the backward the pipelined
-// path and bf16 activations (the synchronous backward keeps the verified kernels). A scale that is not > 0 keeps
-// the verified kernels (the max-then-scale step needs it).
+// test/cuda/next/flash_lean.test.ts checks both, and the CPU's reference.
+// Paths: the forward on f32 tiles (synchronous), bf16 copies (pipelined: attention.cu's default with this piece)
+// or bf16 activations, one m-tile a warp, or two at D = 64 with `flash_mt` too (FA2's layout, 128 queries a CTA);
+// the backward pipelined or on bf16 activations (the synchronous backward keeps the verified kernels), storing dS
+// with `stored_ds`. A scale that is not > 0 and finite keeps the verified kernels (the max-then-scale step needs it).
 #include <cuda_bf16.h>
 
 #include <cmath>
