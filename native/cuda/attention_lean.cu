@@ -14,9 +14,12 @@
 //   - The forward's separate scale: the row max is taken on the raw scores and scaled once (scale > 0, so
 //     max(s)·c = max(s·c), the same m as the verified kernel), and each P is ex2(fma(s, c, −m)): one FFMA
 //     where the verified kernel multiplies, stores, and subtracts.
-//   - 64-bit index arithmetic in the masks (token indices fit in 32 bits: cu_seqlens is int32), and the
-//     dK/dV kernel's per-tile addressing (each thread's rows of a Q / dO tile are one offset and a fixed
-//     stride; lse and Δ one load each for the first BQ threads, not a loop the compiler unrolls with branches).
+//   - 64-bit index arithmetic in the masks (token indices fit in 32 bits: cu_seqlens is int32), and the tile
+//     loads' per-chunk addressing (each thread's rows of a tile are one offset and a fixed stride: KvTiles for
+//     K / V, the dK/dV prefetch for Q / dO; lse and Δ one load each for the first BQ threads, not a loop the
+//     compiler unrolls with branches).
+//   - The forward's rescale of O and the sums on tiles where no row of the warp has a new max (exact: each
+//     factor is ex2(0) = 1).
 // Results: the forward's are the verified kernel's to rounding (P from one FFMA instead of a multiply and a
 // subtraction, then rounded to bf16 like theirs), not its bits. The backward's arithmetic is the verified
 // kernels' (the same fma before the exponential, the same mask and products), so on the same forward outputs
@@ -78,6 +81,52 @@ __device__ __forceinline__ void store_rows(float* out32, bf16* out16, int64_t he
   }
 }
 
+// The pipelined forward's and dQ kernel's key / value tiles (kv_first / kv_tile's cp.async loads from the bf16
+// copies) from this thread's offsets: load_rows_async's split (16-byte chunks, chunk x of each pass of kThreads
+// is thread x's: rows pr0 + kPass·it, columns pc ..), K and V both (N, KVH, D), so one offset serves both.
+// The same chunks to the same places as kv_tile's, rows >= N zero-filled; its address arithmetic was most of
+// the loop's work outside the tile (86 instructions a tile at D = 64).
+template <int D, int BN>
+struct KvTiles {
+  static constexpr int kChunks = D / 8, kPass = kThreads / kChunks;
+  static_assert(kThreads % kChunks == 0 && BN % kPass == 0, "a tile is whole passes of the block");
+  const bf16* k;    // this thread's chunk of key 0 of KV head g in the copies
+  const bf16* v;
+  const bf16* k16;  // the copies' first elements (the dummy address of a zero-filled row)
+  int64_t row;      // elements from one key to the next: KVH·D
+  int pr0, dst;     // this thread's first row in a tile, and its chunk's offset there
+  __device__ __forceinline__ KvTiles(const AttnParams& p, int64_t g) {
+    const int x = static_cast<int>(threadIdx.x);
+    pr0 = x / kChunks;
+    const int pc = (x % kChunks) * 8;
+    row = p.KVH * D;
+    k16 = p.k16;
+    k = p.k16 + pr0 * row + g * D + pc;
+    v = p.v16 + pr0 * row + g * D + pc;
+    dst = pr0 * (D + 8) + pc;
+  }
+  // Keys ts .. ts + BN − 1 into K / V (tiles of row stride D + 8), one commit group. A tile past N's end (the
+  // last one, if any) zero-fills its rows from there.
+  __device__ __forceinline__ void load(bf16* K, bf16* V, int64_t ts, int64_t N) const {
+    const int64_t at = ts * row, step = kPass * row;
+    if (ts + BN <= N) {
+#pragma unroll
+      for (int it = 0; it < BN / kPass; ++it) {
+        cp_async16(K + dst + it * kPass * (D + 8), k + at + it * step, true);
+        cp_async16(V + dst + it * kPass * (D + 8), v + at + it * step, true);
+      }
+    } else {
+#pragma unroll
+      for (int it = 0; it < BN / kPass; ++it) {
+        const bool valid = ts + pr0 + it * kPass < N;
+        cp_async16(K + dst + it * kPass * (D + 8), valid ? k + at + it * step : k16, valid);
+        cp_async16(V + dst + it * kPass * (D + 8), valid ? v + at + it * step : k16, valid);
+      }
+    }
+    cp_async_commit();
+  }
+};
+
 // ---------------------------------------------------------------- forward
 
 // One m-tile's forward state (its rows gid and gid + 8): O, the running max m (in scale·log2(e) units) and this
@@ -133,16 +182,20 @@ __device__ __forceinline__ void fwd_tile(const uint32_t (&qf)[MT][D / 16][4], co
     // A row that has seen nothing yet keeps m = −inf; 0 as its reference keeps −inf − (−inf) out. Only a masked
     // tile can leave a row so (an unmasked one shows every live row a key; rows past N compute on zeros).
     const float ra = kMask && na == -INFINITY ? 0.f : na, rb = kMask && nb == -INFINITY ? 0.f : nb;
-    const float ca = ex2(a.m_a - ra), cb = ex2(a.m_b - rb);
+    // Where no row of the warp has a new max, every factor is ex2(0) = 1 (or a row that has seen nothing yet,
+    // whose sums are 0): the rescale changes no bit, and the warp skips it (most tiles past a row's first few).
+    if (!__all_sync(0xffffffffu, na == a.m_a && nb == a.m_b)) {
+      const float ca = ex2(a.m_a - ra), cb = ex2(a.m_b - rb);
+      a.l_a *= ca;
+      a.l_b *= cb;
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n) {
+        a.o[n][0] *= ca; a.o[n][1] *= ca;
+        a.o[n][2] *= cb; a.o[n][3] *= cb;
+      }
+    }
     a.m_a = na;
     a.m_b = nb;
-    a.l_a *= ca;
-    a.l_b *= cb;
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
-      a.o[n][0] *= ca; a.o[n][1] *= ca;
-      a.o[n][2] *= cb; a.o[n][3] *= cb;
-    }
 #pragma unroll
     for (int n = 0; n < BN / 8; ++n) {
       s[t][n][0] = ex2(fmaf(s[t][n][0], sl2, -ra)); s[t][n][1] = ex2(fmaf(s[t][n][1], sl2, -ra));
@@ -206,7 +259,11 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk)
       ldsm_x4(smem_addr(K0 + (warp * MT + t) * 16 * S + kk * 16 + lds_a<S>(lane)), qf[t][kk]);
-  kv_first<D, BN, kPipe>(K0, V0, p, blo, g);
+  const KvTiles<D, BN> kv(p, g);
+  if constexpr (kPipe) {  // kv_first: once every warp holds its Q fragments, where the Q tile was
+    __syncthreads();
+    kv.load(K0, V0, blo, N);
+  }
 
   FwdAcc<D> acc[MT];
 #pragma unroll
@@ -220,7 +277,13 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
 
   int buf = 0;
   for (int64_t ts = blo; ts <= last_i; ts += BN, buf ^= 1) {
-    kv_tile<D, BN, kPipe>(K0, V0, kBuf, buf, p, ts, last_i, g);
+    if constexpr (kPipe) {  // kv_tile: tile ts readable by every thread, the next one loading into the other buffer
+      cp_async_wait_all();
+      __syncthreads();
+      if (ts + BN <= last_i) kv.load(K0 + (buf ^ 1) * kBuf, V0 + (buf ^ 1) * kBuf, ts + BN, N);
+    } else {
+      kv_tile<D, BN, false>(K0, V0, kBuf, buf, p, ts, last_i, g);
+    }
     const bf16* const Ks = K0 + buf * kBuf;
     const bf16* const Vs = V0 + buf * kBuf;
     if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;  // nothing here for this warp
@@ -334,7 +397,9 @@ __global__ void __launch_bounds__(kThreads) flash_dq_lean_kernel(const AttnParam
     ldsm_x4(smem_addr(K0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
     ldsm_x4(smem_addr(V0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), dof[kk]);
   }
-  kv_first<D, BN, true>(K0, V0, p, blo, g);
+  const KvTiles<D, BN> kv(p, g);
+  __syncthreads();  // kv_first: once every warp holds its Q and dO fragments, where those tiles were
+  kv.load(K0, V0, blo, N);
 
   float acc[D / 8][4];
 #pragma unroll
@@ -342,7 +407,9 @@ __global__ void __launch_bounds__(kThreads) flash_dq_lean_kernel(const AttnParam
 
   int buf = 0;
   for (int64_t ts = blo; ts <= last_i; ts += BN, buf ^= 1) {
-    kv_tile<D, BN, true>(K0, V0, kBuf, buf, p, ts, last_i, g);
+    cp_async_wait_all();  // kv_tile: tile ts readable by every thread, the next one loading into the other buffer
+    __syncthreads();
+    if (ts + BN <= last_i) kv.load(K0 + (buf ^ 1) * kBuf, V0 + (buf ^ 1) * kBuf, ts + BN, N);
     const bf16* const Ks = K0 + buf * kBuf;
     const bf16* const Vs = V0 + buf * kBuf;
     if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;
