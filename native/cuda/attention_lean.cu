@@ -184,6 +184,7 @@ __device__ __forceinline__ void fwd_tile(const uint32_t (&qf)[MT][D / 16][4], co
     const float ra = kMask && na == -INFINITY ? 0.f : na, rb = kMask && nb == -INFINITY ? 0.f : nb;
     // Where no row of the warp has a new max, every factor is ex2(0) = 1 (or a row that has seen nothing yet,
     // whose sums are 0): the rescale changes no bit, and the warp skips it (most tiles past a row's first few).
+    // Exact as built (no -ftz / fast math: x·1 keeps a denormal x).
     if (!__all_sync(0xffffffffu, na == a.m_a && nb == a.m_b)) {
       const float ca = ex2(a.m_a - ra), cb = ex2(a.m_b - rb);
       a.l_a *= ca;
