@@ -129,19 +129,15 @@ struct KvTiles {
 
 // ---------------------------------------------------------------- forward
 
-// One m-tile's forward state (its rows gid and gid + 8): O, the running max m (in scale·log2(e) units) and this
-// lane's share of the running sum, per row.
-template <int D>
-struct FwdAcc {
-  float o[D / 8][4];
+// One m-tile's running max m (in scale·log2(e) units) and this lane's share of the running sum, per row (gid and
+// gid + 8); its O is kept beside, as the MT m-tiles' o[MT][D / 8][4] that mma_kslice_kmajor_mt accumulates into.
+struct FwdRows {
   float m_a, m_b, l_a, l_b;
 };
 
-// One key tile of the forward for one warp's MT m-tiles: S = Q·Kᵀ, the mask (kMask), online softmax, O += P·V;
-// each K and V fragment read from shared memory feeds the MT m-tiles' mma (MT = 2: FA2's layout, `flash_mt`).
 template <int D, bool kMask, int MT>
 __device__ __forceinline__ void fwd_tile(const uint32_t (&qf)[MT][D / 16][4], const bf16* Ks, const bf16* Vs,
-                                         FwdAcc<D> (&acc)[MT], float sl2, const Window (&wa)[MT], const Window (&wb)[MT],
+                                         float (&o)[MT][D / 8][4], FwdRows (&acc)[MT], float sl2, const Window (&wa)[MT], const Window (&wb)[MT],
                                          int lane) {
   constexpr int S = D + 8, BN = 64;
   float s[MT][BN / 8][4];
@@ -164,7 +160,7 @@ __device__ __forceinline__ void fwd_tile(const uint32_t (&qf)[MT][D / 16][4], co
   }
 #pragma unroll
   for (int t = 0; t < MT; ++t) {
-    FwdAcc<D>& a = acc[t];
+    FwdRows& a = acc[t];
     if constexpr (kMask) {
 #pragma unroll
       for (int n = 0; n < BN / 8; ++n)
@@ -191,8 +187,8 @@ __device__ __forceinline__ void fwd_tile(const uint32_t (&qf)[MT][D / 16][4], co
       a.l_b *= cb;
 #pragma unroll
       for (int n = 0; n < D / 8; ++n) {
-        a.o[n][0] *= ca; a.o[n][1] *= ca;
-        a.o[n][2] *= cb; a.o[n][3] *= cb;
+        o[t][n][0] *= ca; o[t][n][1] *= ca;
+        o[t][n][2] *= cb; o[t][n][3] *= cb;
       }
     }
     a.m_a = na;
@@ -207,21 +203,7 @@ __device__ __forceinline__ void fwd_tile(const uint32_t (&qf)[MT][D / 16][4], co
   }
   // O += P·V: P's C fragments are the A fragments (keys 16kk .. 16kk + 15 as k); each V fragment feeds every m-tile
 #pragma unroll
-  for (int kk = 0; kk < BN / 16; ++kk) {
-    AFrag pa[MT];
-#pragma unroll
-    for (int t = 0; t < MT; ++t) pa[t] = a_from_c(s[t][2 * kk], s[t][2 * kk + 1]);
-#pragma unroll
-    for (int dn = 0; dn < D / 16; ++dn) {
-      uint32_t b[4];
-      ldsm_x4_trans(smem_addr(Vs + kk * 16 * S + dn * 16 + lds_b_kmajor<S>(lane)), b);
-#pragma unroll
-      for (int t = 0; t < MT; ++t) {
-        mma_bf16(acc[t].o[2 * dn], pa[t].r, b[0], b[1]);
-        mma_bf16(acc[t].o[2 * dn + 1], pa[t].r, b[2], b[3]);
-      }
-    }
-  }
+  for (int kk = 0; kk < BN / 16; ++kk) mma_kslice_kmajor_mt<D, S, MT, BN / 8>(o, s, kk, Vs + kk * 16 * S, lane);
 }
 
 // CTA = 64·MT queries of head h, 16·MT a warp, as flash_fwd_kernel<D, kPipe, MT, kIo16>.
@@ -266,11 +248,12 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
     kv.load(K0, V0, blo, N);
   }
 
-  FwdAcc<D> acc[MT];
+  float o[MT][D / 8][4];
+  FwdRows acc[MT];
 #pragma unroll
   for (int t = 0; t < MT; ++t) {
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n) acc[t].o[n][0] = acc[t].o[n][1] = acc[t].o[n][2] = acc[t].o[n][3] = 0.f;
+    for (int n = 0; n < D / 8; ++n) o[t][n][0] = o[t][n][1] = o[t][n][2] = o[t][n][3] = 0.f;
     acc[t].m_a = acc[t].m_b = -INFINITY;
     acc[t].l_a = acc[t].l_b = 0.f;
   }
@@ -292,7 +275,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
     if (ts + BN - 1 <= wi0 && ts >= wlo_max) {  // every pair visible
 #pragma unroll
       for (int t = 0; t < MT; ++t) wa[t] = wb[t] = Window{0, 0};
-      fwd_tile<D, false, MT>(qf, Ks, Vs, acc, sl2, wa, wb, lane);
+      fwd_tile<D, false, MT>(qf, Ks, Vs, o, acc, sl2, wa, wb, lane);
     } else {
       const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
 #pragma unroll
@@ -301,7 +284,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
         wa[t] = Window{rows.lo_a - base, rows.ia - base};
         wb[t] = Window{rows.lo_b - base, rows.ib - base};
       }
-      fwd_tile<D, true, MT>(qf, Ks, Vs, acc, sl2, wa, wb, lane);
+      fwd_tile<D, true, MT>(qf, Ks, Vs, o, acc, sl2, wa, wb, lane);
     }
   }
   if (!warp_live) return;
@@ -310,7 +293,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
     const float la = quad_sum(acc[t].l_a), lb = quad_sum(acc[t].l_b);  // >= 1 for every real row: query i sees itself
     const float inv_a = 1.f / la, inv_b = 1.f / lb;
     const int64_t ia = wi0 + 16 * t + gid, ib = ia + 8;
-    store_rows<D>(kIo16 ? nullptr : p.out, p.out16, H, h, N, ia, ib, acc[t].o, inv_a, inv_b, tig);
+    store_rows<D>(kIo16 ? nullptr : p.out, p.out16, H, h, N, ia, ib, o[t], inv_a, inv_b, tig);
     if (tig == 0) {
       if (ia < N) p.lse[ia * H + h] = (acc[t].m_a + log2f(la)) * kLn2;
       if (ib < N) p.lse[ib * H + h] = (acc[t].m_b + log2f(lb)) * kLn2;
