@@ -301,6 +301,26 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
   }
 }
 
+// The backward's two first products over one 16-wide k-slice: s += a_s · (its k-slice of tile Bs), dp += a_dp ·
+// (of tile Bdp), both tiles n-major (rows = the NC columns, stride D + 8), each B fragment read once: S and dP in
+// the dQ kernel (Q, dO fragments against K, V), Sᵀ and dPᵀ in the dK/dV kernel (K, V against Q, dO).
+template <int D, int NC>
+__device__ __forceinline__ void s_dp_kslice(const uint32_t (&a_s)[4], const uint32_t (&a_dp)[4], const bf16* Bs,
+                                            const bf16* Bdp, int kk, float (&s)[NC / 8][4], float (&dp)[NC / 8][4],
+                                            int lane) {
+  constexpr int S = D + 8;
+#pragma unroll
+  for (int nn = 0; nn < NC / 16; ++nn) {
+    uint32_t b[4];
+    ldsm_x4(smem_addr(Bs + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
+    mma_bf16(s[2 * nn], a_s, b[0], b[1]);
+    mma_bf16(s[2 * nn + 1], a_s, b[2], b[3]);
+    ldsm_x4(smem_addr(Bdp + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
+    mma_bf16(dp[2 * nn], a_dp, b[0], b[1]);
+    mma_bf16(dp[2 * nn + 1], a_dp, b[2], b[3]);
+  }
+}
+
 // ---------------------------------------------------------------- dQ
 
 // One key tile of the dQ kernel for one warp: S = Q·Kᵀ, dP = dO·Vᵀ, dS = P∘(dP − Δ) with P masked (kMask),
@@ -317,18 +337,7 @@ __device__ __forceinline__ void dq_tile(const uint32_t (&qf)[D / 16][4], const u
     dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
   }
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-    for (int nn = 0; nn < BN / 16; ++nn) {
-      uint32_t b[4];
-      ldsm_x4(smem_addr(Ks + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
-      mma_bf16(s[2 * nn], qf[kk], b[0], b[1]);
-      mma_bf16(s[2 * nn + 1], qf[kk], b[2], b[3]);
-      ldsm_x4(smem_addr(Vs + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
-      mma_bf16(dp[2 * nn], dof[kk], b[0], b[1]);
-      mma_bf16(dp[2 * nn + 1], dof[kk], b[2], b[3]);
-    }
-  }
+  for (int kk = 0; kk < D / 16; ++kk) s_dp_kslice<D, BN>(qf[kk], dof[kk], Ks, Vs, kk, s, dp, lane);
 #pragma unroll
   for (int n = 0; n < BN / 8; ++n) {
 #pragma unroll
@@ -430,16 +439,7 @@ __device__ __forceinline__ void dkv_tile(const bf16* Ks, const bf16* Vs, const b
     uint32_t ka[4], va[4];
     ldsm_x4(smem_addr(Ks + warp * 16 * S + kk * 16 + lds_a<S>(lane)), ka);
     ldsm_x4(smem_addr(Vs + warp * 16 * S + kk * 16 + lds_a<S>(lane)), va);
-#pragma unroll
-    for (int nn = 0; nn < BQ / 16; ++nn) {
-      uint32_t b[4];
-      ldsm_x4(smem_addr(Qs + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
-      mma_bf16(s[2 * nn], ka, b[0], b[1]);
-      mma_bf16(s[2 * nn + 1], ka, b[2], b[3]);
-      ldsm_x4(smem_addr(Os + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
-      mma_bf16(dp[2 * nn], va, b[0], b[1]);
-      mma_bf16(dp[2 * nn + 1], va, b[2], b[3]);
-    }
+    s_dp_kslice<D, BQ>(ka, va, Qs, Os, kk, s, dp, lane);
   }
   // s[n][0..1]: key ja, queries ts + 8n + 2tig + {0, 1}; s[n][2..3]: key jb. Pᵀ into s, dSᵀ into dp.
 #pragma unroll
