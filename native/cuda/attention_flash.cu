@@ -436,23 +436,14 @@ __global__ void __launch_bounds__(kThreads) flash_dq_ds_kernel(const AttnParams 
   const int64_t ia = rows.ia[0], ib = rows.ib[0];
   const bf16* const ds_row = p.ds + (h * p.ds_qt + qt) * p.ds_w * 4096;  // this tile's slots
 
-  // Key block kb into buffer b: keys (rows >= N zeros; load_rows_async's split, its addresses from this thread's
-  // offsets: rows pr0 + kPass·it, columns pc ..) and the dSᵀ tile (64 rows of 128 bytes, 8 chunks a row).
-  constexpr int kChunks = D / 8, kPass = kThreads / kChunks;
-  const int pr0 = static_cast<int>(threadIdx.x) / kChunks, pc = (static_cast<int>(threadIdx.x) % kChunks) * 8;
-  const int64_t key_stride = p.KVH * D;  // elements from one key row to the next
-  const bf16* const k_thread = p.k16 + (pr0 * p.KVH + g) * D + pc;
+  // Key block kb into buffer b: keys (rows >= N zeros; TileRows: load_rows_async's copies from per-thread offsets)
+  // and the dSᵀ tile (64 rows of 128 bytes, 8 chunks a row).
+  const TileRows<D, BN> keys;
   const int dr0 = static_cast<int>(threadIdx.x) >> 3, dc = (static_cast<int>(threadIdx.x) & 7) * 8;
   auto prefetch = [&](int64_t kb, int b) {
     bf16* const Kb = B0 + b * kBuf;
     bf16* const Db = Kb + BN * S;
-    const int64_t row0 = kb * BN + pr0;
-    const bf16* const ksrc = k_thread + kb * BN * key_stride;
-#pragma unroll
-    for (int it = 0; it < BN / kPass; ++it) {
-      const bool valid = row0 + it * kPass < N;
-      cp_async16(Kb + (pr0 + it * kPass) * S + pc, valid ? ksrc + it * kPass * key_stride : p.k16, valid);
-    }
+    keys.load(Kb, p.k16, kb * BN, N, p.KVH, g);
     const bf16* const dsrc = ds_row + (kb - kb_first) * 4096 + dr0 * 64 + dc;
 #pragma unroll
     for (int it = 0; it < BN * 8 / kThreads; ++it) cp_async16(Db + (dr0 + it * (kThreads / 8)) * SD + dc, dsrc + it * (kThreads / 8) * 64, true);

@@ -159,6 +159,49 @@ __device__ __forceinline__ void load_rows_async(bf16* dst, const bf16* src, int6
   }
 }
 
+// load_rows_async's copies with each thread's addresses from one offset, for the tile loops of the kernels behind
+// INSTILL_CUDA_NEXT (load_rows_async, which the verified kernels keep, computes a 64-bit address per chunk). A
+// thread's chunk x of each pass of kThreads is rows pr0 + kPass·it, columns pc .. pc + 7, as there. Rows
+// r0 .. r0 + R − 1 of head `head` of (N, heads, D) bf16 tensors into tiles of row stride D + 8, rows >= N zeros;
+// load2 takes two tensors of that layout at once (K and V, Q and dO), sharing the offsets. No commit.
+template <int D, int R>
+struct TileRows {
+  static constexpr int kChunks = D / 8, kPass = kThreads / kChunks;
+  static_assert(kThreads % kChunks == 0 && R % kPass == 0, "a tile is whole passes of the block");
+  int pr0, pc;
+  __device__ __forceinline__ TileRows()
+      : pr0(static_cast<int>(threadIdx.x) / kChunks), pc(static_cast<int>(threadIdx.x) % kChunks * 8) {}
+  __device__ __forceinline__ void load(bf16* ta, const bf16* a, int64_t r0, int64_t N, int64_t heads, int64_t head) const {
+    copy<false>(ta, a, nullptr, nullptr, r0, N, heads, head);
+  }
+  __device__ __forceinline__ void load2(bf16* ta, const bf16* a, bf16* tb, const bf16* b, int64_t r0, int64_t N,
+                                        int64_t heads, int64_t head) const {
+    copy<true>(ta, a, tb, b, r0, N, heads, head);
+  }
+
+ private:
+  template <bool kTwo>
+  __device__ __forceinline__ void copy(bf16* ta, const bf16* a, bf16* tb, const bf16* b, int64_t r0, int64_t N,
+                                       int64_t heads, int64_t head) const {
+    const int64_t row = heads * D, at = (r0 + pr0) * row + head * D + pc, step = kPass * row;
+    const int dst = pr0 * (D + 8) + pc;
+    if (r0 + R <= N) {  // every row there (all tiles but a row's last): no zero-fill to decide per chunk
+#pragma unroll
+      for (int it = 0; it < R / kPass; ++it) {
+        cp_async16(ta + dst + it * kPass * (D + 8), a + at + it * step, true);
+        if constexpr (kTwo) cp_async16(tb + dst + it * kPass * (D + 8), b + at + it * step, true);
+      }
+    } else {
+#pragma unroll
+      for (int it = 0; it < R / kPass; ++it) {
+        const bool valid = r0 + pr0 + it * kPass < N;
+        cp_async16(ta + dst + it * kPass * (D + 8), valid ? a + at + it * step : a, valid);
+        if constexpr (kTwo) cp_async16(tb + dst + it * kPass * (D + 8), valid ? b + at + it * step : b, valid);
+      }
+    }
+  }
+};
+
 // The key / value tiles of the forward and dQ kernels: tile t at K0 + b·buf_stride, V0 + b·buf_stride
 // with b = t % 2 when pipelined (buf_stride 0 otherwise). kv_first: once every warp holds its Q (and dO)
 // fragments, where that tile was, the pipelined kernels start loading the first tile into buffer 0.

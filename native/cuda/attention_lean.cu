@@ -15,8 +15,8 @@
 //     max(s)·c = max(s·c), the same m as the verified kernel), and each P is ex2(fma(s, c, −m)): one FFMA
 //     where the verified kernel multiplies, stores, and subtracts.
 //   - 64-bit index arithmetic in the masks (token indices fit in 32 bits: cu_seqlens is int32), and the tile
-//     loads' per-chunk addressing (each thread's rows of a tile are one offset and a fixed stride: KvTiles for
-//     K / V, the dK/dV prefetch for Q / dO; lse and Δ one load each for the first BQ threads, not a loop the
+//     loads' per-chunk addressing (each thread's rows of a tile are one offset and a fixed stride: TileRows
+//     (attention_flash.cuh) for K / V and Q / dO; lse and Δ one load each for the first BQ threads, not a loop the
 //     compiler unrolls with branches).
 //   - The forward's rescale of O and the sums on tiles where no row of the warp has a new max (exact: each
 //     factor is ex2(0) = 1).
@@ -80,52 +80,6 @@ __device__ __forceinline__ void store_rows(float* out32, bf16* out16, int64_t he
     }
   }
 }
-
-// The pipelined forward's and dQ kernel's key / value tiles (kv_first / kv_tile's cp.async loads from the bf16
-// copies) from this thread's offsets: load_rows_async's split (16-byte chunks, chunk x of each pass of kThreads
-// is thread x's: rows pr0 + kPass·it, columns pc ..), K and V both (N, KVH, D), so one offset serves both.
-// The same chunks to the same places as kv_tile's, rows >= N zero-filled; its address arithmetic was most of
-// the loop's work outside the tile (86 instructions a tile at D = 64).
-template <int D, int BN>
-struct KvTiles {
-  static constexpr int kChunks = D / 8, kPass = kThreads / kChunks;
-  static_assert(kThreads % kChunks == 0 && BN % kPass == 0, "a tile is whole passes of the block");
-  const bf16* k;    // this thread's chunk of key 0 of KV head g in the copies
-  const bf16* v;
-  const bf16* k16;  // the copies' first elements (the dummy address of a zero-filled row)
-  int64_t row;      // elements from one key to the next: KVH·D
-  int pr0, dst;     // this thread's first row in a tile, and its chunk's offset there
-  __device__ __forceinline__ KvTiles(const AttnParams& p, int64_t g) {
-    const int x = static_cast<int>(threadIdx.x);
-    pr0 = x / kChunks;
-    const int pc = (x % kChunks) * 8;
-    row = p.KVH * D;
-    k16 = p.k16;
-    k = p.k16 + pr0 * row + g * D + pc;
-    v = p.v16 + pr0 * row + g * D + pc;
-    dst = pr0 * (D + 8) + pc;
-  }
-  // Keys ts .. ts + BN − 1 into K / V (tiles of row stride D + 8), one commit group. A tile past N's end (the
-  // last one, if any) zero-fills its rows from there.
-  __device__ __forceinline__ void load(bf16* K, bf16* V, int64_t ts, int64_t N) const {
-    const int64_t at = ts * row, step = kPass * row;
-    if (ts + BN <= N) {
-#pragma unroll
-      for (int it = 0; it < BN / kPass; ++it) {
-        cp_async16(K + dst + it * kPass * (D + 8), k + at + it * step, true);
-        cp_async16(V + dst + it * kPass * (D + 8), v + at + it * step, true);
-      }
-    } else {
-#pragma unroll
-      for (int it = 0; it < BN / kPass; ++it) {
-        const bool valid = ts + pr0 + it * kPass < N;
-        cp_async16(K + dst + it * kPass * (D + 8), valid ? k + at + it * step : k16, valid);
-        cp_async16(V + dst + it * kPass * (D + 8), valid ? v + at + it * step : k16, valid);
-      }
-    }
-    cp_async_commit();
-  }
-};
 
 // ---------------------------------------------------------------- forward
 
@@ -242,10 +196,11 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk)
       ldsm_x4(smem_addr(K0 + (warp * MT + t) * 16 * S + kk * 16 + lds_a<S>(lane)), qf[t][kk]);
-  const KvTiles<D, BN> kv(p, g);
+  const TileRows<D, BN> kv;  // the pipelined K / V tiles' copies (kv_first / kv_tile's, from per-thread offsets)
   if constexpr (kPipe) {  // kv_first: once every warp holds its Q fragments, where the Q tile was
     __syncthreads();
-    kv.load(K0, V0, blo, N);
+    kv.load2(K0, p.k16, V0, p.v16, blo, N, p.KVH, g);
+    cp_async_commit();
   }
 
   float o[MT][D / 8][4];
@@ -264,7 +219,10 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
     if constexpr (kPipe) {  // kv_tile: tile ts readable by every thread, the next one loading into the other buffer
       cp_async_wait_all();
       __syncthreads();
-      if (ts + BN <= last_i) kv.load(K0 + (buf ^ 1) * kBuf, V0 + (buf ^ 1) * kBuf, ts + BN, N);
+      if (ts + BN <= last_i) {
+        kv.load2(K0 + (buf ^ 1) * kBuf, p.k16, V0 + (buf ^ 1) * kBuf, p.v16, ts + BN, N, p.KVH, g);
+        cp_async_commit();
+      }
     } else {
       kv_tile<D, BN, false>(K0, V0, kBuf, buf, p, ts, last_i, g);
     }
@@ -390,9 +348,10 @@ __global__ void __launch_bounds__(kThreads) flash_dq_lean_kernel(const AttnParam
     ldsm_x4(smem_addr(K0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
     ldsm_x4(smem_addr(V0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), dof[kk]);
   }
-  const KvTiles<D, BN> kv(p, g);
+  const TileRows<D, BN> kv;  // the K / V tiles' copies (kv_first / kv_tile's, from per-thread offsets)
   __syncthreads();  // kv_first: once every warp holds its Q and dO fragments, where those tiles were
-  kv.load(K0, V0, blo, N);
+  kv.load2(K0, p.k16, V0, p.v16, blo, N, p.KVH, g);
+  cp_async_commit();
 
   float acc[D / 8][4];
 #pragma unroll
@@ -402,7 +361,10 @@ __global__ void __launch_bounds__(kThreads) flash_dq_lean_kernel(const AttnParam
   for (int64_t ts = blo; ts <= last_i; ts += BN, buf ^= 1) {
     cp_async_wait_all();  // kv_tile: tile ts readable by every thread, the next one loading into the other buffer
     __syncthreads();
-    if (ts + BN <= last_i) kv.load(K0 + (buf ^ 1) * kBuf, V0 + (buf ^ 1) * kBuf, ts + BN, N);
+    if (ts + BN <= last_i) {
+      kv.load2(K0 + (buf ^ 1) * kBuf, p.k16, V0 + (buf ^ 1) * kBuf, p.v16, ts + BN, N, p.KVH, g);
+      cp_async_commit();
+    }
     const bf16* const Ks = K0 + buf * kBuf;
     const bf16* const Vs = V0 + buf * kBuf;
     if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;
@@ -514,26 +476,12 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnPara
     dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
   }
 
-  // This thread's share of a tile's loads (load_rows_async's split: 16-byte chunks, thread x takes chunk x of
-  // each pass of kThreads): rows pr0 + kPass·it, columns pc .. pc + 7. Q and dO are both (N, H, D), so one
-  // offset serves both. The first BQ threads load one row's lse and Δ each.
-  constexpr int kChunks = D / 8, kPass = kThreads / kChunks, kPasses = BQ / kPass;
-  static_assert(kThreads % kChunks == 0 && BQ % kPass == 0, "a tile is whole passes of the block");
-  const int pr0 = static_cast<int>(threadIdx.x) / kChunks, pc = (static_cast<int>(threadIdx.x) % kChunks) * 8;
-  const int64_t pass_stride = kPass * H * D;
+  // Tile (hh, ts) into buffer b: its Q and dO rows (both (N, H, D): TileRows shares the offsets), and its rows' lse
+  // and Δ, one each for the first BQ threads (not a loop the compiler unrolls with branches); rows past N zeros.
+  const TileRows<D, BQ> qo;
   const int64_t h_end = h_begin + t.hpc;
   auto prefetch = [&](int64_t hh, int64_t ts, int b) {
-    const int64_t row0 = ts + pr0;
-    const int64_t off0 = (row0 * H + hh) * D + pc;
-    bf16* const qd = Q0 + b * kBuf + pr0 * S + pc;
-    bf16* const od = O0 + b * kBuf + pr0 * S + pc;
-#pragma unroll
-    for (int it = 0; it < kPasses; ++it) {
-      const bool valid = row0 + it * kPass < N;
-      const int64_t off = off0 + it * pass_stride;
-      cp_async16(qd + it * kPass * S, valid ? p.q16 + off : p.q16, valid);
-      cp_async16(od + it * kPass * S, valid ? p.do16 + off : p.do16, valid);
-    }
+    qo.load2(Q0 + b * kBuf, p.q16, O0 + b * kBuf, p.do16, ts, N, H, hh);
     if (threadIdx.x < BQ) {
       const int64_t i = ts + threadIdx.x;
       const bool valid = i < N;
