@@ -23,12 +23,13 @@ constexpr Piece kAll[] = {
     {Next::WbCache, "wb_cache", false},     {Next::FlashOcc, "flash_occ", false}, {Next::Bf16Beta, "bf16_beta", false},
     {Next::StoredDs, "stored_ds", false},   {Next::FlashLean, "flash_lean", false}};
 
-unsigned promoted_bits() {
+constexpr unsigned promoted_of_all() {
   unsigned set = 0;
   for (const Piece& pc : kAll)
     if (pc.promoted) set |= 1u << static_cast<unsigned>(pc.which);
   return set;
 }
+constexpr unsigned kPromoted = promoted_of_all();  // what every op asks when the variable is unset: a constant
 
 // The set a value names, as bits of Next.
 unsigned parse(const std::string& v) {
@@ -46,7 +47,7 @@ unsigned parse(const std::string& v) {
     if (name == "1" || name == "all") {
       mask = ~0u;
     } else if (name == "default") {
-      mask = promoted_bits();
+      mask = kPromoted;
       if (drop) fail(ErrorCode::Arg, "INSTILL_CUDA_NEXT: '-default' is not a set to leave out (name the pieces)");
       set |= mask;
       continue;
@@ -71,7 +72,7 @@ unsigned parse(const std::string& v) {
 
 unsigned enabled_bits() {
   const char* e = std::getenv("INSTILL_CUDA_NEXT");
-  if (!e || !*e) return promoted_bits();
+  if (!e || !*e) return kPromoted;
   static std::mutex mu;
   static std::string parsed_from;
   static unsigned bits = 0;
