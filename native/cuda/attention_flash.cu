@@ -807,15 +807,15 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
     const dim3 grid = grid_of(p.N, split ? p.H : p.KVH);
     if (lean) {
       attention_lean_dkv(p, t.dk_out, t.dv_out, t.out_heads, t.hpc, stored, grid.x, grid.y, s);
-    } else if constexpr (kCanStore) {
-      if (stored) {
+    } else if (stored) {
+      if constexpr (kCanStore) {  // (stored is false otherwise: no storing kernels for the synchronous path)
         if (occ) dkv_launch<D, BQ, kPipe, kIo16, kOcc, true>(p, t, grid, smem_dkv, s);
         else dkv_launch<D, BQ, kPipe, kIo16, 1, true>(p, t, grid, smem_dkv, s);
       }
-    }
-    if (!stored && !lean) {
-      if (occ) dkv_launch<D, BQ, kPipe, kIo16, kOcc, false>(p, t, grid, smem_dkv, s);
-      else dkv_launch<D, BQ, kPipe, kIo16, 1, false>(p, t, grid, smem_dkv, s);
+    } else if (occ) {
+      dkv_launch<D, BQ, kPipe, kIo16, kOcc, false>(p, t, grid, smem_dkv, s);
+    } else {
+      dkv_launch<D, BQ, kPipe, kIo16, 1, false>(p, t, grid, smem_dkv, s);
     }
     check_launch("flash_dkv_kernel");
   }
