@@ -118,6 +118,10 @@ gpu_tests() {  # label, log name, then env assignments for the run; the test pat
   if [[ $rc != 0 ]]; then
     sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^ *FAIL +test/' | sed -E 's/^ *FAIL +//' | awk '!seen[$0]++' | head -24 |
       while IFS= read -r t; do note "  failed: ${t:0:300}"; done
+    # and why, as the assertions say it (test/helpers/diff.ts: which rows, heads, columns differ, and where the rows
+    # sit in their segments and tiles), so that a failure can be worked on without a GPU
+    sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^(AssertionError|[A-Za-z]*Error):' | awk '!seen[$0]++' | head -12 |
+      while IFS= read -r t; do note "  why: ${t:0:600}"; done
   fi
 }
 gpu_tests "GEMMs through cuBLASLt" cublaslt INSTILL_CUBLASLT="$INSTILL_CUBLASLT"

@@ -17,6 +17,7 @@ import { native, type TensorHandle } from '../../src/native.js';
 import { handleOf } from '../../src/tensor.js';
 import { randn, rng, roundBf16, seed } from '../../bench/kernels/reference.js';
 import { relErr } from '../helpers/compare.js';
+import { bitsDiff, type Layout, toleranceDiff } from '../helpers/diff.js';
 import { withEnv } from '../helpers/env.js';
 import { withOpProfile } from '../helpers/profile.js';
 
@@ -39,9 +40,17 @@ export function pair(data: Float32Array | Int32Array, shape: number[], dtype: 'f
   return { cpu, gpu: cpu.to('cuda') };
 }
 
-export function close(got: ArrayLike<number>, ref: ArrayLike<number>, tol: number, what: string): void {
+/** max |got − ref| / max |ref| below tol; where not, the message says where (test/helpers/diff.ts; with layout, by row). */
+export function close(got: ArrayLike<number>, ref: ArrayLike<number>, tol: number, what: string, layout?: Layout): void {
   const e = relErr(got, ref);
-  expect(e, `${what}: relative error ${e} (seed ${seed})`).toBeLessThan(tol);
+  const where = e < tol ? '' : `; ${toleranceDiff(got, ref, tol, layout)}`;
+  expect(e, `${what}: relative error ${e} (seed ${seed})${where}`).toBeLessThan(tol);
+}
+
+/** got holds ref's bits; where not, the message says where they differ (test/helpers/diff.ts; with layout, by row). */
+export function expectBits(got: ArrayLike<number>, ref: ArrayLike<number>, what: string, layout?: Layout): void {
+  const d = bitsDiff(got, ref, layout);
+  expect(d, `${what}: ${d} (seed ${seed})`).toBeNull();
 }
 
 /**
@@ -63,7 +72,7 @@ export function closeAccumulated(got: ArrayLike<number>, ref: ArrayLike<number>,
   closeScaled(got, Array.from(ref, (v, i) => v + init[i]), Array.from(mag, (v, i) => v + Math.abs(init[i])), BF16_TOL, what);
 }
 
-/** The bytes of a typed array (its view only): `bits(a).equals(bits(b))` compares results bit for bit. */
+/** The bytes of a typed array (its view only): `bits(a).equals(bits(b))` compares results bit for bit (expectBits says where they differ). */
 export const bits = (a: Float32Array | Int32Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
 export const abs = (t: Tensor): Tensor => Tensor.from((t.toArray() as Float32Array).map(Math.abs), t.shape, { dtype: t.dtype as 'f32' | 'bf16' });
@@ -205,8 +214,15 @@ export function loraResidual(r: Rng, { n, inF, outF, rank, bias }: (typeof RESID
   const inProduct = which === 'residual' && !bias;
   expect(parts).toContain(inProduct ? 'lora_linear_forward/y = residual + [x | s u] [W | B]^T' : 'lora_linear_forward/add residual');
   if (inProduct) closeScaled(got, sum, Array.from(mag, (v, i) => v + Math.abs(res[i])), 1e-5, 'y = residual + ...');
-  else expect(Buffer.from(Float32Array.from(got).buffer).equals(Buffer.from(sum.buffer))).toBe(true);
+  else expectBits(got, sum, 'y = residual + ... (the add after the product)', { shape: [n, outF] });
   expect(Array.from(host(residual))).toEqual(Array.from(Float32Array.from(res)));  // read, not written
+}
+
+/** How an attention result is laid out, for expectBits / close to say where it differs: (n, heads, d) or lse's (n, heads). */
+export function attentionLayout(key: 'out' | 'lse' | 'dq' | 'dk' | 'dv', segs: number[], h: number, kvh: number, d: number): Layout {
+  const n = segs[segs.length - 1];
+  const shape = key === 'lse' ? [n, h] : [n, key === 'dk' || key === 'dv' ? kvh : h, d];
+  return { shape, segs };
 }
 
 /** Random q, k, v, dout on both devices for packed rows with segment starts `segs` (cu_seqlens). */
@@ -245,17 +261,17 @@ export function attentionBf16(r: Rng, { segs, h, kvh, d, window, next }: (typeof
     const f16 = A.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), scale, window);
     const f32r = A.opAttention(handleOf(wide(q)), handleOf(wide(k)), handleOf(wide(v)), handleOf(cu), scale, window);
     expect(f16.out.dtype).toBe('bf16');
-    const same = (got: TensorHandle, want: TensorHandle, what: string) => {
+    const same = (got: TensorHandle, want: TensorHandle, what: string, heads: number) => {
       const g = host(got) as Float32Array, w = roundBf16(host(want) as Float32Array);
       expect(g.every(Number.isFinite), what).toBe(true);
-      expect(Buffer.from(g.buffer).equals(Buffer.from(w.buffer)), what).toBe(true);
+      expectBits(g, w, what, { shape: [n, heads, d], segs });
     };
-    same(f16.out, f32r.out, 'out');
-    expect(Buffer.from((host(f16.lse) as Float32Array).buffer).equals(Buffer.from((host(f32r.lse) as Float32Array).buffer))).toBe(true);
+    same(f16.out, f32r.out, 'out', h);
+    expectBits(host(f16.lse), host(f32r.lse), 'lse', { shape: [n, h], segs });
     const b16 = A.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), f16.out, f16.lse, handleOf(cu), scale, window);
     const outW = Tensor.from(host(f16.out) as Float32Array, [n, h, d]).to('cuda');
     const b32 = A.opAttentionBackward(handleOf(wide(dout)), handleOf(wide(q)), handleOf(wide(k)), handleOf(wide(v)), handleOf(outW), f16.lse, handleOf(cu), scale, window);
-    for (const key of ['dq', 'dk', 'dv'] as const) same(b16[key], b32[key], key);
+    for (const key of ['dq', 'dk', 'dv'] as const) same(b16[key], b32[key], key, key === 'dq' ? h : kvh);
   });
 }
 
@@ -272,7 +288,7 @@ export function ropeBf16(r: Rng, next: boolean): void {
       const y16 = A.opRope(handleOf(x), handleOf(pos), handleOf(inv), backward);
       expect(y16.dtype).toBe('bf16');
       const y32 = roundBf16(host(A.opRope(handleOf(xw), handleOf(pos), handleOf(inv), backward)) as Float32Array);
-      expect(Buffer.from((host(y16) as Float32Array).buffer).equals(Buffer.from(y32.buffer)), `backward=${backward}`).toBe(true);
+      expectBits(host(y16), y32, `backward=${backward}`, { shape: [n, h, d] });
     }
   });
 }

@@ -9,7 +9,7 @@ import { rng, seed } from '../../../bench/kernels/reference.js';
 import { poisonAndRestoreIsa } from '../../helpers/kernels.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { attentionInputs, BF16_TOL, bits, close, hasCuda, host } from '../common.js';
+import { attentionInputs, attentionLayout, BF16_TOL, close, expectBits, hasCuda, host } from '../common.js';
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_mt', () => {
   poisonAndRestoreIsa();
@@ -29,6 +29,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_mt', () => {
   ])('flash attention forward and dQ, 32 queries a warp (INSTILL_CUDA_NEXT=flash_mt,attn_prep): $segs H=$h KVH=$kvh D=$d window=$window', ({ segs, h, kvh, d, window, same }) => {
     const A = native();
     const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
+    const at = (key: 'out' | 'lse' | 'dq' | 'dk' | 'dv') => attentionLayout(key, segs, h, kvh, d);
     const fwd = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.cpu), scale, window);
     const run = (next: boolean, mode?: string) => withEnv('INSTILL_CUDA_NEXT', next ? 'flash_mt,attn_prep' : 'none', () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {
       const { value, parts } = withOpProfile(() => {
@@ -60,13 +61,13 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_mt', () => {
     expect(nextPiped.parts).toContain(prep);
     for (const key of ['out', 'lse', 'dq', 'dk', 'dv'] as const) {
       expect(next[key].every((x) => Number.isFinite(x)), key).toBe(true);
-      expect(bits(nextPiped[key]).equals(bits(next[key])), `${key}: pipelined and synchronous loads`).toBe(true);
-      if (same || key === 'dk' || key === 'dv') expect(bits(next[key]).equals(bits(verified[key])), `${key}: the verified kernels' bits`).toBe(true);
+      expectBits(nextPiped[key], next[key], `${key}: pipelined and synchronous loads`, at(key));
+      if (same || key === 'dk' || key === 'dv') expectBits(next[key], verified[key], `${key}: the verified kernels' bits`, at(key));
     }
     const ref = A.opAttention(handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), handleOf(cu.cpu), scale, window);
-    close(next.out, ref.out.toArray(), BF16_TOL, 'out');
-    close(next.lse, ref.lse.toArray(), BF16_TOL, 'lse');
+    close(next.out, ref.out.toArray(), BF16_TOL, 'out', at('out'));
+    close(next.lse, ref.lse.toArray(), BF16_TOL, 'lse', at('lse'));
     const refB = A.opAttentionBackward(handleOf(dout.cpu), handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), ref.out, ref.lse, handleOf(cu.cpu), scale, window);
-    close(next.dq, refB.dq.toArray(), BF16_TOL, 'dq');
+    close(next.dq, refB.dq.toArray(), BF16_TOL, 'dq', at('dq'));
   });
 });
