@@ -17,7 +17,7 @@ import { native, type TensorHandle } from '../../src/native.js';
 import { handleOf } from '../../src/tensor.js';
 import { randn, rng, roundBf16, seed } from '../../bench/kernels/reference.js';
 import { relErr } from '../helpers/compare.js';
-import { bitsDiff, type Layout, toleranceDiff } from '../helpers/diff.js';
+import { beyondDiff, bitsDiff, type Layout, toleranceDiff } from '../helpers/diff.js';
 import { withEnv } from '../helpers/env.js';
 import { withOpProfile } from '../helpers/profile.js';
 
@@ -57,19 +57,22 @@ export function expectBits(got: ArrayLike<number>, ref: ArrayLike<number>, what:
  * max |got − ref| / max |mag|, where mag is the same product on the inputs' absolute values: the scale of a
  * sum's rounding error when its terms cancel (a 1×1 LoRA output x·w + s·u·b near 0 made `close` flaky).
  */
-export function closeScaled(got: ArrayLike<number>, ref: ArrayLike<number>, mag: ArrayLike<number>, tol: number, what: string): void {
+export function closeScaled(got: ArrayLike<number>, ref: ArrayLike<number>, mag: ArrayLike<number>, tol: number, what: string,
+                            shape?: number[]): void {
   let d = 0, m = 0;
   for (let i = 0; i < ref.length; i++) {
     d = Math.max(d, Math.abs(got[i] - ref[i]));
     m = Math.max(m, Math.abs(mag[i]));
   }
   const e = m === 0 ? d : d / m;
-  expect(e, `${what}: error ${e} of the terms' magnitude (seed ${seed})`).toBeLessThan(tol);
+  const where = e < tol ? '' : `; ${beyondDiff(got, ref, tol * (m === 0 ? 1 : m), shape && { shape }, `${tol} of the terms' magnitude`)}`;
+  expect(e, `${what}: error ${e} of the terms' magnitude (seed ${seed})${where}`).toBeLessThan(tol);
 }
 
 /** closeScaled for an output added into a tensor that held `init`: ref + init, at the magnitude mag + |init|. */
-export function closeAccumulated(got: ArrayLike<number>, ref: ArrayLike<number>, mag: ArrayLike<number>, init: Float32Array, what: string): void {
-  closeScaled(got, Array.from(ref, (v, i) => v + init[i]), Array.from(mag, (v, i) => v + Math.abs(init[i])), BF16_TOL, what);
+export function closeAccumulated(got: ArrayLike<number>, ref: ArrayLike<number>, mag: ArrayLike<number>, init: Float32Array, what: string,
+                                 shape?: number[]): void {
+  closeScaled(got, Array.from(ref, (v, i) => v + init[i]), Array.from(mag, (v, i) => v + Math.abs(init[i])), BF16_TOL, what, shape);
 }
 
 /** The bytes of a typed array (its view only): `bits(a).equals(bits(b))` compares results bit for bit (expectBits says where they differ). */
@@ -114,28 +117,28 @@ function loraCase(r: Rng, n: number, inF: number, outF: number, rank: number, bi
   const ref = kernels.loraLinear({ x: x.cpu, w: w.cpu, a: a.cpu, b: b.cpu, bias: bs?.cpu, scale });
   const got = kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale });
   const mag = kernels.loraLinear({ x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), bias: bs && abs(bs.cpu), scale });
-  closeScaled(host(got.y), ref.y.toArray(), mag.y.toArray(), BF16_TOL, 'y');
-  closeScaled(host(got.u), ref.u.toArray(), mag.u.toArray(), BF16_TOL, 'u');
+  closeScaled(host(got.y), ref.y.toArray(), mag.y.toArray(), BF16_TOL, 'y', got.y.shape);
+  closeScaled(host(got.u), ref.u.toArray(), mag.u.toArray(), BF16_TOL, 'u', got.u.shape);
   const dy = pair(randn(r, n * outF), [n, outF]);
   const refB = kernels.loraLinearBackward({ dy: dy.cpu, x: x.cpu, w: w.cpu, a: a.cpu, b: b.cpu, u: ref.u, scale });
   const gotB = kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale });
   const magB = kernels.loraLinearBackward({ dy: abs(dy.cpu), x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), u: mag.u, scale });
-  closeScaled(host(gotB.dx), refB.dx!.toArray(), magB.dx!.toArray(), BF16_TOL, 'dx');
-  closeScaled(host(gotB.da), refB.da.toArray(), magB.da.toArray(), BF16_TOL, 'da');
-  closeScaled(host(gotB.db), refB.db.toArray(), magB.db.toArray(), BF16_TOL, 'db');
+  closeScaled(host(gotB.dx), refB.dx!.toArray(), magB.dx!.toArray(), BF16_TOL, 'dx', [n, inF]);
+  closeScaled(host(gotB.da), refB.da.toArray(), magB.da.toArray(), BF16_TOL, 'da', gotB.da.shape);
+  closeScaled(host(gotB.db), refB.db.toArray(), magB.db.toArray(), BF16_TOL, 'db', gotB.db.shape);
   // accumulateInputGrad: dx added into a given tensor (the model sums q, k, v's input gradients so)
   const dx0 = randn(r, n * inF);
   const dxAcc = Tensor.from(dx0, [n, inF]).to('cuda');
   kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale,
     out: { dx: dxAcc }, accumulateInputGrad: true });
-  closeAccumulated(host(dxAcc), refB.dx!.toArray(), magB.dx!.toArray(), dx0, 'dx +=');
+  closeAccumulated(host(dxAcc), refB.dx!.toArray(), magB.dx!.toArray(), dx0, 'dx +=', dxAcc.shape);
   // accumulate: dA and dB added into given tensors
   const da0 = randn(r, rank * inF), db0 = randn(r, outF * rank);
   const daAcc = Tensor.from(da0, [rank, inF]).to('cuda'), dbAcc = Tensor.from(db0, [outF, rank]).to('cuda');
   kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale,
     out: { da: daAcc, db: dbAcc }, accumulate: true, needInputGrad: false });
-  closeAccumulated(host(daAcc), refB.da.toArray(), magB.da.toArray(), da0, 'da +=');
-  closeAccumulated(host(dbAcc), refB.db.toArray(), magB.db.toArray(), db0, 'db +=');
+  closeAccumulated(host(daAcc), refB.da.toArray(), magB.da.toArray(), da0, 'da +=', daAcc.shape);
+  closeAccumulated(host(dbAcc), refB.db.toArray(), magB.db.toArray(), db0, 'db +=', dbAcc.shape);
 }
 
 // bf16 activations (the model's MLP on a GPU): x and dy bf16 in, y and dx bf16 out (the product's bf16 D;
@@ -171,20 +174,20 @@ function loraBf16Case(r: Rng, n: number, inF: number, outF: number, rank: number
   const got = kernels.loraLinear({ x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, bias: bs?.gpu, scale, out: outs('cuda') });
   expect(got.y.dtype).toBe('bf16');
   const mag = kernels.loraLinear({ x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), bias: bs && abs(bs.cpu), scale });
-  closeScaled(host(got.y), ref.y.toArray(), mag.y.toArray(), BF16_TOL, 'y (bf16)');
-  closeScaled(host(got.u), ref.u.toArray(), mag.u.toArray(), BF16_TOL, 'u');
+  closeScaled(host(got.y), ref.y.toArray(), mag.y.toArray(), BF16_TOL, 'y (bf16)', got.y.shape);
+  closeScaled(host(got.u), ref.u.toArray(), mag.u.toArray(), BF16_TOL, 'u', got.u.shape);
   const dy = pair(randn(r, n * outF), [n, outF], 'bf16');
   const refB = kernels.loraLinearBackward({ dy: dy.cpu, x: x.cpu, w: w.cpu, a: a.cpu, b: b.cpu, u: ref.u, scale, out: { dx: nanBf16([n, inF], 'cpu') } });
   const gotB = kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale, out: { dx: nanBf16([n, inF], 'cuda') } });
   const magB = kernels.loraLinearBackward({ dy: abs(dy.cpu), x: abs(x.cpu), w: abs(w.cpu), a: abs(a.cpu), b: abs(b.cpu), u: mag.u, scale });
-  closeScaled(host(gotB.dx), refB.dx!.toArray(), magB.dx!.toArray(), BF16_TOL, 'dx (bf16)');
-  closeScaled(host(gotB.da), refB.da.toArray(), magB.da.toArray(), BF16_TOL, 'da');
-  closeScaled(host(gotB.db), refB.db.toArray(), magB.db.toArray(), BF16_TOL, 'db');
+  closeScaled(host(gotB.dx), refB.dx!.toArray(), magB.dx!.toArray(), BF16_TOL, 'dx (bf16)', [n, inF]);
+  closeScaled(host(gotB.da), refB.da.toArray(), magB.da.toArray(), BF16_TOL, 'da', gotB.da.shape);
+  closeScaled(host(gotB.db), refB.db.toArray(), magB.db.toArray(), BF16_TOL, 'db', gotB.db.shape);
   const dx0 = Tensor.from(randn(r, n * inF), [n, inF], { dtype: 'bf16' });
   const dxAcc = dx0.to('cuda');
   kernels.loraLinearBackward({ dy: dy.gpu, x: x.gpu, w: w.gpu, a: a.gpu, b: b.gpu, u: ref.u.to('cuda'), scale,
     out: { dx: dxAcc }, accumulateInputGrad: true });
-  closeAccumulated(host(dxAcc), refB.dx!.toArray(), magB.dx!.toArray(), dx0.toArray() as Float32Array, 'dx += (bf16)');
+  closeAccumulated(host(dxAcc), refB.dx!.toArray(), magB.dx!.toArray(), dx0.toArray() as Float32Array, 'dx += (bf16)', dxAcc.shape);
 }
 
 // The residual (the model's o_proj and down_proj): by default the product, then the add (the bits of
@@ -213,7 +216,7 @@ export function loraResidual(r: Rng, { n, inF, outF, rank, bias }: (typeof RESID
   const sum = Float32Array.from(plain, (v, i) => v + res[i]);
   const inProduct = which === 'residual' && !bias;
   expect(parts).toContain(inProduct ? 'lora_linear_forward/y = residual + [x | s u] [W | B]^T' : 'lora_linear_forward/add residual');
-  if (inProduct) closeScaled(got, sum, Array.from(mag, (v, i) => v + Math.abs(res[i])), 1e-5, 'y = residual + ...');
+  if (inProduct) closeScaled(got, sum, Array.from(mag, (v, i) => v + Math.abs(res[i])), 1e-5, 'y = residual + ...', [n, outF]);
   else expectBits(got, sum, 'y = residual + ... (the add after the product)', { shape: [n, outF] });
   expect(Array.from(host(residual))).toEqual(Array.from(Float32Array.from(res)));  // read, not written
 }

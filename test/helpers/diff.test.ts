@@ -1,7 +1,7 @@
 // test/helpers/diff.ts: the GPU tests report with it where results differ, so it is checked here, where CI runs.
 import { describe, expect, it } from 'vitest';
 
-import { bitsDiff, ranges, toleranceDiff } from './diff.js';
+import { beyondDiff, bitsDiff, ranges, toleranceDiff } from './diff.js';
 
 describe('diff reports', () => {
   it('ranges: runs of integers, unsorted and repeated input, cut after max', () => {
@@ -47,5 +47,10 @@ describe('diff reports', () => {
     expect(r).toContain('at [2, 0]');
     expect(r).toContain('rows 0, 2');
     expect(r).toContain('cols 0–1');
+  });
+
+  it('beyondDiff: a bound of the caller\'s (closeScaled: tol of the terms\' magnitude), NaN beyond any bound', () => {
+    const r = beyondDiff(Float32Array.of(0.001, NaN, 5), Float32Array.of(0, 1, 5), 0.01, { shape: [3] }, 'tol of the terms');
+    expect(r).toMatch(/^1 of 3 elements beyond 0\.0100 \(tol of the terms\); 1 not finite; largest \|got − want\| Infinity at \[1\]/);
   });
 });

@@ -99,12 +99,16 @@ export function bitsDiff(got: ArrayLike<number>, ref: ArrayLike<number>, layout?
   return where.length ? describeDiff(got, ref, where, layout, 'differ in bits') : null;
 }
 
-/** describeDiff of the elements farther than tol · max |ref| from ref (non-finite ones included). */
+/** describeDiff of the elements farther than bound from ref (non-finite ones included); `why` says what the bound is. */
+export function beyondDiff(got: ArrayLike<number>, ref: ArrayLike<number>, bound: number, layout: Layout | undefined, why: string): string {
+  const where: number[] = [];
+  for (let i = 0; i < ref.length; i++) if (!(Math.abs(got[i] - ref[i]) <= bound)) where.push(i);
+  return describeDiff(got, ref, where, layout, `beyond ${bound.toPrecision(3)} (${why})`);
+}
+
+/** beyondDiff with the bound tol · max |ref|. */
 export function toleranceDiff(got: ArrayLike<number>, ref: ArrayLike<number>, tol: number, layout?: Layout): string {
   let m = 0;
   for (let i = 0; i < ref.length; i++) m = Math.max(m, Math.abs(ref[i]));
-  const bound = tol * m;
-  const where: number[] = [];
-  for (let i = 0; i < ref.length; i++) if (!(Math.abs(got[i] - ref[i]) <= bound)) where.push(i);
-  return describeDiff(got, ref, where, layout, `beyond ${bound.toPrecision(3)} (${tol} of max |want|)`);
+  return beyondDiff(got, ref, tol * m, layout, `${tol} of max |want|`);
 }
