@@ -7,13 +7,15 @@ test/cuda/next/all.test.ts (every piece at once) name none.
 
   python3 bench/gpu/pieces.py VITEST_LOG   prints "piece: why" for each piece to leave out of the A/Bs: named by a
                                            failed test, or whose test file never finished (a run cut short)
+  python3 bench/gpu/pieces.py --list       prints the pieces it knows, one a line (test/bench/gpu_pieces.test.ts
+                                           compares them with the engine's own list)
 table.py imports named() for the closing table; gpu-check.sh leaves those pieces out of the step's A/Bs."""
 import os
 import re
 import sys
 
 with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "native", "runtime", "next.cpp")) as f:
-    PIECES = re.findall(r'\{Next::\w+, "(\w+)"\}', f.read())  # next.cpp's kAll, the one list of them
+    PIECES = re.findall(r'\{Next::\w+,\s*"(\w+)"', f.read())  # next.cpp's kAll, the one list of them
 
 _NAMING = re.compile(r"kernels: (\w+)|INSTILL_CUDA_NEXT=([\w,]+)|test/cuda/next/(\w+)\.test\.ts")
 
@@ -78,6 +80,9 @@ def left_out(log_text):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--list"]:
+        print("\n".join(PIECES))
+        sys.exit(0)
     # python3 bench/gpu/pieces.py VITEST_LOG: "piece: why" a line, for each piece to leave out of the A/Bs
     with open(sys.argv[1], errors="replace") as f:
         for p, why in sorted(left_out(f.read()).items()):
