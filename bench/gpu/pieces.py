@@ -7,7 +7,7 @@ test/cuda/next/all.test.ts (every piece at once) name none.
 
   python3 bench/gpu/pieces.py VITEST_LOG   prints "piece: why" for each piece to leave out of the A/Bs: named by a
                                            failed test, or whose test file never finished (a run cut short)
-  python3 bench/gpu/pieces.py --list       prints the pieces it knows, one a line (test/bench/gpu_pieces.test.ts
+  python3 bench/gpu/pieces.py --list       prints the pieces it knows, one a line (test/bench/gpu_check.test.ts
                                            compares them with the engine's own list)
 table.py imports named() for the closing table; gpu-check.sh leaves those pieces out of the step's A/Bs."""
 import os

@@ -1,0 +1,94 @@
+// The host side of bench/gpu-check.sh, checked here, where CI runs: a GPU is lent rarely and briefly, and a slip in
+// these scripts costs that run. bench/gpu/pieces.py decides which INSTILL_CUDA_NEXT pieces the run leaves out of its
+// step A/Bs (those whose tests failed or never finished; a piece that faults in an A/B it should have been left out
+// of costs the A/B): that it knows the engine's pieces (it reads them from native/runtime/next.cpp; when that list's
+// layout changed, it silently knew none), and what it leaves out of a vitest log. bench/gpu/table.py prints the
+// run's closing table and the issue's targets from results.jsonl.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { runtime } from '../../src/index.js';
+import { withEnv } from '../helpers/env.js';
+
+const pieces = (...args: string[]) => {
+  const p = spawnSync('python3', ['bench/gpu/pieces.py', ...args], { encoding: 'utf8' });
+  expect(p.status, `python3 bench/gpu/pieces.py ${args.join(' ')}: ${p.stderr}`).toBe(0);
+  return p.stdout.trim().split('\n').filter(Boolean);
+};
+
+describe('bench/gpu/pieces.py', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'instill-pieces-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const all = withEnv('INSTILL_CUDA_NEXT', 'all', () => runtime.nextKernels());
+
+  it('knows every piece the engine has', () => {
+    expect(all.length).toBeGreaterThan(0);
+    expect(pieces('--list')).toEqual(all);
+  });
+
+  // A vitest log as gpu-check.sh keeps it (colors and all): per file a summary line, then each failed test.
+  const log = (failed: string[], unfinished: string[]) => {
+    const files = all.map((p) => (p === 'wb_cache' ? 'test/cuda/lora_reference.test.ts' : p === 'attn_prep' ? 'test/cuda/next/flash_mt.test.ts' : `test/cuda/next/${p}.test.ts`));
+    const lines = [' \x1b[1mRUN\x1b[22m  v4.1.12 /repo', ''];
+    for (const f of new Set([...files, 'test/cuda/ops.test.ts'])) {
+      if (unfinished.includes(f)) continue;
+      const bad = failed.filter((t) => t.startsWith(f));
+      lines.push(bad.length ? ` \x1b[31m❯\x1b[39m ${f} (9 tests | ${bad.length} failed) 3021ms` : ` \x1b[32m✓\x1b[39m ${f} (9 tests) 2113ms`);
+    }
+    lines.push('', '⎯⎯⎯⎯⎯⎯⎯ Failed Tests ⎯⎯⎯⎯⎯⎯⎯', '');
+    for (const t of failed) lines.push(` \x1b[41mFAIL\x1b[49m  ${t}`, 'AssertionError: dq: 3 of 90 elements differ in bits', '');
+    const path = join(dir, `log-${failed.length}-${unfinished.length}.txt`);
+    writeFileSync(path, lines.join('\n'));
+    return path;
+  };
+
+  it('leaves out the pieces failed tests name, and those whose test file did not finish', () => {
+    expect(pieces(log([], []))).toEqual([]);
+    const got = pieces(log([
+      'test/cuda/next/flash_lean.test.ts > INSTILL_CUDA_NEXT=flash_lean > lean flash kernels against the verified ones and the CPU: [ 0, 13, 50 ]',
+      'test/cuda/ops.test.ts > kernels: narrow > lora_linear forward and backward',
+      'test/cuda/ops.test.ts > kernels: verified > rmsnorm',  // the default path: names no piece
+    ], ['test/cuda/next/stored_ds.test.ts', 'test/cuda/lora_reference.test.ts']));
+    expect(got).toEqual([
+      'flash_lean: a failed test names it',
+      'narrow: a failed test names it',
+      'stored_ds: its tests (test/cuda/next/stored_ds.test.ts) did not finish',
+      'wb_cache: its tests (test/cuda/lora_reference.test.ts) did not finish',
+    ]);
+  });
+
+  it('table.py: the rows, the targets, the A/Bs against the default, and the pieces failed tests name', () => {
+    const step = 'train step llama-3.2-1b seq2048 r16';
+    const rows = [
+      { bench: 'lora_linear fwd+bwd', impl: 'torch eager', ms: 2.0, min_ms: 1.9 },
+      { bench: 'lora_linear fwd+bwd', impl: 'instill cuda (cuBLASLt)', ms: 1.0, min_ms: 0.9, device: 'NVIDIA H100 80GB HBM3' },
+      { bench: 'linear CE fwd+bwd V=128256', impl: 'torch logits+cross_entropy', ms: 24, min_ms: 24, peak_mib: 14000 },
+      { bench: 'linear CE fwd+bwd V=128256', impl: 'instill cuda (chunked, cuBLASLt)', ms: 12, min_ms: 12, peak_mib: 1000 },
+      { bench: step, impl: 'transformers+peft sdpa', ms: 100, min_ms: 90, tokens_per_s: 20480, mfu: 0.11 },
+      { bench: `train step op attention_backward`, impl: 'instill cuda x16', ms: 8.25, share: 0.17 },
+      { bench: step, impl: 'instill cuda (f32 activations, bf16 weights)', ms: 46, min_ms: 45, tokens_per_s: 44522, mfu: 0.243, forward_only_ms: 18 },
+      { bench: `train step op attention_backward`, impl: 'instill cuda, next kernels x16', ms: 4.25, share: 0.11, variant: 'next kernels' },
+      { bench: step, impl: 'instill cuda (f32 activations, bf16 weights, next kernels)', ms: 36.8, min_ms: 36, tokens_per_s: 55652, mfu: 0.304, variant: 'next kernels' },
+    ];
+    const res = join(dir, 'results.jsonl'), status = join(dir, 'status.txt');
+    writeFileSync(res, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    writeFileSync(status, ['GPU tests (test/cuda, GEMMs through cuBLASLt): FAIL rc=1 - Tests 1 failed | 90 passed (91)',
+      '  failed: test/cuda/next/stored_ds.test.ts > INSTILL_CUDA_NEXT=stored_ds > attention backward',
+      '  why: AssertionError: dq: 3 of 90 elements differ in bits'].join('\n') + '\n');
+    const p = spawnSync('python3', ['bench/gpu/table.py', res, status], { encoding: 'utf8' });
+    expect(p.status, p.stderr).toBe(0);
+    const out = p.stdout;
+    expect(out).toContain('NVIDIA H100 80GB HBM3');
+    expect(out).toContain('| train step op attention_backward | instill cuda x16 (17.0% of the step) | 8.25 |');
+    expect(out).toContain('- fused LoRA linear vs torch eager: 2.00x (target >= 1.3x): MET');
+    expect(out).toContain('- linear CE: peak memory 0.071 of torch (target <= 0.125), time 0.50x torch (target <= 1): MET');
+    expect(out).toContain('- training step: 2.17x transformers+peft tokens/s (medians; 2.00x by each side\'s fastest step) at 24.3% MFU');
+    expect(out).toContain(`- A/B ${step}, next kernels: 36.80 ms against 46.00 ms by default (0.800x by medians, 0.800x by mins)`);
+    expect(out).toContain('- ops, next kernels against the default (ms): attention_backward -4.00');
+    expect(out).toContain('- failed GPU tests name these next pieces: stored_ds');
+    expect(out).toContain('-   why: AssertionError: dq: 3 of 90 elements differ in bits');
+  });
+});
