@@ -40,9 +40,11 @@ T0=$(date +%s)
 note() { echo "$1" | tee -a "$STATUS"; }
 elapsed() { echo "$(( $(date +%s) - T0 ))s"; }
 # Every step's timeout is cut to what is left of DEADLINE_S (default 470 s), less
-# 20 s for the table, so the table is printed even when steps hang.
+# 20 s for the table, and a step with under 10 s left is skipped (noted), so the table
+# is printed in time even when steps hang.
 DEADLINE_S=${DEADLINE_S:-470}
-budget() { local left=$(( DEADLINE_S - 20 - ($(date +%s) - T0) )); (( left < 5 )) && left=5; (( $1 < left )) && echo "$1" || echo "$left"; }
+budget() { local left=$(( DEADLINE_S - 20 - ($(date +%s) - T0) )); (( left < 0 )) && left=0; (( $1 < left )) && echo "$1" || echo "$left"; }
+MIN_STEP_S=10
 
 echo "== machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>&1 | tee "$OUT/gpu.txt"
@@ -82,15 +84,18 @@ else
 fi
 node -e "import('./dist/src/index.js').then(m => { const i = m.runtime.info(); console.log('devices', i.devices) })" 2>&1 | tee -a "$OUT/gpu.txt"
 
-# cuBLASLt: the one torch loads (pip nvidia-cublas layout), else the toolkit's; native/cuda/cublaslt.cu dlopens it.
+# cuBLASLt (native/cuda/cublaslt.cu dlopens it): the toolkit's (what runs 5-13 loaded), else the pip nvidia-cublas
+# layout torch loads, else torch's own lib; the first place that has one, its longest (most specific) version there.
 INSTILL_CUBLASLT=$(python3 - <<'PY' 2>/dev/null
 import glob, os, site
-pats = []
+places = ["/usr/local/cuda/lib64"]
 for d in site.getsitepackages() + [site.getusersitepackages()]:
-    pats += [os.path.join(d, "nvidia", "*", "lib", "libcublasLt.so.*"), os.path.join(d, "torch", "lib", "libcublasLt.so.*")]
-pats += ["/usr/local/cuda/lib64/libcublasLt.so.*"]
-hits = sorted(h for p in pats for h in glob.glob(p))
-print(hits[-1] if hits else "")
+    places += sorted(glob.glob(os.path.join(d, "nvidia", "*", "lib"))) + [os.path.join(d, "torch", "lib")]
+for place in places:
+    hits = sorted(glob.glob(os.path.join(place, "libcublasLt.so.*")), key=lambda h: (len(h), h))
+    if hits:
+        print(hits[-1])
+        break
 PY
 )
 export INSTILL_CUBLASLT INSTILL_CUBLASLT_VERBOSE=1
@@ -101,9 +106,11 @@ export INSTILL_FIXTURES="$ROOT/.fixtures"
 gpu_tests() {  # label, log name, then env assignments for the run; the test paths in TEST_PATHS (default test/cuda)
   local label=$1 log="$OUT/tests-$2.log"; shift 2
   local -a paths=(${TEST_PATHS:-test/cuda})
+  local t; t=$(budget 200)
+  if (( t < MIN_STEP_S )); then note "GPU tests (test/cuda, $label): skipped (DEADLINE_S reached, $(elapsed))"; : > "$log"; return; fi
   # four test files at a time (each in its own process, its own CUDA context): the GPU has room, and the CPU
   # references have 16 cores; vitest.config.ts runs files one by one for the 2-core CI machine
-  env NO_COLOR=1 FORCE_COLOR=0 "$@" timeout "$(budget 200)" node node_modules/vitest/vitest.mjs run "${paths[@]}" \
+  env NO_COLOR=1 FORCE_COLOR=0 "$@" timeout "$t" node node_modules/vitest/vitest.mjs run "${paths[@]}" \
     --fileParallelism --maxWorkers=4 > "$log" 2>&1
   local rc=$?
   tail -25 "$log"
@@ -114,9 +121,10 @@ gpu_tests() {  # label, log name, then env assignments for the run; the test pat
   elif [[ "$summary" != *passed* ]]; then verdict="NOTHING RAN (all skipped: no GPU seen?)"
   else verdict=PASS; fi
   note "GPU tests (test/cuda, $label): $verdict -${summary:- no summary} ($(elapsed))"
-  # which tests failed, by name (a next kernel's tests name it: "kernels: narrow", "INSTILL_CUDA_NEXT=rope_token")
+  # which tests failed, by name (a next kernel's tests name it: "kernels: narrow", "INSTILL_CUDA_NEXT=rope_token"; from
+  # vitest's summary, or, where its timeout killed it before that, from the lines under each file: pieces.py --failed)
   if [[ $rc != 0 ]]; then
-    sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^ *FAIL +test/' | sed -E 's/^ *FAIL +//' | awk '!seen[$0]++' | head -24 |
+    python3 bench/gpu/pieces.py --failed "$log" 2>&1 | head -24 |
       while IFS= read -r t; do note "  failed: ${t:0:300}"; done
     # and why, as the assertions say it (test/helpers/diff.ts: which rows, heads, columns differ, and where the rows
     # sit in their segments and tiles), so that a failure can be worked on without a GPU
@@ -127,14 +135,20 @@ gpu_tests() {  # label, log name, then env assignments for the run; the test pat
 gpu_tests "GEMMs through cuBLASLt" cublaslt INSTILL_CUBLASLT="$INSTILL_CUBLASLT"
 # The next pieces whose tests just failed, or never finished (bench/gpu/pieces.py reads the log), stay out of the
 # step A/Bs below unless NEXT_AB was given: so one call times the pieces that passed, together.
-python3 bench/gpu/pieces.py "$OUT/tests-cublaslt.log" > "$OUT/left-out.txt" 2>&1 || : > "$OUT/left-out.txt"
+# NEXT_ON=0: no next-kernel A/B is worth its time (every piece left out, or pieces.py itself failed).
+NEXT_ON=1
+if ! python3 bench/gpu/pieces.py "$OUT/tests-cublaslt.log" > "$OUT/left-out.txt" 2> "$OUT/pieces.err"; then
+  note "bench/gpu/pieces.py failed ($(tr '\n' ' ' < "$OUT/pieces.err" | cut -c1-300)): no next-kernel A/B in this call"
+  : > "$OUT/left-out.txt"; NEXT_ON=0
+fi
 FAILED_PIECES=$(cut -d: -f1 "$OUT/left-out.txt" | grep -E '^[a-z0-9_]+$' | paste -sd, -)
 
 [[ "${SKIP_BENCH:-0}" == 1 ]] && { note "benchmarks: skipped (SKIP_BENCH=1)"; python3 bench/gpu/table.py "$RES" "$STATUS"; exit 0; }
 echo "== benchmarks $(elapsed)"
 bench() {  # name timeout command...
-  local name=$1 t=$2; shift 2
-  if timeout "$(budget "$t")" "$@" >> "$OUT/bench.log" 2>&1; then echo "  $name ok ($(elapsed))"
+  local name=$1 t; t=$(budget "$2"); shift 2
+  if (( t < MIN_STEP_S )); then note "bench $name: skipped (DEADLINE_S reached, $(elapsed))"; return; fi
+  if timeout "$t" "$@" >> "$OUT/bench.log" 2>&1; then echo "  $name ok ($(elapsed))"
   else note "bench $name: FAILED or timed out (rc=$?; bench.log)"; fi
 }
 # The training step first (the target still open): PyTorch, instill by default, then the A/Bs of what waits for
@@ -146,6 +160,9 @@ bench() {  # name timeout command...
 if [[ -z "${NEXT_AB:-}" && -n "$FAILED_PIECES" ]]; then
   NEXT_AB="all,-${FAILED_PIECES//,/,-}"
   while IFS= read -r why; do note "left out of the A/Bs: $why"; done < "$OUT/left-out.txt"
+  if [[ "$(tr ',' '\n' <<< "$FAILED_PIECES" | sort -u | wc -l)" -ge "$(python3 bench/gpu/pieces.py --list | sort -u | wc -l)" ]]; then
+    note "every next piece left out: no next-kernel A/B in this call"; NEXT_ON=0
+  fi
 fi
 NEXT_AB=${NEXT_AB:-all}
 NEXT_LABEL="next kernels"
@@ -161,10 +178,10 @@ esac
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # INSTILL_CUDA_NEXT=$NEXT_AB (the next kernels) with INSTILL_BF16_ACTIVATIONS=1 (bf16 activations), then each alone
-bench "instill train step (next kernels, bf16 activations)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BF16_ACTIVATIONS=1 \
+(( NEXT_ON )) && bench "instill train step (next kernels, bf16 activations)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BF16_ACTIVATIONS=1 \
   INSTILL_BENCH_VARIANT="$NEXT_LABEL, bf16 activations" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-(( NO_LEAN )) && bench "instill train step (next kernels, no flash_lean)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_lean" \
+(( NEXT_ON )) && bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+(( NEXT_ON && NO_LEAN )) && bench "instill train step (next kernels, no flash_lean)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_lean" \
   INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_lean" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # the ops one by one (default kernels), then the attention's kernels under each set of the flash pieces (those whose
 # tests passed): early, before what matters less if the deadline cuts the run short
@@ -178,7 +195,7 @@ bench "instill train step (bf16 MLP activations)" 150 env INSTILL_BF16_ACTIVATIO
 # (M = 2048) and per-step costs; the default and the next kernels
 bench "torch train step, batch 4" 150 python3 bench/gpu/torch_bench.py train --batch 4 --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step, batch 4" 150 node bench/gpu/instill_bench.mjs train --batch 4 --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-bench "instill train step, batch 4 (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
+(( NEXT_ON )) && bench "instill train step, batch 4 (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
   node bench/gpu/instill_bench.mjs train --batch 4 --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # ONLY_TRAIN=1 (a second call, after the first measured everything): the step A/Bs alone, then the table
 if [[ "${ONLY_TRAIN:-0}" == 1 ]]; then
@@ -187,16 +204,16 @@ if [[ "${ONLY_TRAIN:-0}" == 1 ]]; then
 fi
 bench "torch lora" 150 python3 bench/gpu/torch_bench.py lora --out "$RES"
 bench "instill lora" 60 node bench/gpu/instill_bench.mjs lora --out "$RES"
-bench "instill lora (next kernels)" 60 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
+(( NEXT_ON )) && bench "instill lora (next kernels)" 60 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
   node bench/gpu/instill_bench.mjs lora --out "$RES"
 bench "instill lora (wmma)" 60 env INSTILL_CUBLASLT=off node bench/gpu/instill_bench.mjs lora --out "$RES"
 bench "torch ce" 60 python3 bench/gpu/torch_bench.py ce --out "$RES"
 bench "instill ce" 90 node bench/gpu/instill_bench.mjs ce --out "$RES"
 bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 # the ops one by one with the next kernels (the attention forward / dQ with 32 queries a warp, the narrow LoRA products)
-bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
+(( NEXT_ON )) && bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
   node bench/gpu/instill_bench.mjs ops --out "$RES"
-(( NO_LEAN )) && bench "instill ops (next kernels, no flash_lean)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_lean" INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_lean" \
+(( NEXT_ON && NO_LEAN )) && bench "instill ops (next kernels, no flash_lean)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_lean" INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_lean" \
   node bench/gpu/instill_bench.mjs ops --out "$RES"
 # The fallbacks last (they change rarely): test/cuda again with the WMMA GEMM and the f32 attention kernels
 if [[ "${SKIP_WMMA:-0}" == 1 ]]; then note "GPU tests through the WMMA kernel: skipped (SKIP_WMMA=1)"
@@ -206,13 +223,16 @@ else  # the verified files and the pieces that go through the GEMM (the attentio
     gpu_tests "GEMMs through the WMMA kernel, f32 attention kernels" wmma INSTILL_CUBLASLT=off INSTILL_CUDA_ATTENTION=simple
 fi
 # The user's command on a GPU: a 2-layer 1B-shaped step, through the CLI (exit status and its output kept)
-if timeout "$(budget 90)" node bin/instill.js bench train --config .fixtures/configs/llama-3.2-1b.json --layers 2 \
+CLI_S=$(budget 90)
+if (( CLI_S < MIN_STEP_S )); then
+  note "CLI instill bench train --device cuda: skipped (DEADLINE_S reached, $(elapsed))"
+elif timeout "$CLI_S" node bin/instill.js bench train --config .fixtures/configs/llama-3.2-1b.json --layers 2 \
      --seq 1024 --dtype bf16 --device cuda --profile > "$OUT/cli-bench.log" 2>&1; then
   note "CLI instill bench train --device cuda --dtype bf16 (2 layers, T 1024): ok - $(grep -m1 -E '^instill ' "$OUT/cli-bench.log" | tr -s ' ' | cut -c1-120)"
 else
   note "CLI instill bench train --device cuda: FAILED rc=$? (cli-bench.log)"; tail -5 "$OUT/cli-bench.log"
 fi
-tail -20 "$OUT/bench.log"
+[[ -f "$OUT/bench.log" ]] && tail -20 "$OUT/bench.log"
 note "total $(elapsed)"
 
 echo "== table"

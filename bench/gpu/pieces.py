@@ -9,6 +9,7 @@ test/cuda/next/all.test.ts (every piece at once) name none.
                                            failed test, or whose test file never finished (a run cut short)
   python3 bench/gpu/pieces.py --list       prints the pieces it knows, one a line (test/bench/gpu_check.test.ts
                                            compares them with the engine's own list)
+  python3 bench/gpu/pieces.py --failed LOG prints the failed tests' names, one a line (gpu-check.sh notes them)
 table.py imports named() for the closing table; gpu-check.sh leaves those pieces out of the step's A/Bs."""
 import os
 import re
@@ -34,13 +35,26 @@ def _lines(log_text):
 
 
 def failed_tests(log_text):
-    """The names of the failed tests in a vitest log (its 'FAIL test/...' lines), once each."""
-    seen = []
+    """The names of the failed tests in a vitest log, once each: its closing summary's 'FAIL test/...' lines
+    ("FILE > describe > title"); or, where there is no summary (a run its timeout killed never prints one), the
+    '× title' lines under each file's line as the run went ("FILE > title"; the describe is not in them)."""
+    summary, progress = [], []
+    file = None
     for line in _lines(log_text):
         m = re.match(r"^ *FAIL +(test/.*)$", line)
-        if m and m.group(1) not in seen:
-            seen.append(m.group(1))
-    return seen
+        if m:
+            summary.append(m.group(1))
+            continue
+        f = re.match(r"^ *[\u2713\u276f\u00d7\u2193] +(test/\S+\.test\.ts) +\(", line)
+        if f:
+            file = f.group(1)
+            continue
+        t = re.match(r"^ {3,}\u00d7 +(.*?)(?: +\d+(?:\.\d+)?m?s)?$", line)
+        if t and file:
+            progress.append(f"{file} > {t.group(1)}")
+        elif line.strip() and not line.startswith(" "):
+            file = None  # past the files' list
+    return list(dict.fromkeys(summary or progress))
 
 
 # The file a piece's GPU tests live in: its own (test/cuda/next/NAME.test.ts), or these.
@@ -82,6 +96,10 @@ def left_out(log_text):
 if __name__ == "__main__":
     if sys.argv[1:] == ["--list"]:
         print("\n".join(PIECES))
+        sys.exit(0)
+    if len(sys.argv) == 3 and sys.argv[1] == "--failed":
+        with open(sys.argv[2], errors="replace") as f:
+            print("\n".join(failed_tests(f.read())))
         sys.exit(0)
     # python3 bench/gpu/pieces.py VITEST_LOG: "piece: why" a line, for each piece to leave out of the A/Bs
     with open(sys.argv[1], errors="replace") as f:

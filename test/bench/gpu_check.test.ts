@@ -30,17 +30,22 @@ describe('bench/gpu/pieces.py', () => {
   });
 
   // A vitest log as gpu-check.sh keeps it (colors and all): per file a summary line, then each failed test.
-  const log = (failed: string[], unfinished: string[]) => {
+  // summary false: a run its timeout killed (no closing summary; the failed tests only as "× title" under their file).
+  let logs = 0;
+  const log = (failed: string[], unfinished: string[], summary = true) => {
     const files = all.map((p) => (p === 'wb_cache' ? 'test/cuda/lora_reference.test.ts' : p === 'attn_prep' ? 'test/cuda/next/flash_mt.test.ts' : `test/cuda/next/${p}.test.ts`));
     const lines = [' \x1b[1mRUN\x1b[22m  v4.1.12 /repo', ''];
     for (const f of new Set([...files, 'test/cuda/ops.test.ts'])) {
       if (unfinished.includes(f)) continue;
       const bad = failed.filter((t) => t.startsWith(f));
       lines.push(bad.length ? ` \x1b[31m❯\x1b[39m ${f} (9 tests | ${bad.length} failed) 3021ms` : ` \x1b[32m✓\x1b[39m ${f} (9 tests) 2113ms`);
+      for (const t of bad) lines.push(`     \x1b[31m×\x1b[39m ${t.split(' > ').pop()} 1210ms`);
     }
-    lines.push('', '⎯⎯⎯⎯⎯⎯⎯ Failed Tests ⎯⎯⎯⎯⎯⎯⎯', '');
-    for (const t of failed) lines.push(` \x1b[41mFAIL\x1b[49m  ${t}`, 'AssertionError: dq: 3 of 90 elements differ in bits', '');
-    const path = join(dir, `log-${failed.length}-${unfinished.length}.txt`);
+    if (summary) {
+      lines.push('', '⎯⎯⎯⎯⎯⎯⎯ Failed Tests ⎯⎯⎯⎯⎯⎯⎯', '');
+      for (const t of failed) lines.push(` \x1b[41mFAIL\x1b[49m  ${t}`, 'AssertionError: dq: 3 of 90 elements differ in bits', '');
+    }
+    const path = join(dir, `log-${++logs}.txt`);
     writeFileSync(path, lines.join('\n'));
     return path;
   };
@@ -58,6 +63,25 @@ describe('bench/gpu/pieces.py', () => {
       'stored_ds: its tests (test/cuda/next/stored_ds.test.ts) did not finish',
       'wb_cache: its tests (test/cuda/lora_reference.test.ts) did not finish',
     ]);
+  });
+
+  it('after a timeout (no summary): the failed tests from the lines under their files, and the pieces they name', () => {
+    const failed = [
+      'test/cuda/next/narrow.test.ts > INSTILL_CUDA_NEXT=narrow > loraLinear N=37',
+      'test/cuda/lora_reference.test.ts > GPU model > a bf16 model keeping its [W | B] (INSTILL_CUDA_NEXT=wb_cache): the bits',
+    ];
+    const path = log(failed, ['test/cuda/next/flash_lean.test.ts'], false);
+    expect(pieces('--failed', path)).toEqual([
+      'test/cuda/next/narrow.test.ts > loraLinear N=37',
+      'test/cuda/lora_reference.test.ts > a bf16 model keeping its [W | B] (INSTILL_CUDA_NEXT=wb_cache): the bits',
+    ]);
+    expect(pieces(path)).toEqual([
+      'flash_lean: its tests (test/cuda/next/flash_lean.test.ts) did not finish',
+      'narrow: a failed test names it',
+      'wb_cache: a failed test names it',
+    ]);
+    // with the summary, its full names (describe included) instead
+    expect(pieces('--failed', log(failed, []))).toEqual(failed);
   });
 
   it('table.py: the rows, the targets, the A/Bs against the default, and the pieces failed tests name', () => {
@@ -90,5 +114,27 @@ describe('bench/gpu/pieces.py', () => {
     expect(out).toContain('- ops, next kernels against the default (ms): attention_backward -4.00');
     expect(out).toContain('- failed GPU tests name these next pieces: stored_ds');
     expect(out).toContain('-   why: AssertionError: dq: 3 of 90 elements differ in bits');
+  });
+
+  it('table.py judges the targets on the default rows only, and says which side of the step is missing', () => {
+    const step = 'train step llama-3.2-1b seq2048 r16';
+    const table = (rows: object[]) => {
+      const res = join(dir, 'results2.jsonl'), status = join(dir, 'status2.txt');
+      writeFileSync(res, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+      writeFileSync(status, '');
+      const p = spawnSync('python3', ['bench/gpu/table.py', res, status], { encoding: 'utf8' });
+      expect(p.status, p.stderr).toBe(0);
+      return p.stdout;
+    };
+    const torch = { bench: step, impl: 'transformers+peft sdpa', ms: 100.5, min_ms: 90.5, tokens_per_s: 20378, mfu: 0.11 };
+    const variant = { bench: step, impl: 'instill cuda (bf16 activations)', ms: 30.5, min_ms: 30.1, tokens_per_s: 67148, mfu: 0.4, variant: 'bf16 activations' };
+    const dflt = { bench: step, impl: 'instill cuda (f32 activations, bf16 weights)', ms: 46.5, min_ms: 45.5, tokens_per_s: 44043, mfu: 0.24 };
+    // only a variant of instill's step: not the target's row
+    expect(table([torch, variant])).toContain('- training step: instill\'s default not measured (its bench failed or timed out); transformers+peft 20378 tok/s, 11.0% MFU');
+    expect(table([dflt, variant])).toContain('- training step: transformers+peft not measured (its bench failed or timed out); instill 44043 tok/s at 24.0% MFU (target >= 45%), 46.50 ms');
+    const both = table([torch, variant, dflt]);
+    expect(both).toContain('- training step: 2.16x transformers+peft tokens/s');
+    expect(both).toContain('at 24.0% MFU');
+    expect(both).toContain(`- A/B ${step}, bf16 activations: 30.50 ms against 46.50 ms by default`);
   });
 });
