@@ -20,6 +20,7 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
                            InstanceAccessor<&TensorHandle::device>("device"),
                            InstanceAccessor<&TensorHandle::nbytes>("nbytes"),
                            InstanceMethod<&TensorHandle::to_array>("toArray"),
+                           InstanceMethod<&TensorHandle::dispose>("dispose"),
                        });
   }
 
@@ -34,26 +35,48 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
     if (accounted_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, accounted_);
   }
   const Tensor& tensor() const { return tensor_; }
+  bool disposed() const { return disposed_; }
 
  private:
+  // dispose(): lets go of the data now (this handle's share of it: a model's weight, or an op's output still
+  // being used, keeps its own), instead of when V8 collects the handle. Node runs N-API finalizers only once the
+  // event loop turns (a setImmediate after the collection), so a synchronous loop of ops would otherwise hold
+  // every output it made until it yields. Using the handle afterwards is an E_ARG error; disposing twice is not.
+  void dispose(const Napi::CallbackInfo& info) {
+    if (accounted_ > 0) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -accounted_);
+    accounted_ = 0;
+    tensor_ = Tensor();
+    disposed_ = true;
+  }
+  void live(Napi::Env env) const {
+    if (disposed_) throw make_error(env, "E_ARG", "the tensor was disposed (tensor.dispose())");
+  }
+
   Napi::Value shape(const Napi::CallbackInfo& info) {
+    live(info.Env());
     Napi::Array arr = Napi::Array::New(info.Env(), tensor_.shape().size());
     for (size_t i = 0; i < tensor_.shape().size(); ++i) {
       arr.Set(static_cast<uint32_t>(i), Napi::Number::New(info.Env(), static_cast<double>(tensor_.shape()[i])));
     }
     return arr;
   }
-  Napi::Value dtype(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dtype_name(tensor_.dtype())); }
+  Napi::Value dtype(const Napi::CallbackInfo& info) {
+    live(info.Env());
+    return Napi::String::New(info.Env(), dtype_name(tensor_.dtype()));
+  }
   Napi::Value device(const Napi::CallbackInfo& info) {
+    live(info.Env());
     return Napi::String::New(info.Env(), device_name(tensor_.device()));
   }
   Napi::Value nbytes(const Napi::CallbackInfo& info) {
+    live(info.Env());
     return Napi::Number::New(info.Env(), static_cast<double>(tensor_.nbytes()));
   }
 
   // f32/bf16/f16 -> Float32Array (converted), i32 -> Int32Array.
   Napi::Value to_array(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
+    live(env);
     return guarded(env, [&]() -> Napi::Value {
       if (tensor_.device() != Device::CPU) {
         fail(ErrorCode::Device, "toArray() needs a CPU tensor; move it with .to('cpu') first");
@@ -85,6 +108,7 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
 
   Tensor tensor_;
   int64_t accounted_ = 0;
+  bool disposed_ = false;
 };
 
 Shape read_shape(Napi::Env env, const Napi::Value& v) {
@@ -235,7 +259,9 @@ Napi::Value device_memory_stats(const Napi::CallbackInfo& info) {
 const Tensor* unwrap_tensor(Napi::Env env, const Napi::Value& v, const char* name, bool optional) {
   if (optional && (v.IsUndefined() || v.IsNull())) return nullptr;
   if (v.IsObject() && v.As<Napi::Object>().InstanceOf(data(env).tensor_ctor.Value())) {
-    return &TensorHandle::Unwrap(v.As<Napi::Object>())->tensor();
+    const TensorHandle* h = TensorHandle::Unwrap(v.As<Napi::Object>());
+    if (h->disposed()) throw make_error(env, "E_ARG", std::string("'") + name + "' was disposed (tensor.dispose())");
+    return &h->tensor();
   }
   throw make_error(env, "E_ARG", std::string("'") + name + "' must be a Tensor (make one with Tensor.from)");
 }

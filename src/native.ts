@@ -17,6 +17,8 @@ export interface TensorHandle {
   readonly device: string;
   readonly nbytes: number;
   toArray(): Float32Array | Int32Array;
+  /** Lets go of the data now; the handle is unusable after (E_ARG). */
+  dispose(): void;
 }
 
 export interface RuntimeInfo {

@@ -110,7 +110,10 @@ export class Tensor {
       );
     }
     const host = native().tensorFromArray(array, dims, dtype);
-    return new Tensor(device === 'cpu' ? host : native().tensorTo(host, device));
+    if (device === 'cpu') return new Tensor(host);
+    const moved = native().tensorTo(host, device);
+    host.dispose();  // the staging copy's memory now, not when the event loop next turns (dispose() says why)
+    return new Tensor(moved);
   }
 
   /** A tensor of zeros. */
@@ -153,6 +156,17 @@ export class Tensor {
   /** A copy of the data: Float32Array for f32/bf16/f16 (converted), Int32Array for i32. CPU tensors only: `.to('cpu')` first. */
   toArray(): Float32Array | Int32Array {
     return handleOf(this).toArray();
+  }
+
+  /**
+   * Releases this tensor's memory now (its share: a model's weight or anything else that still uses the data
+   * keeps it), instead of after garbage collection. Node frees the memory of an unreachable tensor only once the
+   * event loop turns, so a long synchronous loop of kernel calls holds every tensor it made until it awaits;
+   * dispose what such a loop no longer needs (the GPU's memory fills up first). Any later use of the tensor is
+   * an E_ARG error; disposing twice is not.
+   */
+  dispose(): void {
+    handleOf(this).dispose();
   }
 
   toString(): string {

@@ -91,6 +91,16 @@ function loraStep(x, w, a, b, dy, scale) {
 
 const syncDevice = (device) => () => Tensor.zeros([1], { device }).to('cpu');
 
+// Disposes every tensor (or native handle) among an op's results, and returns nothing. Node frees an unreachable
+// tensor's memory only once the event loop turns, and these timing loops never yield: without this, ~100 calls a
+// timing of an op that returns 16-64 MB each held the GPU's memory until the script ended (the attention sweep:
+// ~50 GB, more than an H100 has).
+function drop(result) {
+  for (const v of result && typeof result === 'object' ? Object.values(result) : []) {
+    if (v && typeof v.dispose === 'function') v.dispose();
+  }
+}
+
 if (what === 'lora') {
   const { N, IN, OUT, R, scale } = LORA;
   const x = gpu(randn(N * IN), [N, IN]);
@@ -108,7 +118,7 @@ if (what === 'lora') {
   const tg = new Int32Array(N);
   for (let i = 0; i < N; i++) tg[i] = (rand() + 1) / 2 < ignored ? -100 : Math.floor(((rand() + 1) / 2) * V) % V;
   const targets = Tensor.from(tg, [N], { device });
-  const step = () => kernels.linearCrossEntropy({ h, w, targets });  // returns the loss: synchronous
+  const step = () => drop(kernels.linearCrossEntropy({ h, w, targets }));  // returns the loss: synchronous
   step();
   const before = native().deviceMemoryStats(device, true);
   step();
@@ -202,8 +212,8 @@ if (what === 'lora') {
   const n = native();
   const fwd = n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), 1 / Math.sqrt(D));
   const dout = gpu(randn(T * H * D), [T, H, D]);
-  timed('attention fwd (T 2048, 32/8 heads, D 64)', () => n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), 1 / Math.sqrt(D)));
-  timed('attention bwd', () => n.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), fwd.out, fwd.lse, handleOf(cu), 1 / Math.sqrt(D)));
+  timed('attention fwd (T 2048, 32/8 heads, D 64)', () => drop(n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), 1 / Math.sqrt(D))));
+  timed('attention bwd', () => drop(n.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), fwd.out, fwd.lse, handleOf(cu), 1 / Math.sqrt(D))));
   for (const [nm, IN, OUT] of [['q/o 2048->2048', C, C], ['k/v 2048->512', C, KVH * D], ['gate/up 2048->8192', C, F], ['down 8192->2048', F, C]]) {
     const x = gpu(randn(T * IN), [T, IN]), w = gpu(randn(OUT * IN, 0.02), [OUT, IN], 'bf16');
     const a = gpu(randn(R * IN, 0.02), [R, IN]), b = gpu(randn(OUT * R, 0.02), [OUT, R]), dy = gpu(randn(T * OUT), [T, OUT]);
@@ -213,7 +223,7 @@ if (what === 'lora') {
   }
   const h = gpu(randn(T * C), [T, C]), wv = gpu(randn(V * C, 0.02), [V, C], 'bf16');
   const tg = Tensor.from(Int32Array.from({ length: T }, (_, i) => (i * 7919) % V), [T], { device });
-  timed('linear CE fwd+bwd (T 2048, V 128256)', () => kernels.linearCrossEntropy({ h, w: wv, targets: tg }));
+  timed('linear CE fwd+bwd (T 2048, V 128256)', () => drop(kernels.linearCrossEntropy({ h, w: wv, targets: tg })));
   if (process.env.INSTILL_CUDA_ATTENTION === undefined && process.env.INSTILL_CUDA_NEXT === undefined) {
     // Last (a kernel that faults poisons the process's CUDA context): the attention's kernels one set at a time
     // (INSTILL_CUDA_NEXT and INSTILL_CUDA_ATTENTION are read on every call): each kind of forward (synchronous f32
@@ -231,11 +241,12 @@ if (what === 'lora') {
         process.env.INSTILL_CUDA_NEXT = next || 'none';  // 'none': the verified kernels, whatever is promoted
         for (const [kind, mode] of [['synchronous', 'flash'], ['pipelined', 'pipelined']]) {
           process.env.INSTILL_CUDA_ATTENTION = mode;
-          timed(`attention fwd, ${kind} [${label}]`, () => n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), scale));
+          timed(`attention fwd, ${kind} [${label}]`, () => drop(n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), scale)));
         }
         process.env.INSTILL_CUDA_ATTENTION = 'pipelined';
         const f = n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), scale);
-        timed(`attention bwd, pipelined [${label}]`, () => n.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), f.out, f.lse, handleOf(cu), scale));
+        timed(`attention bwd, pipelined [${label}]`, () => drop(n.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), f.out, f.lse, handleOf(cu), scale)));
+        drop(f);
       } catch (e) {
         console.error(`attention sweep, ${label}: ${e.message}`);
       } finally {

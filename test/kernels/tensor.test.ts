@@ -1,7 +1,8 @@
 // Tensor.from / toArray and the dtype conversions.
 import { describe, expect, it } from 'vitest';
 
-import { InstillError, Tensor } from '../../src/index.js';
+import { InstillError, Tensor, kernels, runtime } from '../../src/index.js';
+import { native } from '../../src/native.js';
 import { roundBf16 } from '../../bench/kernels/reference.js';
 
 /** IEEE binary16 -> number, written independently of the native code. */
@@ -83,5 +84,43 @@ describe('Tensor', () => {
       expect(caught, String(call)).toBeInstanceOf(InstillError);
       expect((caught as InstillError).code, String(call)).toBe(code);
     }
+  });
+});
+
+describe('Tensor.dispose', () => {
+  const hostCache = () => runtime.info().hostCache.bytes;
+
+  it('releases the memory now, not when the event loop next turns; any later use is E_ARG', () => {
+    // 4 MiB: a block the host cache keeps when it is freed (native/runtime/host_cache.h), so its size shows there
+    // at once; without dispose it would stay held until Node runs the handle's finalizer after a collection
+    const t = Tensor.zeros([1024, 1024]);
+    const held = hostCache();
+    t.dispose();
+    expect(hostCache() - held).toBeGreaterThanOrEqual(4 << 20);
+    t.dispose();  // twice: nothing more, no error
+    const code = (fn: () => unknown) => {
+      try {
+        fn();
+      } catch (e) {
+        return (e as InstillError).code;
+      }
+      return 'no error';
+    };
+    expect(code(() => t.shape)).toBe('E_ARG');
+    expect(code(() => t.toArray())).toBe('E_ARG');
+    expect(code(() => t.to('cpu'))).toBe('E_ARG');
+    expect(code(() => kernels.matmul({ a: t, b: Tensor.zeros([1024, 2]) }))).toBe('E_ARG');
+    expect(() => t.shape).toThrow(/disposed/);
+  });
+
+  it('lets go of its own share only: another handle on the same data (a model\'s weight, say) keeps it', () => {
+    const h1 = native().tensorFromArray(new Float32Array(1 << 20).fill(3), [1 << 20], 'f32');
+    const h2 = native().tensorTo(h1, 'cpu');  // already there: a second handle on the same buffer
+    const held = hostCache();
+    h1.dispose();
+    expect(hostCache()).toBe(held);  // h2 still holds the block
+    expect(h2.toArray()[12345]).toBe(3);
+    h2.dispose();
+    expect(hostCache() - held).toBeGreaterThanOrEqual(4 << 20);
   });
 });
