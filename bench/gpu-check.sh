@@ -75,7 +75,10 @@ if [[ -f .gpu/instill.node && "${INSTILL_GPU_BUILD:-0}" != 1 ]]; then
   note "build with CUDA: carried .gpu/instill.node (built on the CPU machine, $(nvcc --version 2>/dev/null | tail -1 | cut -c1-40))"
 else
   rm -rf build
-  if timeout "$(budget 300)" node scripts/build-native.mjs > "$OUT/build.log" 2>&1; then
+  BUILD_S=$(budget 300)
+  if (( BUILD_S < MIN_STEP_S )); then
+    note "build with CUDA: skipped (DEADLINE_S reached, $(elapsed))"
+  elif timeout "$BUILD_S" node scripts/build-native.mjs > "$OUT/build.log" 2>&1; then
     note "build with CUDA: ok ($(elapsed))"
   else
     tail -30 "$OUT/build.log"
@@ -136,12 +139,16 @@ gpu_tests "GEMMs through cuBLASLt" cublaslt INSTILL_CUBLASLT="$INSTILL_CUBLASLT"
 # The next pieces whose tests just failed, or never finished (bench/gpu/pieces.py reads the log), stay out of the
 # step A/Bs below unless NEXT_AB was given: so one call times the pieces that passed, together.
 # NEXT_ON=0: no next-kernel A/B is worth its time (every piece left out, or pieces.py itself failed).
+# SWEEP_SKIP: the pieces the ops benchmark's attention sweep leaves out ("all": no sweep).
 NEXT_ON=1
-if ! python3 bench/gpu/pieces.py "$OUT/tests-cublaslt.log" > "$OUT/left-out.txt" 2> "$OUT/pieces.err"; then
-  note "bench/gpu/pieces.py failed ($(tr '\n' ' ' < "$OUT/pieces.err" | cut -c1-300)): no next-kernel A/B in this call"
-  : > "$OUT/left-out.txt"; NEXT_ON=0
+if python3 bench/gpu/pieces.py "$OUT/tests-cublaslt.log" > "$OUT/left-out.txt" 2> "$OUT/pieces.err"; then
+  FAILED_PIECES=$(cut -d: -f1 "$OUT/left-out.txt" | grep -E '^[a-z0-9_]+$' | paste -sd, -)
+  SWEEP_SKIP=$FAILED_PIECES
+else  # which pieces failed is unknown: none of them in an A/B unless NEXT_AB names them, and no sweep
+  FAILED_PIECES=""; SWEEP_SKIP=all; : > "$OUT/left-out.txt"
+  if [[ -z "${NEXT_AB:-}" ]]; then NEXT_ON=0; fi
+  note "bench/gpu/pieces.py failed ($(tr '\n' ' ' < "$OUT/pieces.err" | cut -c1-300)): $( ((NEXT_ON)) && echo "only NEXT_AB=$NEXT_AB's A/Bs" || echo "no next-kernel A/B") and no attention sweep in this call"
 fi
-FAILED_PIECES=$(cut -d: -f1 "$OUT/left-out.txt" | grep -E '^[a-z0-9_]+$' | paste -sd, -)
 
 [[ "${SKIP_BENCH:-0}" == 1 ]] && { note "benchmarks: skipped (SKIP_BENCH=1)"; python3 bench/gpu/table.py "$RES" "$STATUS"; exit 0; }
 echo "== benchmarks $(elapsed)"
@@ -185,7 +192,7 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
   INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_lean" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # the ops one by one (default kernels), then the attention's kernels under each set of the flash pieces (those whose
 # tests passed): early, before what matters less if the deadline cuts the run short
-[[ "${ONLY_TRAIN:-0}" != 1 ]] && bench "instill ops" 90 env INSTILL_BENCH_SKIP_PIECES="$FAILED_PIECES" node bench/gpu/instill_bench.mjs ops --out "$RES"
+[[ "${ONLY_TRAIN:-0}" != 1 ]] && bench "instill ops" 90 env INSTILL_BENCH_SKIP_PIECES="$SWEEP_SKIP" node bench/gpu/instill_bench.mjs ops --out "$RES"
 bench "instill train step (bf16 activations)" 150 env INSTILL_BF16_ACTIVATIONS=1 INSTILL_BENCH_VARIANT="bf16 activations" \
   node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # =mlp (the attention's activations f32): how much of the gain is the attention's

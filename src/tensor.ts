@@ -163,7 +163,8 @@ export class Tensor {
    * keeps it), instead of after garbage collection. Node frees the memory of an unreachable tensor only once the
    * event loop turns, so a long synchronous loop of kernel calls holds every tensor it made until it awaits;
    * dispose what such a loop no longer needs (the GPU's memory fills up first). Any later use of the tensor is
-   * an E_ARG error; disposing twice is not.
+   * an E_ARG error; disposing twice is not. The same tensor object is the same share: `t.to(device)` on t's own
+   * device and a kernel's results given as `out` are t itself, so disposing them disposes t.
    */
   dispose(): void {
     handleOf(this).dispose();

@@ -224,13 +224,14 @@ if (what === 'lora') {
   const h = gpu(randn(T * C), [T, C]), wv = gpu(randn(V * C, 0.02), [V, C], 'bf16');
   const tg = Tensor.from(Int32Array.from({ length: T }, (_, i) => (i * 7919) % V), [T], { device });
   timed('linear CE fwd+bwd (T 2048, V 128256)', () => drop(kernels.linearCrossEntropy({ h, w: wv, targets: tg })));
-  if (process.env.INSTILL_CUDA_ATTENTION === undefined && process.env.INSTILL_CUDA_NEXT === undefined) {
+  if (process.env.INSTILL_CUDA_ATTENTION === undefined && process.env.INSTILL_CUDA_NEXT === undefined &&
+      process.env.INSTILL_BENCH_SKIP_PIECES !== 'all') {
     // Last (a kernel that faults poisons the process's CUDA context): the attention's kernels one set at a time
     // (INSTILL_CUDA_NEXT and INSTILL_CUDA_ATTENTION are read on every call): each kind of forward (synchronous f32
     // tiles, pipelined bf16 copies) and the backward, with the flash pieces that wait for a GPU run alone and
     // combined, so one call ranks them at the kernel level (the step A/Bs time only the whole set, and the set
     // without flash_lean). Sets naming a piece in INSTILL_BENCH_SKIP_PIECES (gpu-check.sh: those whose tests
-    // failed) are left out; one that fails here (an error) is reported and the others still run.
+    // failed; "all": no sweep) are left out; one that fails here (an error) is reported and the others still run.
     const skip = (process.env.INSTILL_BENCH_SKIP_PIECES || '').split(',').filter(Boolean);
     const sweep = ['', 'flash_occ', 'flash_mt', 'flash_lean', 'flash_lean,flash_mt', 'stored_ds', 'flash_lean,stored_ds', 'attn_prep,flash_lean,stored_ds']
       .filter((set) => !set.split(',').some((piece) => skip.includes(piece)));

@@ -10,10 +10,14 @@ describe('diff reports', () => {
     expect(ranges([0, 2, 4, 6, 8], 3)).toBe('0, 2, 4, … (5 ranges)');
   });
 
-  it('bitsDiff: null on equal values; −0 is not +0; NaN equals NaN', () => {
+  it('bitsDiff: null on equal bits; −0 is not +0; NaNs by their bits (Float32Array) or as equal (others)', () => {
     const a = Float32Array.of(1, -0, NaN, 2.5);
     expect(bitsDiff(a, Float32Array.from(a))).toBeNull();
     expect(bitsDiff(Float32Array.of(0), Float32Array.of(-0))).toMatch(/^1 of 1 elements differ in bits/);
+    const poison = new Float32Array(new Uint32Array([0xffffffff]).buffer);  // the allocator's 0xff bytes: a NaN
+    expect(bitsDiff(poison, Float32Array.of(NaN))).toMatch(/^1 of 1 elements differ in bits; 1 not finite/);
+    expect(bitsDiff([NaN, -0], [NaN, -0])).toBeNull();
+    expect(bitsDiff([0], [-0])).not.toBeNull();
     expect(bitsDiff(Float32Array.of(1, 2), Float32Array.of(1))).toMatch(/lengths differ/);
   });
 

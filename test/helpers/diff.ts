@@ -89,13 +89,17 @@ export function describeDiff(got: ArrayLike<number>, ref: ArrayLike<number>, whe
 }
 
 /**
- * null where got and ref hold the same values everywhere, as bits: −0 differs from +0, and NaN equals NaN (float32
- * arrays read as numbers keep every bit but a NaN's payload); else describeDiff's summary.
+ * null where got and ref hold the same bits everywhere, else describeDiff's summary. Two Float32Arrays are compared
+ * as their 32-bit words (a NaN's payload counts: the allocator's 0xff poison is not a computed NaN); other arrays
+ * by value, with −0 apart from +0 and NaN equal to NaN.
  */
 export function bitsDiff(got: ArrayLike<number>, ref: ArrayLike<number>, layout?: Layout): string | null {
   if (got.length !== ref.length) return `lengths differ: ${got.length} against ${ref.length}`;
+  const words = (a: ArrayLike<number>) => (a instanceof Float32Array ? new Uint32Array(a.buffer, a.byteOffset, a.length) : null);
+  const gw = words(got), rw = words(ref);
+  const same = gw && rw ? (i: number) => gw[i] === rw[i] : (i: number) => Object.is(got[i], ref[i]);
   const where: number[] = [];
-  for (let i = 0; i < ref.length; i++) if (!Object.is(got[i], ref[i])) where.push(i);
+  for (let i = 0; i < ref.length; i++) if (!same(i)) where.push(i);
   return where.length ? describeDiff(got, ref, where, layout, 'differ in bits') : null;
 }
 
