@@ -37,6 +37,15 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     expect(Array.from(Tensor.zeros([3, 5], { device: 'cuda' }).to('cpu').toArray())).toEqual(new Array(15).fill(0));
   });
 
+  it('dispose() gives a GPU tensor\'s memory back to the allocator at once; a disposed input is E_ARG', () => {
+    const stats = () => native().deviceMemoryStats('cuda').inUse;
+    const t = Tensor.zeros([1024, 1024], { device: 'cuda' });
+    const held = stats();
+    t.dispose();
+    expect(held - stats()).toBeGreaterThanOrEqual(4 << 20);
+    expect(() => kernels.matmul({ a: t, b: Tensor.zeros([1024, 2], { device: 'cuda' }) })).toThrow(/disposed/);
+  });
+
   it('errors: toArray on a GPU tensor, mixed devices, out-of-range targets and ids', () => {
     const g = Tensor.from(new Float32Array(6), [2, 3], { device: 'cuda' });
     expect(() => g.toArray()).toThrow(expect.objectContaining({ code: 'E_DEVICE' }));
