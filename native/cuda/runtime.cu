@@ -129,8 +129,12 @@ void* hook_alloc(size_t bytes) {
       cudaGetLastError();
       size_t free_b = 0, total_b = 0;
       cudaMemGetInfo(&free_b, &total_b);
+      // in_use: what live tensors hold, some of it perhaps tensors JS no longer refers to, whose memory Node gives
+      // back only once the event loop turns (tensor.dispose() gives it back at once)
       fail(ErrorCode::Alloc, "cannot allocate ", bytes, " bytes on the GPU (", free_b, " of ", total_b,
-           " bytes free): ", cudaGetErrorString(err));
+           " bytes free, ", c.in_use, " held by tensors): ", cudaGetErrorString(err),
+           ". Tensors no longer referenced are freed only when the event loop turns: in a long synchronous loop, "
+           "dispose() them or pass out tensors");
     }
     c.reserved += size;
   }
