@@ -44,7 +44,13 @@ elapsed() { echo "$(( $(date +%s) - T0 ))s"; }
 # is printed in time even when steps hang.
 DEADLINE_S=${DEADLINE_S:-470}
 budget() { local left=$(( DEADLINE_S - 20 - ($(date +%s) - T0) )); (( left < 0 )) && left=0; (( $1 < left )) && echo "$1" || echo "$left"; }
-MIN_STEP_S=10
+# step_time NAME SECONDS: the step's timeout (budget), or, under 10 s, a note that NAME was skipped and status 1:
+#   t=$(step_time "bench x" 150) || return
+step_time() {
+  local t; t=$(budget "$2")
+  if (( t < 10 )); then note "$1: skipped (DEADLINE_S reached, $(elapsed))" >&2; return 1; fi
+  echo "$t"
+}
 
 echo "== machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>&1 | tee "$OUT/gpu.txt"
@@ -75,9 +81,8 @@ if [[ -f .gpu/instill.node && "${INSTILL_GPU_BUILD:-0}" != 1 ]]; then
   note "build with CUDA: carried .gpu/instill.node (built on the CPU machine, $(nvcc --version 2>/dev/null | tail -1 | cut -c1-40))"
 else
   rm -rf build
-  BUILD_S=$(budget 300)
-  if (( BUILD_S < MIN_STEP_S )); then
-    note "build with CUDA: skipped (DEADLINE_S reached, $(elapsed))"
+  if ! BUILD_S=$(step_time "build with CUDA" 300); then
+    :  # skipped, noted by step_time
   elif timeout "$BUILD_S" node scripts/build-native.mjs > "$OUT/build.log" 2>&1; then
     note "build with CUDA: ok ($(elapsed))"
   else
@@ -109,8 +114,8 @@ export INSTILL_FIXTURES="$ROOT/.fixtures"
 gpu_tests() {  # label, log name, then env assignments for the run; the test paths in TEST_PATHS (default test/cuda)
   local label=$1 log="$OUT/tests-$2.log"; shift 2
   local -a paths=(${TEST_PATHS:-test/cuda})
-  local t; t=$(budget 200)
-  if (( t < MIN_STEP_S )); then note "GPU tests (test/cuda, $label): skipped (DEADLINE_S reached, $(elapsed))"; : > "$log"; return; fi
+  local t
+  if ! t=$(step_time "GPU tests (test/cuda, $label)" 200); then : > "$log"; return; fi
   # four test files at a time (each in its own process, its own CUDA context): the GPU has room, and the CPU
   # references have 16 cores; vitest.config.ts runs files one by one for the 2-core CI machine
   env NO_COLOR=1 FORCE_COLOR=0 "$@" timeout "$t" node node_modules/vitest/vitest.mjs run "${paths[@]}" \
@@ -153,8 +158,7 @@ fi
 [[ "${SKIP_BENCH:-0}" == 1 ]] && { note "benchmarks: skipped (SKIP_BENCH=1)"; python3 bench/gpu/table.py "$RES" "$STATUS"; exit 0; }
 echo "== benchmarks $(elapsed)"
 bench() {  # name timeout command...
-  local name=$1 t; t=$(budget "$2"); shift 2
-  if (( t < MIN_STEP_S )); then note "bench $name: skipped (DEADLINE_S reached, $(elapsed))"; return; fi
+  local name=$1 t; t=$(step_time "bench $name" "$2") || return; shift 2
   if timeout "$t" "$@" >> "$OUT/bench.log" 2>&1; then echo "  $name ok ($(elapsed))"
   else note "bench $name: FAILED or timed out (rc=$?; bench.log)"; fi
 }
@@ -230,9 +234,8 @@ else  # the verified files and the pieces that go through the GEMM (the attentio
     gpu_tests "GEMMs through the WMMA kernel, f32 attention kernels" wmma INSTILL_CUBLASLT=off INSTILL_CUDA_ATTENTION=simple
 fi
 # The user's command on a GPU: a 2-layer 1B-shaped step, through the CLI (exit status and its output kept)
-CLI_S=$(budget 90)
-if (( CLI_S < MIN_STEP_S )); then
-  note "CLI instill bench train --device cuda: skipped (DEADLINE_S reached, $(elapsed))"
+if ! CLI_S=$(step_time "CLI instill bench train --device cuda" 90); then
+  :  # skipped, noted by step_time
 elif timeout "$CLI_S" node bin/instill.js bench train --config .fixtures/configs/llama-3.2-1b.json --layers 2 \
      --seq 1024 --dtype bf16 --device cuda --profile > "$OUT/cli-bench.log" 2>&1; then
   note "CLI instill bench train --device cuda --dtype bf16 (2 layers, T 1024): ok - $(grep -m1 -E '^instill ' "$OUT/cli-bench.log" | tr -s ' ' | cut -c1-120)"
