@@ -189,6 +189,10 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
   });
 
   it('a bf16 model on the GPU: loss and gradients near the float64 reference (bf16 products; kernels: verified)', async () => {
+    await withEnv('INSTILL_CUDA_NEXT', 'none', bf16ModelCase);
+  });
+
+  it('a bf16 model on the GPU: loss and gradients near the float64 reference (bf16 products; kernels: default, the promoted pieces)', async () => {
     await withEnv('INSTILL_CUDA_NEXT', undefined, bf16ModelCase);
   });
 
@@ -218,15 +222,18 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     const { value: again, parts } = await withOpProfile(() => m.lossAndGrads({ inputIds, labels }));
     expect(again.loss).toBe(out.loss);
     expect(parts).not.toContain('lora_linear_backward/pack A below W');
-    // all the next pieces: the model's kept [W | B] (wb_cache) takes the place of pack_wb's one-pass copy
-    if (process.env.INSTILL_CUDA_NEXT === '1') expect(parts).toContain('lora_linear_forward/pack B into the kept [W | B], A below W');
-    if (process.env.INSTILL_CUDA_NEXT === '1') expect(parts).not.toContain('lora_linear_forward/pack [W | B], A below W (one pass)');
+    // the model's kept [W | B] (wb_cache: promoted, so by default too) takes the place of a per-call copy (and of
+    // pack_wb's one-pass copy with every piece on)
+    const next = process.env.INSTILL_CUDA_NEXT;
+    const kept = next === '1' || next === undefined;
+    expect(parts.includes('lora_linear_forward/pack B into the kept [W | B], A below W')).toBe(kept);
+    if (kept) expect(parts.some((p) => p.startsWith('lora_linear_forward/pack [W | B]'))).toBe(false);
     m.dispose();
   }
 
   it('a bf16 model on the GPU with bf16 activations (INSTILL_BF16_ACTIVATIONS=1): near its f32-activation pass and the CPU\'s bf16 pass (kernels: verified)', async () => {
     // The same measures as test/model/bf16_activations.test.ts on the CPU
-    await withEnv('INSTILL_CUDA_NEXT', undefined, bf16ActivationsCase);
+    await withEnv('INSTILL_CUDA_NEXT', 'none', bf16ActivationsCase);
   });
 
   async function bf16ActivationsCase(): Promise<void> {

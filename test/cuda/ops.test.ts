@@ -234,14 +234,15 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 7, cpu: true },
     // 68 key blocks × 8 KV heads: the dK/dV kernel loops over both query heads of a group (no split)
     { segs: [0, 2500, 4300], h: 16, kvh: 8, d: 64, window: 0, cpu: false },
-  ])('flash attention, synchronous / pipelined (cp.async tiles) / default (mixed): the same bits, $segs H=$h KVH=$kvh D=$d window=$window', ({ segs, h, kvh, d, window, cpu }) => {
+  ])('flash attention, the verified kernels (INSTILL_CUDA_NEXT=none): synchronous / pipelined (cp.async tiles) / default (mixed): the same bits, $segs H=$h KVH=$kvh D=$d window=$window', ({ segs, h, kvh, d, window, cpu }) => {
     const A = native();
     const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
-    const run = (mode: string | undefined) => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {  // read on every call
+    // (the promoted flash_lean kernels' own modes: test/cuda/next/flash_lean.test.ts)
+    const run = (mode: string | undefined) => withEnv('INSTILL_CUDA_NEXT', 'none', () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => {  // read on every call
       const f = A.opAttention(handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), handleOf(cu.cpu), scale, window);
       const b = A.opAttentionBackward(handleOf(dout.gpu), handleOf(q.gpu), handleOf(k.gpu), handleOf(v.gpu), f.out, f.lse, handleOf(cu.cpu), scale, window);
       return { out: host(f.out), lse: host(f.lse), dq: host(b.dq), dk: host(b.dk), dv: host(b.dv) };
-    });
+    }));
     // Each path's op-profile parts show which kernels ran (the pipelined ones make bf16 copies).
     const profiled = (mode: string | undefined) => {
       const { value: got, parts } = withOpProfile(() => run(mode));
