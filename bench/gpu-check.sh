@@ -188,18 +188,16 @@ case ",$NEXT_AB," in
 esac
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-# INSTILL_CUDA_NEXT=$NEXT_AB (the next kernels) with INSTILL_BF16_ACTIVATIONS=1 (bf16 activations), then each alone
-(( NEXT_ON )) && bench "instill train step (next kernels, bf16 activations)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BF16_ACTIVATIONS=1 \
-  INSTILL_BENCH_VARIANT="$NEXT_LABEL, bf16 activations" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+# INSTILL_CUDA_NEXT=$NEXT_AB (the next kernels), with the default bf16 activations
 (( NEXT_ON )) && bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 (( NEXT_ON && NO_LEAN )) && bench "instill train step (next kernels, no flash_lean)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_lean" \
   INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_lean" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # the ops one by one (default kernels), then the attention's kernels under each set of the flash pieces (those whose
 # tests passed): early, before what matters less if the deadline cuts the run short
 [[ "${ONLY_TRAIN:-0}" != 1 ]] && bench "instill ops" 90 env INSTILL_BENCH_SKIP_PIECES="$SWEEP_SKIP" node bench/gpu/instill_bench.mjs ops --out "$RES"
-bench "instill train step (bf16 activations)" 150 env INSTILL_BF16_ACTIVATIONS=1 INSTILL_BENCH_VARIANT="bf16 activations" \
+# the activations: bf16 is the default on a GPU since stop 18 (runs 14, 15); =0 keeps them f32, =mlp the attention's
+bench "instill train step (f32 activations)" 150 env INSTILL_BF16_ACTIVATIONS=0 INSTILL_BENCH_VARIANT="f32 activations" \
   node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-# =mlp (the attention's activations f32): how much of the gain is the attention's
 bench "instill train step (bf16 MLP activations)" 150 env INSTILL_BF16_ACTIVATIONS=mlp \
   INSTILL_BENCH_VARIANT="bf16 norm and MLP activations" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # Batch 4 (4 rows of 2048 a step, both sides): how much of the gap to the MFU target is batch 1's small products

@@ -190,8 +190,9 @@ if (what === 'lora') {
   const nLora = L * R * ((C + qo) * 2 + (C + kv) * 2 + (C + F) * 3);
   const flopsTok = 4 * nBase + 6 * nLora + 6 * L * T * C;
   const tokS = (B * T) / (ms / 1e3);
-  // INSTILL_BF16_ACTIVATIONS=1: the activations only bf16 products read in bf16 (=mlp: not the attention's).
-  const b16 = process.env.INSTILL_BF16_ACTIVATIONS;
+  // INSTILL_BF16_ACTIVATIONS=1: the activations only bf16 products read in bf16 (=mlp: not the attention's; =0: f32;
+  // unset: 1 on a GPU, 0 on the CPU, as the model decides).
+  const b16 = process.env.INSTILL_BF16_ACTIVATIONS || (device === 'cpu' ? '0' : '1');
   const acts = b16 === '1' ? 'bf16 activations, f32 residual' : b16 === 'mlp' ? 'bf16 norm and MLP activations, f32 others' : 'f32 activations';
   emit({ bench: benchName, impl: `instill ${device} (${acts}, bf16 weights${variant})`, ms,
     min_ms: times[0], max_ms: times[8], tokens_per_s: tokS, peak_mib: after.peak / 2 ** 20,

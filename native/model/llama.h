@@ -208,7 +208,7 @@ class LlamaModel {
   Acts make_acts(int64_t n, const Acts* share, DType act = DType::F32) const;
   // F32, or BF16 when this pass keeps in bf16 the activations that only feed bf16 products: the norm
   // outputs xn1 and xn2, the MLP's gate, up, h, the attention's q, k, v and output (attention_dtype()), and
-  // their gradients. With INSTILL_BF16_ACTIVATIONS=1 (=mlp: all but the attention's),
+  // their gradients. With INSTILL_BF16_ACTIVATIONS=1 (=mlp: all but the attention's; unset: 1 on a GPU, 0 on the CPU),
   // and only where lora_linear takes bf16 activations (every linear adapted, bf16/f16 weights; with
   // dropout, lora_dropout computes on f32 copies of them).
   DType act_dtype() const;

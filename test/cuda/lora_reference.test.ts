@@ -239,7 +239,11 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
   async function bf16ActivationsCase(): Promise<void> {
     const mg = await bf16LoraModel('cuda'), mc = await bf16LoraModel('cpu');
     const on = await withEnv('INSTILL_BF16_ACTIVATIONS', '1', () => mg.lossAndGrads({ inputIds, labels }));
-    const off = await withEnv('INSTILL_BF16_ACTIVATIONS', undefined, () => mg.lossAndGrads({ inputIds, labels }));
+    const off = await withEnv('INSTILL_BF16_ACTIVATIONS', '0', () => mg.lossAndGrads({ inputIds, labels }));
+    // bf16 activations are the GPU's default: unset is the same pass as '1'
+    const unset = await withEnv('INSTILL_BF16_ACTIVATIONS', undefined, () => mg.lossAndGrads({ inputIds, labels }));
+    expect(unset.loss).toBe(on.loss);
+    for (const n of names) expect(unset.grads[n].every((v, i) => Object.is(v, on.grads[n][i])), n).toBe(true);
     const cpuOn = await withEnv('INSTILL_BF16_ACTIVATIONS', '1', () => mc.lossAndGrads({ inputIds, labels }));
     // the CPU test's bounds for INSTILL_BF16_ACTIVATIONS=1 (there the f32 pass is f32 throughout; here its products
     // and flash kernels already round to bf16, so the two should sit closer)
@@ -262,12 +266,28 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
       `against the CPU's bf16 activations worst ${worstCpu.toExponential(2)}`);
     mg.dispose();
     mc.dispose();
-    // with dropout (lora_dropout on f32 copies of the bf16 activations): GPU against CPU, the same masks
+    // With dropout (lora_dropout on f32 copies of the bf16 activations), the same masks on both. The yardstick is the
+    // CPU's f32-activation pass with those masks: on the CPU, bf16 activations sit 5.5–6.8% from it on the worst
+    // tensor (mean 3.0–3.8%, dropout seeds 3, 7, 11), and the GPU's and the CPU's bf16 passes round in different
+    // places, so they sit up to ~√2 of that from each other (run 14: 9.1% on one k_proj lora_B, once the bound here
+    // was 8% between the two). The GPU's may be no farther from the yardstick than the CPU's own bf16 pass, with a
+    // margin, per tensor and on average; other masks would put it ~40% away on average (min 10%).
     const dg = await bf16LoraModel('cuda', 0.1), dc = await bf16LoraModel('cpu', 0.1);
     const gd = await withEnv('INSTILL_BF16_ACTIVATIONS', '1', () => dg.lossAndGrads({ inputIds, labels }, { dropoutSeed: 3 }));
     const cd = await withEnv('INSTILL_BF16_ACTIVATIONS', '1', () => dc.lossAndGrads({ inputIds, labels }, { dropoutSeed: 3 }));
     expect(Math.abs(gd.loss - cd.loss) / cd.loss).toBeLessThan(1e-2);
-    for (const n of names) expect(relNorm(gd.grads[n], cd.grads[n]), `dropout ${n}`).toBeLessThan(8e-2);
+    const c32 = await withEnv('INSTILL_BF16_ACTIVATIONS', '0', () => dc.lossAndGrads({ inputIds, labels }, { dropoutSeed: 3 }));
+    let gpuSum = 0, cpuSum = 0;
+    for (const n of names) {
+      const eg = relNorm(gd.grads[n], c32.grads[n]), ec = relNorm(cd.grads[n], c32.grads[n]);
+      gpuSum += eg;
+      cpuSum += ec;
+      expect(eg, `dropout ${n}: the GPU's bf16 pass against the CPU's f32 one (the CPU's bf16 pass: ${ec})`).toBeLessThan(Math.max(8e-2, 1.5 * ec));
+      expect(relNorm(gd.grads[n], cd.grads[n]), `dropout ${n}: against the CPU's bf16 pass`).toBeLessThan(1.2e-1);
+    }
+    console.log(`bf16 activations on CUDA with dropout: mean ‖g − g(CPU, f32 activations)‖/‖·‖ ${(gpuSum / names.length).toExponential(2)} ` +
+      `(the CPU's bf16 pass ${(cpuSum / names.length).toExponential(2)})`);
+    expect(gpuSum / names.length).toBeLessThan(Math.max(4e-2, 1.5 * cpuSum / names.length));
     dg.dispose();
     dc.dispose();
   }

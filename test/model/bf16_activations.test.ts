@@ -1,6 +1,6 @@
 // bf16 activations (INSTILL_BF16_ACTIVATIONS=1: the norm outputs xn1, xn2, the MLP's gate, up, h, the
-// attention's q, k, v and output, and their gradients in bf16; =mlp: all but the attention's; meant for a GPU, where it is opt-in until a GPU run has timed it; the same model code on
-// the CPU here): the bf16 stories260K model with LoRA on every linear stays within bf16 tolerance of its
+// attention's q, k, v and output, and their gradients in bf16; =mlp: all but the attention's; =0: f32; unset: 1 on
+// a GPU, where runs 14 and 15 timed it faster, and 0 on the CPU; the same model code on the CPU here): the bf16 stories260K model with LoRA on every linear stays within bf16 tolerance of its
 // f32-activation pass, the switch really changes the pass, it stays off where a linear has no adapter, and it
 // works with dropout. test/cuda/lora_reference.test.ts runs it on CUDA.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -77,6 +77,20 @@ describe.skipIf(!haveFixture(REF))('bf16 activations (INSTILL_BF16_ACTIVATIONS)'
     m.setGradientCheckpointing(false);
     expect(ck.loss).toBe(on.loss);
     expect(sameBits(ck.grads, on.grads)).toBe(true);
+  });
+
+  it('unset is the f32 pass on the CPU (bf16 is the GPU\'s default), and a value it does not know is an error', async () => {
+    const m = await bf16Model([...LORA_TARGETS]);
+    const unset = await withEnv('INSTILL_BF16_ACTIVATIONS', undefined, () => m.lossAndGrads({ inputIds, labels }, { dropoutSeed: 7 }));
+    const off = await grads(m, '0');
+    expect(unset.loss).toBe(off.loss);
+    expect(sameBits(unset.grads, off.grads)).toBe(true);
+    for (const bad of ['true', 'bf16', 'yes']) {
+      await expect(withEnv('INSTILL_BF16_ACTIVATIONS', bad, () => m.lossAndGrads({ inputIds, labels })), bad)
+        .rejects.toMatchObject({ code: 'E_ARG', message: expect.stringContaining(`INSTILL_BF16_ACTIVATIONS='${bad}'`) });
+    }
+    // the model is still usable after the refused pass
+    expect((await grads(m, '0')).loss).toBe(off.loss);
   });
 
   it('stays f32 where a linear has no adapter; with dropout the adapters compute on f32 copies', async () => {
