@@ -188,6 +188,14 @@ case ",$NEXT_AB," in
 esac
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+# PIECE_AB (space-separated; default: lora_group, the piece added since the last GPU run): each whose tests passed in
+# an A/B of its own, INSTILL_CUDA_NEXT=default,PIECE against the default: its own gain, which the all-pieces A/B
+# below mixes with the others' (run 14: narrow's loss hid flash_lean's gain there)
+for piece in ${PIECE_AB-lora_group}; do
+  if [[ "$SWEEP_SKIP" == all || ",$FAILED_PIECES," == *",$piece,"* ]]; then note "A/B of $piece alone: skipped (its tests failed or did not run)"; continue; fi
+  bench "instill train step (default,$piece)" 150 env INSTILL_CUDA_NEXT="default,$piece" INSTILL_BENCH_VARIANT="default,$piece" \
+    node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+done
 # INSTILL_CUDA_NEXT=$NEXT_AB (the next kernels), with the default bf16 activations
 (( NEXT_ON )) && bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 (( NEXT_ON && NO_LEAN )) && bench "instill train step (next kernels, no flash_lean)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_lean" \

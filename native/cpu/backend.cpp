@@ -30,6 +30,8 @@ const Backend& backend() {
       &cpu::bias_add,
       &cpu::lora_dropout_forward,
       &cpu::lora_dropout_backward,
+      &cpu::lora_group_forward,
+      &cpu::lora_group_backward,
   };
   return b;
 }

@@ -29,6 +29,8 @@ void add(const AddArgs&);
 void bias_add(const BiasAddArgs&);
 void lora_dropout_forward(const LoraDropoutForwardArgs&);
 void lora_dropout_backward(const LoraDropoutBackwardArgs&);
+void lora_group_forward(const LoraGroupForwardArgs&);
+void lora_group_backward(const LoraGroupBackwardArgs&);
 
 namespace {
 Backend make_backend() {
@@ -57,6 +59,8 @@ Backend make_backend() {
   b.bias_add = bias_add;
   b.lora_dropout_forward = lora_dropout_forward;
   b.lora_dropout_backward = lora_dropout_backward;
+  b.lora_group_forward = lora_group_forward;
+  b.lora_group_backward = lora_group_backward;
   return b;
 }
 }  // namespace

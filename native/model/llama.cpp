@@ -11,6 +11,7 @@
 #include "ops/check.h"
 #include "ops/embedding.h"
 #include "ops/lora_dropout.h"
+#include "ops/lora_group.h"
 #include "ops/lora_linear.h"
 #include "ops/matmul.h"
 #include "ops/rmsnorm.h"
@@ -47,6 +48,7 @@ struct LlamaModel::Acts {
   Tensor xn2, rstd2;              // (N, C) as xn1, (N)
   Tensor gate, up, h;             // (N, F), h shared on the CPU; f32, or bf16 (act_dtype())
   std::array<Tensor, kNumTargets> u;  // (N, R) per adapted linear
+  std::array<Tensor, 2> ug;           // (N, m·R) per group of m >= 2 adapted linears (group_forward)
 };
 
 // Backward scratch, shared by all layers.
@@ -315,27 +317,61 @@ void LlamaModel::prepare_wb(int64_t n, DType act) {
   if (device_ == Device::CPU || !has_lora() || full_ || lora_dropout_ > 0.0f || !next_enabled(Next::WbCache)) {
     return drop_wb();
   }
-  // which linears keep one (adapted, a bf16/f16 W), and its row: [W | B] with 16-byte rows
+  // which linears keep one (adapted, a bf16/f16 W), and its row: [W | B] with 16-byte rows; in a pass that groups
+  // them (groups_), the members of a group of two or more keep their group's matrix instead (ops/lora_group.h:
+  // [W_i | B columns of every member] rows, then the members' A rows)
   const auto keeps = [](const Linear& lin) { return lin.has_lora && lin.w.dtype() != DType::F32; };
   const auto cols = [&](const Linear& lin) { return (lin.in + lora_r_ + 7) / 8 * 8; };
+  const auto bf16_bytes = static_cast<int64_t>(dtype_size(DType::BF16));
+  struct GroupShape {
+    int m = 0;
+    int64_t rows = 0, cols = 0;
+  };
+  std::vector<std::array<GroupShape, 2>> gshape(layers_.size());
+  std::vector<std::array<bool, kNumTargets>> in_group(layers_.size());
   int64_t bytes = 0;
-  for (const LayerWeights& lw : layers_) {
-    for (const Linear& lin : lw.lin) {
-      if (keeps(lin)) bytes += lin.out * cols(lin) * static_cast<int64_t>(dtype_size(DType::BF16));
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const LayerWeights& lw = layers_[l];
+    in_group[l].fill(false);
+    for (int g = 0; g < 2 && groups_; ++g) {
+      int members[kMaxLoraGroup];
+      const int m = group_members(static_cast<int64_t>(l), g, members);
+      if (m < 2 || !keeps(lw.lin[static_cast<size_t>(members[0])])) continue;
+      GroupShape& gs = gshape[l][static_cast<size_t>(g)];
+      gs.m = m;
+      gs.rows = m * lora_r_;
+      for (int j = 0; j < m; ++j) {
+        gs.rows += lw.lin[static_cast<size_t>(members[j])].out;
+        in_group[l][static_cast<size_t>(members[j])] = true;
+      }
+      gs.cols = (lw.lin[static_cast<size_t>(members[0])].in + m * lora_r_ + 7) / 8 * 8;
+      bytes += gs.rows * gs.cols * bf16_bytes;
+    }
+    for (int t = 0; t < kNumTargets; ++t) {
+      const Linear& lin = lw.lin[static_cast<size_t>(t)];
+      if (keeps(lin) && !in_group[l][static_cast<size_t>(t)]) bytes += lin.out * cols(lin) * bf16_bytes;
     }
   }
   if (bytes == 0) return drop_wb();
   const double avail = static_cast<double>(device_available_bytes(device_)) + static_cast<double>(wb_bytes_);
   const bool own_acts = !checkpointing_ && pass_bytes(n, act, false) + kPassSlackBytes <= avail;
   if (pass_bytes(n, act, !own_acts) + static_cast<double>(bytes) + kPassSlackBytes > avail) return drop_wb();
-  if (wb_bytes_ == bytes) return;  // kept from an earlier pass
+  if (wb_bytes_ == bytes && wb_groups_ == groups_) return;  // kept from an earlier pass
   drop_wb();
   try {
-    for (LayerWeights& lw : layers_) {
-      for (Linear& lin : lw.lin) {
-        if (!keeps(lin)) continue;
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      LayerWeights& lw = layers_[l];
+      for (int t = 0; t < kNumTargets; ++t) {
+        Linear& lin = lw.lin[static_cast<size_t>(t)];
+        if (!keeps(lin) || in_group[l][static_cast<size_t>(t)]) continue;
         lin.wb = Tensor::empty({lin.out, cols(lin)}, DType::BF16, device_);
         lin.wb_has_w = false;
+      }
+      for (size_t g = 0; g < 2; ++g) {
+        const GroupShape& gs = gshape[l][g];
+        if (gs.m == 0) continue;
+        lw.kept[g] = Tensor::empty({gs.rows, gs.cols}, DType::BF16, device_);
+        lw.kept_has_w[g] = false;
       }
     }
   } catch (...) {
@@ -343,6 +379,7 @@ void LlamaModel::prepare_wb(int64_t n, DType act) {
     throw;
   }
   wb_bytes_ = bytes;
+  wb_groups_ = groups_;
 }
 
 // Every linear's, whatever wb_bytes_ says (a handful of empty tensors where none is kept).
@@ -352,8 +389,11 @@ void LlamaModel::drop_wb() {
       lin.wb = Tensor();
       lin.wb_has_w = false;
     }
+    lw.kept = {};
+    lw.kept_has_w = {false, false};
   }
   wb_bytes_ = 0;
+  wb_groups_ = false;
 }
 
 namespace {
@@ -419,6 +459,11 @@ LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share, DType act) 
   for (int ti = 0; ti < kNumTargets; ++ti) {
     if (layers_[0].lin[static_cast<size_t>(ti)].has_lora) a.u[static_cast<size_t>(ti)] = e({n, lora_r_});
   }
+  int members[kMaxLoraGroup];
+  for (int g = 0; g < 2; ++g) {
+    const int m = group_members(0, g, members);
+    if (groups_ && m >= 2) a.ug[static_cast<size_t>(g)] = e({n, m * lora_r_});
+  }
   return a;
 }
 
@@ -473,6 +518,112 @@ void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x,
   }
 }
 
+namespace {
+// The targets of each group (group_forward): they read the same x.
+constexpr int kGroupTargets[2][kMaxLoraGroup] = {{kQ, kK, kV}, {kGate, kUp, -1}};
+constexpr int kGroupSize[2] = {3, 2};
+}  // namespace
+
+int LlamaModel::group_members(int64_t l, int g, int* members) const {
+  const LayerWeights& lw = layers_[static_cast<size_t>(l)];
+  int m = 0;
+  for (int j = 0; j < kGroupSize[g]; ++j) {
+    const int t = kGroupTargets[g][j];
+    if (lw.lin[static_cast<size_t>(t)].has_lora) members[m++] = t;
+  }
+  return m;
+}
+
+bool LlamaModel::grouped(int64_t l, int g, const Acts& a) const {
+  if (!groups_) return false;
+  int members[kMaxLoraGroup];
+  const int m = group_members(l, g, members);
+  const Tensor& ug = a.ug[static_cast<size_t>(g)];
+  return m >= 2 && ug.defined() && ug.dim(1) == m * lora_r_;
+}
+
+void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys) {
+  LayerWeights& lw = layers_[static_cast<size_t>(l)];
+  if (!grouped(l, g, a)) {
+    for (int j = 0; j < kGroupSize[g]; ++j) {
+      const int t = kGroupTargets[g][j];
+      linear_forward(lw.lin[static_cast<size_t>(t)], x, *ys[j], a.u[static_cast<size_t>(t)], dropout_seed(l, t));
+    }
+    return;
+  }
+  LoraGroupForwardArgs args;
+  args.x = &x;
+  args.scale = lora_scale_;
+  args.u = &a.ug[static_cast<size_t>(g)];
+  for (int j = 0; j < kGroupSize[g]; ++j) {
+    const int t = kGroupTargets[g][j];
+    Linear& lin = lw.lin[static_cast<size_t>(t)];
+    if (!lin.has_lora) {  // not a member: its own product
+      linear_forward(lin, x, *ys[j], a.u[static_cast<size_t>(t)], dropout_seed(l, t));
+      continue;
+    }
+    const int i = args.m++;
+    args.w[i] = &lin.w;
+    args.bias[i] = lin.bias.defined() ? &lin.bias : nullptr;
+    args.a[i] = &lin.lora.a;
+    args.b[i] = &lin.lora.b;
+    args.y[i] = ys[j];
+  }
+  Tensor& kept = lw.kept[static_cast<size_t>(g)];
+  if (kept.defined()) {
+    args.kept = &kept;
+    args.kept_has_w = lw.kept_has_w[static_cast<size_t>(g)];
+  }
+  lora_group_forward(args);
+  if (kept.defined()) lw.kept_has_w[static_cast<size_t>(g)] = true;
+}
+
+void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor& dx,
+                                bool accumulate, LlamaScratch& s) {
+  LayerWeights& lw = layers_[static_cast<size_t>(l)];
+  if (!grouped(l, g, a)) {
+    for (int j = 0; j < kGroupSize[g]; ++j) {
+      const int t = kGroupTargets[g][j];
+      linear_backward(lw.lin[static_cast<size_t>(t)], *dys[j], x, a.u[static_cast<size_t>(t)], dx, j > 0, accumulate,
+                      s.tmp, dropout_seed(l, t));
+    }
+    return;
+  }
+  LoraGroupBackwardArgs args;
+  args.x = &x;
+  args.scale = lora_scale_;
+  args.u = &a.ug[static_cast<size_t>(g)];
+  args.dx = &dx;
+  args.accumulate = accumulate;
+  for (int j = 0; j < kGroupSize[g]; ++j) {
+    Linear& lin = lw.lin[static_cast<size_t>(kGroupTargets[g][j])];
+    if (!lin.has_lora) continue;
+    const int i = args.m++;
+    args.dy[i] = dys[j];
+    args.w[i] = &lin.w;
+    args.a[i] = &lin.lora.a;
+    args.b[i] = &lin.lora.b;
+    args.da[i] = &lin.lora.da;
+    args.db[i] = &lin.lora.db;
+  }
+  if (lw.kept[static_cast<size_t>(g)].defined()) args.kept = &lw.kept[static_cast<size_t>(g)];
+  // in the targets' order: the group where its first member stands, dx written by whichever comes first
+  bool written = false, group_done = false;
+  for (int j = 0; j < kGroupSize[g]; ++j) {
+    const int t = kGroupTargets[g][j];
+    Linear& lin = lw.lin[static_cast<size_t>(t)];
+    if (lin.has_lora) {
+      if (group_done) continue;
+      args.accumulate_dx = written;
+      lora_group_backward(args);
+      group_done = true;
+    } else {
+      linear_backward(lin, *dys[j], x, a.u[static_cast<size_t>(t)], dx, written, accumulate, s.tmp, dropout_seed(l, t));
+    }
+    written = true;
+  }
+}
+
 void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_out, const ModelInputs& in,
                                int64_t cache_start) {
   const LlamaConfig& c = cfg_;
@@ -480,9 +631,10 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   auto& lin = lw.lin;
   const int64_t n = x.dim(0);
   rmsnorm_forward(RmsnormForwardArgs{&x, &lw.ln1, c.eps, &a.xn1, &a.rstd1});
-  linear_forward(lin[kQ], a.xn1, c.qk_norm ? a.q_pre : a.q, a.u[kQ], dropout_seed(l, kQ));
-  linear_forward(lin[kK], a.xn1, c.qk_norm ? a.k_pre : a.k, a.u[kK], dropout_seed(l, kK));
-  linear_forward(lin[kV], a.xn1, a.v, a.u[kV], dropout_seed(l, kV));
+  {
+    Tensor* ys[3] = {c.qk_norm ? &a.q_pre : &a.q, c.qk_norm ? &a.k_pre : &a.k, &a.v};
+    group_forward(l, 0, a.xn1, a, ys);
+  }
   if (c.qk_norm) {
     Tensor qp = a.q_pre.reshape({n * c.H, c.D}), qo = a.q.reshape({n * c.H, c.D});
     Tensor kp = a.k_pre.reshape({n * c.KVH, c.D}), ko = a.k.reshape({n * c.KVH, c.D});
@@ -503,8 +655,10 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   }
   linear_forward(lin[kO], a.att, a.x2, a.u[kO], dropout_seed(l, kO), &x);  // x2 = x + o_proj(att)
   rmsnorm_forward(RmsnormForwardArgs{&a.x2, &lw.ln2, c.eps, &a.xn2, &a.rstd2});
-  linear_forward(lin[kGate], a.xn2, a.gate, a.u[kGate], dropout_seed(l, kGate));
-  linear_forward(lin[kUp], a.xn2, a.up, a.u[kUp], dropout_seed(l, kUp));
+  {
+    Tensor* ys[2] = {&a.gate, &a.up};
+    group_forward(l, 1, a.xn2, a, ys);
+  }
   swiglu_forward(SwigluForwardArgs{&a.gate, &a.up, &a.h});
   linear_forward(lin[kDown], a.h, x_out, a.u[kDown], dropout_seed(l, kDown), &a.x2);  // x_out = x2 + down_proj(h)
 }
@@ -523,8 +677,10 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   // MLP: dres is d(x_out); the residual passes it through to x2 unchanged.
   linear_backward(lin[kDown], dres, a.h, a.u[kDown], s.dh, false, accumulate, s.tmp, dropout_seed(l, kDown));
   swiglu_backward(SwigluBackwardArgs{&s.dh, &a.gate, &a.up, &s.dgate, &s.dup});
-  linear_backward(lin[kGate], s.dgate, a.xn2, a.u[kGate], s.dxn, false, accumulate, s.tmp, dropout_seed(l, kGate));
-  linear_backward(lin[kUp], s.dup, a.xn2, a.u[kUp], s.dxn, true, accumulate, s.tmp, dropout_seed(l, kUp));
+  {
+    const Tensor* dys[2] = {&s.dgate, &s.dup};
+    group_backward(l, 1, a.xn2, a, dys, s.dxn, accumulate, s);
+  }
   rmsnorm_backward(RmsnormBackwardArgs{&s.dxn, &a.x2, &lw.ln2, &a.rstd2, &dres, true, full_ ? &lw.dln2 : nullptr});
   // Attention: dres is now d(x2).
   linear_backward(lin[kO], dres, a.att, a.u[kO], s.datt, false, accumulate, s.tmp, dropout_seed(l, kO));
@@ -543,9 +699,10 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     rmsnorm_backward(RmsnormBackwardArgs{&dk2, &kp, &lw.k_norm, &a.k_rstd, &dk2, false, full_ ? &lw.dk_norm : nullptr});
   }
   if (recompute) rmsnorm_forward(RmsnormForwardArgs{&x, &lw.ln1, c.eps, &a.xn1, &a.rstd1});
-  linear_backward(lin[kQ], s.dq, a.xn1, a.u[kQ], s.dxn, false, accumulate, s.tmp, dropout_seed(l, kQ));
-  linear_backward(lin[kK], s.dk, a.xn1, a.u[kK], s.dxn, true, accumulate, s.tmp, dropout_seed(l, kK));
-  linear_backward(lin[kV], s.dv, a.xn1, a.u[kV], s.dxn, true, accumulate, s.tmp, dropout_seed(l, kV));
+  {
+    const Tensor* dys[3] = {&s.dq, &s.dk, &s.dv};
+    group_backward(l, 0, a.xn1, a, dys, s.dxn, accumulate, s);
+  }
   rmsnorm_backward(RmsnormBackwardArgs{&s.dxn, &x, &lw.ln1, &a.rstd1, &dres, true, full_ ? &lw.dln1 : nullptr});
 }
 
@@ -634,10 +791,12 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
       m.dropout_active_ = on && m.lora_dropout_ > 0.0f && m.has_lora();
       m.step_seed_ = seed;
       m.stack_a_ = on && m.has_lora() && !m.dropout_active_;
+      m.groups_ = m.has_lora() && !m.dropout_active_ && (m.device_ == Device::CPU || next_enabled(Next::LoraGroup));
     }
     ~DropoutScope() {
       m.dropout_active_ = false;
       m.stack_a_ = false;
+      m.groups_ = false;
     }
   } scope(*this, step_seed, want_grads);
   const LlamaConfig& c = cfg_;

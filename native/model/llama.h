@@ -88,6 +88,10 @@ struct LayerWeights {
   Tensor q_norm, k_norm;   // (D), Qwen3 only
   Tensor dln1, dln2, dq_norm, dk_norm;  // full mode only: gradients
   std::array<Linear, kNumTargets> lin;
+  // On a GPU, in a pass that groups q, k, v (g 0) and gate, up (g 1) (LlamaModel::groups_, INSTILL_CUDA_NEXT=
+  // lora_group): each group's kept matrix for lora_group (ops/lora_group.h), W copied in on the first forward.
+  std::array<Tensor, 2> kept;
+  std::array<bool, 2> kept_has_w = {false, false};
 };
 
 // Token-level inputs of one pass, flattened over rows: N = B·T.
@@ -203,6 +207,16 @@ class LlamaModel {
   void linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx, bool accumulate_dx,
                        bool accumulate_grads, Tensor& tmp, uint32_t seed);
   uint32_t dropout_seed(int64_t l, int target) const;
+  // The linears of group g (0: q, k, v, reading xn1; 1: gate, up, reading xn2), ys / dys in that order: where
+  // this pass groups them (groups_) and at least two have an adapter, those go through one lora_group op (the
+  // others through linear_forward / linear_backward), else each through its own. The backward writes dx with
+  // the first and adds the rest.
+  void group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys);
+  void group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor& dx,
+                      bool accumulate, LlamaScratch& s);
+  // The adapted targets of group g in layer l, in order (at most kMaxLoraGroup).
+  int group_members(int64_t l, int g, int* members) const;
+  bool grouped(int64_t l, int g, const Acts& a) const;
   // share: take xn1, xn2, h from another layer's Acts (one buffer for all layers). act: the dtype of
   // xn1, xn2, gate, up and h (act_dtype()).
   Acts make_acts(int64_t n, const Acts* share, DType act = DType::F32) const;
@@ -219,8 +233,9 @@ class LlamaModel {
   // The device bytes a pass over n tokens allocates (activations, residual stream, backward scratch), with the
   // layers' own xn1, xn2, h or one shared set: an estimate for the policies above and below.
   double pass_bytes(int64_t n, DType act, bool shared) const;
-  // Before a pass on a GPU: keep each adapted linear's [W | B] (Linear::wb) when INSTILL_CUDA_NEXT names
-  // wb_cache and the memory holds them beside the pass (the layers' own activations first), else free them.
+  // Before a pass on a GPU: keep each adapted linear's [W | B] (Linear::wb; a grouped one's in its group's
+  // LayerWeights::kept instead) when INSTILL_CUDA_NEXT names wb_cache and the memory holds them beside the pass
+  // (the layers' own activations first), else free them.
   void prepare_wb(int64_t n, DType act);
   // Frees the kept [W | B]s; whatever changes a W or the adapters calls it.
   void drop_wb();
@@ -247,9 +262,13 @@ class LlamaModel {
   float lora_dropout_ = 0.0f;
   bool dropout_active_ = false;  // inside loss_and_grads with lora_dropout_ > 0
   bool stack_a_ = false;         // inside a pass with a backward: lora_linear's stack_a / a_stacked
+  // inside a pass (run()) without dropout, on the CPU or with INSTILL_CUDA_NEXT=lora_group: q, k, v and gate, up
+  // through lora_group (group_forward)
+  bool groups_ = false;
+  bool wb_groups_ = false;  // the kept matrices held are the groups' (LayerWeights::kept) beside the others' wb
   uint32_t step_seed_ = 0;
   bool checkpointing_ = false;
-  int64_t wb_bytes_ = 0;  // held by the Linear::wb tensors
+  int64_t wb_bytes_ = 0;  // held by the Linear::wb and LayerWeights::kept tensors
   std::vector<Tensor> k_cache_, v_cache_;  // per layer (T_max, KVH, D)
   int64_t cache_len_ = 0;
 };

@@ -13,6 +13,7 @@
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
 #include "ops/lora_dropout.h"
+#include "ops/lora_group.h"
 #include "ops/lora_linear.h"
 #include "ops/matmul.h"
 #include "ops/rmsnorm.h"
@@ -50,6 +51,8 @@ struct Backend {
   void (*bias_add)(const BiasAddArgs&);
   void (*lora_dropout_forward)(const LoraDropoutForwardArgs&);
   void (*lora_dropout_backward)(const LoraDropoutBackwardArgs&);
+  void (*lora_group_forward)(const LoraGroupForwardArgs&);
+  void (*lora_group_backward)(const LoraGroupBackwardArgs&);
 };
 
 // The backend for a device; throws E_DEVICE if none was built for it.

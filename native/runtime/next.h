@@ -26,6 +26,7 @@ enum class Next {
   Bf16Beta,   // "bf16_beta": a bf16 C added to (beta != 0) by cuBLASLt itself instead of through an f32 copy
   StoredDs,   // "stored_ds": the dK/dV kernel stores dS, and dQ = dS·K reads it (no recompute of S, dP)
   FlashLean,  // "flash_lean": the flash kernels with leaner inner loops (attention_lean.cu)
+  LoraGroup,  // "lora_group": the model's q, k, v (gate, up) as one lora_group op each (lora_group.cu)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

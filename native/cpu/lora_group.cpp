@@ -1,0 +1,49 @@
+// CPU lora_group (ops/lora_group.h): the members' lora_linear in order, each with its own u (copied out of and
+// into the group's (N, m·R) u), dx summed over them inside each product (accumulate_dx) as the model did
+// member by member: the same bits. The CPU has nothing to share between the members (its products read
+// their operands where they lie), so the op exists here for the model's one code path.
+#include <cstring>
+
+#include "cpu/ops.h"
+
+namespace instill {
+namespace cpu {
+
+namespace {
+// Member i's R columns of the group's u, to or from a contiguous (N, R) tensor.
+void copy_columns(const Tensor& group, int i, Tensor& member, bool into_member) {
+  const int64_t n = group.dim(0), ld = group.dim(1), r = member.dim(1);
+  float* g = group.data_as<float>();
+  float* m = member.data_as<float>();
+  for (int64_t row = 0; row < n; ++row) {
+    float* gp = g + row * ld + i * r;
+    float* mp = m + row * r;
+    if (into_member) std::memcpy(mp, gp, sizeof(float) * static_cast<size_t>(r));
+    else std::memcpy(gp, mp, sizeof(float) * static_cast<size_t>(r));
+  }
+}
+}  // namespace
+
+void lora_group_forward(const LoraGroupForwardArgs& p) {
+  const int64_t n = p.x->dim(0), r = p.a[0]->dim(0);
+  Tensor u = Tensor::empty({n, r}, DType::F32);
+  for (int i = 0; i < p.m; ++i) {
+    LoraLinearForwardArgs args{p.x, p.w[i], p.bias[i], p.a[i], p.b[i], p.scale, p.y[i], &u};
+    cpu::lora_linear_forward(args);
+    copy_columns(*p.u, i, u, false);
+  }
+}
+
+void lora_group_backward(const LoraGroupBackwardArgs& p) {
+  const int64_t n = p.x->dim(0), r = p.a[0]->dim(0);
+  Tensor u = Tensor::empty({n, r}, DType::F32);
+  for (int i = 0; i < p.m; ++i) {
+    copy_columns(*p.u, i, u, true);
+    LoraLinearBackwardArgs args{p.dy[i], p.x, p.w[i], p.a[i], p.b[i], &u, p.scale, p.dx, p.da[i], p.db[i],
+                                p.accumulate, i > 0 || p.accumulate_dx};
+    cpu::lora_linear_backward(args);
+  }
+}
+
+}  // namespace cpu
+}  // namespace instill

@@ -1,0 +1,154 @@
+#include "ops/lora_group.h"
+
+#include <cmath>
+#include <string>
+
+#include "ops/backend.h"
+#include "ops/check.h"
+
+namespace instill {
+
+namespace {
+
+// "w[1]" and the like: the member's argument in messages (need()'s names are C strings that outlive the call)
+struct MemberNames {
+  std::string s[kMaxLoraGroup];
+  MemberNames(const char* arg) {
+    for (int i = 0; i < kMaxLoraGroup; ++i) s[i] = std::string(arg) + "[" + std::to_string(i) + "]";
+  }
+  const char* operator[](int i) const { return s[i].c_str(); }
+};
+
+void need_members(int m) {
+  if (m < 1 || m > kMaxLoraGroup) fail(ErrorCode::Arg, "lora_group: 1 to ", kMaxLoraGroup, " members, got ", m);
+}
+
+// An activation beside the group's weight dtype: f32, or bf16 beside bf16/f16 weights (as lora_linear's).
+void need_activation(const Tensor& t, const char* name, bool f32_weights) {
+  if (f32_weights) {
+    if (t.dtype() != DType::F32) {
+      fail(ErrorCode::DType, "'", name, "' must be f32 with f32 weights (bf16 activations need bf16 or f16 weights), got ",
+           dtype_name(t.dtype()));
+    }
+    return;
+  }
+  need_dtype(t, name, {DType::F32, DType::BF16});
+}
+
+// The members' w, a, b (and their rank R, the sum of OUT_i) against x; all on x's device, one weight dtype.
+struct Members {
+  int64_t r = 0, sum_out = 0;
+  bool f32_weights = false;
+};
+Members check_members(const Tensor& x, int m, const Tensor* const* w, const Tensor* const* a, const Tensor* const* b) {
+  static const MemberNames wn("w"), an("a"), bn("b");
+  need_ndim(x, "x", 2);
+  const int64_t in = x.dim(1);
+  Members out;
+  for (int i = 0; i < m; ++i) {
+    const Tensor& wi = need(w[i], wn[i]);
+    const Tensor& ai = need(a[i], an[i]);
+    const Tensor& bi = need(b[i], bn[i]);
+    need_dtype(wi, wn[i], {DType::F32, DType::BF16, DType::F16});
+    need_dtype(ai, an[i], {DType::F32});
+    need_dtype(bi, bn[i], {DType::F32});
+    need_ndim(wi, wn[i], 2);
+    need_ndim(ai, an[i], 2);
+    const int64_t o = wi.dim(0), r = ai.dim(0);
+    need_shape(wi, wn[i], {o, in}, "(out, in) with in = x's columns");
+    need_shape(ai, an[i], {r, in}, "(r, in) with in = x's columns");
+    need_shape(bi, bn[i], {o, r}, "(out, r) with out = w's rows and r = a's rows");
+    if (i == 0) {
+      out.r = r;
+      out.f32_weights = wi.dtype() == DType::F32;
+    } else {
+      if (r != out.r) fail(ErrorCode::Shape, "lora_group: every member has the same rank; a[0] has ", out.r, " rows, ", an[i], " ", r);
+      if ((wi.dtype() == DType::F32) != out.f32_weights) {
+        fail(ErrorCode::DType, "lora_group: the members' weights are all f32 or all bf16/f16; ", wn[i], " is ",
+             dtype_name(wi.dtype()), ", w[0] ", dtype_name(w[0]->dtype()));
+      }
+    }
+    out.sum_out += o;
+    need_same_device(wi, wn[i], x.device());
+    need_same_device(ai, an[i], x.device());
+    need_same_device(bi, bn[i], x.device());
+  }
+  return out;
+}
+
+void check_kept(const Tensor& kept, const Tensor& x, int m, const Members& mem) {
+  if (mem.f32_weights) fail(ErrorCode::DType, "'kept' (a bf16 matrix of the group's weights) goes with bf16 or f16 weights, got f32 ones");
+  need_dtype(kept, "kept", {DType::BF16});
+  need_ndim(kept, "kept", 2);
+  const int64_t in = x.dim(1), rows = mem.sum_out + m * mem.r;
+  if (kept.dim(0) != rows || kept.dim(1) < in + m * mem.r || kept.dim(1) % 8 != 0) {
+    fail(ErrorCode::Shape, "'kept' must be (sum of out + m·r, ld) with ld >= in + m·r and a multiple of 8: (", rows,
+         ", >= ", in + m * mem.r, "), got ", shape_str(kept.shape()));
+  }
+  need_same_device(kept, "kept", x.device());
+}
+
+}  // namespace
+
+void lora_group_forward(const LoraGroupForwardArgs& p) {
+  static const MemberNames yn("y"), biasn("bias");
+  need_members(p.m);
+  const Tensor& x = need(p.x, "x");
+  if (!std::isfinite(p.scale)) fail(ErrorCode::Arg, "'scale' must be a finite number, got ", p.scale);
+  const Members mem = check_members(x, p.m, p.w, p.a, p.b);
+  need_activation(x, "x", mem.f32_weights);
+  const int64_t n = x.dim(0);
+  for (int i = 0; i < p.m; ++i) {
+    const int64_t o = p.w[i]->dim(0);
+    const Tensor& y = need(p.y[i], yn[i]);
+    need_activation(y, yn[i], mem.f32_weights);
+    need_shape(y, yn[i], {n, o}, "(N, out)");
+    need_same_device(y, yn[i], x.device());
+    if (p.bias[i]) {
+      need_dtype(*p.bias[i], biasn[i], {DType::F32});
+      need_shape(*p.bias[i], biasn[i], {o}, "(out,) with out = w's rows");
+      need_same_device(*p.bias[i], biasn[i], x.device());
+    }
+  }
+  const Tensor& u = need(p.u, "u");
+  need_dtype(u, "u", {DType::F32});
+  need_shape(u, "u", {n, p.m * mem.r}, "(N, m·r): each member's u side by side");
+  need_same_device(u, "u", x.device());
+  if (p.kept) check_kept(*p.kept, x, p.m, mem);
+  run_op(x.device(), &Backend::lora_group_forward, "lora_group_forward", p);
+}
+
+void lora_group_backward(const LoraGroupBackwardArgs& p) {
+  static const MemberNames dyn("dy"), dan("da"), dbn("db");
+  need_members(p.m);
+  const Tensor& x = need(p.x, "x");
+  if (!std::isfinite(p.scale)) fail(ErrorCode::Arg, "'scale' must be a finite number, got ", p.scale);
+  const Members mem = check_members(x, p.m, p.w, p.a, p.b);
+  need_activation(x, "x", mem.f32_weights);
+  const int64_t n = x.dim(0), in = x.dim(1);
+  for (int i = 0; i < p.m; ++i) {
+    const int64_t o = p.w[i]->dim(0);
+    const Tensor& dy = need(p.dy[i], dyn[i]);
+    need_activation(dy, dyn[i], mem.f32_weights);
+    need_shape(dy, dyn[i], {n, o}, "(N, out): the gradient of y");
+    const Tensor& da = need(p.da[i], dan[i]);
+    const Tensor& db = need(p.db[i], dbn[i]);
+    need_dtype(da, dan[i], {DType::F32});
+    need_dtype(db, dbn[i], {DType::F32});
+    need_shape(da, dan[i], {mem.r, in}, "(r, in)");
+    need_shape(db, dbn[i], {o, mem.r}, "(out, r)");
+    for (auto [t, name] : {std::pair{&dy, dyn[i]}, {&da, dan[i]}, {&db, dbn[i]}}) need_same_device(*t, name, x.device());
+  }
+  const Tensor& u = need(p.u, "u");
+  need_dtype(u, "u", {DType::F32});
+  need_shape(u, "u", {n, p.m * mem.r}, "(N, m·r): the u that the forward returned");
+  need_same_device(u, "u", x.device());
+  const Tensor& dx = need(p.dx, "dx");
+  need_activation(dx, "dx", mem.f32_weights);
+  need_shape(dx, "dx", {n, in}, "(N, in)");
+  need_same_device(dx, "dx", x.device());
+  if (p.kept) check_kept(*p.kept, x, p.m, mem);
+  run_op(x.device(), &Backend::lora_group_backward, "lora_group_backward", p);
+}
+
+}  // namespace instill

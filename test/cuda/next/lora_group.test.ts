@@ -1,0 +1,102 @@
+// INSTILL_CUDA_NEXT=lora_group on the GPU: the model's q, k, v and gate, up as one lora_group op each
+// (native/cuda/lora_group.cu: x packed once, one product for the members' u, one kept matrix per group, the
+// backward's g and dx one product each). A file of its own (test/cuda/common.ts says why); skipped where no GPU
+// is seen, like test/cuda.
+//
+// Every operand is rounded to bf16 as lora_linear rounds it, and the kept matrix's zero blocks add exact zeros,
+// so the pass is the per-linear one up to the order of f32 sums inside the products (cuBLASLt may pick other
+// algorithms for the wider K): loss within 1e-4, each gradient tensor within 5e-3 of the pass without the piece
+// (a member's B block in the wrong place, a missing s, a dx not summed over the members, a u column slice off
+// by a member: each is tens of percent). And within bf16 tolerance of the CPU's pass, which runs the same op as
+// its members' lora_linear one by one. Sizes are not multiples of any tile (hidden 200, q 4 heads of 48, GQA,
+// intermediate 344), with the adapters on every linear, on some (groups of two, a member missing in the middle:
+// dx summed in the targets' order), with q/k/v biases (Qwen2), f32 and bf16 activations, gradient checkpointing
+// (the forward recomputed before the backward) and gradients accumulated over two passes.
+import { describe, expect, it } from 'vitest';
+
+import { LORA_TARGETS, randomModel, type Model } from '../../../src/model/model.js';
+import { relNorm } from '../../helpers/compare.js';
+import { withEnv } from '../../helpers/env.js';
+import { withOpProfile } from '../../helpers/profile.js';
+import { hasCuda } from '../common.js';
+
+type Target = (typeof LORA_TARGETS)[number];
+
+const llama = {
+  model_type: 'llama', hidden_size: 200, intermediate_size: 344, num_hidden_layers: 2, num_attention_heads: 4,
+  num_key_value_heads: 2, head_dim: 48, vocab_size: 301, rms_norm_eps: 1e-5, tie_word_embeddings: true,
+  max_position_embeddings: 512,
+};
+const qwen2 = { ...llama, model_type: 'qwen2', use_sliding_window: false };
+
+function model(config: object, device: 'cpu' | 'cuda', targets: Target[]): Model {
+  const m = randomModel(config, { seed: 17, device, dtype: 'bf16' });
+  m.addLora({ r: 8, alpha: 16, targetModules: targets, seed: 5 });
+  const w = m.adapterWeights();
+  // B starts at zero: give it values so that every member's low-rank term carries signal
+  for (const n of Object.keys(w)) if (n.includes('lora_B')) w[n] = w[n].map((_, i) => 0.05 * Math.sin(0.37 * i + n.length));
+  m.setAdapterWeights(w);
+  return m;
+}
+
+const T = 150;
+const ids = Array.from({ length: T }, (_, i) => (i * 37 + 11) % 301);
+const segs = Array.from({ length: T }, (_, i) => (i < 61 ? 1 : i < 149 ? 2 : 3));
+const batch = { inputIds: [ids], labels: [ids], segmentIds: [segs] };
+
+describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=lora_group', () => {
+  it.each([
+    { name: 'every linear', config: llama, targets: [...LORA_TARGETS], acts: '0' },
+    { name: 'every linear, bf16 activations', config: llama, targets: [...LORA_TARGETS], acts: '1' },
+    { name: 'q, v, gate, up (groups of two)', config: llama, targets: ['q_proj', 'v_proj', 'gate_proj', 'up_proj'] as Target[], acts: '1' },
+    { name: 'k, v, down (q without an adapter: dx written by it first)', config: llama, targets: ['k_proj', 'v_proj', 'down_proj'] as Target[], acts: '0' },
+    { name: 'Qwen2 (q, k, v biases)', config: qwen2, targets: [...LORA_TARGETS], acts: '1' },
+  ])('$name: the per-linear pass\'s loss and gradients, and the CPU\'s', async ({ config, targets, acts }) => {
+    const mg = model(config, 'cuda', targets), mc = model(config, 'cpu', targets);
+    await withEnv('INSTILL_BF16_ACTIVATIONS', acts, async () => {
+      const off = await withEnv('INSTILL_CUDA_NEXT', 'default', () => withOpProfile(() => mg.lossAndGrads(batch)));
+      const on = await withEnv('INSTILL_CUDA_NEXT', 'default,lora_group', () => withOpProfile(() => mg.lossAndGrads(batch)));
+      const cpu = await mc.lossAndGrads(batch);
+      // the path each took
+      const groups = targets.filter((t) => ['q_proj', 'k_proj', 'v_proj'].includes(t)).length >= 2 ? 1 : 0;
+      const mlpGroups = targets.filter((t) => ['gate_proj', 'up_proj'].includes(t)).length >= 2 ? 1 : 0;
+      expect(on.calls.lora_group_forward).toBe(2 * (groups + mlpGroups));
+      expect(on.calls.lora_group_backward).toBe(2 * (groups + mlpGroups));
+      expect(off.calls.lora_group_forward).toBeUndefined();
+      expect(Math.abs(on.value.loss - off.value.loss) / off.value.loss).toBeLessThan(1e-4);
+      expect(Math.abs(on.value.loss - cpu.loss) / cpu.loss).toBeLessThan(1e-2);
+      let worst = 0, worstCpu = 0;
+      for (const n of Object.keys(cpu.grads)) {
+        const e = relNorm(on.value.grads[n], off.value.grads[n]);
+        worst = Math.max(worst, e);
+        expect(e, n).toBeLessThan(5e-3);
+        worstCpu = Math.max(worstCpu, relNorm(on.value.grads[n], cpu.grads[n]));
+      }
+      expect(worstCpu).toBeLessThan(acts === '1' ? 1e-1 : 3e-2);
+      console.log(`lora_group (${targets.join(',')}, bf16 activations ${acts}): worst grad against the per-linear pass ${worst.toExponential(2)}, against the CPU ${worstCpu.toExponential(2)}`);
+    });
+    mg.dispose();
+    mc.dispose();
+  });
+
+  it('with gradient checkpointing and accumulated gradients: the same as without the piece', async () => {
+    const mg = model(llama, 'cuda', [...LORA_TARGETS]);
+    const twice = async (next: string) => withEnv('INSTILL_CUDA_NEXT', next, async () => {
+      mg.setGradientCheckpointing(true);
+      try {
+        await mg.lossAndGrads(batch);
+        return await mg.lossAndGrads(batch, { accumulate: true });
+      } finally {
+        mg.setGradientCheckpointing(false);
+      }
+    });
+    const off = await twice('default'), on = await twice('default,lora_group');
+    for (const n of Object.keys(off.grads)) expect(relNorm(on.grads[n], off.grads[n]), n).toBeLessThan(5e-3);
+    // and accumulating really added the second pass: twice one pass's gradients
+    const once = await withEnv('INSTILL_CUDA_NEXT', 'default,lora_group', () => mg.lossAndGrads(batch));
+    for (const n of Object.keys(once.grads)) {
+      expect(relNorm(on.grads[n], once.grads[n].map((v) => 2 * v)), n).toBeLessThan(5e-3);
+    }
+    mg.dispose();
+  });
+});
