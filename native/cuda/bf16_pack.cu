@@ -215,6 +215,36 @@ void narrow_into(const Tensor& f, const Tensor& t) {
   pack_bf16(f.data(), Elem::F32, D, 1.f, rows, D, t.data_as<__nv_bfloat16>(), D);
 }
 
+namespace {
+struct PackJobs {
+  PackJob j[kMaxPackJobs];
+};
+// blockIdx.y: the job; a grid-stride loop over its elements (a division per element: these blocks are small)
+__global__ void __launch_bounds__(kThreads) pack_jobs_kernel(const __grid_constant__ PackJobs jobs) {
+  const PackJob& jb = jobs.j[blockIdx.y];
+  const int64_t total = jb.rows * jb.cols;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / jb.cols, c = i - r * jb.cols;
+    store1(jb.dst + r * jb.ldd + c, jb.src[r * jb.lds + c]);
+  }
+}
+}  // namespace
+
+void pack_bf16_jobs(const PackJob* jobs, int n) {
+  if (n < 0 || n > kMaxPackJobs) fail(ErrorCode::Internal, "pack_bf16_jobs: ", n, " jobs, at most ", kMaxPackJobs);
+  PackJobs all{};
+  int64_t most = 0;
+  for (int i = 0; i < n; ++i) {
+    all.j[i] = jobs[i];
+    if (jobs[i].rows > 0 && jobs[i].cols > 0) most = std::max(most, jobs[i].rows * jobs[i].cols);
+  }
+  if (most == 0) return;
+  const int64_t gx = std::min<int64_t>((most + kThreads - 1) / kThreads, 1024);
+  pack_jobs_kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(n)), kThreads, 0, stream()>>>(all);
+  check_launch("pack_bf16_jobs");
+}
+
 void gather_f32(const void* src, Elem e, int64_t lds, float scale, const int32_t* row_index, int64_t rows,
                 int64_t cols, float* dst, int64_t ldd) {
   gather_to(src, e, lds, scale, row_index, rows, cols, dst, ldd);

@@ -84,6 +84,18 @@ void gather_bf16(const void* src, Elem e, int64_t lds, float scale, const int32_
 void pack_wb(const void* w, Elem we, int64_t in, const float* b, int64_t R, int64_t out, __nv_bfloat16* dst, int64_t ldd,
              const float* a = nullptr, __nv_bfloat16* a16 = nullptr);
 
+// Several small f32 blocks, each rounded into its own bf16 destination (pack_bf16 with scale 1), in ONE launch:
+// for the per-call factors (lora_group's B and A blocks of its kept matrix: a few thousand elements each, where the
+// launches cost more than the work). At most kMaxPackJobs; a job with rows or cols 0 does nothing.
+struct PackJob {
+  const float* src;
+  int64_t lds, rows, cols;
+  __nv_bfloat16* dst;
+  int64_t ldd;
+};
+constexpr int kMaxPackJobs = 8;
+void pack_bf16_jobs(const PackJob* jobs, int n);
+
 // The same passes into an f32 destination (the stacked operands of all-f32 products).
 void pack_f32(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, float* dst, int64_t ldd);
 void gather_f32(const void* src, Elem e, int64_t lds, float scale, const int32_t* row_index, int64_t rows,

@@ -76,11 +76,14 @@ void write_kept(const Layout& l, const Tensor* const* w, const Tensor* const* a,
     for (int i = 0; i < l.m; ++i)
       pack_bf16(w[i]->data(), elem_of(*w[i]), l.in, 1.f, w[i]->dim(0), l.in, k + l.off[i] * ldk, ldk);
   }
-  const OpPart part("pack B and A into the group's kept matrix", Device::CUDA);
+  const OpPart part("pack B and A into the group's kept matrix (one launch)", Device::CUDA);
+  PackJob jobs[2 * kMaxLoraGroup];
   for (int i = 0; i < l.m; ++i) {
-    pack_bf16(b[i]->data(), Elem::F32, l.r, 1.f, w[i]->dim(0), l.r, k + l.off[i] * ldk + l.in + i * l.r, ldk);
-    pack_bf16(a[i]->data(), Elem::F32, l.in, 1.f, l.r, l.in, k + (l.s + i * l.r) * ldk, ldk);
+    jobs[2 * i] = PackJob{b[i]->data_as<float>(), l.r, w[i]->dim(0), l.r, k + l.off[i] * ldk + l.in + i * l.r, ldk};
+    jobs[2 * i + 1] = PackJob{a[i]->data_as<float>(), l.in, l.r, l.in, k + (l.s + i * l.r) * ldk, ldk};
   }
+  static_assert(2 * kMaxLoraGroup <= kMaxPackJobs, "a group's B and A blocks in one pack_bf16_jobs launch");
+  pack_bf16_jobs(jobs, 2 * l.m);
 }
 
 // gemm(), or zeros where the product's K is empty (beta 0: C is written, never read)

@@ -336,7 +336,9 @@ void LlamaModel::prepare_wb(int64_t n, DType act) {
     for (int g = 0; g < 2 && groups_; ++g) {
       int members[kMaxLoraGroup];
       const int m = group_members(static_cast<int64_t>(l), g, members);
-      if (m < 2 || !keeps(lw.lin[static_cast<size_t>(members[0])])) continue;
+      bool all_keep = m >= 2;
+      for (int j = 0; j < m && all_keep; ++j) all_keep = keeps(lw.lin[static_cast<size_t>(members[j])]);
+      if (!all_keep) continue;
       GroupShape& gs = gshape[l][static_cast<size_t>(g)];
       gs.m = m;
       gs.rows = m * lora_r_;
@@ -524,6 +526,15 @@ constexpr int kGroupTargets[2][kMaxLoraGroup] = {{kQ, kK, kV}, {kGate, kUp, -1}}
 constexpr int kGroupSize[2] = {3, 2};
 }  // namespace
 
+// groups_ for one pass (logits, decode; run() sets it with dropout in its own scope), false again however it ends.
+struct LlamaModel::GroupsScope {
+  bool& flag;
+  GroupsScope(bool& f, bool on) : flag(f) { flag = on; }
+  ~GroupsScope() { flag = false; }
+  GroupsScope(const GroupsScope&) = delete;
+  GroupsScope& operator=(const GroupsScope&) = delete;
+};
+
 int LlamaModel::group_members(int64_t l, int g, int* members) const {
   const LayerWeights& lw = layers_[static_cast<size_t>(l)];
   int m = 0;
@@ -539,7 +550,21 @@ bool LlamaModel::grouped(int64_t l, int g, const Acts& a) const {
   int members[kMaxLoraGroup];
   const int m = group_members(l, g, members);
   const Tensor& ug = a.ug[static_cast<size_t>(g)];
-  return m >= 2 && ug.defined() && ug.dim(1) == m * lora_r_;
+  if (m < 2 || !ug.defined() || ug.dim(1) != m * lora_r_) return false;
+  // On a GPU only with the group's kept matrix (prepare_wb): without it the op would copy every member's W into a
+  // matrix of its own in the forward and again in the backward, where the per-linear path copies W once and
+  // reads it in place in the backward. Decided once a pass (prepare_wb runs first), so forward and backward agree.
+  const LayerWeights& lw = layers_[static_cast<size_t>(l)];
+  if (device_ != Device::CPU && !lw.kept[static_cast<size_t>(g)].defined()) return false;
+  // and with one weight dtype in the group (lora_group's members are all f32 or all bf16/f16)
+  const bool f32 = lw.lin[static_cast<size_t>(members[0])].w.dtype() == DType::F32;
+  for (int j = 1; j < m; ++j)
+    if ((lw.lin[static_cast<size_t>(members[j])].w.dtype() == DType::F32) != f32) return false;
+  return true;
+}
+
+bool LlamaModel::want_groups() const {
+  return has_lora() && !full_ && !dropout_active_ && (device_ == Device::CPU || next_enabled(Next::LoraGroup));
 }
 
 void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys) {
@@ -791,7 +816,7 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
       m.dropout_active_ = on && m.lora_dropout_ > 0.0f && m.has_lora();
       m.step_seed_ = seed;
       m.stack_a_ = on && m.has_lora() && !m.dropout_active_;
-      m.groups_ = m.has_lora() && !m.dropout_active_ && (m.device_ == Device::CPU || next_enabled(Next::LoraGroup));
+      m.groups_ = m.want_groups();
     }
     ~DropoutScope() {
       m.dropout_active_ = false;
@@ -866,6 +891,7 @@ Tensor LlamaModel::logits(const ModelInputs& host_in, bool last_only) {
   const ModelInputs in = inputs_on_device(host_in, keep);
   const LlamaConfig& c = cfg_;
   const int64_t n = in.ids->dim(0);
+  const GroupsScope groups(groups_, want_groups());  // grouped as in training passes: the same kept matrices
   prepare_wb(n, DType::F32);
   Tensor x = empty({n, c.C}), y = empty({n, c.C});
   embedding_forward(EmbeddingForwardArgs{in.ids, &embed_, &x, in.host ? in.host->ids : nullptr});
@@ -928,6 +954,7 @@ Tensor LlamaModel::decode(const Tensor& host_ids) {
   ModelInputs host_in{&host_ids, &pos_host, nullptr, nullptr};
   ModelInputs in{&ids, &pos, nullptr, nullptr};
   in.host = &host_in;
+  const GroupsScope groups(groups_, want_groups());
   prepare_wb(n, DType::F32);
   Tensor x = empty({n, c.C}), y = empty({n, c.C});
   embedding_forward(EmbeddingForwardArgs{&ids, &embed_, &x, &host_ids});

@@ -216,7 +216,12 @@ class LlamaModel {
                       bool accumulate, LlamaScratch& s);
   // The adapted targets of group g in layer l, in order (at most kMaxLoraGroup).
   int group_members(int64_t l, int g, int* members) const;
+  // Whether group g of layer l goes through lora_group in this pass (see group_forward; on a GPU only with its
+  // kept matrix, and only where its members' weights share a dtype kind).
   bool grouped(int64_t l, int g, const Acts& a) const;
+  // What groups_ should be for a pass starting now (no dropout; the CPU, or a GPU with INSTILL_CUDA_NEXT=lora_group).
+  bool want_groups() const;
+  struct GroupsScope;
   // share: take xn1, xn2, h from another layer's Acts (one buffer for all layers). act: the dtype of
   // xn1, xn2, gate, up and h (act_dtype()).
   Acts make_acts(int64_t n, const Acts* share, DType act = DType::F32) const;
