@@ -216,12 +216,14 @@ void narrow_into(const Tensor& f, const Tensor& t) {
 }
 
 namespace {
+template <typename D>
 struct PackJobs {
-  PackJob j[kMaxPackJobs];
+  PackJobOf<D> j[kMaxPackJobs];
 };
 // blockIdx.y: the job; a grid-stride loop over its elements (a division per element: these blocks are small)
-__global__ void __launch_bounds__(kThreads) pack_jobs_kernel(const __grid_constant__ PackJobs jobs) {
-  const PackJob& jb = jobs.j[blockIdx.y];
+template <typename D>
+__global__ void __launch_bounds__(kThreads) pack_jobs_kernel(const __grid_constant__ PackJobs<D> jobs) {
+  const PackJobOf<D>& jb = jobs.j[blockIdx.y];
   const int64_t total = jb.rows * jb.cols;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -229,11 +231,11 @@ __global__ void __launch_bounds__(kThreads) pack_jobs_kernel(const __grid_consta
     store1(jb.dst + r * jb.ldd + c, jb.src[r * jb.lds + c]);
   }
 }
-}  // namespace
 
-void pack_bf16_jobs(const PackJob* jobs, int n) {
-  if (n < 0 || n > kMaxPackJobs) fail(ErrorCode::Internal, "pack_bf16_jobs: ", n, " jobs, at most ", kMaxPackJobs);
-  PackJobs all{};
+template <typename D>
+void pack_jobs(const PackJobOf<D>* jobs, int n, const char* name) {
+  if (n < 0 || n > kMaxPackJobs) fail(ErrorCode::Internal, name, ": ", n, " jobs, at most ", kMaxPackJobs);
+  PackJobs<D> all{};
   int64_t most = 0;
   for (int i = 0; i < n; ++i) {
     all.j[i] = jobs[i];
@@ -241,9 +243,13 @@ void pack_bf16_jobs(const PackJob* jobs, int n) {
   }
   if (most == 0) return;
   const int64_t gx = std::min<int64_t>((most + kThreads - 1) / kThreads, 1024);
-  pack_jobs_kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(n)), kThreads, 0, stream()>>>(all);
-  check_launch("pack_bf16_jobs");
+  pack_jobs_kernel<D><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(n)), kThreads, 0, stream()>>>(all);
+  check_launch(name);
 }
+}  // namespace
+
+void pack_bf16_jobs(const PackJob* jobs, int n) { pack_jobs(jobs, n, "pack_bf16_jobs"); }
+void pack_f32_jobs(const PackJobF32* jobs, int n) { pack_jobs(jobs, n, "pack_f32_jobs"); }
 
 void gather_f32(const void* src, Elem e, int64_t lds, float scale, const int32_t* row_index, int64_t rows,
                 int64_t cols, float* dst, int64_t ldd) {

@@ -87,14 +87,19 @@ void pack_wb(const void* w, Elem we, int64_t in, const float* b, int64_t R, int6
 // Several small f32 blocks, each rounded into its own bf16 destination (pack_bf16 with scale 1), in ONE launch:
 // for the per-call factors (lora_group's B and A blocks of its kept matrix: a few thousand elements each, where the
 // launches cost more than the work). At most kMaxPackJobs; a job with rows or cols 0 does nothing.
-struct PackJob {
+// pack_f32_jobs: the same into f32 destinations (exact copies: lora_group's per-member blocks of a product).
+template <typename D>
+struct PackJobOf {
   const float* src;
   int64_t lds, rows, cols;
-  __nv_bfloat16* dst;
+  D* dst;
   int64_t ldd;
 };
+using PackJob = PackJobOf<__nv_bfloat16>;
+using PackJobF32 = PackJobOf<float>;
 constexpr int kMaxPackJobs = 8;
 void pack_bf16_jobs(const PackJob* jobs, int n);
+void pack_f32_jobs(const PackJobF32* jobs, int n);
 
 // The same passes into an f32 destination (the stacked operands of all-f32 products).
 void pack_f32(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, float* dst, int64_t ldd);

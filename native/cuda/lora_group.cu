@@ -14,8 +14,9 @@
 //                                               one per member, each reading and writing dx again)
 //           dA = s·gᵀ·x                         one product (m·R, IN) reading x once, each member's rows copied
 //                                               out (accumulating: one product per member, beta 1)
-//           dB_i = s·dy_iᵀ·u_i                  per member, as lora_linear's (read in place: dy_i pd's columns,
-//                                               u_i u's)
+//           dB = s·dyᵀ·u                        one product (S, m·R) reading dy and u once, each member's diagonal
+//                                               block copied out (accumulating: one product per member, beta 1,
+//                                               on dy_i, pd's columns, and u_i, u's)
 // Every operand is rounded to bf16 exactly as lora_linear rounds it (x, dy, W, A, B, s·u, s·g once each) and the
 // zero blocks add exact zeros, so the results are lora_linear's up to the order of f32 sums inside a product.
 // With f32 weights (TF32 products, nothing rounded to bf16) the members run as lora_linear, one by one.
@@ -215,8 +216,10 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
     GemmArgs g = product(l.mr, l.in, l.n, operand(gt, true), operand(x, false), da.data_as<float>(), l.in);
     g.alpha = p.scale;
     gemm(g);
+    PackJobF32 jobs[kMaxLoraGroup];
     for (int i = 0; i < p.m; ++i)
-      pack_f32(da.data_as<float>() + i * l.r * l.in, Elem::F32, l.in, 1.f, l.r, l.in, p.da[i]->data_as<float>(), l.in);
+      jobs[i] = PackJobF32{da.data_as<float>() + i * l.r * l.in, l.in, l.r, l.in, p.da[i]->data_as<float>(), l.in};
+    pack_f32_jobs(jobs, p.m);
   } else {
     for (int i = 0; i < p.m; ++i) {  // dA_i += s·g_iᵀ·x, one product per member (beta 1 on its own tensor)
       const OpPart part("dA = s g^T x", Device::CUDA);
@@ -226,15 +229,35 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
       gemm(g);
     }
   }
-  for (int i = 0; i < p.m; ++i) {  // dB_i (OUT_i, R) = s·dy_iᵀ·u_i: dy_i from pd, u_i u's columns
-    const OpPart part("dB = s dy^T u", Device::CUDA);
+  if (!p.accumulate) {  // dB (S, m·R) = s·dyᵀ·u over every member's dy (read once, as per member) and u, then
+                        // each member's diagonal block (OUT_i, R) copied out: the other blocks are arithmetic the
+                        // narrow product has to spare (it waits on reading dy), one launch instead of m
+    const OpPart part("dB = s dy^T u (every member), copied out", Device::CUDA);
+    Tensor db = Tensor::empty({l.s, l.mr}, DType::F32, Device::CUDA);
     GemmArgs g;
-    g.M = p.w[i]->dim(0); g.N = l.r; g.K[0] = l.n;
-    g.a[0] = bf16_operand(bf16_ptr(pd) + l.off[i], ldd, true);  // dy_i stored (N, OUT_i) = (K, M)
-    g.b[0] = f32_columns(p.u->data_as<float>() + i * l.r, l.mr, false);
-    g.alpha = p.scale; g.beta = beta;
-    g.c = p.db[i]->data_as<float>(); g.ldc = l.r;
+    g.M = l.s; g.N = l.mr; g.K[0] = l.n;
+    g.a[0] = bf16_operand(bf16_ptr(pd), ldd, true);  // dy stored (N, S) = (K, M)
+    g.b[0] = f32_columns(p.u->data_as<float>(), l.mr, false);
+    g.alpha = p.scale;
+    g.c = db.data_as<float>(); g.ldc = l.mr;
     gemm(g);
+    PackJobF32 jobs[kMaxLoraGroup];
+    for (int i = 0; i < p.m; ++i) {
+      jobs[i] = PackJobF32{db.data_as<float>() + l.off[i] * l.mr + i * l.r, l.mr, p.w[i]->dim(0), l.r,
+                           p.db[i]->data_as<float>(), l.r};
+    }
+    pack_f32_jobs(jobs, p.m);
+  } else {
+    for (int i = 0; i < p.m; ++i) {  // dB_i (OUT_i, R) += s·dy_iᵀ·u_i: dy_i from pd, u_i u's columns
+      const OpPart part("dB = s dy^T u", Device::CUDA);
+      GemmArgs g;
+      g.M = p.w[i]->dim(0); g.N = l.r; g.K[0] = l.n;
+      g.a[0] = bf16_operand(bf16_ptr(pd) + l.off[i], ldd, true);  // dy_i stored (N, OUT_i) = (K, M)
+      g.b[0] = f32_columns(p.u->data_as<float>() + i * l.r, l.mr, false);
+      g.alpha = p.scale; g.beta = beta;
+      g.c = p.db[i]->data_as<float>(); g.ldc = l.r;
+      gemm(g);
+    }
   }
 }
 
