@@ -136,6 +136,8 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
                            InstanceMethod<&ModelHandle::lora_tensor>("loraTensor"),
                            InstanceMethod<&ModelHandle::set_lora_tensor>("setLoraTensor"),
                            InstanceMethod<&ModelHandle::set_checkpointing>("setCheckpointing"),
+                           InstanceMethod<&ModelHandle::set_activations>("setActivations"),
+                           InstanceMethod<&ModelHandle::activations>("activations"),
                            InstanceMethod<&ModelHandle::zero_grads>("zeroGrads"),
                            InstanceMethod<&ModelHandle::adamw_step>("adamwStep"),
                            InstanceMethod<&ModelHandle::optimizer_step>("optimizerStep"),
@@ -295,6 +297,28 @@ class ModelHandle : public Napi::ObjectWrap<ModelHandle> {
       need_args(info, 1, "setCheckpointing");
       model(env).set_checkpointing(need_bool(info[0], "on"));
       return env.Undefined();
+    });
+  }
+
+  Napi::Value set_activations(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      need_args(info, 1, "setActivations");
+      if (!info[0].IsString()) fail(ErrorCode::Arg, "'mode' must be a string: auto, f32, bf16 or bf16-mlp");
+      model(env).set_activations(info[0].As<Napi::String>().Utf8Value());
+      return env.Undefined();
+    });
+  }
+
+  // { mode, dtype }: the mode set, and the dtype the next pass keeps the activations in
+  Napi::Value activations(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      LlamaModel& m = model(env);
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("mode", m.activations());
+      o.Set("dtype", m.activation_dtype());
+      return o;
     });
   }
 

@@ -56,6 +56,8 @@ export interface ModelHandle {
   loraTensor(layer: number, target: number, which: number): TensorHandle;
   setLoraTensor(layer: number, target: number, which: number, values: Float32Array): void;
   setCheckpointing(on: boolean): void;
+  setActivations(mode: string): void;
+  activations(): { mode: string; dtype: string };
   zeroGrads(): void;
   /**
    * One optimizer step over every trainable tensor (LoRA's, or every weight in full mode): global gradient

@@ -403,9 +403,12 @@ namespace {
 // unset: "1" on a GPU (runs 14 and 15 timed it there: 36.9 against 41.6 ms a 1B step, every test passed, its
 // gradients as near the f32-activation pass as the CPU's own bf16 pass, bench/RESULTS.md), "0" on the CPU (where
 // nothing has timed it faster). PyTorch's bf16 training keeps its activations in bf16 too. Read on every pass,
-// so a test can compare; any other value is an error, not a silent f32 pass.
+// so a test can compare; any other value is an error, not a silent f32 pass. A model's set_activations() wins.
 enum class Bf16Acts { Off, Mlp, All };
-Bf16Acts bf16_activations_switch(Device device) {
+Bf16Acts bf16_activations_switch(Device device, int mode) {
+  if (mode == 1) return Bf16Acts::Off;
+  if (mode == 2) return Bf16Acts::Mlp;
+  if (mode == 3) return Bf16Acts::All;
   const char* e = std::getenv("INSTILL_BF16_ACTIVATIONS");
   if (e == nullptr || *e == '\0') return device == Device::CPU ? Bf16Acts::Off : Bf16Acts::All;
   if (std::strcmp(e, "1") == 0) return Bf16Acts::All;
@@ -413,10 +416,23 @@ Bf16Acts bf16_activations_switch(Device device) {
   if (std::strcmp(e, "0") == 0) return Bf16Acts::Off;
   fail(ErrorCode::Arg, "INSTILL_BF16_ACTIVATIONS='", e, "': use 0 (f32 activations), mlp or 1 (bf16 activations)");
 }
+const char* const kActModes[] = {"auto", "f32", "bf16-mlp", "bf16"};
 }  // namespace
 
+void LlamaModel::set_activations(const std::string& mode) {
+  for (int i = 0; i < 4; ++i) {
+    if (mode == kActModes[i]) {
+      act_mode_ = i;
+      return;
+    }
+  }
+  fail(ErrorCode::Arg, "activations '", mode, "': use auto, f32, bf16 or bf16-mlp");
+}
+
+const char* LlamaModel::activations() const { return kActModes[act_mode_]; }
+
 DType LlamaModel::act_dtype() const {
-  if (full_ || bf16_activations_switch(device_) == Bf16Acts::Off) return DType::F32;
+  if (full_ || bf16_activations_switch(device_, act_mode_) == Bf16Acts::Off) return DType::F32;
   for (const auto& lw : layers_) {
     for (const Linear& lin : lw.lin) {
       if (!lin.has_lora || lin.w.dtype() == DType::F32) return DType::F32;
@@ -428,7 +444,7 @@ DType LlamaModel::act_dtype() const {
 // q, k, v, the attention output and their gradients follow act_dtype(), except with INSTILL_BF16_ACTIVATIONS=mlp
 // and with Qwen3's q/k norm, whose backward (rmsnorm's) takes f32 gradients: there they stay f32.
 DType LlamaModel::attention_dtype(DType act) const {
-  if (act == DType::F32 || cfg_.qk_norm || bf16_activations_switch(device_) != Bf16Acts::All) return DType::F32;
+  if (act == DType::F32 || cfg_.qk_norm || bf16_activations_switch(device_, act_mode_) != Bf16Acts::All) return DType::F32;
   if (cfg_.D > 256) return DType::F32;  // CUDA's bf16 rope (its per-token kernel) takes D <= 256
   return act;
 }

@@ -133,6 +133,16 @@ class LlamaModel {
   void set_checkpointing(bool on) { checkpointing_ = on; }
   bool checkpointing() const { return checkpointing_; }
 
+  // Activation precision for this model's passes: "auto" (INSTILL_BF16_ACTIVATIONS if set, else bf16 on a GPU and
+  // f32 on the CPU), "f32", "bf16" (the norm outputs, the MLP's and the attention's activations and their
+  // gradients; see act_dtype()), "bf16-mlp" (all but the attention's). E_ARG for anything else. A set mode wins
+  // over the environment variable.
+  void set_activations(const std::string& mode);
+  const char* activations() const;
+  // The dtype the next pass keeps those activations in ("f32" where bf16 does not apply: a linear without an
+  // adapter, f32 weights, full fine-tuning).
+  const char* activation_dtype() const { return act_dtype() == DType::BF16 ? "bf16" : "f32"; }
+
   // Full fine-tuning on/off. On: every weight must be set and f32 (E_DTYPE naming the first
   // that is not), the model must have no LoRA adapters; allocates zeroed gradients. Off: frees them.
   void set_full(bool on);
@@ -270,6 +280,7 @@ class LlamaModel {
   // inside a pass (run()) without dropout, on the CPU or with INSTILL_CUDA_NEXT=lora_group: q, k, v and gate, up
   // through lora_group (group_forward)
   bool groups_ = false;
+  int act_mode_ = 0;  // set_activations: 0 auto, 1 f32, 2 bf16-mlp, 3 bf16
   bool wb_groups_ = false;  // the kept matrices held are the groups' (LayerWeights::kept) beside the others' wb
   uint32_t step_seed_ = 0;
   bool checkpointing_ = false;

@@ -115,8 +115,11 @@ export async function run(argv: string[]): Promise<number> {
   try {
     const p = await prepareTraining(cfg, { signal: ac.signal, log: say });
     const t = p.trainer;
-    say(`model ${cfg.model}: ${cfg.full ? 'full fine-tuning (every weight)' : `LoRA r=${cfg.loraR} alpha=${cfg.loraAlpha} on ${cfg.targetModules.join(',')}`}; ${t.totalSteps} steps of ${cfg.batchSize}×${cfg.gradAccum} rows`);
-    emit('start', { totalSteps: t.totalSteps, output: cfg.output, trainExamples: p.train.size, validationExamples: p.validation?.size ?? null });
+    const acts = p.model.activations.dtype;
+    say(`model ${cfg.model}: ${cfg.full ? 'full fine-tuning (every weight)' : `LoRA r=${cfg.loraR} alpha=${cfg.loraAlpha} on ${cfg.targetModules.join(',')}`}; ` +
+      `${cfg.dtype} weights, ${acts} activations on ${cfg.device}; ${t.totalSteps} steps of ${cfg.batchSize}×${cfg.gradAccum} rows`);
+    emit('start', { totalSteps: t.totalSteps, output: cfg.output, trainExamples: p.train.size, validationExamples: p.validation?.size ?? null,
+      device: cfg.device, dtype: cfg.dtype, activations: acts });
 
     let before: ExactMatchResult | null = null;
     if (p.evalPairs.length && p.template) {

@@ -58,6 +58,15 @@ export interface GenerationConfig {
   eosTokenIds: number[];
 }
 
+/**
+ * Precision of the activations that only bf16 products read (the norm outputs, the MLP's and the attention's
+ * activations, and their gradients; the residual stream stays f32): 'auto' (INSTILL_BF16_ACTIVATIONS where set,
+ * else bf16 on a GPU and f32 on the CPU), 'f32', 'bf16', or 'bf16-mlp' (the attention's f32). bf16 applies where
+ * every linear has a LoRA adapter over bf16/f16 weights; anywhere else the activations stay f32.
+ */
+export type ActivationMode = 'auto' | 'f32' | 'bf16' | 'bf16-mlp';
+export const ACTIVATION_MODES: readonly ActivationMode[] = ['auto', 'f32', 'bf16', 'bf16-mlp'];
+
 export interface LossAndGradsOptions {
   /** Divide the summed loss by this (the target count of a whole accumulation window). Default: this batch's count. */
   normalizer?: number;
@@ -602,6 +611,20 @@ export class Model {
   /** Recompute each layer's activations in the backward pass instead of keeping them (less memory, ~1.3x time). */
   setGradientCheckpointing(on: boolean): void {
     this.handle.setCheckpointing(on === true);
+  }
+
+  /** The activations' precision for this model's passes (ActivationMode; a set mode wins over INSTILL_BF16_ACTIVATIONS). */
+  setActivations(mode: ActivationMode): void {
+    if (!ACTIVATION_MODES.includes(mode)) {
+      throw new InstillError(ErrorCode.ARG, `Expected one of ${ACTIVATION_MODES.join(', ')} for activations but received ${describe(mode)}`);
+    }
+    this.handle.setActivations(mode);
+  }
+
+  /** The mode set, and the dtype the next pass keeps those activations in. */
+  get activations(): { mode: ActivationMode; dtype: 'f32' | 'bf16' } {
+    const a = this.handle.activations();
+    return { mode: a.mode as ActivationMode, dtype: a.dtype as 'f32' | 'bf16' };
   }
 
   private engineTensors(inp: EngineInputs) {

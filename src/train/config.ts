@@ -10,7 +10,7 @@ import { ErrorCode, InstillError, describe } from '../errors.js';
 import { DATASET_FORMATS } from '../data/formats.js';
 import { TRAIN_ON } from '../data/masking.js';
 import { TRUNCATIONS } from '../data/truncation.js';
-import { LORA_TARGETS } from '../model/model.js';
+import { ACTIVATION_MODES, LORA_TARGETS, type ActivationMode } from '../model/model.js';
 import { SCHEDULES } from './schedule.js';
 
 type Kind = 'string' | 'strings' | 'int' | 'number' | 'bool' | 'enum';
@@ -60,6 +60,7 @@ export const OPTIONS = {
   dtype: { kind: 'enum', values: ['f32', 'bf16', 'f16'], help: 'frozen weights in memory: f32 | bf16 | f16 (default bf16 with --device cuda and LoRA, else f32)' },
   device: { kind: 'enum', values: ['cpu', 'cuda'], help: 'where the model trains: cpu | cuda (default cpu; cuda needs a CUDA build and a GPU)' },
   'gradient-checkpointing': { kind: 'bool', help: 'recompute activations in backward (less memory, ~1.3x time)' },
+  activations: { kind: 'enum', values: ACTIVATION_MODES, help: 'activation precision: auto | f32 | bf16 | bf16-mlp (default auto: bf16 on cuda with LoRA over bf16 weights, else f32)' },
   seed: { kind: 'int', min: 0, help: 'seed of data order, split and LoRA init (default 0)' },
   'eval-every': { kind: 'int', min: 0, help: 'validation loss every N steps (default: 10 evaluations per run; 0 = only at the end)' },
   'eval-batches': { kind: 'int', min: 0, help: 'at most N validation batches per evaluation (default all)' },
@@ -112,6 +113,7 @@ export interface TrainConfig {
   dtype: 'f32' | 'bf16' | 'f16';
   device: 'cpu' | 'cuda';
   gradientCheckpointing: boolean;
+  activations: ActivationMode;
   seed: number;
   evalEvery: number | null;
   evalBatches: number;
@@ -249,6 +251,7 @@ export function resolveTrainConfig(file: RawSettings, flags: RawSettings): Train
     dtype: g<TrainConfig['dtype']>('dtype', g<TrainConfig['device']>('device', 'cpu') === 'cuda' && !g('full', false) ? 'bf16' : 'f32'),
     device: g<TrainConfig['device']>('device', 'cpu'),
     gradientCheckpointing: g('gradient-checkpointing', false),
+    activations: g<ActivationMode>('activations', 'auto'),
     seed: g('seed', 0),
     evalEvery: g<number | null>('eval-every', null),
     evalBatches: g('eval-batches', 0),

@@ -55,6 +55,7 @@ export async function prepareTraining(cfg: TrainConfig, options: { signal?: Abor
 
   const model = await loadModel(modelDir, { dtype: cfg.dtype, full: cfg.full, device: cfg.device });
   if (cfg.gradientCheckpointing) model.setGradientCheckpointing(true);
+  model.setActivations(cfg.activations);
   if (!cfg.full) model.addLora({ r: cfg.loraR, alpha: cfg.loraAlpha, targetModules: cfg.targetModules, rsLora: cfg.rsLora, dropout: cfg.loraDropout, seed: cfg.seed });
 
   let totalSteps = cfg.maxSteps;

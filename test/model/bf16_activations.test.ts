@@ -93,6 +93,29 @@ describe.skipIf(!haveFixture(REF))('bf16 activations (INSTILL_BF16_ACTIVATIONS)'
     expect((await grads(m, '0')).loss).toBe(off.loss);
   });
 
+  it('model.setActivations: a set mode wins over INSTILL_BF16_ACTIVATIONS, auto follows it; model.activations says which dtype a pass keeps', async () => {
+    const m = await bf16Model([...LORA_TARGETS]);
+    const pass = () => m.lossAndGrads({ inputIds, labels }, { dropoutSeed: 7 });
+    expect(m.activations).toEqual({ mode: 'auto', dtype: 'f32' });  // the CPU's default
+    const [on, off, mlp] = [await grads(m, '1'), await grads(m, '0'), await grads(m, 'mlp')];
+    m.setActivations('bf16');
+    expect(m.activations).toEqual({ mode: 'bf16', dtype: 'bf16' });
+    const set = await withEnv('INSTILL_BF16_ACTIVATIONS', '0', pass);  // the set mode wins over the variable
+    expect(sameBits(set.grads, on.grads)).toBe(true);
+    m.setActivations('bf16-mlp');
+    expect(sameBits((await withEnv('INSTILL_BF16_ACTIVATIONS', '1', pass)).grads, mlp.grads)).toBe(true);
+    m.setActivations('f32');
+    expect(m.activations.dtype).toBe('f32');
+    expect(sameBits((await withEnv('INSTILL_BF16_ACTIVATIONS', '1', pass)).grads, off.grads)).toBe(true);
+    m.setActivations('auto');
+    expect(withEnv('INSTILL_BF16_ACTIVATIONS', '1', () => m.activations)).toEqual({ mode: 'auto', dtype: 'bf16' });
+    expect(() => m.setActivations('fp8' as never)).toThrow(expect.objectContaining({ code: 'E_ARG' }));
+    // bf16 applies only where every linear is adapted over bf16 weights
+    const partial = await bf16Model(['q_proj', 'v_proj']);
+    partial.setActivations('bf16');
+    expect(partial.activations).toEqual({ mode: 'bf16', dtype: 'f32' });
+  });
+
   it('stays f32 where a linear has no adapter; with dropout the adapters compute on f32 copies', async () => {
     const partial = await bf16Model(['q_proj', 'v_proj', 'gate_proj', 'up_proj']);
     const a = await grads(partial, '1'), b = await grads(partial, '0');

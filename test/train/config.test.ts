@@ -36,6 +36,13 @@ describe('train config', () => {
     expect(resolveTrainConfig(base, { device: 'cuda', dtype: 'f32' }).dtype).toBe('f32');
     expect(resolveTrainConfig(base, { device: 'cpu', dtype: 'bf16' }).dtype).toBe('bf16');
   });
+  it('activations: auto unless set, one of auto, f32, bf16, bf16-mlp (from a flag or the YAML file)', () => {
+    const base = { model: 'm', data: ['d'], output: 'o' };
+    expect(resolveTrainConfig(base, {}).activations).toBe('auto');
+    expect(resolveTrainConfig(base, { activations: 'f32' }).activations).toBe('f32');
+    expect(resolveTrainConfig({ ...base, activations: 'bf16-mlp' }, {}).activations).toBe('bf16-mlp');
+    expect(() => resolveTrainConfig(base, { activations: 'fp8' })).toThrow(/auto, f32, bf16, bf16-mlp|activations/);
+  });
   it('errors name the key and what it takes', () => {
     expect(() => settingsFromYaml('lora_rank: 8', 'c.yaml')).toThrow(/c.yaml: unknown setting 'lora_rank'/);
     expect(() => settingsFromYaml('lr: fast', 'c.yaml')).toThrow(/Expected a number >= 0 for 'lr' in c.yaml but received 'fast'/);
