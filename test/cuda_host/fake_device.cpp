@@ -1,0 +1,188 @@
+// A stand-in for the CUDA backend's device layer, on the host, so that the CUDA ops' HOST code (native/cuda/*.cu
+// files without kernels of their own: lora_linear.cu, lora_group.cu) runs on a machine without a GPU: "device"
+// memory is host memory, and the few device routines they call are done here on the CPU, to the contracts
+// native/cuda/gemm.h writes down:
+// - gemm(): C = alpha · Σ_s op(A_s)·op(B_s) + bias + beta · C_in, each operand element scaled and, unless every
+//   operand is f32, rounded to bf16 (round to nearest even), sums in double, C written in f32 or rounded once to
+//   bf16 (c16); beta = 0 never reads C.
+// - pack_bf16 / pack_f32 / pack_bf16_jobs / pack_f32_jobs / pack_wb: element copies with the scale and rounding.
+// - fill_bytes, copies: memset / memcpy. New "device" buffers come poisoned (0xff bytes: NaN in f32 and bf16), so
+//   an element read before it was written shows up as NaN in the results.
+// What this checks is the host code's operands, offsets, leading dimensions and flags (where a blind change
+// breaks), not the kernels: those only a GPU runs (bench/gpu-check.sh). test/cuda_host/README.md says more.
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "cuda/gemm.h"
+#include "cuda/lora_narrow.h"
+#include "ops/add.h"
+#include "runtime/device.h"
+
+namespace instill {
+namespace cuda {
+
+namespace {
+
+float bf16_round(float v) {
+  if (std::isnan(v)) return v;
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+
+float bf16_to_f32(const __nv_bfloat16& h) {
+  uint16_t b;
+  std::memcpy(&b, &h, 2);
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+
+__nv_bfloat16 f32_to_bf16(float v) {
+  const float r = bf16_round(v);
+  uint32_t u;
+  std::memcpy(&u, &r, 4);
+  const uint16_t b = static_cast<uint16_t>(u >> 16);
+  __nv_bfloat16 h;
+  std::memcpy(&h, &b, 2);
+  return h;
+}
+
+float half_to_f32(const __half& h) {
+  uint16_t b;
+  std::memcpy(&b, &h, 2);
+  const uint32_t sign = (b >> 15) & 1u, exp = (b >> 10) & 0x1fu, man = b & 0x3ffu;
+  float v;
+  if (exp == 0) v = std::ldexp(static_cast<float>(man), -24);
+  else if (exp == 31) v = man ? NAN : INFINITY;
+  else v = std::ldexp(static_cast<float>(man | 0x400u), static_cast<int>(exp) - 25);
+  return sign ? -v : v;
+}
+
+float load(const void* p, Elem e, int64_t i) {
+  switch (e) {
+    case Elem::BF16: return bf16_to_f32(static_cast<const __nv_bfloat16*>(p)[i]);
+    case Elem::F16: return half_to_f32(static_cast<const __half*>(p)[i]);
+    default: return static_cast<const float*>(p)[i];
+  }
+}
+
+// Operand element as the product sees it: scaled, then rounded to bf16 unless the product is all f32.
+double element(const GemmOperand& o, int64_t r, int64_t c, bool round) {
+  const float v = load(o.p, o.e, r * o.ld + c) * o.scale;
+  return round ? bf16_round(v) : v;
+}
+
+void* host_alloc(size_t bytes) {
+  void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
+  if (!p) fail(ErrorCode::Alloc, "fake device: out of host memory for ", bytes, " bytes");
+  std::memset(p, 0xff, bytes + 256);
+  return p;
+}
+
+}  // namespace
+
+Elem elem_of(const Tensor& t) {
+  switch (t.dtype()) {
+    case DType::F32: return Elem::F32;
+    case DType::BF16: return Elem::BF16;
+    case DType::F16: return Elem::F16;
+    default: fail(ErrorCode::DType, "fake device: no Elem for ", dtype_name(t.dtype()));
+  }
+}
+
+void gemm(const GemmArgs& g) {
+  if (g.M <= 0 || g.N <= 0) return;
+  const bool round = !all_f32(g);
+  const int segs = g.K[1] > 0 ? 2 : 1;
+  for (int64_t m = 0; m < g.M; ++m) {
+    for (int64_t n = 0; n < g.N; ++n) {
+      double acc = 0;
+      for (int s = 0; s < segs; ++s) {
+        const GemmOperand &a = g.a[s], &b = g.b[s];
+        for (int64_t k = 0; k < g.K[s]; ++k) {
+          const double av = a.trans ? element(a, k, m, round) : element(a, m, k, round);
+          const double bv = b.trans ? element(b, n, k, round) : element(b, k, n, round);
+          acc += av * bv;
+        }
+      }
+      double v = g.alpha * acc + (g.bias ? g.bias[n] : 0.0);
+      if (g.beta != 0.f) {
+        const double old = g.c16 ? bf16_to_f32(g.c16[m * g.ldc + n]) : (g.c_in ? g.c_in : g.c)[m * g.ldc + n];
+        v += g.beta * old;
+      }
+      if (g.c16) g.c16[m * g.ldc + n] = f32_to_bf16(static_cast<float>(v));
+      else g.c[m * g.ldc + n] = static_cast<float>(v);
+    }
+  }
+}
+
+void pack_bf16(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, __nv_bfloat16* dst,
+               int64_t ldd) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[r * ldd + c] = f32_to_bf16(load(src, e, r * lds + c) * scale);
+}
+
+void pack_f32(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[r * ldd + c] = load(src, e, r * lds + c) * scale;
+}
+
+void pack_bf16_jobs(const PackJob* jobs, int n) {
+  if (n < 0 || n > kMaxPackJobs) fail(ErrorCode::Internal, "pack_bf16_jobs: ", n, " jobs");
+  for (int i = 0; i < n; ++i) pack_bf16(jobs[i].src, Elem::F32, jobs[i].lds, 1.f, jobs[i].rows, jobs[i].cols, jobs[i].dst, jobs[i].ldd);
+}
+
+void pack_f32_jobs(const PackJobF32* jobs, int n) {
+  if (n < 0 || n > kMaxPackJobs) fail(ErrorCode::Internal, "pack_f32_jobs: ", n, " jobs");
+  for (int i = 0; i < n; ++i) pack_f32(jobs[i].src, Elem::F32, jobs[i].lds, 1.f, jobs[i].rows, jobs[i].cols, jobs[i].dst, jobs[i].ldd);
+}
+
+void pack_wb(const void* w, Elem we, int64_t in, const float* b, int64_t R, int64_t out, __nv_bfloat16* dst, int64_t ldd,
+             const float* a, __nv_bfloat16* a16) {
+  pack_bf16(w, we, in, 1.f, out, in, dst, ldd);
+  pack_bf16(b, Elem::F32, R, 1.f, out, R, dst + in, ldd);
+  if (a) pack_bf16(a, Elem::F32, in, 1.f, R, in, a16, in);
+}
+
+void narrow_rows(const NarrowRowsArgs&) { fail(ErrorCode::Unsupported, "fake device: no narrow_rows (INSTILL_CUDA_NEXT=narrow)"); }
+void narrow_cols(const NarrowColsArgs&) { fail(ErrorCode::Unsupported, "fake device: no narrow_cols (INSTILL_CUDA_NEXT=narrow)"); }
+
+void add(const AddArgs& p) {  // f32 or bf16 elementwise, out may alias a or b
+  const int64_t n = p.out->numel();
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = load(p.a->data(), elem_of(*p.a), i) + load(p.b->data(), elem_of(*p.b), i);
+    if (p.out->dtype() == DType::BF16) p.out->data_as<__nv_bfloat16>()[i] = f32_to_bf16(v);
+    else p.out->data_as<float>()[i] = v;
+  }
+}
+
+const DeviceMemoryHooks& memory_hooks() {
+  static const DeviceMemoryHooks h = {
+      []() { return true; },
+      []() { return std::string(); },
+      [](size_t bytes) { return host_alloc(bytes); },
+      [](void* p) { std::free(p); },
+      [](void* p, int byte, size_t bytes) { std::memset(p, byte, bytes); },
+      [](void* dst, bool, const void* src, bool, size_t bytes) { std::memcpy(dst, src, bytes); },
+      [](uint64_t* in_use, uint64_t* peak, uint64_t* reserved, bool) {
+        if (in_use) *in_use = 0;
+        if (peak) *peak = 0;
+        if (reserved) *reserved = 0;
+      },
+      []() -> uint64_t { return uint64_t{1} << 34; },
+      []() -> void* { return nullptr; },
+      [](void*, void*) { return 0.0; },
+      [](void*) {},
+  };
+  return h;
+}
+
+}  // namespace cuda
+}  // namespace instill

@@ -1,0 +1,297 @@
+// native/cuda/lora_group.cu's host code, run on the fake device (fake_device.cpp), against native/cuda/
+// lora_linear.cu's member by member (the path GPU runs verified, bench/RESULTS.md) and against the LoRA math in
+// double. Both CUDA paths run here through the same products and packs, so where they differ the difference is
+// the host code's: an operand at the wrong offset, a leading dimension, a transposition, a missed scale or beta.
+// Prints one line a case; exits 1 on the first failure.
+//
+// Tolerances: y, u, dA, dB: the same sums of the same rounded operands (the zero blocks add exact zeros), so
+// 1e-6 of the largest element (double sums in both; only f32 rounding of the outputs is shared). dx: the member
+// by member path rounds dx after each member (beta 1), lora_group once: 1e-5 relative in f32, a bf16 step (1e-2)
+// in bf16. Against the double-precision math (no bf16 rounding at all): 3e-2 of the largest element.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cuda/gemm.h"
+#include "ops/lora_group.h"
+#include "ops/lora_linear.h"
+
+namespace instill {
+namespace cuda {
+void lora_linear_forward(const LoraLinearForwardArgs& p);
+void lora_linear_backward(const LoraLinearBackwardArgs& p);
+void lora_group_forward(const LoraGroupForwardArgs& p);
+void lora_group_backward(const LoraGroupBackwardArgs& p);
+}  // namespace cuda
+}  // namespace instill
+
+using namespace instill;
+
+namespace {
+
+uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+float uniform() {  // [-1, 1)
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return static_cast<float>((rng_state >> 40) * (1.0 / (1ull << 24)) * 2.0 - 1.0);
+}
+
+float round_bf16(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+
+// A "device" tensor of random values (scale), and the values it holds as floats (bf16-rounded where bf16).
+struct T {
+  Tensor t;
+  std::vector<float> v;
+};
+T make(Shape shape, DType dt, float scale) {
+  T r;
+  r.t = Tensor::empty(shape, dt, Device::CUDA);
+  r.v.resize(static_cast<size_t>(r.t.numel()));
+  for (size_t i = 0; i < r.v.size(); ++i) {
+    const float x = uniform() * scale;
+    if (dt == DType::BF16) {
+      r.v[i] = round_bf16(x);
+      uint32_t u;
+      std::memcpy(&u, &r.v[i], 4);
+      const uint16_t b = static_cast<uint16_t>(u >> 16);
+      std::memcpy(r.t.data_as<uint16_t>() + i, &b, 2);
+    } else {
+      r.v[i] = x;
+      r.t.data_as<float>()[i] = x;
+    }
+  }
+  return r;
+}
+T copy_of(const T& a) {
+  T r;
+  r.t = Tensor::empty(a.t.shape(), a.t.dtype(), Device::CUDA);
+  std::memcpy(r.t.data(), a.t.data(), a.t.nbytes());
+  r.v = a.v;
+  return r;
+}
+std::vector<float> values(const Tensor& t) {
+  std::vector<float> out(static_cast<size_t>(t.numel()));
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (t.dtype() == DType::BF16) {
+      const uint32_t u = static_cast<uint32_t>(t.data_as<uint16_t>()[i]) << 16;
+      std::memcpy(&out[i], &u, 4);
+    } else {
+      out[i] = t.data_as<float>()[i];
+    }
+  }
+  return out;
+}
+
+int failures = 0;
+// max |got − want| / max |want| (NaN anywhere: a failure)
+void expect_close(const std::string& what, const std::vector<float>& got, const std::vector<float>& want, double tol) {
+  double diff = 0, scale = 0;
+  bool nan = got.size() != want.size();
+  for (size_t i = 0; i < got.size() && !nan; ++i) {
+    if (!std::isfinite(got[i]) || !std::isfinite(want[i])) nan = true;
+    diff = std::max(diff, std::fabs(static_cast<double>(got[i]) - want[i]));
+    scale = std::max(scale, std::fabs(static_cast<double>(want[i])));
+  }
+  const double rel = scale > 0 ? diff / scale : diff;
+  if (nan || rel > tol) {
+    std::printf("    FAIL %s: %s (tolerance %.1e)\n", what.c_str(), nan ? "NaN, or sizes differ" : std::to_string(rel).c_str(), tol);
+    ++failures;
+  }
+}
+
+struct Case {
+  const char* name;
+  int64_t n, in, r;
+  std::vector<int64_t> out;  // per member
+  DType w = DType::BF16, x = DType::F32, y = DType::F32, dx = DType::F32;
+  bool bias = false, kept = true, reuse_kept = false, accumulate = false, accumulate_dx = false;
+};
+
+void run(const Case& c) {
+  const int m = static_cast<int>(c.out.size());
+  const float s = 1.75f;
+  const T x = make({c.n, c.in}, c.x, 1.f);
+  std::vector<T> w, a, b, bias, dy, da0, db0;
+  for (int i = 0; i < m; ++i) {
+    w.push_back(make({c.out[i], c.in}, c.w, 0.3f));
+    a.push_back(make({c.r, c.in}, DType::F32, 0.3f));
+    b.push_back(make({c.out[i], c.r}, DType::F32, 0.3f));
+    bias.push_back(make({c.out[i]}, DType::F32, 0.5f));
+    dy.push_back(make({c.n, c.out[i]}, c.dx, 1.f));  // dy in the activations' dtype, as the model has it
+    da0.push_back(make({c.r, c.in}, DType::F32, 0.1f));
+    db0.push_back(make({c.out[i], c.r}, DType::F32, 0.1f));
+  }
+  const T dx0 = make({c.n, c.in}, c.dx, 0.5f);
+
+  // member by member (lora_linear.cu), each with its own u; dx written by the first, added by the others
+  std::vector<Tensor> y_ref, u_ref;
+  std::vector<T> da_ref, db_ref;
+  T dx_ref = copy_of(dx0);
+  for (int i = 0; i < m; ++i) {
+    y_ref.push_back(Tensor::empty({c.n, c.out[i]}, c.y, Device::CUDA));
+    u_ref.push_back(Tensor::empty({c.n, c.r}, DType::F32, Device::CUDA));
+    cuda::lora_linear_forward(LoraLinearForwardArgs{&x.t, &w[i].t, c.bias ? &bias[i].t : nullptr, &a[i].t, &b[i].t, s,
+                                                    &y_ref[i], &u_ref[i]});
+    da_ref.push_back(copy_of(da0[i]));
+    db_ref.push_back(copy_of(db0[i]));
+    cuda::lora_linear_backward(LoraLinearBackwardArgs{&dy[i].t, &x.t, &w[i].t, &a[i].t, &b[i].t, &u_ref[i], s, &dx_ref.t,
+                                                      &da_ref[i].t, &db_ref[i].t, c.accumulate, i > 0 || c.accumulate_dx});
+  }
+
+  // lora_group.cu
+  int64_t sum_out = 0;
+  for (int64_t o : c.out) sum_out += o;
+  const int64_t ldk = (c.in + m * c.r + 7) / 8 * 8 + (c.reuse_kept ? 8 : 0);  // wider than needed: ld is the kept's own
+  Tensor kept = c.kept ? Tensor::empty({sum_out + m * c.r, ldk}, DType::BF16, Device::CUDA) : Tensor();
+  std::vector<Tensor> y(static_cast<size_t>(m));
+  Tensor u = Tensor::empty({c.n, m * c.r}, DType::F32, Device::CUDA);
+  LoraGroupForwardArgs f;
+  f.x = &x.t;
+  f.m = m;
+  f.scale = s;
+  f.u = &u;
+  for (int i = 0; i < m; ++i) {
+    y[static_cast<size_t>(i)] = Tensor::empty({c.n, c.out[i]}, c.y, Device::CUDA);
+    f.w[i] = &w[i].t;
+    f.bias[i] = c.bias ? &bias[i].t : nullptr;
+    f.a[i] = &a[i].t;
+    f.b[i] = &b[i].t;
+    f.y[i] = &y[static_cast<size_t>(i)];
+  }
+  if (c.kept) f.kept = &kept;
+  if (c.reuse_kept) {  // an earlier pass with other adapters wrote W in; this one writes only B and A
+    std::vector<T> a2, b2;
+    for (int i = 0; i < m; ++i) {
+      a2.push_back(make({c.r, c.in}, DType::F32, 0.3f));
+      b2.push_back(make({c.out[i], c.r}, DType::F32, 0.3f));
+    }
+    LoraGroupForwardArgs f2 = f;
+    for (int i = 0; i < m; ++i) {
+      f2.a[i] = &a2[static_cast<size_t>(i)].t;
+      f2.b[i] = &b2[static_cast<size_t>(i)].t;
+    }
+    cuda::lora_group_forward(f2);
+    f.kept_has_w = true;
+  }
+  cuda::lora_group_forward(f);
+  std::vector<T> da, db;
+  T dx = copy_of(dx0);
+  LoraGroupBackwardArgs bw;
+  bw.x = &x.t;
+  bw.m = m;
+  bw.scale = s;
+  bw.u = &u;
+  bw.dx = &dx.t;
+  bw.accumulate = c.accumulate;
+  bw.accumulate_dx = c.accumulate_dx;
+  if (c.kept) bw.kept = &kept;
+  for (int i = 0; i < m; ++i) {
+    da.push_back(copy_of(da0[i]));
+    db.push_back(copy_of(db0[i]));
+  }
+  for (int i = 0; i < m; ++i) {
+    bw.dy[i] = &dy[i].t;
+    bw.w[i] = &w[i].t;
+    bw.a[i] = &a[i].t;
+    bw.b[i] = &b[i].t;
+    bw.da[i] = &da[i].t;
+    bw.db[i] = &db[i].t;
+  }
+  cuda::lora_group_backward(bw);
+
+  const double same = 1e-6, dx_tol = c.dx == DType::BF16 ? 1e-2 : 1e-5;
+  const std::vector<float> uv = values(u);
+  for (int i = 0; i < m; ++i) {
+    const std::string mi = "member " + std::to_string(i);
+    expect_close(mi + " y", values(y[static_cast<size_t>(i)]), values(y_ref[static_cast<size_t>(i)]), c.y == DType::BF16 ? 1e-2 : same);
+    std::vector<float> ui(static_cast<size_t>(c.n * c.r));
+    for (int64_t t = 0; t < c.n; ++t)
+      for (int64_t j = 0; j < c.r; ++j) ui[static_cast<size_t>(t * c.r + j)] = uv[static_cast<size_t>(t * m * c.r + i * c.r + j)];
+    expect_close(mi + " u (its columns)", ui, values(u_ref[static_cast<size_t>(i)]), same);
+    expect_close(mi + " dA", values(da[i].t), values(da_ref[i].t), same);
+    expect_close(mi + " dB", values(db[i].t), values(db_ref[i].t), same);
+  }
+  expect_close("dx", values(dx.t), values(dx_ref.t), dx_tol);
+
+  // the LoRA math in double, nothing rounded: y_i = x W_iᵀ + bias_i + s (x A_iᵀ) B_iᵀ, dx = Σ dy_i W_i + s g_i A_i
+  std::vector<float> dx_math = c.accumulate_dx ? dx0.v : std::vector<float>(dx0.v.size(), 0.f);
+  for (int i = 0; i < m; ++i) {
+    const int64_t o = c.out[i];
+    std::vector<double> uu(static_cast<size_t>(c.n * c.r), 0.0), g(static_cast<size_t>(c.n * c.r), 0.0);
+    std::vector<float> yv(static_cast<size_t>(c.n * o)), dav(static_cast<size_t>(c.r * c.in)), dbv(static_cast<size_t>(o * c.r));
+    for (int64_t t = 0; t < c.n; ++t)
+      for (int64_t j = 0; j < c.r; ++j)
+        for (int64_t k = 0; k < c.in; ++k) uu[static_cast<size_t>(t * c.r + j)] += double(x.v[static_cast<size_t>(t * c.in + k)]) * a[i].v[static_cast<size_t>(j * c.in + k)];
+    for (int64_t t = 0; t < c.n; ++t) {
+      for (int64_t oo = 0; oo < o; ++oo) {
+        double acc = c.bias ? bias[i].v[static_cast<size_t>(oo)] : 0.0;
+        for (int64_t k = 0; k < c.in; ++k) acc += double(x.v[static_cast<size_t>(t * c.in + k)]) * w[i].v[static_cast<size_t>(oo * c.in + k)];
+        for (int64_t j = 0; j < c.r; ++j) acc += s * uu[static_cast<size_t>(t * c.r + j)] * b[i].v[static_cast<size_t>(oo * c.r + j)];
+        yv[static_cast<size_t>(t * o + oo)] = static_cast<float>(acc);
+        for (int64_t j = 0; j < c.r; ++j) g[static_cast<size_t>(t * c.r + j)] += double(dy[i].v[static_cast<size_t>(t * o + oo)]) * b[i].v[static_cast<size_t>(oo * c.r + j)];
+      }
+    }
+    for (int64_t t = 0; t < c.n; ++t)
+      for (int64_t k = 0; k < c.in; ++k) {
+        double acc = 0;
+        for (int64_t oo = 0; oo < o; ++oo) acc += double(dy[i].v[static_cast<size_t>(t * o + oo)]) * w[i].v[static_cast<size_t>(oo * c.in + k)];
+        for (int64_t j = 0; j < c.r; ++j) acc += s * g[static_cast<size_t>(t * c.r + j)] * a[i].v[static_cast<size_t>(j * c.in + k)];
+        dx_math[static_cast<size_t>(t * c.in + k)] += static_cast<float>(acc);
+      }
+    for (int64_t j = 0; j < c.r; ++j)
+      for (int64_t k = 0; k < c.in; ++k) {
+        double acc = c.accumulate ? da0[i].v[static_cast<size_t>(j * c.in + k)] : 0.0;
+        for (int64_t t = 0; t < c.n; ++t) acc += s * g[static_cast<size_t>(t * c.r + j)] * x.v[static_cast<size_t>(t * c.in + k)];
+        dav[static_cast<size_t>(j * c.in + k)] = static_cast<float>(acc);
+      }
+    for (int64_t oo = 0; oo < o; ++oo)
+      for (int64_t j = 0; j < c.r; ++j) {
+        double acc = c.accumulate ? db0[i].v[static_cast<size_t>(oo * c.r + j)] : 0.0;
+        for (int64_t t = 0; t < c.n; ++t) acc += s * double(dy[i].v[static_cast<size_t>(t * o + oo)]) * uu[static_cast<size_t>(t * c.r + j)];
+        dbv[static_cast<size_t>(oo * c.r + j)] = static_cast<float>(acc);
+      }
+    const std::string mi = "member " + std::to_string(i) + " (against the math)";
+    expect_close(mi + " y", values(y[static_cast<size_t>(i)]), yv, 3e-2);
+    expect_close(mi + " dA", values(da[i].t), dav, 3e-2);
+    expect_close(mi + " dB", values(db[i].t), dbv, 3e-2);
+  }
+  expect_close("dx (against the math)", values(dx.t), dx_math, 3e-2);
+}
+
+}  // namespace
+
+int main() {
+  const std::vector<Case> cases = {
+      {"q, k, v: three members, widths not a multiple of 8", 37, 52, 4, {44, 20, 20}},
+      {"gate, up: two members, bias, bf16 x, y and dy/dx", 29, 40, 3, {66, 66}, DType::BF16, DType::BF16, DType::BF16, DType::BF16, true},
+      {"one member", 13, 24, 5, {31}},
+      {"accumulating dA, dB and dx (+=)", 21, 33, 4, {17, 9, 12}, DType::BF16, DType::F32, DType::F32, DType::F32, false, true, false, true, true},
+      {"bf16 dx added to (accumulate_dx), f32 y", 19, 48, 4, {24, 8}, DType::BF16, DType::BF16, DType::F32, DType::BF16, false, true, false, false, true},
+      {"a kept matrix from an earlier pass (kept_has_w): W stays, B and A rewritten; a wider ld", 23, 30, 2, {14, 10, 6}, DType::BF16, DType::F32, DType::F32, DType::F32, true, true, true},
+      {"no kept matrix (the op makes its own, forward and backward)", 17, 26, 3, {12, 12}, DType::BF16, DType::F32, DType::F32, DType::F32, false, false},
+      {"f32 weights (TF32 products: the members one by one)", 15, 20, 3, {10, 6, 6}, DType::F32, DType::F32, DType::F32, DType::F32, true, false},
+      {"no rows (N = 0)", 0, 16, 2, {8, 8}},
+  };
+  for (const Case& c : cases) {
+    const int before = failures;
+    try {
+      run(c);
+    } catch (const std::exception& e) {
+      std::printf("    FAIL threw: %s\n", e.what());
+      ++failures;
+    }
+    std::printf("%s %s\n", failures == before ? "ok  " : "FAIL", c.name);
+  }
+  std::printf("%s: %d failure(s) in %zu cases\n", failures ? "FAILED" : "passed", failures, cases.size());
+  return failures ? 1 : 0;
+}
