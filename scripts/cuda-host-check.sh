@@ -23,19 +23,38 @@ for d in "$(dirname "$(readlink -f "$NVCC")")/../lib64" "$(dirname "$NVCC")/../l
   if [[ -e "$d/libcudart_static.a" ]]; then CUDA_LIB=$d; break; fi
 done
 if [[ -z "$CUDA_LIB" ]]; then echo "cuda-host-check: no libcudart_static.a beside $NVCC"; exit 1; fi
+CORE=build/libinstill_core.a  # the CPU build's core (npm ci / npm run build:native), for the model's check
+if [[ ! -f "$CORE" ]]; then echo "cuda-host-check: no $CORE (build the addon first: npm run build:native)"; exit 1; fi
+if ar t "$CORE" | grep -q '\.cu\.o$'; then
+  echo "cuda-host-check: $CORE is a CUDA build (INSTILL_CUDA=on); the check links the CPU build's (npm run build:native)"
+  exit 1
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 FLAGS=(-std=c++17 -O1 -Inative -DINSTILL_CUDA)
 pids=()
-# the CUDA sources under test and the fake device + checks (which include the backend's headers) through nvcc,
-# the runtime they stand on through g++
-for f in native/cuda/lora_group.cu native/cuda/lora_linear.cu test/cuda_host/fake_device.cpp test/cuda_host/lora_group_check.cpp; do
+# the CUDA sources under test, the fake device and backend, and the checks (which include the backend's headers)
+# through nvcc; the runtime they stand on through g++, with INSTILL_CUDA where it names the CUDA hooks and backend
+for f in native/cuda/lora_group.cu native/cuda/lora_linear.cu test/cuda_host/fake_device.cpp \
+         test/cuda_host/fake_backend.cpp test/cuda_host/lora_group_check.cpp test/cuda_host/model_check.cpp; do
   "$NVCC" "${FLAGS[@]}" -x cu --expt-relaxed-constexpr -Werror all-warnings -gencode=arch=compute_80,code=sm_80 \
     -c "$f" -o "$tmp/$(basename "$f").o" & pids+=($!)
 done
 for f in native/runtime/{tensor,device,error,dtype,op_profile,next,host_cache,cpu_features,thread_pool}.cpp; do
-  g++ "${FLAGS[@]}" -Wall -Wextra -Werror -c "$f" -o "$tmp/$(basename "$f").o" & pids+=($!)
+  g++ "${FLAGS[@]}" -Wall -Wextra -Werror -c "$f" -o "$tmp/runtime_$(basename "$f").o" & pids+=($!)
 done
-for p in "${pids[@]}"; do wait "$p"; done
-g++ "$tmp"/*.o -L"$CUDA_LIB" -lcudart_static -ldl -lpthread -lrt -o "$tmp/lora_group_check"
-"$tmp/lora_group_check"
+g++ "${FLAGS[@]}" -Wall -Wextra -Werror -c native/ops/backend.cpp -o "$tmp/ops_backend.o" & pids+=($!)
+failed=0
+for p in "${pids[@]}"; do wait "$p" || failed=1; done  # every compile finishes before the folder goes
+if (( failed )); then echo "cuda-host-check: a compile failed (above)"; exit 1; fi
+LIBS=(-L"$CUDA_LIB" -lcudart_static -ldl -lpthread -lrt)
+g++ "$tmp"/{lora_group.cu,lora_linear.cu,fake_device.cpp,lora_group_check.cpp}.o "$tmp"/runtime_*.o "${LIBS[@]}" -o "$tmp/lora_group_check"
+# the model's: its explicit objects first (the CUDA hooks, the backend registry with CUDA), then the CPU core
+g++ "$tmp"/{lora_group.cu,lora_linear.cu,fake_device.cpp,fake_backend.cpp,model_check.cpp}.o "$tmp/runtime_device.cpp.o" \
+  "$tmp/ops_backend.o" "$CORE" "${LIBS[@]}" -o "$tmp/model_check"
+echo "== lora_group.cu against lora_linear.cu and the math (test/cuda_host/lora_group_check.cpp)"
+rc=0
+"$tmp/lora_group_check" || rc=1
+echo "== the model's CUDA policy on the fake device (test/cuda_host/model_check.cpp)"
+"$tmp/model_check" || rc=1
+exit $rc

@@ -1,6 +1,7 @@
 // The CUDA backend's host code on the CPU (scripts/cuda-host-check.sh, test/cuda_host/README.md): the .cu files
 // that launch no kernel of their own, compiled by nvcc as they are and linked with a fake device, checked against
-// the verified per-linear path and the math. Needs nvcc (no GPU): skipped with the reason where it is absent,
+// the verified per-linear path and the math; and the model's CUDA policy on a fake 'cuda' backend (the LoRA ops'
+// CUDA host code, the CPU's ops elsewhere) against its per-linear pass and the CPU model. Needs nvcc (no GPU): skipped with the reason where it is absent,
 // except under CI=true, where the CUDA compile check (scripts/check-cuda.sh) has it too and its absence fails.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -10,13 +11,13 @@ const nvcc = spawnSync('bash', ['-c', 'command -v nvcc || ls /usr/local/cuda/bin
 if (!nvcc) console.warn(`skipping test/cuda_host: no nvcc on PATH or in /usr/local/cuda/bin${process.env.CI === 'true' ? ' (CI=true: a failure)' : ''}`);
 
 describe.skipIf(!nvcc && process.env.CI !== 'true')('CUDA host code on a fake device', () => {
-  it('lora_group.cu: the per-linear path\'s results member by member, and the math, across its layouts and flags', () => {
+  it('lora_group.cu against lora_linear.cu and the math; the model\'s CUDA policy (kept matrices, groups, bf16 activations) against the per-linear pass and the CPU', () => {
     expect(nvcc, 'nvcc is needed (CI=true)').toBe(true);
     expect(existsSync('scripts/cuda-host-check.sh')).toBe(true);
     const r = spawnSync('bash', ['scripts/cuda-host-check.sh'], { encoding: 'utf8', timeout: 300_000 });
     const out = `${r.stdout}${r.stderr}`;
-    console.log(out.trim().split('\n').slice(-12).join('\n'));
+    console.log(out.trim());
     expect(r.status, out.slice(-4000)).toBe(0);
-    expect(out).toMatch(/passed: 0 failure\(s\) in \d+ cases/);
+    expect(out.match(/passed: 0 failure\(s\) in \d+ cases/g)?.length).toBe(2);
   }, 320_000);
 });

@@ -1,0 +1,246 @@
+// The model's CUDA policy on the fake 'cuda' device (fake_backend.cpp): a bf16 Llama with LoRA on device CUDA —
+// kept [W | B]s and group matrices (prepare_wb), A below W, bf16 activations by default, lora_group under
+// INSTILL_CUDA_NEXT=lora_group — against the same model on the CPU and against itself without the piece.
+// Checks, per case: lora_group ran where expected (and never without its kept matrices or under dropout), the
+// loss and every LoRA gradient equal the per-linear pass's up to f32 (and bf16-activation) rounding, and the
+// CPU's within bf16 tolerance; a second pass (the kept matrices reused) gives the same; checkpointing too.
+// Prints one line a case; exits 1 on any failure.
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "model/llama.h"
+
+namespace instill {
+namespace cuda {
+extern std::atomic<int> fake_calls_linear, fake_calls_group;
+}
+}  // namespace instill
+
+using namespace instill;
+
+namespace {
+
+uint64_t rng_state = 0x2545f4914f6cdd1dull;
+float uniform() {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return static_cast<float>((rng_state >> 40) * (1.0 / (1ull << 24)) * 2.0 - 1.0);
+}
+
+void set_env(const char* name, const char* value) {
+  if (value) setenv(name, value, 1);
+  else unsetenv(name);
+}
+
+Tensor random_cpu(const Shape& shape, DType dt, float scale, float offset = 0.f) {
+  Tensor t = Tensor::empty(shape, DType::F32);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] = offset + uniform() * scale;
+  if (dt == DType::F32) return t;
+  Tensor b = Tensor::empty(shape, DType::BF16);
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    uint32_t u;
+    std::memcpy(&u, t.data_as<float>() + i, 4);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    b.data_as<uint16_t>()[i] = static_cast<uint16_t>(u);
+  }
+  return b;
+}
+
+Shape shape_of(const std::string& n, const LlamaConfig& c) {
+  auto ends = [&](const char* s) { return n.size() >= std::strlen(s) && n.compare(n.size() - std::strlen(s), std::strlen(s), s) == 0; };
+  if (n == "model.embed_tokens.weight" || n == "lm_head.weight") return {c.V, c.C};
+  if (ends("q_proj.weight")) return {c.H * c.D, c.C};
+  if (ends("k_proj.weight") || ends("v_proj.weight")) return {c.KVH * c.D, c.C};
+  if (ends("o_proj.weight")) return {c.C, c.H * c.D};
+  if (ends("gate_proj.weight") || ends("up_proj.weight")) return {c.F, c.C};
+  if (ends("down_proj.weight")) return {c.C, c.F};
+  if (ends("q_proj.bias")) return {c.H * c.D};
+  if (ends("k_proj.bias") || ends("v_proj.bias")) return {c.KVH * c.D};
+  if (ends("q_norm.weight") || ends("k_norm.weight")) return {c.D};
+  return {c.C};  // the norms
+}
+
+struct Pass {
+  double loss = 0;
+  std::vector<std::vector<float>> grads;  // per (layer, target, A/B)
+  int linear = 0, group = 0;              // lora_linear_forward / lora_group_forward calls on the fake device
+};
+
+struct Case {
+  const char* name;
+  uint32_t mask;           // LoRA targets (bit = LoraTarget)
+  bool qkv_bias = false;
+  bool qk_norm = false;
+  float dropout = 0.f;
+  bool checkpointing = false;
+  const char* acts = nullptr;  // INSTILL_BF16_ACTIVATIONS on the fake GPU (null: its default, bf16)
+  const char* base = "default";  // INSTILL_CUDA_NEXT without the piece ("default,-wb_cache": no kept matrices)
+};
+
+constexpr int64_t kR = 3;
+
+std::vector<float> host_values(const Tensor& t) {
+  std::vector<float> v(static_cast<size_t>(t.numel()));
+  std::memcpy(v.data(), t.data(), t.nbytes());  // f32 gradients; the fake device's memory is the host's
+  return v;
+}
+
+struct Models {
+  LlamaModel cpu, gpu;
+  Models(const LlamaConfig& c, const Tensor& inv) : cpu(c, inv, Device::CPU), gpu(c, inv, Device::CUDA) {}
+};
+
+Pass run_pass(LlamaModel& m, const ModelInputs& in, bool accumulate = false) {
+  const int l0 = cuda::fake_calls_linear, g0 = cuda::fake_calls_group;
+  Pass p;
+  p.loss = m.loss_and_grads(in, 0, accumulate, 77).loss;
+  p.linear = cuda::fake_calls_linear - l0;
+  p.group = cuda::fake_calls_group - g0;
+  for (int64_t l = 0; l < 2; ++l)
+    for (int t = 0; t < kNumTargets; ++t) {
+      if (!((m.lora_mask() >> t) & 1u)) continue;
+      LoraParam& lp = m.lora(l, t);
+      p.grads.push_back(host_values(lp.da));
+      p.grads.push_back(host_values(lp.db));
+    }
+  return p;
+}
+
+int failures = 0;
+double worst_rel(const Pass& a, const Pass& b) {
+  double w = 0;
+  for (size_t i = 0; i < a.grads.size(); ++i) {
+    double d = 0, n = 0;
+    for (size_t j = 0; j < a.grads[i].size(); ++j) {
+      const double x = a.grads[i][j], y = b.grads[i][j];
+      if (!std::isfinite(x)) return INFINITY;
+      d += (x - y) * (x - y);
+      n += y * y;
+    }
+    w = std::max(w, n > 0 ? std::sqrt(d / n) : std::sqrt(d));
+  }
+  return w;
+}
+void expect(bool ok, const std::string& what) {
+  if (!ok) {
+    std::printf("    FAIL %s\n", what.c_str());
+    ++failures;
+  }
+}
+
+void run(const Case& cs) {
+  LlamaConfig c;
+  c.C = 44; c.F = 76; c.L = 2; c.H = 4; c.KVH = 2; c.D = 10; c.V = 97;
+  c.qkv_bias = cs.qkv_bias;
+  c.qk_norm = cs.qk_norm;
+  Tensor inv = Tensor::empty({c.D / 2}, DType::F32);
+  for (int64_t i = 0; i < c.D / 2; ++i) inv.data_as<float>()[i] = static_cast<float>(std::pow(10000.0, -2.0 * i / c.D));
+  Models ms(c, inv);
+  for (const std::string& n : ms.cpu.weight_names()) {
+    const Shape s = shape_of(n, c);
+    const bool norm = s.size() == 1 && n.find("bias") == std::string::npos;
+    const Tensor t = random_cpu(s, s.size() == 2 ? DType::BF16 : DType::F32, norm ? 0.1f : 0.3f, norm ? 1.f : 0.f);
+    ms.cpu.set_weight(n, t);
+    ms.gpu.set_weight(n, t);
+  }
+  const float scale = 2.f;
+  for (LlamaModel* m : {&ms.cpu, &ms.gpu}) m->add_lora(cs.mask, kR, scale, cs.dropout);
+  for (int64_t l = 0; l < c.L; ++l)
+    for (int t = 0; t < kNumTargets; ++t) {
+      if (!((cs.mask >> t) & 1u)) continue;
+      LoraParam& pc = ms.cpu.lora(l, t);
+      const Tensor a = random_cpu(pc.a.shape(), DType::F32, 0.3f), b = random_cpu(pc.b.shape(), DType::F32, 0.3f);
+      for (LlamaModel* m : {&ms.cpu, &ms.gpu}) {
+        LoraParam& p = m->lora(l, t);
+        std::memcpy(p.a.data(), a.data(), a.nbytes());
+        std::memcpy(p.b.data(), b.data(), b.nbytes());
+      }
+    }
+  for (LlamaModel* m : {&ms.cpu, &ms.gpu}) m->set_checkpointing(cs.checkpointing);
+  // two packed rows of 13 and 9 tokens
+  const int64_t n = 22;
+  Tensor ids = Tensor::empty({n}, DType::I32), pos = Tensor::empty({n}, DType::I32), tg = Tensor::empty({n}, DType::I32);
+  Tensor cu = Tensor::empty({3}, DType::I32);
+  for (int64_t i = 0; i < n; ++i) {
+    ids.data_as<int32_t>()[i] = static_cast<int32_t>((i * 37 + 5) % c.V);
+    pos.data_as<int32_t>()[i] = static_cast<int32_t>(i < 13 ? i : i - 13);
+    tg.data_as<int32_t>()[i] = i == 0 || i == 13 ? -100 : static_cast<int32_t>((i * 11 + 3) % c.V);
+  }
+  cu.data_as<int32_t>()[0] = 0; cu.data_as<int32_t>()[1] = 13; cu.data_as<int32_t>()[2] = 22;
+  const ModelInputs in{&ids, &pos, &cu, &tg};
+
+  set_env("INSTILL_BF16_ACTIVATIONS", cs.acts);
+  set_env("INSTILL_CUDA_NEXT", cs.base);
+  const Pass off = run_pass(ms.gpu, in);
+  const std::string with = std::string(cs.base) + ",lora_group";
+  set_env("INSTILL_CUDA_NEXT", with.c_str());
+  const Pass on = run_pass(ms.gpu, in);
+  const Pass again = run_pass(ms.gpu, in);  // the kept matrices from the pass before
+  set_env("INSTILL_CUDA_NEXT", nullptr);
+  const Pass cpu = run_pass(ms.cpu, in);
+  set_env("INSTILL_BF16_ACTIVATIONS", nullptr);
+
+  // which path: a group of two or more adapted linears among q, k, v / gate, up, with its kept matrix (wb_cache)
+  // and no dropout
+  const auto count = [&](std::initializer_list<int> ts) {
+    int k = 0;
+    for (int t : ts) k += (cs.mask >> t) & 1u;
+    return k;
+  };
+  const int qkv = count({kQ, kK, kV}), mlp = count({kGate, kUp}), all = count({kQ, kK, kV, kO, kGate, kUp, kDown});
+  const bool kept = std::string(cs.base).find("-wb_cache") == std::string::npos && cs.dropout == 0.f;
+  const int groups = kept ? (qkv >= 2) + (mlp >= 2) : 0;
+  const int grouped = kept ? (qkv >= 2 ? qkv : 0) + (mlp >= 2 ? mlp : 0) : 0;
+  // (with dropout the linears go through lora_dropout, which calls no lora_linear on this backend)
+  const int linear_calls = cs.dropout > 0 ? off.linear : (all - grouped) * static_cast<int>(c.L) * (cs.checkpointing ? 2 : 1);
+  expect(off.group == 0, "no lora_group without the piece (" + std::to_string(off.group) + " calls)");
+  expect(on.group == groups * static_cast<int>(c.L) * (cs.checkpointing ? 2 : 1),
+         "lora_group forwards: " + std::to_string(on.group) + ", expected " + std::to_string(groups * c.L * (cs.checkpointing ? 2 : 1)));
+  expect(on.linear == linear_calls, "lora_linear forwards beside them: " + std::to_string(on.linear) + ", expected " + std::to_string(linear_calls));
+  const double e_off = worst_rel(on, off), e_again = worst_rel(again, on), e_cpu = worst_rel(on, cpu);
+  // bf16 activations round y and dx to bf16 after each member's product on the per-linear path, once on the group's
+  const bool bf16_acts = cs.acts == nullptr || std::strcmp(cs.acts, "1") == 0 || std::strcmp(cs.acts, "mlp") == 0;
+  const double tol_off = bf16_acts ? 2e-2 : 1e-4;
+  expect(std::fabs(on.loss - off.loss) <= 1e-4 * std::fabs(off.loss), "loss " + std::to_string(on.loss) + " against " + std::to_string(off.loss));
+  expect(e_off <= tol_off, "gradients against the per-linear pass: worst " + std::to_string(e_off));
+  expect(e_again == 0, "a second pass on the kept matrices: worst " + std::to_string(e_again) + " (not the same bits)");
+  expect(e_cpu <= 6e-2, "gradients against the CPU: worst " + std::to_string(e_cpu));
+  expect(std::fabs(on.loss - cpu.loss) <= 1e-2 * std::fabs(cpu.loss), "loss against the CPU: " + std::to_string(on.loss) + " vs " + std::to_string(cpu.loss));
+  std::printf("       lora_group %d + lora_linear %d forwards; worst grad against the per-linear pass %.2e, the CPU %.2e\n",
+              on.group, on.linear, e_off, e_cpu);
+}
+
+}  // namespace
+
+int main() {
+  const uint32_t every = (1u << kNumTargets) - 1;
+  const std::vector<Case> cases = {
+      {"every linear, bf16 activations (the GPU's default)", every},
+      {"every linear, f32 activations", every, false, false, 0.f, false, "0"},
+      {"q, v, gate, up (groups of two); o, down without adapters", (1u << kQ) | (1u << kV) | (1u << kGate) | (1u << kUp), false, false, 0.f, false, "0"},
+      {"k, v, down: q without an adapter writes dx first", (1u << kK) | (1u << kV) | (1u << kDown), false, false, 0.f, false, "0"},
+      {"q/k/v biases (Qwen2), bf16 activations", every, true},
+      {"q/k norm (Qwen3)", every, false, true},
+      {"gradient checkpointing", every, false, false, 0.f, true, "0"},
+      {"no kept matrices (wb_cache off): not grouped", every, false, false, 0.f, false, "0", "default,-wb_cache"},
+      {"LoRA dropout: not grouped", every, false, false, 0.1f, false, "0"},
+  };
+  for (const Case& c : cases) {
+    const int before = failures;
+    try {
+      run(c);
+    } catch (const std::exception& e) {
+      std::printf("    FAIL threw: %s\n", e.what());
+      ++failures;
+    }
+    std::printf("%s %s\n", failures == before ? "ok  " : "FAIL", c.name);
+  }
+  std::printf("%s: %d failure(s) in %zu cases\n", failures ? "FAILED" : "passed", failures, cases.size());
+  return failures ? 1 : 0;
+}
