@@ -8,12 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-NVCC="${NVCC:-}"
-if [[ -z "$NVCC" ]]; then
-  if command -v nvcc >/dev/null 2>&1; then NVCC=$(command -v nvcc)
-  elif [[ -x /usr/local/cuda/bin/nvcc ]]; then NVCC=/usr/local/cuda/bin/nvcc
-  fi
-fi
+source scripts/find-nvcc.sh
 if [[ -z "$NVCC" ]]; then
   echo "check-cuda: skipped (no nvcc on PATH or in /usr/local/cuda/bin)"
   exit 0

@@ -8,12 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-NVCC="${NVCC:-}"
-if [[ -z "$NVCC" ]]; then
-  if command -v nvcc >/dev/null 2>&1; then NVCC=$(command -v nvcc)
-  elif [[ -x /usr/local/cuda/bin/nvcc ]]; then NVCC=/usr/local/cuda/bin/nvcc
-  fi
-fi
+source scripts/find-nvcc.sh
 if [[ -z "$NVCC" ]]; then
   echo "cuda-host-check: skipped (no nvcc on PATH or in /usr/local/cuda/bin)"
   exit 0
@@ -31,7 +26,7 @@ if ar t "$CORE" | grep -q '\.cu\.o$'; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-FLAGS=(-std=c++17 -O1 -Inative -DINSTILL_CUDA)
+FLAGS=(-std=c++17 -O1 -Inative -I. -DINSTILL_CUDA)
 pids=()
 # the CUDA sources under test, the fake device and backend, and the checks (which include the backend's headers)
 # through nvcc; the runtime they stand on through g++, with INSTILL_CUDA where it names the CUDA hooks and backend

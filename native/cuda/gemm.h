@@ -123,15 +123,17 @@ inline GemmOperand operand(const Tensor& t, bool trans, float scale = 1.f) {
   o.scale = scale;
   return o;
 }
-// A bf16 matrix of `cols` columns stored with row stride ld (a view into a packed buffer).
-inline GemmOperand bf16_operand(const __nv_bfloat16* p, int64_t ld, bool trans) {
+// A matrix of element type e stored with row stride ld (a view into a packed buffer, or some of a tensor's
+// columns), and the same for bf16.
+inline GemmOperand strided_operand(const void* p, Elem e, int64_t ld, bool trans) {
   GemmOperand o;
   o.p = p;
-  o.e = Elem::BF16;
+  o.e = e;
   o.ld = ld;
   o.trans = trans;
   return o;
 }
+inline GemmOperand bf16_operand(const __nv_bfloat16* p, int64_t ld, bool trans) { return strided_operand(p, Elem::BF16, ld, trans); }
 
 // A single-segment product C (M, N) = op(A)·op(B), alpha 1, beta 0, no bias.
 inline GemmArgs product(int64_t M, int64_t N, int64_t K, GemmOperand a, GemmOperand b, float* c, int64_t ldc) {

@@ -40,16 +40,6 @@ void set_c(GemmArgs& g, Tensor& t, int64_t ldc) {
   g.ldc = ldc;
 }
 
-// An f32 matrix of R columns stored with row stride ld (a member's columns of u or g).
-GemmOperand f32_columns(const float* p, int64_t ld, bool trans) {
-  GemmOperand o;
-  o.p = p;
-  o.e = Elem::F32;
-  o.ld = ld;
-  o.trans = trans;
-  return o;
-}
-
 struct Layout {
   int m = 0;
   int64_t n = 0, in = 0, r = 0, mr = 0, s = 0;
@@ -223,7 +213,7 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
   } else {
     for (int i = 0; i < p.m; ++i) {  // dA_i += s·g_iᵀ·x, one product per member (beta 1 on its own tensor)
       const OpPart part("dA = s g^T x", Device::CUDA);
-      GemmArgs g = product(l.r, l.in, l.n, f32_columns(gt.data_as<float>() + i * l.r, l.mr, true), operand(x, false),
+      GemmArgs g = product(l.r, l.in, l.n, strided_operand(gt.data_as<float>() + i * l.r, Elem::F32, l.mr, true), operand(x, false),
                            p.da[i]->data_as<float>(), l.in);
       g.alpha = p.scale; g.beta = beta;
       gemm(g);
@@ -237,7 +227,7 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
     GemmArgs g;
     g.M = l.s; g.N = l.mr; g.K[0] = l.n;
     g.a[0] = bf16_operand(bf16_ptr(pd), ldd, true);  // dy stored (N, S) = (K, M)
-    g.b[0] = f32_columns(p.u->data_as<float>(), l.mr, false);
+    g.b[0] = strided_operand(p.u->data_as<float>(), Elem::F32, l.mr, false);
     g.alpha = p.scale;
     g.c = db.data_as<float>(); g.ldc = l.mr;
     gemm(g);
@@ -253,7 +243,7 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
       GemmArgs g;
       g.M = p.w[i]->dim(0); g.N = l.r; g.K[0] = l.n;
       g.a[0] = bf16_operand(bf16_ptr(pd) + l.off[i], ldd, true);  // dy_i stored (N, OUT_i) = (K, M)
-      g.b[0] = f32_columns(p.u->data_as<float>() + i * l.r, l.mr, false);
+      g.b[0] = strided_operand(p.u->data_as<float>() + i * l.r, Elem::F32, l.mr, false);
       g.alpha = p.scale; g.beta = beta;
       g.c = p.db[i]->data_as<float>(); g.ldc = l.r;
       gemm(g);

@@ -19,12 +19,12 @@
 #include "cuda/lora_narrow.h"
 #include "ops/add.h"
 #include "runtime/device.h"
+#include "test/cuda_host/fake_device.h"
 
 namespace instill {
 namespace cuda {
 
-namespace {
-
+namespace fake {
 float bf16_round(float v) {
   if (std::isnan(v)) return v;
   uint32_t u;
@@ -34,6 +34,10 @@ float bf16_round(float v) {
   std::memcpy(&r, &u, 4);
   return r;
 }
+}  // namespace fake
+
+namespace {
+using fake::bf16_round;
 
 float bf16_to_f32(const __nv_bfloat16& h) {
   uint16_t b;

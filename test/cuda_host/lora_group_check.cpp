@@ -17,6 +17,7 @@
 #include "cuda/gemm.h"
 #include "ops/lora_group.h"
 #include "ops/lora_linear.h"
+#include "test/cuda_host/fake_device.h"
 
 namespace instill {
 namespace cuda {
@@ -39,14 +40,7 @@ float uniform() {  // [-1, 1)
   return static_cast<float>((rng_state >> 40) * (1.0 / (1ull << 24)) * 2.0 - 1.0);
 }
 
-float round_bf16(float v) {
-  uint32_t u;
-  std::memcpy(&u, &v, 4);
-  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-  float r;
-  std::memcpy(&r, &u, 4);
-  return r;
-}
+using cuda::fake::bf16_round;
 
 // A "device" tensor of random values (scale), and the values it holds as floats (bf16-rounded where bf16).
 struct T {
@@ -60,7 +54,7 @@ T make(Shape shape, DType dt, float scale) {
   for (size_t i = 0; i < r.v.size(); ++i) {
     const float x = uniform() * scale;
     if (dt == DType::BF16) {
-      r.v[i] = round_bf16(x);
+      r.v[i] = bf16_round(x);
       uint32_t u;
       std::memcpy(&u, &r.v[i], 4);
       const uint16_t b = static_cast<uint16_t>(u >> 16);
