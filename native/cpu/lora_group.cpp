@@ -37,9 +37,19 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
 void lora_group_backward(const LoraGroupBackwardArgs& p) {
   const int64_t n = p.x->dim(0), r = p.a[0]->dim(0);
   Tensor u = Tensor::empty({n, r}, DType::F32);
+  int64_t off = 0;
   for (int i = 0; i < p.m; ++i) {
     copy_columns(*p.u, i, u, true);
-    LoraLinearBackwardArgs args{p.dy[i], p.x, p.w[i], p.a[i], p.b[i], &u, p.scale, p.dx, p.da[i], p.db[i],
+    const int64_t o = p.w[i]->dim(0);
+    Tensor dy;  // member i's columns of dy_packed (bf16), when the dy came packed
+    if (p.dy_packed) {
+      dy = Tensor::empty({n, o}, DType::BF16);
+      const int64_t ld = p.dy_packed->dim(1);
+      for (int64_t row = 0; row < n; ++row)
+        std::memcpy(dy.data_as<uint16_t>() + row * o, p.dy_packed->data_as<uint16_t>() + row * ld + off, sizeof(uint16_t) * static_cast<size_t>(o));
+    }
+    off += o;
+    LoraLinearBackwardArgs args{p.dy_packed ? &dy : p.dy[i], p.x, p.w[i], p.a[i], p.b[i], &u, p.scale, p.dx, p.da[i], p.db[i],
                                 p.accumulate, i > 0 || p.accumulate_dx};
     cpu::lora_linear_backward(args);
   }

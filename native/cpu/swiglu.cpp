@@ -3,6 +3,7 @@
 #include "cpu/activations.h"
 #include "cpu/model_ops.h"
 #include "cpu/row_kernels.h"
+#include "runtime/dtype.h"
 #include "runtime/thread_pool.h"
 
 namespace instill {
@@ -20,6 +21,24 @@ void swiglu_forward(const SwigluForwardArgs& p) {
 }
 
 void swiglu_backward(const SwigluBackwardArgs& p) {
+  if (p.dgu) {  // into f32 (N, F) pairs, then each row's halves rounded into dgu's columns
+    Tensor dg32 = Tensor::empty(p.gate->shape(), DType::F32), du32 = Tensor::empty(p.gate->shape(), DType::F32);
+    SwigluBackwardArgs q = p;
+    q.dgate = &dg32;
+    q.dup = &du32;
+    q.dgu = nullptr;
+    cpu::swiglu_backward(q);
+    const int64_t n = p.gate->dim(0), f = p.gate->dim(1), ld = p.dgu->dim(1);
+    uint16_t* out = p.dgu->data_as<uint16_t>();
+    parallel_range(n, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r)
+        for (int64_t c = 0; c < f; ++c) {
+          out[r * ld + c] = f32_to_bf16(dg32.data_as<float>()[r * f + c]);
+          out[r * ld + f + c] = f32_to_bf16(du32.data_as<float>()[r * f + c]);
+        }
+    });
+    return;
+  }
   const Tensor dt = f32_of(*p.dout), gt = f32_of(*p.gate), ut = f32_of(*p.up);
   Tensor dgt = f32_out(*p.dgate, false), dut = f32_out(*p.dup, false);
   const float* d = dt.data_as<float>();

@@ -166,9 +166,10 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
     write_kept(l, p.w, p.a, p.b, bf16_ptr(own), ldk, true);
     k = bf16_ptr(own);
   }
-  const int64_t ldd = round_up(l.s + l.mr, 8);
-  Tensor pd = Tensor::empty({l.n, ldd}, DType::BF16, Device::CUDA);  // [dy_1 | … | dy_m | s·g]
-  {
+  // [dy_1 | … | dy_m | s·g]: the caller's, where its dy came packed (swiglu_backward's dgu), else packed here
+  const int64_t ldd = p.dy_packed ? p.dy_packed->dim(1) : round_up(l.s + l.mr, 8);
+  Tensor pd = p.dy_packed ? *p.dy_packed : Tensor::empty({l.n, ldd}, DType::BF16, Device::CUDA);
+  if (!p.dy_packed) {
     const OpPart part("pack dy", Device::CUDA);
     for (int i = 0; i < p.m; ++i) {
       const Tensor& dy = *p.dy[i];

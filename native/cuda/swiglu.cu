@@ -120,6 +120,64 @@ __global__ void swiglu_backward_bf16_kernel(const bf16* dout, const bf16* gate, 
   }
 }
 
+// dgu (ops/swiglu.h): dgate and dup rounded into columns 0..F and F..2F of a bf16 (N, ld) buffer, from dout, gate,
+// up of type T (f32 or bf16). kVec: T bf16, F and ld multiples of 8, every base 16-byte aligned: 8 elements a
+// thread (a group of 8 never crosses a row), one division a group.
+template <typename T, bool kVec>
+__global__ void swiglu_backward_packed_kernel(const T* dout, const T* gate, const T* up, bf16* dgu, int64_t f,
+                                              int64_t ld, int64_t n) {
+  const int64_t per = kVec ? 8 : 1;
+  for (int64_t i = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * per; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x * per) {
+    const int64_t r = i / f, c = i - r * f;
+    bf16* dg = dgu + r * ld + c;
+    bf16* du = dg + f;
+    if constexpr (kVec) {
+      const uint4 dv = *reinterpret_cast<const uint4*>(dout + i), gv = *reinterpret_cast<const uint4*>(gate + i),
+                  uv = *reinterpret_cast<const uint4*>(up + i);
+      uint4 dgv, duv;
+      const bf162* d2 = reinterpret_cast<const bf162*>(&dv);
+      const bf162* g2 = reinterpret_cast<const bf162*>(&gv);
+      const bf162* u2 = reinterpret_cast<const bf162*>(&uv);
+      bf162* dg2 = reinterpret_cast<bf162*>(&dgv);
+      bf162* du2 = reinterpret_cast<bf162*>(&duv);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 d = __bfloat1622float2(d2[j]), g = __bfloat1622float2(g2[j]), u = __bfloat1622float2(u2[j]);
+        float2 a, b;
+        swiglu_grad(d.x, g.x, u.x, a.x, b.x);
+        swiglu_grad(d.y, g.y, u.y, a.y, b.y);
+        dg2[j] = __floats2bfloat162_rn(a.x, a.y);
+        du2[j] = __floats2bfloat162_rn(b.x, b.y);
+      }
+      *reinterpret_cast<uint4*>(dg) = dgv;
+      *reinterpret_cast<uint4*>(du) = duv;
+    } else {
+      float a, b;
+      swiglu_grad(load1(dout + i), load1(gate + i), load1(up + i), a, b);
+      *dg = __float2bfloat16_rn(a);
+      *du = __float2bfloat16_rn(b);
+    }
+  }
+}
+
+void swiglu_backward_packed(const SwigluBackwardArgs& p, int64_t n) {
+  const int64_t f = p.gate->dim(1), ld = p.dgu->dim(1);
+  bf16* out = p.dgu->data_as<bf16>();
+  if (p.gate->dtype() == DType::BF16) {
+    const bf16 *d = p.dout->data_as<bf16>(), *g = p.gate->data_as<bf16>(), *u = p.up->data_as<bf16>();
+    if (f % 8 == 0 && ld % 8 == 0 && aligned16({d, g, u, out})) {
+      swiglu_backward_packed_kernel<bf16, true><<<grid_1d(n / 8, 256), 256, 0, stream()>>>(d, g, u, out, f, ld, n);
+    } else {
+      swiglu_backward_packed_kernel<bf16, false><<<grid_1d(n, 256), 256, 0, stream()>>>(d, g, u, out, f, ld, n);
+    }
+  } else {
+    swiglu_backward_packed_kernel<float, false><<<grid_1d(n, 256), 256, 0, stream()>>>(
+        p.dout->data_as<float>(), p.gate->data_as<float>(), p.up->data_as<float>(), out, f, ld, n);
+  }
+  check_launch("swiglu_backward_packed_kernel");
+}
+
 void swiglu_forward_bf16(const SwigluForwardArgs& p, int64_t n) {
   const bf16 *g = p.gate->data_as<bf16>(), *u = p.up->data_as<bf16>();
   bf16* o = p.out->data_as<bf16>();
@@ -177,6 +235,7 @@ void swiglu_forward(const SwigluForwardArgs& p) {
 void swiglu_backward(const SwigluBackwardArgs& p) {
   const int64_t n = p.gate->numel();
   if (n == 0) return;
+  if (p.dgu) return swiglu_backward_packed(p, n);
   if (p.gate->dtype() == DType::BF16) return swiglu_backward_bf16(p, n);
   const float *d = p.dout->data_as<float>(), *g = p.gate->data_as<float>(), *u = p.up->data_as<float>();
   float *dg = p.dgate->data_as<float>(), *du = p.dup->data_as<float>();

@@ -55,6 +55,7 @@ struct LlamaModel::Acts {
 struct LlamaScratch {
   Tensor dxn, tmp;      // (N, C)
   Tensor dh, dgate, dup;  // (N, F)
+  Tensor dgu;           // (N, round8(2F + 2R)) bf16: gate and up's dy packed for lora_group (swiglu_pack), or none
   Tensor datt, dq;      // (N, H·D)
   Tensor dk, dv;        // (N, KVH·D)
 };
@@ -620,7 +621,7 @@ void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tenso
 }
 
 void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor& dx,
-                                bool accumulate, LlamaScratch& s) {
+                                bool accumulate, LlamaScratch& s, Tensor* dy_packed) {
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   if (!grouped(l, g, a)) {
     for (int j = 0; j < kGroupSize[g]; ++j) {
@@ -640,7 +641,7 @@ void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, cons
     Linear& lin = lw.lin[static_cast<size_t>(kGroupTargets[g][j])];
     if (!lin.has_lora) continue;
     const int i = args.m++;
-    args.dy[i] = dys[j];
+    args.dy[i] = dy_packed ? nullptr : dys[j];
     args.w[i] = &lin.w;
     args.a[i] = &lin.lora.a;
     args.b[i] = &lin.lora.b;
@@ -648,6 +649,7 @@ void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, cons
     args.db[i] = &lin.lora.db;
   }
   if (lw.kept[static_cast<size_t>(g)].defined()) args.kept = &lw.kept[static_cast<size_t>(g)];
+  args.dy_packed = dy_packed;
   // in the targets' order: the group where its first member stands, dx written by whichever comes first
   bool written = false, group_done = false;
   for (int j = 0; j < kGroupSize[g]; ++j) {
@@ -717,8 +719,13 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   }
   // MLP: dres is d(x_out); the residual passes it through to x2 unchanged.
   linear_backward(lin[kDown], dres, a.h, a.u[kDown], s.dh, false, accumulate, s.tmp, dropout_seed(l, kDown));
-  swiglu_backward(SwigluBackwardArgs{&s.dh, &a.gate, &a.up, &s.dgate, &s.dup});
-  {
+  int mlp_members[kMaxLoraGroup];
+  if (s.dgu.defined() && grouped(l, 1, a) && group_members(l, 1, mlp_members) == 2) {
+    // swiglu_pack: dgate and dup straight into the group's packed dy, where lora_group reads them
+    swiglu_backward(SwigluBackwardArgs{&s.dh, &a.gate, &a.up, nullptr, nullptr, &s.dgu});
+    group_backward(l, 1, a.xn2, a, nullptr, s.dxn, accumulate, s, &s.dgu);
+  } else {
+    swiglu_backward(SwigluBackwardArgs{&s.dh, &a.gate, &a.up, &s.dgate, &s.dup});
     const Tensor* dys[2] = {&s.dgate, &s.dup};
     group_backward(l, 1, a.xn2, a, dys, s.dxn, accumulate, s);
   }
@@ -886,6 +893,10 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   s.dh = Tensor::empty({n, c.F}, act, device_);
   s.dgate = Tensor::empty({n, c.F}, act, device_);
   s.dup = Tensor::empty({n, c.F}, act, device_);
+  if (device_ != Device::CPU && groups_ && next_enabled(Next::SwigluPack) && layers_[0].lin[kGate].has_lora &&
+      layers_[0].lin[kUp].has_lora) {
+    s.dgu = Tensor::empty({n, (2 * c.F + 2 * lora_r_ + 7) / 8 * 8}, DType::BF16, device_);
+  }
   const DType at = attention_dtype(act);
   s.datt = Tensor::empty({n, c.H * c.D}, at, device_);
   s.dq = Tensor::empty({n, c.H * c.D}, at, device_);

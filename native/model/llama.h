@@ -222,8 +222,9 @@ class LlamaModel {
   // others through linear_forward / linear_backward), else each through its own. The backward writes dx with
   // the first and adds the rest.
   void group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys);
+  // dy_packed: gate and up's dy already side by side (swiglu_backward's dgu; both must be the group's members).
   void group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor& dx,
-                      bool accumulate, LlamaScratch& s);
+                      bool accumulate, LlamaScratch& s, Tensor* dy_packed = nullptr);
   // The adapted targets of group g in layer l, in order (at most kMaxLoraGroup).
   int group_members(int64_t l, int g, int* members) const;
   // Whether group g of layer l goes through lora_group in this pass (see group_forward; on a GPU only with its

@@ -126,18 +126,35 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
   const Members mem = check_members(x, p.m, p.w, p.a, p.b);
   need_activation(x, "x", mem.f32_weights);
   const int64_t n = x.dim(0), in = x.dim(1);
+  if (p.dy_packed) {
+    if (mem.f32_weights) fail(ErrorCode::DType, "'dy_packed' (bf16) goes with bf16 or f16 weights, got f32 ones");
+    const Tensor& dp = *p.dy_packed;
+    need_dtype(dp, "dy_packed", {DType::BF16});
+    need_ndim(dp, "dy_packed", 2);
+    const int64_t cols = mem.sum_out + p.m * mem.r;
+    if (dp.dim(0) != n || dp.dim(1) < cols || dp.dim(1) % 8 != 0) {
+      fail(ErrorCode::Shape, "'dy_packed' must be (N, ld) with ld >= sum of out + m·r and a multiple of 8: (", n, ", >= ",
+           cols, "), got ", shape_str(dp.shape()));
+    }
+    need_same_device(dp, "dy_packed", x.device());
+  }
   for (int i = 0; i < p.m; ++i) {
     const int64_t o = p.w[i]->dim(0);
-    const Tensor& dy = need(p.dy[i], dyn[i]);
-    need_activation(dy, dyn[i], mem.f32_weights);
-    need_shape(dy, dyn[i], {n, o}, "(N, out): the gradient of y");
+    if (p.dy_packed) {
+      if (p.dy[i]) fail(ErrorCode::Arg, "lora_group_backward: 'dy_packed' replaces every dy (", dyn[i], " given)");
+    } else {
+      const Tensor& dy = need(p.dy[i], dyn[i]);
+      need_activation(dy, dyn[i], mem.f32_weights);
+      need_shape(dy, dyn[i], {n, o}, "(N, out): the gradient of y");
+      need_same_device(dy, dyn[i], x.device());
+    }
     const Tensor& da = need(p.da[i], dan[i]);
     const Tensor& db = need(p.db[i], dbn[i]);
     need_dtype(da, dan[i], {DType::F32});
     need_dtype(db, dbn[i], {DType::F32});
     need_shape(da, dan[i], {mem.r, in}, "(r, in)");
     need_shape(db, dbn[i], {o, mem.r}, "(out, r)");
-    for (auto [t, name] : {std::pair{&dy, dyn[i]}, {&da, dan[i]}, {&db, dbn[i]}}) need_same_device(*t, name, x.device());
+    for (auto [t, name] : {std::pair{&da, dan[i]}, {&db, dbn[i]}}) need_same_device(*t, name, x.device());
   }
   const Tensor& u = need(p.u, "u");
   need_dtype(u, "u", {DType::F32});

@@ -63,6 +63,10 @@ struct LoraGroupBackwardArgs {
   // Or null: the kept matrix as this pass's forward left it (its A blocks written by that forward: no A may
   // change in between). Without one, the backend makes the matrix for the call.
   const Tensor* kept = nullptr;
+  // Or null. With every dy[i] null: the members' dy already side by side in one bf16 (N, ld) tensor, ld >= S + m·R
+  // and ld % 8 == 0, columns o_i..o_i + OUT_i (as the kept matrix's rows) — where swiglu_backward wrote gate and up's
+  // (its dgu). The op then packs no dy, and writes s·g into columns S..S + m·R. bf16/f16 weights only.
+  Tensor* dy_packed = nullptr;
 };
 
 // Validate (E_SHAPE / E_DTYPE / E_ARG naming the argument and member), then run on x's device.

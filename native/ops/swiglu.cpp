@@ -32,8 +32,21 @@ void swiglu_backward(const SwigluBackwardArgs& p) {
   need_dtype(g, "gate", {DType::F32, DType::BF16});
   need_like(p.up, "up", g);
   need_like(p.dout, "dout", g);
-  need_like(p.dgate, "dgate", g);
-  need_like(p.dup, "dup", g);
+  if (p.dgu) {
+    if (p.dgate || p.dup) fail(ErrorCode::Arg, "swiglu_backward: 'dgu' replaces 'dgate' and 'dup' (give those null)");
+    need_ndim(g, "gate", 2);
+    const Tensor& dgu = *p.dgu;
+    need_dtype(dgu, "dgu", {DType::BF16});
+    need_ndim(dgu, "dgu", 2);
+    if (dgu.dim(0) != g.dim(0) || dgu.dim(1) < 2 * g.dim(1)) {
+      fail(ErrorCode::Shape, "'dgu' must be (N, ld) with ld >= 2F: (", g.dim(0), ", >= ", 2 * g.dim(1), "), got ",
+           shape_str(dgu.shape()));
+    }
+    need_same_device(dgu, "dgu", g.device());
+  } else {
+    need_like(p.dgate, "dgate", g);
+    need_like(p.dup, "dup", g);
+  }
   run_op(g.device(), &Backend::swiglu_backward, "swiglu_backward", p);
 }
 

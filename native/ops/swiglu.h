@@ -22,6 +22,10 @@ struct SwigluBackwardArgs {
   const Tensor* up;    // (N, F)
   Tensor* dgate;       // (N, F) out
   Tensor* dup;         // (N, F) out
+  // Or, with dgate and dup null: one bf16 (N, ld) tensor, ld >= 2F, that gets dgate in its columns 0..F and dup
+  // in F..2F (each rounded once to bf16; its other columns untouched): lora_group's packed dy for gate and up
+  // (ops/lora_group.h, dy_packed), written where that backward reads it instead of copied there.
+  Tensor* dgu = nullptr;
 };
 
 void swiglu_forward(const SwigluForwardArgs& args);

@@ -27,6 +27,7 @@ enum class Next {
   StoredDs,   // "stored_ds": the dK/dV kernel stores dS, and dQ = dS·K reads it (no recompute of S, dP)
   FlashLean,  // "flash_lean": the flash kernels with leaner inner loops (attention_lean.cu)
   LoraGroup,  // "lora_group": the model's q, k, v (gate, up) as one lora_group op each (lora_group.cu)
+  SwigluPack,  // "swiglu_pack": with lora_group, swiglu's backward writes dgate, dup into the group's packed dy
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

@@ -2,7 +2,8 @@
 // [W | B]s and group matrices, lora_group under INSTILL_CUDA_NEXT, bf16 activations by default, A below W) runs
 // as on a GPU, with the LoRA ops' real CUDA host code (lora_linear.cu, lora_group.cu; products and packs done by
 // the fake); every other op is the CPU backend's, on the same host memory (their kernels are the GPU's to check).
-// Calls of each LoRA entry are counted, so a check can see which path the model took.
+// Calls of each LoRA entry (and swiglu's backward into a packed dy) are counted, so a check can see which path
+// the model took.
 #include <atomic>
 
 #include "cpu/model_ops.h"
@@ -17,7 +18,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs&);
 void lora_group_forward(const LoraGroupForwardArgs&);
 void lora_group_backward(const LoraGroupBackwardArgs&);
 
-std::atomic<int> fake_calls_linear{0}, fake_calls_group{0};
+std::atomic<int> fake_calls_linear{0}, fake_calls_group{0}, fake_calls_swiglu_packed{0};
 
 namespace {
 Backend make() {
@@ -34,6 +35,10 @@ Backend make() {
     cuda::lora_group_forward(p);
   };
   b.lora_group_backward = lora_group_backward;
+  b.swiglu_backward = [](const SwigluBackwardArgs& p) {
+    if (p.dgu) ++fake_calls_swiglu_packed;
+    cpu::swiglu_backward(p);
+  };
   return b;
 }
 }  // namespace

@@ -17,7 +17,7 @@
 
 namespace instill {
 namespace cuda {
-extern std::atomic<int> fake_calls_linear, fake_calls_group;
+extern std::atomic<int> fake_calls_linear, fake_calls_group, fake_calls_swiglu_packed;
 }
 }  // namespace instill
 
@@ -70,6 +70,7 @@ struct Pass {
   double loss = 0;
   std::vector<std::vector<float>> grads;  // per (layer, target, A/B)
   int linear = 0, group = 0;              // lora_linear_forward / lora_group_forward calls on the fake device
+  int swiglu_packed = 0;                  // swiglu_backward calls into a packed dy (swiglu_pack)
 };
 
 struct Case {
@@ -81,6 +82,7 @@ struct Case {
   bool checkpointing = false;
   const char* acts = nullptr;  // INSTILL_BF16_ACTIVATIONS on the fake GPU (null: its default, bf16)
   const char* base = "default";  // INSTILL_CUDA_NEXT without the piece ("default,-wb_cache": no kept matrices)
+  bool swiglu_pack = false;      // the piece is lora_group with swiglu_pack
 };
 
 constexpr int64_t kR = 3;
@@ -97,11 +99,12 @@ struct Models {
 };
 
 Pass run_pass(LlamaModel& m, const ModelInputs& in, bool accumulate = false) {
-  const int l0 = cuda::fake_calls_linear, g0 = cuda::fake_calls_group;
+  const int l0 = cuda::fake_calls_linear, g0 = cuda::fake_calls_group, s0 = cuda::fake_calls_swiglu_packed;
   Pass p;
   p.loss = m.loss_and_grads(in, 0, accumulate, 77).loss;
   p.linear = cuda::fake_calls_linear - l0;
   p.group = cuda::fake_calls_group - g0;
+  p.swiglu_packed = cuda::fake_calls_swiglu_packed - s0;
   for (int64_t l = 0; l < 2; ++l)
     for (int t = 0; t < kNumTargets; ++t) {
       if (!((m.lora_mask() >> t) & 1u)) continue;
@@ -178,7 +181,7 @@ void run(const Case& cs) {
   set_env("INSTILL_BF16_ACTIVATIONS", cs.acts);
   set_env("INSTILL_CUDA_NEXT", cs.base);
   const Pass off = run_pass(ms.gpu, in);
-  const std::string with = std::string(cs.base) + ",lora_group";
+  const std::string with = std::string(cs.base) + (cs.swiglu_pack ? ",lora_group,swiglu_pack" : ",lora_group");
   set_env("INSTILL_CUDA_NEXT", with.c_str());
   const Pass on = run_pass(ms.gpu, in);
   const Pass again = run_pass(ms.gpu, in);  // the kept matrices from the pass before
@@ -202,6 +205,9 @@ void run(const Case& cs) {
   expect(off.group == 0, "no lora_group without the piece (" + std::to_string(off.group) + " calls)");
   expect(on.group == groups * static_cast<int>(c.L) * (cs.checkpointing ? 2 : 1),
          "lora_group forwards: " + std::to_string(on.group) + ", expected " + std::to_string(groups * c.L * (cs.checkpointing ? 2 : 1)));
+  const int packed = cs.swiglu_pack && kept && mlp == 2 ? static_cast<int>(c.L) : 0;
+  expect(on.swiglu_packed == packed && off.swiglu_packed == 0 && cpu.swiglu_packed == 0,
+         "swiglu backwards into the packed dy: " + std::to_string(on.swiglu_packed) + ", expected " + std::to_string(packed));
   expect(on.linear == linear_calls, "lora_linear forwards beside them: " + std::to_string(on.linear) + ", expected " + std::to_string(linear_calls));
   const double e_off = worst_rel(on, off), e_again = worst_rel(again, on), e_cpu = worst_rel(on, cpu);
   // bf16 activations round y and dx to bf16 after each member's product on the per-linear path, once on the group's
@@ -210,10 +216,11 @@ void run(const Case& cs) {
   expect(std::fabs(on.loss - off.loss) <= 1e-4 * std::fabs(off.loss), "loss " + std::to_string(on.loss) + " against " + std::to_string(off.loss));
   expect(e_off <= tol_off, "gradients against the per-linear pass: worst " + std::to_string(e_off));
   expect(e_again == 0, "a second pass on the kept matrices: worst " + std::to_string(e_again) + " (not the same bits)");
-  expect(e_cpu <= 6e-2, "gradients against the CPU: worst " + std::to_string(e_cpu));
+  // (the CPU model keeps f32 activations: against bf16 ones, the 5–7% of test/model/bf16_activations.test.ts)
+  expect(e_cpu <= (bf16_acts ? 1.2e-1 : 5e-2), "gradients against the CPU: worst " + std::to_string(e_cpu));
   expect(std::fabs(on.loss - cpu.loss) <= 1e-2 * std::fabs(cpu.loss), "loss against the CPU: " + std::to_string(on.loss) + " vs " + std::to_string(cpu.loss));
-  std::printf("       lora_group %d + lora_linear %d forwards; worst grad against the per-linear pass %.2e, the CPU %.2e\n",
-              on.group, on.linear, e_off, e_cpu);
+  std::printf("       lora_group %d + lora_linear %d forwards, %d packed swiglu backwards; worst grad against the per-linear pass %.2e, the CPU %.2e\n",
+              on.group, on.linear, on.swiglu_packed, e_off, e_cpu);
 }
 
 }  // namespace
@@ -230,6 +237,9 @@ int main() {
       {"gradient checkpointing", every, false, false, 0.f, true, "0"},
       {"no kept matrices (wb_cache off): not grouped", every, false, false, 0.f, false, "0", "default,-wb_cache"},
       {"LoRA dropout: not grouped", every, false, false, 0.1f, false, "0"},
+      {"swiglu_pack: swiglu's backward into the MLP group's packed dy (bf16 activations)", every, false, false, 0.f, false, nullptr, "default", true},
+      {"swiglu_pack, f32 activations, checkpointing", every, false, false, 0.f, true, "0", "default", true},
+      {"swiglu_pack without up's adapter: not packed", every & ~(1u << kUp), false, false, 0.f, false, "0", "default", true},
   };
   for (const Case& c : cases) {
     const int before = failures;
