@@ -172,13 +172,13 @@ bench() {  # name timeout command...
 if [[ -z "${NEXT_AB:-}" && -n "$FAILED_PIECES" ]]; then
   NEXT_AB="all,-narrow,-${FAILED_PIECES//,/,-}"
   while IFS= read -r why; do note "left out of the A/Bs: $why"; done < "$OUT/left-out.txt"
-  if [[ "$(tr ',' '\n' <<< "$FAILED_PIECES" | sort -u | wc -l)" -ge "$(python3 bench/gpu/pieces.py --list | sort -u | wc -l)" ]]; then
+  if [[ "$(tr ',' '\n' <<< "narrow,$FAILED_PIECES" | sort -u | wc -l)" -ge "$(python3 bench/gpu/pieces.py --list | sort -u | wc -l)" ]]; then
     note "every next piece left out: no next-kernel A/B in this call"; NEXT_ON=0
   fi
 fi
 NEXT_AB=${NEXT_AB:-all,-narrow}
 NEXT_LABEL="next kernels"
-[[ "$NEXT_AB" != all ]] && { note "next kernels in the A/Bs: INSTILL_CUDA_NEXT=$NEXT_AB"; NEXT_LABEL="next kernels $NEXT_AB"; }
+[[ "$NEXT_AB" != all && "$NEXT_AB" != all,-narrow ]] && { note "next kernels in the A/Bs: INSTILL_CUDA_NEXT=$NEXT_AB"; NEXT_LABEL="next kernels $NEXT_AB"; }
 # The A/B without flash_lean only where the set has it (else it would time the same set twice): flash_lean takes
 # the attention's kernels from flash_mt / flash_occ (and flash_mt the forward and dQ from flash_occ) when on
 NO_LEAN=1

@@ -38,8 +38,9 @@ export { splitIndices } from './data/split.js';
 export type { SplitOptions } from './data/split.js';
 export { inspectData, formatInspect, defaultMaxSeqLen } from './data/inspect.js';
 export type { InspectResult, InspectOptions } from './data/inspect.js';
-export { loadModel, randomModel, Model, LORA_TARGETS } from './model/model.js';
+export { loadModel, randomModel, Model, LORA_TARGETS, ACTIVATION_MODES } from './model/model.js';
 export type {
+  ActivationMode,
   LoadModelOptions,
   LoraOptions,
   LoraConfig,

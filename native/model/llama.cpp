@@ -624,6 +624,7 @@ void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, cons
                                 bool accumulate, LlamaScratch& s, Tensor* dy_packed) {
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   if (!grouped(l, g, a)) {
+    if (!dys) fail(ErrorCode::Internal, "group_backward: a packed dy without the grouped path");
     for (int j = 0; j < kGroupSize[g]; ++j) {
       const int t = kGroupTargets[g][j];
       linear_backward(lw.lin[static_cast<size_t>(t)], *dys[j], x, a.u[static_cast<size_t>(t)], dx, j > 0, accumulate,
@@ -661,6 +662,7 @@ void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, cons
       lora_group_backward(args);
       group_done = true;
     } else {
+      if (!dys) fail(ErrorCode::Internal, "group_backward: a packed dy with a linear outside the group");
       linear_backward(lin, *dys[j], x, a.u[static_cast<size_t>(t)], dx, written, accumulate, s.tmp, dropout_seed(l, t));
     }
     written = true;
@@ -894,7 +896,7 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   s.dgate = Tensor::empty({n, c.F}, act, device_);
   s.dup = Tensor::empty({n, c.F}, act, device_);
   if (device_ != Device::CPU && groups_ && next_enabled(Next::SwigluPack) && layers_[0].lin[kGate].has_lora &&
-      layers_[0].lin[kUp].has_lora) {
+      layers_[0].lin[kUp].has_lora && layers_[0].kept[1].defined()) {  // (grouped() wants the kept matrix too)
     s.dgu = Tensor::empty({n, (2 * c.F + 2 * lora_r_ + 7) / 8 * 8}, DType::BF16, device_);
   }
   const DType at = attention_dtype(act);

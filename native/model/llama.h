@@ -139,8 +139,9 @@ class LlamaModel {
   // over the environment variable.
   void set_activations(const std::string& mode);
   const char* activations() const;
-  // The dtype the next pass keeps those activations in ("f32" where bf16 does not apply: a linear without an
-  // adapter, f32 weights, full fine-tuning).
+  // The dtype the next pass keeps the norm outputs and the MLP's activations in ("f32" where bf16 does not apply: a
+  // linear without an adapter, f32 weights, full fine-tuning); the attention's may stay f32 where theirs do not
+  // (bf16-mlp, Qwen3's q/k norm, head dim above 256: attention_dtype()).
   const char* activation_dtype() const { return act_dtype() == DType::BF16 ? "bf16" : "f32"; }
 
   // Full fine-tuning on/off. On: every weight must be set and f32 (E_DTYPE naming the first

@@ -65,7 +65,8 @@ struct LoraGroupBackwardArgs {
   const Tensor* kept = nullptr;
   // Or null. With every dy[i] null: the members' dy already side by side in one bf16 (N, ld) tensor, ld >= S + m·R
   // and ld % 8 == 0, columns o_i..o_i + OUT_i (as the kept matrix's rows) — where swiglu_backward wrote gate and up's
-  // (its dgu). The op then packs no dy, and writes s·g into columns S..S + m·R. bf16/f16 weights only.
+  // (its dgu). The op then packs no dy, and may write s·g into columns S..S + m·R (scratch to the caller). bf16/f16
+  // weights only.
   Tensor* dy_packed = nullptr;
 };
 

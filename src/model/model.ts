@@ -621,7 +621,10 @@ export class Model {
     this.handle.setActivations(mode);
   }
 
-  /** The mode set, and the dtype the next pass keeps those activations in. */
+  /**
+   * The mode set, and the dtype the next pass keeps the norm outputs and the MLP's activations in (the attention's
+   * may stay f32: 'bf16-mlp', Qwen3's q/k norm, head dim above 256).
+   */
   get activations(): { mode: ActivationMode; dtype: 'f32' | 'bf16' } {
     const a = this.handle.activations();
     return { mode: a.mode as ActivationMode, dtype: a.dtype as 'f32' | 'bf16' };

@@ -83,6 +83,7 @@ struct Case {
   const char* acts = nullptr;  // INSTILL_BF16_ACTIVATIONS on the fake GPU (null: its default, bf16)
   const char* base = "default";  // INSTILL_CUDA_NEXT without the piece ("default,-wb_cache": no kept matrices)
   bool swiglu_pack = false;      // the piece is lora_group with swiglu_pack
+  bool accumulate = false;       // a second pass adds its gradients to the first's (gradient accumulation)
 };
 
 constexpr int64_t kR = 3;
@@ -180,13 +181,28 @@ void run(const Case& cs) {
 
   set_env("INSTILL_BF16_ACTIVATIONS", cs.acts);
   set_env("INSTILL_CUDA_NEXT", cs.base);
-  const Pass off = run_pass(ms.gpu, in);
+  // (accumulating: a first pass, then the one compared, which adds to it)
+  const auto pass = [&](LlamaModel& m) {
+    if (!cs.accumulate) return run_pass(m, in);
+    const Pass first = run_pass(m, in);
+    Pass p = run_pass(m, in, true);
+    p.linear += first.linear;
+    p.group += first.group;
+    p.swiglu_packed += first.swiglu_packed;
+    return p;
+  };
+  const int passes = cs.accumulate ? 2 : 1;
+  const Pass off = pass(ms.gpu);
+  const Tensor logits_off = ms.gpu.logits(in, false);
   const std::string with = std::string(cs.base) + (cs.swiglu_pack ? ",lora_group,swiglu_pack" : ",lora_group");
   set_env("INSTILL_CUDA_NEXT", with.c_str());
-  const Pass on = run_pass(ms.gpu, in);
-  const Pass again = run_pass(ms.gpu, in);  // the kept matrices from the pass before
+  const Pass on = pass(ms.gpu);
+  const Pass again = pass(ms.gpu);  // the kept matrices from the pass before
+  const int group_before_logits = cuda::fake_calls_group;
+  const Tensor logits_on = ms.gpu.logits(in, false);  // a forward outside run(): grouped as well (the same kept matrices)
+  const int logits_groups = cuda::fake_calls_group - group_before_logits;
   set_env("INSTILL_CUDA_NEXT", nullptr);
-  const Pass cpu = run_pass(ms.cpu, in);
+  const Pass cpu = pass(ms.cpu);
   set_env("INSTILL_BF16_ACTIVATIONS", nullptr);
 
   // which path: a group of two or more adapted linears among q, k, v / gate, up, with its kept matrix (wb_cache)
@@ -201,11 +217,24 @@ void run(const Case& cs) {
   const int groups = kept ? (qkv >= 2) + (mlp >= 2) : 0;
   const int grouped = kept ? (qkv >= 2 ? qkv : 0) + (mlp >= 2 ? mlp : 0) : 0;
   // (with dropout the linears go through lora_dropout, which calls no lora_linear on this backend)
-  const int linear_calls = cs.dropout > 0 ? off.linear : (all - grouped) * static_cast<int>(c.L) * (cs.checkpointing ? 2 : 1);
+  const int linear_calls = cs.dropout > 0 ? off.linear : (all - grouped) * static_cast<int>(c.L) * (cs.checkpointing ? 2 : 1) * passes;
   expect(off.group == 0, "no lora_group without the piece (" + std::to_string(off.group) + " calls)");
-  expect(on.group == groups * static_cast<int>(c.L) * (cs.checkpointing ? 2 : 1),
-         "lora_group forwards: " + std::to_string(on.group) + ", expected " + std::to_string(groups * c.L * (cs.checkpointing ? 2 : 1)));
-  const int packed = cs.swiglu_pack && kept && mlp == 2 ? static_cast<int>(c.L) : 0;
+  const int want_groups = groups * static_cast<int>(c.L) * (cs.checkpointing ? 2 : 1) * passes;
+  expect(on.group == want_groups, "lora_group forwards: " + std::to_string(on.group) + ", expected " + std::to_string(want_groups));
+  // (a forward outside run() groups as a training pass does: with the kept matrices, which a model with LoRA
+  // dropout never keeps)
+  const int want_logits = groups * static_cast<int>(c.L);
+  expect(logits_groups == want_logits, "lora_group forwards in logits(): " + std::to_string(logits_groups) + ", expected " + std::to_string(want_logits));
+  {
+    const std::vector<float> a = host_values(logits_on), b = host_values(logits_off);
+    double d = 0, n = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      d = std::max(d, std::fabs(static_cast<double>(a[i]) - b[i]));
+      n = std::max(n, std::fabs(static_cast<double>(b[i])));
+    }
+    expect(d <= 1e-2 * n, "logits() against the per-linear pass: " + std::to_string(d) + " of " + std::to_string(n));
+  }
+  const int packed = cs.swiglu_pack && kept && mlp == 2 ? static_cast<int>(c.L) * passes : 0;
   expect(on.swiglu_packed == packed && off.swiglu_packed == 0 && cpu.swiglu_packed == 0,
          "swiglu backwards into the packed dy: " + std::to_string(on.swiglu_packed) + ", expected " + std::to_string(packed));
   expect(on.linear == linear_calls, "lora_linear forwards beside them: " + std::to_string(on.linear) + ", expected " + std::to_string(linear_calls));
@@ -240,6 +269,7 @@ int main() {
       {"swiglu_pack: swiglu's backward into the MLP group's packed dy (bf16 activations)", every, false, false, 0.f, false, nullptr, "default", true},
       {"swiglu_pack, f32 activations, checkpointing", every, false, false, 0.f, true, "0", "default", true},
       {"swiglu_pack without up's adapter: not packed", every & ~(1u << kUp), false, false, 0.f, false, "0", "default", true},
+      {"accumulated gradients (two passes), swiglu_pack", every, false, false, 0.f, false, nullptr, "default", true, true},
   };
   for (const Case& c : cases) {
     const int before = failures;
