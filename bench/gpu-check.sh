@@ -111,9 +111,11 @@ note "cuBLASLt: ${INSTILL_CUBLASLT:-not found (WMMA GEMM only)}"
 
 echo "== GPU tests $(elapsed)"
 export INSTILL_FIXTURES="$ROOT/.fixtures"
-gpu_tests() {  # label, log name, then env assignments for the run; the test paths in TEST_PATHS (default test/cuda)
+gpu_tests() {  # label, log name, then env assignments for the run; the test paths in TEST_PATHS (default test/cuda/:
+  # the slash keeps vitest's path filter off test/cuda_host, the CPU-side check of the CUDA host code, which needs
+  # the CPU build this machine replaced with the carried CUDA one)
   local label=$1 log="$OUT/tests-$2.log"; shift 2
-  local -a paths=(${TEST_PATHS:-test/cuda})
+  local -a paths=(${TEST_PATHS:-test/cuda/})
   local t
   if ! t=$(step_time "GPU tests (test/cuda, $label)" 200); then : > "$log"; return; fi
   # four test files at a time (each in its own process, its own CUDA context): the GPU has room, and the CPU
