@@ -51,6 +51,8 @@ export interface TrainBenchReport {
   seq: number;
   rank: number;
   dtype: string;
+  /** The dtype the step kept its norm and MLP activations in (model.activations: bf16 by default on a GPU). */
+  activations: string;
   device: Device;
   threads: number;
   isa: string;
@@ -114,6 +116,7 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<TrainBench
   for (const [k, v] of Object.entries(weights)) if (k.includes('lora_B')) v.fill(0.01);
   model.setAdapterWeights(weights);
   const batch = benchBatch(opts.batch, opts.seq, vocab);
+  const activations = model.activations.dtype;
 
   let loss = 0;
   // A step ends when the device is done: on a GPU the optimizer's launches are waited for (one stream).
@@ -163,6 +166,7 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<TrainBench
     seq: opts.seq,
     rank: opts.rank,
     dtype: opts.dtype,
+    activations,
     device,
     threads: info.threads,
     isa: info.isa,

@@ -46,7 +46,7 @@ function gib(bytes: number | null): string {
 
 function printTrain(r: TrainBenchReport): void {
   const where = r.device === 'cpu' ? `${r.threads} threads, ISA ${r.isa}` : r.device;
-  console.log(`LoRA training step: ${r.config} (${r.layers} layers), batch ${r.batch} x ${r.seq}, r=${r.rank}, ${r.dtype} base, ${where}`);
+  console.log(`LoRA training step: ${r.config} (${r.layers} layers), batch ${r.batch} x ${r.seq}, r=${r.rank}, ${r.dtype} base, ${r.activations} activations, ${where}`);
   const ms = (seconds: number) => (seconds * 1e3).toFixed(seconds < 1 ? 1 : 0);  // a GPU step is tens of ms
   const rows = [['instill', r.instill.tokensPerSec.toFixed(0), ms(r.instill.stepSeconds), gib(r.instill.peakBytes), r.instill.loss.toFixed(4)]];
   if (r.torch && 'stepSeconds' in r.torch) {

@@ -26,6 +26,7 @@ describe('instill bench train', () => {
       progress: () => {},
     });
     expect(r.device).toBe('cpu');
+    expect(r.activations).toBe('f32');  // the CPU's default
     expect(r.layers).toBe(2);
     expect(r.instill.tokensPerSec).toBeGreaterThan(0);
     expect(r.instill.tokensPerSec).toBeCloseTo(48 / r.instill.stepSeconds, 6);
