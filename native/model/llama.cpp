@@ -442,7 +442,7 @@ DType LlamaModel::act_dtype() const {
   return DType::BF16;
 }
 
-// q, k, v, the attention output and their gradients follow act_dtype(), except with INSTILL_BF16_ACTIVATIONS=mlp
+// q, k, v, the attention output and their gradients follow act_dtype(), except in bf16-mlp mode (=mlp)
 // and with Qwen3's q/k norm, whose backward (rmsnorm's) takes f32 gradients: there they stay f32.
 DType LlamaModel::attention_dtype(DType act) const {
   if (act == DType::F32 || cfg_.qk_norm || bf16_activations_switch(device_, act_mode_) != Bf16Acts::All) return DType::F32;
@@ -854,8 +854,9 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   std::vector<Tensor> xs(static_cast<size_t>(c.L + 1));
   for (auto& t : xs) t = empty({n, c.C});
   embedding_forward(EmbeddingForwardArgs{in.ids, &embed_, &xs[0], in.host ? in.host->ids : nullptr});
-  // With INSTILL_BF16_ACTIVATIONS=1 (act_dtype()) the norm outputs and the MLP's (N, F) activations and
-  // gradients are bf16: what only bf16 products read, at half the bytes (lora_linear takes them as they are).
+  // With bf16 activations (act_dtype(): a GPU's default, set_activations(), INSTILL_BF16_ACTIVATIONS) the norm
+  // outputs and the MLP's (N, F) activations and gradients are bf16: what only bf16 products read, at half the
+  // bytes (lora_linear takes them as they are).
   const DType act = act_dtype();
   // Without checkpointing each layer keeps its activations for the backward, sharing xn1, xn2 and h with the
   // others or not (share_layer_acts()). Checkpointing recomputes the whole layer just before its backward,
