@@ -20,6 +20,7 @@ GemmOperand op(const Tensor& t, bool trans) { return GemmOperand{t.data(), t.dty
 }  // namespace
 
 void lora_linear_forward(const LoraLinearForwardArgs& p) {
+  if (p.x_packed) fail(ErrorCode::Unsupported, "lora_linear on the CPU takes x, not x_packed (the CUDA backend's packed operand)");
   const Tensor &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b;
   const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0), r = a.dim(0);
   float* u = p.u->data_as<float>();
@@ -39,6 +40,7 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
 }
 
 void lora_linear_backward(const LoraLinearBackwardArgs& p) {
+  if (p.x_packed) fail(ErrorCode::Unsupported, "lora_linear on the CPU takes x, not x_packed (the CUDA backend's packed operand)");
   const Tensor &dy = *p.dy, &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b, &u = *p.u;
   const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0), r = a.dim(0);
   Tensor g = Tensor::empty({n, r}, DType::F32);

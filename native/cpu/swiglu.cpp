@@ -10,6 +10,20 @@ namespace instill {
 namespace cpu {
 
 void swiglu_forward(const SwigluForwardArgs& p) {
+  if (p.out_packed) {  // into an f32 (N, F), then each row rounded into out_packed's first F columns
+    Tensor o32 = Tensor::empty(p.gate->shape(), DType::F32);
+    SwigluForwardArgs q = p;
+    q.out = &o32;
+    q.out_packed = nullptr;
+    cpu::swiglu_forward(q);
+    const int64_t n = p.gate->dim(0), f = p.gate->dim(1), ld = p.out_packed->dim(1);
+    uint16_t* out = p.out_packed->data_as<uint16_t>();
+    parallel_range(n, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r)
+        for (int64_t c = 0; c < f; ++c) out[r * ld + c] = f32_to_bf16(o32.data_as<float>()[r * f + c]);
+    });
+    return;
+  }
   const Tensor gt = f32_of(*p.gate), ut = f32_of(*p.up);
   Tensor ot = f32_out(*p.out, false);
   const float* g = gt.data_as<float>();

@@ -123,8 +123,9 @@ void lora_linear_backward_f32(const LoraLinearBackwardArgs& p) {
 }  // namespace
 
 void lora_linear_forward(const LoraLinearForwardArgs& p) {
-  const Tensor &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b;
-  const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0), R = a.dim(0);
+  // x_packed (ops/lora_linear.h): x already in px's first IN columns (the model's SwiGLU wrote h there)
+  const Tensor &x = p.x ? *p.x : *p.x_packed, &w = *p.w, &a = *p.a, &b = *p.b;
+  const int64_t N = x.dim(0), IN = w.dim(1), OUT = w.dim(0), R = a.dim(0);
   if (N == 0) {  // no rows; a kept [W | B] still gets its W, as the caller was promised
     if (p.wb && !p.wb_has_w) copy_w_into_kept(w, *p.wb);
     return;
@@ -134,16 +135,17 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
     if (p.residual) cuda::add(AddArgs{p.y, p.residual, p.y});
     return;
   }
-  const int64_t ldx = round_up(IN + R, 8);
-  Tensor px = Tensor::empty({N, ldx}, DType::BF16, Device::CUDA);  // [x | s·u]
-  Tensor wb = p.wb ? Tensor() : Tensor::empty({OUT, ldx}, DType::BF16, Device::CUDA);  // [W | B], unless kept
-  const bool next = next_kernels(Next::Narrow);
+  const int64_t ldx = p.x_packed ? p.x_packed->dim(1) : round_up(IN + R, 8);
+  Tensor px = p.x_packed ? *p.x_packed : Tensor::empty({N, ldx}, DType::BF16, Device::CUDA);  // [x | s·u]
+  const int64_t ldwb = round_up(IN + R, 8);  // (= ldx but where px is the caller's x_packed)
+  Tensor wb = p.wb ? Tensor() : Tensor::empty({OUT, ldwb}, DType::BF16, Device::CUDA);  // [W | B], unless kept
+  const bool next = next_kernels(Next::Narrow) && !p.x_packed;
   if (next && x.dtype() == DType::F32) {  // x packed into px, u = x·Aᵀ, and s·u into px: one pass over the f32 x
     const OpPart part("pack x, u = x A^T, pack s u (simt)", Device::CUDA);
     narrow_rows(NarrowRowsArgs{bf16_ptr(px), ldx, N, IN, a.data_as<float>(), IN, true, R, 1.f, p.u->data_as<float>(),
                                bf16_ptr(px) + IN, ldx, p.scale, x.data_as<float>(), IN});
   } else {
-    {
+    if (!p.x_packed) {
       const OpPart part("pack x", Device::CUDA);
       pack_bf16(x.data(), elem_of(x), IN, 1.f, N, IN, bf16_ptr(px), ldx);
     }
@@ -169,7 +171,7 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   // [W | B]: the caller's kept one (p.wb: W already in it, or copied in now; B written each call), else a copy
   // of W made here
   __nv_bfloat16* wbp = p.wb ? bf16_ptr(*p.wb) : bf16_ptr(wb);
-  const int64_t ldw = p.wb ? p.wb->dim(1) : ldx;
+  const int64_t ldw = p.wb ? p.wb->dim(1) : ldwb;
   // stack_a (the model's training pass): A below W for the backward too, in the same launch when next
   __nv_bfloat16* const a16 = p.stack_a && a_fits_below_w(w, R) ? bf16_ptr(w) + OUT * IN : nullptr;
   if (p.wb) {
@@ -183,12 +185,12 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   } else {
     if (next_kernels(Next::PackWB)) {
       const OpPart part(a16 ? "pack [W | B], A below W (one pass)" : "pack [W | B] (one pass)", Device::CUDA);
-      pack_wb(w.data(), elem_of(w), IN, b.data_as<float>(), R, OUT, bf16_ptr(wb), ldx, a16 ? a.data_as<float>() : nullptr,
+      pack_wb(w.data(), elem_of(w), IN, b.data_as<float>(), R, OUT, bf16_ptr(wb), ldwb, a16 ? a.data_as<float>() : nullptr,
               a16);
     } else {
       const OpPart part("pack [W | B]", Device::CUDA);
-      pack_bf16(w.data(), elem_of(w), IN, 1.f, OUT, IN, bf16_ptr(wb), ldx);
-      pack_bf16(b.data(), Elem::F32, R, 1.f, OUT, R, bf16_ptr(wb) + IN, ldx);
+      pack_bf16(w.data(), elem_of(w), IN, 1.f, OUT, IN, bf16_ptr(wb), ldwb);
+      pack_bf16(b.data(), Elem::F32, R, 1.f, OUT, R, bf16_ptr(wb) + IN, ldwb);
       if (a16) pack_bf16(a.data(), Elem::F32, IN, 1.f, R, IN, a16, IN);
     }
   }
@@ -218,8 +220,9 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
 }
 
 void lora_linear_backward(const LoraLinearBackwardArgs& p) {
-  const Tensor &dy = *p.dy, &x = *p.x, &w = *p.w, &a = *p.a, &b = *p.b, &u = *p.u;
-  const int64_t N = x.dim(0), IN = x.dim(1), OUT = w.dim(0), R = a.dim(0);
+  // x_packed: x in its first IN columns (read in place by dA's product)
+  const Tensor &dy = *p.dy, &x = p.x ? *p.x : *p.x_packed, &w = *p.w, &a = *p.a, &b = *p.b, &u = *p.u;
+  const int64_t N = x.dim(0), IN = w.dim(1), OUT = w.dim(0), R = a.dim(0);
   const float beta = p.accumulate ? 1.f : 0.f;
   if (N == 0) {  // empty sums: dA, dB unchanged (+=) or zero (=); dx has no rows
     if (!p.accumulate) {
@@ -232,7 +235,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   const int64_t ldd = round_up(OUT + R, 8);
   Tensor pd = Tensor::empty({N, ldd}, DType::BF16, Device::CUDA);  // [dy | s·g]
   Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);  // g = dy·B
-  const bool next = next_kernels(Next::Narrow);
+  const bool next = next_kernels(Next::Narrow) && !p.x_packed;
   if (next && dy.dtype() == DType::F32) {  // dy packed into pd, g = dy·B, and s·g into pd when dx is wanted: one pass
     const OpPart part("pack dy, g = dy B, pack s g (simt)", Device::CUDA);
     narrow_rows(NarrowRowsArgs{bf16_ptr(pd), ldd, N, OUT, b.data_as<float>(), R, false, R, 1.f, gt.data_as<float>(),
@@ -309,7 +312,8 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
      // made for this one product cost more (1.6 ms a 1B step) than the wider reads. With a bf16 x (bf16
      // activations) the product is bf16 × bf16, g rounded (the CPU keeps g f32: within bf16 tolerance)
     const OpPart part("dA = s g^T x", Device::CUDA);
-    GemmArgs g = product(R, IN, N, operand(gt, true), operand(x, false), p.da->data_as<float>(), IN);
+    const GemmOperand xo = p.x_packed ? bf16_operand(bf16_ptr(x), x.dim(1), false) : operand(x, false);
+    GemmArgs g = product(R, IN, N, operand(gt, true), xo, p.da->data_as<float>(), IN);
     g.alpha = p.scale; g.beta = beta;
     gemm(g);
   }

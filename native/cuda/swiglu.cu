@@ -178,6 +178,50 @@ void swiglu_backward_packed(const SwigluBackwardArgs& p, int64_t n) {
   check_launch("swiglu_backward_packed_kernel");
 }
 
+// out_packed (ops/swiglu.h): out rounded into the first F columns of a bf16 (N, ld) buffer, from gate, up of type T.
+// kVec as the packed backward's.
+template <typename T, bool kVec>
+__global__ void swiglu_forward_packed_kernel(const T* gate, const T* up, bf16* outp, int64_t f, int64_t ld, int64_t n) {
+  const int64_t per = kVec ? 8 : 1;
+  for (int64_t i = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * per; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x * per) {
+    const int64_t r = i / f, c = i - r * f;
+    bf16* o = outp + r * ld + c;
+    if constexpr (kVec) {
+      const uint4 gv = *reinterpret_cast<const uint4*>(gate + i), uv = *reinterpret_cast<const uint4*>(up + i);
+      uint4 ov;
+      const bf162* g2 = reinterpret_cast<const bf162*>(&gv);
+      const bf162* u2 = reinterpret_cast<const bf162*>(&uv);
+      bf162* o2 = reinterpret_cast<bf162*>(&ov);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 g = __bfloat1622float2(g2[j]), u = __bfloat1622float2(u2[j]);
+        o2[j] = __floats2bfloat162_rn(swiglu(g.x, u.x), swiglu(g.y, u.y));
+      }
+      *reinterpret_cast<uint4*>(o) = ov;
+    } else {
+      *o = __float2bfloat16_rn(swiglu(load1(gate + i), load1(up + i)));
+    }
+  }
+}
+
+void swiglu_forward_packed(const SwigluForwardArgs& p, int64_t n) {
+  const int64_t f = p.gate->dim(1), ld = p.out_packed->dim(1);
+  bf16* out = p.out_packed->data_as<bf16>();
+  if (p.gate->dtype() == DType::BF16) {
+    const bf16 *g = p.gate->data_as<bf16>(), *u = p.up->data_as<bf16>();
+    if (f % 8 == 0 && ld % 8 == 0 && aligned16({g, u, out})) {
+      swiglu_forward_packed_kernel<bf16, true><<<grid_1d(n / 8, 256), 256, 0, stream()>>>(g, u, out, f, ld, n);
+    } else {
+      swiglu_forward_packed_kernel<bf16, false><<<grid_1d(n, 256), 256, 0, stream()>>>(g, u, out, f, ld, n);
+    }
+  } else {
+    swiglu_forward_packed_kernel<float, false><<<grid_1d(n, 256), 256, 0, stream()>>>(
+        p.gate->data_as<float>(), p.up->data_as<float>(), out, f, ld, n);
+  }
+  check_launch("swiglu_forward_packed_kernel");
+}
+
 void swiglu_forward_bf16(const SwigluForwardArgs& p, int64_t n) {
   const bf16 *g = p.gate->data_as<bf16>(), *u = p.up->data_as<bf16>();
   bf16* o = p.out->data_as<bf16>();
@@ -216,6 +260,7 @@ void swiglu_backward_bf16(const SwigluBackwardArgs& p, int64_t n) {
 void swiglu_forward(const SwigluForwardArgs& p) {
   const int64_t n = p.gate->numel();
   if (n == 0) return;
+  if (p.out_packed) return swiglu_forward_packed(p, n);
   if (p.gate->dtype() == DType::BF16) return swiglu_forward_bf16(p, n);  // every tensor bf16 (ops/swiglu.cpp)
   const float *g = p.gate->data_as<float>(), *u = p.up->data_as<float>();
   float* o = p.out->data_as<float>();

@@ -47,6 +47,7 @@ struct LlamaModel::Acts {
   Tensor x2;                      // (N, C) residual after attention
   Tensor xn2, rstd2;              // (N, C) as xn1, (N)
   Tensor gate, up, h;             // (N, F), h shared on the CPU; f32, or bf16 (act_dtype())
+  bool h_packed = false;          // h is down_proj's packed x: bf16 (N, round8(F + R)), h in its first F columns
   std::array<Tensor, kNumTargets> u;  // (N, R) per adapted linear
   std::array<Tensor, 2> ug;           // (N, m·R) per group of m >= 2 adapted linears (group_forward)
 };
@@ -474,7 +475,9 @@ LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share, DType act) 
   a.rstd2 = e({n});
   a.gate = em({n, c.F});
   a.up = em({n, c.F});
-  a.h = share ? share->h : em({n, c.F});
+  a.h_packed = pack_h(act);
+  a.h = share ? share->h
+              : a.h_packed ? Tensor::empty({n, (c.F + lora_r_ + 7) / 8 * 8}, DType::BF16, device_) : em({n, c.F});
   for (int ti = 0; ti < kNumTargets; ++ti) {
     if (layers_[0].lin[static_cast<size_t>(ti)].has_lora) a.u[static_cast<size_t>(ti)] = e({n, lora_r_});
   }
@@ -487,10 +490,12 @@ LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share, DType act) 
 }
 
 void LlamaModel::linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed,
-                                const Tensor* residual) {
+                                const Tensor* residual, Tensor* x_packed) {
+  if (x_packed && (!lin.has_lora || dropout_active_)) fail(ErrorCode::Internal, "linear_forward: a packed x off the packed path");
   if (lin.has_lora) {
-    LoraLinearForwardArgs args{&x, &lin.w, lin.bias.defined() ? &lin.bias : nullptr, &lin.lora.a, &lin.lora.b,
-                               lora_scale_, &y, &u};
+    LoraLinearForwardArgs args{x_packed ? nullptr : &x, &lin.w, lin.bias.defined() ? &lin.bias : nullptr, &lin.lora.a,
+                               &lin.lora.b, lora_scale_, &y, &u};
+    args.x_packed = x_packed;
     args.stack_a = stack_a_;
     args.residual = residual;
     if (dropout_active_) return lora_dropout_forward(LoraDropoutForwardArgs{args, lora_dropout_, seed});
@@ -508,10 +513,13 @@ void LlamaModel::linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor&
 }
 
 void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx,
-                                 bool accumulate_dx, bool accumulate_grads, Tensor& tmp, uint32_t seed) {
+                                 bool accumulate_dx, bool accumulate_grads, Tensor& tmp, uint32_t seed,
+                                 const Tensor* x_packed) {
+  if (x_packed && (!lin.has_lora || dropout_active_ || full_)) fail(ErrorCode::Internal, "linear_backward: a packed x off the packed path");
   if (lin.has_lora) {  // dx += inside the product when accumulating (no tmp, no add)
-    LoraLinearBackwardArgs args{&dy, &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, &dx,
+    LoraLinearBackwardArgs args{&dy, x_packed ? nullptr : &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, &dx,
                                 &lin.lora.da, &lin.lora.db, accumulate_grads, accumulate_dx};
+    args.x_packed = x_packed;
     args.a_stacked = stack_a_;
     if (dropout_active_) lora_dropout_backward(LoraDropoutBackwardArgs{args, lora_dropout_, seed});
     else lora_linear_backward(args);
@@ -578,6 +586,11 @@ bool LlamaModel::grouped(int64_t l, int g, const Acts& a) const {
   for (int j = 1; j < m; ++j)
     if ((lw.lin[static_cast<size_t>(members[j])].w.dtype() == DType::F32) != f32) return false;
   return true;
+}
+
+bool LlamaModel::pack_h(DType act) const {
+  return device_ != Device::CPU && act == DType::BF16 && !full_ && !dropout_active_ && has_lora() &&
+         layers_[0].lin[kDown].has_lora && next_enabled(Next::SwigluPack);
 }
 
 bool LlamaModel::want_groups() const {
@@ -704,8 +717,9 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
     Tensor* ys[2] = {&a.gate, &a.up};
     group_forward(l, 1, a.xn2, a, ys);
   }
-  swiglu_forward(SwigluForwardArgs{&a.gate, &a.up, &a.h});
-  linear_forward(lin[kDown], a.h, x_out, a.u[kDown], dropout_seed(l, kDown), &a.x2);  // x_out = x2 + down_proj(h)
+  swiglu_forward(a.h_packed ? SwigluForwardArgs{&a.gate, &a.up, nullptr, &a.h} : SwigluForwardArgs{&a.gate, &a.up, &a.h});
+  // x_out = x2 + down_proj(h)
+  linear_forward(lin[kDown], a.h, x_out, a.u[kDown], dropout_seed(l, kDown), &a.x2, a.h_packed ? &a.h : nullptr);
 }
 
 void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dres, const ModelInputs& in,
@@ -717,10 +731,11 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   // Recompute the activations the layers share (xn2 and h now, xn1 below): the same values again.
   if (recompute) {
     rmsnorm_forward(RmsnormForwardArgs{&a.x2, &lw.ln2, c.eps, &a.xn2, &a.rstd2});
-    swiglu_forward(SwigluForwardArgs{&a.gate, &a.up, &a.h});
+    swiglu_forward(a.h_packed ? SwigluForwardArgs{&a.gate, &a.up, nullptr, &a.h} : SwigluForwardArgs{&a.gate, &a.up, &a.h});
   }
   // MLP: dres is d(x_out); the residual passes it through to x2 unchanged.
-  linear_backward(lin[kDown], dres, a.h, a.u[kDown], s.dh, false, accumulate, s.tmp, dropout_seed(l, kDown));
+  linear_backward(lin[kDown], dres, a.h, a.u[kDown], s.dh, false, accumulate, s.tmp, dropout_seed(l, kDown),
+                  a.h_packed ? &a.h : nullptr);
   int mlp_members[kMaxLoraGroup];
   if (s.dgu.defined() && grouped(l, 1, a) && group_members(l, 1, mlp_members) == 2) {
     // swiglu_pack: dgate and dup straight into the group's packed dy, where lora_group reads them

@@ -213,10 +213,11 @@ class LlamaModel {
                       bool recompute, LlamaScratch& s);
   // y = x·Wᵀ (+ bias, + the adapter's term), plus `residual` when given (o_proj and down_proj: the
   // residual stream's sum inside the op, lora_linear's residual).
+  // x_packed: x is that bf16 buffer's first columns (lora_linear's x_packed: down_proj's h under swiglu_pack).
   void linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed,
-                      const Tensor* residual = nullptr);
+                      const Tensor* residual = nullptr, Tensor* x_packed = nullptr);
   void linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx, bool accumulate_dx,
-                       bool accumulate_grads, Tensor& tmp, uint32_t seed);
+                       bool accumulate_grads, Tensor& tmp, uint32_t seed, const Tensor* x_packed = nullptr);
   uint32_t dropout_seed(int64_t l, int target) const;
   // The linears of group g (0: q, k, v, reading xn1; 1: gate, up, reading xn2), ys / dys in that order: where
   // this pass groups them (groups_) and at least two have an adapter, those go through one lora_group op (the
@@ -233,6 +234,9 @@ class LlamaModel {
   bool grouped(int64_t l, int g, const Acts& a) const;
   // What groups_ should be for a pass starting now (no dropout; the CPU, or a GPU with INSTILL_CUDA_NEXT=lora_group).
   bool want_groups() const;
+  // Whether a pass with activations of dtype act keeps h as down_proj's packed x (swiglu_pack on a GPU, bf16
+  // activations, down_proj adapted, no dropout): SwiGLU writes h there and down_proj packs no x.
+  bool pack_h(DType act) const;
   struct GroupsScope;
   // share: take xn1, xn2, h from another layer's Acts (one buffer for all layers). act: the dtype of
   // xn1, xn2, gate, up and h (act_dtype()).

@@ -28,8 +28,23 @@ void need_activation(const Tensor& t, const char* name, const Tensor& w) {
 
 }  // namespace
 
+namespace {
+// x_packed (ops/lora_linear.h) in place of x: bf16, 2-D, at least IN + R columns (a multiple of 8), with bf16/f16 w.
+void check_x_packed(const Tensor* x, const Tensor& xp, const Tensor& w, int64_t r) {
+  if (x) fail(ErrorCode::Arg, "'x_packed' replaces 'x' (give x null)");
+  if (w.dtype() == DType::F32) fail(ErrorCode::DType, "'x_packed' (bf16) goes with a bf16 or f16 w, got an f32 w");
+  need_dtype(xp, "x_packed", {DType::BF16});
+  need_ndim(xp, "x_packed", 2);
+  const int64_t in = w.dim(1);
+  if (xp.dim(1) < in + r || xp.dim(1) % 8 != 0) {
+    fail(ErrorCode::Shape, "'x_packed' must be (N, ld) with ld >= in + r and a multiple of 8: (", xp.dim(0), ", >= ",
+         in + r, "), got ", shape_str(xp.shape()));
+  }
+}
+}  // namespace
+
 void check_lora_linear_forward(const LoraLinearForwardArgs& p) {
-  const Tensor& x = need(p.x, "x");
+  const Tensor& x = p.x_packed ? *p.x_packed : need(p.x, "x");
   const Tensor& w = need(p.w, "w");
   const Tensor& a = need(p.a, "a");
   const Tensor& b = need(p.b, "b");
@@ -40,12 +55,13 @@ void check_lora_linear_forward(const LoraLinearForwardArgs& p) {
   need_dtype(b, "b", {DType::F32});
   need_ndim(x, "x", 2);
   need_ndim(w, "w", 2);
-  const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0);
+  const int64_t n = x.dim(0), in = p.x_packed ? w.dim(1) : x.dim(1), out = w.dim(0);
   need_shape(w, "w", {out, in}, "(out, in) with in = x's columns");
   need_ndim(a, "a", 2);
   const int64_t r = a.dim(0);
   need_shape(a, "a", {r, in}, "(r, in) with in = x's columns");
   need_shape(b, "b", {out, r}, "(out, r) with out = w's rows and r = a's rows");
+  if (p.x_packed) check_x_packed(p.x, *p.x_packed, w, r);
   if (p.bias) {
     need_dtype(*p.bias, "bias", {DType::F32});
     need_shape(*p.bias, "bias", {out}, "(out,) with out = w's rows");
@@ -83,12 +99,12 @@ void check_lora_linear_forward(const LoraLinearForwardArgs& p) {
 
 void lora_linear_forward(const LoraLinearForwardArgs& p) {
   check_lora_linear_forward(p);
-  run_op(p.x->device(), &Backend::lora_linear_forward, "lora_linear_forward", p);
+  run_op((p.x_packed ? p.x_packed : p.x)->device(), &Backend::lora_linear_forward, "lora_linear_forward", p);
 }
 
 void check_lora_linear_backward(const LoraLinearBackwardArgs& p) {
   const Tensor& dy = need(p.dy, "dy");
-  const Tensor& x = need(p.x, "x");
+  const Tensor& x = p.x_packed ? *p.x_packed : need(p.x, "x");
   const Tensor& w = need(p.w, "w");
   const Tensor& a = need(p.a, "a");
   const Tensor& b = need(p.b, "b");
@@ -103,7 +119,8 @@ void check_lora_linear_backward(const LoraLinearBackwardArgs& p) {
   need_ndim(x, "x", 2);
   need_ndim(w, "w", 2);
   need_ndim(a, "a", 2);
-  const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0), r = a.dim(0);
+  const int64_t n = x.dim(0), in = p.x_packed ? w.dim(1) : x.dim(1), out = w.dim(0), r = a.dim(0);
+  if (p.x_packed) check_x_packed(p.x, *p.x_packed, w, r);
   need_shape(w, "w", {out, in}, "(out, in) with in = x's columns");
   need_shape(a, "a", {r, in}, "(r, in) with in = x's columns");
   need_shape(b, "b", {out, r}, "(out, r) with out = w's rows and r = a's rows");
@@ -128,7 +145,7 @@ void check_lora_linear_backward(const LoraLinearBackwardArgs& p) {
 
 void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   check_lora_linear_backward(p);
-  run_op(p.x->device(), &Backend::lora_linear_backward, "lora_linear_backward", p);
+  run_op((p.x_packed ? p.x_packed : p.x)->device(), &Backend::lora_linear_backward, "lora_linear_backward", p);
 }
 
 }  // namespace instill

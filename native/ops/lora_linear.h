@@ -47,6 +47,10 @@ struct LoraLinearForwardArgs {
   // [W | B] (LlamaModel's kept [W | B], INSTILL_CUDA_NEXT=wb_cache).
   Tensor* wb = nullptr;
   bool wb_has_w = false;
+  // Or null. With x null: x in the first IN columns of this bf16 (N, ld) tensor, ld >= IN + R and ld % 8 == 0 (the
+  // CUDA backend's packed [x | s·u] operand, which the model's SwiGLU wrote h into: swiglu_pack), into whose
+  // columns IN..IN+R the op writes s·u. bf16/f16 w only; the CUDA backend only (the CPU: E_UNSUPPORTED).
+  Tensor* x_packed = nullptr;
 };
 
 struct LoraLinearBackwardArgs {
@@ -63,6 +67,9 @@ struct LoraLinearBackwardArgs {
   bool accumulate;   // da/db += instead of =
   bool accumulate_dx = false;  // dx += instead of = (dx must be given)
   bool a_stacked = false;      // this pass's forward ran with stack_a, and A is unchanged since
+  // Or null. With x null: x in the first IN columns of this bf16 (N, ld) tensor (the forward's x_packed, its
+  // columns IN.. as that forward left them or not: only the first IN are read). CUDA backend only.
+  const Tensor* x_packed = nullptr;
 };
 
 // Validate shapes and dtypes (E_SHAPE / E_DTYPE naming the argument), then run on the tensors' device.

@@ -23,7 +23,20 @@ void swiglu_forward(const SwigluForwardArgs& p) {
   const Tensor& g = need(p.gate, "gate");
   need_dtype(g, "gate", {DType::F32, DType::BF16});
   need_like(p.up, "up", g);
-  need_like(p.out, "out", g);
+  if (p.out_packed) {
+    if (p.out) fail(ErrorCode::Arg, "swiglu_forward: 'out_packed' replaces 'out' (give out null)");
+    need_ndim(g, "gate", 2);
+    const Tensor& op = *p.out_packed;
+    need_dtype(op, "out_packed", {DType::BF16});
+    need_ndim(op, "out_packed", 2);
+    if (op.dim(0) != g.dim(0) || op.dim(1) < g.dim(1)) {
+      fail(ErrorCode::Shape, "'out_packed' must be (N, ld) with ld >= F: (", g.dim(0), ", >= ", g.dim(1), "), got ",
+           shape_str(op.shape()));
+    }
+    need_same_device(op, "out_packed", g.device());
+  } else {
+    need_like(p.out, "out", g);
+  }
   run_op(g.device(), &Backend::swiglu_forward, "swiglu_forward", p);
 }
 

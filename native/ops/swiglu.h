@@ -14,6 +14,10 @@ struct SwigluForwardArgs {
   const Tensor* gate;  // (N, F)
   const Tensor* up;    // (N, F)
   Tensor* out;         // (N, F) out
+  // Or, with out null: one bf16 (N, ld) tensor, ld >= F, that gets out in its columns 0..F (rounded once to bf16;
+  // its other columns untouched): down_proj's packed x (ops/lora_linear.h, x_packed), written where that product
+  // reads it instead of copied there.
+  Tensor* out_packed = nullptr;
 };
 
 struct SwigluBackwardArgs {

@@ -18,7 +18,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs&);
 void lora_group_forward(const LoraGroupForwardArgs&);
 void lora_group_backward(const LoraGroupBackwardArgs&);
 
-std::atomic<int> fake_calls_linear{0}, fake_calls_group{0}, fake_calls_swiglu_packed{0};
+std::atomic<int> fake_calls_linear{0}, fake_calls_group{0}, fake_calls_swiglu_packed{0}, fake_calls_swiglu_fwd_packed{0};
 
 namespace {
 Backend make() {
@@ -35,6 +35,10 @@ Backend make() {
     cuda::lora_group_forward(p);
   };
   b.lora_group_backward = lora_group_backward;
+  b.swiglu_forward = [](const SwigluForwardArgs& p) {
+    if (p.out_packed) ++fake_calls_swiglu_fwd_packed;
+    cpu::swiglu_forward(p);
+  };
   b.swiglu_backward = [](const SwigluBackwardArgs& p) {
     if (p.dgu) ++fake_calls_swiglu_packed;
     cpu::swiglu_backward(p);

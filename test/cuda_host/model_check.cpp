@@ -17,7 +17,7 @@
 
 namespace instill {
 namespace cuda {
-extern std::atomic<int> fake_calls_linear, fake_calls_group, fake_calls_swiglu_packed;
+extern std::atomic<int> fake_calls_linear, fake_calls_group, fake_calls_swiglu_packed, fake_calls_swiglu_fwd_packed;
 }
 }  // namespace instill
 
@@ -71,6 +71,7 @@ struct Pass {
   std::vector<std::vector<float>> grads;  // per (layer, target, A/B)
   int linear = 0, group = 0;              // lora_linear_forward / lora_group_forward calls on the fake device
   int swiglu_packed = 0;                  // swiglu_backward calls into a packed dy (swiglu_pack)
+  int swiglu_fwd_packed = 0;              // swiglu_forward calls into down_proj's packed x (swiglu_pack)
 };
 
 struct Case {
@@ -100,12 +101,14 @@ struct Models {
 };
 
 Pass run_pass(LlamaModel& m, const ModelInputs& in, bool accumulate = false) {
-  const int l0 = cuda::fake_calls_linear, g0 = cuda::fake_calls_group, s0 = cuda::fake_calls_swiglu_packed;
+  const int l0 = cuda::fake_calls_linear, g0 = cuda::fake_calls_group, s0 = cuda::fake_calls_swiglu_packed,
+            f0 = cuda::fake_calls_swiglu_fwd_packed;
   Pass p;
   p.loss = m.loss_and_grads(in, 0, accumulate, 77).loss;
   p.linear = cuda::fake_calls_linear - l0;
   p.group = cuda::fake_calls_group - g0;
   p.swiglu_packed = cuda::fake_calls_swiglu_packed - s0;
+  p.swiglu_fwd_packed = cuda::fake_calls_swiglu_fwd_packed - f0;
   for (int64_t l = 0; l < 2; ++l)
     for (int t = 0; t < kNumTargets; ++t) {
       if (!((m.lora_mask() >> t) & 1u)) continue;
@@ -189,6 +192,7 @@ void run(const Case& cs) {
     p.linear += first.linear;
     p.group += first.group;
     p.swiglu_packed += first.swiglu_packed;
+    p.swiglu_fwd_packed += first.swiglu_fwd_packed;
     return p;
   };
   const int passes = cs.accumulate ? 2 : 1;
@@ -237,6 +241,13 @@ void run(const Case& cs) {
   const int packed = cs.swiglu_pack && kept && mlp == 2 ? static_cast<int>(c.L) * passes : 0;
   expect(on.swiglu_packed == packed && off.swiglu_packed == 0 && cpu.swiglu_packed == 0,
          "swiglu backwards into the packed dy: " + std::to_string(on.swiglu_packed) + ", expected " + std::to_string(packed));
+  // and its forward into down_proj's packed x: with bf16 activations, down_proj adapted, no dropout (each forward,
+  // the checkpointed recompute too)
+  const bool bf16_h = cs.acts == nullptr || std::strcmp(cs.acts, "1") == 0 || std::strcmp(cs.acts, "mlp") == 0;
+  const int fwd_packed = cs.swiglu_pack && bf16_h && ((cs.mask >> kDown) & 1u) && cs.dropout == 0.f
+                             ? static_cast<int>(c.L) * (cs.checkpointing ? 2 : 1) * passes : 0;
+  expect(on.swiglu_fwd_packed == fwd_packed && off.swiglu_fwd_packed == 0,
+         "swiglu forwards into down_proj's packed x: " + std::to_string(on.swiglu_fwd_packed) + ", expected " + std::to_string(fwd_packed));
   expect(on.linear == linear_calls, "lora_linear forwards beside them: " + std::to_string(on.linear) + ", expected " + std::to_string(linear_calls));
   const double e_off = worst_rel(on, off), e_again = worst_rel(again, on), e_cpu = worst_rel(on, cpu);
   // bf16 activations round y and dx to bf16 after each member's product on the per-linear path, once on the group's
@@ -270,6 +281,8 @@ int main() {
       {"swiglu_pack, f32 activations, checkpointing", every, false, false, 0.f, true, "0", "default", true},
       {"swiglu_pack without up's adapter: not packed", every & ~(1u << kUp), false, false, 0.f, false, "0", "default", true},
       {"accumulated gradients (two passes), swiglu_pack", every, false, false, 0.f, false, nullptr, "default", true, true},
+      {"swiglu_pack, bf16 activations, checkpointing (h recomputed into the packed x)", every, false, false, 0.f, true, nullptr, "default", true},
+      {"swiglu_pack, bf16 activations, down without an adapter: h not packed", every & ~(1u << kDown), false, false, 0.f, false, nullptr, "default", true},
   };
   for (const Case& c : cases) {
     const int before = failures;

@@ -1,6 +1,7 @@
 // INSTILL_CUDA_NEXT=swiglu_pack on the GPU (with lora_group): swiglu's backward writes dgate and dup straight into
-// the MLP group's packed dy (native/cuda/swiglu.cu's packed kernel; ops/swiglu.h's dgu), instead of into their own
-// tensors that lora_group then copies. The packed kernel computes what the other kernels do and rounds once as the
+// the MLP group's packed dy (native/cuda/swiglu.cu's packed kernels; ops/swiglu.h's dgu), instead of into their own
+// tensors that lora_group then copies; and, with bf16 activations, its forward writes h straight into down_proj's
+// packed x (out_packed; ops/lora_linear.h's x_packed), which down_proj's backward reads in place. The packed kernel computes what the other kernels do and rounds once as the
 // copy did (bf16: the same bf16 values copied; f32 activations: rounded where the pack rounded), so the pass gives
 // lora_group's loss and gradients: bit for bit unless nvcc contracted a multiply-add differently in one kernel. Intermediate 344 (the 8-wide kernel) and 342 (the
 // element kernel), bf16 and f32 activations. A file of its own (test/cuda/common.ts says why); skipped where no
@@ -52,6 +53,9 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=swiglu_pack', () => {
       expect(packed.calls['lora_group_backward/pack dy']).toBe(2);
       expect(group.calls['lora_group_backward/pack dy']).toBe(4);
       expect(packed.calls.swiglu_backward).toBe(2);
+      // with bf16 activations h is written into down_proj's packed x: only o_proj packs its x (f32: both still do)
+      expect(packed.calls['lora_linear_forward/pack x']).toBe(acts === '1' ? 2 : 4);
+      expect(group.calls['lora_linear_forward/pack x']).toBe(4);
     });
     m.dispose();
   });
