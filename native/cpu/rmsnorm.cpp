@@ -7,6 +7,7 @@
 
 #include "cpu/activations.h"
 #include "cpu/model_ops.h"
+#include "runtime/dtype.h"
 #include "runtime/thread_pool.h"
 
 namespace instill {
@@ -61,6 +62,10 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
       for (int64_t j = 0; j < c; ++j) {
         const float g = static_cast<float>(r * w[j] * dyr[j] - xr[j] * k);
         dxr[j] = acc ? dxr[j] + g : g;
+      }
+      if (p.dx_packed) {  // dx's row rounded into the packed copy (ops/rmsnorm.h)
+        uint16_t* pr = p.dx_packed->data_as<uint16_t>() + i * p.dx_packed->dim(1);
+        for (int64_t j = 0; j < c; ++j) pr[j] = f32_to_bf16(dxr[j]);
       }
     }
     if (dw) {

@@ -232,16 +232,17 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     return;
   }
   if (elem_of(w) == Elem::F32) return lora_linear_backward_f32(p);
-  const int64_t ldd = round_up(OUT + R, 8);
-  Tensor pd = Tensor::empty({N, ldd}, DType::BF16, Device::CUDA);  // [dy | s·g]
+  // [dy | s·g]: the caller's, where its dy came packed (rmsnorm_backward's dx_packed), else packed here
+  const int64_t ldd = p.dy_packed ? p.dy_packed->dim(1) : round_up(OUT + R, 8);
+  Tensor pd = p.dy_packed ? *p.dy_packed : Tensor::empty({N, ldd}, DType::BF16, Device::CUDA);
   Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);  // g = dy·B
-  const bool next = next_kernels(Next::Narrow) && !p.x_packed;
+  const bool next = next_kernels(Next::Narrow) && !p.x_packed && !p.dy_packed;
   if (next && dy.dtype() == DType::F32) {  // dy packed into pd, g = dy·B, and s·g into pd when dx is wanted: one pass
     const OpPart part("pack dy, g = dy B, pack s g (simt)", Device::CUDA);
     narrow_rows(NarrowRowsArgs{bf16_ptr(pd), ldd, N, OUT, b.data_as<float>(), R, false, R, 1.f, gt.data_as<float>(),
                                p.dx ? bf16_ptr(pd) + OUT : nullptr, ldd, p.scale, dy.data_as<float>(), OUT});
   } else {
-    {
+    if (!p.dy_packed) {
       const OpPart part("pack dy", Device::CUDA);
       pack_bf16(dy.data(), elem_of(dy), OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
     }

@@ -59,9 +59,11 @@ __global__ void rmsnorm_dw_kernel(const float* dy, const float* x, const float* 
 }
 
 // kVec: C % 4 == 0 and dy, x, w, dx 16-byte aligned.
+// dxp (or null): dx's final values also rounded to bf16 into row·ldp of it (ops/rmsnorm.h, dx_packed); kVec
+// there needs ldp % 4 == 0 and dxp 8-byte aligned, checked with the rest on the host.
 template <bool kVec>
 __global__ void rmsnorm_dx_kernel(const float* dy, const float* x, const float* w, const float* rstd, int64_t C,
-                                  bool accumulate, float* dx) {
+                                  bool accumulate, float* dx, __nv_bfloat16* dxp, int64_t ldp) {
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
   const float* dyr = dy + row * C;
@@ -92,11 +94,14 @@ __global__ void rmsnorm_dx_kernel(const float* dy, const float* x, const float* 
         o = make_float4(a.x + o.x, a.y + o.y, a.z + o.z, a.w + o.w);
       }
       *reinterpret_cast<float4*>(dxr + c) = o;
+      if (dxp) store4(dxp + row * ldp + c, o);
     }
   } else {
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
       const float v = r * w[c] * dyr[c] - xr[c] * r3 * mean_gx;
-      dxr[c] = accumulate ? dxr[c] + v : v;
+      const float o = accumulate ? dxr[c] + v : v;
+      dxr[c] = o;
+      if (dxp) dxp[row * ldp + c] = __float2bfloat16_rn(o);
     }
   }
 }
@@ -139,9 +144,12 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
   const float *dy = p.dy->data_as<float>(), *x = p.x->data_as<float>(), *w = p.w->data_as<float>();
   const float* rstd = p.rstd->data_as<float>();
   float* dx = p.dx->data_as<float>();
+  __nv_bfloat16* dxp = p.dx_packed ? p.dx_packed->data_as<__nv_bfloat16>() : nullptr;
+  const int64_t ldp = p.dx_packed ? p.dx_packed->dim(1) : 0;
   const unsigned rows = static_cast<unsigned>(N);
-  if (C % 4 == 0 && aligned16({dy, x, w, dx})) rmsnorm_dx_kernel<true><<<rows, kThreads, 0, stream()>>>(dy, x, w, rstd, C, p.accumulate_dx, dx);
-  else rmsnorm_dx_kernel<false><<<rows, kThreads, 0, stream()>>>(dy, x, w, rstd, C, p.accumulate_dx, dx);
+  const bool vec = C % 4 == 0 && aligned16({dy, x, w, dx}) && (!dxp || (ldp % 4 == 0 && aligned(dxp, 8)));
+  if (vec) rmsnorm_dx_kernel<true><<<rows, kThreads, 0, stream()>>>(dy, x, w, rstd, C, p.accumulate_dx, dx, dxp, ldp);
+  else rmsnorm_dx_kernel<false><<<rows, kThreads, 0, stream()>>>(dy, x, w, rstd, C, p.accumulate_dx, dx, dxp, ldp);
   check_launch("rmsnorm_dx_kernel");
 }
 

@@ -57,6 +57,7 @@ struct LlamaScratch {
   Tensor dxn, tmp;      // (N, C)
   Tensor dh, dgate, dup;  // (N, F)
   Tensor dgu;           // (N, round8(2F + 2R)) bf16: gate and up's dy packed for lora_group (swiglu_pack), or none
+  Tensor dres_packed;   // (N, round8(C + R)) bf16: the residual gradient for o/down's backward (dres_pack), or none
   Tensor datt, dq;      // (N, H·D)
   Tensor dk, dv;        // (N, KVH·D)
 };
@@ -514,12 +515,14 @@ void LlamaModel::linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor&
 
 void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx,
                                  bool accumulate_dx, bool accumulate_grads, Tensor& tmp, uint32_t seed,
-                                 const Tensor* x_packed) {
+                                 const Tensor* x_packed, Tensor* dy_packed) {
   if (x_packed && (!lin.has_lora || dropout_active_ || full_)) fail(ErrorCode::Internal, "linear_backward: a packed x off the packed path");
   if (lin.has_lora) {  // dx += inside the product when accumulating (no tmp, no add)
     LoraLinearBackwardArgs args{&dy, x_packed ? nullptr : &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, &dx,
                                 &lin.lora.da, &lin.lora.db, accumulate_grads, accumulate_dx};
     args.x_packed = x_packed;
+    // (a bf16/f16 W only; lora_dropout's backward does not read it: it packs dy itself)
+    args.dy_packed = lin.w.dtype() != DType::F32 ? dy_packed : nullptr;
     args.a_stacked = stack_a_;
     if (dropout_active_) lora_dropout_backward(LoraDropoutBackwardArgs{args, lora_dropout_, seed});
     else lora_linear_backward(args);
@@ -591,6 +594,12 @@ bool LlamaModel::grouped(int64_t l, int g, const Acts& a) const {
 bool LlamaModel::pack_h(DType act) const {
   return device_ != Device::CPU && act == DType::BF16 && !full_ && !dropout_active_ && has_lora() &&
          layers_[0].lin[kDown].has_lora && next_enabled(Next::SwigluPack);
+}
+
+bool LlamaModel::pack_dres() const {
+  if (device_ == Device::CPU || full_ || dropout_active_ || !has_lora() || !next_enabled(Next::DresPack)) return false;
+  const Linear &o = layers_[0].lin[kO], &down = layers_[0].lin[kDown];
+  return (o.has_lora && o.w.dtype() != DType::F32) || (down.has_lora && down.w.dtype() != DType::F32);
 }
 
 bool LlamaModel::want_groups() const {
@@ -734,8 +743,9 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     swiglu_forward(a.h_packed ? SwigluForwardArgs{&a.gate, &a.up, nullptr, &a.h} : SwigluForwardArgs{&a.gate, &a.up, &a.h});
   }
   // MLP: dres is d(x_out); the residual passes it through to x2 unchanged.
+  Tensor* const dres_packed = s.dres_packed.defined() ? &s.dres_packed : nullptr;
   linear_backward(lin[kDown], dres, a.h, a.u[kDown], s.dh, false, accumulate, s.tmp, dropout_seed(l, kDown),
-                  a.h_packed ? &a.h : nullptr);
+                  a.h_packed ? &a.h : nullptr, dres_packed);
   int mlp_members[kMaxLoraGroup];
   if (s.dgu.defined() && grouped(l, 1, a) && group_members(l, 1, mlp_members) == 2) {
     // swiglu_pack: dgate and dup straight into the group's packed dy, where lora_group reads them
@@ -746,9 +756,14 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     const Tensor* dys[2] = {&s.dgate, &s.dup};
     group_backward(l, 1, a.xn2, a, dys, s.dxn, accumulate, s);
   }
-  rmsnorm_backward(RmsnormBackwardArgs{&s.dxn, &a.x2, &lw.ln2, &a.rstd2, &dres, true, full_ ? &lw.dln2 : nullptr});
+  {
+    RmsnormBackwardArgs nb{&s.dxn, &a.x2, &lw.ln2, &a.rstd2, &dres, true, full_ ? &lw.dln2 : nullptr};
+    nb.dx_packed = dres_packed;
+    rmsnorm_backward(nb);
+  }
   // Attention: dres is now d(x2).
-  linear_backward(lin[kO], dres, a.att, a.u[kO], s.datt, false, accumulate, s.tmp, dropout_seed(l, kO));
+  linear_backward(lin[kO], dres, a.att, a.u[kO], s.datt, false, accumulate, s.tmp, dropout_seed(l, kO), nullptr,
+                  dres_packed);
   Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
   Tensor att3 = a.att.reshape({n, c.H, c.D}), datt3 = s.datt.reshape({n, c.H, c.D});
   Tensor dq3 = s.dq.reshape({n, c.H, c.D}), dk3 = s.dk.reshape({n, c.KVH, c.D}), dv3 = s.dv.reshape({n, c.KVH, c.D});
@@ -768,7 +783,9 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     const Tensor* dys[3] = {&s.dq, &s.dk, &s.dv};
     group_backward(l, 0, a.xn1, a, dys, s.dxn, accumulate, s);
   }
-  rmsnorm_backward(RmsnormBackwardArgs{&s.dxn, &x, &lw.ln1, &a.rstd1, &dres, true, full_ ? &lw.dln1 : nullptr});
+  RmsnormBackwardArgs nb{&s.dxn, &x, &lw.ln1, &a.rstd1, &dres, true, full_ ? &lw.dln1 : nullptr};
+  nb.dx_packed = dres_packed;  // for the layer below's down_proj
+  rmsnorm_backward(nb);
 }
 
 namespace {
@@ -903,9 +920,16 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   if (!backward) return res;
   xf = Tensor();
   Tensor dres = empty({n, c.C});
-  rmsnorm_backward(RmsnormBackwardArgs{&dxf, &xs[static_cast<size_t>(c.L)], &norm_, &rstdf, &dres, false, full_ ? &dnorm_ : nullptr});
+  // dres_pack: every norm backward that writes dres also rounds it into o/down's packed dy, which their backward
+  // then reads instead of packing dres itself
+  Tensor dres_packed;
+  if (pack_dres()) dres_packed = Tensor::empty({n, (c.C + lora_r_ + 7) / 8 * 8}, DType::BF16, device_);
+  RmsnormBackwardArgs fb{&dxf, &xs[static_cast<size_t>(c.L)], &norm_, &rstdf, &dres, false, full_ ? &dnorm_ : nullptr};
+  fb.dx_packed = dres_packed.defined() ? &dres_packed : nullptr;
+  rmsnorm_backward(fb);
   dxf = Tensor();
   LlamaScratch s;
+  s.dres_packed = dres_packed;
   s.dxn = empty({n, c.C});
   s.tmp = empty({n, c.C});
   s.dh = Tensor::empty({n, c.F}, act, device_);

@@ -217,7 +217,8 @@ class LlamaModel {
   void linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed,
                       const Tensor* residual = nullptr, Tensor* x_packed = nullptr);
   void linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx, bool accumulate_dx,
-                       bool accumulate_grads, Tensor& tmp, uint32_t seed, const Tensor* x_packed = nullptr);
+                       bool accumulate_grads, Tensor& tmp, uint32_t seed, const Tensor* x_packed = nullptr,
+                       Tensor* dy_packed = nullptr);
   uint32_t dropout_seed(int64_t l, int target) const;
   // The linears of group g (0: q, k, v, reading xn1; 1: gate, up, reading xn2), ys / dys in that order: where
   // this pass groups them (groups_) and at least two have an adapter, those go through one lora_group op (the
@@ -237,6 +238,9 @@ class LlamaModel {
   // Whether a pass with activations of dtype act keeps h as down_proj's packed x (swiglu_pack on a GPU, bf16
   // activations, down_proj adapted, no dropout): SwiGLU writes h there and down_proj packs no x.
   bool pack_h(DType act) const;
+  // Whether this pass's norm backwards also write the residual gradient into o/down's packed dy (dres_pack on a GPU,
+  // no dropout, o_proj or down_proj adapted over bf16/f16 weights).
+  bool pack_dres() const;
   struct GroupsScope;
   // share: take xn1, xn2, h from another layer's Acts (one buffer for all layers). act: the dtype of
   // xn1, xn2, gate, up and h (act_dtype()).

@@ -126,6 +126,17 @@ void check_lora_linear_backward(const LoraLinearBackwardArgs& p) {
   need_shape(b, "b", {out, r}, "(out, r) with out = w's rows and r = a's rows");
   need_shape(dy, "dy", {n, out}, "(N, out): the gradient of y");
   need_shape(u, "u", {n, r}, "(N, r): the u that the forward returned");
+  if (p.dy_packed) {
+    const Tensor& dp = *p.dy_packed;
+    if (w.dtype() == DType::F32) fail(ErrorCode::DType, "'dy_packed' (bf16) goes with a bf16 or f16 w, got an f32 w");
+    need_dtype(dp, "dy_packed", {DType::BF16});
+    need_ndim(dp, "dy_packed", 2);
+    if (dp.dim(0) != n || dp.dim(1) < out + r || dp.dim(1) % 8 != 0) {
+      fail(ErrorCode::Shape, "'dy_packed' must be (N, ld) with ld >= out + r and a multiple of 8: (", n, ", >= ", out + r,
+           "), got ", shape_str(dp.shape()));
+    }
+    need_same_device(dp, "dy_packed", x.device());
+  }
   const Tensor& da = need(p.da, "da");
   const Tensor& db = need(p.db, "db");
   need_dtype(da, "da", {DType::F32});

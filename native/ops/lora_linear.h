@@ -70,6 +70,11 @@ struct LoraLinearBackwardArgs {
   // Or null. With x null: x in the first IN columns of this bf16 (N, ld) tensor (the forward's x_packed, its
   // columns IN.. as that forward left them or not: only the first IN are read). CUDA backend only.
   const Tensor* x_packed = nullptr;
+  // Or null: dy already rounded to bf16 in the first OUT columns of this (N, ld) tensor, ld >= OUT + R and ld % 8 == 0
+  // (rmsnorm_backward's dx_packed: the residual stream's gradient, which o_proj's and down_proj's backward take), so
+  // the CUDA backend packs no dy and may write s·g into its columns OUT..OUT+R. dy is still given (the CPU and the
+  // f32 paths read it); bf16/f16 w only.
+  Tensor* dy_packed = nullptr;
 };
 
 // Validate shapes and dtypes (E_SHAPE / E_DTYPE naming the argument), then run on the tensors' device.

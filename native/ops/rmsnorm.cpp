@@ -47,6 +47,15 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
     need_shape(*p.dw, "dw", {c}, "(C,)");
     need_same_device(*p.dw, "dw", x.device());
   }
+  if (p.dx_packed) {
+    const Tensor& dp = *p.dx_packed;
+    need_dtype(dp, "dx_packed", {DType::BF16});
+    need_ndim(dp, "dx_packed", 2);
+    if (dp.dim(0) != n || dp.dim(1) < c) {
+      fail(ErrorCode::Shape, "'dx_packed' must be (N, ld) with ld >= C: (", n, ", >= ", c, "), got ", shape_str(dp.shape()));
+    }
+    need_same_device(dp, "dx_packed", x.device());
+  }
   run_op(x.device(), &Backend::rmsnorm_backward, "rmsnorm_backward", p);
 }
 

@@ -33,6 +33,10 @@ struct RmsnormBackwardArgs {
   Tensor* dx;          // (N, C) out
   bool accumulate_dx;  // dx += instead of =
   Tensor* dw;          // (C) +=, or null (frozen norm)
+  // Or null: also dx's final values rounded once to bf16 into the first C columns of this bf16 (N, ld) tensor,
+  // ld >= C (its other columns untouched): o_proj's and down_proj's packed dy (ops/lora_linear.h, dy_packed), the
+  // residual stream's gradient written where their backward reads it instead of packed there.
+  Tensor* dx_packed = nullptr;
 };
 
 void rmsnorm_forward(const RmsnormForwardArgs& args);

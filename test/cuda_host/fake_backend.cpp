@@ -18,7 +18,8 @@ void lora_linear_backward(const LoraLinearBackwardArgs&);
 void lora_group_forward(const LoraGroupForwardArgs&);
 void lora_group_backward(const LoraGroupBackwardArgs&);
 
-std::atomic<int> fake_calls_linear{0}, fake_calls_group{0}, fake_calls_swiglu_packed{0}, fake_calls_swiglu_fwd_packed{0};
+std::atomic<int> fake_calls_linear{0}, fake_calls_group{0}, fake_calls_swiglu_packed{0}, fake_calls_swiglu_fwd_packed{0},
+    fake_calls_dy_packed{0};
 
 namespace {
 Backend make() {
@@ -29,7 +30,10 @@ Backend make() {
     ++fake_calls_linear;
     cuda::lora_linear_forward(p);
   };
-  b.lora_linear_backward = lora_linear_backward;
+  b.lora_linear_backward = [](const LoraLinearBackwardArgs& p) {
+    if (p.dy_packed) ++fake_calls_dy_packed;
+    cuda::lora_linear_backward(p);
+  };
   b.lora_group_forward = [](const LoraGroupForwardArgs& p) {
     ++fake_calls_group;
     cuda::lora_group_forward(p);

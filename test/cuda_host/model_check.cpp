@@ -17,7 +17,8 @@
 
 namespace instill {
 namespace cuda {
-extern std::atomic<int> fake_calls_linear, fake_calls_group, fake_calls_swiglu_packed, fake_calls_swiglu_fwd_packed;
+extern std::atomic<int> fake_calls_linear, fake_calls_group, fake_calls_swiglu_packed, fake_calls_swiglu_fwd_packed,
+    fake_calls_dy_packed;
 }
 }  // namespace instill
 
@@ -72,6 +73,7 @@ struct Pass {
   int linear = 0, group = 0;              // lora_linear_forward / lora_group_forward calls on the fake device
   int swiglu_packed = 0;                  // swiglu_backward calls into a packed dy (swiglu_pack)
   int swiglu_fwd_packed = 0;              // swiglu_forward calls into down_proj's packed x (swiglu_pack)
+  int dy_packed = 0;                      // lora_linear_backward calls on a packed residual gradient (dres_pack)
 };
 
 struct Case {
@@ -85,6 +87,7 @@ struct Case {
   const char* base = "default";  // INSTILL_CUDA_NEXT without the piece ("default,-wb_cache": no kept matrices)
   bool swiglu_pack = false;      // the piece is lora_group with swiglu_pack
   bool accumulate = false;       // a second pass adds its gradients to the first's (gradient accumulation)
+  bool dres_pack = false;        // and dres_pack on top
 };
 
 constexpr int64_t kR = 3;
@@ -102,13 +105,14 @@ struct Models {
 
 Pass run_pass(LlamaModel& m, const ModelInputs& in, bool accumulate = false) {
   const int l0 = cuda::fake_calls_linear, g0 = cuda::fake_calls_group, s0 = cuda::fake_calls_swiglu_packed,
-            f0 = cuda::fake_calls_swiglu_fwd_packed;
+            f0 = cuda::fake_calls_swiglu_fwd_packed, d0 = cuda::fake_calls_dy_packed;
   Pass p;
   p.loss = m.loss_and_grads(in, 0, accumulate, 77).loss;
   p.linear = cuda::fake_calls_linear - l0;
   p.group = cuda::fake_calls_group - g0;
   p.swiglu_packed = cuda::fake_calls_swiglu_packed - s0;
   p.swiglu_fwd_packed = cuda::fake_calls_swiglu_fwd_packed - f0;
+  p.dy_packed = cuda::fake_calls_dy_packed - d0;
   for (int64_t l = 0; l < 2; ++l)
     for (int t = 0; t < kNumTargets; ++t) {
       if (!((m.lora_mask() >> t) & 1u)) continue;
@@ -193,12 +197,14 @@ void run(const Case& cs) {
     p.group += first.group;
     p.swiglu_packed += first.swiglu_packed;
     p.swiglu_fwd_packed += first.swiglu_fwd_packed;
+    p.dy_packed += first.dy_packed;
     return p;
   };
   const int passes = cs.accumulate ? 2 : 1;
   const Pass off = pass(ms.gpu);
   const Tensor logits_off = ms.gpu.logits(in, false);
-  const std::string with = std::string(cs.base) + (cs.swiglu_pack ? ",lora_group,swiglu_pack" : ",lora_group");
+  const std::string with = std::string(cs.base) + (cs.swiglu_pack ? ",lora_group,swiglu_pack" : ",lora_group") +
+                           (cs.dres_pack ? ",dres_pack" : "");
   set_env("INSTILL_CUDA_NEXT", with.c_str());
   const Pass on = pass(ms.gpu);
   const Pass again = pass(ms.gpu);  // the kept matrices from the pass before
@@ -246,6 +252,11 @@ void run(const Case& cs) {
   const bool bf16_h = cs.acts == nullptr || std::strcmp(cs.acts, "1") == 0 || std::strcmp(cs.acts, "mlp") == 0;
   const int fwd_packed = cs.swiglu_pack && bf16_h && ((cs.mask >> kDown) & 1u) && cs.dropout == 0.f
                              ? static_cast<int>(c.L) * (cs.checkpointing ? 2 : 1) * passes : 0;
+  // dres_pack: o_proj's and down_proj's backward on the norms' packed residual gradient (no dropout)
+  const int od = static_cast<int>((cs.mask >> kO) & 1u) + static_cast<int>((cs.mask >> kDown) & 1u);
+  const int dyp = cs.dres_pack && cs.dropout == 0.f ? od * static_cast<int>(c.L) * passes : 0;
+  expect(on.dy_packed == dyp && off.dy_packed == 0,
+         "lora_linear backwards on the packed residual gradient: " + std::to_string(on.dy_packed) + ", expected " + std::to_string(dyp));
   expect(on.swiglu_fwd_packed == fwd_packed && off.swiglu_fwd_packed == 0,
          "swiglu forwards into down_proj's packed x: " + std::to_string(on.swiglu_fwd_packed) + ", expected " + std::to_string(fwd_packed));
   expect(on.linear == linear_calls, "lora_linear forwards beside them: " + std::to_string(on.linear) + ", expected " + std::to_string(linear_calls));
@@ -283,6 +294,9 @@ int main() {
       {"accumulated gradients (two passes), swiglu_pack", every, false, false, 0.f, false, nullptr, "default", true, true},
       {"swiglu_pack, bf16 activations, checkpointing (h recomputed into the packed x)", every, false, false, 0.f, true, nullptr, "default", true},
       {"swiglu_pack, bf16 activations, down without an adapter: h not packed", every & ~(1u << kDown), false, false, 0.f, false, nullptr, "default", true},
+      {"dres_pack (with swiglu_pack), bf16 activations, accumulated", every, false, false, 0.f, false, nullptr, "default", true, true, true},
+      {"dres_pack, f32 activations, checkpointing, o_proj without an adapter", every & ~(1u << kO), false, false, 0.f, true, "0", "default", true, false, true},
+      {"dres_pack under LoRA dropout: not packed", every, false, false, 0.1f, false, "0", "default", true, false, true},
   };
   for (const Case& c : cases) {
     const int before = failures;

@@ -1,0 +1,57 @@
+// INSTILL_CUDA_NEXT=dres_pack on the GPU: the norms' backward (native/cuda/rmsnorm.cu, ops/rmsnorm.h's dx_packed)
+// round the residual stream's gradient into o_proj's and down_proj's packed dy as they write it, and those
+// backward read it there (ops/lora_linear.h's dy_packed) instead of packing dres themselves. The same bf16 values
+// as the pack made (rounded once from the same f32), so the pass gives lora_group + swiglu_pack's results: held
+// to 1e-3 (bits printed). Hidden 200 (the 4-wide kernel) and 198 (the element kernel), bf16 and f32 activations,
+// and o_proj without an adapter (down_proj alone reads it). A file of its own (test/cuda/common.ts says why);
+// skipped where no GPU is seen, like test/cuda.
+import { describe, expect, it } from 'vitest';
+
+import { LORA_TARGETS, randomModel } from '../../../src/model/model.js';
+import { relNorm } from '../../helpers/compare.js';
+import { withEnv } from '../../helpers/env.js';
+import { withOpProfile } from '../../helpers/profile.js';
+import { hasCuda } from '../common.js';
+
+const config = (hidden: number) => ({
+  model_type: 'llama', hidden_size: hidden, intermediate_size: 344, num_hidden_layers: 2, num_attention_heads: 4,
+  num_key_value_heads: 2, head_dim: 50, vocab_size: 301, rms_norm_eps: 1e-5, tie_word_embeddings: true,
+  max_position_embeddings: 512,
+});
+const T = 150;
+const ids = Array.from({ length: T }, (_, i) => (i * 37 + 11) % 301);
+const batch = { inputIds: [ids], labels: [ids] };
+const base = 'default,lora_group,swiglu_pack';
+
+describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dres_pack', () => {
+  it.each([
+    { hidden: 200, acts: '1', o: true },
+    { hidden: 198, acts: '1', o: true },
+    { hidden: 200, acts: '0', o: true },
+    { hidden: 200, acts: '1', o: false },
+  ])('hidden $hidden, bf16 activations $acts, o_proj adapted $o: the results without it, and no pack of dres', async ({ hidden, acts, o }) => {
+    const m = randomModel(config(hidden), { seed: 29, device: 'cuda', dtype: 'bf16' });
+    m.addLora({ r: 8, alpha: 16, targetModules: LORA_TARGETS.filter((t) => o || t !== 'o_proj'), seed: 5 });
+    const w = m.adapterWeights();
+    for (const n of Object.keys(w)) if (n.includes('lora_B')) w[n] = w[n].map((_, i) => 0.05 * Math.sin(0.41 * i + n.length));
+    m.setAdapterWeights(w);
+    await withEnv('INSTILL_BF16_ACTIVATIONS', acts, async () => {
+      const plain = await withEnv('INSTILL_CUDA_NEXT', base, () => withOpProfile(() => m.lossAndGrads(batch)));
+      const packed = await withEnv('INSTILL_CUDA_NEXT', `${base},dres_pack`, () => withOpProfile(() => m.lossAndGrads(batch)));
+      expect(Math.abs(packed.value.loss - plain.value.loss) / plain.value.loss).toBeLessThan(1e-5);
+      let differ = 0, worst = 0;
+      for (const n of Object.keys(plain.value.grads)) {
+        const a = packed.value.grads[n], b = plain.value.grads[n];
+        differ += a.reduce((k, v, i) => k + (Object.is(v, b[i]) ? 0 : 1), 0);
+        const e = relNorm(a, b);
+        worst = Math.max(worst, e);
+        expect(e, n).toBeLessThan(1e-3);
+      }
+      console.log(`dres_pack (hidden ${hidden}, bf16 activations ${acts}, o_proj ${o}): ${differ} gradient elements differ in bits, worst ${worst.toExponential(2)}`);
+      // o_proj's and down_proj's backward packed no dy with the piece (2 layers)
+      expect(plain.calls['lora_linear_backward/pack dy']).toBe(o ? 4 : 2);
+      expect(packed.calls['lora_linear_backward/pack dy']).toBeUndefined();
+    });
+    m.dispose();
+  });
+});
