@@ -22,20 +22,33 @@ void copy_columns(const Tensor& group, int i, Tensor& member, bool into_member) 
     else std::memcpy(gp, mp, sizeof(float) * static_cast<size_t>(r));
   }
 }
+// x itself, or (x_packed) a bf16 copy of its first IN columns in `own`
+const Tensor* plain_x(const Tensor* x, const Tensor* x_packed, int64_t in, Tensor& own) {
+  if (!x_packed) return x;
+  const int64_t n = x_packed->dim(0), ld = x_packed->dim(1);
+  own = Tensor::empty({n, in}, DType::BF16);
+  for (int64_t row = 0; row < n; ++row)
+    std::memcpy(own.data_as<uint16_t>() + row * in, x_packed->data_as<uint16_t>() + row * ld, sizeof(uint16_t) * static_cast<size_t>(in));
+  return &own;
+}
 }  // namespace
 
 void lora_group_forward(const LoraGroupForwardArgs& p) {
-  const int64_t n = p.x->dim(0), r = p.a[0]->dim(0);
+  Tensor own;
+  const Tensor* x = plain_x(p.x, p.x_packed, p.w[0]->dim(1), own);
+  const int64_t n = x->dim(0), r = p.a[0]->dim(0);
   Tensor u = Tensor::empty({n, r}, DType::F32);
   for (int i = 0; i < p.m; ++i) {
-    LoraLinearForwardArgs args{p.x, p.w[i], p.bias[i], p.a[i], p.b[i], p.scale, p.y[i], &u};
+    LoraLinearForwardArgs args{x, p.w[i], p.bias[i], p.a[i], p.b[i], p.scale, p.y[i], &u};
     cpu::lora_linear_forward(args);
     copy_columns(*p.u, i, u, false);
   }
 }
 
 void lora_group_backward(const LoraGroupBackwardArgs& p) {
-  const int64_t n = p.x->dim(0), r = p.a[0]->dim(0);
+  Tensor own;
+  const Tensor* x = plain_x(p.x, p.x_packed, p.w[0]->dim(1), own);
+  const int64_t n = x->dim(0), r = p.a[0]->dim(0);
   Tensor u = Tensor::empty({n, r}, DType::F32);
   int64_t off = 0;
   for (int i = 0; i < p.m; ++i) {
@@ -49,7 +62,7 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
         std::memcpy(dy.data_as<uint16_t>() + row * o, p.dy_packed->data_as<uint16_t>() + row * ld + off, sizeof(uint16_t) * static_cast<size_t>(o));
     }
     off += o;
-    LoraLinearBackwardArgs args{p.dy_packed ? &dy : p.dy[i], p.x, p.w[i], p.a[i], p.b[i], &u, p.scale, p.dx, p.da[i], p.db[i],
+    LoraLinearBackwardArgs args{p.dy_packed ? &dy : p.dy[i], x, p.w[i], p.a[i], p.b[i], &u, p.scale, p.dx, p.da[i], p.db[i],
                                 p.accumulate, i > 0 || p.accumulate_dx};
     cpu::lora_linear_backward(args);
   }

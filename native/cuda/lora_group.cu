@@ -50,7 +50,7 @@ Layout layout_of(const Tensor& x, int m, const Tensor* const* w, const Tensor* c
   Layout l;
   l.m = m;
   l.n = x.dim(0);
-  l.in = x.dim(1);
+  l.in = w[0]->dim(1);  // (x may be a packed buffer, wider than IN)
   l.r = a[0]->dim(0);
   l.mr = m * l.r;
   for (int i = 0; i < m; ++i) l.off[i + 1] = l.off[i] + w[i]->dim(0);
@@ -91,7 +91,7 @@ void gemm_or_zero(const GemmArgs& g, Tensor* c_tensor = nullptr) {
 }  // namespace
 
 void lora_group_forward(const LoraGroupForwardArgs& p) {
-  const Tensor& x = *p.x;
+  const Tensor& x = p.x ? *p.x : *p.x_packed;  // x_packed: x already in px's first IN columns (the norm wrote it)
   const Layout l = layout_of(x, p.m, p.w, p.a);
   if (elem_of(*p.w[0]) == Elem::F32) {  // TF32 products: the members one by one, each u copied into its columns
     Tensor u = Tensor::empty({l.n, l.r}, DType::F32, Device::CUDA);
@@ -106,9 +106,9 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
   __nv_bfloat16* k = p.kept ? bf16_ptr(*p.kept) : bf16_ptr(own);
   write_kept(l, p.w, p.a, p.b, k, ldk, !(p.kept && p.kept_has_w));
   if (l.n == 0) return;  // (the kept matrix is written all the same, as the caller was promised)
-  const int64_t ldx = round_up(l.in + l.mr, 8);
-  Tensor px = Tensor::empty({l.n, ldx}, DType::BF16, Device::CUDA);  // [x | s·u_1 | … | s·u_m]
-  {
+  const int64_t ldx = p.x_packed ? p.x_packed->dim(1) : round_up(l.in + l.mr, 8);
+  Tensor px = p.x_packed ? *p.x_packed : Tensor::empty({l.n, ldx}, DType::BF16, Device::CUDA);  // [x | s·u_1 | … | s·u_m]
+  if (!p.x_packed) {
     const OpPart part("pack x", Device::CUDA);
     pack_bf16(x.data(), elem_of(x), l.in, 1.f, l.n, l.in, bf16_ptr(px), ldx);
   }
@@ -135,7 +135,8 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
 }
 
 void lora_group_backward(const LoraGroupBackwardArgs& p) {
-  const Tensor& x = *p.x;
+  const Tensor& x = p.x ? *p.x : *p.x_packed;  // x_packed: x in its first IN columns, read in place by dA's product
+  const GemmOperand xo = p.x_packed ? bf16_operand(bf16_ptr(x), x.dim(1), false) : operand(x, false);
   const Layout l = layout_of(x, p.m, p.w, p.a);
   const float beta = p.accumulate ? 1.f : 0.f;
   if (elem_of(*p.w[0]) == Elem::F32) {  // the members one by one (each u copied out of its columns), dx summed
@@ -204,7 +205,7 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
                         // lora_linear's), then each member's R rows copied out
     const OpPart part("dA = s g^T x (every member), copied out", Device::CUDA);
     Tensor da = Tensor::empty({l.mr, l.in}, DType::F32, Device::CUDA);
-    GemmArgs g = product(l.mr, l.in, l.n, operand(gt, true), operand(x, false), da.data_as<float>(), l.in);
+    GemmArgs g = product(l.mr, l.in, l.n, operand(gt, true), xo, da.data_as<float>(), l.in);
     g.alpha = p.scale;
     gemm(g);
     PackJobF32 jobs[kMaxLoraGroup];
@@ -214,7 +215,7 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
   } else {
     for (int i = 0; i < p.m; ++i) {  // dA_i += s·g_iᵀ·x, one product per member (beta 1 on its own tensor)
       const OpPart part("dA = s g^T x", Device::CUDA);
-      GemmArgs g = product(l.r, l.in, l.n, strided_operand(gt.data_as<float>() + i * l.r, Elem::F32, l.mr, true), operand(x, false),
+      GemmArgs g = product(l.r, l.in, l.n, strided_operand(gt.data_as<float>() + i * l.r, Elem::F32, l.mr, true), xo,
                            p.da[i]->data_as<float>(), l.in);
       g.alpha = p.scale; g.beta = beta;
       gemm(g);

@@ -18,13 +18,14 @@ constexpr int kThreads = 256;
 
 // kVec: C % 4 == 0 and x, w, y 16-byte aligned: float4 loads and stores (every row then starts aligned).
 // Y: float, or __nv_bfloat16 (the same f32 math, each output rounded once: common.cuh's store1 / store4).
+// ldy: y's row stride (C, or a packed buffer's: ops/rmsnorm.h's y_packed; kVec then needs ldy % 4 == 0).
 template <bool kVec, typename Y = float>
-__global__ void rmsnorm_forward_kernel(const float* x, const float* w, float eps, int64_t C, Y* y,
-                                       float* rstd) {  // x, y (N, C); w (C); rstd (N)
+__global__ void rmsnorm_forward_kernel(const float* x, const float* w, float eps, int64_t C, Y* y, int64_t ldy,
+                                       float* rstd) {  // x (N, C), y (N, ldy); w (C); rstd (N)
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
   const float* xr = x + row * C;
-  Y* yr = y + row * C;
+  Y* yr = y + row * ldy;
   float ss = 0.f;
   if (kVec) {
     for (int64_t c = 4 * threadIdx.x; c < C; c += 4 * blockDim.x) {
@@ -114,16 +115,21 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
   const float *x = p.x->data_as<float>(), *w = p.w->data_as<float>();
   float* rstd = p.rstd->data_as<float>();
   const unsigned grid = static_cast<unsigned>(N);
-  if (p.y->dtype() == DType::BF16) {  // the model's norm outputs with bf16 activations (ops/rmsnorm.h)
-    __nv_bfloat16* y = p.y->data_as<__nv_bfloat16>();
-    if (C % 4 == 0 && aligned16({x, w, y})) rmsnorm_forward_kernel<true><<<grid, kThreads, 0, stream()>>>(x, w, p.eps, C, y, rstd);
-    else rmsnorm_forward_kernel<false><<<grid, kThreads, 0, stream()>>>(x, w, p.eps, C, y, rstd);
+  const Tensor& yt = p.y_packed ? *p.y_packed : *p.y;
+  const int64_t ldy = p.y_packed ? p.y_packed->dim(1) : C;  // the packed buffer's row stride (ops/rmsnorm.h)
+  if (yt.dtype() == DType::BF16) {  // the model's norm outputs with bf16 activations (ops/rmsnorm.h)
+    __nv_bfloat16* y = yt.data_as<__nv_bfloat16>();
+    if (C % 4 == 0 && ldy % 4 == 0 && aligned16({x, w, y})) {
+      rmsnorm_forward_kernel<true><<<grid, kThreads, 0, stream()>>>(x, w, p.eps, C, y, ldy, rstd);
+    } else {
+      rmsnorm_forward_kernel<false><<<grid, kThreads, 0, stream()>>>(x, w, p.eps, C, y, ldy, rstd);
+    }
     check_launch("rmsnorm_forward_kernel");
     return;
   }
-  float* y = p.y->data_as<float>();
-  if (C % 4 == 0 && aligned16({x, w, y})) rmsnorm_forward_kernel<true><<<grid, kThreads, 0, stream()>>>(x, w, p.eps, C, y, rstd);
-  else rmsnorm_forward_kernel<false><<<grid, kThreads, 0, stream()>>>(x, w, p.eps, C, y, rstd);
+  float* y = yt.data_as<float>();
+  if (C % 4 == 0 && aligned16({x, w, y})) rmsnorm_forward_kernel<true><<<grid, kThreads, 0, stream()>>>(x, w, p.eps, C, y, C, rstd);
+  else rmsnorm_forward_kernel<false><<<grid, kThreads, 0, stream()>>>(x, w, p.eps, C, y, C, rstd);
   check_launch("rmsnorm_forward_kernel");
 }
 

@@ -24,6 +24,9 @@ namespace instill {
 
 namespace {
 constexpr int32_t kIgnoreIndex = -100;
+// The targets of each group (group_forward): they read the same x.
+constexpr int kGroupTargets[2][kMaxLoraGroup] = {{kQ, kK, kV}, {kGate, kUp, -1}};
+constexpr int kGroupSize[2] = {3, 2};
 const char* const kTargetNames[kNumTargets] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
 bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
@@ -48,6 +51,7 @@ struct LlamaModel::Acts {
   Tensor xn2, rstd2;              // (N, C) as xn1, (N)
   Tensor gate, up, h;             // (N, F), h shared on the CPU; f32, or bf16 (act_dtype())
   bool h_packed = false;          // h is down_proj's packed x: bf16 (N, round8(F + R)), h in its first F columns
+  bool xn1_packed = false, xn2_packed = false;  // xn1 / xn2 is its group's packed x (norm_pack): (N, round8(C + m·R))
   std::array<Tensor, kNumTargets> u;  // (N, R) per adapted linear
   std::array<Tensor, 2> ug;           // (N, m·R) per group of m >= 2 adapted linears (group_forward)
 };
@@ -57,7 +61,7 @@ struct LlamaScratch {
   Tensor dxn, tmp;      // (N, C)
   Tensor dh, dgate, dup;  // (N, F)
   Tensor dgu;           // (N, round8(2F + 2R)) bf16: gate and up's dy packed for lora_group (swiglu_pack), or none
-  Tensor dres_packed;   // (N, round8(C + R)) bf16: the residual gradient for o/down's backward (dres_pack), or none
+  Tensor norm_packed;   // (N, round8(C + R)) bf16: the residual gradient for o/down's backward (norm_pack), or none
   Tensor datt, dq;      // (N, H·D)
   Tensor dk, dv;        // (N, KVH·D)
 };
@@ -458,7 +462,12 @@ LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share, DType act) 
   auto em = [this, act](Shape s) { return Tensor::empty(s, act, device_); };
   auto ea = [this, act](Shape s) { return Tensor::empty(s, attention_dtype(act), device_); };
   Acts a;
-  a.xn1 = share ? share->xn1 : em({n, c.C});
+  const auto packed_xn = [&](int g) {  // the group's packed x: xn in its first C columns, s·u after
+    return Tensor::empty({n, (c.C + kGroupSize[g] * lora_r_ + 7) / 8 * 8}, DType::BF16, device_);
+  };
+  a.xn1_packed = pack_xn(0, act);
+  a.xn2_packed = pack_xn(1, act);
+  a.xn1 = share ? share->xn1 : a.xn1_packed ? packed_xn(0) : em({n, c.C});
   a.rstd1 = e({n});
   a.q = ea({n, c.H * c.D});
   a.k = ea({n, c.KVH * c.D});
@@ -472,7 +481,7 @@ LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share, DType act) 
   a.att = ea({n, c.H * c.D});
   a.lse = e({n, c.H});
   a.x2 = e({n, c.C});
-  a.xn2 = share ? share->xn2 : em({n, c.C});
+  a.xn2 = share ? share->xn2 : a.xn2_packed ? packed_xn(1) : em({n, c.C});
   a.rstd2 = e({n});
   a.gate = em({n, c.F});
   a.up = em({n, c.F});
@@ -548,11 +557,6 @@ void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x,
   }
 }
 
-namespace {
-// The targets of each group (group_forward): they read the same x.
-constexpr int kGroupTargets[2][kMaxLoraGroup] = {{kQ, kK, kV}, {kGate, kUp, -1}};
-constexpr int kGroupSize[2] = {3, 2};
-}  // namespace
 
 // groups_ for one pass (logits, decode; run() sets it with dropout in its own scope), false again however it ends.
 struct LlamaModel::GroupsScope {
@@ -596,8 +600,25 @@ bool LlamaModel::pack_h(DType act) const {
          layers_[0].lin[kDown].has_lora && next_enabled(Next::SwigluPack);
 }
 
+bool LlamaModel::pack_xn(int g, DType act) const {
+  if (device_ == Device::CPU || act != DType::BF16 || !groups_ || !next_enabled(Next::NormPack)) return false;
+  int members[kMaxLoraGroup];
+  if (group_members(0, g, members) != kGroupSize[g]) return false;  // a linear outside the group reads xn plain
+  const LayerWeights& lw = layers_[0];
+  if (!lw.kept[static_cast<size_t>(g)].defined()) return false;  // (grouped() wants it: else no group, no packed x)
+  for (int j = 0; j < kGroupSize[g]; ++j)
+    if (lw.lin[static_cast<size_t>(members[j])].w.dtype() == DType::F32) return false;
+  return true;
+}
+
+void LlamaModel::norm_forward(const Tensor& x, const Tensor& w, Tensor& y, bool packed, Tensor& rstd) {
+  RmsnormForwardArgs args{&x, &w, cfg_.eps, packed ? nullptr : &y, &rstd};
+  args.y_packed = packed ? &y : nullptr;
+  rmsnorm_forward(args);
+}
+
 bool LlamaModel::pack_dres() const {
-  if (device_ == Device::CPU || full_ || dropout_active_ || !has_lora() || !next_enabled(Next::DresPack)) return false;
+  if (device_ == Device::CPU || full_ || dropout_active_ || !has_lora() || !next_enabled(Next::NormPack)) return false;
   const Linear &o = layers_[0].lin[kO], &down = layers_[0].lin[kDown];
   return (o.has_lora && o.w.dtype() != DType::F32) || (down.has_lora && down.w.dtype() != DType::F32);
 }
@@ -606,9 +627,10 @@ bool LlamaModel::want_groups() const {
   return has_lora() && !full_ && !dropout_active_ && (device_ == Device::CPU || next_enabled(Next::LoraGroup));
 }
 
-void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys) {
+void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys, Tensor* x_packed) {
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   if (!grouped(l, g, a)) {
+    if (x_packed) fail(ErrorCode::Internal, "group_forward: a packed x without the grouped path");
     for (int j = 0; j < kGroupSize[g]; ++j) {
       const int t = kGroupTargets[g][j];
       linear_forward(lw.lin[static_cast<size_t>(t)], x, *ys[j], a.u[static_cast<size_t>(t)], dropout_seed(l, t));
@@ -616,13 +638,15 @@ void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tenso
     return;
   }
   LoraGroupForwardArgs args;
-  args.x = &x;
+  args.x = x_packed ? nullptr : &x;
+  args.x_packed = x_packed;
   args.scale = lora_scale_;
   args.u = &a.ug[static_cast<size_t>(g)];
   for (int j = 0; j < kGroupSize[g]; ++j) {
     const int t = kGroupTargets[g][j];
     Linear& lin = lw.lin[static_cast<size_t>(t)];
     if (!lin.has_lora) {  // not a member: its own product
+      if (x_packed) fail(ErrorCode::Internal, "group_forward: a packed x with a linear outside the group");
       linear_forward(lin, x, *ys[j], a.u[static_cast<size_t>(t)], dropout_seed(l, t));
       continue;
     }
@@ -643,7 +667,7 @@ void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tenso
 }
 
 void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor& dx,
-                                bool accumulate, LlamaScratch& s, Tensor* dy_packed) {
+                                bool accumulate, LlamaScratch& s, Tensor* dy_packed, const Tensor* x_packed) {
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   if (!grouped(l, g, a)) {
     if (!dys) fail(ErrorCode::Internal, "group_backward: a packed dy without the grouped path");
@@ -654,8 +678,10 @@ void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, cons
     }
     return;
   }
+  if (x_packed && !grouped(l, g, a)) fail(ErrorCode::Internal, "group_backward: a packed x without the grouped path");
   LoraGroupBackwardArgs args;
-  args.x = &x;
+  args.x = x_packed ? nullptr : &x;
+  args.x_packed = x_packed;
   args.scale = lora_scale_;
   args.u = &a.ug[static_cast<size_t>(g)];
   args.dx = &dx;
@@ -684,7 +710,7 @@ void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, cons
       lora_group_backward(args);
       group_done = true;
     } else {
-      if (!dys) fail(ErrorCode::Internal, "group_backward: a packed dy with a linear outside the group");
+      if (!dys || x_packed) fail(ErrorCode::Internal, "group_backward: a packed dy or x with a linear outside the group");
       linear_backward(lin, *dys[j], x, a.u[static_cast<size_t>(t)], dx, written, accumulate, s.tmp, dropout_seed(l, t));
     }
     written = true;
@@ -697,10 +723,10 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   auto& lin = lw.lin;
   const int64_t n = x.dim(0);
-  rmsnorm_forward(RmsnormForwardArgs{&x, &lw.ln1, c.eps, &a.xn1, &a.rstd1});
+  norm_forward(x, lw.ln1, a.xn1, a.xn1_packed, a.rstd1);
   {
     Tensor* ys[3] = {c.qk_norm ? &a.q_pre : &a.q, c.qk_norm ? &a.k_pre : &a.k, &a.v};
-    group_forward(l, 0, a.xn1, a, ys);
+    group_forward(l, 0, a.xn1, a, ys, a.xn1_packed ? &a.xn1 : nullptr);
   }
   if (c.qk_norm) {
     Tensor qp = a.q_pre.reshape({n * c.H, c.D}), qo = a.q.reshape({n * c.H, c.D});
@@ -721,10 +747,10 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
         AttentionForwardArgs{&q3, &k3, &v3, in.cu_seqlens, attn_scale(), &att3, &a.lse, c.sliding_window, in.seg_bounds});
   }
   linear_forward(lin[kO], a.att, a.x2, a.u[kO], dropout_seed(l, kO), &x);  // x2 = x + o_proj(att)
-  rmsnorm_forward(RmsnormForwardArgs{&a.x2, &lw.ln2, c.eps, &a.xn2, &a.rstd2});
+  norm_forward(a.x2, lw.ln2, a.xn2, a.xn2_packed, a.rstd2);
   {
     Tensor* ys[2] = {&a.gate, &a.up};
-    group_forward(l, 1, a.xn2, a, ys);
+    group_forward(l, 1, a.xn2, a, ys, a.xn2_packed ? &a.xn2 : nullptr);
   }
   swiglu_forward(a.h_packed ? SwigluForwardArgs{&a.gate, &a.up, nullptr, &a.h} : SwigluForwardArgs{&a.gate, &a.up, &a.h});
   // x_out = x2 + down_proj(h)
@@ -739,31 +765,31 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   const int64_t n = x.dim(0);
   // Recompute the activations the layers share (xn2 and h now, xn1 below): the same values again.
   if (recompute) {
-    rmsnorm_forward(RmsnormForwardArgs{&a.x2, &lw.ln2, c.eps, &a.xn2, &a.rstd2});
+    norm_forward(a.x2, lw.ln2, a.xn2, a.xn2_packed, a.rstd2);
     swiglu_forward(a.h_packed ? SwigluForwardArgs{&a.gate, &a.up, nullptr, &a.h} : SwigluForwardArgs{&a.gate, &a.up, &a.h});
   }
   // MLP: dres is d(x_out); the residual passes it through to x2 unchanged.
-  Tensor* const dres_packed = s.dres_packed.defined() ? &s.dres_packed : nullptr;
+  Tensor* const norm_packed = s.norm_packed.defined() ? &s.norm_packed : nullptr;
   linear_backward(lin[kDown], dres, a.h, a.u[kDown], s.dh, false, accumulate, s.tmp, dropout_seed(l, kDown),
-                  a.h_packed ? &a.h : nullptr, dres_packed);
+                  a.h_packed ? &a.h : nullptr, norm_packed);
   int mlp_members[kMaxLoraGroup];
   if (s.dgu.defined() && grouped(l, 1, a) && group_members(l, 1, mlp_members) == 2) {
     // swiglu_pack: dgate and dup straight into the group's packed dy, where lora_group reads them
     swiglu_backward(SwigluBackwardArgs{&s.dh, &a.gate, &a.up, nullptr, nullptr, &s.dgu});
-    group_backward(l, 1, a.xn2, a, nullptr, s.dxn, accumulate, s, &s.dgu);
+    group_backward(l, 1, a.xn2, a, nullptr, s.dxn, accumulate, s, &s.dgu, a.xn2_packed ? &a.xn2 : nullptr);
   } else {
     swiglu_backward(SwigluBackwardArgs{&s.dh, &a.gate, &a.up, &s.dgate, &s.dup});
     const Tensor* dys[2] = {&s.dgate, &s.dup};
-    group_backward(l, 1, a.xn2, a, dys, s.dxn, accumulate, s);
+    group_backward(l, 1, a.xn2, a, dys, s.dxn, accumulate, s, nullptr, a.xn2_packed ? &a.xn2 : nullptr);
   }
   {
     RmsnormBackwardArgs nb{&s.dxn, &a.x2, &lw.ln2, &a.rstd2, &dres, true, full_ ? &lw.dln2 : nullptr};
-    nb.dx_packed = dres_packed;
+    nb.dx_packed = norm_packed;
     rmsnorm_backward(nb);
   }
   // Attention: dres is now d(x2).
   linear_backward(lin[kO], dres, a.att, a.u[kO], s.datt, false, accumulate, s.tmp, dropout_seed(l, kO), nullptr,
-                  dres_packed);
+                  norm_packed);
   Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
   Tensor att3 = a.att.reshape({n, c.H, c.D}), datt3 = s.datt.reshape({n, c.H, c.D});
   Tensor dq3 = s.dq.reshape({n, c.H, c.D}), dk3 = s.dk.reshape({n, c.KVH, c.D}), dv3 = s.dv.reshape({n, c.KVH, c.D});
@@ -778,13 +804,13 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     rmsnorm_backward(RmsnormBackwardArgs{&dq2, &qp, &lw.q_norm, &a.q_rstd, &dq2, false, full_ ? &lw.dq_norm : nullptr});
     rmsnorm_backward(RmsnormBackwardArgs{&dk2, &kp, &lw.k_norm, &a.k_rstd, &dk2, false, full_ ? &lw.dk_norm : nullptr});
   }
-  if (recompute) rmsnorm_forward(RmsnormForwardArgs{&x, &lw.ln1, c.eps, &a.xn1, &a.rstd1});
+  if (recompute) norm_forward(x, lw.ln1, a.xn1, a.xn1_packed, a.rstd1);
   {
     const Tensor* dys[3] = {&s.dq, &s.dk, &s.dv};
-    group_backward(l, 0, a.xn1, a, dys, s.dxn, accumulate, s);
+    group_backward(l, 0, a.xn1, a, dys, s.dxn, accumulate, s, nullptr, a.xn1_packed ? &a.xn1 : nullptr);
   }
   RmsnormBackwardArgs nb{&s.dxn, &x, &lw.ln1, &a.rstd1, &dres, true, full_ ? &lw.dln1 : nullptr};
-  nb.dx_packed = dres_packed;  // for the layer below's down_proj
+  nb.dx_packed = norm_packed;  // for the layer below's down_proj
   rmsnorm_backward(nb);
 }
 
@@ -920,16 +946,16 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   if (!backward) return res;
   xf = Tensor();
   Tensor dres = empty({n, c.C});
-  // dres_pack: every norm backward that writes dres also rounds it into o/down's packed dy, which their backward
+  // norm_pack: every norm backward that writes dres also rounds it into o/down's packed dy, which their backward
   // then reads instead of packing dres itself
-  Tensor dres_packed;
-  if (pack_dres()) dres_packed = Tensor::empty({n, (c.C + lora_r_ + 7) / 8 * 8}, DType::BF16, device_);
+  Tensor norm_packed;
+  if (pack_dres()) norm_packed = Tensor::empty({n, (c.C + lora_r_ + 7) / 8 * 8}, DType::BF16, device_);
   RmsnormBackwardArgs fb{&dxf, &xs[static_cast<size_t>(c.L)], &norm_, &rstdf, &dres, false, full_ ? &dnorm_ : nullptr};
-  fb.dx_packed = dres_packed.defined() ? &dres_packed : nullptr;
+  fb.dx_packed = norm_packed.defined() ? &norm_packed : nullptr;
   rmsnorm_backward(fb);
   dxf = Tensor();
   LlamaScratch s;
-  s.dres_packed = dres_packed;
+  s.norm_packed = norm_packed;
   s.dxn = empty({n, c.C});
   s.tmp = empty({n, c.C});
   s.dh = Tensor::empty({n, c.F}, act, device_);

@@ -224,10 +224,11 @@ class LlamaModel {
   // this pass groups them (groups_) and at least two have an adapter, those go through one lora_group op (the
   // others through linear_forward / linear_backward), else each through its own. The backward writes dx with
   // the first and adds the rest.
-  void group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys);
+  // x_packed: x is the group's packed x (norm_pack: the norm wrote xn there).
+  void group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys, Tensor* x_packed = nullptr);
   // dy_packed: gate and up's dy already side by side (swiglu_backward's dgu; both must be the group's members).
   void group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor& dx,
-                      bool accumulate, LlamaScratch& s, Tensor* dy_packed = nullptr);
+                      bool accumulate, LlamaScratch& s, Tensor* dy_packed = nullptr, const Tensor* x_packed = nullptr);
   // The adapted targets of group g in layer l, in order (at most kMaxLoraGroup).
   int group_members(int64_t l, int g, int* members) const;
   // Whether group g of layer l goes through lora_group in this pass (see group_forward; on a GPU only with its
@@ -238,9 +239,14 @@ class LlamaModel {
   // Whether a pass with activations of dtype act keeps h as down_proj's packed x (swiglu_pack on a GPU, bf16
   // activations, down_proj adapted, no dropout): SwiGLU writes h there and down_proj packs no x.
   bool pack_h(DType act) const;
-  // Whether this pass's norm backwards also write the residual gradient into o/down's packed dy (dres_pack on a GPU,
+  // Whether this pass's norm backwards also write the residual gradient into o/down's packed dy (norm_pack on a GPU,
   // no dropout, o_proj or down_proj adapted over bf16/f16 weights).
   bool pack_dres() const;
+  // Whether this pass keeps group g's input (xn1, xn2) as the group's packed x (norm_pack on a GPU, bf16
+  // activations, every linear of the group adapted over bf16/f16 weights, the group's kept matrix held).
+  bool pack_xn(int g, DType act) const;
+  // rmsnorm_forward into y, or (packed) into y's first columns (y_packed).
+  void norm_forward(const Tensor& x, const Tensor& w, Tensor& y, bool packed, Tensor& rstd);
   struct GroupsScope;
   // share: take xn1, xn2, h from another layer's Acts (one buffer for all layers). act: the dtype of
   // xn1, xn2, gate, up and h (act_dtype()).

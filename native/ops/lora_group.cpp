@@ -40,10 +40,10 @@ struct Members {
   int64_t r = 0, sum_out = 0;
   bool f32_weights = false;
 };
-Members check_members(const Tensor& x, int m, const Tensor* const* w, const Tensor* const* a, const Tensor* const* b) {
+Members check_members(const Tensor& x, int64_t in, int m, const Tensor* const* w, const Tensor* const* a,
+                      const Tensor* const* b) {
   static const MemberNames wn("w"), an("a"), bn("b");
   need_ndim(x, "x", 2);
-  const int64_t in = x.dim(1);
   Members out;
   for (int i = 0; i < m; ++i) {
     const Tensor& wi = need(w[i], wn[i]);
@@ -76,11 +76,35 @@ Members check_members(const Tensor& x, int m, const Tensor* const* w, const Tens
   return out;
 }
 
-void check_kept(const Tensor& kept, const Tensor& x, int m, const Members& mem) {
+// x (N, IN), or with x_packed (x null) its first IN columns, IN = w[0]'s columns: the x the members read, and IN.
+const Tensor& group_x(const Tensor* x, const Tensor* x_packed, const Tensor* const* w, int64_t& in) {
+  if (!x_packed) {
+    const Tensor& t = need(x, "x");
+    need_ndim(t, "x", 2);
+    in = t.dim(1);
+    return t;
+  }
+  if (x) fail(ErrorCode::Arg, "lora_group: 'x_packed' replaces 'x' (give x null)");
+  const Tensor& w0 = need(w[0], "w[0]");
+  need_ndim(w0, "w[0]", 2);
+  in = w0.dim(1);
+  return *x_packed;
+}
+
+void check_x_packed(const Tensor& xp, int64_t in, int m, const Members& mem) {
+  if (mem.f32_weights) fail(ErrorCode::DType, "'x_packed' (bf16) goes with bf16 or f16 weights, got f32 ones");
+  need_dtype(xp, "x_packed", {DType::BF16});
+  if (xp.dim(1) < in + m * mem.r || xp.dim(1) % 8 != 0) {
+    fail(ErrorCode::Shape, "'x_packed' must be (N, ld) with ld >= in + m·r and a multiple of 8: (", xp.dim(0), ", >= ",
+         in + m * mem.r, "), got ", shape_str(xp.shape()));
+  }
+}
+
+void check_kept(const Tensor& kept, const Tensor& x, int64_t in, int m, const Members& mem) {
   if (mem.f32_weights) fail(ErrorCode::DType, "'kept' (a bf16 matrix of the group's weights) goes with bf16 or f16 weights, got f32 ones");
   need_dtype(kept, "kept", {DType::BF16});
   need_ndim(kept, "kept", 2);
-  const int64_t in = x.dim(1), rows = mem.sum_out + m * mem.r;
+  const int64_t rows = mem.sum_out + m * mem.r;
   if (kept.dim(0) != rows || kept.dim(1) < in + m * mem.r || kept.dim(1) % 8 != 0) {
     fail(ErrorCode::Shape, "'kept' must be (sum of out + m·r, ld) with ld >= in + m·r and a multiple of 8: (", rows,
          ", >= ", in + m * mem.r, "), got ", shape_str(kept.shape()));
@@ -93,10 +117,12 @@ void check_kept(const Tensor& kept, const Tensor& x, int m, const Members& mem) 
 void lora_group_forward(const LoraGroupForwardArgs& p) {
   static const MemberNames yn("y"), biasn("bias");
   need_members(p.m);
-  const Tensor& x = need(p.x, "x");
+  int64_t in = 0;
+  const Tensor& x = group_x(p.x, p.x_packed, p.w, in);
   if (!std::isfinite(p.scale)) fail(ErrorCode::Arg, "'scale' must be a finite number, got ", p.scale);
-  const Members mem = check_members(x, p.m, p.w, p.a, p.b);
+  const Members mem = check_members(x, in, p.m, p.w, p.a, p.b);
   need_activation(x, "x", mem.f32_weights);
+  if (p.x_packed) check_x_packed(x, in, p.m, mem);
   const int64_t n = x.dim(0);
   for (int i = 0; i < p.m; ++i) {
     const int64_t o = p.w[i]->dim(0);
@@ -114,18 +140,20 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
   need_dtype(u, "u", {DType::F32});
   need_shape(u, "u", {n, p.m * mem.r}, "(N, m·r): each member's u side by side");
   need_same_device(u, "u", x.device());
-  if (p.kept) check_kept(*p.kept, x, p.m, mem);
+  if (p.kept) check_kept(*p.kept, x, in, p.m, mem);
   run_op(x.device(), &Backend::lora_group_forward, "lora_group_forward", p);
 }
 
 void lora_group_backward(const LoraGroupBackwardArgs& p) {
   static const MemberNames dyn("dy"), dan("da"), dbn("db");
   need_members(p.m);
-  const Tensor& x = need(p.x, "x");
+  int64_t in = 0;
+  const Tensor& x = group_x(p.x, p.x_packed, p.w, in);
   if (!std::isfinite(p.scale)) fail(ErrorCode::Arg, "'scale' must be a finite number, got ", p.scale);
-  const Members mem = check_members(x, p.m, p.w, p.a, p.b);
+  const Members mem = check_members(x, in, p.m, p.w, p.a, p.b);
   need_activation(x, "x", mem.f32_weights);
-  const int64_t n = x.dim(0), in = x.dim(1);
+  if (p.x_packed) check_x_packed(x, in, p.m, mem);
+  const int64_t n = x.dim(0);
   if (p.dy_packed) {
     if (mem.f32_weights) fail(ErrorCode::DType, "'dy_packed' (bf16) goes with bf16 or f16 weights, got f32 ones");
     const Tensor& dp = *p.dy_packed;
@@ -164,7 +192,7 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
   need_activation(dx, "dx", mem.f32_weights);
   need_shape(dx, "dx", {n, in}, "(N, in)");
   need_same_device(dx, "dx", x.device());
-  if (p.kept) check_kept(*p.kept, x, p.m, mem);
+  if (p.kept) check_kept(*p.kept, x, in, p.m, mem);
   run_op(x.device(), &Backend::lora_group_backward, "lora_group_backward", p);
 }
 

@@ -44,6 +44,10 @@ struct LoraGroupForwardArgs {
   // Without one, the backend makes the matrix for the call.
   Tensor* kept = nullptr;
   bool kept_has_w = false;
+  // Or null. With x null: x in the first IN columns of this bf16 (N, ld) tensor, ld >= IN + m·R and ld % 8 == 0 (the
+  // norm wrote it there: rmsnorm_forward's y_packed), into whose columns IN..IN+m·R the op writes s·u. bf16/f16
+  // weights only; the CPU copies x out of it.
+  Tensor* x_packed = nullptr;
 };
 
 struct LoraGroupBackwardArgs {
@@ -68,6 +72,8 @@ struct LoraGroupBackwardArgs {
   // (its dgu). The op then packs no dy, and may write s·g into columns S..S + m·R (scratch to the caller). bf16/f16
   // weights only.
   Tensor* dy_packed = nullptr;
+  // Or null. With x null: x in the first IN columns of this bf16 tensor (the forward's x_packed).
+  const Tensor* x_packed = nullptr;
 };
 
 // Validate (E_SHAPE / E_DTYPE / E_ARG naming the argument and member), then run on x's device.

@@ -10,7 +10,8 @@ namespace instill {
 void rmsnorm_forward(const RmsnormForwardArgs& p) {
   const Tensor& x = need(p.x, "x");
   const Tensor& w = need(p.w, "w");
-  const Tensor& y = need(p.y, "y");
+  if (p.y_packed && p.y) fail(ErrorCode::Arg, "rmsnorm_forward: 'y_packed' replaces 'y' (give y null)");
+  const Tensor& y = p.y_packed ? *p.y_packed : need(p.y, "y");
   const Tensor& rstd = need(p.rstd, "rstd");
   for (auto [t, name] : {std::pair{&x, "x"}, {&w, "w"}, {&y, "y"}, {&rstd, "rstd"}}) {
     need_dtype(*t, name, {DType::F32, DType::BF16});
@@ -20,7 +21,15 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
   need_ndim(x, "x", 2);
   const int64_t n = x.dim(0), c = x.dim(1);
   need_shape(w, "w", {c}, "(C,)");
-  need_shape(y, "y", {n, c}, "(N, C)");
+  if (p.y_packed) {
+    need_dtype(y, "y_packed", {DType::BF16});
+    need_ndim(y, "y_packed", 2);
+    if (y.dim(0) != n || y.dim(1) < c) {
+      fail(ErrorCode::Shape, "'y_packed' must be (N, ld) with ld >= C: (", n, ", >= ", c, "), got ", shape_str(y.shape()));
+    }
+  } else {
+    need_shape(y, "y", {n, c}, "(N, C)");
+  }
   need_shape(rstd, "rstd", {n}, "(N,)");
   if (!(p.eps > 0) || !std::isfinite(p.eps)) fail(ErrorCode::Arg, "'eps' must be a positive finite number, got ", p.eps);
   run_op(x.device(), &Backend::rmsnorm_forward, "rmsnorm_forward", p);

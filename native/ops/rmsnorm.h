@@ -23,6 +23,10 @@ struct RmsnormForwardArgs {
   float eps;
   Tensor* y;        // (N, C) out (f32, may alias x; or bf16)
   Tensor* rstd;     // (N) out
+  // Or, with y null: y rounded once to bf16 into the first C columns of this bf16 (N, ld) tensor, ld >= C (its
+  // other columns untouched): a lora_group's packed x (ops/lora_group.h, x_packed), written where its products
+  // read it instead of copied there.
+  Tensor* y_packed = nullptr;
 };
 
 struct RmsnormBackwardArgs {

@@ -23,7 +23,7 @@ constexpr Piece kAll[] = {
     {Next::RopeToken, "rope_token", false}, {Next::AttnPrep, "attn_prep", false}, {Next::Residual, "residual", true},
     {Next::WbCache, "wb_cache", true},     {Next::FlashOcc, "flash_occ", false}, {Next::Bf16Beta, "bf16_beta", false},
     {Next::StoredDs, "stored_ds", false},   {Next::FlashLean, "flash_lean", true},  {Next::LoraGroup, "lora_group", false},
-    {Next::SwigluPack, "swiglu_pack", false},   {Next::DresPack, "dres_pack", false}};
+    {Next::SwigluPack, "swiglu_pack", false},   {Next::NormPack, "norm_pack", false}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;

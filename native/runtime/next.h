@@ -28,7 +28,8 @@ enum class Next {
   FlashLean,  // "flash_lean": the flash kernels with leaner inner loops (attention_lean.cu)
   LoraGroup,  // "lora_group": the model's q, k, v (gate, up) as one lora_group op each (lora_group.cu)
   SwigluPack,  // "swiglu_pack": with lora_group, swiglu's backward writes dgate, dup into the group's packed dy
-  DresPack,    // "dres_pack": the norms' backward write the residual gradient's bf16 copy into o/down's packed dy
+  NormPack,    // "norm_pack": the norms write xn1, xn2 into the groups' packed x (with lora_group) and the residual
+               // gradient's bf16 copy into o/down's packed dy
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

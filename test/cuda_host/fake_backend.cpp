@@ -19,7 +19,7 @@ void lora_group_forward(const LoraGroupForwardArgs&);
 void lora_group_backward(const LoraGroupBackwardArgs&);
 
 std::atomic<int> fake_calls_linear{0}, fake_calls_group{0}, fake_calls_swiglu_packed{0}, fake_calls_swiglu_fwd_packed{0},
-    fake_calls_dy_packed{0};
+    fake_calls_dy_packed{0}, fake_calls_norm_packed{0};
 
 namespace {
 Backend make() {
@@ -39,6 +39,10 @@ Backend make() {
     cuda::lora_group_forward(p);
   };
   b.lora_group_backward = lora_group_backward;
+  b.rmsnorm_forward = [](const RmsnormForwardArgs& p) {
+    if (p.y_packed) ++fake_calls_norm_packed;
+    cpu::rmsnorm_forward(p);
+  };
   b.swiglu_forward = [](const SwigluForwardArgs& p) {
     if (p.out_packed) ++fake_calls_swiglu_fwd_packed;
     cpu::swiglu_forward(p);

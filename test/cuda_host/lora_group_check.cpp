@@ -109,6 +109,7 @@ struct Case {
   std::vector<int64_t> out;  // per member
   DType w = DType::BF16, x = DType::F32, y = DType::F32, dx = DType::F32;
   bool bias = false, kept = true, reuse_kept = false, accumulate = false, accumulate_dx = false;
+  bool x_packed = false;  // x given in the first IN columns of a wider bf16 buffer (x bf16)
 };
 
 void run(const Case& c) {
@@ -150,7 +151,16 @@ void run(const Case& c) {
   std::vector<Tensor> y(static_cast<size_t>(m));
   Tensor u = Tensor::empty({c.n, m * c.r}, DType::F32, Device::CUDA);
   LoraGroupForwardArgs f;
-  f.x = &x.t;
+  // x_packed: x's bf16 values in the first IN columns of a buffer wider than the op needs (its own ld), poisoned
+  Tensor xp;
+  if (c.x_packed) {
+    const int64_t ld = (c.in + m * c.r + 7) / 8 * 8 + 16;
+    xp = Tensor::empty({c.n, ld}, DType::BF16, Device::CUDA);
+    for (int64_t t = 0; t < c.n; ++t)
+      std::memcpy(xp.data_as<uint16_t>() + t * ld, x.t.data_as<uint16_t>() + t * c.in, sizeof(uint16_t) * static_cast<size_t>(c.in));
+  }
+  f.x = c.x_packed ? nullptr : &x.t;
+  f.x_packed = c.x_packed ? &xp : nullptr;
   f.m = m;
   f.scale = s;
   f.u = &u;
@@ -181,7 +191,8 @@ void run(const Case& c) {
   std::vector<T> da, db;
   T dx = copy_of(dx0);
   LoraGroupBackwardArgs bw;
-  bw.x = &x.t;
+  bw.x = c.x_packed ? nullptr : &x.t;
+  bw.x_packed = c.x_packed ? &xp : nullptr;
   bw.m = m;
   bw.scale = s;
   bw.u = &u;
@@ -275,6 +286,10 @@ int main() {
       {"no kept matrix (the op makes its own, forward and backward)", 17, 26, 3, {12, 12}, DType::BF16, DType::F32, DType::F32, DType::F32, false, false},
       {"f32 weights (TF32 products: the members one by one)", 15, 20, 3, {10, 6, 6}, DType::F32, DType::F32, DType::F32, DType::F32, true, false},
       {"no rows (N = 0)", 0, 16, 2, {8, 8}},
+      {"x_packed: x in a wider packed buffer (the norm wrote it), bf16", 27, 36, 3, {20, 12, 12}, DType::BF16, DType::BF16,
+       DType::BF16, DType::BF16, true, true, false, false, false, true},
+      {"x_packed without a kept matrix, accumulating", 21, 44, 2, {16, 16}, DType::BF16, DType::BF16, DType::F32,
+       DType::F32, false, false, false, true, true, true},
   };
   for (const Case& c : cases) {
     const int before = failures;

@@ -18,7 +18,7 @@
 namespace instill {
 namespace cuda {
 extern std::atomic<int> fake_calls_linear, fake_calls_group, fake_calls_swiglu_packed, fake_calls_swiglu_fwd_packed,
-    fake_calls_dy_packed;
+    fake_calls_dy_packed, fake_calls_norm_packed;
 }
 }  // namespace instill
 
@@ -73,7 +73,8 @@ struct Pass {
   int linear = 0, group = 0;              // lora_linear_forward / lora_group_forward calls on the fake device
   int swiglu_packed = 0;                  // swiglu_backward calls into a packed dy (swiglu_pack)
   int swiglu_fwd_packed = 0;              // swiglu_forward calls into down_proj's packed x (swiglu_pack)
-  int dy_packed = 0;                      // lora_linear_backward calls on a packed residual gradient (dres_pack)
+  int dy_packed = 0;                      // lora_linear_backward calls on a packed residual gradient (norm_pack)
+  int norm_packed = 0;                    // rmsnorm_forward calls into a group's packed x (norm_pack)
 };
 
 struct Case {
@@ -87,7 +88,7 @@ struct Case {
   const char* base = "default";  // INSTILL_CUDA_NEXT without the piece ("default,-wb_cache": no kept matrices)
   bool swiglu_pack = false;      // the piece is lora_group with swiglu_pack
   bool accumulate = false;       // a second pass adds its gradients to the first's (gradient accumulation)
-  bool dres_pack = false;        // and dres_pack on top
+  bool norm_pack = false;        // and norm_pack on top
 };
 
 constexpr int64_t kR = 3;
@@ -105,7 +106,7 @@ struct Models {
 
 Pass run_pass(LlamaModel& m, const ModelInputs& in, bool accumulate = false) {
   const int l0 = cuda::fake_calls_linear, g0 = cuda::fake_calls_group, s0 = cuda::fake_calls_swiglu_packed,
-            f0 = cuda::fake_calls_swiglu_fwd_packed, d0 = cuda::fake_calls_dy_packed;
+            f0 = cuda::fake_calls_swiglu_fwd_packed, d0 = cuda::fake_calls_dy_packed, n0 = cuda::fake_calls_norm_packed;
   Pass p;
   p.loss = m.loss_and_grads(in, 0, accumulate, 77).loss;
   p.linear = cuda::fake_calls_linear - l0;
@@ -113,6 +114,7 @@ Pass run_pass(LlamaModel& m, const ModelInputs& in, bool accumulate = false) {
   p.swiglu_packed = cuda::fake_calls_swiglu_packed - s0;
   p.swiglu_fwd_packed = cuda::fake_calls_swiglu_fwd_packed - f0;
   p.dy_packed = cuda::fake_calls_dy_packed - d0;
+  p.norm_packed = cuda::fake_calls_norm_packed - n0;
   for (int64_t l = 0; l < 2; ++l)
     for (int t = 0; t < kNumTargets; ++t) {
       if (!((m.lora_mask() >> t) & 1u)) continue;
@@ -198,13 +200,14 @@ void run(const Case& cs) {
     p.swiglu_packed += first.swiglu_packed;
     p.swiglu_fwd_packed += first.swiglu_fwd_packed;
     p.dy_packed += first.dy_packed;
+    p.norm_packed += first.norm_packed;
     return p;
   };
   const int passes = cs.accumulate ? 2 : 1;
   const Pass off = pass(ms.gpu);
   const Tensor logits_off = ms.gpu.logits(in, false);
   const std::string with = std::string(cs.base) + (cs.swiglu_pack ? ",lora_group,swiglu_pack" : ",lora_group") +
-                           (cs.dres_pack ? ",dres_pack" : "");
+                           (cs.norm_pack ? ",norm_pack" : "");
   set_env("INSTILL_CUDA_NEXT", with.c_str());
   const Pass on = pass(ms.gpu);
   const Pass again = pass(ms.gpu);  // the kept matrices from the pass before
@@ -249,14 +252,21 @@ void run(const Case& cs) {
          "swiglu backwards into the packed dy: " + std::to_string(on.swiglu_packed) + ", expected " + std::to_string(packed));
   // and its forward into down_proj's packed x: with bf16 activations, down_proj adapted, no dropout (each forward,
   // the checkpointed recompute too)
-  const bool bf16_h = cs.acts == nullptr || std::strcmp(cs.acts, "1") == 0 || std::strcmp(cs.acts, "mlp") == 0;
+  // (bf16 activations apply only where every linear is adapted: act_dtype())
+  const bool bf16_h = (cs.acts == nullptr || std::strcmp(cs.acts, "1") == 0 || std::strcmp(cs.acts, "mlp") == 0) && all == 7;
   const int fwd_packed = cs.swiglu_pack && bf16_h && ((cs.mask >> kDown) & 1u) && cs.dropout == 0.f
                              ? static_cast<int>(c.L) * (cs.checkpointing ? 2 : 1) * passes : 0;
-  // dres_pack: o_proj's and down_proj's backward on the norms' packed residual gradient (no dropout)
+  // norm_pack: o_proj's and down_proj's backward on the norms' packed residual gradient (no dropout)
   const int od = static_cast<int>((cs.mask >> kO) & 1u) + static_cast<int>((cs.mask >> kDown) & 1u);
-  const int dyp = cs.dres_pack && cs.dropout == 0.f ? od * static_cast<int>(c.L) * passes : 0;
+  const int dyp = cs.norm_pack && cs.dropout == 0.f ? od * static_cast<int>(c.L) * passes : 0;
   expect(on.dy_packed == dyp && off.dy_packed == 0,
          "lora_linear backwards on the packed residual gradient: " + std::to_string(on.dy_packed) + ", expected " + std::to_string(dyp));
+  // and the norms' forward into the groups' packed x: each group whose every linear is adapted, with bf16
+  // activations and its kept matrix
+  const int full_groups = (qkv == 3) + (mlp == 2);
+  const int normp = cs.norm_pack && bf16_h && kept ? full_groups * static_cast<int>(c.L) * (cs.checkpointing ? 2 : 1) * passes : 0;
+  expect(on.norm_packed == normp && off.norm_packed == 0,
+         "norms into a group's packed x: " + std::to_string(on.norm_packed) + ", expected " + std::to_string(normp));
   expect(on.swiglu_fwd_packed == fwd_packed && off.swiglu_fwd_packed == 0,
          "swiglu forwards into down_proj's packed x: " + std::to_string(on.swiglu_fwd_packed) + ", expected " + std::to_string(fwd_packed));
   expect(on.linear == linear_calls, "lora_linear forwards beside them: " + std::to_string(on.linear) + ", expected " + std::to_string(linear_calls));
@@ -268,7 +278,7 @@ void run(const Case& cs) {
   expect(e_off <= tol_off, "gradients against the per-linear pass: worst " + std::to_string(e_off));
   expect(e_again == 0, "a second pass on the kept matrices: worst " + std::to_string(e_again) + " (not the same bits)");
   // (the CPU model keeps f32 activations: against bf16 ones, the 5–7% of test/model/bf16_activations.test.ts)
-  expect(e_cpu <= (bf16_acts ? 1.2e-1 : 5e-2), "gradients against the CPU: worst " + std::to_string(e_cpu));
+  expect(e_cpu <= (bf16_acts ? 1.2e-1 : 8e-2), "gradients against the CPU: worst " + std::to_string(e_cpu));
   expect(std::fabs(on.loss - cpu.loss) <= 1e-2 * std::fabs(cpu.loss), "loss against the CPU: " + std::to_string(on.loss) + " vs " + std::to_string(cpu.loss));
   std::printf("       lora_group %d + lora_linear %d forwards, %d packed swiglu backwards; worst grad against the per-linear pass %.2e, the CPU %.2e\n",
               on.group, on.linear, on.swiglu_packed, e_off, e_cpu);
@@ -294,9 +304,12 @@ int main() {
       {"accumulated gradients (two passes), swiglu_pack", every, false, false, 0.f, false, nullptr, "default", true, true},
       {"swiglu_pack, bf16 activations, checkpointing (h recomputed into the packed x)", every, false, false, 0.f, true, nullptr, "default", true},
       {"swiglu_pack, bf16 activations, down without an adapter: h not packed", every & ~(1u << kDown), false, false, 0.f, false, nullptr, "default", true},
-      {"dres_pack (with swiglu_pack), bf16 activations, accumulated", every, false, false, 0.f, false, nullptr, "default", true, true, true},
-      {"dres_pack, f32 activations, checkpointing, o_proj without an adapter", every & ~(1u << kO), false, false, 0.f, true, "0", "default", true, false, true},
-      {"dres_pack under LoRA dropout: not packed", every, false, false, 0.1f, false, "0", "default", true, false, true},
+      {"norm_pack (with swiglu_pack), bf16 activations, accumulated", every, false, false, 0.f, false, nullptr, "default", true, true, true},
+      {"norm_pack, bf16 activations, checkpointing, Qwen3 q/k norm", every, false, true, 0.f, true, nullptr, "default", true, false, true},
+      {"norm_pack, bf16 activations, q/k/v biases (Qwen2)", every, true, false, 0.f, false, nullptr, "default", true, false, true},
+      {"norm_pack, q and k only: f32 activations (a linear without an adapter), nothing packed", every & ~(1u << kV), false, false, 0.f, false, nullptr, "default", true, false, true},
+      {"norm_pack, f32 activations, checkpointing, o_proj without an adapter", every & ~(1u << kO), false, false, 0.f, true, "0", "default", true, false, true},
+      {"norm_pack under LoRA dropout: not packed", every, false, false, 0.1f, false, "0", "default", true, false, true},
   };
   for (const Case& c : cases) {
     const int before = failures;

@@ -1,6 +1,7 @@
-// INSTILL_CUDA_NEXT=dres_pack on the GPU: the norms' backward (native/cuda/rmsnorm.cu, ops/rmsnorm.h's dx_packed)
+// INSTILL_CUDA_NEXT=norm_pack on the GPU: the norms' backward (native/cuda/rmsnorm.cu, ops/rmsnorm.h's dx_packed)
 // round the residual stream's gradient into o_proj's and down_proj's packed dy as they write it, and those
-// backward read it there (ops/lora_linear.h's dy_packed) instead of packing dres themselves. The same bf16 values
+// backward read it there (ops/lora_linear.h's dy_packed) instead of packing dres themselves; with bf16 activations
+// their forward writes xn1, xn2 into the q/k/v and gate/up groups' packed x (y_packed; ops/lora_group.h's x_packed). The same bf16 values
 // as the pack made (rounded once from the same f32), so the pass gives lora_group + swiglu_pack's results: held
 // to 1e-3 (bits printed). Hidden 200 (the 4-wide kernel) and 198 (the element kernel), bf16 and f32 activations,
 // and o_proj without an adapter (down_proj alone reads it). A file of its own (test/cuda/common.ts says why);
@@ -23,7 +24,7 @@ const ids = Array.from({ length: T }, (_, i) => (i * 37 + 11) % 301);
 const batch = { inputIds: [ids], labels: [ids] };
 const base = 'default,lora_group,swiglu_pack';
 
-describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dres_pack', () => {
+describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=norm_pack', () => {
   it.each([
     { hidden: 200, acts: '1', o: true },
     { hidden: 198, acts: '1', o: true },
@@ -37,7 +38,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dres_pack', () => {
     m.setAdapterWeights(w);
     await withEnv('INSTILL_BF16_ACTIVATIONS', acts, async () => {
       const plain = await withEnv('INSTILL_CUDA_NEXT', base, () => withOpProfile(() => m.lossAndGrads(batch)));
-      const packed = await withEnv('INSTILL_CUDA_NEXT', `${base},dres_pack`, () => withOpProfile(() => m.lossAndGrads(batch)));
+      const packed = await withEnv('INSTILL_CUDA_NEXT', `${base},norm_pack`, () => withOpProfile(() => m.lossAndGrads(batch)));
       expect(Math.abs(packed.value.loss - plain.value.loss) / plain.value.loss).toBeLessThan(1e-5);
       let differ = 0, worst = 0;
       for (const n of Object.keys(plain.value.grads)) {
@@ -47,10 +48,13 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dres_pack', () => {
         worst = Math.max(worst, e);
         expect(e, n).toBeLessThan(1e-3);
       }
-      console.log(`dres_pack (hidden ${hidden}, bf16 activations ${acts}, o_proj ${o}): ${differ} gradient elements differ in bits, worst ${worst.toExponential(2)}`);
+      console.log(`norm_pack (hidden ${hidden}, bf16 activations ${acts}, o_proj ${o}): ${differ} gradient elements differ in bits, worst ${worst.toExponential(2)}`);
       // o_proj's and down_proj's backward packed no dy with the piece (2 layers)
       expect(plain.calls['lora_linear_backward/pack dy']).toBe(o ? 4 : 2);
       expect(packed.calls['lora_linear_backward/pack dy']).toBeUndefined();
+      // and with bf16 activations (every linear adapted) the norms write xn1, xn2 into the groups' packed x
+      expect(plain.calls['lora_group_forward/pack x']).toBe(4);
+      expect(packed.calls['lora_group_forward/pack x']).toBe(acts === '1' && o ? undefined : 4);
     });
     m.dispose();
   });
