@@ -61,7 +61,7 @@ struct LlamaScratch {
   Tensor dxn, tmp;      // (N, C)
   Tensor dh, dgate, dup;  // (N, F)
   Tensor dgu;           // (N, round8(2F + 2R)) bf16: gate and up's dy packed for lora_group (swiglu_pack), or none
-  Tensor norm_packed;   // (N, round8(C + R)) bf16: the residual gradient for o/down's backward (norm_pack), or none
+  Tensor dres_packed;   // (N, round8(C + R)) bf16: the residual gradient for o/down's backward (norm_pack), or none
   Tensor datt, dq;      // (N, H·D)
   Tensor dk, dv;        // (N, KVH·D)
 };
@@ -670,7 +670,7 @@ void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, cons
                                 bool accumulate, LlamaScratch& s, Tensor* dy_packed, const Tensor* x_packed) {
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   if (!grouped(l, g, a)) {
-    if (!dys) fail(ErrorCode::Internal, "group_backward: a packed dy without the grouped path");
+    if (!dys || x_packed) fail(ErrorCode::Internal, "group_backward: a packed dy or x without the grouped path");
     for (int j = 0; j < kGroupSize[g]; ++j) {
       const int t = kGroupTargets[g][j];
       linear_backward(lw.lin[static_cast<size_t>(t)], *dys[j], x, a.u[static_cast<size_t>(t)], dx, j > 0, accumulate,
@@ -678,7 +678,6 @@ void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, cons
     }
     return;
   }
-  if (x_packed && !grouped(l, g, a)) fail(ErrorCode::Internal, "group_backward: a packed x without the grouped path");
   LoraGroupBackwardArgs args;
   args.x = x_packed ? nullptr : &x;
   args.x_packed = x_packed;
@@ -769,9 +768,9 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     swiglu_forward(a.h_packed ? SwigluForwardArgs{&a.gate, &a.up, nullptr, &a.h} : SwigluForwardArgs{&a.gate, &a.up, &a.h});
   }
   // MLP: dres is d(x_out); the residual passes it through to x2 unchanged.
-  Tensor* const norm_packed = s.norm_packed.defined() ? &s.norm_packed : nullptr;
+  Tensor* const dres_packed = s.dres_packed.defined() ? &s.dres_packed : nullptr;
   linear_backward(lin[kDown], dres, a.h, a.u[kDown], s.dh, false, accumulate, s.tmp, dropout_seed(l, kDown),
-                  a.h_packed ? &a.h : nullptr, norm_packed);
+                  a.h_packed ? &a.h : nullptr, dres_packed);
   int mlp_members[kMaxLoraGroup];
   if (s.dgu.defined() && grouped(l, 1, a) && group_members(l, 1, mlp_members) == 2) {
     // swiglu_pack: dgate and dup straight into the group's packed dy, where lora_group reads them
@@ -784,12 +783,12 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   }
   {
     RmsnormBackwardArgs nb{&s.dxn, &a.x2, &lw.ln2, &a.rstd2, &dres, true, full_ ? &lw.dln2 : nullptr};
-    nb.dx_packed = norm_packed;
+    nb.dx_packed = dres_packed;
     rmsnorm_backward(nb);
   }
   // Attention: dres is now d(x2).
   linear_backward(lin[kO], dres, a.att, a.u[kO], s.datt, false, accumulate, s.tmp, dropout_seed(l, kO), nullptr,
-                  norm_packed);
+                  dres_packed);
   Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
   Tensor att3 = a.att.reshape({n, c.H, c.D}), datt3 = s.datt.reshape({n, c.H, c.D});
   Tensor dq3 = s.dq.reshape({n, c.H, c.D}), dk3 = s.dk.reshape({n, c.KVH, c.D}), dv3 = s.dv.reshape({n, c.KVH, c.D});
@@ -810,7 +809,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     group_backward(l, 0, a.xn1, a, dys, s.dxn, accumulate, s, nullptr, a.xn1_packed ? &a.xn1 : nullptr);
   }
   RmsnormBackwardArgs nb{&s.dxn, &x, &lw.ln1, &a.rstd1, &dres, true, full_ ? &lw.dln1 : nullptr};
-  nb.dx_packed = norm_packed;  // for the layer below's down_proj
+  nb.dx_packed = l > 0 ? dres_packed : nullptr;  // for the layer below's down_proj (layer 0 has none)
   rmsnorm_backward(nb);
 }
 
@@ -948,14 +947,14 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   Tensor dres = empty({n, c.C});
   // norm_pack: every norm backward that writes dres also rounds it into o/down's packed dy, which their backward
   // then reads instead of packing dres itself
-  Tensor norm_packed;
-  if (pack_dres()) norm_packed = Tensor::empty({n, (c.C + lora_r_ + 7) / 8 * 8}, DType::BF16, device_);
+  Tensor dres_packed;
+  if (pack_dres()) dres_packed = Tensor::empty({n, (c.C + lora_r_ + 7) / 8 * 8}, DType::BF16, device_);
   RmsnormBackwardArgs fb{&dxf, &xs[static_cast<size_t>(c.L)], &norm_, &rstdf, &dres, false, full_ ? &dnorm_ : nullptr};
-  fb.dx_packed = norm_packed.defined() ? &norm_packed : nullptr;
+  fb.dx_packed = dres_packed.defined() ? &dres_packed : nullptr;
   rmsnorm_backward(fb);
   dxf = Tensor();
   LlamaScratch s;
-  s.norm_packed = norm_packed;
+  s.dres_packed = dres_packed;
   s.dxn = empty({n, c.C});
   s.tmp = empty({n, c.C});
   s.dh = Tensor::empty({n, c.F}, act, device_);

@@ -89,6 +89,8 @@ struct Case {
   bool swiglu_pack = false;      // the piece is lora_group with swiglu_pack
   bool accumulate = false;       // a second pass adds its gradients to the first's (gradient accumulation)
   bool norm_pack = false;        // and norm_pack on top
+  bool group = true;             // the pieces with lora_group (false: swiglu_pack / norm_pack alone)
+  double cpu_tol = 0;            // the bound against the CPU model, where not the default's (0)
 };
 
 constexpr int64_t kR = 3;
@@ -206,7 +208,7 @@ void run(const Case& cs) {
   const int passes = cs.accumulate ? 2 : 1;
   const Pass off = pass(ms.gpu);
   const Tensor logits_off = ms.gpu.logits(in, false);
-  const std::string with = std::string(cs.base) + (cs.swiglu_pack ? ",lora_group,swiglu_pack" : ",lora_group") +
+  const std::string with = std::string(cs.base) + (cs.group ? ",lora_group" : "") + (cs.swiglu_pack ? ",swiglu_pack" : "") +
                            (cs.norm_pack ? ",norm_pack" : "");
   set_env("INSTILL_CUDA_NEXT", with.c_str());
   const Pass on = pass(ms.gpu);
@@ -227,8 +229,8 @@ void run(const Case& cs) {
   };
   const int qkv = count({kQ, kK, kV}), mlp = count({kGate, kUp}), all = count({kQ, kK, kV, kO, kGate, kUp, kDown});
   const bool kept = std::string(cs.base).find("-wb_cache") == std::string::npos && cs.dropout == 0.f;
-  const int groups = kept ? (qkv >= 2) + (mlp >= 2) : 0;
-  const int grouped = kept ? (qkv >= 2 ? qkv : 0) + (mlp >= 2 ? mlp : 0) : 0;
+  const int groups = kept && cs.group ? (qkv >= 2) + (mlp >= 2) : 0;
+  const int grouped = kept && cs.group ? (qkv >= 2 ? qkv : 0) + (mlp >= 2 ? mlp : 0) : 0;
   // (with dropout the linears go through lora_dropout, which calls no lora_linear on this backend)
   const int linear_calls = cs.dropout > 0 ? off.linear : (all - grouped) * static_cast<int>(c.L) * (cs.checkpointing ? 2 : 1) * passes;
   expect(off.group == 0, "no lora_group without the piece (" + std::to_string(off.group) + " calls)");
@@ -247,7 +249,7 @@ void run(const Case& cs) {
     }
     expect(d <= 1e-2 * n, "logits() against the per-linear pass: " + std::to_string(d) + " of " + std::to_string(n));
   }
-  const int packed = cs.swiglu_pack && kept && mlp == 2 ? static_cast<int>(c.L) * passes : 0;
+  const int packed = cs.swiglu_pack && cs.group && kept && mlp == 2 ? static_cast<int>(c.L) * passes : 0;
   expect(on.swiglu_packed == packed && off.swiglu_packed == 0 && cpu.swiglu_packed == 0,
          "swiglu backwards into the packed dy: " + std::to_string(on.swiglu_packed) + ", expected " + std::to_string(packed));
   // and its forward into down_proj's packed x: with bf16 activations, down_proj adapted, no dropout (each forward,
@@ -264,7 +266,7 @@ void run(const Case& cs) {
   // and the norms' forward into the groups' packed x: each group whose every linear is adapted, with bf16
   // activations and its kept matrix
   const int full_groups = (qkv == 3) + (mlp == 2);
-  const int normp = cs.norm_pack && bf16_h && kept ? full_groups * static_cast<int>(c.L) * (cs.checkpointing ? 2 : 1) * passes : 0;
+  const int normp = cs.norm_pack && cs.group && bf16_h && kept ? full_groups * static_cast<int>(c.L) * (cs.checkpointing ? 2 : 1) * passes : 0;
   expect(on.norm_packed == normp && off.norm_packed == 0,
          "norms into a group's packed x: " + std::to_string(on.norm_packed) + ", expected " + std::to_string(normp));
   expect(on.swiglu_fwd_packed == fwd_packed && off.swiglu_fwd_packed == 0,
@@ -278,7 +280,7 @@ void run(const Case& cs) {
   expect(e_off <= tol_off, "gradients against the per-linear pass: worst " + std::to_string(e_off));
   expect(e_again == 0, "a second pass on the kept matrices: worst " + std::to_string(e_again) + " (not the same bits)");
   // (the CPU model keeps f32 activations: against bf16 ones, the 5–7% of test/model/bf16_activations.test.ts)
-  expect(e_cpu <= (bf16_acts ? 1.2e-1 : 8e-2), "gradients against the CPU: worst " + std::to_string(e_cpu));
+  expect(e_cpu <= (cs.cpu_tol > 0 ? cs.cpu_tol : bf16_acts ? 1.2e-1 : 5e-2), "gradients against the CPU: worst " + std::to_string(e_cpu));
   expect(std::fabs(on.loss - cpu.loss) <= 1e-2 * std::fabs(cpu.loss), "loss against the CPU: " + std::to_string(on.loss) + " vs " + std::to_string(cpu.loss));
   std::printf("       lora_group %d + lora_linear %d forwards, %d packed swiglu backwards; worst grad against the per-linear pass %.2e, the CPU %.2e\n",
               on.group, on.linear, on.swiglu_packed, e_off, e_cpu);
@@ -308,7 +310,9 @@ int main() {
       {"norm_pack, bf16 activations, checkpointing, Qwen3 q/k norm", every, false, true, 0.f, true, nullptr, "default", true, false, true},
       {"norm_pack, bf16 activations, q/k/v biases (Qwen2)", every, true, false, 0.f, false, nullptr, "default", true, false, true},
       {"norm_pack, q and k only: f32 activations (a linear without an adapter), nothing packed", every & ~(1u << kV), false, false, 0.f, false, nullptr, "default", true, false, true},
-      {"norm_pack, f32 activations, checkpointing, o_proj without an adapter", every & ~(1u << kO), false, false, 0.f, true, "0", "default", true, false, true},
+      // (this configuration's own distance from the CPU model, with or without the pieces: 5.3e-2)
+      {"norm_pack, f32 activations, checkpointing, o_proj without an adapter", every & ~(1u << kO), false, false, 0.f, true, "0", "default", true, false, true, true, 8e-2},
+      {"swiglu_pack and norm_pack without lora_group (h and dres packed, no group)", every, false, false, 0.f, false, nullptr, "default", true, false, true, false},
       {"norm_pack under LoRA dropout: not packed", every, false, false, 0.1f, false, "0", "default", true, false, true},
   };
   for (const Case& c : cases) {
