@@ -42,5 +42,15 @@ void store_f32(const Tensor& f32, Tensor& out) {
   });
 }
 
+void store_f32_columns(const Tensor& f32, Tensor& packed, int64_t col) {
+  const int64_t n = f32.dim(0), c = f32.dim(1), ld = packed.dim(1);
+  const float* s = f32.data_as<float>();
+  uint16_t* d = packed.data_as<uint16_t>();
+  parallel_range(n, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r)
+      for (int64_t j = 0; j < c; ++j) d[r * ld + col + j] = f32_to_bf16(s[r * c + j]);
+  });
+}
+
 }  // namespace cpu
 }  // namespace instill

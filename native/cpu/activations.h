@@ -16,6 +16,9 @@ Tensor f32_of(const Tensor& t);
 Tensor f32_out(const Tensor& out, bool load);
 // Stores the f32 result into `out` when they differ (rounding to out's bf16); nothing when out is f32.
 void store_f32(const Tensor& f32, Tensor& out);
+// Rounds an f32 (N, C) result into columns col..col+C of a bf16 (N, ld) packed operand (the ops' *_packed outputs:
+// ops/rmsnorm.h, ops/swiglu.h), its other columns untouched.
+void store_f32_columns(const Tensor& f32, Tensor& packed, int64_t col);
 
 }  // namespace cpu
 }  // namespace instill

@@ -20,10 +20,7 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
     q.y = &y32;
     q.y_packed = nullptr;
     cpu::rmsnorm_forward(q);
-    const int64_t rows = p.x->dim(0), cols = p.x->dim(1), ld = p.y_packed->dim(1);
-    uint16_t* out = p.y_packed->data_as<uint16_t>();
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < cols; ++j) out[r * ld + j] = f32_to_bf16(y32.data_as<float>()[r * cols + j]);
+    store_f32_columns(y32, *p.y_packed, 0);
     return;
   }
   const int64_t n = p.x->dim(0), c = p.x->dim(1);

@@ -3,7 +3,6 @@
 #include "cpu/activations.h"
 #include "cpu/model_ops.h"
 #include "cpu/row_kernels.h"
-#include "runtime/dtype.h"
 #include "runtime/thread_pool.h"
 
 namespace instill {
@@ -16,12 +15,7 @@ void swiglu_forward(const SwigluForwardArgs& p) {
     q.out = &o32;
     q.out_packed = nullptr;
     cpu::swiglu_forward(q);
-    const int64_t n = p.gate->dim(0), f = p.gate->dim(1), ld = p.out_packed->dim(1);
-    uint16_t* out = p.out_packed->data_as<uint16_t>();
-    parallel_range(n, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r)
-        for (int64_t c = 0; c < f; ++c) out[r * ld + c] = f32_to_bf16(o32.data_as<float>()[r * f + c]);
-    });
+    store_f32_columns(o32, *p.out_packed, 0);
     return;
   }
   const Tensor gt = f32_of(*p.gate), ut = f32_of(*p.up);
@@ -42,15 +36,8 @@ void swiglu_backward(const SwigluBackwardArgs& p) {
     q.dup = &du32;
     q.dgu = nullptr;
     cpu::swiglu_backward(q);
-    const int64_t n = p.gate->dim(0), f = p.gate->dim(1), ld = p.dgu->dim(1);
-    uint16_t* out = p.dgu->data_as<uint16_t>();
-    parallel_range(n, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r)
-        for (int64_t c = 0; c < f; ++c) {
-          out[r * ld + c] = f32_to_bf16(dg32.data_as<float>()[r * f + c]);
-          out[r * ld + f + c] = f32_to_bf16(du32.data_as<float>()[r * f + c]);
-        }
-    });
+    store_f32_columns(dg32, *p.dgu, 0);
+    store_f32_columns(du32, *p.dgu, p.gate->dim(1));
     return;
   }
   const Tensor dt = f32_of(*p.dout), gt = f32_of(*p.gate), ut = f32_of(*p.up);

@@ -61,20 +61,43 @@ __global__ void swiglu_backward_kernel(const float* dout, const float* gate, con
 using bf16 = __nv_bfloat16;
 using bf162 = __nv_bfloat162;
 
+// Eight bf16 elements (one uint4) at once, each result rounded once: the 8-wide kernels' bodies. The callers load
+// each uint4 whole first (by value: a reference into global memory let nvcc split the 16-byte loads).
+__device__ __forceinline__ uint4 swiglu8(const uint4 gv, const uint4 uv) {
+  uint4 ov;
+  const bf162* g2 = reinterpret_cast<const bf162*>(&gv);
+  const bf162* u2 = reinterpret_cast<const bf162*>(&uv);
+  bf162* o2 = reinterpret_cast<bf162*>(&ov);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 g = __bfloat1622float2(g2[j]), u = __bfloat1622float2(u2[j]);
+    o2[j] = __floats2bfloat162_rn(swiglu(g.x, u.x), swiglu(g.y, u.y));
+  }
+  return ov;
+}
+
+__device__ __forceinline__ void swiglu_grad8(const uint4 dv, const uint4 gv, const uint4 uv, uint4& dgv, uint4& duv) {
+  const bf162* d2 = reinterpret_cast<const bf162*>(&dv);
+  const bf162* g2 = reinterpret_cast<const bf162*>(&gv);
+  const bf162* u2 = reinterpret_cast<const bf162*>(&uv);
+  bf162* dg2 = reinterpret_cast<bf162*>(&dgv);
+  bf162* du2 = reinterpret_cast<bf162*>(&duv);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 d = __bfloat1622float2(d2[j]), g = __bfloat1622float2(g2[j]), u = __bfloat1622float2(u2[j]);
+    float2 dg, du;
+    swiglu_grad(d.x, g.x, u.x, dg.x, du.x);
+    swiglu_grad(d.y, g.y, u.y, dg.y, du.y);
+    dg2[j] = __floats2bfloat162_rn(dg.x, dg.y);
+    du2[j] = __floats2bfloat162_rn(du.x, du.y);
+  }
+}
+
 __global__ void swiglu_forward_bf16_kernel8(const uint4* gate, const uint4* up, uint4* out, int64_t n8) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n8;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const uint4 gv = gate[i], uv = up[i];
-    uint4 ov;
-    const bf162* g2 = reinterpret_cast<const bf162*>(&gv);
-    const bf162* u2 = reinterpret_cast<const bf162*>(&uv);
-    bf162* o2 = reinterpret_cast<bf162*>(&ov);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float2 g = __bfloat1622float2(g2[j]), u = __bfloat1622float2(u2[j]);
-      o2[j] = __floats2bfloat162_rn(swiglu(g.x, u.x), swiglu(g.y, u.y));
-    }
-    out[i] = ov;
+    out[i] = swiglu8(gv, uv);
   }
 }
 
@@ -90,20 +113,7 @@ __global__ void swiglu_backward_bf16_kernel8(const uint4* dout, const uint4* gat
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const uint4 dv = dout[i], gv = gate[i], uv = up[i];
     uint4 dgv, duv;
-    const bf162* d2 = reinterpret_cast<const bf162*>(&dv);
-    const bf162* g2 = reinterpret_cast<const bf162*>(&gv);
-    const bf162* u2 = reinterpret_cast<const bf162*>(&uv);
-    bf162* dg2 = reinterpret_cast<bf162*>(&dgv);
-    bf162* du2 = reinterpret_cast<bf162*>(&duv);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const float2 d = __bfloat1622float2(d2[j]), g = __bfloat1622float2(g2[j]), u = __bfloat1622float2(u2[j]);
-      float2 dg, du;
-      swiglu_grad(d.x, g.x, u.x, dg.x, du.x);
-      swiglu_grad(d.y, g.y, u.y, dg.y, du.y);
-      dg2[j] = __floats2bfloat162_rn(dg.x, dg.y);
-      du2[j] = __floats2bfloat162_rn(du.x, du.y);
-    }
+    swiglu_grad8(dv, gv, uv, dgv, duv);
     dgate[i] = dgv;
     dup[i] = duv;
   }
@@ -136,20 +146,7 @@ __global__ void swiglu_backward_packed_kernel(const T* dout, const T* gate, cons
       const uint4 dv = *reinterpret_cast<const uint4*>(dout + i), gv = *reinterpret_cast<const uint4*>(gate + i),
                   uv = *reinterpret_cast<const uint4*>(up + i);
       uint4 dgv, duv;
-      const bf162* d2 = reinterpret_cast<const bf162*>(&dv);
-      const bf162* g2 = reinterpret_cast<const bf162*>(&gv);
-      const bf162* u2 = reinterpret_cast<const bf162*>(&uv);
-      bf162* dg2 = reinterpret_cast<bf162*>(&dgv);
-      bf162* du2 = reinterpret_cast<bf162*>(&duv);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float2 d = __bfloat1622float2(d2[j]), g = __bfloat1622float2(g2[j]), u = __bfloat1622float2(u2[j]);
-        float2 a, b;
-        swiglu_grad(d.x, g.x, u.x, a.x, b.x);
-        swiglu_grad(d.y, g.y, u.y, a.y, b.y);
-        dg2[j] = __floats2bfloat162_rn(a.x, a.y);
-        du2[j] = __floats2bfloat162_rn(b.x, b.y);
-      }
+      swiglu_grad8(dv, gv, uv, dgv, duv);
       *reinterpret_cast<uint4*>(dg) = dgv;
       *reinterpret_cast<uint4*>(du) = duv;
     } else {
@@ -189,16 +186,7 @@ __global__ void swiglu_forward_packed_kernel(const T* gate, const T* up, bf16* o
     bf16* o = outp + r * ld + c;
     if constexpr (kVec) {
       const uint4 gv = *reinterpret_cast<const uint4*>(gate + i), uv = *reinterpret_cast<const uint4*>(up + i);
-      uint4 ov;
-      const bf162* g2 = reinterpret_cast<const bf162*>(&gv);
-      const bf162* u2 = reinterpret_cast<const bf162*>(&uv);
-      bf162* o2 = reinterpret_cast<bf162*>(&ov);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float2 g = __bfloat1622float2(g2[j]), u = __bfloat1622float2(u2[j]);
-        o2[j] = __floats2bfloat162_rn(swiglu(g.x, u.x), swiglu(g.y, u.y));
-      }
-      *reinterpret_cast<uint4*>(o) = ov;
+      *reinterpret_cast<uint4*>(o) = swiglu8(gv, uv);
     } else {
       *o = __float2bfloat16_rn(swiglu(load1(gate + i), load1(up + i)));
     }

@@ -100,6 +100,24 @@ void check_x_packed(const Tensor& xp, int64_t in, int m, const Members& mem) {
   }
 }
 
+// What the forward and backward check alike: the members, x (or x_packed), the scale; x and IN for the rest.
+struct GroupCheck {
+  const Tensor& x;
+  int64_t in;
+  Members mem;
+};
+template <typename Args>
+GroupCheck check_group(const Args& p) {
+  need_members(p.m);
+  int64_t in = 0;
+  const Tensor& x = group_x(p.x, p.x_packed, p.w, in);
+  if (!std::isfinite(p.scale)) fail(ErrorCode::Arg, "'scale' must be a finite number, got ", p.scale);
+  const Members mem = check_members(x, in, p.m, p.w, p.a, p.b);
+  need_activation(x, "x", mem.f32_weights);
+  if (p.x_packed) check_x_packed(x, in, p.m, mem);
+  return GroupCheck{x, in, mem};
+}
+
 void check_kept(const Tensor& kept, const Tensor& x, int64_t in, int m, const Members& mem) {
   if (mem.f32_weights) fail(ErrorCode::DType, "'kept' (a bf16 matrix of the group's weights) goes with bf16 or f16 weights, got f32 ones");
   need_dtype(kept, "kept", {DType::BF16});
@@ -116,14 +134,10 @@ void check_kept(const Tensor& kept, const Tensor& x, int64_t in, int m, const Me
 
 void lora_group_forward(const LoraGroupForwardArgs& p) {
   static const MemberNames yn("y"), biasn("bias");
-  need_members(p.m);
-  int64_t in = 0;
-  const Tensor& x = group_x(p.x, p.x_packed, p.w, in);
-  if (!std::isfinite(p.scale)) fail(ErrorCode::Arg, "'scale' must be a finite number, got ", p.scale);
-  const Members mem = check_members(x, in, p.m, p.w, p.a, p.b);
-  need_activation(x, "x", mem.f32_weights);
-  if (p.x_packed) check_x_packed(x, in, p.m, mem);
-  const int64_t n = x.dim(0);
+  const GroupCheck gc = check_group(p);
+  const Tensor& x = gc.x;
+  const int64_t n = x.dim(0), in = gc.in;
+  const Members& mem = gc.mem;
   for (int i = 0; i < p.m; ++i) {
     const int64_t o = p.w[i]->dim(0);
     const Tensor& y = need(p.y[i], yn[i]);
@@ -146,14 +160,10 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
 
 void lora_group_backward(const LoraGroupBackwardArgs& p) {
   static const MemberNames dyn("dy"), dan("da"), dbn("db");
-  need_members(p.m);
-  int64_t in = 0;
-  const Tensor& x = group_x(p.x, p.x_packed, p.w, in);
-  if (!std::isfinite(p.scale)) fail(ErrorCode::Arg, "'scale' must be a finite number, got ", p.scale);
-  const Members mem = check_members(x, in, p.m, p.w, p.a, p.b);
-  need_activation(x, "x", mem.f32_weights);
-  if (p.x_packed) check_x_packed(x, in, p.m, mem);
-  const int64_t n = x.dim(0);
+  const GroupCheck gc = check_group(p);
+  const Tensor& x = gc.x;
+  const int64_t n = x.dim(0), in = gc.in;
+  const Members& mem = gc.mem;
   if (p.dy_packed) {
     if (mem.f32_weights) fail(ErrorCode::DType, "'dy_packed' (bf16) goes with bf16 or f16 weights, got f32 ones");
     const Tensor& dp = *p.dy_packed;
