@@ -291,16 +291,5 @@ int main() {
       {"x_packed without a kept matrix, accumulating", 21, 44, 2, {16, 16}, DType::BF16, DType::BF16, DType::F32,
        DType::F32, false, false, false, true, true, true},
   };
-  for (const Case& c : cases) {
-    const int before = failures;
-    try {
-      run(c);
-    } catch (const std::exception& e) {
-      std::printf("    FAIL threw: %s\n", e.what());
-      ++failures;
-    }
-    std::printf("%s %s\n", failures == before ? "ok  " : "FAIL", c.name);
-  }
-  std::printf("%s: %d failure(s) in %zu cases\n", failures ? "FAILED" : "passed", failures, cases.size());
-  return failures ? 1 : 0;
+  return cuda::fake::run_cases(cases, failures, run);
 }

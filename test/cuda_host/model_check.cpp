@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "model/llama.h"
+#include "test/cuda_host/fake_device.h"
 
 namespace instill {
 namespace cuda {
@@ -315,16 +316,5 @@ int main() {
       {"swiglu_pack and norm_pack without lora_group (h and dres packed, no group)", every, false, false, 0.f, false, nullptr, "default", true, false, true, false},
       {"norm_pack under LoRA dropout: not packed", every, false, false, 0.1f, false, "0", "default", true, false, true},
   };
-  for (const Case& c : cases) {
-    const int before = failures;
-    try {
-      run(c);
-    } catch (const std::exception& e) {
-      std::printf("    FAIL threw: %s\n", e.what());
-      ++failures;
-    }
-    std::printf("%s %s\n", failures == before ? "ok  " : "FAIL", c.name);
-  }
-  std::printf("%s: %d failure(s) in %zu cases\n", failures ? "FAILED" : "passed", failures, cases.size());
-  return failures ? 1 : 0;
+  return cuda::fake::run_cases(cases, failures, run);
 }
