@@ -93,6 +93,14 @@ for r in rows:
     mins = r["min_ms"] / base["min_ms"] if r.get("min_ms") and base.get("min_ms") else float("nan")
     print(f"- A/B {r['bench']}, {r['variant']}: {r['ms']:.2f} ms against {base['ms']:.2f} ms by default "
           f"({med:.3f}x by medians, {mins:.3f}x by mins)")
+    # a set that extends another A/B'd set (gpu-check's PIECE_AB chain, "default,a" then "default,a,b"): against it
+    # too, so each piece's own step shows
+    parts = r["variant"].split(",")
+    prev = next((b for b in rows if b["bench"] == r["bench"] and b.get("ms") and b.get("variant") == ",".join(parts[:-1])),
+                None) if len(parts) > 2 else None
+    if prev is not None:
+        print(f"  - {parts[-1]} on top of {prev['variant']}: {r['ms']:.2f} ms against {prev['ms']:.2f} ms "
+              f"({r['ms'] / prev['ms']:.3f}x by medians)")
 
 # Where each A/B's step time went: the profiled step's ops (top level, not "op/part" rows) against the
 # default's, the changes of 0.1 ms or more, largest first.

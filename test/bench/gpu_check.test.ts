@@ -136,5 +136,13 @@ describe('bench/gpu/pieces.py', () => {
     expect(both).toContain('- training step: 2.16x transformers+peft tokens/s');
     expect(both).toContain('at 24.0% MFU');
     expect(both).toContain(`- A/B ${step}, bf16 activations: 30.50 ms against 46.50 ms by default`);
+    // the PIECE_AB chain: each set against the default, and a set that extends another against that one too
+    const a = { bench: step, impl: 'instill cuda (default,lora_group)', ms: 40, min_ms: 39, variant: 'default,lora_group' };
+    const b = { bench: step, impl: 'instill cuda (default,lora_group,swiglu_pack)', ms: 38, min_ms: 37, variant: 'default,lora_group,swiglu_pack' };
+    const chain = table([torch, dflt, a, b]);
+    expect(chain).toContain(`- A/B ${step}, default,lora_group: 40.00 ms against 46.50 ms by default`);
+    expect(chain).toContain(`- A/B ${step}, default,lora_group,swiglu_pack: 38.00 ms against 46.50 ms by default`);
+    expect(chain).toContain('  - swiglu_pack on top of default,lora_group: 38.00 ms against 40.00 ms (0.950x by medians)');
+    expect(chain).not.toContain('lora_group on top of default');
   });
 });
