@@ -135,6 +135,16 @@ inline GemmOperand strided_operand(const void* p, Elem e, int64_t ld, bool trans
 }
 inline GemmOperand bf16_operand(const __nv_bfloat16* p, int64_t ld, bool trans) { return strided_operand(p, Elem::BF16, ld, trans); }
 
+// A bf16 tensor's data.
+inline __nv_bfloat16* bf16_ptr(const Tensor& t) { return t.data_as<__nv_bfloat16>(); }
+
+// The product's C: an f32 or a bf16 output tensor, with row stride ldc.
+inline void set_c(GemmArgs& g, Tensor& t, int64_t ldc) {
+  if (t.dtype() == DType::BF16) g.c16 = bf16_ptr(t);
+  else g.c = t.data_as<float>();
+  g.ldc = ldc;
+}
+
 // A single-segment product C (M, N) = op(A)·op(B), alpha 1, beta 0, no bias.
 inline GemmArgs product(int64_t M, int64_t N, int64_t K, GemmOperand a, GemmOperand b, float* c, int64_t ldc) {
   GemmArgs g;

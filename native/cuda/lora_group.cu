@@ -32,14 +32,6 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p);
 
 namespace {
 
-__nv_bfloat16* bf16_ptr(const Tensor& t) { return t.data_as<__nv_bfloat16>(); }
-
-void set_c(GemmArgs& g, Tensor& t, int64_t ldc) {
-  if (t.dtype() == DType::BF16) g.c16 = bf16_ptr(t);
-  else g.c = t.data_as<float>();
-  g.ldc = ldc;
-}
-
 struct Layout {
   int m = 0;
   int64_t n = 0, in = 0, r = 0, mr = 0, s = 0;

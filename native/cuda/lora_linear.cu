@@ -61,8 +61,6 @@ void add(const AddArgs& p);  // add.cu
 
 namespace {
 
-__nv_bfloat16* bf16_ptr(const Tensor& t) { return t.data_as<__nv_bfloat16>(); }
-
 // Whether a bf16 W has the R spare rows after it that hold A for the backward's [W ; A] in place
 // (LlamaModel::reserve_lora_rows), with 16-byte rows.
 bool a_fits_below_w(const Tensor& w, int64_t R) {
@@ -74,13 +72,6 @@ bool a_fits_below_w(const Tensor& w, int64_t R) {
 // W rounded into the first IN columns of the caller's kept [W | B] (lora_linear's wb).
 void copy_w_into_kept(const Tensor& w, const Tensor& wb) {
   pack_bf16(w.data(), elem_of(w), w.dim(1), 1.f, w.dim(0), w.dim(1), bf16_ptr(wb), wb.dim(1));
-}
-
-// The product's C: an f32 or a bf16 output tensor.
-void set_c(GemmArgs& g, Tensor& t, int64_t ldc) {
-  if (t.dtype() == DType::BF16) g.c16 = bf16_ptr(t);
-  else g.c = t.data_as<float>();
-  g.ldc = ldc;
 }
 
 // next_kernels(Next::Narrow) (common.cuh): the narrow products of lora_narrow.cu, which also write s·u and
