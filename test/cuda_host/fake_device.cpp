@@ -10,7 +10,6 @@
 //   an element read before it was written shows up as NaN in the results.
 // What this checks is the host code's operands, offsets, leading dimensions and flags (where a blind change
 // breaks), not the kernels: those only a GPU runs (bench/gpu-check.sh). test/cuda_host/README.md says more.
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -19,60 +18,37 @@
 #include "cuda/lora_narrow.h"
 #include "ops/add.h"
 #include "runtime/device.h"
+#include "runtime/dtype.h"
 #include "test/cuda_host/fake_device.h"
 
 namespace instill {
 namespace cuda {
 
-namespace fake {
-float bf16_round(float v) {
-  if (std::isnan(v)) return v;
-  uint32_t u;
-  std::memcpy(&u, &v, 4);
-  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-  float r;
-  std::memcpy(&r, &u, 4);
-  return r;
-}
-}  // namespace fake
-
 namespace {
-using fake::bf16_round;
 
-float bf16_to_f32(const __nv_bfloat16& h) {
+// The device's bf16 and f16 elements through runtime/dtype.h's conversions (round to nearest even, as the GPU).
+float bf16_round(float v) { return bf16_to_f32(f32_to_bf16(v)); }
+float bf16_value(const __nv_bfloat16& h) {
   uint16_t b;
   std::memcpy(&b, &h, 2);
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float r;
-  std::memcpy(&r, &u, 4);
-  return r;
+  return bf16_to_f32(b);
 }
-
-__nv_bfloat16 f32_to_bf16(float v) {
-  const float r = bf16_round(v);
-  uint32_t u;
-  std::memcpy(&u, &r, 4);
-  const uint16_t b = static_cast<uint16_t>(u >> 16);
+__nv_bfloat16 to_bf16(float v) {
+  const uint16_t b = f32_to_bf16(v);
   __nv_bfloat16 h;
   std::memcpy(&h, &b, 2);
   return h;
 }
-
-float half_to_f32(const __half& h) {
+float half_value(const __half& h) {
   uint16_t b;
   std::memcpy(&b, &h, 2);
-  const uint32_t sign = (b >> 15) & 1u, exp = (b >> 10) & 0x1fu, man = b & 0x3ffu;
-  float v;
-  if (exp == 0) v = std::ldexp(static_cast<float>(man), -24);
-  else if (exp == 31) v = man ? NAN : INFINITY;
-  else v = std::ldexp(static_cast<float>(man | 0x400u), static_cast<int>(exp) - 25);
-  return sign ? -v : v;
+  return f16_to_f32(b);
 }
 
 float load(const void* p, Elem e, int64_t i) {
   switch (e) {
-    case Elem::BF16: return bf16_to_f32(static_cast<const __nv_bfloat16*>(p)[i]);
-    case Elem::F16: return half_to_f32(static_cast<const __half*>(p)[i]);
+    case Elem::BF16: return bf16_value(static_cast<const __nv_bfloat16*>(p)[i]);
+    case Elem::F16: return half_value(static_cast<const __half*>(p)[i]);
     default: return static_cast<const float*>(p)[i];
   }
 }
@@ -118,10 +94,10 @@ void gemm(const GemmArgs& g) {
       }
       double v = g.alpha * acc + (g.bias ? g.bias[n] : 0.0);
       if (g.beta != 0.f) {
-        const double old = g.c16 ? bf16_to_f32(g.c16[m * g.ldc + n]) : (g.c_in ? g.c_in : g.c)[m * g.ldc + n];
+        const double old = g.c16 ? bf16_value(g.c16[m * g.ldc + n]) : (g.c_in ? g.c_in : g.c)[m * g.ldc + n];
         v += g.beta * old;
       }
-      if (g.c16) g.c16[m * g.ldc + n] = f32_to_bf16(static_cast<float>(v));
+      if (g.c16) g.c16[m * g.ldc + n] = to_bf16(static_cast<float>(v));
       else g.c[m * g.ldc + n] = static_cast<float>(v);
     }
   }
@@ -130,7 +106,7 @@ void gemm(const GemmArgs& g) {
 void pack_bf16(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, __nv_bfloat16* dst,
                int64_t ldd) {
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) dst[r * ldd + c] = f32_to_bf16(load(src, e, r * lds + c) * scale);
+    for (int64_t c = 0; c < cols; ++c) dst[r * ldd + c] = to_bf16(load(src, e, r * lds + c) * scale);
 }
 
 void pack_f32(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
@@ -162,7 +138,7 @@ void add(const AddArgs& p) {  // f32 or bf16 elementwise, out may alias a or b
   const int64_t n = p.out->numel();
   for (int64_t i = 0; i < n; ++i) {
     const float v = load(p.a->data(), elem_of(*p.a), i) + load(p.b->data(), elem_of(*p.b), i);
-    if (p.out->dtype() == DType::BF16) p.out->data_as<__nv_bfloat16>()[i] = f32_to_bf16(v);
+    if (p.out->dtype() == DType::BF16) p.out->data_as<__nv_bfloat16>()[i] = to_bf16(v);
     else p.out->data_as<float>()[i] = v;
   }
 }

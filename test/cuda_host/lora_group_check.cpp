@@ -17,6 +17,7 @@
 #include "cuda/gemm.h"
 #include "ops/lora_group.h"
 #include "ops/lora_linear.h"
+#include "runtime/dtype.h"
 #include "test/cuda_host/fake_device.h"
 
 namespace instill {
@@ -40,7 +41,6 @@ float uniform() {  // [-1, 1)
   return static_cast<float>((rng_state >> 40) * (1.0 / (1ull << 24)) * 2.0 - 1.0);
 }
 
-using cuda::fake::bf16_round;
 
 // A "device" tensor of random values (scale), and the values it holds as floats (bf16-rounded where bf16).
 struct T {
@@ -54,11 +54,9 @@ T make(Shape shape, DType dt, float scale) {
   for (size_t i = 0; i < r.v.size(); ++i) {
     const float x = uniform() * scale;
     if (dt == DType::BF16) {
-      r.v[i] = bf16_round(x);
-      uint32_t u;
-      std::memcpy(&u, &r.v[i], 4);
-      const uint16_t b = static_cast<uint16_t>(u >> 16);
-      std::memcpy(r.t.data_as<uint16_t>() + i, &b, 2);
+      const uint16_t b = f32_to_bf16(x);
+      r.v[i] = bf16_to_f32(b);
+      r.t.data_as<uint16_t>()[i] = b;
     } else {
       r.v[i] = x;
       r.t.data_as<float>()[i] = x;
@@ -77,8 +75,7 @@ std::vector<float> values(const Tensor& t) {
   std::vector<float> out(static_cast<size_t>(t.numel()));
   for (size_t i = 0; i < out.size(); ++i) {
     if (t.dtype() == DType::BF16) {
-      const uint32_t u = static_cast<uint32_t>(t.data_as<uint16_t>()[i]) << 16;
-      std::memcpy(&out[i], &u, 4);
+      out[i] = bf16_to_f32(t.data_as<uint16_t>()[i]);
     } else {
       out[i] = t.data_as<float>()[i];
     }

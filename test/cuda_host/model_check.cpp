@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "model/llama.h"
+#include "runtime/dtype.h"
 #include "test/cuda_host/fake_device.h"
 
 namespace instill {
@@ -45,12 +46,7 @@ Tensor random_cpu(const Shape& shape, DType dt, float scale, float offset = 0.f)
   for (int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] = offset + uniform() * scale;
   if (dt == DType::F32) return t;
   Tensor b = Tensor::empty(shape, DType::BF16);
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    uint32_t u;
-    std::memcpy(&u, t.data_as<float>() + i, 4);
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    b.data_as<uint16_t>()[i] = static_cast<uint16_t>(u);
-  }
+  for (int64_t i = 0; i < t.numel(); ++i) b.data_as<uint16_t>()[i] = f32_to_bf16(t.data_as<float>()[i]);
   return b;
 }
 
