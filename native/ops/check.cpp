@@ -56,4 +56,16 @@ void need_same_device(const Tensor& t, const char* name, Device device) {
   }
 }
 
+void need_packed(const Tensor& t, const char* name, int64_t rows, const char* rows_name, int64_t cols,
+                 const char* cols_name, bool ld8, Device device) {
+  need_dtype(t, name, {DType::BF16});
+  need_ndim(t, name, 2);
+  if ((rows >= 0 && t.dim(0) != rows) || t.dim(1) < cols || (ld8 && t.dim(1) % 8 != 0)) {
+    fail(ErrorCode::Shape, "'", name, "' must be (", rows_name, ", ld) with ld >= ", cols_name,
+         ld8 ? " and a multiple of 8" : "", ": (", rows >= 0 ? rows : t.dim(0), ", >= ", cols, "), got ",
+         shape_str(t.shape()));
+  }
+  need_same_device(t, name, device);
+}
+
 }  // namespace instill

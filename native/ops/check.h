@@ -18,6 +18,11 @@ void need_ndim(const Tensor& t, const char* name, int ndim);
 // Checks t's shape against `expected`; a -1 entry matches any size.
 void need_shape(const Tensor& t, const char* name, std::initializer_list<int64_t> expected, const char* meaning);
 void need_same_device(const Tensor& t, const char* name, Device device);
+// A buffer holding an operand in its leading columns (the ops' packed operands: lora_linear's wb, x_packed and
+// dy_packed, lora_group's kept, rmsnorm's and swiglu's *_packed): bf16, 2-D, `rows` rows (-1: any; rows_name says
+// which), at least `cols` columns (cols_name), a multiple of 8 when ld8 (16-byte rows for cuBLASLt), on `device`.
+void need_packed(const Tensor& t, const char* name, int64_t rows, const char* rows_name, int64_t cols,
+                 const char* cols_name, bool ld8, Device device);
 // The i32 data of t readable on the host, for the index checks of the front
 // functions: t's own memory on the CPU, else a copy of it in `storage`
 // (a GPU tensor's device pointer must never be dereferenced here).

@@ -93,11 +93,7 @@ const Tensor& group_x(const Tensor* x, const Tensor* x_packed, const Tensor* con
 
 void check_x_packed(const Tensor& xp, int64_t in, int m, const Members& mem) {
   if (mem.f32_weights) fail(ErrorCode::DType, "'x_packed' (bf16) goes with bf16 or f16 weights, got f32 ones");
-  need_dtype(xp, "x_packed", {DType::BF16});
-  if (xp.dim(1) < in + m * mem.r || xp.dim(1) % 8 != 0) {
-    fail(ErrorCode::Shape, "'x_packed' must be (N, ld) with ld >= in + m·r and a multiple of 8: (", xp.dim(0), ", >= ",
-         in + m * mem.r, "), got ", shape_str(xp.shape()));
-  }
+  need_packed(xp, "x_packed", -1, "N", in + m * mem.r, "in + m·r", true, xp.device());
 }
 
 // What the forward and backward check alike: the members, x (or x_packed), the scale; x and IN for the rest.
@@ -120,14 +116,7 @@ GroupCheck check_group(const Args& p) {
 
 void check_kept(const Tensor& kept, const Tensor& x, int64_t in, int m, const Members& mem) {
   if (mem.f32_weights) fail(ErrorCode::DType, "'kept' (a bf16 matrix of the group's weights) goes with bf16 or f16 weights, got f32 ones");
-  need_dtype(kept, "kept", {DType::BF16});
-  need_ndim(kept, "kept", 2);
-  const int64_t rows = mem.sum_out + m * mem.r;
-  if (kept.dim(0) != rows || kept.dim(1) < in + m * mem.r || kept.dim(1) % 8 != 0) {
-    fail(ErrorCode::Shape, "'kept' must be (sum of out + m·r, ld) with ld >= in + m·r and a multiple of 8: (", rows,
-         ", >= ", in + m * mem.r, "), got ", shape_str(kept.shape()));
-  }
-  need_same_device(kept, "kept", x.device());
+  need_packed(kept, "kept", mem.sum_out + m * mem.r, "sum of out + m·r", in + m * mem.r, "in + m·r", true, x.device());
 }
 
 }  // namespace
@@ -166,15 +155,7 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
   const Members& mem = gc.mem;
   if (p.dy_packed) {
     if (mem.f32_weights) fail(ErrorCode::DType, "'dy_packed' (bf16) goes with bf16 or f16 weights, got f32 ones");
-    const Tensor& dp = *p.dy_packed;
-    need_dtype(dp, "dy_packed", {DType::BF16});
-    need_ndim(dp, "dy_packed", 2);
-    const int64_t cols = mem.sum_out + p.m * mem.r;
-    if (dp.dim(0) != n || dp.dim(1) < cols || dp.dim(1) % 8 != 0) {
-      fail(ErrorCode::Shape, "'dy_packed' must be (N, ld) with ld >= sum of out + m·r and a multiple of 8: (", n, ", >= ",
-           cols, "), got ", shape_str(dp.shape()));
-    }
-    need_same_device(dp, "dy_packed", x.device());
+    need_packed(*p.dy_packed, "dy_packed", n, "N", mem.sum_out + p.m * mem.r, "sum of out + m·r", true, x.device());
   }
   for (int i = 0; i < p.m; ++i) {
     const int64_t o = p.w[i]->dim(0);

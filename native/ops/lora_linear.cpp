@@ -33,13 +33,7 @@ namespace {
 void check_x_packed(const Tensor* x, const Tensor& xp, const Tensor& w, int64_t r) {
   if (x) fail(ErrorCode::Arg, "'x_packed' replaces 'x' (give x null)");
   if (w.dtype() == DType::F32) fail(ErrorCode::DType, "'x_packed' (bf16) goes with a bf16 or f16 w, got an f32 w");
-  need_dtype(xp, "x_packed", {DType::BF16});
-  need_ndim(xp, "x_packed", 2);
-  const int64_t in = w.dim(1);
-  if (xp.dim(1) < in + r || xp.dim(1) % 8 != 0) {
-    fail(ErrorCode::Shape, "'x_packed' must be (N, ld) with ld >= in + r and a multiple of 8: (", xp.dim(0), ", >= ",
-         in + r, "), got ", shape_str(xp.shape()));
-  }
+  need_packed(xp, "x_packed", -1, "N", w.dim(1) + r, "in + r", true, xp.device());
 }
 }  // namespace
 
@@ -87,13 +81,7 @@ void check_lora_linear_forward(const LoraLinearForwardArgs& p) {
   if (p.wb) {
     const Tensor& wb = *p.wb;
     if (w.dtype() == DType::F32) fail(ErrorCode::DType, "'wb' (a kept bf16 [W | B]) goes with a bf16 or f16 w, got an f32 w");
-    need_dtype(wb, "wb", {DType::BF16});
-    need_ndim(wb, "wb", 2);
-    if (wb.dim(0) != out || wb.dim(1) < in + r || wb.dim(1) % 8 != 0) {
-      fail(ErrorCode::Shape, "'wb' must be (out, ld) with ld >= in + r and a multiple of 8: (", out, ", >= ", in + r,
-           "), got ", shape_str(wb.shape()));
-    }
-    need_same_device(wb, "wb", x.device());
+    need_packed(wb, "wb", out, "out", in + r, "in + r", true, x.device());
   }
 }
 
@@ -129,13 +117,7 @@ void check_lora_linear_backward(const LoraLinearBackwardArgs& p) {
   if (p.dy_packed) {
     const Tensor& dp = *p.dy_packed;
     if (w.dtype() == DType::F32) fail(ErrorCode::DType, "'dy_packed' (bf16) goes with a bf16 or f16 w, got an f32 w");
-    need_dtype(dp, "dy_packed", {DType::BF16});
-    need_ndim(dp, "dy_packed", 2);
-    if (dp.dim(0) != n || dp.dim(1) < out + r || dp.dim(1) % 8 != 0) {
-      fail(ErrorCode::Shape, "'dy_packed' must be (N, ld) with ld >= out + r and a multiple of 8: (", n, ", >= ", out + r,
-           "), got ", shape_str(dp.shape()));
-    }
-    need_same_device(dp, "dy_packed", x.device());
+    need_packed(dp, "dy_packed", n, "N", out + r, "out + r", true, x.device());
   }
   const Tensor& da = need(p.da, "da");
   const Tensor& db = need(p.db, "db");

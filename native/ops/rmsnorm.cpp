@@ -22,11 +22,7 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
   const int64_t n = x.dim(0), c = x.dim(1);
   need_shape(w, "w", {c}, "(C,)");
   if (p.y_packed) {
-    need_dtype(y, "y_packed", {DType::BF16});
-    need_ndim(y, "y_packed", 2);
-    if (y.dim(0) != n || y.dim(1) < c) {
-      fail(ErrorCode::Shape, "'y_packed' must be (N, ld) with ld >= C: (", n, ", >= ", c, "), got ", shape_str(y.shape()));
-    }
+    need_packed(y, "y_packed", n, "N", c, "C", false, x.device());
   } else {
     need_shape(y, "y", {n, c}, "(N, C)");
   }
@@ -56,15 +52,7 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
     need_shape(*p.dw, "dw", {c}, "(C,)");
     need_same_device(*p.dw, "dw", x.device());
   }
-  if (p.dx_packed) {
-    const Tensor& dp = *p.dx_packed;
-    need_dtype(dp, "dx_packed", {DType::BF16});
-    need_ndim(dp, "dx_packed", 2);
-    if (dp.dim(0) != n || dp.dim(1) < c) {
-      fail(ErrorCode::Shape, "'dx_packed' must be (N, ld) with ld >= C: (", n, ", >= ", c, "), got ", shape_str(dp.shape()));
-    }
-    need_same_device(dp, "dx_packed", x.device());
-  }
+  if (p.dx_packed) need_packed(*p.dx_packed, "dx_packed", n, "N", c, "C", false, x.device());
   run_op(x.device(), &Backend::rmsnorm_backward, "rmsnorm_backward", p);
 }
 

@@ -26,14 +26,7 @@ void swiglu_forward(const SwigluForwardArgs& p) {
   if (p.out_packed) {
     if (p.out) fail(ErrorCode::Arg, "swiglu_forward: 'out_packed' replaces 'out' (give out null)");
     need_ndim(g, "gate", 2);
-    const Tensor& op = *p.out_packed;
-    need_dtype(op, "out_packed", {DType::BF16});
-    need_ndim(op, "out_packed", 2);
-    if (op.dim(0) != g.dim(0) || op.dim(1) < g.dim(1)) {
-      fail(ErrorCode::Shape, "'out_packed' must be (N, ld) with ld >= F: (", g.dim(0), ", >= ", g.dim(1), "), got ",
-           shape_str(op.shape()));
-    }
-    need_same_device(op, "out_packed", g.device());
+    need_packed(*p.out_packed, "out_packed", g.dim(0), "N", g.dim(1), "F", false, g.device());
   } else {
     need_like(p.out, "out", g);
   }
@@ -48,14 +41,7 @@ void swiglu_backward(const SwigluBackwardArgs& p) {
   if (p.dgu) {
     if (p.dgate || p.dup) fail(ErrorCode::Arg, "swiglu_backward: 'dgu' replaces 'dgate' and 'dup' (give those null)");
     need_ndim(g, "gate", 2);
-    const Tensor& dgu = *p.dgu;
-    need_dtype(dgu, "dgu", {DType::BF16});
-    need_ndim(dgu, "dgu", 2);
-    if (dgu.dim(0) != g.dim(0) || dgu.dim(1) < 2 * g.dim(1)) {
-      fail(ErrorCode::Shape, "'dgu' must be (N, ld) with ld >= 2F: (", g.dim(0), ", >= ", 2 * g.dim(1), "), got ",
-           shape_str(dgu.shape()));
-    }
-    need_same_device(dgu, "dgu", g.device());
+    need_packed(*p.dgu, "dgu", g.dim(0), "N", 2 * g.dim(1), "2F", false, g.device());
   } else {
     need_like(p.dgate, "dgate", g);
     need_like(p.dup, "dup", g);
