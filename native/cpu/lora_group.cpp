@@ -10,25 +10,25 @@ namespace instill {
 namespace cpu {
 
 namespace {
-// Member i's R columns of the group's u, to or from a contiguous (N, R) tensor.
-void copy_columns(const Tensor& group, int i, Tensor& member, bool into_member) {
-  const int64_t n = group.dim(0), ld = group.dim(1), r = member.dim(1);
-  float* g = group.data_as<float>();
-  float* m = member.data_as<float>();
+// Columns col..col + part.dim(1) of wide's rows copied into `part` (a contiguous tensor of the same dtype), or
+// (into_part false) part copied into them: a member's u in the group's, x or dy out of a packed operand.
+void copy_columns(const Tensor& wide, int64_t col, Tensor& part, bool into_part) {
+  const size_t esz = dtype_size(wide.dtype());
+  const int64_t n = wide.dim(0), ld = wide.dim(1), w = part.dim(1);
+  char* wp = static_cast<char*>(wide.data());
+  char* pp = static_cast<char*>(part.data());
   for (int64_t row = 0; row < n; ++row) {
-    float* gp = g + row * ld + i * r;
-    float* mp = m + row * r;
-    if (into_member) std::memcpy(mp, gp, sizeof(float) * static_cast<size_t>(r));
-    else std::memcpy(gp, mp, sizeof(float) * static_cast<size_t>(r));
+    char* a = wp + (row * ld + col) * esz;
+    char* b = pp + row * w * esz;
+    if (into_part) std::memcpy(b, a, esz * static_cast<size_t>(w));
+    else std::memcpy(a, b, esz * static_cast<size_t>(w));
   }
 }
 // x itself, or (x_packed) a bf16 copy of its first IN columns in `own`
 const Tensor* plain_x(const Tensor* x, const Tensor* x_packed, int64_t in, Tensor& own) {
   if (!x_packed) return x;
-  const int64_t n = x_packed->dim(0), ld = x_packed->dim(1);
-  own = Tensor::empty({n, in}, DType::BF16);
-  for (int64_t row = 0; row < n; ++row)
-    std::memcpy(own.data_as<uint16_t>() + row * in, x_packed->data_as<uint16_t>() + row * ld, sizeof(uint16_t) * static_cast<size_t>(in));
+  own = Tensor::empty({x_packed->dim(0), in}, DType::BF16);
+  copy_columns(*x_packed, 0, own, true);
   return &own;
 }
 }  // namespace
@@ -41,7 +41,7 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
   for (int i = 0; i < p.m; ++i) {
     LoraLinearForwardArgs args{x, p.w[i], p.bias[i], p.a[i], p.b[i], p.scale, p.y[i], &u};
     cpu::lora_linear_forward(args);
-    copy_columns(*p.u, i, u, false);
+    copy_columns(*p.u, i * r, u, false);
   }
 }
 
@@ -52,14 +52,12 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
   Tensor u = Tensor::empty({n, r}, DType::F32);
   int64_t off = 0;
   for (int i = 0; i < p.m; ++i) {
-    copy_columns(*p.u, i, u, true);
+    copy_columns(*p.u, i * r, u, true);
     const int64_t o = p.w[i]->dim(0);
     Tensor dy;  // member i's columns of dy_packed (bf16), when the dy came packed
     if (p.dy_packed) {
       dy = Tensor::empty({n, o}, DType::BF16);
-      const int64_t ld = p.dy_packed->dim(1);
-      for (int64_t row = 0; row < n; ++row)
-        std::memcpy(dy.data_as<uint16_t>() + row * o, p.dy_packed->data_as<uint16_t>() + row * ld + off, sizeof(uint16_t) * static_cast<size_t>(o));
+      copy_columns(*p.dy_packed, off, dy, true);
     }
     off += o;
     LoraLinearBackwardArgs args{p.dy_packed ? &dy : p.dy[i], x, p.w[i], p.a[i], p.b[i], &u, p.scale, p.dx, p.da[i], p.db[i],
