@@ -15,6 +15,17 @@ namespace instill {
 namespace cuda {
 
 namespace {
+// The rotation with every product and sum rounded on its own (__fmul_rn, __fadd_rn: never contracted into an FMA),
+// so that both kernels, whichever way the compiler would contract each, give the same f32 bits (and the CPU's on
+// x86, where cpu/rope.cpp is built without FMA). Run 16 saw the two kernels 1 ulp apart on ~15% of the elements (FMAs
+// placed differently), and so the bf16 kernel's rounding off the f32 kernel's on 1–2 elements in 77056.
+__device__ __forceinline__ float rotated_first(float x1, float x2, float c, float s) {
+  return __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, s));
+}
+__device__ __forceinline__ float rotated_second(float x1, float x2, float c, float s) {
+  return __fadd_rn(__fmul_rn(x2, c), __fmul_rn(x1, s));
+}
+
 __global__ void rope_kernel(const float* x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t H,
                             int64_t half, float sign, float* out) {  // x, out (N, H, 2·half); pos (N); inv_freq (half)
   const int64_t total = N * H * half;
@@ -28,8 +39,8 @@ __global__ void rope_kernel(const float* x, const int32_t* pos, const float* inv
     const float* xr = x + nh * 2 * half;
     float* o = out + nh * 2 * half;
     const float x1 = xr[i], x2 = xr[i + half];
-    o[i] = x1 * c - x2 * s;
-    o[i + half] = x2 * c + x1 * s;
+    o[i] = rotated_first(x1, x2, c, s);
+    o[i + half] = rotated_second(x1, x2, c, s);
   }
 }
 
@@ -58,8 +69,8 @@ __global__ void rope_token_kernel(const T* x, const int32_t* pos, const float* i
       const int h = k / half, i = k - h * half;
       const float c = cs[i], sn = cs[half + i];
       const float x1 = load1(xr + h * 2 * half + i), x2 = load1(xr + h * 2 * half + i + half);
-      store1(o + h * 2 * half + i, x1 * c - x2 * sn);
-      store1(o + h * 2 * half + i + half, x2 * c + x1 * sn);
+      store1(o + h * 2 * half + i, rotated_first(x1, x2, c, sn));
+      store1(o + h * 2 * half + i + half, rotated_second(x1, x2, c, sn));
     }
   }
 }

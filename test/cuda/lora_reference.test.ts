@@ -246,10 +246,12 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     for (const n of names) expect(unset.grads[n].every((v, i) => Object.is(v, on.grads[n][i])), n).toBe(true);
     const cpuOn = await withEnv('INSTILL_BF16_ACTIVATIONS', '1', () => mc.lossAndGrads({ inputIds, labels }));
     // the CPU test's bounds for INSTILL_BF16_ACTIVATIONS=1 (there the f32 pass is f32 throughout; here its products
-    // and flash kernels already round to bf16, so the two should sit closer)
+    // and flash kernels already round to bf16, so the two should sit closer). Against the CPU's bf16 pass, 10% per
+    // tensor: the two round in different places (run 16: worst 4.4% with the verified kernels, 8.2% on one k_proj
+    // lora_B with every next piece, whose attention rounds more); a wrong kernel is tens of percent off.
     expect(Math.abs(on.loss - off.loss) / off.loss).toBeLessThan(3e-3);
     expect(Math.abs(on.loss - cpuOn.loss) / cpuOn.loss).toBeLessThan(1e-2);
-    let worst = 0, sum = 0, worstCpu = 0, differ = false;
+    let worst = 0, sum = 0, worstCpu = 0, sumCpu = 0, differ = false;
     for (const n of names) {
       const e = relNorm(on.grads[n], off.grads[n]);
       worst = Math.max(worst, e);
@@ -257,13 +259,14 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
       expect(e, n).toBeLessThan(8e-2);
       const ec = relNorm(on.grads[n], cpuOn.grads[n]);
       worstCpu = Math.max(worstCpu, ec);
-      expect(ec, n).toBeLessThan(8e-2);
+      sumCpu += ec;
+      expect(ec, n).toBeLessThan(1e-1);
       differ ||= on.grads[n].some((v, i) => !Object.is(v, off.grads[n][i]));
     }
     expect(sum / names.length).toBeLessThan(4e-2);
     expect(differ).toBe(true);  // the switch really changes the pass
     console.log(`bf16 activations on CUDA: grads ‖g − g(f32 activations)‖/‖·‖ worst ${worst.toExponential(2)}, mean ${(sum / names.length).toExponential(2)}; ` +
-      `against the CPU's bf16 activations worst ${worstCpu.toExponential(2)}`);
+      `against the CPU's bf16 activations worst ${worstCpu.toExponential(2)}, mean ${(sumCpu / names.length).toExponential(2)}`);
     mg.dispose();
     mc.dispose();
     // With dropout (lora_dropout on f32 copies of the bf16 activations), the same masks on both. The yardstick is the
@@ -271,7 +274,8 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     // tensor (mean 3.0–3.8%, dropout seeds 3, 7, 11), and the GPU's and the CPU's bf16 passes round in different
     // places, so they sit up to ~√2 of that from each other (run 14: 9.1% on one k_proj lora_B, once the bound here
     // was 8% between the two). The GPU's may be no farther from the yardstick than the CPU's own bf16 pass, with a
-    // margin, per tensor and on average; other masks would put it ~40% away on average (min 10%).
+    // margin, per tensor (x1.5, at least 10%: run 16 measured 8.7% on one gate_proj lora_A where the CPU's was 5.5%)
+    // and on average; other masks would put it ~40% away on average (min 10%).
     const dg = await bf16LoraModel('cuda', 0.1), dc = await bf16LoraModel('cpu', 0.1);
     const gd = await withEnv('INSTILL_BF16_ACTIVATIONS', '1', () => dg.lossAndGrads({ inputIds, labels }, { dropoutSeed: 3 }));
     const cd = await withEnv('INSTILL_BF16_ACTIVATIONS', '1', () => dc.lossAndGrads({ inputIds, labels }, { dropoutSeed: 3 }));
@@ -282,7 +286,7 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
       const eg = relNorm(gd.grads[n], c32.grads[n]), ec = relNorm(cd.grads[n], c32.grads[n]);
       gpuSum += eg;
       cpuSum += ec;
-      expect(eg, `dropout ${n}: the GPU's bf16 pass against the CPU's f32 one (the CPU's bf16 pass: ${ec})`).toBeLessThan(Math.max(8e-2, 1.5 * ec));
+      expect(eg, `dropout ${n}: the GPU's bf16 pass against the CPU's f32 one (the CPU's bf16 pass: ${ec})`).toBeLessThan(Math.max(1e-1, 1.5 * ec));
       expect(relNorm(gd.grads[n], cd.grads[n]), `dropout ${n}: against the CPU's bf16 pass`).toBeLessThan(1.2e-1);
     }
     console.log(`bf16 activations on CUDA with dropout: mean ‖g − g(CPU, f32 activations)‖/‖·‖ ${(gpuSum / names.length).toExponential(2)} ` +

@@ -74,6 +74,10 @@ struct Pass {
   int norm_packed = 0;                    // rmsnorm_forward calls into a group's packed x (norm_pack)
 };
 
+// The default before run 16 promoted lora_group, swiglu_pack and norm_pack: each case adds its pieces to it.
+constexpr const char* kOld = "default,-lora_group,-swiglu_pack,-norm_pack";
+constexpr const char* kOldNoKept = "default,-lora_group,-swiglu_pack,-norm_pack,-wb_cache";
+
 struct Case {
   const char* name;
   uint32_t mask;           // LoRA targets (bit = LoraTarget)
@@ -82,12 +86,13 @@ struct Case {
   float dropout = 0.f;
   bool checkpointing = false;
   const char* acts = nullptr;  // INSTILL_BF16_ACTIVATIONS on the fake GPU (null: its default, bf16)
-  const char* base = "default";  // INSTILL_CUDA_NEXT without the piece ("default,-wb_cache": no kept matrices)
+  const char* base = kOld;       // INSTILL_CUDA_NEXT without the pieces (kOld ",-wb_cache": no kept matrices)
   bool swiglu_pack = false;      // the piece is lora_group with swiglu_pack
   bool accumulate = false;       // a second pass adds its gradients to the first's (gradient accumulation)
   bool norm_pack = false;        // and norm_pack on top
   bool group = true;             // the pieces with lora_group (false: swiglu_pack / norm_pack alone)
   double cpu_tol = 0;            // the bound against the CPU model, where not the default's (0)
+  bool unset = false;            // the pass with the pieces runs with INSTILL_CUDA_NEXT unset (the default has them)
 };
 
 constexpr int64_t kR = 3;
@@ -207,7 +212,7 @@ void run(const Case& cs) {
   const Tensor logits_off = ms.gpu.logits(in, false);
   const std::string with = std::string(cs.base) + (cs.group ? ",lora_group" : "") + (cs.swiglu_pack ? ",swiglu_pack" : "") +
                            (cs.norm_pack ? ",norm_pack" : "");
-  set_env("INSTILL_CUDA_NEXT", with.c_str());
+  set_env("INSTILL_CUDA_NEXT", cs.unset ? nullptr : with.c_str());
   const Pass on = pass(ms.gpu);
   const Pass again = pass(ms.gpu);  // the kept matrices from the pass before
   const int group_before_logits = cuda::fake_calls_group;
@@ -295,22 +300,24 @@ int main() {
       {"q/k/v biases (Qwen2), bf16 activations", every, true},
       {"q/k norm (Qwen3)", every, false, true},
       {"gradient checkpointing", every, false, false, 0.f, true, "0"},
-      {"no kept matrices (wb_cache off): not grouped", every, false, false, 0.f, false, "0", "default,-wb_cache"},
+      {"no kept matrices (wb_cache off): not grouped", every, false, false, 0.f, false, "0", kOldNoKept},
       {"LoRA dropout: not grouped", every, false, false, 0.1f, false, "0"},
-      {"swiglu_pack: swiglu's backward into the MLP group's packed dy (bf16 activations)", every, false, false, 0.f, false, nullptr, "default", true},
-      {"swiglu_pack, f32 activations, checkpointing", every, false, false, 0.f, true, "0", "default", true},
-      {"swiglu_pack without up's adapter: not packed", every & ~(1u << kUp), false, false, 0.f, false, "0", "default", true},
-      {"accumulated gradients (two passes), swiglu_pack", every, false, false, 0.f, false, nullptr, "default", true, true},
-      {"swiglu_pack, bf16 activations, checkpointing (h recomputed into the packed x)", every, false, false, 0.f, true, nullptr, "default", true},
-      {"swiglu_pack, bf16 activations, down without an adapter: h not packed", every & ~(1u << kDown), false, false, 0.f, false, nullptr, "default", true},
-      {"norm_pack (with swiglu_pack), bf16 activations, accumulated", every, false, false, 0.f, false, nullptr, "default", true, true, true},
-      {"norm_pack, bf16 activations, checkpointing, Qwen3 q/k norm", every, false, true, 0.f, true, nullptr, "default", true, false, true},
-      {"norm_pack, bf16 activations, q/k/v biases (Qwen2)", every, true, false, 0.f, false, nullptr, "default", true, false, true},
-      {"norm_pack, q and k only: f32 activations (a linear without an adapter), nothing packed", every & ~(1u << kV), false, false, 0.f, false, nullptr, "default", true, false, true},
+      {"swiglu_pack: swiglu's backward into the MLP group's packed dy (bf16 activations)", every, false, false, 0.f, false, nullptr, kOld, true},
+      {"swiglu_pack, f32 activations, checkpointing", every, false, false, 0.f, true, "0", kOld, true},
+      {"swiglu_pack without up's adapter: not packed", every & ~(1u << kUp), false, false, 0.f, false, "0", kOld, true},
+      {"accumulated gradients (two passes), swiglu_pack", every, false, false, 0.f, false, nullptr, kOld, true, true},
+      {"swiglu_pack, bf16 activations, checkpointing (h recomputed into the packed x)", every, false, false, 0.f, true, nullptr, kOld, true},
+      {"swiglu_pack, bf16 activations, down without an adapter: h not packed", every & ~(1u << kDown), false, false, 0.f, false, nullptr, kOld, true},
+      {"norm_pack (with swiglu_pack), bf16 activations, accumulated", every, false, false, 0.f, false, nullptr, kOld, true, true, true},
+      {"norm_pack, bf16 activations, checkpointing, Qwen3 q/k norm", every, false, true, 0.f, true, nullptr, kOld, true, false, true},
+      {"norm_pack, bf16 activations, q/k/v biases (Qwen2)", every, true, false, 0.f, false, nullptr, kOld, true, false, true},
+      {"norm_pack, q and k only: f32 activations (a linear without an adapter), nothing packed", every & ~(1u << kV), false, false, 0.f, false, nullptr, kOld, true, false, true},
       // (this configuration's own distance from the CPU model, with or without the pieces: 5.3e-2)
-      {"norm_pack, f32 activations, checkpointing, o_proj without an adapter", every & ~(1u << kO), false, false, 0.f, true, "0", "default", true, false, true, true, 8e-2},
-      {"swiglu_pack and norm_pack without lora_group (h and dres packed, no group)", every, false, false, 0.f, false, nullptr, "default", true, false, true, false},
-      {"norm_pack under LoRA dropout: not packed", every, false, false, 0.1f, false, "0", "default", true, false, true},
+      {"norm_pack, f32 activations, checkpointing, o_proj without an adapter", every & ~(1u << kO), false, false, 0.f, true, "0", kOld, true, false, true, true, 8e-2},
+      {"swiglu_pack and norm_pack without lora_group (h and dres packed, no group)", every, false, false, 0.f, false, nullptr, kOld, true, false, true, false},
+      {"norm_pack under LoRA dropout: not packed", every, false, false, 0.1f, false, "0", kOld, true, false, true},
+      {"the default (INSTILL_CUDA_NEXT unset): lora_group, swiglu_pack and norm_pack", every, false, false, 0.f, false, nullptr, kOld, true, true, true,
+       true, 0, true},
   };
   return cuda::fake::run_cases(cases, failures, run);
 }

@@ -1,4 +1,4 @@
-// INSTILL_CUDA_NEXT=lora_group on the GPU: the model's q, k, v and gate, up as one lora_group op each
+// INSTILL_CUDA_NEXT=lora_group on the GPU (promoted by run 16: on by default): the model's q, k, v and gate, up as one lora_group op each
 // (native/cuda/lora_group.cu: x packed once, one product for the members' u, one kept matrix per group, the
 // backward's g and dx one product each). A file of its own (test/cuda/common.ts says why); skipped where no GPU
 // is seen, like test/cuda.
@@ -21,7 +21,7 @@ import { LORA_TARGETS, randomModel, type Model } from '../../../src/model/model.
 import { relNorm } from '../../helpers/compare.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { hasCuda } from '../common.js';
+import { DEFAULT_BEFORE_GROUPS, hasCuda } from '../common.js';
 
 type Target = (typeof LORA_TARGETS)[number];
 
@@ -56,8 +56,8 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=lora_group', () => {
     { name: 'k, v, down (q without an adapter: dx written by it first)', config: llama, targets: ['k_proj', 'v_proj', 'down_proj'] as Target[], acts: '0' },
     { name: 'Qwen2 (q, k, v biases)', config: qwen2, targets: [...LORA_TARGETS], acts: '1' },
     { name: 'Qwen3 (q/k norm after q, k)', config: qwen3, targets: [...LORA_TARGETS], acts: '1' },
-    { name: 'no kept [W | B]s (wb_cache off): not grouped', config: llama, targets: [...LORA_TARGETS], acts: '1', next: 'default,-wb_cache' },
-  ])('$name: the per-linear pass\'s loss and gradients, and the CPU\'s', async ({ config, targets, acts, next = 'default' }) => {
+    { name: 'no kept [W | B]s (wb_cache off): not grouped', config: llama, targets: [...LORA_TARGETS], acts: '1', next: `${DEFAULT_BEFORE_GROUPS},-wb_cache` },
+  ])('$name: the per-linear pass\'s loss and gradients, and the CPU\'s', async ({ config, targets, acts, next = DEFAULT_BEFORE_GROUPS }) => {
     const mg = model(config, 'cuda', targets), mc = model(config, 'cpu', targets);
     await withEnv('INSTILL_BF16_ACTIVATIONS', acts, async () => {
       const off = await withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() => mg.lossAndGrads(batch)));
@@ -72,12 +72,21 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=lora_group', () => {
       expect(off.calls.lora_group_forward).toBeUndefined();
       expect(Math.abs(on.value.loss - off.value.loss) / off.value.loss).toBeLessThan(1e-4);
       expect(Math.abs(on.value.loss - cpu.loss) / cpu.loss).toBeLessThan(1e-2);
+      // With f32 activations the two passes differ only in the order of f32 sums: 5e-3. With bf16 activations
+      // they round to bf16 in different places (run 16: Qwen3's k_proj lora_A 5.2e-3 apart), so there the group
+      // is held to the CPU's pass: no farther from it than the per-linear pass is, x1.25 + 2e-3, and 1e-2 apart.
       let worst = 0, worstCpu = 0;
       for (const n of Object.keys(cpu.grads)) {
         const e = relNorm(on.value.grads[n], off.value.grads[n]);
+        const eCpu = relNorm(on.value.grads[n], cpu.grads[n]);
         worst = Math.max(worst, e);
-        expect(e, n).toBeLessThan(5e-3);
-        worstCpu = Math.max(worstCpu, relNorm(on.value.grads[n], cpu.grads[n]));
+        worstCpu = Math.max(worstCpu, eCpu);
+        if (acts === '1') {
+          expect(e, n).toBeLessThan(1e-2);
+          expect(eCpu, `${n} against the CPU`).toBeLessThan(1.25 * relNorm(off.value.grads[n], cpu.grads[n]) + 2e-3);
+        } else {
+          expect(e, n).toBeLessThan(5e-3);
+        }
       }
       expect(worstCpu).toBeLessThan(acts === '1' ? 1e-1 : 3e-2);
       console.log(`lora_group (${targets.join(',')}, bf16 activations ${acts}): worst grad against the per-linear pass ${worst.toExponential(2)}, against the CPU ${worstCpu.toExponential(2)}`);
@@ -97,10 +106,10 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=lora_group', () => {
         mg.setGradientCheckpointing(false);
       }
     });
-    const off = await twice('default'), on = await twice('default,lora_group');
+    const off = await twice(DEFAULT_BEFORE_GROUPS), on = await twice(`${DEFAULT_BEFORE_GROUPS},lora_group`);
     for (const n of Object.keys(off.grads)) expect(relNorm(on.grads[n], off.grads[n]), n).toBeLessThan(5e-3);
     // and accumulating really added the second pass: twice one pass's gradients
-    const once = await withEnv('INSTILL_CUDA_NEXT', 'default,lora_group', () => mg.lossAndGrads(batch));
+    const once = await withEnv('INSTILL_CUDA_NEXT', `${DEFAULT_BEFORE_GROUPS},lora_group`, () => mg.lossAndGrads(batch));
     for (const n of Object.keys(once.grads)) {
       expect(relNorm(on.grads[n], once.grads[n].map((v) => 2 * v)), n).toBeLessThan(5e-3);
     }

@@ -12,7 +12,7 @@ import { LORA_TARGETS, randomModel } from '../../../src/model/model.js';
 import { relNorm } from '../../helpers/compare.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { hasCuda } from '../common.js';
+import { DEFAULT_BEFORE_GROUPS, hasCuda } from '../common.js';
 
 const config = (hidden: number) => ({
   model_type: 'llama', hidden_size: hidden, intermediate_size: 344, num_hidden_layers: 2, num_attention_heads: 4,
@@ -22,7 +22,7 @@ const config = (hidden: number) => ({
 const T = 150;
 const ids = Array.from({ length: T }, (_, i) => (i * 37 + 11) % 301);
 const batch = { inputIds: [ids], labels: [ids] };
-const base = 'default,lora_group,swiglu_pack';
+const base = `${DEFAULT_BEFORE_GROUPS},lora_group,swiglu_pack`;
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=norm_pack', () => {
   it.each([

@@ -12,7 +12,7 @@ import { LORA_TARGETS, randomModel } from '../../../src/model/model.js';
 import { relNorm } from '../../helpers/compare.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { hasCuda } from '../common.js';
+import { DEFAULT_BEFORE_GROUPS, hasCuda } from '../common.js';
 
 const config = (intermediate: number) => ({
   model_type: 'llama', hidden_size: 200, intermediate_size: intermediate, num_hidden_layers: 2, num_attention_heads: 4,
@@ -35,8 +35,8 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=swiglu_pack', () => {
     for (const n of Object.keys(w)) if (n.includes('lora_B')) w[n] = w[n].map((_, i) => 0.05 * Math.cos(0.29 * i + n.length));
     m.setAdapterWeights(w);
     await withEnv('INSTILL_BF16_ACTIVATIONS', acts, async () => {
-      const group = await withEnv('INSTILL_CUDA_NEXT', 'default,lora_group', () => withOpProfile(() => m.lossAndGrads(batch)));
-      const packed = await withEnv('INSTILL_CUDA_NEXT', 'default,lora_group,swiglu_pack', () => withOpProfile(() => m.lossAndGrads(batch)));
+      const group = await withEnv('INSTILL_CUDA_NEXT', `${DEFAULT_BEFORE_GROUPS},lora_group`, () => withOpProfile(() => m.lossAndGrads(batch)));
+      const packed = await withEnv('INSTILL_CUDA_NEXT', `${DEFAULT_BEFORE_GROUPS},lora_group,swiglu_pack`, () => withOpProfile(() => m.lossAndGrads(batch)));
       // The same arithmetic in two kernels: the same bits unless nvcc contracted a multiply-add differently in one
       // (then a bf16 step here and there): held to 1e-3, and whether the bits matched is printed.
       expect(Math.abs(packed.value.loss - group.value.loss) / group.value.loss).toBeLessThan(1e-5);
