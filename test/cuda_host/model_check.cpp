@@ -1,6 +1,7 @@
 // The model's CUDA policy on the fake 'cuda' device (fake_backend.cpp): a bf16 Llama with LoRA on device CUDA —
-// kept [W | B]s and group matrices (prepare_wb), A below W, bf16 activations by default, lora_group under
-// INSTILL_CUDA_NEXT=lora_group — against the same model on the CPU and against itself without the piece.
+// kept [W | B]s and group matrices (prepare_wb), A below W, bf16 activations by default, lora_group (on by default
+// since run 16; each case adds it to kOld, the default before) — against the same model on the CPU and against
+// itself without the piece; one case checks that the default (INSTILL_CUDA_NEXT unset) groups and packs.
 // Checks, per case: lora_group ran where expected (and never without its kept matrices or under dropout), the
 // loss and every LoRA gradient equal the per-linear pass's up to f32 (and bf16-activation) rounding, and the
 // CPU's within bf16 tolerance; a second pass (the kept matrices reused) gives the same; checkpointing too.
