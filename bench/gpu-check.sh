@@ -131,7 +131,7 @@ gpu_tests() {  # label, log name, then env assignments for the run; the test pat
   elif [[ "$summary" != *passed* ]]; then verdict="NOTHING RAN (all skipped: no GPU seen?)"
   else verdict=PASS; fi
   note "GPU tests (test/cuda, $label): $verdict -${summary:- no summary} ($(elapsed))"
-  # which tests failed, by name (a next kernel's tests name it: "kernels: narrow", "INSTILL_CUDA_NEXT=rope_token"; from
+  # which tests failed, by name (a next kernel's tests name it: "kernels: pack_wb", "INSTILL_CUDA_NEXT=rope_token"; from
   # vitest's summary, or, where its timeout killed it before that, from the lines under each file: pieces.py --failed)
   if [[ $rc != 0 ]]; then
     python3 bench/gpu/pieces.py --failed "$log" 2>&1 | head -24 |
@@ -167,20 +167,19 @@ bench() {  # name timeout command...
 # The training step first (the target still open): PyTorch, instill by default, then the A/Bs of what waits for
 # a GPU run (native/cuda/README.md lists it; opt-in until these A/Bs and test/cuda say so), the likeliest next
 # default first, so that a tight deadline drops the smaller questions.
-# NEXT_AB picks the next kernels these A/Bs run (INSTILL_CUDA_NEXT's syntax; default all,-narrow): a second call can
+# NEXT_AB picks the next kernels these A/Bs run (INSTILL_CUDA_NEXT's syntax; default all): a second call can
 # leave out one whose tests failed, e.g. NEXT_AB=all,-flash_lean SKIP_WMMA=1 ONLY_TRAIN=1 bash bench/gpu-check.sh
 # (no fallback tests, no op benchmarks: about half the time), with no rebuild (the value is read at run time).
-# (narrow stays out by default: run 14 timed its kernels at ~2x what they replace, which only hides the others)
 if [[ -z "${NEXT_AB:-}" && -n "$FAILED_PIECES" ]]; then
-  NEXT_AB="all,-narrow,-${FAILED_PIECES//,/,-}"
+  NEXT_AB="all,-${FAILED_PIECES//,/,-}"
   while IFS= read -r why; do note "left out of the A/Bs: $why"; done < "$OUT/left-out.txt"
-  if [[ "$(tr ',' '\n' <<< "narrow,$FAILED_PIECES" | sort -u | wc -l)" -ge "$(python3 bench/gpu/pieces.py --list | sort -u | wc -l)" ]]; then
+  if [[ "$(tr ',' '\n' <<< "$FAILED_PIECES" | sort -u | wc -l)" -ge "$(python3 bench/gpu/pieces.py --list | sort -u | wc -l)" ]]; then
     note "every next piece left out: no next-kernel A/B in this call"; NEXT_ON=0
   fi
 fi
-NEXT_AB=${NEXT_AB:-all,-narrow}
+NEXT_AB=${NEXT_AB:-all}
 NEXT_LABEL="next kernels"
-[[ "$NEXT_AB" != all && "$NEXT_AB" != all,-narrow ]] && { note "next kernels in the A/Bs: INSTILL_CUDA_NEXT=$NEXT_AB"; NEXT_LABEL="next kernels $NEXT_AB"; }
+[[ "$NEXT_AB" != all ]] && { note "next kernels in the A/Bs: INSTILL_CUDA_NEXT=$NEXT_AB"; NEXT_LABEL="next kernels $NEXT_AB"; }
 # The A/B without flash_lean only where the set has it (else it would time the same set twice): flash_lean takes
 # the attention's kernels from flash_mt / flash_occ (and flash_mt the forward and dQ from flash_occ) when on
 NO_LEAN=1
@@ -193,8 +192,8 @@ bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fi
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # PIECE_AB (space-separated sets, each a comma list; default none: run 16 timed lora_group, then with swiglu_pack,
 # then with norm_pack, and promoted the three): each set whose tests passed in an A/B of its own, INSTILL_CUDA_NEXT=default,SET
-# against the default: its own gain, which the all-pieces A/B below mixes with the others' (run 14: narrow's loss
-# hid flash_lean's gain there)
+# against the default: its own gain, which the all-pieces A/B below mixes with the others' (run 14: the loss of
+# narrow, a piece since removed, hid flash_lean's gain there)
 for set in ${PIECE_AB:-}; do
   bad=""
   for piece in ${set//,/ }; do [[ ",$FAILED_PIECES," == *",$piece,"* ]] && bad="$bad $piece"; done
@@ -233,7 +232,7 @@ bench "instill lora (wmma)" 60 env INSTILL_CUBLASLT=off node bench/gpu/instill_b
 bench "torch ce" 60 python3 bench/gpu/torch_bench.py ce --out "$RES"
 bench "instill ce" 90 node bench/gpu/instill_bench.mjs ce --out "$RES"
 bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
-# the ops one by one with the next kernels (the attention forward / dQ with 32 queries a warp, the narrow LoRA products)
+# the ops one by one with the next kernels (the attention forward / dQ with 32 queries a warp)
 (( NEXT_ON )) && bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
   node bench/gpu/instill_bench.mjs ops --out "$RES"
 (( NEXT_ON && NO_LEAN )) && bench "instill ops (next kernels, no flash_lean)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_lean" INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_lean" \
@@ -242,7 +241,7 @@ bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 if [[ "${SKIP_WMMA:-0}" == 1 ]]; then note "GPU tests through the WMMA kernel: skipped (SKIP_WMMA=1)"
 else  # the verified files and the pieces that go through the GEMM (the attention pieces pick their kernels themselves)
   TEST_PATHS="test/cuda/ops.test.ts test/cuda/lora_reference.test.ts test/cuda/torch.test.ts test/cuda/train_cli.test.ts
-    test/cuda/next/narrow.test.ts test/cuda/next/pack_wb.test.ts test/cuda/next/bf16_beta.test.ts test/cuda/next/residual.test.ts" \
+    test/cuda/next/pack_wb.test.ts test/cuda/next/bf16_beta.test.ts test/cuda/next/residual.test.ts" \
     gpu_tests "GEMMs through the WMMA kernel, f32 attention kernels" wmma INSTILL_CUBLASLT=off INSTILL_CUDA_ATTENTION=simple
 fi
 # The user's command on a GPU: a 2-layer 1B-shaped step, through the CLI (exit status and its output kept)

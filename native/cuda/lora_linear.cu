@@ -41,16 +41,12 @@
 // bf16 activations (ops/lora_linear.h; the model's MLP on a GPU): a bf16 x or dy is copied into
 // its packed buffer as it is (pack_bf16 reads bf16), a bf16 y or dx is the product's D in bf16
 // (gemm.h's c16; dx += goes through f32 scratch there).
-// INSTILL_CUDA_NEXT `narrow` and `pack_wb` (kernels compiled and reviewed but not yet run on a GPU; opt-in
-// until a GPU run has tested and timed them): u, g, dA and dB on the CUDA-core kernels
-// of lora_narrow.cu instead of cuBLASLt (which runs them far below memory speed), u and
-// g writing s·u and s·g into px and pd in the same pass; [W | B] packed in one pass. A bf16 x or dy
-// (bf16 activations) is copied into its pack first and the narrow product reads it there.
+// INSTILL_CUDA_NEXT `pack_wb` (opt-in until a GPU run has tested and timed it): [W | B] packed in one pass.
 // (Tried: the packs of x and dy fused with u = x·Aᵀ and g = dy·B in one kernel.
 // In a 1B step it was no faster than the three passes — 47.1 vs 46.6 ms; a first
-// version that read the factor per warp from L2 was 3x slower — so it went.)
+// version that read the factor per warp from L2 was 3x slower — so it went. So did `narrow`, u, g, dA and dB
+// on CUDA-core kernels: removed after losing to cuBLASLt in run 14.)
 #include "cuda/gemm.h"
-#include "cuda/lora_narrow.h"
 #include "ops/add.h"
 #include "ops/lora_linear.h"
 
@@ -74,9 +70,7 @@ void copy_w_into_kept(const Tensor& w, const Tensor& wb) {
   pack_bf16(w.data(), elem_of(w), w.dim(1), 1.f, w.dim(0), w.dim(1), bf16_ptr(wb), wb.dim(1));
 }
 
-// next_kernels(Next::Narrow) (common.cuh): the narrow products of lora_narrow.cu, which also write s·u and
-// s·g into the packed buffers; next_kernels(Next::PackWB): the one-pass [W | B] pack; else the verified path
-// (gemm(), two packs).
+// next_kernels(Next::PackWB) (common.cuh): the one-pass [W | B] pack; else the verified path (gemm(), two packs).
 
 
 // An f32 frozen weight (an f32 model): every operand is f32, so the products are
@@ -130,34 +124,23 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   Tensor px = p.x_packed ? *p.x_packed : Tensor::empty({N, ldx}, DType::BF16, Device::CUDA);  // [x | s·u]
   const int64_t ldwb = round_up(IN + R, 8);  // (= ldx but where px is the caller's x_packed)
   Tensor wb = p.wb ? Tensor() : Tensor::empty({OUT, ldwb}, DType::BF16, Device::CUDA);  // [W | B], unless kept
-  const bool next = next_kernels(Next::Narrow) && !p.x_packed;
-  if (next && x.dtype() == DType::F32) {  // x packed into px, u = x·Aᵀ, and s·u into px: one pass over the f32 x
-    const OpPart part("pack x, u = x A^T, pack s u (simt)", Device::CUDA);
-    narrow_rows(NarrowRowsArgs{bf16_ptr(px), ldx, N, IN, a.data_as<float>(), IN, true, R, 1.f, p.u->data_as<float>(),
-                               bf16_ptr(px) + IN, ldx, p.scale, x.data_as<float>(), IN});
-  } else {
-    if (!p.x_packed) {
-      const OpPart part("pack x", Device::CUDA);
-      pack_bf16(x.data(), elem_of(x), IN, 1.f, N, IN, bf16_ptr(px), ldx);
+  if (!p.x_packed) {
+    const OpPart part("pack x", Device::CUDA);
+    pack_bf16(x.data(), elem_of(x), IN, 1.f, N, IN, bf16_ptr(px), ldx);
+  }
+  {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN)
+    const OpPart part("u = x A^T, pack s u", Device::CUDA);
+    GemmArgs g;
+    g.M = N; g.N = R; g.K[0] = IN;
+    g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
+    g.b[0] = operand(a, true);
+    g.c = p.u->data_as<float>(); g.ldc = R;
+    if (IN == 0) {
+      fill_bytes(g.c, Device::CUDA, 0, p.u->nbytes());
+    } else {
+      gemm(g);
     }
-    if (next) {  // a bf16 x, packed as it is: u = x·Aᵀ from px's x, s·u into px
-      const OpPart part("u = x A^T, pack s u (simt)", Device::CUDA);
-      narrow_rows(NarrowRowsArgs{bf16_ptr(px), ldx, N, IN, a.data_as<float>(), IN, true, R, 1.f, p.u->data_as<float>(),
-                                 bf16_ptr(px) + IN, ldx, p.scale});
-    } else {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN)
-      const OpPart part("u = x A^T, pack s u", Device::CUDA);
-      GemmArgs g;
-      g.M = N; g.N = R; g.K[0] = IN;
-      g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
-      g.b[0] = operand(a, true);
-      g.c = p.u->data_as<float>(); g.ldc = R;
-      if (IN == 0) {
-        fill_bytes(g.c, Device::CUDA, 0, p.u->nbytes());
-      } else {
-        gemm(g);
-      }
-      pack_bf16(p.u->data(), Elem::F32, R, p.scale, N, R, bf16_ptr(px) + IN, ldx);
-    }
+    pack_bf16(p.u->data(), Elem::F32, R, p.scale, N, R, bf16_ptr(px) + IN, ldx);
   }
   // [W | B]: the caller's kept one (p.wb: W already in it, or copied in now; B written each call), else a copy
   // of W made here
@@ -227,36 +210,25 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   const int64_t ldd = p.dy_packed ? p.dy_packed->dim(1) : round_up(OUT + R, 8);
   Tensor pd = p.dy_packed ? *p.dy_packed : Tensor::empty({N, ldd}, DType::BF16, Device::CUDA);
   Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);  // g = dy·B
-  const bool next = next_kernels(Next::Narrow) && !p.x_packed && !p.dy_packed;
-  if (next && dy.dtype() == DType::F32) {  // dy packed into pd, g = dy·B, and s·g into pd when dx is wanted: one pass
-    const OpPart part("pack dy, g = dy B, pack s g (simt)", Device::CUDA);
-    narrow_rows(NarrowRowsArgs{bf16_ptr(pd), ldd, N, OUT, b.data_as<float>(), R, false, R, 1.f, gt.data_as<float>(),
-                               p.dx ? bf16_ptr(pd) + OUT : nullptr, ldd, p.scale, dy.data_as<float>(), OUT});
-  } else {
-    if (!p.dy_packed) {
-      const OpPart part("pack dy", Device::CUDA);
-      pack_bf16(dy.data(), elem_of(dy), OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
-    }
-    if (next) {  // a bf16 dy, packed as it is: g = dy·B from pd's dy (and s·g into pd)
-      const OpPart part("g = dy B, pack s g (simt)", Device::CUDA);
-      narrow_rows(NarrowRowsArgs{bf16_ptr(pd), ldd, N, OUT, b.data_as<float>(), R, false, R, 1.f, gt.data_as<float>(),
-                                 p.dx ? bf16_ptr(pd) + OUT : nullptr, ldd, p.scale});
+  if (!p.dy_packed) {
+    const OpPart part("pack dy", Device::CUDA);
+    pack_bf16(dy.data(), elem_of(dy), OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
+  }
+  {  // g (N, R) = dy (N, OUT) · B
+    const OpPart part("g = dy B", Device::CUDA);
+    GemmArgs g;
+    g.M = N; g.N = R; g.K[0] = OUT;
+    g.a[0] = bf16_operand(bf16_ptr(pd), ldd, false);
+    g.b[0] = operand(b, false);  // B stored (OUT, R) = (K, N)
+    g.c = gt.data_as<float>(); g.ldc = R;
+    if (OUT == 0) {
+      fill_bytes(g.c, Device::CUDA, 0, gt.nbytes());
     } else {
-      const OpPart part("g = dy B", Device::CUDA);
-      GemmArgs g;
-      g.M = N; g.N = R; g.K[0] = OUT;
-      g.a[0] = bf16_operand(bf16_ptr(pd), ldd, false);
-      g.b[0] = operand(b, false);  // B stored (OUT, R) = (K, N)
-      g.c = gt.data_as<float>(); g.ldc = R;
-      if (OUT == 0) {
-        fill_bytes(g.c, Device::CUDA, 0, gt.nbytes());
-      } else {
-        gemm(g);
-      }
+      gemm(g);
     }
   }
   if (p.dx) {  // dx (N, IN) = [dy | s·g] · [W ; A],  W stored (OUT, IN), A stored (R, IN)
-    if (!next) {
+    {
       const OpPart part("pack s g", Device::CUDA);
       pack_bf16(gt.data(), Elem::F32, R, p.scale, N, R, bf16_ptr(pd) + OUT, ldd);
     }
@@ -288,17 +260,6 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     set_c(g, *p.dx, IN);
     g.beta = p.accumulate_dx ? 1.f : 0.f;  // += : the model sums q, k, v's dx (gate and up's) here
     gemm(g);
-  }
-  if (next) {  // dA (R, IN) = s·gᵀ·x on x as it lies (f32 or bf16); dB (OUT, R) = s·dyᵀ·u from pd's dy and f32 u
-    {
-      const OpPart part("dA = s g^T x (simt)", Device::CUDA);
-      narrow_cols(NarrowColsArgs{gt.data_as<float>(), N, R, x.data(), elem_of(x), IN, IN, p.scale, beta,
-                                 p.da->data_as<float>(), false});
-    }
-    const OpPart part("dB = s dy^T u (simt)", Device::CUDA);
-    narrow_cols(NarrowColsArgs{u.data_as<float>(), N, R, pd.data(), Elem::BF16, ldd, OUT, p.scale, beta,
-                               p.db->data_as<float>(), true});
-    return;
   }
   {  // dA (R, IN) = s·gᵀ·x: both operands f32, so TF32 on x as it lies (gemm.h) — a bf16 copy of x
      // made for this one product cost more (1.6 ms a 1B step) than the wider reads. With a bf16 x (bf16

@@ -15,7 +15,6 @@
 namespace instill {
 
 enum class Next {
-  Narrow,     // "narrow": lora_narrow.cu's u, g, dA, dB on the CUDA cores, writing s·u, s·g into the packs
   PackWB,     // "pack_wb": [W | B] (and A below W) in one pass (bf16_pack.cu)
   FlashMT,    // "flash_mt": the D = 64 flash forward and dQ kernels with two m-tiles a warp
   RopeToken,  // "rope_token": rope's cos, sin once per token (f32 activations; bf16 ones always use it)

@@ -54,12 +54,12 @@ describe('bench/gpu/pieces.py', () => {
     expect(pieces(log([], []))).toEqual([]);
     const got = pieces(log([
       'test/cuda/next/flash_lean.test.ts > INSTILL_CUDA_NEXT=flash_lean > lean flash kernels against the verified ones and the CPU: [ 0, 13, 50 ]',
-      'test/cuda/ops.test.ts > kernels: narrow > lora_linear forward and backward',
+      'test/cuda/ops.test.ts > kernels: pack_wb > lora_linear forward and backward',
       'test/cuda/ops.test.ts > kernels: verified > rmsnorm',  // the default path: names no piece
     ], ['test/cuda/next/stored_ds.test.ts', 'test/cuda/lora_reference.test.ts']));
     expect(got).toEqual([
       'flash_lean: a failed test names it',
-      'narrow: a failed test names it',
+      'pack_wb: a failed test names it',
       'stored_ds: its tests (test/cuda/next/stored_ds.test.ts) did not finish',
       'wb_cache: its tests (test/cuda/lora_reference.test.ts) did not finish',
     ]);
@@ -67,17 +67,17 @@ describe('bench/gpu/pieces.py', () => {
 
   it('after a timeout (no summary): the failed tests from the lines under their files, and the pieces they name', () => {
     const failed = [
-      'test/cuda/next/narrow.test.ts > INSTILL_CUDA_NEXT=narrow > loraLinear N=37',
+      'test/cuda/next/pack_wb.test.ts > INSTILL_CUDA_NEXT=pack_wb > loraLinear N=37',
       'test/cuda/lora_reference.test.ts > GPU model > a bf16 model keeping its [W | B] (INSTILL_CUDA_NEXT=wb_cache): the bits',
     ];
     const path = log(failed, ['test/cuda/next/flash_lean.test.ts'], false);
     expect(pieces('--failed', path)).toEqual([
-      'test/cuda/next/narrow.test.ts > loraLinear N=37',
+      'test/cuda/next/pack_wb.test.ts > loraLinear N=37',
       'test/cuda/lora_reference.test.ts > a bf16 model keeping its [W | B] (INSTILL_CUDA_NEXT=wb_cache): the bits',
     ]);
     expect(pieces(path)).toEqual([
       'flash_lean: its tests (test/cuda/next/flash_lean.test.ts) did not finish',
-      'narrow: a failed test names it',
+      'pack_wb: a failed test names it',
       'wb_cache: a failed test names it',
     ]);
     // with the summary, its full names (describe included) instead

@@ -15,7 +15,6 @@
 #include <string>
 
 #include "cuda/gemm.h"
-#include "cuda/lora_narrow.h"
 #include "ops/add.h"
 #include "runtime/device.h"
 #include "runtime/dtype.h"
@@ -130,9 +129,6 @@ void pack_wb(const void* w, Elem we, int64_t in, const float* b, int64_t R, int6
   pack_bf16(b, Elem::F32, R, 1.f, out, R, dst + in, ldd);
   if (a) pack_bf16(a, Elem::F32, in, 1.f, R, in, a16, in);
 }
-
-void narrow_rows(const NarrowRowsArgs&) { fail(ErrorCode::Unsupported, "fake device: no narrow_rows (INSTILL_CUDA_NEXT=narrow)"); }
-void narrow_cols(const NarrowColsArgs&) { fail(ErrorCode::Unsupported, "fake device: no narrow_cols (INSTILL_CUDA_NEXT=narrow)"); }
 
 void add(const AddArgs& p) {  // f32 or bf16 elementwise, out may alias a or b
   const int64_t n = p.out->numel();

@@ -68,7 +68,7 @@ describe('runtime', () => {
   });
 
   it('INSTILL_CUDA_NEXT turns on what waits for a GPU run, by name: all, a list, -name leaves one out, none, default (the promoted), unknown is E_ARG', () => {
-    const all = ['narrow', 'pack_wb', 'flash_mt', 'rope_token', 'attn_prep', 'residual', 'wb_cache', 'flash_occ', 'bf16_beta', 'stored_ds', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack'];
+    const all = ['pack_wb', 'flash_mt', 'rope_token', 'attn_prep', 'residual', 'wb_cache', 'flash_occ', 'bf16_beta', 'stored_ds', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack'];
     const saved = process.env.INSTILL_CUDA_NEXT;
     const withNext = (v: string | undefined) => {
       if (v === undefined) delete process.env.INSTILL_CUDA_NEXT;
@@ -82,18 +82,18 @@ describe('runtime', () => {
       expect(withNext('')).toEqual(promoted);
       expect(withNext('default')).toEqual(promoted);
       expect(withNext('none')).toEqual([]);
-      expect(withNext('none,narrow')).toEqual(['narrow']);
-      expect(withNext('narrow,none')).toEqual([]);  // left to right
-      expect(withNext('default,narrow')).toEqual(all.filter((n) => n === 'narrow' || promoted.includes(n)));
+      expect(withNext('none,pack_wb')).toEqual(['pack_wb']);
+      expect(withNext('pack_wb,none')).toEqual([]);  // left to right
+      expect(withNext('default,pack_wb')).toEqual(all.filter((n) => n === 'pack_wb' || promoted.includes(n)));
       expect(() => withNext('-default')).toThrow(expect.objectContaining({ code: 'E_ARG' }));
       expect(() => withNext('-none')).toThrow(expect.objectContaining({ code: 'E_ARG' }));
       expect(withNext('1')).toEqual(all);
       expect(withNext('all')).toEqual(all);
-      expect(withNext('rope_token,narrow')).toEqual(['narrow', 'rope_token']);  // in their fixed order
+      expect(withNext('rope_token,pack_wb')).toEqual(['pack_wb', 'rope_token']);  // in their fixed order
       expect(withNext('all,-flash_mt,-wb_cache')).toEqual(all.filter((n) => n !== 'flash_mt' && n !== 'wb_cache'));
-      expect(withNext('narrow,,')).toEqual(['narrow']);
-      expect(() => withNext('narow')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'narow'") }));
-      expect(() => withNext('narow')).toThrow(expect.objectContaining({ code: 'E_ARG' }));  // again: a bad value is not kept
+      expect(withNext('pack_wb,,')).toEqual(['pack_wb']);
+      expect(() => withNext('pack_bw')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'pack_bw'") }));
+      expect(() => withNext('pack_bw')).toThrow(expect.objectContaining({ code: 'E_ARG' }));  // again: a bad value is not kept
       expect(withNext('residual')).toEqual(['residual']);
     } finally {
       withNext(saved);
