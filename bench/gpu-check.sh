@@ -190,17 +190,28 @@ case ",$NEXT_AB," in
 esac
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-# PIECE_AB (space-separated sets, each a comma list; default none: run 16 timed lora_group, then with swiglu_pack,
-# then with norm_pack, and promoted the three): each set whose tests passed in an A/B of its own, INSTILL_CUDA_NEXT=default,SET
+# PIECE_AB (space-separated sets, each a comma list; default split_k, new in stop 19; run 16 timed lora_group, then
+# with swiglu_pack, then with norm_pack, and promoted the three): each set whose tests passed in an A/B of its own, INSTILL_CUDA_NEXT=default,SET
 # against the default: its own gain, which the all-pieces A/B below mixes with the others' (run 14: the loss of
 # narrow, a piece since removed, hid flash_lean's gain there)
-for set in ${PIECE_AB:-}; do
+for set in ${PIECE_AB-split_k}; do
   bad=""
   for piece in ${set//,/ }; do [[ ",$FAILED_PIECES," == *",$piece,"* ]] && bad="$bad $piece"; done
   if [[ "$SWEEP_SKIP" == all || -n "$bad" ]]; then note "A/B of default,$set: skipped (tests failed or did not run:${bad:- unknown})"; continue; fi
   bench "instill train step (default,$set)" 150 env INSTILL_CUDA_NEXT="default,$set" INSTILL_BENCH_VARIANT="default,$set" \
     node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 done
+# cuBLASLt tuned (INSTILL_CUBLASLT_TUNE=on: each product key's first call times the heuristic's first 8 algorithms and
+# split-K variants of its first two): the step against the default, and, from its verbose log, each key's time with
+# the heuristic's pick and with the one kept (bench/gpu/tuned.py: $OUT/tuned.md; split_k's rule is a guess at the same)
+if t=$(step_time "bench instill train step (cuBLASLt tuned)" 150); then
+  if timeout "$t" env INSTILL_CUBLASLT_TUNE=on INSTILL_CUBLASLT_VERBOSE=1 INSTILL_BENCH_VARIANT="cuBLASLt tuned, split-K candidates" \
+      node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES" > "$OUT/tuned.log" 2>&1; then
+    echo "  instill train step (cuBLASLt tuned) ok ($(elapsed))"
+  else note "bench instill train step (cuBLASLt tuned): FAILED or timed out (rc=$?; tuned.log)"; fi
+  python3 bench/gpu/tuned.py "$OUT/tuned.log" --top 12 > "$OUT/tuned.md" 2>&1
+  note "cuBLASLt tuning (tuned.md): $(tail -1 "$OUT/tuned.md")"
+fi
 # INSTILL_CUDA_NEXT=$NEXT_AB (the next kernels), with the default bf16 activations
 (( NEXT_ON )) && bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 (( NEXT_ON && NO_LEAN )) && bench "instill train step (next kernels, no flash_lean)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_lean" \

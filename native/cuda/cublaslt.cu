@@ -37,9 +37,9 @@
 // Tuning (opt-in): the heuristic's first algorithm is often not the fastest for
 // the narrow products of LoRA (N or M = r = 16, K up to 8192: split-K or not).
 // With INSTILL_CUBLASLT_TUNE=N (1..32; "on" = 8), a key's first call times each
-// of the heuristic's first N algorithms on the call's own operands, writing into
-// scratch (never C), and keeps the fastest (what PyTorch's TunableOp does for its
-// GEMMs). That first call waits for the GPU once; later calls of the key do not.
+// of the heuristic's first N algorithms on the call's own operands, and split-K
+// variants of its first two (add_split_k), writing into scratch (never C), and
+// keeps the fastest (what PyTorch's TunableOp does for its GEMMs). That first call waits for the GPU once; later calls of the key do not.
 // Off by default, because which algorithm wins differs between processes (timing
 // noise), and with it the order of the f32 sums: a resumed training run then
 // drifts from the uninterrupted one (7% in one LoRA factor after 28 steps of the
@@ -56,6 +56,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -95,6 +96,13 @@ constexpr size_t kWorkspaceBytes = 32u << 20;
 constexpr int kTuneOn = 8;  // heuristic results timed on a key's first call with INSTILL_CUBLASLT_TUNE=on
 constexpr int kTuneMax = 32;
 constexpr int kTuneReps = 3;        // timed runs per candidate, after one untimed
+// Split-K variants for tuning (cublasLtMatmulAlgoConfigAttributes_t, ...CapAttributes_t, cublasLtReductionScheme_t):
+constexpr int kConfigSplitK = 2, kConfigReduction = 3;  // CUBLASLT_ALGO_CONFIG_SPLITK_NUM, _REDUCTION_SCHEME (uint32)
+constexpr int kCapSplitK = 0, kCapReductionMask = 1;    // CUBLASLT_ALGO_CAP_SPLITK_SUPPORT (int32), _REDUCTION_SCHEME_MASK (uint32)
+constexpr uint32_t kReductionComputeType = 2;           // CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE: f32 partials in the workspace
+constexpr uint32_t kSplits[] = {2, 4, 8, 16};
+constexpr int kSplitBases = 2;           // the heuristic's first this many algorithms get split-K variants
+constexpr int64_t kMinSplitK = 256;      // no variant leaves a split with less K than this
 
 struct Api {
   Status (*create)(Handle*);
@@ -109,6 +117,11 @@ struct Api {
   Status (*heuristic)(Handle, Desc, Layout, Layout, Layout, Layout, Pref, int, Heuristic*, int*);
   Status (*matmul)(Handle, Desc, const void*, const void*, Layout, const void*, Layout, const void*, const void*, Layout,
                    void*, Layout, const Algo*, void*, size_t, cudaStream_t);
+  // Optional (tuning's split-K variants; null where the library lacks them):
+  Status (*cap_get)(const Algo*, int, void*, size_t, size_t*) = nullptr;
+  Status (*config_get)(const Algo*, int, void*, size_t, size_t*) = nullptr;
+  Status (*config_set)(Algo*, int, const void*, size_t) = nullptr;
+  Status (*check)(Handle, Desc, Layout, Layout, Layout, Layout, const Algo*, Heuristic*) = nullptr;
   Handle handle = nullptr;
   void* workspace = nullptr;
   bool ok = false;
@@ -177,6 +190,12 @@ Api& api() {
     sym(a.pref_destroy, "cublasLtMatmulPreferenceDestroy");
     sym(a.heuristic, "cublasLtMatmulAlgoGetHeuristic");
     sym(a.matmul, "cublasLtMatmul");
+    if (ok) {  // optional entry points: their absence only means no split-K variants when tuning
+      a.cap_get = reinterpret_cast<decltype(a.cap_get)>(dlsym(lib, "cublasLtMatmulAlgoCapGetAttribute"));
+      a.config_get = reinterpret_cast<decltype(a.config_get)>(dlsym(lib, "cublasLtMatmulAlgoConfigGetAttribute"));
+      a.config_set = reinterpret_cast<decltype(a.config_set)>(dlsym(lib, "cublasLtMatmulAlgoConfigSetAttribute"));
+      a.check = reinterpret_cast<decltype(a.check)>(dlsym(lib, "cublasLtMatmulAlgoCheck"));
+    }
     if (ok && a.create(&a.handle) != 0) {
       ok = false;
       tried += "; cublasLtCreate failed";
@@ -280,7 +299,7 @@ int log2_of(uint32_t v) {
 // work, so one plan serves every later call of the same key.
 struct PlanKey {
   int64_t m, n, k, lda, ldb, ldc;
-  uint32_t flags;  // bit 0/1: A/B k_contig, 2: alpha != 1, 3: beta != 0, 4: bias, 5: TF32, 6: bf16 C; bytes 1..3: log2 alignment A, B, C
+  uint32_t flags;  // bit 0/1: A/B k_contig, 2: alpha != 1, 3: beta != 0, 4: bias, 5: TF32, 6: bf16 C, 7: split_k; bytes 1..3: log2 alignment A, B, C
   bool operator==(const PlanKey& o) const {
     return m == o.m && n == o.n && k == o.k && lda == o.lda && ldb == o.ldb && ldc == o.ldc && flags == o.flags;
   }
@@ -303,7 +322,8 @@ struct Plan {
   Algo algo{};
   bool ok = false;             // false: no algorithm (cached too, so the WMMA kernel is chosen at once)
   bool bias_epilogue = false;  // bias added by cuBLASLt's epilogue, else by add_bias_kernel
-  std::vector<Algo> candidates;  // the heuristic's first few, best first; emptied once tuned
+  std::vector<Algo> candidates;  // the heuristic's first few, best first, then split-K variants; emptied once tuned
+  std::vector<uint32_t> splits;  // each candidate's K splits (1: as the heuristic gave it)
 };
 
 constexpr size_t kMaxPlans = 512;  // distinct shapes of a run are a few dozen; past this the cache starts over
@@ -338,11 +358,75 @@ int tune_candidates() {
   return n;
 }
 
+// Tuning also times split-K variants of the heuristic's first kSplitBases algorithms: the same algorithm with its K
+// cut into 2, 4, 8 or 16 parts whose f32 partials cuBLASLt sums in its workspace (kept where cublasLtMatmulAlgoCheck
+// accepts it within kWorkspaceBytes, and each part keeps K >= kMinSplitK). LoRA's narrow products have outputs of
+// 2048 x 48 or 48 x 2048 over K = 2048..16384: a few tiles for 132 SMs unless K is split, and run 16 timed them at
+// 13-30 us a call where their bytes take 2.5-20. Whether the heuristic's pick already splits (then its variants add
+// nothing) is what INSTILL_CUBLASLT_VERBOSE=1 prints for each tuned key.
+// base with its K cut into s parts (f32 partials reduced in the workspace) into out, where the algorithm can split
+// K, sum in f32, and cublasLtMatmulAlgoCheck accepts it for this plan within kWorkspaceBytes.
+bool split_variant(Api& a, const Plan& p, const Algo& base, uint32_t s, Algo& out) {
+  if (!a.cap_get || !a.config_set || !a.check) return false;
+  int32_t support = 0;
+  uint32_t schemes = 0;
+  size_t n = 0;
+  if (a.cap_get(&base, kCapSplitK, &support, sizeof(support), &n) != 0 || support == 0) return false;
+  if (a.cap_get(&base, kCapReductionMask, &schemes, sizeof(schemes), &n) != 0 || (schemes & kReductionComputeType) == 0)
+    return false;
+  out = base;
+  const uint32_t scheme = kReductionComputeType;
+  if (a.config_set(&out, kConfigSplitK, &s, sizeof(s)) != 0 || a.config_set(&out, kConfigReduction, &scheme, sizeof(scheme)) != 0)
+    return false;
+  Heuristic r{};
+  return a.check(a.handle, p.desc, p.la, p.lb, p.lc, p.lc, &out, &r) == 0 && r.workspace_size <= kWorkspaceBytes;
+}
+
+// An algorithm's split of K (1 where it does not say).
+uint32_t split_of(Api& a, const Algo& algo) {
+  uint32_t s = 1;
+  size_t n = 0;
+  if (!a.config_get || a.config_get(&algo, kConfigSplitK, &s, sizeof(s), &n) != 0 || s == 0) return 1;
+  return s;
+}
+
+void add_split_k(Api& a, Plan& p, const Heuristic* h, int found, int64_t K) {
+  for (int i = 0; i < std::min(found, kSplitBases); ++i) {
+    const uint32_t have = split_of(a, h[i].algo);
+    for (uint32_t s : kSplits) {
+      Algo v;
+      if (s == have || K / s < kMinSplitK || !split_variant(a, p, h[i].algo, s, v)) continue;
+      p.candidates.push_back(v);
+      p.splits.push_back(s);
+    }
+  }
+}
+
+// INSTILL_CUDA_NEXT `split_k` (waiting for a GPU run): without tuning, a product whose output is too few tiles to
+// fill the GPU (estimated as 128 x 128 tiles) and whose heuristic pick does not split K gets that pick with K cut
+// into S parts: the largest power of two up to 16 with tiles x S <= the SMs and K / S >= kMinSplitK (LoRA's
+// u = x A^T at 2048 x 48 over K 2048: 16 tiles, S 8). Decided by the shape alone, so a run is reproducible.
+uint32_t split_rule(int64_t M, int64_t N, int64_t K) {
+  static const int sms = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return v;
+  }();
+  const int64_t tiles = ((M + 127) / 128) * ((N + 127) / 128);
+  uint32_t s = 1;
+  while (s < kSplits[std::size(kSplits) - 1] && tiles * (2 * s) <= sms && K / (2 * s) >= kMinSplitK) s *= 2;
+  return s;
+}
+
 // Column-major view: D (N × M, ld = ldc) = opA(cuA) · opB(cuB) with cuA = our B side, cuB = our A side.
 //   cuA: B side stored k-contiguous → (N rows of K) = col-major (K × N), needs T; else col-major (N × K), N.
 //   cuB: A side stored k-contiguous → (M rows of K) = col-major (K × M), N;   else col-major (M × K), T.
 // bias (per column n of our C) is per row of D: what CUBLASLT_EPILOGUE_BIAS adds.
-Plan make_plan(Api& a, const GemmArgs& g, const Side& A, const Side& B, const uint32_t align[3], bool bias_epilogue) {
+Plan make_plan(Api& a, const GemmArgs& g, const Side& A, const Side& B, const uint32_t align[3], bool bias_epilogue,
+               bool split_k) {
   const int64_t K = g.K[0] + g.K[1];
   const int opA = B.k_contig ? kOpT : kOpN, opB = A.k_contig ? kOpN : kOpT;
   const uint64_t a_rows = B.k_contig ? K : g.N, a_cols = B.k_contig ? g.N : K;
@@ -384,8 +468,22 @@ Plan make_plan(Api& a, const GemmArgs& g, const Side& A, const Side& B, const ui
     return p;
   }
   p.algo = h[0].algo;
-  if (found > 1)
-    for (int i = 0; i < found; ++i) p.candidates.push_back(h[i].algo);
+  if (split_k && asked == 1) {
+    const uint32_t s = split_rule(g.M, g.N, K);
+    Algo v;
+    if (s > 1 && split_of(a, h[0].algo) == 1 && split_variant(a, p, h[0].algo, s, v)) p.algo = v;
+  }
+  if (asked > 1) {
+    for (int i = 0; i < found; ++i) {
+      p.candidates.push_back(h[i].algo);
+      p.splits.push_back(split_of(a, h[i].algo));
+    }
+    add_split_k(a, p, h, found, K);
+    if (p.candidates.size() < 2) {  // one candidate: nothing to time
+      p.candidates.clear();
+      p.splits.clear();
+    }
+  }
   p.ok = true;
   return p;
 }
@@ -395,7 +493,9 @@ Plan make_plan(Api& a, const GemmArgs& g, const Side& A, const Side& B, const ui
 // fails to run is skipped. Waits for the GPU (once per key).
 void tune(Api& a, Plan& plan, const GemmArgs& g, const void* pa, const void* pb) {
   std::vector<Algo> cands;
+  std::vector<uint32_t> splits;
   cands.swap(plan.candidates);
+  splits.swap(plan.splits);
   Tensor scratch = Tensor::empty({(g.M - 1) * g.ldc + g.N}, g.c16 ? DType::BF16 : DType::F32, Device::CUDA);
   fill_bytes(scratch.data(), Device::CUDA, 0, scratch.nbytes());
   void* c = scratch.data();
@@ -429,10 +529,12 @@ void tune(Api& a, Plan& plan, const GemmArgs& g, const void* pa, const void* pb)
   cudaEventDestroy(ev[1]);
   if (best >= 0) plan.algo = cands[static_cast<size_t>(best)];
   if (std::getenv("INSTILL_CUBLASLT_VERBOSE"))
-    std::fprintf(stderr, "instill: cuBLASLt tuned M %lld N %lld K %lld%s: %zu algorithms, heuristic's first %.1f us, chose #%d %.1f us\n",
+    std::fprintf(stderr,
+                 "instill: cuBLASLt tuned M %lld N %lld K %lld%s: %zu algorithms, heuristic's first %.1f us (split-K %u), "
+                 "chose #%d %.1f us (split-K %u)\n",
                  static_cast<long long>(g.M), static_cast<long long>(g.N), static_cast<long long>(g.K[0] + g.K[1]),
-                 all_f32(g) ? " (tf32)" : "", cands.size(), 1e3 * first_ms / kTuneReps, best,
-                 1e3 * best_ms / kTuneReps);
+                 all_f32(g) ? " (tf32)" : "", cands.size(), 1e3 * first_ms / kTuneReps, splits.empty() ? 1u : splits[0],
+                 best, 1e3 * best_ms / kTuneReps, best >= 0 && static_cast<size_t>(best) < splits.size() ? splits[best] : 1u);
 }
 
 // C[m·ldc + n] += bias[n]: rows on grid.y, columns on threads (no per-element division).
@@ -464,9 +566,11 @@ bool gemm_cublaslt(const GemmArgs& g) {
   const void* const c_read = g.c_in && !g.c16 ? static_cast<const void*>(g.c_in) : c;
   const uint32_t align[3] = {A.pack ? 256u : alignment_of(A.p), B.pack ? 256u : alignment_of(B.p),
                              std::min(alignment_of(c), alignment_of(c_read))};
+  const bool split_k = next_kernels(Next::SplitK);  // read per call, so a plan made under it is its own key
   PlanKey key{g.M, g.N, K, A.ld, B.ld, g.ldc,
               (A.k_contig ? 1u : 0u) | (B.k_contig ? 2u : 0u) | (g.alpha != 1.f ? 4u : 0u) | (g.beta != 0.f ? 8u : 0u) |
-                  (g.bias ? 16u : 0u) | (A.f32 ? 32u : 0u) | (g.c16 ? 64u : 0u) | static_cast<uint32_t>(log2_of(align[0])) << 8 |
+                  (g.bias ? 16u : 0u) | (A.f32 ? 32u : 0u) | (g.c16 ? 64u : 0u) | (split_k ? 128u : 0u) |
+                  static_cast<uint32_t>(log2_of(align[0])) << 8 |
                   static_cast<uint32_t>(log2_of(align[1])) << 16 | static_cast<uint32_t>(log2_of(align[2])) << 24};
 
   PlanCache& cache = plan_cache();
@@ -478,8 +582,8 @@ bool gemm_cublaslt(const GemmArgs& g) {
       cache.plans.clear();
     }
     Plan p;
-    if (g.bias) p = make_plan(a, g, A, B, align, true);
-    if (!p.ok) p = make_plan(a, g, A, B, align, false);  // no bias, or no algorithm with the bias epilogue
+    if (g.bias) p = make_plan(a, g, A, B, align, true, split_k);
+    if (!p.ok) p = make_plan(a, g, A, B, align, false, split_k);  // no bias, or no algorithm with the bias epilogue
     it = cache.plans.emplace(key, p).first;
   }
   Plan& plan = it->second;

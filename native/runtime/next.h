@@ -29,6 +29,7 @@ enum class Next {
   SwigluPack,  // "swiglu_pack": with lora_group, swiglu's backward writes dgate, dup into the group's packed dy
   NormPack,    // "norm_pack": the norms write xn1, xn2 into the groups' packed x (with lora_group) and the residual
                // gradient's bf16 copy into o/down's packed dy
+  SplitK,      // "split_k": products of a few output tiles run the heuristic's algorithm with K split (cublaslt.cu)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).
