@@ -33,13 +33,14 @@
 // (the GPU tests NaN-poison outputs; they passed on an H200).
 // Descriptors, layouts and the heuristic's algorithm are cached per product key
 // (shape, transpositions, leading dimensions, alpha != 1, beta != 0, bias,
-// pointer alignment), so a repeated shape costs one cublasLtMatmul call.
-// Tuning (opt-in): the heuristic's first algorithm is often not the fastest for
-// the narrow products of LoRA (N or M = r = 16, K up to 8192: split-K or not).
-// With INSTILL_CUBLASLT_TUNE=N (1..32; "on" = 8), a key's first call times each
-// of the heuristic's first N algorithms on the call's own operands, and split-K
-// variants of its first two (add_split_k), writing into scratch (never C), and
-// keeps the fastest (what PyTorch's TunableOp does for its GEMMs). That first call waits for the GPU once; later calls of the key do not.
+// pointer alignment, INSTILL_CUDA_NEXT's split_k), so a repeated shape costs one
+// cublasLtMatmul call. Tuning (opt-in): the heuristic's first algorithm is often
+// not the fastest for the narrow products of LoRA (N or M = r = 16, K up to
+// 8192: split-K or not). With INSTILL_CUBLASLT_TUNE=N (1..32; "on" = 8), a key's
+// first call times each of the heuristic's first N algorithms on the call's own
+// operands, and split-K variants of its first two (add_split_k), writing into
+// scratch (never C), and keeps the fastest (what PyTorch's TunableOp does for its
+// GEMMs). That first call waits for the GPU once; later calls of the key do not.
 // Off by default, because which algorithm wins differs between processes (timing
 // noise), and with it the order of the f32 sums: a resumed training run then
 // drifts from the uninterrupted one (7% in one LoRA factor after 28 steps of the
@@ -97,8 +98,9 @@ constexpr int kTuneOn = 8;  // heuristic results timed on a key's first call wit
 constexpr int kTuneMax = 32;
 constexpr int kTuneReps = 3;        // timed runs per candidate, after one untimed
 // Split-K variants for tuning (cublasLtMatmulAlgoConfigAttributes_t, ...CapAttributes_t, cublasLtReductionScheme_t):
-constexpr int kConfigSplitK = 2, kConfigReduction = 3;  // CUBLASLT_ALGO_CONFIG_SPLITK_NUM, _REDUCTION_SCHEME (uint32)
+constexpr int kConfigSplitK = 2, kConfigReduction = 3;  // CUBLASLT_ALGO_CONFIG_SPLITK_NUM, _REDUCTION_SCHEME (4 bytes)
 constexpr int kCapSplitK = 0, kCapReductionMask = 1;    // CUBLASLT_ALGO_CAP_SPLITK_SUPPORT (int32), _REDUCTION_SCHEME_MASK (uint32)
+constexpr int kCapMinAlignA = 16;                       // CUBLASLT_ALGO_CAP_MIN_ALIGNMENT_{A,B,C,D}_BYTES = 16..19 (uint32)
 constexpr uint32_t kReductionComputeType = 2;           // CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE: f32 partials in the workspace
 constexpr uint32_t kSplits[] = {2, 4, 8, 16};
 constexpr int kSplitBases = 2;           // the heuristic's first this many algorithms get split-K variants
@@ -206,7 +208,9 @@ Api& api() {
       tried += "; no memory for the workspace";
     }
     a.ok = ok;
-    if (verbose) std::fprintf(stderr, "instill: cuBLASLt %s (%s)\n", ok ? "in use" : "not used", tried.c_str());
+    if (verbose)
+      std::fprintf(stderr, "instill: cuBLASLt %s (%s)%s\n", ok ? "in use" : "not used", tried.c_str(),
+                   ok && !(a.cap_get && a.config_get && a.config_set && a.check) ? "; no split-K entry points" : "");
   });
   return a;
 }
@@ -364,10 +368,13 @@ int tune_candidates() {
 // 2048 x 48 or 48 x 2048 over K = 2048..16384: a few tiles for 132 SMs unless K is split, and run 16 timed them at
 // 13-30 us a call where their bytes take 2.5-20. Whether the heuristic's pick already splits (then its variants add
 // nothing) is what INSTILL_CUBLASLT_VERBOSE=1 prints for each tuned key.
+
 // base with its K cut into s parts (f32 partials reduced in the workspace) into out, where the algorithm can split
-// K, sum in f32, and cublasLtMatmulAlgoCheck accepts it for this plan within kWorkspaceBytes.
-bool split_variant(Api& a, const Plan& p, const Algo& base, uint32_t s, Algo& out) {
-  if (!a.cap_get || !a.config_set || !a.check) return false;
+// K, sum in f32, and cublasLtMatmulAlgoCheck accepts it for this plan within kWorkspaceBytes. The check sees no
+// pointers, so the variant's own minimum alignments (which the heuristic weighed for its picks, from the
+// preferences) are compared here with the call's: align as in make_plan (our A, B, C sides).
+bool split_variant(Api& a, const Plan& p, const Algo& base, uint32_t s, const uint32_t align[3], Algo& out) {
+  if (!a.cap_get || !a.config_get || !a.config_set || !a.check) return false;
   int32_t support = 0;
   uint32_t schemes = 0;
   size_t n = 0;
@@ -379,7 +386,15 @@ bool split_variant(Api& a, const Plan& p, const Algo& base, uint32_t s, Algo& ou
   if (a.config_set(&out, kConfigSplitK, &s, sizeof(s)) != 0 || a.config_set(&out, kConfigReduction, &scheme, sizeof(scheme)) != 0)
     return false;
   Heuristic r{};
-  return a.check(a.handle, p.desc, p.la, p.lb, p.lc, p.lc, &out, &r) == 0 && r.workspace_size <= kWorkspaceBytes;
+  if (a.check(a.handle, p.desc, p.la, p.lb, p.lc, p.lc, &out, &r) != 0 || r.state != 0 || r.workspace_size > kWorkspaceBytes)
+    return false;
+  // cuBLASLt's A is our B side, its B our A side; C and D are our C
+  const uint32_t have[4] = {align[1], align[0], align[2], align[2]};
+  for (int i = 0; i < 4; ++i) {
+    uint32_t need = 0;
+    if (a.cap_get(&out, kCapMinAlignA + i, &need, sizeof(need), &n) != 0 || need > have[i]) return false;
+  }
+  return true;
 }
 
 // An algorithm's split of K (1 where it does not say).
@@ -390,12 +405,12 @@ uint32_t split_of(Api& a, const Algo& algo) {
   return s;
 }
 
-void add_split_k(Api& a, Plan& p, const Heuristic* h, int found, int64_t K) {
+void add_split_k(Api& a, Plan& p, const Heuristic* h, int found, int64_t K, const uint32_t align[3]) {
   for (int i = 0; i < std::min(found, kSplitBases); ++i) {
     const uint32_t have = split_of(a, h[i].algo);
     for (uint32_t s : kSplits) {
       Algo v;
-      if (s == have || K / s < kMinSplitK || !split_variant(a, p, h[i].algo, s, v)) continue;
+      if (s == have || K / s < kMinSplitK || !split_variant(a, p, h[i].algo, s, align, v)) continue;
       p.candidates.push_back(v);
       p.splits.push_back(s);
     }
@@ -468,17 +483,24 @@ Plan make_plan(Api& a, const GemmArgs& g, const Side& A, const Side& B, const ui
     return p;
   }
   p.algo = h[0].algo;
-  if (split_k && asked == 1) {
-    const uint32_t s = split_rule(g.M, g.N, K);
-    Algo v;
-    if (s > 1 && split_of(a, h[0].algo) == 1 && split_variant(a, p, h[0].algo, s, v)) p.algo = v;
+  if (split_k && asked == 1 && a.config_get && split_of(a, h[0].algo) == 1) {
+    // the rule's split, or the next smaller one the algorithm takes
+    for (uint32_t s = split_rule(g.M, g.N, K); s > 1; s /= 2) {
+      Algo v;
+      if (!split_variant(a, p, h[0].algo, s, align, v)) continue;
+      p.algo = v;
+      if (std::getenv("INSTILL_CUBLASLT_VERBOSE"))
+        std::fprintf(stderr, "instill: cuBLASLt split_k: M %lld N %lld K %lld split into %u\n", static_cast<long long>(g.M),
+                     static_cast<long long>(g.N), static_cast<long long>(K), s);
+      break;
+    }
   }
   if (asked > 1) {
     for (int i = 0; i < found; ++i) {
       p.candidates.push_back(h[i].algo);
       p.splits.push_back(split_of(a, h[i].algo));
     }
-    add_split_k(a, p, h, found, K);
+    add_split_k(a, p, h, found, K, align);
     if (p.candidates.size() < 2) {  // one candidate: nothing to time
       p.candidates.clear();
       p.splits.clear();
