@@ -43,6 +43,26 @@ export function pair(data: Float32Array | Int32Array, shape: number[], dtype: 'f
   return { cpu, gpu: cpu.to('cuda') };
 }
 
+// LoRA's narrow products in the 1B step (u, dA, g, dB): outputs of a few 128 x 128 tiles over K in the thousands,
+// the shapes split-K is for (cuBLASLt tuning's variants, INSTILL_CUDA_NEXT=split_k); sizes off every tile.
+export const NARROW_MATMUL_CASES = [
+  { what: 'u = x Aᵀ', m: 2047, k: 2048, n: 48, ta: false, tb: true },
+  { what: 'dA = gᵀ x (K = tokens)', m: 48, k: 2043, n: 2048, ta: true, tb: false },
+  { what: 'g = dy B (K = gate/up outputs)', m: 2047, k: 8192, n: 16, ta: false, tb: false },
+  { what: 'dB = dyᵀ u', m: 3072, k: 2047, n: 48, ta: true, tb: false },
+];
+
+/** A bf16 matmul case on both devices: run(out) multiplies on the GPU into out (a fresh NaN-poisoned one when
+ * not given) and returns the result on the host; ref is the CPU's product. */
+export function bf16Matmul(r: Rng, { m, k, n, ta, tb }: { m: number; k: number; n: number; ta: boolean; tb: boolean }) {
+  const a = pair(randn(r, m * k), ta ? [k, m] : [m, k], 'bf16');
+  const b = pair(randn(r, k * n), tb ? [n, k] : [k, n], 'bf16');
+  const ref = kernels.matmul({ a: a.cpu, b: b.cpu, transA: ta, transB: tb }).toArray();
+  const run = (out = Tensor.from(new Float32Array(m * n).fill(Number.NaN), [m, n]).to('cuda')) =>
+    host(kernels.matmul({ a: a.gpu, b: b.gpu, transA: ta, transB: tb, out }));
+  return { ref, run };
+}
+
 /** max |got − ref| / max |ref| below tol; where not, the message says where (test/helpers/diff.ts; with layout, by row). */
 export function close(got: ArrayLike<number>, ref: ArrayLike<number>, tol: number, what: string, layout?: Layout): void {
   const e = relErr(got, ref);
