@@ -51,8 +51,10 @@ compile "$tmp/ops_backend.o" g++ "${FLAGS[@]}" -Wall -Wextra -Werror -c native/o
 wait  # every compile finishes before the folder goes
 if grep -qv '^0$' "$tmp"/*.rc; then echo "cuda-host-check: a compile failed (above)"; exit 1; fi
 LIBS=(-L"$CUDA_LIB" -lcudart_static -ldl -lpthread -lrt)
-g++ "$tmp"/{lora_group.cu,lora_linear.cu,fake_device.cpp,lora_group_check.cpp}.o "$tmp"/runtime_*.o "${LIBS[@]}" -o "$tmp/lora_group_check"
-# the model's: its explicit objects first (the CUDA hooks, the backend registry with CUDA), then the CPU core
+# each check: its explicit objects first (the CUDA hooks; for the model's, the backend registry with CUDA), then the
+# CPU core (lora_group_check runs the CPU's lora_group too)
+g++ "$tmp"/{lora_group.cu,lora_linear.cu,fake_device.cpp,lora_group_check.cpp}.o "$tmp/runtime_device.cpp.o" "$CORE" \
+  "${LIBS[@]}" -o "$tmp/lora_group_check"
 g++ "$tmp"/{lora_group.cu,lora_linear.cu,fake_device.cpp,fake_backend.cpp,model_check.cpp}.o "$tmp/runtime_device.cpp.o" \
   "$tmp/ops_backend.o" "$CORE" "${LIBS[@]}" -o "$tmp/model_check"
 echo "== lora_group.cu against lora_linear.cu and the math (test/cuda_host/lora_group_check.cpp)"

@@ -2,7 +2,8 @@
 // lora_linear.cu's member by member (the path GPU runs verified, bench/RESULTS.md) and against the LoRA math in
 // double. Both CUDA paths run here through the same products and packs, so where they differ the difference is
 // the host code's: an operand at the wrong offset, a leading dimension, a transposition, a missed scale or beta.
-// Prints one line a case; exits 1 on the first failure.
+// First, the CPU backend's lora_group with packed operands against itself on plain ones (cpu_packed_operands).
+// Prints one line a case; exits 1 on any failure.
 //
 // Tolerances: y, u, dA, dB: the same sums of the same rounded operands (the zero blocks add exact zeros), so
 // 1e-6 of the largest element (double sums in both; only f32 rounding of the outputs is shared). dx: the member
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/ops.h"
 #include "cuda/gemm.h"
 #include "ops/lora_group.h"
 #include "ops/lora_linear.h"
@@ -270,9 +272,118 @@ void run(const Case& c) {
   expect_close("dx (against the math)", values(dx.t), dx_math, 3e-2);
 }
 
+// The CPU backend's lora_group with its packed operands (ops/lora_group.h: x in the first IN columns of x_packed,
+// member i's dy in its columns of dy_packed; the model hands them over only on a GPU, so nothing else runs this):
+// the bits of the same op on the plain operands, the packed buffers' other columns NaN-poisoned (never read).
+void cpu_packed_operands() {
+  const int m = 3;
+  const int64_t n = 19, in = 28, r = 3, outs[m] = {12, 6, 6}, sum_out = 24;
+  const float s = 1.25f;
+  auto cpu_tensor = [](Shape shape, DType dt, float scale) {
+    Tensor t = Tensor::empty(shape, dt, Device::CPU);
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      const float v = uniform() * scale;
+      if (dt == DType::BF16) t.data_as<uint16_t>()[i] = f32_to_bf16(v);
+      else t.data_as<float>()[i] = v;
+    }
+    return t;
+  };
+  auto copy = [](const Tensor& t) {
+    Tensor c = Tensor::empty(t.shape(), t.dtype(), Device::CPU);
+    std::memcpy(c.data(), t.data(), t.nbytes());
+    return c;
+  };
+  const Tensor x = cpu_tensor({n, in}, DType::BF16, 1.f);
+  Tensor w[m], a[m], b[m], dy[m], da0[m], db0[m];
+  for (int i = 0; i < m; ++i) {
+    w[i] = cpu_tensor({outs[i], in}, DType::BF16, 0.3f);
+    a[i] = cpu_tensor({r, in}, DType::F32, 0.3f);
+    b[i] = cpu_tensor({outs[i], r}, DType::F32, 0.3f);
+    dy[i] = cpu_tensor({n, outs[i]}, DType::BF16, 1.f);
+    da0[i] = cpu_tensor({r, in}, DType::F32, 0.1f);
+    db0[i] = cpu_tensor({outs[i], r}, DType::F32, 0.1f);
+  }
+  const Tensor dx0 = cpu_tensor({n, in}, DType::BF16, 0.5f);
+  // the packed buffers: x (dy_1 | dy_2 | dy_3) in their first columns, NaN after
+  const int64_t ldx = in + m * r + 5, ldd = sum_out + m * r + 3;
+  Tensor xp = Tensor::empty({n, ldx}, DType::BF16, Device::CPU), dyp = Tensor::empty({n, ldd}, DType::BF16, Device::CPU);
+  for (int64_t i = 0; i < xp.numel(); ++i) xp.data_as<uint16_t>()[i] = 0x7FC0;
+  for (int64_t i = 0; i < dyp.numel(); ++i) dyp.data_as<uint16_t>()[i] = 0x7FC0;
+  for (int64_t t = 0; t < n; ++t) {
+    std::memcpy(xp.data_as<uint16_t>() + t * ldx, x.data_as<uint16_t>() + t * in, sizeof(uint16_t) * static_cast<size_t>(in));
+    int64_t off = 0;
+    for (int i = 0; i < m; ++i) {
+      std::memcpy(dyp.data_as<uint16_t>() + t * ldd + off, dy[i].data_as<uint16_t>() + t * outs[i],
+                  sizeof(uint16_t) * static_cast<size_t>(outs[i]));
+      off += outs[i];
+    }
+  }
+  struct Out {
+    Tensor y[m], u, dx, da[m], db[m];
+  };
+  auto pass = [&](bool packed, bool accumulate) {
+    Out o;
+    o.u = Tensor::empty({n, m * r}, DType::F32, Device::CPU);
+    LoraGroupForwardArgs f;
+    f.x = packed ? nullptr : &x;
+    f.x_packed = packed ? &xp : nullptr;
+    f.m = m;
+    f.scale = s;
+    f.u = &o.u;
+    LoraGroupBackwardArgs bw;
+    bw.x = f.x;
+    bw.x_packed = f.x_packed;
+    bw.m = m;
+    bw.scale = s;
+    bw.u = &o.u;
+    o.dx = copy(dx0);
+    bw.dx = &o.dx;
+    bw.accumulate = accumulate;
+    bw.accumulate_dx = accumulate;
+    bw.dy_packed = packed ? &dyp : nullptr;
+    for (int i = 0; i < m; ++i) {
+      o.y[i] = Tensor::empty({n, outs[i]}, DType::BF16, Device::CPU);
+      o.da[i] = copy(da0[i]);
+      o.db[i] = copy(db0[i]);
+      f.w[i] = bw.w[i] = &w[i];
+      f.bias[i] = nullptr;
+      f.a[i] = bw.a[i] = &a[i];
+      f.b[i] = bw.b[i] = &b[i];
+      f.y[i] = &o.y[i];
+      bw.dy[i] = packed ? nullptr : &dy[i];
+      bw.da[i] = &o.da[i];
+      bw.db[i] = &o.db[i];
+    }
+    cpu::lora_group_forward(f);
+    cpu::lora_group_backward(bw);
+    return o;
+  };
+  const auto same = [](const std::string& what, const Tensor& got, const Tensor& want) {
+    if (got.nbytes() != want.nbytes() || std::memcmp(got.data(), want.data(), got.nbytes()) != 0) {
+      std::printf("    FAIL the CPU's lora_group, packed operands: %s differs from the plain operands' bits\n", what.c_str());
+      ++failures;
+    }
+  };
+  const int before = failures;
+  for (bool accumulate : {false, true}) {
+    const Out plain = pass(false, accumulate), packed = pass(true, accumulate);
+    const std::string how = accumulate ? " (accumulating)" : "";
+    same("u" + how, packed.u, plain.u);
+    same("dx" + how, packed.dx, plain.dx);
+    for (int i = 0; i < m; ++i) {
+      const std::string mi = "member " + std::to_string(i) + " ";
+      same(mi + "y" + how, packed.y[i], plain.y[i]);
+      same(mi + "dA" + how, packed.da[i], plain.da[i]);
+      same(mi + "dB" + how, packed.db[i], plain.db[i]);
+    }
+  }
+  std::printf("%s the CPU's lora_group: x_packed and dy_packed give the plain operands' bits\n", failures == before ? "ok  " : "FAIL");
+}
+
 }  // namespace
 
 int main() {
+  cpu_packed_operands();
   const std::vector<Case> cases = {
       {"q, k, v: three members, widths not a multiple of 8", 37, 52, 4, {44, 20, 20}},
       {"gate, up: two members, bias, bf16 x, y and dy/dx", 29, 40, 3, {66, 66}, DType::BF16, DType::BF16, DType::BF16, DType::BF16, true},
