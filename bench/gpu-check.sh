@@ -24,7 +24,9 @@
 #
 # Logs and results.jsonl land in $OUT (fetched back with the reply). Each step
 # has its own timeout; a failing step is reported in the table and the script
-# goes on, so one run always yields what it can.
+# goes on, so one run always yields what it can. CI runs it end to end without a
+# GPU (test/bench/gpu_check_dry.test.ts: every step noted, the table printed), so
+# a step added here is checked before a GPU run depends on it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
