@@ -13,10 +13,11 @@
 import { expect } from 'vitest';
 
 import { Tensor, kernels, runtime } from '../../src/index.js';
+import type { LossAndGradsResult } from '../../src/model/model.js';
 import { native, type TensorHandle } from '../../src/native.js';
 import { handleOf } from '../../src/tensor.js';
 import { randn, rng, roundBf16, seed } from '../../bench/kernels/reference.js';
-import { relErr } from '../helpers/compare.js';
+import { relErr, relNorm } from '../helpers/compare.js';
 import { beyondDiff, bitsDiff, type Layout, toleranceDiff } from '../helpers/diff.js';
 import { withEnv } from '../helpers/env.js';
 import { withOpProfile } from '../helpers/profile.js';
@@ -61,6 +62,22 @@ export function bf16Matmul(r: Rng, { m, k, n, ta, tb }: { m: number; k: number; 
   const run = (out = Tensor.from(new Float32Array(m * n).fill(Number.NaN), [m, n]).to('cuda')) =>
     host(kernels.matmul({ a: a.gpu, b: b.gpu, transA: ta, transB: tb, out }));
   return { ref, run };
+}
+
+/** Two model passes that should agree to rounding (the same arithmetic in other kernels): the loss within 1e-5,
+ * each LoRA gradient within 1e-3 (relative norm). Returns, for the log, how many gradient elements differ in bits
+ * and the worst tensor's distance. */
+export function expectSamePass(got: LossAndGradsResult, want: LossAndGradsResult): { differ: number; worst: number } {
+  expect(Math.abs(got.loss - want.loss) / want.loss).toBeLessThan(1e-5);
+  let differ = 0, worst = 0;
+  for (const n of Object.keys(want.grads)) {
+    const a = got.grads[n], b = want.grads[n];
+    differ += a.reduce((k, v, i) => k + (Object.is(v, b[i]) ? 0 : 1), 0);
+    const e = relNorm(a, b);
+    worst = Math.max(worst, e);
+    expect(e, n).toBeLessThan(1e-3);
+  }
+  return { differ, worst };
 }
 
 /** max |got − ref| / max |ref| below tol; where not, the message says where (test/helpers/diff.ts; with layout, by row). */
