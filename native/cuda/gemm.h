@@ -24,6 +24,7 @@
 // when beta = 0 and there is no bias, else the product goes through an f32 scratch).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "cuda/common.cuh"
@@ -143,6 +144,15 @@ inline void set_c(GemmArgs& g, Tensor& t, int64_t ldc) {
   if (t.dtype() == DType::BF16) g.c16 = bf16_ptr(t);
   else g.c = t.data_as<float>();
   g.ldc = ldc;
+}
+
+// INSTILL_CUDA_NEXT `fewer_packs`: may a product read bf16(s·v), rounded once, where it would read bf16(v) and scale
+// its sum by s? Exactly when s is a power of two: scaling by 2^k commutes with rounding (bf16 has f32's exponent
+// range), and so does every f32 product and partial sum of the product, so Σ bf16(s·v)·w = s·Σ bf16(v)·w in the
+// same order (away from f32's subnormals, which LoRA's g and u do not reach). (LoRA's s = alpha / r, or alpha / √r: 1, 2, 4, 0.5 in the usual settings.)
+inline bool scales_exactly(float s) {
+  int e = 0;
+  return std::isfinite(s) && std::fabs(std::frexp(s, &e)) == 0.5f;
 }
 
 // A single-segment product C (M, N) = op(A)·op(B), alpha 1, beta 0, no bias.

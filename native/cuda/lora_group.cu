@@ -169,20 +169,35 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
       pack_bf16(dy.data(), elem_of(dy), dy.dim(1), 1.f, l.n, dy.dim(1), bf16_ptr(pd) + l.off[i], ldd);
     }
   }
-  Tensor gt = Tensor::empty({l.n, l.mr}, DType::F32, Device::CUDA);  // g_i in columns i·R..
+  // INSTILL_CUDA_NEXT `fewer_packs` (as lora_linear.cu's backward): g's product writes s·g into pd's columns S..
+  // in bf16 itself, and dA reads it there, where that is dA's own arithmetic (a bf16 x, s a power of two)
+  const bool sg16 = next_kernels(Next::FewerPacks) && l.s > 0 && elem_of(x) != Elem::F32 && scales_exactly(p.scale);
+  __nv_bfloat16* const sg = bf16_ptr(pd) + l.s;  // s·g's columns of pd
+  Tensor gt = sg16 ? Tensor() : Tensor::empty({l.n, l.mr}, DType::F32, Device::CUDA);  // g_i in columns i·R..
   {  // g (N, m·R) = dy · blockdiag(B_1, …, B_m): K's B columns, stored (S, m·R) = (K, N)
-    const OpPart part("g = dy [B] (block-diagonal)", Device::CUDA);
+    const OpPart part(sg16 ? "g = dy [B] (block-diagonal), s g into pd" : "g = dy [B] (block-diagonal)", Device::CUDA);
     GemmArgs g;
     g.M = l.n; g.N = l.mr; g.K[0] = l.s;
     g.a[0] = bf16_operand(bf16_ptr(pd), ldd, false);
     g.b[0] = bf16_operand(k + l.in, ldk, false);
-    g.c = gt.data_as<float>(); g.ldc = l.mr;
-    gemm_or_zero(g, &gt);
+    if (sg16) {
+      g.alpha = p.scale;
+      g.c16 = sg; g.ldc = ldd;
+      gemm(g);
+    } else {
+      g.c = gt.data_as<float>(); g.ldc = l.mr;
+      gemm_or_zero(g, &gt);
+    }
   }
-  {
+  if (!sg16) {
     const OpPart part("pack s g", Device::CUDA);
-    pack_bf16(gt.data(), Elem::F32, l.mr, p.scale, l.n, l.mr, bf16_ptr(pd) + l.s, ldd);
+    pack_bf16(gt.data(), Elem::F32, l.mr, p.scale, l.n, l.mr, sg, ldd);
   }
+  // dA's gᵀ operand (columns i·R.. of it for member i): s·g in pd with alpha 1, or g in f32 with alpha s
+  const auto g_cols = [&](int64_t c) {
+    return sg16 ? bf16_operand(sg + c, ldd, true) : strided_operand(gt.data_as<float>() + c, Elem::F32, l.mr, true);
+  };
+  const float da_alpha = sg16 ? 1.f : p.scale;
   {  // dx (N, IN) = [dy | s·g] · [W_1 ; … ; W_m ; A_1 ; … ; A_m]: K's first IN columns, stored (S + m·R, IN) = (K, N)
     const OpPart part("dx = [dy | s g] [W ; A]", Device::CUDA);
     GemmArgs g;
@@ -197,8 +212,8 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
                         // lora_linear's), then each member's R rows copied out
     const OpPart part("dA = s g^T x (every member), copied out", Device::CUDA);
     Tensor da = Tensor::empty({l.mr, l.in}, DType::F32, Device::CUDA);
-    GemmArgs g = product(l.mr, l.in, l.n, operand(gt, true), xo, da.data_as<float>(), l.in);
-    g.alpha = p.scale;
+    GemmArgs g = product(l.mr, l.in, l.n, g_cols(0), xo, da.data_as<float>(), l.in);
+    g.alpha = da_alpha;
     gemm(g);
     PackJobF32 jobs[kMaxLoraGroup];
     for (int i = 0; i < p.m; ++i)
@@ -207,9 +222,8 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
   } else {
     for (int i = 0; i < p.m; ++i) {  // dA_i += s·g_iᵀ·x, one product per member (beta 1 on its own tensor)
       const OpPart part("dA = s g^T x", Device::CUDA);
-      GemmArgs g = product(l.r, l.in, l.n, strided_operand(gt.data_as<float>() + i * l.r, Elem::F32, l.mr, true), xo,
-                           p.da[i]->data_as<float>(), l.in);
-      g.alpha = p.scale; g.beta = beta;
+      GemmArgs g = product(l.r, l.in, l.n, g_cols(i * l.r), xo, p.da[i]->data_as<float>(), l.in);
+      g.alpha = da_alpha; g.beta = beta;
       gemm(g);
     }
   }

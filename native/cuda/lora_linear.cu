@@ -128,20 +128,6 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
     const OpPart part("pack x", Device::CUDA);
     pack_bf16(x.data(), elem_of(x), IN, 1.f, N, IN, bf16_ptr(px), ldx);
   }
-  {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN)
-    const OpPart part("u = x A^T, pack s u", Device::CUDA);
-    GemmArgs g;
-    g.M = N; g.N = R; g.K[0] = IN;
-    g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
-    g.b[0] = operand(a, true);
-    g.c = p.u->data_as<float>(); g.ldc = R;
-    if (IN == 0) {
-      fill_bytes(g.c, Device::CUDA, 0, p.u->nbytes());
-    } else {
-      gemm(g);
-    }
-    pack_bf16(p.u->data(), Elem::F32, R, p.scale, N, R, bf16_ptr(px) + IN, ldx);
-  }
   // [W | B]: the caller's kept one (p.wb: W already in it, or copied in now; B written each call), else a copy
   // of W made here
   __nv_bfloat16* wbp = p.wb ? bf16_ptr(*p.wb) : bf16_ptr(wb);
@@ -167,6 +153,21 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
       pack_bf16(b.data(), Elem::F32, R, 1.f, OUT, R, bf16_ptr(wb) + IN, ldwb);
       if (a16) pack_bf16(a.data(), Elem::F32, IN, 1.f, R, IN, a16, IN);
     }
+  }
+  {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN): with `fewer_packs` the bf16 A just written below W (the
+     // rounding the product would make of A), else A itself (packed by the product)
+    const OpPart part("u = x A^T, pack s u", Device::CUDA);
+    GemmArgs g;
+    g.M = N; g.N = R; g.K[0] = IN;
+    g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
+    g.b[0] = a16 && next_kernels(Next::FewerPacks) ? bf16_operand(a16, IN, true) : operand(a, true);
+    g.c = p.u->data_as<float>(); g.ldc = R;
+    if (IN == 0) {
+      fill_bytes(g.c, Device::CUDA, 0, p.u->nbytes());
+    } else {
+      gemm(g);
+    }
+    pack_bf16(p.u->data(), Elem::F32, R, p.scale, N, R, bf16_ptr(px) + IN, ldx);
   }
   // A residual (the model's o_proj and down_proj outputs joining the residual stream): with the next kernels
   // (`residual`) and no bias, the product's C, read from the residual and written to y (cuBLASLt's C != D:
@@ -209,28 +210,41 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   // [dy | s·g]: the caller's, where its dy came packed (rmsnorm_backward's dx_packed), else packed here
   const int64_t ldd = p.dy_packed ? p.dy_packed->dim(1) : round_up(OUT + R, 8);
   Tensor pd = p.dy_packed ? *p.dy_packed : Tensor::empty({N, ldd}, DType::BF16, Device::CUDA);
-  Tensor gt = Tensor::empty({N, R}, DType::F32, Device::CUDA);  // g = dy·B
+  // INSTILL_CUDA_NEXT `fewer_packs`: g's product writes s·g into pd in bf16 itself (no f32 g, no pack of it), and
+  // dA reads it there, where that is dA's own arithmetic: x in bf16 (an f32 x keeps dA a TF32 product on f32 g)
+  // and s a power of two (scales_exactly); B is read from the forward's kept [W | B] (p.wb) in bf16, not packed.
+  const bool fewer = next_kernels(Next::FewerPacks);
+  const bool sg16 = fewer && OUT > 0 && elem_of(x) != Elem::F32 && scales_exactly(p.scale);
+  __nv_bfloat16* const sg = bf16_ptr(pd) + OUT;  // s·g's columns of pd
+  Tensor gt = sg16 ? Tensor() : Tensor::empty({N, R}, DType::F32, Device::CUDA);  // g = dy·B
   if (!p.dy_packed) {
     const OpPart part("pack dy", Device::CUDA);
     pack_bf16(dy.data(), elem_of(dy), OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
   }
   {  // g (N, R) = dy (N, OUT) · B
-    const OpPart part("g = dy B", Device::CUDA);
+    const OpPart part(sg16 ? "g = dy B, s g into pd" : "g = dy B", Device::CUDA);
     GemmArgs g;
     g.M = N; g.N = R; g.K[0] = OUT;
     g.a[0] = bf16_operand(bf16_ptr(pd), ldd, false);
-    g.b[0] = operand(b, false);  // B stored (OUT, R) = (K, N)
-    g.c = gt.data_as<float>(); g.ldc = R;
-    if (OUT == 0) {
-      fill_bytes(g.c, Device::CUDA, 0, gt.nbytes());
-    } else {
+    // B stored (OUT, R) = (K, N): f32 (packed by the product), or its bf16 copy in the kept [W | B]'s columns IN..
+    g.b[0] = fewer && p.wb ? bf16_operand(bf16_ptr(*p.wb) + IN, p.wb->dim(1), false) : operand(b, false);
+    if (sg16) {
+      g.alpha = p.scale;
+      g.c16 = sg; g.ldc = ldd;
       gemm(g);
+    } else {
+      g.c = gt.data_as<float>(); g.ldc = R;
+      if (OUT == 0) {
+        fill_bytes(g.c, Device::CUDA, 0, gt.nbytes());
+      } else {
+        gemm(g);
+      }
     }
   }
   if (p.dx) {  // dx (N, IN) = [dy | s·g] · [W ; A],  W stored (OUT, IN), A stored (R, IN)
-    {
+    if (!sg16) {
       const OpPart part("pack s g", Device::CUDA);
-      pack_bf16(gt.data(), Elem::F32, R, p.scale, N, R, bf16_ptr(pd) + OUT, ldd);
+      pack_bf16(gt.data(), Elem::F32, R, p.scale, N, R, sg, ldd);
     }
     // [W ; A] as one (OUT+R, IN) bf16 operand: in place where the model left R spare rows after a bf16 W
     // (LlamaModel::reserve_lora_rows; A is written there, or was by this pass's forward: a_stacked), else a
@@ -266,8 +280,9 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
      // activations) the product is bf16 × bf16, g rounded (the CPU keeps g f32: within bf16 tolerance)
     const OpPart part("dA = s g^T x", Device::CUDA);
     const GemmOperand xo = p.x_packed ? bf16_operand(bf16_ptr(x), x.dim(1), false) : operand(x, false);
-    GemmArgs g = product(R, IN, N, operand(gt, true), xo, p.da->data_as<float>(), IN);
-    g.alpha = p.scale; g.beta = beta;
+    // (sg16: s·g from pd, rounded once as bf16(g)·s would be, and alpha 1)
+    GemmArgs g = product(R, IN, N, sg16 ? bf16_operand(sg, ldd, true) : operand(gt, true), xo, p.da->data_as<float>(), IN);
+    g.alpha = sg16 ? 1.f : p.scale; g.beta = beta;
     gemm(g);
   }
   {  // dB (OUT, R) = s·dyᵀ·u

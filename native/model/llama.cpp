@@ -533,8 +533,12 @@ void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x,
     // (a bf16/f16 W only; lora_dropout's backward does not read it: it packs dy itself)
     args.dy_packed = lin.w.dtype() != DType::F32 ? dy_packed : nullptr;
     args.a_stacked = stack_a_;
-    if (dropout_active_) lora_dropout_backward(LoraDropoutBackwardArgs{args, lora_dropout_, seed});
-    else lora_linear_backward(args);
+    if (dropout_active_) {
+      lora_dropout_backward(LoraDropoutBackwardArgs{args, lora_dropout_, seed});
+    } else {
+      if (lin.wb.defined()) args.wb = &lin.wb;  // as this pass's forward left it (B written there, unchanged since)
+      lora_linear_backward(args);
+    }
   } else {
     Tensor& dst = accumulate_dx ? tmp : dx;
     matmul(MatmulArgs{&dy, &lin.w, false, false, &dst});

@@ -119,6 +119,10 @@ void check_lora_linear_backward(const LoraLinearBackwardArgs& p) {
     if (w.dtype() == DType::F32) fail(ErrorCode::DType, "'dy_packed' (bf16) goes with a bf16 or f16 w, got an f32 w");
     need_packed(dp, "dy_packed", n, "N", out + r, "out + r", true, x.device());
   }
+  if (p.wb) {
+    if (w.dtype() == DType::F32) fail(ErrorCode::DType, "'wb' (a kept bf16 [W | B]) goes with a bf16 or f16 w, got an f32 w");
+    need_packed(*p.wb, "wb", out, "out", in + r, "in + r", true, x.device());
+  }
   const Tensor& da = need(p.da, "da");
   const Tensor& db = need(p.db, "db");
   need_dtype(da, "da", {DType::F32});

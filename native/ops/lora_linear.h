@@ -75,6 +75,10 @@ struct LoraLinearBackwardArgs {
   // the CUDA backend packs no dy and may write s·g into its columns OUT..OUT+R. dy is still given (the CPU and the
   // f32 paths read it); bf16/f16 w only.
   Tensor* dy_packed = nullptr;
+  // Or null: the kept [W | B] this pass's forward was given (LoraLinearForwardArgs' wb), B unchanged since: the
+  // CUDA backend may read B's bf16 copy from its columns IN..IN+R (INSTILL_CUDA_NEXT=fewer_packs) instead of
+  // rounding B again. bf16/f16 w only; the CPU ignores it.
+  const Tensor* wb = nullptr;
 };
 
 // Validate shapes and dtypes (E_SHAPE / E_DTYPE naming the argument), then run on the tensors' device.

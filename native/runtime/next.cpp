@@ -25,7 +25,8 @@ constexpr Piece kAll[] = {
     {Next::AttnPrep, "attn_prep", false},   {Next::Residual, "residual", true},   {Next::WbCache, "wb_cache", true},
     {Next::FlashOcc, "flash_occ", false},   {Next::Bf16Beta, "bf16_beta", false}, {Next::StoredDs, "stored_ds", false},
     {Next::FlashLean, "flash_lean", true},  {Next::LoraGroup, "lora_group", true}, {Next::SwigluPack, "swiglu_pack", true},
-    {Next::NormPack, "norm_pack", true},    {Next::SplitK, "split_k", false}};
+    {Next::NormPack, "norm_pack", true},    {Next::SplitK, "split_k", false},
+    {Next::FewerPacks, "fewer_packs", false}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;

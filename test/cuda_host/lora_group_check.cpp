@@ -11,6 +11,7 @@
 // in bf16. Against the double-precision math (no bf16 rounding at all): 3e-2 of the largest element.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -109,11 +110,19 @@ struct Case {
   DType w = DType::BF16, x = DType::F32, y = DType::F32, dx = DType::F32;
   bool bias = false, kept = true, reuse_kept = false, accumulate = false, accumulate_dx = false;
   bool x_packed = false;  // x given in the first IN columns of a wider bf16 buffer (x bf16)
+  float s = 1.75f;        // LoRA's scale (1.75: no power of two, so `fewer_packs` packs as before)
+  // INSTILL_CUDA_NEXT `fewer_packs`: the case runs twice from the same inputs, with the piece and without, and every
+  // output of both paths must have the same bits (on the fake device a product's sums are in double: where the
+  // piece reads bf16(s·g) with alpha 1 instead of bf16(g) with alpha s, s a power of two, nothing else differs)
+  bool fewer = false;
 };
 
-void run(const Case& c) {
+// Every output of a run, in order, for the fewer_packs cases' comparison of bits.
+using Record = std::vector<std::vector<float>>;
+
+void run_once(const Case& c, Record* record) {
   const int m = static_cast<int>(c.out.size());
-  const float s = 1.75f;
+  const float s = c.s;
   const T x = make({c.n, c.in}, c.x, 1.f);
   std::vector<T> w, a, b, bias, dy, da0, db0;
   for (int i = 0; i < m; ++i) {
@@ -270,6 +279,34 @@ void run(const Case& c) {
     expect_close(mi + " dB", values(db[i].t), dbv, 3e-2);
   }
   expect_close("dx (against the math)", values(dx.t), dx_math, 3e-2);
+  if (!record) return;
+  for (int i = 0; i < m; ++i) {
+    for (const Tensor* t : {&y[static_cast<size_t>(i)], &y_ref[static_cast<size_t>(i)], &u_ref[static_cast<size_t>(i)],
+                            &da[i].t, &db[i].t, &da_ref[i].t, &db_ref[i].t})
+      record->push_back(values(*t));
+  }
+  for (const Tensor* t : {&u, &dx.t, &dx_ref.t}) record->push_back(values(*t));
+}
+
+void run(const Case& c) {
+  if (!c.fewer) return run_once(c, nullptr);
+  const uint64_t seed = rng_state;  // the same inputs for both runs
+  Record without, with;
+  setenv("INSTILL_CUDA_NEXT", "default,-fewer_packs", 1);
+  run_once(c, &without);
+  rng_state = seed;
+  setenv("INSTILL_CUDA_NEXT", "default,fewer_packs", 1);
+  run_once(c, &with);
+  unsetenv("INSTILL_CUDA_NEXT");
+  size_t differ = 0;
+  for (size_t k = 0; k < without.size() && k < with.size(); ++k)
+    if (without[k].size() != with[k].size() ||
+        std::memcmp(without[k].data(), with[k].data(), without[k].size() * sizeof(float)) != 0)
+      ++differ;
+  if (differ || without.size() != with.size()) {
+    std::printf("    FAIL fewer_packs: %zu of %zu outputs differ in bits from the run without it\n", differ, without.size());
+    ++failures;
+  }
 }
 
 // The CPU backend's lora_group with its packed operands (ops/lora_group.h: x in the first IN columns of x_packed,
@@ -398,6 +435,16 @@ int main() {
        DType::BF16, DType::BF16, true, true, false, false, false, true},
       {"x_packed without a kept matrix, accumulating", 21, 44, 2, {16, 16}, DType::BF16, DType::BF16, DType::F32,
        DType::F32, false, false, false, true, true, true},
+      {"fewer_packs, s = 2: bf16 x, three members, s·g written by g's product", 37, 52, 4, {44, 20, 20}, DType::BF16,
+       DType::BF16, DType::BF16, DType::BF16, true, true, false, false, false, false, 2.f, true},
+      {"fewer_packs, s = 0.5: x_packed, accumulating (dA per member from s·g's columns)", 21, 44, 3, {16, 16}, DType::BF16,
+       DType::BF16, DType::F32, DType::F32, false, true, false, true, true, true, 0.5f, true},
+      {"fewer_packs, s = 4: x_packed without a kept matrix", 19, 36, 2, {12, 20}, DType::BF16, DType::BF16, DType::BF16,
+       DType::BF16, false, false, false, false, false, true, 4.f, true},
+      {"fewer_packs, s = 1.75 (no power of two): g packed as before", 23, 40, 3, {18, 10}, DType::BF16, DType::BF16,
+       DType::F32, DType::F32, false, true, false, false, false, false, 1.75f, true},
+      {"fewer_packs, s = 2, f32 x: dA stays a TF32 product on f32 g", 17, 28, 4, {12, 8, 8}, DType::BF16, DType::F32,
+       DType::F32, DType::F32, false, true, false, false, false, false, 2.f, true},
   };
   return cuda::fake::run_cases(cases, failures, run);
 }

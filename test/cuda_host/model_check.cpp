@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,7 @@
 
 namespace instill {
 namespace cuda {
+extern std::atomic<int> fake_packs;
 extern std::atomic<int> fake_calls_linear, fake_calls_group, fake_calls_swiglu_packed, fake_calls_swiglu_fwd_packed,
     fake_calls_dy_packed, fake_calls_norm_packed;
 }
@@ -94,6 +96,9 @@ struct Case {
   bool group = true;             // the pieces with lora_group (false: swiglu_pack / norm_pack alone)
   double cpu_tol = 0;            // the bound against the CPU model, where not the default's (0)
   bool unset = false;            // the pass with the pieces runs with INSTILL_CUDA_NEXT unset (the default has them)
+  // `fewer_packs` instead: the default against the default with it, LoRA's scale this (2 = 2r / r: a power of two)
+  bool fewer = false;
+  float scale = 2.f;
 };
 
 constexpr int64_t kR = 3;
@@ -152,14 +157,24 @@ void expect(bool ok, const std::string& what) {
   }
 }
 
-void run(const Case& cs) {
+// A case's two models (the CPU's and the fake GPU's, the same weights and adapters) and its inputs: two packed
+// rows of 13 and 9 tokens.
+struct World {
   LlamaConfig c;
+  std::unique_ptr<Models> ms;
+  Tensor ids, pos, tg, cu;
+  ModelInputs in;
+};
+
+void make_world(const Case& cs, World& w) {
+  LlamaConfig& c = w.c;
   c.C = 44; c.F = 76; c.L = 2; c.H = 4; c.KVH = 2; c.D = 10; c.V = 97;
   c.qkv_bias = cs.qkv_bias;
   c.qk_norm = cs.qk_norm;
   Tensor inv = Tensor::empty({c.D / 2}, DType::F32);
   for (int64_t i = 0; i < c.D / 2; ++i) inv.data_as<float>()[i] = static_cast<float>(std::pow(10000.0, -2.0 * i / c.D));
-  Models ms(c, inv);
+  w.ms = std::make_unique<Models>(c, inv);
+  Models& ms = *w.ms;
   for (const std::string& n : ms.cpu.weight_names()) {
     const Shape s = shape_of(n, c);
     const bool norm = s.size() == 1 && n.find("bias") == std::string::npos;
@@ -167,8 +182,7 @@ void run(const Case& cs) {
     ms.cpu.set_weight(n, t);
     ms.gpu.set_weight(n, t);
   }
-  const float scale = 2.f;
-  for (LlamaModel* m : {&ms.cpu, &ms.gpu}) m->add_lora(cs.mask, kR, scale, cs.dropout);
+  for (LlamaModel* m : {&ms.cpu, &ms.gpu}) m->add_lora(cs.mask, kR, cs.scale, cs.dropout);
   for (int64_t l = 0; l < c.L; ++l)
     for (int t = 0; t < kNumTargets; ++t) {
       if (!((cs.mask >> t) & 1u)) continue;
@@ -181,17 +195,75 @@ void run(const Case& cs) {
       }
     }
   for (LlamaModel* m : {&ms.cpu, &ms.gpu}) m->set_checkpointing(cs.checkpointing);
-  // two packed rows of 13 and 9 tokens
   const int64_t n = 22;
-  Tensor ids = Tensor::empty({n}, DType::I32), pos = Tensor::empty({n}, DType::I32), tg = Tensor::empty({n}, DType::I32);
-  Tensor cu = Tensor::empty({3}, DType::I32);
+  w.ids = Tensor::empty({n}, DType::I32);
+  w.pos = Tensor::empty({n}, DType::I32);
+  w.tg = Tensor::empty({n}, DType::I32);
+  w.cu = Tensor::empty({3}, DType::I32);
   for (int64_t i = 0; i < n; ++i) {
-    ids.data_as<int32_t>()[i] = static_cast<int32_t>((i * 37 + 5) % c.V);
-    pos.data_as<int32_t>()[i] = static_cast<int32_t>(i < 13 ? i : i - 13);
-    tg.data_as<int32_t>()[i] = i == 0 || i == 13 ? -100 : static_cast<int32_t>((i * 11 + 3) % c.V);
+    w.ids.data_as<int32_t>()[i] = static_cast<int32_t>((i * 37 + 5) % c.V);
+    w.pos.data_as<int32_t>()[i] = static_cast<int32_t>(i < 13 ? i : i - 13);
+    w.tg.data_as<int32_t>()[i] = i == 0 || i == 13 ? -100 : static_cast<int32_t>((i * 11 + 3) % c.V);
   }
-  cu.data_as<int32_t>()[0] = 0; cu.data_as<int32_t>()[1] = 13; cu.data_as<int32_t>()[2] = 22;
-  const ModelInputs in{&ids, &pos, &cu, &tg};
+  w.cu.data_as<int32_t>()[0] = 0; w.cu.data_as<int32_t>()[1] = 13; w.cu.data_as<int32_t>()[2] = 22;
+  w.in = ModelInputs{&w.ids, &w.pos, &w.cu, &w.tg};
+}
+
+// `fewer_packs` against the default: every gradient and the loss in the same bits where s is a power of two (the
+// fake's sums are in double, so only what the piece changes could differ: bf16(s·g) read with alpha 1 where
+// bf16(g) was read with alpha s), within f32 rounding of them otherwise; and the packs it saves, counted.
+void run_fewer(const Case& cs) {
+  World w;
+  make_world(cs, w);
+  LlamaModel& gpu = w.ms->gpu;
+  set_env("INSTILL_BF16_ACTIVATIONS", cs.acts);
+  const auto pass = [&](const char* next, int& packs) {
+    set_env("INSTILL_CUDA_NEXT", next);
+    const int k0 = cuda::fake_packs;
+    Pass p = run_pass(gpu, w.in);
+    if (cs.accumulate) p = run_pass(gpu, w.in, true);
+    packs = cuda::fake_packs - k0;
+    return p;
+  };
+  int packs_off = 0, packs_on = 0, packs_again = 0;
+  pass(nullptr, packs_off);  // a first pass copies W into the kept matrices: the passes counted come after it
+  const Pass off = pass(nullptr, packs_off);
+  const Pass on = pass("default,fewer_packs", packs_on);
+  const Pass again = pass("default,fewer_packs", packs_again);
+  set_env("INSTILL_CUDA_NEXT", nullptr);
+  set_env("INSTILL_BF16_ACTIVATIONS", nullptr);
+  int e = 0;
+  std::frexp(cs.scale, &e);
+  const bool exact = std::ldexp(0.5f, e) == cs.scale;
+  const double e_off = worst_rel(on, off), e_again = worst_rel(again, on);
+  expect(exact ? on.loss == off.loss : std::fabs(on.loss - off.loss) <= 1e-6 * std::fabs(off.loss),
+         "loss " + std::to_string(on.loss) + " against the default's " + std::to_string(off.loss));
+  expect(exact ? e_off == 0 : e_off <= 1e-5, "gradients against the default: worst " + std::to_string(e_off) +
+                                                  (exact ? " (s a power of two: not the same bits)" : ""));
+  expect(e_again == 0, "a second pass: worst " + std::to_string(e_again) + " (not the same bits)");
+  // (under dropout, lora_dropout's own path, which the piece leaves alone: the fake runs the CPU's, no packs)
+  expect((cs.dropout > 0 ? packs_on == packs_off : packs_on < packs_off) && packs_again == packs_on,
+         "packs a pass: " + std::to_string(packs_on) + " (again " + std::to_string(packs_again) + ") against the default's " +
+             std::to_string(packs_off));
+  // Every linear adapted, bf16 activations, s a power of two, neither checkpointing nor accumulation: per layer,
+  // o_proj's and down_proj's forward read A below W (where W has the spare rows: IN % 8 == 0, so not this down_proj
+  // at IN = 76), their backward B from the kept [W | B], s·g from g's product and dA from it (6), and each group's
+  // backward the same two of s·g (4)
+  if (cs.mask == (1u << kNumTargets) - 1 && cs.acts == nullptr && exact && !cs.checkpointing && !cs.accumulate && cs.dropout == 0.f) {
+    const int below_w = ((w.c.H * w.c.D) % 8 == 0) + (w.c.F % 8 == 0);
+    const int want = (below_w + 6 + 4) * static_cast<int>(w.c.L);
+    expect(packs_off - packs_on == want, "packs saved: " + std::to_string(packs_off - packs_on) + ", expected " + std::to_string(want));
+  }
+  std::printf("       packs a pass: %d -> %d with fewer_packs; worst grad against the default %.2e\n", packs_off, packs_on, e_off);
+}
+
+void run(const Case& cs) {
+  if (cs.fewer) return run_fewer(cs);
+  World w;
+  make_world(cs, w);
+  const LlamaConfig& c = w.c;
+  Models& ms = *w.ms;
+  const ModelInputs& in = w.in;
 
   set_env("INSTILL_BF16_ACTIVATIONS", cs.acts);
   set_env("INSTILL_CUDA_NEXT", cs.base);
@@ -319,6 +391,19 @@ int main() {
       {"norm_pack under LoRA dropout: not packed", every, false, false, 0.1f, false, "0", kOld, true, false, true},
       {"the default (INSTILL_CUDA_NEXT unset): lora_group, swiglu_pack and norm_pack", every, false, false, 0.f, false, nullptr, kOld, true, true, true,
        true, 0, true},
+      // fewer_packs against the default (Case's fewer): positional fields up to `unset` as above
+      {"fewer_packs: every linear, bf16 activations", every, false, false, 0.f, false, nullptr, kOld, false, false, false,
+       true, 0, false, true},
+      {"fewer_packs: f32 activations (B from the kept [W | B], A below W; g still f32 for TF32 dA)", every, false, false,
+       0.f, false, "0", kOld, false, false, false, true, 0, false, true},
+      {"fewer_packs: checkpointing, accumulated, Qwen3 q/k norm", every, false, true, 0.f, true, nullptr, kOld, false, true,
+       false, true, 0, false, true},
+      {"fewer_packs: q, v, gate, down (a group of two, a linear without a group)", (1u << kQ) | (1u << kV) | (1u << kGate) | (1u << kDown),
+       false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, true},
+      {"fewer_packs: s = 1.5 (no power of two: g packed as before, B and A still read in bf16)", every, false, false, 0.f,
+       false, nullptr, kOld, false, false, false, true, 0, false, true, 1.5f},
+      {"fewer_packs under LoRA dropout (lora_dropout's own path: nothing changes)", every, false, false, 0.1f, false, "0",
+       kOld, false, false, false, true, 0, false, true},
   };
   return cuda::fake::run_cases(cases, failures, run);
 }
