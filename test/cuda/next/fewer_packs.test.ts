@@ -1,0 +1,54 @@
+// INSTILL_CUDA_NEXT=fewer_packs on the GPU (native/cuda/lora_linear.cu, lora_group.cu): LoRA's products read the
+// bf16 copies that exist already instead of having cuBLASLt's path pack f32 again — u = x·Aᵀ reads A below W,
+// g = dy·B reads B from the kept [W | B] — and, with bf16 activations and s a power of two, g's product writes s·g
+// into the packed dy in bf16 itself (no f32 g, no "pack s g") and dA reads it there with alpha 1. The same rounded
+// operands, so the pass must give the default's results to f32-sum order (held to expectSamePass's 1e-3; the bits
+// printed): cuBLASLt may pick another algorithm for a bf16 output or another leading dimension. test/cuda_host
+// checks the host code bit for bit on a fake device (model_check.cpp, lora_group_check.cpp). Hidden 200 and 198,
+// intermediate 344 and 342 (down_proj's W without the spare rows for A: u packs A as before), s = 2 and 1.5 (no
+// power of two: s·g packed as before), bf16 and f32 activations. A file of its own (test/cuda/common.ts says why); skipped where no GPU is seen.
+import { describe, expect, it } from 'vitest';
+
+import { LORA_TARGETS, randomModel } from '../../../src/model/model.js';
+import { withEnv } from '../../helpers/env.js';
+import { withOpProfile } from '../../helpers/profile.js';
+import { expectSamePass, hasCuda } from '../common.js';
+
+const config = (hidden: number, inter: number) => ({
+  model_type: 'llama', hidden_size: hidden, intermediate_size: inter, num_hidden_layers: 2, num_attention_heads: 4,
+  num_key_value_heads: 2, head_dim: 50, vocab_size: 301, rms_norm_eps: 1e-5, tie_word_embeddings: true,
+  max_position_embeddings: 512,
+});
+const T = 150;
+const ids = Array.from({ length: T }, (_, i) => (i * 37 + 11) % 301);
+const batch = { inputIds: [ids], labels: [ids] };
+
+describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=fewer_packs', () => {
+  it.each([
+    { hidden: 200, inter: 344, acts: '1', alpha: 16 },
+    { hidden: 198, inter: 342, acts: '1', alpha: 16 },
+    { hidden: 200, inter: 344, acts: '1', alpha: 12 },
+    { hidden: 200, inter: 344, acts: '0', alpha: 16 },
+  ])('hidden $hidden, intermediate $inter, bf16 activations $acts, alpha $alpha (r 8): the default\'s results, s·g packed only where it must be', async ({ hidden, inter, acts, alpha }) => {
+    const m = randomModel(config(hidden, inter), { seed: 31, device: 'cuda', dtype: 'bf16' });
+    m.addLora({ r: 8, alpha, targetModules: [...LORA_TARGETS], seed: 5 });
+    const w = m.adapterWeights();
+    for (const n of Object.keys(w)) if (n.includes('lora_B')) w[n] = w[n].map((_, i) => 0.05 * Math.sin(0.37 * i + n.length));
+    m.setAdapterWeights(w);
+    await withEnv('INSTILL_BF16_ACTIVATIONS', acts, async () => {
+      const plain = await withEnv('INSTILL_CUDA_NEXT', 'default', () => withOpProfile(() => m.lossAndGrads(batch)));
+      const fewer = await withEnv('INSTILL_CUDA_NEXT', 'default,fewer_packs', () => withOpProfile(() => m.lossAndGrads(batch)));
+      const { differ, worst } = expectSamePass(fewer.value, plain.value);
+      console.log(`fewer_packs (hidden ${hidden}, intermediate ${inter}, bf16 activations ${acts}, s ${alpha / 8}): ${differ} gradient elements differ in bits, worst ${worst.toExponential(2)}`);
+      // s·g written by g's product (2 layers: o_proj and down_proj, and the two groups): with bf16 x and s = 2 only
+      const direct = acts === '1' && alpha === 16;
+      expect(plain.calls['lora_linear_backward/pack s g']).toBe(4);
+      expect(plain.calls['lora_group_backward/pack s g']).toBe(4);
+      expect(fewer.calls['lora_linear_backward/pack s g']).toBe(direct ? undefined : 4);
+      expect(fewer.calls['lora_group_backward/pack s g']).toBe(direct ? undefined : 4);
+      expect(fewer.calls['lora_linear_backward/g = dy B, s g into pd']).toBe(direct ? 4 : undefined);
+      expect(fewer.calls['lora_group_backward/g = dy [B] (block-diagonal), s g into pd']).toBe(direct ? 4 : undefined);
+    });
+    m.dispose();
+  });
+});
