@@ -39,7 +39,7 @@ compile() {  # OUT COMMAND...: in the background, at most $jobs at once; its exi
 }
 # the CUDA sources under test, the fake device and backend, and the checks (which include the backend's headers)
 # through nvcc; the runtime they stand on through g++, with INSTILL_CUDA where it names the CUDA hooks and backend
-for f in native/cuda/lora_group.cu native/cuda/lora_linear.cu test/cuda_host/fake_device.cpp \
+for f in native/cuda/lora_group.cu native/cuda/lora_linear.cu native/cuda/lora_pack.cu test/cuda_host/fake_device.cpp \
          test/cuda_host/fake_backend.cpp test/cuda_host/lora_group_check.cpp test/cuda_host/model_check.cpp; do
   compile "$tmp/$(basename "$f").o" "$NVCC" "${FLAGS[@]}" -x cu --expt-relaxed-constexpr -Werror all-warnings \
     -gencode=arch=compute_80,code=sm_80 -c "$f"
@@ -55,7 +55,7 @@ LIBS=(-L"$CUDA_LIB" -lcudart_static -ldl -lpthread -lrt)
 # CPU core (lora_group_check runs the CPU's lora_group too)
 g++ "$tmp"/{lora_group.cu,lora_linear.cu,fake_device.cpp,lora_group_check.cpp}.o "$tmp/runtime_device.cpp.o" "$CORE" \
   "${LIBS[@]}" -o "$tmp/lora_group_check"
-g++ "$tmp"/{lora_group.cu,lora_linear.cu,fake_device.cpp,fake_backend.cpp,model_check.cpp}.o "$tmp/runtime_device.cpp.o" \
+g++ "$tmp"/{lora_group.cu,lora_linear.cu,lora_pack.cu,fake_device.cpp,fake_backend.cpp,model_check.cpp}.o "$tmp/runtime_device.cpp.o" \
   "$tmp/ops_backend.o" "$CORE" "${LIBS[@]}" -o "$tmp/model_check"
 echo "== lora_group.cu against lora_linear.cu and the math (test/cuda_host/lora_group_check.cpp)"
 rc=0

@@ -32,6 +32,7 @@ const Backend& backend() {
       &cpu::lora_dropout_backward,
       &cpu::lora_group_forward,
       &cpu::lora_group_backward,
+      nullptr,  // lora_pack_factors: the CPU keeps no bf16 copies of the factors (ops/lora_pack.h)
   };
   return b;
 }

@@ -31,6 +31,7 @@ void lora_dropout_forward(const LoraDropoutForwardArgs&);
 void lora_dropout_backward(const LoraDropoutBackwardArgs&);
 void lora_group_forward(const LoraGroupForwardArgs&);
 void lora_group_backward(const LoraGroupBackwardArgs&);
+void lora_pack_factors(const LoraPackFactorsArgs&);
 
 namespace {
 Backend make_backend() {
@@ -61,6 +62,7 @@ Backend make_backend() {
   b.lora_dropout_backward = lora_dropout_backward;
   b.lora_group_forward = lora_group_forward;
   b.lora_group_backward = lora_group_backward;
+  b.lora_pack_factors = lora_pack_factors;
   return b;
 }
 }  // namespace

@@ -15,6 +15,9 @@
 // pack_f32 / gather_f32 are the same passes into an f32 destination (the exact
 // path: products whose operands are all f32 run in TF32 and are stacked in f32).
 #include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <vector>
 
 #include "cuda/gemm.h"
 
@@ -249,6 +252,61 @@ void pack_jobs(const PackJobOf<D>* jobs, int n, const char* name) {
 }  // namespace
 
 void pack_bf16_jobs(const PackJob* jobs, int n) { pack_jobs(jobs, n, "pack_bf16_jobs"); }
+
+namespace {
+// blockIdx.y: the job, read from the device table; a grid-stride loop over its elements in 32 bits (the host
+// checks every job has fewer than 2^31)
+__global__ void __launch_bounds__(kThreads) pack_table_kernel(const PackJob* __restrict__ jobs) {
+  const PackJob jb = jobs[blockIdx.y];
+  const uint32_t cols = static_cast<uint32_t>(jb.cols), total = static_cast<uint32_t>(jb.rows * jb.cols);
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    const uint32_t r = i / cols, c = i - r * cols;
+    store1(jb.dst + static_cast<int64_t>(r) * jb.ldd + c, jb.src[static_cast<int64_t>(r) * jb.lds + c]);
+  }
+}
+
+// The last table uploaded (host copy to compare, device copy to read), kept for the process (never freed: a
+// static's destructor could run after the CUDA runtime is gone). One stream: an upload over a table that a queued
+// launch still reads runs after that launch.
+struct Table {
+  std::mutex mu;
+  std::vector<PackJob> host;
+  Tensor* dev = nullptr;
+};
+}  // namespace
+
+void pack_bf16_table(const PackJob* jobs, int64_t n) {
+  int64_t most = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t e = jobs[i].rows > 0 && jobs[i].cols > 0 ? jobs[i].rows * jobs[i].cols : 0;
+    if (e >= (int64_t{1} << 31)) {  // (not a LoRA factor: each job a launch of its own, as pack_bf16 would)
+      for (int64_t j = 0; j < n; ++j) pack_bf16(jobs[j].src, Elem::F32, jobs[j].lds, 1.f, jobs[j].rows, jobs[j].cols, jobs[j].dst, jobs[j].ldd);
+      return;
+    }
+    most = std::max(most, e);
+  }
+  if (most == 0) return;
+  static Table& table = *new Table();
+  std::lock_guard<std::mutex> lock(table.mu);
+  const size_t bytes = static_cast<size_t>(n) * sizeof(PackJob);
+  if (table.host.size() != static_cast<size_t>(n) || std::memcmp(table.host.data(), jobs, bytes) != 0) {
+    static_assert(sizeof(PackJob) % sizeof(int32_t) == 0, "the table is held as int32s");
+    if (!table.dev || table.dev->nbytes() < bytes) {
+      delete table.dev;
+      table.dev = nullptr;
+      table.dev = new Tensor(Tensor::empty({static_cast<int64_t>(bytes / sizeof(int32_t))}, DType::I32, Device::CUDA));
+    }
+    copy_bytes(table.dev->data(), Device::CUDA, jobs, Device::CPU, bytes);
+    table.host.assign(jobs, jobs + n);
+  }
+  const unsigned gx = static_cast<unsigned>(std::min<int64_t>((most + kThreads - 1) / kThreads, 64));
+  const PackJob* const dev = static_cast<const PackJob*>(table.dev->data());
+  for (int64_t j0 = 0; j0 < n; j0 += 65535) {  // (grid.y is at most 65535 jobs a launch)
+    const unsigned gy = static_cast<unsigned>(std::min<int64_t>(n - j0, 65535));
+    pack_table_kernel<<<dim3(gx, gy), kThreads, 0, stream()>>>(dev + j0);
+    check_launch("pack_table_kernel");
+  }
+}
 void pack_f32_jobs(const PackJobF32* jobs, int n) { pack_jobs(jobs, n, "pack_f32_jobs"); }
 
 void gather_f32(const void* src, Elem e, int64_t lds, float scale, const int32_t* row_index, int64_t rows,

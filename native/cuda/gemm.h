@@ -100,6 +100,10 @@ using PackJob = PackJobOf<__nv_bfloat16>;
 using PackJobF32 = PackJobOf<float>;
 constexpr int kMaxPackJobs = 8;
 void pack_bf16_jobs(const PackJob* jobs, int n);
+// Any number of such blocks in ONE launch (lora_pack_factors: every B and A block of a pass, ~224 for a 1B model),
+// the list read from device memory: uploaded only when it differs from the last call's (a model's list stays the
+// same from step to step, so the upload, which may wait for the queued work, happens once).
+void pack_bf16_table(const PackJob* jobs, int64_t n);
 void pack_f32_jobs(const PackJobF32* jobs, int n);
 
 // The same passes into an f32 destination (the stacked operands of all-f32 products).

@@ -20,6 +20,8 @@
 // Every operand is rounded to bf16 exactly as lora_linear rounds it (x, dy, W, A, B, s·u, s·g once each) and the
 // zero blocks add exact zeros, so the results are lora_linear's up to the order of f32 sums inside a product.
 // With f32 weights (TF32 products, nothing rounded to bf16) the members run as lora_linear, one by one.
+#include <vector>
+
 #include "cuda/gemm.h"
 #include "ops/lora_group.h"
 #include "ops/lora_linear.h"
@@ -50,21 +52,29 @@ Layout layout_of(const Tensor& x, int m, const Tensor* const* w, const Tensor* c
   return l;
 }
 
-// K's blocks: with w_too the W blocks and the zeros (the whole matrix cleared first), then every B and A block.
+// K's B and A blocks: member i's B (OUT_i, R) at rows o_i.., columns IN + i·R; its A (R, IN) at rows S + i·R.
+void factor_jobs(const Layout& l, const Tensor* const* w, const Tensor* const* a, const Tensor* const* b,
+                 __nv_bfloat16* k, int64_t ldk, PackJob* jobs) {
+  for (int i = 0; i < l.m; ++i) {
+    jobs[2 * i] = PackJob{b[i]->data_as<float>(), l.r, w[i]->dim(0), l.r, k + l.off[i] * ldk + l.in + i * l.r, ldk};
+    jobs[2 * i + 1] = PackJob{a[i]->data_as<float>(), l.in, l.r, l.in, k + (l.s + i * l.r) * ldk, ldk};
+  }
+}
+
+// K's blocks: with w_too the W blocks and the zeros (the whole matrix cleared first), then every B and A block
+// unless lora_pack_factors wrote them for this call (factors).
 void write_kept(const Layout& l, const Tensor* const* w, const Tensor* const* a, const Tensor* const* b,
-                __nv_bfloat16* k, int64_t ldk, bool w_too) {
+                __nv_bfloat16* k, int64_t ldk, bool w_too, bool factors = true) {
   if (w_too) {
     const OpPart part("copy W into the group's kept matrix", Device::CUDA);
     fill_bytes(k, Device::CUDA, 0, static_cast<size_t>((l.s + l.mr) * ldk) * sizeof(__nv_bfloat16));
     for (int i = 0; i < l.m; ++i)
       pack_bf16(w[i]->data(), elem_of(*w[i]), l.in, 1.f, w[i]->dim(0), l.in, k + l.off[i] * ldk, ldk);
   }
+  if (!factors) return;
   const OpPart part("pack B and A into the group's kept matrix (one launch)", Device::CUDA);
   PackJob jobs[2 * kMaxLoraGroup];
-  for (int i = 0; i < l.m; ++i) {
-    jobs[2 * i] = PackJob{b[i]->data_as<float>(), l.r, w[i]->dim(0), l.r, k + l.off[i] * ldk + l.in + i * l.r, ldk};
-    jobs[2 * i + 1] = PackJob{a[i]->data_as<float>(), l.in, l.r, l.in, k + (l.s + i * l.r) * ldk, ldk};
-  }
+  factor_jobs(l, w, a, b, k, ldk, jobs);
   static_assert(2 * kMaxLoraGroup <= kMaxPackJobs, "a group's B and A blocks in one pack_bf16_jobs launch");
   pack_bf16_jobs(jobs, 2 * l.m);
 }
@@ -82,6 +92,14 @@ void gemm_or_zero(const GemmArgs& g, Tensor* c_tensor = nullptr) {
 
 }  // namespace
 
+// The B and A blocks a forward given kept writes (write_kept), for lora_pack_factors (lora_pack.cu).
+void group_factor_jobs(const LoraGroupForwardArgs& p, std::vector<PackJob>& jobs) {
+  const Layout l = layout_of(*p.w[0], p.m, p.w, p.a);  // (the layout's N is not read here)
+  PackJob mine[2 * kMaxLoraGroup];
+  factor_jobs(l, p.w, p.a, p.b, bf16_ptr(*p.kept), p.kept->dim(1), mine);
+  jobs.insert(jobs.end(), mine, mine + 2 * l.m);
+}
+
 void lora_group_forward(const LoraGroupForwardArgs& p) {
   const Tensor& x = p.x ? *p.x : *p.x_packed;  // x_packed: x already in px's first IN columns (the norm wrote it)
   const Layout l = layout_of(x, p.m, p.w, p.a);
@@ -96,7 +114,8 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
   const int64_t ldk = p.kept ? p.kept->dim(1) : round_up(l.in + l.mr, 8);
   Tensor own = p.kept ? Tensor() : Tensor::empty({l.s + l.mr, ldk}, DType::BF16, Device::CUDA);
   __nv_bfloat16* k = p.kept ? bf16_ptr(*p.kept) : bf16_ptr(own);
-  write_kept(l, p.w, p.a, p.b, k, ldk, !(p.kept && p.kept_has_w));
+  // (factors_packed: lora_pack_factors wrote the B and A blocks, group_factor_jobs below; the front checked kept_has_w)
+  write_kept(l, p.w, p.a, p.b, k, ldk, !(p.kept && p.kept_has_w), !p.factors_packed);
   if (l.n == 0) return;  // (the kept matrix is written all the same, as the caller was promised)
   const int64_t ldx = p.x_packed ? p.x_packed->dim(1) : round_up(l.in + l.mr, 8);
   Tensor px = p.x_packed ? *p.x_packed : Tensor::empty({l.n, ldx}, DType::BF16, Device::CUDA);  // [x | s·u_1 | … | s·u_m]

@@ -46,6 +46,8 @@
 // In a 1B step it was no faster than the three passes — 47.1 vs 46.6 ms; a first
 // version that read the factor per warp from L2 was 3x slower — so it went. So did `narrow`, u, g, dA and dB
 // on CUDA-core kernels: removed after losing to cuBLASLt in run 14.)
+#include <vector>
+
 #include "cuda/gemm.h"
 #include "ops/add.h"
 #include "ops/lora_linear.h"
@@ -63,6 +65,13 @@ bool a_fits_below_w(const Tensor& w, int64_t R) {
   const int64_t OUT = w.dim(0), IN = w.dim(1);
   return elem_of(w) == Elem::BF16 && IN % 8 == 0 &&
          w.capacity_bytes() >= static_cast<size_t>((OUT + R) * IN) * sizeof(__nv_bfloat16);
+}
+
+// Where a forward with stack_a puts A in bf16 (the spare rows below W), or null.
+__nv_bfloat16* a_below_w(const LoraLinearForwardArgs& p) {
+  const Tensor& w = *p.w;
+  const int64_t R = p.a->dim(0);
+  return p.stack_a && a_fits_below_w(w, R) ? bf16_ptr(w) + w.dim(0) * w.dim(1) : nullptr;
 }
 
 // W rounded into the first IN columns of the caller's kept [W | B] (lora_linear's wb).
@@ -107,6 +116,14 @@ void lora_linear_backward_f32(const LoraLinearBackwardArgs& p) {
 
 }  // namespace
 
+// B into the kept [W | B]'s columns IN..IN+R, and, with stack_a, A into the rows below W (a_below_w): what a
+// forward given wb writes (as pack_bf16 calls, one a job), or lora_pack_factors for it (lora_pack.cu).
+void linear_factor_jobs(const LoraLinearForwardArgs& p, std::vector<PackJob>& jobs) {
+  const int64_t IN = p.w->dim(1), OUT = p.w->dim(0), R = p.a->dim(0);
+  jobs.push_back(PackJob{p.b->data_as<float>(), R, OUT, R, bf16_ptr(*p.wb) + IN, p.wb->dim(1)});
+  if (__nv_bfloat16* const a16 = a_below_w(p)) jobs.push_back(PackJob{p.a->data_as<float>(), IN, R, IN, a16, IN});
+}
+
 void lora_linear_forward(const LoraLinearForwardArgs& p) {
   // x_packed (ops/lora_linear.h): x already in px's first IN columns (the model's SwiGLU wrote h there)
   const Tensor &x = p.x ? *p.x : *p.x_packed, &w = *p.w, &a = *p.a, &b = *p.b;
@@ -133,15 +150,18 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   __nv_bfloat16* wbp = p.wb ? bf16_ptr(*p.wb) : bf16_ptr(wb);
   const int64_t ldw = p.wb ? p.wb->dim(1) : ldwb;
   // stack_a (the model's training pass): A below W for the backward too, in the same launch when next
-  __nv_bfloat16* const a16 = p.stack_a && a_fits_below_w(w, R) ? bf16_ptr(w) + OUT * IN : nullptr;
+  __nv_bfloat16* const a16 = a_below_w(p);
   if (p.wb) {
     if (!p.wb_has_w) {
       const OpPart part("copy W into the kept [W | B]", Device::CUDA);
       copy_w_into_kept(w, *p.wb);
     }
-    const OpPart part(a16 ? "pack B into the kept [W | B], A below W" : "pack B into the kept [W | B]", Device::CUDA);
-    pack_bf16(b.data(), Elem::F32, R, 1.f, OUT, R, wbp + IN, ldw);
-    if (a16) pack_bf16(a.data(), Elem::F32, IN, 1.f, R, IN, a16, IN);
+    if (!p.factors_packed) {  // (factors_packed: lora_pack_factors wrote them, linear_factor_jobs below)
+      const OpPart part(a16 ? "pack B into the kept [W | B], A below W" : "pack B into the kept [W | B]", Device::CUDA);
+      std::vector<PackJob> jobs;
+      linear_factor_jobs(p, jobs);
+      for (const PackJob& j : jobs) pack_bf16(j.src, Elem::F32, j.lds, 1.f, j.rows, j.cols, j.dst, j.ldd);
+    }
   } else {
     if (next_kernels(Next::PackWB)) {
       const OpPart part(a16 ? "pack [W | B], A below W (one pass)" : "pack [W | B] (one pass)", Device::CUDA);

@@ -13,6 +13,7 @@
 #include "ops/lora_dropout.h"
 #include "ops/lora_group.h"
 #include "ops/lora_linear.h"
+#include "ops/lora_pack.h"
 #include "ops/matmul.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
@@ -512,6 +513,9 @@ void LlamaModel::linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor&
     if (lin.wb.defined()) {  // the kept [W | B] (prepare_wb): W copied into it by its first forward
       args.wb = &lin.wb;
       args.wb_has_w = lin.wb_has_w;
+      // B (and A) written by this pass's pack_factors (a kept [W | B] with W in it then), or by an earlier forward
+      // of the pass (its first, which copied W in, before a checkpointed recompute): the same factors either way
+      args.factors_packed = factors_packed_ && lin.wb_has_w;
     }
     lora_linear_forward(args);
     if (lin.wb.defined()) lin.wb_has_w = true;
@@ -582,11 +586,16 @@ int LlamaModel::group_members(int64_t l, int g, int* members) const {
 }
 
 bool LlamaModel::grouped(int64_t l, int g, const Acts& a) const {
+  const Tensor& ug = a.ug[static_cast<size_t>(g)];
+  int members[kMaxLoraGroup];
+  return grouped(l, g) && ug.defined() && ug.dim(1) == group_members(l, g, members) * lora_r_;
+}
+
+bool LlamaModel::grouped(int64_t l, int g) const {
   if (!groups_) return false;
   int members[kMaxLoraGroup];
   const int m = group_members(l, g, members);
-  const Tensor& ug = a.ug[static_cast<size_t>(g)];
-  if (m < 2 || !ug.defined() || ug.dim(1) != m * lora_r_) return false;
+  if (m < 2) return false;
   // On a GPU only with the group's kept matrix (prepare_wb): without it the op would copy every member's W into a
   // matrix of its own in the forward and again in the backward, where the per-linear path copies W once and
   // reads it in place in the backward. Decided once a pass (prepare_wb runs first), so forward and backward agree.
@@ -665,10 +674,62 @@ void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tenso
   if (kept.defined()) {
     args.kept = &kept;
     args.kept_has_w = lw.kept_has_w[static_cast<size_t>(g)];
+    args.factors_packed = factors_packed_ && args.kept_has_w;  // (as linear_forward's)
   }
   lora_group_forward(args);
   if (kept.defined()) lw.kept_has_w[static_cast<size_t>(g)] = true;
 }
+
+// lora_pack_factors' entries are the forward arguments group_forward and linear_forward build (the factors' part):
+// each group the pass runs grouped whose kept matrix holds W, and each linear whose kept [W | B] does. Those whose
+// kept matrix has no W yet (a pass's first) are left to their forward, which copies W in and writes them.
+bool LlamaModel::pack_factors() {
+  if (device_ == Device::CPU || !has_lora() || full_ || dropout_active_ || !next_enabled(Next::FactorPack)) return false;
+  std::vector<LoraLinearForwardArgs> lins;
+  std::vector<LoraGroupForwardArgs> groups;
+  lins.reserve(layers_.size() * kNumTargets);  // (the args' addresses go into the op's lists: no reallocation)
+  groups.reserve(layers_.size() * 2);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    LayerWeights& lw = layers_[l];
+    for (int g = 0; g < 2; ++g) {
+      Tensor& kept = lw.kept[static_cast<size_t>(g)];
+      if (!kept.defined() || !lw.kept_has_w[static_cast<size_t>(g)] || !grouped(static_cast<int64_t>(l), g)) continue;
+      LoraGroupForwardArgs args;
+      for (int j = 0; j < kGroupSize[g]; ++j) {
+        Linear& lin = lw.lin[static_cast<size_t>(kGroupTargets[g][j])];
+        if (!lin.has_lora) continue;
+        const int i = args.m++;
+        args.w[i] = &lin.w;
+        args.a[i] = &lin.lora.a;
+        args.b[i] = &lin.lora.b;
+      }
+      args.kept = &kept;
+      args.kept_has_w = true;
+      groups.push_back(args);
+    }
+    for (Linear& lin : lw.lin) {
+      if (!lin.has_lora || !lin.wb.defined() || !lin.wb_has_w) continue;
+      LoraLinearForwardArgs args{nullptr, &lin.w, nullptr, &lin.lora.a, &lin.lora.b, lora_scale_, nullptr, nullptr};
+      args.wb = &lin.wb;
+      args.wb_has_w = true;
+      args.stack_a = stack_a_;  // (as linear_forward's: A below W in a pass with a backward)
+      lins.push_back(args);
+    }
+  }
+  LoraPackFactorsArgs all;
+  for (const LoraLinearForwardArgs& a : lins) all.linears.push_back(&a);
+  for (const LoraGroupForwardArgs& a : groups) all.groups.push_back(&a);
+  lora_pack_factors(all);
+  return true;
+}
+
+struct LlamaModel::FactorsScope {
+  bool& flag;
+  explicit FactorsScope(LlamaModel& m) : flag(m.factors_packed_) { flag = m.pack_factors(); }
+  ~FactorsScope() { flag = false; }
+  FactorsScope(const FactorsScope&) = delete;
+  FactorsScope& operator=(const FactorsScope&) = delete;
+};
 
 void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor& dx,
                                 bool accumulate, LlamaScratch& s, Tensor* dy_packed, const Tensor* x_packed) {
@@ -923,6 +984,7 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   // others or not (share_layer_acts()). Checkpointing recomputes the whole layer just before its backward,
   // so nothing is recomputed twice.
   prepare_wb(n, act);
+  const FactorsScope factors(*this);
   const bool share = !checkpointing_ && share_layer_acts(n, act);
   std::vector<Acts> acts(checkpointing_ ? 1 : static_cast<size_t>(c.L));
   for (size_t i = 0; i < acts.size(); ++i) acts[i] = make_acts(n, i && share ? &acts[0] : nullptr, act);
@@ -991,6 +1053,7 @@ Tensor LlamaModel::logits(const ModelInputs& host_in, bool last_only) {
   const int64_t n = in.ids->dim(0);
   const GroupsScope groups(groups_, want_groups());  // grouped as in training passes: the same kept matrices
   prepare_wb(n, DType::F32);
+  const FactorsScope factors(*this);
   Tensor x = empty({n, c.C}), y = empty({n, c.C});
   embedding_forward(EmbeddingForwardArgs{in.ids, &embed_, &x, in.host ? in.host->ids : nullptr});
   Acts a = make_acts(n, nullptr);
@@ -1054,6 +1117,7 @@ Tensor LlamaModel::decode(const Tensor& host_ids) {
   in.host = &host_in;
   const GroupsScope groups(groups_, want_groups());
   prepare_wb(n, DType::F32);
+  const FactorsScope factors(*this);
   Tensor x = empty({n, c.C}), y = empty({n, c.C});
   embedding_forward(EmbeddingForwardArgs{&ids, &embed_, &x, &host_ids});
   Acts a = make_acts(n, nullptr);

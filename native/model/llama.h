@@ -234,6 +234,7 @@ class LlamaModel {
   // Whether group g of layer l goes through lora_group in this pass (see group_forward; on a GPU only with its
   // kept matrix, and only where its members' weights share a dtype kind).
   bool grouped(int64_t l, int g, const Acts& a) const;
+  bool grouped(int64_t l, int g) const;  // the same without the pass's Acts (make_acts gives ug where this holds)
   // What groups_ should be for a pass starting now (no dropout; the CPU, or a GPU with INSTILL_CUDA_NEXT=lora_group).
   bool want_groups() const;
   // Whether a pass with activations of dtype act keeps h as down_proj's packed x (swiglu_pack on a GPU, bf16
@@ -270,6 +271,11 @@ class LlamaModel {
   void prepare_wb(int64_t n, DType act);
   // Frees the kept [W | B]s; whatever changes a W or the adapters calls it.
   void drop_wb();
+  // After prepare_wb, on a GPU with INSTILL_CUDA_NEXT=factor_pack (no dropout): every B and A the pass's forwards
+  // would round into the kept matrices that hold W already, in one lora_pack_factors call; the forwards are then told
+  // factors_packed. FactorsScope holds factors_packed_ for the pass.
+  bool pack_factors();
+  struct FactorsScope;
   const Tensor& head() const { return cfg_.tied ? embed_ : lm_head_; }
   float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(cfg_.D)); }
   // t on the model's device (t itself when it is already there, else a copy).
@@ -296,6 +302,7 @@ class LlamaModel {
   // inside a pass (run()) without dropout, on the CPU or with INSTILL_CUDA_NEXT=lora_group: q, k, v and gate, up
   // through lora_group (group_forward)
   bool groups_ = false;
+  bool factors_packed_ = false;  // inside a pass whose factors pack_factors() wrote (FactorsScope)
   int act_mode_ = 0;  // set_activations: 0 auto, 1 f32, 2 bf16-mlp, 3 bf16
   bool wb_groups_ = false;  // the kept matrices held are the groups' (LayerWeights::kept) beside the others' wb
   uint32_t step_seed_ = 0;

@@ -15,6 +15,7 @@
 #include "ops/lora_dropout.h"
 #include "ops/lora_group.h"
 #include "ops/lora_linear.h"
+#include "ops/lora_pack.h"
 #include "ops/matmul.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
@@ -53,6 +54,7 @@ struct Backend {
   void (*lora_dropout_backward)(const LoraDropoutBackwardArgs&);
   void (*lora_group_forward)(const LoraGroupForwardArgs&);
   void (*lora_group_backward)(const LoraGroupBackwardArgs&);
+  void (*lora_pack_factors)(const LoraPackFactorsArgs&);  // null on the CPU (ops/lora_pack.h: no kept copies there)
 };
 
 // The backend for a device; throws E_DEVICE if none was built for it.

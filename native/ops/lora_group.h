@@ -48,6 +48,9 @@ struct LoraGroupForwardArgs {
   // norm wrote it there: rmsnorm_forward's y_packed), into whose columns IN..IN+m·R the op writes s·u. bf16/f16
   // weights only; the CPU copies x out of it.
   Tensor* x_packed = nullptr;
+  // With kept and kept_has_w: lora_pack_factors (ops/lora_pack.h) has written the B and A blocks for this call,
+  // and no factor changed since: the op writes none (INSTILL_CUDA_NEXT=factor_pack). The CPU ignores it.
+  bool factors_packed = false;
 };
 
 struct LoraGroupBackwardArgs {

@@ -51,6 +51,10 @@ struct LoraLinearForwardArgs {
   // CUDA backend's packed [x | s·u] operand, which the model's SwiGLU wrote h into: swiglu_pack), into whose
   // columns IN..IN+R the op writes s·u. bf16/f16 w only; the CUDA backend only (the CPU: E_UNSUPPORTED).
   Tensor* x_packed = nullptr;
+  // With wb and wb_has_w: lora_pack_factors (ops/lora_pack.h) has written B into wb, and A below W where stack_a,
+  // for this call, and no factor changed since: the op writes neither (INSTILL_CUDA_NEXT=factor_pack). The CPU
+  // ignores it.
+  bool factors_packed = false;
 };
 
 struct LoraLinearBackwardArgs {

@@ -17,9 +17,10 @@ void lora_linear_forward(const LoraLinearForwardArgs&);
 void lora_linear_backward(const LoraLinearBackwardArgs&);
 void lora_group_forward(const LoraGroupForwardArgs&);
 void lora_group_backward(const LoraGroupBackwardArgs&);
+void lora_pack_factors(const LoraPackFactorsArgs&);
 
 std::atomic<int> fake_calls_linear{0}, fake_calls_group{0}, fake_calls_swiglu_packed{0}, fake_calls_swiglu_fwd_packed{0},
-    fake_calls_dy_packed{0}, fake_calls_norm_packed{0};
+    fake_calls_dy_packed{0}, fake_calls_norm_packed{0}, fake_calls_pack_factors{0};
 
 namespace {
 Backend make() {
@@ -39,6 +40,10 @@ Backend make() {
     cuda::lora_group_forward(p);
   };
   b.lora_group_backward = lora_group_backward;
+  b.lora_pack_factors = [](const LoraPackFactorsArgs& p) {
+    ++fake_calls_pack_factors;
+    cuda::lora_pack_factors(p);
+  };
   b.rmsnorm_forward = [](const RmsnormForwardArgs& p) {
     if (p.y_packed) ++fake_calls_norm_packed;
     cpu::rmsnorm_forward(p);

@@ -21,7 +21,7 @@
 
 namespace instill {
 namespace cuda {
-extern std::atomic<int> fake_packs;
+extern std::atomic<int> fake_packs, fake_calls_pack_factors;
 extern std::atomic<int> fake_calls_linear, fake_calls_group, fake_calls_swiglu_packed, fake_calls_swiglu_fwd_packed,
     fake_calls_dy_packed, fake_calls_norm_packed;
 }
@@ -96,8 +96,9 @@ struct Case {
   bool group = true;             // the pieces with lora_group (false: swiglu_pack / norm_pack alone)
   double cpu_tol = 0;            // the bound against the CPU model, where not the default's (0)
   bool unset = false;            // the pass with the pieces runs with INSTILL_CUDA_NEXT unset (the default has them)
-  // `fewer_packs` instead: the default against the default with it, LoRA's scale this (2 = 2r / r: a power of two)
-  bool fewer = false;
+  // A piece whose pass must give the default's bits (fewer_packs, factor_pack) instead: the default against the default
+  // with it (run_piece), LoRA's scale this (2 = 2r / r: a power of two)
+  const char* piece = nullptr;
   float scale = 2.f;
 };
 
@@ -209,56 +210,92 @@ void make_world(const Case& cs, World& w) {
   w.in = ModelInputs{&w.ids, &w.pos, &w.cu, &w.tg};
 }
 
-// `fewer_packs` against the default: every gradient and the loss in the same bits where s is a power of two (the
-// fake's sums are in double, so only what the piece changes could differ: bf16(s·g) read with alpha 1 where
-// bf16(g) was read with alpha s), within f32 rounding of them otherwise; and the packs it saves, counted.
-void run_fewer(const Case& cs) {
+// A piece against the default (Case's piece): every gradient and the loss in the same bits, and the packs it saves,
+// counted (fake_packs). fewer_packs: where s is a power of two (the fake's sums are in double, so only what the piece
+// changes could differ: bf16(s·g) read with alpha 1 where bf16(g) was read with alpha s), within f32 rounding
+// otherwise. factor_pack: always (the same bf16 copies of the factors, written by lora_pack_factors before the
+// forwards instead of by each forward).
+void run_piece(const Case& cs) {
   World w;
   make_world(cs, w);
   LlamaModel& gpu = w.ms->gpu;
+  const std::string piece = cs.piece, with = "default," + piece;
   set_env("INSTILL_BF16_ACTIVATIONS", cs.acts);
+  int batches = 0;  // lora_pack_factors calls in the passes counted with the piece
   const auto pass = [&](const char* next, int& packs) {
     set_env("INSTILL_CUDA_NEXT", next);
-    const int k0 = cuda::fake_packs;
+    const int k0 = cuda::fake_packs, b0 = cuda::fake_calls_pack_factors;
     Pass p = run_pass(gpu, w.in);
     if (cs.accumulate) p = run_pass(gpu, w.in, true);
     packs = cuda::fake_packs - k0;
+    if (next) batches += cuda::fake_calls_pack_factors - b0;
     return p;
   };
-  int packs_off = 0, packs_on = 0, packs_again = 0;
-  pass(nullptr, packs_off);  // a first pass copies W into the kept matrices: the passes counted come after it
+  // The factors as an optimizer leaves them between passes: changed in place (version k), so that a pass that read
+  // copies made for the pass before (a piece skipping a write it should make) would see the other version's
+  const auto set_factors = [&](uint32_t k) {
+    uint64_t st = 0x9e3779b97f4a7c15ull * (k + 1);
+    for (int64_t l = 0; l < w.c.L; ++l)
+      for (int t = 0; t < kNumTargets; ++t) {
+        if (!((cs.mask >> t) & 1u)) continue;
+        LoraParam& lp = gpu.lora(l, t);
+        for (Tensor* f : {&lp.a, &lp.b})
+          for (int64_t i = 0; i < f->numel(); ++i) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            f->data_as<float>()[i] = 0.3f * (static_cast<float>(st >> 40) / static_cast<float>(1u << 24) * 2.f - 1.f);
+          }
+      }
+  };
+  // Version 0 in the first pass (which copies W into the kept matrices), 2 in a pass with the piece, then 1 with it
+  // (compared), 3 without, 1 without (compared): whatever copy the piece failed to write, the compared pass reads
+  // version 0 or 2 there
+  int packs_off = 0, packs_on = 0, packs_again = 0, unused = 0;
+  set_factors(0);
+  pass(nullptr, unused);
+  set_factors(2);
+  pass(with.c_str(), unused);
+  set_factors(1);
+  const Pass on = pass(with.c_str(), packs_on);
+  const Pass again = pass(with.c_str(), packs_again);
+  set_factors(3);
+  pass(nullptr, unused);
+  set_factors(1);
   const Pass off = pass(nullptr, packs_off);
-  const Pass on = pass("default,fewer_packs", packs_on);
-  const Pass again = pass("default,fewer_packs", packs_again);
   set_env("INSTILL_CUDA_NEXT", nullptr);
   set_env("INSTILL_BF16_ACTIVATIONS", nullptr);
   int e = 0;
   std::frexp(cs.scale, &e);
-  const bool exact = std::ldexp(0.5f, e) == cs.scale;
+  const bool fewer = piece.find("fewer_packs") != std::string::npos, factor = piece.find("factor_pack") != std::string::npos;
+  const bool exact = !fewer || std::ldexp(0.5f, e) == cs.scale;
   const double e_off = worst_rel(on, off), e_again = worst_rel(again, on);
   expect(exact ? on.loss == off.loss : std::fabs(on.loss - off.loss) <= 1e-6 * std::fabs(off.loss),
          "loss " + std::to_string(on.loss) + " against the default's " + std::to_string(off.loss));
   expect(exact ? e_off == 0 : e_off <= 1e-5, "gradients against the default: worst " + std::to_string(e_off) +
-                                                  (exact ? " (s a power of two: not the same bits)" : ""));
+                                                  (exact ? " (not the same bits)" : ""));
   expect(e_again == 0, "a second pass: worst " + std::to_string(e_again) + " (not the same bits)");
-  // (under dropout, lora_dropout's own path, which the piece leaves alone: the fake runs the CPU's, no packs)
+  // (under dropout, lora_dropout's own path, which the pieces leave alone: the fake runs the CPU's, no packs)
   expect((cs.dropout > 0 ? packs_on == packs_off : packs_on < packs_off) && packs_again == packs_on,
          "packs a pass: " + std::to_string(packs_on) + " (again " + std::to_string(packs_again) + ") against the default's " +
              std::to_string(packs_off));
+  const int passes = 3 * (cs.accumulate ? 2 : 1);  // the three with the piece
+  if (factor)
+    expect(batches == (cs.dropout > 0 ? 0 : passes), "lora_pack_factors calls: " + std::to_string(batches) + ", expected " +
+                                                         std::to_string(cs.dropout > 0 ? 0 : passes));
   // Every linear adapted, bf16 activations, s a power of two, neither checkpointing nor accumulation: per layer,
-  // o_proj's and down_proj's forward read A below W (where W has the spare rows: IN % 8 == 0, so not this down_proj
-  // at IN = 76), their backward B from the kept [W | B], s·g from g's product and dA from it (6), and each group's
-  // backward the same two of s·g (4)
+  // fewer_packs: o_proj's and down_proj's forward read A below W (where W has the spare rows: IN % 8 == 0, so not
+  // this down_proj at IN = 76), their backward B from the kept [W | B], s·g from g's product and dA from it (6),
+  // and each group's backward the same two of s·g (4); factor_pack: each group's one launch of B and A (2),
+  // o_proj's B and A below W (2) and down_proj's B (1), less the pass's one launch for all.
   if (cs.mask == (1u << kNumTargets) - 1 && cs.acts == nullptr && exact && !cs.checkpointing && !cs.accumulate && cs.dropout == 0.f) {
-    const int below_w = ((w.c.H * w.c.D) % 8 == 0) + (w.c.F % 8 == 0);
-    const int want = (below_w + 6 + 4) * static_cast<int>(w.c.L);
+    const int below_w = ((w.c.H * w.c.D) % 8 == 0) + (w.c.F % 8 == 0), L = static_cast<int>(w.c.L);
+    const int want = (fewer ? (below_w + 6 + 4) * L : 0) + (factor ? (2 + 2 + below_w) * L - 1 : 0);
     expect(packs_off - packs_on == want, "packs saved: " + std::to_string(packs_off - packs_on) + ", expected " + std::to_string(want));
   }
-  std::printf("       packs a pass: %d -> %d with fewer_packs; worst grad against the default %.2e\n", packs_off, packs_on, e_off);
+  std::printf("       packs a pass: %d -> %d with %s; worst grad against the default %.2e\n", packs_off, packs_on, cs.piece, e_off);
 }
 
 void run(const Case& cs) {
-  if (cs.fewer) return run_fewer(cs);
+  if (cs.piece) return run_piece(cs);
   World w;
   make_world(cs, w);
   const LlamaConfig& c = w.c;
@@ -391,19 +428,31 @@ int main() {
       {"norm_pack under LoRA dropout: not packed", every, false, false, 0.1f, false, "0", kOld, true, false, true},
       {"the default (INSTILL_CUDA_NEXT unset): lora_group, swiglu_pack and norm_pack", every, false, false, 0.f, false, nullptr, kOld, true, true, true,
        true, 0, true},
-      // fewer_packs against the default (Case's fewer): positional fields up to `unset` as above
+      // pieces against the default (Case's piece): positional fields up to `unset` as above
       {"fewer_packs: every linear, bf16 activations", every, false, false, 0.f, false, nullptr, kOld, false, false, false,
-       true, 0, false, true},
+       true, 0, false, "fewer_packs"},
       {"fewer_packs: f32 activations (B from the kept [W | B], A below W; g still f32 for TF32 dA)", every, false, false,
-       0.f, false, "0", kOld, false, false, false, true, 0, false, true},
+       0.f, false, "0", kOld, false, false, false, true, 0, false, "fewer_packs"},
       {"fewer_packs: checkpointing, accumulated, Qwen3 q/k norm", every, false, true, 0.f, true, nullptr, kOld, false, true,
-       false, true, 0, false, true},
+       false, true, 0, false, "fewer_packs"},
       {"fewer_packs: q, v, gate, down (a group of two, a linear without a group)", (1u << kQ) | (1u << kV) | (1u << kGate) | (1u << kDown),
-       false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, true},
+       false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "fewer_packs"},
       {"fewer_packs: s = 1.5 (no power of two: g packed as before, B and A still read in bf16)", every, false, false, 0.f,
-       false, nullptr, kOld, false, false, false, true, 0, false, true, 1.5f},
+       false, nullptr, kOld, false, false, false, true, 0, false, "fewer_packs", 1.5f},
       {"fewer_packs under LoRA dropout (lora_dropout's own path: nothing changes)", every, false, false, 0.1f, false, "0",
-       kOld, false, false, false, true, 0, false, true},
+       kOld, false, false, false, true, 0, false, "fewer_packs"},
+      {"factor_pack: every linear, bf16 activations", every, false, false, 0.f, false, nullptr, kOld, false, false, false,
+       true, 0, false, "factor_pack"},
+      {"factor_pack: f32 activations, s = 1.5", every, false, false, 0.f, false, "0", kOld, false, false, false, true, 0,
+       false, "factor_pack", 1.5f},
+      {"factor_pack: checkpointing, accumulated, Qwen2 q/k/v biases", every, true, false, 0.f, true, nullptr, kOld, false,
+       true, false, true, 0, false, "factor_pack"},
+      {"factor_pack: q, v, gate, down (a group of two, a linear without a group)", (1u << kQ) | (1u << kV) | (1u << kGate) | (1u << kDown),
+       false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "factor_pack"},
+      {"factor_pack under LoRA dropout: not called", every, false, false, 0.1f, false, "0", kOld, false, false, false, true,
+       0, false, "factor_pack"},
+      {"factor_pack with fewer_packs", every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false,
+       "factor_pack,fewer_packs"},
   };
   return cuda::fake::run_cases(cases, failures, run);
 }
