@@ -16,7 +16,9 @@
 #include <vector>
 
 #include "model/llama.h"
+#include "ops/lora_pack.h"
 #include "runtime/dtype.h"
+#include "runtime/error.h"
 #include "test/cuda_host/fake_device.h"
 
 namespace instill {
@@ -400,7 +402,55 @@ void run(const Case& cs) {
 
 }  // namespace
 
+// lora_pack_factors' front (ops/lora_pack.cpp) on what the model never passes: a kept [W | B] without W, a group
+// without its kept matrix, a wrong shape, CPU tensors (no entry there): each an Error with its code, not a crash.
+void pack_factors_errors() {
+  const auto code_of = [](const LoraPackFactorsArgs& p) {
+    try {
+      lora_pack_factors(p);
+    } catch (const Error& e) {
+      return static_cast<int>(e.code());
+    }
+    return -1;
+  };
+  Tensor w = Tensor::empty({16, 24}, DType::BF16, Device::CUDA), a = Tensor::empty({4, 24}, DType::F32, Device::CUDA),
+         b = Tensor::empty({16, 4}, DType::F32, Device::CUDA), wb = Tensor::empty({16, 32}, DType::BF16, Device::CUDA),
+         narrow = Tensor::empty({16, 24}, DType::BF16, Device::CUDA);
+  LoraLinearForwardArgs lin{nullptr, &w, nullptr, &a, &b, 1.f, nullptr, nullptr};
+  lin.wb = &wb;
+  LoraPackFactorsArgs p;
+  p.linears.push_back(&lin);
+  const int no_w = code_of(p);  // wb_has_w false
+  lin.wb_has_w = true;
+  lin.wb = &narrow;
+  const int shape = code_of(p);  // ld 24 < in + r = 28
+  LoraGroupForwardArgs g;
+  g.m = 1;
+  g.w[0] = &w;
+  g.a[0] = &a;
+  g.b[0] = &b;
+  LoraPackFactorsArgs pg;
+  pg.groups.push_back(&g);
+  const int no_kept = code_of(pg);
+  Tensor wc = Tensor::empty({16, 24}, DType::BF16), ac = Tensor::empty({4, 24}, DType::F32), bc = Tensor::empty({16, 4}, DType::F32),
+         wbc = Tensor::empty({16, 32}, DType::BF16);
+  LoraLinearForwardArgs cpu{nullptr, &wc, nullptr, &ac, &bc, 1.f, nullptr, nullptr};
+  cpu.wb = &wbc;
+  cpu.wb_has_w = true;
+  LoraPackFactorsArgs pc;
+  pc.linears.push_back(&cpu);
+  const int on_cpu = code_of(pc);
+  const bool ok = no_w == static_cast<int>(ErrorCode::Arg) && shape == static_cast<int>(ErrorCode::Shape) &&
+                  no_kept == static_cast<int>(ErrorCode::Arg) && on_cpu == static_cast<int>(ErrorCode::Unsupported);
+  if (!ok) {
+    std::printf("    FAIL error codes: no W %d, shape %d, no kept %d, on the CPU %d\n", no_w, shape, no_kept, on_cpu);
+    ++failures;
+  }
+  std::printf("%s lora_pack_factors: E_ARG, E_SHAPE and E_UNSUPPORTED where its arguments are wrong\n", ok ? "ok  " : "FAIL");
+}
+
 int main() {
+  pack_factors_errors();
   const uint32_t every = (1u << kNumTargets) - 1;
   const std::vector<Case> cases = {
       {"every linear, bf16 activations (the GPU's default)", every},
