@@ -110,6 +110,30 @@ Napi::Value op_rope(const Napi::CallbackInfo& info) {
   });
 }
 
+// opRopePair(x, x2, positions, invFreq, backward) -> { out, out2 }: both rotated in one call (ops/rope.h's x2: the
+// model's q and k)
+Napi::Value op_rope_pair(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 5, "opRopePair");
+    const Tensor* x = unwrap_tensor(env, info[0], "x");
+    const Tensor* x2 = unwrap_tensor(env, info[1], "x2");
+    const Tensor* pos = unwrap_tensor(env, info[2], "positions");
+    const Tensor* f = unwrap_tensor(env, info[3], "invFreq");
+    const bool backward = need_bool(info[4], "backward");
+    Tensor out = same_as(*x), out2 = same_as(*x2);
+    RopeArgs a{x, pos, f, &out};
+    a.x2 = x2;
+    a.out2 = &out2;
+    if (backward) rope_backward(a);
+    else rope_forward(a);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("out", wrap_tensor(env, out));
+    o.Set("out2", wrap_tensor(env, out2));
+    return o;
+  });
+}
+
 int64_t window_arg(const Napi::CallbackInfo& info, size_t i) {
   if (info.Length() <= i || info[i].IsUndefined()) return 0;
   const double w = need_number(info[i], "window");
@@ -250,6 +274,7 @@ void register_model_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("opRmsnorm", Napi::Function::New(env, op_rmsnorm, "opRmsnorm"));
   exports.Set("opRmsnormBackward", Napi::Function::New(env, op_rmsnorm_backward, "opRmsnormBackward"));
   exports.Set("opRope", Napi::Function::New(env, op_rope, "opRope"));
+  exports.Set("opRopePair", Napi::Function::New(env, op_rope_pair, "opRopePair"));
   exports.Set("opAttention", Napi::Function::New(env, op_attention, "opAttention"));
   exports.Set("opAttentionBackward", Napi::Function::New(env, op_attention_backward, "opAttentionBackward"));
   exports.Set("opAttentionDecode", Napi::Function::New(env, op_attention_decode, "opAttentionDecode"));

@@ -183,6 +183,7 @@ export interface NativeAddon {
   opRmsnorm(x: TensorHandle, w: TensorHandle, eps: number, yDtype?: string): { y: TensorHandle; rstd: TensorHandle };
   opRmsnormBackward(dy: TensorHandle, x: TensorHandle, w: TensorHandle, rstd: TensorHandle): { dx: TensorHandle; dw: TensorHandle };
   opRope(x: TensorHandle, positions: TensorHandle, invFreq: TensorHandle, backward: boolean): TensorHandle;
+  opRopePair(x: TensorHandle, x2: TensorHandle, positions: TensorHandle, invFreq: TensorHandle, backward: boolean): { out: TensorHandle; out2: TensorHandle };
   opAttention(q: TensorHandle, k: TensorHandle, v: TensorHandle, cuSeqlens: TensorHandle, scale: number, window?: number): { out: TensorHandle; lse: TensorHandle };
   opAttentionBackward(
     dout: TensorHandle,

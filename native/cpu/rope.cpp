@@ -13,6 +13,15 @@ namespace cpu {
 
 namespace {
 void rope(const RopeArgs& p, float sign) {
+  if (p.x2) {  // a second tensor (ops/rope.h): two passes, the results of two calls
+    RopeArgs a = p, b = p;
+    a.x2 = b.x2 = nullptr;
+    a.out2 = b.out2 = nullptr;
+    b.x = p.x2;
+    b.out = p.out2;
+    rope(a, sign);
+    return rope(b, sign);
+  }
   if (p.x->dtype() == DType::BF16) {  // bf16 activations: the f32 rotation of the widened x, rounded once
     const Tensor x = f32_of(*p.x);
     Tensor out = f32_out(*p.out, false);

@@ -2,6 +2,9 @@
 // f32 product p·inv_freq[i] as on the CPU, cos/sin with the accurate sincosf
 // (no fast-math), backward = the same rotation with sin negated. In place is
 // safe: each pair (i, i+D/2) is read and written by one thread.
+// INSTILL_CUDA_NEXT `rope_qk` (waiting for a GPU run): the model's q and k in one call (ops/rope.h's x2), one pass
+// with each token's angles made once and two elements a thread (rope_qk_kernel): 32 launches a 1B step fewer, and
+// ~half of run 16's 0.62 ms of rope expected from the wider loads.
 // INSTILL_CUDA_NEXT `rope_token` (waiting for a GPU run): one CTA per token computes its D/2 angles' cos and sin once
 // into shared memory and rotates all H heads with them (the kernel above computes them H times over, with
 // three 64-bit divisions per pair: compute-bound, ~3x a memory-speed pass in the 1B step). The same θ, the
@@ -75,6 +78,42 @@ __global__ void rope_token_kernel(const T* x, const int32_t* pos, const float* i
   }
 }
 
+// INSTILL_CUDA_NEXT `rope_qk`: q and k (x, x2, bf16) in one pass. Tokens as above; each token's angles once, then
+// q's and k's pairs two at a time (work item k: elements i, i + 1 and i + half, i + half + 1 of one head, i even:
+// bf16x2 loads and stores where rope_token_kernel moves one element at a time). The same θ, sincosf, rotation and
+// rounding as rope_token_kernel<bf16>: the same bits.
+__global__ void rope_qk_kernel(const __nv_bfloat16* x, int H, const __nv_bfloat16* x2, int H2, const int32_t* pos,
+                               const float* inv_freq, int64_t N, int half, float sign, __nv_bfloat16* out,
+                               __nv_bfloat16* out2) {
+  __shared__ float cs[2 * 128];
+  const int per_head = half / 2, first = H * per_head, total = (H + H2) * per_head;
+  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+    __syncthreads();  // the previous token's reads of cs are done
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+      const float th = static_cast<float>(pos[n]) * inv_freq[i];
+      float sn, c;
+      sincosf(th, &sn, &c);
+      cs[i] = c;
+      cs[half + i] = sn * sign;
+    }
+    __syncthreads();
+    for (int k = threadIdx.x; k < total; k += blockDim.x) {
+      const bool kk = k >= first;  // a head of x2 (k), else of x (q)
+      const int item = kk ? k - first : k, h = item / per_head, i = 2 * (item - h * per_head);
+      const int64_t row = (n * (kk ? H2 : H) + h) * 2 * half;
+      const __nv_bfloat16* xr = (kk ? x2 : x) + row;
+      __nv_bfloat16* o = (kk ? out2 : out) + row;
+      const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(xr + i));
+      const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(xr + i + half));
+      const float c0 = cs[i], c1 = cs[i + 1], s0 = cs[half + i], s1 = cs[half + i + 1];
+      *reinterpret_cast<__nv_bfloat162*>(o + i) =
+          __floats2bfloat162_rn(rotated_first(a.x, b.x, c0, s0), rotated_first(a.y, b.y, c1, s1));
+      *reinterpret_cast<__nv_bfloat162*>(o + i + half) =
+          __floats2bfloat162_rn(rotated_second(a.x, b.x, c0, s0), rotated_second(a.y, b.y, c1, s1));
+    }
+  }
+}
+
 template <typename T>
 void launch_token(const RopeArgs& p, float sign) {
   const int64_t N = p.x->dim(0), H = p.x->dim(1), half = p.x->dim(2) / 2;
@@ -86,6 +125,30 @@ void launch_token(const RopeArgs& p, float sign) {
 }
 
 void rope(const RopeArgs& p, float sign) {
+  if (p.x2) {
+    const int64_t N = p.x->dim(0), H = p.x->dim(1), H2 = p.x2->dim(1), half = p.x->dim(2) / 2;
+    // (bf16x2 needs every row 4-byte aligned: the bases, and half even)
+    const bool one_pass = p.x->dtype() == DType::BF16 && next_kernels(Next::RopeQK) && half % 2 == 0 && half <= 128 &&
+                          (H + H2) * half <= (int64_t{1} << 30) && aligned(p.x->data(), 4) && aligned(p.x2->data(), 4) &&
+                          aligned(p.out->data(), 4) && aligned(p.out2->data(), 4);
+    if (one_pass && N * (H + H2) > 0) {
+      const OpPart part("q and k in one pass (next)", Device::CUDA);
+      const unsigned grid = static_cast<unsigned>(std::min<int64_t>(N, 65535 * 8));
+      rope_qk_kernel<<<grid, 256, 0, stream()>>>(p.x->data_as<__nv_bfloat16>(), static_cast<int>(H), p.x2->data_as<__nv_bfloat16>(),
+                                                  static_cast<int>(H2), p.positions->data_as<int32_t>(),
+                                                  p.inv_freq->data_as<float>(), N, static_cast<int>(half), sign,
+                                                  p.out->data_as<__nv_bfloat16>(), p.out2->data_as<__nv_bfloat16>());
+      check_launch("rope_qk_kernel");
+      return;
+    }
+    RopeArgs a = p, b = p;  // two passes, as two calls
+    a.x2 = b.x2 = nullptr;
+    a.out2 = b.out2 = nullptr;
+    b.x = p.x2;
+    b.out = p.out2;
+    rope(a, sign);
+    return rope(b, sign);
+  }
   const int64_t N = p.x->dim(0), H = p.x->dim(1), half = p.x->dim(2) / 2;
   const int64_t total = N * H * half;
   if (total == 0) return;

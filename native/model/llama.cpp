@@ -801,8 +801,7 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
   Tensor att3 = a.att.reshape({n, c.H, c.D});
   const Tensor* pos_host = in.host ? in.host->positions : nullptr;
-  rope_forward(RopeArgs{&q3, in.positions, &inv_freq_, &q3, pos_host});
-  rope_forward(RopeArgs{&k3, in.positions, &inv_freq_, &k3, pos_host});
+  rope_qk(false, q3, k3, in.positions, pos_host);
   if (cache_start >= 0) {
     attention_decode(AttentionDecodeArgs{&q3, &k3, &v3, &k_cache_[static_cast<size_t>(l)], &v_cache_[static_cast<size_t>(l)],
                                          cache_start, attn_scale(), &att3, c.sliding_window});
@@ -819,6 +818,20 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   swiglu_forward(a.h_packed ? SwigluForwardArgs{&a.gate, &a.up, nullptr, &a.h} : SwigluForwardArgs{&a.gate, &a.up, &a.h});
   // x_out = x2 + down_proj(h)
   linear_forward(lin[kDown], a.h, x_out, a.u[kDown], dropout_seed(l, kDown), &a.x2, a.h_packed ? &a.h : nullptr);
+}
+
+// q and k (or their gradients) rotated in place: one rope call for both with INSTILL_CUDA_NEXT=rope_qk (ops/rope.h's
+// x2: the same results), else one each.
+void LlamaModel::rope_qk(bool backward, Tensor& q, Tensor& k, const Tensor* positions, const Tensor* positions_host) {
+  RopeArgs args{&q, positions, &inv_freq_, &q, positions_host};
+  const auto run = [&](const RopeArgs& a) { backward ? rope_backward(a) : rope_forward(a); };
+  if (next_enabled(Next::RopeQK)) {
+    args.x2 = &k;
+    args.out2 = &k;
+    return run(args);
+  }
+  run(args);
+  run(RopeArgs{&k, positions, &inv_freq_, &k, positions_host});
 }
 
 void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dres, const ModelInputs& in,
@@ -860,8 +873,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   attention_backward(AttentionBackwardArgs{&datt3, &q3, &k3, &v3, &att3, &a.lse, in.cu_seqlens, attn_scale(), &dq3,
                                            &dk3, &dv3, c.sliding_window, in.seg_bounds});
   const Tensor* pos_host = in.host ? in.host->positions : nullptr;
-  rope_backward(RopeArgs{&dq3, in.positions, &inv_freq_, &dq3, pos_host});
-  rope_backward(RopeArgs{&dk3, in.positions, &inv_freq_, &dk3, pos_host});
+  rope_qk(true, dq3, dk3, in.positions, pos_host);
   if (c.qk_norm) {
     Tensor qp = a.q_pre.reshape({n * c.H, c.D}), dq2 = s.dq.reshape({n * c.H, c.D});
     Tensor kp = a.k_pre.reshape({n * c.KVH, c.D}), dk2 = s.dk.reshape({n * c.KVH, c.D});

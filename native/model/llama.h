@@ -275,6 +275,7 @@ class LlamaModel {
   // would round into the kept matrices that hold W already, in one lora_pack_factors call; the forwards are then told
   // factors_packed. FactorsScope holds factors_packed_ for the pass.
   bool pack_factors();
+  void rope_qk(bool backward, Tensor& q, Tensor& k, const Tensor* positions, const Tensor* positions_host);
   struct FactorsScope;
   const Tensor& head() const { return cfg_.tied ? embed_ : lm_head_; }
   float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(cfg_.D)); }

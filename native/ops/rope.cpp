@@ -22,6 +22,17 @@ void check(const RopeArgs& p) {
   need_shape(pos, "positions", {n}, "(N,)");
   need_shape(f, "inv_freq", {d / 2}, "(D/2,)");
   for (auto [t, name] : {std::pair{&pos, "positions"}, {&f, "inv_freq"}, {&out, "out"}}) need_same_device(*t, name, x.device());
+  if (!p.x2 != !p.out2) fail(ErrorCode::Arg, "rope: 'x2' and 'out2' go together (both or neither)");
+  if (p.x2) {
+    const Tensor &x2 = *p.x2, &out2 = *p.out2;
+    if (x2.dtype() != x.dtype()) fail(ErrorCode::DType, "'x2' must be ", dtype_name(x.dtype()), " like x, got ", dtype_name(x2.dtype()));
+    if (out2.dtype() != x.dtype()) fail(ErrorCode::DType, "'out2' must be ", dtype_name(x.dtype()), " like x, got ", dtype_name(out2.dtype()));
+    need_ndim(x2, "x2", 3);
+    need_shape(x2, "x2", {n, x2.dim(1), d}, "(N, H2, D): x's N and D");
+    need_shape(out2, "out2", {n, x2.dim(1), d}, "(N, H2, D) like x2");
+    need_same_device(x2, "x2", x.device());
+    need_same_device(out2, "out2", x.device());
+  }
   std::vector<int32_t> host;
   const Tensor* ph = p.positions_host;
   if (ph) {

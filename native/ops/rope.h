@@ -22,6 +22,11 @@ struct RopeArgs {
   // The same positions on the host, when the caller has them (the model on a GPU): checked there instead of
   // read back from the device (a read back waits for all queued GPU work: the model calls rope 4 times a layer).
   const Tensor* positions_host = nullptr;
+  // Or null: a second tensor (N, H2, D) of x's dtype, rotated with the same positions into out2 (its shape; may
+  // alias x2) — the model's k beside its q, so that a backend can make each token's angles once for both, in one
+  // pass (CUDA with INSTILL_CUDA_NEXT=rope_qk). The results are those of two calls. Both or neither.
+  const Tensor* x2 = nullptr;
+  Tensor* out2 = nullptr;
 };
 
 void rope_forward(const RopeArgs& args);

@@ -26,7 +26,8 @@ constexpr Piece kAll[] = {
     {Next::FlashOcc, "flash_occ", false},   {Next::Bf16Beta, "bf16_beta", false}, {Next::StoredDs, "stored_ds", false},
     {Next::FlashLean, "flash_lean", true},  {Next::LoraGroup, "lora_group", true}, {Next::SwigluPack, "swiglu_pack", true},
     {Next::NormPack, "norm_pack", true},    {Next::SplitK, "split_k", false},
-    {Next::FewerPacks, "fewer_packs", false}, {Next::FactorPack, "factor_pack", false}};
+    {Next::FewerPacks, "fewer_packs", false}, {Next::RopeQK, "rope_qk", false},
+    {Next::FactorPack, "factor_pack", false}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;

@@ -17,6 +17,7 @@
 
 #include "model/llama.h"
 #include "ops/lora_pack.h"
+#include "ops/rope.h"
 #include "runtime/dtype.h"
 #include "runtime/error.h"
 #include "test/cuda_host/fake_device.h"
@@ -276,7 +277,7 @@ void run_piece(const Case& cs) {
                                                   (exact ? " (not the same bits)" : ""));
   expect(e_again == 0, "a second pass: worst " + std::to_string(e_again) + " (not the same bits)");
   // (under dropout, lora_dropout's own path, which the pieces leave alone: the fake runs the CPU's, no packs)
-  expect((cs.dropout > 0 ? packs_on == packs_off : packs_on < packs_off) && packs_again == packs_on,
+  expect((cs.dropout > 0 || !(fewer || factor) ? packs_on == packs_off : packs_on < packs_off) && packs_again == packs_on,
          "packs a pass: " + std::to_string(packs_on) + " (again " + std::to_string(packs_again) + ") against the default's " +
              std::to_string(packs_off));
   const int passes = 3 * (cs.accumulate ? 2 : 1);  // the three with the piece
@@ -440,13 +441,35 @@ void pack_factors_errors() {
   LoraPackFactorsArgs pc;
   pc.linears.push_back(&cpu);
   const int on_cpu = code_of(pc);
+  // rope's second tensor (ops/rope.h): x2 without out2, and an x2 of another head dimension
+  const auto rope_code = [](const RopeArgs& r) {
+    try {
+      rope_forward(r);
+    } catch (const Error& e) {
+      return static_cast<int>(e.code());
+    }
+    return -1;
+  };
+  Tensor q = Tensor::zeros({3, 2, 8}, DType::F32), k = Tensor::zeros({3, 1, 8}, DType::F32), k6 = Tensor::zeros({3, 1, 6}, DType::F32);
+  Tensor pos = Tensor::zeros({3}, DType::I32), inv = Tensor::zeros({4}, DType::F32);
+  RopeArgs r{&q, &pos, &inv, &q};
+  r.x2 = &k;
+  const int rope_alone = rope_code(r);
+  r.out2 = &k6;
+  r.x2 = &k6;
+  const int rope_d = rope_code(r);
+  r.x2 = r.out2 = &k;
+  const int rope_ok = rope_code(r);
   const bool ok = no_w == static_cast<int>(ErrorCode::Arg) && shape == static_cast<int>(ErrorCode::Shape) &&
-                  no_kept == static_cast<int>(ErrorCode::Arg) && on_cpu == static_cast<int>(ErrorCode::Unsupported);
+                  no_kept == static_cast<int>(ErrorCode::Arg) && on_cpu == static_cast<int>(ErrorCode::Unsupported) &&
+                  rope_alone == static_cast<int>(ErrorCode::Arg) && rope_d == static_cast<int>(ErrorCode::Shape) && rope_ok == -1;
   if (!ok) {
-    std::printf("    FAIL error codes: no W %d, shape %d, no kept %d, on the CPU %d\n", no_w, shape, no_kept, on_cpu);
+    std::printf("    FAIL error codes: no W %d, shape %d, no kept %d, on the CPU %d; rope x2 alone %d, other D %d, fine %d\n", no_w,
+                shape, no_kept, on_cpu, rope_alone, rope_d, rope_ok);
     ++failures;
   }
-  std::printf("%s lora_pack_factors: E_ARG, E_SHAPE and E_UNSUPPORTED where its arguments are wrong\n", ok ? "ok  " : "FAIL");
+  std::printf("%s lora_pack_factors: E_ARG, E_SHAPE and E_UNSUPPORTED where its arguments are wrong; rope's x2 too\n",
+              ok ? "ok  " : "FAIL");
 }
 
 int main() {
@@ -501,6 +524,10 @@ int main() {
        false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "factor_pack"},
       {"factor_pack under LoRA dropout: not called", every, false, false, 0.1f, false, "0", kOld, false, false, false, true,
        0, false, "factor_pack"},
+      {"rope_qk: q and k in one rope call (the CPU's rope here: two passes, the same bits)", every, false, false, 0.f, false,
+       nullptr, kOld, false, false, false, true, 0, false, "rope_qk"},
+      {"rope_qk, Qwen3 q/k norm, checkpointing", every, false, true, 0.f, true, nullptr, kOld, false, false, false, true, 0,
+       false, "rope_qk"},
       {"factor_pack with fewer_packs", every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false,
        "factor_pack,fewer_packs"},
   };

@@ -55,10 +55,29 @@ describe('rope op vs float64', () => {
     expect(Array.from(y.subarray(0, H * D))).toEqual(Array.from(x.subarray(0, H * D)));
   });
 
+  it('a second tensor (x2: the model\'s k beside its q) gives two calls\' bits, bf16 and f32', () => {
+    const A = addon();
+    for (const dtype of ['bf16', 'f32'] as const) {
+      const x = handleOf(Tensor.from(randn(N * H * D, 4), [N, H, D], { dtype }));
+      const x2 = handleOf(Tensor.from(randn(N * 1 * D, 5), [N, 1, D], { dtype }));
+      for (const backward of [false, true]) {
+        const { out, out2 } = A.opRopePair(x, x2, i32(pos), f32(inv, [D / 2]), backward);
+        const bits = (h: Parameters<typeof arr>[0]) => Array.from(new Uint32Array(arr(h).buffer));
+        expect(bits(out)).toEqual(bits(A.opRope(x, i32(pos), f32(inv, [D / 2]), backward)));
+        expect(bits(out2)).toEqual(bits(A.opRope(x2, i32(pos), f32(inv, [D / 2]), backward)));
+        expect(out2.shape).toEqual([N, 1, D]);
+      }
+    }
+  });
+
   it('bad arguments are errors', () => {
     const A = addon();
     expect(errCode(() => A.opRope(f32(new Float32Array(6), [1, 2, 3]), i32([0]), f32([1], [1]), false))).toMatch(/^E_SHAPE.*even/);
     expect(errCode(() => A.opRope(f32(new Float32Array(4), [1, 1, 4]), i32([-1]), f32([1, 1], [2]), false))).toMatch(/^E_RANGE.*negative/);
     expect(errCode(() => A.opRope(f32(new Float32Array(4), [1, 1, 4]), i32([0]), f32([1, 1, 1], [3]), false))).toMatch(/^E_SHAPE.*inv_freq/);
+    // x2 with another head dimension, or another dtype
+    expect(errCode(() => A.opRopePair(f32(new Float32Array(4), [1, 1, 4]), f32(new Float32Array(6), [1, 1, 6]), i32([0]), f32([1, 1], [2]), false))).toMatch(/^E_SHAPE.*x2/);
+    const x16 = handleOf(Tensor.from(new Float32Array(4), [1, 1, 4], { dtype: 'bf16' }));
+    expect(errCode(() => A.opRopePair(f32(new Float32Array(4), [1, 1, 4]), x16, i32([0]), f32([1, 1], [2]), false))).toMatch(/^E_DTYPE.*x2/);
   });
 });
