@@ -217,6 +217,14 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
     return sg16 ? bf16_operand(sg + c, ldd, true) : strided_operand(gt.data_as<float>() + c, Elem::F32, l.mr, true);
   };
   const float da_alpha = sg16 ? 1.f : p.scale;
+  // dB's u operand (columns c.. of it): with `fewer_packs` and su_packed, s·u in the forward's x_packed with alpha 1
+  // (rounded once as bf16(u)·s would be), else u in f32 with alpha s
+  const bool su16 = next_kernels(Next::FewerPacks) && p.x_packed && p.su_packed && scales_exactly(p.scale);
+  const auto u_cols = [&](int64_t c) {
+    return su16 ? bf16_operand(bf16_ptr(x) + l.in + c, x.dim(1), false)
+                : strided_operand(p.u->data_as<float>() + c, Elem::F32, l.mr, false);
+  };
+  const float db_alpha = su16 ? 1.f : p.scale;
   {  // dx (N, IN) = [dy | s·g] · [W_1 ; … ; W_m ; A_1 ; … ; A_m]: K's first IN columns, stored (S + m·R, IN) = (K, N)
     const OpPart part("dx = [dy | s g] [W ; A]", Device::CUDA);
     GemmArgs g;
@@ -254,8 +262,8 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
     GemmArgs g;
     g.M = l.s; g.N = l.mr; g.K[0] = l.n;
     g.a[0] = bf16_operand(bf16_ptr(pd), ldd, true);  // dy stored (N, S) = (K, M)
-    g.b[0] = strided_operand(p.u->data_as<float>(), Elem::F32, l.mr, false);
-    g.alpha = p.scale;
+    g.b[0] = u_cols(0);
+    g.alpha = db_alpha;
     g.c = db.data_as<float>(); g.ldc = l.mr;
     gemm(g);
     PackJobF32 jobs[kMaxLoraGroup];
@@ -270,8 +278,8 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
       GemmArgs g;
       g.M = p.w[i]->dim(0); g.N = l.r; g.K[0] = l.n;
       g.a[0] = bf16_operand(bf16_ptr(pd) + l.off[i], ldd, true);  // dy_i stored (N, OUT_i) = (K, M)
-      g.b[0] = strided_operand(p.u->data_as<float>() + i * l.r, Elem::F32, l.mr, false);
-      g.alpha = p.scale; g.beta = beta;
+      g.b[0] = u_cols(i * l.r);
+      g.alpha = db_alpha; g.beta = beta;
       g.c = p.db[i]->data_as<float>(); g.ldc = l.r;
       gemm(g);
     }

@@ -305,13 +305,15 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     g.alpha = sg16 ? 1.f : p.scale; g.beta = beta;
     gemm(g);
   }
-  {  // dB (OUT, R) = s·dyᵀ·u
+  {  // dB (OUT, R) = s·dyᵀ·u: with `fewer_packs` and su_packed, s·u from the forward's x_packed (alpha 1), rounded
+     // once as bf16(u)·s would be (scales_exactly), else u itself (packed by the product)
+    const bool su16 = fewer && p.x_packed && p.su_packed && scales_exactly(p.scale);
     const OpPart part("dB = s dy^T u", Device::CUDA);
     GemmArgs g;
     g.M = OUT; g.N = R; g.K[0] = N;
     g.a[0] = bf16_operand(bf16_ptr(pd), ldd, true);  // dy stored (N, OUT) = (K, M)
-    g.b[0] = operand(u, false);
-    g.alpha = p.scale; g.beta = beta;
+    g.b[0] = su16 ? bf16_operand(bf16_ptr(x) + IN, x.dim(1), false) : operand(u, false);
+    g.alpha = su16 ? 1.f : p.scale; g.beta = beta;
     g.c = p.db->data_as<float>(); g.ldc = R;
     gemm(g);
   }

@@ -534,6 +534,7 @@ void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x,
     LoraLinearBackwardArgs args{&dy, x_packed ? nullptr : &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, &dx,
                                 &lin.lora.da, &lin.lora.db, accumulate_grads, accumulate_dx};
     args.x_packed = x_packed;
+    args.su_packed = x_packed && su_intact_;  // s·u in x_packed as this layer's forward left it
     // (a bf16/f16 W only; lora_dropout's backward does not read it: it packs dy itself)
     args.dy_packed = lin.w.dtype() != DType::F32 ? dy_packed : nullptr;
     args.a_stacked = stack_a_;
@@ -746,6 +747,7 @@ void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, cons
   LoraGroupBackwardArgs args;
   args.x = x_packed ? nullptr : &x;
   args.x_packed = x_packed;
+  args.su_packed = x_packed && su_intact_;  // (as linear_backward's)
   args.scale = lora_scale_;
   args.u = &a.ug[static_cast<size_t>(g)];
   args.dx = &dx;
@@ -840,7 +842,10 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   auto& lin = lw.lin;
   const int64_t n = x.dim(0);
-  // Recompute the activations the layers share (xn2 and h now, xn1 below): the same values again.
+  // The packed x buffers (xn1, xn2, h) still hold this layer's s·u where its forward wrote them: yes with the layer's
+  // own activations, or a checkpointed layer's forward just run again; no where the layers share them (recomputed
+  // below: only their x columns)
+  su_intact_ = !recompute;
   if (recompute) {
     norm_forward(a.x2, lw.ln2, a.xn2, a.xn2_packed, a.rstd2);
     swiglu_forward(a.h_packed ? SwigluForwardArgs{&a.gate, &a.up, nullptr, &a.h} : SwigluForwardArgs{&a.gate, &a.up, &a.h});

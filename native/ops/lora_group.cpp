@@ -186,6 +186,7 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
   need_shape(dx, "dx", {n, in}, "(N, in)");
   need_same_device(dx, "dx", x.device());
   if (p.kept) check_kept(*p.kept, x, in, p.m, mem);
+  if (p.su_packed && !p.x_packed) fail(ErrorCode::Arg, "'su_packed' says where s·u lies in 'x_packed': give x_packed");
   run_op(x.device(), &Backend::lora_group_backward, "lora_group_backward", p);
 }
 

@@ -77,6 +77,9 @@ struct LoraGroupBackwardArgs {
   Tensor* dy_packed = nullptr;
   // Or null. With x null: x in the first IN columns of this bf16 tensor (the forward's x_packed).
   const Tensor* x_packed = nullptr;
+  // With x_packed: its columns IN..IN+m·R still hold s·u in bf16 as this pass's forward wrote them (as lora_linear's
+  // su_packed: dB may read them). Ignored by the CPU.
+  bool su_packed = false;
 };
 
 // Validate (E_SHAPE / E_DTYPE / E_ARG naming the argument and member), then run on x's device.

@@ -125,6 +125,7 @@ void check_lora_linear_backward(const LoraLinearBackwardArgs& p) {
     if (w.dtype() == DType::F32) fail(ErrorCode::DType, "'wb' (a kept bf16 [W | B]) goes with a bf16 or f16 w, got an f32 w");
     need_packed(*p.wb, "wb", out, "out", in + r, "in + r", true, x.device());
   }
+  if (p.su_packed && !p.x_packed) fail(ErrorCode::Arg, "'su_packed' says where s·u lies in 'x_packed': give x_packed");
   const Tensor& da = need(p.da, "da");
   const Tensor& db = need(p.db, "db");
   need_dtype(da, "da", {DType::F32});

@@ -83,6 +83,10 @@ struct LoraLinearBackwardArgs {
   // CUDA backend may read B's bf16 copy from its columns IN..IN+R (INSTILL_CUDA_NEXT=fewer_packs) instead of
   // rounding B again. bf16/f16 w only; the CPU ignores it.
   const Tensor* wb = nullptr;
+  // With x_packed: its columns IN..IN+R still hold s·u in bf16 as this pass's forward wrote them (nothing wrote there
+  // since: the caller knows), so the CUDA backend's dB may read them (INSTILL_CUDA_NEXT=fewer_packs, s a power of two)
+  // instead of rounding u again. Ignored by the CPU.
+  bool su_packed = false;
 };
 
 // Validate shapes and dtypes (E_SHAPE / E_DTYPE naming the argument), then run on the tensors' device.

@@ -115,6 +115,9 @@ struct Case {
   // output of both paths must have the same bits (on the fake device a product's sums are in double: where the
   // piece reads bf16(s·g) with alpha 1 instead of bf16(g) with alpha s, s a power of two, nothing else differs)
   bool fewer = false;
+  // x_packed's s·u columns overwritten with NaN between the forward and the backward, which is told so (su_packed
+  // false: a model whose layers share their packed x): nothing may read them
+  bool su_gone = false;
 };
 
 // Every output of a run, in order, for the fewer_packs cases' comparison of bits.
@@ -201,6 +204,12 @@ void run_once(const Case& c, Record* record) {
   LoraGroupBackwardArgs bw;
   bw.x = c.x_packed ? nullptr : &x.t;
   bw.x_packed = c.x_packed ? &xp : nullptr;
+  bw.su_packed = c.x_packed && !c.su_gone;  // (the forward just wrote s·u into xp's columns IN..)
+  if (c.su_gone) {
+    const int64_t ld = xp.dim(1);
+    for (int64_t t = 0; t < c.n; ++t)
+      for (int64_t j = c.in; j < ld; ++j) xp.data_as<uint16_t>()[t * ld + j] = 0x7FC0;  // bf16 NaN
+  }
   bw.m = m;
   bw.scale = s;
   bw.u = &u;
@@ -445,6 +454,8 @@ int main() {
        DType::F32, DType::F32, false, true, false, false, false, false, 1.75f, true},
       {"fewer_packs, s = 2, f32 x: dA stays a TF32 product on f32 g", 17, 28, 4, {12, 8, 8}, DType::BF16, DType::F32,
        DType::F32, DType::F32, false, true, false, false, false, false, 2.f, true},
+      {"fewer_packs, s = 2: x_packed's s·u overwritten after the forward (su_packed false): dB reads u", 25, 32, 3,
+       {20, 12, 12}, DType::BF16, DType::BF16, DType::F32, DType::F32, false, true, false, false, false, true, 2.f, true, true},
   };
   return cuda::fake::run_cases(cases, failures, run);
 }

@@ -1,7 +1,8 @@
 // INSTILL_CUDA_NEXT=fewer_packs on the GPU (native/cuda/lora_linear.cu, lora_group.cu): LoRA's products read the
 // bf16 copies that exist already instead of having cuBLASLt's path pack f32 again — u = x·Aᵀ reads A below W,
 // g = dy·B reads B from the kept [W | B] — and, with bf16 activations and s a power of two, g's product writes s·g
-// into the packed dy in bf16 itself (no f32 g, no "pack s g") and dA reads it there with alpha 1. The same rounded
+// into the packed dy in bf16 itself (no f32 g, no "pack s g") and dA reads it there with alpha 1, and dB reads s·u
+// where the forward left it in the packed x (xn1, xn2, h: su_packed) instead of rounding u again. The same rounded
 // operands, so the pass must give the default's results to f32-sum order (held to expectSamePass's 1e-3; the bits
 // printed): cuBLASLt may pick another algorithm for a bf16 output or another leading dimension. test/cuda_host
 // checks the host code bit for bit on a fake device (model_check.cpp, lora_group_check.cpp). Hidden 200 and 198,
