@@ -129,9 +129,15 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
     g.M = l.n; g.N = l.mr; g.K[0] = l.in;
     g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
     g.b[0] = bf16_operand(k + l.s * ldk, ldk, true);
-    g.c = p.u->data_as<float>(); g.ldc = l.mr;
-    gemm_or_zero(g, p.u);
-    pack_bf16(p.u->data(), Elem::F32, l.mr, p.scale, l.n, l.mr, bf16_ptr(px) + l.in, ldx);
+    if (next_kernels(Next::FewerPacks) && p.u_unused && l.in > 0 && scales_exactly(p.scale)) {
+      g.alpha = p.scale;  // (as lora_linear.cu's: s·u into px in bf16 by the product, u left unwritten)
+      g.c16 = bf16_ptr(px) + l.in; g.ldc = ldx;
+      gemm(g);
+    } else {
+      g.c = p.u->data_as<float>(); g.ldc = l.mr;
+      gemm_or_zero(g, p.u);
+      pack_bf16(p.u->data(), Elem::F32, l.mr, p.scale, l.n, l.mr, bf16_ptr(px) + l.in, ldx);
+    }
   }
   for (int i = 0; i < p.m; ++i) {  // y_i (N, OUT_i) = [x | s·u] · K[o_i..]ᵀ + bias_i, K's rows stored (OUT_i, IN + m·R)
     const OpPart part("y_i = [x | s u] [W_i | B]^T", Device::CUDA);

@@ -181,13 +181,19 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
     g.M = N; g.N = R; g.K[0] = IN;
     g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
     g.b[0] = a16 && next_kernels(Next::FewerPacks) ? bf16_operand(a16, IN, true) : operand(a, true);
-    g.c = p.u->data_as<float>(); g.ldc = R;
-    if (IN == 0) {
-      fill_bytes(g.c, Device::CUDA, 0, p.u->nbytes());
-    } else {
+    if (next_kernels(Next::FewerPacks) && p.u_unused && IN > 0 && scales_exactly(p.scale)) {
+      g.alpha = p.scale;  // s·u into px in bf16 by the product itself; u left unwritten (nobody reads it)
+      g.c16 = bf16_ptr(px) + IN; g.ldc = ldx;
       gemm(g);
+    } else {
+      g.c = p.u->data_as<float>(); g.ldc = R;
+      if (IN == 0) {
+        fill_bytes(g.c, Device::CUDA, 0, p.u->nbytes());
+      } else {
+        gemm(g);
+      }
+      pack_bf16(p.u->data(), Elem::F32, R, p.scale, N, R, bf16_ptr(px) + IN, ldx);
     }
-    pack_bf16(p.u->data(), Elem::F32, R, p.scale, N, R, bf16_ptr(px) + IN, ldx);
   }
   // A residual (the model's o_proj and down_proj outputs joining the residual stream): with the next kernels
   // (`residual`) and no bias, the product's C, read from the residual and written to y (cuBLASLt's C != D:

@@ -507,6 +507,7 @@ void LlamaModel::linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor&
     LoraLinearForwardArgs args{x_packed ? nullptr : &x, &lin.w, lin.bias.defined() ? &lin.bias : nullptr, &lin.lora.a,
                                &lin.lora.b, lora_scale_, &y, &u};
     args.x_packed = x_packed;
+    args.u_unused = x_packed && su_kept_;  // the backward reads s·u from x_packed (layer_backward's su_intact_)
     args.stack_a = stack_a_;
     args.residual = residual;
     if (dropout_active_) return lora_dropout_forward(LoraDropoutForwardArgs{args, lora_dropout_, seed});
@@ -654,6 +655,7 @@ void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tenso
   LoraGroupForwardArgs args;
   args.x = x_packed ? nullptr : &x;
   args.x_packed = x_packed;
+  args.u_unused = x_packed && su_kept_;  // (as linear_forward's)
   args.scale = lora_scale_;
   args.u = &a.ug[static_cast<size_t>(g)];
   for (int j = 0; j < kGroupSize[g]; ++j) {
@@ -1003,6 +1005,13 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   prepare_wb(n, act);
   const FactorsScope factors(*this);
   const bool share = !checkpointing_ && share_layer_acts(n, act);
+  // A backward that reads s·u from the layers' packed x (su_intact_ in layer_backward: not where they share it), so
+  // the forwards into a packed x need not write u (u_unused)
+  struct SuScope {
+    bool& flag;
+    SuScope(bool& f, bool on) : flag(f) { flag = on; }
+    ~SuScope() { flag = false; }
+  } su_scope(su_kept_, want_grads && (has_lora() || full_) && !share);
   std::vector<Acts> acts(checkpointing_ ? 1 : static_cast<size_t>(c.L));
   for (size_t i = 0; i < acts.size(); ++i) acts[i] = make_acts(n, i && share ? &acts[0] : nullptr, act);
   for (int64_t l = 0; l < c.L; ++l) {

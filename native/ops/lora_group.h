@@ -51,6 +51,8 @@ struct LoraGroupForwardArgs {
   // With kept and kept_has_w: lora_pack_factors (ops/lora_pack.h) has written the B and A blocks for this call,
   // and no factor changed since: the op writes none (INSTILL_CUDA_NEXT=factor_pack). The CPU ignores it.
   bool factors_packed = false;
+  // With x_packed: the caller will not read u (as lora_linear's u_unused): a backend may leave it unwritten.
+  bool u_unused = false;
 };
 
 struct LoraGroupBackwardArgs {

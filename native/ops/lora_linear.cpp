@@ -83,6 +83,7 @@ void check_lora_linear_forward(const LoraLinearForwardArgs& p) {
     if (w.dtype() == DType::F32) fail(ErrorCode::DType, "'wb' (a kept bf16 [W | B]) goes with a bf16 or f16 w, got an f32 w");
     need_packed(wb, "wb", out, "out", in + r, "in + r", true, x.device());
   }
+  if (p.u_unused && !p.x_packed) fail(ErrorCode::Arg, "'u_unused' goes with 'x_packed' (where s·u is left instead)");
   if (p.factors_packed && !(p.wb && p.wb_has_w))
     fail(ErrorCode::Arg, "'factors_packed' needs the kept 'wb' with W in it (wb_has_w): lora_pack_factors writes B there");
 }

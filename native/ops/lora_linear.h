@@ -55,6 +55,10 @@ struct LoraLinearForwardArgs {
   // for this call, and no factor changed since: the op writes neither (INSTILL_CUDA_NEXT=factor_pack). The CPU
   // ignores it.
   bool factors_packed = false;
+  // With x_packed: the caller will not read u (its backward reads s·u from x_packed: su_packed), so a backend may
+  // leave u unwritten (CUDA with INSTILL_CUDA_NEXT=fewer_packs and s a power of two: u's product writes s·u into
+  // x_packed in bf16 itself, no f32 u, no pack). The CPU writes u all the same.
+  bool u_unused = false;
 };
 
 struct LoraLinearBackwardArgs {

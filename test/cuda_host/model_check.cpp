@@ -288,11 +288,11 @@ void run_piece(const Case& cs) {
   // fewer_packs: o_proj's and down_proj's forward read A below W (where W has the spare rows: IN % 8 == 0, so not
   // this down_proj at IN = 76), their backward B from the kept [W | B], s·g from g's product and dA from it (6),
   // each group's backward the same two of s·g (4), and the two groups' and down_proj's dB s·u from their packed x
-  // (3: xn1, xn2 and h, the layers' own); factor_pack: each group's one launch of B and A (2),
+  // (3: xn1, xn2 and h, the layers' own) and their forwards s·u there from u's product (3); factor_pack: each group's one launch of B and A (2),
   // o_proj's B and A below W (2) and down_proj's B (1), less the pass's one launch for all.
   if (cs.mask == (1u << kNumTargets) - 1 && cs.acts == nullptr && exact && !cs.checkpointing && !cs.accumulate && cs.dropout == 0.f) {
     const int below_w = ((w.c.H * w.c.D) % 8 == 0) + (w.c.F % 8 == 0), L = static_cast<int>(w.c.L);
-    const int want = (fewer ? (below_w + 6 + 4 + 3) * L : 0) + (factor ? (2 + 2 + below_w) * L - 1 : 0);
+    const int want = (fewer ? (below_w + 6 + 4 + 3 + 3) * L : 0) + (factor ? (2 + 2 + below_w) * L - 1 : 0);
     expect(packs_off - packs_on == want, "packs saved: " + std::to_string(packs_off - packs_on) + ", expected " + std::to_string(want));
   }
   std::printf("       packs a pass: %d -> %d with %s; worst grad against the default %.2e\n", packs_off, packs_on, cs.piece, e_off);
