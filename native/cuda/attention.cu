@@ -206,8 +206,9 @@ void attention_backward(const AttentionBackwardArgs& p) {
   if (!flash) return attention_simple_backward(a, stream());
   Tensor dk_part, dv_part;  // per-query-head partials when the dK/dV kernel splits groups
   if (attention_flash_dkv_split(a)) {
-    dk_part = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
-    dv_part = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
+    a.dkv_hpc = attention_flash_dkv_hpc(a);
+    dk_part = Tensor::empty({N, H / a.dkv_hpc, D}, DType::F32, Device::CUDA);
+    dv_part = Tensor::empty({N, H / a.dkv_hpc, D}, DType::F32, Device::CUDA);
     a.dk_part = dk_part.data_as<float>();
     a.dv_part = dv_part.data_as<float>();
   }

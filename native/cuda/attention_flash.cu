@@ -790,21 +790,23 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   const bool split = p.dk_part != nullptr && p.dv_part != nullptr;
   const int64_t rep = p.H / p.KVH;
   DkvTarget t{};
+  const int64_t hpc = split ? p.dkv_hpc : rep;  // (dkv_pairs: 2 query heads a CTA into one partial)
+  if (split && (hpc < 1 || p.H % hpc != 0 || rep % hpc != 0)) fail(ErrorCode::Internal, "flash dK/dV: ", hpc, " heads a CTA");
   if (split) {
-    t.dk_out = p.dk_part; t.dv_out = p.dv_part; t.out_heads = p.H; t.hpc = 1;
+    t.dk_out = p.dk_part; t.dv_out = p.dv_part; t.out_heads = p.H / hpc; t.hpc = hpc;
   } else {
     t.dk_out = p.dk; t.dv_out = p.dv; t.out_heads = p.KVH; t.hpc = rep;  // io16: null, so p.dk16 / p.dv16
   }
   const int bufs = kPipe ? 2 : 1;
   const size_t smem_dkv = 2 * tile_bytes(D, kRows) + bufs * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ);
   {
-    std::string name = split ? "dk dv kernel (per query head)" : "dk dv kernel";
+    std::string name = split ? (hpc > 1 ? "dk dv kernel (per two query heads)" : "dk dv kernel (per query head)") : "dk dv kernel";
     if (stored) name += ", storing dS";
     if (lean) name += ", lean";
     else if (occ) name += ", 3 CTAs an SM";
-    if (stored || lean || occ) name += " (next)";
+    if (stored || lean || occ || hpc > 1) name += " (next)";
     const OpPart part(name.c_str(), Device::CUDA);
-    const dim3 grid = grid_of(p.N, split ? p.H : p.KVH);
+    const dim3 grid = grid_of(p.N, split ? p.H / hpc : p.KVH);
     if (lean) {
       attention_lean_dkv(p, t.dk_out, t.dv_out, t.out_heads, t.hpc, stored, grid.x, grid.y, s);
     } else if (stored) {
@@ -820,13 +822,13 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
     check_launch("flash_dkv_kernel");
   }
   if (split) {
-    const OpPart part("dk dv sum over query heads", Device::CUDA);
+    const OpPart part(hpc > 1 ? "dk dv sum over query head pairs (next)" : "dk dv sum over query heads", Device::CUDA);
     if constexpr (kIo16) {
       flash_dkv_reduce_kernel<bf16><<<grid_1d(p.N * p.KVH * (D / 4), 256), 256, 0, s>>>(p.dk_part, p.dv_part, p.N, p.KVH,
-                                                                                       rep, D, p.dk16, p.dv16);
+                                                                                       rep / hpc, D, p.dk16, p.dv16);
     } else {
       flash_dkv_reduce_kernel<<<grid_1d(p.N * p.KVH * (D / 4), 256), 256, 0, s>>>(p.dk_part, p.dv_part, p.N, p.KVH,
-                                                                                 rep, D, p.dk, p.dv);
+                                                                                 rep / hpc, D, p.dk, p.dv);
     }
     check_launch("flash_dkv_reduce_kernel");
   }
@@ -907,6 +909,13 @@ bool attention_flash_dkv_split(const AttnParams& p) {
   if (p.KVH <= 0 || p.H == p.KVH) return false;
   const int64_t ctas = (p.N + kRows - 1) / kRows * p.KVH;
   return ctas < 4 * static_cast<int64_t>(sm_count());
+}
+
+// `dkv_pairs`: half the partials written and summed (the 1B step: 32 → 16 of 8 KB a key row; its 0.23 ms sum and
+// the dK/dV kernel's f32 writes), twice the CTAs of the unsplit kernel, K and V tiles loaded once for two heads.
+int64_t attention_flash_dkv_hpc(const AttnParams& p) {
+  const int64_t rep = p.KVH > 0 ? p.H / p.KVH : 1;
+  return next_kernels(Next::DkvPairs) && rep >= 4 && rep % 2 == 0 ? 2 : 1;
 }
 
 namespace {

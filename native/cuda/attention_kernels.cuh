@@ -53,9 +53,11 @@ struct AttnParams {
   float* dk;                   // (N, KVH, D)
   float* dv;                   // (N, KVH, D)
   // flash backward only: per-query-head dK/dV partials (N, H, D) each, or null
-  // (attention_flash_dkv_split says when they are needed)
+  // (attention_flash_dkv_split says when they are needed); with dkv_hpc > 1 (INSTILL_CUDA_NEXT `dkv_pairs`) one
+  // partial per dkv_hpc query heads of a group, (N, H / dkv_hpc, D), a CTA doing those heads one after the other
   float* dk_part;
   float* dv_part;
+  int64_t dkv_hpc = 1;
   // The pipelined flash kernels only (attention.cu's path_choice): bf16 copies of the inputs
   // they stream tile by tile (forward: k16, v16; backward: all four), else null.
   const __nv_bfloat16* q16;
@@ -90,6 +92,9 @@ bool attention_flash_supported(const AttnParams& p);
 // Whether the flash dK/dV kernel should split the query heads of a group over CTAs
 // (more parallelism for short rows; needs dk_part / dv_part): fewer CTAs than 4 per SM without.
 bool attention_flash_dkv_split(const AttnParams& p);
+// The query heads a split dK/dV CTA takes: 2 with INSTILL_CUDA_NEXT `dkv_pairs` where a group has 4 or more (an even
+// number), else 1.
+int64_t attention_flash_dkv_hpc(const AttnParams& p);
 // pipelined: the kernels stream K/V (forward, dQ) and Q/dO/lse/Δ (dK/dV) tiles from the bf16 copies in
 // p (q16 …) with cp.async into double buffers, the next tile loading while the current one computes;
 // otherwise they load f32 tiles synchronously. Same arithmetic, same results bit for bit.
