@@ -14,11 +14,8 @@ namespace cpu {
 namespace {
 void rope(const RopeArgs& p, float sign) {
   if (p.x2) {  // a second tensor (ops/rope.h): two passes, the results of two calls
-    RopeArgs a = p, b = p;
-    a.x2 = b.x2 = nullptr;
-    a.out2 = b.out2 = nullptr;
-    b.x = p.x2;
-    b.out = p.out2;
+    RopeArgs a, b;
+    rope_pair_parts(p, a, b);
     rope(a, sign);
     return rope(b, sign);
   }

@@ -47,6 +47,21 @@ __global__ void rope_kernel(const float* x, const int32_t* pos, const float* inv
   }
 }
 
+// Token n's angles into shared memory, by the block: cs[i] = cos θ_i, cs[half + i] = sign·sin θ_i; the syncs
+// around them let the previous token's reads finish first and this token's writes land before its reads.
+__device__ __forceinline__ void token_angles(float* cs, const int32_t* pos, const float* inv_freq, int64_t n, int half,
+                                             float sign) {
+  __syncthreads();
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    const float th = static_cast<float>(pos[n]) * inv_freq[i];
+    float sn, c;
+    sincosf(th, &sn, &c);
+    cs[i] = c;
+    cs[half + i] = sn * sign;
+  }
+  __syncthreads();
+}
+
 // Tokens n = blockIdx.x, blockIdx.x + gridDim.x, …: cs[i] = cos θ_i, cs[half + i] = sign·sin θ_i in shared
 // memory, then every (head, i) pair of the token. half <= 128 (D <= 256: ops/rope.cpp checks D is even;
 // the launcher checks the bound).
@@ -57,15 +72,7 @@ __global__ void rope_token_kernel(const T* x, const int32_t* pos, const float* i
   __shared__ float cs[2 * 128];
   const int pairs = H * half;
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
-    __syncthreads();  // the previous token's reads of cs are done
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-      const float th = static_cast<float>(pos[n]) * inv_freq[i];
-      float sn, c;
-      sincosf(th, &sn, &c);
-      cs[i] = c;
-      cs[half + i] = sn * sign;
-    }
-    __syncthreads();
+    token_angles(cs, pos, inv_freq, n, half, sign);
     const T* xr = x + n * pairs * 2;
     T* o = out + n * pairs * 2;
     for (int k = threadIdx.x; k < pairs; k += blockDim.x) {
@@ -88,15 +95,7 @@ __global__ void rope_qk_kernel(const __nv_bfloat16* x, int H, const __nv_bfloat1
   __shared__ float cs[2 * 128];
   const int per_head = half / 2, first = H * per_head, total = (H + H2) * per_head;
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
-    __syncthreads();  // the previous token's reads of cs are done
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-      const float th = static_cast<float>(pos[n]) * inv_freq[i];
-      float sn, c;
-      sincosf(th, &sn, &c);
-      cs[i] = c;
-      cs[half + i] = sn * sign;
-    }
-    __syncthreads();
+    token_angles(cs, pos, inv_freq, n, half, sign);
     for (int k = threadIdx.x; k < total; k += blockDim.x) {
       const bool kk = k >= first;  // a head of x2 (k), else of x (q)
       const int item = kk ? k - first : k, h = item / per_head, i = 2 * (item - h * per_head);
@@ -141,11 +140,8 @@ void rope(const RopeArgs& p, float sign) {
       check_launch("rope_qk_kernel");
       return;
     }
-    RopeArgs a = p, b = p;  // two passes, as two calls
-    a.x2 = b.x2 = nullptr;
-    a.out2 = b.out2 = nullptr;
-    b.x = p.x2;
-    b.out = p.out2;
+    RopeArgs a, b;  // two passes, as two calls
+    rope_pair_parts(p, a, b);
     rope(a, sign);
     return rope(b, sign);
   }

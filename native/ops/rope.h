@@ -29,6 +29,15 @@ struct RopeArgs {
   Tensor* out2 = nullptr;
 };
 
+// The two single-tensor calls that a call with x2 stands for (what a backend without a one-pass kernel runs).
+inline void rope_pair_parts(const RopeArgs& p, RopeArgs& first, RopeArgs& second) {
+  first = second = p;
+  first.x2 = second.x2 = nullptr;
+  first.out2 = second.out2 = nullptr;
+  second.x = p.x2;
+  second.out = p.out2;
+}
+
 void rope_forward(const RopeArgs& args);
 void rope_backward(const RopeArgs& args);
 

@@ -64,6 +64,16 @@ export function bf16Matmul(r: Rng, { m, k, n, ta, tb }: { m: number; k: number; 
   return { ref, run };
 }
 
+/** The 2-layer bf16 Llama the pieces' model tests share (test/cuda/next: swiglu_pack, norm_pack, fewer_packs,
+ * factor_pack), hidden and intermediate varied (rows of 16 bytes or not), and its one 150-token row. */
+export const pieceModelConfig = (hidden: number, intermediate: number) => ({
+  model_type: 'llama', hidden_size: hidden, intermediate_size: intermediate, num_hidden_layers: 2, num_attention_heads: 4,
+  num_key_value_heads: 2, head_dim: 50, vocab_size: 301, rms_norm_eps: 1e-5, tie_word_embeddings: true,
+  max_position_embeddings: 512,
+});
+const pieceIds = Array.from({ length: 150 }, (_, i) => (i * 37 + 11) % 301);
+export const PIECE_BATCH = { inputIds: [pieceIds], labels: [pieceIds] };
+
 /** Two model passes that should agree to rounding (the same arithmetic in other kernels): the loss within 1e-5,
  * each LoRA gradient within 1e-3 (relative norm). Returns, for the log, how many gradient elements differ in bits
  * and the worst tensor's distance. */

@@ -407,14 +407,16 @@ void run(const Case& cs) {
 // lora_pack_factors' front (ops/lora_pack.cpp) on what the model never passes: a kept [W | B] without W, a group
 // without its kept matrix, a wrong shape, CPU tensors (no entry there): each an Error with its code, not a crash.
 void pack_factors_errors() {
-  const auto code_of = [](const LoraPackFactorsArgs& p) {
+  // the ErrorCode a call throws, or -1
+  const auto code_of = [](auto&& call) {
     try {
-      lora_pack_factors(p);
+      call();
     } catch (const Error& e) {
       return static_cast<int>(e.code());
     }
     return -1;
   };
+  const auto pack_code = [&](const LoraPackFactorsArgs& p) { return code_of([&] { lora_pack_factors(p); }); };
   Tensor w = Tensor::empty({16, 24}, DType::BF16, Device::CUDA), a = Tensor::empty({4, 24}, DType::F32, Device::CUDA),
          b = Tensor::empty({16, 4}, DType::F32, Device::CUDA), wb = Tensor::empty({16, 32}, DType::BF16, Device::CUDA),
          narrow = Tensor::empty({16, 24}, DType::BF16, Device::CUDA);
@@ -422,10 +424,10 @@ void pack_factors_errors() {
   lin.wb = &wb;
   LoraPackFactorsArgs p;
   p.linears.push_back(&lin);
-  const int no_w = code_of(p);  // wb_has_w false
+  const int no_w = pack_code(p);  // wb_has_w false
   lin.wb_has_w = true;
   lin.wb = &narrow;
-  const int shape = code_of(p);  // ld 24 < in + r = 28
+  const int shape = pack_code(p);  // ld 24 < in + r = 28
   LoraGroupForwardArgs g;
   g.m = 1;
   g.w[0] = &w;
@@ -433,7 +435,7 @@ void pack_factors_errors() {
   g.b[0] = &b;
   LoraPackFactorsArgs pg;
   pg.groups.push_back(&g);
-  const int no_kept = code_of(pg);
+  const int no_kept = pack_code(pg);
   Tensor wc = Tensor::empty({16, 24}, DType::BF16), ac = Tensor::empty({4, 24}, DType::F32), bc = Tensor::empty({16, 4}, DType::F32),
          wbc = Tensor::empty({16, 32}, DType::BF16);
   LoraLinearForwardArgs cpu{nullptr, &wc, nullptr, &ac, &bc, 1.f, nullptr, nullptr};
@@ -441,16 +443,9 @@ void pack_factors_errors() {
   cpu.wb_has_w = true;
   LoraPackFactorsArgs pc;
   pc.linears.push_back(&cpu);
-  const int on_cpu = code_of(pc);
+  const int on_cpu = pack_code(pc);
   // rope's second tensor (ops/rope.h): x2 without out2, and an x2 of another head dimension
-  const auto rope_code = [](const RopeArgs& r) {
-    try {
-      rope_forward(r);
-    } catch (const Error& e) {
-      return static_cast<int>(e.code());
-    }
-    return -1;
-  };
+  const auto rope_code = [&](const RopeArgs& r) { return code_of([&] { rope_forward(r); }); };
   Tensor q = Tensor::zeros({3, 2, 8}, DType::F32), k = Tensor::zeros({3, 1, 8}, DType::F32), k6 = Tensor::zeros({3, 1, 6}, DType::F32);
   Tensor pos = Tensor::zeros({3}, DType::I32), inv = Tensor::zeros({4}, DType::F32);
   RopeArgs r{&q, &pos, &inv, &q};

@@ -11,16 +11,8 @@ import { describe, expect, it } from 'vitest';
 import { LORA_TARGETS, randomModel } from '../../../src/model/model.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { expectSamePass, hasCuda } from '../common.js';
+import { PIECE_BATCH, expectSamePass, hasCuda, pieceModelConfig } from '../common.js';
 
-const config = (hidden: number, inter: number) => ({
-  model_type: 'llama', hidden_size: hidden, intermediate_size: inter, num_hidden_layers: 2, num_attention_heads: 4,
-  num_key_value_heads: 2, head_dim: 50, vocab_size: 301, rms_norm_eps: 1e-5, tie_word_embeddings: true,
-  max_position_embeddings: 512,
-});
-const T = 150;
-const ids = Array.from({ length: T }, (_, i) => (i * 37 + 11) % 301);
-const batch = { inputIds: [ids], labels: [ids] };
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=factor_pack', () => {
   it.each([
@@ -29,7 +21,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=factor_pack', () => {
     { hidden: 200, inter: 344, acts: '0', extra: '' },
     { hidden: 200, inter: 344, acts: '1', extra: ',fewer_packs' },
   ])('hidden $hidden, intermediate $inter, bf16 activations $acts$extra: the default\'s bits with the adapters changed between passes, one pack a pass', async ({ hidden, inter, acts, extra }) => {
-    const m = randomModel(config(hidden, inter), { seed: 37, device: 'cuda', dtype: 'bf16' });
+    const m = randomModel(pieceModelConfig(hidden, inter), { seed: 37, device: 'cuda', dtype: 'bf16' });
     m.addLora({ r: 8, alpha: 16, targetModules: [...LORA_TARGETS], seed: 5 });
     const names = Object.keys(m.adapterWeights());
     // version k of every factor (B nonzero, so that the low-rank term reaches y)
@@ -39,7 +31,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=factor_pack', () => {
     })));
     const base = `default${extra}`, piece = `default,factor_pack${extra}`;
     await withEnv('INSTILL_BF16_ACTIVATIONS', acts, async () => {
-      const pass = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() => m.lossAndGrads(batch)));
+      const pass = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
       set(0);
       await pass(base);  // copies W into the kept matrices
       set(2);

@@ -13,16 +13,8 @@ import { describe, expect, it } from 'vitest';
 import { LORA_TARGETS, randomModel } from '../../../src/model/model.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { expectSamePass, hasCuda } from '../common.js';
+import { PIECE_BATCH, expectSamePass, hasCuda, pieceModelConfig } from '../common.js';
 
-const config = (hidden: number, inter: number) => ({
-  model_type: 'llama', hidden_size: hidden, intermediate_size: inter, num_hidden_layers: 2, num_attention_heads: 4,
-  num_key_value_heads: 2, head_dim: 50, vocab_size: 301, rms_norm_eps: 1e-5, tie_word_embeddings: true,
-  max_position_embeddings: 512,
-});
-const T = 150;
-const ids = Array.from({ length: T }, (_, i) => (i * 37 + 11) % 301);
-const batch = { inputIds: [ids], labels: [ids] };
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=fewer_packs', () => {
   it.each([
@@ -31,14 +23,14 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=fewer_packs', () => {
     { hidden: 200, inter: 344, acts: '1', alpha: 12 },
     { hidden: 200, inter: 344, acts: '0', alpha: 16 },
   ])('hidden $hidden, intermediate $inter, bf16 activations $acts, alpha $alpha (r 8): the default\'s results, s·g packed only where it must be', async ({ hidden, inter, acts, alpha }) => {
-    const m = randomModel(config(hidden, inter), { seed: 31, device: 'cuda', dtype: 'bf16' });
+    const m = randomModel(pieceModelConfig(hidden, inter), { seed: 31, device: 'cuda', dtype: 'bf16' });
     m.addLora({ r: 8, alpha, targetModules: [...LORA_TARGETS], seed: 5 });
     const w = m.adapterWeights();
     for (const n of Object.keys(w)) if (n.includes('lora_B')) w[n] = w[n].map((_, i) => 0.05 * Math.sin(0.37 * i + n.length));
     m.setAdapterWeights(w);
     await withEnv('INSTILL_BF16_ACTIVATIONS', acts, async () => {
-      const plain = await withEnv('INSTILL_CUDA_NEXT', 'default', () => withOpProfile(() => m.lossAndGrads(batch)));
-      const fewer = await withEnv('INSTILL_CUDA_NEXT', 'default,fewer_packs', () => withOpProfile(() => m.lossAndGrads(batch)));
+      const plain = await withEnv('INSTILL_CUDA_NEXT', 'default', () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
+      const fewer = await withEnv('INSTILL_CUDA_NEXT', 'default,fewer_packs', () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
       const { differ, worst } = expectSamePass(fewer.value, plain.value);
       console.log(`fewer_packs (hidden ${hidden}, intermediate ${inter}, bf16 activations ${acts}, s ${alpha / 8}): ${differ} gradient elements differ in bits, worst ${worst.toExponential(2)}`);
       // s·g written by g's product (2 layers: o_proj and down_proj, and the two groups): with bf16 x and s = 2 only

@@ -11,16 +11,9 @@ import { describe, expect, it } from 'vitest';
 import { LORA_TARGETS, randomModel } from '../../../src/model/model.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { DEFAULT_BEFORE_GROUPS, expectSamePass, hasCuda } from '../common.js';
+import { DEFAULT_BEFORE_GROUPS, PIECE_BATCH as batch, expectSamePass, hasCuda, pieceModelConfig } from '../common.js';
 
-const config = (hidden: number) => ({
-  model_type: 'llama', hidden_size: hidden, intermediate_size: 344, num_hidden_layers: 2, num_attention_heads: 4,
-  num_key_value_heads: 2, head_dim: 50, vocab_size: 301, rms_norm_eps: 1e-5, tie_word_embeddings: true,
-  max_position_embeddings: 512,
-});
-const T = 150;
-const ids = Array.from({ length: T }, (_, i) => (i * 37 + 11) % 301);
-const batch = { inputIds: [ids], labels: [ids] };
+const config = (hidden: number) => pieceModelConfig(hidden, 344);
 const base = `${DEFAULT_BEFORE_GROUPS},lora_group,swiglu_pack`;
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=norm_pack', () => {
