@@ -906,7 +906,9 @@ bool attention_flash_supported(const AttnParams& p) {
 }
 
 bool attention_flash_dkv_split(const AttnParams& p) {
-  if (p.KVH <= 0 || p.H == p.KVH) return false;
+  // (`dkv_whole`: never — a CTA takes its whole group, heaviest key tiles first in the grid, no partials; whether
+  // 256 CTAs of uneven work at the 1B step's size beat 1024 and the partials' sum is its A/B's question)
+  if (p.KVH <= 0 || p.H == p.KVH || next_kernels(Next::DkvWhole)) return false;
   const int64_t ctas = (p.N + kRows - 1) / kRows * p.KVH;
   return ctas < 4 * static_cast<int64_t>(sm_count());
 }

@@ -33,6 +33,7 @@ enum class Next {
   FewerPacks,  // "fewer_packs": LoRA's products read the bf16 copies of B, A, s·u and s·g that exist already, and g's
                // product writes s·g in bf16 itself (lora_linear.cu, lora_group.cu): ~290 small packs a 1B step fewer
   RopeQK,      // "rope_qk": the model's q and k through one rope call, one pass on CUDA (bf16 activations, rope.cu)
+  DkvWhole,    // "dkv_whole": the dK/dV kernel never splits a group's query heads (no partials, no sum)
   DkvPairs,    // "dkv_pairs": the split dK/dV kernel two query heads a CTA, half the partials (attention_flash.cu)
   CeL2,        // "ce_l2": the loss's softmax rows looped over ~5/8 of the SMs' worth of blocks, so that a row's
                // second pass finds it in L2 (cross_entropy.cu)
