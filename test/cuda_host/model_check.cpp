@@ -268,7 +268,9 @@ void run_piece(const Case& cs) {
   set_env("INSTILL_BF16_ACTIVATIONS", nullptr);
   int e = 0;
   std::frexp(cs.scale, &e);
-  const bool fewer = piece.find("fewer_packs") != std::string::npos, factor = piece.find("factor_pack") != std::string::npos;
+  const bool all = piece == "all";  // every piece at once: these two among them
+  const bool fewer = all || piece.find("fewer_packs") != std::string::npos;
+  const bool factor = all || piece.find("factor_pack") != std::string::npos;
   const bool exact = !fewer || std::ldexp(0.5f, e) == cs.scale;
   const double e_off = worst_rel(on, off), e_again = worst_rel(again, on);
   expect(exact ? on.loss == off.loss : std::fabs(on.loss - off.loss) <= 1e-6 * std::fabs(off.loss),
@@ -524,6 +526,8 @@ int main() {
        nullptr, kOld, false, false, false, true, 0, false, "rope_qk"},
       {"rope_qk, Qwen3 q/k norm, checkpointing", every, false, true, 0.f, true, nullptr, kOld, false, false, false, true, 0,
        false, "rope_qk"},
+      {"every piece at once (INSTILL_CUDA_NEXT=all), checkpointing, accumulated: the default's bits", every, false, false,
+       0.f, true, nullptr, kOld, false, true, false, true, 0, false, "all"},
       {"factor_pack with fewer_packs", every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false,
        "factor_pack,fewer_packs"},
   };
