@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the CUDA backend's HOST code on the CPU (test/cuda_host/README.md): the .cu files that launch no kernel of
-# their own (lora_group.cu, lora_linear.cu) compiled by nvcc as they are, linked with a fake device
+# their own (lora_group.cu, lora_linear.cu, lora_pack.cu) compiled by nvcc as they are, linked with a fake device
 # (test/cuda_host/fake_device.cpp: host memory, and gemm() / the packs done on the CPU to gemm.h's contracts),
 # and checked against each other and the math (test/cuda_host/*_check.cpp). Needs nvcc and the CUDA runtime
 # library (no GPU, no cuBLAS); skips, saying so, without nvcc. test/cuda_host/cuda_host.test.ts runs it in CI.

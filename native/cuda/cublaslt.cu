@@ -246,7 +246,7 @@ bool plan_side(const GemmArgs& g, bool b_side, Side& side) {
   const int64_t rows = b_side ? g.N : g.M;
   side.k_contig = k_contig_of(s[0], b_side);
   side.f32 = all_f32(g);
-  if (g.K[1] == 0 && s[0].e == (side.f32 ? Elem::F32 : Elem::BF16) && s[0].scale == 1.f) {
+  if (side_as_is(g, s)) {
     side.p = s[0].p;
     side.ld = s[0].ld;
     return true;

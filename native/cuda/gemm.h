@@ -150,6 +150,13 @@ inline void set_c(GemmArgs& g, Tensor& t, int64_t ldc) {
   g.ldc = ldc;
 }
 
+// Whether cuBLASLt's path (cublaslt.cu's plan_side) reads one side of a product (its operands s[0], s[1]) as it
+// lies: a single unscaled segment of the product's type (bf16, or f32 for an all-f32 product). Else it packs the
+// side into a fresh buffer first, one launch more (the fake device counts those: test/cuda_host).
+inline bool side_as_is(const GemmArgs& g, const GemmOperand* s) {
+  return g.K[1] == 0 && s[0].e == (all_f32(g) ? Elem::F32 : Elem::BF16) && s[0].scale == 1.f;
+}
+
 // INSTILL_CUDA_NEXT `fewer_packs`: may a product read bf16(s·v), rounded once, where it would read bf16(v) and scale
 // its sum by s? Exactly when s is a power of two: scaling by 2^k commutes with rounding (bf16 has f32's exponent
 // range), and so does every f32 product and partial sum of the product, so Σ bf16(s·v)·w = s·Σ bf16(v)·w in the

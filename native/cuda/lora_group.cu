@@ -196,7 +196,8 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
   }
   // INSTILL_CUDA_NEXT `fewer_packs` (as lora_linear.cu's backward): g's product writes s·g into pd's columns S..
   // in bf16 itself, and dA reads it there, where that is dA's own arithmetic (a bf16 x, s a power of two)
-  const bool sg16 = next_kernels(Next::FewerPacks) && l.s > 0 && elem_of(x) != Elem::F32 && scales_exactly(p.scale);
+  const bool fewer = next_kernels(Next::FewerPacks);
+  const bool sg16 = fewer && l.s > 0 && elem_of(x) != Elem::F32 && scales_exactly(p.scale);
   __nv_bfloat16* const sg = bf16_ptr(pd) + l.s;  // s·g's columns of pd
   Tensor gt = sg16 ? Tensor() : Tensor::empty({l.n, l.mr}, DType::F32, Device::CUDA);  // g_i in columns i·R..
   {  // g (N, m·R) = dy · blockdiag(B_1, …, B_m): K's B columns, stored (S, m·R) = (K, N)
@@ -225,7 +226,7 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
   const float da_alpha = sg16 ? 1.f : p.scale;
   // dB's u operand (columns c.. of it): with `fewer_packs` and su_packed, s·u in the forward's x_packed with alpha 1
   // (rounded once as bf16(u)·s would be), else u in f32 with alpha s
-  const bool su16 = next_kernels(Next::FewerPacks) && p.x_packed && p.su_packed && scales_exactly(p.scale);
+  const bool su16 = fewer && p.x_packed && p.su_packed && scales_exactly(p.scale);
   const auto u_cols = [&](int64_t c) {
     return su16 ? bf16_operand(bf16_ptr(x) + l.in + c, x.dim(1), false)
                 : strided_operand(p.u->data_as<float>() + c, Elem::F32, l.mr, false);

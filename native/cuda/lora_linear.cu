@@ -176,12 +176,13 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   }
   {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN): with `fewer_packs` the bf16 A just written below W (the
      // rounding the product would make of A), else A itself (packed by the product)
+    const bool fewer = next_kernels(Next::FewerPacks);
     const OpPart part("u = x A^T, pack s u", Device::CUDA);
     GemmArgs g;
     g.M = N; g.N = R; g.K[0] = IN;
     g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
-    g.b[0] = a16 && next_kernels(Next::FewerPacks) ? bf16_operand(a16, IN, true) : operand(a, true);
-    if (next_kernels(Next::FewerPacks) && p.u_unused && IN > 0 && scales_exactly(p.scale)) {
+    g.b[0] = a16 && fewer ? bf16_operand(a16, IN, true) : operand(a, true);
+    if (fewer && p.u_unused && IN > 0 && scales_exactly(p.scale)) {
       g.alpha = p.scale;  // s·u into px in bf16 by the product itself; u left unwritten (nobody reads it)
       g.c16 = bf16_ptr(px) + IN; g.ldc = ldx;
       gemm(g);

@@ -85,9 +85,8 @@ std::atomic<int> fake_packs{0};
 
 namespace {
 void packs_of(const GemmArgs& g) {
-  const Elem want = all_f32(g) ? Elem::F32 : Elem::BF16;
   for (const GemmOperand* side : {g.a, g.b})
-    if (g.K[1] > 0 || side[0].e != want || side[0].scale != 1.f) ++fake_packs;
+    if (!side_as_is(g, side)) ++fake_packs;
   if (g.c16 && (g.beta != 0.f || g.bias)) fake_packs += g.beta != 0.f ? 2 : 1;  // (C widened, the result rounded)
 }
 }  // namespace
