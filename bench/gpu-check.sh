@@ -194,11 +194,12 @@ bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fi
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # PIECE_AB (space-separated sets, each a comma list; default split_k (stop 19); from stop 20 fewer_packs, factor_pack
 # and rope_qk together (launches cut, the same arithmetic), ce_l2, dkv_pairs, dkv_whole (the other way: no split);
-# then all but dkv_whole (which overrides dkv_pairs); run 16 timed lora_group, then
+# from stop 21 dq_atomic (the attention backward in one pass); then all but dkv_whole (which overrides dkv_pairs);
+# run 16 timed lora_group, then
 # with swiglu_pack, then with norm_pack, and promoted the three): each set whose tests passed in an A/B of its own, INSTILL_CUDA_NEXT=default,SET
 # against the default: its own gain, which the all-pieces A/B below mixes with the others' (run 14: the loss of
 # narrow, a piece since removed, hid flash_lean's gain there)
-for set in ${PIECE_AB-split_k fewer_packs,factor_pack,rope_qk ce_l2 dkv_pairs dkv_whole split_k,fewer_packs,factor_pack,rope_qk,ce_l2,dkv_pairs}; do
+for set in ${PIECE_AB-split_k fewer_packs,factor_pack,rope_qk ce_l2 dkv_pairs dkv_whole dq_atomic split_k,fewer_packs,factor_pack,rope_qk,ce_l2,dkv_pairs,dq_atomic}; do
   bad=""
   for piece in ${set//,/ }; do [[ ",$FAILED_PIECES," == *",$piece,"* ]] && bad="$bad $piece"; done
   if [[ "$SWEEP_SKIP" == all || -n "$bad" ]]; then note "A/B of default,$set: skipped (tests failed or did not run:${bad:- unknown})"; continue; fi

@@ -229,14 +229,20 @@ if (what === 'lora') {
       process.env.INSTILL_BENCH_SKIP_PIECES !== 'all') {
     // Last (a kernel that faults poisons the process's CUDA context): the attention's kernels one set at a time
     // (INSTILL_CUDA_NEXT and INSTILL_CUDA_ATTENTION are read on every call): each kind of forward (synchronous f32
-    // tiles, pipelined bf16 copies) and the backward, with the flash pieces that wait for a GPU run alone and
-    // combined, so one call ranks them at the kernel level (the step A/Bs time only the whole set, and the set
-    // without flash_lean). Sets naming a piece in INSTILL_BENCH_SKIP_PIECES (gpu-check.sh: those whose tests
-    // failed; "all": no sweep) are left out; one that fails here (an error) is reported and the others still run.
+    // tiles, pipelined bf16 copies) and the backward (on f32 inputs, and on bf16 ones as the step's bf16
+    // activations), with the attention pieces that wait for a GPU run alone and combined, so one call ranks them at
+    // the kernel level (the step A/Bs time only the whole step). Runs 14-16 ranked flash_occ, flash_mt, stored_ds
+    // and attn_prep (each lost to flash_lean alone); from stop 21 the sets are the backward's: dq_atomic (one pass),
+    // dkv_pairs and dkv_whole (the dK/dV split). Sets naming a piece in INSTILL_BENCH_SKIP_PIECES (gpu-check.sh:
+    // those whose tests failed; "all": no sweep) are left out; one that fails here (an error) is reported and the
+    // others still run.
     const skip = (process.env.INSTILL_BENCH_SKIP_PIECES || '').split(',').filter(Boolean);
-    const sweep = ['', 'flash_occ', 'flash_mt', 'flash_lean', 'flash_lean,flash_mt', 'stored_ds', 'flash_lean,stored_ds', 'attn_prep,flash_lean,stored_ds']
+    const sweep = ['', 'default', 'default,dq_atomic', 'default,dkv_pairs', 'default,dkv_whole', 'default,dq_atomic,dkv_pairs',
+      'default,dq_atomic,dkv_whole']
       .filter((set) => !set.split(',').some((piece) => skip.includes(piece)));
     const scale = 1 / Math.sqrt(D);
+    const q16 = gpu(randn(T * H * D), [T, H, D], 'bf16'), k16 = gpu(randn(T * KVH * D), [T, KVH, D], 'bf16');
+    const v16 = gpu(randn(T * KVH * D), [T, KVH, D], 'bf16'), dout16 = gpu(randn(T * H * D), [T, H, D], 'bf16');
     for (const next of sweep) {
       const label = next ? `next ${next}` : 'verified';
       try {
@@ -249,6 +255,10 @@ if (what === 'lora') {
         const f = n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), scale);
         timed(`attention bwd, pipelined [${label}]`, () => drop(n.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), f.out, f.lse, handleOf(cu), scale)));
         drop(f);
+        delete process.env.INSTILL_CUDA_ATTENTION;  // bf16 tensors: the flash kernels on them (no copies)
+        const f16 = n.opAttention(handleOf(q16), handleOf(k16), handleOf(v16), handleOf(cu), scale);
+        timed(`attention bwd, bf16 activations [${label}]`, () => drop(n.opAttentionBackward(handleOf(dout16), handleOf(q16), handleOf(k16), handleOf(v16), f16.out, f16.lse, handleOf(cu), scale)));
+        drop(f16);
       } catch (e) {
         console.error(`attention sweep, ${label}: ${e.message}`);
       } finally {

@@ -20,7 +20,9 @@
 // Pipelined: the flash kernels stream bf16 copies of their inputs (made here, once
 // per call) through cp.async double buffers; same results bit for bit. The
 // backward's default; INSTILL_CUDA_ATTENTION=flash|pipelined picks one for both.
-// Both write every output (=), deterministically (no atomics). D > 128 is E_UNSUPPORTED.
+// Both write every output (=), deterministically (no atomics; INSTILL_CUDA_NEXT `dq_atomic`, waiting for a GPU
+// run, adds dQ up with f32 atomics: its sums' order, and so its last bits, vary from run to run). D > 128 is
+// E_UNSUPPORTED.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -247,6 +249,18 @@ void attention_backward(const AttentionBackwardArgs& p) {
       } catch (const Error& e) {
         if (e.code() != ErrorCode::Alloc) throw;  // no room: the dQ kernel recomputes
       }
+    }
+  }
+  // dq_atomic: where the lean dK/dV kernel runs (attention_flash.cu's backward_d) and dS is not stored, it adds
+  // dQ up itself: into dq (f32 outputs) or into f32 sums rounded to dq16 after it (bf16 activations)
+  Tensor dq_sums;
+  if (flash && (a.io16 || path == Path::Pipelined) && !a.ds && next_kernels(Next::DqAtomic) &&
+      next_kernels(Next::FlashLean) && attention_lean_takes(a)) {
+    if (a.io16) {
+      dq_sums = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
+      a.dq_acc = dq_sums.data_as<float>();
+    } else {
+      a.dq_acc = a.dq;
     }
   }
   attention_flash_backward(a, stream(), a.io16 || path == Path::Pipelined);

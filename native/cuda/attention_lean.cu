@@ -25,6 +25,12 @@
 // kernels' (the same fma before the exponential, the same mask and products), so on the same forward outputs
 // its results are their bits, unless a probability falls below 2^-126 (0 here, a denormal there).
 // test/cuda/next/flash_lean.test.ts checks both, and the CPU's reference.
+// `dq_atomic` (stop 21, waiting for a GPU run): the backward in one kernel. The dK/dV kernel has every tile's dS
+// (it needs it for dK); the dQ kernel computes S and dP again to get it (run 16: 1.89 of the backward's 5.28 ms a
+// 1B step). With the piece each tile's dSᵀ also goes to shared memory, and after a barrier each warp takes 16
+// queries × 64 columns of dQ += dS·K over the CTA's 64 keys and adds scale· that into f32 sums in global memory
+// (red.global.add.v2.f32: fire and forget, in L2). FA2's way; the cost is the barrier a tile, ~4 K atomic adds a
+// tile and CTA, a zeroing pass and (bf16 activations) a rounding pass. Not deterministic in dQ's last bits.
 // Paths: the forward on f32 tiles (synchronous), bf16 copies (pipelined: attention.cu's default with this piece)
 // or bf16 activations, one m-tile a warp, or two at D = 64 with `flash_mt` too (FA2's layout, 128 queries a CTA);
 // the backward pipelined or on bf16 activations (the synchronous backward keeps the verified kernels), storing dS
@@ -382,12 +388,79 @@ __global__ void __launch_bounds__(kThreads) flash_dq_lean_kernel(const AttnParam
 
 // ---------------------------------------------------------------- dK, dV
 
+// `dq_atomic`: the dK/dV kernel's tile of dSᵀ (64 keys × BQ queries, bf16) in shared memory, rows of BQ + 8
+// (conflict-free for the stores below and for ldmatrix), so that after a barrier each warp can read a 16-query
+// slice of dS across all 64 keys. dS_words: BQ / 2 + 4 words a row.
+template <int BQ>
+constexpr int ds_smem_words() { return BQ / 2 + 4; }
+// The k-slice kk (queries 16kk .. 16kk + 15) of a warp's 16 keys of dSᵀ, as its dK product reads it (a_from_c:
+// r[0] key ja, queries 16kk + 2tig, + 1; r[1] key jb; r[2], r[3] the same 8 queries on), into rows 16·warp + gid
+// and + 8 (stored_ds's store_ds_kslice with the shared tile's row stride).
+template <int BQ>
+__device__ __forceinline__ void store_ds_smem(uint32_t* dss, const AFrag& a, int kk, int warp, int gid, int tig) {
+  constexpr int W = ds_smem_words<BQ>();
+  uint32_t* const ra = dss + (warp * 16 + gid) * W + 8 * kk + tig;
+  ra[0] = a.r[0];
+  ra[8 * W] = a.r[1];
+  ra[4] = a.r[2];
+  ra[8 * W + 4] = a.r[3];
+}
+// A warp that skips a tile (its keys see none of its queries) leaves zeros in its 16 rows.
+template <int BQ>
+__device__ __forceinline__ void zero_ds_smem(uint32_t* dss, int warp, int lane) {
+  constexpr int W = ds_smem_words<BQ>(), kRow = BQ / 2;
+#pragma unroll
+  for (int i = lane; i < 16 * kRow; i += 32) dss[(warp * 16 + i / kRow) * W + i % kRow] = 0u;
+}
+
+// Adds a pair of floats to global memory (8-byte aligned) without reading it back: one vector reduction on sm_90,
+// two scalar ones before.
+__device__ __forceinline__ void red_add2(float* at, float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(at), "f"(a), "f"(b) : "memory");
+#else
+  atomicAdd(at, a);
+  atomicAdd(at + 1, b);
+#endif
+}
+
+// dQ's share of one query tile from this CTA's 64 keys, once every warp's dSᵀ rows are in `dss`: warp w takes
+// query m-tile w % (BQ / 16) and 64 of the D columns from 64·(w / (BQ / 16)) (BQ 64, D 64: 16 queries × 64; BQ 32,
+// D 128: two m-tiles × two column halves), dQ += dS·K over the 64 keys (A from the key-major dSᵀ through
+// ldmatrix.trans as flash_dq_ds_kernel reads it, B from the key tile), and adds scale· that into acc (rows past N
+// skipped). Pairs a query does not see are 0 in dS (the tile's mask, and the zeros of skipping warps).
+template <int D, int BQ>
+__device__ __forceinline__ void dq_from_ds(const uint32_t* dss, const bf16* Ks, float* acc_out, int64_t h, int64_t H,
+                                           int64_t ts, int64_t N, float scale, int warp, int lane) {
+  constexpr int S = D + 8, SD = 2 * ds_smem_words<BQ>(), kMT = BQ / 16, kCols = 64;
+  static_assert(kMT * (D / kCols) == kThreads / 32, "the four warps cover the tile's queries × D once");
+  const int gid = lane >> 2, tig = lane & 3;
+  const int mt = warp % kMT, c0 = (warp / kMT) * kCols;
+  const bf16* const ds = reinterpret_cast<const bf16*>(dss);
+  float acc[kCols / 8][4];
+#pragma unroll
+  for (int n = 0; n < kCols / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < kRows / 16; ++kk) {
+    AFrag a;
+    ldsm_x4_trans(smem_addr(ds + kk * 16 * SD + mt * 16 + lds_b_nmajor<SD>(lane)), a.r);
+    mma_kslice_kmajor<kCols, S>(acc, a, Ks + kk * 16 * S + c0, lane);
+  }
+  const int64_t ia = ts + mt * 16 + gid, ib = ia + 8;
+#pragma unroll
+  for (int n = 0; n < kCols / 8; ++n) {
+    const int d = c0 + 8 * n + 2 * tig;
+    if (ia < N) red_add2(acc_out + (ia * H + h) * D + d, acc[n][0] * scale, acc[n][1] * scale);
+    if (ib < N) red_add2(acc_out + (ib * H + h) * D + d, acc[n][2] * scale, acc[n][3] * scale);
+  }
+}
+
 // One query tile of the dK/dV kernel for one warp: Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, Pᵀ and dSᵀ with the mask (kMask),
-// dSᵀ stored (kStoreDS), dV += Pᵀ·dO, dK += dSᵀ·Q.
-template <int D, int BQ, bool kMask, bool kStoreDS>
+// dSᵀ stored (kStoreDS: global memory; kDQ: the shared tile dss), dV += Pᵀ·dO, dK += dSᵀ·Q.
+template <int D, int BQ, bool kMask, bool kStoreDS, bool kDQ>
 __device__ __forceinline__ void dkv_tile(const bf16* Ks, const bf16* Vs, const bf16* Qs, const bf16* Os, const float* Ls,
                                          const float* Ds, float (&dk)[D / 8][4], float (&dv)[D / 8][4], float sl2,
-                                         Window wa, Window wb, uint32_t* ds_words, int warp, int lane) {
+                                         Window wa, Window wb, uint32_t* ds_words, uint32_t* dss, int warp, int lane) {
   constexpr int S = D + 8;
   const int gid = lane >> 2, tig = lane & 3;
   float s[BQ / 8][4], dp[BQ / 8][4];
@@ -428,14 +501,19 @@ __device__ __forceinline__ void dkv_tile(const bf16* Ks, const bf16* Vs, const b
 #pragma unroll
   for (int kk = 0; kk < BQ / 16; ++kk) {
     mma_kslice_kmajor<D, S>(dv, a_from_c(s[2 * kk], s[2 * kk + 1]), Os + kk * 16 * S, lane);
-    mma_kslice_kmajor<D, S>(dk, a_from_c(dp[2 * kk], dp[2 * kk + 1]), Qs + kk * 16 * S, lane);
+    const AFrag ds = a_from_c(dp[2 * kk], dp[2 * kk + 1]);
+    if constexpr (kDQ) store_ds_smem<BQ>(dss, ds, kk, warp, gid, tig);
+    mma_kslice_kmajor<D, S>(dk, ds, Qs + kk * 16 * S, lane);
   }
 }
 
-// CTA = 64 keys of KV head g, as flash_dkv_kernel<D, BQ, true, kIo16, 1, kStoreDS> (pipelined only).
-template <int D, int BQ, bool kIo16, bool kStoreDS>
+// CTA = 64 keys of KV head g, as flash_dkv_kernel<D, BQ, true, kIo16, 1, kStoreDS> (pipelined only). kDQ
+// (`dq_atomic`): each tile's dSᵀ also goes to shared memory, and after a barrier the four warps add scale·dS·K of
+// the CTA's keys into p.dq_acc (dq_from_ds) — the whole backward in this kernel.
+template <int D, int BQ, bool kIo16, bool kStoreDS, bool kDQ>
 __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnParams p, const DkvTarget t) {
   static_assert(!kStoreDS || BQ == 64 || BQ == 32, "stored dS tiles are 64 queries wide: whole or halves");
+  static_assert(!(kStoreDS && kDQ), "dS stored for a dQ kernel, or dQ here: not both");
   static_assert(BQ <= kThreads, "one thread a row loads a tile's lse and Δ");
   constexpr int S = D + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -448,6 +526,7 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnPara
   float* const L0 = reinterpret_cast<float*>(Q0 + 4 * BQ * S);
   float* const D0 = L0 + BQ;
   constexpr int kRowBuf = 2 * BQ;
+  uint32_t* const dss = reinterpret_cast<uint32_t*>(L0 + 2 * kRowBuf);  // kDQ: the dSᵀ tile (64 rows)
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   const int64_t N = p.N, H = p.H, rep = H / p.KVH;
@@ -499,19 +578,28 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnPara
       __syncthreads();  // tile (h, ts) is in buffer buf for every thread (K, V too); buf ^ 1 is free
       if (ts + BQ <= qhi) prefetch(h, ts + BQ, buf ^ 1);
       else if (h + 1 < h_end) prefetch(h + 1, j0, buf ^ 1);
-      if (!warp_live || ts > whi || ts + BQ - 1 < wj0) continue;
-      uint32_t* words = nullptr;
-      if constexpr (kStoreDS) words = ds_tile_words(p, h, ts, j0);
-      const bf16* const Qs = Q0 + buf * kBuf;
-      const bf16* const Os = O0 + buf * kBuf;
-      const float* const Ls = L0 + buf * kRowBuf;
-      const float* const Ds = D0 + buf * kRowBuf;
-      if (ts >= wj0 + 15 && ts + BQ - 1 <= whi_min) {  // every (key, query) pair visible
-        dkv_tile<D, BQ, false, kStoreDS>(Ks, Vs, Qs, Os, Ls, Ds, dk, dv, sl2, Window{0, 0}, Window{0, 0}, words, warp, lane);
-      } else {  // key j sees query i iff j <= i <= hi(j)
-        const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
-        const Window wa{ja - base, hi_a - base}, wb{jb - base, hi_b - base};
-        dkv_tile<D, BQ, true, kStoreDS>(Ks, Vs, Qs, Os, Ls, Ds, dk, dv, sl2, wa, wb, words, warp, lane);
+      if (!warp_live || ts > whi || ts + BQ - 1 < wj0) {  // nothing here for this warp
+        if constexpr (kDQ) zero_ds_smem<BQ>(dss, warp, lane);
+      } else {
+        uint32_t* words = nullptr;
+        if constexpr (kStoreDS) words = ds_tile_words(p, h, ts, j0);
+        const bf16* const Qs = Q0 + buf * kBuf;
+        const bf16* const Os = O0 + buf * kBuf;
+        const float* const Ls = L0 + buf * kRowBuf;
+        const float* const Ds = D0 + buf * kRowBuf;
+        if (ts >= wj0 + 15 && ts + BQ - 1 <= whi_min) {  // every (key, query) pair visible
+          dkv_tile<D, BQ, false, kStoreDS, kDQ>(Ks, Vs, Qs, Os, Ls, Ds, dk, dv, sl2, Window{0, 0}, Window{0, 0}, words, dss,
+                                                warp, lane);
+        } else {  // key j sees query i iff j <= i <= hi(j)
+          const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
+          const Window wa{ja - base, hi_a - base}, wb{jb - base, hi_b - base};
+          dkv_tile<D, BQ, true, kStoreDS, kDQ>(Ks, Vs, Qs, Os, Ls, Ds, dk, dv, sl2, wa, wb, words, dss, warp, lane);
+        }
+      }
+      if constexpr (kDQ) {  // every warp's rows of dSᵀ written (the loop's trip count is the CTA's: no warp left out)
+        __syncthreads();
+        dq_from_ds<D, BQ>(dss, Ks, p.dq_acc, h, H, ts, N, p.scale, warp, lane);
+        // (the next tile's barrier at the loop's top comes before any warp writes dss again)
       }
     }
   }
@@ -547,24 +635,40 @@ void dq_lean(const AttnParams& p, cudaStream_t s) {
   check_launch("flash_dq_lean_kernel");
 }
 
-template <int D, bool kIo16, bool kStore>
+template <int D, bool kIo16, bool kStore, bool kDQ>
 void dkv_lean(const AttnParams& p, const DkvTarget& t, dim3 grid, cudaStream_t s) {
   constexpr int BQ = D <= 64 ? 64 : 32;  // the verified dK/dV kernel's query tiles
-  const size_t smem = 2 * tile_bytes(D, kRows) + 2 * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ);
-  allow_smem(flash_dkv_lean_kernel<D, BQ, kIo16, kStore>, smem, "flash_dkv_lean_kernel");
-  flash_dkv_lean_kernel<D, BQ, kIo16, kStore><<<grid, kThreads, smem, s>>>(p, t);
+  const size_t smem = 2 * tile_bytes(D, kRows) + 2 * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ) +
+                      (kDQ ? sizeof(uint32_t) * kRows * ds_smem_words<BQ>() : 0);
+  allow_smem(flash_dkv_lean_kernel<D, BQ, kIo16, kStore, kDQ>, smem, "flash_dkv_lean_kernel");
+  flash_dkv_lean_kernel<D, BQ, kIo16, kStore, kDQ><<<grid, kThreads, smem, s>>>(p, t);
   check_launch("flash_dkv_lean_kernel");
+}
+
+template <int D, bool kIo16>
+void dkv_lean_io(const AttnParams& p, const DkvTarget& t, dim3 grid, bool store, cudaStream_t s) {
+  if (store) dkv_lean<D, kIo16, true, false>(p, t, grid, s);
+  else if (p.dq_acc) dkv_lean<D, kIo16, false, true>(p, t, grid, s);
+  else dkv_lean<D, kIo16, false, false>(p, t, grid, s);
 }
 
 template <int D>
 void dkv_lean_any(const AttnParams& p, const DkvTarget& t, dim3 grid, bool store, cudaStream_t s) {
-  if (p.io16) {
-    if (store) dkv_lean<D, true, true>(p, t, grid, s);
-    else dkv_lean<D, true, false>(p, t, grid, s);
-  } else {
-    if (store) dkv_lean<D, false, true>(p, t, grid, s);
-    else dkv_lean<D, false, false>(p, t, grid, s);
-  }
+  if (p.io16) dkv_lean_io<D, true>(p, t, grid, store, s);
+  else dkv_lean_io<D, false>(p, t, grid, store, s);
+}
+
+// dq_atomic with bf16 activations: dq16 = the f32 sums, rounded (already scaled), 8 elements a thread.
+__global__ void dq_finish_kernel(const float* __restrict__ acc, bf16* __restrict__ out, int64_t n8) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n8) return;
+  const float4 a = reinterpret_cast<const float4*>(acc)[2 * i], b = reinterpret_cast<const float4*>(acc)[2 * i + 1];
+  uint4 w;
+  w.x = pack_bf16(a.x, a.y);
+  w.y = pack_bf16(a.z, a.w);
+  w.z = pack_bf16(b.x, b.y);
+  w.w = pack_bf16(b.z, b.w);
+  reinterpret_cast<uint4*>(out)[i] = w;
 }
 
 }  // namespace
@@ -595,10 +699,25 @@ void attention_lean_dq(const AttnParams& p, cudaStream_t s) {
 void attention_lean_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64_t out_heads, int64_t hpc, bool store_ds,
                         unsigned grid_x, unsigned grid_y, cudaStream_t s) {
   if (!attention_lean_takes(p)) fail(ErrorCode::Internal, "attention_lean_dkv: scale ", p.scale, ", head dim ", p.D);
+  if (store_ds && p.dq_acc) fail(ErrorCode::Internal, "attention_lean_dkv: dS stored and dQ added here, both");
   const DkvTarget t{dk_out, dv_out, out_heads, hpc};
   const dim3 grid(grid_x, grid_y);
   if (p.D == 64) dkv_lean_any<64>(p, t, grid, store_ds, s);
   else dkv_lean_any<128>(p, t, grid, store_ds, s);
+}
+
+void attention_lean_dq_zero(const AttnParams& p, cudaStream_t s) {
+  if (!p.dq_acc) fail(ErrorCode::Internal, "attention_lean_dq_zero: no dQ sums");
+  INSTILL_CUDA_CHECK(cudaMemsetAsync(p.dq_acc, 0, sizeof(float) * static_cast<size_t>(p.N * p.H * p.D), s));
+}
+
+void attention_lean_dq_finish(const AttnParams& p, cudaStream_t s) {
+  if (!p.dq_acc) fail(ErrorCode::Internal, "attention_lean_dq_finish: no dQ sums");
+  if (!p.io16) return;  // f32 outputs: dq is the sums
+  const int64_t n8 = p.N * p.H * p.D / 8;  // D is 64 or 128 (attention_lean_takes): whole groups of 8
+  if (n8 == 0) return;
+  dq_finish_kernel<<<grid_1d(n8, 256), 256, 0, s>>>(p.dq_acc, p.dq16, n8);
+  check_launch("dq_finish_kernel");
 }
 
 }  // namespace cuda

@@ -27,7 +27,8 @@ constexpr Piece kAll[] = {
     {Next::FlashLean, "flash_lean", true},  {Next::LoraGroup, "lora_group", true}, {Next::SwigluPack, "swiglu_pack", true},
     {Next::NormPack, "norm_pack", true},    {Next::SplitK, "split_k", false},
     {Next::FewerPacks, "fewer_packs", false}, {Next::RopeQK, "rope_qk", false},
-    {Next::DkvWhole, "dkv_whole", false}, {Next::DkvPairs, "dkv_pairs", false}, {Next::CeL2, "ce_l2", false}, {Next::FactorPack, "factor_pack", false}};
+    {Next::DkvWhole, "dkv_whole", false}, {Next::DkvPairs, "dkv_pairs", false}, {Next::CeL2, "ce_l2", false}, {Next::FactorPack, "factor_pack", false},
+    {Next::DqAtomic, "dq_atomic", false}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;

@@ -39,6 +39,8 @@ enum class Next {
                // second pass finds it in L2 (cross_entropy.cu)
   FactorPack,  // "factor_pack": the model rounds every B and A of a pass into the kept matrices in one launch
                // (ops/lora_pack.h) instead of each forward in one or two of its own (~96 launches a 1B step)
+  DqAtomic,    // "dq_atomic": the attention backward in one pass: the dK/dV kernel also adds dS·K into dQ (f32
+               // atomics), no dQ kernel recomputing S and dP (attention_lean.cu)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).
