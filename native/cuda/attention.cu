@@ -201,42 +201,6 @@ void attention_backward(const AttentionBackwardArgs& p) {
   const bool flash = path != Path::Simple && attention_flash_supported(a);  // io16: always, by now
   // INSTILL_CUDA_NEXT `attn_prep`, pipelined f32: Δ and the four bf16 copies in one pass (attention_pipelined_prep)
   const bool prep = !a.io16 && flash && path == Path::Pipelined && next_kernels(Next::AttnPrep);
-  if (!prep) {
-    const OpPart part("delta = rowsum(dO * O)", Device::CUDA);
-    attention_delta(a, stream());
-  }
-  if (!flash) return attention_simple_backward(a, stream());
-  Tensor dk_part, dv_part;  // per-query-head partials when the dK/dV kernel splits groups
-  if (attention_flash_dkv_split(a)) {
-    a.dkv_hpc = attention_flash_dkv_hpc(a);
-    dk_part = Tensor::empty({N, H / a.dkv_hpc, D}, DType::F32, Device::CUDA);
-    dv_part = Tensor::empty({N, H / a.dkv_hpc, D}, DType::F32, Device::CUDA);
-    a.dk_part = dk_part.data_as<float>();
-    a.dv_part = dv_part.data_as<float>();
-  }
-  Tensor q16, k16, v16, do16;
-  if (prep) {
-    const OpPart part("delta and bf16 copies of q, k, v, dO in one pass (next)", Device::CUDA);
-    q16 = Tensor::empty({N * H, D}, DType::BF16, Device::CUDA);
-    k16 = Tensor::empty({N * KVH, D}, DType::BF16, Device::CUDA);
-    v16 = Tensor::empty({N * KVH, D}, DType::BF16, Device::CUDA);
-    do16 = Tensor::empty({N * H, D}, DType::BF16, Device::CUDA);
-    a.q16 = q16.data_as<__nv_bfloat16>();
-    a.k16 = k16.data_as<__nv_bfloat16>();
-    a.v16 = v16.data_as<__nv_bfloat16>();
-    a.do16 = do16.data_as<__nv_bfloat16>();
-    attention_pipelined_prep(a, stream());
-  } else if (!a.io16 && path == Path::Pipelined) {  // bf16 activations are the copies already
-    const OpPart part("bf16 copies of q, k, v, dO", Device::CUDA);
-    q16 = bf16_copy(a.q, N * H, D);
-    k16 = bf16_copy(a.k, N * KVH, D);
-    v16 = bf16_copy(a.v, N * KVH, D);
-    do16 = bf16_copy(a.dout, N * H, D);
-    a.q16 = q16.data_as<__nv_bfloat16>();
-    a.k16 = k16.data_as<__nv_bfloat16>();
-    a.v16 = v16.data_as<__nv_bfloat16>();
-    a.do16 = do16.data_as<__nv_bfloat16>();
-  }
   Tensor ds;  // stored_ds: the dK/dV kernel's dSᵀ for the dQ kernel (the flash kernels on bf16 tiles)
   if (flash && (a.io16 || path == Path::Pipelined) && next_kernels(Next::StoredDs)) {
     const int64_t qt = (N + 63) / 64, w = ds_blocks(*p.cu_seqlens, N, p.window);
@@ -262,6 +226,43 @@ void attention_backward(const AttentionBackwardArgs& p) {
     } else {
       a.dq_acc = a.dq;
     }
+  }
+  if (!prep) {
+    const OpPart part(a.dq_acc ? "delta = rowsum(dO * O), dq sums zeroed (next)" : "delta = rowsum(dO * O)", Device::CUDA);
+    attention_delta(a, stream());
+  }
+  if (!flash) return attention_simple_backward(a, stream());
+  Tensor dk_part, dv_part;  // per-query-head partials when the dK/dV kernel splits groups
+  if (attention_flash_dkv_split(a)) {
+    a.dkv_hpc = attention_flash_dkv_hpc(a);
+    dk_part = Tensor::empty({N, H / a.dkv_hpc, D}, DType::F32, Device::CUDA);
+    dv_part = Tensor::empty({N, H / a.dkv_hpc, D}, DType::F32, Device::CUDA);
+    a.dk_part = dk_part.data_as<float>();
+    a.dv_part = dv_part.data_as<float>();
+  }
+  Tensor q16, k16, v16, do16;
+  if (prep) {
+    const OpPart part("delta and bf16 copies of q, k, v, dO in one pass (next)", Device::CUDA);
+    q16 = Tensor::empty({N * H, D}, DType::BF16, Device::CUDA);
+    k16 = Tensor::empty({N * KVH, D}, DType::BF16, Device::CUDA);
+    v16 = Tensor::empty({N * KVH, D}, DType::BF16, Device::CUDA);
+    do16 = Tensor::empty({N * H, D}, DType::BF16, Device::CUDA);
+    a.q16 = q16.data_as<__nv_bfloat16>();
+    a.k16 = k16.data_as<__nv_bfloat16>();
+    a.v16 = v16.data_as<__nv_bfloat16>();
+    a.do16 = do16.data_as<__nv_bfloat16>();
+    attention_pipelined_prep(a, stream());
+    if (a.dq_acc) attention_lean_dq_zero(a, stream());  // (attention_delta zeroes them where it runs)
+  } else if (!a.io16 && path == Path::Pipelined) {  // bf16 activations are the copies already
+    const OpPart part("bf16 copies of q, k, v, dO", Device::CUDA);
+    q16 = bf16_copy(a.q, N * H, D);
+    k16 = bf16_copy(a.k, N * KVH, D);
+    v16 = bf16_copy(a.v, N * KVH, D);
+    do16 = bf16_copy(a.dout, N * H, D);
+    a.q16 = q16.data_as<__nv_bfloat16>();
+    a.k16 = k16.data_as<__nv_bfloat16>();
+    a.v16 = v16.data_as<__nv_bfloat16>();
+    a.do16 = do16.data_as<__nv_bfloat16>();
   }
   attention_flash_backward(a, stream(), a.io16 || path == Path::Pipelined);
 }

@@ -765,15 +765,11 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   bool dq_done = stored;
   // flash_lean (attention_lean.cu): in place of the dQ kernels below and of the dK/dV kernel, on bf16 tiles
   const bool lean = kPipe && next_kernels(Next::FlashLean) && attention_lean_takes(p);
-  // dq_atomic (attention.cu gave the sums' buffer): no dQ kernel; the lean dK/dV kernel adds dS·K into the
-  // zeroed sums, rounded into dq16 after it (bf16 activations)
+  // dq_atomic (attention.cu gave the sums' buffer, zeroed with Δ): no dQ kernel; the lean dK/dV kernel adds dS·K
+  // into the sums, rounded into dq16 after it (bf16 activations)
   const bool dq_atomic = lean && !stored && p.dq_acc != nullptr;
   if (p.dq_acc && !dq_atomic) fail(ErrorCode::Internal, "flash backward: dQ sums given where the lean dK/dV kernel does not run");
-  if (dq_atomic) {
-    const OpPart part("dq sums zeroed (next)", Device::CUDA);
-    attention_lean_dq_zero(p, s);
-    dq_done = true;
-  }
+  if (dq_atomic) dq_done = true;
   if (!dq_done && lean) {
     const OpPart part("dq kernel, lean (next)", Device::CUDA);
     attention_lean_dq(p, s);

@@ -79,13 +79,15 @@ struct AttnParams {
   // ds_w bounds the key blocks a query tile sees (attention.cu). Null: the dQ kernel recomputes them.
   __nv_bfloat16* ds = nullptr;
   int64_t ds_qt = 0, ds_w = 0;
-  // INSTILL_CUDA_NEXT `dq_atomic` (the lean backward, not with `ds`): (N, H, D) f32, zeroed by the backward before
-  // the dK/dV kernel, which adds scale·dS·K into it with atomics (no dQ kernel). dq itself with f32 outputs; with
-  // bf16 activations scratch that attention_lean_dq_finish rounds into dq16. Null: the dQ kernel.
+  // INSTILL_CUDA_NEXT `dq_atomic` (the lean backward, not with `ds`): (N, H, D) f32, zeroed with Δ (attention_delta,
+  // or attention_lean_dq_zero after attn_prep's), into which the dK/dV kernel adds scale·dS·K with atomics (no dQ
+  // kernel). dq itself with f32 outputs; with bf16 activations scratch that attention_lean_dq_finish rounds into
+  // dq16. Null: the dQ kernel.
   float* dq_acc = nullptr;
 };
 
-// Δ_i = dout_i · out_i for every (i, h): the first step of both backwards (io16: from do16 and out16_in).
+// Δ_i = dout_i · out_i for every (i, h): the first step of both backwards (io16: from do16 and out16_in); with
+// p.dq_acc set (dq_atomic) it zeroes those sums too.
 void attention_delta(const AttnParams& p, cudaStream_t s);
 
 void attention_simple_forward(const AttnParams& p, cudaStream_t s);
@@ -119,8 +121,9 @@ bool attention_lean_takes(const AttnParams& p);
 // mt: m-tiles a warp, 1, or 2 at D = 64 (128 queries a CTA, FA2's layout: with `flash_mt`).
 void attention_lean_forward(const AttnParams& p, cudaStream_t s, bool pipelined, int mt);
 void attention_lean_dq(const AttnParams& p, cudaStream_t s);
-// dq_atomic: with p.dq_acc set, the dK/dV kernel also adds scale·dS·K into it (store_ds false), after
-// attention_lean_dq_zero; attention_lean_dq_finish then rounds it into p.dq16 (bf16 activations; f32: nothing to do).
+// dq_atomic: with p.dq_acc set (and zeroed: attention_delta does, or attention_lean_dq_zero), the dK/dV kernel also
+// adds scale·dS·K into it (store_ds false); attention_lean_dq_finish then rounds it into p.dq16 (bf16 activations;
+// f32: nothing to do).
 void attention_lean_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64_t out_heads, int64_t hpc, bool store_ds,
                         unsigned grid_x, unsigned grid_y, cudaStream_t s);
 void attention_lean_dq_zero(const AttnParams& p, cudaStream_t s);

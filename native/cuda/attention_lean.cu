@@ -30,7 +30,8 @@
 // 1B step). With the piece each tile's dSᵀ also goes to shared memory, and after a barrier each warp takes 16
 // queries × 64 columns of dQ += dS·K over the CTA's 64 keys and adds scale· that into f32 sums in global memory
 // (red.global.add.v2.f32: fire and forget, in L2). FA2's way; the cost is the barrier a tile, ~4 K atomic adds a
-// tile and CTA, a zeroing pass and (bf16 activations) a rounding pass. Not deterministic in dQ's last bits.
+// tile and CTA, the sums' zeroing (in Δ's kernel, attention_simple.cu) and, with bf16 activations, a rounding pass
+// (dq_finish_kernel). Not deterministic in dQ's last bits.
 // Paths: the forward on f32 tiles (synchronous), bf16 copies (pipelined: attention.cu's default with this piece)
 // or bf16 activations, one m-tile a warp, or two at D = 64 with `flash_mt` too (FA2's layout, 128 queries a CTA);
 // the backward pipelined or on bf16 activations (the synchronous backward keeps the verified kernels), storing dS
