@@ -31,7 +31,8 @@
 // queries × 64 columns of dQ += dS·K over the CTA's 64 keys and adds scale· that into f32 sums in global memory
 // (red.global.add.v2.f32: fire and forget, in L2). FA2's way; the cost is the barrier a tile, ~4 K atomic adds a
 // tile and CTA, the sums' zeroing (in Δ's kernel, attention_simple.cu) and, with bf16 activations, a rounding pass
-// (dq_finish_kernel). Not deterministic in dQ's last bits.
+// (dq_finish_kernel). Not deterministic in dQ's last bits. Its fragment and shared-memory index math is modelled in
+// scripts/dq_atomic_model.py (numpy, no GPU: the tile's dQ = dS·K, each element added by one lane).
 // Paths: the forward on f32 tiles (synchronous), bf16 copies (pipelined: attention.cu's default with this piece)
 // or bf16 activations, one m-tile a warp, or two at D = 64 with `flash_mt` too (FA2's layout, 128 queries a CTA);
 // the backward pipelined or on bf16 activations (the synchronous backward keeps the verified kernels), storing dS
