@@ -27,12 +27,14 @@
 // test/cuda/next/flash_lean.test.ts checks both, and the CPU's reference.
 // `dq_atomic` (stop 21, waiting for a GPU run): the backward in one kernel. The dK/dV kernel has every tile's dS
 // (it needs it for dK); the dQ kernel computes S and dP again to get it (run 16: 1.89 of the backward's 5.28 ms a
-// 1B step). With the piece each tile's dSᵀ also goes to shared memory, and after a barrier each warp takes 16
-// queries × 64 columns of dQ += dS·K over the CTA's 64 keys and adds scale· that into f32 sums in global memory
-// (red.global.add.v2.f32: fire and forget, in L2). FA2's way; the cost is the barrier a tile, ~4 K atomic adds a
-// tile and CTA, the sums' zeroing (in Δ's kernel, attention_simple.cu) and, with bf16 activations, a rounding pass
-// (dq_finish_kernel). Not deterministic in dQ's last bits. Its fragment and shared-memory index math is modelled in
-// scripts/dq_atomic_model.py (numpy, no GPU: the tile's dQ = dS·K, each element added by one lane).
+// 1B step). With the piece each tile's dSᵀ also goes to shared memory, and once every warp has written its rows
+// each warp takes 16 queries × 64 columns of dQ += dS·K over the CTA's 64 keys and adds scale· that into f32 sums
+// in global memory (red.global.add.v2.f32: fire and forget, in L2). FA2's way. The barrier it needs is the next
+// tile's (dSᵀ in two buffers, by the tile's parity: tile t's dQ runs at the top of tile t + 1), so the cost is ~4 K
+// atomic adds a tile and CTA, 18 KB more shared memory (D 64), the sums' zeroing (in Δ's kernel,
+// attention_simple.cu) and, with bf16 activations, a rounding pass (dq_finish_kernel). Not deterministic in dQ's
+// last bits. Its fragment and shared-memory index math is modelled in scripts/dq_atomic_model.py (numpy, no GPU:
+// the tile's dQ = dS·K, each element added by one lane).
 // Paths: the forward on f32 tiles (synchronous), bf16 copies (pipelined: attention.cu's default with this piece)
 // or bf16 activations, one m-tile a warp, or two at D = 64 with `flash_mt` too (FA2's layout, 128 queries a CTA);
 // the backward pipelined or on bf16 activations (the synchronous backward keeps the verified kernels), storing dS
@@ -510,8 +512,9 @@ __device__ __forceinline__ void dkv_tile(const bf16* Ks, const bf16* Vs, const b
 }
 
 // CTA = 64 keys of KV head g, as flash_dkv_kernel<D, BQ, true, kIo16, 1, kStoreDS> (pipelined only). kDQ
-// (`dq_atomic`): each tile's dSᵀ also goes to shared memory, and after a barrier the four warps add scale·dS·K of
-// the CTA's keys into p.dq_acc (dq_from_ds) — the whole backward in this kernel.
+// (`dq_atomic`): each tile's dSᵀ also goes to shared memory (two buffers, by the tile's parity), and after the next
+// tile's barrier at the loop's top (no barrier of its own) the four warps add scale·dS·K of the CTA's keys into
+// p.dq_acc (dq_from_ds); the last tile's after one more barrier — the whole backward in this kernel.
 template <int D, int BQ, bool kIo16, bool kStoreDS, bool kDQ>
 __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnParams p, const DkvTarget t) {
   static_assert(!kStoreDS || BQ == 64 || BQ == 32, "stored dS tiles are 64 queries wide: whole or halves");
@@ -528,7 +531,9 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnPara
   float* const L0 = reinterpret_cast<float*>(Q0 + 4 * BQ * S);
   float* const D0 = L0 + BQ;
   constexpr int kRowBuf = 2 * BQ;
-  uint32_t* const dss = reinterpret_cast<uint32_t*>(L0 + 2 * kRowBuf);  // kDQ: the dSᵀ tile (64 rows)
+  // kDQ: the dSᵀ tiles (64 rows each): tile parity b's at dss0 + b·kDss
+  uint32_t* const dss0 = reinterpret_cast<uint32_t*>(L0 + 2 * kRowBuf);
+  constexpr int kDss = kRows * ds_smem_words<BQ>();
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   const int64_t N = p.N, H = p.H, rep = H / p.KVH;
@@ -574,12 +579,20 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnPara
   prefetch(h_begin, j0, 0);  // j0 <= qhi: every key block has a query that sees it
 
   int buf = 0;
+  int64_t prev_h = -1, prev_ts = 0;  // kDQ: the tile whose dSᵀ is in dss0 + (buf ^ 1)·kDss, if any
   for (int64_t h = h_begin; h < h_end; ++h) {
     for (int64_t ts = j0; ts <= qhi; ts += BQ, buf ^= 1) {
       cp_async_wait_all();
       __syncthreads();  // tile (h, ts) is in buffer buf for every thread (K, V too); buf ^ 1 is free
       if (ts + BQ <= qhi) prefetch(h, ts + BQ, buf ^ 1);
       else if (h + 1 < h_end) prefetch(h + 1, j0, buf ^ 1);
+      uint32_t* const dss = dss0 + buf * kDss;  // (kDQ) this tile's dSᵀ rows
+      if constexpr (kDQ) {  // the previous tile's dQ: every warp wrote its rows before the barrier above, and none
+        // writes that buffer again before the next one (tile + 2 is two barriers on)
+        if (prev_h >= 0) dq_from_ds<D, BQ>(dss0 + (buf ^ 1) * kDss, Ks, p.dq_acc, prev_h, H, prev_ts, N, p.scale, warp, lane);
+        prev_h = h;
+        prev_ts = ts;
+      }
       if (!warp_live || ts > whi || ts + BQ - 1 < wj0) {  // nothing here for this warp
         if constexpr (kDQ) zero_ds_smem<BQ>(dss, warp, lane);
       } else {
@@ -598,12 +611,11 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnPara
           dkv_tile<D, BQ, true, kStoreDS, kDQ>(Ks, Vs, Qs, Os, Ls, Ds, dk, dv, sl2, wa, wb, words, dss, warp, lane);
         }
       }
-      if constexpr (kDQ) {  // every warp's rows of dSᵀ written (the loop's trip count is the CTA's: no warp left out)
-        __syncthreads();
-        dq_from_ds<D, BQ>(dss, Ks, p.dq_acc, h, H, ts, N, p.scale, warp, lane);
-        // (the next tile's barrier at the loop's top comes before any warp writes dss again)
-      }
     }
+  }
+  if constexpr (kDQ) {  // the last tile's dQ (the loop's trip count is the CTA's: every warp is here)
+    __syncthreads();
+    if (prev_h >= 0) dq_from_ds<D, BQ>(dss0 + (buf ^ 1) * kDss, Ks, p.dq_acc, prev_h, H, prev_ts, N, p.scale, warp, lane);
   }
   if (!warp_live) return;
   // bf16 activations not split: dk_out / dv_out null, the results go to p.dk16 / p.dv16 in bf16
@@ -641,7 +653,7 @@ template <int D, bool kIo16, bool kStore, bool kDQ>
 void dkv_lean(const AttnParams& p, const DkvTarget& t, dim3 grid, cudaStream_t s) {
   constexpr int BQ = D <= 64 ? 64 : 32;  // the verified dK/dV kernel's query tiles
   const size_t smem = 2 * tile_bytes(D, kRows) + 2 * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ) +
-                      (kDQ ? sizeof(uint32_t) * kRows * ds_smem_words<BQ>() : 0);
+                      (kDQ ? 2 * sizeof(uint32_t) * kRows * ds_smem_words<BQ>() : 0);  // two dSᵀ tiles
   allow_smem(flash_dkv_lean_kernel<D, BQ, kIo16, kStore, kDQ>, smem, "flash_dkv_lean_kernel");
   flash_dkv_lean_kernel<D, BQ, kIo16, kStore, kDQ><<<grid, kThreads, smem, s>>>(p, t);
   check_launch("flash_dkv_lean_kernel");
