@@ -182,30 +182,26 @@ fi
 NEXT_AB=${NEXT_AB:-all}
 NEXT_LABEL="next kernels"
 [[ "$NEXT_AB" != all ]] && { note "next kernels in the A/Bs: INSTILL_CUDA_NEXT=$NEXT_AB"; NEXT_LABEL="next kernels $NEXT_AB"; }
-# The A/B without flash_lean only where the set has it (else it would time the same set twice): flash_lean takes
-# the attention's kernels from flash_mt / flash_occ (and flash_mt the forward and dQ from flash_occ) when on
-NO_LEAN=1
-case ",$NEXT_AB," in
-  *",-flash_lean,"*) NO_LEAN=0 ;;
-  ",all,"* | ",1,"* | *",flash_lean,"*) ;;
-  *) NO_LEAN=0 ;;  # a list without it
-esac
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # PIECE_AB (space-separated sets, each a comma list; default split_k (stop 19); from stop 20 fewer_packs, factor_pack
 # and rope_qk together (launches cut, the same arithmetic), ce_l2, dkv_pairs, dkv_whole (the other way: no split);
-# from stop 21 dq_atomic (the attention backward in one pass); then all but dkv_whole (which overrides dkv_pairs);
+# from stop 21 dq_atomic (the attention backward in one pass) and dkv_atomic (the split dK/dV summed by atomics);
+# then all but dkv_whole (which overrides dkv_pairs);
 # run 16 timed lora_group, then
 # with swiglu_pack, then with norm_pack, and promoted the three): each set whose tests passed in an A/B of its own, INSTILL_CUDA_NEXT=default,SET
 # against the default: its own gain, which the all-pieces A/B below mixes with the others' (run 14: the loss of
 # narrow, a piece since removed, hid flash_lean's gain there)
-for set in ${PIECE_AB-split_k fewer_packs,factor_pack,rope_qk ce_l2 dkv_pairs dkv_whole dq_atomic split_k,fewer_packs,factor_pack,rope_qk,ce_l2,dkv_pairs,dq_atomic}; do
+for set in ${PIECE_AB-split_k fewer_packs,factor_pack,rope_qk ce_l2 dkv_pairs dkv_whole dq_atomic dq_atomic,dkv_atomic split_k,fewer_packs,factor_pack,rope_qk,ce_l2,dkv_pairs,dq_atomic,dkv_atomic}; do
   bad=""
   for piece in ${set//,/ }; do [[ ",$FAILED_PIECES," == *",$piece,"* ]] && bad="$bad $piece"; done
   if [[ "$SWEEP_SKIP" == all || -n "$bad" ]]; then note "A/B of default,$set: skipped (tests failed or did not run:${bad:- unknown})"; continue; fi
   bench "instill train step (default,$set)" 150 env INSTILL_CUDA_NEXT="default,$set" INSTILL_BENCH_VARIANT="default,$set" \
     node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 done
+# the ops one by one (default kernels), then the attention's kernels under each set of the attention pieces (those
+# whose tests passed): early, before what matters less if the deadline cuts the run short
+[[ "${ONLY_TRAIN:-0}" != 1 ]] && bench "instill ops" 90 env INSTILL_BENCH_SKIP_PIECES="$SWEEP_SKIP" node bench/gpu/instill_bench.mjs ops --out "$RES"
 # cuBLASLt tuned (INSTILL_CUBLASLT_TUNE=on: each product key's first call times the heuristic's first 8 algorithms and
 # split-K variants of its first two): the step against the default, and, from its verbose log, each key's time with
 # the heuristic's pick and with the one kept (bench/gpu/tuned.py: $OUT/tuned.md; split_k's rule is a guess at the same)
@@ -219,11 +215,6 @@ if t=$(step_time "bench instill train step (cuBLASLt tuned)" 150); then
 fi
 # INSTILL_CUDA_NEXT=$NEXT_AB (the next kernels), with the default bf16 activations
 (( NEXT_ON )) && bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-(( NEXT_ON && NO_LEAN )) && bench "instill train step (next kernels, no flash_lean)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_lean" \
-  INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_lean" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-# the ops one by one (default kernels), then the attention's kernels under each set of the flash pieces (those whose
-# tests passed): early, before what matters less if the deadline cuts the run short
-[[ "${ONLY_TRAIN:-0}" != 1 ]] && bench "instill ops" 90 env INSTILL_BENCH_SKIP_PIECES="$SWEEP_SKIP" node bench/gpu/instill_bench.mjs ops --out "$RES"
 # the activations: bf16 is the default on a GPU since stop 18 (runs 14, 15); =0 keeps them f32, =mlp the attention's
 bench "instill train step (f32 activations)" 150 env INSTILL_BF16_ACTIVATIONS=0 INSTILL_BENCH_VARIANT="f32 activations" \
   node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
@@ -250,8 +241,6 @@ bench "instill ce" 90 node bench/gpu/instill_bench.mjs ce --out "$RES"
 bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 # the ops one by one with the next kernels (the attention forward / dQ with 32 queries a warp)
 (( NEXT_ON )) && bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
-  node bench/gpu/instill_bench.mjs ops --out "$RES"
-(( NEXT_ON && NO_LEAN )) && bench "instill ops (next kernels, no flash_lean)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB,-flash_lean" INSTILL_BENCH_VARIANT="$NEXT_LABEL, no flash_lean" \
   node bench/gpu/instill_bench.mjs ops --out "$RES"
 # The fallbacks last (they change rarely): test/cuda again with the WMMA GEMM and the f32 attention kernels
 if [[ "${SKIP_WMMA:-0}" == 1 ]]; then note "GPU tests through the WMMA kernel: skipped (SKIP_WMMA=1)"

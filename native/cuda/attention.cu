@@ -20,9 +20,9 @@
 // Pipelined: the flash kernels stream bf16 copies of their inputs (made here, once
 // per call) through cp.async double buffers; same results bit for bit. The
 // backward's default; INSTILL_CUDA_ATTENTION=flash|pipelined picks one for both.
-// Both write every output (=), deterministically (no atomics; INSTILL_CUDA_NEXT `dq_atomic`, waiting for a GPU
-// run, adds dQ up with f32 atomics: its sums' order, and so its last bits, vary from run to run). D > 128 is
-// E_UNSUPPORTED.
+// Both write every output (=), deterministically (no atomics; INSTILL_CUDA_NEXT `dq_atomic` and `dkv_atomic`,
+// waiting for a GPU run, add dQ, and a split grid's dK and dV, up with f32 atomics: their sums' order, and so
+// their last bits, vary from run to run). D > 128 is E_UNSUPPORTED.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -215,11 +215,13 @@ void attention_backward(const AttentionBackwardArgs& p) {
       }
     }
   }
-  // dq_atomic: where the lean dK/dV kernel runs (attention_flash.cu's backward_d) and dS is not stored, it adds
-  // dQ up itself: into dq (f32 outputs) or into f32 sums rounded to dq16 after it (bf16 activations)
-  Tensor dq_sums;
-  if (flash && (a.io16 || path == Path::Pipelined) && !a.ds && next_kernels(Next::DqAtomic) &&
-      next_kernels(Next::FlashLean) && attention_lean_takes(a)) {
+  // Where the lean dK/dV kernel runs (attention_flash.cu's backward_d): dq_atomic (dS not stored) has it add dQ up
+  // itself, dkv_atomic (a split grid) its heads' dK, dV into their group's sums: into dq, dk, dv (f32 outputs) or
+  // into f32 sums rounded to bf16 after it (bf16 activations). Decided here, before Δ, whose kernel zeroes them.
+  const bool lean = flash && (a.io16 || path == Path::Pipelined) && next_kernels(Next::FlashLean) && attention_lean_takes(a);
+  const bool split = flash && attention_flash_dkv_split(a);
+  Tensor dq_sums, dkv_sums;
+  if (lean && !a.ds && next_kernels(Next::DqAtomic)) {
     if (a.io16) {
       dq_sums = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
       a.dq_acc = dq_sums.data_as<float>();
@@ -227,18 +229,31 @@ void attention_backward(const AttentionBackwardArgs& p) {
       a.dq_acc = a.dq;
     }
   }
+  if (lean && split && next_kernels(Next::DkvAtomic)) {
+    if (a.io16) {
+      dkv_sums = Tensor::empty({2, N, KVH, D}, DType::F32, Device::CUDA);
+      a.dk_acc = dkv_sums.data_as<float>();
+      a.dv_acc = a.dk_acc + N * KVH * D;
+    } else {
+      a.dk_acc = a.dk;
+      a.dv_acc = a.dv;
+    }
+  }
   if (!prep) {
-    const OpPart part(a.dq_acc ? "delta = rowsum(dO * O), dq sums zeroed (next)" : "delta = rowsum(dO * O)", Device::CUDA);
+    const bool sums = a.dq_acc || a.dk_acc;
+    const OpPart part(sums ? "delta = rowsum(dO * O), atomic sums zeroed (next)" : "delta = rowsum(dO * O)", Device::CUDA);
     attention_delta(a, stream());
   }
   if (!flash) return attention_simple_backward(a, stream());
-  Tensor dk_part, dv_part;  // per-query-head partials when the dK/dV kernel splits groups
-  if (attention_flash_dkv_split(a)) {
+  Tensor dk_part, dv_part;  // per-query-head partials when the dK/dV kernel splits groups (not with dkv_atomic)
+  if (split) {
     a.dkv_hpc = attention_flash_dkv_hpc(a);
-    dk_part = Tensor::empty({N, H / a.dkv_hpc, D}, DType::F32, Device::CUDA);
-    dv_part = Tensor::empty({N, H / a.dkv_hpc, D}, DType::F32, Device::CUDA);
-    a.dk_part = dk_part.data_as<float>();
-    a.dv_part = dv_part.data_as<float>();
+    if (!a.dk_acc) {
+      dk_part = Tensor::empty({N, H / a.dkv_hpc, D}, DType::F32, Device::CUDA);
+      dv_part = Tensor::empty({N, H / a.dkv_hpc, D}, DType::F32, Device::CUDA);
+      a.dk_part = dk_part.data_as<float>();
+      a.dv_part = dv_part.data_as<float>();
+    }
   }
   Tensor q16, k16, v16, do16;
   if (prep) {
@@ -252,7 +267,7 @@ void attention_backward(const AttentionBackwardArgs& p) {
     a.v16 = v16.data_as<__nv_bfloat16>();
     a.do16 = do16.data_as<__nv_bfloat16>();
     attention_pipelined_prep(a, stream());
-    if (a.dq_acc) attention_lean_dq_zero(a, stream());  // (attention_delta zeroes them where it runs)
+    attention_lean_zero_sums(a, stream());  // (attention_delta zeroes them where it runs)
   } else if (!a.io16 && path == Path::Pipelined) {  // bf16 activations are the copies already
     const OpPart part("bf16 copies of q, k, v, dO", Device::CUDA);
     q16 = bf16_copy(a.q, N * H, D);

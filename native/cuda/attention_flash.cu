@@ -35,7 +35,7 @@
 //                            stored each tile's dSᵀ (kStoreDS), dQ = scale·dS·K from those tiles,
 //                            instead of flash_dq_kernel computing S and dP again.
 // No atomics anywhere and every output element is written by one thread: results are
-// deterministic. Split mode (short rows, few KV heads: fewer key blocks × KV heads than
+// deterministic (attention_lean.cu's `dq_atomic` and `dkv_atomic`, waiting for a GPU run, are not). Split mode (short rows, few KV heads: fewer key blocks × KV heads than
 // 4 × SMs) gives each query head its own CTA and writes per-head partials to scratch,
 // then sums them; otherwise one CTA loops over the rep = H/KVH heads of its group.
 //
@@ -792,7 +792,11 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
     else dq_mt<D, BN, kPipe, 1, kIo16>(p, s);
   }
 
-  const bool split = p.dk_part != nullptr && p.dv_part != nullptr;
+  // dkv_atomic (attention.cu gave the sums, zeroed with Δ): a split grid whose CTAs add their heads' dK, dV into
+  // them (the lean kernel's epilogue), no partials and no sum kernel
+  const bool kv_atomic = lean && p.dk_acc != nullptr && p.dv_acc != nullptr;
+  if ((p.dk_acc || p.dv_acc) && !kv_atomic) fail(ErrorCode::Internal, "flash backward: dK/dV sums given where the lean dK/dV kernel does not run");
+  const bool split = (p.dk_part != nullptr && p.dv_part != nullptr) || kv_atomic;
   const int64_t rep = p.H / p.KVH;
   DkvTarget t{};
   const int64_t hpc = split ? p.dkv_hpc : rep;  // (dkv_pairs: 2 query heads a CTA into one partial)
@@ -810,6 +814,7 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
     if (lean) name += ", lean";
     else if (occ) name += ", 3 CTAs an SM";
     if (dq_atomic) name += ", adding dq";
+    if (kv_atomic) name += ", adding dk dv";
     if (stored || lean || occ || hpc > 1) name += " (next)";
     const OpPart part(name.c_str(), Device::CUDA);
     const dim3 grid = grid_of(p.N, split ? p.H / hpc : p.KVH);
@@ -827,7 +832,7 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
     }
     check_launch("flash_dkv_kernel");
   }
-  if (split) {
+  if (split && !kv_atomic) {
     const OpPart part(hpc > 1 ? "dk dv sum over query head pairs (next)" : "dk dv sum over query heads", Device::CUDA);
     if constexpr (kIo16) {
       flash_dkv_reduce_kernel<bf16><<<grid_1d(p.N * p.KVH * (D / 4), 256), 256, 0, s>>>(p.dk_part, p.dv_part, p.N, p.KVH,
@@ -838,9 +843,12 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
     }
     check_launch("flash_dkv_reduce_kernel");
   }
-  if (dq_atomic && p.io16) {
-    const OpPart part("dq sums rounded to bf16 (next)", Device::CUDA);
-    attention_lean_dq_finish(p, s);
+  if ((dq_atomic || kv_atomic) && p.io16) {
+    const OpPart part(dq_atomic && kv_atomic ? "dq and dk dv sums rounded to bf16 (next)"
+                      : dq_atomic             ? "dq sums rounded to bf16 (next)"
+                                              : "dk dv sums rounded to bf16 (next)",
+                      Device::CUDA);
+    attention_lean_finish(p, s);
   }
   if constexpr (kCanStore) {
     if (stored) {

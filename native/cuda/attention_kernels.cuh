@@ -80,14 +80,20 @@ struct AttnParams {
   __nv_bfloat16* ds = nullptr;
   int64_t ds_qt = 0, ds_w = 0;
   // INSTILL_CUDA_NEXT `dq_atomic` (the lean backward, not with `ds`): (N, H, D) f32, zeroed with Δ (attention_delta,
-  // or attention_lean_dq_zero after attn_prep's), into which the dK/dV kernel adds scale·dS·K with atomics (no dQ
-  // kernel). dq itself with f32 outputs; with bf16 activations scratch that attention_lean_dq_finish rounds into
+  // or attention_lean_zero_sums after attn_prep's), into which the dK/dV kernel adds scale·dS·K with atomics (no dQ
+  // kernel). dq itself with f32 outputs; with bf16 activations scratch that attention_lean_finish rounds into
   // dq16. Null: the dQ kernel.
   float* dq_acc = nullptr;
+  // INSTILL_CUDA_NEXT `dkv_atomic` (the lean backward, split: attention_flash_dkv_split): (N, KVH, D) f32 sums, zeroed
+  // with Δ like dq_acc, into which each split CTA adds its query heads' scale·dK and dV (atomics) in place of
+  // dk_part / dv_part and their sum kernel. dk / dv themselves with f32 outputs; with bf16 activations scratch that
+  // attention_lean_finish rounds into dk16 / dv16. Null: the partials (or no split).
+  float* dk_acc = nullptr;
+  float* dv_acc = nullptr;
 };
 
 // Δ_i = dout_i · out_i for every (i, h): the first step of both backwards (io16: from do16 and out16_in); with
-// p.dq_acc set (dq_atomic) it zeroes those sums too.
+// p.dq_acc (dq_atomic) or p.dk_acc / p.dv_acc (dkv_atomic) set it zeroes those sums too.
 void attention_delta(const AttnParams& p, cudaStream_t s);
 
 void attention_simple_forward(const AttnParams& p, cudaStream_t s);
@@ -121,13 +127,14 @@ bool attention_lean_takes(const AttnParams& p);
 // mt: m-tiles a warp, 1, or 2 at D = 64 (128 queries a CTA, FA2's layout: with `flash_mt`).
 void attention_lean_forward(const AttnParams& p, cudaStream_t s, bool pipelined, int mt);
 void attention_lean_dq(const AttnParams& p, cudaStream_t s);
-// dq_atomic: with p.dq_acc set (and zeroed: attention_delta does, or attention_lean_dq_zero), the dK/dV kernel also
-// adds scale·dS·K into it (store_ds false); attention_lean_dq_finish then rounds it into p.dq16 (bf16 activations;
-// f32: nothing to do).
+// dq_atomic: with p.dq_acc set (and zeroed: attention_delta does, or attention_lean_zero_sums), the dK/dV kernel also
+// adds scale·dS·K into it (store_ds false). dkv_atomic: with p.dk_acc / p.dv_acc set (zeroed the same way), a split
+// grid's CTAs add their heads' dK, dV there instead of into dk_out / dv_out. attention_lean_finish then rounds the
+// sums into p.dq16 / dk16 / dv16 (bf16 activations; f32: the sums are the outputs).
 void attention_lean_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64_t out_heads, int64_t hpc, bool store_ds,
                         unsigned grid_x, unsigned grid_y, cudaStream_t s);
-void attention_lean_dq_zero(const AttnParams& p, cudaStream_t s);
-void attention_lean_dq_finish(const AttnParams& p, cudaStream_t s);
+void attention_lean_zero_sums(const AttnParams& p, cudaStream_t s);
+void attention_lean_finish(const AttnParams& p, cudaStream_t s);
 
 }  // namespace cuda
 }  // namespace instill

@@ -32,15 +32,21 @@
 // in global memory (red.global.add.v2.f32: fire and forget, in L2). FA2's way. The barrier it needs is the next
 // tile's (dSᵀ in two buffers, by the tile's parity: tile t's dQ runs at the top of tile t + 1), so the cost is ~4 K
 // atomic adds a tile and CTA, 18 KB more shared memory (D 64), the sums' zeroing (in Δ's kernel,
-// attention_simple.cu) and, with bf16 activations, a rounding pass (dq_finish_kernel). Not deterministic in dQ's
+// attention_simple.cu) and, with bf16 activations, a rounding pass (sums_finish_kernel). Not deterministic in dQ's
 // last bits. Its fragment and shared-memory index math is modelled in scripts/dq_atomic_model.py (numpy, no GPU:
 // the tile's dQ = dS·K, each element added by one lane).
+// `dkv_atomic` (stop 21, waiting for a GPU run): where the dK/dV kernel splits a GQA group's query heads over CTAs
+// (short rows), each CTA adds its dK (·scale) and dV into the group's f32 sums with the same vector reductions,
+// once, at its end (add_rows), instead of writing per-head partials for flash_dkv_reduce_kernel to sum (run 16:
+// the sum 0.23 ms a 1B step, and 33.6 MB of partials a layer written and read). The sums are zeroed with Δ and,
+// with bf16 activations, rounded in the same pass as dQ's.
 // Paths: the forward on f32 tiles (synchronous), bf16 copies (pipelined: attention.cu's default with this piece)
 // or bf16 activations, one m-tile a warp, or two at D = 64 with `flash_mt` too (FA2's layout, 128 queries a CTA);
 // the backward pipelined or on bf16 activations (the synchronous backward keeps the verified kernels), storing dS
 // with `stored_ds`. A scale that is not > 0 and finite keeps the verified kernels (the max-then-scale step needs it).
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -428,6 +434,19 @@ __device__ __forceinline__ void red_add2(float* at, float a, float b) {
 #endif
 }
 
+// store_rows's rows added into f32 sums instead (dkv_atomic): a thread's two rows ra, rb of an (N, heads, D) sum at
+// head `head`, each value times its factor; rows past N skipped.
+template <int D>
+__device__ __forceinline__ void add_rows(float* sums, int64_t heads, int64_t head, int64_t N, int64_t ra, int64_t rb,
+                                         const float (&acc)[D / 8][4], float f, int tig) {
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) {
+    const int d = 8 * n + 2 * tig;
+    if (ra < N) red_add2(sums + (ra * heads + head) * D + d, acc[n][0] * f, acc[n][1] * f);
+    if (rb < N) red_add2(sums + (rb * heads + head) * D + d, acc[n][2] * f, acc[n][3] * f);
+  }
+}
+
 // dQ's share of one query tile from this CTA's 64 keys, once every warp's dSᵀ rows are in `dss`: warp w takes
 // query m-tile w % (BQ / 16) and 64 of the D columns from 64·(w / (BQ / 16)) (BQ 64, D 64: 16 queries × 64; BQ 32,
 // D 128: two m-tiles × two column halves), dQ += dS·K over the 64 keys (A from the key-major dSᵀ through
@@ -618,6 +637,11 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnPara
     if (prev_h >= 0) dq_from_ds<D, BQ>(dss0 + (buf ^ 1) * kDss, Ks, p.dq_acc, prev_h, H, prev_ts, N, p.scale, warp, lane);
   }
   if (!warp_live) return;
+  if (p.dk_acc) {  // dkv_atomic (a split grid): this CTA's query heads' share added into KV head g's sums
+    add_rows<D>(p.dk_acc, p.KVH, g, N, ja, jb, dk, p.scale, tig);
+    add_rows<D>(p.dv_acc, p.KVH, g, N, ja, jb, dv, 1.f, tig);
+    return;
+  }
   // bf16 activations not split: dk_out / dv_out null, the results go to p.dk16 / p.dv16 in bf16
   const bool to16 = kIo16 && !t.dk_out;
   store_rows<D>(to16 ? nullptr : t.dk_out, p.dk16, t.out_heads, u, N, ja, jb, dk, p.scale, p.scale, tig);
@@ -672,10 +696,19 @@ void dkv_lean_any(const AttnParams& p, const DkvTarget& t, dim3 grid, bool store
   else dkv_lean_io<D, false>(p, t, grid, store, s);
 }
 
-// dq_atomic with bf16 activations: dq16 = the f32 sums, rounded (already scaled), 8 elements a thread.
-__global__ void dq_finish_kernel(const float* __restrict__ acc, bf16* __restrict__ out, int64_t n8) {
+// dq_atomic / dkv_atomic with bf16 activations: each output = its f32 sums, rounded (already scaled), 8 elements a
+// thread; blockIdx.y picks the sum (up to three: dq, dk, dv).
+struct FinishJobs {
+  const float* acc[3];
+  bf16* out[3];
+  int64_t n8[3];
+};
+__global__ void sums_finish_kernel(const FinishJobs jobs) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n8) return;
+  const int j = static_cast<int>(blockIdx.y);
+  if (i >= jobs.n8[j]) return;
+  const float* __restrict__ acc = jobs.acc[j];
+  bf16* __restrict__ out = jobs.out[j];
   const float4 a = reinterpret_cast<const float4*>(acc)[2 * i], b = reinterpret_cast<const float4*>(acc)[2 * i + 1];
   uint4 w;
   w.x = pack_bf16(a.x, a.y);
@@ -720,18 +753,32 @@ void attention_lean_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64
   else dkv_lean_any<128>(p, t, grid, store_ds, s);
 }
 
-void attention_lean_dq_zero(const AttnParams& p, cudaStream_t s) {
-  if (!p.dq_acc) fail(ErrorCode::Internal, "attention_lean_dq_zero: no dQ sums");
-  INSTILL_CUDA_CHECK(cudaMemsetAsync(p.dq_acc, 0, sizeof(float) * static_cast<size_t>(p.N * p.H * p.D), s));
+void attention_lean_zero_sums(const AttnParams& p, cudaStream_t s) {
+  const size_t q = sizeof(float) * static_cast<size_t>(p.N * p.H * p.D), kv = sizeof(float) * static_cast<size_t>(p.N * p.KVH * p.D);
+  if (p.dq_acc) INSTILL_CUDA_CHECK(cudaMemsetAsync(p.dq_acc, 0, q, s));
+  if (p.dk_acc) INSTILL_CUDA_CHECK(cudaMemsetAsync(p.dk_acc, 0, kv, s));
+  if (p.dv_acc) INSTILL_CUDA_CHECK(cudaMemsetAsync(p.dv_acc, 0, kv, s));
 }
 
-void attention_lean_dq_finish(const AttnParams& p, cudaStream_t s) {
-  if (!p.dq_acc) fail(ErrorCode::Internal, "attention_lean_dq_finish: no dQ sums");
-  if (!p.io16) return;  // f32 outputs: dq is the sums
-  const int64_t n8 = p.N * p.H * p.D / 8;  // D is 64 or 128 (attention_lean_takes): whole groups of 8
-  if (n8 == 0) return;
-  dq_finish_kernel<<<grid_1d(n8, 256), 256, 0, s>>>(p.dq_acc, p.dq16, n8);
-  check_launch("dq_finish_kernel");
+void attention_lean_finish(const AttnParams& p, cudaStream_t s) {
+  if (!p.io16) return;  // f32 outputs: the sums are the outputs
+  FinishJobs jobs{};
+  int n = 0;
+  int64_t most = 0;
+  auto add = [&](const float* acc, bf16* out, int64_t elems) {
+    if (!acc) return;
+    jobs.acc[n] = acc;
+    jobs.out[n] = out;
+    jobs.n8[n] = elems / 8;  // D is 64 or 128 (attention_lean_takes): whole groups of 8
+    most = std::max(most, jobs.n8[n]);
+    ++n;
+  };
+  add(p.dq_acc, p.dq16, p.N * p.H * p.D);
+  add(p.dk_acc, p.dk16, p.N * p.KVH * p.D);
+  add(p.dv_acc, p.dv16, p.N * p.KVH * p.D);
+  if (n == 0 || most == 0) return;
+  sums_finish_kernel<<<dim3(grid_1d(most, 256), static_cast<unsigned>(n)), 256, 0, s>>>(jobs);
+  check_launch("sums_finish_kernel");
 }
 
 }  // namespace cuda

@@ -28,7 +28,7 @@ constexpr Piece kAll[] = {
     {Next::NormPack, "norm_pack", true},    {Next::SplitK, "split_k", false},
     {Next::FewerPacks, "fewer_packs", false}, {Next::RopeQK, "rope_qk", false},
     {Next::DkvWhole, "dkv_whole", false}, {Next::DkvPairs, "dkv_pairs", false}, {Next::CeL2, "ce_l2", false}, {Next::FactorPack, "factor_pack", false},
-    {Next::DqAtomic, "dq_atomic", false}};
+    {Next::DqAtomic, "dq_atomic", false}, {Next::DkvAtomic, "dkv_atomic", false}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;

@@ -41,6 +41,8 @@ enum class Next {
                // (ops/lora_pack.h) instead of each forward in one or two of its own (~96 launches a 1B step)
   DqAtomic,    // "dq_atomic": the attention backward in one pass: the dK/dV kernel also adds dS·K into dQ (f32
                // atomics), no dQ kernel recomputing S and dP (attention_lean.cu)
+  DkvAtomic,   // "dkv_atomic": the split dK/dV kernel adds each query head's dK, dV into its group's sums (f32
+               // atomics) instead of writing per-head partials that a second kernel sums (attention_lean.cu)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

@@ -68,7 +68,7 @@ describe('runtime', () => {
   });
 
   it('INSTILL_CUDA_NEXT turns on what waits for a GPU run, by name: all, a list, -name leaves one out, none, default (the promoted), unknown is E_ARG', () => {
-    const all = ['pack_wb', 'flash_mt', 'rope_token', 'attn_prep', 'residual', 'wb_cache', 'flash_occ', 'bf16_beta', 'stored_ds', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack', 'split_k', 'fewer_packs', 'rope_qk', 'dkv_whole', 'dkv_pairs', 'ce_l2', 'factor_pack', 'dq_atomic'];
+    const all = ['pack_wb', 'flash_mt', 'rope_token', 'attn_prep', 'residual', 'wb_cache', 'flash_occ', 'bf16_beta', 'stored_ds', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack', 'split_k', 'fewer_packs', 'rope_qk', 'dkv_whole', 'dkv_pairs', 'ce_l2', 'factor_pack', 'dq_atomic', 'dkv_atomic'];
     const saved = process.env.INSTILL_CUDA_NEXT;
     const withNext = (v: string | undefined) => {
       if (v === undefined) delete process.env.INSTILL_CUDA_NEXT;
