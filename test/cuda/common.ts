@@ -13,7 +13,7 @@
 import { expect } from 'vitest';
 
 import { Tensor, kernels, runtime } from '../../src/index.js';
-import type { LossAndGradsResult } from '../../src/model/model.js';
+import { LORA_TARGETS, randomModel, type LossAndGradsResult, type Model } from '../../src/model/model.js';
 import { native, type TensorHandle } from '../../src/native.js';
 import { handleOf } from '../../src/tensor.js';
 import { randn, rng, roundBf16, seed } from '../../bench/kernels/reference.js';
@@ -65,7 +65,8 @@ export function bf16Matmul(r: Rng, { m, k, n, ta, tb }: { m: number; k: number; 
 }
 
 /** The 2-layer bf16 Llama the pieces' model tests share (test/cuda/next: swiglu_pack, norm_pack, fewer_packs,
- * factor_pack), hidden and intermediate varied (rows of 16 bytes or not), and its one 150-token row. */
+ * factor_pack; attentionPieceModel below with head dim 64), hidden and intermediate varied (rows of 16 bytes or not),
+ * and its one 150-token row. */
 export const pieceModelConfig = (hidden: number, intermediate: number) => ({
   model_type: 'llama', hidden_size: hidden, intermediate_size: intermediate, num_hidden_layers: 2, num_attention_heads: 4,
   num_key_value_heads: 2, head_dim: 50, vocab_size: 301, rms_norm_eps: 1e-5, tie_word_embeddings: true,
@@ -273,6 +274,53 @@ export function attentionInputs(r: Rng, segs: number[], h: number, kvh: number, 
     v: pair(randn(r, n * kvh * d), [n, kvh, d]), dout: pair(randn(r, n * h * d), [n, h, d]),
     cu: pair(Int32Array.from(segs), [segs.length]), scale: 1 / Math.sqrt(d),
   };
+}
+
+/**
+ * The attention pieces' A/B (test/cuda/next: dkv_pairs, dkv_whole, dq_atomic, dkv_atomic): random inputs for packed
+ * rows, one GPU forward, and `run(next)` the GPU backward under INSTILL_CUDA_NEXT=next with the op profile (which
+ * kernels ran); bf16: the inputs rounded to bf16 on the GPU (bf16 activations: the kernels read and write bf16
+ * themselves). `cpu()`: the CPU's f32 forward and backward of the same (unrounded) inputs.
+ */
+export function attentionBackwardAB(r: Rng, { segs, h, kvh, d, window, bf16 = false }: { segs: number[]; h: number; kvh: number; d: number; window: number; bf16?: boolean }) {
+  const A = native();
+  const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
+  const dev = (t: typeof q) => (bf16 ? Tensor.from(t.cpu.toArray() as Float32Array, t.cpu.shape, { dtype: 'bf16' }).to('cuda') : t.gpu);
+  const g = { q: dev(q), k: dev(k), v: dev(v), dout: dev(dout) };
+  const fwd = A.opAttention(handleOf(g.q), handleOf(g.k), handleOf(g.v), handleOf(cu.gpu), scale, window);
+  const run = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() =>
+    A.opAttentionBackward(handleOf(g.dout), handleOf(g.q), handleOf(g.k), handleOf(g.v), fwd.out, fwd.lse, handleOf(cu.gpu), scale, window)));
+  const cpu = () => {
+    const ref = A.opAttention(handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), handleOf(cu.cpu), scale, window);
+    return A.opAttentionBackward(handleOf(dout.cpu), handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), ref.out, ref.lse, handleOf(cu.cpu), scale, window);
+  };
+  return { run, cpu };
+}
+
+/** The attention pieces' model (test/cuda/next: dq_atomic, dkv_atomic): a 2-layer bf16 Llama with head dim 64 (the
+ * lean kernels take 64 and 128 only), 4 query heads in 2 groups, LoRA r 8 on every linear, its B nonzero so that the
+ * attention's gradients reach every A. Run it on PIECE_BATCH. */
+export function attentionPieceModel(seed: number): Model {
+  const m = randomModel({ ...pieceModelConfig(256, 344), head_dim: 64 }, { seed, device: 'cuda', dtype: 'bf16' });
+  m.addLora({ r: 8, alpha: 16, targetModules: [...LORA_TARGETS], seed: 5 });
+  const w = m.adapterWeights();
+  for (const n of Object.keys(w)) if (n.includes('lora_B')) w[n] = w[n].map((_, i) => 0.05 * Math.sin(0.37 * i + n.length));
+  m.setAdapterWeights(w);
+  return m;
+}
+
+/** Two model passes whose sums differ in order and are rounded to bf16 (an ulp here and there, then through the
+ * layers below): the loss within 1e-5 (the forward is the same), each LoRA gradient within 1e-2 (relative norm).
+ * Returns the worst gradient's distance, for the log. */
+export function expectNearPass(got: LossAndGradsResult, want: LossAndGradsResult, what: string): number {
+  expect(Math.abs(got.loss - want.loss) / want.loss, `${what}: loss`).toBeLessThan(1e-5);
+  let worst = 0;
+  for (const n of Object.keys(want.grads)) {
+    const e = relNorm(got.grads[n], want.grads[n]);
+    worst = Math.max(worst, e);
+    expect(e, `${what}: ${n} (seed ${seed})`).toBeLessThan(1e-2);
+  }
+  return worst;
 }
 
 // bf16 activations: the pipelined flash kernels read q, k, v, dO and write out, dq, dk, dv in bf16 themselves

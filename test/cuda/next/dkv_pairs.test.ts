@@ -7,12 +7,8 @@
 // A file of its own (test/cuda/common.ts says why); skipped where no GPU is seen.
 import { describe, expect, it } from 'vitest';
 
-import { Tensor, handleOf } from '../../../src/tensor.js';
-import { native } from '../../../src/native.js';
 import { rng, seed } from '../../../bench/kernels/reference.js';
-import { withEnv } from '../../helpers/env.js';
-import { withOpProfile } from '../../helpers/profile.js';
-import { BF16_TOL, attentionInputs, attentionLayout, close, hasCuda, host } from '../common.js';
+import { BF16_TOL, attentionBackwardAB, attentionLayout, close, hasCuda, host } from '../common.js';
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dkv_pairs', () => {
   const r = rng(seed);
@@ -23,14 +19,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dkv_pairs', () => {
     { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 0, bf16: true },
     { segs: [0, 700], h: 4, kvh: 2, d: 64, window: 0, bf16: true },  // groups of 2: no pairs
   ])('attention backward $segs H=$h KVH=$kvh D=$d window=$window bf16 $bf16: the default\'s to rounding, the CPU\'s', ({ segs, h, kvh, d, window, bf16 }) => {
-    const A = native();
-    const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
-    // bf16 activations: the same values rounded to bf16 on the GPU (the kernels read and write bf16 themselves)
-    const dev = (t: typeof q) => (bf16 ? Tensor.from(t.cpu.toArray() as Float32Array, t.cpu.shape, { dtype: 'bf16' }).to('cuda') : t.gpu);
-    const g = { q: dev(q), k: dev(k), v: dev(v), dout: dev(dout) };
-    const fwd = A.opAttention(handleOf(g.q), handleOf(g.k), handleOf(g.v), handleOf(cu.gpu), scale, window);
-    const run = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() =>
-      A.opAttentionBackward(handleOf(g.dout), handleOf(g.q), handleOf(g.k), handleOf(g.v), fwd.out, fwd.lse, handleOf(cu.gpu), scale, window)));
+    const { run, cpu } = attentionBackwardAB(r, { segs, h, kvh, d, window, bf16 });
     const plain = run('default'), pairs = run('default,dkv_pairs');
     const pairKernel = pairs.parts.some((p) => p.includes('per two query heads'));
     expect(pairKernel, 'the dK/dV kernel two query heads a CTA').toBe((h / kvh) % 2 === 0 && h / kvh >= 4);
@@ -38,8 +27,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dkv_pairs', () => {
     for (const key of ['dq', 'dk', 'dv'] as const) {
       close(host(pairs.value[key]), host(plain.value[key]), 8e-3, `${key} against the default`, attentionLayout(key, segs, h, kvh, d));
     }
-    const ref = A.opAttention(handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), handleOf(cu.cpu), scale, window);
-    const refB = A.opAttentionBackward(handleOf(dout.cpu), handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), ref.out, ref.lse, handleOf(cu.cpu), scale, window);
+    const refB = cpu();
     // (bf16 activations: the inputs rounded to bf16 too, a little farther from the CPU's f32 pass)
     const tol = bf16 ? 2 * BF16_TOL : BF16_TOL;
     for (const key of ['dq', 'dk', 'dv'] as const) {

@@ -11,14 +11,11 @@
 // A file of its own (test/cuda/common.ts says why); skipped where no GPU is seen.
 import { describe, expect, it } from 'vitest';
 
-import { LORA_TARGETS, randomModel } from '../../../src/model/model.js';
-import { Tensor, handleOf } from '../../../src/tensor.js';
-import { native } from '../../../src/native.js';
 import { rng, seed } from '../../../bench/kernels/reference.js';
-import { relNorm } from '../../helpers/compare.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { BF16_TOL, PIECE_BATCH, attentionInputs, attentionLayout, close, expectBits, hasCuda, host } from '../common.js';
+import { BF16_TOL, PIECE_BATCH, attentionBackwardAB, attentionLayout, attentionPieceModel, close, expectBits, expectNearPass, hasCuda,
+  host } from '../common.js';
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dq_atomic', () => {
   const r = rng(seed);
@@ -31,14 +28,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dq_atomic', () => {
     { segs: [0, 700], h: 8, kvh: 2, d: 64, window: 0, bf16: true, also: ',dkv_pairs' },
     { segs: [0, 5, 260, 517], h: 6, kvh: 2, d: 64, window: 0, bf16: true, also: ',dkv_whole' },
   ])('attention backward $segs H=$h KVH=$kvh D=$d window=$window bf16 $bf16$also: dK, dV the default\'s bits, dQ its to rounding, the CPU\'s', ({ segs, h, kvh, d, window, bf16, also }) => {
-    const A = native();
-    const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
-    // bf16 activations: the same values rounded to bf16 on the GPU (the kernels read and write bf16 themselves)
-    const dev = (t: typeof q) => (bf16 ? Tensor.from(t.cpu.toArray() as Float32Array, t.cpu.shape, { dtype: 'bf16' }).to('cuda') : t.gpu);
-    const g = { q: dev(q), k: dev(k), v: dev(v), dout: dev(dout) };
-    const fwd = A.opAttention(handleOf(g.q), handleOf(g.k), handleOf(g.v), handleOf(cu.gpu), scale, window);
-    const run = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() =>
-      A.opAttentionBackward(handleOf(g.dout), handleOf(g.q), handleOf(g.k), handleOf(g.v), fwd.out, fwd.lse, handleOf(cu.gpu), scale, window)));
+    const { run, cpu } = attentionBackwardAB(r, { segs, h, kvh, d, window, bf16 });
     const plain = run(`default${also}`), one = run(`default${also},dq_atomic`);
     expect(plain.parts.some((p) => p.includes('dq kernel'))).toBe(true);
     expect(one.parts.some((p) => p.includes('dq kernel')), 'no dQ kernel').toBe(false);
@@ -50,47 +40,27 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dq_atomic', () => {
     const dq = host(one.value.dq) as Float32Array;
     expect(dq.every(Number.isFinite), 'dq finite').toBe(true);
     close(dq, host(plain.value.dq), 8e-3, 'dq against the default', attentionLayout('dq', segs, h, kvh, d));
-    const ref = A.opAttention(handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), handleOf(cu.cpu), scale, window);
-    const refB = A.opAttentionBackward(handleOf(dout.cpu), handleOf(q.cpu), handleOf(k.cpu), handleOf(v.cpu), ref.out, ref.lse, handleOf(cu.cpu), scale, window);
+    const refB = cpu();
     // (bf16 activations: the inputs rounded to bf16 too, a little farther from the CPU's f32 pass)
     close(dq, refB.dq.toArray(), bf16 ? 2 * BF16_TOL : BF16_TOL, 'dq against the CPU', attentionLayout('dq', segs, h, kvh, d));
   });
 
   it('the 1B model\'s shape (T 2048, 32 / 8 heads of 64), bf16 activations: dQ the default\'s to rounding', () => {
-    const A = native();
     const segs = [0, 2048], h = 32, kvh = 8, d = 64;
-    const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
-    const b = (t: typeof q) => Tensor.from(t.cpu.toArray() as Float32Array, t.cpu.shape, { dtype: 'bf16' }).to('cuda');
-    const g = { q: b(q), k: b(k), v: b(v), dout: b(dout) };
-    const fwd = A.opAttention(handleOf(g.q), handleOf(g.k), handleOf(g.v), handleOf(cu.gpu), scale, 0);
-    const run = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () =>
-      A.opAttentionBackward(handleOf(g.dout), handleOf(g.q), handleOf(g.k), handleOf(g.v), fwd.out, fwd.lse, handleOf(cu.gpu), scale, 0));
-    const plain = run('default'), one = run('default,dq_atomic');
+    const { run } = attentionBackwardAB(r, { segs, h, kvh, d, window: 0, bf16: true });
+    const plain = run('default').value, one = run('default,dq_atomic').value;
     expectBits(host(one.dk), host(plain.dk), 'dk', attentionLayout('dk', segs, h, kvh, d));
     expectBits(host(one.dv), host(plain.dv), 'dv', attentionLayout('dv', segs, h, kvh, d));
     close(host(one.dq), host(plain.dq), 8e-3, 'dq against the default', attentionLayout('dq', segs, h, kvh, d));
   });
 
   it('a bf16 model\'s pass (head dim 64, bf16 activations): the default\'s loss and LoRA gradients to rounding', async () => {
-    const config = { model_type: 'llama', hidden_size: 256, intermediate_size: 344, num_hidden_layers: 2, num_attention_heads: 4,
-      num_key_value_heads: 2, head_dim: 64, vocab_size: 301, rms_norm_eps: 1e-5, tie_word_embeddings: true, max_position_embeddings: 512 };
-    const m = randomModel(config, { seed: 43, device: 'cuda', dtype: 'bf16' });
-    m.addLora({ r: 8, alpha: 16, targetModules: [...LORA_TARGETS], seed: 5 });
-    const w = m.adapterWeights();  // B nonzero, so that the attention's gradients reach every A
-    for (const n of Object.keys(w)) if (n.includes('lora_B')) w[n] = w[n].map((_, i) => 0.05 * Math.sin(0.37 * i + n.length));
-    m.setAdapterWeights(w);
+    const m = attentionPieceModel(43);
     const pass = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
     const plain = await pass('default'), one = await pass('default,dq_atomic');
     expect(Object.keys(one.calls).some((c) => c.includes(', adding dq'))).toBe(true);
     expect(Object.keys(one.calls).some((c) => c.includes('dq kernel'))).toBe(false);
-    expect(Math.abs(one.value.loss - plain.value.loss) / plain.value.loss).toBeLessThan(1e-5);  // the forward is the same
-    // dQ's sums in another order, rounded to bf16 (an ulp here and there), then through the layers below: 1e-2
-    let worst = 0;
-    for (const n of Object.keys(plain.value.grads)) {
-      const e = relNorm(one.value.grads[n], plain.value.grads[n]);
-      worst = Math.max(worst, e);
-      expect(e, `${n} (seed ${seed})`).toBeLessThan(1e-2);
-    }
+    const worst = expectNearPass(one.value, plain.value, 'dq_atomic');
     console.log(`dq_atomic (model): worst LoRA gradient ${worst.toExponential(2)} from the default's`);
     m.dispose();
   });
