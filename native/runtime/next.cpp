@@ -1,6 +1,7 @@
 #include "runtime/next.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 
 #include "runtime/error.h"
@@ -15,10 +16,13 @@ namespace {
 // flash_lean, wb_cache and residual: their tests passed and each made the 1B step faster. Run 16 promoted
 // lora_group, swiglu_pack and norm_pack (36.47 -> 33.48 -> 32.56 -> 31.95 ms, each on top of the one before).
 // (`narrow`, LoRA's u, g, dA, dB on CUDA-core kernels, was removed in stop 19: ~2x slower than cuBLASLt in run 14.)
+// `atomics`: its results' last bits vary from run to run (f32 sums added up with atomics, in whatever order the
+// GPU's CTAs reach them); INSTILL_CUDA_DETERMINISTIC=1 keeps such a piece off even where promoted or named.
 struct Piece {
   Next which;
   const char* name;
   bool promoted;
+  bool atomics = false;
 };
 constexpr Piece kAll[] = {
     {Next::PackWB, "pack_wb", false},       {Next::FlashMT, "flash_mt", false},   {Next::RopeToken, "rope_token", false},
@@ -28,7 +32,7 @@ constexpr Piece kAll[] = {
     {Next::NormPack, "norm_pack", true},    {Next::SplitK, "split_k", false},
     {Next::FewerPacks, "fewer_packs", false}, {Next::RopeQK, "rope_qk", false},
     {Next::DkvWhole, "dkv_whole", false}, {Next::DkvPairs, "dkv_pairs", false}, {Next::CeL2, "ce_l2", false}, {Next::FactorPack, "factor_pack", false},
-    {Next::DqAtomic, "dq_atomic", false}, {Next::DkvAtomic, "dkv_atomic", false}};
+    {Next::DqAtomic, "dq_atomic", false, true}, {Next::DkvAtomic, "dkv_atomic", false, true}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;
@@ -37,6 +41,14 @@ constexpr unsigned promoted_of_all() {
   return set;
 }
 constexpr unsigned kPromoted = promoted_of_all();  // what every op asks when the variable is unset: a constant
+
+constexpr unsigned atomics_of_all() {
+  unsigned set = 0;
+  for (const Piece& pc : kAll)
+    if (pc.atomics) set |= 1u << static_cast<unsigned>(pc.which);
+  return set;
+}
+constexpr unsigned kAtomics = atomics_of_all();
 
 // The set a value names, as bits of Next.
 unsigned parse(const std::string& v) {
@@ -77,7 +89,13 @@ unsigned parse(const std::string& v) {
   return set;
 }
 
-unsigned enabled_bits() {
+// INSTILL_CUDA_DETERMINISTIC set to anything but empty or 0: no piece whose results vary from run to run.
+bool deterministic() {
+  const char* e = std::getenv("INSTILL_CUDA_DETERMINISTIC");
+  return e && *e && std::strcmp(e, "0") != 0;
+}
+
+unsigned named_bits() {
   const char* e = std::getenv("INSTILL_CUDA_NEXT");
   if (!e || !*e) return kPromoted;
   static std::mutex mu;
@@ -90,6 +108,8 @@ unsigned enabled_bits() {
   }
   return bits;
 }
+
+unsigned enabled_bits() { return deterministic() ? named_bits() & ~kAtomics : named_bits(); }
 
 }  // namespace
 

@@ -45,7 +45,8 @@ enum class Next {
                // atomics) instead of writing per-head partials that a second kernel sums (attention_lean.cu)
 };
 
-// Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).
+// Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece); never, with
+// INSTILL_CUDA_DETERMINISTIC=1, for a piece whose results' last bits vary from run to run (dq_atomic, dkv_atomic).
 bool next_enabled(Next which);
 // The names it turns on, in Next's order (runtime.nextKernels() in JS; E_ARG as above).
 std::vector<std::string> next_enabled_names();

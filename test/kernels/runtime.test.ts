@@ -100,6 +100,27 @@ describe('runtime', () => {
     }
   });
 
+  it('INSTILL_CUDA_DETERMINISTIC=1 keeps the pieces whose results vary from run to run (f32 atomics) off, named or not', () => {
+    const saved = { next: process.env.INSTILL_CUDA_NEXT, det: process.env.INSTILL_CUDA_DETERMINISTIC };
+    const put = (k: string, v: string | undefined) => { if (v === undefined) delete process.env[k]; else process.env[k] = v; };
+    const atomic = ['dq_atomic', 'dkv_atomic'];
+    try {
+      put('INSTILL_CUDA_NEXT', 'all');
+      put('INSTILL_CUDA_DETERMINISTIC', undefined);
+      const all = runtime.nextKernels();
+      expect(all).toEqual(expect.arrayContaining(atomic));
+      put('INSTILL_CUDA_DETERMINISTIC', '1');
+      expect(runtime.nextKernels()).toEqual(all.filter((n) => !atomic.includes(n)));
+      put('INSTILL_CUDA_NEXT', 'dq_atomic,residual');
+      expect(runtime.nextKernels()).toEqual(['residual']);
+      put('INSTILL_CUDA_DETERMINISTIC', '0');  // 0 (or empty) is off
+      expect(runtime.nextKernels()).toEqual(['residual', 'dq_atomic']);
+    } finally {
+      put('INSTILL_CUDA_NEXT', saved.next);
+      put('INSTILL_CUDA_DETERMINISTIC', saved.det);
+    }
+  });
+
   it('sizes the pool from INSTILL_THREADS', () => {
     expect(infoWith({ INSTILL_THREADS: '3' }).threads).toBe(3);
     expect(infoWith({ INSTILL_THREADS: '1' }).threads).toBe(1);
