@@ -49,6 +49,19 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dkv_atomic', () => {
     }
   });
 
+  it('INSTILL_CUDA_DETERMINISTIC=1: dq_atomic and dkv_atomic stay off though named, the default\'s kernels and bits', () => {
+    const segs = [0, 13, 50, 51, 90], h = 8, kvh = 2, d = 64;
+    const { run } = attentionBackwardAB(r, { segs, h, kvh, d, window: 0, bf16: true });
+    const plain = run('default');
+    const det = withEnv('INSTILL_CUDA_DETERMINISTIC', '1', () => run('default,dq_atomic,dkv_atomic'));
+    expect(det.parts.some((p) => p.includes('dq kernel'))).toBe(true);
+    expect(det.parts.some((p) => p.includes('dk dv sum over query heads'))).toBe(true);
+    expect(det.parts.some((p) => p.includes('adding'))).toBe(false);
+    for (const key of ['dq', 'dk', 'dv'] as const) {
+      expectBits(host(det.value[key]), host(plain.value[key]), key, attentionLayout(key, segs, h, kvh, d));
+    }
+  });
+
   it('a bf16 model\'s pass (head dim 64, bf16 activations), with dq_atomic too: the default\'s loss and LoRA gradients to rounding', async () => {
     const m = attentionPieceModel(47);
     const pass = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
