@@ -35,7 +35,8 @@
 //                            stored each tile's dSᵀ (kStoreDS), dQ = scale·dS·K from those tiles,
 //                            instead of flash_dq_kernel computing S and dP again.
 // No atomics anywhere and every output element is written by one thread: results are
-// deterministic (attention_lean.cu's `dq_atomic` and `dkv_atomic`, waiting for a GPU run, are not). Split mode (short rows, few KV heads: fewer key blocks × KV heads than
+// deterministic (attention_lean.cu's `dq_atomic` and `dkv_atomic`, waiting for a GPU run,
+// are not). Split mode (short rows, few KV heads: fewer key blocks × KV heads than
 // 4 × SMs) gives each query head its own CTA and writes per-head partials to scratch,
 // then sums them; otherwise one CTA loops over the rep = H/KVH heads of its group.
 //

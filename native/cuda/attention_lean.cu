@@ -704,18 +704,20 @@ struct FinishJobs {
   int64_t n8[3];
 };
 __global__ void sums_finish_kernel(const FinishJobs jobs) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int j = static_cast<int>(blockIdx.y);
-  if (i >= jobs.n8[j]) return;
   const float* __restrict__ acc = jobs.acc[j];
   bf16* __restrict__ out = jobs.out[j];
-  const float4 a = reinterpret_cast<const float4*>(acc)[2 * i], b = reinterpret_cast<const float4*>(acc)[2 * i + 1];
-  uint4 w;
-  w.x = pack_bf16(a.x, a.y);
-  w.y = pack_bf16(a.z, a.w);
-  w.z = pack_bf16(b.x, b.y);
-  w.w = pack_bf16(b.z, b.w);
-  reinterpret_cast<uint4*>(out)[i] = w;
+  const int64_t n8 = jobs.n8[j];
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n8;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {  // (grid_1d caps the grid)
+    const float4 a = reinterpret_cast<const float4*>(acc)[2 * i], b = reinterpret_cast<const float4*>(acc)[2 * i + 1];
+    uint4 w;
+    w.x = pack_bf16(a.x, a.y);
+    w.y = pack_bf16(a.z, a.w);
+    w.z = pack_bf16(b.x, b.y);
+    w.w = pack_bf16(b.z, b.w);
+    reinterpret_cast<uint4*>(out)[i] = w;
+  }
 }
 
 }  // namespace
