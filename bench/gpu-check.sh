@@ -169,17 +169,24 @@ bench() {  # name timeout command...
 # The training step first (the target still open): PyTorch, instill by default, then the A/Bs of what waits for
 # a GPU run (native/cuda/README.md lists it; opt-in until these A/Bs and test/cuda say so), the likeliest next
 # default first, so that a tight deadline drops the smaller questions.
-# NEXT_AB picks the next kernels these A/Bs run (INSTILL_CUDA_NEXT's syntax; default all): a second call can
-# leave out one whose tests failed, e.g. NEXT_AB=all,-flash_lean SKIP_WMMA=1 ONLY_TRAIN=1 bash bench/gpu-check.sh
+# NEXT_AB picks the next kernels these A/Bs run (INSTILL_CUDA_NEXT's syntax; default NEXT_SET): a second call can
+# leave out one whose tests failed, e.g. NEXT_AB=default,ce_l2,dq_atomic SKIP_WMMA=1 ONLY_TRAIN=1 bash bench/gpu-check.sh
 # (no fallback tests, no op benchmarks: about half the time), with no rebuild (the value is read at run time).
+# NEXT_SET: the default and every waiting piece that can be on with the others, what a session would promote
+# together (until stop 21 the default was `all`, which also turned on the pieces that lost runs 14-16 and those that
+# override others — stored_ds takes dQ from dq_atomic, dkv_whole the split from dkv_pairs — so no session could
+# promote the set it timed).
+NEXT_SET="default,split_k,fewer_packs,factor_pack,rope_qk,ce_l2,dkv_pairs,dq_atomic,dkv_atomic"
 if [[ -z "${NEXT_AB:-}" && -n "$FAILED_PIECES" ]]; then
-  NEXT_AB="all,-${FAILED_PIECES//,/,-}"
+  NEXT_AB="$NEXT_SET,-${FAILED_PIECES//,/,-}"
   while IFS= read -r why; do note "left out of the A/Bs: $why"; done < "$OUT/left-out.txt"
-  if [[ "$(tr ',' '\n' <<< "$FAILED_PIECES" | sort -u | wc -l)" -ge "$(python3 bench/gpu/pieces.py --list | sort -u | wc -l)" ]]; then
-    note "every next piece left out: no next-kernel A/B in this call"; NEXT_ON=0
-  fi
+  left=0
+  for piece in ${NEXT_SET//,/ }; do
+    [[ "$piece" == default || ",$FAILED_PIECES," == *",$piece,"* ]] || left=1
+  done
+  if (( ! left )); then note "every waiting piece left out: no next-kernel A/B in this call"; NEXT_ON=0; fi
 fi
-NEXT_AB=${NEXT_AB:-all}
+NEXT_AB=${NEXT_AB:-$NEXT_SET}
 NEXT_LABEL="next kernels"
 [[ "$NEXT_AB" != all ]] && { note "next kernels in the A/Bs: INSTILL_CUDA_NEXT=$NEXT_AB"; NEXT_LABEL="next kernels $NEXT_AB"; }
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
@@ -187,18 +194,21 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
 # PIECE_AB (space-separated sets, each a comma list; default split_k (stop 19); from stop 20 fewer_packs, factor_pack
 # and rope_qk together (launches cut, the same arithmetic), ce_l2, dkv_pairs, dkv_whole (the other way: no split);
 # from stop 21 dq_atomic (the attention backward in one pass) and dkv_atomic (the split dK/dV summed by atomics);
-# then all but dkv_whole (which overrides dkv_pairs);
+# then (below) NEXT_SET, all but dkv_whole (which overrides dkv_pairs), as the "next kernels" A/B;
 # run 16 timed lora_group, then
 # with swiglu_pack, then with norm_pack, and promoted the three): each set whose tests passed in an A/B of its own, INSTILL_CUDA_NEXT=default,SET
 # against the default: its own gain, which the all-pieces A/B below mixes with the others' (run 14: the loss of
 # narrow, a piece since removed, hid flash_lean's gain there)
-for set in ${PIECE_AB-split_k fewer_packs,factor_pack,rope_qk ce_l2 dkv_pairs dkv_whole dq_atomic dq_atomic,dkv_atomic split_k,fewer_packs,factor_pack,rope_qk,ce_l2,dkv_pairs,dq_atomic,dkv_atomic}; do
+for set in ${PIECE_AB-split_k fewer_packs,factor_pack,rope_qk ce_l2 dkv_pairs dkv_whole dq_atomic dq_atomic,dkv_atomic}; do
   bad=""
   for piece in ${set//,/ }; do [[ ",$FAILED_PIECES," == *",$piece,"* ]] && bad="$bad $piece"; done
   if [[ "$SWEEP_SKIP" == all || -n "$bad" ]]; then note "A/B of default,$set: skipped (tests failed or did not run:${bad:- unknown})"; continue; fi
   bench "instill train step (default,$set)" 150 env INSTILL_CUDA_NEXT="default,$set" INSTILL_BENCH_VARIANT="default,$set" \
     node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 done
+# INSTILL_CUDA_NEXT=$NEXT_AB (the waiting pieces together, those whose tests failed left out), with the default bf16
+# activations: what promoting them all would give
+(( NEXT_ON )) && bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # the ops one by one (default kernels), then the attention's kernels under each set of the attention pieces (those
 # whose tests passed): early, before what matters less if the deadline cuts the run short
 [[ "${ONLY_TRAIN:-0}" != 1 ]] && bench "instill ops" 90 env INSTILL_BENCH_SKIP_PIECES="$SWEEP_SKIP" node bench/gpu/instill_bench.mjs ops --out "$RES"
@@ -213,8 +223,6 @@ if t=$(step_time "bench instill train step (cuBLASLt tuned)" 150); then
   python3 bench/gpu/tuned.py "$OUT/tuned.log" --top 12 > "$OUT/tuned.md" 2>&1
   note "cuBLASLt tuning (tuned.md): $(tail -1 "$OUT/tuned.md")"
 fi
-# INSTILL_CUDA_NEXT=$NEXT_AB (the next kernels), with the default bf16 activations
-(( NEXT_ON )) && bench "instill train step (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # the activations: bf16 is the default on a GPU since stop 18 (runs 14, 15); =0 keeps them f32, =mlp the attention's
 bench "instill train step (f32 activations)" 150 env INSTILL_BF16_ACTIVATIONS=0 INSTILL_BENCH_VARIANT="f32 activations" \
   node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
