@@ -35,6 +35,12 @@ void check_x_packed(const Tensor* x, const Tensor& xp, const Tensor& w, int64_t 
   if (w.dtype() == DType::F32) fail(ErrorCode::DType, "'x_packed' (bf16) goes with a bf16 or f16 w, got an f32 w");
   need_packed(xp, "x_packed", -1, "N", w.dim(1) + r, "in + r", true, xp.device());
 }
+// wb (ops/lora_linear.h: the kept [W | B], given to the forward and the backward alike): bf16, (OUT, >= IN + R)
+// with 16-byte rows, with a bf16/f16 w.
+void check_wb(const Tensor& wb, const Tensor& w, int64_t r, Device device) {
+  if (w.dtype() == DType::F32) fail(ErrorCode::DType, "'wb' (a kept bf16 [W | B]) goes with a bf16 or f16 w, got an f32 w");
+  need_packed(wb, "wb", w.dim(0), "out", w.dim(1) + r, "in + r", true, device);
+}
 }  // namespace
 
 void check_lora_linear_forward(const LoraLinearForwardArgs& p) {
@@ -78,11 +84,7 @@ void check_lora_linear_forward(const LoraLinearForwardArgs& p) {
     need_same_device(res, "residual", x.device());
     if (res.data() != nullptr && res.data() == y.data()) fail(ErrorCode::Arg, "'residual' must not be y itself");
   }
-  if (p.wb) {
-    const Tensor& wb = *p.wb;
-    if (w.dtype() == DType::F32) fail(ErrorCode::DType, "'wb' (a kept bf16 [W | B]) goes with a bf16 or f16 w, got an f32 w");
-    need_packed(wb, "wb", out, "out", in + r, "in + r", true, x.device());
-  }
+  if (p.wb) check_wb(*p.wb, w, r, x.device());
   if (p.u_unused && !p.x_packed) fail(ErrorCode::Arg, "'u_unused' goes with 'x_packed' (where s·u is left instead)");
   if (p.factors_packed && !(p.wb && p.wb_has_w))
     fail(ErrorCode::Arg, "'factors_packed' needs the kept 'wb' with W in it (wb_has_w): lora_pack_factors writes B there");
@@ -122,10 +124,7 @@ void check_lora_linear_backward(const LoraLinearBackwardArgs& p) {
     if (w.dtype() == DType::F32) fail(ErrorCode::DType, "'dy_packed' (bf16) goes with a bf16 or f16 w, got an f32 w");
     need_packed(dp, "dy_packed", n, "N", out + r, "out + r", true, x.device());
   }
-  if (p.wb) {
-    if (w.dtype() == DType::F32) fail(ErrorCode::DType, "'wb' (a kept bf16 [W | B]) goes with a bf16 or f16 w, got an f32 w");
-    need_packed(*p.wb, "wb", out, "out", in + r, "in + r", true, x.device());
-  }
+  if (p.wb) check_wb(*p.wb, w, r, x.device());
   if (p.su_packed && !p.x_packed) fail(ErrorCode::Arg, "'su_packed' says where s·u lies in 'x_packed': give x_packed");
   const Tensor& da = need(p.da, "da");
   const Tensor& db = need(p.db, "db");
