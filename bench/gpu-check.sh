@@ -133,7 +133,7 @@ gpu_tests() {  # label, log name, then env assignments for the run; the test pat
   elif [[ "$summary" != *passed* ]]; then verdict="NOTHING RAN (all skipped: no GPU seen?)"
   else verdict=PASS; fi
   note "GPU tests (test/cuda, $label): $verdict -${summary:- no summary} ($(elapsed))"
-  # which tests failed, by name (a next kernel's tests name it: "kernels: pack_wb", "INSTILL_CUDA_NEXT=rope_token"; from
+  # which tests failed, by name (a next kernel's tests name it: "kernels: split_k", "INSTILL_CUDA_NEXT=rope_token"; from
   # vitest's summary, or, where its timeout killed it before that, from the lines under each file: pieces.py --failed)
   if [[ $rc != 0 ]]; then
     python3 bench/gpu/pieces.py --failed "$log" 2>&1 | head -24 |
@@ -174,7 +174,7 @@ bench() {  # name timeout command...
 # (no fallback tests, no op benchmarks: about half the time), with no rebuild (the value is read at run time).
 # NEXT_SET: the default and every waiting piece that can be on with the others, what a session would promote
 # together (until stop 21 the default was `all`, which also turned on the pieces that lost runs 14-16 and those that
-# override others — stored_ds takes dQ from dq_atomic, dkv_whole the split from dkv_pairs — so no session could
+# override others — dkv_whole takes the split from dkv_pairs — so no session could
 # promote the set it timed).
 NEXT_SET="default,split_k,fewer_packs,factor_pack,rope_qk,ce_l2,dkv_pairs,dq_atomic,dkv_atomic"
 if [[ -z "${NEXT_AB:-}" && -n "$FAILED_PIECES" ]]; then
@@ -254,7 +254,7 @@ bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 if [[ "${SKIP_WMMA:-0}" == 1 ]]; then note "GPU tests through the WMMA kernel: skipped (SKIP_WMMA=1)"
 else  # the verified files and the pieces that go through the GEMM (the attention pieces pick their kernels themselves)
   TEST_PATHS="test/cuda/ops.test.ts test/cuda/lora_reference.test.ts test/cuda/torch.test.ts test/cuda/train_cli.test.ts
-    test/cuda/next/pack_wb.test.ts test/cuda/next/bf16_beta.test.ts test/cuda/next/residual.test.ts" \
+    test/cuda/next/bf16_beta.test.ts test/cuda/next/residual.test.ts" \
     gpu_tests "GEMMs through the WMMA kernel, f32 attention kernels" wmma INSTILL_CUBLASLT=off INSTILL_CUDA_ATTENTION=simple
 fi
 # The user's command on a GPU: a 2-layer 1B-shaped step, through the CLI (exit status and its output kept)

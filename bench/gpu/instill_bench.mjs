@@ -232,7 +232,7 @@ if (what === 'lora') {
     // tiles, pipelined bf16 copies) and the backward (on f32 inputs, and on bf16 ones as the step's bf16
     // activations), with the attention pieces that wait for a GPU run alone and combined, so one call ranks them at
     // the kernel level (the step A/Bs time only the whole step). Runs 14-16 ranked flash_occ, flash_mt, stored_ds
-    // and attn_prep (each lost to flash_lean alone); from stop 21 the sets are the backward's: dq_atomic (one pass),
+    // and attn_prep (each lost to flash_lean alone; taken out in stop 22); from stop 21 the sets are the backward's: dq_atomic (one pass),
     // dkv_atomic, dkv_pairs and dkv_whole (the dK/dV split's partials summed by atomics, halved, or none). Sets naming a piece in INSTILL_BENCH_SKIP_PIECES (gpu-check.sh:
     // those whose tests failed; "all": no sweep) are left out; one that fails here (an error) is reported and the
     // others still run.

@@ -58,7 +58,7 @@ def failed_tests(log_text):
 
 
 # The file a piece's GPU tests live in: its own (test/cuda/next/NAME.test.ts), or these.
-_OTHER_FILES = {"wb_cache": "test/cuda/lora_reference.test.ts", "attn_prep": "test/cuda/next/flash_mt.test.ts"}
+_OTHER_FILES = {"wb_cache": "test/cuda/lora_reference.test.ts"}
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 

@@ -99,25 +99,6 @@ Tensor bf16_copy(const float* src, int64_t rows, int64_t D) {
 // rounded back (narrow_into).
 const __nv_bfloat16* bf16_of(const Tensor* t) { return t->data_as<__nv_bfloat16>(); }
 
-// INSTILL_CUDA_NEXT `stored_ds`: the most 64-key blocks a 64-query tile sees (from its first query's first key
-// to its last query; AttnParams' ds_w), from the host's cu_seqlens.
-int64_t ds_blocks(const Tensor& cu_seqlens, int64_t N, int64_t window) {
-  const std::vector<int32_t> cu = to_host_i32(cu_seqlens);  // validated by the op's front: 0 .. N, nondecreasing
-  int64_t w = 0;
-  size_t s = 0;
-  for (int64_t i0 = 0; i0 < N; i0 += 64) {
-    while (s + 2 < cu.size() && cu[s + 1] <= i0) ++s;  // i0's segment: cu[s] <= i0 < cu[s + 1]
-    int64_t lo = cu[s];
-    if (window > 0) lo = std::max<int64_t>(lo, i0 - window + 1);
-    w = std::max<int64_t>(w, std::min<int64_t>(i0 + 63, N - 1) / 64 - lo / 64 + 1);
-  }
-  return w;
-}
-// Its scratch is one layer's at a time (H · query tiles · ds_w tiles of 8 KB: 268 MB for a 1B model's 2048-token
-// row, 1.07 GB for four, and for an 8B model's 4096; the causal half of it written); above this, or where the GPU
-// has no room for it, the dQ kernel recomputes.
-constexpr double kMaxDsBytes = 1.5 * (1 << 30);
-
 void need_heads(int64_t H, int64_t KVH) {
   if (H > 65535) fail(ErrorCode::Unsupported, "attention on CUDA: more than 65535 heads");
   if (KVH <= 0 || H % KVH != 0) fail(ErrorCode::Shape, "attention: H = ", H, " is not a multiple of KVH = ", KVH);
@@ -199,29 +180,13 @@ void attention_backward(const AttentionBackwardArgs& p) {
     a.dq = p.dq->data_as<float>(); a.dk = p.dk->data_as<float>(); a.dv = p.dv->data_as<float>();
   }
   const bool flash = path != Path::Simple && attention_flash_supported(a);  // io16: always, by now
-  // INSTILL_CUDA_NEXT `attn_prep`, pipelined f32: Δ and the four bf16 copies in one pass (attention_pipelined_prep)
-  const bool prep = !a.io16 && flash && path == Path::Pipelined && next_kernels(Next::AttnPrep);
-  Tensor ds;  // stored_ds: the dK/dV kernel's dSᵀ for the dQ kernel (the flash kernels on bf16 tiles)
-  if (flash && (a.io16 || path == Path::Pipelined) && next_kernels(Next::StoredDs)) {
-    const int64_t qt = (N + 63) / 64, w = ds_blocks(*p.cu_seqlens, N, p.window);
-    if (static_cast<double>(H) * static_cast<double>(qt) * static_cast<double>(w) * 8192.0 <= kMaxDsBytes) {
-      try {
-        ds = Tensor::empty({H * qt * w * 4096}, DType::BF16, Device::CUDA);
-        a.ds = ds.data_as<__nv_bfloat16>();
-        a.ds_qt = qt;
-        a.ds_w = w;
-      } catch (const Error& e) {
-        if (e.code() != ErrorCode::Alloc) throw;  // no room: the dQ kernel recomputes
-      }
-    }
-  }
-  // Where the lean dK/dV kernel runs (attention_flash.cu's backward_d): dq_atomic (dS not stored) has it add dQ up
+  // Where the lean dK/dV kernel runs (attention_flash.cu's backward_d): dq_atomic has it add dQ up
   // itself, dkv_atomic (a split grid) its heads' dK, dV into their group's sums: into dq, dk, dv (f32 outputs) or
   // into f32 sums rounded to bf16 after it (bf16 activations). Decided here, before Δ, whose kernel zeroes them.
   const bool lean = flash && (a.io16 || path == Path::Pipelined) && next_kernels(Next::FlashLean) && attention_lean_takes(a);
   const bool split = flash && attention_flash_dkv_split(a);
   Tensor dq_sums, dkv_sums;
-  if (lean && !a.ds && next_kernels(Next::DqAtomic)) {
+  if (lean && next_kernels(Next::DqAtomic)) {
     if (a.io16) {
       dq_sums = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
       a.dq_acc = dq_sums.data_as<float>();
@@ -239,7 +204,7 @@ void attention_backward(const AttentionBackwardArgs& p) {
       a.dv_acc = a.dv;
     }
   }
-  if (!prep) {
+  {
     const bool sums = a.dq_acc || a.dk_acc;
     const OpPart part(sums ? "delta = rowsum(dO * O), atomic sums zeroed (next)" : "delta = rowsum(dO * O)", Device::CUDA);
     attention_delta(a, stream());
@@ -256,19 +221,7 @@ void attention_backward(const AttentionBackwardArgs& p) {
     }
   }
   Tensor q16, k16, v16, do16;
-  if (prep) {
-    const OpPart part("delta and bf16 copies of q, k, v, dO in one pass (next)", Device::CUDA);
-    q16 = Tensor::empty({N * H, D}, DType::BF16, Device::CUDA);
-    k16 = Tensor::empty({N * KVH, D}, DType::BF16, Device::CUDA);
-    v16 = Tensor::empty({N * KVH, D}, DType::BF16, Device::CUDA);
-    do16 = Tensor::empty({N * H, D}, DType::BF16, Device::CUDA);
-    a.q16 = q16.data_as<__nv_bfloat16>();
-    a.k16 = k16.data_as<__nv_bfloat16>();
-    a.v16 = v16.data_as<__nv_bfloat16>();
-    a.do16 = do16.data_as<__nv_bfloat16>();
-    attention_pipelined_prep(a, stream());
-    attention_lean_zero_sums(a, stream());  // (attention_delta zeroes them where it runs)
-  } else if (!a.io16 && path == Path::Pipelined) {  // bf16 activations are the copies already
+  if (!a.io16 && path == Path::Pipelined) {  // bf16 activations are the copies already
     const OpPart part("bf16 copies of q, k, v, dO", Device::CUDA);
     q16 = bf16_copy(a.q, N * H, D);
     k16 = bf16_copy(a.k, N * KVH, D);

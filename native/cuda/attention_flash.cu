@@ -16,13 +16,10 @@
 //                            registers (running max / sum per row, exp2 with scale·log2 e
 //                            folded in), O += P·V with P re-used from the S registers as
 //                            the A operand. Writes out = O / l and lse = ln Σ exp.
-//                            INSTILL_CUDA_NEXT `flash_mt` at D = 64 (waiting for a GPU run): 32 queries a
-//                            warp, 128 a CTA (MT = 2 m-tiles: each K / V fragment feeds two mma).
 //   flash_dq_kernel<D,BN>    CTA = 64 queries of head h; key tiles of BN (64 for D=64,
 //                            32 for D=128: fewer live registers): S = Q·Kᵀ, dP = dO·Vᵀ,
 //                            P = exp(scale·S − lse), dS = P∘(dP − Δ), dQ += dS·K;
-//                            writes dq = scale·dQ. INSTILL_CUDA_NEXT `flash_mt` at D = 64: 32 queries a warp
-//                            with key tiles of 32 (MT = 2, as the forward).
+//                            writes dq = scale·dQ.
 //   flash_dkv_kernel<D,BQ>   CTA = 64 keys of KV head g; for each query head of the group
 //                            (or of its share of the group, see split below) and each
 //                            query tile of BQ (64 for D=64, 32 for D=128) that can see
@@ -31,9 +28,6 @@
 //                            writes dk = scale·dK, dv.
 //   flash_dkv_reduce_kernel  split mode only: dk[j, g] = Σ_r dk_part[j, g·rep + r] in a
 //                            fixed order (and dv).
-//   flash_dq_ds_kernel<D>    INSTILL_CUDA_NEXT `stored_ds` (waiting for a GPU run): after the dK/dV kernel
-//                            stored each tile's dSᵀ (kStoreDS), dQ = scale·dS·K from those tiles,
-//                            instead of flash_dq_kernel computing S and dP again.
 // No atomics anywhere and every output element is written by one thread: results are
 // deterministic (attention_lean.cu's `dq_atomic` and `dkv_atomic`, waiting for a GPU run,
 // are not). Split mode (short rows, few KV heads: fewer key blocks × KV heads than
@@ -99,15 +93,13 @@ namespace {
 
 // ---------------------------------------------------------------- forward
 
-// MT m-tiles (16 rows each) per warp, so a CTA takes 64·MT queries: MT = 1 is the verified kernel; MT = 2
-// (INSTILL_CUDA_NEXT `flash_mt`, D = 64) has each K and V fragment a warp reads from shared memory feed two mma.sync
-// instead of one, and each K/V tile loaded into shared memory serve 128 queries instead of 64 (the FA2
-// layout). Every row's arithmetic is the MT = 1 kernel's (the same tiles where they start at the same key,
-// which they do for a segment starting at 0; a tile none of a row's keys are in leaves its sums unchanged:
-// a factor 1 and added zeros), so results match it bit for bit there and to rounding elsewhere.
+// MT m-tiles (16 rows each) per warp, so a CTA takes 64·MT queries. Every launch uses MT = 1: MT = 2 (each K and
+// V fragment feeding two mma.sync, FA2's 128 queries a CTA) was INSTILL_CUDA_NEXT `flash_mt`, which runs 14–16
+// measured no faster than the lean kernels (attention_lean.cu) that replaced these where they apply; stop 22
+// took its launches out and left the parameter.
 // kIo16 (bf16 activations; pipelined only): Q from q16, out to out16.
-template <int D, bool kPipe, int MT = 1, bool kIo16 = false, int kMinBlocks = 1>
-__global__ void __launch_bounds__(kThreads, kMinBlocks > 1 ? kMinBlocks : 0) flash_fwd_kernel(const AttnParams p) {
+template <int D, bool kPipe, int MT = 1, bool kIo16 = false>
+__global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p) {
   static_assert(!kIo16 || kPipe, "bf16 activations stream K / V from themselves: pipelined");
   constexpr int S = D + 8;
   constexpr int KS = D / 16;  // k-steps over the head dim
@@ -258,13 +250,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 1 ? kMinBlocks : 0) fla
 
 // ---------------------------------------------------------------- dQ
 
-// MT m-tiles per warp as in the forward: MT = 1 is the verified kernel; MT = 2 (INSTILL_CUDA_NEXT `flash_mt`, D = 64,
-// with BN = 32 so that S and dP of two m-tiles fit in registers) has each K and V fragment feed two mma.sync.
-// There is no online softmax here: each dQ element sums the same 16-key slices in the same order whatever
-// the tile size, so where the tiles start at the same key (a segment from 0) the bits are MT = 1's.
+// MT m-tiles per warp as in the forward (every launch: 1).
 // kIo16 (bf16 activations; pipelined only): Q and dO from q16 / do16, dq to dq16.
-template <int D, int BN, bool kPipe, int MT = 1, bool kIo16 = false, int kMinBlocks = 1>
-__global__ void __launch_bounds__(kThreads, kMinBlocks > 1 ? kMinBlocks : 0) flash_dq_kernel(const AttnParams p) {
+template <int D, int BN, bool kPipe, int MT = 1, bool kIo16 = false>
+__global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) {
   static_assert(!kIo16 || kPipe, "bf16 activations stream K / V from themselves: pipelined");
   constexpr int S = D + 8;
   constexpr int KS = D / 16;
@@ -401,124 +390,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 1 ? kMinBlocks : 0) fla
   }
 }
 
-// ---------------------------------------------------------------- dQ from the stored dS
-
-// INSTILL_CUDA_NEXT `stored_ds` (after the dK/dV kernel stored dSᵀ): CTA = query tile qt (64 queries) of
-// head h, 16 queries a warp. For each 64-key block kb the tile sees (aligned as the dK/dV kernel's blocks): its
-// bf16 keys (from k16) and the stored dSᵀ tile, through cp.async double buffers; dQ += dS·K with dS as the A
-// operand straight from the key-major tile (ldmatrix.trans with the B n-major addressing: rows = keys). Pairs
-// a query does not see are masked to 0 here: the dK/dV kernel leaves tiles and warp rows it skips unwritten
-// (whatever the scratch held), and writes every pair a query sees. No S or dP is computed: one product, not three.
-template <int D, bool kIo16>
-__global__ void __launch_bounds__(kThreads) flash_dq_ds_kernel(const AttnParams p) {
-  static_assert(D == 64 || D == 128, "the flash kernels' head dims");
-  constexpr int S = D + 8;    // key tile row stride
-  constexpr int SD = 64 + 8;  // dSᵀ tile row stride (64 queries, then 16 bytes of padding)
-  constexpr int BN = 64;
-  constexpr int kBuf = BN * S + BN * SD;  // a buffer: the key tile, then the dSᵀ tile
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* const B0 = reinterpret_cast<bf16*>(smem_raw);
-
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
-  const int64_t N = p.N, H = p.H;
-  const int64_t h = blockIdx.y, g = h / (H / p.KVH);
-  const int64_t qt = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x);  // the longest rows first
-  const int64_t i0 = qt * kRows;
-  const int64_t last_i = min(i0 + kRows - 1, N - 1);
-  const int64_t kb_first = key_lo(p.seg_begin, i0, p.window) / BN;
-  const int64_t kb_last = min(last_i / BN, kb_first + p.ds_w - 1);  // the host's bound (never below last_i / BN)
-
-  const int64_t wi0 = i0 + warp * 16;
-  const bool warp_live = wi0 < N;
-  const int64_t wlast = min(wi0 + 15, N - 1);
-  const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
-  const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
-  const ThreadRows<1> rows(p.seg_begin, p.window, N, wi0, gid);
-  const int64_t ia = rows.ia[0], ib = rows.ib[0];
-  const bf16* const ds_row = p.ds + (h * p.ds_qt + qt) * p.ds_w * 4096;  // this tile's slots
-
-  // Key block kb into buffer b: keys (rows >= N zeros; TileRows: load_rows_async's copies from per-thread offsets)
-  // and the dSᵀ tile (64 rows of 128 bytes, 8 chunks a row).
-  const TileRows<D, BN> keys;
-  const int dr0 = static_cast<int>(threadIdx.x) >> 3, dc = (static_cast<int>(threadIdx.x) & 7) * 8;
-  auto prefetch = [&](int64_t kb, int b) {
-    bf16* const Kb = B0 + b * kBuf;
-    bf16* const Db = Kb + BN * S;
-    keys.load(Kb, p.k16, kb * BN, N, p.KVH, g);
-    const bf16* const dsrc = ds_row + (kb - kb_first) * 4096 + dr0 * 64 + dc;
-#pragma unroll
-    for (int it = 0; it < BN * 8 / kThreads; ++it) cp_async16(Db + (dr0 + it * (kThreads / 8)) * SD + dc, dsrc + it * (kThreads / 8) * 64, true);
-    cp_async_commit();
-  };
-  float acc[D / 8][4];
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-
-  // dQ += dS·K over one key block, the pairs a query does not see masked to 0 (kMask; the dK/dV kernel leaves
-  // them unwritten) with the rows' windows from key ts + 2·tig on
-  auto block = [&](const bf16* Ks, const bf16* Ds, auto mask, Window wa, Window wb) {
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      // a.r[q]: query ia (q even) or ib (q odd), keys ts + 16kk + 2tig (+ 8 for q >= 2), low half, and + 1, high
-      AFrag a;
-      ldsm_x4_trans(smem_addr(Ds + kk * 16 * SD + warp * 16 + lds_b_nmajor<SD>(lane)), a.r);
-      if constexpr (decltype(mask)::value) {
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const Window w = (q & 1) ? wb : wa;
-          const int off = 16 * kk + ((q & 2) ? 8 : 0);
-          uint32_t v = a.r[q];
-          if (!w.sees(off)) v &= 0xffff0000u;
-          if (!w.sees(off + 1)) v &= 0x0000ffffu;
-          a.r[q] = v;
-        }
-      }
-      mma_kslice_kmajor<D, S>(acc, a, Ks + kk * 16 * S, lane);
-    }
-  };
-
-  prefetch(kb_first, 0);
-  int buf = 0;
-  for (int64_t kb = kb_first; kb <= kb_last; ++kb, buf ^= 1) {
-    cp_async_wait_all();
-    __syncthreads();  // block kb is in buffer buf for every thread; buf ^ 1 is free
-    if (kb < kb_last) prefetch(kb + 1, buf ^ 1);
-    const bf16* const Ks = B0 + buf * kBuf;
-    const bf16* const Ds = Ks + BN * S;
-    const int64_t ts = kb * BN;
-    if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;  // nothing here for this warp
-    if (ts + BN - 1 <= wi0 && ts >= wlo_max) {                    // every pair visible
-      block(Ks, Ds, std::false_type{}, Window{0, 0}, Window{0, 0});
-    } else {
-      const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
-      const int32_t lo_a = static_cast<int32_t>(std::min<int64_t>(rows.lo_a[0], INT32_MAX));
-      const int32_t lo_b = static_cast<int32_t>(std::min<int64_t>(rows.lo_b[0], INT32_MAX));
-      block(Ks, Ds, std::true_type{}, Window{lo_a - base, static_cast<int32_t>(ia) - base},
-            Window{lo_b - base, static_cast<int32_t>(ib) - base});
-    }
-  }
-  if (!warp_live) return;
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) {
-    const int d = 8 * n + 2 * tig;
-    if constexpr (kIo16) {
-      if (ia < N) store2(p.dq16 + (ia * H + h) * D + d, acc[n][0] * p.scale, acc[n][1] * p.scale);
-      if (ib < N) store2(p.dq16 + (ib * H + h) * D + d, acc[n][2] * p.scale, acc[n][3] * p.scale);
-    } else {
-      if (ia < N) *reinterpret_cast<float2*>(p.dq + (ia * H + h) * D + d) = make_float2(acc[n][0] * p.scale, acc[n][1] * p.scale);
-      if (ib < N) *reinterpret_cast<float2*>(p.dq + (ib * H + h) * D + d) = make_float2(acc[n][2] * p.scale, acc[n][3] * p.scale);
-    }
-  }
-}
-
 // ---------------------------------------------------------------- dK, dV
 
 // kIo16 (bf16 activations; pipelined only): K, V from k16 / v16 (Q, dO stream from q16 / do16 as pipelined).
-// kStoreDS (INSTILL_CUDA_NEXT `stored_ds`): also stores each tile's dSᵀ for flash_dq_ds_kernel.
-template <int D, int BQ, bool kPipe, bool kIo16 = false, int kMinBlocks = 1, bool kStoreDS = false>
-__global__ void __launch_bounds__(kThreads, kMinBlocks > 1 ? kMinBlocks : 0) flash_dkv_kernel(const AttnParams p, const DkvTarget t) {
+template <int D, int BQ, bool kPipe, bool kIo16 = false>
+__global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p, const DkvTarget t) {
   static_assert(!kIo16 || kPipe, "bf16 activations stream Q / dO from themselves: pipelined");
-  static_assert(!kStoreDS || BQ == 64 || BQ == 32, "stored dS tiles are 64 queries wide: whole or halves");
   constexpr int S = D + 8;
   constexpr int KS = D / 16;
   constexpr int kBufs = kPipe ? 2 : 1;  // query tile t in buffer t % 2 when pipelined
@@ -647,13 +524,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks > 1 ? kMinBlocks : 0) fla
           dp[n][e] = pr * (dp[n][e] - ((e & 1) ? d2.y : d2.x));
         }
       }
-      if constexpr (kStoreDS) {  // dSᵀ as the dK product's bf16 A fragments (a_from_c rounds them the same way)
-        uint32_t* const words = ds_tile_words(p, h, ts, j0);
-        if (words) {
-#pragma unroll
-          for (int kk = 0; kk < BQ / 16; ++kk) store_ds_kslice(words, a_from_c(dp[2 * kk], dp[2 * kk + 1]), kk, warp, gid, tig);
-        }
-      }
       // dV += Pᵀ·dO and dK += dSᵀ·Q: queries as k; dO and Q k-major through .trans.
 #pragma unroll
       for (int kk = 0; kk < BQ / 16; ++kk) {
@@ -713,84 +583,35 @@ __global__ void flash_dkv_reduce_kernel(const float* dk_part, const float* dv_pa
 }
 
 
-template <int D, bool kPipe, int MT = 1, bool kIo16 = false, int kMinBlocks = 1>
-void forward_mt(const AttnParams& p, cudaStream_t s) {
-  const size_t smem = (kPipe ? 4 : 2) * tile_bytes(D, kRows);  // the Q tile (64·MT <= 128 rows) fits in two
-  allow_smem(flash_fwd_kernel<D, kPipe, MT, kIo16, kMinBlocks>, smem, "flash_fwd_kernel", kMinBlocks > 1);
-  flash_fwd_kernel<D, kPipe, MT, kIo16, kMinBlocks><<<grid_of(p.N, p.H, kRows * MT), kThreads, smem, s>>>(p);
-  check_launch("flash_fwd_kernel");
-}
-
-// INSTILL_CUDA_NEXT `flash_mt` at D = 64: two m-tiles a warp (128 queries a CTA), waiting for a GPU run. D = 128
-// keeps one (its O and S fragments alone are 128 registers a thread per m-tile).
 template <int D, bool kPipe, bool kIo16 = false>
 void forward_d(const AttnParams& p, cudaStream_t s) {
-  if constexpr (D == 64) {
-    if (next_kernels(Next::FlashMT)) {
-      const OpPart part("flash kernel, 32 queries a warp (next)", Device::CUDA);
-      return forward_mt<D, kPipe, 2, kIo16>(p, s);
-    }
-    if (next_kernels(Next::FlashOcc)) {  // 168 registers (3 CTAs an SM), pipelined 128 (4): no spills
-      const OpPart part("flash kernel, 3-4 CTAs an SM (next)", Device::CUDA);
-      return forward_mt<D, kPipe, 1, kIo16, kPipe ? 4 : 3>(p, s);
-    }
-  }
-  forward_mt<D, kPipe, 1, kIo16>(p, s);
-}
-
-// The dQ kernel with MT m-tiles a warp and key tiles of BN (MT = 2: INSTILL_CUDA_NEXT `flash_mt` at D = 64).
-template <int D, int BN, bool kPipe, int MT, bool kIo16 = false, int kMinBlocks = 1>
-void dq_mt(const AttnParams& p, cudaStream_t s) {
-  constexpr int kKv = kPipe ? 2 * BN : BN, kR = kRows * MT;
-  const size_t smem = 2 * tile_bytes(D, kR > kKv ? kR : kKv);  // the Q / key region, the dO / value region
-  allow_smem(flash_dq_kernel<D, BN, kPipe, MT, kIo16, kMinBlocks>, smem, "flash_dq_kernel", kMinBlocks > 1);
-  flash_dq_kernel<D, BN, kPipe, MT, kIo16, kMinBlocks><<<grid_of(p.N, p.H, kR), kThreads, smem, s>>>(p);
-  check_launch("flash_dq_kernel");
-}
-
-// The dK/dV kernel's launch (kOcc CTAs an SM by its launch bounds, 1 = none; kStore: storing dSᵀ).
-template <int D, int BQ, bool kPipe, bool kIo16, int kOcc, bool kStore>
-void dkv_launch(const AttnParams& p, const DkvTarget& t, dim3 grid, size_t smem, cudaStream_t s) {
-  allow_smem(flash_dkv_kernel<D, BQ, kPipe, kIo16, kOcc, kStore>, smem, "flash_dkv_kernel", kOcc > 1);
-  flash_dkv_kernel<D, BQ, kPipe, kIo16, kOcc, kStore><<<grid, kThreads, smem, s>>>(p, t);
+  const size_t smem = (kPipe ? 4 : 2) * tile_bytes(D, kRows);  // the Q tile fits in two
+  allow_smem(flash_fwd_kernel<D, kPipe, 1, kIo16>, smem, "flash_fwd_kernel");
+  flash_fwd_kernel<D, kPipe, 1, kIo16><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p);
+  check_launch("flash_fwd_kernel");
 }
 
 template <int D, bool kPipe, bool kIo16 = false>
 void backward_d(const AttnParams& p, cudaStream_t s) {
   constexpr int BN = D <= 64 ? 64 : 32;  // dq: key tile
   constexpr int BQ = D <= 64 ? 64 : 32;  // dkv: query tile
-  // stored_ds (bf16 tiles, scratch given by attention.cu): the dK/dV kernel first, storing dSᵀ, then
-  // dQ = dS·K from it (flash_dq_ds_kernel) instead of the dQ kernel's three products
-  constexpr bool kCanStore = kPipe;
-  const bool stored = kCanStore && p.ds != nullptr;
-  bool dq_done = stored;
   // flash_lean (attention_lean.cu): in place of the dQ kernels below and of the dK/dV kernel, on bf16 tiles
   const bool lean = kPipe && next_kernels(Next::FlashLean) && attention_lean_takes(p);
   // dq_atomic (attention.cu gave the sums' buffer, zeroed with Δ): no dQ kernel; the lean dK/dV kernel adds dS·K
   // into the sums, rounded into dq16 after it (bf16 activations)
-  const bool dq_atomic = lean && !stored && p.dq_acc != nullptr;
+  const bool dq_atomic = lean && p.dq_acc != nullptr;
   if (p.dq_acc && !dq_atomic) fail(ErrorCode::Internal, "flash backward: dQ sums given where the lean dK/dV kernel does not run");
-  if (dq_atomic) dq_done = true;
-  if (!dq_done && lean) {
-    const OpPart part("dq kernel, lean (next)", Device::CUDA);
-    attention_lean_dq(p, s);
-    dq_done = true;
-  }
-  if constexpr (D == 64) {
-    if (!dq_done && next_kernels(Next::FlashMT)) {
-      const OpPart part("dq kernel, 32 queries a warp (next)", Device::CUDA);
-      dq_mt<D, 32, kPipe, 2, kIo16>(p, s);
-      dq_done = true;
+  if (!dq_atomic) {
+    const OpPart part(lean ? "dq kernel, lean (next)" : "dq kernel", Device::CUDA);
+    if (lean) {
+      attention_lean_dq(p, s);
+    } else {
+      constexpr int kKv = kPipe ? 2 * BN : BN;
+      const size_t smem = 2 * tile_bytes(D, kRows > kKv ? kRows : kKv);  // the Q / key region, the dO / value region
+      allow_smem(flash_dq_kernel<D, BN, kPipe, 1, kIo16>, smem, "flash_dq_kernel");
+      flash_dq_kernel<D, BN, kPipe, 1, kIo16><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p);
+      check_launch("flash_dq_kernel");
     }
-  }
-  // flash_occ (D = 64): the dQ and dK/dV kernels held to 168 registers, 3 CTAs an SM (0-32 and 60-72 bytes
-  // spilled) instead of 224-246 registers and 2 CTAs. D = 128 keeps its kernels (they would spill far more).
-  constexpr int kOcc = D == 64 ? 3 : 1;
-  const bool occ = D == 64 && next_kernels(Next::FlashOcc);
-  if (!dq_done) {
-    const OpPart part(occ ? "dq kernel, 3 CTAs an SM (next)" : "dq kernel", Device::CUDA);
-    if (occ) dq_mt<D, BN, kPipe, 1, kIo16, kOcc>(p, s);
-    else dq_mt<D, BN, kPipe, 1, kIo16>(p, s);
   }
 
   // dkv_atomic (attention.cu gave the sums, zeroed with Δ): a split grid whose CTAs add their heads' dK, dV into
@@ -811,27 +632,19 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   const size_t smem_dkv = 2 * tile_bytes(D, kRows) + bufs * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ);
   {
     std::string name = split ? (hpc > 1 ? "dk dv kernel (per two query heads)" : "dk dv kernel (per query head)") : "dk dv kernel";
-    if (stored) name += ", storing dS";
     if (lean) name += ", lean";
-    else if (occ) name += ", 3 CTAs an SM";
     if (dq_atomic) name += ", adding dq";
     if (kv_atomic) name += ", adding dk dv";
-    if (stored || lean || occ || hpc > 1) name += " (next)";
+    if (lean || hpc > 1) name += " (next)";
     const OpPart part(name.c_str(), Device::CUDA);
     const dim3 grid = grid_of(p.N, split ? p.H / hpc : p.KVH);
     if (lean) {
-      attention_lean_dkv(p, t.dk_out, t.dv_out, t.out_heads, t.hpc, stored, grid.x, grid.y, s);
-    } else if (stored) {
-      if constexpr (kCanStore) {  // (stored is false otherwise: no storing kernels for the synchronous path)
-        if (occ) dkv_launch<D, BQ, kPipe, kIo16, kOcc, true>(p, t, grid, smem_dkv, s);
-        else dkv_launch<D, BQ, kPipe, kIo16, 1, true>(p, t, grid, smem_dkv, s);
-      }
-    } else if (occ) {
-      dkv_launch<D, BQ, kPipe, kIo16, kOcc, false>(p, t, grid, smem_dkv, s);
+      attention_lean_dkv(p, t.dk_out, t.dv_out, t.out_heads, t.hpc, grid.x, grid.y, s);
     } else {
-      dkv_launch<D, BQ, kPipe, kIo16, 1, false>(p, t, grid, smem_dkv, s);
+      allow_smem(flash_dkv_kernel<D, BQ, kPipe, kIo16>, smem_dkv, "flash_dkv_kernel");
+      flash_dkv_kernel<D, BQ, kPipe, kIo16><<<grid, kThreads, smem_dkv, s>>>(p, t);
+      check_launch("flash_dkv_kernel");
     }
-    check_launch("flash_dkv_kernel");
   }
   if (split && !kv_atomic) {
     const OpPart part(hpc > 1 ? "dk dv sum over query head pairs (next)" : "dk dv sum over query heads", Device::CUDA);
@@ -851,62 +664,9 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
                       Device::CUDA);
     attention_lean_finish(p, s);
   }
-  if constexpr (kCanStore) {
-    if (stored) {
-      const OpPart part("dq from the stored dS (next)", Device::CUDA);
-      const size_t smem = 2 * (tile_bytes(D, 64) + tile_bytes(64, 64));  // two buffers: keys, dSᵀ
-      allow_smem(flash_dq_ds_kernel<D, kIo16>, smem, "flash_dq_ds_kernel");
-      flash_dq_ds_kernel<D, kIo16><<<grid_of(p.N, p.H), kThreads, smem, s>>>(p);
-      check_launch("flash_dq_ds_kernel");
-    }
-  }
 }
 
 }  // namespace
-
-namespace {
-// One warp per row: rows [0, rows_q) of (N·H, D) — Δ = dout·out (lane-strided, then warp_sum: attention_delta's
-// order), dout and q copied to bf16 — then rows_kv of (N·KVH, D): k and v copied. Rounding as pack_bf16's.
-__global__ void pipelined_prep_kernel(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                                      const float* __restrict__ dout, const float* __restrict__ out, int64_t rows_q,
-                                      int64_t rows_kv, int64_t D, bf16* __restrict__ q16, bf16* __restrict__ k16,
-                                      bf16* __restrict__ v16, bf16* __restrict__ do16, float* __restrict__ delta) {
-  const int lane = threadIdx.x & 31;
-  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); r < rows_q + rows_kv;
-       r += warps) {
-    if (r < rows_q) {
-      float s = 0.f;
-      for (int64_t d = lane; d < D; d += 32) {
-        const int64_t i = r * D + d;
-        const float o = dout[i];
-        s += o * out[i];
-        do16[i] = __float2bfloat16_rn(o);
-        q16[i] = __float2bfloat16_rn(q[i]);
-      }
-      s = warp_sum(s);
-      if (lane == 0) delta[r] = s;
-    } else {
-      const int64_t base = (r - rows_q) * D;
-      for (int64_t d = lane; d < D; d += 32) {
-        k16[base + d] = __float2bfloat16_rn(k[base + d]);
-        v16[base + d] = __float2bfloat16_rn(v[base + d]);
-      }
-    }
-  }
-}
-}  // namespace
-
-void attention_pipelined_prep(const AttnParams& p, cudaStream_t s) {
-  const int64_t rows = p.N * p.H + p.N * p.KVH;
-  if (rows == 0) return;
-  constexpr int kWarpsPerBlock = 8;
-  const unsigned grid = static_cast<unsigned>(std::min<int64_t>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock, 65535 * 16));
-  pipelined_prep_kernel<<<grid, 32 * kWarpsPerBlock, 0, s>>>(p.q, p.k, p.v, p.dout, p.out_in, p.N * p.H, p.N * p.KVH, p.D,
-                                                             const_cast<bf16*>(p.q16), const_cast<bf16*>(p.k16),
-                                                             const_cast<bf16*>(p.v16), const_cast<bf16*>(p.do16), p.delta);
-  check_launch("pipelined_prep_kernel");
-}
 
 bool attention_flash_supported(const AttnParams& p) {
   if (p.D != 64 && p.D != 128) return false;
@@ -960,9 +720,8 @@ void attention_flash_forward(const AttnParams& p, cudaStream_t s, bool pipelined
   if ((pipelined || p.io16) && (!p.k16 || !p.v16)) fail(ErrorCode::Internal, "attention_flash_forward: pipelined without bf16 K, V");
   if (p.io16 && (!p.q16 || !p.out16)) fail(ErrorCode::Internal, "attention_flash_forward: io16 without bf16 tensors");
   if (next_kernels(Next::FlashLean) && attention_lean_takes(p)) {  // attention_lean.cu, in place of every kernel below
-    const bool mt2 = p.D == 64 && next_kernels(Next::FlashMT);  // with flash_mt: 32 queries a warp
-    const OpPart part(mt2 ? "flash kernel, lean, 32 queries a warp (next)" : "flash kernel, lean (next)", Device::CUDA);
-    return attention_lean_forward(p, s, pipelined, mt2 ? 2 : 1);
+    const OpPart part("flash kernel, lean (next)", Device::CUDA);
+    return attention_lean_forward(p, s, pipelined);
   }
   if (p.D == 64) forward_any<64>(p, s, pipelined);
   else if (p.D == 128) forward_any<128>(p, s, pipelined);

@@ -283,7 +283,7 @@ struct ThreadRows {
   }
 };
 
-// A fragment row's visible columns in a mask (attention_lean.cu, the stored-dS dQ kernel): element (n, e) of a C
+// A fragment row's visible columns in a mask (attention_lean.cu): element (n, e) of a C
 // fragment row sees column col0 + 8n + 2·tig + (e & 1) iff lo <= column <= hi; with base = col0 + 2·tig, that is
 // lo − base <= 8n + (e & 1) <= hi − base, a constant against two per-row values (32-bit: token indices fit).
 struct Window {
@@ -302,26 +302,6 @@ struct DkvTarget {
   int64_t out_heads;
   int64_t hpc;
 };
-
-// stored_ds: where query tile ts's dSᵀ goes, the words (two bf16) of p.ds's tile (h, ts / 64, j0 / 64) from
-// column ts % 64 on (BQ = 32 fills half a tile's 64 queries); null where the slot is out of the host's bound
-// (never: attention.cu's ds_blocks), so nothing is written outside the scratch.
-__device__ __forceinline__ uint32_t* ds_tile_words(const AttnParams& p, int64_t h, int64_t ts, int64_t j0) {
-  const int64_t t0 = ts / 64 * 64;
-  const int64_t slot = j0 / 64 - key_lo(p.seg_begin, t0, p.window) / 64;
-  if (slot < 0 || slot >= p.ds_w) return nullptr;
-  return reinterpret_cast<uint32_t*>(p.ds + ((h * p.ds_qt + ts / 64) * p.ds_w + slot) * 4096) + (ts - t0) / 2;
-}
-// The k-slice kk (queries 16kk .. 16kk + 15 of the tile) of a warp's 16 keys of dSᵀ, the A fragment its dK product
-// reads (a_from_c: r[0] key ja, queries 16kk + 2tig, + 1; r[1] key jb; r[2], r[3] the same 8 queries on), into
-// rows 16·warp + gid and + 8 of the tile (32 words a row).
-__device__ __forceinline__ void store_ds_kslice(uint32_t* words, const AFrag& a, int kk, int warp, int gid, int tig) {
-  uint32_t* const ra = words + (warp * 16 + gid) * 32 + 8 * kk + tig;
-  ra[0] = a.r[0];
-  ra[8 * 32] = a.r[1];
-  ra[4] = a.r[2];
-  ra[8 * 32 + 4] = a.r[3];
-}
 
 constexpr size_t tile_bytes(int D, int rows) { return sizeof(bf16) * static_cast<size_t>(rows) * (D + 8); }
 

@@ -72,16 +72,8 @@ struct AttnParams {
   __nv_bfloat16* dq16 = nullptr;
   __nv_bfloat16* dk16 = nullptr;
   __nv_bfloat16* dv16 = nullptr;
-  // INSTILL_CUDA_NEXT `stored_ds` (the flash backward on bf16 tiles: pipelined, or bf16 activations):
-  // the dK/dV kernel stores dSᵀ here and the dQ kernel reads it back instead of computing S and dP again.
-  // Tiles of 64 keys × 64 queries, bf16, key-major; tile (h, qt, kb) of query head h, query tile qt (queries
-  // 64·qt ..) and key block kb (keys 64·kb ..) at ((h·ds_qt + qt)·ds_w + kb − key_lo(64·qt) / 64)·4096, where
-  // ds_w bounds the key blocks a query tile sees (attention.cu). Null: the dQ kernel recomputes them.
-  __nv_bfloat16* ds = nullptr;
-  int64_t ds_qt = 0, ds_w = 0;
-  // INSTILL_CUDA_NEXT `dq_atomic` (the lean backward, not with `ds`): (N, H, D) f32, zeroed with Δ (attention_delta,
-  // or attention_lean_zero_sums after attn_prep's), into which the dK/dV kernel adds scale·dS·K with atomics (no dQ
-  // kernel). dq itself with f32 outputs; with bf16 activations scratch that attention_lean_finish rounds into
+  // INSTILL_CUDA_NEXT `dq_atomic` (the lean backward): (N, H, D) f32, zeroed with Δ (attention_delta), into which
+  // the dK/dV kernel adds scale·dS·K with atomics (no dQ kernel). dq itself with f32 outputs; with bf16 activations scratch that attention_lean_finish rounds into
   // dq16. Null: the dQ kernel.
   float* dq_acc = nullptr;
   // INSTILL_CUDA_NEXT `dkv_atomic` (the lean backward, split: attention_flash_dkv_split): (N, KVH, D) f32 sums, zeroed
@@ -111,29 +103,22 @@ int64_t attention_flash_dkv_hpc(const AttnParams& p);
 // p (q16 …) with cp.async into double buffers, the next tile loading while the current one computes;
 // otherwise they load f32 tiles synchronously. Same arithmetic, same results bit for bit.
 void attention_flash_forward(const AttnParams& p, cudaStream_t s, bool pipelined = false);
-// The pipelined backward's inputs in one pass (INSTILL_CUDA_NEXT `attn_prep`, waiting for a GPU run): Δ (attention_delta's
-// sums, in its order: the same bits) and the bf16 copies q16, k16, v16, do16 (allocated by the caller, set in
-// p), dO read once for both. Replaces attention_delta and the four copies.
-void attention_pipelined_prep(const AttnParams& p, cudaStream_t s);
 void attention_flash_backward(const AttnParams& p, cudaStream_t s, bool pipelined = false);  // after attention_delta
 
 // attention_lean.cu (INSTILL_CUDA_NEXT `flash_lean`, waiting for a GPU run): the flash kernels with a leaner inner
 // loop, called by attention_flash.cu in place of its one-m-tile kernels where attention_lean_takes (scale > 0,
 // D 64 or 128). The forward as attention_flash_forward's; dQ and dK/dV for the pipelined backward and bf16
 // activations (p's bf16 tensors set), dK/dV into dk_out / dv_out at row stride out_heads (hpc query heads a
-// CTA, a grid of grid_x key blocks × grid_y units; null outputs with io16: p.dk16 / p.dv16), storing dSᵀ in p.ds
-// when store_ds (`stored_ds`).
+// CTA, a grid of grid_x key blocks × grid_y units; null outputs with io16: p.dk16 / p.dv16).
 bool attention_lean_takes(const AttnParams& p);
-// mt: m-tiles a warp, 1, or 2 at D = 64 (128 queries a CTA, FA2's layout: with `flash_mt`).
-void attention_lean_forward(const AttnParams& p, cudaStream_t s, bool pipelined, int mt);
+void attention_lean_forward(const AttnParams& p, cudaStream_t s, bool pipelined);
 void attention_lean_dq(const AttnParams& p, cudaStream_t s);
-// dq_atomic: with p.dq_acc set (and zeroed: attention_delta does, or attention_lean_zero_sums), the dK/dV kernel also
-// adds scale·dS·K into it (store_ds false). dkv_atomic: with p.dk_acc / p.dv_acc set (zeroed the same way), a split
+// dq_atomic: with p.dq_acc set (and zeroed: attention_delta does), the dK/dV kernel also
+// adds scale·dS·K into it. dkv_atomic: with p.dk_acc / p.dv_acc set (zeroed the same way), a split
 // grid's CTAs add their heads' dK, dV there instead of into dk_out / dv_out. attention_lean_finish then rounds the
 // sums into p.dq16 / dk16 / dv16 (bf16 activations; f32: the sums are the outputs).
-void attention_lean_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64_t out_heads, int64_t hpc, bool store_ds,
+void attention_lean_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64_t out_heads, int64_t hpc,
                         unsigned grid_x, unsigned grid_y, cudaStream_t s);
-void attention_lean_zero_sums(const AttnParams& p, cudaStream_t s);
 void attention_lean_finish(const AttnParams& p, cudaStream_t s);
 
 }  // namespace cuda

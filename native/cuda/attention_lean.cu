@@ -41,9 +41,10 @@
 // the sum 0.23 ms a 1B step, and 33.6 MB of partials a layer written and read). The sums are zeroed with Δ and,
 // with bf16 activations, rounded in the same pass as dQ's.
 // Paths: the forward on f32 tiles (synchronous), bf16 copies (pipelined: attention.cu's default with this piece)
-// or bf16 activations, one m-tile a warp, or two at D = 64 with `flash_mt` too (FA2's layout, 128 queries a CTA);
-// the backward pipelined or on bf16 activations (the synchronous backward keeps the verified kernels), storing dS
-// with `stored_ds`. A scale that is not > 0 and finite keeps the verified kernels (the max-then-scale step needs it).
+// or bf16 activations, one m-tile a warp (the kernel's MT; 2, `flash_mt`, measured no faster in runs 14–16 and its
+// launch was taken out in stop 22); the backward pipelined or on bf16 activations (the synchronous backward keeps
+// the verified kernels). A scale that is not > 0 and finite keeps the verified kernels (the max-then-scale step
+// needs it).
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -405,7 +406,7 @@ template <int BQ>
 constexpr int ds_smem_words() { return BQ / 2 + 4; }
 // The k-slice kk (queries 16kk .. 16kk + 15) of a warp's 16 keys of dSᵀ, as its dK product reads it (a_from_c:
 // r[0] key ja, queries 16kk + 2tig, + 1; r[1] key jb; r[2], r[3] the same 8 queries on), into rows 16·warp + gid
-// and + 8 (stored_ds's store_ds_kslice with the shared tile's row stride).
+// and + 8.
 template <int BQ>
 __device__ __forceinline__ void store_ds_smem(uint32_t* dss, const AFrag& a, int kk, int warp, int gid, int tig) {
   constexpr int W = ds_smem_words<BQ>();
@@ -450,7 +451,7 @@ __device__ __forceinline__ void add_rows(float* sums, int64_t heads, int64_t hea
 // dQ's share of one query tile from this CTA's 64 keys, once every warp's dSᵀ rows are in `dss`: warp w takes
 // query m-tile w % (BQ / 16) and 64 of the D columns from 64·(w / (BQ / 16)) (BQ 64, D 64: 16 queries × 64; BQ 32,
 // D 128: two m-tiles × two column halves), dQ += dS·K over the 64 keys (A from the key-major dSᵀ through
-// ldmatrix.trans as flash_dq_ds_kernel reads it, B from the key tile), and adds scale· that into acc (rows past N
+// ldmatrix.trans with the B n-major addressing, rows = keys; B from the key tile), and adds scale· that into acc (rows past N
 // skipped). Pairs a query does not see are 0 in dS (the tile's mask, and the zeros of skipping warps).
 template <int D, int BQ>
 __device__ __forceinline__ void dq_from_ds(const uint32_t* dss, const bf16* Ks, float* acc_out, int64_t h, int64_t H,
@@ -479,11 +480,11 @@ __device__ __forceinline__ void dq_from_ds(const uint32_t* dss, const bf16* Ks, 
 }
 
 // One query tile of the dK/dV kernel for one warp: Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, Pᵀ and dSᵀ with the mask (kMask),
-// dSᵀ stored (kStoreDS: global memory; kDQ: the shared tile dss), dV += Pᵀ·dO, dK += dSᵀ·Q.
-template <int D, int BQ, bool kMask, bool kStoreDS, bool kDQ>
+// dSᵀ stored (kDQ: to the shared tile dss), dV += Pᵀ·dO, dK += dSᵀ·Q.
+template <int D, int BQ, bool kMask, bool kDQ>
 __device__ __forceinline__ void dkv_tile(const bf16* Ks, const bf16* Vs, const bf16* Qs, const bf16* Os, const float* Ls,
                                          const float* Ds, float (&dk)[D / 8][4], float (&dv)[D / 8][4], float sl2,
-                                         Window wa, Window wb, uint32_t* ds_words, uint32_t* dss, int warp, int lane) {
+                                         Window wa, Window wb, uint32_t* dss, int warp, int lane) {
   constexpr int S = D + 8;
   const int gid = lane >> 2, tig = lane & 3;
   float s[BQ / 8][4], dp[BQ / 8][4];
@@ -515,12 +516,6 @@ __device__ __forceinline__ void dkv_tile(const bf16* Ks, const bf16* Vs, const b
       dp[n][e] = pr * (dp[n][e] - ((e & 1) ? d2.y : d2.x));
     }
   }
-  if constexpr (kStoreDS) {
-    if (ds_words) {
-#pragma unroll
-      for (int kk = 0; kk < BQ / 16; ++kk) store_ds_kslice(ds_words, a_from_c(dp[2 * kk], dp[2 * kk + 1]), kk, warp, gid, tig);
-    }
-  }
 #pragma unroll
   for (int kk = 0; kk < BQ / 16; ++kk) {
     mma_kslice_kmajor<D, S>(dv, a_from_c(s[2 * kk], s[2 * kk + 1]), Os + kk * 16 * S, lane);
@@ -530,14 +525,12 @@ __device__ __forceinline__ void dkv_tile(const bf16* Ks, const bf16* Vs, const b
   }
 }
 
-// CTA = 64 keys of KV head g, as flash_dkv_kernel<D, BQ, true, kIo16, 1, kStoreDS> (pipelined only). kDQ
+// CTA = 64 keys of KV head g, as flash_dkv_kernel<D, BQ, true, kIo16> (pipelined only). kDQ
 // (`dq_atomic`): each tile's dSᵀ also goes to shared memory (two buffers, by the tile's parity), and after the next
 // tile's barrier at the loop's top (no barrier of its own) the four warps add scale·dS·K of the CTA's keys into
 // p.dq_acc (dq_from_ds); the last tile's after one more barrier — the whole backward in this kernel.
-template <int D, int BQ, bool kIo16, bool kStoreDS, bool kDQ>
+template <int D, int BQ, bool kIo16, bool kDQ>
 __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnParams p, const DkvTarget t) {
-  static_assert(!kStoreDS || BQ == 64 || BQ == 32, "stored dS tiles are 64 queries wide: whole or halves");
-  static_assert(!(kStoreDS && kDQ), "dS stored for a dQ kernel, or dQ here: not both");
   static_assert(BQ <= kThreads, "one thread a row loads a tile's lse and Δ");
   constexpr int S = D + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -615,19 +608,16 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnPara
       if (!warp_live || ts > whi || ts + BQ - 1 < wj0) {  // nothing here for this warp
         if constexpr (kDQ) zero_ds_smem<BQ>(dss, warp, lane);
       } else {
-        uint32_t* words = nullptr;
-        if constexpr (kStoreDS) words = ds_tile_words(p, h, ts, j0);
         const bf16* const Qs = Q0 + buf * kBuf;
         const bf16* const Os = O0 + buf * kBuf;
         const float* const Ls = L0 + buf * kRowBuf;
         const float* const Ds = D0 + buf * kRowBuf;
         if (ts >= wj0 + 15 && ts + BQ - 1 <= whi_min) {  // every (key, query) pair visible
-          dkv_tile<D, BQ, false, kStoreDS, kDQ>(Ks, Vs, Qs, Os, Ls, Ds, dk, dv, sl2, Window{0, 0}, Window{0, 0}, words, dss,
-                                                warp, lane);
+          dkv_tile<D, BQ, false, kDQ>(Ks, Vs, Qs, Os, Ls, Ds, dk, dv, sl2, Window{0, 0}, Window{0, 0}, dss, warp, lane);
         } else {  // key j sees query i iff j <= i <= hi(j)
           const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
           const Window wa{ja - base, hi_a - base}, wb{jb - base, hi_b - base};
-          dkv_tile<D, BQ, true, kStoreDS, kDQ>(Ks, Vs, Qs, Os, Ls, Ds, dk, dv, sl2, wa, wb, words, dss, warp, lane);
+          dkv_tile<D, BQ, true, kDQ>(Ks, Vs, Qs, Os, Ls, Ds, dk, dv, sl2, wa, wb, dss, warp, lane);
         }
       }
     }
@@ -648,19 +638,19 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnPara
   store_rows<D>(to16 ? nullptr : t.dv_out, p.dv16, t.out_heads, u, N, ja, jb, dv, 1.f, 1.f, tig);
 }
 
-template <int D, int MT, bool kPipe, bool kIo16>
+template <int D, bool kPipe, bool kIo16>
 void forward_lean(const AttnParams& p, cudaStream_t s) {
-  const size_t smem = (kPipe ? 4 : 2) * tile_bytes(D, kRows);  // the Q tile (64·MT <= 128 rows) fits in two
-  allow_smem(flash_fwd_lean_kernel<D, MT, kPipe, kIo16>, smem, "flash_fwd_lean_kernel");
-  flash_fwd_lean_kernel<D, MT, kPipe, kIo16><<<grid_of(p.N, p.H, kRows * MT), kThreads, smem, s>>>(p);
+  const size_t smem = (kPipe ? 4 : 2) * tile_bytes(D, kRows);  // the Q tile fits in two
+  allow_smem(flash_fwd_lean_kernel<D, 1, kPipe, kIo16>, smem, "flash_fwd_lean_kernel");
+  flash_fwd_lean_kernel<D, 1, kPipe, kIo16><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p);
   check_launch("flash_fwd_lean_kernel");
 }
 
-template <int D, int MT>
+template <int D>
 void forward_lean_any(const AttnParams& p, cudaStream_t s, bool pipelined) {
-  if (p.io16) forward_lean<D, MT, true, true>(p, s);
-  else if (pipelined) forward_lean<D, MT, true, false>(p, s);
-  else forward_lean<D, MT, false, false>(p, s);
+  if (p.io16) forward_lean<D, true, true>(p, s);
+  else if (pipelined) forward_lean<D, true, false>(p, s);
+  else forward_lean<D, false, false>(p, s);
 }
 
 template <int D, bool kIo16>
@@ -673,27 +663,26 @@ void dq_lean(const AttnParams& p, cudaStream_t s) {
   check_launch("flash_dq_lean_kernel");
 }
 
-template <int D, bool kIo16, bool kStore, bool kDQ>
+template <int D, bool kIo16, bool kDQ>
 void dkv_lean(const AttnParams& p, const DkvTarget& t, dim3 grid, cudaStream_t s) {
   constexpr int BQ = D <= 64 ? 64 : 32;  // the verified dK/dV kernel's query tiles
   const size_t smem = 2 * tile_bytes(D, kRows) + 2 * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ) +
                       (kDQ ? 2 * sizeof(uint32_t) * kRows * ds_smem_words<BQ>() : 0);  // two dSᵀ tiles
-  allow_smem(flash_dkv_lean_kernel<D, BQ, kIo16, kStore, kDQ>, smem, "flash_dkv_lean_kernel");
-  flash_dkv_lean_kernel<D, BQ, kIo16, kStore, kDQ><<<grid, kThreads, smem, s>>>(p, t);
+  allow_smem(flash_dkv_lean_kernel<D, BQ, kIo16, kDQ>, smem, "flash_dkv_lean_kernel");
+  flash_dkv_lean_kernel<D, BQ, kIo16, kDQ><<<grid, kThreads, smem, s>>>(p, t);
   check_launch("flash_dkv_lean_kernel");
 }
 
 template <int D, bool kIo16>
-void dkv_lean_io(const AttnParams& p, const DkvTarget& t, dim3 grid, bool store, cudaStream_t s) {
-  if (store) dkv_lean<D, kIo16, true, false>(p, t, grid, s);
-  else if (p.dq_acc) dkv_lean<D, kIo16, false, true>(p, t, grid, s);
-  else dkv_lean<D, kIo16, false, false>(p, t, grid, s);
+void dkv_lean_io(const AttnParams& p, const DkvTarget& t, dim3 grid, cudaStream_t s) {
+  if (p.dq_acc) dkv_lean<D, kIo16, true>(p, t, grid, s);
+  else dkv_lean<D, kIo16, false>(p, t, grid, s);
 }
 
 template <int D>
-void dkv_lean_any(const AttnParams& p, const DkvTarget& t, dim3 grid, bool store, cudaStream_t s) {
-  if (p.io16) dkv_lean_io<D, true>(p, t, grid, store, s);
-  else dkv_lean_io<D, false>(p, t, grid, store, s);
+void dkv_lean_any(const AttnParams& p, const DkvTarget& t, dim3 grid, cudaStream_t s) {
+  if (p.io16) dkv_lean_io<D, true>(p, t, grid, s);
+  else dkv_lean_io<D, false>(p, t, grid, s);
 }
 
 // dq_atomic / dkv_atomic with bf16 activations: each output = its f32 sums, rounded (already scaled), 8 elements a
@@ -726,12 +715,10 @@ bool attention_lean_takes(const AttnParams& p) {
   return p.scale > 0.f && std::isfinite(p.scale) && (p.D == 64 || p.D == 128);
 }
 
-void attention_lean_forward(const AttnParams& p, cudaStream_t s, bool pipelined, int mt) {
-  if (!attention_lean_takes(p) || (mt != 1 && (mt != 2 || p.D != 64)))
-    fail(ErrorCode::Internal, "attention_lean_forward: scale ", p.scale, ", head dim ", p.D, ", ", mt, " m-tiles a warp");
-  if (p.D == 64 && mt == 2) forward_lean_any<64, 2>(p, s, pipelined);
-  else if (p.D == 64) forward_lean_any<64, 1>(p, s, pipelined);
-  else forward_lean_any<128, 1>(p, s, pipelined);
+void attention_lean_forward(const AttnParams& p, cudaStream_t s, bool pipelined) {
+  if (!attention_lean_takes(p)) fail(ErrorCode::Internal, "attention_lean_forward: scale ", p.scale, ", head dim ", p.D);
+  if (p.D == 64) forward_lean_any<64>(p, s, pipelined);
+  else forward_lean_any<128>(p, s, pipelined);
 }
 
 void attention_lean_dq(const AttnParams& p, cudaStream_t s) {
@@ -745,21 +732,13 @@ void attention_lean_dq(const AttnParams& p, cudaStream_t s) {
   }
 }
 
-void attention_lean_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64_t out_heads, int64_t hpc, bool store_ds,
+void attention_lean_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64_t out_heads, int64_t hpc,
                         unsigned grid_x, unsigned grid_y, cudaStream_t s) {
   if (!attention_lean_takes(p)) fail(ErrorCode::Internal, "attention_lean_dkv: scale ", p.scale, ", head dim ", p.D);
-  if (store_ds && p.dq_acc) fail(ErrorCode::Internal, "attention_lean_dkv: dS stored and dQ added here, both");
   const DkvTarget t{dk_out, dv_out, out_heads, hpc};
   const dim3 grid(grid_x, grid_y);
-  if (p.D == 64) dkv_lean_any<64>(p, t, grid, store_ds, s);
-  else dkv_lean_any<128>(p, t, grid, store_ds, s);
-}
-
-void attention_lean_zero_sums(const AttnParams& p, cudaStream_t s) {
-  const size_t q = sizeof(float) * static_cast<size_t>(p.N * p.H * p.D), kv = sizeof(float) * static_cast<size_t>(p.N * p.KVH * p.D);
-  if (p.dq_acc) INSTILL_CUDA_CHECK(cudaMemsetAsync(p.dq_acc, 0, q, s));
-  if (p.dk_acc) INSTILL_CUDA_CHECK(cudaMemsetAsync(p.dk_acc, 0, kv, s));
-  if (p.dv_acc) INSTILL_CUDA_CHECK(cudaMemsetAsync(p.dv_acc, 0, kv, s));
+  if (p.D == 64) dkv_lean_any<64>(p, t, grid, s);
+  else dkv_lean_any<128>(p, t, grid, s);
 }
 
 void attention_lean_finish(const AttnParams& p, cudaStream_t s) {

@@ -88,43 +88,6 @@ __global__ void __launch_bounds__(kThreads) copy16_kernel(const uint4* __restric
       dst[r * ldd + c] = __ldcs(src + r * lds + c);
 }
 
-// [W | B] for lora_linear's forward in one pass: row o of dst = W's row o (bf16, 16 bytes a thread) then
-// B's row o (f32, rounded). Each thread copies its columns of kWbRows rows, all loads before the stores.
-constexpr int kWbRows = 4;
-// With a: also A (R, in16·8) f32 rounded into a16 (R rows of stride in16·8: the spare rows after W), as
-// blocks of rows past W's.
-__global__ void __launch_bounds__(kThreads) pack_wb_kernel(const uint4* __restrict__ w, int64_t in16, const float* __restrict__ b,
-                                                           int64_t R, int64_t rows, __nv_bfloat16* __restrict__ dst,
-                                                           int64_t ldd, const float* __restrict__ a,
-                                                           __nv_bfloat16* __restrict__ a16) {
-  const int64_t wblocks = (rows + kWbRows - 1) / kWbRows, in = in16 * 8;
-  const int64_t ablocks = a ? (R + kWbRows - 1) / kWbRows : 0;
-  for (int64_t blk = blockIdx.x; blk < wblocks + ablocks; blk += gridDim.x) {
-    if (blk >= wblocks) {  // A's rows kWbRows at a time
-      const int64_t ar0 = (blk - wblocks) * kWbRows;
-      for (int64_t i = threadIdx.x; i < kWbRows * in; i += blockDim.x) {
-        const int64_t r = ar0 + i / in, c = i % in;
-        if (r < R) a16[r * in + c] = __float2bfloat16(a[r * in + c]);
-      }
-      continue;
-    }
-    const int64_t r0 = blk * kWbRows;
-    for (int64_t c = threadIdx.x; c < in16; c += blockDim.x) {
-      uint4 v[kWbRows];
-#pragma unroll
-      for (int i = 0; i < kWbRows; ++i)
-        if (r0 + i < rows) v[i] = __ldcs(w + (r0 + i) * in16 + c);
-#pragma unroll
-      for (int i = 0; i < kWbRows; ++i)
-        if (r0 + i < rows) reinterpret_cast<uint4*>(dst + (r0 + i) * ldd)[c] = v[i];
-    }
-    for (int64_t i = threadIdx.x; i < kWbRows * R; i += blockDim.x) {
-      const int64_t r = r0 + i / R, j = i % R;
-      if (r < rows) dst[r * ldd + in16 * 8 + j] = __float2bfloat16(b[r * R + j]);
-    }
-  }
-}
-
 template <typename T, typename D>
 void launch(const T* src, int64_t lds, float scale, const int32_t* row_index, int64_t rows, int64_t cols,
             D* dst, int64_t ldd) {
@@ -188,22 +151,6 @@ void pack_bf16(const void* src, Elem e, int64_t lds, float scale, int64_t rows, 
     return;
   }
   gather_to(src, e, lds, scale, nullptr, rows, cols, dst, ldd);
-}
-
-void pack_wb(const void* w, Elem we, int64_t in, const float* b, int64_t R, int64_t out, __nv_bfloat16* dst, int64_t ldd,
-             const float* a, __nv_bfloat16* a16) {
-  if (out <= 0) return;
-  if (we == Elem::BF16 && in % 8 == 0 && ldd % 8 == 0 && aligned(w, 16) && aligned(dst, 16)) {
-    const int64_t rows_blocks = (out + kWbRows - 1) / kWbRows + (a ? (R + kWbRows - 1) / kWbRows : 0);
-    const int64_t blocks = std::min<int64_t>(rows_blocks, 65535ll * 16);
-    pack_wb_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream()>>>(static_cast<const uint4*>(w), in / 8, b, R, out,
-                                                                              dst, ldd, a, a16);
-    check_launch("pack_wb_kernel");
-    return;
-  }
-  pack_bf16(w, we, in, 1.f, out, in, dst, ldd);
-  pack_bf16(b, Elem::F32, R, 1.f, out, R, dst + in, ldd);
-  if (a) pack_bf16(a, Elem::F32, in, 1.f, R, in, a16, in);
 }
 
 Tensor widened(const Tensor& t) {

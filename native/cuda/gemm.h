@@ -79,12 +79,6 @@ void pack_bf16(const void* src, Elem e, int64_t lds, float scale, int64_t rows, 
 void gather_bf16(const void* src, Elem e, int64_t lds, float scale, const int32_t* row_index, int64_t rows,
                  int64_t cols, __nv_bfloat16* dst, int64_t ldd);
 
-// lora_linear's [W | B] (OUT, IN+R) into dst with row stride ldd: W (OUT, IN) f32 | bf16 | f16, B (OUT, R) f32.
-// A bf16 W with IN % 8 == 0 (16-byte rows) takes one kernel for both; anything else two pack_bf16 passes.
-// With a: also A (R, IN) f32 rounded into a16 (R rows of IN: the spare rows after W), in the same launch.
-void pack_wb(const void* w, Elem we, int64_t in, const float* b, int64_t R, int64_t out, __nv_bfloat16* dst, int64_t ldd,
-             const float* a = nullptr, __nv_bfloat16* a16 = nullptr);
-
 // Several small f32 blocks, each rounded into its own bf16 destination (pack_bf16 with scale 1), in ONE launch:
 // for the per-call factors (lora_group's B and A blocks of its kept matrix: a few thousand elements each, where the
 // launches cost more than the work). At most kMaxPackJobs; a job with rows or cols 0 does nothing.

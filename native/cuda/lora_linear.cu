@@ -29,8 +29,7 @@
 //             no copy of W (a copy of every frozen weight per step was 2 ms
 //             of a 1B model's 52 ms step); in the model's training pass the
 //             forward writes A there (stack_a) and the backward does not
-//             (a_stacked): with the next kernels in pack_wb's launch, so a
-//             launch less per linear (0.5 ms of 112 launches in run 12)
+//             (a_stacked)
 //             (dA = s·gᵀ·x reads x itself: both f32, a TF32 product)
 // The rounding is exactly the earlier one (scale applied in f32, then rounded
 // once), only done once. Leading dimensions are multiples of 8 elements, so
@@ -41,7 +40,6 @@
 // bf16 activations (ops/lora_linear.h; the model's MLP on a GPU): a bf16 x or dy is copied into
 // its packed buffer as it is (pack_bf16 reads bf16), a bf16 y or dx is the product's D in bf16
 // (gemm.h's c16; dx += goes through f32 scratch there).
-// INSTILL_CUDA_NEXT `pack_wb` (opt-in until a GPU run has tested and timed it): [W | B] packed in one pass.
 // (Tried: the packs of x and dy fused with u = x·Aᵀ and g = dy·B in one kernel.
 // In a 1B step it was no faster than the three passes — 47.1 vs 46.6 ms; a first
 // version that read the factor per warp from L2 was 3x slower — so it went. So did `narrow`, u, g, dA and dB
@@ -78,9 +76,6 @@ __nv_bfloat16* a_below_w(const LoraLinearForwardArgs& p) {
 void copy_w_into_kept(const Tensor& w, const Tensor& wb) {
   pack_bf16(w.data(), elem_of(w), w.dim(1), 1.f, w.dim(0), w.dim(1), bf16_ptr(wb), wb.dim(1));
 }
-
-// next_kernels(Next::PackWB) (common.cuh): the one-pass [W | B] pack; else the verified path (gemm(), two packs).
-
 
 // An f32 frozen weight (an f32 model): every operand is f32, so the products are
 // the plain two-segment ones, which gemm() runs in TF32 (cuBLASLt) or f32 (its
@@ -149,7 +144,7 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
   // of W made here
   __nv_bfloat16* wbp = p.wb ? bf16_ptr(*p.wb) : bf16_ptr(wb);
   const int64_t ldw = p.wb ? p.wb->dim(1) : ldwb;
-  // stack_a (the model's training pass): A below W for the backward too, in the same launch when next
+  // stack_a (the model's training pass): A below W for the backward too
   __nv_bfloat16* const a16 = a_below_w(p);
   if (p.wb) {
     if (!p.wb_has_w) {
@@ -163,16 +158,10 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
       for (const PackJob& j : jobs) pack_bf16(j.src, Elem::F32, j.lds, 1.f, j.rows, j.cols, j.dst, j.ldd);
     }
   } else {
-    if (next_kernels(Next::PackWB)) {
-      const OpPart part(a16 ? "pack [W | B], A below W (one pass)" : "pack [W | B] (one pass)", Device::CUDA);
-      pack_wb(w.data(), elem_of(w), IN, b.data_as<float>(), R, OUT, bf16_ptr(wb), ldwb, a16 ? a.data_as<float>() : nullptr,
-              a16);
-    } else {
-      const OpPart part("pack [W | B]", Device::CUDA);
-      pack_bf16(w.data(), elem_of(w), IN, 1.f, OUT, IN, bf16_ptr(wb), ldwb);
-      pack_bf16(b.data(), Elem::F32, R, 1.f, OUT, R, bf16_ptr(wb) + IN, ldwb);
-      if (a16) pack_bf16(a.data(), Elem::F32, IN, 1.f, R, IN, a16, IN);
-    }
+    const OpPart part("pack [W | B]", Device::CUDA);
+    pack_bf16(w.data(), elem_of(w), IN, 1.f, OUT, IN, bf16_ptr(wb), ldwb);
+    pack_bf16(b.data(), Elem::F32, R, 1.f, OUT, R, bf16_ptr(wb) + IN, ldwb);
+    if (a16) pack_bf16(a.data(), Elem::F32, IN, 1.f, R, IN, a16, IN);
   }
   {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN): with `fewer_packs` the bf16 A just written below W (the
      // rounding the product would make of A), else A itself (packed by the product)

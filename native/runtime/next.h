@@ -1,7 +1,7 @@
 // INSTILL_CUDA_NEXT: code waiting for a GPU run (compiled and reviewed, not yet tested or timed on a GPU;
 // native/cuda/README.md lists it) runs instead of the verified path, each piece by its name. The value is
 // `1` or `all` for every one, or a comma list of names (next.cpp's kAll), and `-name` leaves one out
-// (`all,-flash_mt`), read left to right; `none` is no piece (the verified kernels), `default` the pieces a GPU
+// (`all,-dkv_whole`), read left to right; `none` is no piece (the verified kernels), `default` the pieces a GPU
 // run has promoted (kAll's `promoted`: on when the variable is unset; none yet). So a GPU session makes default,
 // one by one, those that pass and time well, by promoting them, and the pieces' tests still compare `none`
 // against each piece. An unknown name is E_ARG. Read on every call (parsed again only when the value changes), so a test can compare both
@@ -15,15 +15,10 @@
 namespace instill {
 
 enum class Next {
-  PackWB,     // "pack_wb": [W | B] (and A below W) in one pass (bf16_pack.cu)
-  FlashMT,    // "flash_mt": the D = 64 flash forward and dQ kernels with two m-tiles a warp
   RopeToken,  // "rope_token": rope's cos, sin once per token (f32 activations; bf16 ones always use it)
-  AttnPrep,   // "attn_prep": the pipelined attention backward's Δ and bf16 copies in one pass
   Residual,   // "residual": lora_linear's residual added inside the product (cuBLASLt's C != D) instead of after
   WbCache,    // "wb_cache": the model keeps each adapted linear's [W | B] on the GPU (no copy of W per forward)
-  FlashOcc,   // "flash_occ": the D = 64 flash kernels (one m-tile) held to fewer registers, 3-4 CTAs an SM
   Bf16Beta,   // "bf16_beta": a bf16 C added to (beta != 0) by cuBLASLt itself instead of through an f32 copy
-  StoredDs,   // "stored_ds": the dK/dV kernel stores dS, and dQ = dS·K reads it (no recompute of S, dP)
   FlashLean,  // "flash_lean": the flash kernels with leaner inner loops (attention_lean.cu)
   LoraGroup,  // "lora_group": the model's q, k, v (gate, up) as one lora_group op each (lora_group.cu)
   SwigluPack,  // "swiglu_pack": with lora_group, swiglu's backward writes dgate, dup into the group's packed dy

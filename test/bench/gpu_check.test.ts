@@ -33,7 +33,7 @@ describe('bench/gpu/pieces.py', () => {
   // summary false: a run its timeout killed (no closing summary; the failed tests only as "× title" under their file).
   let logs = 0;
   const log = (failed: string[], unfinished: string[], summary = true) => {
-    const files = all.map((p) => (p === 'wb_cache' ? 'test/cuda/lora_reference.test.ts' : p === 'attn_prep' ? 'test/cuda/next/flash_mt.test.ts' : `test/cuda/next/${p}.test.ts`));
+    const files = all.map((p) => (p === 'wb_cache' ? 'test/cuda/lora_reference.test.ts' : `test/cuda/next/${p}.test.ts`));
     const lines = [' \x1b[1mRUN\x1b[22m  v4.1.12 /repo', ''];
     for (const f of new Set([...files, 'test/cuda/ops.test.ts'])) {
       if (unfinished.includes(f)) continue;
@@ -54,30 +54,30 @@ describe('bench/gpu/pieces.py', () => {
     expect(pieces(log([], []))).toEqual([]);
     const got = pieces(log([
       'test/cuda/next/flash_lean.test.ts > INSTILL_CUDA_NEXT=flash_lean > lean flash kernels against the verified ones and the CPU: [ 0, 13, 50 ]',
-      'test/cuda/ops.test.ts > kernels: pack_wb > lora_linear forward and backward',
+      'test/cuda/ops.test.ts > kernels: split_k > lora_linear forward and backward',
       'test/cuda/ops.test.ts > kernels: verified > rmsnorm',  // the default path: names no piece
-    ], ['test/cuda/next/stored_ds.test.ts', 'test/cuda/lora_reference.test.ts']));
+    ], ['test/cuda/next/dkv_pairs.test.ts', 'test/cuda/lora_reference.test.ts']));
     expect(got).toEqual([
+      'dkv_pairs: its tests (test/cuda/next/dkv_pairs.test.ts) did not finish',
       'flash_lean: a failed test names it',
-      'pack_wb: a failed test names it',
-      'stored_ds: its tests (test/cuda/next/stored_ds.test.ts) did not finish',
+      'split_k: a failed test names it',
       'wb_cache: its tests (test/cuda/lora_reference.test.ts) did not finish',
     ]);
   });
 
   it('after a timeout (no summary): the failed tests from the lines under their files, and the pieces they name', () => {
     const failed = [
-      'test/cuda/next/pack_wb.test.ts > INSTILL_CUDA_NEXT=pack_wb > loraLinear N=37',
+      'test/cuda/next/split_k.test.ts > INSTILL_CUDA_NEXT=split_k > loraLinear N=37',
       'test/cuda/lora_reference.test.ts > GPU model > a bf16 model keeping its [W | B] (INSTILL_CUDA_NEXT=wb_cache): the bits',
     ];
     const path = log(failed, ['test/cuda/next/flash_lean.test.ts'], false);
-    expect(pieces('--failed', path)).toEqual([
-      'test/cuda/next/pack_wb.test.ts > loraLinear N=37',
+    expect(pieces('--failed', path)).toEqual([  // in the log's order (its files in kAll's order here)
       'test/cuda/lora_reference.test.ts > a bf16 model keeping its [W | B] (INSTILL_CUDA_NEXT=wb_cache): the bits',
+      'test/cuda/next/split_k.test.ts > loraLinear N=37',
     ]);
     expect(pieces(path)).toEqual([
       'flash_lean: its tests (test/cuda/next/flash_lean.test.ts) did not finish',
-      'pack_wb: a failed test names it',
+      'split_k: a failed test names it',
       'wb_cache: a failed test names it',
     ]);
     // with the summary, its full names (describe included) instead
@@ -100,7 +100,7 @@ describe('bench/gpu/pieces.py', () => {
     const res = join(dir, 'results.jsonl'), status = join(dir, 'status.txt');
     writeFileSync(res, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
     writeFileSync(status, ['GPU tests (test/cuda, GEMMs through cuBLASLt): FAIL rc=1 - Tests 1 failed | 90 passed (91)',
-      '  failed: test/cuda/next/stored_ds.test.ts > INSTILL_CUDA_NEXT=stored_ds > attention backward',
+      '  failed: test/cuda/next/dkv_pairs.test.ts > INSTILL_CUDA_NEXT=dkv_pairs > attention backward',
       '  why: AssertionError: dq: 3 of 90 elements differ in bits'].join('\n') + '\n');
     const p = spawnSync('python3', ['bench/gpu/table.py', res, status], { encoding: 'utf8' });
     expect(p.status, p.stderr).toBe(0);
@@ -112,7 +112,7 @@ describe('bench/gpu/pieces.py', () => {
     expect(out).toContain('- training step: 2.17x transformers+peft tokens/s (medians; 2.00x by each side\'s fastest step) at 24.3% MFU');
     expect(out).toContain(`- A/B ${step}, next kernels: 36.80 ms against 46.00 ms by default (0.800x by medians, 0.800x by mins)`);
     expect(out).toContain('- ops, next kernels against the default (ms): attention_backward -4.00');
-    expect(out).toContain('- failed GPU tests name these next pieces: stored_ds');
+    expect(out).toContain('- failed GPU tests name these next pieces: dkv_pairs');
     expect(out).toContain('-   why: AssertionError: dq: 3 of 90 elements differ in bits');
   });
 

@@ -222,8 +222,7 @@ describe.skipIf(!hasCuda || !haveFixture(REF))('LoRA reference on CUDA', () => {
     const { value: again, parts } = await withOpProfile(() => m.lossAndGrads({ inputIds, labels }));
     expect(again.loss).toBe(out.loss);
     expect(parts).not.toContain('lora_linear_backward/pack A below W');
-    // the model's kept [W | B] (wb_cache: promoted, so by default too) takes the place of a per-call copy (and of
-    // pack_wb's one-pass copy with every piece on)
+    // the model's kept [W | B] (wb_cache: promoted, so by default too) takes the place of a per-call copy
     const next = process.env.INSTILL_CUDA_NEXT;
     const kept = next === '1' || next === undefined;
     expect(parts.includes('lora_linear_forward/pack B into the kept [W | B], A below W')).toBe(kept);

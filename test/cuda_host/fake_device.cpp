@@ -5,7 +5,7 @@
 // - gemm(): C = alpha · Σ_s op(A_s)·op(B_s) + bias + beta · C_in, each operand element scaled and, unless every
 //   operand is f32, rounded to bf16 (round to nearest even), sums in double, C written in f32 or rounded once to
 //   bf16 (c16); beta = 0 never reads C.
-// - pack_bf16 / pack_f32 / pack_bf16_jobs / pack_f32_jobs / pack_bf16_table / pack_wb: element copies with the scale
+// - pack_bf16 / pack_f32 / pack_bf16_jobs / pack_f32_jobs / pack_bf16_table: element copies with the scale
 //   and rounding, each counted as the one launch it is on a GPU (fake_packs).
 // - fill_bytes, copies: memset / memcpy. New "device" buffers come poisoned (0xff bytes: NaN in f32 and bf16), so
 //   an element read before it was written shows up as NaN in the results.
@@ -156,14 +156,6 @@ void pack_f32_jobs(const PackJobF32* jobs, int n) {
 void pack_bf16_table(const PackJob* jobs, int64_t n) {
   ++fake_packs;  // (one launch on a GPU)
   for (int64_t i = 0; i < n; ++i) to_bf16_block(jobs[i].src, Elem::F32, jobs[i].lds, 1.f, jobs[i].rows, jobs[i].cols, jobs[i].dst, jobs[i].ldd);
-}
-
-void pack_wb(const void* w, Elem we, int64_t in, const float* b, int64_t R, int64_t out, __nv_bfloat16* dst, int64_t ldd,
-             const float* a, __nv_bfloat16* a16) {
-  ++fake_packs;  // (one launch on a GPU where W is bf16 with 16-byte rows)
-  to_bf16_block(w, we, in, 1.f, out, in, dst, ldd);
-  to_bf16_block(b, Elem::F32, R, 1.f, out, R, dst + in, ldd);
-  if (a) to_bf16_block(a, Elem::F32, in, 1.f, R, in, a16, in);
 }
 
 void add(const AddArgs& p) {  // f32 or bf16 elementwise, out may alias a or b

@@ -68,7 +68,7 @@ describe('runtime', () => {
   });
 
   it('INSTILL_CUDA_NEXT turns on what waits for a GPU run, by name: all, a list, -name leaves one out, none, default (the promoted), unknown is E_ARG', () => {
-    const all = ['pack_wb', 'flash_mt', 'rope_token', 'attn_prep', 'residual', 'wb_cache', 'flash_occ', 'bf16_beta', 'stored_ds', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack', 'split_k', 'fewer_packs', 'rope_qk', 'dkv_whole', 'dkv_pairs', 'ce_l2', 'factor_pack', 'dq_atomic', 'dkv_atomic'];
+    const all = ['rope_token', 'residual', 'wb_cache', 'bf16_beta', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack', 'split_k', 'fewer_packs', 'rope_qk', 'dkv_whole', 'dkv_pairs', 'ce_l2', 'factor_pack', 'dq_atomic', 'dkv_atomic'];
     const saved = process.env.INSTILL_CUDA_NEXT;
     const withNext = (v: string | undefined) => {
       if (v === undefined) delete process.env.INSTILL_CUDA_NEXT;
@@ -82,16 +82,18 @@ describe('runtime', () => {
       expect(withNext('')).toEqual(promoted);
       expect(withNext('default')).toEqual(promoted);
       expect(withNext('none')).toEqual([]);
-      expect(withNext('none,pack_wb')).toEqual(['pack_wb']);
-      expect(withNext('pack_wb,none')).toEqual([]);  // left to right
-      expect(withNext('default,pack_wb')).toEqual(all.filter((n) => n === 'pack_wb' || promoted.includes(n)));
+      expect(withNext('none,split_k')).toEqual(['split_k']);
+      expect(withNext('split_k,none')).toEqual([]);  // left to right
+      expect(withNext('default,split_k')).toEqual(all.filter((n) => n === 'split_k' || promoted.includes(n)));
       expect(() => withNext('-default')).toThrow(expect.objectContaining({ code: 'E_ARG' }));
       expect(() => withNext('-none')).toThrow(expect.objectContaining({ code: 'E_ARG' }));
       expect(withNext('1')).toEqual(all);
       expect(withNext('all')).toEqual(all);
-      expect(withNext('rope_token,pack_wb')).toEqual(['pack_wb', 'rope_token']);  // in their fixed order
-      expect(withNext('all,-flash_mt,-wb_cache')).toEqual(all.filter((n) => n !== 'flash_mt' && n !== 'wb_cache'));
-      expect(withNext('pack_wb,,')).toEqual(['pack_wb']);
+      expect(withNext('split_k,rope_token')).toEqual(['rope_token', 'split_k']);  // in their fixed order
+      expect(withNext('all,-dkv_whole,-wb_cache')).toEqual(all.filter((n) => n !== 'dkv_whole' && n !== 'wb_cache'));
+      expect(withNext('split_k,,')).toEqual(['split_k']);
+      // pieces taken out after GPU runs measured them (stop 22: pack_wb, flash_mt, flash_occ, stored_ds, attn_prep)
+      expect(() => withNext('flash_mt')).toThrow(expect.objectContaining({ code: 'E_ARG' }));
       expect(() => withNext('pack_bw')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'pack_bw'") }));
       expect(() => withNext('pack_bw')).toThrow(expect.objectContaining({ code: 'E_ARG' }));  // again: a bad value is not kept
       expect(withNext('residual')).toEqual(['residual']);

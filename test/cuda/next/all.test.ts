@@ -23,9 +23,9 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=1', () => {
     const ranPerToken = (value: string) => withEnv('INSTILL_CUDA_NEXT', value, () =>
       withOpProfile(() => A.opRope(handleOf(x), handleOf(pos), handleOf(inv), false)).parts.includes('rope_forward/cos, sin once per token (next)'));
     expect(ranPerToken('all')).toBe(true);
-    expect(ranPerToken('pack_wb,rope_token')).toBe(true);
+    expect(ranPerToken('residual,rope_token')).toBe(true);
     expect(ranPerToken('all,-rope_token')).toBe(false);
-    expect(ranPerToken('pack_wb')).toBe(false);
+    expect(ranPerToken('residual')).toBe(false);
     expect(() => ranPerToken('pack_bw')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'pack_bw'") }));
   });
 

@@ -28,7 +28,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_lean', () => {
   // the CPU's f64-accumulated reference (BF16_TOL, as every flash test). Every path the lean kernels take:
   // forward synchronous and pipelined, the pipelined backward, bf16 activations, D 64 and 128, segments not a
   // multiple of 64 (masked tiles at a segment's start as well as the diagonal), a sliding window (masked tiles on
-  // the left), GQA, both dK/dV modes (per query head below 4 CTAs an SM, per group above), with stored_ds. Outputs
+  // the left), GQA, both dK/dV modes (per query head below 4 CTAs an SM, per group above). Outputs
   // come from the allocator poisoned (0xff: NaN): an element left unwritten fails the finiteness check.
   it.each([
     { segs: [0, 2048], h: 8, kvh: 2, d: 64, window: 0, kind: 'f32' },
@@ -39,25 +39,15 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_lean', () => {
     { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 0, kind: 'f32' },
     { segs: [0, 7, 100, 229], h: 4, kvh: 1, d: 128, window: 50, kind: 'f32' },
     { segs: [0, 300, 701], h: 4, kvh: 2, d: 128, window: 0, kind: 'bf16' },
-    { segs: [0, 333], h: 4, kvh: 2, d: 64, window: 0, kind: 'f32', also: 'stored_ds' },
-    { segs: [0, 300, 701], h: 4, kvh: 2, d: 128, window: 0, kind: 'bf16', also: 'stored_ds' },
-    // with flash_mt: the lean forward with 32 queries a warp (128 a CTA); the backward is the lean one as above
-    { segs: [0, 2048], h: 8, kvh: 2, d: 64, window: 0, kind: 'f32', also: 'flash_mt' },
-    { segs: [0, 13, 50, 51, 90, 333], h: 4, kvh: 2, d: 64, window: 0, kind: 'f32', also: 'flash_mt' },
-    { segs: [0, 1, 200, 333], h: 4, kvh: 1, d: 64, window: 40, kind: 'f32', also: 'flash_mt' },
-    { segs: [0, 300, 701], h: 4, kvh: 2, d: 64, window: 0, kind: 'bf16', also: 'flash_mt' },
-  ])('lean flash kernels against the verified ones and the CPU: $segs H=$h KVH=$kvh D=$d window=$window $kind $also', ({ segs, h, kvh, d, window, kind, also }) => {
+  ])('lean flash kernels against the verified ones and the CPU: $segs H=$h KVH=$kvh D=$d window=$window $kind', ({ segs, h, kvh, d, window, kind }) => {
     const A = native();
     const n = segs[segs.length - 1];
     const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
     const dev = (t: { cpu: Tensor }) => (kind === 'bf16' ? Tensor.from(t.cpu.toArray() as Float32Array, t.cpu.shape, { dtype: 'bf16' }).to('cuda') : t.cpu.to('cuda'));
     const [qg, kg, vg, dg] = [dev(q), dev(k), dev(v), dev(dout)];
-    const lean = also ? `flash_lean,${also}` : 'flash_lean';
+    const lean = 'flash_lean';
     const at = (key: 'out' | 'lse' | 'dq' | 'dk' | 'dv') => attentionLayout(key, segs, h, kvh, d);
-    // the verified kernels to compare with: the same set without flash_lean (and without flash_mt, whose dQ kernel
-    // tiles the keys by 32, so its bits are not the lean dQ kernel's; its forward is another rounding anyway)
-    const base = also === 'flash_mt' || !also ? 'none' : also;
-    const fwdPart = also === 'flash_mt' ? 'attention_forward/flash kernel, lean, 32 queries a warp (next)' : FWD;
+    const base = 'none';  // the verified kernels to compare with
     const inMode = <T>(next: string | undefined, mode: string | undefined, fn: () => T) =>
       withEnv('INSTILL_CUDA_NEXT', next, () => withEnv('INSTILL_CUDA_ATTENTION', mode, () => withOpProfile(fn)));
     const forward = (next: string | undefined, mode: string | undefined) => inMode(next, mode, () =>
@@ -71,12 +61,12 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_lean', () => {
     // default (with flash_lean): both pipelined, as 'pipelined'; 'flash': both synchronous, where the lean forward
     // runs and the backward keeps the verified kernels (the lean ones stream bf16 tiles)
     for (const mode of kind === 'bf16' ? [undefined] : [undefined, 'pipelined', 'flash']) {
-      const label = `${kind} n ${n} D ${d} mode ${mode ?? 'default'}${also ? ` + ${also}` : ''}`;
+      const label = `${kind} n ${n} D ${d} mode ${mode ?? 'default'}`;
       const leanBackward = mode !== 'flash';
       // the forward: close to the verified kernel's, deterministic
       const fv = forward(base, mode), fl = forward(lean, mode), fl2 = forward(lean, mode);
       expect(fv.parts.some((p) => p.startsWith('attention_forward/flash kernel, lean'))).toBe(false);
-      expect(fl.parts).toContain(fwdPart);
+      expect(fl.parts).toContain(FWD);
       expect(fl.parts.includes('attention_forward/bf16 copies of k, v'), `${label}: the forward pipelined`).toBe(kind === 'f32' && mode !== 'flash');
       const rel: string[] = [];
       for (const key of ['out', 'lse'] as const) {
@@ -91,16 +81,10 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_lean', () => {
       const bv = backward(base, mode, fv.value), bl = backward(lean, mode, fv.value);
       const dkvLean = bl.parts.some((p) => p.startsWith('attention_backward/dk dv kernel') && p.endsWith(', lean (next)'));
       expect(dkvLean, `${label}: the lean dK/dV kernel ran`).toBe(leanBackward);
-      if (also === 'stored_ds') {  // the synchronous backward ('flash') stores nothing
-        expect(bl.parts.includes('attention_backward/dq from the stored dS (next)')).toBe(leanBackward);
-        expect(bl.parts.some((p) => p.includes('storing dS, lean (next)'))).toBe(leanBackward);
-      } else {
-        expect(bl.parts.includes(DQ), `${label}: the lean dQ kernel ran`).toBe(leanBackward);
-      }
+      expect(bl.parts.includes(DQ), `${label}: the lean dQ kernel ran`).toBe(leanBackward);
       for (const key of ['dq', 'dk', 'dv'] as const) {
         expect(bl.value[key].every((x) => Number.isFinite(x)), `${label}: ${key} finite`).toBe(true);
-        // (the synchronous backward's dQ with flash_mt is flash_mt's kernel, key tiles of 32: flash_mt.test.ts)
-        if (leanBackward || also !== 'flash_mt' || key !== 'dq') expectBits(bl.value[key], bv.value[key], `${label}: ${key}, the verified kernels' bits`, at(key));
+        expectBits(bl.value[key], bv.value[key], `${label}: ${key}, the verified kernels' bits`, at(key));
       }
       // lean all the way, against the CPU
       if (ref && refB) {
