@@ -93,64 +93,51 @@ namespace {
 
 // ---------------------------------------------------------------- forward
 
-// MT m-tiles (16 rows each) per warp, so a CTA takes 64·MT queries. Every launch uses MT = 1: MT = 2 (each K and
-// V fragment feeding two mma.sync, FA2's 128 queries a CTA) was INSTILL_CUDA_NEXT `flash_mt`, which runs 14–16
-// measured no faster than the lean kernels (attention_lean.cu) that replaced these where they apply; stop 22
-// took its launches out and left the parameter.
-// kIo16 (bf16 activations; pipelined only): Q from q16, out to out16.
-template <int D, bool kPipe, int MT = 1, bool kIo16 = false>
+// kIo16 (bf16 activations; pipelined only): Q from q16, out to out16. (Stop 13's `flash_mt` gave these kernels
+// two m-tiles a warp, FA2's 128 queries a CTA; runs 14–16 measured it no faster, and stop 22 took it out.)
+template <int D, bool kPipe, bool kIo16 = false>
 __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p) {
   static_assert(!kIo16 || kPipe, "bf16 activations stream K / V from themselves: pipelined");
   constexpr int S = D + 8;
   constexpr int KS = D / 16;  // k-steps over the head dim
   constexpr int BN = 64;      // keys per tile
-  constexpr int kR = kRows * MT;  // queries per CTA
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  // (64, S) tiles: K then V, twice when pipelined (tile t in buffer t % 2); the Q tile (kR rows) first where
+  // (64, S) tiles: K then V, twice when pipelined (tile t in buffer t % 2); the Q tile (kRows rows) first where
   // they go. Buffer b's K tile at K0 + b·kBuf, its V tile at V0 + b·kBuf (pointer arithmetic, not arrays: an
   // array indexed at run time would live in local memory).
   bf16* const K0 = reinterpret_cast<bf16*>(smem_raw);
   bf16* const V0 = K0 + BN * S;
   constexpr int kBuf = kPipe ? 2 * BN * S : 0;
-  static_assert(kR <= 2 * BN, "the Q tile fills the K and V tiles of buffer 0");
+  static_assert(kRows <= 2 * BN, "the Q tile fills the K and V tiles of buffer 0");
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   const int64_t N = p.N, H = p.H;
   const int64_t h = blockIdx.y, g = h / (H / p.KVH);
-  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kR;  // the longest rows first
-  const int64_t last_i = min(i0 + kR - 1, N - 1);
+  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kRows;  // the longest rows first
+  const int64_t last_i = min(i0 + kRows - 1, N - 1);
   const int64_t blo = key_lo(p.seg_begin, i0, p.window);
 
-  const int64_t wi0 = i0 + warp * 16 * MT;  // this warp's rows wi0 .. wi0 + 16·MT − 1
+  const int64_t wi0 = i0 + warp * 16;  // this warp's rows wi0 .. wi0 + 15
   const bool warp_live = wi0 < N;
-  const int64_t wlast = min(wi0 + 16 * MT - 1, N - 1);
+  const int64_t wlast = min(wi0 + 15, N - 1);
   const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
   const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
-  using Idx = typename ThreadRows<MT>::Idx;
-  const ThreadRows<MT> rows(p.seg_begin, p.window, N, wi0, gid);
-  const auto &ia = rows.ia, &ib = rows.ib, &lo_a = rows.lo_a, &lo_b = rows.lo_b;
+  const ThreadRows rows(p.seg_begin, p.window, N, wi0, gid);
+  const int64_t ia = rows.ia, ib = rows.ib, lo_a = rows.lo_a, lo_b = rows.lo_b;
 
-  // Q fragments for the whole loop: MT m-tiles × KS k-steps × 4 regs.
-  load_rows_once<D, kR, kIo16>(K0, p.q, kIo16 ? p.q16 : nullptr, i0, N, H, h);
+  // Q fragments for the whole loop: KS k-steps × 4 regs.
+  load_rows_once<D, kRows, kIo16>(K0, p.q, kIo16 ? p.q16 : nullptr, i0, N, H, h);
   __syncthreads();
-  uint32_t qf[MT][KS][4];
+  uint32_t qf[KS][4];
 #pragma unroll
-  for (int t = 0; t < MT; ++t)
-#pragma unroll
-    for (int kk = 0; kk < KS; ++kk)
-      ldsm_x4(smem_addr(K0 + (warp * MT + t) * 16 * S + kk * 16 + lds_a<S>(lane)), qf[t][kk]);
+  for (int kk = 0; kk < KS; ++kk) ldsm_x4(smem_addr(K0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
   kv_first<D, BN, kPipe>(K0, V0, p, blo, g);
 
-  float o[MT][D / 8][4];
-  float m_a[MT], m_b[MT];  // running max of scale·log2(e)·s
-  float l_a[MT], l_b[MT];  // this lane's share of the running sums
+  float o[D / 8][4];
+  float m_a = -INFINITY, m_b = -INFINITY;  // running max of scale·log2(e)·s
+  float l_a = 0.f, l_b = 0.f;              // this lane's share of the running sums
 #pragma unroll
-  for (int t = 0; t < MT; ++t) {
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) o[t][n][0] = o[t][n][1] = o[t][n][2] = o[t][n][3] = 0.f;
-    m_a[t] = m_b[t] = -INFINITY;
-    l_a[t] = l_b[t] = 0.f;
-  }
+  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   const float sl2 = p.scale * kLog2e;
 
   int buf = 0;
@@ -161,109 +148,95 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
     if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;  // nothing here for this warp
     const bool full = ts + BN - 1 <= wi0 && ts >= wlo_max;        // every pair visible
 
-    float s[MT][BN / 8][4];
+    float s[BN / 8][4];
 #pragma unroll
-    for (int t = 0; t < MT; ++t)
-#pragma unroll
-      for (int n = 0; n < BN / 8; ++n) s[t][n][0] = s[t][n][1] = s[t][n][2] = s[t][n][3] = 0.f;
+    for (int n = 0; n < BN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < KS; ++kk) {
 #pragma unroll
       for (int nn = 0; nn < BN / 16; ++nn) {
         uint32_t b[4];
         ldsm_x4(smem_addr(Ks + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
-#pragma unroll
-        for (int t = 0; t < MT; ++t) {  // one K fragment, MT products
-          mma_bf16(s[t][2 * nn], qf[t][kk], b[0], b[1]);
-          mma_bf16(s[t][2 * nn + 1], qf[t][kk], b[2], b[3]);
-        }
+        mma_bf16(s[2 * nn], qf[kk], b[0], b[1]);
+        mma_bf16(s[2 * nn + 1], qf[kk], b[2], b[3]);
       }
     }
+    // s[n][0..1]: row ia, keys ts + 8n + 2tig + {0, 1}; s[n][2..3]: row ib, same keys.
+    float ta = -INFINITY, tb = -INFINITY;
 #pragma unroll
-    for (int t = 0; t < MT; ++t) {
-      // s[t][n][0..1]: row ia[t], keys ts + 8n + 2tig + {0, 1}; s[t][n][2..3]: row ib[t], same keys.
-      float ta = -INFINITY, tb = -INFINITY;
+    for (int n = 0; n < BN / 8; ++n) {
 #pragma unroll
-      for (int n = 0; n < BN / 8; ++n) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float x = s[t][n][e] * sl2;
-          if (!full) {
-            const Idx j = static_cast<Idx>(ts) + 8 * n + 2 * tig + (e & 1);
-            const Idx i = e < 2 ? ia[t] : ib[t];
-            const Idx lo = e < 2 ? lo_a[t] : lo_b[t];
-            if (j < lo || j > i) x = -INFINITY;
-          }
-          s[t][n][e] = x;
+      for (int e = 0; e < 4; ++e) {
+        float x = s[n][e] * sl2;
+        if (!full) {
+          const int64_t j = ts + 8 * n + 2 * tig + (e & 1);
+          const int64_t i = e < 2 ? ia : ib;
+          const int64_t lo = e < 2 ? lo_a : lo_b;
+          if (j < lo || j > i) x = -INFINITY;
         }
-        ta = fmaxf(ta, fmaxf(s[t][n][0], s[t][n][1]));
-        tb = fmaxf(tb, fmaxf(s[t][n][2], s[t][n][3]));
+        s[n][e] = x;
       }
-      const float na = fmaxf(m_a[t], quad_max(ta)), nb = fmaxf(m_b[t], quad_max(tb));
-      const float ra = na == -INFINITY ? 0.f : na, rb = nb == -INFINITY ? 0.f : nb;
-      const float ca = exp2f(m_a[t] - ra), cb = exp2f(m_b[t] - rb);  // 0 while a row has seen nothing
-      m_a[t] = na;
-      m_b[t] = nb;
-      l_a[t] *= ca;
-      l_b[t] *= cb;
-#pragma unroll
-      for (int n = 0; n < D / 8; ++n) {
-        o[t][n][0] *= ca; o[t][n][1] *= ca;
-        o[t][n][2] *= cb; o[t][n][3] *= cb;
-      }
-#pragma unroll
-      for (int n = 0; n < BN / 8; ++n) {
-        s[t][n][0] = exp2f(s[t][n][0] - ra); s[t][n][1] = exp2f(s[t][n][1] - ra);
-        s[t][n][2] = exp2f(s[t][n][2] - rb); s[t][n][3] = exp2f(s[t][n][3] - rb);
-        l_a[t] += s[t][n][0] + s[t][n][1];
-        l_b[t] += s[t][n][2] + s[t][n][3];
-      }
+      ta = fmaxf(ta, fmaxf(s[n][0], s[n][1]));
+      tb = fmaxf(tb, fmaxf(s[n][2], s[n][3]));
     }
-    // O += P·V: P's C fragments are the A fragments (keys 16kk .. 16kk + 15 as k); each V fragment
-    // feeds every m-tile.
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) mma_kslice_kmajor_mt<D, S, MT>(o, s, kk, Vs + kk * 16 * S, lane);
-  }
-  if (!warp_live) return;
-#pragma unroll
-  for (int t = 0; t < MT; ++t) {
-    const float la = quad_sum(l_a[t]), lb = quad_sum(l_b[t]);
-    // l >= 1 for every real row: query i always sees itself.
-    const float inv_a = 1.f / la, inv_b = 1.f / lb;
+    const float na = fmaxf(m_a, quad_max(ta)), nb = fmaxf(m_b, quad_max(tb));
+    const float ra = na == -INFINITY ? 0.f : na, rb = nb == -INFINITY ? 0.f : nb;
+    const float ca = exp2f(m_a - ra), cb = exp2f(m_b - rb);  // 0 while a row has seen nothing
+    m_a = na;
+    m_b = nb;
+    l_a *= ca;
+    l_b *= cb;
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) {
-      const int d = 8 * n + 2 * tig;
-      if constexpr (kIo16) {
-        if (ia[t] < N) store2(p.out16 + (ia[t] * H + h) * D + d, o[t][n][0] * inv_a, o[t][n][1] * inv_a);
-        if (ib[t] < N) store2(p.out16 + (ib[t] * H + h) * D + d, o[t][n][2] * inv_b, o[t][n][3] * inv_b);
-      } else {
-        if (ia[t] < N) *reinterpret_cast<float2*>(p.out + (ia[t] * H + h) * D + d) = make_float2(o[t][n][0] * inv_a, o[t][n][1] * inv_a);
-        if (ib[t] < N) *reinterpret_cast<float2*>(p.out + (ib[t] * H + h) * D + d) = make_float2(o[t][n][2] * inv_b, o[t][n][3] * inv_b);
-      }
+      o[n][0] *= ca; o[n][1] *= ca;
+      o[n][2] *= cb; o[n][3] *= cb;
     }
-    if (tig == 0) {
-      if (ia[t] < N) p.lse[ia[t] * H + h] = (m_a[t] + log2f(la)) * kLn2;
-      if (ib[t] < N) p.lse[ib[t] * H + h] = (m_b[t] + log2f(lb)) * kLn2;
+#pragma unroll
+    for (int n = 0; n < BN / 8; ++n) {
+      s[n][0] = exp2f(s[n][0] - ra); s[n][1] = exp2f(s[n][1] - ra);
+      s[n][2] = exp2f(s[n][2] - rb); s[n][3] = exp2f(s[n][3] - rb);
+      l_a += s[n][0] + s[n][1];
+      l_b += s[n][2] + s[n][3];
     }
+    // O += P·V: P's C fragments are the A fragments (keys 16kk .. 16kk + 15 as k).
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) mma_kslice_kmajor<D, S>(o, a_from_c(s[2 * kk], s[2 * kk + 1]), Vs + kk * 16 * S, lane);
+  }
+  if (!warp_live) return;
+  const float la = quad_sum(l_a), lb = quad_sum(l_b);
+  // l >= 1 for every real row: query i always sees itself.
+  const float inv_a = 1.f / la, inv_b = 1.f / lb;
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) {
+    const int d = 8 * n + 2 * tig;
+    if constexpr (kIo16) {
+      if (ia < N) store2(p.out16 + (ia * H + h) * D + d, o[n][0] * inv_a, o[n][1] * inv_a);
+      if (ib < N) store2(p.out16 + (ib * H + h) * D + d, o[n][2] * inv_b, o[n][3] * inv_b);
+    } else {
+      if (ia < N) *reinterpret_cast<float2*>(p.out + (ia * H + h) * D + d) = make_float2(o[n][0] * inv_a, o[n][1] * inv_a);
+      if (ib < N) *reinterpret_cast<float2*>(p.out + (ib * H + h) * D + d) = make_float2(o[n][2] * inv_b, o[n][3] * inv_b);
+    }
+  }
+  if (tig == 0) {
+    if (ia < N) p.lse[ia * H + h] = (m_a + log2f(la)) * kLn2;
+    if (ib < N) p.lse[ib * H + h] = (m_b + log2f(lb)) * kLn2;
   }
 }
 
 // ---------------------------------------------------------------- dQ
 
-// MT m-tiles per warp as in the forward (every launch: 1).
 // kIo16 (bf16 activations; pipelined only): Q and dO from q16 / do16, dq to dq16.
-template <int D, int BN, bool kPipe, int MT = 1, bool kIo16 = false>
+template <int D, int BN, bool kPipe, bool kIo16 = false>
 __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) {
   static_assert(!kIo16 || kPipe, "bf16 activations stream K / V from themselves: pipelined");
   constexpr int S = D + 8;
   constexpr int KS = D / 16;
-  constexpr int kR = kRows * MT;  // queries per CTA
   extern __shared__ __align__(16) unsigned char smem_raw[];
   // Key tiles of BN rows, then value tiles (two of each when pipelined: tile t in buffer t % 2). The
-  // Q tile (kR rows) goes first where the key tiles go, the dO tile where the value tiles go: each region
+  // Q tile (kRows rows) goes first where the key tiles go, the dO tile where the value tiles go: each region
   // holds kRegion rows. Buffer b's key tile at K0 + b·kBuf, its value tile at V0 + b·kBuf.
   constexpr int kKv = kPipe ? 2 * BN : BN;
-  constexpr int kRegion = kR > kKv ? kR : kKv;
+  constexpr int kRegion = kRows > kKv ? kRows : kKv;
   bf16* const K0 = reinterpret_cast<bf16*>(smem_raw);
   bf16* const V0 = K0 + kRegion * S;
   constexpr int kBuf = kPipe ? BN * S : 0;
@@ -271,48 +244,38 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   const int64_t N = p.N, H = p.H;
   const int64_t h = blockIdx.y, g = h / (H / p.KVH);
-  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kR;
-  const int64_t last_i = min(i0 + kR - 1, N - 1);
+  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kRows;
+  const int64_t last_i = min(i0 + kRows - 1, N - 1);
   const int64_t blo = key_lo(p.seg_begin, i0, p.window);
 
-  const int64_t wi0 = i0 + warp * 16 * MT;
+  const int64_t wi0 = i0 + warp * 16;
   const bool warp_live = wi0 < N;
-  const int64_t wlast = min(wi0 + 16 * MT - 1, N - 1);
+  const int64_t wlast = min(wi0 + 15, N - 1);
   const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
   const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
-  using Idx = typename ThreadRows<MT>::Idx;
-  const ThreadRows<MT> rows(p.seg_begin, p.window, N, wi0, gid);
-  const auto &ia = rows.ia, &ib = rows.ib, &lo_a = rows.lo_a, &lo_b = rows.lo_b;
+  const ThreadRows rows(p.seg_begin, p.window, N, wi0, gid);
+  const int64_t ia = rows.ia, ib = rows.ib, lo_a = rows.lo_a, lo_b = rows.lo_b;
   const float sl2 = p.scale * kLog2e;
-  // Per m-tile t: lse in log2 units; Δ. Rows past N: any finite value (their P is masked to 0).
-  float lse_a[MT], lse_b[MT], dl_a[MT], dl_b[MT];
-#pragma unroll
-  for (int t = 0; t < MT; ++t) {
-    lse_a[t] = ia[t] < N ? p.lse_in[ia[t] * H + h] * kLog2e : 0.f;
-    lse_b[t] = ib[t] < N ? p.lse_in[ib[t] * H + h] * kLog2e : 0.f;
-    dl_a[t] = ia[t] < N ? p.delta[ia[t] * H + h] : 0.f;
-    dl_b[t] = ib[t] < N ? p.delta[ib[t] * H + h] : 0.f;
-  }
+  // lse in log2 units; Δ. Rows past N: any finite value (their P is masked to 0).
+  const float lse_a = ia < N ? p.lse_in[ia * H + h] * kLog2e : 0.f;
+  const float lse_b = ib < N ? p.lse_in[ib * H + h] * kLog2e : 0.f;
+  const float dl_a = ia < N ? p.delta[ia * H + h] : 0.f;
+  const float dl_b = ib < N ? p.delta[ib * H + h] : 0.f;
 
-  load_rows_once<D, kR, kIo16>(K0, p.q, kIo16 ? p.q16 : nullptr, i0, N, H, h);
-  load_rows_once<D, kR, kIo16>(V0, p.dout, kIo16 ? p.do16 : nullptr, i0, N, H, h);
+  load_rows_once<D, kRows, kIo16>(K0, p.q, kIo16 ? p.q16 : nullptr, i0, N, H, h);
+  load_rows_once<D, kRows, kIo16>(V0, p.dout, kIo16 ? p.do16 : nullptr, i0, N, H, h);
   __syncthreads();
-  uint32_t qf[MT][KS][4], dof[MT][KS][4];
+  uint32_t qf[KS][4], dof[KS][4];
 #pragma unroll
-  for (int t = 0; t < MT; ++t) {
-#pragma unroll
-    for (int kk = 0; kk < KS; ++kk) {
-      ldsm_x4(smem_addr(K0 + (warp * MT + t) * 16 * S + kk * 16 + lds_a<S>(lane)), qf[t][kk]);
-      ldsm_x4(smem_addr(V0 + (warp * MT + t) * 16 * S + kk * 16 + lds_a<S>(lane)), dof[t][kk]);
-    }
+  for (int kk = 0; kk < KS; ++kk) {
+    ldsm_x4(smem_addr(K0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
+    ldsm_x4(smem_addr(V0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), dof[kk]);
   }
   kv_first<D, BN, kPipe>(K0, V0, p, blo, g);
 
-  float acc[MT][D / 8][4];
+  float acc[D / 8][4];
 #pragma unroll
-  for (int t = 0; t < MT; ++t)
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) acc[t][n][0] = acc[t][n][1] = acc[t][n][2] = acc[t][n][3] = 0.f;
+  for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
 
   int buf = 0;
   for (int64_t ts = blo; ts <= last_i; ts += BN, buf ^= 1) {
@@ -322,14 +285,11 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
     if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;
     const bool full = ts + BN - 1 <= wi0 && ts >= wlo_max;
 
-    float s[MT][BN / 8][4], dp[MT][BN / 8][4];
+    float s[BN / 8][4], dp[BN / 8][4];
 #pragma unroll
-    for (int t = 0; t < MT; ++t) {
-#pragma unroll
-      for (int n = 0; n < BN / 8; ++n) {
-        s[t][n][0] = s[t][n][1] = s[t][n][2] = s[t][n][3] = 0.f;
-        dp[t][n][0] = dp[t][n][1] = dp[t][n][2] = dp[t][n][3] = 0.f;
-      }
+    for (int n = 0; n < BN / 8; ++n) {
+      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+      dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.f;
     }
 #pragma unroll
     for (int kk = 0; kk < KS; ++kk) {
@@ -337,55 +297,42 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
       for (int nn = 0; nn < BN / 16; ++nn) {
         uint32_t b[4];
         ldsm_x4(smem_addr(Ks + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
-#pragma unroll
-        for (int t = 0; t < MT; ++t) {
-          mma_bf16(s[t][2 * nn], qf[t][kk], b[0], b[1]);
-          mma_bf16(s[t][2 * nn + 1], qf[t][kk], b[2], b[3]);
-        }
+        mma_bf16(s[2 * nn], qf[kk], b[0], b[1]);
+        mma_bf16(s[2 * nn + 1], qf[kk], b[2], b[3]);
         ldsm_x4(smem_addr(Vs + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
-#pragma unroll
-        for (int t = 0; t < MT; ++t) {
-          mma_bf16(dp[t][2 * nn], dof[t][kk], b[0], b[1]);
-          mma_bf16(dp[t][2 * nn + 1], dof[t][kk], b[2], b[3]);
-        }
+        mma_bf16(dp[2 * nn], dof[kk], b[0], b[1]);
+        mma_bf16(dp[2 * nn + 1], dof[kk], b[2], b[3]);
       }
     }
     // dS = P ∘ (dP − Δ), P = 2^(sl2·s − lse·log2 e), masked to 0; kept in s.
 #pragma unroll
-    for (int t = 0; t < MT; ++t) {
+    for (int n = 0; n < BN / 8; ++n) {
 #pragma unroll
-      for (int n = 0; n < BN / 8; ++n) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float pr = exp2f(fmaf(s[t][n][e], sl2, e < 2 ? -lse_a[t] : -lse_b[t]));
-          if (!full) {
-            const Idx j = static_cast<Idx>(ts) + 8 * n + 2 * tig + (e & 1);
-            const Idx i = e < 2 ? ia[t] : ib[t];
-            const Idx lo = e < 2 ? lo_a[t] : lo_b[t];
-            if (j < lo || j > i) pr = 0.f;
-          }
-          s[t][n][e] = pr * (dp[t][n][e] - (e < 2 ? dl_a[t] : dl_b[t]));
+      for (int e = 0; e < 4; ++e) {
+        float pr = exp2f(fmaf(s[n][e], sl2, e < 2 ? -lse_a : -lse_b));
+        if (!full) {
+          const int64_t j = ts + 8 * n + 2 * tig + (e & 1);
+          const int64_t i = e < 2 ? ia : ib;
+          const int64_t lo = e < 2 ? lo_a : lo_b;
+          if (j < lo || j > i) pr = 0.f;
         }
+        s[n][e] = pr * (dp[n][e] - (e < 2 ? dl_a : dl_b));
       }
     }
-    // dQ += dS·K: dS as A (keys as k), K k-major (rows = keys) through ldmatrix.trans; each K fragment
-    // feeds every m-tile.
+    // dQ += dS·K: dS as A (keys as k), K k-major (rows = keys) through ldmatrix.trans.
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) mma_kslice_kmajor_mt<D, S, MT>(acc, s, kk, Ks + kk * 16 * S, lane);
+    for (int kk = 0; kk < BN / 16; ++kk) mma_kslice_kmajor<D, S>(acc, a_from_c(s[2 * kk], s[2 * kk + 1]), Ks + kk * 16 * S, lane);
   }
   if (!warp_live) return;
 #pragma unroll
-  for (int t = 0; t < MT; ++t) {
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
-      const int d = 8 * n + 2 * tig;
-      if constexpr (kIo16) {
-        if (ia[t] < N) store2(p.dq16 + (ia[t] * H + h) * D + d, acc[t][n][0] * p.scale, acc[t][n][1] * p.scale);
-        if (ib[t] < N) store2(p.dq16 + (ib[t] * H + h) * D + d, acc[t][n][2] * p.scale, acc[t][n][3] * p.scale);
-      } else {
-        if (ia[t] < N) *reinterpret_cast<float2*>(p.dq + (ia[t] * H + h) * D + d) = make_float2(acc[t][n][0] * p.scale, acc[t][n][1] * p.scale);
-        if (ib[t] < N) *reinterpret_cast<float2*>(p.dq + (ib[t] * H + h) * D + d) = make_float2(acc[t][n][2] * p.scale, acc[t][n][3] * p.scale);
-      }
+  for (int n = 0; n < D / 8; ++n) {
+    const int d = 8 * n + 2 * tig;
+    if constexpr (kIo16) {
+      if (ia < N) store2(p.dq16 + (ia * H + h) * D + d, acc[n][0] * p.scale, acc[n][1] * p.scale);
+      if (ib < N) store2(p.dq16 + (ib * H + h) * D + d, acc[n][2] * p.scale, acc[n][3] * p.scale);
+    } else {
+      if (ia < N) *reinterpret_cast<float2*>(p.dq + (ia * H + h) * D + d) = make_float2(acc[n][0] * p.scale, acc[n][1] * p.scale);
+      if (ib < N) *reinterpret_cast<float2*>(p.dq + (ib * H + h) * D + d) = make_float2(acc[n][2] * p.scale, acc[n][3] * p.scale);
     }
   }
 }
@@ -586,8 +533,8 @@ __global__ void flash_dkv_reduce_kernel(const float* dk_part, const float* dv_pa
 template <int D, bool kPipe, bool kIo16 = false>
 void forward_d(const AttnParams& p, cudaStream_t s) {
   const size_t smem = (kPipe ? 4 : 2) * tile_bytes(D, kRows);  // the Q tile fits in two
-  allow_smem(flash_fwd_kernel<D, kPipe, 1, kIo16>, smem, "flash_fwd_kernel");
-  flash_fwd_kernel<D, kPipe, 1, kIo16><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p);
+  allow_smem(flash_fwd_kernel<D, kPipe, kIo16>, smem, "flash_fwd_kernel");
+  flash_fwd_kernel<D, kPipe, kIo16><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p);
   check_launch("flash_fwd_kernel");
 }
 
@@ -608,8 +555,8 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
     } else {
       constexpr int kKv = kPipe ? 2 * BN : BN;
       const size_t smem = 2 * tile_bytes(D, kRows > kKv ? kRows : kKv);  // the Q / key region, the dO / value region
-      allow_smem(flash_dq_kernel<D, BN, kPipe, 1, kIo16>, smem, "flash_dq_kernel");
-      flash_dq_kernel<D, BN, kPipe, 1, kIo16><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p);
+      allow_smem(flash_dq_kernel<D, BN, kPipe, kIo16>, smem, "flash_dq_kernel");
+      flash_dq_kernel<D, BN, kPipe, kIo16><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p);
       check_launch("flash_dq_kernel");
     }
   }

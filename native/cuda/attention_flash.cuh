@@ -85,30 +85,6 @@ __device__ __forceinline__ void mma_kslice_kmajor(float (*acc)[4], const AFrag& 
   }
 }
 
-// The same for MT m-tiles a warp (the MT = 2 kernels): acc[t] += (k-slice kk of m-tile t's C fragments s[t],
-// as bf16 A) · (the k-slice at `tile`), each B fragment read once for every m-tile. MT = 1 is the call above.
-template <int D, int S, int MT, int NS>
-__device__ __forceinline__ void mma_kslice_kmajor_mt(float (*acc)[D / 8][4], float (*s)[NS][4], int kk, const bf16* tile,
-                                                     int lane) {
-  if constexpr (MT == 1) {
-    mma_kslice_kmajor<D, S>(acc[0], a_from_c(s[0][2 * kk], s[0][2 * kk + 1]), tile, lane);
-  } else {
-    AFrag a[MT];
-#pragma unroll
-    for (int t = 0; t < MT; ++t) a[t] = a_from_c(s[t][2 * kk], s[t][2 * kk + 1]);
-#pragma unroll
-    for (int dn = 0; dn < D / 16; ++dn) {
-      uint32_t b[4];
-      ldsm_x4_trans(smem_addr(tile + dn * 16 + lds_b_kmajor<S>(lane)), b);
-#pragma unroll
-      for (int t = 0; t < MT; ++t) {
-        mma_bf16(acc[t][2 * dn], a[t].r, b[0], b[1]);
-        mma_bf16(acc[t][2 * dn + 1], a[t].r, b[2], b[3]);
-      }
-    }
-  }
-}
-
 // Rows [r0, r0 + R) of head `head` of a (N, heads, D) f32 tensor into a bf16 tile of
 // R rows of stride D + 8; rows >= N become zeros. r0 >= 0.
 template <int D, int R>
@@ -263,23 +239,16 @@ __device__ __forceinline__ float quad_sum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-// A thread's query rows in its warp's MT m-tiles (the forward and dQ kernels): ia[t] = wi0 + 16t + gid and
-// ib[t] = ia[t] + 8 (C rows gid, gid + 8 of m-tile t), and the first key each sees. Rows past N see nothing
-// (lo = the type's max; they are computed on zeros and never written). Token indices fit in 32 bits
-// (cu_seqlens is int32): MT = 2 keeps them so (fewer registers), MT = 1 in 64 as the verified kernels had them.
-template <int MT>
+// A thread's query rows in its warp's m-tile (the verified forward and dQ kernels): ia = wi0 + gid and
+// ib = ia + 8 (C rows gid, gid + 8), and the first key each sees. Rows past N see nothing (lo = INT64_MAX; they
+// are computed on zeros and never written).
 struct ThreadRows {
-  using Idx = std::conditional_t<MT == 1, int64_t, int32_t>;
-  Idx ia[MT], ib[MT], lo_a[MT], lo_b[MT];
+  int64_t ia, ib, lo_a, lo_b;
   __device__ __forceinline__ ThreadRows(const int32_t* seg_begin, int64_t window, int64_t N, int64_t wi0, int gid) {
-    constexpr Idx kNone = MT == 1 ? static_cast<Idx>(INT64_MAX) : static_cast<Idx>(INT32_MAX);
-#pragma unroll
-    for (int t = 0; t < MT; ++t) {
-      ia[t] = static_cast<Idx>(wi0 + 16 * t + gid);
-      ib[t] = ia[t] + 8;
-      lo_a[t] = ia[t] < N ? static_cast<Idx>(key_lo(seg_begin, ia[t], window)) : kNone;
-      lo_b[t] = ib[t] < N ? static_cast<Idx>(key_lo(seg_begin, ib[t], window)) : kNone;
-    }
+    ia = wi0 + gid;
+    ib = ia + 8;
+    lo_a = ia < N ? key_lo(seg_begin, ia, window) : INT64_MAX;
+    lo_b = ib < N ? key_lo(seg_begin, ib, window) : INT64_MAX;
   }
 };
 
@@ -318,7 +287,7 @@ void allow_smem(Kernel kernel, size_t bytes, const char* name, bool max_carveout
   if (err != cudaSuccess) throw_cuda_error(err, name, "cudaFuncSetAttribute", 0);
 }
 
-// CTAs of `per_cta` rows (kRows, or 64·MT for the forward) over `rows`, times `units` heads.
+// CTAs of `per_cta` rows (kRows) over `rows`, times `units` heads.
 inline dim3 grid_of(int64_t rows, int64_t units, int64_t per_cta = kRows) {
   if (units > 65535) fail(ErrorCode::Unsupported, "attention on CUDA: more than 65535 heads");
   return dim3(static_cast<unsigned>((rows + per_cta - 1) / per_cta), static_cast<unsigned>(units));

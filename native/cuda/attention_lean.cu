@@ -41,8 +41,8 @@
 // the sum 0.23 ms a 1B step, and 33.6 MB of partials a layer written and read). The sums are zeroed with Δ and,
 // with bf16 activations, rounded in the same pass as dQ's.
 // Paths: the forward on f32 tiles (synchronous), bf16 copies (pipelined: attention.cu's default with this piece)
-// or bf16 activations, one m-tile a warp (the kernel's MT; 2, `flash_mt`, measured no faster in runs 14–16 and its
-// launch was taken out in stop 22); the backward pipelined or on bf16 activations (the synchronous backward keeps
+// or bf16 activations, one m-tile a warp (two, `flash_mt`, measured no faster in runs 14–16: taken out in stop
+// 22); the backward pipelined or on bf16 activations (the synchronous backward keeps
 // the verified kernels). A scale that is not > 0 and finite keeps the verified kernels (the max-then-scale step
 // needs it).
 #include <cuda_bf16.h>
@@ -100,90 +100,79 @@ __device__ __forceinline__ void store_rows(float* out32, bf16* out16, int64_t he
 
 // ---------------------------------------------------------------- forward
 
-// One m-tile's running max m (in scale·log2(e) units) and this lane's share of the running sum, per row (gid and
-// gid + 8); its O is kept beside, as the MT m-tiles' o[MT][D / 8][4] that mma_kslice_kmajor_mt accumulates into.
+// The warp's m-tile's running max m (in scale·log2(e) units) and this lane's share of the running sum, per row
+// (gid and gid + 8); its O is kept beside.
 struct FwdRows {
   float m_a, m_b, l_a, l_b;
 };
 
-template <int D, bool kMask, int MT>
-__device__ __forceinline__ void fwd_tile(const uint32_t (&qf)[MT][D / 16][4], const bf16* Ks, const bf16* Vs,
-                                         float (&o)[MT][D / 8][4], FwdRows (&acc)[MT], float sl2, const Window (&wa)[MT], const Window (&wb)[MT],
-                                         int lane) {
+template <int D, bool kMask>
+__device__ __forceinline__ void fwd_tile(const uint32_t (&qf)[D / 16][4], const bf16* Ks, const bf16* Vs,
+                                         float (&o)[D / 8][4], FwdRows& a, float sl2, Window wa, Window wb, int lane) {
   constexpr int S = D + 8, BN = 64;
-  float s[MT][BN / 8][4];
+  float s[BN / 8][4];
 #pragma unroll
-  for (int t = 0; t < MT; ++t)
-#pragma unroll
-    for (int n = 0; n < BN / 8; ++n) s[t][n][0] = s[t][n][1] = s[t][n][2] = s[t][n][3] = 0.f;
+  for (int n = 0; n < BN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
 #pragma unroll
     for (int nn = 0; nn < BN / 16; ++nn) {
       uint32_t b[4];
       ldsm_x4(smem_addr(Ks + nn * 16 * S + kk * 16 + lds_b_nmajor<S>(lane)), b);
-#pragma unroll
-      for (int t = 0; t < MT; ++t) {
-        mma_bf16(s[t][2 * nn], qf[t][kk], b[0], b[1]);
-        mma_bf16(s[t][2 * nn + 1], qf[t][kk], b[2], b[3]);
-      }
+      mma_bf16(s[2 * nn], qf[kk], b[0], b[1]);
+      mma_bf16(s[2 * nn + 1], qf[kk], b[2], b[3]);
     }
   }
+  if constexpr (kMask) {
 #pragma unroll
-  for (int t = 0; t < MT; ++t) {
-    FwdRows& a = acc[t];
-    if constexpr (kMask) {
+    for (int n = 0; n < BN / 8; ++n)
 #pragma unroll
-      for (int n = 0; n < BN / 8; ++n)
+      for (int e = 0; e < 4; ++e)
+        if (!(e < 2 ? wa : wb).sees(8 * n + (e & 1))) s[n][e] = -INFINITY;
+  }
+  float ta = -INFINITY, tb = -INFINITY;  // raw row maxima
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
-          if (!(e < 2 ? wa[t] : wb[t]).sees(8 * n + (e & 1))) s[t][n][e] = -INFINITY;
-    }
-    float ta = -INFINITY, tb = -INFINITY;  // raw row maxima
+  for (int n = 0; n < BN / 8; ++n) {
+    ta = fmaxf(ta, fmaxf(s[n][0], s[n][1]));
+    tb = fmaxf(tb, fmaxf(s[n][2], s[n][3]));
+  }
+  const float na = fmaxf(a.m_a, quad_max(ta) * sl2), nb = fmaxf(a.m_b, quad_max(tb) * sl2);
+  // A row that has seen nothing yet keeps m = −inf; 0 as its reference keeps −inf − (−inf) out. Only a masked
+  // tile can leave a row so (an unmasked one shows every live row a key; rows past N compute on zeros).
+  const float ra = kMask && na == -INFINITY ? 0.f : na, rb = kMask && nb == -INFINITY ? 0.f : nb;
+  // Where no row of the warp has a new max, every factor is ex2(0) = 1 (or a row that has seen nothing yet,
+  // whose sums are 0): the rescale changes no bit, and the warp skips it (most tiles past a row's first few).
+  // Exact as built (no -ftz / fast math: x·1 keeps a denormal x).
+  if (!__all_sync(0xffffffffu, na == a.m_a && nb == a.m_b)) {
+    const float ca = ex2(a.m_a - ra), cb = ex2(a.m_b - rb);
+    a.l_a *= ca;
+    a.l_b *= cb;
 #pragma unroll
-    for (int n = 0; n < BN / 8; ++n) {
-      ta = fmaxf(ta, fmaxf(s[t][n][0], s[t][n][1]));
-      tb = fmaxf(tb, fmaxf(s[t][n][2], s[t][n][3]));
-    }
-    const float na = fmaxf(a.m_a, quad_max(ta) * sl2), nb = fmaxf(a.m_b, quad_max(tb) * sl2);
-    // A row that has seen nothing yet keeps m = −inf; 0 as its reference keeps −inf − (−inf) out. Only a masked
-    // tile can leave a row so (an unmasked one shows every live row a key; rows past N compute on zeros).
-    const float ra = kMask && na == -INFINITY ? 0.f : na, rb = kMask && nb == -INFINITY ? 0.f : nb;
-    // Where no row of the warp has a new max, every factor is ex2(0) = 1 (or a row that has seen nothing yet,
-    // whose sums are 0): the rescale changes no bit, and the warp skips it (most tiles past a row's first few).
-    // Exact as built (no -ftz / fast math: x·1 keeps a denormal x).
-    if (!__all_sync(0xffffffffu, na == a.m_a && nb == a.m_b)) {
-      const float ca = ex2(a.m_a - ra), cb = ex2(a.m_b - rb);
-      a.l_a *= ca;
-      a.l_b *= cb;
-#pragma unroll
-      for (int n = 0; n < D / 8; ++n) {
-        o[t][n][0] *= ca; o[t][n][1] *= ca;
-        o[t][n][2] *= cb; o[t][n][3] *= cb;
-      }
-    }
-    a.m_a = na;
-    a.m_b = nb;
-#pragma unroll
-    for (int n = 0; n < BN / 8; ++n) {
-      s[t][n][0] = ex2(fmaf(s[t][n][0], sl2, -ra)); s[t][n][1] = ex2(fmaf(s[t][n][1], sl2, -ra));
-      s[t][n][2] = ex2(fmaf(s[t][n][2], sl2, -rb)); s[t][n][3] = ex2(fmaf(s[t][n][3], sl2, -rb));
-      a.l_a += s[t][n][0] + s[t][n][1];
-      a.l_b += s[t][n][2] + s[t][n][3];
+    for (int n = 0; n < D / 8; ++n) {
+      o[n][0] *= ca; o[n][1] *= ca;
+      o[n][2] *= cb; o[n][3] *= cb;
     }
   }
-  // O += P·V: P's C fragments are the A fragments (keys 16kk .. 16kk + 15 as k); each V fragment feeds every m-tile
+  a.m_a = na;
+  a.m_b = nb;
 #pragma unroll
-  for (int kk = 0; kk < BN / 16; ++kk) mma_kslice_kmajor_mt<D, S, MT, BN / 8>(o, s, kk, Vs + kk * 16 * S, lane);
+  for (int n = 0; n < BN / 8; ++n) {
+    s[n][0] = ex2(fmaf(s[n][0], sl2, -ra)); s[n][1] = ex2(fmaf(s[n][1], sl2, -ra));
+    s[n][2] = ex2(fmaf(s[n][2], sl2, -rb)); s[n][3] = ex2(fmaf(s[n][3], sl2, -rb));
+    a.l_a += s[n][0] + s[n][1];
+    a.l_b += s[n][2] + s[n][3];
+  }
+  // O += P·V: P's C fragments are the A fragments (keys 16kk .. 16kk + 15 as k)
+#pragma unroll
+  for (int kk = 0; kk < BN / 16; ++kk) mma_kslice_kmajor<D, S>(o, a_from_c(s[2 * kk], s[2 * kk + 1]), Vs + kk * 16 * S, lane);
 }
 
-// CTA = 64·MT queries of head h, 16·MT a warp, as flash_fwd_kernel<D, kPipe, MT, kIo16>.
-template <int D, int MT, bool kPipe, bool kIo16>
+// CTA = 64 queries of head h, 16 a warp, as flash_fwd_kernel<D, kPipe, kIo16>.
+template <int D, bool kPipe, bool kIo16>
 __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnParams p) {
   static_assert(!kIo16 || kPipe, "bf16 activations stream K / V from themselves: pipelined");
   constexpr int S = D + 8, BN = 64;
-  constexpr int kR = kRows * MT;  // queries per CTA
-  static_assert(kR <= 2 * BN, "the Q tile fills the K and V tiles of buffer 0");
+  static_assert(kRows <= 2 * BN, "the Q tile fills the K and V tiles of buffer 0");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* const K0 = reinterpret_cast<bf16*>(smem_raw);  // the Q tile first, then K / V tiles (two of each pipelined)
   bf16* const V0 = K0 + BN * S;
@@ -192,27 +181,21 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   const int64_t N = p.N, H = p.H;
   const int64_t h = blockIdx.y, g = h / (H / p.KVH);
-  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kR;  // the longest rows first
-  const int64_t last_i = min(i0 + kR - 1, N - 1);
+  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kRows;  // the longest rows first
+  const int64_t last_i = min(i0 + kRows - 1, N - 1);
   const int64_t blo = key_lo(p.seg_begin, i0, p.window);
-  const int64_t wi0 = i0 + warp * 16 * MT;  // this warp's rows wi0 .. wi0 + 16·MT − 1
+  const int64_t wi0 = i0 + warp * 16;  // this warp's rows wi0 .. wi0 + 15
   const bool warp_live = wi0 < N;
-  const int64_t wlast = min(wi0 + 16 * MT - 1, N - 1);
+  const int64_t wlast = min(wi0 + 15, N - 1);
   const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
   const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
-  // MT = 1: the thread's rows kept across the loop (4 registers); MT = 2 (255 registers) computes them in the
-  // masked branch instead (two loads of seg_begin a masked tile and m-tile, rare tiles)
-  QueryRows rows1;
-  if constexpr (MT == 1) rows1 = QueryRows(p, wi0, gid);
+  const QueryRows rows(p, wi0, gid);  // the thread's rows, kept across the loop (4 registers)
 
-  load_rows_once<D, kR, kIo16>(K0, p.q, kIo16 ? p.q16 : nullptr, i0, N, H, h);
+  load_rows_once<D, kRows, kIo16>(K0, p.q, kIo16 ? p.q16 : nullptr, i0, N, H, h);
   __syncthreads();
-  uint32_t qf[MT][D / 16][4];
+  uint32_t qf[D / 16][4];
 #pragma unroll
-  for (int t = 0; t < MT; ++t)
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      ldsm_x4(smem_addr(K0 + (warp * MT + t) * 16 * S + kk * 16 + lds_a<S>(lane)), qf[t][kk]);
+  for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(smem_addr(K0 + warp * 16 * S + kk * 16 + lds_a<S>(lane)), qf[kk]);
   const TileRows<D, BN> kv;  // the pipelined K / V tiles' copies (kv_first / kv_tile's, from per-thread offsets)
   if constexpr (kPipe) {  // kv_first: once every warp holds its Q fragments, where the Q tile was
     __syncthreads();
@@ -220,15 +203,12 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
     cp_async_commit();
   }
 
-  float o[MT][D / 8][4];
-  FwdRows acc[MT];
+  float o[D / 8][4];
+  FwdRows acc;
 #pragma unroll
-  for (int t = 0; t < MT; ++t) {
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) o[t][n][0] = o[t][n][1] = o[t][n][2] = o[t][n][3] = 0.f;
-    acc[t].m_a = acc[t].m_b = -INFINITY;
-    acc[t].l_a = acc[t].l_b = 0.f;
-  }
+  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  acc.m_a = acc.m_b = -INFINITY;
+  acc.l_a = acc.l_b = 0.f;
   const float sl2 = p.scale * kLog2e;
 
   int buf = 0;
@@ -246,33 +226,22 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
     const bf16* const Ks = K0 + buf * kBuf;
     const bf16* const Vs = V0 + buf * kBuf;
     if (!warp_live || ts > wlast || ts + BN - 1 < wlo) continue;  // nothing here for this warp
-    Window wa[MT], wb[MT];
     if (ts + BN - 1 <= wi0 && ts >= wlo_max) {  // every pair visible
-#pragma unroll
-      for (int t = 0; t < MT; ++t) wa[t] = wb[t] = Window{0, 0};
-      fwd_tile<D, false, MT>(qf, Ks, Vs, o, acc, sl2, wa, wb, lane);
+      fwd_tile<D, false>(qf, Ks, Vs, o, acc, sl2, Window{0, 0}, Window{0, 0}, lane);
     } else {
       const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
-#pragma unroll
-      for (int t = 0; t < MT; ++t) {
-        const QueryRows rows = MT == 1 ? rows1 : QueryRows(p, wi0 + 16 * t, gid);
-        wa[t] = Window{rows.lo_a - base, rows.ia - base};
-        wb[t] = Window{rows.lo_b - base, rows.ib - base};
-      }
-      fwd_tile<D, true, MT>(qf, Ks, Vs, o, acc, sl2, wa, wb, lane);
+      fwd_tile<D, true>(qf, Ks, Vs, o, acc, sl2, Window{rows.lo_a - base, rows.ia - base},
+                        Window{rows.lo_b - base, rows.ib - base}, lane);
     }
   }
   if (!warp_live) return;
-#pragma unroll
-  for (int t = 0; t < MT; ++t) {
-    const float la = quad_sum(acc[t].l_a), lb = quad_sum(acc[t].l_b);  // >= 1 for every real row: query i sees itself
-    const float inv_a = 1.f / la, inv_b = 1.f / lb;
-    const int64_t ia = wi0 + 16 * t + gid, ib = ia + 8;
-    store_rows<D>(kIo16 ? nullptr : p.out, p.out16, H, h, N, ia, ib, o[t], inv_a, inv_b, tig);
-    if (tig == 0) {
-      if (ia < N) p.lse[ia * H + h] = (acc[t].m_a + log2f(la)) * kLn2;
-      if (ib < N) p.lse[ib * H + h] = (acc[t].m_b + log2f(lb)) * kLn2;
-    }
+  const float la = quad_sum(acc.l_a), lb = quad_sum(acc.l_b);  // >= 1 for every real row: query i sees itself
+  const float inv_a = 1.f / la, inv_b = 1.f / lb;
+  const int64_t ia = wi0 + gid, ib = ia + 8;
+  store_rows<D>(kIo16 ? nullptr : p.out, p.out16, H, h, N, ia, ib, o, inv_a, inv_b, tig);
+  if (tig == 0) {
+    if (ia < N) p.lse[ia * H + h] = (acc.m_a + log2f(la)) * kLn2;
+    if (ib < N) p.lse[ib * H + h] = (acc.m_b + log2f(lb)) * kLn2;
   }
 }
 
@@ -641,8 +610,8 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnPara
 template <int D, bool kPipe, bool kIo16>
 void forward_lean(const AttnParams& p, cudaStream_t s) {
   const size_t smem = (kPipe ? 4 : 2) * tile_bytes(D, kRows);  // the Q tile fits in two
-  allow_smem(flash_fwd_lean_kernel<D, 1, kPipe, kIo16>, smem, "flash_fwd_lean_kernel");
-  flash_fwd_lean_kernel<D, 1, kPipe, kIo16><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p);
+  allow_smem(flash_fwd_lean_kernel<D, kPipe, kIo16>, smem, "flash_fwd_lean_kernel");
+  flash_fwd_lean_kernel<D, kPipe, kIo16><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p);
   check_launch("flash_fwd_lean_kernel");
 }
 
