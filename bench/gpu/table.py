@@ -131,3 +131,36 @@ if failed and pieces:
     generic = [t for t in failed if not pieces.named(t)]
     print(f"- failed GPU tests name these next pieces: {', '.join(named) if named else 'none'}"
           + (f"; {len(generic)} failed test(s) name none (the default path, or every piece at once)" if generic else ""))
+
+# What a session would promote from this call (runtime/next.cpp's kAll `promoted`), so that a second call can check
+# it at once: each piece of a batch-1 step A/B set (gpu-check's PIECE_AB, "default,a,b") whose tests did not fail,
+# where the set's step is at least 1% faster than the default's by medians and faster by mins too; a piece that
+# extends another A/B'd set ("default,a" then "default,a,b") counts only if it is faster on top of that one as well.
+# A reading of the numbers, not a decision: the lines above are the evidence.
+STEP = "train step llama-3.2-1b seq2048 r16"
+failed_named = set()
+if failed and pieces:
+    failed_named = {p for t in failed for p in pieces.named(t)}
+step_base = next((b for b in rows if b["bench"] == STEP and b["impl"].startswith("instill") and not b.get("variant")
+                  and b.get("ms")), None)
+winners = []
+for r in rows:
+    v = r.get("variant") or ""
+    if r["bench"] != STEP or not r.get("ms") or step_base is None or not v.startswith("default,"):
+        continue
+    parts = v.split(",")
+    if any(p in failed_named for p in parts[1:]):
+        continue
+    fast = r["ms"] <= 0.99 * step_base["ms"] and r.get("min_ms") and step_base.get("min_ms") and r["min_ms"] < step_base["min_ms"]
+    if not fast:
+        continue
+    prev = next((b for b in rows if b["bench"] == STEP and b.get("ms") and b.get("variant") == ",".join(parts[:-1])),
+                None) if len(parts) > 2 else None
+    mine = parts[1:] if prev is None else ([parts[-1]] if r["ms"] < prev["ms"] else [])
+    winners += [p for p in mine if p not in winners]
+if step_base is not None and any((r.get("variant") or "").startswith("default,") for r in rows if r["bench"] == STEP):
+    if winners:
+        print(f"- to promote, by these A/Bs: {', '.join(winners)} (check them together: INSTILL_CUDA_NEXT=default,"
+              f"{','.join(winners)} SKIP_BENCH=1 SKIP_WMMA=1 bash bench/gpu-check.sh)")
+    else:
+        print("- to promote, by these A/Bs: none (no set of passing pieces made the step 1% faster)")

@@ -144,5 +144,33 @@ describe('bench/gpu/pieces.py', () => {
     expect(chain).toContain(`- A/B ${step}, default,lora_group,swiglu_pack: 38.00 ms against 46.50 ms by default`);
     expect(chain).toContain('  - swiglu_pack on top of default,lora_group: 38.00 ms against 40.00 ms (0.950x by medians)');
     expect(chain).not.toContain('lora_group on top of default');
+    expect(chain).toContain('- to promote, by these A/Bs: lora_group, swiglu_pack (check them together: INSTILL_CUDA_NEXT=default,lora_group,swiglu_pack SKIP_BENCH=1');
+  });
+
+  it('table.py names what to promote: the passing pieces whose set made the step 1% faster (and each on top of the set it extends)', () => {
+    const step = 'train step llama-3.2-1b seq2048 r16';
+    const res = join(dir, 'results3.jsonl'), status = join(dir, 'status3.txt');
+    const ab = (variant: string, ms: number, minMs: number) => ({ bench: step, impl: `instill cuda (${variant})`, ms, min_ms: minMs, variant });
+    const write = (rows: object[], failed: string[]) => {
+      writeFileSync(res, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+      writeFileSync(status, failed.map((t) => `  failed: ${t}`).join('\n') + '\n');
+      const p = spawnSync('python3', ['bench/gpu/table.py', res, status], { encoding: 'utf8' });
+      expect(p.status, p.stderr).toBe(0);
+      return p.stdout;
+    };
+    const dflt = { bench: step, impl: 'instill cuda (bf16 activations, f32 residual, bf16 weights)', ms: 32, min_ms: 31.5, tokens_per_s: 64000, mfu: 0.35 };
+    const rows = [
+      dflt,
+      ab('default,split_k', 30.5, 30.2),               // 4.7% faster: in
+      ab('default,ce_l2', 31.8, 31.4),                 // 0.6% faster: under the 1%
+      ab('default,dkv_pairs', 30, 29.8),               // faster, but a failed test names it
+      ab('default,rope_qk', 31.5, 31.6),               // 1.6% by medians, slower by mins
+      ab('default,dq_atomic', 31.2, 30.9),             // 2.5% faster: in
+      ab('default,dq_atomic,dkv_atomic', 31.3, 31.0),  // faster than the default, not on top of dq_atomic
+    ];
+    const out = write(rows, ['test/cuda/next/dkv_pairs.test.ts > INSTILL_CUDA_NEXT=dkv_pairs > attention backward']);
+    expect(out).toContain('- to promote, by these A/Bs: split_k, dq_atomic (check them together: INSTILL_CUDA_NEXT=default,split_k,dq_atomic SKIP_BENCH=1 SKIP_WMMA=1 bash bench/gpu-check.sh)');
+    expect(write([dflt, ab('default,ce_l2', 31.8, 31.4)], [])).toContain('- to promote, by these A/Bs: none');
+    expect(write([dflt], [])).not.toContain('to promote');  // no piece A/B'd: nothing to say
   });
 });
