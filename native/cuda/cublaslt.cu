@@ -328,6 +328,10 @@ struct Plan {
   bool bias_epilogue = false;  // bias added by cuBLASLt's epilogue, else by add_bias_kernel
   std::vector<Algo> candidates;  // the heuristic's first few, best first, then split-K variants; emptied once tuned
   std::vector<uint32_t> splits;  // each candidate's K splits (1: as the heuristic gave it)
+  // split_k: the heuristic's own algorithm when algo is its split variant, to fall back on if the split fails to run
+  // (cublasLtMatmulAlgoCheck sees no pointers: a C apart from D, the residual piece's, is the matmul's to judge)
+  Algo unsplit{};
+  bool has_unsplit = false;
 };
 
 constexpr size_t kMaxPlans = 512;  // distinct shapes of a run are a few dozen; past this the cache starts over
@@ -489,6 +493,8 @@ Plan make_plan(Api& a, const GemmArgs& g, const Side& A, const Side& B, const ui
       Algo v;
       if (!split_variant(a, p, h[0].algo, s, align, v)) continue;
       p.algo = v;
+      p.unsplit = h[0].algo;
+      p.has_unsplit = true;
       if (std::getenv("INSTILL_CUBLASLT_VERBOSE"))
         std::fprintf(stderr, "instill: cuBLASLt split_k: M %lld N %lld K %lld split into %u\n", static_cast<long long>(g.M),
                      static_cast<long long>(g.N), static_cast<long long>(K), s);
@@ -619,10 +625,17 @@ bool gemm_cublaslt(const GemmArgs& g) {
   }
   if (!plan.candidates.empty()) tune(a, plan, g, A.p, B.p);
   const float alpha = g.alpha, beta = g.beta;
-  if (a.matmul(a.handle, plan.desc, &alpha, B.p, plan.la, A.p, plan.lb, &beta, c_read, plan.lc, c, plan.lc, &plan.algo,
-               a.workspace, kWorkspaceBytes, stream()) != 0) {
-    return false;  // WMMA runs it (the packed copies are simply dropped)
+  auto run = [&]() {
+    return a.matmul(a.handle, plan.desc, &alpha, B.p, plan.la, A.p, plan.lb, &beta, c_read, plan.lc, c, plan.lc,
+                    &plan.algo, a.workspace, kWorkspaceBytes, stream()) == 0;
+  };
+  bool ran = run();
+  if (!ran && plan.has_unsplit) {  // a split the matmul refused: the heuristic's algorithm from now on for this key
+    plan.algo = plan.unsplit;
+    plan.has_unsplit = false;
+    ran = run();
   }
+  if (!ran) return false;  // WMMA runs it (the packed copies are simply dropped)
   check_launch("cublasLtMatmul");
   if (g.bias && !plan.bias_epilogue) {
     const unsigned gx = static_cast<unsigned>(std::min<int64_t>((g.N + 255) / 256, 64));
