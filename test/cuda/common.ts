@@ -309,15 +309,18 @@ export function attentionPieceModel(seed: number): Model {
 }
 
 /** Two model passes whose sums differ in order and are rounded to bf16 (an ulp here and there, then through the
- * layers below): the loss within 1e-5 (the forward is the same), each LoRA gradient within 1e-2 (relative norm).
- * Returns the worst gradient's distance, for the log. */
-export function expectNearPass(got: LossAndGradsResult, want: LossAndGradsResult, what: string): number {
-  expect(Math.abs(got.loss - want.loss) / want.loss, `${what}: loss`).toBeLessThan(1e-5);
+ * layers below): the loss within lossTol (1e-5: a forward with the same sums), each LoRA gradient within 2e-2
+ * (relative norm). With bf16 activations these small random models carry one flipped rounding into ~5e-3–1.5e-2
+ * of some gradients (measured on the CPU's model: its sums reordered by another ISA, or one bf16 step in one A
+ * element), so 1e-2 was the noise's own size; a wrong kernel is off by far more. Returns the worst gradient's
+ * distance, for the log. */
+export function expectNearPass(got: LossAndGradsResult, want: LossAndGradsResult, what: string, lossTol = 1e-5): number {
+  expect(Math.abs(got.loss - want.loss) / want.loss, `${what}: loss`).toBeLessThan(lossTol);
   let worst = 0;
   for (const n of Object.keys(want.grads)) {
     const e = relNorm(got.grads[n], want.grads[n]);
     worst = Math.max(worst, e);
-    expect(e, `${what}: ${n} (seed ${seed})`).toBeLessThan(1e-2);
+    expect(e, `${what}: ${n} (seed ${seed})`).toBeLessThan(2e-2);
   }
   return worst;
 }

@@ -3,8 +3,10 @@
 // g = dy·B reads B from the kept [W | B] — and, with bf16 activations and s a power of two, g's product writes s·g
 // into the packed dy in bf16 itself (no f32 g, no "pack s g") and dA reads it there with alpha 1, and dB reads s·u
 // where the forward left it in the packed x (xn1, xn2, h: su_packed) instead of rounding u again. The same rounded
-// operands, so the pass must give the default's results to f32-sum order (held to expectSamePass's 1e-3; the bits
-// printed): cuBLASLt may pick another algorithm for a bf16 output or another leading dimension. test/cuda_host
+// operands, so the pass gives the default's results to f32-sum order: cuBLASLt may pick another algorithm for a bf16
+// output, an alpha or another leading dimension, and with bf16 activations one s·u or s·g rounded the other way
+// carries through these small models' layers (expectNearPass: the loss within 1e-4, as the forward's u may move;
+// the bits that differ printed). test/cuda_host
 // checks the host code bit for bit on a fake device (model_check.cpp, lora_group_check.cpp). Hidden 200 and 198,
 // intermediate 344 and 342 (down_proj's W without the spare rows for A: u packs A as before), s = 2 and 1.5 (no
 // power of two: s·g packed as before), bf16 and f32 activations. A file of its own (test/cuda/common.ts says why); skipped where no GPU is seen.
@@ -13,7 +15,7 @@ import { describe, expect, it } from 'vitest';
 import { LORA_TARGETS, randomModel } from '../../../src/model/model.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { PIECE_BATCH, expectSamePass, hasCuda, pieceModelConfig } from '../common.js';
+import { PIECE_BATCH, expectNearPass, hasCuda, pieceModelConfig } from '../common.js';
 
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=fewer_packs', () => {
@@ -31,7 +33,12 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=fewer_packs', () => {
     await withEnv('INSTILL_BF16_ACTIVATIONS', acts, async () => {
       const plain = await withEnv('INSTILL_CUDA_NEXT', 'default', () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
       const fewer = await withEnv('INSTILL_CUDA_NEXT', 'default,fewer_packs', () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
-      const { differ, worst } = expectSamePass(fewer.value, plain.value);
+      const worst = expectNearPass(fewer.value, plain.value, 'fewer_packs', 1e-4);
+      let differ = 0;
+      for (const n of Object.keys(plain.value.grads)) {
+        const b = plain.value.grads[n];
+        differ += fewer.value.grads[n].reduce((k, v, i) => k + (Object.is(v, b[i]) ? 0 : 1), 0);
+      }
       console.log(`fewer_packs (hidden ${hidden}, intermediate ${inter}, bf16 activations ${acts}, s ${alpha / 8}): ${differ} gradient elements differ in bits, worst ${worst.toExponential(2)}`);
       // s·g written by g's product (2 layers: o_proj and down_proj, and the two groups): with bf16 x and s = 2 only
       const direct = acts === '1' && alpha === 16;

@@ -48,7 +48,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=split_k', () => {
     for (const n of Object.keys(off.grads)) {
       const e = relNorm(on.grads[n], off.grads[n]);
       worst = Math.max(worst, e);
-      expect(e, n).toBeLessThan(5e-3);
+      expect(e, n).toBeLessThan(2e-2);  // (expectNearPass's bound: one flipped bf16 rounding carries ~5e-3–1.5e-2 here)
       expect(again.grads[n].every((v, i) => Object.is(v, on.grads[n][i])), `${n}: the same bits twice`).toBe(true);
     }
     console.log(`split_k: worst LoRA gradient against the pass without it ${worst.toExponential(2)}`);
