@@ -191,14 +191,13 @@ NEXT_LABEL="next kernels"
 [[ "$NEXT_AB" != all ]] && { note "next kernels in the A/Bs: INSTILL_CUDA_NEXT=$NEXT_AB"; NEXT_LABEL="next kernels $NEXT_AB"; }
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-# PIECE_AB (space-separated sets, each a comma list; default split_k (stop 19); from stop 20 fewer_packs, factor_pack
-# and rope_qk together (launches cut, the same arithmetic), ce_l2, dkv_pairs, dkv_whole (the other way: no split);
-# from stop 21 dq_atomic (the attention backward in one pass) and dkv_atomic (the split dK/dV summed by atomics);
-# then (below) NEXT_SET, all but dkv_whole (which overrides dkv_pairs), as the "next kernels" A/B;
-# run 16 timed lora_group, then
-# with swiglu_pack, then with norm_pack, and promoted the three): each set whose tests passed in an A/B of its own, INSTILL_CUDA_NEXT=default,SET
-# against the default: its own gain, which the all-pieces A/B below mixes with the others' (run 14: the loss of
-# narrow, a piece since removed, hid flash_lean's gain there)
+# PIECE_AB: space-separated sets, each a comma list, each set whose tests passed in an A/B of its own
+# (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
+# others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default: split_k (stop
+# 19); fewer_packs, factor_pack and rope_qk together (stop 20: launches cut, the same arithmetic), ce_l2, dkv_pairs,
+# dkv_whole (the other way: no split); dq_atomic (stop 21: the attention backward in one pass), then with dkv_atomic
+# (the split dK/dV summed by atomics). Then (below) NEXT_SET, all but dkv_whole (which overrides dkv_pairs), as the
+# "next kernels" A/B. (Run 16 timed lora_group, then with swiglu_pack, then with norm_pack, and promoted the three.)
 for set in ${PIECE_AB-split_k fewer_packs,factor_pack,rope_qk ce_l2 dkv_pairs dkv_whole dq_atomic dq_atomic,dkv_atomic}; do
   bad=""
   for piece in ${set//,/ }; do [[ ",$FAILED_PIECES," == *",$piece,"* ]] && bad="$bad $piece"; done
@@ -247,7 +246,7 @@ bench "instill lora (wmma)" 60 env INSTILL_CUBLASLT=off node bench/gpu/instill_b
 bench "torch ce" 60 python3 bench/gpu/torch_bench.py ce --out "$RES"
 bench "instill ce" 90 node bench/gpu/instill_bench.mjs ce --out "$RES"
 bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
-# the ops one by one with the next kernels (the attention forward / dQ with 32 queries a warp)
+# the ops one by one with the next kernels (the attention backward, the loss, LoRA's products)
 (( NEXT_ON )) && bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
   node bench/gpu/instill_bench.mjs ops --out "$RES"
 # The fallbacks last (they change rarely): test/cuda again with the WMMA GEMM and the f32 attention kernels

@@ -82,24 +82,33 @@ if ti4:
 
 # A/B variants (INSTILL_BENCH_VARIANT, recorded as "variant" since stop 12): each against the default
 # instill row of the same bench in the same call
+def default_row(bench):
+    return next((b for b in rows if b["bench"] == bench and b["impl"].startswith("instill") and not b.get("variant")
+                 and "wmma" not in b["impl"] and b.get("ms")), None)
+
+
+def extended_row(r):
+    """The A/B'd set that r's set extends by its last piece (gpu-check's PIECE_AB chain, "default,a" then
+    "default,a,b"), or None."""
+    parts = r["variant"].split(",")
+    return next((b for b in rows if b["bench"] == r["bench"] and b.get("ms") and b.get("variant") == ",".join(parts[:-1])),
+                None) if len(parts) > 2 else None
+
+
 for r in rows:
     if not r.get("variant") or not r.get("ms") or not (r["bench"].startswith("train step llama-3.2-1b ") or r["bench"] == "lora_linear fwd+bwd"):
         continue
-    base = next((b for b in rows if b["bench"] == r["bench"] and b["impl"].startswith("instill") and not b.get("variant")
-                 and "wmma" not in b["impl"] and b.get("ms")), None)
+    base = default_row(r["bench"])
     if base is None:
         continue
     med = r["ms"] / base["ms"]
     mins = r["min_ms"] / base["min_ms"] if r.get("min_ms") and base.get("min_ms") else float("nan")
     print(f"- A/B {r['bench']}, {r['variant']}: {r['ms']:.2f} ms against {base['ms']:.2f} ms by default "
           f"({med:.3f}x by medians, {mins:.3f}x by mins)")
-    # a set that extends another A/B'd set (gpu-check's PIECE_AB chain, "default,a" then "default,a,b"): against it
-    # too, so each piece's own step shows
-    parts = r["variant"].split(",")
-    prev = next((b for b in rows if b["bench"] == r["bench"] and b.get("ms") and b.get("variant") == ",".join(parts[:-1])),
-                None) if len(parts) > 2 else None
+    # a set that extends another A/B'd set: against it too, so each piece's own step shows
+    prev = extended_row(r)
     if prev is not None:
-        print(f"  - {parts[-1]} on top of {prev['variant']}: {r['ms']:.2f} ms against {prev['ms']:.2f} ms "
+        print(f"  - {r['variant'].split(',')[-1]} on top of {prev['variant']}: {r['ms']:.2f} ms against {prev['ms']:.2f} ms "
               f"({r['ms'] / prev['ms']:.3f}x by medians)")
 
 # Where each A/B's step time went: the profiled step's ops (top level, not "op/part" rows) against the
@@ -126,10 +135,10 @@ except BaseException as e:  # the table above is printed; this line is all it co
     print(f"- which next pieces the failed GPU tests name: unknown (bench/gpu/pieces.py failed: {e!r})")
 
 failed = [s.split("failed:", 1)[1].strip() for s in status if s.strip().startswith("failed:")]
+failed_named = {p for t in failed for p in pieces.named(t)} if failed and pieces else set()
 if failed and pieces:
-    named = sorted({p for t in failed for p in pieces.named(t)})
     generic = [t for t in failed if not pieces.named(t)]
-    print(f"- failed GPU tests name these next pieces: {', '.join(named) if named else 'none'}"
+    print(f"- failed GPU tests name these next pieces: {', '.join(sorted(failed_named)) if failed_named else 'none'}"
           + (f"; {len(generic)} failed test(s) name none (the default path, or every piece at once)" if generic else ""))
 
 # What a session would promote from this call (runtime/next.cpp's kAll `promoted`), so that a second call can check
@@ -138,11 +147,7 @@ if failed and pieces:
 # extends another A/B'd set ("default,a" then "default,a,b") counts only if it is faster on top of that one as well.
 # A reading of the numbers, not a decision: the lines above are the evidence.
 STEP = "train step llama-3.2-1b seq2048 r16"
-failed_named = set()
-if failed and pieces:
-    failed_named = {p for t in failed for p in pieces.named(t)}
-step_base = next((b for b in rows if b["bench"] == STEP and b["impl"].startswith("instill") and not b.get("variant")
-                  and b.get("ms")), None)
+step_base = default_row(STEP)
 winners = []
 for r in rows:
     v = r.get("variant") or ""
@@ -154,8 +159,7 @@ for r in rows:
     fast = r["ms"] <= 0.99 * step_base["ms"] and r.get("min_ms") and step_base.get("min_ms") and r["min_ms"] < step_base["min_ms"]
     if not fast:
         continue
-    prev = next((b for b in rows if b["bench"] == STEP and b.get("ms") and b.get("variant") == ",".join(parts[:-1])),
-                None) if len(parts) > 2 else None
+    prev = extended_row(r)
     mine = parts[1:] if prev is None else ([parts[-1]] if r["ms"] < prev["ms"] else [])
     winners += [p for p in mine if p not in winners]
 if step_base is not None and any((r.get("variant") or "").startswith("default,") for r in rows if r["bench"] == STEP):

@@ -426,14 +426,7 @@ void add_split_k(Api& a, Plan& p, const Heuristic* h, int found, int64_t K, cons
 // into S parts: the largest power of two up to 16 with tiles x S <= the SMs and K / S >= kMinSplitK (LoRA's
 // u = x A^T at 2048 x 48 over K 2048: 16 tiles, S 8). Decided by the shape alone, so a run is reproducible.
 uint32_t split_rule(int64_t M, int64_t N, int64_t K) {
-  static const int sms = [] {
-    int dev = 0, v = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-      cudaGetLastError();
-      return 0;
-    }
-    return v;
-  }();
+  const int64_t sms = sm_count();
   const int64_t tiles = ((M + 127) / 128) * ((N + 127) / 128);
   uint32_t s = 1;
   while (s < kSplits[std::size(kSplits) - 1] && tiles * (2 * s) <= sms && K / (2 * s) >= kMinSplitK) s *= 2;

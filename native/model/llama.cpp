@@ -568,13 +568,14 @@ void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x,
 }
 
 
-// groups_ for one pass (logits, decode; run() sets it with dropout in its own scope), false again however it ends.
-struct LlamaModel::GroupsScope {
+// A flag of one pass (groups_ in logits and decode — run() sets it with dropout in its own scope —,
+// factors_packed_, su_kept_): on as the pass starts, false again however it ends.
+struct LlamaModel::PassFlag {
   bool& flag;
-  GroupsScope(bool& f, bool on) : flag(f) { flag = on; }
-  ~GroupsScope() { flag = false; }
-  GroupsScope(const GroupsScope&) = delete;
-  GroupsScope& operator=(const GroupsScope&) = delete;
+  PassFlag(bool& f, bool on) : flag(f) { flag = on; }
+  ~PassFlag() { flag = false; }
+  PassFlag(const PassFlag&) = delete;
+  PassFlag& operator=(const PassFlag&) = delete;
 };
 
 int LlamaModel::group_members(int64_t l, int g, int* members) const {
@@ -725,14 +726,6 @@ bool LlamaModel::pack_factors() {
   lora_pack_factors(all);
   return true;
 }
-
-struct LlamaModel::FactorsScope {
-  bool& flag;
-  explicit FactorsScope(LlamaModel& m) : flag(m.factors_packed_) { flag = m.pack_factors(); }
-  ~FactorsScope() { flag = false; }
-  FactorsScope(const FactorsScope&) = delete;
-  FactorsScope& operator=(const FactorsScope&) = delete;
-};
 
 void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor& dx,
                                 bool accumulate, LlamaScratch& s, Tensor* dy_packed, const Tensor* x_packed) {
@@ -1003,15 +996,11 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   // others or not (share_layer_acts()). Checkpointing recomputes the whole layer just before its backward,
   // so nothing is recomputed twice.
   prepare_wb(n, act);
-  const FactorsScope factors(*this);
+  const PassFlag factors(factors_packed_, pack_factors());
   const bool share = !checkpointing_ && share_layer_acts(n, act);
   // A backward that reads s·u from the layers' packed x (su_intact_ in layer_backward: not where they share it), so
   // the forwards into a packed x need not write u (u_unused)
-  struct SuScope {
-    bool& flag;
-    SuScope(bool& f, bool on) : flag(f) { flag = on; }
-    ~SuScope() { flag = false; }
-  } su_scope(su_kept_, want_grads && (has_lora() || full_) && !share);
+  const PassFlag su_scope(su_kept_, want_grads && (has_lora() || full_) && !share);
   std::vector<Acts> acts(checkpointing_ ? 1 : static_cast<size_t>(c.L));
   for (size_t i = 0; i < acts.size(); ++i) acts[i] = make_acts(n, i && share ? &acts[0] : nullptr, act);
   for (int64_t l = 0; l < c.L; ++l) {
@@ -1077,9 +1066,9 @@ Tensor LlamaModel::logits(const ModelInputs& host_in, bool last_only) {
   const ModelInputs in = inputs_on_device(host_in, keep);
   const LlamaConfig& c = cfg_;
   const int64_t n = in.ids->dim(0);
-  const GroupsScope groups(groups_, want_groups());  // grouped as in training passes: the same kept matrices
+  const PassFlag groups(groups_, want_groups());  // grouped as in training passes: the same kept matrices
   prepare_wb(n, DType::F32);
-  const FactorsScope factors(*this);
+  const PassFlag factors(factors_packed_, pack_factors());
   Tensor x = empty({n, c.C}), y = empty({n, c.C});
   embedding_forward(EmbeddingForwardArgs{in.ids, &embed_, &x, in.host ? in.host->ids : nullptr});
   Acts a = make_acts(n, nullptr);
@@ -1141,9 +1130,9 @@ Tensor LlamaModel::decode(const Tensor& host_ids) {
   ModelInputs host_in{&host_ids, &pos_host, nullptr, nullptr};
   ModelInputs in{&ids, &pos, nullptr, nullptr};
   in.host = &host_in;
-  const GroupsScope groups(groups_, want_groups());
+  const PassFlag groups(groups_, want_groups());
   prepare_wb(n, DType::F32);
-  const FactorsScope factors(*this);
+  const PassFlag factors(factors_packed_, pack_factors());
   Tensor x = empty({n, c.C}), y = empty({n, c.C});
   embedding_forward(EmbeddingForwardArgs{&ids, &embed_, &x, &host_ids});
   Acts a = make_acts(n, nullptr);

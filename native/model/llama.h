@@ -248,7 +248,7 @@ class LlamaModel {
   bool pack_xn(int g, DType act) const;
   // rmsnorm_forward into y, or (packed) into y's first columns (y_packed).
   void norm_forward(const Tensor& x, const Tensor& w, Tensor& y, bool packed, Tensor& rstd);
-  struct GroupsScope;
+  struct PassFlag;  // a bool member set for one pass (groups_, factors_packed_, su_kept_)
   // share: take xn1, xn2, h from another layer's Acts (one buffer for all layers). act: the dtype of
   // xn1, xn2, gate, up and h (act_dtype()).
   Acts make_acts(int64_t n, const Acts* share, DType act = DType::F32) const;
@@ -273,10 +273,9 @@ class LlamaModel {
   void drop_wb();
   // After prepare_wb, on a GPU with INSTILL_CUDA_NEXT=factor_pack (no dropout): every B and A the pass's forwards
   // would round into the kept matrices that hold W already, in one lora_pack_factors call; the forwards are then told
-  // factors_packed. FactorsScope holds factors_packed_ for the pass.
+  // factors_packed (factors_packed_, held for the pass by a PassFlag).
   bool pack_factors();
   void rope_qk(bool backward, Tensor& q, Tensor& k, const Tensor* positions, const Tensor* positions_host);
-  struct FactorsScope;
   const Tensor& head() const { return cfg_.tied ? embed_ : lm_head_; }
   float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(cfg_.D)); }
   // t on the model's device (t itself when it is already there, else a copy).
@@ -303,7 +302,7 @@ class LlamaModel {
   // inside a pass (run()) without dropout, on the CPU or with INSTILL_CUDA_NEXT=lora_group: q, k, v and gate, up
   // through lora_group (group_forward)
   bool groups_ = false;
-  bool factors_packed_ = false;  // inside a pass whose factors pack_factors() wrote (FactorsScope)
+  bool factors_packed_ = false;  // inside a pass whose factors pack_factors() wrote
   bool su_intact_ = false;       // set by layer_backward: its packed x buffers still hold the forward's s·u
   bool su_kept_ = false;         // inside a pass whose backward will read s·u there (layers' own packed x)
   int act_mode_ = 0;  // set_activations: 0 auto, 1 f32, 2 bf16-mlp, 3 bf16

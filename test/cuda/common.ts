@@ -75,20 +75,28 @@ export const pieceModelConfig = (hidden: number, intermediate: number) => ({
 const pieceIds = Array.from({ length: 150 }, (_, i) => (i * 37 + 11) % 301);
 export const PIECE_BATCH = { inputIds: [pieceIds], labels: [pieceIds] };
 
+/** How many LoRA gradient elements of two passes differ in bits (for the logs). */
+export function gradBitsDiffer(got: LossAndGradsResult, want: LossAndGradsResult): number {
+  let differ = 0;
+  for (const n of Object.keys(want.grads)) {
+    const b = want.grads[n];
+    differ += got.grads[n].reduce((k, v, i) => k + (Object.is(v, b[i]) ? 0 : 1), 0);
+  }
+  return differ;
+}
+
 /** Two model passes that should agree to rounding (the same arithmetic in other kernels): the loss within 1e-5,
  * each LoRA gradient within 1e-3 (relative norm). Returns, for the log, how many gradient elements differ in bits
  * and the worst tensor's distance. */
 export function expectSamePass(got: LossAndGradsResult, want: LossAndGradsResult): { differ: number; worst: number } {
   expect(Math.abs(got.loss - want.loss) / want.loss).toBeLessThan(1e-5);
-  let differ = 0, worst = 0;
+  let worst = 0;
   for (const n of Object.keys(want.grads)) {
-    const a = got.grads[n], b = want.grads[n];
-    differ += a.reduce((k, v, i) => k + (Object.is(v, b[i]) ? 0 : 1), 0);
-    const e = relNorm(a, b);
+    const e = relNorm(got.grads[n], want.grads[n]);
     worst = Math.max(worst, e);
     expect(e, n).toBeLessThan(1e-3);
   }
-  return { differ, worst };
+  return { differ: gradBitsDiffer(got, want), worst };
 }
 
 /** max |got − ref| / max |ref| below tol; where not, the message says where (test/helpers/diff.ts; with layout, by row). */

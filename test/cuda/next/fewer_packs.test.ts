@@ -15,7 +15,7 @@ import { describe, expect, it } from 'vitest';
 import { LORA_TARGETS, randomModel } from '../../../src/model/model.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { PIECE_BATCH, expectNearPass, hasCuda, pieceModelConfig } from '../common.js';
+import { PIECE_BATCH, expectNearPass, gradBitsDiffer, hasCuda, pieceModelConfig } from '../common.js';
 
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=fewer_packs', () => {
@@ -34,11 +34,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=fewer_packs', () => {
       const plain = await withEnv('INSTILL_CUDA_NEXT', 'default', () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
       const fewer = await withEnv('INSTILL_CUDA_NEXT', 'default,fewer_packs', () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
       const worst = expectNearPass(fewer.value, plain.value, 'fewer_packs', 1e-4);
-      let differ = 0;
-      for (const n of Object.keys(plain.value.grads)) {
-        const b = plain.value.grads[n];
-        differ += fewer.value.grads[n].reduce((k, v, i) => k + (Object.is(v, b[i]) ? 0 : 1), 0);
-      }
+      const differ = gradBitsDiffer(fewer.value, plain.value);
       console.log(`fewer_packs (hidden ${hidden}, intermediate ${inter}, bf16 activations ${acts}, s ${alpha / 8}): ${differ} gradient elements differ in bits, worst ${worst.toExponential(2)}`);
       // s·g written by g's product (2 layers: o_proj and down_proj, and the two groups): with bf16 x and s = 2 only
       const direct = acts === '1' && alpha === 16;
