@@ -15,6 +15,7 @@ namespace {
 // turns it off (the verified kernels, as the pieces' own tests compare). Run 14 (bench/RESULTS.md, H100) promoted
 // flash_lean, wb_cache and residual: their tests passed and each made the 1B step faster. Run 16 promoted
 // lora_group, swiglu_pack and norm_pack (36.47 -> 33.48 -> 32.56 -> 31.95 ms, each on top of the one before).
+// Run 17 promoted fewer_packs, factor_pack and rope_qk (together: 32.08 -> 30.60 ms).
 // (`narrow`, LoRA's u, g, dA, dB on CUDA-core kernels, was removed in stop 19: ~2x slower than cuBLASLt in run 14.
 // Stop 22 removed five that runs 14–16 measured no faster: `pack_wb` (moot with wb_cache), `flash_mt`, `flash_occ`,
 // `stored_ds` and `attn_prep` (nothing on top of flash_lean, or slower); bench/RESULTS.md has their numbers.)
@@ -31,10 +32,10 @@ constexpr Piece kAll[] = {
     {Next::WbCache, "wb_cache", true},        {Next::Bf16Beta, "bf16_beta", false},
     {Next::FlashLean, "flash_lean", true},    {Next::LoraGroup, "lora_group", true},
     {Next::SwigluPack, "swiglu_pack", true},  {Next::NormPack, "norm_pack", true},
-    {Next::SplitK, "split_k", false},         {Next::FewerPacks, "fewer_packs", false},
-    {Next::RopeQK, "rope_qk", false},         {Next::DkvWhole, "dkv_whole", false},
+    {Next::SplitK, "split_k", false},         {Next::FewerPacks, "fewer_packs", true},
+    {Next::RopeQK, "rope_qk", true},         {Next::DkvWhole, "dkv_whole", false},
     {Next::DkvPairs, "dkv_pairs", false},     {Next::CeL2, "ce_l2", false},
-    {Next::FactorPack, "factor_pack", false}, {Next::DqAtomic, "dq_atomic", false, true},
+    {Next::FactorPack, "factor_pack", true}, {Next::DqAtomic, "dq_atomic", false, true},
     {Next::DkvAtomic, "dkv_atomic", false, true}};
 
 constexpr unsigned promoted_of_all() {

@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { LORA_TARGETS, randomModel } from '../../../src/model/model.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { PIECE_BATCH, expectSamePass, hasCuda, pieceModelConfig } from '../common.js';
+import { DEFAULT_BEFORE_RUN17, PIECE_BATCH, expectSamePass, hasCuda, pieceModelConfig } from '../common.js';
 
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=factor_pack', () => {
@@ -29,7 +29,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=factor_pack', () => {
       const size = m.adapterWeights()[n].length;
       return [n, Float32Array.from({ length: size }, (_, i) => 0.05 * Math.sin(0.31 * i + 1.7 * k + n.length))];
     })));
-    const base = `default${extra}`, piece = `default,factor_pack${extra}`;
+    const base = `${DEFAULT_BEFORE_RUN17}${extra}`, piece = `${DEFAULT_BEFORE_RUN17},factor_pack${extra}`;
     await withEnv('INSTILL_BF16_ACTIVATIONS', acts, async () => {
       const pass = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
       set(0);

@@ -15,7 +15,7 @@ import { describe, expect, it } from 'vitest';
 import { LORA_TARGETS, randomModel } from '../../../src/model/model.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { PIECE_BATCH, expectNearPass, gradBitsDiffer, hasCuda, pieceModelConfig } from '../common.js';
+import { DEFAULT_BEFORE_RUN17, PIECE_BATCH, expectNearPass, gradBitsDiffer, hasCuda, pieceModelConfig } from '../common.js';
 
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=fewer_packs', () => {
@@ -31,8 +31,8 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=fewer_packs', () => {
     for (const n of Object.keys(w)) if (n.includes('lora_B')) w[n] = w[n].map((_, i) => 0.05 * Math.sin(0.37 * i + n.length));
     m.setAdapterWeights(w);
     await withEnv('INSTILL_BF16_ACTIVATIONS', acts, async () => {
-      const plain = await withEnv('INSTILL_CUDA_NEXT', 'default', () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
-      const fewer = await withEnv('INSTILL_CUDA_NEXT', 'default,fewer_packs', () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
+      const plain = await withEnv('INSTILL_CUDA_NEXT', DEFAULT_BEFORE_RUN17, () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
+      const fewer = await withEnv('INSTILL_CUDA_NEXT', `${DEFAULT_BEFORE_RUN17},fewer_packs`, () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
       const worst = expectNearPass(fewer.value, plain.value, 'fewer_packs', 1e-4);
       const differ = gradBitsDiffer(fewer.value, plain.value);
       console.log(`fewer_packs (hidden ${hidden}, intermediate ${inter}, bf16 activations ${acts}, s ${alpha / 8}): ${differ} gradient elements differ in bits, worst ${worst.toExponential(2)}`);

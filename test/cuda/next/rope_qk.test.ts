@@ -12,7 +12,7 @@ import { native } from '../../../src/native.js';
 import { randn, rng, seed } from '../../../bench/kernels/reference.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { BF16_TOL, close, expectBits, expectSamePass, hasCuda, host, pair } from '../common.js';
+import { BF16_TOL, DEFAULT_BEFORE_RUN17, close, expectBits, expectSamePass, hasCuda, host, pair } from '../common.js';
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=rope_qk', () => {
   const r = rng(seed);
@@ -31,7 +31,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=rope_qk', () => {
     for (const backward of [false, true]) {
       const run = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () =>
         withOpProfile(() => A.opRopePair(handleOf(x.gpu), handleOf(x2.gpu), handleOf(pos.gpu), handleOf(inv.gpu), backward)));
-      const plain = run('default'), one = run('default,rope_qk');
+      const plain = run(DEFAULT_BEFORE_RUN17), one = run(`${DEFAULT_BEFORE_RUN17},rope_qk`);
       const part = `${backward ? 'rope_backward' : 'rope_forward'}/q and k in one pass (next)`;
       expect(plain.parts).not.toContain(part);
       if (d % 4 === 0) expect(one.parts).toContain(part);
@@ -52,7 +52,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=rope_qk', () => {
     const ids = Array.from({ length: 150 }, (_, i) => (i * 37 + 11) % 301);
     const batch = { inputIds: [ids], labels: [ids] };
     const pass = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() => m.lossAndGrads(batch)));
-    const plain = await pass('default'), one = await pass('default,rope_qk');
+    const plain = await pass(DEFAULT_BEFORE_RUN17), one = await pass(`${DEFAULT_BEFORE_RUN17},rope_qk`);
     const { differ, worst } = expectSamePass(one.value, plain.value);
     console.log(`rope_qk (model): ${differ} gradient elements differ in bits, worst ${worst.toExponential(2)}`);
     expect(differ).toBe(0);
