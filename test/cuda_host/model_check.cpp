@@ -83,6 +83,8 @@ struct Pass {
 // The default before run 16 promoted lora_group, swiglu_pack and norm_pack: each case adds its pieces to it.
 constexpr const char* kOld = "default,-lora_group,-swiglu_pack,-norm_pack";
 constexpr const char* kOldNoKept = "default,-lora_group,-swiglu_pack,-norm_pack,-wb_cache";
+// The default before run 17 promoted fewer_packs, factor_pack and rope_qk: run_piece's passes without the piece.
+constexpr const char* kBeforeRun17 = "default,-fewer_packs,-factor_pack,-rope_qk";
 
 struct Case {
   const char* name;
@@ -213,7 +215,7 @@ void make_world(const Case& cs, World& w) {
   w.in = ModelInputs{&w.ids, &w.pos, &w.cu, &w.tg};
 }
 
-// A piece against the default (Case's piece): every gradient and the loss in the same bits, and the packs it saves,
+// A piece against the default it was measured on (Case's piece on kBeforeRun17): every gradient and the loss in the same bits, and the packs it saves,
 // counted (fake_packs). fewer_packs: where s is a power of two (the fake's sums are in double, so only what the piece
 // changes could differ: bf16(s·g) read with alpha 1 where bf16(g) was read with alpha s), within f32 rounding
 // otherwise. factor_pack: always (the same bf16 copies of the factors, written by lora_pack_factors before the
@@ -222,11 +224,11 @@ void run_piece(const Case& cs) {
   World w;
   make_world(cs, w);
   LlamaModel& gpu = w.ms->gpu;
-  const std::string piece = cs.piece, with = "default," + piece;
+  const std::string piece = cs.piece, with = std::string(kBeforeRun17) + "," + piece;
   set_env("INSTILL_BF16_ACTIVATIONS", cs.acts);
   int batches = 0;  // lora_pack_factors calls in the passes counted with the piece
-  const auto pass = [&](const char* next, int& packs) {
-    set_env("INSTILL_CUDA_NEXT", next);
+  const auto pass = [&](const char* next, int& packs) {  // next: null for the passes without the piece
+    set_env("INSTILL_CUDA_NEXT", next ? next : kBeforeRun17);
     const int k0 = cuda::fake_packs, b0 = cuda::fake_calls_pack_factors;
     Pass p = run_pass(gpu, w.in);
     if (cs.accumulate) p = run_pass(gpu, w.in, true);
