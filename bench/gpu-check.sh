@@ -133,7 +133,7 @@ gpu_tests() {  # label, log name, then env assignments for the run; the test pat
   elif [[ "$summary" != *passed* ]]; then verdict="NOTHING RAN (all skipped: no GPU seen?)"
   else verdict=PASS; fi
   note "GPU tests (test/cuda, $label): $verdict -${summary:- no summary} ($(elapsed))"
-  # which tests failed, by name (a next kernel's tests name it: "kernels: split_k", "INSTILL_CUDA_NEXT=rope_token"; from
+  # which tests failed, by name (a next kernel's tests name it: "kernels: bf16_beta", "INSTILL_CUDA_NEXT=rope_qk"; from
   # vitest's summary, or, where its timeout killed it before that, from the lines under each file: pieces.py --failed)
   if [[ $rc != 0 ]]; then
     python3 bench/gpu/pieces.py --failed "$log" 2>&1 | head -24 |
@@ -170,13 +170,13 @@ bench() {  # name timeout command...
 # a GPU run (native/cuda/README.md lists it; opt-in until these A/Bs and test/cuda say so), the likeliest next
 # default first, so that a tight deadline drops the smaller questions.
 # NEXT_AB picks the next kernels these A/Bs run (INSTILL_CUDA_NEXT's syntax; default NEXT_SET): a second call can
-# leave out one whose tests failed, e.g. NEXT_AB=default,ce_l2,dq_atomic SKIP_WMMA=1 ONLY_TRAIN=1 bash bench/gpu-check.sh
+# leave out one whose tests failed, e.g. NEXT_AB=default,bf16_beta SKIP_WMMA=1 ONLY_TRAIN=1 bash bench/gpu-check.sh
 # (no fallback tests, no op benchmarks: about half the time), with no rebuild (the value is read at run time).
 # NEXT_SET: the default and every waiting piece that can be on with the others, what a session would promote
 # together (until stop 21 the default was `all`, which also turned on the pieces that lost runs 14-16 and those that
-# override others — dkv_whole takes the split from dkv_pairs — so no session could
-# promote the set it timed).
-NEXT_SET="default,split_k,fewer_packs,factor_pack,rope_qk,ce_l2,dkv_pairs,dq_atomic,dkv_atomic"
+# override others, so no session could promote the set it timed). Since stop 23 (run 17 promoted three pieces, and
+# the seven it measured slower or no faster were taken out) only bf16_beta waits.
+NEXT_SET="default,bf16_beta"
 if [[ -z "${NEXT_AB:-}" && -n "$FAILED_PIECES" ]]; then
   NEXT_AB="$NEXT_SET,-${FAILED_PIECES//,/,-}"
   while IFS= read -r why; do note "left out of the A/Bs: $why"; done < "$OUT/left-out.txt"
@@ -193,12 +193,11 @@ bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fi
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # PIECE_AB: space-separated sets, each a comma list, each set whose tests passed in an A/B of its own
 # (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
-# others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default: split_k (stop
-# 19); fewer_packs, factor_pack and rope_qk together (stop 20: launches cut, the same arithmetic), ce_l2, dkv_pairs,
-# dkv_whole (the other way: no split); dq_atomic (stop 21: the attention backward in one pass), then with dkv_atomic
-# (the split dK/dV summed by atomics). Then (below) NEXT_SET, all but dkv_whole (which overrides dkv_pairs), as the
-# "next kernels" A/B. (Run 16 timed lora_group, then with swiglu_pack, then with norm_pack, and promoted the three.)
-for set in ${PIECE_AB-split_k fewer_packs,factor_pack,rope_qk ce_l2 dkv_pairs dkv_whole dq_atomic dq_atomic,dkv_atomic}; do
+# others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default: bf16_beta, the
+# one piece waiting (never timed alone). Then (below) NEXT_SET as the "next kernels" A/B. (Run 16 timed lora_group,
+# then with swiglu_pack, then with norm_pack, and promoted the three; run 17 fewer_packs, factor_pack and rope_qk
+# together.)
+for set in ${PIECE_AB-bf16_beta}; do
   bad=""
   for piece in ${set//,/ }; do [[ ",$FAILED_PIECES," == *",$piece,"* ]] && bad="$bad $piece"; done
   if [[ "$SWEEP_SKIP" == all || -n "$bad" ]]; then note "A/B of default,$set: skipped (tests failed or did not run:${bad:- unknown})"; continue; fi
@@ -213,7 +212,7 @@ done
 [[ "${ONLY_TRAIN:-0}" != 1 ]] && bench "instill ops" 90 env INSTILL_BENCH_SKIP_PIECES="$SWEEP_SKIP" node bench/gpu/instill_bench.mjs ops --out "$RES"
 # cuBLASLt tuned (INSTILL_CUBLASLT_TUNE=on: each product key's first call times the heuristic's first 8 algorithms and
 # split-K variants of its first two): the step against the default, and, from its verbose log, each key's time with
-# the heuristic's pick and with the one kept (bench/gpu/tuned.py: $OUT/tuned.md; split_k's rule is a guess at the same)
+# the heuristic's pick and with the one kept (bench/gpu/tuned.py: $OUT/tuned.md)
 if t=$(step_time "bench instill train step (cuBLASLt tuned)" 150); then
   if timeout "$t" env INSTILL_CUBLASLT_TUNE=on INSTILL_CUBLASLT_VERBOSE=1 INSTILL_BENCH_VARIANT="cuBLASLt tuned, split-K candidates" \
       node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES" > "$OUT/tuned.log" 2>&1; then

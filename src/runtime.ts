@@ -46,12 +46,10 @@ export const runtime = {
   },
 
   /**
-   * The code waiting for a GPU run that the INSTILL_CUDA_NEXT environment variable turns on now, by name
-   * (native/cuda/README.md lists them: 'rope_token', 'residual', 'wb_cache', 'bf16_beta', 'flash_lean',
-   * 'lora_group', 'swiglu_pack', 'norm_pack', 'split_k', 'fewer_packs', 'rope_qk', 'dkv_whole', 'dkv_pairs',
-   * 'ce_l2', 'factor_pack', 'dq_atomic', 'dkv_atomic'; INSTILL_CUDA_DETERMINISTIC=1 leaves out the last two, whose results'
-   * last bits vary from run to run). Throws
-   * E_ARG when the variable names an unknown one.
+   * The kernel pieces the INSTILL_CUDA_NEXT environment variable turns on now, by name (native/cuda/README.md
+   * lists them: 'residual', 'wb_cache', 'bf16_beta', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack',
+   * 'fewer_packs', 'rope_qk', 'factor_pack'; all but 'bf16_beta' are on by default, promoted by GPU runs).
+   * Throws E_ARG when the variable names an unknown one.
    */
   nextKernels(): string[] {
     return native().nextKernels();

@@ -232,13 +232,13 @@ if (what === 'lora') {
     // tiles, pipelined bf16 copies) and the backward (on f32 inputs, and on bf16 ones as the step's bf16
     // activations), with the attention pieces that wait for a GPU run alone and combined, so one call ranks them at
     // the kernel level (the step A/Bs time only the whole step). Runs 14-16 ranked flash_occ, flash_mt, stored_ds
-    // and attn_prep (each lost to flash_lean alone; taken out in stop 22); from stop 21 the sets are the backward's: dq_atomic (one pass),
-    // dkv_atomic, dkv_pairs and dkv_whole (the dK/dV split's partials summed by atomics, halved, or none). Sets naming a piece in INSTILL_BENCH_SKIP_PIECES (gpu-check.sh:
+    // and attn_prep (each lost to flash_lean alone; taken out in stop 22), run 17 dq_atomic, dkv_atomic, dkv_pairs and
+    // dkv_whole (taken out in stop 23); none waits now, so the sweep is the verified kernels and the default. Sets
+    // naming a piece in INSTILL_BENCH_SKIP_PIECES (gpu-check.sh:
     // those whose tests failed; "all": no sweep) are left out; one that fails here (an error) is reported and the
     // others still run.
     const skip = (process.env.INSTILL_BENCH_SKIP_PIECES || '').split(',').filter(Boolean);
-    const sweep = ['', 'default', 'default,dq_atomic', 'default,dkv_atomic', 'default,dkv_pairs', 'default,dkv_whole',
-      'default,dq_atomic,dkv_atomic', 'default,dq_atomic,dkv_pairs', 'default,dq_atomic,dkv_whole']
+    const sweep = ['', 'default']
       .filter((set) => !set.split(',').some((piece) => skip.includes(piece)));
     const scale = 1 / Math.sqrt(D);
     const q16 = gpu(randn(T * H * D), [T, H, D], 'bf16'), k16 = gpu(randn(T * KVH * D), [T, KVH, D], 'bf16');

@@ -20,9 +20,7 @@
 // Pipelined: the flash kernels stream bf16 copies of their inputs (made here, once
 // per call) through cp.async double buffers; same results bit for bit. The
 // backward's default; INSTILL_CUDA_ATTENTION=flash|pipelined picks one for both.
-// Both write every output (=), deterministically (no atomics; INSTILL_CUDA_NEXT `dq_atomic` and `dkv_atomic`,
-// waiting for a GPU run, add dQ, and a split grid's dK and dV, up with f32 atomics: their sums' order, and so
-// their last bits, vary from run to run). D > 128 is E_UNSUPPORTED.
+// Both write every output (=), deterministically (no atomics). D > 128 is E_UNSUPPORTED.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -180,45 +178,17 @@ void attention_backward(const AttentionBackwardArgs& p) {
     a.dq = p.dq->data_as<float>(); a.dk = p.dk->data_as<float>(); a.dv = p.dv->data_as<float>();
   }
   const bool flash = path != Path::Simple && attention_flash_supported(a);  // io16: always, by now
-  // Where the lean dK/dV kernel runs (attention_flash.cu's backward_d): dq_atomic has it add dQ up
-  // itself, dkv_atomic (a split grid) its heads' dK, dV into their group's sums: into dq, dk, dv (f32 outputs) or
-  // into f32 sums rounded to bf16 after it (bf16 activations). Decided here, before Δ, whose kernel zeroes them.
-  const bool lean = flash && (a.io16 || path == Path::Pipelined) && next_kernels(Next::FlashLean) && attention_lean_takes(a);
-  const bool split = flash && attention_flash_dkv_split(a);
-  Tensor dq_sums, dkv_sums;
-  if (lean && next_kernels(Next::DqAtomic)) {
-    if (a.io16) {
-      dq_sums = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
-      a.dq_acc = dq_sums.data_as<float>();
-    } else {
-      a.dq_acc = a.dq;
-    }
-  }
-  if (lean && split && next_kernels(Next::DkvAtomic)) {
-    if (a.io16) {
-      dkv_sums = Tensor::empty({2, N, KVH, D}, DType::F32, Device::CUDA);
-      a.dk_acc = dkv_sums.data_as<float>();
-      a.dv_acc = a.dk_acc + N * KVH * D;
-    } else {
-      a.dk_acc = a.dk;
-      a.dv_acc = a.dv;
-    }
-  }
   {
-    const bool sums = a.dq_acc || a.dk_acc;
-    const OpPart part(sums ? "delta = rowsum(dO * O), atomic sums zeroed (next)" : "delta = rowsum(dO * O)", Device::CUDA);
+    const OpPart part("delta = rowsum(dO * O)", Device::CUDA);
     attention_delta(a, stream());
   }
   if (!flash) return attention_simple_backward(a, stream());
-  Tensor dk_part, dv_part;  // per-query-head partials when the dK/dV kernel splits groups (not with dkv_atomic)
-  if (split) {
-    a.dkv_hpc = attention_flash_dkv_hpc(a);
-    if (!a.dk_acc) {
-      dk_part = Tensor::empty({N, H / a.dkv_hpc, D}, DType::F32, Device::CUDA);
-      dv_part = Tensor::empty({N, H / a.dkv_hpc, D}, DType::F32, Device::CUDA);
-      a.dk_part = dk_part.data_as<float>();
-      a.dv_part = dv_part.data_as<float>();
-    }
+  Tensor dk_part, dv_part;  // per-query-head partials when the dK/dV kernel splits groups
+  if (attention_flash_dkv_split(a)) {
+    dk_part = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
+    dv_part = Tensor::empty({N, H, D}, DType::F32, Device::CUDA);
+    a.dk_part = dk_part.data_as<float>();
+    a.dv_part = dv_part.data_as<float>();
   }
   Tensor q16, k16, v16, do16;
   if (!a.io16 && path == Path::Pipelined) {  // bf16 activations are the copies already

@@ -29,8 +29,7 @@
 //   flash_dkv_reduce_kernel  split mode only: dk[j, g] = Σ_r dk_part[j, g·rep + r] in a
 //                            fixed order (and dv).
 // No atomics anywhere and every output element is written by one thread: results are
-// deterministic (attention_lean.cu's `dq_atomic` and `dkv_atomic`, waiting for a GPU run,
-// are not). Split mode (short rows, few KV heads: fewer key blocks × KV heads than
+// deterministic. Split mode (short rows, few KV heads: fewer key blocks × KV heads than
 // 4 × SMs) gives each query head its own CTA and writes per-head partials to scratch,
 // then sums them; otherwise one CTA loops over the rep = H/KVH heads of its group.
 //
@@ -544,11 +543,7 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   constexpr int BQ = D <= 64 ? 64 : 32;  // dkv: query tile
   // flash_lean (attention_lean.cu): in place of the dQ kernels below and of the dK/dV kernel, on bf16 tiles
   const bool lean = kPipe && next_kernels(Next::FlashLean) && attention_lean_takes(p);
-  // dq_atomic (attention.cu gave the sums' buffer, zeroed with Δ): no dQ kernel; the lean dK/dV kernel adds dS·K
-  // into the sums, rounded into dq16 after it (bf16 activations)
-  const bool dq_atomic = lean && p.dq_acc != nullptr;
-  if (p.dq_acc && !dq_atomic) fail(ErrorCode::Internal, "flash backward: dQ sums given where the lean dK/dV kernel does not run");
-  if (!dq_atomic) {
+  {
     const OpPart part(lean ? "dq kernel, lean (next)" : "dq kernel", Device::CUDA);
     if (lean) {
       attention_lean_dq(p, s);
@@ -561,30 +556,22 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
     }
   }
 
-  // dkv_atomic (attention.cu gave the sums, zeroed with Δ): a split grid whose CTAs add their heads' dK, dV into
-  // them (the lean kernel's epilogue), no partials and no sum kernel
-  const bool kv_atomic = lean && p.dk_acc != nullptr && p.dv_acc != nullptr;
-  if ((p.dk_acc || p.dv_acc) && !kv_atomic) fail(ErrorCode::Internal, "flash backward: dK/dV sums given where the lean dK/dV kernel does not run");
-  const bool split = (p.dk_part != nullptr && p.dv_part != nullptr) || kv_atomic;
+  // (dkv_pairs, dkv_whole, dq_atomic and dkv_atomic were removed after run 17 measured them no faster)
+  const bool split = p.dk_part != nullptr && p.dv_part != nullptr;
   const int64_t rep = p.H / p.KVH;
   DkvTarget t{};
-  const int64_t hpc = split ? p.dkv_hpc : rep;  // (dkv_pairs: 2 query heads a CTA into one partial)
-  if (split && (hpc < 1 || p.H % hpc != 0 || rep % hpc != 0)) fail(ErrorCode::Internal, "flash dK/dV: ", hpc, " heads a CTA");
   if (split) {
-    t.dk_out = p.dk_part; t.dv_out = p.dv_part; t.out_heads = p.H / hpc; t.hpc = hpc;
+    t.dk_out = p.dk_part; t.dv_out = p.dv_part; t.out_heads = p.H; t.hpc = 1;
   } else {
     t.dk_out = p.dk; t.dv_out = p.dv; t.out_heads = p.KVH; t.hpc = rep;  // io16: null, so p.dk16 / p.dv16
   }
   const int bufs = kPipe ? 2 : 1;
   const size_t smem_dkv = 2 * tile_bytes(D, kRows) + bufs * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ);
   {
-    std::string name = split ? (hpc > 1 ? "dk dv kernel (per two query heads)" : "dk dv kernel (per query head)") : "dk dv kernel";
-    if (lean) name += ", lean";
-    if (dq_atomic) name += ", adding dq";
-    if (kv_atomic) name += ", adding dk dv";
-    if (lean || hpc > 1) name += " (next)";
+    std::string name = split ? "dk dv kernel (per query head)" : "dk dv kernel";
+    if (lean) name += ", lean (next)";
     const OpPart part(name.c_str(), Device::CUDA);
-    const dim3 grid = grid_of(p.N, split ? p.H / hpc : p.KVH);
+    const dim3 grid = grid_of(p.N, split ? p.H : p.KVH);
     if (lean) {
       attention_lean_dkv(p, t.dk_out, t.dv_out, t.out_heads, t.hpc, grid.x, grid.y, s);
     } else {
@@ -593,23 +580,16 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
       check_launch("flash_dkv_kernel");
     }
   }
-  if (split && !kv_atomic) {
-    const OpPart part(hpc > 1 ? "dk dv sum over query head pairs (next)" : "dk dv sum over query heads", Device::CUDA);
+  if (split) {
+    const OpPart part("dk dv sum over query heads", Device::CUDA);
     if constexpr (kIo16) {
       flash_dkv_reduce_kernel<bf16><<<grid_1d(p.N * p.KVH * (D / 4), 256), 256, 0, s>>>(p.dk_part, p.dv_part, p.N, p.KVH,
-                                                                                       rep / hpc, D, p.dk16, p.dv16);
+                                                                                       rep, D, p.dk16, p.dv16);
     } else {
       flash_dkv_reduce_kernel<<<grid_1d(p.N * p.KVH * (D / 4), 256), 256, 0, s>>>(p.dk_part, p.dv_part, p.N, p.KVH,
-                                                                                 rep / hpc, D, p.dk, p.dv);
+                                                                                 rep, D, p.dk, p.dv);
     }
     check_launch("flash_dkv_reduce_kernel");
-  }
-  if ((dq_atomic || kv_atomic) && p.io16) {
-    const OpPart part(dq_atomic && kv_atomic ? "dq and dk dv sums rounded to bf16 (next)"
-                      : dq_atomic             ? "dq sums rounded to bf16 (next)"
-                                              : "dk dv sums rounded to bf16 (next)",
-                      Device::CUDA);
-    attention_lean_finish(p, s);
   }
 }
 
@@ -632,18 +612,9 @@ bool attention_flash_supported(const AttnParams& p) {
 }
 
 bool attention_flash_dkv_split(const AttnParams& p) {
-  // (`dkv_whole`: never — a CTA takes its whole group, heaviest key tiles first in the grid, no partials; whether
-  // 256 CTAs of uneven work at the 1B step's size beat 1024 and the partials' sum is its A/B's question)
-  if (p.KVH <= 0 || p.H == p.KVH || next_kernels(Next::DkvWhole)) return false;
+  if (p.KVH <= 0 || p.H == p.KVH) return false;
   const int64_t ctas = (p.N + kRows - 1) / kRows * p.KVH;
   return ctas < 4 * static_cast<int64_t>(sm_count());
-}
-
-// `dkv_pairs`: half the partials written and summed (the 1B step: 32 → 16 of 8 KB a key row; its 0.23 ms sum and
-// the dK/dV kernel's f32 writes), twice the CTAs of the unsplit kernel, K and V tiles loaded once for two heads.
-int64_t attention_flash_dkv_hpc(const AttnParams& p) {
-  const int64_t rep = p.KVH > 0 ? p.H / p.KVH : 1;
-  return next_kernels(Next::DkvPairs) && rep >= 4 && rep % 2 == 0 ? 2 : 1;
 }
 
 namespace {

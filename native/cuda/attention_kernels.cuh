@@ -53,11 +53,9 @@ struct AttnParams {
   float* dk;                   // (N, KVH, D)
   float* dv;                   // (N, KVH, D)
   // flash backward only: per-query-head dK/dV partials (N, H, D) each, or null
-  // (attention_flash_dkv_split says when they are needed); with dkv_hpc > 1 (INSTILL_CUDA_NEXT `dkv_pairs`) one
-  // partial per dkv_hpc query heads of a group, (N, H / dkv_hpc, D), a CTA doing those heads one after the other
+  // (attention_flash_dkv_split says when they are needed)
   float* dk_part;
   float* dv_part;
-  int64_t dkv_hpc = 1;
   // The pipelined flash kernels only (attention.cu's path_choice): bf16 copies of the inputs
   // they stream tile by tile (forward: k16, v16; backward: all four), else null.
   const __nv_bfloat16* q16;
@@ -72,20 +70,9 @@ struct AttnParams {
   __nv_bfloat16* dq16 = nullptr;
   __nv_bfloat16* dk16 = nullptr;
   __nv_bfloat16* dv16 = nullptr;
-  // INSTILL_CUDA_NEXT `dq_atomic` (the lean backward): (N, H, D) f32, zeroed with Δ (attention_delta), into which
-  // the dK/dV kernel adds scale·dS·K with atomics (no dQ kernel). dq itself with f32 outputs; with bf16 activations scratch that attention_lean_finish rounds into
-  // dq16. Null: the dQ kernel.
-  float* dq_acc = nullptr;
-  // INSTILL_CUDA_NEXT `dkv_atomic` (the lean backward, split: attention_flash_dkv_split): (N, KVH, D) f32 sums, zeroed
-  // with Δ like dq_acc, into which each split CTA adds its query heads' scale·dK and dV (atomics) in place of
-  // dk_part / dv_part and their sum kernel. dk / dv themselves with f32 outputs; with bf16 activations scratch that
-  // attention_lean_finish rounds into dk16 / dv16. Null: the partials (or no split).
-  float* dk_acc = nullptr;
-  float* dv_acc = nullptr;
 };
 
-// Δ_i = dout_i · out_i for every (i, h): the first step of both backwards (io16: from do16 and out16_in); with
-// p.dq_acc (dq_atomic) or p.dk_acc / p.dv_acc (dkv_atomic) set it zeroes those sums too.
+// Δ_i = dout_i · out_i for every (i, h): the first step of both backwards (io16: from do16 and out16_in).
 void attention_delta(const AttnParams& p, cudaStream_t s);
 
 void attention_simple_forward(const AttnParams& p, cudaStream_t s);
@@ -96,9 +83,6 @@ bool attention_flash_supported(const AttnParams& p);
 // Whether the flash dK/dV kernel should split the query heads of a group over CTAs
 // (more parallelism for short rows; needs dk_part / dv_part): fewer CTAs than 4 per SM without.
 bool attention_flash_dkv_split(const AttnParams& p);
-// The query heads a split dK/dV CTA takes: 2 with INSTILL_CUDA_NEXT `dkv_pairs` where a group has 4 or more (an even
-// number), else 1.
-int64_t attention_flash_dkv_hpc(const AttnParams& p);
 // pipelined: the kernels stream K/V (forward, dQ) and Q/dO/lse/Δ (dK/dV) tiles from the bf16 copies in
 // p (q16 …) with cp.async into double buffers, the next tile loading while the current one computes;
 // otherwise they load f32 tiles synchronously. Same arithmetic, same results bit for bit.
@@ -113,13 +97,8 @@ void attention_flash_backward(const AttnParams& p, cudaStream_t s, bool pipeline
 bool attention_lean_takes(const AttnParams& p);
 void attention_lean_forward(const AttnParams& p, cudaStream_t s, bool pipelined);
 void attention_lean_dq(const AttnParams& p, cudaStream_t s);
-// dq_atomic: with p.dq_acc set (and zeroed: attention_delta does), the dK/dV kernel also
-// adds scale·dS·K into it. dkv_atomic: with p.dk_acc / p.dv_acc set (zeroed the same way), a split
-// grid's CTAs add their heads' dK, dV there instead of into dk_out / dv_out. attention_lean_finish then rounds the
-// sums into p.dq16 / dk16 / dv16 (bf16 activations; f32: the sums are the outputs).
 void attention_lean_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64_t out_heads, int64_t hpc,
                         unsigned grid_x, unsigned grid_y, cudaStream_t s);
-void attention_lean_finish(const AttnParams& p, cudaStream_t s);
 
 }  // namespace cuda
 }  // namespace instill

@@ -25,21 +25,6 @@
 // kernels' (the same fma before the exponential, the same mask and products), so on the same forward outputs
 // its results are their bits, unless a probability falls below 2^-126 (0 here, a denormal there).
 // test/cuda/next/flash_lean.test.ts checks both, and the CPU's reference.
-// `dq_atomic` (stop 21, waiting for a GPU run): the backward in one kernel. The dK/dV kernel has every tile's dS
-// (it needs it for dK); the dQ kernel computes S and dP again to get it (run 16: 1.89 of the backward's 5.28 ms a
-// 1B step). With the piece each tile's dSᵀ also goes to shared memory, and once every warp has written its rows
-// each warp takes 16 queries × 64 columns of dQ += dS·K over the CTA's 64 keys and adds scale· that into f32 sums
-// in global memory (red.global.add.v2.f32: fire and forget, in L2). FA2's way. The barrier it needs is the next
-// tile's (dSᵀ in two buffers, by the tile's parity: tile t's dQ runs at the top of tile t + 1), so the cost is ~4 K
-// atomic adds a tile and CTA, 18 KB more shared memory (D 64), the sums' zeroing (in Δ's kernel,
-// attention_simple.cu) and, with bf16 activations, a rounding pass (sums_finish_kernel). Not deterministic in dQ's
-// last bits. Its fragment and shared-memory index math is modelled in scripts/dq_atomic_model.py (numpy, no GPU:
-// the tile's dQ = dS·K, each element added by one lane).
-// `dkv_atomic` (stop 21, waiting for a GPU run): where the dK/dV kernel splits a GQA group's query heads over CTAs
-// (short rows), each CTA adds its dK (·scale) and dV into the group's f32 sums with the same vector reductions,
-// once, at its end (add_rows), instead of writing per-head partials for flash_dkv_reduce_kernel to sum (run 16:
-// the sum 0.23 ms a 1B step, and 33.6 MB of partials a layer written and read). The sums are zeroed with Δ and,
-// with bf16 activations, rounded in the same pass as dQ's.
 // Paths: the forward on f32 tiles (synchronous), bf16 copies (pipelined: attention.cu's default with this piece)
 // or bf16 activations, one m-tile a warp (two, `flash_mt`, measured no faster in runs 14–16: taken out in stop
 // 22); the backward pipelined or on bf16 activations (the synchronous backward keeps
@@ -47,7 +32,6 @@
 // needs it).
 #include <cuda_bf16.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -368,94 +352,14 @@ __global__ void __launch_bounds__(kThreads) flash_dq_lean_kernel(const AttnParam
 
 // ---------------------------------------------------------------- dK, dV
 
-// `dq_atomic`: the dK/dV kernel's tile of dSᵀ (64 keys × BQ queries, bf16) in shared memory, rows of BQ + 8
-// (conflict-free for the stores below and for ldmatrix), so that after a barrier each warp can read a 16-query
-// slice of dS across all 64 keys. dS_words: BQ / 2 + 4 words a row.
-template <int BQ>
-constexpr int ds_smem_words() { return BQ / 2 + 4; }
-// The k-slice kk (queries 16kk .. 16kk + 15) of a warp's 16 keys of dSᵀ, as its dK product reads it (a_from_c:
-// r[0] key ja, queries 16kk + 2tig, + 1; r[1] key jb; r[2], r[3] the same 8 queries on), into rows 16·warp + gid
-// and + 8.
-template <int BQ>
-__device__ __forceinline__ void store_ds_smem(uint32_t* dss, const AFrag& a, int kk, int warp, int gid, int tig) {
-  constexpr int W = ds_smem_words<BQ>();
-  uint32_t* const ra = dss + (warp * 16 + gid) * W + 8 * kk + tig;
-  ra[0] = a.r[0];
-  ra[8 * W] = a.r[1];
-  ra[4] = a.r[2];
-  ra[8 * W + 4] = a.r[3];
-}
-// A warp that skips a tile (its keys see none of its queries) leaves zeros in its 16 rows.
-template <int BQ>
-__device__ __forceinline__ void zero_ds_smem(uint32_t* dss, int warp, int lane) {
-  constexpr int W = ds_smem_words<BQ>(), kRow = BQ / 2;
-#pragma unroll
-  for (int i = lane; i < 16 * kRow; i += 32) dss[(warp * 16 + i / kRow) * W + i % kRow] = 0u;
-}
-
-// Adds a pair of floats to global memory (8-byte aligned) without reading it back: one vector reduction on sm_90,
-// two scalar ones before.
-__device__ __forceinline__ void red_add2(float* at, float a, float b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(at), "f"(a), "f"(b) : "memory");
-#else
-  atomicAdd(at, a);
-  atomicAdd(at + 1, b);
-#endif
-}
-
-// store_rows's rows added into f32 sums instead (dkv_atomic): a thread's two rows ra, rb of an (N, heads, D) sum at
-// head `head`, each value times its factor; rows past N skipped.
-template <int D>
-__device__ __forceinline__ void add_rows(float* sums, int64_t heads, int64_t head, int64_t N, int64_t ra, int64_t rb,
-                                         const float (&acc)[D / 8][4], float f, int tig) {
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) {
-    const int d = 8 * n + 2 * tig;
-    if (ra < N) red_add2(sums + (ra * heads + head) * D + d, acc[n][0] * f, acc[n][1] * f);
-    if (rb < N) red_add2(sums + (rb * heads + head) * D + d, acc[n][2] * f, acc[n][3] * f);
-  }
-}
-
-// dQ's share of one query tile from this CTA's 64 keys, once every warp's dSᵀ rows are in `dss`: warp w takes
-// query m-tile w % (BQ / 16) and 64 of the D columns from 64·(w / (BQ / 16)) (BQ 64, D 64: 16 queries × 64; BQ 32,
-// D 128: two m-tiles × two column halves), dQ += dS·K over the 64 keys (A from the key-major dSᵀ through
-// ldmatrix.trans with the B n-major addressing, rows = keys; B from the key tile), and adds scale· that into acc (rows past N
-// skipped). Pairs a query does not see are 0 in dS (the tile's mask, and the zeros of skipping warps).
-template <int D, int BQ>
-__device__ __forceinline__ void dq_from_ds(const uint32_t* dss, const bf16* Ks, float* acc_out, int64_t h, int64_t H,
-                                           int64_t ts, int64_t N, float scale, int warp, int lane) {
-  constexpr int S = D + 8, SD = 2 * ds_smem_words<BQ>(), kMT = BQ / 16, kCols = 64;
-  static_assert(kMT * (D / kCols) == kThreads / 32, "the four warps cover the tile's queries × D once");
-  const int gid = lane >> 2, tig = lane & 3;
-  const int mt = warp % kMT, c0 = (warp / kMT) * kCols;
-  const bf16* const ds = reinterpret_cast<const bf16*>(dss);
-  float acc[kCols / 8][4];
-#pragma unroll
-  for (int n = 0; n < kCols / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-#pragma unroll
-  for (int kk = 0; kk < kRows / 16; ++kk) {
-    AFrag a;
-    ldsm_x4_trans(smem_addr(ds + kk * 16 * SD + mt * 16 + lds_b_nmajor<SD>(lane)), a.r);
-    mma_kslice_kmajor<kCols, S>(acc, a, Ks + kk * 16 * S + c0, lane);
-  }
-  const int64_t ia = ts + mt * 16 + gid, ib = ia + 8;
-#pragma unroll
-  for (int n = 0; n < kCols / 8; ++n) {
-    const int d = c0 + 8 * n + 2 * tig;
-    if (ia < N) red_add2(acc_out + (ia * H + h) * D + d, acc[n][0] * scale, acc[n][1] * scale);
-    if (ib < N) red_add2(acc_out + (ib * H + h) * D + d, acc[n][2] * scale, acc[n][3] * scale);
-  }
-}
-
 // One query tile of the dK/dV kernel for one warp: Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, Pᵀ and dSᵀ with the mask (kMask),
-// dSᵀ stored (kDQ: to the shared tile dss), dV += Pᵀ·dO, dK += dSᵀ·Q.
-template <int D, int BQ, bool kMask, bool kDQ>
+// dV += Pᵀ·dO, dK += dSᵀ·Q.
+template <int D, int BQ, bool kMask>
 __device__ __forceinline__ void dkv_tile(const bf16* Ks, const bf16* Vs, const bf16* Qs, const bf16* Os, const float* Ls,
                                          const float* Ds, float (&dk)[D / 8][4], float (&dv)[D / 8][4], float sl2,
-                                         Window wa, Window wb, uint32_t* dss, int warp, int lane) {
+                                         Window wa, Window wb, int warp, int lane) {
   constexpr int S = D + 8;
-  const int gid = lane >> 2, tig = lane & 3;
+  const int tig = lane & 3;
   float s[BQ / 8][4], dp[BQ / 8][4];
 #pragma unroll
   for (int n = 0; n < BQ / 8; ++n) {
@@ -488,17 +392,12 @@ __device__ __forceinline__ void dkv_tile(const bf16* Ks, const bf16* Vs, const b
 #pragma unroll
   for (int kk = 0; kk < BQ / 16; ++kk) {
     mma_kslice_kmajor<D, S>(dv, a_from_c(s[2 * kk], s[2 * kk + 1]), Os + kk * 16 * S, lane);
-    const AFrag ds = a_from_c(dp[2 * kk], dp[2 * kk + 1]);
-    if constexpr (kDQ) store_ds_smem<BQ>(dss, ds, kk, warp, gid, tig);
-    mma_kslice_kmajor<D, S>(dk, ds, Qs + kk * 16 * S, lane);
+    mma_kslice_kmajor<D, S>(dk, a_from_c(dp[2 * kk], dp[2 * kk + 1]), Qs + kk * 16 * S, lane);
   }
 }
 
-// CTA = 64 keys of KV head g, as flash_dkv_kernel<D, BQ, true, kIo16> (pipelined only). kDQ
-// (`dq_atomic`): each tile's dSᵀ also goes to shared memory (two buffers, by the tile's parity), and after the next
-// tile's barrier at the loop's top (no barrier of its own) the four warps add scale·dS·K of the CTA's keys into
-// p.dq_acc (dq_from_ds); the last tile's after one more barrier — the whole backward in this kernel.
-template <int D, int BQ, bool kIo16, bool kDQ>
+// CTA = 64 keys of KV head g, as flash_dkv_kernel<D, BQ, true, kIo16> (pipelined only).
+template <int D, int BQ, bool kIo16>
 __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnParams p, const DkvTarget t) {
   static_assert(BQ <= kThreads, "one thread a row loads a tile's lse and Δ");
   constexpr int S = D + 8;
@@ -512,9 +411,6 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnPara
   float* const L0 = reinterpret_cast<float*>(Q0 + 4 * BQ * S);
   float* const D0 = L0 + BQ;
   constexpr int kRowBuf = 2 * BQ;
-  // kDQ: the dSᵀ tiles (64 rows each): tile parity b's at dss0 + b·kDss
-  uint32_t* const dss0 = reinterpret_cast<uint32_t*>(L0 + 2 * kRowBuf);
-  constexpr int kDss = kRows * ds_smem_words<BQ>();
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   const int64_t N = p.N, H = p.H, rep = H / p.KVH;
@@ -560,47 +456,27 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnPara
   prefetch(h_begin, j0, 0);  // j0 <= qhi: every key block has a query that sees it
 
   int buf = 0;
-  int64_t prev_h = -1, prev_ts = 0;  // kDQ: the tile whose dSᵀ is in dss0 + (buf ^ 1)·kDss, if any
   for (int64_t h = h_begin; h < h_end; ++h) {
     for (int64_t ts = j0; ts <= qhi; ts += BQ, buf ^= 1) {
       cp_async_wait_all();
       __syncthreads();  // tile (h, ts) is in buffer buf for every thread (K, V too); buf ^ 1 is free
       if (ts + BQ <= qhi) prefetch(h, ts + BQ, buf ^ 1);
       else if (h + 1 < h_end) prefetch(h + 1, j0, buf ^ 1);
-      uint32_t* const dss = dss0 + buf * kDss;  // (kDQ) this tile's dSᵀ rows
-      if constexpr (kDQ) {  // the previous tile's dQ: every warp wrote its rows before the barrier above, and none
-        // writes that buffer again before the next one (tile + 2 is two barriers on)
-        if (prev_h >= 0) dq_from_ds<D, BQ>(dss0 + (buf ^ 1) * kDss, Ks, p.dq_acc, prev_h, H, prev_ts, N, p.scale, warp, lane);
-        prev_h = h;
-        prev_ts = ts;
-      }
-      if (!warp_live || ts > whi || ts + BQ - 1 < wj0) {  // nothing here for this warp
-        if constexpr (kDQ) zero_ds_smem<BQ>(dss, warp, lane);
-      } else {
-        const bf16* const Qs = Q0 + buf * kBuf;
-        const bf16* const Os = O0 + buf * kBuf;
-        const float* const Ls = L0 + buf * kRowBuf;
-        const float* const Ds = D0 + buf * kRowBuf;
-        if (ts >= wj0 + 15 && ts + BQ - 1 <= whi_min) {  // every (key, query) pair visible
-          dkv_tile<D, BQ, false, kDQ>(Ks, Vs, Qs, Os, Ls, Ds, dk, dv, sl2, Window{0, 0}, Window{0, 0}, dss, warp, lane);
-        } else {  // key j sees query i iff j <= i <= hi(j)
-          const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
-          const Window wa{ja - base, hi_a - base}, wb{jb - base, hi_b - base};
-          dkv_tile<D, BQ, true, kDQ>(Ks, Vs, Qs, Os, Ls, Ds, dk, dv, sl2, wa, wb, dss, warp, lane);
-        }
+      if (!warp_live || ts > whi || ts + BQ - 1 < wj0) continue;  // nothing here for this warp
+      const bf16* const Qs = Q0 + buf * kBuf;
+      const bf16* const Os = O0 + buf * kBuf;
+      const float* const Ls = L0 + buf * kRowBuf;
+      const float* const Ds = D0 + buf * kRowBuf;
+      if (ts >= wj0 + 15 && ts + BQ - 1 <= whi_min) {  // every (key, query) pair visible
+        dkv_tile<D, BQ, false>(Ks, Vs, Qs, Os, Ls, Ds, dk, dv, sl2, Window{0, 0}, Window{0, 0}, warp, lane);
+      } else {  // key j sees query i iff j <= i <= hi(j)
+        const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
+        const Window wa{ja - base, hi_a - base}, wb{jb - base, hi_b - base};
+        dkv_tile<D, BQ, true>(Ks, Vs, Qs, Os, Ls, Ds, dk, dv, sl2, wa, wb, warp, lane);
       }
     }
   }
-  if constexpr (kDQ) {  // the last tile's dQ (the loop's trip count is the CTA's: every warp is here)
-    __syncthreads();
-    if (prev_h >= 0) dq_from_ds<D, BQ>(dss0 + (buf ^ 1) * kDss, Ks, p.dq_acc, prev_h, H, prev_ts, N, p.scale, warp, lane);
-  }
   if (!warp_live) return;
-  if (p.dk_acc) {  // dkv_atomic (a split grid): this CTA's query heads' share added into KV head g's sums
-    add_rows<D>(p.dk_acc, p.KVH, g, N, ja, jb, dk, p.scale, tig);
-    add_rows<D>(p.dv_acc, p.KVH, g, N, ja, jb, dv, 1.f, tig);
-    return;
-  }
   // bf16 activations not split: dk_out / dv_out null, the results go to p.dk16 / p.dv16 in bf16
   const bool to16 = kIo16 && !t.dk_out;
   store_rows<D>(to16 ? nullptr : t.dk_out, p.dk16, t.out_heads, u, N, ja, jb, dk, p.scale, p.scale, tig);
@@ -632,50 +508,19 @@ void dq_lean(const AttnParams& p, cudaStream_t s) {
   check_launch("flash_dq_lean_kernel");
 }
 
-template <int D, bool kIo16, bool kDQ>
+template <int D, bool kIo16>
 void dkv_lean(const AttnParams& p, const DkvTarget& t, dim3 grid, cudaStream_t s) {
   constexpr int BQ = D <= 64 ? 64 : 32;  // the verified dK/dV kernel's query tiles
-  const size_t smem = 2 * tile_bytes(D, kRows) + 2 * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ) +
-                      (kDQ ? 2 * sizeof(uint32_t) * kRows * ds_smem_words<BQ>() : 0);  // two dSᵀ tiles
-  allow_smem(flash_dkv_lean_kernel<D, BQ, kIo16, kDQ>, smem, "flash_dkv_lean_kernel");
-  flash_dkv_lean_kernel<D, BQ, kIo16, kDQ><<<grid, kThreads, smem, s>>>(p, t);
+  const size_t smem = 2 * tile_bytes(D, kRows) + 2 * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ);
+  allow_smem(flash_dkv_lean_kernel<D, BQ, kIo16>, smem, "flash_dkv_lean_kernel");
+  flash_dkv_lean_kernel<D, BQ, kIo16><<<grid, kThreads, smem, s>>>(p, t);
   check_launch("flash_dkv_lean_kernel");
-}
-
-template <int D, bool kIo16>
-void dkv_lean_io(const AttnParams& p, const DkvTarget& t, dim3 grid, cudaStream_t s) {
-  if (p.dq_acc) dkv_lean<D, kIo16, true>(p, t, grid, s);
-  else dkv_lean<D, kIo16, false>(p, t, grid, s);
 }
 
 template <int D>
 void dkv_lean_any(const AttnParams& p, const DkvTarget& t, dim3 grid, cudaStream_t s) {
-  if (p.io16) dkv_lean_io<D, true>(p, t, grid, s);
-  else dkv_lean_io<D, false>(p, t, grid, s);
-}
-
-// dq_atomic / dkv_atomic with bf16 activations: each output = its f32 sums, rounded (already scaled), 8 elements a
-// thread; blockIdx.y picks the sum (up to three: dq, dk, dv).
-struct FinishJobs {
-  const float* acc[3];
-  bf16* out[3];
-  int64_t n8[3];
-};
-__global__ void sums_finish_kernel(const FinishJobs jobs) {
-  const int j = static_cast<int>(blockIdx.y);
-  const float* __restrict__ acc = jobs.acc[j];
-  bf16* __restrict__ out = jobs.out[j];
-  const int64_t n8 = jobs.n8[j];
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n8;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {  // (grid_1d caps the grid)
-    const float4 a = reinterpret_cast<const float4*>(acc)[2 * i], b = reinterpret_cast<const float4*>(acc)[2 * i + 1];
-    uint4 w;
-    w.x = pack_bf16(a.x, a.y);
-    w.y = pack_bf16(a.z, a.w);
-    w.z = pack_bf16(b.x, b.y);
-    w.w = pack_bf16(b.z, b.w);
-    reinterpret_cast<uint4*>(out)[i] = w;
-  }
+  if (p.io16) dkv_lean<D, true>(p, t, grid, s);
+  else dkv_lean<D, false>(p, t, grid, s);
 }
 
 }  // namespace
@@ -708,27 +553,6 @@ void attention_lean_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64
   const dim3 grid(grid_x, grid_y);
   if (p.D == 64) dkv_lean_any<64>(p, t, grid, s);
   else dkv_lean_any<128>(p, t, grid, s);
-}
-
-void attention_lean_finish(const AttnParams& p, cudaStream_t s) {
-  if (!p.io16) return;  // f32 outputs: the sums are the outputs
-  FinishJobs jobs{};
-  int n = 0;
-  int64_t most = 0;
-  auto add = [&](const float* acc, bf16* out, int64_t elems) {
-    if (!acc) return;
-    jobs.acc[n] = acc;
-    jobs.out[n] = out;
-    jobs.n8[n] = elems / 8;  // D is 64 or 128 (attention_lean_takes): whole groups of 8
-    most = std::max(most, jobs.n8[n]);
-    ++n;
-  };
-  add(p.dq_acc, p.dq16, p.N * p.H * p.D);
-  add(p.dk_acc, p.dk16, p.N * p.KVH * p.D);
-  add(p.dv_acc, p.dv16, p.N * p.KVH * p.D);
-  if (n == 0 || most == 0) return;
-  sums_finish_kernel<<<dim3(grid_1d(most, 256), static_cast<unsigned>(n)), 256, 0, s>>>(jobs);
-  check_launch("sums_finish_kernel");
 }
 
 }  // namespace cuda

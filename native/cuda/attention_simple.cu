@@ -144,20 +144,10 @@ __global__ void __launch_bounds__(kWarps * 32) attention_query_kernel(const Attn
   }
 }
 
-// The atomic sums the lean backward adds into (attention_kernels.cuh: dq_acc, dk_acc, dv_acc), zeroed by Δ's
-// kernel as it passes each (token, head) row instead of in passes of their own: dq's row (i, h), and dk's, dv's
-// (i, h) for h < KVH.
-struct ZeroSums {
-  float* dq;
-  float* dk;
-  float* dv;
-  int64_t H, KVH;
-};
-
 // T: float, or bf16 (bf16 activations: the same sums of the widened values).
 template <typename T>
 __global__ void attention_delta_kernel(const T* dout, const T* out, int64_t rows, int64_t D,
-                                       float* delta, const ZeroSums z) {  // dout, out (rows = N·H, D); delta (N·H)
+                                       float* delta) {  // dout, out (rows = N·H, D); delta (N·H)
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (r >= rows) return;
@@ -165,19 +155,6 @@ __global__ void attention_delta_kernel(const T* dout, const T* out, int64_t rows
   for (int64_t d = lane; d < D; d += 32) s += load1(dout + r * D + d) * load1(out + r * D + d);
   s = warp_sum(s);
   if (lane == 0) delta[r] = s;
-  if (z.dq) {
-    for (int64_t d = lane; d < D; d += 32) z.dq[r * D + d] = 0.f;
-  }
-  if (z.dk) {
-    const int64_t i = r / z.H, h = r - i * z.H;
-    if (h < z.KVH) {
-      const int64_t kv = (i * z.KVH + h) * D;
-      for (int64_t d = lane; d < D; d += 32) {
-        z.dk[kv + d] = 0.f;
-        z.dv[kv + d] = 0.f;
-      }
-    }
-  }
 }
 
 __global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(const AttnParams a) {
@@ -278,10 +255,8 @@ dim3 grid_rows(int64_t N, int64_t heads) {
 
 void attention_delta(const AttnParams& p, cudaStream_t s) {
   const unsigned grid = static_cast<unsigned>((p.N * p.H + kWarps - 1) / kWarps);
-  if ((p.dk_acc != nullptr) != (p.dv_acc != nullptr)) fail(ErrorCode::Internal, "attention_delta: dK sums without dV's");
-  const ZeroSums z{p.dq_acc, p.dk_acc, p.dv_acc, p.H, p.KVH};
-  if (p.io16) attention_delta_kernel<<<grid, kWarps * 32, 0, s>>>(p.do16, p.out16_in, p.N * p.H, p.D, p.delta, z);
-  else attention_delta_kernel<<<grid, kWarps * 32, 0, s>>>(p.dout, p.out_in, p.N * p.H, p.D, p.delta, z);
+  if (p.io16) attention_delta_kernel<<<grid, kWarps * 32, 0, s>>>(p.do16, p.out16_in, p.N * p.H, p.D, p.delta);
+  else attention_delta_kernel<<<grid, kWarps * 32, 0, s>>>(p.dout, p.out_in, p.N * p.H, p.D, p.delta);
   check_launch("attention_delta_kernel");
 }
 

@@ -121,12 +121,9 @@ void launch_ce_rows(int64_t M, const float* logits, int64_t ldl, const int32_t* 
                     int32_t ignore_index, float inv_norm, OutT* dlogits, int64_t ldd, double* loss_sum) {
   if (M <= 0) return;
   const bool vec = aligned(logits, 16) && ldl % 4 == 0 && (!dlogits || (aligned(dlogits, 4 * sizeof(OutT)) && ldd % 4 == 0));
-  // A block a row, M blocks; with INSTILL_CUDA_NEXT `ce_l2`, ~5/8 of the SMs' worth of blocks, each looping over rows:
-  // a row's second pass (the gradient) then finds it in L2 — ~82 rows of 513 KB (V = 128256) in flight, ~42 MB,
-  // against ~528 (270 MB) with a block a row, which the second pass reads from DRAM again (run 16: the 1B step's
-  // loss 4.25 ms, of which ~0.8 this kernel's ~2.6 GB)
-  const int64_t blocks = next_kernels(Next::CeL2) ? std::min<int64_t>(M, std::max(1, sm_count() * 5 / 8)) : M;
-  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(blocks, 0x7fffffff));
+  // A block a row, M blocks (run 17: fewer blocks looping over rows, so that a row's second pass finds it in L2,
+  // made the 1B step's loss 1.0 ms slower)
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(M, 0x7fffffff));
   if (vec) {
     ce_rows_kernel<OutT, true><<<grid, kThreads, 0, stream()>>>(M, logits, ldl, targets, V, ignore_index, inv_norm,
                                                                 dlogits, ldd, loss_sum);

@@ -33,8 +33,8 @@
 // (the GPU tests NaN-poison outputs; they passed on an H200).
 // Descriptors, layouts and the heuristic's algorithm are cached per product key
 // (shape, transpositions, leading dimensions, alpha != 1, beta != 0, bias,
-// pointer alignment, INSTILL_CUDA_NEXT's split_k), so a repeated shape costs one
-// cublasLtMatmul call. Tuning (opt-in): the heuristic's first algorithm is often
+// pointer alignment), so a repeated shape costs one cublasLtMatmul call.
+// Tuning (opt-in): the heuristic's first algorithm is often
 // not the fastest for the narrow products of LoRA (N or M = r = 16, K up to
 // 8192: split-K or not). With INSTILL_CUBLASLT_TUNE=N (1..32; "on" = 8), a key's
 // first call times each of the heuristic's first N algorithms on the call's own
@@ -57,7 +57,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <iterator>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -303,7 +302,7 @@ int log2_of(uint32_t v) {
 // work, so one plan serves every later call of the same key.
 struct PlanKey {
   int64_t m, n, k, lda, ldb, ldc;
-  uint32_t flags;  // bit 0/1: A/B k_contig, 2: alpha != 1, 3: beta != 0, 4: bias, 5: TF32, 6: bf16 C, 7: split_k; bytes 1..3: log2 alignment A, B, C
+  uint32_t flags;  // bit 0/1: A/B k_contig, 2: alpha != 1, 3: beta != 0, 4: bias, 5: TF32, 6: bf16 C; bytes 1..3: log2 alignment A, B, C
   bool operator==(const PlanKey& o) const {
     return m == o.m && n == o.n && k == o.k && lda == o.lda && ldb == o.ldb && ldc == o.ldc && flags == o.flags;
   }
@@ -328,10 +327,6 @@ struct Plan {
   bool bias_epilogue = false;  // bias added by cuBLASLt's epilogue, else by add_bias_kernel
   std::vector<Algo> candidates;  // the heuristic's first few, best first, then split-K variants; emptied once tuned
   std::vector<uint32_t> splits;  // each candidate's K splits (1: as the heuristic gave it)
-  // split_k: the heuristic's own algorithm when algo is its split variant, to fall back on if the split fails to run
-  // (cublasLtMatmulAlgoCheck sees no pointers: a C apart from D, the residual piece's, is the matmul's to judge)
-  Algo unsplit{};
-  bool has_unsplit = false;
 };
 
 constexpr size_t kMaxPlans = 512;  // distinct shapes of a run are a few dozen; past this the cache starts over
@@ -421,24 +416,11 @@ void add_split_k(Api& a, Plan& p, const Heuristic* h, int found, int64_t K, cons
   }
 }
 
-// INSTILL_CUDA_NEXT `split_k` (waiting for a GPU run): without tuning, a product whose output is too few tiles to
-// fill the GPU (estimated as 128 x 128 tiles) and whose heuristic pick does not split K gets that pick with K cut
-// into S parts: the largest power of two up to 16 with tiles x S <= the SMs and K / S >= kMinSplitK (LoRA's
-// u = x A^T at 2048 x 48 over K 2048: 16 tiles, S 8). Decided by the shape alone, so a run is reproducible.
-uint32_t split_rule(int64_t M, int64_t N, int64_t K) {
-  const int64_t sms = sm_count();
-  const int64_t tiles = ((M + 127) / 128) * ((N + 127) / 128);
-  uint32_t s = 1;
-  while (s < kSplits[std::size(kSplits) - 1] && tiles * (2 * s) <= sms && K / (2 * s) >= kMinSplitK) s *= 2;
-  return s;
-}
-
 // Column-major view: D (N × M, ld = ldc) = opA(cuA) · opB(cuB) with cuA = our B side, cuB = our A side.
 //   cuA: B side stored k-contiguous → (N rows of K) = col-major (K × N), needs T; else col-major (N × K), N.
 //   cuB: A side stored k-contiguous → (M rows of K) = col-major (K × M), N;   else col-major (M × K), T.
 // bias (per column n of our C) is per row of D: what CUBLASLT_EPILOGUE_BIAS adds.
-Plan make_plan(Api& a, const GemmArgs& g, const Side& A, const Side& B, const uint32_t align[3], bool bias_epilogue,
-               bool split_k) {
+Plan make_plan(Api& a, const GemmArgs& g, const Side& A, const Side& B, const uint32_t align[3], bool bias_epilogue) {
   const int64_t K = g.K[0] + g.K[1];
   const int opA = B.k_contig ? kOpT : kOpN, opB = A.k_contig ? kOpN : kOpT;
   const uint64_t a_rows = B.k_contig ? K : g.N, a_cols = B.k_contig ? g.N : K;
@@ -479,21 +461,7 @@ Plan make_plan(Api& a, const GemmArgs& g, const Side& A, const Side& B, const ui
     destroy_plan(a, p);
     return p;
   }
-  p.algo = h[0].algo;
-  if (split_k && asked == 1 && a.config_get && split_of(a, h[0].algo) == 1) {
-    // the rule's split, or the next smaller one the algorithm takes
-    for (uint32_t s = split_rule(g.M, g.N, K); s > 1; s /= 2) {
-      Algo v;
-      if (!split_variant(a, p, h[0].algo, s, align, v)) continue;
-      p.algo = v;
-      p.unsplit = h[0].algo;
-      p.has_unsplit = true;
-      if (std::getenv("INSTILL_CUBLASLT_VERBOSE"))
-        std::fprintf(stderr, "instill: cuBLASLt split_k: M %lld N %lld K %lld split into %u\n", static_cast<long long>(g.M),
-                     static_cast<long long>(g.N), static_cast<long long>(K), s);
-      break;
-    }
-  }
+  p.algo = h[0].algo;  // untuned: the heuristic's first as it is (run 17: split_k's rule splitting it, 2.9% slower a step)
   if (asked > 1) {
     for (int i = 0; i < found; ++i) {
       p.candidates.push_back(h[i].algo);
@@ -587,10 +555,9 @@ bool gemm_cublaslt(const GemmArgs& g) {
   const void* const c_read = g.c_in && !g.c16 ? static_cast<const void*>(g.c_in) : c;
   const uint32_t align[3] = {A.pack ? 256u : alignment_of(A.p), B.pack ? 256u : alignment_of(B.p),
                              std::min(alignment_of(c), alignment_of(c_read))};
-  const bool split_k = next_kernels(Next::SplitK);  // read per call, so a plan made under it is its own key
   PlanKey key{g.M, g.N, K, A.ld, B.ld, g.ldc,
               (A.k_contig ? 1u : 0u) | (B.k_contig ? 2u : 0u) | (g.alpha != 1.f ? 4u : 0u) | (g.beta != 0.f ? 8u : 0u) |
-                  (g.bias ? 16u : 0u) | (A.f32 ? 32u : 0u) | (g.c16 ? 64u : 0u) | (split_k ? 128u : 0u) |
+                  (g.bias ? 16u : 0u) | (A.f32 ? 32u : 0u) | (g.c16 ? 64u : 0u) |
                   static_cast<uint32_t>(log2_of(align[0])) << 8 |
                   static_cast<uint32_t>(log2_of(align[1])) << 16 | static_cast<uint32_t>(log2_of(align[2])) << 24};
 
@@ -603,8 +570,8 @@ bool gemm_cublaslt(const GemmArgs& g) {
       cache.plans.clear();
     }
     Plan p;
-    if (g.bias) p = make_plan(a, g, A, B, align, true, split_k);
-    if (!p.ok) p = make_plan(a, g, A, B, align, false, split_k);  // no bias, or no algorithm with the bias epilogue
+    if (g.bias) p = make_plan(a, g, A, B, align, true);
+    if (!p.ok) p = make_plan(a, g, A, B, align, false);  // no bias, or no algorithm with the bias epilogue
     it = cache.plans.emplace(key, p).first;
   }
   Plan& plan = it->second;
@@ -618,17 +585,10 @@ bool gemm_cublaslt(const GemmArgs& g) {
   }
   if (!plan.candidates.empty()) tune(a, plan, g, A.p, B.p);
   const float alpha = g.alpha, beta = g.beta;
-  auto run = [&]() {
-    return a.matmul(a.handle, plan.desc, &alpha, B.p, plan.la, A.p, plan.lb, &beta, c_read, plan.lc, c, plan.lc,
-                    &plan.algo, a.workspace, kWorkspaceBytes, stream()) == 0;
-  };
-  bool ran = run();
-  if (!ran && plan.has_unsplit) {  // a split the matmul refused: the heuristic's algorithm from now on for this key
-    plan.algo = plan.unsplit;
-    plan.has_unsplit = false;
-    ran = run();
+  if (a.matmul(a.handle, plan.desc, &alpha, B.p, plan.la, A.p, plan.lb, &beta, c_read, plan.lc, c, plan.lc, &plan.algo,
+               a.workspace, kWorkspaceBytes, stream()) != 0) {
+    return false;  // WMMA runs it (the packed copies are simply dropped)
   }
-  if (!ran) return false;  // WMMA runs it (the packed copies are simply dropped)
   check_launch("cublasLtMatmul");
   if (g.bias && !plan.bias_epilogue) {
     const unsigned gx = static_cast<unsigned>(std::min<int64_t>((g.N + 255) / 256, 64));

@@ -1,14 +1,12 @@
-// rope on CUDA (ops/rope.h): one thread per (token, head, i < D/2) pair; θ is the
+// rope on CUDA (ops/rope.h): f32 activations one thread per (token, head, i < D/2) pair; θ is the
 // f32 product p·inv_freq[i] as on the CPU, cos/sin with the accurate sincosf
 // (no fast-math), backward = the same rotation with sin negated. In place is
 // safe: each pair (i, i+D/2) is read and written by one thread.
-// INSTILL_CUDA_NEXT `rope_qk` (waiting for a GPU run): the model's q and k in one call (ops/rope.h's x2), one pass
-// with each token's angles made once and two elements a thread (rope_qk_kernel): 32 launches a 1B step fewer, and
-// ~half of run 16's 0.62 ms of rope expected from the wider loads.
-// INSTILL_CUDA_NEXT `rope_token` (waiting for a GPU run): one CTA per token computes its D/2 angles' cos and sin once
-// into shared memory and rotates all H heads with them (the kernel above computes them H times over, with
-// three 64-bit divisions per pair: compute-bound, ~3x a memory-speed pass in the 1B step). The same θ, the
-// same sincosf, the same products: the same bits.
+// bf16 activations: one CTA per token computes its D/2 angles' cos and sin once into shared memory and rotates all
+// H heads with them (rope_token_kernel). The same θ, the same sincosf, the same products: the same bits. (`rope_token`,
+// that kernel for f32 activations too, was taken out after run 17: 1 f32 ulp off the verified kernel in runs 14–16.)
+// INSTILL_CUDA_NEXT `rope_qk` (promoted by run 17): the model's q and k in one call (ops/rope.h's x2), one pass
+// with each token's angles made once and two elements a thread (rope_qk_kernel): 32 launches a 1B step fewer.
 #include <algorithm>
 
 #include "cuda/common.cuh"
@@ -65,7 +63,8 @@ __device__ __forceinline__ void token_angles(float* cs, const int32_t* pos, cons
 // Tokens n = blockIdx.x, blockIdx.x + gridDim.x, …: cs[i] = cos θ_i, cs[half + i] = sign·sin θ_i in shared
 // memory, then every (head, i) pair of the token. half <= 128 (D <= 256: ops/rope.cpp checks D is even;
 // the launcher checks the bound).
-// T: float, or __nv_bfloat16 (bf16 activations: the same f32 math on the widened x, outputs rounded once).
+// T: __nv_bfloat16 (bf16 activations: the same f32 math on the widened x, outputs rounded once; f32 activations take
+// rope_kernel).
 template <typename T>
 __global__ void rope_token_kernel(const T* x, const int32_t* pos, const float* inv_freq, int64_t N, int H, int half,
                                   float sign, T* out) {
@@ -152,10 +151,6 @@ void rope(const RopeArgs& p, float sign) {
   if (p.x->dtype() == DType::BF16) {  // bf16 activations (ops/rope.h): the per-token kernel, new with them
     if (!fits) fail(ErrorCode::Unsupported, "rope on CUDA: bf16 activations need D <= 256 and H·D/2 <= 2^30");
     return launch_token<__nv_bfloat16>(p, sign);
-  }
-  if (next_kernels(Next::RopeToken) && fits) {
-    const OpPart part("cos, sin once per token (next)", Device::CUDA);
-    return launch_token<float>(p, sign);
   }
   rope_kernel<<<grid_1d(total, 256), 256, 0, stream()>>>(p.x->data_as<float>(), p.positions->data_as<int32_t>(),
                                                           p.inv_freq->data_as<float>(), N, H, half, sign,

@@ -1,7 +1,6 @@
 #include "runtime/next.h"
 
 #include <cstdlib>
-#include <cstring>
 #include <mutex>
 
 #include "runtime/error.h"
@@ -15,28 +14,24 @@ namespace {
 // turns it off (the verified kernels, as the pieces' own tests compare). Run 14 (bench/RESULTS.md, H100) promoted
 // flash_lean, wb_cache and residual: their tests passed and each made the 1B step faster. Run 16 promoted
 // lora_group, swiglu_pack and norm_pack (36.47 -> 33.48 -> 32.56 -> 31.95 ms, each on top of the one before).
-// Run 17 promoted fewer_packs, factor_pack and rope_qk (together: 32.08 -> 30.60 ms).
+// Run 17 promoted fewer_packs, factor_pack and rope_qk (together: 32.08 -> 30.60 ms), and stop 23 removed the
+// pieces it measured slower or no faster: split_k, ce_l2, dkv_pairs, dkv_whole, dq_atomic, dkv_atomic (and with the
+// last two INSTILL_CUDA_DETERMINISTIC, as no piece adds up with atomics now), and rope_token (its bits off by an f32
+// ulp in runs 14-16; rope_qk rotates q and k in one pass instead).
 // (`narrow`, LoRA's u, g, dA, dB on CUDA-core kernels, was removed in stop 19: ~2x slower than cuBLASLt in run 14.
 // Stop 22 removed five that runs 14–16 measured no faster: `pack_wb` (moot with wb_cache), `flash_mt`, `flash_occ`,
 // `stored_ds` and `attn_prep` (nothing on top of flash_lean, or slower); bench/RESULTS.md has their numbers.)
-// `atomics`: its results' last bits vary from run to run (f32 sums added up with atomics, in whatever order the
-// GPU's CTAs reach them); INSTILL_CUDA_DETERMINISTIC=1 keeps such a piece off even where promoted or named.
 struct Piece {
   Next which;
   const char* name;
   bool promoted;
-  bool atomics = false;
 };
 constexpr Piece kAll[] = {
-    {Next::RopeToken, "rope_token", false},   {Next::Residual, "residual", true},
-    {Next::WbCache, "wb_cache", true},        {Next::Bf16Beta, "bf16_beta", false},
-    {Next::FlashLean, "flash_lean", true},    {Next::LoraGroup, "lora_group", true},
-    {Next::SwigluPack, "swiglu_pack", true},  {Next::NormPack, "norm_pack", true},
-    {Next::SplitK, "split_k", false},         {Next::FewerPacks, "fewer_packs", true},
-    {Next::RopeQK, "rope_qk", true},         {Next::DkvWhole, "dkv_whole", false},
-    {Next::DkvPairs, "dkv_pairs", false},     {Next::CeL2, "ce_l2", false},
-    {Next::FactorPack, "factor_pack", true}, {Next::DqAtomic, "dq_atomic", false, true},
-    {Next::DkvAtomic, "dkv_atomic", false, true}};
+    {Next::Residual, "residual", true},      {Next::WbCache, "wb_cache", true},
+    {Next::Bf16Beta, "bf16_beta", false},    {Next::FlashLean, "flash_lean", true},
+    {Next::LoraGroup, "lora_group", true},   {Next::SwigluPack, "swiglu_pack", true},
+    {Next::NormPack, "norm_pack", true},     {Next::FewerPacks, "fewer_packs", true},
+    {Next::RopeQK, "rope_qk", true},         {Next::FactorPack, "factor_pack", true}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;
@@ -46,13 +41,6 @@ constexpr unsigned promoted_of_all() {
 }
 constexpr unsigned kPromoted = promoted_of_all();  // what every op asks when the variable is unset: a constant
 
-constexpr unsigned atomics_of_all() {
-  unsigned set = 0;
-  for (const Piece& pc : kAll)
-    if (pc.atomics) set |= 1u << static_cast<unsigned>(pc.which);
-  return set;
-}
-constexpr unsigned kAtomics = atomics_of_all();
 
 // The set a value names, as bits of Next.
 unsigned parse(const std::string& v) {
@@ -93,12 +81,6 @@ unsigned parse(const std::string& v) {
   return set;
 }
 
-// INSTILL_CUDA_DETERMINISTIC set to anything but empty or 0: no piece whose results vary from run to run.
-bool deterministic() {
-  const char* e = std::getenv("INSTILL_CUDA_DETERMINISTIC");
-  return e && *e && std::strcmp(e, "0") != 0;
-}
-
 unsigned named_bits() {
   const char* e = std::getenv("INSTILL_CUDA_NEXT");
   if (!e || !*e) return kPromoted;
@@ -113,14 +95,13 @@ unsigned named_bits() {
   return bits;
 }
 
-unsigned enabled_bits() { return deterministic() ? named_bits() & ~kAtomics : named_bits(); }
 
 }  // namespace
 
-bool next_enabled(Next which) { return (enabled_bits() >> static_cast<unsigned>(which)) & 1u; }
+bool next_enabled(Next which) { return (named_bits() >> static_cast<unsigned>(which)) & 1u; }
 
 std::vector<std::string> next_enabled_names() {
-  const unsigned bits = enabled_bits();
+  const unsigned bits = named_bits();
   std::vector<std::string> out;
   for (const Piece& pc : kAll)
     if ((bits >> static_cast<unsigned>(pc.which)) & 1u) out.emplace_back(pc.name);

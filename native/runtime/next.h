@@ -1,8 +1,8 @@
 // INSTILL_CUDA_NEXT: code waiting for a GPU run (compiled and reviewed, not yet tested or timed on a GPU;
 // native/cuda/README.md lists it) runs instead of the verified path, each piece by its name. The value is
 // `1` or `all` for every one, or a comma list of names (next.cpp's kAll), and `-name` leaves one out
-// (`all,-dkv_whole`), read left to right; `none` is no piece (the verified kernels), `default` the pieces a GPU
-// run has promoted (kAll's `promoted`: on when the variable is unset; none yet). So a GPU session makes default,
+// (`all,-bf16_beta`), read left to right; `none` is no piece (the verified kernels), `default` the pieces a GPU
+// run has promoted (kAll's `promoted`: on when the variable is unset). So a GPU session makes default,
 // one by one, those that pass and time well, by promoting them, and the pieces' tests still compare `none`
 // against each piece. An unknown name is E_ARG. Read on every call (parsed again only when the value changes), so a test can compare both
 // paths in one process, and bench/gpu-check.sh A/Bs them. Backend-agnostic: the CUDA kernels ask it, and so
@@ -15,7 +15,6 @@
 namespace instill {
 
 enum class Next {
-  RopeToken,  // "rope_token": rope's cos, sin once per token (f32 activations; bf16 ones always use it)
   Residual,   // "residual": lora_linear's residual added inside the product (cuBLASLt's C != D) instead of after
   WbCache,    // "wb_cache": the model keeps each adapted linear's [W | B] on the GPU (no copy of W per forward)
   Bf16Beta,   // "bf16_beta": a bf16 C added to (beta != 0) by cuBLASLt itself instead of through an f32 copy
@@ -24,24 +23,14 @@ enum class Next {
   SwigluPack,  // "swiglu_pack": with lora_group, swiglu's backward writes dgate, dup into the group's packed dy
   NormPack,    // "norm_pack": the norms write xn1, xn2 into the groups' packed x (with lora_group) and the residual
                // gradient's bf16 copy into o/down's packed dy
-  SplitK,      // "split_k": products of a few output tiles run the heuristic's algorithm with K split (cublaslt.cu)
   FewerPacks,  // "fewer_packs": LoRA's products read the bf16 copies of B, A, s·u and s·g that exist already, and g's
                // product writes s·g in bf16 itself (lora_linear.cu, lora_group.cu): ~290 small packs a 1B step fewer
   RopeQK,      // "rope_qk": the model's q and k through one rope call, one pass on CUDA (bf16 activations, rope.cu)
-  DkvWhole,    // "dkv_whole": the dK/dV kernel never splits a group's query heads (no partials, no sum)
-  DkvPairs,    // "dkv_pairs": the split dK/dV kernel two query heads a CTA, half the partials (attention_flash.cu)
-  CeL2,        // "ce_l2": the loss's softmax rows looped over ~5/8 of the SMs' worth of blocks, so that a row's
-               // second pass finds it in L2 (cross_entropy.cu)
   FactorPack,  // "factor_pack": the model rounds every B and A of a pass into the kept matrices in one launch
                // (ops/lora_pack.h) instead of each forward in one or two of its own (~96 launches a 1B step)
-  DqAtomic,    // "dq_atomic": the attention backward in one pass: the dK/dV kernel also adds dS·K into dQ (f32
-               // atomics), no dQ kernel recomputing S and dP (attention_lean.cu)
-  DkvAtomic,   // "dkv_atomic": the split dK/dV kernel adds each query head's dK, dV into its group's sums (f32
-               // atomics) instead of writing per-head partials that a second kernel sums (attention_lean.cu)
 };
 
-// Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece); never, with
-// INSTILL_CUDA_DETERMINISTIC=1, for a piece whose results' last bits vary from run to run (dq_atomic, dkv_atomic).
+// Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).
 bool next_enabled(Next which);
 // The names it turns on, in Next's order (runtime.nextKernels() in JS; E_ARG as above).
 std::vector<std::string> next_enabled_names();

@@ -54,30 +54,30 @@ describe('bench/gpu/pieces.py', () => {
     expect(pieces(log([], []))).toEqual([]);
     const got = pieces(log([
       'test/cuda/next/flash_lean.test.ts > INSTILL_CUDA_NEXT=flash_lean > lean flash kernels against the verified ones and the CPU: [ 0, 13, 50 ]',
-      'test/cuda/ops.test.ts > kernels: split_k > lora_linear forward and backward',
+      'test/cuda/ops.test.ts > kernels: bf16_beta > lora_linear forward and backward',
       'test/cuda/ops.test.ts > kernels: verified > rmsnorm',  // the default path: names no piece
-    ], ['test/cuda/next/dkv_pairs.test.ts', 'test/cuda/lora_reference.test.ts']));
+    ], ['test/cuda/next/norm_pack.test.ts', 'test/cuda/lora_reference.test.ts']));
     expect(got).toEqual([
-      'dkv_pairs: its tests (test/cuda/next/dkv_pairs.test.ts) did not finish',
+      'bf16_beta: a failed test names it',
       'flash_lean: a failed test names it',
-      'split_k: a failed test names it',
+      'norm_pack: its tests (test/cuda/next/norm_pack.test.ts) did not finish',
       'wb_cache: its tests (test/cuda/lora_reference.test.ts) did not finish',
     ]);
   });
 
   it('after a timeout (no summary): the failed tests from the lines under their files, and the pieces they name', () => {
     const failed = [
-      'test/cuda/next/split_k.test.ts > INSTILL_CUDA_NEXT=split_k > loraLinear N=37',
+      'test/cuda/next/bf16_beta.test.ts > INSTILL_CUDA_NEXT=bf16_beta > loraLinear N=37',
       'test/cuda/lora_reference.test.ts > GPU model > a bf16 model keeping its [W | B] (INSTILL_CUDA_NEXT=wb_cache): the bits',
     ];
     const path = log(failed, ['test/cuda/next/flash_lean.test.ts'], false);
     expect(pieces('--failed', path)).toEqual([  // in the log's order (its files in kAll's order here)
       'test/cuda/lora_reference.test.ts > a bf16 model keeping its [W | B] (INSTILL_CUDA_NEXT=wb_cache): the bits',
-      'test/cuda/next/split_k.test.ts > loraLinear N=37',
+      'test/cuda/next/bf16_beta.test.ts > loraLinear N=37',
     ]);
     expect(pieces(path)).toEqual([
+      'bf16_beta: a failed test names it',
       'flash_lean: its tests (test/cuda/next/flash_lean.test.ts) did not finish',
-      'split_k: a failed test names it',
       'wb_cache: a failed test names it',
     ]);
     // with the summary, its full names (describe included) instead
@@ -100,7 +100,7 @@ describe('bench/gpu/pieces.py', () => {
     const res = join(dir, 'results.jsonl'), status = join(dir, 'status.txt');
     writeFileSync(res, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
     writeFileSync(status, ['GPU tests (test/cuda, GEMMs through cuBLASLt): FAIL rc=1 - Tests 1 failed | 90 passed (91)',
-      '  failed: test/cuda/next/dkv_pairs.test.ts > INSTILL_CUDA_NEXT=dkv_pairs > attention backward',
+      '  failed: test/cuda/next/norm_pack.test.ts > INSTILL_CUDA_NEXT=norm_pack > a bf16 model pass',
       '  why: AssertionError: dq: 3 of 90 elements differ in bits'].join('\n') + '\n');
     const p = spawnSync('python3', ['bench/gpu/table.py', res, status], { encoding: 'utf8' });
     expect(p.status, p.stderr).toBe(0);
@@ -112,7 +112,7 @@ describe('bench/gpu/pieces.py', () => {
     expect(out).toContain('- training step: 2.17x transformers+peft tokens/s (medians; 2.00x by each side\'s fastest step) at 24.3% MFU');
     expect(out).toContain(`- A/B ${step}, next kernels: 36.80 ms against 46.00 ms by default (0.800x by medians, 0.800x by mins)`);
     expect(out).toContain('- ops, next kernels against the default (ms): attention_backward -4.00');
-    expect(out).toContain('- failed GPU tests name these next pieces: dkv_pairs');
+    expect(out).toContain('- failed GPU tests name these next pieces: norm_pack');
     expect(out).toContain('-   why: AssertionError: dq: 3 of 90 elements differ in bits');
   });
 
@@ -161,16 +161,16 @@ describe('bench/gpu/pieces.py', () => {
     const dflt = { bench: step, impl: 'instill cuda (bf16 activations, f32 residual, bf16 weights)', ms: 32, min_ms: 31.5, tokens_per_s: 64000, mfu: 0.35 };
     const rows = [
       dflt,
-      ab('default,split_k', 30.5, 30.2),               // 4.7% faster: in
-      ab('default,ce_l2', 31.8, 31.4),                 // 0.6% faster: under the 1%
-      ab('default,dkv_pairs', 30, 29.8),               // faster, but a failed test names it
-      ab('default,rope_qk', 31.5, 31.6),               // 1.6% by medians, slower by mins
-      ab('default,dq_atomic', 31.2, 30.9),             // 2.5% faster: in
-      ab('default,dq_atomic,dkv_atomic', 31.3, 31.0),  // faster than the default, not on top of dq_atomic
+      ab('default,bf16_beta', 30.5, 30.2),               // 4.7% faster: in
+      ab('default,factor_pack', 31.8, 31.4),             // 0.6% faster: under the 1%
+      ab('default,norm_pack', 30, 29.8),                 // faster, but a failed test names it
+      ab('default,rope_qk', 31.5, 31.6),                 // 1.6% by medians, slower by mins
+      ab('default,lora_group', 31.2, 30.9),              // 2.5% faster: in
+      ab('default,lora_group,swiglu_pack', 31.3, 31.0),  // faster than the default, not on top of lora_group
     ];
-    const out = write(rows, ['test/cuda/next/dkv_pairs.test.ts > INSTILL_CUDA_NEXT=dkv_pairs > attention backward']);
-    expect(out).toContain('- to promote, by these A/Bs: split_k, dq_atomic (check them together: INSTILL_CUDA_NEXT=default,split_k,dq_atomic SKIP_BENCH=1 SKIP_WMMA=1 bash bench/gpu-check.sh)');
-    expect(write([dflt, ab('default,ce_l2', 31.8, 31.4)], [])).toContain('- to promote, by these A/Bs: none');
+    const out = write(rows, ['test/cuda/next/norm_pack.test.ts > INSTILL_CUDA_NEXT=norm_pack > a bf16 model pass']);
+    expect(out).toContain('- to promote, by these A/Bs: bf16_beta, lora_group (check them together: INSTILL_CUDA_NEXT=default,bf16_beta,lora_group SKIP_BENCH=1 SKIP_WMMA=1 bash bench/gpu-check.sh)');
+    expect(write([dflt, ab('default,factor_pack', 31.8, 31.4)], [])).toContain('- to promote, by these A/Bs: none');
     expect(write([dflt], [])).not.toContain('to promote');  // no piece A/B'd: nothing to say
   });
 });

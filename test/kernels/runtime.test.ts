@@ -68,7 +68,7 @@ describe('runtime', () => {
   });
 
   it('INSTILL_CUDA_NEXT turns on what waits for a GPU run, by name: all, a list, -name leaves one out, none, default (the promoted), unknown is E_ARG', () => {
-    const all = ['rope_token', 'residual', 'wb_cache', 'bf16_beta', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack', 'split_k', 'fewer_packs', 'rope_qk', 'dkv_whole', 'dkv_pairs', 'ce_l2', 'factor_pack', 'dq_atomic', 'dkv_atomic'];
+    const all = ['residual', 'wb_cache', 'bf16_beta', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack', 'fewer_packs', 'rope_qk', 'factor_pack'];
     const saved = process.env.INSTILL_CUDA_NEXT;
     const withNext = (v: string | undefined) => {
       if (v === undefined) delete process.env.INSTILL_CUDA_NEXT;
@@ -82,44 +82,26 @@ describe('runtime', () => {
       expect(withNext('')).toEqual(promoted);
       expect(withNext('default')).toEqual(promoted);
       expect(withNext('none')).toEqual([]);
-      expect(withNext('none,split_k')).toEqual(['split_k']);
-      expect(withNext('split_k,none')).toEqual([]);  // left to right
-      expect(withNext('default,split_k')).toEqual(all.filter((n) => n === 'split_k' || promoted.includes(n)));
+      expect(withNext('none,bf16_beta')).toEqual(['bf16_beta']);
+      expect(withNext('bf16_beta,none')).toEqual([]);  // left to right
+      expect(withNext('default,bf16_beta')).toEqual(all.filter((n) => n === 'bf16_beta' || promoted.includes(n)));
+      expect(withNext('default,-rope_qk')).toEqual(promoted.filter((n) => n !== 'rope_qk'));
       expect(() => withNext('-default')).toThrow(expect.objectContaining({ code: 'E_ARG' }));
       expect(() => withNext('-none')).toThrow(expect.objectContaining({ code: 'E_ARG' }));
       expect(withNext('1')).toEqual(all);
       expect(withNext('all')).toEqual(all);
-      expect(withNext('split_k,rope_token')).toEqual(['rope_token', 'split_k']);  // in their fixed order
-      expect(withNext('all,-dkv_whole,-wb_cache')).toEqual(all.filter((n) => n !== 'dkv_whole' && n !== 'wb_cache'));
-      expect(withNext('split_k,,')).toEqual(['split_k']);
-      // pieces taken out after GPU runs measured them (stop 22: pack_wb, flash_mt, flash_occ, stored_ds, attn_prep)
+      expect(withNext('rope_qk,bf16_beta')).toEqual(['bf16_beta', 'rope_qk']);  // in their fixed order
+      expect(withNext('all,-bf16_beta,-wb_cache')).toEqual(all.filter((n) => n !== 'bf16_beta' && n !== 'wb_cache'));
+      expect(withNext('bf16_beta,,')).toEqual(['bf16_beta']);
+      // pieces taken out after GPU runs measured them (stop 22: pack_wb, flash_mt, flash_occ, stored_ds, attn_prep;
+      // stop 23: split_k, ce_l2, dkv_pairs, dkv_whole, dq_atomic, dkv_atomic, rope_token)
       expect(() => withNext('flash_mt')).toThrow(expect.objectContaining({ code: 'E_ARG' }));
+      expect(() => withNext('default,dq_atomic')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'dq_atomic'") }));
       expect(() => withNext('pack_bw')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'pack_bw'") }));
       expect(() => withNext('pack_bw')).toThrow(expect.objectContaining({ code: 'E_ARG' }));  // again: a bad value is not kept
       expect(withNext('residual')).toEqual(['residual']);
     } finally {
       withNext(saved);
-    }
-  });
-
-  it('INSTILL_CUDA_DETERMINISTIC=1 keeps the pieces whose results vary from run to run (f32 atomics) off, named or not', () => {
-    const saved = { next: process.env.INSTILL_CUDA_NEXT, det: process.env.INSTILL_CUDA_DETERMINISTIC };
-    const put = (k: string, v: string | undefined) => { if (v === undefined) delete process.env[k]; else process.env[k] = v; };
-    const atomic = ['dq_atomic', 'dkv_atomic'];
-    try {
-      put('INSTILL_CUDA_NEXT', 'all');
-      put('INSTILL_CUDA_DETERMINISTIC', undefined);
-      const all = runtime.nextKernels();
-      expect(all).toEqual(expect.arrayContaining(atomic));
-      put('INSTILL_CUDA_DETERMINISTIC', '1');
-      expect(runtime.nextKernels()).toEqual(all.filter((n) => !atomic.includes(n)));
-      put('INSTILL_CUDA_NEXT', 'dq_atomic,residual');
-      expect(runtime.nextKernels()).toEqual(['residual']);
-      put('INSTILL_CUDA_DETERMINISTIC', '0');  // 0 (or empty) is off
-      expect(runtime.nextKernels()).toEqual(['residual', 'dq_atomic']);
-    } finally {
-      put('INSTILL_CUDA_NEXT', saved.next);
-      put('INSTILL_CUDA_DETERMINISTIC', saved.det);
     }
   });
 

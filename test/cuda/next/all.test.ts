@@ -17,16 +17,17 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=1', () => {
 
   it('INSTILL_CUDA_NEXT picks kernels one by one: all, -name leaves one out, an unknown name is E_ARG', () => {
     const A = native();
-    const x = Tensor.from(randn(r, 7 * 2 * 8), [7, 2, 8]).to('cuda');
+    const x = Tensor.from(randn(r, 7 * 2 * 8), [7, 2, 8], { dtype: 'bf16' }).to('cuda');
+    const x2 = Tensor.from(randn(r, 7 * 1 * 8), [7, 1, 8], { dtype: 'bf16' }).to('cuda');
     const pos = Tensor.from(Int32Array.from({ length: 7 }, (_, i) => i), [7], { dtype: 'i32' }).to('cuda');
     const inv = Tensor.from(Float32Array.from({ length: 4 }, (_, i) => 10000 ** (-(2 * i) / 8)), [4]).to('cuda');
-    const ranPerToken = (value: string) => withEnv('INSTILL_CUDA_NEXT', value, () =>
-      withOpProfile(() => A.opRope(handleOf(x), handleOf(pos), handleOf(inv), false)).parts.includes('rope_forward/cos, sin once per token (next)'));
-    expect(ranPerToken('all')).toBe(true);
-    expect(ranPerToken('residual,rope_token')).toBe(true);
-    expect(ranPerToken('all,-rope_token')).toBe(false);
-    expect(ranPerToken('residual')).toBe(false);
-    expect(() => ranPerToken('pack_bw')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'pack_bw'") }));
+    const ranOnePass = (value: string) => withEnv('INSTILL_CUDA_NEXT', value, () =>
+      withOpProfile(() => A.opRopePair(handleOf(x), handleOf(x2), handleOf(pos), handleOf(inv), false)).parts.includes('rope_forward/q and k in one pass (next)'));
+    expect(ranOnePass('all')).toBe(true);
+    expect(ranOnePass('residual,rope_qk')).toBe(true);
+    expect(ranOnePass('all,-rope_qk')).toBe(false);
+    expect(ranOnePass('residual')).toBe(false);
+    expect(() => ranOnePass('pack_bw')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'pack_bw'") }));
   });
 
   // every piece at once, on bf16 tensors (common.ts): the f32 path's outputs rounded once
