@@ -22,7 +22,8 @@
 #
 #   run(command="bash bench/gpu-check.sh", carry=[".fixtures", ".gpu", "dist"], timeout_s=540)
 #
-# Logs and results.jsonl land in $OUT (fetched back with the reply). Each step
+# Logs and results.jsonl land in $OUT (fetched back with the reply; the logs in logs.tar.gz at the end, since the
+# tool brings back at most 8 files: `tar -xzf logs.tar.gz` in the reply's files_at). Each step
 # has its own timeout; a failing step is reported in the table and the script
 # goes on, so one run always yields what it can. CI runs it end to end without a
 # GPU (test/bench/gpu_check_dry.test.ts: every step noted, the table printed), so
@@ -48,6 +49,17 @@ DEADLINE_S=${DEADLINE_S:-470}
 budget() { local left=$(( DEADLINE_S - 20 - ($(date +%s) - T0) )); (( left < 0 )) && left=0; (( $1 < left )) && echo "$1" || echo "$left"; }
 # step_time NAME SECONDS: the step's timeout (budget), or, under 10 s, a note that NAME was skipped and status 1:
 #   t=$(step_time "bench x" 150) || return
+# finish: the logs into one file (the device tool brings back at most 8 files from $OUT: results.jsonl, status.txt,
+# table.md and logs.tar.gz stay), then the table LAST (the tool returns the end of the output), and exit.
+finish() {
+  local f files=()
+  for f in "$OUT"/*.log "$OUT"/tuned.md "$OUT"/pieces.err "$OUT"/left-out.txt "$OUT"/gpu.txt; do
+    [[ -f "$f" ]] && files+=("$(basename "$f")")
+  done
+  if (( ${#files[@]} )) && tar -czf "$OUT/logs.tar.gz" -C "$OUT" "${files[@]}"; then (cd "$OUT" && rm -f "${files[@]}"); fi
+  echo "== table"; python3 bench/gpu/table.py "$RES" "$STATUS" | tee "$OUT/table.md"
+  exit 0
+}
 step_time() {
   local t; t=$(budget "$2")
   if (( t < 10 )); then note "$1: skipped (DEADLINE_S reached, $(elapsed))" >&2; return 1; fi
@@ -159,7 +171,7 @@ else  # which pieces failed is unknown: none of them in an A/B unless NEXT_AB na
   note "bench/gpu/pieces.py failed ($(tr '\n' ' ' < "$OUT/pieces.err" | cut -c1-300)): $( ((NEXT_ON)) && echo "only NEXT_AB=$NEXT_AB's A/Bs" || echo "no next-kernel A/B") and no attention sweep in this call"
 fi
 
-[[ "${SKIP_BENCH:-0}" == 1 ]] && { note "benchmarks: skipped (SKIP_BENCH=1)"; python3 bench/gpu/table.py "$RES" "$STATUS"; exit 0; }
+[[ "${SKIP_BENCH:-0}" == 1 ]] && { note "benchmarks: skipped (SKIP_BENCH=1)"; finish; }
 echo "== benchmarks $(elapsed)"
 bench() {  # name timeout command...
   local name=$1 t; t=$(step_time "bench $name" "$2") || return; shift 2
@@ -235,7 +247,7 @@ bench "instill train step, batch 4" 150 node bench/gpu/instill_bench.mjs train -
 # ONLY_TRAIN=1 (a second call, after the first measured everything): the step A/Bs alone, then the table
 if [[ "${ONLY_TRAIN:-0}" == 1 ]]; then
   note "WMMA fallback tests, lora, CE, ops and CLI benchmarks: skipped (ONLY_TRAIN=1)"; note "total $(elapsed)"
-  echo "== table"; python3 bench/gpu/table.py "$RES" "$STATUS" | tee "$OUT/table.md"; exit 0
+  finish
 fi
 bench "torch lora" 150 python3 bench/gpu/torch_bench.py lora --out "$RES"
 bench "instill lora" 60 node bench/gpu/instill_bench.mjs lora --out "$RES"
@@ -266,6 +278,4 @@ else
 fi
 [[ -f "$OUT/bench.log" ]] && tail -20 "$OUT/bench.log"
 note "total $(elapsed)"
-
-echo "== table"
-python3 bench/gpu/table.py "$RES" "$STATUS" | tee "$OUT/table.md"
+finish

@@ -7,7 +7,7 @@
 // the sources, dist/ and node_modules (a link), with this machine's CPU build as the carried .gpu/instill.node
 // (marked as built from the copy's sources) and the fixtures linked into .fixtures as the GPU machine has them.
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -62,6 +62,10 @@ describe.skipIf(!haveFixture('stories260K') || !haveFixture('configs'))('bench/g
     expect(status).not.toMatch(/skipped \(DEADLINE_S reached/);  // every step had its turn
     // the table and the targets last, as the device tool returns the end of the output
     const table = readFileSync(join(out, 'table.md'), 'utf8');
+    // the device tool brings back at most 8 files: the logs in one archive beside results, status and table
+    expect(readdirSync(out).sort()).toEqual(['logs.tar.gz', 'results.jsonl', 'status.txt', 'table.md']);
+    const listed = spawnSync('tar', ['-tzf', join(out, 'logs.tar.gz')], { encoding: 'utf8' }).stdout.split('\n');
+    expect(listed).toEqual(expect.arrayContaining(['tests-cublaslt.log', 'bench.log', 'gpu.txt']));
     expect(table).toMatch(/\| bench \| impl \| median ms/);
     expect(run.stdout.trimEnd().split('\n').slice(-4).join('\n')).toMatch(/training step: not measured/);
   }, 240_000);
