@@ -20,6 +20,7 @@
 // Every operand is rounded to bf16 exactly as lora_linear rounds it (x, dy, W, A, B, s·u, s·g once each) and the
 // zero blocks add exact zeros, so the results are lora_linear's up to the order of f32 sums inside a product.
 // With f32 weights (TF32 products, nothing rounded to bf16) the members run as lora_linear, one by one.
+#include <string>
 #include <vector>
 
 #include "cuda/gemm.h"
@@ -140,7 +141,9 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
     }
   }
   for (int i = 0; i < p.m; ++i) {  // y_i (N, OUT_i) = [x | s·u] · K[o_i..]ᵀ + bias_i, K's rows stored (OUT_i, IN + m·R)
-    const OpPart part("y_i = [x | s u] [W_i | B]^T", Device::CUDA);
+    // (the profile names each product's output width: how the narrow members' products, k and v's, fill the GPU)
+    const OpPart part(op_profile_enabled() ? ("y_i = [x | s u] [W_i | B]^T, OUT " + std::to_string(p.w[i]->dim(0))).c_str()
+                                           : "", Device::CUDA);
     GemmArgs g;
     g.M = l.n; g.N = p.w[i]->dim(0); g.K[0] = l.in + l.mr;
     g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
