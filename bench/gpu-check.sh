@@ -187,8 +187,8 @@ bench() {  # name timeout command...
 # NEXT_SET: the default and every waiting piece that can be on with the others, what a session would promote
 # together (until stop 21 the default was `all`, which also turned on the pieces that lost runs 14-16 and those that
 # override others, so no session could promote the set it timed). Since stop 23 (run 17 promoted three pieces, and
-# the seven it measured slower or no faster were taken out) only bf16_beta waits.
-NEXT_SET="default,bf16_beta"
+# the seven it measured slower or no faster were taken out) bf16_beta and group_wide wait.
+NEXT_SET="default,bf16_beta,group_wide"
 if [[ -z "${NEXT_AB:-}" && -n "$FAILED_PIECES" ]]; then
   NEXT_AB="$NEXT_SET,-${FAILED_PIECES//,/,-}"
   while IFS= read -r why; do note "left out of the A/Bs: $why"; done < "$OUT/left-out.txt"
@@ -205,11 +205,12 @@ bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fi
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # PIECE_AB: space-separated sets, each a comma list, each set whose tests passed in an A/B of its own
 # (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
-# others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default: bf16_beta, the
-# one piece waiting (never timed alone). Then (below) NEXT_SET as the "next kernels" A/B. (Run 16 timed lora_group,
+# others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default: bf16_beta (run
+# 17: 1.007x) and group_wide (stop 23: q, k, v's forward in one product). Then (below) NEXT_SET as the "next kernels"
+# A/B. (Run 16 timed lora_group,
 # then with swiglu_pack, then with norm_pack, and promoted the three; run 17 fewer_packs, factor_pack and rope_qk
 # together.)
-for set in ${PIECE_AB-bf16_beta}; do
+for set in ${PIECE_AB-bf16_beta group_wide}; do
   bad=""
   for piece in ${set//,/ }; do [[ ",$FAILED_PIECES," == *",$piece,"* ]] && bad="$bad $piece"; done
   if [[ "$SWEEP_SKIP" == all || -n "$bad" ]]; then note "A/B of default,$set: skipped (tests failed or did not run:${bad:- unknown})"; continue; fi

@@ -28,6 +28,8 @@ enum class Next {
   RopeQK,      // "rope_qk": the model's q and k through one rope call, one pass on CUDA (bf16 activations, rope.cu)
   FactorPack,  // "factor_pack": the model rounds every B and A of a pass into the kept matrices in one launch
                // (ops/lora_pack.h) instead of each forward in one or two of its own (~96 launches a 1B step)
+  GroupWide,   // "group_wide": lora_group's forward as one product over every member's rows, each y_i copied out of
+               // it, where that fills the GPU's SMs in fewer waves (q, k, v: k's and v's products alone leave most idle)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

@@ -50,7 +50,7 @@ describe.skipIf(!haveFixture('stories260K') || !haveFixture('configs'))('bench/g
     // the carried binary, the tests (nothing ran: no GPU), each benchmark step failing fast, the tuned step's table
     expect(status).toMatch(/build with CUDA: carried \.gpu\/instill\.node/);
     expect(status).toMatch(/GPU tests \(test\/cuda, GEMMs through cuBLASLt\): NOTHING RAN/);
-    for (const step of ['torch train step', 'instill train step', 'instill train step (default,bf16_beta)',
+    for (const step of ['torch train step', 'instill train step', 'instill train step (default,bf16_beta)', 'instill train step (default,group_wide)',
       'instill train step (next kernels)',
       'instill train step (f32 activations)', 'instill train step, batch 4', 'instill lora', 'instill ce', 'instill ops (next kernels)']) {
       expect(status, step).toContain(`bench ${step}: FAILED`);
