@@ -313,6 +313,19 @@ void run_once(const Case& c, Record* record) {
   }
 }
 
+// Every output of a run without a piece and with it: the same bits.
+void expect_same_bits(const char* piece, const Record& without, const Record& with) {
+  size_t differ = 0;
+  for (size_t k = 0; k < without.size() && k < with.size(); ++k)
+    if (without[k].size() != with[k].size() ||
+        std::memcmp(without[k].data(), with[k].data(), without[k].size() * sizeof(float)) != 0)
+      ++differ;
+  if (differ || without.size() != with.size()) {
+    std::printf("    FAIL %s: %zu of %zu outputs differ in bits from the run without it\n", piece, differ, without.size());
+    ++failures;
+  }
+}
+
 // Every output of a run with `group_wide` off and on, in bits, and the forward's products counted.
 void run_wide(const Case& c) {
   const uint64_t seed = rng_state;
@@ -336,15 +349,7 @@ void run_wide(const Case& c) {
     std::printf("    FAIL group_wide: %d products without it, %d with it (expected %d fewer)\n", apart, merged, want);
     ++failures;
   }
-  size_t differ = 0;
-  for (size_t k = 0; k < without.size() && k < with.size(); ++k)
-    if (without[k].size() != with[k].size() ||
-        std::memcmp(without[k].data(), with[k].data(), without[k].size() * sizeof(float)) != 0)
-      ++differ;
-  if (differ || without.size() != with.size()) {
-    std::printf("    FAIL group_wide: %zu of %zu outputs differ in bits from the run without it\n", differ, without.size());
-    ++failures;
-  }
+  expect_same_bits("group_wide", without, with);
 }
 
 void run(const Case& c) {
@@ -369,15 +374,7 @@ void run(const Case& c) {
     without.pop_back();
     with.pop_back();
   }
-  size_t differ = 0;
-  for (size_t k = 0; k < without.size() && k < with.size(); ++k)
-    if (without[k].size() != with[k].size() ||
-        std::memcmp(without[k].data(), with[k].data(), without[k].size() * sizeof(float)) != 0)
-      ++differ;
-  if (differ || without.size() != with.size()) {
-    std::printf("    FAIL fewer_packs: %zu of %zu outputs differ in bits from the run without it\n", differ, without.size());
-    ++failures;
-  }
+  expect_same_bits("fewer_packs", without, with);
 }
 
 // The CPU backend's lora_group with its packed operands (ops/lora_group.h: x in the first IN columns of x_packed,
