@@ -12,10 +12,9 @@
 // power of two: s·g packed as before), bf16 and f32 activations. A file of its own (test/cuda/common.ts says why); skipped where no GPU is seen.
 import { describe, expect, it } from 'vitest';
 
-import { LORA_TARGETS, randomModel } from '../../../src/model/model.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { DEFAULT_BEFORE_RUN17, PIECE_BATCH, expectNearPass, gradBitsDiffer, hasCuda, pieceModelConfig } from '../common.js';
+import { DEFAULT_BEFORE_RUN17, PIECE_BATCH, expectNearPass, gradBitsDiffer, hasCuda, pieceLoraModel, pieceModelConfig } from '../common.js';
 
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=fewer_packs', () => {
@@ -25,11 +24,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=fewer_packs', () => {
     { hidden: 200, inter: 344, acts: '1', alpha: 12 },
     { hidden: 200, inter: 344, acts: '0', alpha: 16 },
   ])('hidden $hidden, intermediate $inter, bf16 activations $acts, alpha $alpha (r 8): the default\'s results, s·g packed only where it must be', async ({ hidden, inter, acts, alpha }) => {
-    const m = randomModel(pieceModelConfig(hidden, inter), { seed: 31, device: 'cuda', dtype: 'bf16' });
-    m.addLora({ r: 8, alpha, targetModules: [...LORA_TARGETS], seed: 5 });
-    const w = m.adapterWeights();
-    for (const n of Object.keys(w)) if (n.includes('lora_B')) w[n] = w[n].map((_, i) => 0.05 * Math.sin(0.37 * i + n.length));
-    m.setAdapterWeights(w);
+    const m = pieceLoraModel(pieceModelConfig(hidden, inter), 31, (i, n) => 0.05 * Math.sin(0.37 * i + n.length), { alpha });
     await withEnv('INSTILL_BF16_ACTIVATIONS', acts, async () => {
       const plain = await withEnv('INSTILL_CUDA_NEXT', DEFAULT_BEFORE_RUN17, () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
       const fewer = await withEnv('INSTILL_CUDA_NEXT', `${DEFAULT_BEFORE_RUN17},fewer_packs`, () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));

@@ -9,10 +9,9 @@
 // (test/cuda/common.ts says why); skipped where no GPU is seen.
 import { describe, expect, it } from 'vitest';
 
-import { LORA_TARGETS, randomModel } from '../../../src/model/model.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { PIECE_BATCH, expectNearPass, gradBitsDiffer, hasCuda, pieceModelConfig } from '../common.js';
+import { PIECE_BATCH, expectNearPass, gradBitsDiffer, hasCuda, pieceLoraModel, pieceModelConfig } from '../common.js';
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=group_wide', () => {
   it.each([
@@ -20,11 +19,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=group_wide', () => {
     { hidden: 198, inter: 342, acts: '1' },
     { hidden: 200, inter: 344, acts: '0' },
   ])('hidden $hidden, intermediate $inter, bf16 activations $acts: one product a group, the default\'s results', async ({ hidden, inter, acts }) => {
-    const m = randomModel(pieceModelConfig(hidden, inter), { seed: 43, device: 'cuda', dtype: 'bf16' });
-    m.addLora({ r: 8, alpha: 16, targetModules: [...LORA_TARGETS], seed: 5 });
-    const w = m.adapterWeights();
-    for (const n of Object.keys(w)) if (n.includes('lora_B')) w[n] = w[n].map((_, i) => 0.05 * Math.sin(0.41 * i + n.length));
-    m.setAdapterWeights(w);
+    const m = pieceLoraModel(pieceModelConfig(hidden, inter), 43, (i, n) => 0.05 * Math.sin(0.41 * i + n.length));
     await withEnv('INSTILL_BF16_ACTIVATIONS', acts, async () => {
       const pass = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
       const plain = await pass('default'), wide = await pass('default,group_wide');

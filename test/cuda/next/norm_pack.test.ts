@@ -8,10 +8,10 @@
 // skipped where no GPU is seen, like test/cuda.
 import { describe, expect, it } from 'vitest';
 
-import { LORA_TARGETS, randomModel } from '../../../src/model/model.js';
+import { LORA_TARGETS } from '../../../src/model/model.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { DEFAULT_BEFORE_GROUPS, PIECE_BATCH as batch, expectSamePass, hasCuda, pieceModelConfig } from '../common.js';
+import { DEFAULT_BEFORE_GROUPS, PIECE_BATCH as batch, expectSamePass, hasCuda, pieceLoraModel, pieceModelConfig } from '../common.js';
 
 const config = (hidden: number) => pieceModelConfig(hidden, 344);
 const base = `${DEFAULT_BEFORE_GROUPS},lora_group,swiglu_pack`;
@@ -23,11 +23,8 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=norm_pack', () => {
     { hidden: 200, acts: '0', o: true },
     { hidden: 200, acts: '1', o: false },
   ])('hidden $hidden, bf16 activations $acts, o_proj adapted $o: the results without it, and no pack of dres', async ({ hidden, acts, o }) => {
-    const m = randomModel(config(hidden), { seed: 29, device: 'cuda', dtype: 'bf16' });
-    m.addLora({ r: 8, alpha: 16, targetModules: LORA_TARGETS.filter((t) => o || t !== 'o_proj'), seed: 5 });
-    const w = m.adapterWeights();
-    for (const n of Object.keys(w)) if (n.includes('lora_B')) w[n] = w[n].map((_, i) => 0.05 * Math.sin(0.41 * i + n.length));
-    m.setAdapterWeights(w);
+    const m = pieceLoraModel(config(hidden), 29, (i, n) => 0.05 * Math.sin(0.41 * i + n.length),
+      { targets: LORA_TARGETS.filter((t) => o || t !== 'o_proj') });
     await withEnv('INSTILL_BF16_ACTIVATIONS', acts, async () => {
       const plain = await withEnv('INSTILL_CUDA_NEXT', base, () => withOpProfile(() => m.lossAndGrads(batch)));
       const packed = await withEnv('INSTILL_CUDA_NEXT', `${base},norm_pack`, () => withOpProfile(() => m.lossAndGrads(batch)));

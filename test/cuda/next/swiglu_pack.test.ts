@@ -8,10 +8,9 @@
 // GPU is seen, like test/cuda.
 import { describe, expect, it } from 'vitest';
 
-import { LORA_TARGETS, randomModel } from '../../../src/model/model.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { DEFAULT_BEFORE_GROUPS, PIECE_BATCH as batch, expectSamePass, hasCuda, pieceModelConfig } from '../common.js';
+import { DEFAULT_BEFORE_GROUPS, PIECE_BATCH as batch, expectSamePass, hasCuda, pieceLoraModel, pieceModelConfig } from '../common.js';
 
 const config = (intermediate: number) => pieceModelConfig(200, intermediate);
 
@@ -21,11 +20,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=swiglu_pack', () => {
     { f: 342, acts: '1' },
     { f: 344, acts: '0' },
   ])('intermediate $f, bf16 activations $acts: lora_group\'s results, without its pack of gate and up\'s dy', async ({ f, acts }) => {
-    const m = randomModel(config(f), { seed: 23, device: 'cuda', dtype: 'bf16' });
-    m.addLora({ r: 8, alpha: 16, targetModules: [...LORA_TARGETS], seed: 5 });
-    const w = m.adapterWeights();
-    for (const n of Object.keys(w)) if (n.includes('lora_B')) w[n] = w[n].map((_, i) => 0.05 * Math.cos(0.29 * i + n.length));
-    m.setAdapterWeights(w);
+    const m = pieceLoraModel(config(f), 23, (i, n) => 0.05 * Math.cos(0.29 * i + n.length));
     await withEnv('INSTILL_BF16_ACTIVATIONS', acts, async () => {
       const group = await withEnv('INSTILL_CUDA_NEXT', `${DEFAULT_BEFORE_GROUPS},lora_group`, () => withOpProfile(() => m.lossAndGrads(batch)));
       const packed = await withEnv('INSTILL_CUDA_NEXT', `${DEFAULT_BEFORE_GROUPS},lora_group,swiglu_pack`, () => withOpProfile(() => m.lossAndGrads(batch)));
