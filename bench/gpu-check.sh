@@ -145,7 +145,7 @@ gpu_tests() {  # label, log name, then env assignments for the run; the test pat
   elif [[ "$summary" != *passed* ]]; then verdict="NOTHING RAN (all skipped: no GPU seen?)"
   else verdict=PASS; fi
   note "GPU tests (test/cuda, $label): $verdict -${summary:- no summary} ($(elapsed))"
-  # which tests failed, by name (a next kernel's tests name it: "kernels: bf16_beta", "INSTILL_CUDA_NEXT=rope_qk"; from
+  # which tests failed, by name (a next kernel's tests name it: "INSTILL_CUDA_NEXT=rope_qk", "kernels: NAME"; from
   # vitest's summary, or, where its timeout killed it before that, from the lines under each file: pieces.py --failed)
   if [[ $rc != 0 ]]; then
     python3 bench/gpu/pieces.py --failed "$log" 2>&1 | head -24 |
@@ -182,14 +182,18 @@ bench() {  # name timeout command...
 # a GPU run (native/cuda/README.md lists it; opt-in until these A/Bs and test/cuda say so), the likeliest next
 # default first, so that a tight deadline drops the smaller questions.
 # NEXT_AB picks the next kernels these A/Bs run (INSTILL_CUDA_NEXT's syntax; default NEXT_SET): a second call can
-# leave out one whose tests failed, e.g. NEXT_AB=default,bf16_beta SKIP_WMMA=1 ONLY_TRAIN=1 bash bench/gpu-check.sh
+# leave out one whose tests failed, e.g. NEXT_AB=default,-rope_qk SKIP_WMMA=1 ONLY_TRAIN=1 bash bench/gpu-check.sh
 # (no fallback tests, no op benchmarks: about half the time), with no rebuild (the value is read at run time).
 # NEXT_SET: the default and every waiting piece that can be on with the others, what a session would promote
 # together (until stop 21 the default was `all`, which also turned on the pieces that lost runs 14-16 and those that
-# override others, so no session could promote the set it timed). Since stop 23 (run 17 promoted three pieces, and
-# the seven it measured slower or no faster were taken out) bf16_beta and group_wide wait.
-NEXT_SET="default,bf16_beta,group_wide"
-if [[ -z "${NEXT_AB:-}" && -n "$FAILED_PIECES" ]]; then
+# override others, so no session could promote the set it timed). Since stop 24 (run 18 measured the two pieces left
+# waiting no faster, and they were taken out) no piece waits: NEXT_SET is the default alone, and with no NEXT_AB
+# there is no next-kernel A/B (it would time the default against itself). A new piece adds its name here.
+NEXT_SET="default"
+if [[ -z "${NEXT_AB:-}" && "$NEXT_SET" == default ]]; then
+  note "no piece waits (NEXT_SET=default): no next-kernel A/B in this call (NEXT_AB=... names pieces to A/B)"
+  NEXT_ON=0
+elif [[ -z "${NEXT_AB:-}" && -n "$FAILED_PIECES" ]]; then
   NEXT_AB="$NEXT_SET,-${FAILED_PIECES//,/,-}"
   while IFS= read -r why; do note "left out of the A/Bs: $why"; done < "$OUT/left-out.txt"
   left=0
@@ -200,17 +204,17 @@ if [[ -z "${NEXT_AB:-}" && -n "$FAILED_PIECES" ]]; then
 fi
 NEXT_AB=${NEXT_AB:-$NEXT_SET}
 NEXT_LABEL="next kernels"
-[[ "$NEXT_AB" != all ]] && { note "next kernels in the A/Bs: INSTILL_CUDA_NEXT=$NEXT_AB"; NEXT_LABEL="next kernels $NEXT_AB"; }
+[[ "$NEXT_ON" == 1 && "$NEXT_AB" != all ]] && { note "next kernels in the A/Bs: INSTILL_CUDA_NEXT=$NEXT_AB"; NEXT_LABEL="next kernels $NEXT_AB"; }
 bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # PIECE_AB: space-separated sets, each a comma list, each set whose tests passed in an A/B of its own
 # (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
-# others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default: bf16_beta (run
-# 17: 1.007x) and group_wide (stop 23: q, k, v's forward in one product). Then (below) NEXT_SET as the "next kernels"
-# A/B. (Run 16 timed lora_group,
-# then with swiglu_pack, then with norm_pack, and promoted the three; run 17 fewer_packs, factor_pack and rope_qk
-# together.)
-for set in ${PIECE_AB-bf16_beta group_wide}; do
+# others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default: none, as no piece
+# waits (run 18 timed the last two alone; stop 24 took both out). Then (below) NEXT_SET as the "next
+# kernels" A/B. (Run 16 timed lora_group, then with swiglu_pack, then with norm_pack, and promoted the three; run 17
+# fewer_packs, factor_pack and rope_qk together.)
+[[ -z "${PIECE_AB:-}" ]] && note "A/Bs of single pieces: none (no piece waits; PIECE_AB=... names sets to A/B)"
+for set in ${PIECE_AB:-}; do
   bad=""
   for piece in ${set//,/ }; do [[ ",$FAILED_PIECES," == *",$piece,"* ]] && bad="$bad $piece"; done
   if [[ "$SWEEP_SKIP" == all || -n "$bad" ]]; then note "A/B of default,$set: skipped (tests failed or did not run:${bad:- unknown})"; continue; fi
@@ -265,7 +269,7 @@ bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 if [[ "${SKIP_WMMA:-0}" == 1 ]]; then note "GPU tests through the WMMA kernel: skipped (SKIP_WMMA=1)"
 else  # the verified files and the pieces that go through the GEMM (the attention pieces pick their kernels themselves)
   TEST_PATHS="test/cuda/ops.test.ts test/cuda/lora_reference.test.ts test/cuda/torch.test.ts test/cuda/train_cli.test.ts
-    test/cuda/next/bf16_beta.test.ts test/cuda/next/residual.test.ts" \
+    test/cuda/next/residual.test.ts" \
     gpu_tests "GEMMs through the WMMA kernel, f32 attention kernels" wmma INSTILL_CUBLASLT=off INSTILL_CUDA_ATTENTION=simple
 fi
 # The user's command on a GPU: a 2-layer 1B-shaped step, through the CLI (exit status and its output kept)

@@ -47,9 +47,8 @@ export const runtime = {
 
   /**
    * The kernel pieces the INSTILL_CUDA_NEXT environment variable turns on now, by name (native/cuda/README.md
-   * lists them: 'residual', 'wb_cache', 'bf16_beta', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack',
-   * 'fewer_packs', 'rope_qk', 'factor_pack', 'group_wide'; all but 'bf16_beta' and 'group_wide' are on by default,
-   * promoted by GPU runs).
+   * lists them: 'residual', 'wb_cache', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack', 'fewer_packs',
+   * 'rope_qk', 'factor_pack'; each promoted by a GPU run, so all are on by default and none waits now).
    * Throws E_ARG when the variable names an unknown one.
    */
   nextKernels(): string[] {

@@ -541,9 +541,9 @@ __global__ void add_bias_kernel(float* c, int64_t ldc, const float* bias, int64_
 bool gemm_cublaslt(const GemmArgs& g) {
   const int64_t K = g.K[0] + g.K[1];
   if (K == 0) return false;
-  // bf16 C only without bias, and without beta unless the next kernels ask (`bf16_beta`; gemm() sends the rest
-  // through f32 scratch): its D, C and bias types need not be worked out here.
-  if (g.c16 && (g.bias || (g.beta != 0.f && !next_kernels(Next::Bf16Beta)))) return false;
+  // bf16 C only without bias and beta (gemm() sends the rest through f32 scratch): its D, C and bias types need
+  // not be worked out here.
+  if (g.c16 && (g.bias || g.beta != 0.f)) return false;
   void* const c = g.c16 ? static_cast<void*>(g.c16) : static_cast<void*>(g.c);
   Api& a = api();
   if (!a.ok) return false;

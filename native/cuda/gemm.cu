@@ -192,9 +192,7 @@ void gemm(const GemmArgs& g) {
   }
   if (g.c16) {
     if (g.c || g.c_in) fail(ErrorCode::Internal, "gemm: a bf16 C with an f32 C or C input");
-    // bf16 D straight from the tensor cores; with beta != 0 (the model's dx +=) only with the next kernels
-    // (`bf16_beta`: cuBLASLt reads the bf16 C itself, and its epilogue computes acc + C in f32, rounded once)
-    if (!g.bias && (g.beta == 0.f || next_kernels(Next::Bf16Beta)) && gemm_cublaslt(g)) return;
+    if (g.beta == 0.f && !g.bias && gemm_cublaslt(g)) return;  // bf16 D straight from the tensor cores
     // Otherwise the f32 result in scratch (the kernels below, beta and bias work on f32), rounded into C once.
     Tensor scratch = Tensor::empty({g.M, g.N}, DType::F32, Device::CUDA);
     if (g.beta != 0.f) pack_f32(g.c16, Elem::BF16, g.ldc, 1.f, g.M, g.N, scratch.data_as<float>(), g.N);

@@ -80,23 +80,6 @@ void write_kept(const Layout& l, const Tensor* const* w, const Tensor* const* a,
   pack_bf16_jobs(jobs, 2 * l.m);
 }
 
-// INSTILL_CUDA_NEXT `group_wide`: the forward's products as ONE over every member's rows of K (N = S = Σ OUT_i; the
-// other members' B blocks are zeros, so each column block is its y_i) into scratch, then each y_i copied out of its
-// columns (exact copies), where that takes fewer waves of the SMs than a product per member, counted in nominal
-// 128 × 256 output tiles. The 1B model's q, k, v (N 2048; OUT 2048, 512, 512): 1 + 1 + 1 waves, together 2, for 12.6 MB
-// of copies; its gate, up (8192 each): 4 + 4, together 8, so not. Members with a bias (a per-column epilogue of
-// their own) keep their own products.
-bool wide_forward(const LoraGroupForwardArgs& p, const Layout& l) {
-  if (p.m < 2 || !next_kernels(Next::GroupWide)) return false;
-  for (int i = 0; i < p.m; ++i)
-    if (p.bias[i] || p.y[i]->dtype() != p.y[0]->dtype()) return false;
-  const int64_t sms = sm_count(), row_tiles = (l.n + 127) / 128;
-  const auto waves = [&](int64_t cols) { return (row_tiles * ((cols + 255) / 256) + sms - 1) / sms; };
-  int64_t apart = 0;
-  for (int i = 0; i < p.m; ++i) apart += waves(p.w[i]->dim(0));
-  return apart > waves(l.s);
-}
-
 // gemm(), or zeros where the product's K is empty (beta 0: C is written, never read)
 void gemm_or_zero(const GemmArgs& g, Tensor* c_tensor = nullptr) {
   if (g.K[0] + g.K[1] > 0) return gemm(g);
@@ -156,26 +139,6 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
       gemm_or_zero(g, p.u);
       pack_bf16(p.u->data(), Elem::F32, l.mr, p.scale, l.n, l.mr, bf16_ptr(px) + l.in, ldx);
     }
-  }
-  if (wide_forward(p, l)) {  // [y_1 | … | y_m] (N, S) = [x | s·u] · K[0..S]ᵀ, then each y_i out of its columns
-    const bool y16 = p.y[0]->dtype() == DType::BF16;
-    Tensor all = Tensor::empty({l.n, l.s}, y16 ? DType::BF16 : DType::F32, Device::CUDA);
-    {
-      const OpPart part("y = [x | s u] [W_1 | B ; ... ; W_m | B]^T, every member in one product (next)", Device::CUDA);
-      GemmArgs g;
-      g.M = l.n; g.N = l.s; g.K[0] = l.in + l.mr;
-      g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
-      g.b[0] = bf16_operand(k, ldk, true);
-      set_c(g, all, l.s);
-      gemm(g);
-    }
-    const OpPart part("each y_i copied out of the one product (next)", Device::CUDA);
-    for (int i = 0; i < p.m; ++i) {
-      const int64_t out = p.w[i]->dim(0);
-      if (y16) pack_bf16(bf16_ptr(all) + l.off[i], Elem::BF16, l.s, 1.f, l.n, out, bf16_ptr(*p.y[i]), out);
-      else pack_f32(all.data_as<float>() + l.off[i], Elem::F32, l.s, 1.f, l.n, out, p.y[i]->data_as<float>(), out);
-    }
-    return;
   }
   for (int i = 0; i < p.m; ++i) {  // y_i (N, OUT_i) = [x | s·u] · K[o_i..]ᵀ + bias_i, K's rows stored (OUT_i, IN + m·R)
     // (the profile names each product's output width: how the narrow members' products, k and v's, fill the GPU)

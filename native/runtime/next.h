@@ -1,7 +1,7 @@
 // INSTILL_CUDA_NEXT: code waiting for a GPU run (compiled and reviewed, not yet tested or timed on a GPU;
 // native/cuda/README.md lists it) runs instead of the verified path, each piece by its name. The value is
 // `1` or `all` for every one, or a comma list of names (next.cpp's kAll), and `-name` leaves one out
-// (`all,-bf16_beta`), read left to right; `none` is no piece (the verified kernels), `default` the pieces a GPU
+// (`all,-rope_qk`), read left to right; `none` is no piece (the verified kernels), `default` the pieces a GPU
 // run has promoted (kAll's `promoted`: on when the variable is unset). So a GPU session makes default,
 // one by one, those that pass and time well, by promoting them, and the pieces' tests still compare `none`
 // against each piece. An unknown name is E_ARG. Read on every call (parsed again only when the value changes), so a test can compare both
@@ -17,7 +17,6 @@ namespace instill {
 enum class Next {
   Residual,   // "residual": lora_linear's residual added inside the product (cuBLASLt's C != D) instead of after
   WbCache,    // "wb_cache": the model keeps each adapted linear's [W | B] on the GPU (no copy of W per forward)
-  Bf16Beta,   // "bf16_beta": a bf16 C added to (beta != 0) by cuBLASLt itself instead of through an f32 copy
   FlashLean,  // "flash_lean": the flash kernels with leaner inner loops (attention_lean.cu)
   LoraGroup,  // "lora_group": the model's q, k, v (gate, up) as one lora_group op each (lora_group.cu)
   SwigluPack,  // "swiglu_pack": with lora_group, swiglu's backward writes dgate, dup into the group's packed dy
@@ -28,8 +27,6 @@ enum class Next {
   RopeQK,      // "rope_qk": the model's q and k through one rope call, one pass on CUDA (bf16 activations, rope.cu)
   FactorPack,  // "factor_pack": the model rounds every B and A of a pass into the kept matrices in one launch
                // (ops/lora_pack.h) instead of each forward in one or two of its own (~96 launches a 1B step)
-  GroupWide,   // "group_wide": lora_group's forward as one product over every member's rows, each y_i copied out of
-               // it, where that fills the GPU's SMs in fewer waves (q, k, v: k's and v's products alone leave most idle)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

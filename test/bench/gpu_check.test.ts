@@ -54,30 +54,30 @@ describe('bench/gpu/pieces.py', () => {
     expect(pieces(log([], []))).toEqual([]);
     const got = pieces(log([
       'test/cuda/next/flash_lean.test.ts > INSTILL_CUDA_NEXT=flash_lean > lean flash kernels against the verified ones and the CPU: [ 0, 13, 50 ]',
-      'test/cuda/ops.test.ts > kernels: bf16_beta > lora_linear forward and backward',
+      'test/cuda/ops.test.ts > kernels: residual > lora_linear forward and backward',
       'test/cuda/ops.test.ts > kernels: verified > rmsnorm',  // the default path: names no piece
     ], ['test/cuda/next/norm_pack.test.ts', 'test/cuda/lora_reference.test.ts']));
     expect(got).toEqual([
-      'bf16_beta: a failed test names it',
       'flash_lean: a failed test names it',
       'norm_pack: its tests (test/cuda/next/norm_pack.test.ts) did not finish',
+      'residual: a failed test names it',
       'wb_cache: its tests (test/cuda/lora_reference.test.ts) did not finish',
     ]);
   });
 
   it('after a timeout (no summary): the failed tests from the lines under their files, and the pieces they name', () => {
     const failed = [
-      'test/cuda/next/bf16_beta.test.ts > INSTILL_CUDA_NEXT=bf16_beta > loraLinear N=37',
+      'test/cuda/next/rope_qk.test.ts > INSTILL_CUDA_NEXT=rope_qk > rope on q and k in one pass',
       'test/cuda/lora_reference.test.ts > GPU model > a bf16 model keeping its [W | B] (INSTILL_CUDA_NEXT=wb_cache): the bits',
     ];
     const path = log(failed, ['test/cuda/next/flash_lean.test.ts'], false);
     expect(pieces('--failed', path)).toEqual([  // in the log's order (its files in kAll's order here)
       'test/cuda/lora_reference.test.ts > a bf16 model keeping its [W | B] (INSTILL_CUDA_NEXT=wb_cache): the bits',
-      'test/cuda/next/bf16_beta.test.ts > loraLinear N=37',
+      'test/cuda/next/rope_qk.test.ts > rope on q and k in one pass',
     ]);
     expect(pieces(path)).toEqual([
-      'bf16_beta: a failed test names it',
       'flash_lean: its tests (test/cuda/next/flash_lean.test.ts) did not finish',
+      'rope_qk: a failed test names it',
       'wb_cache: a failed test names it',
     ]);
     // with the summary, its full names (describe included) instead
@@ -161,7 +161,7 @@ describe('bench/gpu/pieces.py', () => {
     const dflt = { bench: step, impl: 'instill cuda (bf16 activations, f32 residual, bf16 weights)', ms: 32, min_ms: 31.5, tokens_per_s: 64000, mfu: 0.35 };
     const rows = [
       dflt,
-      ab('default,bf16_beta', 30.5, 30.2),               // 4.7% faster: in
+      ab('default,flash_lean', 30.5, 30.2),              // 4.7% faster: in
       ab('default,factor_pack', 31.8, 31.4),             // 0.6% faster: under the 1%
       ab('default,norm_pack', 30, 29.8),                 // faster, but a failed test names it
       ab('default,rope_qk', 31.5, 31.6),                 // 1.6% by medians, slower by mins
@@ -169,7 +169,7 @@ describe('bench/gpu/pieces.py', () => {
       ab('default,lora_group,swiglu_pack', 31.3, 31.0),  // faster than the default, not on top of lora_group
     ];
     const out = write(rows, ['test/cuda/next/norm_pack.test.ts > INSTILL_CUDA_NEXT=norm_pack > a bf16 model pass']);
-    expect(out).toContain('- to promote, by these A/Bs: bf16_beta, lora_group (check them together: INSTILL_CUDA_NEXT=default,bf16_beta,lora_group SKIP_BENCH=1 SKIP_WMMA=1 bash bench/gpu-check.sh)');
+    expect(out).toContain('- to promote, by these A/Bs: flash_lean, lora_group (check them together: INSTILL_CUDA_NEXT=default,flash_lean,lora_group SKIP_BENCH=1 SKIP_WMMA=1 bash bench/gpu-check.sh)');
     expect(write([dflt, ab('default,factor_pack', 31.8, 31.4)], [])).toContain('- to promote, by these A/Bs: none');
     expect(write([dflt], [])).not.toContain('to promote');  // no piece A/B'd: nothing to say
   });

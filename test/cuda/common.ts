@@ -219,9 +219,8 @@ export const LORA_BF16_CASES = [
   { n: 700, inF: 1100, outF: 2100, rank: 16, bias: false },
 ];
 
-export function loraBf16(r: Rng, { n, inF, outF, rank, bias }: (typeof LORA_BF16_CASES)[number], which: 'verified' | 'bf16_beta'): void {
-  // INSTILL_CUDA_NEXT=bf16_beta: dx += into the bf16 dx by cuBLASLt itself (no f32 copy of dx)
-  withEnv('INSTILL_CUDA_NEXT', which === 'verified' ? 'none' : which, () => loraBf16Case(r, n, inF, outF, rank, bias));
+export function loraBf16(r: Rng, { n, inF, outF, rank, bias }: (typeof LORA_BF16_CASES)[number]): void {
+  withEnv('INSTILL_CUDA_NEXT', 'none', () => loraBf16Case(r, n, inF, outF, rank, bias));  // the verified kernels
 }
 
 function loraBf16Case(r: Rng, n: number, inF: number, outF: number, rank: number, bias: boolean): void {

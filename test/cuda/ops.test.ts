@@ -77,7 +77,7 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
 
   it.each(LORA_CASES)('loraLinear forward + backward N=$n $inF→$outF r=$rank bias=$bias (w bf16, kernels: verified)', (c) => loraForwardBackward(r, c));
 
-  it.each(LORA_BF16_CASES)('loraLinear with bf16 x, y, dy, dx N=$n $inF→$outF r=$rank bias=$bias (kernels: verified)', (c) => loraBf16(r, c, 'verified'));
+  it.each(LORA_BF16_CASES)('loraLinear with bf16 x, y, dy, dx N=$n $inF→$outF r=$rank bias=$bias (kernels: verified)', (c) => loraBf16(r, c));
 
   it.each(RESIDUAL_CASES)('loraLinear with a residual N=$n $inF→$outF r=$rank bias=$bias (kernels: verified)', (c) => loraResidual(r, c, 'verified'));
 

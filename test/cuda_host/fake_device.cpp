@@ -82,9 +82,6 @@ Elem elem_of(const Tensor& t) {
 // inside a product (cublaslt.cu's plan_side: a side that is not one unscaled operand of the product's type; a bf16
 // C with beta or a bias, through f32 scratch). What a check counts to see a change queue fewer.
 std::atomic<int> fake_packs{0};
-std::atomic<int> fake_gemms{0};  // gemm() calls with a non-empty output
-// An H100's SMs (lora_group.cu's group_wide counts waves of them)
-int sm_count() { return 132; }
 
 namespace {
 void packs_of(const GemmArgs& g) {
@@ -96,7 +93,6 @@ void packs_of(const GemmArgs& g) {
 
 void gemm(const GemmArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
-  ++fake_gemms;
   packs_of(g);
   const bool round = !all_f32(g);
   const int segs = g.K[1] > 0 ? 2 : 1;

@@ -9,7 +9,6 @@
 // 1e-6 of the largest element (double sums in both; only f32 rounding of the outputs is shared). dx: the member
 // by member path rounds dx after each member (beta 1), lora_group once: 1e-5 relative in f32, a bf16 step (1e-2)
 // in bf16. Against the double-precision math (no bf16 rounding at all): 3e-2 of the largest element.
-#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -30,7 +29,6 @@ void lora_linear_forward(const LoraLinearForwardArgs& p);
 void lora_linear_backward(const LoraLinearBackwardArgs& p);
 void lora_group_forward(const LoraGroupForwardArgs& p);
 void lora_group_backward(const LoraGroupBackwardArgs& p);
-extern std::atomic<int> fake_gemms;
 }  // namespace cuda
 }  // namespace instill
 
@@ -123,10 +121,6 @@ struct Case {
   // the forward told u_unused (with x_packed): u's product writes s·u into x_packed itself under fewer_packs (s a power
   // of two), u left as allocated (NaN on the fake device: checked), so u is not compared
   bool u_unused = false;
-  // INSTILL_CUDA_NEXT `group_wide`: the case runs twice, without the piece and with it, and every output must have
-  // the same bits (the fake's products sum each element alike whatever their N), and the forward one product, not
-  // m (these sizes are a wave or less each), unless a member has a bias or the weights are f32
-  bool wide = false;
 };
 
 // Every output of a run, in order, for the fewer_packs cases' comparison of bits.
@@ -326,34 +320,7 @@ void expect_same_bits(const char* piece, const Record& without, const Record& wi
   }
 }
 
-// Every output of a run with `group_wide` off and on, in bits, and the forward's products counted.
-void run_wide(const Case& c) {
-  const uint64_t seed = rng_state;
-  Record without, with;
-  setenv("INSTILL_CUDA_NEXT", "default,-group_wide", 1);
-  const int g0 = cuda::fake_gemms;
-  run_once(c, &without);
-  const int apart = cuda::fake_gemms - g0;
-  rng_state = seed;
-  setenv("INSTILL_CUDA_NEXT", "default,group_wide", 1);
-  const int g1 = cuda::fake_gemms;
-  run_once(c, &with);
-  const int merged = cuda::fake_gemms - g1;
-  unsetenv("INSTILL_CUDA_NEXT");
-  const int m = static_cast<int>(c.out.size());
-  int64_t sum_out = 0;
-  for (int64_t o : c.out) sum_out += o;
-  const bool one = m > 1 && !c.bias && c.w != DType::F32 && c.n > 0 && sum_out < 132 * 256;  // (n <= 128 here)
-  const int want = one ? (m - 1) * (c.reuse_kept ? 2 : 1) : 0;
-  if (apart - merged != want) {
-    std::printf("    FAIL group_wide: %d products without it, %d with it (expected %d fewer)\n", apart, merged, want);
-    ++failures;
-  }
-  expect_same_bits("group_wide", without, with);
-}
-
 void run(const Case& c) {
-  if (c.wide) return run_wide(c);
   if (!c.fewer) return run_once(c, nullptr);
   const uint64_t seed = rng_state;  // the same inputs for both runs
   Record without, with;
@@ -519,25 +486,6 @@ int main() {
        DType::BF16, DType::BF16, DType::BF16, DType::BF16, false, true, false, false, false, true, 2.f, true, false, true},
       {"fewer_packs, s = 1.5: u_unused, x_packed: u written (no power of two)", 19, 32, 2, {12, 12}, DType::BF16,
        DType::BF16, DType::F32, DType::F32, false, true, false, true, false, true, 1.5f, true, false, true},
-      // group_wide (the fields after u_unused: wide)
-      {"group_wide: q, k, v, bf16 x and y, widths not a multiple of 8", 37, 52, 4, {44, 20, 20}, DType::BF16, DType::BF16,
-       DType::BF16, DType::BF16, false, true, false, false, false, false, 1.75f, false, false, false, true},
-      {"group_wide: f32 y, a kept matrix from an earlier pass (two forwards)", 23, 30, 2, {14, 10, 6}, DType::BF16,
-       DType::F32, DType::F32, DType::F32, false, true, true, false, false, false, 1.75f, false, false, false, true},
-      {"group_wide: x_packed, u_unused, s = 2 (with fewer_packs, a default piece)", 27, 40, 3, {16, 8, 8}, DType::BF16,
-       DType::BF16, DType::BF16, DType::BF16, false, true, false, false, false, true, 2.f, false, false, true, true},
-      {"group_wide: no kept matrix (the op's own)", 17, 26, 3, {12, 12}, DType::BF16, DType::F32, DType::BF16,
-       DType::F32, false, false, false, false, false, false, 1.75f, false, false, false, true},
-      {"group_wide: a bias (each member its own product)", 29, 40, 3, {66, 66}, DType::BF16, DType::BF16, DType::BF16,
-       DType::BF16, true, true, false, false, false, false, 1.75f, false, false, false, true},
-      {"group_wide: f32 weights (the members one by one)", 15, 20, 3, {10, 6, 6}, DType::F32, DType::F32, DType::F32,
-       DType::F32, false, false, false, false, false, false, 1.75f, false, false, false, true},
-      // two members of a whole wave each (132 × 256 columns on the fake's 132 SMs): 2 waves apart, 2 together, so two
-      // products (the rule's boundary)
-      {"group_wide: two members of a whole wave each: not one product", 3, 8, 1, {33792, 33792}, DType::BF16, DType::BF16,
-       DType::BF16, DType::BF16, false, true, false, false, false, false, 1.75f, false, false, false, true},
-      {"group_wide: one member", 13, 24, 5, {31}, DType::BF16, DType::F32, DType::F32, DType::F32, false, true, false,
-       false, false, false, 1.75f, false, false, false, true},
   };
   return cuda::fake::run_cases(cases, failures, run);
 }

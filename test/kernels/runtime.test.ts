@@ -68,7 +68,7 @@ describe('runtime', () => {
   });
 
   it('INSTILL_CUDA_NEXT turns on what waits for a GPU run, by name: all, a list, -name leaves one out, none, default (the promoted), unknown is E_ARG', () => {
-    const all = ['residual', 'wb_cache', 'bf16_beta', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack', 'fewer_packs', 'rope_qk', 'factor_pack', 'group_wide'];
+    const all = ['residual', 'wb_cache', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack', 'fewer_packs', 'rope_qk', 'factor_pack'];
     const saved = process.env.INSTILL_CUDA_NEXT;
     const withNext = (v: string | undefined) => {
       if (v === undefined) delete process.env.INSTILL_CUDA_NEXT;
@@ -82,21 +82,24 @@ describe('runtime', () => {
       expect(withNext('')).toEqual(promoted);
       expect(withNext('default')).toEqual(promoted);
       expect(withNext('none')).toEqual([]);
-      expect(withNext('none,bf16_beta')).toEqual(['bf16_beta']);
-      expect(withNext('bf16_beta,none')).toEqual([]);  // left to right
-      expect(withNext('default,bf16_beta')).toEqual(all.filter((n) => n === 'bf16_beta' || promoted.includes(n)));
+      expect(withNext('none,rope_qk')).toEqual(['rope_qk']);
+      expect(withNext('rope_qk,none')).toEqual([]);  // left to right
       expect(withNext('default,-rope_qk')).toEqual(promoted.filter((n) => n !== 'rope_qk'));
+      expect(withNext('default,-rope_qk,rope_qk')).toEqual(promoted);
       expect(() => withNext('-default')).toThrow(expect.objectContaining({ code: 'E_ARG' }));
       expect(() => withNext('-none')).toThrow(expect.objectContaining({ code: 'E_ARG' }));
       expect(withNext('1')).toEqual(all);
       expect(withNext('all')).toEqual(all);
-      expect(withNext('rope_qk,bf16_beta')).toEqual(['bf16_beta', 'rope_qk']);  // in their fixed order
-      expect(withNext('all,-bf16_beta,-wb_cache')).toEqual(all.filter((n) => n !== 'bf16_beta' && n !== 'wb_cache'));
-      expect(withNext('bf16_beta,,')).toEqual(['bf16_beta']);
+      expect(withNext('rope_qk,residual')).toEqual(['residual', 'rope_qk']);  // in their fixed order
+      expect(withNext('all,-rope_qk,-wb_cache')).toEqual(all.filter((n) => n !== 'rope_qk' && n !== 'wb_cache'));
+      expect(withNext('rope_qk,,')).toEqual(['rope_qk']);
       // pieces taken out after GPU runs measured them (stop 22: pack_wb, flash_mt, flash_occ, stored_ds, attn_prep;
-      // stop 23: split_k, ce_l2, dkv_pairs, dkv_whole, dq_atomic, dkv_atomic, rope_token)
+      // stop 23: split_k, ce_l2, dkv_pairs, dkv_whole, dq_atomic, dkv_atomic, rope_token; stop 24: group_wide,
+      // bf16_beta)
       expect(() => withNext('flash_mt')).toThrow(expect.objectContaining({ code: 'E_ARG' }));
       expect(() => withNext('default,dq_atomic')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'dq_atomic'") }));
+      expect(() => withNext('default,group_wide')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'group_wide'") }));
+      expect(() => withNext('all,-bf16_beta')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'bf16_beta'") }));
       expect(() => withNext('pack_bw')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'pack_bw'") }));
       expect(() => withNext('pack_bw')).toThrow(expect.objectContaining({ code: 'E_ARG' }));  // again: a bad value is not kept
       expect(withNext('residual')).toEqual(['residual']);
