@@ -79,9 +79,10 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=skinny', () => {
       const worst = expectNearPass(skinny.value, plain.value, 'skinny', 1e-4);
       console.log(`skinny (hidden ${hidden}, intermediate ${inter}, bf16 activations ${acts}, s ${alpha / 8}): ${gradBitsDiffer(skinny.value, plain.value)} gradient elements differ in bits, worst ${worst.toExponential(2)}`);
       expect(plain.parts.some((p) => p.includes('narrow product'))).toBe(false);
-      // u in every forward (2 layers: the two groups and o, down); g, dA and dB in every backward, where operands are bf16
+      // u in every forward (2 layers: the two groups, o and down, but down's u where its A is f32: intermediate 342
+      // leaves no spare rows for a bf16 A below W) and g, dA, dB in every backward, where the operands are bf16
       for (const op of ['lora_group_forward', 'lora_linear_forward', 'lora_group_backward', 'lora_linear_backward']) {
-        expect(skinny.calls[`${op}/narrow product, split K (next)`] ?? 0, op).toBeGreaterThanOrEqual(acts === '1' ? 4 : 0);
+        expect(skinny.calls[`${op}/narrow product, split K (next)`] ?? 0, op).toBeGreaterThanOrEqual(acts === '1' ? 2 : 0);
       }
       expect(skinny.calls['lora_group_backward/narrow product, split K (next)'], 'g, dA, dB of the groups').toBeGreaterThanOrEqual(acts === '1' ? 12 : 4);
     });
