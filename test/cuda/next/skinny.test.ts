@@ -84,7 +84,8 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=skinny', () => {
       for (const op of ['lora_group_forward', 'lora_linear_forward', 'lora_group_backward', 'lora_linear_backward']) {
         expect(skinny.calls[`${op}/narrow product, split K (next)`] ?? 0, op).toBeGreaterThanOrEqual(acts === '1' ? 2 : 0);
       }
-      expect(skinny.calls['lora_group_backward/narrow product, split K (next)'], 'g, dA, dB of the groups').toBeGreaterThanOrEqual(acts === '1' ? 12 : 4);
+      // dA and dB read s·g and s·u in bf16 only where s is a power of two (fewer_packs), else f32 (cuBLASLt's)
+      expect(skinny.calls['lora_group_backward/narrow product, split K (next)'], 'g, dA, dB of the groups').toBeGreaterThanOrEqual(acts === '1' && alpha === 16 ? 12 : 4);
     });
     m.dispose();
   });
