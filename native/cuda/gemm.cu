@@ -124,7 +124,6 @@ __global__ void __launch_bounds__(THREADS) gemm_wmma_kernel(const KernelArgs g) 
 }  // namespace
 
 bool gemm_cublaslt(const GemmArgs& g);  // cublaslt.cu: true when it ran the product
-bool gemm_skinny(const GemmArgs& g);    // skinny.cu (INSTILL_CUDA_NEXT `skinny`): true when it ran the product
 
 namespace {
 
@@ -191,7 +190,6 @@ void gemm(const GemmArgs& g) {
   if (grid_y > 65535 || grid_x > 0x7fffffffll) {
     fail(ErrorCode::Unsupported, "CUDA gemm: ", g.M, " rows is more than this kernel's grid covers (", 65535ll * BM, ")");
   }
-  if (gemm_skinny(g)) return;  // LoRA's narrow products, where INSTILL_CUDA_NEXT names `skinny` (it says which)
   if (g.c16) {
     if (g.c || g.c_in) fail(ErrorCode::Internal, "gemm: a bf16 C with an f32 C or C input");
     if (g.beta == 0.f && !g.bias && gemm_cublaslt(g)) return;  // bf16 D straight from the tensor cores

@@ -19,7 +19,8 @@ namespace {
 // last two INSTILL_CUDA_DETERMINISTIC, as no piece adds up with atomics now), and rope_token (its bits off by an f32
 // ulp in runs 14-16; rope_qk rotates q and k in one pass instead). Run 18 measured the two left waiting no faster,
 // and stop 24 removed them: group_wide (lora_group's forward as one product over every member: +1.4%) and bf16_beta
-// (cuBLASLt adding into a bf16 C itself: 0.997x by medians, 1.003x by mins; run 17 1.007x).
+// (cuBLASLt adding into a bf16 C itself: 0.997x by medians, 1.003x by mins; run 17 1.007x). Stop 24 also added and
+// took out skinny (LoRA's narrow products on a split-K mma.sync kernel: correct, 1.059x the step in run 19).
 // (`narrow`, LoRA's u, g, dA, dB on CUDA-core kernels, was removed in stop 19: ~2x slower than cuBLASLt in run 14.
 // Stop 22 removed five that runs 14–16 measured no faster: `pack_wb` (moot with wb_cache), `flash_mt`, `flash_occ`,
 // `stored_ds` and `attn_prep` (nothing on top of flash_lean, or slower); bench/RESULTS.md has their numbers.)
@@ -33,7 +34,7 @@ constexpr Piece kAll[] = {
     {Next::FlashLean, "flash_lean", true},   {Next::LoraGroup, "lora_group", true},
     {Next::SwigluPack, "swiglu_pack", true}, {Next::NormPack, "norm_pack", true},
     {Next::FewerPacks, "fewer_packs", true}, {Next::RopeQK, "rope_qk", true},
-    {Next::FactorPack, "factor_pack", true}, {Next::Skinny, "skinny", false}};
+    {Next::FactorPack, "factor_pack", true}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;

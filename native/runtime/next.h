@@ -27,8 +27,6 @@ enum class Next {
   RopeQK,      // "rope_qk": the model's q and k through one rope call, one pass on CUDA (bf16 activations, rope.cu)
   FactorPack,  // "factor_pack": the model rounds every B and A of a pass into the kept matrices in one launch
                // (ops/lora_pack.h) instead of each forward in one or two of its own (~96 launches a 1B step)
-  Skinny,      // "skinny": LoRA's narrow products (u = x·Aᵀ, g = dy·B: N ≤ 64, A bf16 along k) on mma.sync, split over
-               // K with the partials added in a fixed order (native/cuda/skinny.cu) instead of cuBLASLt
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).
