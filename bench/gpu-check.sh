@@ -187,9 +187,9 @@ bench() {  # name timeout command...
 # NEXT_SET: the default and every waiting piece that can be on with the others, what a session would promote
 # together (until stop 21 the default was `all`, which also turned on the pieces that lost runs 14-16 and those that
 # override others, so no session could promote the set it timed). Stop 24 took out the two pieces run 18 measured
-# no faster, and `skinny` (run 19: 1.059x), so no piece waits: NEXT_SET is the default alone, and with no NEXT_AB
+# no faster, and `skinny` (run 19: 1.059x), and added `ce_wide`. With NEXT_SET the default alone and no NEXT_AB
 # there is no next-kernel A/B (it would time the default against itself). A new piece adds its name here.
-NEXT_SET="default"
+NEXT_SET="default,ce_wide"
 if [[ -z "${NEXT_AB:-}" && "$NEXT_SET" == default ]]; then
   note "no piece waits (NEXT_SET=default): no next-kernel A/B in this call (NEXT_AB=... names pieces to A/B)"
   NEXT_ON=0
@@ -209,9 +209,9 @@ bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fi
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # PIECE_AB: space-separated sets, each a comma list, each set whose tests passed in an A/B of its own
 # (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
-# others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default: none, as no piece
-# waits (run 18 timed the last two alone, run 19 `skinny`; stop 24 took the three out). Then (below) NEXT_SET as the
-# "next kernels" A/B. (Run 16 timed lora_group, then with swiglu_pack, then with norm_pack, and promoted the three; run 17
+# others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default: none (run 18
+# timed the last two alone, run 19 `skinny`; stop 24 took the three out, and `ce_wide`, the one piece waiting, is
+# NEXT_SET's A/B). Then (below) NEXT_SET as the "next kernels" A/B. (Run 16 timed lora_group, then with swiglu_pack, then with norm_pack, and promoted the three; run 17
 # fewer_packs, factor_pack and rope_qk together.)
 [[ -z "${PIECE_AB:-}" ]] && note "A/Bs of single pieces: none (PIECE_AB=... names sets to A/B)"
 for set in ${PIECE_AB:-}; do
@@ -261,6 +261,9 @@ bench "instill lora" 60 node bench/gpu/instill_bench.mjs lora --out "$RES"
 bench "instill lora (wmma)" 60 env INSTILL_CUBLASLT=off node bench/gpu/instill_bench.mjs lora --out "$RES"
 bench "torch ce" 60 python3 bench/gpu/torch_bench.py ce --out "$RES"
 bench "instill ce" 90 node bench/gpu/instill_bench.mjs ce --out "$RES"
+# the loss with the next kernels too: its time and peak memory (the target: <= 1/8 of torch's) under ce_wide
+(( NEXT_ON )) && bench "instill ce (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
+  node bench/gpu/instill_bench.mjs ce --out "$RES"
 bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 # the ops one by one with the next kernels (the attention backward, the loss, LoRA's products)
 (( NEXT_ON )) && bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \

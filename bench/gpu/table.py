@@ -96,15 +96,19 @@ def extended_row(r):
 
 
 for r in rows:
-    if not r.get("variant") or not r.get("ms") or not (r["bench"].startswith("train step llama-3.2-1b ") or r["bench"] == "lora_linear fwd+bwd"):
+    if not r.get("variant") or not r.get("ms") or not (r["bench"].startswith("train step llama-3.2-1b ")
+                                                       or r["bench"] in ("lora_linear fwd+bwd", cb)):
         continue
     base = default_row(r["bench"])
     if base is None:
         continue
     med = r["ms"] / base["ms"]
     mins = r["min_ms"] / base["min_ms"] if r.get("min_ms") and base.get("min_ms") else float("nan")
+    # the loss's peak memory too (its target: at most 1/8 of torch's)
+    mem = (f"; peak {r['peak_mib']:.0f} MiB against {base['peak_mib']:.0f}" if r["bench"] == cb and r.get("peak_mib")
+           and base.get("peak_mib") else "")
     print(f"- A/B {r['bench']}, {r['variant']}: {r['ms']:.2f} ms against {base['ms']:.2f} ms by default "
-          f"({med:.3f}x by medians, {mins:.3f}x by mins)")
+          f"({med:.3f}x by medians, {mins:.3f}x by mins){mem}")
     # a set that extends another A/B'd set: against it too, so each piece's own step shows
     prev = extended_row(r)
     if prev is not None:

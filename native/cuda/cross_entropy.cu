@@ -22,7 +22,8 @@
 // ~520 that 256 MiB of f32 logits allow at V = 128256), while the f32 logits
 // need 4 bytes per element and the bf16 gradient 2. Defaults: a chunk is up to
 // 1 GiB of bf16 dlogits (4186 rows at V = 128256; chunks balanced, rows a
-// multiple of 64), a sub-chunk up to 256 MiB of f32 logits (512 rows). Peak
+// multiple of 64), a sub-chunk up to 256 MiB of f32 logits (512 rows; 512 MiB with
+// INSTILL_CUDA_NEXT=ce_wide, below). Peak
 // scratch at N = 8192 (6144 kept), C = 2048, V = 128256: ~1.07 GB, never N·V.
 // A caller's chunk_rows sets both (about chunk_rows·V·6 bytes).
 #include <algorithm>
@@ -38,6 +39,11 @@ namespace {
 
 constexpr int64_t kCudaDlogitsBytes = 1ll << 30;   // softmax gradient of one chunk (bf16; f32 for an f32 head)
 constexpr int64_t kCudaLogitsBytes = 256ll << 20;  // f32 logits of one sub-chunk
+// INSTILL_CUDA_NEXT `ce_wide`: sub-chunks of up to 512 MiB. Each sub-chunk's logits product streams all of W (525 MB
+// at V = 128256, C = 2048) besides writing its logits, so the 1B step's 2047 rows in 4 sub-chunks read W 4 times, in
+// 2 twice: ~1 GB less a step (run 18's loss: 4.3 ms; its logits products ~1.8). The peak grows by one sub-chunk's
+// extra 256 MiB (the linear CE benchmark: ~1.09 → ~1.36 GiB, against torch's 13.7).
+constexpr int64_t kCudaLogitsBytesWide = 512ll << 20;
 constexpr int kThreads = 512;
 
 
@@ -208,7 +214,8 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
   if (p.chunk_rows > 0) {
     chunk = sub = std::min(p.chunk_rows, count);
   } else {
-    int64_t sub_max = std::max<int64_t>(1, kCudaLogitsBytes / (4 * std::max<int64_t>(ldv, 1)));
+    const int64_t logits_bytes = next_kernels(Next::CeWide) ? kCudaLogitsBytesWide : kCudaLogitsBytes;
+    int64_t sub_max = std::max<int64_t>(1, logits_bytes / (4 * std::max<int64_t>(ldv, 1)));
     if (sub_max >= 128) sub_max = sub_max / 64 * 64;
     const int64_t chunk_max =
         grads ? std::max<int64_t>(sub_max, kCudaDlogitsBytes / (esz * std::max<int64_t>(ldv, 1))) : sub_max;
@@ -261,6 +268,7 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
     for (int64_t s0 = 0; s0 < m; s0 += sub) {
       const int64_t ms = std::min(sub, m - s0);
       {  // logits (ms, V) = hc (ms, C) · Wᵀ,  W stored (V, C)
+        const OpPart part("logits = h W^T (a sub-chunk)", Device::CUDA);
         GemmArgs g;
         g.M = ms; g.N = V; g.K[0] = C;
         g.a[0] = view(at(hb, s0 * ldh), ce, ldh, false);
@@ -274,6 +282,7 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
       }
       const int32_t* tg = targets_dp + r0 + s0;
       double* acc = static_cast<double*>(acc64.data());
+      const OpPart part("softmax, loss and dlogits (a sub-chunk)", Device::CUDA);
       if (exact) {
         launch_ce_rows<float>(ms, logits.data_as<float>(), ldv, tg, V, p.ignore_index, inv_norm,
                               grads ? dl.data_as<float>() + s0 * ldv : nullptr, ldv, acc);
@@ -283,6 +292,7 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
       }
     }
     if (p.dh && C > 0) {  // dh rows (m, C) = dlogits (m, V) · W (V, C)
+      const OpPart part("dh = dlogits W, scattered to its rows", Device::CUDA);
       GemmArgs g;
       g.M = m; g.N = C; g.K[0] = V;
       g.a[0] = view(dl.data(), ce, ldv, false);

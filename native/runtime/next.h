@@ -27,6 +27,8 @@ enum class Next {
   RopeQK,      // "rope_qk": the model's q and k through one rope call, one pass on CUDA (bf16 activations, rope.cu)
   FactorPack,  // "factor_pack": the model rounds every B and A of a pass into the kept matrices in one launch
                // (ops/lora_pack.h) instead of each forward in one or two of its own (~96 launches a 1B step)
+  CeWide,      // "ce_wide": linear_cross_entropy's f32 logits in sub-chunks of up to 512 MiB, not 256 (half the passes
+               // over the head's W: 2 instead of 4 for the 1B model's 2047 rows; cross_entropy.cu)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

@@ -91,6 +91,7 @@ describe('bench/gpu/pieces.py', () => {
       { bench: 'lora_linear fwd+bwd', impl: 'instill cuda (cuBLASLt)', ms: 1.0, min_ms: 0.9, device: 'NVIDIA H100 80GB HBM3' },
       { bench: 'linear CE fwd+bwd V=128256', impl: 'torch logits+cross_entropy', ms: 24, min_ms: 24, peak_mib: 14000 },
       { bench: 'linear CE fwd+bwd V=128256', impl: 'instill cuda (chunked, cuBLASLt)', ms: 12, min_ms: 12, peak_mib: 1000 },
+      { bench: 'linear CE fwd+bwd V=128256', impl: 'instill cuda (chunked, cuBLASLt, next kernels)', ms: 11.4, min_ms: 11.4, peak_mib: 1250, variant: 'next kernels' },
       { bench: step, impl: 'transformers+peft sdpa', ms: 100, min_ms: 90, tokens_per_s: 20480, mfu: 0.11 },
       { bench: `train step op attention_backward`, impl: 'instill cuda x16', ms: 8.25, share: 0.17 },
       { bench: step, impl: 'instill cuda (f32 activations, bf16 weights)', ms: 46, min_ms: 45, tokens_per_s: 44522, mfu: 0.243, forward_only_ms: 18 },
@@ -109,6 +110,7 @@ describe('bench/gpu/pieces.py', () => {
     expect(out).toContain('| train step op attention_backward | instill cuda x16 (17.0% of the step) | 8.25 |');
     expect(out).toContain('- fused LoRA linear vs torch eager: 2.00x (target >= 1.3x): MET');
     expect(out).toContain('- linear CE: peak memory 0.071 of torch (target <= 0.125), time 0.50x torch (target <= 1): MET');
+    expect(out).toContain('- A/B linear CE fwd+bwd V=128256, next kernels: 11.40 ms against 12.00 ms by default (0.950x by medians, 0.950x by mins); peak 1250 MiB against 1000');
     expect(out).toContain('- training step: 2.17x transformers+peft tokens/s (medians; 2.00x by each side\'s fastest step) at 24.3% MFU');
     expect(out).toContain(`- A/B ${step}, next kernels: 36.80 ms against 46.00 ms by default (0.800x by medians, 0.800x by mins)`);
     expect(out).toContain('- ops, next kernels against the default (ms): attention_backward -4.00');
