@@ -42,6 +42,18 @@ void store_f32(const Tensor& f32, Tensor& out) {
   });
 }
 
+Tensor load_f32_columns(const Tensor& packed, int64_t col, int64_t c) {
+  const int64_t n = packed.dim(0), ld = packed.dim(1);
+  Tensor f32 = Tensor::empty({n, c}, DType::F32);
+  const uint16_t* s = packed.data_as<uint16_t>();
+  float* d = f32.data_as<float>();
+  parallel_range(n, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r)
+      for (int64_t j = 0; j < c; ++j) d[r * c + j] = bf16_to_f32(s[r * ld + col + j]);
+  });
+  return f32;
+}
+
 void store_f32_columns(const Tensor& f32, Tensor& packed, int64_t col) {
   const int64_t n = f32.dim(0), c = f32.dim(1), ld = packed.dim(1);
   const float* s = f32.data_as<float>();

@@ -19,6 +19,8 @@ void store_f32(const Tensor& f32, Tensor& out);
 // Rounds an f32 (N, C) result into columns col..col+C of a bf16 (N, ld) packed operand (the ops' *_packed outputs:
 // ops/rmsnorm.h, ops/swiglu.h), its other columns untouched.
 void store_f32_columns(const Tensor& f32, Tensor& packed, int64_t col);
+// The other way: columns col..col+C of a bf16 (N, ld) packed operand widened into a new f32 (N, C) (exact).
+Tensor load_f32_columns(const Tensor& packed, int64_t col, int64_t c);
 
 }  // namespace cpu
 }  // namespace instill

@@ -91,11 +91,12 @@ float attend_row(const float* qi, const float* k, const float* v, int64_t kvh, i
 void attention_forward(const AttentionForwardArgs& p) {
   if (p.q->dtype() == DType::BF16) {  // bf16 activations: the f32 op on the widened inputs, outputs rounded once
     const Tensor q = f32_of(*p.q), k = f32_of(*p.k), v = f32_of(*p.v);
-    Tensor out = f32_out(*p.out, false);
+    Tensor out = p.out_packed ? Tensor::empty(p.q->shape(), DType::F32) : f32_out(*p.out, false);
     AttentionForwardArgs a = p;
-    a.q = &q; a.k = &k; a.v = &v; a.out = &out;
+    a.q = &q; a.k = &k; a.v = &v; a.out = &out; a.out_packed = nullptr;
     cpu::attention_forward(a);
-    store_f32(out, *p.out);
+    if (p.out_packed) store_f32_columns(out.reshape({q.dim(0), q.dim(1) * q.dim(2)}), *p.out_packed, 0);
+    else store_f32(out, *p.out);
     return;
   }
   const int64_t h = p.q->dim(1), d = p.q->dim(2), kvh = p.k->dim(1);
@@ -204,10 +205,12 @@ void attention_decode(const AttentionDecodeArgs& p) {
 
 void attention_backward(const AttentionBackwardArgs& p) {
   if (p.q->dtype() == DType::BF16) {  // as the forward
-    const Tensor dout = f32_of(*p.dout), q = f32_of(*p.q), k = f32_of(*p.k), v = f32_of(*p.v), out = f32_of(*p.out);
+    const Tensor dout = f32_of(*p.dout), q = f32_of(*p.q), k = f32_of(*p.k), v = f32_of(*p.v);
+    const Tensor out = p.out_packed ? load_f32_columns(*p.out_packed, 0, q.dim(1) * q.dim(2)).reshape(q.shape()) : f32_of(*p.out);
     Tensor dq = f32_out(*p.dq, false), dk = f32_out(*p.dk, false), dv = f32_out(*p.dv, false);
     AttentionBackwardArgs a = p;
     a.dout = &dout; a.q = &q; a.k = &k; a.v = &v; a.out = &out; a.dq = &dq; a.dk = &dk; a.dv = &dv;
+    a.out_packed = nullptr;
     cpu::attention_backward(a);
     store_f32(dq, *p.dq);
     store_f32(dk, *p.dk);

@@ -117,15 +117,18 @@ void attention_forward(const AttentionForwardArgs& p) {
   if (p.q->dtype() == DType::BF16) {  // bf16 activations: the pipelined flash kernels on the tensors themselves
     a.io16 = true;
     a.q16 = bf16_of(p.q); a.k16 = bf16_of(p.k); a.v16 = bf16_of(p.v);
-    a.out16 = p.out->data_as<__nv_bfloat16>();
+    // out_packed: out's rows into o_proj's packed x, ld apart (ops/attention.h)
+    a.out16 = p.out_packed ? p.out_packed->data_as<__nv_bfloat16>() : p.out->data_as<__nv_bfloat16>();
+    a.ldo16 = p.out_packed ? p.out_packed->dim(1) : 0;
     if (path_choice(false) != Path::Simple && attention_flash_supported(a)) return attention_flash_forward(a, stream(), true);
     const OpPart part("f32 copies (bf16 activations, f32 kernels)", Device::CUDA);
     const Tensor q = widened(*p.q), k = widened(*p.k), v = widened(*p.v);
-    Tensor out = Tensor::empty(p.out->shape(), DType::F32, Device::CUDA);
+    Tensor out = Tensor::empty(p.q->shape(), DType::F32, Device::CUDA);
     AttentionForwardArgs f = p;
-    f.q = &q; f.k = &k; f.v = &v; f.out = &out;
+    f.q = &q; f.k = &k; f.v = &v; f.out = &out; f.out_packed = nullptr;
     cuda::attention_forward(f);
-    return narrow_into(out, *p.out);
+    if (!p.out_packed) return narrow_into(out, *p.out);
+    return pack_bf16(out.data(), Elem::F32, H * D, 1.f, N, H * D, p.out_packed->data_as<__nv_bfloat16>(), a.ldo16);
   }
   a.q = p.q->data_as<float>(); a.k = p.k->data_as<float>(); a.v = p.v->data_as<float>();
   a.out = p.out->data_as<float>();
@@ -158,15 +161,19 @@ void attention_backward(const AttentionBackwardArgs& p) {
   if (p.q->dtype() == DType::BF16) {  // bf16 activations, as the forward
     a.io16 = true;
     a.q16 = bf16_of(p.q); a.k16 = bf16_of(p.k); a.v16 = bf16_of(p.v); a.do16 = bf16_of(p.dout);
-    a.out16_in = bf16_of(p.out);
+    a.out16_in = p.out_packed ? bf16_of(p.out_packed) : bf16_of(p.out);  // out_packed: the forward's, ld apart
+    a.ldo16 = p.out_packed ? p.out_packed->dim(1) : 0;
     a.dq16 = p.dq->data_as<__nv_bfloat16>(); a.dk16 = p.dk->data_as<__nv_bfloat16>(); a.dv16 = p.dv->data_as<__nv_bfloat16>();
     if (path == Path::Simple || !attention_flash_supported(a)) {
       const OpPart part("f32 copies (bf16 activations, f32 kernels)", Device::CUDA);
-      const Tensor dout = widened(*p.dout), q = widened(*p.q), k = widened(*p.k), v = widened(*p.v), out = widened(*p.out);
+      const Tensor dout = widened(*p.dout), q = widened(*p.q), k = widened(*p.k), v = widened(*p.v);
+      Tensor out = p.out_packed ? Tensor::empty(p.q->shape(), DType::F32, Device::CUDA) : widened(*p.out);
+      if (p.out_packed) pack_f32(bf16_of(p.out_packed), Elem::BF16, a.ldo16, 1.f, N, H * D, out.data_as<float>(), H * D);
       Tensor dq = Tensor::empty(p.dq->shape(), DType::F32, Device::CUDA), dk = Tensor::empty(p.dk->shape(), DType::F32, Device::CUDA),
              dv = Tensor::empty(p.dv->shape(), DType::F32, Device::CUDA);
       AttentionBackwardArgs f = p;
       f.dout = &dout; f.q = &q; f.k = &k; f.v = &v; f.out = &out; f.dq = &dq; f.dk = &dk; f.dv = &dv;
+      f.out_packed = nullptr;
       cuda::attention_backward(f);
       narrow_into(dq, *p.dq);
       narrow_into(dk, *p.dk);

@@ -209,8 +209,8 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
   for (int n = 0; n < D / 8; ++n) {
     const int d = 8 * n + 2 * tig;
     if constexpr (kIo16) {
-      if (ia < N) store2(p.out16 + (ia * H + h) * D + d, o[n][0] * inv_a, o[n][1] * inv_a);
-      if (ib < N) store2(p.out16 + (ib * H + h) * D + d, o[n][2] * inv_b, o[n][3] * inv_b);
+      if (ia < N) store2(p.out16 + ia * out16_ld(p) + h * D + d, o[n][0] * inv_a, o[n][1] * inv_a);
+      if (ib < N) store2(p.out16 + ib * out16_ld(p) + h * D + d, o[n][2] * inv_b, o[n][3] * inv_b);
     } else {
       if (ia < N) *reinterpret_cast<float2*>(p.out + (ia * H + h) * D + d) = make_float2(o[n][0] * inv_a, o[n][1] * inv_a);
       if (ib < N) *reinterpret_cast<float2*>(p.out + (ib * H + h) * D + d) = make_float2(o[n][2] * inv_b, o[n][3] * inv_b);
@@ -608,7 +608,7 @@ bool attention_flash_supported(const AttnParams& p) {
                           static_cast<const void*>(p.dq16), static_cast<const void*>(p.dk16),
                           static_cast<const void*>(p.dv16)})
     if (!aligned(ptr, 16)) return false;  // null (not used by this call) is aligned
-  return true;
+  return p.ldo16 % 8 == 0;  // a packed out's rows 16-byte aligned, as the tensors' are
 }
 
 bool attention_flash_dkv_split(const AttnParams& p) {

@@ -70,7 +70,13 @@ struct AttnParams {
   __nv_bfloat16* dq16 = nullptr;
   __nv_bfloat16* dk16 = nullptr;
   __nv_bfloat16* dv16 = nullptr;
+  // io16: the elements between two tokens' rows of out16 / out16_in, or 0 for H·D (contiguous). More where out is
+  // written into o_proj's packed x (ops/attention.h's out_packed; INSTILL_CUDA_NEXT=attn_pack).
+  int64_t ldo16 = 0;
 };
+
+// out16's / out16_in's row stride.
+__host__ __device__ __forceinline__ int64_t out16_ld(const AttnParams& p) { return p.ldo16 ? p.ldo16 : p.H * p.D; }
 
 // Δ_i = dout_i · out_i for every (i, h): the first step of both backwards (io16: from do16 and out16_in).
 void attention_delta(const AttnParams& p, cudaStream_t s);

@@ -64,20 +64,21 @@ struct QueryRows {
   }
 };
 
-// The epilogue: a thread's two rows ra and rb (C rows gid, gid + 8) of an (N, heads, D) output at head `head`, each
-// row's values times its factor, as f32 pairs (out32) or bf16 pairs (out16 when out32 is null); rows past N skipped.
+// The epilogue: a thread's two rows ra and rb (C rows gid, gid + 8) of an output of `ld` elements a token, heads of D
+// (ld = heads · D: an (N, heads, D) tensor), at head `head`, each row's values times its factor, as f32 pairs (out32)
+// or bf16 pairs (out16 when out32 is null); rows past N skipped.
 template <int D>
-__device__ __forceinline__ void store_rows(float* out32, bf16* out16, int64_t heads, int64_t head, int64_t N, int64_t ra,
+__device__ __forceinline__ void store_rows(float* out32, bf16* out16, int64_t ld, int64_t head, int64_t N, int64_t ra,
                                            int64_t rb, const float (&acc)[D / 8][4], float fa, float fb, int tig) {
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) {
     const int d = 8 * n + 2 * tig;
     if (out32) {
-      if (ra < N) *reinterpret_cast<float2*>(out32 + (ra * heads + head) * D + d) = make_float2(acc[n][0] * fa, acc[n][1] * fa);
-      if (rb < N) *reinterpret_cast<float2*>(out32 + (rb * heads + head) * D + d) = make_float2(acc[n][2] * fb, acc[n][3] * fb);
+      if (ra < N) *reinterpret_cast<float2*>(out32 + ra * ld + head * D + d) = make_float2(acc[n][0] * fa, acc[n][1] * fa);
+      if (rb < N) *reinterpret_cast<float2*>(out32 + rb * ld + head * D + d) = make_float2(acc[n][2] * fb, acc[n][3] * fb);
     } else {
-      if (ra < N) store2(out16 + (ra * heads + head) * D + d, acc[n][0] * fa, acc[n][1] * fa);
-      if (rb < N) store2(out16 + (rb * heads + head) * D + d, acc[n][2] * fb, acc[n][3] * fb);
+      if (ra < N) store2(out16 + ra * ld + head * D + d, acc[n][0] * fa, acc[n][1] * fa);
+      if (rb < N) store2(out16 + rb * ld + head * D + d, acc[n][2] * fb, acc[n][3] * fb);
     }
   }
 }
@@ -222,7 +223,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnPara
   const float la = quad_sum(acc.l_a), lb = quad_sum(acc.l_b);  // >= 1 for every real row: query i sees itself
   const float inv_a = 1.f / la, inv_b = 1.f / lb;
   const int64_t ia = wi0 + gid, ib = ia + 8;
-  store_rows<D>(kIo16 ? nullptr : p.out, p.out16, H, h, N, ia, ib, o, inv_a, inv_b, tig);
+  store_rows<D>(kIo16 ? nullptr : p.out, p.out16, kIo16 ? out16_ld(p) : H * D, h, N, ia, ib, o, inv_a, inv_b, tig);
   if (tig == 0) {
     if (ia < N) p.lse[ia * H + h] = (acc.m_a + log2f(la)) * kLn2;
     if (ib < N) p.lse[ib * H + h] = (acc.m_b + log2f(lb)) * kLn2;
@@ -347,7 +348,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_lean_kernel(const AttnParam
     }
   }
   if (!warp_live) return;
-  store_rows<D>(kIo16 ? nullptr : p.dq, p.dq16, H, h, N, ia, ib, acc, p.scale, p.scale, tig);
+  store_rows<D>(kIo16 ? nullptr : p.dq, p.dq16, H * D, h, N, ia, ib, acc, p.scale, p.scale, tig);
 }
 
 // ---------------------------------------------------------------- dK, dV
@@ -479,8 +480,8 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnPara
   if (!warp_live) return;
   // bf16 activations not split: dk_out / dv_out null, the results go to p.dk16 / p.dv16 in bf16
   const bool to16 = kIo16 && !t.dk_out;
-  store_rows<D>(to16 ? nullptr : t.dk_out, p.dk16, t.out_heads, u, N, ja, jb, dk, p.scale, p.scale, tig);
-  store_rows<D>(to16 ? nullptr : t.dv_out, p.dv16, t.out_heads, u, N, ja, jb, dv, 1.f, 1.f, tig);
+  store_rows<D>(to16 ? nullptr : t.dk_out, p.dk16, t.out_heads * D, u, N, ja, jb, dk, p.scale, p.scale, tig);
+  store_rows<D>(to16 ? nullptr : t.dv_out, p.dv16, t.out_heads * D, u, N, ja, jb, dv, 1.f, 1.f, tig);
 }
 
 template <int D, bool kPipe, bool kIo16>

@@ -146,13 +146,14 @@ __global__ void __launch_bounds__(kWarps * 32) attention_query_kernel(const Attn
 
 // T: float, or bf16 (bf16 activations: the same sums of the widened values).
 template <typename T>
-__global__ void attention_delta_kernel(const T* dout, const T* out, int64_t rows, int64_t D,
-                                       float* delta) {  // dout, out (rows = N·H, D); delta (N·H)
+__global__ void attention_delta_kernel(const T* dout, const T* out, int64_t rows, int64_t H, int64_t D, int64_t ldo,
+                                       float* delta) {  // dout (rows = N·H, D); out (N, ldo) its H·D first; delta (N·H)
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (r >= rows) return;
+  const T* o = out + (r / H) * ldo + (r % H) * D;
   float s = 0.f;
-  for (int64_t d = lane; d < D; d += 32) s += load1(dout + r * D + d) * load1(out + r * D + d);
+  for (int64_t d = lane; d < D; d += 32) s += load1(dout + r * D + d) * load1(o + d);
   s = warp_sum(s);
   if (lane == 0) delta[r] = s;
 }
@@ -255,8 +256,8 @@ dim3 grid_rows(int64_t N, int64_t heads) {
 
 void attention_delta(const AttnParams& p, cudaStream_t s) {
   const unsigned grid = static_cast<unsigned>((p.N * p.H + kWarps - 1) / kWarps);
-  if (p.io16) attention_delta_kernel<<<grid, kWarps * 32, 0, s>>>(p.do16, p.out16_in, p.N * p.H, p.D, p.delta);
-  else attention_delta_kernel<<<grid, kWarps * 32, 0, s>>>(p.dout, p.out_in, p.N * p.H, p.D, p.delta);
+  if (p.io16) attention_delta_kernel<<<grid, kWarps * 32, 0, s>>>(p.do16, p.out16_in, p.N * p.H, p.H, p.D, out16_ld(p), p.delta);
+  else attention_delta_kernel<<<grid, kWarps * 32, 0, s>>>(p.dout, p.out_in, p.N * p.H, p.H, p.D, p.H * p.D, p.delta);
   check_launch("attention_delta_kernel");
 }
 

@@ -52,6 +52,7 @@ struct LlamaModel::Acts {
   Tensor xn2, rstd2;              // (N, C) as xn1, (N)
   Tensor gate, up, h;             // (N, F), h shared on the CPU; f32, or bf16 (act_dtype())
   bool h_packed = false;          // h is down_proj's packed x: bf16 (N, round8(F + R)), h in its first F columns
+  bool att_packed = false;        // att is o_proj's packed x: bf16 (N, round8(H·D + R)), att in its first H·D columns
   bool xn1_packed = false, xn2_packed = false;  // xn1 / xn2 is its group's packed x (norm_pack): (N, round8(C + m·R))
   std::array<Tensor, kNumTargets> u;  // (N, R) per adapted linear
   std::array<Tensor, 2> ug;           // (N, m·R) per group of m >= 2 adapted linears (group_forward)
@@ -479,7 +480,8 @@ LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share, DType act) 
     a.q_rstd = e({n * c.H});
     a.k_rstd = e({n * c.KVH});
   }
-  a.att = ea({n, c.H * c.D});
+  a.att_packed = pack_att(act);
+  a.att = a.att_packed ? Tensor::empty({n, (c.H * c.D + lora_r_ + 7) / 8 * 8}, DType::BF16, device_) : ea({n, c.H * c.D});
   a.lse = e({n, c.H});
   a.x2 = e({n, c.C});
   a.xn2 = share ? share->xn2 : a.xn2_packed ? packed_xn(1) : em({n, c.C});
@@ -614,6 +616,11 @@ bool LlamaModel::grouped(int64_t l, int g) const {
 bool LlamaModel::pack_h(DType act) const {
   return device_ != Device::CPU && act == DType::BF16 && !full_ && !dropout_active_ && has_lora() &&
          layers_[0].lin[kDown].has_lora && next_enabled(Next::SwigluPack);
+}
+
+bool LlamaModel::pack_att(DType act) const {
+  return device_ != Device::CPU && attention_dtype(act) == DType::BF16 && !full_ && !dropout_active_ && has_lora() &&
+         layers_[0].lin[kO].has_lora && next_enabled(Next::AttnPack);
 }
 
 bool LlamaModel::pack_xn(int g, DType act) const {
@@ -796,17 +803,22 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
     rmsnorm_forward(RmsnormForwardArgs{&kp, &lw.k_norm, c.eps, &ko, &a.k_rstd});
   }
   Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
-  Tensor att3 = a.att.reshape({n, c.H, c.D});
+  // att_packed: the attention writes att straight into o_proj's packed x (attn_pack), which o_proj reads in place
+  Tensor att3 = a.att_packed ? Tensor() : a.att.reshape({n, c.H, c.D});
   const Tensor* pos_host = in.host ? in.host->positions : nullptr;
   rope_qk(false, q3, k3, in.positions, pos_host);
   if (cache_start >= 0) {
+    if (a.att_packed) fail(ErrorCode::Internal, "layer_forward: a packed attention output while decoding");
     attention_decode(AttentionDecodeArgs{&q3, &k3, &v3, &k_cache_[static_cast<size_t>(l)], &v_cache_[static_cast<size_t>(l)],
                                          cache_start, attn_scale(), &att3, c.sliding_window});
   } else {
-    attention_forward(
-        AttentionForwardArgs{&q3, &k3, &v3, in.cu_seqlens, attn_scale(), &att3, &a.lse, c.sliding_window, in.seg_bounds});
+    AttentionForwardArgs fa{&q3, &k3, &v3, in.cu_seqlens, attn_scale(), a.att_packed ? nullptr : &att3, &a.lse,
+                            c.sliding_window, in.seg_bounds};
+    fa.out_packed = a.att_packed ? &a.att : nullptr;
+    attention_forward(fa);
   }
-  linear_forward(lin[kO], a.att, a.x2, a.u[kO], dropout_seed(l, kO), &x);  // x2 = x + o_proj(att)
+  // x2 = x + o_proj(att)
+  linear_forward(lin[kO], a.att, a.x2, a.u[kO], dropout_seed(l, kO), &x, a.att_packed ? &a.att : nullptr);
   norm_forward(a.x2, lw.ln2, a.xn2, a.xn2_packed, a.rstd2);
   {
     Tensor* ys[2] = {&a.gate, &a.up};
@@ -865,13 +877,15 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     rmsnorm_backward(nb);
   }
   // Attention: dres is now d(x2).
-  linear_backward(lin[kO], dres, a.att, a.u[kO], s.datt, false, accumulate, s.tmp, dropout_seed(l, kO), nullptr,
-                  dres_packed);
+  linear_backward(lin[kO], dres, a.att, a.u[kO], s.datt, false, accumulate, s.tmp, dropout_seed(l, kO),
+                  a.att_packed ? &a.att : nullptr, dres_packed);
   Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
-  Tensor att3 = a.att.reshape({n, c.H, c.D}), datt3 = s.datt.reshape({n, c.H, c.D});
+  Tensor att3 = a.att_packed ? Tensor() : a.att.reshape({n, c.H, c.D}), datt3 = s.datt.reshape({n, c.H, c.D});
   Tensor dq3 = s.dq.reshape({n, c.H, c.D}), dk3 = s.dk.reshape({n, c.KVH, c.D}), dv3 = s.dv.reshape({n, c.KVH, c.D});
-  attention_backward(AttentionBackwardArgs{&datt3, &q3, &k3, &v3, &att3, &a.lse, in.cu_seqlens, attn_scale(), &dq3,
-                                           &dk3, &dv3, c.sliding_window, in.seg_bounds});
+  AttentionBackwardArgs ba{&datt3, &q3, &k3, &v3, a.att_packed ? nullptr : &att3, &a.lse, in.cu_seqlens, attn_scale(),
+                           &dq3, &dk3, &dv3, c.sliding_window, in.seg_bounds};
+  ba.out_packed = a.att_packed ? &a.att : nullptr;
+  attention_backward(ba);
   const Tensor* pos_host = in.host ? in.host->positions : nullptr;
   rope_qk(true, dq3, dk3, in.positions, pos_host);
   if (c.qk_norm) {

@@ -240,6 +240,9 @@ class LlamaModel {
   // Whether a pass with activations of dtype act keeps h as down_proj's packed x (swiglu_pack on a GPU, bf16
   // activations, down_proj adapted, no dropout): SwiGLU writes h there and down_proj packs no x.
   bool pack_h(DType act) const;
+  // Whether this pass keeps the attention's output as o_proj's packed x (attn_pack on a GPU, bf16 attention
+  // activations, o_proj adapted, no dropout): the attention writes att there and o_proj packs no x.
+  bool pack_att(DType act) const;
   // Whether this pass's norm backwards also write the residual gradient into o/down's packed dy (norm_pack on a GPU,
   // no dropout, o_proj or down_proj adapted over bf16/f16 weights).
   bool pack_dres() const;

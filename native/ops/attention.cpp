@@ -46,18 +46,29 @@ void check_common(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   }
   if (!std::isfinite(scale)) fail(ErrorCode::Arg, "'scale' must be finite");
 }
+
+// out_packed in place of out (which must then be null): bf16 (N, ld >= H·D) on q's device, with bf16 q.
+void need_out_packed(const Tensor* out, const Tensor& packed, const Tensor& q, const char* out_name) {
+  if (out) fail(ErrorCode::Arg, "'out_packed' replaces '", out_name, "' (give ", out_name, " null)");
+  if (q.dtype() != DType::BF16) fail(ErrorCode::DType, "'out_packed' holds bf16 activations: q must be bf16, got ", dtype_name(q.dtype()));
+  need_packed(packed, "out_packed", q.dim(0), "N", q.dim(1) * q.dim(2), "H·D", false, q.device());
+}
 }  // namespace
 
 void attention_forward(const AttentionForwardArgs& p) {
   const Tensor& q = need(p.q, "q");
   check_common(q, need(p.k, "k"), need(p.v, "v"), need(p.cu_seqlens, "cu_seqlens"), p.seg_bounds, p.scale);
-  const Tensor& out = need(p.out, "out");
   const Tensor& lse = need(p.lse, "lse");
-  need_like_q(out, "out", q);
+  if (p.out_packed) {
+    need_out_packed(p.out, *p.out_packed, q, "out");
+  } else {
+    const Tensor& out = need(p.out, "out");
+    need_like_q(out, "out", q);
+    need_shape(out, "out", {q.dim(0), q.dim(1), q.dim(2)}, "(N, H, D) like q");
+    need_same_device(out, "out", q.device());
+  }
   need_dtype(lse, "lse", {DType::F32});
-  need_shape(out, "out", {q.dim(0), q.dim(1), q.dim(2)}, "(N, H, D) like q");
   need_shape(lse, "lse", {q.dim(0), q.dim(1)}, "(N, H)");
-  need_same_device(out, "out", q.device());
   need_same_device(lse, "lse", q.device());
   if (p.window < 0) fail(ErrorCode::Arg, "'window' must be >= 0 (0 = no sliding window), got ", p.window);
   run_op(q.device(), &Backend::attention_forward, "attention_forward", p);
@@ -95,7 +106,9 @@ void attention_backward(const AttentionBackwardArgs& p) {
   const Tensor& k = need(p.k, "k");
   check_common(q, k, need(p.v, "v"), need(p.cu_seqlens, "cu_seqlens"), p.seg_bounds, p.scale);
   const Shape qs = q.shape(), ks = k.shape();
-  for (auto [t, name, s] : {std::tuple{p.dout, "dout", qs}, {p.out, "out", qs}, {p.dq, "dq", qs}, {p.dk, "dk", ks}, {p.dv, "dv", ks}}) {
+  if (p.out_packed) need_out_packed(p.out, *p.out_packed, q, "out");
+  for (auto [t, name, s] : {std::tuple{p.dout, "dout", qs}, {p.out_packed ? p.dout : p.out, "out", qs}, {p.dq, "dq", qs},
+                            {p.dk, "dk", ks}, {p.dv, "dv", ks}}) {
     const Tensor& tt = need(t, name);
     need_like_q(tt, name, q);
     need_same_device(tt, name, q.device());

@@ -40,6 +40,10 @@ struct AttentionForwardArgs {
   Tensor* lse;               // (N, H) out
   int64_t window;            // 0: full causal; W > 0: sliding window of W tokens
   const Tensor* seg_bounds = nullptr;  // optional (2, N) i32, see above
+  // Or, instead of out (give out null): a bf16 (N, ld) buffer, ld >= H·D, that receives out in its first H·D
+  // columns (its other columns untouched), with bf16 q, k, v: o_proj's packed x (ops/lora_linear.h's x_packed),
+  // written where that product reads it instead of copied there (the model, INSTILL_CUDA_NEXT=attn_pack).
+  Tensor* out_packed = nullptr;
 };
 
 struct AttentionBackwardArgs {
@@ -56,6 +60,7 @@ struct AttentionBackwardArgs {
   Tensor* dv;                // (N, KVH, D) out
   int64_t window;            // as in the forward
   const Tensor* seg_bounds = nullptr;  // optional (2, N) i32, see above
+  const Tensor* out_packed = nullptr;  // or, instead of out (null): the forward's out_packed, out in its first H·D columns
 };
 
 // Incremental decoding with a KV cache (one sequence). The n new tokens sit at absolute

@@ -34,7 +34,8 @@ constexpr Piece kAll[] = {
     {Next::FlashLean, "flash_lean", true},   {Next::LoraGroup, "lora_group", true},
     {Next::SwigluPack, "swiglu_pack", true}, {Next::NormPack, "norm_pack", true},
     {Next::FewerPacks, "fewer_packs", true}, {Next::RopeQK, "rope_qk", true},
-    {Next::FactorPack, "factor_pack", true}, {Next::CeWide, "ce_wide", false}};
+    {Next::FactorPack, "factor_pack", true}, {Next::CeWide, "ce_wide", false},
+    {Next::AttnPack, "attn_pack", false}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;

@@ -29,6 +29,8 @@ enum class Next {
                // (ops/lora_pack.h) instead of each forward in one or two of its own (~96 launches a 1B step)
   CeWide,      // "ce_wide": linear_cross_entropy's f32 logits in sub-chunks of up to 512 MiB, not 256 (half the passes
                // over the head's W: 2 instead of 4 for the 1B model's 2047 rows; cross_entropy.cu)
+  AttnPack,    // "attn_pack": the attention writes its output straight into o_proj's packed x (ops/attention.h's
+               // out_packed), which o_proj's forward and backward and the attention's backward read in place
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

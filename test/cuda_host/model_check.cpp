@@ -273,6 +273,10 @@ void run_piece(const Case& cs) {
   const bool all = piece == "all";  // every piece at once: these two among them
   const bool fewer = all || piece.find("fewer_packs") != std::string::npos;
   const bool factor = all || piece.find("factor_pack") != std::string::npos;
+  // attn_pack: the attention writes o_proj's packed x where o_proj is adapted, its attention activations bf16 (the
+  // default's, not f32 ones nor Qwen3's q/k norm's) and no dropout: o_proj's forward packs no x, one pack a layer
+  const bool attn = (all || piece.find("attn_pack") != std::string::npos) && ((cs.mask >> kO) & 1u) && cs.acts == nullptr &&
+                    !cs.qk_norm && cs.dropout == 0.f;
   const bool exact = !fewer || std::ldexp(0.5f, e) == cs.scale;
   const double e_off = worst_rel(on, off), e_again = worst_rel(again, on);
   expect(exact ? on.loss == off.loss : std::fabs(on.loss - off.loss) <= 1e-6 * std::fabs(off.loss),
@@ -281,7 +285,7 @@ void run_piece(const Case& cs) {
                                                   (exact ? " (not the same bits)" : ""));
   expect(e_again == 0, "a second pass: worst " + std::to_string(e_again) + " (not the same bits)");
   // (under dropout, lora_dropout's own path, which the pieces leave alone: the fake runs the CPU's, no packs)
-  expect((cs.dropout > 0 || !(fewer || factor) ? packs_on == packs_off : packs_on < packs_off) && packs_again == packs_on,
+  expect((cs.dropout > 0 || !(fewer || factor || attn) ? packs_on == packs_off : packs_on < packs_off) && packs_again == packs_on,
          "packs a pass: " + std::to_string(packs_on) + " (again " + std::to_string(packs_again) + ") against the default's " +
              std::to_string(packs_off));
   const int passes = 3 * (cs.accumulate ? 2 : 1);  // the three with the piece
@@ -293,10 +297,12 @@ void run_piece(const Case& cs) {
   // this down_proj at IN = 76), their backward B from the kept [W | B], s·g from g's product and dA from it (6),
   // each group's backward the same two of s·g (4), and the two groups' and down_proj's dB s·u from their packed x
   // (3: xn1, xn2 and h, the layers' own) and their forwards s·u there from u's product (3); factor_pack: each group's one launch of B and A (2),
-  // o_proj's B and A below W (2) and down_proj's B (1), less the pass's one launch for all.
+  // o_proj's B and A below W (2) and down_proj's B (1), less the pass's one launch for all; attn_pack: o_proj's x (1),
+  // and with fewer_packs o_proj's s·u (forward and dB) in its packed x as the groups' and down_proj's (2).
   if (cs.mask == (1u << kNumTargets) - 1 && cs.acts == nullptr && exact && !cs.checkpointing && !cs.accumulate && cs.dropout == 0.f) {
     const int below_w = ((w.c.H * w.c.D) % 8 == 0) + (w.c.F % 8 == 0), L = static_cast<int>(w.c.L);
-    const int want = (fewer ? (below_w + 6 + 4 + 3 + 3) * L : 0) + (factor ? (2 + 2 + below_w) * L - 1 : 0);
+    const int px = 3 + (attn ? 1 : 0);  // the packed x's whose s·u the forward writes and dB reads (att's with attn_pack)
+    const int want = (fewer ? (below_w + 6 + 4 + px + px) * L : 0) + (factor ? (2 + 2 + below_w) * L - 1 : 0) + (attn ? L : 0);
     expect(packs_off - packs_on == want, "packs saved: " + std::to_string(packs_off - packs_on) + ", expected " + std::to_string(want));
   }
   std::printf("       packs a pass: %d -> %d with %s; worst grad against the default %.2e\n", packs_off, packs_on, cs.piece, e_off);
@@ -532,6 +538,20 @@ int main() {
        0.f, true, nullptr, kOld, false, true, false, true, 0, false, "all"},
       {"factor_pack with fewer_packs", every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false,
        "factor_pack,fewer_packs"},
+      {"attn_pack: the attention's output into o_proj's packed x (the CPU's attention here, into its columns)", every,
+       false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "attn_pack"},
+      {"attn_pack, checkpointing, accumulated", every, false, false, 0.f, true, nullptr, kOld, false, true, false, true, 0,
+       false, "attn_pack"},
+      {"attn_pack with fewer_packs and factor_pack (o_proj's s·u read from its packed x)", every, false, false, 0.f, false,
+       nullptr, kOld, false, false, false, true, 0, false, "attn_pack,fewer_packs,factor_pack"},
+      {"attn_pack, f32 activations: not packed", every, false, false, 0.f, false, "0", kOld, false, false, false, true, 0,
+       false, "attn_pack"},
+      {"attn_pack without o_proj's adapter: not packed", every & ~(1u << kO), false, false, 0.f, false, nullptr, kOld, false,
+       false, false, true, 0, false, "attn_pack"},
+      {"attn_pack, Qwen3 q/k norm (f32 attention activations): not packed", every, false, true, 0.f, false, nullptr, kOld,
+       false, false, false, true, 0, false, "attn_pack"},
+      {"attn_pack under LoRA dropout: not packed", every, false, false, 0.1f, false, "0", kOld, false, false, false, true,
+       0, false, "attn_pack"},
   };
   return cuda::fake::run_cases(cases, failures, run);
 }
