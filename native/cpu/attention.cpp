@@ -207,14 +207,17 @@ void attention_backward(const AttentionBackwardArgs& p) {
   if (p.q->dtype() == DType::BF16) {  // as the forward
     const Tensor dout = f32_of(*p.dout), q = f32_of(*p.q), k = f32_of(*p.k), v = f32_of(*p.v);
     const Tensor out = p.out_packed ? load_f32_columns(*p.out_packed, 0, q.dim(1) * q.dim(2)).reshape(q.shape()) : f32_of(*p.out);
-    Tensor dq = f32_out(*p.dq, false), dk = f32_out(*p.dk, false), dv = f32_out(*p.dv, false);
+    Tensor dq = f32_out(*p.dq, false), dk = f32_out(*p.dk, false);
+    Tensor dv = p.dv_packed ? Tensor::empty(p.k->shape(), DType::F32) : f32_out(*p.dv, false);
     AttentionBackwardArgs a = p;
     a.dout = &dout; a.q = &q; a.k = &k; a.v = &v; a.out = &out; a.dq = &dq; a.dk = &dk; a.dv = &dv;
     a.out_packed = nullptr;
+    a.dv_packed = nullptr;
     cpu::attention_backward(a);
     store_f32(dq, *p.dq);
     store_f32(dk, *p.dk);
-    store_f32(dv, *p.dv);
+    if (p.dv_packed) store_f32_columns(dv.reshape({k.dim(0), k.dim(1) * k.dim(2)}), *p.dv_packed, p.dv_col);
+    else store_f32(dv, *p.dv);
     return;
   }
   const int64_t n = p.q->dim(0), h = p.q->dim(1), d = p.q->dim(2), kvh = p.k->dim(1);

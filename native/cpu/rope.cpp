@@ -13,6 +13,16 @@ namespace cpu {
 
 namespace {
 void rope(const RopeArgs& p, float sign) {
+  if (p.out_packed && !p.x2) {  // into an f32 (N, H·D), then rounded into out_packed's columns
+    const Tensor x = f32_of(*p.x);
+    Tensor out = Tensor::empty(x.shape(), DType::F32);
+    RopeArgs a = p;
+    a.x = &x;
+    a.out = &out;
+    a.out_packed = nullptr;
+    rope(a, sign);
+    return store_f32_columns(out.reshape({x.dim(0), x.dim(1) * x.dim(2)}), *p.out_packed, p.out_col);
+  }
   if (p.x2) {  // a second tensor (ops/rope.h): two passes, the results of two calls
     RopeArgs a, b;
     rope_pair_parts(p, a, b);

@@ -163,21 +163,26 @@ void attention_backward(const AttentionBackwardArgs& p) {
     a.q16 = bf16_of(p.q); a.k16 = bf16_of(p.k); a.v16 = bf16_of(p.v); a.do16 = bf16_of(p.dout);
     a.out16_in = p.out_packed ? bf16_of(p.out_packed) : bf16_of(p.out);  // out_packed: the forward's, ld apart
     a.ldo16 = p.out_packed ? p.out_packed->dim(1) : 0;
-    a.dq16 = p.dq->data_as<__nv_bfloat16>(); a.dk16 = p.dk->data_as<__nv_bfloat16>(); a.dv16 = p.dv->data_as<__nv_bfloat16>();
+    a.dq16 = p.dq->data_as<__nv_bfloat16>(); a.dk16 = p.dk->data_as<__nv_bfloat16>();
+    // dv_packed: dv into the q/k/v group's packed dy, ld apart (ops/attention.h)
+    a.dv16 = p.dv_packed ? p.dv_packed->data_as<__nv_bfloat16>() + p.dv_col : p.dv->data_as<__nv_bfloat16>();
+    a.lddv16 = p.dv_packed ? p.dv_packed->dim(1) : 0;
     if (path == Path::Simple || !attention_flash_supported(a)) {
       const OpPart part("f32 copies (bf16 activations, f32 kernels)", Device::CUDA);
       const Tensor dout = widened(*p.dout), q = widened(*p.q), k = widened(*p.k), v = widened(*p.v);
       Tensor out = p.out_packed ? Tensor::empty(p.q->shape(), DType::F32, Device::CUDA) : widened(*p.out);
       if (p.out_packed) pack_f32(bf16_of(p.out_packed), Elem::BF16, a.ldo16, 1.f, N, H * D, out.data_as<float>(), H * D);
       Tensor dq = Tensor::empty(p.dq->shape(), DType::F32, Device::CUDA), dk = Tensor::empty(p.dk->shape(), DType::F32, Device::CUDA),
-             dv = Tensor::empty(p.dv->shape(), DType::F32, Device::CUDA);
+             dv = Tensor::empty(p.k->shape(), DType::F32, Device::CUDA);
       AttentionBackwardArgs f = p;
       f.dout = &dout; f.q = &q; f.k = &k; f.v = &v; f.out = &out; f.dq = &dq; f.dk = &dk; f.dv = &dv;
       f.out_packed = nullptr;
+      f.dv_packed = nullptr;
       cuda::attention_backward(f);
       narrow_into(dq, *p.dq);
       narrow_into(dk, *p.dk);
-      return narrow_into(dv, *p.dv);
+      if (!p.dv_packed) return narrow_into(dv, *p.dv);
+      return pack_bf16(dv.data(), Elem::F32, KVH * D, 1.f, N, KVH * D, a.dv16, a.lddv16);
     }
   } else {
     a.q = p.q->data_as<float>(); a.k = p.k->data_as<float>(); a.v = p.v->data_as<float>();

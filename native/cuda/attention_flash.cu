@@ -486,11 +486,11 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p,
       if (!t.dk_out) {
         if (ja < N) {
           store2(p.dk16 + (ja * t.out_heads + u) * D + d, dk[n][0] * p.scale, dk[n][1] * p.scale);
-          store2(p.dv16 + (ja * t.out_heads + u) * D + d, dv[n][0], dv[n][1]);
+          store2(p.dv16 + ja * dv16_ld(p) + u * D + d, dv[n][0], dv[n][1]);
         }
         if (jb < N) {
           store2(p.dk16 + (jb * t.out_heads + u) * D + d, dk[n][2] * p.scale, dk[n][3] * p.scale);
-          store2(p.dv16 + (jb * t.out_heads + u) * D + d, dv[n][2], dv[n][3]);
+          store2(p.dv16 + jb * dv16_ld(p) + u * D + d, dv[n][2], dv[n][3]);
         }
         continue;
       }
@@ -507,10 +507,11 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p,
 }
 
 // dk[j, g, :] = Σ_{r < rep} dk_part[j, g·rep + r, :] (and dv), r in order: deterministic.
-// One thread per 4 floats (D % 4 == 0, 16-byte aligned). Out: float, or bf16 (bf16 activations).
+// One thread per 4 floats (D % 4 == 0, 16-byte aligned). Out: float, or bf16 (bf16 activations). dv's rows are ldv
+// elements apart (KVH·D, or a packed dy's ld: AttnParams' lddv16).
 template <typename Out = float>
 __global__ void flash_dkv_reduce_kernel(const float* dk_part, const float* dv_part, int64_t N, int64_t KVH,
-                                        int64_t rep, int64_t D, Out* dk, Out* dv) {
+                                        int64_t rep, int64_t D, Out* dk, Out* dv, int64_t ldv) {
   const int64_t quads = N * KVH * (D / 4);
   for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < quads;
        x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -524,7 +525,7 @@ __global__ void flash_dkv_reduce_kernel(const float* dk_part, const float* dv_pa
       b.x += x2.x; b.y += x2.y; b.z += x2.z; b.w += x2.w;
     }
     store4(dk + row * D + c, a);
-    store4(dv + row * D + c, b);
+    store4(dv + (row / KVH) * ldv + (row % KVH) * D + c, b);
   }
 }
 
@@ -584,10 +585,10 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
     const OpPart part("dk dv sum over query heads", Device::CUDA);
     if constexpr (kIo16) {
       flash_dkv_reduce_kernel<bf16><<<grid_1d(p.N * p.KVH * (D / 4), 256), 256, 0, s>>>(p.dk_part, p.dv_part, p.N, p.KVH,
-                                                                                       rep, D, p.dk16, p.dv16);
+                                                                                       rep, D, p.dk16, p.dv16, dv16_ld(p));
     } else {
       flash_dkv_reduce_kernel<<<grid_1d(p.N * p.KVH * (D / 4), 256), 256, 0, s>>>(p.dk_part, p.dv_part, p.N, p.KVH,
-                                                                                 rep, D, p.dk, p.dv);
+                                                                                 rep, D, p.dk, p.dv, p.KVH * D);
     }
     check_launch("flash_dkv_reduce_kernel");
   }
@@ -608,7 +609,7 @@ bool attention_flash_supported(const AttnParams& p) {
                           static_cast<const void*>(p.dq16), static_cast<const void*>(p.dk16),
                           static_cast<const void*>(p.dv16)})
     if (!aligned(ptr, 16)) return false;  // null (not used by this call) is aligned
-  return p.ldo16 % 8 == 0;  // a packed out's rows 16-byte aligned, as the tensors' are
+  return p.ldo16 % 8 == 0 && p.lddv16 % 8 == 0;  // packed rows 16-byte aligned, as the tensors' are
 }
 
 bool attention_flash_dkv_split(const AttnParams& p) {

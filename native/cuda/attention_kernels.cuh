@@ -73,10 +73,14 @@ struct AttnParams {
   // io16: the elements between two tokens' rows of out16 / out16_in, or 0 for H·D (contiguous). More where out is
   // written into o_proj's packed x (ops/attention.h's out_packed; INSTILL_CUDA_NEXT=attn_pack).
   int64_t ldo16 = 0;
+  // io16: the same for dv16, or 0 for KVH·D: more where dv is written into the q/k/v group's packed dy
+  // (ops/attention.h's dv_packed; INSTILL_CUDA_NEXT=dqkv_pack).
+  int64_t lddv16 = 0;
 };
 
-// out16's / out16_in's row stride.
+// out16's / out16_in's row stride, and dv16's.
 __host__ __device__ __forceinline__ int64_t out16_ld(const AttnParams& p) { return p.ldo16 ? p.ldo16 : p.H * p.D; }
+__host__ __device__ __forceinline__ int64_t dv16_ld(const AttnParams& p) { return p.lddv16 ? p.lddv16 : p.KVH * p.D; }
 
 // Δ_i = dout_i · out_i for every (i, h): the first step of both backwards (io16: from do16 and out16_in).
 void attention_delta(const AttnParams& p, cudaStream_t s);

@@ -481,7 +481,7 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnPara
   // bf16 activations not split: dk_out / dv_out null, the results go to p.dk16 / p.dv16 in bf16
   const bool to16 = kIo16 && !t.dk_out;
   store_rows<D>(to16 ? nullptr : t.dk_out, p.dk16, t.out_heads * D, u, N, ja, jb, dk, p.scale, p.scale, tig);
-  store_rows<D>(to16 ? nullptr : t.dv_out, p.dv16, t.out_heads * D, u, N, ja, jb, dv, 1.f, 1.f, tig);
+  store_rows<D>(to16 ? nullptr : t.dv_out, p.dv16, to16 ? dv16_ld(p) : t.out_heads * D, u, N, ja, jb, dv, 1.f, 1.f, tig);
 }
 
 template <int D, bool kPipe, bool kIo16>

@@ -10,6 +10,7 @@
 #include <algorithm>
 
 #include "cuda/common.cuh"
+#include "cuda/gemm.h"  // pack_bf16
 #include "ops/rope.h"
 
 namespace instill {
@@ -88,9 +89,10 @@ __global__ void rope_token_kernel(const T* x, const int32_t* pos, const float* i
 // q's and k's pairs two at a time (work item k: elements i, i + 1 and i + half, i + half + 1 of one head, i even:
 // bf16x2 loads and stores where rope_token_kernel moves one element at a time). The same θ, sincosf, rotation and
 // rounding as rope_token_kernel<bf16>: the same bits.
+// out's and out2's rows are ldo and ldo2 elements apart (H·D and H2·D, or a packed dy's ld: ops/rope.h's out_packed).
 __global__ void rope_qk_kernel(const __nv_bfloat16* x, int H, const __nv_bfloat16* x2, int H2, const int32_t* pos,
                                const float* inv_freq, int64_t N, int half, float sign, __nv_bfloat16* out,
-                               __nv_bfloat16* out2) {
+                               __nv_bfloat16* out2, int64_t ldo, int64_t ldo2) {
   __shared__ float cs[2 * 128];
   const int per_head = half / 2, first = H * per_head, total = (H + H2) * per_head;
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
@@ -100,7 +102,7 @@ __global__ void rope_qk_kernel(const __nv_bfloat16* x, int H, const __nv_bfloat1
       const int item = kk ? k - first : k, h = item / per_head, i = 2 * (item - h * per_head);
       const int64_t row = (n * (kk ? H2 : H) + h) * 2 * half;
       const __nv_bfloat16* xr = (kk ? x2 : x) + row;
-      __nv_bfloat16* o = (kk ? out2 : out) + row;
+      __nv_bfloat16* o = kk ? out2 + n * ldo2 + h * 2 * half : out + n * ldo + h * 2 * half;
       const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(xr + i));
       const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(xr + i + half));
       const float c0 = cs[i], c1 = cs[i + 1], s0 = cs[half + i], s1 = cs[half + i + 1];
@@ -125,17 +127,21 @@ void launch_token(const RopeArgs& p, float sign) {
 void rope(const RopeArgs& p, float sign) {
   if (p.x2) {
     const int64_t N = p.x->dim(0), H = p.x->dim(1), H2 = p.x2->dim(1), half = p.x->dim(2) / 2;
-    // (bf16x2 needs every row 4-byte aligned: the bases, and half even)
+    // out and out2, or their columns of out_packed (ops/rope.h), with their rows' strides
+    __nv_bfloat16* const o1 = p.out_packed ? p.out_packed->data_as<__nv_bfloat16>() + p.out_col : p.out->data_as<__nv_bfloat16>();
+    __nv_bfloat16* const o2 = p.out_packed ? p.out_packed->data_as<__nv_bfloat16>() + p.out2_col : p.out2->data_as<__nv_bfloat16>();
+    const int64_t ldo = p.out_packed ? p.out_packed->dim(1) : 2 * H * half, ldo2 = p.out_packed ? p.out_packed->dim(1) : 2 * H2 * half;
+    // (bf16x2 needs every row 4-byte aligned: the bases, half even, and the rows' strides)
     const bool one_pass = p.x->dtype() == DType::BF16 && next_kernels(Next::RopeQK) && half % 2 == 0 && half <= 128 &&
                           (H + H2) * half <= (int64_t{1} << 30) && aligned(p.x->data(), 4) && aligned(p.x2->data(), 4) &&
-                          aligned(p.out->data(), 4) && aligned(p.out2->data(), 4);
+                          aligned(o1, 4) && aligned(o2, 4) && ldo % 2 == 0 && ldo2 % 2 == 0;
     if (one_pass && N * (H + H2) > 0) {
       const OpPart part("q and k in one pass (next)", Device::CUDA);
       const unsigned grid = static_cast<unsigned>(std::min<int64_t>(N, 65535 * 8));
       rope_qk_kernel<<<grid, 256, 0, stream()>>>(p.x->data_as<__nv_bfloat16>(), static_cast<int>(H), p.x2->data_as<__nv_bfloat16>(),
                                                   static_cast<int>(H2), p.positions->data_as<int32_t>(),
-                                                  p.inv_freq->data_as<float>(), N, static_cast<int>(half), sign,
-                                                  p.out->data_as<__nv_bfloat16>(), p.out2->data_as<__nv_bfloat16>());
+                                                  p.inv_freq->data_as<float>(), N, static_cast<int>(half), sign, o1, o2,
+                                                  ldo, ldo2);
       check_launch("rope_qk_kernel");
       return;
     }
@@ -147,6 +153,15 @@ void rope(const RopeArgs& p, float sign) {
   const int64_t N = p.x->dim(0), H = p.x->dim(1), half = p.x->dim(2) / 2;
   const int64_t total = N * H * half;
   if (total == 0) return;
+  if (p.out_packed) {  // into a bf16 (N, H, D), then copied into out_packed's columns (the same bf16 values)
+    Tensor out = Tensor::empty(p.x->shape(), DType::BF16, Device::CUDA);
+    RopeArgs a = p;
+    a.out = &out;
+    a.out_packed = nullptr;
+    rope(a, sign);
+    return pack_bf16(out.data(), Elem::BF16, H * 2 * half, 1.f, N, H * 2 * half,
+                     p.out_packed->data_as<__nv_bfloat16>() + p.out_col, p.out_packed->dim(1));
+  }
   const bool fits = half <= 128 && H * half <= (int64_t{1} << 30);  // the per-token kernel's bounds
   if (p.x->dtype() == DType::BF16) {  // bf16 activations (ops/rope.h): the per-token kernel, new with them
     if (!fits) fail(ErrorCode::Unsupported, "rope on CUDA: bf16 activations need D <= 256 and H·D/2 <= 2^30");

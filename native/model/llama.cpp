@@ -63,6 +63,8 @@ struct LlamaScratch {
   Tensor dxn, tmp;      // (N, C)
   Tensor dh, dgate, dup;  // (N, F)
   Tensor dgu;           // (N, round8(2F + 2R)) bf16: gate and up's dy packed for lora_group (swiglu_pack), or none
+  Tensor dqkv;          // (N, round8(S + 3R)) bf16, S = (H + 2·KVH)·D: q, k and v's dy packed for lora_group (dqkv_pack),
+                        // or none
   Tensor dres_packed;   // (N, round8(C + R)) bf16: the residual gradient for o/down's backward (norm_pack), or none
   Tensor datt, dq;      // (N, H·D)
   Tensor dk, dv;        // (N, KVH·D)
@@ -830,17 +832,24 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
 }
 
 // q and k (or their gradients) rotated in place: one rope call for both with INSTILL_CUDA_NEXT=rope_qk (ops/rope.h's
-// x2: the same results), else one each.
-void LlamaModel::rope_qk(bool backward, Tensor& q, Tensor& k, const Tensor* positions, const Tensor* positions_host) {
-  RopeArgs args{&q, positions, &inv_freq_, &q, positions_host};
+// x2: the same results), else one each. packed (dqkv_pack): rotated into the q/k/v group's packed dy instead, q in its
+// first H·D columns and k in the next KVH·D.
+void LlamaModel::rope_qk(bool backward, Tensor& q, Tensor& k, const Tensor* positions, const Tensor* positions_host,
+                         Tensor* packed) {
+  RopeArgs args{&q, positions, &inv_freq_, packed ? nullptr : &q, positions_host};
+  args.out_packed = packed;
+  args.out2_col = cfg_.H * cfg_.D;
   const auto run = [&](const RopeArgs& a) { backward ? rope_backward(a) : rope_forward(a); };
   if (next_enabled(Next::RopeQK)) {
     args.x2 = &k;
-    args.out2 = &k;
+    args.out2 = packed ? nullptr : &k;
     return run(args);
   }
   run(args);
-  run(RopeArgs{&k, positions, &inv_freq_, &k, positions_host});
+  RopeArgs second{&k, positions, &inv_freq_, packed ? nullptr : &k, positions_host};
+  second.out_packed = packed;
+  second.out_col = cfg_.H * cfg_.D;
+  run(second);
 }
 
 void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dres, const ModelInputs& in,
@@ -882,12 +891,18 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
   Tensor att3 = a.att_packed ? Tensor() : a.att.reshape({n, c.H, c.D}), datt3 = s.datt.reshape({n, c.H, c.D});
   Tensor dq3 = s.dq.reshape({n, c.H, c.D}), dk3 = s.dk.reshape({n, c.KVH, c.D}), dv3 = s.dv.reshape({n, c.KVH, c.D});
+  // dqkv_pack: dv, and dq, dk as rope rotates them, straight into the q/k/v group's packed dy (its members' columns)
+  int qkv_members[kMaxLoraGroup];
+  Tensor* const dqkv = s.dqkv.defined() && !c.qk_norm && grouped(l, 0, a) && group_members(l, 0, qkv_members) == 3
+                           ? &s.dqkv : nullptr;
   AttentionBackwardArgs ba{&datt3, &q3, &k3, &v3, a.att_packed ? nullptr : &att3, &a.lse, in.cu_seqlens, attn_scale(),
-                           &dq3, &dk3, &dv3, c.sliding_window, in.seg_bounds};
+                           &dq3, &dk3, dqkv ? nullptr : &dv3, c.sliding_window, in.seg_bounds};
   ba.out_packed = a.att_packed ? &a.att : nullptr;
+  ba.dv_packed = dqkv;
+  ba.dv_col = (c.H + c.KVH) * c.D;
   attention_backward(ba);
   const Tensor* pos_host = in.host ? in.host->positions : nullptr;
-  rope_qk(true, dq3, dk3, in.positions, pos_host);
+  rope_qk(true, dq3, dk3, in.positions, pos_host, dqkv);
   if (c.qk_norm) {
     Tensor qp = a.q_pre.reshape({n * c.H, c.D}), dq2 = s.dq.reshape({n * c.H, c.D});
     Tensor kp = a.k_pre.reshape({n * c.KVH, c.D}), dk2 = s.dk.reshape({n * c.KVH, c.D});
@@ -895,7 +910,9 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     rmsnorm_backward(RmsnormBackwardArgs{&dk2, &kp, &lw.k_norm, &a.k_rstd, &dk2, false, full_ ? &lw.dk_norm : nullptr});
   }
   if (recompute) norm_forward(x, lw.ln1, a.xn1, a.xn1_packed, a.rstd1);
-  {
+  if (dqkv) {
+    group_backward(l, 0, a.xn1, a, nullptr, s.dxn, accumulate, s, dqkv, a.xn1_packed ? &a.xn1 : nullptr);
+  } else {
     const Tensor* dys[3] = {&s.dq, &s.dk, &s.dv};
     group_backward(l, 0, a.xn1, a, dys, s.dxn, accumulate, s, nullptr, a.xn1_packed ? &a.xn1 : nullptr);
   }
@@ -1060,6 +1077,10 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
     s.dgu = Tensor::empty({n, (2 * c.F + 2 * lora_r_ + 7) / 8 * 8}, DType::BF16, device_);
   }
   const DType at = attention_dtype(act);
+  if (device_ != Device::CPU && at == DType::BF16 && groups_ && next_enabled(Next::DqkvPack) && layers_[0].lin[kQ].has_lora &&
+      layers_[0].lin[kK].has_lora && layers_[0].lin[kV].has_lora && layers_[0].kept[0].defined()) {
+    s.dqkv = Tensor::empty({n, ((c.H + 2 * c.KVH) * c.D + 3 * lora_r_ + 7) / 8 * 8}, DType::BF16, device_);
+  }
   s.datt = Tensor::empty({n, c.H * c.D}, at, device_);
   s.dq = Tensor::empty({n, c.H * c.D}, at, device_);
   s.dk = Tensor::empty({n, c.KVH * c.D}, at, device_);

@@ -278,7 +278,8 @@ class LlamaModel {
   // would round into the kept matrices that hold W already, in one lora_pack_factors call; the forwards are then told
   // factors_packed (factors_packed_, held for the pass by a PassFlag).
   bool pack_factors();
-  void rope_qk(bool backward, Tensor& q, Tensor& k, const Tensor* positions, const Tensor* positions_host);
+  void rope_qk(bool backward, Tensor& q, Tensor& k, const Tensor* positions, const Tensor* positions_host,
+               Tensor* packed = nullptr);
   const Tensor& head() const { return cfg_.tied ? embed_ : lm_head_; }
   float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(cfg_.D)); }
   // t on the model's device (t itself when it is already there, else a copy).

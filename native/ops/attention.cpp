@@ -53,6 +53,14 @@ void need_out_packed(const Tensor* out, const Tensor& packed, const Tensor& q, c
   if (q.dtype() != DType::BF16) fail(ErrorCode::DType, "'out_packed' holds bf16 activations: q must be bf16, got ", dtype_name(q.dtype()));
   need_packed(packed, "out_packed", q.dim(0), "N", q.dim(1) * q.dim(2), "H·D", false, q.device());
 }
+
+// name's values in columns col..col + cols of packed, in place of the tensor `name` (which must then be null).
+void need_columns(const Tensor* t, const Tensor& packed, int64_t col, int64_t cols, const Tensor& q, const char* name) {
+  if (t) fail(ErrorCode::Arg, "'", name, "_packed' replaces '", name, "' (give ", name, " null)");
+  if (q.dtype() != DType::BF16) fail(ErrorCode::DType, "'", name, "_packed' holds bf16 activations: q must be bf16, got ", dtype_name(q.dtype()));
+  if (col < 0) fail(ErrorCode::Arg, "'", name, "_col' must be >= 0, got ", col);
+  need_packed(packed, name, q.dim(0), "N", col + cols, "its column + its width", false, q.device());
+}
 }  // namespace
 
 void attention_forward(const AttentionForwardArgs& p) {
@@ -107,8 +115,9 @@ void attention_backward(const AttentionBackwardArgs& p) {
   check_common(q, k, need(p.v, "v"), need(p.cu_seqlens, "cu_seqlens"), p.seg_bounds, p.scale);
   const Shape qs = q.shape(), ks = k.shape();
   if (p.out_packed) need_out_packed(p.out, *p.out_packed, q, "out");
+  if (p.dv_packed) need_columns(p.dv, *p.dv_packed, p.dv_col, k.dim(1) * k.dim(2), q, "dv");
   for (auto [t, name, s] : {std::tuple{p.dout, "dout", qs}, {p.out_packed ? p.dout : p.out, "out", qs}, {p.dq, "dq", qs},
-                            {p.dk, "dk", ks}, {p.dv, "dv", ks}}) {
+                            {p.dk, "dk", ks}, {p.dv_packed ? p.dk : p.dv, "dv", ks}}) {
     const Tensor& tt = need(t, name);
     need_like_q(tt, name, q);
     need_same_device(tt, name, q.device());

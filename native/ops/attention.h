@@ -61,6 +61,10 @@ struct AttentionBackwardArgs {
   int64_t window;            // as in the forward
   const Tensor* seg_bounds = nullptr;  // optional (2, N) i32, see above
   const Tensor* out_packed = nullptr;  // or, instead of out (null): the forward's out_packed, out in its first H·D columns
+  // Or, instead of dv (null): a bf16 (N, ld) buffer receiving dv in its columns dv_col..dv_col + KVH·D (its other
+  // columns untouched), with bf16 activations: the q/k/v group's packed dy (the model, INSTILL_CUDA_NEXT=dqkv_pack).
+  Tensor* dv_packed = nullptr;
+  int64_t dv_col = 0;
 };
 
 // Incremental decoding with a KV cache (one sequence). The n new tokens sit at absolute

@@ -27,6 +27,12 @@ struct RopeArgs {
   // pass (CUDA with INSTILL_CUDA_NEXT=rope_qk). The results are those of two calls. Both or neither.
   const Tensor* x2 = nullptr;
   Tensor* out2 = nullptr;
+  // Or, instead of out (and out2; give them null): a bf16 (N, ld) buffer receiving out in its columns
+  // out_col..out_col + H·D (and out2 in out2_col..out2_col + H2·D), its other columns untouched, with bf16 x: the
+  // q/k/v group's packed dy (ops/lora_group.h's dy_packed), where the model's backward rotates dq and dk into
+  // (INSTILL_CUDA_NEXT=dqkv_pack). The values are those written to out (and out2).
+  Tensor* out_packed = nullptr;
+  int64_t out_col = 0, out2_col = 0;
 };
 
 // The two single-tensor calls that a call with x2 stands for (what a backend without a one-pass kernel runs).
@@ -36,6 +42,7 @@ inline void rope_pair_parts(const RopeArgs& p, RopeArgs& first, RopeArgs& second
   first.out2 = second.out2 = nullptr;
   second.x = p.x2;
   second.out = p.out2;
+  second.out_col = p.out2_col;
 }
 
 void rope_forward(const RopeArgs& args);

@@ -31,6 +31,8 @@ enum class Next {
                // over the head's W: 2 instead of 4 for the 1B model's 2047 rows; cross_entropy.cu)
   AttnPack,    // "attn_pack": the attention writes its output straight into o_proj's packed x (ops/attention.h's
                // out_packed), which o_proj's forward and backward and the attention's backward read in place
+  DqkvPack,    // "dqkv_pack": the backward's rope writes dq, dk and the attention dv straight into the q/k/v group's
+               // packed dy (ops/rope.h's out_packed, ops/attention.h's dv_packed) instead of lora_group packing them
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

@@ -277,6 +277,11 @@ void run_piece(const Case& cs) {
   // default's, not f32 ones nor Qwen3's q/k norm's) and no dropout: o_proj's forward packs no x, one pack a layer
   const bool attn = (all || piece.find("attn_pack") != std::string::npos) && ((cs.mask >> kO) & 1u) && cs.acts == nullptr &&
                     !cs.qk_norm && cs.dropout == 0.f;
+  // dqkv_pack: the backward's rope and attention write dq, dk, dv into the q/k/v group's packed dy where the group has
+  // all three (and bf16 attention activations, no dropout): its backward packs no dy, three packs a layer
+  const uint32_t qkv = (1u << kQ) | (1u << kK) | (1u << kV);
+  const bool dqkv = (all || piece.find("dqkv_pack") != std::string::npos) && (cs.mask & qkv) == qkv && cs.acts == nullptr &&
+                    !cs.qk_norm && cs.dropout == 0.f;
   const bool exact = !fewer || std::ldexp(0.5f, e) == cs.scale;
   const double e_off = worst_rel(on, off), e_again = worst_rel(again, on);
   expect(exact ? on.loss == off.loss : std::fabs(on.loss - off.loss) <= 1e-6 * std::fabs(off.loss),
@@ -285,7 +290,7 @@ void run_piece(const Case& cs) {
                                                   (exact ? " (not the same bits)" : ""));
   expect(e_again == 0, "a second pass: worst " + std::to_string(e_again) + " (not the same bits)");
   // (under dropout, lora_dropout's own path, which the pieces leave alone: the fake runs the CPU's, no packs)
-  expect((cs.dropout > 0 || !(fewer || factor || attn) ? packs_on == packs_off : packs_on < packs_off) && packs_again == packs_on,
+  expect((cs.dropout > 0 || !(fewer || factor || attn || dqkv) ? packs_on == packs_off : packs_on < packs_off) && packs_again == packs_on,
          "packs a pass: " + std::to_string(packs_on) + " (again " + std::to_string(packs_again) + ") against the default's " +
              std::to_string(packs_off));
   const int passes = 3 * (cs.accumulate ? 2 : 1);  // the three with the piece
@@ -298,11 +303,13 @@ void run_piece(const Case& cs) {
   // each group's backward the same two of s·g (4), and the two groups' and down_proj's dB s·u from their packed x
   // (3: xn1, xn2 and h, the layers' own) and their forwards s·u there from u's product (3); factor_pack: each group's one launch of B and A (2),
   // o_proj's B and A below W (2) and down_proj's B (1), less the pass's one launch for all; attn_pack: o_proj's x (1),
-  // and with fewer_packs o_proj's s·u (forward and dB) in its packed x as the groups' and down_proj's (2).
+  // and with fewer_packs o_proj's s·u (forward and dB) in its packed x as the groups' and down_proj's (2); dqkv_pack:
+  // the q/k/v group's dy (3).
   if (cs.mask == (1u << kNumTargets) - 1 && cs.acts == nullptr && exact && !cs.checkpointing && !cs.accumulate && cs.dropout == 0.f) {
     const int below_w = ((w.c.H * w.c.D) % 8 == 0) + (w.c.F % 8 == 0), L = static_cast<int>(w.c.L);
     const int px = 3 + (attn ? 1 : 0);  // the packed x's whose s·u the forward writes and dB reads (att's with attn_pack)
-    const int want = (fewer ? (below_w + 6 + 4 + px + px) * L : 0) + (factor ? (2 + 2 + below_w) * L - 1 : 0) + (attn ? L : 0);
+    const int want = (fewer ? (below_w + 6 + 4 + px + px) * L : 0) + (factor ? (2 + 2 + below_w) * L - 1 : 0) + (attn ? L : 0) +
+                     (dqkv ? 3 * L : 0);
     expect(packs_off - packs_on == want, "packs saved: " + std::to_string(packs_off - packs_on) + ", expected " + std::to_string(want));
   }
   std::printf("       packs a pass: %d -> %d with %s; worst grad against the default %.2e\n", packs_off, packs_on, cs.piece, e_off);
@@ -552,6 +559,20 @@ int main() {
        false, false, false, true, 0, false, "attn_pack"},
       {"attn_pack under LoRA dropout: not packed", every, false, false, 0.1f, false, "0", kOld, false, false, false, true,
        0, false, "attn_pack"},
+      {"dqkv_pack: dq, dk (rope) and dv (the CPU's attention here) into the q/k/v group's packed dy", every, false, false,
+       0.f, false, nullptr, kOld, false, false, false, true, 0, false, "dqkv_pack"},
+      {"dqkv_pack, checkpointing, accumulated, with attn_pack", every, false, false, 0.f, true, nullptr, kOld, false, true,
+       false, true, 0, false, "dqkv_pack,attn_pack"},
+      {"dqkv_pack with rope_qk (one rope call for q and k into their columns; the others: two, as the base has it off)",
+       every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "dqkv_pack,rope_qk"},
+      {"dqkv_pack with fewer_packs and factor_pack", every, false, false, 0.f, false, nullptr, kOld, false, false, false, true,
+       0, false, "dqkv_pack,fewer_packs,factor_pack"},
+      {"dqkv_pack without k_proj's adapter (a group of two): not packed", every & ~(1u << kK), false, false, 0.f, false,
+       nullptr, kOld, false, false, false, true, 0, false, "dqkv_pack"},
+      {"dqkv_pack, f32 activations: not packed", every, false, false, 0.f, false, "0", kOld, false, false, false, true, 0,
+       false, "dqkv_pack"},
+      {"dqkv_pack, Qwen3 q/k norm: not packed", every, false, true, 0.f, false, nullptr, kOld, false, false, false, true, 0,
+       false, "dqkv_pack"},
   };
   return cuda::fake::run_cases(cases, failures, run);
 }
