@@ -525,7 +525,8 @@ __global__ void flash_dkv_reduce_kernel(const float* dk_part, const float* dv_pa
       b.x += x2.x; b.y += x2.y; b.z += x2.z; b.w += x2.w;
     }
     store4(dk + row * D + c, a);
-    store4(dv + (row / KVH) * ldv + (row % KVH) * D + c, b);
+    // (a packed dv's rows ldv apart: the division only then, the default's index as it was)
+    store4(dv + (ldv == KVH * D ? row * D : (row / KVH) * ldv + (row % KVH) * D) + c, b);
   }
 }
 

@@ -151,7 +151,7 @@ __global__ void attention_delta_kernel(const T* dout, const T* out, int64_t rows
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (r >= rows) return;
-  const T* o = out + (r / H) * ldo + (r % H) * D;
+  const T* o = out + (ldo == H * D ? r * D : (r / H) * ldo + (r % H) * D);  // (the division only for a packed out)
   float s = 0.f;
   for (int64_t d = lane; d < D; d += 32) s += load1(dout + r * D + d) * load1(o + d);
   s = warp_sum(s);
