@@ -210,10 +210,11 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
 # PIECE_AB: space-separated sets, each a comma list, each set whose tests passed in an A/B of its own
 # (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
 # others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default: the pieces
-# stop 24 added, `ce_wide`, `attn_pack` and `dqkv_pack`, one by one (~25 s each; PIECE_AB="" for none). Then (below) NEXT_SET as
+# stop 24 added, `ce_wide`, `attn_pack` and `dqkv_pack`, one by one, and the two plumbing pieces together (each alone
+# ~0.1-0.2 ms, under 1%: together nearer table.py's 1%) (~25 s each; PIECE_AB="" for none). Then (below) NEXT_SET as
 # the "next kernels" A/B. (Run 16 timed lora_group, then with swiglu_pack, then with norm_pack, and promoted the
 # three; run 17 fewer_packs, factor_pack and rope_qk together; run 18 bf16_beta and group_wide, both taken out.)
-PIECE_AB=${PIECE_AB-ce_wide attn_pack dqkv_pack}
+PIECE_AB=${PIECE_AB-ce_wide attn_pack dqkv_pack attn_pack,dqkv_pack}
 [[ -z "$PIECE_AB" ]] && note "A/Bs of single pieces: none (PIECE_AB=... names sets to A/B)"
 for set in $PIECE_AB; do
   bad=""
