@@ -893,8 +893,8 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   Tensor dq3 = s.dq.reshape({n, c.H, c.D}), dk3 = s.dk.reshape({n, c.KVH, c.D}), dv3 = s.dv.reshape({n, c.KVH, c.D});
   // dqkv_pack: dv, and dq, dk as rope rotates them, straight into the q/k/v group's packed dy (its members' columns)
   int qkv_members[kMaxLoraGroup];
-  Tensor* const dqkv = s.dqkv.defined() && !c.qk_norm && grouped(l, 0, a) && group_members(l, 0, qkv_members) == 3
-                           ? &s.dqkv : nullptr;
+  // (s.dqkv only with bf16 attention activations, so never with Qwen3's q/k norm, whose backward follows rope's)
+  Tensor* const dqkv = s.dqkv.defined() && grouped(l, 0, a) && group_members(l, 0, qkv_members) == 3 ? &s.dqkv : nullptr;
   AttentionBackwardArgs ba{&datt3, &q3, &k3, &v3, a.att_packed ? nullptr : &att3, &a.lse, in.cu_seqlens, attn_scale(),
                            &dq3, &dk3, dqkv ? nullptr : &dv3, c.sliding_window, in.seg_bounds};
   ba.out_packed = a.att_packed ? &a.att : nullptr;

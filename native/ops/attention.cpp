@@ -1,6 +1,7 @@
 #include "ops/attention.h"
 
 #include <cmath>
+#include <string>
 
 #include "ops/backend.h"
 #include "ops/check.h"
@@ -47,19 +48,11 @@ void check_common(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   if (!std::isfinite(scale)) fail(ErrorCode::Arg, "'scale' must be finite");
 }
 
-// out_packed in place of out (which must then be null): bf16 (N, ld >= H·D) on q's device, with bf16 q.
-void need_out_packed(const Tensor* out, const Tensor& packed, const Tensor& q, const char* out_name) {
-  if (out) fail(ErrorCode::Arg, "'out_packed' replaces '", out_name, "' (give ", out_name, " null)");
-  if (q.dtype() != DType::BF16) fail(ErrorCode::DType, "'out_packed' holds bf16 activations: q must be bf16, got ", dtype_name(q.dtype()));
-  need_packed(packed, "out_packed", q.dim(0), "N", q.dim(1) * q.dim(2), "H·D", false, q.device());
-}
-
-// name's values in columns col..col + cols of packed, in place of the tensor `name` (which must then be null).
-void need_columns(const Tensor* t, const Tensor& packed, int64_t col, int64_t cols, const Tensor& q, const char* name) {
-  if (t) fail(ErrorCode::Arg, "'", name, "_packed' replaces '", name, "' (give ", name, " null)");
-  if (q.dtype() != DType::BF16) fail(ErrorCode::DType, "'", name, "_packed' holds bf16 activations: q must be bf16, got ", dtype_name(q.dtype()));
-  if (col < 0) fail(ErrorCode::Arg, "'", name, "_col' must be >= 0, got ", col);
-  need_packed(packed, name, q.dim(0), "N", col + cols, "its column + its width", false, q.device());
+// name's values in columns col..col + cols of `packed` (name_packed), in place of the tensor `name` (then null).
+void need_in_packed(const Tensor* t, const char* name, const Tensor& packed, int64_t col, int64_t cols, const Tensor& q) {
+  const std::string packed_name = std::string(name) + "_packed";
+  if (t) fail(ErrorCode::Arg, "'", packed_name, "' replaces '", name, "' (give ", name, " null)");
+  need_columns(packed, packed_name.c_str(), q.dim(0), col, cols, q.dtype(), q.device());
 }
 }  // namespace
 
@@ -68,7 +61,7 @@ void attention_forward(const AttentionForwardArgs& p) {
   check_common(q, need(p.k, "k"), need(p.v, "v"), need(p.cu_seqlens, "cu_seqlens"), p.seg_bounds, p.scale);
   const Tensor& lse = need(p.lse, "lse");
   if (p.out_packed) {
-    need_out_packed(p.out, *p.out_packed, q, "out");
+    need_in_packed(p.out, "out", *p.out_packed, 0, q.dim(1) * q.dim(2), q);
   } else {
     const Tensor& out = need(p.out, "out");
     need_like_q(out, "out", q);
@@ -114,8 +107,8 @@ void attention_backward(const AttentionBackwardArgs& p) {
   const Tensor& k = need(p.k, "k");
   check_common(q, k, need(p.v, "v"), need(p.cu_seqlens, "cu_seqlens"), p.seg_bounds, p.scale);
   const Shape qs = q.shape(), ks = k.shape();
-  if (p.out_packed) need_out_packed(p.out, *p.out_packed, q, "out");
-  if (p.dv_packed) need_columns(p.dv, *p.dv_packed, p.dv_col, k.dim(1) * k.dim(2), q, "dv");
+  if (p.out_packed) need_in_packed(p.out, "out", *p.out_packed, 0, q.dim(1) * q.dim(2), q);
+  if (p.dv_packed) need_in_packed(p.dv, "dv", *p.dv_packed, p.dv_col, k.dim(1) * k.dim(2), q);
   for (auto [t, name, s] : {std::tuple{p.dout, "dout", qs}, {p.out_packed ? p.dout : p.out, "out", qs}, {p.dq, "dq", qs},
                             {p.dk, "dk", ks}, {p.dv_packed ? p.dk : p.dv, "dv", ks}}) {
     const Tensor& tt = need(t, name);

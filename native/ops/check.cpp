@@ -56,6 +56,13 @@ void need_same_device(const Tensor& t, const char* name, Device device) {
   }
 }
 
+void need_columns(const Tensor& packed, const char* name, int64_t rows, int64_t col, int64_t cols, DType act,
+                  Device device) {
+  if (act != DType::BF16) fail(ErrorCode::DType, "'", name, "' holds bf16 activations: the inputs must be bf16, got ", dtype_name(act));
+  if (col < 0) fail(ErrorCode::Arg, "'", name, "': its columns must start at 0 or after, got ", col);
+  need_packed(packed, name, rows, "N", col + cols, "the last column written", false, device);
+}
+
 void need_packed(const Tensor& t, const char* name, int64_t rows, const char* rows_name, int64_t cols,
                  const char* cols_name, bool ld8, Device device) {
   need_dtype(t, name, {DType::BF16});

@@ -23,6 +23,11 @@ void need_same_device(const Tensor& t, const char* name, Device device);
 // which), at least `cols` columns (cols_name), a multiple of 8 when ld8 (16-byte rows for cuBLASLt), on `device`.
 void need_packed(const Tensor& t, const char* name, int64_t rows, const char* rows_name, int64_t cols,
                  const char* cols_name, bool ld8, Device device);
+// Columns col..col + cols of such a buffer that an op writes (or reads) in place of a tensor of its activations
+// (attention's out_packed and dv_packed, rope's out_packed): the activations (act) bf16, col >= 0, and the buffer
+// (rows, ld >= col + cols) on `device`.
+void need_columns(const Tensor& packed, const char* name, int64_t rows, int64_t col, int64_t cols, DType act,
+                  Device device);
 // The i32 data of t readable on the host, for the index checks of the front
 // functions: t's own memory on the CPU, else a copy of it in `storage`
 // (a GPU tensor's device pointer must never be dereferenced here).

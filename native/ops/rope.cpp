@@ -1,7 +1,5 @@
 #include "ops/rope.h"
 
-#include <algorithm>
-
 #include "ops/backend.h"
 #include "ops/check.h"
 
@@ -24,10 +22,8 @@ void check(const RopeArgs& p) {
   const bool packed = p.out_packed != nullptr;
   if (packed) {  // out (and out2) in columns of out_packed instead
     if (p.out || p.out2) fail(ErrorCode::Arg, "rope: 'out_packed' replaces 'out' and 'out2' (give them null)");
-    if (x.dtype() != DType::BF16) fail(ErrorCode::DType, "rope: 'out_packed' holds bf16 activations: x must be bf16, got ", dtype_name(x.dtype()));
-    if (p.out_col < 0 || p.out2_col < 0) fail(ErrorCode::Arg, "rope: 'out_col' and 'out2_col' must be >= 0");
-    const int64_t end = std::max(p.out_col + h * d, p.x2 ? p.out2_col + p.x2->dim(1) * d : 0);
-    need_packed(*p.out_packed, "out_packed", n, "N", end, "the last column written", false, x.device());
+    need_columns(*p.out_packed, "out_packed", n, p.out_col, h * d, x.dtype(), x.device());
+    if (p.x2) need_columns(*p.out_packed, "out_packed", n, p.out2_col, p.x2->dim(1) * d, x.dtype(), x.device());
   } else {
     const Tensor& out = need(p.out, "out");
     if (out.dtype() != x.dtype()) fail(ErrorCode::DType, "'out' must be ", dtype_name(x.dtype()), " like x, got ", dtype_name(out.dtype()));
