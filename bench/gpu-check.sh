@@ -187,9 +187,10 @@ bench() {  # name timeout command...
 # NEXT_SET: the default and every waiting piece that can be on with the others, what a session would promote
 # together (until stop 21 the default was `all`, which also turned on the pieces that lost runs 14-16 and those that
 # override others, so no session could promote the set it timed). Stop 24 took out the two pieces run 18 measured
-# no faster, and `skinny` (run 19: 1.059x), and added `ce_wide`, `attn_pack` and `dqkv_pack`. With NEXT_SET the default alone and no NEXT_AB
+# no faster, and `skinny` (run 19: 1.059x), and added `ce_wide`, `attn_pack` and `dqkv_pack`; stop 25 added `ce_bf16`
+# (with it on, `ce_wide` changes only a loss without gradients). With NEXT_SET the default alone and no NEXT_AB
 # there is no next-kernel A/B (it would time the default against itself). A new piece adds its name here.
-NEXT_SET="default,ce_wide,attn_pack,dqkv_pack"
+NEXT_SET="default,ce_wide,attn_pack,dqkv_pack,ce_bf16"
 if [[ -z "${NEXT_AB:-}" && "$NEXT_SET" == default ]]; then
   note "no piece waits (NEXT_SET=default): no next-kernel A/B in this call (NEXT_AB=... names pieces to A/B)"
   NEXT_ON=0
@@ -210,11 +211,11 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
 # PIECE_AB: space-separated sets, each a comma list, each set whose tests passed in an A/B of its own
 # (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
 # others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default: the pieces
-# stop 24 added, `ce_wide`, `attn_pack` and `dqkv_pack`, one by one, and the two plumbing pieces together (each alone
+# stops 24 and 25 added, `ce_wide`, `ce_bf16`, `attn_pack` and `dqkv_pack`, one by one, and the two plumbing pieces together (each alone
 # ~0.1-0.2 ms, under 1%: together nearer table.py's 1%) (~25 s each; PIECE_AB="" for none). Then (below) NEXT_SET as
 # the "next kernels" A/B. (Run 16 timed lora_group, then with swiglu_pack, then with norm_pack, and promoted the
 # three; run 17 fewer_packs, factor_pack and rope_qk together; run 18 bf16_beta and group_wide, both taken out.)
-PIECE_AB=${PIECE_AB-ce_wide attn_pack dqkv_pack attn_pack,dqkv_pack}
+PIECE_AB=${PIECE_AB-ce_wide ce_bf16 attn_pack dqkv_pack attn_pack,dqkv_pack}
 [[ -z "$PIECE_AB" ]] && note "A/Bs of single pieces: none (PIECE_AB=... names sets to A/B)"
 for set in $PIECE_AB; do
   bad=""
@@ -263,7 +264,7 @@ bench "instill lora" 60 node bench/gpu/instill_bench.mjs lora --out "$RES"
 bench "instill lora (wmma)" 60 env INSTILL_CUBLASLT=off node bench/gpu/instill_bench.mjs lora --out "$RES"
 bench "torch ce" 60 python3 bench/gpu/torch_bench.py ce --out "$RES"
 bench "instill ce" 90 node bench/gpu/instill_bench.mjs ce --out "$RES"
-# the loss with the next kernels too: its time and peak memory (the target: <= 1/8 of torch's) under ce_wide
+# the loss with the next kernels too: its time and peak memory (the target: <= 1/8 of torch's) under ce_wide and ce_bf16
 (( NEXT_ON )) && bench "instill ce (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
   node bench/gpu/instill_bench.mjs ce --out "$RES"
 bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
@@ -274,7 +275,8 @@ bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 if [[ "${SKIP_WMMA:-0}" == 1 ]]; then note "GPU tests through the WMMA kernel: skipped (SKIP_WMMA=1)"
 else  # the verified files and the pieces that go through the GEMM (the attention pieces pick their kernels themselves)
   TEST_PATHS="test/cuda/ops.test.ts test/cuda/lora_reference.test.ts test/cuda/torch.test.ts test/cuda/train_cli.test.ts
-    test/cuda/next/residual.test.ts test/cuda/next/attn_pack.test.ts test/cuda/next/dqkv_pack.test.ts" \
+    test/cuda/next/residual.test.ts test/cuda/next/attn_pack.test.ts test/cuda/next/dqkv_pack.test.ts
+    test/cuda/next/ce_bf16.test.ts" \
     gpu_tests "GEMMs through the WMMA kernel, f32 attention kernels" wmma INSTILL_CUBLASLT=off INSTILL_CUDA_ATTENTION=simple
 fi
 # The user's command on a GPU: a 2-layer 1B-shaped step, through the CLI (exit status and its output kept)

@@ -26,6 +26,11 @@
 // INSTILL_CUDA_NEXT=ce_wide, below). Peak
 // scratch at N = 8192 (6144 kept), C = 2048, V = 128256: ~1.07 GB, never N·V.
 // A caller's chunk_rows sets both (about chunk_rows·V·6 bytes).
+// INSTILL_CUDA_NEXT=ce_bf16 (a bf16 head, waiting for a GPU run): the logits are
+// bf16, and with gradients the product writes them into the chunk's dlogits rows,
+// which the softmax kernel turns into dlogits in place: one sub-chunk a chunk, no
+// f32 logits buffer (peak ~0.8 GB at the shape above, about chunk_rows·V·2 bytes
+// plus h's rows).
 #include <algorithm>
 #include <cmath>
 
@@ -56,24 +61,22 @@ __device__ __forceinline__ void online_add(float& m, float& s, float x) {
   s += expf(x - m);
 }
 
-// logits (M, ldl) f32, dlogits (M, ldd) OutT or null (may alias logits when OutT
-// is float and ldd == ldl), targets (M). kVec: every row of both is 16-byte
-// (logits) and 4-element (dlogits) aligned, checked on the host.
-template <typename OutT, bool kVec>
-__device__ __forceinline__ void ce_row(int64_t row, const float* logits, int64_t ldl, const int32_t* targets, int64_t V,
+// logits (M, ldl) InT (f32, or bf16 with ce_bf16), dlogits (M, ldd) OutT or null (may alias logits when OutT is
+// InT and ldd == ldl), targets (M). kVec: every row of both is 4-element aligned, checked on the host.
+template <typename InT, typename OutT, bool kVec>
+__device__ __forceinline__ void ce_row(int64_t row, const InT* logits, int64_t ldl, const int32_t* targets, int64_t V,
                                        int32_t ignore_index, float inv_norm, OutT* dlogits, int64_t ldd,
                                        double* loss_sum, float* red) {
-  const float* x = logits + row * ldl;
+  const InT* x = logits + row * ldl;
   const int32_t t = targets[row];
   const bool ignored = t == ignore_index || t < 0 || t >= V;
-  const float xt = (!ignored && threadIdx.x == 0) ? x[t] : 0.f;  // before any write (in place)
+  const float xt = (!ignored && threadIdx.x == 0) ? load1(x + t) : 0.f;  // before any write (in place)
   const int64_t V4 = kVec ? (V & ~int64_t{3}) : 0;
   float m = -INFINITY, s = 0.f;
   if (kVec) {
-    const float4* x4 = reinterpret_cast<const float4*>(x);
 #pragma unroll 4
     for (int64_t j = threadIdx.x; j < V4 / 4; j += blockDim.x) {
-      const float4 v = x4[j];
+      const float4 v = load4(x + 4 * j);
       const float mv = fmaxf(fmaxf(v.x, v.y), fmaxf(v.z, v.w));
       if (mv > m) {
         s *= expf(m - mv);
@@ -82,7 +85,7 @@ __device__ __forceinline__ void ce_row(int64_t row, const float* logits, int64_t
       s += expf(v.x - m) + expf(v.y - m) + expf(v.z - m) + expf(v.w - m);
     }
   }
-  for (int64_t j = V4 + threadIdx.x; j < V; j += blockDim.x) online_add(m, s, x[j]);
+  for (int64_t j = V4 + threadIdx.x; j < V; j += blockDim.x) online_add(m, s, load1(x + j));
   const float mx = block_max(m, red);
   s = m == -INFINITY ? 0.f : s * expf(m - mx);  // a thread that saw nothing adds 0, not 0·exp(NaN)
   s = block_sum(s, red);
@@ -91,13 +94,12 @@ __device__ __forceinline__ void ce_row(int64_t row, const float* logits, int64_t
   if (!dlogits) return;
   OutT* d = dlogits + row * ldd;
   if (kVec) {
-    const float4* x4 = reinterpret_cast<const float4*>(x);
 #pragma unroll 4
     for (int64_t j = threadIdx.x; j < V4 / 4; j += blockDim.x) {
       const int64_t c = 4 * j;
       float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
       if (!ignored) {
-        v = x4[j];
+        v = load4(x + c);
         v.x = (expf(v.x - lse) - (c == t ? 1.f : 0.f)) * inv_norm;
         v.y = (expf(v.y - lse) - (c + 1 == t ? 1.f : 0.f)) * inv_norm;
         v.z = (expf(v.z - lse) - (c + 2 == t ? 1.f : 0.f)) * inv_norm;
@@ -107,34 +109,35 @@ __device__ __forceinline__ void ce_row(int64_t row, const float* logits, int64_t
     }
   }
   for (int64_t j = V4 + threadIdx.x; j < V; j += blockDim.x)
-    store1(d + j, ignored ? 0.f : (expf(x[j] - lse) - (j == t ? 1.f : 0.f)) * inv_norm);
+    store1(d + j, ignored ? 0.f : (expf(load1(x + j) - lse) - (j == t ? 1.f : 0.f)) * inv_norm);
 }
 
 // Rows blockIdx.x, blockIdx.x + gridDim.x, …: one block a row at a time (a grid of M blocks: one row each).
-template <typename OutT, bool kVec>
-__global__ void __launch_bounds__(kThreads) ce_rows_kernel(int64_t M, const float* logits, int64_t ldl,
+template <typename InT, typename OutT, bool kVec>
+__global__ void __launch_bounds__(kThreads) ce_rows_kernel(int64_t M, const InT* logits, int64_t ldl,
                                                            const int32_t* targets, int64_t V, int32_t ignore_index,
                                                            float inv_norm, OutT* dlogits, int64_t ldd, double* loss_sum) {
   __shared__ float red[32];
   for (int64_t row = blockIdx.x; row < M; row += gridDim.x) {
-    ce_row<OutT, kVec>(row, logits, ldl, targets, V, ignore_index, inv_norm, dlogits, ldd, loss_sum, red);
+    ce_row<InT, OutT, kVec>(row, logits, ldl, targets, V, ignore_index, inv_norm, dlogits, ldd, loss_sum, red);
     __syncthreads();  // red is the next row's
   }
 }
 
-template <typename OutT>
-void launch_ce_rows(int64_t M, const float* logits, int64_t ldl, const int32_t* targets, int64_t V,
+template <typename InT, typename OutT>
+void launch_ce_rows(int64_t M, const InT* logits, int64_t ldl, const int32_t* targets, int64_t V,
                     int32_t ignore_index, float inv_norm, OutT* dlogits, int64_t ldd, double* loss_sum) {
   if (M <= 0) return;
-  const bool vec = aligned(logits, 16) && ldl % 4 == 0 && (!dlogits || (aligned(dlogits, 4 * sizeof(OutT)) && ldd % 4 == 0));
+  const bool vec = aligned(logits, 4 * sizeof(InT)) && ldl % 4 == 0 &&
+                   (!dlogits || (aligned(dlogits, 4 * sizeof(OutT)) && ldd % 4 == 0));
   // A block a row, M blocks (run 17: fewer blocks looping over rows, so that a row's second pass finds it in L2,
   // made the 1B step's loss 1.0 ms slower)
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(M, 0x7fffffff));
   if (vec) {
-    ce_rows_kernel<OutT, true><<<grid, kThreads, 0, stream()>>>(M, logits, ldl, targets, V, ignore_index, inv_norm,
+    ce_rows_kernel<InT, OutT, true><<<grid, kThreads, 0, stream()>>>(M, logits, ldl, targets, V, ignore_index, inv_norm,
                                                                 dlogits, ldd, loss_sum);
   } else {
-    ce_rows_kernel<OutT, false><<<grid, kThreads, 0, stream()>>>(M, logits, ldl, targets, V, ignore_index, inv_norm,
+    ce_rows_kernel<InT, OutT, false><<<grid, kThreads, 0, stream()>>>(M, logits, ldl, targets, V, ignore_index, inv_norm,
                                                                  dlogits, ldd, loss_sum);
   }
   check_launch("ce_rows_kernel");
@@ -180,7 +183,7 @@ CrossEntropyResult masked_cross_entropy(const MaskedCrossEntropyArgs& p) {
   }
   const double norm = p.normalizer > 0 ? p.normalizer : static_cast<double>(count);
   Tensor acc64 = Tensor::zeros({2}, DType::F32, Device::CUDA);  // 8 bytes: one double
-  launch_ce_rows<float>(N, p.logits->data_as<float>(), V, p.targets->data_as<int32_t>(), V, p.ignore_index,
+  launch_ce_rows<float, float>(N, p.logits->data_as<float>(), V, p.targets->data_as<int32_t>(), V, p.ignore_index,
                         static_cast<float>(1.0 / norm), p.dlogits ? p.dlogits->data_as<float>() : nullptr, V,
                         static_cast<double*>(acc64.data()));
   return {read_loss(acc64) / norm, count};
@@ -210,19 +213,27 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
   const Elem ce = exact ? Elem::F32 : Elem::BF16;  // dtype of the packed h rows and dlogits
   const int64_t esz = exact ? 4 : 2;
   const int64_t ldv = round_up(V, 8), ldh = round_up(C, 8);  // 16-byte rows for cuBLASLt and float4
-  int64_t chunk = 0, sub = 0;  // rows per chunk (dh/dW products), per sub-chunk (f32 logits)
+  // INSTILL_CUDA_NEXT `ce_bf16` (a bf16 head): the logits in bf16, rounded once from the product's f32 sums as
+  // transformers' bf16 head rounds them, the softmax still in f32. With gradients they are written straight into the
+  // chunk's dlogits rows, which the softmax kernel then overwrites in place (each thread writes only what it has just
+  // read): no f32 sub-chunks, one logits product a chunk (W streamed once, not once per 256 MiB of f32 logits), and
+  // ~2 GB less traffic a 1B step. Without gradients, bf16 sub-chunks (twice the rows in the same bytes).
+  const bool logits16 = !exact && next_kernels(Next::CeBf16);
+  const bool in_place = logits16 && grads;
+  const int64_t lsz = logits16 ? 2 : 4;  // bytes a logit
+  int64_t chunk = 0, sub = 0;  // rows per chunk (dh/dW products), per sub-chunk (logits)
   if (p.chunk_rows > 0) {
     chunk = sub = std::min(p.chunk_rows, count);
   } else {
     const int64_t logits_bytes = next_kernels(Next::CeWide) ? kCudaLogitsBytesWide : kCudaLogitsBytes;
-    int64_t sub_max = std::max<int64_t>(1, logits_bytes / (4 * std::max<int64_t>(ldv, 1)));
+    int64_t sub_max = std::max<int64_t>(1, logits_bytes / (lsz * std::max<int64_t>(ldv, 1)));
     if (sub_max >= 128) sub_max = sub_max / 64 * 64;
     const int64_t chunk_max =
         grads ? std::max<int64_t>(sub_max, kCudaDlogitsBytes / (esz * std::max<int64_t>(ldv, 1))) : sub_max;
     const int64_t chunks = (count + chunk_max - 1) / chunk_max;  // balanced: no small last chunk
     chunk = std::min({round_up((count + chunks - 1) / chunks, 64), chunk_max, count});
     const int64_t subs = (chunk + sub_max - 1) / sub_max;
-    sub = std::min({round_up((chunk + subs - 1) / subs, 64), sub_max, chunk});
+    sub = in_place ? chunk : std::min({round_up((chunk + subs - 1) / subs, 64), sub_max, chunk});
   }
   // The kept rows and their targets in one upload (an upload waits for the queued work: once, not twice).
   std::vector<int32_t> both(rows);
@@ -244,7 +255,7 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
   const Elem we = exact ? Elem::F32 : Elem::BF16;
   const DType cdt = exact ? DType::F32 : DType::BF16;
   Tensor hb = Tensor::empty({chunk, ldh}, cdt, Device::CUDA);                // kept h rows
-  Tensor logits = Tensor::empty({sub, ldv}, DType::F32, Device::CUDA);       // one sub-chunk
+  Tensor logits = in_place ? Tensor() : Tensor::empty({sub, ldv}, logits16 ? DType::BF16 : DType::F32, Device::CUDA);
   Tensor dl = grads ? Tensor::empty({chunk, ldv}, cdt, Device::CUDA) : Tensor();  // softmax gradient
   Tensor dhc = p.dh ? Tensor::empty({chunk, C}, DType::F32, Device::CUDA) : Tensor();
   Tensor acc64 = Tensor::zeros({2}, DType::F32, Device::CUDA);  // one double
@@ -267,15 +278,19 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
     else gather_bf16(h.data(), Elem::F32, C, 1.f, rows_c, m, C, hb.data_as<__nv_bfloat16>(), ldh);
     for (int64_t s0 = 0; s0 < m; s0 += sub) {
       const int64_t ms = std::min(sub, m - s0);
+      // this sub-chunk's logits: f32 or bf16 in their own buffer, or (in_place) bf16 in its dlogits rows
+      void* const lg = in_place ? static_cast<void*>(bf16_ptr(dl) + s0 * ldv) : logits.data();
       {  // logits (ms, V) = hc (ms, C) · Wᵀ,  W stored (V, C)
         const OpPart part("logits = h W^T (a sub-chunk)", Device::CUDA);
         GemmArgs g;
         g.M = ms; g.N = V; g.K[0] = C;
         g.a[0] = view(at(hb, s0 * ldh), ce, ldh, false);
         g.b[0] = view(wp, we, ldw, true);
-        g.c = logits.data_as<float>(); g.ldc = ldv;
+        if (logits16) g.c16 = static_cast<__nv_bfloat16*>(lg);
+        else g.c = static_cast<float*>(lg);
+        g.ldc = ldv;
         if (C == 0) {
-          fill_bytes(g.c, Device::CUDA, 0, static_cast<size_t>(ms * ldv) * sizeof(float));
+          fill_bytes(lg, Device::CUDA, 0, static_cast<size_t>(ms * ldv * lsz));
         } else {
           gemm(g);
         }
@@ -283,12 +298,16 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
       const int32_t* tg = targets_dp + r0 + s0;
       double* acc = static_cast<double*>(acc64.data());
       const OpPart part("softmax, loss and dlogits (a sub-chunk)", Device::CUDA);
-      if (exact) {
-        launch_ce_rows<float>(ms, logits.data_as<float>(), ldv, tg, V, p.ignore_index, inv_norm,
-                              grads ? dl.data_as<float>() + s0 * ldv : nullptr, ldv, acc);
+      if (logits16) {  // (in place: the logits rows are these dlogits rows)
+        launch_ce_rows<__nv_bfloat16, __nv_bfloat16>(ms, static_cast<const __nv_bfloat16*>(lg), ldv, tg, V,
+                                                     p.ignore_index, inv_norm,
+                                                     grads ? bf16_ptr(dl) + s0 * ldv : nullptr, ldv, acc);
+      } else if (exact) {
+        launch_ce_rows<float, float>(ms, logits.data_as<float>(), ldv, tg, V, p.ignore_index, inv_norm,
+                                     grads ? dl.data_as<float>() + s0 * ldv : nullptr, ldv, acc);
       } else {
-        launch_ce_rows<__nv_bfloat16>(ms, logits.data_as<float>(), ldv, tg, V, p.ignore_index, inv_norm,
-                                      grads ? dl.data_as<__nv_bfloat16>() + s0 * ldv : nullptr, ldv, acc);
+        launch_ce_rows<float, __nv_bfloat16>(ms, logits.data_as<float>(), ldv, tg, V, p.ignore_index, inv_norm,
+                                             grads ? dl.data_as<__nv_bfloat16>() + s0 * ldv : nullptr, ldv, acc);
       }
     }
     if (p.dh && C > 0) {  // dh rows (m, C) = dlogits (m, V) · W (V, C)

@@ -33,6 +33,8 @@ enum class Next {
                // out_packed), which o_proj's forward and backward and the attention's backward read in place
   DqkvPack,    // "dqkv_pack": the backward's rope writes dq, dk and the attention dv straight into the q/k/v group's
                // packed dy (ops/rope.h's out_packed, ops/attention.h's dv_packed) instead of lora_group packing them
+  CeBf16,      // "ce_bf16": linear_cross_entropy's logits in bf16 (a bf16 head), written by the product into the rows of
+               // the softmax gradient's buffer and turned into it in place: one logits product a chunk (cross_entropy.cu)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).
