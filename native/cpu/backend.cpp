@@ -33,6 +33,8 @@ const Backend& backend() {
       &cpu::lora_group_forward,
       &cpu::lora_group_backward,
       nullptr,  // lora_pack_factors: the CPU keeps no bf16 copies of the factors (ops/lora_pack.h)
+      nullptr,  // side_work_count: every op's work is done when it returns
+      nullptr,  // join_side_work
   };
   return b;
 }

@@ -32,6 +32,8 @@ void lora_dropout_backward(const LoraDropoutBackwardArgs&);
 void lora_group_forward(const LoraGroupForwardArgs&);
 void lora_group_backward(const LoraGroupBackwardArgs&);
 void lora_pack_factors(const LoraPackFactorsArgs&);
+uint64_t side_count();  // runtime.cu (cuda/common.cuh)
+void join_side(uint64_t upto);
 
 namespace {
 Backend make_backend() {
@@ -63,6 +65,8 @@ Backend make_backend() {
   b.lora_group_forward = lora_group_forward;
   b.lora_group_backward = lora_group_backward;
   b.lora_pack_factors = lora_pack_factors;
+  b.side_work_count = side_count;
+  b.join_side_work = [](uint64_t upto) { join_side(upto); };
   return b;
 }
 }  // namespace

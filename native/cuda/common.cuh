@@ -42,8 +42,36 @@ namespace cuda {
     if (instill_err_ != cudaSuccess) ::instill::cuda::throw_cuda_error(instill_err_, #call, __FILE__, __LINE__); \
   } while (0)
 
-// The backend's stream (created on first use).
+// The stream ops queue their work on now (created on first use): the backend's main stream, or its side stream
+// while a SideWork is open on this thread.
 cudaStream_t stream();
+// The main stream, whatever is open (cuBLASLt's workspace is the main stream's, the side stream has its own).
+cudaStream_t main_stream();
+
+// INSTILL_CUDA_NEXT `side_grads`: while a SideWork lives (on this thread), work goes to the side stream, a stream of
+// lower priority than the main one (its kernels take the multiprocessors the main stream's leave idle), after
+// everything queued on the main stream before it. The main stream does not wait for it until join_side(): what
+// the side work writes (LoRA's dA and dB) is for the caller to read after that, and what it reads the caller must
+// not overwrite before it. Memory is safe without waiting: a block the side work reads (uses()) or that was
+// allocated while it was open is handed out again only once the side work queued so far has run (an event per
+// SideWork, queried by the allocator, never waited for). SideWorks do not nest. With `on` false it does nothing.
+class SideWork {
+ public:
+  explicit SideWork(bool on);
+  ~SideWork();
+  SideWork(const SideWork&) = delete;
+  SideWork& operator=(const SideWork&) = delete;
+  // t's memory block is not reused (once freed) before the side work queued by this SideWork has run.
+  void uses(const Tensor& t) const;
+  bool on() const { return on_; }
+
+ private:
+  bool on_;
+};
+// SideWorks closed so far in this process (with work or not): a mark join_side() takes.
+uint64_t side_count();
+// The main stream waits for the side work of the first `upto` SideWorks (side_count() then; by default all).
+void join_side(uint64_t upto = UINT64_MAX);
 // After a launch: turns a launch error into instill::Error.
 void check_launch(const char* kernel);
 // Waits for the stream; errors become instill::Error.

@@ -124,8 +124,10 @@ struct Api {
   Status (*config_set)(Algo*, int, const void*, size_t) = nullptr;
   Status (*check)(Handle, Desc, Layout, Layout, Layout, Layout, const Algo*, Heuristic*) = nullptr;
   Handle handle = nullptr;
-  void* workspace = nullptr;
+  void* workspace = nullptr;  // the main stream's
   bool ok = false;
+  std::once_flag side_once;
+  void* side_workspace = nullptr;  // the side stream's (SideWork), made on its first product: the two run at once
 };
 
 void* open_lib(std::string& tried) {
@@ -212,6 +214,23 @@ Api& api() {
                    ok && !(a.cap_get && a.config_get && a.config_set && a.check) ? "; no split-K entry points" : "");
   });
   return a;
+}
+
+// The workspace for a product queued on stream(): the main stream's, or the side stream's (SideWork), made once; where
+// no memory is left for it, none (an algorithm that needs one then fails, and the WMMA kernel runs the product).
+struct Workspace {
+  void* p;
+  size_t bytes;
+};
+Workspace workspace(Api& a) {
+  if (stream() == main_stream()) return {a.workspace, kWorkspaceBytes};
+  std::call_once(a.side_once, [&a] {
+    if (cudaMalloc(&a.side_workspace, kWorkspaceBytes) != cudaSuccess) {  // held for the process's life
+      cudaGetLastError();
+      a.side_workspace = nullptr;
+    }
+  });
+  return {a.side_workspace, a.side_workspace ? kWorkspaceBytes : 0};
 }
 
 // Each side of a product reaches cuBLASLt as one bf16 matrix (one f32 matrix
@@ -492,9 +511,10 @@ void tune(Api& a, Plan& plan, const GemmArgs& g, const void* pa, const void* pb)
   cudaEvent_t ev[2];
   INSTILL_CUDA_CHECK(cudaEventCreate(&ev[0]));
   INSTILL_CUDA_CHECK(cudaEventCreate(&ev[1]));
+  const Workspace ws = workspace(a);
   auto run = [&](const Algo& algo) {
     return a.matmul(a.handle, plan.desc, &alpha, pb, plan.la, pa, plan.lb, &beta, c, plan.lc, c, plan.lc, &algo,
-                    a.workspace, kWorkspaceBytes, stream()) == 0;
+                    ws.p, ws.bytes, stream()) == 0;
   };
   int best = -1;
   float best_ms = 0.f, first_ms = 0.f;
@@ -585,8 +605,9 @@ bool gemm_cublaslt(const GemmArgs& g) {
   }
   if (!plan.candidates.empty()) tune(a, plan, g, A.p, B.p);
   const float alpha = g.alpha, beta = g.beta;
+  const Workspace ws = workspace(a);
   if (a.matmul(a.handle, plan.desc, &alpha, B.p, plan.la, A.p, plan.lb, &beta, c_read, plan.lc, c, plan.lc, &plan.algo,
-               a.workspace, kWorkspaceBytes, stream()) != 0) {
+               ws.p, ws.bytes, stream()) != 0) {
     return false;  // WMMA runs it (the packed copies are simply dropped)
   }
   check_launch("cublasLtMatmul");

@@ -245,6 +245,13 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
     g.beta = p.accumulate_dx ? 1.f : 0.f;
     gemm(g);
   }
+  // side_grads (INSTILL_CUDA_NEXT `side_grads`, the model's choice): dA and dB on the side stream, which nothing in the
+  // pass waits for until the caller joins it; the blocks they read (pd, x, g, u) not reused before they have run
+  const SideWork side(p.side_grads);
+  side.uses(pd);
+  side.uses(x);
+  if (!sg16) side.uses(gt);
+  if (!su16) side.uses(*p.u);
   if (!p.accumulate) {  // dA (m·R, IN) = s·gᵀ·x, one product reading x once (x as it lies: f32 TF32, or bf16, as
                         // lora_linear's), then each member's R rows copied out
     const OpPart part("dA = s g^T x (every member), copied out", Device::CUDA);

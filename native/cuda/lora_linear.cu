@@ -291,6 +291,14 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
     g.beta = p.accumulate_dx ? 1.f : 0.f;  // += : the model sums q, k, v's dx (gate and up's) here
     gemm(g);
   }
+  // side_grads (INSTILL_CUDA_NEXT `side_grads`, the model's choice): dA and dB on the side stream, which nothing in the
+  // pass waits for until the caller joins it; the blocks they read (pd, x, g, u) not reused before they have run
+  const bool su16 = fewer && p.x_packed && p.su_packed && scales_exactly(p.scale);
+  const SideWork side(p.side_grads);
+  side.uses(pd);
+  side.uses(x);
+  if (!sg16) side.uses(gt);
+  if (!su16) side.uses(u);
   {  // dA (R, IN) = s·gᵀ·x: both operands f32, so TF32 on x as it lies (gemm.h) — a bf16 copy of x
      // made for this one product cost more (1.6 ms a 1B step) than the wider reads. With a bf16 x (bf16
      // activations) the product is bf16 × bf16, g rounded (the CPU keeps g f32: within bf16 tolerance)
@@ -303,7 +311,6 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   }
   {  // dB (OUT, R) = s·dyᵀ·u: with `fewer_packs` and su_packed, s·u from the forward's x_packed (alpha 1), rounded
      // once as bf16(u)·s would be (scales_exactly), else u itself (packed by the product)
-    const bool su16 = fewer && p.x_packed && p.su_packed && scales_exactly(p.scale);
     const OpPart part("dB = s dy^T u", Device::CUDA);
     GemmArgs g;
     g.M = OUT; g.N = R; g.K[0] = N;

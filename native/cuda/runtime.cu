@@ -11,16 +11,22 @@
 // same rounded size without a cudaMalloc/cudaFree (each of which costs tens of
 // microseconds and cudaFree synchronises the device). Reuse is safe without any
 // event because every kernel runs on the one stream: work queued with the old
-// owner finishes before work queued with the new one. When cudaMalloc fails, the
-// cache is released (after a stream sync) and the allocation retried once.
+// owner finishes before work queued with the new one. The exception is the side
+// stream (SideWork, INSTILL_CUDA_NEXT `side_grads`): a block its work reads or was
+// allocated for carries that SideWork's fence (an event recorded after its work),
+// and the cache hands it out again only once the event has completed (queried,
+// never waited for: another block, or a new one, serves meanwhile). When
+// cudaMalloc fails, the cache is released (after a device sync) and the
+// allocation retried once.
 // Stats (bytes in use, their peak, bytes held from the driver) serve the
 // benchmarks' peak-memory numbers (like torch.cuda.max_memory_allocated).
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "cuda/common.cuh"
@@ -44,7 +50,11 @@ struct State {
   std::once_flag once;
   bool ok = false;
   std::string reason;
-  cudaStream_t stream = nullptr;
+  cudaStream_t stream = nullptr;  // the main stream, at the device's highest priority
+  int low_priority = 0;           // the side stream's (the device's lowest)
+  std::once_flag side_once;
+  cudaStream_t side = nullptr;  // SideWork's, created on first use
+  cudaEvent_t fork = nullptr;   // recorded on the main stream where a SideWork opens, waited for by the side stream
 };
 
 State& state() {
@@ -68,7 +78,13 @@ State& state() {
       cudaGetLastError();
       return;
     }
-    if (cudaSetDevice(0) != cudaSuccess || cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking) != cudaSuccess) {
+    int high = 0;
+    if (cudaDeviceGetStreamPriorityRange(&s.low_priority, &high) != cudaSuccess) {
+      s.low_priority = high = 0;
+      cudaGetLastError();
+    }
+    if (cudaSetDevice(0) != cudaSuccess ||
+        cudaStreamCreateWithPriority(&s.stream, cudaStreamNonBlocking, high) != cudaSuccess) {
       s.reason = std::string("could not create a CUDA stream: ") + cudaGetErrorString(cudaGetLastError());
       return;
     }
@@ -80,10 +96,42 @@ State& state() {
 bool hook_available() { return state().ok; }
 std::string hook_reason() { return state().ok ? std::string() : state().reason; }
 
+// A SideWork's fence: its event, recorded on the side stream when it closes (until then no block it marks is
+// handed out); destroyed (the CUDA runtime frees a pending event once it completes) with the last block it marks.
+struct Fence {
+  cudaEvent_t ev = nullptr;
+  bool recorded = false;  // read and set under the cache's lock
+  ~Fence() {
+    if (ev) cudaEventDestroy(ev);
+  }
+};
+using FenceRef = std::shared_ptr<Fence>;
+
+thread_local FenceRef t_open;  // the open SideWork's fence on this thread: its work goes to the side stream
+
+// Whether the side work behind f has run (no fence: nothing to wait for). Caller holds the cache's lock.
+bool fence_passed(const FenceRef& f) {
+  if (!f) return true;
+  if (!f->recorded) return false;
+  const cudaError_t err = cudaEventQuery(f->ev);
+  if (err == cudaSuccess) return true;
+  cudaGetLastError();  // (not ready is no error to report later; a real one shows at the next launch or sync)
+  return false;
+}
+
+struct Block {
+  void* p;
+  FenceRef fence;  // the side work that last used it (null: none)
+};
+struct Live {
+  size_t size;
+  FenceRef fence;
+};
+
 struct Cache {
   std::mutex mu;
-  std::map<size_t, std::vector<void*>> free_blocks;  // rounded size -> blocks
-  std::unordered_map<void*, size_t> live;           // block -> rounded size
+  std::map<size_t, std::vector<Block>> free_blocks;  // rounded size -> blocks
+  std::map<uintptr_t, Live> live;  // block -> its rounded size (ordered: uses() finds a block by any address in it)
   size_t in_use = 0, peak = 0, reserved = 0;
 };
 
@@ -97,16 +145,21 @@ size_t round_size(size_t bytes) {
   return (bytes + step - 1) / step * step;
 }
 
-// Gives every cached block back to the driver. Caller holds the lock.
+// Gives every cached block back to the driver, but those an open SideWork still marks. Caller holds the lock.
 void release_cache(Cache& c) {
-  if (state().ok) cudaStreamSynchronize(state().stream);
+  if (state().ok) cudaDeviceSynchronize();  // (both streams: every recorded fence has passed after it)
   for (auto& [size, blocks] : c.free_blocks) {
-    for (void* p : blocks) {
-      cudaFree(p);
+    std::vector<Block> kept;
+    for (Block& b : blocks) {
+      if (b.fence && !b.fence->recorded) {
+        kept.push_back(std::move(b));
+        continue;
+      }
+      cudaFree(b.p);
       c.reserved -= size;
     }
+    blocks.swap(kept);
   }
-  c.free_blocks.clear();
 }
 
 void* hook_alloc(size_t bytes) {
@@ -115,10 +168,16 @@ void* hook_alloc(size_t bytes) {
   std::lock_guard<std::mutex> lock(c.mu);
   void* p = nullptr;
   auto it = c.free_blocks.find(size);
-  if (it != c.free_blocks.end() && !it->second.empty()) {
-    p = it->second.back();
-    it->second.pop_back();
-  } else {
+  if (it != c.free_blocks.end()) {  // the latest freed block whose side work (if any) has run
+    std::vector<Block>& blocks = it->second;
+    for (size_t i = blocks.size(); i-- > 0;) {
+      if (!fence_passed(blocks[i].fence)) continue;
+      p = blocks[i].p;
+      blocks.erase(blocks.begin() + static_cast<std::ptrdiff_t>(i));
+      break;
+    }
+  }
+  if (!p) {
     cudaError_t err = cudaMalloc(&p, size);
     if (err == cudaErrorMemoryAllocation) {
       cudaGetLastError();
@@ -138,7 +197,7 @@ void* hook_alloc(size_t bytes) {
     }
     c.reserved += size;
   }
-  c.live[p] = size;
+  c.live[reinterpret_cast<uintptr_t>(p)] = Live{size, t_open};  // (allocated for side work: marked by it)
   c.in_use += size;
   if (c.in_use > c.peak) c.peak = c.in_use;
   return p;
@@ -148,10 +207,10 @@ void hook_free(void* p) {
   if (!p) return;
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  auto it = c.live.find(p);
+  auto it = c.live.find(reinterpret_cast<uintptr_t>(p));
   if (it == c.live.end()) return;  // not ours: never happens; ignore rather than crash
-  c.in_use -= it->second;
-  c.free_blocks[it->second].push_back(p);
+  c.in_use -= it->second.size;
+  c.free_blocks[it->second.size].push_back(Block{p, std::move(it->second.fence)});
   c.live.erase(it);
 }
 
@@ -179,6 +238,7 @@ void hook_fill(void* p, int byte, size_t bytes) {
 }
 
 void hook_copy(void* dst, bool dst_dev, const void* src, bool src_dev, size_t bytes) {
+  if (!t_open) join_side();  // what the host reads or writes, side work included, is in its final state
   cudaMemcpyKind kind = dst_dev ? (src_dev ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
                                 : (src_dev ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
   INSTILL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream()));
@@ -234,11 +294,91 @@ const DeviceMemoryHooks& memory_hooks() {
   return hooks;
 }
 
-cudaStream_t stream() {
+cudaStream_t main_stream() {
   State& s = state();
   if (!s.ok) fail(ErrorCode::Device, "device 'cuda' is not available: ", s.reason);
   return s.stream;
 }
+
+cudaStream_t stream() {
+  const cudaStream_t m = main_stream();
+  return t_open ? state().side : m;
+}
+
+namespace {
+std::mutex side_mu;
+// closed SideWorks' fences, oldest first, that the main stream has not waited for (never destroyed: no CUDA calls
+// from static destructors at exit)
+std::deque<std::pair<uint64_t, FenceRef>>& side_closed = *new std::deque<std::pair<uint64_t, FenceRef>>();
+uint64_t side_closes = 0;  // SideWorks closed so far (side_count), under side_mu
+}  // namespace
+
+SideWork::SideWork(bool on) : on_(on) {
+  if (!on_) return;
+  if (t_open) fail(ErrorCode::Internal, "SideWork opened inside another");
+  State& s = state();
+  const cudaStream_t m = main_stream();
+  std::call_once(s.side_once, [&s] {
+    if (cudaStreamCreateWithPriority(&s.side, cudaStreamNonBlocking, s.low_priority) != cudaSuccess ||
+        cudaEventCreateWithFlags(&s.fork, cudaEventDisableTiming) != cudaSuccess) {
+      s.side = nullptr;
+      cudaGetLastError();
+    }
+  });
+  if (!s.side) fail(ErrorCode::Device, "could not create the CUDA side stream (INSTILL_CUDA_NEXT side_grads)");
+  auto fence = std::make_shared<Fence>();
+  INSTILL_CUDA_CHECK(cudaEventCreateWithFlags(&fence->ev, cudaEventDisableTiming));
+  {  // (one fork event for every SideWork: the wait takes the record just made)
+    std::lock_guard<std::mutex> lock(side_mu);
+    INSTILL_CUDA_CHECK(cudaEventRecord(s.fork, m));
+    INSTILL_CUDA_CHECK(cudaStreamWaitEvent(s.side, s.fork, 0));
+  }
+  t_open = std::move(fence);
+}
+
+SideWork::~SideWork() {
+  if (!on_ || !t_open) return;
+  FenceRef fence = std::move(t_open);
+  t_open = nullptr;
+  const bool ok = cudaEventRecord(fence->ev, state().side) == cudaSuccess;  // (else its blocks stay out of use)
+  if (!ok) cudaGetLastError();
+  {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mu);
+    fence->recorded = ok;
+  }
+  std::lock_guard<std::mutex> lock(side_mu);
+  ++side_closes;
+  if (ok) side_closed.emplace_back(side_closes, std::move(fence));
+}
+
+void SideWork::uses(const Tensor& t) const {
+  if (!on_ || !t.defined() || t.device() != Device::CUDA || !t.data()) return;
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  const uintptr_t at = reinterpret_cast<uintptr_t>(t.data());
+  auto it = c.live.upper_bound(at);
+  if (it == c.live.begin()) return;
+  --it;
+  if (at < it->first + it->second.size) it->second.fence = t_open;  // (a later fence passes after an earlier one)
+}
+
+uint64_t side_count() {
+  std::lock_guard<std::mutex> lock(side_mu);
+  return side_closes;
+}
+
+void join_side(uint64_t upto) {
+  if (t_open) fail(ErrorCode::Internal, "join_side inside a SideWork");
+  std::lock_guard<std::mutex> lock(side_mu);
+  size_t n = 0;  // the closed SideWorks up to `upto` not waited for yet: the first n (the side stream runs in order,
+                 // so waiting for the last of them waits for all)
+  while (n < side_closed.size() && side_closed[n].first <= upto) ++n;
+  if (n == 0) return;
+  INSTILL_CUDA_CHECK(cudaStreamWaitEvent(main_stream(), side_closed[n - 1].second->ev, 0));
+  side_closed.erase(side_closed.begin(), side_closed.begin() + static_cast<std::ptrdiff_t>(n));
+}
+
 
 void check_launch(const char* kernel) {
   cudaError_t err = cudaGetLastError();

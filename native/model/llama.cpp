@@ -8,6 +8,7 @@
 #include "ops/adamw.h"
 #include "ops/add.h"
 #include "ops/attention.h"
+#include "ops/backend.h"
 #include "ops/check.h"
 #include "ops/embedding.h"
 #include "ops/lora_dropout.h"
@@ -540,6 +541,7 @@ void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x,
                                 &lin.lora.da, &lin.lora.db, accumulate_grads, accumulate_dx};
     args.x_packed = x_packed;
     args.su_packed = x_packed && su_intact_;  // s·u in x_packed as this layer's forward left it
+    args.side_grads = side_grads_;            // (never with dropout)
     // (a bf16/f16 W only; lora_dropout's backward does not read it: it packs dy itself)
     args.dy_packed = lin.w.dtype() != DType::F32 ? dy_packed : nullptr;
     args.a_stacked = stack_a_;
@@ -752,6 +754,7 @@ void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, cons
   args.x = x_packed ? nullptr : &x;
   args.x_packed = x_packed;
   args.su_packed = x_packed && su_intact_;  // (as linear_backward's)
+  args.side_grads = side_grads_;
   args.scale = lora_scale_;
   args.u = &a.ug[static_cast<size_t>(g)];
   args.dx = &dx;
@@ -870,6 +873,10 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   Tensor* const dres_packed = s.dres_packed.defined() ? &s.dres_packed : nullptr;
   linear_backward(lin[kDown], dres, a.h, a.u[kDown], s.dh, false, accumulate, s.tmp, dropout_seed(l, kDown),
                   a.h_packed ? &a.h : nullptr, dres_packed);
+  // side_grads: down's dA and dB read dres_packed, which the norm below rewrites; o's, the norm at the layer's end.
+  // Each norm waits for those (and for what came before them: gate and up's s.dgu, rewritten in the layer below,
+  // and the layer above's q, k, v's s.dqkv), not for the group backward just queued.
+  const uint64_t down_done = side_grads_ ? side_work_mark(device_) : 0;
   int mlp_members[kMaxLoraGroup];
   if (s.dgu.defined() && grouped(l, 1, a) && group_members(l, 1, mlp_members) == 2) {
     // swiglu_pack: dgate and dup straight into the group's packed dy, where lora_group reads them
@@ -881,6 +888,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     group_backward(l, 1, a.xn2, a, dys, s.dxn, accumulate, s, nullptr, a.xn2_packed ? &a.xn2 : nullptr);
   }
   {
+    if (side_grads_) join_side_work(device_, down_done);
     RmsnormBackwardArgs nb{&s.dxn, &a.x2, &lw.ln2, &a.rstd2, &dres, true, full_ ? &lw.dln2 : nullptr};
     nb.dx_packed = dres_packed;
     rmsnorm_backward(nb);
@@ -888,6 +896,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   // Attention: dres is now d(x2).
   linear_backward(lin[kO], dres, a.att, a.u[kO], s.datt, false, accumulate, s.tmp, dropout_seed(l, kO),
                   a.att_packed ? &a.att : nullptr, dres_packed);
+  const uint64_t o_done = side_grads_ ? side_work_mark(device_) : 0;
   Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
   Tensor att3 = a.att_packed ? Tensor() : a.att.reshape({n, c.H, c.D}), datt3 = s.datt.reshape({n, c.H, c.D});
   Tensor dq3 = s.dq.reshape({n, c.H, c.D}), dk3 = s.dk.reshape({n, c.KVH, c.D}), dv3 = s.dv.reshape({n, c.KVH, c.D});
@@ -916,6 +925,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     const Tensor* dys[3] = {&s.dq, &s.dk, &s.dv};
     group_backward(l, 0, a.xn1, a, dys, s.dxn, accumulate, s, nullptr, a.xn1_packed ? &a.xn1 : nullptr);
   }
+  if (side_grads_) join_side_work(device_, o_done);
   RmsnormBackwardArgs nb{&s.dxn, &x, &lw.ln1, &a.rstd1, &dres, true, full_ ? &lw.dln1 : nullptr};
   nb.dx_packed = l > 0 ? dres_packed : nullptr;  // for the layer below's down_proj (layer 0 has none)
   rmsnorm_backward(nb);
@@ -1085,11 +1095,27 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   s.dq = Tensor::empty({n, c.H * c.D}, at, device_);
   s.dk = Tensor::empty({n, c.KVH * c.D}, at, device_);
   s.dv = Tensor::empty({n, c.KVH * c.D}, at, device_);
+  // INSTILL_CUDA_NEXT=side_grads: LoRA's dA and dB behind the rest of the backward, on the side stream; the device
+  // waits for them before anything after the pass (the optimizer, a read of the gradients), also where it throws
+  const PassFlag side(side_grads_, device_ != Device::CPU && next_enabled(Next::SideGrads) && has_lora() &&
+                                       !checkpointing_ && !share && !dropout_active_);
+  struct SideJoin {
+    Device d;
+    bool on;
+    ~SideJoin() {
+      if (!on) return;
+      try {
+        join_side_work(d);
+      } catch (...) {  // (a failed wait shows again at the next sync)
+      }
+    }
+  } side_join{device_, side_grads_};
   for (int64_t l = c.L - 1; l >= 0; --l) {
     Acts& a = acts[checkpointing_ ? 0 : static_cast<size_t>(l)];
     if (checkpointing_) layer_forward(l, xs[static_cast<size_t>(l)], a, s.tmp, in);
     layer_backward(l, xs[static_cast<size_t>(l)], a, dres, in, accumulate, share, s);
   }
+  if (side_grads_) join_side_work(device_);
   if (full_) embedding_backward(EmbeddingBackwardArgs{&dres, in.ids, &dembed_, in.host ? in.host->ids : nullptr});
   return res;
 }

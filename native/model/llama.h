@@ -309,6 +309,9 @@ class LlamaModel {
   bool factors_packed_ = false;  // inside a pass whose factors pack_factors() wrote
   bool su_intact_ = false;       // set by layer_backward: its packed x buffers still hold the forward's s·u
   bool su_kept_ = false;         // inside a pass whose backward will read s·u there (layers' own packed x)
+  // inside a backward whose LoRA dA and dB go to the device's side stream (INSTILL_CUDA_NEXT=side_grads; not with
+  // checkpointing, shared activations or dropout, which rewrite what they read): run() and layer_backward() join it
+  bool side_grads_ = false;
   int act_mode_ = 0;  // set_activations: 0 auto, 1 f32, 2 bf16-mlp, 3 bf16
   bool wb_groups_ = false;  // the kept matrices held are the groups' (LayerWeights::kept) beside the others' wb
   uint32_t step_seed_ = 0;

@@ -23,4 +23,14 @@ const Backend& backend_for(Device device) {
   fail(ErrorCode::Device, "no backend for device '", device_name(device), "' in this build of instill");
 }
 
+uint64_t side_work_mark(Device device) {
+  const Backend& be = backend_for(device);
+  return be.side_work_count ? be.side_work_count() : 0;
+}
+
+void join_side_work(Device device, uint64_t upto) {
+  const Backend& be = backend_for(device);
+  if (be.join_side_work) be.join_side_work(upto);
+}
+
 }  // namespace instill

@@ -7,6 +7,8 @@
 // native/ops/backend.cpp, the only place that knows which ones were built.
 #pragma once
 
+#include <cstdint>
+
 #include "ops/add.h"
 #include "ops/adamw.h"
 #include "ops/attention.h"
@@ -55,6 +57,11 @@ struct Backend {
   void (*lora_group_forward)(const LoraGroupForwardArgs&);
   void (*lora_group_backward)(const LoraGroupBackwardArgs&);
   void (*lora_pack_factors)(const LoraPackFactorsArgs&);  // null on the CPU (ops/lora_pack.h: no kept copies there)
+  // What LoRA backwards given side_grads leave behind (ops/lora_linear.h): side_work_count() counts such calls (those
+  // that left work and those that did not), and join_side_work(upto) makes the device's later work wait for the first
+  // `upto` of them. Null where nothing is ever left behind (the CPU).
+  uint64_t (*side_work_count)();
+  void (*join_side_work)(uint64_t upto);
 };
 
 // The backend for a device; throws E_DEVICE if none was built for it.
@@ -74,5 +81,12 @@ auto run_op(Device device, Entry Backend::*entry, const char* op, const Args& ar
 namespace cpu {
 const Backend& backend();
 }
+
+// Backend::side_work_count on `device`'s backend (0 where it has none): a mark for join_side_work.
+uint64_t side_work_mark(Device device);
+// Backend::join_side_work on `device`'s backend (nothing where it has none): the LoRA backwards given side_grads up to
+// `upto` (side_work_mark() just after the last of them; by default every one so far) have written their dA and dB, and
+// read their operands, for everything queued after this call.
+void join_side_work(Device device, uint64_t upto = UINT64_MAX);
 
 }  // namespace instill

@@ -82,6 +82,10 @@ struct LoraGroupBackwardArgs {
   // With x_packed: its columns IN..IN+m·R still hold s·u in bf16 as this pass's forward wrote them (as lora_linear's
   // su_packed: dB may read them). Ignored by the CPU.
   bool su_packed = false;
+  // dA and dB may be left to run behind the rest of the pass (the CUDA backend's side stream, INSTILL_CUDA_NEXT
+  // side_grads, bf16/f16 weights): the caller then calls join_side_work(device) before it reads them, or overwrites
+  // any tensor given here (x, dy, dy_packed, x_packed, u) that it keeps alive. Ignored by the CPU.
+  bool side_grads = false;
 };
 
 // Validate (E_SHAPE / E_DTYPE / E_ARG naming the argument and member), then run on x's device.

@@ -91,6 +91,10 @@ struct LoraLinearBackwardArgs {
   // since: the caller knows), so the CUDA backend's dB may read them (INSTILL_CUDA_NEXT=fewer_packs, s a power of two)
   // instead of rounding u again. Ignored by the CPU.
   bool su_packed = false;
+  // dA and dB may be left to run behind the rest of the pass (the CUDA backend's side stream, INSTILL_CUDA_NEXT
+  // side_grads, bf16/f16 weights): the caller then calls join_side_work(device) before it reads them, or overwrites
+  // any tensor given here (x, dy, dy_packed, x_packed, u) that it keeps alive. Ignored by the CPU.
+  bool side_grads = false;
 };
 
 // Validate shapes and dtypes (E_SHAPE / E_DTYPE naming the argument), then run on the tensors' device.

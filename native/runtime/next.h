@@ -35,6 +35,8 @@ enum class Next {
                // packed dy (ops/rope.h's out_packed, ops/attention.h's dv_packed) instead of lora_group packing them
   CeBf16,      // "ce_bf16": linear_cross_entropy's logits in bf16 (a bf16 head), written by the product into the rows of
                // the softmax gradient's buffer and turned into it in place: one logits product a chunk (cross_entropy.cu)
+  SideGrads,   // "side_grads": the model's LoRA backwards leave dA and dB to a side stream (ops/lora_linear.h's
+               // side_grads), off the pass's critical path, and the model joins it where it must (model/llama.cpp)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

@@ -18,6 +18,8 @@ void lora_linear_backward(const LoraLinearBackwardArgs&);
 void lora_group_forward(const LoraGroupForwardArgs&);
 void lora_group_backward(const LoraGroupBackwardArgs&);
 void lora_pack_factors(const LoraPackFactorsArgs&);
+uint64_t side_count();  // fake_device.cpp (cuda/common.cuh)
+void join_side(uint64_t upto);
 
 std::atomic<int> fake_calls_linear{0}, fake_calls_group{0}, fake_calls_swiglu_packed{0}, fake_calls_swiglu_fwd_packed{0},
     fake_calls_dy_packed{0}, fake_calls_norm_packed{0}, fake_calls_pack_factors{0};
@@ -44,6 +46,8 @@ Backend make() {
     ++fake_calls_pack_factors;
     cuda::lora_pack_factors(p);
   };
+  b.side_work_count = side_count;  // (fake_device.cpp: the side work done as late as the joins allow)
+  b.join_side_work = [](uint64_t upto) { join_side(upto); };
   b.rmsnorm_forward = [](const RmsnormForwardArgs& p) {
     if (p.y_packed) ++fake_calls_norm_packed;
     cpu::rmsnorm_forward(p);

@@ -9,11 +9,19 @@
 //   and rounding, each counted as the one launch it is on a GPU (fake_packs).
 // - fill_bytes, copies: memset / memcpy. New "device" buffers come poisoned (0xff bytes: NaN in f32 and bf16), so
 //   an element read before it was written shows up as NaN in the results.
+// - SideWork (INSTILL_CUDA_NEXT side_grads): the side stream as late as it could run. The products and packs queued
+//   inside one are kept and done only when join_side() reaches it (or a copy, which joins everything); a block it
+//   reads (uses()) or allocated is freed only after that, as runtime.cu's fences keep it out of use. Every other
+//   block is poisoned as it is freed. So a caller that rewrites or frees what side work reads before it joins it
+//   gets other bits than the pass without side work.
 // What this checks is the host code's operands, offsets, leading dimensions and flags (where a blind change
 // breaks), not the kernels: those only a GPU runs (bench/gpu-check.sh). test/cuda_host/README.md says more.
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <functional>
+#include <map>
 #include <string>
 
 #include "cuda/gemm.h"
@@ -67,7 +75,68 @@ void* host_alloc(size_t bytes) {
   return p;
 }
 
+// SideWork's state (the header comment). One thread uses the fake device at a time.
+struct SideScope {
+  uint64_t seq = 0;  // its number (side_count() once it closed); 0 while open
+  std::vector<std::function<void()>> work;
+  std::vector<void*> frees;  // blocks it reads or allocated, freed before it ran
+};
+std::deque<SideScope> side_scopes;  // not yet run, oldest first; the last one may be open (references stay valid)
+bool side_open = false;
+uint64_t side_closes = 0;
+std::map<void*, size_t> block_bytes;           // live blocks' sizes (poisoned when freed)
+std::map<void*, SideScope*> side_marks;        // live blocks a queued scope reads or allocated
+
+void poison_free(void* p) {
+  auto it = block_bytes.find(p);
+  if (it != block_bytes.end()) {
+    std::memset(p, 0xff, it->second);
+    block_bytes.erase(it);
+  }
+  std::free(p);
+}
+
+// Queues f in the open SideWork (true), or leaves it to the caller to do now (false).
+bool defer(std::function<void()> f) {
+  if (!side_open) return false;
+  side_scopes.back().work.push_back(std::move(f));
+  return true;
+}
+
 }  // namespace
+
+std::atomic<int> fake_side_work{0};  // products and packs queued in SideWorks (run later, at a join)
+
+SideWork::SideWork(bool on) : on_(on) {
+  if (!on_) return;
+  if (side_open) fail(ErrorCode::Internal, "SideWork opened inside another");
+  side_scopes.emplace_back();
+  side_open = true;
+}
+
+SideWork::~SideWork() {
+  if (!on_ || !side_open) return;
+  side_open = false;
+  side_scopes.back().seq = ++side_closes;
+}
+
+void SideWork::uses(const Tensor& t) const {
+  if (!on_ || !side_open || !t.defined() || t.device() != Device::CUDA) return;
+  side_marks[t.data()] = &side_scopes.back();
+}
+
+uint64_t side_count() { return side_closes; }
+
+void join_side(uint64_t upto) {
+  if (side_open) fail(ErrorCode::Internal, "join_side inside a SideWork");
+  while (!side_scopes.empty() && side_scopes.front().seq != 0 && side_scopes.front().seq <= upto) {
+    SideScope* sc = &side_scopes.front();
+    for (auto& f : sc->work) f();
+    for (auto it = side_marks.begin(); it != side_marks.end();) it = it->second == sc ? side_marks.erase(it) : std::next(it);
+    for (void* p : sc->frees) poison_free(p);
+    side_scopes.pop_front();
+  }
+}
 
 Elem elem_of(const Tensor& t) {
   switch (t.dtype()) {
@@ -91,9 +160,8 @@ void packs_of(const GemmArgs& g) {
 }
 }  // namespace
 
-void gemm(const GemmArgs& g) {
-  if (g.M <= 0 || g.N <= 0) return;
-  packs_of(g);
+namespace {
+void gemm_now(const GemmArgs& g) {
   const bool round = !all_f32(g);
   const int segs = g.K[1] > 0 ? 2 : 1;
   for (int64_t m = 0; m < g.M; ++m) {
@@ -117,6 +185,17 @@ void gemm(const GemmArgs& g) {
     }
   }
 }
+}  // namespace
+
+void gemm(const GemmArgs& g) {
+  if (g.M <= 0 || g.N <= 0) return;
+  packs_of(g);
+  if (defer([g] { gemm_now(g); })) {
+    ++fake_side_work;
+    return;
+  }
+  gemm_now(g);
+}
 
 namespace {
 void to_bf16_block(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, __nv_bfloat16* dst,
@@ -130,32 +209,52 @@ void to_f32_block(const void* src, Elem e, int64_t lds, float scale, int64_t row
 }
 }  // namespace
 
+// Each done now, or queued in the open SideWork (defer).
 void pack_bf16(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, __nv_bfloat16* dst,
                int64_t ldd) {
   if (rows > 0 && cols > 0) ++fake_packs;
-  to_bf16_block(src, e, lds, scale, rows, cols, dst, ldd);
+  const auto f = [=] { to_bf16_block(src, e, lds, scale, rows, cols, dst, ldd); };
+  if (defer(f)) ++fake_side_work;
+  else f();
 }
 
 void pack_f32(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
   if (rows > 0 && cols > 0) ++fake_packs;
-  to_f32_block(src, e, lds, scale, rows, cols, dst, ldd);
+  const auto f = [=] { to_f32_block(src, e, lds, scale, rows, cols, dst, ldd); };
+  if (defer(f)) ++fake_side_work;
+  else f();
 }
 
 void pack_bf16_jobs(const PackJob* jobs, int n) {
   if (n < 0 || n > kMaxPackJobs) fail(ErrorCode::Internal, "pack_bf16_jobs: ", n, " jobs");
   ++fake_packs;
-  for (int i = 0; i < n; ++i) to_bf16_block(jobs[i].src, Elem::F32, jobs[i].lds, 1.f, jobs[i].rows, jobs[i].cols, jobs[i].dst, jobs[i].ldd);
+  const std::vector<PackJob> js(jobs, jobs + n);
+  const auto f = [js] {
+    for (const PackJob& j : js) to_bf16_block(j.src, Elem::F32, j.lds, 1.f, j.rows, j.cols, j.dst, j.ldd);
+  };
+  if (defer(f)) ++fake_side_work;
+  else f();
 }
 
 void pack_f32_jobs(const PackJobF32* jobs, int n) {
   if (n < 0 || n > kMaxPackJobs) fail(ErrorCode::Internal, "pack_f32_jobs: ", n, " jobs");
   ++fake_packs;
-  for (int i = 0; i < n; ++i) to_f32_block(jobs[i].src, Elem::F32, jobs[i].lds, 1.f, jobs[i].rows, jobs[i].cols, jobs[i].dst, jobs[i].ldd);
+  const std::vector<PackJobF32> js(jobs, jobs + n);
+  const auto f = [js] {
+    for (const PackJobF32& j : js) to_f32_block(j.src, Elem::F32, j.lds, 1.f, j.rows, j.cols, j.dst, j.ldd);
+  };
+  if (defer(f)) ++fake_side_work;
+  else f();
 }
 
 void pack_bf16_table(const PackJob* jobs, int64_t n) {
   ++fake_packs;  // (one launch on a GPU)
-  for (int64_t i = 0; i < n; ++i) to_bf16_block(jobs[i].src, Elem::F32, jobs[i].lds, 1.f, jobs[i].rows, jobs[i].cols, jobs[i].dst, jobs[i].ldd);
+  const std::vector<PackJob> js(jobs, jobs + n);
+  const auto f = [js] {
+    for (const PackJob& j : js) to_bf16_block(j.src, Elem::F32, j.lds, 1.f, j.rows, j.cols, j.dst, j.ldd);
+  };
+  if (defer(f)) ++fake_side_work;
+  else f();
 }
 
 void add(const AddArgs& p) {  // f32 or bf16 elementwise, out may alias a or b
@@ -171,10 +270,24 @@ const DeviceMemoryHooks& memory_hooks() {
   static const DeviceMemoryHooks h = {
       []() { return true; },
       []() { return std::string(); },
-      [](size_t bytes) { return host_alloc(bytes); },
-      [](void* p) { std::free(p); },
+      [](size_t bytes) {
+        void* p = host_alloc(bytes);
+        block_bytes[p] = bytes;
+        if (side_open) side_marks[p] = &side_scopes.back();  // (allocated for side work: kept until it ran)
+        return p;
+      },
+      [](void* p) {
+        if (!p) return;
+        auto it = side_marks.find(p);
+        if (it == side_marks.end()) return poison_free(p);
+        it->second->frees.push_back(p);  // its side work has not run: freed after it
+        side_marks.erase(it);
+      },
       [](void* p, int byte, size_t bytes) { std::memset(p, byte, bytes); },
-      [](void* dst, bool, const void* src, bool, size_t bytes) { std::memcpy(dst, src, bytes); },
+      [](void* dst, bool, const void* src, bool, size_t bytes) {
+        if (!side_open) join_side();  // (as runtime.cu's: a copy sees the side work done)
+        std::memcpy(dst, src, bytes);
+      },
       [](uint64_t* in_use, uint64_t* peak, uint64_t* reserved, bool) {
         if (in_use) *in_use = 0;
         if (peak) *peak = 0;

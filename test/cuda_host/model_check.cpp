@@ -24,7 +24,7 @@
 
 namespace instill {
 namespace cuda {
-extern std::atomic<int> fake_packs, fake_calls_pack_factors;
+extern std::atomic<int> fake_packs, fake_calls_pack_factors, fake_side_work;
 extern std::atomic<int> fake_calls_linear, fake_calls_group, fake_calls_swiglu_packed, fake_calls_swiglu_fwd_packed,
     fake_calls_dy_packed, fake_calls_norm_packed;
 }
@@ -227,13 +227,15 @@ void run_piece(const Case& cs) {
   const std::string piece = cs.piece, with = std::string(kBeforeRun17) + "," + piece;
   set_env("INSTILL_BF16_ACTIVATIONS", cs.acts);
   int batches = 0;  // lora_pack_factors calls in the passes counted with the piece
+  int side_ops = 0, side_ops_off = 0;  // products and packs left to the side stream, with the piece and without
   const auto pass = [&](const char* next, int& packs) {  // next: null for the passes without the piece
     set_env("INSTILL_CUDA_NEXT", next ? next : kBeforeRun17);
-    const int k0 = cuda::fake_packs, b0 = cuda::fake_calls_pack_factors;
+    const int k0 = cuda::fake_packs, b0 = cuda::fake_calls_pack_factors, s0 = cuda::fake_side_work;
     Pass p = run_pass(gpu, w.in);
     if (cs.accumulate) p = run_pass(gpu, w.in, true);
     packs = cuda::fake_packs - k0;
     if (next) batches += cuda::fake_calls_pack_factors - b0;
+    (next ? side_ops : side_ops_off) += cuda::fake_side_work - s0;
     return p;
   };
   // The factors as an optimizer leaves them between passes: changed in place (version k), so that a pass that read
@@ -282,6 +284,11 @@ void run_piece(const Case& cs) {
   const uint32_t qkv = (1u << kQ) | (1u << kK) | (1u << kV);
   const bool dqkv = (all || piece.find("dqkv_pack") != std::string::npos) && (cs.mask & qkv) == qkv && cs.acts == nullptr &&
                     !cs.qk_norm && cs.dropout == 0.f;
+  // side_grads: every LoRA backward's dA and dB queued on the side stream (the fake runs them at the model's joins,
+  // as late as those allow), but under checkpointing or dropout, which rewrite what they read
+  const bool side = (all || piece.find("side_grads") != std::string::npos) && !cs.checkpointing && cs.dropout == 0.f;
+  expect(side ? side_ops > 0 : side_ops == 0, "products and packs on the side stream: " + std::to_string(side_ops));
+  expect(side_ops_off == 0, "products and packs on the side stream without the piece: " + std::to_string(side_ops_off));
   const bool exact = !fewer || std::ldexp(0.5f, e) == cs.scale;
   const double e_off = worst_rel(on, off), e_again = worst_rel(again, on);
   expect(exact ? on.loss == off.loss : std::fabs(on.loss - off.loss) <= 1e-6 * std::fabs(off.loss),
@@ -573,6 +580,20 @@ int main() {
        false, "dqkv_pack"},
       {"dqkv_pack, Qwen3 q/k norm: not packed", every, false, true, 0.f, false, nullptr, kOld, false, false, false, true, 0,
        false, "dqkv_pack"},
+      {"side_grads: dA and dB on the side stream (done at the model's joins, as late as they allow)", every, false, false,
+       0.f, false, nullptr, kOld, false, false, false, true, 0, false, "side_grads"},
+      {"side_grads, accumulated, with dqkv_pack and attn_pack (the group's dy and o_proj's x written in place)", every,
+       false, false, 0.f, false, nullptr, kOld, false, true, false, true, 0, false, "side_grads,dqkv_pack,attn_pack"},
+      {"side_grads with fewer_packs and factor_pack (s g and s u read from the packed buffers)", every, false, false, 0.f,
+       false, nullptr, kOld, false, false, false, true, 0, false, "side_grads,fewer_packs,factor_pack"},
+      {"side_grads, f32 activations, s = 1.5 (g and u in f32 scratch)", every, false, false, 0.f, false, "0", kOld, false,
+       false, false, true, 0, false, "side_grads", 1.5f},
+      {"side_grads, q, v, gate, down (a group of two, a linear without a group), Qwen2 biases", (1u << kQ) | (1u << kV) |
+       (1u << kGate) | (1u << kDown), true, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "side_grads"},
+      {"side_grads, checkpointing: on the main stream", every, false, false, 0.f, true, nullptr, kOld, false, false, false,
+       true, 0, false, "side_grads"},
+      {"side_grads under LoRA dropout: on the main stream", every, false, false, 0.1f, false, "0", kOld, false, false, false,
+       true, 0, false, "side_grads"},
   };
   return cuda::fake::run_cases(cases, failures, run);
 }
