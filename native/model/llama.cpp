@@ -67,6 +67,11 @@ struct LlamaScratch {
   Tensor dqkv;          // (N, round8(S + 3R)) bf16, S = (H + 2·KVH)·D: q, k and v's dy packed for lora_group (dqkv_pack),
                         // or none
   Tensor dres_packed;   // (N, round8(C + R)) bf16: the residual gradient for o/down's backward (norm_pack), or none
+  Tensor dres_packed_o;  // with side_grads, a second one: o's (the first is down's), so that each norm's backward
+                         // rewrites the one whose reader's dA and dB were queued longest ago
+  // side_grads: side_work_mark() after the last layer's backward of down, gate/up, o and q/k/v, each the last to read
+  // its packed dy (dres_packed, dgu, dres_packed_o, dqkv): where the next write of that buffer joins
+  uint64_t side_down = 0, side_gu = 0, side_o = 0, side_qkv = 0;
   Tensor datt, dq;      // (N, H·D)
   Tensor dk, dv;        // (N, KVH·D)
 };
@@ -870,13 +875,19 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     swiglu_forward(a.h_packed ? SwigluForwardArgs{&a.gate, &a.up, nullptr, &a.h} : SwigluForwardArgs{&a.gate, &a.up, &a.h});
   }
   // MLP: dres is d(x_out); the residual passes it through to x2 unchanged.
+  // norm_pack: down's packed dy, written by the norm below this layer's (or the final norm), and o's, written by the
+  // norm between them: one buffer, or two with side_grads. There a LoRA backward's dA and dB, queued on the side
+  // stream, may still read its packed dy (and packed x) after it returns; before each write of one of the four packed
+  // dy buffers (dres_packed, dres_packed_o, dgu, dqkv) the device waits for the side work of the backward that read
+  // it last (s.side_*): the same layer's down for dres_packed, the layer above's o, gate/up and q/k/v for the others,
+  // a layer's worth of other work ago or more.
+  const bool side = side_grads_;
   Tensor* const dres_packed = s.dres_packed.defined() ? &s.dres_packed : nullptr;
+  Tensor* const dres_packed_o = s.dres_packed_o.defined() ? &s.dres_packed_o : dres_packed;
   linear_backward(lin[kDown], dres, a.h, a.u[kDown], s.dh, false, accumulate, s.tmp, dropout_seed(l, kDown),
                   a.h_packed ? &a.h : nullptr, dres_packed);
-  // side_grads: down's dA and dB read dres_packed, which the norm below rewrites; o's, the norm at the layer's end.
-  // Each norm waits for those (and for what came before them: gate and up's s.dgu, rewritten in the layer below,
-  // and the layer above's q, k, v's s.dqkv), not for the group backward just queued.
-  const uint64_t down_done = side_grads_ ? side_work_mark(device_) : 0;
+  if (side) s.side_down = side_work_mark(device_);
+  if (side) join_side_work(device_, s.side_gu);  // (swiglu rewrites s.dgu)
   int mlp_members[kMaxLoraGroup];
   if (s.dgu.defined() && grouped(l, 1, a) && group_members(l, 1, mlp_members) == 2) {
     // swiglu_pack: dgate and dup straight into the group's packed dy, where lora_group reads them
@@ -887,16 +898,17 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     const Tensor* dys[2] = {&s.dgate, &s.dup};
     group_backward(l, 1, a.xn2, a, dys, s.dxn, accumulate, s, nullptr, a.xn2_packed ? &a.xn2 : nullptr);
   }
+  if (side) s.side_gu = side_work_mark(device_);
   {
-    if (side_grads_) join_side_work(device_, down_done);
+    if (side) join_side_work(device_, s.side_o);  // (the norm rewrites o's packed dy)
     RmsnormBackwardArgs nb{&s.dxn, &a.x2, &lw.ln2, &a.rstd2, &dres, true, full_ ? &lw.dln2 : nullptr};
-    nb.dx_packed = dres_packed;
+    nb.dx_packed = dres_packed_o;
     rmsnorm_backward(nb);
   }
   // Attention: dres is now d(x2).
   linear_backward(lin[kO], dres, a.att, a.u[kO], s.datt, false, accumulate, s.tmp, dropout_seed(l, kO),
-                  a.att_packed ? &a.att : nullptr, dres_packed);
-  const uint64_t o_done = side_grads_ ? side_work_mark(device_) : 0;
+                  a.att_packed ? &a.att : nullptr, dres_packed_o);
+  if (side) s.side_o = side_work_mark(device_);
   Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
   Tensor att3 = a.att_packed ? Tensor() : a.att.reshape({n, c.H, c.D}), datt3 = s.datt.reshape({n, c.H, c.D});
   Tensor dq3 = s.dq.reshape({n, c.H, c.D}), dk3 = s.dk.reshape({n, c.KVH, c.D}), dv3 = s.dv.reshape({n, c.KVH, c.D});
@@ -909,6 +921,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   ba.out_packed = a.att_packed ? &a.att : nullptr;
   ba.dv_packed = dqkv;
   ba.dv_col = (c.H + c.KVH) * c.D;
+  if (side) join_side_work(device_, s.side_qkv);  // (the attention and rope rewrite s.dqkv)
   attention_backward(ba);
   const Tensor* pos_host = in.host ? in.host->positions : nullptr;
   rope_qk(true, dq3, dk3, in.positions, pos_host, dqkv);
@@ -925,7 +938,10 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     const Tensor* dys[3] = {&s.dq, &s.dk, &s.dv};
     group_backward(l, 0, a.xn1, a, dys, s.dxn, accumulate, s, nullptr, a.xn1_packed ? &a.xn1 : nullptr);
   }
-  if (side_grads_) join_side_work(device_, o_done);
+  if (side) {
+    s.side_qkv = side_work_mark(device_);
+    join_side_work(device_, s.side_down);  // (the norm rewrites down's packed dy, for the layer below)
+  }
   RmsnormBackwardArgs nb{&s.dxn, &x, &lw.ln1, &a.rstd1, &dres, true, full_ ? &lw.dln1 : nullptr};
   nb.dx_packed = l > 0 ? dres_packed : nullptr;  // for the layer below's down_proj (layer 0 has none)
   rmsnorm_backward(nb);
@@ -1066,6 +1082,21 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   CrossEntropyResult res = linear_cross_entropy(ce);
   if (!backward) return res;
   xf = Tensor();
+  // INSTILL_CUDA_NEXT=side_grads: LoRA's dA and dB behind the rest of the backward, on the side stream; the device
+  // waits for them before anything after the pass (the optimizer, a read of the gradients), also where it throws
+  const PassFlag side(side_grads_, device_ != Device::CPU && next_enabled(Next::SideGrads) && has_lora() &&
+                                       !checkpointing_ && !share && !dropout_active_);
+  struct SideJoin {
+    Device d;
+    bool on;
+    ~SideJoin() {
+      if (!on) return;
+      try {
+        join_side_work(d);
+      } catch (...) {  // (a failed wait shows again at the next sync)
+      }
+    }
+  } side_join{device_, side_grads_};
   Tensor dres = empty({n, c.C});
   // norm_pack: every norm backward that writes dres also rounds it into o/down's packed dy, which their backward
   // then reads instead of packing dres itself
@@ -1077,6 +1108,7 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   dxf = Tensor();
   LlamaScratch s;
   s.dres_packed = dres_packed;
+  if (side_grads_ && dres_packed.defined()) s.dres_packed_o = Tensor::empty(dres_packed.shape(), DType::BF16, device_);
   s.dxn = empty({n, c.C});
   s.tmp = empty({n, c.C});
   s.dh = Tensor::empty({n, c.F}, act, device_);
@@ -1095,21 +1127,6 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   s.dq = Tensor::empty({n, c.H * c.D}, at, device_);
   s.dk = Tensor::empty({n, c.KVH * c.D}, at, device_);
   s.dv = Tensor::empty({n, c.KVH * c.D}, at, device_);
-  // INSTILL_CUDA_NEXT=side_grads: LoRA's dA and dB behind the rest of the backward, on the side stream; the device
-  // waits for them before anything after the pass (the optimizer, a read of the gradients), also where it throws
-  const PassFlag side(side_grads_, device_ != Device::CPU && next_enabled(Next::SideGrads) && has_lora() &&
-                                       !checkpointing_ && !share && !dropout_active_);
-  struct SideJoin {
-    Device d;
-    bool on;
-    ~SideJoin() {
-      if (!on) return;
-      try {
-        join_side_work(d);
-      } catch (...) {  // (a failed wait shows again at the next sync)
-      }
-    }
-  } side_join{device_, side_grads_};
   for (int64_t l = c.L - 1; l >= 0; --l) {
     Acts& a = acts[checkpointing_ ? 0 : static_cast<size_t>(l)];
     if (checkpointing_) layer_forward(l, xs[static_cast<size_t>(l)], a, s.tmp, in);

@@ -1,7 +1,7 @@
 // INSTILL_CUDA_NEXT=side_grads on the GPU. The model's LoRA backwards queue their dA and dB products (and their
 // copies out) on a second, lower-priority stream, so they run beside the rest of the backward instead of in its
-// path; the model makes the main stream wait for them only where it rewrites what they read (before each norm's
-// backward) and at the end of the backward. The allocator keeps every block they read or allocated out of use until
+// path; the model makes the main stream wait for them only where it rewrites a packed dy they read (the residual's
+// two, gate/up's and q/k/v's: each a layer's worth of work or more after they were queued) and at the end. The allocator keeps every block they read or allocated out of use until
 // their event has passed (native/cuda/runtime.cu).
 //
 // The same kernels compute the same values, so each pass must give the default's results (the bits, or 1e-3 if
