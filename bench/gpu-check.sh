@@ -22,6 +22,9 @@
 #
 #   run(command="bash bench/gpu-check.sh", carry=[".fixtures", ".gpu", "dist"], timeout_s=540)
 #
+# Switches (environment): SKIP_WMMA=1 (no fallback tests), ONLY_TRAIN=1 (the step A/Bs alone), SKIP_NCU=1 (no Nsight
+# Compute profile of the attention kernels), SKIP_BENCH=1, TEST_PATHS, NEXT_AB, PIECE_AB, DEADLINE_S (each below).
+#
 # Logs and results.jsonl land in $OUT (fetched back with the reply; the logs in logs.tar.gz at the end, since the
 # tool brings back at most 8 files: `tar -xzf logs.tar.gz` in the reply's files_at). Each step
 # has its own timeout; a failing step is reported in the table and the script
@@ -53,7 +56,7 @@ budget() { local left=$(( DEADLINE_S - 20 - ($(date +%s) - T0) )); (( left < 0 )
 # table.md and logs.tar.gz stay), then the table LAST (the tool returns the end of the output), and exit.
 finish() {
   local f files=()
-  for f in "$OUT"/*.log "$OUT"/tuned.md "$OUT"/pieces.err "$OUT"/left-out.txt "$OUT"/gpu.txt; do
+  for f in "$OUT"/*.log "$OUT"/tuned.md "$OUT"/pieces.err "$OUT"/left-out.txt "$OUT"/gpu.txt "$OUT"/ncu-attention.txt; do
     [[ -f "$f" ]] && files+=("$(basename "$f")")
   done
   if (( ${#files[@]} )) && tar -czf "$OUT/logs.tar.gz" -C "$OUT" "${files[@]}"; then (cd "$OUT" && rm -f "${files[@]}"); fi
@@ -211,11 +214,12 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
 # PIECE_AB: space-separated sets, each a comma list, each set whose tests passed in an A/B of its own
 # (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
 # others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default: the pieces
-# stops 24 and 25 added, `ce_wide`, `ce_bf16`, `side_grads`, `attn_pack` and `dqkv_pack`, one by one, and the two plumbing pieces together (each alone
-# ~0.1-0.2 ms, under 1%: together nearer table.py's 1%) (~25 s each; PIECE_AB="" for none). Then (below) NEXT_SET as
+# stops 24 and 25 added: `ce_wide`, `ce_bf16` and `side_grads` one by one, and the two plumbing pieces `attn_pack` and
+# `dqkv_pack` together (each alone ~0.1-0.2 ms, under 1%: together nearer table.py's 1%; the op profile of the
+# next-kernels step shows each one's packs gone) (~25 s each; PIECE_AB="" for none). Then (below) NEXT_SET as
 # the "next kernels" A/B. (Run 16 timed lora_group, then with swiglu_pack, then with norm_pack, and promoted the
 # three; run 17 fewer_packs, factor_pack and rope_qk together; run 18 bf16_beta and group_wide, both taken out.)
-PIECE_AB=${PIECE_AB-ce_wide ce_bf16 side_grads attn_pack dqkv_pack attn_pack,dqkv_pack}
+PIECE_AB=${PIECE_AB-ce_wide ce_bf16 side_grads attn_pack,dqkv_pack}
 [[ -z "$PIECE_AB" ]] && note "A/Bs of single pieces: none (PIECE_AB=... names sets to A/B)"
 for set in $PIECE_AB; do
   bad=""
@@ -271,6 +275,22 @@ bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 # the ops one by one with the next kernels (the attention backward, the loss, LoRA's products)
 (( NEXT_ON )) && bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
   node bench/gpu/instill_bench.mjs ops --out "$RES"
+# The attention's kernels (the step's, bf16 activations: the lean forward, dQ and dK/dV kernels, Δ and the dK/dV
+# sum) under Nsight Compute, where the machine's runtime lets it read the counters (device/KINDS.md: Firecracker):
+# each kernel's occupancy, issue-slot use, warp stall reasons and pipe use, for the kernel work between GPU runs
+# (stop 16 could only read the machine code). --clock-control none: the clocks as the driver sets them. SKIP_NCU=1: none.
+if [[ "${SKIP_NCU:-0}" == 1 ]]; then note "ncu of the attention kernels: skipped (SKIP_NCU=1)"
+elif ! command -v ncu > /dev/null 2>&1; then note "ncu of the attention kernels: no ncu on the PATH"
+elif NCU_S=$(step_time "ncu of the attention kernels" 90); then
+  if timeout "$NCU_S" ncu --clock-control none -k 'regex:flash_|attention_delta' --launch-count 5 \
+       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
+       --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+       node bench/gpu/instill_bench.mjs attn --reps 1 --out /dev/null > "$OUT/ncu-attention.txt" 2>&1; then
+    note "ncu of the attention kernels: ok ($(grep -c 'Section: Warp State Statistics' "$OUT/ncu-attention.txt") kernels, ncu-attention.txt)"
+  else
+    note "ncu of the attention kernels: FAILED or timed out (rc=$?; ncu-attention.txt: $(grep -m1 -iE 'error|fail' "$OUT/ncu-attention.txt" | cut -c1-160))"
+  fi
+fi
 # The fallbacks last (they change rarely): test/cuda again with the WMMA GEMM and the f32 attention kernels
 if [[ "${SKIP_WMMA:-0}" == 1 ]]; then note "GPU tests through the WMMA kernel: skipped (SKIP_WMMA=1)"
 else  # the verified files and the pieces that go through the GEMM (the attention pieces pick their kernels themselves)

@@ -267,7 +267,25 @@ if (what === 'lora') {
       }
     }
   }
+} else if (what === 'attn') {
+  // For a profiler (gpu-check.sh runs it under ncu): the 1B step's attention on bf16 activations (T 2048, 32/8 heads
+  // of 64, one causal segment), forward and backward, --reps times (default 2: a warm-up, then the one profiled),
+  // with the default kernels. No timing of its own (ncu serialises and replays each kernel).
+  const T = 2048, H = 32, KVH = 8, D = 64, scale = 1 / Math.sqrt(D);
+  const reps = args.includes('--reps') ? Number(args[args.indexOf('--reps') + 1]) : 2;
+  const { handleOf } = await import('../../dist/src/tensor.js');
+  const n = native();
+  const q = gpu(randn(T * H * D), [T, H, D], 'bf16'), k = gpu(randn(T * KVH * D), [T, KVH, D], 'bf16');
+  const v = gpu(randn(T * KVH * D), [T, KVH, D], 'bf16'), dout = gpu(randn(T * H * D), [T, H, D], 'bf16');
+  const cu = Tensor.from(Int32Array.of(0, T), [2], { dtype: 'i32', device });
+  for (let i = 0; i < reps; i++) {
+    const f = n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), scale);
+    drop(n.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), f.out, f.lse, handleOf(cu), scale));
+    drop(f);
+  }
+  syncDevice(device)();
+  console.log(`attention fwd+bwd x${reps} (T ${T}, ${H}/${KVH} heads, D ${D}, bf16): done`);
 } else {
-  console.error('usage: node bench/gpu/instill_bench.mjs lora|ce|train|ops [--config FILE] --out results.jsonl');
+  console.error('usage: node bench/gpu/instill_bench.mjs lora|ce|train|ops|attn [--config FILE] --out results.jsonl');
   process.exit(2);
 }
