@@ -96,13 +96,27 @@ State& state() {
 bool hook_available() { return state().ok; }
 std::string hook_reason() { return state().ok ? std::string() : state().reason; }
 
+// Events for fences, reused (a 1B step opens ~64 SideWorks): one given back may still be pending, and recording it
+// again leaves the waits already queued on its last record as they were.
+struct FencePool {
+  std::mutex mu;
+  std::vector<cudaEvent_t> free;
+};
+FencePool& fence_pool() {
+  static FencePool* p = new FencePool();  // never destroyed: no CUDA calls from static destructors at exit
+  return *p;
+}
+
 // A SideWork's fence: its event, recorded on the side stream when it closes (until then no block it marks is
-// handed out); destroyed (the CUDA runtime frees a pending event once it completes) with the last block it marks.
+// handed out); its event goes back to the pool with the last block (or list entry) that refers to it.
 struct Fence {
   cudaEvent_t ev = nullptr;
   bool recorded = false;  // read and set under the cache's lock
   ~Fence() {
-    if (ev) cudaEventDestroy(ev);
+    if (!ev) return;
+    FencePool& p = fence_pool();
+    std::lock_guard<std::mutex> lock(p.mu);
+    p.free.push_back(ev);
   }
 };
 using FenceRef = std::shared_ptr<Fence>;
@@ -327,7 +341,15 @@ SideWork::SideWork(bool on) : on_(on) {
   });
   if (!s.side) fail(ErrorCode::Device, "could not create the CUDA side stream (INSTILL_CUDA_NEXT side_grads)");
   auto fence = std::make_shared<Fence>();
-  INSTILL_CUDA_CHECK(cudaEventCreateWithFlags(&fence->ev, cudaEventDisableTiming));
+  {
+    FencePool& pool = fence_pool();
+    std::lock_guard<std::mutex> lock(pool.mu);
+    if (!pool.free.empty()) {
+      fence->ev = pool.free.back();
+      pool.free.pop_back();
+    }
+  }
+  if (!fence->ev) INSTILL_CUDA_CHECK(cudaEventCreateWithFlags(&fence->ev, cudaEventDisableTiming));
   {  // (one fork event for every SideWork: the wait takes the record just made)
     std::lock_guard<std::mutex> lock(side_mu);
     INSTILL_CUDA_CHECK(cudaEventRecord(s.fork, m));
