@@ -114,8 +114,9 @@ __device__ __forceinline__ float load_f32(const void* p, Elem e, int64_t i) {
   }
 }
 
-// One element (float or bf16) as f32; an f32 into one, or four into four (8-byte aligned for bf16), rounded to
-// nearest even: the kernels that take f32 or bf16 activations (and the packs) load and store through these.
+// One element (float or bf16) as f32, or four (f32, bf16 or f16; 8-byte aligned for the 16-bit ones); an f32 into
+// one, or four into four, rounded to nearest even: the kernels that take f32 or bf16 activations (and the packs)
+// load and store through these.
 __device__ __forceinline__ float load1(const float* p) { return *p; }
 __device__ __forceinline__ float load1(const __nv_bfloat16* p) { return __bfloat162float(*p); }
 __device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
@@ -123,6 +124,12 @@ __device__ __forceinline__ float4 load4(const __nv_bfloat16* p) {
   const uint2 raw = *reinterpret_cast<const uint2*>(p);
   const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.x));
   const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&raw.y));
+  return make_float4(lo.x, lo.y, hi.x, hi.y);
+}
+__device__ __forceinline__ float4 load4(const __half* p) {
+  const uint2 raw = *reinterpret_cast<const uint2*>(p);
+  const float2 lo = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
+  const float2 hi = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
   return make_float4(lo.x, lo.y, hi.x, hi.y);
 }
 __device__ __forceinline__ void store1(float* p, float v) { *p = v; }
