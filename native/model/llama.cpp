@@ -887,7 +887,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   linear_backward(lin[kDown], dres, a.h, a.u[kDown], s.dh, false, accumulate, s.tmp, dropout_seed(l, kDown),
                   a.h_packed ? &a.h : nullptr, dres_packed);
   if (side) s.side_down = side_work_mark(device_);
-  if (side) join_side_work(device_, s.side_gu);  // (swiglu rewrites s.dgu)
+  if (side && s.dgu.defined()) join_side_work(device_, s.side_gu);  // (swiglu rewrites s.dgu)
   int mlp_members[kMaxLoraGroup];
   if (s.dgu.defined() && grouped(l, 1, a) && group_members(l, 1, mlp_members) == 2) {
     // swiglu_pack: dgate and dup straight into the group's packed dy, where lora_group reads them
@@ -900,7 +900,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   }
   if (side) s.side_gu = side_work_mark(device_);
   {
-    if (side) join_side_work(device_, s.side_o);  // (the norm rewrites o's packed dy)
+    if (side && dres_packed_o) join_side_work(device_, s.side_o);  // (the norm rewrites o's packed dy)
     RmsnormBackwardArgs nb{&s.dxn, &a.x2, &lw.ln2, &a.rstd2, &dres, true, full_ ? &lw.dln2 : nullptr};
     nb.dx_packed = dres_packed_o;
     rmsnorm_backward(nb);
@@ -921,7 +921,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   ba.out_packed = a.att_packed ? &a.att : nullptr;
   ba.dv_packed = dqkv;
   ba.dv_col = (c.H + c.KVH) * c.D;
-  if (side) join_side_work(device_, s.side_qkv);  // (the attention and rope rewrite s.dqkv)
+  if (side && dqkv) join_side_work(device_, s.side_qkv);  // (the attention and rope rewrite s.dqkv)
   attention_backward(ba);
   const Tensor* pos_host = in.host ? in.host->positions : nullptr;
   rope_qk(true, dq3, dk3, in.positions, pos_host, dqkv);
@@ -938,10 +938,8 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     const Tensor* dys[3] = {&s.dq, &s.dk, &s.dv};
     group_backward(l, 0, a.xn1, a, dys, s.dxn, accumulate, s, nullptr, a.xn1_packed ? &a.xn1 : nullptr);
   }
-  if (side) {
-    s.side_qkv = side_work_mark(device_);
-    join_side_work(device_, s.side_down);  // (the norm rewrites down's packed dy, for the layer below)
-  }
+  if (side) s.side_qkv = side_work_mark(device_);
+  if (side && dres_packed) join_side_work(device_, s.side_down);  // (the norm rewrites down's packed dy, for below)
   RmsnormBackwardArgs nb{&s.dxn, &x, &lw.ln1, &a.rstd1, &dres, true, full_ ? &lw.dln1 : nullptr};
   nb.dx_packed = l > 0 ? dres_packed : nullptr;  // for the layer below's down_proj (layer 0 has none)
   rmsnorm_backward(nb);

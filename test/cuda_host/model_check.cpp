@@ -225,11 +225,18 @@ void run_piece(const Case& cs) {
   make_world(cs, w);
   LlamaModel& gpu = w.ms->gpu;
   const std::string piece = cs.piece, with = std::string(kBeforeRun17) + "," + piece;
+  // (a "-name" in the piece leaves that one out of both passes: the base the piece is measured on)
+  std::string base = kBeforeRun17;
+  for (size_t at = 0; (at = piece.find('-', at)) != std::string::npos;) {
+    const size_t end = piece.find(',', at);
+    base += "," + piece.substr(at, end == std::string::npos ? std::string::npos : end - at);
+    at = end == std::string::npos ? piece.size() : end;
+  }
   set_env("INSTILL_BF16_ACTIVATIONS", cs.acts);
   int batches = 0;  // lora_pack_factors calls in the passes counted with the piece
   int side_ops = 0, side_ops_off = 0;  // products and packs left to the side stream, with the piece and without
   const auto pass = [&](const char* next, int& packs) {  // next: null for the passes without the piece
-    set_env("INSTILL_CUDA_NEXT", next ? next : kBeforeRun17);
+    set_env("INSTILL_CUDA_NEXT", next ? next : base.c_str());
     const int k0 = cuda::fake_packs, b0 = cuda::fake_calls_pack_factors, s0 = cuda::fake_side_work;
     Pass p = run_pass(gpu, w.in);
     if (cs.accumulate) p = run_pass(gpu, w.in, true);
@@ -592,6 +599,8 @@ int main() {
        (1u << kGate) | (1u << kDown), true, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "side_grads"},
       {"side_grads, checkpointing: on the main stream", every, false, false, 0.f, true, nullptr, kOld, false, false, false,
        true, 0, false, "side_grads"},
+      {"side_grads without norm_pack and swiglu_pack (every packed dy the op's own)", every, false, false, 0.f, false,
+       nullptr, kOld, false, true, false, true, 0, false, "side_grads,-norm_pack,-swiglu_pack"},
       {"side_grads under LoRA dropout: on the main stream", every, false, false, 0.1f, false, "0", kOld, false, false, false,
        true, 0, false, "side_grads"},
   };
