@@ -191,9 +191,9 @@ bench() {  # name timeout command...
 # together (until stop 21 the default was `all`, which also turned on the pieces that lost runs 14-16 and those that
 # override others, so no session could promote the set it timed). Stop 24 took out the two pieces run 18 measured
 # no faster, and `skinny` (run 19: 1.059x), and added `ce_wide`, `attn_pack` and `dqkv_pack`; stop 25 added `ce_bf16`
-# (with it on, `ce_wide` changes only a loss without gradients) and `side_grads`. With NEXT_SET the default alone and no NEXT_AB
+# (with it on, `ce_wide` changes only a loss without gradients), `side_grads` and `group_fork`. With NEXT_SET the default alone and no NEXT_AB
 # there is no next-kernel A/B (it would time the default against itself). A new piece adds its name here.
-NEXT_SET="default,ce_wide,attn_pack,dqkv_pack,ce_bf16,side_grads"
+NEXT_SET="default,ce_wide,attn_pack,dqkv_pack,ce_bf16,side_grads,group_fork"
 if [[ -z "${NEXT_AB:-}" && "$NEXT_SET" == default ]]; then
   note "no piece waits (NEXT_SET=default): no next-kernel A/B in this call (NEXT_AB=... names pieces to A/B)"
   NEXT_ON=0
@@ -214,12 +214,13 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
 # PIECE_AB: space-separated sets, each a comma list, each set whose tests passed in an A/B of its own
 # (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
 # others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default: the pieces
-# stops 24 and 25 added: `ce_wide`, `ce_bf16` and `side_grads` one by one, and the two plumbing pieces `attn_pack` and
-# `dqkv_pack` together (each alone ~0.1-0.2 ms, under 1%: together nearer table.py's 1%; the op profile of the
-# next-kernels step shows each one's packs gone) (~25 s each; PIECE_AB="" for none). Then (below) NEXT_SET as
+# stops 24 and 25 added: `ce_bf16`, `side_grads` and `group_fork` one by one, and the two plumbing pieces `attn_pack`
+# and `dqkv_pack` together (each alone ~0.1-0.2 ms, under 1%: together nearer table.py's 1%; the op profile of the
+# next-kernels step shows each one's packs gone); `ce_wide` only in NEXT_SET (with `ce_bf16` on it changes nothing
+# in a training step) (~25 s each; PIECE_AB="" for none). Then (below) NEXT_SET as
 # the "next kernels" A/B. (Run 16 timed lora_group, then with swiglu_pack, then with norm_pack, and promoted the
 # three; run 17 fewer_packs, factor_pack and rope_qk together; run 18 bf16_beta and group_wide, both taken out.)
-PIECE_AB=${PIECE_AB-ce_wide ce_bf16 side_grads attn_pack,dqkv_pack}
+PIECE_AB=${PIECE_AB-ce_bf16 side_grads group_fork attn_pack,dqkv_pack}
 [[ -z "$PIECE_AB" ]] && note "A/Bs of single pieces: none (PIECE_AB=... names sets to A/B)"
 for set in $PIECE_AB; do
   bad=""
@@ -296,7 +297,7 @@ if [[ "${SKIP_WMMA:-0}" == 1 ]]; then note "GPU tests through the WMMA kernel: s
 else  # the verified files and the pieces that go through the GEMM (the attention pieces pick their kernels themselves)
   TEST_PATHS="test/cuda/ops.test.ts test/cuda/lora_reference.test.ts test/cuda/torch.test.ts test/cuda/train_cli.test.ts
     test/cuda/next/residual.test.ts test/cuda/next/attn_pack.test.ts test/cuda/next/dqkv_pack.test.ts
-    test/cuda/next/ce_bf16.test.ts test/cuda/next/side_grads.test.ts" \
+    test/cuda/next/ce_bf16.test.ts test/cuda/next/side_grads.test.ts test/cuda/next/group_fork.test.ts" \
     gpu_tests "GEMMs through the WMMA kernel, f32 attention kernels" wmma INSTILL_CUBLASLT=off INSTILL_CUDA_ATTENTION=simple
 fi
 # The user's command on a GPU: a 2-layer 1B-shaped step, through the CLI (exit status and its output kept)

@@ -61,7 +61,8 @@ class SideWork {
   ~SideWork();
   SideWork(const SideWork&) = delete;
   SideWork& operator=(const SideWork&) = delete;
-  // t's memory block is not reused (once freed) before the side work queued by this SideWork has run.
+  // t's memory block is not reused (once freed) before the side work queued by this SideWork has run: every tensor
+  // the side work reads or writes that the caller might free before joining it.
   void uses(const Tensor& t) const;
   bool on() const { return on_; }
 

@@ -299,6 +299,8 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   side.uses(x);
   if (!sg16) side.uses(gt);
   if (!su16) side.uses(u);
+  side.uses(*p.da);  // (and what it writes)
+  side.uses(*p.db);
   {  // dA (R, IN) = s·gᵀ·x: both operands f32, so TF32 on x as it lies (gemm.h) — a bf16 copy of x
      // made for this one product cost more (1.6 ms a 1B step) than the wider reads. With a bf16 x (bf16
      // activations) the product is bf16 × bf16, g rounded (the CPU keeps g f32: within bf16 tolerance)

@@ -36,7 +36,8 @@ constexpr Piece kAll[] = {
     {Next::FewerPacks, "fewer_packs", true}, {Next::RopeQK, "rope_qk", true},
     {Next::FactorPack, "factor_pack", true}, {Next::CeWide, "ce_wide", false},
     {Next::AttnPack, "attn_pack", false}, {Next::DqkvPack, "dqkv_pack", false},
-    {Next::CeBf16, "ce_bf16", false},        {Next::SideGrads, "side_grads", false}};
+    {Next::CeBf16, "ce_bf16", false},        {Next::SideGrads, "side_grads", false},
+    {Next::GroupFork, "group_fork", false}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;

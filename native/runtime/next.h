@@ -37,6 +37,8 @@ enum class Next {
                // the softmax gradient's buffer and turned into it in place: one logits product a chunk (cross_entropy.cu)
   SideGrads,   // "side_grads": the model's LoRA backwards leave dA and dB to a side stream (ops/lora_linear.h's
                // side_grads), off the pass's critical path, and the model joins it where it must (model/llama.cpp)
+  GroupFork,   // "group_fork": lora_group's forward runs the members narrower than its first (k and v beside q) on the
+               // side stream, beside the first's product, and waits for them before it returns (lora_group.cu)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

@@ -294,7 +294,11 @@ void run_piece(const Case& cs) {
   // side_grads: every LoRA backward's dA and dB queued on the side stream (the fake runs them at the model's joins,
   // as late as those allow), but under checkpointing or dropout, which rewrite what they read
   const bool side = (all || piece.find("side_grads") != std::string::npos) && !cs.checkpointing && cs.dropout == 0.f;
-  expect(side ? side_ops > 0 : side_ops == 0, "products and packs on the side stream: " + std::to_string(side_ops));
+  // group_fork: the q/k/v group's forward puts k's and v's products on the side stream where q leads the group (no
+  // group under dropout)
+  const bool fork = (all || piece.find("group_fork") != std::string::npos) && cs.dropout == 0.f && ((cs.mask >> kQ) & 1u) &&
+                    (cs.mask & ((1u << kK) | (1u << kV)));
+  expect(side || fork ? side_ops > 0 : side_ops == 0, "products and packs on the side stream: " + std::to_string(side_ops));
   expect(side_ops_off == 0, "products and packs on the side stream without the piece: " + std::to_string(side_ops_off));
   const bool exact = !fewer || std::ldexp(0.5f, e) == cs.scale;
   const double e_off = worst_rel(on, off), e_again = worst_rel(again, on);
@@ -603,6 +607,18 @@ int main() {
        nullptr, kOld, false, true, false, true, 0, false, "side_grads,-norm_pack,-swiglu_pack"},
       {"side_grads under LoRA dropout: on the main stream", every, false, false, 0.1f, false, "0", kOld, false, false, false,
        true, 0, false, "side_grads"},
+      {"group_fork: k's and v's products beside q's (on the side stream, joined as the group's forward returns)", every,
+       false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "group_fork"},
+      {"group_fork, checkpointing, accumulated, Qwen2 biases", every, true, false, 0.f, true, nullptr, kOld, false, true,
+       false, true, 0, false, "group_fork"},
+      {"group_fork with side_grads, dqkv_pack and attn_pack", every, false, false, 0.f, false, nullptr, kOld, false, false,
+       false, true, 0, false, "group_fork,side_grads,dqkv_pack,attn_pack"},
+      {"group_fork, q and v (a group of two), f32 activations", (1u << kQ) | (1u << kV) | (1u << kDown), false, false, 0.f,
+       false, "0", kOld, false, false, false, true, 0, false, "group_fork"},
+      {"group_fork, k and v only (no member narrower than the first): not forked", (1u << kK) | (1u << kV), false, false,
+       0.f, false, nullptr, kOld, false, false, false, true, 0, false, "group_fork"},
+      {"group_fork under LoRA dropout (no groups): not forked", every, false, false, 0.1f, false, "0", kOld, false, false,
+       false, true, 0, false, "group_fork"},
   };
   return cuda::fake::run_cases(cases, failures, run);
 }
