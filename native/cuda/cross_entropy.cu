@@ -134,11 +134,11 @@ void launch_ce_rows(int64_t M, const InT* logits, int64_t ldl, const int32_t* ta
   // made the 1B step's loss 1.0 ms slower)
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(M, 0x7fffffff));
   if (vec) {
-    ce_rows_kernel<InT, OutT, true><<<grid, kThreads, 0, stream()>>>(M, logits, ldl, targets, V, ignore_index, inv_norm,
-                                                                dlogits, ldd, loss_sum);
+    ce_rows_kernel<InT, OutT, true><<<grid, kThreads, 0, stream()>>>(M, logits, ldl, targets, V, ignore_index,
+                                                                     inv_norm, dlogits, ldd, loss_sum);
   } else {
-    ce_rows_kernel<InT, OutT, false><<<grid, kThreads, 0, stream()>>>(M, logits, ldl, targets, V, ignore_index, inv_norm,
-                                                                 dlogits, ldd, loss_sum);
+    ce_rows_kernel<InT, OutT, false><<<grid, kThreads, 0, stream()>>>(M, logits, ldl, targets, V, ignore_index,
+                                                                      inv_norm, dlogits, ldd, loss_sum);
   }
   check_launch("ce_rows_kernel");
 }
@@ -184,8 +184,8 @@ CrossEntropyResult masked_cross_entropy(const MaskedCrossEntropyArgs& p) {
   const double norm = p.normalizer > 0 ? p.normalizer : static_cast<double>(count);
   Tensor acc64 = Tensor::zeros({2}, DType::F32, Device::CUDA);  // 8 bytes: one double
   launch_ce_rows<float, float>(N, p.logits->data_as<float>(), V, p.targets->data_as<int32_t>(), V, p.ignore_index,
-                        static_cast<float>(1.0 / norm), p.dlogits ? p.dlogits->data_as<float>() : nullptr, V,
-                        static_cast<double*>(acc64.data()));
+                               static_cast<float>(1.0 / norm), p.dlogits ? p.dlogits->data_as<float>() : nullptr, V,
+                               static_cast<double*>(acc64.data()));
   return {read_loss(acc64) / norm, count};
 }
 

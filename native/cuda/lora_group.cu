@@ -140,7 +140,8 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
       pack_bf16(p.u->data(), Elem::F32, l.mr, p.scale, l.n, l.mr, bf16_ptr(px) + l.in, ldx);
     }
   }
-  const auto product_y = [&](int i) {  // y_i (N, OUT_i) = [x | s·u] · K[o_i..]ᵀ + bias_i, K's rows stored (OUT_i, IN + m·R)
+  // y_i (N, OUT_i) = [x | s·u] · K[o_i..]ᵀ + bias_i, K's rows stored (OUT_i, IN + m·R)
+  const auto product_y = [&](int i) {
     // (the profile names each product's output width: how the narrow members' products, k and v's, fill the GPU)
     const OpPart part(op_profile_enabled() ? ("y_i = [x | s u] [W_i | B]^T, OUT " + std::to_string(p.w[i]->dim(0))).c_str()
                                            : "", Device::CUDA);
