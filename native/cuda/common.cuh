@@ -4,6 +4,8 @@
 // - One device (ordinal 0) and one stream (cuda::stream()): ops are ordered on it,
 //   so no op synchronises unless it hands a value back to the host (a loss) or
 //   reads index data (ids, targets, cu_seqlens) that it validates on the host.
+//   The one exception is a SideWork (below): work the caller chose to run beside
+//   the main stream, on a second one, and joins before it depends on it.
 // - Every CUDA call goes through INSTILL_CUDA_CHECK and every launch is followed by
 //   check_launch(): an error becomes instill::Error(E_DEVICE) naming the call,
 //   never an abort. (An illegal address inside a kernel is sticky: the context is
