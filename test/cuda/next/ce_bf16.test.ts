@@ -24,7 +24,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=ce_bf16', () => {
   // V off every multiple of 8 (the rows' float4 path and its scalar tail), rows off 64, ignored rows among them
   it.each([
     { chunkRows: 0, dh: true, dw: false },
-    { chunkRows: 70, dh: true, dw: true },  // five chunks, the last of 23 rows
+    { chunkRows: 70, dh: true, dw: true },  // four chunks of the 260 kept rows, the last of 50
     { chunkRows: 0, dh: false, dw: false },  // no gradients: a bf16 logits buffer of its own
   ])('float64 on bf16 logits: n 303, C 45, V 5003 (chunkRows $chunkRows, dh $dh, dW $dw)', ({ chunkRows, dh, dw }) => {
     const r = rng(2511);
