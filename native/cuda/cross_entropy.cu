@@ -61,6 +61,11 @@ __device__ __forceinline__ void online_add(float& m, float& s, float x) {
   s += expf(x - m);
 }
 
+// Elements 4j..4j+3 of a logits row as f32 (an f32 row read as float4s, as the kernel did before it took bf16 rows:
+// the same machine code for it).
+__device__ __forceinline__ float4 row4(const float* x, int64_t j) { return reinterpret_cast<const float4*>(x)[j]; }
+__device__ __forceinline__ float4 row4(const __nv_bfloat16* x, int64_t j) { return load4(x + 4 * j); }
+
 // logits (M, ldl) InT (f32, or bf16 with ce_bf16), dlogits (M, ldd) OutT or null (may alias logits when OutT is
 // InT and ldd == ldl), targets (M). kVec: every row of both is 4-element aligned, checked on the host.
 template <typename InT, typename OutT, bool kVec>
@@ -76,7 +81,7 @@ __device__ __forceinline__ void ce_row(int64_t row, const InT* logits, int64_t l
   if (kVec) {
 #pragma unroll 4
     for (int64_t j = threadIdx.x; j < V4 / 4; j += blockDim.x) {
-      const float4 v = load4(x + 4 * j);
+      const float4 v = row4(x, j);
       const float mv = fmaxf(fmaxf(v.x, v.y), fmaxf(v.z, v.w));
       if (mv > m) {
         s *= expf(m - mv);
@@ -99,7 +104,7 @@ __device__ __forceinline__ void ce_row(int64_t row, const InT* logits, int64_t l
       const int64_t c = 4 * j;
       float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
       if (!ignored) {
-        v = load4(x + c);
+        v = row4(x, j);
         v.x = (expf(v.x - lse) - (c == t ? 1.f : 0.f)) * inv_norm;
         v.y = (expf(v.y - lse) - (c + 1 == t ? 1.f : 0.f)) * inv_norm;
         v.z = (expf(v.z - lse) - (c + 2 == t ? 1.f : 0.f)) * inv_norm;
