@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/block_cache.h"
 #include "cuda/common.cuh"
 #include "runtime/device.h"
 
@@ -133,19 +134,9 @@ bool fence_passed(const FenceRef& f) {
   return false;
 }
 
-struct Block {
-  void* p;
-  FenceRef fence;  // the side work that last used it (null: none)
-};
-struct Live {
-  size_t size;
-  FenceRef fence;
-};
-
 struct Cache {
   std::mutex mu;
-  std::map<size_t, std::vector<Block>> free_blocks;  // rounded size -> blocks
-  std::map<uintptr_t, Live> live;  // block -> its rounded size (ordered: uses() finds a block by any address in it)
+  BlockCache<FenceRef> blocks;  // live and freed blocks by rounded size, each with its side work's fence
   size_t in_use = 0, peak = 0, reserved = 0;
 };
 
@@ -162,35 +153,19 @@ size_t round_size(size_t bytes) {
 // Gives every cached block back to the driver, but those an open SideWork still marks. Caller holds the lock.
 void release_cache(Cache& c) {
   if (state().ok) cudaDeviceSynchronize();  // (both streams: every recorded fence has passed after it)
-  for (auto& [size, blocks] : c.free_blocks) {
-    std::vector<Block> kept;
-    for (Block& b : blocks) {
-      if (b.fence && !b.fence->recorded) {
-        kept.push_back(std::move(b));
-        continue;
-      }
-      cudaFree(b.p);
-      c.reserved -= size;
-    }
-    blocks.swap(kept);
-  }
+  c.blocks.release([&c](void* p, size_t size, const FenceRef& fence) {
+    if (fence && !fence->recorded) return false;
+    cudaFree(p);
+    c.reserved -= size;
+    return true;
+  });
 }
 
 void* hook_alloc(size_t bytes) {
   const size_t size = round_size(bytes);
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  void* p = nullptr;
-  auto it = c.free_blocks.find(size);
-  if (it != c.free_blocks.end()) {  // the latest freed block whose side work (if any) has run
-    std::vector<Block>& blocks = it->second;
-    for (size_t i = blocks.size(); i-- > 0;) {
-      if (!fence_passed(blocks[i].fence)) continue;
-      p = blocks[i].p;
-      blocks.erase(blocks.begin() + static_cast<std::ptrdiff_t>(i));
-      break;
-    }
-  }
+  void* p = c.blocks.take(size, fence_passed);  // the latest freed block whose side work (if any) has run
   if (!p) {
     cudaError_t err = cudaMalloc(&p, size);
     if (err == cudaErrorMemoryAllocation) {
@@ -211,7 +186,7 @@ void* hook_alloc(size_t bytes) {
     }
     c.reserved += size;
   }
-  c.live[reinterpret_cast<uintptr_t>(p)] = Live{size, t_open};  // (allocated for side work: marked by it)
+  c.blocks.add_live(p, size, t_open);  // (allocated for side work: marked by it)
   c.in_use += size;
   if (c.in_use > c.peak) c.peak = c.in_use;
   return p;
@@ -221,11 +196,7 @@ void hook_free(void* p) {
   if (!p) return;
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  auto it = c.live.find(reinterpret_cast<uintptr_t>(p));
-  if (it == c.live.end()) return;  // not ours: never happens; ignore rather than crash
-  c.in_use -= it->second.size;
-  c.free_blocks[it->second.size].push_back(Block{p, std::move(it->second.fence)});
-  c.live.erase(it);
+  c.in_use -= c.blocks.free(p);  // (0 for a block not ours: never happens; ignored rather than a crash)
 }
 
 void hook_stats(uint64_t* in_use, uint64_t* peak, uint64_t* reserved, bool reset_peak) {
@@ -378,11 +349,7 @@ void SideWork::uses(const Tensor& t) const {
   if (!on_ || !t.defined() || t.device() != Device::CUDA || !t.data()) return;
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  const uintptr_t at = reinterpret_cast<uintptr_t>(t.data());
-  auto it = c.live.upper_bound(at);
-  if (it == c.live.begin()) return;
-  --it;
-  if (at < it->first + it->second.size) it->second.fence = t_open;  // (a later fence passes after an earlier one)
+  c.blocks.mark(t.data(), t_open);
 }
 
 uint64_t side_count() {

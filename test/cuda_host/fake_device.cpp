@@ -9,11 +9,12 @@
 //   and rounding, each counted as the one launch it is on a GPU (fake_packs).
 // - fill_bytes, copies: memset / memcpy. New "device" buffers come poisoned (0xff bytes: NaN in f32 and bf16), so
 //   an element read before it was written shows up as NaN in the results.
-// - SideWork (INSTILL_CUDA_NEXT side_grads): the side stream as late as it could run. The products and packs queued
-//   inside one are kept and done only when join_side() reaches it (or a copy, which joins everything); a block it
-//   reads (uses()) or allocated is freed only after that, as runtime.cu's fences keep it out of use. Every other
-//   block is poisoned as it is freed. So a caller that rewrites or frees what side work reads before it joins it
-//   gets other bits than the pass without side work.
+// - SideWork (INSTILL_CUDA_NEXT side_grads, group_fork): the side stream as late as it could run. The products and
+//   packs queued inside one are kept and done only when join_side() reaches it (or a copy, which joins everything).
+//   Blocks are kept in runtime.cu's own book (cuda/block_cache.h), with a fence per SideWork that passes when its work
+//   has run: a block it reads or writes (uses()) or allocated is handed out again only after that, and every other
+//   block is poisoned as it is freed (and a block handed out again, as a new one). So a caller that rewrites or frees
+//   what side work reads before it joins it gets other bits than the pass without side work.
 // What this checks is the host code's operands, offsets, leading dimensions and flags (where a blind change
 // breaks), not the kernels: those only a GPU runs (bench/gpu-check.sh). test/cuda_host/README.md says more.
 #include <atomic>
@@ -22,8 +23,10 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 
+#include "cuda/block_cache.h"
 #include "cuda/gemm.h"
 #include "ops/add.h"
 #include "runtime/device.h"
@@ -76,25 +79,21 @@ void* host_alloc(size_t bytes) {
 }
 
 // SideWork's state (the header comment). One thread uses the fake device at a time.
+struct FakeFence {
+  bool ran = false;  // its SideWork's work has been done (join_side)
+};
+using FakeFenceRef = std::shared_ptr<FakeFence>;
 struct SideScope {
   uint64_t seq = 0;  // its number (side_count() once it closed); 0 while open
   std::vector<std::function<void()>> work;
-  std::vector<void*> frees;  // blocks it reads or allocated, freed before it ran
+  FakeFenceRef fence = std::make_shared<FakeFence>();
 };
-std::deque<SideScope> side_scopes;  // not yet run, oldest first; the last one may be open (references stay valid)
+std::deque<SideScope> side_scopes;  // not yet run, oldest first; the last one may be open
 bool side_open = false;
 uint64_t side_closes = 0;
-std::map<void*, size_t> block_bytes;           // live blocks' sizes (poisoned when freed)
-std::map<void*, SideScope*> side_marks;        // live blocks a queued scope reads or allocated
+BlockCache<FakeFenceRef> blocks;  // every block, as runtime.cu keeps them (never given back to the host)
 
-void poison_free(void* p) {
-  auto it = block_bytes.find(p);
-  if (it != block_bytes.end()) {
-    std::memset(p, 0xff, it->second);
-    block_bytes.erase(it);
-  }
-  std::free(p);
-}
+size_t round_block(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 // Queues f in the open SideWork (true), or leaves it to the caller to do now (false).
 bool defer(std::function<void()> f) {
@@ -122,7 +121,7 @@ SideWork::~SideWork() {
 
 void SideWork::uses(const Tensor& t) const {
   if (!on_ || !side_open || !t.defined() || t.device() != Device::CUDA) return;
-  side_marks[t.data()] = &side_scopes.back();
+  blocks.mark(t.data(), side_scopes.back().fence);
 }
 
 uint64_t side_count() { return side_closes; }
@@ -130,10 +129,9 @@ uint64_t side_count() { return side_closes; }
 void join_side(uint64_t upto) {
   if (side_open) fail(ErrorCode::Internal, "join_side inside a SideWork");
   while (!side_scopes.empty() && side_scopes.front().seq != 0 && side_scopes.front().seq <= upto) {
-    SideScope* sc = &side_scopes.front();
-    for (auto& f : sc->work) f();
-    for (auto it = side_marks.begin(); it != side_marks.end();) it = it->second == sc ? side_marks.erase(it) : std::next(it);
-    for (void* p : sc->frees) poison_free(p);
+    SideScope& sc = side_scopes.front();
+    for (auto& f : sc.work) f();
+    sc.fence->ran = true;
     side_scopes.pop_front();
   }
 }
@@ -271,17 +269,19 @@ const DeviceMemoryHooks& memory_hooks() {
       []() { return true; },
       []() { return std::string(); },
       [](size_t bytes) {
-        void* p = host_alloc(bytes);
-        block_bytes[p] = bytes;
-        if (side_open) side_marks[p] = &side_scopes.back();  // (allocated for side work: kept until it ran)
+        const size_t size = round_block(bytes);
+        void* p = blocks.take(size, [](const FakeFenceRef& f) { return f->ran; });
+        if (p) std::memset(p, 0xff, size);  // (handed out again: poisoned as a new one)
+        else p = host_alloc(size);
+        blocks.add_live(p, size, side_open ? side_scopes.back().fence : nullptr);  // (allocated for side work)
         return p;
       },
       [](void* p) {
         if (!p) return;
-        auto it = side_marks.find(p);
-        if (it == side_marks.end()) return poison_free(p);
-        it->second->frees.push_back(p);  // its side work has not run: freed after it
-        side_marks.erase(it);
+        const FakeFenceRef* f = blocks.fence_of(p);
+        const bool pending = f && *f && !(*f)->ran;  // side work still to read or write it: it keeps its bytes
+        const size_t size = blocks.free(p);
+        if (!pending) std::memset(p, 0xff, size);
       },
       [](void* p, int byte, size_t bytes) { std::memset(p, byte, bytes); },
       [](void* dst, bool, const void* src, bool, size_t bytes) {
