@@ -97,14 +97,42 @@ State& state() {
 bool hook_available() { return state().ok; }
 std::string hook_reason() { return state().ok ? std::string() : state().reason; }
 
-// Events for fences, reused (a 1B step opens ~64 SideWorks): one given back may still be pending, and recording it
-// again leaves the waits already queued on its last record as they were.
-struct FencePool {
-  std::mutex mu;
-  std::vector<cudaEvent_t> free;
+// CUDA events of one kind (`flags`), given back to be reused: the op profiler's marks (timed) and SideWorks' fences
+// (untimed; a 1B step opens ~64 SideWorks). One given back may still be pending: recording it again leaves the waits
+// already queued on its last record as they were.
+class EventPool {
+ public:
+  explicit EventPool(unsigned flags) : flags_(flags) {}
+  cudaEvent_t take() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!free_.empty()) {
+        cudaEvent_t ev = free_.back();
+        free_.pop_back();
+        return ev;
+      }
+    }
+    cudaEvent_t ev = nullptr;
+    INSTILL_CUDA_CHECK(cudaEventCreateWithFlags(&ev, flags_));
+    return ev;
+  }
+  void give(cudaEvent_t ev) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(ev);
+  }
+
+ private:
+  unsigned flags_;
+  std::mutex mu_;
+  std::vector<cudaEvent_t> free_;
 };
-FencePool& fence_pool() {
-  static FencePool* p = new FencePool();  // never destroyed: no CUDA calls from static destructors at exit
+// (never destroyed: no CUDA calls from static destructors at exit)
+EventPool& mark_events() {
+  static EventPool* p = new EventPool(cudaEventDefault);
+  return *p;
+}
+EventPool& fence_events() {
+  static EventPool* p = new EventPool(cudaEventDisableTiming);
   return *p;
 }
 
@@ -114,10 +142,7 @@ struct Fence {
   cudaEvent_t ev = nullptr;
   bool recorded = false;  // read and set under the cache's lock
   ~Fence() {
-    if (!ev) return;
-    FencePool& p = fence_pool();
-    std::lock_guard<std::mutex> lock(p.mu);
-    p.free.push_back(ev);
+    if (ev) fence_events().give(ev);
   }
 };
 using FenceRef = std::shared_ptr<Fence>;
@@ -231,27 +256,8 @@ void hook_copy(void* dst, bool dst_dev, const void* src, bool src_dev, size_t by
 }
 
 // Op profiler marks: CUDA events from a pool, recorded on the stream.
-struct EventPool {
-  std::mutex mu;
-  std::vector<cudaEvent_t> free;
-};
-
-EventPool& event_pool() {
-  static EventPool* p = new EventPool();
-  return *p;
-}
-
 void* hook_mark() {
-  cudaEvent_t ev = nullptr;
-  {
-    EventPool& p = event_pool();
-    std::lock_guard<std::mutex> lock(p.mu);
-    if (!p.free.empty()) {
-      ev = p.free.back();
-      p.free.pop_back();
-    }
-  }
-  if (!ev) INSTILL_CUDA_CHECK(cudaEventCreate(&ev));
+  cudaEvent_t ev = mark_events().take();
   INSTILL_CUDA_CHECK(cudaEventRecord(ev, stream()));
   return ev;
 }
@@ -264,10 +270,7 @@ double hook_elapsed_ms(void* a, void* b) {
 }
 
 void hook_release_mark(void* m) {
-  if (!m) return;
-  EventPool& p = event_pool();
-  std::lock_guard<std::mutex> lock(p.mu);
-  p.free.push_back(static_cast<cudaEvent_t>(m));
+  if (m) mark_events().give(static_cast<cudaEvent_t>(m));
 }
 
 }  // namespace
@@ -312,15 +315,7 @@ SideWork::SideWork(bool on) : on_(on) {
   });
   if (!s.side) fail(ErrorCode::Device, "could not create the CUDA side stream (INSTILL_CUDA_NEXT side_grads)");
   auto fence = std::make_shared<Fence>();
-  {
-    FencePool& pool = fence_pool();
-    std::lock_guard<std::mutex> lock(pool.mu);
-    if (!pool.free.empty()) {
-      fence->ev = pool.free.back();
-      pool.free.pop_back();
-    }
-  }
-  if (!fence->ev) INSTILL_CUDA_CHECK(cudaEventCreateWithFlags(&fence->ev, cudaEventDisableTiming));
+  fence->ev = fence_events().take();
   {  // (one fork event for every SideWork: the wait takes the record just made)
     std::lock_guard<std::mutex> lock(side_mu);
     INSTILL_CUDA_CHECK(cudaEventRecord(s.fork, m));

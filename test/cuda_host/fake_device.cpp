@@ -95,16 +95,18 @@ BlockCache<FakeFenceRef> blocks;  // every block, as runtime.cu keeps them (neve
 
 size_t round_block(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
-// Queues f in the open SideWork (true), or leaves it to the caller to do now (false).
-bool defer(std::function<void()> f) {
-  if (!side_open) return false;
-  side_scopes.back().work.push_back(std::move(f));
-  return true;
-}
-
 }  // namespace
 
 std::atomic<int> fake_side_work{0};  // products and packs queued in SideWorks (run later, at a join)
+
+namespace {
+// A product or pack: queued in the open SideWork (counted in fake_side_work), or done now.
+void run_or_queue(std::function<void()> f) {
+  if (!side_open) return f();
+  side_scopes.back().work.push_back(std::move(f));
+  ++fake_side_work;
+}
+}  // namespace
 
 SideWork::SideWork(bool on) : on_(on) {
   if (!on_) return;
@@ -188,11 +190,7 @@ void gemm_now(const GemmArgs& g) {
 void gemm(const GemmArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
   packs_of(g);
-  if (defer([g] { gemm_now(g); })) {
-    ++fake_side_work;
-    return;
-  }
-  gemm_now(g);
+  run_or_queue([g] { gemm_now(g); });
 }
 
 namespace {
@@ -205,54 +203,45 @@ void to_f32_block(const void* src, Elem e, int64_t lds, float scale, int64_t row
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) dst[r * ldd + c] = load(src, e, r * lds + c) * scale;
 }
+// bf16 jobs (pack_bf16_jobs, pack_bf16_table), copied for a queued run
+void bf16_jobs(const PackJob* jobs, int64_t n) {
+  const std::vector<PackJob> js(jobs, jobs + n);
+  run_or_queue([js] {
+    for (const PackJob& j : js) to_bf16_block(j.src, Elem::F32, j.lds, 1.f, j.rows, j.cols, j.dst, j.ldd);
+  });
+}
 }  // namespace
 
-// Each done now, or queued in the open SideWork (defer).
+// Each done now, or queued in the open SideWork (run_or_queue).
 void pack_bf16(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, __nv_bfloat16* dst,
                int64_t ldd) {
   if (rows > 0 && cols > 0) ++fake_packs;
-  const auto f = [=] { to_bf16_block(src, e, lds, scale, rows, cols, dst, ldd); };
-  if (defer(f)) ++fake_side_work;
-  else f();
+  run_or_queue([=] { to_bf16_block(src, e, lds, scale, rows, cols, dst, ldd); });
 }
 
 void pack_f32(const void* src, Elem e, int64_t lds, float scale, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
   if (rows > 0 && cols > 0) ++fake_packs;
-  const auto f = [=] { to_f32_block(src, e, lds, scale, rows, cols, dst, ldd); };
-  if (defer(f)) ++fake_side_work;
-  else f();
+  run_or_queue([=] { to_f32_block(src, e, lds, scale, rows, cols, dst, ldd); });
 }
 
 void pack_bf16_jobs(const PackJob* jobs, int n) {
   if (n < 0 || n > kMaxPackJobs) fail(ErrorCode::Internal, "pack_bf16_jobs: ", n, " jobs");
   ++fake_packs;
-  const std::vector<PackJob> js(jobs, jobs + n);
-  const auto f = [js] {
-    for (const PackJob& j : js) to_bf16_block(j.src, Elem::F32, j.lds, 1.f, j.rows, j.cols, j.dst, j.ldd);
-  };
-  if (defer(f)) ++fake_side_work;
-  else f();
+  bf16_jobs(jobs, n);
 }
 
 void pack_f32_jobs(const PackJobF32* jobs, int n) {
   if (n < 0 || n > kMaxPackJobs) fail(ErrorCode::Internal, "pack_f32_jobs: ", n, " jobs");
   ++fake_packs;
   const std::vector<PackJobF32> js(jobs, jobs + n);
-  const auto f = [js] {
+  run_or_queue([js] {
     for (const PackJobF32& j : js) to_f32_block(j.src, Elem::F32, j.lds, 1.f, j.rows, j.cols, j.dst, j.ldd);
-  };
-  if (defer(f)) ++fake_side_work;
-  else f();
+  });
 }
 
 void pack_bf16_table(const PackJob* jobs, int64_t n) {
   ++fake_packs;  // (one launch on a GPU)
-  const std::vector<PackJob> js(jobs, jobs + n);
-  const auto f = [js] {
-    for (const PackJob& j : js) to_bf16_block(j.src, Elem::F32, j.lds, 1.f, j.rows, j.cols, j.dst, j.ldd);
-  };
-  if (defer(f)) ++fake_side_work;
-  else f();
+  bf16_jobs(jobs, n);
 }
 
 void add(const AddArgs& p) {  // f32 or bf16 elementwise, out may alias a or b
