@@ -23,7 +23,8 @@
 #   run(command="bash bench/gpu-check.sh", carry=[".fixtures", ".gpu", "dist"], timeout_s=540)
 #
 # Switches (environment): SKIP_WMMA=1 (no fallback tests), ONLY_TRAIN=1 (the step A/Bs alone), SKIP_NCU=1 (no Nsight
-# Compute profile of the attention kernels), SKIP_BENCH=1, TEST_PATHS, NEXT_AB, PIECE_AB, DEADLINE_S (each below).
+# Compute profile of the attention kernels), EXTRA_AB=1 (the cuBLASLt-tuned, f32-activation and bf16-MLP-activation
+# steps too), SKIP_BENCH=1, TEST_PATHS, NEXT_AB, PIECE_AB, DEADLINE_S (each below).
 #
 # Logs and results.jsonl land in $OUT (fetched back with the reply; the logs in logs.tar.gz at the end, since the
 # tool brings back at most 8 files: `tar -xzf logs.tar.gz` in the reply's files_at). Each step
@@ -191,9 +192,11 @@ bench() {  # name timeout command...
 # together (until stop 21 the default was `all`, which also turned on the pieces that lost runs 14-16 and those that
 # override others, so no session could promote the set it timed). Stop 24 took out the two pieces run 18 measured
 # no faster, and `skinny` (run 19: 1.059x), and added `ce_wide`, `attn_pack` and `dqkv_pack`; stop 25 added `ce_bf16`
-# (with it on, `ce_wide` changes only a loss without gradients), `side_grads` and `group_fork`. With NEXT_SET the default alone and no NEXT_AB
+# (with it on, `ce_wide` changes only a loss without gradients), `side_grads` and `group_fork`; stop 26 `flash_wgmma`,
+# `dq_wgmma` and `dkv_wgmma`.
+# With NEXT_SET the default alone and no NEXT_AB
 # there is no next-kernel A/B (it would time the default against itself). A new piece adds its name here.
-NEXT_SET="default,ce_wide,attn_pack,dqkv_pack,ce_bf16,side_grads,group_fork"
+NEXT_SET="default,ce_wide,attn_pack,dqkv_pack,ce_bf16,side_grads,group_fork,flash_wgmma,dq_wgmma,dkv_wgmma"
 if [[ -z "${NEXT_AB:-}" && "$NEXT_SET" == default ]]; then
   note "no piece waits (NEXT_SET=default): no next-kernel A/B in this call (NEXT_AB=... names pieces to A/B)"
   NEXT_ON=0
@@ -214,13 +217,14 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
 # PIECE_AB: space-separated sets, each a comma list, each set whose tests passed in an A/B of its own
 # (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
 # others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default: the pieces
-# stops 24 and 25 added: `ce_bf16`, `side_grads` and `group_fork` one by one, and the two plumbing pieces `attn_pack`
+# stops 24 to 26 added: `flash_wgmma`, the backward's `dq_wgmma` and `dkv_wgmma` together (the op benchmark's sweep
+# times each one's kernel), `ce_bf16`, `side_grads` and `group_fork` one by one, and the two plumbing pieces `attn_pack`
 # and `dqkv_pack` together (each alone ~0.1-0.2 ms, under 1%: together nearer table.py's 1%; the op profile of the
 # next-kernels step shows each one's packs gone); `ce_wide` only in NEXT_SET (with `ce_bf16` on it changes nothing
 # in a training step) (~25 s each; PIECE_AB="" for none). Then (below) NEXT_SET as
 # the "next kernels" A/B. (Run 16 timed lora_group, then with swiglu_pack, then with norm_pack, and promoted the
 # three; run 17 fewer_packs, factor_pack and rope_qk together; run 18 bf16_beta and group_wide, both taken out.)
-PIECE_AB=${PIECE_AB-ce_bf16 side_grads group_fork attn_pack,dqkv_pack}
+PIECE_AB=${PIECE_AB-flash_wgmma dq_wgmma,dkv_wgmma ce_bf16 side_grads group_fork attn_pack,dqkv_pack}
 [[ -z "$PIECE_AB" ]] && note "A/Bs of single pieces: none (PIECE_AB=... names sets to A/B)"
 for set in $PIECE_AB; do
   bad=""
@@ -238,7 +242,11 @@ done
 # cuBLASLt tuned (INSTILL_CUBLASLT_TUNE=on: each product key's first call times the heuristic's first 8 algorithms and
 # split-K variants of its first two): the step against the default, and, from its verbose log, each key's time with
 # the heuristic's pick and with the one kept (bench/gpu/tuned.py: $OUT/tuned.md)
-if t=$(step_time "bench instill train step (cuBLASLt tuned)" 150); then
+# These three (and the activations' two below) have said the same in every run since 13 (tuned: noise around 1.00x;
+# f32 activations 1.18x, bf16 MLP-only 1.05x): EXTRA_AB=1 runs them, by default their ~75 s go to the pieces' A/Bs.
+if [[ "${EXTRA_AB:-0}" != 1 ]]; then
+  note "cuBLASLt tuned, f32 activations and bf16 MLP activations steps: skipped (EXTRA_AB=1 runs them)"
+elif t=$(step_time "bench instill train step (cuBLASLt tuned)" 150); then
   if timeout "$t" env INSTILL_CUBLASLT_TUNE=on INSTILL_CUBLASLT_VERBOSE=1 INSTILL_BENCH_VARIANT="cuBLASLt tuned, split-K candidates" \
       node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES" > "$OUT/tuned.log" 2>&1; then
     echo "  instill train step (cuBLASLt tuned) ok ($(elapsed))"
@@ -247,10 +255,12 @@ if t=$(step_time "bench instill train step (cuBLASLt tuned)" 150); then
   note "cuBLASLt tuning (tuned.md): $(tail -1 "$OUT/tuned.md")"
 fi
 # the activations: bf16 is the default on a GPU since stop 18 (runs 14, 15); =0 keeps them f32, =mlp the attention's
-bench "instill train step (f32 activations)" 150 env INSTILL_BF16_ACTIVATIONS=0 INSTILL_BENCH_VARIANT="f32 activations" \
-  node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
-bench "instill train step (bf16 MLP activations)" 150 env INSTILL_BF16_ACTIVATIONS=mlp \
-  INSTILL_BENCH_VARIANT="bf16 norm and MLP activations" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+if [[ "${EXTRA_AB:-0}" == 1 ]]; then
+  bench "instill train step (f32 activations)" 150 env INSTILL_BF16_ACTIVATIONS=0 INSTILL_BENCH_VARIANT="f32 activations" \
+    node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+  bench "instill train step (bf16 MLP activations)" 150 env INSTILL_BF16_ACTIVATIONS=mlp \
+    INSTILL_BENCH_VARIANT="bf16 norm and MLP activations" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+fi
 # Batch 4 (4 rows of 2048 a step, both sides): how much of the gap to the MFU target is batch 1's small products
 # (M = 2048) and per-step costs; the default and the next kernels
 bench "torch train step, batch 4" 150 python3 bench/gpu/torch_bench.py train --batch 4 --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
@@ -283,7 +293,13 @@ bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 if [[ "${SKIP_NCU:-0}" == 1 ]]; then note "ncu of the attention kernels: skipped (SKIP_NCU=1)"
 elif ! command -v ncu > /dev/null 2>&1; then note "ncu of the attention kernels: no ncu on the PATH"
 elif NCU_S=$(step_time "ncu of the attention kernels" 90); then
-  if timeout "$NCU_S" ncu --clock-control none -k 'regex:flash_|attention_delta' --launch-count 5 \
+  # the forward, dQ and dK/dV kernels on warpgroup products where their pieces' tests passed (else the lean kernels)
+  NCU_NEXT=default
+  for piece in flash_wgmma dq_wgmma dkv_wgmma; do
+    [[ "$SWEEP_SKIP" != all && ",$FAILED_PIECES," != *",$piece,"* ]] && NCU_NEXT="$NCU_NEXT,$piece"
+  done
+  note "ncu of the attention kernels: INSTILL_CUDA_NEXT=$NCU_NEXT"
+  if timeout "$NCU_S" env INSTILL_CUDA_NEXT="$NCU_NEXT" ncu --clock-control none -k 'regex:flash_|attention_delta' --launch-count 5 \
        --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
        --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
        node bench/gpu/instill_bench.mjs attn --reps 1 --out /dev/null > "$OUT/ncu-attention.txt" 2>&1; then

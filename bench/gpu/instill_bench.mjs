@@ -233,12 +233,13 @@ if (what === 'lora') {
     // activations), with the attention pieces that wait for a GPU run alone and combined, so one call ranks them at
     // the kernel level (the step A/Bs time only the whole step). Runs 14-16 ranked flash_occ, flash_mt, stored_ds
     // and attn_prep (each lost to flash_lean alone; taken out in stop 22), run 17 dq_atomic, dkv_atomic, dkv_pairs and
-    // dkv_whole (taken out in stop 23); none waits now, so the sweep is the verified kernels and the default. Sets
+    // dkv_whole (taken out in stop 23); stop 26's flash_wgmma, dq_wgmma and dkv_wgmma (the forward, dQ and dK/dV
+    // kernels on Hopper's warpgroup products) wait. Sets
     // naming a piece in INSTILL_BENCH_SKIP_PIECES (gpu-check.sh:
     // those whose tests failed; "all": no sweep) are left out; one that fails here (an error) is reported and the
     // others still run.
     const skip = (process.env.INSTILL_BENCH_SKIP_PIECES || '').split(',').filter(Boolean);
-    const sweep = ['', 'default']
+    const sweep = ['', 'default', 'default,flash_wgmma', 'default,dq_wgmma', 'default,dkv_wgmma']
       .filter((set) => !set.split(',').some((piece) => skip.includes(piece)));
     const scale = 1 / Math.sqrt(D);
     const q16 = gpu(randn(T * H * D), [T, H, D], 'bf16'), k16 = gpu(randn(T * KVH * D), [T, KVH, D], 'bf16');
@@ -256,6 +257,7 @@ if (what === 'lora') {
         timed(`attention bwd, pipelined [${label}]`, () => drop(n.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), f.out, f.lse, handleOf(cu), scale)));
         drop(f);
         delete process.env.INSTILL_CUDA_ATTENTION;  // bf16 tensors: the flash kernels on them (no copies)
+        timed(`attention fwd, bf16 activations [${label}]`, () => drop(n.opAttention(handleOf(q16), handleOf(k16), handleOf(v16), handleOf(cu), scale)));
         const f16 = n.opAttention(handleOf(q16), handleOf(k16), handleOf(v16), handleOf(cu), scale);
         timed(`attention bwd, bf16 activations [${label}]`, () => drop(n.opAttentionBackward(handleOf(dout16), handleOf(q16), handleOf(k16), handleOf(v16), f16.out, f16.lse, handleOf(cu), scale)));
         drop(f16);

@@ -545,7 +545,9 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   constexpr int BQ = D <= 64 ? 64 : 32;  // dkv: query tile
   // flash_lean (attention_lean.cu): in place of the dQ kernels below and of the dK/dV kernel, on bf16 tiles
   const bool lean = kPipe && next_kernels(Next::FlashLean) && attention_lean_takes(p);
-  {
+  if (lean && next_kernels(Next::DqWgmma) && attention_wgmma_takes_dq(p)) {  // attention_wgmma.cu (Hopper)
+    attention_wgmma_dq(p, s);
+  } else {
     const OpPart part(lean ? "dq kernel, lean (next)" : "dq kernel", Device::CUDA);
     if (lean) {
       attention_lean_dq(p, s);
@@ -569,7 +571,11 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   }
   const int bufs = kPipe ? 2 : 1;
   const size_t smem_dkv = 2 * tile_bytes(D, kRows) + bufs * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ);
-  {
+  if (lean && next_kernels(Next::DkvWgmma) && attention_wgmma_takes_dkv(p)) {  // attention_wgmma.cu (Hopper)
+    const dim3 grid = grid_of(p.N, split ? p.H : p.KVH);
+    attention_wgmma_dkv(p, t.dk_out, t.dv_out, t.out_heads, t.hpc, grid.x, grid.y,
+                        split ? "dk dv kernel (per query head), wgmma (next)" : "dk dv kernel, wgmma (next)", s);
+  } else {
     std::string name = split ? "dk dv kernel (per query head)" : "dk dv kernel";
     if (lean) name += ", lean (next)";
     const OpPart part(name.c_str(), Device::CUDA);
@@ -639,6 +645,7 @@ void backward_any(const AttnParams& p, cudaStream_t s, bool pipelined) {
 void attention_flash_forward(const AttnParams& p, cudaStream_t s, bool pipelined) {
   if ((pipelined || p.io16) && (!p.k16 || !p.v16)) fail(ErrorCode::Internal, "attention_flash_forward: pipelined without bf16 K, V");
   if (p.io16 && (!p.q16 || !p.out16)) fail(ErrorCode::Internal, "attention_flash_forward: io16 without bf16 tensors");
+  if (next_kernels(Next::FlashWgmma) && attention_wgmma_takes(p)) return attention_wgmma_forward(p, s);  // Hopper
   if (next_kernels(Next::FlashLean) && attention_lean_takes(p)) {  // attention_lean.cu, in place of every kernel below
     const OpPart part("flash kernel, lean (next)", Device::CUDA);
     return attention_lean_forward(p, s, pipelined);

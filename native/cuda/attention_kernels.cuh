@@ -110,5 +110,19 @@ void attention_lean_dq(const AttnParams& p, cudaStream_t s);
 void attention_lean_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64_t out_heads, int64_t hpc,
                         unsigned grid_x, unsigned grid_y, cudaStream_t s);
 
+// attention_wgmma.cu (INSTILL_CUDA_NEXT `flash_wgmma`, waiting for a GPU run): the forward on Hopper's warpgroup
+// products, called by attention_flash_forward in place of the lean forward where attention_wgmma_takes (its
+// conditions, bf16 K and V (bf16 activations or the pipelined copies), and compute capability 9.0).
+bool attention_wgmma_takes(const AttnParams& p);
+void attention_wgmma_forward(const AttnParams& p, cudaStream_t s);
+// INSTILL_CUDA_NEXT `dq_wgmma`: the dQ kernel likewise, in place of the lean one (D 64 only), after attention_delta.
+bool attention_wgmma_takes_dq(const AttnParams& p);
+void attention_wgmma_dq(const AttnParams& p, cudaStream_t s);
+// INSTILL_CUDA_NEXT `dkv_wgmma`: the dK/dV kernel likewise, in place of the lean one (D 64 only; the arguments as
+// attention_lean_dkv's, and the name of its op-profile part).
+bool attention_wgmma_takes_dkv(const AttnParams& p);
+void attention_wgmma_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64_t out_heads, int64_t hpc,
+                         unsigned grid_x, unsigned grid_y, const char* part_name, cudaStream_t s);
+
 }  // namespace cuda
 }  // namespace instill

@@ -39,6 +39,11 @@ enum class Next {
                // side_grads), off the pass's critical path, and the model joins it where it must (model/llama.cpp)
   GroupFork,   // "group_fork": lora_group's forward runs the members narrower than its first (k and v beside q) on the
                // side stream, beside the first's product, and waits for them before it returns (lora_group.cu)
+  FlashWgmma,  // "flash_wgmma": the attention forward on Hopper's warpgroup products (wgmma) where the GPU has compute
+               // capability 9.0, in place of the lean forward (attention_wgmma.cu)
+  DqWgmma,     // "dq_wgmma": the attention backward's dQ kernel on Hopper's warpgroup products likewise (D 64; with
+               // flash_lean, in place of its dQ kernel; attention_wgmma.cu)
+  DkvWgmma,    // "dkv_wgmma": its dK/dV kernel likewise (D 64; with flash_lean, in place of its dK/dV kernel)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

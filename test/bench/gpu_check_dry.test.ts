@@ -40,7 +40,7 @@ describe.skipIf(!haveFixture('stories260K') || !haveFixture('configs'))('bench/g
     writeFileSync(join(tree, '.gpu', 'instill.node.src'), hash.stdout);
 
     const out = join(dir, 'out');
-    const env: NodeJS.ProcessEnv = { ...process.env, OUT: out, DEADLINE_S: '170' };
+    const env: NodeJS.ProcessEnv = { ...process.env, OUT: out, DEADLINE_S: '170', EXTRA_AB: '1' };  // every step, the opt-in ones too
     delete env.CI;  // the GPU machine's runs are not CI's (test/helpers/fixtures.ts)
     delete env.INSTILL_FIXTURES;
     const run = spawnSync('bash', ['bench/gpu-check.sh'], { cwd: tree, env, encoding: 'utf8', timeout: 200_000 });
@@ -56,7 +56,7 @@ describe.skipIf(!haveFixture('stories260K') || !haveFixture('configs'))('bench/g
     }
     // each waiting piece's own A/B (gpu-check's PIECE_AB default), then the next-kernel A/Bs where a piece waits
     // (NEXT_SET names one); where none waits that is noted and no step runs under them
-    for (const piece of ['ce_bf16', 'side_grads', 'group_fork', 'attn_pack,dqkv_pack']) expect(status).toContain(`bench instill train step (default,${piece}): FAILED`);
+    for (const piece of ['flash_wgmma', 'dq_wgmma,dkv_wgmma', 'ce_bf16', 'side_grads', 'group_fork', 'attn_pack,dqkv_pack']) expect(status).toContain(`bench instill train step (default,${piece}): FAILED`);
     if (status.includes('no piece waits (NEXT_SET=default)')) {
       expect(status).not.toMatch(/\(next kernels|next kernels in the A\/Bs/);
     } else {

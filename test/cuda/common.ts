@@ -10,6 +10,8 @@
 // tensor-core path does not take or with INSTILL_CUDA_ATTENTION=simple) 1e-4 of
 // the output's largest value; ops on the tensor cores (matmul, lora_linear,
 // linear CE, attention at D 64 / 128) round operands to bf16: 2e-2.
+import { execSync } from 'node:child_process';
+
 import { expect } from 'vitest';
 
 import { Tensor, kernels, runtime } from '../../src/index.js';
@@ -290,6 +292,86 @@ export function attentionLayout(key: 'out' | 'lse' | 'dq' | 'dk' | 'dv', segs: n
   const shape = key === 'lse' ? [n, h] : [n, key === 'dk' || key === 'dv' ? kvh : h, d];
   return { shape, segs };
 }
+
+/** Causal GQA attention over packed rows in float64: out (N, H, D) and lse (N, H, natural log), every visible key
+ * j of query i being seg_begin(i) <= j <= i and, with a window W > 0, i − j < W. */
+export function attention64(q: Float32Array, k: Float32Array, v: Float32Array, segs: number[], H: number, KVH: number, D: number,
+                     scale: number, window: number) {
+  const N = segs[segs.length - 1];
+  const out = new Float64Array(N * H * D), lse = new Float64Array(N * H);
+  const p = new Float64Array(N), acc = new Float64Array(D);
+  for (let s = 0; s + 1 < segs.length; s++) {
+    for (let i = segs[s]; i < segs[s + 1]; i++) {
+      const lo = window > 0 ? Math.max(segs[s], i - window + 1) : segs[s];
+      for (let h = 0; h < H; h++) {
+        const g = Math.floor(h / (H / KVH));
+        let m = -Infinity;
+        for (let j = lo; j <= i; j++) {
+          let dot = 0;
+          for (let d = 0; d < D; d++) dot += q[(i * H + h) * D + d] * k[(j * KVH + g) * D + d];
+          p[j] = dot * scale;
+          m = Math.max(m, p[j]);
+        }
+        let l = 0;
+        acc.fill(0);
+        for (let j = lo; j <= i; j++) {
+          const e = Math.exp(p[j] - m);
+          l += e;
+          for (let d = 0; d < D; d++) acc[d] += e * v[(j * KVH + g) * D + d];
+        }
+        for (let d = 0; d < D; d++) out[(i * H + h) * D + d] = acc[d] / l;
+        lse[i * H + h] = m + Math.log(l);
+      }
+    }
+  }
+  return { out, lse };
+}
+
+/** The gradients of attention64's attention in float64, from dout (N, H, D): with P_ij = exp(scale·q_i·k_j − lse_i),
+ * dP_ij = dout_i · v_j, Δ_i = dout_i · out_i and dS = P∘(dP − Δ): dq_i = scale·Σ_j dS_ij k_j, and for key j of KV head
+ * g, summed over g's query heads: dk_j = scale·Σ_i dS_ij q_i, dv_j = Σ_i P_ij dout_i. */
+export function attentionBackward64(q: Float32Array, k: Float32Array, v: Float32Array, dout: Float32Array, segs: number[],
+                                    H: number, KVH: number, D: number, scale: number, window: number) {
+  const { out, lse } = attention64(q, k, v, segs, H, KVH, D, scale, window);
+  const N = segs[segs.length - 1];
+  const dq = new Float64Array(N * H * D), dk = new Float64Array(N * KVH * D), dv = new Float64Array(N * KVH * D);
+  for (let s = 0; s + 1 < segs.length; s++) {
+    for (let i = segs[s]; i < segs[s + 1]; i++) {
+      const lo = window > 0 ? Math.max(segs[s], i - window + 1) : segs[s];
+      for (let h = 0; h < H; h++) {
+        const g = Math.floor(h / (H / KVH)), qi = (i * H + h) * D;
+        let delta = 0;
+        for (let d = 0; d < D; d++) delta += dout[qi + d] * out[qi + d];
+        for (let j = lo; j <= i; j++) {
+          const kj = (j * KVH + g) * D;
+          let sc = 0, dp = 0;
+          for (let d = 0; d < D; d++) {
+            sc += q[qi + d] * k[kj + d];
+            dp += dout[qi + d] * v[kj + d];
+          }
+          const p = Math.exp(sc * scale - lse[i * H + h]), ds = p * (dp - delta);
+          for (let d = 0; d < D; d++) {
+            dq[qi + d] += scale * ds * k[kj + d];
+            dk[kj + d] += scale * ds * q[qi + d];
+            dv[kj + d] += p * dout[qi + d];
+          }
+        }
+      }
+    }
+  }
+  return { dq, dk, dv };
+}
+
+/** The GPU's compute capability as nvidia-smi says it ("9.0": H100, H200). */
+export function computeCapability(): string {
+  try {
+    return execSync('nvidia-smi --query-gpu=compute_cap --format=csv,noheader', { encoding: 'utf8' }).split('\n')[0].trim();
+  } catch {
+    return 'unknown (nvidia-smi failed)';
+  }
+}
+/** Whether the kernels on Hopper's warpgroup products (the wgmma pieces) take problems on this GPU. */
+export const HOPPER = hasCuda && computeCapability() === '9.0';
 
 /** Random q, k, v, dout on both devices for packed rows with segment starts `segs` (cu_seqlens). */
 export function attentionInputs(r: Rng, segs: number[], h: number, kvh: number, d: number) {

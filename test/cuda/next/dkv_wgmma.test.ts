@@ -1,0 +1,84 @@
+// INSTILL_CUDA_NEXT=dkv_wgmma on the GPU: the attention backward's dK/dV kernel on Hopper's warpgroup products
+// (native/cuda/attention_wgmma.cu). A file of its own (test/cuda/common.ts says why); skipped where no GPU is seen.
+// On a GPU of compute capability 9.0 (H100, H200) the piece must take dK/dV at head dim 64; anywhere else (and at
+// D 128) it must leave the default's bits as they are.
+import { describe, expect, it } from 'vitest';
+
+import { Tensor } from '../../../src/index.js';
+import { native, type TensorHandle } from '../../../src/native.js';
+import { handleOf } from '../../../src/tensor.js';
+import { rng, roundBf16, seed } from '../../../bench/kernels/reference.js';
+import { poisonAndRestoreIsa } from '../../helpers/kernels.js';
+import { withEnv } from '../../helpers/env.js';
+import { withOpProfile } from '../../helpers/profile.js';
+import { relError } from '../../helpers/compare.js';
+import { attentionBackward64, attentionInputs, attentionLayout, BF16_TOL, close, expectBits, hasCuda, HOPPER, host } from '../common.js';
+
+const KERNEL = /^attention_backward\/dk dv kernel( \(per query head\))?, wgmma \(next\)$/;
+const QT = 'attention_backward/q, dout transposed (wgmma, next)';
+const PIECE = 'default,dkv_wgmma';
+
+describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dkv_wgmma', () => {
+  poisonAndRestoreIsa();
+  const r = rng(seed);
+
+  // The backward with the piece on the default forward's out and lse: dk and dv against float64 (small cases; on the
+  // inputs as the kernels read them, rounded to bf16: BF16_TOL of the largest element, as every flash backward
+  // test) or the CPU (the large ones), against the default's (the lean kernel: the same arithmetic, the products'
+  // sums in another order), deterministic, and dq the default's bits (its kernel is not touched). Both of the
+  // kernel's modes: a CTA a query head with partials summed after (the small cases: fewer than 4 CTAs an SM
+  // otherwise) and a CTA a KV head's whole group (4300 tokens), the latter with bf16 activations writing dk and dv
+  // in bf16 itself. Segments and windows, rows ending inside a tile, GQA 4:1, 2:1 and 1:1, f32 inputs (bf16 copies)
+  // and bf16 activations, and D 128, which the piece leaves alone. Outputs come from the allocator poisoned (NaN).
+  it.each([
+    { segs: [0, 13, 50, 51, 90], h: 4, kvh: 2, d: 64, window: 0, kind: 'f32', ref: 'f64' },
+    { segs: [0, 1, 200, 333], h: 4, kvh: 1, d: 64, window: 40, kind: 'f32', ref: 'f64' },
+    { segs: [0, 300, 701], h: 4, kvh: 2, d: 64, window: 0, kind: 'bf16', ref: 'f64' },
+    { segs: [0, 130, 259], h: 2, kvh: 2, d: 64, window: 70, kind: 'bf16', ref: 'f64' },
+    { segs: [0, 2500, 4300], h: 16, kvh: 8, d: 64, window: 0, kind: 'f32', ref: 'cpu' },
+    { segs: [0, 2500, 4300], h: 16, kvh: 8, d: 64, window: 0, kind: 'bf16', ref: 'cpu' },
+    { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 0, kind: 'f32', ref: 'none' },
+  ])('against $ref and the default: $segs H=$h KVH=$kvh D=$d window=$window $kind', ({ segs, h, kvh, d, window, kind, ref }) => {
+    const A = native();
+    const n = segs[segs.length - 1];
+    const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
+    const bf = (t: Tensor) => Tensor.from(t.toArray() as Float32Array, t.shape, { dtype: 'bf16' });
+    const cpuIn = kind === 'bf16' ? [bf(q.cpu), bf(k.cpu), bf(v.cpu), bf(dout.cpu)] : [q.cpu, k.cpu, v.cpu, dout.cpu];
+    const [qg, kg, vg, dg] = cpuIn.map((t) => t.to('cuda'));
+    const at = (key: 'dq' | 'dk' | 'dv') => attentionLayout(key, segs, h, kvh, d);
+    const label = `${kind} n ${n} D ${d}`;
+    const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu.cpu), scale, window) as { out: TensorHandle; lse: TensorHandle };
+    const backward = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() => {
+      const b = A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu.cpu), scale, window);
+      return { dq: host(b.dq), dk: host(b.dk), dv: host(b.dv) };
+    }));
+    const base = backward('default'), got = backward(PIECE), again = backward(PIECE);
+    expect(base.parts.some((p) => KERNEL.test(p))).toBe(false);
+    const takes = HOPPER && d === 64;
+    expect(got.parts.some((p) => KERNEL.test(p)), `${label}: the wgmma dK/dV kernel ran`).toBe(takes);
+    expect(got.parts.includes(QT), `${label}: q and dout transposed for it`).toBe(takes);
+    expectBits(got.value.dq, base.value.dq, `${label}: dq, the default's bits`, at('dq'));
+    if (!takes) {
+      for (const key of ['dk', 'dv'] as const) expectBits(got.value[key], base.value[key], `${label}: ${key}, the default's bits`, at(key));
+      return;
+    }
+    const rounded = (t: Tensor) => roundBf16(t.toArray() as Float32Array);
+    let want: { dk: ArrayLike<number>; dv: ArrayLike<number> };
+    if (ref === 'f64') {
+      want = attentionBackward64(rounded(q.cpu), rounded(k.cpu), rounded(v.cpu), rounded(dout.cpu), segs, h, kvh, d, scale, window);
+    } else {
+      const cf = A.opAttention(handleOf(cpuIn[0]), handleOf(cpuIn[1]), handleOf(cpuIn[2]), handleOf(cu.cpu), scale, window);
+      const cb = A.opAttentionBackward(handleOf(cpuIn[3]), handleOf(cpuIn[0]), handleOf(cpuIn[1]), handleOf(cpuIn[2]), cf.out, cf.lse, handleOf(cu.cpu), scale, window);
+      want = { dk: host(cb.dk), dv: host(cb.dv) };
+    }
+    const rel: string[] = [];
+    for (const key of ['dk', 'dv'] as const) {
+      expect(got.value[key].every((x) => Number.isFinite(x)), `${label}: ${key} finite`).toBe(true);
+      expectBits(again.value[key], got.value[key], `${label}: ${key} deterministic`, at(key));
+      close(got.value[key], want[key], BF16_TOL, `${label}: ${key} against ${ref}`, at(key));
+      close(got.value[key], base.value[key], 1e-2, `${label}: ${key} against the default's`, at(key));
+      rel.push(`${key} ${relError(got.value[key], want[key]).toExponential(1)} (the default's ${relError(base.value[key], want[key]).toExponential(1)})`);
+    }
+    console.log(`dkv_wgmma ${label}: max |got − ${ref}| / max |${ref}|: ${rel.join(', ')}`);
+  });
+});
