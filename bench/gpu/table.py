@@ -79,6 +79,11 @@ if ti4:
     vs = f"{ti4['tokens_per_s'] / tt4['tokens_per_s']:.2f}x transformers+peft tokens/s, " if tt4 else ""
     print(f"- training step at batch 4 (4 x 2048 tokens a step; the target is judged at batch 1 above): {vs}"
           f"{100 * ti4['mfu']:.1f}% MFU, {ti4['ms']:.2f} ms" + (f" (transformers+peft {100 * tt4['mfu']:.1f}% MFU)" if tt4 else ""))
+tn4 = next((r for r in rows if r["bench"] == "train step llama-3.2-1b 4x2048 r16" and r["impl"].startswith("instill")
+            and (r.get("variant") or "").startswith("next kernels") and r.get("mfu")), None)
+if tn4:
+    vs = f"{tn4['tokens_per_s'] / tt4['tokens_per_s']:.2f}x transformers+peft tokens/s, " if tt4 else ""
+    print(f"- training step at batch 4 with the next kernels ({tn4['variant']}): {vs}{100 * tn4['mfu']:.1f}% MFU, {tn4['ms']:.2f} ms")
 
 # A/B variants (INSTILL_BENCH_VARIANT, recorded as "variant" since stop 12): each against the default
 # instill row of the same bench in the same call

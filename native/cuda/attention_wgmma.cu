@@ -46,14 +46,20 @@ namespace {
 
 constexpr int kBN = 64;  // keys a tile
 
-// A transposed copy: rows [t0, t0 + 64) of head g of src (N, heads, D) into dst (heads, D, npad) at columns t0 ..;
-// rows past N zeros (Vᵀ for the forward, Kᵀ for dQ, Qᵀ and dOᵀ for dK/dV). CTA = 64 tokens of one head: the rows through shared memory,
-// then 16-byte runs of 8 tokens a thread.
+// Transposed copies: rows [t0, t0 + 64) of head g of src (N, heads, D) into dst (heads, D, npad) at columns t0 ..;
+// rows past N zeros (Vᵀ for the forward, Kᵀ for dQ, Qᵀ and dOᵀ for dK/dV). CTA = 64 tokens of one head of the
+// copy blockIdx.z (one launch makes both of dK/dV's): the rows through shared memory, then 16-byte runs of 8 tokens a
+// thread.
+struct Transpose {
+  const bf16* src[2];
+  bf16* dst[2];
+};
 template <int D>
-__global__ void __launch_bounds__(kThreads) transpose_kernel(const bf16* __restrict__ src, bf16* __restrict__ dst,
-                                                             int64_t N, int64_t heads, int64_t npad) {
+__global__ void __launch_bounds__(kThreads) transpose_kernel(const Transpose job, int64_t N, int64_t heads, int64_t npad) {
   constexpr int S = D + 8;
   __shared__ __align__(16) bf16 tile[kBN * S];
+  const bf16* const src = job.src[blockIdx.z];
+  bf16* const dst = job.dst[blockIdx.z];
   const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kBN, g = blockIdx.y;
   for (int idx = threadIdx.x; idx < kBN * D / 8; idx += kThreads) {
     const int r = idx / (D / 8), c = idx % (D / 8) * 8;
@@ -455,13 +461,21 @@ void dq_wgmma(const AttnParams& p, const bf16* kt, int64_t npad, cudaStream_t s)
   check_launch("flash_dq_wgmma_kernel");
 }
 
-// src (N, heads, D) bf16 transposed into a new (heads, D, npad) tensor, zeros past N.
-Tensor transposed(const AttnParams& p, const bf16* src, int64_t heads, int64_t npad, cudaStream_t s) {
-  Tensor t = Tensor::empty({heads, p.D, npad}, DType::BF16, Device::CUDA);  // freed stream-ordered, after its readers
-  if (p.D == 64) transpose_kernel<64><<<grid_of(npad, heads, kBN), kThreads, 0, s>>>(src, t.data_as<bf16>(), p.N, heads, npad);
-  else transpose_kernel<128><<<grid_of(npad, heads, kBN), kThreads, 0, s>>>(src, t.data_as<bf16>(), p.N, heads, npad);
+// src (N, heads, D) bf16 transposed into out[0], a new (heads, D, npad) tensor, zeros past N; with src2, src2 into
+// out[1] too, in the same launch.
+void transposed(const AttnParams& p, int64_t heads, int64_t npad, cudaStream_t s, Tensor (&out)[2], const bf16* src,
+                const bf16* src2 = nullptr) {
+  Transpose job{{src, src2}, {nullptr, nullptr}};
+  const int copies = src2 ? 2 : 1;
+  for (int i = 0; i < copies; ++i) {
+    out[i] = Tensor::empty({heads, p.D, npad}, DType::BF16, Device::CUDA);  // freed stream-ordered, after its readers
+    job.dst[i] = out[i].data_as<bf16>();
+  }
+  dim3 grid = grid_of(npad, heads, kBN);
+  grid.z = static_cast<unsigned>(copies);
+  if (p.D == 64) transpose_kernel<64><<<grid, kThreads, 0, s>>>(job, p.N, heads, npad);
+  else transpose_kernel<128><<<grid, kThreads, 0, s>>>(job, p.N, heads, npad);
   check_launch("transpose_kernel");
-  return t;
 }
 
 template <bool kIo16>
@@ -501,12 +515,12 @@ bool attention_wgmma_takes_dkv(const AttnParams& p) { return attention_wgmma_tak
 void attention_wgmma_forward(const AttnParams& p, cudaStream_t s) {
   if (!attention_wgmma_takes(p)) fail(ErrorCode::Internal, "attention_wgmma_forward: a problem it does not take");
   const int64_t npad = (p.N + kBN - 1) / kBN * kBN;
-  Tensor vt;
+  Tensor vt[2];
   {
     const OpPart part("v transposed (wgmma, next)", Device::CUDA);
-    vt = transposed(p, p.v16, p.KVH, npad, s);
+    transposed(p, p.KVH, npad, s, vt, p.v16);
   }
-  const bf16* const vtp = vt.data_as<bf16>();
+  const bf16* const vtp = vt[0].data_as<bf16>();
   const OpPart part("flash kernel, wgmma (next)", Device::CUDA);
   if (p.D == 64) {
     if (p.io16) forward_wgmma<64, true>(p, vtp, npad, s);
@@ -520,31 +534,30 @@ void attention_wgmma_forward(const AttnParams& p, cudaStream_t s) {
 void attention_wgmma_dq(const AttnParams& p, cudaStream_t s) {
   if (!attention_wgmma_takes_dq(p)) fail(ErrorCode::Internal, "attention_wgmma_dq: a problem it does not take");
   const int64_t npad = (p.N + kBN - 1) / kBN * kBN;
-  Tensor kt;
+  Tensor kt[2];
   {
     const OpPart part("k transposed (wgmma, next)", Device::CUDA);
-    kt = transposed(p, p.k16, p.KVH, npad, s);
+    transposed(p, p.KVH, npad, s, kt, p.k16);
   }
   const OpPart part("dq kernel, wgmma (next)", Device::CUDA);
-  if (p.io16) dq_wgmma<64, true>(p, kt.data_as<bf16>(), npad, s);
-  else dq_wgmma<64, false>(p, kt.data_as<bf16>(), npad, s);
+  if (p.io16) dq_wgmma<64, true>(p, kt[0].data_as<bf16>(), npad, s);
+  else dq_wgmma<64, false>(p, kt[0].data_as<bf16>(), npad, s);
 }
 
 void attention_wgmma_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64_t out_heads, int64_t hpc,
                          unsigned grid_x, unsigned grid_y, const char* part_name, cudaStream_t s) {
   if (!attention_wgmma_takes_dkv(p)) fail(ErrorCode::Internal, "attention_wgmma_dkv: a problem it does not take");
   const int64_t npad = (p.N + kBN - 1) / kBN * kBN;
-  Tensor qt, dot;
+  Tensor qdo[2];  // Qᵀ, dOᵀ
   {
     const OpPart part("q, dout transposed (wgmma, next)", Device::CUDA);
-    qt = transposed(p, p.q16, p.H, npad, s);
-    dot = transposed(p, p.do16, p.H, npad, s);
+    transposed(p, p.H, npad, s, qdo, p.q16, p.do16);
   }
   const OpPart part(part_name, Device::CUDA);
   const DkvTarget t{dk_out, dv_out, out_heads, hpc};
   const dim3 grid(grid_x, grid_y);
-  if (p.io16) dkv_wgmma<true>(p, t, qt.data_as<bf16>(), dot.data_as<bf16>(), npad, grid, s);
-  else dkv_wgmma<false>(p, t, qt.data_as<bf16>(), dot.data_as<bf16>(), npad, grid, s);
+  if (p.io16) dkv_wgmma<true>(p, t, qdo[0].data_as<bf16>(), qdo[1].data_as<bf16>(), npad, grid, s);
+  else dkv_wgmma<false>(p, t, qdo[0].data_as<bf16>(), qdo[1].data_as<bf16>(), npad, grid, s);
 }
 
 }  // namespace cuda
