@@ -58,8 +58,8 @@ template <int D>
 __global__ void __launch_bounds__(kThreads) transpose_kernel(const Transpose job, int64_t N, int64_t heads, int64_t npad) {
   constexpr int S = D + 8;
   __shared__ __align__(16) bf16 tile[kBN * S];
-  const bf16* const src = job.src[blockIdx.z];
-  bf16* const dst = job.dst[blockIdx.z];
+  const bf16* const src = blockIdx.z ? job.src[1] : job.src[0];  // (no indexing by a variable: no local copy)
+  bf16* const dst = blockIdx.z ? job.dst[1] : job.dst[0];
   const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kBN, g = blockIdx.y;
   for (int idx = threadIdx.x; idx < kBN * D / 8; idx += kThreads) {
     const int r = idx / (D / 8), c = idx % (D / 8) * 8;
@@ -110,9 +110,9 @@ __device__ __forceinline__ void load_vt_core(bf16* dst, const bf16* vt, int64_t 
 template <int D>
 __device__ __forceinline__ void s_product(float (&s)[kBN / 8][4], const uint32_t (&qf)[D / 16][4], const bf16* Kb) {
   wg_fence();
-  wgmma_m64n64k16_set(s, qf[0], wg_desc(Kb, 128, D * 16));
+  wgmma_m64n64k16<false>(s, qf[0], wg_desc(Kb, 128, D * 16));
 #pragma unroll
-  for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16_acc(s, qf[kk], wg_desc(Kb + kk * 128, 128, D * 16));
+  for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16<true>(s, qf[kk], wg_desc(Kb + kk * 128, 128, D * 16));
   wg_commit();
   wg_wait<0>();
   wg_hold(s);
@@ -124,13 +124,48 @@ __device__ __forceinline__ void pv_product(float (&o)[D / 8][4], const uint32_t 
   wg_fence();
 #pragma unroll
   for (int kk = 0; kk < kBN / 16; ++kk) {
-    if constexpr (D == 64) wgmma_m64n64k16_acc(o, pf[kk], wg_desc(Vb + kk * 128, 128, 1024));
-    else wgmma_m64n128k16_acc(o, pf[kk], wg_desc(Vb + kk * 128, 128, 1024));
+    if constexpr (D == 64) wgmma_m64n64k16<true>(o, pf[kk], wg_desc(Vb + kk * 128, 128, 1024));
+    else wgmma_m64n128k16<true>(o, pf[kk], wg_desc(Vb + kk * 128, 128, 1024));
   }
   wg_commit();
   wg_wait<0>();
   wg_hold(o);
 }
+
+// The query side of a forward or dQ CTA (64 queries of head h, 16 a warp, the longest rows first, as the lean
+// kernels'): its rows, its first key tile, and this warp's rows and the keys they see. Key tiles start at multiples
+// of 64 (the transposed copies' 16-byte runs need it): keys before a row's first visible one are masked, as a
+// window's or a segment's start are in the lean kernels.
+struct QueryCta {
+  int64_t h, g, i0, last_i, blo, wi0, wlast, wlo, wlo_max;
+  bool warp_live;
+  QueryRows rows;  // the thread's rows (attention_lean.cuh)
+  __device__ __forceinline__ QueryCta(const AttnParams& p, int warp, int gid) {
+    h = blockIdx.y;
+    g = h / (p.H / p.KVH);
+    i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kRows;
+    last_i = min(i0 + kRows - 1, p.N - 1);
+    blo = key_lo(p.seg_begin, i0, p.window) / kBN * kBN;
+    wi0 = i0 + warp * 16;
+    warp_live = wi0 < p.N;
+    wlast = min(wi0 + 15, p.N - 1);
+    wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
+    wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
+    rows = QueryRows(p, wi0, gid);
+  }
+  // The warp sees nothing in the key tile at ts; it sees every (query, key) pair there.
+  __device__ __forceinline__ bool skips(int64_t ts) const { return !warp_live || ts > wlast || ts + kBN - 1 < wlo; }
+  __device__ __forceinline__ bool sees_all(int64_t ts) const { return ts + kBN - 1 <= wi0 && ts >= wlo_max; }
+  // The masks of the thread's two rows in the key tile at ts (Window: columns relative to ts + 2·tig).
+  __device__ __forceinline__ Window mask_a(int64_t ts, int tig) const {
+    const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
+    return Window{rows.lo_a - base, rows.ia - base};
+  }
+  __device__ __forceinline__ Window mask_b(int64_t ts, int tig) const {
+    const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
+    return Window{rows.lo_b - base, rows.ib - base};
+  }
+};
 
 // CTA = 64 queries of head h (one warpgroup, 16 rows a warp), the longest rows first, as flash_fwd_lean_kernel.
 // kIo16: q and the output in bf16 (bf16 activations); else f32 q (rounded as it loads) and f32 out.
@@ -146,24 +181,13 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_wgmma_kernel(const AttnPar
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   const int64_t N = p.N, H = p.H;
-  const int64_t h = blockIdx.y, g = h / (H / p.KVH);
-  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kRows;
-  const int64_t last_i = min(i0 + kRows - 1, N - 1);
-  // Tiles start at multiples of 64 (Vᵀ's 16-byte runs and its padding need it): keys before the first one visible
-  // are masked, as a window's or a segment's start are in the lean kernel.
-  const int64_t blo = key_lo(p.seg_begin, i0, p.window) / kBN * kBN;
-  const int64_t wi0 = i0 + warp * 16;
-  const bool warp_live = wi0 < N;
-  const int64_t wlast = min(wi0 + 15, N - 1);
-  const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
-  const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
-  const QueryRows rows(p, wi0, gid);
+  const QueryCta c(p, warp, gid);
 
   // the first K / Vᵀ tile loads while Q is read
-  load_k_core<D>(K0, p.k16, blo, N, p.KVH, g);
-  load_vt_core<D>(V0, vt, blo, npad, g);
+  load_k_core<D>(K0, p.k16, c.blo, N, p.KVH, c.g);
+  load_vt_core<D>(V0, vt, c.blo, npad, c.g);
   cp_async_commit();
-  load_rows_once<D, kRows, kIo16>(Qs, p.q, kIo16 ? p.q16 : nullptr, i0, N, H, h);  // waits for every group
+  load_rows_once<D, kRows, kIo16>(Qs, p.q, kIo16 ? p.q16 : nullptr, c.i0, N, H, c.h);  // waits for every group
   __syncthreads();
   uint32_t qf[D / 16][4];
 #pragma unroll
@@ -176,30 +200,28 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_wgmma_kernel(const AttnPar
   acc.m_a = acc.m_b = -INFINITY;
   acc.l_a = acc.l_b = 0.f;
   const float sl2 = p.scale * kLog2e;
+  float s[kBN / 8][4] = {};  // S, then P; defined before the first product reads it (wgmma.cuh)
 
   int buf = 0;
-  for (int64_t ts = blo; ts <= last_i; ts += kBN, buf ^= 1) {
+  for (int64_t ts = c.blo; ts <= c.last_i; ts += kBN, buf ^= 1) {
     cp_async_wait_all();
     fence_proxy_async();
     __syncthreads();  // tile ts in buffer buf for every thread and for the products; buffer buf ^ 1 free
-    if (ts + kBN <= last_i) {
-      load_k_core<D>(K0 + (buf ^ 1) * kTile, p.k16, ts + kBN, N, p.KVH, g);
-      load_vt_core<D>(V0 + (buf ^ 1) * kTile, vt, ts + kBN, npad, g);
+    if (ts + kBN <= c.last_i) {
+      load_k_core<D>(K0 + (buf ^ 1) * kTile, p.k16, ts + kBN, N, p.KVH, c.g);
+      load_vt_core<D>(V0 + (buf ^ 1) * kTile, vt, ts + kBN, npad, c.g);
       cp_async_commit();
     }
-    float s[kBN / 8][4];
     s_product<D>(s, qf, K0 + buf * kTile);
     uint32_t pf[kBN / 16][4];
-    if (!warp_live || ts > wlast || ts + kBN - 1 < wlo) {  // nothing here for this warp: P = 0
+    if (c.skips(ts)) {  // nothing here for this warp: P = 0
 #pragma unroll
       for (int kk = 0; kk < kBN / 16; ++kk) pf[kk][0] = pf[kk][1] = pf[kk][2] = pf[kk][3] = 0u;
     } else {
-      if (ts + kBN - 1 <= wi0 && ts >= wlo_max) {  // every pair visible
+      if (c.sees_all(ts)) {
         fwd_softmax<D, kBN, false>(s, o, acc, sl2, Window{0, 0}, Window{0, 0});
       } else {
-        const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
-        fwd_softmax<D, kBN, true>(s, o, acc, sl2, Window{rows.lo_a - base, rows.ia - base},
-                                  Window{rows.lo_b - base, rows.ib - base});
+        fwd_softmax<D, kBN, true>(s, o, acc, sl2, c.mask_a(ts, tig), c.mask_b(ts, tig));
       }
 #pragma unroll
       for (int kk = 0; kk < kBN / 16; ++kk) {
@@ -209,10 +231,10 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_wgmma_kernel(const AttnPar
     }
     pv_product<D>(o, pf, V0 + buf * kTile);
   }
-  if (!warp_live) return;
+  if (!c.warp_live) return;
   const float la = quad_sum(acc.l_a), lb = quad_sum(acc.l_b);
   const float inv_a = 1.f / la, inv_b = 1.f / lb;
-  const int64_t ia = wi0 + gid, ib = ia + 8;
+  const int64_t ia = c.rows.ia, ib = c.rows.ib, h = c.h;
   store_rows<D>(kIo16 ? nullptr : p.out, p.out16, kIo16 ? out16_ld(p) : H * D, h, N, ia, ib, o, inv_a, inv_b, tig);
   if (tig == 0) {
     if (ia < N) p.lse[ia * H + h] = (acc.m_a + log2f(la)) * kLn2;
@@ -236,17 +258,8 @@ __global__ void __launch_bounds__(kThreads) flash_dq_wgmma_kernel(const AttnPara
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   const int64_t N = p.N, H = p.H;
-  const int64_t h = blockIdx.y, g = h / (H / p.KVH);
-  const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kRows;
-  const int64_t last_i = min(i0 + kRows - 1, N - 1);
-  const int64_t blo = key_lo(p.seg_begin, i0, p.window) / kBN * kBN;  // tiles at multiples of 64, as the forward's
-  const int64_t wi0 = i0 + warp * 16;
-  const bool warp_live = wi0 < N;
-  const int64_t wlast = min(wi0 + 15, N - 1);
-  const int64_t wlo = warp_live ? key_lo(p.seg_begin, wi0, p.window) : 0;
-  const int64_t wlo_max = warp_live ? key_lo(p.seg_begin, wlast, p.window) : 0;
-  const QueryRows rows(p, wi0, gid);
-  const int64_t ia = rows.ia, ib = rows.ib;
+  const QueryCta c(p, warp, gid);
+  const int64_t h = c.h, g = c.g, ia = c.rows.ia, ib = c.rows.ib;
   const float sl2 = p.scale * kLog2e;
   const float lse_a = ia < N ? p.lse_in[ia * H + h] * kLog2e : 0.f, lse_b = ib < N ? p.lse_in[ib * H + h] * kLog2e : 0.f;
   const float dl_a = ia < N ? p.delta[ia * H + h] : 0.f, dl_b = ib < N ? p.delta[ib * H + h] : 0.f;
@@ -257,9 +270,9 @@ __global__ void __launch_bounds__(kThreads) flash_dq_wgmma_kernel(const AttnPara
     load_vt_core<D>(st + 2 * kTile, kt, ts, npad, g);
     cp_async_commit();
   };
-  load_stage(K0, blo);  // the first key tile loads while Q and dO are read
-  load_rows_once<D, kRows, kIo16>(Qs, p.q, kIo16 ? p.q16 : nullptr, i0, N, H, h);
-  load_rows_once<D, kRows, kIo16>(Os, p.dout, kIo16 ? p.do16 : nullptr, i0, N, H, h);
+  load_stage(K0, c.blo);  // the first key tile loads while Q and dO are read
+  load_rows_once<D, kRows, kIo16>(Qs, p.q, kIo16 ? p.q16 : nullptr, c.i0, N, H, h);
+  load_rows_once<D, kRows, kIo16>(Os, p.dout, kIo16 ? p.do16 : nullptr, c.i0, N, H, h);
   __syncthreads();
   uint32_t qf[D / 16][4], dof[D / 16][4];
 #pragma unroll
@@ -272,36 +285,35 @@ __global__ void __launch_bounds__(kThreads) flash_dq_wgmma_kernel(const AttnPara
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
 
+  float s[kBN / 8][4] = {}, dp[kBN / 8][4] = {};  // S, dP, then dS; defined before the first product reads them
+
   int buf = 0;
-  for (int64_t ts = blo; ts <= last_i; ts += kBN, buf ^= 1) {
+  for (int64_t ts = c.blo; ts <= c.last_i; ts += kBN, buf ^= 1) {
     cp_async_wait_all();
     fence_proxy_async();
     __syncthreads();  // stage buf holds tile ts for every thread and for the products; stage buf ^ 1 is free
-    if (ts + kBN <= last_i) load_stage(K0 + (buf ^ 1) * kStage, ts + kBN);
+    if (ts + kBN <= c.last_i) load_stage(K0 + (buf ^ 1) * kStage, ts + kBN);
     const bf16* const st = K0 + buf * kStage;
-    float s[kBN / 8][4], dp[kBN / 8][4];
     wg_fence();
-    wgmma_m64n64k16_set(s, qf[0], wg_desc(st, 128, D * 16));
+    wgmma_m64n64k16<false>(s, qf[0], wg_desc(st, 128, D * 16));
 #pragma unroll
-    for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16_acc(s, qf[kk], wg_desc(st + kk * 128, 128, D * 16));
-    wgmma_m64n64k16_set(dp, dof[0], wg_desc(st + kTile, 128, D * 16));
+    for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16<true>(s, qf[kk], wg_desc(st + kk * 128, 128, D * 16));
+    wgmma_m64n64k16<false>(dp, dof[0], wg_desc(st + kTile, 128, D * 16));
 #pragma unroll
-    for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16_acc(dp, dof[kk], wg_desc(st + kTile + kk * 128, 128, D * 16));
+    for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16<true>(dp, dof[kk], wg_desc(st + kTile + kk * 128, 128, D * 16));
     wg_commit();
     wg_wait<0>();
     wg_hold(s);
     wg_hold(dp);
     uint32_t af[kBN / 16][4];
-    if (!warp_live || ts > wlast || ts + kBN - 1 < wlo) {  // nothing here for this warp: dS = 0
+    if (c.skips(ts)) {  // nothing here for this warp: dS = 0
 #pragma unroll
       for (int kk = 0; kk < kBN / 16; ++kk) af[kk][0] = af[kk][1] = af[kk][2] = af[kk][3] = 0u;
     } else {
-      if (ts + kBN - 1 <= wi0 && ts >= wlo_max) {
+      if (c.sees_all(ts)) {
         dq_ds<kBN, false>(s, dp, sl2, lse_a, lse_b, dl_a, dl_b, Window{0, 0}, Window{0, 0});
       } else {
-        const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
-        dq_ds<kBN, true>(s, dp, sl2, lse_a, lse_b, dl_a, dl_b, Window{rows.lo_a - base, rows.ia - base},
-                         Window{rows.lo_b - base, rows.ib - base});
+        dq_ds<kBN, true>(s, dp, sl2, lse_a, lse_b, dl_a, dl_b, c.mask_a(ts, tig), c.mask_b(ts, tig));
       }
 #pragma unroll
       for (int kk = 0; kk < kBN / 16; ++kk) {
@@ -311,7 +323,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_wgmma_kernel(const AttnPara
     }
     pv_product<D>(acc, af, st + 2 * kTile);
   }
-  if (!warp_live) return;
+  if (!c.warp_live) return;
   store_rows<D>(kIo16 ? nullptr : p.dq, p.dq16, H * D, h, N, ia, ib, acc, p.scale, p.scale, tig);
 }
 
@@ -376,6 +388,7 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_wgmma_kernel(const AttnPar
     dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
   }
 
+  float s[kBN / 8][4] = {}, dp[kBN / 8][4] = {};  // Sᵀ, dPᵀ, then Pᵀ, dSᵀ; defined before the first product reads them
   int buf = 0;
   for (int64_t hh = h_begin; hh < h_end; ++hh) {
     for (int64_t ts = j0; ts <= qhi; ts += kBN, buf ^= 1) {
@@ -394,14 +407,13 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_wgmma_kernel(const AttnPar
         ldsm_x4(smem_addr(Ks + warp * 16 * S + kk * 16 + lds_a<S>(lane)), kf[kk]);
         ldsm_x4(smem_addr(Vs + warp * 16 * S + kk * 16 + lds_a<S>(lane)), vf[kk]);
       }
-      float s[kBN / 8][4], dp[kBN / 8][4];
       wg_fence();
-      wgmma_m64n64k16_set(s, kf[0], wg_desc(st, 128, D * 16));
+      wgmma_m64n64k16<false>(s, kf[0], wg_desc(st, 128, D * 16));
 #pragma unroll
-      for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16_acc(s, kf[kk], wg_desc(st + kk * 128, 128, D * 16));
-      wgmma_m64n64k16_set(dp, vf[0], wg_desc(st + kTile, 128, D * 16));
+      for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16<true>(s, kf[kk], wg_desc(st + kk * 128, 128, D * 16));
+      wgmma_m64n64k16<false>(dp, vf[0], wg_desc(st + kTile, 128, D * 16));
 #pragma unroll
-      for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16_acc(dp, vf[kk], wg_desc(st + kTile + kk * 128, 128, D * 16));
+      for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16<true>(dp, vf[kk], wg_desc(st + kTile + kk * 128, 128, D * 16));
       wg_commit();
       wg_wait<0>();
       wg_hold(s);
@@ -429,9 +441,9 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_wgmma_kernel(const AttnPar
       }
       wg_fence();
 #pragma unroll
-      for (int kk = 0; kk < kBN / 16; ++kk) wgmma_m64n64k16_acc(dv, pa[kk], wg_desc(st + 3 * kTile + kk * 128, 128, 1024));
+      for (int kk = 0; kk < kBN / 16; ++kk) wgmma_m64n64k16<true>(dv, pa[kk], wg_desc(st + 3 * kTile + kk * 128, 128, 1024));
 #pragma unroll
-      for (int kk = 0; kk < kBN / 16; ++kk) wgmma_m64n64k16_acc(dk, da[kk], wg_desc(st + 2 * kTile + kk * 128, 128, 1024));
+      for (int kk = 0; kk < kBN / 16; ++kk) wgmma_m64n64k16<true>(dk, da[kk], wg_desc(st + 2 * kTile + kk * 128, 128, 1024));
       wg_commit();
       wg_wait<0>();
       wg_hold(dv);

@@ -383,6 +383,33 @@ export function attentionInputs(r: Rng, segs: number[], h: number, kvh: number, 
   };
 }
 
+/** The wgmma attention pieces' cases (test/cuda/next/*_wgmma.test.ts): segments and windows whose first visible key
+ * is no multiple of 64 (their tiles start at multiples of 64 and mask the keys before), rows that end inside a tile,
+ * GQA 2:1, 4:1 and 1:1, f32 inputs (bf16 copies) and bf16 activations, and D 128. */
+export const WGMMA_ATTENTION_CASES = [
+  { segs: [0, 13, 50, 51, 90], h: 4, kvh: 2, d: 64, window: 0, kind: 'f32' as const },
+  { segs: [0, 1, 200, 333], h: 4, kvh: 1, d: 64, window: 40, kind: 'f32' as const },
+  { segs: [0, 300, 701], h: 4, kvh: 2, d: 64, window: 0, kind: 'bf16' as const },
+  { segs: [0, 130, 259], h: 2, kvh: 2, d: 64, window: 70, kind: 'bf16' as const },
+  { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 0, kind: 'f32' as const },
+];
+
+/** A flash-attention case: random q, k, v, dout for packed rows `segs`, f32 or bf16 (kind 'bf16': bf16 activations),
+ * on the CPU (cpu: [q, k, v, dout]) and the GPU (gpu), rounded to bf16 as the kernels read them (rounded: for float64
+ * references), and where each output's elements lie (at). */
+export function attentionCase(r: Rng, segs: number[], h: number, kvh: number, d: number, kind: 'f32' | 'bf16') {
+  const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
+  const four = [q.cpu, k.cpu, v.cpu, dout.cpu];
+  const cpu = four.map((t) => (kind === 'bf16' ? Tensor.from(t.toArray() as Float32Array, t.shape, { dtype: 'bf16' }) : t));
+  const n = segs[segs.length - 1];
+  return {
+    n, cu: cu.cpu, scale, cpu, gpu: cpu.map((t) => t.to('cuda')),
+    rounded: four.map((t) => roundBf16(t.toArray() as Float32Array)),
+    at: (key: 'out' | 'lse' | 'dq' | 'dk' | 'dv') => attentionLayout(key, segs, h, kvh, d),
+    label: `${kind} n ${n} D ${d}`,
+  };
+}
+
 /** Two model passes whose sums differ in order and are rounded to bf16 (an ulp here and there, then through the
  * layers below): the loss within lossTol (1e-5: a forward with the same sums), each LoRA gradient within 2e-2
  * (relative norm). With bf16 activations these small random models carry one flipped rounding into ~5e-3–1.5e-2

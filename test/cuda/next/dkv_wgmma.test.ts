@@ -4,15 +4,14 @@
 // D 128) it must leave the default's bits as they are.
 import { describe, expect, it } from 'vitest';
 
-import { Tensor } from '../../../src/index.js';
 import { native, type TensorHandle } from '../../../src/native.js';
 import { handleOf } from '../../../src/tensor.js';
-import { rng, roundBf16, seed } from '../../../bench/kernels/reference.js';
+import { rng, seed } from '../../../bench/kernels/reference.js';
 import { poisonAndRestoreIsa } from '../../helpers/kernels.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
 import { relError } from '../../helpers/compare.js';
-import { attentionBackward64, attentionInputs, attentionLayout, BF16_TOL, close, expectBits, hasCuda, HOPPER, host } from '../common.js';
+import { attentionBackward64, attentionCase, BF16_TOL, close, expectBits, hasCuda, HOPPER, host, WGMMA_ATTENTION_CASES } from '../common.js';
 
 const KERNEL = /^attention_backward\/dk dv kernel( \(per query head\))?, wgmma \(next\)$/;
 const QT = 'attention_backward/q, dout transposed (wgmma, next)';
@@ -28,28 +27,19 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dkv_wgmma', () => {
   // sums in another order), deterministic, and dq the default's bits (its kernel is not touched). Both of the
   // kernel's modes: a CTA a query head with partials summed after (the small cases: fewer than 4 CTAs an SM
   // otherwise) and a CTA a KV head's whole group (4300 tokens), the latter with bf16 activations writing dk and dv
-  // in bf16 itself. Segments and windows, rows ending inside a tile, GQA 4:1, 2:1 and 1:1, f32 inputs (bf16 copies)
-  // and bf16 activations, and D 128, which the piece leaves alone. Outputs come from the allocator poisoned (NaN).
+  // in bf16 itself; and the cases common.ts lists, D 128 among them, which the piece leaves alone. Outputs come from
+  // the allocator poisoned (NaN).
   it.each([
-    { segs: [0, 13, 50, 51, 90], h: 4, kvh: 2, d: 64, window: 0, kind: 'f32', ref: 'f64' },
-    { segs: [0, 1, 200, 333], h: 4, kvh: 1, d: 64, window: 40, kind: 'f32', ref: 'f64' },
-    { segs: [0, 300, 701], h: 4, kvh: 2, d: 64, window: 0, kind: 'bf16', ref: 'f64' },
-    { segs: [0, 130, 259], h: 2, kvh: 2, d: 64, window: 70, kind: 'bf16', ref: 'f64' },
-    { segs: [0, 2500, 4300], h: 16, kvh: 8, d: 64, window: 0, kind: 'f32', ref: 'cpu' },
-    { segs: [0, 2500, 4300], h: 16, kvh: 8, d: 64, window: 0, kind: 'bf16', ref: 'cpu' },
-    { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 0, kind: 'f32', ref: 'none' },
+    ...WGMMA_ATTENTION_CASES.map((c) => ({ ...c, ref: c.d === 64 ? 'f64' : 'none' })),
+    { segs: [0, 2500, 4300], h: 16, kvh: 8, d: 64, window: 0, kind: 'f32' as const, ref: 'cpu' },
+    { segs: [0, 2500, 4300], h: 16, kvh: 8, d: 64, window: 0, kind: 'bf16' as const, ref: 'cpu' },
   ])('against $ref and the default: $segs H=$h KVH=$kvh D=$d window=$window $kind', ({ segs, h, kvh, d, window, kind, ref }) => {
     const A = native();
-    const n = segs[segs.length - 1];
-    const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
-    const bf = (t: Tensor) => Tensor.from(t.toArray() as Float32Array, t.shape, { dtype: 'bf16' });
-    const cpuIn = kind === 'bf16' ? [bf(q.cpu), bf(k.cpu), bf(v.cpu), bf(dout.cpu)] : [q.cpu, k.cpu, v.cpu, dout.cpu];
-    const [qg, kg, vg, dg] = cpuIn.map((t) => t.to('cuda'));
-    const at = (key: 'dq' | 'dk' | 'dv') => attentionLayout(key, segs, h, kvh, d);
-    const label = `${kind} n ${n} D ${d}`;
-    const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu.cpu), scale, window) as { out: TensorHandle; lse: TensorHandle };
+    const { cu, scale, cpu: cpuIn, gpu, rounded, at, label } = attentionCase(r, segs, h, kvh, d, kind);
+    const [qg, kg, vg, dg] = gpu;
+    const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu), scale, window) as { out: TensorHandle; lse: TensorHandle };
     const backward = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() => {
-      const b = A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu.cpu), scale, window);
+      const b = A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu), scale, window);
       return { dq: host(b.dq), dk: host(b.dk), dv: host(b.dv) };
     }));
     const base = backward('default'), got = backward(PIECE), again = backward(PIECE);
@@ -62,13 +52,12 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dkv_wgmma', () => {
       for (const key of ['dk', 'dv'] as const) expectBits(got.value[key], base.value[key], `${label}: ${key}, the default's bits`, at(key));
       return;
     }
-    const rounded = (t: Tensor) => roundBf16(t.toArray() as Float32Array);
     let want: { dk: ArrayLike<number>; dv: ArrayLike<number> };
     if (ref === 'f64') {
-      want = attentionBackward64(rounded(q.cpu), rounded(k.cpu), rounded(v.cpu), rounded(dout.cpu), segs, h, kvh, d, scale, window);
+      want = attentionBackward64(rounded[0], rounded[1], rounded[2], rounded[3], segs, h, kvh, d, scale, window);
     } else {
-      const cf = A.opAttention(handleOf(cpuIn[0]), handleOf(cpuIn[1]), handleOf(cpuIn[2]), handleOf(cu.cpu), scale, window);
-      const cb = A.opAttentionBackward(handleOf(cpuIn[3]), handleOf(cpuIn[0]), handleOf(cpuIn[1]), handleOf(cpuIn[2]), cf.out, cf.lse, handleOf(cu.cpu), scale, window);
+      const cf = A.opAttention(handleOf(cpuIn[0]), handleOf(cpuIn[1]), handleOf(cpuIn[2]), handleOf(cu), scale, window);
+      const cb = A.opAttentionBackward(handleOf(cpuIn[3]), handleOf(cpuIn[0]), handleOf(cpuIn[1]), handleOf(cpuIn[2]), cf.out, cf.lse, handleOf(cu), scale, window);
       want = { dk: host(cb.dk), dv: host(cb.dv) };
     }
     const rel: string[] = [];

@@ -4,15 +4,14 @@
 // D 128) it must leave the default's bits as they are.
 import { describe, expect, it } from 'vitest';
 
-import { Tensor } from '../../../src/index.js';
 import { native, type TensorHandle } from '../../../src/native.js';
 import { handleOf } from '../../../src/tensor.js';
-import { rng, roundBf16, seed } from '../../../bench/kernels/reference.js';
+import { rng, seed } from '../../../bench/kernels/reference.js';
 import { poisonAndRestoreIsa } from '../../helpers/kernels.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
 import { relError } from '../../helpers/compare.js';
-import { attentionBackward64, attentionInputs, attentionLayout, BF16_TOL, close, expectBits, hasCuda, HOPPER, host } from '../common.js';
+import { attentionBackward64, attentionCase, BF16_TOL, close, expectBits, hasCuda, HOPPER, host, WGMMA_ATTENTION_CASES } from '../common.js';
 
 const DQ = 'attention_backward/dq kernel, wgmma (next)';
 const KT = 'attention_backward/k transposed (wgmma, next)';
@@ -26,27 +25,15 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dq_wgmma', () => {
   // the kernels read them (rounded to bf16; dS is rounded to bf16 before dS·K, and dP − Δ cancels: BF16_TOL of the
   // largest element, as every flash backward test), against the default's dq (the lean kernel: the same arithmetic,
   // the products' sums in another order), deterministic, and dk, dv the default's bits (their kernels are not
-  // touched). Segments and windows whose first visible key is no multiple of 64, rows ending inside a tile, GQA
-  // 4:1, 2:1 and 1:1, f32 inputs (bf16 copies) and bf16 activations, and D 128, which the piece leaves alone.
-  // Outputs come from the allocator poisoned (NaN): an element left unwritten fails the finiteness check.
-  it.each([
-    { segs: [0, 13, 50, 51, 90], h: 4, kvh: 2, d: 64, window: 0, kind: 'f32' },
-    { segs: [0, 1, 200, 333], h: 4, kvh: 1, d: 64, window: 40, kind: 'f32' },
-    { segs: [0, 300, 701], h: 4, kvh: 2, d: 64, window: 0, kind: 'bf16' },
-    { segs: [0, 130, 259], h: 2, kvh: 2, d: 64, window: 70, kind: 'bf16' },
-    { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 0, kind: 'f32' },
-  ])('against float64 and the default: $segs H=$h KVH=$kvh D=$d window=$window $kind', ({ segs, h, kvh, d, window, kind }) => {
+  // touched). The cases (common.ts) include D 128, which the piece leaves alone. Outputs come from the allocator
+  // poisoned (NaN): an element left unwritten fails the finiteness check.
+  it.each(WGMMA_ATTENTION_CASES)('against float64 and the default: $segs H=$h KVH=$kvh D=$d window=$window $kind', ({ segs, h, kvh, d, window, kind }) => {
     const A = native();
-    const n = segs[segs.length - 1];
-    const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
-    const bf = (t: Tensor) => Tensor.from(t.toArray() as Float32Array, t.shape, { dtype: 'bf16' });
-    const dev = (t: { cpu: Tensor }) => (kind === 'bf16' ? bf(t.cpu).to('cuda') : t.cpu.to('cuda'));
-    const [qg, kg, vg, dg] = [dev(q), dev(k), dev(v), dev(dout)];
-    const at = (key: 'dq' | 'dk' | 'dv') => attentionLayout(key, segs, h, kvh, d);
-    const label = `${kind} n ${n} D ${d}`;
-    const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu.cpu), scale, window) as { out: TensorHandle; lse: TensorHandle };
+    const { cu, scale, gpu, rounded, at, label } = attentionCase(r, segs, h, kvh, d, kind);
+    const [qg, kg, vg, dg] = gpu;
+    const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu), scale, window) as { out: TensorHandle; lse: TensorHandle };
     const backward = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() => {
-      const b = A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu.cpu), scale, window);
+      const b = A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu), scale, window);
       return { dq: host(b.dq), dk: host(b.dk), dv: host(b.dv) };
     }));
     const base = backward('default'), got = backward(PIECE), again = backward(PIECE);
@@ -58,8 +45,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dq_wgmma', () => {
     if (!takes) return expectBits(got.value.dq, base.value.dq, `${label}: dq, the default's bits`, at('dq'));
     expect(got.value.dq.every((x) => Number.isFinite(x)), `${label}: dq finite`).toBe(true);
     expectBits(again.value.dq, got.value.dq, `${label}: dq deterministic`, at('dq'));
-    const rounded = (t: { cpu: Tensor }) => roundBf16(t.cpu.toArray() as Float32Array);
-    const ref = attentionBackward64(rounded(q), rounded(k), rounded(v), rounded(dout), segs, h, kvh, d, scale, window).dq;
+    const ref = attentionBackward64(rounded[0], rounded[1], rounded[2], rounded[3], segs, h, kvh, d, scale, window).dq;
     close(got.value.dq, ref, BF16_TOL, `${label}: dq against float64`, at('dq'));
     close(got.value.dq, base.value.dq, 1e-2, `${label}: dq against the default's`, at('dq'));
     console.log(`dq_wgmma ${label}: max |dq − float64| / max |float64| ${relError(got.value.dq, ref).toExponential(1)} ` +
@@ -70,19 +56,17 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dq_wgmma', () => {
   it('at the 1B step\'s shape against the default and the CPU', () => {
     const A = native();
     const segs = [0, 2048], h = 32, kvh = 8, d = 64;
-    const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
-    const bf = (t: Tensor) => Tensor.from(t.toArray() as Float32Array, t.shape, { dtype: 'bf16' });
-    const cpuIn = [bf(q.cpu), bf(k.cpu), bf(v.cpu), bf(dout.cpu)];
-    const [qg, kg, vg, dg] = cpuIn.map((t) => t.to('cuda'));
-    const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu.cpu), scale, 0) as { out: TensorHandle; lse: TensorHandle };
+    const { cu, scale, cpu: cpuIn, gpu, at } = attentionCase(r, segs, h, kvh, d, 'bf16');
+    const [qg, kg, vg, dg] = gpu;
+    const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu), scale, 0) as { out: TensorHandle; lse: TensorHandle };
     const backward = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() =>
-      host(A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu.cpu), scale, 0).dq)));
+      host(A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu), scale, 0).dq)));
     const base = backward('default'), got = backward(PIECE);
     expect(got.parts.includes(DQ)).toBe(HOPPER);
-    const cf = A.opAttention(handleOf(cpuIn[0]), handleOf(cpuIn[1]), handleOf(cpuIn[2]), handleOf(cu.cpu), scale, 0);
-    const cb = A.opAttentionBackward(handleOf(cpuIn[3]), handleOf(cpuIn[0]), handleOf(cpuIn[1]), handleOf(cpuIn[2]), cf.out, cf.lse, handleOf(cu.cpu), scale, 0);
+    const cf = A.opAttention(handleOf(cpuIn[0]), handleOf(cpuIn[1]), handleOf(cpuIn[2]), handleOf(cu), scale, 0);
+    const cb = A.opAttentionBackward(handleOf(cpuIn[3]), handleOf(cpuIn[0]), handleOf(cpuIn[1]), handleOf(cpuIn[2]), cf.out, cf.lse, handleOf(cu), scale, 0);
     expect(got.value.every((x) => Number.isFinite(x))).toBe(true);
-    close(got.value, base.value, 1e-2, 'dq against the default\'s', attentionLayout('dq', segs, h, kvh, d));
-    close(got.value, host(cb.dq), BF16_TOL, 'dq against the CPU', attentionLayout('dq', segs, h, kvh, d));
+    close(got.value, base.value, 1e-2, 'dq against the default\'s', at('dq'));
+    close(got.value, host(cb.dq), BF16_TOL, 'dq against the CPU', at('dq'));
   });
 });

@@ -4,21 +4,18 @@
 // lean forward's bits as they are.
 import { describe, expect, it } from 'vitest';
 
-import { Tensor } from '../../../src/index.js';
 import { native, type TensorHandle } from '../../../src/native.js';
 import { handleOf } from '../../../src/tensor.js';
-import { rng, roundBf16, seed } from '../../../bench/kernels/reference.js';
+import { rng, seed } from '../../../bench/kernels/reference.js';
 import { poisonAndRestoreIsa } from '../../helpers/kernels.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
 import { relError } from '../../helpers/compare.js';
-import { attention64, attentionInputs, attentionLayout, BF16_TOL, close, expectBits, hasCuda, HOPPER, host } from '../common.js';
+import { attention64, attentionCase, BF16_TOL, close, expectBits, hasCuda, HOPPER, host, WGMMA_ATTENTION_CASES } from '../common.js';
 
 const FWD = 'attention_forward/flash kernel, wgmma (next)';
 const VT = 'attention_forward/v transposed (wgmma, next)';
 const PIECE = 'default,flash_wgmma';
-
-
 const hopper = HOPPER;
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_wgmma', () => {
@@ -28,29 +25,17 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_wgmma', () => {
   // Each case against the float64 reference on the inputs as the kernel reads them (rounded to bf16; the kernel also
   // rounds P to bf16 before P·V, so 1e-2 of the largest element, as every flash test), against the lean forward
   // (the default it would replace; the same arithmetic, the products' sums in another order), deterministic, and
-  // with the backward run on its out and lse against the CPU's. Segments and windows whose first visible key is no
-  // multiple of 64 (the kernel's tiles start at multiples of 64 and mask the keys before), rows that end inside a
-  // tile, GQA 4:1, 2:1 and 1:1, D 64 and 128, f32 inputs (bf16 copies of k, v) and bf16 activations, and more
-  // CTAs than the GPU has room for at once. Outputs come from the allocator poisoned (NaN): an element left
-  // unwritten fails the finiteness check.
+  // with the backward run on its out and lse against the CPU's: the cases common.ts lists, and D 128 with bf16
+  // activations. Outputs come from the allocator poisoned (NaN): an element left unwritten fails the finiteness check.
   it.each([
-    { segs: [0, 13, 50, 51, 90], h: 4, kvh: 2, d: 64, window: 0, kind: 'f32' },
-    { segs: [0, 1, 200, 333], h: 4, kvh: 1, d: 64, window: 40, kind: 'f32' },
-    { segs: [0, 300, 701], h: 4, kvh: 2, d: 64, window: 0, kind: 'bf16' },
-    { segs: [0, 130, 259], h: 2, kvh: 2, d: 64, window: 70, kind: 'bf16' },
-    { segs: [0, 150, 300], h: 8, kvh: 2, d: 128, window: 0, kind: 'f32' },
-    { segs: [0, 7, 100, 229], h: 4, kvh: 1, d: 128, window: 50, kind: 'bf16' },
+    ...WGMMA_ATTENTION_CASES,
+    { segs: [0, 7, 100, 229], h: 4, kvh: 1, d: 128, window: 50, kind: 'bf16' as const },
   ])('against float64, the lean forward and the CPU: $segs H=$h KVH=$kvh D=$d window=$window $kind', ({ segs, h, kvh, d, window, kind }) => {
     const A = native();
-    const n = segs[segs.length - 1];
-    const { q, k, v, dout, cu, scale } = attentionInputs(r, segs, h, kvh, d);
-    const bf = (t: Tensor) => Tensor.from(t.toArray() as Float32Array, t.shape, { dtype: 'bf16' });
-    const dev = (t: { cpu: Tensor }) => (kind === 'bf16' ? bf(t.cpu).to('cuda') : t.cpu.to('cuda'));
-    const [qg, kg, vg, dg] = [dev(q), dev(k), dev(v), dev(dout)];
-    const at = (key: 'out' | 'lse' | 'dq' | 'dk' | 'dv') => attentionLayout(key, segs, h, kvh, d);
-    const label = `${kind} n ${n} D ${d}`;
+    const { cu, scale, cpu, gpu, rounded, at, label } = attentionCase(r, segs, h, kvh, d, kind);
+    const [qg, kg, vg, dg] = gpu;
     const forward = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() =>
-      A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu.cpu), scale, window)));
+      A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu), scale, window)));
     const lean = forward('default'), fw = forward(PIECE), fw2 = forward(PIECE);
     expect(lean.parts).not.toContain(FWD);
     if (!hopper) {  // not taken: the lean forward, its bits
@@ -60,8 +45,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_wgmma', () => {
     }
     expect(fw.parts).toContain(FWD);
     expect(fw.parts).toContain(VT);
-    const rounded = (t: { cpu: Tensor }) => roundBf16(t.cpu.toArray() as Float32Array);
-    const ref = attention64(rounded(q), rounded(k), rounded(v), segs, h, kvh, d, scale, window);
+    const ref = attention64(rounded[0], rounded[1], rounded[2], segs, h, kvh, d, scale, window);
     const rel: string[] = [];
     for (const key of ['out', 'lse'] as const) {
       const got = host(fw.value[key]);
@@ -73,11 +57,10 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_wgmma', () => {
     }
     console.log(`flash_wgmma ${label}: max |got − float64| / max |float64|: ${rel.join(', ')}`);
     // the backward (the default's kernels) on this forward's out and lse, against the CPU's on its own forward
-    const cpuIn = kind === 'bf16' ? [bf(q.cpu), bf(k.cpu), bf(v.cpu), bf(dout.cpu)] : [q.cpu, k.cpu, v.cpu, dout.cpu];
-    const cf = A.opAttention(handleOf(cpuIn[0]), handleOf(cpuIn[1]), handleOf(cpuIn[2]), handleOf(cu.cpu), scale, window);
-    const cb = A.opAttentionBackward(handleOf(cpuIn[3]), handleOf(cpuIn[0]), handleOf(cpuIn[1]), handleOf(cpuIn[2]), cf.out, cf.lse, handleOf(cu.cpu), scale, window);
+    const cf = A.opAttention(handleOf(cpu[0]), handleOf(cpu[1]), handleOf(cpu[2]), handleOf(cu), scale, window);
+    const cb = A.opAttentionBackward(handleOf(cpu[3]), handleOf(cpu[0]), handleOf(cpu[1]), handleOf(cpu[2]), cf.out, cf.lse, handleOf(cu), scale, window);
     const f = fw.value as { out: TensorHandle; lse: TensorHandle };
-    const gb = A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu.cpu), scale, window);
+    const gb = A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu), scale, window);
     for (const key of ['dq', 'dk', 'dv'] as const) close(host(gb[key]), host(cb[key]), BF16_TOL, `${label}: ${key} against the CPU`, at(key));
   });
 
@@ -88,21 +71,19 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_wgmma', () => {
     { segs: [0, 1500, 3200], h: 16, kvh: 4 },
   ])('at scale against the lean forward and the CPU: $segs H=$h KVH=$kvh', ({ segs, h, kvh }) => {
     const A = native();
-    const d = 64, n = segs[segs.length - 1];
-    const { q, k, v, cu, scale } = attentionInputs(r, segs, h, kvh, d);
-    const bf = (t: Tensor) => Tensor.from(t.toArray() as Float32Array, t.shape, { dtype: 'bf16' });
-    const [qc, kc, vc] = [bf(q.cpu), bf(k.cpu), bf(v.cpu)];
-    const [qg, kg, vg] = [qc.to('cuda'), kc.to('cuda'), vc.to('cuda')];
+    const d = 64;
+    const { n, cu, scale, cpu, gpu, at } = attentionCase(r, segs, h, kvh, d, 'bf16');
+    const [qg, kg, vg] = gpu;
     const forward = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() =>
-      A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu.cpu), scale, 0)));
+      A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu), scale, 0)));
     const lean = forward('default'), fw = forward(PIECE);
     expect(fw.parts.includes(FWD)).toBe(hopper);
-    const ref = A.opAttention(handleOf(qc), handleOf(kc), handleOf(vc), handleOf(cu.cpu), scale, 0);
+    const ref = A.opAttention(handleOf(cpu[0]), handleOf(cpu[1]), handleOf(cpu[2]), handleOf(cu), scale, 0);
     for (const key of ['out', 'lse'] as const) {
       const got = host(fw.value[key]);
       expect(got.every((x) => Number.isFinite(x)), `n ${n}: ${key} finite`).toBe(true);
-      close(got, host(lean.value[key]), 1e-2, `n ${n}: ${key} against the lean forward`, attentionLayout(key, segs, h, kvh, d));
-      close(got, ref[key].toArray(), BF16_TOL, `n ${n}: ${key} against the CPU`, attentionLayout(key, segs, h, kvh, d));
+      close(got, host(lean.value[key]), 1e-2, `n ${n}: ${key} against the lean forward`, at(key));
+      close(got, ref[key].toArray(), BF16_TOL, `n ${n}: ${key} against the CPU`, at(key));
     }
   });
 });
