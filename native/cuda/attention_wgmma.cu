@@ -17,6 +17,8 @@
 //     zeros past N) is made first, one small kernel a call (~2 MB a 1B layer), and its tiles are loaded like K's;
 //     dQ's dS·K reads a Kᵀ made the same way, and dK/dV's dSᵀ·Q and Pᵀ·dO read Qᵀ and dOᵀ (8 MB each a 1B layer).
 //     (wgmma's transposed-B mode would read them as they are; the copies keep every product on one operand layout.)
+//     test/cuda_host/wgmma_layout.test.ts replays the copies, the tile loads and every descriptor below with their
+//     own index arithmetic and checks each product's B slice without a GPU (a change to those indices goes there too).
 //   - Key tiles start at multiples of 64 (the copies' 16-byte runs), keys before a row's first visible one masked;
 //     double-buffered, the next loading while the current one computes, as the lean kernels'.
 //   - The arithmetic between the products is the lean kernels' (attention_lean.cuh's fwd_softmax, dq_ds, dkv_p_ds),

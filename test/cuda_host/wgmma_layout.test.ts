@@ -1,0 +1,107 @@
+// A model of native/cuda/attention_wgmma.cu's shared-memory tiles and descriptors, checked without a GPU. The
+// kernels hand wgmma its B operands as descriptors over "core matrices" (native/cuda/wgmma.cuh): element (n, k) of a
+// product's B sits at byte start + ⌊n/8⌋·SBO + ⌊k/8⌋·LBO + (n mod 8)·16 + (k mod 8)·2, as the PTX ISA describes a
+// no-swizzle K-major operand. This replays what the kernels write and where they point, with the kernels' own index
+// arithmetic, thread by thread:
+//   - transpose_kernel's two phases (a tile's rows through shared memory, then 16-byte runs of 8 tokens a thread),
+//   - load_k_core and load_vt_core (which thread's 16-byte chunk lands where),
+//   - every descriptor the forward, dQ and dK/dV kernels build (start kk·128 elements, LBO 128, SBO D·16 or 1024),
+// and checks that each k-slice's B, read through its descriptor as the PTX layout says, is the slice of K, V, Q or dO
+// (or of their transposes) that the product needs. It checks the index arithmetic, not the hardware: that wgmma
+// reads as documented is for test/cuda/next/*_wgmma.test.ts to say on a GPU. A kernel change to any of these indices
+// must be made here too.
+import { describe, expect, it } from 'vitest';
+
+import { randn, rng, seed } from '../../bench/kernels/reference.js';
+
+const KBN = 64, THREADS = 128;
+
+/** transpose_kernel: src (N, heads, D) into (heads, D, npad), zeros past N, as its two phases index. */
+function transpose(src: Float64Array, N: number, heads: number, D: number, npad: number): Float64Array {
+  const S = D + 8, dst = new Float64Array(heads * D * npad).fill(NaN);
+  for (let g = 0; g < heads; g++) {
+    for (let t0 = 0; t0 < npad; t0 += KBN) {
+      const tile = new Float64Array(KBN * S).fill(NaN);
+      for (let idx = 0; idx < (KBN * D) / 8; idx++) {
+        const r = Math.floor(idx / (D / 8)), c = (idx % (D / 8)) * 8;
+        for (let e = 0; e < 8; e++) tile[r * S + c + e] = t0 + r < N ? src[((t0 + r) * heads + g) * D + c + e] : 0;
+      }
+      for (let idx = 0; idx < (D * KBN) / 8; idx++) {
+        const d = Math.floor(idx / (KBN / 8)), c = (idx % (KBN / 8)) * 8;
+        for (let t = 0; t < 8; t++) dst[(g * D + d) * npad + t0 + c + t] = tile[(c + t) * S + d];
+      }
+    }
+  }
+  return dst;
+}
+
+/** load_k_core: keys ts .. ts + 63 of head g of src (N, heads, D) into a core-matrix tile (elements). */
+function loadKCore(src: Float64Array, ts: number, N: number, heads: number, g: number, D: number): Float64Array {
+  const dst = new Float64Array(KBN * D).fill(NaN);
+  for (let it = 0; it < (KBN * D) / 8 / THREADS; it++) {
+    for (let tid = 0; tid < THREADS; tid++) {
+      const idx = it * THREADS + tid;
+      const r = idx & 7, c = (idx >> 3) % (D / 8), grp = Math.floor(idx / D);
+      const key = ts + grp * 8 + r, at = (grp * (D / 8) + c) * 64 + r * 8;
+      for (let e = 0; e < 8; e++) dst[at + e] = key < N ? src[(key * heads + g) * D + c * 8 + e] : 0;
+    }
+  }
+  return dst;
+}
+
+/** load_vt_core: dims 0 .. D − 1, columns ts .. ts + 63 of head g of a transposed copy into a core-matrix tile. */
+function loadVtCore(vt: Float64Array, ts: number, npad: number, g: number, D: number): Float64Array {
+  const dst = new Float64Array(D * KBN).fill(NaN);
+  for (let it = 0; it < (D * KBN) / 8 / THREADS; it++) {
+    for (let tid = 0; tid < THREADS; tid++) {
+      const idx = it * THREADS + tid;
+      const r = idx & 7, c = (idx >> 3) & 7, grp = idx >> 6;
+      const from = (g * D + grp * 8 + r) * npad + ts + c * 8, at = (grp * 8 + c) * 64 + r * 8;
+      for (let e = 0; e < 8; e++) dst[at + e] = vt[from + e];
+    }
+  }
+  return dst;
+}
+
+/** One k-slice's B (rows x 16) as wgmma reads it through a descriptor (start in elements, LBO and SBO in bytes). */
+function throughDescriptor(smem: Float64Array, start: number, lbo: number, sbo: number, rows: number): number[][] {
+  return Array.from({ length: rows }, (_, n) => Array.from({ length: 16 }, (_, k) => {
+    const byte = start * 2 + Math.floor(n / 8) * sbo + Math.floor(k / 8) * lbo + (n % 8) * 16 + (k % 8) * 2;
+    return smem[byte / 2];
+  }));
+}
+
+describe('attention_wgmma.cu: tiles and descriptors (index arithmetic, no GPU)', () => {
+  it.each([64, 128])('each k-slice of each product reads the slice it needs, D %i', (D) => {
+    const N = 150, heads = 3;  // N no multiple of 64: the last tile has rows past N
+    const npad = Math.ceil(N / KBN) * KBN;
+    const X = Float64Array.from(randn(rng(seed + D), N * heads * D));
+    const x = (t: number, g: number, d: number) => (t < N ? X[(t * heads + g) * D + d] : 0);
+    const xt = transpose(X, N, heads, D, npad);
+    for (let g = 0; g < heads; g++) {
+      for (let d = 0; d < D; d++) {
+        for (let t = 0; t < npad; t++) expect(xt[(g * D + d) * npad + t], `transpose: head ${g} dim ${d} token ${t}`).toBe(x(t, g, d));
+      }
+    }
+    let slices = 0;
+    for (let ts = 0; ts < npad; ts += KBN) {
+      for (let g = 0; g < heads; g++) {
+        // S = Q·Kᵀ (forward, dQ), dP = dO·Vᵀ (dQ), Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ (dK/dV): B = the tile's rows by dims; k-slice
+        // kk of dims at start kk·128, LBO 128, SBO D·16
+        const rowsTile = loadKCore(X, ts, N, heads, g, D);
+        for (let kk = 0; kk < D / 16; kk++, slices++) {
+          const want = Array.from({ length: KBN }, (_, n) => Array.from({ length: 16 }, (_, k) => x(ts + n, g, 16 * kk + k)));
+          expect(throughDescriptor(rowsTile, kk * 128, 128, D * 16, KBN), `first products, ts ${ts} head ${g} slice ${kk}`).toEqual(want);
+        }
+        // O += P·V (forward), dQ += dS·K, dK += dSᵀ·Q, dV += Pᵀ·dO: B = dims by the tile's rows, from the transposed
+        // copy; k-slice kk of rows at start kk·128, LBO 128, SBO 1024
+        const colsTile = loadVtCore(xt, ts, npad, g, D);
+        for (let kk = 0; kk < KBN / 16; kk++, slices++) {
+          const want = Array.from({ length: D }, (_, n) => Array.from({ length: 16 }, (_, k) => x(ts + 16 * kk + k, g, n)));
+          expect(throughDescriptor(colsTile, kk * 128, 128, 1024, D), `second products, ts ${ts} head ${g} slice ${kk}`).toEqual(want);
+        }
+      }
+    }
+    expect(slices).toBe((npad / KBN) * heads * (D / 16 + KBN / 16));
+  });
+});
