@@ -34,7 +34,16 @@ Napi::Value runtime_info(const Napi::CallbackInfo& info) {
     out.Set("features", feats);
     Napi::Array devices = Napi::Array::New(env);
     devices.Set(0u, Napi::String::New(env, "cpu"));
-    if (device_available(Device::CUDA)) devices.Set(1u, Napi::String::New(env, "cuda"));
+    if (device_available(Device::CUDA)) {
+      devices.Set(1u, Napi::String::New(env, "cuda"));
+      const DeviceProperties p = device_properties(Device::CUDA);
+      Napi::Object gpu = Napi::Object::New(env);
+      gpu.Set("name", p.name);
+      gpu.Set("computeCapability", std::to_string(p.cc_major) + "." + std::to_string(p.cc_minor));
+      gpu.Set("multiprocessors", p.multiprocessors);
+      gpu.Set("memoryBytes", Napi::Number::New(env, static_cast<double>(p.memory_bytes)));
+      out.Set("cuda", gpu);
+    }
     out.Set("devices", devices);
     out.Set("poison", Napi::Boolean::New(env, poison_new_tensors()));
     Napi::Object cache = Napi::Object::New(env);

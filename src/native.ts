@@ -27,6 +27,9 @@ export interface RuntimeInfo {
   isas: string[];
   features: Record<string, boolean>;
   devices: string[];
+  /** The GPU in use, where 'cuda' is in devices: its name, compute capability ("9.0" for an H100 or H200: the kernels
+   * on Hopper's warpgroup products take problems there), multiprocessors and memory. */
+  cuda?: { name: string; computeCapability: string; multiprocessors: number; memoryBytes: number };
   /** Whether new tensors are filled with NaN (a debug aid for kernel tests). */
   poison: boolean;
   /**

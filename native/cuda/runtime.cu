@@ -56,6 +56,7 @@ struct State {
   std::once_flag side_once;
   cudaStream_t side = nullptr;  // SideWork's, created on first use
   cudaEvent_t fork = nullptr;   // recorded on the main stream where a SideWork opens, waited for by the side stream
+  DeviceProperties props;       // GPU 0's, as cudaGetDeviceProperties gave them
 };
 
 State& state() {
@@ -79,6 +80,11 @@ State& state() {
       cudaGetLastError();
       return;
     }
+    s.props.name = prop.name;
+    s.props.cc_major = prop.major;
+    s.props.cc_minor = prop.minor;
+    s.props.multiprocessors = prop.multiProcessorCount;
+    s.props.memory_bytes = prop.totalGlobalMem;
     int high = 0;
     if (cudaDeviceGetStreamPriorityRange(&s.low_priority, &high) != cudaSuccess) {
       s.low_priority = high = 0;
@@ -273,12 +279,14 @@ void hook_release_mark(void* m) {
   if (m) mark_events().give(static_cast<cudaEvent_t>(m));
 }
 
+DeviceProperties hook_properties() { return state().props; }
+
 }  // namespace
 
 const DeviceMemoryHooks& memory_hooks() {
   static const DeviceMemoryHooks hooks = {hook_available,  hook_reason,       hook_alloc,           hook_free,
                                          hook_fill,       hook_copy,         hook_stats,           hook_available_bytes,
-                                         hook_mark,       hook_elapsed_ms,   hook_release_mark};
+                                         hook_mark,       hook_elapsed_ms,   hook_release_mark,    hook_properties};
   return hooks;
 }
 

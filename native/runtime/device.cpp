@@ -78,6 +78,11 @@ uint64_t device_available_bytes(Device d) {
   return need_hooks(d).available_bytes();
 }
 
+DeviceProperties device_properties(Device d) {
+  if (d == Device::CPU) fail(ErrorCode::Device, "device_properties: the CPU has none");
+  return need_hooks(d).properties();
+}
+
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;
   if (dst_device == Device::CPU && src_device == Device::CPU) {

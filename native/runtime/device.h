@@ -38,6 +38,14 @@ class Buffer {
 // Physical memory of this machine in bytes (0 if unknown).
 uint64_t physical_memory_bytes();
 
+// What a non-CPU device is: its name, compute capability (CUDA: "major.minor"), multiprocessors, memory.
+struct DeviceProperties {
+  std::string name;
+  int cc_major = 0, cc_minor = 0;
+  int multiprocessors = 0;
+  uint64_t memory_bytes = 0;
+};
+
 // Memory of a non-CPU device, as a function table the device's backend fills
 // (native/cuda/runtime.cu for CUDA), so that native/runtime never includes a
 // GPU toolkit's headers. Every function throws instill::Error (E_DEVICE /
@@ -61,6 +69,8 @@ struct DeviceMemoryHooks {
   void* (*mark)();
   double (*elapsed_ms)(void* a, void* b);
   void (*release_mark)(void* m);
+  // The device in use (runtime.info().cuda).
+  DeviceProperties (*properties)();
 };
 
 // The hooks of a device, or null when this build has none for it (CPU: always null).
@@ -76,5 +86,7 @@ void fill_bytes(void* p, Device device, int byte, size_t bytes);
 // Bytes new tensors on d could still get (DeviceMemoryHooks::available_bytes); the CPU: physical memory
 // (0 if unknown). E_DEVICE when d is not available.
 uint64_t device_available_bytes(Device d);
+// What d is (DeviceMemoryHooks::properties); E_DEVICE when d is the CPU or not available.
+DeviceProperties device_properties(Device d);
 
 }  // namespace instill

@@ -10,8 +10,6 @@
 // tensor-core path does not take or with INSTILL_CUDA_ATTENTION=simple) 1e-4 of
 // the output's largest value; ops on the tensor cores (matmul, lora_linear,
 // linear CE, attention at D 64 / 128) round operands to bf16: 2e-2.
-import { execSync } from 'node:child_process';
-
 import { expect } from 'vitest';
 
 import { Tensor, kernels, runtime } from '../../src/index.js';
@@ -362,16 +360,8 @@ export function attentionBackward64(q: Float32Array, k: Float32Array, v: Float32
   return { dq, dk, dv };
 }
 
-/** The GPU's compute capability as nvidia-smi says it ("9.0": H100, H200). */
-export function computeCapability(): string {
-  try {
-    return execSync('nvidia-smi --query-gpu=compute_cap --format=csv,noheader', { encoding: 'utf8' }).split('\n')[0].trim();
-  } catch {
-    return 'unknown (nvidia-smi failed)';
-  }
-}
 /** Whether the kernels on Hopper's warpgroup products (the wgmma pieces) take problems on this GPU. */
-export const HOPPER = hasCuda && computeCapability() === '9.0';
+export const HOPPER = runtime.info().cuda?.computeCapability === '9.0';
 
 /** Random q, k, v, dout on both devices for packed rows with segment starts `segs` (cu_seqlens). */
 export function attentionInputs(r: Rng, segs: number[], h: number, kvh: number, d: number) {

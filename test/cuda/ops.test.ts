@@ -6,7 +6,7 @@
 // tolerances in common.ts.
 import { describe, expect, it } from 'vitest';
 
-import { Tensor, kernels } from '../../src/index.js';
+import { Tensor, kernels, runtime } from '../../src/index.js';
 import { native } from '../../src/native.js';
 import { handleOf } from '../../src/tensor.js';
 import { randn, rng, roundBf16, seed } from '../../bench/kernels/reference.js';
@@ -21,6 +21,15 @@ import {
 describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
   poisonAndRestoreIsa();
   const r = rng(seed);
+
+  it('runtime.info().cuda says which GPU: a name, compute capability 8.0 or newer, its multiprocessors and memory', () => {
+    const gpu = runtime.info().cuda;
+    expect(gpu, 'info().cuda where devices has cuda').toBeDefined();
+    console.log(`GPU: ${gpu?.name}, compute capability ${gpu?.computeCapability}, ${gpu?.multiprocessors} SMs, ${((gpu?.memoryBytes ?? 0) / 2 ** 30).toFixed(1)} GiB`);
+    expect(Number(gpu?.computeCapability)).toBeGreaterThanOrEqual(8);
+    expect(gpu?.multiprocessors).toBeGreaterThan(0);
+    expect(gpu?.memoryBytes).toBeGreaterThan(2 ** 30);
+  });
 
   it('tensors move to the GPU and back unchanged (f32, bf16, i32); zeros', () => {
     const x = randn(r, 1000);

@@ -286,6 +286,7 @@ const DeviceMemoryHooks& memory_hooks() {
       []() -> void* { return nullptr; },
       [](void*, void*) { return 0.0; },
       [](void*) {},
+      []() { return DeviceProperties{"fake device (host memory)", 0, 0, 1, uint64_t{1} << 34}; },
   };
   return h;
 }

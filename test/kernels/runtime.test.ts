@@ -14,6 +14,19 @@ function infoWith(env: Record<string, string>): { threads: number; isa: string; 
 }
 
 describe('runtime', () => {
+  it('info() describes the GPU only where one is usable (runtime.info().cuda), the CPU always', () => {
+    const info = runtime.info();
+    expect(info.devices[0]).toBe('cpu');
+    if (!info.devices.includes('cuda')) {
+      expect(info.cuda).toBeUndefined();
+      return;
+    }
+    expect(info.cuda?.name.length).toBeGreaterThan(0);
+    expect(info.cuda?.computeCapability).toMatch(/^\d+\.\d+$/);
+    expect(info.cuda?.multiprocessors).toBeGreaterThan(0);
+    expect(info.cuda?.memoryBytes).toBeGreaterThan(2 ** 30);
+  });
+
   it('keeps freed host blocks of 1 MiB and more for reuse, up to its limit; releaseHostMemory frees them', () => {
     expect(infoWith({ INSTILL_HOST_CACHE_MB: '64' }).hostCache.limit).toBe(64 * 2 ** 20);
     expect(infoWith({ INSTILL_HOST_CACHE_MB: '0' }).hostCache.limit).toBe(0);
