@@ -50,8 +50,8 @@ constexpr int kBN = 64;  // keys a tile
 
 // Transposed copies: rows [t0, t0 + 64) of head g of src (N, heads, D) into dst (heads, D, npad) at columns t0 ..;
 // rows past N zeros (Vᵀ for the forward, Kᵀ for dQ, Qᵀ and dOᵀ for dK/dV). CTA = 64 tokens of one head of the
-// copy blockIdx.z (one launch makes both of dK/dV's): the rows through shared memory, then 16-byte runs of 8 tokens a
-// thread.
+// copy blockIdx.z (one launch makes both of dK/dV's): the rows through shared memory, then 16-byte runs of 8 tokens,
+// two a thread.
 struct Transpose {
   const bf16* src[2];
   bf16* dst[2];
@@ -70,12 +70,20 @@ __global__ void __launch_bounds__(kThreads) transpose_kernel(const Transpose job
     *reinterpret_cast<uint4*>(tile + r * S + c) = x;
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < D * kBN / 8; idx += kThreads) {
-    const int d = idx / (kBN / 8), c = idx % (kBN / 8) * 8;
-    alignas(16) bf16 run[8];
+  // A thread takes one 32-bit word of 8 rows (dims 2w, 2w + 1 of tokens c .. c + 7): a warp reads 32 consecutive
+  // words of a row at a time (no bank conflicts), and writes two 16-byte runs, dim 2w's and dim 2w + 1's.
+  const uint32_t* const words = reinterpret_cast<const uint32_t*>(tile);
+  for (int idx = threadIdx.x; idx < D / 2 * (kBN / 8); idx += kThreads) {
+    const int w = idx % (D / 2), c = idx / (D / 2) * 8;
+    uint32_t x[8];
 #pragma unroll
-    for (int t = 0; t < 8; ++t) run[t] = tile[(c + t) * S + d];
-    *reinterpret_cast<uint4*>(dst + (g * D + d) * npad + t0 + c) = *reinterpret_cast<const uint4*>(run);
+    for (int t = 0; t < 8; ++t) x[t] = words[(c + t) * (S / 2) + w];
+    const uint4 lo = make_uint4(__byte_perm(x[0], x[1], 0x5410), __byte_perm(x[2], x[3], 0x5410),
+                                __byte_perm(x[4], x[5], 0x5410), __byte_perm(x[6], x[7], 0x5410));
+    const uint4 hi = make_uint4(__byte_perm(x[0], x[1], 0x7632), __byte_perm(x[2], x[3], 0x7632),
+                                __byte_perm(x[4], x[5], 0x7632), __byte_perm(x[6], x[7], 0x7632));
+    *reinterpret_cast<uint4*>(dst + (g * D + 2 * w) * npad + t0 + c) = lo;
+    *reinterpret_cast<uint4*>(dst + (g * D + 2 * w + 1) * npad + t0 + c) = hi;
   }
 }
 

@@ -3,7 +3,8 @@
 // product's B sits at byte start + ⌊n/8⌋·SBO + ⌊k/8⌋·LBO + (n mod 8)·16 + (k mod 8)·2, as the PTX ISA describes a
 // no-swizzle K-major operand. This replays what the kernels write and where they point, with the kernels' own index
 // arithmetic, thread by thread:
-//   - transpose_kernel's two phases (a tile's rows through shared memory, then 16-byte runs of 8 tokens a thread),
+//   - transpose_kernel's two phases (a tile's rows through shared memory, then 32-bit words of 8 rows a thread split
+//     into two 16-byte runs with __byte_perm),
 //   - load_k_core and load_vt_core (which thread's 16-byte chunk lands where),
 //   - every descriptor the forward, dQ and dK/dV kernels build (start kk·128 elements, LBO 128, SBO D·16 or 1024),
 // and checks that each k-slice's B, read through its descriptor as the PTX layout says, is the slice of K, V, Q or dO
@@ -12,23 +13,41 @@
 // must be made here too.
 import { describe, expect, it } from 'vitest';
 
-import { randn, rng, seed } from '../../bench/kernels/reference.js';
+import { rng, seed } from '../../bench/kernels/reference.js';
 
 const KBN = 64, THREADS = 128;
 
-/** transpose_kernel: src (N, heads, D) into (heads, D, npad), zeros past N, as its two phases index. */
-function transpose(src: Float64Array, N: number, heads: number, D: number, npad: number): Float64Array {
-  const S = D + 8, dst = new Float64Array(heads * D * npad).fill(NaN);
+/** CUDA's __byte_perm(x, y, s): byte i of the result is byte (s >> 4i) & 7 of the 8 bytes y:x (x the low 4). */
+function bytePerm(x: number, y: number, sel: number): number {
+  let out = 0;
+  for (let i = 0; i < 4; i++) {
+    const k = (sel >>> (4 * i)) & 7;
+    const byte = k < 4 ? (x >>> (8 * k)) & 0xff : (y >>> (8 * (k - 4))) & 0xff;
+    out |= byte << (8 * i);
+  }
+  return out >>> 0;
+}
+
+/** transpose_kernel on 16-bit elements (bf16 bit patterns): src (N, heads, D) into (heads, D, npad), zeros past N, as
+ * its two phases index: rows into the tile in 16-byte chunks, then 32-bit words of 8 rows a thread, split into two
+ * 16-byte runs with __byte_perm (little-endian words: an even element in the low half). */
+function transpose(src: Uint16Array, N: number, heads: number, D: number, npad: number): Uint16Array {
+  const S = D + 8, dst = new Uint16Array(heads * D * npad).fill(0xffff);
   for (let g = 0; g < heads; g++) {
     for (let t0 = 0; t0 < npad; t0 += KBN) {
-      const tile = new Float64Array(KBN * S).fill(NaN);
+      const tile = new Uint16Array(KBN * S).fill(0xffff);
+      const words = new Uint32Array(tile.buffer);
       for (let idx = 0; idx < (KBN * D) / 8; idx++) {
         const r = Math.floor(idx / (D / 8)), c = (idx % (D / 8)) * 8;
         for (let e = 0; e < 8; e++) tile[r * S + c + e] = t0 + r < N ? src[((t0 + r) * heads + g) * D + c + e] : 0;
       }
-      for (let idx = 0; idx < (D * KBN) / 8; idx++) {
-        const d = Math.floor(idx / (KBN / 8)), c = (idx % (KBN / 8)) * 8;
-        for (let t = 0; t < 8; t++) dst[(g * D + d) * npad + t0 + c + t] = tile[(c + t) * S + d];
+      for (let idx = 0; idx < (D / 2) * (KBN / 8); idx++) {
+        const w = idx % (D / 2), c = Math.floor(idx / (D / 2)) * 8;
+        const x = Array.from({ length: 8 }, (_, t) => words[(c + t) * (S / 2) + w]);
+        const lo = [0, 2, 4, 6].map((t) => bytePerm(x[t], x[t + 1], 0x5410));
+        const hi = [0, 2, 4, 6].map((t) => bytePerm(x[t], x[t + 1], 0x7632));
+        new Uint32Array(dst.buffer, ((g * D + 2 * w) * npad + t0 + c) * 2, 4).set(lo);
+        new Uint32Array(dst.buffer, ((g * D + 2 * w + 1) * npad + t0 + c) * 2, 4).set(hi);
       }
     }
   }
@@ -36,7 +55,7 @@ function transpose(src: Float64Array, N: number, heads: number, D: number, npad:
 }
 
 /** load_k_core: keys ts .. ts + 63 of head g of src (N, heads, D) into a core-matrix tile (elements). */
-function loadKCore(src: Float64Array, ts: number, N: number, heads: number, g: number, D: number): Float64Array {
+function loadKCore(src: Uint16Array, ts: number, N: number, heads: number, g: number, D: number): Float64Array {
   const dst = new Float64Array(KBN * D).fill(NaN);
   for (let it = 0; it < (KBN * D) / 8 / THREADS; it++) {
     for (let tid = 0; tid < THREADS; tid++) {
@@ -50,7 +69,7 @@ function loadKCore(src: Float64Array, ts: number, N: number, heads: number, g: n
 }
 
 /** load_vt_core: dims 0 .. D − 1, columns ts .. ts + 63 of head g of a transposed copy into a core-matrix tile. */
-function loadVtCore(vt: Float64Array, ts: number, npad: number, g: number, D: number): Float64Array {
+function loadVtCore(vt: Uint16Array, ts: number, npad: number, g: number, D: number): Float64Array {
   const dst = new Float64Array(D * KBN).fill(NaN);
   for (let it = 0; it < (D * KBN) / 8 / THREADS; it++) {
     for (let tid = 0; tid < THREADS; tid++) {
@@ -75,7 +94,9 @@ describe('attention_wgmma.cu: tiles and descriptors (index arithmetic, no GPU)',
   it.each([64, 128])('each k-slice of each product reads the slice it needs, D %i', (D) => {
     const N = 150, heads = 3;  // N no multiple of 64: the last tile has rows past N
     const npad = Math.ceil(N / KBN) * KBN;
-    const X = Float64Array.from(randn(rng(seed + D), N * heads * D));
+    const r = rng(seed + D);
+    // bf16 bit patterns below 0xff00: never the 0xffff an unwritten element of the model holds
+    const X = Uint16Array.from({ length: N * heads * D }, () => Math.floor(r() * 0xff00));
     const x = (t: number, g: number, d: number) => (t < N ? X[(t * heads + g) * D + d] : 0);
     const xt = transpose(X, N, heads, D, npad);
     for (let g = 0; g < heads; g++) {
