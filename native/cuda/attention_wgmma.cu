@@ -1,6 +1,6 @@
 // attention on CUDA: the flash forward, dQ and dK/dV kernels on Hopper's warpgroup products (INSTILL_CUDA_NEXT
-// `flash_wgmma`, `dq_wgmma` and `dkv_wgmma`, waiting for a GPU run). The lean forward (attention_lean.cu) issues each
-// key tile's two products as mma.sync, 64 of them and 32 ldmatrix a warp and tile, beside the softmax's ~150
+// `flash_wgmma`, `dq_wgmma`, `dkv_wgmma`, and `wgmma_mn`, waiting for a GPU run). The lean forward (attention_lean.cu)
+// issues each key tile's two products as mma.sync, 64 of them and 32 ldmatrix a warp and tile, beside the softmax's ~150
 // instructions, from the same four schedulers: its loop is bound by issue (stop 16's SASS counts), at ~115 TFLOPS a
 // 1B layer where cuDNN's forward runs ~170 (run 17). Here the CTA (one warpgroup: 4 warps, 64 queries, as the lean
 // kernel's) computes S = Q·Kᵀ as D / 16 wgmma m64n64k16 and O += P·V as 4 wgmma m64nDk16: 8 to 12 instructions a
@@ -16,7 +16,8 @@
 //   - B of P·V (rows = dims, k = keys) needs keys contiguous: a transposed copy Vᵀ (KVH, D, N rounded up to 64,
 //     zeros past N) is made first, one small kernel a call (~2 MB a 1B layer), and its tiles are loaded like K's;
 //     dQ's dS·K reads a Kᵀ made the same way, and dK/dV's dSᵀ·Q and Pᵀ·dO read Qᵀ and dOᵀ (8 MB each a 1B layer).
-//     (wgmma's transposed-B mode would read them as they are; the copies keep every product on one operand layout.)
+//     With INSTILL_CUDA_NEXT `wgmma_mn` (kMN) no copy is made: the second products read the tiles the first products
+//     read (V, K, Q, dO; rows = keys or queries) as MN-major operands, wgmma's transposed B (wgmma.cuh).
 //     test/cuda_host/wgmma_layout.test.ts replays the copies, the tile loads and every descriptor below with their
 //     own index arithmetic and checks each product's B slice without a GPU (a change to those indices goes there too).
 //   - Key tiles start at multiples of 64 (the copies' 16-byte runs), keys before a row's first visible one masked;
@@ -128,14 +129,24 @@ __device__ __forceinline__ void s_product(float (&s)[kBN / 8][4], const uint32_t
   wg_hold(s);
 }
 
-// O += P·V over the Vᵀ tile at Vb (4 k-slices of 16 keys), P as A fragments (also dQ += dS·K over a Kᵀ tile).
-template <int D>
+// The descriptor of k-slice kk (16 keys, or queries) of a second product's B (O += P·V, dQ += dS·K, dK += dSᵀ·Q,
+// dV += Pᵀ·dO): on a tile of the transposed copy (rows = dims, load_vt_core: K-major), or with kMN on the tile of the
+// untransposed rows themselves (load_k_core's layout: rows = keys, 8 dims a 16-byte row of a core matrix), read
+// MN-major: k groups (8 keys) D·16 bytes apart (LBO), n groups (8 dims) 128 (SBO) (wgmma.cuh).
+template <int D, bool kMN>
+__device__ __forceinline__ uint64_t second_desc(const bf16* tile, int kk) {
+  return kMN ? wg_desc(tile + kk * 16 * D, D * 16, 128) : wg_desc(tile + kk * 128, 128, 1024);
+}
+
+// O += P·V over the V tile at Vb (Vᵀ, or V itself with kMN; 4 k-slices of 16 keys), P as A fragments (also
+// dQ += dS·K over a K tile).
+template <int D, bool kMN>
 __device__ __forceinline__ void pv_product(float (&o)[D / 8][4], const uint32_t (&pf)[kBN / 16][4], const bf16* Vb) {
   wg_fence();
 #pragma unroll
   for (int kk = 0; kk < kBN / 16; ++kk) {
-    if constexpr (D == 64) wgmma_m64n64k16<true>(o, pf[kk], wg_desc(Vb + kk * 128, 128, 1024));
-    else wgmma_m64n128k16<true>(o, pf[kk], wg_desc(Vb + kk * 128, 128, 1024));
+    if constexpr (D == 64) wgmma_m64n64k16<true, kMN>(o, pf[kk], second_desc<D, kMN>(Vb, kk));
+    else wgmma_m64n128k16<true, kMN>(o, pf[kk], second_desc<D, kMN>(Vb, kk));
   }
   wg_commit();
   wg_wait<0>();
@@ -178,8 +189,9 @@ struct QueryCta {
 };
 
 // CTA = 64 queries of head h (one warpgroup, 16 rows a warp), the longest rows first, as flash_fwd_lean_kernel.
-// kIo16: q and the output in bf16 (bf16 activations); else f32 q (rounded as it loads) and f32 out.
-template <int D, bool kIo16>
+// kIo16: q and the output in bf16 (bf16 activations); else f32 q (rounded as it loads) and f32 out. kMN: V tiles of V
+// itself, read MN-major (vt unused); else of the transposed copy vt.
+template <int D, bool kIo16, bool kMN>
 __global__ void __launch_bounds__(kThreads) flash_fwd_wgmma_kernel(const AttnParams p, const bf16* __restrict__ vt,
                                                                    int64_t npad) {
   static_assert(D == 64 || D == 128, "wgmma N: the head dim");
@@ -195,7 +207,8 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_wgmma_kernel(const AttnPar
 
   // the first K / Vᵀ tile loads while Q is read
   load_k_core<D>(K0, p.k16, c.blo, N, p.KVH, c.g);
-  load_vt_core<D>(V0, vt, c.blo, npad, c.g);
+  if constexpr (kMN) load_k_core<D>(V0, p.v16, c.blo, N, p.KVH, c.g);
+  else load_vt_core<D>(V0, vt, c.blo, npad, c.g);
   cp_async_commit();
   load_rows_once<D, kRows, kIo16>(Qs, p.q, kIo16 ? p.q16 : nullptr, c.i0, N, H, c.h);  // waits for every group
   __syncthreads();
@@ -219,7 +232,8 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_wgmma_kernel(const AttnPar
     __syncthreads();  // tile ts in buffer buf for every thread and for the products; buffer buf ^ 1 free
     if (ts + kBN <= c.last_i) {
       load_k_core<D>(K0 + (buf ^ 1) * kTile, p.k16, ts + kBN, N, p.KVH, c.g);
-      load_vt_core<D>(V0 + (buf ^ 1) * kTile, vt, ts + kBN, npad, c.g);
+      if constexpr (kMN) load_k_core<D>(V0 + (buf ^ 1) * kTile, p.v16, ts + kBN, N, p.KVH, c.g);
+      else load_vt_core<D>(V0 + (buf ^ 1) * kTile, vt, ts + kBN, npad, c.g);
       cp_async_commit();
     }
     s_product<D>(s, qf, K0 + buf * kTile);
@@ -239,7 +253,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_wgmma_kernel(const AttnPar
         pf[kk][0] = a.r[0]; pf[kk][1] = a.r[1]; pf[kk][2] = a.r[2]; pf[kk][3] = a.r[3];
       }
     }
-    pv_product<D>(o, pf, V0 + buf * kTile);
+    pv_product<D, kMN>(o, pf, V0 + buf * kTile);
   }
   if (!c.warp_live) return;
   const float la = quad_sum(acc.l_a), lb = quad_sum(acc.l_b);
@@ -254,13 +268,13 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_wgmma_kernel(const AttnPar
 
 // CTA = 64 queries of head h (one warpgroup), as flash_dq_lean_kernel<64, 64, kIo16>: S = Q·Kᵀ and dP = dO·Vᵀ as
 // 2·D/16 wgmma m64n64k16 in one batch, dS as the lean kernel's (dq_ds), dQ += dS·K as 4 wgmma m64nDk16 on a Kᵀ tile
-// (a transposed copy of K, as the forward's Vᵀ). Each buffer holds a key tile's K and V (rows = keys) and Kᵀ (rows =
-// dims), double-buffered as the forward's.
-template <int D, bool kIo16>
+// (a transposed copy of K, as the forward's Vᵀ; with kMN on the K tile itself, read MN-major). Each buffer holds a key
+// tile's K and V (rows = keys) and, without kMN, Kᵀ (rows = dims), double-buffered as the forward's.
+template <int D, bool kIo16, bool kMN>
 __global__ void __launch_bounds__(kThreads) flash_dq_wgmma_kernel(const AttnParams p, const bf16* __restrict__ kt,
                                                                   int64_t npad) {
   static_assert(D == 64, "registers: D 64 only (D 128 keeps the lean dQ kernel)");
-  constexpr int S = D + 8, kTile = kBN * D, kStage = 3 * kTile;
+  constexpr int S = D + 8, kTile = kBN * D, kStage = (kMN ? 2 : 3) * kTile;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16* const Qs = reinterpret_cast<bf16*>(smem_raw);  // (64, S): Q, read once into fragments
   bf16* const Os = Qs + kRows * S;                     // (64, S): dO, likewise
@@ -277,7 +291,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_wgmma_kernel(const AttnPara
   auto load_stage = [&](bf16* st, int64_t ts) {
     load_k_core<D>(st, p.k16, ts, N, p.KVH, g);
     load_k_core<D>(st + kTile, p.v16, ts, N, p.KVH, g);
-    load_vt_core<D>(st + 2 * kTile, kt, ts, npad, g);
+    if constexpr (!kMN) load_vt_core<D>(st + 2 * kTile, kt, ts, npad, g);
     cp_async_commit();
   };
   load_stage(K0, c.blo);  // the first key tile loads while Q and dO are read
@@ -331,7 +345,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_wgmma_kernel(const AttnPara
         af[kk][0] = a.r[0]; af[kk][1] = a.r[1]; af[kk][2] = a.r[2]; af[kk][3] = a.r[3];
       }
     }
-    pv_product<D>(acc, af, st + 2 * kTile);
+    pv_product<D, kMN>(acc, af, kMN ? st : st + 2 * kTile);
   }
   if (!c.warp_live) return;
   store_rows<D>(kIo16 ? nullptr : p.dq, p.dq16, H * D, h, N, ia, ib, acc, p.scale, p.scale, tig);
@@ -341,13 +355,14 @@ __global__ void __launch_bounds__(kThreads) flash_dq_wgmma_kernel(const AttnPara
 // the query heads a CTA takes): Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ as 2·D/16 wgmma m64n64k16 in one batch (K and V as A
 // fragments from shared memory; Q and dO tiles, rows = queries), Pᵀ and dSᵀ as the lean kernel's (dkv_p_ds), then dV += Pᵀ·dO and
 // dK += dSᵀ·Q as 2·4 wgmma m64nDk16 in another, on dOᵀ and Qᵀ tiles (transposed copies of dO and Q, as the forward's
-// Vᵀ). Each buffer holds one query tile's Q, dO, Qᵀ, dOᵀ, lse and Δ, double-buffered as the lean kernel's.
-template <int D, bool kIo16>
+// Vᵀ; with kMN on the Q and dO tiles themselves, read MN-major). Each buffer holds one query tile's Q, dO, (without
+// kMN) Qᵀ, dOᵀ, lse and Δ, double-buffered as the lean kernel's.
+template <int D, bool kIo16, bool kMN>
 __global__ void __launch_bounds__(kThreads) flash_dkv_wgmma_kernel(const AttnParams p, const DkvTarget t,
                                                                    const bf16* __restrict__ qt,
                                                                    const bf16* __restrict__ dot, int64_t npad) {
   static_assert(D == 64, "registers: D 64 only (D 128 keeps the lean dK/dV kernel)");
-  constexpr int S = D + 8, kTile = kBN * D, kStage = 4 * kTile;
+  constexpr int S = D + 8, kTile = kBN * D, kStage = (kMN ? 2 : 4) * kTile;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16* const Ks = reinterpret_cast<bf16*>(smem_raw);  // (64, S) this CTA's keys, read once into fragments
   bf16* const Vs = Ks + kRows * S;                     // (64, S) its values, likewise
@@ -376,8 +391,10 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_wgmma_kernel(const AttnPar
     bf16* const st = T0 + b * kStage;
     load_k_core<D>(st, p.q16, ts, N, H, hh);
     load_k_core<D>(st + kTile, p.do16, ts, N, H, hh);
-    load_vt_core<D>(st + 2 * kTile, qt, ts, npad, hh);
-    load_vt_core<D>(st + 3 * kTile, dot, ts, npad, hh);
+    if constexpr (!kMN) {
+      load_vt_core<D>(st + 2 * kTile, qt, ts, npad, hh);
+      load_vt_core<D>(st + 3 * kTile, dot, ts, npad, hh);
+    }
     if (threadIdx.x < kBN) {
       const int64_t i = ts + threadIdx.x;
       const bool valid = i < N;
@@ -451,9 +468,11 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_wgmma_kernel(const AttnPar
       }
       wg_fence();
 #pragma unroll
-      for (int kk = 0; kk < kBN / 16; ++kk) wgmma_m64n64k16<true>(dv, pa[kk], wg_desc(st + 3 * kTile + kk * 128, 128, 1024));
+      for (int kk = 0; kk < kBN / 16; ++kk)
+        wgmma_m64n64k16<true, kMN>(dv, pa[kk], second_desc<D, kMN>(kMN ? st + kTile : st + 3 * kTile, kk));
 #pragma unroll
-      for (int kk = 0; kk < kBN / 16; ++kk) wgmma_m64n64k16<true>(dk, da[kk], wg_desc(st + 2 * kTile + kk * 128, 128, 1024));
+      for (int kk = 0; kk < kBN / 16; ++kk)
+        wgmma_m64n64k16<true, kMN>(dk, da[kk], second_desc<D, kMN>(kMN ? st : st + 2 * kTile, kk));
       wg_commit();
       wg_wait<0>();
       wg_hold(dv);
@@ -467,19 +486,20 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_wgmma_kernel(const AttnPar
   store_rows<D>(to16 ? nullptr : t.dv_out, p.dv16, to16 ? dv16_ld(p) : t.out_heads * D, u, N, ja, jb, dv, 1.f, 1.f, tig);
 }
 
-template <int D, bool kIo16>
+template <int D, bool kIo16, bool kMN>
 void forward_wgmma(const AttnParams& p, const bf16* vt, int64_t npad, cudaStream_t s) {
-  const size_t smem = tile_bytes(D, kRows) + 4 * sizeof(bf16) * kBN * D;  // Q; two K and two Vᵀ tiles
-  allow_smem(flash_fwd_wgmma_kernel<D, kIo16>, smem, "flash_fwd_wgmma_kernel");
-  flash_fwd_wgmma_kernel<D, kIo16><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p, vt, npad);
+  const size_t smem = tile_bytes(D, kRows) + 4 * sizeof(bf16) * kBN * D;  // Q; two K and two V (Vᵀ) tiles
+  allow_smem(flash_fwd_wgmma_kernel<D, kIo16, kMN>, smem, "flash_fwd_wgmma_kernel");
+  flash_fwd_wgmma_kernel<D, kIo16, kMN><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p, vt, npad);
   check_launch("flash_fwd_wgmma_kernel");
 }
 
-template <int D, bool kIo16>
+template <int D, bool kIo16, bool kMN>
 void dq_wgmma(const AttnParams& p, const bf16* kt, int64_t npad, cudaStream_t s) {
-  const size_t smem = 2 * tile_bytes(D, kRows) + 6 * sizeof(bf16) * kBN * D;  // Q, dO; two stages of K, V, Kᵀ
-  allow_smem(flash_dq_wgmma_kernel<D, kIo16>, smem, "flash_dq_wgmma_kernel");
-  flash_dq_wgmma_kernel<D, kIo16><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p, kt, npad);
+  // Q, dO; two stages of K, V (and Kᵀ)
+  const size_t smem = 2 * tile_bytes(D, kRows) + 2 * (kMN ? 2 : 3) * sizeof(bf16) * kBN * D;
+  allow_smem(flash_dq_wgmma_kernel<D, kIo16, kMN>, smem, "flash_dq_wgmma_kernel");
+  flash_dq_wgmma_kernel<D, kIo16, kMN><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p, kt, npad);
   check_launch("flash_dq_wgmma_kernel");
 }
 
@@ -500,14 +520,14 @@ void transposed(const AttnParams& p, int64_t heads, int64_t npad, cudaStream_t s
   check_launch("transpose_kernel");
 }
 
-template <bool kIo16>
+template <bool kIo16, bool kMN>
 void dkv_wgmma(const AttnParams& p, const DkvTarget& t, const bf16* qt, const bf16* dot, int64_t npad, dim3 grid,
                cudaStream_t s) {
   constexpr int D = 64;
-  // K, V; two stages of Q, dO, Qᵀ, dOᵀ tiles and of lse, Δ
-  const size_t smem = 2 * tile_bytes(D, kRows) + 8 * sizeof(bf16) * kBN * D + 4 * sizeof(float) * kBN;
-  allow_smem(flash_dkv_wgmma_kernel<D, kIo16>, smem, "flash_dkv_wgmma_kernel");
-  flash_dkv_wgmma_kernel<D, kIo16><<<grid, kThreads, smem, s>>>(p, t, qt, dot, npad);
+  // K, V; two stages of Q, dO (and Qᵀ, dOᵀ) tiles and of lse, Δ
+  const size_t smem = 2 * tile_bytes(D, kRows) + 2 * (kMN ? 2 : 4) * sizeof(bf16) * kBN * D + 4 * sizeof(float) * kBN;
+  allow_smem(flash_dkv_wgmma_kernel<D, kIo16, kMN>, smem, "flash_dkv_wgmma_kernel");
+  flash_dkv_wgmma_kernel<D, kIo16, kMN><<<grid, kThreads, smem, s>>>(p, t, qt, dot, npad);
   check_launch("flash_dkv_wgmma_kernel");
 }
 
@@ -534,52 +554,60 @@ bool attention_wgmma_takes_dq(const AttnParams& p) {
 
 bool attention_wgmma_takes_dkv(const AttnParams& p) { return attention_wgmma_takes_dq(p) && p.q16 && p.do16; }
 
+// Each entry point: with INSTILL_CUDA_NEXT `wgmma_mn`, the second products read their tiles MN-major and no
+// transposed copy is made; otherwise the copy first, in its own op-profile part.
 void attention_wgmma_forward(const AttnParams& p, cudaStream_t s) {
   if (!attention_wgmma_takes(p)) fail(ErrorCode::Internal, "attention_wgmma_forward: a problem it does not take");
   const int64_t npad = (p.N + kBN - 1) / kBN * kBN;
+  const bool mn = next_kernels(Next::WgmmaMn);
   Tensor vt[2];
-  {
+  if (!mn) {
     const OpPart part("v transposed (wgmma, next)", Device::CUDA);
     transposed(p, p.KVH, npad, s, vt, p.v16);
   }
-  const bf16* const vtp = vt[0].data_as<bf16>();
-  const OpPart part("flash kernel, wgmma (next)", Device::CUDA);
+  const bf16* const vtp = mn ? nullptr : vt[0].data_as<bf16>();
+  const OpPart part(mn ? "flash kernel, wgmma mn (next)" : "flash kernel, wgmma (next)", Device::CUDA);
   if (p.D == 64) {
-    if (p.io16) forward_wgmma<64, true>(p, vtp, npad, s);
-    else forward_wgmma<64, false>(p, vtp, npad, s);
+    if (mn) p.io16 ? forward_wgmma<64, true, true>(p, vtp, npad, s) : forward_wgmma<64, false, true>(p, vtp, npad, s);
+    else p.io16 ? forward_wgmma<64, true, false>(p, vtp, npad, s) : forward_wgmma<64, false, false>(p, vtp, npad, s);
   } else {
-    if (p.io16) forward_wgmma<128, true>(p, vtp, npad, s);
-    else forward_wgmma<128, false>(p, vtp, npad, s);
+    if (mn) p.io16 ? forward_wgmma<128, true, true>(p, vtp, npad, s) : forward_wgmma<128, false, true>(p, vtp, npad, s);
+    else p.io16 ? forward_wgmma<128, true, false>(p, vtp, npad, s) : forward_wgmma<128, false, false>(p, vtp, npad, s);
   }
 }
 
 void attention_wgmma_dq(const AttnParams& p, cudaStream_t s) {
   if (!attention_wgmma_takes_dq(p)) fail(ErrorCode::Internal, "attention_wgmma_dq: a problem it does not take");
   const int64_t npad = (p.N + kBN - 1) / kBN * kBN;
+  const bool mn = next_kernels(Next::WgmmaMn);
   Tensor kt[2];
-  {
+  if (!mn) {
     const OpPart part("k transposed (wgmma, next)", Device::CUDA);
     transposed(p, p.KVH, npad, s, kt, p.k16);
   }
-  const OpPart part("dq kernel, wgmma (next)", Device::CUDA);
-  if (p.io16) dq_wgmma<64, true>(p, kt[0].data_as<bf16>(), npad, s);
-  else dq_wgmma<64, false>(p, kt[0].data_as<bf16>(), npad, s);
+  const bf16* const ktp = mn ? nullptr : kt[0].data_as<bf16>();
+  const OpPart part(mn ? "dq kernel, wgmma mn (next)" : "dq kernel, wgmma (next)", Device::CUDA);
+  if (mn) p.io16 ? dq_wgmma<64, true, true>(p, ktp, npad, s) : dq_wgmma<64, false, true>(p, ktp, npad, s);
+  else p.io16 ? dq_wgmma<64, true, false>(p, ktp, npad, s) : dq_wgmma<64, false, false>(p, ktp, npad, s);
 }
 
 void attention_wgmma_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64_t out_heads, int64_t hpc,
                          unsigned grid_x, unsigned grid_y, const char* part_name, cudaStream_t s) {
   if (!attention_wgmma_takes_dkv(p)) fail(ErrorCode::Internal, "attention_wgmma_dkv: a problem it does not take");
   const int64_t npad = (p.N + kBN - 1) / kBN * kBN;
+  const bool mn = next_kernels(Next::WgmmaMn);
   Tensor qdo[2];  // Qᵀ, dOᵀ
-  {
+  if (!mn) {
     const OpPart part("q, dout transposed (wgmma, next)", Device::CUDA);
     transposed(p, p.H, npad, s, qdo, p.q16, p.do16);
   }
+  const bf16* const qt = mn ? nullptr : qdo[0].data_as<bf16>();
+  const bf16* const dot = mn ? nullptr : qdo[1].data_as<bf16>();
   const OpPart part(part_name, Device::CUDA);
   const DkvTarget t{dk_out, dv_out, out_heads, hpc};
   const dim3 grid(grid_x, grid_y);
-  if (p.io16) dkv_wgmma<true>(p, t, qdo[0].data_as<bf16>(), qdo[1].data_as<bf16>(), npad, grid, s);
-  else dkv_wgmma<false>(p, t, qdo[0].data_as<bf16>(), qdo[1].data_as<bf16>(), npad, grid, s);
+  if (mn) p.io16 ? dkv_wgmma<true, true>(p, t, qt, dot, npad, grid, s) : dkv_wgmma<false, true>(p, t, qt, dot, npad, grid, s);
+  else p.io16 ? dkv_wgmma<true, false>(p, t, qt, dot, npad, grid, s) : dkv_wgmma<false, false>(p, t, qt, dot, npad, grid, s);
 }
 
 }  // namespace cuda

@@ -13,6 +13,11 @@
 //     core matrix (r / 8, k / 8), at byte (r % 8)·16 + (k % 8)·2 in it. The descriptor gives the first core
 //     matrix's address, the bytes between the two core matrices of a row group along k (LBO, "leading dimension
 //     byte offset") and between row groups (SBO, "stride dimension byte offset"); no swizzle.
+//   B "MN-major" (kTransB, the instruction's imm-trans-b = 1; INSTILL_CUDA_NEXT `wgmma_mn`): each of the 16 k has its
+//     N values contiguous, in core matrices of 8 k × 8 n (16 bytes a k, 128 bytes contiguous): n, k at byte
+//     (n / 8)·SBO + (k / 8)·LBO + (k % 8)·16 + (n % 8)·2 (the PTX ISA's canonical MN-major layout without swizzle,
+//     ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO)), and its bf16 example). A row-major (k, n) tile stored as K-major core
+//     matrices of its own rows is that: the attention's V, K, Q, dO tiles read as they are.
 // The products are asynchronous: a batch is fenced (wg_fence: the registers it reads were written by ordinary
 // instructions), issued, committed (wg_commit) and waited for (wg_wait), and only then are its D registers read;
 // wg_hold keeps the compiler from moving those reads above the wait.
@@ -87,8 +92,8 @@ __device__ __forceinline__ void fence_proxy_async() {
 }
 
 // d = a · B (kAcc false) or d += a · B (kAcc true), m64n64k16: d's 8 n-tiles of C fragments; d is read
-// (its registers must hold values, any: a product with kAcc false ignores them).
-template <bool kAcc>
+// (its registers must hold values, any: a product with kAcc false ignores them). kTransB: B is MN-major (the header comment).
+template <bool kAcc, bool kTransB = false>
 __device__ __forceinline__ void wgmma_m64n64k16(float (&d)[8][4], const uint32_t (&a)[4], uint64_t b) {
 #if INSTILL_WGMMA
   asm volatile(
@@ -99,7 +104,7 @@ __device__ __forceinline__ void wgmma_m64n64k16(float (&d)[8][4], const uint32_t
       "{"
       "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
       "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
-      "}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n"
+      "}, {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n"
       "}\n"
       : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
         "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
@@ -109,15 +114,15 @@ __device__ __forceinline__ void wgmma_m64n64k16(float (&d)[8][4], const uint32_t
         "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
         "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
         "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(kAcc ? 1 : 0));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(kAcc ? 1 : 0), "n"(kTransB ? 1 : 0));
 #else
   wgmma_unavailable();
 #endif
 }
 
 // d = a · B (kAcc false) or d += a · B (kAcc true), m64n128k16: d's 16 n-tiles of C fragments; d is read
-// (its registers must hold values, any: a product with kAcc false ignores them).
-template <bool kAcc>
+// (its registers must hold values, any: a product with kAcc false ignores them). kTransB: B is MN-major (the header comment).
+template <bool kAcc, bool kTransB = false>
 __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[16][4], const uint32_t (&a)[4], uint64_t b) {
 #if INSTILL_WGMMA
   asm volatile(
@@ -130,7 +135,7 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[16][4], const uint32
       "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
       "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
       "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n"
+      "}, {%64, %65, %66, %67}, %68, p, 1, 1, %70;\n"
       "}\n"
       : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
         "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
@@ -148,7 +153,7 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[16][4], const uint32
         "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
         "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
         "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(kAcc ? 1 : 0));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(kAcc ? 1 : 0), "n"(kTransB ? 1 : 0));
 #else
   wgmma_unavailable();
 #endif

@@ -38,7 +38,8 @@ constexpr Piece kAll[] = {
     {Next::AttnPack, "attn_pack", false}, {Next::DqkvPack, "dqkv_pack", false},
     {Next::CeBf16, "ce_bf16", false},        {Next::SideGrads, "side_grads", false},
     {Next::GroupFork, "group_fork", false},  {Next::FlashWgmma, "flash_wgmma", false},
-    {Next::DqWgmma, "dq_wgmma", false},      {Next::DkvWgmma, "dkv_wgmma", false}};
+    {Next::DqWgmma, "dq_wgmma", false},      {Next::DkvWgmma, "dkv_wgmma", false},
+    {Next::WgmmaMn, "wgmma_mn", false}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;

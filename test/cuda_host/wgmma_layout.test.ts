@@ -6,7 +6,8 @@
 //   - transpose_kernel's two phases (a tile's rows through shared memory, then 32-bit words of 8 rows a thread split
 //     into two 16-byte runs with __byte_perm),
 //   - load_k_core and load_vt_core (which thread's 16-byte chunk lands where),
-//   - every descriptor the forward, dQ and dK/dV kernels build (start kk·128 elements, LBO 128, SBO D·16 or 1024),
+//   - every descriptor the forward, dQ and dK/dV kernels build (start kk·128 elements, LBO 128, SBO D·16 or 1024;
+//     and with `wgmma_mn` the second products' MN-major ones on the untransposed tiles: start kk·16·D, LBO D·16, SBO 128),
 // and checks that each k-slice's B, read through its descriptor as the PTX layout says, is the slice of K, V, Q or dO
 // (or of their transposes) that the product needs. It checks the index arithmetic, not the hardware: that wgmma
 // reads as documented is for test/cuda/next/*_wgmma.test.ts to say on a GPU. A kernel change to any of these indices
@@ -82,10 +83,13 @@ function loadVtCore(vt: Uint16Array, ts: number, npad: number, g: number, D: num
   return dst;
 }
 
-/** One k-slice's B (rows x 16) as wgmma reads it through a descriptor (start in elements, LBO and SBO in bytes). */
-function throughDescriptor(smem: Float64Array, start: number, lbo: number, sbo: number, rows: number): number[][] {
+/** One k-slice's B (rows x 16) as wgmma reads it through a descriptor (start in elements, LBO and SBO in bytes):
+ * K-major (each row's 16 k contiguous in 8-element halves), or with mn MN-major (imm-trans-b, `wgmma_mn`: each k's
+ * rows contiguous in 8-element runs), the PTX ISA's canonical no-swizzle layouts. */
+function throughDescriptor(smem: Float64Array, start: number, lbo: number, sbo: number, rows: number, mn = false): number[][] {
   return Array.from({ length: rows }, (_, n) => Array.from({ length: 16 }, (_, k) => {
-    const byte = start * 2 + Math.floor(n / 8) * sbo + Math.floor(k / 8) * lbo + (n % 8) * 16 + (k % 8) * 2;
+    const inCore = mn ? (k % 8) * 16 + (n % 8) * 2 : (n % 8) * 16 + (k % 8) * 2;
+    const byte = start * 2 + Math.floor(n / 8) * sbo + Math.floor(k / 8) * lbo + inCore;
     return smem[byte / 2];
   }));
 }
@@ -116,6 +120,12 @@ describe('attention_wgmma.cu: tiles and descriptors (index arithmetic, no GPU)',
         }
         // O += P·V (forward), dQ += dS·K, dK += dSᵀ·Q, dV += Pᵀ·dO: B = dims by the tile's rows, from the transposed
         // copy; k-slice kk of rows at start kk·128, LBO 128, SBO 1024
+        // wgmma_mn: the same second products on the first products' tile (rows = keys), read MN-major; k-slice kk at
+        // start kk·16·D, LBO D·16 (8 keys), SBO 128 (8 dims) (attention_wgmma.cu's second_desc)
+        for (let kk = 0; kk < KBN / 16; kk++) {
+          const want = Array.from({ length: D }, (_, n) => Array.from({ length: 16 }, (_, k) => x(ts + 16 * kk + k, g, n)));
+          expect(throughDescriptor(rowsTile, kk * 16 * D, D * 16, 128, D, true), `second products MN-major, ts ${ts} head ${g} slice ${kk}`).toEqual(want);
+        }
         const colsTile = loadVtCore(xt, ts, npad, g, D);
         for (let kk = 0; kk < KBN / 16; kk++, slices++) {
           const want = Array.from({ length: D }, (_, n) => Array.from({ length: 16 }, (_, k) => x(ts + 16 * kk + k, g, n)));
@@ -123,6 +133,6 @@ describe('attention_wgmma.cu: tiles and descriptors (index arithmetic, no GPU)',
         }
       }
     }
-    expect(slices).toBe((npad / KBN) * heads * (D / 16 + KBN / 16));
+    expect(slices).toBe((npad / KBN) * heads * (D / 16 + KBN / 16));  // (and as many MN-major second-product slices)
   });
 });
