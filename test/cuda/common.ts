@@ -400,6 +400,27 @@ export function attentionCase(r: Rng, segs: number[], h: number, kvh: number, d:
   };
 }
 
+type AttentionCase = ReturnType<typeof attentionCase>;
+
+/** An attentionCase's backward on the GPU on the forward outputs f, under INSTILL_CUDA_NEXT=next, with the op profile:
+ * dq, dk, dv on the host. */
+export function attentionBackwardUnder(c: AttentionCase, f: { out: TensorHandle; lse: TensorHandle }, window: number, next: string) {
+  const [q, k, v, dout] = c.gpu;
+  return withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() => {
+    const b = native().opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), f.out, f.lse, handleOf(c.cu), c.scale, window);
+    return { dq: host(b.dq), dk: host(b.dk), dv: host(b.dv) };
+  }));
+}
+
+/** An attentionCase's forward and backward on the CPU (its own out and lse): every output on the host. */
+export function cpuAttention(c: AttentionCase, window: number) {
+  const A = native();
+  const [q, k, v, dout] = c.cpu;
+  const f = A.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(c.cu), c.scale, window);
+  const b = A.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), f.out, f.lse, handleOf(c.cu), c.scale, window);
+  return { out: host(f.out), lse: host(f.lse), dq: host(b.dq), dk: host(b.dk), dv: host(b.dv) };
+}
+
 /** Two model passes whose sums differ in order and are rounded to bf16 (an ulp here and there, then through the
  * layers below): the loss within lossTol (1e-5: a forward with the same sums), each LoRA gradient within 2e-2
  * (relative norm). With bf16 activations these small random models carry one flipped rounding into ~5e-3–1.5e-2

@@ -8,10 +8,8 @@ import { native, type TensorHandle } from '../../../src/native.js';
 import { handleOf } from '../../../src/tensor.js';
 import { rng, seed } from '../../../bench/kernels/reference.js';
 import { poisonAndRestoreIsa } from '../../helpers/kernels.js';
-import { withEnv } from '../../helpers/env.js';
-import { withOpProfile } from '../../helpers/profile.js';
 import { relError } from '../../helpers/compare.js';
-import { attentionBackward64, attentionCase, BF16_TOL, close, expectBits, hasCuda, HOPPER, host, WGMMA_ATTENTION_CASES } from '../common.js';
+import { attentionBackward64, attentionBackwardUnder, attentionCase, cpuAttention, BF16_TOL, close, expectBits, hasCuda, HOPPER, WGMMA_ATTENTION_CASES } from '../common.js';
 
 const KERNEL = /^attention_backward\/dk dv kernel( \(per query head\))?, wgmma \(next\)$/;
 const QT = 'attention_backward/q, dout transposed (wgmma, next)';
@@ -35,13 +33,11 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dkv_wgmma', () => {
     { segs: [0, 2500, 4300], h: 16, kvh: 8, d: 64, window: 0, kind: 'bf16' as const, ref: 'cpu' },
   ])('against $ref and the default: $segs H=$h KVH=$kvh D=$d window=$window $kind', ({ segs, h, kvh, d, window, kind, ref }) => {
     const A = native();
-    const { cu, scale, cpu: cpuIn, gpu, rounded, at, label } = attentionCase(r, segs, h, kvh, d, kind);
-    const [qg, kg, vg, dg] = gpu;
+    const c = attentionCase(r, segs, h, kvh, d, kind);
+    const { cu, scale, gpu, rounded, at, label } = c;
+    const [qg, kg, vg] = gpu;
     const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu), scale, window) as { out: TensorHandle; lse: TensorHandle };
-    const backward = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() => {
-      const b = A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu), scale, window);
-      return { dq: host(b.dq), dk: host(b.dk), dv: host(b.dv) };
-    }));
+    const backward = (next: string) => attentionBackwardUnder(c, f, window, next);
     const base = backward('default'), got = backward(PIECE), again = backward(PIECE);
     expect(base.parts.some((p) => KERNEL.test(p))).toBe(false);
     const takes = HOPPER && d === 64;
@@ -56,9 +52,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dkv_wgmma', () => {
     if (ref === 'f64') {
       want = attentionBackward64(rounded[0], rounded[1], rounded[2], rounded[3], segs, h, kvh, d, scale, window);
     } else {
-      const cf = A.opAttention(handleOf(cpuIn[0]), handleOf(cpuIn[1]), handleOf(cpuIn[2]), handleOf(cu), scale, window);
-      const cb = A.opAttentionBackward(handleOf(cpuIn[3]), handleOf(cpuIn[0]), handleOf(cpuIn[1]), handleOf(cpuIn[2]), cf.out, cf.lse, handleOf(cu), scale, window);
-      want = { dk: host(cb.dk), dv: host(cb.dv) };
+      want = cpuAttention(c, window);
     }
     const rel: string[] = [];
     for (const key of ['dk', 'dv'] as const) {

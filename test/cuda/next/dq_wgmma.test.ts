@@ -8,10 +8,8 @@ import { native, type TensorHandle } from '../../../src/native.js';
 import { handleOf } from '../../../src/tensor.js';
 import { rng, seed } from '../../../bench/kernels/reference.js';
 import { poisonAndRestoreIsa } from '../../helpers/kernels.js';
-import { withEnv } from '../../helpers/env.js';
-import { withOpProfile } from '../../helpers/profile.js';
 import { relError } from '../../helpers/compare.js';
-import { attentionBackward64, attentionCase, BF16_TOL, close, expectBits, hasCuda, HOPPER, host, WGMMA_ATTENTION_CASES } from '../common.js';
+import { attentionBackward64, attentionBackwardUnder, attentionCase, cpuAttention, BF16_TOL, close, expectBits, hasCuda, HOPPER, WGMMA_ATTENTION_CASES } from '../common.js';
 
 const DQ = 'attention_backward/dq kernel, wgmma (next)';
 const KT = 'attention_backward/k transposed (wgmma, next)';
@@ -29,13 +27,11 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dq_wgmma', () => {
   // poisoned (NaN): an element left unwritten fails the finiteness check.
   it.each(WGMMA_ATTENTION_CASES)('against float64 and the default: $segs H=$h KVH=$kvh D=$d window=$window $kind', ({ segs, h, kvh, d, window, kind }) => {
     const A = native();
-    const { cu, scale, gpu, rounded, at, label } = attentionCase(r, segs, h, kvh, d, kind);
-    const [qg, kg, vg, dg] = gpu;
+    const c = attentionCase(r, segs, h, kvh, d, kind);
+    const { cu, scale, gpu, rounded, at, label } = c;
+    const [qg, kg, vg] = gpu;
     const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu), scale, window) as { out: TensorHandle; lse: TensorHandle };
-    const backward = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() => {
-      const b = A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu), scale, window);
-      return { dq: host(b.dq), dk: host(b.dk), dv: host(b.dv) };
-    }));
+    const backward = (next: string) => attentionBackwardUnder(c, f, window, next);
     const base = backward('default'), got = backward(PIECE), again = backward(PIECE);
     expect(base.parts).not.toContain(DQ);
     const takes = HOPPER && d === 64;
@@ -56,17 +52,14 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dq_wgmma', () => {
   it('at the 1B step\'s shape against the default and the CPU', () => {
     const A = native();
     const segs = [0, 2048], h = 32, kvh = 8, d = 64;
-    const { cu, scale, cpu: cpuIn, gpu, at } = attentionCase(r, segs, h, kvh, d, 'bf16');
-    const [qg, kg, vg, dg] = gpu;
+    const c = attentionCase(r, segs, h, kvh, d, 'bf16');
+    const { cu, scale, gpu, at } = c;
+    const [qg, kg, vg] = gpu;
     const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu), scale, 0) as { out: TensorHandle; lse: TensorHandle };
-    const backward = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() =>
-      host(A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu), scale, 0).dq)));
-    const base = backward('default'), got = backward(PIECE);
+    const base = attentionBackwardUnder(c, f, 0, 'default'), got = attentionBackwardUnder(c, f, 0, PIECE);
     expect(got.parts.includes(DQ)).toBe(HOPPER);
-    const cf = A.opAttention(handleOf(cpuIn[0]), handleOf(cpuIn[1]), handleOf(cpuIn[2]), handleOf(cu), scale, 0);
-    const cb = A.opAttentionBackward(handleOf(cpuIn[3]), handleOf(cpuIn[0]), handleOf(cpuIn[1]), handleOf(cpuIn[2]), cf.out, cf.lse, handleOf(cu), scale, 0);
-    expect(got.value.every((x) => Number.isFinite(x))).toBe(true);
-    close(got.value, base.value, 1e-2, 'dq against the default\'s', at('dq'));
-    close(got.value, host(cb.dq), BF16_TOL, 'dq against the CPU', at('dq'));
+    expect(got.value.dq.every((x) => Number.isFinite(x))).toBe(true);
+    close(got.value.dq, base.value.dq, 1e-2, 'dq against the default\'s', at('dq'));
+    close(got.value.dq, cpuAttention(c, 0).dq, BF16_TOL, 'dq against the CPU', at('dq'));
   });
 });

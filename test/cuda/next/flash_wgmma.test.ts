@@ -11,7 +11,7 @@ import { poisonAndRestoreIsa } from '../../helpers/kernels.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
 import { relError } from '../../helpers/compare.js';
-import { attention64, attentionCase, BF16_TOL, close, expectBits, hasCuda, HOPPER, host, WGMMA_ATTENTION_CASES } from '../common.js';
+import { attention64, attentionBackwardUnder, attentionCase, cpuAttention, BF16_TOL, close, expectBits, hasCuda, HOPPER, host, WGMMA_ATTENTION_CASES } from '../common.js';
 
 const FWD = 'attention_forward/flash kernel, wgmma (next)';
 const VT = 'attention_forward/v transposed (wgmma, next)';
@@ -32,8 +32,9 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_wgmma', () => {
     { segs: [0, 7, 100, 229], h: 4, kvh: 1, d: 128, window: 50, kind: 'bf16' as const },
   ])('against float64, the lean forward and the CPU: $segs H=$h KVH=$kvh D=$d window=$window $kind', ({ segs, h, kvh, d, window, kind }) => {
     const A = native();
-    const { cu, scale, cpu, gpu, rounded, at, label } = attentionCase(r, segs, h, kvh, d, kind);
-    const [qg, kg, vg, dg] = gpu;
+    const c = attentionCase(r, segs, h, kvh, d, kind);
+    const { cu, scale, gpu, rounded, at, label } = c;
+    const [qg, kg, vg] = gpu;
     const forward = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() =>
       A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu), scale, window)));
     const lean = forward('default'), fw = forward(PIECE), fw2 = forward(PIECE);
@@ -57,11 +58,9 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_wgmma', () => {
     }
     console.log(`flash_wgmma ${label}: max |got − float64| / max |float64|: ${rel.join(', ')}`);
     // the backward (the default's kernels) on this forward's out and lse, against the CPU's on its own forward
-    const cf = A.opAttention(handleOf(cpu[0]), handleOf(cpu[1]), handleOf(cpu[2]), handleOf(cu), scale, window);
-    const cb = A.opAttentionBackward(handleOf(cpu[3]), handleOf(cpu[0]), handleOf(cpu[1]), handleOf(cpu[2]), cf.out, cf.lse, handleOf(cu), scale, window);
-    const f = fw.value as { out: TensorHandle; lse: TensorHandle };
-    const gb = A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu), scale, window);
-    for (const key of ['dq', 'dk', 'dv'] as const) close(host(gb[key]), host(cb[key]), BF16_TOL, `${label}: ${key} against the CPU`, at(key));
+    const cb = cpuAttention(c, window);
+    const gb = attentionBackwardUnder(c, fw.value as { out: TensorHandle; lse: TensorHandle }, window, 'default').value;
+    for (const key of ['dq', 'dk', 'dv'] as const) close(gb[key], cb[key], BF16_TOL, `${label}: ${key} against the CPU`, at(key));
   });
 
   // The 1B step's shape (T 2048, 32/8 heads, D 64, bf16) and a longer one of two rows: 1024 and 1600 CTAs, several
