@@ -531,16 +531,7 @@ void dkv_wgmma(const AttnParams& p, const DkvTarget& t, const bf16* qt, const bf
   check_launch("flash_dkv_wgmma_kernel");
 }
 
-bool is_sm90() {
-  static const bool yes = [] {
-    int dev = 0, major = 0, minor = 0;
-    INSTILL_CUDA_CHECK(cudaGetDevice(&dev));
-    INSTILL_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    INSTILL_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-    return major == 9 && minor == 0;
-  }();
-  return yes;
-}
+bool is_sm90() { return gpu_properties().cc_major == 9 && gpu_properties().cc_minor == 0; }
 
 }  // namespace
 

@@ -79,7 +79,9 @@ void join_side(uint64_t upto = UINT64_MAX);
 void check_launch(const char* kernel);
 // Waits for the stream; errors become instill::Error.
 void sync(const char* what);
-// The device's multiprocessors (queried once): how kernels size their grids.
+// GPU 0's properties, as the runtime read them once (runtime.info().cuda); E_DEVICE where it is not usable.
+const DeviceProperties& gpu_properties();
+// The device's multiprocessors: how kernels size their grids.
 int sm_count();
 // INSTILL_CUDA_NEXT (runtime/next.h): whether a kernel waiting for a GPU run replaces the verified one.
 inline bool next_kernels(Next which) { return next_enabled(which); }

@@ -279,7 +279,7 @@ void hook_release_mark(void* m) {
   if (m) mark_events().give(static_cast<cudaEvent_t>(m));
 }
 
-DeviceProperties hook_properties() { return state().props; }
+DeviceProperties hook_properties() { return gpu_properties(); }
 
 }  // namespace
 
@@ -377,15 +377,13 @@ void check_launch(const char* kernel) {
   if (err != cudaSuccess) throw_cuda_error(err, kernel, "launch", 0);
 }
 
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, sms = 0;
-    INSTILL_CUDA_CHECK(cudaGetDevice(&dev));
-    INSTILL_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    return sms;
-  }();
-  return n;
+const DeviceProperties& gpu_properties() {
+  const State& s = state();
+  if (!s.ok) fail(ErrorCode::Device, "device 'cuda' is not available: ", s.reason);
+  return s.props;
 }
+
+int sm_count() { return gpu_properties().multiprocessors; }
 
 
 void sync(const char* what) {
