@@ -22,7 +22,8 @@
 #
 #   run(command="bash bench/gpu-check.sh", carry=[".fixtures", ".gpu", "dist"], timeout_s=540)
 #
-# Switches (environment): SKIP_WMMA=1 (no fallback tests), ONLY_TRAIN=1 (the step A/Bs alone), SKIP_NCU=1 (no Nsight
+# Switches (environment): SKIP_WMMA=1 (no fallback tests), ONLY_TRAIN=1 (the step A/Bs alone), SANITIZE=1 (the wgmma
+# kernels under compute-sanitizer even where their tests passed), SKIP_NCU=1 (no Nsight
 # Compute profile of the attention kernels), EXTRA_AB=1 (the cuBLASLt-tuned, f32-activation and bf16-MLP-activation
 # steps too), SKIP_BENCH=1, TEST_PATHS, NEXT_AB, PIECE_AB, DEADLINE_S (each below).
 #
@@ -287,6 +288,33 @@ bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 # the ops one by one with the next kernels (the attention backward, the loss, LoRA's products)
 (( NEXT_ON )) && bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
   node bench/gpu/instill_bench.mjs ops --out "$RES"
+# compute-sanitizer (memcheck, racecheck, synccheck) on the wgmma kernels where a wgmma piece's tests failed (SANITIZE=1:
+# always): the pieces' test shapes (instill_bench.mjs attn --small), with the three pieces on and wgmma_mn too if it
+# failed, so that a failure leaves out-of-bounds accesses, shared-memory races and barrier misuse on record for the
+# sessions without a GPU (test/cuda/wgmma_probe.test.ts says whether the products themselves read as documented).
+# Its time comes from the A/Bs the failed pieces skipped. Each log keeps its first 400 lines (sanitize-TOOL.log).
+WG_FAILED=""
+for piece in flash_wgmma dq_wgmma dkv_wgmma wgmma_mn; do
+  [[ ",$FAILED_PIECES," == *",$piece,"* ]] && WG_FAILED="$WG_FAILED,$piece"
+done
+if [[ -z "$WG_FAILED" && "${SANITIZE:-0}" != 1 ]]; then
+  :  # nothing failed: no sanitizer run
+elif ! command -v compute-sanitizer > /dev/null 2>&1; then note "compute-sanitizer of the wgmma kernels: no compute-sanitizer on the PATH"
+else
+  SAN_NEXT="default,flash_wgmma,dq_wgmma,dkv_wgmma"
+  [[ ",$WG_FAILED," == *",wgmma_mn,"* ]] && SAN_NEXT="$SAN_NEXT,wgmma_mn"
+  for tool in memcheck racecheck synccheck; do
+    t=$(step_time "compute-sanitizer $tool" 45) || break
+    log="$OUT/sanitize-$tool.log"
+    timeout "$t" env INSTILL_CUDA_NEXT="$SAN_NEXT" compute-sanitizer --tool "$tool" --error-exitcode 9 \
+      node bench/gpu/instill_bench.mjs attn --small --reps 1 --out /dev/null > "$log.full" 2>&1
+    rc=$?
+    { head -400 "$log.full"; echo "[... $(wc -l < "$log.full") lines in all; the last 5:]"; tail -5 "$log.full"; } > "$log"
+    rm -f "$log.full"
+    case $rc in 0) why=clean ;; 9) why="errors found" ;; 124) why="timed out" ;; *) why="the run failed" ;; esac
+    note "compute-sanitizer $tool (INSTILL_CUDA_NEXT=$SAN_NEXT): $why (rc=$rc) - $(grep -m1 'ERROR SUMMARY' "$log" | cut -c1-100)"
+  done
+fi
 # The attention's kernels (the step's, bf16 activations: the lean forward, dQ and dK/dV kernels, Δ and the dK/dV
 # sum) under Nsight Compute, where the machine's runtime lets it read the counters (device/KINDS.md: Firecracker):
 # each kernel's occupancy, issue-slot use, warp stall reasons and pipe use, for the kernel work between GPU runs

@@ -271,23 +271,35 @@ if (what === 'lora') {
     }
   }
 } else if (what === 'attn') {
-  // For a profiler (gpu-check.sh runs it under ncu): the 1B step's attention on bf16 activations (T 2048, 32/8 heads
-  // of 64, one causal segment), forward and backward, --reps times (default 2: a warm-up, then the one profiled),
-  // with the default kernels. No timing of its own (ncu serialises and replays each kernel).
-  const T = 2048, H = 32, KVH = 8, D = 64, scale = 1 / Math.sqrt(D);
+  // For a profiler or checker (gpu-check.sh runs it under ncu, and under compute-sanitizer where a wgmma piece's tests
+  // failed): the 1B step's attention on bf16 activations (T 2048, 32/8 heads of 64, one causal segment), forward and
+  // backward, --reps times (default 2: a warm-up, then the one profiled), with the kernels INSTILL_CUDA_NEXT names.
+  // --small: instead, the wgmma pieces' test shapes (test/cuda/common.ts's WGMMA_ATTENTION_CASES: segments, windows
+  // whose first visible key is no multiple of 64, GQA, D 128), each on bf16 activations and on f32 inputs (the
+  // kernels' bf16 copies), small enough for a sanitizer's instrumented kernels. No timing of its own.
   const reps = args.includes('--reps') ? Number(args[args.indexOf('--reps') + 1]) : 2;
   const { handleOf } = await import('../../dist/src/tensor.js');
   const n = native();
-  const q = gpu(randn(T * H * D), [T, H, D], 'bf16'), k = gpu(randn(T * KVH * D), [T, KVH, D], 'bf16');
-  const v = gpu(randn(T * KVH * D), [T, KVH, D], 'bf16'), dout = gpu(randn(T * H * D), [T, H, D], 'bf16');
-  const cu = Tensor.from(Int32Array.of(0, T), [2], { dtype: 'i32', device });
-  for (let i = 0; i < reps; i++) {
-    const f = n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), scale);
-    drop(n.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), f.out, f.lse, handleOf(cu), scale));
-    drop(f);
+  const cases = args.includes('--small')
+    ? [{ segs: [0, 13, 50, 51, 90], H: 4, KVH: 2, D: 64, window: 0 }, { segs: [0, 1, 200, 333], H: 4, KVH: 1, D: 64, window: 40 },
+      { segs: [0, 300, 701], H: 4, KVH: 2, D: 64, window: 0 }, { segs: [0, 150, 300], H: 8, KVH: 2, D: 128, window: 0 }]
+    : [{ segs: [0, 2048], H: 32, KVH: 8, D: 64, window: 0 }];
+  const dtypes = args.includes('--small') ? ['bf16', 'f32'] : ['bf16'];
+  for (const { segs, H, KVH, D, window } of cases) {
+    const T = segs[segs.length - 1], scale = 1 / Math.sqrt(D);
+    const cu = Tensor.from(Int32Array.from(segs), [segs.length], { dtype: 'i32', device });
+    for (const dtype of dtypes) {
+      const q = gpu(randn(T * H * D), [T, H, D], dtype), k = gpu(randn(T * KVH * D), [T, KVH, D], dtype);
+      const v = gpu(randn(T * KVH * D), [T, KVH, D], dtype), dout = gpu(randn(T * H * D), [T, H, D], dtype);
+      for (let i = 0; i < reps; i++) {
+        const f = n.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), scale, window);
+        drop(n.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), f.out, f.lse, handleOf(cu), scale, window));
+        drop(f);
+      }
+      syncDevice(device)();
+      console.log(`attention fwd+bwd x${reps} (T ${T} in ${segs.length - 1} segments, ${H}/${KVH} heads, D ${D}, window ${window}, ${dtype}): done`);
+    }
   }
-  syncDevice(device)();
-  console.log(`attention fwd+bwd x${reps} (T ${T}, ${H}/${KVH} heads, D ${D}, bf16): done`);
 } else {
   console.error('usage: node bench/gpu/instill_bench.mjs lora|ce|train|ops|attn [--config FILE] --out results.jsonl');
   process.exit(2);

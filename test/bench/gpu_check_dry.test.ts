@@ -40,7 +40,13 @@ describe.skipIf(!haveFixture('stories260K') || !haveFixture('configs'))('bench/g
     writeFileSync(join(tree, '.gpu', 'instill.node.src'), hash.stdout);
 
     const out = join(dir, 'out');
-    const env: NodeJS.ProcessEnv = { ...process.env, OUT: out, DEADLINE_S: '170', EXTRA_AB: '1' };  // every step, the opt-in ones too
+    // a stand-in compute-sanitizer (SANITIZE=1 runs its step with no piece failed): 500 lines, an error summary, exit 9
+    const bin = join(dir, 'bin');
+    mkdirSync(bin);
+    writeFileSync(join(bin, 'compute-sanitizer'), '#!/bin/sh\nseq 500\necho "========= ERROR SUMMARY: 2 errors"\nexit 9\n', { mode: 0o755 });
+    const env: NodeJS.ProcessEnv = {  // every step, the opt-in ones too
+      ...process.env, OUT: out, DEADLINE_S: '170', EXTRA_AB: '1', SANITIZE: '1', PATH: `${bin}:${process.env.PATH}`,
+    };
     delete env.CI;  // the GPU machine's runs are not CI's (test/helpers/fixtures.ts)
     delete env.INSTILL_FIXTURES;
     const run = spawnSync('bash', ['bench/gpu-check.sh'], { cwd: tree, env, encoding: 'utf8', timeout: 200_000 });
@@ -64,6 +70,9 @@ describe.skipIf(!haveFixture('stories260K') || !haveFixture('configs'))('bench/g
     }
     expect(status).toContain('bench instill train step (cuBLASLt tuned): FAILED');
     expect(status).toMatch(/cuBLASLt tuning \(tuned\.md\): no tuned keys/);
+    for (const tool of ['memcheck', 'racecheck', 'synccheck']) {
+      expect(status).toContain(`compute-sanitizer ${tool} (INSTILL_CUDA_NEXT=default,flash_wgmma,dq_wgmma,dkv_wgmma): errors found (rc=9) - ========= ERROR SUMMARY: 2 errors`);
+    }
     expect(status).toMatch(/ncu of the attention kernels: (no ncu on the PATH|FAILED)/);
     expect(status).toMatch(/GPU tests \(test\/cuda, GEMMs through the WMMA kernel, f32 attention kernels\): NOTHING RAN/);
     expect(status).toMatch(/CLI instill bench train --device cuda: FAILED/);
@@ -73,7 +82,11 @@ describe.skipIf(!haveFixture('stories260K') || !haveFixture('configs'))('bench/g
     // the device tool brings back at most 8 files: the logs in one archive beside results, status and table
     expect(readdirSync(out).sort()).toEqual(['logs.tar.gz', 'results.jsonl', 'status.txt', 'table.md']);
     const listed = spawnSync('tar', ['-tzf', join(out, 'logs.tar.gz')], { encoding: 'utf8' }).stdout.split('\n');
-    expect(listed).toEqual(expect.arrayContaining(['tests-cublaslt.log', 'bench.log', 'gpu.txt']));
+    expect(listed).toEqual(expect.arrayContaining(['tests-cublaslt.log', 'bench.log', 'gpu.txt', 'sanitize-memcheck.log']));
+    // a sanitizer's log: its first 400 lines, then its last ones (the summary)
+    const log = spawnSync('tar', ['-xzOf', join(out, 'logs.tar.gz'), 'sanitize-memcheck.log'], { encoding: 'utf8' }).stdout;
+    expect(log.split('\n').slice(398, 401)).toEqual(['399', '400', '[... 501 lines in all; the last 5:]']);
+    expect(log.trimEnd().endsWith('========= ERROR SUMMARY: 2 errors')).toBe(true);
     expect(table).toMatch(/\| bench \| impl \| median ms/);
     expect(run.stdout.trimEnd().split('\n').slice(-4).join('\n')).toMatch(/training step: not measured/);
   }, 240_000);
