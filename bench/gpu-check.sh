@@ -6,11 +6,12 @@
 # returns the end of the output). Copy that table into bench/RESULTS.md.
 #
 # The GPU machine gets only the working tree (and carried ignored paths) and has
-# no network, so prepare these git-ignored folders HERE first (one time per
-# session, from the repository root; ~40 MB in all):
+# no network, so prepare these git-ignored folders HERE first (once per session, from the repository root, ~3 min
+# with 2 cores; ~40 MB in all): `bash bench/gpu-check.sh --prepare`, which does what these say (and skips the CUDA
+# build where .gpu/instill.node was built from these sources already):
 #
 #   mkdir -p .fixtures .gpu
-#   cp -r ../shared/fixtures/stories260K ../shared/fixtures/configs .fixtures/
+#   cp -r ../shared/fixtures/stories260K ../shared/fixtures/configs .fixtures/   # INSTILL_FIXTURES or ../shared/fixtures
 #   xz -T2 -6 -c "$(command -v node)" > .gpu/node.xz          # node 20, used only if the machine has none
 #   tar --exclude=node_modules/typescript --exclude='node_modules/@types' -cJf .gpu/node_modules.tar.xz node_modules
 #   npx tsc -p tsconfig.json                                     # dist/ for bench/gpu/instill_bench.mjs
@@ -40,6 +41,32 @@ ROOT=$PWD
 # The native sources a carried binary must have been built from (bindings, native, CMakeLists.txt).
 source_hash() { find bindings native CMakeLists.txt -type f ! -name '*.md' | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16; }  # docs excluded
 if [[ "${1:-}" == --source-hash ]]; then source_hash; exit 0; fi
+if [[ "${1:-}" == --prepare ]]; then  # on the CPU machine: the carried folders (the header says which)
+  set -e
+  fixtures=${INSTILL_FIXTURES:-../shared/fixtures}
+  mkdir -p .fixtures .gpu
+  for f in stories260K configs; do
+    [[ -d "$fixtures/$f" ]] || { echo "prepare: no $fixtures/$f (INSTILL_FIXTURES names the fixtures)"; exit 1; }
+    rm -rf ".fixtures/$f" && cp -r "$fixtures/$f" .fixtures/
+  done
+  [[ -d node_modules ]] || { echo "prepare: no node_modules (npm ci first)"; exit 1; }
+  xz -T2 -6 -c "$(command -v node)" > .gpu/node.xz
+  tar --exclude=node_modules/typescript --exclude='node_modules/@types' -cJf .gpu/node_modules.tar.xz node_modules
+  npx tsc -p tsconfig.json
+  if [[ -f .gpu/instill.node && "$(cat .gpu/instill.node.src 2>/dev/null)" == "$(source_hash)" ]]; then
+    echo "prepare: .gpu/instill.node is built from these sources already ($(source_hash))"
+  else
+    rm -rf .gpu/instill.node .gpu/instill.node.src /tmp/build-cuda
+    INSTILL_CUDA=on CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
+      node node_modules/cmake-js/bin/cmake-js compile --directory . --out /tmp/build-cuda --CDINSTILL_CUDA=on > /tmp/build-cuda.log 2>&1 \
+      || { tail -30 /tmp/build-cuda.log; echo "prepare: the CUDA build failed (/tmp/build-cuda.log)"; exit 1; }
+    cp /tmp/build-cuda/Release/instill.node .gpu/
+    source_hash > .gpu/instill.node.src
+  fi
+  echo "prepare: ready ($(du -sh .fixtures .gpu dist | tr '\n\t' '  ')); binary from sources $(cat .gpu/instill.node.src)"
+  echo 'then: run(command="bash bench/gpu-check.sh", carry=[".fixtures", ".gpu", "dist"], timeout_s=540)'
+  exit 0
+fi
 OUT="${OUT:-/tmp/gpu-check}"
 mkdir -p "$OUT"
 RES="$OUT/results.jsonl"; STATUS="$OUT/status.txt"
