@@ -14,6 +14,7 @@ import { appendFileSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
 import { Tensor, kernels, randomModel, runtime } from '../../dist/src/index.js';
+import { loraStepFlops } from '../../dist/src/model/flops.js';
 import { native } from '../../dist/src/native.js';
 
 const LORA = { N: 8192, IN: 2048, OUT: 8192, R: 16, scale: 2.0 };
@@ -183,12 +184,8 @@ if (what === 'lora') {
     }
     emit({ bench: 'train step op (none: host, launches, gaps)', impl: `instill ${device}${variant}`, ms: profiledMs - opsMs, share: 1 - opsMs / profiledMs });
   }
-  const C = s.hiddenSize, F = s.intermediateSize, D = s.headDim, L = s.numLayers;
-  const qo = s.numHeads * D, kv = s.numKvHeads * D;
-  const perLayer = C * qo * 2 + C * kv * 2 + C * F * 3;
-  const nBase = L * (perLayer + 2 * C) + s.vocabSize * C * (s.tieWordEmbeddings ? 1 : 2) + C;
-  const nLora = L * R * ((C + qo) * 2 + (C + kv) * 2 + (C + F) * 3);
-  const flopsTok = 4 * nBase + 6 * nLora + 6 * L * T * C;
+  // FLOPs per token as `instill bench train` and torch_bench.py count them (src/model/flops.ts)
+  const { frozenParams: nBase, loraParams: nLora, perToken: flopsTok } = loraStepFlops(s, { rank: R }, T);
   const tokS = (B * T) / (ms / 1e3);
   // INSTILL_BF16_ACTIVATIONS=1: the activations only bf16 products read in bf16 (=mlp: not the attention's; =0: f32;
   // unset: 1 on a GPU, 0 on the CPU, as the model decides).

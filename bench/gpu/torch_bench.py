@@ -136,11 +136,13 @@ def bench_train(out, config_path, batch=1):
     torch.cuda.reset_peak_memory_stats()
     med, lo, hi = time_ms(step, warmup=3, repeats=10)  # eager HF is host-bound: its spread is wide
     peak = torch.cuda.max_memory_allocated()
-    n_base = sum(p.numel() for n, p in model.named_parameters() if not p.requires_grad)
-    n_lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_emb = cfg.vocab_size * cfg.hidden_size  # tied: counted once, used as the LM head (a GEMM)
+    # the frozen parameters less the embedding's lookup where it is a tensor of its own (untied)
+    n_base = sum(p.numel() for n, p in model.named_parameters() if not p.requires_grad) - (0 if cfg.tie_word_embeddings else n_emb)
+    n_lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
     # FLOPs per token: frozen GEMMs fwd + input-grad (4·P, embedding lookup excluded, LM head included),
-    # LoRA 6·P, causal attention 6·L·T·C (QKᵀ and PV, half the square, backward twice the forward).
+    # LoRA 6·P, causal attention 6·L·T·C (QKᵀ and PV, half the square, backward twice the forward): as
+    # src/model/flops.ts counts them for instill (bench/gpu/instill_bench.mjs, `instill bench train`).
     flops_tok = 4 * n_base + 6 * n_lora + 6 * cfg.num_hidden_layers * T * cfg.hidden_size
     tok_s = B * T / (med / 1e3)
     name = "train step llama-3.2-1b seq2048 r16" if B == 1 else f"train step llama-3.2-1b {B}x2048 r16"

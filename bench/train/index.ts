@@ -13,7 +13,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { ErrorCode, InstillError } from '../../src/errors.js';
-import { randomModel } from '../../src/model/model.js';
+import { gpuPeakTflops, loraStepFlops } from '../../src/model/flops.js';
+import { LORA_TARGETS, randomModel } from '../../src/model/model.js';
 import { native } from '../../src/native.js';
 import { runtime, type OpProfileRow } from '../../src/runtime.js';
 import { Tensor, type Device } from '../../src/tensor.js';
@@ -32,6 +33,8 @@ export interface TrainBenchOptions {
   torch: boolean;
   /** one more step with the op profiler on (runtime.opProfile): time per op */
   profile?: boolean;
+  /** the device's dense peak in TFLOP/s for the MFU (default: the GPU's, where src/model/flops.ts knows it) */
+  peakTflops?: number;
   progress: (line: string) => void;
 }
 
@@ -62,6 +65,18 @@ export interface TrainBenchReport {
   ratio: number | null;
   /** with --profile: one more step's time per op (ms), and that step's wall time */
   profile: { stepMs: number; ops: OpProfileRow[] } | null;
+  /** the step's arithmetic as MFU counts it (src/model/flops.ts): per token, and instill's (and PyTorch's) rate */
+  flops: {
+    perToken: number;
+    frozenParams: number;
+    loraParams: number;
+    instillTflops: number;
+    torchTflops: number | null;
+    /** the peak the MFU is of, and where it came from (--peak-tflops, or the GPU's name); null: unknown */
+    peak: { tflops: number; of: string } | null;
+    instillMfu: number | null;
+    torchMfu: number | null;
+  };
 }
 
 const script = (() => {
@@ -117,6 +132,7 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<TrainBench
   model.setAdapterWeights(weights);
   const batch = benchBatch(opts.batch, opts.seq, vocab);
   const activations = model.activations.dtype;
+  const stepFlops = loraStepFlops(model.spec, { rank: opts.rank, targets: LORA_TARGETS }, opts.seq);
 
   let loss = 0;
   // A step ends when the device is done: on a GPU the optimizer's launches are waited for (one stream).
@@ -158,6 +174,18 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<TrainBench
     torch = runTorch(opts);
   }
   const info = runtime.info();
+  const gpu = device === 'cpu' ? null : info.cuda?.name ?? null;
+  const known = gpu === null ? null : gpuPeakTflops(gpu);
+  const ceiling = opts.peakTflops !== undefined ? { tflops: opts.peakTflops, of: '--peak-tflops' }
+    : known !== null && gpu !== null ? { tflops: known, of: `${gpu}, dense bf16` } : null;
+  const tflops = (tokensPerSec: number) => (tokensPerSec * stepFlops.perToken) / 1e12;
+  const torchTflops = torch && 'stepSeconds' in torch ? tflops(torch.tokensPerSec) : null;
+  const flops: TrainBenchReport['flops'] = {
+    perToken: stepFlops.perToken, frozenParams: stepFlops.frozenParams, loraParams: stepFlops.loraParams,
+    instillTflops: tflops(instill.tokensPerSec), torchTflops, peak: ceiling,
+    instillMfu: ceiling ? tflops(instill.tokensPerSec) / ceiling.tflops : null,
+    torchMfu: ceiling && torchTflops !== null ? torchTflops / ceiling.tflops : null,
+  };
   return {
     date: new Date().toISOString(),
     config: opts.config,
@@ -174,6 +202,7 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<TrainBench
     torch,
     ratio: torch && 'stepSeconds' in torch ? torch.stepSeconds / stepSeconds : null,
     profile,
+    flops,
   };
 }
 

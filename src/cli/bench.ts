@@ -38,7 +38,11 @@ prompts would be; LoRA on all seven projections.
   --device D      cpu | cuda (default cpu); on a GPU, --torch runs the same step there
   --steps N       timed steps after one warm-up (default 3)
   --torch         also run the same step in PyTorch eager (bench/train/torch_step.py)
-  --profile       one more step with the op profiler on: time per op (runtime.opProfile())`;
+  --profile       one more step with the op profiler on: time per op (runtime.opProfile())
+  --peak-tflops P the device's dense peak in TFLOP/s, for the MFU (default: the GPU's,
+                  for the data-center GPUs src/model/flops.ts knows)
+Model TFLOP/s count the step's products as MFU does (src/model/flops.ts): 4 per frozen
+weight, 6 per LoRA parameter, causal attention 6 · layers · seq · heads · headDim a token.`;
 
 function gib(bytes: number | null): string {
   return bytes === null ? 'n/a' : `${(bytes / 2 ** 30).toFixed(2)} GiB`;
@@ -48,11 +52,19 @@ function printTrain(r: TrainBenchReport): void {
   const where = r.device === 'cpu' ? `${r.threads} threads, ISA ${r.isa}` : r.device;
   console.log(`LoRA training step: ${r.config} (${r.layers} layers), batch ${r.batch} x ${r.seq}, r=${r.rank}, ${r.dtype} base, ${r.activations} activations, ${where}`);
   const ms = (seconds: number) => (seconds * 1e3).toFixed(seconds < 1 ? 1 : 0);  // a GPU step is tens of ms
-  const rows = [['instill', r.instill.tokensPerSec.toFixed(0), ms(r.instill.stepSeconds), gib(r.instill.peakBytes), r.instill.loss.toFixed(4)]];
+  const f = r.flops;
+  const tf = (x: number) => (x >= 100 ? x.toFixed(0) : x.toPrecision(3));  // a CPU's step: well under 1 TFLOP/s
+  const mfu = (x: number | null) => (x === null ? 'n/a' : `${x >= 0.01 ? (100 * x).toFixed(1) : (100 * x).toPrecision(2)}%`);
+  const rows = [['instill', r.instill.tokensPerSec.toFixed(0), ms(r.instill.stepSeconds), tf(f.instillTflops), mfu(f.instillMfu),
+    gib(r.instill.peakBytes), r.instill.loss.toFixed(4)]];
   if (r.torch && 'stepSeconds' in r.torch) {
-    rows.push([`PyTorch ${r.torch.version} eager`, r.torch.tokensPerSec.toFixed(0), ms(r.torch.stepSeconds), gib(r.torch.peakBytes), r.torch.loss.toFixed(4)]);
+    rows.push([`PyTorch ${r.torch.version} eager`, r.torch.tokensPerSec.toFixed(0), ms(r.torch.stepSeconds),
+      f.torchTflops === null ? 'n/a' : tf(f.torchTflops), mfu(f.torchMfu), gib(r.torch.peakBytes), r.torch.loss.toFixed(4)]);
   }
-  console.log(table(['', 'tokens/s', 'ms/step', r.device === 'cpu' ? 'peak RSS' : 'peak GPU memory', 'loss'], rows));
+  console.log(table(['', 'tokens/s', 'ms/step', 'model TFLOP/s', 'MFU', r.device === 'cpu' ? 'peak RSS' : 'peak GPU memory', 'loss'], rows));
+  console.log(`model FLOPs: ${(f.perToken / 1e9).toFixed(2)} GFLOP a token (${(f.frozenParams / 1e6).toFixed(1)}M frozen weights, ` +
+    `${(f.loraParams / 1e6).toFixed(2)}M LoRA parameters, and causal attention)`);
+  console.log(f.peak ? `MFU: of ${f.peak.tflops} TFLOP/s (${f.peak.of})` : 'MFU: n/a (this device\'s peak is not known here: --peak-tflops P gives one)');
   if (r.torch && 'unavailable' in r.torch) console.log(`PyTorch: ${r.torch.unavailable}`);
   if (r.ratio !== null) console.log(`instill / PyTorch tokens/s: ${r.ratio.toFixed(2)}x`);
   if (r.profile) {
@@ -71,6 +83,13 @@ function positiveInt(name: string, v: string | undefined, fallback: number): num
   if (v === undefined) return fallback;
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new InstillError(ErrorCode.ARG, `Expected a positive integer for --${name} but received '${v}'`);
+  return n;
+}
+
+function positiveNumber(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InstillError(ErrorCode.ARG, `Expected a positive number for --${name} but received '${v}'`);
   return n;
 }
 
@@ -138,6 +157,7 @@ export async function run(argv: string[]): Promise<number> {
       device: { type: 'string' },
       steps: { type: 'string' },
       profile: { type: 'boolean', default: false },
+      'peak-tflops': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -167,6 +187,7 @@ export async function run(argv: string[]): Promise<number> {
       steps: positiveInt('steps', values.steps, 3),
       torch: values.torch,
       profile: values.profile,
+      peakTflops: positiveNumber('peak-tflops', values['peak-tflops']),
       progress: (line) => {
         if (!values.json) process.stderr.write(`  … ${line}\n`);
       },

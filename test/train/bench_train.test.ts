@@ -40,6 +40,36 @@ describe('instill bench train', () => {
     expect(calls('lora_linear_forward')).toBe(2 * 2);
     expect(calls('lora_group_backward')).toBe(2 * 2);
     expect(calls('lora_linear_backward/dA = s g^T x') + calls('lora_group_backward/dA = s g^T x')).toBe(2 * 7);
+    // the step's arithmetic (src/model/flops.ts; test/model/flops.test.ts checks the count): its rate, and no MFU
+    // on the CPU without a peak
+    const C = 48, qo = 48, kv = 24, F = 88, L = 2;
+    expect(r.flops.frozenParams).toBe(L * (C * qo * 2 + C * kv * 2 + C * F * 3 + 2 * C) + C + 301 * C);
+    expect(r.flops.loraParams).toBe(L * 4 * ((C + qo) * 2 + (C + kv) * 2 + (C + F) * 3));
+    expect(r.flops.perToken).toBe(4 * r.flops.frozenParams + 6 * r.flops.loraParams + 6 * L * 24 * qo);
+    expect(r.flops.instillTflops).toBeCloseTo((r.instill.tokensPerSec * r.flops.perToken) / 1e12, 12);
+    expect(r.flops.peak).toBeNull();
+    expect(r.flops.instillMfu).toBeNull();
+  });
+
+  it('--peak-tflops gives the MFU, printed beside tokens/s; a peak that is no positive number is refused', async () => {
+    const lines: string[] = [];
+    const log = console.log;
+    console.log = (...a: unknown[]) => void lines.push(a.join(' '));
+    try {
+      expect(await run(['train', '--config', tinyConfig(), '--batch', '1', '--seq', '16', '--steps', '1', '--peak-tflops', '0.5'])).toBe(0);
+    } finally {
+      console.log = log;
+    }
+    const out = lines.join('\n');
+    expect(out).toMatch(/model TFLOP\/s +MFU/);
+    expect(out).toContain('MFU: of 0.5 TFLOP/s (--peak-tflops)');
+    const row = out.split('\n').find((l) => l.startsWith('instill '))!.trim().split(/ +/);
+    // instill, tokens/s, ms/step, model TFLOP/s, MFU, ...: the MFU is the rate over the peak
+    const [rate, share] = [Number(row[3]), Number(row[4].replace('%', ''))];
+    expect(rate).toBeGreaterThan(0);
+    expect(Math.abs(share / ((100 * rate) / 0.5) - 1)).toBeLessThan(0.02);  // (each printed to 2-3 digits)
+    await expect(run(['train', '--config', tinyConfig(), '--peak-tflops', '0'])).rejects.toMatchObject({ code: 'E_ARG' });
+    await expect(run(['train', '--config', tinyConfig(), '--peak-tflops', 'fast'])).rejects.toMatchObject({ code: 'E_ARG' });
   });
 
   it('refuses an unknown --device and names why a known one is unavailable', async () => {
