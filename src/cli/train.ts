@@ -9,6 +9,8 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ErrorCode, InstillError } from '../errors.js';
+import { gpuPeakTflops } from '../model/flops.js';
+import { runtime } from '../runtime.js';
 import { OPTIONS, optionsHelp, parseArgsOptions, readConfigFile, resolveTrainConfig, type OptionName, type RawSettings } from '../train/config.js';
 import { listCheckpoints } from '../train/checkpoint.js';
 import { exactMatch, type ExactMatchResult } from '../train/exact_match.js';
@@ -39,11 +41,18 @@ function fmtRate(x: number): string {
   return x >= 1e6 ? `${(x / 1e6).toFixed(1)}M` : x >= 1e3 ? `${(x / 1e3).toFixed(1)}k` : x.toFixed(0);
 }
 
-export function progressLine(e: StepEvent, evalLoss: number | null): string {
+/** On a GPU (gpu given): the step's model TFLOP/s after its tokens/s, and its MFU where the GPU's peak is known. */
+export function progressLine(e: StepEvent, evalLoss: number | null, gpu?: { peakTflops: number | null }): string {
   const w = String(e.totalSteps).length;
+  let rate = '';
+  if (gpu) {
+    const tflops = e.flopsPerSec / 1e12;
+    rate = `  ${tflops >= 100 ? tflops.toFixed(0) : tflops.toPrecision(3)} TFLOP/s` +
+      (gpu.peakTflops ? ` (${((100 * tflops) / gpu.peakTflops).toFixed(1)}% MFU)` : '');
+  }
   return (
     `step ${String(e.step).padStart(w)}/${e.totalSteps}  loss ${e.loss.toFixed(4)}  lr ${e.lr.toExponential(2)}  ` +
-    `${fmtRate(e.tokensPerSec)} tok/s  ETA ${fmtDuration(e.etaSeconds)}` +
+    `${fmtRate(e.tokensPerSec)} tok/s${rate}  ETA ${fmtDuration(e.etaSeconds)}` +
     (evalLoss !== null ? `  val ${evalLoss.toFixed(4)}` : '')
   );
 }
@@ -129,13 +138,16 @@ export async function run(argv: string[]): Promise<number> {
 
     let lastEval: number | null = null;
     let lastPrinted = 0;
+    // on a GPU the progress says the model TFLOP/s too, and the MFU of the GPU's dense bf16 peak where it is known
+    const gpuName = cfg.device === 'cuda' ? runtime.info().cuda?.name : undefined;
+    const gpu = gpuName !== undefined ? { peakTflops: gpuPeakTflops(gpuName) } : undefined;
     const every = Math.max(1, Math.floor(t.totalSteps / 20));
     t.on('step', (e) => {
       emit('step', e);
-      if (mode === 'tty') process.stderr.write(`\r\x1b[K${progressLine(e, lastEval)}`);
+      if (mode === 'tty') process.stderr.write(`\r\x1b[K${progressLine(e, lastEval, gpu)}`);
       else if (mode === 'plain' && (e.step - lastPrinted >= every || e.step === e.totalSteps || e.step === 1)) {
         lastPrinted = e.step;
-        say(progressLine(e, lastEval));
+        say(progressLine(e, lastEval, gpu));
       }
     });
     t.on('eval', (e) => {

@@ -38,6 +38,13 @@ export interface Batch {
   numTargets: number;
 }
 
+/** The lengths of a batch's examples (its segments that are not a row's padding tail), in order. */
+export function exampleLengths(batch: Pick<Batch, 'cuSeqlens' | 'segmentIds'>): number[] {
+  const cu = batch.cuSeqlens, out: number[] = [];
+  for (let s = 0; s + 1 < cu.length; s++) if (cu[s + 1] > cu[s] && batch.segmentIds[cu[s]] !== 0) out.push(cu[s + 1] - cu[s]);
+  return out;
+}
+
 /** Where a batch's examples come from (TokenizedDataset implements it). */
 export interface ExampleSource {
   ids(i: number): Int32Array;

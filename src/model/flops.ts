@@ -24,19 +24,12 @@ export interface StepFlops {
   perToken: number;
 }
 
-/**
- * FLOPs per token of one LoRA training step (forward, backward, no weight gradient for frozen weights):
- *  - 4 per frozen weight (its product forward, and the input's gradient), the LM head among them; the norms' and
- *    biases' few weights counted alike, as bench/gpu/torch_bench.py counts the frozen parameters (~0.005% of a 1B);
- *  - 6 per LoRA parameter (forward, input gradient, weight gradient);
- *  - causal attention, its two products forward (4) and backward (8) over the keys a token sees: 12 · layers ·
- *    (heads · headDim) · keys, with keys = seq / 2 in rows of `seq` tokens (the usual convention: 6 · L · T · d),
- *    or the average within a sliding window shorter than the row.
- * Activations, the loss's softmax and the optimizer are not counted (as MFU does not).
- */
-export function loraStepFlops(spec: ModelSpec, lora: { rank: number; targets?: readonly LoraTarget[] }, seq: number): StepFlops {
+/** LoRA's rank and targets (all seven projections by default); null for full fine-tuning (every weight trained). */
+export type FlopsLora = { rank: number; targets?: readonly LoraTarget[] } | null;
+
+function weights(spec: ModelSpec, lora: FlopsLora): { frozenParams: number; loraParams: number } {
   const proj = projections(spec);
-  const targets = lora.targets ?? LORA_TARGETS;
+  const targets = lora?.targets ?? LORA_TARGETS;
   const C = spec.hiddenSize, qo = spec.numHeads * spec.headDim, kv = spec.numKvHeads * spec.headDim;
   let layer = 2 * C, adapters = 0;  // the two norms' weights
   if (spec.qkvBias) layer += qo + 2 * kv;
@@ -44,15 +37,46 @@ export function loraStepFlops(spec: ModelSpec, lora: { rank: number; targets?: r
   for (const name of LORA_TARGETS) {
     const [inF, outF] = proj[name];
     layer += inF * outF;
-    if (targets.includes(name)) adapters += lora.rank * (inF + outF);
+    if (lora && targets.includes(name)) adapters += lora.rank * (inF + outF);
   }
   const L = spec.numLayers;
-  const frozenParams = L * layer + C + spec.vocabSize * C;
-  const loraParams = L * adapters;
+  return { frozenParams: L * layer + C + spec.vocabSize * C, loraParams: L * adapters };
+}
+
+/** Causal attention's FLOPs over one sequence (segment) of `len` tokens: its two products forward (4) and backward
+ * (8) over the keys each token sees, 12 · layers · (heads · headDim) · len · keys, with keys = len / 2 (the usual
+ * convention: 6 · L · T · d a token) or the average within a sliding window shorter than the segment. */
+export function attentionFlops(spec: ModelSpec, len: number): number {
   const W = spec.slidingWindow;
-  const keys = W !== null && W < seq ? (W * (W + 1) / 2 + (seq - W) * W) / seq : seq / 2;
-  const attention = 12 * L * qo * keys;
-  return { frozenParams, loraParams, perToken: 4 * frozenParams + 6 * loraParams + attention };
+  const keys = W !== null && W < len ? (W * (W + 1) / 2 + (len - W) * W) / len : len / 2;
+  return 12 * spec.numLayers * spec.numHeads * spec.headDim * len * keys;
+}
+
+/**
+ * FLOPs per token of one LoRA training step on rows of `seq` tokens (forward, backward, no weight gradient for
+ * frozen weights):
+ *  - 4 per frozen weight (its product forward, and the input's gradient), the LM head among them; the norms' and
+ *    biases' few weights counted alike, as bench/gpu/torch_bench.py counts the frozen parameters (~0.005% of a 1B);
+ *  - 6 per LoRA parameter (forward, input gradient, weight gradient);
+ *  - causal attention (attentionFlops) over the row.
+ * Activations, the loss's softmax and the optimizer are not counted (as MFU does not).
+ */
+export function loraStepFlops(spec: ModelSpec, lora: { rank: number; targets?: readonly LoraTarget[] }, seq: number): StepFlops {
+  const w = weights(spec, lora);
+  return { ...w, perToken: 4 * w.frozenParams + 6 * w.loraParams + attentionFlops(spec, seq) / seq };
+}
+
+/**
+ * The model FLOPs of training on examples (segments) of these lengths, counted as loraStepFlops counts them; each
+ * example's attention over its own tokens (packed examples do not see each other). lora null: full fine-tuning, 6
+ * per weight (the weights' gradients too).
+ */
+export function trainingFlops(spec: ModelSpec, lora: FlopsLora, segmentLengths: Iterable<number>): number {
+  const w = weights(spec, lora);
+  const perToken = lora ? 4 * w.frozenParams + 6 * w.loraParams : 6 * w.frozenParams;
+  let total = 0;
+  for (const len of segmentLengths) if (len > 0) total += len * perToken + attentionFlops(spec, len);
+  return total;
 }
 
 // Dense bf16 tensor-core peaks (TFLOP/s, f32 accumulation, no sparsity), from NVIDIA's datasheets, by the name the

@@ -1,6 +1,7 @@
 // metrics.jsonl: one JSON object per line, appended as training goes.
 //
-//   {"type":"train","step":3,"epoch":0,"loss":2.31,"lr":0.0002,"grad_norm":1.2,"tokens":512,"tokens_per_sec":9000,"elapsed_s":1.5}
+//   {"type":"train","step":3,"epoch":0,"loss":2.31,"lr":0.0002,"grad_norm":1.2,"tokens":512,"tokens_per_sec":9000,
+//    "model_tflops":0.45,"elapsed_s":1.5}
 //   {"type":"eval","step":10,"loss":2.1,"tokens":800}
 //
 // A resumed run first drops the lines of steps after the checkpoint it resumes from (they belong to
@@ -17,6 +18,8 @@ export interface TrainMetric {
   grad_norm: number;
   tokens: number;
   tokens_per_sec: number;
+  /** the step's model FLOPs (src/model/flops.ts) over its time, in TFLOP/s (absent in files from before it) */
+  model_tflops?: number;
   elapsed_s: number;
 }
 

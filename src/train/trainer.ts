@@ -32,9 +32,10 @@ import { existsSync } from 'node:fs';
 import { copyFile, mkdir, readdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, InstillError, describe } from '../errors.js';
-import type { Batch } from '../data/batch.js';
+import { exampleLengths, type Batch } from '../data/batch.js';
 import type { BatchLoader, DataCursor, LoadedBatch } from '../data/loader.js';
 import type { BatchInput } from '../model/inputs.js';
+import { trainingFlops } from '../model/flops.js';
 import type { Model } from '../model/model.js';
 import { SafetensorsFile } from '../model/safetensors.js';
 import {
@@ -111,6 +112,10 @@ export interface StepEvent {
   /** Input tokens (non-padding) of the step. */
   tokens: number;
   tokensPerSec: number;
+  /** The model FLOPs of the step's examples, counted as MFU counts them (src/model/flops.ts's trainingFlops), and
+   * their rate: `instill train` prints it on a GPU, with the MFU where the GPU's peak is known. */
+  flops: number;
+  flopsPerSec: number;
   elapsedSeconds: number;
   etaSeconds: number;
 }
@@ -425,9 +430,12 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       if (window.length === 0) break;
       let N = 0;
       let tokens = 0;
+      let flops = 0;
+      const lora = model.loraConfig;
       for (const w of window) {
         N += w.batch.numTargets;
         tokens += w.batch.numTokens;
+        flops += trainingFlops(model.spec, lora ? { rank: lora.r, targets: lora.targetModules } : null, exampleLengths(w.batch));
       }
       const lr = this.schedule(step);
       let loss = 0;
@@ -492,10 +500,12 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         targetTokens: N,
         tokens,
         tokensPerSec: dt > 0 ? tokens / dt : 0,
+        flops,
+        flopsPerSec: dt > 0 ? flops / dt : 0,
         elapsedSeconds: el,
         etaSeconds: ((el - elapsedBefore) / runSteps) * (this.totalSteps - step),
       };
-      await metrics?.append({ type: 'train', step, epoch: ev.epoch, loss, lr, grad_norm: gradNorm, tokens, tokens_per_sec: ev.tokensPerSec, elapsed_s: el });
+      await metrics?.append({ type: 'train', step, epoch: ev.epoch, loss, lr, grad_norm: gradNorm, tokens, tokens_per_sec: ev.tokensPerSec, model_tflops: ev.flopsPerSec / 1e12, elapsed_s: el });
       this.emit('step', ev);
       aborted = signal?.aborted === true;
       const last = step >= this.totalSteps || aborted;

@@ -54,7 +54,11 @@ describe('train config', () => {
   });
   it('progress line', () => {
     expect(fmtDuration(3725)).toBe('1:02:05');
-    expect(progressLine({ step: 7, totalSteps: 120, epoch: 0, loss: 1.23456, lr: 2e-4, gradNorm: 1, targetTokens: 10, tokens: 100, tokensPerSec: 12345, elapsedSeconds: 3, etaSeconds: 65 }, 1.5))
-      .toBe('step   7/120  loss 1.2346  lr 2.00e-4  12.3k tok/s  ETA 1:05  val 1.5000');
+    const e = { step: 7, totalSteps: 120, epoch: 0, loss: 1.23456, lr: 2e-4, gradNorm: 1, targetTokens: 10, tokens: 100, tokensPerSec: 12345,
+      flops: 4e13, flopsPerSec: 3.215e14, elapsedSeconds: 3, etaSeconds: 65 };
+    expect(progressLine(e, 1.5)).toBe('step   7/120  loss 1.2346  lr 2.00e-4  12.3k tok/s  ETA 1:05  val 1.5000');
+    // on a GPU: the model TFLOP/s, and the MFU where the GPU's peak is known
+    expect(progressLine(e, null, { peakTflops: 989 })).toBe('step   7/120  loss 1.2346  lr 2.00e-4  12.3k tok/s  322 TFLOP/s (32.5% MFU)  ETA 1:05');
+    expect(progressLine({ ...e, flopsPerSec: 4.56e13 }, null, { peakTflops: null })).toBe('step   7/120  loss 1.2346  lr 2.00e-4  12.3k tok/s  45.6 TFLOP/s  ETA 1:05');
   });
 });

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { ErrorCode, InstillError } from '../../src/errors.js';
 import { engineBatch, type StepEvent, type EvalEvent } from '../../src/train/trainer.js';
 import { readMetrics } from '../../src/train/metrics.js';
+import { attentionFlops, loraStepFlops } from '../../src/model/flops.js';
 import { ReferenceAdamW, clipGradNorm } from './helpers/reference_optimizer.js';
 import { haveFixture } from '../helpers/fixtures.js';
 import { setup, tmp, trainer } from './helpers/setup.js';
@@ -44,6 +45,40 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('Trainer', () => 
     expect(readFileSync(join(out, 'loss.svg'), 'utf8')).toMatch(/^<svg[\s\S]*validation[\s\S]*<\/svg>\n$/);
     for (const f of ['adapter_model.safetensors', 'adapter_config.json']) expect(existsSync(join(out, f))).toBe(true);
     expect(readFileSync(join(out, 'adapter_model.safetensors'))).toEqual(readFileSync(join(out, 'checkpoint-40', 'adapter_model.safetensors')));
+  });
+
+  it('each step\'s model FLOPs: its micro-batches\' examples, each token\'s weights and its attention within its own example', async () => {
+    const s = await setup();
+    const out = tmp('flops');
+    const real = s.model.lossAndGrads.bind(s.model);
+    const seen: Int32Array[] = [];  // each micro-batch's segment ids (B·T, 0 on padding)
+    s.model.lossAndGrads = async (...args: Parameters<typeof real>) => {
+      seen.push(Int32Array.from(args[0].segmentIds as Int32Array));
+      return real(...args);
+    };
+    const t = trainer(s, { maxSteps: 3, gradAccum: 2, outputDir: out });
+    const steps: StepEvent[] = [];
+    t.on('step', (e) => steps.push(e));
+    await t.train();
+    const lora = s.model.loraConfig!;
+    const per = loraStepFlops(s.model.spec, { rank: lora.r, targets: lora.targetModules }, 1);
+    const weightsPerToken = 4 * per.frozenParams + 6 * per.loraParams;
+    for (let k = 0; k < 3; k++) {
+      let want = 0;
+      for (const ids of seen.slice(2 * k, 2 * k + 2)) {
+        // the examples: runs of one non-zero segment id
+        for (let i = 0; i < ids.length;) {
+          let j = i;
+          while (j < ids.length && ids[j] === ids[i]) j++;
+          if (ids[i] !== 0) want += (j - i) * weightsPerToken + attentionFlops(s.model.spec, j - i);
+          i = j;
+        }
+      }
+      expect(steps[k].flops / want - 1).toBeCloseTo(0, 12);
+      expect(steps[k].flops / steps[k].flopsPerSec).toBeCloseTo(steps[k].tokens / steps[k].tokensPerSec, 9);  // one step time
+    }
+    const ms = readMetrics(join(out, 'metrics.jsonl')).filter((m) => m.type === 'train');
+    expect(ms.map((m) => (m.type === 'train' ? m.model_tflops : 0))).toEqual(steps.map((e) => e.flopsPerSec / 1e12));
   });
 
   it('a step whose forward or backward fails (say, out of GPU memory) saves the run up to the last finished step, to resume from', async () => {
