@@ -1,6 +1,6 @@
-// The arithmetic of a LoRA training step, as MFU counts it, and the GPUs whose dense bf16 peak we know: for
-// `instill bench train`'s model TFLOP/s and MFU, and bench/gpu's step benchmark (the same count as its PyTorch side,
-// bench/gpu/torch_bench.py).
+// The arithmetic of a training step, as MFU counts it, and the GPUs whose dense bf16 peak we know: for `instill bench
+// train`'s model TFLOP/s and MFU, `instill train`'s progress and metrics on a GPU (the Trainer's StepEvent.flops), and
+// bench/gpu's step benchmark (the same count as its PyTorch side, bench/gpu/torch_bench.py).
 import type { ModelSpec } from './config.js';
 import { LORA_TARGETS, type LoraTarget } from './model.js';
 
