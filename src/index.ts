@@ -30,7 +30,7 @@ export { TRUNCATIONS } from './data/truncation.js';
 export type { Truncation } from './data/truncation.js';
 export { loadDataset, TokenizedDataset } from './data/dataset.js';
 export type { DatasetOptions, FileReport, RecordIssue } from './data/dataset.js';
-export { assembleBatch, targetsFromLabels, IGNORE_INDEX } from './data/batch.js';
+export { assembleBatch, exampleLengths, targetsFromLabels, IGNORE_INDEX } from './data/batch.js';
 export type { Batch, ExampleSource } from './data/batch.js';
 export { BatchLoader, createDataLoaders } from './data/loader.js';
 export type { LoaderOptions, DataLoadersOptions, DataCursor, LoadedBatch } from './data/loader.js';
@@ -55,6 +55,8 @@ export type {
 } from './model/model.js';
 export type { BatchInput, TokenRows } from './model/inputs.js';
 export type { ModelSpec, RopeScaling } from './model/config.js';
+export { attentionFlops, gpuPeakTflops, loraStepFlops, trainingFlops } from './model/flops.js';
+export type { FlopsLora, StepFlops } from './model/flops.js';
 
 // Training: the Trainer, schedules, checkpoints, adapter merge.
 export { Trainer, engineBatch } from './train/trainer.js';
