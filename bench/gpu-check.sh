@@ -98,9 +98,15 @@ step_time() {
   echo "$t"
 }
 
+# The CUDA toolkit's tools (nvcc for the wgmma probe's test, ncu, compute-sanitizer) where the PATH lacks them: the
+# toolkit's bin and Nsight Compute's own folders, after what the PATH already has.
+for d in /usr/local/cuda/bin /usr/local/cuda/nsight-compute-* /opt/nvidia/nsight-compute/*; do
+  [[ -d "$d" && ":$PATH:" != *":$d:"* ]] && PATH="$PATH:$d"
+done
+export PATH
 echo "== machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>&1 | tee "$OUT/gpu.txt"
-(nvcc --version | tail -1; cmake --version | head -1; python3 -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)') 2>&1 | tee -a "$OUT/gpu.txt"
+(nvcc --version | tail -1; command -v ncu compute-sanitizer; cmake --version | head -1; python3 -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)') 2>&1 | tee -a "$OUT/gpu.txt"
 
 echo "== node and node_modules"
 if ! command -v node >/dev/null 2>&1; then
