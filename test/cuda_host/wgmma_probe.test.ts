@@ -14,7 +14,7 @@ if (!nvcc) console.warn(`skipping the wgmma probe's host check: no nvcc${process
 describe.skipIf(!nvcc && process.env.CI !== 'true')('wgmma probe, its host arithmetic', () => {
   it('each case\'s image read through its layout is the product; every other reading is told apart and named', () => {
     expect(nvcc, 'nvcc is needed (CI=true)').not.toBeNull();
-    const built = buildWgmmaProbe(nvcc!);
+    const built = buildWgmmaProbe(nvcc!, true);
     if (built instanceof Error) throw built;
     const { status, out } = runWgmmaProbe(built, ['--host']);
     expect(status, out).toBe(0);

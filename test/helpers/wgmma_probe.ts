@@ -13,10 +13,12 @@ export function findNvcc(): string | null {
   return path || null;
 }
 
-/** The probe built into a fresh temporary folder: its path, or an Error saying why not (nvcc's own output). */
-export function buildWgmmaProbe(nvcc: string): string | Error {
+/** The probe built into a fresh temporary folder: its path, or an Error saying why not (nvcc's own output).
+ * strict: warnings are errors (CI's nvcc, as scripts/check-cuda.sh builds); off on a GPU machine, whose nvcc may
+ * warn about other things, so that a warning there is not read as a failed probe. */
+export function buildWgmmaProbe(nvcc: string, strict = false): string | Error {
   const out = join(mkdtempSync(join(tmpdir(), 'instill-wgmma-probe-')), 'wgmma_probe');
-  const r = spawnSync(nvcc, ['-std=c++17', '-O2', '-Inative', '--expt-relaxed-constexpr', '-Werror', 'all-warnings',
+  const r = spawnSync(nvcc, ['-std=c++17', '-O2', '-Inative', '--expt-relaxed-constexpr', ...(strict ? ['-Werror', 'all-warnings'] : []),
     '-gencode=arch=compute_90a,code=sm_90a', 'test/cuda/wgmma_probe.cu', '-o', out], { encoding: 'utf8', timeout: 180_000 });
   if (r.status !== 0) return new Error(`nvcc test/cuda/wgmma_probe.cu failed (status ${r.status}): ${`${r.stdout}${r.stderr}`.slice(-3000)}`);
   return out;
