@@ -54,7 +54,7 @@ function printTrain(r: TrainBenchReport): void {
   const ms = (seconds: number) => (seconds * 1e3).toFixed(seconds < 1 ? 1 : 0);  // a GPU step is tens of ms
   const f = r.flops;
   const tf = (x: number) => (x >= 100 ? x.toFixed(0) : x.toPrecision(3));  // a CPU's step: well under 1 TFLOP/s
-  const mfu = (x: number | null) => (x === null ? 'n/a' : `${x >= 0.01 ? (100 * x).toFixed(1) : (100 * x).toPrecision(2)}%`);
+  const mfu = (x: number | null) => (x === null ? 'n/a' : `${x >= 0.1 ? (100 * x).toFixed(1) : (100 * x).toPrecision(3)}%`);
   const rows = [['instill', r.instill.tokensPerSec.toFixed(0), ms(r.instill.stepSeconds), tf(f.instillTflops), mfu(f.instillMfu),
     gib(r.instill.peakBytes), r.instill.loss.toFixed(4)]];
   if (r.torch && 'stepSeconds' in r.torch) {
