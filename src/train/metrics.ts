@@ -49,6 +49,7 @@ export function readMetrics(path: string): Metric[] {
 
 export class MetricsLog {
   private chain: Promise<void> = Promise.resolve();
+  private failure: unknown = null;
 
   constructor(readonly path: string) {}
 
@@ -58,13 +59,21 @@ export class MetricsLog {
     await writeFile(this.path, kept.map((m) => JSON.stringify(m) + '\n').join(''));
   }
 
-  /** Appends one line (writes are serialised in call order). */
-  append(m: Metric): Promise<void> {
-    this.chain = this.chain.then(() => appendFile(this.path, JSON.stringify(m) + '\n'));
-    return this.chain;
+  /**
+   * Queues one line: the writes run in the background, in call order, so a training step does not wait for the
+   * file (~0.4 ms a step, as long as the rest of a small step's host work). A write that fails is reported by
+   * flush(), and by every flush() after it.
+   */
+  append(m: Metric): void {
+    const line = JSON.stringify(m) + '\n';
+    this.chain = this.chain.then(() => appendFile(this.path, line)).catch((err: unknown) => {
+      this.failure ??= err;
+    });
   }
 
-  flush(): Promise<void> {
-    return this.chain;
+  /** Waits for every queued line to be written; throws the first write's error, if one failed. */
+  async flush(): Promise<void> {
+    await this.chain;
+    if (this.failure !== null) throw this.failure;
   }
 }

@@ -375,12 +375,13 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       lastEvalLoss = e.loss;
       lastEvalStep = step;
       if (initialEvalLoss === null) initialEvalLoss = e.loss;
-      await metrics?.append({ type: 'eval', step, loss: e.loss, tokens: e.tokens });
+      metrics?.append({ type: 'eval', step, loss: e.loss, tokens: e.tokens });
       this.emit('eval', e);
     };
 
     const doSave = async () => {
       if (!out) return;
+      await metrics?.flush();  // the lines of the steps it holds are on disk before it is
       const state: TrainerState = {
         format: 'instill-trainer-state',
         version: 1,
@@ -415,102 +416,116 @@ export class Trainer extends EventEmitter<TrainerEvents> {
 
     const it: Iterator<LoadedBatch> = this.opts.train.iterate(cursor, this.epochs);
     let exhausted = false;
-    let aborted = signal?.aborted === true;
-    while (!aborted && step < this.totalSteps && !exhausted) {
-      const ts = performance.now();
-      const window: LoadedBatch[] = [];
-      while (window.length < this.gradAccum) {
+    // A step's micro-batches (fewer at the data's end). The next step's are assembled while this step's last
+    // lossAndGrads runs off the JS thread (`pending`), so the data's host work does not sit between two steps on the
+    // device. Nothing of them is saved before they have run: a checkpoint holds the cursor after the last step done,
+    // and a resume assembles the same batches again from it.
+    const pull = (): LoadedBatch[] => {
+      const w: LoadedBatch[] = [];
+      while (w.length < this.gradAccum && !exhausted) {
         const r = it.next();
-        if (r.done) {
-          exhausted = true;
-          break;
+        if (r.done) exhausted = true;
+        else w.push(r.value);
+      }
+      return w;
+    };
+    let pending: LoadedBatch[] | null = null;
+    let aborted = signal?.aborted === true;
+    try {
+      while (!aborted && step < this.totalSteps) {
+        const ts = performance.now();
+        const window = pending ?? pull();
+        pending = null;
+        if (window.length === 0) break;
+        let N = 0;
+        let tokens = 0;
+        let flops = 0;
+        const lora = model.loraConfig;
+        for (const w of window) {
+          N += w.batch.numTargets;
+          tokens += w.batch.numTokens;
+          flops += trainingFlops(model.spec, lora ? { rank: lora.r, targets: lora.targetModules } : null, exampleLengths(w.batch));
         }
-        window.push(r.value);
-      }
-      if (window.length === 0) break;
-      let N = 0;
-      let tokens = 0;
-      let flops = 0;
-      const lora = model.loraConfig;
-      for (const w of window) {
-        N += w.batch.numTargets;
-        tokens += w.batch.numTokens;
-        flops += trainingFlops(model.spec, lora ? { rank: lora.r, targets: lora.targetModules } : null, exampleLengths(w.batch));
-      }
-      const lr = this.schedule(step);
-      let loss = 0;
-      let gradNorm = 0;
-      if (N > 0) {
-        let first = true;
-        try {
-          for (let k = 0; k < window.length; k++) {
-            const w = window[k];
-            if (w.batch.numTargets === 0) continue;
-            const dropoutSeed = dropoutSeedOf(this.seeds().seed, microBatches + k);
-            const r = await model.lossAndGrads(engineBatch(w.batch), { normalizer: N, accumulate: !first, returnGrads: false, dropoutSeed });
-            first = false;
-            loss += r.loss;
-          }
-        } catch (err) {
-          // A forward or backward failed (out of GPU memory on a long batch, say): nothing of this step reached the
-          // weights or the optimizer, so the run up to the last finished step is saved first, to resume from.
-          if (out && step > 0 && lastSaveStep !== step) {
-            try {
-              await doSave();
-            } catch {
-              // the original error says more
+        const lr = this.schedule(step);
+        let loss = 0;
+        let gradNorm = 0;
+        if (N > 0) {
+          let first = true;
+          try {
+            for (let k = 0; k < window.length; k++) {
+              const w = window[k];
+              if (w.batch.numTargets === 0) continue;
+              const dropoutSeed = dropoutSeedOf(this.seeds().seed, microBatches + k);
+              const running = model.lossAndGrads(engineBatch(w.batch), { normalizer: N, accumulate: !first, returnGrads: false, dropoutSeed });
+              if (k === window.length - 1 && step + 1 < this.totalSteps) pending = pull();  // while it runs
+              const r = await running;
+              first = false;
+              loss += r.loss;
             }
+          } catch (err) {
+            // A forward or backward failed (out of GPU memory on a long batch, say): nothing of this step reached the
+            // weights or the optimizer, so the run up to the last finished step is saved first, to resume from.
+            if (out && step > 0 && lastSaveStep !== step) {
+              try {
+                await doSave();
+              } catch {
+                // the original error says more
+              }
+            }
+            if (!(err instanceof InstillError) || !lastCheckpoint || lastSaveStep !== step) throw err;
+            throw new InstillError(
+              err.code,
+              `${err.message} (in step ${step + 1}; the run up to step ${step} is saved in ${lastCheckpoint}: resume it from there)`,
+              { cause: err },
+            );
           }
-          if (!(err instanceof InstillError) || !lastCheckpoint || lastSaveStep !== step) throw err;
-          throw new InstillError(
-            err.code,
-            `${err.message} (in step ${step + 1}; the run up to step ${step} is saved in ${lastCheckpoint}: resume it from there)`,
-            { cause: err },
-          );
+          // A loss or norm that is not finite updates nothing (the engine checks the norm itself).
+          if (Number.isFinite(loss)) {
+            gradNorm = (await model.optimizerStep({ lr, beta1: this.hyper.beta1, beta2: this.hyper.beta2, eps: this.hyper.eps, weightDecay: this.hyper.weightDecay, maxGradNorm: this.hyper.maxGradNorm })).gradNorm;
+          }
+          if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+            throw new InstillError(
+              ErrorCode.RANGE,
+              `step ${step + 1}: the loss (${loss}) or gradient norm (${gradNorm}) is not finite; lower the learning rate (now ${lr}) or set maxGradNorm` +
+                (lastCheckpoint ? `, and resume from ${lastCheckpoint}` : ''),
+            );
+          }
         }
-        // A loss or norm that is not finite updates nothing (the engine checks the norm itself).
-        if (Number.isFinite(loss)) {
-          gradNorm = (await model.optimizerStep({ lr, beta1: this.hyper.beta1, beta2: this.hyper.beta2, eps: this.hyper.eps, weightDecay: this.hyper.weightDecay, maxGradNorm: this.hyper.maxGradNorm })).gradNorm;
-        }
-        if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
-          throw new InstillError(
-            ErrorCode.RANGE,
-            `step ${step + 1}: the loss (${loss}) or gradient norm (${gradNorm}) is not finite; lower the learning rate (now ${lr}) or set maxGradNorm` +
-              (lastCheckpoint ? `, and resume from ${lastCheckpoint}` : ''),
-          );
-        }
+        // A window without target tokens (possible only with hand-made loaders) is consumed without an update.
+        step++;
+        microBatches += window.length;
+        targetTokensTotal += N;
+        tokensThisRun += tokens;
+        cursor = window[window.length - 1].next;
+        lastTrainLoss = loss;
+        const dt = (performance.now() - ts) / 1000;
+        const el = elapsed();
+        const runSteps = step - (ck?.state.step ?? 0);
+        const ev: StepEvent = {
+          step,
+          totalSteps: this.totalSteps,
+          epoch: window[window.length - 1].cursor.epoch,
+          loss,
+          lr,
+          gradNorm,
+          targetTokens: N,
+          tokens,
+          tokensPerSec: dt > 0 ? tokens / dt : 0,
+          flops,
+          flopsPerSec: dt > 0 ? flops / dt : 0,
+          elapsedSeconds: el,
+          etaSeconds: ((el - elapsedBefore) / runSteps) * (this.totalSteps - step),
+        };
+        metrics?.append({ type: 'train', step, epoch: ev.epoch, loss, lr, grad_norm: gradNorm, tokens, tokens_per_sec: ev.tokensPerSec, model_tflops: ev.flopsPerSec / 1e12, elapsed_s: el });
+        this.emit('step', ev);
+        aborted = signal?.aborted === true;
+        const last = step >= this.totalSteps || aborted;
+        if (this.evalEvery > 0 && step % this.evalEvery === 0 && !last) await doEval();
+        if (this.saveEvery > 0 && step % this.saveEvery === 0 && !last) await doSave();
       }
-      // A window without target tokens (possible only with hand-made loaders) is consumed without an update.
-      step++;
-      microBatches += window.length;
-      targetTokensTotal += N;
-      tokensThisRun += tokens;
-      cursor = window[window.length - 1].next;
-      lastTrainLoss = loss;
-      const dt = (performance.now() - ts) / 1000;
-      const el = elapsed();
-      const runSteps = step - (ck?.state.step ?? 0);
-      const ev: StepEvent = {
-        step,
-        totalSteps: this.totalSteps,
-        epoch: window[window.length - 1].cursor.epoch,
-        loss,
-        lr,
-        gradNorm,
-        targetTokens: N,
-        tokens,
-        tokensPerSec: dt > 0 ? tokens / dt : 0,
-        flops,
-        flopsPerSec: dt > 0 ? flops / dt : 0,
-        elapsedSeconds: el,
-        etaSeconds: ((el - elapsedBefore) / runSteps) * (this.totalSteps - step),
-      };
-      await metrics?.append({ type: 'train', step, epoch: ev.epoch, loss, lr, grad_norm: gradNorm, tokens, tokens_per_sec: ev.tokensPerSec, model_tflops: ev.flopsPerSec / 1e12, elapsed_s: el });
-      this.emit('step', ev);
-      aborted = signal?.aborted === true;
-      const last = step >= this.totalSteps || aborted;
-      if (this.evalEvery > 0 && step % this.evalEvery === 0 && !last) await doEval();
-      if (this.saveEvery > 0 && step % this.saveEvery === 0 && !last) await doSave();
+    } catch (err) {
+      await metrics?.flush().catch(() => {});  // the finished steps' lines on disk before the error goes up
+      throw err;
     }
 
     const completed = !aborted;

@@ -81,6 +81,47 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('Trainer', () => 
     expect(ms.map((m) => (m.type === 'train' ? m.model_tflops : 0))).toEqual(steps.map((e) => e.flopsPerSec / 1e12));
   });
 
+  it('the next step\'s batches are assembled while the current step\'s last lossAndGrads runs, not between the steps', async () => {
+    const s = await setup();
+    const log: string[] = [];  // 'pull' (a batch assembled), 'start' / 'end' (a lossAndGrads)
+    const iterate = s.loaders.train.iterate.bind(s.loaders.train);
+    s.loaders.train.iterate = (...a: Parameters<typeof iterate>) => {
+      const it = iterate(...a);
+      return { next: () => { log.push('pull'); return it.next(); }, [Symbol.iterator]() { return this; } } as ReturnType<typeof iterate>;
+    };
+    const real = s.model.lossAndGrads.bind(s.model);
+    s.model.lossAndGrads = async (...args: Parameters<typeof real>) => {
+      log.push('start');
+      const r = await real(...args);
+      log.push('end');
+      return r;
+    };
+    const steps: StepEvent[] = [];
+    const t = trainer(s, { maxSteps: 4, gradAccum: 2 });
+    t.on('step', (e) => steps.push(e));
+    await t.train();
+    expect(steps.map((e) => e.step)).toEqual([1, 2, 3, 4]);
+    // step 1 pulls its two batches first; each step's second lossAndGrads has the next step's two pulled while it
+    // runs (none after the last step's)
+    const step = ['start', 'end', 'start', 'pull', 'pull', 'end'];
+    expect(log).toEqual(['pull', 'pull', ...step, ...step, ...step, 'start', 'end', 'start', 'end']);
+  });
+
+  it('a loss that is not finite stops the run with E_RANGE, the finished steps\' metrics on disk', async () => {
+    const s = await setup();
+    const out = tmp('nan');
+    const real = s.model.lossAndGrads.bind(s.model);
+    let calls = 0;
+    s.model.lossAndGrads = async (...args: Parameters<typeof real>) => {
+      const r = await real(...args);
+      return ++calls === 5 ? { ...r, loss: NaN } : r;
+    };
+    const t = trainer(s, { maxSteps: 10, outputDir: out, saveEvery: 0 });
+    const err = await t.train().then(() => null, (e: unknown) => e);
+    expect(err).toMatchObject({ code: 'E_RANGE', message: expect.stringContaining('step 5: the loss (NaN)') });
+    expect(readMetrics(join(out, 'metrics.jsonl')).filter((m) => m.type === 'train').map((m) => m.step)).toEqual([1, 2, 3, 4]);
+  });
+
   it('a step whose forward or backward fails (say, out of GPU memory) saves the run up to the last finished step, to resume from', async () => {
     const s = await setup();
     const out = tmp('fail');
@@ -101,6 +142,8 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('Trainer', () => 
     expect(steps).toEqual([1, 2, 3, 4, 5, 6]);
     const state = JSON.parse(readFileSync(join(out, 'checkpoint-6', 'trainer_state.json'), 'utf8')) as { step: number };
     expect(state.step).toBe(6);
+    // the finished steps' metrics were on disk when the error came out (they are written in the background)
+    expect(readMetrics(join(out, 'metrics.jsonl')).filter((m) => m.type === 'train').map((m) => m.step)).toEqual([1, 2, 3, 4, 5, 6]);
     // resumed (the cause gone), the run goes on from step 7 to its end
     s.model.lossAndGrads = real;
     const again: number[] = [];
