@@ -3,7 +3,9 @@
 // Every figure is a median over several repeats after warm-up runs; where two
 // implementations are compared they are run alternately in the same process, so
 // drift of a noisy machine hits both alike.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export interface Timing {
   /** seconds */
@@ -76,4 +78,15 @@ export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+/** The repository's root (the folder with package.json above this file), from bench/ or from dist/bench/. */
+export function repoRoot(): string {
+  let d = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(d, 'package.json'))) {
+    const up = dirname(d);
+    if (up === d) throw new Error('package.json not found above ' + fileURLToPath(import.meta.url));
+    d = up;
+  }
+  return d;
 }

@@ -5,25 +5,15 @@
 //
 // Prints examples/s and tokens/s of each run and the median. The dataset: N conversations, 70% single-turn
 // and 30% with 2-3 turns, a system prompt on 20%, story-like sentences (~100-250 tokens per example).
-import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadTokenizer } from '../../src/data/tokenizer.js';
 import { loadDataset } from '../../src/data/dataset.js';
 import { BatchLoader } from '../../src/data/loader.js';
 import { seededRandom } from '../../src/data/shuffle.js';
-
-function repoRoot(): string {
-  let d = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(d, 'package.json'))) {
-    const up = dirname(d);
-    if (up === d) throw new Error('package.json not found above ' + fileURLToPath(import.meta.url));
-    d = up;
-  }
-  return d;
-}
+import { repoRoot } from '../harness.js';
 
 const WORDS = (
   'once upon a time there was a little girl named Lily she loved to play outside in the park one day she saw a big red ball ' +

@@ -6,10 +6,9 @@
 //   npx tsc -p tsconfig.json && node dist/bench/train/step_gaps.js [--steps N] [--json]
 //
 // Prints the median gap and the median step (lossAndGrads) over N steps (default 60; the first 5 left out).
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { loadTokenizer } from '../../src/data/tokenizer.js';
@@ -17,17 +16,7 @@ import { loadDataset } from '../../src/data/dataset.js';
 import { createDataLoaders } from '../../src/data/loader.js';
 import { loadModel } from '../../src/model/model.js';
 import { Trainer } from '../../src/train/trainer.js';
-import { median } from '../harness.js';
-
-function repoRoot(): string {
-  let d = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(d, 'package.json'))) {
-    const up = dirname(d);
-    if (up === d) throw new Error('package.json not found above ' + fileURLToPath(import.meta.url));
-    d = up;
-  }
-  return d;
-}
+import { median, repoRoot } from '../harness.js';
 
 const { values } = parseArgs({ options: { steps: { type: 'string', default: '60' }, json: { type: 'boolean', default: false } } });
 const steps = Number(values.steps);
