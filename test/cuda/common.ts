@@ -402,6 +402,12 @@ export function attentionCase(r: Rng, segs: number[], h: number, kvh: number, d:
 
 type AttentionCase = ReturnType<typeof attentionCase>;
 
+/** An attentionCase's forward on the GPU, with the kernels INSTILL_CUDA_NEXT names now: out and lse, for a backward. */
+export function gpuForward(c: AttentionCase, window: number): { out: TensorHandle; lse: TensorHandle } {
+  const [q, k, v] = c.gpu;
+  return native().opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(c.cu), c.scale, window) as { out: TensorHandle; lse: TensorHandle };
+}
+
 /** An attentionCase's backward on the GPU on the forward outputs f, under INSTILL_CUDA_NEXT=next, with the op profile:
  * dq, dk, dv on the host. */
 export function attentionBackwardUnder(c: AttentionCase, f: { out: TensorHandle; lse: TensorHandle }, window: number, next: string) {

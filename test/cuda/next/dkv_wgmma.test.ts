@@ -4,12 +4,10 @@
 // D 128) it must leave the default's bits as they are.
 import { describe, expect, it } from 'vitest';
 
-import { native, type TensorHandle } from '../../../src/native.js';
-import { handleOf } from '../../../src/tensor.js';
 import { rng, seed } from '../../../bench/kernels/reference.js';
 import { poisonAndRestoreIsa } from '../../helpers/kernels.js';
 import { relError } from '../../helpers/compare.js';
-import { attentionBackward64, attentionBackwardUnder, attentionCase, cpuAttention, BF16_TOL, close, expectBits, hasCuda, HOPPER, WGMMA_ATTENTION_CASES } from '../common.js';
+import { attentionBackward64, attentionBackwardUnder, attentionCase, cpuAttention, gpuForward, BF16_TOL, close, expectBits, hasCuda, HOPPER, WGMMA_ATTENTION_CASES } from '../common.js';
 
 const KERNEL = /^attention_backward\/dk dv kernel( \(per query head\))?, wgmma \(next\)$/;
 const QT = 'attention_backward/q, dout transposed (wgmma, next)';
@@ -32,11 +30,9 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dkv_wgmma', () => {
     { segs: [0, 2500, 4300], h: 16, kvh: 8, d: 64, window: 0, kind: 'f32' as const, ref: 'cpu' },
     { segs: [0, 2500, 4300], h: 16, kvh: 8, d: 64, window: 0, kind: 'bf16' as const, ref: 'cpu' },
   ])('against $ref and the default: $segs H=$h KVH=$kvh D=$d window=$window $kind', ({ segs, h, kvh, d, window, kind, ref }) => {
-    const A = native();
     const c = attentionCase(r, segs, h, kvh, d, kind);
-    const { cu, scale, gpu, rounded, at, label } = c;
-    const [qg, kg, vg] = gpu;
-    const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu), scale, window) as { out: TensorHandle; lse: TensorHandle };
+    const { scale, rounded, at, label } = c;
+    const f = gpuForward(c, window);
     const backward = (next: string) => attentionBackwardUnder(c, f, window, next);
     const base = backward('default'), got = backward(PIECE), again = backward(PIECE);
     expect(base.parts.some((p) => KERNEL.test(p))).toBe(false);

@@ -4,12 +4,10 @@
 // D 128) it must leave the default's bits as they are.
 import { describe, expect, it } from 'vitest';
 
-import { native, type TensorHandle } from '../../../src/native.js';
-import { handleOf } from '../../../src/tensor.js';
 import { rng, seed } from '../../../bench/kernels/reference.js';
 import { poisonAndRestoreIsa } from '../../helpers/kernels.js';
 import { relError } from '../../helpers/compare.js';
-import { attentionBackward64, attentionBackwardUnder, attentionCase, cpuAttention, BF16_TOL, close, expectBits, hasCuda, HOPPER, WGMMA_ATTENTION_CASES } from '../common.js';
+import { attentionBackward64, attentionBackwardUnder, attentionCase, cpuAttention, gpuForward, BF16_TOL, close, expectBits, hasCuda, HOPPER, WGMMA_ATTENTION_CASES } from '../common.js';
 
 const DQ = 'attention_backward/dq kernel, wgmma (next)';
 const KT = 'attention_backward/k transposed (wgmma, next)';
@@ -26,11 +24,9 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dq_wgmma', () => {
   // touched). The cases (common.ts) include D 128, which the piece leaves alone. Outputs come from the allocator
   // poisoned (NaN): an element left unwritten fails the finiteness check.
   it.each(WGMMA_ATTENTION_CASES)('against float64 and the default: $segs H=$h KVH=$kvh D=$d window=$window $kind', ({ segs, h, kvh, d, window, kind }) => {
-    const A = native();
     const c = attentionCase(r, segs, h, kvh, d, kind);
-    const { cu, scale, gpu, rounded, at, label } = c;
-    const [qg, kg, vg] = gpu;
-    const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu), scale, window) as { out: TensorHandle; lse: TensorHandle };
+    const { scale, rounded, at, label } = c;
+    const f = gpuForward(c, window);
     const backward = (next: string) => attentionBackwardUnder(c, f, window, next);
     const base = backward('default'), got = backward(PIECE), again = backward(PIECE);
     expect(base.parts).not.toContain(DQ);
@@ -50,12 +46,10 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=dq_wgmma', () => {
 
   // The 1B step's shape (T 2048, 32/8 heads, D 64, bf16 activations), 1024 CTAs: against the default and the CPU.
   it('at the 1B step\'s shape against the default and the CPU', () => {
-    const A = native();
     const segs = [0, 2048], h = 32, kvh = 8, d = 64;
     const c = attentionCase(r, segs, h, kvh, d, 'bf16');
-    const { cu, scale, gpu, at } = c;
-    const [qg, kg, vg] = gpu;
-    const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu), scale, 0) as { out: TensorHandle; lse: TensorHandle };
+    const { at } = c;
+    const f = gpuForward(c, 0);
     const base = attentionBackwardUnder(c, f, 0, 'default'), got = attentionBackwardUnder(c, f, 0, PIECE);
     expect(got.parts.includes(DQ)).toBe(HOPPER);
     expect(got.value.dq.every((x) => Number.isFinite(x))).toBe(true);

@@ -5,14 +5,14 @@
 // else the piece changes nothing (the default's bits).
 import { describe, expect, it } from 'vitest';
 
-import { native, type TensorHandle } from '../../../src/native.js';
+import { native } from '../../../src/native.js';
 import { handleOf } from '../../../src/tensor.js';
 import { rng, seed } from '../../../bench/kernels/reference.js';
 import { poisonAndRestoreIsa } from '../../helpers/kernels.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
 import { relError } from '../../helpers/compare.js';
-import { attention64, attentionBackward64, attentionCase, BF16_TOL, close, expectBits, hasCuda, HOPPER, host, WGMMA_ATTENTION_CASES } from '../common.js';
+import { attention64, attentionBackward64, attentionCase, gpuForward, BF16_TOL, close, expectBits, hasCuda, HOPPER, host, WGMMA_ATTENTION_CASES } from '../common.js';
 
 const WGMMA = 'default,flash_wgmma,dq_wgmma,dkv_wgmma';
 const MN = `${WGMMA},wgmma_mn`;
@@ -28,10 +28,11 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=wgmma_mn', () => {
   // forward only, the backward's pieces take D 64).
   it.each(WGMMA_ATTENTION_CASES)('against float64 and the copies: $segs H=$h KVH=$kvh D=$d window=$window $kind', ({ segs, h, kvh, d, window, kind }) => {
     const A = native();
-    const { cu, scale, gpu, rounded, at, label } = attentionCase(r, segs, h, kvh, d, kind);
+    const c = attentionCase(r, segs, h, kvh, d, kind);
+    const { cu, scale, gpu, rounded, at, label } = c;
     const [qg, kg, vg, dg] = gpu;
     const pass = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() => {
-      const f = A.opAttention(handleOf(qg), handleOf(kg), handleOf(vg), handleOf(cu), scale, window) as { out: TensorHandle; lse: TensorHandle };
+      const f = gpuForward(c, window);
       const b = A.opAttentionBackward(handleOf(dg), handleOf(qg), handleOf(kg), handleOf(vg), f.out, f.lse, handleOf(cu), scale, window);
       return { out: host(f.out), lse: host(f.lse), dq: host(b.dq), dk: host(b.dk), dv: host(b.dv) };
     }));
