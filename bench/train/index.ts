@@ -177,13 +177,14 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<TrainBench
   const gpu = device === 'cpu' ? null : info.cuda?.name ?? null;
   const known = gpu === null ? null : gpuPeakTflops(gpu);
   const ceiling = opts.peakTflops !== undefined ? { tflops: opts.peakTflops, of: '--peak-tflops' }
-    : known !== null && gpu !== null ? { tflops: known, of: `${gpu}, dense bf16` } : null;
+    : known !== null ? { tflops: known, of: `${gpu}, dense bf16` } : null;
   const tflops = (tokensPerSec: number) => (tokensPerSec * stepFlops.perToken) / 1e12;
+  const instillTflops = tflops(instill.tokensPerSec);
   const torchTflops = torch && 'stepSeconds' in torch ? tflops(torch.tokensPerSec) : null;
   const flops: TrainBenchReport['flops'] = {
     perToken: stepFlops.perToken, frozenParams: stepFlops.frozenParams, loraParams: stepFlops.loraParams,
-    instillTflops: tflops(instill.tokensPerSec), torchTflops, peak: ceiling,
-    instillMfu: ceiling ? tflops(instill.tokensPerSec) / ceiling.tflops : null,
+    instillTflops, torchTflops, peak: ceiling,
+    instillMfu: ceiling ? instillTflops / ceiling.tflops : null,
     torchMfu: ceiling && torchTflops !== null ? torchTflops / ceiling.tflops : null,
   };
   return {

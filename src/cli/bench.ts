@@ -7,6 +7,7 @@ import { runTrainBench, type TrainBenchReport } from '../../bench/train/index.js
 import { ErrorCode, InstillError } from '../errors.js';
 import { native } from '../native.js';
 import { runtime } from '../runtime.js';
+import { fmtMfu, fmtTflops } from './train.js';
 
 const USAGE = `usage: instill bench kernels [options]
        instill bench train --config CONFIG.json [options]
@@ -53,13 +54,12 @@ function printTrain(r: TrainBenchReport): void {
   console.log(`LoRA training step: ${r.config} (${r.layers} layers), batch ${r.batch} x ${r.seq}, r=${r.rank}, ${r.dtype} base, ${r.activations} activations, ${where}`);
   const ms = (seconds: number) => (seconds * 1e3).toFixed(seconds < 1 ? 1 : 0);  // a GPU step is tens of ms
   const f = r.flops;
-  const tf = (x: number) => (x >= 100 ? x.toFixed(0) : x.toPrecision(3));  // a CPU's step: well under 1 TFLOP/s
-  const mfu = (x: number | null) => (x === null ? 'n/a' : `${x >= 0.1 ? (100 * x).toFixed(1) : (100 * x).toPrecision(3)}%`);
-  const rows = [['instill', r.instill.tokensPerSec.toFixed(0), ms(r.instill.stepSeconds), tf(f.instillTflops), mfu(f.instillMfu),
+  const mfu = (x: number | null) => (x === null ? 'n/a' : fmtMfu(x));
+  const rows = [['instill', r.instill.tokensPerSec.toFixed(0), ms(r.instill.stepSeconds), fmtTflops(f.instillTflops), mfu(f.instillMfu),
     gib(r.instill.peakBytes), r.instill.loss.toFixed(4)]];
   if (r.torch && 'stepSeconds' in r.torch) {
     rows.push([`PyTorch ${r.torch.version} eager`, r.torch.tokensPerSec.toFixed(0), ms(r.torch.stepSeconds),
-      f.torchTflops === null ? 'n/a' : tf(f.torchTflops), mfu(f.torchMfu), gib(r.torch.peakBytes), r.torch.loss.toFixed(4)]);
+      f.torchTflops === null ? 'n/a' : fmtTflops(f.torchTflops), mfu(f.torchMfu), gib(r.torch.peakBytes), r.torch.loss.toFixed(4)]);
   }
   console.log(table(['', 'tokens/s', 'ms/step', 'model TFLOP/s', 'MFU', r.device === 'cpu' ? 'peak RSS' : 'peak GPU memory', 'loss'], rows));
   console.log(`model FLOPs: ${(f.perToken / 1e9).toFixed(2)} GFLOP a token (${(f.frozenParams / 1e6).toFixed(1)}M frozen weights, ` +

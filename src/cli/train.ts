@@ -37,6 +37,16 @@ export function fmtDuration(s: number): string {
   return h ? `${h}:${String(m).padStart(2, '0')}:${String(sec).padStart(2, '0')}` : `${m}:${String(sec).padStart(2, '0')}`;
 }
 
+/** Model TFLOP/s: 3 significant digits under 100 (a CPU's step is well under 1), whole numbers above. */
+export function fmtTflops(x: number): string {
+  return x >= 100 ? x.toFixed(0) : x.toPrecision(3);
+}
+
+/** An MFU (a fraction) as a percentage: one decimal from 10%, 3 significant digits under it. */
+export function fmtMfu(x: number): string {
+  return `${x >= 0.1 ? (100 * x).toFixed(1) : (100 * x).toPrecision(3)}%`;
+}
+
 function fmtRate(x: number): string {
   return x >= 1e6 ? `${(x / 1e6).toFixed(1)}M` : x >= 1e3 ? `${(x / 1e3).toFixed(1)}k` : x.toFixed(0);
 }
@@ -47,8 +57,7 @@ export function progressLine(e: StepEvent, evalLoss: number | null, gpu?: { peak
   let rate = '';
   if (gpu) {
     const tflops = e.flopsPerSec / 1e12;
-    rate = `  ${tflops >= 100 ? tflops.toFixed(0) : tflops.toPrecision(3)} TFLOP/s` +
-      (gpu.peakTflops ? ` (${((100 * tflops) / gpu.peakTflops).toFixed(1)}% MFU)` : '');
+    rate = `  ${fmtTflops(tflops)} TFLOP/s` + (gpu.peakTflops ? ` (${fmtMfu(tflops / gpu.peakTflops)} MFU)` : '');
   }
   return (
     `step ${String(e.step).padStart(w)}/${e.totalSteps}  loss ${e.loss.toFixed(4)}  lr ${e.lr.toExponential(2)}  ` +

@@ -430,6 +430,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       return w;
     };
     let pending: LoadedBatch[] | null = null;
+    const lora = model.loraConfig;  // (a copy: read once, not every step)
+    const flopsLora = lora ? { rank: lora.r, targets: lora.targetModules } : null;
     let aborted = signal?.aborted === true;
     try {
       while (!aborted && step < this.totalSteps) {
@@ -440,11 +442,10 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         let N = 0;
         let tokens = 0;
         let flops = 0;
-        const lora = model.loraConfig;
         for (const w of window) {
           N += w.batch.numTargets;
           tokens += w.batch.numTokens;
-          flops += trainingFlops(model.spec, lora ? { rank: lora.r, targets: lora.targetModules } : null, exampleLengths(w.batch));
+          flops += trainingFlops(model.spec, flopsLora, exampleLengths(w.batch));
         }
         const lr = this.schedule(step);
         let loss = 0;
