@@ -5,19 +5,14 @@
 # against PyTorch / transformers+peft, then a short table LAST (the device tool
 # returns the end of the output). Copy that table into bench/RESULTS.md.
 #
-# The GPU machine gets only the working tree (and carried ignored paths) and has
-# no network, so prepare these git-ignored folders HERE first (once per session, from the repository root, ~3 min
-# with 2 cores; ~40 MB in all): `bash bench/gpu-check.sh --prepare`, which does what these say (and skips the CUDA
-# build where .gpu/instill.node was built from these sources already):
+# The GPU machine gets only the working tree (and carried ignored paths) and has no network, so prepare the
+# git-ignored folders it needs HERE first (once per session, from the repository root; ~3 min with 2 cores, ~46 MB):
 #
-#   mkdir -p .fixtures .gpu
-#   cp -r ../shared/fixtures/stories260K ../shared/fixtures/configs .fixtures/   # INSTILL_FIXTURES or ../shared/fixtures
-#   xz -T2 -6 -c "$(command -v node)" > .gpu/node.xz          # node 20, used only if the machine has none
-#   tar --exclude=node_modules/typescript --exclude='node_modules/@types' -cJf .gpu/node_modules.tar.xz node_modules
-#   npx tsc -p tsconfig.json                                     # dist/ for bench/gpu/instill_bench.mjs
-#   INSTILL_CUDA=on node node_modules/cmake-js/bin/cmake-js compile --directory . --out /tmp/build-cuda \
-#     --CDINSTILL_CUDA=on && cp /tmp/build-cuda/Release/instill.node .gpu/ \
-#     && bash bench/gpu-check.sh --source-hash > .gpu/instill.node.src   # which sources it was built from
+#   bash bench/gpu-check.sh --prepare
+#
+# (the --prepare branch below: .fixtures from INSTILL_FIXTURES or ../shared/fixtures; .gpu with node, used only if
+# the machine has none, node_modules, and the CUDA build with .gpu/instill.node.src naming the sources it was built
+# from, skipped where they match; dist/ for bench/gpu/instill_bench.mjs)
 #
 # then ONE device call (nothing else needs a GPU):
 #
@@ -53,15 +48,16 @@ if [[ "${1:-}" == --prepare ]]; then  # on the CPU machine: the carried folders 
   xz -T2 -6 -c "$(command -v node)" > .gpu/node.xz
   tar --exclude=node_modules/typescript --exclude='node_modules/@types' -cJf .gpu/node_modules.tar.xz node_modules
   npx tsc -p tsconfig.json
-  if [[ -f .gpu/instill.node && "$(cat .gpu/instill.node.src 2>/dev/null)" == "$(source_hash)" ]]; then
-    echo "prepare: .gpu/instill.node is built from these sources already ($(source_hash))"
+  hash=$(source_hash)
+  if [[ -f .gpu/instill.node && "$(cat .gpu/instill.node.src 2>/dev/null)" == "$hash" ]]; then
+    echo "prepare: .gpu/instill.node is built from these sources already ($hash)"
   else
     rm -rf .gpu/instill.node .gpu/instill.node.src /tmp/build-cuda
     INSTILL_CUDA=on CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
       node node_modules/cmake-js/bin/cmake-js compile --directory . --out /tmp/build-cuda --CDINSTILL_CUDA=on > /tmp/build-cuda.log 2>&1 \
       || { tail -30 /tmp/build-cuda.log; echo "prepare: the CUDA build failed (/tmp/build-cuda.log)"; exit 1; }
     cp /tmp/build-cuda/Release/instill.node .gpu/
-    source_hash > .gpu/instill.node.src
+    echo "$hash" > .gpu/instill.node.src
   fi
   echo "prepare: ready ($(du -sh .fixtures .gpu dist | tr '\n\t' '  ')); binary from sources $(cat .gpu/instill.node.src)"
   echo 'then: run(command="bash bench/gpu-check.sh", carry=[".fixtures", ".gpu", "dist"], timeout_s=540)'
