@@ -75,6 +75,35 @@ Napi::Value op_rmsnorm(const Napi::CallbackInfo& info) {
   });
 }
 
+// opRmsnormPacked(x, w, eps, packed, uA?, uRow0?, uRows?, uScale?) -> rstd: y rounded to bf16 into the first C columns
+// of the bf16 (N, ld) tensor packed, in place (ops/rmsnorm.h's y_packed: a lora_group's packed x), and with uA also
+// s·u = s · y·Aᵀ into its columns C..C+uRows, A being rows uRow0..uRow0+uRows of uA (its u_a).
+Napi::Value op_rmsnorm_packed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 4, "opRmsnormPacked");
+    const Tensor* x = unwrap_tensor(env, info[0], "x");
+    const Tensor* w = unwrap_tensor(env, info[1], "w");
+    const float eps = static_cast<float>(need_number(info[2], "eps"));
+    Tensor* packed = const_cast<Tensor*>(unwrap_tensor(env, info[3], "packed"));
+    if (x->ndim() != 2) fail(ErrorCode::Shape, "'x' must have 2 dimensions (N, C), got ", shape_str(x->shape()));
+    Tensor rstd = Tensor::empty({x->dim(0)}, DType::F32, x->device());
+    RmsnormForwardArgs args{x, w, eps, nullptr, &rstd};
+    args.y_packed = packed;
+    if (info.Length() > 4 && !info[4].IsUndefined()) {
+      need_args(info, 8, "opRmsnormPacked with uA");
+      args.u_a = unwrap_tensor(env, info[4], "uA");
+      const double row0 = need_number(info[5], "uRow0"), rows = need_number(info[6], "uRows");
+      if (row0 != std::floor(row0) || rows != std::floor(rows)) fail(ErrorCode::Arg, "'uRow0' and 'uRows' must be integers");
+      args.u_row0 = static_cast<int64_t>(row0);
+      args.u_rows = static_cast<int64_t>(rows);
+      args.u_scale = static_cast<float>(need_number(info[7], "uScale"));
+    }
+    rmsnorm_forward(args);
+    return wrap_tensor(env, rstd);
+  });
+}
+
 // opRmsnormBackward(dy, x, w, rstd) -> { dx, dw }
 Napi::Value op_rmsnorm_backward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -272,6 +301,7 @@ void register_model_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("opEmbedding", Napi::Function::New(env, op_embedding, "opEmbedding"));
   exports.Set("opEmbeddingBackward", Napi::Function::New(env, op_embedding_backward, "opEmbeddingBackward"));
   exports.Set("opRmsnorm", Napi::Function::New(env, op_rmsnorm, "opRmsnorm"));
+  exports.Set("opRmsnormPacked", Napi::Function::New(env, op_rmsnorm_packed, "opRmsnormPacked"));
   exports.Set("opRmsnormBackward", Napi::Function::New(env, op_rmsnorm_backward, "opRmsnormBackward"));
   exports.Set("opRope", Napi::Function::New(env, op_rope, "opRope"));
   exports.Set("opRopePair", Napi::Function::New(env, op_rope_pair, "opRopePair"));

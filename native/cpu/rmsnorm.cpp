@@ -21,6 +21,23 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
     q.y_packed = nullptr;
     cpu::rmsnorm_forward(q);
     store_f32_columns(y32, *p.y_packed, 0);
+    if (p.u_a) {  // s·u from the bf16 y just stored and A's rows, summed in double, rounded once (ops/rmsnorm.h)
+      const int64_t n = p.x->dim(0), c = p.x->dim(1), ld = p.y_packed->dim(1), lda = p.u_a->dim(1);
+      uint16_t* yp = static_cast<uint16_t*>(p.y_packed->data());
+      const uint16_t* a = static_cast<const uint16_t*>(p.u_a->data()) + p.u_row0 * lda;
+      const double s = p.u_scale;
+      parallel_range(n, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          uint16_t* yr = yp + i * ld;
+          for (int64_t j = 0; j < p.u_rows; ++j) {
+            const uint16_t* ar = a + j * lda;
+            double acc = 0;
+            for (int64_t k = 0; k < c; ++k) acc += static_cast<double>(bf16_to_f32(yr[k])) * bf16_to_f32(ar[k]);
+            yr[c + j] = f32_to_bf16(static_cast<float>(s * acc));
+          }
+        }
+      });
+    }
     return;
   }
   const int64_t n = p.x->dim(0), c = p.x->dim(1);

@@ -124,13 +124,15 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
     const OpPart part("pack x", Device::CUDA);
     pack_bf16(x.data(), elem_of(x), l.in, 1.f, l.n, l.in, bf16_ptr(px), ldx);
   }
-  {  // u (N, m·R) = x · [A_1 ; … ; A_m]ᵀ, K's A rows stored (m·R, IN) = (N, K)
+  const bool su16 = next_kernels(Next::FewerPacks) && p.u_unused && l.in > 0 && scales_exactly(p.scale);
+  if (p.su_written && !su16) fail(ErrorCode::Internal, "lora_group: s·u written by the norm where the op would write f32 u");
+  if (!p.su_written) {  // u (N, m·R) = x · [A_1 ; … ; A_m]ᵀ, K's A rows stored (m·R, IN) = (N, K)
     const OpPart part("u = x [A_1 ; ...]^T, pack s u", Device::CUDA);
     GemmArgs g;
     g.M = l.n; g.N = l.mr; g.K[0] = l.in;
     g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
     g.b[0] = bf16_operand(k + l.s * ldk, ldk, true);
-    if (next_kernels(Next::FewerPacks) && p.u_unused && l.in > 0 && scales_exactly(p.scale)) {
+    if (su16) {
       g.alpha = p.scale;  // (as lora_linear.cu's: s·u into px in bf16 by the product, u left unwritten)
       g.c16 = bf16_ptr(px) + l.in; g.ldc = ldx;
       gemm(g);

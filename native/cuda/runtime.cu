@@ -309,6 +309,30 @@ std::deque<std::pair<uint64_t, FenceRef>>& side_closed = *new std::deque<std::pa
 uint64_t side_closes = 0;  // SideWorks closed so far (side_count), under side_mu
 }  // namespace
 
+// INSTILL_CUDA_SIDE_DELAY_US (a test's knob, 0 or unset: none): each SideWork's work waits that many microseconds on
+// the side stream before it starts, so that it runs as late as the model's joins allow, as the fake device runs it
+// (test/cuda_host): a missing join, or a block handed out again too early, then gives other results on a GPU too,
+// where a small model's side work would otherwise be done long before anything overwrote what it reads.
+namespace {
+__global__ void side_delay_kernel(unsigned long long ns) {
+  unsigned long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (t - t0 < ns);
+}
+
+unsigned long long side_delay_ns() {
+  const char* v = std::getenv("INSTILL_CUDA_SIDE_DELAY_US");
+  if (!v || !*v) return 0;
+  char* end = nullptr;
+  const double us = std::strtod(v, &end);
+  if (*end || !(us >= 0) || us > 1e6)
+    fail(ErrorCode::Arg, "INSTILL_CUDA_SIDE_DELAY_US must be microseconds from 0 to 1e6, got '", v, "'");
+  return static_cast<unsigned long long>(us * 1000.0);
+}
+}  // namespace
+
 SideWork::SideWork(bool on) : on_(on) {
   if (!on_) return;
   if (t_open) fail(ErrorCode::Internal, "SideWork opened inside another");
@@ -328,6 +352,10 @@ SideWork::SideWork(bool on) : on_(on) {
     std::lock_guard<std::mutex> lock(side_mu);
     INSTILL_CUDA_CHECK(cudaEventRecord(s.fork, m));
     INSTILL_CUDA_CHECK(cudaStreamWaitEvent(s.side, s.fork, 0));
+  }
+  if (const unsigned long long ns = side_delay_ns()) {
+    side_delay_kernel<<<1, 1, 0, s.side>>>(ns);
+    check_launch("side_delay_kernel");
   }
   t_open = std::move(fence);
 }

@@ -643,10 +643,29 @@ bool LlamaModel::pack_xn(int g, DType act) const {
   return true;
 }
 
-void LlamaModel::norm_forward(const Tensor& x, const Tensor& w, Tensor& y, bool packed, Tensor& rstd) {
+void LlamaModel::norm_forward(const Tensor& x, const Tensor& w, Tensor& y, bool packed, Tensor& rstd, int64_t l, int g) {
   RmsnormForwardArgs args{&x, &w, cfg_.eps, packed ? nullptr : &y, &rstd};
   args.y_packed = packed ? &y : nullptr;
+  if (l >= 0) {  // (the caller asked norm_u)
+    const LayerWeights& lw = layers_[static_cast<size_t>(l)];
+    int members[kMaxLoraGroup];
+    const int m = group_members(l, g, members);
+    int64_t rows = 0;  // S = Σ OUT_i: the kept matrix's A blocks start there (ops/lora_group.h)
+    for (int j = 0; j < m; ++j) rows += lw.lin[static_cast<size_t>(members[j])].w.dim(0);
+    args.u_a = &lw.kept[static_cast<size_t>(g)];
+    args.u_row0 = rows;
+    args.u_rows = m * lora_r_;
+    args.u_scale = lora_scale_;
+  }
   rmsnorm_forward(args);
+}
+
+bool LlamaModel::norm_u(int64_t l, int g, const Acts& a, bool packed) const {
+  if (!packed || device_ == Device::CPU || !su_kept_ || !factors_packed_ || !next_enabled(Next::NormU) ||
+      !next_enabled(Next::FewerPacks) || !scales_exactly(lora_scale_) || !grouped(l, g, a))
+    return false;
+  const LayerWeights& lw = layers_[static_cast<size_t>(l)];
+  return lw.kept[static_cast<size_t>(g)].defined() && lw.kept_has_w[static_cast<size_t>(g)];
 }
 
 bool LlamaModel::pack_dres() const {
@@ -673,6 +692,7 @@ void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tenso
   args.x = x_packed ? nullptr : &x;
   args.x_packed = x_packed;
   args.u_unused = x_packed && su_kept_;  // (as linear_forward's)
+  args.su_written = norm_u(l, g, a, x_packed != nullptr);  // (norm_forward wrote s·u: the same question)
   args.scale = lora_scale_;
   args.u = &a.ug[static_cast<size_t>(g)];
   for (int j = 0; j < kGroupSize[g]; ++j) {
@@ -801,7 +821,7 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   auto& lin = lw.lin;
   const int64_t n = x.dim(0);
-  norm_forward(x, lw.ln1, a.xn1, a.xn1_packed, a.rstd1);
+  norm_forward(x, lw.ln1, a.xn1, a.xn1_packed, a.rstd1, norm_u(l, 0, a, a.xn1_packed) ? l : -1, 0);
   {
     Tensor* ys[3] = {c.qk_norm ? &a.q_pre : &a.q, c.qk_norm ? &a.k_pre : &a.k, &a.v};
     group_forward(l, 0, a.xn1, a, ys, a.xn1_packed ? &a.xn1 : nullptr);
@@ -829,7 +849,7 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   }
   // x2 = x + o_proj(att)
   linear_forward(lin[kO], a.att, a.x2, a.u[kO], dropout_seed(l, kO), &x, a.att_packed ? &a.att : nullptr);
-  norm_forward(a.x2, lw.ln2, a.xn2, a.xn2_packed, a.rstd2);
+  norm_forward(a.x2, lw.ln2, a.xn2, a.xn2_packed, a.rstd2, norm_u(l, 1, a, a.xn2_packed) ? l : -1, 1);
   {
     Tensor* ys[2] = {&a.gate, &a.up};
     group_forward(l, 1, a.xn2, a, ys, a.xn2_packed ? &a.xn2 : nullptr);

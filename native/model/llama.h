@@ -249,8 +249,13 @@ class LlamaModel {
   // Whether this pass keeps group g's input (xn1, xn2) as the group's packed x (norm_pack on a GPU, bf16
   // activations, every linear of the group adapted over bf16/f16 weights, the group's kept matrix held).
   bool pack_xn(int g, DType act) const;
-  // rmsnorm_forward into y, or (packed) into y's first columns (y_packed).
-  void norm_forward(const Tensor& x, const Tensor& w, Tensor& y, bool packed, Tensor& rstd);
+  // rmsnorm_forward into y, or (packed) into y's first columns (y_packed). With l >= 0 (where norm_u(l, g, …) holds):
+  // also s·u into y's next columns, for group g of layer l, whose forward then makes none (ops/rmsnorm.h's u_a).
+  void norm_forward(const Tensor& x, const Tensor& w, Tensor& y, bool packed, Tensor& rstd, int64_t l = -1, int g = 0);
+  // Whether group g's norm in layer l writes s·u into the group's packed x (INSTILL_CUDA_NEXT `norm_u`): a packed x,
+  // a pass whose backward reads s·u there (su_kept_), the kept matrix holding this pass's A blocks already
+  // (factors_packed_, kept_has_w), and s a power of two, where lora_group's own product would write s·u in bf16.
+  bool norm_u(int64_t l, int g, const Acts& a, bool packed) const;
   struct PassFlag;  // a bool member set for one pass (groups_, factors_packed_, su_kept_)
   // share: take xn1, xn2, h from another layer's Acts (one buffer for all layers). act: the dtype of
   // xn1, xn2, gate, up and h (act_dtype()).

@@ -145,6 +145,8 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
   need_same_device(u, "u", x.device());
   if (p.kept) check_kept(*p.kept, x, in, p.m, mem);
   if (p.u_unused && !p.x_packed) fail(ErrorCode::Arg, "'u_unused' goes with 'x_packed' (where s·u is left instead)");
+  if (p.su_written && !(p.u_unused && p.factors_packed))
+    fail(ErrorCode::Arg, "'su_written' goes with 'x_packed', 'u_unused' and 'factors_packed' (s·u made from the kept A blocks)");
   if (p.factors_packed && !(p.kept && p.kept_has_w))
     fail(ErrorCode::Arg, "'factors_packed' needs the 'kept' matrix with W in it (kept_has_w): lora_pack_factors writes the factors there");
   run_op(x.device(), &Backend::lora_group_forward, "lora_group_forward", p);

@@ -53,6 +53,11 @@ struct LoraGroupForwardArgs {
   bool factors_packed = false;
   // With x_packed: the caller will not read u (as lora_linear's u_unused): a backend may leave it unwritten.
   bool u_unused = false;
+  // With x_packed, u_unused and factors_packed: x_packed's columns IN..IN+m·R hold s·u already, s applied to the
+  // sum over x's bf16 values and the kept A blocks and rounded once (rmsnorm_forward's u_a wrote them:
+  // INSTILL_CUDA_NEXT `norm_u`), so the op makes no u. The CUDA backend takes it only where its own product would
+  // write s·u there in bf16 (INSTILL_CUDA_NEXT `fewer_packs`, s a power of two), else E_INTERNAL. The CPU ignores it.
+  bool su_written = false;
 };
 
 struct LoraGroupBackwardArgs {

@@ -27,6 +27,18 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
     need_shape(y, "y", {n, c}, "(N, C)");
   }
   need_shape(rstd, "rstd", {n}, "(N,)");
+  if (p.u_a) {
+    if (!p.y_packed) fail(ErrorCode::Arg, "rmsnorm_forward: 'u_a' needs 'y_packed' (s·u goes into its columns past C)");
+    need_dtype(*p.u_a, "u_a", {DType::BF16});
+    need_ndim(*p.u_a, "u_a", 2);
+    need_same_device(*p.u_a, "u_a", x.device());
+    if (p.u_a->dim(1) < c) fail(ErrorCode::Shape, "rmsnorm_forward: 'u_a' has ", p.u_a->dim(1), " columns, fewer than C = ", c);
+    if (p.u_rows <= 0 || p.u_row0 < 0 || p.u_row0 > p.u_a->dim(0) - p.u_rows)
+      fail(ErrorCode::Shape, "rmsnorm_forward: rows ", p.u_row0, "..", p.u_row0 + p.u_rows, " of 'u_a' (", p.u_a->dim(0), " rows)");
+    if (c + p.u_rows > y.dim(1))
+      fail(ErrorCode::Shape, "rmsnorm_forward: 'y_packed' has ", y.dim(1), " columns, fewer than C + u_rows = ", c + p.u_rows);
+    if (!std::isfinite(p.u_scale)) fail(ErrorCode::Arg, "rmsnorm_forward: 'u_scale' must be finite, got ", p.u_scale);
+  }
   if (!(p.eps > 0) || !std::isfinite(p.eps)) fail(ErrorCode::Arg, "'eps' must be a positive finite number, got ", p.eps);
   run_op(x.device(), &Backend::rmsnorm_forward, "rmsnorm_forward", p);
 }

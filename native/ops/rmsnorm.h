@@ -27,6 +27,15 @@ struct RmsnormForwardArgs {
   // other columns untouched): a lora_group's packed x (ops/lora_group.h, x_packed), written where its products
   // read it instead of copied there.
   Tensor* y_packed = nullptr;
+  // Or null. With y_packed: also s·u = s · y·Aᵀ, rounded once to bf16, into y_packed's columns C .. C + u_rows (a
+  // lora_group's low-rank inputs, written where its products read them, so that the group's forward makes no u:
+  // ops/lora_group.h's su_written, INSTILL_CUDA_NEXT `norm_u`). A is rows u_row0 .. u_row0 + u_rows, columns 0 .. C,
+  // of this bf16 (·, ld) tensor, ld >= C (the group's kept matrix, whose A blocks lie below its W rows). The product
+  // reads y as written (bf16) and sums in f32 on CUDA (in double on the CPU), s applied to the sum, as the group's
+  // own product does (cuda/gemm.h's contract).
+  const Tensor* u_a = nullptr;
+  int64_t u_row0 = 0, u_rows = 0;
+  float u_scale = 1.f;
 };
 
 struct RmsnormBackwardArgs {

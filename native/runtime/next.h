@@ -46,6 +46,8 @@ enum class Next {
   DkvWgmma,    // "dkv_wgmma": its dK/dV kernel likewise (D 64; with flash_lean, in place of its dK/dV kernel)
   WgmmaMn,     // "wgmma_mn": with the three above, their second products read V, K, Q and dO tiles as they are, as MN-major
                // operands (wgmma's transposed B), instead of tiles of transposed copies made first (attention_wgmma.cu)
+  NormU,       // "norm_u": the norms before the q/k/v and gate/up groups also write s·u into the groups' packed x
+               // (ops/rmsnorm.h's u_a, rmsnorm.cu's rmsnorm_u_kernel), so the groups' forwards make none
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

@@ -14,8 +14,12 @@
 // (K-major: (n, k) at (n/8)·SBO + (k/8)·LBO + (n%8)·16 + (k%8)·2; MN-major: (n/8)·SBO + (k/8)·LBO + (k%8)·16 +
 // (n%8)·2); the kernel copies the image in with cp.async as the kernels load tiles, waits, fences the async proxy,
 // and runs K/16 products d (+)= A·B (the first with the accumulator ignored: d starts as NaN), k-slice kk's
-// descriptor at the start the kernels give it. Output: a line a case, "ok" or what differs; exit 0 when every case
-// is exact, 1 when one is not, 2 without a Hopper GPU or on a CUDA error.
+// descriptor at the start the kernels give it. The "rescaled" cases do what the kernels' O += P·V (and dQ's, dK's,
+// dV's sums) do between key tiles: d starts as C(m, n), set by ordinary code; a first batch adds the first half of the
+// slices; ordinary code doubles d (the softmax's rescale of O); a second batch adds the rest: 2·(C + A·B₁) + A·B₂,
+// which holds only if each batch's wgmma.fence orders the registers ordinary code wrote before the products read them.
+// Output: a line a case, "ok" or what differs; exit 0 when every case is exact, 1 when one is not, 2 without a Hopper
+// GPU or on a CUDA error.
 //
 //   nvcc -std=c++17 -O2 -Inative -gencode=arch=compute_90a,code=sm_90a test/cuda/wgmma_probe.cu -o wgmma_probe
 //   ./wgmma_probe           on a Hopper GPU
@@ -53,7 +57,11 @@ struct Layout {
   int N, K;
   bool mn;
   uint32_t lbo, sbo, slice;
+  bool rescaled = false;  // d = 2·(C + Σ of the first half of the slices) + Σ of the rest, C set by ordinary code
 };
+
+// The rescaled cases' C(m, n): small integers, made alike on the host and the GPU.
+__host__ __device__ inline float preset_c(int m, int n) { return static_cast<float>((m * 7 + n * 3) % 11 - 5); }
 
 // Byte offset of B(n, k) in the image under a layout (the formulas above).
 size_t offset_of(int n, int k, uint32_t lbo, uint32_t sbo, bool mn) {
@@ -100,7 +108,8 @@ __device__ __forceinline__ void cp16(void* dst, const void* src) {
 // d = Σ_kk A_kk · B_kk over K / 16 slices. a: (64, K) row-major bf16; image: B's shared-memory image; out: (64, N) f32.
 template <int N, int K, bool kMN>
 __global__ void __launch_bounds__(kThreads) probe_kernel(const __nv_bfloat16* a, const uint4* image, int chunks,
-                                                         uint32_t lbo, uint32_t sbo, uint32_t slice, float* out) {
+                                                         uint32_t lbo, uint32_t sbo, uint32_t slice, bool rescaled,
+                                                         float* out) {
 #if defined(__CUDA_ARCH__)
   extern __shared__ __align__(128) unsigned char smem[];
   for (int i = threadIdx.x; i < chunks; i += kThreads) cp16(smem + i * 16, image + i);
@@ -114,7 +123,10 @@ __global__ void __launch_bounds__(kThreads) probe_kernel(const __nv_bfloat16* a,
 #pragma unroll
   for (int n = 0; n < N / 8; ++n)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) d[n][e] = __int_as_float(0x7fc00000);  // NaN: the first product must ignore it
+    for (int e = 0; e < 4; ++e) {  // NaN: the first product must ignore it; or the rescaled cases' C
+      const int m = r0 + (e >= 2 ? 8 : 0), col = n * 8 + 2 * tig + (e & 1);
+      d[n][e] = rescaled ? preset_c(m, col) : __int_as_float(0x7fc00000);
+    }
   const auto pair = [&](int r, int c) {  // A(r, c), A(r, c + 1) as one register, the lower column in the low half
     const uint16_t lo = __bfloat16_as_ushort(a[r * K + c]), hi = __bfloat16_as_ushort(a[r * K + c + 1]);
     return static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
@@ -128,22 +140,35 @@ __global__ void __launch_bounds__(kThreads) probe_kernel(const __nv_bfloat16* a,
     af[kk][2] = pair(r0, c + 8);
     af[kk][3] = pair(r0 + 8, c + 8);
   }
-  // one batch of K / 16 products, as the kernels issue theirs
-  wg_fence();
+  // one batch of K / 16 products, as the kernels issue theirs (rescaled: two, d doubled by ordinary code between)
+  const auto batch = [&](int kk0, int kk1, bool first_ignores_d) {
+    wg_fence();
 #pragma unroll
-  for (int kk = 0; kk < K / 16; ++kk) {
-    const uint64_t desc = wg_desc(smem + kk * slice, lbo, sbo);
-    if constexpr (N == 64) {
-      if (kk == 0) wgmma_m64n64k16<false, kMN>(d, af[kk], desc);
-      else wgmma_m64n64k16<true, kMN>(d, af[kk], desc);
-    } else {
-      if (kk == 0) wgmma_m64n128k16<false, kMN>(d, af[kk], desc);
-      else wgmma_m64n128k16<true, kMN>(d, af[kk], desc);
+    for (int kk = 0; kk < K / 16; ++kk) {
+      if (kk < kk0 || kk >= kk1) continue;
+      const uint64_t desc = wg_desc(smem + kk * slice, lbo, sbo);
+      if constexpr (N == 64) {
+        if (kk == kk0 && first_ignores_d) wgmma_m64n64k16<false, kMN>(d, af[kk], desc);
+        else wgmma_m64n64k16<true, kMN>(d, af[kk], desc);
+      } else {
+        if (kk == kk0 && first_ignores_d) wgmma_m64n128k16<false, kMN>(d, af[kk], desc);
+        else wgmma_m64n128k16<true, kMN>(d, af[kk], desc);
+      }
     }
+    wg_commit();
+    wg_wait<0>();
+    wg_hold(d);
+  };
+  if (!rescaled) {
+    batch(0, K / 16, true);
+  } else {
+    batch(0, K / 32, false);
+#pragma unroll
+    for (int n = 0; n < N / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) d[n][e] *= 2.f;
+    batch(K / 32, K / 16, false);
   }
-  wg_commit();
-  wg_wait<0>();
-  wg_hold(d);
 #pragma unroll
   for (int n = 0; n < N / 8; ++n) {
     const int col = n * 8 + 2 * tig;
@@ -162,7 +187,8 @@ bool launch(const __nv_bfloat16* a, const uint4* image, size_t bytes, const Layo
                                      static_cast<int>(bytes)),
                "cudaFuncSetAttribute"))
     return false;
-  probe_kernel<N, K, kMN><<<1, kThreads, bytes>>>(a, image, static_cast<int>(bytes / 16), L.lbo, L.sbo, L.slice, out);
+  probe_kernel<N, K, kMN><<<1, kThreads, bytes>>>(a, image, static_cast<int>(bytes / 16), L.lbo, L.sbo, L.slice,
+                                                  L.rescaled, out);
   return true;
 }
 
@@ -182,16 +208,19 @@ float read_b(const std::vector<float>& img, const Layout& L, int n, int k, uint3
   return at / 2 < img.size() ? img[at / 2] : NAN;
 }
 
-// The product on the host under a reading of the image: each slice kk from its own start, as the descriptors give it.
+// The product on the host under a reading of the image: each slice kk from its own start, as the descriptors give it;
+// for a rescaled case 2·(C + the first half's sum) + the second half's (the kernel's two batches).
 std::vector<double> host_product(const std::vector<float>& A, const std::vector<float>& img, const Layout& L,
                                  uint32_t lbo, uint32_t sbo, bool mn) {
   std::vector<double> ref(static_cast<size_t>(kM) * L.N, 0.0);
+  const int half = L.K / 32;
   for (int m = 0; m < kM; ++m)
     for (int n = 0; n < L.N; ++n) {
-      double s = 0;
+      double first = 0, second = 0;
       for (int kk = 0; kk < L.K / 16; ++kk)
-        for (int k = 0; k < 16; ++k) s += static_cast<double>(A[m * L.K + kk * 16 + k]) * read_b(img, L, n, k, lbo, sbo, mn, kk);
-      ref[static_cast<size_t>(m) * L.N + n] = s;
+        for (int k = 0; k < 16; ++k)
+          (kk < half ? first : second) += static_cast<double>(A[m * L.K + kk * 16 + k]) * read_b(img, L, n, k, lbo, sbo, mn, kk);
+      ref[static_cast<size_t>(m) * L.N + n] = L.rescaled ? 2 * (preset_c(m, n) + first) + second : first + second;
     }
   return ref;
 }
@@ -235,9 +264,10 @@ Case make_case(const Layout& L, uint32_t seed) {
   c.want.assign(static_cast<size_t>(kM) * L.N, 0.0);
   for (int m = 0; m < kM; ++m)
     for (int n = 0; n < L.N; ++n) {
-      double s = 0;
-      for (int k = 0; k < L.K; ++k) s += static_cast<double>(c.A[m * L.K + k]) * B[static_cast<size_t>(n) * L.K + k];
-      c.want[static_cast<size_t>(m) * L.N + n] = s;
+      double first = 0, second = 0;
+      for (int k = 0; k < L.K; ++k)
+        (k < L.K / 2 ? first : second) += static_cast<double>(c.A[m * L.K + k]) * B[static_cast<size_t>(n) * L.K + k];
+      c.want[static_cast<size_t>(m) * L.N + n] = L.rescaled ? 2 * (preset_c(m, n) + first) + second : first + second;
     }
   return c;
 }
@@ -383,6 +413,11 @@ int main(int argc, char** argv) {
       {"O += P V on V^T, K-major, D 128 (n128)", 128, 64, false, 128, 1024, 256},
       {"O += P V on V, MN-major (wgmma_mn), D 64 (n64)", 64, 64, true, 64 * 16, 128, 16 * 64 * 2},
       {"O += P V on V, MN-major (wgmma_mn), D 128 (n128)", 128, 64, true, 128 * 16, 128, 16 * 128 * 2},
+      // the same P·V products onto an O that ordinary code set and rescaled between two batches
+      {"O += P V on V^T, K-major, D 64 (n64), rescaled", 64, 64, false, 128, 1024, 256, true},
+      {"O += P V on V^T, K-major, D 128 (n128), rescaled", 128, 64, false, 128, 1024, 256, true},
+      {"O += P V on V, MN-major (wgmma_mn), D 64 (n64), rescaled", 64, 64, true, 64 * 16, 128, 16 * 64 * 2, true},
+      {"O += P V on V, MN-major (wgmma_mn), D 128 (n128), rescaled", 128, 64, true, 128 * 16, 128, 16 * 128 * 2, true},
   };
   const size_t count = sizeof cases / sizeof cases[0];
   if (host) {

@@ -22,7 +22,7 @@ uint64_t side_count();  // fake_device.cpp (cuda/common.cuh)
 void join_side(uint64_t upto);
 
 std::atomic<int> fake_calls_linear{0}, fake_calls_group{0}, fake_calls_swiglu_packed{0}, fake_calls_swiglu_fwd_packed{0},
-    fake_calls_dy_packed{0}, fake_calls_norm_packed{0}, fake_calls_pack_factors{0};
+    fake_calls_dy_packed{0}, fake_calls_norm_packed{0}, fake_calls_pack_factors{0}, fake_calls_norm_u{0};
 
 namespace {
 Backend make() {
@@ -50,6 +50,7 @@ Backend make() {
   b.join_side_work = [](uint64_t upto) { join_side(upto); };
   b.rmsnorm_forward = [](const RmsnormForwardArgs& p) {
     if (p.y_packed) ++fake_calls_norm_packed;
+    if (p.u_a) ++fake_calls_norm_u;  // (norm_u: s·u too, in double as the fake's gemm() sums)
     cpu::rmsnorm_forward(p);
   };
   b.swiglu_forward = [](const SwigluForwardArgs& p) {

@@ -26,7 +26,7 @@ namespace instill {
 namespace cuda {
 extern std::atomic<int> fake_packs, fake_calls_pack_factors, fake_side_work;
 extern std::atomic<int> fake_calls_linear, fake_calls_group, fake_calls_swiglu_packed, fake_calls_swiglu_fwd_packed,
-    fake_calls_dy_packed, fake_calls_norm_packed;
+    fake_calls_dy_packed, fake_calls_norm_packed, fake_calls_norm_u;
 }
 }  // namespace instill
 
@@ -269,7 +269,9 @@ void run_piece(const Case& cs) {
   set_factors(2);
   pass(with.c_str(), unused);
   set_factors(1);
+  const int u0 = cuda::fake_calls_norm_u;
   const Pass on = pass(with.c_str(), packs_on);
+  const int norm_u_calls = cuda::fake_calls_norm_u - u0;
   const Pass again = pass(with.c_str(), packs_again);
   set_factors(3);
   pass(nullptr, unused);
@@ -299,6 +301,14 @@ void run_piece(const Case& cs) {
   const bool fork = (all || piece.find("group_fork") != std::string::npos) && cs.dropout == 0.f && ((cs.mask >> kQ) & 1u) &&
                     (cs.mask & ((1u << kK) | (1u << kV)));
   expect(side || fork ? side_ops > 0 : side_ops == 0, "products and packs on the side stream: " + std::to_string(side_ops));
+  // norm_u: the norms before the q/k/v and gate/up groups write their s·u (and the groups make none) where fewer_packs
+  // would have the groups' products write it in bf16 (bf16 activations, so every linear adapted; s a power of two)
+  // and factor_pack has put this pass's A blocks in the kept matrices before the forwards; two norms a layer forward
+  // (twice under checkpointing, where each layer's forward runs again before its backward), in each of the pass's passes
+  const bool nu = (all || piece.find("norm_u") != std::string::npos) && fewer && factor && cs.acts == nullptr &&
+                  cs.mask == (1u << kNumTargets) - 1 && cs.dropout == 0.f && std::ldexp(0.5f, e) == cs.scale;
+  const int nu_want = nu ? 2 * static_cast<int>(w.c.L) * (cs.checkpointing ? 2 : 1) * (cs.accumulate ? 2 : 1) : 0;
+  expect(norm_u_calls == nu_want, "norms writing s·u: " + std::to_string(norm_u_calls) + ", expected " + std::to_string(nu_want));
   expect(side_ops_off == 0, "products and packs on the side stream without the piece: " + std::to_string(side_ops_off));
   const bool exact = !fewer || std::ldexp(0.5f, e) == cs.scale;
   const double e_off = worst_rel(on, off), e_again = worst_rel(again, on);
@@ -607,6 +617,22 @@ int main() {
        nullptr, kOld, false, true, false, true, 0, false, "side_grads,-norm_pack,-swiglu_pack"},
       {"side_grads under LoRA dropout: on the main stream", every, false, false, 0.1f, false, "0", kOld, false, false, false,
        true, 0, false, "side_grads"},
+      {"norm_u: the norms write s·u into the groups' packed x (in double here, as the fake's products: the same bits)",
+       every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "norm_u,fewer_packs,factor_pack"},
+      {"norm_u, checkpointing, accumulated, Qwen2 biases, with side_grads and group_fork", every, true, false, 0.f, true,
+       nullptr, kOld, false, true, false, true, 0, false, "norm_u,fewer_packs,factor_pack,side_grads,group_fork"},
+      {"norm_u, k_proj without an adapter (f32 activations, no packed x): not taken", every & ~(1u << kK), false, false,
+       0.f, false, nullptr, kOld, false, false, false, true, 0, false, "norm_u,fewer_packs,factor_pack"},
+      {"norm_u, Qwen3 q/k norm, checkpointing", every, false, true, 0.f, true, nullptr, kOld, false, false, false, true, 0,
+       false, "norm_u,fewer_packs,factor_pack"},
+      {"norm_u, s = 1.5: not taken (the group's u in f32)", every, false, false, 0.f, false, nullptr, kOld, false, false,
+       false, true, 0, false, "norm_u,fewer_packs,factor_pack", 1.5f},
+      {"norm_u, f32 activations: not taken", every, false, false, 0.f, false, "0", kOld, false, false, false, true, 0, false,
+       "norm_u,fewer_packs,factor_pack"},
+      {"norm_u without factor_pack: not taken (the A blocks are written by the group's own forward)", every, false, false,
+       0.f, false, nullptr, kOld, false, false, false, true, 0, false, "norm_u,fewer_packs"},
+      {"norm_u under LoRA dropout: not taken", every, false, false, 0.1f, false, "0", kOld, false, false, false, true, 0,
+       false, "norm_u,fewer_packs,factor_pack"},
       {"group_fork: k's and v's products beside q's (on the side stream, joined as the group's forward returns)", every,
        false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "group_fork"},
       {"group_fork, checkpointing, accumulated, Qwen2 biases", every, true, false, 0.f, true, nullptr, kOld, false, true,

@@ -5,7 +5,8 @@
 //
 // The same products compute the same values, so each pass must give the default's results (the bits, or 1e-3 if
 // cuBLASLt chose another algorithm on the side stream's workspace: expectSamePass; the bits that differ are printed),
-// pass after pass, with and without side_grads (both use the side stream).
+// pass after pass, with and without side_grads (both use the side stream); once more with INSTILL_CUDA_SIDE_DELAY_US
+// (each SideWork's work waits 200 µs on the side stream first: a missing join shows; test/cuda/next/side_grads.test.ts).
 //
 // test/cuda_host checks the plumbing on the fake device, which runs side work as late as the joins allow
 // (model_check.cpp: without the op's join, k and v are read unwritten). A file of its own (test/cuda/common.ts says
@@ -21,12 +22,20 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=group_fork', () => {
     { acts: '1', extra: '' },
     { acts: '1', extra: ',side_grads,dqkv_pack,attn_pack' },
     { acts: '0', extra: '' },
-  ])('bf16 activations $acts, pieces "$extra": the default\'s pass, three times over', async ({ acts, extra }) => {
+    { acts: '1', extra: ',side_grads', delay: '200' },
+  ])('bf16 activations $acts, pieces "$extra", side delay $delay us: the default\'s pass, three times over', async ({ acts, extra, delay }) => {
     const config = { ...pieceModelConfig(256, 344), head_dim: 64, num_attention_heads: 4, num_key_value_heads: 1 };
     const m = pieceLoraModel(config, 67, (i, n) => 0.05 * Math.cos(0.29 * i + n.length));
     await withEnv('INSTILL_BF16_ACTIVATIONS', acts, async () => {
       const plain = await withEnv('INSTILL_CUDA_NEXT', `default${extra}`, () => m.lossAndGrads(PIECE_BATCH));
       for (let k = 0; k < 3; ++k) {
+        if (delay) {
+          const late = await withEnv('INSTILL_CUDA_SIDE_DELAY_US', delay, () =>
+            withEnv('INSTILL_CUDA_NEXT', `default${extra},group_fork`, () => m.lossAndGrads(PIECE_BATCH)));
+          const { differ, worst } = expectSamePass(late, plain);
+          console.log(`group_fork (pieces "${extra}", side delay ${delay} us), pass ${k + 1}: ${differ} gradient elements differ in bits, worst ${worst.toExponential(2)}`);
+          continue;
+        }
         const forked = await withEnv('INSTILL_CUDA_NEXT', `default${extra},group_fork`, () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
         const { differ, worst } = expectSamePass(forked.value, plain);
         console.log(`group_fork (bf16 activations ${acts}, pieces "${extra}"), pass ${k + 1}: ${differ} gradient elements differ in bits, worst ${worst.toExponential(2)}`);

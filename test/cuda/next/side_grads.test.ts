@@ -10,7 +10,11 @@
 //
 // Cases: bf16 activations (the GPU's default: s·g and s·u read from the packed buffers), with dqkv_pack and attn_pack
 // (the group's dy and o_proj's x written in place by the attention), f32 activations (g and u in f32 scratch), and a
-// 1500-token row, where the side stream's products overlap the attention's backward.
+// 1500-token row, where the side stream's products overlap the attention's backward. Two cases again with
+// INSTILL_CUDA_SIDE_DELAY_US (native/cuda/runtime.cu): each SideWork's work waits 200 µs on the side stream first, so
+// that it runs as late as the joins allow, as on the fake device (a missing join or a block reused too early then
+// shows here too; without the delay a small model's side work is done long before anything rewrites what it reads).
+// Those passes run without the op profile, whose marks could order the streams.
 //
 // test/cuda_host checks the model's joins on the fake device, which runs the side work as late as they allow
 // (model_check.cpp). A file of its own (test/cuda/common.ts says why); skipped where no GPU is seen.
@@ -28,13 +32,22 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=side_grads', () => {
     { acts: '1', extra: ',dqkv_pack,attn_pack', long: false },
     { acts: '0', extra: '', long: false },
     { acts: '1', extra: '', long: true },
-  ])('bf16 activations $acts, pieces "$extra", 1500 tokens $long: the default\'s pass, three times over', async ({ acts, extra, long }) => {
+    { acts: '1', extra: ',dqkv_pack,attn_pack', long: false, delay: '200' },
+    { acts: '1', extra: '', long: true, delay: '200' },
+  ])('bf16 activations $acts, pieces "$extra", 1500 tokens $long, side delay $delay us: the default\'s pass, three times over', async ({ acts, extra, long, delay }) => {
     const config = { ...pieceModelConfig(256, 344), head_dim: 64, num_attention_heads: 4, num_key_value_heads: 2 };
     const batch = long ? { inputIds: [longIds], labels: [longIds] } : PIECE_BATCH;
     const m = pieceLoraModel(config, 61, (i, n) => 0.05 * Math.sin(0.23 * i + n.length));
     await withEnv('INSTILL_BF16_ACTIVATIONS', acts, async () => {
       const plain = await withEnv('INSTILL_CUDA_NEXT', `default${extra}`, () => m.lossAndGrads(batch));
       for (let k = 0; k < 3; ++k) {
+        if (delay) {
+          const side = await withEnv('INSTILL_CUDA_SIDE_DELAY_US', delay, () =>
+            withEnv('INSTILL_CUDA_NEXT', `default${extra},side_grads`, () => m.lossAndGrads(batch)));
+          const { differ, worst } = expectSamePass(side, plain);
+          console.log(`side_grads (pieces "${extra}", ${long ? 1500 : 150} tokens, side delay ${delay} us), pass ${k + 1}: ${differ} gradient elements differ in bits, worst ${worst.toExponential(2)}`);
+          continue;
+        }
         const side = await withEnv('INSTILL_CUDA_NEXT', `default${extra},side_grads`, () => withOpProfile(() => m.lossAndGrads(batch)));
         const { differ, worst } = expectSamePass(side.value, plain);
         console.log(`side_grads (bf16 activations ${acts}, pieces "${extra}", ${long ? 1500 : 150} tokens), pass ${k + 1}: ${differ} gradient elements differ in bits, worst ${worst.toExponential(2)}`);
@@ -43,6 +56,15 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=side_grads', () => {
         expect(Object.keys(side.calls).some((p) => p.startsWith('lora_linear_backward/dB'))).toBe(true);
       }
     });
+    m.dispose();
+  });
+
+  it('INSTILL_CUDA_SIDE_DELAY_US other than microseconds from 0 to 1e6 is E_ARG', async () => {
+    const m = pieceLoraModel(pieceModelConfig(256, 344), 61, (i, n) => 0.05 * Math.sin(0.23 * i + n.length));
+    for (const bad of ['abc', '-1', '2e6']) {
+      await expect(withEnv('INSTILL_CUDA_SIDE_DELAY_US', bad, () =>
+        withEnv('INSTILL_CUDA_NEXT', 'default,side_grads', () => m.lossAndGrads(PIECE_BATCH)))).rejects.toMatchObject({ code: 'E_ARG' });
+    }
     m.dispose();
   });
 });

@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { Tensor, handleOf } from '../../../src/tensor.js';
 import { roundBf16 } from '../../../bench/kernels/reference.js';
+import { checkNormU } from '../../helpers/norm_u.js';
 import { addon, arr, errCode, f32, randn, relErr } from './helpers.js';
 
 function ref(x: Float64Array, w: Float64Array, N: number, C: number, eps: number): Float64Array {
@@ -56,6 +57,25 @@ describe('rmsnorm op vs float64', () => {
     expect(bits(arr(b.rstd))).toEqual(bits(arr(f.rstd)));
     const x16 = handleOf(Tensor.from(x, [N, C], { dtype: 'bf16' }));
     expect(errCode(() => A.opRmsnorm(x16, f32(w, [C]), eps))).toMatch(/^E_DTYPE.*'x'/);
+  });
+
+  it('into a packed x with s·u besides (y_packed, u_a): the plain bf16 norm, s·u against float64, nothing else written', () => {
+    checkNormU('cpu', { n: 9, c: 41, ld: 56, aRows: 60, lda: 43, row0: 5, rows: 7, scale: 0.5 }, 11);
+    checkNormU('cpu', { n: 3, c: 16, ld: 24, aRows: 8, lda: 16, row0: 0, rows: 8, scale: -3 }, 12);
+  });
+
+  it('a packed x and s·u: bad arguments are errors', () => {
+    const A = addon();
+    const x = f32(randn(6, 1), [2, 3]), w = f32([1, 1, 1], [3]);
+    const packed = (cols: number) => handleOf(Tensor.from(new Float32Array(2 * cols), [2, cols], { dtype: 'bf16' }));
+    const a = handleOf(Tensor.from(new Float32Array(12), [4, 3], { dtype: 'bf16' }));
+    expect(errCode(() => A.opRmsnormPacked(x, w, 1e-5, packed(2)))).toMatch(/^E_SHAPE.*'y_packed'/);
+    expect(errCode(() => A.opRmsnormPacked(x, w, 1e-5, packed(5), a, 1, 3, 1))).toMatch(/^E_SHAPE.*'y_packed' has 5 columns/);
+    expect(errCode(() => A.opRmsnormPacked(x, w, 1e-5, packed(8), a, 2, 3, 1))).toMatch(/^E_SHAPE.*rows 2\.\.5 of 'u_a'/);
+    expect(errCode(() => A.opRmsnormPacked(x, w, 1e-5, packed(8), a, 0, 0, 1))).toMatch(/^E_SHAPE.*'u_a'/);
+    expect(errCode(() => A.opRmsnormPacked(x, w, 1e-5, packed(8), f32(new Float32Array(12), [4, 3]), 0, 2, 1))).toMatch(/^E_DTYPE.*'u_a'/);
+    expect(errCode(() => A.opRmsnormPacked(x, w, 1e-5, packed(8), a, 0, 2, NaN))).toMatch(/^E_ARG.*'u_scale'/);
+    expect(errCode(() => A.opRmsnormPacked(x, w, 1e-5, packed(8), a, 0.5, 2, 1))).toMatch(/^E_ARG.*integers/);
   });
 
   it('bad arguments are errors', () => {

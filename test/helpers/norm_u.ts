@@ -1,0 +1,68 @@
+// rmsnorm_forward into a packed x with s·u besides (ops/rmsnorm.h's y_packed and u_a; INSTILL_CUDA_NEXT `norm_u` in the
+// model), run through opRmsnormPacked on one device and held to what the op promises: y's columns the bits of the plain
+// bf16 norm (opRmsnorm), rstd's too, s·u against float64 (s · Σ y·A over the bf16 values, rounded once to bf16), and
+// every other column as it was (poisoned with NaN before the call). The CPU's test (test/model/ops/rmsnorm.test.ts)
+// and the GPU's (test/cuda/next/norm_u.test.ts) share it.
+import { expect } from 'vitest';
+
+import { rng, randn } from '../../bench/kernels/reference.js';
+import { native } from '../../src/native.js';
+import { Tensor, handleOf } from '../../src/tensor.js';
+
+export interface NormUCase {
+  n: number;      // rows (N)
+  c: number;      // C
+  ld: number;     // the packed x's row length, >= c + rows
+  aRows: number;  // rows of the matrix A lies in (the group's kept matrix)
+  lda: number;    // its row length, >= c
+  row0: number;   // A's first row in it
+  rows: number;   // A's rows: u's columns (m·R)
+  scale: number;  // s
+}
+
+const bitsOf = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+
+/** Runs one case on `device` and asserts the op's contract; returns the worst error of s·u in units of its bound. */
+export function checkNormU(device: 'cpu' | 'cuda', cs: NormUCase, seed: number): number {
+  const A = native();
+  const r = rng(seed);
+  const { n, c, ld, aRows, lda, row0, rows, scale } = cs;
+  const eps = 1e-5;
+  const x = randn(r, n * c, 1.5), w = randn(r, c, 1), a = randn(r, aRows * lda, 0.2);
+  const on = (t: Tensor) => (device === 'cpu' ? t : t.to(device));
+  const xt = on(Tensor.from(x, [n, c])), wt = on(Tensor.from(w, [c]));
+  const at = on(Tensor.from(a, [aRows, lda], { dtype: 'bf16' }));
+  const packed = on(Tensor.from(new Float32Array(n * ld).fill(NaN), [n, ld], { dtype: 'bf16' }));
+  const rstd = A.opRmsnormPacked(handleOf(xt), handleOf(wt), eps, handleOf(packed), handleOf(at), row0, rows, scale);
+  const plain = A.opRmsnorm(handleOf(xt), handleOf(wt), eps, 'bf16');
+  const got = packed.to('cpu').toArray() as Float32Array;
+  const y = A.tensorTo(plain.y, 'cpu').toArray() as Float32Array;
+  const aBf = at.to('cpu').toArray() as Float32Array;
+  // y and rstd: the plain norm's bits
+  const yGot = new Float32Array(n * c);
+  for (let i = 0; i < n; i++) yGot.set(got.subarray(i * ld, i * ld + c), i * c);
+  expect(bitsOf(yGot)).toEqual(bitsOf(y));
+  expect(bitsOf(A.tensorTo(rstd, 'cpu').toArray() as Float32Array)).toEqual(bitsOf(A.tensorTo(plain.rstd, 'cpu').toArray() as Float32Array));
+  // s·u: within half a bf16 ulp of the float64 value, plus f32 summation's error on the sum of magnitudes
+  let worst = 0, bad = 0;
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < rows; j++) {
+      let acc = 0, mag = 0;
+      for (let k = 0; k < c; k++) {
+        const t = y[i * c + k] * aBf[(row0 + j) * lda + k];
+        acc += t;
+        mag += Math.abs(t);
+      }
+      const ref = scale * acc, bound = 2 ** -8 * Math.abs(ref) + 2 ** -20 * Math.abs(scale) * mag + 1e-30;
+      const v = got[i * ld + c + j];
+      const e = Number.isFinite(v) ? Math.abs(v - ref) / bound : Infinity;
+      if (e > 1 && bad++ < 5) console.log(`norm_u ${device}: row ${i} column ${j}: ${v} against ${ref} (bound ${bound.toExponential(2)})`);
+      worst = Math.max(worst, e);
+    }
+  }
+  expect(bad).toBe(0);
+  // the columns past C + rows: untouched
+  for (let i = 0; i < n; i++) for (let j = c + rows; j < ld; j++) expect(got[i * ld + j]).toBeNaN();
+  for (const t of [xt, wt, at, packed]) t.dispose();
+  return worst;
+}
