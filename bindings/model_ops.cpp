@@ -104,6 +104,37 @@ Napi::Value op_rmsnorm_packed(const Napi::CallbackInfo& info) {
   });
 }
 
+// opRmsnormBackwardPacked(dy, x, w, rstd, dx, accumulate, packed, gB?, gCol0?, gRows?, gScale?): dx (f32, in place:
+// written, or added to with accumulate) and its bf16 rounding into the first C columns of the bf16 (N, ld) tensor packed
+// (ops/rmsnorm.h's dx_packed: o_proj's or down_proj's packed dy), and with gB also s·g = s · dx·B into its columns
+// C..C+gRows, B being rows 0..C, columns gCol0..gCol0+gRows of gB (its g_b).
+Napi::Value op_rmsnorm_backward_packed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 7, "opRmsnormBackwardPacked");
+    const Tensor* dy = unwrap_tensor(env, info[0], "dy");
+    const Tensor* x = unwrap_tensor(env, info[1], "x");
+    const Tensor* w = unwrap_tensor(env, info[2], "w");
+    const Tensor* rstd = unwrap_tensor(env, info[3], "rstd");
+    Tensor* dx = const_cast<Tensor*>(unwrap_tensor(env, info[4], "dx"));
+    const bool accumulate = need_bool(info[5], "accumulate");
+    Tensor* packed = const_cast<Tensor*>(unwrap_tensor(env, info[6], "packed"));
+    RmsnormBackwardArgs args{dy, x, w, rstd, dx, accumulate, nullptr};
+    args.dx_packed = packed;
+    if (info.Length() > 7 && !info[7].IsUndefined()) {
+      need_args(info, 11, "opRmsnormBackwardPacked with gB");
+      args.g_b = unwrap_tensor(env, info[7], "gB");
+      const double col0 = need_number(info[8], "gCol0"), rows = need_number(info[9], "gRows");
+      if (col0 != std::floor(col0) || rows != std::floor(rows)) fail(ErrorCode::Arg, "'gCol0' and 'gRows' must be integers");
+      args.g_col0 = static_cast<int64_t>(col0);
+      args.g_rows = static_cast<int64_t>(rows);
+      args.g_scale = static_cast<float>(need_number(info[10], "gScale"));
+    }
+    rmsnorm_backward(args);
+    return env.Undefined();
+  });
+}
+
 // opRmsnormBackward(dy, x, w, rstd) -> { dx, dw }
 Napi::Value op_rmsnorm_backward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -302,6 +333,7 @@ void register_model_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("opEmbeddingBackward", Napi::Function::New(env, op_embedding_backward, "opEmbeddingBackward"));
   exports.Set("opRmsnorm", Napi::Function::New(env, op_rmsnorm, "opRmsnorm"));
   exports.Set("opRmsnormPacked", Napi::Function::New(env, op_rmsnorm_packed, "opRmsnormPacked"));
+  exports.Set("opRmsnormBackwardPacked", Napi::Function::New(env, op_rmsnorm_backward_packed, "opRmsnormBackwardPacked"));
   exports.Set("opRmsnormBackward", Napi::Function::New(env, op_rmsnorm_backward, "opRmsnormBackward"));
   exports.Set("opRope", Napi::Function::New(env, op_rope, "opRope"));
   exports.Set("opRopePair", Napi::Function::New(env, op_rope_pair, "opRopePair"));

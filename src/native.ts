@@ -185,6 +185,7 @@ export interface NativeAddon {
   opEmbeddingBackward(dout: TensorHandle, ids: TensorHandle, V: number): TensorHandle;
   opRmsnorm(x: TensorHandle, w: TensorHandle, eps: number, yDtype?: string): { y: TensorHandle; rstd: TensorHandle };
   opRmsnormPacked(x: TensorHandle, w: TensorHandle, eps: number, packed: TensorHandle, uA?: TensorHandle, uRow0?: number, uRows?: number, uScale?: number): TensorHandle;
+  opRmsnormBackwardPacked(dy: TensorHandle, x: TensorHandle, w: TensorHandle, rstd: TensorHandle, dx: TensorHandle, accumulate: boolean, packed: TensorHandle, gB?: TensorHandle, gCol0?: number, gRows?: number, gScale?: number): void;
   opRmsnormBackward(dy: TensorHandle, x: TensorHandle, w: TensorHandle, rstd: TensorHandle): { dx: TensorHandle; dw: TensorHandle };
   opRope(x: TensorHandle, positions: TensorHandle, invFreq: TensorHandle, backward: boolean): TensorHandle;
   opRopePair(x: TensorHandle, x2: TensorHandle, positions: TensorHandle, invFreq: TensorHandle, backward: boolean): { out: TensorHandle; out2: TensorHandle };

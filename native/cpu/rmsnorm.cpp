@@ -92,6 +92,15 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
       if (p.dx_packed) {  // dx's row rounded into the packed copy (ops/rmsnorm.h)
         uint16_t* pr = p.dx_packed->data_as<uint16_t>() + i * p.dx_packed->dim(1);
         for (int64_t j = 0; j < c; ++j) pr[j] = f32_to_bf16(dxr[j]);
+        if (p.g_b) {  // s·g from the bf16 row just stored and B's columns, summed in double, rounded once (ops/rmsnorm.h)
+          const int64_t ldb = p.g_b->dim(1);
+          const uint16_t* bm = p.g_b->data_as<uint16_t>() + p.g_col0;
+          for (int64_t q = 0; q < p.g_rows; ++q) {
+            double g = 0;
+            for (int64_t j = 0; j < c; ++j) g += static_cast<double>(bf16_to_f32(pr[j])) * bf16_to_f32(bm[j * ldb + q]);
+            pr[c + q] = f32_to_bf16(static_cast<float>(static_cast<double>(p.g_scale) * g));
+          }
+        }
       }
     }
     if (dw) {

@@ -231,13 +231,15 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   // and s a power of two (scales_exactly); B is read from the forward's kept [W | B] (p.wb) in bf16, not packed.
   const bool fewer = next_kernels(Next::FewerPacks);
   const bool sg16 = fewer && OUT > 0 && elem_of(x) != Elem::F32 && scales_exactly(p.scale);
+  if (p.sg_written && !(sg16 && p.dy_packed))
+    fail(ErrorCode::Internal, "lora_linear: s·g written by the norm where the op would make f32 g");
   __nv_bfloat16* const sg = bf16_ptr(pd) + OUT;  // s·g's columns of pd
   Tensor gt = sg16 ? Tensor() : Tensor::empty({N, R}, DType::F32, Device::CUDA);  // g = dy·B
   if (!p.dy_packed) {
     const OpPart part("pack dy", Device::CUDA);
     pack_bf16(dy.data(), elem_of(dy), OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
   }
-  {  // g (N, R) = dy (N, OUT) · B
+  if (!p.sg_written) {  // g (N, R) = dy (N, OUT) · B (else the norm made s·g: norm_g)
     const OpPart part(sg16 ? "g = dy B, s g into pd" : "g = dy B", Device::CUDA);
     GemmArgs g;
     g.M = N; g.N = R; g.K[0] = OUT;

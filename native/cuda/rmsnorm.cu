@@ -14,6 +14,9 @@
 // shared memory as bf16, where warp j adds the chunk's share of u's columns 8j..8j+8 with mma.sync (A's rows read
 // from global memory, L2-resident: 48 × 2048 bf16 for q/k/v). Where its conditions fail (u_rows > 64 or not a multiple
 // of 8, C % 16, alignment), the row kernel and then gemm() (the group's own product).
+// With g_b (INSTILL_CUDA_NEXT `norm_g`) the backward likewise: rmsnorm_dx_g_kernel, 16 rows a CTA, their dx with the
+// row kernel's exact sums (dx's and dx_packed's bits the row kernel's), staged by chunks, and s·g = s · dx·B (o_proj's
+// or down_proj's LoRA g) into dx_packed's columns past C; else the row kernel and gemm() (the linear's own product).
 #include "cuda/common.cuh"
 #include "cuda/gemm.h"
 #include "cuda/mma.cuh"
@@ -170,6 +173,7 @@ __global__ void rmsnorm_dw_kernel(const float* dy, const float* x, const float* 
 // kVec: C % 4 == 0 and dy, x, w, dx 16-byte aligned.
 // dxp (or null): dx's final values also rounded to bf16 into row·ldp of it (ops/rmsnorm.h, dx_packed); kVec
 // there needs ldp % 4 == 0 and dxp 8-byte aligned, checked with the rest on the host.
+// (rmsnorm_dx_g_kernel below repeats kVec's arithmetic expression for expression, for the same bits: change both.)
 template <bool kVec>
 __global__ void rmsnorm_dx_kernel(const float* dy, const float* x, const float* w, const float* rstd, int64_t C,
                                   bool accumulate, float* dx, __nv_bfloat16* dxp, int64_t ldp) {
@@ -212,6 +216,109 @@ __global__ void rmsnorm_dx_kernel(const float* dy, const float* x, const float* 
       dxr[c] = o;
       if (dxp) dxp[row * ldp + c] = __float2bfloat16_rn(o);
     }
+  }
+}
+// dy, x, dx (N, C) f32, C % 16 == 0; dxp (N, ldp) bf16: dx rounded into columns 0..C, s·g into C..C+gr; b: B's
+// column 0 (B (C, gr) in rows of ldb bf16); gr % 8 == 0, <= 64. kThreads (256) threads. dx may alias dy.
+__global__ void __launch_bounds__(kThreads) rmsnorm_dx_g_kernel(const float* dy, const float* x, const float* w,
+                                                                const float* rstd, int64_t N, int64_t C, bool accumulate,
+                                                                float* dx, __nv_bfloat16* dxp, int64_t ldp,
+                                                                const __nv_bfloat16* b, int64_t ldb, int gr, float s) {
+  __shared__ float part[kURows][kThreads / 32];
+  __shared__ float mg[kURows];
+  __shared__ __align__(16) __nv_bfloat16 tile[kURows][kUChunk + kUPad];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kURows;
+  // 1. mean(w·dy·x) of the 16 rows: the row kernel's per-thread sums and block_sum tree, as rmsnorm_u_kernel's rstd
+  {
+    float acc[kURows];
+#pragma unroll
+    for (int i = 0; i < kURows; ++i) acc[i] = 0.f;
+    for (int64_t c = 4 * threadIdx.x; c < C; c += 4 * kThreads) {
+      const float4 g = *reinterpret_cast<const float4*>(w + c);
+#pragma unroll
+      for (int i = 0; i < kURows; ++i)
+        if (row0 + i < N) {
+          const float4 d = *reinterpret_cast<const float4*>(dy + (row0 + i) * C + c),
+                       v = *reinterpret_cast<const float4*>(x + (row0 + i) * C + c);
+          acc[i] += g.x * d.x * v.x + g.y * d.y * v.y + g.z * d.z * v.z + g.w * d.w * v.w;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < kURows; ++i) {
+      const float v = warp_sum(acc[i]);
+      if (lane == 0) part[i][warp] = v;
+    }
+    __syncthreads();
+    for (int i = warp; i < kURows; i += kThreads / 32) {
+      const float tot = warp_sum(lane < kThreads / 32 ? part[i][lane] : 0.f);
+      if (lane == 0) mg[i] = tot / static_cast<float>(C);
+    }
+    __syncthreads();
+  }
+  // 2. by chunks of 256 columns: dx written (f32 and bf16) and staged; warp j < gr / 8 adds the chunk to g's columns
+  //    8j..8j+8 (B's fragments: two bf16 of rows k, k + 1 of column n, loaded before the staging)
+  const int sr = threadIdx.x >> 4, sc = (threadIdx.x & 15) * 4;
+  const int64_t grow = row0 + sr;
+  const float r = grow < N ? rstd[grow] : 0.f, mean_gx = mg[sr];
+  const float r3 = r * r * r;
+  const bool mine = warp * 8 < gr;
+  const int g8 = lane >> 2, t = lane & 3;
+  const __nv_bfloat16* bc = b + (mine ? warp * 8 + g8 : 0);  // B's column n = 8·warp + lane / 4
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int64_t c0 = 0; c0 < C; c0 += kUChunk) {
+    const int width = static_cast<int>(min(static_cast<int64_t>(kUChunk), C - c0));  // a multiple of 16
+    uint32_t bf[kUChunk / 16][2];
+#pragma unroll
+    for (int k = 0; k < kUChunk / 16; ++k) {
+      bf[k][0] = bf[k][1] = 0u;
+      if (mine && 16 * k < width) {
+        const int64_t k0 = c0 + 16 * k + 2 * t;  // rows k0, k0 + 1 (b0) and k0 + 8, k0 + 9 (b1)
+        const auto two = [&](int64_t kr) {
+          return static_cast<uint32_t>(__bfloat16_as_ushort(bc[kr * ldb])) |
+                 (static_cast<uint32_t>(__bfloat16_as_ushort(bc[(kr + 1) * ldb])) << 16);
+        };
+        bf[k][0] = two(k0);
+        bf[k][1] = two(k0 + 8);
+      }
+    }
+    for (int j = sc; j < width; j += 64) {
+      float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (grow < N) {
+        const int64_t c = c0 + j;
+        const float4 g = *reinterpret_cast<const float4*>(w + c), d = *reinterpret_cast<const float4*>(dy + grow * C + c),
+                     v = *reinterpret_cast<const float4*>(x + grow * C + c);
+        o = make_float4(r * g.x * d.x - v.x * r3 * mean_gx, r * g.y * d.y - v.y * r3 * mean_gx,
+                        r * g.z * d.z - v.z * r3 * mean_gx, r * g.w * d.w - v.w * r3 * mean_gx);
+        if (accumulate) {
+          const float4 a = *reinterpret_cast<const float4*>(dx + grow * C + c);
+          o = make_float4(a.x + o.x, a.y + o.y, a.z + o.z, a.w + o.w);
+        }
+        *reinterpret_cast<float4*>(dx + grow * C + c) = o;
+        store4(dxp + grow * ldp + c, o);
+      }
+      store4(&tile[sr][j], o);
+    }
+    __syncthreads();
+    if (mine) {
+#pragma unroll
+      for (int k = 0; k < kUChunk / 16; ++k) {
+        if (16 * k < width) {
+          const int kc = 16 * k + 2 * t;
+          const uint32_t f[4] = {*reinterpret_cast<const uint32_t*>(&tile[g8][kc]),
+                                 *reinterpret_cast<const uint32_t*>(&tile[g8 + 8][kc]),
+                                 *reinterpret_cast<const uint32_t*>(&tile[g8][kc + 8]),
+                                 *reinterpret_cast<const uint32_t*>(&tile[g8 + 8][kc + 8])};
+          mma_bf16(acc, f, bf[k][0], bf[k][1]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+  if (mine) {
+    const int64_t col = C + warp * 8 + 2 * t;
+    if (row0 + g8 < N) *reinterpret_cast<uint32_t*>(dxp + (row0 + g8) * ldp + col) = pack_bf16(s * acc[0], s * acc[1]);
+    if (row0 + g8 + 8 < N) *reinterpret_cast<uint32_t*>(dxp + (row0 + g8 + 8) * ldp + col) = pack_bf16(s * acc[2], s * acc[3]);
   }
 }
 }  // namespace
@@ -284,9 +391,30 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
   const int64_t ldp = p.dx_packed ? p.dx_packed->dim(1) : 0;
   const unsigned rows = static_cast<unsigned>(N);
   const bool vec = C % 4 == 0 && aligned16({dy, x, w, dx}) && (!dxp || (ldp % 4 == 0 && aligned(dxp, 8)));
+  if (p.g_b) {  // s·g besides (ops/rmsnorm.h's g_b)
+    const int64_t ldb = p.g_b->dim(1);
+    const __nv_bfloat16* b = bf16_ptr(*p.g_b) + p.g_col0;
+    if (vec && C % 16 == 0 && p.g_rows % 8 == 0 && p.g_rows <= kUMaxRows) {
+      const unsigned ctas = static_cast<unsigned>((N + kURows - 1) / kURows);
+      rmsnorm_dx_g_kernel<<<ctas, kThreads, 0, stream()>>>(dy, x, w, rstd, N, C, p.accumulate_dx, dx, dxp, ldp, b, ldb,
+                                                           static_cast<int>(p.g_rows), p.g_scale);
+      check_launch("rmsnorm_dx_g_kernel");
+      return;
+    }
+  }
   if (vec) rmsnorm_dx_kernel<true><<<rows, kThreads, 0, stream()>>>(dy, x, w, rstd, C, p.accumulate_dx, dx, dxp, ldp);
   else rmsnorm_dx_kernel<false><<<rows, kThreads, 0, stream()>>>(dy, x, w, rstd, C, p.accumulate_dx, dx, dxp, ldp);
   check_launch("rmsnorm_dx_kernel");
+  if (p.g_b) {  // the product the linear's backward would make (lora_linear.cu): s·g (N, g_rows) = s · dx·B into dxp's columns C..
+    const OpPart part("g = dy B (the norm's g_b)", Device::CUDA);
+    GemmArgs g;
+    g.M = N; g.N = p.g_rows; g.K[0] = C;
+    g.a[0] = bf16_operand(dxp, ldp, false);
+    g.b[0] = bf16_operand(bf16_ptr(*p.g_b) + p.g_col0, p.g_b->dim(1), false);  // B stored (C, g_rows) = (K, N)
+    g.alpha = p.g_scale;
+    g.c16 = dxp + C; g.ldc = ldp;
+    gemm(g);
+  }
 }
 
 }  // namespace cuda

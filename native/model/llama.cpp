@@ -539,7 +539,7 @@ void LlamaModel::linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor&
 
 void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx,
                                  bool accumulate_dx, bool accumulate_grads, Tensor& tmp, uint32_t seed,
-                                 const Tensor* x_packed, Tensor* dy_packed) {
+                                 const Tensor* x_packed, Tensor* dy_packed, bool sg_written) {
   if (x_packed && (!lin.has_lora || dropout_active_ || full_)) fail(ErrorCode::Internal, "linear_backward: a packed x off the packed path");
   if (lin.has_lora) {  // dx += inside the product when accumulating (no tmp, no add)
     LoraLinearBackwardArgs args{&dy, x_packed ? nullptr : &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, &dx,
@@ -550,6 +550,7 @@ void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x,
     // (a bf16/f16 W only; lora_dropout's backward does not read it: it packs dy itself)
     args.dy_packed = lin.w.dtype() != DType::F32 ? dy_packed : nullptr;
     args.a_stacked = stack_a_;
+    args.sg_written = sg_written;  // (norm_g: the norm that wrote dy_packed wrote s·g too)
     if (dropout_active_) {
       lora_dropout_backward(LoraDropoutBackwardArgs{args, lora_dropout_, seed});
     } else {
@@ -658,6 +659,24 @@ void LlamaModel::norm_forward(const Tensor& x, const Tensor& w, Tensor& y, bool 
     args.u_scale = lora_scale_;
   }
   rmsnorm_forward(args);
+}
+
+bool LlamaModel::norm_g(int64_t l, int t, const Tensor* dy_packed, DType act) const {
+  if (!dy_packed || device_ == Device::CPU || full_ || dropout_active_ || !next_enabled(Next::NormG) ||
+      !next_enabled(Next::FewerPacks) || !scales_exactly(lora_scale_))
+    return false;
+  const Linear& lin = layers_[static_cast<size_t>(l)].lin[static_cast<size_t>(t)];
+  // lora_linear's x: o_proj's the attention's output, down_proj's h (bf16 with bf16 activations, packed or not)
+  const DType x = t == kO ? attention_dtype(act) : act;
+  return lin.has_lora && lin.w.dtype() != DType::F32 && lin.wb.defined() && x != DType::F32;
+}
+
+void LlamaModel::set_norm_g(RmsnormBackwardArgs& args, int64_t l, int t) const {
+  const Linear& lin = layers_[static_cast<size_t>(l)].lin[static_cast<size_t>(t)];
+  args.g_b = &lin.wb;
+  args.g_col0 = lin.in;
+  args.g_rows = lora_r_;
+  args.g_scale = lora_scale_;
 }
 
 bool LlamaModel::norm_u(int64_t l, int g, const Acts& a, bool packed) const {
@@ -904,8 +923,9 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   const bool side = side_grads_;
   Tensor* const dres_packed = s.dres_packed.defined() ? &s.dres_packed : nullptr;
   Tensor* const dres_packed_o = s.dres_packed_o.defined() ? &s.dres_packed_o : dres_packed;
+  const DType act = act_dtype();
   linear_backward(lin[kDown], dres, a.h, a.u[kDown], s.dh, false, accumulate, s.tmp, dropout_seed(l, kDown),
-                  a.h_packed ? &a.h : nullptr, dres_packed);
+                  a.h_packed ? &a.h : nullptr, dres_packed, norm_g(l, kDown, dres_packed, act));
   if (side) s.side_down = side_work_mark(device_);
   if (side && s.dgu.defined()) join_side_work(device_, s.side_gu);  // (swiglu rewrites s.dgu)
   int mlp_members[kMaxLoraGroup];
@@ -923,11 +943,12 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     if (side && dres_packed_o) join_side_work(device_, s.side_o);  // (the norm rewrites o's packed dy)
     RmsnormBackwardArgs nb{&s.dxn, &a.x2, &lw.ln2, &a.rstd2, &dres, true, full_ ? &lw.dln2 : nullptr};
     nb.dx_packed = dres_packed_o;
+    if (norm_g(l, kO, dres_packed_o, act)) set_norm_g(nb, l, kO);  // (o_proj's s·g, for its backward below)
     rmsnorm_backward(nb);
   }
   // Attention: dres is now d(x2).
   linear_backward(lin[kO], dres, a.att, a.u[kO], s.datt, false, accumulate, s.tmp, dropout_seed(l, kO),
-                  a.att_packed ? &a.att : nullptr, dres_packed_o);
+                  a.att_packed ? &a.att : nullptr, dres_packed_o, norm_g(l, kO, dres_packed_o, act));
   if (side) s.side_o = side_work_mark(device_);
   Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
   Tensor att3 = a.att_packed ? Tensor() : a.att.reshape({n, c.H, c.D}), datt3 = s.datt.reshape({n, c.H, c.D});
@@ -962,6 +983,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   if (side && dres_packed) join_side_work(device_, s.side_down);  // (the norm rewrites down's packed dy, for below)
   RmsnormBackwardArgs nb{&s.dxn, &x, &lw.ln1, &a.rstd1, &dres, true, full_ ? &lw.dln1 : nullptr};
   nb.dx_packed = l > 0 ? dres_packed : nullptr;  // for the layer below's down_proj (layer 0 has none)
+  if (l > 0 && norm_g(l - 1, kDown, dres_packed, act)) set_norm_g(nb, l - 1, kDown);  // (and its s·g)
   rmsnorm_backward(nb);
 }
 
@@ -1122,6 +1144,7 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   if (pack_dres()) dres_packed = Tensor::empty({n, (c.C + lora_r_ + 7) / 8 * 8}, DType::BF16, device_);
   RmsnormBackwardArgs fb{&dxf, &xs[static_cast<size_t>(c.L)], &norm_, &rstdf, &dres, false, full_ ? &dnorm_ : nullptr};
   fb.dx_packed = dres_packed.defined() ? &dres_packed : nullptr;
+  if (norm_g(c.L - 1, kDown, fb.dx_packed, act)) set_norm_g(fb, c.L - 1, kDown);  // (the last layer's down_proj's s·g)
   rmsnorm_backward(fb);
   dxf = Tensor();
   LlamaScratch s;

@@ -45,6 +45,8 @@
 
 namespace instill {
 
+struct RmsnormBackwardArgs;  // ops/rmsnorm.h
+
 struct LlamaConfig {
   int64_t C = 0;    // hidden size
   int64_t F = 0;    // MLP intermediate size
@@ -218,7 +220,7 @@ class LlamaModel {
                       const Tensor* residual = nullptr, Tensor* x_packed = nullptr);
   void linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx, bool accumulate_dx,
                        bool accumulate_grads, Tensor& tmp, uint32_t seed, const Tensor* x_packed = nullptr,
-                       Tensor* dy_packed = nullptr);
+                       Tensor* dy_packed = nullptr, bool sg_written = false);
   uint32_t dropout_seed(int64_t l, int target) const;
   // The linears of group g (0: q, k, v, reading xn1; 1: gate, up, reading xn2), ys / dys in that order: where
   // this pass groups them (groups_) and at least two have an adapter, those go through one lora_group op (the
@@ -256,6 +258,12 @@ class LlamaModel {
   // a pass whose backward reads s·u there (su_kept_), the kept matrix holding this pass's A blocks already
   // (factors_packed_, kept_has_w), and s a power of two, where lora_group's own product would write s·u in bf16.
   bool norm_u(int64_t l, int g, const Acts& a, bool packed) const;
+  // Whether the norm backward that writes target t's (o_proj's or down_proj's) packed dy in layer l also writes its s·g
+  // (INSTILL_CUDA_NEXT `norm_g`), so that the linear's backward makes none: a packed dy, the linear's kept [W | B], a
+  // bf16 x and s a power of two, where lora_linear's own product would write s·g in bf16. act: the pass's act_dtype().
+  bool norm_g(int64_t l, int t, const Tensor* dy_packed, DType act) const;
+  // rmsnorm_backward's g_b for it (norm_g holds): B's bf16 copy in its kept [W | B], columns IN..IN+R.
+  void set_norm_g(RmsnormBackwardArgs& args, int64_t l, int t) const;
   struct PassFlag;  // a bool member set for one pass (groups_, factors_packed_, su_kept_)
   // share: take xn1, xn2, h from another layer's Acts (one buffer for all layers). act: the dtype of
   // xn1, xn2, gate, up and h (act_dtype()).

@@ -126,6 +126,8 @@ void check_lora_linear_backward(const LoraLinearBackwardArgs& p) {
   }
   if (p.wb) check_wb(*p.wb, w, r, x.device());
   if (p.su_packed && !p.x_packed) fail(ErrorCode::Arg, "'su_packed' says where s·u lies in 'x_packed': give x_packed");
+  if (p.sg_written && !(p.dy_packed && p.wb))
+    fail(ErrorCode::Arg, "'sg_written' says s·g lies in 'dy_packed' (made from wb's B): give dy_packed and wb");
   const Tensor& da = need(p.da, "da");
   const Tensor& db = need(p.db, "db");
   need_dtype(da, "da", {DType::F32});

@@ -95,6 +95,11 @@ struct LoraLinearBackwardArgs {
   // side_grads, bf16/f16 weights): the caller then calls join_side_work(device) before it reads them, or overwrites
   // any tensor given here (x, dy, dy_packed, x_packed, u) that it keeps alive. Ignored by the CPU.
   bool side_grads = false;
+  // With dy_packed and wb: dy_packed's columns OUT..OUT+R hold s·g already, s applied to the sum over dy_packed's bf16
+  // values and wb's B columns and rounded once (rmsnorm_backward's g_b wrote them: INSTILL_CUDA_NEXT `norm_g`), so the
+  // op makes no g. The CUDA backend takes it only where its own product would write s·g there in bf16
+  // (INSTILL_CUDA_NEXT `fewer_packs`: a bf16 x, s a power of two), else E_INTERNAL. The CPU ignores it.
+  bool sg_written = false;
 };
 
 // Validate shapes and dtypes (E_SHAPE / E_DTYPE naming the argument), then run on the tensors' device.

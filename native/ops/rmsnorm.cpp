@@ -65,6 +65,18 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
     need_same_device(*p.dw, "dw", x.device());
   }
   if (p.dx_packed) need_packed(*p.dx_packed, "dx_packed", n, "N", c, "C", false, x.device());
+  if (p.g_b) {
+    if (!p.dx_packed) fail(ErrorCode::Arg, "rmsnorm_backward: 'g_b' needs 'dx_packed' (s·g goes into its columns past C)");
+    need_dtype(*p.g_b, "g_b", {DType::BF16});
+    need_ndim(*p.g_b, "g_b", 2);
+    need_same_device(*p.g_b, "g_b", x.device());
+    if (p.g_b->dim(0) < c) fail(ErrorCode::Shape, "rmsnorm_backward: 'g_b' has ", p.g_b->dim(0), " rows, fewer than C = ", c);
+    if (p.g_rows <= 0 || p.g_col0 < 0 || p.g_col0 > p.g_b->dim(1) - p.g_rows)
+      fail(ErrorCode::Shape, "rmsnorm_backward: columns ", p.g_col0, "..", p.g_col0 + p.g_rows, " of 'g_b' (", p.g_b->dim(1), " columns)");
+    if (c + p.g_rows > p.dx_packed->dim(1))
+      fail(ErrorCode::Shape, "rmsnorm_backward: 'dx_packed' has ", p.dx_packed->dim(1), " columns, fewer than C + g_rows = ", c + p.g_rows);
+    if (!std::isfinite(p.g_scale)) fail(ErrorCode::Arg, "rmsnorm_backward: 'g_scale' must be finite, got ", p.g_scale);
+  }
   run_op(x.device(), &Backend::rmsnorm_backward, "rmsnorm_backward", p);
 }
 

@@ -50,6 +50,14 @@ struct RmsnormBackwardArgs {
   // ld >= C (its other columns untouched): o_proj's and down_proj's packed dy (ops/lora_linear.h, dy_packed), the
   // residual stream's gradient written where their backward reads it instead of packed there.
   Tensor* dx_packed = nullptr;
+  // Or null. With dx_packed: also s·g = s · dx·B into dx_packed's columns C .. C + g_rows (the LoRA g of the linear
+  // whose dy this is, o_proj's or down_proj's, written where its backward reads it, so that it makes no g:
+  // ops/lora_linear.h's sg_written, INSTILL_CUDA_NEXT `norm_g`). B is rows 0 .. C, columns g_col0 .. g_col0 + g_rows of
+  // this bf16 (rows >= C, ld) tensor (the linear's kept [W | B]). The product reads dx as rounded into dx_packed and
+  // sums in f32 on CUDA (in double on the CPU), s applied to the sum, as the linear's own product does.
+  const Tensor* g_b = nullptr;
+  int64_t g_col0 = 0, g_rows = 0;
+  float g_scale = 1.f;
 };
 
 void rmsnorm_forward(const RmsnormForwardArgs& args);

@@ -48,6 +48,8 @@ enum class Next {
                // operands (wgmma's transposed B), instead of tiles of transposed copies made first (attention_wgmma.cu)
   NormU,       // "norm_u": the norms before the q/k/v and gate/up groups also write s·u into the groups' packed x
                // (ops/rmsnorm.h's u_a, rmsnorm.cu's rmsnorm_u_kernel), so the groups' forwards make none
+  NormG,       // "norm_g": the norm backwards that write o_proj's and down_proj's packed dy also write their LoRA s·g
+               // (ops/rmsnorm.h's g_b, rmsnorm.cu's rmsnorm_dx_g_kernel), so those linears' backwards make none
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

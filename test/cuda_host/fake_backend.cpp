@@ -22,7 +22,8 @@ uint64_t side_count();  // fake_device.cpp (cuda/common.cuh)
 void join_side(uint64_t upto);
 
 std::atomic<int> fake_calls_linear{0}, fake_calls_group{0}, fake_calls_swiglu_packed{0}, fake_calls_swiglu_fwd_packed{0},
-    fake_calls_dy_packed{0}, fake_calls_norm_packed{0}, fake_calls_pack_factors{0}, fake_calls_norm_u{0};
+    fake_calls_dy_packed{0}, fake_calls_norm_packed{0}, fake_calls_pack_factors{0}, fake_calls_norm_u{0},
+    fake_calls_norm_g{0};
 
 namespace {
 Backend make() {
@@ -52,6 +53,10 @@ Backend make() {
     if (p.y_packed) ++fake_calls_norm_packed;
     if (p.u_a) ++fake_calls_norm_u;  // (norm_u: s·u too, in double as the fake's gemm() sums)
     cpu::rmsnorm_forward(p);
+  };
+  b.rmsnorm_backward = [](const RmsnormBackwardArgs& p) {
+    if (p.g_b) ++fake_calls_norm_g;  // (norm_g: s·g too, in double as the fake's gemm() sums)
+    cpu::rmsnorm_backward(p);
   };
   b.swiglu_forward = [](const SwigluForwardArgs& p) {
     if (p.out_packed) ++fake_calls_swiglu_fwd_packed;

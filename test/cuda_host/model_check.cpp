@@ -26,7 +26,7 @@ namespace instill {
 namespace cuda {
 extern std::atomic<int> fake_packs, fake_calls_pack_factors, fake_side_work;
 extern std::atomic<int> fake_calls_linear, fake_calls_group, fake_calls_swiglu_packed, fake_calls_swiglu_fwd_packed,
-    fake_calls_dy_packed, fake_calls_norm_packed, fake_calls_norm_u;
+    fake_calls_dy_packed, fake_calls_norm_packed, fake_calls_norm_u, fake_calls_norm_g;
 }
 }  // namespace instill
 
@@ -269,9 +269,9 @@ void run_piece(const Case& cs) {
   set_factors(2);
   pass(with.c_str(), unused);
   set_factors(1);
-  const int u0 = cuda::fake_calls_norm_u;
+  const int u0 = cuda::fake_calls_norm_u, g0 = cuda::fake_calls_norm_g;
   const Pass on = pass(with.c_str(), packs_on);
-  const int norm_u_calls = cuda::fake_calls_norm_u - u0;
+  const int norm_u_calls = cuda::fake_calls_norm_u - u0, norm_g_calls = cuda::fake_calls_norm_g - g0;
   const Pass again = pass(with.c_str(), packs_again);
   set_factors(3);
   pass(nullptr, unused);
@@ -309,6 +309,14 @@ void run_piece(const Case& cs) {
                   cs.mask == (1u << kNumTargets) - 1 && cs.dropout == 0.f && std::ldexp(0.5f, e) == cs.scale;
   const int nu_want = nu ? 2 * static_cast<int>(w.c.L) * (cs.checkpointing ? 2 : 1) * (cs.accumulate ? 2 : 1) : 0;
   expect(norm_u_calls == nu_want, "norms writing s·u: " + std::to_string(norm_u_calls) + ", expected " + std::to_string(nu_want));
+  // norm_g: the norm backwards that write o_proj's and down_proj's packed dy (norm_pack: no dropout) also write their s·g
+  // where fewer_packs would have the linear's g product write it in bf16 (bf16 x: bf16 activations, so every linear
+  // adapted, and not Qwen3's q/k norm for o_proj's x, the attention's output; s a power of two) from the kept [W | B]:
+  // o_proj's and down_proj's, a layer each, in each of the pass's passes
+  const bool ng = (all || piece.find("norm_g") != std::string::npos) && fewer && cs.acts == nullptr &&
+                  cs.mask == (1u << kNumTargets) - 1 && cs.dropout == 0.f && std::ldexp(0.5f, e) == cs.scale;
+  const int ng_want = ng ? (cs.qk_norm ? 1 : 2) * static_cast<int>(w.c.L) * (cs.accumulate ? 2 : 1) : 0;
+  expect(norm_g_calls == ng_want, "norm backwards writing s·g: " + std::to_string(norm_g_calls) + ", expected " + std::to_string(ng_want));
   expect(side_ops_off == 0, "products and packs on the side stream without the piece: " + std::to_string(side_ops_off));
   const bool exact = !fewer || std::ldexp(0.5f, e) == cs.scale;
   const double e_off = worst_rel(on, off), e_again = worst_rel(again, on);
@@ -633,6 +641,22 @@ int main() {
        0.f, false, nullptr, kOld, false, false, false, true, 0, false, "norm_u,fewer_packs"},
       {"norm_u under LoRA dropout: not taken", every, false, false, 0.1f, false, "0", kOld, false, false, false, true, 0,
        false, "norm_u,fewer_packs,factor_pack"},
+      {"norm_g: the norm backwards write o_proj's and down_proj's s·g into their packed dy (in double here: the same bits)",
+       every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "norm_g,fewer_packs"},
+      {"norm_g, checkpointing, accumulated, Qwen2 biases, with side_grads, norm_u and factor_pack", every, true, false, 0.f,
+       true, nullptr, kOld, false, true, false, true, 0, false, "norm_g,fewer_packs,side_grads,norm_u,factor_pack"},
+      {"norm_g with attn_pack and dqkv_pack", every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0,
+       false, "norm_g,fewer_packs,attn_pack,dqkv_pack"},
+      {"norm_g, Qwen3 q/k norm (o_proj's x f32: down_proj's alone), checkpointing", every, false, true, 0.f, true, nullptr,
+       kOld, false, false, false, true, 0, false, "norm_g,fewer_packs"},
+      {"norm_g, s = 1.5: not taken", every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false,
+       "norm_g,fewer_packs", 1.5f},
+      {"norm_g, f32 activations: not taken", every, false, false, 0.f, false, "0", kOld, false, false, false, true, 0, false,
+       "norm_g,fewer_packs"},
+      {"norm_g without fewer_packs: not taken", every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0,
+       false, "norm_g"},
+      {"norm_g under LoRA dropout: not taken", every, false, false, 0.1f, false, "0", kOld, false, false, false, true, 0,
+       false, "norm_g,fewer_packs"},
       {"group_fork: k's and v's products beside q's (on the side stream, joined as the group's forward returns)", every,
        false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "group_fork"},
       {"group_fork, checkpointing, accumulated, Qwen2 biases", every, true, false, 0.f, true, nullptr, kOld, false, true,

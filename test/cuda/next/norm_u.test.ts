@@ -4,7 +4,7 @@
 //   - The op against float64 on awkward shapes (rows off the 16-row tile, C off the 256-column chunk, A's rows inside a
 //     wider matrix at an offset, u's width 8 to 64, and two that take the fallback: C % 16 != 0, 72 columns), the
 //     packed x poisoned first: y's columns the plain bf16 norm's bits, rstd's too, s·u within half a bf16 ulp plus f32
-//     summation, the columns past it untouched (test/helpers/norm_u.ts, which the CPU's op test shares).
+//     summation, the columns past it untouched (test/helpers/norm_lora.ts, which the CPU's op test shares).
 //   - The model's pass against the default's (s·u summed in another order: to 1e-3, the bits that differ printed),
 //     with the groups' u products gone from the op profile.
 // test/cuda_host (model_check.cpp) checks the model's plumbing on the fake device bit for bit. A file of its own
@@ -12,7 +12,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { withEnv } from '../../helpers/env.js';
-import { checkNormU } from '../../helpers/norm_u.js';
+import { checkNormU } from '../../helpers/norm_lora.js';
 import { withOpProfile } from '../../helpers/profile.js';
 import { PIECE_BATCH, expectSamePass, hasCuda, pieceLoraModel, pieceModelConfig } from '../common.js';
 

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { Tensor, handleOf } from '../../../src/tensor.js';
 import { roundBf16 } from '../../../bench/kernels/reference.js';
-import { checkNormU } from '../../helpers/norm_u.js';
+import { checkNormG, checkNormU } from '../../helpers/norm_lora.js';
 import { addon, arr, errCode, f32, randn, relErr } from './helpers.js';
 
 function ref(x: Float64Array, w: Float64Array, N: number, C: number, eps: number): Float64Array {
@@ -62,6 +62,24 @@ describe('rmsnorm op vs float64', () => {
   it('into a packed x with s·u besides (y_packed, u_a): the plain bf16 norm, s·u against float64, nothing else written', () => {
     checkNormU('cpu', { n: 9, c: 41, ld: 56, aRows: 60, lda: 43, row0: 5, rows: 7, scale: 0.5 }, 11);
     checkNormU('cpu', { n: 3, c: 16, ld: 24, aRows: 8, lda: 16, row0: 0, rows: 8, scale: -3 }, 12);
+  });
+
+  it('backward into a packed dy with s·g besides (dx_packed, g_b): the same dx and copy, s·g against float64, nothing else written', () => {
+    checkNormG('cpu', { n: 9, c: 41, ld: 56, bRows: 50, ldb: 70, col0: 41, rows: 7, scale: 0.5, accumulate: true }, 13);
+    checkNormG('cpu', { n: 3, c: 16, ld: 24, bRows: 16, ldb: 24, col0: 16, rows: 8, scale: -2, accumulate: false }, 14);
+  });
+
+  it('a packed dy and s·g: bad arguments are errors', () => {
+    const A = addon();
+    const x = f32(randn(6, 1), [2, 3]), w = f32([1, 1, 1], [3]), dy = f32(randn(6, 2), [2, 3]);
+    const rstd = A.opRmsnorm(x, w, 1e-5).rstd, dx = f32(new Float32Array(6), [2, 3]);
+    const packed = handleOf(Tensor.from(new Float32Array(16), [2, 8], { dtype: 'bf16' }));
+    const b = (rows: number, cols: number) => handleOf(Tensor.from(new Float32Array(rows * cols), [rows, cols], { dtype: 'bf16' }));
+    expect(errCode(() => A.opRmsnormBackwardPacked(dy, x, w, rstd, dx, false, packed, b(2, 8), 3, 2, 1))).toMatch(/^E_SHAPE.*'g_b' has 2 rows/);
+    expect(errCode(() => A.opRmsnormBackwardPacked(dy, x, w, rstd, dx, false, packed, b(3, 8), 7, 2, 1))).toMatch(/^E_SHAPE.*columns 7\.\.9 of 'g_b'/);
+    expect(errCode(() => A.opRmsnormBackwardPacked(dy, x, w, rstd, dx, false, packed, b(3, 8), 0, 6, 1))).toMatch(/^E_SHAPE.*'dx_packed' has 8 columns/);
+    expect(errCode(() => A.opRmsnormBackwardPacked(dy, x, w, rstd, dx, false, packed, f32(new Float32Array(24), [3, 8]), 0, 2, 1))).toMatch(/^E_DTYPE.*'g_b'/);
+    expect(errCode(() => A.opRmsnormBackwardPacked(dy, x, w, rstd, dx, false, packed, b(3, 8), 0, 2, Infinity))).toMatch(/^E_ARG.*'g_scale'/);
   });
 
   it('a packed x and s·u: bad arguments are errors', () => {

@@ -1,8 +1,9 @@
 // rmsnorm_forward into a packed x with s·u besides (ops/rmsnorm.h's y_packed and u_a; INSTILL_CUDA_NEXT `norm_u` in the
 // model), run through opRmsnormPacked on one device and held to what the op promises: y's columns the bits of the plain
 // bf16 norm (opRmsnorm), rstd's too, s·u against float64 (s · Σ y·A over the bf16 values, rounded once to bf16), and
-// every other column as it was (poisoned with NaN before the call). The CPU's test (test/model/ops/rmsnorm.test.ts)
-// and the GPU's (test/cuda/next/norm_u.test.ts) share it.
+// every other column as it was (poisoned with NaN before the call). checkNormG: rmsnorm_backward into a packed dy with
+// s·g besides (dx_packed and g_b; `norm_g`) likewise, against the same call without g_b. The CPU's test
+// (test/model/ops/rmsnorm.test.ts) and the GPU's (test/cuda/next/norm_u.test.ts, norm_g.test.ts) share them.
 import { expect } from 'vitest';
 
 import { rng, randn } from '../../bench/kernels/reference.js';
@@ -64,5 +65,65 @@ export function checkNormU(device: 'cpu' | 'cuda', cs: NormUCase, seed: number):
   // the columns past C + rows: untouched
   for (let i = 0; i < n; i++) for (let j = c + rows; j < ld; j++) expect(got[i * ld + j]).toBeNaN();
   for (const t of [xt, wt, at, packed]) t.dispose();
+  return worst;
+}
+
+export interface NormGCase {
+  n: number;        // rows (N)
+  c: number;        // C
+  ld: number;       // the packed dy's row length, >= c + rows
+  bRows: number;    // rows of the matrix B lies in (the linear's kept [W | B]), >= c
+  ldb: number;      // its row length
+  col0: number;     // B's first column in it
+  rows: number;     // B's columns: g's (R)
+  scale: number;    // s
+  accumulate: boolean;
+}
+
+/** The backward's case on `device`: dx and its bf16 copy the bits of the same call without g_b, s·g against float64
+ * over the copy's bf16 values and B, the columns past it untouched; the worst error of s·g in units of its bound. */
+export function checkNormG(device: 'cpu' | 'cuda', cs: NormGCase, seed: number): number {
+  const A = native();
+  const r = rng(seed);
+  const { n, c, ld, bRows, ldb, col0, rows, scale, accumulate } = cs;
+  const x = randn(r, n * c, 1.5), w = randn(r, c, 1), dy = randn(r, n * c, 1), dx0 = randn(r, n * c, 1);
+  const b = randn(r, bRows * ldb, 0.2);
+  const on = (t: Tensor) => (device === 'cpu' ? t : t.to(device));
+  const xt = on(Tensor.from(x, [n, c])), wt = on(Tensor.from(w, [c])), dyt = on(Tensor.from(dy, [n, c]));
+  const bt = on(Tensor.from(b, [bRows, ldb], { dtype: 'bf16' }));
+  const rstd = A.opRmsnorm(handleOf(xt), handleOf(wt), 1e-5).rstd;
+  const run = (withG: boolean) => {
+    const dx = on(Tensor.from(dx0, [n, c]));
+    const packed = on(Tensor.from(new Float32Array(n * ld).fill(NaN), [n, ld], { dtype: 'bf16' }));
+    if (withG) A.opRmsnormBackwardPacked(handleOf(dyt), handleOf(xt), handleOf(wt), rstd, handleOf(dx), accumulate, handleOf(packed), handleOf(bt), col0, rows, scale);
+    else A.opRmsnormBackwardPacked(handleOf(dyt), handleOf(xt), handleOf(wt), rstd, handleOf(dx), accumulate, handleOf(packed));
+    const out = { dx: dx.to('cpu').toArray() as Float32Array, packed: packed.to('cpu').toArray() as Float32Array };
+    dx.dispose();
+    packed.dispose();
+    return out;
+  };
+  const got = run(true), plain = run(false);
+  expect(bitsOf(got.dx)).toEqual(bitsOf(plain.dx));
+  const bBf = bt.to('cpu').toArray() as Float32Array;
+  let worst = 0, bad = 0;
+  for (let i = 0; i < n; i++) {
+    expect(bitsOf(got.packed.subarray(i * ld, i * ld + c))).toEqual(bitsOf(plain.packed.subarray(i * ld, i * ld + c)));
+    for (let j = 0; j < rows; j++) {
+      let acc = 0, mag = 0;
+      for (let k = 0; k < c; k++) {
+        const t = got.packed[i * ld + k] * bBf[k * ldb + col0 + j];
+        acc += t;
+        mag += Math.abs(t);
+      }
+      const ref = scale * acc, bound = 2 ** -8 * Math.abs(ref) + 2 ** -20 * Math.abs(scale) * mag + 1e-30;
+      const v = got.packed[i * ld + c + j];
+      const e = Number.isFinite(v) ? Math.abs(v - ref) / bound : Infinity;
+      if (e > 1 && bad++ < 5) console.log(`norm_g ${device}: row ${i} column ${j}: ${v} against ${ref} (bound ${bound.toExponential(2)})`);
+      worst = Math.max(worst, e);
+    }
+    for (let j = c + rows; j < ld; j++) expect(got.packed[i * ld + j]).toBeNaN();
+  }
+  expect(bad).toBe(0);
+  for (const t of [xt, wt, dyt, bt]) t.dispose();
   return worst;
 }
