@@ -293,6 +293,32 @@ Napi::Value op_swiglu_backward(const Napi::CallbackInfo& info) {
   });
 }
 
+// opSwigluBackwardPacked(dout, gate, up, dgu, gB?, gCol0?, gRank?, gScale?): dgate and dup rounded into columns 0..F and
+// F..2F of the bf16 (N, ld) tensor dgu, in place (ops/swiglu.h's dgu: the gate/up group's packed dy), and with gB also
+// the group's s·g into its columns 2F..2F+2R from gB's diagonal B blocks at columns gCol0.. (its g_b).
+Napi::Value op_swiglu_backward_packed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 4, "opSwigluBackwardPacked");
+    const Tensor* d = unwrap_tensor(env, info[0], "dout");
+    const Tensor* g = unwrap_tensor(env, info[1], "gate");
+    const Tensor* u = unwrap_tensor(env, info[2], "up");
+    Tensor* dgu = const_cast<Tensor*>(unwrap_tensor(env, info[3], "dgu"));
+    SwigluBackwardArgs args{d, g, u, nullptr, nullptr, dgu};
+    if (info.Length() > 4 && !info[4].IsUndefined()) {
+      need_args(info, 8, "opSwigluBackwardPacked with gB");
+      args.g_b = unwrap_tensor(env, info[4], "gB");
+      const double col0 = need_number(info[5], "gCol0"), rank = need_number(info[6], "gRank");
+      if (col0 != std::floor(col0) || rank != std::floor(rank)) fail(ErrorCode::Arg, "'gCol0' and 'gRank' must be integers");
+      args.g_col0 = static_cast<int64_t>(col0);
+      args.g_rank = static_cast<int64_t>(rank);
+      args.g_scale = static_cast<float>(need_number(info[7], "gScale"));
+    }
+    swiglu_backward(args);
+    return env.Undefined();
+  });
+}
+
 // opAdamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step[, gradScale]): updates param, m, v in place.
 Napi::Value op_adamw(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -341,6 +367,7 @@ void register_model_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("opAttentionBackward", Napi::Function::New(env, op_attention_backward, "opAttentionBackward"));
   exports.Set("opAttentionDecode", Napi::Function::New(env, op_attention_decode, "opAttentionDecode"));
   exports.Set("opSwiglu", Napi::Function::New(env, op_swiglu, "opSwiglu"));
+  exports.Set("opSwigluBackwardPacked", Napi::Function::New(env, op_swiglu_backward_packed, "opSwigluBackwardPacked"));
   exports.Set("opSwigluBackward", Napi::Function::New(env, op_swiglu_backward, "opSwigluBackward"));
   exports.Set("opAdamw", Napi::Function::New(env, op_adamw, "opAdamw"));
   exports.Set("opSumSquares", Napi::Function::New(env, op_sum_squares, "opSumSquares"));

@@ -213,6 +213,7 @@ export interface NativeAddon {
   ): TensorHandle;
   opSwiglu(gate: TensorHandle, up: TensorHandle): TensorHandle;
   opSwigluBackward(dout: TensorHandle, gate: TensorHandle, up: TensorHandle): { dgate: TensorHandle; dup: TensorHandle };
+  opSwigluBackwardPacked(dout: TensorHandle, gate: TensorHandle, up: TensorHandle, dgu: TensorHandle, gB?: TensorHandle, gCol0?: number, gRank?: number, gScale?: number): void;
   opAdamw(
     param: TensorHandle,
     grad: TensorHandle,

@@ -38,6 +38,24 @@ void swiglu_backward(const SwigluBackwardArgs& p) {
     cpu::swiglu_backward(q);
     store_f32_columns(dg32, *p.dgu, 0);
     store_f32_columns(du32, *p.dgu, p.gate->dim(1));
+    if (p.g_b) {  // s·g from the bf16 halves just stored and B's diagonal blocks, summed in double, rounded once
+      const int64_t n = p.gate->dim(0), f = p.gate->dim(1), ld = p.dgu->dim(1), ldb = p.g_b->dim(1), r = p.g_rank;
+      uint16_t* pd = p.dgu->data_as<uint16_t>();
+      const uint16_t* bm = p.g_b->data_as<uint16_t>() + p.g_col0;
+      const double s = p.g_scale;
+      parallel_range(n, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          uint16_t* row = pd + i * ld;
+          for (int64_t h = 0; h < 2; ++h)  // gate's block, then up's
+            for (int64_t q = 0; q < r; ++q) {
+              double acc = 0;
+              for (int64_t j = 0; j < f; ++j)
+                acc += static_cast<double>(bf16_to_f32(row[h * f + j])) * bf16_to_f32(bm[(h * f + j) * ldb + h * r + q]);
+              row[2 * f + h * r + q] = f32_to_bf16(static_cast<float>(s * acc));
+            }
+        }
+      });
+    }
     return;
   }
   const Tensor dt = f32_of(*p.dout), gt = f32_of(*p.gate), ut = f32_of(*p.up);

@@ -226,9 +226,11 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
   // in bf16 itself, and dA reads it there, where that is dA's own arithmetic (a bf16 x, s a power of two)
   const bool fewer = next_kernels(Next::FewerPacks);
   const bool sg16 = fewer && l.s > 0 && elem_of(x) != Elem::F32 && scales_exactly(p.scale);
+  if (p.sg_written && !(sg16 && p.dy_packed))
+    fail(ErrorCode::Internal, "lora_group: s·g written by swiglu where the op would make f32 g");
   __nv_bfloat16* const sg = bf16_ptr(pd) + l.s;  // s·g's columns of pd
   Tensor gt = sg16 ? Tensor() : Tensor::empty({l.n, l.mr}, DType::F32, Device::CUDA);  // g_i in columns i·R..
-  {  // g (N, m·R) = dy · blockdiag(B_1, …, B_m): K's B columns, stored (S, m·R) = (K, N)
+  if (!p.sg_written) {  // g (N, m·R) = dy · blockdiag(B_1, …, B_m): K's B columns, stored (S, m·R) = (K, N)
     const OpPart part(sg16 ? "g = dy [B] (block-diagonal), s g into pd" : "g = dy [B] (block-diagonal)", Device::CUDA);
     GemmArgs g;
     g.M = l.n; g.N = l.mr; g.K[0] = l.s;

@@ -2,9 +2,17 @@
 // the accurate expf (no fast-math), so it matches the CPU to f32 rounding. bf16 tensors:
 // the same math in f32 on the widened inputs, each output rounded once (to nearest even,
 // as the CPU rounds), 8 elements a thread (16-byte loads and stores) where aligned.
+// With g_b (ops/swiglu.h; INSTILL_CUDA_NEXT `swiglu_g`) the packed backward also makes the gate/up group's LoRA s·g:
+// swiglu_backward_g_kernel, 16 rows a CTA, dgate and dup as the packed kernel makes them (swiglu_grad8: the same bits)
+// written out and staged by 256-column chunks, where warp j adds its 8 columns of g (gate's block or up's) with
+// mma.sync, B's fragments from the kept matrix: the group's g product (run 18: the MLP group's reads 2 × N × F bf16
+// again, ~22 µs at memory speed for the 1B model) folded into the pass that wrote its input. Where its shapes do not
+// fit, the packed kernel and then gemm(), the group's product split at its diagonal blocks.
 #include <cuda_bf16.h>
 
 #include "cuda/common.cuh"
+#include "cuda/gemm.h"
+#include "cuda/mma.cuh"
 #include "ops/swiglu.h"
 
 namespace instill {
@@ -158,9 +166,93 @@ __global__ void swiglu_backward_packed_kernel(const T* dout, const T* gate, cons
   }
 }
 
+constexpr int kGRows = 16;     // rows a CTA: one mma.sync m16
+constexpr int kGChunk = 256;   // columns of dgate (and of dup) staged at a time
+constexpr int kGPad = 8;       // a staged row 528 bytes long: a fragment load's 8 rows in distinct banks
+constexpr int kGThreads = 256;
+
+// dout, gate, up (N, f) bf16, f % 16 == 0; dgu (N, ld) bf16: dgate, dup into columns 0..f, f..2f, s·g into 2f..2f+2r;
+// b: B's column 0 of the kept matrix (rows 0..2f, ld ldb: gate's block columns 0..r of rows 0..f, up's r..2r of rows
+// f..2f); r % 8 == 0, 2r <= 64. Rows past N: nothing written, zeros staged.
+__global__ void __launch_bounds__(kGThreads) swiglu_backward_g_kernel(const bf16* dout, const bf16* gate, const bf16* up,
+                                                                      bf16* dgu, int64_t f, int64_t ld, int64_t N,
+                                                                      const bf16* b, int64_t ldb, int r, float s) {
+  __shared__ __align__(16) bf16 tile[2][kGRows][kGChunk + kGPad];  // dgate's chunk, dup's
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kGRows;
+  const int sr = threadIdx.x >> 4, sc = (threadIdx.x & 15) * 8;  // staging: row, first of 8 columns
+  const int64_t grow = row0 + sr;
+  const bool mine = warp * 8 < 2 * r;
+  const int h = warp * 8 < r ? 0 : 1;  // the warp's block: gate's (0) or up's (1)
+  const int g8 = lane >> 2, t = lane & 3;
+  const bf16* bc = b + h * f * ldb + (mine ? warp * 8 + g8 : 0);  // B's column 8·warp + lane / 4, its block's rows
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int64_t c0 = 0; c0 < f; c0 += kGChunk) {
+    const int width = static_cast<int>(min(static_cast<int64_t>(kGChunk), f - c0));  // a multiple of 16
+    uint32_t bf[kGChunk / 16][2];
+#pragma unroll
+    for (int k = 0; k < kGChunk / 16; ++k) {
+      bf[k][0] = bf[k][1] = 0u;
+      if (mine && 16 * k < width) {
+        const int64_t k0 = c0 + 16 * k + 2 * t;
+        const auto two = [&](int64_t kr) {
+          return static_cast<uint32_t>(__bfloat16_as_ushort(bc[kr * ldb])) |
+                 (static_cast<uint32_t>(__bfloat16_as_ushort(bc[(kr + 1) * ldb])) << 16);
+        };
+        bf[k][0] = two(k0);
+        bf[k][1] = two(k0 + 8);
+      }
+    }
+    for (int j = sc; j < width; j += 128) {
+      uint4 dgv = make_uint4(0u, 0u, 0u, 0u), duv = dgv;
+      if (grow < N) {
+        const int64_t i = grow * f + c0 + j;
+        const uint4 dv = *reinterpret_cast<const uint4*>(dout + i), gv = *reinterpret_cast<const uint4*>(gate + i),
+                    uv = *reinterpret_cast<const uint4*>(up + i);
+        swiglu_grad8(dv, gv, uv, dgv, duv);
+        *reinterpret_cast<uint4*>(dgu + grow * ld + c0 + j) = dgv;
+        *reinterpret_cast<uint4*>(dgu + grow * ld + f + c0 + j) = duv;
+      }
+      *reinterpret_cast<uint4*>(&tile[0][sr][j]) = dgv;
+      *reinterpret_cast<uint4*>(&tile[1][sr][j]) = duv;
+    }
+    __syncthreads();
+    if (mine) {
+#pragma unroll
+      for (int k = 0; k < kGChunk / 16; ++k) {
+        if (16 * k < width) {
+          const int kc = 16 * k + 2 * t;
+          const uint32_t fr[4] = {*reinterpret_cast<const uint32_t*>(&tile[h][g8][kc]),
+                                  *reinterpret_cast<const uint32_t*>(&tile[h][g8 + 8][kc]),
+                                  *reinterpret_cast<const uint32_t*>(&tile[h][g8][kc + 8]),
+                                  *reinterpret_cast<const uint32_t*>(&tile[h][g8 + 8][kc + 8])};
+          mma_bf16(acc, fr, bf[k][0], bf[k][1]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+  if (mine) {
+    const int64_t col = 2 * f + warp * 8 + 2 * t;
+    if (row0 + g8 < N) *reinterpret_cast<uint32_t*>(dgu + (row0 + g8) * ld + col) = pack_bf16(s * acc[0], s * acc[1]);
+    if (row0 + g8 + 8 < N) *reinterpret_cast<uint32_t*>(dgu + (row0 + g8 + 8) * ld + col) = pack_bf16(s * acc[2], s * acc[3]);
+  }
+}
+
 void swiglu_backward_packed(const SwigluBackwardArgs& p, int64_t n) {
   const int64_t f = p.gate->dim(1), ld = p.dgu->dim(1);
   bf16* out = p.dgu->data_as<bf16>();
+  if (p.g_b && p.gate->dtype() == DType::BF16) {  // s·g besides (ops/swiglu.h's g_b)
+    const bf16 *d = p.dout->data_as<bf16>(), *g = p.gate->data_as<bf16>(), *u = p.up->data_as<bf16>();
+    const int64_t r = p.g_rank, rows = p.gate->dim(0);
+    if (f % 16 == 0 && ld % 8 == 0 && aligned16({d, g, u, out}) && r % 8 == 0 && 2 * r <= 64) {
+      const unsigned ctas = static_cast<unsigned>((rows + kGRows - 1) / kGRows);
+      swiglu_backward_g_kernel<<<ctas, kGThreads, 0, stream()>>>(d, g, u, out, f, ld, rows, bf16_ptr(*p.g_b) + p.g_col0,
+                                                                 p.g_b->dim(1), static_cast<int>(r), p.g_scale);
+      check_launch("swiglu_backward_g_kernel");
+      return;
+    }
+  }
   if (p.gate->dtype() == DType::BF16) {
     const bf16 *d = p.dout->data_as<bf16>(), *g = p.gate->data_as<bf16>(), *u = p.up->data_as<bf16>();
     if (f % 8 == 0 && ld % 8 == 0 && aligned16({d, g, u, out})) {
@@ -173,6 +265,19 @@ void swiglu_backward_packed(const SwigluBackwardArgs& p, int64_t n) {
         p.dout->data_as<float>(), p.gate->data_as<float>(), p.up->data_as<float>(), out, f, ld, n);
   }
   check_launch("swiglu_backward_packed_kernel");
+  if (p.g_b) {  // the group's product (lora_group.cu), a diagonal block at a time: s·g_h = s · dy_h·B_h into dgu's columns 2F + h·R..
+    const OpPart part("g = dy [B] (swiglu's g_b)", Device::CUDA);
+    const int64_t r = p.g_rank, ldb = p.g_b->dim(1);
+    for (int h = 0; h < 2; ++h) {
+      GemmArgs g;
+      g.M = p.gate->dim(0); g.N = r; g.K[0] = f;
+      g.a[0] = bf16_operand(out + h * f, ld, false);
+      g.b[0] = bf16_operand(bf16_ptr(*p.g_b) + h * f * ldb + p.g_col0 + h * r, ldb, false);  // (F, R) = (K, N)
+      g.alpha = p.g_scale;
+      g.c16 = out + 2 * f + h * r; g.ldc = ld;
+      gemm(g);
+    }
+  }
 }
 
 // out_packed (ops/swiglu.h): out rounded into the first F columns of a bf16 (N, ld) buffer, from gate, up of type T.

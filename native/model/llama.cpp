@@ -679,6 +679,13 @@ void LlamaModel::set_norm_g(RmsnormBackwardArgs& args, int64_t l, int t) const {
   args.g_scale = lora_scale_;
 }
 
+bool LlamaModel::swiglu_g(int64_t l, const Acts& a, DType act) const {
+  if (device_ == Device::CPU || full_ || dropout_active_ || !next_enabled(Next::SwigluG) ||
+      !next_enabled(Next::FewerPacks) || !scales_exactly(lora_scale_))
+    return false;
+  return layers_[static_cast<size_t>(l)].kept[1].defined() && (a.xn2_packed || act == DType::BF16);
+}
+
 bool LlamaModel::norm_u(int64_t l, int g, const Acts& a, bool packed) const {
   if (!packed || device_ == Device::CPU || !su_kept_ || !factors_packed_ || !next_enabled(Next::NormU) ||
       !next_enabled(Next::FewerPacks) || !scales_exactly(lora_scale_) || !grouped(l, g, a))
@@ -783,7 +790,8 @@ bool LlamaModel::pack_factors() {
 }
 
 void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor& dx,
-                                bool accumulate, LlamaScratch& s, Tensor* dy_packed, const Tensor* x_packed) {
+                                bool accumulate, LlamaScratch& s, Tensor* dy_packed, const Tensor* x_packed,
+                                bool sg_written) {
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   if (!grouped(l, g, a)) {
     if (!dys || x_packed) fail(ErrorCode::Internal, "group_backward: a packed dy or x without the grouped path");
@@ -816,6 +824,7 @@ void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, cons
   }
   if (lw.kept[static_cast<size_t>(g)].defined()) args.kept = &lw.kept[static_cast<size_t>(g)];
   args.dy_packed = dy_packed;
+  args.sg_written = sg_written;  // (swiglu_g: the SwiGLU backward that wrote dy_packed wrote s·g too)
   // in the targets' order: the group where its first member stands, dx written by whichever comes first
   bool written = false, group_done = false;
   for (int j = 0; j < kGroupSize[g]; ++j) {
@@ -931,8 +940,16 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   int mlp_members[kMaxLoraGroup];
   if (s.dgu.defined() && grouped(l, 1, a) && group_members(l, 1, mlp_members) == 2) {
     // swiglu_pack: dgate and dup straight into the group's packed dy, where lora_group reads them
-    swiglu_backward(SwigluBackwardArgs{&s.dh, &a.gate, &a.up, nullptr, nullptr, &s.dgu});
-    group_backward(l, 1, a.xn2, a, nullptr, s.dxn, accumulate, s, &s.dgu, a.xn2_packed ? &a.xn2 : nullptr);
+    SwigluBackwardArgs sb{&s.dh, &a.gate, &a.up, nullptr, nullptr, &s.dgu};
+    const bool sg = swiglu_g(l, a, act);
+    if (sg) {  // (and the group's s·g: B's blocks in its kept matrix, columns IN..IN+2R)
+      sb.g_b = &lw.kept[1];
+      sb.g_col0 = lin[kGate].in;
+      sb.g_rank = lora_r_;
+      sb.g_scale = lora_scale_;
+    }
+    swiglu_backward(sb);
+    group_backward(l, 1, a.xn2, a, nullptr, s.dxn, accumulate, s, &s.dgu, a.xn2_packed ? &a.xn2 : nullptr, sg);
   } else {
     swiglu_backward(SwigluBackwardArgs{&s.dh, &a.gate, &a.up, &s.dgate, &s.dup});
     const Tensor* dys[2] = {&s.dgate, &s.dup};

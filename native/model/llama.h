@@ -230,7 +230,8 @@ class LlamaModel {
   void group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys, Tensor* x_packed = nullptr);
   // dy_packed: gate and up's dy already side by side (swiglu_backward's dgu; both must be the group's members).
   void group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor& dx,
-                      bool accumulate, LlamaScratch& s, Tensor* dy_packed = nullptr, const Tensor* x_packed = nullptr);
+                      bool accumulate, LlamaScratch& s, Tensor* dy_packed = nullptr, const Tensor* x_packed = nullptr,
+                      bool sg_written = false);
   // The adapted targets of group g in layer l, in order (at most kMaxLoraGroup).
   int group_members(int64_t l, int g, int* members) const;
   // Whether group g of layer l goes through lora_group in this pass (see group_forward; on a GPU only with its
@@ -262,6 +263,10 @@ class LlamaModel {
   // (INSTILL_CUDA_NEXT `norm_g`), so that the linear's backward makes none: a packed dy, the linear's kept [W | B], a
   // bf16 x and s a power of two, where lora_linear's own product would write s·g in bf16. act: the pass's act_dtype().
   bool norm_g(int64_t l, int t, const Tensor* dy_packed, DType act) const;
+  // Whether layer l's SwiGLU backward, writing the gate/up group's packed dy (swiglu_pack), also writes the group's s·g
+  // (INSTILL_CUDA_NEXT `swiglu_g`; ops/swiglu.h's g_b), so that the group's backward makes none: the group's kept
+  // matrix, a bf16 x (xn2), s a power of two, where lora_group's own product would write s·g in bf16.
+  bool swiglu_g(int64_t l, const Acts& a, DType act) const;
   // rmsnorm_backward's g_b for it (norm_g holds): B's bf16 copy in its kept [W | B], columns IN..IN+R.
   void set_norm_g(RmsnormBackwardArgs& args, int64_t l, int t) const;
   struct PassFlag;  // a bool member set for one pass (groups_, factors_packed_, su_kept_)

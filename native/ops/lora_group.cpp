@@ -162,6 +162,8 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
     if (mem.f32_weights) fail(ErrorCode::DType, "'dy_packed' (bf16) goes with bf16 or f16 weights, got f32 ones");
     need_packed(*p.dy_packed, "dy_packed", n, "N", mem.sum_out + p.m * mem.r, "sum of out + m·r", true, x.device());
   }
+  if (p.sg_written && !(p.dy_packed && p.kept))
+    fail(ErrorCode::Arg, "'sg_written' says s·g lies in 'dy_packed' (made from the kept matrix's B blocks): give dy_packed and kept");
   for (int i = 0; i < p.m; ++i) {
     const int64_t o = p.w[i]->dim(0);
     if (p.dy_packed) {

@@ -82,6 +82,11 @@ struct LoraGroupBackwardArgs {
   // (its dgu). The op then packs no dy, and may write s·g into columns S..S + m·R (scratch to the caller). bf16/f16
   // weights only.
   Tensor* dy_packed = nullptr;
+  // With dy_packed and kept: dy_packed's columns S..S+m·R hold s·g already, s applied to the sums over dy_packed's bf16
+  // values and the kept matrix's B blocks and rounded once (swiglu_backward's g_b wrote them: INSTILL_CUDA_NEXT
+  // `swiglu_g`), so the op makes no g. The CUDA backend takes it only where its own product would write s·g there in
+  // bf16 (INSTILL_CUDA_NEXT `fewer_packs`: a bf16 x, s a power of two), else E_INTERNAL. The CPU ignores it.
+  bool sg_written = false;
   // Or null. With x null: x in the first IN columns of this bf16 tensor (the forward's x_packed).
   const Tensor* x_packed = nullptr;
   // With x_packed: its columns IN..IN+m·R still hold s·u in bf16 as this pass's forward wrote them (as lora_linear's

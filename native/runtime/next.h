@@ -50,6 +50,8 @@ enum class Next {
                // (ops/rmsnorm.h's u_a, rmsnorm.cu's rmsnorm_u_kernel), so the groups' forwards make none
   NormG,       // "norm_g": the norm backwards that write o_proj's and down_proj's packed dy also write their LoRA s·g
                // (ops/rmsnorm.h's g_b, rmsnorm.cu's rmsnorm_dx_g_kernel), so those linears' backwards make none
+  SwigluG,     // "swiglu_g": SwiGLU's backward, writing the gate/up group's packed dy (swiglu_pack), also writes the
+               // group's LoRA s·g (ops/swiglu.h's g_b, swiglu.cu's swiglu_backward_g_kernel): the group makes no g
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

@@ -23,7 +23,7 @@ void join_side(uint64_t upto);
 
 std::atomic<int> fake_calls_linear{0}, fake_calls_group{0}, fake_calls_swiglu_packed{0}, fake_calls_swiglu_fwd_packed{0},
     fake_calls_dy_packed{0}, fake_calls_norm_packed{0}, fake_calls_pack_factors{0}, fake_calls_norm_u{0},
-    fake_calls_norm_g{0};
+    fake_calls_norm_g{0}, fake_calls_swiglu_g{0};
 
 namespace {
 Backend make() {
@@ -64,6 +64,7 @@ Backend make() {
   };
   b.swiglu_backward = [](const SwigluBackwardArgs& p) {
     if (p.dgu) ++fake_calls_swiglu_packed;
+    if (p.g_b) ++fake_calls_swiglu_g;  // (swiglu_g: s·g too, in double as the fake's gemm() sums)
     cpu::swiglu_backward(p);
   };
   return b;

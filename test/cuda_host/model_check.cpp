@@ -26,7 +26,7 @@ namespace instill {
 namespace cuda {
 extern std::atomic<int> fake_packs, fake_calls_pack_factors, fake_side_work;
 extern std::atomic<int> fake_calls_linear, fake_calls_group, fake_calls_swiglu_packed, fake_calls_swiglu_fwd_packed,
-    fake_calls_dy_packed, fake_calls_norm_packed, fake_calls_norm_u, fake_calls_norm_g;
+    fake_calls_dy_packed, fake_calls_norm_packed, fake_calls_norm_u, fake_calls_norm_g, fake_calls_swiglu_g;
 }
 }  // namespace instill
 
@@ -269,9 +269,10 @@ void run_piece(const Case& cs) {
   set_factors(2);
   pass(with.c_str(), unused);
   set_factors(1);
-  const int u0 = cuda::fake_calls_norm_u, g0 = cuda::fake_calls_norm_g;
+  const int u0 = cuda::fake_calls_norm_u, g0 = cuda::fake_calls_norm_g, sw0 = cuda::fake_calls_swiglu_g;
   const Pass on = pass(with.c_str(), packs_on);
-  const int norm_u_calls = cuda::fake_calls_norm_u - u0, norm_g_calls = cuda::fake_calls_norm_g - g0;
+  const int norm_u_calls = cuda::fake_calls_norm_u - u0, norm_g_calls = cuda::fake_calls_norm_g - g0,
+            swiglu_g_calls = cuda::fake_calls_swiglu_g - sw0;
   const Pass again = pass(with.c_str(), packs_again);
   set_factors(3);
   pass(nullptr, unused);
@@ -317,6 +318,13 @@ void run_piece(const Case& cs) {
                   cs.mask == (1u << kNumTargets) - 1 && cs.dropout == 0.f && std::ldexp(0.5f, e) == cs.scale;
   const int ng_want = ng ? (cs.qk_norm ? 1 : 2) * static_cast<int>(w.c.L) * (cs.accumulate ? 2 : 1) : 0;
   expect(norm_g_calls == ng_want, "norm backwards writing s·g: " + std::to_string(norm_g_calls) + ", expected " + std::to_string(ng_want));
+  // swiglu_g: SwiGLU's backward writes the gate/up group's s·g where it writes the group's packed dy (swiglu_pack:
+  // gate and up both adapted, no dropout) and fewer_packs would have the group's product write it in bf16 (a bf16 x:
+  // bf16 activations, every linear adapted; s a power of two): a layer each, in each of the pass's passes
+  const bool sw = (all || piece.find("swiglu_g") != std::string::npos) && fewer && cs.acts == nullptr &&
+                  cs.mask == (1u << kNumTargets) - 1 && cs.dropout == 0.f && std::ldexp(0.5f, e) == cs.scale;
+  const int sw_want = sw ? static_cast<int>(w.c.L) * (cs.accumulate ? 2 : 1) : 0;
+  expect(swiglu_g_calls == sw_want, "SwiGLU backwards writing s·g: " + std::to_string(swiglu_g_calls) + ", expected " + std::to_string(sw_want));
   expect(side_ops_off == 0, "products and packs on the side stream without the piece: " + std::to_string(side_ops_off));
   const bool exact = !fewer || std::ldexp(0.5f, e) == cs.scale;
   const double e_off = worst_rel(on, off), e_again = worst_rel(again, on);
@@ -657,6 +665,19 @@ int main() {
        false, "norm_g"},
       {"norm_g under LoRA dropout: not taken", every, false, false, 0.1f, false, "0", kOld, false, false, false, true, 0,
        false, "norm_g,fewer_packs"},
+      {"swiglu_g: SwiGLU's backward writes the gate/up group's s·g into its packed dy (in double here: the same bits)",
+       every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "swiglu_g,fewer_packs"},
+      {"swiglu_g, checkpointing, accumulated, Qwen2 biases, with side_grads, norm_u, norm_g and factor_pack", every, true,
+       false, 0.f, true, nullptr, kOld, false, true, false, true, 0, false,
+       "swiglu_g,fewer_packs,side_grads,norm_u,norm_g,factor_pack"},
+      {"swiglu_g, s = 1.5: not taken", every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false,
+       "swiglu_g,fewer_packs", 1.5f},
+      {"swiglu_g, f32 activations: not taken", every, false, false, 0.f, false, "0", kOld, false, false, false, true, 0,
+       false, "swiglu_g,fewer_packs"},
+      {"swiglu_g without up_proj's adapter: not taken", every & ~(1u << kUp), false, false, 0.f, false, nullptr, kOld, false,
+       false, false, true, 0, false, "swiglu_g,fewer_packs"},
+      {"swiglu_g under LoRA dropout: not taken", every, false, false, 0.1f, false, "0", kOld, false, false, false, true, 0,
+       false, "swiglu_g,fewer_packs"},
       {"group_fork: k's and v's products beside q's (on the side stream, joined as the group's forward returns)", every,
        false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "group_fork"},
       {"group_fork, checkpointing, accumulated, Qwen2 biases", every, true, false, 0.f, true, nullptr, kOld, false, true,

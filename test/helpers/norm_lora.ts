@@ -2,8 +2,10 @@
 // model), run through opRmsnormPacked on one device and held to what the op promises: y's columns the bits of the plain
 // bf16 norm (opRmsnorm), rstd's too, s·u against float64 (s · Σ y·A over the bf16 values, rounded once to bf16), and
 // every other column as it was (poisoned with NaN before the call). checkNormG: rmsnorm_backward into a packed dy with
-// s·g besides (dx_packed and g_b; `norm_g`) likewise, against the same call without g_b. The CPU's test
-// (test/model/ops/rmsnorm.test.ts) and the GPU's (test/cuda/next/norm_u.test.ts, norm_g.test.ts) share them.
+// s·g besides (dx_packed and g_b; `norm_g`) likewise, against the same call without g_b; checkSwigluG: swiglu_backward
+// into the gate/up group's packed dy with its s·g besides (dgu and g_b; `swiglu_g`) likewise. The CPU's tests
+// (test/model/ops/rmsnorm.test.ts, swiglu.test.ts) and the GPU's (test/cuda/next/norm_u, norm_g, swiglu_g.test.ts)
+// share them.
 import { expect } from 'vitest';
 
 import { rng, randn } from '../../bench/kernels/reference.js';
@@ -125,5 +127,61 @@ export function checkNormG(device: 'cpu' | 'cuda', cs: NormGCase, seed: number):
   }
   expect(bad).toBe(0);
   for (const t of [xt, wt, dyt, bt]) t.dispose();
+  return worst;
+}
+
+export interface SwigluGCase {
+  n: number;      // rows (N)
+  f: number;      // F
+  ld: number;     // the packed dy's row length, >= 2f + 2·rank
+  ldb: number;    // the kept matrix's row length (its rows: 2f)
+  col0: number;   // gate's B block's first column (up's follows it)
+  rank: number;   // R
+  scale: number;  // s
+}
+
+/** SwiGLU's backward on `device` with the group's s·g: dgate and dup the bits of the same call without g_b, each s·g
+ * column against float64 over its own block (gate's columns from dgate and rows 0..F, up's from dup and rows F..2F),
+ * the columns past them untouched; the worst error of s·g in units of its bound. */
+export function checkSwigluG(device: 'cpu' | 'cuda', cs: SwigluGCase, seed: number): number {
+  const A = native();
+  const r = rng(seed);
+  const { n, f, ld, ldb, col0, rank, scale } = cs;
+  const on = (t: Tensor) => (device === 'cpu' ? t : t.to(device));
+  const bf = (data: Float32Array, shape: number[]) => on(Tensor.from(data, shape, { dtype: 'bf16' }));
+  const dout = bf(randn(r, n * f, 1), [n, f]), gate = bf(randn(r, n * f, 2), [n, f]), up = bf(randn(r, n * f, 1), [n, f]);
+  const bt = bf(randn(r, 2 * f * ldb, 0.2), [2 * f, ldb]);
+  const run = (withG: boolean) => {
+    const dgu = bf(new Float32Array(n * ld).fill(NaN), [n, ld]);
+    if (withG) A.opSwigluBackwardPacked(handleOf(dout), handleOf(gate), handleOf(up), handleOf(dgu), handleOf(bt), col0, rank, scale);
+    else A.opSwigluBackwardPacked(handleOf(dout), handleOf(gate), handleOf(up), handleOf(dgu));
+    const out = dgu.to('cpu').toArray() as Float32Array;
+    dgu.dispose();
+    return out;
+  };
+  const got = run(true), plain = run(false);
+  const bBf = bt.to('cpu').toArray() as Float32Array;
+  let worst = 0, bad = 0;
+  for (let i = 0; i < n; i++) {
+    expect(bitsOf(got.subarray(i * ld, i * ld + 2 * f))).toEqual(bitsOf(plain.subarray(i * ld, i * ld + 2 * f)));
+    for (let h = 0; h < 2; h++) {
+      for (let q = 0; q < rank; q++) {
+        let acc = 0, mag = 0;
+        for (let k = 0; k < f; k++) {
+          const t = got[i * ld + h * f + k] * bBf[(h * f + k) * ldb + col0 + h * rank + q];
+          acc += t;
+          mag += Math.abs(t);
+        }
+        const ref = scale * acc, bound = 2 ** -8 * Math.abs(ref) + 2 ** -20 * Math.abs(scale) * mag + 1e-30;
+        const v = got[i * ld + 2 * f + h * rank + q];
+        const e = Number.isFinite(v) ? Math.abs(v - ref) / bound : Infinity;
+        if (e > 1 && bad++ < 5) console.log(`swiglu_g ${device}: row ${i} column ${h * rank + q}: ${v} against ${ref} (bound ${bound.toExponential(2)})`);
+        worst = Math.max(worst, e);
+      }
+    }
+    for (let j = 2 * f + 2 * rank; j < ld; j++) expect(got[i * ld + j]).toBeNaN();
+  }
+  expect(bad).toBe(0);
+  for (const t of [dout, gate, up, bt]) t.dispose();
   return worst;
 }

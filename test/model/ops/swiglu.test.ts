@@ -4,6 +4,7 @@ import { runtime } from '../../../src/index.js';
 import { isas, poisonAndRestoreIsa } from '../../helpers/kernels.js';
 import { Tensor, handleOf } from '../../../src/tensor.js';
 import { roundBf16 } from '../../../bench/kernels/reference.js';
+import { checkSwigluG } from '../../helpers/norm_lora.js';
 import { addon, arr, errCode, f32, randn, relErr } from './helpers.js';
 
 poisonAndRestoreIsa();
@@ -51,5 +52,23 @@ describe.each(isas)('swiglu op on bf16 tensors on %s', (isa) => {
     expect(bits(bw.dgate)).toEqual(round(arr(bw32.dgate)));
     expect(bits(bw.dup)).toEqual(round(arr(bw32.dup)));
     expect(errCode(() => A.opSwiglu(g, wide(u)))).toMatch(/E_DTYPE: 'up' must be bf16 like gate/);
+  });
+});
+
+describe('swiglu backward into the gate/up group\'s packed dy with its s·g (dgu, g_b: INSTILL_CUDA_NEXT swiglu_g\'s op)', () => {
+  it('the same dgate and dup, each block\'s s·g against float64, nothing else written', () => {
+    checkSwigluG('cpu', { n: 5, f: 37, ld: 90, ldb: 60, col0: 41, rank: 6, scale: 0.5 }, 15);
+    checkSwigluG('cpu', { n: 3, f: 16, ld: 48, ldb: 32, col0: 16, rank: 8, scale: -2 }, 16);
+  });
+
+  it('bad arguments are errors', () => {
+    const A = addon();
+    const bf = (rows: number, cols: number) => handleOf(Tensor.from(new Float32Array(rows * cols), [rows, cols], { dtype: 'bf16' }));
+    const d = bf(2, 4), g = bf(2, 4), u = bf(2, 4), dgu = bf(2, 12);
+    expect(errCode(() => A.opSwigluBackwardPacked(d, g, u, dgu, bf(7, 8), 0, 2, 1))).toMatch(/^E_SHAPE.*'g_b' has 7 rows/);
+    expect(errCode(() => A.opSwigluBackwardPacked(d, g, u, dgu, bf(8, 8), 5, 2, 1))).toMatch(/^E_SHAPE.*columns 5\.\.9 of 'g_b'/);
+    expect(errCode(() => A.opSwigluBackwardPacked(d, g, u, dgu, bf(8, 8), 0, 3, 1))).toMatch(/^E_SHAPE.*'dgu' has 12 columns/);
+    expect(errCode(() => A.opSwigluBackwardPacked(d, g, u, dgu, f32(new Float32Array(64), [8, 8]), 0, 2, 1))).toMatch(/^E_DTYPE.*'g_b'/);
+    expect(errCode(() => A.opSwigluBackwardPacked(d, g, u, dgu, bf(8, 8), 0, 2, NaN))).toMatch(/^E_ARG.*'g_scale'/);
   });
 });
