@@ -293,6 +293,31 @@ Napi::Value op_swiglu_backward(const Napi::CallbackInfo& info) {
   });
 }
 
+// opSwigluPacked(gate, up, outPacked, uA?, uRow0?, uRows?, uScale?): out rounded into the first F columns of the bf16
+// (N, ld) tensor outPacked, in place (ops/swiglu.h's out_packed: down_proj's packed x), and with uA also s·u = s·out·Aᵀ
+// into its columns F..F+uRows, A being rows uRow0..uRow0+uRows of uA (its u_a).
+Napi::Value op_swiglu_packed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    need_args(info, 3, "opSwigluPacked");
+    const Tensor* g = unwrap_tensor(env, info[0], "gate");
+    const Tensor* u = unwrap_tensor(env, info[1], "up");
+    Tensor* packed = const_cast<Tensor*>(unwrap_tensor(env, info[2], "outPacked"));
+    SwigluForwardArgs args{g, u, nullptr, packed};
+    if (info.Length() > 3 && !info[3].IsUndefined()) {
+      need_args(info, 7, "opSwigluPacked with uA");
+      args.u_a = unwrap_tensor(env, info[3], "uA");
+      const double row0 = need_number(info[4], "uRow0"), rows = need_number(info[5], "uRows");
+      if (row0 != std::floor(row0) || rows != std::floor(rows)) fail(ErrorCode::Arg, "'uRow0' and 'uRows' must be integers");
+      args.u_row0 = static_cast<int64_t>(row0);
+      args.u_rows = static_cast<int64_t>(rows);
+      args.u_scale = static_cast<float>(need_number(info[6], "uScale"));
+    }
+    swiglu_forward(args);
+    return env.Undefined();
+  });
+}
+
 // opSwigluBackwardPacked(dout, gate, up, dgu, gB?, gCol0?, gRank?, gScale?): dgate and dup rounded into columns 0..F and
 // F..2F of the bf16 (N, ld) tensor dgu, in place (ops/swiglu.h's dgu: the gate/up group's packed dy), and with gB also
 // the group's s·g into its columns 2F..2F+2R from gB's diagonal B blocks at columns gCol0.. (its g_b).
@@ -367,6 +392,7 @@ void register_model_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("opAttentionBackward", Napi::Function::New(env, op_attention_backward, "opAttentionBackward"));
   exports.Set("opAttentionDecode", Napi::Function::New(env, op_attention_decode, "opAttentionDecode"));
   exports.Set("opSwiglu", Napi::Function::New(env, op_swiglu, "opSwiglu"));
+  exports.Set("opSwigluPacked", Napi::Function::New(env, op_swiglu_packed, "opSwigluPacked"));
   exports.Set("opSwigluBackwardPacked", Napi::Function::New(env, op_swiglu_backward_packed, "opSwigluBackwardPacked"));
   exports.Set("opSwigluBackward", Napi::Function::New(env, op_swiglu_backward, "opSwigluBackward"));
   exports.Set("opAdamw", Napi::Function::New(env, op_adamw, "opAdamw"));

@@ -213,6 +213,7 @@ export interface NativeAddon {
   ): TensorHandle;
   opSwiglu(gate: TensorHandle, up: TensorHandle): TensorHandle;
   opSwigluBackward(dout: TensorHandle, gate: TensorHandle, up: TensorHandle): { dgate: TensorHandle; dup: TensorHandle };
+  opSwigluPacked(gate: TensorHandle, up: TensorHandle, outPacked: TensorHandle, uA?: TensorHandle, uRow0?: number, uRows?: number, uScale?: number): void;
   opSwigluBackwardPacked(dout: TensorHandle, gate: TensorHandle, up: TensorHandle, dgu: TensorHandle, gB?: TensorHandle, gCol0?: number, gRank?: number, gScale?: number): void;
   opAdamw(
     param: TensorHandle,

@@ -163,15 +163,18 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
     pack_bf16(b.data(), Elem::F32, R, 1.f, OUT, R, bf16_ptr(wb) + IN, ldwb);
     if (a16) pack_bf16(a.data(), Elem::F32, IN, 1.f, R, IN, a16, IN);
   }
-  {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN): with `fewer_packs` the bf16 A just written below W (the
-     // rounding the product would make of A), else A itself (packed by the product)
+  const bool su16 = next_kernels(Next::FewerPacks) && p.u_unused && IN > 0 && scales_exactly(p.scale);
+  if (p.su_written && !(su16 && a16))
+    fail(ErrorCode::Internal, "lora_linear: s·u written by SwiGLU where the op would make it otherwise");
+  if (!p.su_written) {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN): with `fewer_packs` the bf16 A just written
+     // below W (the rounding the product would make of A), else A itself (packed by the product)
     const bool fewer = next_kernels(Next::FewerPacks);
     const OpPart part("u = x A^T, pack s u", Device::CUDA);
     GemmArgs g;
     g.M = N; g.N = R; g.K[0] = IN;
     g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
     g.b[0] = a16 && fewer ? bf16_operand(a16, IN, true) : operand(a, true);
-    if (fewer && p.u_unused && IN > 0 && scales_exactly(p.scale)) {
+    if (su16) {
       g.alpha = p.scale;  // s·u into px in bf16 by the product itself; u left unwritten (nobody reads it)
       g.c16 = bf16_ptr(px) + IN; g.ldc = ldx;
       gemm(g);

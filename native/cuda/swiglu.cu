@@ -7,7 +7,9 @@
 // written out and staged by 256-column chunks, where warp j adds its 8 columns of g (gate's block or up's) with
 // mma.sync, B's fragments from the kept matrix: the group's g product (run 18: the MLP group's reads 2 × N × F bf16
 // again, ~22 µs at memory speed for the 1B model) folded into the pass that wrote its input. Where its shapes do not
-// fit, the packed kernel and then gemm(), the group's product split at its diagonal blocks.
+// fit, the packed kernel and then gemm(), the group's product split at its diagonal blocks. With u_a (`swiglu_u`) the
+// packed forward likewise makes down_proj's s·u = s · h·Aᵀ (swiglu_forward_u_kernel, h by swiglu8), A's rows from
+// below down_proj's W.
 #include <cuda_bf16.h>
 
 #include "cuda/common.cuh"
@@ -187,6 +189,21 @@ __global__ void __launch_bounds__(kGThreads) swiglu_backward_g_kernel(const bf16
   const int g8 = lane >> 2, t = lane & 3;
   const bf16* bc = b + h * f * ldb + (mine ? warp * 8 + g8 : 0);  // B's column 8·warp + lane / 4, its block's rows
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  uint4 nd[2], ng[2], nu[2];  // the next chunk's dout, gate, up: this thread's two groups of 8 columns
+  const auto load_chunk = [&](int64_t c) {
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      const int64_t col = c + sc + 128 * q;
+      nd[q] = ng[q] = nu[q] = make_uint4(0u, 0u, 0u, 0u);
+      if (grow < N && col < min(c + kGChunk, f)) {
+        const int64_t i = grow * f + col;
+        nd[q] = *reinterpret_cast<const uint4*>(dout + i);
+        ng[q] = *reinterpret_cast<const uint4*>(gate + i);
+        nu[q] = *reinterpret_cast<const uint4*>(up + i);
+      }
+    }
+  };
+  load_chunk(0);
   for (int64_t c0 = 0; c0 < f; c0 += kGChunk) {
     const int width = static_cast<int>(min(static_cast<int64_t>(kGChunk), f - c0));  // a multiple of 16
     uint32_t bf[kGChunk / 16][2];
@@ -203,13 +220,23 @@ __global__ void __launch_bounds__(kGThreads) swiglu_backward_g_kernel(const bf16
         bf[k][1] = two(k0 + 8);
       }
     }
-    for (int j = sc; j < width; j += 128) {
+    // this chunk's dout, gate, up (loaded during the chunk before), then the next chunk's loads issued before this
+    // one's work, so that two chunks' bytes are in flight (one CTA an SM: 8 warps to cover the memory's latency)
+    uint4 dv[2], gv[2], uv[2];
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      dv[q] = nd[q];
+      gv[q] = ng[q];
+      uv[q] = nu[q];
+    }
+    load_chunk(c0 + kGChunk);
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      const int j = sc + 128 * q;
+      if (j >= width) continue;
       uint4 dgv = make_uint4(0u, 0u, 0u, 0u), duv = dgv;
       if (grow < N) {
-        const int64_t i = grow * f + c0 + j;
-        const uint4 dv = *reinterpret_cast<const uint4*>(dout + i), gv = *reinterpret_cast<const uint4*>(gate + i),
-                    uv = *reinterpret_cast<const uint4*>(up + i);
-        swiglu_grad8(dv, gv, uv, dgv, duv);
+        swiglu_grad8(dv[q], gv[q], uv[q], dgv, duv);
         *reinterpret_cast<uint4*>(dgu + grow * ld + c0 + j) = dgv;
         *reinterpret_cast<uint4*>(dgu + grow * ld + f + c0 + j) = duv;
       }
@@ -298,9 +325,101 @@ __global__ void swiglu_forward_packed_kernel(const T* gate, const T* up, bf16* o
   }
 }
 
+// gate, up (N, f) bf16, f % 16 == 0; outp (N, ld) bf16: h into columns 0..f, s·u into f..f+mr; a: A (mr, f) bf16
+// row-major (lda = f, even); mr % 8 == 0, <= 64. As swiglu_backward_g_kernel: 16 rows a CTA, the next chunk's loads
+// in flight during this one's work.
+__global__ void __launch_bounds__(kGThreads) swiglu_forward_u_kernel(const bf16* gate, const bf16* up, bf16* outp,
+                                                                     int64_t f, int64_t ld, int64_t N, const bf16* a,
+                                                                     int mr, float s) {
+  __shared__ __align__(16) bf16 tile[kGRows][kGChunk + kGPad];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kGRows;
+  const int sr = threadIdx.x >> 4, sc = (threadIdx.x & 15) * 8;
+  const int64_t grow = row0 + sr;
+  const bool mine = warp * 8 < mr;
+  const int g8 = lane >> 2, t = lane & 3;
+  const bf16* ar = a + static_cast<int64_t>(mine ? warp * 8 + g8 : 0) * f + 2 * t;  // A's row n = 8·warp + lane / 4
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  uint4 ng[2], nu[2];
+  const auto load_chunk = [&](int64_t c) {
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      const int64_t col = c + sc + 128 * q;
+      ng[q] = nu[q] = make_uint4(0u, 0u, 0u, 0u);
+      if (grow < N && col < min(c + kGChunk, f)) {
+        ng[q] = *reinterpret_cast<const uint4*>(gate + grow * f + col);
+        nu[q] = *reinterpret_cast<const uint4*>(up + grow * f + col);
+      }
+    }
+  };
+  load_chunk(0);
+  for (int64_t c0 = 0; c0 < f; c0 += kGChunk) {
+    const int width = static_cast<int>(min(static_cast<int64_t>(kGChunk), f - c0));  // a multiple of 16
+    uint32_t bf[kGChunk / 16][2];
+#pragma unroll
+    for (int k = 0; k < kGChunk / 16; ++k) {
+      bf[k][0] = bf[k][1] = 0u;
+      if (mine && 16 * k < width) {
+        bf[k][0] = *reinterpret_cast<const uint32_t*>(ar + c0 + 16 * k);
+        bf[k][1] = *reinterpret_cast<const uint32_t*>(ar + c0 + 16 * k + 8);
+      }
+    }
+    uint4 gv[2], uv[2];
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      gv[q] = ng[q];
+      uv[q] = nu[q];
+    }
+    load_chunk(c0 + kGChunk);
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      const int j = sc + 128 * q;
+      if (j >= width) continue;
+      uint4 hv = make_uint4(0u, 0u, 0u, 0u);
+      if (grow < N) {
+        hv = swiglu8(gv[q], uv[q]);
+        *reinterpret_cast<uint4*>(outp + grow * ld + c0 + j) = hv;
+      }
+      *reinterpret_cast<uint4*>(&tile[sr][j]) = hv;
+    }
+    __syncthreads();
+    if (mine) {
+#pragma unroll
+      for (int k = 0; k < kGChunk / 16; ++k) {
+        if (16 * k < width) {
+          const int kc = 16 * k + 2 * t;
+          const uint32_t fr[4] = {*reinterpret_cast<const uint32_t*>(&tile[g8][kc]),
+                                  *reinterpret_cast<const uint32_t*>(&tile[g8 + 8][kc]),
+                                  *reinterpret_cast<const uint32_t*>(&tile[g8][kc + 8]),
+                                  *reinterpret_cast<const uint32_t*>(&tile[g8 + 8][kc + 8])};
+          mma_bf16(acc, fr, bf[k][0], bf[k][1]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+  if (mine) {
+    const int64_t col = f + warp * 8 + 2 * t;
+    if (row0 + g8 < N) *reinterpret_cast<uint32_t*>(outp + (row0 + g8) * ld + col) = pack_bf16(s * acc[0], s * acc[1]);
+    if (row0 + g8 + 8 < N) *reinterpret_cast<uint32_t*>(outp + (row0 + g8 + 8) * ld + col) = pack_bf16(s * acc[2], s * acc[3]);
+  }
+}
+
 void swiglu_forward_packed(const SwigluForwardArgs& p, int64_t n) {
   const int64_t f = p.gate->dim(1), ld = p.out_packed->dim(1);
   bf16* out = p.out_packed->data_as<bf16>();
+  const bf16* ua = p.u_a ? bf16_ptr(*p.u_a) + p.u_row0 * f : nullptr;  // A's rows (ops/swiglu.h's u_a)
+  if (ua && p.gate->dtype() == DType::BF16) {
+    const bf16 *g = p.gate->data_as<bf16>(), *u = p.up->data_as<bf16>();
+    const int64_t rows = p.gate->dim(0);
+    if (f % 16 == 0 && ld % 8 == 0 && aligned16({g, u, out}) && aligned(ua, 4) && p.u_rows % 8 == 0 && p.u_rows <= 64) {
+      const unsigned ctas = static_cast<unsigned>((rows + kGRows - 1) / kGRows);
+      swiglu_forward_u_kernel<<<ctas, kGThreads, 0, stream()>>>(g, u, out, f, ld, rows, ua, static_cast<int>(p.u_rows),
+                                                                p.u_scale);
+      check_launch("swiglu_forward_u_kernel");
+      return;
+    }
+  }
   if (p.gate->dtype() == DType::BF16) {
     const bf16 *g = p.gate->data_as<bf16>(), *u = p.up->data_as<bf16>();
     if (f % 8 == 0 && ld % 8 == 0 && aligned16({g, u, out})) {
@@ -313,6 +432,16 @@ void swiglu_forward_packed(const SwigluForwardArgs& p, int64_t n) {
         p.gate->data_as<float>(), p.up->data_as<float>(), out, f, ld, n);
   }
   check_launch("swiglu_forward_packed_kernel");
+  if (ua) {  // down_proj's product (lora_linear.cu): s·u (N, u_rows) = s · h·Aᵀ into out_packed's columns F..
+    const OpPart part("u = h A^T (swiglu's u_a)", Device::CUDA);
+    GemmArgs g;
+    g.M = p.gate->dim(0); g.N = p.u_rows; g.K[0] = f;
+    g.a[0] = bf16_operand(out, ld, false);
+    g.b[0] = bf16_operand(ua, f, true);  // A stored (u_rows, F) = (N, K)
+    g.alpha = p.u_scale;
+    g.c16 = out + f; g.ldc = ld;
+    gemm(g);
+  }
 }
 
 void swiglu_forward_bf16(const SwigluForwardArgs& p, int64_t n) {

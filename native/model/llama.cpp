@@ -511,7 +511,7 @@ LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share, DType act) 
 }
 
 void LlamaModel::linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed,
-                                const Tensor* residual, Tensor* x_packed) {
+                                const Tensor* residual, Tensor* x_packed, bool su_written) {
   if (x_packed && (!lin.has_lora || dropout_active_)) fail(ErrorCode::Internal, "linear_forward: a packed x off the packed path");
   if (lin.has_lora) {
     LoraLinearForwardArgs args{x_packed ? nullptr : &x, &lin.w, lin.bias.defined() ? &lin.bias : nullptr, &lin.lora.a,
@@ -528,6 +528,7 @@ void LlamaModel::linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor&
       // of the pass (its first, which copied W in, before a checkpointed recompute): the same factors either way
       args.factors_packed = factors_packed_ && lin.wb_has_w;
     }
+    args.su_written = su_written;  // (swiglu_u: SwiGLU wrote s·u into x_packed too)
     lora_linear_forward(args);
     if (lin.wb.defined()) lin.wb_has_w = true;
     return;
@@ -684,6 +685,17 @@ bool LlamaModel::swiglu_g(int64_t l, const Acts& a, DType act) const {
       !next_enabled(Next::FewerPacks) || !scales_exactly(lora_scale_))
     return false;
   return layers_[static_cast<size_t>(l)].kept[1].defined() && (a.xn2_packed || act == DType::BF16);
+}
+
+bool LlamaModel::swiglu_u(int64_t l, const Acts& a) const {
+  if (!a.h_packed || device_ == Device::CPU || !su_kept_ || !factors_packed_ || !stack_a_ || !next_enabled(Next::SwigluU) ||
+      !next_enabled(Next::FewerPacks) || !scales_exactly(lora_scale_))
+    return false;
+  const Linear& down = layers_[static_cast<size_t>(l)].lin[kDown];
+  // A below W (lora_linear.cu's a_fits_below_w: a bf16 W with room for R more rows of 16-byte multiples)
+  const bool a_below = down.w.dtype() == DType::BF16 && down.in % 8 == 0 &&
+                       down.w.capacity_bytes() >= static_cast<size_t>((down.out + lora_r_) * down.in) * 2;
+  return down.has_lora && a_below && down.wb.defined() && down.wb_has_w;
 }
 
 bool LlamaModel::norm_u(int64_t l, int g, const Acts& a, bool packed) const {
@@ -882,9 +894,17 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
     Tensor* ys[2] = {&a.gate, &a.up};
     group_forward(l, 1, a.xn2, a, ys, a.xn2_packed ? &a.xn2 : nullptr);
   }
-  swiglu_forward(a.h_packed ? SwigluForwardArgs{&a.gate, &a.up, nullptr, &a.h} : SwigluForwardArgs{&a.gate, &a.up, &a.h});
+  SwigluForwardArgs sf = a.h_packed ? SwigluForwardArgs{&a.gate, &a.up, nullptr, &a.h} : SwigluForwardArgs{&a.gate, &a.up, &a.h};
+  const bool su = swiglu_u(l, a);
+  if (su) {  // (and down_proj's s·u: A's bf16 copy in the spare rows below its W)
+    sf.u_a = &lin[kDown].w;
+    sf.u_row0 = lin[kDown].out;
+    sf.u_rows = lora_r_;
+    sf.u_scale = lora_scale_;
+  }
+  swiglu_forward(sf);
   // x_out = x2 + down_proj(h)
-  linear_forward(lin[kDown], a.h, x_out, a.u[kDown], dropout_seed(l, kDown), &a.x2, a.h_packed ? &a.h : nullptr);
+  linear_forward(lin[kDown], a.h, x_out, a.u[kDown], dropout_seed(l, kDown), &a.x2, a.h_packed ? &a.h : nullptr, su);
 }
 
 // q and k (or their gradients) rotated in place: one rope call for both with INSTILL_CUDA_NEXT=rope_qk (ops/rope.h's

@@ -217,7 +217,7 @@ class LlamaModel {
   // residual stream's sum inside the op, lora_linear's residual).
   // x_packed: x is that bf16 buffer's first columns (lora_linear's x_packed: down_proj's h under swiglu_pack).
   void linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed,
-                      const Tensor* residual = nullptr, Tensor* x_packed = nullptr);
+                      const Tensor* residual = nullptr, Tensor* x_packed = nullptr, bool su_written = false);
   void linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx, bool accumulate_dx,
                        bool accumulate_grads, Tensor& tmp, uint32_t seed, const Tensor* x_packed = nullptr,
                        Tensor* dy_packed = nullptr, bool sg_written = false);
@@ -267,6 +267,11 @@ class LlamaModel {
   // (INSTILL_CUDA_NEXT `swiglu_g`; ops/swiglu.h's g_b), so that the group's backward makes none: the group's kept
   // matrix, a bf16 x (xn2), s a power of two, where lora_group's own product would write s·g in bf16.
   bool swiglu_g(int64_t l, const Acts& a, DType act) const;
+  // Whether layer l's SwiGLU forward, writing h into down_proj's packed x (swiglu_pack), also writes down_proj's s·u
+  // (INSTILL_CUDA_NEXT `swiglu_u`; ops/swiglu.h's u_a), so that its forward makes none: a pass whose backward reads s·u
+  // there (su_kept_), A's bf16 copy below W already written for the pass (stack_a, factors_packed_, the kept [W | B]
+  // with W in it), s a power of two, where lora_linear's own product would write s·u in bf16 from that copy.
+  bool swiglu_u(int64_t l, const Acts& a) const;
   // rmsnorm_backward's g_b for it (norm_g holds): B's bf16 copy in its kept [W | B], columns IN..IN+R.
   void set_norm_g(RmsnormBackwardArgs& args, int64_t l, int t) const;
   struct PassFlag;  // a bool member set for one pass (groups_, factors_packed_, su_kept_)

@@ -59,6 +59,11 @@ struct LoraLinearForwardArgs {
   // leave u unwritten (CUDA with INSTILL_CUDA_NEXT=fewer_packs and s a power of two: u's product writes s·u into
   // x_packed in bf16 itself, no f32 u, no pack). The CPU writes u all the same.
   bool u_unused = false;
+  // With x_packed, u_unused, wb and factors_packed: x_packed's columns IN..IN+R hold s·u already, s applied to the sum
+  // over x's bf16 values and A's bf16 copy below W and rounded once (swiglu_forward's u_a wrote them: INSTILL_CUDA_NEXT
+  // `swiglu_u`), so the op makes no u. The CUDA backend takes it only where its own product would write s·u there in
+  // bf16 from that copy (`fewer_packs`, stack_a with room below W, s a power of two), else E_INTERNAL. The CPU ignores it.
+  bool su_written = false;
 };
 
 struct LoraLinearBackwardArgs {

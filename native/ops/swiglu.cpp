@@ -27,7 +27,22 @@ void swiglu_forward(const SwigluForwardArgs& p) {
     if (p.out) fail(ErrorCode::Arg, "swiglu_forward: 'out_packed' replaces 'out' (give out null)");
     need_ndim(g, "gate", 2);
     need_packed(*p.out_packed, "out_packed", g.dim(0), "N", g.dim(1), "F", false, g.device());
+    if (p.u_a) {
+      const int64_t f = g.dim(1);
+      need_dtype(*p.u_a, "u_a", {DType::BF16});
+      need_ndim(*p.u_a, "u_a", 2);
+      need_same_device(*p.u_a, "u_a", g.device());
+      if (p.u_a->dim(1) != f) fail(ErrorCode::Shape, "swiglu_forward: 'u_a' must have F = ", f, " columns, got ", p.u_a->dim(1));
+      const size_t rows_in_buffer = p.u_a->capacity_bytes() / static_cast<size_t>(2 * f);
+      if (p.u_rows <= 0 || p.u_row0 < 0 || static_cast<size_t>(p.u_row0 + p.u_rows) > rows_in_buffer)
+        fail(ErrorCode::Shape, "swiglu_forward: rows ", p.u_row0, "..", p.u_row0 + p.u_rows, " of 'u_a' (", rows_in_buffer,
+             " rows in its buffer)");
+      if (f + p.u_rows > p.out_packed->dim(1))
+        fail(ErrorCode::Shape, "swiglu_forward: 'out_packed' has ", p.out_packed->dim(1), " columns, fewer than F + u_rows = ", f + p.u_rows);
+      if (!std::isfinite(p.u_scale)) fail(ErrorCode::Arg, "swiglu_forward: 'u_scale' must be finite, got ", p.u_scale);
+    }
   } else {
+    if (p.u_a) fail(ErrorCode::Arg, "swiglu_forward: 'u_a' needs 'out_packed' (s·u goes into its columns past F)");
     need_like(p.out, "out", g);
   }
   run_op(g.device(), &Backend::swiglu_forward, "swiglu_forward", p);

@@ -18,6 +18,15 @@ struct SwigluForwardArgs {
   // its other columns untouched): down_proj's packed x (ops/lora_linear.h, x_packed), written where that product
   // reads it instead of copied there.
   Tensor* out_packed = nullptr;
+  // Or null. With out_packed: also s·u = s · out·Aᵀ into out_packed's columns F .. F + u_rows (down_proj's LoRA u,
+  // written where its forward reads it, so that it makes none: ops/lora_linear.h's su_written, INSTILL_CUDA_NEXT
+  // `swiglu_u`). A is rows u_row0 .. u_row0 + u_rows, columns 0 .. F, of the bf16 buffer of this (·, F) tensor, rows
+  // past its own within the buffer allowed (capacity_bytes: the spare rows below a frozen W where the model keeps A
+  // in bf16). The product reads out as rounded into out_packed and sums in f32 on CUDA (in double on the CPU), s
+  // applied to the sum, as the linear's own product does.
+  const Tensor* u_a = nullptr;
+  int64_t u_row0 = 0, u_rows = 0;
+  float u_scale = 1.f;
 };
 
 struct SwigluBackwardArgs {

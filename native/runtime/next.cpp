@@ -40,7 +40,8 @@ constexpr Piece kAll[] = {
     {Next::GroupFork, "group_fork", false},  {Next::FlashWgmma, "flash_wgmma", false},
     {Next::DqWgmma, "dq_wgmma", false},      {Next::DkvWgmma, "dkv_wgmma", false},
     {Next::WgmmaMn, "wgmma_mn", false},      {Next::NormU, "norm_u", false},
-    {Next::NormG, "norm_g", false},          {Next::SwigluG, "swiglu_g", false}};
+    {Next::NormG, "norm_g", false},          {Next::SwigluG, "swiglu_g", false},
+    {Next::SwigluU, "swiglu_u", false}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;

@@ -52,6 +52,8 @@ enum class Next {
                // (ops/rmsnorm.h's g_b, rmsnorm.cu's rmsnorm_dx_g_kernel), so those linears' backwards make none
   SwigluG,     // "swiglu_g": SwiGLU's backward, writing the gate/up group's packed dy (swiglu_pack), also writes the
                // group's LoRA s·g (ops/swiglu.h's g_b, swiglu.cu's swiglu_backward_g_kernel): the group makes no g
+  SwigluU,     // "swiglu_u": SwiGLU's forward, writing h into down_proj's packed x (swiglu_pack), also writes down_proj's
+               // LoRA s·u (ops/swiglu.h's u_a, swiglu.cu's swiglu_forward_u_kernel): down_proj makes no u
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

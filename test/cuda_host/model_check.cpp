@@ -26,7 +26,7 @@ namespace instill {
 namespace cuda {
 extern std::atomic<int> fake_packs, fake_calls_pack_factors, fake_side_work;
 extern std::atomic<int> fake_calls_linear, fake_calls_group, fake_calls_swiglu_packed, fake_calls_swiglu_fwd_packed,
-    fake_calls_dy_packed, fake_calls_norm_packed, fake_calls_norm_u, fake_calls_norm_g, fake_calls_swiglu_g;
+    fake_calls_dy_packed, fake_calls_norm_packed, fake_calls_norm_u, fake_calls_norm_g, fake_calls_swiglu_g, fake_calls_swiglu_u;
 }
 }  // namespace instill
 
@@ -105,6 +105,7 @@ struct Case {
   // with it (run_piece), LoRA's scale this (2 = 2r / r: a power of two)
   const char* piece = nullptr;
   float scale = 2.f;
+  int64_t ffn = 76;  // the intermediate size F: 76 leaves down_proj's W no room for A below it (80 does: swiglu_u)
 };
 
 constexpr int64_t kR = 3;
@@ -174,7 +175,7 @@ struct World {
 
 void make_world(const Case& cs, World& w) {
   LlamaConfig& c = w.c;
-  c.C = 44; c.F = 76; c.L = 2; c.H = 4; c.KVH = 2; c.D = 10; c.V = 97;
+  c.C = 44; c.F = cs.ffn; c.L = 2; c.H = 4; c.KVH = 2; c.D = 10; c.V = 97;
   c.qkv_bias = cs.qkv_bias;
   c.qk_norm = cs.qk_norm;
   Tensor inv = Tensor::empty({c.D / 2}, DType::F32);
@@ -269,10 +270,11 @@ void run_piece(const Case& cs) {
   set_factors(2);
   pass(with.c_str(), unused);
   set_factors(1);
-  const int u0 = cuda::fake_calls_norm_u, g0 = cuda::fake_calls_norm_g, sw0 = cuda::fake_calls_swiglu_g;
+  const int u0 = cuda::fake_calls_norm_u, g0 = cuda::fake_calls_norm_g, sw0 = cuda::fake_calls_swiglu_g,
+            su0 = cuda::fake_calls_swiglu_u;
   const Pass on = pass(with.c_str(), packs_on);
   const int norm_u_calls = cuda::fake_calls_norm_u - u0, norm_g_calls = cuda::fake_calls_norm_g - g0,
-            swiglu_g_calls = cuda::fake_calls_swiglu_g - sw0;
+            swiglu_g_calls = cuda::fake_calls_swiglu_g - sw0, swiglu_u_calls = cuda::fake_calls_swiglu_u - su0;
   const Pass again = pass(with.c_str(), packs_again);
   set_factors(3);
   pass(nullptr, unused);
@@ -325,6 +327,13 @@ void run_piece(const Case& cs) {
                   cs.mask == (1u << kNumTargets) - 1 && cs.dropout == 0.f && std::ldexp(0.5f, e) == cs.scale;
   const int sw_want = sw ? static_cast<int>(w.c.L) * (cs.accumulate ? 2 : 1) : 0;
   expect(swiglu_g_calls == sw_want, "SwiGLU backwards writing s·g: " + std::to_string(swiglu_g_calls) + ", expected " + std::to_string(sw_want));
+  // swiglu_u: SwiGLU's forward writes down_proj's s·u where it writes h into down_proj's packed x (bf16 activations)
+  // and down_proj keeps A's bf16 copy below its W (F % 8 == 0), written for the pass by factor_pack; a layer forward
+  // each (twice under checkpointing), in each of the pass's passes
+  const bool su = (all || piece.find("swiglu_u") != std::string::npos) && fewer && factor && cs.acts == nullptr &&
+                  cs.mask == (1u << kNumTargets) - 1 && cs.dropout == 0.f && std::ldexp(0.5f, e) == cs.scale && cs.ffn % 8 == 0;
+  const int su_want = su ? static_cast<int>(w.c.L) * (cs.checkpointing ? 2 : 1) * (cs.accumulate ? 2 : 1) : 0;
+  expect(swiglu_u_calls == su_want, "SwiGLU forwards writing s·u: " + std::to_string(swiglu_u_calls) + ", expected " + std::to_string(su_want));
   expect(side_ops_off == 0, "products and packs on the side stream without the piece: " + std::to_string(side_ops_off));
   const bool exact = !fewer || std::ldexp(0.5f, e) == cs.scale;
   const double e_off = worst_rel(on, off), e_again = worst_rel(again, on);
@@ -678,6 +687,20 @@ int main() {
        false, false, true, 0, false, "swiglu_g,fewer_packs"},
       {"swiglu_g under LoRA dropout: not taken", every, false, false, 0.1f, false, "0", kOld, false, false, false, true, 0,
        false, "swiglu_g,fewer_packs"},
+      {"swiglu_u: SwiGLU's forward writes down_proj's s·u into its packed x (F 80: A below W; in double: the same bits)",
+       every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "swiglu_u,fewer_packs,factor_pack",
+       2.f, 80},
+      {"swiglu_u, checkpointing, accumulated, Qwen2 biases, with side_grads, norm_u, norm_g, swiglu_g (F 80)", every, true,
+       false, 0.f, true, nullptr, kOld, false, true, false, true, 0, false,
+       "swiglu_u,fewer_packs,factor_pack,side_grads,norm_u,norm_g,swiglu_g", 2.f, 80},
+      {"swiglu_u, F 76 (no room below down_proj's W): not taken", every, false, false, 0.f, false, nullptr, kOld, false,
+       false, false, true, 0, false, "swiglu_u,fewer_packs,factor_pack"},
+      {"swiglu_u without factor_pack (F 80): not taken", every, false, false, 0.f, false, nullptr, kOld, false, false, false,
+       true, 0, false, "swiglu_u,fewer_packs", 2.f, 80},
+      {"swiglu_u, s = 1.5 (F 80): not taken", every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0,
+       false, "swiglu_u,fewer_packs,factor_pack", 1.5f, 80},
+      {"swiglu_u, f32 activations (F 80): not taken", every, false, false, 0.f, false, "0", kOld, false, false, false, true,
+       0, false, "swiglu_u,fewer_packs,factor_pack", 2.f, 80},
       {"group_fork: k's and v's products beside q's (on the side stream, joined as the group's forward returns)", every,
        false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "group_fork"},
       {"group_fork, checkpointing, accumulated, Qwen2 biases", every, true, false, 0.f, true, nullptr, kOld, false, true,

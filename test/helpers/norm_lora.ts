@@ -3,9 +3,10 @@
 // bf16 norm (opRmsnorm), rstd's too, s·u against float64 (s · Σ y·A over the bf16 values, rounded once to bf16), and
 // every other column as it was (poisoned with NaN before the call). checkNormG: rmsnorm_backward into a packed dy with
 // s·g besides (dx_packed and g_b; `norm_g`) likewise, against the same call without g_b; checkSwigluG: swiglu_backward
-// into the gate/up group's packed dy with its s·g besides (dgu and g_b; `swiglu_g`) likewise. The CPU's tests
-// (test/model/ops/rmsnorm.test.ts, swiglu.test.ts) and the GPU's (test/cuda/next/norm_u, norm_g, swiglu_g.test.ts)
-// share them.
+// into the gate/up group's packed dy with its s·g besides (dgu and g_b; `swiglu_g`) likewise; checkSwigluU:
+// swiglu_forward into down_proj's packed x with its s·u besides (out_packed and u_a; `swiglu_u`). The CPU's tests
+// (test/model/ops/rmsnorm.test.ts, swiglu.test.ts) and the GPU's (test/cuda/next/norm_u, norm_g, swiglu_g,
+// swiglu_u.test.ts) share them.
 import { expect } from 'vitest';
 
 import { rng, randn } from '../../bench/kernels/reference.js';
@@ -183,5 +184,57 @@ export function checkSwigluG(device: 'cpu' | 'cuda', cs: SwigluGCase, seed: numb
   }
   expect(bad).toBe(0);
   for (const t of [dout, gate, up, bt]) t.dispose();
+  return worst;
+}
+
+export interface SwigluUCase {
+  n: number;      // rows (N)
+  f: number;      // F
+  ld: number;     // the packed x's row length, >= f + rows
+  aRows: number;  // rows of the (·, F) matrix A lies in
+  row0: number;   // A's first row in it
+  rows: number;   // A's rows: u's columns (R)
+  scale: number;  // s
+}
+
+/** SwiGLU's forward on `device` with down_proj's s·u: h the bits of the same call without u_a, s·u against float64 over
+ * h's bf16 values and A, the columns past it untouched; the worst error of s·u in units of its bound. */
+export function checkSwigluU(device: 'cpu' | 'cuda', cs: SwigluUCase, seed: number): number {
+  const A = native();
+  const r = rng(seed);
+  const { n, f, ld, aRows, row0, rows, scale } = cs;
+  const on = (t: Tensor) => (device === 'cpu' ? t : t.to(device));
+  const bf = (data: Float32Array, shape: number[]) => on(Tensor.from(data, shape, { dtype: 'bf16' }));
+  const gate = bf(randn(r, n * f, 2), [n, f]), up = bf(randn(r, n * f, 1), [n, f]), at = bf(randn(r, aRows * f, 0.2), [aRows, f]);
+  const run = (withU: boolean) => {
+    const packed = bf(new Float32Array(n * ld).fill(NaN), [n, ld]);
+    if (withU) A.opSwigluPacked(handleOf(gate), handleOf(up), handleOf(packed), handleOf(at), row0, rows, scale);
+    else A.opSwigluPacked(handleOf(gate), handleOf(up), handleOf(packed));
+    const out = packed.to('cpu').toArray() as Float32Array;
+    packed.dispose();
+    return out;
+  };
+  const got = run(true), plain = run(false);
+  const aBf = at.to('cpu').toArray() as Float32Array;
+  let worst = 0, bad = 0;
+  for (let i = 0; i < n; i++) {
+    expect(bitsOf(got.subarray(i * ld, i * ld + f))).toEqual(bitsOf(plain.subarray(i * ld, i * ld + f)));
+    for (let j = 0; j < rows; j++) {
+      let acc = 0, mag = 0;
+      for (let k = 0; k < f; k++) {
+        const t = got[i * ld + k] * aBf[(row0 + j) * f + k];
+        acc += t;
+        mag += Math.abs(t);
+      }
+      const ref = scale * acc, bound = 2 ** -8 * Math.abs(ref) + 2 ** -20 * Math.abs(scale) * mag + 1e-30;
+      const v = got[i * ld + f + j];
+      const e = Number.isFinite(v) ? Math.abs(v - ref) / bound : Infinity;
+      if (e > 1 && bad++ < 5) console.log(`swiglu_u ${device}: row ${i} column ${j}: ${v} against ${ref} (bound ${bound.toExponential(2)})`);
+      worst = Math.max(worst, e);
+    }
+    for (let j = f + rows; j < ld; j++) expect(got[i * ld + j]).toBeNaN();
+  }
+  expect(bad).toBe(0);
+  for (const t of [gate, up, at]) t.dispose();
   return worst;
 }

@@ -4,7 +4,7 @@ import { runtime } from '../../../src/index.js';
 import { isas, poisonAndRestoreIsa } from '../../helpers/kernels.js';
 import { Tensor, handleOf } from '../../../src/tensor.js';
 import { roundBf16 } from '../../../bench/kernels/reference.js';
-import { checkSwigluG } from '../../helpers/norm_lora.js';
+import { checkSwigluG, checkSwigluU } from '../../helpers/norm_lora.js';
 import { addon, arr, errCode, f32, randn, relErr } from './helpers.js';
 
 poisonAndRestoreIsa();
@@ -52,6 +52,24 @@ describe.each(isas)('swiglu op on bf16 tensors on %s', (isa) => {
     expect(bits(bw.dgate)).toEqual(round(arr(bw32.dgate)));
     expect(bits(bw.dup)).toEqual(round(arr(bw32.dup)));
     expect(errCode(() => A.opSwiglu(g, wide(u)))).toMatch(/E_DTYPE: 'up' must be bf16 like gate/);
+  });
+});
+
+describe('swiglu forward into down_proj\'s packed x with its s·u (out_packed, u_a: INSTILL_CUDA_NEXT swiglu_u\'s op)', () => {
+  it('the same h, s·u against float64, nothing else written', () => {
+    checkSwigluU('cpu', { n: 5, f: 37, ld: 50, aRows: 9, row0: 2, rows: 7, scale: 0.5 }, 17);
+    checkSwigluU('cpu', { n: 3, f: 16, ld: 24, aRows: 8, row0: 0, rows: 8, scale: -2 }, 18);
+  });
+
+  it('bad arguments are errors', () => {
+    const A = addon();
+    const bf = (rows: number, cols: number) => handleOf(Tensor.from(new Float32Array(rows * cols), [rows, cols], { dtype: 'bf16' }));
+    const g = bf(2, 4), u = bf(2, 4), out = bf(2, 8);
+    expect(errCode(() => A.opSwigluPacked(g, u, out, bf(3, 5), 0, 2, 1))).toMatch(/^E_SHAPE.*'u_a' must have F = 4 columns/);
+    expect(errCode(() => A.opSwigluPacked(g, u, out, bf(3, 4), 2, 2, 1))).toMatch(/^E_SHAPE.*rows 2\.\.4 of 'u_a' \(3 rows/);
+    expect(errCode(() => A.opSwigluPacked(g, u, out, bf(8, 4), 0, 5, 1))).toMatch(/^E_SHAPE.*'out_packed' has 8 columns/);
+    expect(errCode(() => A.opSwigluPacked(g, u, out, f32(new Float32Array(12), [3, 4]), 0, 2, 1))).toMatch(/^E_DTYPE.*'u_a'/);
+    expect(errCode(() => A.opSwigluPacked(g, u, out, bf(3, 4), 0, 2, NaN))).toMatch(/^E_ARG.*'u_scale'/);
   });
 });
 
