@@ -19,7 +19,7 @@
 // or down_proj's LoRA g) into dx_packed's columns past C; else the row kernel and gemm() (the linear's own product).
 #include "cuda/common.cuh"
 #include "cuda/gemm.h"
-#include "cuda/mma.cuh"
+#include "cuda/narrow_mma.cuh"
 #include "ops/rmsnorm.h"
 
 namespace instill {
@@ -27,6 +27,7 @@ namespace cuda {
 
 namespace {
 constexpr int kThreads = 256;
+static_assert(kThreads == kNarrowThreads, "rmsnorm_u_kernel and rmsnorm_dx_g_kernel sum a row as the row kernels' block does");
 
 // kVec: C % 4 == 0 and x, w, y 16-byte aligned: float4 loads and stores (every row then starts aligned).
 // Y: float, or __nv_bfloat16 (the same f32 math, each output rounded once: common.cuh's store1 / store4).
@@ -62,71 +63,45 @@ __global__ void rmsnorm_forward_kernel(const float* x, const float* w, float eps
   }
 }
 
-constexpr int kURows = 16;     // rows a CTA: one mma.sync m16
-constexpr int kUChunk = 256;   // columns of y staged at a time
-constexpr int kUPad = 8;       // a staged row 528 bytes long: a fragment load's 8 rows fall in distinct banks
-constexpr int kUMaxRows = 64;  // u_rows: one n-tile of 8 a warp, 8 warps
-
 // x (N, C) f32, C % 16 == 0; y (N, ldy) bf16, s·u into columns C..C+mr; a (mr, lda) bf16 A's rows; mr % 8 == 0, <= 64.
-// kThreads (256) threads. Rows past N: nothing written, zeros staged.
-__global__ void __launch_bounds__(kThreads) rmsnorm_u_kernel(const float* x, const float* w, float eps, int64_t N,
-                                                             int64_t C, __nv_bfloat16* y, int64_t ldy, float* rstd,
-                                                             const __nv_bfloat16* a, int64_t lda, int mr, float s) {
-  __shared__ float part[kURows][kThreads / 32];
-  __shared__ float rs[kURows];
-  __shared__ __align__(16) __nv_bfloat16 tile[kURows][kUChunk + kUPad];
+// narrow_mma.cuh's CTA. Rows past N: nothing written, zeros staged.
+__global__ void __launch_bounds__(kNarrowThreads) rmsnorm_u_kernel(const float* x, const float* w, float eps, int64_t N,
+                                                                   int64_t C, __nv_bfloat16* y, int64_t ldy, float* rstd,
+                                                                   const __nv_bfloat16* a, int64_t lda, int mr, float s) {
+  __shared__ float part[kNarrowRows][kNarrowThreads / 32];
+  __shared__ float tot[kNarrowRows];
+  __shared__ __align__(16) Tile tile;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kURows;
-  // 1. rstd of the 16 rows: each thread's partial sums as the row kernel's thread of the same index makes them (the
-  //    16 rows' loads in flight together), then block_sum's tree (a warp's butterfly, then the 8 warps' totals'), per row
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kNarrowRows;
+  // 1. Σx² of the 16 rows: each thread's partial sums as the row kernel's thread of the same index makes them (the 16
+  //    rows' loads in flight together), then its block_sum tree (rows_block_sum): rstd in the row kernel's bits
   {
-    float ss[kURows];
+    float ss[kNarrowRows];
 #pragma unroll
-    for (int i = 0; i < kURows; ++i) ss[i] = 0.f;
-    for (int64_t c = 4 * threadIdx.x; c < C; c += 4 * kThreads) {
+    for (int i = 0; i < kNarrowRows; ++i) ss[i] = 0.f;
+    for (int64_t c = 4 * threadIdx.x; c < C; c += 4 * kNarrowThreads) {
 #pragma unroll
-      for (int i = 0; i < kURows; ++i)
+      for (int i = 0; i < kNarrowRows; ++i)
         if (row0 + i < N) {
           const float4 v = *reinterpret_cast<const float4*>(x + (row0 + i) * C + c);
           ss[i] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
         }
     }
-#pragma unroll
-    for (int i = 0; i < kURows; ++i) {
-      const float v = warp_sum(ss[i]);
-      if (lane == 0) part[i][warp] = v;
-    }
-    __syncthreads();
-    for (int i = warp; i < kURows; i += kThreads / 32) {
-      const float tot = warp_sum(lane < kThreads / 32 ? part[i][lane] : 0.f);
-      if (lane == 0) {
-        const float r = rsqrtf(tot / static_cast<float>(C) + eps);
-        rs[i] = r;
-        if (row0 + i < N) rstd[row0 + i] = r;
-      }
-    }
-    __syncthreads();
+    rows_block_sum(ss, part, tot);
   }
-  // 2. by chunks of 256 columns: y written and staged (thread: row tid / 16, 4 columns of every 64), then warp j < mr / 8
-  //    adds the chunk to u's columns 8j..8j+8 (A's fragments for the chunk loaded before the staging, to overlap it)
+  // 2. by chunks: y written and staged (thread: row tid / 16, 4 columns of every 64), then warp j < mr / 8 adds the
+  //    chunk to u's columns 8j..8j+8
   const int sr = threadIdx.x >> 4, sc = (threadIdx.x & 15) * 4;
   const int64_t grow = row0 + sr;
-  const float r = rs[sr];
+  const float r = rsqrtf(tot[sr] / static_cast<float>(C) + eps);
+  if ((threadIdx.x & 15) == 0 && grow < N) rstd[grow] = r;
   const bool mine = warp * 8 < mr;
-  const int g = lane >> 2, t = lane & 3;
-  const __nv_bfloat16* ar = a + static_cast<int64_t>(mine ? warp * 8 + g : 0) * lda + 2 * t;
+  const __nv_bfloat16* ar = a + static_cast<int64_t>(mine ? warp * 8 + (lane >> 2) : 0) * lda + 2 * (lane & 3);
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
-  for (int64_t c0 = 0; c0 < C; c0 += kUChunk) {
-    const int width = static_cast<int>(min(static_cast<int64_t>(kUChunk), C - c0));  // a multiple of 16
-    uint32_t b[kUChunk / 16][2];
-#pragma unroll
-    for (int k = 0; k < kUChunk / 16; ++k) {
-      b[k][0] = b[k][1] = 0u;
-      if (mine && 16 * k < width) {
-        b[k][0] = *reinterpret_cast<const uint32_t*>(ar + c0 + 16 * k);
-        b[k][1] = *reinterpret_cast<const uint32_t*>(ar + c0 + 16 * k + 8);
-      }
-    }
+  for (int64_t c0 = 0; c0 < C; c0 += kNarrowChunk) {
+    const int width = static_cast<int>(min(static_cast<int64_t>(kNarrowChunk), C - c0));  // a multiple of 16
+    BFrags bf;
+    b_frags_rows(bf, ar, c0, width, mine);
     for (int j = sc; j < width; j += 64) {
       float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
       if (grow < N) {
@@ -137,26 +112,10 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_u_kernel(const float* x, con
       store4(&tile[sr][j], o);
     }
     __syncthreads();
-    if (mine) {
-#pragma unroll
-      for (int k = 0; k < kUChunk / 16; ++k) {
-        if (16 * k < width) {
-          const int kc = 16 * k + 2 * t;
-          const uint32_t f[4] = {*reinterpret_cast<const uint32_t*>(&tile[g][kc]),
-                                 *reinterpret_cast<const uint32_t*>(&tile[g + 8][kc]),
-                                 *reinterpret_cast<const uint32_t*>(&tile[g][kc + 8]),
-                                 *reinterpret_cast<const uint32_t*>(&tile[g + 8][kc + 8])};
-          mma_bf16(acc, f, b[k][0], b[k][1]);
-        }
-      }
-    }
+    if (mine) mma_chunk(acc, tile, bf, width, lane);
     __syncthreads();  // (the tile is staged again)
   }
-  if (mine) {  // acc: rows g and g + 8, columns 2t, 2t + 1 of the warp's 8
-    const int64_t col = C + warp * 8 + 2 * t;
-    if (row0 + g < N) *reinterpret_cast<uint32_t*>(y + (row0 + g) * ldy + col) = pack_bf16(s * acc[0], s * acc[1]);
-    if (row0 + g + 8 < N) *reinterpret_cast<uint32_t*>(y + (row0 + g + 8) * ldy + col) = pack_bf16(s * acc[2], s * acc[3]);
-  }
+  if (mine) store_narrow(y, ldy, row0, N, C, s, acc, warp, lane);
 }
 
 __global__ void rmsnorm_dw_kernel(const float* dy, const float* x, const float* rstd, int64_t N, int64_t C,
@@ -219,69 +178,46 @@ __global__ void rmsnorm_dx_kernel(const float* dy, const float* x, const float* 
   }
 }
 // dy, x, dx (N, C) f32, C % 16 == 0; dxp (N, ldp) bf16: dx rounded into columns 0..C, s·g into C..C+gr; b: B's
-// column 0 (B (C, gr) in rows of ldb bf16); gr % 8 == 0, <= 64. kThreads (256) threads. dx may alias dy.
-__global__ void __launch_bounds__(kThreads) rmsnorm_dx_g_kernel(const float* dy, const float* x, const float* w,
-                                                                const float* rstd, int64_t N, int64_t C, bool accumulate,
-                                                                float* dx, __nv_bfloat16* dxp, int64_t ldp,
-                                                                const __nv_bfloat16* b, int64_t ldb, int gr, float s) {
-  __shared__ float part[kURows][kThreads / 32];
-  __shared__ float mg[kURows];
-  __shared__ __align__(16) __nv_bfloat16 tile[kURows][kUChunk + kUPad];
+// column 0 (B (C, gr) in rows of ldb bf16); gr % 8 == 0, <= 64. narrow_mma.cuh's CTA. dx may alias dy.
+__global__ void __launch_bounds__(kNarrowThreads) rmsnorm_dx_g_kernel(const float* dy, const float* x, const float* w,
+                                                                      const float* rstd, int64_t N, int64_t C,
+                                                                      bool accumulate, float* dx, __nv_bfloat16* dxp,
+                                                                      int64_t ldp, const __nv_bfloat16* b, int64_t ldb,
+                                                                      int gr, float s) {
+  __shared__ float part[kNarrowRows][kNarrowThreads / 32];
+  __shared__ float tot[kNarrowRows];
+  __shared__ __align__(16) Tile tile;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kURows;
-  // 1. mean(w·dy·x) of the 16 rows: the row kernel's per-thread sums and block_sum tree, as rmsnorm_u_kernel's rstd
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kNarrowRows;
+  // 1. Σ w·dy·x of the 16 rows: the row kernel's per-thread sums and block_sum tree, as rmsnorm_u_kernel's Σx²
   {
-    float acc[kURows];
+    float acc[kNarrowRows];
 #pragma unroll
-    for (int i = 0; i < kURows; ++i) acc[i] = 0.f;
-    for (int64_t c = 4 * threadIdx.x; c < C; c += 4 * kThreads) {
+    for (int i = 0; i < kNarrowRows; ++i) acc[i] = 0.f;
+    for (int64_t c = 4 * threadIdx.x; c < C; c += 4 * kNarrowThreads) {
       const float4 g = *reinterpret_cast<const float4*>(w + c);
 #pragma unroll
-      for (int i = 0; i < kURows; ++i)
+      for (int i = 0; i < kNarrowRows; ++i)
         if (row0 + i < N) {
           const float4 d = *reinterpret_cast<const float4*>(dy + (row0 + i) * C + c),
                        v = *reinterpret_cast<const float4*>(x + (row0 + i) * C + c);
           acc[i] += g.x * d.x * v.x + g.y * d.y * v.y + g.z * d.z * v.z + g.w * d.w * v.w;
         }
     }
-#pragma unroll
-    for (int i = 0; i < kURows; ++i) {
-      const float v = warp_sum(acc[i]);
-      if (lane == 0) part[i][warp] = v;
-    }
-    __syncthreads();
-    for (int i = warp; i < kURows; i += kThreads / 32) {
-      const float tot = warp_sum(lane < kThreads / 32 ? part[i][lane] : 0.f);
-      if (lane == 0) mg[i] = tot / static_cast<float>(C);
-    }
-    __syncthreads();
+    rows_block_sum(acc, part, tot);
   }
-  // 2. by chunks of 256 columns: dx written (f32 and bf16) and staged; warp j < gr / 8 adds the chunk to g's columns
-  //    8j..8j+8 (B's fragments: two bf16 of rows k, k + 1 of column n, loaded before the staging)
+  // 2. by chunks: dx written (f32 and bf16) and staged; warp j < gr / 8 adds the chunk to g's columns 8j..8j+8
   const int sr = threadIdx.x >> 4, sc = (threadIdx.x & 15) * 4;
   const int64_t grow = row0 + sr;
-  const float r = grow < N ? rstd[grow] : 0.f, mean_gx = mg[sr];
+  const float r = grow < N ? rstd[grow] : 0.f, mean_gx = tot[sr] / static_cast<float>(C);
   const float r3 = r * r * r;
   const bool mine = warp * 8 < gr;
-  const int g8 = lane >> 2, t = lane & 3;
-  const __nv_bfloat16* bc = b + (mine ? warp * 8 + g8 : 0);  // B's column n = 8·warp + lane / 4
+  const __nv_bfloat16* bc = b + (mine ? warp * 8 + (lane >> 2) : 0);  // B's column n = 8·warp + lane / 4
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
-  for (int64_t c0 = 0; c0 < C; c0 += kUChunk) {
-    const int width = static_cast<int>(min(static_cast<int64_t>(kUChunk), C - c0));  // a multiple of 16
-    uint32_t bf[kUChunk / 16][2];
-#pragma unroll
-    for (int k = 0; k < kUChunk / 16; ++k) {
-      bf[k][0] = bf[k][1] = 0u;
-      if (mine && 16 * k < width) {
-        const int64_t k0 = c0 + 16 * k + 2 * t;  // rows k0, k0 + 1 (b0) and k0 + 8, k0 + 9 (b1)
-        const auto two = [&](int64_t kr) {
-          return static_cast<uint32_t>(__bfloat16_as_ushort(bc[kr * ldb])) |
-                 (static_cast<uint32_t>(__bfloat16_as_ushort(bc[(kr + 1) * ldb])) << 16);
-        };
-        bf[k][0] = two(k0);
-        bf[k][1] = two(k0 + 8);
-      }
-    }
+  for (int64_t c0 = 0; c0 < C; c0 += kNarrowChunk) {
+    const int width = static_cast<int>(min(static_cast<int64_t>(kNarrowChunk), C - c0));  // a multiple of 16
+    BFrags bf;
+    b_frags_cols(bf, bc, ldb, c0, width, mine, lane & 3);
     for (int j = sc; j < width; j += 64) {
       float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
       if (grow < N) {
@@ -300,26 +236,10 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_dx_g_kernel(const float* dy,
       store4(&tile[sr][j], o);
     }
     __syncthreads();
-    if (mine) {
-#pragma unroll
-      for (int k = 0; k < kUChunk / 16; ++k) {
-        if (16 * k < width) {
-          const int kc = 16 * k + 2 * t;
-          const uint32_t f[4] = {*reinterpret_cast<const uint32_t*>(&tile[g8][kc]),
-                                 *reinterpret_cast<const uint32_t*>(&tile[g8 + 8][kc]),
-                                 *reinterpret_cast<const uint32_t*>(&tile[g8][kc + 8]),
-                                 *reinterpret_cast<const uint32_t*>(&tile[g8 + 8][kc + 8])};
-          mma_bf16(acc, f, bf[k][0], bf[k][1]);
-        }
-      }
-    }
+    if (mine) mma_chunk(acc, tile, bf, width, lane);
     __syncthreads();
   }
-  if (mine) {
-    const int64_t col = C + warp * 8 + 2 * t;
-    if (row0 + g8 < N) *reinterpret_cast<uint32_t*>(dxp + (row0 + g8) * ldp + col) = pack_bf16(s * acc[0], s * acc[1]);
-    if (row0 + g8 + 8 < N) *reinterpret_cast<uint32_t*>(dxp + (row0 + g8 + 8) * ldp + col) = pack_bf16(s * acc[2], s * acc[3]);
-  }
+  if (mine) store_narrow(dxp, ldp, row0, N, C, s, acc, warp, lane);
 }
 }  // namespace
 
@@ -338,9 +258,9 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
     if (p.u_a) {  // s·u besides (ops/rmsnorm.h's u_a)
       const int64_t lda = p.u_a->dim(1);
       const __nv_bfloat16* a = bf16_ptr(*p.u_a) + p.u_row0 * lda;
-      if (vec && C % 16 == 0 && p.u_rows % 8 == 0 && p.u_rows <= kUMaxRows && lda % 2 == 0 && aligned(a, 4)) {
-        const unsigned ctas = static_cast<unsigned>((N + kURows - 1) / kURows);
-        rmsnorm_u_kernel<<<ctas, kThreads, 0, stream()>>>(x, w, p.eps, N, C, y, ldy, rstd, a, lda,
+      if (vec && C % 16 == 0 && p.u_rows % 8 == 0 && p.u_rows <= kNarrowMax && lda % 2 == 0 && aligned(a, 4)) {
+        const unsigned ctas = static_cast<unsigned>((N + kNarrowRows - 1) / kNarrowRows);
+        rmsnorm_u_kernel<<<ctas, kNarrowThreads, 0, stream()>>>(x, w, p.eps, N, C, y, ldy, rstd, a, lda,
                                                           static_cast<int>(p.u_rows), p.u_scale);
         check_launch("rmsnorm_u_kernel");
         return;
@@ -394,9 +314,9 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
   if (p.g_b) {  // s·g besides (ops/rmsnorm.h's g_b)
     const int64_t ldb = p.g_b->dim(1);
     const __nv_bfloat16* b = bf16_ptr(*p.g_b) + p.g_col0;
-    if (vec && C % 16 == 0 && p.g_rows % 8 == 0 && p.g_rows <= kUMaxRows) {
-      const unsigned ctas = static_cast<unsigned>((N + kURows - 1) / kURows);
-      rmsnorm_dx_g_kernel<<<ctas, kThreads, 0, stream()>>>(dy, x, w, rstd, N, C, p.accumulate_dx, dx, dxp, ldp, b, ldb,
+    if (vec && C % 16 == 0 && p.g_rows % 8 == 0 && p.g_rows <= kNarrowMax) {
+      const unsigned ctas = static_cast<unsigned>((N + kNarrowRows - 1) / kNarrowRows);
+      rmsnorm_dx_g_kernel<<<ctas, kNarrowThreads, 0, stream()>>>(dy, x, w, rstd, N, C, p.accumulate_dx, dx, dxp, ldp, b, ldb,
                                                            static_cast<int>(p.g_rows), p.g_scale);
       check_launch("rmsnorm_dx_g_kernel");
       return;

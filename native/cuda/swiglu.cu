@@ -14,7 +14,7 @@
 
 #include "cuda/common.cuh"
 #include "cuda/gemm.h"
-#include "cuda/mma.cuh"
+#include "cuda/narrow_mma.cuh"
 #include "ops/swiglu.h"
 
 namespace instill {
@@ -168,75 +168,61 @@ __global__ void swiglu_backward_packed_kernel(const T* dout, const T* gate, cons
   }
 }
 
-constexpr int kGRows = 16;     // rows a CTA: one mma.sync m16
-constexpr int kGChunk = 256;   // columns of dgate (and of dup) staged at a time
-constexpr int kGPad = 8;       // a staged row 528 bytes long: a fragment load's 8 rows in distinct banks
-constexpr int kGThreads = 256;
+// A thread's part of a chunk's staging in the SwiGLU kernels: row tid / 16, 8 columns at sc and 8 at sc + 128 (two
+// uint4 of bf16 a tensor read).
+constexpr int kStageGroups = 2;
+
+// The next chunk's loads of the SwiGLU kernels (two or three bf16 (N, f) tensors), issued during a chunk's work so that
+// two chunks' bytes are in flight (one CTA an SM: 8 warps to cover the memory's latency). Zeros past N and f.
+template <int kTensors>
+struct ChunkLoads {
+  uint4 v[kTensors][kStageGroups];
+  __device__ __forceinline__ void load(const bf16* const (&src)[kTensors], int64_t row, int64_t N, int64_t f, int64_t c,
+                                       int sc) {
+#pragma unroll
+    for (int q = 0; q < kStageGroups; ++q) {
+      const int64_t col = c + sc + 128 * q;
+      const bool in = row < N && col < min(c + kNarrowChunk, f);
+#pragma unroll
+      for (int m = 0; m < kTensors; ++m)
+        v[m][q] = in ? *reinterpret_cast<const uint4*>(src[m] + row * f + col) : make_uint4(0u, 0u, 0u, 0u);
+    }
+  }
+};
 
 // dout, gate, up (N, f) bf16, f % 16 == 0; dgu (N, ld) bf16: dgate, dup into columns 0..f, f..2f, s·g into 2f..2f+2r;
 // b: B's column 0 of the kept matrix (rows 0..2f, ld ldb: gate's block columns 0..r of rows 0..f, up's r..2r of rows
-// f..2f); r % 8 == 0, 2r <= 64. Rows past N: nothing written, zeros staged.
-__global__ void __launch_bounds__(kGThreads) swiglu_backward_g_kernel(const bf16* dout, const bf16* gate, const bf16* up,
-                                                                      bf16* dgu, int64_t f, int64_t ld, int64_t N,
-                                                                      const bf16* b, int64_t ldb, int r, float s) {
-  __shared__ __align__(16) bf16 tile[2][kGRows][kGChunk + kGPad];  // dgate's chunk, dup's
+// f..2f); r % 8 == 0, 2r <= 64. narrow_mma.cuh's CTA, one tile for dgate and one for dup, each warp multiplying its
+// own block's. Rows past N: nothing written, zeros staged.
+__global__ void __launch_bounds__(kNarrowThreads) swiglu_backward_g_kernel(const bf16* dout, const bf16* gate,
+                                                                           const bf16* up, bf16* dgu, int64_t f,
+                                                                           int64_t ld, int64_t N, const bf16* b,
+                                                                           int64_t ldb, int r, float s) {
+  __shared__ __align__(16) Tile tile[2];  // dgate's chunk, dup's
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kGRows;
-  const int sr = threadIdx.x >> 4, sc = (threadIdx.x & 15) * 8;  // staging: row, first of 8 columns
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kNarrowRows;
+  const int sr = threadIdx.x >> 4, sc = (threadIdx.x & 15) * 8;
   const int64_t grow = row0 + sr;
   const bool mine = warp * 8 < 2 * r;
   const int h = warp * 8 < r ? 0 : 1;  // the warp's block: gate's (0) or up's (1)
-  const int g8 = lane >> 2, t = lane & 3;
-  const bf16* bc = b + h * f * ldb + (mine ? warp * 8 + g8 : 0);  // B's column 8·warp + lane / 4, its block's rows
+  const bf16* bc = b + h * f * ldb + (mine ? warp * 8 + (lane >> 2) : 0);  // B's column 8·warp + lane / 4, its rows
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
-  uint4 nd[2], ng[2], nu[2];  // the next chunk's dout, gate, up: this thread's two groups of 8 columns
-  const auto load_chunk = [&](int64_t c) {
+  const bf16* const src[3] = {dout, gate, up};
+  ChunkLoads<3> next;
+  next.load(src, grow, N, f, 0, sc);
+  for (int64_t c0 = 0; c0 < f; c0 += kNarrowChunk) {
+    const int width = static_cast<int>(min(static_cast<int64_t>(kNarrowChunk), f - c0));  // a multiple of 16
+    BFrags bf;
+    b_frags_cols(bf, bc, ldb, c0, width, mine, lane & 3);
+    const ChunkLoads<3> cur = next;
+    next.load(src, grow, N, f, c0 + kNarrowChunk, sc);
 #pragma unroll
-    for (int q = 0; q < 2; ++q) {
-      const int64_t col = c + sc + 128 * q;
-      nd[q] = ng[q] = nu[q] = make_uint4(0u, 0u, 0u, 0u);
-      if (grow < N && col < min(c + kGChunk, f)) {
-        const int64_t i = grow * f + col;
-        nd[q] = *reinterpret_cast<const uint4*>(dout + i);
-        ng[q] = *reinterpret_cast<const uint4*>(gate + i);
-        nu[q] = *reinterpret_cast<const uint4*>(up + i);
-      }
-    }
-  };
-  load_chunk(0);
-  for (int64_t c0 = 0; c0 < f; c0 += kGChunk) {
-    const int width = static_cast<int>(min(static_cast<int64_t>(kGChunk), f - c0));  // a multiple of 16
-    uint32_t bf[kGChunk / 16][2];
-#pragma unroll
-    for (int k = 0; k < kGChunk / 16; ++k) {
-      bf[k][0] = bf[k][1] = 0u;
-      if (mine && 16 * k < width) {
-        const int64_t k0 = c0 + 16 * k + 2 * t;
-        const auto two = [&](int64_t kr) {
-          return static_cast<uint32_t>(__bfloat16_as_ushort(bc[kr * ldb])) |
-                 (static_cast<uint32_t>(__bfloat16_as_ushort(bc[(kr + 1) * ldb])) << 16);
-        };
-        bf[k][0] = two(k0);
-        bf[k][1] = two(k0 + 8);
-      }
-    }
-    // this chunk's dout, gate, up (loaded during the chunk before), then the next chunk's loads issued before this
-    // one's work, so that two chunks' bytes are in flight (one CTA an SM: 8 warps to cover the memory's latency)
-    uint4 dv[2], gv[2], uv[2];
-#pragma unroll
-    for (int q = 0; q < 2; ++q) {
-      dv[q] = nd[q];
-      gv[q] = ng[q];
-      uv[q] = nu[q];
-    }
-    load_chunk(c0 + kGChunk);
-#pragma unroll
-    for (int q = 0; q < 2; ++q) {
+    for (int q = 0; q < kStageGroups; ++q) {
       const int j = sc + 128 * q;
       if (j >= width) continue;
       uint4 dgv = make_uint4(0u, 0u, 0u, 0u), duv = dgv;
       if (grow < N) {
-        swiglu_grad8(dv[q], gv[q], uv[q], dgv, duv);
+        swiglu_grad8(cur.v[0][q], cur.v[1][q], cur.v[2][q], dgv, duv);
         *reinterpret_cast<uint4*>(dgu + grow * ld + c0 + j) = dgv;
         *reinterpret_cast<uint4*>(dgu + grow * ld + f + c0 + j) = duv;
       }
@@ -244,26 +230,10 @@ __global__ void __launch_bounds__(kGThreads) swiglu_backward_g_kernel(const bf16
       *reinterpret_cast<uint4*>(&tile[1][sr][j]) = duv;
     }
     __syncthreads();
-    if (mine) {
-#pragma unroll
-      for (int k = 0; k < kGChunk / 16; ++k) {
-        if (16 * k < width) {
-          const int kc = 16 * k + 2 * t;
-          const uint32_t fr[4] = {*reinterpret_cast<const uint32_t*>(&tile[h][g8][kc]),
-                                  *reinterpret_cast<const uint32_t*>(&tile[h][g8 + 8][kc]),
-                                  *reinterpret_cast<const uint32_t*>(&tile[h][g8][kc + 8]),
-                                  *reinterpret_cast<const uint32_t*>(&tile[h][g8 + 8][kc + 8])};
-          mma_bf16(acc, fr, bf[k][0], bf[k][1]);
-        }
-      }
-    }
+    if (mine) mma_chunk(acc, tile[h], bf, width, lane);
     __syncthreads();
   }
-  if (mine) {
-    const int64_t col = 2 * f + warp * 8 + 2 * t;
-    if (row0 + g8 < N) *reinterpret_cast<uint32_t*>(dgu + (row0 + g8) * ld + col) = pack_bf16(s * acc[0], s * acc[1]);
-    if (row0 + g8 + 8 < N) *reinterpret_cast<uint32_t*>(dgu + (row0 + g8 + 8) * ld + col) = pack_bf16(s * acc[2], s * acc[3]);
-  }
+  if (mine) store_narrow(dgu, ld, row0, N, 2 * f, s, acc, warp, lane);
 }
 
 void swiglu_backward_packed(const SwigluBackwardArgs& p, int64_t n) {
@@ -272,9 +242,9 @@ void swiglu_backward_packed(const SwigluBackwardArgs& p, int64_t n) {
   if (p.g_b && p.gate->dtype() == DType::BF16) {  // s·g besides (ops/swiglu.h's g_b)
     const bf16 *d = p.dout->data_as<bf16>(), *g = p.gate->data_as<bf16>(), *u = p.up->data_as<bf16>();
     const int64_t r = p.g_rank, rows = p.gate->dim(0);
-    if (f % 16 == 0 && ld % 8 == 0 && aligned16({d, g, u, out}) && r % 8 == 0 && 2 * r <= 64) {
-      const unsigned ctas = static_cast<unsigned>((rows + kGRows - 1) / kGRows);
-      swiglu_backward_g_kernel<<<ctas, kGThreads, 0, stream()>>>(d, g, u, out, f, ld, rows, bf16_ptr(*p.g_b) + p.g_col0,
+    if (f % 16 == 0 && ld % 8 == 0 && aligned16({d, g, u, out}) && r % 8 == 0 && 2 * r <= kNarrowMax) {
+      const unsigned ctas = static_cast<unsigned>((rows + kNarrowRows - 1) / kNarrowRows);
+      swiglu_backward_g_kernel<<<ctas, kNarrowThreads, 0, stream()>>>(d, g, u, out, f, ld, rows, bf16_ptr(*p.g_b) + p.g_col0,
                                                                  p.g_b->dim(1), static_cast<int>(r), p.g_scale);
       check_launch("swiglu_backward_g_kernel");
       return;
@@ -326,83 +296,43 @@ __global__ void swiglu_forward_packed_kernel(const T* gate, const T* up, bf16* o
 }
 
 // gate, up (N, f) bf16, f % 16 == 0; outp (N, ld) bf16: h into columns 0..f, s·u into f..f+mr; a: A (mr, f) bf16
-// row-major (lda = f, even); mr % 8 == 0, <= 64. As swiglu_backward_g_kernel: 16 rows a CTA, the next chunk's loads
-// in flight during this one's work.
-__global__ void __launch_bounds__(kGThreads) swiglu_forward_u_kernel(const bf16* gate, const bf16* up, bf16* outp,
-                                                                     int64_t f, int64_t ld, int64_t N, const bf16* a,
-                                                                     int mr, float s) {
-  __shared__ __align__(16) bf16 tile[kGRows][kGChunk + kGPad];
+// row-major; mr % 8 == 0, <= 64. As swiglu_backward_g_kernel, with one tile.
+__global__ void __launch_bounds__(kNarrowThreads) swiglu_forward_u_kernel(const bf16* gate, const bf16* up, bf16* outp,
+                                                                          int64_t f, int64_t ld, int64_t N,
+                                                                          const bf16* a, int mr, float s) {
+  __shared__ __align__(16) Tile tile;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kGRows;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kNarrowRows;
   const int sr = threadIdx.x >> 4, sc = (threadIdx.x & 15) * 8;
   const int64_t grow = row0 + sr;
   const bool mine = warp * 8 < mr;
-  const int g8 = lane >> 2, t = lane & 3;
-  const bf16* ar = a + static_cast<int64_t>(mine ? warp * 8 + g8 : 0) * f + 2 * t;  // A's row n = 8·warp + lane / 4
+  const bf16* ar = a + static_cast<int64_t>(mine ? warp * 8 + (lane >> 2) : 0) * f + 2 * (lane & 3);  // A's row n
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
-  uint4 ng[2], nu[2];
-  const auto load_chunk = [&](int64_t c) {
+  const bf16* const src[2] = {gate, up};
+  ChunkLoads<2> next;
+  next.load(src, grow, N, f, 0, sc);
+  for (int64_t c0 = 0; c0 < f; c0 += kNarrowChunk) {
+    const int width = static_cast<int>(min(static_cast<int64_t>(kNarrowChunk), f - c0));  // a multiple of 16
+    BFrags bf;
+    b_frags_rows(bf, ar, c0, width, mine);
+    const ChunkLoads<2> cur = next;
+    next.load(src, grow, N, f, c0 + kNarrowChunk, sc);
 #pragma unroll
-    for (int q = 0; q < 2; ++q) {
-      const int64_t col = c + sc + 128 * q;
-      ng[q] = nu[q] = make_uint4(0u, 0u, 0u, 0u);
-      if (grow < N && col < min(c + kGChunk, f)) {
-        ng[q] = *reinterpret_cast<const uint4*>(gate + grow * f + col);
-        nu[q] = *reinterpret_cast<const uint4*>(up + grow * f + col);
-      }
-    }
-  };
-  load_chunk(0);
-  for (int64_t c0 = 0; c0 < f; c0 += kGChunk) {
-    const int width = static_cast<int>(min(static_cast<int64_t>(kGChunk), f - c0));  // a multiple of 16
-    uint32_t bf[kGChunk / 16][2];
-#pragma unroll
-    for (int k = 0; k < kGChunk / 16; ++k) {
-      bf[k][0] = bf[k][1] = 0u;
-      if (mine && 16 * k < width) {
-        bf[k][0] = *reinterpret_cast<const uint32_t*>(ar + c0 + 16 * k);
-        bf[k][1] = *reinterpret_cast<const uint32_t*>(ar + c0 + 16 * k + 8);
-      }
-    }
-    uint4 gv[2], uv[2];
-#pragma unroll
-    for (int q = 0; q < 2; ++q) {
-      gv[q] = ng[q];
-      uv[q] = nu[q];
-    }
-    load_chunk(c0 + kGChunk);
-#pragma unroll
-    for (int q = 0; q < 2; ++q) {
+    for (int q = 0; q < kStageGroups; ++q) {
       const int j = sc + 128 * q;
       if (j >= width) continue;
       uint4 hv = make_uint4(0u, 0u, 0u, 0u);
       if (grow < N) {
-        hv = swiglu8(gv[q], uv[q]);
+        hv = swiglu8(cur.v[0][q], cur.v[1][q]);
         *reinterpret_cast<uint4*>(outp + grow * ld + c0 + j) = hv;
       }
       *reinterpret_cast<uint4*>(&tile[sr][j]) = hv;
     }
     __syncthreads();
-    if (mine) {
-#pragma unroll
-      for (int k = 0; k < kGChunk / 16; ++k) {
-        if (16 * k < width) {
-          const int kc = 16 * k + 2 * t;
-          const uint32_t fr[4] = {*reinterpret_cast<const uint32_t*>(&tile[g8][kc]),
-                                  *reinterpret_cast<const uint32_t*>(&tile[g8 + 8][kc]),
-                                  *reinterpret_cast<const uint32_t*>(&tile[g8][kc + 8]),
-                                  *reinterpret_cast<const uint32_t*>(&tile[g8 + 8][kc + 8])};
-          mma_bf16(acc, fr, bf[k][0], bf[k][1]);
-        }
-      }
-    }
+    if (mine) mma_chunk(acc, tile, bf, width, lane);
     __syncthreads();
   }
-  if (mine) {
-    const int64_t col = f + warp * 8 + 2 * t;
-    if (row0 + g8 < N) *reinterpret_cast<uint32_t*>(outp + (row0 + g8) * ld + col) = pack_bf16(s * acc[0], s * acc[1]);
-    if (row0 + g8 + 8 < N) *reinterpret_cast<uint32_t*>(outp + (row0 + g8 + 8) * ld + col) = pack_bf16(s * acc[2], s * acc[3]);
-  }
+  if (mine) store_narrow(outp, ld, row0, N, f, s, acc, warp, lane);
 }
 
 void swiglu_forward_packed(const SwigluForwardArgs& p, int64_t n) {
@@ -412,9 +342,9 @@ void swiglu_forward_packed(const SwigluForwardArgs& p, int64_t n) {
   if (ua && p.gate->dtype() == DType::BF16) {
     const bf16 *g = p.gate->data_as<bf16>(), *u = p.up->data_as<bf16>();
     const int64_t rows = p.gate->dim(0);
-    if (f % 16 == 0 && ld % 8 == 0 && aligned16({g, u, out}) && aligned(ua, 4) && p.u_rows % 8 == 0 && p.u_rows <= 64) {
-      const unsigned ctas = static_cast<unsigned>((rows + kGRows - 1) / kGRows);
-      swiglu_forward_u_kernel<<<ctas, kGThreads, 0, stream()>>>(g, u, out, f, ld, rows, ua, static_cast<int>(p.u_rows),
+    if (f % 16 == 0 && ld % 8 == 0 && aligned16({g, u, out}) && aligned(ua, 4) && p.u_rows % 8 == 0 && p.u_rows <= kNarrowMax) {
+      const unsigned ctas = static_cast<unsigned>((rows + kNarrowRows - 1) / kNarrowRows);
+      swiglu_forward_u_kernel<<<ctas, kNarrowThreads, 0, stream()>>>(g, u, out, f, ld, rows, ua, static_cast<int>(p.u_rows),
                                                                 p.u_scale);
       check_launch("swiglu_forward_u_kernel");
       return;

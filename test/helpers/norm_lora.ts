@@ -26,6 +26,33 @@ export interface NormUCase {
 
 const bitsOf = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
 
+/** A narrow product's columns of a packed result against float64: got[i·ld + col + j] (rows i < n, columns j < cols)
+ * within half a bf16 ulp of scale · Σ_{k < kLen} x(i, j, k)·b(j, k), plus f32 summation's error on the sum of the
+ * terms' magnitudes; every column from col + cols to ld still NaN (poisoned before the call). Returns the worst error
+ * in units of its bound (the tests print it). */
+function expectNarrow(what: string, got: Float32Array, n: number, ld: number, col: number, cols: number, kLen: number,
+  scale: number, x: (i: number, j: number, k: number) => number, b: (j: number, k: number) => number): number {
+  let worst = 0, bad = 0;
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < cols; j++) {
+      let acc = 0, mag = 0;
+      for (let k = 0; k < kLen; k++) {
+        const t = x(i, j, k) * b(j, k);
+        acc += t;
+        mag += Math.abs(t);
+      }
+      const ref = scale * acc, bound = 2 ** -8 * Math.abs(ref) + 2 ** -20 * Math.abs(scale) * mag + 1e-30;
+      const v = got[i * ld + col + j];
+      const e = Number.isFinite(v) ? Math.abs(v - ref) / bound : Infinity;
+      if (e > 1 && bad++ < 5) console.log(`${what}: row ${i} column ${j}: ${v} against ${ref} (bound ${bound.toExponential(2)})`);
+      worst = Math.max(worst, e);
+    }
+    for (let j = col + cols; j < ld; j++) expect(got[i * ld + j], `${what}: row ${i} column ${j} written`).toBeNaN();
+  }
+  expect(bad, `${what}: elements off float64`).toBe(0);
+  return worst;
+}
+
 /** Runs one case on `device` and asserts the op's contract; returns the worst error of s·u in units of its bound. */
 export function checkNormU(device: 'cpu' | 'cuda', cs: NormUCase, seed: number): number {
   const A = native();
@@ -47,26 +74,8 @@ export function checkNormU(device: 'cpu' | 'cuda', cs: NormUCase, seed: number):
   for (let i = 0; i < n; i++) yGot.set(got.subarray(i * ld, i * ld + c), i * c);
   expect(bitsOf(yGot)).toEqual(bitsOf(y));
   expect(bitsOf(A.tensorTo(rstd, 'cpu').toArray() as Float32Array)).toEqual(bitsOf(A.tensorTo(plain.rstd, 'cpu').toArray() as Float32Array));
-  // s·u: within half a bf16 ulp of the float64 value, plus f32 summation's error on the sum of magnitudes
-  let worst = 0, bad = 0;
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j < rows; j++) {
-      let acc = 0, mag = 0;
-      for (let k = 0; k < c; k++) {
-        const t = y[i * c + k] * aBf[(row0 + j) * lda + k];
-        acc += t;
-        mag += Math.abs(t);
-      }
-      const ref = scale * acc, bound = 2 ** -8 * Math.abs(ref) + 2 ** -20 * Math.abs(scale) * mag + 1e-30;
-      const v = got[i * ld + c + j];
-      const e = Number.isFinite(v) ? Math.abs(v - ref) / bound : Infinity;
-      if (e > 1 && bad++ < 5) console.log(`norm_u ${device}: row ${i} column ${j}: ${v} against ${ref} (bound ${bound.toExponential(2)})`);
-      worst = Math.max(worst, e);
-    }
-  }
-  expect(bad).toBe(0);
-  // the columns past C + rows: untouched
-  for (let i = 0; i < n; i++) for (let j = c + rows; j < ld; j++) expect(got[i * ld + j]).toBeNaN();
+  const worst = expectNarrow(`norm_u ${device}`, got, n, ld, c, rows, c, scale, (i, _j, k) => y[i * c + k],
+    (j, k) => aBf[(row0 + j) * lda + k]);
   for (const t of [xt, wt, at, packed]) t.dispose();
   return worst;
 }
@@ -108,25 +117,11 @@ export function checkNormG(device: 'cpu' | 'cuda', cs: NormGCase, seed: number):
   const got = run(true), plain = run(false);
   expect(bitsOf(got.dx)).toEqual(bitsOf(plain.dx));
   const bBf = bt.to('cpu').toArray() as Float32Array;
-  let worst = 0, bad = 0;
   for (let i = 0; i < n; i++) {
     expect(bitsOf(got.packed.subarray(i * ld, i * ld + c))).toEqual(bitsOf(plain.packed.subarray(i * ld, i * ld + c)));
-    for (let j = 0; j < rows; j++) {
-      let acc = 0, mag = 0;
-      for (let k = 0; k < c; k++) {
-        const t = got.packed[i * ld + k] * bBf[k * ldb + col0 + j];
-        acc += t;
-        mag += Math.abs(t);
-      }
-      const ref = scale * acc, bound = 2 ** -8 * Math.abs(ref) + 2 ** -20 * Math.abs(scale) * mag + 1e-30;
-      const v = got.packed[i * ld + c + j];
-      const e = Number.isFinite(v) ? Math.abs(v - ref) / bound : Infinity;
-      if (e > 1 && bad++ < 5) console.log(`norm_g ${device}: row ${i} column ${j}: ${v} against ${ref} (bound ${bound.toExponential(2)})`);
-      worst = Math.max(worst, e);
-    }
-    for (let j = c + rows; j < ld; j++) expect(got.packed[i * ld + j]).toBeNaN();
   }
-  expect(bad).toBe(0);
+  const worst = expectNarrow(`norm_g ${device}`, got.packed, n, ld, c, rows, c, scale, (i, _j, k) => got.packed[i * ld + k],
+    (j, k) => bBf[k * ldb + col0 + j]);
   for (const t of [xt, wt, dyt, bt]) t.dispose();
   return worst;
 }
@@ -162,27 +157,11 @@ export function checkSwigluG(device: 'cpu' | 'cuda', cs: SwigluGCase, seed: numb
   };
   const got = run(true), plain = run(false);
   const bBf = bt.to('cpu').toArray() as Float32Array;
-  let worst = 0, bad = 0;
-  for (let i = 0; i < n; i++) {
-    expect(bitsOf(got.subarray(i * ld, i * ld + 2 * f))).toEqual(bitsOf(plain.subarray(i * ld, i * ld + 2 * f)));
-    for (let h = 0; h < 2; h++) {
-      for (let q = 0; q < rank; q++) {
-        let acc = 0, mag = 0;
-        for (let k = 0; k < f; k++) {
-          const t = got[i * ld + h * f + k] * bBf[(h * f + k) * ldb + col0 + h * rank + q];
-          acc += t;
-          mag += Math.abs(t);
-        }
-        const ref = scale * acc, bound = 2 ** -8 * Math.abs(ref) + 2 ** -20 * Math.abs(scale) * mag + 1e-30;
-        const v = got[i * ld + 2 * f + h * rank + q];
-        const e = Number.isFinite(v) ? Math.abs(v - ref) / bound : Infinity;
-        if (e > 1 && bad++ < 5) console.log(`swiglu_g ${device}: row ${i} column ${h * rank + q}: ${v} against ${ref} (bound ${bound.toExponential(2)})`);
-        worst = Math.max(worst, e);
-      }
-    }
-    for (let j = 2 * f + 2 * rank; j < ld; j++) expect(got[i * ld + j]).toBeNaN();
-  }
-  expect(bad).toBe(0);
+  for (let i = 0; i < n; i++) expect(bitsOf(got.subarray(i * ld, i * ld + 2 * f))).toEqual(bitsOf(plain.subarray(i * ld, i * ld + 2 * f)));
+  // column j of s·g is block h = j / R's: dgate's (h 0) or dup's (h 1) over its rows h·F.. of B
+  const blk = (j: number) => (j < rank ? 0 : 1);
+  const worst = expectNarrow(`swiglu_g ${device}`, got, n, ld, 2 * f, 2 * rank, f, scale,
+    (i, j, k) => got[i * ld + blk(j) * f + k], (j, k) => bBf[(blk(j) * f + k) * ldb + col0 + j]);
   for (const t of [dout, gate, up, bt]) t.dispose();
   return worst;
 }
@@ -216,25 +195,9 @@ export function checkSwigluU(device: 'cpu' | 'cuda', cs: SwigluUCase, seed: numb
   };
   const got = run(true), plain = run(false);
   const aBf = at.to('cpu').toArray() as Float32Array;
-  let worst = 0, bad = 0;
-  for (let i = 0; i < n; i++) {
-    expect(bitsOf(got.subarray(i * ld, i * ld + f))).toEqual(bitsOf(plain.subarray(i * ld, i * ld + f)));
-    for (let j = 0; j < rows; j++) {
-      let acc = 0, mag = 0;
-      for (let k = 0; k < f; k++) {
-        const t = got[i * ld + k] * aBf[(row0 + j) * f + k];
-        acc += t;
-        mag += Math.abs(t);
-      }
-      const ref = scale * acc, bound = 2 ** -8 * Math.abs(ref) + 2 ** -20 * Math.abs(scale) * mag + 1e-30;
-      const v = got[i * ld + f + j];
-      const e = Number.isFinite(v) ? Math.abs(v - ref) / bound : Infinity;
-      if (e > 1 && bad++ < 5) console.log(`swiglu_u ${device}: row ${i} column ${j}: ${v} against ${ref} (bound ${bound.toExponential(2)})`);
-      worst = Math.max(worst, e);
-    }
-    for (let j = f + rows; j < ld; j++) expect(got[i * ld + j]).toBeNaN();
-  }
-  expect(bad).toBe(0);
+  for (let i = 0; i < n; i++) expect(bitsOf(got.subarray(i * ld, i * ld + f))).toEqual(bitsOf(plain.subarray(i * ld, i * ld + f)));
+  const worst = expectNarrow(`swiglu_u ${device}`, got, n, ld, f, rows, f, scale, (i, _j, k) => got[i * ld + k],
+    (j, k) => aBf[(row0 + j) * f + k]);
   for (const t of [gate, up, at]) t.dispose();
   return worst;
 }

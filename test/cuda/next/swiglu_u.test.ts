@@ -10,12 +10,10 @@
 //     with down_proj's u product gone from the op profile (its W has room for A below it at intermediate 352, not 340).
 // test/cuda_host (model_check.cpp) checks the model's plumbing on the fake device bit for bit. A file of its own
 // (test/cuda/common.ts says why); skipped where no GPU is seen.
-import { describe, expect, it } from 'vitest';
+import { describe, it } from 'vitest';
 
-import { withEnv } from '../../helpers/env.js';
 import { checkSwigluU } from '../../helpers/norm_lora.js';
-import { withOpProfile } from '../../helpers/profile.js';
-import { PIECE_BATCH, expectSamePass, hasCuda, pieceLoraModel, pieceModelConfig } from '../common.js';
+import { expectPieceMovesProducts, hasCuda, pieceLoraModel, pieceModelConfig } from '../common.js';
 
 const U_PRODUCT = 'lora_linear_forward/u = x A^T, pack s u';
 
@@ -37,14 +35,8 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=swiglu_u', () => {
     { inter: 340, taken: false },
   ])('intermediate $inter: the default\'s pass to rounding, down_proj making no u where A lies below its W', async ({ inter, taken }) => {
     const m = pieceLoraModel(pieceModelConfig(208, inter), 53, (i, n) => 0.05 * Math.cos(0.37 * i + n.length));
-    const plain = await withEnv('INSTILL_CUDA_NEXT', 'default', () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
-    expect(plain.calls[U_PRODUCT]).toBe(4);  // (2 layers: o_proj's and down_proj's)
-    for (let k = 0; k < 2; ++k) {
-      const got = await withEnv('INSTILL_CUDA_NEXT', 'default,swiglu_u', () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
-      const { differ, worst } = expectSamePass(got.value, plain.value);
-      console.log(`swiglu_u (intermediate ${inter}), pass ${k + 1}: ${differ} gradient elements differ in bits, worst ${worst.toExponential(2)}`);
-      expect(got.calls[U_PRODUCT]).toBe(taken ? 2 : 4);  // o_proj's alone where down_proj's is SwiGLU's
-    }
+    // of o_proj's and down_proj's u products (2 layers), o_proj's left where down_proj's A lies below its W
+    await expectPieceMovesProducts(`swiglu_u (intermediate ${inter})`, m, 'swiglu_u', { [U_PRODUCT]: [4, taken ? 2 : 4] });
     m.dispose();
   });
 });
