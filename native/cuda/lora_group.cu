@@ -160,9 +160,11 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
   // main stream, which waits for the side's before the op returns. So q's product and k's and v's share the waves:
   // run 18 timed the three at 0.93 ms a step, and group_wide's one product over all of them at 0.66. The same products,
   // so the same bits; what reads y_i comes after the wait.
+  // Not under 16 rows (a decoded token, a short prompt): the products are a few tiles each, nothing to share, and the
+  // fork and join would only add their cost.
   const auto narrow = [&](int i) { return i > 0 && p.w[i]->dim(0) < p.w[0]->dim(0); };
   bool fork = false;
-  if (next_kernels(Next::GroupFork))
+  if (next_kernels(Next::GroupFork) && l.n >= 16)
     for (int i = 1; i < p.m; ++i) fork = fork || narrow(i);
   if (fork) {
     const SideWork side(true);  // (after px and K are written: the side stream waits for them)
