@@ -320,6 +320,21 @@ std::vector<float> swapped_a(const std::vector<float>& A, int K) {
   return out;
 }
 
+// The product as it reads back if a thread's d[n][1] and d[n][2] traded places: (row g, column 2t + 1) and (row g + 8,
+// column 2t) of each warp's 16 rows and each 8-column n-tile exchanged, the other order of the accumulator's fragment.
+constexpr const char* kSwappedD = "D's fragments d[1] and d[2] swapped";
+std::vector<double> swapped_d(const std::vector<double>& D, int N) {
+  std::vector<double> out(D);
+  for (int w = 0; w < 4; ++w)
+    for (int g = 0; g < 8; ++g)
+      for (int col = 0; col < N; col += 2) {
+        const size_t a = static_cast<size_t>(w * 16 + g) * N + col + 1, b = static_cast<size_t>(w * 16 + g + 8) * N + col;
+        out[a] = D[b];
+        out[b] = D[a];
+      }
+  return out;
+}
+
 // A result against the case: "ok (...)", or what differs and which other reading it matches. Returns 0 exact, 1 not.
 int report(const Case& c, const std::vector<float>& got, std::string& line) {
   const Layout& L = c.L;
@@ -350,13 +365,14 @@ int report(const Case& c, const std::vector<float>& got, std::string& line) {
   int rows = 0, cols = 0;
   for (bool x : bad_row) rows += x;
   for (bool x : bad_col) cols += x;
-  std::string matches = "none of: LBO/SBO swapped, the other major, both, A's a[1] and a[2] swapped";
+  std::string matches = "none of: LBO/SBO swapped, the other major, both, A's a[1] and a[2] swapped, D's d[1] and d[2] swapped";
   for (const Alt& alt : alternatives(L))
     if (equal(got, host_product(c.A, c.img, L, alt.lbo, alt.sbo, alt.mn))) {
       matches = alt.what;
       break;
     }
   if (equal(got, host_product(swapped_a(c.A, L.K), c.img, L, L.lbo, L.sbo, L.mn))) matches = kSwappedA;
+  if (equal(got, swapped_d(c.want, L.N))) matches = kSwappedD;
   std::snprintf(b, sizeof b, "case %s: WRONG %zu of %d (NaN %zu, max |err| %g; rows %d, columns %d of them): %s; the "
                 "result is the product under: %s", L.name, wrong, kM * L.N, nan, worst, rows, cols, first.c_str(),
                 matches.c_str());
@@ -391,9 +407,17 @@ int host_check(const Case& c) {
       ++bad;
     }
   }
+  {
+    const std::vector<double> other = swapped_d(c.want, c.L.N);
+    got.assign(other.begin(), other.end());
+    if (report(c, got, line) != 1 || line.find(kSwappedD) == std::string::npos) {
+      std::printf("host: case %s: %s is not told apart: %s\n", c.L.name, kSwappedD, line.c_str());
+      ++bad;
+    }
+  }
   if (!bad)
     std::printf("host: case %s: ok (its reading is the product; %zu other readings named; image %zu bytes)\n",
-                c.L.name, alternatives(c.L).size() + 1, c.bytes);
+                c.L.name, alternatives(c.L).size() + 2, c.bytes);
   return bad ? 1 : 0;
 }
 
