@@ -695,15 +695,17 @@ bool LlamaModel::swiglu_u(int64_t l, const Acts& a) const {
   // A below W (lora_linear.cu's a_fits_below_w: a bf16 W with room for R more rows of 16-byte multiples)
   const bool a_below = down.w.dtype() == DType::BF16 && down.in % 8 == 0 &&
                        down.w.capacity_bytes() >= static_cast<size_t>((down.out + lora_r_) * down.in) * 2;
-  return down.has_lora && a_below && down.wb.defined() && down.wb_has_w;
+  return down.has_lora && a_below && down.wb.defined() && down.factors_packed;  // (A written by lora_pack_factors: norm_u's)
 }
 
 bool LlamaModel::norm_u(int64_t l, int g, const Acts& a, bool packed) const {
   if (!packed || device_ == Device::CPU || !su_kept_ || !factors_packed_ || !next_enabled(Next::NormU) ||
       !next_enabled(Next::FewerPacks) || !scales_exactly(lora_scale_) || !grouped(l, g, a))
     return false;
+  // (the A blocks written by this pass's lora_pack_factors, before any forward: not by a group forward earlier in the
+  // pass, whose u the norm's would then replace, rounded otherwise, in a checkpointed layer's recompute)
   const LayerWeights& lw = layers_[static_cast<size_t>(l)];
-  return lw.kept[static_cast<size_t>(g)].defined() && lw.kept_has_w[static_cast<size_t>(g)];
+  return lw.kept[static_cast<size_t>(g)].defined() && lw.kept_factors_packed[static_cast<size_t>(g)];
 }
 
 bool LlamaModel::pack_dres() const {
@@ -771,7 +773,9 @@ bool LlamaModel::pack_factors() {
     LayerWeights& lw = layers_[l];
     for (int g = 0; g < 2; ++g) {
       Tensor& kept = lw.kept[static_cast<size_t>(g)];
+      lw.kept_factors_packed[static_cast<size_t>(g)] = false;
       if (!kept.defined() || !lw.kept_has_w[static_cast<size_t>(g)] || !grouped(static_cast<int64_t>(l), g)) continue;
+      lw.kept_factors_packed[static_cast<size_t>(g)] = true;
       LoraGroupForwardArgs args;
       for (int j = 0; j < kGroupSize[g]; ++j) {
         Linear& lin = lw.lin[static_cast<size_t>(kGroupTargets[g][j])];
@@ -786,7 +790,8 @@ bool LlamaModel::pack_factors() {
       groups.push_back(args);
     }
     for (Linear& lin : lw.lin) {
-      if (!lin.has_lora || !lin.wb.defined() || !lin.wb_has_w) continue;
+      lin.factors_packed = lin.has_lora && lin.wb.defined() && lin.wb_has_w;
+      if (!lin.factors_packed) continue;
       LoraLinearForwardArgs args{nullptr, &lin.w, nullptr, &lin.lora.a, &lin.lora.b, lora_scale_, nullptr, nullptr};
       args.wb = &lin.wb;
       args.wb_has_w = true;

@@ -83,6 +83,7 @@ struct Linear {
   // lora_linear's forward product (its `wb`), W copied in on the first forward (wb_has_w), B each forward.
   Tensor wb;
   bool wb_has_w = false;
+  bool factors_packed = false;  // this pass's lora_pack_factors wrote B into wb (and A below W): current from its start
 };
 
 struct LayerWeights {
@@ -94,6 +95,7 @@ struct LayerWeights {
   // lora_group): each group's kept matrix for lora_group (ops/lora_group.h), W copied in on the first forward.
   std::array<Tensor, 2> kept;
   std::array<bool, 2> kept_has_w = {false, false};
+  std::array<bool, 2> kept_factors_packed = {false, false};  // as Linear's factors_packed, for the kept matrices
 };
 
 // Token-level inputs of one pass, flattened over rows: N = B·T.
@@ -257,7 +259,8 @@ class LlamaModel {
   void norm_forward(const Tensor& x, const Tensor& w, Tensor& y, bool packed, Tensor& rstd, int64_t l = -1, int g = 0);
   // Whether group g's norm in layer l writes s·u into the group's packed x (INSTILL_CUDA_NEXT `norm_u`): a packed x,
   // a pass whose backward reads s·u there (su_kept_), the kept matrix holding this pass's A blocks already
-  // (factors_packed_, kept_has_w), and s a power of two, where lora_group's own product would write s·u in bf16.
+  // (factors_packed_, kept_factors_packed: by this pass's lora_pack_factors), and s a power of two, where lora_group's own
+  // product would write s·u in bf16.
   bool norm_u(int64_t l, int g, const Acts& a, bool packed) const;
   // Whether the norm backward that writes target t's (o_proj's or down_proj's) packed dy in layer l also writes its s·g
   // (INSTILL_CUDA_NEXT `norm_g`), so that the linear's backward makes none: a packed dy, the linear's kept [W | B], a
@@ -269,8 +272,9 @@ class LlamaModel {
   bool swiglu_g(int64_t l, const Acts& a, DType act) const;
   // Whether layer l's SwiGLU forward, writing h into down_proj's packed x (swiglu_pack), also writes down_proj's s·u
   // (INSTILL_CUDA_NEXT `swiglu_u`; ops/swiglu.h's u_a), so that its forward makes none: a pass whose backward reads s·u
-  // there (su_kept_), A's bf16 copy below W already written for the pass (stack_a, factors_packed_, the kept [W | B]
-  // with W in it), s a power of two, where lora_linear's own product would write s·u in bf16 from that copy.
+  // there (su_kept_), A's bf16 copy below W already written for the pass by its lora_pack_factors (stack_a,
+  // factors_packed_, the Linear's factors_packed), s a power of two, where lora_linear's own product would write s·u in
+  // bf16 from that copy.
   bool swiglu_u(int64_t l, const Acts& a) const;
   // rmsnorm_backward's g_b for it (norm_g holds): B's bf16 copy in its kept [W | B], columns IN..IN+R.
   void set_norm_g(RmsnormBackwardArgs& args, int64_t l, int t) const;

@@ -538,8 +538,36 @@ void pack_factors_errors() {
               ok ? "ok  " : "FAIL");
 }
 
+// norm_u and swiglu_u read A from where this pass's lora_pack_factors wrote it. In the very first pass (the kept
+// matrices get W during it, so that call packed nothing) a checkpointed layer's recompute must not take them either:
+// its u would then be rounded otherwise than the forward's that made the loss. The pass after takes them.
+void first_pass_fused() {
+  Case cs{"norm_u and swiglu_u in the first pass, checkpointing", (1u << kNumTargets) - 1};
+  cs.checkpointing = true;
+  cs.ffn = 80;
+  const uint64_t saved = rng_state;  // (the cases after it draw the inputs they always drew)
+  World w;
+  make_world(cs, w);
+  rng_state = saved;
+  set_env("INSTILL_CUDA_NEXT", (std::string(kBeforeRun17) + ",norm_u,swiglu_u,fewer_packs,factor_pack").c_str());
+  int calls[2][2];
+  for (int k = 0; k < 2; ++k) {
+    const int u0 = cuda::fake_calls_norm_u, s0 = cuda::fake_calls_swiglu_u;
+    run_pass(w.ms->gpu, w.in);
+    calls[k][0] = cuda::fake_calls_norm_u - u0;
+    calls[k][1] = cuda::fake_calls_swiglu_u - s0;
+  }
+  set_env("INSTILL_CUDA_NEXT", nullptr);
+  const int L = static_cast<int>(w.c.L);
+  const bool ok = calls[0][0] == 0 && calls[0][1] == 0 && calls[1][0] == 2 * L * 2 && calls[1][1] == L * 2;
+  std::printf("%s %s: norm_u %d, swiglu_u %d in the first pass; %d, %d in the second (want 0, 0; %d, %d)\n", ok ? "ok  " : "FAIL",
+              cs.name, calls[0][0], calls[0][1], calls[1][0], calls[1][1], 2 * L * 2, L * 2);
+  if (!ok) ++failures;
+}
+
 int main() {
   pack_factors_errors();
+  first_pass_fused();
   const uint32_t every = (1u << kNumTargets) - 1;
   const std::vector<Case> cases = {
       {"every linear, bf16 activations (the GPU's default)", every},
