@@ -8,6 +8,8 @@
 //     (test/helpers/norm_lora.ts, which the CPU's op test shares).
 //   - The model's pass against the default's (s·u summed in another order: to 1e-3, the bits that differ printed),
 //     with down_proj's u product gone from the op profile (its W has room for A below it at intermediate 352, not 340).
+// (The values written besides the product may be an ulp off the plain kernel's, printed: ptxas may contract a multiply
+// and an add in one kernel and not the other; test/helpers/norm_lora.ts's expectSameValues.)
 // test/cuda_host (model_check.cpp) checks the model's plumbing on the fake device bit for bit. A file of its own
 // (test/cuda/common.ts says why); skipped where no GPU is seen.
 import { describe, it } from 'vitest';
