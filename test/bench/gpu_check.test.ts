@@ -149,6 +149,18 @@ describe('bench/gpu/pieces.py', () => {
     expect(chain).toContain('- to promote, by these A/Bs: lora_group, swiglu_pack (check them together: INSTILL_CUDA_NEXT=default,lora_group,swiglu_pack SKIP_BENCH=1');
   });
 
+  it('a piece set for an A/B loses the pieces whose tests failed (gpu-check.sh --piece-set SET FAILED)', () => {
+    const set = (s: string, failed: string) => {
+      const p = spawnSync('bash', ['bench/gpu-check.sh', '--piece-set', s, failed], { encoding: 'utf8' });
+      expect(p.status, p.stderr).toBe(0);
+      return p.stdout.trim();
+    };
+    expect(set('norm_u,norm_g,swiglu_g,swiglu_u', '')).toBe('norm_u,norm_g,swiglu_g,swiglu_u');
+    expect(set('norm_u,norm_g,swiglu_g,swiglu_u', 'ce_bf16,norm_g')).toBe('norm_u,swiglu_g,swiglu_u');
+    expect(set('flash_wgmma', 'flash_wgmma,dq_wgmma')).toBe('');
+    expect(set('dq_wgmma,dkv_wgmma', 'dq_wgmma_x')).toBe('dq_wgmma,dkv_wgmma');  // (whole names only)
+  });
+
   it('table.py names what to promote: the passing pieces whose set made the step 1% faster (and each on top of the set it extends)', () => {
     const step = 'train step llama-3.2-1b seq2048 r16';
     const res = join(dir, 'results3.jsonl'), status = join(dir, 'status3.txt');
