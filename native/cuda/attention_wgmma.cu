@@ -520,6 +520,28 @@ void transposed(const AttnParams& p, int64_t heads, int64_t npad, cudaStream_t s
   check_launch("transpose_kernel");
 }
 
+// What an entry point's second products read (the V, K, Q or dO tiles): with INSTILL_CUDA_NEXT `wgmma_mn` the first
+// products' tiles as they are, read MN-major (no copy: null), else transposed copies of src (and src2), `heads` heads
+// each, made first in their own op-profile part. The copies live as long as this (freed stream-ordered, after their
+// readers).
+struct SecondOperands {
+  bool mn = false;
+  int64_t npad = 0;  // N rounded up to the key tiles
+  Tensor copy[2];
+  const bf16* at(int i) const { return mn ? nullptr : copy[i].data_as<bf16>(); }
+};
+SecondOperands second_operands(const AttnParams& p, int64_t heads, const char* part, cudaStream_t s, const bf16* src,
+                               const bf16* src2 = nullptr) {
+  SecondOperands o;
+  o.npad = (p.N + kBN - 1) / kBN * kBN;
+  o.mn = next_kernels(Next::WgmmaMn);
+  if (!o.mn) {
+    const OpPart op(part, Device::CUDA);
+    transposed(p, heads, o.npad, s, o.copy, src, src2);
+  }
+  return o;
+}
+
 template <bool kIo16, bool kMN>
 void dkv_wgmma(const AttnParams& p, const DkvTarget& t, const bf16* qt, const bf16* dot, int64_t npad, dim3 grid,
                cudaStream_t s) {
@@ -549,14 +571,10 @@ bool attention_wgmma_takes_dkv(const AttnParams& p) { return attention_wgmma_tak
 // transposed copy is made; otherwise the copy first, in its own op-profile part.
 void attention_wgmma_forward(const AttnParams& p, cudaStream_t s) {
   if (!attention_wgmma_takes(p)) fail(ErrorCode::Internal, "attention_wgmma_forward: a problem it does not take");
-  const int64_t npad = (p.N + kBN - 1) / kBN * kBN;
-  const bool mn = next_kernels(Next::WgmmaMn);
-  Tensor vt[2];
-  if (!mn) {
-    const OpPart part("v transposed (wgmma, next)", Device::CUDA);
-    transposed(p, p.KVH, npad, s, vt, p.v16);
-  }
-  const bf16* const vtp = mn ? nullptr : vt[0].data_as<bf16>();
+  const SecondOperands vt = second_operands(p, p.KVH, "v transposed (wgmma, next)", s, p.v16);
+  const bool mn = vt.mn;
+  const int64_t npad = vt.npad;
+  const bf16* const vtp = vt.at(0);
   const OpPart part(mn ? "flash kernel, wgmma mn (next)" : "flash kernel, wgmma (next)", Device::CUDA);
   if (p.D == 64) {
     if (mn) p.io16 ? forward_wgmma<64, true, true>(p, vtp, npad, s) : forward_wgmma<64, false, true>(p, vtp, npad, s);
@@ -569,14 +587,10 @@ void attention_wgmma_forward(const AttnParams& p, cudaStream_t s) {
 
 void attention_wgmma_dq(const AttnParams& p, cudaStream_t s) {
   if (!attention_wgmma_takes_dq(p)) fail(ErrorCode::Internal, "attention_wgmma_dq: a problem it does not take");
-  const int64_t npad = (p.N + kBN - 1) / kBN * kBN;
-  const bool mn = next_kernels(Next::WgmmaMn);
-  Tensor kt[2];
-  if (!mn) {
-    const OpPart part("k transposed (wgmma, next)", Device::CUDA);
-    transposed(p, p.KVH, npad, s, kt, p.k16);
-  }
-  const bf16* const ktp = mn ? nullptr : kt[0].data_as<bf16>();
+  const SecondOperands kt = second_operands(p, p.KVH, "k transposed (wgmma, next)", s, p.k16);
+  const bool mn = kt.mn;
+  const int64_t npad = kt.npad;
+  const bf16* const ktp = kt.at(0);
   const OpPart part(mn ? "dq kernel, wgmma mn (next)" : "dq kernel, wgmma (next)", Device::CUDA);
   if (mn) p.io16 ? dq_wgmma<64, true, true>(p, ktp, npad, s) : dq_wgmma<64, false, true>(p, ktp, npad, s);
   else p.io16 ? dq_wgmma<64, true, false>(p, ktp, npad, s) : dq_wgmma<64, false, false>(p, ktp, npad, s);
@@ -585,15 +599,11 @@ void attention_wgmma_dq(const AttnParams& p, cudaStream_t s) {
 void attention_wgmma_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64_t out_heads, int64_t hpc,
                          unsigned grid_x, unsigned grid_y, const char* part_name, cudaStream_t s) {
   if (!attention_wgmma_takes_dkv(p)) fail(ErrorCode::Internal, "attention_wgmma_dkv: a problem it does not take");
-  const int64_t npad = (p.N + kBN - 1) / kBN * kBN;
-  const bool mn = next_kernels(Next::WgmmaMn);
-  Tensor qdo[2];  // Qᵀ, dOᵀ
-  if (!mn) {
-    const OpPart part("q, dout transposed (wgmma, next)", Device::CUDA);
-    transposed(p, p.H, npad, s, qdo, p.q16, p.do16);
-  }
-  const bf16* const qt = mn ? nullptr : qdo[0].data_as<bf16>();
-  const bf16* const dot = mn ? nullptr : qdo[1].data_as<bf16>();
+  const SecondOperands qdo = second_operands(p, p.H, "q, dout transposed (wgmma, next)", s, p.q16, p.do16);  // Qᵀ, dOᵀ
+  const bool mn = qdo.mn;
+  const int64_t npad = qdo.npad;
+  const bf16* const qt = qdo.at(0);
+  const bf16* const dot = qdo.at(1);
   const OpPart part(part_name, Device::CUDA);
   const DkvTarget t{dk_out, dv_out, out_heads, hpc};
   const dim3 grid(grid_x, grid_y);
