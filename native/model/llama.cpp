@@ -718,7 +718,8 @@ bool LlamaModel::want_groups() const {
   return has_lora() && !full_ && !dropout_active_ && (device_ == Device::CPU || next_enabled(Next::LoraGroup));
 }
 
-void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys, Tensor* x_packed) {
+void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys, Tensor* x_packed,
+                               bool su_written) {
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   if (!grouped(l, g, a)) {
     if (x_packed) fail(ErrorCode::Internal, "group_forward: a packed x without the grouped path");
@@ -732,7 +733,7 @@ void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tenso
   args.x = x_packed ? nullptr : &x;
   args.x_packed = x_packed;
   args.u_unused = x_packed && su_kept_;  // (as linear_forward's)
-  args.su_written = norm_u(l, g, a, x_packed != nullptr);  // (norm_forward wrote s·u: the same question)
+  args.su_written = su_written;
   args.scale = lora_scale_;
   args.u = &a.ug[static_cast<size_t>(g)];
   for (int j = 0; j < kGroupSize[g]; ++j) {
@@ -866,10 +867,11 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   auto& lin = lw.lin;
   const int64_t n = x.dim(0);
-  norm_forward(x, lw.ln1, a.xn1, a.xn1_packed, a.rstd1, norm_u(l, 0, a, a.xn1_packed) ? l : -1, 0);
+  const bool u1 = norm_u(l, 0, a, a.xn1_packed);
+  norm_forward(x, lw.ln1, a.xn1, a.xn1_packed, a.rstd1, u1 ? l : -1, 0);
   {
     Tensor* ys[3] = {c.qk_norm ? &a.q_pre : &a.q, c.qk_norm ? &a.k_pre : &a.k, &a.v};
-    group_forward(l, 0, a.xn1, a, ys, a.xn1_packed ? &a.xn1 : nullptr);
+    group_forward(l, 0, a.xn1, a, ys, a.xn1_packed ? &a.xn1 : nullptr, u1);
   }
   if (c.qk_norm) {
     Tensor qp = a.q_pre.reshape({n * c.H, c.D}), qo = a.q.reshape({n * c.H, c.D});
@@ -894,10 +896,11 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   }
   // x2 = x + o_proj(att)
   linear_forward(lin[kO], a.att, a.x2, a.u[kO], dropout_seed(l, kO), &x, a.att_packed ? &a.att : nullptr);
-  norm_forward(a.x2, lw.ln2, a.xn2, a.xn2_packed, a.rstd2, norm_u(l, 1, a, a.xn2_packed) ? l : -1, 1);
+  const bool u2 = norm_u(l, 1, a, a.xn2_packed);
+  norm_forward(a.x2, lw.ln2, a.xn2, a.xn2_packed, a.rstd2, u2 ? l : -1, 1);
   {
     Tensor* ys[2] = {&a.gate, &a.up};
-    group_forward(l, 1, a.xn2, a, ys, a.xn2_packed ? &a.xn2 : nullptr);
+    group_forward(l, 1, a.xn2, a, ys, a.xn2_packed ? &a.xn2 : nullptr, u2);
   }
   SwigluForwardArgs sf = a.h_packed ? SwigluForwardArgs{&a.gate, &a.up, nullptr, &a.h} : SwigluForwardArgs{&a.gate, &a.up, &a.h};
   const bool su = swiglu_u(l, a);

@@ -229,7 +229,9 @@ class LlamaModel {
   // others through linear_forward / linear_backward), else each through its own. The backward writes dx with
   // the first and adds the rest.
   // x_packed: x is the group's packed x (norm_pack: the norm wrote xn there).
-  void group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys, Tensor* x_packed = nullptr);
+  // su_written: the norm wrote the group's s·u into x_packed too (norm_u said so).
+  void group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys, Tensor* x_packed = nullptr,
+                     bool su_written = false);
   // dy_packed: gate and up's dy already side by side (swiglu_backward's dgu; both must be the group's members).
   void group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor& dx,
                       bool accumulate, LlamaScratch& s, Tensor* dy_packed = nullptr, const Tensor* x_packed = nullptr,
