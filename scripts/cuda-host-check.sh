@@ -2,7 +2,8 @@
 # Runs the CUDA backend's HOST code on the CPU (test/cuda_host/README.md): the .cu files that launch no kernel of
 # their own (lora_group.cu, lora_linear.cu, lora_pack.cu) compiled by nvcc as they are, linked with a fake device
 # (test/cuda_host/fake_device.cpp: host memory, and gemm() / the packs done on the CPU to gemm.h's contracts),
-# and checked against each other and the math (test/cuda_host/*_check.cpp). Needs nvcc and the CUDA runtime
+# and checked against each other and the math (test/cuda_host/*_check.cpp); and the allocator's book of blocks
+# (native/cuda/block_cache.h) on its own. Needs nvcc and the CUDA runtime
 # library (no GPU, no cuBLAS); skips, saying so, without nvcc. test/cuda_host/cuda_host.test.ts runs it in CI.
 #   NVCC=/path/to/nvcc bash scripts/cuda-host-check.sh
 set -euo pipefail
@@ -48,6 +49,7 @@ for f in native/runtime/{tensor,device,error,dtype,op_profile,next,host_cache,cp
   compile "$tmp/runtime_$(basename "$f").o" g++ "${FLAGS[@]}" -Wall -Wextra -Werror -c "$f"
 done
 compile "$tmp/ops_backend.o" g++ "${FLAGS[@]}" -Wall -Wextra -Werror -c native/ops/backend.cpp
+compile "$tmp/block_cache_check.o" g++ "${FLAGS[@]}" -Wall -Wextra -Werror -c test/cuda_host/block_cache_check.cpp
 wait  # every compile finishes before the folder goes
 if grep -qv '^0$' "$tmp"/*.rc; then echo "cuda-host-check: a compile failed (above)"; exit 1; fi
 LIBS=(-L"$CUDA_LIB" -lcudart_static -ldl -lpthread -lrt)
@@ -57,8 +59,11 @@ g++ "$tmp"/{lora_group.cu,lora_linear.cu,fake_device.cpp,lora_group_check.cpp}.o
   "${LIBS[@]}" -o "$tmp/lora_group_check"
 g++ "$tmp"/{lora_group.cu,lora_linear.cu,lora_pack.cu,fake_device.cpp,fake_backend.cpp,model_check.cpp}.o "$tmp/runtime_device.cpp.o" \
   "$tmp/ops_backend.o" "$CORE" "${LIBS[@]}" -o "$tmp/model_check"
-echo "== lora_group.cu against lora_linear.cu and the math (test/cuda_host/lora_group_check.cpp)"
+g++ "$tmp/block_cache_check.o" -o "$tmp/block_cache_check"
 rc=0
+echo "== the CUDA allocator's book of blocks (test/cuda_host/block_cache_check.cpp)"
+"$tmp/block_cache_check" || rc=1
+echo "== lora_group.cu against lora_linear.cu and the math (test/cuda_host/lora_group_check.cpp)"
 "$tmp/lora_group_check" || rc=1
 echo "== the model's CUDA policy on the fake device (test/cuda_host/model_check.cpp)"
 "$tmp/model_check" || rc=1

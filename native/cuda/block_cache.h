@@ -6,7 +6,13 @@
 //   fence has passed (no fence: at once);
 // - a block allocated while side work is open carries that work's fence (the caller passes it), and mark() gives the
 //   live block holding an address the fence of the side work that reads or writes it;
-// - freeing a block moves it, fence and all, to the freed ones.
+// - freeing a block moves it, fence and all, to the freed ones;
+// - a block for side work (take()'s side_fork: the number of its fork, the point on the main stream where it began)
+//   must also have been freed before that fork, or on the side work's own thread while it was open. A block another
+//   thread freed after the fork may still be read or written by main-stream work that thread queued after the fork,
+//   which the side stream does not wait for; the main stream's own allocations need no such rule (one stream runs
+//   in order). The caller numbers the forks from 1, and passes free() the number of forks so far and the fork of the
+//   side work open on the freeing thread (0: none).
 // Fence is a shared_ptr-like handle (null: none). The caller holds the lock.
 #pragma once
 
@@ -24,15 +30,18 @@ template <typename Fence>
 class BlockCache {
  public:
   // A freed block of `size` bytes (rounded, as given to add_live) whose fence has passed (passed(fence) is asked only
-  // of a fence that is not null), the latest freed first: taken out of the freed ones; null if there is none.
+  // of a fence that is not null), the latest freed first: taken out of the freed ones; null if there is none. For the
+  // side work forked at side_fork (0: the main stream's), only a block freed before that fork or by that side work.
   template <typename Passed>
-  void* take(size_t size, Passed&& passed) {
+  void* take(size_t size, Passed&& passed, uint64_t side_fork = 0) {
     auto it = freed_.find(size);
     if (it == freed_.end()) return nullptr;
-    std::vector<std::pair<void*, Fence>>& blocks = it->second;
+    std::vector<Freed>& blocks = it->second;
     for (size_t i = blocks.size(); i-- > 0;) {
-      if (blocks[i].second && !passed(blocks[i].second)) continue;
-      void* p = blocks[i].first;
+      const Freed& b = blocks[i];
+      if (side_fork != 0 && b.forks >= side_fork && b.freer_fork != side_fork) continue;
+      if (b.fence && !passed(b.fence)) continue;
+      void* p = b.p;
       blocks.erase(blocks.begin() + static_cast<std::ptrdiff_t>(i));
       return p;
     }
@@ -42,12 +51,13 @@ class BlockCache {
   // p (size bytes) is in use, marked by `fence` (null: none).
   void add_live(void* p, size_t size, Fence fence) { live_[reinterpret_cast<uintptr_t>(p)] = Live{size, std::move(fence)}; }
 
-  // p goes to the freed ones with its fence; its size, or 0 where p is not a live block (then nothing changes).
-  size_t free(void* p) {
+  // p goes to the freed ones with its fence, the number of forks so far and the fork of the side work open on the
+  // freeing thread (0: none); its size, or 0 where p is not a live block (then nothing changes).
+  size_t free(void* p, uint64_t forks = 0, uint64_t freer_fork = 0) {
     auto it = live_.find(reinterpret_cast<uintptr_t>(p));
     if (it == live_.end()) return 0;
     const size_t size = it->second.size;
-    freed_[size].emplace_back(p, std::move(it->second.fence));
+    freed_[size].push_back(Freed{p, std::move(it->second.fence), forks, freer_fork});
     live_.erase(it);
     return size;
   }
@@ -74,9 +84,9 @@ class BlockCache {
   template <typename Drop>
   void release(Drop&& drop) {
     for (auto& [size, blocks] : freed_) {
-      std::vector<std::pair<void*, Fence>> kept;
+      std::vector<Freed> kept;
       for (auto& b : blocks)
-        if (!drop(b.first, size, b.second)) kept.push_back(std::move(b));
+        if (!drop(b.p, size, b.fence)) kept.push_back(std::move(b));
       blocks.swap(kept);
     }
   }
@@ -86,7 +96,13 @@ class BlockCache {
     size_t size;
     Fence fence;
   };
-  std::map<size_t, std::vector<std::pair<void*, Fence>>> freed_;  // rounded size -> blocks, the latest freed last
+  struct Freed {
+    void* p;
+    Fence fence;
+    uint64_t forks;       // forks so far when it was freed
+    uint64_t freer_fork;  // the fork of the side work open on the freeing thread (0: none)
+  };
+  std::map<size_t, std::vector<Freed>> freed_;  // rounded size -> blocks, the latest freed last
   std::map<uintptr_t, Live> live_;  // ordered: mark() finds a block by any address in it
 };
 

@@ -15,7 +15,11 @@
 // stream (SideWork, INSTILL_CUDA_NEXT `side_grads`): a block its work reads or was
 // allocated for carries that SideWork's fence (an event recorded after its work),
 // and the cache hands it out again only once the event has completed (queried,
-// never waited for: another block, or a new one, serves meanwhile). When
+// never waited for: another block, or a new one, serves meanwhile). And side
+// work takes only a block freed before its fork, or by its own thread while it
+// was open: another thread (the JS thread, while the model's pass runs on a
+// worker) may have queued main-stream work on a block after the fork and freed
+// it, and the side stream does not wait for that work (block_cache.h). When
 // cudaMalloc fails, the cache is released (after a device sync) and the
 // allocation retried once.
 // Stats (bytes in use, their peak, bytes held from the driver) serve the
@@ -146,6 +150,7 @@ EventPool& fence_events() {
 // handed out); its event goes back to the pool with the last block (or list entry) that refers to it.
 struct Fence {
   cudaEvent_t ev = nullptr;
+  uint64_t fork = 0;      // its SideWork's fork: Cache::forks just after it (block_cache.h's side_fork)
   bool recorded = false;  // read and set under the cache's lock
   ~Fence() {
     if (ev) fence_events().give(ev);
@@ -169,6 +174,7 @@ struct Cache {
   std::mutex mu;
   BlockCache<FenceRef> blocks;  // live and freed blocks by rounded size, each with its side work's fence
   size_t in_use = 0, peak = 0, reserved = 0;
+  uint64_t forks = 0;  // SideWorks forked from the main stream so far (their fork events are recorded under the lock)
 };
 
 Cache& cache() {
@@ -196,7 +202,8 @@ void* hook_alloc(size_t bytes) {
   const size_t size = round_size(bytes);
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  void* p = c.blocks.take(size, fence_passed);  // the latest freed block whose side work (if any) has run
+  // the latest freed block whose side work (if any) has run; for side work, one freed before its fork or by it
+  void* p = c.blocks.take(size, fence_passed, t_open ? t_open->fork : 0);
   if (!p) {
     cudaError_t err = cudaMalloc(&p, size);
     if (err == cudaErrorMemoryAllocation) {
@@ -227,7 +234,8 @@ void hook_free(void* p) {
   if (!p) return;
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  c.in_use -= c.blocks.free(p);  // (0 for a block not ours: never happens; ignored rather than a crash)
+  // (0 for a block not ours: never happens; ignored rather than a crash)
+  c.in_use -= c.blocks.free(p, c.forks, t_open ? t_open->fork : 0);
 }
 
 void hook_stats(uint64_t* in_use, uint64_t* peak, uint64_t* reserved, bool reset_peak) {
@@ -348,10 +356,13 @@ SideWork::SideWork(bool on) : on_(on) {
   if (!s.side) fail(ErrorCode::Device, "could not create the CUDA side stream (INSTILL_CUDA_NEXT side_grads)");
   auto fence = std::make_shared<Fence>();
   fence->ev = fence_events().take();
-  {  // (one fork event for every SideWork: the wait takes the record just made)
-    std::lock_guard<std::mutex> lock(side_mu);
+  {  // (one fork event for every SideWork: the wait takes the record just made. Under the cache's lock, so that a
+     // block freed before the count went up was freed before the record: its main-stream work is behind the fork)
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mu);
     INSTILL_CUDA_CHECK(cudaEventRecord(s.fork, m));
     INSTILL_CUDA_CHECK(cudaStreamWaitEvent(s.side, s.fork, 0));
+    fence->fork = ++c.forks;
   }
   if (const unsigned long long ns = side_delay_ns()) {
     side_delay_kernel<<<1, 1, 0, s.side>>>(ns);

@@ -85,12 +85,14 @@ struct FakeFence {
 using FakeFenceRef = std::shared_ptr<FakeFence>;
 struct SideScope {
   uint64_t seq = 0;  // its number (side_count() once it closed); 0 while open
+  uint64_t fork = 0;  // its fork's number (block_cache.h's side_fork)
   std::vector<std::function<void()>> work;
   FakeFenceRef fence = std::make_shared<FakeFence>();
 };
 std::deque<SideScope> side_scopes;  // not yet run, oldest first; the last one may be open
 bool side_open = false;
 uint64_t side_closes = 0;
+uint64_t side_forks = 0;
 BlockCache<FakeFenceRef> blocks;  // every block, as runtime.cu keeps them (never given back to the host)
 
 size_t round_block(size_t bytes) { return (bytes + 255) / 256 * 256; }
@@ -112,6 +114,7 @@ SideWork::SideWork(bool on) : on_(on) {
   if (!on_) return;
   if (side_open) fail(ErrorCode::Internal, "SideWork opened inside another");
   side_scopes.emplace_back();
+  side_scopes.back().fork = ++side_forks;
   side_open = true;
 }
 
@@ -259,7 +262,8 @@ const DeviceMemoryHooks& memory_hooks() {
       []() { return std::string(); },
       [](size_t bytes) {
         const size_t size = round_block(bytes);
-        void* p = blocks.take(size, [](const FakeFenceRef& f) { return f->ran; });
+        void* p = blocks.take(size, [](const FakeFenceRef& f) { return f->ran; },
+                              side_open ? side_scopes.back().fork : 0);  // (one thread: every block qualifies)
         if (p) std::memset(p, 0xff, size);  // (handed out again: poisoned as a new one)
         else p = host_alloc(size);
         blocks.add_live(p, size, side_open ? side_scopes.back().fence : nullptr);  // (allocated for side work)
@@ -269,7 +273,7 @@ const DeviceMemoryHooks& memory_hooks() {
         if (!p) return;
         const FakeFenceRef* f = blocks.fence_of(p);
         const bool pending = f && *f && !(*f)->ran;  // side work still to read or write it: it keeps its bytes
-        const size_t size = blocks.free(p);
+        const size_t size = blocks.free(p, side_forks, side_open ? side_scopes.back().fork : 0);
         if (!pending) std::memset(p, 0xff, size);
       },
       [](void* p, int byte, size_t bytes) { std::memset(p, byte, bytes); },
