@@ -42,6 +42,7 @@ Napi::Value runtime_info(const Napi::CallbackInfo& info) {
       gpu.Set("computeCapability", std::to_string(p.cc_major) + "." + std::to_string(p.cc_minor));
       gpu.Set("multiprocessors", p.multiprocessors);
       gpu.Set("memoryBytes", Napi::Number::New(env, static_cast<double>(p.memory_bytes)));
+      gpu.Set("gemm", p.gemm);
       out.Set("cuda", gpu);
     }
     out.Set("devices", devices);

@@ -28,8 +28,10 @@ export interface RuntimeInfo {
   features: Record<string, boolean>;
   devices: string[];
   /** The GPU in use, where 'cuda' is in devices: its name, compute capability ("9.0" for an H100 or H200: the kernels
-   * on Hopper's warpgroup products take problems there), multiprocessors and memory. */
-  cuda?: { name: string; computeCapability: string; multiprocessors: number; memoryBytes: number };
+   * on Hopper's warpgroup products take problems there), multiprocessors and memory; `gemm` says what runs the matrix
+   * products: "cuBLASLt (libcublasLt.so.13)", or instill's WMMA kernel, several times slower, and why cuBLASLt is not
+   * used (asking loads cuBLASLt where no product has yet). */
+  cuda?: { name: string; computeCapability: string; multiprocessors: number; memoryBytes: number; gemm: string };
   /** Whether new tensors are filled with NaN (a debug aid for kernel tests). */
   poison: boolean;
   /**

@@ -57,6 +57,8 @@ export interface TrainBenchReport {
   /** The dtype the step kept its norm and MLP activations in (model.activations: bf16 by default on a GPU). */
   activations: string;
   device: Device;
+  /** the GPU (runtime.info().cuda) where the step ran on one: its name and what ran its products (cuBLASLt or not) */
+  gpu: { name: string; gemm: string } | null;
   threads: number;
   isa: string;
   instill: StepResult;
@@ -197,6 +199,7 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<TrainBench
     dtype: opts.dtype,
     activations,
     device,
+    gpu: device !== 'cpu' && info.cuda ? { name: info.cuda.name, gemm: info.cuda.gemm } : null,
     threads: info.threads,
     isa: info.isa,
     instill,

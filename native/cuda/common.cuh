@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <string>
 #include <vector>
 
 #include "runtime/error.h"
@@ -83,6 +84,9 @@ void sync(const char* what);
 const DeviceProperties& gpu_properties();
 // The device's multiprocessors: how kernels size their grids.
 int sm_count();
+// What runs the products (cublaslt.cu): "cuBLASLt (the library loaded)", or the WMMA kernel and why cuBLASLt is not
+// used. Loads cuBLASLt where no product has yet.
+std::string gemm_library();
 // INSTILL_CUDA_NEXT (runtime/next.h): whether a kernel waiting for a GPU run replaces the verified one.
 inline bool next_kernels(Next which) { return next_enabled(which); }
 

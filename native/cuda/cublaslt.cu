@@ -126,11 +126,12 @@ struct Api {
   Handle handle = nullptr;
   void* workspace = nullptr;  // the main stream's
   bool ok = false;
+  std::string found;  // the library loaded, or (not ok) what was tried (gemm_library())
   std::once_flag side_once;
   void* side_workspace = nullptr;  // the side stream's (SideWork), made on its first product: the two run at once
 };
 
-void* open_lib(std::string& tried) {
+void* open_lib(std::string& tried, std::string& loaded) {
   const char* env = std::getenv("INSTILL_CUBLASLT");
   if (env && std::strcmp(env, "off") == 0) {
     tried = "disabled by INSTILL_CUBLASLT=off";
@@ -139,6 +140,7 @@ void* open_lib(std::string& tried) {
   auto attempt = [&](const std::string& name) -> void* {
     void* h = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
     tried += (tried.empty() ? "" : "; ") + name + (h ? " (loaded)" : std::string(": ") + dlerror());
+    if (h) loaded = name;
     return h;
   };
   if (env && *env) {
@@ -168,8 +170,8 @@ Api& api() {
   static Api a{};
   static std::once_flag once;
   std::call_once(once, [] {
-    std::string tried;
-    void* lib = open_lib(tried);
+    std::string tried, loaded;
+    void* lib = open_lib(tried, loaded);
     const bool verbose = std::getenv("INSTILL_CUBLASLT_VERBOSE") != nullptr;
     bool ok = lib != nullptr;
     auto sym = [&](auto& fn, const char* name) {
@@ -209,6 +211,7 @@ Api& api() {
       tried += "; no memory for the workspace";
     }
     a.ok = ok;
+    a.found = ok ? loaded : tried;
     if (verbose)
       std::fprintf(stderr, "instill: cuBLASLt %s (%s)%s\n", ok ? "in use" : "not used", tried.c_str(),
                    ok && !(a.cap_get && a.config_get && a.config_set && a.check) ? "; no split-K entry points" : "");
@@ -557,6 +560,15 @@ __global__ void add_bias_kernel(float* c, int64_t ldc, const float* bias, int64_
 }
 
 }  // namespace
+
+// What runs the products (runtime.info().cuda.gemm): cuBLASLt and where it was found, or the fallback and why.
+std::string gemm_library() {
+  Api& a = api();
+  if (a.ok) return "cuBLASLt (" + a.found + ")";
+  return "instill's WMMA kernel: cuBLASLt not used (" + a.found +
+         "); products run several times slower. INSTILL_CUBLASLT=/path/to/libcublasLt.so.13 names the library "
+         "(pip install nvidia-cublas puts one under site-packages/nvidia/cu13/lib)";
+}
 
 bool gemm_cublaslt(const GemmArgs& g) {
   const int64_t K = g.K[0] + g.K[1];

@@ -15,6 +15,8 @@
 // (wide leading dimensions, column offsets into them) need no alignment here.
 #include <mma.h>
 
+#include <algorithm>
+
 #include "cuda/gemm.h"
 
 namespace instill {
@@ -181,6 +183,18 @@ __global__ void __launch_bounds__(256) gemm_f32_kernel(const KernelArgs g) {
   }
 }
 
+// The bf16-C fallback's f32 scratch, at most (a block of rows at a time).
+constexpr int64_t kC16ScratchBytes = 256ll << 20;
+
+// Operand A's rows from m0 on: A (M, K) element (m, k) is p[m·ld + k], or p[k·ld + m] transposed.
+GemmOperand rows_from(const GemmOperand& a, int64_t m0) {
+  if (!a.p || m0 == 0) return a;
+  const int64_t esz = a.e == Elem::F32 ? 4 : 2;
+  GemmOperand o = a;
+  o.p = static_cast<const char*>(a.p) + (a.trans ? m0 : m0 * a.ld) * esz;
+  return o;
+}
+
 }  // namespace
 
 void gemm(const GemmArgs& g) {
@@ -193,15 +207,23 @@ void gemm(const GemmArgs& g) {
   if (g.c16) {
     if (g.c || g.c_in) fail(ErrorCode::Internal, "gemm: a bf16 C with an f32 C or C input");
     if (g.beta == 0.f && !g.bias && gemm_cublaslt(g)) return;  // bf16 D straight from the tensor cores
-    // Otherwise the f32 result in scratch (the kernels below, beta and bias work on f32), rounded into C once.
-    Tensor scratch = Tensor::empty({g.M, g.N}, DType::F32, Device::CUDA);
-    if (g.beta != 0.f) pack_f32(g.c16, Elem::BF16, g.ldc, 1.f, g.M, g.N, scratch.data_as<float>(), g.N);
-    GemmArgs f = g;
-    f.c16 = nullptr;
-    f.c = scratch.data_as<float>();
-    f.ldc = g.N;
-    gemm(f);
-    pack_bf16(scratch.data(), Elem::F32, g.N, 1.f, g.M, g.N, g.c16, g.ldc);
+    // Otherwise the f32 result in scratch (the kernels below, beta and bias work on f32), rounded into C once; at
+    // most kC16ScratchBytes of it, a block of rows at a time (the loss's bf16 logits without cuBLASLt: ~2 GB whole).
+    const int64_t block = std::max<int64_t>(1, std::min<int64_t>(g.M, kC16ScratchBytes / (4 * g.N)));
+    Tensor scratch = Tensor::empty({block, g.N}, DType::F32, Device::CUDA);
+    for (int64_t m0 = 0; m0 < g.M; m0 += block) {
+      const int64_t rows = std::min(block, g.M - m0);
+      __nv_bfloat16* const c16 = g.c16 + m0 * g.ldc;
+      if (g.beta != 0.f) pack_f32(c16, Elem::BF16, g.ldc, 1.f, rows, g.N, scratch.data_as<float>(), g.N);
+      GemmArgs f = g;
+      f.M = rows;
+      for (int s = 0; s < 2; ++s) f.a[s] = rows_from(g.a[s], m0);
+      f.c16 = nullptr;
+      f.c = scratch.data_as<float>();
+      f.ldc = g.N;
+      gemm(f);
+      pack_bf16(scratch.data(), Elem::F32, g.N, 1.f, rows, g.N, c16, g.ldc);
+    }
     return;
   }
   if (gemm_cublaslt(g)) return;

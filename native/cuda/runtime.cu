@@ -287,7 +287,11 @@ void hook_release_mark(void* m) {
   if (m) mark_events().give(static_cast<cudaEvent_t>(m));
 }
 
-DeviceProperties hook_properties() { return gpu_properties(); }
+DeviceProperties hook_properties() {
+  DeviceProperties p = gpu_properties();
+  p.gemm = gemm_library();  // (loads cuBLASLt where the first product has not yet)
+  return p;
+}
 
 }  // namespace
 

@@ -38,12 +38,14 @@ class Buffer {
 // Physical memory of this machine in bytes (0 if unknown).
 uint64_t physical_memory_bytes();
 
-// What a non-CPU device is: its name, compute capability (CUDA: "major.minor"), multiprocessors, memory.
+// What a non-CPU device is: its name, compute capability (CUDA: "major.minor"), multiprocessors, memory, and what runs
+// its matrix products (CUDA: cuBLASLt and where it was found, or the fallback kernel and why).
 struct DeviceProperties {
   std::string name;
   int cc_major = 0, cc_minor = 0;
   int multiprocessors = 0;
   uint64_t memory_bytes = 0;
+  std::string gemm;
 };
 
 // Memory of a non-CPU device, as a function table the device's backend fills

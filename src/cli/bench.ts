@@ -50,8 +50,9 @@ function gib(bytes: number | null): string {
 }
 
 function printTrain(r: TrainBenchReport): void {
-  const where = r.device === 'cpu' ? `${r.threads} threads, ISA ${r.isa}` : r.device;
+  const where = r.device === 'cpu' ? `${r.threads} threads, ISA ${r.isa}` : r.gpu?.name ?? r.device;
   console.log(`LoRA training step: ${r.config} (${r.layers} layers), batch ${r.batch} x ${r.seq}, r=${r.rank}, ${r.dtype} base, ${r.activations} activations, ${where}`);
+  if (r.gpu) console.log(`matrix products: ${r.gpu.gemm}`);
   const ms = (seconds: number) => (seconds * 1e3).toFixed(seconds < 1 ? 1 : 0);  // a GPU step is tens of ms
   const f = r.flops;
   const mfu = (x: number | null) => (x === null ? 'n/a' : fmtMfu(x));

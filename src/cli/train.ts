@@ -136,8 +136,10 @@ export async function run(argv: string[]): Promise<number> {
     const acts = p.model.activations.dtype;
     say(`model ${cfg.model}: ${cfg.full ? 'full fine-tuning (every weight)' : `LoRA r=${cfg.loraR} alpha=${cfg.loraAlpha} on ${cfg.targetModules.join(',')}`}; ` +
       `${cfg.dtype} weights, ${acts} activations on ${cfg.device}; ${t.totalSteps} steps of ${cfg.batchSize}×${cfg.gradAccum} rows`);
+    const gpuInfo = cfg.device === 'cuda' ? runtime.info().cuda : undefined;
+    if (gpuInfo) say(`GPU ${gpuInfo.name} (compute capability ${gpuInfo.computeCapability}); matrix products: ${gpuInfo.gemm}`);
     emit('start', { totalSteps: t.totalSteps, output: cfg.output, trainExamples: p.train.size, validationExamples: p.validation?.size ?? null,
-      device: cfg.device, dtype: cfg.dtype, activations: acts });
+      device: cfg.device, gpu: gpuInfo ? { name: gpuInfo.name, gemm: gpuInfo.gemm } : null, dtype: cfg.dtype, activations: acts });
 
     let before: ExactMatchResult | null = null;
     if (p.evalPairs.length && p.template) {
@@ -148,8 +150,7 @@ export async function run(argv: string[]): Promise<number> {
     let lastEval: number | null = null;
     let lastPrinted = 0;
     // on a GPU the progress says the model TFLOP/s too, and the MFU of the GPU's dense bf16 peak where it is known
-    const gpuName = cfg.device === 'cuda' ? runtime.info().cuda?.name : undefined;
-    const gpu = gpuName !== undefined ? { peakTflops: gpuPeakTflops(gpuName) } : undefined;
+    const gpu = gpuInfo ? { peakTflops: gpuPeakTflops(gpuInfo.name) } : undefined;
     const every = Math.max(1, Math.floor(t.totalSteps / 20));
     t.on('step', (e) => {
       emit('step', e);

@@ -31,6 +31,15 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     expect(gpu?.memoryBytes).toBeGreaterThan(2 ** 30);
   });
 
+  it('runtime.info().cuda.gemm says what runs the products: cuBLASLt where INSTILL_CUBLASLT names it, the WMMA kernel and why where it is off', () => {
+    const gemm = runtime.info().cuda!.gemm;
+    console.log(`matrix products: ${gemm}`);
+    const env = process.env.INSTILL_CUBLASLT;
+    if (env === 'off') expect(gemm).toMatch(/^instill's WMMA kernel: cuBLASLt not used \(disabled by INSTILL_CUBLASLT=off\); .*INSTILL_CUBLASLT=/);
+    else if (env) expect(gemm).toBe(`cuBLASLt (${env})`);  // (bench/gpu-check.sh names the one it found)
+    else expect(gemm).toMatch(/^(cuBLASLt \(\S*libcublasLt\.so\.1[23]\)|instill's WMMA kernel: cuBLASLt not used \(.*libcublasLt\.so\.13)/);
+  });
+
   it('tensors move to the GPU and back unchanged (f32, bf16, i32); zeros', () => {
     const x = randn(r, 1000);
     for (const dtype of ['f32', 'bf16'] as const) {

@@ -51,6 +51,10 @@ describe.skipIf(!hasCuda || !haveFixture('stories260K/model.safetensors') || pro
       const done = r.events.find((e) => e.event === 'done')!;
       expect(done.reason).toBe('completed');
       expect(done.evalLossLast as number).toBeLessThan((done.evalLossFirst as number) * 0.7);
+      // the start event names the GPU and what ran its products
+      const gpu = r.events.find((e) => e.event === 'start')!.gpu as { name: string; gemm: string };
+      expect(gpu.name).toBe(runtime.info().cuda!.name);
+      expect(gpu.gemm).toBe(runtime.info().cuda!.gemm);
       const saved = tensors(adapterBytes(out));
       expect(saved.size).toBe(5 * 7 * 2);
       for (const [k, v] of saved) expect(v.every(Number.isFinite), k).toBe(true);
