@@ -254,6 +254,14 @@ Napi::Value device_memory_stats(const Napi::CallbackInfo& info) {
   });
 }
 
+// releaseDeviceMemory(device) -> bytes: gives a GPU's cached idle blocks back to the driver.
+Napi::Value release_device_memory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    return Napi::Number::New(env, static_cast<double>(device_release_cached(read_device(info, 0))));
+  });
+}
+
 }  // namespace
 
 const Tensor* unwrap_tensor(Napi::Env env, const Napi::Value& v, const char* name, bool optional) {
@@ -280,6 +288,7 @@ void register_tensor(Napi::Env env, Napi::Object exports) {
   exports.Set("tensorZeros", Napi::Function::New(env, zeros, "tensorZeros"));
   exports.Set("tensorTo", Napi::Function::New(env, tensor_to, "tensorTo"));
   exports.Set("deviceMemoryStats", Napi::Function::New(env, device_memory_stats, "deviceMemoryStats"));
+  exports.Set("releaseDeviceMemory", Napi::Function::New(env, release_device_memory, "releaseDeviceMemory"));
   exports.Set("deviceUnavailableReason", Napi::Function::New(env, device_unavailable, "deviceUnavailableReason"));
 }
 

@@ -13,7 +13,7 @@ export type {
   CrossEntropyResult,
 } from './kernels.js';
 export { runtime } from './runtime.js';
-export type { OpProfileRow, RuntimeInfo } from './runtime.js';
+export type { DeviceMemory, OpProfileRow, RuntimeInfo } from './runtime.js';
 
 // Instruction data: tokenizers, chat templates, dataset formats, masking, packing.
 export { loadTokenizer, Tokenizer } from './data/tokenizer.js';

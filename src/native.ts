@@ -135,6 +135,8 @@ export interface NativeAddon {
   deviceUnavailableReason(device: string): string;
   /** Bytes of GPU memory through instill: live, peak since the last reset, held from the driver. */
   deviceMemoryStats(device: string, resetPeak?: boolean): { inUse: number; peak: number; reserved: number };
+  /** Gives a GPU's cached idle blocks back to the driver: the bytes given back. */
+  releaseDeviceMemory(device: string): number;
 
   matmul(a: TensorHandle, b: TensorHandle, transA: boolean, transB: boolean, out: TensorHandle | null): TensorHandle;
   loraLinear(

@@ -4,6 +4,20 @@ import { native, type OpProfileRow, type RuntimeInfo } from './native.js';
 
 export type { OpProfileRow, RuntimeInfo };
 
+/** runtime.deviceMemory's answer, in bytes. */
+export interface DeviceMemory {
+  inUse: number;
+  peak: number;
+  reserved: number;
+}
+
+function needGpu(device: unknown, fn: string): void {
+  if (device !== 'cuda') {
+    throw new InstillError(ErrorCode.ARG, `Expected 'cuda' for ${fn}'s device but received ${describe(device)}` +
+      (device === 'cpu' ? ' (the CPU\'s counterpart is runtime.releaseHostMemory())' : ''));
+  }
+}
+
 export const runtime = {
   /** Threads, the active ISA, every ISA this CPU runs, CPU features, devices. */
   info(): RuntimeInfo {
@@ -43,6 +57,31 @@ export const runtime = {
    */
   releaseHostMemory(): number {
     return native().releaseHostMemory();
+  },
+
+  /**
+   * A GPU's memory through instill's caching allocator, in bytes: what live tensors hold (`inUse`), its peak since
+   * the last reset (`resetPeak: true` resets it to what is in use first), and what is held from the driver
+   * (`reserved`: in use, plus freed blocks kept to be handed out again without a cudaMalloc).
+   * E_DEVICE where the device is not available.
+   */
+  deviceMemory(device: 'cuda', opts: { resetPeak?: boolean } = {}): DeviceMemory {
+    needGpu(device, 'deviceMemory');
+    if (typeof opts !== 'object' || opts === null || (opts.resetPeak !== undefined && typeof opts.resetPeak !== 'boolean')) {
+      throw new InstillError(ErrorCode.ARG, `Expected { resetPeak?: boolean } for deviceMemory's options but received ${describe(opts)}`);
+    }
+    return native().deviceMemoryStats(device, opts.resetPeak ?? false);
+  },
+
+  /**
+   * Gives the GPU blocks the allocator keeps for reuse back to the driver (what torch.cuda.empty_cache() does):
+   * for a service between training jobs, or to leave the memory to another process. Waits for the GPU's queued
+   * work first. Live tensors keep theirs, and so does a block a running pass's side work may still read. Returns
+   * the bytes given back. E_DEVICE where the device is not available.
+   */
+  releaseDeviceMemory(device: 'cuda'): number {
+    needGpu(device, 'releaseDeviceMemory');
+    return native().releaseDeviceMemory(device);
   },
 
   /**

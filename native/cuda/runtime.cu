@@ -287,6 +287,14 @@ void hook_release_mark(void* m) {
   if (m) mark_events().give(static_cast<cudaEvent_t>(m));
 }
 
+uint64_t hook_release_cached() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  const size_t before = c.reserved;
+  release_cache(c);
+  return before - c.reserved;
+}
+
 DeviceProperties hook_properties() {
   DeviceProperties p = gpu_properties();
   p.gemm = gemm_library();  // (loads cuBLASLt where the first product has not yet)
@@ -298,7 +306,8 @@ DeviceProperties hook_properties() {
 const DeviceMemoryHooks& memory_hooks() {
   static const DeviceMemoryHooks hooks = {hook_available,  hook_reason,       hook_alloc,           hook_free,
                                          hook_fill,       hook_copy,         hook_stats,           hook_available_bytes,
-                                         hook_mark,       hook_elapsed_ms,   hook_release_mark,    hook_properties};
+                                         hook_mark,       hook_elapsed_ms,   hook_release_mark,    hook_properties,
+                                         hook_release_cached};
   return hooks;
 }
 

@@ -83,6 +83,11 @@ DeviceProperties device_properties(Device d) {
   return need_hooks(d).properties();
 }
 
+uint64_t device_release_cached(Device d) {
+  if (d == Device::CPU) fail(ErrorCode::Device, "device_release_cached: the CPU's cache is the host cache");
+  return need_hooks(d).release_cached();
+}
+
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;
   if (dst_device == Device::CPU && src_device == Device::CPU) {

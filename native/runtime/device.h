@@ -73,6 +73,9 @@ struct DeviceMemoryHooks {
   void (*release_mark)(void* m);
   // The device in use (runtime.info().cuda).
   DeviceProperties (*properties)();
+  // Gives the blocks cached for reuse back to the driver, once the queued work is done (live tensors keep theirs;
+  // a block side work may still read stays): the bytes given back.
+  uint64_t (*release_cached)();
 };
 
 // The hooks of a device, or null when this build has none for it (CPU: always null).
@@ -90,5 +93,8 @@ void fill_bytes(void* p, Device device, int byte, size_t bytes);
 uint64_t device_available_bytes(Device d);
 // What d is (DeviceMemoryHooks::properties); E_DEVICE when d is the CPU or not available.
 DeviceProperties device_properties(Device d);
+// Gives d's cached idle blocks back to the driver (DeviceMemoryHooks::release_cached): the bytes given back.
+// E_DEVICE when d is the CPU (host_cache_release is its counterpart) or not available.
+uint64_t device_release_cached(Device d);
 
 }  // namespace instill

@@ -40,6 +40,28 @@ describe.skipIf(!hasCuda)('CUDA backend vs CPU backend', () => {
     else expect(gemm).toMatch(/^(cuBLASLt \(\S*libcublasLt\.so\.1[23]\)|instill's WMMA kernel: cuBLASLt not used \(.*libcublasLt\.so\.13)/);
   });
 
+  it('runtime.deviceMemory counts live and cached bytes; releaseDeviceMemory gives the cached ones back, live tensors keep theirs', () => {
+    runtime.releaseDeviceMemory('cuda');
+    const base = runtime.deviceMemory('cuda', { resetPeak: true });
+    expect(base.reserved).toBe(base.inUse);  // nothing cached after a release
+    const mib = 2 ** 20;
+    const kept = Tensor.zeros([16 * mib / 4], { device: 'cuda' });
+    const freed = Tensor.zeros([64 * mib / 4], { device: 'cuda' });
+    expect(runtime.deviceMemory('cuda').inUse - base.inUse).toBe(80 * mib);
+    freed.dispose();
+    const after = runtime.deviceMemory('cuda');
+    expect(after.inUse - base.inUse).toBe(16 * mib);
+    expect(after.peak - base.inUse).toBe(80 * mib);
+    expect(after.reserved - after.inUse).toBe(64 * mib);  // the freed block, cached for reuse
+    expect(runtime.releaseDeviceMemory('cuda')).toBe(64 * mib);
+    const released = runtime.deviceMemory('cuda');
+    expect(released.reserved).toBe(released.inUse);
+    expect(released.inUse - base.inUse).toBe(16 * mib);
+    expect(kept.to('cpu').toArray().every((x) => x === 0)).toBe(true);  // the live tensor is untouched
+    expect(runtime.releaseDeviceMemory('cuda')).toBe(0);
+    kept.dispose();
+  });
+
   it('tensors move to the GPU and back unchanged (f32, bf16, i32); zeros', () => {
     const x = randn(r, 1000);
     for (const dtype of ['f32', 'bf16'] as const) {

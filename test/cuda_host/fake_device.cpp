@@ -290,7 +290,8 @@ const DeviceMemoryHooks& memory_hooks() {
       []() -> void* { return nullptr; },
       [](void*, void*) { return 0.0; },
       [](void*) {},
-      []() { return DeviceProperties{"fake device (host memory)", 0, 0, 1, uint64_t{1} << 34}; },
+      []() { return DeviceProperties{"fake device (host memory)", 0, 0, 1, uint64_t{1} << 34, "the CPU (double sums)"}; },
+      []() -> uint64_t { return 0; },  // (its blocks are kept for the process)
   };
   return h;
 }

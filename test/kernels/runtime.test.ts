@@ -47,6 +47,17 @@ describe('runtime', () => {
     expect(runtime.info().hostCache.bytes).toBe(0);
   });
 
+  it('deviceMemory and releaseDeviceMemory: the GPU only; E_DEVICE where none is usable, E_ARG for another device', () => {
+    const gpu = runtime.info().devices.includes('cuda');
+    for (const call of [() => runtime.deviceMemory('cuda'), () => runtime.releaseDeviceMemory('cuda')]) {
+      if (gpu) expect(call).not.toThrow();
+      else expect(call).toThrowError(expect.objectContaining({ code: 'E_DEVICE' }));
+    }
+    expect(() => runtime.releaseDeviceMemory('cpu' as 'cuda')).toThrowError(/Expected 'cuda' .*releaseHostMemory/);
+    expect(() => runtime.deviceMemory('gpu' as 'cuda')).toThrowError(expect.objectContaining({ code: 'E_ARG' }));
+    expect(() => runtime.deviceMemory('cuda', { resetPeak: 1 as unknown as boolean })).toThrowError(expect.objectContaining({ code: 'E_ARG' }));
+  });
+
   it('op profile: calls and host time per op while on, nothing while off; reading it starts it over', () => {
     const a = Tensor.from(Float32Array.from({ length: 96 * 80 }, (_, i) => Math.sin(i)), [96, 80]);
     const x = Tensor.from(Float32Array.from({ length: 33 * 80 }, (_, i) => Math.cos(i)), [33, 80]);
