@@ -166,7 +166,10 @@ export async function run(argv: string[]): Promise<number> {
       if (mode === 'tty' && e.step === 0) say(`validation loss before training: ${e.loss.toFixed(4)}`);
     });
     t.on('checkpoint', (e) => emit('checkpoint', e));
+    // on a GPU, the training's peak of the allocator's live bytes (the model's weights included), for sizing batches
+    if (gpuInfo) runtime.deviceMemory('cuda', { resetPeak: true });
     const result: TrainResult = await t.train();
+    const peakGpuBytes = gpuInfo ? runtime.deviceMemory('cuda').peak : null;
     if (mode === 'tty') process.stderr.write('\n');
 
     let after: ExactMatchResult | null = null;
@@ -183,6 +186,7 @@ export async function run(argv: string[]): Promise<number> {
       totalSteps: result.totalSteps,
       elapsedSeconds: result.elapsedSeconds,
       tokensPerSec: result.tokensPerSec,
+      peakGpuBytes,
       trainLossFirst: trainLosses[0] ?? null,
       trainLossLast: trainLosses.at(-1) ?? null,
       evalLossFirst: evalLosses[0] ?? null,
@@ -200,7 +204,8 @@ export async function run(argv: string[]): Promise<number> {
       const f = (x: number | null) => (x === null ? '-' : x.toFixed(4));
       const lines = [
         result.reason === 'completed'
-          ? `done: ${result.step}/${result.totalSteps} steps in ${fmtDuration(result.elapsedSeconds)} (${fmtRate(result.tokensPerSec)} tok/s)`
+          ? `done: ${result.step}/${result.totalSteps} steps in ${fmtDuration(result.elapsedSeconds)} (${fmtRate(result.tokensPerSec)} tok/s` +
+            (peakGpuBytes !== null ? `, peak GPU memory ${(peakGpuBytes / 2 ** 30).toFixed(2)} GiB)` : ')')
           : `stopped at step ${result.step}/${result.totalSteps}; checkpoint ${result.checkpoint ?? '(none: no step finished)'}. Continue with the same command and --resume`,
         `train loss ${f(summary.trainLossFirst)} -> ${f(summary.trainLossLast)}` + (evalLosses.length ? `   validation loss ${f(summary.evalLossFirst)} -> ${f(summary.evalLossLast)}` : ''),
       ];

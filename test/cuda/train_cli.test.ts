@@ -55,6 +55,10 @@ describe.skipIf(!hasCuda || !haveFixture('stories260K/model.safetensors') || pro
       const gpu = r.events.find((e) => e.event === 'start')!.gpu as { name: string; gemm: string };
       expect(gpu.name).toBe(runtime.info().cuda!.name);
       expect(gpu.gemm).toBe(runtime.info().cuda!.gemm);
+      // and the done event the training's peak of GPU memory: the model's bf16 weights at least, less than the GPU has
+      const peak = done.peakGpuBytes as number;
+      expect(peak).toBeGreaterThan(500e3);
+      expect(peak).toBeLessThan(runtime.info().cuda!.memoryBytes);
       const saved = tensors(adapterBytes(out));
       expect(saved.size).toBe(5 * 7 * 2);
       for (const [k, v] of saved) expect(v.every(Number.isFinite), k).toBe(true);

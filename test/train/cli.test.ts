@@ -30,6 +30,7 @@ describe.skipIf(!haveFixture('stories260K/model.safetensors'))('instill train (c
     const done = r.events.find((e) => e.event === 'done')!;
     expect(done.reason).toBe('completed');
     expect(done.evalLossLast as number).toBeLessThan((done.evalLossFirst as number) * 0.7);
+    expect(done.peakGpuBytes).toBeNull();  // (on a GPU: the allocator's peak while it trained)
     // the start event says where and in what precision it trains (f32 activations on the CPU by default)
     expect(r.events.find((e) => e.event === 'start')).toMatchObject({ device: 'cpu', gpu: null, dtype: 'f32', activations: 'f32' });
     // an independent read of the safetensors header
