@@ -61,7 +61,7 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
     }
     off += o;
     LoraLinearBackwardArgs args{p.dy_packed ? &dy : p.dy[i], x, p.w[i], p.a[i], p.b[i], &u, p.scale, p.dx, p.da[i], p.db[i],
-                                p.accumulate, i > 0 || p.accumulate_dx};
+                                p.accumulate, p.dx && (i > 0 || p.accumulate_dx)};
     cpu::lora_linear_backward(args);
   }
 }

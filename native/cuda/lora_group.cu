@@ -191,7 +191,7 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
     for (int i = 0; i < p.m; ++i) {
       pack_f32(p.u->data_as<float>() + i * l.r, Elem::F32, l.mr, 1.f, l.n, l.r, u.data_as<float>(), l.r);
       cuda::lora_linear_backward(LoraLinearBackwardArgs{p.dy[i], p.x, p.w[i], p.a[i], p.b[i], &u, p.scale, p.dx,
-                                                        p.da[i], p.db[i], p.accumulate, i > 0 || p.accumulate_dx});
+                                                        p.da[i], p.db[i], p.accumulate, p.dx && (i > 0 || p.accumulate_dx)});
     }
     return;
   }
@@ -264,7 +264,7 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
                 : strided_operand(p.u->data_as<float>() + c, Elem::F32, l.mr, false);
   };
   const float db_alpha = su16 ? 1.f : p.scale;
-  {  // dx (N, IN) = [dy | s·g] · [W_1 ; … ; W_m ; A_1 ; … ; A_m]: K's first IN columns, stored (S + m·R, IN) = (K, N)
+  if (p.dx) {  // dx (N, IN) = [dy | s·g] · [W_1 ; … ; W_m ; A_1 ; … ; A_m]: K's first IN columns, stored (S + m·R, IN) = (K, N)
     const OpPart part("dx = [dy | s g] [W ; A]", Device::CUDA);
     GemmArgs g;
     g.M = l.n; g.N = l.in; g.K[0] = l.s + l.mr;

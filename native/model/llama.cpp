@@ -538,13 +538,13 @@ void LlamaModel::linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor&
   if (residual) add(AddArgs{&y, residual, &y});
 }
 
-void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx,
+void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor* dx,
                                  bool accumulate_dx, bool accumulate_grads, Tensor& tmp, uint32_t seed,
                                  const Tensor* x_packed, Tensor* dy_packed, bool sg_written) {
   if (x_packed && (!lin.has_lora || dropout_active_ || full_)) fail(ErrorCode::Internal, "linear_backward: a packed x off the packed path");
   if (lin.has_lora) {  // dx += inside the product when accumulating (no tmp, no add)
-    LoraLinearBackwardArgs args{&dy, x_packed ? nullptr : &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, &dx,
-                                &lin.lora.da, &lin.lora.db, accumulate_grads, accumulate_dx};
+    LoraLinearBackwardArgs args{&dy, x_packed ? nullptr : &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, dx,
+                                &lin.lora.da, &lin.lora.db, accumulate_grads, dx && accumulate_dx};
     args.x_packed = x_packed;
     args.su_packed = x_packed && su_intact_;  // s·u in x_packed as this layer's forward left it
     args.side_grads = side_grads_;            // (never with dropout)
@@ -558,10 +558,10 @@ void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x,
       if (lin.wb.defined()) args.wb = &lin.wb;  // as this pass's forward left it (B written there, unchanged since)
       lora_linear_backward(args);
     }
-  } else {
-    Tensor& dst = accumulate_dx ? tmp : dx;
+  } else if (dx) {
+    Tensor& dst = accumulate_dx ? tmp : *dx;
     matmul(MatmulArgs{&dy, &lin.w, false, false, &dst});
-    if (accumulate_dx) add(AddArgs{&dx, &tmp, &dx});
+    if (accumulate_dx) add(AddArgs{dx, &tmp, dx});
   }
   if (!full_) return;
   // Full mode: dW += dyᵀ·x ((OUT, N)·(N, IN)); dbias += Σ_rows dy as 1ᵀ·dy.
@@ -807,7 +807,7 @@ bool LlamaModel::pack_factors() {
   return true;
 }
 
-void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor& dx,
+void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor* dx,
                                 bool accumulate, LlamaScratch& s, Tensor* dy_packed, const Tensor* x_packed,
                                 bool sg_written) {
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
@@ -827,7 +827,7 @@ void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, cons
   args.side_grads = side_grads_;
   args.scale = lora_scale_;
   args.u = &a.ug[static_cast<size_t>(g)];
-  args.dx = &dx;
+  args.dx = dx;
   args.accumulate = accumulate;
   for (int j = 0; j < kGroupSize[g]; ++j) {
     Linear& lin = lw.lin[static_cast<size_t>(kGroupTargets[g][j])];
@@ -850,7 +850,7 @@ void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, cons
     Linear& lin = lw.lin[static_cast<size_t>(t)];
     if (lin.has_lora) {
       if (group_done) continue;
-      args.accumulate_dx = written;
+      args.accumulate_dx = dx && written;
       lora_group_backward(args);
       group_done = true;
     } else {
@@ -961,7 +961,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   Tensor* const dres_packed = s.dres_packed.defined() ? &s.dres_packed : nullptr;
   Tensor* const dres_packed_o = s.dres_packed_o.defined() ? &s.dres_packed_o : dres_packed;
   const DType act = act_dtype();
-  linear_backward(lin[kDown], dres, a.h, a.u[kDown], s.dh, false, accumulate, s.tmp, dropout_seed(l, kDown),
+  linear_backward(lin[kDown], dres, a.h, a.u[kDown], &s.dh, false, accumulate, s.tmp, dropout_seed(l, kDown),
                   a.h_packed ? &a.h : nullptr, dres_packed, norm_g(l, kDown, dres_packed, act));
   if (side) s.side_down = side_work_mark(device_);
   if (side && s.dgu.defined()) join_side_work(device_, s.side_gu);  // (swiglu rewrites s.dgu)
@@ -977,11 +977,11 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
       sb.g_scale = lora_scale_;
     }
     swiglu_backward(sb);
-    group_backward(l, 1, a.xn2, a, nullptr, s.dxn, accumulate, s, &s.dgu, a.xn2_packed ? &a.xn2 : nullptr, sg);
+    group_backward(l, 1, a.xn2, a, nullptr, &s.dxn, accumulate, s, &s.dgu, a.xn2_packed ? &a.xn2 : nullptr, sg);
   } else {
     swiglu_backward(SwigluBackwardArgs{&s.dh, &a.gate, &a.up, &s.dgate, &s.dup});
     const Tensor* dys[2] = {&s.dgate, &s.dup};
-    group_backward(l, 1, a.xn2, a, dys, s.dxn, accumulate, s, nullptr, a.xn2_packed ? &a.xn2 : nullptr);
+    group_backward(l, 1, a.xn2, a, dys, &s.dxn, accumulate, s, nullptr, a.xn2_packed ? &a.xn2 : nullptr);
   }
   if (side) s.side_gu = side_work_mark(device_);
   {
@@ -992,7 +992,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     rmsnorm_backward(nb);
   }
   // Attention: dres is now d(x2).
-  linear_backward(lin[kO], dres, a.att, a.u[kO], s.datt, false, accumulate, s.tmp, dropout_seed(l, kO),
+  linear_backward(lin[kO], dres, a.att, a.u[kO], &s.datt, false, accumulate, s.tmp, dropout_seed(l, kO),
                   a.att_packed ? &a.att : nullptr, dres_packed_o, norm_g(l, kO, dres_packed_o, act));
   if (side) s.side_o = side_work_mark(device_);
   Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
@@ -1018,13 +1018,17 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     rmsnorm_backward(RmsnormBackwardArgs{&dk2, &kp, &lw.k_norm, &a.k_rstd, &dk2, false, full_ ? &lw.dk_norm : nullptr});
   }
   if (recompute) norm_forward(x, lw.ln1, a.xn1, a.xn1_packed, a.rstd1);
+  // The first layer's input gradient reaches only the embedding, which changes only in full fine-tuning: otherwise
+  // the q/k/v products make no dx and the norm below them has no backward
+  Tensor* const dxn = l > 0 || full_ ? &s.dxn : nullptr;
   if (dqkv) {
-    group_backward(l, 0, a.xn1, a, nullptr, s.dxn, accumulate, s, dqkv, a.xn1_packed ? &a.xn1 : nullptr);
+    group_backward(l, 0, a.xn1, a, nullptr, dxn, accumulate, s, dqkv, a.xn1_packed ? &a.xn1 : nullptr);
   } else {
     const Tensor* dys[3] = {&s.dq, &s.dk, &s.dv};
-    group_backward(l, 0, a.xn1, a, dys, s.dxn, accumulate, s, nullptr, a.xn1_packed ? &a.xn1 : nullptr);
+    group_backward(l, 0, a.xn1, a, dys, dxn, accumulate, s, nullptr, a.xn1_packed ? &a.xn1 : nullptr);
   }
   if (side) s.side_qkv = side_work_mark(device_);
+  if (!dxn) return;
   if (side && dres_packed) join_side_work(device_, s.side_down);  // (the norm rewrites down's packed dy, for below)
   RmsnormBackwardArgs nb{&s.dxn, &x, &lw.ln1, &a.rstd1, &dres, true, full_ ? &lw.dln1 : nullptr};
   nb.dx_packed = l > 0 ? dres_packed : nullptr;  // for the layer below's down_proj (layer 0 has none)

@@ -220,7 +220,9 @@ class LlamaModel {
   // x_packed: x is that bf16 buffer's first columns (lora_linear's x_packed: down_proj's h under swiglu_pack).
   void linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed,
                       const Tensor* residual = nullptr, Tensor* x_packed = nullptr, bool su_written = false);
-  void linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor& dx, bool accumulate_dx,
+  // dx null: nothing needs it (the first layer's q/k/v without full fine-tuning): no dx product runs, and a linear
+  // without an adapter then has nothing to do.
+  void linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor* dx, bool accumulate_dx,
                        bool accumulate_grads, Tensor& tmp, uint32_t seed, const Tensor* x_packed = nullptr,
                        Tensor* dy_packed = nullptr, bool sg_written = false);
   uint32_t dropout_seed(int64_t l, int target) const;
@@ -233,7 +235,8 @@ class LlamaModel {
   void group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys, Tensor* x_packed = nullptr,
                      bool su_written = false);
   // dy_packed: gate and up's dy already side by side (swiglu_backward's dgu; both must be the group's members).
-  void group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor& dx,
+  // dx null: as linear_backward's.
+  void group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor* dx,
                       bool accumulate, LlamaScratch& s, Tensor* dy_packed = nullptr, const Tensor* x_packed = nullptr,
                       bool sg_written = false);
   // The adapted targets of group g in layer l, in order (at most kMaxLoraGroup).

@@ -186,10 +186,12 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
   need_dtype(u, "u", {DType::F32});
   need_shape(u, "u", {n, p.m * mem.r}, "(N, m·r): the u that the forward returned");
   need_same_device(u, "u", x.device());
-  const Tensor& dx = need(p.dx, "dx");
-  need_activation(dx, "dx", mem.f32_weights);
-  need_shape(dx, "dx", {n, in}, "(N, in)");
-  need_same_device(dx, "dx", x.device());
+  if (p.accumulate_dx && !p.dx) fail(ErrorCode::Arg, "lora_group_backward: accumulate_dx without dx");
+  if (p.dx) {
+    need_activation(*p.dx, "dx", mem.f32_weights);
+    need_shape(*p.dx, "dx", {n, in}, "(N, in)");
+    need_same_device(*p.dx, "dx", x.device());
+  }
   if (p.kept) check_kept(*p.kept, x, in, p.m, mem);
   if (p.su_packed && !p.x_packed) fail(ErrorCode::Arg, "'su_packed' says where s·u lies in 'x_packed': give x_packed");
   run_op(x.device(), &Backend::lora_group_backward, "lora_group_backward", p);

@@ -69,7 +69,8 @@ struct LoraGroupBackwardArgs {
   const Tensor* b[kMaxLoraGroup] = {};
   const Tensor* u = nullptr;             // (N, m·R) from the forward
   float scale = 1.f;
-  Tensor* dx = nullptr;                  // (N, IN) out
+  Tensor* dx = nullptr;                  // (N, IN) out, or null where nothing needs it (the first layer's, without
+                                         // full fine-tuning: then no dx product runs)
   Tensor* da[kMaxLoraGroup] = {};        // (R, IN) out
   Tensor* db[kMaxLoraGroup] = {};        // (OUT_i, R) out
   bool accumulate = false;               // dA_i, dB_i += instead of =

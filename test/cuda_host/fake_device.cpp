@@ -190,8 +190,11 @@ void gemm_now(const GemmArgs& g) {
 }
 }  // namespace
 
+std::atomic<int> fake_products{0};  // gemm() calls with work (a product each on a GPU)
+
 void gemm(const GemmArgs& g) {
   if (g.M <= 0 || g.N <= 0) return;
+  ++fake_products;
   packs_of(g);
   run_or_queue([g] { gemm_now(g); });
 }

@@ -31,6 +31,7 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p);
 void lora_group_forward(const LoraGroupForwardArgs& p);
 void lora_group_backward(const LoraGroupBackwardArgs& p);
 extern std::atomic<int> fake_side_work;  // fake_device.cpp: products and packs queued in SideWorks
+extern std::atomic<int> fake_products;   // fake_device.cpp: gemm() calls
 }  // namespace cuda
 }  // namespace instill
 
@@ -235,7 +236,41 @@ void run_once(const Case& c, Record* record) {
     bw.da[i] = &da[i].t;
     bw.db[i] = &db[i].t;
   }
+  const int products_before = cuda::fake_products;
   cuda::lora_group_backward(bw);
+  const int products = cuda::fake_products - products_before;
+  // again without dx (the model's first layer, without full fine-tuning): the same dA and dB, bit for bit, and fewer
+  // products (no dx product)
+  if (!c.accumulate_dx) {
+    std::vector<T> da2, db2;
+    for (int i = 0; i < m; ++i) {
+      da2.push_back(copy_of(da0[i]));
+      db2.push_back(copy_of(db0[i]));
+    }
+    LoraGroupBackwardArgs bw2 = bw;
+    bw2.dx = nullptr;
+    for (int i = 0; i < m; ++i) {
+      bw2.da[i] = &da2[i].t;
+      bw2.db[i] = &db2[i].t;
+    }
+    const int before2 = cuda::fake_products;
+    cuda::lora_group_backward(bw2);
+    if (products > 0 && cuda::fake_products - before2 >= products) {  // (none at all with no rows)
+      std::printf("    FAIL without dx: %d products, as many as with it (%d)\n", cuda::fake_products - before2, products);
+      ++failures;
+    }
+    for (int i = 0; i < m; ++i) {
+      const std::string mi = "member " + std::to_string(i) + " without dx";
+      const auto same_bits = [](const Tensor& p, const Tensor& q) {
+        const std::vector<float> pv = values(p), qv = values(q);
+        return pv.size() == qv.size() && std::memcmp(pv.data(), qv.data(), pv.size() * sizeof(float)) == 0;
+      };
+      if (!same_bits(da2[i].t, da[i].t) || !same_bits(db2[i].t, db[i].t)) {
+        std::printf("    FAIL %s: dA or dB differs from the backward with dx\n", mi.c_str());
+        ++failures;
+      }
+    }
+  }
 
   const double same = 1e-6, dx_tol = c.dx == DType::BF16 ? 1e-2 : 1e-5;
   const std::vector<float> uv = values(u);

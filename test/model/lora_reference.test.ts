@@ -6,6 +6,7 @@ import { LORA_TARGETS, loadModel, type Model } from '../../src/model/model.js';
 import { SafetensorsFile } from '../../src/model/safetensors.js';
 import { fixturePath, haveFixture } from '../helpers/fixtures.js';
 import { relError, tokenRows } from '../helpers/compare.js';
+import { withOpProfile } from '../helpers/profile.js';
 
 // Any reference of this kind can be checked by pointing INSTILL_LORA_REFERENCE at it (a path relative
 // to the fixtures folder); its metadata gives r, alpha, the targets, the scale (rsLoRA when it is
@@ -101,6 +102,18 @@ describe.skipIf(!haveFixture(REF))(`LoRA reference (${REF})`, () => {
       }
     }
     expect(strictEntries).toBeGreaterThan(0.99 * paramNames.reduce((a, n) => a + ref.info(n).shape[0] * ref.info(n).shape[1], 0));
+  });
+
+  it('the first layer\'s q, k and v make no input gradient (only the frozen embedding would read it), the other linears do', async () => {
+    const targets = model.loraConfig!.targetModules;
+    const qkv = targets.filter((t) => t === 'q_proj' || t === 'k_proj' || t === 'v_proj').length;
+    const p = await withOpProfile(() => model.lossAndGrads({ inputIds, labels }, { returnGrads: false }));
+    // (each adapted linear's products, alone or as a member of a q/k/v or gate/up group)
+    const parts = (part: string) => (p.calls[`lora_linear_backward/${part}`] ?? 0) + (p.calls[`lora_group_backward/${part}`] ?? 0);
+    expect(parts('dA = s g^T x')).toBe(targets.length * model.spec.numLayers);
+    expect(parts('dx = [dy | s g] [W ; A]')).toBe(targets.length * model.spec.numLayers - qkv);
+    // the norm below them has no backward either: the final norm and two a layer, but the first layer's first
+    expect(p.calls.rmsnorm_backward).toBe(1 + 2 * model.spec.numLayers - (qkv > 0 ? 1 : 0));
   });
 
   it.skipIf(process.env.INSTILL_LORA_REFERENCE !== undefined)('loss without LoRA matches the base model loss in the .md (4.553)', async () => {
