@@ -261,8 +261,54 @@ void hook_fill(void* p, int byte, size_t bytes) {
   INSTILL_CUDA_CHECK(cudaMemsetAsync(p, byte, bytes, stream()));
 }
 
+// INSTILL_CUDA_NEXT `async_upload`: a host-to-device copy of up to kStageBytes, outside side work, is copied into one of
+// kStageSlots slots of pinned host memory and queued from there on the main stream, and the call returns: later work
+// on the stream, and any read back, comes after it, and the caller's buffer may change at once. A slot is written
+// again only after the copy that used it last has run (its event, waited for where the ring comes round to it before
+// the GPU has). Without the piece, or where pinned memory cannot be had, every copy waits for the stream, as the
+// pageable copies (which may anyway) did. Removes the pass's waits for its input uploads, the loss's kept rows and the
+// optimizer's chunk tables (~8 a step, each leaving the GPU idle while the host catches up).
+constexpr size_t kStageBytes = 256u << 10;
+constexpr int kStageSlots = 16;
+
+struct Staging {
+  std::mutex mu;
+  char* base = nullptr;  // kStageSlots × kStageBytes, pinned (cudaHostAlloc), made on first use, kept for the process
+  cudaEvent_t done[kStageSlots] = {};  // recorded after each slot's last copy
+  bool used[kStageSlots] = {};
+  int next = 0;
+  bool unavailable = false;  // no pinned memory or events: every copy waits
+};
+
+// Whether the copy was queued through a staging slot (else the caller copies and waits).
+bool staged_upload(void* dst, const void* src, size_t bytes) {
+  if (t_open || bytes > kStageBytes || !next_kernels(Next::AsyncUpload)) return false;
+  static Staging& s = *new Staging();  // (never destroyed: no CUDA calls from static destructors at exit)
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.unavailable) return false;
+  if (!s.base) {
+    bool ok = cudaHostAlloc(reinterpret_cast<void**>(&s.base), kStageSlots * kStageBytes, cudaHostAllocDefault) == cudaSuccess;
+    for (int k = 0; ok && k < kStageSlots; ++k) ok = cudaEventCreateWithFlags(&s.done[k], cudaEventDisableTiming) == cudaSuccess;
+    if (!ok) {  // (what was made stays: a few events, at most the pinned block)
+      cudaGetLastError();
+      s.unavailable = true;
+      return false;
+    }
+  }
+  const int k = s.next;
+  if (s.used[k]) INSTILL_CUDA_CHECK(cudaEventSynchronize(s.done[k]));  // its last copy has read it
+  char* const slot = s.base + static_cast<size_t>(k) * kStageBytes;
+  std::memcpy(slot, src, bytes);
+  INSTILL_CUDA_CHECK(cudaMemcpyAsync(dst, slot, bytes, cudaMemcpyHostToDevice, main_stream()));
+  INSTILL_CUDA_CHECK(cudaEventRecord(s.done[k], main_stream()));
+  s.used[k] = true;
+  s.next = (k + 1) % kStageSlots;
+  return true;
+}
+
 void hook_copy(void* dst, bool dst_dev, const void* src, bool src_dev, size_t bytes) {
   if (!t_open) join_side();  // what the host reads or writes, side work included, is in its final state
+  if (dst_dev && !src_dev && staged_upload(dst, src, bytes)) return;
   cudaMemcpyKind kind = dst_dev ? (src_dev ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
                                 : (src_dev ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
   INSTILL_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream()));

@@ -54,6 +54,9 @@ enum class Next {
                // group's LoRA s·g (ops/swiglu.h's g_b, swiglu.cu's swiglu_backward_g_kernel): the group makes no g
   SwigluU,     // "swiglu_u": SwiGLU's forward, writing h into down_proj's packed x (swiglu_pack), also writes down_proj's
                // LoRA s·u (ops/swiglu.h's u_a, swiglu.cu's swiglu_forward_u_kernel): down_proj makes no u
+  AsyncUpload,  // "async_upload": a small host-to-device copy goes through pinned staging memory and returns without
+                // waiting for the GPU (runtime.cu): the pass's input, loss-row and optimizer-table uploads no longer
+                // stop the host until the GPU has run everything queued before them
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).
