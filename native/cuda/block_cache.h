@@ -8,11 +8,11 @@
 //   live block holding an address the fence of the side work that reads or writes it;
 // - freeing a block moves it, fence and all, to the freed ones;
 // - a block for side work (take()'s side_fork: the number of its fork, the point on the main stream where it began)
-//   must also have been freed before that fork, or on the side work's own thread while it was open. A block another
-//   thread freed after the fork may still be read or written by main-stream work that thread queued after the fork,
-//   which the side stream does not wait for; the main stream's own allocations need no such rule (one stream runs
-//   in order). The caller numbers the forks from 1, and passes free() the number of forks so far and the fork of the
-//   side work open on the freeing thread (0: none).
+//   must also have been freed before that fork. A block freed after it may still be read or written by main-stream
+//   work queued after the fork (by another thread: the JS thread beside a pass on a worker), which the side stream
+//   does not wait for; the main stream's own allocations need no such rule (one stream runs in order). The caller
+//   numbers the forks from 1 and passes free() the number of forks so far. (Blocks the side work itself frees carry
+//   its fence, which has not passed while it is open: they wait for a later fork anyway.)
 // Fence is a shared_ptr-like handle (null: none). The caller holds the lock.
 #pragma once
 
@@ -31,7 +31,7 @@ class BlockCache {
  public:
   // A freed block of `size` bytes (rounded, as given to add_live) whose fence has passed (passed(fence) is asked only
   // of a fence that is not null), the latest freed first: taken out of the freed ones; null if there is none. For the
-  // side work forked at side_fork (0: the main stream's), only a block freed before that fork or by that side work.
+  // side work forked at side_fork (0: the main stream's), only a block freed before that fork.
   template <typename Passed>
   void* take(size_t size, Passed&& passed, uint64_t side_fork = 0) {
     auto it = freed_.find(size);
@@ -39,7 +39,7 @@ class BlockCache {
     std::vector<Freed>& blocks = it->second;
     for (size_t i = blocks.size(); i-- > 0;) {
       const Freed& b = blocks[i];
-      if (side_fork != 0 && b.forks >= side_fork && b.freer_fork != side_fork) continue;
+      if (side_fork != 0 && b.forks >= side_fork) continue;
       if (b.fence && !passed(b.fence)) continue;
       void* p = b.p;
       blocks.erase(blocks.begin() + static_cast<std::ptrdiff_t>(i));
@@ -51,13 +51,13 @@ class BlockCache {
   // p (size bytes) is in use, marked by `fence` (null: none).
   void add_live(void* p, size_t size, Fence fence) { live_[reinterpret_cast<uintptr_t>(p)] = Live{size, std::move(fence)}; }
 
-  // p goes to the freed ones with its fence, the number of forks so far and the fork of the side work open on the
-  // freeing thread (0: none); its size, or 0 where p is not a live block (then nothing changes).
-  size_t free(void* p, uint64_t forks = 0, uint64_t freer_fork = 0) {
+  // p goes to the freed ones with its fence and the number of forks so far; its size, or 0 where p is not a live
+  // block (then nothing changes).
+  size_t free(void* p, uint64_t forks = 0) {
     auto it = live_.find(reinterpret_cast<uintptr_t>(p));
     if (it == live_.end()) return 0;
     const size_t size = it->second.size;
-    freed_[size].push_back(Freed{p, std::move(it->second.fence), forks, freer_fork});
+    freed_[size].push_back(Freed{p, std::move(it->second.fence), forks});
     live_.erase(it);
     return size;
   }
@@ -99,8 +99,7 @@ class BlockCache {
   struct Freed {
     void* p;
     Fence fence;
-    uint64_t forks;       // forks so far when it was freed
-    uint64_t freer_fork;  // the fork of the side work open on the freeing thread (0: none)
+    uint64_t forks;  // forks so far when it was freed
   };
   std::map<size_t, std::vector<Freed>> freed_;  // rounded size -> blocks, the latest freed last
   std::map<uintptr_t, Live> live_;  // ordered: mark() finds a block by any address in it

@@ -247,7 +247,7 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
       gemm_or_zero(g, &gt);
     }
   }
-  if (!sg16) {
+  if (!sg16 && p.dx) {  // (only the dx product reads s·g from pd: dA reads g in f32)
     const OpPart part("pack s g", Device::CUDA);
     pack_bf16(gt.data(), Elem::F32, l.mr, p.scale, l.n, l.mr, sg, ldd);
   }

@@ -16,10 +16,10 @@
 // allocated for carries that SideWork's fence (an event recorded after its work),
 // and the cache hands it out again only once the event has completed (queried,
 // never waited for: another block, or a new one, serves meanwhile). And side
-// work takes only a block freed before its fork, or by its own thread while it
-// was open: another thread (the JS thread, while the model's pass runs on a
-// worker) may have queued main-stream work on a block after the fork and freed
-// it, and the side stream does not wait for that work (block_cache.h). When
+// work takes only a block freed before its fork: another thread (the JS thread,
+// while the model's pass runs on a worker) may have queued main-stream work on a
+// block after the fork and freed it, and the side stream does not wait for that
+// work (block_cache.h). When
 // cudaMalloc fails, the cache is released (after a device sync) and the
 // allocation retried once.
 // Stats (bytes in use, their peak, bytes held from the driver) serve the
@@ -202,7 +202,7 @@ void* hook_alloc(size_t bytes) {
   const size_t size = round_size(bytes);
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  // the latest freed block whose side work (if any) has run; for side work, one freed before its fork or by it
+  // the latest freed block whose side work (if any) has run; for side work, one freed before its fork
   void* p = c.blocks.take(size, fence_passed, t_open ? t_open->fork : 0);
   if (!p) {
     cudaError_t err = cudaMalloc(&p, size);
@@ -235,7 +235,7 @@ void hook_free(void* p) {
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
   // (0 for a block not ours: never happens; ignored rather than a crash)
-  c.in_use -= c.blocks.free(p, c.forks, t_open ? t_open->fork : 0);
+  c.in_use -= c.blocks.free(p, c.forks);
 }
 
 void hook_stats(uint64_t* in_use, uint64_t* peak, uint64_t* reserved, bool reset_peak) {
@@ -300,7 +300,12 @@ bool staged_upload(void* dst, const void* src, size_t bytes) {
   char* const slot = s.base + static_cast<size_t>(k) * kStageBytes;
   std::memcpy(slot, src, bytes);
   INSTILL_CUDA_CHECK(cudaMemcpyAsync(dst, slot, bytes, cudaMemcpyHostToDevice, main_stream()));
-  INSTILL_CUDA_CHECK(cudaEventRecord(s.done[k], main_stream()));
+  const cudaError_t err = cudaEventRecord(s.done[k], main_stream());
+  if (err != cudaSuccess) {  // (no event to wait for: the copy is waited for here, so nothing overwrites the slot early)
+    cudaStreamSynchronize(main_stream());
+    s.used[k] = false;
+    throw_cuda_error(err, "cudaEventRecord (a staged upload)", __FILE__, __LINE__);
+  }
   s.used[k] = true;
   s.next = (k + 1) % kStageSlots;
   return true;

@@ -991,10 +991,15 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     if (norm_g(l, kO, dres_packed_o, act)) set_norm_g(nb, l, kO);  // (o_proj's s·g, for its backward below)
     rmsnorm_backward(nb);
   }
-  // Attention: dres is now d(x2).
-  linear_backward(lin[kO], dres, a.att, a.u[kO], &s.datt, false, accumulate, s.tmp, dropout_seed(l, kO),
-                  a.att_packed ? &a.att : nullptr, dres_packed_o, norm_g(l, kO, dres_packed_o, act));
+  // Attention: dres is now d(x2). The first layer's input gradient reaches only the embedding, which changes only in
+  // full fine-tuning: otherwise the attention's backward serves only q/k/v's adapters, and with none of them o_proj
+  // makes no dx and the layer's backward ends here (the q/k/v products below make no dx in any case: dxn)
+  const bool first = l == 0 && !full_;
+  const bool qkv_lora = lin[kQ].has_lora || lin[kK].has_lora || lin[kV].has_lora;
+  linear_backward(lin[kO], dres, a.att, a.u[kO], first && !qkv_lora ? nullptr : &s.datt, false, accumulate, s.tmp,
+                  dropout_seed(l, kO), a.att_packed ? &a.att : nullptr, dres_packed_o, norm_g(l, kO, dres_packed_o, act));
   if (side) s.side_o = side_work_mark(device_);
+  if (first && !qkv_lora) return;
   Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
   Tensor att3 = a.att_packed ? Tensor() : a.att.reshape({n, c.H, c.D}), datt3 = s.datt.reshape({n, c.H, c.D});
   Tensor dq3 = s.dq.reshape({n, c.H, c.D}), dk3 = s.dk.reshape({n, c.KVH, c.D}), dv3 = s.dv.reshape({n, c.KVH, c.D});
@@ -1018,9 +1023,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     rmsnorm_backward(RmsnormBackwardArgs{&dk2, &kp, &lw.k_norm, &a.k_rstd, &dk2, false, full_ ? &lw.dk_norm : nullptr});
   }
   if (recompute) norm_forward(x, lw.ln1, a.xn1, a.xn1_packed, a.rstd1);
-  // The first layer's input gradient reaches only the embedding, which changes only in full fine-tuning: otherwise
-  // the q/k/v products make no dx and the norm below them has no backward
-  Tensor* const dxn = l > 0 || full_ ? &s.dxn : nullptr;
+  Tensor* const dxn = first ? nullptr : &s.dxn;  // (see `first` above: nor has the norm below them a backward)
   if (dqkv) {
     group_backward(l, 0, a.xn1, a, nullptr, dxn, accumulate, s, dqkv, a.xn1_packed ? &a.xn1 : nullptr);
   } else {

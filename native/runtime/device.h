@@ -58,7 +58,9 @@ struct DeviceMemoryHooks {
   void* (*alloc)(size_t bytes);
   void (*free)(void* p);
   void (*fill)(void* p, int byte, size_t bytes);  // memset, queued (later work and copies see it)
-  // Copies between this device and the host (or within the device), synchronous.
+  // Copies between this device and the host (or within the device): the host's side may be reused, and a read back
+  // has the bytes, when it returns. A host-to-device copy may still be queued then (CUDA's async_upload): work queued
+  // on the device's stream after it sees the bytes, and so does side work opened after it.
   void (*copy)(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes);
   // Bytes held by live buffers, their peak since the last reset, bytes held from
   // the driver (live + cached); reset_peak first sets the peak to what is in use.
@@ -84,8 +86,9 @@ const DeviceMemoryHooks* device_memory_hooks(Device d);
 bool device_available(Device d);
 // Why not (empty when available).
 std::string device_unavailable_reason(Device d);
-// memcpy between any two devices (synchronous); fill_bytes: memset on any device (on a
-// GPU queued on the backend's stream, like a kernel: copy_bytes waits for it).
+// memcpy between any two devices (as DeviceMemoryHooks::copy: the host's side done with when it returns, a small
+// upload perhaps still queued on the stream); fill_bytes: memset on any device (on a GPU queued on the backend's
+// stream, like a kernel: a copy after it sees it).
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void fill_bytes(void* p, Device device, int byte, size_t bytes);
 // Bytes new tensors on d could still get (DeviceMemoryHooks::available_bytes); the CPU: physical memory

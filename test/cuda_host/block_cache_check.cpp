@@ -41,8 +41,8 @@ int main() {
     b.add_live(block(0x1000), 512, nullptr);
     b.add_live(block(0x2000), 512, nullptr);
     b.add_live(block(0x3000), 1024, nullptr);
-    check(b.free(block(0x1000), 0, 0) == 512, "free gives the block's size");
-    check(b.free(block(0x2000), 3, 0) == 512, "free gives the block's size (after 3 forks)");
+    check(b.free(block(0x1000), 0) == 512, "free gives the block's size");
+    check(b.free(block(0x2000), 3) == 512, "free gives the block's size (after 3 forks)");
     check(b.free(block(0x9000)) == 0, "freeing an address that is no live block gives 0");
     check(b.take(2048, passed) == nullptr, "no block of another size is handed out");
     check(b.take(512, passed) == block(0x2000), "the latest freed block first");
@@ -67,16 +67,14 @@ int main() {
   }
   {  // side work forked at fork 4 (the fourth fork): which freed blocks it may take
     BlockCache<FenceRef> b;
-    for (uintptr_t a : {0x1000u, 0x2000u, 0x3000u, 0x4000u}) b.add_live(block(a), 512, nullptr);
-    b.free(block(0x1000), 3, 0);  // freed before fork 4 on any thread: its main-stream work is behind the fork
-    b.free(block(0x2000), 4, 4);  // freed after fork 4 on the side work's own thread, while it was open
-    b.free(block(0x3000), 4, 0);  // freed after fork 4 by another thread (the race: main-stream work may follow it)
-    b.free(block(0x4000), 5, 5);  // freed inside a later side work
-    check(b.take(512, passed, 4) == block(0x2000), "side work takes a block its own thread freed while it was open");
-    check(b.take(512, passed, 4) == block(0x1000), "and one freed before its fork");
-    check(b.take(512, passed, 4) == nullptr, "but none another thread freed after its fork, nor a later side work's");
-    check(b.take(512, passed, 5) == block(0x4000), "the later side work takes its own");
-    check(b.take(512, passed, 6) == block(0x3000), "side work forked after the other thread's free takes that block");
+    for (uintptr_t a : {0x1000u, 0x2000u, 0x3000u}) b.add_live(block(a), 512, nullptr);
+    b.free(block(0x1000), 3);  // freed before fork 4, on any thread: its main-stream work is behind the fork
+    b.free(block(0x2000), 4);  // freed after fork 4 (main-stream work queued after the fork may still use it)
+    b.free(block(0x3000), 5);  // freed after fork 5
+    check(b.take(512, passed, 4) == block(0x1000), "side work takes a block freed before its fork");
+    check(b.take(512, passed, 4) == nullptr, "but none freed after its fork");
+    check(b.take(512, passed, 5) == block(0x2000), "side work forked after a free takes that block");
+    check(b.take(512, passed, 6) == block(0x3000), "and the next one likewise");
   }
   {  // the race the rule is for, step by step: the JS thread frees x after the model's worker forked side work
     BlockCache<FenceRef> b;
@@ -84,7 +82,7 @@ int main() {
     b.add_live(block(0x1000), 4096, nullptr);  // x: the JS thread queues a main-stream kernel on it ...
     const uint64_t fork = ++forks;             // ... the worker forks side work (the side stream waits for the
                                                // main stream up to here, not for the kernel queued next) ...
-    b.free(block(0x1000), forks, 0);           // ... the JS thread queues another kernel on x and drops it
+    b.free(block(0x1000), forks);              // ... the JS thread queues another kernel on x and drops it
     check(b.take(4096, passed, fork) == nullptr, "the side work's allocation does not get x (it would race the kernel)");
     check(b.take(4096, passed) == block(0x1000), "the main stream's next allocation does (its kernels run in order)");
   }

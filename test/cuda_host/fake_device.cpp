@@ -266,7 +266,7 @@ const DeviceMemoryHooks& memory_hooks() {
       [](size_t bytes) {
         const size_t size = round_block(bytes);
         void* p = blocks.take(size, [](const FakeFenceRef& f) { return f->ran; },
-                              side_open ? side_scopes.back().fork : 0);  // (one thread: every block qualifies)
+                              side_open ? side_scopes.back().fork : 0);  // (for side work: freed before its fork)
         if (p) std::memset(p, 0xff, size);  // (handed out again: poisoned as a new one)
         else p = host_alloc(size);
         blocks.add_live(p, size, side_open ? side_scopes.back().fence : nullptr);  // (allocated for side work)
@@ -276,7 +276,7 @@ const DeviceMemoryHooks& memory_hooks() {
         if (!p) return;
         const FakeFenceRef* f = blocks.fence_of(p);
         const bool pending = f && *f && !(*f)->ran;  // side work still to read or write it: it keeps its bytes
-        const size_t size = blocks.free(p, side_forks, side_open ? side_scopes.back().fork : 0);
+        const size_t size = blocks.free(p, side_forks);
         if (!pending) std::memset(p, 0xff, size);
       },
       [](void* p, int byte, size_t bytes) { std::memset(p, byte, bytes); },

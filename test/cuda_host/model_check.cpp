@@ -357,11 +357,12 @@ void run_piece(const Case& cs) {
   // (3: xn1, xn2 and h, the layers' own) and their forwards s·u there from u's product (3); factor_pack: each group's one launch of B and A (2),
   // o_proj's B and A below W (2) and down_proj's B (1), less the pass's one launch for all; attn_pack: o_proj's x (1),
   // and with fewer_packs o_proj's s·u (forward and dB) in its packed x as the groups' and down_proj's (2); dqkv_pack:
-  // the q/k/v group's dy (3).
+  // the q/k/v group's dy (3). Less one with fewer_packs: the first layer's q/k/v group makes no dx (nothing reads it
+  // without full fine-tuning), so its s·g is packed for nothing even without the piece.
   if (cs.mask == (1u << kNumTargets) - 1 && cs.acts == nullptr && exact && !cs.checkpointing && !cs.accumulate && cs.dropout == 0.f) {
     const int below_w = ((w.c.H * w.c.D) % 8 == 0) + (w.c.F % 8 == 0), L = static_cast<int>(w.c.L);
     const int px = 3 + (attn ? 1 : 0);  // the packed x's whose s·u the forward writes and dB reads (att's with attn_pack)
-    const int want = (fewer ? (below_w + 6 + 4 + px + px) * L : 0) + (factor ? (2 + 2 + below_w) * L - 1 : 0) + (attn ? L : 0) +
+    const int want = (fewer ? (below_w + 6 + 4 + px + px) * L - 1 : 0) + (factor ? (2 + 2 + below_w) * L - 1 : 0) + (attn ? L : 0) +
                      (dqkv ? 3 * L : 0);
     expect(packs_off - packs_on == want, "packs saved: " + std::to_string(packs_off - packs_on) + ", expected " + std::to_string(want));
   }

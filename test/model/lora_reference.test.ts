@@ -116,6 +116,38 @@ describe.skipIf(!haveFixture(REF))(`LoRA reference (${REF})`, () => {
     expect(p.calls.rmsnorm_backward).toBe(1 + 2 * model.spec.numLayers - (qkv > 0 ? 1 : 0));
   });
 
+  it('without q/k/v adapters the first layer has no attention backward; the other adapters\' gradients are unchanged', async () => {
+    // the same adapters on o, gate, up, down, once with q_proj adapted too (its B zero, as PEFT starts it: the forward
+    // is the same), where the first layer's attention backward runs for q's gradients, once without
+    const shared = ['o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+    const make = async (targets: readonly (typeof LORA_TARGETS)[number][]) => {
+      const m = await loadModel(fixturePath(MODEL_DIR));
+      m.addLora({ r: 4, alpha: 8, targetModules: [...targets], seed: 7 });
+      const w = m.adapterWeights();
+      for (const n of Object.keys(w)) {
+        if (n.includes('q_proj')) continue;  // (q's A as drawn, its B zero)
+        w[n] = w[n].map((_, i) => 0.01 * Math.sin(i + n.length));
+      }
+      m.setAdapterWeights(w);
+      return m;
+    };
+    const without = await make(shared), withQ = await make(['q_proj', ...shared]);
+    const a = await withOpProfile(() => without.lossAndGrads({ inputIds, labels }));
+    const b = await withOpProfile(() => withQ.lossAndGrads({ inputIds, labels }));
+    const L = without.spec.numLayers;
+    expect(a.calls.attention_backward).toBe(L - 1);
+    expect(b.calls.attention_backward).toBe(L);
+    expect(a.value.loss).toBe(b.value.loss);
+    let compared = 0;
+    for (const n of Object.keys(a.value.grads)) {
+      expect(relError(a.value.grads[n], b.value.grads[n]), n).toBeLessThan(1e-6);
+      compared++;
+    }
+    expect(compared).toBe(shared.length * L * 2);
+    // and q's A has a gradient (its B is zero, so A's is zero: B's is not), which the attention backward gave
+    expect(b.value.grads['base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight'].some((x) => x !== 0)).toBe(true);
+  });
+
   it.skipIf(process.env.INSTILL_LORA_REFERENCE !== undefined)('loss without LoRA matches the base model loss in the .md (4.553)', async () => {
     const base = await loadModel(fixturePath(MODEL_DIR));
     const r = await base.lossAndGrads({ inputIds, labels });
