@@ -17,7 +17,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=async_upload', () => {
     withEnv('INSTILL_CUDA_NEXT', ON, () => {
       // every size from one element to a whole slot (65536 floats), then the larger ones, made before the GPU is busied
       const sizes = Array.from({ length: 400 }, (_, i) => (i >= 392 ? 262144 + i : 1 + ((i * 7919) % 65536)));
-      const value = (i: number, j: number) => i * 1e5 + (j % 977);
+      const value = (i: number, j: number) => i * 2000 + (j % 977);  // (integers below 2^24: exact in f32)
       const data = sizes.map((n, i) => Float32Array.from({ length: n }, (_, j) => value(i, j)));
       // ~20 ms of products on an H100 (12 of 8192³ in bf16), queued first: the host queues the small uploads long
       // before the GPU reaches them, so from the 17th on each waits for the copy that used its slot last
@@ -39,6 +39,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=async_upload', () => {
 
   it('the model\'s pass (its input, loss-row and table uploads through the slots) gives the default\'s bits', async () => {
     const m = pieceLoraModel(pieceModelConfig(208, 560), 29, (i) => 0.01 * Math.sin(i + 1));
+    await withEnv('INSTILL_CUDA_NEXT', 'default', () => m.lossAndGrads(PIECE_BATCH));  // (W into the kept matrices)
     const plain = await withEnv('INSTILL_CUDA_NEXT', 'default', () => m.lossAndGrads(PIECE_BATCH));
     for (let k = 0; k < 3; ++k) {
       const got = await withEnv('INSTILL_CUDA_NEXT', ON, () => m.lossAndGrads(PIECE_BATCH));
