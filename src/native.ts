@@ -251,6 +251,13 @@ export const packageRoot: string = (() => {
 })();
 
 let addon: NativeAddon | undefined;
+let addonFrom = '';
+
+/** Where the loaded addon came from: its file, or node-gyp-build's prebuilds (loads it first). */
+export function addonLocation(): string {
+  native();
+  return addonFrom;
+}
 
 /** Where a local build of the addon may be, in the order they are tried. */
 export function addonPaths(): string[] {
@@ -265,6 +272,7 @@ export function native(): NativeAddon {
   for (const candidate of addonPaths()) {
     try {
       loaded = require(candidate) as NativeAddon;
+      addonFrom = candidate;
       break;
     } catch (err) {
       tried.push(`${candidate}: ${(err as Error).message.split('\n')[0]}`);
@@ -274,6 +282,7 @@ export function native(): NativeAddon {
     try {
       const load = require('node-gyp-build') as (dir: string) => unknown;
       loaded = load(packageRoot) as NativeAddon;
+      addonFrom = `prebuilds (node-gyp-build, ${join(packageRoot, 'prebuilds')})`;
     } catch (err) {
       tried.push(`prebuilds via node-gyp-build(${packageRoot}): ${(err as Error).message.split('\n')[0]}`);
     }

@@ -17,6 +17,7 @@ const commands: Record<string, Command> = {
   data: { summary: 'instruction data: `instill data inspect --model DIR --data FILE [--json]`', load: () => import('./data.js') },
   train: { summary: 'LoRA instruction tuning: `instill train [--config FILE.yaml] --model DIR --data FILE --output DIR`', load: () => import('./train.js') },
   merge: { summary: 'merge a LoRA adapter into its base: `instill merge --model DIR --adapter DIR --out DIR`', load: () => import('./merge.js') },
+  info: { summary: 'what this installation sees: version, native addon, CPU, and the GPU (or why none): `instill info`', load: () => import('./info.js') },
 };
 
 function usage(): string {
