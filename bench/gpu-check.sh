@@ -164,6 +164,7 @@ PY
 )
 export INSTILL_CUBLASLT INSTILL_CUBLASLT_VERBOSE=1
 note "cuBLASLt: ${INSTILL_CUBLASLT:-not found (WMMA GEMM only)}"
+node bin/instill.js info 2>&1 | grep -v '^  kernel pieces' | tee -a "$OUT/gpu.txt"  # (the GPU and its GEMM, as a user sees them)
 
 echo "== GPU tests $(elapsed)"
 export INSTILL_FIXTURES="$ROOT/.fixtures"
