@@ -280,9 +280,12 @@ export function native(): NativeAddon {
   }
   if (!loaded) {
     try {
-      const load = require('node-gyp-build') as (dir: string) => unknown;
-      loaded = load(packageRoot) as NativeAddon;
-      addonFrom = `prebuilds (node-gyp-build, ${join(packageRoot, 'prebuilds')})`;
+      const load = require('node-gyp-build') as ((dir: string) => unknown) & { path(dir: string): string };
+      const found = load(packageRoot) as NativeAddon;
+      // (node-gyp-build takes any addon in build/Release, such as the benchmarks' reference one: not ours)
+      if (typeof found?.init !== 'function') throw new Error(`${load.path(packageRoot)} is not the instill addon`);
+      loaded = found;
+      addonFrom = `${load.path(packageRoot)} (node-gyp-build)`;
     } catch (err) {
       tried.push(`prebuilds via node-gyp-build(${packageRoot}): ${(err as Error).message.split('\n')[0]}`);
     }

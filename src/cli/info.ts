@@ -1,9 +1,11 @@
 // `instill info`: what this installation sees, for "is my GPU used?" and for bug reports: the version, the native
 // addon and where it was loaded from, the CPU (threads, instruction set), and the GPU: which one, what runs its matrix
 // products (cuBLASLt or the slower fallback, and why), the memory instill holds on it and the kernel pieces on; or why
-// no GPU is usable. `--json` prints the same as one object.
+// no GPU is usable. `--json` prints the same as one object. Where the addon does not load, the version, Node and why
+// (exit status 1).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { ErrorCode, InstillError } from '../errors.js';
 import { runtime } from '../runtime.js';
 import { addonLocation, native, packageRoot } from '../native.js';
 import { parseCommandArgs } from './args.js';
@@ -35,13 +37,15 @@ export interface InfoReport {
   gpuUnavailable: string | null;
 }
 
+const packageVersion = () => (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+const nodeVersion = () => `${process.version} (N-API ${process.versions.napi})`;
+
 export function infoReport(): InfoReport {
-  const version = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
   const rt = runtime.info();
   const cuda = rt.cuda;
   return {
-    version,
-    node: `${process.version} (N-API ${process.versions.napi})`,
+    version: packageVersion(),
+    node: nodeVersion(),
     addon: addonLocation(),
     cpu: { threads: rt.threads, isa: rt.isa, isas: rt.isas, hostCacheBytes: rt.hostCache.bytes },
     gpu: cuda ? { ...cuda, memory: runtime.deviceMemory('cuda'), pieces: runtime.nextKernels() } : null,
@@ -57,7 +61,16 @@ export async function run(argv: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const r = infoReport();
+  let r: InfoReport;
+  try {
+    r = infoReport();
+  } catch (err) {
+    // the addon did not load: what a bug report needs most, so say what can be said without it, and why
+    if (!(err instanceof InstillError) || err.code !== ErrorCode.LOAD) throw err;
+    const partial = { version: packageVersion(), node: nodeVersion(), addon: null, error: err.message };
+    console.log(values.json ? JSON.stringify(partial, null, 2) : `instill ${partial.version}, Node ${partial.node}\nnative addon: not loaded: ${err.message}`);
+    return 1;
+  }
   if (values.json) {
     console.log(JSON.stringify(r, null, 2));
     return 0;
