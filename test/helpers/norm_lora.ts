@@ -24,6 +24,15 @@ export interface NormUCase {
   scale: number;  // s
 }
 
+// Data as an f32 (on) or bf16 (bf) tensor on `device`.
+function placer(device: 'cpu' | 'cuda') {
+  const on = (data: Float32Array, shape: number[], dtype: 'f32' | 'bf16' = 'f32') => {
+    const t = Tensor.from(data, shape, { dtype });
+    return device === 'cpu' ? t : t.to(device);
+  };
+  return { on, bf: (data: Float32Array, shape: number[]) => on(data, shape, 'bf16') };
+}
+
 const bitsOf = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
 
 /** The values the fused kernel writes besides its narrow product against the plain kernel's: the same bits on the CPU
@@ -82,10 +91,10 @@ export function checkNormU(device: 'cpu' | 'cuda', cs: NormUCase, seed: number):
   const { n, c, ld, aRows, lda, row0, rows, scale } = cs;
   const eps = 1e-5;
   const x = randn(r, n * c, 1.5), w = randn(r, c, 1), a = randn(r, aRows * lda, 0.2);
-  const on = (t: Tensor) => (device === 'cpu' ? t : t.to(device));
-  const xt = on(Tensor.from(x, [n, c])), wt = on(Tensor.from(w, [c]));
-  const at = on(Tensor.from(a, [aRows, lda], { dtype: 'bf16' }));
-  const packed = on(Tensor.from(new Float32Array(n * ld).fill(NaN), [n, ld], { dtype: 'bf16' }));
+  const { on, bf } = placer(device);
+  const xt = on(x, [n, c]), wt = on(w, [c]);
+  const at = bf(a, [aRows, lda]);
+  const packed = bf(new Float32Array(n * ld).fill(NaN), [n, ld]);
   const rstd = A.opRmsnormPacked(handleOf(xt), handleOf(wt), eps, handleOf(packed), handleOf(at), row0, rows, scale);
   const plain = A.opRmsnorm(handleOf(xt), handleOf(wt), eps, 'bf16');
   const got = packed.to('cpu').toArray() as Float32Array;
@@ -123,13 +132,13 @@ export function checkNormG(device: 'cpu' | 'cuda', cs: NormGCase, seed: number):
   const { n, c, ld, bRows, ldb, col0, rows, scale, accumulate } = cs;
   const x = randn(r, n * c, 1.5), w = randn(r, c, 1), dy = randn(r, n * c, 1), dx0 = randn(r, n * c, 1);
   const b = randn(r, bRows * ldb, 0.2);
-  const on = (t: Tensor) => (device === 'cpu' ? t : t.to(device));
-  const xt = on(Tensor.from(x, [n, c])), wt = on(Tensor.from(w, [c])), dyt = on(Tensor.from(dy, [n, c]));
-  const bt = on(Tensor.from(b, [bRows, ldb], { dtype: 'bf16' }));
+  const { on, bf } = placer(device);
+  const xt = on(x, [n, c]), wt = on(w, [c]), dyt = on(dy, [n, c]);
+  const bt = bf(b, [bRows, ldb]);
   const rstd = A.opRmsnorm(handleOf(xt), handleOf(wt), 1e-5).rstd;
   const run = (withG: boolean) => {
-    const dx = on(Tensor.from(dx0, [n, c]));
-    const packed = on(Tensor.from(new Float32Array(n * ld).fill(NaN), [n, ld], { dtype: 'bf16' }));
+    const dx = on(dx0, [n, c]);
+    const packed = bf(new Float32Array(n * ld).fill(NaN), [n, ld]);
     if (withG) A.opRmsnormBackwardPacked(handleOf(dyt), handleOf(xt), handleOf(wt), rstd, handleOf(dx), accumulate, handleOf(packed), handleOf(bt), col0, rows, scale);
     else A.opRmsnormBackwardPacked(handleOf(dyt), handleOf(xt), handleOf(wt), rstd, handleOf(dx), accumulate, handleOf(packed));
     const out = { dx: dx.to('cpu').toArray() as Float32Array, packed: packed.to('cpu').toArray() as Float32Array };
@@ -166,8 +175,7 @@ export function checkSwigluG(device: 'cpu' | 'cuda', cs: SwigluGCase, seed: numb
   const A = native();
   const r = rng(seed);
   const { n, f, ld, ldb, col0, rank, scale } = cs;
-  const on = (t: Tensor) => (device === 'cpu' ? t : t.to(device));
-  const bf = (data: Float32Array, shape: number[]) => on(Tensor.from(data, shape, { dtype: 'bf16' }));
+  const { bf } = placer(device);
   const dout = bf(randn(r, n * f, 1), [n, f]), gate = bf(randn(r, n * f, 2), [n, f]), up = bf(randn(r, n * f, 1), [n, f]);
   const bt = bf(randn(r, 2 * f * ldb, 0.2), [2 * f, ldb]);
   const run = (withG: boolean) => {
@@ -205,8 +213,7 @@ export function checkSwigluU(device: 'cpu' | 'cuda', cs: SwigluUCase, seed: numb
   const A = native();
   const r = rng(seed);
   const { n, f, ld, aRows, row0, rows, scale } = cs;
-  const on = (t: Tensor) => (device === 'cpu' ? t : t.to(device));
-  const bf = (data: Float32Array, shape: number[]) => on(Tensor.from(data, shape, { dtype: 'bf16' }));
+  const { bf } = placer(device);
   const gate = bf(randn(r, n * f, 2), [n, f]), up = bf(randn(r, n * f, 1), [n, f]), at = bf(randn(r, aRows * f, 0.2), [aRows, f]);
   const run = (withU: boolean) => {
     const packed = bf(new Float32Array(n * ld).fill(NaN), [n, ld]);
