@@ -233,10 +233,12 @@ bench() {  # name timeout command...
 # no faster, and `skinny` (run 19: 1.059x), and added `ce_wide`, `attn_pack` and `dqkv_pack`; stop 25 added `ce_bf16`
 # (with it on, `ce_wide` changes only a loss without gradients), `side_grads` and `group_fork`; stop 26 `flash_wgmma`,
 # `dq_wgmma`, `dkv_wgmma` and `wgmma_mn` (where its tests fail, the three run on transposed copies); stop 28 `norm_u`,
-# `norm_g`, `swiglu_g` and `swiglu_u`; stop 29 `async_upload` (below the A/B's noise alone: promoted on its tests, and a NEXT_SET no slower).
+# `norm_g`, `swiglu_g` and `swiglu_u`; stop 29 `async_upload` (below the A/B's noise alone: promoted on its tests, and a NEXT_SET no slower);
+# stop 30 `pdl` (every kernel a programmatic dependent launch on compute capability 9.0: the ops benchmark's kernel chain
+# times it per kernel, with and without; promoted on its tests, that chain, and a NEXT_SET no slower).
 # With NEXT_SET the default alone and no NEXT_AB
 # there is no next-kernel A/B (it would time the default against itself). A new piece adds its name here.
-NEXT_SET="default,ce_wide,attn_pack,dqkv_pack,ce_bf16,side_grads,group_fork,flash_wgmma,dq_wgmma,dkv_wgmma,wgmma_mn,norm_u,norm_g,swiglu_g,swiglu_u,async_upload"
+NEXT_SET="default,ce_wide,attn_pack,dqkv_pack,ce_bf16,side_grads,group_fork,flash_wgmma,dq_wgmma,dkv_wgmma,wgmma_mn,norm_u,norm_g,swiglu_g,swiglu_u,async_upload,pdl"
 if [[ -z "${NEXT_AB:-}" && "$NEXT_SET" == default ]]; then
   note "no piece waits (NEXT_SET=default): no next-kernel A/B in this call (NEXT_AB=... names pieces to A/B)"
   NEXT_ON=0

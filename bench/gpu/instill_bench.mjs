@@ -248,6 +248,45 @@ if (what === 'lora') {
     timed('swiglu fwd into packed x', () => n.opSwigluPacked(handleOf(gate), handleOf(up), handleOf(hp)));
     timed('swiglu fwd into packed x, s·u besides (16 columns: swiglu_u)', () => n.opSwigluPacked(handleOf(gate), handleOf(up), handleOf(hp), handleOf(ad), 0, R, 2));
   }
+  // INSTILL_CUDA_NEXT=pdl (stop 30) at the kernel level: a chain of the 1B step's elementwise kernels, each reading what
+  // the one before wrote (rmsnorm of (T, C), SwiGLU and its backward on (T, C) bf16, a row gather), 40 rounds (160
+  // launches) a call, with and without the piece, alternating, in this one process (the variable is read at every
+  // launch). The difference a kernel is what a programmatic launch saves at a kernel boundary (on compute capability
+  // 9.0; elsewhere the two are the same launches). Left out where pdl's tests failed.
+  if (!skipped.includes('pdl') && !skipped.includes('all') && process.env.INSTILL_CUDA_NEXT === undefined) {
+    const x0 = gpu(randn(T * C), [T, C]), w = gpu(randn(C), [C]);
+    const ids = Tensor.from(Int32Array.from({ length: T }, (_, i) => (i * 7) % T), [T], { dtype: 'i32', device });
+    const rounds = 40;
+    const chain = () => {
+      let x = handleOf(x0);
+      for (let k = 0; k < rounds; k++) {
+        const { y, rstd } = n.opRmsnorm(x, handleOf(w), 1e-5, 'bf16');
+        const s = n.opSwiglu(y, y);
+        const { dgate, dup } = n.opSwigluBackward(s, y, y);
+        const next = n.opEmbedding(handleOf(ids), dup);
+        for (const t of [y, rstd, s, dgate, dup]) t.dispose();
+        if (x !== handleOf(x0)) x.dispose();
+        x = next;
+      }
+      if (x !== handleOf(x0)) x.dispose();
+    };
+    const runs = { default: [], 'default,pdl': [] };
+    try {
+      for (let rep = 0; rep < 3; rep++) {
+        for (const next of Object.keys(runs)) {
+          process.env.INSTILL_CUDA_NEXT = next;
+          runs[next].push(timeQueuedMs(chain, sync, 2, 5, 4));
+        }
+      }
+    } finally {
+      delete process.env.INSTILL_CUDA_NEXT;
+    }
+    for (const [next, ts] of Object.entries(runs)) {
+      const ms = ts.map((t) => t.ms).sort((a, b) => a - b);
+      emit({ bench: `op kernel chain (rmsnorm, swiglu, swiglu bwd, gather; T 2048, C 2048), us a kernel [${next}]`,
+        impl: `instill ${device} (${gemm})`, ms: ms[1], min_ms: ms[0], max_ms: ms[2], us_per_kernel: (1000 * ms[1]) / (4 * rounds) });
+    }
+  }
   if (process.env.INSTILL_CUDA_ATTENTION === undefined && process.env.INSTILL_CUDA_NEXT === undefined &&
       process.env.INSTILL_BENCH_SKIP_PIECES !== 'all') {
     // Last (a kernel that faults poisons the process's CUDA context): the attention's kernels one set at a time

@@ -34,6 +34,7 @@ constexpr int kAdamwThreads = 256;
 __global__ void __launch_bounds__(kAdamwThreads)
     adamw_kernel(const AdamwChunk* __restrict__ chunks, double lr, double beta1, double beta2, double eps,
                  double weight_decay, double bc1, double sqrt_bc2, double grad_scale) {
+  pdl_enter();
   const AdamwChunk c = chunks[blockIdx.x];
   for (int64_t i = threadIdx.x; i < c.n; i += kAdamwThreads) {
     double p = c.p[i], g = c.g[i];
@@ -69,6 +70,7 @@ struct SquaresChunk {
 
 // Block b sums the squares of its chunk (kSumSquaresChunk elements or a tensor's tail) into out[b].
 __global__ void chunk_squares_kernel(const SquaresChunk* __restrict__ chunks, double* out) {
+  pdl_enter();
   const SquaresChunk c = chunks[blockIdx.x];
   double acc = 0.0;
   for (int64_t i = threadIdx.x; i < c.n; i += kReduceThreads) acc += static_cast<double>(c.x[i]) * c.x[i];
@@ -77,6 +79,7 @@ __global__ void chunk_squares_kernel(const SquaresChunk* __restrict__ chunks, do
 }
 
 __global__ void sum_kernel(const double* x, int64_t n, double* out) {
+  pdl_enter();
   double acc = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += kReduceThreads) acc += x[i];
   const double total = block_sum(acc);
@@ -106,10 +109,9 @@ void adamw_step(const AdamwArgs& a) {
   const Tensor table = upload(chunks);
   const double t = static_cast<double>(a.step);
   const double bc1 = 1.0 - std::pow(a.beta1, t), bc2 = 1.0 - std::pow(a.beta2, t);
-  adamw_kernel<<<static_cast<unsigned>(chunks.size()), kAdamwThreads, 0, stream()>>>(
-      reinterpret_cast<const AdamwChunk*>(table.data()), a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, bc1,
-      std::sqrt(bc2), a.grad_scale);
-  check_launch("adamw_kernel");
+  launch("adamw_kernel", adamw_kernel, static_cast<unsigned>(chunks.size()), kAdamwThreads, 0, stream(),
+         reinterpret_cast<const AdamwChunk*>(table.data()), a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, bc1,
+         std::sqrt(bc2), a.grad_scale);
 }
 
 double sum_squares(const SumSquaresArgs& a) {
@@ -124,11 +126,9 @@ double sum_squares(const SumSquaresArgs& a) {
   const Tensor table = upload(chunks);
   Tensor partial = Tensor::empty({2 * (slots + 1)}, DType::F32, Device::CUDA);  // doubles
   double* part = reinterpret_cast<double*>(partial.data_as<float>());
-  chunk_squares_kernel<<<static_cast<unsigned>(slots), kReduceThreads, 0, stream()>>>(
-      reinterpret_cast<const SquaresChunk*>(table.data()), part);
-  check_launch("chunk_squares_kernel");
-  sum_kernel<<<1, kReduceThreads, 0, stream()>>>(part, slots, part + slots);
-  check_launch("sum_kernel");
+  launch("chunk_squares_kernel", chunk_squares_kernel, static_cast<unsigned>(slots), kReduceThreads, 0, stream(),
+         reinterpret_cast<const SquaresChunk*>(table.data()), part);
+  launch("sum_kernel", sum_kernel, 1, kReduceThreads, 0, stream(), part, slots, part + slots);
   double result = 0.0;
   copy_bytes(&result, Device::CPU, part + slots, Device::CUDA, sizeof(double));  // waits for the stream
   return result;

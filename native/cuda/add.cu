@@ -9,12 +9,14 @@ namespace cuda {
 
 namespace {
 __global__ void add_kernel(const float* a, const float* b, float* out, int64_t begin, int64_t n) {
+  pdl_enter();
   for (int64_t i = begin + blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     out[i] = a[i] + b[i];
 }
 // 4 elements a thread (16-byte loads and stores) over the first n4·4 elements, every pointer 16-byte aligned.
 __global__ void add_kernel4(const float4* a, const float4* b, float4* out, int64_t n4) {
+  pdl_enter();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n4;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float4 x = a[i], y = b[i];
@@ -22,6 +24,7 @@ __global__ void add_kernel4(const float4* a, const float4* b, float4* out, int64
   }
 }
 __global__ void bias_add_kernel(float* y, const float* bias, int64_t n, int64_t C) {  // y (N, C) +=, bias (C)
+  pdl_enter();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     y[i] += bias[i % C];
@@ -36,22 +39,19 @@ void add(const AddArgs& p) {
   int64_t begin = 0;
   if (n >= 4 && aligned16({a, b, out})) {
     begin = n / 4 * 4;
-    add_kernel4<<<grid_1d(n / 4, 256), 256, 0, stream()>>>(reinterpret_cast<const float4*>(a),
-                                                          reinterpret_cast<const float4*>(b),
-                                                          reinterpret_cast<float4*>(out), n / 4);
-    check_launch("add_kernel4");
+    launch("add_kernel4", add_kernel4, grid_1d(n / 4, 256), 256, 0, stream(), reinterpret_cast<const float4*>(a),
+           reinterpret_cast<const float4*>(b), reinterpret_cast<float4*>(out), n / 4);
   }
   if (begin < n) {
-    add_kernel<<<grid_1d(n - begin, 256), 256, 0, stream()>>>(a, b, out, begin, n);
-    check_launch("add_kernel");
+    launch("add_kernel", add_kernel, grid_1d(n - begin, 256), 256, 0, stream(), a, b, out, begin, n);
   }
 }
 
 void bias_add(const BiasAddArgs& p) {
   const int64_t n = p.y->numel(), C = p.bias->numel();
   if (n == 0 || C == 0) return;
-  bias_add_kernel<<<grid_1d(n, 256), 256, 0, stream()>>>(p.y->data_as<float>(), p.bias->data_as<float>(), n, C);
-  check_launch("bias_add_kernel");
+  launch("bias_add_kernel", bias_add_kernel, grid_1d(n, 256), 256, 0, stream(), p.y->data_as<float>(),
+         p.bias->data_as<float>(), n, C);
 }
 
 }  // namespace cuda

@@ -25,6 +25,7 @@ constexpr int kWarpsPerBlock = 4;
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     attention_decode_kernel(const float* q, const float* kc, const float* vc, float* out, int64_t n, int64_t H,
                             int64_t KVH, int64_t D, int64_t start, int64_t window, float scale) {
+  pdl_enter();
   const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = static_cast<int>(threadIdx.x % 32);
   if (warp >= n * H) return;  // whole warps leave together (blockDim is a multiple of 32)
@@ -80,12 +81,12 @@ void attention_decode(const AttentionDecodeArgs& p) {
                                      cudaMemcpyDeviceToDevice, stream()));
   INSTILL_CUDA_CHECK(cudaMemcpyAsync(p.v_cache->data_as<float>() + offset, p.v->data(), rows_bytes,
                                      cudaMemcpyDeviceToDevice, stream()));
+  pdl_barrier();
   const int64_t warps = n * H;
   const unsigned blocks = static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
-  attention_decode_kernel<<<blocks, kWarpsPerBlock * 32, 0, stream()>>>(
-      p.q->data_as<float>(), p.k_cache->data_as<float>(), p.v_cache->data_as<float>(), p.out->data_as<float>(), n, H,
-      KVH, D, p.start, p.window, p.scale);
-  check_launch("attention_decode_kernel");
+  launch("attention_decode_kernel", attention_decode_kernel, blocks, kWarpsPerBlock * 32, 0, stream(),
+         p.q->data_as<float>(), p.k_cache->data_as<float>(), p.v_cache->data_as<float>(), p.out->data_as<float>(), n, H,
+         KVH, D, p.start, p.window, p.scale);
 }
 
 }  // namespace cuda

@@ -96,6 +96,7 @@ namespace {
 // two m-tiles a warp, FA2's 128 queries a CTA; runs 14–16 measured it no faster, and stop 22 took it out.)
 template <int D, bool kPipe, bool kIo16 = false>
 __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p) {
+  pdl_enter();
   static_assert(!kIo16 || kPipe, "bf16 activations stream K / V from themselves: pipelined");
   constexpr int S = D + 8;
   constexpr int KS = D / 16;  // k-steps over the head dim
@@ -227,6 +228,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_kernel(const AttnParams p)
 // kIo16 (bf16 activations; pipelined only): Q and dO from q16 / do16, dq to dq16.
 template <int D, int BN, bool kPipe, bool kIo16 = false>
 __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) {
+  pdl_enter();
   static_assert(!kIo16 || kPipe, "bf16 activations stream K / V from themselves: pipelined");
   constexpr int S = D + 8;
   constexpr int KS = D / 16;
@@ -341,6 +343,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(const AttnParams p) 
 // kIo16 (bf16 activations; pipelined only): K, V from k16 / v16 (Q, dO stream from q16 / do16 as pipelined).
 template <int D, int BQ, bool kPipe, bool kIo16 = false>
 __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p, const DkvTarget t) {
+  pdl_enter();
   static_assert(!kIo16 || kPipe, "bf16 activations stream Q / dO from themselves: pipelined");
   constexpr int S = D + 8;
   constexpr int KS = D / 16;
@@ -512,6 +515,7 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_kernel(const AttnParams p,
 template <typename Out = float>
 __global__ void flash_dkv_reduce_kernel(const float* dk_part, const float* dv_part, int64_t N, int64_t KVH,
                                         int64_t rep, int64_t D, Out* dk, Out* dv, int64_t ldv) {
+  pdl_enter();
   const int64_t quads = N * KVH * (D / 4);
   for (int64_t x = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; x < quads;
        x += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -535,8 +539,7 @@ template <int D, bool kPipe, bool kIo16 = false>
 void forward_d(const AttnParams& p, cudaStream_t s) {
   const size_t smem = (kPipe ? 4 : 2) * tile_bytes(D, kRows);  // the Q tile fits in two
   allow_smem(flash_fwd_kernel<D, kPipe, kIo16>, smem, "flash_fwd_kernel");
-  flash_fwd_kernel<D, kPipe, kIo16><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p);
-  check_launch("flash_fwd_kernel");
+  launch("flash_fwd_kernel", flash_fwd_kernel<D, kPipe, kIo16>, grid_of(p.N, p.H, kRows), kThreads, smem, s, p);
 }
 
 template <int D, bool kPipe, bool kIo16 = false>
@@ -555,8 +558,7 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
       constexpr int kKv = kPipe ? 2 * BN : BN;
       const size_t smem = 2 * tile_bytes(D, kRows > kKv ? kRows : kKv);  // the Q / key region, the dO / value region
       allow_smem(flash_dq_kernel<D, BN, kPipe, kIo16>, smem, "flash_dq_kernel");
-      flash_dq_kernel<D, BN, kPipe, kIo16><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p);
-      check_launch("flash_dq_kernel");
+      launch("flash_dq_kernel", flash_dq_kernel<D, BN, kPipe, kIo16>, grid_of(p.N, p.H, kRows), kThreads, smem, s, p);
     }
   }
 
@@ -586,20 +588,18 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
       attention_lean_dkv(p, t.dk_out, t.dv_out, t.out_heads, t.hpc, grid.x, grid.y, s);
     } else {
       allow_smem(flash_dkv_kernel<D, BQ, kPipe, kIo16>, smem_dkv, "flash_dkv_kernel");
-      flash_dkv_kernel<D, BQ, kPipe, kIo16><<<grid, kThreads, smem_dkv, s>>>(p, t);
-      check_launch("flash_dkv_kernel");
+      launch("flash_dkv_kernel", flash_dkv_kernel<D, BQ, kPipe, kIo16>, grid, kThreads, smem_dkv, s, p, t);
     }
   }
   if (split) {
     const OpPart part("dk dv sum over query heads", Device::CUDA);
     if constexpr (kIo16) {
-      flash_dkv_reduce_kernel<bf16><<<grid_1d(p.N * p.KVH * (D / 4), 256), 256, 0, s>>>(p.dk_part, p.dv_part, p.N, p.KVH,
-                                                                                       rep, D, p.dk16, p.dv16, dv16_ld(p));
+      launch("flash_dkv_reduce_kernel", flash_dkv_reduce_kernel<bf16>, grid_1d(p.N * p.KVH * (D / 4), 256), 256, 0, s,
+             p.dk_part, p.dv_part, p.N, p.KVH, rep, D, p.dk16, p.dv16, dv16_ld(p));
     } else {
-      flash_dkv_reduce_kernel<<<grid_1d(p.N * p.KVH * (D / 4), 256), 256, 0, s>>>(p.dk_part, p.dv_part, p.N, p.KVH,
-                                                                                 rep, D, p.dk, p.dv, p.KVH * D);
+      launch("flash_dkv_reduce_kernel", flash_dkv_reduce_kernel<float>, grid_1d(p.N * p.KVH * (D / 4), 256), 256, 0, s,
+             p.dk_part, p.dv_part, p.N, p.KVH, rep, D, p.dk, p.dv, p.KVH * D);
     }
-    check_launch("flash_dkv_reduce_kernel");
   }
 }
 

@@ -73,6 +73,7 @@ __device__ __forceinline__ void fwd_tile(const uint32_t (&qf)[D / 16][4], const 
 // CTA = 64 queries of head h, 16 a warp, as flash_fwd_kernel<D, kPipe, kIo16>.
 template <int D, bool kPipe, bool kIo16>
 __global__ void __launch_bounds__(kThreads) flash_fwd_lean_kernel(const AttnParams p) {
+  pdl_enter();
   static_assert(!kIo16 || kPipe, "bf16 activations stream K / V from themselves: pipelined");
   constexpr int S = D + 8, BN = 64;
   static_assert(kRows <= 2 * BN, "the Q tile fills the K and V tiles of buffer 0");
@@ -193,6 +194,7 @@ __device__ __forceinline__ void dq_tile(const uint32_t (&qf)[D / 16][4], const u
 // CTA = 64 queries of head h, key tiles of BN, as flash_dq_kernel<D, BN, true, 1, kIo16> (pipelined only).
 template <int D, int BN, bool kIo16>
 __global__ void __launch_bounds__(kThreads) flash_dq_lean_kernel(const AttnParams p) {
+  pdl_enter();
   constexpr int S = D + 8;
   constexpr int kRegion = kRows > 2 * BN ? kRows : 2 * BN;  // the Q tile or two key tiles; dO or two value tiles
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -293,6 +295,7 @@ __device__ __forceinline__ void dkv_tile(const bf16* Ks, const bf16* Vs, const b
 // CTA = 64 keys of KV head g, as flash_dkv_kernel<D, BQ, true, kIo16> (pipelined only).
 template <int D, int BQ, bool kIo16>
 __global__ void __launch_bounds__(kThreads) flash_dkv_lean_kernel(const AttnParams p, const DkvTarget t) {
+  pdl_enter();
   static_assert(BQ <= kThreads, "one thread a row loads a tile's lse and Δ");
   constexpr int S = D + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -381,8 +384,8 @@ template <int D, bool kPipe, bool kIo16>
 void forward_lean(const AttnParams& p, cudaStream_t s) {
   const size_t smem = (kPipe ? 4 : 2) * tile_bytes(D, kRows);  // the Q tile fits in two
   allow_smem(flash_fwd_lean_kernel<D, kPipe, kIo16>, smem, "flash_fwd_lean_kernel");
-  flash_fwd_lean_kernel<D, kPipe, kIo16><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p);
-  check_launch("flash_fwd_lean_kernel");
+  launch("flash_fwd_lean_kernel", flash_fwd_lean_kernel<D, kPipe, kIo16>, grid_of(p.N, p.H, kRows), kThreads, smem, s,
+         p);
 }
 
 template <int D>
@@ -398,8 +401,7 @@ void dq_lean(const AttnParams& p, cudaStream_t s) {
   constexpr int kRegion = kRows > 2 * BN ? kRows : 2 * BN;
   const size_t smem = 2 * tile_bytes(D, kRegion);
   allow_smem(flash_dq_lean_kernel<D, BN, kIo16>, smem, "flash_dq_lean_kernel");
-  flash_dq_lean_kernel<D, BN, kIo16><<<grid_of(p.N, p.H), kThreads, smem, s>>>(p);
-  check_launch("flash_dq_lean_kernel");
+  launch("flash_dq_lean_kernel", flash_dq_lean_kernel<D, BN, kIo16>, grid_of(p.N, p.H), kThreads, smem, s, p);
 }
 
 template <int D, bool kIo16>
@@ -407,8 +409,7 @@ void dkv_lean(const AttnParams& p, const DkvTarget& t, dim3 grid, cudaStream_t s
   constexpr int BQ = D <= 64 ? 64 : 32;  // the verified dK/dV kernel's query tiles
   const size_t smem = 2 * tile_bytes(D, kRows) + 2 * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ);
   allow_smem(flash_dkv_lean_kernel<D, BQ, kIo16>, smem, "flash_dkv_lean_kernel");
-  flash_dkv_lean_kernel<D, BQ, kIo16><<<grid, kThreads, smem, s>>>(p, t);
-  check_launch("flash_dkv_lean_kernel");
+  launch("flash_dkv_lean_kernel", flash_dkv_lean_kernel<D, BQ, kIo16>, grid, kThreads, smem, s, p, t);
 }
 
 template <int D>

@@ -58,6 +58,7 @@ __device__ __forceinline__ void load_tile(float* dst, const float* src, int64_t 
 // Forward (backward = false) or dq (backward = true): one warp per query row.
 template <bool kBackward>
 __global__ void __launch_bounds__(kWarps * 32) attention_query_kernel(const AttnParams a) {
+  pdl_enter();
   extern __shared__ float smem[];
   const int64_t D = a.D;
   float* Ks = smem;                              // (32, D+1)
@@ -148,6 +149,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_query_kernel(const Attn
 template <typename T>
 __global__ void attention_delta_kernel(const T* dout, const T* out, int64_t rows, int64_t H, int64_t D, int64_t ldo,
                                        float* delta) {  // dout (rows = N·H, D); out (N, ldo) its H·D first; delta (N·H)
+  pdl_enter();
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (r >= rows) return;
@@ -159,6 +161,7 @@ __global__ void attention_delta_kernel(const T* dout, const T* out, int64_t rows
 }
 
 __global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(const AttnParams a) {
+  pdl_enter();
   extern __shared__ float smem[];
   const int64_t D = a.D;
   float* Qs = smem;                     // (32, D+1) query rows of the tile
@@ -256,21 +259,20 @@ dim3 grid_rows(int64_t N, int64_t heads) {
 
 void attention_delta(const AttnParams& p, cudaStream_t s) {
   const unsigned grid = static_cast<unsigned>((p.N * p.H + kWarps - 1) / kWarps);
-  if (p.io16) attention_delta_kernel<<<grid, kWarps * 32, 0, s>>>(p.do16, p.out16_in, p.N * p.H, p.H, p.D, out16_ld(p), p.delta);
-  else attention_delta_kernel<<<grid, kWarps * 32, 0, s>>>(p.dout, p.out_in, p.N * p.H, p.H, p.D, p.H * p.D, p.delta);
-  check_launch("attention_delta_kernel");
+  if (p.io16) launch("attention_delta_kernel", attention_delta_kernel<__nv_bfloat16>, grid, kWarps * 32, 0, s, p.do16,
+                     p.out16_in, p.N * p.H, p.H, p.D, out16_ld(p), p.delta);
+  else launch("attention_delta_kernel", attention_delta_kernel<float>, grid, kWarps * 32, 0, s, p.dout, p.out_in,
+              p.N * p.H, p.H, p.D, p.H * p.D, p.delta);
 }
 
 void attention_simple_forward(const AttnParams& p, cudaStream_t s) {
-  attention_query_kernel<false><<<grid_rows(p.N, p.H), kWarps * 32, query_smem(p.D), s>>>(p);
-  check_launch("attention_forward_kernel");
+  launch("attention_forward_kernel", attention_query_kernel<false>, grid_rows(p.N, p.H), kWarps * 32, query_smem(p.D),
+         s, p);
 }
 
 void attention_simple_backward(const AttnParams& p, cudaStream_t s) {
-  attention_query_kernel<true><<<grid_rows(p.N, p.H), kWarps * 32, query_smem(p.D), s>>>(p);
-  check_launch("attention_dq_kernel");
-  attention_dkv_kernel<<<grid_rows(p.N, p.KVH), kWarps * 32, dkv_smem(p.D), s>>>(p);
-  check_launch("attention_dkv_kernel");
+  launch("attention_dq_kernel", attention_query_kernel<true>, grid_rows(p.N, p.H), kWarps * 32, query_smem(p.D), s, p);
+  launch("attention_dkv_kernel", attention_dkv_kernel, grid_rows(p.N, p.KVH), kWarps * 32, dkv_smem(p.D), s, p);
 }
 
 }  // namespace cuda

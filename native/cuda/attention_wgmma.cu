@@ -59,6 +59,7 @@ struct Transpose {
 };
 template <int D>
 __global__ void __launch_bounds__(kThreads) transpose_kernel(const Transpose job, int64_t N, int64_t heads, int64_t npad) {
+  pdl_enter();
   constexpr int S = D + 8;
   __shared__ __align__(16) bf16 tile[kBN * S];
   const bf16* const src = blockIdx.z ? job.src[1] : job.src[0];  // (no indexing by a variable: no local copy)
@@ -194,6 +195,7 @@ struct QueryCta {
 template <int D, bool kIo16, bool kMN>
 __global__ void __launch_bounds__(kThreads) flash_fwd_wgmma_kernel(const AttnParams p, const bf16* __restrict__ vt,
                                                                    int64_t npad) {
+  pdl_enter();
   static_assert(D == 64 || D == 128, "wgmma N: the head dim");
   constexpr int S = D + 8, kTile = kBN * D;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -273,6 +275,7 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_wgmma_kernel(const AttnPar
 template <int D, bool kIo16, bool kMN>
 __global__ void __launch_bounds__(kThreads) flash_dq_wgmma_kernel(const AttnParams p, const bf16* __restrict__ kt,
                                                                   int64_t npad) {
+  pdl_enter();
   static_assert(D == 64, "registers: D 64 only (D 128 keeps the lean dQ kernel)");
   constexpr int S = D + 8, kTile = kBN * D, kStage = (kMN ? 2 : 3) * kTile;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -361,6 +364,7 @@ template <int D, bool kIo16, bool kMN>
 __global__ void __launch_bounds__(kThreads) flash_dkv_wgmma_kernel(const AttnParams p, const DkvTarget t,
                                                                    const bf16* __restrict__ qt,
                                                                    const bf16* __restrict__ dot, int64_t npad) {
+  pdl_enter();
   static_assert(D == 64, "registers: D 64 only (D 128 keeps the lean dK/dV kernel)");
   constexpr int S = D + 8, kTile = kBN * D, kStage = (kMN ? 2 : 4) * kTile;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -490,8 +494,8 @@ template <int D, bool kIo16, bool kMN>
 void forward_wgmma(const AttnParams& p, const bf16* vt, int64_t npad, cudaStream_t s) {
   const size_t smem = tile_bytes(D, kRows) + 4 * sizeof(bf16) * kBN * D;  // Q; two K and two V (Vᵀ) tiles
   allow_smem(flash_fwd_wgmma_kernel<D, kIo16, kMN>, smem, "flash_fwd_wgmma_kernel");
-  flash_fwd_wgmma_kernel<D, kIo16, kMN><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p, vt, npad);
-  check_launch("flash_fwd_wgmma_kernel");
+  launch("flash_fwd_wgmma_kernel", flash_fwd_wgmma_kernel<D, kIo16, kMN>, grid_of(p.N, p.H, kRows), kThreads, smem, s,
+         p, vt, npad);
 }
 
 template <int D, bool kIo16, bool kMN>
@@ -499,8 +503,8 @@ void dq_wgmma(const AttnParams& p, const bf16* kt, int64_t npad, cudaStream_t s)
   // Q, dO; two stages of K, V (and Kᵀ)
   const size_t smem = 2 * tile_bytes(D, kRows) + 2 * (kMN ? 2 : 3) * sizeof(bf16) * kBN * D;
   allow_smem(flash_dq_wgmma_kernel<D, kIo16, kMN>, smem, "flash_dq_wgmma_kernel");
-  flash_dq_wgmma_kernel<D, kIo16, kMN><<<grid_of(p.N, p.H, kRows), kThreads, smem, s>>>(p, kt, npad);
-  check_launch("flash_dq_wgmma_kernel");
+  launch("flash_dq_wgmma_kernel", flash_dq_wgmma_kernel<D, kIo16, kMN>, grid_of(p.N, p.H, kRows), kThreads, smem, s, p,
+         kt, npad);
 }
 
 // src (N, heads, D) bf16 transposed into out[0], a new (heads, D, npad) tensor, zeros past N; with src2, src2 into
@@ -515,9 +519,8 @@ void transposed(const AttnParams& p, int64_t heads, int64_t npad, cudaStream_t s
   }
   dim3 grid = grid_of(npad, heads, kBN);
   grid.z = static_cast<unsigned>(copies);
-  if (p.D == 64) transpose_kernel<64><<<grid, kThreads, 0, s>>>(job, p.N, heads, npad);
-  else transpose_kernel<128><<<grid, kThreads, 0, s>>>(job, p.N, heads, npad);
-  check_launch("transpose_kernel");
+  if (p.D == 64) launch("transpose_kernel", transpose_kernel<64>, grid, kThreads, 0, s, job, p.N, heads, npad);
+  else launch("transpose_kernel", transpose_kernel<128>, grid, kThreads, 0, s, job, p.N, heads, npad);
 }
 
 // What an entry point's second products read (the V, K, Q or dO tiles): with INSTILL_CUDA_NEXT `wgmma_mn` the first
@@ -549,8 +552,7 @@ void dkv_wgmma(const AttnParams& p, const DkvTarget& t, const bf16* qt, const bf
   // K, V; two stages of Q, dO (and Qᵀ, dOᵀ) tiles and of lse, Δ
   const size_t smem = 2 * tile_bytes(D, kRows) + 2 * (kMN ? 2 : 4) * sizeof(bf16) * kBN * D + 4 * sizeof(float) * kBN;
   allow_smem(flash_dkv_wgmma_kernel<D, kIo16, kMN>, smem, "flash_dkv_wgmma_kernel");
-  flash_dkv_wgmma_kernel<D, kIo16, kMN><<<grid, kThreads, smem, s>>>(p, t, qt, dot, npad);
-  check_launch("flash_dkv_wgmma_kernel");
+  launch("flash_dkv_wgmma_kernel", flash_dkv_wgmma_kernel<D, kIo16, kMN>, grid, kThreads, smem, s, p, t, qt, dot, npad);
 }
 
 bool is_sm90() { return gpu_properties().cc_major == 9 && gpu_properties().cc_minor == 0; }

@@ -43,6 +43,7 @@ template <typename T, typename D, bool kVec>
 __global__ void __launch_bounds__(kThreads) pack_kernel(const T* __restrict__ src, int64_t lds, float scale,
                                                         const int32_t* __restrict__ row_index, int64_t rows,
                                                         int64_t cols, D* __restrict__ dst, int64_t ldd) {
+  pdl_enter();
   const int64_t col_threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t c_first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   for (int64_t r = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y; r < rows;
@@ -69,6 +70,7 @@ __global__ void __launch_bounds__(kThreads) pack_kernel(const T* __restrict__ sr
 // dst[r·ldd + c] = src[r·lds + c] in 16-byte units (a bf16 block whose widths are multiples of 8).
 __global__ void __launch_bounds__(kThreads) copy16_kernel(const uint4* __restrict__ src, int64_t lds, int64_t rows,
                                                           int64_t cols, uint4* __restrict__ dst, int64_t ldd) {
+  pdl_enter();
   for (int64_t r = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y; r < rows;
        r += static_cast<int64_t>(gridDim.y) * blockDim.y)
     for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < cols;
@@ -77,8 +79,8 @@ __global__ void __launch_bounds__(kThreads) copy16_kernel(const uint4* __restric
 }
 
 template <typename T, typename D>
-void launch(const T* src, int64_t lds, float scale, const int32_t* row_index, int64_t rows, int64_t cols,
-            D* dst, int64_t ldd) {
+void launch_pack(const T* src, int64_t lds, float scale, const int32_t* row_index, int64_t rows, int64_t cols,
+                 D* dst, int64_t ldd) {
   const bool vec = aligned(src, 4 * sizeof(T)) && lds % 4 == 0 && aligned(dst, 4 * sizeof(D)) &&
                    ldd % 4 == 0 && cols >= 4;
   const int64_t per_thread = vec ? 4 : 1;
@@ -91,11 +93,12 @@ void launch(const T* src, int64_t lds, float scale, const int32_t* row_index, in
   const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), block(static_cast<unsigned>(tx),
                                                                                  static_cast<unsigned>(ty));
   if (vec) {
-    pack_kernel<T, D, true><<<grid, block, 0, stream()>>>(src, lds, scale, row_index, rows, cols, dst, ldd);
+    launch("pack_kernel", pack_kernel<T, D, true>, grid, block, 0, stream(), src, lds, scale, row_index, rows, cols,
+           dst, ldd);
   } else {
-    pack_kernel<T, D, false><<<grid, block, 0, stream()>>>(src, lds, scale, row_index, rows, cols, dst, ldd);
+    launch("pack_kernel", pack_kernel<T, D, false>, grid, block, 0, stream(), src, lds, scale, row_index, rows, cols,
+           dst, ldd);
   }
-  check_launch("pack_kernel");
 }
 
 }  // namespace
@@ -106,13 +109,13 @@ void gather_to(const void* src, Elem e, int64_t lds, float scale, const int32_t*
   if (rows <= 0 || cols <= 0) return;
   switch (e) {
     case Elem::BF16:
-      launch(static_cast<const __nv_bfloat16*>(src), lds, scale, row_index, rows, cols, dst, ldd);
+      launch_pack(static_cast<const __nv_bfloat16*>(src), lds, scale, row_index, rows, cols, dst, ldd);
       break;
     case Elem::F16:
-      launch(static_cast<const __half*>(src), lds, scale, row_index, rows, cols, dst, ldd);
+      launch_pack(static_cast<const __half*>(src), lds, scale, row_index, rows, cols, dst, ldd);
       break;
     default:
-      launch(static_cast<const float*>(src), lds, scale, row_index, rows, cols, dst, ldd);
+      launch_pack(static_cast<const float*>(src), lds, scale, row_index, rows, cols, dst, ldd);
       break;
   }
 }
@@ -133,9 +136,8 @@ void pack_bf16(const void* src, Elem e, int64_t lds, float scale, int64_t rows, 
     const int ty = kThreads / tx;
     const dim3 grid(static_cast<unsigned>(std::min<int64_t>((per_row + tx - 1) / tx, 1024)),
                     static_cast<unsigned>(std::min<int64_t>((rows + ty - 1) / ty, 65535)));
-    copy16_kernel<<<grid, dim3(static_cast<unsigned>(tx), static_cast<unsigned>(ty)), 0, stream()>>>(
-        static_cast<const uint4*>(src), lds / 8, rows, per_row, reinterpret_cast<uint4*>(dst), ldd / 8);
-    check_launch("copy16_kernel");
+    launch("copy16_kernel", copy16_kernel, grid, dim3(static_cast<unsigned>(tx), static_cast<unsigned>(ty)), 0,
+           stream(), static_cast<const uint4*>(src), lds / 8, rows, per_row, reinterpret_cast<uint4*>(dst), ldd / 8);
     return;
   }
   gather_to(src, e, lds, scale, nullptr, rows, cols, dst, ldd);
@@ -161,6 +163,7 @@ struct PackJobs {
 // blockIdx.y: the job; a grid-stride loop over its elements (a division per element: these blocks are small)
 template <typename D>
 __global__ void __launch_bounds__(kThreads) pack_jobs_kernel(const __grid_constant__ PackJobs<D> jobs) {
+  pdl_enter();
   const PackJobOf<D>& jb = jobs.j[blockIdx.y];
   const int64_t total = jb.rows * jb.cols;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
@@ -181,8 +184,8 @@ void pack_jobs(const PackJobOf<D>* jobs, int n, const char* name) {
   }
   if (most == 0) return;
   const int64_t gx = std::min<int64_t>((most + kThreads - 1) / kThreads, 1024);
-  pack_jobs_kernel<D><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(n)), kThreads, 0, stream()>>>(all);
-  check_launch(name);
+  launch(name, pack_jobs_kernel<D>, dim3(static_cast<unsigned>(gx), static_cast<unsigned>(n)), kThreads, 0, stream(),
+         all);
 }
 }  // namespace
 
@@ -192,6 +195,7 @@ namespace {
 // blockIdx.y: the job, read from the device table; a grid-stride loop over its elements in 32 bits (the host
 // checks every job has fewer than 2^31)
 __global__ void __launch_bounds__(kThreads) pack_table_kernel(const PackJob* __restrict__ jobs) {
+  pdl_enter();
   const PackJob jb = jobs[blockIdx.y];
   const uint32_t cols = static_cast<uint32_t>(jb.cols), total = static_cast<uint32_t>(jb.rows * jb.cols);
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
@@ -238,8 +242,7 @@ void pack_bf16_table(const PackJob* jobs, int64_t n) {
   const PackJob* const dev = static_cast<const PackJob*>(table.dev->data());
   for (int64_t j0 = 0; j0 < n; j0 += 65535) {  // (grid.y is at most 65535 jobs a launch)
     const unsigned gy = static_cast<unsigned>(std::min<int64_t>(n - j0, 65535));
-    pack_table_kernel<<<dim3(gx, gy), kThreads, 0, stream()>>>(dev + j0);
-    check_launch("pack_table_kernel");
+    launch("pack_table_kernel", pack_table_kernel, dim3(gx, gy), kThreads, 0, stream(), dev + j0);
   }
 }
 void pack_f32_jobs(const PackJobF32* jobs, int n) { pack_jobs(jobs, n, "pack_f32_jobs"); }

@@ -6,10 +6,14 @@
 //   reads index data (ids, targets, cu_seqlens) that it validates on the host.
 //   The one exception is a SideWork (below): work the caller chose to run beside
 //   the main stream, on a second one, and joins before it depends on it.
-// - Every CUDA call goes through INSTILL_CUDA_CHECK and every launch is followed by
-//   check_launch(): an error becomes instill::Error(E_DEVICE) naming the call,
-//   never an abort. (An illegal address inside a kernel is sticky: the context is
-//   unusable afterwards, which the message says.)
+// - Every CUDA call goes through INSTILL_CUDA_CHECK, and every kernel is launched
+//   through launch() (below), which checks the launch: an error becomes
+//   instill::Error(E_DEVICE) naming the kernel, never an abort. (An illegal address
+//   inside a kernel is sticky: the context is unusable afterwards, which the message
+//   says.)
+// - Every kernel begins with pdl_enter() (below), before it touches global memory:
+//   launch() may start it before the kernel ahead of it on the stream has finished.
+//   test/cuda_host/launch_rules.test.ts holds every file here to both rules.
 // - Scratch memory is a Tensor on Device::CUDA (RAII, E_ALLOC when it fails). Freed
 //   blocks go back to a cache (runtime.cu) that hands them out again only to work
 //   queued after the free on the same stream: scratch may be freed while the
@@ -27,6 +31,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/error.h"
@@ -89,6 +94,55 @@ int sm_count();
 std::string gemm_library();
 // INSTILL_CUDA_NEXT (runtime/next.h): whether a kernel waiting for a GPU run replaces the verified one.
 inline bool next_kernels(Next which) { return next_enabled(which); }
+
+// Programmatic dependent launch (INSTILL_CUDA_NEXT `pdl`; compute capability 9.0: H100, H200): a kernel launched with
+// it may be placed on the multiprocessors while the kernel ahead of it on the stream still runs its last wave, so that
+// its launch and its blocks' start overlap that tail instead of following it (many of a 1B step's kernels take 2-30 µs:
+// run 18's op profile). pdl_enter(), every kernel's first statement: lets the kernel behind this one be launched as
+// soon as every block of this one has started (griddepcontrol.launch_dependents), then waits until the kernels this one
+// depends on have finished and their writes are visible (griddepcontrol.wait). Without a programmatic launch both
+// return at once; the wait is what keeps the bits the same with the piece on. Nothing on sm_80 (no such instructions),
+// where launch() never asks for it.
+__device__ __forceinline__ void pdl_enter() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+// Whether launch() asks for a programmatic dependent launch on `s` (runtime.cu): the piece on, a GPU of compute
+// capability 9.0 (where the sm_90a code runs: a later GPU runs the compute_80 PTX, which has no wait), and `s` the
+// main stream (side work waits for events, and stays as it was).
+bool pdl_launch(cudaStream_t s);
+// The next launch on the main stream is an ordinary one. Called after each copy, fill or event wait queued there:
+// programmatic launches are documented between kernels, and what one does after another kind of work is not, so
+// a kernel behind such work waits for it in full, as without the piece.
+void pdl_barrier();
+
+// kernel<<<grid, block, smem, s>>>(args...), then check_launch(name); with pdl_launch(s) as a programmatic dependent
+// launch. The arguments are converted to the kernel's parameter types as <<<>>> converts them.
+template <typename... Params, typename... Args>
+void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+            Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1] = {};
+  if (pdl_launch(s)) {
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // (thrown here, not left behind for the next check)
+    throw_cuda_error(err, name, "launch", 0);
+  }
+  check_launch(name);
+}
 
 // Copies an i32 tensor (CPU or CUDA) to the host.
 std::vector<int32_t> to_host_i32(const Tensor& t);

@@ -122,6 +122,7 @@ template <typename InT, typename OutT, bool kVec>
 __global__ void __launch_bounds__(kThreads) ce_rows_kernel(int64_t M, const InT* logits, int64_t ldl,
                                                            const int32_t* targets, int64_t V, int32_t ignore_index,
                                                            float inv_norm, OutT* dlogits, int64_t ldd, double* loss_sum) {
+  pdl_enter();
   __shared__ float red[32];
   for (int64_t row = blockIdx.x; row < M; row += gridDim.x) {
     ce_row<InT, OutT, kVec>(row, logits, ldl, targets, V, ignore_index, inv_norm, dlogits, ldd, loss_sum, red);
@@ -139,17 +140,17 @@ void launch_ce_rows(int64_t M, const InT* logits, int64_t ldl, const int32_t* ta
   // made the 1B step's loss 1.0 ms slower)
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(M, 0x7fffffff));
   if (vec) {
-    ce_rows_kernel<InT, OutT, true><<<grid, kThreads, 0, stream()>>>(M, logits, ldl, targets, V, ignore_index,
-                                                                     inv_norm, dlogits, ldd, loss_sum);
+    launch("ce_rows_kernel", ce_rows_kernel<InT, OutT, true>, grid, kThreads, 0, stream(), M, logits, ldl, targets, V,
+           ignore_index, inv_norm, dlogits, ldd, loss_sum);
   } else {
-    ce_rows_kernel<InT, OutT, false><<<grid, kThreads, 0, stream()>>>(M, logits, ldl, targets, V, ignore_index,
-                                                                      inv_norm, dlogits, ldd, loss_sum);
+    launch("ce_rows_kernel", ce_rows_kernel<InT, OutT, false>, grid, kThreads, 0, stream(), M, logits, ldl, targets, V,
+           ignore_index, inv_norm, dlogits, ldd, loss_sum);
   }
-  check_launch("ce_rows_kernel");
 }
 
 // dst[rows[r]·C + c] = src[r·C + c]: rows on grid.y, columns on threads.
 __global__ void scatter_rows_kernel(const float* src, const int32_t* rows, int64_t M, int64_t C, float* dst) {
+  pdl_enter();
   for (int64_t r = blockIdx.y; r < M; r += gridDim.y) {
     const float* s = src + r * C;
     float* d = dst + static_cast<int64_t>(rows[r]) * C;
@@ -325,9 +326,8 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
       gemm(g);
       const unsigned gx = static_cast<unsigned>(std::min<int64_t>((C + 255) / 256, 64));
       const unsigned gy = static_cast<unsigned>(std::min<int64_t>(m, 65535));
-      scatter_rows_kernel<<<dim3(gx, gy), 256, 0, stream()>>>(dhc.data_as<float>(), rows_c, m, C,
-                                                              p.dh->data_as<float>());
-      check_launch("scatter_rows_kernel");
+      launch("scatter_rows_kernel", scatter_rows_kernel, dim3(gx, gy), 256, 0, stream(), dhc.data_as<float>(), rows_c,
+             m, C, p.dh->data_as<float>());
     }
     if (p.dw && C > 0) {  // dW (V, C) += dlogitsᵀ (V, m) · hc (m, C)
       GemmArgs g;

@@ -551,6 +551,7 @@ void tune(Api& a, Plan& plan, const GemmArgs& g, const void* pa, const void* pb)
 
 // C[m·ldc + n] += bias[n]: rows on grid.y, columns on threads (no per-element division).
 __global__ void add_bias_kernel(float* c, int64_t ldc, const float* bias, int64_t M, int64_t N) {
+  pdl_enter();
   for (int64_t m = blockIdx.y; m < M; m += gridDim.y) {
     float* row = c + m * ldc;
     for (int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; n < N;
@@ -626,8 +627,7 @@ bool gemm_cublaslt(const GemmArgs& g) {
   if (g.bias && !plan.bias_epilogue) {
     const unsigned gx = static_cast<unsigned>(std::min<int64_t>((g.N + 255) / 256, 64));
     const unsigned gy = static_cast<unsigned>(std::min<int64_t>(g.M, 65535));
-    add_bias_kernel<<<dim3(gx, gy), 256, 0, stream()>>>(g.c, g.ldc, g.bias, g.M, g.N);
-    check_launch("add_bias_kernel");
+    launch("add_bias_kernel", add_bias_kernel, dim3(gx, gy), 256, 0, stream(), g.c, g.ldc, g.bias, g.M, g.N);
   }
   return true;
 }

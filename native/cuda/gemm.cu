@@ -55,6 +55,7 @@ __device__ __forceinline__ float b_elem(const KernelArgs& g, int64_t k, int64_t 
 }
 
 __global__ void __launch_bounds__(THREADS) gemm_wmma_kernel(const KernelArgs g) {
+  pdl_enter();
   using namespace nvcuda;
   __shared__ __align__(32) __nv_bfloat16 As[BM][LDA_S];  // (m, k) of the current K tile
   __shared__ __align__(32) __nv_bfloat16 Bs[BK][LDB_S];  // (k, n)
@@ -137,6 +138,7 @@ namespace {
 constexpr int FT = 64, FK = 16;
 
 __global__ void __launch_bounds__(256) gemm_f32_kernel(const KernelArgs g) {
+  pdl_enter();
   __shared__ float As[FK][FT + 1];  // As[k][m]
   __shared__ float Bs[FK][FT + 1];  // Bs[k][n]
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
@@ -234,13 +236,13 @@ void gemm(const GemmArgs& g) {
     k.b1 = k.b0;
   }
   if (all_f32(g)) {  // exact: f32 operands are not rounded to bf16
-    gemm_f32_kernel<<<dim3(static_cast<unsigned>((g.N + FT - 1) / FT), static_cast<unsigned>((g.M + FT - 1) / FT)), 256, 0,
-                      stream()>>>(k);
-    check_launch("gemm_f32_kernel");
+    launch("gemm_f32_kernel", gemm_f32_kernel,
+           dim3(static_cast<unsigned>((g.N + FT - 1) / FT), static_cast<unsigned>((g.M + FT - 1) / FT)), 256, 0,
+           stream(), k);
     return;
   }
-  gemm_wmma_kernel<<<dim3(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y)), THREADS, 0, stream()>>>(k);
-  check_launch("gemm_wmma_kernel");
+  launch("gemm_wmma_kernel", gemm_wmma_kernel, dim3(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y)),
+         THREADS, 0, stream(), k);
 }
 
 }  // namespace cuda

@@ -20,6 +20,7 @@ namespace {
 // (grid-stride); the hash is a handful of integer multiplies, cheap next to the load.
 __global__ void apply_mask_kernel(const float* src, float* dst, int64_t count, uint64_t threshold, float keep,
                                   uint32_t seed, bool add) {
+  pdl_enter();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float m = dropout_hash(seed, static_cast<uint64_t>(i)) >= threshold ? keep : 0.0f;
@@ -33,9 +34,8 @@ void apply_mask(const Tensor& src, Tensor& dst, float p, uint32_t seed, float mu
   // Same threshold and keep factor as the CPU (cpu/lora_dropout.cpp), computed on the host.
   const uint64_t threshold = static_cast<uint64_t>(static_cast<double>(p) * 4294967296.0);
   const float keep = mul / (1.0f - p);
-  apply_mask_kernel<<<grid_1d(count, 256), 256, 0, stream()>>>(src.data_as<float>(), dst.data_as<float>(), count,
-                                                             threshold, keep, seed, add);
-  check_launch("apply_mask_kernel");
+  launch("apply_mask_kernel", apply_mask_kernel, grid_1d(count, 256), 256, 0, stream(), src.data_as<float>(),
+         dst.data_as<float>(), count, threshold, keep, seed, add);
 }
 
 }  // namespace

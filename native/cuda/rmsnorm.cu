@@ -37,6 +37,7 @@ static_assert(kThreads == kNarrowThreads, "rmsnorm_u_kernel and rmsnorm_dx_g_ker
 template <bool kVec, typename Y = float>
 __global__ void rmsnorm_forward_kernel(const float* x, const float* w, float eps, int64_t C, Y* y, int64_t ldy,
                                        float* rstd) {  // x (N, C), y (N, ldy); w (C); rstd (N)
+  pdl_enter();
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
   const float* xr = x + row * C;
@@ -68,6 +69,7 @@ __global__ void rmsnorm_forward_kernel(const float* x, const float* w, float eps
 __global__ void __launch_bounds__(kNarrowThreads) rmsnorm_u_kernel(const float* x, const float* w, float eps, int64_t N,
                                                                    int64_t C, __nv_bfloat16* y, int64_t ldy, float* rstd,
                                                                    const __nv_bfloat16* a, int64_t lda, int mr, float s) {
+  pdl_enter();
   __shared__ float part[kNarrowRows][kNarrowThreads / 32];
   __shared__ float tot[kNarrowRows];
   __shared__ __align__(16) Tile tile;
@@ -120,6 +122,7 @@ __global__ void __launch_bounds__(kNarrowThreads) rmsnorm_u_kernel(const float* 
 
 __global__ void rmsnorm_dw_kernel(const float* dy, const float* x, const float* rstd, int64_t N, int64_t C,
                                   int64_t rows_per_block, float* dw) {  // dw (C) +=
+  pdl_enter();
   const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (c >= C) return;
   const int64_t r0 = blockIdx.y * rows_per_block;
@@ -136,6 +139,7 @@ __global__ void rmsnorm_dw_kernel(const float* dy, const float* x, const float* 
 template <bool kVec>
 __global__ void rmsnorm_dx_kernel(const float* dy, const float* x, const float* w, const float* rstd, int64_t C,
                                   bool accumulate, float* dx, __nv_bfloat16* dxp, int64_t ldp) {
+  pdl_enter();
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
   const float* dyr = dy + row * C;
@@ -184,6 +188,7 @@ __global__ void __launch_bounds__(kNarrowThreads) rmsnorm_dx_g_kernel(const floa
                                                                       bool accumulate, float* dx, __nv_bfloat16* dxp,
                                                                       int64_t ldp, const __nv_bfloat16* b, int64_t ldb,
                                                                       int gr, float s) {
+  pdl_enter();
   __shared__ float part[kNarrowRows][kNarrowThreads / 32];
   __shared__ float tot[kNarrowRows];
   __shared__ __align__(16) Tile tile;
@@ -260,18 +265,18 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
       const __nv_bfloat16* a = bf16_ptr(*p.u_a) + p.u_row0 * lda;
       if (vec && C % 16 == 0 && p.u_rows % 8 == 0 && p.u_rows <= kNarrowMax && lda % 2 == 0 && aligned(a, 4)) {
         const unsigned ctas = static_cast<unsigned>((N + kNarrowRows - 1) / kNarrowRows);
-        rmsnorm_u_kernel<<<ctas, kNarrowThreads, 0, stream()>>>(x, w, p.eps, N, C, y, ldy, rstd, a, lda,
-                                                          static_cast<int>(p.u_rows), p.u_scale);
-        check_launch("rmsnorm_u_kernel");
+        launch("rmsnorm_u_kernel", rmsnorm_u_kernel, ctas, kNarrowThreads, 0, stream(), x, w, p.eps, N, C, y, ldy, rstd,
+               a, lda, static_cast<int>(p.u_rows), p.u_scale);
         return;
       }
     }
     if (vec) {
-      rmsnorm_forward_kernel<true><<<grid, kThreads, 0, stream()>>>(x, w, p.eps, C, y, ldy, rstd);
+      launch("rmsnorm_forward_kernel", rmsnorm_forward_kernel<true, __nv_bfloat16>, grid, kThreads, 0, stream(), x, w,
+             p.eps, C, y, ldy, rstd);
     } else {
-      rmsnorm_forward_kernel<false><<<grid, kThreads, 0, stream()>>>(x, w, p.eps, C, y, ldy, rstd);
+      launch("rmsnorm_forward_kernel", rmsnorm_forward_kernel<false, __nv_bfloat16>, grid, kThreads, 0, stream(), x, w,
+             p.eps, C, y, ldy, rstd);
     }
-    check_launch("rmsnorm_forward_kernel");
     if (p.u_a) {  // the product the group's forward would make (lora_group.cu): s·u (N, u_rows) = s · y·Aᵀ into y's columns C..
       const OpPart part("u = x A^T (the norm's u_a)", Device::CUDA);
       GemmArgs g;
@@ -285,9 +290,10 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
     return;
   }
   float* y = yt.data_as<float>();
-  if (C % 4 == 0 && aligned16({x, w, y})) rmsnorm_forward_kernel<true><<<grid, kThreads, 0, stream()>>>(x, w, p.eps, C, y, C, rstd);
-  else rmsnorm_forward_kernel<false><<<grid, kThreads, 0, stream()>>>(x, w, p.eps, C, y, C, rstd);
-  check_launch("rmsnorm_forward_kernel");
+  if (C % 4 == 0 && aligned16({x, w, y})) launch("rmsnorm_forward_kernel", rmsnorm_forward_kernel<true>, grid, kThreads,
+                                                 0, stream(), x, w, p.eps, C, y, C, rstd);
+  else launch("rmsnorm_forward_kernel", rmsnorm_forward_kernel<false>, grid, kThreads, 0, stream(), x, w, p.eps, C, y,
+              C, rstd);
 }
 
 void rmsnorm_backward(const RmsnormBackwardArgs& p) {
@@ -299,10 +305,8 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
     const int64_t gy = (N + rows_per_block - 1) / rows_per_block;
     if (gy > 65535) fail(ErrorCode::Unsupported, "rmsnorm backward on CUDA: too many rows (", N, ")");
     dim3 grid(static_cast<unsigned>((C + kThreads - 1) / kThreads), static_cast<unsigned>(gy));
-    rmsnorm_dw_kernel<<<grid, kThreads, 0, stream()>>>(p.dy->data_as<float>(), p.x->data_as<float>(),
-                                                       p.rstd->data_as<float>(), N, C, rows_per_block,
-                                                       p.dw->data_as<float>());
-    check_launch("rmsnorm_dw_kernel");
+    launch("rmsnorm_dw_kernel", rmsnorm_dw_kernel, grid, kThreads, 0, stream(), p.dy->data_as<float>(),
+           p.x->data_as<float>(), p.rstd->data_as<float>(), N, C, rows_per_block, p.dw->data_as<float>());
   }
   const float *dy = p.dy->data_as<float>(), *x = p.x->data_as<float>(), *w = p.w->data_as<float>();
   const float* rstd = p.rstd->data_as<float>();
@@ -316,15 +320,15 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
     const __nv_bfloat16* b = bf16_ptr(*p.g_b) + p.g_col0;
     if (vec && C % 16 == 0 && p.g_rows % 8 == 0 && p.g_rows <= kNarrowMax) {
       const unsigned ctas = static_cast<unsigned>((N + kNarrowRows - 1) / kNarrowRows);
-      rmsnorm_dx_g_kernel<<<ctas, kNarrowThreads, 0, stream()>>>(dy, x, w, rstd, N, C, p.accumulate_dx, dx, dxp, ldp, b, ldb,
-                                                           static_cast<int>(p.g_rows), p.g_scale);
-      check_launch("rmsnorm_dx_g_kernel");
+      launch("rmsnorm_dx_g_kernel", rmsnorm_dx_g_kernel, ctas, kNarrowThreads, 0, stream(), dy, x, w, rstd, N, C,
+             p.accumulate_dx, dx, dxp, ldp, b, ldb, static_cast<int>(p.g_rows), p.g_scale);
       return;
     }
   }
-  if (vec) rmsnorm_dx_kernel<true><<<rows, kThreads, 0, stream()>>>(dy, x, w, rstd, C, p.accumulate_dx, dx, dxp, ldp);
-  else rmsnorm_dx_kernel<false><<<rows, kThreads, 0, stream()>>>(dy, x, w, rstd, C, p.accumulate_dx, dx, dxp, ldp);
-  check_launch("rmsnorm_dx_kernel");
+  if (vec) launch("rmsnorm_dx_kernel", rmsnorm_dx_kernel<true>, rows, kThreads, 0, stream(), dy, x, w, rstd, C,
+                  p.accumulate_dx, dx, dxp, ldp);
+  else launch("rmsnorm_dx_kernel", rmsnorm_dx_kernel<false>, rows, kThreads, 0, stream(), dy, x, w, rstd, C,
+              p.accumulate_dx, dx, dxp, ldp);
   if (p.g_b) {  // the product the linear's backward would make (lora_linear.cu): s·g (N, g_rows) = s · dx·B into dxp's columns C..
     const OpPart part("g = dy B (the norm's g_b)", Device::CUDA);
     GemmArgs g;

@@ -30,6 +30,7 @@ __device__ __forceinline__ float rotated_second(float x1, float x2, float c, flo
 
 __global__ void rope_kernel(const float* x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t H,
                             int64_t half, float sign, float* out) {  // x, out (N, H, 2·half); pos (N); inv_freq (half)
+  pdl_enter();
   const int64_t total = N * H * half;
   for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
        k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -69,6 +70,7 @@ __device__ __forceinline__ void token_angles(float* cs, const int32_t* pos, cons
 template <typename T>
 __global__ void rope_token_kernel(const T* x, const int32_t* pos, const float* inv_freq, int64_t N, int H, int half,
                                   float sign, T* out) {
+  pdl_enter();
   __shared__ float cs[2 * 128];
   const int pairs = H * half;
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
@@ -93,6 +95,7 @@ __global__ void rope_token_kernel(const T* x, const int32_t* pos, const float* i
 __global__ void rope_qk_kernel(const __nv_bfloat16* x, int H, const __nv_bfloat16* x2, int H2, const int32_t* pos,
                                const float* inv_freq, int64_t N, int half, float sign, __nv_bfloat16* out,
                                __nv_bfloat16* out2, int64_t ldo, int64_t ldo2) {
+  pdl_enter();
   __shared__ float cs[2 * 128];
   const int per_head = half / 2, first = H * per_head, total = (H + H2) * per_head;
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
@@ -118,10 +121,9 @@ template <typename T>
 void launch_token(const RopeArgs& p, float sign) {
   const int64_t N = p.x->dim(0), H = p.x->dim(1), half = p.x->dim(2) / 2;
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(N, 65535 * 8));
-  rope_token_kernel<T><<<grid, 256, 0, stream()>>>(p.x->data_as<T>(), p.positions->data_as<int32_t>(),
-                                                   p.inv_freq->data_as<float>(), N, static_cast<int>(H),
-                                                   static_cast<int>(half), sign, p.out->data_as<T>());
-  check_launch("rope_token_kernel");
+  launch("rope_token_kernel", rope_token_kernel<T>, grid, 256, 0, stream(), p.x->data_as<T>(),
+         p.positions->data_as<int32_t>(), p.inv_freq->data_as<float>(), N, static_cast<int>(H), static_cast<int>(half),
+         sign, p.out->data_as<T>());
 }
 
 void rope(const RopeArgs& p, float sign) {
@@ -138,11 +140,9 @@ void rope(const RopeArgs& p, float sign) {
     if (one_pass && N * (H + H2) > 0) {
       const OpPart part("q and k in one pass (next)", Device::CUDA);
       const unsigned grid = static_cast<unsigned>(std::min<int64_t>(N, 65535 * 8));
-      rope_qk_kernel<<<grid, 256, 0, stream()>>>(p.x->data_as<__nv_bfloat16>(), static_cast<int>(H), p.x2->data_as<__nv_bfloat16>(),
-                                                  static_cast<int>(H2), p.positions->data_as<int32_t>(),
-                                                  p.inv_freq->data_as<float>(), N, static_cast<int>(half), sign, o1, o2,
-                                                  ldo, ldo2);
-      check_launch("rope_qk_kernel");
+      launch("rope_qk_kernel", rope_qk_kernel, grid, 256, 0, stream(), p.x->data_as<__nv_bfloat16>(),
+             static_cast<int>(H), p.x2->data_as<__nv_bfloat16>(), static_cast<int>(H2), p.positions->data_as<int32_t>(),
+             p.inv_freq->data_as<float>(), N, static_cast<int>(half), sign, o1, o2, ldo, ldo2);
       return;
     }
     RopeArgs a, b;  // two passes, as two calls
@@ -167,10 +167,8 @@ void rope(const RopeArgs& p, float sign) {
     if (!fits) fail(ErrorCode::Unsupported, "rope on CUDA: bf16 activations need D <= 256 and H·D/2 <= 2^30");
     return launch_token<__nv_bfloat16>(p, sign);
   }
-  rope_kernel<<<grid_1d(total, 256), 256, 0, stream()>>>(p.x->data_as<float>(), p.positions->data_as<int32_t>(),
-                                                          p.inv_freq->data_as<float>(), N, H, half, sign,
-                                                          p.out->data_as<float>());
-  check_launch("rope_kernel");
+  launch("rope_kernel", rope_kernel, grid_1d(total, 256), 256, 0, stream(), p.x->data_as<float>(),
+         p.positions->data_as<int32_t>(), p.inv_freq->data_as<float>(), N, H, half, sign, p.out->data_as<float>());
 }
 }  // namespace
 

@@ -24,6 +24,7 @@
 // allocation retried once.
 // Stats (bytes in use, their peak, bytes held from the driver) serve the
 // benchmarks' peak-memory numbers (like torch.cuda.max_memory_allocated).
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -259,6 +260,7 @@ uint64_t hook_available_bytes() {
 // host reads device memory only through hook_copy, which waits.
 void hook_fill(void* p, int byte, size_t bytes) {
   INSTILL_CUDA_CHECK(cudaMemsetAsync(p, byte, bytes, stream()));
+  pdl_barrier();
 }
 
 // INSTILL_CUDA_NEXT `async_upload`: a host-to-device copy of up to kStageBytes, outside side work, is copied into one of
@@ -300,6 +302,7 @@ bool staged_upload(void* dst, const void* src, size_t bytes) {
   char* const slot = s.base + static_cast<size_t>(k) * kStageBytes;
   std::memcpy(slot, src, bytes);
   INSTILL_CUDA_CHECK(cudaMemcpyAsync(dst, slot, bytes, cudaMemcpyHostToDevice, main_stream()));
+  pdl_barrier();
   const cudaError_t err = cudaEventRecord(s.done[k], main_stream());
   if (err != cudaSuccess) {  // (no event to wait for: the copy is waited for here, so nothing overwrites the slot early)
     cudaStreamSynchronize(main_stream());
@@ -387,6 +390,7 @@ uint64_t side_closes = 0;  // SideWorks closed so far (side_count), under side_m
 // where a small model's side work would otherwise be done long before anything overwrote what it reads.
 namespace {
 __global__ void side_delay_kernel(unsigned long long ns) {
+  pdl_enter();
   unsigned long long t0, t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
   do {
@@ -429,8 +433,7 @@ SideWork::SideWork(bool on) : on_(on) {
     fence->fork = ++c.forks;
   }
   if (const unsigned long long ns = side_delay_ns()) {
-    side_delay_kernel<<<1, 1, 0, s.side>>>(ns);
-    check_launch("side_delay_kernel");
+    launch("side_delay_kernel", side_delay_kernel, 1, 1, 0, s.side, ns);
   }
   t_open = std::move(fence);
 }
@@ -471,9 +474,25 @@ void join_side(uint64_t upto) {
   while (n < side_closed.size() && side_closed[n].first <= upto) ++n;
   if (n == 0) return;
   INSTILL_CUDA_CHECK(cudaStreamWaitEvent(main_stream(), side_closed[n - 1].second->ev, 0));
+  pdl_barrier();
   side_closed.erase(side_closed.begin(), side_closed.begin() + static_cast<std::ptrdiff_t>(n));
 }
 
+
+namespace {
+std::atomic<bool> pdl_held{false};  // pdl_barrier() was called since the last launch
+}  // namespace
+
+// Compute capability 9.0 exactly: the one the sm_90a code (with pdl_enter()'s wait) runs on. A later GPU runs the
+// compute_80 PTX, compiled without the wait (griddepcontrol is sm_90's), and a programmatic launch there would race.
+bool pdl_launch(cudaStream_t s) {
+  if (!next_kernels(Next::Pdl)) return false;
+  const State& st = state();
+  if (!st.ok || st.props.cc_major != 9 || st.props.cc_minor != 0 || s != st.stream) return false;
+  return !pdl_held.exchange(false);
+}
+
+void pdl_barrier() { pdl_held.store(true); }
 
 void check_launch(const char* kernel) {
   cudaError_t err = cudaGetLastError();

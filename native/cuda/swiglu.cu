@@ -32,6 +32,7 @@ __device__ __forceinline__ void swiglu_grad(float d, float g, float u, float& dg
 // Elements 4 at a time (16-byte loads and stores) where every pointer is 16-byte
 // aligned; the first n4 = n − n % 4 elements, the scalar kernel does the rest.
 __global__ void swiglu_forward_kernel4(const float4* gate, const float4* up, float4* out, int64_t n4) {
+  pdl_enter();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n4;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float4 g = gate[i], u = up[i];
@@ -40,6 +41,7 @@ __global__ void swiglu_forward_kernel4(const float4* gate, const float4* up, flo
 }
 
 __global__ void swiglu_forward_kernel(const float* gate, const float* up, float* out, int64_t begin, int64_t n) {
+  pdl_enter();
   for (int64_t i = begin + blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     out[i] = swiglu(gate[i], up[i]);
@@ -47,6 +49,7 @@ __global__ void swiglu_forward_kernel(const float* gate, const float* up, float*
 
 __global__ void swiglu_backward_kernel4(const float4* dout, const float4* gate, const float4* up, float4* dgate,
                                         float4* dup, int64_t n4) {
+  pdl_enter();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n4;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float4 d = dout[i], g = gate[i], u = up[i];
@@ -62,6 +65,7 @@ __global__ void swiglu_backward_kernel4(const float4* dout, const float4* gate, 
 
 __global__ void swiglu_backward_kernel(const float* dout, const float* gate, const float* up, float* dgate, float* dup,
                                        int64_t begin, int64_t n) {
+  pdl_enter();
   for (int64_t i = begin + blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     swiglu_grad(dout[i], gate[i], up[i], dgate[i], dup[i]);
@@ -104,6 +108,7 @@ __device__ __forceinline__ void swiglu_grad8(const uint4 dv, const uint4 gv, con
 }
 
 __global__ void swiglu_forward_bf16_kernel8(const uint4* gate, const uint4* up, uint4* out, int64_t n8) {
+  pdl_enter();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n8;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const uint4 gv = gate[i], uv = up[i];
@@ -112,6 +117,7 @@ __global__ void swiglu_forward_bf16_kernel8(const uint4* gate, const uint4* up, 
 }
 
 __global__ void swiglu_forward_bf16_kernel(const bf16* gate, const bf16* up, bf16* out, int64_t begin, int64_t n) {
+  pdl_enter();
   for (int64_t i = begin + blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     out[i] = __float2bfloat16_rn(swiglu(__bfloat162float(gate[i]), __bfloat162float(up[i])));
@@ -119,6 +125,7 @@ __global__ void swiglu_forward_bf16_kernel(const bf16* gate, const bf16* up, bf1
 
 __global__ void swiglu_backward_bf16_kernel8(const uint4* dout, const uint4* gate, const uint4* up, uint4* dgate,
                                              uint4* dup, int64_t n8) {
+  pdl_enter();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n8;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const uint4 dv = dout[i], gv = gate[i], uv = up[i];
@@ -131,6 +138,7 @@ __global__ void swiglu_backward_bf16_kernel8(const uint4* dout, const uint4* gat
 
 __global__ void swiglu_backward_bf16_kernel(const bf16* dout, const bf16* gate, const bf16* up, bf16* dgate, bf16* dup,
                                             int64_t begin, int64_t n) {
+  pdl_enter();
   for (int64_t i = begin + blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float dg, du;
@@ -146,6 +154,7 @@ __global__ void swiglu_backward_bf16_kernel(const bf16* dout, const bf16* gate, 
 template <typename T, bool kVec>
 __global__ void swiglu_backward_packed_kernel(const T* dout, const T* gate, const T* up, bf16* dgu, int64_t f,
                                               int64_t ld, int64_t n) {
+  pdl_enter();
   const int64_t per = kVec ? 8 : 1;
   for (int64_t i = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * per; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x * per) {
@@ -198,6 +207,7 @@ __global__ void __launch_bounds__(kNarrowThreads) swiglu_backward_g_kernel(const
                                                                            const bf16* up, bf16* dgu, int64_t f,
                                                                            int64_t ld, int64_t N, const bf16* b,
                                                                            int64_t ldb, int r, float s) {
+  pdl_enter();
   __shared__ __align__(16) Tile tile[2];  // dgate's chunk, dup's
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kNarrowRows;
@@ -244,24 +254,24 @@ void swiglu_backward_packed(const SwigluBackwardArgs& p, int64_t n) {
     const int64_t r = p.g_rank, rows = p.gate->dim(0);
     if (f % 16 == 0 && ld % 8 == 0 && aligned16({d, g, u, out}) && r % 8 == 0 && 2 * r <= kNarrowMax) {
       const unsigned ctas = static_cast<unsigned>((rows + kNarrowRows - 1) / kNarrowRows);
-      swiglu_backward_g_kernel<<<ctas, kNarrowThreads, 0, stream()>>>(d, g, u, out, f, ld, rows, bf16_ptr(*p.g_b) + p.g_col0,
-                                                                 p.g_b->dim(1), static_cast<int>(r), p.g_scale);
-      check_launch("swiglu_backward_g_kernel");
+      launch("swiglu_backward_g_kernel", swiglu_backward_g_kernel, ctas, kNarrowThreads, 0, stream(), d, g, u, out, f,
+             ld, rows, bf16_ptr(*p.g_b) + p.g_col0, p.g_b->dim(1), static_cast<int>(r), p.g_scale);
       return;
     }
   }
   if (p.gate->dtype() == DType::BF16) {
     const bf16 *d = p.dout->data_as<bf16>(), *g = p.gate->data_as<bf16>(), *u = p.up->data_as<bf16>();
     if (f % 8 == 0 && ld % 8 == 0 && aligned16({d, g, u, out})) {
-      swiglu_backward_packed_kernel<bf16, true><<<grid_1d(n / 8, 256), 256, 0, stream()>>>(d, g, u, out, f, ld, n);
+      launch("swiglu_backward_packed_kernel", swiglu_backward_packed_kernel<bf16, true>, grid_1d(n / 8, 256), 256, 0,
+             stream(), d, g, u, out, f, ld, n);
     } else {
-      swiglu_backward_packed_kernel<bf16, false><<<grid_1d(n, 256), 256, 0, stream()>>>(d, g, u, out, f, ld, n);
+      launch("swiglu_backward_packed_kernel", swiglu_backward_packed_kernel<bf16, false>, grid_1d(n, 256), 256, 0,
+             stream(), d, g, u, out, f, ld, n);
     }
   } else {
-    swiglu_backward_packed_kernel<float, false><<<grid_1d(n, 256), 256, 0, stream()>>>(
-        p.dout->data_as<float>(), p.gate->data_as<float>(), p.up->data_as<float>(), out, f, ld, n);
+    launch("swiglu_backward_packed_kernel", swiglu_backward_packed_kernel<float, false>, grid_1d(n, 256), 256, 0,
+           stream(), p.dout->data_as<float>(), p.gate->data_as<float>(), p.up->data_as<float>(), out, f, ld, n);
   }
-  check_launch("swiglu_backward_packed_kernel");
   if (p.g_b) {  // the group's product (lora_group.cu), a diagonal block at a time: s·g_h = s · dy_h·B_h into dgu's columns 2F + h·R..
     const OpPart part("g = dy [B] (swiglu's g_b)", Device::CUDA);
     const int64_t r = p.g_rank, ldb = p.g_b->dim(1);
@@ -281,6 +291,7 @@ void swiglu_backward_packed(const SwigluBackwardArgs& p, int64_t n) {
 // kVec as the packed backward's.
 template <typename T, bool kVec>
 __global__ void swiglu_forward_packed_kernel(const T* gate, const T* up, bf16* outp, int64_t f, int64_t ld, int64_t n) {
+  pdl_enter();
   const int64_t per = kVec ? 8 : 1;
   for (int64_t i = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * per; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x * per) {
@@ -300,6 +311,7 @@ __global__ void swiglu_forward_packed_kernel(const T* gate, const T* up, bf16* o
 __global__ void __launch_bounds__(kNarrowThreads) swiglu_forward_u_kernel(const bf16* gate, const bf16* up, bf16* outp,
                                                                           int64_t f, int64_t ld, int64_t N,
                                                                           const bf16* a, int mr, float s) {
+  pdl_enter();
   __shared__ __align__(16) Tile tile;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kNarrowRows;
@@ -344,24 +356,24 @@ void swiglu_forward_packed(const SwigluForwardArgs& p, int64_t n) {
     const int64_t rows = p.gate->dim(0);
     if (f % 16 == 0 && ld % 8 == 0 && aligned16({g, u, out}) && aligned(ua, 4) && p.u_rows % 8 == 0 && p.u_rows <= kNarrowMax) {
       const unsigned ctas = static_cast<unsigned>((rows + kNarrowRows - 1) / kNarrowRows);
-      swiglu_forward_u_kernel<<<ctas, kNarrowThreads, 0, stream()>>>(g, u, out, f, ld, rows, ua, static_cast<int>(p.u_rows),
-                                                                p.u_scale);
-      check_launch("swiglu_forward_u_kernel");
+      launch("swiglu_forward_u_kernel", swiglu_forward_u_kernel, ctas, kNarrowThreads, 0, stream(), g, u, out, f, ld,
+             rows, ua, static_cast<int>(p.u_rows), p.u_scale);
       return;
     }
   }
   if (p.gate->dtype() == DType::BF16) {
     const bf16 *g = p.gate->data_as<bf16>(), *u = p.up->data_as<bf16>();
     if (f % 8 == 0 && ld % 8 == 0 && aligned16({g, u, out})) {
-      swiglu_forward_packed_kernel<bf16, true><<<grid_1d(n / 8, 256), 256, 0, stream()>>>(g, u, out, f, ld, n);
+      launch("swiglu_forward_packed_kernel", swiglu_forward_packed_kernel<bf16, true>, grid_1d(n / 8, 256), 256, 0,
+             stream(), g, u, out, f, ld, n);
     } else {
-      swiglu_forward_packed_kernel<bf16, false><<<grid_1d(n, 256), 256, 0, stream()>>>(g, u, out, f, ld, n);
+      launch("swiglu_forward_packed_kernel", swiglu_forward_packed_kernel<bf16, false>, grid_1d(n, 256), 256, 0,
+             stream(), g, u, out, f, ld, n);
     }
   } else {
-    swiglu_forward_packed_kernel<float, false><<<grid_1d(n, 256), 256, 0, stream()>>>(
-        p.gate->data_as<float>(), p.up->data_as<float>(), out, f, ld, n);
+    launch("swiglu_forward_packed_kernel", swiglu_forward_packed_kernel<float, false>, grid_1d(n, 256), 256, 0,
+           stream(), p.gate->data_as<float>(), p.up->data_as<float>(), out, f, ld, n);
   }
-  check_launch("swiglu_forward_packed_kernel");
   if (ua) {  // down_proj's product (lora_linear.cu): s·u (N, u_rows) = s · h·Aᵀ into out_packed's columns F..
     const OpPart part("u = h A^T (swiglu's u_a)", Device::CUDA);
     GemmArgs g;
@@ -380,13 +392,12 @@ void swiglu_forward_bf16(const SwigluForwardArgs& p, int64_t n) {
   int64_t begin = 0;
   if (aligned16({g, u, o}) && n >= 8) {
     begin = n / 8 * 8;
-    swiglu_forward_bf16_kernel8<<<grid_1d(n / 8, 256), 256, 0, stream()>>>(
-        reinterpret_cast<const uint4*>(g), reinterpret_cast<const uint4*>(u), reinterpret_cast<uint4*>(o), n / 8);
-    check_launch("swiglu_forward_bf16_kernel8");
+    launch("swiglu_forward_bf16_kernel8", swiglu_forward_bf16_kernel8, grid_1d(n / 8, 256), 256, 0, stream(),
+           reinterpret_cast<const uint4*>(g), reinterpret_cast<const uint4*>(u), reinterpret_cast<uint4*>(o), n / 8);
   }
   if (begin < n) {
-    swiglu_forward_bf16_kernel<<<grid_1d(n - begin, 256), 256, 0, stream()>>>(g, u, o, begin, n);
-    check_launch("swiglu_forward_bf16_kernel");
+    launch("swiglu_forward_bf16_kernel", swiglu_forward_bf16_kernel, grid_1d(n - begin, 256), 256, 0, stream(), g, u, o,
+           begin, n);
   }
 }
 
@@ -396,14 +407,13 @@ void swiglu_backward_bf16(const SwigluBackwardArgs& p, int64_t n) {
   int64_t begin = 0;
   if (aligned16({d, g, u, dg, du}) && n >= 8) {
     begin = n / 8 * 8;
-    swiglu_backward_bf16_kernel8<<<grid_1d(n / 8, 256), 256, 0, stream()>>>(
-        reinterpret_cast<const uint4*>(d), reinterpret_cast<const uint4*>(g), reinterpret_cast<const uint4*>(u),
-        reinterpret_cast<uint4*>(dg), reinterpret_cast<uint4*>(du), n / 8);
-    check_launch("swiglu_backward_bf16_kernel8");
+    launch("swiglu_backward_bf16_kernel8", swiglu_backward_bf16_kernel8, grid_1d(n / 8, 256), 256, 0, stream(),
+           reinterpret_cast<const uint4*>(d), reinterpret_cast<const uint4*>(g), reinterpret_cast<const uint4*>(u),
+           reinterpret_cast<uint4*>(dg), reinterpret_cast<uint4*>(du), n / 8);
   }
   if (begin < n) {
-    swiglu_backward_bf16_kernel<<<grid_1d(n - begin, 256), 256, 0, stream()>>>(d, g, u, dg, du, begin, n);
-    check_launch("swiglu_backward_bf16_kernel");
+    launch("swiglu_backward_bf16_kernel", swiglu_backward_bf16_kernel, grid_1d(n - begin, 256), 256, 0, stream(), d, g,
+           u, dg, du, begin, n);
   }
 }
 
@@ -419,13 +429,12 @@ void swiglu_forward(const SwigluForwardArgs& p) {
   int64_t begin = 0;
   if (aligned16({g, u, o}) && n >= 4) {
     begin = n / 4 * 4;
-    swiglu_forward_kernel4<<<grid_1d(n / 4, 256), 256, 0, stream()>>>(
-        reinterpret_cast<const float4*>(g), reinterpret_cast<const float4*>(u), reinterpret_cast<float4*>(o), n / 4);
-    check_launch("swiglu_forward_kernel4");
+    launch("swiglu_forward_kernel4", swiglu_forward_kernel4, grid_1d(n / 4, 256), 256, 0, stream(),
+           reinterpret_cast<const float4*>(g), reinterpret_cast<const float4*>(u), reinterpret_cast<float4*>(o), n / 4);
   }
   if (begin < n) {
-    swiglu_forward_kernel<<<grid_1d(n - begin, 256), 256, 0, stream()>>>(g, u, o, begin, n);
-    check_launch("swiglu_forward_kernel");
+    launch("swiglu_forward_kernel", swiglu_forward_kernel, grid_1d(n - begin, 256), 256, 0, stream(), g, u, o, begin,
+           n);
   }
 }
 
@@ -439,14 +448,13 @@ void swiglu_backward(const SwigluBackwardArgs& p) {
   int64_t begin = 0;
   if (aligned16({d, g, u, dg, du}) && n >= 4) {
     begin = n / 4 * 4;
-    swiglu_backward_kernel4<<<grid_1d(n / 4, 256), 256, 0, stream()>>>(
-        reinterpret_cast<const float4*>(d), reinterpret_cast<const float4*>(g), reinterpret_cast<const float4*>(u),
-        reinterpret_cast<float4*>(dg), reinterpret_cast<float4*>(du), n / 4);
-    check_launch("swiglu_backward_kernel4");
+    launch("swiglu_backward_kernel4", swiglu_backward_kernel4, grid_1d(n / 4, 256), 256, 0, stream(),
+           reinterpret_cast<const float4*>(d), reinterpret_cast<const float4*>(g), reinterpret_cast<const float4*>(u),
+           reinterpret_cast<float4*>(dg), reinterpret_cast<float4*>(du), n / 4);
   }
   if (begin < n) {
-    swiglu_backward_kernel<<<grid_1d(n - begin, 256), 256, 0, stream()>>>(d, g, u, dg, du, begin, n);
-    check_launch("swiglu_backward_kernel");
+    launch("swiglu_backward_kernel", swiglu_backward_kernel, grid_1d(n - begin, 256), 256, 0, stream(), d, g, u, dg, du,
+           begin, n);
   }
 }
 

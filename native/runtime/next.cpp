@@ -41,7 +41,8 @@ constexpr Piece kAll[] = {
     {Next::DqWgmma, "dq_wgmma", false},      {Next::DkvWgmma, "dkv_wgmma", false},
     {Next::WgmmaMn, "wgmma_mn", false},      {Next::NormU, "norm_u", false},
     {Next::NormG, "norm_g", false},          {Next::SwigluG, "swiglu_g", false},
-    {Next::SwigluU, "swiglu_u", false},      {Next::AsyncUpload, "async_upload", false}};
+    {Next::SwigluU, "swiglu_u", false},      {Next::AsyncUpload, "async_upload", false},
+    {Next::Pdl, "pdl", false}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;
