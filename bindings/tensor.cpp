@@ -262,6 +262,20 @@ Napi::Value release_device_memory(const Napi::CallbackInfo& info) {
   });
 }
 
+// deviceLaunchCounts(device) -> { launches, programmatic }: kernels launched on a GPU so far in this process, and how
+// many as programmatic dependent launches (INSTILL_CUDA_NEXT `pdl`): for tests and benchmarks.
+Napi::Value device_launch_counts_js(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    uint64_t launches = 0, programmatic = 0;
+    device_launch_counts(read_device(info, 0), &launches, &programmatic);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("launches", static_cast<double>(launches));
+    o.Set("programmatic", static_cast<double>(programmatic));
+    return o;
+  });
+}
+
 }  // namespace
 
 const Tensor* unwrap_tensor(Napi::Env env, const Napi::Value& v, const char* name, bool optional) {
@@ -289,6 +303,7 @@ void register_tensor(Napi::Env env, Napi::Object exports) {
   exports.Set("tensorTo", Napi::Function::New(env, tensor_to, "tensorTo"));
   exports.Set("deviceMemoryStats", Napi::Function::New(env, device_memory_stats, "deviceMemoryStats"));
   exports.Set("releaseDeviceMemory", Napi::Function::New(env, release_device_memory, "releaseDeviceMemory"));
+  exports.Set("deviceLaunchCounts", Napi::Function::New(env, device_launch_counts_js, "deviceLaunchCounts"));
   exports.Set("deviceUnavailableReason", Napi::Function::New(env, device_unavailable, "deviceUnavailableReason"));
 }
 

@@ -249,42 +249,50 @@ if (what === 'lora') {
     timed('swiglu fwd into packed x, s·u besides (16 columns: swiglu_u)', () => n.opSwigluPacked(handleOf(gate), handleOf(up), handleOf(hp), handleOf(ad), 0, R, 2));
   }
   // INSTILL_CUDA_NEXT=pdl (stop 30) at the kernel level: a chain of the 1B step's elementwise kernels, each reading what
-  // the one before wrote (rmsnorm of (T, C), SwiGLU and its backward on (T, C) bf16, a row gather), 40 rounds (160
-  // launches) a call, with and without the piece, alternating, in this one process (the variable is read at every
-  // launch). The difference a kernel is what a programmatic launch saves at a kernel boundary (on compute capability
-  // 9.0; elsewhere the two are the same launches). Left out where pdl's tests failed.
+  // the one before wrote (rmsnorm of (T, C), SwiGLU and its backward on it: 40 rounds, 120 launches), queued behind
+  // two products of 8192³ (~3.5 ms on an H100) so that the host is ahead and every kernel is queued before the one
+  // ahead of it finishes; with and without the piece, alternating, in this one process (the variable is read at every
+  // launch). What a call with the piece saves, over the chain's 120 kernel boundaries, is what a programmatic launch
+  // saves at one (on compute capability 9.0; elsewhere the two are the same launches). Left out where pdl's tests failed.
   if (!skipped.includes('pdl') && !skipped.includes('all') && process.env.INSTILL_CUDA_NEXT === undefined) {
     const x0 = gpu(randn(T * C), [T, C]), w = gpu(randn(C), [C]);
-    const ids = Tensor.from(Int32Array.from({ length: T }, (_, i) => (i * 7) % T), [T], { dtype: 'i32', device });
-    const rounds = 40;
+    const z = device === 'cpu' ? null : gpu(new Float32Array(8192 * 8192), [8192, 8192], 'bf16');
+    const programmatic = () => (device === 'cpu' ? 0 : n.deviceLaunchCounts(device).programmatic);
+    const rounds = 40, boundaries = 3 * rounds;
     const chain = () => {
+      if (device !== 'cpu') drop([kernels.matmul({ a: z, b: z }), kernels.matmul({ a: z, b: z })]);  // (--device cpu: a smoke test)
       let x = handleOf(x0);
       for (let k = 0; k < rounds; k++) {
-        const { y, rstd } = n.opRmsnorm(x, handleOf(w), 1e-5, 'bf16');
+        const { y, rstd } = n.opRmsnorm(x, handleOf(w), 1e-5);
         const s = n.opSwiglu(y, y);
         const { dgate, dup } = n.opSwigluBackward(s, y, y);
-        const next = n.opEmbedding(handleOf(ids), dup);
-        for (const t of [y, rstd, s, dgate, dup]) t.dispose();
-        if (x !== handleOf(x0)) x.dispose();
-        x = next;
+        for (const t of [y, rstd, s, dgate]) t.dispose();
+        if (k > 0) x.dispose();
+        x = dup;
       }
-      if (x !== handleOf(x0)) x.dispose();
+      x.dispose();
     };
-    const runs = { default: [], 'default,pdl': [] };
+    const sets = ['default', 'default,pdl'];
+    const runs = Object.fromEntries(sets.map((v) => [v, []]));
+    const count = { default: 0, 'default,pdl': 0 };
     try {
-      for (let rep = 0; rep < 3; rep++) {
-        for (const next of Object.keys(runs)) {
+      for (let rep = 0; rep < 5; rep++) {
+        for (const next of sets) {
           process.env.INSTILL_CUDA_NEXT = next;
-          runs[next].push(timeQueuedMs(chain, sync, 2, 5, 4));
+          const c0 = programmatic();
+          runs[next].push(timeQueuedMs(chain, sync, 1, 3, 2).ms);
+          count[next] += programmatic() - c0;
         }
       }
     } finally {
       delete process.env.INSTILL_CUDA_NEXT;
     }
-    for (const [next, ts] of Object.entries(runs)) {
-      const ms = ts.map((t) => t.ms).sort((a, b) => a - b);
-      emit({ bench: `op kernel chain (rmsnorm, swiglu, swiglu bwd, gather; T 2048, C 2048), us a kernel [${next}]`,
-        impl: `instill ${device} (${gemm})`, ms: ms[1], min_ms: ms[0], max_ms: ms[2], us_per_kernel: (1000 * ms[1]) / (4 * rounds) });
+    const med = (a) => [...a].sort((p, q) => p - q)[Math.floor(a.length / 2)];
+    for (const next of sets) {
+      const ms = [...runs[next]].sort((p, q) => p - q);
+      emit({ bench: `op kernel chain behind 2 products (rmsnorm, swiglu, swiglu bwd; T 2048, C 2048) [${next}]`,
+        impl: `instill ${device} (${gemm})`, ms: med(ms), min_ms: ms[0], max_ms: ms[ms.length - 1], programmatic_launches: count[next],
+        us_saved_per_boundary: next === 'default' ? 0 : (1000 * (med(runs.default) - med(ms))) / boundaries });
     }
   }
   if (process.env.INSTILL_CUDA_ATTENTION === undefined && process.env.INSTILL_CUDA_NEXT === undefined &&

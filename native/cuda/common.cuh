@@ -31,7 +31,6 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "runtime/error.h"
@@ -114,33 +113,48 @@ __device__ __forceinline__ void pdl_enter() {
 // capability 9.0 (where the sm_90a code runs: a later GPU runs the compute_80 PTX, which has no wait), and `s` the
 // main stream (side work waits for events, and stays as it was).
 bool pdl_launch(cudaStream_t s);
-// The next launch on the main stream is an ordinary one. Called after each copy, fill or event wait queued there:
-// programmatic launches are documented between kernels, and what one does after another kind of work is not, so
-// a kernel behind such work waits for it in full, as without the piece.
+// The next launch on the main stream is an ordinary one. Called after each queued copy, fill or event wait there, work
+// a kernel behind it may read: programmatic launches are documented between kernels, and what one does right after
+// another kind of work is not, so such a kernel waits for that work in full, as without the piece. (Not needed after
+// an event record, which writes nothing a kernel reads, nor after a copy the host waits for.)
 void pdl_barrier();
+// A programmatic launch failed where the same launch without it might not (an old driver, a tool that refuses it):
+// none is asked for again in this process.
+void pdl_refused_once();
+// Counts a launch (native().deviceLaunchCounts, for tests and benchmarks).
+void count_launch(bool programmatic);
 
 // kernel<<<grid, block, smem, s>>>(args...), then check_launch(name); with pdl_launch(s) as a programmatic dependent
 // launch. The arguments are converted to the kernel's parameter types as <<<>>> converts them.
 template <typename... Params, typename... Args>
 void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
-            Args&&... args) {
+            const Args&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
   cudaLaunchAttribute attr[1] = {};
-  if (pdl_launch(s)) {
+  const bool programmatic = pdl_launch(s);
+  if (programmatic) {
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
   }
-  const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+  cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, args...);
+  if (err != cudaSuccess && programmatic) {  // (once more as an ordinary launch, and none asked for again)
+    cudaGetLastError();
+    pdl_refused_once();
+    cfg.attrs = nullptr;
+    cfg.numAttrs = 0;
+    err = cudaLaunchKernelEx(&cfg, kernel, args...);
+  }
   if (err != cudaSuccess) {
     cudaGetLastError();  // (thrown here, not left behind for the next check)
     throw_cuda_error(err, name, "launch", 0);
   }
+  count_launch(programmatic && cfg.numAttrs == 1);
   check_launch(name);
 }
 

@@ -160,6 +160,7 @@ struct Fence {
 using FenceRef = std::shared_ptr<Fence>;
 
 thread_local FenceRef t_open;  // the open SideWork's fence on this thread: its work goes to the side stream
+std::atomic<uint64_t> launches_all{0}, launches_pdl{0};  // count_launch(): kernels launched, and programmatically
 
 // Whether the side work behind f has run (no fence: nothing to wait for). Caller holds the cache's lock.
 bool fence_passed(const FenceRef& f) {
@@ -341,6 +342,11 @@ void hook_release_mark(void* m) {
   if (m) mark_events().give(static_cast<cudaEvent_t>(m));
 }
 
+void hook_launch_counts(uint64_t* launches, uint64_t* programmatic) {
+  *launches = launches_all.load();
+  *programmatic = launches_pdl.load();
+}
+
 uint64_t hook_release_cached() {
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
@@ -361,7 +367,7 @@ const DeviceMemoryHooks& memory_hooks() {
   static const DeviceMemoryHooks hooks = {hook_available,  hook_reason,       hook_alloc,           hook_free,
                                          hook_fill,       hook_copy,         hook_stats,           hook_available_bytes,
                                          hook_mark,       hook_elapsed_ms,   hook_release_mark,    hook_properties,
-                                         hook_release_cached};
+                                         hook_release_cached, hook_launch_counts};
   return hooks;
 }
 
@@ -481,18 +487,48 @@ void join_side(uint64_t upto) {
 
 namespace {
 std::atomic<bool> pdl_held{false};  // pdl_barrier() was called since the last launch
+std::atomic<bool> pdl_refused{false};  // the driver refused a programmatic launch once: none since
+
+__global__ void pdl_probe_kernel() { pdl_enter(); }
+
+// Whether the kernels that run are the sm_90a code, the one with pdl_enter()'s wait: not where the driver compiled the
+// compute_80 PTX instead (CUDA_FORCE_PTX_JIT=1, say), which has none.
+bool sm90a_code_runs() {
+  static const bool runs = [] {
+    cudaFuncAttributes attr{};
+    if (cudaFuncGetAttributes(&attr, pdl_probe_kernel) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return attr.ptxVersion >= 90;
+  }();
+  return runs;
+}
 }  // namespace
 
-// Compute capability 9.0 exactly: the one the sm_90a code (with pdl_enter()'s wait) runs on. A later GPU runs the
-// compute_80 PTX, compiled without the wait (griddepcontrol is sm_90's), and a programmatic launch there would race.
+// The main stream, a GPU of compute capability 9.0 exactly running the sm_90a code: the one with pdl_enter()'s wait.
+// A later GPU runs the compute_80 PTX, compiled without the wait (griddepcontrol is sm_90's), and a programmatic
+// launch there would race. The stream and the device are checked first (cheap); the variable is looked up only for a
+// 9.0 GPU's main stream.
 bool pdl_launch(cudaStream_t s) {
-  if (!next_kernels(Next::Pdl)) return false;
   const State& st = state();
-  if (!st.ok || st.props.cc_major != 9 || st.props.cc_minor != 0 || s != st.stream) return false;
+  if (!st.ok || s != st.stream || st.props.cc_major != 9 || st.props.cc_minor != 0) return false;
+  if (!next_kernels(Next::Pdl) || pdl_refused.load() || !sm90a_code_runs()) return false;
+  // (the flag's test and reset are one step, so that one thread's barrier is not lost to another's launch. Where two
+  // host threads queue work on the stream at once, the launch that takes the flag is an ordinary one, so it starts after
+  // the copy or fill in full, and every later kernel waits for it; a programmatic launch that slips in between another
+  // thread's copy and its flag reads nothing that copy writes, or the threads would have had to order the two)
   return !pdl_held.exchange(false);
 }
 
 void pdl_barrier() { pdl_held.store(true); }
+
+void pdl_refused_once() { pdl_refused.store(true); }
+
+void count_launch(bool programmatic) {
+  launches_all.fetch_add(1, std::memory_order_relaxed);
+  if (programmatic) launches_pdl.fetch_add(1, std::memory_order_relaxed);
+}
 
 void check_launch(const char* kernel) {
   cudaError_t err = cudaGetLastError();

@@ -57,7 +57,7 @@ enum class Next {
   AsyncUpload,  // "async_upload": a small host-to-device copy goes through pinned staging memory and returns without
                 // waiting for the GPU (runtime.cu): the pass's input, loss-row and optimizer-table uploads no longer
                 // stop the host until the GPU has run everything queued before them
-  Pdl,          // "pdl": on a GPU of compute capability 9.0 or more, every kernel on the main stream is a programmatic
+  Pdl,          // "pdl": on a GPU of compute capability 9.0, every kernel on the main stream is a programmatic
                 // dependent launch (cuda/common.cuh's launch()): placed while the kernel ahead of it still runs its last
                 // wave, it waits in pdl_enter() for that kernel's writes, so its launch overlaps the other's tail
 };

@@ -295,6 +295,7 @@ const DeviceMemoryHooks& memory_hooks() {
       [](void*) {},
       []() { return DeviceProperties{"fake device (host memory)", 0, 0, 1, uint64_t{1} << 34, "the CPU (double sums)"}; },
       []() -> uint64_t { return 0; },  // (its blocks are kept for the process)
+      nullptr,                         // (it launches no kernels)
   };
   return h;
 }

@@ -5,6 +5,7 @@
 //     it on the stream has finished, and only pdl_enter()'s wait keeps it from reading what that one still writes.
 // A kernel that broke the second rule would race with the piece on and still pass every test without it, so the rule
 // is checked here, where CI runs it, rather than left to a GPU run.
+import { spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -29,6 +30,12 @@ function launchRuleBreaks(name: string, src: string): string[] {
   for (let at = c.indexOf('<<<'); at >= 0; at = c.indexOf('<<<', at + 3)) {
     out.push(`${name}:${lineOf(at)}: a <<<>>> launch (launch() instead)`);
   }
+  // the runtime's and the driver's own launch calls: only launch() itself (common.cuh) makes one
+  if (name !== 'common.cuh') {
+    for (const m of c.matchAll(/\b(cudaLaunchKernel(?:Ex(?:C)?)?|cudaLaunchCooperativeKernel\w*|cuLaunchKernel(?:Ex)?|cuLaunchCooperativeKernel\w*)\s*\(/g)) {
+      out.push(`${name}:${lineOf(m.index!)}: ${m[1]} (launch() instead)`);
+    }
+  }
   for (const m of c.matchAll(/__global__/g)) {
     // the body: the first '{' after the parameter list (parentheses balanced: __launch_bounds__(...) comes first)
     let i = m.index! + m[0].length, depth = 0;
@@ -48,8 +55,14 @@ function launchRuleBreaks(name: string, src: string): string[] {
 }
 
 describe('native/cuda launch rules (common.cuh)', () => {
+  it('scripts/pdl_ptx_check.py (check-cuda.sh runs it on the compiled PTX, where nvcc is) finds each kind of break', () => {
+    const p = spawnSync('python3', [join(packageRoot, 'scripts', 'pdl_ptx_check.py'), '--self-test'], { encoding: 'utf8' });
+    expect(p.stdout + p.stderr).toContain('pdl_ptx_check self-test: ok');
+    expect(p.status).toBe(0);
+  });
+
   it('no <<<>>> launch, and every kernel begins with pdl_enter()', () => {
-    const files = readdirSync(dir).filter((f) => /\.(cu|cuh|h)$/.test(f));
+    const files = (readdirSync(dir, { recursive: true }) as string[]).filter((f) => /\.(cu|cuh|h)$/.test(f));
     expect(files.length).toBeGreaterThan(20);
     let kernels = 0;
     const breaks: string[] = [];
@@ -71,6 +84,11 @@ describe('native/cuda launch rules (common.cuh)', () => {
     ]);
     const angle = `void f() {\n  k<<<1, 32, 0, s>>>(x);\n}\n// k<<<1, 1>>> in a comment\nconst char* t = "<<<";\n`;
     expect(launchRuleBreaks('angle.cu', angle)).toEqual(['angle.cu:2: a <<<>>> launch (launch() instead)']);
+    const direct = `void g() {\n  cudaLaunchKernel((const void*)k, grid, block, args, 0, s);\n  cuLaunchKernelEx(&cfg, f, args, nullptr);\n}\n`;
+    expect(launchRuleBreaks('direct.cu', direct)).toEqual([
+      'direct.cu:2: cudaLaunchKernel (launch() instead)', 'direct.cu:3: cuLaunchKernelEx (launch() instead)',
+    ]);
+    expect(launchRuleBreaks('common.cuh', `inline void l() { cudaLaunchKernelEx(&cfg, k); }\n`)).toEqual([]);
     const commented = `/* __global__ void old(int) { } */\n__global__ void k3(int n) {\n  pdl_enter(); }\n`;
     expect(launchRuleBreaks('commented.cu', commented)).toEqual([]);
   });

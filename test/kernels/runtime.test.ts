@@ -4,7 +4,8 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 
 import { Tensor, kernels, runtime } from '../../src/index.js';
-import { addonPaths, packageRoot } from '../../src/native.js';
+import { addonPaths, native, packageRoot } from '../../src/native.js';
+import { handleOf } from '../../src/tensor.js';
 
 /** runtimeInfo() of a fresh process with the given environment. */
 function infoWith(env: Record<string, string>): { threads: number; isa: string; hostCache: { bytes: number; limit: number } } {
@@ -56,6 +57,21 @@ describe('runtime', () => {
     expect(() => runtime.releaseDeviceMemory('cpu' as 'cuda')).toThrowError(/Expected 'cuda' .*releaseHostMemory/);
     expect(() => runtime.deviceMemory('gpu' as 'cuda')).toThrowError(expect.objectContaining({ code: 'E_ARG' }));
     expect(() => runtime.deviceMemory('cuda', { resetPeak: 1 as unknown as boolean })).toThrowError(expect.objectContaining({ code: 'E_ARG' }));
+  });
+
+  it('native deviceLaunchCounts (for tests and benchmarks): counts on a GPU; E_DEVICE for the CPU and where no GPU is usable', () => {
+    expect(() => native().deviceLaunchCounts('cpu')).toThrowError(expect.objectContaining({ code: 'E_DEVICE', message: expect.stringMatching(/CPU launches no kernels/) }));
+    if (!runtime.info().devices.includes('cuda')) {
+      expect(() => native().deviceLaunchCounts('cuda')).toThrowError(expect.objectContaining({ code: 'E_DEVICE' }));
+      return;
+    }
+    const before = native().deviceLaunchCounts('cuda');
+    const a = Tensor.from(Float32Array.from({ length: 64 }, (_, i) => i), [8, 8], { device: 'cuda' });
+    kernels.matmul({ a, b: a }).dispose();  // (cuBLASLt's kernels are not counted; its fallback is one of ours)
+    native().opSwiglu(handleOf(a), handleOf(a)).dispose();
+    const after = native().deviceLaunchCounts('cuda');
+    expect(after.launches).toBeGreaterThan(before.launches);
+    expect(after.programmatic).toBeGreaterThanOrEqual(before.programmatic);
   });
 
   it('op profile: calls and host time per op while on, nothing while off; reading it starts it over', () => {

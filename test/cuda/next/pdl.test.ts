@@ -2,13 +2,15 @@
 // kernel on the main stream is a programmatic dependent launch, placed while the kernel ahead of it still runs and
 // waiting in pdl_enter() for that kernel's writes. The arithmetic does not change, so everything must come out in the
 // default's bits: a kernel that read its input before the wait would read what the kernel ahead had not yet written.
-// Checked on a chain of ~1,000 kernels of several waves each, every one reading what the one before wrote, with
-// uploads and fills between some of them; then on the model's training steps (the passes and AdamW). Elsewhere than
-// on compute capability 9.0 the piece launches nothing differently, and the same checks hold trivially. A file of its
-// own (test/cuda/common.ts says why); skipped where no GPU is seen.
+// Checked on a chain of ~630 kernels queued behind ~20 ms of products (so that the host is far ahead of the GPU and
+// each kernel is launched before the one ahead of it has finished), each reading what the one before wrote, with fills
+// and, with async_upload, uploads between some of them; then on the model's training steps (passes and AdamW), also
+// beside side_grads (its joins are event waits on the stream). On compute capability 9.0 the launches must have been
+// programmatic (native().deviceLaunchCounts); elsewhere none is, and the same checks hold trivially. A file of its own
+// (test/cuda/common.ts says why); skipped where no GPU is seen.
 import { describe, expect, it } from 'vitest';
 
-import { Tensor } from '../../../src/index.js';
+import { Tensor, kernels } from '../../../src/index.js';
 import type { LossAndGradsResult } from '../../../src/model/model.js';
 import { native, type TensorHandle } from '../../../src/native.js';
 import { handleOf } from '../../../src/tensor.js';
@@ -16,88 +18,115 @@ import { randn, rng } from '../../../bench/kernels/reference.js';
 import { withEnv } from '../../helpers/env.js';
 import { HOPPER, PIECE_BATCH, bits, gradBitsDiffer, hasCuda, host, pieceLoraModel, pieceModelConfig } from '../common.js';
 
-const ON = 'default,pdl';
+const ROUNDS = 240;
 
-/** rmsnorm → SwiGLU → SwiGLU's backward → a row gather (the embedding lookup), `rounds` times over (N, C), each op
- * reading what the one before wrote: x ← rows of silu(y)²·y, y = rmsnorm(x). Every 8th round the gather's ids are
- * uploaded again (a copy between two kernels) and x ← rows of ½x², made by SwiGLU's backward from a zero gate (a fill
- * just before it). On `device`; the last x on the host. Each op's inputs are given back as soon as it is queued, so
- * the next ones write into the same blocks (the allocator's stream order, under the piece too). */
-function pdlChain(device: 'cpu' | 'cuda', x0: Float32Array, w0: Float32Array, n: number, c: number, rounds: number): Float32Array {
-  const A = native();
-  const w = handleOf(Tensor.from(w0, [c], { device }));
-  let x: TensorHandle = handleOf(Tensor.from(x0, [n, c], { device }));
-  const rows = (k: number) => handleOf(Tensor.from(Int32Array.from({ length: n }, (_, i) => (i * 7 + k) % n), [n], { dtype: 'i32', device }));
-  let ids = rows(0);
-  const next = (t: TensorHandle, ...done: TensorHandle[]) => {
-    for (const d of done) d.dispose();
-    return t;
+/** 12 products of 8192³ in bf16 (~20 ms on an H100), queued first; they are given back when `done` is called. */
+function busyGpu(): () => void {
+  const z = Tensor.zeros([8192, 8192], { dtype: 'bf16', device: 'cuda' });
+  const busy = Array.from({ length: 12 }, () => kernels.matmul({ a: z, b: z }));
+  return () => {
+    for (const t of busy) t.dispose();
+    z.dispose();
   };
-  for (let k = 0; k < rounds; k++) {
+}
+
+/** x ← silu(y)²·y with y = rmsnorm(x) (rmsnorm, SwiGLU, SwiGLU's backward: each reading what the one before wrote),
+ * ROUNDS times over (N, C), queued behind busyGpu() without a wait. Every 8th round instead x ← ½x², made by SwiGLU's
+ * backward from a zero gate (a fill just before it); with `uploads`, the norm's weight is uploaded again then too (a
+ * small copy, staged without a wait under async_upload), scaled by the round. The last x on the host, and the
+ * launches the chain made (native().deviceLaunchCounts). */
+function chain(x0: Float32Array, w0: Float32Array, n: number, c: number, uploads: boolean) {
+  const A = native();
+  let w = Tensor.from(w0, [c], { device: 'cuda' });
+  let x: TensorHandle = handleOf(Tensor.from(x0, [n, c], { device: 'cuda' }));  // (uploaded first: a large copy waits)
+  const done = busyGpu();
+  const before = A.deviceLaunchCounts('cuda');
+  for (let k = 0; k < ROUNDS; k++) {
+    const old = x;
     if (k % 8 === 7) {
-      ids = next(rows(k), ids);
-      const zero = handleOf(Tensor.zeros([n, c], { device }));
-      const { dgate, dup } = A.opSwigluBackward(x, zero, x);  // dgate = x · x · silu'(0)
-      x = next(A.opEmbedding(ids, dgate), x, zero, dgate, dup);
-      continue;
+      if (uploads) {
+        w.dispose();
+        w = Tensor.from(w0.map((v) => v * (1 + k / 1000)), [c], { device: 'cuda' });
+      }
+      const zero = Tensor.zeros([n, c], { device: 'cuda' });
+      const { dgate, dup } = A.opSwigluBackward(x, handleOf(zero), x);  // dgate = x · x · silu'(0)
+      x = dgate;
+      dup.dispose();
+      zero.dispose();
+    } else {
+      const { y, rstd } = A.opRmsnorm(x, handleOf(w), 1e-5);
+      const s = A.opSwiglu(y, y);
+      const { dgate, dup } = A.opSwigluBackward(s, y, y);  // dup = silu(y) · y · silu(y)
+      x = dup;
+      for (const t of [y, rstd, s, dgate]) t.dispose();  // (their blocks go to the next rounds' outputs)
     }
-    const { y, rstd } = A.opRmsnorm(x, w, 1e-5);
-    const s = A.opSwiglu(y, y);
-    const { dgate, dup } = A.opSwigluBackward(s, y, y);  // dup = silu(y) · y · silu(y)
-    x = next(A.opEmbedding(ids, dup), x, y, rstd, s, dgate, dup);  // every row read by another block than wrote it
+    old.dispose();
   }
+  const after = A.deviceLaunchCounts('cuda');
   const out = host(x) as Float32Array;
   x.dispose();
-  return out;
+  w.dispose();
+  done();
+  return { out, launches: after.launches - before.launches, programmatic: after.programmatic - before.programmatic };
 }
 
-/** Finite, and not near zero (the chain neither blows up nor dies out, so equal bits say something). */
-function expectLively(out: Float32Array): void {
-  expect(out.every(Number.isFinite), 'the chain stays finite').toBe(true);
-  const rms = Math.sqrt(out.reduce((a, v) => a + v * v, 0) / out.length);
-  expect(rms, 'the chain\'s output rms').toBeGreaterThan(0.05);
-}
-
-it('the chain the GPU check runs is lively: on the CPU, finite and far from zero after 240 rounds', () => {
+/** The chain with and without the piece (beside `also`, pieces on in both): the same bits, a lively output, and the
+ * launches programmatic on compute capability 9.0 only. */
+function expectChainBits(also: string, uploads: boolean): void {
   const r = rng(31);
-  const n = 257, c = 130;
-  expectLively(pdlChain('cpu', randn(r, n * c, 2), randn(r, c), n, c, 240));
-});
+  const n = 2047, c = 1030;  // (row kernels of 2047 blocks: more than an H100 holds at once)
+  const x0 = randn(r, n * c, 2), w0 = randn(r, c);
+  const plain = withEnv('INSTILL_CUDA_NEXT', `default${also}`, () => chain(x0, w0, n, c, uploads));
+  const got = withEnv('INSTILL_CUDA_NEXT', `default${also},pdl`, () => chain(x0, w0, n, c, uploads));
+  expect(plain.out.every(Number.isFinite), 'the chain stays finite').toBe(true);
+  const rms = Math.sqrt(plain.out.reduce((a, v) => a + v * v, 0) / plain.out.length);
+  expect(rms, 'the chain neither dies out nor blows up (its output rms)').toBeGreaterThan(0.05);
+  let differ = 0;
+  for (let i = 0; i < got.out.length; i++) if (!Object.is(got.out[i], plain.out[i])) differ++;
+  expect(differ, 'elements of the chain\'s output that differ in bits from the default\'s').toBe(0);
+  const kernelsRun = 3 * (ROUNDS - ROUNDS / 8) + ROUNDS / 8;
+  expect(plain.programmatic, 'programmatic launches without the piece').toBe(0);
+  expect(got.launches, 'kernels the chain launched').toBeGreaterThanOrEqual(kernelsRun);
+  // on 9.0: every kernel but the one right after each fill (and the busy products', cuBLASLt's own launches)
+  if (HOPPER) expect(got.programmatic, 'programmatic launches with the piece').toBeGreaterThanOrEqual(kernelsRun - ROUNDS / 8);
+  else expect(got.programmatic, 'programmatic launches with the piece, not on compute capability 9.0').toBe(0);
+}
+
+/** Three training steps (passes and AdamW, clipped) of the pieces' model under `next`: each step's result, and the
+ * adapter after them. */
+async function steps(next: string) {
+  const m = pieceLoraModel(pieceModelConfig(208, 560), 31, (i) => 0.01 * Math.sin(i + 1));
+  const out: LossAndGradsResult[] = [];
+  for (let k = 0; k < 3; k++) {
+    out.push(await withEnv('INSTILL_CUDA_NEXT', next, () => m.lossAndGrads(PIECE_BATCH)));
+    withEnv('INSTILL_CUDA_NEXT', next, () => m.adamwStep({ lr: 1e-3, maxGradNorm: 1 }));
+  }
+  const adapter = m.adapterWeights();
+  m.dispose();
+  return { out, adapter };
+}
+
+async function expectStepBits(also: string): Promise<void> {
+  const plain = await steps(`default${also}`);
+  const got = await steps(`default${also},pdl`);
+  for (let k = 0; k < 3; k++) {
+    // (the loss's rows are summed by atomics in double, in whatever order they finish: the same to 1e-12, not in bits)
+    expect(Math.abs(got.out[k].loss - plain.out[k].loss) / plain.out[k].loss, `step ${k + 1}: loss`).toBeLessThan(1e-12);
+    expect(gradBitsDiffer(got.out[k], plain.out[k]), `step ${k + 1}: LoRA gradient elements that differ in bits`).toBe(0);
+  }
+  for (const name of Object.keys(plain.adapter)) {
+    expect(bits(got.adapter[name]).equals(bits(plain.adapter[name])), `the adapter after 3 steps: ${name}`).toBe(true);
+  }
+}
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=pdl', () => {
-  it(`a chain of ~1,000 dependent kernels (with uploads and fills) gives the default's bits${HOPPER ? '' : ' (not compute capability 9.0: nothing launched differently)'}`, () => {
-    const r = rng(31);
-    const n = 2047, c = 1030;  // (row kernels of 2047 blocks: more than an H100 holds at once)
-    const x0 = randn(r, n * c, 2), w0 = randn(r, c);
-    const plain = withEnv('INSTILL_CUDA_NEXT', 'default', () => pdlChain('cuda', x0, w0, n, c, 240));
-    const got = withEnv('INSTILL_CUDA_NEXT', ON, () => pdlChain('cuda', x0, w0, n, c, 240));
-    expectLively(plain);
-    let differ = 0;
-    for (let i = 0; i < got.length; i++) if (!Object.is(got[i], plain[i])) differ++;
-    expect(differ, 'elements of the chain\'s output that differ in bits from the default\'s').toBe(0);
-  }, 120_000);
+  it(`a chain of dependent kernels queued far ahead, fills between some, gives the default's bits${HOPPER ? '' : ' (not compute capability 9.0: nothing launched differently)'}`,
+    () => expectChainBits('', false), 120_000);
 
-  it('three training steps (passes and AdamW) give the default\'s losses, gradients and adapter in bits', async () => {
-    const make = () => pieceLoraModel(pieceModelConfig(208, 560), 31, (i) => 0.01 * Math.sin(i + 1));
-    const steps = async (next: string) => {
-      const m = make();
-      const out: LossAndGradsResult[] = [];
-      for (let k = 0; k < 3; k++) {
-        out.push(await withEnv('INSTILL_CUDA_NEXT', next, () => m.lossAndGrads(PIECE_BATCH)));
-        withEnv('INSTILL_CUDA_NEXT', next, () => m.adamwStep({ lr: 1e-3, maxGradNorm: 1 }));
-      }
-      const adapter = m.adapterWeights();
-      m.dispose();
-      return { out, adapter };
-    };
-    const plain = await steps('default');
-    const got = await steps(ON);
-    for (let k = 0; k < 3; k++) {
-      expect(got.out[k].loss, `step ${k + 1}: loss`).toBe(plain.out[k].loss);
-      expect(gradBitsDiffer(got.out[k], plain.out[k]), `step ${k + 1}: LoRA gradient elements that differ in bits`).toBe(0);
-    }
-    for (const name of Object.keys(plain.adapter)) {
-      expect(bits(got.adapter[name]).equals(bits(plain.adapter[name])), `the adapter after 3 steps: ${name}`).toBe(true);
-    }
-  });
+  it('the same chain with small uploads between some kernels, staged without a wait (with async_upload)',
+    () => expectChainBits(',async_upload', true), 120_000);
+
+  it('three training steps (passes and AdamW) give the default\'s gradients and adapter in bits', () => expectStepBits(''));
+
+  it('the same beside side_grads (LoRA\'s dA and dB on the side stream, joined by event waits)', () => expectStepBits(',side_grads'));
 });
