@@ -262,16 +262,19 @@ Napi::Value release_device_memory(const Napi::CallbackInfo& info) {
   });
 }
 
-// deviceLaunchCounts(device) -> { launches, programmatic }: kernels launched on a GPU so far in this process, and how
-// many as programmatic dependent launches (INSTILL_CUDA_NEXT `pdl`): for tests and benchmarks.
+// deviceLaunchCounts(device) -> { launches, programmatic, pdl }: kernels launched on a GPU so far in this process, how
+// many as programmatic dependent launches (INSTILL_CUDA_NEXT `pdl`), and whether a launch now would be one ("on") or
+// why not: for tests and benchmarks.
 Napi::Value device_launch_counts_js(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
     uint64_t launches = 0, programmatic = 0;
-    device_launch_counts(read_device(info, 0), &launches, &programmatic);
+    std::string pdl;
+    device_launch_counts(read_device(info, 0), &launches, &programmatic, &pdl);
     Napi::Object o = Napi::Object::New(env);
     o.Set("launches", static_cast<double>(launches));
     o.Set("programmatic", static_cast<double>(programmatic));
+    o.Set("pdl", pdl);
     return o;
   });
 }

@@ -13,11 +13,23 @@ import re
 import sys
 
 ENTRY = re.compile(r"^\s*(?:\.(?:visible|weak)\s+)?\.entry\s+([\w$.]+)")
-# an instruction that may touch global memory: a load or store in the global or generic state space (the ones in
-# .param, .shared, .local and .const do not), an atomic or reduction, an async or bulk copy, a prefetch
-ACCESS = re.compile(r"^\s*(?:@!?%\w+\s+)?(?:(?:ld|st|ldu)(?!\.(?:param|shared|local|const)\b)[.\w:]*"
-                    r"|atom[.\w:]*|red[.\w:]*|cp\.async[.\w:]*|prefetch[.\w:]*|prefetchu[.\w:]*)\s")
+OPCODE = re.compile(r"^\s*(?:@!?%\w+\s+)?([a-z][\w.:]*)")
 WAIT = re.compile(r"^\s*griddepcontrol\.wait\s*;")
+PRIVATE = {"param", "shared", "local", "const"}  # state spaces no other grid writes (shared::cta and ::cluster too)
+
+
+def touches_global(line):
+    """Whether an instruction may read or write global memory: a load or store, atomic or reduction outside the
+    private state spaces (generic addressing counts), any cp.* copy (async, bulk, reduce), a texture or surface access,
+    a prefetch, or a call (whatever the callee does)."""
+    m = OPCODE.match(line)
+    if not m:
+        return False
+    parts = m.group(1).split(".")
+    base, quals = parts[0], {q.split("::")[0] for q in parts[1:]}
+    if base in ("ld", "ldu", "st", "atom", "red"):
+        return not (quals & PRIVATE)
+    return base in ("cp", "tex", "tld4", "suld", "sust", "sured", "prefetch", "prefetchu", "call")
 
 
 def kernels(ptx):
@@ -47,7 +59,7 @@ def breaks(ptx, where):
     out = []
     for name, body in kernels(ptx):
         wait = next((k for k, l in enumerate(body) if WAIT.match(l)), None)
-        access = next((k for k, l in enumerate(body) if ACCESS.match(l)), None)
+        access = next((k for k, l in enumerate(body) if touches_global(l)), None)
         if wait is None:
             out.append(f"{where}: {name}: no griddepcontrol.wait")
         elif access is not None and access < wait:
@@ -60,10 +72,18 @@ def self_test():
          "griddepcontrol.wait;\nld.global.f32 %f1, [%rd1];\n}\n"
     none = ".entry nowait(\n)\n{\nld.param.u64 %rd1, [p];\nst.global.f32 [%rd1], %f1;\n}\n"
     early = ".visible .entry early(\n)\n{\n@%p1 ld.f32 %f1, [%rd1];\ngriddepcontrol.wait;\n}\n"
-    shared = ".visible .entry sh(\n)\n{\nst.shared.f32 [%r1], %f1;\ngriddepcontrol.wait;\natom.global.add.f32 %f2, [%rd1], %f1;\n}\n"
-    got = breaks(ok + none + early + shared, "t.ptx")
-    want = ["t.ptx: nowait: no griddepcontrol.wait", "t.ptx: early: '@%p1 ld.f32 %f1, [%rd1];' before griddepcontrol.wait"]
-    if got != want or len(list(kernels(ok + none + early + shared))) != 4:
+    shared = ".visible .entry sh(\n)\n{\nst.shared.f32 [%r1], %f1;\nld.volatile.shared.u32 %r2, [%r1];\n" \
+             "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%r3, %r4, %r5, %r6}, [%r1];\ngriddepcontrol.wait;\n" \
+             "atom.global.add.f32 %f2, [%rd1], %f1;\n}\n"
+    bulk = ".visible .entry bulk(\n)\n{\ncp.reduce.async.bulk.global.shared::cta.add.f32 [%rd1], [%r1], 64;\n" \
+           "griddepcontrol.wait;\n}\n"
+    called = ".visible .entry called(\n)\n{\ncall.uni f, (%rd1);\ngriddepcontrol.wait;\n}\n"
+    src = ok + none + early + shared + bulk + called
+    got = breaks(src, "t.ptx")
+    want = ["t.ptx: nowait: no griddepcontrol.wait", "t.ptx: early: '@%p1 ld.f32 %f1, [%rd1];' before griddepcontrol.wait",
+            "t.ptx: bulk: 'cp.reduce.async.bulk.global.shared::cta.add.f32 [%rd1], [%r1], 64;' before griddepcontrol.wait",
+            "t.ptx: called: 'call.uni f, (%rd1);' before griddepcontrol.wait"]
+    if got != want or len(list(kernels(src))) != 6:
         print(f"pdl_ptx_check self-test: got {got}")
         return 1
     print("pdl_ptx_check self-test: ok")

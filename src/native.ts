@@ -137,9 +137,9 @@ export interface NativeAddon {
   deviceMemoryStats(device: string, resetPeak?: boolean): { inUse: number; peak: number; reserved: number };
   /** Gives a GPU's cached idle blocks back to the driver: the bytes given back. */
   releaseDeviceMemory(device: string): number;
-  /** Kernels launched on a GPU so far in this process, and how many as programmatic dependent launches
-   * (INSTILL_CUDA_NEXT=pdl): for tests and benchmarks. */
-  deviceLaunchCounts(device: string): { launches: number; programmatic: number };
+  /** Kernels launched on a GPU so far in this process, how many as programmatic dependent launches
+   * (INSTILL_CUDA_NEXT=pdl), and whether a launch now would be one ('on') or why not: for tests and benchmarks. */
+  deviceLaunchCounts(device: string): { launches: number; programmatic: number; pdl: string };
 
   matmul(a: TensorHandle, b: TensorHandle, transA: boolean, transB: boolean, out: TensorHandle | null): TensorHandle;
   loraLinear(

@@ -257,7 +257,8 @@ if (what === 'lora') {
   if (!skipped.includes('pdl') && !skipped.includes('all') && process.env.INSTILL_CUDA_NEXT === undefined) {
     const x0 = gpu(randn(T * C), [T, C]), w = gpu(randn(C), [C]);
     const z = device === 'cpu' ? null : gpu(new Float32Array(8192 * 8192), [8192, 8192], 'bf16');
-    const programmatic = () => (device === 'cpu' ? 0 : n.deviceLaunchCounts(device).programmatic);
+    const counts = () => (device === 'cpu' ? { programmatic: 0, pdl: 'cpu' } : n.deviceLaunchCounts(device));
+    const programmatic = () => counts().programmatic;
     const rounds = 40, boundaries = 3 * rounds;
     const chain = () => {
       if (device !== 'cpu') drop([kernels.matmul({ a: z, b: z }), kernels.matmul({ a: z, b: z })]);  // (--device cpu: a smoke test)
@@ -274,7 +275,7 @@ if (what === 'lora') {
     };
     const sets = ['default', 'default,pdl'];
     const runs = Object.fromEntries(sets.map((v) => [v, []]));
-    const count = { default: 0, 'default,pdl': 0 };
+    const count = { default: 0, 'default,pdl': 0 }, state = {};
     try {
       for (let rep = 0; rep < 5; rep++) {
         for (const next of sets) {
@@ -282,6 +283,7 @@ if (what === 'lora') {
           const c0 = programmatic();
           runs[next].push(timeQueuedMs(chain, sync, 1, 3, 2).ms);
           count[next] += programmatic() - c0;
+          state[next] = counts().pdl;  // ('on', or why programmatic launches were not made)
         }
       }
     } finally {
@@ -292,8 +294,9 @@ if (what === 'lora') {
       const ms = [...runs[next]].sort((p, q) => p - q);
       emit({ bench: `op kernel chain behind 2 products (rmsnorm, swiglu, swiglu bwd; T 2048, C 2048) [${next}]`,
         impl: `instill ${device} (${gemm})`, ms: med(ms), min_ms: ms[0], max_ms: ms[ms.length - 1], programmatic_launches: count[next],
-        us_saved_per_boundary: next === 'default' ? 0 : (1000 * (med(runs.default) - med(ms))) / boundaries });
+        pdl: state[next], boundaries, us_saved_per_boundary: next === 'default' ? 0 : (1000 * (med(runs.default) - med(ms))) / boundaries });
     }
+    drop({ x0, w, z });  // (before the attention sweep's buffers)
   }
   if (process.env.INSTILL_CUDA_ATTENTION === undefined && process.env.INSTILL_CUDA_NEXT === undefined &&
       process.env.INSTILL_BENCH_SKIP_PIECES !== 'all') {

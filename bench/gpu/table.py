@@ -125,9 +125,9 @@ chain = {r["bench"].rsplit("[", 1)[1].rstrip("]"): r for r in rows
          if r["bench"].startswith("op kernel chain") and r.get("ms") is not None and "[" in r["bench"]}
 if "default" in chain and "default,pdl" in chain:
     a, b = chain["default"], chain["default,pdl"]
-    print(f"- kernel chain (120 elementwise kernels behind 2 products): {a['ms']:.3f} ms, {b['ms']:.3f} with pdl "
-          f"({b.get('us_saved_per_boundary', 0):+.2f} us saved a kernel boundary; "
-          f"{b.get('programmatic_launches', 0)} programmatic launches)")
+    print(f"- kernel chain ({b.get('boundaries', '?')} elementwise kernels behind 2 products): {a['ms']:.3f} ms, "
+          f"{b['ms']:.3f} with pdl ({b.get('us_saved_per_boundary', 0):+.2f} us saved a kernel boundary; "
+          f"{b.get('programmatic_launches', 0)} programmatic launches; pdl {b.get('pdl', '?')})")
 
 # Where each A/B's step time went: the profiled step's ops (top level, not "op/part" rows) against the
 # default's, the changes of 0.1 ms or more, largest first.

@@ -118,8 +118,8 @@ bool pdl_launch(cudaStream_t s);
 // another kind of work is not, so such a kernel waits for that work in full, as without the piece. (Not needed after
 // an event record, which writes nothing a kernel reads, nor after a copy the host waits for.)
 void pdl_barrier();
-// A programmatic launch failed where the same launch without it might not (an old driver, a tool that refuses it):
-// none is asked for again in this process.
+// A programmatic launch failed where the same launch without it went (an old driver, a tool that refuses it): none is
+// asked for again in this process (deviceLaunchCounts says so).
 void pdl_refused_once();
 // Counts a launch (native().deviceLaunchCounts, for tests and benchmarks).
 void count_launch(bool programmatic);
@@ -143,19 +143,19 @@ void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, 
     cfg.numAttrs = 1;
   }
   cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, args...);
-  if (err != cudaSuccess && programmatic) {  // (once more as an ordinary launch, and none asked for again)
+  if (err != cudaSuccess && programmatic) {  // once more as an ordinary launch; where that one goes, none asked again
     cudaGetLastError();
-    pdl_refused_once();
     cfg.attrs = nullptr;
     cfg.numAttrs = 0;
     err = cudaLaunchKernelEx(&cfg, kernel, args...);
+    if (err == cudaSuccess) pdl_refused_once();
   }
   if (err != cudaSuccess) {
     cudaGetLastError();  // (thrown here, not left behind for the next check)
     throw_cuda_error(err, name, "launch", 0);
   }
-  count_launch(programmatic && cfg.numAttrs == 1);
   check_launch(name);
+  count_launch(cfg.numAttrs == 1);
 }
 
 // Copies an i32 tensor (CPU or CUDA) to the host.

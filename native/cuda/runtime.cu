@@ -342,9 +342,12 @@ void hook_release_mark(void* m) {
   if (m) mark_events().give(static_cast<cudaEvent_t>(m));
 }
 
-void hook_launch_counts(uint64_t* launches, uint64_t* programmatic) {
+std::string pdl_state();  // below
+
+void hook_launch_counts(uint64_t* launches, uint64_t* programmatic, std::string* pdl) {
   *launches = launches_all.load();
   *programmatic = launches_pdl.load();
+  *pdl = pdl_state();
 }
 
 uint64_t hook_release_cached() {
@@ -522,6 +525,22 @@ bool pdl_launch(cudaStream_t s) {
 }
 
 void pdl_barrier() { pdl_held.store(true); }
+
+namespace {
+// Whether a launch on the main stream now would be programmatic ("on"), or why not (deviceLaunchCounts).
+std::string pdl_state() {
+  const State& st = state();
+  if (!st.ok) return "no GPU";
+  if (st.props.cc_major != 9 || st.props.cc_minor != 0) {
+    return "not used: compute capability " + std::to_string(st.props.cc_major) + "." + std::to_string(st.props.cc_minor) +
+           " (the sm_90a code, with the wait, runs on 9.0 only)";
+  }
+  if (!sm90a_code_runs()) return "not used: the driver runs the compute_80 PTX (no wait in it)";
+  if (pdl_refused.load()) return "not used: the driver refused a programmatic launch";
+  if (!next_kernels(Next::Pdl)) return "off (INSTILL_CUDA_NEXT)";
+  return "on";
+}
+}  // namespace
 
 void pdl_refused_once() { pdl_refused.store(true); }
 

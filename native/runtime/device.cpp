@@ -88,11 +88,12 @@ uint64_t device_release_cached(Device d) {
   return need_hooks(d).release_cached();
 }
 
-void device_launch_counts(Device d, uint64_t* launches, uint64_t* programmatic) {
+void device_launch_counts(Device d, uint64_t* launches, uint64_t* programmatic, std::string* pdl) {
   if (d == Device::CPU) fail(ErrorCode::Device, "device_launch_counts: the CPU launches no kernels");
   *launches = *programmatic = 0;
+  *pdl = "not counted";
   const DeviceMemoryHooks& h = need_hooks(d);
-  if (h.launch_counts) h.launch_counts(launches, programmatic);
+  if (h.launch_counts) h.launch_counts(launches, programmatic, pdl);
 }
 
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {

@@ -78,9 +78,10 @@ struct DeviceMemoryHooks {
   // Gives the blocks cached for reuse back to the driver, once the queued work is done (live tensors keep theirs;
   // a block side work may still read stays): the bytes given back.
   uint64_t (*release_cached)();
-  // Kernels launched so far in this process, and how many of them as programmatic dependent launches (CUDA's
-  // INSTILL_CUDA_NEXT `pdl`): for tests and benchmarks. Null where a device has no such count.
-  void (*launch_counts)(uint64_t* launches, uint64_t* programmatic);
+  // Kernels launched so far in this process, how many of them as programmatic dependent launches (CUDA's
+  // INSTILL_CUDA_NEXT `pdl`), and whether a launch now would be one ("on") or why not: for tests and benchmarks. Null
+  // where a device has no such count.
+  void (*launch_counts)(uint64_t* launches, uint64_t* programmatic, std::string* pdl);
 };
 
 // The hooks of a device, or null when this build has none for it (CPU: always null).
@@ -102,8 +103,9 @@ DeviceProperties device_properties(Device d);
 // Gives d's cached idle blocks back to the driver (DeviceMemoryHooks::release_cached): the bytes given back.
 // E_DEVICE when d is the CPU (host_cache_release is its counterpart) or not available.
 uint64_t device_release_cached(Device d);
-// Kernels launched on d so far, and how many as programmatic dependent launches (DeviceMemoryHooks::launch_counts;
-// zeros where the device keeps no count). E_DEVICE when d is the CPU or not available.
-void device_launch_counts(Device d, uint64_t* launches, uint64_t* programmatic);
+// Kernels launched on d so far, how many as programmatic dependent launches, and whether one would be now or why not
+// (DeviceMemoryHooks::launch_counts; zeros and "not counted" where the device keeps no count). E_DEVICE when d is the
+// CPU or not available.
+void device_launch_counts(Device d, uint64_t* launches, uint64_t* programmatic, std::string* pdl);
 
 }  // namespace instill

@@ -98,7 +98,7 @@ describe('bench/gpu/pieces.py', () => {
       { bench: `train step op attention_backward`, impl: 'instill cuda, next kernels x16', ms: 4.25, share: 0.11, variant: 'next kernels' },
       { bench: step, impl: 'instill cuda (f32 activations, bf16 weights, next kernels)', ms: 36.8, min_ms: 36, tokens_per_s: 55652, mfu: 0.304, variant: 'next kernels' },
       { bench: 'op kernel chain behind 2 products (rmsnorm, swiglu, swiglu bwd; T 2048, C 2048) [default]', impl: 'instill cuda (cuBLASLt)', ms: 6.2, programmatic_launches: 0, us_saved_per_boundary: 0 },
-      { bench: 'op kernel chain behind 2 products (rmsnorm, swiglu, swiglu bwd; T 2048, C 2048) [default,pdl]', impl: 'instill cuda (cuBLASLt)', ms: 6.02, programmatic_launches: 1200, us_saved_per_boundary: 1.5 },
+      { bench: 'op kernel chain behind 2 products (rmsnorm, swiglu, swiglu bwd; T 2048, C 2048) [default,pdl]', impl: 'instill cuda (cuBLASLt)', ms: 6.02, programmatic_launches: 1200, pdl: 'on', boundaries: 120, us_saved_per_boundary: 1.5 },
     ];
     const res = join(dir, 'results.jsonl'), status = join(dir, 'status.txt');
     writeFileSync(res, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
@@ -118,7 +118,7 @@ describe('bench/gpu/pieces.py', () => {
     expect(out).toContain('- ops, next kernels against the default (ms): attention_backward -4.00');
     expect(out).toContain('- failed GPU tests name these next pieces: norm_pack');
     expect(out).toContain('-   why: AssertionError: dq: 3 of 90 elements differ in bits');
-    expect(out).toContain('- kernel chain (120 elementwise kernels behind 2 products): 6.200 ms, 6.020 with pdl (+1.50 us saved a kernel boundary; 1200 programmatic launches)');
+    expect(out).toContain('- kernel chain (120 elementwise kernels behind 2 products): 6.200 ms, 6.020 with pdl (+1.50 us saved a kernel boundary; 1200 programmatic launches; pdl on)');
   });
 
   it('table.py judges the targets on the default rows only, and says which side of the step is missing', () => {

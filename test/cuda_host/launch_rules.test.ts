@@ -32,7 +32,7 @@ function launchRuleBreaks(name: string, src: string): string[] {
   }
   // the runtime's and the driver's own launch calls: only launch() itself (common.cuh) makes one
   if (name !== 'common.cuh') {
-    for (const m of c.matchAll(/\b(cudaLaunchKernel(?:Ex(?:C)?)?|cudaLaunchCooperativeKernel\w*|cuLaunchKernel(?:Ex)?|cuLaunchCooperativeKernel\w*)\s*\(/g)) {
+    for (const m of c.matchAll(/\b(cudaLaunchKernel(?:Ex(?:C)?)?|cudaLaunchCooperativeKernel\w*|cuLaunchKernel(?:Ex)?|cuLaunchCooperativeKernel\w*)\s*(?:<[^;(]*>\s*)?\(/g)) {
       out.push(`${name}:${lineOf(m.index!)}: ${m[1]} (launch() instead)`);
     }
   }
@@ -84,9 +84,10 @@ describe('native/cuda launch rules (common.cuh)', () => {
     ]);
     const angle = `void f() {\n  k<<<1, 32, 0, s>>>(x);\n}\n// k<<<1, 1>>> in a comment\nconst char* t = "<<<";\n`;
     expect(launchRuleBreaks('angle.cu', angle)).toEqual(['angle.cu:2: a <<<>>> launch (launch() instead)']);
-    const direct = `void g() {\n  cudaLaunchKernel((const void*)k, grid, block, args, 0, s);\n  cuLaunchKernelEx(&cfg, f, args, nullptr);\n}\n`;
+    const direct = `void g() {\n  cudaLaunchKernel((const void*)k, grid, block, args, 0, s);\n  cuLaunchKernelEx(&cfg, f, args, nullptr);\n  cudaLaunchKernelEx<float*>(&cfg, k, p);\n}\n`;
     expect(launchRuleBreaks('direct.cu', direct)).toEqual([
       'direct.cu:2: cudaLaunchKernel (launch() instead)', 'direct.cu:3: cuLaunchKernelEx (launch() instead)',
+      'direct.cu:4: cudaLaunchKernelEx (launch() instead)',
     ]);
     expect(launchRuleBreaks('common.cuh', `inline void l() { cudaLaunchKernelEx(&cfg, k); }\n`)).toEqual([]);
     const commented = `/* __global__ void old(int) { } */\n__global__ void k3(int n) {\n  pdl_enter(); }\n`;
