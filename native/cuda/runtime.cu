@@ -507,16 +507,42 @@ bool sm90a_code_runs() {
   }();
   return runs;
 }
+
+// Why a launch on the main stream would not be programmatic now (None: it would): the one ladder pdl_launch and
+// deviceLaunchCounts read. It wants a GPU of compute capability 9.0 exactly, running the sm_90a code (the one with
+// pdl_enter()'s wait): a later GPU runs the compute_80 PTX, compiled without the wait (griddepcontrol is sm_90's), and
+// a programmatic launch there would race. The device is checked first (cheap), the variable only on a 9.0 GPU, the
+// probe (once) last.
+enum class PdlOff { None, NoGpu, Capability, Variable, Refused, Ptx };
+PdlOff pdl_off() {
+  const State& st = state();
+  if (!st.ok) return PdlOff::NoGpu;
+  if (st.props.cc_major != 9 || st.props.cc_minor != 0) return PdlOff::Capability;
+  if (!next_kernels(Next::Pdl)) return PdlOff::Variable;
+  if (pdl_refused.load()) return PdlOff::Refused;
+  if (!sm90a_code_runs()) return PdlOff::Ptx;
+  return PdlOff::None;
+}
+
+// Whether a launch on the main stream now would be programmatic ("on"), or why not (deviceLaunchCounts).
+std::string pdl_state() {
+  const State& st = state();
+  switch (pdl_off()) {
+    case PdlOff::None: return "on";
+    case PdlOff::NoGpu: return "no GPU";
+    case PdlOff::Capability:
+      return "not used: compute capability " + std::to_string(st.props.cc_major) + "." +
+             std::to_string(st.props.cc_minor) + " (the sm_90a code, with the wait, runs on 9.0 only)";
+    case PdlOff::Variable: return "off (INSTILL_CUDA_NEXT)";
+    case PdlOff::Refused: return "not used: the driver refused a programmatic launch";
+    case PdlOff::Ptx: return "not used: the driver runs the compute_80 PTX (no wait in it)";
+  }
+  return "?";
+}
 }  // namespace
 
-// The main stream, a GPU of compute capability 9.0 exactly running the sm_90a code: the one with pdl_enter()'s wait.
-// A later GPU runs the compute_80 PTX, compiled without the wait (griddepcontrol is sm_90's), and a programmatic
-// launch there would race. The stream and the device are checked first (cheap); the variable is looked up only for a
-// 9.0 GPU's main stream.
 bool pdl_launch(cudaStream_t s) {
-  const State& st = state();
-  if (!st.ok || s != st.stream || st.props.cc_major != 9 || st.props.cc_minor != 0) return false;
-  if (!next_kernels(Next::Pdl) || pdl_refused.load() || !sm90a_code_runs()) return false;
+  if (s != state().stream || pdl_off() != PdlOff::None) return false;
   // (the flag's test and reset are one step, so that one thread's barrier is not lost to another's launch. Where two
   // host threads queue work on the stream at once, the launch that takes the flag is an ordinary one, so it starts after
   // the copy or fill in full, and every later kernel waits for it; a programmatic launch that slips in between another
@@ -525,22 +551,6 @@ bool pdl_launch(cudaStream_t s) {
 }
 
 void pdl_barrier() { pdl_held.store(true); }
-
-namespace {
-// Whether a launch on the main stream now would be programmatic ("on"), or why not (deviceLaunchCounts).
-std::string pdl_state() {
-  const State& st = state();
-  if (!st.ok) return "no GPU";
-  if (st.props.cc_major != 9 || st.props.cc_minor != 0) {
-    return "not used: compute capability " + std::to_string(st.props.cc_major) + "." + std::to_string(st.props.cc_minor) +
-           " (the sm_90a code, with the wait, runs on 9.0 only)";
-  }
-  if (!sm90a_code_runs()) return "not used: the driver runs the compute_80 PTX (no wait in it)";
-  if (pdl_refused.load()) return "not used: the driver refused a programmatic launch";
-  if (!next_kernels(Next::Pdl)) return "off (INSTILL_CUDA_NEXT)";
-  return "on";
-}
-}  // namespace
 
 void pdl_refused_once() { pdl_refused.store(true); }
 
