@@ -235,10 +235,12 @@ bench() {  # name timeout command...
 # `dq_wgmma`, `dkv_wgmma` and `wgmma_mn` (where its tests fail, the three run on transposed copies); stop 28 `norm_u`,
 # `norm_g`, `swiglu_g` and `swiglu_u`; stop 29 `async_upload` (below the A/B's noise alone: promoted on its tests, and a NEXT_SET no slower);
 # stop 30 `pdl` (every kernel a programmatic dependent launch on compute capability 9.0: the ops benchmark's kernel chain
-# times it per kernel, with and without; promoted on its tests, that chain, and a NEXT_SET no slower).
+# times it per kernel, with and without; promoted on its tests, that chain, and a NEXT_SET no slower); stop 31 `qkv_one`
+# (q, k and v as one product, rope reading them out of it: where it is on, `group_fork` has no q/k/v products left to
+# fork, so NEXT_SET times `qkv_one` and the piece A/Bs below time each of the two alone).
 # With NEXT_SET the default alone and no NEXT_AB
 # there is no next-kernel A/B (it would time the default against itself). A new piece adds its name here.
-NEXT_SET="default,ce_wide,attn_pack,dqkv_pack,ce_bf16,side_grads,group_fork,flash_wgmma,dq_wgmma,dkv_wgmma,wgmma_mn,norm_u,norm_g,swiglu_g,swiglu_u,async_upload,pdl"
+NEXT_SET="default,ce_wide,attn_pack,dqkv_pack,ce_bf16,side_grads,group_fork,flash_wgmma,dq_wgmma,dkv_wgmma,wgmma_mn,norm_u,norm_g,swiglu_g,swiglu_u,async_upload,pdl,qkv_one"
 if [[ -z "${NEXT_AB:-}" && "$NEXT_SET" == default ]]; then
   note "no piece waits (NEXT_SET=default): no next-kernel A/B in this call (NEXT_AB=... names pieces to A/B)"
   NEXT_ON=0
@@ -261,13 +263,14 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
 # others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default, the likeliest
 # gains first (~25 s each; PIECE_AB="" for none): stop 26's `flash_wgmma`, the backward's `dq_wgmma` and `dkv_wgmma`
 # together (the op benchmark's sweep times each one's kernel), the three with `wgmma_mn` (no transposed copies); stop
-# 25's `ce_bf16`, `side_grads` and `group_fork` one by one; stop 28's `norm_u`, `norm_g`, `swiglu_g` and `swiglu_u` together
-# (LoRA's u and g made by the norms and SwiGLU, ~0.2-0.4 ms each). `attn_pack` and `dqkv_pack` (~0.1-0.2 ms each, under the A/B's noise: the op
+# 25's `ce_bf16`, `side_grads` and `group_fork` one by one, stop 31's `qkv_one` after `group_fork` (two ways to the same
+# ~0.27 ms of q, k and v's products: promote the one that gains more); stop 28's `norm_u`, `norm_g`, `swiglu_g` and
+# `swiglu_u` together (LoRA's u and g made by the norms and SwiGLU, ~0.2-0.4 ms each). `attn_pack` and `dqkv_pack` (~0.1-0.2 ms each, under the A/B's noise: the op
 # profile of the next-kernels step shows their packs gone) and `ce_wide` (with `ce_bf16` on it changes nothing in a
 # training step) are timed only in NEXT_SET, the "next kernels" A/B below. (Run 16 timed lora_group, then with
 # swiglu_pack, then with norm_pack, and promoted the three; run 17 fewer_packs, factor_pack and rope_qk together; run 18
 # bf16_beta and group_wide, both taken out.)
-PIECE_AB=${PIECE_AB-flash_wgmma dq_wgmma,dkv_wgmma flash_wgmma,dq_wgmma,dkv_wgmma,wgmma_mn ce_bf16 side_grads group_fork norm_u,norm_g,swiglu_g,swiglu_u}
+PIECE_AB=${PIECE_AB-flash_wgmma dq_wgmma,dkv_wgmma flash_wgmma,dq_wgmma,dkv_wgmma,wgmma_mn ce_bf16 side_grads group_fork qkv_one norm_u,norm_g,swiglu_g,swiglu_u}
 [[ -z "$PIECE_AB" ]] && note "A/Bs of single pieces: none (PIECE_AB=... names sets to A/B)"
 # A set loses the pieces whose tests failed (stop 28's four narrow pieces are one set, and one failing piece should not
 # keep the others' A/B from the call) and is skipped where none is left or the rest was timed as a set already.

@@ -232,8 +232,9 @@ class LlamaModel {
   // the first and adds the rest.
   // x_packed: x is the group's packed x (norm_pack: the norm wrote xn there).
   // su_written: the norm wrote the group's s·u into x_packed too (norm_u said so).
+  // y_all: with all of the group's linears its members, every y into this one (N, Σ OUT) buffer instead of ys (qkv_one).
   void group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys, Tensor* x_packed = nullptr,
-                     bool su_written = false);
+                     bool su_written = false, Tensor* y_all = nullptr);
   // dy_packed: gate and up's dy already side by side (swiglu_backward's dgu; both must be the group's members).
   // dx null: as linear_backward's.
   void group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor* dx,
@@ -281,6 +282,10 @@ class LlamaModel {
   // factors_packed_, the Linear's factors_packed), s a power of two, where lora_linear's own product would write s·u in
   // bf16 from that copy.
   bool swiglu_u(int64_t l, const Acts& a) const;
+  // Whether layer l's q, k and v come out of one product of the q/k/v group into one (N, q | k | v) buffer, which rope
+  // then reads (INSTILL_CUDA_NEXT `qkv_one`; ops/lora_group.h's y_all, ops/rope.h's in_packed): a GPU, the group's
+  // three linears all adapted and grouped, no bias, no q/k norm, bf16 q, k, v (the pass's attention activations).
+  bool qkv_one(int64_t l, const Acts& a) const;
   // rmsnorm_backward's g_b for it (norm_g holds): B's bf16 copy in its kept [W | B], columns IN..IN+R.
   void set_norm_g(RmsnormBackwardArgs& args, int64_t l, int t) const;
   struct PassFlag;  // a bool member set for one pass (groups_, factors_packed_, su_kept_)

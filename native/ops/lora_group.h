@@ -58,6 +58,11 @@ struct LoraGroupForwardArgs {
   // INSTILL_CUDA_NEXT `norm_u`), so the op makes no u. The CUDA backend takes it only where its own product would
   // write s·u there in bf16 (INSTILL_CUDA_NEXT `fewer_packs`, s a power of two), else E_INTERNAL. The CPU ignores it.
   bool su_written = false;
+  // Or null. With every y[i] null: one (N, S) tensor of y's dtype, S = Σ OUT_i, receiving the members' y side by side,
+  // member i in columns o_i..o_i + OUT_i (the kept matrix's rows): the same values as y[i]. A backend with the kept
+  // matrix makes them as one product over all its rows (CUDA: INSTILL_CUDA_NEXT `qkv_one`, the model's q, k and v, which
+  // rope reads out of it: ops/rope.h's in_packed); the CPU copies each member's y in. bf16/f16 weights, no bias.
+  Tensor* y_all = nullptr;
 };
 
 struct LoraGroupBackwardArgs {

@@ -42,7 +42,7 @@ constexpr Piece kAll[] = {
     {Next::WgmmaMn, "wgmma_mn", false},      {Next::NormU, "norm_u", false},
     {Next::NormG, "norm_g", false},          {Next::SwigluG, "swiglu_g", false},
     {Next::SwigluU, "swiglu_u", false},      {Next::AsyncUpload, "async_upload", false},
-    {Next::Pdl, "pdl", false}};
+    {Next::Pdl, "pdl", false},               {Next::QkvOne, "qkv_one", false}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;

@@ -23,7 +23,7 @@ void join_side(uint64_t upto);
 
 std::atomic<int> fake_calls_linear{0}, fake_calls_group{0}, fake_calls_swiglu_packed{0}, fake_calls_swiglu_fwd_packed{0},
     fake_calls_dy_packed{0}, fake_calls_norm_packed{0}, fake_calls_pack_factors{0}, fake_calls_norm_u{0},
-    fake_calls_norm_g{0}, fake_calls_swiglu_g{0}, fake_calls_swiglu_u{0};
+    fake_calls_norm_g{0}, fake_calls_swiglu_g{0}, fake_calls_swiglu_u{0}, fake_calls_rope_in_packed{0};
 
 namespace {
 Backend make() {
@@ -62,6 +62,10 @@ Backend make() {
     if (p.out_packed) ++fake_calls_swiglu_fwd_packed;
     if (p.u_a) ++fake_calls_swiglu_u;  // (swiglu_u: s·u too, in double as the fake's gemm() sums)
     cpu::swiglu_forward(p);
+  };
+  b.rope_forward = [](const RopeArgs& p) {
+    if (p.in_packed) ++fake_calls_rope_in_packed;  // (qkv_one: q, k, v read out of the group's one product)
+    cpu::rope_forward(p);
   };
   b.swiglu_backward = [](const SwigluBackwardArgs& p) {
     if (p.dgu) ++fake_calls_swiglu_packed;
