@@ -261,8 +261,9 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
 # PIECE_AB: space-separated sets, each a comma list, each set whose tests passed in an A/B of its own
 # (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
 # others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default, the likeliest
-# gains first (~25 s each; PIECE_AB="" for none): stop 26's `flash_wgmma`, the backward's `dq_wgmma` and `dkv_wgmma`
-# together (the op benchmark's sweep times each one's kernel), the three with `wgmma_mn` (no transposed copies); stop
+# gains first (~25 s each; PIECE_AB="" for none): stop 26's `flash_wgmma`, `dq_wgmma` and `dkv_wgmma` together (the op
+# benchmark's sweep times each one's kernel alone; until stop 31 the forward and the backward's two had a step each,
+# ~50 s the call now gives `qkv_one`), then the three with `wgmma_mn` (no transposed copies); stop
 # 25's `ce_bf16`, `side_grads` and `group_fork` one by one, stop 31's `qkv_one` after `group_fork` (two ways to the same
 # ~0.27 ms of q, k and v's products: promote the one that gains more); stop 28's `norm_u`, `norm_g`, `swiglu_g` and
 # `swiglu_u` together (LoRA's u and g made by the norms and SwiGLU, ~0.2-0.4 ms each). `attn_pack` and `dqkv_pack` (~0.1-0.2 ms each, under the A/B's noise: the op
@@ -270,7 +271,7 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
 # training step) are timed only in NEXT_SET, the "next kernels" A/B below. (Run 16 timed lora_group, then with
 # swiglu_pack, then with norm_pack, and promoted the three; run 17 fewer_packs, factor_pack and rope_qk together; run 18
 # bf16_beta and group_wide, both taken out.)
-PIECE_AB=${PIECE_AB-flash_wgmma dq_wgmma,dkv_wgmma flash_wgmma,dq_wgmma,dkv_wgmma,wgmma_mn ce_bf16 side_grads group_fork qkv_one norm_u,norm_g,swiglu_g,swiglu_u}
+PIECE_AB=${PIECE_AB-flash_wgmma,dq_wgmma,dkv_wgmma flash_wgmma,dq_wgmma,dkv_wgmma,wgmma_mn ce_bf16 side_grads group_fork qkv_one norm_u,norm_g,swiglu_g,swiglu_u}
 [[ -z "$PIECE_AB" ]] && note "A/Bs of single pieces: none (PIECE_AB=... names sets to A/B)"
 # A set loses the pieces whose tests failed (stop 28's four narrow pieces are one set, and one failing piece should not
 # keep the others' A/B from the call) and is skipped where none is left or the rest was timed as a set already.
