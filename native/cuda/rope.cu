@@ -94,8 +94,8 @@ __global__ void rope_token_kernel(const T* x, const int32_t* pos, const float* i
 // bf16x2 loads and stores where rope_token_kernel moves one element at a time). The same θ, sincosf, rotation and
 // rounding as rope_token_kernel<bf16>: the same bits.
 // out's and out2's rows are ldo and ldo2 elements apart (H·D and H2·D, or a packed dy's ld: ops/rope.h's out_packed).
-// One work item of the two kernels below: elements i, i + 1 and i + half, i + half + 1 of a head's row xr rotated into
-// o's with the token's angles cs (token_angles), bf16x2 loads and stores.
+// One work item of rope_qkv_kernel (and rope_qk_kernel's, written out there): elements i, i + 1 and i + half,
+// i + half + 1 of a head's row xr rotated into o's with the token's angles cs (token_angles), bf16x2 loads and stores.
 __device__ __forceinline__ void rotate_item(const __nv_bfloat16* xr, __nv_bfloat16* o, const float* cs, int i, int half) {
   const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(xr + i));
   const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(xr + i + half));
@@ -120,7 +120,14 @@ __global__ void rope_qk_kernel(const __nv_bfloat16* x, int H, const __nv_bfloat1
       const int64_t row = (n * (kk ? H2 : H) + h) * 2 * half;
       const __nv_bfloat16* xr = (kk ? x2 : x) + row;
       __nv_bfloat16* o = kk ? out2 + n * ldo2 + h * 2 * half : out + n * ldo + h * 2 * half;
-      rotate_item(xr, o, cs, i, half);
+      // (rotate_item's lines written out: this kernel is the default's, and its machine code stays as run 17 verified it)
+      const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(xr + i));
+      const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(xr + i + half));
+      const float c0 = cs[i], c1 = cs[i + 1], s0 = cs[half + i], s1 = cs[half + i + 1];
+      *reinterpret_cast<__nv_bfloat162*>(o + i) =
+          __floats2bfloat162_rn(rotated_first(a.x, b.x, c0, s0), rotated_first(a.y, b.y, c1, s1));
+      *reinterpret_cast<__nv_bfloat162*>(o + i + half) =
+          __floats2bfloat162_rn(rotated_second(a.x, b.x, c0, s0), rotated_second(a.y, b.y, c1, s1));
     }
   }
 }
