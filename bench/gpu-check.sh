@@ -393,7 +393,8 @@ if [[ "${SKIP_WMMA:-0}" == 1 ]]; then note "GPU tests through the WMMA kernel: s
 else  # the verified files and the pieces that go through the GEMM (the attention pieces pick their kernels themselves)
   TEST_PATHS="test/cuda/ops.test.ts test/cuda/lora_reference.test.ts test/cuda/torch.test.ts test/cuda/train_cli.test.ts
     test/cuda/next/residual.test.ts test/cuda/next/attn_pack.test.ts test/cuda/next/dqkv_pack.test.ts
-    test/cuda/next/ce_bf16.test.ts test/cuda/next/side_grads.test.ts test/cuda/next/group_fork.test.ts" \
+    test/cuda/next/ce_bf16.test.ts test/cuda/next/side_grads.test.ts test/cuda/next/group_fork.test.ts
+    test/cuda/next/qkv_one.test.ts" \
     gpu_tests "GEMMs through the WMMA kernel, f32 attention kernels" wmma INSTILL_CUBLASLT=off INSTILL_CUDA_ATTENTION=simple
 fi
 # The user's command on a GPU: a 2-layer 1B-shaped step, through the CLI (exit status and its output kept)

@@ -177,8 +177,10 @@ void rope_in_packed(const RopeArgs& p, float sign) {
   const int64_t N = p.out->dim(0), H = p.out->dim(1), half = p.out->dim(2) / 2, ld = p.in_packed->dim(1);
   const int64_t H2 = p.out2 ? p.out2->dim(1) : 0, H3 = p.out3 ? p.out3->dim(1) : 0;
   const __nv_bfloat16* in = p.in_packed->data_as<__nv_bfloat16>();
+  // (bf16x2 needs every row 4-byte aligned: the buffer's base, its stride and the columns read; the outputs' bases)
+  const auto fits = [](const Tensor* t, int64_t col) { return !t || (col % 2 == 0 && aligned(t->data(), 4)); };
   const bool one_pass = half % 2 == 0 && half <= 128 && (H + H2 + H3) * half <= (int64_t{1} << 30) && ld % 2 == 0 &&
-                        aligned(in, 4) && p.in_col % 2 == 0 && p.in2_col % 2 == 0 && p.in3_col % 2 == 0;
+                        aligned(in, 4) && fits(p.out, p.in_col) && fits(p.out2, p.in2_col) && fits(p.out3, p.in3_col);
   if (one_pass) {
     if (N * (H + H2 + H3) == 0) return;
     const OpPart part("q and k rotated, v copied, out of the q/k/v product (next)", Device::CUDA);
