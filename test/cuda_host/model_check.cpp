@@ -495,18 +495,20 @@ void run(const Case& cs) {
 
 }  // namespace
 
+// The ErrorCode a call throws, or -1.
+template <typename Call>
+int code_of(Call&& call) {
+  try {
+    call();
+  } catch (const Error& e) {
+    return static_cast<int>(e.code());
+  }
+  return -1;
+}
+
 // lora_pack_factors' front (ops/lora_pack.cpp) on what the model never passes: a kept [W | B] without W, a group
 // without its kept matrix, a wrong shape, CPU tensors (no entry there): each an Error with its code, not a crash.
 void pack_factors_errors() {
-  // the ErrorCode a call throws, or -1
-  const auto code_of = [](auto&& call) {
-    try {
-      call();
-    } catch (const Error& e) {
-      return static_cast<int>(e.code());
-    }
-    return -1;
-  };
   const auto pack_code = [&](const LoraPackFactorsArgs& p) { return code_of([&] { lora_pack_factors(p); }); };
   Tensor w = Tensor::empty({16, 24}, DType::BF16, Device::CUDA), a = Tensor::empty({4, 24}, DType::F32, Device::CUDA),
          b = Tensor::empty({16, 4}, DType::F32, Device::CUDA), wb = Tensor::empty({16, 32}, DType::BF16, Device::CUDA),
@@ -563,14 +565,6 @@ void pack_factors_errors() {
 // runs on the fake device: the values of the plain calls bit for bit, and E_ARG, E_SHAPE, E_DTYPE where the arguments
 // are wrong.
 void packed_io() {
-  const auto code_of = [](auto&& call) {
-    try {
-      call();
-    } catch (const Error& e) {
-      return static_cast<int>(e.code());
-    }
-    return -1;
-  };
   const auto same = [](const Tensor& a, const Tensor& b) {
     return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
   };
