@@ -1,4 +1,6 @@
 // Module entry: registers every binding and takes the InstillError class from JS.
+#include <cmath>
+
 #include "common.h"
 
 namespace instill {
@@ -25,6 +27,18 @@ double need_number(const Napi::Value& v, const char* name) {
 bool need_bool(const Napi::Value& v, const char* name) {
   if (!v.IsBoolean()) throw make_error(v.Env(), "E_ARG", std::string("'") + name + "' must be a boolean");
   return v.As<Napi::Boolean>().Value();
+}
+
+int64_t need_int(const Napi::Value& v, const char* name, int64_t lo, int64_t hi) {
+  const double x = need_number(v, name);
+  if (x != std::floor(x) || x < static_cast<double>(lo) || x > static_cast<double>(hi)) {
+    fail(ErrorCode::Arg, "'", name, "' must be an integer in [", lo, ", ", hi, "], got ", x);
+  }
+  return static_cast<int64_t>(x);
+}
+
+void need_args(const Napi::CallbackInfo& info, size_t n, const char* what) {
+  if (info.Length() < n) fail(ErrorCode::Arg, what, " expects ", n, " arguments, got ", info.Length());
 }
 
 namespace {

@@ -48,6 +48,10 @@ Napi::Object wrap_tensor(Napi::Env env, Tensor t);
 
 double need_number(const Napi::Value& v, const char* name);
 bool need_bool(const Napi::Value& v, const char* name);
+// An integer number in [lo, hi]; E_ARG naming `name` otherwise.
+int64_t need_int(const Napi::Value& v, const char* name, int64_t lo, int64_t hi);
+// E_ARG when a call of `what` has fewer than n arguments.
+void need_args(const Napi::CallbackInfo& info, size_t n, const char* what);
 
 void register_tensor(Napi::Env env, Napi::Object exports);
 void register_kernels(Napi::Env env, Napi::Object exports);

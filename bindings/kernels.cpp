@@ -21,10 +21,6 @@ int32_t need_int32(const Napi::Value& v, const char* name) {
   return static_cast<int32_t>(x);
 }
 
-void need_args(const Napi::CallbackInfo& info, size_t n, const char* what) {
-  if (info.Length() < n) fail(ErrorCode::Arg, what, " expects ", n, " arguments, got ", info.Length());
-}
-
 // An output given by the caller must not share memory with an input (the kernels read
 // inputs while writing outputs): E_ARG naming both.
 void need_no_alias(const Tensor* out, const char* out_name, std::initializer_list<std::pair<const Tensor*, const char*>> ins) {

@@ -18,18 +18,6 @@ namespace instill {
 namespace binding {
 namespace {
 
-int64_t need_int(const Napi::Value& v, const char* name, int64_t lo, int64_t hi) {
-  const double x = need_number(v, name);
-  if (x != std::floor(x) || x < static_cast<double>(lo) || x > static_cast<double>(hi)) {
-    fail(ErrorCode::Arg, "'", name, "' must be an integer in [", lo, ", ", hi, "], got ", x);
-  }
-  return static_cast<int64_t>(x);
-}
-
-void need_args(const Napi::CallbackInfo& info, size_t n, const char* what) {
-  if (info.Length() < n) fail(ErrorCode::Arg, what, " expects ", n, " arguments, got ", info.Length());
-}
-
 // Copies a Float32Array of t's element count into t (on any device).
 void copy_in(Tensor& t, const Napi::Value& v, const std::string& what) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {

@@ -15,10 +15,6 @@ namespace instill {
 namespace binding {
 namespace {
 
-void need_args(const Napi::CallbackInfo& info, size_t n, const char* what) {
-  if (info.Length() < n) fail(ErrorCode::Arg, what, " expects ", n, " arguments, got ", info.Length());
-}
-
 Tensor like(const Tensor& t) { return Tensor::empty(t.shape(), DType::F32, t.device()); }
 // An output of t's shape, dtype and device (the ops that take bf16 activations: bf16 in, bf16 out).
 Tensor same_as(const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); }
@@ -206,11 +202,7 @@ Napi::Value op_rope_qkv(const Napi::CallbackInfo& info) {
     const Tensor* pos = unwrap_tensor(env, info[7], "positions");
     const Tensor* f = unwrap_tensor(env, info[8], "invFreq");
     const bool backward = need_bool(info[9], "backward");
-    const auto count = [&](size_t i, const char* name) {
-      const double v = need_number(info[i], name);
-      if (v != std::floor(v) || v < 0) fail(ErrorCode::Arg, "'", name, "' must be an integer >= 0, got ", v);
-      return static_cast<int64_t>(v);
-    };
+    const auto count = [&](size_t i, const char* name) { return need_int(info[i], name, 0, int64_t{1} << 53); };
     const int64_t cols[3] = {count(1, "inCol"), count(3, "in2Col"), count(5, "in3Col")};
     const int64_t heads[3] = {count(2, "heads"), count(4, "heads2"), count(6, "heads3")};
     if (in->ndim() != 2) fail(ErrorCode::Shape, "'inPacked' must be (N, ld), got ", shape_str(in->shape()));
