@@ -191,15 +191,17 @@ void rope_in_packed(const RopeArgs& p, float sign) {
            p.out2 ? p.out2->data_as<__nv_bfloat16>() : nullptr, p.out3 ? p.out3->data_as<__nv_bfloat16>() : nullptr);
     return;
   }
-  const auto columns = [&](int64_t col, const Tensor& like, Tensor* into = nullptr) {  // a copy of like's columns
-    Tensor t = into ? *into : Tensor::empty(like.shape(), DType::BF16, Device::CUDA);
-    const int64_t w = like.dim(1) * like.dim(2);
-    pack_bf16(in + col, Elem::BF16, ld, 1.f, N, w, t.data_as<__nv_bfloat16>(), w);
-    return t;
+  const auto copy_columns = [&](int64_t col, Tensor& dst) {  // in's columns col.. into dst (N, heads, D)
+    const int64_t w = dst.dim(1) * dst.dim(2);
+    pack_bf16(in + col, Elem::BF16, ld, 1.f, N, w, dst.data_as<__nv_bfloat16>(), w);
   };
-  const Tensor x = columns(p.in_col, *p.out);
-  const Tensor x2 = p.out2 ? columns(p.in2_col, *p.out2) : Tensor();
-  if (p.out3) columns(p.in3_col, *p.out3, p.out3);
+  Tensor x = Tensor::empty(p.out->shape(), DType::BF16, Device::CUDA), x2;
+  copy_columns(p.in_col, x);
+  if (p.out2) {
+    x2 = Tensor::empty(p.out2->shape(), DType::BF16, Device::CUDA);
+    copy_columns(p.in2_col, x2);
+  }
+  if (p.out3) copy_columns(p.in3_col, *p.out3);
   RopeArgs a = p;
   a.in_packed = nullptr;
   a.out3 = nullptr;
