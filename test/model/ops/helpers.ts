@@ -16,6 +16,11 @@ export function f32(data: ArrayLike<number>, shape: number[]): TensorHandle {
   return handleOf(Tensor.from(Float32Array.from(data), shape));
 }
 
+/** A bf16 tensor of `data` (rounded to bf16), for the ops' bf16 inputs and packed buffers. */
+export function bf16(data: ArrayLike<number>, shape: number[]): TensorHandle {
+  return handleOf(Tensor.from(Float32Array.from(data), shape, { dtype: 'bf16' }));
+}
+
 export function i32(data: ArrayLike<number>): TensorHandle {
   return handleOf(Tensor.from(Int32Array.from(data), [data.length], { dtype: 'i32' }));
 }

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { Tensor, handleOf } from '../../../src/tensor.js';
 import { roundBf16 } from '../../../bench/kernels/reference.js';
 import { checkNormG, checkNormU } from '../../helpers/norm_lora.js';
-import { addon, arr, errCode, f32, randn, relErr } from './helpers.js';
+import { addon, arr, bf16, errCode, f32, randn, relErr } from './helpers.js';
 
 function ref(x: Float64Array, w: Float64Array, N: number, C: number, eps: number): Float64Array {
   const y = new Float64Array(N * C);
@@ -74,7 +74,7 @@ describe('rmsnorm op vs float64', () => {
     const x = f32(randn(6, 1), [2, 3]), w = f32([1, 1, 1], [3]), dy = f32(randn(6, 2), [2, 3]);
     const rstd = A.opRmsnorm(x, w, 1e-5).rstd, dx = f32(new Float32Array(6), [2, 3]);
     const packed = handleOf(Tensor.from(new Float32Array(16), [2, 8], { dtype: 'bf16' }));
-    const b = (rows: number, cols: number) => handleOf(Tensor.from(new Float32Array(rows * cols), [rows, cols], { dtype: 'bf16' }));
+    const b = (rows: number, cols: number) => bf16(new Float32Array(rows * cols), [rows, cols]);
     expect(errCode(() => A.opRmsnormBackwardPacked(dy, x, w, rstd, dx, false, packed, b(2, 8), 3, 2, 1))).toMatch(/^E_SHAPE.*'g_b' has 2 rows/);
     expect(errCode(() => A.opRmsnormBackwardPacked(dy, x, w, rstd, dx, false, packed, b(3, 8), 7, 2, 1))).toMatch(/^E_SHAPE.*columns 7\.\.9 of 'g_b'/);
     expect(errCode(() => A.opRmsnormBackwardPacked(dy, x, w, rstd, dx, false, packed, b(3, 8), 0, 6, 1))).toMatch(/^E_SHAPE.*'dx_packed' has 8 columns/);

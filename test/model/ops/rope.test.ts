@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { ropeInvFreq, specFromConfig } from '../../../src/model/config.js';
 import { Tensor, handleOf } from '../../../src/tensor.js';
 import { roundBf16 } from '../../../bench/kernels/reference.js';
-import { addon, arr, errCode, f32, i32, randn, relErr } from './helpers.js';
+import { addon, arr, bf16, errCode, f32, i32, randn, relErr } from './helpers.js';
 
 describe('rope op vs float64', () => {
   const N = 7, H = 3, D = 12;
@@ -74,11 +74,11 @@ describe('rope op vs float64', () => {
     const A = addon();
     const c0 = 3, ld = c0 + 5 * D + 5;  // q (3 heads), k (1), v (1) from an odd column, 5 spare columns after
     const buf = roundBf16(randn(N * ld, 6));
-    const packed = handleOf(Tensor.from(buf, [N, ld], { dtype: 'bf16' }));
+    const packed = bf16(buf, [N, ld]);
     const cols = (c: number, heads: number) => {
       const t = new Float32Array(N * heads * D);
       for (let n = 0; n < N; n++) t.set(buf.subarray(n * ld + c, n * ld + c + heads * D), n * heads * D);
-      return handleOf(Tensor.from(t, [N, heads, D], { dtype: 'bf16' }));
+      return bf16(t, [N, heads, D]);
     };
     const q = cols(c0, H), k = cols(c0 + H * D, 1), v = cols(c0 + (H + 1) * D, 1);
     const bits = (h: Parameters<typeof arr>[0]) => Array.from(new Uint32Array(arr(h).buffer));

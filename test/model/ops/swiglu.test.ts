@@ -5,7 +5,7 @@ import { isas, poisonAndRestoreIsa } from '../../helpers/kernels.js';
 import { Tensor, handleOf } from '../../../src/tensor.js';
 import { roundBf16 } from '../../../bench/kernels/reference.js';
 import { checkSwigluG, checkSwigluU } from '../../helpers/norm_lora.js';
-import { addon, arr, errCode, f32, randn, relErr } from './helpers.js';
+import { addon, arr, bf16, errCode, f32, randn, relErr } from './helpers.js';
 
 poisonAndRestoreIsa();
 
@@ -63,7 +63,7 @@ describe('swiglu forward into down_proj\'s packed x with its s·u (out_packed, u
 
   it('bad arguments are errors', () => {
     const A = addon();
-    const bf = (rows: number, cols: number) => handleOf(Tensor.from(new Float32Array(rows * cols), [rows, cols], { dtype: 'bf16' }));
+    const bf = (rows: number, cols: number) => bf16(new Float32Array(rows * cols), [rows, cols]);
     const g = bf(2, 4), u = bf(2, 4), out = bf(2, 8);
     expect(errCode(() => A.opSwigluPacked(g, u, out, bf(3, 5), 0, 2, 1))).toMatch(/^E_SHAPE.*'u_a' must have F = 4 columns/);
     expect(errCode(() => A.opSwigluPacked(g, u, out, bf(3, 4), 2, 2, 1))).toMatch(/^E_SHAPE.*rows 2\.\.4 of 'u_a' \(3 rows/);
@@ -81,7 +81,7 @@ describe('swiglu backward into the gate/up group\'s packed dy with its s·g (dgu
 
   it('bad arguments are errors', () => {
     const A = addon();
-    const bf = (rows: number, cols: number) => handleOf(Tensor.from(new Float32Array(rows * cols), [rows, cols], { dtype: 'bf16' }));
+    const bf = (rows: number, cols: number) => bf16(new Float32Array(rows * cols), [rows, cols]);
     const d = bf(2, 4), g = bf(2, 4), u = bf(2, 4), dgu = bf(2, 12);
     expect(errCode(() => A.opSwigluBackwardPacked(d, g, u, dgu, bf(7, 8), 0, 2, 1))).toMatch(/^E_SHAPE.*'g_b' has 7 rows/);
     expect(errCode(() => A.opSwigluBackwardPacked(d, g, u, dgu, bf(8, 8), 5, 2, 1))).toMatch(/^E_SHAPE.*columns 5\.\.9 of 'g_b'/);
