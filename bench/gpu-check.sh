@@ -20,7 +20,7 @@
 #
 # Switches (environment): SKIP_WMMA=1 (no fallback tests), ONLY_TRAIN=1 (the step A/Bs alone), SANITIZE=1 (the wgmma
 # kernels under compute-sanitizer even where their tests passed), SKIP_NCU=1 (no Nsight
-# Compute profile of the attention kernels), EXTRA_AB=1 (the cuBLASLt-tuned, f32-activation and bf16-MLP-activation
+# Compute profiles), NCU_SETS (which: attention, narrow), EXTRA_AB=1 (the cuBLASLt-tuned, f32-activation and bf16-MLP-activation
 # steps too), SKIP_BENCH=1, TEST_PATHS, NEXT_AB, PIECE_AB, DEADLINE_S (each below).
 #
 # Logs and results.jsonl land in $OUT (fetched back with the reply; the logs in logs.tar.gz at the end, since the
@@ -89,7 +89,7 @@ budget() { local left=$(( DEADLINE_S - 20 - ($(date +%s) - T0) )); (( left < 0 )
 # table.md and logs.tar.gz stay), then the table LAST (the tool returns the end of the output), and exit.
 finish() {
   local f files=()
-  for f in "$OUT"/*.log "$OUT"/tuned.md "$OUT"/pieces.err "$OUT"/left-out.txt "$OUT"/gpu.txt "$OUT"/ncu-attention.txt; do
+  for f in "$OUT"/*.log "$OUT"/tuned.md "$OUT"/pieces.err "$OUT"/left-out.txt "$OUT"/gpu.txt "$OUT"/ncu-attention.txt "$OUT"/ncu-narrow.txt; do
     [[ -f "$f" ]] && files+=("$(basename "$f")")
   done
   if (( ${#files[@]} )) && tar -czf "$OUT/logs.tar.gz" -C "$OUT" "${files[@]}"; then (cd "$OUT" && rm -f "${files[@]}"); fi
@@ -238,9 +238,13 @@ bench() {  # name timeout command...
 # times it per kernel, with and without; promoted on its tests, that chain, and a NEXT_SET no slower); stop 31 `qkv_one`
 # (q, k and v as one product, rope reading them out of it: where it is on, `group_fork` has no q/k/v products left to
 # fork, so NEXT_SET times `qkv_one` and the piece A/Bs below time each of the two alone).
+# Run 20 (H200, 2026-11-27) promoted ce_bf16 and side_grads, and timed the wgmma pieces (1.035x with wgmma_mn), the
+# four narrow ones (1.25x), pdl (0.6 us more a kernel boundary), group_fork and qkv_one (1.00x) no faster: NEXT_SET
+# keeps the four it did not time alone (`ce_wide`, `attn_pack`, `dqkv_pack`, `async_upload`); NEXT_AB or PIECE_AB
+# names the others where reworked.
 # With NEXT_SET the default alone and no NEXT_AB
 # there is no next-kernel A/B (it would time the default against itself). A new piece adds its name here.
-NEXT_SET="default,ce_wide,attn_pack,dqkv_pack,ce_bf16,side_grads,group_fork,flash_wgmma,dq_wgmma,dkv_wgmma,wgmma_mn,norm_u,norm_g,swiglu_g,swiglu_u,async_upload,pdl,qkv_one"
+NEXT_SET="default,ce_wide,attn_pack,dqkv_pack,async_upload"
 if [[ -z "${NEXT_AB:-}" && "$NEXT_SET" == default ]]; then
   note "no piece waits (NEXT_SET=default): no next-kernel A/B in this call (NEXT_AB=... names pieces to A/B)"
   NEXT_ON=0
@@ -260,18 +264,15 @@ bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fi
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # PIECE_AB: space-separated sets, each a comma list, each set whose tests passed in an A/B of its own
 # (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
-# others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default, the likeliest
-# gains first (~25 s each; PIECE_AB="" for none): stop 26's `flash_wgmma`, `dq_wgmma` and `dkv_wgmma` together (the op
-# benchmark's sweep times each one's kernel alone; until stop 31 the forward and the backward's two had a step each,
-# ~50 s the call now gives `qkv_one`), then the three with `wgmma_mn` (no transposed copies); stop
-# 25's `ce_bf16`, `side_grads` and `group_fork` one by one, stop 31's `qkv_one` after `group_fork` (two ways to the same
-# ~0.27 ms of q, k and v's products: promote the one that gains more); stop 28's `norm_u`, `norm_g`, `swiglu_g` and
-# `swiglu_u` together (LoRA's u and g made by the norms and SwiGLU, ~0.2-0.4 ms each). `attn_pack` and `dqkv_pack` (~0.1-0.2 ms each, under the A/B's noise: the op
-# profile of the next-kernels step shows their packs gone) and `ce_wide` (with `ce_bf16` on it changes nothing in a
-# training step) are timed only in NEXT_SET, the "next kernels" A/B below. (Run 16 timed lora_group, then with
-# swiglu_pack, then with norm_pack, and promoted the three; run 17 fewer_packs, factor_pack and rope_qk together; run 18
-# bf16_beta and group_wide, both taken out.)
-PIECE_AB=${PIECE_AB-flash_wgmma,dq_wgmma,dkv_wgmma flash_wgmma,dq_wgmma,dkv_wgmma,wgmma_mn ce_bf16 side_grads group_fork qkv_one norm_u,norm_g,swiglu_g,swiglu_u}
+# others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default (~15 s each;
+# PIECE_AB="" for none): `attn_pack` and `dqkv_pack` together (~0.1-0.2 ms each: the op profile shows their packs
+# gone), `async_upload`, then `group_fork` and `qkv_one` again (two ways to the same ~0.27 ms of q, k and v's products,
+# both 1.00x in run 20: a second run on record before either is taken out). `ce_wide` is timed only in NEXT_SET (with
+# ce_bf16 on, promoted by run 20, it changes nothing in a training step). Run 20 timed the wgmma pieces, `ce_bf16`,
+# `side_grads` and the four narrow ones here (bench/RESULTS.md). (Run 16 timed lora_group, then with swiglu_pack, then
+# with norm_pack, and promoted the three; run 17 fewer_packs, factor_pack and rope_qk together; run 18 bf16_beta and
+# group_wide, both taken out.)
+PIECE_AB=${PIECE_AB-attn_pack,dqkv_pack async_upload group_fork qkv_one}
 [[ -z "$PIECE_AB" ]] && note "A/Bs of single pieces: none (PIECE_AB=... names sets to A/B)"
 # A set loses the pieces whose tests failed (stop 28's four narrow pieces are one set, and one failing piece should not
 # keep the others' A/B from the call) and is skipped where none is left or the rest was timed as a set already.
@@ -366,27 +367,43 @@ else
     note "compute-sanitizer $tool (INSTILL_CUDA_NEXT=$SAN_NEXT): $why (rc=$rc) - $(grep -m1 'ERROR SUMMARY' "$log" | cut -c1-100)"
   done
 fi
-# The attention's kernels (the step's, bf16 activations: the lean forward, dQ and dK/dV kernels, Δ and the dK/dV
-# sum) under Nsight Compute, where the machine's runtime lets it read the counters (device/KINDS.md: Firecracker):
-# each kernel's occupancy, issue-slot use, warp stall reasons and pipe use, for the kernel work between GPU runs
-# (stop 16 could only read the machine code). --clock-control none: the clocks as the driver sets them. SKIP_NCU=1: none.
-if [[ "${SKIP_NCU:-0}" == 1 ]]; then note "ncu of the attention kernels: skipped (SKIP_NCU=1)"
-elif ! command -v ncu > /dev/null 2>&1; then note "ncu of the attention kernels: no ncu on the PATH"
-elif NCU_S=$(step_time "ncu of the attention kernels" 90); then
-  # the forward, dQ and dK/dV kernels on warpgroup products where their pieces' tests passed (else the lean kernels)
-  NCU_NEXT=default
-  for piece in flash_wgmma dq_wgmma dkv_wgmma wgmma_mn; do
-    [[ "$SWEEP_SKIP" != all && ",$FAILED_PIECES," != *",$piece,"* ]] && NCU_NEXT="$NCU_NEXT,$piece"
+# Nsight Compute, where the machine's runtime lets it read the counters (device/KINDS.md: Firecracker): each kernel's
+# occupancy, issue-slot use, warp stall reasons and pipe use, for the kernel work between GPU runs (stop 16 could only
+# read the machine code). --clock-control none: the clocks as the driver sets them. NCU_SETS picks what (default both):
+#   attention: the step's attention kernels (bf16 activations: the forward, dQ and dK/dV kernels, Δ and the dK/dV sum),
+#     on warpgroup products where their pieces' tests passed (else the lean kernels)
+#   narrow: stop 28's narrow pieces' kernels beside the plain elementwise ones (instill_bench.mjs narrow: run 20 timed
+#     them 4-8x the plain kernels' time, and the step 1.25x slower with them)
+# SKIP_NCU=1: none.
+NCU_SECTIONS=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats
+  --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis)
+if [[ "${SKIP_NCU:-0}" == 1 ]]; then note "ncu: skipped (SKIP_NCU=1)"
+elif ! command -v ncu > /dev/null 2>&1; then note "ncu: no ncu on the PATH"
+else
+  for what in ${NCU_SETS:-attention narrow}; do
+    NCU_S=$(step_time "ncu of the $what kernels" 90) || break
+    case $what in
+      attention)
+        NCU_NEXT=default
+        for piece in flash_wgmma dq_wgmma dkv_wgmma wgmma_mn; do
+          [[ "$SWEEP_SKIP" != all && ",$FAILED_PIECES," != *",$piece,"* ]] && NCU_NEXT="$NCU_NEXT,$piece"
+        done
+        ncu_cmd=(env INSTILL_CUDA_NEXT="$NCU_NEXT" ncu -k 'regex:flash_|attention_delta' --launch-count 5)
+        bench_args=(attn --reps 1) ;;
+      narrow)
+        NCU_NEXT=default
+        ncu_cmd=(ncu -k 'regex:rmsnorm|swiglu' --launch-count 9)
+        bench_args=(narrow --reps 1) ;;
+      *) note "ncu: no set '$what' (NCU_SETS: attention, narrow)"; continue ;;
+    esac
+    note "ncu of the $what kernels: INSTILL_CUDA_NEXT=$NCU_NEXT"
+    if timeout "$NCU_S" "${ncu_cmd[@]}" --clock-control none "${NCU_SECTIONS[@]}" \
+         node bench/gpu/instill_bench.mjs "${bench_args[@]}" --out /dev/null > "$OUT/ncu-$what.txt" 2>&1; then
+      note "ncu of the $what kernels: ok ($(grep -c 'Section: Warp State Statistics' "$OUT/ncu-$what.txt") kernels, ncu-$what.txt)"
+    else
+      note "ncu of the $what kernels: FAILED or timed out (rc=$?; ncu-$what.txt: $(grep -m1 -iE 'error|fail' "$OUT/ncu-$what.txt" | cut -c1-160))"
+    fi
   done
-  note "ncu of the attention kernels: INSTILL_CUDA_NEXT=$NCU_NEXT"
-  if timeout "$NCU_S" env INSTILL_CUDA_NEXT="$NCU_NEXT" ncu --clock-control none -k 'regex:flash_|attention_delta' --launch-count 5 \
-       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
-       --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-       node bench/gpu/instill_bench.mjs attn --reps 1 --out /dev/null > "$OUT/ncu-attention.txt" 2>&1; then
-    note "ncu of the attention kernels: ok ($(grep -c 'Section: Warp State Statistics' "$OUT/ncu-attention.txt") kernels, ncu-attention.txt)"
-  else
-    note "ncu of the attention kernels: FAILED or timed out (rc=$?; ncu-attention.txt: $(grep -m1 -iE 'error|fail' "$OUT/ncu-attention.txt" | cut -c1-160))"
-  fi
 fi
 # The fallbacks last (they change rarely): test/cuda again with the WMMA GEMM and the f32 attention kernels
 if [[ "${SKIP_WMMA:-0}" == 1 ]]; then note "GPU tests through the WMMA kernel: skipped (SKIP_WMMA=1)"

@@ -21,6 +21,8 @@ namespace {
 // and stop 24 removed them: group_wide (lora_group's forward as one product over every member: +1.4%) and bf16_beta
 // (cuBLASLt adding into a bf16 C itself: 0.997x by medians, 1.003x by mins; run 17 1.007x). Stop 24 also added and
 // took out skinny (LoRA's narrow products on a split-K mma.sync kernel: correct, 1.059x the step in run 19).
+// Run 20 (H200, the first to run stops 25-31's pieces) promoted ce_bf16 (0.971x the step) and side_grads (0.991x by
+// medians, 0.972x by mins); the others it timed were no faster or slower (bench/RESULTS.md, "Run 20").
 // (`narrow`, LoRA's u, g, dA, dB on CUDA-core kernels, was removed in stop 19: ~2x slower than cuBLASLt in run 14.
 // Stop 22 removed five that runs 14–16 measured no faster: `pack_wb` (moot with wb_cache), `flash_mt`, `flash_occ`,
 // `stored_ds` and `attn_prep` (nothing on top of flash_lean, or slower); bench/RESULTS.md has their numbers.)
@@ -36,7 +38,7 @@ constexpr Piece kAll[] = {
     {Next::FewerPacks, "fewer_packs", true}, {Next::RopeQK, "rope_qk", true},
     {Next::FactorPack, "factor_pack", true}, {Next::CeWide, "ce_wide", false},
     {Next::AttnPack, "attn_pack", false}, {Next::DqkvPack, "dqkv_pack", false},
-    {Next::CeBf16, "ce_bf16", false},        {Next::SideGrads, "side_grads", false},
+    {Next::CeBf16, "ce_bf16", true},        {Next::SideGrads, "side_grads", true},
     {Next::GroupFork, "group_fork", false},  {Next::FlashWgmma, "flash_wgmma", false},
     {Next::DqWgmma, "dq_wgmma", false},      {Next::DkvWgmma, "dkv_wgmma", false},
     {Next::WgmmaMn, "wgmma_mn", false},      {Next::NormU, "norm_u", false},

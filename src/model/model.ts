@@ -337,9 +337,32 @@ export class Rng {
   }
 }
 
-/** A model tensor's values on the host (a copy from the GPU when it lives there). */
+// The model's own tensors reach JS as handles that share them (loraTensor, weightTensor, momentTensor). A handle left
+// to the garbage collector keeps its tensor's memory, a GPU block, after model.dispose() or after addLora replaced the
+// adapter (test/cuda/memory.test.ts), so every use of one lets go of it at once: hostArray, or peek.
+
+/** A model tensor's values on the host (a copy from the GPU when it lives there); lets go of h. */
 function hostArray(h: TensorHandle): Float32Array {
-  return (h.device === 'cpu' ? h : native().tensorTo(h, 'cpu')).toArray() as Float32Array;
+  try {
+    if (h.device === 'cpu') return h.toArray() as Float32Array;
+    const host = native().tensorTo(h, 'cpu');
+    try {
+      return host.toArray() as Float32Array;
+    } finally {
+      host.dispose();
+    }
+  } finally {
+    h.dispose();
+  }
+}
+
+/** What read takes from a model tensor's handle (its shape, dtype, device); lets go of h. */
+function peek<T>(h: TensorHandle, read: (h: TensorHandle) => T): T {
+  try {
+    return read(h);
+  } finally {
+    h.dispose();
+  }
 }
 
 function peftName(layer: number, target: number, which: 'A' | 'B'): string {
@@ -377,7 +400,7 @@ export class Model {
 
   /** Where the model's weights, adapters and activations live ('cpu' or 'cuda'). */
   get device(): 'cpu' | 'cuda' {
-    return this.handle.weightTensor('model.norm.weight', false).device as 'cpu' | 'cuda';
+    return peek(this.handle.weightTensor('model.norm.weight', false), (h) => h.device as 'cpu' | 'cuda');
   }
 
   /** True in full fine-tuning mode (every weight trainable). */
@@ -439,7 +462,7 @@ export class Model {
     const prepared: { name: string; arr: Float32Array; shape: number[]; dtype: string }[] = [];
     for (const [name, values] of Object.entries(record)) {
       if (!known.has(name)) throw new InstillError(ErrorCode.ARG, `'${name}' is not a weight of this model (e.g. ${names[0]}, ${names[1]})`);
-      const cur = this.handle.weightTensor(name, grad);
+      const cur = peek(this.handle.weightTensor(name, grad), (h) => ({ shape: h.shape, dtype: h.dtype }));
       const arr = values instanceof Float32Array ? values : Float32Array.from(values as ArrayLike<number>);
       const n = cur.shape.reduce((a, b) => a * b, 1);
       if (arr.length !== n) throw new InstillError(ErrorCode.SHAPE, `'${name}' has ${arr.length} values but the ${grad ? 'gradient' : 'weight'} is [${cur.shape.join(', ')}]`);
@@ -485,7 +508,8 @@ export class Model {
     const tensors: Record<string, TensorToWrite> = {};
     for (const n of this.handle.weightNames()) {
       const h = this.handle.weightTensor(n, false);
-      tensors[n] = { dtype: 'F32', shape: h.shape, data: hostArray(h) };
+      const shape = h.shape;
+      tensors[n] = { dtype: 'F32', shape, data: hostArray(h) };
     }
     writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
     if (this.dir) for (const f of MODEL_SIDE_FILES) if (existsSync(join(this.dir, f))) copyFileSync(join(this.dir, f), join(dir, f));
@@ -532,8 +556,7 @@ export class Model {
     for (let l = 0; l < this.spec.numLayers; l++) {
       for (let t = 0; t < LORA_TARGETS.length; t++) {
         if (!((mask >> t) & 1)) continue;
-        const a = this.handle.loraTensor(l, t, 0);
-        const [rr, inF] = a.shape;
+        const [rr, inF] = peek(this.handle.loraTensor(l, t, 0), (a) => a.shape);
         const bound = 1 / Math.sqrt(inF);
         const vals = new Float32Array(rr * inF);
         for (let i = 0; i < vals.length; i++) vals[i] = (2 * rng.next() - 1) * bound;
@@ -592,7 +615,7 @@ export class Model {
       if (!lora.targetModules.includes(m[3] as LoraTarget)) throw new InstillError(ErrorCode.ARG, `'${name}': ${m[3]} has no adapter (targets: ${lora.targetModules.join(', ')})`);
       const which = m[4] === 'A' ? 0 : 1;
       const arr = values instanceof Float32Array ? values : Float32Array.from(values as ArrayLike<number>);
-      const shape = this.handle.loraTensor(layer, target, which).shape;
+      const shape = peek(this.handle.loraTensor(layer, target, which), (h) => h.shape);
       if (arr.length !== shape[0] * shape[1]) {
         throw new InstillError(ErrorCode.SHAPE, `'${name}' has ${arr.length} values but the adapter tensor is [${shape.join(', ')}] (r = ${lora.r})`);
       }
@@ -733,7 +756,7 @@ export class Model {
     }
     const names = this.trainableNames();
     const values: [Float32Array, Float32Array][] = names.map((name, i) => {
-      const n = this.handle.momentTensor(i, 0).shape.reduce((a, b) => a * b, 1);
+      const n = peek(this.handle.momentTensor(i, 0), (h) => h.shape).reduce((a, b) => a * b, 1);
       if (state.step === 0) return [new Float32Array(n), new Float32Array(n)];
       const m = state.m?.[name], v = state.v?.[name];
       if (!m || !v) throw new InstillError(ErrorCode.DATA, `optimizer state has no moments for '${name}': the checkpoint belongs to another adapter configuration`);
@@ -792,7 +815,7 @@ export class Model {
     let next: Int32Array = Int32Array.from(ids);
     for (let step = 0; step < maxNew; step++) {
       const h = await this.handle.decode(handleOf(Tensor.from(next, [next.length], { dtype: 'i32' })));
-      const logits = Tensor.fromHandle(h).toArray() as Float32Array;
+      const logits = hostArray(h);
       const tok = temperature === 0 ? argmax(logits) : sample(logits, temperature, topP, rng);
       out.push(tok);
       ids.push(tok);
@@ -827,7 +850,8 @@ export class Model {
     this.forEachAdapter((l, t) => {
       for (const [w, k] of [[0, 'A'], [1, 'B']] as const) {
         const h = this.handle.loraTensor(l, t, w);
-        tensors[peftName(l, t, k)] = { dtype: 'F32', shape: h.shape, data: hostArray(h) };
+        const shape = h.shape;
+        tensors[peftName(l, t, k)] = { dtype: 'F32', shape, data: hostArray(h) };
       }
     });
     writeAdapterFolder(dir, tensors, {
