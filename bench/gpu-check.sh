@@ -20,7 +20,7 @@
 #
 # Switches (environment): SKIP_WMMA=1 (no fallback tests), ONLY_TRAIN=1 (the step A/Bs alone), SANITIZE=1 (the wgmma
 # kernels under compute-sanitizer even where their tests passed), SKIP_NCU=1 (no Nsight
-# Compute profiles), NCU_SETS (which: attention, narrow), EXTRA_AB=1 (the cuBLASLt-tuned, f32-activation and bf16-MLP-activation
+# Compute profiles), NCU_SETS (which: attention, lean, narrow), EXTRA_AB=1 (the cuBLASLt-tuned, f32-activation and bf16-MLP-activation
 # steps too), SKIP_BENCH=1, TEST_PATHS, NEXT_AB, PIECE_AB, DEADLINE_S (each below).
 #
 # Logs and results.jsonl land in $OUT (fetched back with the reply; the logs in logs.tar.gz at the end, since the
@@ -89,7 +89,7 @@ budget() { local left=$(( DEADLINE_S - 20 - ($(date +%s) - T0) )); (( left < 0 )
 # table.md and logs.tar.gz stay), then the table LAST (the tool returns the end of the output), and exit.
 finish() {
   local f files=()
-  for f in "$OUT"/*.log "$OUT"/tuned.md "$OUT"/pieces.err "$OUT"/left-out.txt "$OUT"/gpu.txt "$OUT"/ncu-attention.txt "$OUT"/ncu-narrow.txt; do
+  for f in "$OUT"/*.log "$OUT"/tuned.md "$OUT"/pieces.err "$OUT"/left-out.txt "$OUT"/gpu.txt "$OUT"/ncu-attention.txt "$OUT"/ncu-lean.txt "$OUT"/ncu-narrow.txt; do
     [[ -f "$f" ]] && files+=("$(basename "$f")")
   done
   if (( ${#files[@]} )) && tar -czf "$OUT/logs.tar.gz" -C "$OUT" "${files[@]}"; then (cd "$OUT" && rm -f "${files[@]}"); fi
@@ -369,9 +369,10 @@ else
 fi
 # Nsight Compute, where the machine's runtime lets it read the counters (device/KINDS.md: Firecracker): each kernel's
 # occupancy, issue-slot use, warp stall reasons and pipe use, for the kernel work between GPU runs (stop 16 could only
-# read the machine code). --clock-control none: the clocks as the driver sets them. NCU_SETS picks what (default both):
+# read the machine code). --clock-control none: the clocks as the driver sets them. NCU_SETS picks what (default "attention narrow"):
 #   attention: the step's attention kernels (bf16 activations: the forward, dQ and dK/dV kernels, Δ and the dK/dV sum),
 #     on warpgroup products where their pieces' tests passed (else the lean kernels)
+#   lean: the same with the default's kernels (flash_lean's forward, dQ and dK/dV)
 #   narrow: stop 28's narrow pieces' kernels beside the plain elementwise ones (instill_bench.mjs narrow: run 20 timed
 #     them 4-8x the plain kernels' time, and the step 1.25x slower with them)
 # SKIP_NCU=1: none.
@@ -390,11 +391,15 @@ else
         done
         ncu_cmd=(env INSTILL_CUDA_NEXT="$NCU_NEXT" ncu -k 'regex:flash_|attention_delta' --launch-count 5)
         bench_args=(attn --reps 1) ;;
+      lean)  # the default's attention kernels (flash_lean), to set beside the wgmma ones
+        NCU_NEXT=default
+        ncu_cmd=(env INSTILL_CUDA_NEXT=default ncu -k 'regex:flash_|attention_delta' --launch-count 5)
+        bench_args=(attn --reps 1) ;;
       narrow)
         NCU_NEXT=default
         ncu_cmd=(ncu -k 'regex:rmsnorm|swiglu' --launch-count 9)
         bench_args=(narrow --reps 1) ;;
-      *) note "ncu: no set '$what' (NCU_SETS: attention, narrow)"; continue ;;
+      *) note "ncu: no set '$what' (NCU_SETS: attention, lean, narrow)"; continue ;;
     esac
     note "ncu of the $what kernels: INSTILL_CUDA_NEXT=$NCU_NEXT"
     if timeout "$NCU_S" "${ncu_cmd[@]}" --clock-control none "${NCU_SECTIONS[@]}" \
