@@ -239,12 +239,14 @@ bench() {  # name timeout command...
 # (q, k and v as one product, rope reading them out of it: where it is on, `group_fork` has no q/k/v products left to
 # fork, so NEXT_SET times `qkv_one` and the piece A/Bs below time each of the two alone).
 # Run 20 (H200, 2026-11-27) promoted ce_bf16 and side_grads, and timed the wgmma pieces (1.035x with wgmma_mn), the
-# four narrow ones (1.25x), pdl (0.6 us more a kernel boundary), group_fork and qkv_one (1.00x) no faster: NEXT_SET
-# keeps the four it did not time alone (`ce_wide`, `attn_pack`, `dqkv_pack`, `async_upload`); NEXT_AB or PIECE_AB
-# names the others where reworked.
+# four narrow ones (1.25x), pdl (0.6 us more a kernel boundary), group_fork and qkv_one (1.00x) no faster; run 21
+# promoted async_upload (0.992x), and timed attn_pack with dqkv_pack at 0.998x by medians, 0.990x by mins, group_fork
+# 1.014x, qkv_one 1.000x, pdl 0.7 us less a kernel boundary (noise, both ways). NEXT_SET keeps `ce_wide` (its A/B
+# needs ce_bf16 off: NEXT_AB=default,-ce_bf16,ce_wide), `attn_pack` and `dqkv_pack`; NEXT_AB or PIECE_AB names the
+# others where reworked.
 # With NEXT_SET the default alone and no NEXT_AB
 # there is no next-kernel A/B (it would time the default against itself). A new piece adds its name here.
-NEXT_SET="default,ce_wide,attn_pack,dqkv_pack,async_upload"
+NEXT_SET="default,ce_wide,attn_pack,dqkv_pack"
 if [[ -z "${NEXT_AB:-}" && "$NEXT_SET" == default ]]; then
   note "no piece waits (NEXT_SET=default): no next-kernel A/B in this call (NEXT_AB=... names pieces to A/B)"
   NEXT_ON=0
@@ -266,13 +268,14 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
 # (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
 # others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default (~15 s each;
 # PIECE_AB="" for none): `attn_pack` and `dqkv_pack` together (~0.1-0.2 ms each: the op profile shows their packs
-# gone), `async_upload`, then `group_fork` and `qkv_one` again (two ways to the same ~0.27 ms of q, k and v's products,
-# both 1.00x in run 20: a second run on record before either is taken out). `ce_wide` is timed only in NEXT_SET (with
-# ce_bf16 on, promoted by run 20, it changes nothing in a training step). Run 20 timed the wgmma pieces, `ce_bf16`,
-# `side_grads` and the four narrow ones here (bench/RESULTS.md). (Run 16 timed lora_group, then with swiglu_pack, then
+# gone; run 21 0.998x by medians, 0.990x by mins), then `group_fork` and `qkv_one` (two ways to the same ~0.27 ms of q,
+# k and v's products: run 20 1.002x and 1.004x, run 21 1.014x and 1.000x; a third run before either is taken out or
+# mended). `ce_wide` is timed only in NEXT_SET (with ce_bf16 on, promoted by run 20, it changes nothing in a training
+# step). Runs 20 and 21 timed the wgmma pieces, `ce_bf16`, `side_grads`, `async_upload` and the four narrow ones here
+# (bench/RESULTS.md). (Run 16 timed lora_group, then with swiglu_pack, then
 # with norm_pack, and promoted the three; run 17 fewer_packs, factor_pack and rope_qk together; run 18 bf16_beta and
 # group_wide, both taken out.)
-PIECE_AB=${PIECE_AB-attn_pack,dqkv_pack async_upload group_fork qkv_one}
+PIECE_AB=${PIECE_AB-attn_pack,dqkv_pack group_fork qkv_one}
 [[ -z "$PIECE_AB" ]] && note "A/Bs of single pieces: none (PIECE_AB=... names sets to A/B)"
 # A set loses the pieces whose tests failed (stop 28's four narrow pieces are one set, and one failing piece should not
 # keep the others' A/B from the call) and is skipped where none is left or the rest was timed as a set already.

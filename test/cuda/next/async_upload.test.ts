@@ -10,7 +10,8 @@ import { Tensor, kernels } from '../../../src/index.js';
 import { withEnv } from '../../helpers/env.js';
 import { PIECE_BATCH, gradBitsDiffer, hasCuda, pieceLoraModel, pieceModelConfig } from '../common.js';
 
-const ON = 'default,async_upload';
+// (on by default since run 21: OFF is the default without it)
+const ON = 'default,async_upload', OFF = 'default,-async_upload';
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=async_upload', () => {
   it('400 uploads of 4 B to 256 KiB queued behind a busy GPU, then some of 1 MiB (the waiting path), arrive as they were', () => {
@@ -39,8 +40,8 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=async_upload', () => {
 
   it('the model\'s pass (its input, loss-row and table uploads through the slots) gives the default\'s bits', async () => {
     const m = pieceLoraModel(pieceModelConfig(208, 560), 29, (i) => 0.01 * Math.sin(i + 1));
-    await withEnv('INSTILL_CUDA_NEXT', 'default', () => m.lossAndGrads(PIECE_BATCH));  // (W into the kept matrices)
-    const plain = await withEnv('INSTILL_CUDA_NEXT', 'default', () => m.lossAndGrads(PIECE_BATCH));
+    await withEnv('INSTILL_CUDA_NEXT', OFF, () => m.lossAndGrads(PIECE_BATCH));  // (W into the kept matrices)
+    const plain = await withEnv('INSTILL_CUDA_NEXT', OFF, () => m.lossAndGrads(PIECE_BATCH));
     for (let k = 0; k < 3; ++k) {
       const got = await withEnv('INSTILL_CUDA_NEXT', ON, () => m.lossAndGrads(PIECE_BATCH));
       expect(got.loss).toBe(plain.loss);
