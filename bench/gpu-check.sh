@@ -241,7 +241,7 @@ bench() {  # name timeout command...
 # Run 20 (H200, 2026-11-27) promoted ce_bf16 and side_grads, and timed the wgmma pieces (1.035x with wgmma_mn), the
 # four narrow ones (1.25x), pdl (0.6 us more a kernel boundary), group_fork and qkv_one (1.00x) no faster; run 21
 # promoted async_upload (0.992x), and timed attn_pack with dqkv_pack at 0.998x by medians, 0.990x by mins, group_fork
-# 1.014x, qkv_one 1.000x, pdl 0.7 us less a kernel boundary (noise, both ways). NEXT_SET keeps `ce_wide` (its A/B
+# 1.014x (stop 32 took it out), qkv_one 1.000x, pdl 0.7 us less a kernel boundary (noise, both ways). NEXT_SET keeps `ce_wide` (its A/B
 # needs ce_bf16 off: NEXT_AB=default,-ce_bf16,ce_wide), `attn_pack` and `dqkv_pack`; NEXT_AB or PIECE_AB names the
 # others where reworked.
 # With NEXT_SET the default alone and no NEXT_AB
@@ -268,14 +268,14 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
 # (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
 # others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default (~15 s each;
 # PIECE_AB="" for none): `attn_pack` and `dqkv_pack` together (~0.1-0.2 ms each: the op profile shows their packs
-# gone; run 21 0.998x by medians, 0.990x by mins), then `group_fork` and `qkv_one` (two ways to the same ~0.27 ms of q,
-# k and v's products: run 20 1.002x and 1.004x, run 21 1.014x and 1.000x; a third run before either is taken out or
-# mended). `ce_wide` is timed only in NEXT_SET (with ce_bf16 on, promoted by run 20, it changes nothing in a training
+# gone; run 21 0.998x by medians, 0.990x by mins), then `qkv_one` (q, k and v's ~0.27 ms of products as one: run 20
+# 1.004x, run 21 1.000x, the op profile's lora_group_forward 0.3 ms shorter and its gaps 0.7 ms longer; a third run
+# before it is mended or taken out; `group_fork`, the other way to that time, was taken out in stop 32). `ce_wide` is timed only in NEXT_SET (with ce_bf16 on, promoted by run 20, it changes nothing in a training
 # step). Runs 20 and 21 timed the wgmma pieces, `ce_bf16`, `side_grads`, `async_upload` and the four narrow ones here
 # (bench/RESULTS.md). (Run 16 timed lora_group, then with swiglu_pack, then
 # with norm_pack, and promoted the three; run 17 fewer_packs, factor_pack and rope_qk together; run 18 bf16_beta and
 # group_wide, both taken out.)
-PIECE_AB=${PIECE_AB-attn_pack,dqkv_pack group_fork qkv_one}
+PIECE_AB=${PIECE_AB-attn_pack,dqkv_pack qkv_one}
 [[ -z "$PIECE_AB" ]] && note "A/Bs of single pieces: none (PIECE_AB=... names sets to A/B)"
 # A set loses the pieces whose tests failed (stop 28's four narrow pieces are one set, and one failing piece should not
 # keep the others' A/B from the call) and is skipped where none is left or the rest was timed as a set already.
@@ -418,7 +418,7 @@ if [[ "${SKIP_WMMA:-0}" == 1 ]]; then note "GPU tests through the WMMA kernel: s
 else  # the verified files and the pieces that go through the GEMM (the attention pieces pick their kernels themselves)
   TEST_PATHS="test/cuda/ops.test.ts test/cuda/lora_reference.test.ts test/cuda/torch.test.ts test/cuda/train_cli.test.ts
     test/cuda/next/residual.test.ts test/cuda/next/attn_pack.test.ts test/cuda/next/dqkv_pack.test.ts
-    test/cuda/next/ce_bf16.test.ts test/cuda/next/side_grads.test.ts test/cuda/next/group_fork.test.ts
+    test/cuda/next/ce_bf16.test.ts test/cuda/next/side_grads.test.ts
     test/cuda/next/qkv_one.test.ts" \
     gpu_tests "GEMMs through the WMMA kernel, f32 attention kernels" wmma INSTILL_CUBLASLT=off INSTILL_CUDA_ATTENTION=simple
 fi

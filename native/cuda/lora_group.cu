@@ -168,30 +168,7 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
     set_c(g, *p.y[i], g.N);
     gemm(g);
   };
-  // INSTILL_CUDA_NEXT `group_fork`: the members narrower than the first (the 1B model's k and v, OUT 512 beside q's
-  // 2048: 32 tiles of 128 × 256 each for 132 SMs, a wave each) queued first on the side stream, then the others on the
-  // main stream, which waits for the side's before the op returns. So q's product and k's and v's share the waves:
-  // run 18 timed the three at 0.93 ms a step, and group_wide's one product over all of them at 0.66. The same products,
-  // so the same bits; what reads y_i comes after the wait.
-  // Not under 16 rows (a decoded token, a short prompt): the products are a few tiles each, nothing to share, and the
-  // fork and join would only add their cost.
-  const auto narrow = [&](int i) { return i > 0 && p.w[i]->dim(0) < p.w[0]->dim(0); };
-  bool fork = false;
-  if (next_kernels(Next::GroupFork) && l.n >= 16)
-    for (int i = 1; i < p.m; ++i) fork = fork || narrow(i);
-  if (fork) {
-    const SideWork side(true);  // (after px and K are written: the side stream waits for them)
-    side.uses(px);
-    if (!p.kept) side.uses(own);
-    for (int i = 1; i < p.m; ++i) {
-      if (!narrow(i)) continue;
-      side.uses(*p.y[i]);
-      product_y(i);
-    }
-  }
-  for (int i = 0; i < p.m; ++i)
-    if (!fork || !narrow(i)) product_y(i);
-  if (fork) join_side();
+  for (int i = 0; i < p.m; ++i) product_y(i);
 }
 
 void lora_group_backward(const LoraGroupBackwardArgs& p) {

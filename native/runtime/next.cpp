@@ -25,6 +25,8 @@ namespace {
 // medians, 0.972x by mins); the others it timed were no faster or slower (bench/RESULTS.md, "Runs 20 and 21"). Run 21
 // found the two together 1.051x faster than the default before them, and promoted async_upload (0.992x by medians and
 // by mins: under the 1% a piece is promoted on, but stop 29 set its bar in advance at its tests and a step no slower).
+// Stop 32 took out group_fork (lora_group's forward running k's and v's products on the side stream beside q's: run 20
+// 1.002x, run 21 1.014x; its code is in commit 1ef152a).
 // (`narrow`, LoRA's u, g, dA, dB on CUDA-core kernels, was removed in stop 19: ~2x slower than cuBLASLt in run 14.
 // Stop 22 removed five that runs 14–16 measured no faster: `pack_wb` (moot with wb_cache), `flash_mt`, `flash_occ`,
 // `stored_ds` and `attn_prep` (nothing on top of flash_lean, or slower); bench/RESULTS.md has their numbers.)
@@ -41,7 +43,7 @@ constexpr Piece kAll[] = {
     {Next::FactorPack, "factor_pack", true}, {Next::CeWide, "ce_wide", false},
     {Next::AttnPack, "attn_pack", false}, {Next::DqkvPack, "dqkv_pack", false},
     {Next::CeBf16, "ce_bf16", true},        {Next::SideGrads, "side_grads", true},
-    {Next::GroupFork, "group_fork", false},  {Next::FlashWgmma, "flash_wgmma", false},
+    {Next::FlashWgmma, "flash_wgmma", false},
     {Next::DqWgmma, "dq_wgmma", false},      {Next::DkvWgmma, "dkv_wgmma", false},
     {Next::WgmmaMn, "wgmma_mn", false},      {Next::NormU, "norm_u", false},
     {Next::NormG, "norm_g", false},          {Next::SwigluG, "swiglu_g", false},

@@ -37,8 +37,6 @@ enum class Next {
                // the softmax gradient's buffer and turned into it in place: one logits product a chunk (cross_entropy.cu)
   SideGrads,   // "side_grads": the model's LoRA backwards leave dA and dB to a side stream (ops/lora_linear.h's
                // side_grads), off the pass's critical path, and the model joins it where it must (model/llama.cpp)
-  GroupFork,   // "group_fork": lora_group's forward runs the members narrower than its first (k and v beside q) on the
-               // side stream, beside the first's product, and waits for them before it returns (lora_group.cu)
   FlashWgmma,  // "flash_wgmma": the attention forward on Hopper's warpgroup products (wgmma) where the GPU has compute
                // capability 9.0, in place of the lean forward (attention_wgmma.cu)
   DqWgmma,     // "dq_wgmma": the attention backward's dQ kernel on Hopper's warpgroup products likewise (D 64; with

@@ -9,7 +9,7 @@
 //   and rounding, each counted as the one launch it is on a GPU (fake_packs).
 // - fill_bytes, copies: memset / memcpy. New "device" buffers come poisoned (0xff bytes: NaN in f32 and bf16), so
 //   an element read before it was written shows up as NaN in the results.
-// - SideWork (INSTILL_CUDA_NEXT side_grads, group_fork): the side stream as late as it could run. The products and
+// - SideWork (INSTILL_CUDA_NEXT side_grads): the side stream as late as it could run. The products and
 //   packs queued inside one are kept and done only when join_side() reaches it (or a copy, which joins everything).
 //   Blocks are kept in runtime.cu's own book (cuda/block_cache.h), with a fence per SideWork that passes when its work
 //   has run: a block it reads or writes (uses()) or allocated is handed out again only after that, and every other

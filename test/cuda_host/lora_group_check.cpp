@@ -491,28 +491,8 @@ void cpu_packed_operands() {
 
 }  // namespace
 
-// group_fork: k's and v's products go to the side stream only from 16 rows on (a decoded token's few tiles would only pay
-// for the fork and the join); the results are checked against the math either way.
-void group_fork_rows() {
-  for (const int64_t n : {9, 37}) {
-    const Case c{n < 16 ? "group_fork, 9 rows: not forked" : "group_fork, 37 rows: k and v on the side stream", n, 52, 4, {44, 20, 20}};
-    setenv("INSTILL_CUDA_NEXT", "default,group_fork", 1);
-    const int before = cuda::fake_side_work;
-    run_once(c, nullptr);
-    unsetenv("INSTILL_CUDA_NEXT");
-    const int queued = cuda::fake_side_work - before;
-    if ((n >= 16) != (queued > 0)) {
-      std::printf("    FAIL %s: %d products queued on the side stream\n", c.name, queued);
-      ++failures;
-    } else {
-      std::printf("ok   %s (%d products on the side stream)\n", c.name, queued);
-    }
-  }
-}
-
 int main() {
   cpu_packed_operands();
-  group_fork_rows();
   const std::vector<Case> cases = {
       {"q, k, v: three members, widths not a multiple of 8", 37, 52, 4, {44, 20, 20}},
       {"gate, up: two members, bias, bf16 x, y and dy/dx", 29, 40, 3, {66, 66}, DType::BF16, DType::BF16, DType::BF16, DType::BF16, true},

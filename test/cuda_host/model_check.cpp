@@ -322,11 +322,7 @@ void run_piece(const Case& cs) {
   if (piece == "qkv_one")
     expect(products_off - products_on == (one ? 2 * forwards : 0), "products saved: " + std::to_string(products_off - products_on) +
                                                                        ", expected " + std::to_string(one ? 2 * forwards : 0));
-  // group_fork: the q/k/v group's forward puts k's and v's products on the side stream where q leads the group (no
-  // group under dropout), but not with qkv_one's one product
-  const bool fork = (all || piece.find("group_fork") != std::string::npos) && cs.dropout == 0.f && ((cs.mask >> kQ) & 1u) &&
-                    (cs.mask & ((1u << kK) | (1u << kV))) && !one;
-  expect(side || fork ? side_ops > 0 : side_ops == 0, "products and packs on the side stream: " + std::to_string(side_ops));
+  expect(side ? side_ops > 0 : side_ops == 0, "products and packs on the side stream: " + std::to_string(side_ops));
   // norm_u: the norms before the q/k/v and gate/up groups write their s·u (and the groups make none) where fewer_packs
   // would have the groups' products write it in bf16 (bf16 activations, so every linear adapted; s a power of two)
   // and factor_pack has put this pass's A blocks in the kept matrices before the forwards; two norms a layer forward
@@ -820,8 +816,8 @@ int main() {
        true, 0, false, "side_grads"},
       {"norm_u: the norms write s·u into the groups' packed x (in double here, as the fake's products: the same bits)",
        every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "norm_u,fewer_packs,factor_pack"},
-      {"norm_u, checkpointing, accumulated, Qwen2 biases, with side_grads and group_fork", every, true, false, 0.f, true,
-       nullptr, kOld, false, true, false, true, 0, false, "norm_u,fewer_packs,factor_pack,side_grads,group_fork"},
+      {"norm_u, checkpointing, accumulated, Qwen2 biases, with side_grads", every, true, false, 0.f, true,
+       nullptr, kOld, false, true, false, true, 0, false, "norm_u,fewer_packs,factor_pack,side_grads"},
       {"norm_u, k_proj without an adapter (f32 activations, no packed x): not taken", every & ~(1u << kK), false, false,
        0.f, false, nullptr, kOld, false, false, false, true, 0, false, "norm_u,fewer_packs,factor_pack"},
       {"norm_u, Qwen3 q/k norm, checkpointing", every, false, true, 0.f, true, nullptr, kOld, false, false, false, true, 0,
@@ -877,18 +873,6 @@ int main() {
        false, "swiglu_u,fewer_packs,factor_pack", 1.5f, 80},
       {"swiglu_u, f32 activations (F 80): not taken", every, false, false, 0.f, false, "0", kOld, false, false, false, true,
        0, false, "swiglu_u,fewer_packs,factor_pack", 2.f, 80},
-      {"group_fork: k's and v's products beside q's (on the side stream, joined as the group's forward returns)", every,
-       false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "group_fork"},
-      {"group_fork, checkpointing, accumulated, Qwen2 biases", every, true, false, 0.f, true, nullptr, kOld, false, true,
-       false, true, 0, false, "group_fork"},
-      {"group_fork with side_grads, dqkv_pack and attn_pack", every, false, false, 0.f, false, nullptr, kOld, false, false,
-       false, true, 0, false, "group_fork,side_grads,dqkv_pack,attn_pack"},
-      {"group_fork, q and v (a group of two), f32 activations", (1u << kQ) | (1u << kV) | (1u << kDown), false, false, 0.f,
-       false, "0", kOld, false, false, false, true, 0, false, "group_fork"},
-      {"group_fork, k and v only (no member narrower than the first): not forked", (1u << kK) | (1u << kV), false, false,
-       0.f, false, nullptr, kOld, false, false, false, true, 0, false, "group_fork"},
-      {"group_fork under LoRA dropout (no groups): not forked", every, false, false, 0.1f, false, "0", kOld, false, false,
-       false, true, 0, false, "group_fork"},
       {"qkv_one: q, k and v in one product, rope reading them out of it (the CPU's rope here, from its columns)", every,
        false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "qkv_one"},
       {"qkv_one, checkpointing, accumulated", every, false, false, 0.f, true, nullptr, kOld, false, true, false, true, 0,
@@ -896,8 +880,6 @@ int main() {
       {"qkv_one with norm_u, fewer_packs, factor_pack, attn_pack, dqkv_pack and side_grads", every, false, false, 0.f,
        false, nullptr, kOld, false, false, false, true, 0, false,
        "qkv_one,norm_u,fewer_packs,factor_pack,attn_pack,dqkv_pack,side_grads"},
-      {"qkv_one with group_fork (one product: nothing forked)", every, false, false, 0.f, false, nullptr, kOld, false,
-       false, false, true, 0, false, "qkv_one,group_fork"},
       {"qkv_one, f32 activations: not taken", every, false, false, 0.f, false, "0", kOld, false, false, false, true, 0,
        false, "qkv_one"},
       {"qkv_one without v_proj's adapter: not taken", every & ~(1u << kV), false, false, 0.f, false, nullptr, kOld, false,
