@@ -379,11 +379,16 @@ fi
 #   narrow: stop 28's narrow pieces' kernels beside the plain elementwise ones (instill_bench.mjs narrow: run 20 timed
 #     them 4-8x the plain kernels' time, and the step 1.25x slower with them)
 # SKIP_NCU=1: none.
-# (since stop 32 also the memory tables and the source counters: which loads and stores take how many sectors a request
-# and where the warps stall, for run 21's question of where the wgmma kernels' ~2.5x L2 traffic comes from)
 NCU_SECTIONS=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats
-  --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables
-  --section SourceCounters)
+  --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis)
+# (since stop 32 also the memory tables and the source counters, where this ncu lists them: which loads and stores take
+# how many sectors a request and where the warps stall, for run 21's question of where the wgmma kernels' ~2.5x L2
+# traffic comes from)
+if command -v ncu > /dev/null 2>&1; then
+  for sec in MemoryWorkloadAnalysis_Tables SourceCounters; do
+    ncu --list-sections 2>/dev/null | grep -qw "$sec" && NCU_SECTIONS+=(--section "$sec")
+  done
+fi
 if [[ "${SKIP_NCU:-0}" == 1 ]]; then note "ncu: skipped (SKIP_NCU=1)"
 elif ! command -v ncu > /dev/null 2>&1; then note "ncu: no ncu on the PATH"
 else
