@@ -20,7 +20,7 @@
 #
 # Switches (environment): SKIP_WMMA=1 (no fallback tests), ONLY_TRAIN=1 (the step A/Bs alone), SANITIZE=1 (the wgmma
 # kernels under compute-sanitizer even where their tests passed), SKIP_NCU=1 (no Nsight
-# Compute profiles), NCU_SETS (which: attention, lean, narrow), EXTRA_AB=1 (the cuBLASLt-tuned, f32-activation and bf16-MLP-activation
+# Compute profiles), NCU_SETS (which: attention, lean), EXTRA_AB=1 (the cuBLASLt-tuned, f32-activation and bf16-MLP-activation
 # steps too), SKIP_BENCH=1, TEST_PATHS, NEXT_AB, PIECE_AB, DEADLINE_S (each below).
 #
 # Logs and results.jsonl land in $OUT (fetched back with the reply; the logs in logs.tar.gz at the end, since the
@@ -89,7 +89,7 @@ budget() { local left=$(( DEADLINE_S - 20 - ($(date +%s) - T0) )); (( left < 0 )
 # table.md and logs.tar.gz stay), then the table LAST (the tool returns the end of the output), and exit.
 finish() {
   local f files=()
-  for f in "$OUT"/*.log "$OUT"/tuned.md "$OUT"/pieces.err "$OUT"/left-out.txt "$OUT"/gpu.txt "$OUT"/ncu-attention.txt "$OUT"/ncu-lean.txt "$OUT"/ncu-narrow.txt; do
+  for f in "$OUT"/*.log "$OUT"/tuned.md "$OUT"/pieces.err "$OUT"/left-out.txt "$OUT"/gpu.txt "$OUT"/ncu-attention.txt "$OUT"/ncu-lean.txt; do
     [[ -f "$f" ]] && files+=("$(basename "$f")")
   done
   if (( ${#files[@]} )) && tar -czf "$OUT/logs.tar.gz" -C "$OUT" "${files[@]}"; then (cd "$OUT" && rm -f "${files[@]}"); fi
@@ -233,13 +233,13 @@ bench() {  # name timeout command...
 # no faster, and `skinny` (run 19: 1.059x), and added `ce_wide`, `attn_pack` and `dqkv_pack`; stop 25 added `ce_bf16`
 # (with it on, `ce_wide` changes only a loss without gradients), `side_grads` and `group_fork`; stop 26 `flash_wgmma`,
 # `dq_wgmma`, `dkv_wgmma` and `wgmma_mn` (where its tests fail, the three run on transposed copies); stop 28 `norm_u`,
-# `norm_g`, `swiglu_g` and `swiglu_u`; stop 29 `async_upload` (below the A/B's noise alone: promoted on its tests, and a NEXT_SET no slower);
+# `norm_g`, `swiglu_g` and `swiglu_u` (taken out in stop 32); stop 29 `async_upload` (below the A/B's noise alone: promoted on its tests, and a NEXT_SET no slower);
 # stop 30 `pdl` (every kernel a programmatic dependent launch on compute capability 9.0: the ops benchmark's kernel chain
 # times it per kernel, with and without; promoted on its tests, that chain, and a NEXT_SET no slower); stop 31 `qkv_one`
 # (q, k and v as one product, rope reading them out of it: where it is on, `group_fork` has no q/k/v products left to
 # fork, so NEXT_SET times `qkv_one` and the piece A/Bs below time each of the two alone).
 # Run 20 (H200, 2026-11-27) promoted ce_bf16 and side_grads, and timed the wgmma pieces (1.035x with wgmma_mn), the
-# four narrow ones (1.25x), pdl (0.6 us more a kernel boundary), group_fork and qkv_one (1.00x) no faster; run 21
+# four narrow ones (1.25x; stop 32 took them out), pdl (0.6 us more a kernel boundary), group_fork and qkv_one (1.00x) no faster; run 21
 # promoted async_upload (0.992x), and timed attn_pack with dqkv_pack at 0.998x by medians, 0.990x by mins, group_fork
 # 1.014x (stop 32 took it out), qkv_one 1.000x, pdl 0.7 us less a kernel boundary (noise, both ways). NEXT_SET keeps `ce_wide` (its A/B
 # needs ce_bf16 off: NEXT_AB=default,-ce_bf16,ce_wide), `attn_pack` and `dqkv_pack`; NEXT_AB or PIECE_AB names the
@@ -271,14 +271,14 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
 # gone; run 21 0.998x by medians, 0.990x by mins), then `qkv_one` (q, k and v's ~0.27 ms of products as one: run 20
 # 1.004x, run 21 1.000x, the op profile's lora_group_forward 0.3 ms shorter and its gaps 0.7 ms longer; a third run
 # before it is mended or taken out; `group_fork`, the other way to that time, was taken out in stop 32). `ce_wide` is timed only in NEXT_SET (with ce_bf16 on, promoted by run 20, it changes nothing in a training
-# step). Runs 20 and 21 timed the wgmma pieces, `ce_bf16`, `side_grads`, `async_upload` and the four narrow ones here
-# (bench/RESULTS.md). (Run 16 timed lora_group, then with swiglu_pack, then
+# step). Runs 20 and 21 timed the wgmma pieces, `ce_bf16`, `side_grads`, `async_upload` and the four narrow ones (taken
+# out in stop 32) here (bench/RESULTS.md). (Run 16 timed lora_group, then with swiglu_pack, then
 # with norm_pack, and promoted the three; run 17 fewer_packs, factor_pack and rope_qk together; run 18 bf16_beta and
 # group_wide, both taken out.)
 PIECE_AB=${PIECE_AB-attn_pack,dqkv_pack qkv_one}
 [[ -z "$PIECE_AB" ]] && note "A/Bs of single pieces: none (PIECE_AB=... names sets to A/B)"
-# A set loses the pieces whose tests failed (stop 28's four narrow pieces are one set, and one failing piece should not
-# keep the others' A/B from the call) and is skipped where none is left or the rest was timed as a set already.
+# A set loses the pieces whose tests failed (stop 28's four narrow pieces were one set until stop 32 took them out, and
+# one failing piece should not keep the others' A/B from the call) and is skipped where none is left or the rest was timed as a set already.
 timed_sets=" "
 for set in $PIECE_AB; do
   keep=$(piece_set "$set" "$FAILED_PIECES") bad=""
@@ -372,12 +372,12 @@ else
 fi
 # Nsight Compute, where the machine's runtime lets it read the counters (device/KINDS.md: Firecracker): each kernel's
 # occupancy, issue-slot use, warp stall reasons and pipe use, for the kernel work between GPU runs (stop 16 could only
-# read the machine code). --clock-control none: the clocks as the driver sets them. NCU_SETS picks what (default "attention narrow"):
+# read the machine code). --clock-control none: the clocks as the driver sets them. NCU_SETS picks what (default "attention lean"):
 #   attention: the step's attention kernels (bf16 activations: the forward, dQ and dK/dV kernels, Δ and the dK/dV sum),
 #     on warpgroup products where their pieces' tests passed (else the lean kernels)
 #   lean: the same with the default's kernels (flash_lean's forward, dQ and dK/dV)
-#   narrow: stop 28's narrow pieces' kernels beside the plain elementwise ones (instill_bench.mjs narrow: run 20 timed
-#     them 4-8x the plain kernels' time, and the step 1.25x slower with them)
+# (`narrow`, stop 28's narrow pieces' kernels, went with those pieces in stop 32: run 21's showed one CTA an SM at
+#   12.5% occupancy.)
 # SKIP_NCU=1: none.
 NCU_SECTIONS=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats
   --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis)
@@ -392,7 +392,7 @@ fi
 if [[ "${SKIP_NCU:-0}" == 1 ]]; then note "ncu: skipped (SKIP_NCU=1)"
 elif ! command -v ncu > /dev/null 2>&1; then note "ncu: no ncu on the PATH"
 else
-  for what in ${NCU_SETS:-attention narrow}; do
+  for what in ${NCU_SETS:-attention lean}; do
     NCU_S=$(step_time "ncu of the $what kernels" 90) || break
     case $what in
       attention)
@@ -406,11 +406,7 @@ else
         NCU_NEXT=default
         ncu_cmd=(env INSTILL_CUDA_NEXT=default ncu -k 'regex:flash_|attention_delta' --launch-count 5)
         bench_args=(attn --reps 1) ;;
-      narrow)
-        NCU_NEXT=default
-        ncu_cmd=(ncu -k 'regex:rmsnorm|swiglu' --launch-count 9)
-        bench_args=(narrow --reps 1) ;;
-      *) note "ncu: no set '$what' (NCU_SETS: attention, lean, narrow)"; continue ;;
+      *) note "ncu: no set '$what' (NCU_SETS: attention, lean)"; continue ;;
     esac
     note "ncu of the $what kernels: INSTILL_CUDA_NEXT=$NCU_NEXT"
     if timeout "$NCU_S" "${ncu_cmd[@]}" --clock-control none "${NCU_SECTIONS[@]}" \

@@ -71,9 +71,8 @@ Napi::Value op_rmsnorm(const Napi::CallbackInfo& info) {
   });
 }
 
-// opRmsnormPacked(x, w, eps, packed, uA?, uRow0?, uRows?, uScale?) -> rstd: y rounded to bf16 into the first C columns
-// of the bf16 (N, ld) tensor packed, in place (ops/rmsnorm.h's y_packed: a lora_group's packed x), and with uA also
-// s·u = s · y·Aᵀ into its columns C..C+uRows, A being rows uRow0..uRow0+uRows of uA (its u_a).
+// opRmsnormPacked(x, w, eps, packed) -> rstd: y rounded to bf16 into the first C columns of the bf16 (N, ld) tensor
+// packed, in place (ops/rmsnorm.h's y_packed: a lora_group's packed x).
 Napi::Value op_rmsnorm_packed(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -86,24 +85,14 @@ Napi::Value op_rmsnorm_packed(const Napi::CallbackInfo& info) {
     Tensor rstd = Tensor::empty({x->dim(0)}, DType::F32, x->device());
     RmsnormForwardArgs args{x, w, eps, nullptr, &rstd};
     args.y_packed = packed;
-    if (info.Length() > 4 && !info[4].IsUndefined()) {
-      need_args(info, 8, "opRmsnormPacked with uA");
-      args.u_a = unwrap_tensor(env, info[4], "uA");
-      const double row0 = need_number(info[5], "uRow0"), rows = need_number(info[6], "uRows");
-      if (row0 != std::floor(row0) || rows != std::floor(rows)) fail(ErrorCode::Arg, "'uRow0' and 'uRows' must be integers");
-      args.u_row0 = static_cast<int64_t>(row0);
-      args.u_rows = static_cast<int64_t>(rows);
-      args.u_scale = static_cast<float>(need_number(info[7], "uScale"));
-    }
     rmsnorm_forward(args);
     return wrap_tensor(env, rstd);
   });
 }
 
-// opRmsnormBackwardPacked(dy, x, w, rstd, dx, accumulate, packed, gB?, gCol0?, gRows?, gScale?): dx (f32, in place:
-// written, or added to with accumulate) and its bf16 rounding into the first C columns of the bf16 (N, ld) tensor packed
-// (ops/rmsnorm.h's dx_packed: o_proj's or down_proj's packed dy), and with gB also s·g = s · dx·B into its columns
-// C..C+gRows, B being rows 0..C, columns gCol0..gCol0+gRows of gB (its g_b).
+// opRmsnormBackwardPacked(dy, x, w, rstd, dx, accumulate, packed): dx (f32, in place: written, or added to with
+// accumulate) and its bf16 rounding into the first C columns of the bf16 (N, ld) tensor packed (ops/rmsnorm.h's
+// dx_packed: o_proj's or down_proj's packed dy).
 Napi::Value op_rmsnorm_backward_packed(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -117,15 +106,6 @@ Napi::Value op_rmsnorm_backward_packed(const Napi::CallbackInfo& info) {
     Tensor* packed = const_cast<Tensor*>(unwrap_tensor(env, info[6], "packed"));
     RmsnormBackwardArgs args{dy, x, w, rstd, dx, accumulate, nullptr};
     args.dx_packed = packed;
-    if (info.Length() > 7 && !info[7].IsUndefined()) {
-      need_args(info, 11, "opRmsnormBackwardPacked with gB");
-      args.g_b = unwrap_tensor(env, info[7], "gB");
-      const double col0 = need_number(info[8], "gCol0"), rows = need_number(info[9], "gRows");
-      if (col0 != std::floor(col0) || rows != std::floor(rows)) fail(ErrorCode::Arg, "'gCol0' and 'gRows' must be integers");
-      args.g_col0 = static_cast<int64_t>(col0);
-      args.g_rows = static_cast<int64_t>(rows);
-      args.g_scale = static_cast<float>(need_number(info[10], "gScale"));
-    }
     rmsnorm_backward(args);
     return env.Undefined();
   });
@@ -329,9 +309,8 @@ Napi::Value op_swiglu_backward(const Napi::CallbackInfo& info) {
   });
 }
 
-// opSwigluPacked(gate, up, outPacked, uA?, uRow0?, uRows?, uScale?): out rounded into the first F columns of the bf16
-// (N, ld) tensor outPacked, in place (ops/swiglu.h's out_packed: down_proj's packed x), and with uA also s·u = s·out·Aᵀ
-// into its columns F..F+uRows, A being rows uRow0..uRow0+uRows of uA (its u_a).
+// opSwigluPacked(gate, up, outPacked): out rounded into the first F columns of the bf16 (N, ld) tensor outPacked, in
+// place (ops/swiglu.h's out_packed: down_proj's packed x).
 Napi::Value op_swiglu_packed(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -339,24 +318,13 @@ Napi::Value op_swiglu_packed(const Napi::CallbackInfo& info) {
     const Tensor* g = unwrap_tensor(env, info[0], "gate");
     const Tensor* u = unwrap_tensor(env, info[1], "up");
     Tensor* packed = const_cast<Tensor*>(unwrap_tensor(env, info[2], "outPacked"));
-    SwigluForwardArgs args{g, u, nullptr, packed};
-    if (info.Length() > 3 && !info[3].IsUndefined()) {
-      need_args(info, 7, "opSwigluPacked with uA");
-      args.u_a = unwrap_tensor(env, info[3], "uA");
-      const double row0 = need_number(info[4], "uRow0"), rows = need_number(info[5], "uRows");
-      if (row0 != std::floor(row0) || rows != std::floor(rows)) fail(ErrorCode::Arg, "'uRow0' and 'uRows' must be integers");
-      args.u_row0 = static_cast<int64_t>(row0);
-      args.u_rows = static_cast<int64_t>(rows);
-      args.u_scale = static_cast<float>(need_number(info[6], "uScale"));
-    }
-    swiglu_forward(args);
+    swiglu_forward(SwigluForwardArgs{g, u, nullptr, packed});
     return env.Undefined();
   });
 }
 
-// opSwigluBackwardPacked(dout, gate, up, dgu, gB?, gCol0?, gRank?, gScale?): dgate and dup rounded into columns 0..F and
-// F..2F of the bf16 (N, ld) tensor dgu, in place (ops/swiglu.h's dgu: the gate/up group's packed dy), and with gB also
-// the group's s·g into its columns 2F..2F+2R from gB's diagonal B blocks at columns gCol0.. (its g_b).
+// opSwigluBackwardPacked(dout, gate, up, dgu): dgate and dup rounded into columns 0..F and F..2F of the bf16 (N, ld)
+// tensor dgu, in place (ops/swiglu.h's dgu: the gate/up group's packed dy).
 Napi::Value op_swiglu_backward_packed(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -365,17 +333,7 @@ Napi::Value op_swiglu_backward_packed(const Napi::CallbackInfo& info) {
     const Tensor* g = unwrap_tensor(env, info[1], "gate");
     const Tensor* u = unwrap_tensor(env, info[2], "up");
     Tensor* dgu = const_cast<Tensor*>(unwrap_tensor(env, info[3], "dgu"));
-    SwigluBackwardArgs args{d, g, u, nullptr, nullptr, dgu};
-    if (info.Length() > 4 && !info[4].IsUndefined()) {
-      need_args(info, 8, "opSwigluBackwardPacked with gB");
-      args.g_b = unwrap_tensor(env, info[4], "gB");
-      const double col0 = need_number(info[5], "gCol0"), rank = need_number(info[6], "gRank");
-      if (col0 != std::floor(col0) || rank != std::floor(rank)) fail(ErrorCode::Arg, "'gCol0' and 'gRank' must be integers");
-      args.g_col0 = static_cast<int64_t>(col0);
-      args.g_rank = static_cast<int64_t>(rank);
-      args.g_scale = static_cast<float>(need_number(info[7], "gScale"));
-    }
-    swiglu_backward(args);
+    swiglu_backward(SwigluBackwardArgs{d, g, u, nullptr, nullptr, dgu});
     return env.Undefined();
   });
 }

@@ -191,8 +191,8 @@ export interface NativeAddon {
   opEmbedding(ids: TensorHandle, w: TensorHandle): TensorHandle;
   opEmbeddingBackward(dout: TensorHandle, ids: TensorHandle, V: number): TensorHandle;
   opRmsnorm(x: TensorHandle, w: TensorHandle, eps: number, yDtype?: string): { y: TensorHandle; rstd: TensorHandle };
-  opRmsnormPacked(x: TensorHandle, w: TensorHandle, eps: number, packed: TensorHandle, uA?: TensorHandle, uRow0?: number, uRows?: number, uScale?: number): TensorHandle;
-  opRmsnormBackwardPacked(dy: TensorHandle, x: TensorHandle, w: TensorHandle, rstd: TensorHandle, dx: TensorHandle, accumulate: boolean, packed: TensorHandle, gB?: TensorHandle, gCol0?: number, gRows?: number, gScale?: number): void;
+  opRmsnormPacked(x: TensorHandle, w: TensorHandle, eps: number, packed: TensorHandle): TensorHandle;
+  opRmsnormBackwardPacked(dy: TensorHandle, x: TensorHandle, w: TensorHandle, rstd: TensorHandle, dx: TensorHandle, accumulate: boolean, packed: TensorHandle): void;
   opRmsnormBackward(dy: TensorHandle, x: TensorHandle, w: TensorHandle, rstd: TensorHandle): { dx: TensorHandle; dw: TensorHandle };
   opRope(x: TensorHandle, positions: TensorHandle, invFreq: TensorHandle, backward: boolean): TensorHandle;
   opRopePair(x: TensorHandle, x2: TensorHandle, positions: TensorHandle, invFreq: TensorHandle, backward: boolean): { out: TensorHandle; out2: TensorHandle };
@@ -224,8 +224,8 @@ export interface NativeAddon {
   ): TensorHandle;
   opSwiglu(gate: TensorHandle, up: TensorHandle): TensorHandle;
   opSwigluBackward(dout: TensorHandle, gate: TensorHandle, up: TensorHandle): { dgate: TensorHandle; dup: TensorHandle };
-  opSwigluPacked(gate: TensorHandle, up: TensorHandle, outPacked: TensorHandle, uA?: TensorHandle, uRow0?: number, uRows?: number, uScale?: number): void;
-  opSwigluBackwardPacked(dout: TensorHandle, gate: TensorHandle, up: TensorHandle, dgu: TensorHandle, gB?: TensorHandle, gCol0?: number, gRank?: number, gScale?: number): void;
+  opSwigluPacked(gate: TensorHandle, up: TensorHandle, outPacked: TensorHandle): void;
+  opSwigluBackwardPacked(dout: TensorHandle, gate: TensorHandle, up: TensorHandle, dgu: TensorHandle): void;
   opAdamw(
     param: TensorHandle,
     grad: TensorHandle,

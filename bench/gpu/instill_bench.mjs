@@ -102,32 +102,6 @@ function drop(result) {
   }
 }
 
-// Stop 28's narrow pieces at the kernel level (norm_u, norm_g, swiglu_g, swiglu_u): each elementwise op into its packed
-// operand alone, then with the LoRA product it makes besides (the 1B step's shapes: the q/k/v group's u, 48 columns;
-// o_proj's g; the MLP group's g, 2 x 16; down_proj's u). The difference is what the fusion costs; the product it saves
-// shows in the op profile of the step with the pieces (gone from lora_group / lora_linear). The ops are called directly
-// (the model's INSTILL_CUDA_NEXT does not gate them). timed(name, fn): `ops` times each, `narrow` runs each under ncu.
-function narrowOps(n, handleOf, timed) {
-  const T = 2048, C = 2048, F = 8192, R = 16;
-  const r8 = (v) => Math.ceil(v / 8) * 8;
-  const x = gpu(randn(T * C), [T, C]), w = gpu(randn(C), [C]), eps = 1e-5;
-  const xp = gpu(new Float32Array(T * r8(C + 48)), [T, r8(C + 48)], 'bf16'), a48 = gpu(randn(48 * C, 0.02), [48, C], 'bf16');
-  timed('norm fwd into packed x (T 2048, C 2048)', () => drop({ r: n.opRmsnormPacked(handleOf(x), handleOf(w), eps, handleOf(xp)) }));
-  timed('norm fwd into packed x, s·u besides (48 columns: norm_u)', () => drop({ r: n.opRmsnormPacked(handleOf(x), handleOf(w), eps, handleOf(xp), handleOf(a48), 0, 48, 2) }));
-  const dy = gpu(randn(T * C), [T, C]), dx = gpu(randn(T * C), [T, C]), rstd = n.opRmsnormPacked(handleOf(x), handleOf(w), eps, handleOf(xp));
-  const dp = gpu(new Float32Array(T * r8(C + R)), [T, r8(C + R)], 'bf16'), bo = gpu(randn(C * r8(C + R), 0.02), [C, r8(C + R)], 'bf16');
-  timed('norm bwd into packed dy, dx accumulated', () => n.opRmsnormBackwardPacked(handleOf(dy), handleOf(x), handleOf(w), rstd, handleOf(dx), true, handleOf(dp)));
-  timed('norm bwd into packed dy, s·g besides (16 columns: norm_g)', () => n.opRmsnormBackwardPacked(handleOf(dy), handleOf(x), handleOf(w), rstd, handleOf(dx), true, handleOf(dp), handleOf(bo), C, R, 2));
-  const gate = gpu(randn(T * F), [T, F], 'bf16'), up = gpu(randn(T * F), [T, F], 'bf16'), dh = gpu(randn(T * F), [T, F], 'bf16');
-  const dgu = gpu(new Float32Array(T * r8(2 * F + 2 * R)), [T, r8(2 * F + 2 * R)], 'bf16');
-  const kept = gpu(randn(2 * F * r8(C + 2 * R), 0.02), [2 * F, r8(C + 2 * R)], 'bf16');
-  timed('swiglu bwd into packed dy (T 2048, F 8192)', () => n.opSwigluBackwardPacked(handleOf(dh), handleOf(gate), handleOf(up), handleOf(dgu)));
-  timed('swiglu bwd into packed dy, s·g besides (2 x 16 columns: swiglu_g)', () => n.opSwigluBackwardPacked(handleOf(dh), handleOf(gate), handleOf(up), handleOf(dgu), handleOf(kept), C, R, 2));
-  const hp = gpu(new Float32Array(T * r8(F + R)), [T, r8(F + R)], 'bf16'), ad = gpu(randn(R * F, 0.02), [R, F], 'bf16');
-  timed('swiglu fwd into packed x', () => n.opSwigluPacked(handleOf(gate), handleOf(up), handleOf(hp)));
-  timed('swiglu fwd into packed x, s·u besides (16 columns: swiglu_u)', () => n.opSwigluPacked(handleOf(gate), handleOf(up), handleOf(hp), handleOf(ad), 0, R, 2));
-}
-
 if (what === 'lora') {
   const { N, IN, OUT, R, scale } = LORA;
   const x = gpu(randn(N * IN), [N, IN]);
@@ -248,10 +222,7 @@ if (what === 'lora') {
   const h = gpu(randn(T * C), [T, C]), wv = gpu(randn(V * C, 0.02), [V, C], 'bf16');
   const tg = Tensor.from(Int32Array.from({ length: T }, (_, i) => (i * 7919) % V), [T], { device });
   timed('linear CE fwd+bwd (T 2048, V 128256)', () => drop(kernels.linearCrossEntropy({ h, w: wv, targets: tg })));
-  // Stop 28's narrow pieces at the kernel level (narrowOps): left out where a piece's tests failed.
-  const narrow = ['norm_u', 'norm_g', 'swiglu_g', 'swiglu_u'];
   const skipped = (process.env.INSTILL_BENCH_SKIP_PIECES || '').split(',');
-  if (!narrow.some((p) => skipped.includes(p)) && !skipped.includes('all')) narrowOps(n, handleOf, timed);
   // INSTILL_CUDA_NEXT=pdl (stop 30) at the kernel level: a chain of the 1B step's elementwise kernels, each reading what
   // the one before wrote (rmsnorm of (T, C), SwiGLU and its backward on it: 40 rounds, 120 launches), queued behind
   // two products of 8192³ (~3.5 ms on an H100) so that the host is ahead and every kernel is queued before the one
@@ -377,17 +348,7 @@ if (what === 'lora') {
       console.log(`attention fwd+bwd x${reps} (T ${T} in ${segs.length - 1} segments, ${H}/${KVH} heads, D ${D}, window ${window}, ${dtype}): done`);
     }
   }
-} else if (what === 'narrow') {
-  // For a profiler (gpu-check.sh runs it under ncu): narrowOps' eight ops, each --reps times (default 2: a warm-up,
-  // then the one profiled), the plain elementwise kernels beside the narrow pieces' ones. No timing of its own.
-  const reps = args.includes('--reps') ? Number(args[args.indexOf('--reps') + 1]) : 2;
-  const { handleOf } = await import('../../dist/src/tensor.js');
-  narrowOps(native(), handleOf, (name, fn) => {
-    for (let i = 0; i < reps; i++) fn();
-    syncDevice(device)();
-    console.log(`${name} x${reps}: done`);
-  });
 } else {
-  console.error('usage: node bench/gpu/instill_bench.mjs lora|ce|train|ops|attn|narrow [--config FILE] --out results.jsonl');
+  console.error('usage: node bench/gpu/instill_bench.mjs lora|ce|train|ops|attn [--config FILE] --out results.jsonl');
   process.exit(2);
 }

@@ -21,23 +21,6 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
     q.y_packed = nullptr;
     cpu::rmsnorm_forward(q);
     store_f32_columns(y32, *p.y_packed, 0);
-    if (p.u_a) {  // s·u from the bf16 y just stored and A's rows, summed in double, rounded once (ops/rmsnorm.h)
-      const int64_t n = p.x->dim(0), c = p.x->dim(1), ld = p.y_packed->dim(1), lda = p.u_a->dim(1);
-      uint16_t* yp = static_cast<uint16_t*>(p.y_packed->data());
-      const uint16_t* a = static_cast<const uint16_t*>(p.u_a->data()) + p.u_row0 * lda;
-      const double s = p.u_scale;
-      parallel_range(n, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-          uint16_t* yr = yp + i * ld;
-          for (int64_t j = 0; j < p.u_rows; ++j) {
-            const uint16_t* ar = a + j * lda;
-            double acc = 0;
-            for (int64_t k = 0; k < c; ++k) acc += static_cast<double>(bf16_to_f32(yr[k])) * bf16_to_f32(ar[k]);
-            yr[c + j] = f32_to_bf16(static_cast<float>(s * acc));
-          }
-        }
-      });
-    }
     return;
   }
   const int64_t n = p.x->dim(0), c = p.x->dim(1);
@@ -92,15 +75,6 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
       if (p.dx_packed) {  // dx's row rounded into the packed copy (ops/rmsnorm.h)
         uint16_t* pr = p.dx_packed->data_as<uint16_t>() + i * p.dx_packed->dim(1);
         for (int64_t j = 0; j < c; ++j) pr[j] = f32_to_bf16(dxr[j]);
-        if (p.g_b) {  // s·g from the bf16 row just stored and B's columns, summed in double, rounded once (ops/rmsnorm.h)
-          const int64_t ldb = p.g_b->dim(1);
-          const uint16_t* bm = p.g_b->data_as<uint16_t>() + p.g_col0;
-          for (int64_t q = 0; q < p.g_rows; ++q) {
-            double g = 0;
-            for (int64_t j = 0; j < c; ++j) g += static_cast<double>(bf16_to_f32(pr[j])) * bf16_to_f32(bm[j * ldb + q]);
-            pr[c + q] = f32_to_bf16(static_cast<float>(static_cast<double>(p.g_scale) * g));
-          }
-        }
       }
     }
     if (dw) {

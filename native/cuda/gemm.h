@@ -155,7 +155,10 @@ inline bool side_as_is(const GemmArgs& g, const GemmOperand* s) {
 // its sum by s? Exactly when s is a power of two: scaling by 2^k commutes with rounding (bf16 has f32's exponent
 // range), and so does every f32 product and partial sum of the product, so Σ bf16(s·v)·w = s·Σ bf16(v)·w in the
 // same order (away from f32's subnormals, which LoRA's g and u do not reach). (LoRA's s = alpha / r, or alpha / √r: 1, 2, 4, 0.5 in the usual settings.)
-// runtime/dtype.h's scales_exactly(s) says so.
+inline bool scales_exactly(float s) {
+  int e = 0;
+  return std::isfinite(s) && std::fabs(std::frexp(s, &e)) == 0.5f;
+}
 
 // A single-segment product C (M, N) = op(A)·op(B), alpha 1, beta 0, no bias.
 inline GemmArgs product(int64_t M, int64_t N, int64_t K, GemmOperand a, GemmOperand b, float* c, int64_t ldc) {

@@ -124,15 +124,13 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
     const OpPart part("pack x", Device::CUDA);
     pack_bf16(x.data(), elem_of(x), l.in, 1.f, l.n, l.in, bf16_ptr(px), ldx);
   }
-  const bool su16 = next_kernels(Next::FewerPacks) && p.u_unused && l.in > 0 && scales_exactly(p.scale);
-  if (p.su_written && !su16) fail(ErrorCode::Internal, "lora_group: s·u written by the norm where the op would write f32 u");
-  if (!p.su_written) {  // u (N, m·R) = x · [A_1 ; … ; A_m]ᵀ, K's A rows stored (m·R, IN) = (N, K)
+  {  // u (N, m·R) = x · [A_1 ; … ; A_m]ᵀ, K's A rows stored (m·R, IN) = (N, K)
     const OpPart part("u = x [A_1 ; ...]^T, pack s u", Device::CUDA);
     GemmArgs g;
     g.M = l.n; g.N = l.mr; g.K[0] = l.in;
     g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
     g.b[0] = bf16_operand(k + l.s * ldk, ldk, true);
-    if (su16) {
+    if (next_kernels(Next::FewerPacks) && p.u_unused && l.in > 0 && scales_exactly(p.scale)) {
       g.alpha = p.scale;  // (as lora_linear.cu's: s·u into px in bf16 by the product, u left unwritten)
       g.c16 = bf16_ptr(px) + l.in; g.ldc = ldx;
       gemm(g);
@@ -218,11 +216,9 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
   // in bf16 itself, and dA reads it there, where that is dA's own arithmetic (a bf16 x, s a power of two)
   const bool fewer = next_kernels(Next::FewerPacks);
   const bool sg16 = fewer && l.s > 0 && elem_of(x) != Elem::F32 && scales_exactly(p.scale);
-  if (p.sg_written && !(sg16 && p.dy_packed))
-    fail(ErrorCode::Internal, "lora_group: s·g written by swiglu where the op would make f32 g");
   __nv_bfloat16* const sg = bf16_ptr(pd) + l.s;  // s·g's columns of pd
   Tensor gt = sg16 ? Tensor() : Tensor::empty({l.n, l.mr}, DType::F32, Device::CUDA);  // g_i in columns i·R..
-  if (!p.sg_written) {  // g (N, m·R) = dy · blockdiag(B_1, …, B_m): K's B columns, stored (S, m·R) = (K, N)
+  {  // g (N, m·R) = dy · blockdiag(B_1, …, B_m): K's B columns, stored (S, m·R) = (K, N)
     const OpPart part(sg16 ? "g = dy [B] (block-diagonal), s g into pd" : "g = dy [B] (block-diagonal)", Device::CUDA);
     GemmArgs g;
     g.M = l.n; g.N = l.mr; g.K[0] = l.s;

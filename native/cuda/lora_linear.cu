@@ -163,18 +163,15 @@ void lora_linear_forward(const LoraLinearForwardArgs& p) {
     pack_bf16(b.data(), Elem::F32, R, 1.f, OUT, R, bf16_ptr(wb) + IN, ldwb);
     if (a16) pack_bf16(a.data(), Elem::F32, IN, 1.f, R, IN, a16, IN);
   }
-  const bool su16 = next_kernels(Next::FewerPacks) && p.u_unused && IN > 0 && scales_exactly(p.scale);
-  if (p.su_written && !(su16 && a16))
-    fail(ErrorCode::Internal, "lora_linear: s·u written by SwiGLU where the op would make it otherwise");
-  if (!p.su_written) {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN): with `fewer_packs` the bf16 A just written
-     // below W (the rounding the product would make of A), else A itself (packed by the product)
+  {  // u (N, R) = x (N, IN) · Aᵀ,  A stored (R, IN): with `fewer_packs` the bf16 A just written below W (the
+     // rounding the product would make of A), else A itself (packed by the product)
     const bool fewer = next_kernels(Next::FewerPacks);
     const OpPart part("u = x A^T, pack s u", Device::CUDA);
     GemmArgs g;
     g.M = N; g.N = R; g.K[0] = IN;
     g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
     g.b[0] = a16 && fewer ? bf16_operand(a16, IN, true) : operand(a, true);
-    if (su16) {
+    if (fewer && p.u_unused && IN > 0 && scales_exactly(p.scale)) {
       g.alpha = p.scale;  // s·u into px in bf16 by the product itself; u left unwritten (nobody reads it)
       g.c16 = bf16_ptr(px) + IN; g.ldc = ldx;
       gemm(g);
@@ -234,15 +231,13 @@ void lora_linear_backward(const LoraLinearBackwardArgs& p) {
   // and s a power of two (scales_exactly); B is read from the forward's kept [W | B] (p.wb) in bf16, not packed.
   const bool fewer = next_kernels(Next::FewerPacks);
   const bool sg16 = fewer && OUT > 0 && elem_of(x) != Elem::F32 && scales_exactly(p.scale);
-  if (p.sg_written && !(sg16 && p.dy_packed))
-    fail(ErrorCode::Internal, "lora_linear: s·g written by the norm where the op would make f32 g");
   __nv_bfloat16* const sg = bf16_ptr(pd) + OUT;  // s·g's columns of pd
   Tensor gt = sg16 ? Tensor() : Tensor::empty({N, R}, DType::F32, Device::CUDA);  // g = dy·B
   if (!p.dy_packed) {
     const OpPart part("pack dy", Device::CUDA);
     pack_bf16(dy.data(), elem_of(dy), OUT, 1.f, N, OUT, bf16_ptr(pd), ldd);
   }
-  if (!p.sg_written) {  // g (N, R) = dy (N, OUT) · B (else the norm made s·g: norm_g)
+  {  // g (N, R) = dy (N, OUT) · B
     const OpPart part(sg16 ? "g = dy B, s g into pd" : "g = dy B", Device::CUDA);
     GemmArgs g;
     g.M = N; g.N = R; g.K[0] = OUT;

@@ -1,6 +1,6 @@
 // mma.sync m16n8k16 with bf16 operands (sm_80 and later), for the kernels that issue it themselves: the flash
-// attention kernels (attention_flash.cuh) and rmsnorm.cu's rmsnorm_u_kernel. Fragment layouts (g = lane / 4,
-// t = lane % 4): A (16 × 16, row-major) a0 = (g, 2t..2t+1), a1 = (g + 8, 2t..), a2 = (g, 2t + 8..), a3 = (g + 8, 2t + 8..);
+// attention kernels (attention_flash.cuh). Fragment layouts (g = lane / 4, t = lane % 4): A (16 × 16, row-major)
+// a0 = (g, 2t..2t+1), a1 = (g + 8, 2t..), a2 = (g, 2t + 8..), a3 = (g + 8, 2t + 8..);
 // B (16 × 8, k-major per column) b0 = (k 2t..2t+1, n g), b1 = (k 2t + 8.., n g); C (16 × 8) c0, c1 = (g, 2t..2t+1),
 // c2, c3 = (g + 8, 2t..2t+1). Internal linkage, as attention_flash.cuh's.
 #pragma once

@@ -511,7 +511,7 @@ LlamaModel::Acts LlamaModel::make_acts(int64_t n, const Acts* share, DType act) 
 }
 
 void LlamaModel::linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed,
-                                const Tensor* residual, Tensor* x_packed, bool su_written) {
+                                const Tensor* residual, Tensor* x_packed) {
   if (x_packed && (!lin.has_lora || dropout_active_)) fail(ErrorCode::Internal, "linear_forward: a packed x off the packed path");
   if (lin.has_lora) {
     LoraLinearForwardArgs args{x_packed ? nullptr : &x, &lin.w, lin.bias.defined() ? &lin.bias : nullptr, &lin.lora.a,
@@ -528,7 +528,6 @@ void LlamaModel::linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor&
       // of the pass (its first, which copied W in, before a checkpointed recompute): the same factors either way
       args.factors_packed = factors_packed_ && lin.wb_has_w;
     }
-    args.su_written = su_written;  // (swiglu_u: SwiGLU wrote s·u into x_packed too)
     lora_linear_forward(args);
     if (lin.wb.defined()) lin.wb_has_w = true;
     return;
@@ -540,7 +539,7 @@ void LlamaModel::linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor&
 
 void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor* dx,
                                  bool accumulate_dx, bool accumulate_grads, Tensor& tmp, uint32_t seed,
-                                 const Tensor* x_packed, Tensor* dy_packed, bool sg_written) {
+                                 const Tensor* x_packed, Tensor* dy_packed) {
   if (x_packed && (!lin.has_lora || dropout_active_ || full_)) fail(ErrorCode::Internal, "linear_backward: a packed x off the packed path");
   if (lin.has_lora) {  // dx += inside the product when accumulating (no tmp, no add)
     LoraLinearBackwardArgs args{&dy, x_packed ? nullptr : &x, &lin.w, &lin.lora.a, &lin.lora.b, &u, lora_scale_, dx,
@@ -551,7 +550,6 @@ void LlamaModel::linear_backward(Linear& lin, const Tensor& dy, const Tensor& x,
     // (a bf16/f16 W only; lora_dropout's backward does not read it: it packs dy itself)
     args.dy_packed = lin.w.dtype() != DType::F32 ? dy_packed : nullptr;
     args.a_stacked = stack_a_;
-    args.sg_written = sg_written;  // (norm_g: the norm that wrote dy_packed wrote s·g too)
     if (dropout_active_) {
       lora_dropout_backward(LoraDropoutBackwardArgs{args, lora_dropout_, seed});
     } else {
@@ -645,57 +643,10 @@ bool LlamaModel::pack_xn(int g, DType act) const {
   return true;
 }
 
-void LlamaModel::norm_forward(const Tensor& x, const Tensor& w, Tensor& y, bool packed, Tensor& rstd, int64_t l, int g) {
+void LlamaModel::norm_forward(const Tensor& x, const Tensor& w, Tensor& y, bool packed, Tensor& rstd) {
   RmsnormForwardArgs args{&x, &w, cfg_.eps, packed ? nullptr : &y, &rstd};
   args.y_packed = packed ? &y : nullptr;
-  if (l >= 0) {  // (the caller asked norm_u)
-    const LayerWeights& lw = layers_[static_cast<size_t>(l)];
-    int members[kMaxLoraGroup];
-    const int m = group_members(l, g, members);
-    int64_t rows = 0;  // S = Σ OUT_i: the kept matrix's A blocks start there (ops/lora_group.h)
-    for (int j = 0; j < m; ++j) rows += lw.lin[static_cast<size_t>(members[j])].w.dim(0);
-    args.u_a = &lw.kept[static_cast<size_t>(g)];
-    args.u_row0 = rows;
-    args.u_rows = m * lora_r_;
-    args.u_scale = lora_scale_;
-  }
   rmsnorm_forward(args);
-}
-
-bool LlamaModel::norm_g(int64_t l, int t, const Tensor* dy_packed, DType act) const {
-  if (!dy_packed || device_ == Device::CPU || full_ || dropout_active_ || !next_enabled(Next::NormG) ||
-      !next_enabled(Next::FewerPacks) || !scales_exactly(lora_scale_))
-    return false;
-  const Linear& lin = layers_[static_cast<size_t>(l)].lin[static_cast<size_t>(t)];
-  // lora_linear's x: o_proj's the attention's output, down_proj's h (bf16 with bf16 activations, packed or not)
-  const DType x = t == kO ? attention_dtype(act) : act;
-  return lin.has_lora && lin.w.dtype() != DType::F32 && lin.wb.defined() && x != DType::F32;
-}
-
-void LlamaModel::set_norm_g(RmsnormBackwardArgs& args, int64_t l, int t) const {
-  const Linear& lin = layers_[static_cast<size_t>(l)].lin[static_cast<size_t>(t)];
-  args.g_b = &lin.wb;
-  args.g_col0 = lin.in;
-  args.g_rows = lora_r_;
-  args.g_scale = lora_scale_;
-}
-
-bool LlamaModel::swiglu_g(int64_t l, const Acts& a, DType act) const {
-  if (device_ == Device::CPU || full_ || dropout_active_ || !next_enabled(Next::SwigluG) ||
-      !next_enabled(Next::FewerPacks) || !scales_exactly(lora_scale_))
-    return false;
-  return layers_[static_cast<size_t>(l)].kept[1].defined() && (a.xn2_packed || act == DType::BF16);
-}
-
-bool LlamaModel::swiglu_u(int64_t l, const Acts& a) const {
-  if (!a.h_packed || device_ == Device::CPU || !su_kept_ || !factors_packed_ || !stack_a_ || !next_enabled(Next::SwigluU) ||
-      !next_enabled(Next::FewerPacks) || !scales_exactly(lora_scale_))
-    return false;
-  const Linear& down = layers_[static_cast<size_t>(l)].lin[kDown];
-  // A below W (lora_linear.cu's a_fits_below_w: a bf16 W with room for R more rows of 16-byte multiples)
-  const bool a_below = down.w.dtype() == DType::BF16 && down.in % 8 == 0 &&
-                       down.w.capacity_bytes() >= static_cast<size_t>((down.out + lora_r_) * down.in) * 2;
-  return down.has_lora && a_below && down.wb.defined() && down.factors_packed;  // (A written by lora_pack_factors: norm_u's)
 }
 
 bool LlamaModel::qkv_one(int64_t l, const Acts& a) const {
@@ -705,16 +656,6 @@ bool LlamaModel::qkv_one(int64_t l, const Acts& a) const {
   int members[kMaxLoraGroup];
   const LayerWeights& lw = layers_[static_cast<size_t>(l)];
   return group_members(l, 0, members) == 3 && lw.lin[kQ].w.dtype() != DType::F32;  // (grouped: all alike)
-}
-
-bool LlamaModel::norm_u(int64_t l, int g, const Acts& a, bool packed) const {
-  if (!packed || device_ == Device::CPU || !su_kept_ || !factors_packed_ || !next_enabled(Next::NormU) ||
-      !next_enabled(Next::FewerPacks) || !scales_exactly(lora_scale_) || !grouped(l, g, a))
-    return false;
-  // (the A blocks written by this pass's lora_pack_factors, before any forward: not by a group forward earlier in the
-  // pass, whose u the norm's would then replace, rounded otherwise, in a checkpointed layer's recompute)
-  const LayerWeights& lw = layers_[static_cast<size_t>(l)];
-  return lw.kept[static_cast<size_t>(g)].defined() && lw.kept_factors_packed[static_cast<size_t>(g)];
 }
 
 bool LlamaModel::pack_dres() const {
@@ -728,7 +669,7 @@ bool LlamaModel::want_groups() const {
 }
 
 void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys, Tensor* x_packed,
-                               bool su_written, Tensor* y_all) {
+                               Tensor* y_all) {
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   if (!grouped(l, g, a)) {
     if (x_packed || y_all) fail(ErrorCode::Internal, "group_forward: a packed x or y without the grouped path");
@@ -742,7 +683,6 @@ void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tenso
   args.x = x_packed ? nullptr : &x;
   args.x_packed = x_packed;
   args.u_unused = x_packed && su_kept_;  // (as linear_forward's)
-  args.su_written = su_written;
   args.scale = lora_scale_;
   args.u = &a.ug[static_cast<size_t>(g)];
   for (int j = 0; j < kGroupSize[g]; ++j) {
@@ -784,9 +724,7 @@ bool LlamaModel::pack_factors() {
     LayerWeights& lw = layers_[l];
     for (int g = 0; g < 2; ++g) {
       Tensor& kept = lw.kept[static_cast<size_t>(g)];
-      lw.kept_factors_packed[static_cast<size_t>(g)] = false;
       if (!kept.defined() || !lw.kept_has_w[static_cast<size_t>(g)] || !grouped(static_cast<int64_t>(l), g)) continue;
-      lw.kept_factors_packed[static_cast<size_t>(g)] = true;
       LoraGroupForwardArgs args;
       for (int j = 0; j < kGroupSize[g]; ++j) {
         Linear& lin = lw.lin[static_cast<size_t>(kGroupTargets[g][j])];
@@ -801,8 +739,7 @@ bool LlamaModel::pack_factors() {
       groups.push_back(args);
     }
     for (Linear& lin : lw.lin) {
-      lin.factors_packed = lin.has_lora && lin.wb.defined() && lin.wb_has_w;
-      if (!lin.factors_packed) continue;
+      if (!lin.has_lora || !lin.wb.defined() || !lin.wb_has_w) continue;
       LoraLinearForwardArgs args{nullptr, &lin.w, nullptr, &lin.lora.a, &lin.lora.b, lora_scale_, nullptr, nullptr};
       args.wb = &lin.wb;
       args.wb_has_w = true;
@@ -818,8 +755,7 @@ bool LlamaModel::pack_factors() {
 }
 
 void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor* dx,
-                                bool accumulate, LlamaScratch& s, Tensor* dy_packed, const Tensor* x_packed,
-                                bool sg_written) {
+                                bool accumulate, LlamaScratch& s, Tensor* dy_packed, const Tensor* x_packed) {
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   if (!grouped(l, g, a)) {
     if (!dys || x_packed) fail(ErrorCode::Internal, "group_backward: a packed dy or x without the grouped path");
@@ -852,7 +788,6 @@ void LlamaModel::group_backward(int64_t l, int g, const Tensor& x, Acts& a, cons
   }
   if (lw.kept[static_cast<size_t>(g)].defined()) args.kept = &lw.kept[static_cast<size_t>(g)];
   args.dy_packed = dy_packed;
-  args.sg_written = sg_written;  // (swiglu_g: the SwiGLU backward that wrote dy_packed wrote s·g too)
   // in the targets' order: the group where its first member stands, dx written by whichever comes first
   bool written = false, group_done = false;
   for (int j = 0; j < kGroupSize[g]; ++j) {
@@ -877,14 +812,13 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   auto& lin = lw.lin;
   const int64_t n = x.dim(0);
-  const bool u1 = norm_u(l, 0, a, a.xn1_packed);
-  norm_forward(x, lw.ln1, a.xn1, a.xn1_packed, a.rstd1, u1 ? l : -1, 0);
+  norm_forward(x, lw.ln1, a.xn1, a.xn1_packed, a.rstd1);
   // qkv_one: q, k and v side by side in one buffer, out of which rope rotates q, k into a.q, a.k and copies v into a.v
   const bool one = qkv_one(l, a);
   Tensor qkv = one ? Tensor::empty({n, (c.H + 2 * c.KVH) * c.D}, DType::BF16, device_) : Tensor();
   {
     Tensor* ys[3] = {c.qk_norm ? &a.q_pre : &a.q, c.qk_norm ? &a.k_pre : &a.k, &a.v};
-    group_forward(l, 0, a.xn1, a, ys, a.xn1_packed ? &a.xn1 : nullptr, u1, one ? &qkv : nullptr);
+    group_forward(l, 0, a.xn1, a, ys, a.xn1_packed ? &a.xn1 : nullptr, one ? &qkv : nullptr);
   }
   if (c.qk_norm) {
     Tensor qp = a.q_pre.reshape({n * c.H, c.D}), qo = a.q.reshape({n * c.H, c.D});
@@ -920,23 +854,14 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   }
   // x2 = x + o_proj(att)
   linear_forward(lin[kO], a.att, a.x2, a.u[kO], dropout_seed(l, kO), &x, a.att_packed ? &a.att : nullptr);
-  const bool u2 = norm_u(l, 1, a, a.xn2_packed);
-  norm_forward(a.x2, lw.ln2, a.xn2, a.xn2_packed, a.rstd2, u2 ? l : -1, 1);
+  norm_forward(a.x2, lw.ln2, a.xn2, a.xn2_packed, a.rstd2);
   {
     Tensor* ys[2] = {&a.gate, &a.up};
-    group_forward(l, 1, a.xn2, a, ys, a.xn2_packed ? &a.xn2 : nullptr, u2);
+    group_forward(l, 1, a.xn2, a, ys, a.xn2_packed ? &a.xn2 : nullptr);
   }
-  SwigluForwardArgs sf = a.h_packed ? SwigluForwardArgs{&a.gate, &a.up, nullptr, &a.h} : SwigluForwardArgs{&a.gate, &a.up, &a.h};
-  const bool su = swiglu_u(l, a);
-  if (su) {  // (and down_proj's s·u: A's bf16 copy in the spare rows below its W)
-    sf.u_a = &lin[kDown].w;
-    sf.u_row0 = lin[kDown].out;
-    sf.u_rows = lora_r_;
-    sf.u_scale = lora_scale_;
-  }
-  swiglu_forward(sf);
+  swiglu_forward(a.h_packed ? SwigluForwardArgs{&a.gate, &a.up, nullptr, &a.h} : SwigluForwardArgs{&a.gate, &a.up, &a.h});
   // x_out = x2 + down_proj(h)
-  linear_forward(lin[kDown], a.h, x_out, a.u[kDown], dropout_seed(l, kDown), &a.x2, a.h_packed ? &a.h : nullptr, su);
+  linear_forward(lin[kDown], a.h, x_out, a.u[kDown], dropout_seed(l, kDown), &a.x2, a.h_packed ? &a.h : nullptr);
 }
 
 // q and k (or their gradients) rotated in place: one rope call for both with INSTILL_CUDA_NEXT=rope_qk (ops/rope.h's
@@ -984,24 +909,15 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   const bool side = side_grads_;
   Tensor* const dres_packed = s.dres_packed.defined() ? &s.dres_packed : nullptr;
   Tensor* const dres_packed_o = s.dres_packed_o.defined() ? &s.dres_packed_o : dres_packed;
-  const DType act = act_dtype();
   linear_backward(lin[kDown], dres, a.h, a.u[kDown], &s.dh, false, accumulate, s.tmp, dropout_seed(l, kDown),
-                  a.h_packed ? &a.h : nullptr, dres_packed, norm_g(l, kDown, dres_packed, act));
+                  a.h_packed ? &a.h : nullptr, dres_packed);
   if (side) s.side_down = side_work_mark(device_);
   if (side && s.dgu.defined()) join_side_work(device_, s.side_gu);  // (swiglu rewrites s.dgu)
   int mlp_members[kMaxLoraGroup];
   if (s.dgu.defined() && grouped(l, 1, a) && group_members(l, 1, mlp_members) == 2) {
     // swiglu_pack: dgate and dup straight into the group's packed dy, where lora_group reads them
-    SwigluBackwardArgs sb{&s.dh, &a.gate, &a.up, nullptr, nullptr, &s.dgu};
-    const bool sg = swiglu_g(l, a, act);
-    if (sg) {  // (and the group's s·g: B's blocks in its kept matrix, columns IN..IN+2R)
-      sb.g_b = &lw.kept[1];
-      sb.g_col0 = lin[kGate].in;
-      sb.g_rank = lora_r_;
-      sb.g_scale = lora_scale_;
-    }
-    swiglu_backward(sb);
-    group_backward(l, 1, a.xn2, a, nullptr, &s.dxn, accumulate, s, &s.dgu, a.xn2_packed ? &a.xn2 : nullptr, sg);
+    swiglu_backward(SwigluBackwardArgs{&s.dh, &a.gate, &a.up, nullptr, nullptr, &s.dgu});
+    group_backward(l, 1, a.xn2, a, nullptr, &s.dxn, accumulate, s, &s.dgu, a.xn2_packed ? &a.xn2 : nullptr);
   } else {
     swiglu_backward(SwigluBackwardArgs{&s.dh, &a.gate, &a.up, &s.dgate, &s.dup});
     const Tensor* dys[2] = {&s.dgate, &s.dup};
@@ -1012,7 +928,6 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
     if (side && dres_packed_o) join_side_work(device_, s.side_o);  // (the norm rewrites o's packed dy)
     RmsnormBackwardArgs nb{&s.dxn, &a.x2, &lw.ln2, &a.rstd2, &dres, true, full_ ? &lw.dln2 : nullptr};
     nb.dx_packed = dres_packed_o;
-    if (norm_g(l, kO, dres_packed_o, act)) set_norm_g(nb, l, kO);  // (o_proj's s·g, for its backward below)
     rmsnorm_backward(nb);
   }
   // Attention: dres is now d(x2). The first layer's input gradient reaches only the embedding, which changes only in
@@ -1021,7 +936,7 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   const bool first = l == 0 && !full_;
   const bool qkv_lora = lin[kQ].has_lora || lin[kK].has_lora || lin[kV].has_lora;
   linear_backward(lin[kO], dres, a.att, a.u[kO], first && !qkv_lora ? nullptr : &s.datt, false, accumulate, s.tmp,
-                  dropout_seed(l, kO), a.att_packed ? &a.att : nullptr, dres_packed_o, norm_g(l, kO, dres_packed_o, act));
+                  dropout_seed(l, kO), a.att_packed ? &a.att : nullptr, dres_packed_o);
   if (side) s.side_o = side_work_mark(device_);
   if (first && !qkv_lora) return;
   Tensor q3 = a.q.reshape({n, c.H, c.D}), k3 = a.k.reshape({n, c.KVH, c.D}), v3 = a.v.reshape({n, c.KVH, c.D});
@@ -1059,7 +974,6 @@ void LlamaModel::layer_backward(int64_t l, const Tensor& x, Acts& a, Tensor& dre
   if (side && dres_packed) join_side_work(device_, s.side_down);  // (the norm rewrites down's packed dy, for below)
   RmsnormBackwardArgs nb{&s.dxn, &x, &lw.ln1, &a.rstd1, &dres, true, full_ ? &lw.dln1 : nullptr};
   nb.dx_packed = l > 0 ? dres_packed : nullptr;  // for the layer below's down_proj (layer 0 has none)
-  if (l > 0 && norm_g(l - 1, kDown, dres_packed, act)) set_norm_g(nb, l - 1, kDown);  // (and its s·g)
   rmsnorm_backward(nb);
 }
 
@@ -1220,7 +1134,6 @@ CrossEntropyResult LlamaModel::run(const ModelInputs& host_in, double normalizer
   if (pack_dres()) dres_packed = Tensor::empty({n, (c.C + lora_r_ + 7) / 8 * 8}, DType::BF16, device_);
   RmsnormBackwardArgs fb{&dxf, &xs[static_cast<size_t>(c.L)], &norm_, &rstdf, &dres, false, full_ ? &dnorm_ : nullptr};
   fb.dx_packed = dres_packed.defined() ? &dres_packed : nullptr;
-  if (norm_g(c.L - 1, kDown, fb.dx_packed, act)) set_norm_g(fb, c.L - 1, kDown);  // (the last layer's down_proj's s·g)
   rmsnorm_backward(fb);
   dxf = Tensor();
   LlamaScratch s;

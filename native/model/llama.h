@@ -45,8 +45,6 @@
 
 namespace instill {
 
-struct RmsnormBackwardArgs;  // ops/rmsnorm.h
-
 struct LlamaConfig {
   int64_t C = 0;    // hidden size
   int64_t F = 0;    // MLP intermediate size
@@ -83,7 +81,6 @@ struct Linear {
   // lora_linear's forward product (its `wb`), W copied in on the first forward (wb_has_w), B each forward.
   Tensor wb;
   bool wb_has_w = false;
-  bool factors_packed = false;  // this pass's lora_pack_factors wrote B into wb (and A below W): current from its start
 };
 
 struct LayerWeights {
@@ -95,7 +92,6 @@ struct LayerWeights {
   // lora_group): each group's kept matrix for lora_group (ops/lora_group.h), W copied in on the first forward.
   std::array<Tensor, 2> kept;
   std::array<bool, 2> kept_has_w = {false, false};
-  std::array<bool, 2> kept_factors_packed = {false, false};  // as Linear's factors_packed, for the kept matrices
 };
 
 // Token-level inputs of one pass, flattened over rows: N = B·T.
@@ -219,27 +215,25 @@ class LlamaModel {
   // residual stream's sum inside the op, lora_linear's residual).
   // x_packed: x is that bf16 buffer's first columns (lora_linear's x_packed: down_proj's h under swiglu_pack).
   void linear_forward(Linear& lin, const Tensor& x, Tensor& y, Tensor& u, uint32_t seed,
-                      const Tensor* residual = nullptr, Tensor* x_packed = nullptr, bool su_written = false);
+                      const Tensor* residual = nullptr, Tensor* x_packed = nullptr);
   // dx null: nothing needs it (the first layer's q/k/v without full fine-tuning): no dx product runs, and a linear
   // without an adapter then has nothing to do.
   void linear_backward(Linear& lin, const Tensor& dy, const Tensor& x, const Tensor& u, Tensor* dx, bool accumulate_dx,
                        bool accumulate_grads, Tensor& tmp, uint32_t seed, const Tensor* x_packed = nullptr,
-                       Tensor* dy_packed = nullptr, bool sg_written = false);
+                       Tensor* dy_packed = nullptr);
   uint32_t dropout_seed(int64_t l, int target) const;
   // The linears of group g (0: q, k, v, reading xn1; 1: gate, up, reading xn2), ys / dys in that order: where
   // this pass groups them (groups_) and at least two have an adapter, those go through one lora_group op (the
   // others through linear_forward / linear_backward), else each through its own. The backward writes dx with
   // the first and adds the rest.
   // x_packed: x is the group's packed x (norm_pack: the norm wrote xn there).
-  // su_written: the norm wrote the group's s·u into x_packed too (norm_u said so).
   // y_all: with all of the group's linears its members, every y into this one (N, Σ OUT) buffer instead of ys (qkv_one).
   void group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys, Tensor* x_packed = nullptr,
-                     bool su_written = false, Tensor* y_all = nullptr);
+                     Tensor* y_all = nullptr);
   // dy_packed: gate and up's dy already side by side (swiglu_backward's dgu; both must be the group's members).
   // dx null: as linear_backward's.
   void group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor* dx,
-                      bool accumulate, LlamaScratch& s, Tensor* dy_packed = nullptr, const Tensor* x_packed = nullptr,
-                      bool sg_written = false);
+                      bool accumulate, LlamaScratch& s, Tensor* dy_packed = nullptr, const Tensor* x_packed = nullptr);
   // The adapted targets of group g in layer l, in order (at most kMaxLoraGroup).
   int group_members(int64_t l, int g, int* members) const;
   // Whether group g of layer l goes through lora_group in this pass (see group_forward; on a GPU only with its
@@ -260,34 +254,12 @@ class LlamaModel {
   // Whether this pass keeps group g's input (xn1, xn2) as the group's packed x (norm_pack on a GPU, bf16
   // activations, every linear of the group adapted over bf16/f16 weights, the group's kept matrix held).
   bool pack_xn(int g, DType act) const;
-  // rmsnorm_forward into y, or (packed) into y's first columns (y_packed). With l >= 0 (where norm_u(l, g, …) holds):
-  // also s·u into y's next columns, for group g of layer l, whose forward then makes none (ops/rmsnorm.h's u_a).
-  void norm_forward(const Tensor& x, const Tensor& w, Tensor& y, bool packed, Tensor& rstd, int64_t l = -1, int g = 0);
-  // Whether group g's norm in layer l writes s·u into the group's packed x (INSTILL_CUDA_NEXT `norm_u`): a packed x,
-  // a pass whose backward reads s·u there (su_kept_), the kept matrix holding this pass's A blocks already
-  // (factors_packed_, kept_factors_packed: by this pass's lora_pack_factors), and s a power of two, where lora_group's own
-  // product would write s·u in bf16.
-  bool norm_u(int64_t l, int g, const Acts& a, bool packed) const;
-  // Whether the norm backward that writes target t's (o_proj's or down_proj's) packed dy in layer l also writes its s·g
-  // (INSTILL_CUDA_NEXT `norm_g`), so that the linear's backward makes none: a packed dy, the linear's kept [W | B], a
-  // bf16 x and s a power of two, where lora_linear's own product would write s·g in bf16. act: the pass's act_dtype().
-  bool norm_g(int64_t l, int t, const Tensor* dy_packed, DType act) const;
-  // Whether layer l's SwiGLU backward, writing the gate/up group's packed dy (swiglu_pack), also writes the group's s·g
-  // (INSTILL_CUDA_NEXT `swiglu_g`; ops/swiglu.h's g_b), so that the group's backward makes none: the group's kept
-  // matrix, a bf16 x (xn2), s a power of two, where lora_group's own product would write s·g in bf16.
-  bool swiglu_g(int64_t l, const Acts& a, DType act) const;
-  // Whether layer l's SwiGLU forward, writing h into down_proj's packed x (swiglu_pack), also writes down_proj's s·u
-  // (INSTILL_CUDA_NEXT `swiglu_u`; ops/swiglu.h's u_a), so that its forward makes none: a pass whose backward reads s·u
-  // there (su_kept_), A's bf16 copy below W already written for the pass by its lora_pack_factors (stack_a,
-  // factors_packed_, the Linear's factors_packed), s a power of two, where lora_linear's own product would write s·u in
-  // bf16 from that copy.
-  bool swiglu_u(int64_t l, const Acts& a) const;
+  // rmsnorm_forward into y, or (packed) into y's first columns (y_packed).
+  void norm_forward(const Tensor& x, const Tensor& w, Tensor& y, bool packed, Tensor& rstd);
   // Whether layer l's q, k and v come out of one product of the q/k/v group into one (N, q | k | v) buffer, which rope
   // then reads (INSTILL_CUDA_NEXT `qkv_one`; ops/lora_group.h's y_all, ops/rope.h's in_packed): a GPU, the group's
   // three linears all adapted and grouped, no bias, no q/k norm, bf16 q, k, v (the pass's attention activations).
   bool qkv_one(int64_t l, const Acts& a) const;
-  // rmsnorm_backward's g_b for it (norm_g holds): B's bf16 copy in its kept [W | B], columns IN..IN+R.
-  void set_norm_g(RmsnormBackwardArgs& args, int64_t l, int t) const;
   struct PassFlag;  // a bool member set for one pass (groups_, factors_packed_, su_kept_)
   // share: take xn1, xn2, h from another layer's Acts (one buffer for all layers). act: the dtype of
   // xn1, xn2, gate, up and h (act_dtype()).

@@ -156,8 +156,6 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
   need_same_device(u, "u", x.device());
   if (p.kept) check_kept(*p.kept, x, in, p.m, mem);
   if (p.u_unused && !p.x_packed) fail(ErrorCode::Arg, "'u_unused' goes with 'x_packed' (where s·u is left instead)");
-  if (p.su_written && !(p.u_unused && p.factors_packed))
-    fail(ErrorCode::Arg, "'su_written' goes with 'x_packed', 'u_unused' and 'factors_packed' (s·u made from the kept A blocks)");
   if (p.factors_packed && !(p.kept && p.kept_has_w))
     fail(ErrorCode::Arg, "'factors_packed' needs the 'kept' matrix with W in it (kept_has_w): lora_pack_factors writes the factors there");
   run_op(x.device(), &Backend::lora_group_forward, "lora_group_forward", p);
@@ -173,8 +171,6 @@ void lora_group_backward(const LoraGroupBackwardArgs& p) {
     if (mem.f32_weights) fail(ErrorCode::DType, "'dy_packed' (bf16) goes with bf16 or f16 weights, got f32 ones");
     need_packed(*p.dy_packed, "dy_packed", n, "N", mem.sum_out + p.m * mem.r, "sum of out + m·r", true, x.device());
   }
-  if (p.sg_written && !(p.dy_packed && p.kept))
-    fail(ErrorCode::Arg, "'sg_written' says s·g lies in 'dy_packed' (made from the kept matrix's B blocks): give dy_packed and kept");
   for (int i = 0; i < p.m; ++i) {
     const int64_t o = p.w[i]->dim(0);
     if (p.dy_packed) {

@@ -53,11 +53,6 @@ struct LoraGroupForwardArgs {
   bool factors_packed = false;
   // With x_packed: the caller will not read u (as lora_linear's u_unused): a backend may leave it unwritten.
   bool u_unused = false;
-  // With x_packed, u_unused and factors_packed: x_packed's columns IN..IN+m·R hold s·u already, s applied to the
-  // sum over x's bf16 values and the kept A blocks and rounded once (rmsnorm_forward's u_a wrote them:
-  // INSTILL_CUDA_NEXT `norm_u`), so the op makes no u. The CUDA backend takes it only where its own product would
-  // write s·u there in bf16 (INSTILL_CUDA_NEXT `fewer_packs`, s a power of two), else E_INTERNAL. The CPU ignores it.
-  bool su_written = false;
   // Or null. With every y[i] null: one (N, S) tensor of y's dtype, S = Σ OUT_i, receiving the members' y side by side,
   // member i in columns o_i..o_i + OUT_i (the kept matrix's rows): the same values as y[i]. A backend with the kept
   // matrix makes them as one product over all its rows (CUDA: INSTILL_CUDA_NEXT `qkv_one`, the model's q, k and v, which
@@ -88,11 +83,6 @@ struct LoraGroupBackwardArgs {
   // (its dgu). The op then packs no dy, and may write s·g into columns S..S + m·R (scratch to the caller). bf16/f16
   // weights only.
   Tensor* dy_packed = nullptr;
-  // With dy_packed and kept: dy_packed's columns S..S+m·R hold s·g already, s applied to the sums over dy_packed's bf16
-  // values and the kept matrix's B blocks and rounded once (swiglu_backward's g_b wrote them: INSTILL_CUDA_NEXT
-  // `swiglu_g`), so the op makes no g. The CUDA backend takes it only where its own product would write s·g there in
-  // bf16 (INSTILL_CUDA_NEXT `fewer_packs`: a bf16 x, s a power of two), else E_INTERNAL. The CPU ignores it.
-  bool sg_written = false;
   // Or null. With x null: x in the first IN columns of this bf16 tensor (the forward's x_packed).
   const Tensor* x_packed = nullptr;
   // With x_packed: its columns IN..IN+m·R still hold s·u in bf16 as this pass's forward wrote them (as lora_linear's

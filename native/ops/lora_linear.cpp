@@ -86,8 +86,6 @@ void check_lora_linear_forward(const LoraLinearForwardArgs& p) {
   }
   if (p.wb) check_wb(*p.wb, w, r, x.device());
   if (p.u_unused && !p.x_packed) fail(ErrorCode::Arg, "'u_unused' goes with 'x_packed' (where s·u is left instead)");
-  if (p.su_written && !(p.u_unused && p.wb && p.factors_packed))
-    fail(ErrorCode::Arg, "'su_written' goes with 'x_packed', 'u_unused', 'wb' and 'factors_packed' (s·u made from A's copy below W)");
   if (p.factors_packed && !(p.wb && p.wb_has_w))
     fail(ErrorCode::Arg, "'factors_packed' needs the kept 'wb' with W in it (wb_has_w): lora_pack_factors writes B there");
 }
@@ -128,8 +126,6 @@ void check_lora_linear_backward(const LoraLinearBackwardArgs& p) {
   }
   if (p.wb) check_wb(*p.wb, w, r, x.device());
   if (p.su_packed && !p.x_packed) fail(ErrorCode::Arg, "'su_packed' says where s·u lies in 'x_packed': give x_packed");
-  if (p.sg_written && !(p.dy_packed && p.wb))
-    fail(ErrorCode::Arg, "'sg_written' says s·g lies in 'dy_packed' (made from wb's B): give dy_packed and wb");
   const Tensor& da = need(p.da, "da");
   const Tensor& db = need(p.db, "db");
   need_dtype(da, "da", {DType::F32});

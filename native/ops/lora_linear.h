@@ -59,11 +59,6 @@ struct LoraLinearForwardArgs {
   // leave u unwritten (CUDA with INSTILL_CUDA_NEXT=fewer_packs and s a power of two: u's product writes s·u into
   // x_packed in bf16 itself, no f32 u, no pack). The CPU writes u all the same.
   bool u_unused = false;
-  // With x_packed, u_unused, wb and factors_packed: x_packed's columns IN..IN+R hold s·u already, s applied to the sum
-  // over x's bf16 values and A's bf16 copy below W and rounded once (swiglu_forward's u_a wrote them: INSTILL_CUDA_NEXT
-  // `swiglu_u`), so the op makes no u. The CUDA backend takes it only where its own product would write s·u there in
-  // bf16 from that copy (`fewer_packs`, stack_a with room below W, s a power of two), else E_INTERNAL. The CPU ignores it.
-  bool su_written = false;
 };
 
 struct LoraLinearBackwardArgs {
@@ -100,11 +95,6 @@ struct LoraLinearBackwardArgs {
   // side_grads, bf16/f16 weights): the caller then calls join_side_work(device) before it reads them, or overwrites
   // any tensor given here (x, dy, dy_packed, x_packed, u) that it keeps alive. Ignored by the CPU.
   bool side_grads = false;
-  // With dy_packed and wb: dy_packed's columns OUT..OUT+R hold s·g already, s applied to the sum over dy_packed's bf16
-  // values and wb's B columns and rounded once (rmsnorm_backward's g_b wrote them: INSTILL_CUDA_NEXT `norm_g`), so the
-  // op makes no g. The CUDA backend takes it only where its own product would write s·g there in bf16
-  // (INSTILL_CUDA_NEXT `fewer_packs`: a bf16 x, s a power of two), else E_INTERNAL. The CPU ignores it.
-  bool sg_written = false;
 };
 
 // Validate shapes and dtypes (E_SHAPE / E_DTYPE naming the argument), then run on the tensors' device.

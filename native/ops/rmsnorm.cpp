@@ -27,18 +27,6 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
     need_shape(y, "y", {n, c}, "(N, C)");
   }
   need_shape(rstd, "rstd", {n}, "(N,)");
-  if (p.u_a) {
-    if (!p.y_packed) fail(ErrorCode::Arg, "rmsnorm_forward: 'u_a' needs 'y_packed' (s·u goes into its columns past C)");
-    need_dtype(*p.u_a, "u_a", {DType::BF16});
-    need_ndim(*p.u_a, "u_a", 2);
-    need_same_device(*p.u_a, "u_a", x.device());
-    if (p.u_a->dim(1) < c) fail(ErrorCode::Shape, "rmsnorm_forward: 'u_a' has ", p.u_a->dim(1), " columns, fewer than C = ", c);
-    if (p.u_rows <= 0 || p.u_row0 < 0 || p.u_row0 > p.u_a->dim(0) - p.u_rows)
-      fail(ErrorCode::Shape, "rmsnorm_forward: rows ", p.u_row0, "..", p.u_row0 + p.u_rows, " of 'u_a' (", p.u_a->dim(0), " rows)");
-    if (c + p.u_rows > y.dim(1))
-      fail(ErrorCode::Shape, "rmsnorm_forward: 'y_packed' has ", y.dim(1), " columns, fewer than C + u_rows = ", c + p.u_rows);
-    if (!std::isfinite(p.u_scale)) fail(ErrorCode::Arg, "rmsnorm_forward: 'u_scale' must be finite, got ", p.u_scale);
-  }
   if (!(p.eps > 0) || !std::isfinite(p.eps)) fail(ErrorCode::Arg, "'eps' must be a positive finite number, got ", p.eps);
   run_op(x.device(), &Backend::rmsnorm_forward, "rmsnorm_forward", p);
 }
@@ -65,18 +53,6 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
     need_same_device(*p.dw, "dw", x.device());
   }
   if (p.dx_packed) need_packed(*p.dx_packed, "dx_packed", n, "N", c, "C", false, x.device());
-  if (p.g_b) {
-    if (!p.dx_packed) fail(ErrorCode::Arg, "rmsnorm_backward: 'g_b' needs 'dx_packed' (s·g goes into its columns past C)");
-    need_dtype(*p.g_b, "g_b", {DType::BF16});
-    need_ndim(*p.g_b, "g_b", 2);
-    need_same_device(*p.g_b, "g_b", x.device());
-    if (p.g_b->dim(0) < c) fail(ErrorCode::Shape, "rmsnorm_backward: 'g_b' has ", p.g_b->dim(0), " rows, fewer than C = ", c);
-    if (p.g_rows <= 0 || p.g_col0 < 0 || p.g_col0 > p.g_b->dim(1) - p.g_rows)
-      fail(ErrorCode::Shape, "rmsnorm_backward: columns ", p.g_col0, "..", p.g_col0 + p.g_rows, " of 'g_b' (", p.g_b->dim(1), " columns)");
-    if (c + p.g_rows > p.dx_packed->dim(1))
-      fail(ErrorCode::Shape, "rmsnorm_backward: 'dx_packed' has ", p.dx_packed->dim(1), " columns, fewer than C + g_rows = ", c + p.g_rows);
-    if (!std::isfinite(p.g_scale)) fail(ErrorCode::Arg, "rmsnorm_backward: 'g_scale' must be finite, got ", p.g_scale);
-  }
   run_op(x.device(), &Backend::rmsnorm_backward, "rmsnorm_backward", p);
 }
 

@@ -27,15 +27,6 @@ struct RmsnormForwardArgs {
   // other columns untouched): a lora_group's packed x (ops/lora_group.h, x_packed), written where its products
   // read it instead of copied there.
   Tensor* y_packed = nullptr;
-  // Or null. With y_packed: also s·u = s · y·Aᵀ, rounded once to bf16, into y_packed's columns C .. C + u_rows (a
-  // lora_group's low-rank inputs, written where its products read them, so that the group's forward makes no u:
-  // ops/lora_group.h's su_written, INSTILL_CUDA_NEXT `norm_u`). A is rows u_row0 .. u_row0 + u_rows, columns 0 .. C,
-  // of this bf16 (·, ld) tensor, ld >= C (the group's kept matrix, whose A blocks lie below its W rows). The product
-  // reads y as written (bf16) and sums in f32 on CUDA (in double on the CPU), s applied to the sum, as the group's
-  // own product does (cuda/gemm.h's contract).
-  const Tensor* u_a = nullptr;
-  int64_t u_row0 = 0, u_rows = 0;
-  float u_scale = 1.f;
 };
 
 struct RmsnormBackwardArgs {
@@ -50,14 +41,6 @@ struct RmsnormBackwardArgs {
   // ld >= C (its other columns untouched): o_proj's and down_proj's packed dy (ops/lora_linear.h, dy_packed), the
   // residual stream's gradient written where their backward reads it instead of packed there.
   Tensor* dx_packed = nullptr;
-  // Or null. With dx_packed: also s·g = s · dx·B into dx_packed's columns C .. C + g_rows (the LoRA g of the linear
-  // whose dy this is, o_proj's or down_proj's, written where its backward reads it, so that it makes no g:
-  // ops/lora_linear.h's sg_written, INSTILL_CUDA_NEXT `norm_g`). B is rows 0 .. C, columns g_col0 .. g_col0 + g_rows of
-  // this bf16 (rows >= C, ld) tensor (the linear's kept [W | B]). The product reads dx as rounded into dx_packed and
-  // sums in f32 on CUDA (in double on the CPU), s applied to the sum, as the linear's own product does.
-  const Tensor* g_b = nullptr;
-  int64_t g_col0 = 0, g_rows = 0;
-  float g_scale = 1.f;
 };
 
 void rmsnorm_forward(const RmsnormForwardArgs& args);

@@ -5,7 +5,6 @@
 // f32 rounds to nearest even and saturates to infinity like a cast in C would.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -42,14 +41,6 @@ inline uint16_t f32_to_bf16(float f) {
   if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);  // quiet NaN
   uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
   return static_cast<uint16_t>((bits + rounding) >> 16);
-}
-
-// Whether bf16(s·v), rounded once, is s·bf16(v) for every v: exactly when s is a power of two (scaling by 2^k commutes
-// with rounding, bf16 having f32's exponent range; away from f32's subnormals). The CUDA backend's products scale by
-// such an s where they may (cuda/gemm.h's scales_exactly), and the model asks it where it plans for them (norm_u).
-inline bool scales_exactly(float s) {
-  int e = 0;
-  return std::isfinite(s) && std::fabs(std::frexp(s, &e)) == 0.5f;
 }
 
 inline float f16_to_f32(uint16_t h) {

@@ -26,7 +26,9 @@ namespace {
 // found the two together 1.051x faster than the default before them, and promoted async_upload (0.992x by medians and
 // by mins: under the 1% a piece is promoted on, but stop 29 set its bar in advance at its tests and a step no slower).
 // Stop 32 took out group_fork (lora_group's forward running k's and v's products on the side stream beside q's: run 20
-// 1.002x, run 21 1.014x; its code is in commit 1ef152a).
+// 1.002x, run 21 1.014x; its code is in commit 1ef152a). Stop 32 took out norm_u, norm_g, swiglu_g and swiglu_u
+// (LoRA's u and g made inside the norms and SwiGLU: run 20 1.253x the step; their kernels one CTA an SM at 12.5%
+// occupancy; code in commit 1ef152a).
 // (`narrow`, LoRA's u, g, dA, dB on CUDA-core kernels, was removed in stop 19: ~2x slower than cuBLASLt in run 14.
 // Stop 22 removed five that runs 14–16 measured no faster: `pack_wb` (moot with wb_cache), `flash_mt`, `flash_occ`,
 // `stored_ds` and `attn_prep` (nothing on top of flash_lean, or slower); bench/RESULTS.md has their numbers.)
@@ -45,9 +47,7 @@ constexpr Piece kAll[] = {
     {Next::CeBf16, "ce_bf16", true},        {Next::SideGrads, "side_grads", true},
     {Next::FlashWgmma, "flash_wgmma", false},
     {Next::DqWgmma, "dq_wgmma", false},      {Next::DkvWgmma, "dkv_wgmma", false},
-    {Next::WgmmaMn, "wgmma_mn", false},      {Next::NormU, "norm_u", false},
-    {Next::NormG, "norm_g", false},          {Next::SwigluG, "swiglu_g", false},
-    {Next::SwigluU, "swiglu_u", false},      {Next::AsyncUpload, "async_upload", true},
+    {Next::WgmmaMn, "wgmma_mn", false},      {Next::AsyncUpload, "async_upload", true},
     {Next::Pdl, "pdl", false},               {Next::QkvOne, "qkv_one", false}};
 
 constexpr unsigned promoted_of_all() {

@@ -44,14 +44,6 @@ enum class Next {
   DkvWgmma,    // "dkv_wgmma": its dK/dV kernel likewise (D 64; with flash_lean, in place of its dK/dV kernel)
   WgmmaMn,     // "wgmma_mn": with the three above, their second products read V, K, Q and dO tiles as they are, as MN-major
                // operands (wgmma's transposed B), instead of tiles of transposed copies made first (attention_wgmma.cu)
-  NormU,       // "norm_u": the norms before the q/k/v and gate/up groups also write s·u into the groups' packed x
-               // (ops/rmsnorm.h's u_a, rmsnorm.cu's rmsnorm_u_kernel), so the groups' forwards make none
-  NormG,       // "norm_g": the norm backwards that write o_proj's and down_proj's packed dy also write their LoRA s·g
-               // (ops/rmsnorm.h's g_b, rmsnorm.cu's rmsnorm_dx_g_kernel), so those linears' backwards make none
-  SwigluG,     // "swiglu_g": SwiGLU's backward, writing the gate/up group's packed dy (swiglu_pack), also writes the
-               // group's LoRA s·g (ops/swiglu.h's g_b, swiglu.cu's swiglu_backward_g_kernel): the group makes no g
-  SwigluU,     // "swiglu_u": SwiGLU's forward, writing h into down_proj's packed x (swiglu_pack), also writes down_proj's
-               // LoRA s·u (ops/swiglu.h's u_a, swiglu.cu's swiglu_forward_u_kernel): down_proj makes no u
   AsyncUpload,  // "async_upload": a small host-to-device copy goes through pinned staging memory and returns without
                 // waiting for the GPU (runtime.cu): the pass's input, loss-row and optimizer-table uploads no longer
                 // stop the host until the GPU has run everything queued before them

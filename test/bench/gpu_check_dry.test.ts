@@ -74,7 +74,7 @@ describe.skipIf(!haveFixture('stories260K') || !haveFixture('configs'))('bench/g
       expect(status).toContain(`compute-sanitizer ${tool} (INSTILL_CUDA_NEXT=default,flash_wgmma,dq_wgmma,dkv_wgmma): errors found (rc=9) - ========= ERROR SUMMARY: 2 errors`);
     }
     expect(status).toMatch(/ncu: no ncu on the PATH|ncu of the attention kernels: FAILED/);
-    if (!status.includes('ncu: no ncu on the PATH')) expect(status).toMatch(/ncu of the narrow kernels: FAILED/);
+    if (!status.includes('ncu: no ncu on the PATH')) expect(status).toMatch(/ncu of the lean kernels: FAILED/);
     expect(status).toMatch(/GPU tests \(test\/cuda, GEMMs through the WMMA kernel, f32 attention kernels\): NOTHING RAN/);
     expect(status).toMatch(/CLI instill bench train --device cuda: FAILED/);
     expect(status).not.toMatch(/skipped \(DEADLINE_S reached/);  // every step had its turn

@@ -88,21 +88,6 @@ export function pieceLoraModel(config: unknown, seed: number, b: (i: number, nam
   return m;
 }
 
-/** A piece that makes LoRA's narrow products elsewhere (norm_u, norm_g, swiglu_g, swiglu_u): the default's pass, then two
- * with `default,${piece}`, each the default's to rounding (expectSamePass; the bits that differ printed), with the
- * op-profile parts in `calls` run as often as each says: [in the default's pass, in the piece's] (undefined: never). */
-export async function expectPieceMovesProducts(label: string, m: Model, piece: string,
-  calls: Record<string, [number | undefined, number | undefined]>): Promise<void> {
-  const plain = await withEnv('INSTILL_CUDA_NEXT', 'default', () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
-  for (const [part, [want]] of Object.entries(calls)) expect(plain.calls[part], `${label}, the default: ${part}`).toBe(want);
-  for (let k = 0; k < 2; ++k) {  // (twice: a pass that found what the pass before left, kept matrices and all)
-    const got = await withEnv('INSTILL_CUDA_NEXT', `default,${piece}`, () => withOpProfile(() => m.lossAndGrads(PIECE_BATCH)));
-    const { differ, worst } = expectSamePass(got.value, plain.value);
-    console.log(`${label}, pass ${k + 1}: ${differ} gradient elements differ in bits, worst ${worst.toExponential(2)}`);
-    for (const [part, [, want]] of Object.entries(calls)) expect(got.calls[part], `${label}, ${piece}: ${part}`).toBe(want);
-  }
-}
-
 /** How many LoRA gradient elements of two passes differ in bits (for the logs). */
 export function gradBitsDiffer(got: LossAndGradsResult, want: LossAndGradsResult): number {
   let differ = 0;

@@ -22,8 +22,7 @@ uint64_t side_count();  // fake_device.cpp (cuda/common.cuh)
 void join_side(uint64_t upto);
 
 std::atomic<int> fake_calls_linear{0}, fake_calls_group{0}, fake_calls_swiglu_packed{0}, fake_calls_swiglu_fwd_packed{0},
-    fake_calls_dy_packed{0}, fake_calls_norm_packed{0}, fake_calls_pack_factors{0}, fake_calls_norm_u{0},
-    fake_calls_norm_g{0}, fake_calls_swiglu_g{0}, fake_calls_swiglu_u{0}, fake_calls_rope_in_packed{0};
+    fake_calls_dy_packed{0}, fake_calls_norm_packed{0}, fake_calls_pack_factors{0}, fake_calls_rope_in_packed{0};
 
 namespace {
 Backend make() {
@@ -51,16 +50,10 @@ Backend make() {
   b.join_side_work = [](uint64_t upto) { join_side(upto); };
   b.rmsnorm_forward = [](const RmsnormForwardArgs& p) {
     if (p.y_packed) ++fake_calls_norm_packed;
-    if (p.u_a) ++fake_calls_norm_u;  // (norm_u: s·u too, in double as the fake's gemm() sums)
     cpu::rmsnorm_forward(p);
-  };
-  b.rmsnorm_backward = [](const RmsnormBackwardArgs& p) {
-    if (p.g_b) ++fake_calls_norm_g;  // (norm_g: s·g too, in double as the fake's gemm() sums)
-    cpu::rmsnorm_backward(p);
   };
   b.swiglu_forward = [](const SwigluForwardArgs& p) {
     if (p.out_packed) ++fake_calls_swiglu_fwd_packed;
-    if (p.u_a) ++fake_calls_swiglu_u;  // (swiglu_u: s·u too, in double as the fake's gemm() sums)
     cpu::swiglu_forward(p);
   };
   b.rope_forward = [](const RopeArgs& p) {
@@ -69,7 +62,6 @@ Backend make() {
   };
   b.swiglu_backward = [](const SwigluBackwardArgs& p) {
     if (p.dgu) ++fake_calls_swiglu_packed;
-    if (p.g_b) ++fake_calls_swiglu_g;  // (swiglu_g: s·g too, in double as the fake's gemm() sums)
     cpu::swiglu_backward(p);
   };
   return b;

@@ -27,7 +27,7 @@ namespace instill {
 namespace cuda {
 extern std::atomic<int> fake_packs, fake_calls_pack_factors, fake_side_work, fake_products, fake_calls_rope_in_packed;
 extern std::atomic<int> fake_calls_linear, fake_calls_group, fake_calls_swiglu_packed, fake_calls_swiglu_fwd_packed,
-    fake_calls_dy_packed, fake_calls_norm_packed, fake_calls_norm_u, fake_calls_norm_g, fake_calls_swiglu_g, fake_calls_swiglu_u;
+    fake_calls_dy_packed, fake_calls_norm_packed;
 }
 }  // namespace instill
 
@@ -109,7 +109,6 @@ struct Case {
   // with it (run_piece), LoRA's scale this (2 = 2r / r: a power of two)
   const char* piece = nullptr;
   float scale = 2.f;
-  int64_t ffn = 76;  // the intermediate size F: 76 leaves down_proj's W no room for A below it (80 does: swiglu_u)
 };
 
 constexpr int64_t kR = 3;
@@ -179,7 +178,7 @@ struct World {
 
 void make_world(const Case& cs, World& w) {
   LlamaConfig& c = w.c;
-  c.C = 44; c.F = cs.ffn; c.L = 2; c.H = 4; c.KVH = 2; c.D = 10; c.V = 97;
+  c.C = 44; c.F = 76; c.L = 2; c.H = 4; c.KVH = 2; c.D = 10; c.V = 97;
   c.qkv_bias = cs.qkv_bias;
   c.qk_norm = cs.qk_norm;
   Tensor inv = Tensor::empty({c.D / 2}, DType::F32);
@@ -277,12 +276,9 @@ void run_piece(const Case& cs) {
   set_factors(2);
   pass(with.c_str(), unused);
   set_factors(1);
-  const int u0 = cuda::fake_calls_norm_u, g0 = cuda::fake_calls_norm_g, sw0 = cuda::fake_calls_swiglu_g,
-            su0 = cuda::fake_calls_swiglu_u, r0 = cuda::fake_calls_rope_in_packed;
+  const int r0 = cuda::fake_calls_rope_in_packed;
   const Pass on = pass(with.c_str(), packs_on);
-  const int norm_u_calls = cuda::fake_calls_norm_u - u0, norm_g_calls = cuda::fake_calls_norm_g - g0,
-            swiglu_g_calls = cuda::fake_calls_swiglu_g - sw0, swiglu_u_calls = cuda::fake_calls_swiglu_u - su0,
-            rope_in_packed_calls = cuda::fake_calls_rope_in_packed - r0;
+  const int rope_in_packed_calls = cuda::fake_calls_rope_in_packed - r0;
   const int products_on = products;
   const Pass again = pass(with.c_str(), packs_again);
   set_factors(3);
@@ -323,36 +319,6 @@ void run_piece(const Case& cs) {
     expect(products_off - products_on == (one ? 2 * forwards : 0), "products saved: " + std::to_string(products_off - products_on) +
                                                                        ", expected " + std::to_string(one ? 2 * forwards : 0));
   expect(side ? side_ops > 0 : side_ops == 0, "products and packs on the side stream: " + std::to_string(side_ops));
-  // norm_u: the norms before the q/k/v and gate/up groups write their s·u (and the groups make none) where fewer_packs
-  // would have the groups' products write it in bf16 (bf16 activations, so every linear adapted; s a power of two)
-  // and factor_pack has put this pass's A blocks in the kept matrices before the forwards; two norms a layer forward
-  // (twice under checkpointing, where each layer's forward runs again before its backward), in each of the pass's passes
-  const bool nu = (all || piece.find("norm_u") != std::string::npos) && fewer && factor && cs.acts == nullptr &&
-                  cs.mask == (1u << kNumTargets) - 1 && cs.dropout == 0.f && std::ldexp(0.5f, e) == cs.scale;
-  const int nu_want = nu ? 2 * static_cast<int>(w.c.L) * (cs.checkpointing ? 2 : 1) * (cs.accumulate ? 2 : 1) : 0;
-  expect(norm_u_calls == nu_want, "norms writing s·u: " + std::to_string(norm_u_calls) + ", expected " + std::to_string(nu_want));
-  // norm_g: the norm backwards that write o_proj's and down_proj's packed dy (norm_pack: no dropout) also write their s·g
-  // where fewer_packs would have the linear's g product write it in bf16 (bf16 x: bf16 activations, so every linear
-  // adapted, and not Qwen3's q/k norm for o_proj's x, the attention's output; s a power of two) from the kept [W | B]:
-  // o_proj's and down_proj's, a layer each, in each of the pass's passes
-  const bool ng = (all || piece.find("norm_g") != std::string::npos) && fewer && cs.acts == nullptr &&
-                  cs.mask == (1u << kNumTargets) - 1 && cs.dropout == 0.f && std::ldexp(0.5f, e) == cs.scale;
-  const int ng_want = ng ? (cs.qk_norm ? 1 : 2) * static_cast<int>(w.c.L) * (cs.accumulate ? 2 : 1) : 0;
-  expect(norm_g_calls == ng_want, "norm backwards writing s·g: " + std::to_string(norm_g_calls) + ", expected " + std::to_string(ng_want));
-  // swiglu_g: SwiGLU's backward writes the gate/up group's s·g where it writes the group's packed dy (swiglu_pack:
-  // gate and up both adapted, no dropout) and fewer_packs would have the group's product write it in bf16 (a bf16 x:
-  // bf16 activations, every linear adapted; s a power of two): a layer each, in each of the pass's passes
-  const bool sw = (all || piece.find("swiglu_g") != std::string::npos) && fewer && cs.acts == nullptr &&
-                  cs.mask == (1u << kNumTargets) - 1 && cs.dropout == 0.f && std::ldexp(0.5f, e) == cs.scale;
-  const int sw_want = sw ? static_cast<int>(w.c.L) * (cs.accumulate ? 2 : 1) : 0;
-  expect(swiglu_g_calls == sw_want, "SwiGLU backwards writing s·g: " + std::to_string(swiglu_g_calls) + ", expected " + std::to_string(sw_want));
-  // swiglu_u: SwiGLU's forward writes down_proj's s·u where it writes h into down_proj's packed x (bf16 activations)
-  // and down_proj keeps A's bf16 copy below its W (F % 8 == 0), written for the pass by factor_pack; a layer forward
-  // each (twice under checkpointing), in each of the pass's passes
-  const bool su = (all || piece.find("swiglu_u") != std::string::npos) && fewer && factor && cs.acts == nullptr &&
-                  cs.mask == (1u << kNumTargets) - 1 && cs.dropout == 0.f && std::ldexp(0.5f, e) == cs.scale && cs.ffn % 8 == 0;
-  const int su_want = su ? static_cast<int>(w.c.L) * (cs.checkpointing ? 2 : 1) * (cs.accumulate ? 2 : 1) : 0;
-  expect(swiglu_u_calls == su_want, "SwiGLU forwards writing s·u: " + std::to_string(swiglu_u_calls) + ", expected " + std::to_string(su_want));
   expect(side_ops_off == 0, "products and packs on the side stream without the piece: " + std::to_string(side_ops_off));
   const bool exact = !fewer || std::ldexp(0.5f, e) == cs.scale;
   const double e_off = worst_rel(on, off), e_again = worst_rel(again, on);
@@ -681,37 +647,9 @@ void packed_io() {
               ok ? "ok  " : "FAIL");
 }
 
-// norm_u and swiglu_u read A from where this pass's lora_pack_factors wrote it. In the very first pass (the kept
-// matrices get W during it, so that call packed nothing) a checkpointed layer's recompute must not take them either:
-// its u would then be rounded otherwise than the forward's that made the loss. The pass after takes them.
-void first_pass_fused() {
-  Case cs{"norm_u and swiglu_u in the first pass, checkpointing", (1u << kNumTargets) - 1};
-  cs.checkpointing = true;
-  cs.ffn = 80;
-  const uint64_t saved = rng_state;  // (the cases after it draw the inputs they always drew)
-  World w;
-  make_world(cs, w);
-  rng_state = saved;
-  set_env("INSTILL_CUDA_NEXT", (std::string(kBeforeRun17) + ",norm_u,swiglu_u,fewer_packs,factor_pack").c_str());
-  int calls[2][2];
-  for (int k = 0; k < 2; ++k) {
-    const int u0 = cuda::fake_calls_norm_u, s0 = cuda::fake_calls_swiglu_u;
-    run_pass(w.ms->gpu, w.in);
-    calls[k][0] = cuda::fake_calls_norm_u - u0;
-    calls[k][1] = cuda::fake_calls_swiglu_u - s0;
-  }
-  set_env("INSTILL_CUDA_NEXT", nullptr);
-  const int L = static_cast<int>(w.c.L);
-  const bool ok = calls[0][0] == 0 && calls[0][1] == 0 && calls[1][0] == 2 * L * 2 && calls[1][1] == L * 2;
-  std::printf("%s %s: norm_u %d, swiglu_u %d in the first pass; %d, %d in the second (want 0, 0; %d, %d)\n", ok ? "ok  " : "FAIL",
-              cs.name, calls[0][0], calls[0][1], calls[1][0], calls[1][1], 2 * L * 2, L * 2);
-  if (!ok) ++failures;
-}
-
 int main() {
   pack_factors_errors();
   packed_io();
-  first_pass_fused();
   const uint32_t every = (1u << kNumTargets) - 1;
   const std::vector<Case> cases = {
       {"every linear, bf16 activations (the GPU's default)", every},
@@ -814,72 +752,12 @@ int main() {
        nullptr, kOld, false, true, false, true, 0, false, "side_grads,-norm_pack,-swiglu_pack"},
       {"side_grads under LoRA dropout: on the main stream", every, false, false, 0.1f, false, "0", kOld, false, false, false,
        true, 0, false, "side_grads"},
-      {"norm_u: the norms write s·u into the groups' packed x (in double here, as the fake's products: the same bits)",
-       every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "norm_u,fewer_packs,factor_pack"},
-      {"norm_u, checkpointing, accumulated, Qwen2 biases, with side_grads", every, true, false, 0.f, true,
-       nullptr, kOld, false, true, false, true, 0, false, "norm_u,fewer_packs,factor_pack,side_grads"},
-      {"norm_u, k_proj without an adapter (f32 activations, no packed x): not taken", every & ~(1u << kK), false, false,
-       0.f, false, nullptr, kOld, false, false, false, true, 0, false, "norm_u,fewer_packs,factor_pack"},
-      {"norm_u, Qwen3 q/k norm, checkpointing", every, false, true, 0.f, true, nullptr, kOld, false, false, false, true, 0,
-       false, "norm_u,fewer_packs,factor_pack"},
-      {"norm_u, s = 1.5: not taken (the group's u in f32)", every, false, false, 0.f, false, nullptr, kOld, false, false,
-       false, true, 0, false, "norm_u,fewer_packs,factor_pack", 1.5f},
-      {"norm_u, f32 activations: not taken", every, false, false, 0.f, false, "0", kOld, false, false, false, true, 0, false,
-       "norm_u,fewer_packs,factor_pack"},
-      {"norm_u without factor_pack: not taken (the A blocks are written by the group's own forward)", every, false, false,
-       0.f, false, nullptr, kOld, false, false, false, true, 0, false, "norm_u,fewer_packs"},
-      {"norm_u under LoRA dropout: not taken", every, false, false, 0.1f, false, "0", kOld, false, false, false, true, 0,
-       false, "norm_u,fewer_packs,factor_pack"},
-      {"norm_g: the norm backwards write o_proj's and down_proj's s·g into their packed dy (in double here: the same bits)",
-       every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "norm_g,fewer_packs"},
-      {"norm_g, checkpointing, accumulated, Qwen2 biases, with side_grads, norm_u and factor_pack", every, true, false, 0.f,
-       true, nullptr, kOld, false, true, false, true, 0, false, "norm_g,fewer_packs,side_grads,norm_u,factor_pack"},
-      {"norm_g with attn_pack and dqkv_pack", every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0,
-       false, "norm_g,fewer_packs,attn_pack,dqkv_pack"},
-      {"norm_g, Qwen3 q/k norm (o_proj's x f32: down_proj's alone), checkpointing", every, false, true, 0.f, true, nullptr,
-       kOld, false, false, false, true, 0, false, "norm_g,fewer_packs"},
-      {"norm_g, s = 1.5: not taken", every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false,
-       "norm_g,fewer_packs", 1.5f},
-      {"norm_g, f32 activations: not taken", every, false, false, 0.f, false, "0", kOld, false, false, false, true, 0, false,
-       "norm_g,fewer_packs"},
-      {"norm_g without fewer_packs: not taken", every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0,
-       false, "norm_g"},
-      {"norm_g under LoRA dropout: not taken", every, false, false, 0.1f, false, "0", kOld, false, false, false, true, 0,
-       false, "norm_g,fewer_packs"},
-      {"swiglu_g: SwiGLU's backward writes the gate/up group's s·g into its packed dy (in double here: the same bits)",
-       every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "swiglu_g,fewer_packs"},
-      {"swiglu_g, checkpointing, accumulated, Qwen2 biases, with side_grads, norm_u, norm_g and factor_pack", every, true,
-       false, 0.f, true, nullptr, kOld, false, true, false, true, 0, false,
-       "swiglu_g,fewer_packs,side_grads,norm_u,norm_g,factor_pack"},
-      {"swiglu_g, s = 1.5: not taken", every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false,
-       "swiglu_g,fewer_packs", 1.5f},
-      {"swiglu_g, f32 activations: not taken", every, false, false, 0.f, false, "0", kOld, false, false, false, true, 0,
-       false, "swiglu_g,fewer_packs"},
-      {"swiglu_g without up_proj's adapter: not taken", every & ~(1u << kUp), false, false, 0.f, false, nullptr, kOld, false,
-       false, false, true, 0, false, "swiglu_g,fewer_packs"},
-      {"swiglu_g under LoRA dropout: not taken", every, false, false, 0.1f, false, "0", kOld, false, false, false, true, 0,
-       false, "swiglu_g,fewer_packs"},
-      {"swiglu_u: SwiGLU's forward writes down_proj's s·u into its packed x (F 80: A below W; in double: the same bits)",
-       every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "swiglu_u,fewer_packs,factor_pack",
-       2.f, 80},
-      {"swiglu_u, checkpointing, accumulated, Qwen2 biases, with side_grads, norm_u, norm_g, swiglu_g (F 80)", every, true,
-       false, 0.f, true, nullptr, kOld, false, true, false, true, 0, false,
-       "swiglu_u,fewer_packs,factor_pack,side_grads,norm_u,norm_g,swiglu_g", 2.f, 80},
-      {"swiglu_u, F 76 (no room below down_proj's W): not taken", every, false, false, 0.f, false, nullptr, kOld, false,
-       false, false, true, 0, false, "swiglu_u,fewer_packs,factor_pack"},
-      {"swiglu_u without factor_pack (F 80): not taken", every, false, false, 0.f, false, nullptr, kOld, false, false, false,
-       true, 0, false, "swiglu_u,fewer_packs", 2.f, 80},
-      {"swiglu_u, s = 1.5 (F 80): not taken", every, false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0,
-       false, "swiglu_u,fewer_packs,factor_pack", 1.5f, 80},
-      {"swiglu_u, f32 activations (F 80): not taken", every, false, false, 0.f, false, "0", kOld, false, false, false, true,
-       0, false, "swiglu_u,fewer_packs,factor_pack", 2.f, 80},
       {"qkv_one: q, k and v in one product, rope reading them out of it (the CPU's rope here, from its columns)", every,
        false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "qkv_one"},
       {"qkv_one, checkpointing, accumulated", every, false, false, 0.f, true, nullptr, kOld, false, true, false, true, 0,
        false, "qkv_one"},
-      {"qkv_one with norm_u, fewer_packs, factor_pack, attn_pack, dqkv_pack and side_grads", every, false, false, 0.f,
-       false, nullptr, kOld, false, false, false, true, 0, false,
-       "qkv_one,norm_u,fewer_packs,factor_pack,attn_pack,dqkv_pack,side_grads"},
+      {"qkv_one with fewer_packs, factor_pack, attn_pack, dqkv_pack and side_grads", every, false, false, 0.f, false,
+       nullptr, kOld, false, false, false, true, 0, false, "qkv_one,fewer_packs,factor_pack,attn_pack,dqkv_pack,side_grads"},
       {"qkv_one, f32 activations: not taken", every, false, false, 0.f, false, "0", kOld, false, false, false, true, 0,
        false, "qkv_one"},
       {"qkv_one without v_proj's adapter: not taken", every & ~(1u << kV), false, false, 0.f, false, nullptr, kOld, false,

@@ -29,6 +29,11 @@ export function arr(h: TensorHandle): Float32Array {
   return h.toArray() as Float32Array;
 }
 
+/** The f32 bit patterns of a, for comparisons bit for bit. */
+export function bits(a: Float32Array): number[] {
+  return Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+}
+
 export { relErr } from '../../helpers/compare.js';
 
 export function errCode(fn: () => unknown): string {
