@@ -4,6 +4,7 @@ per measurement) and status.txt (one 'step: result' per line), prints a markdown
 block ready to paste into bench/RESULTS.md, and checks the issue's targets."""
 import json
 import os
+import re
 import sys
 from datetime import date
 
@@ -72,18 +73,21 @@ elif ti:
 else:
     print("- training step: not measured")
 
-tt4 = get("train step llama-3.2-1b 4x2048 r16", "transformers")
-ti4 = next((r for r in rows if r["bench"] == "train step llama-3.2-1b 4x2048 r16" and r["impl"].startswith("instill")
-            and not r.get("variant")), None)
-if ti4:
-    vs = f"{ti4['tokens_per_s'] / tt4['tokens_per_s']:.2f}x transformers+peft tokens/s, " if tt4 else ""
-    print(f"- training step at batch 4 (4 x 2048 tokens a step; the target is judged at batch 1 above): {vs}"
-          f"{100 * ti4['mfu']:.1f}% MFU, {ti4['ms']:.2f} ms" + (f" (transformers+peft {100 * tt4['mfu']:.1f}% MFU)" if tt4 else ""))
-tn4 = next((r for r in rows if r["bench"] == "train step llama-3.2-1b 4x2048 r16" and r["impl"].startswith("instill")
-            and (r.get("variant") or "").startswith("next kernels") and r.get("mfu")), None)
-if tn4:
-    vs = f"{tn4['tokens_per_s'] / tt4['tokens_per_s']:.2f}x transformers+peft tokens/s, " if tt4 else ""
-    print(f"- training step at batch 4 with the next kernels ({tn4['variant']}): {vs}{100 * tn4['mfu']:.1f}% MFU, {tn4['ms']:.2f} ms")
+# Batches above 1 (gpu-check's BATCHES), each with transformers+peft at the same batch where it was measured
+batches = sorted({int(m.group(1)) for r in rows for m in [re.match(r"train step llama-3\.2-1b (\d+)x2048 r16$", r["bench"])] if m})
+for b in batches:
+    name = f"train step llama-3.2-1b {b}x2048 r16"
+    ttb = get(name, "transformers")
+    tib = next((r for r in rows if r["bench"] == name and r["impl"].startswith("instill") and not r.get("variant")), None)
+    if tib:
+        vs = f"{tib['tokens_per_s'] / ttb['tokens_per_s']:.2f}x transformers+peft tokens/s, " if ttb else ""
+        print(f"- training step at batch {b} ({b} x 2048 tokens a step; batch 1 above): {vs}"
+              f"{100 * tib['mfu']:.1f}% MFU, {tib['ms']:.2f} ms" + (f" (transformers+peft {100 * ttb['mfu']:.1f}% MFU)" if ttb else ""))
+    tnb = next((r for r in rows if r["bench"] == name and r["impl"].startswith("instill")
+                and (r.get("variant") or "").startswith("next kernels") and r.get("mfu")), None)
+    if tnb:
+        vs = f"{tnb['tokens_per_s'] / ttb['tokens_per_s']:.2f}x transformers+peft tokens/s, " if ttb else ""
+        print(f"- training step at batch {b} with the next kernels ({tnb['variant']}): {vs}{100 * tnb['mfu']:.1f}% MFU, {tnb['ms']:.2f} ms")
 
 # A/B variants (INSTILL_BENCH_VARIANT, recorded as "variant" since stop 12): each against the default
 # instill row of the same bench in the same call
