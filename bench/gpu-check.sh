@@ -241,12 +241,14 @@ bench() {  # name timeout command...
 # Run 20 (H200, 2026-11-27) promoted ce_bf16 and side_grads, and timed the wgmma pieces (1.035x with wgmma_mn), the
 # four narrow ones (1.25x; stop 32 took them out), pdl (0.6 us more a kernel boundary), group_fork and qkv_one (1.00x) no faster; run 21
 # promoted async_upload (0.992x), and timed attn_pack with dqkv_pack at 0.998x by medians, 0.990x by mins, group_fork
-# 1.014x (stop 32 took it out), qkv_one 1.000x, pdl 0.7 us less a kernel boundary (noise, both ways). NEXT_SET keeps `ce_wide` (its A/B
-# needs ce_bf16 off: NEXT_AB=default,-ce_bf16,ce_wide), `attn_pack` and `dqkv_pack`; NEXT_AB or PIECE_AB names the
-# others where reworked.
+# 1.014x (stop 32 took it out), qkv_one 1.000x, pdl 0.7 us less a kernel boundary (noise, both ways). Run 22 (stop 33)
+# promoted attn_pack and dqkv_pack (0.989x by medians, 0.994x by mins) and timed qkv_one at 0.996x / 0.991x. NEXT_SET
+# is the default with `qkv_one` (its third run, to promote or take out); `ce_wide` is left out (a training step with
+# ce_bf16 never takes its path: NEXT_AB=default,-ce_bf16,ce_wide times it); NEXT_AB or PIECE_AB names the others
+# where reworked.
 # With NEXT_SET the default alone and no NEXT_AB
 # there is no next-kernel A/B (it would time the default against itself). A new piece adds its name here.
-NEXT_SET="default,ce_wide,attn_pack,dqkv_pack"
+NEXT_SET="default,qkv_one"
 if [[ -z "${NEXT_AB:-}" && "$NEXT_SET" == default ]]; then
   note "no piece waits (NEXT_SET=default): no next-kernel A/B in this call (NEXT_AB=... names pieces to A/B)"
   NEXT_ON=0
@@ -267,15 +269,14 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
 # PIECE_AB: space-separated sets, each a comma list, each set whose tests passed in an A/B of its own
 # (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
 # others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default (~15 s each;
-# PIECE_AB="" for none): `attn_pack` and `dqkv_pack` together (~0.1-0.2 ms each: the op profile shows their packs
-# gone; run 21 0.998x by medians, 0.990x by mins), then `qkv_one` (q, k and v's ~0.27 ms of products as one: run 20
-# 1.004x, run 21 1.000x, the op profile's lora_group_forward 0.3 ms shorter and its gaps 0.7 ms longer; a third run
-# before it is mended or taken out; `group_fork`, the other way to that time, was taken out in stop 32). `ce_wide` is timed only in NEXT_SET (with ce_bf16 on, promoted by run 20, it changes nothing in a training
-# step). Runs 20 and 21 timed the wgmma pieces, `ce_bf16`, `side_grads`, `async_upload` and the four narrow ones (taken
+# PIECE_AB="" for none): none since run 22, which promoted `attn_pack` and `dqkv_pack` (timed together here in runs
+# 21 and 22); `qkv_one` (q, k and v's ~0.27 ms of products as one: run 20 1.004x, run 21 1.000x, run 22 0.996x; the
+# op profile's lora_group_forward 0.3 ms shorter) is NEXT_SET's one piece now. (`group_fork`, the other way to that
+# time, was taken out in stop 32; `ce_wide` changes nothing in a training step with ce_bf16 on.) Runs 20 and 21 timed the wgmma pieces, `ce_bf16`, `side_grads`, `async_upload` and the four narrow ones (taken
 # out in stop 32) here (bench/RESULTS.md). (Run 16 timed lora_group, then with swiglu_pack, then
 # with norm_pack, and promoted the three; run 17 fewer_packs, factor_pack and rope_qk together; run 18 bf16_beta and
 # group_wide, both taken out.)
-PIECE_AB=${PIECE_AB-attn_pack,dqkv_pack qkv_one}
+PIECE_AB=${PIECE_AB-}
 [[ -z "$PIECE_AB" ]] && note "A/Bs of single pieces: none (PIECE_AB=... names sets to A/B)"
 # A set loses the pieces whose tests failed (stop 28's four narrow pieces were one set until stop 32 took them out, and
 # one failing piece should not keep the others' A/B from the call) and is skipped where none is left or the rest was timed as a set already.

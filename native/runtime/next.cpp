@@ -28,7 +28,9 @@ namespace {
 // Stop 32 took out group_fork (lora_group's forward running k's and v's products on the side stream beside q's: run 20
 // 1.002x, run 21 1.014x; its code is in commit 1ef152a). Stop 32 took out norm_u, norm_g, swiglu_g and swiglu_u
 // (LoRA's u and g made inside the norms and SwiGLU: run 20 1.253x the step; their kernels one CTA an SM at 12.5%
-// occupancy; code in commit 1ef152a).
+// occupancy; code in commit 1ef152a). Run 22 (stop 33) promoted attn_pack and dqkv_pack: their tests passed in runs 21 and
+// 22, their packs left the op profile, and the step was no slower (together 0.998x / 0.990x, then 0.989x / 0.994x, by
+// medians / mins), the bar stop 24 set for them in advance.
 // (`narrow`, LoRA's u, g, dA, dB on CUDA-core kernels, was removed in stop 19: ~2x slower than cuBLASLt in run 14.
 // Stop 22 removed five that runs 14–16 measured no faster: `pack_wb` (moot with wb_cache), `flash_mt`, `flash_occ`,
 // `stored_ds` and `attn_prep` (nothing on top of flash_lean, or slower); bench/RESULTS.md has their numbers.)
@@ -43,7 +45,7 @@ constexpr Piece kAll[] = {
     {Next::SwigluPack, "swiglu_pack", true}, {Next::NormPack, "norm_pack", true},
     {Next::FewerPacks, "fewer_packs", true}, {Next::RopeQK, "rope_qk", true},
     {Next::FactorPack, "factor_pack", true}, {Next::CeWide, "ce_wide", false},
-    {Next::AttnPack, "attn_pack", false}, {Next::DqkvPack, "dqkv_pack", false},
+    {Next::AttnPack, "attn_pack", true},  {Next::DqkvPack, "dqkv_pack", true},
     {Next::CeBf16, "ce_bf16", true},        {Next::SideGrads, "side_grads", true},
     {Next::FlashWgmma, "flash_wgmma", false},
     {Next::DqWgmma, "dq_wgmma", false},      {Next::DkvWgmma, "dkv_wgmma", false},

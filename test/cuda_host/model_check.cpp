@@ -81,9 +81,10 @@ struct Pass {
   int norm_packed = 0;                    // rmsnorm_forward calls into a group's packed x (norm_pack)
 };
 
-// Every base below also leaves out what runs 20 and 21 promoted (ce_bf16, side_grads, async_upload): the cases were
-// written against the default before them, and a case that tests one adds it back after the base (later names win).
-#define INSTILL_BEFORE_RUN20 ",-ce_bf16,-side_grads,-async_upload"
+// Every base below also leaves out what runs 20 to 22 promoted (ce_bf16, side_grads, async_upload; attn_pack, dqkv_pack):
+// the cases were written against the default before them, and a case that tests one adds it back after the base (later
+// names win).
+#define INSTILL_BEFORE_RUN20 ",-ce_bf16,-side_grads,-async_upload,-attn_pack,-dqkv_pack"
 // The default before run 16 promoted lora_group, swiglu_pack and norm_pack: each case adds its pieces to it.
 constexpr const char* kOld = "default,-lora_group,-swiglu_pack,-norm_pack" INSTILL_BEFORE_RUN20;
 constexpr const char* kOldNoKept = "default,-lora_group,-swiglu_pack,-norm_pack,-wb_cache" INSTILL_BEFORE_RUN20;
