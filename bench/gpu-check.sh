@@ -236,19 +236,18 @@ bench() {  # name timeout command...
 # `norm_g`, `swiglu_g` and `swiglu_u` (taken out in stop 32); stop 29 `async_upload` (below the A/B's noise alone: promoted on its tests, and a NEXT_SET no slower);
 # stop 30 `pdl` (every kernel a programmatic dependent launch on compute capability 9.0: the ops benchmark's kernel chain
 # times it per kernel, with and without; promoted on its tests, that chain, and a NEXT_SET no slower); stop 31 `qkv_one`
-# (q, k and v as one product, rope reading them out of it: where it is on, `group_fork` has no q/k/v products left to
-# fork, so NEXT_SET times `qkv_one` and the piece A/Bs below time each of the two alone).
+# (q, k and v as one product, rope reading them out of it; taken out in stop 33).
 # Run 20 (H200, 2026-11-27) promoted ce_bf16 and side_grads, and timed the wgmma pieces (1.035x with wgmma_mn), the
 # four narrow ones (1.25x; stop 32 took them out), pdl (0.6 us more a kernel boundary), group_fork and qkv_one (1.00x) no faster; run 21
 # promoted async_upload (0.992x), and timed attn_pack with dqkv_pack at 0.998x by medians, 0.990x by mins, group_fork
 # 1.014x (stop 32 took it out), qkv_one 1.000x, pdl 0.7 us less a kernel boundary (noise, both ways). Run 22 (stop 33)
-# promoted attn_pack and dqkv_pack (0.989x by medians, 0.994x by mins) and timed qkv_one at 0.996x / 0.991x. NEXT_SET
-# is the default with `qkv_one` (its third run, to promote or take out); `ce_wide` is left out (a training step with
-# ce_bf16 never takes its path: NEXT_AB=default,-ce_bf16,ce_wide times it); NEXT_AB or PIECE_AB names the others
-# where reworked.
+# promoted attn_pack and dqkv_pack (0.989x by medians, 0.994x by mins) and timed qkv_one at 0.996x / 0.991x; runs 23
+# and 24 timed it at 0.987x and 1.005x, and stop 33 took it out (no gain in five runs). NEXT_SET is the default alone:
+# no piece waits that a training step's A/B would promote (`ce_wide` is left out: a training step with ce_bf16 never
+# takes its path, NEXT_AB=default,-ce_bf16,ce_wide times it); NEXT_AB or PIECE_AB names the others where reworked.
 # With NEXT_SET the default alone and no NEXT_AB
 # there is no next-kernel A/B (it would time the default against itself). A new piece adds its name here.
-NEXT_SET="default,qkv_one"
+NEXT_SET="default"
 if [[ -z "${NEXT_AB:-}" && "$NEXT_SET" == default ]]; then
   note "no piece waits (NEXT_SET=default): no next-kernel A/B in this call (NEXT_AB=... names pieces to A/B)"
   NEXT_ON=0
@@ -270,9 +269,9 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
 # (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
 # others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default (~15 s each;
 # PIECE_AB="" for none): none since run 22, which promoted `attn_pack` and `dqkv_pack` (timed together here in runs
-# 21 and 22); `qkv_one` (q, k and v's ~0.27 ms of products as one: run 20 1.004x, run 21 1.000x, run 22 0.996x; the
-# op profile's lora_group_forward 0.3 ms shorter) is NEXT_SET's one piece now. (`group_fork`, the other way to that
-# time, was taken out in stop 32; `ce_wide` changes nothing in a training step with ce_bf16 on.) Runs 20 and 21 timed the wgmma pieces, `ce_bf16`, `side_grads`, `async_upload` and the four narrow ones (taken
+# 21 and 22). `qkv_one` (q, k and v's ~0.27 ms of products as one: runs 20-24 1.004x, 1.000x, 0.996x, 0.987x, 1.005x)
+# was taken out in stop 33, as `group_fork`, the other way to that time, was in stop 32; `ce_wide` changes nothing in a
+# training step with ce_bf16 on. Runs 20 and 21 timed the wgmma pieces, `ce_bf16`, `side_grads`, `async_upload` and the four narrow ones (taken
 # out in stop 32) here (bench/RESULTS.md). (Run 16 timed lora_group, then with swiglu_pack, then
 # with norm_pack, and promoted the three; run 17 fewer_packs, factor_pack and rope_qk together; run 18 bf16_beta and
 # group_wide, both taken out.)
@@ -426,8 +425,7 @@ if [[ "${SKIP_WMMA:-0}" == 1 ]]; then note "GPU tests through the WMMA kernel: s
 else  # the verified files and the pieces that go through the GEMM (the attention pieces pick their kernels themselves)
   TEST_PATHS="test/cuda/ops.test.ts test/cuda/lora_reference.test.ts test/cuda/torch.test.ts test/cuda/train_cli.test.ts
     test/cuda/next/residual.test.ts test/cuda/next/attn_pack.test.ts test/cuda/next/dqkv_pack.test.ts
-    test/cuda/next/ce_bf16.test.ts test/cuda/next/side_grads.test.ts
-    test/cuda/next/qkv_one.test.ts" \
+    test/cuda/next/ce_bf16.test.ts test/cuda/next/side_grads.test.ts" \
     gpu_tests "GEMMs through the WMMA kernel, f32 attention kernels" wmma INSTILL_CUBLASLT=off INSTILL_CUDA_ATTENTION=simple
 fi
 # The user's command on a GPU: a 2-layer 1B-shaped step, through the CLI (exit status and its output kept)

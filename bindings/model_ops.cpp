@@ -170,46 +170,6 @@ Napi::Value op_rope_pair(const Napi::CallbackInfo& info) {
   });
 }
 
-// opRopeQkv(inPacked, inCol, heads, in2Col, heads2, in3Col, heads3, positions, invFreq, backward) -> { out, out2, out3 }:
-// ops/rope.h's in_packed, x, x2 (rotated) and x3 (copied) read out of the columns of one bf16 (N, ld) buffer (the q/k/v
-// group's one product: INSTILL_CUDA_NEXT qkv_one); D = 2 · invFreq's length; out2 / out3 null where heads2 / heads3
-// are 0. The outputs are filled with 0xff bytes (NaN) before the call, so an element the op fails to write shows.
-Napi::Value op_rope_qkv(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guarded(env, [&]() -> Napi::Value {
-    need_args(info, 10, "opRopeQkv");
-    const Tensor* in = unwrap_tensor(env, info[0], "inPacked");
-    const Tensor* pos = unwrap_tensor(env, info[7], "positions");
-    const Tensor* f = unwrap_tensor(env, info[8], "invFreq");
-    const bool backward = need_bool(info[9], "backward");
-    const auto count = [&](size_t i, const char* name) { return need_int(info[i], name, 0, int64_t{1} << 53); };
-    const int64_t cols[3] = {count(1, "inCol"), count(3, "in2Col"), count(5, "in3Col")};
-    const int64_t heads[3] = {count(2, "heads"), count(4, "heads2"), count(6, "heads3")};
-    if (in->ndim() != 2) fail(ErrorCode::Shape, "'inPacked' must be (N, ld), got ", shape_str(in->shape()));
-    if (f->ndim() != 1) fail(ErrorCode::Shape, "'invFreq' must be (D/2,), got ", shape_str(f->shape()));
-    Tensor outs[3];
-    for (int i = 0; i < 3; ++i) {
-      if (i > 0 && heads[i] == 0) continue;
-      outs[i] = Tensor::empty({in->dim(0), heads[i], 2 * f->dim(0)}, DType::BF16, in->device());
-      fill_bytes(outs[i].data(), in->device(), 0xff, outs[i].nbytes());
-    }
-    RopeArgs a{nullptr, pos, f, &outs[0]};
-    a.in_packed = in;
-    a.in_col = cols[0];
-    a.out2 = heads[1] ? &outs[1] : nullptr;
-    a.in2_col = cols[1];
-    a.out3 = heads[2] ? &outs[2] : nullptr;
-    a.in3_col = cols[2];
-    if (backward) rope_backward(a);
-    else rope_forward(a);
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("out", wrap_tensor(env, outs[0]));
-    o.Set("out2", heads[1] ? wrap_tensor(env, outs[1]) : env.Null());
-    o.Set("out3", heads[2] ? wrap_tensor(env, outs[2]) : env.Null());
-    return o;
-  });
-}
-
 int64_t window_arg(const Napi::CallbackInfo& info, size_t i) {
   if (info.Length() <= i || info[i].IsUndefined()) return 0;
   const double w = need_number(info[i], "window");
@@ -382,7 +342,6 @@ void register_model_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("opRmsnormBackward", Napi::Function::New(env, op_rmsnorm_backward, "opRmsnormBackward"));
   exports.Set("opRope", Napi::Function::New(env, op_rope, "opRope"));
   exports.Set("opRopePair", Napi::Function::New(env, op_rope_pair, "opRopePair"));
-  exports.Set("opRopeQkv", Napi::Function::New(env, op_rope_qkv, "opRopeQkv"));
   exports.Set("opAttention", Napi::Function::New(env, op_attention, "opAttention"));
   exports.Set("opAttentionBackward", Napi::Function::New(env, op_attention_backward, "opAttentionBackward"));
   exports.Set("opAttentionDecode", Napi::Function::New(env, op_attention_decode, "opAttentionDecode"));

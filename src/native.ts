@@ -196,10 +196,6 @@ export interface NativeAddon {
   opRmsnormBackward(dy: TensorHandle, x: TensorHandle, w: TensorHandle, rstd: TensorHandle): { dx: TensorHandle; dw: TensorHandle };
   opRope(x: TensorHandle, positions: TensorHandle, invFreq: TensorHandle, backward: boolean): TensorHandle;
   opRopePair(x: TensorHandle, x2: TensorHandle, positions: TensorHandle, invFreq: TensorHandle, backward: boolean): { out: TensorHandle; out2: TensorHandle };
-  /** ops/rope.h's in_packed: q (rotated), k (rotated) and v (copied) out of columns of one bf16 (N, ld) buffer; the
-   * outputs NaN-filled first; out2 / out3 null where heads2 / heads3 are 0. */
-  opRopeQkv(inPacked: TensorHandle, inCol: number, heads: number, in2Col: number, heads2: number, in3Col: number, heads3: number,
-    positions: TensorHandle, invFreq: TensorHandle, backward: boolean): { out: TensorHandle; out2: TensorHandle | null; out3: TensorHandle | null };
   opAttention(q: TensorHandle, k: TensorHandle, v: TensorHandle, cuSeqlens: TensorHandle, scale: number, window?: number): { out: TensorHandle; lse: TensorHandle };
   opAttentionBackward(
     dout: TensorHandle,

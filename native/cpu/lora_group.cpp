@@ -1,8 +1,7 @@
 // CPU lora_group (ops/lora_group.h): the members' lora_linear in order, each with its own u (copied out of and
 // into the group's (N, m·R) u), dx summed over them inside each product (accumulate_dx) as the model did
 // member by member: the same bits. The CPU has nothing to share between the members (its products read
-// their operands where they lie), so the op exists here for the model's one code path. y_all (ops/lora_group.h):
-// each member's y made as above, then copied into its columns.
+// their operands where they lie), so the op exists here for the model's one code path.
 #include <cstring>
 
 #include "cpu/ops.h"
@@ -39,16 +38,10 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
   const Tensor* x = plain_x(p.x, p.x_packed, p.w[0]->dim(1), own);
   const int64_t n = x->dim(0), r = p.a[0]->dim(0);
   Tensor u = Tensor::empty({n, r}, DType::F32);
-  int64_t off = 0;
   for (int i = 0; i < p.m; ++i) {
-    const int64_t o = p.w[i]->dim(0);
-    Tensor y;  // member i's y, copied into its columns of y_all after (ops/lora_group.h)
-    if (p.y_all) y = Tensor::empty({n, o}, p.y_all->dtype());
-    LoraLinearForwardArgs args{x, p.w[i], p.bias[i], p.a[i], p.b[i], p.scale, p.y_all ? &y : p.y[i], &u};
+    LoraLinearForwardArgs args{x, p.w[i], p.bias[i], p.a[i], p.b[i], p.scale, p.y[i], &u};
     cpu::lora_linear_forward(args);
     copy_columns(*p.u, i * r, u, false);
-    if (p.y_all) copy_columns(*p.y_all, off, y, false);
-    off += o;
   }
 }
 

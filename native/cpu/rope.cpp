@@ -13,31 +13,6 @@ namespace cpu {
 
 namespace {
 void rope(const RopeArgs& p, float sign) {
-  if (p.in_packed) {  // x (and x2) widened out of in_packed's columns, rotated in f32 and rounded into out (and out2)
-    // as the bf16 path below does; out3 a copy of its columns (ops/rope.h)
-    const int64_t n = p.out->dim(0), d = p.out->dim(2);
-    const auto columns = [&](int64_t col, const Tensor& like) {
-      return load_f32_columns(*p.in_packed, col, like.dim(1) * d).reshape({n, like.dim(1), d});
-    };
-    const Tensor x = columns(p.in_col, *p.out);
-    Tensor out = Tensor::empty(x.shape(), DType::F32), x2, out2;
-    RopeArgs a = p;
-    a.in_packed = nullptr;
-    a.out3 = nullptr;
-    a.x = &x;
-    a.out = &out;
-    if (p.out2) {
-      x2 = columns(p.in2_col, *p.out2);
-      out2 = Tensor::empty(x2.shape(), DType::F32);
-      a.x2 = &x2;
-      a.out2 = &out2;
-    }
-    rope(a, sign);
-    store_f32(out, *p.out);
-    if (p.out2) store_f32(out2, *p.out2);
-    if (p.out3) store_f32(columns(p.in3_col, *p.out3), *p.out3);
-    return;
-  }
   if (p.out_packed && !p.x2) {  // into an f32 (N, H·D), then rounded into out_packed's columns
     const Tensor x = f32_of(*p.x);
     Tensor out = Tensor::empty(x.shape(), DType::F32);

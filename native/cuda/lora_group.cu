@@ -140,30 +140,18 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
       pack_bf16(p.u->data(), Elem::F32, l.mr, p.scale, l.n, l.mr, bf16_ptr(px) + l.in, ldx);
     }
   }
-  // y (N, out) = [x | s·u] · K's `out` rows from `rows`ᵀ (+ bias), K's rows stored (out, IN + m·R)
-  const auto product = [&](const __nv_bfloat16* rows, int64_t out, const Tensor* bias, Tensor& y) {
-    GemmArgs g;
-    g.M = l.n; g.N = out; g.K[0] = l.in + l.mr;
-    g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
-    g.b[0] = bf16_operand(rows, ldk, true);
-    g.bias = bias ? bias->data_as<float>() : nullptr;
-    set_c(g, y, out);
-    gemm(g);
-  };
-  if (p.y_all) {  // INSTILL_CUDA_NEXT `qkv_one`: [y_1 | … | y_m] (N, S) = [x | s·u] · K[:S]ᵀ, one product (no bias:
-    // the front checked). The other members' B columns are zeros in each row block, so column block i is y_i: the
-    // products below over K's rows at once. Run 18 timed the 1B model's q, k, v so (group_wide, whose copies out of
-    // such a buffer cost what it saved) at 0.66 ms a step against 0.93 for the three; here nothing is copied: rope
-    // reads q and k out of y_all and copies v (ops/rope.h's in_packed).
-    const OpPart part("y = [x | s u] [W_1 | B ; ... ; W_m | B]^T, every member in one product (next)", Device::CUDA);
-    return product(k, l.s, nullptr, *p.y_all);
-  }
-  // y_i (N, OUT_i) = [x | s·u] · K[o_i..]ᵀ + bias_i
+  // y_i (N, OUT_i) = [x | s·u] · K[o_i..]ᵀ + bias_i, K's rows stored (OUT_i, IN + m·R)
   for (int i = 0; i < p.m; ++i) {
     // (the profile names each product's output width: how the narrow members' products, k and v's, fill the GPU)
     const OpPart part(op_profile_enabled() ? ("y_i = [x | s u] [W_i | B]^T, OUT " + std::to_string(p.w[i]->dim(0))).c_str()
                                            : "", Device::CUDA);
-    product(k + l.off[i] * ldk, p.w[i]->dim(0), p.bias[i], *p.y[i]);
+    GemmArgs g;
+    g.M = l.n; g.N = p.w[i]->dim(0); g.K[0] = l.in + l.mr;
+    g.a[0] = bf16_operand(bf16_ptr(px), ldx, false);
+    g.b[0] = bf16_operand(k + l.off[i] * ldk, ldk, true);
+    g.bias = p.bias[i] ? p.bias[i]->data_as<float>() : nullptr;
+    set_c(g, *p.y[i], g.N);
+    gemm(g);
   }
 }
 

@@ -7,8 +7,6 @@
 // that kernel for f32 activations too, was taken out after run 17: 1 f32 ulp off the verified kernel in runs 14–16.)
 // INSTILL_CUDA_NEXT `rope_qk` (promoted by run 17): the model's q and k in one call (ops/rope.h's x2), one pass
 // with each token's angles made once and two elements a thread (rope_qk_kernel): 32 launches a 1B step fewer.
-// INSTILL_CUDA_NEXT `qkv_one`: that pass reading q, k and v out of the q/k/v group's one product (ops/rope.h's
-// in_packed), v copied beside the rotations (rope_qkv_kernel).
 #include <algorithm>
 
 #include "cuda/common.cuh"
@@ -94,18 +92,6 @@ __global__ void rope_token_kernel(const T* x, const int32_t* pos, const float* i
 // bf16x2 loads and stores where rope_token_kernel moves one element at a time). The same θ, sincosf, rotation and
 // rounding as rope_token_kernel<bf16>: the same bits.
 // out's and out2's rows are ldo and ldo2 elements apart (H·D and H2·D, or a packed dy's ld: ops/rope.h's out_packed).
-// One work item of rope_qkv_kernel (and rope_qk_kernel's, written out there): elements i, i + 1 and i + half,
-// i + half + 1 of a head's row xr rotated into o's with the token's angles cs (token_angles), bf16x2 loads and stores.
-__device__ __forceinline__ void rotate_item(const __nv_bfloat16* xr, __nv_bfloat16* o, const float* cs, int i, int half) {
-  const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(xr + i));
-  const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(xr + i + half));
-  const float c0 = cs[i], c1 = cs[i + 1], s0 = cs[half + i], s1 = cs[half + i + 1];
-  *reinterpret_cast<__nv_bfloat162*>(o + i) =
-      __floats2bfloat162_rn(rotated_first(a.x, b.x, c0, s0), rotated_first(a.y, b.y, c1, s1));
-  *reinterpret_cast<__nv_bfloat162*>(o + i + half) =
-      __floats2bfloat162_rn(rotated_second(a.x, b.x, c0, s0), rotated_second(a.y, b.y, c1, s1));
-}
-
 __global__ void rope_qk_kernel(const __nv_bfloat16* x, int H, const __nv_bfloat16* x2, int H2, const int32_t* pos,
                                const float* inv_freq, int64_t N, int half, float sign, __nv_bfloat16* out,
                                __nv_bfloat16* out2, int64_t ldo, int64_t ldo2) {
@@ -120,7 +106,6 @@ __global__ void rope_qk_kernel(const __nv_bfloat16* x, int H, const __nv_bfloat1
       const int64_t row = (n * (kk ? H2 : H) + h) * 2 * half;
       const __nv_bfloat16* xr = (kk ? x2 : x) + row;
       __nv_bfloat16* o = kk ? out2 + n * ldo2 + h * 2 * half : out + n * ldo + h * 2 * half;
-      // (rotate_item's lines written out: this kernel is the default's, and its machine code stays as run 17 verified it)
       const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(xr + i));
       const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(xr + i + half));
       const float c0 = cs[i], c1 = cs[i + 1], s0 = cs[half + i], s1 = cs[half + i + 1];
@@ -128,34 +113,6 @@ __global__ void rope_qk_kernel(const __nv_bfloat16* x, int H, const __nv_bfloat1
           __floats2bfloat162_rn(rotated_first(a.x, b.x, c0, s0), rotated_first(a.y, b.y, c1, s1));
       *reinterpret_cast<__nv_bfloat162*>(o + i + half) =
           __floats2bfloat162_rn(rotated_second(a.x, b.x, c0, s0), rotated_second(a.y, b.y, c1, s1));
-    }
-  }
-}
-
-// INSTILL_CUDA_NEXT `qkv_one` (ops/rope.h's in_packed): the same pass reading q, k and v out of the q/k/v group's one
-// product, rows ld apart (x, x2, x3 point at their first columns), into contiguous out, out2 (rotated, rope_qk_kernel's
-// items and bits) and out3 (v: copied, the same four elements an item). H2 or H3 may be 0.
-__global__ void rope_qkv_kernel(const __nv_bfloat16* x, int H, const __nv_bfloat16* x2, int H2, const __nv_bfloat16* x3,
-                                int H3, int64_t ld, const int32_t* pos, const float* inv_freq, int64_t N, int half,
-                                float sign, __nv_bfloat16* out, __nv_bfloat16* out2, __nv_bfloat16* out3) {
-  pdl_enter();
-  __shared__ float cs[2 * 128];
-  const int per_head = half / 2, first = H * per_head, rotated = (H + H2) * per_head, total = (H + H2 + H3) * per_head;
-  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
-    token_angles(cs, pos, inv_freq, n, half, sign);
-    for (int k = threadIdx.x; k < total; k += blockDim.x) {
-      const int part = k < first ? 0 : k < rotated ? 1 : 2;  // q, k or v
-      const int item = k - (part == 0 ? 0 : part == 1 ? first : rotated), h = item / per_head;
-      const int i = 2 * (item - h * per_head);
-      const int heads = part == 0 ? H : part == 1 ? H2 : H3;
-      const __nv_bfloat16* xr = (part == 0 ? x : part == 1 ? x2 : x3) + n * ld + h * 2 * half;
-      __nv_bfloat16* o = (part == 0 ? out : part == 1 ? out2 : out3) + (n * heads + h) * 2 * half;
-      if (part < 2) {
-        rotate_item(xr, o, cs, i, half);
-      } else {
-        *reinterpret_cast<__nv_bfloat162*>(o + i) = *reinterpret_cast<const __nv_bfloat162*>(xr + i);
-        *reinterpret_cast<__nv_bfloat162*>(o + i + half) = *reinterpret_cast<const __nv_bfloat162*>(xr + i + half);
-      }
     }
   }
 }
@@ -169,49 +126,7 @@ void launch_token(const RopeArgs& p, float sign) {
          sign, p.out->data_as<T>());
 }
 
-void rope(const RopeArgs& p, float sign);
-
-// in_packed (ops/rope.h): one rope_qkv_kernel pass where bf16x2 fits, else the columns copied out into x and x2 (and
-// out3) first and rope as it would run on them.
-void rope_in_packed(const RopeArgs& p, float sign) {
-  const int64_t N = p.out->dim(0), H = p.out->dim(1), half = p.out->dim(2) / 2, ld = p.in_packed->dim(1);
-  const int64_t H2 = p.out2 ? p.out2->dim(1) : 0, H3 = p.out3 ? p.out3->dim(1) : 0;
-  const __nv_bfloat16* in = p.in_packed->data_as<__nv_bfloat16>();
-  // (bf16x2 needs every row 4-byte aligned: the buffer's base, its stride and the columns read; the outputs' bases)
-  const auto fits = [](const Tensor* t, int64_t col) { return !t || (col % 2 == 0 && aligned(t->data(), 4)); };
-  const bool one_pass = half % 2 == 0 && half <= 128 && (H + H2 + H3) * half <= (int64_t{1} << 30) && ld % 2 == 0 &&
-                        aligned(in, 4) && fits(p.out, p.in_col) && fits(p.out2, p.in2_col) && fits(p.out3, p.in3_col);
-  if (one_pass) {
-    if (N * (H + H2 + H3) == 0) return;
-    const OpPart part("q and k rotated, v copied, out of the q/k/v product (next)", Device::CUDA);
-    const unsigned grid = static_cast<unsigned>(std::min<int64_t>(N, 65535 * 8));
-    launch("rope_qkv_kernel", rope_qkv_kernel, grid, 256, 0, stream(), in + p.in_col, static_cast<int>(H),
-           in + p.in2_col, static_cast<int>(H2), in + p.in3_col, static_cast<int>(H3), ld, p.positions->data_as<int32_t>(),
-           p.inv_freq->data_as<float>(), N, static_cast<int>(half), sign, p.out->data_as<__nv_bfloat16>(),
-           p.out2 ? p.out2->data_as<__nv_bfloat16>() : nullptr, p.out3 ? p.out3->data_as<__nv_bfloat16>() : nullptr);
-    return;
-  }
-  const auto copy_columns = [&](int64_t col, Tensor& dst) {  // in's columns col.. into dst (N, heads, D)
-    const int64_t w = dst.dim(1) * dst.dim(2);
-    pack_bf16(in + col, Elem::BF16, ld, 1.f, N, w, dst.data_as<__nv_bfloat16>(), w);
-  };
-  Tensor x = Tensor::empty(p.out->shape(), DType::BF16, Device::CUDA), x2;
-  copy_columns(p.in_col, x);
-  if (p.out2) {
-    x2 = Tensor::empty(p.out2->shape(), DType::BF16, Device::CUDA);
-    copy_columns(p.in2_col, x2);
-  }
-  if (p.out3) copy_columns(p.in3_col, *p.out3);
-  RopeArgs a = p;
-  a.in_packed = nullptr;
-  a.out3 = nullptr;
-  a.x = &x;
-  a.x2 = p.out2 ? &x2 : nullptr;
-  rope(a, sign);
-}
-
 void rope(const RopeArgs& p, float sign) {
-  if (p.in_packed) return rope_in_packed(p, sign);
   if (p.x2) {
     const int64_t N = p.x->dim(0), H = p.x->dim(1), H2 = p.x2->dim(1), half = p.x->dim(2) / 2;
     // out and out2, or their columns of out_packed (ops/rope.h), with their rows' strides

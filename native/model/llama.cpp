@@ -649,15 +649,6 @@ void LlamaModel::norm_forward(const Tensor& x, const Tensor& w, Tensor& y, bool 
   rmsnorm_forward(args);
 }
 
-bool LlamaModel::qkv_one(int64_t l, const Acts& a) const {
-  if (device_ == Device::CPU || cfg_.qk_norm || cfg_.qkv_bias || !next_enabled(Next::QkvOne) || !grouped(l, 0, a) ||
-      a.q.dtype() != DType::BF16)
-    return false;
-  int members[kMaxLoraGroup];
-  const LayerWeights& lw = layers_[static_cast<size_t>(l)];
-  return group_members(l, 0, members) == 3 && lw.lin[kQ].w.dtype() != DType::F32;  // (grouped: all alike)
-}
-
 bool LlamaModel::pack_dres() const {
   if (device_ == Device::CPU || full_ || dropout_active_ || !has_lora() || !next_enabled(Next::NormPack)) return false;
   const Linear &o = layers_[0].lin[kO], &down = layers_[0].lin[kDown];
@@ -668,11 +659,10 @@ bool LlamaModel::want_groups() const {
   return has_lora() && !full_ && !dropout_active_ && (device_ == Device::CPU || next_enabled(Next::LoraGroup));
 }
 
-void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys, Tensor* x_packed,
-                               Tensor* y_all) {
+void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys, Tensor* x_packed) {
   LayerWeights& lw = layers_[static_cast<size_t>(l)];
   if (!grouped(l, g, a)) {
-    if (x_packed || y_all) fail(ErrorCode::Internal, "group_forward: a packed x or y without the grouped path");
+    if (x_packed) fail(ErrorCode::Internal, "group_forward: a packed x without the grouped path");
     for (int j = 0; j < kGroupSize[g]; ++j) {
       const int t = kGroupTargets[g][j];
       linear_forward(lw.lin[static_cast<size_t>(t)], x, *ys[j], a.u[static_cast<size_t>(t)], dropout_seed(l, t));
@@ -689,7 +679,7 @@ void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tenso
     const int t = kGroupTargets[g][j];
     Linear& lin = lw.lin[static_cast<size_t>(t)];
     if (!lin.has_lora) {  // not a member: its own product
-      if (x_packed || y_all) fail(ErrorCode::Internal, "group_forward: a packed x or y with a linear outside the group");
+      if (x_packed) fail(ErrorCode::Internal, "group_forward: a packed x with a linear outside the group");
       linear_forward(lin, x, *ys[j], a.u[static_cast<size_t>(t)], dropout_seed(l, t));
       continue;
     }
@@ -698,9 +688,8 @@ void LlamaModel::group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tenso
     args.bias[i] = lin.bias.defined() ? &lin.bias : nullptr;
     args.a[i] = &lin.lora.a;
     args.b[i] = &lin.lora.b;
-    args.y[i] = y_all ? nullptr : ys[j];
+    args.y[i] = ys[j];
   }
-  args.y_all = y_all;
   Tensor& kept = lw.kept[static_cast<size_t>(g)];
   if (kept.defined()) {
     args.kept = &kept;
@@ -813,12 +802,9 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   auto& lin = lw.lin;
   const int64_t n = x.dim(0);
   norm_forward(x, lw.ln1, a.xn1, a.xn1_packed, a.rstd1);
-  // qkv_one: q, k and v side by side in one buffer, out of which rope rotates q, k into a.q, a.k and copies v into a.v
-  const bool one = qkv_one(l, a);
-  Tensor qkv = one ? Tensor::empty({n, (c.H + 2 * c.KVH) * c.D}, DType::BF16, device_) : Tensor();
   {
     Tensor* ys[3] = {c.qk_norm ? &a.q_pre : &a.q, c.qk_norm ? &a.k_pre : &a.k, &a.v};
-    group_forward(l, 0, a.xn1, a, ys, a.xn1_packed ? &a.xn1 : nullptr, one ? &qkv : nullptr);
+    group_forward(l, 0, a.xn1, a, ys, a.xn1_packed ? &a.xn1 : nullptr);
   }
   if (c.qk_norm) {
     Tensor qp = a.q_pre.reshape({n * c.H, c.D}), qo = a.q.reshape({n * c.H, c.D});
@@ -830,18 +816,7 @@ void LlamaModel::layer_forward(int64_t l, const Tensor& x, Acts& a, Tensor& x_ou
   // att_packed: the attention writes att straight into o_proj's packed x (attn_pack), which o_proj reads in place
   Tensor att3 = a.att_packed ? Tensor() : a.att.reshape({n, c.H, c.D});
   const Tensor* pos_host = in.host ? in.host->positions : nullptr;
-  if (one) {
-    RopeArgs r{nullptr, in.positions, &inv_freq_, &q3, pos_host};
-    r.in_packed = &qkv;
-    r.out2 = &k3;
-    r.in2_col = c.H * c.D;
-    r.out3 = &v3;
-    r.in3_col = (c.H + c.KVH) * c.D;
-    rope_forward(r);
-    qkv = Tensor();  // (back to the allocator now: nothing queued after the rope reads it)
-  } else {
-    rope_qk(false, q3, k3, in.positions, pos_host);
-  }
+  rope_qk(false, q3, k3, in.positions, pos_host);
   if (cache_start >= 0) {
     if (a.att_packed) fail(ErrorCode::Internal, "layer_forward: a packed attention output while decoding");
     attention_decode(AttentionDecodeArgs{&q3, &k3, &v3, &k_cache_[static_cast<size_t>(l)], &v_cache_[static_cast<size_t>(l)],

@@ -227,9 +227,7 @@ class LlamaModel {
   // others through linear_forward / linear_backward), else each through its own. The backward writes dx with
   // the first and adds the rest.
   // x_packed: x is the group's packed x (norm_pack: the norm wrote xn there).
-  // y_all: with all of the group's linears its members, every y into this one (N, Σ OUT) buffer instead of ys (qkv_one).
-  void group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys, Tensor* x_packed = nullptr,
-                     Tensor* y_all = nullptr);
+  void group_forward(int64_t l, int g, const Tensor& x, Acts& a, Tensor* const* ys, Tensor* x_packed = nullptr);
   // dy_packed: gate and up's dy already side by side (swiglu_backward's dgu; both must be the group's members).
   // dx null: as linear_backward's.
   void group_backward(int64_t l, int g, const Tensor& x, Acts& a, const Tensor* const* dys, Tensor* dx,
@@ -256,10 +254,6 @@ class LlamaModel {
   bool pack_xn(int g, DType act) const;
   // rmsnorm_forward into y, or (packed) into y's first columns (y_packed).
   void norm_forward(const Tensor& x, const Tensor& w, Tensor& y, bool packed, Tensor& rstd);
-  // Whether layer l's q, k and v come out of one product of the q/k/v group into one (N, q | k | v) buffer, which rope
-  // then reads (INSTILL_CUDA_NEXT `qkv_one`; ops/lora_group.h's y_all, ops/rope.h's in_packed): a GPU, the group's
-  // three linears all adapted and grouped, no bias, no q/k norm, bf16 q, k, v (the pass's attention activations).
-  bool qkv_one(int64_t l, const Acts& a) const;
   struct PassFlag;  // a bool member set for one pass (groups_, factors_packed_, su_kept_)
   // share: take xn1, xn2, h from another layer's Acts (one buffer for all layers). act: the dtype of
   // xn1, xn2, gate, up and h (act_dtype()).

@@ -127,19 +127,8 @@ void lora_group_forward(const LoraGroupForwardArgs& p) {
   const Tensor& x = gc.x;
   const int64_t n = x.dim(0), in = gc.in;
   const Members& mem = gc.mem;
-  if (p.y_all) {  // every member's y side by side in y_all's columns (ops/lora_group.h)
-    if (mem.f32_weights) fail(ErrorCode::DType, "'y_all' goes with bf16 or f16 weights, got f32 ones");
-    need_activation(*p.y_all, "y_all", false);
-    need_shape(*p.y_all, "y_all", {n, mem.sum_out}, "(N, sum of out): every member's y side by side");
-    need_same_device(*p.y_all, "y_all", x.device());
-  }
   for (int i = 0; i < p.m; ++i) {
     const int64_t o = p.w[i]->dim(0);
-    if (p.y_all) {
-      if (p.y[i]) fail(ErrorCode::Arg, "lora_group_forward: 'y_all' replaces every y (", yn[i], " given)");
-      if (p.bias[i]) fail(ErrorCode::Arg, "lora_group_forward: 'y_all' goes with members without a bias (", biasn[i], " given)");
-      continue;
-    }
     const Tensor& y = need(p.y[i], yn[i]);
     need_activation(y, yn[i], mem.f32_weights);
     need_shape(y, yn[i], {n, o}, "(N, out)");

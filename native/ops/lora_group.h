@@ -53,11 +53,6 @@ struct LoraGroupForwardArgs {
   bool factors_packed = false;
   // With x_packed: the caller will not read u (as lora_linear's u_unused): a backend may leave it unwritten.
   bool u_unused = false;
-  // Or null. With every y[i] null: one (N, S) tensor of y's dtype, S = Σ OUT_i, receiving the members' y side by side,
-  // member i in columns o_i..o_i + OUT_i (the kept matrix's rows): the same values as y[i]. A backend with the kept
-  // matrix makes them as one product over all its rows (CUDA: INSTILL_CUDA_NEXT `qkv_one`, the model's q, k and v, which
-  // rope reads out of it: ops/rope.h's in_packed); the CPU copies each member's y in. bf16/f16 weights, no bias.
-  Tensor* y_all = nullptr;
 };
 
 struct LoraGroupBackwardArgs {

@@ -6,30 +6,8 @@
 namespace instill {
 
 namespace {
-// in_packed (ops/rope.h): x, x2 and x3 in its columns, out, out2 and out3 contiguous and giving their shapes
-void check_in_packed(const RopeArgs& p) {
-  if (p.x || p.x2) fail(ErrorCode::Arg, "rope: 'in_packed' replaces 'x' and 'x2' (give them null)");
-  if (p.out_packed) fail(ErrorCode::Arg, "rope: 'in_packed' and 'out_packed' do not go together");
-  const Tensor& out = need(p.out, "out");
-  need_ndim(out, "out", 3);
-  const int64_t n = out.dim(0), d = out.dim(2);
-  const std::pair<Tensor*, int64_t> outs[3] = {{p.out, p.in_col}, {p.out2, p.in2_col}, {p.out3, p.in3_col}};
-  const char* names[3] = {"out", "out2", "out3"};
-  for (int i = 0; i < 3; ++i) {
-    if (!outs[i].first) continue;
-    const Tensor& o = *outs[i].first;
-    need_dtype(o, names[i], {DType::BF16});
-    need_ndim(o, names[i], 3);
-    need_shape(o, names[i], {n, o.dim(1), d}, "(N, heads, D): out's N and D");
-    need_same_device(o, names[i], out.device());
-    need_columns(*p.in_packed, "in_packed", n, outs[i].second, o.dim(1) * d, DType::BF16, out.device());
-  }
-}
-
 void check(const RopeArgs& p) {
-  if (p.in_packed) check_in_packed(p);
-  else if (p.out3) fail(ErrorCode::Arg, "rope: 'out3' goes with 'in_packed' (the columns it copies)");
-  const Tensor& x = p.in_packed ? *p.out : need(p.x, "x");  // (in_packed: out's shape is x's)
+  const Tensor& x = need(p.x, "x");
   const Tensor& pos = need(p.positions, "positions");
   const Tensor& f = need(p.inv_freq, "inv_freq");
   need_dtype(x, "x", {DType::F32, DType::BF16});
@@ -46,14 +24,14 @@ void check(const RopeArgs& p) {
     if (p.out || p.out2) fail(ErrorCode::Arg, "rope: 'out_packed' replaces 'out' and 'out2' (give them null)");
     need_columns(*p.out_packed, "out_packed", n, p.out_col, h * d, x.dtype(), x.device());
     if (p.x2) need_columns(*p.out_packed, "out_packed", n, p.out2_col, p.x2->dim(1) * d, x.dtype(), x.device());
-  } else if (!p.in_packed) {
+  } else {
     const Tensor& out = need(p.out, "out");
     if (out.dtype() != x.dtype()) fail(ErrorCode::DType, "'out' must be ", dtype_name(x.dtype()), " like x, got ", dtype_name(out.dtype()));
     need_shape(out, "out", {n, h, d}, "(N, H, D) like x");
     need_same_device(out, "out", x.device());
     if (!p.x2 != !p.out2) fail(ErrorCode::Arg, "rope: 'x2' and 'out2' go together (both or neither)");
   }
-  if (p.x2) {  // (null with in_packed, whose out2 is checked above)
+  if (p.x2) {
     const Tensor& x2 = *p.x2;
     if (x2.dtype() != x.dtype()) fail(ErrorCode::DType, "'x2' must be ", dtype_name(x.dtype()), " like x, got ", dtype_name(x2.dtype()));
     need_ndim(x2, "x2", 3);
@@ -82,12 +60,12 @@ void check(const RopeArgs& p) {
 
 void rope_forward(const RopeArgs& p) {
   check(p);
-  run_op((p.x ? p.x : p.out)->device(), &Backend::rope_forward, "rope_forward", p);
+  run_op(p.x->device(), &Backend::rope_forward, "rope_forward", p);
 }
 
 void rope_backward(const RopeArgs& p) {
   check(p);
-  run_op((p.x ? p.x : p.out)->device(), &Backend::rope_backward, "rope_backward", p);
+  run_op(p.x->device(), &Backend::rope_backward, "rope_backward", p);
 }
 
 }  // namespace instill

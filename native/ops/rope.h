@@ -33,20 +33,9 @@ struct RopeArgs {
   // (INSTILL_CUDA_NEXT=dqkv_pack). The values are those written to out (and out2).
   Tensor* out_packed = nullptr;
   int64_t out_col = 0, out2_col = 0;
-  // Or, instead of x (and x2; give them null): a bf16 (N, ld) buffer holding x in its columns in_col..in_col + H·D
-  // (and x2 in in2_col..in2_col + H2·D), with out (and out2) given, whose shapes are x's (and x2's): the q/k/v group's
-  // one product (ops/lora_group.h's y_all), out of which the model's forward rotates q and k (INSTILL_CUDA_NEXT
-  // `qkv_one`). Not with out_packed. The values are those of x copied out first.
-  const Tensor* in_packed = nullptr;
-  int64_t in_col = 0, in2_col = 0;
-  // With in_packed, or null: a third (N, H3, D) bf16 tensor that receives in_packed's columns in3_col..in3_col + H3·D
-  // unrotated (the model's v, beside q and k in the group's product), in the same pass where a backend can.
-  Tensor* out3 = nullptr;
-  int64_t in3_col = 0;
 };
 
 // The two single-tensor calls that a call with x2 stands for (what a backend without a one-pass kernel runs).
-// (Not with in_packed: a backend copies its columns out into x and x2 first.)
 inline void rope_pair_parts(const RopeArgs& p, RopeArgs& first, RopeArgs& second) {
   first = second = p;
   first.x2 = second.x2 = nullptr;

@@ -30,7 +30,8 @@ namespace {
 // (LoRA's u and g made inside the norms and SwiGLU: run 20 1.253x the step; their kernels one CTA an SM at 12.5%
 // occupancy; code in commit 1ef152a). Run 22 (stop 33) promoted attn_pack and dqkv_pack: their tests passed in runs 21 and
 // 22, their packs left the op profile, and the step was no slower (together 0.998x / 0.990x, then 0.989x / 0.994x, by
-// medians / mins), the bar stop 24 set for them in advance.
+// medians / mins), the bar stop 24 set for them in advance. Stop 33 took out qkv_one (q, k and v as one product that
+// rope reads: runs 20-24 1.004x, 1.000x, 0.996x, 0.987x, 1.005x the step; code in commit 3917c20).
 // (`narrow`, LoRA's u, g, dA, dB on CUDA-core kernels, was removed in stop 19: ~2x slower than cuBLASLt in run 14.
 // Stop 22 removed five that runs 14–16 measured no faster: `pack_wb` (moot with wb_cache), `flash_mt`, `flash_occ`,
 // `stored_ds` and `attn_prep` (nothing on top of flash_lean, or slower); bench/RESULTS.md has their numbers.)
@@ -50,7 +51,7 @@ constexpr Piece kAll[] = {
     {Next::FlashWgmma, "flash_wgmma", false},
     {Next::DqWgmma, "dq_wgmma", false},      {Next::DkvWgmma, "dkv_wgmma", false},
     {Next::WgmmaMn, "wgmma_mn", false},      {Next::AsyncUpload, "async_upload", true},
-    {Next::Pdl, "pdl", false},               {Next::QkvOne, "qkv_one", false}};
+    {Next::Pdl, "pdl", false}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;

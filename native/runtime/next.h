@@ -50,9 +50,6 @@ enum class Next {
   Pdl,          // "pdl": on a GPU of compute capability 9.0, every kernel on the main stream is a programmatic
                 // dependent launch (cuda/common.cuh's launch()): placed while the kernel ahead of it still runs its last
                 // wave, it waits in pdl_enter() for that kernel's writes, so its launch overlaps the other's tail
-  QkvOne,       // "qkv_one": the q/k/v group's forward as one product into one (N, q | k | v) buffer (ops/lora_group.h's
-                // y_all), out of which rope rotates q and k and copies v in its one pass (ops/rope.h's in_packed): no
-                // product a member, no copy of q or k (run 18: the one product 0.66 ms a step against the three's 0.93)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

@@ -158,8 +158,8 @@ describe('bench/gpu/pieces.py', () => {
       expect(p.status, p.stderr).toBe(0);
       return p.stdout.trim();
     };
-    expect(set('attn_pack,dqkv_pack,qkv_one,ce_wide', '')).toBe('attn_pack,dqkv_pack,qkv_one,ce_wide');
-    expect(set('attn_pack,dqkv_pack,qkv_one,ce_wide', 'ce_bf16,dqkv_pack')).toBe('attn_pack,qkv_one,ce_wide');
+    expect(set('attn_pack,dqkv_pack,pdl,ce_wide', '')).toBe('attn_pack,dqkv_pack,pdl,ce_wide');
+    expect(set('attn_pack,dqkv_pack,pdl,ce_wide', 'ce_bf16,dqkv_pack')).toBe('attn_pack,pdl,ce_wide');
     expect(set('flash_wgmma', 'flash_wgmma,dq_wgmma')).toBe('');
     expect(set('dq_wgmma,dkv_wgmma', 'dq_wgmma_x')).toBe('dq_wgmma,dkv_wgmma');  // (whole names only)
   });

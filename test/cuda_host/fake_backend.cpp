@@ -22,7 +22,7 @@ uint64_t side_count();  // fake_device.cpp (cuda/common.cuh)
 void join_side(uint64_t upto);
 
 std::atomic<int> fake_calls_linear{0}, fake_calls_group{0}, fake_calls_swiglu_packed{0}, fake_calls_swiglu_fwd_packed{0},
-    fake_calls_dy_packed{0}, fake_calls_norm_packed{0}, fake_calls_pack_factors{0}, fake_calls_rope_in_packed{0};
+    fake_calls_dy_packed{0}, fake_calls_norm_packed{0}, fake_calls_pack_factors{0};
 
 namespace {
 Backend make() {
@@ -55,10 +55,6 @@ Backend make() {
   b.swiglu_forward = [](const SwigluForwardArgs& p) {
     if (p.out_packed) ++fake_calls_swiglu_fwd_packed;
     cpu::swiglu_forward(p);
-  };
-  b.rope_forward = [](const RopeArgs& p) {
-    if (p.in_packed) ++fake_calls_rope_in_packed;  // (qkv_one: q, k, v read out of the group's one product)
-    cpu::rope_forward(p);
   };
   b.swiglu_backward = [](const SwigluBackwardArgs& p) {
     if (p.dgu) ++fake_calls_swiglu_packed;

@@ -16,7 +16,6 @@
 #include <vector>
 
 #include "model/llama.h"
-#include "ops/lora_group.h"
 #include "ops/lora_pack.h"
 #include "ops/rope.h"
 #include "runtime/dtype.h"
@@ -25,7 +24,7 @@
 
 namespace instill {
 namespace cuda {
-extern std::atomic<int> fake_packs, fake_calls_pack_factors, fake_side_work, fake_products, fake_calls_rope_in_packed;
+extern std::atomic<int> fake_packs, fake_calls_pack_factors, fake_side_work;
 extern std::atomic<int> fake_calls_linear, fake_calls_group, fake_calls_swiglu_packed, fake_calls_swiglu_fwd_packed,
     fake_calls_dy_packed, fake_calls_norm_packed;
 }
@@ -240,15 +239,12 @@ void run_piece(const Case& cs) {
   set_env("INSTILL_BF16_ACTIVATIONS", cs.acts);
   int batches = 0;  // lora_pack_factors calls in the passes counted with the piece
   int side_ops = 0, side_ops_off = 0;  // products and packs left to the side stream, with the piece and without
-  int products = 0;  // products (gemm() calls) in the last pass counted
   const auto pass = [&](const char* next, int& packs) {  // next: null for the passes without the piece
     set_env("INSTILL_CUDA_NEXT", next ? next : base.c_str());
-    const int k0 = cuda::fake_packs, b0 = cuda::fake_calls_pack_factors, s0 = cuda::fake_side_work,
-              p0 = cuda::fake_products;
+    const int k0 = cuda::fake_packs, b0 = cuda::fake_calls_pack_factors, s0 = cuda::fake_side_work;
     Pass p = run_pass(gpu, w.in);
     if (cs.accumulate) p = run_pass(gpu, w.in, true);
     packs = cuda::fake_packs - k0;
-    products = cuda::fake_products - p0;
     if (next) batches += cuda::fake_calls_pack_factors - b0;
     (next ? side_ops : side_ops_off) += cuda::fake_side_work - s0;
     return p;
@@ -277,16 +273,12 @@ void run_piece(const Case& cs) {
   set_factors(2);
   pass(with.c_str(), unused);
   set_factors(1);
-  const int r0 = cuda::fake_calls_rope_in_packed;
   const Pass on = pass(with.c_str(), packs_on);
-  const int rope_in_packed_calls = cuda::fake_calls_rope_in_packed - r0;
-  const int products_on = products;
   const Pass again = pass(with.c_str(), packs_again);
   set_factors(3);
   pass(nullptr, unused);
   set_factors(1);
   const Pass off = pass(nullptr, packs_off);
-  const int products_off = products;
   set_env("INSTILL_CUDA_NEXT", nullptr);
   set_env("INSTILL_BF16_ACTIVATIONS", nullptr);
   int e = 0;
@@ -306,19 +298,6 @@ void run_piece(const Case& cs) {
   // side_grads: every LoRA backward's dA and dB queued on the side stream (the fake runs them at the model's joins,
   // as late as those allow), but under checkpointing or dropout, which rewrite what they read
   const bool side = (all || piece.find("side_grads") != std::string::npos) && !cs.checkpointing && cs.dropout == 0.f;
-  // qkv_one: the q/k/v group's forward as one product into one (N, q | k | v) buffer, out of which rope rotates q, k
-  // and copies v, where the group has all three, no bias, no q/k norm and bf16 attention activations (and no dropout:
-  // no group): a rope call a layer forward (twice under checkpointing), in each of the pass's passes, and two products
-  // fewer each (one for q, k and v where there were three)
-  const bool one = (all || piece.find("qkv_one") != std::string::npos) && (cs.mask & qkv) == qkv && cs.acts == nullptr &&
-                   !cs.qk_norm && !cs.qkv_bias && cs.dropout == 0.f;
-  const int forwards = static_cast<int>(w.c.L) * (cs.checkpointing ? 2 : 1) * (cs.accumulate ? 2 : 1);
-  expect(rope_in_packed_calls == (one ? forwards : 0), "rope calls reading the q/k/v product: " +
-                                                           std::to_string(rope_in_packed_calls) + ", expected " +
-                                                           std::to_string(one ? forwards : 0));
-  if (piece == "qkv_one")
-    expect(products_off - products_on == (one ? 2 * forwards : 0), "products saved: " + std::to_string(products_off - products_on) +
-                                                                       ", expected " + std::to_string(one ? 2 * forwards : 0));
   expect(side ? side_ops > 0 : side_ops == 0, "products and packs on the side stream: " + std::to_string(side_ops));
   expect(side_ops_off == 0, "products and packs on the side stream without the piece: " + std::to_string(side_ops_off));
   const bool exact = !fewer || std::ldexp(0.5f, e) == cs.scale;
@@ -527,130 +506,8 @@ void pack_factors_errors() {
               ok ? "ok  " : "FAIL");
 }
 
-// rope's in_packed and lora_group's y_all (ops/rope.h, ops/lora_group.h) on the CPU backend, which the model's qkv_one
-// runs on the fake device: the values of the plain calls bit for bit, and E_ARG, E_SHAPE, E_DTYPE where the arguments
-// are wrong.
-void packed_io() {
-  const auto same = [](const Tensor& a, const Tensor& b) {
-    return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
-  };
-  // columns col.. of a bf16 (n, ld) buffer as a contiguous bf16 tensor of shape `shape`
-  const auto columns = [](const Tensor& in, int64_t col, const Shape& shape) {
-    Tensor t = Tensor::empty(shape, DType::BF16);
-    const int64_t n = in.dim(0), w = t.numel() / n;
-    for (int64_t r = 0; r < n; ++r)
-      std::memcpy(static_cast<char*>(t.data()) + r * w * 2, static_cast<const char*>(in.data()) + (r * in.dim(1) + col) * 2,
-                  static_cast<size_t>(w) * 2);
-    return t;
-  };
-  const uint64_t saved = rng_state;  // (the cases after it draw the inputs they always drew)
-  bool ok = true;
-  const auto check = [&](bool c, const std::string& what) {
-    if (!c) std::printf("    FAIL %s\n", what.c_str());
-    ok = ok && c;
-  };
-  // rope: q (3 heads), k (2), v (2) of D 6 side by side in a (5, 46) buffer, from column 2 on
-  const int64_t n = 5, d = 6, ld = 46, c0 = 2;
-  const Tensor in = random_cpu({n, ld}, DType::BF16, 1.f), inv = random_cpu({d / 2}, DType::F32, 0.5f, 0.6f);
-  Tensor pos = Tensor::empty({n}, DType::I32);
-  for (int64_t i = 0; i < n; ++i) pos.data_as<int32_t>()[i] = static_cast<int32_t>(3 * i + 1);
-  const Tensor q = columns(in, c0, {n, 3, d}), k = columns(in, c0 + 3 * d, {n, 2, d}), v = columns(in, c0 + 5 * d, {n, 2, d});
-  for (const bool backward : {false, true}) {
-    Tensor qo = Tensor::empty(q.shape(), DType::BF16), ko = Tensor::empty(k.shape(), DType::BF16);
-    RopeArgs plain{&q, &pos, &inv, &qo};
-    plain.x2 = &k;
-    plain.out2 = &ko;
-    backward ? rope_backward(plain) : rope_forward(plain);
-    Tensor qp = Tensor::zeros(q.shape(), DType::BF16), kp = Tensor::zeros(k.shape(), DType::BF16),
-           vp = Tensor::zeros(v.shape(), DType::BF16);
-    RopeArgs packed{nullptr, &pos, &inv, &qp};
-    packed.in_packed = &in;
-    packed.in_col = c0;
-    packed.out2 = &kp;
-    packed.in2_col = c0 + 3 * d;
-    packed.out3 = &vp;
-    packed.in3_col = c0 + 5 * d;
-    backward ? rope_backward(packed) : rope_forward(packed);
-    check(same(qp, qo) && same(kp, ko) && same(vp, v), std::string("rope ") + (backward ? "backward" : "forward") +
-                                                           " out of in_packed: not the plain call's bits");
-  }
-  const auto rope_code = [&](const RopeArgs& r) { return code_of([&] { rope_forward(r); }); };
-  Tensor qp = Tensor::empty(q.shape(), DType::BF16), qf = Tensor::empty(q.shape(), DType::F32);
-  RopeArgs r{nullptr, &pos, &inv, &qp};
-  r.in_packed = &in;
-  const int fine = rope_code(r);
-  r.x = &q;
-  const int with_x = rope_code(r);
-  r.x = nullptr;
-  r.in_col = ld - 3 * d + 1;  // past the buffer's last column
-  const int past = rope_code(r);
-  r.in_col = 0;
-  r.out = &qf;
-  const int f32_out = rope_code(r);
-  RopeArgs r3{&q, &pos, &inv, &qp};
-  r3.out3 = &qp;
-  const int out3_alone = rope_code(r3);
-  check(fine == -1 && with_x == static_cast<int>(ErrorCode::Arg) && past == static_cast<int>(ErrorCode::Shape) &&
-            f32_out == static_cast<int>(ErrorCode::DType) && out3_alone == static_cast<int>(ErrorCode::Arg),
-        "rope in_packed's error codes: fine " + std::to_string(fine) + ", x too " + std::to_string(with_x) + ", columns past ld " +
-            std::to_string(past) + ", f32 out " + std::to_string(f32_out) + ", out3 without in_packed " + std::to_string(out3_alone));
-  // lora_group y_all: two members (OUT 8 and 4) of rank 2 over IN 10, bf16 weights and activations, 7 rows
-  const int64_t rows = 7, inn = 10, r2 = 2;
-  const Tensor x = random_cpu({rows, inn}, DType::BF16, 1.f);
-  const Tensor w0 = random_cpu({8, inn}, DType::BF16, 0.3f), w1 = random_cpu({4, inn}, DType::BF16, 0.3f);
-  const Tensor a0 = random_cpu({r2, inn}, DType::F32, 0.3f), a1 = random_cpu({r2, inn}, DType::F32, 0.3f);
-  const Tensor b0 = random_cpu({8, r2}, DType::F32, 0.3f), b1 = random_cpu({4, r2}, DType::F32, 0.3f);
-  Tensor y0 = Tensor::empty({rows, 8}, DType::BF16), y1 = Tensor::empty({rows, 4}, DType::BF16);
-  Tensor u = Tensor::empty({rows, 2 * r2}, DType::F32), u_all = Tensor::empty({rows, 2 * r2}, DType::F32);
-  Tensor y_all = Tensor::zeros({rows, 12}, DType::BF16);
-  LoraGroupForwardArgs g;
-  g.x = &x;
-  g.m = 2;
-  g.w[0] = &w0; g.w[1] = &w1;
-  g.a[0] = &a0; g.a[1] = &a1;
-  g.b[0] = &b0; g.b[1] = &b1;
-  g.scale = 0.75f;
-  g.y[0] = &y0; g.y[1] = &y1;
-  g.u = &u;
-  lora_group_forward(g);
-  LoraGroupForwardArgs ga = g;
-  ga.y[0] = ga.y[1] = nullptr;
-  ga.y_all = &y_all;
-  ga.u = &u_all;
-  lora_group_forward(ga);
-  check(same(columns(y_all, 0, {rows, 8}), y0) && same(columns(y_all, 8, {rows, 4}), y1) && same(u_all, u),
-        "lora_group's y_all: not the members' y and u bit for bit");
-  const auto group_code = [&](const LoraGroupForwardArgs& p) { return code_of([&] { lora_group_forward(p); }); };
-  LoraGroupForwardArgs bad = ga;
-  bad.y[1] = &y1;
-  const int y_too = group_code(bad);
-  Tensor narrow_all = Tensor::empty({rows, 11}, DType::BF16);
-  bad = ga;
-  bad.y_all = &narrow_all;
-  const int shape = group_code(bad);
-  const Tensor bias = Tensor::zeros({4}, DType::F32);
-  bad = ga;
-  bad.bias[1] = &bias;
-  const int with_bias = group_code(bad);
-  const Tensor w0f = random_cpu({8, inn}, DType::F32, 0.3f), w1f = random_cpu({4, inn}, DType::F32, 0.3f);
-  const Tensor xf = random_cpu({rows, inn}, DType::F32, 1.f);
-  bad = ga;
-  bad.x = &xf;
-  bad.w[0] = &w0f; bad.w[1] = &w1f;
-  const int f32_w = group_code(bad);
-  check(y_too == static_cast<int>(ErrorCode::Arg) && shape == static_cast<int>(ErrorCode::Shape) &&
-            with_bias == static_cast<int>(ErrorCode::Arg) && f32_w == static_cast<int>(ErrorCode::DType),
-        "lora_group y_all's error codes: a y too " + std::to_string(y_too) + ", narrow " + std::to_string(shape) + ", a bias " +
-            std::to_string(with_bias) + ", f32 weights " + std::to_string(f32_w));
-  rng_state = saved;
-  if (!ok) ++failures;
-  std::printf("%s rope's in_packed and lora_group's y_all on the CPU: the plain calls' bits; their error codes\n",
-              ok ? "ok  " : "FAIL");
-}
-
 int main() {
   pack_factors_errors();
-  packed_io();
   const uint32_t every = (1u << kNumTargets) - 1;
   const std::vector<Case> cases = {
       {"every linear, bf16 activations (the GPU's default)", every},
@@ -753,22 +610,6 @@ int main() {
        nullptr, kOld, false, true, false, true, 0, false, "side_grads,-norm_pack,-swiglu_pack"},
       {"side_grads under LoRA dropout: on the main stream", every, false, false, 0.1f, false, "0", kOld, false, false, false,
        true, 0, false, "side_grads"},
-      {"qkv_one: q, k and v in one product, rope reading them out of it (the CPU's rope here, from its columns)", every,
-       false, false, 0.f, false, nullptr, kOld, false, false, false, true, 0, false, "qkv_one"},
-      {"qkv_one, checkpointing, accumulated", every, false, false, 0.f, true, nullptr, kOld, false, true, false, true, 0,
-       false, "qkv_one"},
-      {"qkv_one with fewer_packs, factor_pack, attn_pack, dqkv_pack and side_grads", every, false, false, 0.f, false,
-       nullptr, kOld, false, false, false, true, 0, false, "qkv_one,fewer_packs,factor_pack,attn_pack,dqkv_pack,side_grads"},
-      {"qkv_one, f32 activations: not taken", every, false, false, 0.f, false, "0", kOld, false, false, false, true, 0,
-       false, "qkv_one"},
-      {"qkv_one without v_proj's adapter: not taken", every & ~(1u << kV), false, false, 0.f, false, nullptr, kOld, false,
-       false, false, true, 0, false, "qkv_one"},
-      {"qkv_one, Qwen2 q/k/v biases: not taken", every, true, false, 0.f, false, nullptr, kOld, false, false, false, true,
-       0, false, "qkv_one"},
-      {"qkv_one, Qwen3 q/k norm: not taken", every, false, true, 0.f, false, nullptr, kOld, false, false, false, true, 0,
-       false, "qkv_one"},
-      {"qkv_one under LoRA dropout (no groups): not taken", every, false, false, 0.1f, false, "0", kOld, false, false,
-       false, true, 0, false, "qkv_one"},
   };
   return cuda::fake::run_cases(cases, failures, run);
 }

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { ropeInvFreq, specFromConfig } from '../../../src/model/config.js';
 import { Tensor, handleOf } from '../../../src/tensor.js';
 import { roundBf16 } from '../../../bench/kernels/reference.js';
-import { addon, arr, bf16, errCode, f32, i32, randn, relErr } from './helpers.js';
+import { addon, arr, errCode, f32, i32, randn, relErr } from './helpers.js';
 
 describe('rope op vs float64', () => {
   const N = 7, H = 3, D = 12;
@@ -68,35 +68,6 @@ describe('rope op vs float64', () => {
         expect(out2.shape).toEqual([N, 1, D]);
       }
     }
-  });
-
-  it('q, k and v out of the columns of one buffer (in_packed: the q/k/v product, qkv_one) give the plain calls\' bits; v copied', () => {
-    const A = addon();
-    const c0 = 3, ld = c0 + 5 * D + 5;  // q (3 heads), k (1), v (1) from an odd column, 5 spare columns after
-    const buf = roundBf16(randn(N * ld, 6));
-    const packed = bf16(buf, [N, ld]);
-    const cols = (c: number, heads: number) => {
-      const t = new Float32Array(N * heads * D);
-      for (let n = 0; n < N; n++) t.set(buf.subarray(n * ld + c, n * ld + c + heads * D), n * heads * D);
-      return bf16(t, [N, heads, D]);
-    };
-    const q = cols(c0, H), k = cols(c0 + H * D, 1), v = cols(c0 + (H + 1) * D, 1);
-    const bits = (h: Parameters<typeof arr>[0]) => Array.from(new Uint32Array(arr(h).buffer));
-    for (const backward of [false, true]) {
-      const plain = A.opRopePair(q, k, i32(pos), f32(inv, [D / 2]), backward);
-      const got = A.opRopeQkv(packed, c0, H, c0 + H * D, 1, c0 + (H + 1) * D, 1, i32(pos), f32(inv, [D / 2]), backward);
-      expect(bits(got.out)).toEqual(bits(plain.out));
-      expect(bits(got.out2!)).toEqual(bits(plain.out2));
-      expect(bits(got.out3!)).toEqual(bits(v));
-      // q alone (no k, no v)
-      const alone = A.opRopeQkv(packed, c0, H, 0, 0, 0, 0, i32(pos), f32(inv, [D / 2]), backward);
-      expect(bits(alone.out)).toEqual(bits(plain.out));
-      expect(alone.out2).toBeNull();
-    }
-    // the buffer in f32, or v's columns past its last
-    const p32 = f32(buf, [N, ld]);
-    expect(errCode(() => A.opRopeQkv(p32, 0, H, 0, 0, 0, 0, i32(pos), f32(inv, [D / 2]), false))).toMatch(/^E_DTYPE.*in_packed/);
-    expect(errCode(() => A.opRopeQkv(packed, c0, H, c0, 1, ld - D + 1, 1, i32(pos), f32(inv, [D / 2]), false))).toMatch(/^E_SHAPE.*in_packed/);
   });
 
   it('bad arguments are errors', () => {
