@@ -242,12 +242,14 @@ bench() {  # name timeout command...
 # promoted async_upload (0.992x), and timed attn_pack with dqkv_pack at 0.998x by medians, 0.990x by mins, group_fork
 # 1.014x (stop 32 took it out), qkv_one 1.000x, pdl 0.7 us less a kernel boundary (noise, both ways). Run 22 (stop 33)
 # promoted attn_pack and dqkv_pack (0.989x by medians, 0.994x by mins) and timed qkv_one at 0.996x / 0.991x; runs 23
-# and 24 timed it at 0.987x and 1.005x, and stop 33 took it out (no gain in five runs). NEXT_SET is the default alone:
-# no piece waits that a training step's A/B would promote (`ce_wide` is left out: a training step with ce_bf16 never
-# takes its path, NEXT_AB=default,-ce_bf16,ce_wide times it); NEXT_AB or PIECE_AB names the others where reworked.
+# and 24 timed it at 0.987x and 1.005x, and stop 33 took it out (no gain in five runs). Stop 33 added `delta_rows`
+# (the attention backward's Δ a warp a token row, the same bits: ~0.26 ms of Δ a 1B step at batch 1, ~3x its bytes'
+# time; its GPU test checks the bits): NEXT_SET is the default with it. Promote it on its tests and a step no slower,
+# at batch 1 and at batch 8 (the BATCHES A/B). `ce_wide` is left out (a training step with ce_bf16 never takes its
+# path, NEXT_AB=default,-ce_bf16,ce_wide times it); NEXT_AB or PIECE_AB names the others where reworked.
 # With NEXT_SET the default alone and no NEXT_AB
 # there is no next-kernel A/B (it would time the default against itself). A new piece adds its name here.
-NEXT_SET="default"
+NEXT_SET="default,delta_rows"
 if [[ -z "${NEXT_AB:-}" && "$NEXT_SET" == default ]]; then
   note "no piece waits (NEXT_SET=default): no next-kernel A/B in this call (NEXT_AB=... names pieces to A/B)"
   NEXT_ON=0
@@ -318,10 +320,11 @@ if [[ "${EXTRA_AB:-0}" == 1 ]]; then
   bench "instill train step (bf16 MLP activations)" 150 env INSTILL_BF16_ACTIVATIONS=mlp \
     INSTILL_BENCH_VARIANT="bf16 norm and MLP activations" node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 fi
-# Batches above 1 (BATCHES, default "4": rows of 2048 a step, both sides, each row its own causal sequence): how much
-# of the gap to the MFU target is batch 1's small products (M = 2048) and per-step costs; the default and the next
-# kernels. The issue names no batch: BATCHES="4 8" also times 8, to say at which batch both targets hold together.
-for b in ${BATCHES:-4}; do
+# Batches above 1 (BATCHES, default "8": rows of 2048 a step, both sides, each row its own causal sequence, with the
+# step's op profile): how much of the gap to the MFU target is batch 1's small products (M = 2048) and per-step costs;
+# the default and the next kernels. The issue names no batch; runs 22-24 timed 4, 8 and 16 (44.4%, 44.4-44.9%, 44.3%
+# MFU), and 8 is the nearest to 45%.
+for b in ${BATCHES:-8}; do
   bench "torch train step, batch $b" 150 python3 bench/gpu/torch_bench.py train --batch "$b" --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
   bench "instill train step, batch $b" 150 node bench/gpu/instill_bench.mjs train --batch "$b" --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
   (( NEXT_ON )) && bench "instill train step, batch $b (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \

@@ -168,9 +168,11 @@ if (what === 'lora') {
   }
   fwd.sort((x, y) => x - y);
   // One more step with the op profiler on: device time per op (CUDA events around each op, nothing
-  // waits in between); what the ops do not cover is host work, launches and gaps. Batch 1 only (the
-  // table compares these rows between the A/Bs of one step).
-  if (B === 1) {
+  // waits in between); what the ops do not cover is host work, launches and gaps. Batch 1's rows are
+  // "train step op ..." (the table compares them between the A/Bs of one step); a larger batch's are
+  // "train step Bx2048 op ...", listed only (where its step's time goes: stop 33 found batch 8 the nearest to 45%).
+  {
+    const opRow = B === 1 ? 'train step op' : `train step ${B}x2048 op`;
     runtime.setOpProfile(true);
     const pa = performance.now();
     await step();
@@ -180,9 +182,9 @@ if (what === 'lora') {
     let opsMs = 0;
     for (const o of ops) {
       if (!o.op.includes('/')) opsMs += o.ms;  // "op/part" rows are inside their op's row
-      emit({ bench: `train step op ${o.op}`, impl: `instill ${device}${variant} x${o.calls}`, ms: o.ms, share: o.ms / profiledMs });
+      emit({ bench: `${opRow} ${o.op}`, impl: `instill ${device}${variant} x${o.calls}`, ms: o.ms, share: o.ms / profiledMs });
     }
-    emit({ bench: 'train step op (none: host, launches, gaps)', impl: `instill ${device}${variant}`, ms: profiledMs - opsMs, share: 1 - opsMs / profiledMs });
+    emit({ bench: `${opRow} (none: host, launches, gaps)`, impl: `instill ${device}${variant}`, ms: profiledMs - opsMs, share: 1 - opsMs / profiledMs });
   }
   // FLOPs per token as `instill bench train` and torch_bench.py count them (src/model/flops.ts)
   const { frozenParams: nBase, loraParams: nLora, perToken: flopsTok } = loraStepFlops(s, { rank: R }, T);

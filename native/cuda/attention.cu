@@ -191,7 +191,8 @@ void attention_backward(const AttentionBackwardArgs& p) {
   }
   const bool flash = path != Path::Simple && attention_flash_supported(a);  // io16: always, by now
   {
-    const OpPart part("delta = rowsum(dO * O)", Device::CUDA);
+    const OpPart part(attention_delta_rows_takes(a) ? "delta = rowsum(dO * O), a warp a row (next)" : "delta = rowsum(dO * O)",
+                      Device::CUDA);
     attention_delta(a, stream());
   }
   if (!flash) return attention_simple_backward(a, stream());

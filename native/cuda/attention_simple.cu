@@ -10,6 +10,7 @@
 //                              tile_start + l; running max / sum per warp; lane
 //                              owns output dims lane, lane+32, ... (D <= 128)
 //   attention_delta_kernel     Δ_i = dout_i · out_i per (i, h)
+//   attention_delta_rows_kernel the same, a warp a token row (INSTILL_CUDA_NEXT=delta_rows: bf16, D 64 or 128)
 //   attention_dq_kernel        as forward: p = exp(s − lse_i), ds = p (dout_i·v_j − Δ_i),
 //                              dq_i = scale Σ ds k_j
 //   attention_dkv_kernel       warp = key j of KV head g; loops over the H/KVH query
@@ -160,6 +161,69 @@ __global__ void attention_delta_kernel(const T* dout, const T* out, int64_t rows
   if (lane == 0) delta[r] = s;
 }
 
+// INSTILL_CUDA_NEXT `delta_rows` (bf16 activations, D = 8·kLanes: 64 or 128 here): Δ a warp a token row, every
+// head of it, where the kernel above takes a warp a (row, head) with 2-byte loads and, for a packed out, two 64-bit
+// divisions a row. Here each head's D/8 16-byte chunks sit on kLanes neighbouring lanes (32 / kLanes heads at once)
+// and the sum is made in the kernel above's order, so Δ has its bits: that kernel's lane l (< 32) chains
+// fma(dout[l + 32t], out[l + 32t], ·) over t, starting from fma(·, ·, 0), and its butterfly adds lane l to lane l ^ 16,
+// ^ 8, ^ 4, ^ 2, ^ 1. Element e = l + 32t is chunk lane e / 8 = l / 8 + 4t, slot e % 8 here, so lane a < 4 of a
+// head chains the chunks of lanes a + 4t (shuffled over), holding the old lanes 8a .. 8a + 7; ^ 16 and ^ 8 pair its
+// lanes a ^ 2 and a ^ 1, and ^ 4, ^ 2, ^ 1 its slots.
+__device__ __forceinline__ void unpack8(const uint4& w, float (&f)[8]) {
+  const uint32_t* u = reinterpret_cast<const uint32_t*>(&w);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u[k]));
+    f[2 * k] = v.x;
+    f[2 * k + 1] = v.y;
+  }
+}
+__device__ __forceinline__ uint4 shfl4(const uint4& w, int src) {
+  return make_uint4(__shfl_sync(0xffffffffu, w.x, src), __shfl_sync(0xffffffffu, w.y, src),
+                    __shfl_sync(0xffffffffu, w.z, src), __shfl_sync(0xffffffffu, w.w, src));
+}
+template <int kLanes>
+__global__ void attention_delta_rows_kernel(const __nv_bfloat16* __restrict__ dout, const __nv_bfloat16* __restrict__ out,
+                                            int64_t N, int H, int64_t ldo, float* __restrict__ delta) {
+  pdl_enter();
+  constexpr int D = 8 * kLanes, kHeadsAt = 32 / kLanes, kChain = D / 32;
+  static_assert(kLanes >= 4 && kLanes <= 32 && 32 % kLanes == 0, "a head's chunks: 4 to 32 lanes of one warp");
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31, sub = lane % kLanes;
+  if (i >= N) return;  // (a whole warp: the shuffles below see all 32 lanes)
+  const __nv_bfloat16* drow = dout + i * H * D;
+  const __nv_bfloat16* orow = out + i * ldo;
+  for (int h0 = 0; h0 < H; h0 += kHeadsAt) {
+    const int h = h0 + lane / kLanes;
+    uint4 dw = make_uint4(0, 0, 0, 0), ow = make_uint4(0, 0, 0, 0);
+    if (h < H) {
+      dw = *reinterpret_cast<const uint4*>(drow + h * D + sub * 8);
+      ow = *reinterpret_cast<const uint4*>(orow + h * D + sub * 8);
+    }
+    float acc[8], df[8], of[8];
+    unpack8(dw, df);
+    unpack8(ow, of);
+#pragma unroll
+    for (int b = 0; b < 8; ++b) acc[b] = fmaf(df[b], of[b], 0.f);
+#pragma unroll
+    for (int t = 1; t < kChain; ++t) {  // lane a + 4t's chunk (its own head's: a + 4t < kLanes for a < 4)
+      unpack8(shfl4(dw, lane + 4 * t), df);
+      unpack8(shfl4(ow, lane + 4 * t), of);
+#pragma unroll
+      for (int b = 0; b < 8; ++b) acc[b] = fmaf(df[b], of[b], acc[b]);
+    }
+#pragma unroll
+    for (int b = 0; b < 8; ++b) acc[b] += __shfl_down_sync(0xffffffffu, acc[b], 2);  // ^ 16: lanes 0, 1 take 2, 3
+#pragma unroll
+    for (int b = 0; b < 8; ++b) acc[b] += __shfl_down_sync(0xffffffffu, acc[b], 1);  // ^ 8: lane 0 takes 1
+#pragma unroll
+    for (int b = 0; b < 4; ++b) acc[b] += acc[b + 4];  // ^ 4
+    acc[0] += acc[2];  // ^ 2
+    acc[1] += acc[3];
+    if (sub == 0 && h < H) delta[i * H + h] = acc[0] + acc[1];  // ^ 1
+  }
+}
+
 __global__ void __launch_bounds__(kWarps * 32) attention_dkv_kernel(const AttnParams a) {
   pdl_enter();
   extern __shared__ float smem[];
@@ -257,7 +321,21 @@ dim3 grid_rows(int64_t N, int64_t heads) {
 
 }  // namespace
 
+bool attention_delta_rows_takes(const AttnParams& p) {
+  const auto aligned16 = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  return p.io16 && (p.D == 64 || p.D == 128) && p.H > 0 && aligned16(p.do16) && aligned16(p.out16_in) &&
+         out16_ld(p) % 8 == 0 && next_kernels(Next::DeltaRows);
+}
+
 void attention_delta(const AttnParams& p, cudaStream_t s) {
+  if (attention_delta_rows_takes(p)) {
+    const unsigned rows = static_cast<unsigned>((p.N + kWarps - 1) / kWarps);
+    const int H = static_cast<int>(p.H);
+    const int64_t ldo = out16_ld(p);
+    if (p.D == 64) launch("attention_delta_rows_kernel", attention_delta_rows_kernel<8>, rows, kWarps * 32, 0, s, p.do16, p.out16_in, p.N, H, ldo, p.delta);
+    else launch("attention_delta_rows_kernel", attention_delta_rows_kernel<16>, rows, kWarps * 32, 0, s, p.do16, p.out16_in, p.N, H, ldo, p.delta);
+    return;
+  }
   const unsigned grid = static_cast<unsigned>((p.N * p.H + kWarps - 1) / kWarps);
   if (p.io16) launch("attention_delta_kernel", attention_delta_kernel<__nv_bfloat16>, grid, kWarps * 32, 0, s, p.do16,
                      p.out16_in, p.N * p.H, p.H, p.D, out16_ld(p), p.delta);

@@ -50,6 +50,8 @@ enum class Next {
   Pdl,          // "pdl": on a GPU of compute capability 9.0, every kernel on the main stream is a programmatic
                 // dependent launch (cuda/common.cuh's launch()): placed while the kernel ahead of it still runs its last
                 // wave, it waits in pdl_enter() for that kernel's writes, so its launch overlaps the other's tail
+  DeltaRows,    // "delta_rows": the attention backward's Δ = rowsum(dO ∘ O) with bf16 activations a warp a token row from
+                // 16-byte loads (D 64, 128), in the other kernel's order of sums: the same bits (attention_simple.cu)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

@@ -57,7 +57,7 @@ describe.skipIf(!haveFixture('stories260K') || !haveFixture('configs'))('bench/g
     expect(status).toMatch(/build with CUDA: carried \.gpu\/instill\.node/);
     expect(status).toMatch(/GPU tests \(test\/cuda, GEMMs through cuBLASLt\): NOTHING RAN/);
     for (const step of ['torch train step', 'instill train step', 'instill train step (f32 activations)',
-      'instill train step, batch 4', 'instill lora', 'instill ce', 'instill ops']) {
+      'instill train step, batch 8', 'instill lora', 'instill ce', 'instill ops']) {
       expect(status, step).toContain(`bench ${step}: FAILED`);
     }
     // each waiting piece's own A/B (gpu-check's PIECE_AB default: none since run 22, which is noted), then the
