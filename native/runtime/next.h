@@ -52,6 +52,8 @@ enum class Next {
                 // wave, it waits in pdl_enter() for that kernel's writes, so its launch overlaps the other's tail
   DeltaRows,    // "delta_rows": the attention backward's Δ = rowsum(dO ∘ O) with bf16 activations a warp a token row from
                 // 16-byte loads (D 64, 128), in the other kernel's order of sums: the same bits (attention_simple.cu)
+  NormRows,     // "norm_rows": rmsnorm's forward and dx a warp a row, lane l standing in for the block's threads l + 32k
+                // and summing as they do: the same bits, no block barriers (rmsnorm.cu)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).
