@@ -7,6 +7,11 @@
 // that kernel for f32 activations too, was taken out after run 17: 1 f32 ulp off the verified kernel in runs 14–16.)
 // INSTILL_CUDA_NEXT `rope_qk` (promoted by run 17): the model's q and k in one call (ops/rope.h's x2), one pass
 // with each token's angles made once and two elements a thread (rope_qk_kernel): 32 launches a 1B step fewer.
+// INSTILL_CUDA_NEXT `rope_rows` (with rope_qk, waiting for a GPU): that pass a warp a token, 8 tokens a block
+// (rope_qk_rows_kernel). A block a token made its angles in half of its threads, then waited twice at barriers, for
+// 10 KB of q and k a 1B token (run 23: 14–16 µs a call, ~4x its bytes' time). Here each lane rotates four elements
+// of a head at a time (8-byte loads), always the same four columns, so it makes their four angles once, in
+// registers: the same θ, sincosf and rotation, so the same bits.
 #include <algorithm>
 
 #include "cuda/common.cuh"
@@ -117,6 +122,41 @@ __global__ void rope_qk_kernel(const __nv_bfloat16* x, int H, const __nv_bfloat1
   }
 }
 
+// rope_rows (above): token n = 8·blockIdx.x + warp; lane l rotates columns i..i+3 (and i+half..) of heads
+// l / per + j·(32 / per), i = 4·(l % per), per = half / 4 (a power of two ≤ 32: the launcher checks).
+__global__ void __launch_bounds__(256) rope_qk_rows_kernel(const __nv_bfloat16* x, int H, const __nv_bfloat16* x2, int H2,
+                                                          const int32_t* pos, const float* inv_freq, int64_t N, int half,
+                                                          float sign, __nv_bfloat16* out, __nv_bfloat16* out2,
+                                                          int64_t ldo, int64_t ldo2) {
+  pdl_enter();
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * 8 + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (n >= N) return;
+  const int per = half / 4, i = 4 * (lane % per);
+  float c[4], sn[4];
+  const float p = static_cast<float>(pos[n]);
+#pragma unroll
+  for (int t = 0; t < 4; ++t) {  // token_angles' θ and values
+    const float th = p * inv_freq[i + t];
+    float s1, c1;
+    sincosf(th, &s1, &c1);
+    c[t] = c1;
+    sn[t] = s1 * sign;
+  }
+#pragma unroll 4
+  for (int hh = lane / per; hh < H + H2; hh += 32 / per) {
+    const bool kk = hh >= H;  // a head of x2 (k), else of x (q)
+    const int h = kk ? hh - H : hh;
+    const __nv_bfloat16* xr = kk ? x2 + (n * H2 + h) * 2 * half : x + (n * H + h) * 2 * half;
+    __nv_bfloat16* o = kk ? out2 + n * ldo2 + h * 2 * half : out + n * ldo + h * 2 * half;
+    const float4 a = load4(xr + i), b = load4(xr + i + half);
+    store4(o + i, make_float4(rotated_first(a.x, b.x, c[0], sn[0]), rotated_first(a.y, b.y, c[1], sn[1]),
+                              rotated_first(a.z, b.z, c[2], sn[2]), rotated_first(a.w, b.w, c[3], sn[3])));
+    store4(o + i + half, make_float4(rotated_second(a.x, b.x, c[0], sn[0]), rotated_second(a.y, b.y, c[1], sn[1]),
+                                     rotated_second(a.z, b.z, c[2], sn[2]), rotated_second(a.w, b.w, c[3], sn[3])));
+  }
+}
+
 template <typename T>
 void launch_token(const RopeArgs& p, float sign) {
   const int64_t N = p.x->dim(0), H = p.x->dim(1), half = p.x->dim(2) / 2;
@@ -137,6 +177,18 @@ void rope(const RopeArgs& p, float sign) {
     const bool one_pass = p.x->dtype() == DType::BF16 && next_kernels(Next::RopeQK) && half % 2 == 0 && half <= 128 &&
                           (H + H2) * half <= (int64_t{1} << 30) && aligned(p.x->data(), 4) && aligned(p.x2->data(), 4) &&
                           aligned(o1, 4) && aligned(o2, 4) && ldo % 2 == 0 && ldo2 % 2 == 0;
+    // rope_rows: 8-byte rows (half a multiple of 4, the bases and strides aligned) and half / 4 a power of two ≤ 32
+    const bool rows = one_pass && next_kernels(Next::RopeRows) && half % 4 == 0 && (32 % (half / 4)) == 0 &&
+                      aligned(p.x->data(), 8) && aligned(p.x2->data(), 8) && aligned(o1, 8) && aligned(o2, 8) &&
+                      ldo % 4 == 0 && ldo2 % 4 == 0;
+    if (rows && N * (H + H2) > 0) {
+      const OpPart part("q and k in one pass, a warp a token (next)", Device::CUDA);
+      launch("rope_qk_rows_kernel", rope_qk_rows_kernel, static_cast<unsigned>((N + 7) / 8), 256, 0, stream(),
+             p.x->data_as<__nv_bfloat16>(), static_cast<int>(H), p.x2->data_as<__nv_bfloat16>(), static_cast<int>(H2),
+             p.positions->data_as<int32_t>(), p.inv_freq->data_as<float>(), N, static_cast<int>(half), sign, o1, o2, ldo,
+             ldo2);
+      return;
+    }
     if (one_pass && N * (H + H2) > 0) {
       const OpPart part("q and k in one pass (next)", Device::CUDA);
       const unsigned grid = static_cast<unsigned>(std::min<int64_t>(N, 65535 * 8));

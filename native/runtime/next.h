@@ -54,6 +54,8 @@ enum class Next {
                 // 16-byte loads (D 64, 128), in the other kernel's order of sums: the same bits (attention_simple.cu)
   NormRows,     // "norm_rows": rmsnorm's forward and dx a warp a row, lane l standing in for the block's threads l + 32k
                 // and summing as they do: the same bits, no block barriers (rmsnorm.cu)
+  RopeRows,     // "rope_rows": with rope_qk, the q/k pass a warp a token, each lane's four columns' angles in registers:
+                // the same bits, no shared memory or barriers (rope.cu)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).
