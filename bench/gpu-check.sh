@@ -20,7 +20,7 @@
 #
 # Switches (environment): SKIP_WMMA=1 (no fallback tests), ONLY_TRAIN=1 (the step A/Bs alone), SANITIZE=1 (the wgmma
 # kernels under compute-sanitizer even where their tests passed), SKIP_NCU=1 (no Nsight
-# Compute profiles), NCU_SETS (which: attention, lean), EXTRA_AB=1 (the cuBLASLt-tuned, f32-activation and bf16-MLP-activation
+# Compute profiles), NCU_SETS (none by default; which: attention, lean), EXTRA_AB=1 (the cuBLASLt-tuned, f32-activation and bf16-MLP-activation
 # steps too), SKIP_BENCH=1, TEST_PATHS, NEXT_AB, PIECE_AB, BATCHES, DEADLINE_S (each below).
 #
 # Logs and results.jsonl land in $OUT (fetched back with the reply; the logs in logs.tar.gz at the end, since the
@@ -381,7 +381,8 @@ else
 fi
 # Nsight Compute, where the machine's runtime lets it read the counters (device/KINDS.md: Firecracker): each kernel's
 # occupancy, issue-slot use, warp stall reasons and pipe use, for the kernel work between GPU runs (stop 16 could only
-# read the machine code). --clock-control none: the clocks as the driver sets them. NCU_SETS picks what (default "attention lean"):
+# read the machine code). --clock-control none: the clocks as the driver sets them. NCU_SETS picks what (none by
+# default since stop 33: runs 20 and 21 profiled both sets, and their ~3 minutes go to the A/Bs and the tests):
 #   attention: the step's attention kernels (bf16 activations: the forward, dQ and dK/dV kernels, Δ and the dK/dV sum),
 #     on warpgroup products where their pieces' tests passed (else the lean kernels)
 #   lean: the same with the default's kernels (flash_lean's forward, dQ and dK/dV)
@@ -399,9 +400,10 @@ if command -v ncu > /dev/null 2>&1; then
   done
 fi
 if [[ "${SKIP_NCU:-0}" == 1 ]]; then note "ncu: skipped (SKIP_NCU=1)"
+elif [[ -z "${NCU_SETS:-}" ]]; then note "ncu: none asked (NCU_SETS=\"attention lean\" profiles the attention's kernels)"
 elif ! command -v ncu > /dev/null 2>&1; then note "ncu: no ncu on the PATH"
 else
-  for what in ${NCU_SETS:-attention lean}; do
+  for what in $NCU_SETS; do
     NCU_S=$(step_time "ncu of the $what kernels" 90) || break
     case $what in
       attention)

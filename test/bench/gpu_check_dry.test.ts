@@ -45,7 +45,7 @@ describe.skipIf(!haveFixture('stories260K') || !haveFixture('configs'))('bench/g
     mkdirSync(bin);
     writeFileSync(join(bin, 'compute-sanitizer'), '#!/bin/sh\nseq 500\necho "========= ERROR SUMMARY: 2 errors"\nexit 9\n', { mode: 0o755 });
     const env: NodeJS.ProcessEnv = {  // every step, the opt-in ones too
-      ...process.env, OUT: out, DEADLINE_S: '170', EXTRA_AB: '1', SANITIZE: '1', PATH: `${bin}:${process.env.PATH}`,
+      ...process.env, OUT: out, DEADLINE_S: '170', EXTRA_AB: '1', SANITIZE: '1', NCU_SETS: 'attention lean', PATH: `${bin}:${process.env.PATH}`,
     };
     delete env.CI;  // the GPU machine's runs are not CI's (test/helpers/fixtures.ts)
     delete env.INSTILL_FIXTURES;
