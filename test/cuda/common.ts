@@ -47,6 +47,17 @@ export function pair(data: Float32Array | Int32Array, shape: number[], dtype: 'f
   return { cpu, gpu: cpu.to('cuda') };
 }
 
+/** The rope pieces' inputs: bf16 q (n, h, d) and k (n, h2, d), positions that jump past 1000 halfway, Llama 3's
+ * inverse frequencies (base 500000). */
+export function ropePairInputs(r: () => number, n: number, h: number, h2: number, d: number) {
+  return {
+    x: pair(randn(r, n * h * d), [n, h, d], 'bf16'),
+    x2: pair(randn(r, n * h2 * d), [n, h2, d], 'bf16'),
+    pos: pair(Int32Array.from({ length: n }, (_, i) => (i < n / 2 ? i : 3 * i + 1000)), [n]),
+    inv: pair(Float32Array.from({ length: d / 2 }, (_, i) => 500000 ** (-(2 * i) / d)), [d / 2]),
+  };
+}
+
 // LoRA's narrow products in the 1B step (u, dA, g, dB): outputs of a few 128 x 128 tiles over K in the thousands,
 // the shapes split-K is for (cuBLASLt tuning's variants, INSTILL_CUDA_NEXT=split_k); sizes off every tile.
 export const NARROW_MATMUL_CASES = [

@@ -9,10 +9,10 @@ import { describe, expect, it } from 'vitest';
 import { LORA_TARGETS, randomModel } from '../../../src/model/model.js';
 import { handleOf } from '../../../src/tensor.js';
 import { native } from '../../../src/native.js';
-import { randn, rng, seed } from '../../../bench/kernels/reference.js';
+import { rng, seed } from '../../../bench/kernels/reference.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { BF16_TOL, DEFAULT_BEFORE_RUN17, close, expectBits, expectSamePass, hasCuda, host, pair } from '../common.js';
+import { BF16_TOL, DEFAULT_BEFORE_RUN17, close, expectBits, expectSamePass, hasCuda, host, ropePairInputs } from '../common.js';
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=rope_qk', () => {
   const r = rng(seed);
@@ -24,10 +24,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=rope_qk', () => {
     { n: 300, h: 4, h2: 2, d: 256 },   // half = 128, the largest
   ])('q and k in one pass: the bits of two calls, n $n H $h H2 $h2 D $d', ({ n, h, h2, d }) => {
     const A = native();
-    const x = pair(randn(r, n * h * d), [n, h, d], 'bf16');
-    const x2 = pair(randn(r, n * h2 * d), [n, h2, d], 'bf16');
-    const pos = pair(Int32Array.from({ length: n }, (_, i) => (i < n / 2 ? i : 3 * i + 1000)), [n]);
-    const inv = pair(Float32Array.from({ length: d / 2 }, (_, i) => 500000 ** (-(2 * i) / d)), [d / 2]);
+    const { x, x2, pos, inv } = ropePairInputs(r, n, h, h2, d);
     for (const backward of [false, true]) {
       const run = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () =>
         withOpProfile(() => A.opRopePair(handleOf(x.gpu), handleOf(x2.gpu), handleOf(pos.gpu), handleOf(inv.gpu), backward)));

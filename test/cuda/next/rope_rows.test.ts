@@ -10,10 +10,10 @@ import { describe, expect, it } from 'vitest';
 
 import { handleOf } from '../../../src/tensor.js';
 import { native } from '../../../src/native.js';
-import { randn, rng } from '../../../bench/kernels/reference.js';
+import { rng } from '../../../bench/kernels/reference.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { PIECE_BATCH, expectBits, gradBitsDiffer, hasCuda, host, pair, pieceLoraModel, pieceModelConfig } from '../common.js';
+import { PIECE_BATCH, expectBits, gradBitsDiffer, hasCuda, host, pieceLoraModel, pieceModelConfig, ropePairInputs } from '../common.js';
 
 describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=rope_rows', () => {
   it.each([
@@ -25,11 +25,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=rope_rows', () => {
     { n: 37, h: 5, h2: 5, d: 10, takes: false },
   ])('n $n, $h + $h2 heads of $d: rope_qk\'s bits, forward and backward (taken: $takes)', ({ n, h, h2, d, takes }) => {
     const A = native();
-    const r = rng(5303 + d + n);
-    const x = pair(randn(r, n * h * d), [n, h, d], 'bf16');
-    const x2 = pair(randn(r, n * h2 * d), [n, h2, d], 'bf16');
-    const pos = pair(Int32Array.from({ length: n }, (_, i) => (i < n / 2 ? i : 3 * i + 1000)), [n]);
-    const inv = pair(Float32Array.from({ length: d / 2 }, (_, i) => 500000 ** (-(2 * i) / d)), [d / 2]);
+    const { x, x2, pos, inv } = ropePairInputs(rng(5303 + d + n), n, h, h2, d);
     for (const backward of [false, true]) {
       const run = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () =>
         withOpProfile(() => A.opRopePair(handleOf(x.gpu), handleOf(x2.gpu), handleOf(pos.gpu), handleOf(inv.gpu), backward)));
