@@ -52,7 +52,8 @@ constexpr Piece kAll[] = {
     {Next::DqWgmma, "dq_wgmma", false},      {Next::DkvWgmma, "dkv_wgmma", false},
     {Next::WgmmaMn, "wgmma_mn", false},      {Next::AsyncUpload, "async_upload", true},
     {Next::Pdl, "pdl", false},               {Next::DeltaRows, "delta_rows", false},
-    {Next::NormRows, "norm_rows", false},    {Next::RopeRows, "rope_rows", false}};
+    {Next::NormRows, "norm_rows", false},    {Next::RopeRows, "rope_rows", false},
+    {Next::OptimLoads, "optim_loads", false}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;

@@ -56,6 +56,8 @@ enum class Next {
                 // and summing as they do: the same bits, no block barriers (rmsnorm.cu)
   RopeRows,     // "rope_rows": with rope_qk, the q/k pass a warp a token, each lane's four columns' angles in registers:
                 // the same bits, no shared memory or barriers (rope.cu)
+  OptimLoads,   // "optim_loads": adamw through float4s and sum_squares loading 8 elements a thread before adding them in
+                // order: more bytes in flight, the same bits (adamw.cu)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).
