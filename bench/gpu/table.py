@@ -77,17 +77,15 @@ else:
 batches = sorted({int(m.group(1)) for r in rows for m in [re.match(r"train step llama-3\.2-1b (\d+)x2048 r16$", r["bench"])] if m})
 for b in batches:
     name = f"train step llama-3.2-1b {b}x2048 r16"
-    ttb = get(name, "transformers")
-    tib = next((r for r in rows if r["bench"] == name and r["impl"].startswith("instill") and not r.get("variant")), None)
+    ttb, tib = get(name, "transformers"), get(name, "instill")
+    vs = lambda r: f"{r['tokens_per_s'] / ttb['tokens_per_s']:.2f}x transformers+peft tokens/s, " if ttb else ""
     if tib:
-        vs = f"{tib['tokens_per_s'] / ttb['tokens_per_s']:.2f}x transformers+peft tokens/s, " if ttb else ""
-        print(f"- training step at batch {b} ({b} x 2048 tokens a step; batch 1 above): {vs}"
+        print(f"- training step at batch {b} ({b} x 2048 tokens a step; batch 1 above): {vs(tib)}"
               f"{100 * tib['mfu']:.1f}% MFU, {tib['ms']:.2f} ms" + (f" (transformers+peft {100 * ttb['mfu']:.1f}% MFU)" if ttb else ""))
     tnb = next((r for r in rows if r["bench"] == name and r["impl"].startswith("instill")
                 and (r.get("variant") or "").startswith("next kernels") and r.get("mfu")), None)
     if tnb:
-        vs = f"{tnb['tokens_per_s'] / ttb['tokens_per_s']:.2f}x transformers+peft tokens/s, " if ttb else ""
-        print(f"- training step at batch {b} with the next kernels ({tnb['variant']}): {vs}{100 * tnb['mfu']:.1f}% MFU, {tnb['ms']:.2f} ms")
+        print(f"- training step at batch {b} with the next kernels ({tnb['variant']}): {vs(tnb)}{100 * tnb['mfu']:.1f}% MFU, {tnb['ms']:.2f} ms")
 
 # A/B variants (INSTILL_BENCH_VARIANT, recorded as "variant" since stop 12): each against the default
 # instill row of the same bench in the same call
