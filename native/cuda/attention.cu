@@ -190,11 +190,7 @@ void attention_backward(const AttentionBackwardArgs& p) {
     a.dq = p.dq->data_as<float>(); a.dk = p.dk->data_as<float>(); a.dv = p.dv->data_as<float>();
   }
   const bool flash = path != Path::Simple && attention_flash_supported(a);  // io16: always, by now
-  {
-    const OpPart part(attention_delta_rows_takes(a) ? "delta = rowsum(dO * O), a warp a row (next)" : "delta = rowsum(dO * O)",
-                      Device::CUDA);
-    attention_delta(a, stream());
-  }
+  attention_delta(a, stream());  // (a part of the op's profile of its own, naming its kernel)
   if (!flash) return attention_simple_backward(a, stream());
   Tensor dk_part, dv_part;  // per-query-head partials when the dK/dV kernel splits groups
   if (attention_flash_dkv_split(a)) {

@@ -82,11 +82,9 @@ struct AttnParams {
 __host__ __device__ __forceinline__ int64_t out16_ld(const AttnParams& p) { return p.ldo16 ? p.ldo16 : p.H * p.D; }
 __host__ __device__ __forceinline__ int64_t dv16_ld(const AttnParams& p) { return p.lddv16 ? p.lddv16 : p.KVH * p.D; }
 
-// Δ_i = dout_i · out_i for every (i, h): the first step of both backwards (io16: from do16 and out16_in).
+// Δ_i = dout_i · out_i for every (i, h): the first step of both backwards (io16: from do16 and out16_in), timed as the
+// op's part "delta = rowsum(dO * O)" (", a warp a row (next)" where INSTILL_CUDA_NEXT `delta_rows` takes it).
 void attention_delta(const AttnParams& p, cudaStream_t s);
-// INSTILL_CUDA_NEXT `delta_rows`: whether attention_delta takes its warp-a-row kernel for p (bf16 activations, D 64 or
-// 128, 16-byte aligned rows); the same bits as the other.
-bool attention_delta_rows_takes(const AttnParams& p);
 
 void attention_simple_forward(const AttnParams& p, cudaStream_t s);
 void attention_simple_backward(const AttnParams& p, cudaStream_t s);  // after attention_delta

@@ -22,6 +22,7 @@
 
 #include "cuda/attention_kernels.cuh"
 #include "cuda/common.cuh"
+#include "runtime/op_profile.h"
 
 namespace instill {
 namespace cuda {
@@ -321,14 +322,11 @@ dim3 grid_rows(int64_t N, int64_t heads) {
 
 }  // namespace
 
-bool attention_delta_rows_takes(const AttnParams& p) {
-  const auto aligned16 = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
-  return p.io16 && (p.D == 64 || p.D == 128) && p.H > 0 && aligned16(p.do16) && aligned16(p.out16_in) &&
-         out16_ld(p) % 8 == 0 && next_kernels(Next::DeltaRows);
-}
-
 void attention_delta(const AttnParams& p, cudaStream_t s) {
-  if (attention_delta_rows_takes(p)) {
+  // delta_rows: bf16 activations, D 64 or 128, every row's 16-byte chunks aligned
+  if (p.io16 && (p.D == 64 || p.D == 128) && p.H > 0 && aligned16({p.do16, p.out16_in}) && out16_ld(p) % 8 == 0 &&
+      next_kernels(Next::DeltaRows)) {
+    const OpPart part("delta = rowsum(dO * O), a warp a row (next)", Device::CUDA);
     const unsigned rows = static_cast<unsigned>((p.N + kWarps - 1) / kWarps);
     const int H = static_cast<int>(p.H);
     const int64_t ldo = out16_ld(p);
@@ -336,6 +334,7 @@ void attention_delta(const AttnParams& p, cudaStream_t s) {
     else launch("attention_delta_rows_kernel", attention_delta_rows_kernel<16>, rows, kWarps * 32, 0, s, p.do16, p.out16_in, p.N, H, ldo, p.delta);
     return;
   }
+  const OpPart part("delta = rowsum(dO * O)", Device::CUDA);
   const unsigned grid = static_cast<unsigned>((p.N * p.H + kWarps - 1) / kWarps);
   if (p.io16) launch("attention_delta_kernel", attention_delta_kernel<__nv_bfloat16>, grid, kWarps * 32, 0, s, p.do16,
                      p.out16_in, p.N * p.H, p.H, p.D, out16_ld(p), p.delta);
