@@ -198,6 +198,25 @@ __global__ void __launch_bounds__(kRowsAt * 32) rmsnorm_dx_rows_kernel(const flo
 }
 
 unsigned row_blocks(int64_t N) { return static_cast<unsigned>((N + kRowsAt - 1) / kRowsAt); }
+
+// y (f32, or bf16 with bf16 activations), rows ldy apart: norm_rows' kernel or the block kernel on the vector path,
+// else the scalar block kernel
+template <typename Y>
+void launch_forward(const float* x, const float* w, float eps, int64_t N, int64_t C, Y* y, int64_t ldy, float* rstd) {
+  const unsigned grid = static_cast<unsigned>(N);
+  const bool vec = C % 4 == 0 && ldy % 4 == 0 && aligned16({x, w, y});
+  if (vec && next_kernels(Next::NormRows)) {
+    const OpPart part("a warp a row (next)", Device::CUDA);
+    launch("rmsnorm_forward_rows_kernel", rmsnorm_forward_rows_kernel<Y>, row_blocks(N), kRowsAt * 32, 0, stream(), x, w,
+           eps, N, C, y, ldy, rstd);
+  } else if (vec) {
+    launch("rmsnorm_forward_kernel", rmsnorm_forward_kernel<true, Y>, grid, kThreads, 0, stream(), x, w, eps, C, y, ldy,
+           rstd);
+  } else {
+    launch("rmsnorm_forward_kernel", rmsnorm_forward_kernel<false, Y>, grid, kThreads, 0, stream(), x, w, eps, C, y, ldy,
+           rstd);
+  }
+}
 }  // namespace
 
 void rmsnorm_forward(const RmsnormForwardArgs& p) {
@@ -206,33 +225,13 @@ void rmsnorm_forward(const RmsnormForwardArgs& p) {
   if (N > 0x7fffffffll) fail(ErrorCode::Unsupported, "rmsnorm on CUDA: too many rows (", N, ")");
   const float *x = p.x->data_as<float>(), *w = p.w->data_as<float>();
   float* rstd = p.rstd->data_as<float>();
-  const unsigned grid = static_cast<unsigned>(N);
   const Tensor& yt = p.y_packed ? *p.y_packed : *p.y;
   const int64_t ldy = p.y_packed ? p.y_packed->dim(1) : C;  // the packed buffer's row stride (ops/rmsnorm.h)
   if (yt.dtype() == DType::BF16) {  // the model's norm outputs with bf16 activations (ops/rmsnorm.h)
-    __nv_bfloat16* y = yt.data_as<__nv_bfloat16>();
-    if (C % 4 == 0 && ldy % 4 == 0 && aligned16({x, w, y}) && next_kernels(Next::NormRows)) {
-      const OpPart part("a warp a row (next)", Device::CUDA);
-      launch("rmsnorm_forward_rows_kernel", rmsnorm_forward_rows_kernel<__nv_bfloat16>, row_blocks(N), kRowsAt * 32, 0,
-             stream(), x, w, p.eps, N, C, y, ldy, rstd);
-    } else if (C % 4 == 0 && ldy % 4 == 0 && aligned16({x, w, y})) {
-      launch("rmsnorm_forward_kernel", rmsnorm_forward_kernel<true, __nv_bfloat16>, grid, kThreads, 0, stream(), x, w,
-             p.eps, C, y, ldy, rstd);
-    } else {
-      launch("rmsnorm_forward_kernel", rmsnorm_forward_kernel<false, __nv_bfloat16>, grid, kThreads, 0, stream(), x, w,
-             p.eps, C, y, ldy, rstd);
-    }
-    return;
+    launch_forward(x, w, p.eps, N, C, yt.data_as<__nv_bfloat16>(), ldy, rstd);
+  } else {
+    launch_forward(x, w, p.eps, N, C, yt.data_as<float>(), ldy, rstd);
   }
-  float* y = yt.data_as<float>();
-  if (C % 4 == 0 && aligned16({x, w, y}) && next_kernels(Next::NormRows)) {
-    const OpPart part("a warp a row (next)", Device::CUDA);
-    launch("rmsnorm_forward_rows_kernel", rmsnorm_forward_rows_kernel<float>, row_blocks(N), kRowsAt * 32, 0, stream(), x,
-           w, p.eps, N, C, y, C, rstd);
-  } else if (C % 4 == 0 && aligned16({x, w, y})) launch("rmsnorm_forward_kernel", rmsnorm_forward_kernel<true>, grid, kThreads,
-                                                 0, stream(), x, w, p.eps, C, y, C, rstd);
-  else launch("rmsnorm_forward_kernel", rmsnorm_forward_kernel<false>, grid, kThreads, 0, stream(), x, w, p.eps, C, y,
-              C, rstd);
 }
 
 void rmsnorm_backward(const RmsnormBackwardArgs& p) {
