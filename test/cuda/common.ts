@@ -49,7 +49,7 @@ export function pair(data: Float32Array | Int32Array, shape: number[], dtype: 'f
 
 /** The rope pieces' inputs: bf16 q (n, h, d) and k (n, h2, d), positions that jump past 1000 halfway, Llama 3's
  * inverse frequencies (base 500000). */
-export function ropePairInputs(r: () => number, n: number, h: number, h2: number, d: number) {
+export function ropePairInputs(r: Rng, n: number, h: number, h2: number, d: number) {
   return {
     x: pair(randn(r, n * h * d), [n, h, d], 'bf16'),
     x2: pair(randn(r, n * h2 * d), [n, h2, d], 'bf16'),
@@ -376,11 +376,11 @@ export function attentionBackward64(q: Float32Array, k: Float32Array, v: Float32
 export const HOPPER = runtime.info().cuda?.computeCapability === '9.0';
 
 /** Random q, k, v, dout on both devices for packed rows with segment starts `segs` (cu_seqlens). */
-export function attentionInputs(r: Rng, segs: number[], h: number, kvh: number, d: number) {
+export function attentionInputs(r: Rng, segs: number[], h: number, kvh: number, d: number, dtype: 'f32' | 'bf16' = 'f32') {
   const n = segs[segs.length - 1];
   return {
-    q: pair(randn(r, n * h * d), [n, h, d]), k: pair(randn(r, n * kvh * d), [n, kvh, d]),
-    v: pair(randn(r, n * kvh * d), [n, kvh, d]), dout: pair(randn(r, n * h * d), [n, h, d]),
+    q: pair(randn(r, n * h * d), [n, h, d], dtype), k: pair(randn(r, n * kvh * d), [n, kvh, d], dtype),
+    v: pair(randn(r, n * kvh * d), [n, kvh, d], dtype), dout: pair(randn(r, n * h * d), [n, h, d], dtype),
     cu: pair(Int32Array.from(segs), [segs.length]), scale: 1 / Math.sqrt(d),
   };
 }

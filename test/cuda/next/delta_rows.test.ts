@@ -8,13 +8,12 @@
 // own (test/cuda/common.ts says why); skipped where no GPU is seen.
 import { describe, expect, it } from 'vitest';
 
-import { Tensor } from '../../../src/index.js';
 import { handleOf } from '../../../src/tensor.js';
 import { native } from '../../../src/native.js';
-import { randn, rng } from '../../../bench/kernels/reference.js';
+import { rng } from '../../../bench/kernels/reference.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { PIECE_BATCH, expectBits, gradBitsDiffer, hasCuda, host, pieceLoraModel, pieceModelConfig } from '../common.js';
+import { PIECE_BATCH, attentionInputs, expectBits, gradBitsDiffer, hasCuda, host, pieceLoraModel, pieceModelConfig } from '../common.js';
 
 const ROWS = 'attention_backward/delta = rowsum(dO * O), a warp a row (next)';
 const PLAIN = 'attention_backward/delta = rowsum(dO * O)';
@@ -26,16 +25,12 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=delta_rows', () => {
     { segs: [0, 1, 2100], h: 8, kvh: 2, d: 64 },
   ])('segments $segs, $h/$kvh heads of $d: dq, dk and dv with the plain kernel\'s bits', ({ segs, h, kvh, d }) => {
     const A = native();
-    const r = rng(977 + d + h);
     const n = segs[segs.length - 1];
-    const bf = (len: number, shape: number[]) => Tensor.from(randn(r, len), shape, { dtype: 'bf16' }).to('cuda');
-    const q = bf(n * h * d, [n, h, d]), k = bf(n * kvh * d, [n, kvh, d]), v = bf(n * kvh * d, [n, kvh, d]);
-    const dout = bf(n * h * d, [n, h, d]);
-    const cu = Tensor.from(Int32Array.from(segs), [segs.length], { dtype: 'i32' });
-    const scale = 1 / Math.sqrt(d);
-    const fwd = A.opAttention(handleOf(q), handleOf(k), handleOf(v), handleOf(cu), scale, 0);
+    const { q, k, v, dout, cu, scale } = attentionInputs(rng(977 + d + h), segs, h, kvh, d, 'bf16');
+    const [qg, kg, vg, dg, cug] = [q, k, v, dout, cu].map((t) => handleOf(t.gpu));
+    const fwd = A.opAttention(qg, kg, vg, cug, scale, 0);
     const backward = (next: string) => withEnv('INSTILL_CUDA_NEXT', next, () => withOpProfile(() =>
-      A.opAttentionBackward(handleOf(dout), handleOf(q), handleOf(k), handleOf(v), fwd.out, fwd.lse, handleOf(cu), scale, 0)));
+      A.opAttentionBackward(dg, qg, kg, vg, fwd.out, fwd.lse, cug, scale, 0)));
     const plain = backward('default,-delta_rows'), rows = backward('default,delta_rows');
     expect(plain.calls[PLAIN]).toBe(1);
     expect(plain.calls[ROWS]).toBeUndefined();
