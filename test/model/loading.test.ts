@@ -169,7 +169,8 @@ describe('Hub ids through the Hugging Face cache layout', () => {
     expect(hubCacheDir()).toBe('/y/home/hub');
   });
 
-  it('resolves an id (and id@commit) from the cache without the network', async () => {
+  // (the fake cache links the fixture's files: without them there is no model to resolve)
+  it.skipIf(!haveFixture('stories260K/config.json'))('resolves an id (and id@commit) from the cache without the network', async () => {
     const root = join(tmp, 'hf-cache');
     const snap = fakeCache(root);
     process.env.HF_HUB_CACHE = root;
@@ -185,7 +186,7 @@ describe('Hub ids through the Hugging Face cache layout', () => {
     }
   });
 
-  it('HF_HOME/hub is used when HF_HUB_CACHE is not set', async () => {
+  it.skipIf(!haveFixture('stories260K/config.json'))('HF_HOME/hub is used when HF_HUB_CACHE is not set', async () => {
     const home = join(tmp, 'hf-home');
     const snap = fakeCache(join(home, 'hub'));
     delete process.env.HF_HUB_CACHE;
