@@ -232,7 +232,7 @@ bench() {  # name timeout command...
 # override others, so no session could promote the set it timed). Stop 24 took out the two pieces run 18 measured
 # no faster, and `skinny` (run 19: 1.059x), and added `ce_wide`, `attn_pack` and `dqkv_pack`; stop 25 added `ce_bf16`
 # (with it on, `ce_wide` changes only a loss without gradients), `side_grads` and `group_fork`; stop 26 `flash_wgmma`,
-# `dq_wgmma`, `dkv_wgmma` and `wgmma_mn` (where its tests fail, the three run on transposed copies); stop 28 `norm_u`,
+# `dq_wgmma`, `dkv_wgmma` and `wgmma_mn` (stop 34 folded it into the three: swizzled tiles); stop 28 `norm_u`,
 # `norm_g`, `swiglu_g` and `swiglu_u` (taken out in stop 32); stop 29 `async_upload` (below the A/B's noise alone: promoted on its tests, and a NEXT_SET no slower);
 # stop 30 `pdl` (every kernel a programmatic dependent launch on compute capability 9.0: the ops benchmark's kernel chain
 # times it per kernel, with and without; promoted on its tests, that chain, and a NEXT_SET no slower); stop 31 `qkv_one`
@@ -281,7 +281,10 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
 # out in stop 32) here (bench/RESULTS.md). (Run 16 timed lora_group, then with swiglu_pack, then
 # with norm_pack, and promoted the three; run 17 fewer_packs, factor_pack and rope_qk together; run 18 bf16_beta and
 # group_wide, both taken out.)
-PIECE_AB=${PIECE_AB-delta_rows norm_rows rope_rows optim_loads}
+# Last, the three wgmma pieces as one set (stop 34: their tiles in wgmma's 128-byte swizzle, loaded as the lean kernels
+# load theirs, no transposed copies; runs 20-21 had them 1.035x-1.162x the step on the old layout): the ops benchmark's
+# attention sweep times their kernels one by one.
+PIECE_AB=${PIECE_AB-delta_rows norm_rows rope_rows optim_loads flash_wgmma,dq_wgmma,dkv_wgmma}
 [[ -z "$PIECE_AB" ]] && note "A/Bs of single pieces: none (PIECE_AB=... names sets to A/B)"
 # A set loses the pieces whose tests failed (stop 28's four narrow pieces were one set until stop 32 took them out, and
 # one failing piece should not keep the others' A/B from the call) and is skipped where none is left or the rest was timed as a set already.
@@ -354,12 +357,11 @@ bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
 (( NEXT_ON )) && bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
   node bench/gpu/instill_bench.mjs ops --out "$RES"
 # compute-sanitizer (memcheck, racecheck, synccheck) on the wgmma kernels where a wgmma piece's tests failed (SANITIZE=1:
-# always): the pieces' test shapes (instill_bench.mjs attn --small), with the three pieces on and wgmma_mn too if it
-# failed, so that a failure leaves out-of-bounds accesses, shared-memory races and barrier misuse on record for the
+# always): the pieces' test shapes (instill_bench.mjs attn --small), with the three pieces on, so that a failure leaves out-of-bounds accesses, shared-memory races and barrier misuse on record for the
 # sessions without a GPU (test/cuda/wgmma_probe.test.ts says whether the products themselves read as documented).
 # Its time comes from the A/Bs the failed pieces skipped. Each log keeps its first 400 lines (sanitize-TOOL.log).
 WG_FAILED=""
-for piece in flash_wgmma dq_wgmma dkv_wgmma wgmma_mn; do
+for piece in flash_wgmma dq_wgmma dkv_wgmma; do
   [[ ",$FAILED_PIECES," == *",$piece,"* ]] && WG_FAILED="$WG_FAILED,$piece"
 done
 if [[ -z "$WG_FAILED" && "${SANITIZE:-0}" != 1 ]]; then
@@ -367,7 +369,6 @@ if [[ -z "$WG_FAILED" && "${SANITIZE:-0}" != 1 ]]; then
 elif ! command -v compute-sanitizer > /dev/null 2>&1; then note "compute-sanitizer of the wgmma kernels: no compute-sanitizer on the PATH"
 else
   SAN_NEXT="default,flash_wgmma,dq_wgmma,dkv_wgmma"
-  [[ ",$WG_FAILED," == *",wgmma_mn,"* ]] && SAN_NEXT="$SAN_NEXT,wgmma_mn"
   for tool in memcheck racecheck synccheck; do
     t=$(step_time "compute-sanitizer $tool" 45) || break
     log="$OUT/sanitize-$tool.log"
@@ -409,7 +410,7 @@ else
     case $what in
       attention)
         NCU_NEXT=default
-        for piece in flash_wgmma dq_wgmma dkv_wgmma wgmma_mn; do
+        for piece in flash_wgmma dq_wgmma dkv_wgmma; do
           [[ "$SWEEP_SKIP" != all && ",$FAILED_PIECES," != *",$piece,"* ]] && NCU_NEXT="$NCU_NEXT,$piece"
         done
         ncu_cmd=(env INSTILL_CUDA_NEXT="$NCU_NEXT" ncu -k 'regex:flash_|attention_delta' --launch-count 5)

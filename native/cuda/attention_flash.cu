@@ -575,9 +575,7 @@ void backward_d(const AttnParams& p, cudaStream_t s) {
   const size_t smem_dkv = 2 * tile_bytes(D, kRows) + bufs * (2 * tile_bytes(D, BQ) + 2 * sizeof(float) * BQ);
   if (lean && next_kernels(Next::DkvWgmma) && attention_wgmma_takes_dkv(p)) {  // attention_wgmma.cu (Hopper)
     const dim3 grid = grid_of(p.N, split ? p.H : p.KVH);
-    const bool mn = next_kernels(Next::WgmmaMn);
-    const char* name = split ? (mn ? "dk dv kernel (per query head), wgmma mn (next)" : "dk dv kernel (per query head), wgmma (next)")
-                             : (mn ? "dk dv kernel, wgmma mn (next)" : "dk dv kernel, wgmma (next)");
+    const char* name = split ? "dk dv kernel (per query head), wgmma (next)" : "dk dv kernel, wgmma (next)";
     attention_wgmma_dkv(p, t.dk_out, t.dv_out, t.out_heads, t.hpc, grid.x, grid.y, name, s);
   } else {
     std::string name = split ? "dk dv kernel (per query head)" : "dk dv kernel";

@@ -60,12 +60,29 @@ struct FwdRows {
   float m_a, m_b, l_a, l_b;
 };
 
+// O's factors where a row's max moved (fwd_softmax with kDefer): rescale set when any row of the warp has one.
+struct Rescale {
+  bool rescale;
+  float ca, cb;
+  template <int D>
+  __device__ __forceinline__ void apply(float (&o)[D / 8][4]) const {
+    if (!rescale) return;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      o[n][0] *= ca; o[n][1] *= ca;
+      o[n][2] *= cb; o[n][3] *= cb;
+    }
+  }
+};
+
 // The forward's online softmax over one key tile of BN for one warp (attention_lean.cu's and attention_wgmma.cu's
 // forward kernels): s, the m-tile's raw scores (C fragments), masked (kMask), the running max and sums in `a`
-// updated, O rescaled where a row's max moved, and s turned into P = 2^(s·c − m) in place.
-template <int D, int BN, bool kMask>
+// updated, O rescaled where a row's max moved, and s turned into P = 2^(s·c − m) in place. With kDefer O is left
+// alone and its factors go to *deferred (set by the caller to no rescale), for a caller whose O is still being written
+// by a product in flight (attention_wgmma.cu's forward at D 64).
+template <int D, int BN, bool kMask, bool kDefer = false>
 __device__ __forceinline__ void fwd_softmax(float (&s)[BN / 8][4], float (&o)[D / 8][4], FwdRows& a, float sl2, Window wa,
-                                            Window wb) {
+                                            Window wb, Rescale* deferred = nullptr) {
   if constexpr (kMask) {
 #pragma unroll
     for (int n = 0; n < BN / 8; ++n)
@@ -90,10 +107,14 @@ __device__ __forceinline__ void fwd_softmax(float (&s)[BN / 8][4], float (&o)[D 
     const float ca = ex2(a.m_a - ra), cb = ex2(a.m_b - rb);
     a.l_a *= ca;
     a.l_b *= cb;
+    if constexpr (kDefer) {
+      *deferred = Rescale{true, ca, cb};
+    } else {
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
-      o[n][0] *= ca; o[n][1] *= ca;
-      o[n][2] *= cb; o[n][3] *= cb;
+      for (int n = 0; n < D / 8; ++n) {
+        o[n][0] *= ca; o[n][1] *= ca;
+        o[n][2] *= cb; o[n][3] *= cb;
+      }
     }
   }
   a.m_a = na;

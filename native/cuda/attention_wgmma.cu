@@ -1,5 +1,5 @@
 // attention on CUDA: the flash forward, dQ and dK/dV kernels on Hopper's warpgroup products (INSTILL_CUDA_NEXT
-// `flash_wgmma`, `dq_wgmma`, `dkv_wgmma`, and `wgmma_mn`, waiting for a GPU run). The lean forward (attention_lean.cu)
+// `flash_wgmma`, `dq_wgmma`, `dkv_wgmma`, waiting for a GPU run). The lean forward (attention_lean.cu)
 // issues each key tile's two products as mma.sync, 64 of them and 32 ldmatrix a warp and tile, beside the softmax's ~150
 // instructions, from the same four schedulers: its loop is bound by issue (stop 16's SASS counts), at ~115 TFLOPS a
 // 1B layer where cuDNN's forward runs ~170 (run 17). Here the CTA (one warpgroup: 4 warps, 64 queries, as the lean
@@ -11,17 +11,19 @@
 //   - Q and dO (K and V in the dK/dV kernel): loaded once as the lean kernels do, as A fragments (registers; the
 //     dK/dV kernel reads them again each tile, as the lean one does); P and dS likewise, from S's fragments
 //     (a_from_c), so every product takes A from registers and B from shared memory (wgmma.cuh).
-//   - K (and V) tiles: B of S (of dP) (rows = keys, k = dims) in core matrices, loaded with cp.async from the
-//     (N, KVH, D) tensors.
-//   - B of P·V (rows = dims, k = keys) needs keys contiguous: a transposed copy Vᵀ (KVH, D, N rounded up to 64,
-//     zeros past N) is made first, one small kernel a call (~2 MB a 1B layer), and its tiles are loaded like K's;
-//     dQ's dS·K reads a Kᵀ made the same way, and dK/dV's dSᵀ·Q and Pᵀ·dO read Qᵀ and dOᵀ (8 MB each a 1B layer).
-//     With INSTILL_CUDA_NEXT `wgmma_mn` (kMN) no copy is made: the second products read the tiles the first products
-//     read (V, K, Q, dO; rows = keys or queries) as MN-major operands, wgmma's transposed B (wgmma.cuh).
-//     test/cuda_host/wgmma_layout.test.ts replays the copies, the tile loads and every descriptor below with their
-//     own index arithmetic and checks each product's B slice without a GPU (a change to those indices goes there too).
-//   - Key tiles start at multiples of 64 (the copies' 16-byte runs), keys before a row's first visible one masked;
-//     double-buffered, the next loading while the current one computes, as the lean kernels'.
+//   - K and V tiles (Q and dO in the dK/dV kernel; rows = keys or queries, every dim): loaded with cp.async from the
+//     (N, heads, D) tensors into wgmma's 128-byte swizzle (stop 34; wgmma.cuh, load_tile below), double-buffered, the
+//     next loading while the current one computes, as the lean kernels'. One tile serves both products: K-major as the
+//     first product's B (S = Q·Kᵀ: n = keys, k = dims) and MN-major as the second's (O += P·V: k = keys, n = dims).
+//     Before stop 34 the tiles were wgmma's no-swizzle core matrices, and the second products read transposed copies
+//     (Vᵀ, Kᵀ, Qᵀ, dOᵀ, a kernel a call) or, with the `wgmma_mn` piece, the same tiles MN-major. Runs 20–21 measured
+//     those slower than the lean kernels, with ~2.5x the lean kernels' L2 work (Nsight Compute): 8 threads filled one
+//     core matrix from 8 rows 1 KiB apart, so each warp's request touched 8 lines, half each. Here 8 threads copy one
+//     row's whole 128 bytes, and the XOR keeps the shared-memory stores free of bank conflicts.
+//     test/cuda_host/wgmma_layout.test.ts replays the tile loads and every descriptor below with their own index
+//     arithmetic and checks each product's B slice without a GPU (a change to those indices goes there too);
+//     test/cuda/wgmma_probe.cu runs the swizzled products alone on a GPU.
+//   - Key tiles start at the CTA's first visible key, as the lean kernels'; keys before a row's own first one are masked.
 //   - The arithmetic between the products is the lean kernels' (attention_lean.cuh's fwd_softmax, dq_ds, dkv_p_ds),
 //     per warp, on the same fragments; a warp with nothing to see in a tile still takes part in its products (a wgmma
 //     is the whole warpgroup's) with P (dS) = 0.
@@ -35,6 +37,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/attention_flash.cuh"
 #include "cuda/attention_kernels.cuh"
@@ -49,105 +52,80 @@ namespace {
 
 constexpr int kBN = 64;  // keys a tile
 
-// Transposed copies: rows [t0, t0 + 64) of head g of src (N, heads, D) into dst (heads, D, npad) at columns t0 ..;
-// rows past N zeros (Vᵀ for the forward, Kᵀ for dQ, Qᵀ and dOᵀ for dK/dV). CTA = 64 tokens of one head of the
-// copy blockIdx.z (one launch makes both of dK/dV's): the rows through shared memory, then 16-byte runs of 8 tokens,
-// two a thread.
-struct Transpose {
-  const bf16* src[2];
-  bf16* dst[2];
-};
-template <int D>
-__global__ void __launch_bounds__(kThreads) transpose_kernel(const Transpose job, int64_t N, int64_t heads, int64_t npad) {
-  pdl_enter();
-  constexpr int S = D + 8;
-  __shared__ __align__(16) bf16 tile[kBN * S];
-  const bf16* const src = blockIdx.z ? job.src[1] : job.src[0];  // (no indexing by a variable: no local copy)
-  bf16* const dst = blockIdx.z ? job.dst[1] : job.dst[0];
-  const int64_t t0 = static_cast<int64_t>(blockIdx.x) * kBN, g = blockIdx.y;
-  for (int idx = threadIdx.x; idx < kBN * D / 8; idx += kThreads) {
-    const int r = idx / (D / 8), c = idx % (D / 8) * 8;
-    uint4 x = make_uint4(0, 0, 0, 0);
-    if (t0 + r < N) x = *reinterpret_cast<const uint4*>(src + ((t0 + r) * heads + g) * D + c);
-    *reinterpret_cast<uint4*>(tile + r * S + c) = x;
-  }
-  __syncthreads();
-  // A thread takes one 32-bit word of 8 rows (dims 2w, 2w + 1 of tokens c .. c + 7): a warp reads 32 consecutive
-  // words of a row at a time (no bank conflicts), and writes two 16-byte runs, dim 2w's and dim 2w + 1's.
-  const uint32_t* const words = reinterpret_cast<const uint32_t*>(tile);
-  for (int idx = threadIdx.x; idx < D / 2 * (kBN / 8); idx += kThreads) {
-    const int w = idx % (D / 2), c = idx / (D / 2) * 8;
-    uint32_t x[8];
-#pragma unroll
-    for (int t = 0; t < 8; ++t) x[t] = words[(c + t) * (S / 2) + w];
-    const uint4 lo = make_uint4(__byte_perm(x[0], x[1], 0x5410), __byte_perm(x[2], x[3], 0x5410),
-                                __byte_perm(x[4], x[5], 0x5410), __byte_perm(x[6], x[7], 0x5410));
-    const uint4 hi = make_uint4(__byte_perm(x[0], x[1], 0x7632), __byte_perm(x[2], x[3], 0x7632),
-                                __byte_perm(x[4], x[5], 0x7632), __byte_perm(x[6], x[7], 0x7632));
-    *reinterpret_cast<uint4*>(dst + (g * D + 2 * w) * npad + t0 + c) = lo;
-    *reinterpret_cast<uint4*>(dst + (g * D + 2 * w + 1) * npad + t0 + c) = hi;
-  }
-}
+// A tile: rows ts .. ts + 63 (tokens) of head g of an (N, heads, D) bf16 tensor (K, V, Q or dO), every dim, in wgmma's
+// 128-byte swizzle (wgmma.cuh): D / 64 blocks of 64 rows × 128 bytes (block b: dims 64b .. 64b + 63), 16-byte chunk c of
+// row r at byte r·128 + ((c ^ r) mod 8)·16 of its block. The tile's base is 1024-aligned (smem_base). Rows past N zeros.
+// Each D / 8 consecutive threads copy one row's D·2 contiguous bytes (whole 128-byte lines, as the lean kernels'
+// TileRows), and the XOR puts a row's 8 chunks of a block in 8 different 16-byte bank groups: no conflicts either way.
+constexpr int kBlock = kBN * 64;  // elements of a 64-dim block of a tile (8192 bytes)
 
-// A K tile (keys ts .. ts + 63 of head g of an (N, heads, D) tensor, every dim; also V, Q, dO tiles) into wgmma.cuh's
-// core matrices as the B of S = Q·Kᵀ (of dP = dO·Vᵀ, Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ): rows = keys, k = dims. Core matrix
-// (key / 8, dim / 8) at ((key / 8)·(D / 8) + dim / 8)·128 bytes, so LBO = 128 and SBO = D·16. Keys past N zeros.
-// Each 8 consecutive threads fill one core matrix (128 contiguous bytes).
+__host__ __device__ constexpr int sw_offset(int r, int c) { return (c / 8) * kBlock + r * 64 + ((c ^ r) & 7) * 8; }
+
 template <int D>
-__device__ __forceinline__ void load_k_core(bf16* dst, const bf16* k16, int64_t ts, int64_t N, int64_t heads, int64_t g) {
+__device__ __forceinline__ void load_tile(bf16* dst, const bf16* src, int64_t ts, int64_t N, int64_t heads, int64_t g) {
+  constexpr int kChunks = D / 8;
 #pragma unroll
-  for (int it = 0; it < kBN * D / 8 / kThreads; ++it) {
+  for (int it = 0; it < kBN * kChunks / kThreads; ++it) {
     const int idx = it * kThreads + static_cast<int>(threadIdx.x);
-    const int r = idx & 7, c = (idx >> 3) % (D / 8), grp = idx / D;  // D chunks in a group of 8 keys
-    const int64_t key = ts + grp * 8 + r;
-    const bool valid = key < N;
-    cp_async16(dst + (grp * (D / 8) + c) * 64 + r * 8, valid ? k16 + (key * heads + g) * D + c * 8 : k16, valid);
+    const int r = idx / kChunks, c = idx % kChunks;
+    const int64_t t = ts + r;
+    const bool valid = t < N;
+    cp_async16(dst + sw_offset(r, c), valid ? src + (t * heads + g) * D + c * 8 : src, valid);
   }
 }
 
-// A Vᵀ tile (dims 0 .. D − 1, columns ts .. ts + 63 of head g of a transposed copy, zeros past N up to npad; also
-// Kᵀ, Qᵀ, dOᵀ tiles) into core matrices as the B of O += P·V (of dQ += dS·K, dK += dSᵀ·Q, dV += Pᵀ·dO): rows = dims,
-// k = keys. Core matrix (dim / 8, key / 8) at ((dim / 8)·8 + key / 8)·128 bytes, so LBO = 128 and SBO = 1024.
-template <int D>
-__device__ __forceinline__ void load_vt_core(bf16* dst, const bf16* vt, int64_t ts, int64_t npad, int64_t g) {
+// The descriptors of k-slice kk of a tile as a product's B (wgmma.cuh's 128-byte swizzle):
+//   first products (S = Q·Kᵀ, dP = dO·Vᵀ, Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ): K-major, n = the tile's 64 rows, k = 16 of their
+//   dims: slice kk is 32·(kk mod 4) bytes into the rows of block kk / 4; SBO 1024 (8 rows), LBO unused;
+//   second products (O += P·V, dQ += dS·K, dK += dSᵀ·Q, dV += Pᵀ·dO): MN-major (wgmma's transposed B), k = 16 of the
+//   tile's rows, n = their D dims: slice kk starts at row 16kk; SBO 1024 (8 rows), LBO 8192 (the next 64 dims).
+// test/cuda_host/wgmma_layout.test.ts replays load_tile and these with their own arithmetic.
+__device__ __forceinline__ uint64_t first_desc(const bf16* tile, int kk) {
+  return wg_desc_sw128(tile + (kk / 4) * kBlock + (kk % 4) * 16, 16, 1024);
+}
+__device__ __forceinline__ uint64_t second_desc(const bf16* tile, int kk) {
+  return wg_desc_sw128(tile + kk * 16 * 64, 2 * kBlock, 1024);
+}
+
+// Values made here, not moved by the compiler past the next volatile asm (a product's issue): the registers a batch of
+// products reads are all written before its first is issued (ptxas serializes the batch otherwise: C7513).
+template <int K>
+__device__ __forceinline__ void pin(uint64_t (&v)[K]) {
 #pragma unroll
-  for (int it = 0; it < D * kBN / 8 / kThreads; ++it) {
-    const int idx = it * kThreads + static_cast<int>(threadIdx.x);
-    const int r = idx & 7, c = (idx >> 3) & 7, grp = idx >> 6;
-    cp_async16(dst + (grp * 8 + c) * 64 + r * 8, vt + (g * D + grp * 8 + r) * npad + ts + c * 8, true);
-  }
+  for (int i = 0; i < K; ++i) asm volatile("" : "+l"(v[i]));
+}
+__device__ __forceinline__ void pin(uint32_t (&v)[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) asm volatile("" : "+r"(v[i]));
 }
 
-// S = Q·Kᵀ over the tile at Kb (D / 16 k-slices of 16 dims: core matrices 2kk, 2kk + 1 of each key group).
+// The dynamic shared memory, its start rounded up to 1024 bytes (the swizzle's atoms; the host asks for kAlignSlack more).
+constexpr size_t kAlignSlack = 1024;
+__device__ __forceinline__ unsigned char* smem_base(unsigned char* raw) {
+  return raw + ((1024u - (smem_addr(raw) & 1023u)) & 1023u);
+}
+
+// S = Q·Kᵀ over the tile at Kb (D / 16 k-slices of 16 dims).
 template <int D>
 __device__ __forceinline__ void s_product(float (&s)[kBN / 8][4], const uint32_t (&qf)[D / 16][4], const bf16* Kb) {
   wg_fence();
-  wgmma_m64n64k16<false>(s, qf[0], wg_desc(Kb, 128, D * 16));
+  wgmma_m64n64k16<false>(s, qf[0], first_desc(Kb, 0));
 #pragma unroll
-  for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16<true>(s, qf[kk], wg_desc(Kb + kk * 128, 128, D * 16));
+  for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16<true>(s, qf[kk], first_desc(Kb, kk));
   wg_commit();
   wg_wait<0>();
   wg_hold(s);
 }
 
-// The descriptor of k-slice kk (16 keys, or queries) of a second product's B (O += P·V, dQ += dS·K, dK += dSᵀ·Q,
-// dV += Pᵀ·dO): on a tile of the transposed copy (rows = dims, load_vt_core: K-major), or with kMN on the tile of the
-// untransposed rows themselves (load_k_core's layout: rows = keys, 8 dims a 16-byte row of a core matrix), read
-// MN-major: k groups (8 keys) D·16 bytes apart (LBO), n groups (8 dims) 128 (SBO) (wgmma.cuh).
-template <int D, bool kMN>
-__device__ __forceinline__ uint64_t second_desc(const bf16* tile, int kk) {
-  return kMN ? wg_desc(tile + kk * 16 * D, D * 16, 128) : wg_desc(tile + kk * 128, 128, 1024);
-}
-
-// O += P·V over the V tile at Vb (Vᵀ, or V itself with kMN; 4 k-slices of 16 keys), P as A fragments (also
-// dQ += dS·K over a K tile).
-template <int D, bool kMN>
+// O += P·V over the V tile at Vb (4 k-slices of 16 keys, read MN-major), P as A fragments (also dQ += dS·K over a K
+// tile).
+template <int D>
 __device__ __forceinline__ void pv_product(float (&o)[D / 8][4], const uint32_t (&pf)[kBN / 16][4], const bf16* Vb) {
   wg_fence();
 #pragma unroll
   for (int kk = 0; kk < kBN / 16; ++kk) {
-    if constexpr (D == 64) wgmma_m64n64k16<true, kMN>(o, pf[kk], second_desc<D, kMN>(Vb, kk));
-    else wgmma_m64n128k16<true, kMN>(o, pf[kk], second_desc<D, kMN>(Vb, kk));
+    if constexpr (D == 64) wgmma_m64n64k16<true, true>(o, pf[kk], second_desc(Vb, kk));
+    else wgmma_m64n128k16<true, true>(o, pf[kk], second_desc(Vb, kk));
   }
   wg_commit();
   wg_wait<0>();
@@ -155,9 +133,8 @@ __device__ __forceinline__ void pv_product(float (&o)[D / 8][4], const uint32_t 
 }
 
 // The query side of a forward or dQ CTA (64 queries of head h, 16 a warp, the longest rows first, as the lean
-// kernels'): its rows, its first key tile, and this warp's rows and the keys they see. Key tiles start at multiples
-// of 64 (the transposed copies' 16-byte runs need it): keys before a row's first visible one are masked, as a
-// window's or a segment's start are in the lean kernels.
+// kernels'): its rows, its first key tile (the CTA's first visible key, as the lean kernels'), and this warp's rows
+// and the keys they see.
 struct QueryCta {
   int64_t h, g, i0, last_i, blo, wi0, wlast, wlo, wlo_max;
   bool warp_live;
@@ -167,7 +144,7 @@ struct QueryCta {
     g = h / (p.H / p.KVH);
     i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kRows;
     last_i = min(i0 + kRows - 1, p.N - 1);
-    blo = key_lo(p.seg_begin, i0, p.window) / kBN * kBN;
+    blo = key_lo(p.seg_begin, i0, p.window);
     wi0 = i0 + warp * 16;
     warp_live = wi0 < p.N;
     wlast = min(wi0 + 15, p.N - 1);
@@ -190,29 +167,36 @@ struct QueryCta {
 };
 
 // CTA = 64 queries of head h (one warpgroup, 16 rows a warp), the longest rows first, as flash_fwd_lean_kernel.
-// kIo16: q and the output in bf16 (bf16 activations); else f32 q (rounded as it loads) and f32 out. kMN: V tiles of V
-// itself, read MN-major (vt unused); else of the transposed copy vt.
-template <int D, bool kIo16, bool kMN>
-__global__ void __launch_bounds__(kThreads) flash_fwd_wgmma_kernel(const AttnParams p, const bf16* __restrict__ vt,
-                                                                   int64_t npad) {
+// kIo16: q and the output in bf16 (bf16 activations); else f32 q (rounded as it loads) and f32 out.
+// At D 64 (kOverlap) the tensor cores and the softmax overlap, as FlashAttention-3's "intra-warpgroup" pipelining:
+// each step issues S_{j+1} = Q·K_{j+1}ᵀ and O += P_j·V_j together, waits for the first, turns S_{j+1} into P_{j+1} while
+// P_j·V_j still runs, then waits for that and only then rescales O and makes P_{j+1}'s bf16 fragments (fwd_softmax's
+// kDefer: O and P's fragments, the running product's accumulator and A, are written by nothing else until it is done;
+// ptxas serializes the products otherwise, its notes C7513 and C7515). The K tiles load one tile ahead of the V tiles
+// for it. At D 64 it takes 177 registers as ptxas would have it, 2 CTAs an SM where the one-tile loop's 138 let 3;
+// the launch bounds ask for 3 (168 registers, no spills as built). At D 128 (~230 without) it would not fit, and D 128
+// keeps one tile at a time.
+template <int D, bool kIo16>
+__global__ void __launch_bounds__(kThreads, D == 64 ? 3 : 1) flash_fwd_wgmma_kernel(const AttnParams p) {
   pdl_enter();
   static_assert(D == 64 || D == 128, "wgmma N: the head dim");
+  constexpr bool kOverlap = D == 64;
   constexpr int S = D + 8, kTile = kBN * D;
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  bf16* const Qs = reinterpret_cast<bf16*>(smem_raw);  // (64, S): Q, read once into fragments
-  bf16* const K0 = Qs + kRows * S;                     // two K tiles, then two Vᵀ tiles (core matrices)
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  bf16* const K0 = reinterpret_cast<bf16*>(smem_base(smem_raw));  // two K tiles, then two V tiles (swizzled)
   bf16* const V0 = K0 + 2 * kTile;
+  bf16* const Qs = V0 + 2 * kTile;  // (64, S): Q, read once into fragments
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   const int64_t N = p.N, H = p.H;
   const QueryCta c(p, warp, gid);
 
-  // the first K / Vᵀ tile loads while Q is read
-  load_k_core<D>(K0, p.k16, c.blo, N, p.KVH, c.g);
-  if constexpr (kMN) load_k_core<D>(V0, p.v16, c.blo, N, p.KVH, c.g);
-  else load_vt_core<D>(V0, vt, c.blo, npad, c.g);
+  // the first K / V tiles (and with kOverlap the second K tile) load while Q is read
+  load_tile<D>(K0, p.k16, c.blo, N, p.KVH, c.g);
+  load_tile<D>(V0, p.v16, c.blo, N, p.KVH, c.g);
+  if (kOverlap && c.blo + kBN <= c.last_i) load_tile<D>(K0 + kTile, p.k16, c.blo + kBN, N, p.KVH, c.g);
   cp_async_commit();
-  load_rows_once<D, kRows, kIo16>(Qs, p.q, kIo16 ? p.q16 : nullptr, c.i0, N, H, c.h);  // waits for every group
+  load_rows_once<D, kRows, kIo16>(Qs, p.q, kIo16 ? p.q16 : nullptr, c.i0, N, H, c.h);
   __syncthreads();
   uint32_t qf[D / 16][4];
 #pragma unroll
@@ -225,37 +209,105 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_wgmma_kernel(const AttnPar
   acc.m_a = acc.m_b = -INFINITY;
   acc.l_a = acc.l_b = 0.f;
   const float sl2 = p.scale * kLog2e;
-  float s[kBN / 8][4] = {};  // S, then P; defined before the first product reads it (wgmma.cuh)
 
-  int buf = 0;
-  for (int64_t ts = c.blo; ts <= c.last_i; ts += kBN, buf ^= 1) {
-    cp_async_wait_all();
-    fence_proxy_async();
-    __syncthreads();  // tile ts in buffer buf for every thread and for the products; buffer buf ^ 1 free
-    if (ts + kBN <= c.last_i) {
-      load_k_core<D>(K0 + (buf ^ 1) * kTile, p.k16, ts + kBN, N, p.KVH, c.g);
-      if constexpr (kMN) load_k_core<D>(V0 + (buf ^ 1) * kTile, p.v16, ts + kBN, N, p.KVH, c.g);
-      else load_vt_core<D>(V0 + (buf ^ 1) * kTile, vt, ts + kBN, npad, c.g);
-      cp_async_commit();
-    }
-    s_product<D>(s, qf, K0 + buf * kTile);
-    uint32_t pf[kBN / 16][4];
+  // The key tile at ts: its S (C fragments) turned into P in place (0 where the warp sees nothing), the running max
+  // and sums updated, and O rescaled (kDefer: O's factors returned instead).
+  const auto softmax = [&](auto defer, float (&s)[kBN / 8][4], int64_t ts) {
+    constexpr bool kDefer = decltype(defer)::value;
     if (c.skips(ts)) {  // nothing here for this warp: P = 0
 #pragma unroll
-      for (int kk = 0; kk < kBN / 16; ++kk) pf[kk][0] = pf[kk][1] = pf[kk][2] = pf[kk][3] = 0u;
-    } else {
-      if (c.sees_all(ts)) {
-        fwd_softmax<D, kBN, false>(s, o, acc, sl2, Window{0, 0}, Window{0, 0});
-      } else {
-        fwd_softmax<D, kBN, true>(s, o, acc, sl2, c.mask_a(ts, tig), c.mask_b(ts, tig));
-      }
-#pragma unroll
-      for (int kk = 0; kk < kBN / 16; ++kk) {
-        const AFrag a = a_from_c(s[2 * kk], s[2 * kk + 1]);
-        pf[kk][0] = a.r[0]; pf[kk][1] = a.r[1]; pf[kk][2] = a.r[2]; pf[kk][3] = a.r[3];
-      }
+      for (int n = 0; n < kBN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+      return Rescale{false, 1.f, 1.f};
     }
-    pv_product<D, kMN>(o, pf, V0 + buf * kTile);
+    Rescale r{false, 1.f, 1.f};
+    if (c.sees_all(ts)) fwd_softmax<D, kBN, false, kDefer>(s, o, acc, sl2, Window{0, 0}, Window{0, 0}, &r);
+    else fwd_softmax<D, kBN, true, kDefer>(s, o, acc, sl2, c.mask_a(ts, tig), c.mask_b(ts, tig), &r);
+    return r;
+  };
+  // P's C fragments as the second product's A fragments (bf16)
+  const auto p_frags = [](const float (&s)[kBN / 8][4], uint32_t (&pf)[kBN / 16][4]) {
+#pragma unroll
+    for (int kk = 0; kk < kBN / 16; ++kk) {
+      const AFrag a = a_from_c(s[2 * kk], s[2 * kk + 1]);
+      pf[kk][0] = a.r[0]; pf[kk][1] = a.r[1]; pf[kk][2] = a.r[2]; pf[kk][3] = a.r[3];
+    }
+  };
+  using Now = std::false_type;
+  using Deferred = std::true_type;
+
+  if constexpr (kOverlap) {
+    // Step j (tile j at ts, buffers buf = j mod 2): P_j in pc (O rescaled for it), K_{j+1} and V_j in K buffer buf ^ 1
+    // and V buffer buf. It loads K_{j+2} into K buffer buf (S_j, which read it, is done) and V_{j+1} into V buffer
+    // buf ^ 1 (P_{j-1}·V_{j-1}, done the step before), issues S_{j+1} into s and O += P_j·V_j, waits for S_{j+1}, turns
+    // it into P_{j+1} in place, waits for P_j·V_j, then rescales O for P_{j+1} and makes P_{j+1}'s fragments into pc.
+    // Between a batch's issue and its wait nothing but the softmax on s (whose product is done) writes a register a
+    // product in flight reads: ptxas builds it without serializing the products (no C7513-C7515 notes).
+    float s[kBN / 8][4] = {};  // defined before the products read it (wgmma.cuh)
+    uint32_t pc[kBN / 16][4];
+    cp_async_wait_all();
+    fence_proxy_async();
+    __syncthreads();  // K_0, V_0 and K_1 for every thread and for the products
+    s_product<D>(s, qf, K0);
+    softmax(Now{}, s, c.blo);
+    p_frags(s, pc);
+    int buf = 0;
+    int64_t ts = c.blo;
+    for (; ts + kBN <= c.last_i; ts += kBN, buf ^= 1) {  // every tile with one after it
+      cp_async_wait_all();
+      fence_proxy_async();
+      __syncthreads();  // K_{j+1} and V_j landed for everyone; K buffer buf and V buffer buf ^ 1 free
+      if (ts + 2 * kBN <= c.last_i) load_tile<D>(K0 + buf * kTile, p.k16, ts + 2 * kBN, N, p.KVH, c.g);
+      load_tile<D>(V0 + (buf ^ 1) * kTile, p.v16, ts + kBN, N, p.KVH, c.g);
+      cp_async_commit();
+      // both batches' descriptors first: nothing but the products between their issue and the waits (C7513)
+      uint64_t ds[D / 16], dv[kBN / 16];
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) ds[kk] = first_desc(K0 + (buf ^ 1) * kTile, kk);
+#pragma unroll
+      for (int kk = 0; kk < kBN / 16; ++kk) dv[kk] = second_desc(V0 + buf * kTile, kk);
+      pin(ds);
+      pin(dv);
+      wg_fence();
+      wgmma_m64n64k16<false>(s, qf[0], ds[0]);  // S_{j+1}
+#pragma unroll
+      for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16<true>(s, qf[kk], ds[kk]);
+      wg_commit();
+#pragma unroll
+      for (int kk = 0; kk < kBN / 16; ++kk) wgmma_m64n64k16<true, true>(o, pc[kk], dv[kk]);  // O += P_j·V_j
+      wg_commit();
+      wg_wait<1>();  // S_{j+1} (batches finish in order: all but the newest, P_j·V_j)
+      wg_hold(s);
+      const Rescale r = softmax(Deferred{}, s, ts + kBN);  // P_{j+1}, in f32 in s
+      wg_wait<0>();
+      wg_hold(o);
+      // after the wait: O (the running product's accumulator) and P's fragments (its A) are the products' until then
+      r.apply<D>(o);
+      p_frags(s, pc);
+#pragma unroll
+      for (int kk = 0; kk < kBN / 16; ++kk) pin(pc[kk]);
+    }
+    cp_async_wait_all();  // the last tile: its V
+    fence_proxy_async();
+    __syncthreads();
+    pv_product<D>(o, pc, V0 + buf * kTile);
+  } else {
+    float s[kBN / 8][4] = {};  // S, then P; defined before the first product reads it (wgmma.cuh)
+    int buf = 0;
+    for (int64_t ts = c.blo; ts <= c.last_i; ts += kBN, buf ^= 1) {
+      cp_async_wait_all();
+      fence_proxy_async();
+      __syncthreads();  // tile ts in buffer buf for every thread and for the products; buffer buf ^ 1 free
+      if (ts + kBN <= c.last_i) {
+        load_tile<D>(K0 + (buf ^ 1) * kTile, p.k16, ts + kBN, N, p.KVH, c.g);
+        load_tile<D>(V0 + (buf ^ 1) * kTile, p.v16, ts + kBN, N, p.KVH, c.g);
+        cp_async_commit();
+      }
+      s_product<D>(s, qf, K0 + buf * kTile);
+      uint32_t pf[kBN / 16][4];
+      softmax(Now{}, s, ts);
+      p_frags(s, pf);
+      pv_product<D>(o, pf, V0 + buf * kTile);
+    }
   }
   if (!c.warp_live) return;
   const float la = quad_sum(acc.l_a), lb = quad_sum(acc.l_b);
@@ -269,19 +321,17 @@ __global__ void __launch_bounds__(kThreads) flash_fwd_wgmma_kernel(const AttnPar
 }
 
 // CTA = 64 queries of head h (one warpgroup), as flash_dq_lean_kernel<64, 64, kIo16>: S = Q·Kᵀ and dP = dO·Vᵀ as
-// 2·D/16 wgmma m64n64k16 in one batch, dS as the lean kernel's (dq_ds), dQ += dS·K as 4 wgmma m64nDk16 on a Kᵀ tile
-// (a transposed copy of K, as the forward's Vᵀ; with kMN on the K tile itself, read MN-major). Each buffer holds a key
-// tile's K and V (rows = keys) and, without kMN, Kᵀ (rows = dims), double-buffered as the forward's.
-template <int D, bool kIo16, bool kMN>
-__global__ void __launch_bounds__(kThreads) flash_dq_wgmma_kernel(const AttnParams p, const bf16* __restrict__ kt,
-                                                                  int64_t npad) {
+// 2·D/16 wgmma m64n64k16 in one batch, dS as the lean kernel's (dq_ds), dQ += dS·K as 4 wgmma m64nDk16 on the same K
+// tile, read MN-major. Each stage holds a key tile's K and V (swizzled), double-buffered as the forward's.
+template <int D, bool kIo16>
+__global__ void __launch_bounds__(kThreads) flash_dq_wgmma_kernel(const AttnParams p) {
   pdl_enter();
   static_assert(D == 64, "registers: D 64 only (D 128 keeps the lean dQ kernel)");
-  constexpr int S = D + 8, kTile = kBN * D, kStage = (kMN ? 2 : 3) * kTile;
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  bf16* const Qs = reinterpret_cast<bf16*>(smem_raw);  // (64, S): Q, read once into fragments
-  bf16* const Os = Qs + kRows * S;                     // (64, S): dO, likewise
-  bf16* const K0 = Os + kRows * S;                     // two stages of K, V and Kᵀ tiles (core matrices)
+  constexpr int S = D + 8, kTile = kBN * D, kStage = 2 * kTile;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  bf16* const K0 = reinterpret_cast<bf16*>(smem_base(smem_raw));  // two stages of K and V tiles (swizzled)
+  bf16* const Qs = K0 + 2 * kStage;                                // (64, S): Q, read once into fragments
+  bf16* const Os = Qs + kRows * S;                                 // (64, S): dO, likewise
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   const int64_t N = p.N, H = p.H;
@@ -292,9 +342,8 @@ __global__ void __launch_bounds__(kThreads) flash_dq_wgmma_kernel(const AttnPara
   const float dl_a = ia < N ? p.delta[ia * H + h] : 0.f, dl_b = ib < N ? p.delta[ib * H + h] : 0.f;
 
   auto load_stage = [&](bf16* st, int64_t ts) {
-    load_k_core<D>(st, p.k16, ts, N, p.KVH, g);
-    load_k_core<D>(st + kTile, p.v16, ts, N, p.KVH, g);
-    if constexpr (!kMN) load_vt_core<D>(st + 2 * kTile, kt, ts, npad, g);
+    load_tile<D>(st, p.k16, ts, N, p.KVH, g);
+    load_tile<D>(st + kTile, p.v16, ts, N, p.KVH, g);
     cp_async_commit();
   };
   load_stage(K0, c.blo);  // the first key tile loads while Q and dO are read
@@ -322,12 +371,12 @@ __global__ void __launch_bounds__(kThreads) flash_dq_wgmma_kernel(const AttnPara
     if (ts + kBN <= c.last_i) load_stage(K0 + (buf ^ 1) * kStage, ts + kBN);
     const bf16* const st = K0 + buf * kStage;
     wg_fence();
-    wgmma_m64n64k16<false>(s, qf[0], wg_desc(st, 128, D * 16));
+    wgmma_m64n64k16<false>(s, qf[0], first_desc(st, 0));
 #pragma unroll
-    for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16<true>(s, qf[kk], wg_desc(st + kk * 128, 128, D * 16));
-    wgmma_m64n64k16<false>(dp, dof[0], wg_desc(st + kTile, 128, D * 16));
+    for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16<true>(s, qf[kk], first_desc(st, kk));
+    wgmma_m64n64k16<false>(dp, dof[0], first_desc(st + kTile, 0));
 #pragma unroll
-    for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16<true>(dp, dof[kk], wg_desc(st + kTile + kk * 128, 128, D * 16));
+    for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16<true>(dp, dof[kk], first_desc(st + kTile, kk));
     wg_commit();
     wg_wait<0>();
     wg_hold(s);
@@ -348,7 +397,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_wgmma_kernel(const AttnPara
         af[kk][0] = a.r[0]; af[kk][1] = a.r[1]; af[kk][2] = a.r[2]; af[kk][3] = a.r[3];
       }
     }
-    pv_product<D, kMN>(acc, af, kMN ? st : st + 2 * kTile);
+    pv_product<D>(acc, af, st);
   }
   if (!c.warp_live) return;
   store_rows<D>(kIo16 ? nullptr : p.dq, p.dq16, H * D, h, N, ia, ib, acc, p.scale, p.scale, tig);
@@ -356,22 +405,19 @@ __global__ void __launch_bounds__(kThreads) flash_dq_wgmma_kernel(const AttnPara
 
 // CTA = 64 keys of KV head g (one warpgroup), as flash_dkv_lean_kernel<64, 64, kIo16> (t: where the results go, and
 // the query heads a CTA takes): Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ as 2·D/16 wgmma m64n64k16 in one batch (K and V as A
-// fragments from shared memory; Q and dO tiles, rows = queries), Pᵀ and dSᵀ as the lean kernel's (dkv_p_ds), then dV += Pᵀ·dO and
-// dK += dSᵀ·Q as 2·4 wgmma m64nDk16 in another, on dOᵀ and Qᵀ tiles (transposed copies of dO and Q, as the forward's
-// Vᵀ; with kMN on the Q and dO tiles themselves, read MN-major). Each buffer holds one query tile's Q, dO, (without
-// kMN) Qᵀ, dOᵀ, lse and Δ, double-buffered as the lean kernel's.
-template <int D, bool kIo16, bool kMN>
-__global__ void __launch_bounds__(kThreads) flash_dkv_wgmma_kernel(const AttnParams p, const DkvTarget t,
-                                                                   const bf16* __restrict__ qt,
-                                                                   const bf16* __restrict__ dot, int64_t npad) {
+// fragments from shared memory; Q and dO tiles, rows = queries), Pᵀ and dSᵀ as the lean kernel's (dkv_p_ds), then
+// dV += Pᵀ·dO and dK += dSᵀ·Q as 2·4 wgmma m64nDk16 in another, on the same dO and Q tiles read MN-major. Each stage
+// holds one query tile's Q, dO (swizzled), lse and Δ, double-buffered as the lean kernel's.
+template <int D, bool kIo16>
+__global__ void __launch_bounds__(kThreads) flash_dkv_wgmma_kernel(const AttnParams p, const DkvTarget t) {
   pdl_enter();
   static_assert(D == 64, "registers: D 64 only (D 128 keeps the lean dK/dV kernel)");
-  constexpr int S = D + 8, kTile = kBN * D, kStage = (kMN ? 2 : 4) * kTile;
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  bf16* const Ks = reinterpret_cast<bf16*>(smem_raw);  // (64, S) this CTA's keys, read once into fragments
-  bf16* const Vs = Ks + kRows * S;                     // (64, S) its values, likewise
-  bf16* const T0 = Vs + kRows * S;                     // two stages: Q, dO, Qᵀ, dOᵀ tiles (core matrices)
-  float* const L0 = reinterpret_cast<float*>(T0 + 2 * kStage);  // stage b: lse at L0 + 2·64·b, Δ 64 after
+  constexpr int S = D + 8, kTile = kBN * D, kStage = 2 * kTile;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  bf16* const T0 = reinterpret_cast<bf16*>(smem_base(smem_raw));  // two stages: Q and dO tiles (swizzled)
+  bf16* const Ks = T0 + 2 * kStage;                                // (64, S) this CTA's keys, read once into fragments
+  bf16* const Vs = Ks + kRows * S;                                 // (64, S) its values, likewise
+  float* const L0 = reinterpret_cast<float*>(Vs + kRows * S);      // stage b: lse at L0 + 2·64·b, Δ 64 after
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
   const int64_t N = p.N, H = p.H, rep = H / p.KVH;
@@ -393,12 +439,8 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_wgmma_kernel(const AttnPar
   // Query tile (hh, ts) into stage b (ts a multiple of 64: j0 and steps of 64); rows past N zeros.
   auto prefetch = [&](int64_t hh, int64_t ts, int b) {
     bf16* const st = T0 + b * kStage;
-    load_k_core<D>(st, p.q16, ts, N, H, hh);
-    load_k_core<D>(st + kTile, p.do16, ts, N, H, hh);
-    if constexpr (!kMN) {
-      load_vt_core<D>(st + 2 * kTile, qt, ts, npad, hh);
-      load_vt_core<D>(st + 3 * kTile, dot, ts, npad, hh);
-    }
+    load_tile<D>(st, p.q16, ts, N, H, hh);
+    load_tile<D>(st + kTile, p.do16, ts, N, H, hh);
     if (threadIdx.x < kBN) {
       const int64_t i = ts + threadIdx.x;
       const bool valid = i < N;
@@ -439,12 +481,12 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_wgmma_kernel(const AttnPar
         ldsm_x4(smem_addr(Vs + warp * 16 * S + kk * 16 + lds_a<S>(lane)), vf[kk]);
       }
       wg_fence();
-      wgmma_m64n64k16<false>(s, kf[0], wg_desc(st, 128, D * 16));
+      wgmma_m64n64k16<false>(s, kf[0], first_desc(st, 0));
 #pragma unroll
-      for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16<true>(s, kf[kk], wg_desc(st + kk * 128, 128, D * 16));
-      wgmma_m64n64k16<false>(dp, vf[0], wg_desc(st + kTile, 128, D * 16));
+      for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16<true>(s, kf[kk], first_desc(st, kk));
+      wgmma_m64n64k16<false>(dp, vf[0], first_desc(st + kTile, 0));
 #pragma unroll
-      for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16<true>(dp, vf[kk], wg_desc(st + kTile + kk * 128, 128, D * 16));
+      for (int kk = 1; kk < D / 16; ++kk) wgmma_m64n64k16<true>(dp, vf[kk], first_desc(st + kTile, kk));
       wg_commit();
       wg_wait<0>();
       wg_hold(s);
@@ -473,10 +515,10 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_wgmma_kernel(const AttnPar
       wg_fence();
 #pragma unroll
       for (int kk = 0; kk < kBN / 16; ++kk)
-        wgmma_m64n64k16<true, kMN>(dv, pa[kk], second_desc<D, kMN>(kMN ? st + kTile : st + 3 * kTile, kk));
+        wgmma_m64n64k16<true, true>(dv, pa[kk], second_desc(st + kTile, kk));
 #pragma unroll
       for (int kk = 0; kk < kBN / 16; ++kk)
-        wgmma_m64n64k16<true, kMN>(dk, da[kk], second_desc<D, kMN>(kMN ? st : st + 2 * kTile, kk));
+        wgmma_m64n64k16<true, true>(dk, da[kk], second_desc(st, kk));
       wg_commit();
       wg_wait<0>();
       wg_hold(dv);
@@ -490,69 +532,28 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_wgmma_kernel(const AttnPar
   store_rows<D>(to16 ? nullptr : t.dv_out, p.dv16, to16 ? dv16_ld(p) : t.out_heads * D, u, N, ja, jb, dv, 1.f, 1.f, tig);
 }
 
-template <int D, bool kIo16, bool kMN>
-void forward_wgmma(const AttnParams& p, const bf16* vt, int64_t npad, cudaStream_t s) {
-  const size_t smem = tile_bytes(D, kRows) + 4 * sizeof(bf16) * kBN * D;  // Q; two K and two V (Vᵀ) tiles
-  allow_smem(flash_fwd_wgmma_kernel<D, kIo16, kMN>, smem, "flash_fwd_wgmma_kernel");
-  launch("flash_fwd_wgmma_kernel", flash_fwd_wgmma_kernel<D, kIo16, kMN>, grid_of(p.N, p.H, kRows), kThreads, smem, s,
-         p, vt, npad);
+template <int D, bool kIo16>
+void forward_wgmma(const AttnParams& p, cudaStream_t s) {
+  const size_t smem = kAlignSlack + 4 * sizeof(bf16) * kBN * D + tile_bytes(D, kRows);  // two K and two V tiles; Q
+  allow_smem(flash_fwd_wgmma_kernel<D, kIo16>, smem, "flash_fwd_wgmma_kernel");
+  launch("flash_fwd_wgmma_kernel", flash_fwd_wgmma_kernel<D, kIo16>, grid_of(p.N, p.H, kRows), kThreads, smem, s, p);
 }
 
-template <int D, bool kIo16, bool kMN>
-void dq_wgmma(const AttnParams& p, const bf16* kt, int64_t npad, cudaStream_t s) {
-  // Q, dO; two stages of K, V (and Kᵀ)
-  const size_t smem = 2 * tile_bytes(D, kRows) + 2 * (kMN ? 2 : 3) * sizeof(bf16) * kBN * D;
-  allow_smem(flash_dq_wgmma_kernel<D, kIo16, kMN>, smem, "flash_dq_wgmma_kernel");
-  launch("flash_dq_wgmma_kernel", flash_dq_wgmma_kernel<D, kIo16, kMN>, grid_of(p.N, p.H, kRows), kThreads, smem, s, p,
-         kt, npad);
-}
-
-// src (N, heads, D) bf16 transposed into out[0], a new (heads, D, npad) tensor, zeros past N; with src2, src2 into
-// out[1] too, in the same launch.
-void transposed(const AttnParams& p, int64_t heads, int64_t npad, cudaStream_t s, Tensor (&out)[2], const bf16* src,
-                const bf16* src2 = nullptr) {
-  Transpose job{{src, src2}, {nullptr, nullptr}};
-  const int copies = src2 ? 2 : 1;
-  for (int i = 0; i < copies; ++i) {
-    out[i] = Tensor::empty({heads, p.D, npad}, DType::BF16, Device::CUDA);  // freed stream-ordered, after its readers
-    job.dst[i] = out[i].data_as<bf16>();
-  }
-  dim3 grid = grid_of(npad, heads, kBN);
-  grid.z = static_cast<unsigned>(copies);
-  if (p.D == 64) launch("transpose_kernel", transpose_kernel<64>, grid, kThreads, 0, s, job, p.N, heads, npad);
-  else launch("transpose_kernel", transpose_kernel<128>, grid, kThreads, 0, s, job, p.N, heads, npad);
-}
-
-// What an entry point's second products read (the V, K, Q or dO tiles): with INSTILL_CUDA_NEXT `wgmma_mn` the first
-// products' tiles as they are, read MN-major (no copy: null), else transposed copies of src (and src2), `heads` heads
-// each, made first in their own op-profile part. The copies live as long as this (freed stream-ordered, after their
-// readers).
-struct SecondOperands {
-  bool mn = false;
-  int64_t npad = 0;  // N rounded up to the key tiles
-  Tensor copy[2];
-  const bf16* at(int i) const { return mn ? nullptr : copy[i].data_as<bf16>(); }
-};
-SecondOperands second_operands(const AttnParams& p, int64_t heads, const char* part, cudaStream_t s, const bf16* src,
-                               const bf16* src2 = nullptr) {
-  SecondOperands o;
-  o.npad = (p.N + kBN - 1) / kBN * kBN;
-  o.mn = next_kernels(Next::WgmmaMn);
-  if (!o.mn) {
-    const OpPart op(part, Device::CUDA);
-    transposed(p, heads, o.npad, s, o.copy, src, src2);
-  }
-  return o;
-}
-
-template <bool kIo16, bool kMN>
-void dkv_wgmma(const AttnParams& p, const DkvTarget& t, const bf16* qt, const bf16* dot, int64_t npad, dim3 grid,
-               cudaStream_t s) {
+template <bool kIo16>
+void dq_wgmma(const AttnParams& p, cudaStream_t s) {
   constexpr int D = 64;
-  // K, V; two stages of Q, dO (and Qᵀ, dOᵀ) tiles and of lse, Δ
-  const size_t smem = 2 * tile_bytes(D, kRows) + 2 * (kMN ? 2 : 4) * sizeof(bf16) * kBN * D + 4 * sizeof(float) * kBN;
-  allow_smem(flash_dkv_wgmma_kernel<D, kIo16, kMN>, smem, "flash_dkv_wgmma_kernel");
-  launch("flash_dkv_wgmma_kernel", flash_dkv_wgmma_kernel<D, kIo16, kMN>, grid, kThreads, smem, s, p, t, qt, dot, npad);
+  const size_t smem = kAlignSlack + 4 * sizeof(bf16) * kBN * D + 2 * tile_bytes(D, kRows);  // two stages of K, V; Q, dO
+  allow_smem(flash_dq_wgmma_kernel<D, kIo16>, smem, "flash_dq_wgmma_kernel");
+  launch("flash_dq_wgmma_kernel", flash_dq_wgmma_kernel<D, kIo16>, grid_of(p.N, p.H, kRows), kThreads, smem, s, p);
+}
+
+template <bool kIo16>
+void dkv_wgmma(const AttnParams& p, const DkvTarget& t, dim3 grid, cudaStream_t s) {
+  constexpr int D = 64;
+  // two stages of Q, dO tiles; K, V; two stages of lse, Δ
+  const size_t smem = kAlignSlack + 4 * sizeof(bf16) * kBN * D + 2 * tile_bytes(D, kRows) + 4 * sizeof(float) * kBN;
+  allow_smem(flash_dkv_wgmma_kernel<D, kIo16>, smem, "flash_dkv_wgmma_kernel");
+  launch("flash_dkv_wgmma_kernel", flash_dkv_wgmma_kernel<D, kIo16>, grid, kThreads, smem, s, p, t);
 }
 
 bool is_sm90() { return gpu_properties().cc_major == 9 && gpu_properties().cc_minor == 0; }
@@ -569,48 +570,26 @@ bool attention_wgmma_takes_dq(const AttnParams& p) {
 
 bool attention_wgmma_takes_dkv(const AttnParams& p) { return attention_wgmma_takes_dq(p) && p.q16 && p.do16; }
 
-// Each entry point: with INSTILL_CUDA_NEXT `wgmma_mn`, the second products read their tiles MN-major and no
-// transposed copy is made; otherwise the copy first, in its own op-profile part.
 void attention_wgmma_forward(const AttnParams& p, cudaStream_t s) {
   if (!attention_wgmma_takes(p)) fail(ErrorCode::Internal, "attention_wgmma_forward: a problem it does not take");
-  const SecondOperands vt = second_operands(p, p.KVH, "v transposed (wgmma, next)", s, p.v16);
-  const bool mn = vt.mn;
-  const int64_t npad = vt.npad;
-  const bf16* const vtp = vt.at(0);
-  const OpPart part(mn ? "flash kernel, wgmma mn (next)" : "flash kernel, wgmma (next)", Device::CUDA);
-  if (p.D == 64) {
-    if (mn) p.io16 ? forward_wgmma<64, true, true>(p, vtp, npad, s) : forward_wgmma<64, false, true>(p, vtp, npad, s);
-    else p.io16 ? forward_wgmma<64, true, false>(p, vtp, npad, s) : forward_wgmma<64, false, false>(p, vtp, npad, s);
-  } else {
-    if (mn) p.io16 ? forward_wgmma<128, true, true>(p, vtp, npad, s) : forward_wgmma<128, false, true>(p, vtp, npad, s);
-    else p.io16 ? forward_wgmma<128, true, false>(p, vtp, npad, s) : forward_wgmma<128, false, false>(p, vtp, npad, s);
-  }
+  const OpPart part("flash kernel, wgmma (next)", Device::CUDA);
+  if (p.D == 64) p.io16 ? forward_wgmma<64, true>(p, s) : forward_wgmma<64, false>(p, s);
+  else p.io16 ? forward_wgmma<128, true>(p, s) : forward_wgmma<128, false>(p, s);
 }
 
 void attention_wgmma_dq(const AttnParams& p, cudaStream_t s) {
   if (!attention_wgmma_takes_dq(p)) fail(ErrorCode::Internal, "attention_wgmma_dq: a problem it does not take");
-  const SecondOperands kt = second_operands(p, p.KVH, "k transposed (wgmma, next)", s, p.k16);
-  const bool mn = kt.mn;
-  const int64_t npad = kt.npad;
-  const bf16* const ktp = kt.at(0);
-  const OpPart part(mn ? "dq kernel, wgmma mn (next)" : "dq kernel, wgmma (next)", Device::CUDA);
-  if (mn) p.io16 ? dq_wgmma<64, true, true>(p, ktp, npad, s) : dq_wgmma<64, false, true>(p, ktp, npad, s);
-  else p.io16 ? dq_wgmma<64, true, false>(p, ktp, npad, s) : dq_wgmma<64, false, false>(p, ktp, npad, s);
+  const OpPart part("dq kernel, wgmma (next)", Device::CUDA);
+  p.io16 ? dq_wgmma<true>(p, s) : dq_wgmma<false>(p, s);
 }
 
 void attention_wgmma_dkv(const AttnParams& p, float* dk_out, float* dv_out, int64_t out_heads, int64_t hpc,
                          unsigned grid_x, unsigned grid_y, const char* part_name, cudaStream_t s) {
   if (!attention_wgmma_takes_dkv(p)) fail(ErrorCode::Internal, "attention_wgmma_dkv: a problem it does not take");
-  const SecondOperands qdo = second_operands(p, p.H, "q, dout transposed (wgmma, next)", s, p.q16, p.do16);  // Qᵀ, dOᵀ
-  const bool mn = qdo.mn;
-  const int64_t npad = qdo.npad;
-  const bf16* const qt = qdo.at(0);
-  const bf16* const dot = qdo.at(1);
   const OpPart part(part_name, Device::CUDA);
   const DkvTarget t{dk_out, dv_out, out_heads, hpc};
   const dim3 grid(grid_x, grid_y);
-  if (mn) p.io16 ? dkv_wgmma<true, true>(p, t, qt, dot, npad, grid, s) : dkv_wgmma<false, true>(p, t, qt, dot, npad, grid, s);
-  else p.io16 ? dkv_wgmma<true, false>(p, t, qt, dot, npad, grid, s) : dkv_wgmma<false, false>(p, t, qt, dot, npad, grid, s);
+  p.io16 ? dkv_wgmma<true>(p, t, grid, s) : dkv_wgmma<false>(p, t, grid, s);
 }
 
 }  // namespace cuda

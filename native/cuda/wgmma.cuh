@@ -13,11 +13,20 @@
 //     core matrix (r / 8, k / 8), at byte (r % 8)·16 + (k % 8)·2 in it. The descriptor gives the first core
 //     matrix's address, the bytes between the two core matrices of a row group along k (LBO, "leading dimension
 //     byte offset") and between row groups (SBO, "stride dimension byte offset"); no swizzle.
-//   B "MN-major" (kTransB, the instruction's imm-trans-b = 1; INSTILL_CUDA_NEXT `wgmma_mn`): each of the 16 k has its
+//   B "MN-major" (kTransB, the instruction's imm-trans-b = 1; the pieces' no-swizzle form until stop 34): each of the 16 k has its
 //     N values contiguous, in core matrices of 8 k × 8 n (16 bytes a k, 128 bytes contiguous): n, k at byte
 //     (n / 8)·SBO + (k / 8)·LBO + (k % 8)·16 + (n % 8)·2 (the PTX ISA's canonical MN-major layout without swizzle,
 //     ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO)), and its bf16 example). A row-major (k, n) tile stored as K-major core
 //     matrices of its own rows is that: the attention's V, K, Q, dO tiles read as they are.
+//   The 128-byte swizzle (wg_desc_sw128: the descriptor's layout type 1; the attention kernels' tiles since stop 34):
+//     the operand lies in atoms of 8 rows × 128 bytes (1024 bytes, 1024-aligned), and the hardware reads byte address
+//     a at a ^ (((a >> 7) & 7) << 4): 16-byte chunk c of the atom's row r is stored at chunk c ^ r. A tile whose rows
+//     are 64 bf16 (one 128-byte row each, r = the row mod 8) is both
+//       K-major (rows = n, their 64 elements = k): the canonical ((8, m), (T, 2k)) : ((8T, SBO), (1, T)), SBO the
+//       bytes between 8-row groups (1024 here), LBO unused; k-slice kk of 16 starts kk·32 bytes into the row, before
+//       the swizzle (the hardware swizzles the address it computes);
+//       and MN-major (rows = k, their 64 elements = n): ((T, 8, m), (8, k)) : ((1, T, LBO), (8T, SBO)), SBO the bytes
+//       between 8-row groups (1024), LBO between 64-element column blocks (n ≥ 64: a second block of rows).
 // The products are asynchronous: a batch is fenced (wg_fence: the registers it reads were written by ordinary
 // instructions), issued, committed (wg_commit) and waited for (wg_wait), and only then are its D registers read;
 // wg_hold keeps the compiler from moving those reads above the wait.
@@ -48,6 +57,12 @@ __device__ __forceinline__ uint64_t wg_desc(const void* smem, uint32_t lbo, uint
   const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>((lbo & 0x3FFFF) >> 4) << 16) |
          (static_cast<uint64_t>((sbo & 0x3FFFF) >> 4) << 32);
+}
+
+// The descriptor of a 128-byte-swizzled operand (the header comment): `smem` is the start before the swizzle (an
+// atom's 1024-aligned base, plus kk·32 bytes for a K-major k-slice within the atom's rows).
+__device__ __forceinline__ uint64_t wg_desc_sw128(const void* smem, uint32_t lbo, uint32_t sbo) {
+  return wg_desc(smem, lbo, sbo) | (static_cast<uint64_t>(1) << 62);
 }
 
 __device__ __forceinline__ void wg_fence() {

@@ -34,7 +34,8 @@ namespace {
 // rope reads: runs 20-24 1.004x, 1.000x, 0.996x, 0.987x, 1.005x the step; code in commit 3917c20).
 // (`narrow`, LoRA's u, g, dA, dB on CUDA-core kernels, was removed in stop 19: ~2x slower than cuBLASLt in run 14.
 // Stop 22 removed five that runs 14–16 measured no faster: `pack_wb` (moot with wb_cache), `flash_mt`, `flash_occ`,
-// `stored_ds` and `attn_prep` (nothing on top of flash_lean, or slower); bench/RESULTS.md has their numbers.)
+// `stored_ds` and `attn_prep` (nothing on top of flash_lean, or slower); bench/RESULTS.md has their numbers. Stop 34
+// folded `wgmma_mn` into the three wgmma pieces: their swizzled tiles serve both products, with no transposed copies.)
 struct Piece {
   Next which;
   const char* name;
@@ -50,7 +51,7 @@ constexpr Piece kAll[] = {
     {Next::CeBf16, "ce_bf16", true},        {Next::SideGrads, "side_grads", true},
     {Next::FlashWgmma, "flash_wgmma", false},
     {Next::DqWgmma, "dq_wgmma", false},      {Next::DkvWgmma, "dkv_wgmma", false},
-    {Next::WgmmaMn, "wgmma_mn", false},      {Next::AsyncUpload, "async_upload", true},
+    {Next::AsyncUpload, "async_upload", true},
     {Next::Pdl, "pdl", false},               {Next::DeltaRows, "delta_rows", false},
     {Next::NormRows, "norm_rows", false},    {Next::RopeRows, "rope_rows", false},
     {Next::OptimLoads, "optim_loads", false}};

@@ -42,8 +42,6 @@ enum class Next {
   DqWgmma,     // "dq_wgmma": the attention backward's dQ kernel on Hopper's warpgroup products likewise (D 64; with
                // flash_lean, in place of its dQ kernel; attention_wgmma.cu)
   DkvWgmma,    // "dkv_wgmma": its dK/dV kernel likewise (D 64; with flash_lean, in place of its dK/dV kernel)
-  WgmmaMn,     // "wgmma_mn": with the three above, their second products read V, K, Q and dO tiles as they are, as MN-major
-               // operands (wgmma's transposed B), instead of tiles of transposed copies made first (attention_wgmma.cu)
   AsyncUpload,  // "async_upload": a small host-to-device copy goes through pinned staging memory and returns without
                 // waiting for the GPU (runtime.cu): the pass's input, loss-row and optimizer-table uploads no longer
                 // stop the host until the GPU has run everything queued before them

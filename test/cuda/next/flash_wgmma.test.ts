@@ -14,7 +14,6 @@ import { relError } from '../../helpers/compare.js';
 import { attention64, attentionBackwardUnder, attentionCase, cpuAttention, BF16_TOL, close, expectBits, hasCuda, HOPPER, host, WGMMA_ATTENTION_CASES } from '../common.js';
 
 const FWD = 'attention_forward/flash kernel, wgmma (next)';
-const VT = 'attention_forward/v transposed (wgmma, next)';
 const PIECE = 'default,flash_wgmma';
 const hopper = HOPPER;
 
@@ -45,7 +44,8 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=flash_wgmma', () => {
       return;
     }
     expect(fw.parts).toContain(FWD);
-    expect(fw.parts).toContain(VT);
+    // since stop 34 the products read V's swizzled tiles as they are: no transposed copy first
+    expect(fw.parts.filter((p) => p.includes('transposed')), `${label}: no copy`).toEqual([]);
     const ref = attention64(rounded[0], rounded[1], rounded[2], segs, h, kvh, d, scale, window);
     const rel: string[] = [];
     for (const key of ['out', 'lse'] as const) {
