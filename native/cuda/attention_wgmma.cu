@@ -100,6 +100,7 @@ __device__ __forceinline__ void pin(uint32_t (&v)[4]) {
 }
 
 // The dynamic shared memory, its start rounded up to 1024 bytes (the swizzle's atoms; the host asks for kAlignSlack more).
+// The kernels declare it __align__(128), not 1024: with 1024 the compiler may take the rounding for 0 and drop it.
 constexpr size_t kAlignSlack = 1024;
 __device__ __forceinline__ unsigned char* smem_base(unsigned char* raw) {
   return raw + ((1024u - (smem_addr(raw) & 1023u)) & 1023u);
@@ -182,7 +183,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 3 : 1) flash_fwd_wgmma_ker
   static_assert(D == 64 || D == 128, "wgmma N: the head dim");
   constexpr bool kOverlap = D == 64;
   constexpr int S = D + 8, kTile = kBN * D;
-  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  extern __shared__ __align__(128) unsigned char smem_raw[];  // (not 1024: smem_base rounds at run time)
   bf16* const K0 = reinterpret_cast<bf16*>(smem_base(smem_raw));  // two K tiles, then two V tiles (swizzled)
   bf16* const V0 = K0 + 2 * kTile;
   bf16* const Qs = V0 + 2 * kTile;  // (64, S): Q, read once into fragments
@@ -328,7 +329,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_wgmma_kernel(const AttnPara
   pdl_enter();
   static_assert(D == 64, "registers: D 64 only (D 128 keeps the lean dQ kernel)");
   constexpr int S = D + 8, kTile = kBN * D, kStage = 2 * kTile;
-  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  extern __shared__ __align__(128) unsigned char smem_raw[];  // (not 1024: smem_base rounds at run time)
   bf16* const K0 = reinterpret_cast<bf16*>(smem_base(smem_raw));  // two stages of K and V tiles (swizzled)
   bf16* const Qs = K0 + 2 * kStage;                                // (64, S): Q, read once into fragments
   bf16* const Os = Qs + kRows * S;                                 // (64, S): dO, likewise
@@ -413,7 +414,7 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_wgmma_kernel(const AttnPar
   pdl_enter();
   static_assert(D == 64, "registers: D 64 only (D 128 keeps the lean dK/dV kernel)");
   constexpr int S = D + 8, kTile = kBN * D, kStage = 2 * kTile;
-  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  extern __shared__ __align__(128) unsigned char smem_raw[];  // (not 1024: smem_base rounds at run time)
   bf16* const T0 = reinterpret_cast<bf16*>(smem_base(smem_raw));  // two stages: Q and dO tiles (swizzled)
   bf16* const Ks = T0 + 2 * kStage;                                // (64, S) this CTA's keys, read once into fragments
   bf16* const Vs = Ks + kRows * S;                                 // (64, S) its values, likewise
