@@ -106,6 +106,16 @@ __device__ __forceinline__ unsigned char* smem_base(unsigned char* raw) {
   return raw + ((1024u - (smem_addr(raw) & 1023u)) & 1023u);
 }
 
+// A key (query) tile's C fragments (8 n-tiles of the warp's 16 rows: P, dS, Pᵀ or dSᵀ) as a second product's A
+// fragments (bf16), 16 columns a k-slice.
+__device__ __forceinline__ void a_frags(const float (&c)[kBN / 8][4], uint32_t (&a)[kBN / 16][4]) {
+#pragma unroll
+  for (int kk = 0; kk < kBN / 16; ++kk) {
+    const AFrag f = a_from_c(c[2 * kk], c[2 * kk + 1]);
+    a[kk][0] = f.r[0]; a[kk][1] = f.r[1]; a[kk][2] = f.r[2]; a[kk][3] = f.r[3];
+  }
+}
+
 // S = Q·Kᵀ over the tile at Kb (D / 16 k-slices of 16 dims).
 template <int D>
 __device__ __forceinline__ void s_product(float (&s)[kBN / 8][4], const uint32_t (&qf)[D / 16][4], const bf16* Kb) {
@@ -225,14 +235,6 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 3 : 1) flash_fwd_wgmma_ker
     else fwd_softmax<D, kBN, true, kDefer>(s, o, acc, sl2, c.mask_a(ts, tig), c.mask_b(ts, tig), &r);
     return r;
   };
-  // P's C fragments as the second product's A fragments (bf16)
-  const auto p_frags = [](const float (&s)[kBN / 8][4], uint32_t (&pf)[kBN / 16][4]) {
-#pragma unroll
-    for (int kk = 0; kk < kBN / 16; ++kk) {
-      const AFrag a = a_from_c(s[2 * kk], s[2 * kk + 1]);
-      pf[kk][0] = a.r[0]; pf[kk][1] = a.r[1]; pf[kk][2] = a.r[2]; pf[kk][3] = a.r[3];
-    }
-  };
   using Now = std::false_type;
   using Deferred = std::true_type;
 
@@ -250,7 +252,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 3 : 1) flash_fwd_wgmma_ker
     __syncthreads();  // K_0, V_0 and K_1 for every thread and for the products
     s_product<D>(s, qf, K0);
     softmax(Now{}, s, c.blo);
-    p_frags(s, pc);
+    a_frags(s, pc);
     int buf = 0;
     int64_t ts = c.blo;
     for (; ts + kBN <= c.last_i; ts += kBN, buf ^= 1) {  // every tile with one after it
@@ -283,7 +285,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 3 : 1) flash_fwd_wgmma_ker
       wg_hold(o);
       // after the wait: O (the running product's accumulator) and P's fragments (its A) are the products' until then
       r.apply<D>(o);
-      p_frags(s, pc);
+      a_frags(s, pc);
 #pragma unroll
       for (int kk = 0; kk < kBN / 16; ++kk) pin(pc[kk]);
     }
@@ -306,7 +308,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 3 : 1) flash_fwd_wgmma_ker
       s_product<D>(s, qf, K0 + buf * kTile);
       uint32_t pf[kBN / 16][4];
       softmax(Now{}, s, ts);
-      p_frags(s, pf);
+      a_frags(s, pf);
       pv_product<D>(o, pf, V0 + buf * kTile);
     }
   }
@@ -392,11 +394,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_wgmma_kernel(const AttnPara
       } else {
         dq_ds<kBN, true>(s, dp, sl2, lse_a, lse_b, dl_a, dl_b, c.mask_a(ts, tig), c.mask_b(ts, tig));
       }
-#pragma unroll
-      for (int kk = 0; kk < kBN / 16; ++kk) {
-        const AFrag a = a_from_c(s[2 * kk], s[2 * kk + 1]);
-        af[kk][0] = a.r[0]; af[kk][1] = a.r[1]; af[kk][2] = a.r[2]; af[kk][3] = a.r[3];
-      }
+      a_frags(s, af);
     }
     pv_product<D>(acc, af, st);
   }
@@ -506,12 +504,8 @@ __global__ void __launch_bounds__(kThreads) flash_dkv_wgmma_kernel(const AttnPar
           const int32_t base = static_cast<int32_t>(ts) + 2 * tig;
           dkv_p_ds<kBN, true>(s, dp, Ls, Ls + kBN, sl2, Window{ja - base, hi_a - base}, Window{jb - base, hi_b - base}, tig);
         }
-#pragma unroll
-        for (int kk = 0; kk < kBN / 16; ++kk) {
-          const AFrag a = a_from_c(s[2 * kk], s[2 * kk + 1]), b = a_from_c(dp[2 * kk], dp[2 * kk + 1]);
-          pa[kk][0] = a.r[0]; pa[kk][1] = a.r[1]; pa[kk][2] = a.r[2]; pa[kk][3] = a.r[3];
-          da[kk][0] = b.r[0]; da[kk][1] = b.r[1]; da[kk][2] = b.r[2]; da[kk][3] = b.r[3];
-        }
+        a_frags(s, pa);
+        a_frags(dp, da);
       }
       wg_fence();
 #pragma unroll
