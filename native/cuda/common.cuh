@@ -125,28 +125,40 @@ void pdl_refused_once();
 void count_launch(bool programmatic);
 
 // kernel<<<grid, block, smem, s>>>(args...), then check_launch(name); with pdl_launch(s) as a programmatic dependent
-// launch. The arguments are converted to the kernel's parameter types as <<<>>> converts them.
+// launch; with cluster_x > 1 the grid's blocks in clusters of cluster_x along x (thread block clusters: compute
+// capability 9.0, grid.x a multiple of cluster_x; launch() is this with none). The arguments are converted to the
+// kernel's parameter types as <<<>>> converts them.
 template <typename... Params, typename... Args>
-void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
-            const Args&... args) {
+void launch_clustered(const char* name, unsigned cluster_x, void (*kernel)(Params...), dim3 grid, dim3 block,
+                      size_t smem, cudaStream_t s, const Args&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
-  cudaLaunchAttribute attr[1] = {};
+  cudaLaunchAttribute attr[2] = {};
+  unsigned n = 0;
+  if (cluster_x > 1) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = cluster_x;
+    attr[n].val.clusterDim.y = 1;
+    attr[n].val.clusterDim.z = 1;
+    ++n;
+  }
+  const unsigned plain = n;  // the attributes without the programmatic one
   const bool programmatic = pdl_launch(s);
   if (programmatic) {
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
   }
+  cfg.attrs = n ? attr : nullptr;
+  cfg.numAttrs = n;
   cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, args...);
   if (err != cudaSuccess && programmatic) {  // once more as an ordinary launch; where that one goes, none asked again
     cudaGetLastError();
-    cfg.attrs = nullptr;
-    cfg.numAttrs = 0;
+    cfg.attrs = plain ? attr : nullptr;
+    cfg.numAttrs = plain;
     err = cudaLaunchKernelEx(&cfg, kernel, args...);
     if (err == cudaSuccess) pdl_refused_once();
   }
@@ -155,7 +167,12 @@ void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, 
     throw_cuda_error(err, name, "launch", 0);
   }
   check_launch(name);
-  count_launch(cfg.numAttrs == 1);
+  count_launch(cfg.numAttrs > plain);
+}
+template <typename... Params, typename... Args>
+void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+            const Args&... args) {
+  launch_clustered(name, 0, kernel, grid, block, smem, s, args...);
 }
 
 // Copies an i32 tensor (CPU or CUDA) to the host.

@@ -130,6 +130,168 @@ __global__ void __launch_bounds__(kThreads) ce_rows_kernel(int64_t M, const InT*
   }
 }
 
+// INSTILL_CUDA_NEXT `ce_cluster` (waiting for a GPU run): the bf16 softmax (ce_bf16's logits, the training step's
+// loss) a row a cluster of 8 blocks, each block holding its eighth of the row in registers, so that the row is read
+// from memory once. ce_rows_kernel reads a row twice (its max and sum, then its gradient) a block a row: with ~4
+// blocks an SM, ~500 rows of 256 KB (V = 128256) are in flight between a row's two reads, more than the L2 holds, so
+// the second read goes to memory again (run 21's op profile: 0.47 ms a 2048 tokens where the bytes read once and
+// written once take ~0.22 at the H200's bandwidth). Here each of a cluster's blocks takes a segment of the row
+// (cluster_segment columns, 8-aligned), each of its 256 threads 8 chunks of 16 bytes (chunk i at segment column
+// 8·(thread + 256·i): a warp's loads 512 contiguous bytes), so rows of up to 8·256·64 = 131072 columns (Llama 3's
+// 128256) fit. A block's max and Σexp(x − max) (common.cuh's block reductions), then the cluster's: every block reads
+// the 8 blocks' pairs from their shared memory (distributed shared memory) and combines them in rank order, so all 8
+// have the row's lse bit for bit the same; then each writes its segment's gradient from the registers. Not the
+// default kernel's bits: its sums run in another order (the loss and gradients within f32 rounding of them).
+// Rows past V's last 8-column chunk: their 16-byte chunk holds columns up to the row's end (ld a multiple of 8), and
+// the gradient's columns past V are written as 0.
+constexpr int kClusterBlocks = 8, kClusterThreads = 256, kClusterChunks = 8;  // chunks: 16 bytes (8 bf16) each
+constexpr int64_t kClusterMaxV = int64_t{kClusterBlocks} * kClusterThreads * kClusterChunks * 8;
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900  // (the helpers of sm_90's kernel only)
+// Columns a block of a row's cluster takes: V / 8 rounded up to a multiple of 8 (16-byte chunks), at most 16384.
+__device__ __forceinline__ int64_t cluster_segment(int64_t V) {
+  return ((V + kClusterBlocks - 1) / kClusterBlocks + 7) / 8 * 8;
+}
+
+// Element e of 8 bf16 in a 16-byte chunk, as f32.
+__device__ __forceinline__ float chunk_elem(const uint4& v, int e) {
+  const uint32_t w = e < 2 ? v.x : e < 4 ? v.y : e < 6 ? v.z : v.w;
+  return __uint_as_float(e % 2 ? (w & 0xffff0000u) : (w << 16));
+}
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 b = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&b);
+}
+
+// The cluster's barrier in two halves (every thread of every block arrives, then waits for all to have arrived), its
+// rank of this block, and a float2 of block `rank`'s shared memory at the place `local` has in this block's.
+__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ unsigned cluster_rank() {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ float2 cluster_load(const float2* local, unsigned rank) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(local));
+  uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(addr), "r"(rank));
+  float2 v;
+  asm volatile("ld.shared::cluster.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(remote) : "memory");
+  return v;
+}
+#endif
+
+// Rows blockIdx.y, blockIdx.y + gridDim.y, …, a row a cluster of kClusterBlocks blocks along x (grid.x = 8). logits
+// (M, ld) bf16; dlogits (M, ld) bf16, null (no gradient: kGrad false) or logits itself (in place: each thread writes
+// only what it has read, and the target's logit is read before the cluster's first barrier, which every write
+// follows). ld a multiple of 8, both 16-byte aligned, V <= kClusterMaxV (ce_cluster_takes).
+template <bool kGrad>
+__global__ void __launch_bounds__(kClusterThreads) ce_cluster_kernel(int64_t M, const __nv_bfloat16* logits,
+                                                                     int64_t ld, const int32_t* targets, int64_t V,
+                                                                     int32_t ignore_index, float inv_norm,
+                                                                     __nv_bfloat16* dlogits, double* loss_sum) {
+  pdl_enter();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  __shared__ float red[32];
+  __shared__ float2 part;  // this block's (max, Σexp(x − max)) over its segment of the row
+  const unsigned rank = cluster_rank();
+  const int64_t seg = cluster_segment(V);
+  const int64_t c0 = rank * seg, c1 = min(c0 + seg, V);
+  const int lane = threadIdx.x & 31;
+  for (int64_t row = blockIdx.y; row < M; row += gridDim.y) {
+    const __nv_bfloat16* x = logits + row * ld;
+    const int32_t t = targets[row];
+    const bool ignored = t == ignore_index || t < 0 || t >= V;
+    const float xt = (!ignored && rank == 0 && threadIdx.x == 0) ? load1(x + t) : 0.f;  // before any write
+    uint4 v[kClusterChunks];
+    int n[kClusterChunks];  // valid columns of chunk i (0 .. 8)
+#pragma unroll
+    for (int i = 0; i < kClusterChunks; ++i) {
+      const int64_t c = c0 + 8 * (threadIdx.x + int64_t{kClusterThreads} * i);
+      const int64_t left = c1 - c;
+      n[i] = left <= 0 ? 0 : left >= 8 ? 8 : static_cast<int>(left);
+      v[i] = n[i] > 0 ? *reinterpret_cast<const uint4*>(x + c) : make_uint4(0u, 0u, 0u, 0u);
+    }
+    float m = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kClusterChunks; ++i) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e)
+        if (e < n[i]) m = fmaxf(m, chunk_elem(v[i], e));
+    }
+    const float mb = block_max(m, red);
+    float s = 0.f;
+    if (mb != -INFINITY) {  // (a block whose segment is empty, or all -inf, adds 0)
+#pragma unroll
+      for (int i = 0; i < kClusterChunks; ++i) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e)
+          if (e < n[i]) s += expf(chunk_elem(v[i], e) - mb);
+      }
+    }
+    s = block_sum(s, red);
+    if (row != blockIdx.y) cluster_wait();  // every block has read the previous row's pairs
+    if (threadIdx.x == 0) part = make_float2(mb, s);
+    cluster_arrive();
+    cluster_wait();  // every block's pair written
+    // lanes 0..7 of each warp read the 8 pairs; every thread combines them in rank order (the same bits everywhere)
+    const float2 mine = lane < kClusterBlocks ? cluster_load(&part, lane) : make_float2(-INFINITY, 0.f);
+    cluster_arrive();  // this thread's reads done: the next row's pair may be written once every thread has arrived
+    float mx = -INFINITY;
+#pragma unroll
+    for (int r = 0; r < kClusterBlocks; ++r) mx = fmaxf(mx, __shfl_sync(0xffffffffu, mine.x, r));
+    float sum = 0.f;
+#pragma unroll
+    for (int r = 0; r < kClusterBlocks; ++r) {
+      const float mr = __shfl_sync(0xffffffffu, mine.x, r), sr = __shfl_sync(0xffffffffu, mine.y, r);
+      if (mr != -INFINITY) sum += sr * expf(mr - mx);
+    }
+    const float lse = mx + logf(sum);
+    if (rank == 0 && threadIdx.x == 0 && !ignored) atomicAdd(loss_sum, static_cast<double>(lse) - static_cast<double>(xt));
+    if (kGrad) {
+      __nv_bfloat16* d = dlogits + row * ld;
+#pragma unroll
+      for (int i = 0; i < kClusterChunks; ++i) {
+        if (n[i] == 0) continue;
+        const int64_t c = c0 + 8 * (threadIdx.x + int64_t{kClusterThreads} * i);
+        float g[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          g[e] = (ignored || e >= n[i]) ? 0.f
+                                        : (expf(chunk_elem(v[i], e) - lse) - (c + e == t ? 1.f : 0.f)) * inv_norm;
+        }
+        *reinterpret_cast<uint4*>(d + c) =
+            make_uint4(pack_bf16x2(g[0], g[1]), pack_bf16x2(g[2], g[3]), pack_bf16x2(g[4], g[5]), pack_bf16x2(g[6], g[7]));
+      }
+    }
+  }
+  if (blockIdx.y < M) cluster_wait();  // no block leaves while another may still read its pair
+#else
+  __trap();  // (sm_90 only: ce_cluster_takes asks for compute capability 9.0)
+#endif
+}
+
+// Whether ce_cluster_kernel takes a bf16 softmax (the piece on, a GPU of compute capability 9.0, the shapes above).
+bool ce_cluster_takes(const void* logits, int64_t ldl, const void* dlogits, int64_t ldd, int64_t V) {
+  const DeviceProperties& g = gpu_properties();
+  return next_kernels(Next::CeCluster) && g.cc_major == 9 && g.cc_minor == 0 && V > 0 && V <= kClusterMaxV &&
+         ldl % 8 == 0 && aligned(logits, 16) && (!dlogits || (dlogits == logits && ldd == ldl));
+}
+
+void launch_ce_cluster(int64_t M, const __nv_bfloat16* logits, int64_t ld, const int32_t* targets, int64_t V,
+                       int32_t ignore_index, float inv_norm, __nv_bfloat16* dlogits, double* loss_sum) {
+  if (M <= 0) return;
+  const dim3 grid(kClusterBlocks, static_cast<unsigned>(std::min<int64_t>(M, 65535)));
+  if (dlogits) {
+    launch_clustered("ce_cluster_kernel", kClusterBlocks, ce_cluster_kernel<true>, grid, kClusterThreads, 0, stream(),
+                     M, logits, ld, targets, V, ignore_index, inv_norm, dlogits, loss_sum);
+  } else {
+    launch_clustered("ce_cluster_kernel", kClusterBlocks, ce_cluster_kernel<false>, grid, kClusterThreads, 0, stream(),
+                     M, logits, ld, targets, V, ignore_index, inv_norm, dlogits, loss_sum);
+  }
+}
+
 template <typename InT, typename OutT>
 void launch_ce_rows(int64_t M, const InT* logits, int64_t ldl, const int32_t* targets, int64_t V,
                     int32_t ignore_index, float inv_norm, OutT* dlogits, int64_t ldd, double* loss_sum) {
@@ -303,11 +465,16 @@ CrossEntropyResult linear_cross_entropy(const LinearCrossEntropyArgs& p) {
       }
       const int32_t* tg = targets_dp + r0 + s0;
       double* acc = static_cast<double*>(acc64.data());
+      __nv_bfloat16* const dl16 = logits16 && grads ? bf16_ptr(dl) + s0 * ldv : nullptr;
+      if (logits16 && ce_cluster_takes(lg, ldv, dl16, ldv, V)) {  // ce_cluster: in place, or no gradient
+        const OpPart part("softmax, loss and dlogits, a row a cluster (next)", Device::CUDA);
+        launch_ce_cluster(ms, static_cast<const __nv_bfloat16*>(lg), ldv, tg, V, p.ignore_index, inv_norm, dl16, acc);
+        continue;
+      }
       const OpPart part("softmax, loss and dlogits (a sub-chunk)", Device::CUDA);
       if (logits16) {  // (in place: the logits rows are these dlogits rows)
         launch_ce_rows<__nv_bfloat16, __nv_bfloat16>(ms, static_cast<const __nv_bfloat16*>(lg), ldv, tg, V,
-                                                     p.ignore_index, inv_norm,
-                                                     grads ? bf16_ptr(dl) + s0 * ldv : nullptr, ldv, acc);
+                                                     p.ignore_index, inv_norm, dl16, ldv, acc);
       } else if (exact) {
         launch_ce_rows<float, float>(ms, logits.data_as<float>(), ldv, tg, V, p.ignore_index, inv_norm,
                                      grads ? dl.data_as<float>() + s0 * ldv : nullptr, ldv, acc);

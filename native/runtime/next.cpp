@@ -54,7 +54,7 @@ constexpr Piece kAll[] = {
     {Next::AsyncUpload, "async_upload", true},
     {Next::Pdl, "pdl", false},               {Next::DeltaRows, "delta_rows", false},
     {Next::NormRows, "norm_rows", false},    {Next::RopeRows, "rope_rows", false},
-    {Next::OptimLoads, "optim_loads", false}};
+    {Next::OptimLoads, "optim_loads", false}, {Next::CeCluster, "ce_cluster", false}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;

@@ -56,6 +56,8 @@ enum class Next {
                 // the same bits, no shared memory or barriers (rope.cu)
   OptimLoads,   // "optim_loads": adamw through float4s and sum_squares loading 8 elements a thread before adding them in
                 // order: more bytes in flight, the same bits (adamw.cu)
+  CeCluster,    // "ce_cluster": the bf16 softmax of linear_cross_entropy (ce_bf16) a row a cluster of 8 blocks on compute
+                // capability 9.0, the row held in registers and read once instead of twice (cross_entropy.cu)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

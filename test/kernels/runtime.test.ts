@@ -108,7 +108,7 @@ describe('runtime', () => {
   });
 
   it('INSTILL_CUDA_NEXT turns on what waits for a GPU run, by name: all, a list, -name leaves one out, none, default (the promoted), unknown is E_ARG', () => {
-    const all = ['residual', 'wb_cache', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack', 'fewer_packs', 'rope_qk', 'factor_pack', 'ce_wide', 'attn_pack', 'dqkv_pack', 'ce_bf16', 'side_grads', 'flash_wgmma', 'dq_wgmma', 'dkv_wgmma', 'async_upload', 'pdl', 'delta_rows', 'norm_rows', 'rope_rows', 'optim_loads'];
+    const all = ['residual', 'wb_cache', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack', 'fewer_packs', 'rope_qk', 'factor_pack', 'ce_wide', 'attn_pack', 'dqkv_pack', 'ce_bf16', 'side_grads', 'flash_wgmma', 'dq_wgmma', 'dkv_wgmma', 'async_upload', 'pdl', 'delta_rows', 'norm_rows', 'rope_rows', 'optim_loads', 'ce_cluster'];
     const saved = process.env.INSTILL_CUDA_NEXT;
     const withNext = (v: string | undefined) => {
       if (v === undefined) delete process.env.INSTILL_CUDA_NEXT;
