@@ -141,7 +141,8 @@ __global__ void __launch_bounds__(kThreads) ce_rows_kernel(int64_t M, const InT*
 // 128256) fit. A block's max and Σexp(x − max) (common.cuh's block reductions), then the cluster's: every block reads
 // the 8 blocks' pairs from their shared memory (distributed shared memory) and combines them in rank order, so all 8
 // have the row's lse bit for bit the same; then each writes its segment's gradient from the registers. Not the
-// default kernel's bits: its sums run in another order (the loss and gradients within f32 rounding of them).
+// default kernel's bits: its sums run in another order, and its exponentials are exp2f's (the loss and gradients
+// within f32 rounding of them).
 // Rows past V's last 8-column chunk: their 16-byte chunk holds columns up to the row's end (ld a multiple of 8), and
 // the gradient's columns past V are written as 0.
 constexpr int kClusterBlocks = 8, kClusterThreads = 256, kClusterChunks = 8;  // chunks: 16 bytes (8 bf16) each
@@ -152,6 +153,10 @@ constexpr int64_t kClusterMaxV = int64_t{kClusterBlocks} * kClusterThreads * kCl
 __device__ __forceinline__ int64_t cluster_segment(int64_t V) {
   return ((V + kClusterBlocks - 1) / kClusterBlocks + 7) / 8 * 8;
 }
+
+// exp(x − m) as exp2(x·log2(e) − m·log2(e)): one FMA and the hardware's exp2 (expf's range reduction costs more
+// instructions, and the pass is issue-bound as much as memory-bound: ~25 instructions an element in ce_rows_kernel).
+constexpr float kLog2eCe = 1.4426950408889634f;
 
 // Element e of 8 bf16 in a 16-byte chunk, as f32.
 __device__ __forceinline__ float chunk_elem(const uint4& v, int e) {
@@ -165,8 +170,12 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 
 // The cluster's barrier in two halves (every thread of every block arrives, then waits for all to have arrived), its
 // rank of this block, and a float2 of block `rank`'s shared memory at the place `local` has in this block's.
-__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void cluster_arrive() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() {
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
 __device__ __forceinline__ unsigned cluster_rank() {
   unsigned r;
   asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
@@ -185,9 +194,10 @@ __device__ __forceinline__ float2 cluster_load(const float2* local, unsigned ran
 // Rows blockIdx.y, blockIdx.y + gridDim.y, …, a row a cluster of kClusterBlocks blocks along x (grid.x = 8). logits
 // (M, ld) bf16; dlogits (M, ld) bf16, null (no gradient: kGrad false) or logits itself (in place: each thread writes
 // only what it has read, and the target's logit is read before the cluster's first barrier, which every write
-// follows). ld a multiple of 8, both 16-byte aligned, V <= kClusterMaxV (ce_cluster_takes).
+// follows). ld a multiple of 8, both 16-byte aligned, V <= kClusterMaxV (ce_cluster_takes). 4 blocks an SM (64
+// registers as built): 128 KB of rows in flight an SM.
 template <bool kGrad>
-__global__ void __launch_bounds__(kClusterThreads) ce_cluster_kernel(int64_t M, const __nv_bfloat16* logits,
+__global__ void __launch_bounds__(kClusterThreads, 4) ce_cluster_kernel(int64_t M, const __nv_bfloat16* logits,
                                                                      int64_t ld, const int32_t* targets, int64_t V,
                                                                      int32_t ignore_index, float inv_norm,
                                                                      __nv_bfloat16* dlogits, double* loss_sum) {
@@ -223,11 +233,12 @@ __global__ void __launch_bounds__(kClusterThreads) ce_cluster_kernel(int64_t M, 
     const float mb = block_max(m, red);
     float s = 0.f;
     if (mb != -INFINITY) {  // (a block whose segment is empty, or all -inf, adds 0)
+      const float mb2 = mb * kLog2eCe;
 #pragma unroll
       for (int i = 0; i < kClusterChunks; ++i) {
 #pragma unroll
         for (int e = 0; e < 8; ++e)
-          if (e < n[i]) s += expf(chunk_elem(v[i], e) - mb);
+          if (e < n[i]) s += exp2f(fmaf(chunk_elem(v[i], e), kLog2eCe, -mb2));
       }
     }
     s = block_sum(s, red);
@@ -248,7 +259,10 @@ __global__ void __launch_bounds__(kClusterThreads) ce_cluster_kernel(int64_t M, 
       if (mr != -INFINITY) sum += sr * expf(mr - mx);
     }
     const float lse = mx + logf(sum);
-    if (rank == 0 && threadIdx.x == 0 && !ignored) atomicAdd(loss_sum, static_cast<double>(lse) - static_cast<double>(xt));
+    const float lse2 = lse * kLog2eCe;
+    if (rank == 0 && threadIdx.x == 0 && !ignored) {
+      atomicAdd(loss_sum, static_cast<double>(lse) - static_cast<double>(xt));
+    }
     if (kGrad) {
       __nv_bfloat16* d = dlogits + row * ld;
 #pragma unroll
@@ -258,11 +272,11 @@ __global__ void __launch_bounds__(kClusterThreads) ce_cluster_kernel(int64_t M, 
         float g[8];
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-          g[e] = (ignored || e >= n[i]) ? 0.f
-                                        : (expf(chunk_elem(v[i], e) - lse) - (c + e == t ? 1.f : 0.f)) * inv_norm;
+          const float p = exp2f(fmaf(chunk_elem(v[i], e), kLog2eCe, -lse2));
+          g[e] = (ignored || e >= n[i]) ? 0.f : (p - (c + e == t ? 1.f : 0.f)) * inv_norm;
         }
-        *reinterpret_cast<uint4*>(d + c) =
-            make_uint4(pack_bf16x2(g[0], g[1]), pack_bf16x2(g[2], g[3]), pack_bf16x2(g[4], g[5]), pack_bf16x2(g[6], g[7]));
+        *reinterpret_cast<uint4*>(d + c) = make_uint4(pack_bf16x2(g[0], g[1]), pack_bf16x2(g[2], g[3]),
+                                                      pack_bf16x2(g[4], g[5]), pack_bf16x2(g[6], g[7]));
       }
     }
   }
