@@ -16,7 +16,7 @@ import { Tensor, kernels, runtime } from '../../src/index.js';
 import { LORA_TARGETS, randomModel, type LoraTarget, type LossAndGradsResult, type Model } from '../../src/model/model.js';
 import { native, type TensorHandle } from '../../src/native.js';
 import { handleOf } from '../../src/tensor.js';
-import { randn, rng, roundBf16, seed } from '../../bench/kernels/reference.js';
+import { matmul64, randn, rng, roundBf16, seed } from '../../bench/kernels/reference.js';
 import { relErr, relNorm } from '../helpers/compare.js';
 import { beyondDiff, bitsDiff, type Layout, toleranceDiff } from '../helpers/diff.js';
 import { withEnv } from '../helpers/env.js';
@@ -128,6 +128,19 @@ function expectPassWithin(got: LossAndGradsResult, want: LossAndGradsResult, los
     expect(e, `${what}: ${n} (seed ${seed})`).toBeLessThan(gradTol);
   }
   return worst;
+}
+
+/** A linear cross-entropy's dh and dW (null where not asked for) against float64 on the reference's dlogits: dh =
+ * dlogits·W, dW = dlogitsᵀ·h (w (v, c) as the kernels read it, hb the h rows as they see them), each within 1e-2 (the
+ * dlogits are rounded to bf16 once). */
+export function closeLinearCeGrads(got: { dh: Tensor | null; dw: Tensor | null }, dlogits: Float64Array, w: Float32Array,
+  hb: Float32Array, [n, c, v]: [number, number, number], { dh, dw }: { dh: boolean; dw: boolean }): void {
+  if (dh) {
+    close(host(got.dh), matmul64(n, c, v, (i, k) => dlogits[i * v + k], (k, j) => w[k * c + j]), 1e-2, 'dh');
+  } else {
+    expect(got.dh).toBeNull();
+  }
+  if (dw) close(host(got.dw), matmul64(v, c, n, (i, k) => dlogits[k * v + i], (k, j) => hb[k * c + j]), 1e-2, 'dw');
 }
 
 /** max |got − ref| / max |ref| below tol; where not, the message says where (test/helpers/diff.ts; with layout, by row). */

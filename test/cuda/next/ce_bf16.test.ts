@@ -13,7 +13,7 @@ import { relNorm } from '../../helpers/compare.js';
 import { withEnv } from '../../helpers/env.js';
 import { poisonAndRestoreIsa } from '../../helpers/kernels.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { BF16_TOL, close, hasCuda, host, pair } from '../common.js';
+import { BF16_TOL, close, closeLinearCeGrads, hasCuda, host, pair } from '../common.js';
 
 const LOGITS = 'linear_cross_entropy/logits = h W^T (a sub-chunk)';
 // (on by default since run 20: OFF is the default without it, the f32 logits path)
@@ -48,16 +48,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=ce_bf16', () => {
     expect(Math.abs(got.value.loss - ref.loss) / ref.loss).toBeLessThan(5e-5);
     // and the loss on unrounded logits, within what bf16 logits may cost
     expect(Math.abs(got.value.loss - crossEntropy64(exact, t, n, v).loss) / ref.loss).toBeLessThan(BF16_TOL);
-    if (dh) {
-      const dhRef = matmul64(n, c, v, (i, k) => ref.dlogits[i * v + k], (k, j) => w[k * c + j]);
-      close(host(got.value.dh), dhRef, 1e-2, 'dh');  // dlogits rounded to bf16 once
-    } else {
-      expect(got.value.dh).toBeNull();
-    }
-    if (dw) {
-      const dwRef = matmul64(v, c, n, (i, k) => ref.dlogits[k * v + i], (k, j) => hb[k * c + j]);
-      close(host(got.value.dw), dwRef, 1e-2, 'dw');
-    }
+    closeLinearCeGrads(got.value, ref.dlogits, w, hb, [n, c, v], { dh, dw });
   });
 
   it('V 128256: one logits product instead of 3, ~260 MB less peak, the f32 path\'s loss and dh within bf16 rounding', () => {

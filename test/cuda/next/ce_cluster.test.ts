@@ -15,7 +15,7 @@ import { crossEntropy64, matmul64, randn, rng, roundBf16 } from '../../../bench/
 import { relNorm } from '../../helpers/compare.js';
 import { withEnv } from '../../helpers/env.js';
 import { withOpProfile } from '../../helpers/profile.js';
-import { HOPPER, close, expectNearPass, hasCuda, host, pair, pieceLoraModel, pieceModelConfig, PIECE_BATCH } from '../common.js';
+import { HOPPER, closeLinearCeGrads, expectNearPass, hasCuda, host, pair, pieceLoraModel, pieceModelConfig, PIECE_BATCH } from '../common.js';
 
 const CLUSTER = 'linear_cross_entropy/softmax, loss and dlogits, a row a cluster (next)';
 const PLAIN = 'linear_cross_entropy/softmax, loss and dlogits (a sub-chunk)';
@@ -62,16 +62,7 @@ describe.skipIf(!hasCuda)('INSTILL_CUDA_NEXT=ce_cluster', () => {
     // as ce_bf16's test: the product's f32 sums and float64's round a few logits to different bf16 neighbours (~1.4e-5
     // of the loss where one is a target's); a segment or a chunk left out would move it by far more
     expect(Math.abs(got.value.loss - ref.loss) / ref.loss).toBeLessThan(5e-5);
-    if (dh) {
-      const dhRef = matmul64(n, c, v, (i, k) => ref.dlogits[i * v + k], (k, j) => w[k * c + j]);
-      close(host(got.value.dh), dhRef, 1e-2, 'dh');  // dlogits rounded to bf16 once
-    } else {
-      expect(got.value.dh).toBeNull();
-    }
-    if (dw) {
-      const dwRef = matmul64(v, c, n, (i, k) => ref.dlogits[k * v + i], (k, j) => hb[k * c + j]);
-      close(host(got.value.dw), dwRef, 1e-2, 'dw');
-    }
+    closeLinearCeGrads(got.value, ref.dlogits, w, hb, [n, c, v], { dh, dw });
     // and against the plain kernel on the same logits (the same product's bits): the loss to f32 rounding (its sums in
     // another order), the gradient to one bf16 rounding of some dlogits
     const plain = run(OFF);
