@@ -127,6 +127,13 @@ if (what === 'lora') {
   const t = timeMs(step, 2, 10);
   emit({ bench: 'linear CE fwd+bwd V=128256', impl: `instill ${device} (chunked, ${gemm})`, ...t,
     peak_mib: (after.peak - before.inUse) / 2 ** 20, shape: CE });
+  // one more call with the op profile on: its parts' device times (the logits and dh products, the softmax kernel:
+  // ce_cluster's A/B reads the softmax's line under each variant)
+  runtime.setOpProfile(true);
+  step();
+  const parts = runtime.opProfile();
+  runtime.setOpProfile(false);
+  for (const o of parts) emit({ bench: `linear CE op ${o.op}`, impl: `instill ${device}${variant} x${o.calls}`, ms: o.ms });
 } else if (what === 'train') {
   // One LoRA training step (forward, backward, the engine's fused AdamW) of a config with random
   // weights: bf16 frozen weights, f32 LoRA (r 16, alpha 32, all linear layers), B 1 × T 2048 — the
