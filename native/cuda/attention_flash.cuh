@@ -22,7 +22,6 @@ using bf16 = __nv_bfloat16;
 
 constexpr int kThreads = 128;  // 4 warps
 constexpr int kRows = 64;      // queries (fwd, dq) or keys (dkv) per CTA, 16 per warp
-constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {

@@ -170,15 +170,6 @@ __global__ void attention_delta_kernel(const T* dout, const T* out, int64_t rows
 // ^ 8, ^ 4, ^ 2, ^ 1. Element e = l + 32t is chunk lane e / 8 = l / 8 + 4t, slot e % 8 here, so lane a < 4 of a
 // head chains the chunks of lanes a + 4t (shuffled over), holding the old lanes 8a .. 8a + 7; ^ 16 and ^ 8 pair its
 // lanes a ^ 2 and a ^ 1, and ^ 4, ^ 2, ^ 1 its slots.
-__device__ __forceinline__ void unpack8(const uint4& w, float (&f)[8]) {
-  const uint32_t* u = reinterpret_cast<const uint32_t*>(&w);
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u[k]));
-    f[2 * k] = v.x;
-    f[2 * k + 1] = v.y;
-  }
-}
 __device__ __forceinline__ uint4 shfl4(const uint4& w, int src) {
   return make_uint4(__shfl_sync(0xffffffffu, w.x, src), __shfl_sync(0xffffffffu, w.y, src),
                     __shfl_sync(0xffffffffu, w.z, src), __shfl_sync(0xffffffffu, w.w, src));

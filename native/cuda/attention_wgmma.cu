@@ -551,8 +551,6 @@ void dkv_wgmma(const AttnParams& p, const DkvTarget& t, dim3 grid, cudaStream_t 
   launch("flash_dkv_wgmma_kernel", flash_dkv_wgmma_kernel<D, kIo16>, grid, kThreads, smem, s, p, t);
 }
 
-bool is_sm90() { return gpu_properties().cc_major == 9 && gpu_properties().cc_minor == 0; }
-
 }  // namespace
 
 bool attention_wgmma_takes(const AttnParams& p) {

@@ -86,6 +86,8 @@ void check_launch(const char* kernel);
 void sync(const char* what);
 // GPU 0's properties, as the runtime read them once (runtime.info().cuda); E_DEVICE where it is not usable.
 const DeviceProperties& gpu_properties();
+// Whether GPU 0 has compute capability 9.0 exactly (H100, H200): the one the sm_90a code (wgmma, clusters) runs on.
+inline bool is_sm90() { return gpu_properties().cc_major == 9 && gpu_properties().cc_minor == 0; }
 // The device's multiprocessors: how kernels size their grids.
 int sm_count();
 // What runs the products (cublaslt.cu): "cuBLASLt (the library loaded)", or the WMMA kernel and why cuBLASLt is not
@@ -236,6 +238,29 @@ __device__ __forceinline__ void store4(__nv_bfloat16* p, float4 v) {
   raw.y = *reinterpret_cast<const uint32_t*>(&hi);
   *reinterpret_cast<uint2*>(p) = raw;
 }
+
+// Eight bf16 (one 16-byte uint4) as f32, and eight f32 into one, rounded to nearest even.
+__device__ __forceinline__ void unpack8(const uint4& w, float (&f)[8]) {
+  const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {  // (a bf16 is an f32's high half: exact)
+    f[2 * k] = __uint_as_float(u[k] << 16);
+    f[2 * k + 1] = __uint_as_float(u[k] & 0xffff0000u);
+  }
+}
+__device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
+  uint4 w;
+  uint32_t* u = reinterpret_cast<uint32_t*>(&w);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const __nv_bfloat162 b = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
+    u[k] = *reinterpret_cast<const uint32_t*>(&b);
+  }
+  return w;
+}
+
+// log2(e): exp(x) as exp2(x·log2(e)), one FMA before the hardware's exp2.
+constexpr float kLog2e = 1.4426950408889634f;
 
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -154,20 +154,6 @@ __device__ __forceinline__ int64_t cluster_segment(int64_t V) {
   return ((V + kClusterBlocks - 1) / kClusterBlocks + 7) / 8 * 8;
 }
 
-// exp(x − m) as exp2(x·log2(e) − m·log2(e)): one FMA and the hardware's exp2 (expf's range reduction costs more
-// instructions, and the pass is issue-bound as much as memory-bound: ~25 instructions an element in ce_rows_kernel).
-constexpr float kLog2eCe = 1.4426950408889634f;
-
-// Element e of 8 bf16 in a 16-byte chunk, as f32.
-__device__ __forceinline__ float chunk_elem(const uint4& v, int e) {
-  const uint32_t w = e < 2 ? v.x : e < 4 ? v.y : e < 6 ? v.z : v.w;
-  return __uint_as_float(e % 2 ? (w & 0xffff0000u) : (w << 16));
-}
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  const __nv_bfloat162 b = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&b);
-}
-
 // The cluster's barrier in two halves (every thread of every block arrives, then waits for all to have arrived), its
 // rank of this block, and a float2 of block `rank`'s shared memory at the place `local` has in this block's.
 __device__ __forceinline__ void cluster_arrive() {
@@ -226,19 +212,23 @@ __global__ void __launch_bounds__(kClusterThreads, 4) ce_cluster_kernel(int64_t 
     float m = -INFINITY;
 #pragma unroll
     for (int i = 0; i < kClusterChunks; ++i) {
+      float f[8];
+      unpack8(v[i], f);
 #pragma unroll
       for (int e = 0; e < 8; ++e)
-        if (e < n[i]) m = fmaxf(m, chunk_elem(v[i], e));
+        if (e < n[i]) m = fmaxf(m, f[e]);
     }
     const float mb = block_max(m, red);
     float s = 0.f;
     if (mb != -INFINITY) {  // (a block whose segment is empty, or all -inf, adds 0)
-      const float mb2 = mb * kLog2eCe;
+      const float mb2 = mb * kLog2e;
 #pragma unroll
       for (int i = 0; i < kClusterChunks; ++i) {
+        float f[8];
+        unpack8(v[i], f);
 #pragma unroll
         for (int e = 0; e < 8; ++e)
-          if (e < n[i]) s += exp2f(fmaf(chunk_elem(v[i], e), kLog2eCe, -mb2));
+          if (e < n[i]) s += exp2f(fmaf(f[e], kLog2e, -mb2));
       }
     }
     s = block_sum(s, red);
@@ -259,7 +249,7 @@ __global__ void __launch_bounds__(kClusterThreads, 4) ce_cluster_kernel(int64_t 
       if (mr != -INFINITY) sum += sr * expf(mr - mx);
     }
     const float lse = mx + logf(sum);
-    const float lse2 = lse * kLog2eCe;
+    const float lse2 = lse * kLog2e;
     if (rank == 0 && threadIdx.x == 0 && !ignored) {
       atomicAdd(loss_sum, static_cast<double>(lse) - static_cast<double>(xt));
     }
@@ -270,13 +260,13 @@ __global__ void __launch_bounds__(kClusterThreads, 4) ce_cluster_kernel(int64_t 
         if (n[i] == 0) continue;
         const int64_t c = c0 + 8 * (threadIdx.x + int64_t{kClusterThreads} * i);
         float g[8];
+        unpack8(v[i], g);
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-          const float p = exp2f(fmaf(chunk_elem(v[i], e), kLog2eCe, -lse2));
+          const float p = exp2f(fmaf(g[e], kLog2e, -lse2));
           g[e] = (ignored || e >= n[i]) ? 0.f : (p - (c + e == t ? 1.f : 0.f)) * inv_norm;
         }
-        *reinterpret_cast<uint4*>(d + c) = make_uint4(pack_bf16x2(g[0], g[1]), pack_bf16x2(g[2], g[3]),
-                                                      pack_bf16x2(g[4], g[5]), pack_bf16x2(g[6], g[7]));
+        *reinterpret_cast<uint4*>(d + c) = pack8(g);
       }
     }
   }
@@ -288,8 +278,7 @@ __global__ void __launch_bounds__(kClusterThreads, 4) ce_cluster_kernel(int64_t 
 
 // Whether ce_cluster_kernel takes a bf16 softmax (the piece on, a GPU of compute capability 9.0, the shapes above).
 bool ce_cluster_takes(const void* logits, int64_t ldl, const void* dlogits, int64_t ldd, int64_t V) {
-  const DeviceProperties& g = gpu_properties();
-  return next_kernels(Next::CeCluster) && g.cc_major == 9 && g.cc_minor == 0 && V > 0 && V <= kClusterMaxV &&
+  return next_kernels(Next::CeCluster) && is_sm90() && V > 0 && V <= kClusterMaxV &&
          ldl % 8 == 0 && aligned(logits, 16) && (!dlogits || (dlogits == logits && ldd == ldl));
 }
 
