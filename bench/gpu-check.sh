@@ -18,7 +18,7 @@
 #
 #   run(command="bash bench/gpu-check.sh", carry=[".fixtures", ".gpu", "dist"], timeout_s=540)
 #
-# Switches (environment): SKIP_WMMA=1 (no fallback tests), ONLY_TRAIN=1 (the step A/Bs alone), SANITIZE=1 (the wgmma
+# Switches (environment): SKIP_WMMA=1 (no fallback tests), SKIP_TORCH=1 (no PyTorch benchmarks), PIECE_BATCH (the batch of the PIECE_AB A/Bs), ONLY_TRAIN=1 (the step A/Bs alone), SANITIZE=1 (the wgmma
 # kernels under compute-sanitizer even where their tests passed), SKIP_NCU=1 (no Nsight
 # Compute profiles), NCU_SETS (none by default; which: attention, lean), EXTRA_AB=1 (the cuBLASLt-tuned, f32-activation and bf16-MLP-activation
 # steps too), SKIP_BENCH=1, TEST_PATHS, NEXT_AB, PIECE_AB, BATCHES, DEADLINE_S (each below).
@@ -217,7 +217,10 @@ fi
 [[ "${SKIP_BENCH:-0}" == 1 ]] && { note "benchmarks: skipped (SKIP_BENCH=1)"; finish; }
 echo "== benchmarks $(elapsed)"
 bench() {  # name timeout command...
-  local name=$1 t; t=$(step_time "bench $name" "$2") || return; shift 2
+  local name=$1 t
+  # SKIP_TORCH=1: no PyTorch benchmark (a second call on a warm machine, whose first call timed torch already)
+  if [[ "${SKIP_TORCH:-0}" == 1 && "$3" == python3 && "$4" == bench/gpu/torch_bench.py ]]; then note "bench $name: skipped (SKIP_TORCH=1)"; return; fi
+  t=$(step_time "bench $name" "$2") || return; shift 2
   if timeout "$t" "$@" >> "$OUT/bench.log" 2>&1; then echo "  $name ok ($(elapsed))"
   else note "bench $name: FAILED or timed out (rc=$?; bench.log)"; fi
 }
@@ -285,6 +288,8 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
 # Last, the three wgmma pieces as one set (stop 34: their tiles in wgmma's 128-byte swizzle, loaded as the lean kernels
 # load theirs, no transposed copies; runs 20-21 had them 1.035x-1.162x the step on the old layout): the ops benchmark's
 # attention sweep times their kernels one by one.
+# PIECE_BATCH (default 1): the batch these A/Bs run at (8: each piece against BATCHES' default at 8, which BATCHES
+# must then name).
 PIECE_AB=${PIECE_AB-delta_rows norm_rows rope_rows optim_loads ce_cluster flash_wgmma,dq_wgmma,dkv_wgmma}
 [[ -z "$PIECE_AB" ]] && note "A/Bs of single pieces: none (PIECE_AB=... names sets to A/B)"
 # A set loses the pieces whose tests failed (stop 28's four narrow pieces were one set until stop 32 took them out, and
@@ -298,7 +303,7 @@ for set in $PIECE_AB; do
   timed_sets="$timed_sets$keep "
   [[ -n "$bad" ]] && note "A/B of default,$set: without$bad (tests failed or did not run), as default,$keep"
   bench "instill train step (default,$keep)" 150 env INSTILL_CUDA_NEXT="default,$keep" INSTILL_BENCH_VARIANT="default,$keep" \
-    node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+    node bench/gpu/instill_bench.mjs train --batch "${PIECE_BATCH:-1}" --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 done
 # INSTILL_CUDA_NEXT=$NEXT_AB (the waiting pieces together, those whose tests failed left out), with the default bf16
 # activations: what promoting them all would give
