@@ -421,9 +421,9 @@ else
         done
         ncu_cmd=(env INSTILL_CUDA_NEXT="$NCU_NEXT" ncu -k 'regex:flash_|attention_delta' --launch-count 5)
         bench_args=(attn --reps 1) ;;
-      lean)  # the default's attention kernels (flash_lean), to set beside the wgmma ones
-        NCU_NEXT=default
-        ncu_cmd=(env INSTILL_CUDA_NEXT=default ncu -k 'regex:flash_|attention_delta' --launch-count 5)
+      lean)  # the lean attention kernels (flash_lean; the default before stop 36), to set beside the wgmma ones
+        NCU_NEXT=default,-flash_wgmma,-dq_wgmma,-dkv_wgmma
+        ncu_cmd=(env INSTILL_CUDA_NEXT="$NCU_NEXT" ncu -k 'regex:flash_|attention_delta' --launch-count 5)
         bench_args=(attn --reps 1) ;;
       *) note "ncu: no set '$what' (NCU_SETS: attention, lean)"; continue ;;
     esac

@@ -31,7 +31,10 @@ namespace {
 // occupancy; code in commit 1ef152a). Run 22 (stop 33) promoted attn_pack and dqkv_pack: their tests passed in runs 21 and
 // 22, their packs left the op profile, and the step was no slower (together 0.998x / 0.990x, then 0.989x / 0.994x, by
 // medians / mins), the bar stop 24 set for them in advance. Stop 33 took out qkv_one (q, k and v as one product that
-// rope reads: runs 20-24 1.004x, 1.000x, 0.996x, 0.987x, 1.005x the step; code in commit 3917c20).
+// rope reads: runs 20-24 1.004x, 1.000x, 0.996x, 0.987x, 1.005x the step; code in commit 3917c20). Runs 25-27
+// (stop 36, H200) promoted flash_wgmma, dq_wgmma and dkv_wgmma together, on stop 34's swizzled tiles: every test
+// passed, and the step was 0.949x-0.979x at batch 1, 0.962x-0.972x at batch 8 (45.5-45.9% MFU), 0.956x at 4, 0.974x
+// at 16. They take the attention only on compute capability 9.0 (elsewhere the lean kernels run, as before).
 // (`narrow`, LoRA's u, g, dA, dB on CUDA-core kernels, was removed in stop 19: ~2x slower than cuBLASLt in run 14.
 // Stop 22 removed five that runs 14–16 measured no faster: `pack_wb` (moot with wb_cache), `flash_mt`, `flash_occ`,
 // `stored_ds` and `attn_prep` (nothing on top of flash_lean, or slower); bench/RESULTS.md has their numbers. Stop 34
@@ -49,8 +52,8 @@ constexpr Piece kAll[] = {
     {Next::FactorPack, "factor_pack", true}, {Next::CeWide, "ce_wide", false},
     {Next::AttnPack, "attn_pack", true},  {Next::DqkvPack, "dqkv_pack", true},
     {Next::CeBf16, "ce_bf16", true},        {Next::SideGrads, "side_grads", true},
-    {Next::FlashWgmma, "flash_wgmma", false},
-    {Next::DqWgmma, "dq_wgmma", false},      {Next::DkvWgmma, "dkv_wgmma", false},
+    {Next::FlashWgmma, "flash_wgmma", true},
+    {Next::DqWgmma, "dq_wgmma", true},       {Next::DkvWgmma, "dkv_wgmma", true},
     {Next::AsyncUpload, "async_upload", true},
     {Next::Pdl, "pdl", false},               {Next::DeltaRows, "delta_rows", false},
     {Next::NormRows, "norm_rows", false},    {Next::RopeRows, "rope_rows", false},
