@@ -253,11 +253,13 @@ bench() {  # name timeout command...
 # more bytes in flight, the same bits: ~0.3 ms a step, a per-step cost): NEXT_SET is the default with the four, and
 # PIECE_AB times each alone. Promote each on its tests and a step no slower, at batch 1 and at batch 8 (the BATCHES
 # A/B). Stop 35 added `ce_cluster` (the loss's bf16 softmax a row a cluster of 8 blocks, the row read once: run 21's
-# 0.47 ms a 2048 tokens where the bytes read once take ~0.22; not the same bits, its sums in another order). `ce_wide` is left out (a training step with ce_bf16 never takes its
-# path, NEXT_AB=default,-ce_bf16,ce_wide times it); NEXT_AB or PIECE_AB names the others where reworked.
+# 0.47 ms a 2048 tokens where the bytes read once take ~0.22; not the same bits, its sums in another order). Runs 25-30
+# (stop 36) promoted the three wgmma pieces, and stop 36 took out norm_rows (slower), optim_loads and ce_cluster (no
+# faster): NEXT_SET is the default with delta_rows and rope_rows. `ce_wide` is left out (a training step with ce_bf16
+# never takes its path, NEXT_AB=default,-ce_bf16,ce_wide times it); NEXT_AB or PIECE_AB names the others where reworked.
 # With NEXT_SET the default alone and no NEXT_AB
 # there is no next-kernel A/B (it would time the default against itself). A new piece adds its name here.
-NEXT_SET="default,delta_rows,norm_rows,rope_rows,optim_loads,ce_cluster"
+NEXT_SET="default,delta_rows,rope_rows"
 if [[ -z "${NEXT_AB:-}" && "$NEXT_SET" == default ]]; then
   note "no piece waits (NEXT_SET=default): no next-kernel A/B in this call (NEXT_AB=... names pieces to A/B)"
   NEXT_ON=0
@@ -278,19 +280,19 @@ bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .
 # PIECE_AB: space-separated sets, each a comma list, each set whose tests passed in an A/B of its own
 # (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
 # others' (run 14: the loss of narrow, a piece since removed, hid flash_lean's gain there). Default (~15 s each;
-# PIECE_AB="" for none): `delta_rows`, `norm_rows`, `rope_rows`, then `optim_loads` (stop 33), `ce_cluster` (stop 35; before them none since run 22, which promoted
+# PIECE_AB="" for none): `delta_rows` and `rope_rows` (stop 33; runs 25-29 timed them with norm_rows, optim_loads and
+# ce_cluster, which stop 36 took out; before them none since run 22, which promoted
 # `attn_pack` and `dqkv_pack`, timed together here in runs 21 and 22). `qkv_one` (q, k and v's ~0.27 ms of products as one: runs 20-24 1.004x, 1.000x, 0.996x, 0.987x, 1.005x)
 # was taken out in stop 33, as `group_fork`, the other way to that time, was in stop 32; `ce_wide` changes nothing in a
 # training step with ce_bf16 on. Runs 20 and 21 timed the wgmma pieces, `ce_bf16`, `side_grads`, `async_upload` and the four narrow ones (taken
 # out in stop 32) here (bench/RESULTS.md). (Run 16 timed lora_group, then with swiglu_pack, then
 # with norm_pack, and promoted the three; run 17 fewer_packs, factor_pack and rope_qk together; run 18 bf16_beta and
 # group_wide, both taken out.)
-# Last, the three wgmma pieces as one set (stop 34: their tiles in wgmma's 128-byte swizzle, loaded as the lean kernels
-# load theirs, no transposed copies; runs 20-21 had them 1.035x-1.162x the step on the old layout): the ops benchmark's
-# attention sweep times their kernels one by one.
+# (The three wgmma pieces were the last set until runs 25-27 timed them 0.949x-0.979x the step and stop 36 promoted
+# them: the ops benchmark's attention sweep times the lean kernels against them, one by one.)
 # PIECE_BATCH (default 1): the batch these A/Bs run at (8: each piece against BATCHES' default at 8, which BATCHES
 # must then name).
-PIECE_AB=${PIECE_AB-delta_rows norm_rows rope_rows optim_loads ce_cluster flash_wgmma,dq_wgmma,dkv_wgmma}
+PIECE_AB=${PIECE_AB-delta_rows rope_rows}
 [[ -z "$PIECE_AB" ]] && note "A/Bs of single pieces: none (PIECE_AB=... names sets to A/B)"
 # A set loses the pieces whose tests failed (stop 28's four narrow pieces were one set until stop 32 took them out, and
 # one failing piece should not keep the others' A/B from the call) and is skipped where none is left or the rest was timed as a set already.

@@ -87,9 +87,9 @@ export const runtime = {
   /**
    * The kernel pieces the INSTILL_CUDA_NEXT environment variable turns on now, by name (native/cuda/README.md
    * lists them: 'residual', 'wb_cache', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack', 'fewer_packs',
-   * 'rope_qk', 'factor_pack', 'ce_bf16', 'side_grads', 'async_upload', 'attn_pack', 'dqkv_pack', promoted by GPU runs
-   * and on by default; 'ce_wide', 'flash_wgmma', 'dq_wgmma', 'dkv_wgmma', 'pdl', 'delta_rows', 'norm_rows',
-   * 'rope_rows', 'optim_loads' and 'ce_cluster', waiting for one or no faster, off).
+   * 'rope_qk', 'factor_pack', 'ce_bf16', 'side_grads', 'async_upload', 'attn_pack', 'dqkv_pack', 'flash_wgmma',
+   * 'dq_wgmma', 'dkv_wgmma', promoted by GPU runs and on by default; 'ce_wide', 'pdl', 'delta_rows' and 'rope_rows',
+   * waiting for one or no faster, off).
    * Throws E_ARG when the variable names an unknown one.
    */
   nextKernels(): string[] {

@@ -127,8 +127,8 @@ if (what === 'lora') {
   const t = timeMs(step, 2, 10);
   emit({ bench: 'linear CE fwd+bwd V=128256', impl: `instill ${device} (chunked, ${gemm})`, ...t,
     peak_mib: (after.peak - before.inUse) / 2 ** 20, shape: CE });
-  // one more call with the op profile on: its parts' device times (the logits and dh products, the softmax kernel:
-  // ce_cluster's A/B reads the softmax's line under each variant)
+  // one more call with the op profile on: its parts' device times (the logits and dh products, the softmax kernel,
+  // under each variant)
   runtime.setOpProfile(true);
   step();
   const parts = runtime.opProfile();

@@ -5,20 +5,13 @@
 // sum (a tree in shared memory, in double) to its slot of one buffer for every
 // tensor; one block then adds the slots in a fixed tree. No atomics: the same
 // inputs give the same bits.
-// INSTILL_CUDA_NEXT `optim_loads` (waiting for a GPU): both with more bytes in flight and the same bits. adamw's loop
-// stores p, m and v before its next loads, which the compiler must keep in order (the pointers may alias), so each
-// thread had 16 bytes in flight: 0.18–0.20 ms a 1B step for ~316 MB (~3x its bytes' time). The piece takes four
-// elements an iteration through float4s (16-byte aligned chunks; a scalar tail). sum_squares' threads each add 256
-// elements in order; the piece loads 8 of them before adding them in that order (0.09–0.11 ms for 45 MB).
 #include <algorithm>
 #include <cmath>
-#include <optional>
 #include <vector>
 
 #include "cuda/common.cuh"
 #include "ops/adamw.h"
 #include "runtime/device.h"
-#include "runtime/op_profile.h"
 
 namespace instill {
 namespace cuda {
@@ -38,56 +31,22 @@ struct AdamwChunk {
 constexpr int64_t kAdamwChunk = 32768;
 constexpr int kAdamwThreads = 256;
 
-struct AdamwHyper {
-  double lr, beta1, beta2, eps, weight_decay, bc1, sqrt_bc2, grad_scale;
-};
-
-// Element i's update, in the CPU's double arithmetic: the one expression both kernels use (the wide kernel's on its
-// float4s' four values in registers)
-__device__ __forceinline__ void adamw_one(float* pp, const float* gp, float* mp, float* vp, int64_t i, const AdamwHyper& a) {
-  double p = pp[i], g = gp[i];
-  if (a.grad_scale != 1.0) g = static_cast<double>(static_cast<float>(g * a.grad_scale));
-  p *= 1.0 - a.lr * a.weight_decay;
-  const double mi = a.beta1 * mp[i] + (1.0 - a.beta1) * g;
-  const double vi = a.beta2 * vp[i] + (1.0 - a.beta2) * g * g;
-  p -= (a.lr / a.bc1) * mi / (sqrt(vi) / a.sqrt_bc2 + a.eps);
-  mp[i] = static_cast<float>(mi);
-  vp[i] = static_cast<float>(vi);
-  pp[i] = static_cast<float>(p);
-}
-
 __global__ void __launch_bounds__(kAdamwThreads)
     adamw_kernel(const AdamwChunk* __restrict__ chunks, double lr, double beta1, double beta2, double eps,
                  double weight_decay, double bc1, double sqrt_bc2, double grad_scale) {
   pdl_enter();
   const AdamwChunk c = chunks[blockIdx.x];
-  const AdamwHyper a{lr, beta1, beta2, eps, weight_decay, bc1, sqrt_bc2, grad_scale};
-  for (int64_t i = threadIdx.x; i < c.n; i += kAdamwThreads) adamw_one(c.p, c.g, c.m, c.v, i, a);
-}
-
-// optim_loads: four elements an iteration through float4s where the chunk's four arrays are 16-byte aligned, the
-// rest (and an unaligned chunk) one at a time, each element's update adamw_one's
-__global__ void __launch_bounds__(kAdamwThreads)
-    adamw_wide_kernel(const AdamwChunk* __restrict__ chunks, double lr, double beta1, double beta2, double eps,
-                      double weight_decay, double bc1, double sqrt_bc2, double grad_scale) {
-  pdl_enter();
-  const AdamwChunk c = chunks[blockIdx.x];
-  const AdamwHyper a{lr, beta1, beta2, eps, weight_decay, bc1, sqrt_bc2, grad_scale};
-  const bool vec = ((reinterpret_cast<uintptr_t>(c.p) | reinterpret_cast<uintptr_t>(c.g) |
-                     reinterpret_cast<uintptr_t>(c.m) | reinterpret_cast<uintptr_t>(c.v)) & 15) == 0;
-  const int64_t n4 = vec ? c.n / 4 : 0;
-  for (int64_t j = threadIdx.x; j < n4; j += kAdamwThreads) {
-    float4 p = reinterpret_cast<const float4*>(c.p)[j], m = reinterpret_cast<const float4*>(c.m)[j],
-           v = reinterpret_cast<const float4*>(c.v)[j];
-    const float4 g = reinterpret_cast<const float4*>(c.g)[j];
-#pragma unroll
-    for (int k = 0; k < 4; ++k)
-      adamw_one(&p.x, &g.x, &m.x, &v.x, k, a);
-    reinterpret_cast<float4*>(c.m)[j] = m;
-    reinterpret_cast<float4*>(c.v)[j] = v;
-    reinterpret_cast<float4*>(c.p)[j] = p;
+  for (int64_t i = threadIdx.x; i < c.n; i += kAdamwThreads) {
+    double p = c.p[i], g = c.g[i];
+    if (grad_scale != 1.0) g = static_cast<double>(static_cast<float>(g * grad_scale));
+    p *= 1.0 - lr * weight_decay;
+    const double mi = beta1 * c.m[i] + (1.0 - beta1) * g;
+    const double vi = beta2 * c.v[i] + (1.0 - beta2) * g * g;
+    p -= (lr / bc1) * mi / (sqrt(vi) / sqrt_bc2 + eps);
+    c.m[i] = static_cast<float>(mi);
+    c.v[i] = static_cast<float>(vi);
+    c.p[i] = static_cast<float>(p);
   }
-  for (int64_t i = 4 * n4 + threadIdx.x; i < c.n; i += kAdamwThreads) adamw_one(c.p, c.g, c.m, c.v, i, a);
 }
 
 constexpr int kReduceThreads = 256;
@@ -109,25 +68,12 @@ struct SquaresChunk {
   int64_t n;
 };
 
-// Block b sums the squares of its chunk (kSumSquaresChunk elements or a tensor's tail) into out[b]. kWide
-// (optim_loads): each thread's elements i, i + kReduceThreads, … loaded 8 at a time, then added in that same order.
-template <bool kWide>
+// Block b sums the squares of its chunk (kSumSquaresChunk elements or a tensor's tail) into out[b].
 __global__ void chunk_squares_kernel(const SquaresChunk* __restrict__ chunks, double* out) {
   pdl_enter();
   const SquaresChunk c = chunks[blockIdx.x];
   double acc = 0.0;
-  int64_t i = threadIdx.x;
-  if (kWide) {
-    constexpr int kAt = 8;
-    for (; i + (kAt - 1) * kReduceThreads < c.n; i += kAt * kReduceThreads) {
-      float x[kAt];
-#pragma unroll
-      for (int k = 0; k < kAt; ++k) x[k] = c.x[i + k * kReduceThreads];
-#pragma unroll
-      for (int k = 0; k < kAt; ++k) acc += static_cast<double>(x[k]) * x[k];
-    }
-  }
-  for (; i < c.n; i += kReduceThreads) acc += static_cast<double>(c.x[i]) * c.x[i];
+  for (int64_t i = threadIdx.x; i < c.n; i += kReduceThreads) acc += static_cast<double>(c.x[i]) * c.x[i];
   const double total = block_sum(acc);
   if (threadIdx.x == 0) out[blockIdx.x] = total;
 }
@@ -163,12 +109,9 @@ void adamw_step(const AdamwArgs& a) {
   const Tensor table = upload(chunks);
   const double t = static_cast<double>(a.step);
   const double bc1 = 1.0 - std::pow(a.beta1, t), bc2 = 1.0 - std::pow(a.beta2, t);
-  const bool wide = next_kernels(Next::OptimLoads);
-  std::optional<OpPart> kernel_part;  // (the piece's kernel named in the op profile)
-  if (wide) kernel_part.emplace("float4s (next)", Device::CUDA);
-  launch(wide ? "adamw_wide_kernel" : "adamw_kernel", wide ? adamw_wide_kernel : adamw_kernel,
-         static_cast<unsigned>(chunks.size()), kAdamwThreads, 0, stream(), reinterpret_cast<const AdamwChunk*>(table.data()),
-         a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, bc1, std::sqrt(bc2), a.grad_scale);
+  launch("adamw_kernel", adamw_kernel, static_cast<unsigned>(chunks.size()), kAdamwThreads, 0, stream(),
+         reinterpret_cast<const AdamwChunk*>(table.data()), a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, bc1,
+         std::sqrt(bc2), a.grad_scale);
 }
 
 double sum_squares(const SumSquaresArgs& a) {
@@ -183,12 +126,8 @@ double sum_squares(const SumSquaresArgs& a) {
   const Tensor table = upload(chunks);
   Tensor partial = Tensor::empty({2 * (slots + 1)}, DType::F32, Device::CUDA);  // doubles
   double* part = reinterpret_cast<double*>(partial.data_as<float>());
-  const bool wide = next_kernels(Next::OptimLoads);
-  std::optional<OpPart> kernel_part;
-  if (wide) kernel_part.emplace("8 loads at a time (next)", Device::CUDA);
-  launch("chunk_squares_kernel", wide ? chunk_squares_kernel<true> : chunk_squares_kernel<false>,
-         static_cast<unsigned>(slots), kReduceThreads, 0, stream(), reinterpret_cast<const SquaresChunk*>(table.data()),
-         part);
+  launch("chunk_squares_kernel", chunk_squares_kernel, static_cast<unsigned>(slots), kReduceThreads, 0, stream(),
+         reinterpret_cast<const SquaresChunk*>(table.data()), part);
   launch("sum_kernel", sum_kernel, 1, kReduceThreads, 0, stream(), part, slots, part + slots);
   double result = 0.0;
   copy_bytes(&result, Device::CPU, part + slots, Device::CUDA, sizeof(double));  // waits for the stream

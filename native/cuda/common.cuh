@@ -86,7 +86,7 @@ void check_launch(const char* kernel);
 void sync(const char* what);
 // GPU 0's properties, as the runtime read them once (runtime.info().cuda); E_DEVICE where it is not usable.
 const DeviceProperties& gpu_properties();
-// Whether GPU 0 has compute capability 9.0 exactly (H100, H200): the one the sm_90a code (wgmma, clusters) runs on.
+// Whether GPU 0 has compute capability 9.0 exactly (H100, H200): the one the sm_90a code (wgmma) runs on.
 inline bool is_sm90() { return gpu_properties().cc_major == 9 && gpu_properties().cc_minor == 0; }
 // The device's multiprocessors: how kernels size their grids.
 int sm_count();
@@ -127,40 +127,28 @@ void pdl_refused_once();
 void count_launch(bool programmatic);
 
 // kernel<<<grid, block, smem, s>>>(args...), then check_launch(name); with pdl_launch(s) as a programmatic dependent
-// launch; with cluster_x > 1 the grid's blocks in clusters of cluster_x along x (thread block clusters: compute
-// capability 9.0, grid.x a multiple of cluster_x; launch() is this with none). The arguments are converted to the
-// kernel's parameter types as <<<>>> converts them.
+// launch. The arguments are converted to the kernel's parameter types as <<<>>> converts them.
 template <typename... Params, typename... Args>
-void launch_clustered(const char* name, unsigned cluster_x, void (*kernel)(Params...), dim3 grid, dim3 block,
-                      size_t smem, cudaStream_t s, const Args&... args) {
+void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+            const Args&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
-  cudaLaunchAttribute attr[2] = {};
-  unsigned n = 0;
-  if (cluster_x > 1) {
-    attr[n].id = cudaLaunchAttributeClusterDimension;
-    attr[n].val.clusterDim.x = cluster_x;
-    attr[n].val.clusterDim.y = 1;
-    attr[n].val.clusterDim.z = 1;
-    ++n;
-  }
-  const unsigned plain = n;  // the attributes without the programmatic one
+  cudaLaunchAttribute attr[1] = {};
   const bool programmatic = pdl_launch(s);
   if (programmatic) {
-    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[n].val.programmaticStreamSerializationAllowed = 1;
-    ++n;
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
   }
-  cfg.attrs = n ? attr : nullptr;
-  cfg.numAttrs = n;
   cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, args...);
   if (err != cudaSuccess && programmatic) {  // once more as an ordinary launch; where that one goes, none asked again
     cudaGetLastError();
-    cfg.attrs = plain ? attr : nullptr;
-    cfg.numAttrs = plain;
+    cfg.attrs = nullptr;
+    cfg.numAttrs = 0;
     err = cudaLaunchKernelEx(&cfg, kernel, args...);
     if (err == cudaSuccess) pdl_refused_once();
   }
@@ -169,12 +157,7 @@ void launch_clustered(const char* name, unsigned cluster_x, void (*kernel)(Param
     throw_cuda_error(err, name, "launch", 0);
   }
   check_launch(name);
-  count_launch(cfg.numAttrs > plain);
-}
-template <typename... Params, typename... Args>
-void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
-            const Args&... args) {
-  launch_clustered(name, 0, kernel, grid, block, smem, s, args...);
+  count_launch(cfg.numAttrs == 1);
 }
 
 // Copies an i32 tensor (CPU or CUDA) to the host.
@@ -239,7 +222,7 @@ __device__ __forceinline__ void store4(__nv_bfloat16* p, float4 v) {
   *reinterpret_cast<uint2*>(p) = raw;
 }
 
-// Eight bf16 (one 16-byte uint4) as f32, and eight f32 into one, rounded to nearest even.
+// Eight bf16 (one 16-byte uint4) as f32.
 __device__ __forceinline__ void unpack8(const uint4& w, float (&f)[8]) {
   const uint32_t u[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
@@ -247,16 +230,6 @@ __device__ __forceinline__ void unpack8(const uint4& w, float (&f)[8]) {
     f[2 * k] = __uint_as_float(u[k] << 16);
     f[2 * k + 1] = __uint_as_float(u[k] & 0xffff0000u);
   }
-}
-__device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
-  uint4 w;
-  uint32_t* u = reinterpret_cast<uint32_t*>(&w);
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const __nv_bfloat162 b = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
-    u[k] = *reinterpret_cast<const uint32_t*>(&b);
-  }
-  return w;
 }
 
 // log2(e): exp(x) as exp2(x·log2(e)), one FMA before the hardware's exp2.

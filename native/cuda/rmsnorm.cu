@@ -7,14 +7,8 @@
 // Backward: dw first (one thread per column, rows split across blocks, f32
 // atomics to combine the blocks' partial sums), then dx, one block per row;
 // so dx may alias dy (dw has read dy before dx overwrites it).
-// INSTILL_CUDA_NEXT `norm_rows` (the vector paths): a warp a row, 8 rows a block, in place of a block a row. Lane l
-// does the work of the block's threads l + 32k (k < 8), and sums as they do: each "thread"'s chunks in order, a
-// warp_sum per "warp" k, then block_sum's second warp_sum over lanes < 8. So rstd, y and dx keep their bits, with no
-// __syncthreads and every chunk's load issued before the first sum. Where the block kernels' rows are ~10 and ~19 µs
-// a 1B layer's call at 39% and 63% of DRAM bandwidth (run 21's ncu), a warp a row has 8 loads a lane in flight.
 #include "cuda/common.cuh"
 #include "ops/rmsnorm.h"
-#include "runtime/op_profile.h"
 
 namespace instill {
 namespace cuda {
@@ -22,8 +16,8 @@ namespace cuda {
 namespace {
 constexpr int kThreads = 256;
 
-// The vector paths' per-chunk arithmetic (4 elements from c), shared by the block kernels and norm_rows' so that
-// both compute each chunk by one expression: a thread's Σx² and Σ w·dy·x terms, y's and dx's values.
+// The vector paths' per-chunk arithmetic (4 elements from c): a thread's Σx² and Σ w·dy·x terms, y's and dx's
+// values.
 __device__ __forceinline__ float squares4(const float* xr, int64_t c) {
   const float4 v = *reinterpret_cast<const float4*>(xr + c);
   return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
@@ -127,89 +121,13 @@ __global__ void rmsnorm_dx_kernel(const float* dy, const float* x, const float* 
     }
   }
 }
-// norm_rows (above). kWarpsAt: the warps of the block a row had, whose threads lane l stands in for.
-constexpr int kWarpsAt = kThreads / 32;
-constexpr int kRowsAt = 8;  // rows (warps) a block
 
-// The block's sum of one float per thread, threads l + 32k held by lane l in v[k]: block_sum's tree, in one warp.
-__device__ __forceinline__ float rows_block_sum(const float (&v)[kWarpsAt]) {
-  const int lane = threadIdx.x & 31;
-  float mine = 0.f;
-#pragma unroll
-  for (int k = 0; k < kWarpsAt; ++k) {
-    const float wk = warp_sum(v[k]);  // warp k's sum (every lane has it)
-    if (lane == k) mine = wk;         // block_sum: lane k of the second stage reads warp k's
-  }
-  return warp_sum(mine);
-}
-
-template <typename Y>
-__global__ void __launch_bounds__(kRowsAt * 32) rmsnorm_forward_rows_kernel(const float* x, const float* w, float eps,
-                                                                           int64_t N, int64_t C, Y* y, int64_t ldy,
-                                                                           float* rstd) {
-  pdl_enter();
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsAt + (threadIdx.x >> 5);
-  const int lane = threadIdx.x & 31;
-  if (row >= N) return;  // (a whole warp)
-  const float* xr = x + row * C;
-  Y* yr = y + row * ldy;
-  float ss[kWarpsAt];
-#pragma unroll
-  for (int k = 0; k < kWarpsAt; ++k) ss[k] = 0.f;
-  for (int64_t base = 4 * lane; base < C; base += 4 * kThreads) {  // thread t's chunks 4t + 4·kThreads·j, in order
-#pragma unroll
-    for (int k = 0; k < kWarpsAt; ++k) {
-      const int64_t c = base + 128 * k;
-      if (c < C) ss[k] += squares4(xr, c);
-    }
-  }
-  const float r = rsqrtf(rows_block_sum(ss) / static_cast<float>(C) + eps);
-  if (lane == 0) rstd[row] = r;
-  for (int64_t c = 4 * lane; c < C; c += 128) store_y4(yr, xr, w, c, r);
-}
-
-__global__ void __launch_bounds__(kRowsAt * 32) rmsnorm_dx_rows_kernel(const float* dy, const float* x, const float* w,
-                                                                      const float* rstd, int64_t N, int64_t C,
-                                                                      bool accumulate, float* dx, __nv_bfloat16* dxp,
-                                                                      int64_t ldp) {
-  pdl_enter();
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsAt + (threadIdx.x >> 5);
-  const int lane = threadIdx.x & 31;
-  if (row >= N) return;
-  const float* dyr = dy + row * C;
-  const float* xr = x + row * C;
-  float* dxr = dx + row * C;
-  float s[kWarpsAt];
-#pragma unroll
-  for (int k = 0; k < kWarpsAt; ++k) s[k] = 0.f;
-  for (int64_t base = 4 * lane; base < C; base += 4 * kThreads) {
-#pragma unroll
-    for (int k = 0; k < kWarpsAt; ++k) {
-      const int64_t c = base + 128 * k;
-      if (c < C) s[k] += wdx4(w, dyr, xr, c);
-    }
-  }
-  const float sum = rows_block_sum(s);
-  const float r = rstd[row];
-  const float mean_gx = sum / static_cast<float>(C);
-  const float r3 = r * r * r;
-  for (int64_t c = 4 * lane; c < C; c += 128)
-    store_dx4(w, dyr, xr, c, r, r3, mean_gx, accumulate, dxr, dxp, row, ldp);
-}
-
-unsigned row_blocks(int64_t N) { return static_cast<unsigned>((N + kRowsAt - 1) / kRowsAt); }
-
-// y (f32, or bf16 with bf16 activations), rows ldy apart: norm_rows' kernel or the block kernel on the vector path,
-// else the scalar block kernel
+// y (f32, or bf16 with bf16 activations), rows ldy apart: the block kernel's vector path, else its scalar one
 template <typename Y>
 void launch_forward(const float* x, const float* w, float eps, int64_t N, int64_t C, Y* y, int64_t ldy, float* rstd) {
   const unsigned grid = static_cast<unsigned>(N);
   const bool vec = C % 4 == 0 && ldy % 4 == 0 && aligned16({x, w, y});
-  if (vec && next_kernels(Next::NormRows)) {
-    const OpPart part("a warp a row (next)", Device::CUDA);
-    launch("rmsnorm_forward_rows_kernel", rmsnorm_forward_rows_kernel<Y>, row_blocks(N), kRowsAt * 32, 0, stream(), x, w,
-           eps, N, C, y, ldy, rstd);
-  } else if (vec) {
+  if (vec) {
     launch("rmsnorm_forward_kernel", rmsnorm_forward_kernel<true, Y>, grid, kThreads, 0, stream(), x, w, eps, C, y, ldy,
            rstd);
   } else {
@@ -253,11 +171,7 @@ void rmsnorm_backward(const RmsnormBackwardArgs& p) {
   const int64_t ldp = p.dx_packed ? p.dx_packed->dim(1) : 0;
   const unsigned rows = static_cast<unsigned>(N);
   const bool vec = C % 4 == 0 && aligned16({dy, x, w, dx}) && (!dxp || (ldp % 4 == 0 && aligned(dxp, 8)));
-  if (vec && next_kernels(Next::NormRows)) {
-    const OpPart part("dx, a warp a row (next)", Device::CUDA);
-    launch("rmsnorm_dx_rows_kernel", rmsnorm_dx_rows_kernel, row_blocks(N), kRowsAt * 32, 0, stream(), dy, x, w, rstd, N,
-           C, p.accumulate_dx, dx, dxp, ldp);
-  } else if (vec) launch("rmsnorm_dx_kernel", rmsnorm_dx_kernel<true>, rows, kThreads, 0, stream(), dy, x, w, rstd, C,
+  if (vec) launch("rmsnorm_dx_kernel", rmsnorm_dx_kernel<true>, rows, kThreads, 0, stream(), dy, x, w, rstd, C,
                   p.accumulate_dx, dx, dxp, ldp);
   else launch("rmsnorm_dx_kernel", rmsnorm_dx_kernel<false>, rows, kThreads, 0, stream(), dy, x, w, rstd, C,
               p.accumulate_dx, dx, dxp, ldp);

@@ -34,7 +34,10 @@ namespace {
 // rope reads: runs 20-24 1.004x, 1.000x, 0.996x, 0.987x, 1.005x the step; code in commit 3917c20). Runs 25-27
 // (stop 36, H200) promoted flash_wgmma, dq_wgmma and dkv_wgmma together, on stop 34's swizzled tiles: every test
 // passed, and the step was 0.949x-0.979x at batch 1, 0.962x-0.972x at batch 8 (45.5-45.9% MFU), 0.956x at 4, 0.974x
-// at 16. They take the attention only on compute capability 9.0 (elsewhere the lean kernels run, as before).
+// at 16. They take the attention only on compute capability 9.0 (elsewhere the lean kernels run, as before). Stop 36
+// took out norm_rows (its kernels slower than the block kernels: rmsnorm's dx +40%), optim_loads (~0.05 ms a step,
+// 1.007x and 1.001x) and ce_cluster (the softmax 0.47 -> 0.44 ms at batch 1, 3.93 -> 4.03 at batch 8); their code is
+// in commit 4c1e429 (bench/RESULTS.md, "Runs 25-30").
 // (`narrow`, LoRA's u, g, dA, dB on CUDA-core kernels, was removed in stop 19: ~2x slower than cuBLASLt in run 14.
 // Stop 22 removed five that runs 14–16 measured no faster: `pack_wb` (moot with wb_cache), `flash_mt`, `flash_occ`,
 // `stored_ds` and `attn_prep` (nothing on top of flash_lean, or slower); bench/RESULTS.md has their numbers. Stop 34
@@ -56,8 +59,7 @@ constexpr Piece kAll[] = {
     {Next::DqWgmma, "dq_wgmma", true},       {Next::DkvWgmma, "dkv_wgmma", true},
     {Next::AsyncUpload, "async_upload", true},
     {Next::Pdl, "pdl", false},               {Next::DeltaRows, "delta_rows", false},
-    {Next::NormRows, "norm_rows", false},    {Next::RopeRows, "rope_rows", false},
-    {Next::OptimLoads, "optim_loads", false}, {Next::CeCluster, "ce_cluster", false}};
+    {Next::RopeRows, "rope_rows", false}};
 
 constexpr unsigned promoted_of_all() {
   unsigned set = 0;

@@ -50,14 +50,8 @@ enum class Next {
                 // wave, it waits in pdl_enter() for that kernel's writes, so its launch overlaps the other's tail
   DeltaRows,    // "delta_rows": the attention backward's Δ = rowsum(dO ∘ O) with bf16 activations a warp a token row from
                 // 16-byte loads (D 64, 128), in the other kernel's order of sums: the same bits (attention_simple.cu)
-  NormRows,     // "norm_rows": rmsnorm's forward and dx a warp a row, lane l standing in for the block's threads l + 32k
-                // and summing as they do: the same bits, no block barriers (rmsnorm.cu)
   RopeRows,     // "rope_rows": with rope_qk, the q/k pass a warp a token, each lane's four columns' angles in registers:
                 // the same bits, no shared memory or barriers (rope.cu)
-  OptimLoads,   // "optim_loads": adamw through float4s and sum_squares loading 8 elements a thread before adding them in
-                // order: more bytes in flight, the same bits (adamw.cu)
-  CeCluster,    // "ce_cluster": the bf16 softmax of linear_cross_entropy (ce_bf16) a row a cluster of 8 blocks on compute
-                // capability 9.0, the row held in registers and read once instead of twice (cross_entropy.cu)
 };
 
 // Whether INSTILL_CUDA_NEXT turns `which` on (E_ARG on a value naming an unknown piece).

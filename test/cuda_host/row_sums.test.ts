@@ -1,13 +1,12 @@
-// The orders of sums behind stop 33's "same bits" pieces, replayed on the CPU in f32 (Math.fround): `norm_rows`
-// (native/cuda/rmsnorm.cu: a warp a row standing in for a block of 256 threads a row) and `delta_rows`
-// (native/cuda/attention_simple.cu: Δ a warp a token row standing in for a warp a (row, head)). Each replay follows
-// its kernel's loops, lanes and shuffles (a warp is 32 values; __shfl_xor_sync, __shfl_down_sync and __shfl_sync as
-// array reads), and the two kernels' results must agree bit for bit on random data of awkward sizes. The GPU tests
-// (test/cuda/next/norm_rows.test.ts, delta_rows.test.ts) check the kernels themselves; this checks, without a GPU, that
-// the lane mapping the pieces rest on is the one their comments derive. A wrong mapping (a shuffle by xor where the
-// kernel shifts down, or lane a + 4t's chunk taken from lane a + 8t) is one of the cases that must fail. And
-// `rope_rows` (native/cuda/rope.cu), whose math is rope_qk's element for element: its lanes must visit every (head,
-// column) of a token once.
+// The order of sums behind stop 33's `delta_rows` (native/cuda/attention_simple.cu: Δ a warp a token row standing in
+// for a warp a (row, head)), replayed on the CPU in f32 (Math.fround). The replay follows the kernel's loops, lanes
+// and shuffles (a warp is 32 values; __shfl_xor_sync, __shfl_down_sync and __shfl_sync as array reads), and the two
+// kernels' results must agree bit for bit on random data of awkward sizes. The GPU test
+// (test/cuda/next/delta_rows.test.ts) checks the kernel itself; this checks, without a GPU, that the lane mapping the
+// piece rests on is the one its comments derive. A wrong mapping (a shuffle by xor where the kernel shifts down, or
+// lane a + 4t's chunk taken from lane a + 8t) is one of the cases that must fail. And `rope_rows` (native/cuda/rope.cu),
+// whose math is rope_qk's element for element: its lanes must visit every (head, column) of a token once. (Stop 36
+// took out norm_rows, whose replay was here too.)
 import { describe, expect, it } from 'vitest';
 
 import { randn, rng } from '../../bench/kernels/reference.js';
@@ -27,34 +26,6 @@ const warpSum = (v: Warp): Warp => {  // common.cuh's warp_sum: v += shfl_xor(v,
   return v;
 };
 const lanes = (fn: (l: number) => number): Warp => Array.from({ length: 32 }, (_, l) => fn(l));
-
-// rmsnorm's Σ over a row of C/4 chunk values (chunk(c) for c = 0, 4, 8, …: each kernel's per-chunk expression)
-function blockRowSum(C: number, chunk: (c: number) => number): number {
-  const threads = Array.from({ length: 256 }, (_, t) => {
-    let ss = 0;
-    for (let c = 4 * t; c < C; c += 1024) ss = add(ss, chunk(c));
-    return ss;
-  });
-  const warps = Array.from({ length: 8 }, (_, w) => warpSum(threads.slice(32 * w, 32 * w + 32))[0]);
-  return warpSum(lanes((l) => (l < 8 ? warps[l] : 0)))[0];  // block_sum's second stage
-}
-function warpRowSum(C: number, chunk: (c: number) => number, laneOf = (l: number, k: number) => l + 32 * k): number {
-  const ss = Array.from({ length: 8 }, () => lanes(() => 0));  // ss[k][lane]
-  for (let base = 0; base < 1024 * Math.ceil(C / 1024); base += 1024) {
-    for (let k = 0; k < 8; ++k) {
-      for (let l = 0; l < 32; ++l) {
-        const c = base + 4 * laneOf(l, k);
-        if (c < C) ss[k][l] = add(ss[k][l], chunk(c));
-      }
-    }
-  }
-  let mine = lanes(() => 0);
-  for (let k = 0; k < 8; ++k) {
-    const wk = warpSum(ss[k]);
-    mine = mine.map((x, l) => (l === k ? wk[l] : x));
-  }
-  return warpSum(mine)[0];
-}
 
 // Δ of one (row, head): the per-(row, head) kernel, lane l chaining elements l + 32t
 function deltaHead(d: ArrayLike<number>, o: ArrayLike<number>): number {
@@ -90,26 +61,6 @@ function deltaRow(d: ArrayLike<number>, o: ArrayLike<number>, H: number, D: numb
 }
 
 describe('the orders of sums of the same-bits pieces (CPU replay)', () => {
-  it.each([2048, 1000, 4100, 36, 4])('norm_rows: a warp a row sums a row of %i as the block of 256 threads does', (C) => {
-    const r = rng(70 + C);
-    const v = randn(r, C / 4).map((x) => f(x * x * 3));  // a chunk's sum of squares: ≥ 0, of varied size
-    const g = randn(r, C / 4);  // dx's chunks: of either sign
-    for (const values of [v, g]) {
-      const chunk = (c: number) => values[c / 4];
-      expect(Object.is(warpRowSum(C, chunk), blockRowSum(C, chunk))).toBe(true);
-    }
-    if (C >= 2048) {  // warps 6 and 7 swapped must show (so the comparison can fail; a rotation of the warps or of
-      // the lanes would not: the butterflies' trees are the same under those)
-      let differ = 0;
-      for (let row = 0; row < 16; ++row) {
-        const vals = randn(r, C / 4), chunk = (c: number) => vals[c / 4];
-        const wrong = warpRowSum(C, chunk, (l, k) => l + 32 * [0, 1, 2, 3, 4, 5, 7, 6][k]);
-        if (!Object.is(wrong, blockRowSum(C, chunk))) ++differ;
-      }
-      expect(differ).toBeGreaterThan(0);
-    }
-  });
-
   it.each([
     { H: 32, D: 64 }, { H: 6, D: 64 }, { H: 5, D: 128 }, { H: 3, D: 128 },
   ])('delta_rows: Δ of a token row of $H heads of $D, as a warp a (row, head) sums it', ({ H, D }) => {

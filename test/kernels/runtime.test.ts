@@ -108,7 +108,7 @@ describe('runtime', () => {
   });
 
   it('INSTILL_CUDA_NEXT turns on what waits for a GPU run, by name: all, a list, -name leaves one out, none, default (the promoted), unknown is E_ARG', () => {
-    const all = ['residual', 'wb_cache', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack', 'fewer_packs', 'rope_qk', 'factor_pack', 'ce_wide', 'attn_pack', 'dqkv_pack', 'ce_bf16', 'side_grads', 'flash_wgmma', 'dq_wgmma', 'dkv_wgmma', 'async_upload', 'pdl', 'delta_rows', 'norm_rows', 'rope_rows', 'optim_loads', 'ce_cluster'];
+    const all = ['residual', 'wb_cache', 'flash_lean', 'lora_group', 'swiglu_pack', 'norm_pack', 'fewer_packs', 'rope_qk', 'factor_pack', 'ce_wide', 'attn_pack', 'dqkv_pack', 'ce_bf16', 'side_grads', 'flash_wgmma', 'dq_wgmma', 'dkv_wgmma', 'async_upload', 'pdl', 'delta_rows', 'rope_rows'];
     const saved = process.env.INSTILL_CUDA_NEXT;
     const withNext = (v: string | undefined) => {
       if (v === undefined) delete process.env.INSTILL_CUDA_NEXT;
@@ -135,7 +135,8 @@ describe('runtime', () => {
       expect(withNext('rope_qk,,')).toEqual(['rope_qk']);
       // pieces taken out after GPU runs measured them (stop 22: pack_wb, flash_mt, flash_occ, stored_ds, attn_prep;
       // stop 23: split_k, ce_l2, dkv_pairs, dkv_whole, dq_atomic, dkv_atomic, rope_token; stop 24: group_wide,
-      // bf16_beta)
+      // bf16_beta; stop 36: norm_rows, optim_loads, ce_cluster)
+      expect(() => withNext('default,ce_cluster')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'ce_cluster'") }));
       expect(() => withNext('flash_mt')).toThrow(expect.objectContaining({ code: 'E_ARG' }));
       expect(() => withNext('default,dq_atomic')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'dq_atomic'") }));
       expect(() => withNext('default,group_wide')).toThrow(expect.objectContaining({ code: 'E_ARG', message: expect.stringContaining("'group_wide'") }));
