@@ -16,38 +16,6 @@ namespace cuda {
 namespace {
 constexpr int kThreads = 256;
 
-// The vector paths' per-chunk arithmetic (4 elements from c): a thread's Σx² and Σ w·dy·x terms, y's and dx's
-// values.
-__device__ __forceinline__ float squares4(const float* xr, int64_t c) {
-  const float4 v = *reinterpret_cast<const float4*>(xr + c);
-  return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-}
-template <typename Y>
-__device__ __forceinline__ void store_y4(Y* yr, const float* xr, const float* w, int64_t c, float r) {
-  const float4 v = *reinterpret_cast<const float4*>(xr + c), g = *reinterpret_cast<const float4*>(w + c);
-  store4(yr + c, make_float4(v.x * r * g.x, v.y * r * g.y, v.z * r * g.z, v.w * r * g.w));
-}
-__device__ __forceinline__ float wdx4(const float* w, const float* dyr, const float* xr, int64_t c) {
-  const float4 g = *reinterpret_cast<const float4*>(w + c), d = *reinterpret_cast<const float4*>(dyr + c),
-               v = *reinterpret_cast<const float4*>(xr + c);
-  return g.x * d.x * v.x + g.y * d.y * v.y + g.z * d.z * v.z + g.w * d.w * v.w;
-}
-// dx's 4 values from c: written (or added to what dxr holds), and rounded into dxp's row `row` too where it is given
-__device__ __forceinline__ void store_dx4(const float* w, const float* dyr, const float* xr, int64_t c, float r, float r3,
-                                          float mean_gx, bool accumulate, float* dxr, __nv_bfloat16* dxp, int64_t row,
-                                          int64_t ldp) {
-  const float4 g = *reinterpret_cast<const float4*>(w + c), d = *reinterpret_cast<const float4*>(dyr + c),
-               v = *reinterpret_cast<const float4*>(xr + c);
-  float4 o = make_float4(r * g.x * d.x - v.x * r3 * mean_gx, r * g.y * d.y - v.y * r3 * mean_gx,
-                         r * g.z * d.z - v.z * r3 * mean_gx, r * g.w * d.w - v.w * r3 * mean_gx);
-  if (accumulate) {
-    const float4 a = *reinterpret_cast<const float4*>(dxr + c);
-    o = make_float4(a.x + o.x, a.y + o.y, a.z + o.z, a.w + o.w);
-  }
-  *reinterpret_cast<float4*>(dxr + c) = o;
-  if (dxp) store4(dxp + row * ldp + c, o);
-}
-
 // kVec: C % 4 == 0 and x, w, y 16-byte aligned: float4 loads and stores (every row then starts aligned).
 // Y: float, or __nv_bfloat16 (the same f32 math, each output rounded once: common.cuh's store1 / store4).
 // ldy: y's row stride (C, or a packed buffer's: ops/rmsnorm.h's y_packed; kVec then needs ldy % 4 == 0).
@@ -61,7 +29,10 @@ __global__ void rmsnorm_forward_kernel(const float* x, const float* w, float eps
   Y* yr = y + row * ldy;
   float ss = 0.f;
   if (kVec) {
-    for (int64_t c = 4 * threadIdx.x; c < C; c += 4 * blockDim.x) ss += squares4(xr, c);
+    for (int64_t c = 4 * threadIdx.x; c < C; c += 4 * blockDim.x) {
+      const float4 v = *reinterpret_cast<const float4*>(xr + c);
+      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
   } else {
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
   }
@@ -69,7 +40,10 @@ __global__ void rmsnorm_forward_kernel(const float* x, const float* w, float eps
   const float r = rsqrtf(ss / static_cast<float>(C) + eps);
   if (threadIdx.x == 0) rstd[row] = r;
   if (kVec) {
-    for (int64_t c = 4 * threadIdx.x; c < C; c += 4 * blockDim.x) store_y4(yr, xr, w, c, r);
+    for (int64_t c = 4 * threadIdx.x; c < C; c += 4 * blockDim.x) {
+      const float4 v = *reinterpret_cast<const float4*>(xr + c), g = *reinterpret_cast<const float4*>(w + c);
+      store4(yr + c, make_float4(v.x * r * g.x, v.y * r * g.y, v.z * r * g.z, v.w * r * g.w));
+    }
   } else {
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) store1(yr + c, xr[c] * r * w[c]);
   }
@@ -101,7 +75,11 @@ __global__ void rmsnorm_dx_kernel(const float* dy, const float* x, const float* 
   float* dxr = dx + row * C;
   float s = 0.f;
   if (kVec) {
-    for (int64_t c = 4 * threadIdx.x; c < C; c += 4 * blockDim.x) s += wdx4(w, dyr, xr, c);
+    for (int64_t c = 4 * threadIdx.x; c < C; c += 4 * blockDim.x) {
+      const float4 g = *reinterpret_cast<const float4*>(w + c), d = *reinterpret_cast<const float4*>(dyr + c),
+                   v = *reinterpret_cast<const float4*>(xr + c);
+      s += g.x * d.x * v.x + g.y * d.y * v.y + g.z * d.z * v.z + g.w * d.w * v.w;
+    }
   } else {
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += w[c] * dyr[c] * xr[c];
   }
@@ -110,8 +88,18 @@ __global__ void rmsnorm_dx_kernel(const float* dy, const float* x, const float* 
   const float mean_gx = s / static_cast<float>(C);
   const float r3 = r * r * r;
   if (kVec) {
-    for (int64_t c = 4 * threadIdx.x; c < C; c += 4 * blockDim.x)
-      store_dx4(w, dyr, xr, c, r, r3, mean_gx, accumulate, dxr, dxp, row, ldp);
+    for (int64_t c = 4 * threadIdx.x; c < C; c += 4 * blockDim.x) {
+      const float4 g = *reinterpret_cast<const float4*>(w + c), d = *reinterpret_cast<const float4*>(dyr + c),
+                   v = *reinterpret_cast<const float4*>(xr + c);
+      float4 o = make_float4(r * g.x * d.x - v.x * r3 * mean_gx, r * g.y * d.y - v.y * r3 * mean_gx,
+                             r * g.z * d.z - v.z * r3 * mean_gx, r * g.w * d.w - v.w * r3 * mean_gx);
+      if (accumulate) {
+        const float4 a = *reinterpret_cast<const float4*>(dxr + c);
+        o = make_float4(a.x + o.x, a.y + o.y, a.z + o.z, a.w + o.w);
+      }
+      *reinterpret_cast<float4*>(dxr + c) = o;
+      if (dxp) store4(dxp + row * ldp + c, o);
+    }
   } else {
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
       const float v = r * w[c] * dyr[c] - xr[c] * r3 * mean_gx;
