@@ -217,12 +217,16 @@ fi
 [[ "${SKIP_BENCH:-0}" == 1 ]] && { note "benchmarks: skipped (SKIP_BENCH=1)"; finish; }
 echo "== benchmarks $(elapsed)"
 bench() {  # name timeout command...
-  local name=$1 t
-  # SKIP_TORCH=1: no PyTorch benchmark (a second call on a warm machine, whose first call timed torch already)
-  if [[ "${SKIP_TORCH:-0}" == 1 && "$3" == python3 && "$4" == bench/gpu/torch_bench.py ]]; then note "bench $name: skipped (SKIP_TORCH=1)"; return; fi
-  t=$(step_time "bench $name" "$2") || return; shift 2
+  local name=$1 t; t=$(step_time "bench $name" "$2") || return; shift 2
   if timeout "$t" "$@" >> "$OUT/bench.log" 2>&1; then echo "  $name ok ($(elapsed))"
   else note "bench $name: FAILED or timed out (rc=$?; bench.log)"; fi
+}
+# torch_bench name timeout args...: bench/gpu/torch_bench.py ARGS as a bench step, or, with SKIP_TORCH=1 (a second call
+# on a warm machine, whose first call timed torch already), a note that it was skipped
+torch_bench() {
+  if [[ "${SKIP_TORCH:-0}" == 1 ]]; then note "bench $1: skipped (SKIP_TORCH=1)"; return; fi
+  local name=$1 t=$2; shift 2
+  bench "$name" "$t" python3 bench/gpu/torch_bench.py "$@"
 }
 # The training step first (the target still open): PyTorch, instill by default, then the A/Bs of what waits for
 # a GPU run (native/cuda/README.md lists it; opt-in until these A/Bs and test/cuda say so), the likeliest next
@@ -275,7 +279,7 @@ fi
 NEXT_AB=${NEXT_AB:-$NEXT_SET}
 NEXT_LABEL="next kernels"
 [[ "$NEXT_ON" == 1 && "$NEXT_AB" != all ]] && { note "next kernels in the A/Bs: INSTILL_CUDA_NEXT=$NEXT_AB"; NEXT_LABEL="next kernels $NEXT_AB"; }
-bench "torch train step" 150 python3 bench/gpu/torch_bench.py train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+torch_bench "torch train step" 150 train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 bench "instill train step" 150 node bench/gpu/instill_bench.mjs train --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
 # PIECE_AB: space-separated sets, each a comma list, each set whose tests passed in an A/B of its own
 # (INSTILL_CUDA_NEXT=default,SET against the default): its own gain, which the all-pieces A/B below mixes with the
@@ -340,7 +344,7 @@ fi
 # the default and the next kernels. The issue names no batch; runs 22-24 timed 4, 8 and 16 (44.4%, 44.4-44.9%, 44.3%
 # MFU), and 8 is the nearest to 45%.
 for b in ${BATCHES:-8}; do
-  bench "torch train step, batch $b" 150 python3 bench/gpu/torch_bench.py train --batch "$b" --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
+  torch_bench "torch train step, batch $b" 150 train --batch "$b" --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
   bench "instill train step, batch $b" 150 node bench/gpu/instill_bench.mjs train --batch "$b" --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
   (( NEXT_ON )) && bench "instill train step, batch $b (next kernels)" 150 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
     node bench/gpu/instill_bench.mjs train --batch "$b" --config .fixtures/configs/llama-3.2-1b.json --out "$RES"
@@ -350,17 +354,17 @@ if [[ "${ONLY_TRAIN:-0}" == 1 ]]; then
   note "WMMA fallback tests, lora, CE, ops and CLI benchmarks: skipped (ONLY_TRAIN=1)"; note "total $(elapsed)"
   finish
 fi
-bench "torch lora" 150 python3 bench/gpu/torch_bench.py lora --out "$RES"
+torch_bench "torch lora" 150 lora --out "$RES"
 bench "instill lora" 60 node bench/gpu/instill_bench.mjs lora --out "$RES"
 (( NEXT_ON )) && bench "instill lora (next kernels)" 60 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
   node bench/gpu/instill_bench.mjs lora --out "$RES"
 bench "instill lora (wmma)" 60 env INSTILL_CUBLASLT=off node bench/gpu/instill_bench.mjs lora --out "$RES"
-bench "torch ce" 60 python3 bench/gpu/torch_bench.py ce --out "$RES"
+torch_bench "torch ce" 60 ce --out "$RES"
 bench "instill ce" 90 node bench/gpu/instill_bench.mjs ce --out "$RES"
 # the loss with the next kernels too: its time and peak memory (the target: <= 1/8 of torch's) under ce_wide and ce_bf16
 (( NEXT_ON )) && bench "instill ce (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
   node bench/gpu/instill_bench.mjs ce --out "$RES"
-bench "torch ops" 60 python3 bench/gpu/torch_bench.py ops --out "$RES"
+torch_bench "torch ops" 60 ops --out "$RES"
 # the ops one by one with the next kernels (the attention backward, the loss, LoRA's products)
 (( NEXT_ON )) && bench "instill ops (next kernels)" 90 env INSTILL_CUDA_NEXT="$NEXT_AB" INSTILL_BENCH_VARIANT="$NEXT_LABEL" \
   node bench/gpu/instill_bench.mjs ops --out "$RES"
